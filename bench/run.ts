@@ -1,0 +1,19 @@
+// `npm run bench -- <name>` runs one benchmark, `npm run bench` runs all.
+// Each bench/<name>.ts default-exports a function returning a BenchResult.
+import { printTable, writeResult, type BenchResult } from "./report.js";
+
+const ALL = ["pull", "datapath"];
+
+const names = process.argv.slice(2);
+for (const name of names.length > 0 ? names : ALL) {
+  if (!ALL.includes(name)) {
+    console.error(`unknown benchmark "${name}"; known: ${ALL.join(", ")}`);
+    process.exit(2);
+  }
+  const bench = (await import(`./${name}.js`)) as { default: () => Promise<BenchResult> };
+  console.log(`# ${name}`);
+  const result = await bench.default();
+  printTable(result.rows);
+  console.log(`ratio (${result.ratioOf}): ${result.ratio.toFixed(3)}`);
+  console.log(`wrote ${await writeResult(result)}\n`);
+}

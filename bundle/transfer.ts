@@ -1,0 +1,57 @@
+// Push and pull of policy artifacts, both through registry/copy.
+import { InputError } from "../errors.js";
+import {
+  copy,
+  MAX_MANIFEST_SIZE,
+  MediaType,
+  MemoryTarget,
+  parseManifest,
+  readAll,
+  type CopyOptions,
+  type Descriptor,
+  type Manifest,
+  type Target,
+} from "../registry/index.js";
+import { packArtifact, storeArtifact, type PackedArtifact } from "./artifact.js";
+import { decodeBundle, type Bundle } from "./build.js";
+import type { Policy } from "./policy.js";
+
+/** Pushes a bundle as an artifact to `dst`, tagged `tag` if given. */
+export async function pushBundle(bytes: Buffer, policy: Policy, dst: Target, tag?: string, options?: CopyOptions): Promise<PackedArtifact> {
+  const artifact = packArtifact(bytes, policy);
+  const staging = new MemoryTarget("bundle");
+  await storeArtifact(staging, bytes, artifact);
+  await copy(staging, artifact.manifest.digest, dst, tag, options);
+  return artifact;
+}
+
+export interface PulledArtifact {
+  manifest: Descriptor;
+  layer: Descriptor;
+  annotations: Record<string, string>;
+  bundle: Bundle;
+}
+
+/** Reads an artifact's manifest from `store` and checks it is an Aegis policy. */
+export async function readPolicyManifest(store: Target, desc: Descriptor): Promise<{ manifest: Manifest; layer: Descriptor }> {
+  const bytes = await readAll(await store.fetch(desc), MAX_MANIFEST_SIZE, `manifest ${desc.digest}`);
+  const doc = parseManifest(bytes, desc.mediaType);
+  if ("manifests" in doc || doc.artifactType !== MediaType.PolicyArtifact) {
+    const type = "manifests" in doc ? "an index" : (doc.artifactType ?? doc.config.mediaType);
+    throw new InputError("INVALID_ARGUMENT", `${desc.digest} is not an Aegis policy artifact (it is ${type})`);
+  }
+  const layer = doc.layers.find((l) => l.mediaType === MediaType.PolicyLayer);
+  if (!layer) throw new InputError("INVALID_ARGUMENT", `${desc.digest} has no ${MediaType.PolicyLayer} layer`);
+  return { manifest: doc, layer };
+}
+
+/**
+ * Copies the artifact that `reference` names from `src` into `cache` (every
+ * byte verified on the way), then decodes its bundle from the cache.
+ */
+export async function pullBundle(src: Target, reference: string, cache: Target, options?: CopyOptions): Promise<PulledArtifact> {
+  const root = await copy(src, reference, cache, undefined, options);
+  const { manifest, layer } = await readPolicyManifest(cache, root);
+  const bundle = await decodeBundle(await cache.fetch(layer), `${src.name}@${root.digest}`);
+  return { manifest: root, layer, annotations: manifest.annotations ?? {}, bundle };
+}

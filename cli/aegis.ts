@@ -1,0 +1,30 @@
+#!/usr/bin/env node
+// The `aegis` command. Commands are thin: they parse arguments and print;
+// the work happens in bundle/, registry/ and the other component folders.
+import { Command, CommanderError } from "commander";
+import { registerCopy } from "./commands/copy.js";
+import { registerInspect } from "./commands/inspect.js";
+import { registerPolicy } from "./commands/policy.js";
+import { registerPull } from "./commands/pull.js";
+import { registerPush } from "./commands/push.js";
+import { fail } from "./output.js";
+
+const program = new Command("aegis")
+  .description("Ship eBPF network policies to Linux hosts as signed OCI artifacts")
+  .version("0.1.0")
+  .showHelpAfterError()
+  .exitOverride();
+
+registerPolicy(program);
+registerPush(program);
+registerPull(program);
+registerInspect(program);
+registerCopy(program);
+
+try {
+  await program.parseAsync();
+} catch (err) {
+  // Commander already printed usage errors and help; only set the exit code.
+  if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2);
+  fail(err);
+}

@@ -1,0 +1,30 @@
+import { rename, writeFile } from "node:fs/promises";
+import type { Command } from "commander";
+import { buildBundle } from "../../bundle/index.js";
+import { sha256 } from "../../registry/index.js";
+import { report, type OutputOptions } from "../output.js";
+
+export function registerPolicy(program: Command): void {
+  const policy = program.command("policy").description("work with policy sources");
+  policy
+    .command("build")
+    .description("validate a policy, compile its eBPF program and write the deterministic bundle (tar.zst)")
+    .argument("<dir>", "policy directory holding policy.yaml (or the YAML file itself)")
+    .requiredOption("-o, --output <file>", "bundle file to write")
+    .option("--json", "print JSON for scripts")
+    .action(async (dir: string, options: OutputOptions & { output: string }) => {
+      const { policy: built, bytes } = await buildBundle(dir);
+      // Written beside the target and renamed: a failed build leaves any old bundle intact.
+      const temp = `${options.output}.tmp-${process.pid}`;
+      await writeFile(temp, bytes);
+      await rename(temp, options.output);
+      const checksum = sha256(bytes);
+      report(options, `built ${built.name} ${built.version} → ${options.output} (${bytes.byteLength} bytes, ${checksum})`, {
+        name: built.name,
+        version: built.version,
+        output: options.output,
+        size: bytes.byteLength,
+        digest: checksum,
+      });
+    });
+}

@@ -1,0 +1,54 @@
+import { mkdir, rename, rm, writeFile } from "node:fs/promises";
+import { homedir } from "node:os";
+import { join } from "node:path";
+import type { Command } from "commander";
+import { POLICY_FILE, PROGRAM_FILE, pullBundle } from "../../bundle/index.js";
+import { InputError } from "../../errors.js";
+import { formatReference, OciLayoutTarget, openReference } from "../../registry/index.js";
+import { addRegistryOptions, repositoryOptions, type GlobalOptions } from "../options.js";
+import { progressBar, report } from "../output.js";
+
+/** Pulled content is kept, verified, in an OCI layout so repeated pulls fetch nothing. */
+export function cacheDir(): string {
+  return process.env.AEGIS_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "aegis", "oci");
+}
+
+export function registerPull(program: Command): void {
+  addRegistryOptions(
+    program
+      .command("pull")
+      .description("pull a policy artifact, verify it and write its files (policy.json, program.o) to a directory")
+      .argument("<ref>", "host[:port]/repo[:tag|@digest] or oci:<dir>[:tag|@digest]")
+      .requiredOption("-o, --output <dir>", "directory to write the bundle's files into"),
+  ).action(async (refText: string, options: GlobalOptions & { output: string }) => {
+    const src = openReference(refText, repositoryOptions(options));
+    if (!src.selector) throw new InputError("INVALID_REFERENCE", `${refText} names no tag or digest`);
+    const progress = progressBar("pulling", options);
+    const pulled = await pullBundle(src.target, src.selector, new OciLayoutTarget(cacheDir()), { onEvent: progress.onEvent });
+    progress.finish();
+    // Files go to a temp dir and move into place only once all are written.
+    await mkdir(options.output, { recursive: true });
+    const files = {
+      [POLICY_FILE]: Buffer.from(JSON.stringify(pulled.bundle.policy, null, 2) + "\n"),
+      [PROGRAM_FILE]: pulled.bundle.program,
+    };
+    const temp = join(options.output, `.aegis-pull-${process.pid}`);
+    await mkdir(temp, { recursive: true });
+    try {
+      for (const [name, data] of Object.entries(files)) await writeFile(join(temp, name), data);
+      for (const name of Object.keys(files)) await rename(join(temp, name), join(options.output, name));
+    } finally {
+      await rm(temp, { recursive: true, force: true });
+    }
+    const { policy } = pulled.bundle;
+    report(options, `pulled ${policy.name} ${policy.version} ${pulled.manifest.digest} → ${options.output}`, {
+      reference: formatReference(src.ref, pulled.manifest.digest),
+      digest: pulled.manifest.digest,
+      checksum: pulled.layer.digest,
+      name: policy.name,
+      version: policy.version,
+      output: options.output,
+      files: Object.keys(files),
+    });
+  });
+}

@@ -1,0 +1,47 @@
+import { readFile, stat } from "node:fs/promises";
+import { Readable } from "node:stream";
+import type { Command } from "commander";
+import { buildBundle, decodeBundle, pushBundle } from "../../bundle/index.js";
+import { InputError } from "../../errors.js";
+import { formatReference, openReference } from "../../registry/index.js";
+import { addRegistryOptions, repositoryOptions, type GlobalOptions } from "../options.js";
+import { progressBar, report } from "../output.js";
+
+async function readBundleOrBuild(path: string) {
+  const info = await stat(path).catch((err: unknown) => {
+    throw new InputError("FILE_NOT_FOUND", `${path}: no such file or directory`, { cause: err });
+  });
+  if (info.isDirectory()) return buildBundle(path);
+  const bytes = await readFile(path);
+  const { policy } = await decodeBundle(Readable.from([bytes]), path);
+  return { policy, bytes };
+}
+
+export function registerPush(program: Command): void {
+  addRegistryOptions(
+    program
+      .command("push")
+      .description("push a bundle (or build and push a policy directory) as an OCI artifact; prints its digest")
+      .argument("<bundle|dir>", "a bundle from `aegis policy build`, or a policy directory")
+      .argument("<ref>", "destination: host[:port]/repo[:tag] or oci:<dir>[:tag]"),
+  ).action(async (path: string, refText: string, options: GlobalOptions) => {
+    const dst = openReference(refText, repositoryOptions(options));
+    if (dst.ref.digest) throw new InputError("INVALID_REFERENCE", `push takes a tag, not a digest: the digest comes from the content`);
+    const { policy, bytes } = await readBundleOrBuild(path);
+    const progress = progressBar(`pushing ${policy.name}`, options);
+    const artifact = await pushBundle(bytes, policy, dst.target, dst.ref.tag, { onEvent: progress.onEvent });
+    progress.finish();
+    const digest = artifact.manifest.digest;
+    const reference = formatReference(dst.ref, digest);
+    report(options, digest, {
+      reference,
+      digest,
+      tag: dst.ref.tag ?? null,
+      mediaType: artifact.manifest.mediaType,
+      size: artifact.manifest.size,
+      checksum: artifact.layer.digest,
+      name: policy.name,
+      version: policy.version,
+    });
+  });
+}

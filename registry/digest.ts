@@ -1,0 +1,110 @@
+// Content addressing: every byte read from any store passes through
+// `verifyStream` or `verifyBytes` before it is trusted or written anywhere.
+// https://github.com/opencontainers/image-spec/blob/main/descriptor.md#digests
+import { createHash } from "node:crypto";
+import { Transform, type Readable, type TransformCallback } from "node:stream";
+import type { Descriptor } from "./oci.js";
+import { RegistryError } from "./errors.js";
+
+const SHA256 = /^sha256:[a-f0-9]{64}$/;
+
+export function isDigest(value: string): boolean {
+  return SHA256.test(value);
+}
+
+/** Throws unless `digest` is a sha256 digest in canonical form. */
+export function checkDigest(digest: string): string {
+  if (!SHA256.test(digest)) {
+    throw new RegistryError("UNSUPPORTED_DIGEST", `"${digest}" is not a sha256 digest (sha256:<64 hex>)`);
+  }
+  return digest;
+}
+
+export function sha256(data: Uint8Array | string): string {
+  return `sha256:${createHash("sha256").update(data).digest("hex")}`;
+}
+
+export function descriptorFor(mediaType: string, data: Uint8Array): Descriptor {
+  return { mediaType, digest: sha256(data), size: data.byteLength };
+}
+
+function mismatch(desc: Descriptor, actual: string, where: string): RegistryError {
+  return new RegistryError(
+    "DIGEST_MISMATCH",
+    `content from ${where} does not match its descriptor: expected ${desc.digest}, got ${actual}`,
+  );
+}
+
+/** Checks a whole buffer against its descriptor; returns it for chaining. */
+export function verifyBytes(desc: Descriptor, data: Uint8Array, where: string): Uint8Array {
+  if (data.byteLength !== desc.size) {
+    throw new RegistryError(
+      "SIZE_MISMATCH",
+      `content from ${where} is ${data.byteLength} bytes, descriptor ${desc.digest} says ${desc.size}`,
+    );
+  }
+  const actual = sha256(data);
+  if (actual !== desc.digest) throw mismatch(desc, actual, where);
+  return data;
+}
+
+/**
+ * A pass-through stream that fails, instead of ending, when the bytes seen
+ * are more than `desc.size` or do not hash to `desc.digest`. Consumers that
+ * commit only on a clean end (rename a temp file, send the final PUT) never
+ * commit unverified content.
+ */
+export class VerifyingStream extends Transform {
+  private readonly hash = createHash("sha256");
+  private seen = 0;
+
+  constructor(
+    private readonly desc: Descriptor,
+    private readonly where: string,
+  ) {
+    super();
+    checkDigest(desc.digest);
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.seen += chunk.byteLength;
+    if (this.seen > this.desc.size) {
+      callback(new RegistryError("SIZE_MISMATCH", `content from ${this.where} is larger than ${this.desc.size} bytes (${this.desc.digest})`));
+      return;
+    }
+    this.hash.update(chunk);
+    callback(null, chunk);
+  }
+
+  override _flush(callback: TransformCallback): void {
+    if (this.seen !== this.desc.size) {
+      callback(new RegistryError("SIZE_MISMATCH", `content from ${this.where} is ${this.seen} bytes, descriptor ${this.desc.digest} says ${this.desc.size}`));
+      return;
+    }
+    const actual = `sha256:${this.hash.digest("hex")}`;
+    callback(actual === this.desc.digest ? null : mismatch(this.desc, actual, this.where));
+  }
+}
+
+/** Pipes `source` through a verifier; errors on either side reach the result. */
+export function verifyStream(desc: Descriptor, source: Readable, where: string): Readable {
+  const verifier = new VerifyingStream(desc, where);
+  source.on("error", (err) => verifier.destroy(err));
+  verifier.on("close", () => source.destroy());
+  return source.pipe(verifier);
+}
+
+/** Reads a whole stream into memory, refusing more than `limit` bytes. */
+export async function readAll(stream: Readable, limit: number, what: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of stream as AsyncIterable<Buffer>) {
+    total += chunk.byteLength;
+    if (total > limit) {
+      stream.destroy();
+      throw new RegistryError("SIZE_LIMIT", `${what} is larger than the ${limit}-byte limit`);
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
+}

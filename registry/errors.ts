@@ -1,0 +1,52 @@
+// Errors of the registry client. Registry error bodies
+// ({"errors":[{code,message,detail}]}) keep the distribution spec's codes:
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes
+import { AegisError } from "../errors.js";
+
+export type DistributionErrorCode =
+  | "BLOB_UNKNOWN"
+  | "BLOB_UPLOAD_INVALID"
+  | "BLOB_UPLOAD_UNKNOWN"
+  | "DIGEST_INVALID"
+  | "MANIFEST_BLOB_UNKNOWN"
+  | "MANIFEST_INVALID"
+  | "MANIFEST_UNKNOWN"
+  | "NAME_INVALID"
+  | "NAME_UNKNOWN"
+  | "SIZE_INVALID"
+  | "UNAUTHORIZED"
+  | "DENIED"
+  | "UNSUPPORTED"
+  | "TOOMANYREQUESTS";
+
+export type ContentErrorCode =
+  | "DIGEST_MISMATCH"
+  | "SIZE_MISMATCH"
+  | "SIZE_LIMIT"
+  | "NOT_FOUND"
+  | "INVALID_MANIFEST"
+  | "UNSUPPORTED_DIGEST"
+  | "NO_CREDENTIALS"
+  | "INSECURE"
+  | "UNREACHABLE"
+  | "HTTP_ERROR"
+  | "LOCK_TIMEOUT";
+
+export type RegistryErrorCode = DistributionErrorCode | ContentErrorCode;
+
+export class RegistryError extends AegisError<RegistryErrorCode> {
+  /** HTTP status the registry answered with, when there was one. */
+  readonly status: number | undefined;
+
+  constructor(code: RegistryErrorCode, message: string, options?: { cause?: unknown; status?: number }) {
+    super(code, message, options);
+    this.status = options?.status;
+  }
+}
+
+export function isNotFound(err: unknown): boolean {
+  return (
+    err instanceof RegistryError &&
+    (err.code === "NOT_FOUND" || err.code === "MANIFEST_UNKNOWN" || err.code === "BLOB_UNKNOWN" || err.code === "NAME_UNKNOWN")
+  );
+}

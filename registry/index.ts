@@ -1,0 +1,27 @@
+// The registry package: OCI content, stores and copy.
+export { RegistryError, isNotFound, type RegistryErrorCode } from "./errors.js";
+export { checkDigest, descriptorFor, isDigest, readAll, sha256, verifyBytes, verifyStream, VerifyingStream } from "./digest.js";
+export {
+  Annotation,
+  EMPTY_CONFIG,
+  MediaType,
+  MAX_MANIFEST_SIZE,
+  encodeJson,
+  isManifestType,
+  parseManifest,
+  referrerDescriptor,
+  successors,
+  type Descriptor,
+  type Index,
+  type Manifest,
+} from "./oci.js";
+export type { Fetcher, Pusher, ReferrerLister, Resolver, Storage, Tagger, Target } from "./storage.js";
+export { MemoryTarget } from "./memory.js";
+export { OciLayoutTarget } from "./layout.js";
+export { RemoteRepository, type RepositoryOptions } from "./remote/repository.js";
+export { RegistryClient, isLoopback, type ClientOptions } from "./remote/client.js";
+export type { Credentials } from "./remote/credentials.js";
+export { addFallbackReferrer, fallbackReferrers, referrersTag } from "./referrers.js";
+export { copy, type CopyEvent, type CopyOptions } from "./copy.js";
+export { formatReference, parseReference, selector, type Reference } from "./reference.js";
+export { openReference, type Opened } from "./open.js";

@@ -1,0 +1,170 @@
+// A Target backed by an OCI image layout directory, readable by skopeo,
+// oras and crane. https://github.com/opencontainers/image-spec/blob/main/image-layout.md
+import { randomBytes } from "node:crypto";
+import { createReadStream, createWriteStream } from "node:fs";
+import { mkdir, open, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { RegistryError } from "./errors.js";
+import { checkDigest, isDigest, readAll, verifyStream } from "./digest.js";
+import { Annotation, isManifestType, MAX_MANIFEST_SIZE, MediaType, type Descriptor, type Index } from "./oci.js";
+import { addFallbackReferrer, fallbackReferrers } from "./referrers.js";
+import type { Target } from "./storage.js";
+
+const LAYOUT_FILE = { imageLayoutVersion: "1.0.0" };
+
+export class OciLayoutTarget implements Target {
+  readonly name: string;
+  /** Serializes index.json updates within this process; a lock file guards across processes. */
+  private indexQueue: Promise<unknown> = Promise.resolve();
+
+  constructor(readonly dir: string) {
+    this.name = `oci:${dir}`;
+  }
+
+  private blobPath(digest: string): string {
+    return join(this.dir, "blobs", "sha256", checkDigest(digest).slice("sha256:".length));
+  }
+
+  async fetch(desc: Descriptor): Promise<Readable> {
+    let handle;
+    try {
+      handle = await open(this.blobPath(desc.digest), "r");
+    } catch (err) {
+      throw new RegistryError("NOT_FOUND", `${desc.digest} not found in ${this.name}`, { cause: err });
+    }
+    return verifyStream(desc, createReadStream("", { fd: handle.fd }), this.name);
+  }
+
+  async push(desc: Descriptor, content: Readable): Promise<void> {
+    await this.init();
+    const final = this.blobPath(desc.digest);
+    // Write beside the final name and rename only once the digest checked out:
+    // a reader never sees a partial or unverified blob.
+    const temp = join(this.dir, "blobs", "sha256", `.tmp-${randomBytes(8).toString("hex")}`);
+    try {
+      await pipeline(verifyStream(desc, content, "pushed content"), createWriteStream(temp, { mode: 0o644 }));
+      await rename(temp, final);
+    } catch (err) {
+      await rm(temp, { force: true });
+      throw err;
+    }
+    if (isManifestType(desc.mediaType)) {
+      await this.updateIndex((manifests) =>
+        manifests.some((m) => m.digest === desc.digest) ? manifests : [...manifests, plain(desc)],
+      );
+    }
+  }
+
+  async exists(desc: Descriptor): Promise<boolean> {
+    try {
+      return (await stat(this.blobPath(desc.digest))).size === desc.size;
+    } catch {
+      return false;
+    }
+  }
+
+  async resolve(reference: string): Promise<Descriptor> {
+    const manifests = (await this.readIndex()).manifests;
+    const found = isDigest(reference)
+      ? manifests.find((m) => m.digest === reference)
+      : manifests.find((m) => m.annotations?.[Annotation.RefName] === reference);
+    if (found) return plain(found);
+    if (isDigest(reference)) {
+      // A manifest stored only as a blob (say, a child of an index).
+      const size = await stat(this.blobPath(reference)).then((s) => s.size, () => undefined);
+      if (size !== undefined && size <= MAX_MANIFEST_SIZE) {
+        const bytes = await readAll(await this.fetch({ mediaType: "", digest: reference, size }), size, reference);
+        const mediaType = (JSON.parse(bytes.toString("utf8")) as { mediaType?: unknown }).mediaType;
+        if (typeof mediaType === "string" && isManifestType(mediaType)) return { mediaType, digest: reference, size };
+      }
+    }
+    throw new RegistryError("NOT_FOUND", `${reference} not found in ${this.name}`);
+  }
+
+  async tag(desc: Descriptor, tag: string): Promise<void> {
+    if (!(await this.exists(desc))) throw new RegistryError("NOT_FOUND", `cannot tag ${desc.digest}: not in ${this.name}`);
+    await this.updateIndex((manifests) => [
+      ...manifests.filter((m) => m.annotations?.[Annotation.RefName] !== tag && !(m.digest === desc.digest && !m.annotations?.[Annotation.RefName])),
+      { ...plain(desc), annotations: { [Annotation.RefName]: tag } },
+    ]);
+  }
+
+  referrers(subject: Descriptor, artifactType?: string): Promise<Descriptor[]> {
+    return fallbackReferrers(this, subject, artifactType);
+  }
+
+  indexReferrer(subject: Descriptor, referrer: Descriptor): Promise<void> {
+    return addFallbackReferrer(this, subject, referrer);
+  }
+
+  private async init(): Promise<void> {
+    await mkdir(join(this.dir, "blobs", "sha256"), { recursive: true });
+    await writeFile(join(this.dir, "oci-layout"), JSON.stringify(LAYOUT_FILE), { flag: "wx" }).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== "EEXIST") throw err;
+    });
+  }
+
+  private async readIndex(): Promise<Index> {
+    let text: string;
+    try {
+      text = await readFile(join(this.dir, "index.json"), "utf8");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return emptyIndex();
+      throw err;
+    }
+    try {
+      const index = JSON.parse(text) as Index;
+      if (!Array.isArray(index.manifests)) throw new Error("no manifests list");
+      return index;
+    } catch (err) {
+      throw new RegistryError("INVALID_MANIFEST", `${join(this.dir, "index.json")} is not a valid image index`, { cause: err });
+    }
+  }
+
+  /** Read-modify-write of index.json, atomic (temp file + rename) and serialized. */
+  private updateIndex(change: (manifests: Descriptor[]) => Descriptor[]): Promise<void> {
+    const run = async () => {
+      await this.init();
+      const release = await lockFile(join(this.dir, "index.json.lock"));
+      try {
+        const index = await this.readIndex();
+        const next: Index = { ...index, manifests: change(index.manifests) };
+        const temp = join(this.dir, `.index-${randomBytes(8).toString("hex")}.json`);
+        await writeFile(temp, JSON.stringify(next));
+        await rename(temp, join(this.dir, "index.json"));
+      } finally {
+        await release();
+      }
+    };
+    const result = this.indexQueue.then(run, run);
+    this.indexQueue = result.catch(() => undefined);
+    return result;
+  }
+}
+
+function emptyIndex(): Index {
+  return { schemaVersion: 2, mediaType: MediaType.ImageIndex, manifests: [] };
+}
+
+function plain(desc: Descriptor): Descriptor {
+  return { mediaType: desc.mediaType, digest: desc.digest, size: desc.size, ...(desc.annotations ? { annotations: desc.annotations } : {}) };
+}
+
+/** An exclusive lock file shared with other processes; a lock older than 30 s is stale. */
+async function lockFile(path: string): Promise<() => Promise<void>> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const handle = await open(path, "wx");
+      await handle.close();
+      return () => rm(path, { force: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      const age = await stat(path).then((s) => Date.now() - s.mtimeMs, () => 0);
+      if (age > 30_000) await rm(path, { force: true });
+      if (attempt > 1000) throw new RegistryError("LOCK_TIMEOUT", `could not lock ${path}`);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  }
+}

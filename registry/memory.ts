@@ -1,0 +1,57 @@
+// An in-memory Target: for tests, and as the staging store of `push`.
+import { Readable } from "node:stream";
+import { RegistryError } from "./errors.js";
+import { readAll, verifyBytes, isDigest } from "./digest.js";
+import { isManifestType, type Descriptor } from "./oci.js";
+import { addFallbackReferrer, fallbackReferrers } from "./referrers.js";
+import type { Target } from "./storage.js";
+
+export class MemoryTarget implements Target {
+  readonly name: string;
+  private readonly blobs = new Map<string, Buffer>();
+  private readonly descriptors = new Map<string, Descriptor>();
+  private readonly tags = new Map<string, Descriptor>();
+
+  constructor(name = "memory") {
+    this.name = name;
+  }
+
+  async fetch(desc: Descriptor): Promise<Readable> {
+    const data = this.blobs.get(desc.digest);
+    if (!data) throw new RegistryError("NOT_FOUND", `${desc.digest} not found in ${this.name}`);
+    verifyBytes(desc, data, this.name);
+    return Readable.from([data]);
+  }
+
+  async push(desc: Descriptor, content: Readable): Promise<void> {
+    const data = await readAll(content, desc.size, desc.digest);
+    verifyBytes(desc, data, "pushed content");
+    this.blobs.set(desc.digest, data);
+    this.descriptors.set(desc.digest, { mediaType: desc.mediaType, digest: desc.digest, size: desc.size });
+  }
+
+  async exists(desc: Descriptor): Promise<boolean> {
+    return this.blobs.has(desc.digest);
+  }
+
+  async resolve(reference: string): Promise<Descriptor> {
+    const desc = isDigest(reference) ? this.descriptors.get(reference) : this.tags.get(reference);
+    if (!desc || !isManifestType(desc.mediaType)) {
+      throw new RegistryError("NOT_FOUND", `${reference} not found in ${this.name}`);
+    }
+    return desc;
+  }
+
+  async tag(desc: Descriptor, tag: string): Promise<void> {
+    if (!this.blobs.has(desc.digest)) throw new RegistryError("NOT_FOUND", `cannot tag ${desc.digest}: not in ${this.name}`);
+    this.tags.set(tag, { mediaType: desc.mediaType, digest: desc.digest, size: desc.size });
+  }
+
+  referrers(subject: Descriptor, artifactType?: string): Promise<Descriptor[]> {
+    return fallbackReferrers(this, subject, artifactType);
+  }
+
+  indexReferrer(subject: Descriptor, referrer: Descriptor): Promise<void> {
+    return addFallbackReferrer(this, subject, referrer);
+  }
+}

@@ -1,0 +1,231 @@
+// HTTP to one registry host: authentication (anonymous, basic, bearer token
+// challenges), retries with backoff on 429/5xx honouring Retry-After, and
+// registry error bodies turned into typed errors.
+// https://distribution.github.io/distribution/spec/auth/token/
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes
+import { request, type Dispatcher } from "undici";
+import { RegistryError, type DistributionErrorCode } from "../errors.js";
+import { findCredentials, type Credentials } from "./credentials.js";
+
+export interface ClientOptions {
+  /** Use http:// for a non-loopback host (loopback always uses it). */
+  plainHttp?: boolean;
+  credentials?: Credentials;
+  /** Attempts for one request, counting the first; default 5. */
+  maxAttempts?: number;
+  /** First backoff delay in ms (doubles per retry); default 200. */
+  backoffMs?: number;
+  /** Longest wait, even when Retry-After asks for more; default 30 s. */
+  maxDelayMs?: number;
+}
+
+export interface SendOptions {
+  method: "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE";
+  /** A path ("/v2/…") or an absolute URL (upload locations, redirects). */
+  url: string;
+  headers?: Record<string, string>;
+  body?: Buffer;
+  /** Token scopes this request needs, e.g. ["repository:team/app:pull"]. */
+  scopes: string[];
+  /** Statuses that are success for this call; others become errors. */
+  expect: number[];
+}
+
+export type Response = Dispatcher.ResponseData;
+
+const RETRY_STATUS = new Set([429, 500, 502, 503, 504]);
+const KNOWN_CODES = new Set<string>([
+  "BLOB_UNKNOWN", "BLOB_UPLOAD_INVALID", "BLOB_UPLOAD_UNKNOWN", "DIGEST_INVALID", "MANIFEST_BLOB_UNKNOWN",
+  "MANIFEST_INVALID", "MANIFEST_UNKNOWN", "NAME_INVALID", "NAME_UNKNOWN", "SIZE_INVALID", "UNAUTHORIZED",
+  "DENIED", "UNSUPPORTED", "TOOMANYREQUESTS",
+]);
+
+interface Challenge {
+  scheme: string;
+  params: Record<string, string>;
+}
+
+export function isLoopback(host: string): boolean {
+  const name = host.replace(/:\d+$/, "");
+  return name === "localhost" || name === "[::1]" || /^127\.\d+\.\d+\.\d+$/.test(name);
+}
+
+/** Parses `Bearer realm="…",service="…",scope="…"` (RFC 7235 auth-params). */
+export function parseChallenge(header: string): Challenge {
+  const space = header.indexOf(" ");
+  const scheme = (space < 0 ? header : header.slice(0, space)).toLowerCase();
+  const params: Record<string, string> = {};
+  const re = /([a-zA-Z_]+)=(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))/g;
+  for (const m of (space < 0 ? "" : header.slice(space + 1)).matchAll(re)) {
+    params[m[1]!.toLowerCase()] = (m[2] ?? m[3] ?? "").replace(/\\(.)/g, "$1");
+  }
+  return { scheme, params };
+}
+
+/** Retry-After is seconds or an HTTP date (RFC 9110 §10.2.3). */
+function retryAfterMs(value: string | string[] | undefined): number | undefined {
+  const text = Array.isArray(value) ? value[0] : value;
+  if (!text) return undefined;
+  if (/^\d+$/.test(text)) return Number(text) * 1000;
+  const date = Date.parse(text);
+  return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now());
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+export class RegistryClient {
+  readonly baseUrl: string;
+  private readonly credentials: Credentials | undefined;
+  private readonly maxAttempts: number;
+  private readonly backoffMs: number;
+  private readonly maxDelayMs: number;
+  /** How the registry asked us to authenticate, learned from its first 401. */
+  private challenge: Challenge | undefined;
+  private readonly tokens = new Map<string, { token: string; expires: number }>();
+
+  constructor(
+    readonly registry: string,
+    options: ClientOptions = {},
+  ) {
+    const plain = options.plainHttp === true || isLoopback(registry);
+    this.baseUrl = `${plain ? "http" : "https"}://${registry}`;
+    this.credentials = findCredentials(registry, options.credentials);
+    this.maxAttempts = options.maxAttempts ?? 5;
+    this.backoffMs = options.backoffMs ?? 200;
+    this.maxDelayMs = options.maxDelayMs ?? 30_000;
+  }
+
+  /** Sends a request, authenticating and retrying as needed; the caller consumes the body. */
+  async send(options: SendOptions): Promise<Response> {
+    let authRetried = false;
+    for (let attempt = 1; ; attempt++) {
+      const headers = { ...options.headers, ...(await this.authorization(options.scopes)) };
+      let res: Response;
+      try {
+        res = await request(new URL(options.url, this.baseUrl), {
+          method: options.method,
+          headers,
+          body: options.body,
+        });
+      } catch (err) {
+        if (attempt < this.maxAttempts && isTransient(err)) {
+          await sleep(this.backoff(attempt));
+          continue;
+        }
+        throw new RegistryError("UNREACHABLE", `cannot reach registry ${this.registry}: ${(err as Error).message}`, { cause: err });
+      }
+      if (options.expect.includes(res.statusCode)) return res;
+      if (res.statusCode === 401 && !authRetried) {
+        authRetried = true;
+        await res.body.dump();
+        this.learnChallenge(res.headers["www-authenticate"], options.scopes);
+        continue;
+      }
+      if (RETRY_STATUS.has(res.statusCode) && attempt < this.maxAttempts) {
+        await res.body.dump();
+        const asked = retryAfterMs(res.headers["retry-after"]);
+        await sleep(Math.min(asked ?? this.backoff(attempt), this.maxDelayMs));
+        continue;
+      }
+      throw await this.errorFrom(res, options);
+    }
+  }
+
+  private backoff(attempt: number): number {
+    return Math.min(this.backoffMs * 2 ** (attempt - 1), this.maxDelayMs);
+  }
+
+  private learnChallenge(header: string | string[] | undefined, scopes: string[]): void {
+    const text = Array.isArray(header) ? header[0] : header;
+    if (!text) throw new RegistryError("UNAUTHORIZED", `registry ${this.registry} answered 401 without a WWW-Authenticate challenge`, { status: 401 });
+    const challenge = parseChallenge(text);
+    if (challenge.scheme === "basic" && !this.credentials) throw this.noCredentials();
+    if (challenge.scheme !== "basic" && challenge.scheme !== "bearer") {
+      throw new RegistryError("UNAUTHORIZED", `registry ${this.registry} asks for unsupported auth scheme "${challenge.scheme}"`, { status: 401 });
+    }
+    this.challenge = challenge;
+    // A fresh 401 means any cached token for these scopes is no good.
+    this.tokens.delete(scopes.join(" "));
+  }
+
+  private noCredentials(): RegistryError {
+    return new RegistryError(
+      "NO_CREDENTIALS",
+      `registry ${this.registry} requires credentials: set AEGIS_REGISTRY_USERNAME and AEGIS_REGISTRY_PASSWORD, or log in with docker/oras`,
+      { status: 401 },
+    );
+  }
+
+  private async authorization(scopes: string[]): Promise<Record<string, string>> {
+    if (!this.challenge) return {};
+    if (this.challenge.scheme === "basic") return this.credentials ? { authorization: basic(this.credentials) } : {};
+    return { authorization: `Bearer ${await this.token(scopes)}` };
+  }
+
+  /** A bearer token for `scopes` from the challenge's realm, cached until shortly before expiry. */
+  private async token(scopes: string[]): Promise<string> {
+    const key = scopes.join(" ");
+    const cached = this.tokens.get(key);
+    if (cached && cached.expires > Date.now()) return cached.token;
+    const { realm, service } = this.challenge!.params;
+    if (!realm) throw new RegistryError("UNAUTHORIZED", `registry ${this.registry} sent a Bearer challenge without a realm`);
+    const url = new URL(realm);
+    if (service) url.searchParams.set("service", service);
+    for (const scope of scopes) url.searchParams.append("scope", scope);
+    if (url.protocol === "http:" && !isLoopback(url.host) && !this.baseUrl.startsWith("http:")) {
+      throw new RegistryError("INSECURE", `refusing to send credentials to plain-HTTP token realm ${realm}`);
+    }
+    let res: Response;
+    try {
+      res = await request(url, { headers: this.credentials ? { authorization: basic(this.credentials) } : {} });
+    } catch (err) {
+      throw new RegistryError("UNREACHABLE", `cannot reach token server ${url.origin} of ${this.registry}`, { cause: err });
+    }
+    if (res.statusCode === 401 || res.statusCode === 403) {
+      await res.body.dump();
+      if (!this.credentials) throw this.noCredentials();
+      throw new RegistryError("UNAUTHORIZED", `token server of ${this.registry} rejected the credentials for user "${this.credentials.username}"`, { status: res.statusCode });
+    }
+    if (res.statusCode !== 200) throw await this.errorFrom(res, { method: "GET", url: url.origin + url.pathname });
+    const body = (await res.body.json()) as { token?: string; access_token?: string; expires_in?: number };
+    const token = body.token ?? body.access_token;
+    if (!token) throw new RegistryError("UNAUTHORIZED", `token server of ${this.registry} answered without a token`);
+    // The spec's default lifetime is 60 s; renew 10 s early.
+    const lifetime = (body.expires_in ?? 60) * 1000;
+    this.tokens.set(key, { token, expires: Date.now() + Math.max(lifetime - 10_000, lifetime / 2) });
+    return token;
+  }
+
+  /** A typed error from a registry response, read from its JSON error body when it has one. */
+  async errorFrom(res: Response, options: Pick<SendOptions, "method" | "url">): Promise<RegistryError> {
+    const status = res.statusCode;
+    let text = "";
+    if (options.method !== "HEAD") text = (await res.body.text().catch(() => "")).slice(0, 4096);
+    else await res.body.dump();
+    let code: DistributionErrorCode | undefined;
+    let message = "";
+    try {
+      const first = (JSON.parse(text) as { errors?: { code?: string; message?: string; detail?: unknown }[] }).errors?.[0];
+      if (first?.code && KNOWN_CODES.has(first.code)) code = first.code as DistributionErrorCode;
+      message = first?.message ?? "";
+    } catch {
+      message = text.split("\n")[0] ?? "";
+    }
+    const path = options.url.startsWith("/") ? options.url : new URL(options.url).pathname;
+    if (status === 401 && !this.credentials) return this.noCredentials();
+    const fallback: DistributionErrorCode | "NOT_FOUND" | "HTTP_ERROR" =
+      status === 401 ? "UNAUTHORIZED" : status === 403 ? "DENIED" : status === 404 ? "NOT_FOUND" : status === 429 ? "TOOMANYREQUESTS" : "HTTP_ERROR";
+    const finalCode = code ?? fallback;
+    const detail = message ? `: ${message}` : "";
+    return new RegistryError(finalCode, `${this.registry} ${options.method} ${path}: ${status} ${finalCode}${detail}`, { status });
+  }
+}
+
+function basic(credentials: Credentials): string {
+  return `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString("base64")}`;
+}
+
+function isTransient(err: unknown): boolean {
+  const code = (err as { code?: string }).code;
+  return code === "ECONNRESET" || code === "EPIPE" || code === "UND_ERR_SOCKET" || code === "ETIMEDOUT" || code === "UND_ERR_CONNECT_TIMEOUT";
+}

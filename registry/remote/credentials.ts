@@ -1,0 +1,46 @@
+// Where registry credentials come from, first match wins: explicit options,
+// AEGIS_REGISTRY_USERNAME / AEGIS_REGISTRY_PASSWORD, then the Docker config
+// file ($DOCKER_CONFIG/config.json or ~/.docker/config.json) that
+// `docker login` and `oras login` write.
+import { readFileSync } from "node:fs";
+import { homedir } from "node:os";
+import { join } from "node:path";
+
+export interface Credentials {
+  username: string;
+  password: string;
+}
+
+interface DockerConfig {
+  auths?: Record<string, { auth?: string; username?: string; password?: string; identitytoken?: string }>;
+}
+
+export function credentialsFromEnv(env: NodeJS.ProcessEnv = process.env): Credentials | undefined {
+  const username = env.AEGIS_REGISTRY_USERNAME;
+  const password = env.AEGIS_REGISTRY_PASSWORD;
+  return username && password !== undefined ? { username, password } : undefined;
+}
+
+export function credentialsFromDockerConfig(registry: string, env: NodeJS.ProcessEnv = process.env): Credentials | undefined {
+  const file = join(env.DOCKER_CONFIG ?? join(homedir(), ".docker"), "config.json");
+  let config: DockerConfig;
+  try {
+    config = JSON.parse(readFileSync(file, "utf8")) as DockerConfig;
+  } catch {
+    return undefined;
+  }
+  // Docker Hub's key is a URL; others are host[:port], sometimes with a scheme.
+  const entry = Object.entries(config.auths ?? {}).find(([key]) => key.replace(/^https?:\/\//, "").replace(/\/.*$/, "") === registry)?.[1];
+  if (!entry) return undefined;
+  if (entry.username && entry.password !== undefined) return { username: entry.username, password: entry.password };
+  if (entry.auth) {
+    const decoded = Buffer.from(entry.auth, "base64").toString("utf8");
+    const colon = decoded.indexOf(":");
+    if (colon > 0) return { username: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
+  }
+  return undefined;
+}
+
+export function findCredentials(registry: string, explicit?: Credentials): Credentials | undefined {
+  return explicit ?? credentialsFromEnv() ?? credentialsFromDockerConfig(registry);
+}

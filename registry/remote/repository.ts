@@ -1,0 +1,320 @@
+// A Target for one repository in a registry that speaks the OCI distribution
+// spec. https://github.com/opencontainers/distribution-spec/blob/main/spec.md
+import type { Readable } from "node:stream";
+import { request } from "undici";
+import { RegistryError } from "../errors.js";
+import { checkDigest, isDigest, readAll, sha256, verifyBytes, verifyStream } from "../digest.js";
+import { isManifestType, MANIFEST_MEDIA_TYPES, MAX_MANIFEST_SIZE, MediaType, type Descriptor, type Index } from "../oci.js";
+import { addFallbackReferrer, fallbackReferrers } from "../referrers.js";
+import type { Target } from "../storage.js";
+import { RegistryClient, type ClientOptions, type Response } from "./client.js";
+
+export interface RepositoryOptions extends ClientOptions {
+  /** Blobs up to this size go up in one PUT; larger ones in PATCH chunks. Default 4 MiB. */
+  monolithicLimit?: number;
+  /** Size of each PATCH chunk. Default 8 MiB. */
+  chunkSize?: number;
+}
+
+const ACCEPT_MANIFESTS = MANIFEST_MEDIA_TYPES.join(", ");
+/** Whether a registry host has the referrers API, learned once per process. */
+const referrersSupport = new Map<string, Promise<boolean>>();
+const clients = new Map<string, RegistryClient>();
+
+export class RemoteRepository implements Target {
+  readonly name: string;
+  readonly client: RegistryClient;
+  private readonly monolithicLimit: number;
+  private readonly chunkSize: number;
+  /** Manifest bytes this instance pushed or read, so tagging needs no re-fetch. */
+  private readonly recentManifests = new Map<string, Buffer>();
+
+  constructor(
+    readonly registry: string,
+    readonly repository: string,
+    options: RepositoryOptions = {},
+  ) {
+    this.name = `${registry}/${repository}`;
+    // One client per registry and settings shares its tokens across repositories.
+    const key = JSON.stringify([registry, options.plainHttp, options.credentials, options.maxAttempts, options.backoffMs]);
+    let client = clients.get(key);
+    if (!client) clients.set(key, (client = new RegistryClient(registry, options)));
+    this.client = client;
+    this.monolithicLimit = options.monolithicLimit ?? 4 * 1024 * 1024;
+    this.chunkSize = options.chunkSize ?? 8 * 1024 * 1024;
+  }
+
+  private scopes(push: boolean, ...extra: string[]): string[] {
+    return [`repository:${this.repository}:${push ? "pull,push" : "pull"}`, ...extra];
+  }
+
+  private path(kind: "blobs" | "manifests" | "referrers" | "tags", rest: string): string {
+    return `/v2/${this.repository}/${kind}/${rest}`;
+  }
+
+  async fetch(desc: Descriptor): Promise<Readable> {
+    checkDigest(desc.digest);
+    if (isManifestType(desc.mediaType)) {
+      const res = await this.client.send({
+        method: "GET",
+        url: this.path("manifests", desc.digest),
+        headers: { accept: ACCEPT_MANIFESTS },
+        scopes: this.scopes(false),
+        expect: [200],
+      });
+      return verifyStream(desc, res.body, this.name);
+    }
+    return verifyStream(desc, await this.getBlob(desc.digest), this.name);
+  }
+
+  /** GET a blob, following redirects to blob storage (without our credentials). */
+  private async getBlob(digest: string): Promise<Readable> {
+    const res = await this.client.send({
+      method: "GET",
+      url: this.path("blobs", digest),
+      scopes: this.scopes(false),
+      expect: [200, 301, 302, 303, 307, 308],
+    });
+    if (res.statusCode === 200) return res.body;
+    await res.body.dump();
+    const location = res.headers.location;
+    if (typeof location !== "string") throw new RegistryError("HTTP_ERROR", `${this.name}: redirect for ${digest} has no Location`);
+    // One hop to blob storage (S3, a CDN): the URL is pre-signed, so no credentials go along.
+    const target = new URL(location, this.client.baseUrl);
+    const redirected = await request(target, { method: "GET" });
+    if (redirected.statusCode !== 200) {
+      throw await this.client.errorFrom(redirected, { method: "GET", url: target.href });
+    }
+    return redirected.body;
+  }
+
+  async exists(desc: Descriptor): Promise<boolean> {
+    const res = await this.client.send({
+      method: "HEAD",
+      url: this.path(isManifestType(desc.mediaType) ? "manifests" : "blobs", checkDigest(desc.digest)),
+      headers: isManifestType(desc.mediaType) ? { accept: ACCEPT_MANIFESTS } : {},
+      scopes: this.scopes(false),
+      expect: [200, 404],
+    });
+    await res.body.dump();
+    return res.statusCode === 200;
+  }
+
+  async push(desc: Descriptor, content: Readable): Promise<void> {
+    if (isManifestType(desc.mediaType)) {
+      const bytes = await readAll(content, MAX_MANIFEST_SIZE, `manifest ${desc.digest}`);
+      await this.putManifest(desc, Buffer.from(verifyBytes(desc, bytes, "pushed content")), desc.digest);
+      return;
+    }
+    if (desc.size <= this.monolithicLimit) {
+      const bytes = Buffer.from(verifyBytes(desc, await readAll(content, desc.size, desc.digest), "pushed content"));
+      const location = await this.startUpload();
+      await this.finishUpload(location, desc.digest, bytes);
+      return;
+    }
+    await this.pushChunked(desc, content);
+  }
+
+  /**
+   * Streams a large blob in PATCH chunks and sends the closing PUT only once
+   * the whole stream verified: a mismatch leaves no blob behind.
+   * https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pushing-a-blob-in-chunks
+   */
+  private async pushChunked(desc: Descriptor, content: Readable): Promise<void> {
+    let location = await this.startUpload();
+    let offset = 0;
+    let pending: Buffer[] = [];
+    let pendingSize = 0;
+    const flush = async () => {
+      const chunk = Buffer.concat(pending, pendingSize);
+      pending = [];
+      pendingSize = 0;
+      const res = await this.client.send({
+        method: "PATCH",
+        url: location,
+        headers: {
+          "content-type": "application/octet-stream",
+          "content-range": `${offset}-${offset + chunk.byteLength - 1}`,
+          "content-length": String(chunk.byteLength),
+        },
+        body: chunk,
+        scopes: this.scopes(true),
+        expect: [202],
+      });
+      await res.body.dump();
+      location = uploadLocation(res, this.name);
+      offset += chunk.byteLength;
+    };
+    for await (const piece of verifyStream(desc, content, "pushed content") as AsyncIterable<Buffer>) {
+      pending.push(piece);
+      pendingSize += piece.byteLength;
+      if (pendingSize >= this.chunkSize) await flush();
+    }
+    if (pendingSize > 0) await flush();
+    await this.finishUpload(location, desc.digest, Buffer.alloc(0));
+  }
+
+  private async startUpload(query = ""): Promise<string> {
+    const res = await this.client.send({
+      method: "POST",
+      url: this.path("blobs", `uploads/${query}`),
+      headers: { "content-length": "0" },
+      scopes: this.scopes(true),
+      expect: [202],
+    });
+    await res.body.dump();
+    return uploadLocation(res, this.name);
+  }
+
+  private async finishUpload(location: string, digest: string, body: Buffer): Promise<void> {
+    const url = new URL(location, this.client.baseUrl);
+    url.searchParams.set("digest", digest);
+    const res = await this.client.send({
+      method: "PUT",
+      url: url.href,
+      headers: { "content-type": "application/octet-stream", "content-length": String(body.byteLength) },
+      body,
+      scopes: this.scopes(true),
+      expect: [201],
+    });
+    await res.body.dump();
+  }
+
+  /**
+   * Asks the registry to link a blob from another repository on the same
+   * host; false when it would rather have the bytes (202).
+   * https://github.com/opencontainers/distribution-spec/blob/main/spec.md#mounting-a-blob-from-another-repository
+   */
+  async mount(desc: Descriptor, fromRepository: string): Promise<boolean> {
+    const query = `?mount=${encodeURIComponent(desc.digest)}&from=${encodeURIComponent(fromRepository)}`;
+    const res = await this.client.send({
+      method: "POST",
+      url: this.path("blobs", `uploads/${query}`),
+      headers: { "content-length": "0" },
+      scopes: this.scopes(true, `repository:${fromRepository}:pull`),
+      expect: [201, 202],
+    });
+    await res.body.dump();
+    if (res.statusCode === 201) return true;
+    // The registry opened an ordinary upload instead; close it, push will open its own.
+    const cancel = await this.client.send({ method: "DELETE", url: uploadLocation(res, this.name), scopes: this.scopes(true), expect: [204, 404] });
+    await cancel.body.dump();
+    return false;
+  }
+
+  private async putManifest(desc: Descriptor, bytes: Buffer, reference: string): Promise<void> {
+    const res = await this.client.send({
+      method: "PUT",
+      url: this.path("manifests", reference),
+      headers: { "content-type": desc.mediaType },
+      body: bytes,
+      scopes: this.scopes(true),
+      expect: [201],
+    });
+    await res.body.dump();
+    this.remember(desc.digest, bytes);
+  }
+
+  private remember(digest: string, bytes: Buffer): void {
+    this.recentManifests.set(digest, bytes);
+    if (this.recentManifests.size > 64) this.recentManifests.delete(this.recentManifests.keys().next().value!);
+  }
+
+  async resolve(reference: string): Promise<Descriptor> {
+    const res = await this.client.send({
+      method: "HEAD",
+      url: this.path("manifests", reference),
+      headers: { accept: ACCEPT_MANIFESTS },
+      scopes: this.scopes(false),
+      expect: [200, 404],
+    });
+    await res.body.dump();
+    if (res.statusCode === 404) {
+      throw new RegistryError("MANIFEST_UNKNOWN", `${this.name}: manifest ${reference} not found`, { status: 404 });
+    }
+    const mediaType = String(res.headers["content-type"] ?? "").split(";")[0]!.trim();
+    const size = Number(res.headers["content-length"]);
+    if (!isManifestType(mediaType) || !Number.isSafeInteger(size)) {
+      throw new RegistryError("INVALID_MANIFEST", `${this.name}: ${reference} is not an OCI or Docker v2 manifest (${mediaType || "no content type"})`);
+    }
+    // Never trust the registry's Docker-Content-Digest for a digest we were
+    // given; for a tag it is only a name for bytes we verify when we fetch them.
+    const header = res.headers["docker-content-digest"];
+    if (isDigest(reference)) return { mediaType, digest: reference, size };
+    if (typeof header === "string" && isDigest(header)) return { mediaType, digest: header, size };
+    const get = await this.client.send({
+      method: "GET",
+      url: this.path("manifests", reference),
+      headers: { accept: ACCEPT_MANIFESTS },
+      scopes: this.scopes(false),
+      expect: [200],
+    });
+    const bytes = await readAll(get.body, MAX_MANIFEST_SIZE, `manifest ${reference}`);
+    this.remember(sha256(bytes), bytes);
+    return { mediaType, digest: sha256(bytes), size: bytes.byteLength };
+  }
+
+  async tag(desc: Descriptor, tag: string): Promise<void> {
+    const bytes = this.recentManifests.get(desc.digest) ?? (await readAll(await this.fetch(desc), MAX_MANIFEST_SIZE, desc.digest));
+    await this.putManifest(desc, bytes, tag);
+  }
+
+  async tags(): Promise<string[]> {
+    const all: string[] = [];
+    let url: string | undefined = this.path("tags", "list?n=1000");
+    while (url) {
+      const res: Response = await this.client.send({ method: "GET", url, scopes: this.scopes(false), expect: [200] });
+      const body = (await res.body.json()) as { tags?: string[] | null };
+      all.push(...(body.tags ?? []));
+      // Pagination: Link: </v2/…/tags/list?n=…&last=…>; rel="next"
+      const link = String(res.headers.link ?? "");
+      url = /<([^>]+)>;\s*rel="?next"?/.exec(link)?.[1];
+    }
+    return all;
+  }
+
+  /** Probes GET /v2/<repo>/referrers/<digest>: 200 with an index means the API exists. */
+  private hasReferrersApi(subject: Descriptor): Promise<boolean> {
+    let known = referrersSupport.get(this.client.baseUrl);
+    if (!known) {
+      known = this.client
+        .send({ method: "GET", url: this.path("referrers", subject.digest), scopes: this.scopes(false), expect: [200, 404] })
+        .then(async (res) => {
+          const type = String(res.headers["content-type"] ?? "");
+          await res.body.dump();
+          return res.statusCode === 200 && type.startsWith(MediaType.ImageIndex);
+        });
+      referrersSupport.set(this.client.baseUrl, known);
+      known.catch(() => referrersSupport.delete(this.client.baseUrl));
+    }
+    return known;
+  }
+
+  async referrers(subject: Descriptor, artifactType?: string): Promise<Descriptor[]> {
+    if (!(await this.hasReferrersApi(subject))) return fallbackReferrers(this, subject, artifactType);
+    const query = artifactType ? `?artifactType=${encodeURIComponent(artifactType)}` : "";
+    const res = await this.client.send({
+      method: "GET",
+      url: this.path("referrers", `${checkDigest(subject.digest)}${query}`),
+      scopes: this.scopes(false),
+      expect: [200],
+    });
+    const index = JSON.parse((await readAll(res.body, MAX_MANIFEST_SIZE, "referrers list")).toString("utf8")) as Index;
+    const all = Array.isArray(index.manifests) ? index.manifests : [];
+    // A registry may ignore the filter; it says so by omitting OCI-Filters-Applied.
+    return artifactType ? all.filter((d) => d.artifactType === artifactType) : all;
+  }
+
+  async indexReferrer(subject: Descriptor, referrer: Descriptor): Promise<void> {
+    if (await this.hasReferrersApi(subject)) return;
+    await addFallbackReferrer(this, subject, referrer);
+  }
+}
+
+function uploadLocation(res: Response, name: string): string {
+  const location = res.headers.location;
+  if (typeof location !== "string" || !location) {
+    throw new RegistryError("BLOB_UPLOAD_INVALID", `${name}: registry answered ${res.statusCode} without an upload Location`);
+  }
+  return location;
+}
