@@ -54,10 +54,11 @@ const cidrText = z.string().transform((text, ctx) => {
   }
 });
 
+// "443", 443, "1000-2000", or the normalized { from, to } of policy.json.
 const portRange = z
-  .union([z.number(), z.string()])
+  .union([z.number(), z.string(), z.strictObject({ from: z.number(), to: z.number() })])
   .transform((value, ctx) => {
-    const text = String(value).trim();
+    const text = typeof value === "object" ? `${value.from}-${value.to}` : String(value).trim();
     const match = /^(\d{1,5})(?:\s*-\s*(\d{1,5}))?$/.exec(text);
     const from = match ? Number(match[1]) : NaN;
     const to = match ? Number(match[2] ?? match[1]) : NaN;
@@ -119,11 +120,11 @@ export async function loadPolicy(path: string): Promise<Policy> {
   } catch (err) {
     throw new InputError("FILE_NOT_FOUND", `${file}: cannot read policy file`, { cause: err });
   }
-  const doc = parseDocument(text, { prettyErrors: false });
+  const doc = parseDocument(text, { prettyErrors: true });
   if (doc.errors.length > 0) {
     const first = doc.errors[0]!;
     const line = first.linePos?.[0]?.line;
-    throw new InputError("INVALID_POLICY", `${file}${line ? `:${line}` : ""}: invalid YAML: ${first.message.split("\n")[0]}`);
+    throw new InputError("INVALID_POLICY", `${file}${line ? `:${line}` : ""}: invalid YAML: ${first.message.split("\n")[0]!.replace(/ at line \d+, column \d+:?$/, "")}`);
   }
   return normalizePolicy(doc.toJS(), file);
 }

@@ -1,7 +1,7 @@
 // Zstandard for bundles through zstd-napi, which streams: decompression
 // stops as soon as the output passes a cap, so a small "zip bomb" layer
 // cannot fill memory.
-import type { Readable } from "node:stream";
+import { pipeline, type Readable } from "node:stream";
 import { compress as zstdCompress, DecompressStream } from "zstd-napi";
 import { AegisError, InputError } from "../errors.js";
 
@@ -14,9 +14,7 @@ export function compress(data: Uint8Array): Buffer {
 
 /** Decompresses a stream into memory, failing once more than `limit` bytes come out. */
 export async function decompress(source: Readable, limit: number): Promise<Buffer> {
-  const inflater = new DecompressStream();
-  source.on("error", (err) => inflater.destroy(err));
-  source.pipe(inflater);
+  const inflater = pipeline(source, new DecompressStream(), () => {});
   const chunks: Buffer[] = [];
   let total = 0;
   try {

@@ -3,7 +3,7 @@
 // oras.Copy: children before parents, skip what the destination has, mount
 // across repositories of one registry, digests never change.
 // https://pkg.go.dev/oras.land/oras-go/v2#Copy
-import { Readable, Transform } from "node:stream";
+import { pipeline, Readable, Transform } from "node:stream";
 import { InputError } from "../errors.js";
 import { isDigest, readAll } from "./digest.js";
 import { isManifestType, MAX_MANIFEST_SIZE, parseManifest, successors, type Descriptor } from "./oci.js";
@@ -96,9 +96,7 @@ class GraphCopier {
           callback(null, chunk);
         },
       });
-      const source = await this.src.fetch(desc);
-      source.on("error", (err) => counter.destroy(err));
-      await this.dst.push(desc, source.pipe(counter));
+      await this.dst.push(desc, pipeline(await this.src.fetch(desc), counter, () => {}));
       emit({ kind: "done", desc });
     } finally {
       this.release();

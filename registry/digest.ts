@@ -2,7 +2,7 @@
 // `verifyStream` or `verifyBytes` before it is trusted or written anywhere.
 // https://github.com/opencontainers/image-spec/blob/main/descriptor.md#digests
 import { createHash } from "node:crypto";
-import { Transform, type Readable, type TransformCallback } from "node:stream";
+import { pipeline, Transform, type Readable, type TransformCallback } from "node:stream";
 import type { Descriptor } from "./oci.js";
 import { RegistryError } from "./errors.js";
 
@@ -86,12 +86,13 @@ export class VerifyingStream extends Transform {
   }
 }
 
-/** Pipes `source` through a verifier; errors on either side reach the result. */
+/**
+ * Pipes `source` through a verifier. `pipeline` carries an error on either
+ * side to the other and keeps an error listener on both, so a consumer that
+ * starts reading later still sees the error instead of an unhandled event.
+ */
 export function verifyStream(desc: Descriptor, source: Readable, where: string): Readable {
-  const verifier = new VerifyingStream(desc, where);
-  source.on("error", (err) => verifier.destroy(err));
-  verifier.on("close", () => source.destroy());
-  return source.pipe(verifier);
+  return pipeline(source, new VerifyingStream(desc, where), () => {});
 }
 
 /** Reads a whole stream into memory, refusing more than `limit` bytes. */

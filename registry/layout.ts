@@ -34,7 +34,7 @@ export class OciLayoutTarget implements Target {
     } catch (err) {
       throw new RegistryError("NOT_FOUND", `${desc.digest} not found in ${this.name}`, { cause: err });
     }
-    return verifyStream(desc, createReadStream("", { fd: handle.fd }), this.name);
+    return verifyStream(desc, createReadStream("", { fd: handle }), this.name);
   }
 
   async push(desc: Descriptor, content: Readable): Promise<void> {

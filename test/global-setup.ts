@@ -1,0 +1,7 @@
+// Compiles the project once before any test file runs: the CLI tests run
+// `node dist/cli/aegis.js` exactly as users do.
+import { execFileSync } from "node:child_process";
+
+export default function setup(): void {
+  execFileSync("npx", ["tsc", "-p", "tsconfig.build.json"], { stdio: "inherit" });
+}

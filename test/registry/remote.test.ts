@@ -1,0 +1,161 @@
+// The remote client against real registry 2.8.2: auth, retries, chunked
+// uploads, cross-repository mounts, typed errors, and digest verification
+// behind a proxy that alters bytes.
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Readable } from "node:stream";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { copy, descriptorFor, OciLayoutTarget, readAll, RemoteRepository, sha256 } from "../../registry/index.js";
+import { startRegistryProxy, type RegistryProxy } from "../harness/proxy.js";
+import { startTokenServer, type TokenServer } from "../harness/token-server.js";
+import { startRegistry, TEST_PASSWORD, TEST_USERNAME, type RegistryServer } from "../harness/registry.js";
+import { pushArtifact } from "./conformance.js";
+
+let plain: RegistryServer;
+let basic: RegistryServer;
+let token: RegistryServer;
+let tokenServer: TokenServer;
+let proxy: RegistryProxy;
+const dirs: string[] = [];
+const credentials = { username: TEST_USERNAME, password: TEST_PASSWORD };
+
+function tempDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), "aegis-remote-"));
+  dirs.push(dir);
+  return dir;
+}
+
+beforeAll(async () => {
+  tokenServer = await startTokenServer(credentials);
+  [plain, basic, token] = await Promise.all([startRegistry(), startRegistry({ auth: "htpasswd" }), startRegistry({ auth: "token", tokenServer })]);
+  proxy = await startRegistryProxy(plain.url);
+});
+afterAll(async () => {
+  await proxy?.stop();
+  await Promise.all([plain?.stop(), basic?.stop(), token?.stop()]);
+  await tokenServer?.stop();
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
+
+describe("authentication", () => {
+  it("basic auth: no credentials is a clear NO_CREDENTIALS error", async () => {
+    const repo = new RemoteRepository(basic.host, "auth/none");
+    await expect(repo.resolve("latest")).rejects.toMatchObject({ code: "NO_CREDENTIALS", message: expect.stringContaining(`registry ${basic.host} requires credentials`) });
+  });
+
+  it("basic auth: wrong password is UNAUTHORIZED, the right one works", async () => {
+    const wrong = new RemoteRepository(basic.host, "auth/wrong", { credentials: { username: TEST_USERNAME, password: "nope" } });
+    await expect(wrong.resolve("latest")).rejects.toMatchObject({ code: "UNAUTHORIZED", status: 401 });
+    const repo = new RemoteRepository(basic.host, "auth/basic", { credentials });
+    const { manifest } = await pushArtifact(repo);
+    expect((await repo.resolve(manifest.digest)).digest).toBe(manifest.digest);
+  });
+
+  it("bearer tokens: fetched from the token server's realm with the scope each call needs", async () => {
+    const repo = new RemoteRepository(token.host, "auth/bearer", { credentials });
+    const { manifest, layer } = await pushArtifact(repo);
+    const pulled = await readAll(await repo.fetch(layer), layer.size, "layer");
+    expect(sha256(pulled)).toBe(layer.digest);
+    expect((await repo.resolve(manifest.digest)).size).toBe(manifest.size);
+    const granted = tokenServer.requests.filter((r) => r.authorized).map((r) => r.scope);
+    expect(granted).toContain("repository:auth/bearer:pull,push");
+    expect(granted).toContain("repository:auth/bearer:pull");
+    // Without credentials the token server refuses, and the error says what is missing.
+    const anonymous = new RemoteRepository(token.host, "auth/bearer");
+    await expect(anonymous.resolve(manifest.digest)).rejects.toMatchObject({ code: "NO_CREDENTIALS" });
+  });
+});
+
+describe("transfers", () => {
+  it("uploads a large blob in PATCH chunks and mounts it into another repository", async () => {
+    const viaProxy = new RemoteRepository(proxy.host, "big/source", { monolithicLimit: 1024 * 1024, chunkSize: 2 * 1024 * 1024 });
+    const data = randomBytes(5 * 1024 * 1024 + 123);
+    const desc = descriptorFor("application/octet-stream", data);
+    proxy.requests.length = 0;
+    const pieces = Array.from({ length: Math.ceil(data.byteLength / 65536) }, (_, i) => data.subarray(i * 65536, (i + 1) * 65536));
+    await viaProxy.push(desc, Readable.from(pieces));
+    expect(proxy.requests.filter((r) => r.method === "PATCH" && r.status === 202)).toHaveLength(3);
+    expect(await viaProxy.exists(desc)).toBe(true);
+
+    const target = new RemoteRepository(proxy.host, "big/target");
+    const mounted = await target.mount(desc, "big/source");
+    expect(mounted).toBe(true);
+    expect(proxy.requests.some((r) => r.method === "POST" && r.query.includes("mount=") && r.status === 201)).toBe(true);
+    expect(sha256(await readAll(await target.fetch(desc), desc.size, "blob"))).toBe(desc.digest);
+  });
+
+  it("copy between repositories of one registry mounts instead of re-uploading", async () => {
+    const src = new RemoteRepository(proxy.host, "mount/src");
+    const { manifest } = await pushArtifact(src);
+    proxy.requests.length = 0;
+    await copy(src, manifest.digest, new RemoteRepository(proxy.host, "mount/dst"), "v1");
+    expect(proxy.requests.some((r) => r.query.includes("mount=") && r.status === 201)).toBe(true);
+    expect(proxy.requests.some((r) => r.method === "PATCH" || (r.method === "PUT" && r.path.includes("/blobs/uploads/")))).toBe(false);
+  });
+
+  it("retries 429 and 503, honouring Retry-After", async () => {
+    const repo = new RemoteRepository(proxy.host, "retry/repo");
+    const { manifest } = await pushArtifact(repo);
+    proxy.set({ throttle: { status: 429, times: 2, retryAfterSeconds: 1 } });
+    const started = Date.now();
+    expect((await repo.resolve(manifest.digest)).digest).toBe(manifest.digest);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1900);
+    proxy.set({ throttle: { status: 503, times: 1 } });
+    expect((await repo.resolve(manifest.digest)).digest).toBe(manifest.digest);
+  });
+
+  it("gives up after the attempt limit with the registry's own error code", async () => {
+    const repo = new RemoteRepository(proxy.host, "retry/limit", { maxAttempts: 2, backoffMs: 10 });
+    proxy.set({ throttle: { status: 429, times: 5 } });
+    await expect(repo.resolve("latest")).rejects.toMatchObject({ code: "TOOMANYREQUESTS", status: 429 });
+    proxy.set({ throttle: { status: 429, times: 0 } });
+  });
+
+  it("turns registry error bodies into typed errors", async () => {
+    const repo = new RemoteRepository(plain.host, "errors/repo");
+    await pushArtifact(repo);
+    const missing = descriptorFor("application/vnd.oci.image.manifest.v1+json", Buffer.from("nothing"));
+    await expect(repo.fetch(missing)).rejects.toMatchObject({ code: "MANIFEST_UNKNOWN", status: 404 });
+    const badName = new RemoteRepository(plain.host, "errors/repo");
+    const blob = descriptorFor("application/octet-stream", Buffer.from("x"));
+    await expect(badName.fetch(blob)).rejects.toMatchObject({ code: "BLOB_UNKNOWN", status: 404 });
+  });
+});
+
+describe("verification", () => {
+  it("a registry that alters blob bytes gives DIGEST_MISMATCH and nothing is written to the destination", async () => {
+    const src = new RemoteRepository(plain.host, "tamper/blob");
+    const { manifest, layer } = await pushArtifact(src);
+    const viaProxy = new RemoteRepository(proxy.host, "tamper/blob");
+    const dir = tempDir();
+    const layout = new OciLayoutTarget(dir);
+    const other = new RemoteRepository(plain.host, "tamper/copy");
+    proxy.set({ tamperBlobs: true });
+    try {
+      await expect(copy(viaProxy, manifest.digest, layout, "v1")).rejects.toMatchObject({ code: "DIGEST_MISMATCH" });
+      await expect(copy(viaProxy, manifest.digest, other, "v1")).rejects.toMatchObject({ code: "DIGEST_MISMATCH" });
+    } finally {
+      proxy.set({ tamperBlobs: false });
+    }
+    expect(await layout.exists(layer)).toBe(false);
+    expect(existsSync(join(dir, "blobs", "sha256", layer.digest.slice(7)))).toBe(false);
+    await expect(layout.resolve("v1")).rejects.toMatchObject({ code: "NOT_FOUND" });
+    expect(await other.exists(layer)).toBe(false);
+    expect(await other.exists(manifest)).toBe(false);
+  });
+
+  it("a registry that alters manifest bytes gives DIGEST_MISMATCH", async () => {
+    const src = new RemoteRepository(plain.host, "tamper/manifest");
+    const { manifest } = await pushArtifact(src);
+    const layout = new OciLayoutTarget(tempDir());
+    proxy.set({ tamperManifests: true });
+    try {
+      await expect(copy(new RemoteRepository(proxy.host, "tamper/manifest"), manifest.digest, layout)).rejects.toMatchObject({ code: "DIGEST_MISMATCH" });
+    } finally {
+      proxy.set({ tamperManifests: false });
+    }
+    expect(await layout.exists(manifest)).toBe(false);
+  });
+});
