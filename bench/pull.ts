@@ -1,0 +1,93 @@
+// Pull speed: our verified pull (manifest + layer from registry 2.8.2 into an
+// OCI layout, every byte hashed) against `curl … | sha256sum` of the same
+// layer blob, in the same run. Also samples memory, to show large blobs stream.
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Readable } from "node:stream";
+import { promisify } from "node:util";
+import { copy, descriptorFor, EMPTY_CONFIG, encodeJson, MediaType, OciLayoutTarget, RemoteRepository, type Descriptor } from "../registry/index.js";
+import { startRegistry } from "../test/harness/registry.js";
+import type { BenchResult, Row } from "./report.js";
+
+const execFileAsync = promisify(execFile);
+const MiB = 1024 * 1024;
+const RUNS = 7;
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)]!;
+}
+
+async function pushRandomArtifact(repo: RemoteRepository, size: number): Promise<{ manifest: Descriptor; layer: Descriptor }> {
+  const data = randomBytes(size);
+  const layer = descriptorFor(MediaType.PolicyLayer, data);
+  await repo.push({ mediaType: EMPTY_CONFIG.mediaType, digest: EMPTY_CONFIG.digest, size: 2 }, Readable.from([Buffer.from("{}")]));
+  await repo.push(layer, Readable.from([data]));
+  const bytes = encodeJson({ schemaVersion: 2, mediaType: MediaType.ImageManifest, artifactType: MediaType.PolicyArtifact, config: EMPTY_CONFIG, layers: [layer] });
+  const manifest = descriptorFor(MediaType.ImageManifest, bytes);
+  await repo.push(manifest, Readable.from([bytes]));
+  return { manifest, layer };
+}
+
+/** Runs `work` and reports its time and the peak RSS growth sampled meanwhile. */
+async function measure(work: () => Promise<unknown>): Promise<{ ms: number; peakRssMiB: number }> {
+  const base = process.memoryUsage().rss;
+  let peak = base;
+  const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 5);
+  const start = performance.now();
+  await work();
+  const ms = performance.now() - start;
+  clearInterval(sampler);
+  return { ms, peakRssMiB: (Math.max(peak, process.memoryUsage().rss) - base) / MiB };
+}
+
+export default async function pullBench(): Promise<BenchResult> {
+  const registry = await startRegistry();
+  const work = mkdtempSync(join(tmpdir(), "aegis-bench-pull-"));
+  const rows: Row[] = [];
+  try {
+    for (const size of [1 * MiB, 50 * MiB]) {
+      const repo = new RemoteRepository(registry.host, `bench/pull${size}`);
+      const { manifest, layer } = await pushRandomArtifact(repo, size);
+      const blobUrl = `${registry.url}/v2/bench/pull${size}/blobs/${layer.digest}`;
+      const ours: number[] = [];
+      const curl: number[] = [];
+      let peak = 0;
+      for (let run = 0; run < RUNS; run++) {
+        const dir = join(work, `run-${size}-${run}`);
+        const pulled = await measure(() => copy(repo, manifest.digest, new OciLayoutTarget(dir)));
+        ours.push(pulled.ms);
+        peak = Math.max(peak, pulled.peakRssMiB);
+        rmSync(dir, { recursive: true, force: true });
+        const start = performance.now();
+        const { stdout } = await execFileAsync("bash", ["-c", `set -o pipefail; curl -sf '${blobUrl}' | sha256sum`]);
+        curl.push(performance.now() - start);
+        if (!stdout.startsWith(layer.digest.slice(7))) throw new Error("curl baseline read different bytes");
+      }
+      const oursMs = median(ours);
+      const curlMs = median(curl);
+      rows.push({
+        size_mib: size / MiB,
+        aegis_pull_ms: oursMs,
+        curl_sha256sum_ms: curlMs,
+        ratio: oursMs / curlMs,
+        aegis_MiB_per_s: size / MiB / (oursMs / 1000),
+        peak_rss_growth_mib: peak,
+      });
+    }
+  } finally {
+    await registry.stop();
+    rmSync(work, { recursive: true, force: true });
+  }
+  const large = rows[rows.length - 1]!;
+  return {
+    name: "pull",
+    rows,
+    ratio: Number(large.ratio),
+    ratioOf: "aegis pull / curl|sha256sum, 50 MiB, median of 7",
+    runs: RUNS,
+  };
+}
