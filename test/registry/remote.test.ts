@@ -95,6 +95,17 @@ describe("transfers", () => {
     expect(proxy.requests.some((r) => r.method === "PATCH" || (r.method === "PUT" && r.path.includes("/blobs/uploads/")))).toBe(false);
   });
 
+  it("skips blobs and manifests the destination already has", async () => {
+    const src = new RemoteRepository(plain.host, "skip/src");
+    const { manifest } = await pushArtifact(src);
+    const dst = new RemoteRepository(proxy.host, "skip/dst");
+    await copy(src, manifest.digest, dst, "v1");
+    proxy.requests.length = 0;
+    await copy(src, manifest.digest, dst, "v1");
+    expect(proxy.requests.filter((r) => r.method === "POST" || r.method === "PATCH")).toEqual([]);
+    expect(proxy.requests.filter((r) => r.method === "HEAD").length).toBeGreaterThanOrEqual(3);
+  });
+
   it("retries 429 and 503, honouring Retry-After", async () => {
     const repo = new RemoteRepository(proxy.host, "retry/repo");
     const { manifest } = await pushArtifact(repo);
