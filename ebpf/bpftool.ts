@@ -1,0 +1,171 @@
+// Loads eBPF objects into the kernel and talks to them through bpftool:
+// pinning, filling maps, BPF_PROG_TEST_RUN and reading counters. Everything
+// lives under a caller-chosen pin directory on bpffs (the agent uses
+// /sys/fs/bpf/aegis/<digest>/) so it outlives the process that loaded it.
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { EbpfError } from "./errors.js";
+import { run } from "./exec.js";
+import { COUNTERS_MAP, FILLED_MAPS, u32, type CompiledRules } from "./rules.js";
+
+export const BPFFS = "/sys/fs/bpf";
+
+/** TC verdicts as a classifier returns them (retval of a test run, signed). */
+export const TC_ACT = { UNSPEC: -1, OK: 0, SHOT: 2 } as const;
+
+/** Where loadObject pinned things: `<pinDir>/prog/<function>` and `<pinDir>/maps/<map>`. */
+export interface Pinned {
+  pinDir: string;
+  progPin: string;
+  mapsDir: string;
+}
+
+export interface TestRunResult {
+  /** The program's return value as a signed int (TC_ACT_UNSPEC is -1). */
+  retval: number;
+  /** Average kernel-measured time of one run. */
+  durationNs: number;
+}
+
+/** Mounts bpffs at /sys/fs/bpf unless it already is. */
+export async function ensureBpffs(): Promise<void> {
+  const mounts = await readFile("/proc/mounts", "utf8");
+  if (mounts.split("\n").some((line) => line.split(" ")[1] === BPFFS && line.split(" ")[2] === "bpf")) return;
+  await run("BPFFS_FAILED", `cannot mount bpffs at ${BPFFS}`, "mount", ["-t", "bpf", "bpf", BPFFS]);
+}
+
+/**
+ * Loads every program of an object and pins programs and maps under pinDir,
+ * which must not exist yet. On failure nothing stays pinned.
+ */
+export async function loadObject(object: Buffer, pinDir: string): Promise<Pinned> {
+  checkPinDir(pinDir);
+  await ensureBpffs();
+  await mkdir(dirname(pinDir), { recursive: true });
+  try {
+    await mkdir(pinDir);
+  } catch (err) {
+    // Never load over (and on failure, clean up) someone else's pins.
+    throw new EbpfError("LOAD_FAILED", `cannot create pin directory ${pinDir}: ${(err as Error).message}`, { cause: err });
+  }
+  const pinned: Pinned = { pinDir, progPin: "", mapsDir: join(pinDir, "maps") };
+  const work = await mkdtemp(join(tmpdir(), "aegis-load-"));
+  try {
+    const objectFile = join(work, "program.o");
+    await writeFile(objectFile, object);
+    const progDir = join(pinDir, "prog");
+    await run("LOAD_FAILED", `cannot load eBPF object into ${pinDir}`, "bpftool", [
+      "prog", "loadall", objectFile, progDir, "pinmaps", pinned.mapsDir,
+    ]);
+    const programs = await readdir(progDir);
+    const [program] = programs;
+    if (programs.length !== 1 || !program) {
+      throw new EbpfError("LOAD_FAILED", `expected one program in the object, found ${programs.length}: ${programs.join(", ")}`);
+    }
+    pinned.progPin = join(progDir, program);
+    return pinned;
+  } catch (err) {
+    await unpin(pinDir);
+    throw err;
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+/** Writes compiled rules into the pinned maps, in one bpftool process. */
+export async function fillMaps(mapsDir: string, maps: CompiledRules["maps"]): Promise<void> {
+  const lines: string[] = [];
+  for (const name of FILLED_MAPS) {
+    const prefix = `map update pinned ${join(mapsDir, name)} key hex `;
+    for (const { key, value } of maps[name]) lines.push(`${prefix}${hexBytes(key)} value hex ${hexBytes(value)}`);
+  }
+  if (lines.length > 0) await batch(lines, `cannot fill the maps in ${mapsDir}`);
+}
+
+/** loadObject + fillMaps: a program ready to attach, or nothing pinned. */
+export async function loadProgram(object: Buffer, rules: CompiledRules, pinDir: string): Promise<Pinned> {
+  const pinned = await loadObject(object, pinDir);
+  try {
+    await fillMaps(pinned.mapsDir, rules.maps);
+    return pinned;
+  } catch (err) {
+    await unpin(pinDir);
+    throw err;
+  }
+}
+
+/** Runs a pinned TC program on one Ethernet frame with BPF_PROG_TEST_RUN. */
+export async function testRun(progPin: string, packet: Buffer, repeat = 1): Promise<TestRunResult> {
+  const work = await mkdtemp(join(tmpdir(), "aegis-run-"));
+  try {
+    const dataFile = join(work, "packet");
+    await writeFile(dataFile, packet);
+    const out = await run("BPFTOOL_FAILED", `cannot test-run ${progPin}`, "bpftool", [
+      "prog", "run", "pinned", progPin, "data_in", dataFile, "repeat", String(repeat), "-j",
+    ]);
+    const { retval, duration } = JSON.parse(out) as { retval: number; duration: number };
+    return { retval: retval | 0, durationNs: duration };
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Packets matched per rule, summed over CPUs: all rules, or only the given
+ * rule indexes (cheaper for large policies), in the order asked.
+ */
+export async function readCounters(mapsDir: string, indexes?: number[]): Promise<number[]> {
+  const map = join(mapsDir, COUNTERS_MAP);
+  if (!indexes) {
+    const out = await run("BPFTOOL_FAILED", `cannot read ${map}`, "bpftool", ["map", "dump", "pinned", map, "-j"]);
+    return (JSON.parse(out) as PerCpuEntry[]).map(sumCpus);
+  }
+  if (indexes.length === 0) return [];
+  const lines = indexes.map((i) => `map lookup pinned ${map} key hex ${hexBytes(u32(i))}`);
+  const out = await batch(lines, `cannot read ${map}`, ["-j"]);
+  return (JSON.parse(out) as { output: PerCpuEntry }[]).map((result) => sumCpus(result.output));
+}
+
+/** Removes everything pinned under pinDir (programs stay alive while attached). */
+export async function unpin(pinDir: string): Promise<void> {
+  await rm(pinDir, { recursive: true, force: true });
+}
+
+interface PerCpuEntry {
+  values: { cpu: number; value: string[] }[];
+}
+
+function sumCpus(entry: PerCpuEntry): number {
+  let total = 0n;
+  for (const { value } of entry.values) {
+    // value is the u64 as little-endian "0x.." bytes.
+    total += Buffer.from(value.map((b) => parseInt(b, 16))).readBigUInt64LE(0);
+  }
+  return Number(total);
+}
+
+async function batch(lines: string[], what: string, flags: string[] = []): Promise<string> {
+  const work = await mkdtemp(join(tmpdir(), "aegis-batch-"));
+  try {
+    const file = join(work, "commands");
+    await writeFile(file, lines.join("\n") + "\n");
+    return await run("BPFTOOL_FAILED", what, "bpftool", ["batch", "file", file, ...flags]);
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+function hexBytes(bytes: Buffer): string {
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join(" ");
+}
+
+// bpffs refuses names with dots, and bpftool batch splits lines on spaces.
+function checkPinDir(pinDir: string): void {
+  if (!pinDir.startsWith(`${BPFFS}/`) || /[.\s]/.test(pinDir.slice(BPFFS.length))) {
+    throw new EbpfError(
+      "INVALID_PIN_PATH",
+      `pin directory "${pinDir}" must be under ${BPFFS}/ with no dots or spaces (e.g. ${BPFFS}/aegis/sha256-<hex>)`,
+    );
+  }
+}

@@ -1,0 +1,13 @@
+import { AegisError } from "../errors.js";
+
+export type EbpfErrorCode =
+  | "UNKNOWN_PROGRAM"
+  | "COMPILE_FAILED"
+  | "LOAD_FAILED"
+  | "BPFFS_FAILED"
+  | "BPFTOOL_FAILED"
+  | "TC_FAILED"
+  | "INVALID_PIN_PATH";
+
+/** Building, loading, filling, running or attaching an eBPF program failed. */
+export class EbpfError extends AegisError<EbpfErrorCode> {}
