@@ -4,9 +4,11 @@
 import { Command, CommanderError } from "commander";
 import { registerCopy } from "./commands/copy.js";
 import { registerInspect } from "./commands/inspect.js";
+import { registerKeygen } from "./commands/keys.js";
 import { registerPolicy } from "./commands/policy.js";
 import { registerPull } from "./commands/pull.js";
 import { registerPush } from "./commands/push.js";
+import { registerSign } from "./commands/sign.js";
 import { fail } from "./output.js";
 
 const program = new Command("aegis")
@@ -20,6 +22,8 @@ registerPush(program);
 registerPull(program);
 registerInspect(program);
 registerCopy(program);
+registerKeygen(program);
+registerSign(program);
 
 try {
   await program.parseAsync();

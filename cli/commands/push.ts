@@ -6,6 +6,8 @@ import { InputError } from "../../errors.js";
 import { formatReference, openReference } from "../../registry/index.js";
 import { addRegistryOptions, repositoryOptions, type GlobalOptions } from "../options.js";
 import { progressBar, report } from "../output.js";
+import { signArtifact } from "../../signing/index.js";
+import { loadSigner } from "./sign.js";
 
 async function readBundleOrBuild(path: string) {
   const info = await stat(path).catch((err: unknown) => {
@@ -23,16 +25,20 @@ export function registerPush(program: Command): void {
       .command("push")
       .description("push a bundle (or build and push a policy directory) as an OCI artifact; prints its digest")
       .argument("<bundle|dir>", "a bundle from `aegis policy build`, or a policy directory")
-      .argument("<ref>", "destination: host[:port]/repo[:tag] or oci:<dir>[:tag]"),
-  ).action(async (path: string, refText: string, options: GlobalOptions) => {
+      .argument("<ref>", "destination: host[:port]/repo[:tag] or oci:<dir>[:tag]")
+      .option("--sign-key <file>", "also sign the pushed digest with this private key"),
+  ).action(async (path: string, refText: string, options: GlobalOptions & { signKey?: string }) => {
     const dst = openReference(refText, repositoryOptions(options));
     if (dst.ref.digest) throw new InputError("INVALID_REFERENCE", `push takes a tag, not a digest: the digest comes from the content`);
+    // Load the key first: a bad key or passphrase fails before anything is pushed.
+    const signer = options.signKey ? await loadSigner(options.signKey) : undefined;
     const { policy, bytes } = await readBundleOrBuild(path);
     const progress = progressBar(`pushing ${policy.name}`, options);
     const artifact = await pushBundle(bytes, policy, dst.target, dst.ref.tag, { onEvent: progress.onEvent });
     progress.finish();
     const digest = artifact.manifest.digest;
     const reference = formatReference(dst.ref, digest);
+    const signed = signer ? await signArtifact(dst.target, artifact.manifest, signer, formatReference({ ...dst.ref, tag: undefined })) : undefined;
     report(options, digest, {
       reference,
       digest,
@@ -42,6 +48,7 @@ export function registerPush(program: Command): void {
       checksum: artifact.layer.digest,
       name: policy.name,
       version: policy.version,
+      signature: signed?.referrer.digest ?? null,
     });
   });
 }

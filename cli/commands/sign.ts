@@ -1,0 +1,62 @@
+import type { Command } from "commander";
+import { formatReference, isDigest, openReference, type Target } from "../../registry/index.js";
+import { KeySigner, loadPrivateKey, loadTrust, signArtifact, verifyArtifact } from "../../signing/index.js";
+import { InputError } from "../../errors.js";
+import { addRegistryOptions, repositoryOptions, type GlobalOptions } from "../options.js";
+import { report } from "../output.js";
+
+/** Loads a private key, decrypting it with AEGIS_KEY_PASSPHRASE when it is encrypted. */
+export async function loadSigner(path: string): Promise<KeySigner> {
+  return new KeySigner(await loadPrivateKey(path, process.env.AEGIS_KEY_PASSPHRASE));
+}
+
+/** Signs the manifest `selector` names in `target`; a tag is resolved to its digest first. */
+export async function signReference(target: Target, selector: string, signer: KeySigner, name: string) {
+  const subject = await target.resolve(selector);
+  return { subject, signed: await signArtifact(target, subject, signer, name) };
+}
+
+function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+export function registerSign(program: Command): void {
+  addRegistryOptions(
+    program
+      .command("sign")
+      .description("sign an artifact with a key; the signature (a sigstore bundle) is stored as an OCI referrer")
+      .argument("<ref>", "host[:port]/repo@sha256:… (a tag is resolved, and the signed digest printed) or oci:<dir>…")
+      .requiredOption("--key <file>", "private key from `aegis keygen` (AEGIS_KEY_PASSPHRASE if encrypted)"),
+  ).action(async (refText: string, options: GlobalOptions & { key: string }) => {
+    const { ref, target, selector } = openReference(refText, repositoryOptions(options));
+    if (!selector) throw new InputError("INVALID_REFERENCE", `${refText} names no tag or digest`);
+    const signer = await loadSigner(options.key);
+    const { subject, signed } = await signReference(target, selector, signer, formatReference({ ...ref, tag: undefined, digest: undefined }));
+    const resolved = isDigest(selector) ? "" : ` (tag ${selector} resolved to ${subject.digest})`;
+    report(options, `signed ${subject.digest}${resolved} with key ${signed.hint}; signature ${signed.referrer.digest}`, {
+      reference: formatReference(ref, subject.digest),
+      digest: subject.digest,
+      signature: signed.referrer.digest,
+      hint: signed.hint,
+    });
+  });
+
+  addRegistryOptions(
+    program
+      .command("verify")
+      .description("verify that an artifact is signed by a trusted key (sigstore bundles and cosign .sig signatures)")
+      .argument("<ref>", "host[:port]/repo[:tag|@digest] or oci:<dir>[:tag|@digest]")
+      .option("--key <file>", "trusted public key (repeatable)", collect)
+      .option("--trust <file>", "trust file listing keys with optional validity windows (repeatable)", collect),
+  ).action(async (refText: string, options: GlobalOptions & { key?: string[]; trust?: string[] }) => {
+    const { ref, target, selector } = openReference(refText, repositoryOptions(options));
+    if (!selector) throw new InputError("INVALID_REFERENCE", `${refText} names no tag or digest`);
+    const trust = await loadTrust([...(options.key ?? []), ...(options.trust ?? [])]);
+    const digest = isDigest(selector) ? selector : (await target.resolve(selector)).digest;
+    const verified = await verifyArtifact(target, digest, trust);
+    report(options, `verified ${digest}: signed by key "${verified.key.name}" (${verified.key.hint}), ${verified.format} ${verified.signature}`, {
+      reference: formatReference(ref, digest),
+      ...verified,
+    });
+  });
+}
