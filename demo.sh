@@ -20,18 +20,24 @@ for dir in policies/*/; do
   cmp "$out/bundles/$name.tar.zst" "$out/bundles/$name.again.tar.zst" && echo "   rebuilt: identical bytes"
 done
 
-step "Push them as OCI artifacts into the local store oci:$out/store"
+step "Make a signing key (offline, ECDSA P-256)"
+aegis keygen -o "$out/ci"
+
+step "Push them as signed OCI artifacts into the local store oci:$out/store"
 for dir in policies/*/; do
   name=$(basename "$dir")
-  printf '%-28s %s\n' "$name" "$(aegis push "$out/bundles/$name.tar.zst" "oci:$out/store:$name")"
+  printf '%-28s %s\n' "$name" "$(aegis push "$out/bundles/$name.tar.zst" "oci:$out/store:$name" --sign-key "$out/ci.key")"
 done
 
 step "Inspect one"
 aegis inspect "oci:$out/store:block-icmp-8888"
 
-step "Mirror it, by digest, into an air-gapped layout"
+step "Mirror it, by digest and with its signature, into an air-gapped layout"
 digest=$(aegis inspect "oci:$out/store:block-icmp-8888" --json | node -e 'process.stdin.on("data",d=>console.log(JSON.parse(d).descriptor.digest))')
 aegis copy -r "oci:$out/store@$digest" "oci:$out/airgap:block-icmp-8888"
+
+step "Verify the mirrored copy against the pinned public key"
+aegis verify "oci:$out/airgap@$digest" --key "$out/ci.pub"
 
 step "Pull it from the mirror: verified against the same digest, files extracted"
 AEGIS_CACHE_DIR="$out/cache" aegis pull "oci:$out/airgap@$digest" -o "$out/host"
