@@ -2,6 +2,7 @@
 // The `aegis` command. Commands are thin: they parse arguments and print;
 // the work happens in bundle/, registry/ and the other component folders.
 import { Command, CommanderError } from "commander";
+import { registerAssigner, registerOperatorCommands } from "./commands/assigner.js";
 import { registerCopy } from "./commands/copy.js";
 import { registerInspect } from "./commands/inspect.js";
 import { registerKeygen } from "./commands/keys.js";
@@ -24,6 +25,8 @@ registerInspect(program);
 registerCopy(program);
 registerKeygen(program);
 registerSign(program);
+registerAssigner(program);
+registerOperatorCommands(program);
 
 try {
   await program.parseAsync();

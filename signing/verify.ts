@@ -20,6 +20,8 @@ export interface VerifiedSignature {
   signature: string;
   format: "sigstore-bundle" | "cosign-legacy";
   key: { name: string; hint: string };
+  /** The signature bytes, base64: the DSSE signature, or cosign's annotation. */
+  value: string;
 }
 
 export interface VerifyOptions {
@@ -134,7 +136,8 @@ async function verifyBundleReferrer(source: Target, subject: Descriptor, referre
     // The envelope is authentic; now check it says what we install.
     const envelope = bundle.content.dsseEnvelope;
     checkStatement(envelope.payloadType, envelope.payload, subject.digest);
-    return { digest: subject.digest, signature: referrer.digest, format: "sigstore-bundle", key: { name: key.name, hint: key.hint } };
+    const value = envelope.signatures[0]?.sig.toString("base64") ?? "";
+    return { digest: subject.digest, signature: referrer.digest, format: "sigstore-bundle", key: { name: key.name, hint: key.hint }, value };
   }
   if (!hint) throw new SignatureError("UNTRUSTED_KEY", "signed by a key that is not trusted (the bundle names no key and no trusted key verifies it)", { cause: lastError });
   throw new SignatureError("INVALID_SIGNATURE", "signature does not verify: the signed payload was modified or the signature is corrupt", { cause: lastError });
@@ -179,7 +182,7 @@ async function verifyLegacySignature(source: Target, subject: Descriptor, sigMan
     }
     const signed = doc.critical.image?.["docker-manifest-digest"];
     if (signed !== subject.digest) throw new SignatureError("SUBJECT_MISMATCH", `cosign signature is for ${signed}, not ${subject.digest}`);
-    return { digest: subject.digest, signature: sigManifest.digest, format: "cosign-legacy", key: { name: key.name, hint: key.hint } };
+    return { digest: subject.digest, signature: sigManifest.digest, format: "cosign-legacy", key: { name: key.name, hint: key.hint }, value: signature.toString("base64") };
   }
   throw new SignatureError("UNTRUSTED_KEY", "cosign signature made by a key that is not trusted");
 }

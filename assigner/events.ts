@@ -1,0 +1,77 @@
+// NATS, optional (DESIGN.md "NATS"): the assigner publishes
+// aegis.assignments.<host_id> when a host's set changes, and records the
+// agents' aegis.telemetry.<host_id> messages. Without NATS, or while it is
+// away, agents still learn everything by polling.
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { TelemetryMessage } from "./schemas.js";
+
+export const assignmentsSubject = (hostId: string) => `aegis.assignments.${hostId}`;
+export const telemetrySubject = (hostId: string) => `aegis.telemetry.${hostId}`;
+
+export type NatsState = "connected" | "disconnected" | "disabled";
+
+export interface AssignmentNotice {
+  host_id: string;
+  version: number;
+}
+
+export class AssignerEvents {
+  private nc: NatsConnection | undefined;
+  private connected = false;
+  private closed = false;
+
+  private constructor(private readonly onTelemetry: (message: TelemetryMessage) => Promise<void>, private readonly onInvalid: () => void) {}
+
+  /** Starts connecting in the background (retrying forever); never blocks start-up. */
+  static start(url: string, handlers: { telemetry: (message: TelemetryMessage) => Promise<void>; invalid: () => void }): AssignerEvents {
+    const events = new AssignerEvents(handlers.telemetry, handlers.invalid);
+    void events.run(url);
+    return events;
+  }
+
+  private async run(url: string): Promise<void> {
+    const nc = await connect({ servers: url, name: "aegis-assigner", waitOnFirstConnect: true, maxReconnectAttempts: -1, reconnectTimeWait: 500 }).catch(() => undefined);
+    if (!nc) return;
+    if (this.closed) return void (await nc.close());
+    this.nc = nc;
+    this.connected = true;
+    void (async () => {
+      for await (const status of nc.status()) {
+        if (status.type === "disconnect") this.connected = false;
+        if (status.type === "reconnect") this.connected = true;
+      }
+    })();
+    const subscription = nc.subscribe("aegis.telemetry.>");
+    for await (const msg of subscription) {
+      const parsed = TelemetryMessage.safeParse(safeJson(msg.string()));
+      // The subject names the host; a message about another host is not trusted.
+      if (!parsed.success || msg.subject !== telemetrySubject(parsed.data.host_id)) {
+        this.onInvalid();
+        continue;
+      }
+      await this.onTelemetry(parsed.data).catch(() => this.onInvalid());
+    }
+  }
+
+  state(): NatsState {
+    return this.connected ? "connected" : "disconnected";
+  }
+
+  /** Best effort: a host that misses this learns of the change at its next poll. */
+  notifyAssignments(notice: AssignmentNotice): void {
+    if (this.nc && this.connected) this.nc.publish(assignmentsSubject(notice.host_id), JSON.stringify(notice));
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.nc?.drain().catch(() => undefined);
+  }
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}

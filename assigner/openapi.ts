@@ -1,0 +1,48 @@
+// /openapi.json, generated from the route table and its zod schemas.
+// https://spec.openapis.org/oas/v3.1.0
+import { z } from "zod";
+import { ErrorJson } from "./schemas.js";
+import type { Route } from "./routes.js";
+
+function schema(type: z.ZodType): unknown {
+  return z.toJSONSchema(type, { io: "input", unrepresentable: "any" });
+}
+
+function parameters(route: Route): unknown[] {
+  if (!route.params || !(route.params instanceof z.ZodObject)) return [];
+  return Object.entries(route.params.shape as Record<string, z.ZodType>).map(([name, type]) => ({
+    name,
+    in: "path",
+    required: true,
+    schema: schema(type),
+  }));
+}
+
+export function openApiDocument(routes: Route[], version: string): unknown {
+  const paths: Record<string, Record<string, unknown>> = {};
+  const error = { description: "Error", content: { "application/json": { schema: schema(ErrorJson) } } };
+  for (const route of routes) {
+    const ok = route.produces
+      ? { description: "OK", content: { [route.produces]: { schema: { type: "string", format: "binary" } } } }
+      : { description: "OK", content: { "application/json": { schema: route.response ? schema(route.response) : {} } } };
+    (paths[route.path] ??= {})[route.method] = {
+      summary: route.summary,
+      ...(route.access === "public" ? { security: [] } : {}),
+      parameters: parameters(route),
+      ...(route.body ? { requestBody: { required: true, content: { "application/json": { schema: schema(route.body) } } } } : {}),
+      responses: {
+        [String(route.responseStatus ?? 200)]: ok,
+        ...(route.path === "/artifacts/for-host/{host_id}" ? { "304": { description: "Not modified since the ETag given in If-None-Match" } } : {}),
+        "4XX": error,
+        "503": error,
+      },
+    };
+  }
+  return {
+    openapi: "3.1.0",
+    info: { title: "Aegis assigner", version, description: "Maps hosts to policy artifacts (OCI manifest digests)." },
+    components: { securitySchemes: { bearer: { type: "http", scheme: "bearer", description: "The operator token, or an agent token from registration" } } },
+    security: [{ bearer: [] }],
+    paths,
+  };
+}

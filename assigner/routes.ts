@@ -1,0 +1,290 @@
+// The HTTP API as one table: each route's path, who may call it, its zod
+// schemas and its handler. http.ts mounts the table on Express and
+// openapi.ts documents it, so the two cannot drift apart.
+import type { Request, Response } from "express";
+import { z } from "zod";
+import { toArtifactJson } from "./artifacts.js";
+import { AssignerError } from "./errors.js";
+import type { Principal } from "./auth.js";
+import {
+  AgentDetailJson,
+  AgentList,
+  AgentUid,
+  ArtifactJson,
+  ArtifactList,
+  ArtifactStatusJson,
+  AssignmentJson,
+  Digest,
+  HealthJson,
+  HostId,
+  RegisterArtifactBody,
+  RegisterCompleteBody,
+  RegisterCompleteResponse,
+  RegisterInitBody,
+  RegisterInitResponse,
+} from "./schemas.js";
+import type { AgentRecord, StatusRecord } from "./store/store.js";
+import type { AssignerServices } from "./services.js";
+
+export type Access = "public" | "admin" | "agent";
+
+export interface RouteContext<P, B> {
+  req: Request;
+  res: Response;
+  params: P;
+  body: B;
+  principal: Principal | undefined;
+  services: AssignerServices;
+}
+
+/** A JSON answer; handlers that stream write to `res` themselves and return undefined. */
+export interface JsonResult {
+  status?: number;
+  json: unknown;
+}
+
+export interface Route<P = unknown, B = unknown> {
+  method: "get" | "post";
+  /** OpenAPI-style path: /artifacts/{id} */
+  path: string;
+  summary: string;
+  /** public: no token; admin: operator token; agent: an agent token (scoped by the handler) or the operator token. */
+  access: Access;
+  params?: z.ZodType<P>;
+  body?: z.ZodType<B>;
+  bodyLimit?: string;
+  response?: z.ZodType;
+  responseStatus?: number;
+  /** Served before Express (http.ts), listed here for the documentation. */
+  fastPath?: boolean;
+  produces?: string;
+  handler: (ctx: RouteContext<P, B>) => Promise<JsonResult | undefined>;
+}
+
+function route<P, B>(spec: Route<P, B>): Route {
+  return spec as unknown as Route;
+}
+
+function agentJson(agent: AgentRecord) {
+  return {
+    uid: agent.uid,
+    host_id: agent.hostId,
+    ...(agent.hostname ? { hostname: agent.hostname } : {}),
+    ...(agent.kernel ? { kernel: agent.kernel } : {}),
+    ...(agent.labels ? { labels: agent.labels } : {}),
+    registered_at: agent.registeredAt,
+    last_seen: agent.lastSeen ?? null,
+  };
+}
+
+function statusJson(status: StatusRecord) {
+  return {
+    host_id: status.hostId,
+    artifact_id: status.artifactId,
+    event: status.event,
+    ...(status.reason ? { reason: status.reason } : {}),
+    ...(status.counters ? { counters: status.counters } : {}),
+    time: status.time,
+  };
+}
+
+async function requireArtifact(services: AssignerServices, id: string) {
+  const record = await services.store.getArtifact(id);
+  if (!record) throw new AssignerError("NOT_FOUND", `artifact ${id} is not registered`);
+  return record;
+}
+
+/** An agent may read an artifact only while it is assigned to its host. */
+async function requireReadable(services: AssignerServices, principal: Principal | undefined, id: string) {
+  const record = await requireArtifact(services, id);
+  if (principal?.kind === "agent") {
+    const { artifactIds } = await services.store.hostAssignments(principal.hostId);
+    if (!artifactIds.includes(id)) throw new AssignerError("FORBIDDEN", `artifact ${id} is not assigned to host "${principal.hostId}"`);
+  }
+  return record;
+}
+
+const IdParams = z.strictObject({ id: Digest });
+const UidParams = z.strictObject({ uid: AgentUid });
+const HostParams = z.strictObject({ host_id: HostId });
+const AssignParams = z.strictObject({ artifact_id: Digest, host_id: HostId });
+
+async function changeAssignment(services: AssignerServices, params: z.infer<typeof AssignParams>, add: boolean): Promise<JsonResult> {
+  await requireArtifact(services, params.artifact_id);
+  const result = add ? await services.store.assign(params.artifact_id, params.host_id) : await services.store.unassign(params.artifact_id, params.host_id);
+  if (result.changed) {
+    services.metrics.assignmentChanges.inc({ op: add ? "assign" : "unassign" });
+    services.events?.notifyAssignments({ host_id: params.host_id, version: result.version });
+  }
+  return { json: { artifact_id: params.artifact_id, host_id: params.host_id, assigned: add, changed: result.changed, version: result.version } };
+}
+
+export const ROUTES: Route[] = [
+  route({
+    method: "get",
+    path: "/healthz",
+    summary: "Reachability of the store, the upload registry and NATS",
+    access: "public",
+    response: HealthJson,
+    handler: async ({ services }) => {
+      const health = await services.health();
+      return { status: health.store === "ok" ? 200 : 503, json: health };
+    },
+  }),
+  route({
+    method: "post",
+    path: "/agents/register/init",
+    summary: "Start registering an agent: returns a nonce to sign with the agent's Ed25519 key",
+    access: "public",
+    body: RegisterInitBody,
+    response: RegisterInitResponse,
+    handler: async ({ body, services }) => ({
+      json: await services.auth.startRegistration({
+        hostId: body.host_id,
+        publicKey: body.public_key,
+        ...(body.hostname ? { hostname: body.hostname } : {}),
+        ...(body.kernel ? { kernel: body.kernel } : {}),
+        ...(body.labels ? { labels: body.labels } : {}),
+        ...(body.enroll_secret !== undefined ? { enrollSecret: body.enroll_secret } : {}),
+      }),
+    }),
+  }),
+  route({
+    method: "post",
+    path: "/agents/register/complete",
+    summary: "Finish registering: the signed nonce buys an agent token",
+    access: "public",
+    body: RegisterCompleteBody,
+    response: RegisterCompleteResponse,
+    handler: async ({ body, services }) => ({ json: await services.auth.completeRegistration(body.registration_id, body.signature) }),
+  }),
+  route({
+    method: "get",
+    path: "/agents",
+    summary: "Registered agents",
+    access: "admin",
+    response: AgentList,
+    handler: async ({ services }) => {
+      const agents = (await services.store.listAgents()).map(agentJson);
+      return { json: { agents, total: agents.length } };
+    },
+  }),
+  route({
+    method: "get",
+    path: "/agents/{uid}",
+    summary: "One agent, its assignments and its latest status per artifact",
+    access: "admin",
+    params: UidParams,
+    response: AgentDetailJson,
+    handler: async ({ params, services }) => {
+      const agent = await services.store.getAgent(params.uid);
+      if (!agent) throw new AssignerError("NOT_FOUND", `agent ${params.uid} is not registered`);
+      const [{ artifactIds }, status] = await Promise.all([services.store.hostAssignments(agent.hostId), services.store.hostStatus(agent.hostId)]);
+      return { json: { ...agentJson(agent), assignments: artifactIds, status: status.map(statusJson) } };
+    },
+  }),
+  route({
+    method: "get",
+    path: "/artifacts",
+    summary: "Registered artifacts",
+    access: "admin",
+    response: ArtifactList,
+    handler: async ({ services }) => {
+      const artifacts = (await services.store.listArtifacts()).map(toArtifactJson);
+      return { json: { artifacts, total: artifacts.length } };
+    },
+  }),
+  route({
+    method: "post",
+    path: "/artifacts",
+    summary: "Register an artifact: {reference: host/repo@sha256:…}, or the seed's upload (base64 data), pushed to the assigner's registry",
+    access: "admin",
+    body: RegisterArtifactBody,
+    bodyLimit: "96mb",
+    response: ArtifactJson,
+    responseStatus: 201,
+    handler: async ({ body, services }) => {
+      const record = "reference" in body ? await services.artifacts.fromReference(body.reference) : await services.artifacts.fromUpload(body);
+      // Registering the same digest again is not an error: the first record stays.
+      const created = await services.store.putArtifact(record);
+      const stored = created ? record : await requireArtifact(services, record.id);
+      return { status: created ? 201 : 200, json: toArtifactJson(stored) };
+    },
+  }),
+  route({
+    method: "get",
+    path: "/artifacts/for-host/{host_id}",
+    summary: "What is assigned to a host (the agent's poll). ETag is the host's version; If-None-Match gives 304",
+    access: "agent",
+    params: HostParams,
+    response: ArtifactList,
+    fastPath: true,
+    handler: async ({ req, res, params, principal, services }) => {
+      const answer = await services.forHost(principal!, params.host_id, req.headers["if-none-match"]);
+      res.status(answer.status).set({ etag: answer.etag, "content-type": "application/json" }).end(answer.body);
+      return undefined;
+    },
+  }),
+  route({
+    method: "get",
+    path: "/artifacts/{id}",
+    summary: "One artifact (agents: only if assigned to their host)",
+    access: "agent",
+    params: IdParams,
+    response: ArtifactJson,
+    handler: async ({ params, principal, services }) => ({ json: toArtifactJson(await requireReadable(services, principal, params.id)) }),
+  }),
+  route({
+    method: "get",
+    path: "/artifacts/{id}/binary",
+    summary: "The bundle (tar.zst), streamed from the registry and verified on the way (agents: only if assigned)",
+    access: "agent",
+    params: IdParams,
+    produces: "application/octet-stream",
+    handler: async ({ params, principal, services, res }) => {
+      const record = await requireReadable(services, principal, params.id);
+      const stream = await services.artifacts.binary(record);
+      res.status(200).set({
+        "content-type": "application/octet-stream",
+        "content-length": String(record.size),
+        etag: `"${record.layerDigest}"`,
+      });
+      // A digest mismatch surfaces at the end of the stream, after the headers:
+      // cut the connection so the client sees a short body, never a "complete" bad one.
+      stream.on("error", () => res.destroy());
+      stream.pipe(res);
+      return undefined;
+    },
+  }),
+  route({
+    method: "get",
+    path: "/artifacts/{id}/status",
+    summary: "The latest telemetry of every host about this artifact",
+    access: "admin",
+    params: IdParams,
+    response: ArtifactStatusJson,
+    handler: async ({ params, services }) => {
+      await requireArtifact(services, params.id);
+      const hosts = (await services.store.artifactStatus(params.id)).map(statusJson);
+      return { json: { artifact_id: params.id, hosts, total: hosts.length } };
+    },
+  }),
+  route({
+    method: "post",
+    path: "/assign/{artifact_id}/{host_id}",
+    summary: "Assign an artifact to a host (idempotent)",
+    access: "admin",
+    params: AssignParams,
+    response: AssignmentJson,
+    handler: async ({ params, services }) => changeAssignment(services, params, true),
+  }),
+  route({
+    method: "post",
+    path: "/unassign/{artifact_id}/{host_id}",
+    summary: "Remove an assignment (idempotent)",
+    access: "admin",
+    params: AssignParams,
+    response: AssignmentJson,
+    handler: async ({ params, services }) => changeAssignment(services, params, false),
+  }),
+];

@@ -1,0 +1,115 @@
+// Starting and stopping an assigner: options resolved once (DESIGN.md
+// "Configuration and commands"), the store chosen (Redis, or the embedded
+// file store by default), NATS started when configured.
+import { randomBytes } from "node:crypto";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { loadTrust } from "../signing/index.js";
+import { ArtifactSource } from "./artifacts.js";
+import { Auth } from "./auth.js";
+import { AssignerEvents } from "./events.js";
+import { createRequestHandler } from "./http.js";
+import { AssignerMetrics } from "./metrics.js";
+import { AssignerServices } from "./services.js";
+import { EmbeddedStore } from "./store/embedded.js";
+import { RedisStore } from "./store/redis.js";
+import type { AssignerStore } from "./store/store.js";
+
+export interface AssignerOptions {
+  port?: number;
+  host?: string;
+  /** redis://…; unset: the embedded store in dataDir. */
+  redisUrl?: string;
+  /** Default ./.aegis/assigner */
+  dataDir?: string;
+  /** Where uploads are pushed: host/repo or oci:<dir>; default oci:<dataDir>/oci. */
+  registry?: string;
+  natsUrl?: string;
+  adminToken?: string;
+  adminTokenFile?: string;
+  enrollSecret?: string;
+  /** Public key files / trust files (comma-separated) for the `signature` field. */
+  trust?: string;
+  /** Prefix of Redis keys; default "aegis". */
+  redisPrefix?: string;
+}
+
+export interface RunningAssigner {
+  url: string;
+  server: Server;
+  services: AssignerServices;
+  adminToken: string;
+  /** Where the generated admin token was written, when none was given. */
+  adminTokenFile?: string;
+  close(): Promise<void>;
+}
+
+export const VERSION = "0.1.0";
+
+/** The operator token: given, read from a file, or generated once and kept in the data dir. */
+async function resolveAdminToken(options: AssignerOptions, dataDir: string): Promise<{ token: string; file?: string }> {
+  if (options.adminToken) return { token: options.adminToken };
+  const file = options.adminTokenFile ?? join(dataDir, "admin-token");
+  try {
+    const token = (await readFile(file, "utf8")).trim();
+    if (token) return { token, file };
+  } catch (err) {
+    if (options.adminTokenFile) throw new Error(`cannot read admin token file ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  const token = randomBytes(32).toString("base64url");
+  await mkdir(dataDir, { recursive: true });
+  await writeFile(file, token + "\n", { mode: 0o600 });
+  return { token, file };
+}
+
+async function openStore(options: AssignerOptions, dataDir: string): Promise<AssignerStore> {
+  if (!options.redisUrl) return EmbeddedStore.open(join(dataDir, "store.json"));
+  const store = new RedisStore(options.redisUrl, options.redisPrefix ? { prefix: options.redisPrefix } : {});
+  // Start even if Redis is down: the API answers 503 until it is back.
+  await store.connect().catch((err: unknown) => console.error(`assigner: ${(err as Error).message}; retrying in the background`));
+  return store;
+}
+
+export async function startAssigner(options: AssignerOptions = {}): Promise<RunningAssigner> {
+  const dataDir = resolve(options.dataDir ?? ".aegis/assigner");
+  const admin = await resolveAdminToken(options, dataDir);
+  const trust = options.trust ? await loadTrust([options.trust]) : undefined;
+  const store = await openStore(options, dataDir);
+  const metrics = new AssignerMetrics();
+  const artifacts = new ArtifactSource({ uploadRepository: options.registry ?? `oci:${join(dataDir, "oci")}`, ...(trust ? { trust } : {}) });
+  const auth = new Auth(store, { adminToken: admin.token, ...(options.enrollSecret ? { enrollSecret: options.enrollSecret } : {}) });
+  let services: AssignerServices | undefined;
+  const events = options.natsUrl
+    ? AssignerEvents.start(options.natsUrl, {
+        telemetry: (message) => services!.recordTelemetry(message),
+        invalid: () => metrics.telemetry.inc({ result: "invalid" }),
+      })
+    : undefined;
+  services = new AssignerServices(store, auth, artifacts, metrics, events);
+  const server = createServer(createRequestHandler(services, VERSION));
+  // Agents poll on keep-alive connections; keep them longer than a load balancer's idle timeout.
+  server.keepAliveTimeout = 65_000;
+  await new Promise<void>((done, fail) => {
+    server.once("error", fail);
+    server.listen(options.port ?? 8080, options.host ?? "127.0.0.1", () => done());
+  });
+  const address = server.address() as AddressInfo;
+  const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
+  return {
+    url: `http://${host}:${address.port}`,
+    server,
+    services,
+    adminToken: admin.token,
+    ...(admin.file ? { adminTokenFile: admin.file } : {}),
+    async close() {
+      await new Promise<void>((done) => {
+        server.close(() => done());
+        server.closeAllConnections();
+      });
+      await events?.close();
+      await store.close();
+    },
+  };
+}

@@ -1,0 +1,109 @@
+// What the assigner keeps, behind one interface with two implementations:
+// Redis (production, many stateless assigners) and an embedded file store
+// (one machine, no server). test/assigner/store-conformance.ts runs the same
+// suite against both.
+
+/** An artifact registered with the assigner: a policy manifest in some registry. */
+export interface ArtifactRecord {
+  /** The manifest digest, sha256:<hex>. */
+  id: string;
+  /** Where it lives: host/repo@sha256:… or oci:<dir>@sha256:…. */
+  reference: string;
+  name: string;
+  version: string;
+  description: string;
+  /** Size of the binary (the bundle layer). */
+  size: number;
+  /** The layer digest, sha256:<hex>; served as the seed's sha256-<hex> checksum. */
+  layerDigest: string;
+  metadata: Record<string, string>;
+  /** The verified signature (base64), or "" when no trusted signature was found. */
+  signature: string;
+  /** Name of the trusted key that signed it, if any. */
+  signer?: string;
+  createdAt: string;
+}
+
+export interface AgentRecord {
+  uid: string;
+  hostId: string;
+  /** Ed25519 public key, base64 of the raw 32 bytes. */
+  publicKey: string;
+  hostname?: string;
+  kernel?: string;
+  labels?: Record<string, string>;
+  registeredAt: string;
+  lastSeen?: string;
+}
+
+export interface Registration {
+  id: string;
+  hostId: string;
+  publicKey: string;
+  /** base64 */
+  nonce: string;
+  hostname?: string;
+  kernel?: string;
+  labels?: Record<string, string>;
+}
+
+export interface TokenRecord {
+  agentUid: string;
+  hostId: string;
+}
+
+/** The latest telemetry of one host about one artifact. */
+export interface StatusRecord {
+  hostId: string;
+  artifactId: string;
+  event: string;
+  reason?: string;
+  counters?: Record<string, number>;
+  time: string;
+}
+
+export interface HostAssignments {
+  /** Moves on every change of this host's set; the ETag of its for-host answer. */
+  version: number;
+  artifactIds: string[];
+}
+
+export interface AssignResult {
+  changed: boolean;
+  version: number;
+}
+
+export interface AssignerStore {
+  /** Stores an artifact unless one with its id exists; true when it was new. */
+  putArtifact(record: ArtifactRecord): Promise<boolean>;
+  getArtifact(id: string): Promise<ArtifactRecord | undefined>;
+  getArtifacts(ids: string[]): Promise<(ArtifactRecord | undefined)[]>;
+  listArtifacts(): Promise<ArtifactRecord[]>;
+
+  /** Adds or removes one assignment atomically; the host's version moves only on a change. */
+  assign(artifactId: string, hostId: string): Promise<AssignResult>;
+  unassign(artifactId: string, hostId: string): Promise<AssignResult>;
+  hostAssignments(hostId: string): Promise<HostAssignments>;
+  /** The host's version alone: the cheap check behind a 304. */
+  hostVersion(hostId: string): Promise<number>;
+  artifactHosts(artifactId: string): Promise<string[]>;
+
+  /** Keeps a registration for `ttlSeconds`; `takeRegistration` returns it once. */
+  putRegistration(registration: Registration, ttlSeconds: number): Promise<void>;
+  takeRegistration(id: string): Promise<Registration | undefined>;
+  /** Stores an agent, replacing an earlier agent of the same host. */
+  putAgent(agent: AgentRecord): Promise<void>;
+  getAgent(uid: string): Promise<AgentRecord | undefined>;
+  listAgents(): Promise<AgentRecord[]>;
+  touchAgent(hostId: string, time: string): Promise<void>;
+  putToken(hash: string, token: TokenRecord): Promise<void>;
+  getToken(hash: string): Promise<TokenRecord | undefined>;
+
+  putStatus(status: StatusRecord): Promise<void>;
+  artifactStatus(artifactId: string): Promise<StatusRecord[]>;
+  hostStatus(hostId: string): Promise<StatusRecord[]>;
+
+  /** Throws StoreUnavailableError when the store cannot answer. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,120 @@
+import type { Command } from "commander";
+import { AssignerClient } from "../../assigner/client.js";
+import { startAssigner } from "../../assigner/index.js";
+import { InputError } from "../../errors.js";
+import { report, type OutputOptions } from "../output.js";
+
+interface ServeOptions {
+  port: string;
+  host: string;
+  redis?: string;
+  dataDir?: string;
+  registry?: string;
+  nats?: string;
+  adminToken?: string;
+  adminTokenFile?: string;
+  enrollSecret?: string;
+  trust?: string;
+}
+
+/** Flags win over environment variables (DESIGN.md "Configuration and commands"). */
+function env(name: string): string | undefined {
+  return process.env[name] || undefined;
+}
+
+export function registerAssigner(program: Command): void {
+  const assigner = program.command("assigner").description("the assigner service");
+  assigner
+    .command("serve")
+    .description("serve the assigner HTTP API (embedded store unless --redis)")
+    .option("--port <port>", "listen port (AEGIS_PORT)", env("AEGIS_PORT") ?? "8080")
+    .option("--host <host>", "listen address (AEGIS_HOST)", env("AEGIS_HOST") ?? "127.0.0.1")
+    .option("--redis <url>", "redis://… (AEGIS_REDIS_URL); unset: embedded store in --data-dir", env("AEGIS_REDIS_URL"))
+    .option("--data-dir <dir>", "embedded store, generated admin token, default upload layout (AEGIS_DATA_DIR)", env("AEGIS_DATA_DIR"))
+    .option("--registry <repo>", "where uploads are pushed: host/repo or oci:<dir> (AEGIS_REGISTRY)", env("AEGIS_REGISTRY"))
+    .option("--nats <url>", "nats://… (AEGIS_NATS_URL); optional", env("AEGIS_NATS_URL"))
+    .option("--admin-token <token>", "operator token (AEGIS_ADMIN_TOKEN); default: generated into <data-dir>/admin-token", env("AEGIS_ADMIN_TOKEN"))
+    .option("--admin-token-file <file>", "read the operator token from a file")
+    .option("--enroll-secret <secret>", "require this secret to register agents (AEGIS_ENROLL_SECRET)", env("AEGIS_ENROLL_SECRET"))
+    .option("--trust <files>", "trusted public keys or trust file, comma-separated (AEGIS_TRUST)", env("AEGIS_TRUST"))
+    .action(async (options: ServeOptions) => {
+      const port = Number(options.port);
+      if (!Number.isInteger(port) || port < 0 || port > 65535) throw new InputError("INVALID_ARGUMENT", `--port ${options.port} is not a port number`);
+      const running = await startAssigner({
+        port,
+        host: options.host,
+        ...(options.redis ? { redisUrl: options.redis } : {}),
+        ...(options.dataDir ? { dataDir: options.dataDir } : {}),
+        ...(options.registry ? { registry: options.registry } : {}),
+        ...(options.nats ? { natsUrl: options.nats } : {}),
+        ...(options.adminToken ? { adminToken: options.adminToken } : {}),
+        ...(options.adminTokenFile ? { adminTokenFile: options.adminTokenFile } : {}),
+        ...(options.enrollSecret ? { enrollSecret: options.enrollSecret } : {}),
+        ...(options.trust ? { trust: options.trust } : {}),
+      });
+      const store = options.redis ? `redis ${options.redis}` : "embedded store";
+      const token = running.adminTokenFile ? `; operator token in ${running.adminTokenFile}` : "";
+      console.log(`aegis assigner listening on ${running.url} (${store}${options.nats ? `, nats ${options.nats}` : ""}${token})`);
+      const stop = async () => {
+        await running.close();
+        process.exit(0);
+      };
+      process.once("SIGINT", stop);
+      process.once("SIGTERM", stop);
+    });
+}
+
+interface ClientOptions extends OutputOptions {
+  assigner: string;
+  token?: string;
+}
+
+function client(options: ClientOptions): AssignerClient {
+  const token = options.token ?? env("AEGIS_ADMIN_TOKEN");
+  if (!token) throw new InputError("INVALID_ARGUMENT", "no operator token: pass --token or set AEGIS_ADMIN_TOKEN");
+  return new AssignerClient(options.assigner, token);
+}
+
+function withClientOptions(command: Command): Command {
+  return command
+    .option("--assigner <url>", "assigner URL (AEGIS_ASSIGNER_URL)", env("AEGIS_ASSIGNER_URL") ?? "http://127.0.0.1:8080")
+    .option("--token <token>", "operator token (AEGIS_ADMIN_TOKEN)")
+    .option("--json", "print JSON for scripts");
+}
+
+interface Assignment {
+  artifact_id: string;
+  host_id: string;
+  changed: boolean;
+  version: number;
+}
+
+export function registerOperatorCommands(program: Command): void {
+  for (const op of ["assign", "unassign"] as const) {
+    withClientOptions(
+      program
+        .command(op)
+        .description(op === "assign" ? "assign an artifact (by digest) to a host" : "remove an artifact from a host")
+        .argument("<digest>", "artifact id: sha256:…")
+        .argument("<host>", "host id"),
+    ).action(async (digest: string, host: string, options: ClientOptions) => {
+      const result = await client(options).call<Assignment>("POST", `/${op}/${encodeURIComponent(digest)}/${encodeURIComponent(host)}`);
+      const what = result.changed ? (op === "assign" ? "assigned" : "unassigned") : op === "assign" ? "already assigned" : "was not assigned";
+      report(options, `${digest} ${what} ${op === "assign" ? "to" : "from"} ${host} (host version ${result.version})`, result);
+    });
+  }
+
+  withClientOptions(program.command("hosts").description("list registered agents (hosts)")).action(async (options: ClientOptions) => {
+    const result = await client(options).call<{ agents: { uid: string; host_id: string; hostname?: string; last_seen: string | null }[]; total: number }>("GET", "/agents");
+    const lines = result.agents.map((a) => `${a.host_id}\t${a.hostname ?? "-"}\t${a.uid}\tlast seen ${a.last_seen ?? "never"}`);
+    report(options, lines.length > 0 ? lines.join("\n") : "no hosts registered", result);
+  });
+
+  withClientOptions(
+    program.command("status").description("the latest status of an artifact on every host").argument("<digest>", "artifact id: sha256:…"),
+  ).action(async (digest: string, options: ClientOptions) => {
+    const result = await client(options).call<{ hosts: { host_id: string; event: string; reason?: string; time: string }[]; total: number }>("GET", `/artifacts/${encodeURIComponent(digest)}/status`);
+    const lines = result.hosts.map((h) => `${h.host_id}\t${h.event}${h.reason ? ` (${h.reason})` : ""}\t${h.time}`);
+    report(options, lines.length > 0 ? lines.join("\n") : `no host has reported on ${digest}`, result);
+  });
+}

@@ -1,0 +1,89 @@
+// Starting real TCP servers (redis-server, nats-server) on free loopback
+// ports, waiting until they accept connections, and restarting them on the
+// same port and data directory.
+import { connect } from "node:net";
+import { freePort } from "./ports.js";
+import { makeTempDir, removeTempDir, requireBinary, spawnManaged, type ManagedProcess } from "./process.js";
+
+export interface TcpServer {
+  host: string;
+  port: number;
+  url: string;
+  dataDir: string;
+  /** Stops the process; the data directory stays until `stop`. */
+  kill(): Promise<void>;
+  /** Starts it again on the same port and data directory. */
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+const START_TIMEOUT_MS = 10_000;
+
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: "127.0.0.1", port });
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+  });
+}
+
+async function waitForPort(proc: ManagedProcess, port: number, name: string): Promise<void> {
+  let exited: string | undefined;
+  void proc.exited.then((code) => (exited = code));
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    if (exited !== undefined) throw new Error(`${name} exited (${exited}): ${proc.output()}`);
+    if (await accepts(port)) return;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  throw new Error(`${name} did not accept connections on 127.0.0.1:${port} within ${START_TIMEOUT_MS} ms: ${proc.output()}`);
+}
+
+async function startTcpServer(
+  name: string,
+  binary: string,
+  debianPackage: string,
+  scheme: string,
+  args: (port: number, dataDir: string) => string[],
+): Promise<TcpServer> {
+  const file = requireBinary(binary, debianPackage);
+  const port = await freePort();
+  const dataDir = makeTempDir(`aegis-${name}-`);
+  let proc: ManagedProcess | undefined;
+  const server: TcpServer = {
+    host: `127.0.0.1:${port}`,
+    port,
+    url: `${scheme}://127.0.0.1:${port}`,
+    dataDir,
+    async start() {
+      proc = spawnManaged(file, args(port, dataDir));
+      await waitForPort(proc, port, name);
+    },
+    async kill() {
+      await proc?.stop();
+      proc = undefined;
+    },
+    async stop() {
+      await server.kill();
+      await removeTempDir(dataDir);
+    },
+  };
+  await server.start();
+  return server;
+}
+
+/** A real redis-server with an append-only file, so a restart keeps the data. */
+export function startRedis(): Promise<TcpServer> {
+  return startTcpServer("redis", "redis-server", "redis-server", "redis", (port, dir) => [
+    "--port", String(port), "--bind", "127.0.0.1", "--dir", dir,
+    "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no", "--loglevel", "warning",
+  ]);
+}
+
+/** A real nats-server (no JetStream needed: core publish/subscribe). */
+export function startNats(): Promise<TcpServer> {
+  return startTcpServer("nats", "nats-server", "nats-server", "nats", (port) => ["-a", "127.0.0.1", "-p", String(port)]);
+}
