@@ -8,7 +8,7 @@ export default tseslint.config(
   ...tseslint.configs.strict,
   {
     rules: {
-      "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_" }],
+      "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_", destructuredArrayIgnorePattern: "^_", varsIgnorePattern: "^_" }],
       // noUncheckedIndexedAccess makes every index `T | undefined`; `!` after a
       // bounds check is the readable way to say "checked".
       "@typescript-eslint/no-non-null-assertion": "off",

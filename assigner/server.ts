@@ -80,14 +80,14 @@ export async function startAssigner(options: AssignerOptions = {}): Promise<Runn
   const metrics = new AssignerMetrics();
   const artifacts = new ArtifactSource({ uploadRepository: options.registry ?? `oci:${join(dataDir, "oci")}`, ...(trust ? { trust } : {}) });
   const auth = new Auth(store, { adminToken: admin.token, ...(options.enrollSecret ? { enrollSecret: options.enrollSecret } : {}) });
-  let services: AssignerServices | undefined;
-  const events = options.natsUrl
+  const events: AssignerEvents | undefined = options.natsUrl
     ? AssignerEvents.start(options.natsUrl, {
-        telemetry: (message) => services!.recordTelemetry(message),
+        // Messages arrive only after start-up, once `services` exists.
+        telemetry: (message): Promise<void> => services.recordTelemetry(message),
         invalid: () => metrics.telemetry.inc({ result: "invalid" }),
       })
     : undefined;
-  services = new AssignerServices(store, auth, artifacts, metrics, events);
+  const services = new AssignerServices(store, auth, artifacts, metrics, events);
   const server = createServer(createRequestHandler(services, VERSION));
   // Agents poll on keep-alive connections; keep them longer than a load balancer's idle timeout.
   server.keepAliveTimeout = 65_000;

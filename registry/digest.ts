@@ -50,13 +50,16 @@ export function verifyBytes(desc: Descriptor, data: Uint8Array, where: string): 
 
 /**
  * A pass-through stream that fails, instead of ending, when the bytes seen
- * are more than `desc.size` or do not hash to `desc.digest`. Consumers that
- * commit only on a clean end (rename a temp file, send the final PUT) never
- * commit unverified content.
+ * are more than `desc.size` or do not hash to `desc.digest`. It holds back
+ * the last chunk until the digest checks out, so a consumer never receives
+ * the whole of a mismatching blob: one that commits on a clean end (rename
+ * a temp file, send the final PUT) or relays it with a Content-Length never
+ * passes on unverified content as complete.
  */
 export class VerifyingStream extends Transform {
   private readonly hash = createHash("sha256");
   private seen = 0;
+  private held: Buffer | undefined;
 
   constructor(
     private readonly desc: Descriptor,
@@ -73,7 +76,9 @@ export class VerifyingStream extends Transform {
       return;
     }
     this.hash.update(chunk);
-    callback(null, chunk);
+    const previous = this.held;
+    this.held = chunk;
+    callback(null, previous);
   }
 
   override _flush(callback: TransformCallback): void {
@@ -82,7 +87,11 @@ export class VerifyingStream extends Transform {
       return;
     }
     const actual = `sha256:${this.hash.digest("hex")}`;
-    callback(actual === this.desc.digest ? null : mismatch(this.desc, actual, this.where));
+    if (actual !== this.desc.digest) {
+      callback(mismatch(this.desc, actual, this.where));
+      return;
+    }
+    callback(null, this.held);
   }
 }
 

@@ -152,22 +152,25 @@ export class EmbeddedStore implements AssignerStore {
   async putRegistration(registration: Registration, ttlSeconds: number): Promise<void> {
     const now = Date.now();
     // Drop expired registrations so the file does not grow with abandoned handshakes.
-    for (const [id, entry] of Object.entries(this.state.registrations)) if (entry.expires <= now) delete this.state.registrations[id];
+    this.state.registrations = Object.fromEntries(Object.entries(this.state.registrations).filter(([, entry]) => entry.expires > now));
     this.state.registrations[registration.id] = { registration, expires: now + ttlSeconds * 1000 };
     await this.persist();
   }
 
   async takeRegistration(id: string): Promise<Registration | undefined> {
-    const entry = this.state.registrations[id];
+    const { [id]: entry, ...rest } = this.state.registrations;
     if (!entry) return undefined;
-    delete this.state.registrations[id];
+    this.state.registrations = rest;
     await this.persist();
     return entry.expires > Date.now() ? entry.registration : undefined;
   }
 
   async putAgent(agent: AgentRecord): Promise<void> {
     const previous = this.state.hostAgent[agent.hostId];
-    if (previous && previous !== agent.uid) delete this.state.agents[previous];
+    if (previous && previous !== agent.uid) {
+      const { [previous]: _replaced, ...others } = this.state.agents;
+      this.state.agents = others;
+    }
     this.state.agents[agent.uid] = agent;
     this.state.hostAgent[agent.hostId] = agent.uid;
     await this.persist();

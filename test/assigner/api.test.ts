@@ -1,0 +1,417 @@
+// The assigner's HTTP contract against real redis-server, nats-server and
+// registry 2.8.2, played with plain HTTP calls as the seed's agent would.
+import { execFile } from "node:child_process";
+import { createHash, createPrivateKey, generateKeyPairSync, sign } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startAssigner, type RunningAssigner } from "../../assigner/index.js";
+import { buildBundle, pushBundle } from "../../bundle/index.js";
+import { RemoteRepository, sha256 } from "../../registry/index.js";
+import { generateKeyPair, KeySigner, signArtifact } from "../../signing/index.js";
+import { startRegistryProxy } from "../harness/proxy.js";
+import { startRegistry, type RegistryServer } from "../harness/registry.js";
+import { startNats, startRedis, type TcpServer } from "../harness/tcp-server.js";
+import { aegis, expectOneErrorLine } from "../cli/run.js";
+
+const execFileAsync = promisify(execFile);
+let registry: RegistryServer;
+let redis: TcpServer;
+let nats: TcpServer;
+let assigner: RunningAssigner;
+let work: string;
+let admin: Record<string, string>;
+const signingKey = generateKeyPair("ecdsa-p256");
+
+async function http(method: string, path: string, options: { token?: string; body?: unknown; raw?: string; headers?: Record<string, string> } = {}) {
+  const res = await fetch(new URL(path, assigner.url), {
+    method,
+    headers: {
+      ...(options.token ? { authorization: `Bearer ${options.token}` } : {}),
+      ...(options.body !== undefined || options.raw !== undefined ? { "content-type": "application/json" } : {}),
+      ...options.headers,
+    },
+    ...(options.body !== undefined ? { body: JSON.stringify(options.body) } : options.raw !== undefined ? { body: options.raw } : {}),
+  });
+  const bytes = Buffer.from(await res.arrayBuffer());
+  const text = bytes.toString("utf8");
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  return { status: res.status, headers: res.headers, bytes, json: json as Record<string, unknown> & { error?: string } };
+}
+
+/** The seed agent's registration, with plain HTTP and an Ed25519 key. */
+async function registerAgent(hostId: string): Promise<{ token: string; uid: string }> {
+  const { publicKey, privateKey } = generateKeyPairSync("ed25519");
+  const raw = publicKey.export({ format: "jwk" }).x!;
+  const init = await http("POST", "/agents/register/init", { body: { host_id: hostId, public_key: Buffer.from(raw, "base64url").toString("base64"), hostname: `${hostId}.example`, kernel: "6.1.0", labels: { role: "web" } } });
+  expect(init.status).toBe(200);
+  const nonce = Buffer.from(init.json.nonce as string, "base64");
+  const complete = await http("POST", "/agents/register/complete", { body: { registration_id: init.json.registration_id, signature: sign(null, nonce, privateKey).toString("base64") } });
+  expect(complete.status, JSON.stringify(complete.json)).toBe(200);
+  expect(complete.json.host_id).toBe(hostId);
+  return { token: complete.json.token as string, uid: complete.json.agent_uid as string };
+}
+
+const built = new Map<string, ReturnType<typeof buildBundle>>();
+
+/** Pushes a policy (signed unless asked not to) to the test registry and returns its digest reference. */
+async function pushSignedPolicy(dir: string, version: string, signed = true): Promise<{ reference: string; digest: string }> {
+  if (!built.has(dir)) built.set(dir, buildBundle(dir));
+  const { bytes, policy } = await built.get(dir)!;
+  const repo = new RemoteRepository(registry.host, "policies/api");
+  const artifact = await pushBundle(bytes, { ...policy, version }, repo, version);
+  if (signed) await signArtifact(repo, artifact.manifest, new KeySigner(createPrivateKey(signingKey.privateKey)), repo.name);
+  return { reference: `${registry.host}/policies/api@${artifact.manifest.digest}`, digest: artifact.manifest.digest };
+}
+
+beforeAll(async () => {
+  [registry, redis, nats] = await Promise.all([startRegistry(), startRedis(), startNats()]);
+  work = mkdtempSync(join(tmpdir(), "aegis-api-"));
+  writeFileSync(join(work, "ci.pub"), signingKey.publicKey);
+  assigner = await startAssigner({
+    port: 0,
+    redisUrl: redis.url,
+    natsUrl: nats.url,
+    dataDir: work,
+    registry: `${registry.host}/aegis/uploads`,
+    adminToken: "operator-secret",
+    trust: join(work, "ci.pub"),
+  });
+  admin = { token: "operator-secret" };
+});
+afterAll(async () => {
+  await assigner?.close();
+  await Promise.all([registry?.stop(), redis?.stop(), nats?.stop()]);
+  rmSync(work, { recursive: true, force: true });
+});
+
+describe("the seed's agent flow", () => {
+  it("register, poll for-host (seed JSON shape), download the binary: sha256 = checksum, unpacks as tar.zst", async () => {
+    const { reference, digest } = await pushSignedPolicy("policies/block-icmp-8888", "1.0.0");
+    expect((await http("POST", "/artifacts", { ...admin, body: { reference } })).status).toBe(201);
+    expect((await http("POST", `/assign/${digest}/seed-host`, admin)).status).toBe(200);
+
+    const agent = await registerAgent("seed-host");
+    const poll = await http("GET", "/artifacts/for-host/seed-host", { token: agent.token });
+    expect(poll.status).toBe(200);
+    expect(poll.json.total).toBe(1);
+    const [artifact] = poll.json.artifacts as Record<string, unknown>[];
+    expect(Object.keys(artifact!).sort()).toEqual(["checksum", "description", "id", "metadata", "name", "reference", "signature", "size", "version"]);
+    expect(artifact).toMatchObject({
+      id: digest,
+      name: "block-icmp-8888",
+      version: "1.0.0",
+      description: "Block ICMP ping traffic to 8.8.8.8",
+      metadata: { policy_type: "network_block", target_ip: "8.8.8.8", protocol: "icmp", direction: "egress" },
+    });
+    expect(artifact!.checksum).toMatch(/^sha256-[a-f0-9]{64}$/);
+    expect(artifact!.signature).toMatch(/^[A-Za-z0-9+/]{20,}={0,2}$/);
+
+    const binary = await http("GET", `/artifacts/${digest}/binary`, { token: agent.token });
+    expect(binary.status).toBe(200);
+    expect(binary.headers.get("content-type")).toBe("application/octet-stream");
+    expect(binary.bytes.byteLength).toBe(artifact!.size);
+    expect(`sha256-${createHash("sha256").update(binary.bytes).digest("hex")}`).toBe(artifact!.checksum);
+    const file = join(work, "download.tar.zst");
+    writeFileSync(file, binary.bytes);
+    const { stdout } = await execFileAsync("tar", ["--zstd", "-tf", file]);
+    expect(stdout.split("\n").filter(Boolean)).toEqual(["policy.json", "program.o"]);
+  });
+
+  it("fixes the seed's error sequence: POST /artifacts (base64 data) stores, and the host's poll lists it", async () => {
+    const agent = await registerAgent("upload-host");
+    expect((await http("GET", "/artifacts/for-host/upload-host", { token: agent.token })).json).toEqual({ artifacts: [], total: 0 });
+    const { bytes } = await buildBundle("policies/deny-egress-cidrs");
+    const body = { name: "deny-egress-cidrs", version: "1.2.0", description: "Deny all egress traffic to listed networks", type: "network_block", data: bytes.toString("base64"), checksum: `sha256-${sha256(bytes).slice(7)}` };
+    const created = await http("POST", "/artifacts", { ...admin, body });
+    expect(created.status, JSON.stringify(created.json)).toBe(201);
+    expect(created.json.reference).toMatch(new RegExp(`^${registry.host}/aegis/uploads@sha256:`));
+    expect(created.json.checksum).toBe(body.checksum);
+    // Registering the same content again is idempotent.
+    const again = await http("POST", "/artifacts", { ...admin, body });
+    expect(again.status).toBe(200);
+    expect(again.json.id).toBe(created.json.id);
+    await http("POST", `/assign/${created.json.id}/upload-host`, admin);
+    const poll = await http("GET", "/artifacts/for-host/upload-host", { token: agent.token });
+    expect(poll.json.total).toBe(1);
+    expect((poll.json.artifacts as { id: string }[])[0]!.id).toBe(created.json.id);
+  });
+
+  it("answers an unchanged poll with 304 from the host's version ETag", async () => {
+    const agent = await registerAgent("etag-host");
+    const first = await http("GET", "/artifacts/for-host/etag-host", { token: agent.token });
+    const etag = first.headers.get("etag")!;
+    expect(etag).toBe('"v0"');
+    expect((await http("GET", "/artifacts/for-host/etag-host", { token: agent.token, headers: { "if-none-match": etag } })).status).toBe(304);
+    const { digest, reference } = await pushSignedPolicy("policies/block-icmp-8888", "1.0.1");
+    await http("POST", "/artifacts", { ...admin, body: { reference } });
+    await http("POST", `/assign/${digest}/etag-host`, admin);
+    const changed = await http("GET", "/artifacts/for-host/etag-host", { token: agent.token, headers: { "if-none-match": etag } });
+    expect(changed.status).toBe(200);
+    expect(changed.headers.get("etag")).toBe('"v1"');
+  });
+});
+
+describe("artifacts", () => {
+  it("serves an empty signature for an artifact no trusted key signed", async () => {
+    const { reference } = await pushSignedPolicy("policies/block-icmp-8888", "1.1.0", false);
+    const res = await http("POST", "/artifacts", { ...admin, body: { reference } });
+    expect(res.status).toBe(201);
+    expect(res.json.signature).toBe("");
+  });
+
+  it("cuts the binary's connection when the registry's bytes fail verification", async () => {
+    const proxy = await startRegistryProxy(registry.url);
+    try {
+      const { digest } = await pushSignedPolicy("policies/deny-egress-cidrs", "1.3.0", false);
+      const res = await http("POST", "/artifacts", { ...admin, body: { reference: `${proxy.host}/policies/api@${digest}` } });
+      expect(res.status, JSON.stringify(res.json)).toBe(201);
+      proxy.set({ tamperBlobs: true });
+      const download = fetch(new URL(`/artifacts/${digest}/binary`, assigner.url), { headers: { authorization: "Bearer operator-secret" } }).then((r) => r.arrayBuffer());
+      await expect(download).rejects.toThrow();
+      proxy.set({ tamperBlobs: false });
+      const good = await http("GET", `/artifacts/${digest}/binary`, admin);
+      expect(`sha256-${createHash("sha256").update(good.bytes).digest("hex")}`).toBe(res.json.checksum);
+    } finally {
+      await proxy.stop();
+    }
+  });
+});
+
+describe("registration and authorization", () => {
+  it("an agent token reads only its own host; no token is 401; operator calls with an agent token are 403", async () => {
+    const a = await registerAgent("auth-a");
+    await registerAgent("auth-b");
+    const { digest, reference } = await pushSignedPolicy("policies/deny-legacy-remote-access", "2.0.1");
+    await http("POST", "/artifacts", { ...admin, body: { reference } });
+    await http("POST", `/assign/${digest}/auth-b`, admin);
+    expect((await http("GET", "/artifacts/for-host/auth-b", { token: a.token })).status).toBe(403);
+    expect((await http("GET", `/artifacts/${digest}/binary`, { token: a.token })).status).toBe(403);
+    expect((await http("GET", `/artifacts/${digest}`, { token: a.token })).status).toBe(403);
+    expect((await http("GET", "/artifacts/for-host/auth-a")).status).toBe(401);
+    expect((await http("GET", `/artifacts/${digest}/binary`)).status).toBe(401);
+    expect((await http("GET", "/artifacts/for-host/auth-a", { token: "not-a-token" })).status).toBe(401);
+    for (const [method, path] of [["GET", "/agents"], ["GET", "/artifacts"], ["POST", `/assign/${digest}/auth-a`], ["POST", `/unassign/${digest}/auth-b`], ["GET", `/artifacts/${digest}/status`]] as const) {
+      const res = await http(method, path, { token: a.token });
+      expect(res.status, `${method} ${path}`).toBe(403);
+      expect(res.json.error).toBe("this call needs the operator token");
+    }
+    // Once assigned, the agent can read the binary.
+    await http("POST", `/assign/${digest}/auth-a`, admin);
+    expect((await http("GET", `/artifacts/${digest}/binary`, { token: a.token })).status).toBe(200);
+  });
+
+  it("a nonce is single-use and the signature must be the agent key's", async () => {
+    const { publicKey } = generateKeyPairSync("ed25519");
+    const other = generateKeyPairSync("ed25519");
+    const init = await http("POST", "/agents/register/init", { body: { host_id: "liar", public_key: Buffer.from(publicKey.export({ format: "jwk" }).x!, "base64url").toString("base64") } });
+    const forged = sign(null, Buffer.from(init.json.nonce as string, "base64"), other.privateKey).toString("base64");
+    const complete = await http("POST", "/agents/register/complete", { body: { registration_id: init.json.registration_id, signature: forged } });
+    expect(complete.status).toBe(401);
+    expect(complete.json.error).toMatch(/signature does not verify/);
+    const replay = await http("POST", "/agents/register/complete", { body: { registration_id: init.json.registration_id, signature: forged } });
+    expect(replay.status).toBe(404);
+  });
+
+  it("lists hosts with last-seen and per-artifact status", async () => {
+    const agent = await registerAgent("listed-host");
+    await http("GET", "/artifacts/for-host/listed-host", { token: agent.token });
+    const list = await http("GET", "/agents", admin);
+    const entry = (list.json.agents as { uid: string; host_id: string; hostname: string; labels: Record<string, string> }[]).find((a) => a.uid === agent.uid);
+    expect(entry).toMatchObject({ host_id: "listed-host", hostname: "listed-host.example", labels: { role: "web" } });
+    const detail = await http("GET", `/agents/${agent.uid}`, admin);
+    expect(detail.json).toMatchObject({ host_id: "listed-host", assignments: [], status: [] });
+    expect(detail.json.last_seen).not.toBeNull();
+  });
+});
+
+describe("input validation: a 4xx naming the problem, never a 500", () => {
+  it.each([
+    ["POST", "/assign/sha256:nothex/host", undefined, 400, /path\.artifact_id: an artifact id is a manifest digest/],
+    ["POST", `/assign/sha256:${"a".repeat(64)}/bad host!`, undefined, 400, /path\.host_id: a host id is/],
+    ["POST", `/assign/sha256:${"a".repeat(64)}/h1`, undefined, 404, /artifact sha256:a+ is not registered/],
+    ["GET", `/artifacts/sha256:${"b".repeat(64)}`, undefined, 404, /is not registered/],
+    ["POST", "/artifacts", { reference: `${"127.0.0.1:1"}/x:v1` }, 400, /has no digest: register host\/repo@sha256/],
+    ["POST", "/artifacts", { reference: "no host" }, 400, /invalid reference/],
+    ["POST", "/artifacts", { name: "x" }, 400, /^body/],
+    ["POST", "/artifacts", { name: "x", version: "1.0.0", data: Buffer.from("not a bundle").toString("base64") }, 400, /data is not an Aegis bundle/],
+    ["GET", "/no/such/path", undefined, 404, /no such endpoint: GET \/no\/such\/path/],
+  ])("%s %s → %s", async (method, path, body, status, message) => {
+    const res = await http(method, path, { ...admin, ...(body !== undefined ? { body } : {}) });
+    expect(res.status).toBe(status);
+    expect(res.json.error).toMatch(message);
+    expect(res.json.code).toEqual(expect.any(String));
+  });
+
+  it("malformed JSON, a missing body and an oversized body", async () => {
+    const bad = await http("POST", "/agents/register/init", { raw: "{not json" });
+    expect(bad.status).toBe(400);
+    expect(bad.json.error).toMatch(/malformed JSON body/);
+    const missing = await fetch(new URL("/agents/register/init", assigner.url), { method: "POST" });
+    expect(missing.status).toBe(400);
+    expect(((await missing.json()) as { error: string }).error).toMatch(/request body must be JSON/);
+    const big = await http("POST", "/agents/register/init", { raw: JSON.stringify({ host_id: "x".repeat(100_000) }) });
+    expect(big.status).toBe(413);
+  });
+
+  it("a tag-only reference is refused with the digest it resolves to", async () => {
+    const { digest } = await pushSignedPolicy("policies/block-icmp-8888", "3.0.0");
+    const res = await http("POST", "/artifacts", { ...admin, body: { reference: `${registry.host}/policies/api:3.0.0` } });
+    expect(res.status).toBe(400);
+    expect(res.json.error).toContain(`(3.0.0 currently resolves to ${registry.host}/policies/api@${digest})`);
+  });
+});
+
+describe("concurrency", () => {
+  it("1,000 concurrent assign/unassign calls over 50 hosts give exactly the expected sets, and every host's version moved", async () => {
+    const artifacts: string[] = [];
+    for (let i = 0; i < 20; i++) {
+      const { digest, reference } = await pushSignedPolicy("policies/block-icmp-8888", `9.0.${i}`, false);
+      await http("POST", "/artifacts", { ...admin, body: { reference } });
+      artifacts.push(digest);
+    }
+    const hosts = Array.from({ length: 50 }, (_, i) => `load-${i}`);
+    // Every (artifact, host) pair gets exactly one operation, so the final state is known:
+    // a third are unassigned (they start assigned), the rest assigned.
+    const pairs = hosts.flatMap((host, h) => artifacts.map((artifact, a) => ({ host, artifact, add: (h * 20 + a) % 3 !== 0 })));
+    expect(pairs).toHaveLength(1000);
+    for (const p of pairs.filter((p) => !p.add)) await http("POST", `/assign/${p.artifact}/${p.host}`, admin);
+    const before = new Map(await Promise.all(hosts.map(async (h) => [h, (await http("GET", `/artifacts/for-host/${h}`, admin)).headers.get("etag")] as const)));
+    const results = await Promise.all(pairs.map((p) => http("POST", `/${p.add ? "assign" : "unassign"}/${p.artifact}/${p.host}`, admin)));
+    expect(results.every((r) => r.status === 200 && r.json.changed === true)).toBe(true);
+    for (const host of hosts) {
+      const poll = await http("GET", `/artifacts/for-host/${host}`, admin);
+      const expected = pairs.filter((p) => p.host === host && p.add).map((p) => p.artifact).sort();
+      expect((poll.json.artifacts as { id: string }[]).map((a) => a.id).sort()).toEqual(expected);
+      expect(poll.headers.get("etag")).not.toBe(before.get(host));
+      // One version step per change: the pre-assignments, then this round's 20 changes.
+      const preassigned = pairs.filter((p) => p.host === host && !p.add).length;
+      expect(poll.headers.get("etag")).toBe(`"v${preassigned + 20}"`);
+    }
+  });
+});
+
+describe("NATS", () => {
+  let nc: NatsConnection;
+  beforeAll(async () => {
+    nc = await connect({ servers: nats.url });
+  });
+  afterAll(async () => {
+    await nc?.close();
+  });
+
+  it("publishes aegis.assignments.<host> on a change, and records telemetry in /artifacts/{id}/status", async () => {
+    const { digest, reference } = await pushSignedPolicy("policies/block-icmp-8888", "4.0.0");
+    await http("POST", "/artifacts", { ...admin, body: { reference } });
+    const sub = nc.subscribe("aegis.assignments.nats-host", { max: 1 });
+    await nc.flush();
+    await http("POST", `/assign/${digest}/nats-host`, admin);
+    for await (const msg of sub) expect(msg.json()).toEqual({ host_id: "nats-host", version: 1 });
+
+    nc.publish("aegis.telemetry.nats-host", JSON.stringify({ host_id: "nats-host", artifact_id: digest, event: "attached", counters: { "rule.0": 3 } }));
+    // A message whose subject names another host is ignored.
+    nc.publish("aegis.telemetry.other-host", JSON.stringify({ host_id: "nats-host", artifact_id: digest, event: "failed", reason: "spoofed" }));
+    await nc.flush();
+    let status: { hosts: { host_id: string; event: string; counters?: Record<string, number> }[] } | undefined;
+    for (let i = 0; i < 50 && !status?.hosts.length; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      status = (await http("GET", `/artifacts/${digest}/status`, admin)).json as typeof status;
+    }
+    expect(status!.hosts).toEqual([expect.objectContaining({ host_id: "nats-host", event: "attached", counters: { "rule.0": 3 } })]);
+  });
+});
+
+describe("operations", () => {
+  it("serves /healthz, /openapi.json for every route, and Prometheus /metrics", async () => {
+    const health = await http("GET", "/healthz");
+    expect(health.json).toEqual({ status: "ok", store: "ok", registry: "ok", nats: "connected" });
+    const doc = (await http("GET", "/openapi.json")).json as { openapi: string; paths: Record<string, Record<string, unknown>> };
+    expect(doc.openapi).toBe("3.1.0");
+    for (const path of ["/agents/register/init", "/agents/register/complete", "/agents", "/agents/{uid}", "/healthz", "/artifacts", "/artifacts/{id}", "/artifacts/{id}/binary", "/artifacts/for-host/{host_id}", "/assign/{artifact_id}/{host_id}", "/unassign/{artifact_id}/{host_id}", "/artifacts/{id}/status"]) {
+      expect(doc.paths[path], path).toBeDefined();
+    }
+    const metrics = await fetch(new URL("/metrics", assigner.url)).then((r) => r.text());
+    expect(metrics).toMatch(/aegis_http_requests_total\{method="get",route="\/artifacts\/for-host\/\{host_id\}",status="200"\} \d+/);
+    expect(metrics).toMatch(/aegis_assignment_changes_total\{op="assign"\} \d+/);
+  });
+
+  it("operator CLI: assign, unassign, hosts, status", async () => {
+    const { digest, reference } = await pushSignedPolicy("policies/block-icmp-8888", "5.0.0");
+    await http("POST", "/artifacts", { ...admin, body: { reference } });
+    const env = { AEGIS_ASSIGNER_URL: assigner.url, AEGIS_ADMIN_TOKEN: "operator-secret" };
+    const assigned = await aegis(["assign", digest, "cli-host", "--json"], env);
+    expect(assigned.code, assigned.stderr).toBe(0);
+    expect(JSON.parse(assigned.stdout)).toMatchObject({ artifact_id: digest, host_id: "cli-host", changed: true, version: 1 });
+    expect((await aegis(["assign", digest, "cli-host"], env)).stdout).toMatch(/already assigned/);
+    expect((await aegis(["unassign", digest, "cli-host"], env)).stdout).toMatch(/unassigned from cli-host \(host version 2\)/);
+    await registerAgent("cli-listed");
+    expect((await aegis(["hosts"], env)).stdout).toMatch(/cli-listed\tcli-listed\.example/);
+    expect((await aegis(["status", digest], env)).stdout).toMatch(/no host has reported/);
+    expect(expectOneErrorLine(await aegis(["assign", "sha256:bad", "h"], env))).toMatch(/assigner answered 400: path\.artifact_id/);
+    expect(expectOneErrorLine(await aegis(["hosts"], { ...env, AEGIS_ADMIN_TOKEN: "wrong" }))).toMatch(/assigner answered 401: invalid token/);
+  });
+});
+
+describe("durability and outages (Redis)", () => {
+  it("a restarted assigner loses nothing; with Redis stopped the API answers 503 within a second, and recovers", async () => {
+    const { digest, reference } = await pushSignedPolicy("policies/block-icmp-8888", "6.0.0");
+    await http("POST", "/artifacts", { ...admin, body: { reference } });
+    await http("POST", `/assign/${digest}/durable-host`, admin);
+    const agent = await registerAgent("durable-host");
+
+    await assigner.close();
+    assigner = await startAssigner({ port: 0, redisUrl: redis.url, natsUrl: nats.url, dataDir: work, registry: `${registry.host}/aegis/uploads`, adminToken: "operator-secret", trust: join(work, "ci.pub") });
+    const poll = await http("GET", "/artifacts/for-host/durable-host", { token: agent.token });
+    expect(poll.status).toBe(200);
+    expect((poll.json.artifacts as { id: string }[]).map((a) => a.id)).toEqual([digest]);
+
+    await redis.kill();
+    try {
+      for (const [method, path] of [["GET", "/artifacts"], ["POST", `/assign/${digest}/other`], ["GET", `/artifacts/for-host/durable-host`]] as const) {
+        const started = Date.now();
+        const res = await http(method, path, path.includes("for-host") ? { token: agent.token } : admin);
+        expect(Date.now() - started).toBeLessThan(1000);
+        expect(res.status, `${method} ${path}`).toBe(503);
+        expect(res.json.error).toMatch(/Redis is unavailable/);
+      }
+      const health = await http("GET", "/healthz");
+      expect(health.status).toBe(503);
+      expect(health.json.store).toBe("unavailable");
+    } finally {
+      await redis.start();
+    }
+    let recovered = 0;
+    for (let i = 0; i < 40 && recovered !== 200; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      recovered = (await http("GET", "/artifacts/for-host/durable-host", { token: agent.token })).status;
+    }
+    expect(recovered).toBe(200);
+  });
+
+  it("the embedded store (the default) keeps assignments across a restart too", async () => {
+    const dir = join(work, "embedded");
+    const first = await startAssigner({ port: 0, dataDir: dir });
+    const token = readFileSync(join(dir, "admin-token"), "utf8").trim();
+    const { reference, digest } = await pushSignedPolicy("policies/block-icmp-8888", "7.0.0");
+    const call = (server: RunningAssigner, method: string, path: string, body?: unknown) =>
+      fetch(new URL(path, server.url), { method, headers: { authorization: `Bearer ${token}`, "content-type": "application/json" }, ...(body ? { body: JSON.stringify(body) } : {}) });
+    expect((await call(first, "POST", "/artifacts", { reference })).status).toBe(201);
+    expect((await call(first, "POST", `/assign/${digest}/embedded-host`)).status).toBe(200);
+    await first.close();
+    const second = await startAssigner({ port: 0, dataDir: dir });
+    try {
+      const poll = (await (await call(second, "GET", "/artifacts/for-host/embedded-host")).json()) as { artifacts: { id: string }[] };
+      expect(poll.artifacts.map((a) => a.id)).toEqual([digest]);
+    } finally {
+      await second.close();
+    }
+  });
+});
