@@ -247,6 +247,9 @@ async function load(target: Target, redis: number): Promise<Row> {
     errors: result.errors + unexpected,
     statuses: statuses.map(([status, s]) => `${status}:${s.count}`).join(" "),
     server_cpu_pct: Math.round((serverCpu / result.duration) * 100),
+    // Answers per CPU-second of the server process: its efficiency, which
+    // stays comparable when other work on the machine takes cores away.
+    req_per_server_cpu_s: Math.round(result.requests.total / serverCpu),
     redis_cpu_pct: Math.round((redisCpu / result.duration) * 100),
     loadgen_cpu_pct: Math.round(((benchCpu.user + benchCpu.system) / 1e6 / result.duration) * 100),
   };
@@ -287,11 +290,14 @@ export default async function assignerBench(): Promise<BenchResult> {
     await removeTempDir(dataDir);
   }
   const [ours, ceiling] = [rows[0]!, rows[1]!];
+  const perCpu = (row: Row) => Number(row.req_per_server_cpu_s);
   return {
     name: "assigner",
     rows,
     ratio: Number(ours.requests_per_s) / Number(ceiling.requests_per_s),
     ratioOf: "assigner req/s / bare node:http + same Redis reads req/s, GET /artifacts/for-host",
+    cpuEfficiencyRatio: perCpu(ours) / perCpu(ceiling),
+    cacheMissCpuEfficiencyRatio: perCpu(rows[4]!) / perCpu(ceiling),
     hosts: HOSTS,
     coldHosts: COLD_HOSTS,
     assignmentsPerHost: PER_HOST,

@@ -91,6 +91,10 @@ export class OciLayoutTarget implements Target {
     ]);
   }
 
+  async tags(): Promise<string[]> {
+    return (await this.readIndex()).manifests.flatMap((m) => m.annotations?.[Annotation.RefName] ?? []);
+  }
+
   referrers(subject: Descriptor, artifactType?: string): Promise<Descriptor[]> {
     return fallbackReferrers(this, subject, artifactType);
   }

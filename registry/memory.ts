@@ -10,7 +10,7 @@ export class MemoryTarget implements Target {
   readonly name: string;
   private readonly blobs = new Map<string, Buffer>();
   private readonly descriptors = new Map<string, Descriptor>();
-  private readonly tags = new Map<string, Descriptor>();
+  private readonly tagged = new Map<string, Descriptor>();
 
   constructor(name = "memory") {
     this.name = name;
@@ -35,7 +35,7 @@ export class MemoryTarget implements Target {
   }
 
   async resolve(reference: string): Promise<Descriptor> {
-    const desc = isDigest(reference) ? this.descriptors.get(reference) : this.tags.get(reference);
+    const desc = isDigest(reference) ? this.descriptors.get(reference) : this.tagged.get(reference);
     if (!desc || !isManifestType(desc.mediaType)) {
       throw new RegistryError("NOT_FOUND", `${reference} not found in ${this.name}`);
     }
@@ -44,7 +44,11 @@ export class MemoryTarget implements Target {
 
   async tag(desc: Descriptor, tag: string): Promise<void> {
     if (!this.blobs.has(desc.digest)) throw new RegistryError("NOT_FOUND", `cannot tag ${desc.digest}: not in ${this.name}`);
-    this.tags.set(tag, { mediaType: desc.mediaType, digest: desc.digest, size: desc.size });
+    this.tagged.set(tag, { mediaType: desc.mediaType, digest: desc.digest, size: desc.size });
+  }
+
+  async tags(): Promise<string[]> {
+    return [...this.tagged.keys()];
   }
 
   referrers(subject: Descriptor, artifactType?: string): Promise<Descriptor[]> {

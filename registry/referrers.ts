@@ -3,7 +3,7 @@
 // https://github.com/opencontainers/distribution-spec/blob/main/spec.md#referrers-tag-schema
 import { isNotFound, RegistryError } from "./errors.js";
 import { descriptorFor, readAll } from "./digest.js";
-import { encodeJson, MAX_MANIFEST_SIZE, MediaType, parseManifest, type Descriptor, type Index } from "./oci.js";
+import { encodeJson, MAX_MANIFEST_SIZE, MediaType, parseManifest, referrerDescriptor, type Descriptor, type Index } from "./oci.js";
 import type { Fetcher, Pusher, Resolver, Tagger } from "./storage.js";
 import { Readable } from "node:stream";
 
@@ -33,35 +33,50 @@ export async function fallbackReferrers(store: TagStore, subject: Descriptor, ar
 }
 
 /**
- * Adds `referrer` to the subject's fallback index (read-modify-write). The
- * schema has no compare-and-swap: a concurrent writer whose read came before
- * our write can replace the index without our entry. So every write carries
- * the union of all entries this call has ever seen (repairing others' losses
- * too), and we return only once the index has held everything we know on
- * three reads spaced apart, longer than another writer's read-to-write window.
+ * The tag that marks one referrer of `subject`: sha256-<subject hex>.<first
+ * 32 hex of the referrer's digest>.ref. Tags are separate keys in every
+ * registry, so concurrent writers adding different tags never lose one.
+ */
+export function referrerMarkTag(subject: Descriptor, referrer: Descriptor): string {
+  return `${referrersTag(subject)}.${referrer.digest.slice("sha256:".length, "sha256:".length + 32)}.ref`;
+}
+
+/**
+ * Adds `referrer` to the subject's fallback index. The index is a
+ * read-modify-write with no compare-and-swap, so a writer whose read was
+ * stale can drop another's entry. Each referrer is therefore first marked by
+ * its own tag (referrerMarkTag); then a writer writes the index until a read
+ * made after its last write shows every marked referrer in it. Whoever
+ * writes last thus repairs what any stale writer dropped.
  */
 export async function addFallbackReferrer(store: TagStore, subject: Descriptor, referrer: Descriptor): Promise<void> {
-  const tag = referrersTag(subject);
-  const known = new Map<string, Descriptor>();
-  let stable = 0;
-  for (let attempt = 0; attempt < 60; attempt++) {
+  await store.tag(referrer, referrerMarkTag(subject, referrer));
+  const prefix = `${referrersTag(subject)}.`;
+  const known = new Map<string, Descriptor>([[referrer.digest, referrer]]);
+  for (let attempt = 0; attempt < 100; attempt++) {
     const manifests = (await readFallbackIndex(store, subject))?.manifests ?? [];
-    for (const d of manifests) if (!known.has(d.digest)) known.set(d.digest, d);
-    // Already indexed before we started: nothing to write, nothing to watch.
-    if (attempt === 0 && known.has(referrer.digest)) return;
-    known.set(referrer.digest, known.get(referrer.digest) ?? referrer);
     const present = new Set(manifests.map((d) => d.digest));
-    if ([...known.keys()].every((digest) => present.has(digest))) {
-      if (++stable >= 3) return;
-    } else {
-      stable = 0;
-      const next: Index = { schemaVersion: 2, mediaType: MediaType.ImageIndex, manifests: [...manifests, ...[...known.values()].filter((d) => !present.has(d.digest))] };
-      const bytes = encodeJson(next);
-      const desc = descriptorFor(MediaType.ImageIndex, bytes);
-      await store.push(desc, Readable.from([bytes]));
-      await store.tag(desc, tag);
+    const marks = (await store.tags()).filter((t) => t.startsWith(prefix) && t.endsWith(".ref"));
+    const missing: Descriptor[] = [];
+    for (const mark of marks) {
+      const desc = await store.resolve(mark);
+      if (present.has(desc.digest)) continue;
+      let entry = known.get(desc.digest);
+      if (!entry) {
+        const doc = parseManifest(await readAll(await store.fetch(desc), MAX_MANIFEST_SIZE, `referrer ${desc.digest}`), desc.mediaType);
+        entry = referrerDescriptor(desc, doc);
+        known.set(desc.digest, entry);
+      }
+      missing.push(entry);
     }
-    await new Promise((resolve) => setTimeout(resolve, 100 + Math.random() * 200));
+    if (missing.length === 0) return;
+    const next: Index = { schemaVersion: 2, mediaType: MediaType.ImageIndex, manifests: [...manifests, ...missing] };
+    const bytes = encodeJson(next);
+    const desc = descriptorFor(MediaType.ImageIndex, bytes);
+    await store.push(desc, Readable.from([bytes]));
+    await store.tag(desc, referrersTag(subject));
+    // Spread out writers that collided, so one of them settles the index.
+    await new Promise((resolve) => setTimeout(resolve, Math.random() * 100));
   }
-  throw new RegistryError("LOCK_TIMEOUT", `could not add ${referrer.digest} to the referrers index ${tag} of ${store.name}: too many concurrent writers`);
+  throw new RegistryError("LOCK_TIMEOUT", `could not add ${referrer.digest} to the referrers index ${referrersTag(subject)} of ${store.name}: too many concurrent writers`);
 }

@@ -29,6 +29,8 @@ export interface Resolver {
 export interface Tagger {
   /** Points `tag` at the manifest `desc`, which must already be stored. */
   tag(desc: Descriptor, tag: string): Promise<void>;
+  /** Every tag, in no particular order. */
+  tags(): Promise<string[]>;
 }
 
 export interface ReferrerLister {

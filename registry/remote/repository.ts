@@ -203,15 +203,26 @@ export class RemoteRepository implements Target {
   }
 
   private async putManifest(desc: Descriptor, bytes: Buffer, reference: string): Promise<void> {
-    const res = await this.client.send({
-      method: "PUT",
-      url: this.path("manifests", reference),
-      headers: { "content-type": desc.mediaType },
-      body: bytes,
-      scopes: this.scopes(true),
-      expect: [201],
-    });
-    await res.body.dump();
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const res = await this.client.send({
+          method: "PUT",
+          url: this.path("manifests", reference),
+          headers: { "content-type": desc.mediaType },
+          body: bytes,
+          scopes: this.scopes(true),
+          expect: [201],
+        });
+        await res.body.dump();
+        break;
+      } catch (err) {
+        // The bytes were verified here, so DIGEST_INVALID means the registry
+        // tripped over a concurrent PUT of the same manifest (distribution's
+        // filesystem driver writes the same blob path non-atomically): retry.
+        if (!(err instanceof RegistryError && err.code === "DIGEST_INVALID" && attempt < 4)) throw err;
+        await new Promise((resolve) => setTimeout(resolve, 50 * attempt + Math.random() * 50));
+      }
+    }
     this.remember(desc.digest, bytes);
   }
 
