@@ -13,13 +13,13 @@ const REGISTRATION_TTL_SECONDS = 300;
 const TOKEN_CACHE_MS = 30_000;
 const TOKEN_CACHE_MAX = 200_000;
 
-function hashToken(token: string): string {
-  return createHash("sha256").update(token).digest("hex");
+function digestOf(secret: string): Buffer {
+  return createHash("sha256").update(secret).digest();
 }
 
-function sameSecret(a: string, b: string): boolean {
-  // Compare fixed-length hashes so the comparison time says nothing about the secret.
-  return timingSafeEqual(createHash("sha256").update(a).digest(), createHash("sha256").update(b).digest());
+/** Compares fixed-length hashes, so the time taken says nothing about the secret. */
+function sameSecret(given: string, expected: Buffer): boolean {
+  return timingSafeEqual(digestOf(given), expected);
 }
 
 export interface AuthOptions {
@@ -29,19 +29,25 @@ export interface AuthOptions {
 
 export class Auth {
   private readonly tokenCache = new Map<string, { record: TokenRecord; expires: number }>();
+  private readonly adminDigest: Buffer;
+  private readonly enrollDigest: Buffer | undefined;
 
   constructor(
     private readonly store: AssignerStore,
-    private readonly options: AuthOptions,
-  ) {}
+    options: AuthOptions,
+  ) {
+    this.adminDigest = digestOf(options.adminToken);
+    this.enrollDigest = options.enrollSecret === undefined ? undefined : digestOf(options.enrollSecret);
+  }
 
   /** The caller of a request, from `Authorization: Bearer <token>`; 401 without a valid one. */
   async authenticate(header: string | undefined): Promise<Principal> {
     const match = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
     if (!match) throw new AssignerError("UNAUTHORIZED", "missing Authorization: Bearer <token>");
     const token = match[1]!;
-    if (sameSecret(token, this.options.adminToken)) return { kind: "admin" };
-    const hash = hashToken(token);
+    const digest = digestOf(token);
+    if (timingSafeEqual(digest, this.adminDigest)) return { kind: "admin" };
+    const hash = digest.toString("hex");
     const cached = this.tokenCache.get(hash);
     let record = cached && cached.expires > Date.now() ? cached.record : undefined;
     if (!record) {
@@ -65,7 +71,7 @@ export class Auth {
   }
 
   async startRegistration(input: { hostId: string; publicKey: string; hostname?: string; kernel?: string; labels?: Record<string, string>; enrollSecret?: string }) {
-    if (this.options.enrollSecret !== undefined && !sameSecret(input.enrollSecret ?? "", this.options.enrollSecret)) {
+    if (this.enrollDigest && !sameSecret(input.enrollSecret ?? "", this.enrollDigest)) {
       throw new AssignerError(input.enrollSecret ? "FORBIDDEN" : "UNAUTHORIZED", input.enrollSecret ? "wrong enroll_secret" : "this assigner requires enroll_secret");
     }
     if (Buffer.from(input.publicKey, "base64").byteLength !== 32) {
@@ -101,7 +107,7 @@ export class Auth {
       ...(registration.labels ? { labels: registration.labels } : {}),
       registeredAt: new Date().toISOString(),
     };
-    await this.store.putToken(hashToken(token), { agentUid: agent.uid, hostId: agent.hostId });
+    await this.store.putToken(digestOf(token).toString("hex"), { agentUid: agent.uid, hostId: agent.hostId });
     await this.store.putAgent(agent);
     return { agent_uid: agent.uid, host_id: agent.hostId, token };
   }

@@ -13,11 +13,17 @@ export interface ForHostAnswer {
   body: string;
 }
 
-/** Serialized for-host answers kept per host, valid while the host's version stands. */
+/** Entries kept per cache (for-host bodies by host, artifact JSON by id). */
 const CACHE_MAX = 100_000;
+
+function remember<V>(cache: Map<string, V>, key: string, value: V): void {
+  if (cache.size >= CACHE_MAX && !cache.has(key)) cache.delete(cache.keys().next().value!);
+  cache.set(key, value);
+}
 
 export class AssignerServices {
   private readonly forHostCache = new Map<string, { version: number; body: string }>();
+  private readonly artifactCache = new Map<string, string>();
 
   constructor(
     readonly store: AssignerStore,
@@ -28,26 +34,35 @@ export class AssignerServices {
   ) {}
 
   /**
-   * The seed's for-host answer. One Redis read (the version) decides between
-   * a 304, the cached body, or a fresh read of the set and its artifacts.
-   * Artifacts are immutable (keyed by digest), so a body is valid for as
-   * long as the host's version is unchanged.
+   * The seed's for-host answer. With a cached body or an If-None-Match, one
+   * Redis read (the version) decides between a 304, the cached body, or a
+   * fresh read; without either, the set is read at once. Artifacts are
+   * immutable (keyed by digest), so a host's body is valid for as long as its
+   * version stands, and each artifact's JSON is serialized once per process.
    */
   async forHost(principal: Principal, hostId: string, ifNoneMatch: string | undefined): Promise<ForHostAnswer> {
     this.auth.requireHost(principal, hostId);
     if (principal.kind === "agent") void this.seen(hostId);
-    const version = await this.store.hostVersion(hostId);
-    const etag = `"v${version}"`;
-    if (ifNoneMatch === etag) return { status: 304, etag, body: "" };
     const cached = this.forHostCache.get(hostId);
-    if (cached && cached.version === version) return { status: 200, etag, body: cached.body };
+    if (cached || ifNoneMatch) {
+      const version = await this.store.hostVersion(hostId);
+      const etag = `"v${version}"`;
+      if (ifNoneMatch === etag) return { status: 304, etag, body: "" };
+      if (cached && cached.version === version) return { status: 200, etag, body: cached.body };
+    }
     const assignments = await this.store.hostAssignments(hostId);
-    const records = (await this.store.getArtifacts(assignments.artifactIds)).filter((r) => r !== undefined);
-    const artifacts = records.map(toArtifactJson);
-    const body = JSON.stringify({ artifacts, total: artifacts.length });
-    if (this.forHostCache.size >= CACHE_MAX) this.forHostCache.delete(this.forHostCache.keys().next().value!);
-    this.forHostCache.set(hostId, { version: assignments.version, body });
+    const body = `{"artifacts":[${(await this.artifactJson(assignments.artifactIds)).join(",")}],"total":${assignments.artifactIds.length}}`;
+    remember(this.forHostCache, hostId, { version: assignments.version, body });
     return { status: 200, etag: `"v${assignments.version}"`, body };
+  }
+
+  /** The serialized JSON of each artifact, from the process cache or one MGET for the rest. */
+  private async artifactJson(ids: string[]): Promise<string[]> {
+    const missing = ids.filter((id) => !this.artifactCache.has(id));
+    const records = await this.store.getArtifacts(missing);
+    records.forEach((record) => record && remember(this.artifactCache, record.id, JSON.stringify(toArtifactJson(record))));
+    // An id whose record is gone (never registered) is left out, as the store does.
+    return ids.flatMap((id) => this.artifactCache.get(id) ?? []);
   }
 
   /** Last-seen is advisory: written at most once a minute per host, failures ignored. */

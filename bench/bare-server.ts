@@ -8,6 +8,7 @@
 //   node --import tsx bench/bare-server.ts <port> <redis-url> [prefix]
 import { createServer } from "node:http";
 import { Redis } from "ioredis";
+import { toArtifactJson } from "../assigner/artifacts.js";
 import type { ArtifactRecord } from "../assigner/store/store.js";
 
 const FOR_HOST = "/artifacts/for-host/";
@@ -21,26 +22,11 @@ if (!Number.isInteger(port) || !redisUrl) {
 
 const redis = new Redis(redisUrl);
 
-/** Same fields and order as assigner/artifacts.ts toArtifactJson, so the bodies are byte-identical. */
-function toJson(record: ArtifactRecord) {
-  return {
-    id: record.id,
-    name: record.name,
-    version: record.version,
-    description: record.description,
-    signature: record.signature,
-    size: record.size,
-    checksum: record.layerDigest.replace(":", "-"),
-    metadata: record.metadata,
-    reference: record.reference,
-  };
-}
-
 async function forHost(hostId: string): Promise<string> {
   // Sorted like RedisStore.hostAssignments, so the answer matches the assigner's.
   const ids = (await redis.smembers(`${prefix}:{a}:host:${hostId}`)).sort();
   const values = ids.length > 0 ? await redis.mget(ids.map((id) => `${prefix}:artifact:${id}`)) : [];
-  const artifacts = values.filter((v): v is string => v !== null).map((v) => toJson(JSON.parse(v) as ArtifactRecord));
+  const artifacts = values.filter((v): v is string => v !== null).map((v) => toArtifactJson(JSON.parse(v) as ArtifactRecord));
   return JSON.stringify({ artifacts, total: artifacts.length });
 }
 

@@ -221,6 +221,22 @@ describe("registration and authorization", () => {
     expect(replay.status).toBe(404);
   });
 
+  it("an enrollment secret gates registration", async () => {
+    const gated = await startAssigner({ port: 0, dataDir: join(work, "gated"), enrollSecret: "let-me-in" });
+    try {
+      const key = Buffer.from(generateKeyPairSync("ed25519").publicKey.export({ format: "jwk" }).x!, "base64url").toString("base64");
+      const init = (body: Record<string, string>) =>
+        fetch(new URL("/agents/register/init", gated.url), { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ host_id: "gated-host", public_key: key, ...body }) });
+      const none = await init({});
+      expect(none.status).toBe(401);
+      expect(((await none.json()) as { error: string }).error).toBe("this assigner requires enroll_secret");
+      expect((await init({ enroll_secret: "wrong" })).status).toBe(403);
+      expect((await init({ enroll_secret: "let-me-in" })).status).toBe(200);
+    } finally {
+      await gated.close();
+    }
+  });
+
   it("lists hosts with last-seen and per-artifact status", async () => {
     const agent = await registerAgent("listed-host");
     await http("GET", "/artifacts/for-host/listed-host", { token: agent.token });
