@@ -1,6 +1,7 @@
 // Signing and verification against real registry 2.8.2 (no referrers API:
 // the tag-schema fallback), OCI layouts and a network namespace with no network.
 import { bundleFromJSON, bundleToJSON } from "@sigstore/bundle";
+import { DSSEBundleBuilder } from "@sigstore/sign";
 import { execFile } from "node:child_process";
 import { createPrivateKey, sign as cryptoSign } from "node:crypto";
 import { subscribe, unsubscribe } from "node:diagnostics_channel";
@@ -182,6 +183,23 @@ describe("rejections, each with its own reason", () => {
     await expect(verifyArtifact(repo, other.digest, trustOf(p256))).rejects.toMatchObject({
       code: "INVALID_SIGNATURE",
       message: expect.stringMatching(/signature does not verify: the signed payload was modified/),
+    });
+  });
+
+  it("an authentic signature over the wrong kind of statement", async () => {
+    const repo = new RemoteRepository(registry.host, "reject/predicate");
+    const subject = await pushPolicy(repo);
+    // Signed by a trusted key, naming the right digest, but an attestation rather than a signing statement.
+    const statement = { _type: "https://in-toto.io/Statement/v1", subject: [{ name: repo.name, digest: { sha256: subject.digest.slice(7) } }], predicateType: "https://slsa.dev/provenance/v1", predicate: {} };
+    const bundle = await new DSSEBundleBuilder({ signer: signerOf(p256), witnesses: [] }).create({ data: Buffer.from(JSON.stringify(statement)), type: "application/vnd.in-toto+json" });
+    const referrer = await pushManifest(repo, Buffer.from(JSON.stringify(bundleToJSON(bundle))), SIGSTORE_BUNDLE_TYPE, {
+      artifactType: SIGSTORE_BUNDLE_TYPE,
+      subject: { mediaType: subject.mediaType, digest: subject.digest, size: subject.size },
+    });
+    await repo.indexReferrer(subject, { ...referrer, artifactType: SIGSTORE_BUNDLE_TYPE });
+    await expect(verifyArtifact(repo, subject.digest, trustOf(p256))).rejects.toMatchObject({
+      code: "WRONG_PAYLOAD",
+      message: expect.stringContaining('signed predicate type is "https://slsa.dev/provenance/v1"'),
     });
   });
 
