@@ -3,20 +3,19 @@
 // and streamed to agents from the registry, verified on the way.
 import { Readable } from "node:stream";
 import { decodeBundle, PolicyAnnotation, pushBundle, readPolicyManifest } from "../bundle/index.js";
-import { AegisError } from "../errors.js";
 import {
   formatReference,
+  Annotation,
   isNotFound,
   MediaType,
   openReference,
-  RegistryError,
   sha256,
   type Descriptor,
   type RepositoryOptions,
   type Target,
 } from "../registry/index.js";
-import { SignatureError, verifyArtifact, type TrustPolicy } from "../signing/index.js";
-import { AssignerError } from "./errors.js";
+import { verifyArtifact, type TrustPolicy } from "../signing/index.js";
+import { AssignerError, toAssignerError } from "./errors.js";
 import type { ArtifactRecord } from "./store/store.js";
 import type { z } from "zod";
 import type { ArtifactJson, RegisterArtifactUpload } from "./schemas.js";
@@ -26,6 +25,11 @@ export interface ArtifactSourceOptions {
   uploadRepository: string;
   trust?: TrustPolicy;
   registryOptions?: RepositoryOptions;
+}
+
+/** The seed writes digests as sha256-<hex>. */
+export function dashDigest(digest: string): string {
+  return digest.replace(":", "-");
 }
 
 /** The seed's metadata keys, from the artifact's annotations (bundle/artifact.ts). */
@@ -46,22 +50,15 @@ export function toArtifactJson(record: ArtifactRecord): z.infer<typeof ArtifactJ
     description: record.description,
     signature: record.signature,
     size: record.size,
-    checksum: record.layerDigest.replace(":", "-"),
+    checksum: dashDigest(record.layerDigest),
     metadata: record.metadata,
     reference: record.reference,
   };
 }
 
-/** Registry failures as HTTP answers: unknown content is the caller's 4xx, an unreachable registry a 502. */
-function asHttpError(err: unknown, what: string): never {
-  if (err instanceof AssignerError) throw err;
-  if (isNotFound(err)) throw new AssignerError("NOT_FOUND", `${what}: ${(err as Error).message}`, { cause: err });
-  if (err instanceof RegistryError && (err.code === "DIGEST_MISMATCH" || err.code === "SIZE_MISMATCH")) {
-    throw new AssignerError("BAD_GATEWAY", `${what}: registry content failed verification: ${err.message}`, { cause: err });
-  }
-  if (err instanceof RegistryError) throw new AssignerError("BAD_GATEWAY", `${what}: ${err.message}`, { cause: err });
-  if (err instanceof AegisError) throw new AssignerError("BAD_REQUEST", `${what}: ${err.message}`, { cause: err });
-  throw err;
+/** A valid tag for an upload: name-version, with semver's "+" (not allowed in tags) as "_", at most 128 characters. */
+function uploadTag(name: string, version: string): string {
+  return `${name}-${version}`.replace(/[^A-Za-z0-9_.-]/g, "_").slice(0, 128);
 }
 
 export class ArtifactSource {
@@ -89,15 +86,16 @@ export class ArtifactSource {
       const manifest = await target.resolve(ref.digest);
       return await this.describe(target, manifest, formatReference(ref, ref.digest));
     } catch (err) {
-      asHttpError(err, `cannot read ${text}`);
+      throw toAssignerError(err, `cannot read ${text}`);
     }
   }
 
   /** The seed's upload: a base64 bundle, pushed to the upload repository. */
   async fromUpload(body: z.infer<typeof RegisterArtifactUpload>): Promise<ArtifactRecord> {
     const bytes = Buffer.from(body.data, "base64");
-    if (body.checksum && body.checksum !== sha256(bytes).replace(":", "-")) {
-      throw new AssignerError("BAD_REQUEST", `checksum ${body.checksum} does not match the data (${sha256(bytes).replace(":", "-")})`);
+    const checksum = dashDigest(sha256(bytes));
+    if (body.checksum && body.checksum !== checksum) {
+      throw new AssignerError("BAD_REQUEST", `checksum ${body.checksum} does not match the data (${checksum})`);
     }
     let policy;
     try {
@@ -110,10 +108,10 @@ export class ArtifactSource {
     }
     const { ref, target } = this.open(this.options.uploadRepository);
     try {
-      const artifact = await pushBundle(bytes, policy, target, `${policy.name}-${policy.version}`);
+      const artifact = await pushBundle(bytes, policy, target, uploadTag(policy.name, policy.version));
       return await this.describe(target, artifact.manifest, formatReference(ref, artifact.manifest.digest));
     } catch (err) {
-      asHttpError(err, `cannot store the upload in ${this.options.uploadRepository}`);
+      throw toAssignerError(err, `cannot store the upload in ${this.options.uploadRepository}`);
     }
   }
 
@@ -123,28 +121,21 @@ export class ArtifactSource {
     const metadata: Record<string, string> = {};
     for (const [key, name] of Object.entries(METADATA_KEYS)) if (annotations[key] !== undefined) metadata[name] = annotations[key];
     let signature = "";
-    let signer: string | undefined;
     if (this.options.trust) {
-      try {
-        const verified = await verifyArtifact(target, manifestDesc.digest, this.options.trust);
-        signature = verified.value;
-        signer = verified.key.name;
-      } catch (err) {
-        // Unsigned or untrusted artifacts are registered with an empty signature; agents refuse them.
-        if (!(err instanceof SignatureError)) throw err;
-      }
+      // Unsigned or untrusted artifacts are registered with an empty signature
+      // (agents refuse them); registering again after signing fills it in.
+      signature = await verifyArtifact(target, manifestDesc.digest, this.options.trust).then((v) => v.value, () => "");
     }
     return {
       id: manifestDesc.digest,
       reference,
-      name: annotations["org.opencontainers.image.title"] ?? "",
-      version: annotations["org.opencontainers.image.version"] ?? "",
-      description: annotations["org.opencontainers.image.description"] ?? "",
+      name: annotations[Annotation.Title] ?? "",
+      version: annotations[Annotation.Version] ?? "",
+      description: annotations[Annotation.Description] ?? "",
       size: layer.size,
       layerDigest: layer.digest,
       metadata,
       signature,
-      ...(signer ? { signer } : {}),
       createdAt: new Date().toISOString(),
     };
   }
@@ -155,13 +146,14 @@ export class ArtifactSource {
     try {
       return await target.fetch({ mediaType: MediaType.PolicyLayer, digest: record.layerDigest, size: record.size });
     } catch (err) {
-      asHttpError(err, `cannot read the binary of ${record.id}`);
+      throw toAssignerError(err, `cannot read the binary of ${record.id}`);
     }
   }
 
   /** Whether the upload registry answers, for /healthz. */
   async reachable(): Promise<boolean> {
-    const { target } = this.open(this.options.uploadRepository);
+    // One quick try: a health check must answer fast, not retry for minutes.
+    const { target } = openReference(this.options.uploadRepository, { ...this.options.registryOptions, maxAttempts: 1, timeoutMs: 2000 });
     try {
       await target.resolve("aegis-healthz-probe");
       return true;

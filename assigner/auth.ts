@@ -59,6 +59,11 @@ export class Auth {
     return { kind: "agent", hostId: record.hostId, agentUid: record.agentUid };
   }
 
+  /** Drops this process's cached tokens of a removed agent (other assigners' caches expire within 30 s). */
+  forgetAgent(uid: string): void {
+    for (const [hash, entry] of this.tokenCache) if (entry.record.agentUid === uid) this.tokenCache.delete(hash);
+  }
+
   requireAdmin(principal: Principal): void {
     if (principal.kind !== "admin") throw new AssignerError("FORBIDDEN", "this call needs the operator token");
   }
@@ -76,6 +81,12 @@ export class Auth {
     }
     if (Buffer.from(input.publicKey, "base64").byteLength !== 32) {
       throw new AssignerError("BAD_REQUEST", "public_key must be base64 of a raw 32-byte Ed25519 public key");
+    }
+    // A host is bound to the key it first registered with: another key cannot
+    // take it over (the same key may register again, say after losing its token).
+    const existing = await this.store.getAgentByHost(input.hostId);
+    if (existing && existing.publicKey !== input.publicKey) {
+      throw new AssignerError("CONFLICT", `host "${input.hostId}" is registered with another key; an operator must remove agent ${existing.uid} first (DELETE /agents/${existing.uid})`);
     }
     const registration = {
       id: randomBytes(16).toString("hex"),

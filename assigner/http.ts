@@ -5,8 +5,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import express, { type NextFunction, type Request, type Response } from "express";
 import type { z } from "zod";
-import { AegisError } from "../errors.js";
-import { AssignerError } from "./errors.js";
+import { AssignerError, toAssignerError } from "./errors.js";
 import { openApiDocument } from "./openapi.js";
 import { ROUTES, type Route } from "./routes.js";
 import { HostId } from "./schemas.js";
@@ -20,18 +19,6 @@ function parseInput<T>(schema: z.ZodType<T>, value: unknown, where: string): T {
   const issue = result.error.issues[0]!;
   const field = issue.path.length > 0 ? `${where}.${issue.path.join(".")}` : where;
   throw new AssignerError("BAD_REQUEST", `${field}: ${issue.message}`);
-}
-
-/** Any failure as the API's error: a known code, or a 500 that reveals nothing. */
-export function toAssignerError(err: unknown): AssignerError {
-  if (err instanceof AssignerError) return err;
-  const parserError = err as { type?: string; status?: number; message?: string };
-  if (parserError.type === "entity.parse.failed") return new AssignerError("BAD_REQUEST", `malformed JSON body: ${parserError.message}`);
-  if (parserError.type === "entity.too.large") return new AssignerError("PAYLOAD_TOO_LARGE", "request body is too large");
-  if (parserError.type === "encoding.unsupported" || parserError.type === "charset.unsupported") return new AssignerError("UNSUPPORTED_MEDIA_TYPE", parserError.message ?? "unsupported encoding");
-  if (typeof parserError.status === "number" && parserError.status >= 400 && parserError.status < 500) return new AssignerError("BAD_REQUEST", parserError.message ?? "bad request");
-  if (err instanceof AegisError) return new AssignerError("BAD_REQUEST", err.message, { cause: err });
-  return new AssignerError("INTERNAL", "internal error", { cause: err });
 }
 
 function sendError(res: ServerResponse, err: unknown): void {

@@ -1,6 +1,7 @@
 // The HTTP API as one table: each route's path, who may call it, its zod
 // schemas and its handler. http.ts mounts the table on Express and
 // openapi.ts documents it, so the two cannot drift apart.
+import { pipeline } from "node:stream";
 import type { Request, Response } from "express";
 import { z } from "zod";
 import { toArtifactJson } from "./artifacts.js";
@@ -44,7 +45,7 @@ export interface JsonResult {
 }
 
 export interface Route<P = unknown, B = unknown> {
-  method: "get" | "post";
+  method: "get" | "post" | "delete";
   /** OpenAPI-style path: /artifacts/{id} */
   path: string;
   summary: string;
@@ -55,8 +56,6 @@ export interface Route<P = unknown, B = unknown> {
   bodyLimit?: string;
   response?: z.ZodType;
   responseStatus?: number;
-  /** Served before Express (http.ts), listed here for the documentation. */
-  fastPath?: boolean;
   produces?: string;
   handler: (ctx: RouteContext<P, B>) => Promise<JsonResult | undefined>;
 }
@@ -94,14 +93,16 @@ async function requireArtifact(services: AssignerServices, id: string) {
   return record;
 }
 
-/** An agent may read an artifact only while it is assigned to its host. */
+/**
+ * An agent may read an artifact only while it is assigned to its host; the
+ * assignment is checked first, so an agent cannot probe which artifacts exist.
+ */
 async function requireReadable(services: AssignerServices, principal: Principal | undefined, id: string) {
-  const record = await requireArtifact(services, id);
   if (principal?.kind === "agent") {
     const { artifactIds } = await services.store.hostAssignments(principal.hostId);
     if (!artifactIds.includes(id)) throw new AssignerError("FORBIDDEN", `artifact ${id} is not assigned to host "${principal.hostId}"`);
   }
-  return record;
+  return requireArtifact(services, id);
 }
 
 const IdParams = z.strictObject({ id: Digest });
@@ -184,6 +185,19 @@ export const ROUTES: Route[] = [
     },
   }),
   route({
+    method: "delete",
+    path: "/agents/{uid}",
+    summary: "Forget an agent and revoke its tokens, so its host can be registered with a new key",
+    access: "admin",
+    params: UidParams,
+    response: z.object({ uid: z.string(), deleted: z.literal(true) }),
+    handler: async ({ params, services }) => {
+      if (!(await services.store.deleteAgent(params.uid))) throw new AssignerError("NOT_FOUND", `agent ${params.uid} is not registered`);
+      services.auth.forgetAgent(params.uid);
+      return { json: { uid: params.uid, deleted: true } };
+    },
+  }),
+  route({
     method: "get",
     path: "/artifacts",
     summary: "Registered artifacts",
@@ -205,10 +219,13 @@ export const ROUTES: Route[] = [
     responseStatus: 201,
     handler: async ({ body, services }) => {
       const record = "reference" in body ? await services.artifacts.fromReference(body.reference) : await services.artifacts.fromUpload(body);
-      // Registering the same digest again is not an error: the first record stays.
-      const created = await services.store.putArtifact(record);
-      const stored = created ? record : await requireArtifact(services, record.id);
-      return { status: created ? 201 : 200, json: toArtifactJson(stored) };
+      if (await services.store.putArtifact(record)) return { status: 201, json: toArtifactJson(record) };
+      // Registering the same digest again is not an error: the first record
+      // stays, except that a signature found since is filled in.
+      const stored = await requireArtifact(services, record.id);
+      if (stored.signature || !record.signature) return { status: 200, json: toArtifactJson(stored) };
+      await services.updateSignature({ ...stored, signature: record.signature });
+      return { status: 200, json: toArtifactJson({ ...stored, signature: record.signature }) };
     },
   }),
   route({
@@ -218,7 +235,6 @@ export const ROUTES: Route[] = [
     access: "agent",
     params: HostParams,
     response: ArtifactList,
-    fastPath: true,
     handler: async ({ req, res, params, principal, services }) => {
       const answer = await services.forHost(principal!, params.host_id, req.headers["if-none-match"]);
       res.status(answer.status).set({ etag: answer.etag, "content-type": "application/json" }).end(answer.body);
@@ -250,9 +266,10 @@ export const ROUTES: Route[] = [
         etag: `"${record.layerDigest}"`,
       });
       // A digest mismatch surfaces at the end of the stream, after the headers:
-      // cut the connection so the client sees a short body, never a "complete" bad one.
-      stream.on("error", () => res.destroy());
-      stream.pipe(res);
+      // the verifier holds back the last chunk and the connection is cut, so the
+      // client sees a short body, never a "complete" bad one. A client that goes
+      // away closes the registry stream too.
+      pipeline(stream, res, (err) => err && res.destroy());
       return undefined;
     },
   }),

@@ -4,7 +4,7 @@ import { toArtifactJson, type ArtifactSource } from "./artifacts.js";
 import type { Auth, Principal } from "./auth.js";
 import type { AssignerEvents } from "./events.js";
 import type { AssignerMetrics } from "./metrics.js";
-import type { AssignerStore } from "./store/store.js";
+import type { ArtifactRecord, AssignerStore } from "./store/store.js";
 import type { TelemetryMessage } from "./schemas.js";
 
 export interface ForHostAnswer {
@@ -56,13 +56,31 @@ export class AssignerServices {
     return { status: 200, etag: `"v${assignments.version}"`, body };
   }
 
-  /** The serialized JSON of each artifact, from the process cache or one MGET for the rest. */
+  /**
+   * The serialized JSON of each artifact, from the process cache or one MGET
+   * for the rest. Only signed records are cached: a record changes only when
+   * a signature is filled in (updateSignature), and never after.
+   */
   private async artifactJson(ids: string[]): Promise<string[]> {
     const missing = ids.filter((id) => !this.artifactCache.has(id));
-    const records = await this.store.getArtifacts(missing);
-    records.forEach((record) => record && remember(this.artifactCache, record.id, JSON.stringify(toArtifactJson(record))));
-    // An id whose record is gone (never registered) is left out, as the store does.
-    return ids.flatMap((id) => this.artifactCache.get(id) ?? []);
+    const fetched = new Map<string, string>();
+    for (const record of await this.store.getArtifacts(missing)) {
+      if (!record) continue;
+      const json = JSON.stringify(toArtifactJson(record));
+      fetched.set(record.id, json);
+      if (record.signature) remember(this.artifactCache, record.id, json);
+    }
+    // An id whose record is gone (never registered) is left out.
+    return ids.flatMap((id) => this.artifactCache.get(id) ?? fetched.get(id) ?? []);
+  }
+
+  /** Stores a signature found after registration and moves the versions of the hosts that are served it. */
+  async updateSignature(record: ArtifactRecord): Promise<void> {
+    await this.store.replaceArtifact(record);
+    for (const hostId of await this.store.artifactHosts(record.id)) {
+      const version = await this.store.bumpHostVersion(hostId);
+      this.events?.notifyAssignments({ host_id: hostId, version });
+    }
   }
 
   /** Last-seen is advisory: written at most once a minute per host, failures ignored. */

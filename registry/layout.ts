@@ -76,7 +76,12 @@ export class OciLayoutTarget implements Target {
       const size = await stat(this.blobPath(reference)).then((s) => s.size, () => undefined);
       if (size !== undefined && size <= MAX_MANIFEST_SIZE) {
         const bytes = await readAll(await this.fetch({ mediaType: "", digest: reference, size }), size, reference);
-        const mediaType = (JSON.parse(bytes.toString("utf8")) as { mediaType?: unknown }).mediaType;
+        let mediaType: unknown;
+        try {
+          mediaType = (JSON.parse(bytes.toString("utf8")) as { mediaType?: unknown } | null)?.mediaType;
+        } catch {
+          // Not JSON: a layer, not a manifest.
+        }
         if (typeof mediaType === "string" && isManifestType(mediaType)) return { mediaType, digest: reference, size };
       }
     }

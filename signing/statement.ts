@@ -35,6 +35,7 @@ export function checkStatement(payloadType: string, payload: Buffer, digest: str
   } catch (err) {
     throw new SignatureError("WRONG_PAYLOAD", "signed payload is not JSON", { cause: err });
   }
+  if (typeof statement !== "object" || statement === null) throw new SignatureError("WRONG_PAYLOAD", "signed payload is not a JSON object");
   if (statement._type !== STATEMENT_TYPE) throw new SignatureError("WRONG_PAYLOAD", `signed payload is not an in-toto Statement v1 (_type "${statement._type}")`);
   if (statement.predicateType !== COSIGN_SIGN_PREDICATE) {
     throw new SignatureError("WRONG_PAYLOAD", `signed predicate type is "${statement.predicateType}", expected ${COSIGN_SIGN_PREDICATE}`);

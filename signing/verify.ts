@@ -52,12 +52,14 @@ export async function verifyArtifact(source: Target, digest: string, trust: Trus
   const subject = await source.resolve(checkDigest(digest));
   const at = options.at ?? new Date();
   const failures: { signature: string; error: AegisError }[] = [];
+  // One bad signature (malformed, hostile, or for something else) must not
+  // hide a good one: every failure is recorded and the next is tried.
   const attempt = async (signature: string, check: () => Promise<VerifiedSignature>) => {
     try {
       return await check();
     } catch (err) {
-      if (!(err instanceof AegisError)) throw err;
-      failures.push({ signature, error: err });
+      const error = err instanceof AegisError ? err : new SignatureError("INVALID_BUNDLE", `unreadable signature: ${(err as Error).message}`, { cause: err });
+      failures.push({ signature, error });
       return undefined;
     }
   };
@@ -166,23 +168,31 @@ async function verifyLegacySignature(source: Target, subject: Descriptor, sigMan
   const layers = manifest.layers.filter((l) => l.mediaType === COSIGN_SIMPLESIGNING && l.annotations?.[COSIGN_SIGNATURE_ANNOTATION]);
   if (layers.length === 0) throw new SignatureError("INVALID_BUNDLE", "cosign .sig manifest has no signed simple-signing layer");
   const keys = candidateKeys(trust, "", at);
+  // A layer that verifies but is about another image (copied from its .sig)
+  // must not hide a later layer that is about this one.
+  let wrongSubject: SignatureError | undefined;
   for (const layer of layers) {
     const payload = await readLayer(source, layer);
     const signature = Buffer.from(layer.annotations![COSIGN_SIGNATURE_ANNOTATION]!, "base64");
     const key = keys.find((k) => verifySignature(digestAlgorithm(k.publicKey), payload, k.publicKey, signature));
     if (!key) continue;
-    let doc: SimpleSigning;
+    let doc: SimpleSigning | null = null;
     try {
-      doc = JSON.parse(payload.toString("utf8")) as SimpleSigning;
-    } catch (err) {
-      throw new SignatureError("WRONG_PAYLOAD", "cosign payload is not JSON", { cause: err });
+      doc = JSON.parse(payload.toString("utf8")) as SimpleSigning | null;
+    } catch {
+      // Reported below as a payload of the wrong type.
     }
-    if (doc.critical?.type !== "cosign container image signature") {
-      throw new SignatureError("WRONG_PAYLOAD", `cosign payload type is "${doc.critical?.type}", not "cosign container image signature"`);
+    if (doc?.critical?.type !== "cosign container image signature") {
+      wrongSubject = new SignatureError("WRONG_PAYLOAD", `cosign payload type is "${doc?.critical?.type}", not "cosign container image signature"`);
+      continue;
     }
     const signed = doc.critical.image?.["docker-manifest-digest"];
-    if (signed !== subject.digest) throw new SignatureError("SUBJECT_MISMATCH", `cosign signature is for ${signed}, not ${subject.digest}`);
+    if (signed !== subject.digest) {
+      wrongSubject = new SignatureError("SUBJECT_MISMATCH", `cosign signature is for ${signed}, not ${subject.digest}`);
+      continue;
+    }
     return { digest: subject.digest, signature: sigManifest.digest, format: "cosign-legacy", key: { name: key.name, hint: key.hint }, value: signature.toString("base64") };
   }
+  if (wrongSubject) throw wrongSubject;
   throw new SignatureError("UNTRUSTED_KEY", "cosign signature made by a key that is not trusted");
 }

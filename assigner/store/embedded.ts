@@ -2,6 +2,7 @@
 // a single assigner on one machine with no Redis. Each change is applied in
 // memory, then the call waits until a snapshot that contains it has been
 // written (temp file, fsync, rename); concurrent changes share one write.
+// Maps, not plain objects, so a host named "constructor" is just a host.
 import { randomBytes } from "node:crypto";
 import { mkdir, open, readFile, rename, rm } from "node:fs/promises";
 import { dirname } from "node:path";
@@ -17,23 +18,24 @@ import type {
   TokenRecord,
 } from "./store.js";
 
-interface State {
-  artifacts: Record<string, ArtifactRecord>;
-  hosts: Record<string, { version: number; artifacts: string[] }>;
-  agents: Record<string, AgentRecord>;
-  hostAgent: Record<string, string>;
-  tokens: Record<string, TokenRecord>;
-  registrations: Record<string, { registration: Registration; expires: number }>;
-  /** artifactId → hostId → status */
-  status: Record<string, Record<string, StatusRecord>>;
-}
-
-function emptyState(): State {
-  return { artifacts: {}, hosts: {}, agents: {}, hostAgent: {}, tokens: {}, registrations: {}, status: {} };
+/** The file's shape: each map as an array of entries. */
+interface Snapshot {
+  artifacts: [string, ArtifactRecord][];
+  hosts: [string, { version: number; artifacts: string[] }][];
+  agents: [string, AgentRecord][];
+  tokens: [string, TokenRecord][];
+  status: [string, [string, StatusRecord][]][];
 }
 
 export class EmbeddedStore implements AssignerStore {
-  private state: State = emptyState();
+  private artifacts = new Map<string, ArtifactRecord>();
+  private hosts = new Map<string, { version: number; artifacts: string[] }>();
+  private agents = new Map<string, AgentRecord>();
+  private tokens = new Map<string, TokenRecord>();
+  /** artifactId → hostId → status */
+  private status = new Map<string, Map<string, StatusRecord>>();
+  /** Registrations live five minutes: kept in memory only, so the unauthenticated init endpoint never writes the file. */
+  private readonly registrations = new Map<string, { registration: Registration; expires: number }>();
   /** The write in flight, and whether another must follow it. */
   private writing: Promise<void> | undefined;
   private dirty = false;
@@ -44,14 +46,29 @@ export class EmbeddedStore implements AssignerStore {
   static async open(file: string): Promise<EmbeddedStore> {
     const store = new EmbeddedStore(file);
     await mkdir(dirname(file), { recursive: true });
+    let snapshot: Partial<Snapshot>;
     try {
-      store.state = { ...emptyState(), ...(JSON.parse(await readFile(file, "utf8")) as Partial<State>) };
+      snapshot = JSON.parse(await readFile(file, "utf8")) as Partial<Snapshot>;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "ENOENT") {
-        throw new StoreUnavailableError(`cannot read the assigner store ${file}: ${(err as Error).message}`, { cause: err });
-      }
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return store;
+      throw new StoreUnavailableError(`cannot read the assigner store ${file}: ${(err as Error).message}`, { cause: err });
     }
+    store.artifacts = new Map(snapshot.artifacts);
+    store.hosts = new Map(snapshot.hosts);
+    store.agents = new Map(snapshot.agents);
+    store.tokens = new Map(snapshot.tokens);
+    store.status = new Map((snapshot.status ?? []).map(([id, byHost]) => [id, new Map(byHost)]));
     return store;
+  }
+
+  private snapshot(): Snapshot {
+    return {
+      artifacts: [...this.artifacts],
+      hosts: [...this.hosts],
+      agents: [...this.agents],
+      tokens: [...this.tokens],
+      status: [...this.status].map(([id, byHost]) => [id, [...byHost]]),
+    };
   }
 
   /** Resolves once a snapshot taken after this call is on disk. */
@@ -68,7 +85,7 @@ export class EmbeddedStore implements AssignerStore {
       const waiters = this.waiters;
       this.waiters = [];
       try {
-        await this.writeSnapshot(JSON.stringify(this.state));
+        await this.writeSnapshot(JSON.stringify(this.snapshot()));
         waiters.forEach((w) => w.resolve());
       } catch (err) {
         const failure = new StoreUnavailableError(`cannot write the assigner store ${this.file}: ${(err as Error).message}`, { cause: err });
@@ -96,31 +113,36 @@ export class EmbeddedStore implements AssignerStore {
   }
 
   async putArtifact(record: ArtifactRecord): Promise<boolean> {
-    if (this.state.artifacts[record.id]) return false;
-    this.state.artifacts[record.id] = record;
+    if (this.artifacts.has(record.id)) return false;
+    this.artifacts.set(record.id, record);
     await this.persist();
     return true;
   }
 
+  async replaceArtifact(record: ArtifactRecord): Promise<void> {
+    this.artifacts.set(record.id, record);
+    await this.persist();
+  }
+
   async getArtifact(id: string): Promise<ArtifactRecord | undefined> {
-    return this.state.artifacts[id];
+    return this.artifacts.get(id);
   }
 
   async getArtifacts(ids: string[]): Promise<(ArtifactRecord | undefined)[]> {
-    return ids.map((id) => this.state.artifacts[id]);
+    return ids.map((id) => this.artifacts.get(id));
   }
 
   async listArtifacts(): Promise<ArtifactRecord[]> {
-    return Object.values(this.state.artifacts);
+    return [...this.artifacts.values()];
   }
 
   private async change(artifactId: string, hostId: string, add: boolean): Promise<AssignResult> {
-    const host = (this.state.hosts[hostId] ??= { version: 0, artifacts: [] });
+    let host = this.hosts.get(hostId);
+    if (!host) this.hosts.set(hostId, (host = { version: 0, artifacts: [] }));
     const has = host.artifacts.includes(artifactId);
     if (has === add) return { changed: false, version: host.version };
     host.artifacts = add ? [...host.artifacts, artifactId] : host.artifacts.filter((id) => id !== artifactId);
-    host.version++;
-    const version = host.version;
+    const version = ++host.version;
     await this.persist();
     return { changed: true, version };
   }
@@ -133,85 +155,101 @@ export class EmbeddedStore implements AssignerStore {
     return this.change(artifactId, hostId, false);
   }
 
+  async bumpHostVersion(hostId: string): Promise<number> {
+    let host = this.hosts.get(hostId);
+    if (!host) this.hosts.set(hostId, (host = { version: 0, artifacts: [] }));
+    const version = ++host.version;
+    await this.persist();
+    return version;
+  }
+
   async hostAssignments(hostId: string): Promise<HostAssignments> {
-    const host = this.state.hosts[hostId];
+    const host = this.hosts.get(hostId);
     return { version: host?.version ?? 0, artifactIds: [...(host?.artifacts ?? [])].sort() };
   }
 
   async hostVersion(hostId: string): Promise<number> {
-    return this.state.hosts[hostId]?.version ?? 0;
+    return this.hosts.get(hostId)?.version ?? 0;
   }
 
   async artifactHosts(artifactId: string): Promise<string[]> {
-    return Object.entries(this.state.hosts)
-      .filter(([, host]) => host.artifacts.includes(artifactId))
-      .map(([hostId]) => hostId)
-      .sort();
+    return [...this.hosts].filter(([, host]) => host.artifacts.includes(artifactId)).map(([hostId]) => hostId).sort();
   }
 
   async putRegistration(registration: Registration, ttlSeconds: number): Promise<void> {
     const now = Date.now();
-    // Drop expired registrations so the file does not grow with abandoned handshakes.
-    this.state.registrations = Object.fromEntries(Object.entries(this.state.registrations).filter(([, entry]) => entry.expires > now));
-    this.state.registrations[registration.id] = { registration, expires: now + ttlSeconds * 1000 };
-    await this.persist();
+    for (const [id, entry] of this.registrations) if (entry.expires <= now) this.registrations.delete(id);
+    this.registrations.set(registration.id, { registration, expires: now + ttlSeconds * 1000 });
   }
 
   async takeRegistration(id: string): Promise<Registration | undefined> {
-    const { [id]: entry, ...rest } = this.state.registrations;
-    if (!entry) return undefined;
-    this.state.registrations = rest;
-    await this.persist();
-    return entry.expires > Date.now() ? entry.registration : undefined;
+    const entry = this.registrations.get(id);
+    this.registrations.delete(id);
+    return entry && entry.expires > Date.now() ? entry.registration : undefined;
   }
 
   async putAgent(agent: AgentRecord): Promise<void> {
-    const previous = this.state.hostAgent[agent.hostId];
-    if (previous && previous !== agent.uid) {
-      const { [previous]: _replaced, ...others } = this.state.agents;
-      this.state.agents = others;
-    }
-    this.state.agents[agent.uid] = agent;
-    this.state.hostAgent[agent.hostId] = agent.uid;
+    const previous = await this.getAgentByHost(agent.hostId);
+    if (previous && previous.uid !== agent.uid) this.removeAgent(previous.uid);
+    this.agents.set(agent.uid, agent);
     await this.persist();
   }
 
+  /** Forgets an agent and every token issued to it. */
+  private removeAgent(uid: string): void {
+    this.agents.delete(uid);
+    for (const [hash, token] of this.tokens) if (token.agentUid === uid) this.tokens.delete(hash);
+  }
+
+  async deleteAgent(uid: string): Promise<boolean> {
+    if (!this.agents.has(uid)) return false;
+    this.removeAgent(uid);
+    await this.persist();
+    return true;
+  }
+
   async getAgent(uid: string): Promise<AgentRecord | undefined> {
-    return this.state.agents[uid];
+    return this.agents.get(uid);
+  }
+
+  async getAgentByHost(hostId: string): Promise<AgentRecord | undefined> {
+    for (const agent of this.agents.values()) if (agent.hostId === hostId) return agent;
+    return undefined;
   }
 
   async listAgents(): Promise<AgentRecord[]> {
-    return Object.values(this.state.agents);
+    return [...this.agents.values()];
   }
 
   async touchAgent(hostId: string, time: string): Promise<void> {
-    const uid = this.state.hostAgent[hostId];
-    const agent = uid ? this.state.agents[uid] : undefined;
+    const agent = await this.getAgentByHost(hostId);
     if (!agent) return;
     agent.lastSeen = time;
     await this.persist();
   }
 
   async putToken(hash: string, token: TokenRecord): Promise<void> {
-    this.state.tokens[hash] = token;
+    this.tokens.set(hash, token);
     await this.persist();
   }
 
   async getToken(hash: string): Promise<TokenRecord | undefined> {
-    return this.state.tokens[hash];
+    return this.tokens.get(hash);
   }
 
   async putStatus(status: StatusRecord): Promise<void> {
-    (this.state.status[status.artifactId] ??= {})[status.hostId] = status;
+    let byHost = this.status.get(status.artifactId);
+    if (!byHost) this.status.set(status.artifactId, (byHost = new Map()));
+    byHost.set(status.hostId, status);
     await this.persist();
   }
 
   async artifactStatus(artifactId: string): Promise<StatusRecord[]> {
-    return Object.values(this.state.status[artifactId] ?? {});
+    return [...(this.status.get(artifactId)?.values() ?? [])];
   }
 
   async hostStatus(hostId: string): Promise<StatusRecord[]> {
-    return Object.values(this.state.status).flatMap((byHost) => (byHost[hostId] ? [byHost[hostId]] : []));
+    return [...this.status.values()].flatMap((byHost) => byHost.get(hostId) ?? []);
   }
 
   async ping(): Promise<void> {}

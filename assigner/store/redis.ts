@@ -23,7 +23,8 @@ export interface RedisStoreOptions {
 }
 
 // KEYS: host set, host version, artifact's host set. ARGV: artifact id, host id, "add" | "rem".
-// All three keys share one hash tag, so the script also runs on Redis Cluster.
+// The keys a script touches must share a hash slot on Redis Cluster, hence
+// the one {a} tag on all assignment keys (this client itself is single-node).
 const CHANGE_ASSIGNMENT = `
 local changed
 if ARGV[3] == 'add' then
@@ -87,6 +88,10 @@ export class RedisStore implements AssignerStore {
     return set === "OK";
   }
 
+  async replaceArtifact(record: ArtifactRecord): Promise<void> {
+    await this.run(() => this.redis.multi().set(this.artifactKey(record.id), JSON.stringify(record)).sadd(`${this.p}:artifacts`, record.id).exec());
+  }
+
   async getArtifact(id: string): Promise<ArtifactRecord | undefined> {
     return parse(await this.run(() => this.redis.get(this.artifactKey(id))));
   }
@@ -126,6 +131,10 @@ export class RedisStore implements AssignerStore {
     return Number((await this.run(() => this.redis.get(this.hostVersionKey(hostId)))) ?? 0);
   }
 
+  async bumpHostVersion(hostId: string): Promise<number> {
+    return this.run(() => this.redis.incr(this.hostVersionKey(hostId)));
+  }
+
   async artifactHosts(artifactId: string): Promise<string[]> {
     return (await this.run(() => this.redis.smembers(this.artifactHostsKey(artifactId)))).sort();
   }
@@ -141,9 +150,26 @@ export class RedisStore implements AssignerStore {
 
   async putAgent(agent: AgentRecord): Promise<void> {
     const previous = await this.run(() => this.redis.getset(`${this.p}:hostagent:${agent.hostId}`, agent.uid));
-    const tx = this.redis.multi().set(`${this.p}:agent:${agent.uid}`, JSON.stringify(agent)).sadd(`${this.p}:agents`, agent.uid);
-    if (previous && previous !== agent.uid) tx.del(`${this.p}:agent:${previous}`).srem(`${this.p}:agents`, previous);
+    await this.run(() => this.redis.multi().set(`${this.p}:agent:${agent.uid}`, JSON.stringify(agent)).sadd(`${this.p}:agents`, agent.uid).exec());
+    if (previous && previous !== agent.uid) await this.removeAgent(previous);
+  }
+
+  /** Deletes an agent's record and every token issued to it. */
+  private async removeAgent(uid: string): Promise<void> {
+    const hashes = await this.run(() => this.redis.smembers(`${this.p}:agenttokens:${uid}`));
+    const tx = this.redis.multi().del(`${this.p}:agent:${uid}`, `${this.p}:agenttokens:${uid}`).srem(`${this.p}:agents`, uid);
+    for (const hash of hashes) tx.del(`${this.p}:token:${hash}`);
     await this.run(() => tx.exec());
+  }
+
+  async deleteAgent(uid: string): Promise<boolean> {
+    const agent = await this.getAgent(uid);
+    if (!agent) return false;
+    // Unbind the host only if it still points at this agent.
+    const bound = await this.run(() => this.redis.get(`${this.p}:hostagent:${agent.hostId}`));
+    if (bound === uid) await this.run(() => this.redis.del(`${this.p}:hostagent:${agent.hostId}`));
+    await this.removeAgent(uid);
+    return true;
   }
 
   async getAgent(uid: string): Promise<AgentRecord | undefined> {
@@ -151,6 +177,11 @@ export class RedisStore implements AssignerStore {
     if (!agent) return undefined;
     const lastSeen = await this.run(() => this.redis.hget(`${this.p}:lastseen`, agent.hostId));
     return lastSeen ? { ...agent, lastSeen } : agent;
+  }
+
+  async getAgentByHost(hostId: string): Promise<AgentRecord | undefined> {
+    const uid = await this.run(() => this.redis.get(`${this.p}:hostagent:${hostId}`));
+    return uid ? this.getAgent(uid) : undefined;
   }
 
   async listAgents(): Promise<AgentRecord[]> {
@@ -164,7 +195,9 @@ export class RedisStore implements AssignerStore {
   }
 
   async putToken(hash: string, token: TokenRecord): Promise<void> {
-    await this.run(() => this.redis.set(`${this.p}:token:${hash}`, JSON.stringify(token)));
+    await this.run(() =>
+      this.redis.multi().set(`${this.p}:token:${hash}`, JSON.stringify(token)).sadd(`${this.p}:agenttokens:${token.agentUid}`, hash).exec(),
+    );
   }
 
   async getToken(hash: string): Promise<TokenRecord | undefined> {

@@ -1,7 +1,7 @@
 // What the assigner keeps, behind one interface with two implementations:
 // Redis (production, many stateless assigners) and an embedded file store
-// (one machine, no server). test/assigner/store-conformance.ts runs the same
-// suite against both.
+// (one machine, no server). test/assigner/store-conformance.test.ts runs the
+// same suite against both.
 
 /** An artifact registered with the assigner: a policy manifest in some registry. */
 export interface ArtifactRecord {
@@ -76,6 +76,8 @@ export interface AssignResult {
 export interface AssignerStore {
   /** Stores an artifact unless one with its id exists; true when it was new. */
   putArtifact(record: ArtifactRecord): Promise<boolean>;
+  /** Overwrites an artifact's record (a signature found after registration). */
+  replaceArtifact(record: ArtifactRecord): Promise<void>;
   getArtifact(id: string): Promise<ArtifactRecord | undefined>;
   getArtifacts(ids: string[]): Promise<(ArtifactRecord | undefined)[]>;
   listArtifacts(): Promise<ArtifactRecord[]>;
@@ -86,14 +88,19 @@ export interface AssignerStore {
   hostAssignments(hostId: string): Promise<HostAssignments>;
   /** The host's version alone: the cheap check behind a 304. */
   hostVersion(hostId: string): Promise<number>;
+  /** Moves a host's version without changing its set: what it is served changed. */
+  bumpHostVersion(hostId: string): Promise<number>;
   artifactHosts(artifactId: string): Promise<string[]>;
 
   /** Keeps a registration for `ttlSeconds`; `takeRegistration` returns it once. */
   putRegistration(registration: Registration, ttlSeconds: number): Promise<void>;
   takeRegistration(id: string): Promise<Registration | undefined>;
-  /** Stores an agent, replacing an earlier agent of the same host. */
+  /** Stores an agent, replacing an earlier agent of the same host and revoking its tokens. */
   putAgent(agent: AgentRecord): Promise<void>;
+  /** Forgets an agent and revokes its tokens; false when there was none. */
+  deleteAgent(uid: string): Promise<boolean>;
   getAgent(uid: string): Promise<AgentRecord | undefined>;
+  getAgentByHost(hostId: string): Promise<AgentRecord | undefined>;
   listAgents(): Promise<AgentRecord[]>;
   touchAgent(hostId: string, time: string): Promise<void>;
   putToken(hash: string, token: TokenRecord): Promise<void>;

@@ -55,6 +55,9 @@ export function registerAssigner(program: Command): void {
       const store = options.redis ? `redis ${options.redis}` : "embedded store";
       const token = running.adminTokenFile ? `; operator token in ${running.adminTokenFile}` : "";
       console.log(`aegis assigner listening on ${running.url} (${store}${options.nats ? `, nats ${options.nats}` : ""}${token})`);
+      if (!options.enrollSecret) {
+        console.error("aegis assigner: warning: no --enroll-secret: anything that can reach this port can register a new host");
+      }
       const stop = async () => {
         await running.close();
         process.exit(0);

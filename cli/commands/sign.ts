@@ -1,6 +1,7 @@
 import type { Command } from "commander";
 import { formatReference, isDigest, openReference, type Target } from "../../registry/index.js";
 import { KeySigner, loadPrivateKey, loadTrust, signArtifact, verifyArtifact } from "../../signing/index.js";
+import { readPolicyManifest } from "../../bundle/index.js";
 import { InputError } from "../../errors.js";
 import { addRegistryOptions, repositoryOptions, type GlobalOptions } from "../options.js";
 import { report } from "../output.js";
@@ -10,9 +11,11 @@ export async function loadSigner(path: string): Promise<KeySigner> {
   return new KeySigner(await loadPrivateKey(path, process.env.AEGIS_KEY_PASSPHRASE));
 }
 
-/** Signs the manifest `selector` names in `target`; a tag is resolved to its digest first. */
+/** Signs the policy artifact `selector` names in `target`; a tag is resolved to its digest first. */
 export async function signReference(target: Target, selector: string, signer: KeySigner, name: string) {
   const subject = await target.resolve(selector);
+  // Read (and so verify) what is about to be signed, and refuse anything but a policy.
+  await readPolicyManifest(target, subject);
   return { subject, signed: await signArtifact(target, subject, signer, name) };
 }
 

@@ -17,6 +17,8 @@ export interface ClientOptions {
   backoffMs?: number;
   /** Longest wait, even when Retry-After asks for more; default 30 s. */
   maxDelayMs?: number;
+  /** Longest wait for a response's headers, and between body chunks; default 30 s. */
+  timeoutMs?: number;
 }
 
 export interface SendOptions {
@@ -34,6 +36,8 @@ export interface SendOptions {
 export type Response = Dispatcher.ResponseData;
 
 const RETRY_STATUS = new Set([429, 500, 502, 503, 504]);
+/** Requests that may be sent again after a 5xx or a broken connection; 429 means "not processed", so any may. */
+const IDEMPOTENT = new Set(["GET", "HEAD", "PUT", "DELETE"]);
 const KNOWN_CODES = new Set<string>([
   "BLOB_UNKNOWN", "BLOB_UPLOAD_INVALID", "BLOB_UPLOAD_UNKNOWN", "DIGEST_INVALID", "MANIFEST_BLOB_UNKNOWN",
   "MANIFEST_INVALID", "MANIFEST_UNKNOWN", "NAME_INVALID", "NAME_UNKNOWN", "SIZE_INVALID", "UNAUTHORIZED",
@@ -79,6 +83,7 @@ export class RegistryClient {
   private readonly maxAttempts: number;
   private readonly backoffMs: number;
   private readonly maxDelayMs: number;
+  private readonly timeoutMs: number;
   /** How the registry asked us to authenticate, learned from its first 401. */
   private challenge: Challenge | undefined;
   private readonly tokens = new Map<string, { token: string; expires: number }>();
@@ -93,35 +98,43 @@ export class RegistryClient {
     this.maxAttempts = options.maxAttempts ?? 5;
     this.backoffMs = options.backoffMs ?? 200;
     this.maxDelayMs = options.maxDelayMs ?? 30_000;
+    this.timeoutMs = options.timeoutMs ?? 30_000;
   }
 
   /** Sends a request, authenticating and retrying as needed; the caller consumes the body. */
   async send(options: SendOptions): Promise<Response> {
     let authRetried = false;
+    const url = new URL(options.url, this.baseUrl);
+    // Credentials go only to the registry itself, never to an upload or
+    // pagination URL on another origin (as oras-go picks them per host).
+    const sameOrigin = url.origin === new URL(this.baseUrl).origin;
+    const idempotent = IDEMPOTENT.has(options.method);
     for (let attempt = 1; ; attempt++) {
-      const headers = { ...options.headers, ...(await this.authorization(options.scopes)) };
+      const headers = { ...options.headers, ...(sameOrigin ? await this.authorization(options.scopes) : {}) };
       let res: Response;
       try {
-        res = await request(new URL(options.url, this.baseUrl), {
+        res = await request(url, {
           method: options.method,
           headers,
           body: options.body,
+          headersTimeout: this.timeoutMs,
+          bodyTimeout: this.timeoutMs,
         });
       } catch (err) {
-        if (attempt < this.maxAttempts && isTransient(err)) {
+        if (attempt < this.maxAttempts && idempotent && isTransient(err)) {
           await sleep(this.backoff(attempt));
           continue;
         }
         throw new RegistryError("UNREACHABLE", `cannot reach registry ${this.registry}: ${(err as Error).message}`, { cause: err });
       }
       if (options.expect.includes(res.statusCode)) return res;
-      if (res.statusCode === 401 && !authRetried) {
+      if (res.statusCode === 401 && !authRetried && sameOrigin) {
         authRetried = true;
         await res.body.dump();
         this.learnChallenge(res.headers["www-authenticate"], options.scopes);
         continue;
       }
-      if (RETRY_STATUS.has(res.statusCode) && attempt < this.maxAttempts) {
+      if (RETRY_STATUS.has(res.statusCode) && attempt < this.maxAttempts && (idempotent || res.statusCode === 429)) {
         await res.body.dump();
         const asked = retryAfterMs(res.headers["retry-after"]);
         await sleep(Math.min(asked ?? this.backoff(attempt), this.maxDelayMs));
@@ -187,7 +200,9 @@ export class RegistryClient {
       throw new RegistryError("UNAUTHORIZED", `token server of ${this.registry} rejected the credentials for user "${this.credentials.username}"`, { status: res.statusCode });
     }
     if (res.statusCode !== 200) throw await this.errorFrom(res, { method: "GET", url: url.origin + url.pathname });
-    const body = (await res.body.json()) as { token?: string; access_token?: string; expires_in?: number };
+    const body = (await res.body.json().catch((err: unknown) => {
+      throw new RegistryError("UNAUTHORIZED", `token server of ${this.registry} answered with invalid JSON`, { cause: err });
+    })) as { token?: string; access_token?: string; expires_in?: number };
     const token = body.token ?? body.access_token;
     if (!token) throw new RegistryError("UNAUTHORIZED", `token server of ${this.registry} answered without a token`);
     // The spec's default lifetime is 60 s; renew 10 s early.
@@ -227,5 +242,8 @@ function basic(credentials: Credentials): string {
 
 function isTransient(err: unknown): boolean {
   const code = (err as { code?: string }).code;
-  return code === "ECONNRESET" || code === "EPIPE" || code === "UND_ERR_SOCKET" || code === "ETIMEDOUT" || code === "UND_ERR_CONNECT_TIMEOUT";
+  return (
+    code === "ECONNRESET" || code === "EPIPE" || code === "UND_ERR_SOCKET" || code === "ETIMEDOUT" ||
+    code === "UND_ERR_CONNECT_TIMEOUT" || code === "UND_ERR_HEADERS_TIMEOUT"
+  );
 }

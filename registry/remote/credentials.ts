@@ -1,7 +1,8 @@
 // Where registry credentials come from, first match wins: explicit options,
 // AEGIS_REGISTRY_USERNAME / AEGIS_REGISTRY_PASSWORD, then the Docker config
 // file ($DOCKER_CONFIG/config.json or ~/.docker/config.json) that
-// `docker login` and `oras login` write.
+// `docker login` and `oras login` write. Credential helpers (credsStore,
+// credHelpers) and identity tokens are not supported.
 import { readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
@@ -12,7 +13,7 @@ export interface Credentials {
 }
 
 interface DockerConfig {
-  auths?: Record<string, { auth?: string; username?: string; password?: string; identitytoken?: string }>;
+  auths?: Record<string, { auth?: string; username?: string; password?: string }>;
 }
 
 export function credentialsFromEnv(env: NodeJS.ProcessEnv = process.env): Credentials | undefined {

@@ -17,7 +17,7 @@ export interface RepositoryOptions extends ClientOptions {
 }
 
 const ACCEPT_MANIFESTS = MANIFEST_MEDIA_TYPES.join(", ");
-/** Whether a registry host has the referrers API, learned once per process. */
+/** Whether a repository's registry has the referrers API, learned once per process. */
 const referrersSupport = new Map<string, Promise<boolean>>();
 const clients = new Map<string, RegistryClient>();
 
@@ -36,7 +36,7 @@ export class RemoteRepository implements Target {
   ) {
     this.name = `${registry}/${repository}`;
     // One client per registry and settings shares its tokens across repositories.
-    const key = JSON.stringify([registry, options.plainHttp, options.credentials, options.maxAttempts, options.backoffMs]);
+    const key = JSON.stringify([registry, options.plainHttp, options.credentials, options.maxAttempts, options.backoffMs, options.timeoutMs]);
     let client = clients.get(key);
     if (!client) clients.set(key, (client = new RegistryClient(registry, options)));
     this.client = client;
@@ -154,10 +154,10 @@ export class RemoteRepository implements Target {
     await this.finishUpload(location, desc.digest, Buffer.alloc(0));
   }
 
-  private async startUpload(query = ""): Promise<string> {
+  private async startUpload(): Promise<string> {
     const res = await this.client.send({
       method: "POST",
-      url: this.path("blobs", `uploads/${query}`),
+      url: this.path("blobs", "uploads/"),
       headers: { "content-length": "0" },
       scopes: this.scopes(true),
       expect: [202],
@@ -261,8 +261,9 @@ export class RemoteRepository implements Target {
       expect: [200],
     });
     const bytes = await readAll(get.body, MAX_MANIFEST_SIZE, `manifest ${reference}`);
-    this.remember(sha256(bytes), bytes);
-    return { mediaType, digest: sha256(bytes), size: bytes.byteLength };
+    const digest = sha256(bytes);
+    this.remember(digest, bytes);
+    return { mediaType, digest, size: bytes.byteLength };
   }
 
   async tag(desc: Descriptor, tag: string): Promise<void> {
@@ -275,7 +276,7 @@ export class RemoteRepository implements Target {
     let url: string | undefined = this.path("tags", "list?n=1000");
     while (url) {
       const res: Response = await this.client.send({ method: "GET", url, scopes: this.scopes(false), expect: [200] });
-      const body = (await res.body.json()) as { tags?: string[] | null };
+      const body = parseJson<{ tags?: string[] | null }>(await readAll(res.body, MAX_MANIFEST_SIZE, "tags list"), `${this.name} tags list`);
       all.push(...(body.tags ?? []));
       // Pagination: Link: </v2/…/tags/list?n=…&last=…>; rel="next"
       const link = String(res.headers.link ?? "");
@@ -284,19 +285,25 @@ export class RemoteRepository implements Target {
     return all;
   }
 
-  /** Probes GET /v2/<repo>/referrers/<digest>: 200 with an index means the API exists. */
+  /**
+   * Probes GET /v2/<repo>/referrers/<digest>: 200 with an index means the
+   * API exists. Learned once per repository; a repository the registry does
+   * not know yet (404 NAME_UNKNOWN) says nothing, so that is not remembered.
+   */
   private hasReferrersApi(subject: Descriptor): Promise<boolean> {
-    let known = referrersSupport.get(this.client.baseUrl);
+    const key = `${this.client.baseUrl}/${this.repository}`;
+    let known = referrersSupport.get(key);
     if (!known) {
       known = this.client
         .send({ method: "GET", url: this.path("referrers", subject.digest), scopes: this.scopes(false), expect: [200, 404] })
         .then(async (res) => {
           const type = String(res.headers["content-type"] ?? "");
-          await res.body.dump();
+          const body = (await readAll(res.body, MAX_MANIFEST_SIZE, "referrers probe")).toString("utf8");
+          if (res.statusCode === 404 && body.includes("NAME_UNKNOWN")) referrersSupport.delete(key);
           return res.statusCode === 200 && type.startsWith(MediaType.ImageIndex);
         });
-      referrersSupport.set(this.client.baseUrl, known);
-      known.catch(() => referrersSupport.delete(this.client.baseUrl));
+      referrersSupport.set(key, known);
+      known.catch(() => referrersSupport.delete(key));
     }
     return known;
   }
@@ -310,7 +317,7 @@ export class RemoteRepository implements Target {
       scopes: this.scopes(false),
       expect: [200],
     });
-    const index = JSON.parse((await readAll(res.body, MAX_MANIFEST_SIZE, "referrers list")).toString("utf8")) as Index;
+    const index = parseJson<Index>(await readAll(res.body, MAX_MANIFEST_SIZE, "referrers list"), `${this.name} referrers list`);
     const all = Array.isArray(index.manifests) ? index.manifests : [];
     // A registry may ignore the filter; it says so by omitting OCI-Filters-Applied.
     return artifactType ? all.filter((d) => d.artifactType === artifactType) : all;
@@ -319,6 +326,14 @@ export class RemoteRepository implements Target {
   async indexReferrer(subject: Descriptor, referrer: Descriptor): Promise<void> {
     if (await this.hasReferrersApi(subject)) return;
     await addFallbackReferrer(this, subject, referrer);
+  }
+}
+
+function parseJson<T>(bytes: Buffer, what: string): T {
+  try {
+    return JSON.parse(bytes.toString("utf8")) as T;
+  } catch (err) {
+    throw new RegistryError("INVALID_MANIFEST", `${what} is not valid JSON`, { cause: err });
   }
 }
 

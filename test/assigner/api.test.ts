@@ -48,8 +48,8 @@ async function http(method: string, path: string, options: { token?: string; bod
 }
 
 /** The seed agent's registration, with plain HTTP and an Ed25519 key. */
-async function registerAgent(hostId: string): Promise<{ token: string; uid: string }> {
-  const { publicKey, privateKey } = generateKeyPairSync("ed25519");
+async function registerAgent(hostId: string, keys = generateKeyPairSync("ed25519")): Promise<{ token: string; uid: string }> {
+  const { publicKey, privateKey } = keys;
   const raw = publicKey.export({ format: "jwk" }).x!;
   const init = await http("POST", "/agents/register/init", { body: { host_id: hostId, public_key: Buffer.from(raw, "base64url").toString("base64"), hostname: `${hostId}.example`, kernel: "6.1.0", labels: { role: "web" } } });
   expect(init.status).toBe(200);
@@ -168,6 +168,22 @@ describe("artifacts", () => {
     expect(res.json.signature).toBe("");
   });
 
+  it("fills in a signature found after registration, and moves the assigned hosts' versions", async () => {
+    const { reference, digest } = await pushSignedPolicy("policies/block-icmp-8888", "1.1.1", false);
+    await http("POST", "/artifacts", { ...admin, body: { reference } });
+    await http("POST", `/assign/${digest}/late-signed`, admin);
+    const before = await http("GET", "/artifacts/for-host/late-signed", admin);
+    expect((before.json.artifacts as { signature: string }[])[0]!.signature).toBe("");
+    const repo = new RemoteRepository(registry.host, "policies/api");
+    await signArtifact(repo, await repo.resolve(digest), new KeySigner(createPrivateKey(signingKey.privateKey)), repo.name);
+    const again = await http("POST", "/artifacts", { ...admin, body: { reference } });
+    expect(again.status).toBe(200);
+    expect(again.json.signature).not.toBe("");
+    const after = await http("GET", "/artifacts/for-host/late-signed", { ...admin, headers: { "if-none-match": before.headers.get("etag")! } });
+    expect(after.status).toBe(200);
+    expect((after.json.artifacts as { signature: string }[])[0]!.signature).toBe(again.json.signature);
+  });
+
   it("cuts the binary's connection when the registry's bytes fail verification", async () => {
     const proxy = await startRegistryProxy(registry.url);
     try {
@@ -207,6 +223,32 @@ describe("registration and authorization", () => {
     // Once assigned, the agent can read the binary.
     await http("POST", `/assign/${digest}/auth-a`, admin);
     expect((await http("GET", `/artifacts/${digest}/binary`, { token: a.token })).status).toBe(200);
+  });
+
+  it("a host stays bound to its key: another key is refused until an operator removes the agent; re-registering revokes the old token", async () => {
+    const keys = generateKeyPairSync("ed25519");
+    const first = await registerAgent("bound-host", keys);
+    const intruder = generateKeyPairSync("ed25519");
+    const takeover = await http("POST", "/agents/register/init", { body: { host_id: "bound-host", public_key: Buffer.from(intruder.publicKey.export({ format: "jwk" }).x!, "base64url").toString("base64") } });
+    expect(takeover.status).toBe(409);
+    expect(takeover.json.error).toContain(`host "bound-host" is registered with another key; an operator must remove agent ${first.uid} first`);
+    // The same key may register again (a lost token); the old token stops working.
+    const again = await registerAgent("bound-host", keys);
+    expect((await http("GET", "/artifacts/for-host/bound-host", { token: again.token })).status).toBe(200);
+    expect((await http("GET", "/artifacts/for-host/bound-host", { token: first.token })).status).toBe(401);
+    // Once the operator removes the agent, its token is revoked and a new key may register.
+    expect((await http("DELETE", `/agents/${again.uid}`, { token: again.token })).status).toBe(403);
+    expect((await http("DELETE", `/agents/${again.uid}`, admin)).json).toEqual({ uid: again.uid, deleted: true });
+    expect((await http("GET", "/artifacts/for-host/bound-host", { token: again.token })).status).toBe(401);
+    expect((await http("DELETE", `/agents/${again.uid}`, admin)).status).toBe(404);
+    const replaced = await registerAgent("bound-host", intruder);
+    expect((await http("GET", "/artifacts/for-host/bound-host", { token: replaced.token })).status).toBe(200);
+  });
+
+  it("an agent cannot tell a missing artifact from one not assigned to it", async () => {
+    const agent = await registerAgent("probe-host");
+    const unknown = await http("GET", `/artifacts/sha256:${"c".repeat(64)}`, { token: agent.token });
+    expect(unknown.status).toBe(403);
   });
 
   it("a nonce is single-use and the signature must be the agent key's", async () => {
@@ -426,6 +468,9 @@ describe("durability and outages (Redis)", () => {
     try {
       const poll = (await (await call(second, "GET", "/artifacts/for-host/embedded-host")).json()) as { artifacts: { id: string }[] };
       expect(poll.artifacts.map((a) => a.id)).toEqual([digest]);
+      // Host names that are also JavaScript property names are plain names.
+      expect((await call(second, "POST", `/assign/${digest}/constructor`)).status).toBe(200);
+      expect((await call(second, "GET", "/artifacts/for-host/toString")).status).toBe(200);
     } finally {
       await second.close();
     }

@@ -85,24 +85,38 @@ describe.each(implementations)("AssignerStore conformance: %s", (_name, open, re
   it("keeps exact sets under concurrent changes", async () => {
     const store = await fresh();
     const ids = [1, 2, 3, 4].map((n) => artifact(n).id);
-    const ops = Array.from({ length: 200 }, (_, i) => ({ id: ids[i % 4]!, host: `h${i % 10}`, add: i % 3 !== 0 }));
-    await Promise.all(ops.map((op) => (op.add ? store.assign(op.id, op.host) : store.unassign(op.id, op.host))));
-    // Replaying the same operations in order gives the expected final state.
-    const expected = new Map<string, Set<string>>();
-    for (const op of ops) {
-      const set = expected.get(op.host) ?? new Set<string>();
-      if (op.add) set.add(op.id);
-      else set.delete(op.id);
-      expected.set(op.host, set);
+    // Each (artifact, host) pair gets one kind of operation, twice (a repeat is a no-op),
+    // so the final sets and versions are known whatever the interleaving.
+    const pairs = ids.flatMap((id, a) => Array.from({ length: 10 }, (_, h) => ({ id, host: `h${h}`, add: (a + h) % 3 !== 0 })));
+    for (const p of pairs.filter((p) => !p.add)) await store.assign(p.id, p.host);
+    await Promise.all([...pairs, ...pairs].map((p) => (p.add ? store.assign(p.id, p.host) : store.unassign(p.id, p.host))));
+    for (let h = 0; h < 10; h++) {
+      const mine = pairs.filter((p) => p.host === `h${h}`);
+      const { artifactIds, version } = await store.hostAssignments(`h${h}`);
+      expect(artifactIds).toEqual(mine.filter((p) => p.add).map((p) => p.id).sort());
+      // One step per pre-assignment and one per effective change.
+      expect(version).toBe(mine.filter((p) => !p.add).length * 2 + mine.filter((p) => p.add).length);
     }
-    // Concurrent ops on the same pair race; compare against a serial replay only where the pair had one kind of op.
-    for (const [host, set] of expected) {
-      const actual = (await store.hostAssignments(host)).artifactIds;
-      for (const id of ids) {
-        const kinds = new Set(ops.filter((o) => o.host === host && o.id === id).map((o) => o.add));
-        if (kinds.size === 1) expect(actual.includes(id)).toBe(set.has(id));
-      }
+  });
+
+  it("treats host ids like constructor or toString as plain names", async () => {
+    const store = await fresh();
+    for (const host of ["constructor", "toString", "hasOwnProperty"]) {
+      expect(await store.assign(artifact(1).id, host)).toEqual({ changed: true, version: 1 });
+      expect(await store.hostAssignments(host)).toEqual({ version: 1, artifactIds: [artifact(1).id] });
+      expect(await store.hostStatus(host)).toEqual([]);
+      expect(await store.getAgentByHost(host)).toBeUndefined();
     }
+  });
+
+  it("replaces an artifact's record and moves a host's version on request", async () => {
+    const store = await fresh();
+    await store.putArtifact(artifact(5));
+    await store.replaceArtifact({ ...artifact(5), signature: "c2ln" });
+    expect((await store.getArtifact(artifact(5).id))?.signature).toBe("c2ln");
+    await store.assign(artifact(5).id, "h5");
+    expect(await store.bumpHostVersion("h5")).toBe(2);
+    expect(await store.hostAssignments("h5")).toEqual({ version: 2, artifactIds: [artifact(5).id] });
   });
 
   it("hands out a registration once, and not after it expires", async () => {
@@ -116,12 +130,27 @@ describe.each(implementations)("AssignerStore conformance: %s", (_name, open, re
     expect(await store.takeRegistration("r2")).toBeUndefined();
   });
 
-  it("keeps one agent per host, its tokens, last-seen and status", async () => {
+  it("keeps one agent per host, revoking a replaced agent's tokens; deletes agents", async () => {
     const store = await fresh();
     const agent = { uid: "u1", hostId: "h1", publicKey: "k", registeredAt: new Date(0).toISOString() };
+    await store.putToken("old", { agentUid: "u1", hostId: "h1" });
     await store.putAgent(agent);
+    await store.putToken("new", { agentUid: "u2", hostId: "h1" });
     await store.putAgent({ ...agent, uid: "u2" });
     expect((await store.listAgents()).map((a) => a.uid)).toEqual(["u2"]);
+    expect((await store.getAgentByHost("h1"))?.uid).toBe("u2");
+    expect(await store.getToken("old")).toBeUndefined();
+    expect(await store.getToken("new")).toEqual({ agentUid: "u2", hostId: "h1" });
+    expect(await store.deleteAgent("u2")).toBe(true);
+    expect(await store.deleteAgent("u2")).toBe(false);
+    expect(await store.getToken("new")).toBeUndefined();
+    expect(await store.getAgentByHost("h1")).toBeUndefined();
+  });
+
+  it("keeps last-seen, tokens and status", async () => {
+    const store = await fresh();
+    const agent = { uid: "u2", hostId: "h1", publicKey: "k", registeredAt: new Date(0).toISOString() };
+    await store.putAgent(agent);
     await store.touchAgent("h1", "2026-01-01T00:00:00.000Z");
     expect((await store.getAgent("u2"))?.lastSeen).toBe("2026-01-01T00:00:00.000Z");
     await store.putToken("hash", { agentUid: "u2", hostId: "h1" });

@@ -80,6 +80,9 @@ describe("push, pull, inspect, copy", () => {
     expect(toBasic.code, toBasic.stderr).toBe(0);
     const check = await aegis(["inspect", `${basic.host}/mirror/cidrs:1.2.0`, "--json"], { ...env, ...creds });
     expect(JSON.parse(check.stdout).descriptor.digest).toBe(digest);
+    const pulled = await aegis(["pull", `${basic.host}/mirror/cidrs@${digest}`, "-o", join(work, "basic-pull"), "--json"], { ...env, ...creds, AEGIS_CACHE_DIR: join(work, "cache-basic") });
+    expect(pulled.code, pulled.stderr).toBe(0);
+    expect(JSON.parse(pulled.stdout)).toMatchObject({ digest, name: "deny-egress-cidrs" });
   });
 
   it("works against htpasswd (env and Docker config credentials) and token registries", async () => {

@@ -5,6 +5,8 @@ import { randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { Readable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { copy, descriptorFor, OciLayoutTarget, readAll, RemoteRepository, sha256 } from "../../registry/index.js";
@@ -65,6 +67,35 @@ describe("authentication", () => {
     // Without credentials the token server refuses, and the error says what is missing.
     const anonymous = new RemoteRepository(token.host, "auth/bearer");
     await expect(anonymous.resolve(manifest.digest)).rejects.toMatchObject({ code: "NO_CREDENTIALS" });
+  });
+});
+
+describe("credentials stay with their registry", () => {
+  it("an upload Location on another origin gets no Authorization header", async () => {
+    const seen: (string | undefined)[] = [];
+    // The "other origin": records what it is sent.
+    const elsewhere = createServer((req, res) => {
+      seen.push(req.headers.authorization);
+      res.writeHead(500).end();
+    });
+    await new Promise<void>((done) => elsewhere.listen(0, "127.0.0.2", done));
+    const otherPort = (elsewhere.address() as AddressInfo).port;
+    // A registry that wants basic auth and sends uploads elsewhere.
+    const registry = createServer((req, res) => {
+      if (!req.headers.authorization) return void res.writeHead(401, { "www-authenticate": 'Basic realm="test"' }).end();
+      res.writeHead(202, { location: `http://127.0.0.2:${otherPort}/upload/1` }).end();
+    });
+    await new Promise<void>((done) => registry.listen(0, "127.0.0.1", done));
+    try {
+      const repo = new RemoteRepository(`127.0.0.1:${(registry.address() as AddressInfo).port}`, "leak/test", { credentials, maxAttempts: 1 });
+      const data = Buffer.from("secret-free bytes");
+      await expect(repo.push(descriptorFor("application/octet-stream", data), Readable.from([data]))).rejects.toBeInstanceOf(Error);
+      expect(seen.length).toBeGreaterThan(0);
+      expect(seen.every((header) => header === undefined)).toBe(true);
+    } finally {
+      registry.close();
+      elsewhere.close();
+    }
   });
 });
 

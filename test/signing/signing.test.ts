@@ -210,11 +210,36 @@ describe("rejections, each with its own reason", () => {
     writeFileSync(join(work, "ci.pub"), p256.publicKey);
     writeFileSync(join(work, "expired.yaml"), "keys:\n  - name: ci-2025\n    key: ci.pub\n    validFrom: 2025-01-01T00:00:00Z\n    validUntil: 2026-01-01T00:00:00Z\n");
     writeFileSync(join(work, "current.yaml"), "keys:\n  - name: ci-now\n    key: ci.pub\n    validFrom: 2026-01-01T00:00:00Z\n");
+    writeFileSync(join(work, "future.yaml"), "keys:\n  - name: ci-2099\n    key: ci.pub\n    validFrom: 2099-01-01T00:00:00Z\n");
     await expect(verifyArtifact(repo, subject.digest, await loadTrust([join(work, "expired.yaml")]))).rejects.toMatchObject({
       code: "KEY_NOT_VALID",
       message: expect.stringMatching(/key "ci-2025" expired at 2026-01-01T00:00:00.000Z/),
     });
     expect((await verifyArtifact(repo, subject.digest, await loadTrust([join(work, "current.yaml")]))).key.name).toBe("ci-now");
+    await expect(verifyArtifact(repo, subject.digest, await loadTrust([join(work, "future.yaml")]))).rejects.toMatchObject({
+      code: "KEY_NOT_VALID",
+      message: expect.stringMatching(/key "ci-2099" is not valid before 2099-01-01T00:00:00.000Z/),
+    });
+  });
+
+  it("a malformed signature beside a good one does not hide the good one", async () => {
+    const repo = new RemoteRepository(registry.host, "reject/hostile");
+    const subject = await pushPolicy(repo);
+    // A bundle that parses, with a certificate that is garbage, listed before the good one.
+    const statement = { _type: "https://in-toto.io/Statement/v1", subject: [{ digest: { sha256: subject.digest.slice(7) } }], predicateType: "https://sigstore.dev/cosign/sign/v1", predicate: {} };
+    const built = await new DSSEBundleBuilder({ signer: signerOf(stranger), witnesses: [] }).create({ data: Buffer.from(JSON.stringify(statement)), type: "application/vnd.in-toto+json" });
+    const json = bundleToJSON(built) as unknown as Record<string, unknown>;
+    json.verificationMaterial = { certificate: { rawBytes: Buffer.from("garbage").toString("base64") }, tlogEntries: [], timestampVerificationData: {} };
+    const hostile = await pushManifest(repo, Buffer.from(JSON.stringify(json)), SIGSTORE_BUNDLE_TYPE, {
+      artifactType: SIGSTORE_BUNDLE_TYPE,
+      subject: { mediaType: subject.mediaType, digest: subject.digest, size: subject.size },
+    });
+    await repo.indexReferrer(subject, { ...hostile, artifactType: SIGSTORE_BUNDLE_TYPE });
+    const good = await signArtifact(repo, subject, signerOf(p256), repo.name);
+    expect((await repo.referrers(subject)).map((r) => r.digest)).toEqual([hostile.digest, good.referrer.digest]);
+    expect((await verifyArtifact(repo, subject.digest, trustOf(p256))).signature).toBe(good.referrer.digest);
+    // Alone, it is refused with a reason, not a crash.
+    await expect(verifyArtifact(repo, subject.digest, trustOf(stranger))).rejects.toMatchObject({ code: "NO_VALID_SIGNATURE" });
   });
 
   it("an artifact with no signature", async () => {
