@@ -16,7 +16,7 @@ import autocannon, { type Request, type Result } from "autocannon";
 import { Redis } from "ioredis";
 import type { ArtifactRecord } from "../assigner/store/store.js";
 import { freePort } from "../test/harness/ports.js";
-import { makeTempDir, removeTempDir, spawnManaged, type ManagedProcess } from "../test/harness/process.js";
+import { makeTempDir, removeTempDir, spawnManaged, waitUntilReady, type ManagedProcess } from "../test/harness/process.js";
 import { startRedis } from "../test/harness/tcp-server.js";
 import type { BenchResult, Row } from "./report.js";
 
@@ -114,20 +114,9 @@ function nodeFlags(): string[] {
   return dir ? ["--cpu-prof", `--cpu-prof-dir=${dir}`] : [];
 }
 
-async function waitHealthy(url: string, proc: ManagedProcess, name: string): Promise<void> {
-  let exited: string | undefined;
-  void proc.exited.then((code) => (exited = code));
-  const deadline = Date.now() + HEALTH_TIMEOUT_MS;
-  while (Date.now() < deadline) {
-    if (exited !== undefined) throw new Error(`${name} exited (${exited}): ${proc.output()}`);
-    try {
-      if ((await fetch(`${url}/healthz`)).ok) return;
-    } catch {
-      // not listening yet
-    }
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  throw new Error(`${name} not healthy at ${url} within ${HEALTH_TIMEOUT_MS} ms: ${proc.output()}`);
+/** Whether a server's /healthz answers OK yet. */
+async function healthy(url: string): Promise<boolean> {
+  return fetch(`${url}/healthz`).then((res) => res.ok, () => false);
 }
 
 interface Server {
@@ -141,7 +130,7 @@ async function startAssigner(redisUrl: string, dataDir: string): Promise<Server>
   args.push("--redis", redisUrl, "--admin-token", ADMIN_TOKEN, "--data-dir", dataDir);
   const proc = spawnManaged(process.execPath, args);
   const url = `http://127.0.0.1:${port}`;
-  await waitHealthy(url, proc, "assigner");
+  await waitUntilReady(proc, () => healthy(url), "assigner", HEALTH_TIMEOUT_MS);
   return { url, proc };
 }
 
@@ -149,7 +138,7 @@ async function startBare(redisUrl: string): Promise<Server> {
   const port = await freePort();
   const proc = spawnManaged(process.execPath, [...nodeFlags(), "--import", "tsx", BARE_SERVER, String(port), redisUrl, PREFIX]);
   const url = `http://127.0.0.1:${port}`;
-  await waitHealthy(url, proc, "bare server");
+  await waitUntilReady(proc, () => healthy(url), "bare server", HEALTH_TIMEOUT_MS);
   return { url, proc };
 }
 

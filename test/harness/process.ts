@@ -125,3 +125,32 @@ export function spawnManaged(file: string, args: readonly string[], options: { c
 
   return { child, output: () => output, exited, stop };
 }
+
+/** A server that exited, or never answered, while we waited for it. */
+export class StartError extends Error {
+  constructor(
+    message: string,
+    /** Its last output, to tell why (say, "address already in use"). */
+    readonly output: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * Polls `ready` every 20 ms until it answers true, failing early if the
+ * process exits, or after `timeoutMs`. `ready` should resolve false (not
+ * throw) while the server is not up yet.
+ */
+export async function waitUntilReady(proc: ManagedProcess, ready: () => Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {
+  let exited: string | undefined;
+  void proc.exited.then((code) => (exited = code));
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (exited !== undefined) throw new StartError(`${what} exited (${exited}): ${proc.output()}`, proc.output());
+    // Another process could hold the port too: ours must also still be alive.
+    if ((await ready()) && exited === undefined) return;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  throw new StartError(`${what} did not become ready within ${timeoutMs} ms: ${proc.output()}`, proc.output());
+}

@@ -6,8 +6,7 @@ import { mkdir, writeFile } from "node:fs/promises";
 import { request } from "node:http";
 import { join } from "node:path";
 import { freePort } from "./ports.js";
-import { makeTempDir, removeTempDir, requireBinary, run, spawnManaged } from "./process.js";
-import type { ManagedProcess } from "./process.js";
+import { makeTempDir, removeTempDir, requireBinary, run, spawnManaged, waitUntilReady, type StartError } from "./process.js";
 import { startTokenServer } from "./token-server.js";
 import type { TokenServer } from "./token-server.js";
 
@@ -89,28 +88,6 @@ function probe(url: string): Promise<boolean> {
   });
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
-type StartOutcome = { ok: true } | { ok: false; portInUse: boolean; reason: string };
-
-async function waitUntilReady(proc: ManagedProcess, url: string): Promise<StartOutcome> {
-  let exitCode: string | undefined;
-  void proc.exited.then((code) => {
-    exitCode = code;
-  });
-  const deadline = Date.now() + START_TIMEOUT_MS;
-  while (Date.now() < deadline) {
-    if (exitCode !== undefined) {
-      const output = proc.output();
-      return { ok: false, portInUse: /address already in use/i.test(output), reason: `exited (${exitCode}): ${output}` };
-    }
-    // Another process could hold the port too: ours must also still be alive.
-    if ((await probe(url)) && exitCode === undefined) return { ok: true };
-    await sleep(20);
-  }
-  return { ok: false, portInUse: false, reason: `no answer on ${url}/v2/ within ${START_TIMEOUT_MS} ms: ${proc.output()}` };
-}
-
 export async function startRegistry(options: RegistryOptions = {}): Promise<RegistryServer> {
   const auth = options.auth ?? "none";
   const binary = requireBinary("docker-registry", "docker-registry");
@@ -141,8 +118,11 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Regi
       const url = `http://${host}`;
       await writeFile(configPath, configYaml(host, dataDir, authYaml));
       const proc = spawnManaged(binary, ["serve", configPath], { cleanupDir: dir });
-      const outcome = await waitUntilReady(proc, url);
-      if (outcome.ok) {
+      const started = await waitUntilReady(proc, () => probe(url), `docker-registry on ${url}`, START_TIMEOUT_MS).then(
+        () => undefined,
+        (err: unknown) => err as StartError,
+      );
+      if (!started) {
         const credentials =
           auth === "htpasswd"
             ? { username: TEST_USERNAME, password: TEST_PASSWORD }
@@ -165,8 +145,8 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Regi
         };
       }
       await proc.stop();
-      lastReason = outcome.reason;
-      if (!outcome.portInUse) break;
+      lastReason = started.message;
+      if (!/address already in use/i.test(started.output)) break;
     }
     throw new Error(`docker-registry failed to start: ${lastReason}`);
   } catch (err) {

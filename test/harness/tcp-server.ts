@@ -3,7 +3,7 @@
 // same port and data directory.
 import { connect } from "node:net";
 import { freePort } from "./ports.js";
-import { makeTempDir, removeTempDir, requireBinary, spawnManaged, type ManagedProcess } from "./process.js";
+import { makeTempDir, removeTempDir, requireBinary, spawnManaged, waitUntilReady, type ManagedProcess } from "./process.js";
 
 export interface TcpServer {
   host: string;
@@ -30,18 +30,6 @@ function accepts(port: number): Promise<boolean> {
   });
 }
 
-async function waitForPort(proc: ManagedProcess, port: number, name: string): Promise<void> {
-  let exited: string | undefined;
-  void proc.exited.then((code) => (exited = code));
-  const deadline = Date.now() + START_TIMEOUT_MS;
-  while (Date.now() < deadline) {
-    if (exited !== undefined) throw new Error(`${name} exited (${exited}): ${proc.output()}`);
-    if (await accepts(port)) return;
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  throw new Error(`${name} did not accept connections on 127.0.0.1:${port} within ${START_TIMEOUT_MS} ms: ${proc.output()}`);
-}
-
 async function startTcpServer(
   name: string,
   binary: string,
@@ -60,7 +48,7 @@ async function startTcpServer(
     dataDir,
     async start() {
       proc = spawnManaged(file, args(port, dataDir));
-      await waitForPort(proc, port, name);
+      await waitUntilReady(proc, () => accepts(port), `${name} on 127.0.0.1:${port}`, START_TIMEOUT_MS);
     },
     async kill() {
       await proc?.stop();
