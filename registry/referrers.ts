@@ -59,8 +59,13 @@ export async function addFallbackReferrer(store: TagStore, subject: Descriptor, 
     const marks = (await store.tags()).filter((t) => t.startsWith(prefix) && t.endsWith(".ref"));
     const missing: Descriptor[] = [];
     for (const mark of marks) {
-      const desc = await store.resolve(mark);
-      if (present.has(desc.digest)) continue;
+      // A registry may list a tag whose write is still under way; its writer
+      // has yet to run this loop and will index it then.
+      const desc = await store.resolve(mark).catch((err: unknown) => {
+        if (isNotFound(err)) return undefined;
+        throw err;
+      });
+      if (!desc || present.has(desc.digest)) continue;
       let entry = known.get(desc.digest);
       if (!entry) {
         const doc = parseManifest(await readAll(await store.fetch(desc), MAX_MANIFEST_SIZE, `referrer ${desc.digest}`), desc.mediaType);
