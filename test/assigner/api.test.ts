@@ -2,7 +2,7 @@
 // registry 2.8.2, played with plain HTTP calls as the seed's agent would.
 import { execFile } from "node:child_process";
 import { createHash, createPrivateKey, generateKeyPairSync, sign } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -143,6 +143,16 @@ describe("the seed's agent flow", () => {
     const poll = await http("GET", "/artifacts/for-host/upload-host", { token: agent.token });
     expect(poll.json.total).toBe(1);
     expect((poll.json.artifacts as { id: string }[])[0]!.id).toBe(created.json.id);
+  });
+
+  it("accepts an upload whose version has semver build metadata (not allowed in a tag as is)", async () => {
+    const dir = join(work, "build-meta");
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, "policy.yaml"), readFileSync("policies/block-icmp-8888/policy.yaml", "utf8").replace("version: 1.0.0", "version: 1.0.0+build.7"));
+    const { bytes } = await buildBundle(dir);
+    const created = await http("POST", "/artifacts", { ...admin, body: { name: "block-icmp-8888", version: "1.0.0+build.7", data: bytes.toString("base64") } });
+    expect(created.status, JSON.stringify(created.json)).toBe(201);
+    expect(created.json.version).toBe("1.0.0+build.7");
   });
 
   it("answers an unchanged poll with 304 from the host's version ETag", async () => {
