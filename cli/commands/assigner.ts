@@ -34,7 +34,7 @@ export function registerAssigner(program: Command): void {
     .option("--registry <repo>", "where uploads are pushed: host/repo or oci:<dir> (AEGIS_REGISTRY)", env("AEGIS_REGISTRY"))
     .option("--nats <url>", "nats://… (AEGIS_NATS_URL); optional", env("AEGIS_NATS_URL"))
     .option("--admin-token <token>", "operator token (AEGIS_ADMIN_TOKEN); default: generated into <data-dir>/admin-token", env("AEGIS_ADMIN_TOKEN"))
-    .option("--admin-token-file <file>", "read the operator token from a file")
+    .option("--admin-token-file <file>", "read the operator token from a file (AEGIS_ADMIN_TOKEN_FILE)", env("AEGIS_ADMIN_TOKEN_FILE"))
     .option("--enroll-secret <secret>", "require this secret to register agents (AEGIS_ENROLL_SECRET)", env("AEGIS_ENROLL_SECRET"))
     .option("--trust <files>", "trusted public keys or trust file, comma-separated (AEGIS_TRUST)", env("AEGIS_TRUST"))
     .action(async (options: ServeOptions) => {
