@@ -18,6 +18,8 @@ export class OciLayoutTarget implements Target {
   readonly name: string;
   /** Serializes index.json updates within this process; a lock file guards across processes. */
   private indexQueue: Promise<unknown> = Promise.resolve();
+  /** Creating the directories and oci-layout file once per instance, not on every write. */
+  private initialized: Promise<void> | undefined;
 
   constructor(readonly dir: string) {
     this.name = `oci:${dir}`;
@@ -108,7 +110,13 @@ export class OciLayoutTarget implements Target {
     return addFallbackReferrer(this, subject, referrer);
   }
 
-  private async init(): Promise<void> {
+  private init(): Promise<void> {
+    this.initialized ??= this.createLayout();
+    this.initialized.catch(() => (this.initialized = undefined));
+    return this.initialized;
+  }
+
+  private async createLayout(): Promise<void> {
     await mkdir(join(this.dir, "blobs", "sha256"), { recursive: true });
     await writeFile(join(this.dir, "oci-layout"), JSON.stringify(LAYOUT_FILE), { flag: "wx" }).catch((err: NodeJS.ErrnoException) => {
       if (err.code !== "EEXIST") throw err;

@@ -6,7 +6,7 @@ import { verify as verifySignature } from "node:crypto";
 import { bundleFromJSON, isBundleWithDsseEnvelope, type BundleWithDsseEnvelope } from "@sigstore/bundle";
 import { toSignedEntity, toTrustMaterial, Verifier, VerificationError } from "@sigstore/verify";
 import { AegisError } from "../errors.js";
-import { checkDigest, MAX_MANIFEST_SIZE, parseManifest, readAll, isNotFound, type Descriptor, type Manifest, type Target } from "../registry/index.js";
+import { checkDigest, MAX_MANIFEST_SIZE, parseManifest, readAll, isNotFound, referrersTag, type Descriptor, type Manifest, type Target } from "../registry/index.js";
 import { SignatureError } from "./errors.js";
 import { digestAlgorithm } from "./keys.js";
 import { SIGSTORE_BUNDLE_TYPE } from "./sign.js";
@@ -147,7 +147,7 @@ async function verifyBundleReferrer(source: Target, subject: Descriptor, referre
 
 async function findLegacySignature(source: Target, subject: Descriptor): Promise<Descriptor | undefined> {
   try {
-    return await source.resolve(`${subject.digest.replace(":", "-")}.sig`);
+    return await source.resolve(`${referrersTag(subject)}.sig`);
   } catch (err) {
     if (isNotFound(err)) return undefined;
     throw err;

@@ -31,6 +31,8 @@ export class EmbeddedStore implements AssignerStore {
   private artifacts = new Map<string, ArtifactRecord>();
   private hosts = new Map<string, { version: number; artifacts: string[] }>();
   private agents = new Map<string, AgentRecord>();
+  /** hostId → agent uid: derived from `agents`, not persisted. */
+  private hostAgent = new Map<string, string>();
   private tokens = new Map<string, TokenRecord>();
   /** artifactId → hostId → status */
   private status = new Map<string, Map<string, StatusRecord>>();
@@ -56,6 +58,7 @@ export class EmbeddedStore implements AssignerStore {
     store.artifacts = new Map(snapshot.artifacts);
     store.hosts = new Map(snapshot.hosts);
     store.agents = new Map(snapshot.agents);
+    for (const agent of store.agents.values()) store.hostAgent.set(agent.hostId, agent.uid);
     store.tokens = new Map(snapshot.tokens);
     store.status = new Map((snapshot.status ?? []).map(([id, byHost]) => [id, new Map(byHost)]));
     return store;
@@ -192,11 +195,14 @@ export class EmbeddedStore implements AssignerStore {
     const previous = await this.getAgentByHost(agent.hostId);
     if (previous && previous.uid !== agent.uid) this.removeAgent(previous.uid);
     this.agents.set(agent.uid, agent);
+    this.hostAgent.set(agent.hostId, agent.uid);
     await this.persist();
   }
 
   /** Forgets an agent and every token issued to it. */
   private removeAgent(uid: string): void {
+    const agent = this.agents.get(uid);
+    if (agent && this.hostAgent.get(agent.hostId) === uid) this.hostAgent.delete(agent.hostId);
     this.agents.delete(uid);
     for (const [hash, token] of this.tokens) if (token.agentUid === uid) this.tokens.delete(hash);
   }
@@ -213,8 +219,8 @@ export class EmbeddedStore implements AssignerStore {
   }
 
   async getAgentByHost(hostId: string): Promise<AgentRecord | undefined> {
-    for (const agent of this.agents.values()) if (agent.hostId === hostId) return agent;
-    return undefined;
+    const uid = this.hostAgent.get(hostId);
+    return uid === undefined ? undefined : this.agents.get(uid);
   }
 
   async listAgents(): Promise<AgentRecord[]> {
