@@ -3,7 +3,7 @@
 // (kernel-timed, no NIC or stack in the way). The traffic matches no rule,
 // so the program does all its lookups and returns TC_ACT_UNSPEC. Needs root.
 import { release } from "node:os";
-import type { Policy, Rule } from "../bundle/policy.js";
+import type { Policy, Rule } from "../policy/index.js";
 import { loadObject, loadProgram, TC_ACT, testRun, unpin, type Pinned } from "../ebpf/bpftool.js";
 import { compileProgram, compileSource } from "../ebpf/compile.js";
 import { compileRules } from "../ebpf/rules.js";

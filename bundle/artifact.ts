@@ -5,7 +5,7 @@
 // https://github.com/opencontainers/image-spec/blob/main/manifest.md#guidelines-for-artifact-usage
 import { Readable } from "node:stream";
 import { Annotation, descriptorFor, EMPTY_CONFIG, encodeJson, MediaType, type Descriptor, type Manifest, type Target } from "../registry/index.js";
-import type { Policy } from "./policy.js";
+import type { Policy } from "../policy/index.js";
 
 export const LAYER_TITLE = "policy.tar.zst";
 

@@ -2,7 +2,7 @@
 // policy.json (normalized) + program.o, as a sorted ustar in zstd.
 import type { Readable } from "node:stream";
 import { compileProgram } from "../ebpf/compile.js";
-import { loadPolicy, normalizePolicy, type Policy } from "./policy.js";
+import { loadPolicy, normalizePolicy, type Policy } from "../policy/index.js";
 import { BUNDLE_LIMITS, readTar, writeTar } from "./tar.js";
 import { compress, decompress } from "./zstd.js";
 import { InputError } from "../errors.js";

@@ -1,5 +1,4 @@
 // The bundle package: policy source, the deterministic tar.zst, and its OCI artifact shape.
-export { formatCidr, loadPolicy, normalizePolicy, parseCidr, type Action, type Cidr, type Direction, type Policy, type Protocol, type Rule } from "./policy.js";
 export { buildBundle, decodeBundle, encodeBundle, POLICY_FILE, PROGRAM_FILE, type Bundle } from "./build.js";
 export { BUNDLE_LIMITS, readTar, writeTar, type TarEntry, type TarLimits } from "./tar.js";
 export { LAYER_TITLE, packArtifact, PolicyAnnotation, storeArtifact, type PackedArtifact } from "./artifact.js";

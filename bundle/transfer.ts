@@ -14,7 +14,7 @@ import {
 } from "../registry/index.js";
 import { packArtifact, storeArtifact, type PackedArtifact } from "./artifact.js";
 import { decodeBundle, type Bundle } from "./build.js";
-import type { Policy } from "./policy.js";
+import type { Policy } from "../policy/index.js";
 
 /** Pushes a bundle as an artifact to `dst`, tagged `tag` if given. */
 export async function pushBundle(bytes: Buffer, policy: Policy, dst: Target, tag?: string, options?: CopyOptions): Promise<PackedArtifact> {

@@ -6,7 +6,7 @@ import { existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { Policy } from "../bundle/policy.js";
+import type { Policy } from "../policy/index.js";
 import { EbpfError } from "./errors.js";
 import { run } from "./exec.js";
 import { compileRules, sizeDefines } from "./rules.js";

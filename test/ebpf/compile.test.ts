@@ -1,7 +1,7 @@
 // Building program.o with clang: reproducible bytes, sizes from the policy,
 // clear errors. Needs clang, not root.
 import { describe, expect, it } from "vitest";
-import type { Policy } from "../../bundle/policy.js";
+import type { Policy } from "../../policy/index.js";
 import { compileProgram, listPrograms } from "../../ebpf/compile.js";
 import { EbpfError } from "../../ebpf/errors.js";
 

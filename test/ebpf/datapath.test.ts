@@ -5,7 +5,7 @@ import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Policy, Rule } from "../../bundle/policy.js";
+import type { Policy, Rule } from "../../policy/index.js";
 import { loadProgram, readCounters, TC_ACT, testRun, unpin, type Pinned } from "../../ebpf/bpftool.js";
 import { compileProgram } from "../../ebpf/compile.js";
 import { compileRules } from "../../ebpf/rules.js";

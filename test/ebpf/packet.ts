@@ -1,6 +1,6 @@
 // Builds Ethernet frames for BPF_PROG_TEST_RUN. Checksums stay zero: the
 // classifier never looks at them.
-import { parseCidr } from "../../bundle/policy.js";
+import { parseCidr } from "../../policy/index.js";
 
 export interface PacketSpec {
   src: string;

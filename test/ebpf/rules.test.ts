@@ -1,7 +1,7 @@
 // The map contents rules.ts produces, checked byte for byte against the
 // layout aegis_net.c reads. No kernel needed.
 import { describe, expect, it } from "vitest";
-import type { Rule } from "../../bundle/policy.js";
+import type { Rule } from "../../policy/index.js";
 import { compileRules, sizeDefines, type CompiledRules, type FilledMap } from "../../ebpf/rules.js";
 
 /** A trie as "prefix -> candidate rule indexes", resolved through aegis_cands. */

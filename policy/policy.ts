@@ -2,22 +2,14 @@
 // form, which is what goes into a bundle as policy.json and what the
 // datapath compiler in ebpf/ reads.
 import { readFile } from "node:fs/promises";
-import { isIPv4, isIPv6 } from "node:net";
 import { parseDocument } from "yaml";
 import { z } from "zod";
 import { InputError } from "../errors.js";
+import { formatCidr, parseCidr } from "./cidr.js";
 
 export type Action = "drop" | "allow";
 export type Protocol = "icmp" | "tcp" | "udp" | "any";
 export type Direction = "egress" | "ingress" | "both";
-
-/** A CIDR normalized to its network address, e.g. "10.0.0.0/8", "2001:db8::/32". */
-export interface Cidr {
-  family: 4 | 6;
-  /** Network address bytes (4 or 16), host bits cleared. */
-  address: Uint8Array;
-  prefix: number;
-}
 
 export interface Rule {
   action: Action;
@@ -138,71 +130,4 @@ function formatPath(path: PropertyKey[]): string {
 
 function cidrFamily(text: string): 4 | 6 {
   return text.includes(":") ? 6 : 4;
-}
-
-/** Parses "a.b.c.d/n", "x::y/n" or a bare address (a host route). */
-export function parseCidr(text: string): Cidr {
-  const [addr = "", prefixText, extra] = text.trim().split("/");
-  if (extra !== undefined) throw new Error(`"${text}" is not a CIDR`);
-  let family: 4 | 6;
-  let bytes: Uint8Array;
-  if (isIPv4(addr)) {
-    family = 4;
-    bytes = Uint8Array.from(addr.split(".").map(Number));
-  } else if (isIPv6(addr)) {
-    family = 6;
-    bytes = parseIPv6(addr);
-  } else {
-    throw new Error(`"${text}" is not an IPv4 or IPv6 CIDR`);
-  }
-  const max = family === 4 ? 32 : 128;
-  const prefix = prefixText === undefined ? max : /^\d{1,3}$/.test(prefixText) ? Number(prefixText) : NaN;
-  if (!(prefix >= 0 && prefix <= max)) throw new Error(`"${text}" has a prefix length outside 0-${max}`);
-  // Clear host bits so "10.1.2.3/8" and "10.0.0.0/8" are the same rule.
-  for (let bit = prefix; bit < max; bit++) bytes[bit >> 3]! &= ~(0x80 >> (bit & 7));
-  return { family, address: bytes, prefix };
-}
-
-function parseIPv6(addr: string): Uint8Array {
-  let text = addr;
-  // An embedded IPv4 tail ("::ffff:1.2.3.4") becomes two hex groups.
-  const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
-  if (v4) {
-    const [a, b, c, d] = v4[1]!.split(".").map(Number) as [number, number, number, number];
-    text = text.slice(0, v4.index) + `${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
-  }
-  const [head = "", tail] = text.split("::");
-  const headGroups = head ? head.split(":") : [];
-  const tailGroups = tail ? tail.split(":") : [];
-  const zeros = tail === undefined ? 0 : 8 - headGroups.length - tailGroups.length;
-  const groups = [...headGroups, ...Array<string>(zeros).fill("0"), ...tailGroups];
-  const bytes = new Uint8Array(16);
-  groups.forEach((group, i) => {
-    const value = parseInt(group, 16);
-    bytes[i * 2] = value >> 8;
-    bytes[i * 2 + 1] = value & 0xff;
-  });
-  return bytes;
-}
-
-export function formatCidr(cidr: Cidr): string {
-  if (cidr.family === 4) return `${Array.from(cidr.address).join(".")}/${cidr.prefix}`;
-  const groups: number[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push((cidr.address[i]! << 8) | cidr.address[i + 1]!);
-  // RFC 5952: compress the longest run (length >= 2) of zero groups.
-  let bestStart = -1;
-  let bestLength = 1;
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== 0) { i++; continue; }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLength) { bestStart = i; bestLength = j - i; }
-    i = j;
-  }
-  const hex = groups.map((g) => g.toString(16));
-  const text =
-    bestStart < 0
-      ? hex.join(":")
-      : `${hex.slice(0, bestStart).join(":")}::${hex.slice(bestStart + bestLength).join(":")}`;
-  return `${text}/${cidr.prefix}`;
 }
