@@ -6,6 +6,7 @@ import { mkdir, open, readFile, rename, rm, stat, writeFile } from "node:fs/prom
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
+import { atomicWrite } from "../util/index.js";
 import { RegistryError } from "./errors.js";
 import { checkDigest, isDigest, readAll, verifyStream } from "./digest.js";
 import { Annotation, isManifestType, MAX_MANIFEST_SIZE, MediaType, type Descriptor, type Index } from "./oci.js";
@@ -140,7 +141,7 @@ export class OciLayoutTarget implements Target {
     }
   }
 
-  /** Read-modify-write of index.json, atomic (temp file + rename) and serialized. */
+  /** Read-modify-write of index.json, atomic (atomicWrite) and serialized. */
   private updateIndex(change: (manifests: Descriptor[]) => Descriptor[]): Promise<void> {
     const run = async () => {
       await this.init();
@@ -148,9 +149,7 @@ export class OciLayoutTarget implements Target {
       try {
         const index = await this.readIndex();
         const next: Index = { ...index, manifests: change(index.manifests) };
-        const temp = join(this.dir, `.index-${randomBytes(8).toString("hex")}.json`);
-        await writeFile(temp, JSON.stringify(next));
-        await rename(temp, join(this.dir, "index.json"));
+        await atomicWrite(join(this.dir, "index.json"), JSON.stringify(next));
       } finally {
         await release();
       }

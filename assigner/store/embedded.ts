@@ -1,11 +1,11 @@
 // The embedded store: everything in memory, persisted to one JSON file, for
 // a single assigner on one machine with no Redis. Each change is applied in
 // memory, then the call waits until a snapshot that contains it has been
-// written (temp file, fsync, rename); concurrent changes share one write.
+// written with atomicWrite; concurrent changes share one write.
 // Maps, not plain objects, so a host named "constructor" is just a host.
-import { randomBytes } from "node:crypto";
-import { mkdir, open, readFile, rename, rm } from "node:fs/promises";
+import { mkdir, readFile } from "node:fs/promises";
 import { dirname } from "node:path";
+import { atomicWrite, removeStaleTemps } from "../../util/index.js";
 import { StoreUnavailableError } from "../errors.js";
 import type {
   AgentRecord,
@@ -48,6 +48,8 @@ export class EmbeddedStore implements AssignerStore {
   static async open(file: string): Promise<EmbeddedStore> {
     const store = new EmbeddedStore(file);
     await mkdir(dirname(file), { recursive: true });
+    // A crash mid-write leaves a temp file beside the store; the store itself is whole.
+    await removeStaleTemps(dirname(file));
     let snapshot: Partial<Snapshot>;
     try {
       snapshot = JSON.parse(await readFile(file, "utf8")) as Partial<Snapshot>;
@@ -88,7 +90,7 @@ export class EmbeddedStore implements AssignerStore {
       const waiters = this.waiters;
       this.waiters = [];
       try {
-        await this.writeSnapshot(JSON.stringify(this.snapshot()));
+        await atomicWrite(this.file, JSON.stringify(this.snapshot()), { mode: 0o600 });
         waiters.forEach((w) => w.resolve());
       } catch (err) {
         const failure = new StoreUnavailableError(`cannot write the assigner store ${this.file}: ${(err as Error).message}`, { cause: err });
@@ -96,23 +98,6 @@ export class EmbeddedStore implements AssignerStore {
       }
     }
     this.writing = undefined;
-  }
-
-  private async writeSnapshot(text: string): Promise<void> {
-    const temp = `${this.file}.${randomBytes(6).toString("hex")}.tmp`;
-    const handle = await open(temp, "w", 0o600);
-    try {
-      await handle.writeFile(text);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    try {
-      await rename(temp, this.file);
-    } catch (err) {
-      await rm(temp, { force: true });
-      throw err;
-    }
   }
 
   async putArtifact(record: ArtifactRecord): Promise<boolean> {

@@ -1,7 +1,7 @@
-import { rename, writeFile } from "node:fs/promises";
 import type { Command } from "commander";
 import { buildBundle } from "../../bundle/index.js";
 import { sha256 } from "../../registry/index.js";
+import { atomicWrite } from "../../util/index.js";
 import { report, type OutputOptions } from "../output.js";
 
 export function registerPolicy(program: Command): void {
@@ -14,10 +14,8 @@ export function registerPolicy(program: Command): void {
     .option("--json", "print JSON for scripts")
     .action(async (dir: string, options: OutputOptions & { output: string }) => {
       const { policy: built, bytes } = await buildBundle(dir);
-      // Written beside the target and renamed: a failed build leaves any old bundle intact.
-      const temp = `${options.output}.tmp-${process.pid}`;
-      await writeFile(temp, bytes);
-      await rename(temp, options.output);
+      // A failed build or write leaves any old bundle intact.
+      await atomicWrite(options.output, bytes);
       const checksum = sha256(bytes);
       report(options, `built ${built.name} ${built.version} → ${options.output} (${bytes.byteLength} bytes, ${checksum})`, {
         name: built.name,

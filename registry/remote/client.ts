@@ -4,6 +4,7 @@
 // https://distribution.github.io/distribution/spec/auth/token/
 // https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes
 import { request, type Dispatcher } from "undici";
+import { backoffDelay, sleep, type BackoffOptions } from "../../util/index.js";
 import { RegistryError, type DistributionErrorCode } from "../errors.js";
 import { findCredentials, type Credentials } from "./credentials.js";
 
@@ -13,7 +14,7 @@ export interface ClientOptions {
   credentials?: Credentials;
   /** Attempts for one request, counting the first; default 5. */
   maxAttempts?: number;
-  /** First backoff delay in ms (doubles per retry); default 200. */
+  /** Cap of the first backoff delay in ms (doubles per retry, full jitter); default 200. */
   backoffMs?: number;
   /** Longest wait, even when Retry-After asks for more; default 30 s. */
   maxDelayMs?: number;
@@ -66,23 +67,11 @@ export function parseChallenge(header: string): Challenge {
   return { scheme, params };
 }
 
-/** Retry-After is seconds or an HTTP date (RFC 9110 §10.2.3). */
-function retryAfterMs(value: string | string[] | undefined): number | undefined {
-  const text = Array.isArray(value) ? value[0] : value;
-  if (!text) return undefined;
-  if (/^\d+$/.test(text)) return Number(text) * 1000;
-  const date = Date.parse(text);
-  return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now());
-}
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
 export class RegistryClient {
   readonly baseUrl: string;
   private readonly credentials: Credentials | undefined;
   private readonly maxAttempts: number;
-  private readonly backoffMs: number;
-  private readonly maxDelayMs: number;
+  private readonly backoff: BackoffOptions;
   private readonly timeoutMs: number;
   /** How the registry asked us to authenticate, learned from its first 401. */
   private challenge: Challenge | undefined;
@@ -96,8 +85,7 @@ export class RegistryClient {
     this.baseUrl = `${plain ? "http" : "https"}://${registry}`;
     this.credentials = findCredentials(registry, options.credentials);
     this.maxAttempts = options.maxAttempts ?? 5;
-    this.backoffMs = options.backoffMs ?? 200;
-    this.maxDelayMs = options.maxDelayMs ?? 30_000;
+    this.backoff = { baseMs: options.backoffMs ?? 200, maxMs: options.maxDelayMs ?? 30_000 };
     this.timeoutMs = options.timeoutMs ?? 30_000;
   }
 
@@ -122,7 +110,7 @@ export class RegistryClient {
         });
       } catch (err) {
         if (attempt < this.maxAttempts && idempotent && isTransient(err)) {
-          await sleep(this.backoff(attempt));
+          await sleep(backoffDelay(attempt, this.backoff));
           continue;
         }
         throw new RegistryError("UNREACHABLE", `cannot reach registry ${this.registry}: ${(err as Error).message}`, { cause: err });
@@ -136,16 +124,11 @@ export class RegistryClient {
       }
       if (RETRY_STATUS.has(res.statusCode) && attempt < this.maxAttempts && (idempotent || res.statusCode === 429)) {
         await res.body.dump();
-        const asked = retryAfterMs(res.headers["retry-after"]);
-        await sleep(Math.min(asked ?? this.backoff(attempt), this.maxDelayMs));
+        await sleep(backoffDelay(attempt, this.backoff, res.headers["retry-after"]));
         continue;
       }
       throw await this.errorFrom(res, options);
     }
-  }
-
-  private backoff(attempt: number): number {
-    return Math.min(this.backoffMs * 2 ** (attempt - 1), this.maxDelayMs);
   }
 
   private learnChallenge(header: string | string[] | undefined, scopes: string[]): void {

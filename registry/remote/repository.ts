@@ -2,6 +2,7 @@
 // spec. https://github.com/opencontainers/distribution-spec/blob/main/spec.md
 import type { Readable } from "node:stream";
 import { request } from "undici";
+import { backoffDelay, sleep } from "../../util/index.js";
 import { RegistryError } from "../errors.js";
 import { checkDigest, isDigest, readAll, sha256, verifyBytes, verifyStream } from "../digest.js";
 import { isManifestType, MANIFEST_MEDIA_TYPES, MAX_MANIFEST_SIZE, MediaType, type Descriptor, type Index } from "../oci.js";
@@ -220,7 +221,7 @@ export class RemoteRepository implements Target {
         // tripped over a concurrent PUT of the same manifest (distribution's
         // filesystem driver writes the same blob path non-atomically): retry.
         if (!(err instanceof RegistryError && err.code === "DIGEST_INVALID" && attempt < 4)) throw err;
-        await new Promise((resolve) => setTimeout(resolve, 50 * attempt + Math.random() * 50));
+        await sleep(backoffDelay(attempt, { baseMs: 100, maxMs: 1000 }));
       }
     }
     this.remember(desc.digest, bytes);
