@@ -3,15 +3,41 @@
 // challenge-response on the agent's Ed25519 key (DESIGN.md "Assigner HTTP contract").
 import { createHash, createPublicKey, randomBytes, randomUUID, timingSafeEqual, verify } from "node:crypto";
 import { AssignerError } from "./errors.js";
-import type { AgentRecord, AssignerStore, TokenRecord } from "./store/store.js";
+import type { AgentRecord, AssignerStore, RegistrationLimits, TokenRecord } from "./store/store.js";
 
 export type Principal = { kind: "admin" } | { kind: "agent"; hostId: string; agentUid: string };
 
 /** How long a registration nonce may be answered. */
 const REGISTRATION_TTL_SECONDS = 300;
-/** Agent tokens are looked up once per this many ms per process, not on every poll. */
-const TOKEN_CACHE_MS = 30_000;
+/**
+ * Registrations begun and not completed, at most: a few per host (an agent
+ * retrying), and a total that bounds what unauthenticated callers can make
+ * the assigner hold (each is well under 1 KiB: the schema bounds its fields).
+ */
+const REGISTRATION_LIMITS: RegistrationLimits = { perHost: 4, total: 10_000 };
 const TOKEN_CACHE_MAX = 200_000;
+
+/**
+ * The encodings of the Ed25519 points of small order (their y coordinate;
+ * the sign bit is ignored), as libsodium's blocklist has them: with such a
+ * key, a signature with R = identity and S = 0 verifies for every message,
+ * so proof of possession would prove nothing. https://eprint.iacr.org/2020/1244
+ */
+const SMALL_ORDER_Y = [
+  "0000000000000000000000000000000000000000000000000000000000000000", // 0 (order 4)
+  "0100000000000000000000000000000000000000000000000000000000000000", // 1, the identity
+  "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05", // order 8
+  "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a", // order 8
+  "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // p - 1 (order 2)
+  "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // p, non-canonical 0
+  "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", // p + 1, non-canonical 1
+];
+
+function hasSmallOrder(key: Buffer): boolean {
+  const y = Buffer.from(key);
+  y[31]! &= 0x7f;
+  return SMALL_ORDER_Y.includes(y.toString("hex"));
+}
 
 function digestOf(secret: string): Buffer {
   return createHash("sha256").update(secret).digest();
@@ -25,12 +51,19 @@ function sameSecret(given: string, expected: Buffer): boolean {
 export interface AuthOptions {
   adminToken: string;
   enrollSecret?: string;
+  /**
+   * How long a process trusts an agent token it looked up, in ms; default
+   * 1000. Revocation is immediate in the process that revokes, and other
+   * assigners on the same store see it within this time.
+   */
+  tokenCacheMs?: number;
 }
 
 export class Auth {
   private readonly tokenCache = new Map<string, { record: TokenRecord; expires: number }>();
   private readonly adminDigest: Buffer;
   private readonly enrollDigest: Buffer | undefined;
+  private readonly tokenCacheMs: number;
 
   constructor(
     private readonly store: AssignerStore,
@@ -38,6 +71,7 @@ export class Auth {
   ) {
     this.adminDigest = digestOf(options.adminToken);
     this.enrollDigest = options.enrollSecret === undefined ? undefined : digestOf(options.enrollSecret);
+    this.tokenCacheMs = options.tokenCacheMs ?? 1000;
   }
 
   /** The caller of a request, from `Authorization: Bearer <token>`; 401 without a valid one. */
@@ -54,12 +88,12 @@ export class Auth {
       record = await this.store.getToken(hash);
       if (!record) throw new AssignerError("UNAUTHORIZED", "invalid token");
       if (this.tokenCache.size >= TOKEN_CACHE_MAX) this.tokenCache.clear();
-      this.tokenCache.set(hash, { record, expires: Date.now() + TOKEN_CACHE_MS });
+      this.tokenCache.set(hash, { record, expires: Date.now() + this.tokenCacheMs });
     }
     return { kind: "agent", hostId: record.hostId, agentUid: record.agentUid };
   }
 
-  /** Drops this process's cached tokens of a removed agent (other assigners' caches expire within 30 s). */
+  /** Drops this process's cached tokens of a removed agent (other assigners' caches expire within tokenCacheMs). */
   forgetAgent(uid: string): void {
     for (const [hash, entry] of this.tokenCache) if (entry.record.agentUid === uid) this.tokenCache.delete(hash);
   }
@@ -79,15 +113,15 @@ export class Auth {
     if (this.enrollDigest && !sameSecret(input.enrollSecret ?? "", this.enrollDigest)) {
       throw new AssignerError(input.enrollSecret ? "FORBIDDEN" : "UNAUTHORIZED", input.enrollSecret ? "wrong enroll_secret" : "this assigner requires enroll_secret");
     }
-    if (Buffer.from(input.publicKey, "base64").byteLength !== 32) {
+    const publicKey = Buffer.from(input.publicKey, "base64");
+    if (publicKey.byteLength !== 32) {
       throw new AssignerError("BAD_REQUEST", "public_key must be base64 of a raw 32-byte Ed25519 public key");
     }
+    if (hasSmallOrder(publicKey)) throw new AssignerError("BAD_REQUEST", "public_key is a small-order Ed25519 point: it proves nothing");
     // A host is bound to the key it first registered with: another key cannot
     // take it over (the same key may register again, say after losing its token).
     const existing = await this.store.getAgentByHost(input.hostId);
-    if (existing && existing.publicKey !== input.publicKey) {
-      throw new AssignerError("CONFLICT", `host "${input.hostId}" is registered with another key; an operator must remove agent ${existing.uid} first (DELETE /agents/${existing.uid})`);
-    }
+    if (existing && existing.publicKey !== input.publicKey) throw this.bound(input.hostId, existing);
     const registration = {
       id: randomBytes(16).toString("hex"),
       hostId: input.hostId,
@@ -97,8 +131,14 @@ export class Auth {
       ...(input.kernel ? { kernel: input.kernel } : {}),
       ...(input.labels ? { labels: input.labels } : {}),
     };
-    await this.store.putRegistration(registration, REGISTRATION_TTL_SECONDS);
+    if (!(await this.store.putRegistration(registration, REGISTRATION_TTL_SECONDS, REGISTRATION_LIMITS))) {
+      throw new AssignerError("TOO_MANY_REQUESTS", `too many registrations under way (for host "${input.hostId}" or in all); complete one or retry in a few minutes`);
+    }
     return { registration_id: registration.id, nonce: registration.nonce };
+  }
+
+  private bound(hostId: string, holder: AgentRecord): AssignerError {
+    return new AssignerError("CONFLICT", `host "${hostId}" is registered with another key; an operator must remove agent ${holder.uid} first (DELETE /agents/${holder.uid})`);
   }
 
   async completeRegistration(registrationId: string, signature: string) {
@@ -118,8 +158,12 @@ export class Auth {
       ...(registration.labels ? { labels: registration.labels } : {}),
       registeredAt: new Date().toISOString(),
     };
-    await this.store.putToken(digestOf(token).toString("hex"), { agentUid: agent.uid, hostId: agent.hostId });
-    await this.store.putAgent(agent);
+    // The binding is checked again here, atomically with the write: a
+    // registration begun by another key before the host was bound must not
+    // complete after it was.
+    const result = await this.store.bindAgent(agent, digestOf(token).toString("hex"));
+    if (!result.bound) throw this.bound(agent.hostId, result.holder);
+    if (result.replaced) this.forgetAgent(result.replaced);
     return { agent_uid: agent.uid, host_id: agent.hostId, token };
   }
 }

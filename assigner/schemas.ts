@@ -17,7 +17,10 @@ export const AgentUid = z.string().regex(/^[0-9a-f-]{36}$/, "an agent uid is a U
 
 const Base64 = z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/, "must be base64");
 
-const Labels = z.record(z.string().max(128), z.string().max(256));
+/** Host labels, bounded like Kubernetes labels so an unauthenticated registration stays small. */
+const Labels = z
+  .record(z.string().regex(/^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$/, "a label key is 1-63 letters, digits, '.', '_', '/' or '-'"), z.string().max(63))
+  .refine((labels) => Object.keys(labels).length <= 64, "at most 64 labels");
 
 export const RegisterInitBody = z.strictObject({
   host_id: HostId,

@@ -1,7 +1,11 @@
 // The embedded store: everything in memory, persisted to one JSON file, for
-// a single assigner on one machine with no Redis. Each change is applied in
-// memory, then the call waits until a snapshot that contains it has been
-// written with atomicWrite; concurrent changes share one write.
+// a single assigner on one machine with no Redis. Each change is checked and
+// applied in memory in one synchronous step (no await between the read and
+// the write, so concurrent calls cannot interleave), then the call waits until
+// a snapshot that contains it has been written with atomicWrite; concurrent
+// changes share one write. When a write fails, memory goes back to the last
+// snapshot on disk and every change not yet written fails: what callers were
+// told failed never appears later.
 // Maps, not plain objects, so a host named "constructor" is just a host.
 import { mkdir, readFile } from "node:fs/promises";
 import { dirname } from "node:path";
@@ -12,8 +16,10 @@ import type {
   ArtifactRecord,
   AssignerStore,
   AssignResult,
+  BindResult,
   HostAssignments,
   Registration,
+  RegistrationLimits,
   StatusRecord,
   TokenRecord,
 } from "./store.js";
@@ -42,6 +48,8 @@ export class EmbeddedStore implements AssignerStore {
   private writing: Promise<void> | undefined;
   private dirty = false;
   private waiters: { resolve: () => void; reject: (err: unknown) => void }[] = [];
+  /** The snapshot last written (or read), to go back to when a write fails. */
+  private durable = "{}";
 
   private constructor(readonly file: string) {}
 
@@ -50,20 +58,25 @@ export class EmbeddedStore implements AssignerStore {
     await mkdir(dirname(file), { recursive: true });
     // A crash mid-write leaves a temp file beside the store; the store itself is whole.
     await removeStaleTemps(dirname(file));
-    let snapshot: Partial<Snapshot>;
     try {
-      snapshot = JSON.parse(await readFile(file, "utf8")) as Partial<Snapshot>;
+      store.load(await readFile(file, "utf8"));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return store;
       throw new StoreUnavailableError(`cannot read the assigner store ${file}: ${(err as Error).message}`, { cause: err });
     }
-    store.artifacts = new Map(snapshot.artifacts);
-    store.hosts = new Map(snapshot.hosts);
-    store.agents = new Map(snapshot.agents);
-    for (const agent of store.agents.values()) store.hostAgent.set(agent.hostId, agent.uid);
-    store.tokens = new Map(snapshot.tokens);
-    store.status = new Map((snapshot.status ?? []).map(([id, byHost]) => [id, new Map(byHost)]));
     return store;
+  }
+
+  /** Replaces the in-memory state with a snapshot's. */
+  private load(text: string): void {
+    const snapshot = JSON.parse(text) as Partial<Snapshot>;
+    this.durable = text;
+    this.artifacts = new Map(snapshot.artifacts);
+    this.hosts = new Map(snapshot.hosts);
+    this.agents = new Map(snapshot.agents);
+    this.tokens = new Map(snapshot.tokens);
+    this.hostAgent = new Map([...this.agents.values()].map((agent) => [agent.hostId, agent.uid]));
+    this.status = new Map((snapshot.status ?? []).map(([id, byHost]) => [id, new Map(byHost)]));
   }
 
   private snapshot(): Snapshot {
@@ -89,12 +102,21 @@ export class EmbeddedStore implements AssignerStore {
       this.dirty = false;
       const waiters = this.waiters;
       this.waiters = [];
+      const text = JSON.stringify(this.snapshot());
       try {
-        await atomicWrite(this.file, JSON.stringify(this.snapshot()), { mode: 0o600 });
+        await atomicWrite(this.file, text, { mode: 0o600 });
+        this.durable = text;
         waiters.forEach((w) => w.resolve());
       } catch (err) {
-        const failure = new StoreUnavailableError(`cannot write the assigner store ${this.file}: ${(err as Error).message}`, { cause: err });
-        waiters.forEach((w) => w.reject(failure));
+        // Back to what is on disk; changes made while this write was under
+        // way were built on the failed ones, so they fail too. The file's path
+        // stays in the log, not in the answer (it is the server's business).
+        console.error(`assigner: cannot write the store ${this.file}: ${(err as Error).message}`);
+        this.load(this.durable);
+        const failure = new StoreUnavailableError("the assigner store cannot be written; the change was not made", { cause: err });
+        for (const w of [...waiters, ...this.waiters]) w.reject(failure);
+        this.waiters = [];
+        this.dirty = false;
       }
     }
     this.writing = undefined;
@@ -164,10 +186,16 @@ export class EmbeddedStore implements AssignerStore {
     return [...this.hosts].filter(([, host]) => host.artifacts.includes(artifactId)).map(([hostId]) => hostId).sort();
   }
 
-  async putRegistration(registration: Registration, ttlSeconds: number): Promise<void> {
+  async putRegistration(registration: Registration, ttlSeconds: number, limits: RegistrationLimits): Promise<boolean> {
     const now = Date.now();
-    for (const [id, entry] of this.registrations) if (entry.expires <= now) this.registrations.delete(id);
+    let forHost = 0;
+    for (const [id, entry] of this.registrations) {
+      if (entry.expires <= now) this.registrations.delete(id);
+      else if (entry.registration.hostId === registration.hostId) forHost++;
+    }
+    if (forHost >= limits.perHost || this.registrations.size >= limits.total) return false;
     this.registrations.set(registration.id, { registration, expires: now + ttlSeconds * 1000 });
+    return true;
   }
 
   async takeRegistration(id: string): Promise<Registration | undefined> {
@@ -176,12 +204,16 @@ export class EmbeddedStore implements AssignerStore {
     return entry && entry.expires > Date.now() ? entry.registration : undefined;
   }
 
-  async putAgent(agent: AgentRecord): Promise<void> {
-    const previous = await this.getAgentByHost(agent.hostId);
-    if (previous && previous.uid !== agent.uid) this.removeAgent(previous.uid);
+  async bindAgent(agent: AgentRecord, tokenHash: string): Promise<BindResult> {
+    const previousUid = this.hostAgent.get(agent.hostId);
+    const previous = previousUid === undefined ? undefined : this.agents.get(previousUid);
+    if (previous && previous.publicKey !== agent.publicKey) return { bound: false, holder: previous };
+    if (previous) this.removeAgent(previous.uid);
     this.agents.set(agent.uid, agent);
     this.hostAgent.set(agent.hostId, agent.uid);
+    this.tokens.set(tokenHash, { agentUid: agent.uid, hostId: agent.hostId });
     await this.persist();
+    return previous ? { bound: true, replaced: previous.uid } : { bound: true };
   }
 
   /** Forgets an agent and every token issued to it. */
@@ -216,11 +248,6 @@ export class EmbeddedStore implements AssignerStore {
     const agent = await this.getAgentByHost(hostId);
     if (!agent) return;
     agent.lastSeen = time;
-    await this.persist();
-  }
-
-  async putToken(hash: string, token: TokenRecord): Promise<void> {
-    this.tokens.set(hash, token);
     await this.persist();
   }
 

@@ -9,8 +9,10 @@ import type {
   ArtifactRecord,
   AssignerStore,
   AssignResult,
+  BindResult,
   HostAssignments,
   Registration,
+  RegistrationLimits,
   StatusRecord,
   TokenRecord,
 } from "./store.js";
@@ -36,6 +38,55 @@ else
 end
 if changed == 1 then return {1, redis.call('INCR', KEYS[2])} end
 return {0, tonumber(redis.call('GET', KEYS[2]) or '0')}
+`;
+
+// KEYS: the host's agent pointer. ARGV: key prefix, agent uid, agent JSON,
+// its public key, token hash, token JSON. Checks the host's binding and
+// replaces its agent in one step, so of two registrations completing at once
+// for one host only a key that already holds it (or the first) wins.
+// Returns {1, replaced uid or ""} or {0, holder uid}.
+const BIND_AGENT = `
+local p = ARGV[1]
+local previous = redis.call('GET', KEYS[1])
+if previous then
+  local record = redis.call('GET', p .. ':agent:' .. previous)
+  if record and cjson.decode(record).publicKey ~= ARGV[4] then return {0, previous} end
+  for _, hash in ipairs(redis.call('SMEMBERS', p .. ':agenttokens:' .. previous)) do
+    redis.call('DEL', p .. ':token:' .. hash)
+  end
+  redis.call('DEL', p .. ':agent:' .. previous, p .. ':agenttokens:' .. previous)
+  redis.call('SREM', p .. ':agents', previous)
+end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('SET', p .. ':agent:' .. ARGV[2], ARGV[3])
+redis.call('SADD', p .. ':agents', ARGV[2])
+redis.call('SET', p .. ':token:' .. ARGV[5], ARGV[6])
+redis.call('SADD', p .. ':agenttokens:' .. ARGV[2], ARGV[5])
+return {1, previous or ''}
+`;
+
+// KEYS: the registration, the host's pending set, the global pending set
+// (sorted sets scored by expiry). ARGV: now ms, expiry ms, ttl s, JSON,
+// per-host cap, total cap. Returns 1 when stored, 0 when over a cap.
+const PUT_REGISTRATION = `
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[5]) or redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[6]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[4], 'EX', ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[2], KEYS[1])
+redis.call('PEXPIREAT', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[2], KEYS[1])
+return 1
+`;
+
+// KEYS: the registration, the global pending set. ARGV: key prefix. Takes it
+// once (many assigners may race for one nonce) and frees its place in the caps.
+const TAKE_REGISTRATION = `
+local text = redis.call('GETDEL', KEYS[1])
+if not text then return false end
+redis.call('ZREM', KEYS[2], KEYS[1])
+redis.call('ZREM', ARGV[1] .. ':registrations:host:' .. cjson.decode(text).hostId, KEYS[1])
+return text
 `;
 
 function parse<T>(text: string | null | undefined): T | undefined {
@@ -139,19 +190,26 @@ export class RedisStore implements AssignerStore {
     return (await this.run(() => this.redis.smembers(this.artifactHostsKey(artifactId)))).sort();
   }
 
-  async putRegistration(registration: Registration, ttlSeconds: number): Promise<void> {
-    await this.run(() => this.redis.set(`${this.p}:registration:${registration.id}`, JSON.stringify(registration), "EX", ttlSeconds));
+  async putRegistration(registration: Registration, ttlSeconds: number, limits: RegistrationLimits): Promise<boolean> {
+    const now = Date.now();
+    const keys = [`${this.p}:registration:${registration.id}`, `${this.p}:registrations:host:${registration.hostId}`, `${this.p}:registrations`];
+    const args = [now, now + ttlSeconds * 1000, ttlSeconds, JSON.stringify(registration), limits.perHost, limits.total];
+    return (await this.run(() => this.redis.eval(PUT_REGISTRATION, 3, ...keys, ...args))) === 1;
   }
 
   async takeRegistration(id: string): Promise<Registration | undefined> {
-    // GETDEL makes the nonce single-use even with many assigners.
-    return parse(await this.run(() => this.redis.getdel(`${this.p}:registration:${id}`)));
+    const keys = [`${this.p}:registration:${id}`, `${this.p}:registrations`];
+    return parse((await this.run(() => this.redis.eval(TAKE_REGISTRATION, 2, ...keys, this.p))) as string | null);
   }
 
-  async putAgent(agent: AgentRecord): Promise<void> {
-    const previous = await this.run(() => this.redis.getset(`${this.p}:hostagent:${agent.hostId}`, agent.uid));
-    await this.run(() => this.redis.multi().set(`${this.p}:agent:${agent.uid}`, JSON.stringify(agent)).sadd(`${this.p}:agents`, agent.uid).exec());
-    if (previous && previous !== agent.uid) await this.removeAgent(previous);
+  async bindAgent(agent: AgentRecord, tokenHash: string): Promise<BindResult> {
+    const token: TokenRecord = { agentUid: agent.uid, hostId: agent.hostId };
+    const args = [this.p, agent.uid, JSON.stringify(agent), agent.publicKey, tokenHash, JSON.stringify(token)];
+    const [bound, other] = (await this.run(() => this.redis.eval(BIND_AGENT, 1, `${this.p}:hostagent:${agent.hostId}`, ...args))) as [number, string];
+    if (bound === 1) return other ? { bound: true, replaced: other } : { bound: true };
+    const holder = await this.getAgent(other);
+    // The holder vanished between the script and this read: say so as a conflict all the same.
+    return { bound: false, holder: holder ?? { ...agent, uid: other } };
   }
 
   /** Deletes an agent's record and every token issued to it. */
@@ -192,12 +250,6 @@ export class RedisStore implements AssignerStore {
 
   async touchAgent(hostId: string, time: string): Promise<void> {
     await this.run(() => this.redis.hset(`${this.p}:lastseen`, hostId, time));
-  }
-
-  async putToken(hash: string, token: TokenRecord): Promise<void> {
-    await this.run(() =>
-      this.redis.multi().set(`${this.p}:token:${hash}`, JSON.stringify(token)).sadd(`${this.p}:agenttokens:${token.agentUid}`, hash).exec(),
-    );
   }
 
   async getToken(hash: string): Promise<TokenRecord | undefined> {

@@ -68,6 +68,19 @@ export interface HostAssignments {
   artifactIds: string[];
 }
 
+/** Caps on registrations begun and not yet completed (each lives a few minutes). */
+export interface RegistrationLimits {
+  perHost: number;
+  total: number;
+}
+
+/**
+ * What bindAgent did: bound the host to the agent (replacing an earlier agent
+ * with the same key, whose tokens are revoked), or nothing, because another
+ * key holds the host.
+ */
+export type BindResult = { bound: true; replaced?: string } | { bound: false; holder: AgentRecord };
+
 export interface AssignResult {
   changed: boolean;
   version: number;
@@ -92,18 +105,26 @@ export interface AssignerStore {
   bumpHostVersion(hostId: string): Promise<number>;
   artifactHosts(artifactId: string): Promise<string[]>;
 
-  /** Keeps a registration for `ttlSeconds`; `takeRegistration` returns it once. */
-  putRegistration(registration: Registration, ttlSeconds: number): Promise<void>;
+  /**
+   * Keeps a registration for `ttlSeconds`, unless its host or the store
+   * already holds as many pending ones as `limits` allow (then false);
+   * `takeRegistration` returns it once.
+   */
+  putRegistration(registration: Registration, ttlSeconds: number, limits: RegistrationLimits): Promise<boolean>;
   takeRegistration(id: string): Promise<Registration | undefined>;
-  /** Stores an agent, replacing an earlier agent of the same host and revoking its tokens. */
-  putAgent(agent: AgentRecord): Promise<void>;
+  /**
+   * In one atomic step, so that concurrent registrations cannot both win:
+   * refuses when the host is bound to another public key; otherwise binds the
+   * host to `agent`, removes the host's earlier agent and its tokens, and
+   * issues the token whose sha256 is `tokenHash`.
+   */
+  bindAgent(agent: AgentRecord, tokenHash: string): Promise<BindResult>;
   /** Forgets an agent and revokes its tokens; false when there was none. */
   deleteAgent(uid: string): Promise<boolean>;
   getAgent(uid: string): Promise<AgentRecord | undefined>;
   getAgentByHost(hostId: string): Promise<AgentRecord | undefined>;
   listAgents(): Promise<AgentRecord[]>;
   touchAgent(hostId: string, time: string): Promise<void>;
-  putToken(hash: string, token: TokenRecord): Promise<void>;
   getToken(hash: string): Promise<TokenRecord | undefined>;
 
   putStatus(status: StatusRecord): Promise<void>;

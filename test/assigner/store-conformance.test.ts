@@ -1,16 +1,19 @@
 // One conformance suite, run against the embedded store and the Redis store.
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { StoreUnavailableError } from "../../assigner/errors.js";
 import { EmbeddedStore } from "../../assigner/store/embedded.js";
 import { RedisStore } from "../../assigner/store/redis.js";
 import type { ArtifactRecord, AssignerStore } from "../../assigner/store/store.js";
+import { TEMP_SUFFIX } from "../../util/index.js";
 import { startRedis, type TcpServer } from "../harness/tcp-server.js";
 
 let redis: TcpServer;
 const dir = mkdtempSync(join(tmpdir(), "aegis-store-"));
 let counter = 0;
+const LIMITS = { perHost: 10, total: 100 };
 const opened: AssignerStore[] = [];
 
 beforeAll(async () => {
@@ -122,38 +125,66 @@ describe.each(implementations)("AssignerStore conformance: %s", (_name, open, re
   it("hands out a registration once, and not after it expires", async () => {
     const store = await fresh();
     const reg = { id: "r1", hostId: "h1", publicKey: "k", nonce: "n" };
-    await store.putRegistration(reg, 60);
+    await store.putRegistration(reg, 60, LIMITS);
     expect(await store.takeRegistration("r1")).toEqual(reg);
     expect(await store.takeRegistration("r1")).toBeUndefined();
-    await store.putRegistration({ ...reg, id: "r2" }, 1);
+    await store.putRegistration({ ...reg, id: "r2" }, 1, LIMITS);
     await new Promise((resolve) => setTimeout(resolve, 1100));
     expect(await store.takeRegistration("r2")).toBeUndefined();
   });
 
-  it("keeps one agent per host, revoking a replaced agent's tokens; deletes agents", async () => {
+  it("caps pending registrations per host and in all, and frees a place when one is taken", async () => {
+    const store = await fresh();
+    const limits = { perHost: 2, total: 3 };
+    const reg = (id: string, hostId: string) => ({ id, hostId, publicKey: "k", nonce: "n" });
+    const put = (id: string, hostId: string) => store.putRegistration(reg(id, hostId), 60, limits);
+    expect([await put("a1", "a"), await put("a2", "a"), await put("a3", "a")], "host a: third over the per-host cap").toEqual([true, true, false]);
+    expect([await put("b1", "b"), await put("b2", "b")], "host b: second over the total cap").toEqual([true, false]);
+    expect(await store.takeRegistration("a1")).toEqual(reg("a1", "a"));
+    expect(await put("a3", "a"), "a taken registration frees its place").toBe(true);
+  });
+
+  it("binds a host to its first key: the same key replaces its agent and old tokens, another key is refused", async () => {
     const store = await fresh();
     const agent = { uid: "u1", hostId: "h1", publicKey: "k", registeredAt: new Date(0).toISOString() };
-    await store.putToken("old", { agentUid: "u1", hostId: "h1" });
-    await store.putAgent(agent);
-    await store.putToken("new", { agentUid: "u2", hostId: "h1" });
-    await store.putAgent({ ...agent, uid: "u2" });
+    expect(await store.bindAgent(agent, "old")).toEqual({ bound: true });
+    expect(await store.bindAgent({ ...agent, uid: "u2" }, "new")).toEqual({ bound: true, replaced: "u1" });
+    const refused = await store.bindAgent({ ...agent, uid: "u3", publicKey: "other" }, "stolen");
+    expect(refused.bound ? "bound" : refused.holder.uid, "another key is refused, naming the holder").toBe("u2");
     expect((await store.listAgents()).map((a) => a.uid)).toEqual(["u2"]);
     expect((await store.getAgentByHost("h1"))?.uid).toBe("u2");
     expect(await store.getToken("old")).toBeUndefined();
+    expect(await store.getToken("stolen")).toBeUndefined();
     expect(await store.getToken("new")).toEqual({ agentUid: "u2", hostId: "h1" });
     expect(await store.deleteAgent("u2")).toBe(true);
     expect(await store.deleteAgent("u2")).toBe(false);
     expect(await store.getToken("new")).toBeUndefined();
     expect(await store.getAgentByHost("h1")).toBeUndefined();
+    expect(await store.bindAgent({ ...agent, uid: "u4", publicKey: "other" }, "t4"), "a removed agent frees the host").toEqual({ bound: true });
+  });
+
+  it("binds once under concurrency: of 20 keys one wins; of 20 completions by one key one token lives", async () => {
+    const store = await fresh();
+    const agent = (uid: string, publicKey: string) => ({ uid, hostId: "race", publicKey, registeredAt: new Date(0).toISOString() });
+    const keys = await Promise.all(Array.from({ length: 20 }, (_, i) => store.bindAgent(agent(`k${i}`, `key${i}`), `kt${i}`)));
+    const winners = keys.flatMap((r, i) => (r.bound ? [i] : []));
+    expect(winners, "exactly one of 20 different keys binds the host").toHaveLength(1);
+    const live = (await Promise.all(keys.map((_, i) => store.getToken(`kt${i}`)))).flatMap((t, i) => (t ? [i] : []));
+    expect(live, "only the winner's token lives").toEqual(winners);
+    const winnerKey = `key${winners[0]}`;
+    await Promise.all(Array.from({ length: 20 }, (_, i) => store.bindAgent(agent(`s${i}`, winnerKey), `st${i}`)));
+    const tokens = (await Promise.all(Array.from({ length: 20 }, (_, i) => store.getToken(`st${i}`)))).flatMap((t, i) => (t ? [`st${i}`] : []));
+    expect(tokens, "one live token after 20 concurrent completions by one key").toHaveLength(1);
+    expect(await store.getToken(`kt${winners[0]}`), "the first agent's token is revoked").toBeUndefined();
+    expect((await store.listAgents()).filter((a) => a.hostId === "race"), "one agent for the host").toHaveLength(1);
   });
 
   it("keeps last-seen, tokens and status", async () => {
     const store = await fresh();
     const agent = { uid: "u2", hostId: "h1", publicKey: "k", registeredAt: new Date(0).toISOString() };
-    await store.putAgent(agent);
+    await store.bindAgent(agent, "hash");
     await store.touchAgent("h1", "2026-01-01T00:00:00.000Z");
     expect((await store.getAgent("u2"))?.lastSeen).toBe("2026-01-01T00:00:00.000Z");
-    await store.putToken("hash", { agentUid: "u2", hostId: "h1" });
     expect(await store.getToken("hash")).toEqual({ agentUid: "u2", hostId: "h1" });
     expect(await store.getToken("other")).toBeUndefined();
     const status = { hostId: "h1", artifactId: artifact(1).id, event: "attached", time: "2026-01-01T00:00:00.000Z" };
@@ -171,5 +202,32 @@ describe.each(implementations)("AssignerStore conformance: %s", (_name, open, re
     opened.push(again);
     expect((await again.getArtifact(artifact(7).id))?.name).toBe("p7");
     expect(await again.hostAssignments("h7")).toEqual({ version: 1, artifactIds: [artifact(7).id] });
+  });
+});
+
+describe("EmbeddedStore on a failed write", () => {
+  it("answers 503 without the file's path and keeps the state on disk in force", async () => {
+    const storeDir = mkdtempSync(join(dir, "failing-"));
+    const store = await EmbeddedStore.open(join(storeDir, "store.json"));
+    opened.push(store);
+    await store.assign(artifact(1).id, "h");
+    rmSync(storeDir, { recursive: true, force: true });
+    const err = (await store.assign(artifact(2).id, "h").catch((e: unknown) => e)) as StoreUnavailableError;
+    expect(err, "a write into a removed directory fails").toBeInstanceOf(StoreUnavailableError);
+    expect(err.message, "the answer names no server path").not.toContain(storeDir);
+    expect(await store.hostAssignments("h"), "the failed change is not live").toEqual({ version: 1, artifactIds: [artifact(1).id] });
+    mkdirSync(storeDir);
+    expect(await store.assign(artifact(3).id, "h")).toEqual({ changed: true, version: 2 });
+    const again = await EmbeddedStore.open(store.file);
+    opened.push(again);
+    expect(await again.hostAssignments("h")).toEqual({ version: 2, artifactIds: [artifact(1).id, artifact(3).id] });
+  });
+
+  it("removes temp files a crash left beside the store", async () => {
+    const storeDir = mkdtempSync(join(dir, "crashed-"));
+    writeFileSync(join(storeDir, `.store.json.0123456789ab${TEMP_SUFFIX}`), "{half");
+    const store = await EmbeddedStore.open(join(storeDir, "store.json"));
+    opened.push(store);
+    expect(readdirSync(storeDir)).toEqual([]);
   });
 });

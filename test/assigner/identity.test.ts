@@ -1,0 +1,120 @@
+// Registration and identity under attack (issue 8): a host cannot be taken
+// over through a registration begun before it was bound, concurrent
+// completions bind once, revoked tokens stop at once, pending registrations
+// are capped, and small-order Ed25519 keys are refused. On both stores.
+import { generateKeyPairSync, verify } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startAssigner, type RunningAssigner } from "../../assigner/index.js";
+import { beginRegistration, http, registerAgent } from "../harness/assigner-http.js";
+import { startRedis, type TcpServer } from "../harness/tcp-server.js";
+
+let redis: TcpServer;
+const work = mkdtempSync(join(tmpdir(), "aegis-identity-"));
+const running: RunningAssigner[] = [];
+
+beforeAll(async () => {
+  redis = await startRedis();
+});
+afterAll(async () => {
+  await Promise.all(running.map((a) => a.close()));
+  await redis?.stop();
+  rmSync(work, { recursive: true, force: true });
+});
+
+const stores: [string, () => Promise<RunningAssigner>][] = [
+  ["embedded", () => startAssigner({ port: 0, dataDir: mkdtempSync(join(work, "embedded-")), adminToken: "op" })],
+  ["redis", () => startAssigner({ port: 0, dataDir: mkdtempSync(join(work, "redis-")), redisUrl: redis.url, redisPrefix: `id${running.length}`, adminToken: "op" })],
+];
+
+describe.each(stores)("registration on the %s store", (_name, start) => {
+  let assigner: RunningAssigner;
+  let url: string;
+  beforeAll(async () => {
+    assigner = await start();
+    running.push(assigner);
+    url = assigner.url;
+  });
+  const poll = (host: string, token: string) => http(url, "GET", `/artifacts/for-host/${host}`, { token });
+
+  it("a registration begun by another key before the host was bound cannot complete after it", async () => {
+    const thief = generateKeyPairSync("ed25519");
+    const early = await beginRegistration(url, "victim", thief);
+    expect(early.answer.status, JSON.stringify(early.answer.json)).toBe(200);
+    const real = await registerAgent(url, "victim");
+    const late = await early.complete();
+    expect(late.status, `the thief's completion: ${JSON.stringify(late.json)}`).toBe(409);
+    expect(late.json.code).toBe("CONFLICT");
+    expect((await poll("victim", real.token)).status, "the real agent's token still works").toBe(200);
+  });
+
+  it("of concurrent completions by different keys one wins; by one key, one token lives", async () => {
+    // Four: the most registrations one host may have under way.
+    const keys = Array.from({ length: 4 }, () => generateKeyPairSync("ed25519"));
+    const begun = await Promise.all(keys.map((k) => beginRegistration(url, "contested", k)));
+    const answers = await Promise.all(begun.map((b) => b.complete()));
+    const statuses = answers.map((a) => a.status).sort();
+    expect(statuses, "statuses of 4 concurrent completions by 4 keys").toEqual([200, 409, 409, 409]);
+
+    const one = generateKeyPairSync("ed25519");
+    const same = await Promise.all(Array.from({ length: 4 }, () => beginRegistration(url, "repeated", one)));
+    const tokens = (await Promise.all(same.map((b) => b.complete()))).map((a) => a.json.token as string);
+    const live = (await Promise.all(tokens.map((t) => poll("repeated", t)))).map((a) => a.status);
+    expect(live.filter((s) => s === 200), `poll statuses with the 4 tokens: ${live.join(",")}`).toHaveLength(1);
+  });
+
+  it("a replaced or removed agent's token is refused at once", async () => {
+    const keys = generateKeyPairSync("ed25519");
+    const first = await registerAgent(url, "rotating", keys);
+    expect((await poll("rotating", first.token)).status).toBe(200);
+    const second = await registerAgent(url, "rotating", keys);
+    expect((await poll("rotating", first.token)).status, "the replaced token, just cached").toBe(401);
+    expect((await poll("rotating", second.token)).status).toBe(200);
+    expect((await http(url, "DELETE", `/agents/${second.uid}`, { token: "op" })).status).toBe(200);
+    expect((await poll("rotating", second.token)).status, "the removed agent's token").toBe(401);
+  });
+
+  it("caps registrations under way per host with a 429", async () => {
+    const answers = [];
+    for (let i = 0; i < 5; i++) answers.push((await beginRegistration(url, "flooded", generateKeyPairSync("ed25519"))).answer);
+    expect(answers.map((a) => a.status), "five registrations begun for one host").toEqual([200, 200, 200, 200, 429]);
+    expect(answers[4]!.json.code).toBe("TOO_MANY_REQUESTS");
+    const other = await beginRegistration(url, "calm", generateKeyPairSync("ed25519"));
+    expect(other.answer.status, "another host is not affected").toBe(200);
+  });
+
+  it("bounds what a pending registration may hold", async () => {
+    const labels = Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`k${i}`, "v"]));
+    const tooMany = await beginRegistration(url, "labelled", generateKeyPairSync("ed25519"), { labels });
+    expect(tooMany.answer.status, JSON.stringify(tooMany.answer.json)).toBe(400);
+    const long = await beginRegistration(url, "labelled", generateKeyPairSync("ed25519"), { hostname: "h".repeat(300) });
+    expect(long.answer.status, JSON.stringify(long.answer.json)).toBe(400);
+  });
+});
+
+describe("small-order Ed25519 keys", () => {
+  // The identity point: with R = identity and S = 0 a "signature" verifies for any message.
+  const identity = Buffer.alloc(32);
+  identity[0] = 1;
+  const forged = Buffer.concat([identity, Buffer.alloc(32)]);
+
+  it("would let anyone answer any nonce (why they are refused)", () => {
+    const key = { key: { kty: "OKP", crv: "Ed25519", x: identity.toString("base64url") }, format: "jwk" } as const;
+    expect(verify(null, Buffer.from("any nonce"), key, forged), "node verifies the forged signature").toBe(true);
+  });
+
+  it("are refused at /agents/register/init, with and without the sign bit", async () => {
+    const assigner = await startAssigner({ port: 0, dataDir: mkdtempSync(join(work, "small-")), adminToken: "op" });
+    running.push(assigner);
+    const order8 = Buffer.from("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05", "hex");
+    const signed = Buffer.from(order8);
+    signed[31]! |= 0x80;
+    for (const [name, key] of [["identity", identity], ["order 8", order8], ["order 8, sign bit set", signed], ["zero", Buffer.alloc(32)]] as const) {
+      const init = await http(assigner.url, "POST", "/agents/register/init", { body: { host_id: "weak", public_key: key.toString("base64") } });
+      expect(init.status, `${name}: ${JSON.stringify(init.json)}`).toBe(400);
+      expect(init.json.error, name).toMatch(/small-order/);
+    }
+  });
+});

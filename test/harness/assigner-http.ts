@@ -1,0 +1,68 @@
+// Plain HTTP calls to an assigner, as the seed's agent and an attacker make
+// them: no client library between the test and the wire.
+import { generateKeyPairSync, sign, type KeyObject } from "node:crypto";
+
+export interface HttpAnswer {
+  status: number;
+  headers: Headers;
+  bytes: Buffer;
+  json: Record<string, unknown> & { error?: string; code?: string };
+}
+
+export interface HttpOptions {
+  token?: string;
+  body?: unknown;
+  raw?: string;
+  headers?: Record<string, string>;
+}
+
+export async function http(base: string, method: string, path: string, options: HttpOptions = {}): Promise<HttpAnswer> {
+  const res = await fetch(new URL(path, base), {
+    method,
+    headers: {
+      ...(options.token ? { authorization: `Bearer ${options.token}` } : {}),
+      ...(options.body !== undefined || options.raw !== undefined ? { "content-type": "application/json" } : {}),
+      ...options.headers,
+    },
+    ...(options.body !== undefined ? { body: JSON.stringify(options.body) } : options.raw !== undefined ? { body: options.raw } : {}),
+  });
+  const bytes = Buffer.from(await res.arrayBuffer());
+  let json: unknown;
+  try {
+    json = JSON.parse(bytes.toString("utf8"));
+  } catch {
+    json = undefined;
+  }
+  return { status: res.status, headers: res.headers, bytes, json: (json ?? {}) as HttpAnswer["json"] };
+}
+
+export interface AgentKeys {
+  publicKey: KeyObject;
+  privateKey: KeyObject;
+}
+
+/** base64 of the raw 32-byte Ed25519 public key, as /agents/register/init takes it. */
+export function rawPublicKey(keys: AgentKeys): string {
+  return Buffer.from(keys.publicKey.export({ format: "jwk" }).x!, "base64url").toString("base64");
+}
+
+/** /agents/register/init alone: the registration id and the nonce, or the error answer. */
+export async function beginRegistration(base: string, hostId: string, keys: AgentKeys, extra: Record<string, unknown> = {}) {
+  const init = await http(base, "POST", "/agents/register/init", { body: { host_id: hostId, public_key: rawPublicKey(keys), ...extra } });
+  return {
+    answer: init,
+    complete: () =>
+      http(base, "POST", "/agents/register/complete", {
+        body: { registration_id: init.json.registration_id, signature: sign(null, Buffer.from(init.json.nonce as string, "base64"), keys.privateKey).toString("base64") },
+      }),
+  };
+}
+
+/** The whole registration; throws with the assigner's answer when a step fails. */
+export async function registerAgent(base: string, hostId: string, keys: AgentKeys = generateKeyPairSync("ed25519")): Promise<{ token: string; uid: string }> {
+  const started = await beginRegistration(base, hostId, keys, { hostname: `${hostId}.example`, kernel: "6.1.0", labels: { role: "web" } });
+  if (started.answer.status !== 200) throw new Error(`register/init for ${hostId}: ${started.answer.status} ${JSON.stringify(started.answer.json)}`);
+  const complete = await started.complete();
+  if (complete.status !== 200) throw new Error(`register/complete for ${hostId}: ${complete.status} ${JSON.stringify(complete.json)}`);
+  return { token: complete.json.token as string, uid: complete.json.agent_uid as string };
+}
