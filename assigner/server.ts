@@ -4,9 +4,11 @@
 import { randomBytes } from "node:crypto";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
+import { InputError } from "../errors.js";
 import { loadTrust } from "../signing/index.js";
+import { atomicWrite } from "../util/index.js";
 import { ArtifactSource } from "./artifacts.js";
 import { Auth } from "./auth.js";
 import { AssignerEvents } from "./events.js";
@@ -55,12 +57,16 @@ async function resolveAdminToken(options: AssignerOptions, dataDir: string): Pro
   try {
     const token = (await readFile(file, "utf8")).trim();
     if (token) return { token, file };
+    // A given file that is empty is a mistake (a failed secret mount, say):
+    // generating a token into it would hide that, and keep its permissions.
+    if (options.adminTokenFile) throw new InputError("INVALID_ARGUMENT", `admin token file ${file} is empty`);
   } catch (err) {
-    if (options.adminTokenFile) throw new Error(`cannot read admin token file ${file}: ${(err as Error).message}`, { cause: err });
+    if (options.adminTokenFile) throw err instanceof InputError ? err : new InputError("FILE_NOT_FOUND", `cannot read admin token file ${file}: ${(err as Error).message}`, { cause: err });
   }
   const token = randomBytes(32).toString("base64url");
   await mkdir(dataDir, { recursive: true });
-  await writeFile(file, token + "\n", { mode: 0o600 });
+  // A new file (atomicWrite renames one into place), so 0600 holds even over an old one.
+  await atomicWrite(file, token + "\n", { mode: 0o600 });
   return { token, file };
 }
 

@@ -1,7 +1,7 @@
 // The production store: Redis. Assignments are Redis sets changed by one Lua
 // script, so a change and its host version move together atomically under
 // any number of concurrent assigners. Commands fail fast when Redis is away
-// (no offline queue, short timeouts), so the API answers 503 instead of hanging.
+// (no offline queue, a short connect timeout), so the API answers 503 instead of hanging.
 import { Redis } from "ioredis";
 import { StoreUnavailableError } from "../errors.js";
 import type {
@@ -20,7 +20,11 @@ import type {
 export interface RedisStoreOptions {
   /** Prefix of every key; default "aegis". */
   prefix?: string;
-  /** Longest wait for one command, in ms; default 800. */
+  /**
+   * Longest wait for one command, in ms; default 5000. A Redis that is away
+   * fails at once (no offline queue), so this only bounds a Redis that hangs;
+   * it must not turn a slow moment under load into a 503.
+   */
   commandTimeoutMs?: number;
 }
 
@@ -102,7 +106,7 @@ export class RedisStore implements AssignerStore {
     this.redis = new Redis(url, {
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
-      commandTimeout: options.commandTimeoutMs ?? 800,
+      commandTimeout: options.commandTimeoutMs ?? 5000,
       connectTimeout: 1000,
       // Keep trying to reconnect, at most a second apart, forever.
       retryStrategy: (times) => Math.min(times * 100, 1000),

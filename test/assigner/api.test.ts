@@ -354,7 +354,8 @@ describe("concurrency", () => {
     for (const p of pairs.filter((p) => !p.add)) await http("POST", `/assign/${p.artifact}/${p.host}`, admin);
     const before = new Map(await Promise.all(hosts.map(async (h) => [h, (await http("GET", `/artifacts/for-host/${h}`, admin)).headers.get("etag")] as const)));
     const results = await Promise.all(pairs.map((p) => http("POST", `/${p.add ? "assign" : "unassign"}/${p.artifact}/${p.host}`, admin)));
-    expect(results.every((r) => r.status === 200 && r.json.changed === true)).toBe(true);
+    const failed = results.flatMap((r, i) => (r.status === 200 && r.json.changed === true ? [] : [`${pairs[i]!.add ? "assign" : "unassign"} ${pairs[i]!.artifact.slice(0, 15)} ${pairs[i]!.host}: ${r.status} ${JSON.stringify(r.json)}`]));
+    expect(failed, "requests that did not answer 200 changed=true").toEqual([]);
     for (const host of hosts) {
       const poll = await http("GET", `/artifacts/for-host/${host}`, admin);
       const expected = pairs.filter((p) => p.host === host && p.add).map((p) => p.artifact).sort();

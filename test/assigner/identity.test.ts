@@ -3,7 +3,7 @@
 // completions bind once, revoked tokens stop at once, pending registrations
 // are capped, and small-order Ed25519 keys are refused. On both stores.
 import { generateKeyPairSync, verify } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -116,5 +116,25 @@ describe("small-order Ed25519 keys", () => {
       expect(init.status, `${name}: ${JSON.stringify(init.json)}`).toBe(400);
       expect(init.json.error, name).toMatch(/small-order/);
     }
+  });
+});
+
+describe("the operator token file", () => {
+  it("refuses an empty --admin-token-file instead of writing a token into it", async () => {
+    const dir = mkdtempSync(join(work, "token-"));
+    const file = join(dir, "admin-token");
+    writeFileSync(file, "");
+    chmodSync(file, 0o644);
+    await expect(startAssigner({ port: 0, dataDir: dir, adminTokenFile: file })).rejects.toThrow(`admin token file ${file} is empty`);
+  });
+
+  it("writes a generated token 0600, even over an empty world-readable file", async () => {
+    const dir = mkdtempSync(join(work, "token-"));
+    writeFileSync(join(dir, "admin-token"), "", { mode: 0o644 });
+    chmodSync(join(dir, "admin-token"), 0o644);
+    const assigner = await startAssigner({ port: 0, dataDir: dir });
+    running.push(assigner);
+    expect(assigner.adminToken.length, "a generated token").toBeGreaterThan(20);
+    expect((statSync(join(dir, "admin-token")).mode & 0o777).toString(8)).toBe("600");
   });
 });
