@@ -21,7 +21,8 @@ import { attachTc, detachTc, listTc } from "./tc.js";
 
 export const DEFAULT_PIN_ROOT = "/sys/fs/bpf/aegis";
 // A program is loaded and filled here, then renamed to its id: a pin
-// directory named after an id is always complete, even after a crash.
+// directory named after an id is always complete, even after a crash. One
+// process drives a pin root at a time (the agent serializes its changes).
 const STAGING = "loading-";
 
 export interface BpftoolDatapathOptions {
@@ -58,9 +59,6 @@ export class BpftoolDatapath implements Datapath {
       await rename(staging, pinDir);
     } catch (err) {
       await unpin(staging);
-      // A concurrent load of the same id got there first.
-      const raced = await findPinned(pinDir);
-      if (raced) return { id, programId: await programId(raced.progPin) };
       throw new EbpfError("LOAD_FAILED", `cannot pin ${id} at ${pinDir}: ${(err as Error).message}`, { cause: err });
     }
     return { id, programId: await programId((await this.pinned(id)).progPin) };

@@ -2,16 +2,18 @@
 // root, on bpftool + tc in a network namespace this file creates; then the
 // real one on real traffic (ping through a veth pair), and what only the
 // in-memory one has (injected failures, set counters).
-import { rm } from "node:fs/promises";
+import { readdir, rm } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   attachTc,
   BpftoolDatapath,
   compileProgram,
   compileRules,
+  loadObject,
   loadProgram,
   MemoryDatapath,
   MemoryKernel,
+  pinName,
   testRun,
   type Hook,
 } from "../../ebpf/index.js";
@@ -82,6 +84,21 @@ datapathConformance("bpftool + tc", async () => {
       await attachTc({ ...hook, netns }, foreign.progPin);
     },
   };
+});
+
+describe("BpftoolDatapath after a crash", () => {
+  it("does not list a program a crash left half-loaded, and loads that id over it", async () => {
+    const pinRoot = freshPinRoot();
+    const id = idOf("crashed");
+    const object = await compileProgram(policyOf(RULES));
+    // What a crash between loading and renaming to the id leaves.
+    await loadObject(object, `${pinRoot}/loading-${pinName(id)}`);
+    const datapath = new BpftoolDatapath({ pinRoot, netns: pair.a.ns.name });
+    expect(await datapath.loaded(), "a staging directory is not a loaded program").toEqual([]);
+    await datapath.load(id, object, compileRules(RULES));
+    expect((await datapath.loaded()).map((p) => p.id)).toEqual([id]);
+    expect(await readdir(pinRoot), "the staging directory is gone").toEqual([pinName(id)]);
+  }, 30_000);
 });
 
 describe("BpftoolDatapath on real traffic", () => {
