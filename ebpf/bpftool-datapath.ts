@@ -14,10 +14,11 @@ import {
   type Datapath,
   type Hook,
   type LoadedProgram,
+  type NetInterface,
 } from "./datapath.js";
 import { EbpfError } from "./errors.js";
 import type { CompiledRules } from "./rules.js";
-import { attachTc, detachTc, listTc } from "./tc.js";
+import { attachTc, detachTc, listLinks, listTc } from "./tc.js";
 
 export const DEFAULT_PIN_ROOT = "/sys/fs/bpf/aegis";
 // A program is loaded and filled here, then renamed to its id: a pin
@@ -90,6 +91,10 @@ export class BpftoolDatapath implements Datapath {
     const filters = await listTc(this.netns, hook.iface).catch(() => []);
     if (!filters.some((f) => compareHooks(f, hook) === 0)) throw new EbpfError("NOT_ATTACHED", `nothing is attached at ${hookName(hook)}`);
     await detachTc({ ...hook, netns: this.netns });
+  }
+
+  async interfaces(): Promise<NetInterface[]> {
+    return (await listLinks(this.netns)).sort((a, b) => a.name.localeCompare(b.name));
   }
 
   async attached(): Promise<Attachment[]> {

@@ -29,6 +29,12 @@ export interface Attachment extends Hook {
   id: string | undefined;
 }
 
+/** A network device hooks can be on. */
+export interface NetInterface {
+  name: string;
+  loopback: boolean;
+}
+
 export interface Datapath {
   /**
    * Loads the object, fills its maps with the rules and pins it under the
@@ -47,7 +53,12 @@ export interface Datapath {
   attach(id: string, hook: Hook): Promise<void>;
   /** Removes the filter at the hook; NOT_ATTACHED if there is none. */
   detach(hook: Hook): Promise<void>;
-  /** Every BPF filter at the clsact hooks, read back from the kernel, sorted. */
+  /** The devices that exist now, sorted by name (the agent attaches to new ones as they appear). */
+  interfaces(): Promise<NetInterface[]>;
+  /**
+   * Every BPF filter at the clsact hooks, read back from the kernel, sorted.
+   * detach() removes whatever runs at a hook, so compare ids before.
+   */
   attached(): Promise<Attachment[]>;
   /** Packets matched per rule (all, or the given rule indexes in order); NOT_LOADED if not loaded. */
   counters(id: string, indexes?: number[]): Promise<number[]>;

@@ -11,6 +11,7 @@ import {
   type Datapath,
   type Hook,
   type LoadedProgram,
+  type NetInterface,
 } from "./datapath.js";
 import { EbpfError, type EbpfErrorCode } from "./errors.js";
 import type { CompiledRules } from "./rules.js";
@@ -20,18 +21,34 @@ export type DatapathOperation = "load" | "attach" | "detach" | "counters" | "unp
 // What the object must start with: an ELF header (the kernel's loader would refuse anything else).
 const ELF_MAGIC = Buffer.from([0x7f, 0x45, 0x4c, 0x46]);
 
-/** One "kernel": share it between MemoryDatapaths to model an agent restart. */
+/**
+ * One "kernel": share it between MemoryDatapaths to model an agent restart.
+ * Devices come and go with addInterface and removeInterface ("lo" is the loopback).
+ */
 export class MemoryKernel {
   readonly programs = new Map<string, { programId: number; counters: number[] }>();
   /** Filters by hookName. */
   readonly filters = new Map<string, Attachment>();
+  readonly interfaces: Set<string>;
   nextProgramId = 1;
 
-  constructor(readonly interfaces?: readonly string[]) {}
+  constructor(interfaces: readonly string[] = ["lo", "eth0", "eth1"]) {
+    this.interfaces = new Set(interfaces);
+  }
+
+  addInterface(name: string): void {
+    this.interfaces.add(name);
+  }
+
+  /** Removes a device and, as the kernel does, every filter on it. */
+  removeInterface(name: string): void {
+    this.interfaces.delete(name);
+    for (const [key, filter] of this.filters) if (filter.iface === name) this.filters.delete(key);
+  }
 }
 
 export interface MemoryDatapathOptions {
-  /** Devices that exist (attach elsewhere fails with TC_FAILED); default: any. */
+  /** A fresh kernel's devices (attach elsewhere fails with TC_FAILED); default lo, eth0, eth1. */
   interfaces?: readonly string[];
   /** State to share with another instance (a restarted agent adopts it). */
   kernel?: MemoryKernel;
@@ -83,7 +100,7 @@ export class MemoryDatapath implements Datapath {
     checkHook(hook);
     const { programId } = this.program(id);
     this.injected("attach");
-    if (this.kernel.interfaces && !this.kernel.interfaces.includes(hook.iface)) {
+    if (!this.kernel.interfaces.has(hook.iface)) {
       throw new EbpfError("TC_FAILED", `cannot add clsact to ${hook.iface}: Cannot find device "${hook.iface}"`);
     }
     const { iface, direction, pref } = hook;
@@ -95,6 +112,10 @@ export class MemoryDatapath implements Datapath {
     if (!this.kernel.filters.has(hookName(hook))) throw new EbpfError("NOT_ATTACHED", `nothing is attached at ${hookName(hook)}`);
     this.injected("detach");
     this.kernel.filters.delete(hookName(hook));
+  }
+
+  async interfaces(): Promise<NetInterface[]> {
+    return [...this.kernel.interfaces].sort().map((name) => ({ name, loopback: name === "lo" }));
   }
 
   async attached(): Promise<Attachment[]> {

@@ -1,5 +1,5 @@
 // Attaches pinned classifiers at a device's clsact hook with tc, and reads
-// back what the kernel has attached there.
+// back what the kernel has attached there and which devices exist.
 import { run } from "./exec.js";
 
 export type TcDirection = "ingress" | "egress";
@@ -65,6 +65,18 @@ export async function listTc(netns?: string, iface?: string): Promise<TcFilter[]
     }
   }
   return filters;
+}
+
+/** The namespace's network devices (`ip -j link show`). */
+export async function listLinks(netns?: string): Promise<{ name: string; loopback: boolean }[]> {
+  const args = ["-j", "link", "show"];
+  const out = netns
+    ? await run("TC_FAILED", "cannot list devices", "ip", ["-n", netns, ...args])
+    : await run("TC_FAILED", "cannot list devices", "ip", args);
+  return (JSON.parse(out || "[]") as { ifname: string; flags?: string[] }[]).map((link) => ({
+    name: link.ifname,
+    loopback: link.flags?.includes("LOOPBACK") ?? false,
+  }));
 }
 
 interface ShownFilter {

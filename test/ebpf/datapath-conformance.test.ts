@@ -50,11 +50,11 @@ function freshPinRoot(): string {
 }
 
 datapathConformance("memory", async () => {
-  const kernel = new MemoryKernel(["eth0", "eth1"]);
+  const kernel = new MemoryKernel(["eth0", "lo"]);
   const datapath = new MemoryDatapath({ kernel });
   return {
     datapath,
-    ifaces: ["eth0", "eth1"],
+    ifaces: ["eth0", "lo"],
     hit: async (id, rule) => {
       const counters = await datapath.counters(id);
       counters[rule] = (counters[rule] ?? 0) + 1;
@@ -159,6 +159,18 @@ describe("MemoryDatapath for the agent's tests", () => {
     expect(await datapath.attached(), "a failed attach attaches nothing").toEqual([]);
     await datapath.attach(idOf("a"), hook);
     expect((await datapath.attached()).map((x) => x.id), "only the next call fails").toEqual([idOf("a")]);
+  });
+
+  it("drops a device's filters when the device goes, and lists a device that appears", async () => {
+    const kernel = new MemoryKernel(["lo", "eth0"]);
+    const datapath = new MemoryDatapath({ kernel });
+    await datapath.load(idOf("a"), object, rules);
+    await datapath.attach(idOf("a"), hook);
+    kernel.removeInterface("eth0");
+    expect(await datapath.attached(), "filters of a removed device").toEqual([]);
+    await expect(datapath.attach(idOf("a"), hook), "attach on a removed device").rejects.toMatchObject({ code: "TC_FAILED" });
+    kernel.addInterface("eth9");
+    expect((await datapath.interfaces()).map((i) => i.name)).toEqual(["eth9", "lo"]);
   });
 
   it("reports the counters it is told", async () => {

@@ -9,7 +9,7 @@ import type { PacketSpec } from "./packet.js";
 
 export interface DatapathFixture {
   datapath: Datapath;
-  /** Two devices that exist where the datapath attaches. */
+  /** Two devices that exist where the datapath attaches; the second is the loopback. */
   ifaces: [string, string];
   /** Makes program `id` match rule `rule` once (`packet` is a packet that matches it). */
   hit(id: string, rule: number, packet: PacketSpec): Promise<void>;
@@ -50,6 +50,13 @@ export function datapathConformance(name: string, open: () => Promise<DatapathFi
       expect(second.programId, "another id is another program").not.toBe(first.programId);
       expect(await datapath.loaded()).toEqual([first, second].sort((x, y) => x.id.localeCompare(y.id)));
       expect(await datapath.counters(a), "a fresh program has one zero counter per rule").toEqual([0, 0, 0]);
+    });
+
+    it("lists the devices, telling the loopback apart", async () => {
+      const { datapath, ifaces: [if0, lo] } = await open();
+      const devices = await datapath.interfaces();
+      expect(devices, "sorted by name").toEqual([...devices].sort((x, y) => x.name.localeCompare(y.name)));
+      expect(devices).toEqual(expect.arrayContaining([{ name: if0, loopback: false }, { name: lo, loopback: true }]));
     });
 
     it("refuses an id that is not a digest and an object the kernel will not load, loading nothing", async () => {
