@@ -18,6 +18,15 @@ import type { CompiledRules } from "./rules.js";
 
 export type DatapathOperation = "load" | "attach" | "detach" | "counters" | "unpin";
 
+// The code each operation fails with on the real kernel.
+const FAILURE: Record<DatapathOperation, EbpfErrorCode> = {
+  load: "LOAD_FAILED",
+  attach: "TC_FAILED",
+  detach: "TC_FAILED",
+  counters: "BPFTOOL_FAILED",
+  unpin: "BPFFS_FAILED",
+};
+
 // What the object must start with: an ELF header (the kernel's loader would refuse anything else).
 const ELF_MAGIC = Buffer.from([0x7f, 0x45, 0x4c, 0x46]);
 
@@ -63,17 +72,15 @@ export class MemoryDatapath implements Datapath {
   }
 
   /** Makes the next call of `operation` fail with this code (as the kernel or a tool would), once. */
-  failNext(operation: DatapathOperation, code: EbpfErrorCode = operation === "load" ? "LOAD_FAILED" : "TC_FAILED"): void {
+  failNext(operation: DatapathOperation, code: EbpfErrorCode = FAILURE[operation]): void {
     this.failures.set(operation, new EbpfError(code, `injected failure of ${operation}`));
   }
 
   /** Sets a loaded program's per-rule counters, as traffic would. */
   setCounters(id: string, counters: number[]): void {
     const program = this.program(id);
-    counters.forEach((n, i) => {
-      if (i >= program.counters.length) throw new Error(`program ${id} has ${program.counters.length} counters, not ${counters.length}`);
-      program.counters[i] = n;
-    });
+    if (counters.length > program.counters.length) throw new Error(`program ${id} has ${program.counters.length} counters, not ${counters.length}`);
+    counters.forEach((n, i) => (program.counters[i] = n));
   }
 
   /** Puts a program this Datapath did not load at a hook, as another tool would. */
