@@ -29,7 +29,10 @@ const STAGING = "loading-";
 export interface BpftoolDatapathOptions {
   /** Where programs are pinned, one directory per id; default /sys/fs/bpf/aegis. */
   pinRoot?: string;
-  /** A network namespace from `ip netns add` to attach in (tests); default: the current one. */
+  /**
+   * A network namespace from `ip netns add` to work in (tests); default: the
+   * current one. Devices and filters are those of this namespace only.
+   */
   netns?: string;
 }
 

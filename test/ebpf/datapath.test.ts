@@ -5,10 +5,19 @@ import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Policy, Rule } from "../../policy/index.js";
-import { loadProgram, readCounters, TC_ACT, testRun, unpin, type Pinned } from "../../ebpf/bpftool.js";
-import { compileProgram } from "../../ebpf/compile.js";
-import { compileRules } from "../../ebpf/rules.js";
-import { attachTc, detachTc, type TcHook } from "../../ebpf/tc.js";
+import {
+  attachTc,
+  compileProgram,
+  compileRules,
+  detachTc,
+  loadProgram,
+  readCounters,
+  TC_ACT,
+  testRun,
+  unpin,
+  type Pinned,
+  type TcHook,
+} from "../../ebpf/index.js";
 import { NetnsLab, type VethPair } from "../harness/netns.js";
 import { arpFrame, packet, type PacketSpec } from "./packet.js";
 
