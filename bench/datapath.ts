@@ -4,9 +4,7 @@
 // so the program does all its lookups and returns TC_ACT_UNSPEC. Needs root.
 import { release } from "node:os";
 import type { Policy, Rule } from "../policy/index.js";
-import { loadObject, loadProgram, TC_ACT, testRun, unpin, type Pinned } from "../ebpf/bpftool.js";
-import { compileProgram, compileSource } from "../ebpf/compile.js";
-import { compileRules } from "../ebpf/rules.js";
+import { compileProgram, compileRules, compileSource, loadObject, loadProgram, TC_ACT, testRun, unpin, type Pinned } from "../ebpf/index.js";
 import { packet } from "../test/ebpf/packet.js";
 import type { BenchResult, Row } from "./report.js";
 

@@ -127,6 +127,22 @@ export async function readCounters(mapsDir: string, indexes?: number[]): Promise
   return (JSON.parse(out) as { output: PerCpuEntry }[]).map((result) => sumCpus(result.output));
 }
 
+/** What loadObject pinned under pinDir, or undefined if nothing is. */
+export async function findPinned(pinDir: string): Promise<Pinned | undefined> {
+  const programs = await readdir(join(pinDir, "prog")).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === "ENOENT") return [];
+    throw new EbpfError("BPFFS_FAILED", `cannot read ${pinDir}: ${err.message}`, { cause: err });
+  });
+  const [program] = programs;
+  return program ? { pinDir, progPin: join(pinDir, "prog", program), mapsDir: join(pinDir, "maps") } : undefined;
+}
+
+/** The kernel's id of a pinned program. */
+export async function programId(progPin: string): Promise<number> {
+  const out = await run("BPFTOOL_FAILED", `cannot show ${progPin}`, "bpftool", ["prog", "show", "pinned", progPin, "-j"]);
+  return (JSON.parse(out) as { id: number }).id;
+}
+
 /** Removes everything pinned under pinDir (programs stay alive while attached). */
 export async function unpin(pinDir: string): Promise<void> {
   await rm(pinDir, { recursive: true, force: true });

@@ -7,7 +7,12 @@ export type EbpfErrorCode =
   | "BPFFS_FAILED"
   | "BPFTOOL_FAILED"
   | "TC_FAILED"
-  | "INVALID_PIN_PATH";
+  | "INVALID_PIN_PATH"
+  | "INVALID_PROGRAM_ID"
+  | "INVALID_HOOK"
+  | "NOT_LOADED"
+  | "NOT_ATTACHED"
+  | "STILL_ATTACHED";
 
 /** Building, loading, filling, running or attaching an eBPF program failed. */
 export class EbpfError extends AegisError<EbpfErrorCode> {}

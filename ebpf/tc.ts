@@ -1,7 +1,9 @@
-// Attaches pinned classifiers at a device's clsact hook with tc.
+// Attaches pinned classifiers at a device's clsact hook with tc, and reads
+// back what the kernel has attached there and which devices exist.
 import { run } from "./exec.js";
 
 export type TcDirection = "ingress" | "egress";
+export const TC_DIRECTIONS: readonly TcDirection[] = ["ingress", "egress"];
 
 export interface TcHook {
   iface: string;
@@ -15,13 +17,25 @@ export interface TcHook {
   netns?: string;
 }
 
+/** A BPF classifier the kernel has at a hook, as `tc -j filter show` reports it. */
+export interface TcFilter {
+  iface: string;
+  direction: TcDirection;
+  pref: number;
+  /** The kernel's program id, the same bpftool shows for a pin. */
+  programId: number;
+  name: string;
+  tag: string;
+}
+
 /**
  * Attaches (or atomically replaces) the filter at hook.pref with a pinned
- * program, creating the clsact qdisc if the device has none.
+ * program, creating the clsact qdisc if the device has none (`qdisc replace`
+ * keeps an existing clsact and its filters).
  */
 export async function attachTc(hook: TcHook, progPin: string): Promise<void> {
-  await tc(hook, `cannot add clsact to ${hook.iface}`, ["qdisc", "replace", "dev", hook.iface, "clsact"]);
-  await tc(hook, `cannot attach ${progPin} at ${hook.iface} ${hook.direction}`, [
+  await tc(hook.netns, `cannot add clsact to ${hook.iface}`, ["qdisc", "replace", "dev", hook.iface, "clsact"]);
+  await tc(hook.netns, `cannot attach ${progPin} at ${hook.iface} ${hook.direction}`, [
     "filter", "replace", "dev", hook.iface, hook.direction, "pref", String(hook.pref), "handle", "1",
     "bpf", "direct-action", "object-pinned", progPin,
   ]);
@@ -29,14 +43,51 @@ export async function attachTc(hook: TcHook, progPin: string): Promise<void> {
 
 /** Removes the filter at hook.pref; fails if there is none. */
 export async function detachTc(hook: TcHook): Promise<void> {
-  await tc(hook, `cannot detach pref ${hook.pref} from ${hook.iface} ${hook.direction}`, [
+  await tc(hook.netns, `cannot detach pref ${hook.pref} from ${hook.iface} ${hook.direction}`, [
     "filter", "del", "dev", hook.iface, hook.direction, "pref", String(hook.pref),
   ]);
 }
 
-async function tc(hook: TcHook, what: string, args: string[]): Promise<void> {
+/** Every BPF classifier at the clsact hooks of the namespace's devices (or one device's). */
+export async function listTc(netns?: string, iface?: string): Promise<TcFilter[]> {
+  // `qdisc show dev X` leaves out the dev field, so list them all and filter.
+  const qdiscs = JSON.parse((await tc(netns, "cannot list qdiscs", ["-j", "qdisc", "show"])) || "[]") as { kind: string; dev: string }[];
+  const devices = qdiscs.filter((q) => q.kind === "clsact" && (!iface || q.dev === iface)).map((q) => q.dev);
+  const filters: TcFilter[] = [];
+  for (const dev of new Set(devices)) {
+    for (const direction of TC_DIRECTIONS) {
+      const out = await tc(netns, `cannot list filters at ${dev} ${direction}`, ["-j", "filter", "show", "dev", dev, direction]);
+      // Each pref shows a chain entry without options, then its filters.
+      for (const entry of JSON.parse(out || "[]") as ShownFilter[]) {
+        const prog = entry.kind === "bpf" ? entry.options?.prog : undefined;
+        if (prog) filters.push({ iface: dev, direction, pref: entry.pref, programId: prog.id, name: prog.name, tag: prog.tag });
+      }
+    }
+  }
+  return filters;
+}
+
+/** The namespace's network devices (`ip -j link show`). */
+export async function listLinks(netns?: string): Promise<{ name: string; loopback: boolean }[]> {
+  const args = ["-j", "link", "show"];
+  const out = netns
+    ? await run("TC_FAILED", "cannot list devices", "ip", ["-n", netns, ...args])
+    : await run("TC_FAILED", "cannot list devices", "ip", args);
+  return (JSON.parse(out || "[]") as { ifname: string; flags?: string[] }[]).map((link) => ({
+    name: link.ifname,
+    loopback: link.flags?.includes("LOOPBACK") ?? false,
+  }));
+}
+
+interface ShownFilter {
+  pref: number;
+  kind: string;
+  options?: { prog?: { id: number; name: string; tag: string } };
+}
+
+async function tc(netns: string | undefined, what: string, args: string[]): Promise<string> {
   // nsenter switches only the network namespace; `ip netns exec` would also
   // remount /sys and hide the bpffs pins tc must open.
-  if (hook.netns) await run("TC_FAILED", what, "nsenter", [`--net=/run/netns/${hook.netns}`, "tc", ...args]);
-  else await run("TC_FAILED", what, "tc", args);
+  if (netns) return run("TC_FAILED", what, "nsenter", [`--net=/run/netns/${netns}`, "tc", ...args]);
+  return run("TC_FAILED", what, "tc", args);
 }

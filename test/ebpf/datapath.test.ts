@@ -1,18 +1,26 @@
 // aegis_net in the real kernel: decisions through BPF_PROG_TEST_RUN on
 // crafted frames (and which rule's counter moved), a 100,000-CIDR policy,
 // and real traffic between two network namespaces. Needs root.
-import { execFile, spawn, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Policy, Rule } from "../../policy/index.js";
-import { loadProgram, readCounters, TC_ACT, testRun, unpin, type Pinned } from "../../ebpf/bpftool.js";
-import { compileProgram } from "../../ebpf/compile.js";
-import { compileRules } from "../../ebpf/rules.js";
-import { attachTc, detachTc, type TcHook } from "../../ebpf/tc.js";
+import {
+  attachTc,
+  compileProgram,
+  compileRules,
+  detachTc,
+  loadProgram,
+  readCounters,
+  TC_ACT,
+  testRun,
+  unpin,
+  type Pinned,
+  type TcHook,
+} from "../../ebpf/index.js";
+import { NetnsLab, type VethPair } from "../harness/netns.js";
 import { arpFrame, packet, type PacketSpec } from "./packet.js";
 
-const execFileAsync = promisify(execFile);
 const PIN_ROOT = `/sys/fs/bpf/aegis-test-${process.pid}`;
 
 beforeAll(() => {
@@ -161,17 +169,15 @@ describe("loading", () => {
 });
 
 describe("aegis_net on real traffic between network namespaces", () => {
-  const tag = `aegis-t-${process.pid}`;
-  const [nsA, nsB] = [`${tag}-a`, `${tag}-b`];
-  const net = process.pid % 250;
-  const v4B = `10.200.${net}.2`;
-  const v6B = `fd00:ae:${net.toString(16)}::2`;
-  const hook: TcHook = { iface: "veth-a", direction: "egress", pref: 1, netns: nsA };
+  const lab = new NetnsLab();
+  let pair: VethPair;
+  let hook: TcHook;
+  let v4B: string;
+  let v6B: string;
   let server: ChildProcess | undefined;
   let received = "";
 
-  const ip = (...args: string[]) => execFileAsync("ip", args);
-  const inA = (command: string, ...args: string[]) => execFileAsync("ip", ["netns", "exec", nsA, command, ...args]);
+  const inA = (command: string, ...args: string[]) => pair.a.ns.exec(command, ...args);
   const ping = (address: string) => inA("ping", "-c1", "-W1", address).then(() => true, () => false);
   const tcpConnects = (port: number) =>
     inA("timeout", "2", "bash", "-c", `exec 3<>/dev/tcp/${v4B}/${port}`).then(() => true, () => false);
@@ -183,34 +189,24 @@ describe("aegis_net on real traffic between network namespaces", () => {
   };
 
   beforeAll(async () => {
-    await ip("netns", "add", nsA);
-    await ip("netns", "add", nsB);
-    await ip("link", "add", "veth-a", "netns", nsA, "type", "veth", "peer", "name", "veth-b", "netns", nsB);
-    for (const [ns, dev, host] of [[nsA, "veth-a", 1], [nsB, "veth-b", 2]] as const) {
-      await ip("-n", ns, "addr", "add", `10.200.${net}.${host}/24`, "dev", dev);
-      await ip("-n", ns, "addr", "add", `fd00:ae:${net.toString(16)}::${host}/64`, "dev", dev, "nodad");
-      await ip("-n", ns, "link", "set", dev, "up");
-      await ip("-n", ns, "link", "set", "lo", "up");
-    }
+    pair = await lab.vethPair("dp");
+    ({ v4: v4B, v6: v6B } = pair.b);
+    hook = { iface: pair.a.iface, direction: "egress", pref: 1, netns: pair.a.ns.name };
     // Listeners in B: TCP 9001/9002 accept, UDP datagrams are echoed to stdout.
     const script = `
       const net = require("node:net"), dgram = require("node:dgram");
       for (const port of [9001, 9002]) net.createServer((s) => s.destroy()).listen(port, "0.0.0.0");
       for (const port of [9003, 9004]) dgram.createSocket("udp6").on("message", (m) => process.stdout.write(m)).bind(port, "::");
       setTimeout(() => console.log("ready"), 200);`;
-    const child = spawn("ip", ["netns", "exec", nsB, process.execPath, "-e", script], { stdio: ["ignore", "pipe", "inherit"] });
+    const child = pair.b.ns.spawn(process.execPath, ["-e", script], { stdio: ["ignore", "pipe", "inherit"] });
     server = child;
-    child.stdout.on("data", (chunk: Buffer) => (received += chunk.toString()));
-    await once(child.stdout, "data");
-    // Neighbour discovery on a fresh link takes about a second; wait it out
-    // here so no check below races it.
-    for (let i = 0; i < 20 && !(await ping(v6B)); i++);
+    child.stdout?.on("data", (chunk: Buffer) => (received += chunk.toString()));
+    if (child.stdout) await once(child.stdout, "data");
   }, 30_000);
 
   afterAll(async () => {
     server?.kill();
-    await ip("netns", "del", nsA).catch(() => undefined);
-    await ip("netns", "del", nsB).catch(() => undefined);
+    await lab.destroy();
   });
 
   it("drops what the rules name at egress and lets the rest through", async () => {

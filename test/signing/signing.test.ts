@@ -41,6 +41,7 @@ import {
   type TrustPolicy,
 } from "../../signing/index.js";
 import { startRegistry, type RegistryServer } from "../harness/registry.js";
+import { NetnsLab } from "../harness/netns.js";
 import { aegis, expectOneErrorLine } from "../cli/run.js";
 
 const execFileAsync = promisify(execFile);
@@ -48,6 +49,7 @@ let registry: RegistryServer;
 let mirror: RegistryServer;
 let work: string;
 let artifactCounter = 0;
+const lab = new NetnsLab();
 const p256 = generateKeyPair("ecdsa-p256");
 const ed25519 = generateKeyPair("ed25519");
 const stranger = generateKeyPair("ecdsa-p256");
@@ -57,7 +59,7 @@ beforeAll(async () => {
   work = mkdtempSync(join(tmpdir(), "aegis-sign-"));
 });
 afterAll(async () => {
-  await Promise.all([registry?.stop(), mirror?.stop()]);
+  await Promise.all([registry?.stop(), mirror?.stop(), lab.destroy()]);
   rmSync(work, { recursive: true, force: true });
 });
 
@@ -121,22 +123,17 @@ describe("sign and verify", () => {
   });
 
   it("works with no network at all: keygen, push --sign-key and verify in a network namespace with no route", async () => {
-    const ns = `aegis-offline-${process.pid}`;
-    await execFileAsync("ip", ["netns", "add", ns]);
-    try {
-      const { stdout: routes } = await execFileAsync("ip", ["netns", "exec", ns, "ip", "route"]);
-      expect(routes.trim()).toBe("");
-      const inNs = (...args: string[]) =>
-        execFileAsync("ip", ["netns", "exec", ns, process.execPath, join(process.cwd(), "dist/cli/aegis.js"), ...args], { cwd: work });
-      for (const algorithm of ["p256", "ed25519"]) {
-        await inNs("keygen", "-o", join(work, `offline-${algorithm}`), ...(algorithm === "ed25519" ? ["--ed25519"] : []));
-        const layout = `oci:${join(work, `offline-layout-${algorithm}`)}`;
-        const { stdout: digest } = await inNs("push", join(process.cwd(), "policies/block-icmp-8888"), `${layout}:v1`, "--sign-key", join(work, `offline-${algorithm}.key`));
-        const { stdout } = await inNs("verify", `${layout}@${digest.trim()}`, "--key", join(work, `offline-${algorithm}.pub`), "--json");
-        expect(JSON.parse(stdout)).toMatchObject({ digest: digest.trim(), format: "sigstore-bundle" });
-      }
-    } finally {
-      await execFileAsync("ip", ["netns", "delete", ns]);
+    const ns = await lab.namespace("offline");
+    const { stdout: routes } = await ns.exec("ip", "route");
+    expect(routes.trim()).toBe("");
+    const inNs = (...args: string[]) =>
+      execFileAsync("ip", ["netns", "exec", ns.name, process.execPath, join(process.cwd(), "dist/cli/aegis.js"), ...args], { cwd: work });
+    for (const algorithm of ["p256", "ed25519"]) {
+      await inNs("keygen", "-o", join(work, `offline-${algorithm}`), ...(algorithm === "ed25519" ? ["--ed25519"] : []));
+      const layout = `oci:${join(work, `offline-layout-${algorithm}`)}`;
+      const { stdout: digest } = await inNs("push", join(process.cwd(), "policies/block-icmp-8888"), `${layout}:v1`, "--sign-key", join(work, `offline-${algorithm}.key`));
+      const { stdout } = await inNs("verify", `${layout}@${digest.trim()}`, "--key", join(work, `offline-${algorithm}.pub`), "--json");
+      expect(JSON.parse(stdout)).toMatchObject({ digest: digest.trim(), format: "sigstore-bundle" });
     }
   });
 });

@@ -1,0 +1,24 @@
+// The ebpf package: the TC classifier's rule compiler and build, the
+// Datapath interface the agent drives, and its two implementations.
+export {
+  BPFFS,
+  ensureBpffs,
+  fillMaps,
+  findPinned,
+  loadObject,
+  loadProgram,
+  programId,
+  readCounters,
+  TC_ACT,
+  testRun,
+  unpin,
+  type Pinned,
+  type TestRunResult,
+} from "./bpftool.js";
+export { BpftoolDatapath, DEFAULT_PIN_ROOT, type BpftoolDatapathOptions } from "./bpftool-datapath.js";
+export { compileProgram, compileSource, listPrograms } from "./compile.js";
+export { checkHook, compareHooks, hookName, idOfPinName, pinName, type Attachment, type Datapath, type Hook, type LoadedProgram, type NetInterface } from "./datapath.js";
+export { EbpfError, type EbpfErrorCode } from "./errors.js";
+export { MemoryDatapath, MemoryKernel, type DatapathOperation, type MemoryDatapathOptions } from "./memory-datapath.js";
+export { COUNTERS_MAP, compileRules, FILLED_MAPS, sizeDefines, type CompiledRules, type FilledMap, type MapEntry, type MapSizes } from "./rules.js";
+export { attachTc, detachTc, listLinks, listTc, TC_DIRECTIONS, type TcDirection, type TcFilter, type TcHook } from "./tc.js";
