@@ -15,10 +15,10 @@ import {
   type Target,
 } from "../registry/index.js";
 import { verifyArtifact, type TrustPolicy } from "../signing/index.js";
-import { AssignerError, toAssignerError } from "./errors.js";
+import { AssignerError, type ArtifactJson, type RegisterArtifactUpload } from "./api/index.js";
+import { toAssignerError } from "./errors.js";
 import type { ArtifactRecord } from "./store/store.js";
 import type { z } from "zod";
-import type { ArtifactJson, RegisterArtifactUpload } from "./schemas.js";
 
 export interface ArtifactSourceOptions {
   /** Where uploads go: host/repo or oci:<dir>. */
