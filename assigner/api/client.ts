@@ -18,7 +18,7 @@ import type {
   RegisterInitResponse,
 } from "./schemas.js";
 
-export type ForHostAnswer = { notModified: true; etag: string } | { notModified: false; etag: string; body: z.infer<typeof ArtifactList> };
+export type ForHostResult = { notModified: true; etag: string } | { notModified: false; etag: string; body: z.infer<typeof ArtifactList> };
 
 /** What an agent tells the assigner about itself when it registers. */
 export interface RegisterOptions {
@@ -28,7 +28,7 @@ export interface RegisterOptions {
   enrollSecret?: string;
 }
 
-type Method = "GET" | "HEAD" | "POST" | "DELETE";
+type Method = "GET" | "POST" | "DELETE";
 
 export class AssignerClient {
   /** `token`: the operator token, or an agent token from register(); registration itself needs none. */
@@ -72,8 +72,8 @@ export class AssignerClient {
 
   /** The whole challenge-response: the assigner's nonce signed with the agent's Ed25519 key buys an agent token. */
   async register(hostId: string, privateKey: KeyObject, options: RegisterOptions = {}): Promise<z.infer<typeof RegisterCompleteResponse>> {
-    const raw = createPublicKey(privateKey).export({ format: "jwk" }).x;
-    if (privateKey.asymmetricKeyType !== "ed25519" || !raw) throw new AssignerError("BAD_REQUEST", "an agent key must be an Ed25519 private key");
+    if (privateKey.type !== "private" || privateKey.asymmetricKeyType !== "ed25519") throw new AssignerError("BAD_REQUEST", "an agent key must be an Ed25519 private key");
+    const raw = createPublicKey(privateKey).export({ format: "jwk" }).x!;
     const init = await this.registerInit({
       host_id: hostId,
       public_key: Buffer.from(raw, "base64url").toString("base64"),
@@ -87,7 +87,7 @@ export class AssignerClient {
   }
 
   /** The agent's poll: with the last ETag, an unchanged set is a 304 without a body. */
-  async forHost(hostId: string, options: { ifNoneMatch?: string } = {}): Promise<ForHostAnswer> {
+  async forHost(hostId: string, options: { ifNoneMatch?: string } = {}): Promise<ForHostResult> {
     const res = await this.send("GET", `/artifacts/for-host/${encodeURIComponent(hostId)}`, undefined, options.ifNoneMatch ? { "if-none-match": options.ifNoneMatch } : {});
     const etag = String(res.headers.etag ?? "");
     if (res.statusCode === 304) {

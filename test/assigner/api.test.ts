@@ -316,6 +316,16 @@ describe("the typed client (assigner/api)", () => {
     await expect(agent.forHost("other-host")).rejects.toMatchObject({ code: "FORBIDDEN" });
     await expect(new AssignerClient(assigner.url, "nope").forHost("client-host")).rejects.toMatchObject({ code: "UNAUTHORIZED", message: "assigner answered 401: invalid token" });
   });
+
+  it("refuses a key that is not Ed25519, and gives codes to answers that are not the assigner's", async () => {
+    const ec = generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey;
+    await expect(new AssignerClient(assigner.url).register("ec-host", ec), "an ECDSA key").rejects.toMatchObject({ code: "BAD_REQUEST" });
+    // The registry is not an assigner: its 404 page keeps the status's code and its text.
+    await expect(new AssignerClient(registry.url, "x").artifacts(), "another server's 404").rejects.toMatchObject({ code: "NOT_FOUND", message: expect.stringMatching(/^assigner answered 404: /) });
+    const closed = await startFailingProxy(/./);
+    await closed.stop();
+    await expect(new AssignerClient(`http://${closed.host}`, "x").hosts(), "nothing listening").rejects.toMatchObject({ code: "UNAVAILABLE", message: expect.stringMatching(/^cannot reach the assigner at /) });
+  });
 });
 
 describe("registration and authorization", () => {
