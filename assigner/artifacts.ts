@@ -9,16 +9,17 @@ import {
   isNotFound,
   MediaType,
   openReference,
+  RegistryError,
   sha256,
   type Descriptor,
   type RepositoryOptions,
   type Target,
 } from "../registry/index.js";
-import { verifyArtifact, type TrustPolicy } from "../signing/index.js";
-import { AssignerError, toAssignerError } from "./errors.js";
+import { SignatureError, verifyArtifact, type TrustPolicy } from "../signing/index.js";
+import { AssignerError, type ArtifactJson, type RegisterArtifactUpload } from "./api/index.js";
+import { toAssignerError } from "./errors.js";
 import type { ArtifactRecord } from "./store/store.js";
 import type { z } from "zod";
-import type { ArtifactJson, RegisterArtifactUpload } from "./schemas.js";
 
 export interface ArtifactSourceOptions {
   /** Where uploads go: host/repo or oci:<dir>. */
@@ -59,6 +60,14 @@ export function toArtifactJson(record: ArtifactRecord): z.infer<typeof ArtifactJ
 /** A valid tag for an upload: name-version, with semver's "+" (not allowed in tags) as "_", at most 128 characters. */
 function uploadTag(name: string, version: string): string {
   return `${name}-${version}`.replace(/[^A-Za-z0-9_.-]/g, "_").slice(0, 128);
+}
+
+/** The registry failure among an error's causes, if any (verifyArtifact wraps a signature it could not read). */
+function registryCause(err: Error): RegistryError | undefined {
+  for (let cause = err.cause, depth = 0; cause instanceof Error && depth < 5; cause = cause.cause, depth++) {
+    if (cause instanceof RegistryError) return cause;
+  }
+  return undefined;
 }
 
 export class ArtifactSource {
@@ -121,11 +130,7 @@ export class ArtifactSource {
     const metadata: Record<string, string> = {};
     for (const [key, name] of Object.entries(METADATA_KEYS)) if (annotations[key] !== undefined) metadata[name] = annotations[key];
     let signature = "";
-    if (this.options.trust) {
-      // Unsigned or untrusted artifacts are registered with an empty signature
-      // (agents refuse them); registering again after signing fills it in.
-      signature = await verifyArtifact(target, manifestDesc.digest, this.options.trust).then((v) => v.value, () => "");
-    }
+    if (this.options.trust) signature = await this.trustedSignature(target, manifestDesc.digest, this.options.trust);
     return {
       id: manifestDesc.digest,
       reference,
@@ -138,6 +143,26 @@ export class ArtifactSource {
       signature,
       createdAt: new Date().toISOString(),
     };
+  }
+
+  /**
+   * The trusted signature, or "" when verification fails: unsigned or
+   * untrusted artifacts are registered with an empty signature (agents refuse
+   * them), and registering again after signing fills it in. Only a verdict
+   * (a SignatureError that no registry failure caused) means "unsigned"; a
+   * registry that cannot be read fails the registration (502), so an outage
+   * is never recorded as "unsigned".
+   */
+  private async trustedSignature(target: Target, digest: string, trust: TrustPolicy): Promise<string> {
+    try {
+      return (await verifyArtifact(target, digest, trust)).value;
+    } catch (err) {
+      if (!(err instanceof SignatureError)) throw err;
+      // A signature that could not be read for a registry failure is not a verdict.
+      const registryFailure = registryCause(err);
+      if (registryFailure) throw registryFailure;
+      return "";
+    }
   }
 
   /** The binary (bundle layer) as a stream that fails if the registry's bytes do not match. */

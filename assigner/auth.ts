@@ -2,7 +2,7 @@
 // registration, stored only as its sha256). Agent registration is a
 // challenge-response on the agent's Ed25519 key (DESIGN.md "Assigner HTTP contract").
 import { createHash, createPublicKey, randomBytes, randomUUID, timingSafeEqual, verify } from "node:crypto";
-import { AssignerError } from "./errors.js";
+import { AssignerError } from "./api/index.js";
 import type { AgentRecord, AssignerStore, RegistrationLimits, TokenRecord } from "./store/store.js";
 
 export type Principal = { kind: "admin" } | { kind: "agent"; hostId: string; agentUid: string };

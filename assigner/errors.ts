@@ -1,30 +1,9 @@
-// The assigner's errors, and the one table that maps their codes to HTTP
-// statuses, as distribution keeps one table of error descriptors.
-// Every error answer is JSON {"error": "...", "code": "..."}.
+// The server's side of the assigner's errors: any failure mapped to an
+// AssignerError (its code and status table are in api/errors.ts). Every error
+// answer is JSON {"error", "code", "detail"?}, `detail` the underlying code.
 import { AegisError } from "../errors.js";
+import { AssignerError } from "./api/index.js";
 import { isNotFound, RegistryError } from "../registry/index.js";
-
-export const ERROR_STATUS = {
-  BAD_REQUEST: 400,
-  UNAUTHORIZED: 401,
-  FORBIDDEN: 403,
-  NOT_FOUND: 404,
-  CONFLICT: 409,
-  PAYLOAD_TOO_LARGE: 413,
-  UNSUPPORTED_MEDIA_TYPE: 415,
-  TOO_MANY_REQUESTS: 429,
-  BAD_GATEWAY: 502,
-  UNAVAILABLE: 503,
-  INTERNAL: 500,
-} as const;
-
-export type AssignerErrorCode = keyof typeof ERROR_STATUS;
-
-export class AssignerError extends AegisError<AssignerErrorCode> {
-  get status(): number {
-    return ERROR_STATUS[this.code];
-  }
-}
 
 /** The store (Redis) cannot answer: the API says 503 rather than hang or 500. */
 export class StoreUnavailableError extends AssignerError {

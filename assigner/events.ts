@@ -1,19 +1,11 @@
 // NATS, optional (DESIGN.md "NATS"): the assigner publishes
 // aegis.assignments.<host_id> when a host's set changes, and records the
-// agents' aegis.telemetry.<host_id> messages. Without NATS, or while it is
-// away, agents still learn everything by polling.
+// agents' aegis.telemetry.<host_id> messages (subjects and shapes in api/).
+// Without NATS, or while it is away, agents still learn everything by polling.
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { TelemetryMessage } from "./schemas.js";
-
-export const assignmentsSubject = (hostId: string) => `aegis.assignments.${hostId}`;
-export const telemetrySubject = (hostId: string) => `aegis.telemetry.${hostId}`;
+import { assignmentsSubject, TELEMETRY_SUBJECTS, TelemetryMessage, telemetrySubject, type AssignmentNotice } from "./api/index.js";
 
 export type NatsState = "connected" | "disconnected" | "disabled";
-
-export interface AssignmentNotice {
-  host_id: string;
-  version: number;
-}
 
 export class AssignerEvents {
   private nc: NatsConnection | undefined;
@@ -41,7 +33,7 @@ export class AssignerEvents {
         if (status.type === "reconnect") this.connected = true;
       }
     })();
-    const subscription = nc.subscribe("aegis.telemetry.>");
+    const subscription = nc.subscribe(TELEMETRY_SUBJECTS);
     for await (const msg of subscription) {
       const parsed = TelemetryMessage.safeParse(safeJson(msg.string()));
       // The subject names the host; a message about another host is not trusted.

@@ -5,10 +5,10 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import express, { type NextFunction, type Request, type Response } from "express";
 import type { z } from "zod";
-import { AssignerError, toAssignerError } from "./errors.js";
+import { AssignerError, HostId } from "./api/index.js";
+import { toAssignerError } from "./errors.js";
 import { openApiDocument } from "./openapi.js";
 import { ROUTES, type Route } from "./routes.js";
-import { HostId } from "./schemas.js";
 import type { AssignerServices } from "./services.js";
 
 const FOR_HOST = "/artifacts/for-host/";
@@ -28,12 +28,14 @@ function sendError(res: ServerResponse, err: unknown): void {
     res.destroy();
     return;
   }
-  const body = JSON.stringify({ error: error.message, code: error.code });
+  const body = JSON.stringify({ error: error.message, code: error.code, ...(error.detail ? { detail: error.detail } : {}) });
   res.writeHead(error.status, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
   res.end(body);
 }
 
 function mount(app: express.Express, route: Route, services: AssignerServices): void {
+  const handler = route.handler;
+  if (!handler) return;
   const path = route.path.replace(/\{(\w+)\}/g, ":$1");
   const parsers = route.body ? [express.json({ limit: route.bodyLimit ?? "64kb" })] : [];
   app[route.method](path, ...parsers, async (req: Request, res: Response, next: NextFunction) => {
@@ -45,7 +47,7 @@ function mount(app: express.Express, route: Route, services: AssignerServices): 
       const params = route.params ? parseInput(route.params, req.params, "path") : undefined;
       if (route.body && req.body === undefined) throw new AssignerError("BAD_REQUEST", "request body must be JSON (Content-Type: application/json)");
       const body = route.body ? parseInput(route.body, req.body, "body") : undefined;
-      const result = await route.handler({ req, res, params, body, principal, services });
+      const result = await handler({ req, res, params, body, principal, services });
       if (result) res.status(result.status ?? route.responseStatus ?? 200).json(result.json);
     } catch (err) {
       next(err);
@@ -71,12 +73,16 @@ export function createRequestHandler(services: AssignerServices, version: string
   app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => sendError(res, err));
 
   return (req, res) => {
-    if (req.method === "GET" && req.url?.startsWith(FOR_HOST)) void serveForHost(req, res, services);
+    if ((req.method === "GET" || req.method === "HEAD") && req.url?.startsWith(FOR_HOST)) void serveForHost(req, res, services);
     else app(req, res);
   };
 }
 
-/** GET /artifacts/for-host/{host_id} on plain node:http: same checks and answers as the routed API. */
+/**
+ * GET (and HEAD) /artifacts/for-host/{host_id} on plain node:http, the only
+ * implementation of the route: same checks and error answers as the routed
+ * API. Node leaves out the body of an answer to HEAD.
+ */
 async function serveForHost(req: IncomingMessage, res: ServerResponse, services: AssignerServices): Promise<void> {
   const done = services.metrics.observe("get", "/artifacts/for-host/{host_id}");
   try {

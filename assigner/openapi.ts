@@ -1,7 +1,7 @@
 // /openapi.json, generated from the route table and its zod schemas.
 // https://spec.openapis.org/oas/v3.1.0
 import { z } from "zod";
-import { ErrorJson } from "./schemas.js";
+import { ErrorJson } from "./api/index.js";
 import type { Route } from "./routes.js";
 
 function schema(type: z.ZodType): unknown {

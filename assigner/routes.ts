@@ -1,13 +1,14 @@
 // The HTTP API as one table: each route's path, who may call it, its zod
-// schemas and its handler. http.ts mounts the table on Express and
-// openapi.ts documents it, so the two cannot drift apart.
+// schemas and its handler. http.ts mounts the table on Express (and answers
+// the agents' poll before it) and openapi.ts documents it, so the two cannot
+// drift apart.
 import { pipeline } from "node:stream";
 import type { Request, Response } from "express";
 import { z } from "zod";
 import { toArtifactJson } from "./artifacts.js";
-import { AssignerError } from "./errors.js";
 import type { Principal } from "./auth.js";
 import {
+  AssignerError,
   AgentDetailJson,
   AgentList,
   AgentUid,
@@ -23,7 +24,7 @@ import {
   RegisterCompleteResponse,
   RegisterInitBody,
   RegisterInitResponse,
-} from "./schemas.js";
+} from "./api/index.js";
 import type { AgentRecord, StatusRecord } from "./store/store.js";
 import type { AssignerServices } from "./services.js";
 
@@ -57,7 +58,8 @@ export interface Route<P = unknown, B = unknown> {
   response?: z.ZodType;
   responseStatus?: number;
   produces?: string;
-  handler: (ctx: RouteContext<P, B>) => Promise<JsonResult | undefined>;
+  /** Absent only for the agents' poll, which http.ts answers before Express (serveForHost). */
+  handler?: (ctx: RouteContext<P, B>) => Promise<JsonResult | undefined>;
 }
 
 function route<P, B>(spec: Route<P, B>): Route {
@@ -235,11 +237,7 @@ export const ROUTES: Route[] = [
     access: "agent",
     params: HostParams,
     response: ArtifactList,
-    handler: async ({ req, res, params, principal, services }) => {
-      const answer = await services.forHost(principal!, params.host_id, req.headers["if-none-match"]);
-      res.status(answer.status).set({ etag: answer.etag, "content-type": "application/json" }).end(answer.body);
-      return undefined;
-    },
+    // No handler: http.ts answers this route before Express (the hot path).
   }),
   route({
     method: "get",

@@ -5,7 +5,7 @@ import type { Auth, Principal } from "./auth.js";
 import type { AssignerEvents } from "./events.js";
 import type { AssignerMetrics } from "./metrics.js";
 import type { ArtifactRecord, AssignerStore } from "./store/store.js";
-import type { TelemetryMessage } from "./schemas.js";
+import type { TelemetryMessage } from "./api/index.js";
 
 export interface ForHostAnswer {
   status: 200 | 304;

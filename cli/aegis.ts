@@ -1,6 +1,9 @@
 #!/usr/bin/env node
 // The `aegis` command. Commands are thin: they parse arguments and print;
 // the work happens in bundle/, registry/ and the other component folders.
+// Commands are declared cheaply and import their work inside their actions,
+// so `aegis --version` or `aegis pull --help` loads little more than commander
+// (test/cli/startup.test.ts, bench/startup.ts).
 import { Command, CommanderError } from "commander";
 import { registerAssigner, registerOperatorCommands } from "./commands/assigner.js";
 import { registerCopy } from "./commands/copy.js";

@@ -1,6 +1,8 @@
+// `aegis assigner serve` and the operator's commands (assign, unassign, hosts,
+// status). Only `serve` loads the server, and only when it runs; the others
+// use the client in assigner/api, loaded when they run too (cli/aegis.ts).
 import type { Command } from "commander";
-import { AssignerClient } from "../../assigner/client.js";
-import { startAssigner } from "../../assigner/index.js";
+import type { AssignerClient } from "../../assigner/api/index.js";
 import { InputError } from "../../errors.js";
 import { report, type OutputOptions } from "../output.js";
 
@@ -40,6 +42,7 @@ export function registerAssigner(program: Command): void {
     .action(async (options: ServeOptions) => {
       const port = Number(options.port);
       if (!Number.isInteger(port) || port < 0 || port > 65535) throw new InputError("INVALID_ARGUMENT", `--port ${options.port} is not a port number`);
+      const { startAssigner } = await import("../../assigner/index.js");
       const running = await startAssigner({
         port,
         host: options.host,
@@ -72,9 +75,10 @@ interface ClientOptions extends OutputOptions {
   token?: string;
 }
 
-function client(options: ClientOptions): AssignerClient {
+async function client(options: ClientOptions): Promise<AssignerClient> {
   const token = options.token ?? env("AEGIS_ADMIN_TOKEN");
   if (!token) throw new InputError("INVALID_ARGUMENT", "no operator token: pass --token or set AEGIS_ADMIN_TOKEN");
+  const { AssignerClient } = await import("../../assigner/api/index.js");
   return new AssignerClient(options.assigner, token);
 }
 
@@ -83,13 +87,6 @@ function withClientOptions(command: Command): Command {
     .option("--assigner <url>", "assigner URL (AEGIS_ASSIGNER_URL)", env("AEGIS_ASSIGNER_URL") ?? "http://127.0.0.1:8080")
     .option("--token <token>", "operator token (AEGIS_ADMIN_TOKEN)")
     .option("--json", "print JSON for scripts");
-}
-
-interface Assignment {
-  artifact_id: string;
-  host_id: string;
-  changed: boolean;
-  version: number;
 }
 
 export function registerOperatorCommands(program: Command): void {
@@ -101,14 +98,15 @@ export function registerOperatorCommands(program: Command): void {
         .argument("<digest>", "artifact id: sha256:…")
         .argument("<host>", "host id"),
     ).action(async (digest: string, host: string, options: ClientOptions) => {
-      const result = await client(options).call<Assignment>("POST", `/${op}/${encodeURIComponent(digest)}/${encodeURIComponent(host)}`);
+      const assigner = await client(options);
+      const result = op === "assign" ? await assigner.assign(digest, host) : await assigner.unassign(digest, host);
       const what = result.changed ? (op === "assign" ? "assigned" : "unassigned") : op === "assign" ? "already assigned" : "was not assigned";
       report(options, `${digest} ${what} ${op === "assign" ? "to" : "from"} ${host} (host version ${result.version})`, result);
     });
   }
 
   withClientOptions(program.command("hosts").description("list registered agents (hosts)")).action(async (options: ClientOptions) => {
-    const result = await client(options).call<{ agents: { uid: string; host_id: string; hostname?: string; last_seen: string | null }[]; total: number }>("GET", "/agents");
+    const result = await (await client(options)).hosts();
     const lines = result.agents.map((a) => `${a.host_id}\t${a.hostname ?? "-"}\t${a.uid}\tlast seen ${a.last_seen ?? "never"}`);
     report(options, lines.length > 0 ? lines.join("\n") : "no hosts registered", result);
   });
@@ -116,7 +114,7 @@ export function registerOperatorCommands(program: Command): void {
   withClientOptions(
     program.command("status").description("the latest status of an artifact on every host").argument("<digest>", "artifact id: sha256:…"),
   ).action(async (digest: string, options: ClientOptions) => {
-    const result = await client(options).call<{ hosts: { host_id: string; event: string; reason?: string; time: string }[]; total: number }>("GET", `/artifacts/${encodeURIComponent(digest)}/status`);
+    const result = await (await client(options)).status(digest);
     const lines = result.hosts.map((h) => `${h.host_id}\t${h.event}${h.reason ? ` (${h.reason})` : ""}\t${h.time}`);
     report(options, lines.length > 0 ? lines.join("\n") : `no host has reported on ${digest}`, result);
   });

@@ -1,6 +1,6 @@
+// `aegis copy`. The registry code loads when the command runs (cli/aegis.ts).
 import type { Command } from "commander";
 import { InputError } from "../../errors.js";
-import { copy, formatReference, openReference } from "../../registry/index.js";
 import { addRegistryOptions, repositoryOptions, type GlobalOptions } from "../options.js";
 import { progressBar, report } from "../output.js";
 
@@ -13,6 +13,7 @@ export function registerCopy(program: Command): void {
       .argument("<dst>", "host[:port]/repo[:tag] or oci:<dir>[:tag]; without a tag, the source's tag is used")
       .option("-r, --recursive", "also copy referrers (signatures), so they verify at the destination"),
   ).action(async (srcText: string, dstText: string, options: GlobalOptions & { recursive?: boolean }) => {
+    const { copy, formatReference, openReference } = await import("../../registry/index.js");
     const src = openReference(srcText, repositoryOptions(options));
     const dst = openReference(dstText, repositoryOptions(options));
     if (!src.selector) throw new InputError("INVALID_REFERENCE", `${srcText} names no tag or digest`);

@@ -1,6 +1,6 @@
+// `aegis inspect`. The registry code loads when the command runs (cli/aegis.ts).
 import type { Command } from "commander";
 import { InputError } from "../../errors.js";
-import { formatReference, MAX_MANIFEST_SIZE, openReference, parseManifest, readAll } from "../../registry/index.js";
 import { addRegistryOptions, repositoryOptions, type GlobalOptions } from "../options.js";
 import { report } from "../output.js";
 
@@ -12,6 +12,7 @@ export function registerInspect(program: Command): void {
       .argument("<ref>", "host[:port]/repo[:tag|@digest] or oci:<dir>[:tag|@digest]")
       .option("--raw", "print the manifest's exact bytes"),
   ).action(async (refText: string, options: GlobalOptions & { raw?: boolean }) => {
+    const { formatReference, MAX_MANIFEST_SIZE, openReference, parseManifest, readAll } = await import("../../registry/index.js");
     const { ref, target, selector } = openReference(refText, repositoryOptions(options));
     if (!selector) throw new InputError("INVALID_REFERENCE", `${refText} names no tag or digest`);
     const desc = await target.resolve(selector);

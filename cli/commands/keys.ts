@@ -1,6 +1,6 @@
+// `aegis keygen`. The signing code loads when the command runs (cli/aegis.ts).
 import type { Command } from "commander";
 import { InputError } from "../../errors.js";
-import { generateKeyPair, keyHint, loadPublicKey, writeKeyPair } from "../../signing/index.js";
 import { report, type OutputOptions } from "../output.js";
 
 export function registerKeygen(program: Command): void {
@@ -12,6 +12,7 @@ export function registerKeygen(program: Command): void {
     .option("--encrypt", "encrypt the private key with the passphrase in AEGIS_KEY_PASSPHRASE")
     .option("--json", "print JSON for scripts")
     .action(async (options: OutputOptions & { output: string; ed25519?: boolean; encrypt?: boolean }) => {
+      const { generateKeyPair, keyHint, loadPublicKey, writeKeyPair } = await import("../../signing/index.js");
       const passphrase = process.env.AEGIS_KEY_PASSPHRASE;
       if (options.encrypt && !passphrase) throw new InputError("INVALID_ARGUMENT", "--encrypt needs the passphrase in AEGIS_KEY_PASSPHRASE");
       const algorithm = options.ed25519 ? "ed25519" : "ecdsa-p256";

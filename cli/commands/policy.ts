@@ -1,7 +1,5 @@
+// `aegis policy build`. The bundle code loads when the command runs (cli/aegis.ts).
 import type { Command } from "commander";
-import { buildBundle } from "../../bundle/index.js";
-import { sha256 } from "../../registry/index.js";
-import { atomicWrite } from "../../util/index.js";
 import { report, type OutputOptions } from "../output.js";
 
 export function registerPolicy(program: Command): void {
@@ -13,6 +11,7 @@ export function registerPolicy(program: Command): void {
     .requiredOption("-o, --output <file>", "bundle file to write")
     .option("--json", "print JSON for scripts")
     .action(async (dir: string, options: OutputOptions & { output: string }) => {
+      const [{ buildBundle }, { sha256 }, { atomicWrite }] = await Promise.all([import("../../bundle/index.js"), import("../../registry/index.js"), import("../../util/index.js")]);
       const { policy: built, bytes } = await buildBundle(dir);
       // A failed build or write leaves any old bundle intact.
       await atomicWrite(options.output, bytes);

@@ -1,10 +1,9 @@
+// `aegis pull`. The registry and bundle code load when the command runs (cli/aegis.ts).
 import { mkdir, rename, rm, writeFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import type { Command } from "commander";
-import { POLICY_FILE, PROGRAM_FILE, pullBundle } from "../../bundle/index.js";
 import { InputError } from "../../errors.js";
-import { formatReference, OciLayoutTarget, openReference } from "../../registry/index.js";
 import { addRegistryOptions, repositoryOptions, type GlobalOptions } from "../options.js";
 import { progressBar, report } from "../output.js";
 
@@ -21,6 +20,10 @@ export function registerPull(program: Command): void {
       .argument("<ref>", "host[:port]/repo[:tag|@digest] or oci:<dir>[:tag|@digest]")
       .requiredOption("-o, --output <dir>", "directory to write the bundle's files into"),
   ).action(async (refText: string, options: GlobalOptions & { output: string }) => {
+    const [{ POLICY_FILE, PROGRAM_FILE, pullBundle }, { formatReference, OciLayoutTarget, openReference }] = await Promise.all([
+      import("../../bundle/index.js"),
+      import("../../registry/index.js"),
+    ]);
     const src = openReference(refText, repositoryOptions(options));
     if (!src.selector) throw new InputError("INVALID_REFERENCE", `${refText} names no tag or digest`);
     const progress = progressBar("pulling", options);

@@ -1,15 +1,14 @@
+// `aegis push`. The registry, bundle and signing code load when the command runs (cli/aegis.ts).
 import { readFile, stat } from "node:fs/promises";
 import { Readable } from "node:stream";
 import type { Command } from "commander";
-import { buildBundle, decodeBundle, pushBundle } from "../../bundle/index.js";
 import { InputError } from "../../errors.js";
-import { formatReference, openReference } from "../../registry/index.js";
 import { addRegistryOptions, repositoryOptions, type GlobalOptions } from "../options.js";
 import { progressBar, report } from "../output.js";
-import { signArtifact } from "../../signing/index.js";
 import { loadSigner } from "./sign.js";
 
 async function readBundleOrBuild(path: string) {
+  const { buildBundle, decodeBundle } = await import("../../bundle/index.js");
   const info = await stat(path).catch((err: unknown) => {
     throw new InputError("FILE_NOT_FOUND", `${path}: no such file or directory`, { cause: err });
   });
@@ -28,6 +27,7 @@ export function registerPush(program: Command): void {
       .argument("<ref>", "destination: host[:port]/repo[:tag] or oci:<dir>[:tag]")
       .option("--sign-key <file>", "also sign the pushed digest with this private key"),
   ).action(async (path: string, refText: string, options: GlobalOptions & { signKey?: string }) => {
+    const [{ pushBundle }, { formatReference, openReference }] = await Promise.all([import("../../bundle/index.js"), import("../../registry/index.js")]);
     const dst = openReference(refText, repositoryOptions(options));
     if (dst.ref.digest) throw new InputError("INVALID_REFERENCE", `push takes a tag, not a digest: the digest comes from the content`);
     // Load the key first: a bad key or passphrase fails before anything is pushed.
@@ -38,7 +38,7 @@ export function registerPush(program: Command): void {
     progress.finish();
     const digest = artifact.manifest.digest;
     const reference = formatReference(dst.ref, digest);
-    const signed = signer ? await signArtifact(dst.target, artifact.manifest, signer, formatReference({ ...dst.ref, tag: undefined })) : undefined;
+    const signed = signer ? await (await import("../../signing/index.js")).signArtifact(dst.target, artifact.manifest, signer, formatReference({ ...dst.ref, tag: undefined })) : undefined;
     report(options, digest, {
       reference,
       digest,

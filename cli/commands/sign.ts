@@ -1,18 +1,21 @@
+// `aegis sign` and `aegis verify`. The registry, bundle and signing code load
+// when a command runs (cli/aegis.ts).
 import type { Command } from "commander";
-import { formatReference, isDigest, openReference, type Target } from "../../registry/index.js";
-import { KeySigner, loadPrivateKey, loadTrust, signArtifact, verifyArtifact } from "../../signing/index.js";
-import { readPolicyManifest } from "../../bundle/index.js";
+import type { Target } from "../../registry/index.js";
+import type { KeySigner } from "../../signing/index.js";
 import { InputError } from "../../errors.js";
 import { addRegistryOptions, repositoryOptions, type GlobalOptions } from "../options.js";
 import { report } from "../output.js";
 
 /** Loads a private key, decrypting it with AEGIS_KEY_PASSPHRASE when it is encrypted. */
 export async function loadSigner(path: string): Promise<KeySigner> {
+  const { KeySigner, loadPrivateKey } = await import("../../signing/index.js");
   return new KeySigner(await loadPrivateKey(path, process.env.AEGIS_KEY_PASSPHRASE));
 }
 
 /** Signs the policy artifact `selector` names in `target`; a tag is resolved to its digest first. */
 export async function signReference(target: Target, selector: string, signer: KeySigner, name: string) {
+  const [{ readPolicyManifest }, { signArtifact }] = await Promise.all([import("../../bundle/index.js"), import("../../signing/index.js")]);
   const subject = await target.resolve(selector);
   // Read (and so verify) what is about to be signed, and refuse anything but a policy.
   await readPolicyManifest(target, subject);
@@ -31,6 +34,7 @@ export function registerSign(program: Command): void {
       .argument("<ref>", "host[:port]/repo@sha256:… (a tag is resolved, and the signed digest printed) or oci:<dir>…")
       .requiredOption("--key <file>", "private key from `aegis keygen` (AEGIS_KEY_PASSPHRASE if encrypted)"),
   ).action(async (refText: string, options: GlobalOptions & { key: string }) => {
+    const { formatReference, isDigest, openReference } = await import("../../registry/index.js");
     const { ref, target, selector } = openReference(refText, repositoryOptions(options));
     if (!selector) throw new InputError("INVALID_REFERENCE", `${refText} names no tag or digest`);
     const signer = await loadSigner(options.key);
@@ -52,6 +56,7 @@ export function registerSign(program: Command): void {
       .option("--key <file>", "trusted public key (repeatable)", collect)
       .option("--trust <file>", "trust file listing keys with optional validity windows (repeatable)", collect),
   ).action(async (refText: string, options: GlobalOptions & { key?: string[]; trust?: string[] }) => {
+    const [{ formatReference, isDigest, openReference }, { loadTrust, verifyArtifact }] = await Promise.all([import("../../registry/index.js"), import("../../signing/index.js")]);
     const { ref, target, selector } = openReference(refText, repositoryOptions(options));
     if (!selector) throw new InputError("INVALID_REFERENCE", `${refText} names no tag or digest`);
     const trust = await loadTrust([...(options.key ?? []), ...(options.trust ?? [])]);

@@ -8,6 +8,9 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createServer, request as httpRequest, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { AssignerClient, AssignerError } from "../../assigner/api/index.js";
 import { startAssigner, type RunningAssigner } from "../../assigner/index.js";
 import { buildBundle, pushBundle } from "../../bundle/index.js";
 import { RemoteRepository, sha256 } from "../../registry/index.js";
@@ -168,6 +171,15 @@ describe("the seed's agent flow", () => {
     expect(changed.status).toBe(200);
     expect(changed.headers.get("etag")).toBe('"v1"');
   });
+
+  it("answers HEAD on for-host as GET (one implementation): status and ETag, no body", async () => {
+    const agent = await registerAgent("head-host");
+    const get = await http("GET", "/artifacts/for-host/head-host", { token: agent.token });
+    const head = await http("HEAD", "/artifacts/for-host/head-host", { token: agent.token });
+    expect([head.status, head.headers.get("etag"), head.bytes.byteLength]).toEqual([200, get.headers.get("etag"), 0]);
+    expect((await http("HEAD", "/artifacts/for-host/head-host", { token: agent.token, headers: { "if-none-match": get.headers.get("etag")! } })).status).toBe(304);
+    expect((await http("HEAD", "/artifacts/for-host/other-host", { token: agent.token })).status, "another host's set").toBe(403);
+  });
 });
 
 describe("artifacts", () => {
@@ -209,6 +221,110 @@ describe("artifacts", () => {
     } finally {
       await proxy.stop();
     }
+  });
+});
+
+/**
+ * A proxy to the test registry that cuts the connection of every request
+ * whose path matches `fail`, as an outage of part of the registry would.
+ */
+async function startFailingProxy(fail: RegExp): Promise<{ host: string; stop(): Promise<void> }> {
+  const target = new URL(registry.url);
+  const server: Server = createServer((req, res) => {
+    if (fail.test(req.url ?? "")) return void req.socket.destroy();
+    const upstream = httpRequest({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, (answer) => {
+      res.writeHead(answer.statusCode!, answer.headers);
+      answer.pipe(res);
+    });
+    upstream.on("error", () => res.destroy());
+    req.pipe(upstream);
+  });
+  await new Promise<void>((done) => server.listen(0, "127.0.0.1", done));
+  return {
+    host: `127.0.0.1:${(server.address() as AddressInfo).port}`,
+    stop: () => new Promise<void>((done) => {
+      server.close(() => done());
+      server.closeAllConnections();
+    }),
+  };
+}
+
+describe("registry failures keep their code", () => {
+  it("an outage while looking for signatures fails the registration (502, detail UNREACHABLE) and records no \"unsigned\" artifact", async () => {
+    const { digest } = await pushSignedPolicy("policies/block-icmp-8888", "1.4.0");
+    // Manifests by digest and blobs pass; the referrers API and the fallback/cosign tags (sha256-<hex>…) do not.
+    const proxy = await startFailingProxy(/\/referrers\/|\/manifests\/sha256-/);
+    try {
+      const res = await http("POST", "/artifacts", { ...admin, body: { reference: `${proxy.host}/policies/api@${digest}` } });
+      expect(res.status, JSON.stringify(res.json)).toBe(502);
+      expect(res.json).toMatchObject({ code: "BAD_GATEWAY", detail: "UNREACHABLE" });
+      expect((await http("GET", `/artifacts/${digest}`, admin)).status, "nothing recorded").toBe(404);
+    } finally {
+      await proxy.stop();
+    }
+    // Once the registry answers, the same artifact registers with its signature.
+    const ok = await http("POST", "/artifacts", { ...admin, body: { reference: `${registry.host}/policies/api@${digest}` } });
+    expect(ok.status, JSON.stringify(ok.json)).toBe(201);
+    expect(ok.json.signature).not.toBe("");
+  });
+
+  it("a manifest that fails verification answers 502 with detail DIGEST_MISMATCH", async () => {
+    const proxy = await startRegistryProxy(registry.url);
+    try {
+      const { digest } = await pushSignedPolicy("policies/block-icmp-8888", "1.4.1");
+      proxy.set({ tamperManifests: true });
+      const res = await http("POST", "/artifacts", { ...admin, body: { reference: `${proxy.host}/policies/api@${digest}` } });
+      expect(res.status, JSON.stringify(res.json)).toBe(502);
+      expect(res.json).toMatchObject({ code: "BAD_GATEWAY", detail: "DIGEST_MISMATCH" });
+      // The client turns the answer back into an AssignerError with the same code and detail.
+      const failed = await new AssignerClient(assigner.url, "operator-secret").call("POST", "/artifacts", { reference: `${proxy.host}/policies/api@${digest}` }).catch((err: unknown) => err);
+      expect(failed).toBeInstanceOf(AssignerError);
+      expect(failed).toMatchObject({ code: "BAD_GATEWAY", detail: "DIGEST_MISMATCH", message: expect.stringMatching(/^assigner answered 502: /) });
+    } finally {
+      await proxy.stop();
+    }
+  });
+});
+
+describe("the typed client (assigner/api)", () => {
+  it("registers with an Ed25519 key, polls with If-None-Match, streams the binary, reads status", async () => {
+    const { reference, digest } = await pushSignedPolicy("policies/deny-egress-cidrs", "8.0.0");
+    const operator = new AssignerClient(assigner.url, "operator-secret");
+    await operator.call("POST", "/artifacts", { reference });
+    expect(await operator.assign(digest, "client-host")).toMatchObject({ artifact_id: digest, host_id: "client-host", changed: true });
+
+    const { privateKey } = generateKeyPairSync("ed25519");
+    const registered = await new AssignerClient(assigner.url).register("client-host", privateKey, { hostname: "client-host.example", labels: { role: "db" } });
+    expect(registered.host_id).toBe("client-host");
+    const agent = new AssignerClient(assigner.url, registered.token);
+    const first = await agent.forHost("client-host");
+    if (first.notModified) throw new Error("first poll answered 304");
+    expect(first.body.artifacts.map((a) => a.id)).toEqual([digest]);
+    expect(await agent.forHost("client-host", { ifNoneMatch: first.etag })).toEqual({ notModified: true, etag: first.etag });
+
+    const hash = createHash("sha256");
+    for await (const chunk of await agent.binary(digest)) hash.update(chunk as Buffer);
+    expect(`sha256-${hash.digest("hex")}`).toBe(first.body.artifacts[0]!.checksum);
+    expect((await agent.artifact(digest)).id).toBe(digest);
+
+    expect((await operator.hosts()).agents.map((a) => a.host_id)).toContain("client-host");
+    expect((await operator.artifacts()).artifacts.map((a) => a.id)).toContain(digest);
+    expect(await operator.status(digest)).toEqual({ artifact_id: digest, hosts: [], total: 0 });
+    expect(await operator.unassign(digest, "client-host")).toMatchObject({ assigned: false, changed: true });
+
+    // Errors keep the API's code: another host's poll is 403, an unknown agent token 401.
+    await expect(agent.forHost("other-host")).rejects.toMatchObject({ code: "FORBIDDEN" });
+    await expect(new AssignerClient(assigner.url, "nope").forHost("client-host")).rejects.toMatchObject({ code: "UNAUTHORIZED", message: "assigner answered 401: invalid token" });
+  });
+
+  it("refuses a key that is not Ed25519, and gives codes to answers that are not the assigner's", async () => {
+    const ec = generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey;
+    await expect(new AssignerClient(assigner.url).register("ec-host", ec), "an ECDSA key").rejects.toMatchObject({ code: "BAD_REQUEST" });
+    // The registry is not an assigner: its 404 page keeps the status's code and its text.
+    await expect(new AssignerClient(registry.url, "x").artifacts(), "another server's 404").rejects.toMatchObject({ code: "NOT_FOUND", message: expect.stringMatching(/^assigner answered 404: /) });
+    const closed = await startFailingProxy(/./);
+    await closed.stop();
+    await expect(new AssignerClient(`http://${closed.host}`, "x").hosts(), "nothing listening").rejects.toMatchObject({ code: "UNAVAILABLE", message: expect.stringMatching(/^cannot reach the assigner at /) });
   });
 });
 

@@ -1,5 +1,6 @@
-// Every input and output of the HTTP API, as zod schemas: the handlers
-// validate with them and /openapi.json is generated from them.
+// Every input and output of the HTTP API, as zod schemas: the server's
+// handlers validate with them, /openapi.json is generated from them, and
+// clients (the CLI, agents) type their calls with them.
 // Shapes follow the seed document ("Expected API Responses") and DESIGN.md.
 import { z } from "zod";
 
@@ -123,7 +124,11 @@ export const HealthJson = z.object({
   nats: z.enum(["connected", "disconnected", "disabled"]),
 });
 
-export const ErrorJson = z.object({ error: z.string(), code: z.string() });
+export const ErrorJson = z.object({
+  error: z.string(),
+  code: z.string().meta({ description: "One of the assigner's error codes (BAD_GATEWAY, NOT_FOUND, …)" }),
+  detail: z.string().optional().meta({ description: "The underlying failure's code, when there is one (DIGEST_MISMATCH, UNREACHABLE, …)" }),
+});
 
 /** What agents publish on aegis.telemetry.<host_id> (DESIGN.md "Agent", step 5). */
 export const TelemetryMessage = z.object({
@@ -136,3 +141,8 @@ export const TelemetryMessage = z.object({
 });
 
 export type TelemetryMessage = z.infer<typeof TelemetryMessage>;
+
+/** What the assigner publishes on aegis.assignments.<host_id>: the host's new version (poll for the set). */
+export const AssignmentNotice = z.object({ host_id: HostId, version: z.number().int() });
+
+export type AssignmentNotice = z.infer<typeof AssignmentNotice>;

@@ -1,0 +1,155 @@
+// A typed client of the assigner's HTTP API, for the operator's commands and
+// for agents. It loads only undici, zod's types and node:crypto: never the
+// server (Express, ioredis, prom-client, NATS).
+import { createPublicKey, sign, type KeyObject } from "node:crypto";
+import type { Readable } from "node:stream";
+import { request, type Dispatcher } from "undici";
+import type { z } from "zod";
+import { AssignerError, ERROR_STATUS, isAssignerErrorCode, type AssignerErrorCode } from "./errors.js";
+import type {
+  AgentList,
+  ArtifactJson,
+  ArtifactList,
+  ArtifactStatusJson,
+  AssignmentJson,
+  RegisterCompleteBody,
+  RegisterCompleteResponse,
+  RegisterInitBody,
+  RegisterInitResponse,
+} from "./schemas.js";
+
+export type ForHostResult = { notModified: true; etag: string } | { notModified: false; etag: string; body: z.infer<typeof ArtifactList> };
+
+/** What an agent tells the assigner about itself when it registers. */
+export interface RegisterOptions {
+  hostname?: string;
+  kernel?: string;
+  labels?: Record<string, string>;
+  enrollSecret?: string;
+}
+
+type Method = "GET" | "POST" | "DELETE";
+
+export class AssignerClient {
+  /** `token`: the operator token, or an agent token from register(); registration itself needs none. */
+  constructor(
+    readonly baseUrl: string,
+    private readonly token?: string,
+  ) {}
+
+  private async send(method: Method, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Dispatcher.ResponseData> {
+    let res;
+    try {
+      res = await request(new URL(path, this.baseUrl), {
+        method,
+        headers: {
+          ...(this.token ? { authorization: `Bearer ${this.token}` } : {}),
+          ...(body !== undefined ? { "content-type": "application/json" } : {}),
+          ...headers,
+        },
+        ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+      });
+    } catch (err) {
+      throw new AssignerError("UNAVAILABLE", `cannot reach the assigner at ${this.baseUrl}: ${(err as Error).message}`, { cause: err });
+    }
+    if (res.statusCode >= 400) throw answerError(res.statusCode, await res.body.text());
+    return res;
+  }
+
+  /** Any JSON call; the typed methods below are this with a path and a type. */
+  async call<T>(method: Method, path: string, body?: unknown): Promise<T> {
+    const res = await this.send(method, path, body);
+    return JSON.parse(await res.body.text()) as T;
+  }
+
+  registerInit(body: z.input<typeof RegisterInitBody>): Promise<z.infer<typeof RegisterInitResponse>> {
+    return this.call("POST", "/agents/register/init", body);
+  }
+
+  registerComplete(body: z.input<typeof RegisterCompleteBody>): Promise<z.infer<typeof RegisterCompleteResponse>> {
+    return this.call("POST", "/agents/register/complete", body);
+  }
+
+  /** The whole challenge-response: the assigner's nonce signed with the agent's Ed25519 key buys an agent token. */
+  async register(hostId: string, privateKey: KeyObject, options: RegisterOptions = {}): Promise<z.infer<typeof RegisterCompleteResponse>> {
+    if (privateKey.type !== "private" || privateKey.asymmetricKeyType !== "ed25519") throw new AssignerError("BAD_REQUEST", "an agent key must be an Ed25519 private key");
+    const raw = createPublicKey(privateKey).export({ format: "jwk" }).x!;
+    const init = await this.registerInit({
+      host_id: hostId,
+      public_key: Buffer.from(raw, "base64url").toString("base64"),
+      ...(options.hostname ? { hostname: options.hostname } : {}),
+      ...(options.kernel ? { kernel: options.kernel } : {}),
+      ...(options.labels ? { labels: options.labels } : {}),
+      ...(options.enrollSecret !== undefined ? { enroll_secret: options.enrollSecret } : {}),
+    });
+    const signature = sign(null, Buffer.from(init.nonce, "base64"), privateKey).toString("base64");
+    return this.registerComplete({ registration_id: init.registration_id, signature });
+  }
+
+  /** The agent's poll: with the last ETag, an unchanged set is a 304 without a body. */
+  async forHost(hostId: string, options: { ifNoneMatch?: string } = {}): Promise<ForHostResult> {
+    const res = await this.send("GET", `/artifacts/for-host/${encodeURIComponent(hostId)}`, undefined, options.ifNoneMatch ? { "if-none-match": options.ifNoneMatch } : {});
+    const etag = String(res.headers.etag ?? "");
+    if (res.statusCode === 304) {
+      await res.body.dump();
+      return { notModified: true, etag };
+    }
+    return { notModified: false, etag, body: (await res.body.json()) as z.infer<typeof ArtifactList> };
+  }
+
+  artifact(id: string): Promise<z.infer<typeof ArtifactJson>> {
+    return this.call("GET", `/artifacts/${encodeURIComponent(id)}`);
+  }
+
+  /**
+   * The bundle's bytes as a stream. The assigner verifies them on the way and
+   * cuts the connection on a mismatch, so the stream then fails; callers still
+   * check the checksum themselves (verify-on-read).
+   */
+  async binary(id: string): Promise<Readable> {
+    return (await this.send("GET", `/artifacts/${encodeURIComponent(id)}/binary`)).body;
+  }
+
+  artifacts(): Promise<z.infer<typeof ArtifactList>> {
+    return this.call("GET", "/artifacts");
+  }
+
+  /** The latest telemetry of every host about an artifact. */
+  status(id: string): Promise<z.infer<typeof ArtifactStatusJson>> {
+    return this.call("GET", `/artifacts/${encodeURIComponent(id)}/status`);
+  }
+
+  hosts(): Promise<z.infer<typeof AgentList>> {
+    return this.call("GET", "/agents");
+  }
+
+  assign(artifactId: string, hostId: string): Promise<z.infer<typeof AssignmentJson>> {
+    return this.call("POST", `/assign/${encodeURIComponent(artifactId)}/${encodeURIComponent(hostId)}`);
+  }
+
+  unassign(artifactId: string, hostId: string): Promise<z.infer<typeof AssignmentJson>> {
+    return this.call("POST", `/unassign/${encodeURIComponent(artifactId)}/${encodeURIComponent(hostId)}`);
+  }
+}
+
+/** An error answer {error, code, detail?} as an AssignerError with that code and detail. */
+function answerError(status: number, text: string): AssignerError {
+  let message = text;
+  let code: AssignerErrorCode = statusCode(status);
+  let detail: string | undefined;
+  try {
+    const parsed = JSON.parse(text) as { error?: unknown; code?: unknown; detail?: unknown };
+    if (typeof parsed.error === "string") message = parsed.error;
+    if (isAssignerErrorCode(parsed.code)) code = parsed.code;
+    if (typeof parsed.detail === "string") detail = parsed.detail;
+  } catch {
+    // Not our JSON (a proxy's page, say): keep the text.
+  }
+  return new AssignerError(code, `assigner answered ${status}: ${message}`, detail ? { detail } : {});
+}
+
+/** The code of a status without our JSON (a proxy's 502, say). */
+function statusCode(status: number): AssignerErrorCode {
+  const known = (Object.keys(ERROR_STATUS) as AssignerErrorCode[]).find((code) => ERROR_STATUS[code] === status);
+  return known ?? (status >= 500 ? "INTERNAL" : "BAD_REQUEST");
+}

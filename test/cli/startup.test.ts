@@ -1,0 +1,87 @@
+// The CLI's start-up loads no server code: `aegis --version` and `aegis pull
+// --help` are run in child processes whose every resolved module is recorded
+// by a module.register() resolve hook (https://nodejs.org/api/module.html#customization-hooks).
+import { execFile } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { AEGIS } from "./run.js";
+
+const execFileAsync = promisify(execFile);
+
+/** Packages the CLI must not load unless a command that needs them runs. */
+const HEAVY = ["express", "ioredis", "prom-client", "@nats-io/transport-node", "@sigstore/sign"];
+
+/**
+ * Runs in the process and, as a hook, in the hooks thread: appends each
+ * resolved URL to the file named in `data`. ESM imports of CommonJS packages
+ * (express, ioredis, …) resolve through it too, so each package's entry is seen.
+ */
+const RECORDER = `
+import { appendFileSync } from "node:fs";
+import { register } from "node:module";
+import { isMainThread } from "node:worker_threads";
+if (isMainThread) register(import.meta.url, { data: { file: process.env.AEGIS_LOADED_MODULES } });
+let file;
+export function initialize(data) { file = data.file; }
+export async function resolve(specifier, context, nextResolve) {
+  const result = await nextResolve(specifier, context);
+  appendFileSync(file, result.url + "\\n");
+  return result;
+}
+`;
+
+let work: string;
+let recorder: string;
+let runs = 0;
+
+beforeAll(() => {
+  work = mkdtempSync(join(tmpdir(), "aegis-startup-"));
+  recorder = join(work, "recorder.mjs");
+  writeFileSync(recorder, RECORDER);
+});
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+/** Runs node with the recorder; returns its output and the URLs of the modules it loaded. */
+async function loaded(args: string[]): Promise<{ stdout: string; modules: string[] }> {
+  const file = join(work, `modules-${runs++}.txt`);
+  writeFileSync(file, "");
+  const { stdout } = await execFileAsync(process.execPath, ["--import", pathToFileURL(recorder).href, ...args], {
+    env: { ...process.env, AEGIS_LOADED_MODULES: file },
+  });
+  return { stdout, modules: readFileSync(file, "utf8").split("\n").filter(Boolean) };
+}
+
+function packagesIn(modules: string[]): string[] {
+  return HEAVY.filter((name) => modules.some((url) => url.includes(`/node_modules/${name}/`)));
+}
+
+describe("CLI start-up", () => {
+  it("the recorder sees each heavy package when the assigner's server and signing are loaded (control)", async () => {
+    const dist = join(AEGIS, "..", "..");
+    const script = `await import(${JSON.stringify(pathToFileURL(join(dist, "assigner/index.js")).href)}); await import(${JSON.stringify(pathToFileURL(join(dist, "signing/index.js")).href)});`;
+    const { modules } = await loaded(["--input-type=module", "-e", script]);
+    expect(packagesIn(modules), "packages seen when loading the server").toEqual(HEAVY);
+  });
+
+  it("assigner/api (the client agents and the CLI use) loads none of them either", async () => {
+    const api = pathToFileURL(join(AEGIS, "..", "..", "assigner/api/index.js")).href;
+    const { modules } = await loaded(["--input-type=module", "-e", `await import(${JSON.stringify(api)});`]);
+    expect(modules.some((url) => url.endsWith("/dist/assigner/api/client.js")), "the recorder saw the client").toBe(true);
+    expect(packagesIn(modules), "heavy packages loaded by assigner/api").toEqual([]);
+    expect(modules.filter((url) => /\/dist\/assigner\/(?!api\/)/.test(url)), "assigner server modules loaded by assigner/api").toEqual([]);
+  });
+
+  for (const args of [["--version"], ["pull", "--help"], ["--help"]]) {
+    it(`aegis ${args.join(" ")} loads none of ${HEAVY.join(", ")}, nor the assigner's server`, async () => {
+      const { stdout, modules } = await loaded([AEGIS, ...args]);
+      expect(stdout, `output of aegis ${args.join(" ")}`).toMatch(args[0] === "--version" ? /^0\.1\.0\n$/ : /^Usage: aegis/);
+      expect(modules.some((url) => url.endsWith("/dist/cli/aegis.js")), "the recorder saw the CLI's own module").toBe(true);
+      expect(packagesIn(modules), `heavy packages loaded by aegis ${args.join(" ")}`).toEqual([]);
+      expect(modules.filter((url) => /\/dist\/assigner\/(?!api\/)/.test(url)), `assigner server modules loaded by aegis ${args.join(" ")}`).toEqual([]);
+    });
+  }
+});
