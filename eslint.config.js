@@ -14,4 +14,17 @@ export default tseslint.config(
       "@typescript-eslint/no-non-null-assertion": "off",
     },
   },
+  {
+    // The agent and the CLI reach the assigner only through its wire contract
+    // (assigner/api/): loading the server would drag Express, ioredis and
+    // prom-client into every command and every host. `aegis assigner serve`
+    // loads the server with a dynamic import(), which this rule does not see;
+    // test/architecture/imports.test.ts checks that one too.
+    files: ["agent/**/*.ts", "cli/**/*.ts"],
+    rules: {
+      "no-restricted-imports": ["error", {
+        patterns: [{ group: ["**/assigner/*", "!**/assigner/api", "**/assigner/*/**", "!**/assigner/api/**"], message: "import the assigner's wire contract from assigner/api/ only" }],
+      }],
+    },
+  },
 );
