@@ -10,6 +10,8 @@ import {
   type CopyOptions,
   type Descriptor,
   type Manifest,
+  type ReadOnlyStorage,
+  type ReadOnlyTarget,
   type Target,
 } from "../registry/index.js";
 import { packArtifact, storeArtifact, type PackedArtifact } from "./artifact.js";
@@ -33,7 +35,7 @@ export interface PulledArtifact {
 }
 
 /** Reads an artifact's manifest from `store` and checks it is an Aegis policy. */
-export async function readPolicyManifest(store: Target, desc: Descriptor): Promise<{ manifest: Manifest; layer: Descriptor }> {
+export async function readPolicyManifest(store: ReadOnlyStorage, desc: Descriptor): Promise<{ manifest: Manifest; layer: Descriptor }> {
   const bytes = await readAll(await store.fetch(desc), MAX_MANIFEST_SIZE, `manifest ${desc.digest}`);
   const doc = parseManifest(bytes, desc.mediaType);
   if ("manifests" in doc || doc.artifactType !== MediaType.PolicyArtifact) {
@@ -49,7 +51,7 @@ export async function readPolicyManifest(store: Target, desc: Descriptor): Promi
  * Copies the artifact that `reference` names from `src` into `cache` (every
  * byte verified on the way), then decodes its bundle from the cache.
  */
-export async function pullBundle(src: Target, reference: string, cache: Target, options?: CopyOptions): Promise<PulledArtifact> {
+export async function pullBundle(src: ReadOnlyTarget, reference: string, cache: Target, options?: CopyOptions): Promise<PulledArtifact> {
   const root = await copy(src, reference, cache, undefined, options);
   const { manifest, layer } = await readPolicyManifest(cache, root);
   const bundle = await decodeBundle(await cache.fetch(layer), `${src.name}@${root.digest}`);

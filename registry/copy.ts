@@ -8,7 +8,7 @@ import { InputError } from "../errors.js";
 import { isDigest, readAll } from "./digest.js";
 import { isManifestType, MAX_MANIFEST_SIZE, parseManifest, successors, type Descriptor } from "./oci.js";
 import { RemoteRepository } from "./remote/repository.js";
-import type { Target } from "./storage.js";
+import type { ReadOnlyTarget, Target } from "./storage.js";
 
 export type CopyEvent =
   | { kind: "start"; desc: Descriptor }
@@ -31,7 +31,7 @@ const MAX_REFERRER_DEPTH = 3;
  * Copies the graph that `srcRef` (a tag or digest) names from `src` to `dst`,
  * then tags it `dstRef` when that is a tag. Returns the root descriptor.
  */
-export async function copy(src: Target, srcRef: string, dst: Target, dstRef?: string, options: CopyOptions = {}): Promise<Descriptor> {
+export async function copy(src: ReadOnlyTarget, srcRef: string, dst: Target, dstRef?: string, options: CopyOptions = {}): Promise<Descriptor> {
   const root = await src.resolve(srcRef);
   if (dstRef && isDigest(dstRef) && dstRef !== root.digest) {
     throw new InputError("INVALID_REFERENCE", `destination digest ${dstRef} differs from the source's ${root.digest}`);
@@ -50,7 +50,7 @@ class GraphCopier {
   private readonly waiting: (() => void)[] = [];
 
   constructor(
-    private readonly src: Target,
+    private readonly src: ReadOnlyTarget,
     private readonly dst: Target,
     private readonly options: CopyOptions,
   ) {

@@ -15,7 +15,20 @@ export {
   type Index,
   type Manifest,
 } from "./oci.js";
-export type { Fetcher, Pusher, ReferrerLister, Resolver, Storage, Tagger, Target } from "./storage.js";
+export type {
+  Deleter,
+  Fetcher,
+  Pusher,
+  ReadOnlyStorage,
+  ReadOnlyTarget,
+  ReferrerIndexer,
+  ReferrerLister,
+  Resolver,
+  Storage,
+  TagLister,
+  Tagger,
+  Target,
+} from "./storage.js";
 export { MemoryTarget } from "./memory.js";
 export { OciLayoutTarget } from "./layout.js";
 export { RemoteRepository, type RepositoryOptions } from "./remote/repository.js";
