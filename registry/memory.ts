@@ -4,9 +4,9 @@ import { RegistryError } from "./errors.js";
 import { readAll, verifyBytes, isDigest } from "./digest.js";
 import { isManifestType, type Descriptor } from "./oci.js";
 import { addFallbackReferrer, fallbackReferrers } from "./referrers.js";
-import type { Target } from "./storage.js";
+import type { Deleter, Target } from "./storage.js";
 
-export class MemoryTarget implements Target {
+export class MemoryTarget implements Target, Deleter {
   readonly name: string;
   private readonly blobs = new Map<string, Buffer>();
   private readonly descriptors = new Map<string, Descriptor>();
@@ -32,6 +32,12 @@ export class MemoryTarget implements Target {
 
   async exists(desc: Descriptor): Promise<boolean> {
     return this.blobs.has(desc.digest);
+  }
+
+  async delete(desc: Descriptor): Promise<void> {
+    if (!this.blobs.delete(desc.digest)) throw new RegistryError("NOT_FOUND", `${desc.digest} not found in ${this.name}`);
+    this.descriptors.delete(desc.digest);
+    for (const [tag, tagged] of this.tagged) if (tagged.digest === desc.digest) this.tagged.delete(tag);
   }
 
   async resolve(reference: string): Promise<Descriptor> {

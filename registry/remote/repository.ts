@@ -276,7 +276,13 @@ export class RemoteRepository implements Target {
     const all: string[] = [];
     let url: string | undefined = this.path("tags", "list?n=1000");
     while (url) {
-      const res: Response = await this.client.send({ method: "GET", url, scopes: this.scopes(false), expect: [200] });
+      const res: Response = await this.client.send({ method: "GET", url, scopes: this.scopes(false), expect: [200, 404] });
+      if (res.statusCode === 404) {
+        // A repository with nothing pushed yet is unknown to the registry (NAME_UNKNOWN): it has no tags.
+        const error = await this.client.errorFrom(res, { method: "GET", url });
+        if (error.code === "NAME_UNKNOWN" && all.length === 0) return [];
+        throw error;
+      }
       const body = parseJson<{ tags?: string[] | null }>(await readAll(res.body, MAX_MANIFEST_SIZE, "tags list"), `${this.name} tags list`);
       all.push(...(body.tags ?? []));
       // Pagination: Link: </v2/…/tags/list?n=…&last=…>; rel="next"
