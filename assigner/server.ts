@@ -6,6 +6,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
+import { credentialsFromEnvironment } from "../registry/index.js";
 import { loadTrust } from "../signing/index.js";
 import { ArtifactSource } from "./artifacts.js";
 import { Auth } from "./auth.js";
@@ -78,7 +79,12 @@ export async function startAssigner(options: AssignerOptions = {}): Promise<Runn
   const trust = options.trust ? await loadTrust([options.trust]) : undefined;
   const store = await openStore(options, dataDir);
   const metrics = new AssignerMetrics();
-  const artifacts = new ArtifactSource({ uploadRepository: options.registry ?? `oci:${join(dataDir, "oci")}`, ...(trust ? { trust } : {}) });
+  const artifacts = new ArtifactSource({
+    uploadRepository: options.registry ?? `oci:${join(dataDir, "oci")}`,
+    // Registry credentials come from the assigner's environment, as the CLI's do.
+    registryOptions: { credentials: credentialsFromEnvironment },
+    ...(trust ? { trust } : {}),
+  });
   const auth = new Auth(store, { adminToken: admin.token, ...(options.enrollSecret ? { enrollSecret: options.enrollSecret } : {}) });
   const events: AssignerEvents | undefined = options.natsUrl
     ? AssignerEvents.start(options.natsUrl, {

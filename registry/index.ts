@@ -33,7 +33,13 @@ export { MemoryTarget } from "./memory.js";
 export { OciLayoutTarget } from "./layout.js";
 export { RemoteRepository, type RepositoryOptions } from "./remote/repository.js";
 export { RegistryClient, isLoopback, type ClientOptions } from "./remote/client.js";
-export type { Credentials } from "./remote/credentials.js";
+export {
+  credentialsFromDockerConfig,
+  credentialsFromEnv,
+  credentialsFromEnvironment,
+  type CredentialLookup,
+  type Credentials,
+} from "./remote/credentials.js";
 export { addFallbackReferrer, fallbackReferrers, referrersTag } from "./referrers.js";
 export { copy, type CopyEvent, type CopyOptions } from "./copy.js";
 export { formatReference, parseReference, selector, type Reference } from "./reference.js";

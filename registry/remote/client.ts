@@ -6,11 +6,12 @@
 import { request, type Dispatcher } from "undici";
 import { backoffDelay, sleep, type BackoffOptions } from "../../util/index.js";
 import { RegistryError, type DistributionErrorCode } from "../errors.js";
-import { findCredentials, type Credentials } from "./credentials.js";
+import type { Credentials } from "./credentials.js";
 
 export interface ClientOptions {
   /** Use http:// for a non-loopback host (loopback always uses it). */
   plainHttp?: boolean;
+  /** Sent when the registry challenges for them; the client looks up nothing on its own. */
   credentials?: Credentials;
   /** Attempts for one request, counting the first; default 5. */
   maxAttempts?: number;
@@ -83,7 +84,7 @@ export class RegistryClient {
   ) {
     const plain = options.plainHttp === true || isLoopback(registry);
     this.baseUrl = `${plain ? "http" : "https"}://${registry}`;
-    this.credentials = findCredentials(registry, options.credentials);
+    this.credentials = options.credentials;
     this.maxAttempts = options.maxAttempts ?? 5;
     this.backoff = { baseMs: options.backoffMs ?? 200, maxMs: options.maxDelayMs ?? 30_000 };
     this.timeoutMs = options.timeoutMs ?? 30_000;

@@ -9,8 +9,11 @@ import { isManifestType, MANIFEST_MEDIA_TYPES, MAX_MANIFEST_SIZE, MediaType, typ
 import { addFallbackReferrer, fallbackReferrers } from "../referrers.js";
 import type { Target } from "../storage.js";
 import { RegistryClient, type ClientOptions, type Response } from "./client.js";
+import type { CredentialLookup, Credentials } from "./credentials.js";
 
-export interface RepositoryOptions extends ClientOptions {
+export interface RepositoryOptions extends Omit<ClientOptions, "credentials"> {
+  /** Credentials for this registry, or a lookup by host (e.g. credentialsFromEnvironment) asked once here. */
+  credentials?: Credentials | CredentialLookup;
   /** Blobs up to this size go up in one PUT; larger ones in PATCH chunks. Default 4 MiB. */
   monolithicLimit?: number;
   /** Size of each PATCH chunk. Default 8 MiB. */
@@ -37,9 +40,10 @@ export class RemoteRepository implements Target {
   ) {
     this.name = `${registry}/${repository}`;
     // One client per registry and settings shares its tokens across repositories.
-    const key = JSON.stringify([registry, options.plainHttp, options.credentials, options.maxAttempts, options.backoffMs, options.timeoutMs]);
+    const credentials = typeof options.credentials === "function" ? options.credentials(registry) : options.credentials;
+    const key = JSON.stringify([registry, options.plainHttp, credentials, options.maxAttempts, options.backoffMs, options.timeoutMs]);
     let client = clients.get(key);
-    if (!client) clients.set(key, (client = new RegistryClient(registry, options)));
+    if (!client) clients.set(key, (client = new RegistryClient(registry, { ...options, credentials })));
     this.client = client;
     this.monolithicLimit = options.monolithicLimit ?? 4 * 1024 * 1024;
     this.chunkSize = options.chunkSize ?? 8 * 1024 * 1024;

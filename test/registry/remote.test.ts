@@ -2,14 +2,14 @@
 // uploads, cross-repository mounts, typed errors, and digest verification
 // behind a proxy that alters bytes.
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Readable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { copy, descriptorFor, OciLayoutTarget, readAll, RemoteRepository, sha256 } from "../../registry/index.js";
+import { copy, credentialsFromEnvironment, descriptorFor, OciLayoutTarget, readAll, RemoteRepository, sha256 } from "../../registry/index.js";
 import { startRegistryProxy, type RegistryProxy } from "../harness/proxy.js";
 import { startTokenServer, type TokenServer } from "../harness/token-server.js";
 import { startRegistry, TEST_PASSWORD, TEST_USERNAME, type RegistryServer } from "../harness/registry.js";
@@ -67,6 +67,44 @@ describe("authentication", () => {
     // Without credentials the token server refuses, and the error says what is missing.
     const anonymous = new RemoteRepository(token.host, "auth/bearer");
     await expect(anonymous.resolve(manifest.digest)).rejects.toMatchObject({ code: "NO_CREDENTIALS" });
+  });
+});
+
+describe("credentials come from the caller", () => {
+  it("the client reads no environment; a lookup is asked for the registry's host", async () => {
+    const saved = { user: process.env.AEGIS_REGISTRY_USERNAME, pass: process.env.AEGIS_REGISTRY_PASSWORD };
+    process.env.AEGIS_REGISTRY_USERNAME = TEST_USERNAME;
+    process.env.AEGIS_REGISTRY_PASSWORD = TEST_PASSWORD;
+    try {
+      const bare = new RemoteRepository(basic.host, "auth/caller");
+      await expect(bare.resolve("latest"), "no credentials given, though the environment has some").rejects.toMatchObject({ code: "NO_CREDENTIALS" });
+      const asked: string[] = [];
+      const repo = new RemoteRepository(basic.host, "auth/caller", {
+        credentials: (host) => {
+          asked.push(host);
+          return credentialsFromEnvironment(host);
+        },
+      });
+      const { manifest } = await pushArtifact(repo);
+      expect((await repo.resolve(manifest.digest)).digest).toBe(manifest.digest);
+      expect(asked, "hosts the lookup was asked for").toEqual([basic.host]);
+    } finally {
+      if (saved.user === undefined) delete process.env.AEGIS_REGISTRY_USERNAME;
+      else process.env.AEGIS_REGISTRY_USERNAME = saved.user;
+      if (saved.pass === undefined) delete process.env.AEGIS_REGISTRY_PASSWORD;
+      else process.env.AEGIS_REGISTRY_PASSWORD = saved.pass;
+    }
+  });
+
+  it("credentialsFromEnvironment: the AEGIS_ pair first, else the Docker config's entry for the host", () => {
+    const dir = tempDir();
+    const auth = Buffer.from("docker-user:docker-pass").toString("base64");
+    writeFileSync(join(dir, "config.json"), JSON.stringify({ auths: { "https://reg.example:5000": { auth } } }));
+    const env = { DOCKER_CONFIG: dir };
+    expect(credentialsFromEnvironment("reg.example:5000", env)).toEqual({ username: "docker-user", password: "docker-pass" });
+    expect(credentialsFromEnvironment("other.example", env), "a host the config does not name").toBeUndefined();
+    const both = { ...env, AEGIS_REGISTRY_USERNAME: "u", AEGIS_REGISTRY_PASSWORD: "p" };
+    expect(credentialsFromEnvironment("reg.example:5000", both)).toEqual({ username: "u", password: "p" });
   });
 });
 
