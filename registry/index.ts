@@ -16,6 +16,7 @@ export {
   type Manifest,
 } from "./oci.js";
 export type {
+  AbortOptions,
   Deleter,
   Fetcher,
   Pusher,

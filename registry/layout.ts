@@ -11,7 +11,7 @@ import { RegistryError } from "./errors.js";
 import { checkDigest, isDigest, readAll, verifyStream } from "./digest.js";
 import { Annotation, isManifestType, MAX_MANIFEST_SIZE, MediaType, type Descriptor, type Index } from "./oci.js";
 import { addFallbackReferrer, fallbackReferrers } from "./referrers.js";
-import type { Deleter, Target } from "./storage.js";
+import type { AbortOptions, Deleter, Target } from "./storage.js";
 
 const LAYOUT_FILE = { imageLayoutVersion: "1.0.0" };
 
@@ -30,24 +30,27 @@ export class OciLayoutTarget implements Target, Deleter {
     return join(this.dir, "blobs", "sha256", checkDigest(digest).slice("sha256:".length));
   }
 
-  async fetch(desc: Descriptor): Promise<Readable> {
+  async fetch(desc: Descriptor, options: AbortOptions = {}): Promise<Readable> {
+    options.signal?.throwIfAborted();
     let handle;
     try {
       handle = await open(this.blobPath(desc.digest), "r");
     } catch (err) {
       throw new RegistryError("NOT_FOUND", `${desc.digest} not found in ${this.name}`, { cause: err });
     }
-    return verifyStream(desc, createReadStream("", { fd: handle }), this.name);
+    return verifyStream(desc, createReadStream("", { fd: handle, signal: options.signal }), this.name);
   }
 
-  async push(desc: Descriptor, content: Readable): Promise<void> {
+  /** An aborted `signal` (or a source stream that fails) leaves nothing behind, not even the temp file. */
+  async push(desc: Descriptor, content: Readable, options: AbortOptions = {}): Promise<void> {
+    options.signal?.throwIfAborted();
     await this.init();
     const final = this.blobPath(desc.digest);
     // Write beside the final name and rename only once the digest checked out:
     // a reader never sees a partial or unverified blob.
     const temp = join(this.dir, "blobs", "sha256", `.tmp-${randomBytes(8).toString("hex")}`);
     try {
-      await pipeline(verifyStream(desc, content, "pushed content"), createWriteStream(temp, { mode: 0o644 }));
+      await pipeline(verifyStream(desc, content, "pushed content"), createWriteStream(temp, { mode: 0o644 }), { signal: options.signal });
       await rename(temp, final);
     } catch (err) {
       await rm(temp, { force: true });
@@ -66,14 +69,16 @@ export class OciLayoutTarget implements Target, Deleter {
    * otherwise count as present forever and `copy` would never repair it;
    * hashing costs little at policy-bundle sizes.
    */
-  async exists(desc: Descriptor): Promise<boolean> {
+  async exists(desc: Descriptor, options: AbortOptions = {}): Promise<boolean> {
     try {
       const path = this.blobPath(desc.digest);
       if ((await stat(path)).size !== desc.size) return false;
       const hash = createHash("sha256");
-      await pipeline(createReadStream(path), hash);
+      await pipeline(createReadStream(path), hash, { signal: options.signal });
       return `sha256:${hash.digest("hex")}` === desc.digest;
     } catch {
+      // Missing, unreadable or not a digest: not there. An abort is not an answer.
+      options.signal?.throwIfAborted();
       return false;
     }
   }
@@ -93,7 +98,8 @@ export class OciLayoutTarget implements Target, Deleter {
     });
   }
 
-  async resolve(reference: string): Promise<Descriptor> {
+  async resolve(reference: string, options: AbortOptions = {}): Promise<Descriptor> {
+    options.signal?.throwIfAborted();
     const manifests = (await this.readIndex()).manifests;
     const found = isDigest(reference)
       ? manifests.find((m) => m.digest === reference)

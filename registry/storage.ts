@@ -5,9 +5,18 @@
 import type { Readable } from "node:stream";
 import type { Descriptor } from "./oci.js";
 
+/** Lets a caller cancel a call, and the stream it returns: a stopping agent cancels its pull. */
+export interface AbortOptions {
+  signal?: AbortSignal;
+}
+
 export interface Fetcher {
-  /** The content of `desc`, verified against its size and digest as it streams. */
-  fetch(desc: Descriptor): Promise<Readable>;
+  /**
+   * The content of `desc`, verified against its size and digest as it
+   * streams. Aborting `signal` rejects the call, or destroys the stream with
+   * the signal's reason.
+   */
+  fetch(desc: Descriptor, options?: AbortOptions): Promise<Readable>;
 }
 
 export interface Pusher {
@@ -15,11 +24,11 @@ export interface Pusher {
    * Stores `content`, which must match `desc`; content that does not match
    * is refused and nothing is stored.
    */
-  push(desc: Descriptor, content: Readable): Promise<void>;
+  push(desc: Descriptor, content: Readable, options?: AbortOptions): Promise<void>;
 }
 
 export interface ReadOnlyStorage extends Fetcher {
-  exists(desc: Descriptor): Promise<boolean>;
+  exists(desc: Descriptor, options?: AbortOptions): Promise<boolean>;
 }
 
 export interface Storage extends ReadOnlyStorage, Pusher {}
@@ -31,7 +40,7 @@ export interface Deleter {
 
 export interface Resolver {
   /** The descriptor a tag or digest names. */
-  resolve(reference: string): Promise<Descriptor>;
+  resolve(reference: string, options?: AbortOptions): Promise<Descriptor>;
 }
 
 export interface TagLister {

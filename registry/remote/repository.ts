@@ -7,7 +7,7 @@ import { RegistryError } from "../errors.js";
 import { checkDigest, isDigest, readAll, sha256, verifyBytes, verifyStream } from "../digest.js";
 import { isManifestType, MANIFEST_MEDIA_TYPES, MAX_MANIFEST_SIZE, MediaType, type Descriptor, type Index } from "../oci.js";
 import { addFallbackReferrer, fallbackReferrers } from "../referrers.js";
-import type { Target } from "../storage.js";
+import type { AbortOptions, Target } from "../storage.js";
 import { RegistryClient, type ClientOptions, type Response } from "./client.js";
 import type { CredentialLookup, Credentials } from "./credentials.js";
 
@@ -57,7 +57,7 @@ export class RemoteRepository implements Target {
     return `/v2/${this.repository}/${kind}/${rest}`;
   }
 
-  async fetch(desc: Descriptor): Promise<Readable> {
+  async fetch(desc: Descriptor, options: AbortOptions = {}): Promise<Readable> {
     checkDigest(desc.digest);
     if (isManifestType(desc.mediaType)) {
       const res = await this.client.send({
@@ -66,19 +66,21 @@ export class RemoteRepository implements Target {
         headers: { accept: ACCEPT_MANIFESTS },
         scopes: this.scopes(false),
         expect: [200],
+        signal: options.signal,
       });
       return verifyStream(desc, res.body, this.name);
     }
-    return verifyStream(desc, await this.getBlob(desc.digest), this.name);
+    return verifyStream(desc, await this.getBlob(desc.digest, options.signal), this.name);
   }
 
   /** GET a blob, following redirects to blob storage (without our credentials). */
-  private async getBlob(digest: string): Promise<Readable> {
+  private async getBlob(digest: string, signal: AbortSignal | undefined): Promise<Readable> {
     const res = await this.client.send({
       method: "GET",
       url: this.path("blobs", digest),
       scopes: this.scopes(false),
       expect: [200, 301, 302, 303, 307, 308],
+      signal,
     });
     if (res.statusCode === 200) return res.body;
     await res.body.dump();
@@ -86,38 +88,43 @@ export class RemoteRepository implements Target {
     if (typeof location !== "string") throw new RegistryError("HTTP_ERROR", `${this.name}: redirect for ${digest} has no Location`);
     // One hop to blob storage (S3, a CDN): the URL is pre-signed, so no credentials go along.
     const target = new URL(location, this.client.baseUrl);
-    const redirected = await request(target, { method: "GET" });
+    const redirected = await request(target, { method: "GET", signal }).catch((err: unknown) => {
+      signal?.throwIfAborted();
+      throw new RegistryError("UNREACHABLE", `${this.name}: cannot fetch ${digest} from ${target.origin}`, { cause: err });
+    });
     if (redirected.statusCode !== 200) {
       throw await this.client.errorFrom(redirected, { method: "GET", url: target.href });
     }
     return redirected.body;
   }
 
-  async exists(desc: Descriptor): Promise<boolean> {
+  async exists(desc: Descriptor, options: AbortOptions = {}): Promise<boolean> {
     const res = await this.client.send({
       method: "HEAD",
       url: this.path(isManifestType(desc.mediaType) ? "manifests" : "blobs", checkDigest(desc.digest)),
       headers: isManifestType(desc.mediaType) ? { accept: ACCEPT_MANIFESTS } : {},
       scopes: this.scopes(false),
       expect: [200, 404],
+      signal: options.signal,
     });
     await res.body.dump();
     return res.statusCode === 200;
   }
 
-  async push(desc: Descriptor, content: Readable): Promise<void> {
+  async push(desc: Descriptor, content: Readable, options: AbortOptions = {}): Promise<void> {
+    const { signal } = options;
     if (isManifestType(desc.mediaType)) {
       const bytes = await readAll(content, MAX_MANIFEST_SIZE, `manifest ${desc.digest}`);
-      await this.putManifest(desc, Buffer.from(verifyBytes(desc, bytes, "pushed content")), desc.digest);
+      await this.putManifest(desc, Buffer.from(verifyBytes(desc, bytes, "pushed content")), desc.digest, signal);
       return;
     }
     if (desc.size <= this.monolithicLimit) {
       const bytes = Buffer.from(verifyBytes(desc, await readAll(content, desc.size, desc.digest), "pushed content"));
-      const location = await this.startUpload();
-      await this.finishUpload(location, desc.digest, bytes);
+      const location = await this.startUpload(signal);
+      await this.finishUpload(location, desc.digest, bytes, signal);
       return;
     }
-    await this.pushChunked(desc, content);
+    await this.pushChunked(desc, content, signal);
   }
 
   /**
@@ -125,8 +132,8 @@ export class RemoteRepository implements Target {
    * the whole stream verified: a mismatch leaves no blob behind.
    * https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pushing-a-blob-in-chunks
    */
-  private async pushChunked(desc: Descriptor, content: Readable): Promise<void> {
-    let location = await this.startUpload();
+  private async pushChunked(desc: Descriptor, content: Readable, signal: AbortSignal | undefined): Promise<void> {
+    let location = await this.startUpload(signal);
     let offset = 0;
     let pending: Buffer[] = [];
     let pendingSize = 0;
@@ -145,6 +152,7 @@ export class RemoteRepository implements Target {
         body: chunk,
         scopes: this.scopes(true),
         expect: [202],
+        signal,
       });
       await res.body.dump();
       location = uploadLocation(res, this.name);
@@ -156,22 +164,23 @@ export class RemoteRepository implements Target {
       if (pendingSize >= this.chunkSize) await flush();
     }
     if (pendingSize > 0) await flush();
-    await this.finishUpload(location, desc.digest, Buffer.alloc(0));
+    await this.finishUpload(location, desc.digest, Buffer.alloc(0), signal);
   }
 
-  private async startUpload(): Promise<string> {
+  private async startUpload(signal: AbortSignal | undefined): Promise<string> {
     const res = await this.client.send({
       method: "POST",
       url: this.path("blobs", "uploads/"),
       headers: { "content-length": "0" },
       scopes: this.scopes(true),
       expect: [202],
+      signal,
     });
     await res.body.dump();
     return uploadLocation(res, this.name);
   }
 
-  private async finishUpload(location: string, digest: string, body: Buffer): Promise<void> {
+  private async finishUpload(location: string, digest: string, body: Buffer, signal: AbortSignal | undefined): Promise<void> {
     const url = new URL(location, this.client.baseUrl);
     url.searchParams.set("digest", digest);
     const res = await this.client.send({
@@ -181,6 +190,7 @@ export class RemoteRepository implements Target {
       body,
       scopes: this.scopes(true),
       expect: [201],
+      signal,
     });
     await res.body.dump();
   }
@@ -207,7 +217,7 @@ export class RemoteRepository implements Target {
     return false;
   }
 
-  private async putManifest(desc: Descriptor, bytes: Buffer, reference: string): Promise<void> {
+  private async putManifest(desc: Descriptor, bytes: Buffer, reference: string, signal?: AbortSignal): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       try {
         const res = await this.client.send({
@@ -217,6 +227,7 @@ export class RemoteRepository implements Target {
           body: bytes,
           scopes: this.scopes(true),
           expect: [201],
+          signal,
         });
         await res.body.dump();
         break;
@@ -225,7 +236,7 @@ export class RemoteRepository implements Target {
         // tripped over a concurrent PUT of the same manifest (distribution's
         // filesystem driver writes the same blob path non-atomically): retry.
         if (!(err instanceof RegistryError && err.code === "DIGEST_INVALID" && attempt < 4)) throw err;
-        await sleep(backoffDelay(attempt, { baseMs: 100, maxMs: 1000 }));
+        await sleep(backoffDelay(attempt, { baseMs: 100, maxMs: 1000 }), signal);
       }
     }
     this.remember(desc.digest, bytes);
@@ -236,13 +247,15 @@ export class RemoteRepository implements Target {
     if (this.recentManifests.size > 64) this.recentManifests.delete(this.recentManifests.keys().next().value!);
   }
 
-  async resolve(reference: string): Promise<Descriptor> {
+  async resolve(reference: string, options: AbortOptions = {}): Promise<Descriptor> {
+    const { signal } = options;
     const res = await this.client.send({
       method: "HEAD",
       url: this.path("manifests", reference),
       headers: { accept: ACCEPT_MANIFESTS },
       scopes: this.scopes(false),
       expect: [200, 404],
+      signal,
     });
     await res.body.dump();
     if (res.statusCode === 404) {
@@ -264,6 +277,7 @@ export class RemoteRepository implements Target {
       headers: { accept: ACCEPT_MANIFESTS },
       scopes: this.scopes(false),
       expect: [200],
+      signal,
     });
     const bytes = await readAll(get.body, MAX_MANIFEST_SIZE, `manifest ${reference}`);
     const digest = sha256(bytes);

@@ -113,6 +113,16 @@ export function targetConformance<T extends Target>(name: string, open: () => T,
       expect(await target.referrers((await pushArtifact(target)).manifest)).toEqual([]);
     });
 
+    it("fetch, exists, resolve and copy reject with the reason of an aborted signal", async () => {
+      const target = open();
+      const { manifest, layer } = await pushArtifact(target);
+      const signal = AbortSignal.abort(new Error("stopping"));
+      await expect(target.fetch(layer, { signal }), "fetch").rejects.toThrow("stopping");
+      await expect(target.exists(layer, { signal }), "exists").rejects.toThrow("stopping");
+      await expect(target.resolve(manifest.digest, { signal }), "resolve").rejects.toThrow("stopping");
+      await expect(copy(target, manifest.digest, new MemoryTarget(), undefined, { signal }), "copy").rejects.toThrow("stopping");
+    });
+
     it("lists every tag once, and none for an empty store", async () => {
       const target = open();
       expect(await target.tags(), "tags of an empty store").toEqual([]);

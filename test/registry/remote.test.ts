@@ -2,7 +2,7 @@
 // uploads, cross-repository mounts, typed errors, and digest verification
 // behind a proxy that alters bytes.
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createServer } from "node:http";
@@ -237,5 +237,57 @@ describe("verification", () => {
       proxy.set({ tamperManifests: false });
     }
     expect(await layout.exists(manifest)).toBe(false);
+  });
+});
+
+describe("cancellation", () => {
+  /** Resolves once `check` is true, polling; the test's own timeout bounds it. */
+  async function until(check: () => boolean | Promise<boolean>): Promise<void> {
+    while (!(await check())) await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+
+  it("aborting a copy from a registry that stalls mid-blob rejects with the abort reason and leaves no partial blob", async () => {
+    const src = new RemoteRepository(plain.host, "abort/copy");
+    const data = randomBytes(1024 * 1024);
+    const layer = descriptorFor("application/octet-stream", data);
+    await src.push(layer, Readable.from([data]));
+    const { manifest } = await pushArtifact(src, { layers: [layer] });
+    const stalling = await startRegistryProxy(plain.url, { stallBlobsAfter: 64 * 1024 });
+    const dir = tempDir();
+    const layout = new OciLayoutTarget(dir);
+    const blobs = join(dir, "blobs", "sha256");
+    const controller = new AbortController();
+    try {
+      // The client's own timeout is past the test's, so only the abort can end this copy in time.
+      const slow = new RemoteRepository(stalling.host, "abort/copy", { timeoutMs: 120_000 });
+      const pulling = copy(slow, manifest.digest, layout, "v1", { signal: controller.signal });
+      // Wait until the layer's bytes are being written beside their final name…
+      await until(() => existsSync(blobs) && readdirSync(blobs).some((name) => name.startsWith(".tmp-")));
+      // …then stop, as a stopping agent does.
+      controller.abort();
+      await expect(pulling, "the copy's rejection").rejects.toMatchObject({ name: "AbortError" });
+    } finally {
+      await stalling.stop();
+    }
+    expect(readdirSync(blobs).filter((name) => name.startsWith(".tmp-")), "temp files left in the layout").toEqual([]);
+    expect(existsSync(join(blobs, layer.digest.slice(7))), "layer file in the layout").toBe(false);
+    expect(await layout.exists(layer), "layer in the layout").toBe(false);
+    await expect(layout.resolve("v1"), "tag in the layout").rejects.toMatchObject({ code: "NOT_FOUND" });
+  });
+
+  it("aborting during a retry's wait (Retry-After) rejects with the abort reason", async () => {
+    const src = new RemoteRepository(plain.host, "abort/retry");
+    const { manifest } = await pushArtifact(src);
+    const busy = await startRegistryProxy(plain.url, { throttle: { status: 429, times: 5, retryAfterSeconds: 30 } });
+    const controller = new AbortController();
+    try {
+      const resolving = new RemoteRepository(busy.host, "abort/retry").resolve(manifest.digest, { signal: controller.signal });
+      await until(() => busy.requests.some((r) => r.status === 429));
+      controller.abort(new Error("agent stopping"));
+      await expect(resolving, "the resolve's rejection").rejects.toThrow("agent stopping");
+      expect(busy.requests.length, "requests after the abort").toBe(1);
+    } finally {
+      await busy.stop();
+    }
   });
 });
