@@ -1,5 +1,4 @@
 // Push and pull of policy artifacts, both through registry/copy.
-import { InputError } from "../errors.js";
 import {
   copy,
   MAX_MANIFEST_SIZE,
@@ -16,6 +15,7 @@ import {
 } from "../registry/index.js";
 import { packArtifact, storeArtifact, type PackedArtifact } from "./artifact.js";
 import { decodeBundle, type Bundle } from "./build.js";
+import { BundleError } from "./errors.js";
 import type { Policy } from "../policy/index.js";
 
 /** Pushes a bundle as an artifact to `dst`, tagged `tag` if given. */
@@ -40,10 +40,10 @@ export async function readPolicyManifest(store: ReadOnlyStorage, desc: Descripto
   const doc = parseManifest(bytes, desc.mediaType);
   if ("manifests" in doc || doc.artifactType !== MediaType.PolicyArtifact) {
     const type = "manifests" in doc ? "an index" : (doc.artifactType ?? doc.config.mediaType);
-    throw new InputError("INVALID_ARGUMENT", `${desc.digest} is not an Aegis policy artifact (it is ${type})`);
+    throw new BundleError("NOT_A_POLICY", `${desc.digest} is not an Aegis policy artifact (it is ${type})`);
   }
   const layer = doc.layers.find((l) => l.mediaType === MediaType.PolicyLayer);
-  if (!layer) throw new InputError("INVALID_ARGUMENT", `${desc.digest} has no ${MediaType.PolicyLayer} layer`);
+  if (!layer) throw new BundleError("NOT_A_POLICY", `${desc.digest} has no ${MediaType.PolicyLayer} layer`);
   return { manifest: doc, layer };
 }
 
