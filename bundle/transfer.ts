@@ -6,6 +6,7 @@ import {
   MemoryTarget,
   parseManifest,
   readAll,
+  type AbortOptions,
   type CopyOptions,
   type Descriptor,
   type Manifest,
@@ -35,8 +36,8 @@ export interface PulledArtifact {
 }
 
 /** Reads an artifact's manifest from `store` and checks it is an Aegis policy. */
-export async function readPolicyManifest(store: ReadOnlyStorage, desc: Descriptor): Promise<{ manifest: Manifest; layer: Descriptor }> {
-  const bytes = await readAll(await store.fetch(desc), MAX_MANIFEST_SIZE, `manifest ${desc.digest}`);
+export async function readPolicyManifest(store: ReadOnlyStorage, desc: Descriptor, options: AbortOptions = {}): Promise<{ manifest: Manifest; layer: Descriptor }> {
+  const bytes = await readAll(await store.fetch(desc, options), MAX_MANIFEST_SIZE, `manifest ${desc.digest}`);
   const doc = parseManifest(bytes, desc.mediaType);
   if ("manifests" in doc || doc.artifactType !== MediaType.PolicyArtifact) {
     const type = "manifests" in doc ? "an index" : (doc.artifactType ?? doc.config.mediaType);
@@ -50,10 +51,12 @@ export async function readPolicyManifest(store: ReadOnlyStorage, desc: Descripto
 /**
  * Copies the artifact that `reference` names from `src` into `cache` (every
  * byte verified on the way), then decodes its bundle from the cache.
+ * `options.signal` cancels the whole pull.
  */
-export async function pullBundle(src: ReadOnlyTarget, reference: string, cache: Target, options?: CopyOptions): Promise<PulledArtifact> {
+export async function pullBundle(src: ReadOnlyTarget, reference: string, cache: Target, options: CopyOptions = {}): Promise<PulledArtifact> {
   const root = await copy(src, reference, cache, undefined, options);
-  const { manifest, layer } = await readPolicyManifest(cache, root);
-  const bundle = await decodeBundle(await cache.fetch(layer), `${src.name}@${root.digest}`);
+  const { signal } = options;
+  const { manifest, layer } = await readPolicyManifest(cache, root, { signal });
+  const bundle = await decodeBundle(await cache.fetch(layer, { signal }), `${src.name}@${root.digest}`);
   return { manifest: root, layer, annotations: manifest.annotations ?? {}, bundle };
 }
