@@ -7,6 +7,7 @@ import type { AddressInfo } from "node:net";
 import { mkdir, readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { InputError } from "../errors.js";
+import { credentialsFromEnvironment } from "../registry/index.js";
 import { loadTrust } from "../signing/index.js";
 import { atomicWrite } from "../util/index.js";
 import { ArtifactSource } from "./artifacts.js";
@@ -84,7 +85,12 @@ export async function startAssigner(options: AssignerOptions = {}): Promise<Runn
   const trust = options.trust ? await loadTrust([options.trust]) : undefined;
   const store = await openStore(options, dataDir);
   const metrics = new AssignerMetrics();
-  const artifacts = new ArtifactSource({ uploadRepository: options.registry ?? `oci:${join(dataDir, "oci")}`, ...(trust ? { trust } : {}) });
+  const artifacts = new ArtifactSource({
+    uploadRepository: options.registry ?? `oci:${join(dataDir, "oci")}`,
+    // Registry credentials come from the assigner's environment, as the CLI's do.
+    registryOptions: { credentials: credentialsFromEnvironment },
+    ...(trust ? { trust } : {}),
+  });
   const auth = new Auth(store, { adminToken: admin.token, ...(options.enrollSecret ? { enrollSecret: options.enrollSecret } : {}) });
   const events: AssignerEvents | undefined = options.natsUrl
     ? AssignerEvents.start(options.natsUrl, {

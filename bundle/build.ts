@@ -5,7 +5,7 @@ import { compileProgram } from "../ebpf/compile.js";
 import { loadPolicy, normalizePolicy, type Policy } from "../policy/index.js";
 import { BUNDLE_LIMITS, readTar, writeTar } from "./tar.js";
 import { compress, decompress } from "./zstd.js";
-import { InputError } from "../errors.js";
+import { BundleError } from "./errors.js";
 
 export const POLICY_FILE = "policy.json";
 export const PROGRAM_FILE = "program.o";
@@ -30,21 +30,28 @@ export function encodeBundle(bundle: Bundle): Buffer {
   );
 }
 
-/** Reads a bundle stream (already verified, or being verified as it flows) within the size caps. */
+/**
+ * Reads a bundle stream (already verified, or being verified as it flows)
+ * within the size caps. Bad content is a BundleError; errors of the stream
+ * itself (DIGEST_MISMATCH, an abort) pass through unchanged.
+ */
 export async function decodeBundle(source: Readable, where: string): Promise<Bundle> {
   const tar = await decompress(source, BUNDLE_LIMITS.maxTotalSize + 64 * 1024);
   const entries = readTar(tar);
   const find = (name: string) => {
     const entry = entries.find((e) => e.name === name);
-    if (!entry) throw new InputError("INVALID_ARGUMENT", `${where}: bundle has no ${name}`);
+    if (!entry) throw new BundleError("INVALID_BUNDLE", `${where}: bundle has no ${name}`);
     return entry.data;
   };
-  let document: unknown;
+  const text = Buffer.from(find(POLICY_FILE)).toString("utf8");
+  const program = find(PROGRAM_FILE);
+  let policy: Policy;
   try {
-    document = JSON.parse(Buffer.from(find(POLICY_FILE)).toString("utf8"));
+    policy = normalizePolicy(JSON.parse(text), `${where}:${POLICY_FILE}`);
   } catch (err) {
-    if (err instanceof InputError) throw err;
-    throw new InputError("INVALID_POLICY", `${where}: ${POLICY_FILE} is not valid JSON`, { cause: err });
+    // normalizePolicy's message already names the file and the field; the cause keeps its INVALID_POLICY.
+    const message = err instanceof SyntaxError ? `${where}:${POLICY_FILE} is not valid JSON: ${err.message}` : (err as Error).message;
+    throw new BundleError("INVALID_BUNDLE", message, { cause: err });
   }
-  return { policy: normalizePolicy(document, `${where}:${POLICY_FILE}`), program: find(PROGRAM_FILE) };
+  return { policy, program };
 }

@@ -1,4 +1,5 @@
 // The bundle package: policy source, the deterministic tar.zst, and its OCI artifact shape.
+export { BundleError, type BundleErrorCode } from "./errors.js";
 export { buildBundle, decodeBundle, encodeBundle, POLICY_FILE, PROGRAM_FILE, type Bundle } from "./build.js";
 export { BUNDLE_LIMITS, readTar, writeTar, type TarEntry, type TarLimits } from "./tar.js";
 export { LAYER_TITLE, packArtifact, PolicyAnnotation, storeArtifact, type PackedArtifact } from "./artifact.js";

@@ -4,6 +4,7 @@
 // plain relative names, within size caps.
 // https://pubs.opengroup.org/onlinepubs/9699919799/utilities/pax.html#tag_20_92_13_06
 import { InputError } from "../errors.js";
+import { BundleError, type BundleErrorCode } from "./errors.js";
 
 const BLOCK = 512;
 
@@ -73,8 +74,8 @@ function readString(block: Buffer, offset: number, length: number): string {
   return field.subarray(0, end < 0 ? length : end).toString("utf8");
 }
 
-function bad(why: string): never {
-  throw new InputError("INVALID_ARGUMENT", `bundle is not a valid Aegis tar: ${why}`);
+function bad(why: string, code: BundleErrorCode = "INVALID_BUNDLE"): never {
+  throw new BundleError(code, `bundle is not a valid Aegis tar: ${why}`);
 }
 
 /** Reads a bundle's tar, refusing links, special files, unsafe names and oversize content. */
@@ -98,10 +99,10 @@ export function readTar(tar: Buffer, limits: TarLimits = BUNDLE_LIMITS): TarEntr
     }
     const size = parseInt(readString(header, 124, 12).trim() || "NaN", 8);
     if (!Number.isSafeInteger(size) || size < 0) bad(`entry "${name}" has an invalid size`);
-    if (size > limits.maxEntrySize) bad(`entry "${name}" is ${size} bytes, over the ${limits.maxEntrySize}-byte limit`);
+    if (size > limits.maxEntrySize) bad(`entry "${name}" is ${size} bytes, over the ${limits.maxEntrySize}-byte limit`, "BUNDLE_TOO_LARGE");
     total += size;
-    if (total > limits.maxTotalSize) bad(`content is over the ${limits.maxTotalSize}-byte limit`);
-    if (entries.length >= limits.maxEntries) bad(`more than ${limits.maxEntries} entries`);
+    if (total > limits.maxTotalSize) bad(`content is over the ${limits.maxTotalSize}-byte limit`, "BUNDLE_TOO_LARGE");
+    if (entries.length >= limits.maxEntries) bad(`more than ${limits.maxEntries} entries`, "BUNDLE_TOO_LARGE");
     if (entries.some((e) => e.name === name)) bad(`entry "${name}" appears twice`);
     const start = offset + BLOCK;
     if (start + size > tar.byteLength) bad(`entry "${name}" is truncated`);

@@ -3,7 +3,8 @@
 // cannot fill memory.
 import { pipeline, type Readable } from "node:stream";
 import { compress as zstdCompress, DecompressStream } from "zstd-napi";
-import { AegisError, InputError } from "../errors.js";
+import { AegisError } from "../errors.js";
+import { BundleError } from "./errors.js";
 
 /** A fixed level: the same input always gives the same bytes (for one zstd version). */
 const LEVEL = 19;
@@ -20,14 +21,15 @@ export async function decompress(source: Readable, limit: number): Promise<Buffe
   try {
     for await (const chunk of inflater as AsyncIterable<Buffer>) {
       total += chunk.byteLength;
-      if (total > limit) throw new InputError("INVALID_ARGUMENT", `bundle decompresses to more than the ${limit}-byte limit`);
+      if (total > limit) throw new BundleError("BUNDLE_TOO_LARGE", `bundle decompresses to more than the ${limit}-byte limit`);
       chunks.push(chunk);
     }
   } catch (err) {
     source.destroy();
     inflater.destroy();
-    if (err instanceof AegisError) throw err;
-    throw new InputError("INVALID_ARGUMENT", `bundle is not valid zstd: ${(err as Error).message}`, { cause: err });
+    // The source's own failures (DIGEST_MISMATCH as it streams, an abort) are not bad zstd.
+    if (err instanceof AegisError || (err as Error).name === "AbortError") throw err;
+    throw new BundleError("INVALID_BUNDLE", `bundle is not valid zstd: ${(err as Error).message}`, { cause: err });
   }
   return Buffer.concat(chunks, total);
 }

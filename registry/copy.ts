@@ -8,7 +8,7 @@ import { InputError } from "../errors.js";
 import { isDigest, readAll } from "./digest.js";
 import { isManifestType, MAX_MANIFEST_SIZE, parseManifest, successors, type Descriptor } from "./oci.js";
 import { RemoteRepository } from "./remote/repository.js";
-import type { Target } from "./storage.js";
+import type { ReadOnlyTarget, Target } from "./storage.js";
 
 export type CopyEvent =
   | { kind: "start"; desc: Descriptor }
@@ -22,6 +22,12 @@ export interface CopyOptions {
   /** Blobs copied at once; default 3. */
   concurrency?: number;
   onEvent?: (event: CopyEvent) => void;
+  /**
+   * Cancels the copy: requests and streams in flight stop, and the copy
+   * rejects with the signal's reason once every started write has been
+   * undone (a layout keeps no partial blob).
+   */
+  signal?: AbortSignal;
 }
 
 /** How deep referrers of referrers are followed (a signature of an attestation…). */
@@ -31,16 +37,24 @@ const MAX_REFERRER_DEPTH = 3;
  * Copies the graph that `srcRef` (a tag or digest) names from `src` to `dst`,
  * then tags it `dstRef` when that is a tag. Returns the root descriptor.
  */
-export async function copy(src: Target, srcRef: string, dst: Target, dstRef?: string, options: CopyOptions = {}): Promise<Descriptor> {
-  const root = await src.resolve(srcRef);
-  if (dstRef && isDigest(dstRef) && dstRef !== root.digest) {
-    throw new InputError("INVALID_REFERENCE", `destination digest ${dstRef} differs from the source's ${root.digest}`);
+export async function copy(src: ReadOnlyTarget, srcRef: string, dst: Target, dstRef?: string, options: CopyOptions = {}): Promise<Descriptor> {
+  const { signal } = options;
+  try {
+    const root = await src.resolve(srcRef, { signal });
+    if (dstRef && isDigest(dstRef) && dstRef !== root.digest) {
+      throw new InputError("INVALID_REFERENCE", `destination digest ${dstRef} differs from the source's ${root.digest}`);
+    }
+    const copier = new GraphCopier(src, dst, options);
+    await copier.copyGraph(root);
+    signal?.throwIfAborted();
+    if (dstRef && !isDigest(dstRef)) await dst.tag(root, dstRef);
+    if (options.referrers) await copier.copyReferrers(root, 1);
+    return root;
+  } catch (err) {
+    // Whatever broke first when the signal fired (a stream, a socket), the caller asked for the signal's reason.
+    signal?.throwIfAborted();
+    throw err;
   }
-  const copier = new GraphCopier(src, dst, options);
-  await copier.copyGraph(root);
-  if (dstRef && !isDigest(dstRef)) await dst.tag(root, dstRef);
-  if (options.referrers) await copier.copyReferrers(root, 1);
-  return root;
 }
 
 class GraphCopier {
@@ -50,7 +64,7 @@ class GraphCopier {
   private readonly waiting: (() => void)[] = [];
 
   constructor(
-    private readonly src: Target,
+    private readonly src: ReadOnlyTarget,
     private readonly dst: Target,
     private readonly options: CopyOptions,
   ) {
@@ -69,6 +83,7 @@ class GraphCopier {
 
   async copyReferrers(subject: Descriptor, depth: number): Promise<void> {
     for (const referrer of await this.src.referrers(subject)) {
+      this.options.signal?.throwIfAborted();
       await this.copyGraph(referrer);
       await this.dst.indexReferrer(subject, referrer);
       if (depth < MAX_REFERRER_DEPTH) await this.copyReferrers(referrer, depth + 1);
@@ -77,17 +92,22 @@ class GraphCopier {
 
   private async copyNode(desc: Descriptor): Promise<void> {
     const emit = this.options.onEvent ?? (() => {});
+    const { signal } = this.options;
     if (isManifestType(desc.mediaType)) {
       // Manifests are copied as the exact bytes read (verified by fetch), never re-serialized.
-      const bytes = await readAll(await this.src.fetch(desc), MAX_MANIFEST_SIZE, `manifest ${desc.digest}`);
-      await Promise.all(successors(parseManifest(bytes, desc.mediaType)).map((child) => this.copyGraph(child)));
-      if (await this.dst.exists(desc)) return emit({ kind: "skip", desc, reason: "exists" });
-      await this.dst.push(desc, Readable.from([bytes]));
+      const bytes = await readAll(await this.src.fetch(desc, { signal }), MAX_MANIFEST_SIZE, `manifest ${desc.digest}`);
+      // Every child settles before this fails, so no write is still under way when copy rejects.
+      const children = await Promise.allSettled(successors(parseManifest(bytes, desc.mediaType)).map((child) => this.copyGraph(child)));
+      const failed = children.find((c) => c.status === "rejected");
+      if (failed) throw failed.reason;
+      if (await this.dst.exists(desc, { signal })) return emit({ kind: "skip", desc, reason: "exists" });
+      await this.dst.push(desc, Readable.from([bytes]), { signal });
       return emit({ kind: "done", desc });
     }
     await this.slot();
     try {
-      if (await this.dst.exists(desc)) return emit({ kind: "skip", desc, reason: "exists" });
+      signal?.throwIfAborted();
+      if (await this.dst.exists(desc, { signal })) return emit({ kind: "skip", desc, reason: "exists" });
       if (await this.tryMount(desc)) return emit({ kind: "skip", desc, reason: "mounted" });
       emit({ kind: "start", desc });
       const counter = new Transform({
@@ -96,7 +116,7 @@ class GraphCopier {
           callback(null, chunk);
         },
       });
-      await this.dst.push(desc, pipeline(await this.src.fetch(desc), counter, () => {}));
+      await this.dst.push(desc, pipeline(await this.src.fetch(desc, { signal }), counter, () => {}), { signal });
       emit({ kind: "done", desc });
     } finally {
       this.release();

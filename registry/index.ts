@@ -15,12 +15,32 @@ export {
   type Index,
   type Manifest,
 } from "./oci.js";
-export type { Fetcher, Pusher, ReferrerLister, Resolver, Storage, Tagger, Target } from "./storage.js";
+export type {
+  AbortOptions,
+  Deleter,
+  Fetcher,
+  Pusher,
+  ReadOnlyStorage,
+  ReadOnlyTarget,
+  ReferrerIndexer,
+  ReferrerLister,
+  Resolver,
+  Storage,
+  TagLister,
+  Tagger,
+  Target,
+} from "./storage.js";
 export { MemoryTarget } from "./memory.js";
 export { OciLayoutTarget } from "./layout.js";
 export { RemoteRepository, type RepositoryOptions } from "./remote/repository.js";
 export { RegistryClient, isLoopback, type ClientOptions } from "./remote/client.js";
-export type { Credentials } from "./remote/credentials.js";
+export {
+  credentialsFromDockerConfig,
+  credentialsFromEnv,
+  credentialsFromEnvironment,
+  type CredentialLookup,
+  type Credentials,
+} from "./remote/credentials.js";
 export { addFallbackReferrer, fallbackReferrers, referrersTag } from "./referrers.js";
 export { copy, type CopyEvent, type CopyOptions } from "./copy.js";
 export { formatReference, parseReference, selector, type Reference } from "./reference.js";

@@ -1,6 +1,6 @@
 // A Target backed by an OCI image layout directory, readable by skopeo,
 // oras and crane. https://github.com/opencontainers/image-spec/blob/main/image-layout.md
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
 import { mkdir, open, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -11,11 +11,11 @@ import { RegistryError } from "./errors.js";
 import { checkDigest, isDigest, readAll, verifyStream } from "./digest.js";
 import { Annotation, isManifestType, MAX_MANIFEST_SIZE, MediaType, type Descriptor, type Index } from "./oci.js";
 import { addFallbackReferrer, fallbackReferrers } from "./referrers.js";
-import type { Target } from "./storage.js";
+import type { AbortOptions, Deleter, Target } from "./storage.js";
 
 const LAYOUT_FILE = { imageLayoutVersion: "1.0.0" };
 
-export class OciLayoutTarget implements Target {
+export class OciLayoutTarget implements Target, Deleter {
   readonly name: string;
   /** Serializes index.json updates within this process; a lock file guards across processes. */
   private indexQueue: Promise<unknown> = Promise.resolve();
@@ -30,24 +30,27 @@ export class OciLayoutTarget implements Target {
     return join(this.dir, "blobs", "sha256", checkDigest(digest).slice("sha256:".length));
   }
 
-  async fetch(desc: Descriptor): Promise<Readable> {
+  async fetch(desc: Descriptor, options: AbortOptions = {}): Promise<Readable> {
+    options.signal?.throwIfAborted();
     let handle;
     try {
       handle = await open(this.blobPath(desc.digest), "r");
     } catch (err) {
       throw new RegistryError("NOT_FOUND", `${desc.digest} not found in ${this.name}`, { cause: err });
     }
-    return verifyStream(desc, createReadStream("", { fd: handle }), this.name);
+    return verifyStream(desc, createReadStream("", { fd: handle, signal: options.signal }), this.name);
   }
 
-  async push(desc: Descriptor, content: Readable): Promise<void> {
+  /** An aborted `signal` (or a source stream that fails) leaves nothing behind, not even the temp file. */
+  async push(desc: Descriptor, content: Readable, options: AbortOptions = {}): Promise<void> {
+    options.signal?.throwIfAborted();
     await this.init();
     const final = this.blobPath(desc.digest);
     // Write beside the final name and rename only once the digest checked out:
     // a reader never sees a partial or unverified blob.
     const temp = join(this.dir, "blobs", "sha256", `.tmp-${randomBytes(8).toString("hex")}`);
     try {
-      await pipeline(verifyStream(desc, content, "pushed content"), createWriteStream(temp, { mode: 0o644 }));
+      await pipeline(verifyStream(desc, content, "pushed content"), createWriteStream(temp, { mode: 0o644 }), { signal: options.signal });
       await rename(temp, final);
     } catch (err) {
       await rm(temp, { force: true });
@@ -60,15 +63,43 @@ export class OciLayoutTarget implements Target {
     }
   }
 
-  async exists(desc: Descriptor): Promise<boolean> {
+  /**
+   * True only when the stored bytes still hash to `desc`'s digest. A blob
+   * altered at rest (disk fault, a hand edit) of the same size would
+   * otherwise count as present forever and `copy` would never repair it;
+   * hashing costs little at policy-bundle sizes.
+   */
+  async exists(desc: Descriptor, options: AbortOptions = {}): Promise<boolean> {
     try {
-      return (await stat(this.blobPath(desc.digest))).size === desc.size;
+      const path = this.blobPath(desc.digest);
+      if ((await stat(path)).size !== desc.size) return false;
+      const hash = createHash("sha256");
+      await pipeline(createReadStream(path), hash, { signal: options.signal });
+      return `sha256:${hash.digest("hex")}` === desc.digest;
     } catch {
+      // Missing, unreadable or not a digest: not there. An abort is not an answer.
+      options.signal?.throwIfAborted();
       return false;
     }
   }
 
-  async resolve(reference: string): Promise<Descriptor> {
+  /**
+   * Removes the blob and every index.json entry (tags included) that names
+   * it, under the index lock, so no writer sees the entry without the blob.
+   */
+  async delete(desc: Descriptor): Promise<void> {
+    const path = this.blobPath(desc.digest);
+    await this.updateIndex(async (manifests) => {
+      const kept = manifests.filter((m) => m.digest !== desc.digest);
+      const stored = await stat(path).then(() => true, () => false);
+      if (!stored && kept.length === manifests.length) throw new RegistryError("NOT_FOUND", `${desc.digest} not found in ${this.name}`);
+      await rm(path, { force: true });
+      return kept;
+    });
+  }
+
+  async resolve(reference: string, options: AbortOptions = {}): Promise<Descriptor> {
+    options.signal?.throwIfAborted();
     const manifests = (await this.readIndex()).manifests;
     const found = isDigest(reference)
       ? manifests.find((m) => m.digest === reference)
@@ -92,11 +123,14 @@ export class OciLayoutTarget implements Target {
   }
 
   async tag(desc: Descriptor, tag: string): Promise<void> {
-    if (!(await this.exists(desc))) throw new RegistryError("NOT_FOUND", `cannot tag ${desc.digest}: not in ${this.name}`);
-    await this.updateIndex((manifests) => [
-      ...manifests.filter((m) => m.annotations?.[Annotation.RefName] !== tag && !(m.digest === desc.digest && !m.annotations?.[Annotation.RefName])),
-      { ...plain(desc), annotations: { [Annotation.RefName]: tag } },
-    ]);
+    // Checked under the index lock, so a concurrent delete cannot leave a tag without its blob.
+    await this.updateIndex(async (manifests) => {
+      if (!(await this.exists(desc))) throw new RegistryError("NOT_FOUND", `cannot tag ${desc.digest}: not in ${this.name}`);
+      return [
+        ...manifests.filter((m) => m.annotations?.[Annotation.RefName] !== tag && !(m.digest === desc.digest && !m.annotations?.[Annotation.RefName])),
+        { ...plain(desc), annotations: { [Annotation.RefName]: tag } },
+      ];
+    });
   }
 
   async tags(): Promise<string[]> {
@@ -142,13 +176,13 @@ export class OciLayoutTarget implements Target {
   }
 
   /** Read-modify-write of index.json, atomic (atomicWrite) and serialized. */
-  private updateIndex(change: (manifests: Descriptor[]) => Descriptor[]): Promise<void> {
+  private updateIndex(change: (manifests: Descriptor[]) => Descriptor[] | Promise<Descriptor[]>): Promise<void> {
     const run = async () => {
       await this.init();
       const release = await lockFile(join(this.dir, "index.json.lock"));
       try {
         const index = await this.readIndex();
-        const next: Index = { ...index, manifests: change(index.manifests) };
+        const next: Index = { ...index, manifests: await change(index.manifests) };
         await atomicWrite(join(this.dir, "index.json"), JSON.stringify(next));
       } finally {
         await release();

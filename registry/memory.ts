@@ -1,12 +1,12 @@
 // An in-memory Target: for tests, and as the staging store of `push`.
-import { Readable } from "node:stream";
+import { addAbortSignal, Readable } from "node:stream";
 import { RegistryError } from "./errors.js";
 import { readAll, verifyBytes, isDigest } from "./digest.js";
 import { isManifestType, type Descriptor } from "./oci.js";
 import { addFallbackReferrer, fallbackReferrers } from "./referrers.js";
-import type { Target } from "./storage.js";
+import type { AbortOptions, Deleter, Target } from "./storage.js";
 
-export class MemoryTarget implements Target {
+export class MemoryTarget implements Target, Deleter {
   readonly name: string;
   private readonly blobs = new Map<string, Buffer>();
   private readonly descriptors = new Map<string, Descriptor>();
@@ -16,25 +16,36 @@ export class MemoryTarget implements Target {
     this.name = name;
   }
 
-  async fetch(desc: Descriptor): Promise<Readable> {
+  async fetch(desc: Descriptor, options: AbortOptions = {}): Promise<Readable> {
+    options.signal?.throwIfAborted();
     const data = this.blobs.get(desc.digest);
     if (!data) throw new RegistryError("NOT_FOUND", `${desc.digest} not found in ${this.name}`);
     verifyBytes(desc, data, this.name);
-    return Readable.from([data]);
+    const stream = Readable.from([data]);
+    return options.signal ? addAbortSignal(options.signal, stream) : stream;
   }
 
-  async push(desc: Descriptor, content: Readable): Promise<void> {
+  async push(desc: Descriptor, content: Readable, options: AbortOptions = {}): Promise<void> {
+    options.signal?.throwIfAborted();
     const data = await readAll(content, desc.size, desc.digest);
     verifyBytes(desc, data, "pushed content");
     this.blobs.set(desc.digest, data);
     this.descriptors.set(desc.digest, { mediaType: desc.mediaType, digest: desc.digest, size: desc.size });
   }
 
-  async exists(desc: Descriptor): Promise<boolean> {
+  async exists(desc: Descriptor, options: AbortOptions = {}): Promise<boolean> {
+    options.signal?.throwIfAborted();
     return this.blobs.has(desc.digest);
   }
 
-  async resolve(reference: string): Promise<Descriptor> {
+  async delete(desc: Descriptor): Promise<void> {
+    if (!this.blobs.delete(desc.digest)) throw new RegistryError("NOT_FOUND", `${desc.digest} not found in ${this.name}`);
+    this.descriptors.delete(desc.digest);
+    for (const [tag, tagged] of this.tagged) if (tagged.digest === desc.digest) this.tagged.delete(tag);
+  }
+
+  async resolve(reference: string, options: AbortOptions = {}): Promise<Descriptor> {
+    options.signal?.throwIfAborted();
     const desc = isDigest(reference) ? this.descriptors.get(reference) : this.tagged.get(reference);
     if (!desc || !isManifestType(desc.mediaType)) {
       throw new RegistryError("NOT_FOUND", `${reference} not found in ${this.name}`);

@@ -1,12 +1,22 @@
 // Storage roles, after oras-go's content package: small interfaces that the
 // memory, OCI-layout and remote implementations share, so that one `copy`
-// serves push, pull and mirror. https://pkg.go.dev/oras.land/oras-go/v2/content
+// serves push, pull and mirror, and a reader (`copy`'s source, `verify`, the
+// agent) asks only for the read half. https://pkg.go.dev/oras.land/oras-go/v2/content
 import type { Readable } from "node:stream";
 import type { Descriptor } from "./oci.js";
 
+/** Lets a caller cancel a call, and the stream it returns: a stopping agent cancels its pull. */
+export interface AbortOptions {
+  signal?: AbortSignal;
+}
+
 export interface Fetcher {
-  /** The content of `desc`, verified against its size and digest as it streams. */
-  fetch(desc: Descriptor): Promise<Readable>;
+  /**
+   * The content of `desc`, verified against its size and digest as it
+   * streams. Aborting `signal` rejects the call, or destroys the stream with
+   * the signal's reason.
+   */
+  fetch(desc: Descriptor, options?: AbortOptions): Promise<Readable>;
 }
 
 export interface Pusher {
@@ -14,28 +24,41 @@ export interface Pusher {
    * Stores `content`, which must match `desc`; content that does not match
    * is refused and nothing is stored.
    */
-  push(desc: Descriptor, content: Readable): Promise<void>;
+  push(desc: Descriptor, content: Readable, options?: AbortOptions): Promise<void>;
 }
 
-export interface Storage extends Fetcher, Pusher {
-  exists(desc: Descriptor): Promise<boolean>;
+export interface ReadOnlyStorage extends Fetcher {
+  exists(desc: Descriptor, options?: AbortOptions): Promise<boolean>;
+}
+
+export interface Storage extends ReadOnlyStorage, Pusher {}
+
+export interface Deleter {
+  /** Removes `desc`'s content and every tag that names it; NOT_FOUND when it is not stored. */
+  delete(desc: Descriptor): Promise<void>;
 }
 
 export interface Resolver {
   /** The descriptor a tag or digest names. */
-  resolve(reference: string): Promise<Descriptor>;
+  resolve(reference: string, options?: AbortOptions): Promise<Descriptor>;
 }
 
-export interface Tagger {
-  /** Points `tag` at the manifest `desc`, which must already be stored. */
-  tag(desc: Descriptor, tag: string): Promise<void>;
+export interface TagLister {
   /** Every tag, in no particular order. */
   tags(): Promise<string[]>;
+}
+
+export interface Tagger extends TagLister {
+  /** Points `tag` at the manifest `desc`, which must already be stored. */
+  tag(desc: Descriptor, tag: string): Promise<void>;
 }
 
 export interface ReferrerLister {
   /** Manifests whose subject is `subject`, optionally of one artifact type. */
   referrers(subject: Descriptor, artifactType?: string): Promise<Descriptor[]>;
+}
+
+export interface ReferrerIndexer {
   /**
    * Records that `referrer` (already pushed, its subject set) refers to
    * `subject`, where the store does not do it on push (the OCI tag-schema
@@ -44,8 +67,11 @@ export interface ReferrerLister {
   indexReferrer(subject: Descriptor, referrer: Descriptor): Promise<void>;
 }
 
-/** A store that holds manifests with tags and referrers: a repository, a layout, memory. */
-export interface Target extends Storage, Resolver, Tagger, ReferrerLister {
+/** What a reader needs of a store: the source of `copy`, `verifyArtifact`, a pull. */
+export interface ReadOnlyTarget extends ReadOnlyStorage, Resolver, TagLister, ReferrerLister {
   /** Where the content lives, for messages: "127.0.0.1:5000/aegis/policies", "oci:./mirror". */
   readonly name: string;
 }
+
+/** A store that holds manifests with tags and referrers: a repository, a layout, memory. */
+export interface Target extends ReadOnlyTarget, Storage, Tagger, ReferrerIndexer {}

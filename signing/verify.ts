@@ -6,7 +6,7 @@ import { verify as verifySignature } from "node:crypto";
 import { bundleFromJSON, isBundleWithDsseEnvelope, type BundleWithDsseEnvelope } from "@sigstore/bundle";
 import { toSignedEntity, toTrustMaterial, Verifier, VerificationError } from "@sigstore/verify";
 import { AegisError } from "../errors.js";
-import { checkDigest, MAX_MANIFEST_SIZE, parseManifest, readAll, isNotFound, referrersTag, type Descriptor, type Manifest, type Target } from "../registry/index.js";
+import { checkDigest, MAX_MANIFEST_SIZE, parseManifest, readAll, isNotFound, referrersTag, type Descriptor, type Manifest, type ReadOnlyTarget } from "../registry/index.js";
 import { SignatureError } from "./errors.js";
 import { digestAlgorithm } from "./keys.js";
 import { SIGSTORE_BUNDLE_TYPE } from "./sign.js";
@@ -48,7 +48,7 @@ const EMPTY_TRUSTED_ROOT = {
  * trusted key. Returns the first that verifies; throws a SignatureError
  * saying why none did.
  */
-export async function verifyArtifact(source: Target, digest: string, trust: TrustPolicy, options: VerifyOptions = {}): Promise<VerifiedSignature> {
+export async function verifyArtifact(source: ReadOnlyTarget, digest: string, trust: TrustPolicy, options: VerifyOptions = {}): Promise<VerifiedSignature> {
   const subject = await source.resolve(checkDigest(digest));
   const at = options.at ?? new Date();
   const failures: { signature: string; error: AegisError }[] = [];
@@ -83,13 +83,13 @@ export async function verifyArtifact(source: Target, digest: string, trust: Trus
   throw new SignatureError("NO_VALID_SIGNATURE", `none of the ${failures.length} signatures of ${digest} verifies: ${reasons}`);
 }
 
-async function readManifest(source: Target, desc: Descriptor): Promise<Manifest> {
+async function readManifest(source: ReadOnlyTarget, desc: Descriptor): Promise<Manifest> {
   const doc = parseManifest(await readAll(await source.fetch(desc), MAX_MANIFEST_SIZE, `manifest ${desc.digest}`), desc.mediaType);
   if ("manifests" in doc) throw new SignatureError("INVALID_BUNDLE", `signature ${desc.digest} is an index, not a manifest`);
   return doc;
 }
 
-async function readLayer(source: Target, layer: Descriptor): Promise<Buffer> {
+async function readLayer(source: ReadOnlyTarget, layer: Descriptor): Promise<Buffer> {
   if (layer.size > MAX_SIGNATURE_SIZE) throw new SignatureError("INVALID_BUNDLE", `signature layer is ${layer.size} bytes, over ${MAX_SIGNATURE_SIZE}`);
   return readAll(await source.fetch(layer), layer.size, `signature layer ${layer.digest}`);
 }
@@ -114,7 +114,7 @@ function candidateKeys(trust: TrustPolicy, hint: string, at: Date): TrustedKey[]
   return valid;
 }
 
-async function verifyBundleReferrer(source: Target, subject: Descriptor, referrer: Descriptor, trust: TrustPolicy, at: Date): Promise<VerifiedSignature> {
+async function verifyBundleReferrer(source: ReadOnlyTarget, subject: Descriptor, referrer: Descriptor, trust: TrustPolicy, at: Date): Promise<VerifiedSignature> {
   const manifest = await readManifest(source, referrer);
   if (manifest.subject?.digest !== subject.digest) {
     throw new SignatureError("SUBJECT_MISMATCH", `signature manifest refers to ${manifest.subject?.digest ?? "nothing"}, not ${subject.digest}`);
@@ -145,7 +145,7 @@ async function verifyBundleReferrer(source: Target, subject: Descriptor, referre
   throw new SignatureError("INVALID_SIGNATURE", "signature does not verify: the signed payload was modified or the signature is corrupt", { cause: lastError });
 }
 
-async function findLegacySignature(source: Target, subject: Descriptor): Promise<Descriptor | undefined> {
+async function findLegacySignature(source: ReadOnlyTarget, subject: Descriptor): Promise<Descriptor | undefined> {
   try {
     return await source.resolve(`${referrersTag(subject)}.sig`);
   } catch (err) {
@@ -163,7 +163,7 @@ interface SimpleSigning {
  * its signature (base64, over the layer's exact bytes) in an annotation.
  * https://github.com/sigstore/cosign/blob/main/specs/SIGNATURE_SPEC.md
  */
-async function verifyLegacySignature(source: Target, subject: Descriptor, sigManifest: Descriptor, trust: TrustPolicy, at: Date): Promise<VerifiedSignature> {
+async function verifyLegacySignature(source: ReadOnlyTarget, subject: Descriptor, sigManifest: Descriptor, trust: TrustPolicy, at: Date): Promise<VerifiedSignature> {
   const manifest = await readManifest(source, sigManifest);
   const layers = manifest.layers.filter((l) => l.mediaType === COSIGN_SIMPLESIGNING && l.annotations?.[COSIGN_SIGNATURE_ANNOTATION]);
   if (layers.length === 0) throw new SignatureError("INVALID_BUNDLE", "cosign .sig manifest has no signed simple-signing layer");

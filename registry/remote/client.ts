@@ -6,11 +6,12 @@
 import { request, type Dispatcher } from "undici";
 import { backoffDelay, sleep, type BackoffOptions } from "../../util/index.js";
 import { RegistryError, type DistributionErrorCode } from "../errors.js";
-import { findCredentials, type Credentials } from "./credentials.js";
+import type { Credentials } from "./credentials.js";
 
 export interface ClientOptions {
   /** Use http:// for a non-loopback host (loopback always uses it). */
   plainHttp?: boolean;
+  /** Sent when the registry challenges for them; the client looks up nothing on its own. */
   credentials?: Credentials;
   /** Attempts for one request, counting the first; default 5. */
   maxAttempts?: number;
@@ -32,6 +33,8 @@ export interface SendOptions {
   scopes: string[];
   /** Statuses that are success for this call; others become errors. */
   expect: number[];
+  /** Cancels the request, its retries' waits and its token fetch; the call rejects with the signal's reason. */
+  signal?: AbortSignal;
 }
 
 export type Response = Dispatcher.ResponseData;
@@ -83,7 +86,7 @@ export class RegistryClient {
   ) {
     const plain = options.plainHttp === true || isLoopback(registry);
     this.baseUrl = `${plain ? "http" : "https"}://${registry}`;
-    this.credentials = findCredentials(registry, options.credentials);
+    this.credentials = options.credentials;
     this.maxAttempts = options.maxAttempts ?? 5;
     this.backoff = { baseMs: options.backoffMs ?? 200, maxMs: options.maxDelayMs ?? 30_000 };
     this.timeoutMs = options.timeoutMs ?? 30_000;
@@ -97,8 +100,10 @@ export class RegistryClient {
     // pagination URL on another origin (as oras-go picks them per host).
     const sameOrigin = url.origin === new URL(this.baseUrl).origin;
     const idempotent = IDEMPOTENT.has(options.method);
+    const { signal } = options;
     for (let attempt = 1; ; attempt++) {
-      const headers = { ...options.headers, ...(sameOrigin ? await this.authorization(options.scopes) : {}) };
+      signal?.throwIfAborted();
+      const headers = { ...options.headers, ...(sameOrigin ? await this.authorization(options.scopes, signal) : {}) };
       let res: Response;
       try {
         res = await request(url, {
@@ -107,10 +112,13 @@ export class RegistryClient {
           body: options.body,
           headersTimeout: this.timeoutMs,
           bodyTimeout: this.timeoutMs,
+          signal,
         });
       } catch (err) {
+        // undici rejects with its own error on abort; the caller asked for the signal's reason.
+        signal?.throwIfAborted();
         if (attempt < this.maxAttempts && idempotent && isTransient(err)) {
-          await sleep(backoffDelay(attempt, this.backoff));
+          await sleep(backoffDelay(attempt, this.backoff), signal);
           continue;
         }
         throw new RegistryError("UNREACHABLE", `cannot reach registry ${this.registry}: ${(err as Error).message}`, { cause: err });
@@ -124,7 +132,7 @@ export class RegistryClient {
       }
       if (RETRY_STATUS.has(res.statusCode) && attempt < this.maxAttempts && (idempotent || res.statusCode === 429)) {
         await res.body.dump();
-        await sleep(backoffDelay(attempt, this.backoff, res.headers["retry-after"]));
+        await sleep(backoffDelay(attempt, this.backoff, res.headers["retry-after"]), signal);
         continue;
       }
       throw await this.errorFrom(res, options);
@@ -152,14 +160,14 @@ export class RegistryClient {
     );
   }
 
-  private async authorization(scopes: string[]): Promise<Record<string, string>> {
+  private async authorization(scopes: string[], signal: AbortSignal | undefined): Promise<Record<string, string>> {
     if (!this.challenge) return {};
     if (this.challenge.scheme === "basic") return this.credentials ? { authorization: basic(this.credentials) } : {};
-    return { authorization: `Bearer ${await this.token(scopes)}` };
+    return { authorization: `Bearer ${await this.token(scopes, signal)}` };
   }
 
   /** A bearer token for `scopes` from the challenge's realm, cached until shortly before expiry. */
-  private async token(scopes: string[]): Promise<string> {
+  private async token(scopes: string[], signal: AbortSignal | undefined): Promise<string> {
     const key = scopes.join(" ");
     const cached = this.tokens.get(key);
     if (cached && cached.expires > Date.now()) return cached.token;
@@ -173,8 +181,9 @@ export class RegistryClient {
     }
     let res: Response;
     try {
-      res = await request(url, { headers: this.credentials ? { authorization: basic(this.credentials) } : {} });
+      res = await request(url, { headers: this.credentials ? { authorization: basic(this.credentials) } : {}, signal });
     } catch (err) {
+      signal?.throwIfAborted();
       throw new RegistryError("UNREACHABLE", `cannot reach token server ${url.origin} of ${this.registry}`, { cause: err });
     }
     if (res.statusCode === 401 || res.statusCode === 403) {

@@ -1,7 +1,8 @@
-// Where registry credentials come from, first match wins: explicit options,
-// AEGIS_REGISTRY_USERNAME / AEGIS_REGISTRY_PASSWORD, then the Docker config
-// file ($DOCKER_CONFIG/config.json or ~/.docker/config.json) that
-// `docker login` and `oras login` write. Credential helpers (credsStore,
+// Registry credentials from the environment, for the programs that own it
+// (the CLI, the assigner) to pass to the client, which reads nothing itself.
+// First match wins: AEGIS_REGISTRY_USERNAME / AEGIS_REGISTRY_PASSWORD, then
+// the Docker config file ($DOCKER_CONFIG/config.json or ~/.docker/config.json)
+// that `docker login` and `oras login` write. Credential helpers (credsStore,
 // credHelpers) and identity tokens are not supported.
 import { readFileSync } from "node:fs";
 import { homedir } from "node:os";
@@ -11,6 +12,9 @@ export interface Credentials {
   username: string;
   password: string;
 }
+
+/** The credentials for one registry host ("host[:port]"), or none. */
+export type CredentialLookup = (registry: string) => Credentials | undefined;
 
 interface DockerConfig {
   auths?: Record<string, { auth?: string; username?: string; password?: string }>;
@@ -42,6 +46,7 @@ export function credentialsFromDockerConfig(registry: string, env: NodeJS.Proces
   return undefined;
 }
 
-export function findCredentials(registry: string, explicit?: Credentials): Credentials | undefined {
-  return explicit ?? credentialsFromEnv() ?? credentialsFromDockerConfig(registry);
+/** The CLI's and the assigner's lookup: the environment's pair, else the Docker config's entry for `registry`. */
+export function credentialsFromEnvironment(registry: string, env: NodeJS.ProcessEnv = process.env): Credentials | undefined {
+  return credentialsFromEnv(env) ?? credentialsFromDockerConfig(registry, env);
 }

@@ -7,10 +7,13 @@ import { RegistryError } from "../errors.js";
 import { checkDigest, isDigest, readAll, sha256, verifyBytes, verifyStream } from "../digest.js";
 import { isManifestType, MANIFEST_MEDIA_TYPES, MAX_MANIFEST_SIZE, MediaType, type Descriptor, type Index } from "../oci.js";
 import { addFallbackReferrer, fallbackReferrers } from "../referrers.js";
-import type { Target } from "../storage.js";
+import type { AbortOptions, Target } from "../storage.js";
 import { RegistryClient, type ClientOptions, type Response } from "./client.js";
+import type { CredentialLookup, Credentials } from "./credentials.js";
 
-export interface RepositoryOptions extends ClientOptions {
+export interface RepositoryOptions extends Omit<ClientOptions, "credentials"> {
+  /** Credentials for this registry, or a lookup by host (e.g. credentialsFromEnvironment) asked once here. */
+  credentials?: Credentials | CredentialLookup;
   /** Blobs up to this size go up in one PUT; larger ones in PATCH chunks. Default 4 MiB. */
   monolithicLimit?: number;
   /** Size of each PATCH chunk. Default 8 MiB. */
@@ -37,9 +40,10 @@ export class RemoteRepository implements Target {
   ) {
     this.name = `${registry}/${repository}`;
     // One client per registry and settings shares its tokens across repositories.
-    const key = JSON.stringify([registry, options.plainHttp, options.credentials, options.maxAttempts, options.backoffMs, options.timeoutMs]);
+    const credentials = typeof options.credentials === "function" ? options.credentials(registry) : options.credentials;
+    const key = JSON.stringify([registry, options.plainHttp, credentials, options.maxAttempts, options.backoffMs, options.timeoutMs]);
     let client = clients.get(key);
-    if (!client) clients.set(key, (client = new RegistryClient(registry, options)));
+    if (!client) clients.set(key, (client = new RegistryClient(registry, { ...options, credentials })));
     this.client = client;
     this.monolithicLimit = options.monolithicLimit ?? 4 * 1024 * 1024;
     this.chunkSize = options.chunkSize ?? 8 * 1024 * 1024;
@@ -53,7 +57,7 @@ export class RemoteRepository implements Target {
     return `/v2/${this.repository}/${kind}/${rest}`;
   }
 
-  async fetch(desc: Descriptor): Promise<Readable> {
+  async fetch(desc: Descriptor, options: AbortOptions = {}): Promise<Readable> {
     checkDigest(desc.digest);
     if (isManifestType(desc.mediaType)) {
       const res = await this.client.send({
@@ -62,19 +66,21 @@ export class RemoteRepository implements Target {
         headers: { accept: ACCEPT_MANIFESTS },
         scopes: this.scopes(false),
         expect: [200],
+        signal: options.signal,
       });
       return verifyStream(desc, res.body, this.name);
     }
-    return verifyStream(desc, await this.getBlob(desc.digest), this.name);
+    return verifyStream(desc, await this.getBlob(desc.digest, options.signal), this.name);
   }
 
   /** GET a blob, following redirects to blob storage (without our credentials). */
-  private async getBlob(digest: string): Promise<Readable> {
+  private async getBlob(digest: string, signal: AbortSignal | undefined): Promise<Readable> {
     const res = await this.client.send({
       method: "GET",
       url: this.path("blobs", digest),
       scopes: this.scopes(false),
       expect: [200, 301, 302, 303, 307, 308],
+      signal,
     });
     if (res.statusCode === 200) return res.body;
     await res.body.dump();
@@ -82,38 +88,43 @@ export class RemoteRepository implements Target {
     if (typeof location !== "string") throw new RegistryError("HTTP_ERROR", `${this.name}: redirect for ${digest} has no Location`);
     // One hop to blob storage (S3, a CDN): the URL is pre-signed, so no credentials go along.
     const target = new URL(location, this.client.baseUrl);
-    const redirected = await request(target, { method: "GET" });
+    const redirected = await request(target, { method: "GET", signal }).catch((err: unknown) => {
+      signal?.throwIfAborted();
+      throw new RegistryError("UNREACHABLE", `${this.name}: cannot fetch ${digest} from ${target.origin}`, { cause: err });
+    });
     if (redirected.statusCode !== 200) {
       throw await this.client.errorFrom(redirected, { method: "GET", url: target.href });
     }
     return redirected.body;
   }
 
-  async exists(desc: Descriptor): Promise<boolean> {
+  async exists(desc: Descriptor, options: AbortOptions = {}): Promise<boolean> {
     const res = await this.client.send({
       method: "HEAD",
       url: this.path(isManifestType(desc.mediaType) ? "manifests" : "blobs", checkDigest(desc.digest)),
       headers: isManifestType(desc.mediaType) ? { accept: ACCEPT_MANIFESTS } : {},
       scopes: this.scopes(false),
       expect: [200, 404],
+      signal: options.signal,
     });
     await res.body.dump();
     return res.statusCode === 200;
   }
 
-  async push(desc: Descriptor, content: Readable): Promise<void> {
+  async push(desc: Descriptor, content: Readable, options: AbortOptions = {}): Promise<void> {
+    const { signal } = options;
     if (isManifestType(desc.mediaType)) {
       const bytes = await readAll(content, MAX_MANIFEST_SIZE, `manifest ${desc.digest}`);
-      await this.putManifest(desc, Buffer.from(verifyBytes(desc, bytes, "pushed content")), desc.digest);
+      await this.putManifest(desc, Buffer.from(verifyBytes(desc, bytes, "pushed content")), desc.digest, signal);
       return;
     }
     if (desc.size <= this.monolithicLimit) {
       const bytes = Buffer.from(verifyBytes(desc, await readAll(content, desc.size, desc.digest), "pushed content"));
-      const location = await this.startUpload();
-      await this.finishUpload(location, desc.digest, bytes);
+      const location = await this.startUpload(signal);
+      await this.finishUpload(location, desc.digest, bytes, signal);
       return;
     }
-    await this.pushChunked(desc, content);
+    await this.pushChunked(desc, content, signal);
   }
 
   /**
@@ -121,8 +132,8 @@ export class RemoteRepository implements Target {
    * the whole stream verified: a mismatch leaves no blob behind.
    * https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pushing-a-blob-in-chunks
    */
-  private async pushChunked(desc: Descriptor, content: Readable): Promise<void> {
-    let location = await this.startUpload();
+  private async pushChunked(desc: Descriptor, content: Readable, signal: AbortSignal | undefined): Promise<void> {
+    let location = await this.startUpload(signal);
     let offset = 0;
     let pending: Buffer[] = [];
     let pendingSize = 0;
@@ -141,6 +152,7 @@ export class RemoteRepository implements Target {
         body: chunk,
         scopes: this.scopes(true),
         expect: [202],
+        signal,
       });
       await res.body.dump();
       location = uploadLocation(res, this.name);
@@ -152,22 +164,23 @@ export class RemoteRepository implements Target {
       if (pendingSize >= this.chunkSize) await flush();
     }
     if (pendingSize > 0) await flush();
-    await this.finishUpload(location, desc.digest, Buffer.alloc(0));
+    await this.finishUpload(location, desc.digest, Buffer.alloc(0), signal);
   }
 
-  private async startUpload(): Promise<string> {
+  private async startUpload(signal: AbortSignal | undefined): Promise<string> {
     const res = await this.client.send({
       method: "POST",
       url: this.path("blobs", "uploads/"),
       headers: { "content-length": "0" },
       scopes: this.scopes(true),
       expect: [202],
+      signal,
     });
     await res.body.dump();
     return uploadLocation(res, this.name);
   }
 
-  private async finishUpload(location: string, digest: string, body: Buffer): Promise<void> {
+  private async finishUpload(location: string, digest: string, body: Buffer, signal: AbortSignal | undefined): Promise<void> {
     const url = new URL(location, this.client.baseUrl);
     url.searchParams.set("digest", digest);
     const res = await this.client.send({
@@ -177,6 +190,7 @@ export class RemoteRepository implements Target {
       body,
       scopes: this.scopes(true),
       expect: [201],
+      signal,
     });
     await res.body.dump();
   }
@@ -203,7 +217,7 @@ export class RemoteRepository implements Target {
     return false;
   }
 
-  private async putManifest(desc: Descriptor, bytes: Buffer, reference: string): Promise<void> {
+  private async putManifest(desc: Descriptor, bytes: Buffer, reference: string, signal?: AbortSignal): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       try {
         const res = await this.client.send({
@@ -213,6 +227,7 @@ export class RemoteRepository implements Target {
           body: bytes,
           scopes: this.scopes(true),
           expect: [201],
+          signal,
         });
         await res.body.dump();
         break;
@@ -221,7 +236,7 @@ export class RemoteRepository implements Target {
         // tripped over a concurrent PUT of the same manifest (distribution's
         // filesystem driver writes the same blob path non-atomically): retry.
         if (!(err instanceof RegistryError && err.code === "DIGEST_INVALID" && attempt < 4)) throw err;
-        await sleep(backoffDelay(attempt, { baseMs: 100, maxMs: 1000 }));
+        await sleep(backoffDelay(attempt, { baseMs: 100, maxMs: 1000 }), signal);
       }
     }
     this.remember(desc.digest, bytes);
@@ -232,13 +247,15 @@ export class RemoteRepository implements Target {
     if (this.recentManifests.size > 64) this.recentManifests.delete(this.recentManifests.keys().next().value!);
   }
 
-  async resolve(reference: string): Promise<Descriptor> {
+  async resolve(reference: string, options: AbortOptions = {}): Promise<Descriptor> {
+    const { signal } = options;
     const res = await this.client.send({
       method: "HEAD",
       url: this.path("manifests", reference),
       headers: { accept: ACCEPT_MANIFESTS },
       scopes: this.scopes(false),
       expect: [200, 404],
+      signal,
     });
     await res.body.dump();
     if (res.statusCode === 404) {
@@ -260,6 +277,7 @@ export class RemoteRepository implements Target {
       headers: { accept: ACCEPT_MANIFESTS },
       scopes: this.scopes(false),
       expect: [200],
+      signal,
     });
     const bytes = await readAll(get.body, MAX_MANIFEST_SIZE, `manifest ${reference}`);
     const digest = sha256(bytes);
@@ -276,7 +294,13 @@ export class RemoteRepository implements Target {
     const all: string[] = [];
     let url: string | undefined = this.path("tags", "list?n=1000");
     while (url) {
-      const res: Response = await this.client.send({ method: "GET", url, scopes: this.scopes(false), expect: [200] });
+      const res: Response = await this.client.send({ method: "GET", url, scopes: this.scopes(false), expect: [200, 404] });
+      if (res.statusCode === 404) {
+        // A repository with nothing pushed yet is unknown to the registry (NAME_UNKNOWN): it has no tags.
+        const error = await this.client.errorFrom(res, { method: "GET", url });
+        if (error.code === "NAME_UNKNOWN" && all.length === 0) return [];
+        throw error;
+      }
       const body = parseJson<{ tags?: string[] | null }>(await readAll(res.body, MAX_MANIFEST_SIZE, "tags list"), `${this.name} tags list`);
       all.push(...(body.tags ?? []));
       // Pagination: Link: </v2/…/tags/list?n=…&last=…>; rel="next"

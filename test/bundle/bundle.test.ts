@@ -5,10 +5,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { afterAll, describe, expect, it } from "vitest";
-import { buildBundle, decodeBundle, packArtifact, readTar, writeTar } from "../../bundle/index.js";
+import { BundleError, buildBundle, decodeBundle, packArtifact, readPolicyManifest, readTar, writeTar } from "../../bundle/index.js";
 import { loadPolicy } from "../../policy/index.js";
 import { compress } from "../../bundle/zstd.js";
-import { MemoryTarget, sha256 } from "../../registry/index.js";
+import { descriptorFor, EMPTY_CONFIG, encodeJson, MediaType, MemoryTarget, sha256 } from "../../registry/index.js";
 import { pushBundle } from "../../bundle/index.js";
 
 const dirs: string[] = [];
@@ -128,11 +128,13 @@ describe("tar reader", () => {
     ["a bad checksum", Buffer.concat([Buffer.from("garbage".padEnd(512, "x")), Buffer.alloc(1024)]), /checksum/],
   ])("refuses %s", (_name, tar, message) => {
     expect(() => readTar(tar)).toThrow(message);
+    expect(() => readTar(tar)).toThrow(expect.objectContaining({ code: "INVALID_BUNDLE" }));
   });
 
   it("enforces size caps", () => {
     const tar = writeTar([{ name: "big", data: Buffer.alloc(4096) }]);
     expect(() => readTar(tar, { maxEntries: 10, maxEntrySize: 1024, maxTotalSize: 1 << 20 })).toThrow(/over the 1024-byte limit/);
+    expect(() => readTar(tar, { maxEntries: 10, maxEntrySize: 1024, maxTotalSize: 1 << 20 })).toThrow(expect.objectContaining({ code: "BUNDLE_TOO_LARGE" }));
     expect(() => readTar(writeTar([{ name: "a", data: Buffer.alloc(1) }, { name: "b", data: Buffer.alloc(1) }]), { maxEntries: 1, maxEntrySize: 10, maxTotalSize: 10 })).toThrow(/more than 1 entries/);
   });
 
@@ -140,5 +142,38 @@ describe("tar reader", () => {
     const bomb = compress(Buffer.alloc(100 * 1024 * 1024));
     expect(bomb.byteLength).toBeLessThan(64 * 1024);
     await expect(decodeBundle(Readable.from([bomb]), "bomb")).rejects.toThrow(/decompresses to more than/);
+    await expect(decodeBundle(Readable.from([bomb]), "bomb")).rejects.toMatchObject({ code: "BUNDLE_TOO_LARGE" });
+  });
+});
+
+describe("bundle content errors are BundleErrors, not the caller's InputErrors", () => {
+  const program = Buffer.from("\x7fELF");
+  const policy = { name: "t", version: "1.0.0", program: "aegis_net", rules: [] };
+  const bundleOf = (files: { name: string; data: Buffer }[]) => Readable.from([compress(writeTar(files))]);
+
+  it.each([
+    ["bytes that are not zstd", () => Readable.from([Buffer.from("not zstd at all")]), /not valid zstd/],
+    ["a bundle without program.o", () => bundleOf([{ name: "policy.json", data: Buffer.from(JSON.stringify(policy)) }]), /has no program.o/],
+    ["a bundle without policy.json", () => bundleOf([{ name: "program.o", data: program }]), /has no policy.json/],
+    ["policy.json that is not JSON", () => bundleOf([{ name: "policy.json", data: Buffer.from("{") }, { name: "program.o", data: program }]), /not valid JSON/],
+  ])("%s: INVALID_BUNDLE", async (_name, source, message) => {
+    const err = await decodeBundle(source(), "registry").catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(BundleError);
+    expect(err).toMatchObject({ code: "INVALID_BUNDLE", message: expect.stringMatching(message) });
+  });
+
+  it("a policy.json that fails validation: INVALID_BUNDLE, its cause still INVALID_POLICY", async () => {
+    const bad = { ...policy, rules: [{ action: "explode" }] };
+    const err = await decodeBundle(bundleOf([{ name: "policy.json", data: Buffer.from(JSON.stringify(bad)) }, { name: "program.o", data: program }]), "registry").catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: "INVALID_BUNDLE", cause: { code: "INVALID_POLICY" } });
+  });
+
+  it("a manifest that is not a policy artifact: NOT_A_POLICY", async () => {
+    const store = new MemoryTarget();
+    const doc = { schemaVersion: 2, mediaType: MediaType.ImageManifest, artifactType: "application/vnd.other", config: EMPTY_CONFIG, layers: [] };
+    const bytes = encodeJson(doc);
+    const desc = descriptorFor(MediaType.ImageManifest, bytes);
+    await store.push(desc, Readable.from([bytes]));
+    await expect(readPolicyManifest(store, desc)).rejects.toMatchObject({ code: "NOT_A_POLICY" });
   });
 });

@@ -1,5 +1,5 @@
 // A reverse proxy in front of a real registry that can misbehave on demand
-// (tampered bytes, throttling) or add the OCI 1.1 referrers API that
+// (tampered bytes, throttling, stalled bodies) or add the OCI 1.1 referrers API that
 // distribution 2.8.2 lacks.
 import { createHash } from "node:crypto";
 import { Agent, createServer, request } from "node:http";
@@ -21,6 +21,12 @@ export interface ProxyOptions {
   tamperBlobs?: boolean;
   /** Flip one byte of GET /v2/<name>/manifests/<ref> response bodies. */
   tamperManifests?: boolean;
+  /**
+   * Send the first `stallBlobsAfter` bytes of GET /v2/<name>/blobs/<digest>
+   * response bodies, then nothing more until the client goes away: a
+   * registry that trickles to a halt.
+   */
+  stallBlobsAfter?: number;
   /** Refuse the next `times` requests; setting it again restarts the count. */
   throttle?: ThrottleOptions;
   /** Serve GET /v2/<name>/referrers/<digest> from manifests pushed through this proxy. */
@@ -136,6 +142,20 @@ function flipFirstByte(): Transform {
   });
 }
 
+function stallAfter(limit: number): Transform {
+  let sent = 0;
+  return new Transform({
+    transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback) {
+      // Past the limit the callback is never called: the body stops flowing
+      // here until the client disconnects and the pipeline is destroyed.
+      if (sent >= limit) return;
+      const part = chunk.subarray(0, limit - sent);
+      sent += part.length;
+      callback(null, part);
+    },
+  });
+}
+
 function readBody(req: IncomingMessage): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
@@ -183,7 +203,7 @@ export async function startRegistryProxy(upstreamUrl: string, options: ProxyOpti
     upRes: IncomingMessage,
     res: ServerResponse,
     record: ProxyRequestRecord,
-    extra: { tamper?: boolean; headers?: OutgoingHttpHeaders } = {},
+    extra: { tamper?: boolean; stallAfter?: number; headers?: OutgoingHttpHeaders } = {},
   ): void {
     const headers = { ...endToEndHeaders(upRes.headers), ...extra.headers };
     const location = headers.location;
@@ -195,7 +215,9 @@ export async function startRegistryProxy(upstreamUrl: string, options: ProxyOpti
     res.writeHead(status, headers);
     const tamper = extra.tamper === true && status >= 200 && status < 300;
     const done = (): void => undefined; // errors: the client sees a cut-off body
+    const ok = status >= 200 && status < 300;
     if (tamper) pipeline(upRes, flipFirstByte(), res, done);
+    else if (ok && extra.stallAfter !== undefined) pipeline(upRes, stallAfter(extra.stallAfter), res, done);
     else pipeline(upRes, res, done);
   }
 
@@ -294,8 +316,9 @@ export async function startRegistryProxy(upstreamUrl: string, options: ProxyOpti
       method === "GET" &&
       ((current.tamperBlobs === true && BLOB_RE.test(url.pathname)) ||
         (current.tamperManifests === true && manifestMatch !== null));
+    const stall = method === "GET" && BLOB_RE.test(url.pathname) ? current.stallBlobsAfter : undefined;
     const upRes = await sendUpstream(method, req.url ?? "/", req.headers, req);
-    relay(upRes, res, record, { tamper });
+    relay(upRes, res, record, { tamper, ...(stall === undefined ? {} : { stallAfter: stall }) });
   }
 
   const server = createServer((req, res) => {

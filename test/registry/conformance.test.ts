@@ -1,4 +1,5 @@
 import { mkdtempSync, rmSync } from "node:fs";
+import { readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll } from "vitest";
@@ -22,11 +23,24 @@ afterAll(async () => {
   for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
 });
 
-targetConformance("memory", () => new MemoryTarget());
-targetConformance("OCI layout", () => {
-  const dir = mkdtempSync(join(tmpdir(), "aegis-layout-"));
-  dirs.push(dir);
-  return new OciLayoutTarget(dir);
-});
+targetConformance("memory", () => new MemoryTarget(), { deleter: (t) => t });
+targetConformance(
+  "OCI layout",
+  () => {
+    const dir = mkdtempSync(join(tmpdir(), "aegis-layout-"));
+    dirs.push(dir);
+    return new OciLayoutTarget(dir);
+  },
+  {
+    deleter: (t) => t,
+    alterAtRest: async (layout, desc) => {
+      // Same size, one byte flipped: what a disk fault or a hand edit leaves.
+      const path = join(layout.dir, "blobs", "sha256", desc.digest.slice("sha256:".length));
+      const bytes = await readFile(path);
+      bytes[0] = bytes[0]! ^ 0xff;
+      await writeFile(path, bytes);
+    },
+  },
+);
 targetConformance("registry 2.8.2 (tag-schema referrers)", () => new RemoteRepository(registry.host, `conformance/repo${counter++}`));
 targetConformance("registry with the referrers API", () => new RemoteRepository(proxy.host, `conformance/api${counter++}`));

@@ -4,17 +4,32 @@ import { randomBytes } from "node:crypto";
 import { Readable } from "node:stream";
 import { describe, expect, it } from "vitest";
 import {
+  copy,
   descriptorFor,
   EMPTY_CONFIG,
   encodeJson,
   isNotFound,
   MediaType,
+  MemoryTarget,
   readAll,
   RegistryError,
   type Descriptor,
+  type Deleter,
   type Manifest,
   type Target,
 } from "../../registry/index.js";
+
+/**
+ * What an implementation can do beyond Target, so each runs exactly the cases
+ * that apply to it (no skips): a remote registry has no `delete` here, and
+ * only a local store can have its bytes altered underneath it.
+ */
+export interface Capabilities<T extends Target> {
+  /** The target is a Deleter. */
+  deleter?: (target: T) => Deleter;
+  /** Overwrites the stored bytes of `desc` with different bytes of the same size, behind the target's back. */
+  alterAtRest?: (target: T, desc: Descriptor) => Promise<void>;
+}
 
 const emptyConfig: Descriptor = { mediaType: EMPTY_CONFIG.mediaType, digest: EMPTY_CONFIG.digest, size: EMPTY_CONFIG.size };
 
@@ -39,7 +54,7 @@ export async function pushArtifact(target: Target, extra: Partial<Manifest> = {}
   return { manifest, layer, bytes };
 }
 
-export function targetConformance(name: string, open: () => Target): void {
+export function targetConformance<T extends Target>(name: string, open: () => T, capabilities: Capabilities<T> = {}): void {
   describe(`Target conformance: ${name}`, () => {
     it("stores a blob and returns the same bytes", async () => {
       const target = open();
@@ -97,5 +112,100 @@ export function targetConformance(name: string, open: () => Target): void {
       expect(signatures.map((d) => d.digest)).toEqual([signature.manifest.digest]);
       expect(await target.referrers((await pushArtifact(target)).manifest)).toEqual([]);
     });
+
+    it("fetch, exists, resolve and copy reject with the reason of an aborted signal", async () => {
+      const target = open();
+      const { manifest, layer } = await pushArtifact(target);
+      const signal = AbortSignal.abort(new Error("stopping"));
+      await expect(target.fetch(layer, { signal }), "fetch").rejects.toThrow("stopping");
+      await expect(target.exists(layer, { signal }), "exists").rejects.toThrow("stopping");
+      await expect(target.resolve(manifest.digest, { signal }), "resolve").rejects.toThrow("stopping");
+      await expect(copy(target, manifest.digest, new MemoryTarget(), undefined, { signal }), "copy").rejects.toThrow("stopping");
+    });
+
+    it("lists every tag once, and none for an empty store", async () => {
+      const target = open();
+      expect(await target.tags(), "tags of an empty store").toEqual([]);
+      const a = await pushArtifact(target);
+      const b = await pushArtifact(target);
+      await target.tag(a.manifest, "v1");
+      await target.tag(a.manifest, "stable");
+      await target.tag(b.manifest, "v2");
+      await target.tag(b.manifest, "stable");
+      expect((await target.tags()).sort()).toEqual(["stable", "v1", "v2"]);
+      expect((await target.resolve("stable")).digest, "a moved tag").toBe(b.manifest.digest);
+    });
+
+    it("ends consistent after concurrent pushes and tags of the same and of different content", async () => {
+      const target = open();
+      const source = new MemoryTarget("writers");
+      const shared = await pushArtifact(source);
+      const distinct = await Promise.all(Array.from({ length: 4 }, () => pushArtifact(source)));
+      // Eight writers at once: four copy the same artifact under their own
+      // tag, four copy different ones; all of them also move one shared tag.
+      const writers = [
+        ...Array.from({ length: 4 }, (_, i) => ({ tag: `same-${i}`, digest: shared.manifest.digest })),
+        ...distinct.map((d, i) => ({ tag: `diff-${i}`, digest: d.manifest.digest })),
+      ];
+      const results = await Promise.allSettled(
+        writers.map(async (w) => {
+          await copy(source, w.digest, target, w.tag);
+          await copy(source, w.digest, target, "latest");
+        }),
+      );
+      results.forEach((r, i) => expect(r.status, `writer ${writers[i]!.tag}: ${r.status === "rejected" ? String(r.reason) : ""}`).toBe("fulfilled"));
+      const tags = await target.tags();
+      expect([...tags].sort(), "every tag listed exactly once").toEqual([...writers.map((w) => w.tag), "latest"].sort());
+      for (const w of writers) {
+        const desc = await target.resolve(w.tag);
+        expect(desc.digest, `tag ${w.tag}`).toBe(w.digest);
+        expect((await fetchBytes(target, desc)).byteLength, `manifest of ${w.tag}`).toBe(desc.size);
+      }
+      expect(writers.map((w) => w.digest), "latest names one of the writers' manifests").toContain((await target.resolve("latest")).digest);
+      for (const d of [shared, ...distinct]) {
+        expect(await target.exists(d.layer), `layer ${d.layer.digest}`).toBe(true);
+      }
+    });
+
+    if (capabilities.deleter) {
+      const asDeleter = capabilities.deleter;
+      it("deletes a manifest with its tags, then a blob, and reports a second delete as not found", async () => {
+        const target = open();
+        const kept = await pushArtifact(target);
+        const gone = await pushArtifact(target);
+        await target.tag(kept.manifest, "kept");
+        await target.tag(gone.manifest, "gone");
+        await target.tag(gone.manifest, "gone-too");
+        await asDeleter(target).delete(gone.manifest);
+        expect(await target.exists(gone.manifest), "deleted manifest").toBe(false);
+        expect(isNotFound(await target.resolve("gone").catch((e: unknown) => e)), "tag of a deleted manifest").toBe(true);
+        expect(isNotFound(await target.resolve(gone.manifest.digest).catch((e: unknown) => e)), "digest of a deleted manifest").toBe(true);
+        expect(await target.tags(), "tags after delete").toEqual(["kept"]);
+        expect(await target.exists(gone.layer), "a layer outlives its manifest until deleted").toBe(true);
+        await asDeleter(target).delete(gone.layer);
+        expect(await target.exists(gone.layer), "deleted layer").toBe(false);
+        expect(isNotFound(await target.fetch(gone.layer).catch((e: unknown) => e)), "fetch of a deleted layer").toBe(true);
+        expect(isNotFound(await asDeleter(target).delete(gone.layer).catch((e: unknown) => e)), "second delete").toBe(true);
+        expect((await target.resolve("kept")).digest, "other content is untouched").toBe(kept.manifest.digest);
+        expect((await fetchBytes(target, kept.layer)).byteLength).toBe(kept.layer.size);
+      });
+    }
+
+    if (capabilities.alterAtRest) {
+      const alter = capabilities.alterAtRest;
+      it("notices a blob altered at rest: fetch fails, exists says no, and a later copy repairs it", async () => {
+        const source = new MemoryTarget("origin");
+        const { manifest, layer } = await pushArtifact(source);
+        const original = await fetchBytes(source, layer);
+        const target = open();
+        await copy(source, manifest.digest, target, "v1");
+        await alter(target, layer);
+        await expect(fetchBytes(target, layer), "fetch of the altered blob").rejects.toMatchObject({ code: "DIGEST_MISMATCH" });
+        expect(await target.exists(layer), "exists of the altered blob").toBe(false);
+        await copy(source, manifest.digest, target, "v1");
+        expect((await fetchBytes(target, layer)).equals(original), "blob after the repairing copy").toBe(true);
+        expect(await target.exists(layer), "exists after the repairing copy").toBe(true);
+      });
+    }
   });
 }

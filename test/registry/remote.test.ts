@@ -2,14 +2,14 @@
 // uploads, cross-repository mounts, typed errors, and digest verification
 // behind a proxy that alters bytes.
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Readable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { copy, descriptorFor, OciLayoutTarget, readAll, RemoteRepository, sha256 } from "../../registry/index.js";
+import { copy, credentialsFromEnvironment, descriptorFor, OciLayoutTarget, readAll, RemoteRepository, sha256 } from "../../registry/index.js";
 import { startRegistryProxy, type RegistryProxy } from "../harness/proxy.js";
 import { startTokenServer, type TokenServer } from "../harness/token-server.js";
 import { startRegistry, TEST_PASSWORD, TEST_USERNAME, type RegistryServer } from "../harness/registry.js";
@@ -67,6 +67,44 @@ describe("authentication", () => {
     // Without credentials the token server refuses, and the error says what is missing.
     const anonymous = new RemoteRepository(token.host, "auth/bearer");
     await expect(anonymous.resolve(manifest.digest)).rejects.toMatchObject({ code: "NO_CREDENTIALS" });
+  });
+});
+
+describe("credentials come from the caller", () => {
+  it("the client reads no environment; a lookup is asked for the registry's host", async () => {
+    const saved = { user: process.env.AEGIS_REGISTRY_USERNAME, pass: process.env.AEGIS_REGISTRY_PASSWORD };
+    process.env.AEGIS_REGISTRY_USERNAME = TEST_USERNAME;
+    process.env.AEGIS_REGISTRY_PASSWORD = TEST_PASSWORD;
+    try {
+      const bare = new RemoteRepository(basic.host, "auth/caller");
+      await expect(bare.resolve("latest"), "no credentials given, though the environment has some").rejects.toMatchObject({ code: "NO_CREDENTIALS" });
+      const asked: string[] = [];
+      const repo = new RemoteRepository(basic.host, "auth/caller", {
+        credentials: (host) => {
+          asked.push(host);
+          return credentialsFromEnvironment(host);
+        },
+      });
+      const { manifest } = await pushArtifact(repo);
+      expect((await repo.resolve(manifest.digest)).digest).toBe(manifest.digest);
+      expect(asked, "hosts the lookup was asked for").toEqual([basic.host]);
+    } finally {
+      if (saved.user === undefined) delete process.env.AEGIS_REGISTRY_USERNAME;
+      else process.env.AEGIS_REGISTRY_USERNAME = saved.user;
+      if (saved.pass === undefined) delete process.env.AEGIS_REGISTRY_PASSWORD;
+      else process.env.AEGIS_REGISTRY_PASSWORD = saved.pass;
+    }
+  });
+
+  it("credentialsFromEnvironment: the AEGIS_ pair first, else the Docker config's entry for the host", () => {
+    const dir = tempDir();
+    const auth = Buffer.from("docker-user:docker-pass").toString("base64");
+    writeFileSync(join(dir, "config.json"), JSON.stringify({ auths: { "https://reg.example:5000": { auth } } }));
+    const env = { DOCKER_CONFIG: dir };
+    expect(credentialsFromEnvironment("reg.example:5000", env)).toEqual({ username: "docker-user", password: "docker-pass" });
+    expect(credentialsFromEnvironment("other.example", env), "a host the config does not name").toBeUndefined();
+    const both = { ...env, AEGIS_REGISTRY_USERNAME: "u", AEGIS_REGISTRY_PASSWORD: "p" };
+    expect(credentialsFromEnvironment("reg.example:5000", both)).toEqual({ username: "u", password: "p" });
   });
 });
 
@@ -199,5 +237,57 @@ describe("verification", () => {
       proxy.set({ tamperManifests: false });
     }
     expect(await layout.exists(manifest)).toBe(false);
+  });
+});
+
+describe("cancellation", () => {
+  /** Resolves once `check` is true, polling; the test's own timeout bounds it. */
+  async function until(check: () => boolean | Promise<boolean>): Promise<void> {
+    while (!(await check())) await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+
+  it("aborting a copy from a registry that stalls mid-blob rejects with the abort reason and leaves no partial blob", async () => {
+    const src = new RemoteRepository(plain.host, "abort/copy");
+    const data = randomBytes(1024 * 1024);
+    const layer = descriptorFor("application/octet-stream", data);
+    await src.push(layer, Readable.from([data]));
+    const { manifest } = await pushArtifact(src, { layers: [layer] });
+    const stalling = await startRegistryProxy(plain.url, { stallBlobsAfter: 64 * 1024 });
+    const dir = tempDir();
+    const layout = new OciLayoutTarget(dir);
+    const blobs = join(dir, "blobs", "sha256");
+    const controller = new AbortController();
+    try {
+      // The client's own timeout is past the test's, so only the abort can end this copy in time.
+      const slow = new RemoteRepository(stalling.host, "abort/copy", { timeoutMs: 120_000 });
+      const pulling = copy(slow, manifest.digest, layout, "v1", { signal: controller.signal });
+      // Wait until the layer's bytes are being written beside their final name…
+      await until(() => existsSync(blobs) && readdirSync(blobs).some((name) => name.startsWith(".tmp-")));
+      // …then stop, as a stopping agent does.
+      controller.abort();
+      await expect(pulling, "the copy's rejection").rejects.toMatchObject({ name: "AbortError" });
+    } finally {
+      await stalling.stop();
+    }
+    expect(readdirSync(blobs).filter((name) => name.startsWith(".tmp-")), "temp files left in the layout").toEqual([]);
+    expect(existsSync(join(blobs, layer.digest.slice(7))), "layer file in the layout").toBe(false);
+    expect(await layout.exists(layer), "layer in the layout").toBe(false);
+    await expect(layout.resolve("v1"), "tag in the layout").rejects.toMatchObject({ code: "NOT_FOUND" });
+  });
+
+  it("aborting during a retry's wait (Retry-After) rejects with the abort reason", async () => {
+    const src = new RemoteRepository(plain.host, "abort/retry");
+    const { manifest } = await pushArtifact(src);
+    const busy = await startRegistryProxy(plain.url, { throttle: { status: 429, times: 5, retryAfterSeconds: 30 } });
+    const controller = new AbortController();
+    try {
+      const resolving = new RemoteRepository(busy.host, "abort/retry").resolve(manifest.digest, { signal: controller.signal });
+      await until(() => busy.requests.some((r) => r.status === 429));
+      controller.abort(new Error("agent stopping"));
+      await expect(resolving, "the resolve's rejection").rejects.toThrow("agent stopping");
+      expect(busy.requests.length, "requests after the abort").toBe(1);
+    } finally {
+      await busy.stop();
+    }
   });
 });
