@@ -2,7 +2,7 @@
 // (or pushed from the seed's base64 upload), described in the seed's JSON,
 // and streamed to agents from the registry, verified on the way.
 import { Readable } from "node:stream";
-import { decodeBundle, PolicyAnnotation, pushBundle, readPolicyManifest } from "../bundle/index.js";
+import { decodeBundle, policyAnnotations, PolicyAnnotation, pushBundle, readPolicyManifest } from "../bundle/index.js";
 import {
   formatReference,
   Annotation,
@@ -126,7 +126,11 @@ export class ArtifactSource {
 
   private async describe(target: Target, manifestDesc: Descriptor, reference: string): Promise<ArtifactRecord> {
     const { manifest, layer } = await readPolicyManifest(target, manifestDesc);
-    const annotations = manifest.annotations ?? {};
+    // `oras push --artifact-type …` writes none of our annotations: then the
+    // facts come from the bundle's policy.json (bytes verified as they are read).
+    const annotations = manifest.annotations?.[Annotation.Title]
+      ? manifest.annotations
+      : policyAnnotations((await decodeBundle(await target.fetch(layer), `${reference} layer`)).policy);
     const metadata: Record<string, string> = {};
     for (const [key, name] of Object.entries(METADATA_KEYS)) if (annotations[key] !== undefined) metadata[name] = annotations[key];
     let signature = "";

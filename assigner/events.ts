@@ -5,6 +5,9 @@
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { assignmentsSubject, TELEMETRY_SUBJECTS, TelemetryMessage, telemetrySubject, type AssignmentNotice } from "./api/index.js";
 
+/** The queue group every assigner subscribes to telemetry in. */
+export const TELEMETRY_QUEUE = "aegis-assigners";
+
 export type NatsState = "connected" | "disconnected" | "disabled";
 
 export class AssignerEvents {
@@ -33,7 +36,9 @@ export class AssignerEvents {
         if (status.type === "reconnect") this.connected = true;
       }
     })();
-    const subscription = nc.subscribe(TELEMETRY_SUBJECTS);
+    // A queue group: with several assigners on one NATS, each message reaches
+    // one of them, so it is recorded once.
+    const subscription = nc.subscribe(TELEMETRY_SUBJECTS, { queue: TELEMETRY_QUEUE });
     for await (const msg of subscription) {
       const parsed = TelemetryMessage.safeParse(safeJson(msg.string()));
       // The subject names the host; a message about another host is not trusted.

@@ -92,7 +92,17 @@ export class AssignerServices {
     await this.store.touchAgent(hostId, new Date(now).toISOString()).catch(() => undefined);
   }
 
+  /**
+   * Records a host's report about an artifact, when the host has a
+   * registered agent and the artifact is registered; anything else is
+   * dropped and counted (NATS is open to whoever can reach it).
+   */
   async recordTelemetry(message: TelemetryMessage): Promise<void> {
+    const [agent, artifact] = await Promise.all([this.store.getAgentByHost(message.host_id), this.store.getArtifact(message.artifact_id)]);
+    if (!agent || !artifact) {
+      this.metrics.telemetry.inc({ result: "dropped" });
+      return;
+    }
     const time = message.time ?? new Date().toISOString();
     await this.store.putStatus({
       hostId: message.host_id,

@@ -25,7 +25,8 @@ export interface PackedArtifact {
   layer: Descriptor;
 }
 
-function policyAnnotations(policy: Policy): Record<string, string> {
+/** The manifest annotations Aegis writes for a policy: the seed's fields and metadata. */
+export function policyAnnotations(policy: Policy): Record<string, string> {
   const actions = new Set(policy.rules.map((r) => r.action));
   const protocols = [...new Set(policy.rules.map((r) => r.protocol))].sort();
   const firstDst = policy.rules.find((r) => r.dst)?.dst;

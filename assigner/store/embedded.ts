@@ -5,7 +5,9 @@
 // a snapshot that contains it has been written with atomicWrite; concurrent
 // changes share one write. When a write fails, memory goes back to the last
 // snapshot on disk and every change not yet written fails: what callers were
-// told failed never appears later.
+// told failed never appears later. Telemetry (status, last-seen) is advisory
+// and frequent: it is written with the next change, or within a second,
+// instead of one fsync per message.
 // Maps, not plain objects, so a host named "constructor" is just a host.
 import { mkdir, readFile } from "node:fs/promises";
 import { dirname } from "node:path";
@@ -23,6 +25,9 @@ import type {
   StatusRecord,
   TokenRecord,
 } from "./store.js";
+
+/** How soon advisory changes (telemetry) reach the file. */
+const LAZY_WRITE_MS = 1000;
 
 /** The file's shape: each map as an array of entries. */
 interface Snapshot {
@@ -48,6 +53,8 @@ export class EmbeddedStore implements AssignerStore {
   private writing: Promise<void> | undefined;
   private dirty = false;
   private waiters: { resolve: () => void; reject: (err: unknown) => void }[] = [];
+  /** A write of advisory changes (status, last-seen) scheduled within LAZY_WRITE_MS. */
+  private lazyWrite: NodeJS.Timeout | undefined;
   /** The snapshot last written (or read), to go back to when a write fails. */
   private durable = "{}";
 
@@ -97,11 +104,22 @@ export class EmbeddedStore implements AssignerStore {
     return done;
   }
 
+  /** Writes advisory changes soon, without waiting: a crash loses at most a second of telemetry. */
+  private persistSoon(): void {
+    this.lazyWrite ??= setTimeout(() => {
+      this.lazyWrite = undefined;
+      // A failure is logged by flush and rolled back; nobody waits on it.
+      this.persist().catch(() => undefined);
+    }, LAZY_WRITE_MS).unref();
+  }
+
   private async flush(): Promise<void> {
     while (this.dirty) {
       this.dirty = false;
       const waiters = this.waiters;
       this.waiters = [];
+      clearTimeout(this.lazyWrite);
+      this.lazyWrite = undefined;
       const text = JSON.stringify(this.snapshot());
       try {
         await atomicWrite(this.file, text, { mode: 0o600 });
@@ -248,7 +266,7 @@ export class EmbeddedStore implements AssignerStore {
     const agent = await this.getAgentByHost(hostId);
     if (!agent) return;
     agent.lastSeen = time;
-    await this.persist();
+    this.persistSoon();
   }
 
   async getToken(hash: string): Promise<TokenRecord | undefined> {
@@ -259,7 +277,7 @@ export class EmbeddedStore implements AssignerStore {
     let byHost = this.status.get(status.artifactId);
     if (!byHost) this.status.set(status.artifactId, (byHost = new Map()));
     byHost.set(status.hostId, status);
-    await this.persist();
+    this.persistSoon();
   }
 
   async artifactStatus(artifactId: string): Promise<StatusRecord[]> {
@@ -273,6 +291,7 @@ export class EmbeddedStore implements AssignerStore {
   async ping(): Promise<void> {}
 
   async close(): Promise<void> {
+    if (this.lazyWrite) await this.persist().catch(() => undefined);
     await this.writing;
   }
 }

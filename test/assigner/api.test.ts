@@ -13,7 +13,8 @@ import type { AddressInfo } from "node:net";
 import { AssignerClient, AssignerError } from "../../assigner/api/index.js";
 import { startAssigner, type RunningAssigner } from "../../assigner/index.js";
 import { buildBundle, pushBundle } from "../../bundle/index.js";
-import { RemoteRepository, sha256 } from "../../registry/index.js";
+import { Readable } from "node:stream";
+import { descriptorFor, EMPTY_CONFIG, encodeJson, MediaType, RemoteRepository, sha256 } from "../../registry/index.js";
 import { generateKeyPair, KeySigner, signArtifact } from "../../signing/index.js";
 import { startRegistryProxy } from "../harness/proxy.js";
 import { startRegistry, type RegistryServer } from "../harness/registry.js";
@@ -183,6 +184,45 @@ describe("the seed's agent flow", () => {
 });
 
 describe("artifacts", () => {
+  it("lists an artifact pushed with plain `oras push --artifact-type` by its policy.json (no Aegis annotations)", async () => {
+    const { bytes } = await buildBundle("policies/deny-egress-cidrs");
+    // What `oras push --artifact-type application/vnd.aegis.policy.v1
+    // bundle.tar.zst:application/vnd.aegis.policy.layer.v1.tar+zstd` sends:
+    // the empty config, one layer titled by its file name, a creation date.
+    const layer = { ...descriptorFor(MediaType.PolicyLayer, bytes), annotations: { "org.opencontainers.image.title": "bundle.tar.zst" } };
+    const manifestBytes = encodeJson({
+      schemaVersion: 2,
+      mediaType: MediaType.ImageManifest,
+      artifactType: MediaType.PolicyArtifact,
+      config: EMPTY_CONFIG,
+      layers: [layer],
+      annotations: { "org.opencontainers.image.created": "2026-11-25T00:00:00Z" },
+    });
+    const manifest = descriptorFor(MediaType.ImageManifest, manifestBytes);
+    const repo = new RemoteRepository(registry.host, "ci/oras");
+    await repo.push({ mediaType: EMPTY_CONFIG.mediaType, digest: EMPTY_CONFIG.digest, size: EMPTY_CONFIG.size }, Readable.from([Buffer.from("{}")]));
+    await repo.push(layer, Readable.from([bytes]));
+    await repo.push(manifest, Readable.from([manifestBytes]));
+    await repo.tag(manifest, "v1");
+
+    const registered = await http("POST", "/artifacts", { ...admin, body: { reference: `${registry.host}/ci/oras@${manifest.digest}` } });
+    expect(registered.status, JSON.stringify(registered.json)).toBe(201);
+    expect((await http("POST", `/assign/${manifest.digest}/oras-host`, admin)).status).toBe(200);
+    const agent = await registerAgent("oras-host");
+    const poll = await http("GET", "/artifacts/for-host/oras-host", { token: agent.token });
+    expect(poll.json.artifacts).toEqual([
+      expect.objectContaining({
+        id: manifest.digest,
+        name: "deny-egress-cidrs",
+        version: "1.2.0",
+        checksum: `sha256-${sha256(bytes).slice("sha256:".length)}`,
+        size: bytes.byteLength,
+        metadata: expect.objectContaining({ policy_type: "network_block", direction: "egress" }),
+      }),
+    ]);
+    expect((poll.json.artifacts as { description: string }[])[0]!.description, "description from policy.json").not.toBe("");
+  });
+
   it("serves an empty signature for an artifact no trusted key signed", async () => {
     const { reference } = await pushSignedPolicy("policies/block-icmp-8888", "1.1.0", false);
     const res = await http("POST", "/artifacts", { ...admin, body: { reference } });
@@ -500,6 +540,8 @@ describe("NATS", () => {
     await nc.flush();
     await http("POST", `/assign/${digest}/nats-host`, admin);
     for await (const msg of sub) expect(msg.json()).toEqual({ host_id: "nats-host", version: 1 });
+    // Telemetry counts only from a host with a registered agent.
+    await registerAgent("nats-host");
 
     nc.publish("aegis.telemetry.nats-host", JSON.stringify({ host_id: "nats-host", artifact_id: digest, event: "attached", counters: { "rule.0": 3 } }));
     // A message whose subject names another host is ignored.
