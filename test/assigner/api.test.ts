@@ -16,6 +16,7 @@ import { buildBundle, pushBundle } from "../../bundle/index.js";
 import { Readable } from "node:stream";
 import { descriptorFor, EMPTY_CONFIG, encodeJson, MediaType, RemoteRepository, sha256 } from "../../registry/index.js";
 import { generateKeyPair, KeySigner, signArtifact } from "../../signing/index.js";
+import { http as httpTo, registerAgent as registerAt, type AgentKeys, type HttpOptions } from "../harness/assigner-http.js";
 import { startRegistryProxy } from "../harness/proxy.js";
 import { startRegistry, type RegistryServer } from "../harness/registry.js";
 import { startNats, startRedis, type TcpServer } from "../harness/tcp-server.js";
@@ -30,39 +31,9 @@ let work: string;
 let admin: Record<string, string>;
 const signingKey = generateKeyPair("ecdsa-p256");
 
-async function http(method: string, path: string, options: { token?: string; body?: unknown; raw?: string; headers?: Record<string, string> } = {}) {
-  const res = await fetch(new URL(path, assigner.url), {
-    method,
-    headers: {
-      ...(options.token ? { authorization: `Bearer ${options.token}` } : {}),
-      ...(options.body !== undefined || options.raw !== undefined ? { "content-type": "application/json" } : {}),
-      ...options.headers,
-    },
-    ...(options.body !== undefined ? { body: JSON.stringify(options.body) } : options.raw !== undefined ? { body: options.raw } : {}),
-  });
-  const bytes = Buffer.from(await res.arrayBuffer());
-  const text = bytes.toString("utf8");
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = undefined;
-  }
-  return { status: res.status, headers: res.headers, bytes, json: json as Record<string, unknown> & { error?: string } };
-}
-
+const http = (method: string, path: string, options?: HttpOptions) => httpTo(assigner.url, method, path, options);
 /** The seed agent's registration, with plain HTTP and an Ed25519 key. */
-async function registerAgent(hostId: string, keys = generateKeyPairSync("ed25519")): Promise<{ token: string; uid: string }> {
-  const { publicKey, privateKey } = keys;
-  const raw = publicKey.export({ format: "jwk" }).x!;
-  const init = await http("POST", "/agents/register/init", { body: { host_id: hostId, public_key: Buffer.from(raw, "base64url").toString("base64"), hostname: `${hostId}.example`, kernel: "6.1.0", labels: { role: "web" } } });
-  expect(init.status).toBe(200);
-  const nonce = Buffer.from(init.json.nonce as string, "base64");
-  const complete = await http("POST", "/agents/register/complete", { body: { registration_id: init.json.registration_id, signature: sign(null, nonce, privateKey).toString("base64") } });
-  expect(complete.status, JSON.stringify(complete.json)).toBe(200);
-  expect(complete.json.host_id).toBe(hostId);
-  return { token: complete.json.token as string, uid: complete.json.agent_uid as string };
-}
+const registerAgent = (hostId: string, keys?: AgentKeys) => registerAt(assigner.url, hostId, keys);
 
 const built = new Map<string, ReturnType<typeof buildBundle>>();
 
