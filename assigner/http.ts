@@ -71,14 +71,15 @@ async function readBody(route: Route, req: Request, res: Response, limits: HttpL
   const charset = /;\s*charset=([^;\s]+)/i.exec(req.headers["content-type"] ?? "")?.[1]?.replace(/"/g, "").toLowerCase();
   if (charset && charset !== "utf-8" && charset !== "utf8") throw new AssignerError("UNSUPPORTED_MEDIA_TYPE", `unsupported charset: ${charset}`);
   const limit = route.streamsUpload ? maxUploadBodyBytes(limits.maxUploadBytes) : SMALL_BODY_LIMIT;
-  if (Number(req.headers["content-length"] ?? 0) > limit) {
+  const length = Number(req.headers["content-length"] ?? 0);
+  if (length > limit) {
     const what = route.streamsUpload ? `this assigner takes bundles up to ${limits.maxUploadBytes} bytes (--max-upload-bytes)` : `at most ${limit} bytes`;
     throw new AssignerError("PAYLOAD_TOO_LARGE", `request body is too large: ${what}`);
   }
   if (req.headers.expect?.toLowerCase() === "100-continue") res.writeContinue();
   let text: string;
   let upload: Upload | undefined;
-  if (route.streamsUpload) ({ rest: text, upload } = await scanUploadBody(req, limits.maxUploadBytes));
+  if (route.streamsUpload) ({ rest: text, upload } = await scanUploadBody(req, limits.maxUploadBytes, length));
   else text = await readSmall(req, limit);
   try {
     return { json: JSON.parse(text), ...(upload ? { upload } : {}) };

@@ -45,15 +45,24 @@ export function maxUploadBodyBytes(maxUploadBytes: number): number {
 const tooLarge = (message: string) => new AssignerError("PAYLOAD_TOO_LARGE", message);
 const notBase64 = () => new AssignerError("BAD_REQUEST", "body.data: must be base64");
 
-/** Decodes base64 characters as they come, four at a time, hashing the bytes. */
+/**
+ * Decodes base64 characters as they come, four at a time, hashing the bytes
+ * into one buffer: sized from the body's length when it is known, so the
+ * bundle is held once; doubled as needed when it is not (chunked).
+ */
 class Base64Sink {
   private pending = "";
   private padding = 0;
-  private readonly chunks: Buffer[] = [];
+  private buffer: Buffer;
   private readonly hash = createHash("sha256");
   size = 0;
 
-  constructor(private readonly maxBytes: number) {}
+  constructor(
+    private readonly maxBytes: number,
+    expectedBytes: number,
+  ) {
+    this.buffer = Buffer.allocUnsafe(Math.min(maxBytes, Math.max(expectedBytes, 64 * 1024)));
+  }
 
   /** `chars` are ASCII bytes of the string, escapes already resolved. */
   write(chars: Buffer): void {
@@ -71,16 +80,20 @@ class Base64Sink {
   end(): Upload {
     // Unpadded base64 is accepted, as Buffer.from and the schema did before.
     if (this.pending) this.push(Buffer.from(this.pending, "base64"));
-    const bytes = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.size);
-    this.chunks.length = 0;
-    return { bytes, size: this.size, digest: `sha256:${this.hash.digest("hex")}` };
+    return { bytes: this.buffer.subarray(0, this.size), size: this.size, digest: `sha256:${this.hash.digest("hex")}` };
   }
 
   private push(bytes: Buffer): void {
-    this.size += bytes.length;
-    if (this.size > this.maxBytes) throw tooLarge(`body.data: the bundle is larger than this assigner accepts (${this.maxBytes} bytes; --max-upload-bytes)`);
+    const size = this.size + bytes.length;
+    if (size > this.maxBytes) throw tooLarge(`body.data: the bundle is larger than this assigner accepts (${this.maxBytes} bytes; --max-upload-bytes)`);
+    if (size > this.buffer.length) {
+      const grown = Buffer.allocUnsafe(Math.min(this.maxBytes, Math.max(size, this.buffer.length * 2)));
+      this.buffer.copy(grown, 0, 0, this.size);
+      this.buffer = grown;
+    }
     this.hash.update(bytes);
-    this.chunks.push(bytes);
+    bytes.copy(this.buffer, this.size);
+    this.size = size;
   }
 }
 
@@ -88,8 +101,9 @@ class Base64Sink {
  * Reads `body` to its end. Throws PAYLOAD_TOO_LARGE when the data passes
  * `maxUploadBytes` or the rest passes MAX_REST_BYTES, BAD_REQUEST when "data"
  * is not base64; malformed JSON elsewhere is left for JSON.parse to refuse.
+ * `bodyBytes`, the Content-Length when there is one, sizes the data's buffer.
  */
-export async function scanUploadBody(body: Readable, maxUploadBytes: number): Promise<ScannedBody> {
+export async function scanUploadBody(body: Readable, maxUploadBytes: number, bodyBytes = 0): Promise<ScannedBody> {
   const rest: Buffer[] = [];
   let restSize = 0;
   const keep = (bytes: Buffer) => {
@@ -168,7 +182,7 @@ export async function scanUploadBody(body: Readable, maxUploadBytes: number): Pr
         valueStarts = false;
         if (c === QUOTE && lastKey === "data") {
           keep(chunk.subarray(keptFrom, i + 1));
-          sink = new Base64Sink(maxUploadBytes);
+          sink = new Base64Sink(maxUploadBytes, Math.ceil((bodyBytes * 3) / 4));
           i++;
           continue;
         }

@@ -148,6 +148,16 @@ describe("upload size: --max-upload-bytes, streamed", () => {
       expect(JSON.parse(scanned.rest)).toEqual({ name: "p", metadata: { data: "inner", x: [1, "data"] }, data: "", 'k"ey': "}" });
     });
 
+    it("sized by the body's length, or grown as it comes (chunked): the same bytes", async () => {
+      const large = Buffer.from(Array.from({ length: 300_000 }, (_, i) => (i * 131) % 251));
+      const body = JSON.stringify({ name: "p", data: large.toString("base64") });
+      for (const bodyBytes of [0, Buffer.byteLength(body)]) {
+        const scanned = await scanUploadBody(Readable.from([Buffer.from(body)]), 1 << 20, bodyBytes);
+        expect(scanned.upload?.bytes.equals(large), `decoded bytes, body length given as ${bodyBytes}`).toBe(true);
+        expect(scanned.upload?.digest).toBe(sha256(large));
+      }
+    });
+
     it.each([
       ["not base64", `{"data":"ab$d"}`, "BAD_REQUEST", /body\.data: must be base64/],
       ["data after padding", `{"data":"ab==cd"}`, "BAD_REQUEST", /body\.data: must be base64/],
