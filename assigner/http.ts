@@ -49,7 +49,8 @@ function sendError(res: ServerResponse, err: unknown): void {
 async function readSmall(req: Request, limit: number): Promise<string> {
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
+  // Not destroyed when refused part-way: the 413 still goes out (sendError closes the connection after it).
+  for await (const chunk of req.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
     size += chunk.length;
     if (size > limit) throw new AssignerError("PAYLOAD_TOO_LARGE", `request body is too large (at most ${limit} bytes)`);
     chunks.push(chunk);

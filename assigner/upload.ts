@@ -127,7 +127,8 @@ export async function scanUploadBody(body: Readable, maxUploadBytes: number, bod
   let dataEscaped = false;
   let upload: Upload | undefined;
 
-  for await (const chunk of body as AsyncIterable<Buffer>) {
+  // Refusing part-way leaves the body unread rather than destroyed, so the answer still goes out (http.ts closes the connection after it).
+  for await (const chunk of body.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
     let keptFrom = 0;
     let i = 0;
     while (i < chunk.length) {

@@ -83,6 +83,23 @@ describe("the token is checked before the body is read", () => {
     expect(result.written, "bytes the client got to send before the close").toBeLessThan(8 * 1024 * 1024);
   });
 
+  it("Expect: 100-continue is answered only once the token is known: 401 without one, 100 Continue with one", async () => {
+    const body = JSON.stringify({ reference: "no host" });
+    const expectHead = (token?: string) => postHead("/artifacts", Buffer.byteLength(body), token).replace("\r\n\r\n", "\r\nExpect: 100-continue\r\n\r\n");
+    const anonymous = await rawConnection(assigner.url);
+    await anonymous.write(expectHead());
+    expect(await within(anonymous.closed, 5000), "the server closed the connection").toBe(true);
+    expect(anonymous.received(), "the answer without a token").toMatch(/^HTTP\/1\.1 401 /);
+    const operator = await rawConnection(assigner.url);
+    await operator.write(expectHead(ADMIN));
+    for (let i = 0; i < 250 && !operator.received().includes("\r\n\r\n"); i++) await sleep(20);
+    expect(operator.received(), "the interim answer with a token").toMatch(/^HTTP\/1\.1 100 Continue\r\n\r\n$/);
+    await operator.write(body);
+    for (let i = 0; i < 250 && !/\r\n\r\n\{/.test(operator.received()); i++) await sleep(20);
+    expect(operator.received(), "the final answer").toMatch(/HTTP\/1\.1 400 [^]*invalid reference/);
+    operator.socket.destroy();
+  });
+
   it("an agent token on an operator route is 403 before the body, closed the same way", async () => {
     const agent = await registerAgent(assigner.url, "limits-agent-403");
     const result = await trickleUntilClosed("/artifacts", agent.token);
@@ -115,6 +132,22 @@ describe("upload size: --max-upload-bytes, streamed", () => {
     const answer = (await chunked.json()) as { code: string; error: string };
     expect(chunked.status, JSON.stringify(answer)).toBe(413);
     expect(answer).toMatchObject({ code: "PAYLOAD_TOO_LARGE", error: expect.stringMatching(/body\.data: .*262144 bytes/) });
+  });
+
+  it("a chunked upload that passes the limit while streaming gets its 413 (not a reset), and the connection is closed", async () => {
+    const conn = await rawConnection(assigner.url);
+    await conn.write(`POST /artifacts HTTP/1.1\r\nHost: assigner\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nAuthorization: Bearer ${ADMIN}\r\n\r\n`);
+    const chunk = (text: string) => `${Buffer.byteLength(text).toString(16)}\r\n${text}\r\n`;
+    await conn.write(chunk(`{"name":"big","version":"1.0.0","data":"`));
+    const piece = chunk("A".repeat(64 * 1024));
+    let open = true;
+    void conn.closed.then(() => (open = false));
+    for (let i = 0; open && i < 200 && !conn.received(); i++) {
+      await conn.write(piece);
+      await sleep(5);
+    }
+    expect(await within(conn.closed, 5000), "the server closed the connection").toBe(true);
+    expect(conn.received(), "the answer").toMatch(/^HTTP\/1\.1 413 [^]*"code":"PAYLOAD_TOO_LARGE"/);
   });
 
   it("aegis assigner serve --help documents the limits and their variables", async () => {
@@ -427,5 +460,6 @@ describe("under attack (a separate `aegis assigner serve` process, loopback only
     const after = memoryOf(proc.child.pid!);
     console.log(`assigner RSS: ${before.rssMb.toFixed(0)} MB before, ${during.rssMb.toFixed(0)} MB during, peak ${after.peakMb.toFixed(0)} MB`);
     expect(after.peakMb, `peak RSS (VmHWM) of the assigner in MB; bound ${RSS_BOUND_MB}`).toBeLessThan(RSS_BOUND_MB);
+    expect(proc.output(), "the assigner's log").not.toMatch(/internal error/);
   }, 50_000);
 });
