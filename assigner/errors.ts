@@ -36,8 +36,8 @@ export function toAssignerError(err: unknown, context?: string): AssignerError {
   if (err instanceof InputError) return new AssignerError("BAD_REQUEST", withContext(err.message), { cause: err });
   // Express's own: the router's undecodable path parameter (/artifacts/%ZZ) is a URIError.
   if (err instanceof URIError) return new AssignerError("BAD_REQUEST", "malformed URL: invalid percent-encoding");
-  // The client went away in the middle of its request: nobody reads the answer.
   const clientError = err as { code?: unknown; message?: string; status?: unknown; statusCode?: unknown; expose?: unknown };
+  // The client went away in the middle of its request: nobody reads the answer.
   if (clientError.code === "ECONNRESET" || clientError.code === "ERR_STREAM_PREMATURE_CLOSE") return new AssignerError("BAD_REQUEST", "request aborted");
   // Any other client error Express or its parts raise (http-errors: status and statusCode, expose).
   const status = typeof clientError.status === "number" ? clientError.status : clientError.statusCode;
