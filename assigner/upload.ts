@@ -28,6 +28,8 @@ export interface ScannedBody {
 /** What is left of a body once "data" is taken out: a few fields. */
 export const MAX_REST_BYTES = 64 * 1024;
 
+/** Longer keys are not read (the schema's are short): a key is collected byte by byte. */
+const MAX_KEY_BYTES = 64;
 const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
 const SLASH = 0x2f;
@@ -161,13 +163,15 @@ export async function scanUploadBody(body: Readable, maxUploadBytes: number, bod
       }
       const c = chunk[i]!;
       if (inString) {
-        if (key) key.push(chunk.subarray(i, i + 1));
+        // A key longer than any field's name is not "data": it is not kept.
+        if (key && key.length < MAX_KEY_BYTES) key.push(chunk.subarray(i, i + 1));
+        else key = undefined;
         if (escaped) escaped = false;
         else if (c === BACKSLASH) escaped = true;
         else if (c === QUOTE) {
           inString = false;
           if (key) {
-            // The key as JSON reads it (escapes resolved): keys are small, and the rest limit bounds them.
+            // The key as JSON reads it, escapes resolved.
             try {
               lastKey = JSON.parse(`"${Buffer.concat(key).toString("utf8")}`) as string;
             } catch {
@@ -193,6 +197,7 @@ export async function scanUploadBody(body: Readable, maxUploadBytes: number, bod
         if (expectKey) {
           expectKey = false;
           key = [];
+          lastKey = undefined;
         }
       } else if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
         if (depth === 0) topIsObject = c === 0x7b;

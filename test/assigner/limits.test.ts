@@ -174,11 +174,11 @@ describe("upload size: --max-upload-bytes, streamed", () => {
     };
 
     it.each([1, 2, 3, 5, 7, 64, 100_000])("split every %i bytes: bytes, digest and rest are exact", async (size) => {
-      const body = `{ "name" : "p", "metadata": {"data": "inner", "x": [1, "data"]}, "d\\u0061ta" : "${base64.replaceAll("/", "\\/")}", "k\\"ey": "}" }`;
+      const body = `{ "name" : "p", "${"k".repeat(100)}": "data", "metadata": {"data": "inner", "x": [1, "data"]}, "d\\u0061ta" : "${base64.replaceAll("/", "\\/")}", "k\\"ey": "}" }`;
       const scanned = await scan(body, size);
       expect(scanned.upload?.bytes.equals(bytes), "decoded bytes").toBe(true);
       expect(scanned.upload?.digest).toBe(sha256(bytes));
-      expect(JSON.parse(scanned.rest)).toEqual({ name: "p", metadata: { data: "inner", x: [1, "data"] }, data: "", 'k"ey': "}" });
+      expect(JSON.parse(scanned.rest)).toEqual({ name: "p", ["k".repeat(100)]: "data", metadata: { data: "inner", x: [1, "data"] }, data: "", 'k"ey': "}" });
     });
 
     it("sized by the body's length, or grown as it comes (chunked): the same bytes", async () => {
