@@ -10,7 +10,6 @@ import {
   MediaType,
   openReference,
   RegistryError,
-  sha256,
   type Descriptor,
   type RepositoryOptions,
   type Target,
@@ -18,6 +17,7 @@ import {
 import { SignatureError, verifyArtifact, type TrustPolicy } from "../signing/index.js";
 import { AssignerError, type ArtifactJson, type RegisterArtifactUpload } from "./api/index.js";
 import { toAssignerError } from "./errors.js";
+import type { Upload } from "./upload.js";
 import type { ArtifactRecord } from "./store/store.js";
 import type { z } from "zod";
 
@@ -99,12 +99,18 @@ export class ArtifactSource {
     }
   }
 
-  /** The seed's upload: a base64 bundle, pushed to the upload repository. */
-  async fromUpload(body: z.infer<typeof RegisterArtifactUpload>): Promise<ArtifactRecord> {
-    const bytes = Buffer.from(body.data, "base64");
-    const checksum = dashDigest(sha256(bytes));
-    if (body.checksum && body.checksum !== checksum) {
-      throw new AssignerError("BAD_REQUEST", `checksum ${body.checksum} does not match the data (${checksum})`);
+  /** The seed's upload: a base64 bundle, decoded as it arrived (upload.ts), pushed to the upload repository. */
+  async fromUpload(body: z.infer<typeof RegisterArtifactUpload>, upload: Upload | undefined): Promise<ArtifactRecord> {
+    if (!upload || upload.size === 0) throw new AssignerError("BAD_REQUEST", "body.data: the bundle is empty");
+    const bytes = upload.bytes;
+    const checksum = dashDigest(upload.digest);
+    // The seed writes sha256-<hex>; sha256:<hex> (OCI's form) is the same digest.
+    if (body.checksum && dashDigest(body.checksum.toLowerCase()) !== checksum) {
+      throw new AssignerError("BAD_REQUEST", `body.checksum: ${body.checksum} does not match the data (${checksum})`);
+    }
+    // 0 is a Go client's unset size: a bundle is never empty.
+    if (body.size && body.size !== upload.size) {
+      throw new AssignerError("BAD_REQUEST", `body.size: ${body.size} does not match the data (${upload.size} bytes)`);
     }
     let policy;
     try {

@@ -10,8 +10,16 @@ import { toAssignerError } from "./errors.js";
 import { openApiDocument } from "./openapi.js";
 import { ROUTES, type Route } from "./routes.js";
 import type { AssignerServices } from "./services.js";
+import { maxUploadBodyBytes, scanUploadBody, type Upload } from "./upload.js";
 
 const FOR_HOST = "/artifacts/for-host/";
+/** Bodies other than the upload (a registration, say): a few small fields. */
+const SMALL_BODY_LIMIT = 64 * 1024;
+
+export interface HttpLimits {
+  /** The largest bundle POST /artifacts takes, decoded, in bytes. */
+  maxUploadBytes: number;
+}
 
 function parseInput<T>(schema: z.ZodType<T>, value: unknown, where: string): T {
   const result = schema.safeParse(value);
@@ -29,25 +37,75 @@ function sendError(res: ServerResponse, err: unknown): void {
     return;
   }
   const body = JSON.stringify({ error: error.message, code: error.code, ...(error.detail ? { detail: error.detail } : {}) });
-  res.writeHead(error.status, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+  // A body not read to its end (a 401 before it, a 413 within it) is not
+  // read on: Node would drain it to keep the connection alive, so the
+  // connection is closed once the answer is out.
+  const unread = res.req && !res.req.complete ? { connection: "close" } : {};
+  res.writeHead(error.status, { "content-type": "application/json", "content-length": Buffer.byteLength(body), ...unread });
   res.end(body);
 }
 
-function mount(app: express.Express, route: Route, services: AssignerServices): void {
+/** Reads a small body whole: at most `limit` bytes, refused as it passes. */
+async function readSmall(req: Request, limit: number): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  // Not destroyed when refused part-way: the 413 still goes out (sendError closes the connection after it).
+  for await (const chunk of req.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) throw new AssignerError("PAYLOAD_TOO_LARGE", `request body is too large (at most ${limit} bytes)`);
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+/**
+ * The body of a route that takes one, read only now that the caller is
+ * known: the upload streamed (upload.ts), anything else read whole up to
+ * the route's small limit. Too large a Content-Length is refused before a
+ * byte is read. A client that sent Expect: 100-continue is told to go on
+ * here, not before.
+ */
+async function readBody(route: Route, req: Request, res: Response, limits: HttpLimits): Promise<{ json: unknown; upload?: Upload }> {
+  if (!req.is("application/json")) return { json: undefined };
+  const encoding = req.headers["content-encoding"];
+  if (encoding && encoding.toLowerCase() !== "identity") throw new AssignerError("UNSUPPORTED_MEDIA_TYPE", `unsupported Content-Encoding: ${encoding}`);
+  const charset = /;\s*charset=([^;\s]+)/i.exec(req.headers["content-type"] ?? "")?.[1]?.replace(/"/g, "").toLowerCase();
+  if (charset && charset !== "utf-8" && charset !== "utf8") throw new AssignerError("UNSUPPORTED_MEDIA_TYPE", `unsupported charset: ${charset}`);
+  const limit = route.streamsUpload ? maxUploadBodyBytes(limits.maxUploadBytes) : SMALL_BODY_LIMIT;
+  const length = Number(req.headers["content-length"] ?? 0);
+  if (length > limit) {
+    const what = route.streamsUpload ? `this assigner takes bundles up to ${limits.maxUploadBytes} bytes (--max-upload-bytes)` : `at most ${limit} bytes`;
+    throw new AssignerError("PAYLOAD_TOO_LARGE", `request body is too large: ${what}`);
+  }
+  if (req.headers.expect?.toLowerCase() === "100-continue") res.writeContinue();
+  let text: string;
+  let upload: Upload | undefined;
+  if (route.streamsUpload) ({ rest: text, upload } = await scanUploadBody(req, limits.maxUploadBytes, length));
+  else text = await readSmall(req, limit);
+  try {
+    return { json: JSON.parse(text), ...(upload ? { upload } : {}) };
+  } catch (err) {
+    throw new AssignerError("BAD_REQUEST", `malformed JSON body: ${(err as Error).message}`);
+  }
+}
+
+function mount(app: express.Express, route: Route, services: AssignerServices, limits: HttpLimits): void {
   const handler = route.handler;
   if (!handler) return;
   const path = route.path.replace(/\{(\w+)\}/g, ":$1");
-  const parsers = route.body ? [express.json({ limit: route.bodyLimit ?? "64kb" })] : [];
-  app[route.method](path, ...parsers, async (req: Request, res: Response, next: NextFunction) => {
+  app[route.method](path, async (req: Request, res: Response, next: NextFunction) => {
     const done = services.metrics.observe(route.method, route.path);
     res.on("finish", () => done(res.statusCode));
     try {
+      // Who is calling, before a byte of the body is read: a caller without a
+      // token cannot make the assigner hold a large body.
       const principal = route.access === "public" ? undefined : await services.auth.authenticate(req.headers.authorization);
       if (route.access === "admin") services.auth.requireAdmin(principal!);
       const params = route.params ? parseInput(route.params, req.params, "path") : undefined;
-      if (route.body && req.body === undefined) throw new AssignerError("BAD_REQUEST", "request body must be JSON (Content-Type: application/json)");
-      const body = route.body ? parseInput(route.body, req.body, "body") : undefined;
-      const result = await handler({ req, res, params, body, principal, services });
+      const read = route.body ? await readBody(route, req, res, limits) : undefined;
+      if (read && read.json === undefined) throw new AssignerError("BAD_REQUEST", "request body must be JSON (Content-Type: application/json)");
+      const body = route.body ? parseInput(route.body, read!.json, "body") : undefined;
+      const result = await handler({ req, res, params, body, principal, services, upload: read?.upload });
       if (result) res.status(result.status ?? route.responseStatus ?? 200).json(result.json);
     } catch (err) {
       next(err);
@@ -55,7 +113,7 @@ function mount(app: express.Express, route: Route, services: AssignerServices): 
   });
 }
 
-export function createRequestHandler(services: AssignerServices, version: string): (req: IncomingMessage, res: ServerResponse) => void {
+export function createRequestHandler(services: AssignerServices, version: string, limits: HttpLimits): (req: IncomingMessage, res: ServerResponse) => void {
   const app = express();
   app.disable("x-powered-by");
   app.set("etag", false);
@@ -66,7 +124,7 @@ export function createRequestHandler(services: AssignerServices, version: string
   app.get("/metrics", async (_req, res) => {
     res.type(services.metrics.registry.contentType).send(await services.metrics.registry.metrics());
   });
-  for (const route of ROUTES) mount(app, route, services);
+  for (const route of ROUTES) mount(app, route, services, limits);
   app.use((req: Request) => {
     throw new AssignerError("NOT_FOUND", `no such endpoint: ${req.method} ${req.path}`);
   });

@@ -27,6 +27,7 @@ import {
 } from "./api/index.js";
 import type { AgentRecord, StatusRecord } from "./store/store.js";
 import type { AssignerServices } from "./services.js";
+import type { Upload } from "./upload.js";
 
 export type Access = "public" | "admin" | "agent";
 
@@ -37,6 +38,8 @@ export interface RouteContext<P, B> {
   body: B;
   principal: Principal | undefined;
   services: AssignerServices;
+  /** The decoded `data` of a route that streams its upload. */
+  upload: Upload | undefined;
 }
 
 /** A JSON answer; handlers that stream write to `res` themselves and return undefined. */
@@ -54,7 +57,11 @@ export interface Route<P = unknown, B = unknown> {
   access: Access;
   params?: z.ZodType<P>;
   body?: z.ZodType<B>;
-  bodyLimit?: string;
+  /**
+   * The body's top-level base64 "data" is decoded as it arrives, up to the
+   * upload limit (upload.ts), and `body` validates the rest with data "".
+   */
+  streamsUpload?: true;
   response?: z.ZodType;
   responseStatus?: number;
   produces?: string;
@@ -216,11 +223,11 @@ export const ROUTES: Route[] = [
     summary: "Register an artifact: {reference: host/repo@sha256:…}, or the seed's upload (base64 data), pushed to the assigner's registry",
     access: "admin",
     body: RegisterArtifactBody,
-    bodyLimit: "96mb",
+    streamsUpload: true,
     response: ArtifactJson,
     responseStatus: 201,
-    handler: async ({ body, services }) => {
-      const record = "reference" in body ? await services.artifacts.fromReference(body.reference) : await services.artifacts.fromUpload(body);
+    handler: async ({ body, upload, services }) => {
+      const record = "reference" in body ? await services.artifacts.fromReference(body.reference) : await services.artifacts.fromUpload(body, upload);
       if (await services.store.putArtifact(record)) return { status: 201, json: toArtifactJson(record) };
       // Registering the same digest again is not an error: the first record
       // stays, except that a signature found since is filled in.

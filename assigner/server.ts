@@ -37,7 +37,33 @@ export interface AssignerOptions {
   trust?: string;
   /** Prefix of Redis keys; default "aegis". */
   redisPrefix?: string;
+  /** The largest bundle POST /artifacts takes (decoded); default 16 MiB. */
+  maxUploadBytes?: number;
+  /** Open connections at most, agents' keep-alive polls included; default 10,000. */
+  maxConnections?: number;
+  /** Time to receive a request's headers; default 10 s. */
+  headersTimeoutMs?: number;
+  /** Time to receive a whole request, body included; default 120 s. */
+  requestTimeoutMs?: number;
+  /** How long an idle keep-alive connection stays open; default 65 s. */
+  keepAliveTimeoutMs?: number;
 }
+
+/**
+ * Defaults of the request limits (README "The assigner"). Agents poll every
+ * 30 s on keep-alive connections, so an idle one is kept past that (and past
+ * a load balancer's usual 60 s); a fleet of thousands of hosts fits the
+ * connection cap; a bundle is far below the upload cap (a policy.json and one
+ * eBPF object); a slow client gets a request's headers in 10 s and a 16 MiB
+ * upload in 120 s.
+ */
+const LIMIT_DEFAULTS: Readonly<Record<"maxUploadBytes" | "maxConnections" | "headersTimeoutMs" | "requestTimeoutMs" | "keepAliveTimeoutMs", number>> = {
+  maxUploadBytes: 16 * 1024 * 1024,
+  maxConnections: 10_000,
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 120_000,
+  keepAliveTimeoutMs: 65_000,
+};
 
 export interface RunningAssigner {
   url: string;
@@ -71,6 +97,18 @@ async function resolveAdminToken(options: AssignerOptions, dataDir: string): Pro
   return { token, file };
 }
 
+function definedLimits(options: AssignerOptions): Partial<typeof LIMIT_DEFAULTS> {
+  const limits: Partial<Record<keyof typeof LIMIT_DEFAULTS, number>> = {};
+  // Each is given or left to its default; 0 or a negative one is a mistake, not "no limit".
+  for (const key of Object.keys(LIMIT_DEFAULTS) as (keyof typeof LIMIT_DEFAULTS)[]) {
+    const value = options[key];
+    if (value === undefined) continue;
+    if (!Number.isFinite(value) || value <= 0) throw new InputError("INVALID_ARGUMENT", `${key} must be a positive number, not ${value}`);
+    limits[key] = value;
+  }
+  return limits;
+}
+
 async function openStore(options: AssignerOptions, dataDir: string): Promise<AssignerStore> {
   if (!options.redisUrl) return EmbeddedStore.open(join(dataDir, "store.json"));
   const store = new RedisStore(options.redisUrl, options.redisPrefix ? { prefix: options.redisPrefix } : {});
@@ -100,9 +138,24 @@ export async function startAssigner(options: AssignerOptions = {}): Promise<Runn
       })
     : undefined;
   const services = new AssignerServices(store, auth, artifacts, metrics, events);
-  const server = createServer(createRequestHandler(services, VERSION));
-  // Agents poll on keep-alive connections; keep them longer than a load balancer's idle timeout.
-  server.keepAliveTimeout = 65_000;
+  const limits = { ...LIMIT_DEFAULTS, ...definedLimits(options) };
+  const requestTimeout = limits.requestTimeoutMs;
+  // Node refuses a headers timeout longer than the request timeout.
+  const headersTimeout = Math.min(limits.headersTimeoutMs, requestTimeout);
+  const handler = createRequestHandler(services, VERSION, { maxUploadBytes: limits.maxUploadBytes });
+  const server = createServer(
+    {
+      headersTimeout,
+      requestTimeout,
+      keepAliveTimeout: limits.keepAliveTimeoutMs,
+      // Node enforces both timeouts on this tick (default 30 s), so a short timeout needs a short tick.
+      connectionsCheckingInterval: Math.max(50, Math.min(1000, headersTimeout / 4)),
+    },
+    handler,
+  );
+  server.maxConnections = limits.maxConnections;
+  // The answer to Expect: 100-continue waits for the caller to be known (http.ts, readBody).
+  server.on("checkContinue", handler);
   await new Promise<void>((done, fail) => {
     server.once("error", fail);
     server.listen(options.port ?? 8080, options.host ?? "127.0.0.1", () => done());

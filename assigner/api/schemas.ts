@@ -67,16 +67,32 @@ export const RegisterArtifactByReference = z.strictObject({
   reference: z.string().min(1).max(1024).meta({ description: "host[:port]/repo@sha256:… of an artifact already in a registry" }),
 });
 
-/** The seed's upload form: the bundle itself, base64, pushed into the assigner's registry. */
+/**
+ * The seed's upload form: the bundle itself, base64, pushed into the
+ * assigner's registry. It takes the seed's whole `Artifact` struct (seed
+ * document, "type Artifact struct"), as a Go client marshals it: `size` and
+ * `checksum` are checked against the bytes when set (Go sends 0 and "" for
+ * unset ones); `id`, `type`, `signature`, `created_at` and `updated_at` are
+ * the server's to set and ignored; `metadata` is read from the bundle
+ * (a nil Go map arrives as null).
+ */
 export const RegisterArtifactUpload = z.strictObject({
   name: z.string().min(1).max(64),
   version: z.string().min(1).max(64),
   description: z.string().max(1024).optional(),
-  type: z.string().max(64).optional(),
-  data: Base64.min(1).meta({ description: "base64 of the bundle (tar.zst)" }),
-  checksum: z.string().regex(/^sha256-[a-f0-9]{64}$/, "checksum is sha256-<64 hex>").optional(),
-  metadata: z.record(z.string(), z.unknown()).optional(),
-  signature: z.string().optional(),
+  data: Base64.meta({ description: "base64 of the bundle (tar.zst), at most the assigner's --max-upload-bytes once decoded" }),
+  checksum: z
+    .string()
+    .regex(/^(sha256[-:][a-fA-F0-9]{64})?$/, "checksum is sha256-<64 hex> (or sha256:<64 hex>)")
+    .optional()
+    .meta({ description: "When set, must be the sha256 of the decoded data" }),
+  size: z.number().int().nonnegative().optional().meta({ description: "When set (not 0), must be the decoded data's length" }),
+  metadata: z.record(z.string(), z.unknown()).nullable().optional().meta({ description: "Ignored: metadata comes from the bundle" }),
+  id: z.unknown().optional().meta({ description: "Ignored: the server sets it (the manifest digest)" }),
+  type: z.unknown().optional().meta({ description: "Ignored" }),
+  signature: z.unknown().optional().meta({ description: "Ignored: the server sets it from trusted signatures in the registry" }),
+  created_at: z.unknown().optional().meta({ description: "Ignored" }),
+  updated_at: z.unknown().optional().meta({ description: "Ignored" }),
 });
 
 export const RegisterArtifactBody = z.union([RegisterArtifactByReference, RegisterArtifactUpload]);

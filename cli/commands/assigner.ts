@@ -17,11 +17,24 @@ interface ServeOptions {
   adminTokenFile?: string;
   enrollSecret?: string;
   trust?: string;
+  maxUploadBytes?: string;
+  maxConnections?: string;
+  headersTimeout?: string;
+  requestTimeout?: string;
+  keepAliveTimeout?: string;
 }
 
 /** Flags win over environment variables (DESIGN.md "Configuration and commands"). */
 function env(name: string): string | undefined {
   return process.env[name] || undefined;
+}
+
+/** A positive number flag (unset: the assigner's default), times `scale` (seconds to ms). */
+function positive(flag: string, value: string | undefined, scale = 1): number | undefined {
+  if (value === undefined) return undefined;
+  const number = Number(value);
+  if (!Number.isFinite(number) || number <= 0) throw new InputError("INVALID_ARGUMENT", `--${flag} ${value} is not a positive number`);
+  return Math.round(number * scale);
 }
 
 export function registerAssigner(program: Command): void {
@@ -39,9 +52,21 @@ export function registerAssigner(program: Command): void {
     .option("--admin-token-file <file>", "read the operator token from a file (AEGIS_ADMIN_TOKEN_FILE)", env("AEGIS_ADMIN_TOKEN_FILE"))
     .option("--enroll-secret <secret>", "require this secret to register agents (AEGIS_ENROLL_SECRET)", env("AEGIS_ENROLL_SECRET"))
     .option("--trust <files>", "trusted public keys or trust file, comma-separated (AEGIS_TRUST)", env("AEGIS_TRUST"))
+    .option("--max-upload-bytes <n>", "largest bundle POST /artifacts takes, decoded (AEGIS_MAX_UPLOAD_BYTES); default 16777216 (16 MiB)", env("AEGIS_MAX_UPLOAD_BYTES"))
+    .option("--max-connections <n>", "open connections at most, agents' keep-alive polls included (AEGIS_MAX_CONNECTIONS); default 10000", env("AEGIS_MAX_CONNECTIONS"))
+    .option("--headers-timeout <seconds>", "time to receive a request's headers (AEGIS_HEADERS_TIMEOUT); default 10", env("AEGIS_HEADERS_TIMEOUT"))
+    .option("--request-timeout <seconds>", "time to receive a whole request, body included (AEGIS_REQUEST_TIMEOUT); default 120", env("AEGIS_REQUEST_TIMEOUT"))
+    .option("--keep-alive-timeout <seconds>", "idle keep-alive connections are closed after this; above the agents' 30 s poll (AEGIS_KEEP_ALIVE_TIMEOUT); default 65", env("AEGIS_KEEP_ALIVE_TIMEOUT"))
     .action(async (options: ServeOptions) => {
       const port = Number(options.port);
       if (!Number.isInteger(port) || port < 0 || port > 65535) throw new InputError("INVALID_ARGUMENT", `--port ${options.port} is not a port number`);
+      const limits = {
+        maxUploadBytes: positive("max-upload-bytes", options.maxUploadBytes),
+        maxConnections: positive("max-connections", options.maxConnections),
+        headersTimeoutMs: positive("headers-timeout", options.headersTimeout, 1000),
+        requestTimeoutMs: positive("request-timeout", options.requestTimeout, 1000),
+        keepAliveTimeoutMs: positive("keep-alive-timeout", options.keepAliveTimeout, 1000),
+      };
       const { startAssigner } = await import("../../assigner/index.js");
       const running = await startAssigner({
         port,
@@ -54,6 +79,7 @@ export function registerAssigner(program: Command): void {
         ...(options.adminTokenFile ? { adminTokenFile: options.adminTokenFile } : {}),
         ...(options.enrollSecret ? { enrollSecret: options.enrollSecret } : {}),
         ...(options.trust ? { trust: options.trust } : {}),
+        ...Object.fromEntries(Object.entries(limits).filter(([, value]) => value !== undefined)),
       });
       const store = options.redis ? `redis ${options.redis}` : "embedded store";
       const token = running.adminTokenFile ? `; operator token in ${running.adminTokenFile}` : "";

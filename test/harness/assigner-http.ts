@@ -1,6 +1,8 @@
 // Plain HTTP calls to an assigner, as the seed's agent and an attacker make
 // them: no client library between the test and the wire.
 import { generateKeyPairSync, sign, type KeyObject } from "node:crypto";
+import { once } from "node:events";
+import { connect, type Socket } from "node:net";
 
 export interface HttpAnswer {
   status: number;
@@ -65,4 +67,52 @@ export async function registerAgent(base: string, hostId: string, keys: AgentKey
   const complete = await started.complete();
   if (complete.status !== 200) throw new Error(`register/complete for ${hostId}: ${complete.status} ${JSON.stringify(complete.json)}`);
   return { token: complete.json.token as string, uid: complete.json.agent_uid as string };
+}
+
+export interface RawConnection {
+  socket: Socket;
+  /** Everything the server sent so far, as text. */
+  received(): string;
+  /** Bytes this side has written. */
+  written(): number;
+  /** Resolves when the server closes (or resets) the connection. */
+  closed: Promise<void>;
+  /** Writes, waiting for the socket to drain; false once the connection is gone. */
+  write(bytes: Buffer | string): Promise<boolean>;
+}
+
+/** A plain TCP connection to an assigner, for what no HTTP client sends: half a request, a body at a trickle. */
+export async function rawConnection(base: string): Promise<RawConnection> {
+  const url = new URL(base);
+  const socket = connect({ host: url.hostname, port: Number(url.port) });
+  await once(socket, "connect");
+  let text = "";
+  let written = 0;
+  let gone = false;
+  socket.setEncoding("latin1");
+  socket.on("data", (chunk: string) => (text += chunk));
+  const closed = new Promise<void>((resolve) => {
+    socket.once("close", () => {
+      gone = true;
+      resolve();
+    });
+    // A reset while writing is the server closing: the close event follows.
+    socket.on("error", () => undefined);
+  });
+  return {
+    socket,
+    received: () => text,
+    written: () => written,
+    closed,
+    async write(bytes) {
+      if (gone || socket.destroyed) return false;
+      written += typeof bytes === "string" ? Buffer.byteLength(bytes) : bytes.length;
+      // Not events.once: it rejects on the socket's error, which is the server closing.
+      if (!socket.write(bytes)) await new Promise<void>((resolve) => {
+        socket.once("drain", resolve);
+        void closed.then(resolve);
+      });
+      return !gone;
+    },
+  };
 }
