@@ -6,6 +6,9 @@ import { decodeBundle, policyAnnotations, PolicyAnnotation, pushBundle, readPoli
 import {
   formatReference,
   Annotation,
+  MAX_MANIFEST_SIZE,
+  parseManifest,
+  readAll,
   isNotFound,
   MediaType,
   openReference,
@@ -14,12 +17,18 @@ import {
   type RepositoryOptions,
   type Target,
 } from "../registry/index.js";
-import { SignatureError, verifyArtifact, type TrustPolicy } from "../signing/index.js";
+import { SignatureError, SIGSTORE_BUNDLE_TYPE, verifyArtifact, type TrustPolicy } from "../signing/index.js";
 import { AssignerError, type ArtifactJson, type RegisterArtifactUpload } from "./api/index.js";
 import { toAssignerError } from "./errors.js";
 import type { Upload } from "./upload.js";
 import type { ArtifactRecord } from "./store/store.js";
 import type { z } from "zod";
+
+/** Signatures served per artifact, and the size of each bundle: a bound on what one call reads. */
+const MAX_SIGNATURES = 16;
+const MAX_SIGNATURE_BUNDLE_SIZE = 1024 * 1024;
+/** Faults of one signature's own bytes, as opposed to a registry that cannot be read. */
+const SKIPPED_SIGNATURE_FAULTS = new Set<string>(["DIGEST_MISMATCH", "SIZE_MISMATCH", "SIZE_LIMIT", "INVALID_MANIFEST", "NOT_FOUND", "BLOB_UNKNOWN", "MANIFEST_UNKNOWN"]);
 
 export interface ArtifactSourceOptions {
   /** Where uploads go: host/repo or oci:<dir>. */
@@ -182,6 +191,48 @@ export class ArtifactSource {
       return await target.fetch({ mediaType: MediaType.PolicyLayer, digest: record.layerDigest, size: record.size });
     } catch (err) {
       throw toAssignerError(err, `cannot read the binary of ${record.id}`);
+    }
+  }
+
+  /** The artifact's manifest, exactly as stored (verified against its digest as it is read). */
+  async manifest(record: ArtifactRecord): Promise<{ mediaType: string; bytes: Buffer }> {
+    const { target } = this.open(record.reference);
+    try {
+      const desc = await target.resolve(record.id);
+      return { mediaType: desc.mediaType, bytes: await readAll(await target.fetch(desc), MAX_MANIFEST_SIZE, `manifest ${record.id}`) };
+    } catch (err) {
+      throw toAssignerError(err, `cannot read the manifest of ${record.id}`);
+    }
+  }
+
+  /**
+   * The artifact's sigstore bundle referrers as stored: each signature
+   * manifest's exact bytes and its one layer's. An agent that cannot reach
+   * a registry verifies these exactly as it would the registry's (it
+   * recomputes every digest), so the assigner is trusted with nothing.
+   */
+  async signatures(record: ArtifactRecord): Promise<{ manifest: Buffer; bundle: Buffer }[]> {
+    const { target } = this.open(record.reference);
+    try {
+      const subject = await target.resolve(record.id);
+      const referrers = (await target.referrers(subject, SIGSTORE_BUNDLE_TYPE)).slice(0, MAX_SIGNATURES);
+      const signatures: { manifest: Buffer; bundle: Buffer }[] = [];
+      for (const referrer of referrers) {
+        try {
+          const manifest = await readAll(await target.fetch(referrer), MAX_MANIFEST_SIZE, `signature ${referrer.digest}`);
+          const doc = parseManifest(manifest, referrer.mediaType);
+          const layer = "layers" in doc && doc.layers.length === 1 ? doc.layers[0]! : undefined;
+          if (!layer) continue;
+          signatures.push({ manifest, bundle: await readAll(await target.fetch(layer), MAX_SIGNATURE_BUNDLE_SIZE, `signature bundle ${layer.digest}`) });
+        } catch (err) {
+          // One malformed or tampered signature must not hide the others (the agent refuses it anyway).
+          if (err instanceof RegistryError && SKIPPED_SIGNATURE_FAULTS.has(err.code)) continue;
+          throw err;
+        }
+      }
+      return signatures;
+    } catch (err) {
+      throw toAssignerError(err, `cannot read the signatures of ${record.id}`);
     }
   }
 

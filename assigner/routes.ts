@@ -24,6 +24,7 @@ import {
   RegisterCompleteResponse,
   RegisterInitBody,
   RegisterInitResponse,
+  SignaturesJson,
 } from "./api/index.js";
 import type { AgentRecord, StatusRecord } from "./store/store.js";
 import type { AssignerServices } from "./services.js";
@@ -276,6 +277,31 @@ export const ROUTES: Route[] = [
       // away closes the registry stream too.
       pipeline(stream, res, (err) => err && res.destroy());
       return undefined;
+    },
+  }),
+  route({
+    method: "get",
+    path: "/artifacts/{id}/manifest",
+    summary: "The artifact's manifest, exactly as stored and verified against its digest (agents: only if assigned)",
+    access: "agent",
+    params: IdParams,
+    produces: "application/vnd.oci.image.manifest.v1+json",
+    handler: async ({ params, principal, services, res }) => {
+      const { mediaType, bytes } = await services.artifacts.manifest(await requireReadable(services, principal, params.id));
+      res.status(200).set({ "content-type": mediaType, "docker-content-digest": params.id }).end(bytes);
+      return undefined;
+    },
+  }),
+  route({
+    method: "get",
+    path: "/artifacts/{id}/signatures",
+    summary: "The artifact's sigstore bundle referrers as stored, for agents that cannot reach a registry (agents: only if assigned)",
+    access: "agent",
+    params: IdParams,
+    response: SignaturesJson,
+    handler: async ({ params, principal, services }) => {
+      const signatures = await services.artifacts.signatures(await requireReadable(services, principal, params.id));
+      return { json: { artifact_id: params.id, signatures: signatures.map((s) => ({ manifest: s.manifest.toString("base64"), bundle: s.bundle.toString("base64") })) } };
     },
   }),
   route({

@@ -25,6 +25,7 @@ export {
   RegisterCompleteResponse,
   RegisterInitBody,
   RegisterInitResponse,
+  SignaturesJson,
   StatusJson,
   TelemetryMessage,
 } from "./schemas.js";

@@ -114,6 +114,21 @@ export const StatusJson = z.object({
   time: z.string(),
 });
 
+/**
+ * An artifact's signatures as the registry stores them (each a sigstore
+ * bundle referrer: the manifest's exact bytes and its one layer's), for an
+ * agent that cannot reach a registry. It recomputes every digest.
+ */
+export const SignaturesJson = z.object({
+  artifact_id: Digest,
+  signatures: z.array(
+    z.object({
+      manifest: Base64.meta({ description: "The signature manifest's exact bytes" }),
+      bundle: Base64.meta({ description: "Its layer: the sigstore bundle JSON's exact bytes" }),
+    }),
+  ),
+});
+
 export const ArtifactStatusJson = z.object({ artifact_id: Digest, hosts: z.array(StatusJson), total: z.number().int() });
 
 export const AgentJson = z.object({

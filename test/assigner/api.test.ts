@@ -14,8 +14,8 @@ import { AssignerClient, AssignerError } from "../../assigner/api/index.js";
 import { startAssigner, type RunningAssigner } from "../../assigner/index.js";
 import { buildBundle, pushBundle } from "../../bundle/index.js";
 import { Readable } from "node:stream";
-import { descriptorFor, EMPTY_CONFIG, encodeJson, MediaType, RemoteRepository, sha256 } from "../../registry/index.js";
-import { generateKeyPair, KeySigner, signArtifact } from "../../signing/index.js";
+import { descriptorFor, EMPTY_CONFIG, encodeJson, MediaType, MemoryTarget, RemoteRepository, sha256 } from "../../registry/index.js";
+import { generateKeyPair, KeySigner, loadTrust, signArtifact, SIGSTORE_BUNDLE_TYPE, verifyArtifact } from "../../signing/index.js";
 import { http as httpTo, registerAgent as registerAt, type AgentKeys, type HttpOptions } from "../harness/assigner-http.js";
 import { startRegistryProxy } from "../harness/proxy.js";
 import { startRegistry, type RegistryServer } from "../harness/registry.js";
@@ -155,6 +155,39 @@ describe("the seed's agent flow", () => {
 });
 
 describe("artifacts", () => {
+  it("serves an assigned agent the manifest and signatures as stored, which verify as the registry's do", async () => {
+    const { digest, reference } = await pushSignedPolicy("policies/block-icmp-8888", "1.3.0");
+    expect((await http("POST", "/artifacts", { ...admin, body: { reference } })).status).toBe(201);
+    const agent = await registerAgent("chain-host");
+    expect((await http("GET", `/artifacts/${digest}/manifest`, { token: agent.token })).status, "not assigned yet").toBe(403);
+    await http("POST", `/assign/${digest}/chain-host`, admin);
+
+    const manifest = await http("GET", `/artifacts/${digest}/manifest`, { token: agent.token });
+    expect(manifest.status).toBe(200);
+    expect(manifest.headers.get("content-type")).toBe(MediaType.ImageManifest);
+    expect(sha256(manifest.bytes), "the manifest's exact bytes").toBe(digest);
+    const signatures = await http("GET", `/artifacts/${digest}/signatures`, { token: agent.token });
+    expect(signatures.status, JSON.stringify(signatures.json)).toBe(200);
+    const list = signatures.json.signatures as { manifest: string; bundle: string }[];
+    expect(list, "one signature").toHaveLength(1);
+
+    // Rebuilt into a store of its own, the chain verifies with the same code as a registry's.
+    const store = new MemoryTarget("from-assigner");
+    const subject = descriptorFor(MediaType.ImageManifest, manifest.bytes);
+    await store.push(subject, Readable.from([manifest.bytes]));
+    for (const s of list) {
+      const bytes = Buffer.from(s.manifest, "base64");
+      const referrer = { ...descriptorFor(MediaType.ImageManifest, bytes), artifactType: SIGSTORE_BUNDLE_TYPE };
+      const bundle = Buffer.from(s.bundle, "base64");
+      await store.push(descriptorFor(SIGSTORE_BUNDLE_TYPE, bundle), Readable.from([bundle]));
+      await store.push({ mediaType: EMPTY_CONFIG.mediaType, digest: EMPTY_CONFIG.digest, size: EMPTY_CONFIG.size }, Readable.from([Buffer.from("{}")]));
+      await store.push(referrer, Readable.from([bytes]));
+      await store.indexReferrer(subject, referrer);
+    }
+    const trust = await loadTrust([join(work, "ci.pub")]);
+    expect((await verifyArtifact(store, digest, trust)).digest).toBe(digest);
+  });
+
   it("lists an artifact pushed with plain `oras push --artifact-type` by its policy.json (no Aegis annotations)", async () => {
     const { bytes } = await buildBundle("policies/deny-egress-cidrs");
     // What `oras push --artifact-type application/vnd.aegis.policy.v1
