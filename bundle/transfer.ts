@@ -17,6 +17,7 @@ import {
 import { packArtifact, storeArtifact, type PackedArtifact } from "./artifact.js";
 import { decodeBundle, type Bundle } from "./build.js";
 import { BundleError } from "./errors.js";
+import { BUNDLE_LIMITS } from "./tar.js";
 import type { Policy } from "../policy/index.js";
 
 /** Pushes a bundle as an artifact to `dst`, tagged `tag` if given. */
@@ -48,14 +49,26 @@ export async function readPolicyManifest(store: ReadOnlyStorage, desc: Descripto
   return { manifest: doc, layer };
 }
 
+/** Largest policy layer (a tar.zst) fetched: the bundle's decompressed cap plus zstd framing. */
+const MAX_LAYER_SIZE = BUNDLE_LIMITS.maxTotalSize + 64 * 1024;
+
 /**
  * Copies the artifact that `reference` names from `src` into `cache` (every
- * byte verified on the way), then decodes its bundle from the cache.
- * `options.signal` cancels the whole pull.
+ * byte verified on the way), then decodes its bundle from the cache. The
+ * root manifest is read first: anything but an Aegis policy (an index with
+ * thousands of children, an image) and a layer over the bundle cap are
+ * refused before a byte is written. `options.signal` cancels the whole pull.
  */
 export async function pullBundle(src: ReadOnlyTarget, reference: string, cache: Target, options: CopyOptions = {}): Promise<PulledArtifact> {
-  const root = await copy(src, reference, cache, undefined, options);
   const { signal } = options;
+  const desc = await src.resolve(reference, { signal });
+  const checked = await readPolicyManifest(src, desc, { signal });
+  const total = [checked.manifest.config, ...checked.manifest.layers].reduce((sum, d) => sum + d.size, 0);
+  if (total > MAX_LAYER_SIZE) {
+    throw new BundleError("BUNDLE_TOO_LARGE", `${src.name}@${desc.digest}: its layers claim ${total} bytes, over the bundle cap of ${MAX_LAYER_SIZE}`);
+  }
+  // By digest, so what is copied is what was just checked even if the tag moves.
+  const root = await copy(src, desc.digest, cache, undefined, options);
   const { manifest, layer } = await readPolicyManifest(cache, root, { signal });
   const bundle = await decodeBundle(await cache.fetch(layer, { signal }), `${src.name}@${root.digest}`);
   return { manifest: root, layer, annotations: manifest.annotations ?? {}, bundle };

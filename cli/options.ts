@@ -13,6 +13,22 @@ export function addRegistryOptions(command: Command): Command {
     .option("--plain-http", "use http:// for a non-loopback registry (loopback always does)");
 }
 
+/** Pinned keys: `--key` and `--trust`, each repeatable (verify, pull, copy). */
+export interface TrustOptions {
+  key?: string[];
+  trust?: string[];
+}
+
+function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+export function addTrustOptions(command: Command, what: string): Command {
+  return command
+    .option("--key <file>", `trusted public key (repeatable)${what}`, collect)
+    .option("--trust <file>", `trust file listing keys with optional validity windows (repeatable)${what}`, collect);
+}
+
 /** The registry settings of a command: its flags, and credentials from the environment (README "Registries"). */
 export function repositoryOptions(options: GlobalOptions): RepositoryOptions {
   return { plainHttp: options.plainHttp ?? false, credentials: credentialsFromEnvironment };

@@ -5,6 +5,7 @@
 // https://pkg.go.dev/oras.land/oras-go/v2#Copy
 import { pipeline, Readable, Transform } from "node:stream";
 import { InputError } from "../errors.js";
+import { RegistryError } from "./errors.js";
 import { isDigest, readAll } from "./digest.js";
 import { isManifestType, MAX_MANIFEST_SIZE, parseManifest, successors, type Descriptor } from "./oci.js";
 import { RemoteRepository } from "./remote/repository.js";
@@ -19,8 +20,12 @@ export type CopyEvent =
 export interface CopyOptions {
   /** Also copy the manifests that refer to the root (signatures), recursively. */
   referrers?: boolean;
-  /** Blobs copied at once; default 3. */
+  /** Nodes (manifests and blobs) fetched or copied at once; default 8. An index with thousands of children opens no more sockets than this. */
   concurrency?: number;
+  /** Most nodes in the graph (root, manifests, blobs, referrers); default 10,000. */
+  maxNodes?: number;
+  /** Deepest nesting of manifests below the root (an index of indexes…); default 8. */
+  maxDepth?: number;
   onEvent?: (event: CopyEvent) => void;
   /**
    * Cancels the copy: requests and streams in flight stop, and the copy
@@ -45,7 +50,7 @@ export async function copy(src: ReadOnlyTarget, srcRef: string, dst: Target, dst
       throw new InputError("INVALID_REFERENCE", `destination digest ${dstRef} differs from the source's ${root.digest}`);
     }
     const copier = new GraphCopier(src, dst, options);
-    await copier.copyGraph(root);
+    await copier.copyGraph(root, 0);
     signal?.throwIfAborted();
     if (dstRef && !isDigest(dstRef)) await dst.tag(root, dstRef);
     if (options.referrers) await copier.copyReferrers(root, 1);
@@ -60,6 +65,8 @@ export async function copy(src: ReadOnlyTarget, srcRef: string, dst: Target, dst
 class GraphCopier {
   private readonly done = new Map<string, Promise<void>>();
   private readonly limit: number;
+  private readonly maxNodes: number;
+  private readonly maxDepth: number;
   private active = 0;
   private readonly waiting: (() => void)[] = [];
 
@@ -68,14 +75,22 @@ class GraphCopier {
     private readonly dst: Target,
     private readonly options: CopyOptions,
   ) {
-    this.limit = options.concurrency ?? 3;
+    this.limit = options.concurrency ?? 8;
+    this.maxNodes = options.maxNodes ?? 10_000;
+    this.maxDepth = options.maxDepth ?? 8;
   }
 
-  /** Copies `desc` and everything below it, each node once. */
-  copyGraph(desc: Descriptor): Promise<void> {
+  /** Copies `desc` (at `depth` below the root) and everything below it, each node once. */
+  copyGraph(desc: Descriptor, depth: number): Promise<void> {
     let pending = this.done.get(desc.digest);
     if (!pending) {
-      pending = this.copyNode(desc);
+      if (depth > this.maxDepth) {
+        return Promise.reject(new RegistryError("SIZE_LIMIT", `${desc.digest} is nested ${depth} levels deep in ${this.src.name}, past the limit of ${this.maxDepth}`));
+      }
+      if (this.done.size >= this.maxNodes) {
+        return Promise.reject(new RegistryError("SIZE_LIMIT", `the graph in ${this.src.name} has more than ${this.maxNodes} nodes`));
+      }
+      pending = this.copyNode(desc, depth);
       this.done.set(desc.digest, pending);
     }
     return pending;
@@ -84,29 +99,37 @@ class GraphCopier {
   async copyReferrers(subject: Descriptor, depth: number): Promise<void> {
     for (const referrer of await this.src.referrers(subject)) {
       this.options.signal?.throwIfAborted();
-      await this.copyGraph(referrer);
+      // A referrer's own graph is bounded like the root's.
+      await this.copyGraph(referrer, 0);
       await this.dst.indexReferrer(subject, referrer);
       if (depth < MAX_REFERRER_DEPTH) await this.copyReferrers(referrer, depth + 1);
     }
   }
 
-  private async copyNode(desc: Descriptor): Promise<void> {
+  private async copyNode(desc: Descriptor, depth: number): Promise<void> {
     const emit = this.options.onEvent ?? (() => {});
     const { signal } = this.options;
     if (isManifestType(desc.mediaType)) {
       // Manifests are copied as the exact bytes read (verified by fetch), never re-serialized.
-      const bytes = await readAll(await this.src.fetch(desc, { signal }), MAX_MANIFEST_SIZE, `manifest ${desc.digest}`);
+      const bytes = await this.limited(async () => readAll(await this.src.fetch(desc, { signal }), MAX_MANIFEST_SIZE, `manifest ${desc.digest}`));
+      const children = successors(parseManifest(bytes, desc.mediaType));
+      // Refused before any child is fetched: a huge index writes nothing.
+      const fresh = new Set(children.map((c) => c.digest).filter((d) => !this.done.has(d)));
+      if (this.done.size + fresh.size > this.maxNodes) {
+        throw new RegistryError("SIZE_LIMIT", `${desc.digest} in ${this.src.name} has ${children.length} children: the graph would pass the limit of ${this.maxNodes} nodes`);
+      }
       // Every child settles before this fails, so no write is still under way when copy rejects.
-      const children = await Promise.allSettled(successors(parseManifest(bytes, desc.mediaType)).map((child) => this.copyGraph(child)));
-      const failed = children.find((c) => c.status === "rejected");
+      const settled = await Promise.allSettled(children.map((child) => this.copyGraph(child, depth + 1)));
+      const failed = settled.find((c) => c.status === "rejected");
       if (failed) throw failed.reason;
-      if (await this.dst.exists(desc, { signal })) return emit({ kind: "skip", desc, reason: "exists" });
-      await this.dst.push(desc, Readable.from([bytes]), { signal });
-      return emit({ kind: "done", desc });
+      await this.limited(async () => {
+        if (await this.dst.exists(desc, { signal })) return emit({ kind: "skip", desc, reason: "exists" });
+        await this.dst.push(desc, Readable.from([bytes]), { signal });
+        emit({ kind: "done", desc });
+      });
+      return;
     }
-    await this.slot();
-    try {
-      signal?.throwIfAborted();
+    await this.limited(async () => {
       if (await this.dst.exists(desc, { signal })) return emit({ kind: "skip", desc, reason: "exists" });
       if (await this.tryMount(desc)) return emit({ kind: "skip", desc, reason: "mounted" });
       emit({ kind: "start", desc });
@@ -118,9 +141,7 @@ class GraphCopier {
       });
       await this.dst.push(desc, pipeline(await this.src.fetch(desc, { signal }), counter, () => {}), { signal });
       emit({ kind: "done", desc });
-    } finally {
-      this.release();
-    }
+    });
   }
 
   /** Cross-repository mount when both ends are repositories of the same registry. */
@@ -129,6 +150,17 @@ class GraphCopier {
     if (!(src instanceof RemoteRepository && dst instanceof RemoteRepository)) return false;
     if (src.client.baseUrl !== dst.client.baseUrl || src.repository === dst.repository) return false;
     return dst.mount(desc, src.repository);
+  }
+
+  /** Runs `work` in one of the `concurrency` slots. */
+  private async limited<T>(work: () => Promise<T>): Promise<T> {
+    await this.slot();
+    try {
+      this.options.signal?.throwIfAborted();
+      return await work();
+    } finally {
+      this.release();
+    }
   }
 
   private async slot(): Promise<void> {

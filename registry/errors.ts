@@ -30,7 +30,9 @@ export type ContentErrorCode =
   | "INSECURE"
   | "UNREACHABLE"
   | "HTTP_ERROR"
-  | "LOCK_TIMEOUT";
+  | "LOCK_TIMEOUT"
+  /** A request (its body included) took longer than the client's deadline. */
+  | "TIMEOUT";
 
 export type RegistryErrorCode = DistributionErrorCode | ContentErrorCode;
 

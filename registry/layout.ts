@@ -202,9 +202,15 @@ function plain(desc: Descriptor): Descriptor {
   return { mediaType: desc.mediaType, digest: desc.digest, size: desc.size, ...(desc.annotations ? { annotations: desc.annotations } : {}) };
 }
 
-/** An exclusive lock file shared with other processes; a lock older than 30 s is stale. */
+/** A lock file older than this was left by a crashed writer (index updates take milliseconds). */
+const LOCK_STALE_MS = 10_000;
+/** Writers wait this long, well past LOCK_STALE_MS, so a stale lock is always broken before anyone gives up. */
+const LOCK_TIMEOUT_MS = 30_000;
+
+/** An exclusive lock file shared with other processes. */
 async function lockFile(path: string): Promise<() => Promise<void>> {
-  for (let attempt = 0; ; attempt++) {
+  const giveUp = Date.now() + LOCK_TIMEOUT_MS;
+  for (;;) {
     try {
       const handle = await open(path, "wx");
       await handle.close();
@@ -212,8 +218,8 @@ async function lockFile(path: string): Promise<() => Promise<void>> {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
       const age = await stat(path).then((s) => Date.now() - s.mtimeMs, () => 0);
-      if (age > 30_000) await rm(path, { force: true });
-      if (attempt > 1000) throw new RegistryError("LOCK_TIMEOUT", `could not lock ${path}`);
+      if (age > LOCK_STALE_MS) await rm(path, { force: true });
+      if (Date.now() > giveUp) throw new RegistryError("LOCK_TIMEOUT", `could not lock ${path} within ${LOCK_TIMEOUT_MS / 1000} s`);
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
   }

@@ -112,6 +112,23 @@ export function parseManifest(bytes: Uint8Array, mediaType: string): Manifest | 
   return doc as unknown as Manifest;
 }
 
+/**
+ * The well-formed descriptors of a referrers list (the referrers API's answer
+ * or a fallback index), parsed from JSON. A malformed entry (null, a bad
+ * digest) is skipped, never fatal: one broken referrer must not hide a good
+ * signature beside it.
+ */
+export function referrerEntries(doc: unknown): Descriptor[] {
+  if (!isRecord(doc) || !Array.isArray(doc.manifests)) return [];
+  return doc.manifests.flatMap((entry, i) => {
+    try {
+      return [checkDescriptor(entry, `manifests[${i}]`)];
+    } catch {
+      return [];
+    }
+  });
+}
+
 /** The nodes a manifest points at (not its subject), in push order. */
 export function successors(doc: Manifest | Index): Descriptor[] {
   return "manifests" in doc ? doc.manifests : [doc.config, ...doc.layers];

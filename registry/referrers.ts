@@ -3,7 +3,7 @@
 // https://github.com/opencontainers/distribution-spec/blob/main/spec.md#referrers-tag-schema
 import { isNotFound, RegistryError } from "./errors.js";
 import { descriptorFor, readAll } from "./digest.js";
-import { encodeJson, MAX_MANIFEST_SIZE, MediaType, parseManifest, referrerDescriptor, type Descriptor, type Index } from "./oci.js";
+import { encodeJson, MAX_MANIFEST_SIZE, MediaType, parseManifest, referrerDescriptor, referrerEntries, type Descriptor, type Index } from "./oci.js";
 import type { Fetcher, Pusher, Resolver, Tagger } from "./storage.js";
 import { Readable } from "node:stream";
 
@@ -13,7 +13,8 @@ export function referrersTag(subject: Descriptor): string {
   return subject.digest.replace(":", "-");
 }
 
-async function readFallbackIndex(store: TagStore, subject: Descriptor): Promise<Index | undefined> {
+/** The fallback index's well-formed entries (referrerEntries: a malformed one is skipped), or none when there is no index. */
+async function readFallbackIndex(store: TagStore, subject: Descriptor): Promise<Descriptor[] | undefined> {
   let desc: Descriptor;
   try {
     desc = await store.resolve(referrersTag(subject));
@@ -22,13 +23,17 @@ async function readFallbackIndex(store: TagStore, subject: Descriptor): Promise<
     throw err;
   }
   const bytes = await readAll(await store.fetch(desc), MAX_MANIFEST_SIZE, "referrers index");
-  const doc = parseManifest(bytes, desc.mediaType);
-  return "manifests" in doc ? doc : undefined;
+  let doc: unknown;
+  try {
+    doc = JSON.parse(bytes.toString("utf8"));
+  } catch (err) {
+    throw new RegistryError("INVALID_MANIFEST", `referrers index ${desc.digest} in ${store.name} is not valid JSON`, { cause: err });
+  }
+  return referrerEntries(doc);
 }
 
 export async function fallbackReferrers(store: TagStore, subject: Descriptor, artifactType?: string): Promise<Descriptor[]> {
-  const index = await readFallbackIndex(store, subject);
-  const all = index?.manifests ?? [];
+  const all = (await readFallbackIndex(store, subject)) ?? [];
   return artifactType ? all.filter((d) => d.artifactType === artifactType) : all;
 }
 
@@ -54,7 +59,7 @@ export async function addFallbackReferrer(store: TagStore, subject: Descriptor, 
   const prefix = `${referrersTag(subject)}.`;
   const known = new Map<string, Descriptor>([[referrer.digest, referrer]]);
   for (let attempt = 0; attempt < 100; attempt++) {
-    const manifests = (await readFallbackIndex(store, subject))?.manifests ?? [];
+    const manifests = (await readFallbackIndex(store, subject)) ?? [];
     const present = new Set(manifests.map((d) => d.digest));
     const marks = (await store.tags()).filter((t) => t.startsWith(prefix) && t.endsWith(".ref"));
     const missing: Descriptor[] = [];

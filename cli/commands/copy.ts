@@ -1,33 +1,41 @@
 // `aegis copy`. The registry code loads when the command runs (cli/aegis.ts).
 import type { Command } from "commander";
 import { InputError } from "../../errors.js";
-import { addRegistryOptions, repositoryOptions, type GlobalOptions } from "../options.js";
+import { addRegistryOptions, addTrustOptions, repositoryOptions, type GlobalOptions, type TrustOptions } from "../options.js";
 import { progressBar, report } from "../output.js";
+import { checkSignatureIfPinned } from "./sign.js";
 
 export function registerCopy(program: Command): void {
   addRegistryOptions(
-    program
-      .command("copy")
-      .description("copy an artifact between registries and OCI layouts; digests never change")
-      .argument("<src>", "host[:port]/repo[:tag|@digest] or oci:<dir>[:tag|@digest]")
-      .argument("<dst>", "host[:port]/repo[:tag] or oci:<dir>[:tag]; without a tag, the source's tag is used")
-      .option("-r, --recursive", "also copy referrers (signatures), so they verify at the destination"),
-  ).action(async (srcText: string, dstText: string, options: GlobalOptions & { recursive?: boolean }) => {
+    addTrustOptions(
+      program
+        .command("copy")
+        .description("copy an artifact between registries and OCI layouts; digests never change (and the signature is checked at the source, given --key/--trust)")
+        .argument("<src>", "host[:port]/repo[:tag|@digest] or oci:<dir>[:tag|@digest]")
+        .argument("<dst>", "host[:port]/repo[:tag] or oci:<dir>[:tag]; without a tag, the source's tag is used")
+        .option("-r, --recursive", "also copy referrers (signatures), so they verify at the destination"),
+      ": the source must be signed by one, or nothing is copied",
+    ),
+  ).action(async (srcText: string, dstText: string, options: GlobalOptions & TrustOptions & { recursive?: boolean }) => {
     const { copy, formatReference, openReference } = await import("../../registry/index.js");
     const src = openReference(srcText, repositoryOptions(options));
     const dst = openReference(dstText, repositoryOptions(options));
     if (!src.selector) throw new InputError("INVALID_REFERENCE", `${srcText} names no tag or digest`);
+    // The source's tag is resolved once; the signature is checked for that digest, and that digest is copied.
+    const { digest } = await src.target.resolve(src.selector);
+    const checked = await checkSignatureIfPinned(src.target, digest, options);
     const progress = progressBar("copying", options);
-    const root = await copy(src.target, src.selector, dst.target, dst.selector ?? src.ref.tag, {
+    const root = await copy(src.target, digest, dst.target, dst.selector ?? src.ref.tag, {
       referrers: options.recursive ?? false,
       onEvent: progress.onEvent,
     });
     progress.finish();
-    report(options, `${root.digest} → ${formatReference(dst.ref, root.digest)}`, {
+    report(options, `${root.digest} → ${formatReference(dst.ref, root.digest)} (${checked.summary})`, {
       source: formatReference(src.ref, root.digest),
       destination: formatReference(dst.ref, root.digest),
       digest: root.digest,
       referrers: options.recursive ?? false,
+      verified: checked.verified,
     });
   });
 }

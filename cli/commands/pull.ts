@@ -4,8 +4,9 @@ import { homedir } from "node:os";
 import { join } from "node:path";
 import type { Command } from "commander";
 import { InputError } from "../../errors.js";
-import { addRegistryOptions, repositoryOptions, type GlobalOptions } from "../options.js";
+import { addRegistryOptions, addTrustOptions, repositoryOptions, type GlobalOptions, type TrustOptions } from "../options.js";
 import { progressBar, report } from "../output.js";
+import { checkSignatureIfPinned } from "./sign.js";
 
 /** Pulled content is kept, verified, in an OCI layout so repeated pulls fetch nothing. */
 export function cacheDir(): string {
@@ -14,20 +15,26 @@ export function cacheDir(): string {
 
 export function registerPull(program: Command): void {
   addRegistryOptions(
-    program
-      .command("pull")
-      .description("pull a policy artifact, verify it and write its files (policy.json, program.o) to a directory")
-      .argument("<ref>", "host[:port]/repo[:tag|@digest] or oci:<dir>[:tag|@digest]")
-      .requiredOption("-o, --output <dir>", "directory to write the bundle's files into"),
-  ).action(async (refText: string, options: GlobalOptions & { output: string }) => {
+    addTrustOptions(
+      program
+        .command("pull")
+        .description("pull a policy artifact, verify its digests (and its signature, given --key/--trust) and write its files (policy.json, program.o) to a directory")
+        .argument("<ref>", "host[:port]/repo[:tag|@digest] or oci:<dir>[:tag|@digest]")
+        .requiredOption("-o, --output <dir>", "directory to write the bundle's files into"),
+      ": the artifact must be signed by one, or nothing is written",
+    ),
+  ).action(async (refText: string, options: GlobalOptions & TrustOptions & { output: string }) => {
     const [{ POLICY_FILE, PROGRAM_FILE, pullBundle }, { formatReference, OciLayoutTarget, openReference }] = await Promise.all([
       import("../../bundle/index.js"),
       import("../../registry/index.js"),
     ]);
     const src = openReference(refText, repositoryOptions(options));
     if (!src.selector) throw new InputError("INVALID_REFERENCE", `${refText} names no tag or digest`);
+    // The tag is resolved once; the signature is checked for that digest, and that digest is pulled.
+    const { digest } = await src.target.resolve(src.selector);
+    const checked = await checkSignatureIfPinned(src.target, digest, options);
     const progress = progressBar("pulling", options);
-    const pulled = await pullBundle(src.target, src.selector, new OciLayoutTarget(cacheDir()), { onEvent: progress.onEvent });
+    const pulled = await pullBundle(src.target, digest, new OciLayoutTarget(cacheDir()), { onEvent: progress.onEvent });
     progress.finish();
     // Files go to a temp dir and move into place only once all are written.
     await mkdir(options.output, { recursive: true });
@@ -44,7 +51,7 @@ export function registerPull(program: Command): void {
       await rm(temp, { recursive: true, force: true });
     }
     const { policy } = pulled.bundle;
-    report(options, `pulled ${policy.name} ${policy.version} ${pulled.manifest.digest} → ${options.output}`, {
+    report(options, `pulled ${policy.name} ${policy.version} ${pulled.manifest.digest} → ${options.output} (${checked.summary})`, {
       reference: formatReference(src.ref, pulled.manifest.digest),
       digest: pulled.manifest.digest,
       checksum: pulled.layer.digest,
@@ -52,6 +59,7 @@ export function registerPull(program: Command): void {
       version: policy.version,
       output: options.output,
       files: Object.keys(files),
+      verified: checked.verified,
     });
   });
 }

@@ -1,10 +1,10 @@
 // `aegis sign` and `aegis verify`. The registry, bundle and signing code load
 // when a command runs (cli/aegis.ts).
 import type { Command } from "commander";
-import type { Target } from "../../registry/index.js";
-import type { KeySigner } from "../../signing/index.js";
+import type { ReadOnlyTarget, Target } from "../../registry/index.js";
+import type { KeySigner, VerifiedSignature } from "../../signing/index.js";
 import { InputError } from "../../errors.js";
-import { addRegistryOptions, repositoryOptions, type GlobalOptions } from "../options.js";
+import { addRegistryOptions, addTrustOptions, repositoryOptions, type GlobalOptions, type TrustOptions } from "../options.js";
 import { report } from "../output.js";
 
 /** Loads a private key, decrypting it with AEGIS_KEY_PASSPHRASE when it is encrypted. */
@@ -22,8 +22,26 @@ export async function signReference(target: Target, selector: string, signer: Ke
   return { subject, signed: await signArtifact(target, subject, signer, name) };
 }
 
-function collect(value: string, previous: string[] = []): string[] {
-  return [...previous, value];
+/** Verifies `digest` in `target` against the keys that --key/--trust pin (the `verify` command's check). */
+export async function verifyPinned(target: ReadOnlyTarget, digest: string, options: TrustOptions): Promise<VerifiedSignature> {
+  const { loadTrust, verifyArtifact } = await import("../../signing/index.js");
+  return verifyArtifact(target, digest, await loadTrust([...(options.key ?? []), ...(options.trust ?? [])]));
+}
+
+/**
+ * What `pull` and `copy` checked, for people and scripts: digests and sizes
+ * always; the signature only when keys were pinned, and then it must verify
+ * (a failure throws), before anything is written or reported.
+ */
+export async function checkSignatureIfPinned(target: ReadOnlyTarget, digest: string, options: TrustOptions) {
+  if (!options.key?.length && !options.trust?.length) {
+    return { summary: "digest and size verified; signature not checked (no --key/--trust)", verified: { digest: true, signature: null } };
+  }
+  const signature = await verifyPinned(target, digest, options);
+  return {
+    summary: `digest and size verified; signature verified (key ${signature.key.name})`,
+    verified: { digest: true, signature: { key: signature.key.name, hint: signature.key.hint, format: signature.format, digest: signature.signature } },
+  };
 }
 
 export function registerSign(program: Command): void {
@@ -49,19 +67,19 @@ export function registerSign(program: Command): void {
   });
 
   addRegistryOptions(
-    program
-      .command("verify")
-      .description("verify that an artifact is signed by a trusted key (sigstore bundles and cosign .sig signatures)")
-      .argument("<ref>", "host[:port]/repo[:tag|@digest] or oci:<dir>[:tag|@digest]")
-      .option("--key <file>", "trusted public key (repeatable)", collect)
-      .option("--trust <file>", "trust file listing keys with optional validity windows (repeatable)", collect),
-  ).action(async (refText: string, options: GlobalOptions & { key?: string[]; trust?: string[] }) => {
-    const [{ formatReference, isDigest, openReference }, { loadTrust, verifyArtifact }] = await Promise.all([import("../../registry/index.js"), import("../../signing/index.js")]);
+    addTrustOptions(
+      program
+        .command("verify")
+        .description("verify that an artifact is signed by a trusted key (sigstore bundles and cosign .sig signatures)")
+        .argument("<ref>", "host[:port]/repo[:tag|@digest] or oci:<dir>[:tag|@digest]"),
+      "",
+    ),
+  ).action(async (refText: string, options: GlobalOptions & TrustOptions) => {
+    const { formatReference, isDigest, openReference } = await import("../../registry/index.js");
     const { ref, target, selector } = openReference(refText, repositoryOptions(options));
     if (!selector) throw new InputError("INVALID_REFERENCE", `${refText} names no tag or digest`);
-    const trust = await loadTrust([...(options.key ?? []), ...(options.trust ?? [])]);
     const digest = isDigest(selector) ? selector : (await target.resolve(selector)).digest;
-    const verified = await verifyArtifact(target, digest, trust);
+    const verified = await verifyPinned(target, digest, options);
     report(options, `verified ${digest}: signed by key "${verified.key.name}" (${verified.key.hint}), ${verified.format} ${verified.signature}`, {
       reference: formatReference(ref, digest),
       ...verified,

@@ -21,6 +21,12 @@ export interface ClientOptions {
   maxDelayMs?: number;
   /** Longest wait for a response's headers, and between body chunks; default 30 s. */
   timeoutMs?: number;
+  /**
+   * Longest time one request may take in all, retries and reading its body
+   * included; default 120 s. A registry that trickles a byte at a time (each
+   * within timeoutMs) cannot hold a pull forever.
+   */
+  deadlineMs?: number;
 }
 
 export interface SendOptions {
@@ -33,7 +39,7 @@ export interface SendOptions {
   scopes: string[];
   /** Statuses that are success for this call; others become errors. */
   expect: number[];
-  /** Cancels the request, its retries' waits and its token fetch; the call rejects with the signal's reason. */
+  /** Cancels the request, its retries' waits, its token fetch and its body; the call rejects with the signal's reason. */
   signal?: AbortSignal;
 }
 
@@ -76,6 +82,7 @@ export class RegistryClient {
   private readonly maxAttempts: number;
   private readonly backoff: BackoffOptions;
   private readonly timeoutMs: number;
+  private readonly deadlineMs: number;
   /** How the registry asked us to authenticate, learned from its first 401. */
   private challenge: Challenge | undefined;
   private readonly tokens = new Map<string, { token: string; expires: number }>();
@@ -90,6 +97,21 @@ export class RegistryClient {
     this.maxAttempts = options.maxAttempts ?? 5;
     this.backoff = { baseMs: options.backoffMs ?? 200, maxMs: options.maxDelayMs ?? 30_000 };
     this.timeoutMs = options.timeoutMs ?? 30_000;
+    this.deadlineMs = options.deadlineMs ?? 120_000;
+  }
+
+  /**
+   * The caller's signal combined with this client's overall deadline. The
+   * deadline aborts with a RegistryError TIMEOUT as its reason, so a request
+   * or a body stream cut off by it fails with that error.
+   */
+  deadline(what: string, signal?: AbortSignal): AbortSignal {
+    const controller = new AbortController();
+    const timer = setTimeout(() => {
+      controller.abort(new RegistryError("TIMEOUT", `${this.registry} ${what}: no complete answer within ${this.deadlineMs / 1000} s`));
+    }, this.deadlineMs);
+    timer.unref();
+    return signal ? AbortSignal.any([signal, controller.signal]) : controller.signal;
   }
 
   /** Sends a request, authenticating and retrying as needed; the caller consumes the body. */
@@ -100,7 +122,9 @@ export class RegistryClient {
     // pagination URL on another origin (as oras-go picks them per host).
     const sameOrigin = url.origin === new URL(this.baseUrl).origin;
     const idempotent = IDEMPOTENT.has(options.method);
-    const { signal } = options;
+    // `signal` is the caller's; `deadline` adds this client's overall limit, body included.
+    const { signal: callerSignal } = options;
+    const signal = this.deadline(`${options.method} ${url.pathname}`, callerSignal);
     for (let attempt = 1; ; attempt++) {
       signal?.throwIfAborted();
       const headers = { ...options.headers, ...(sameOrigin ? await this.authorization(options.scopes, signal) : {}) };
@@ -115,8 +139,9 @@ export class RegistryClient {
           signal,
         });
       } catch (err) {
-        // undici rejects with its own error on abort; the caller asked for the signal's reason.
-        signal?.throwIfAborted();
+        // undici rejects with its own error on abort; the caller asked for the signal's reason (or the deadline's error).
+        callerSignal?.throwIfAborted();
+        signal.throwIfAborted();
         if (attempt < this.maxAttempts && idempotent && isTransient(err)) {
           await sleep(backoffDelay(attempt, this.backoff), signal);
           continue;
@@ -155,7 +180,7 @@ export class RegistryClient {
   private noCredentials(): RegistryError {
     return new RegistryError(
       "NO_CREDENTIALS",
-      `registry ${this.registry} requires credentials: set AEGIS_REGISTRY_USERNAME and AEGIS_REGISTRY_PASSWORD, or log in with docker/oras`,
+      `registry ${this.registry} requires credentials: set AEGIS_REGISTRY_HOST=${this.registry} with AEGIS_REGISTRY_USERNAME and AEGIS_REGISTRY_PASSWORD, or log in with docker/oras`,
       { status: 401 },
     );
   }

@@ -1,12 +1,15 @@
 // Registry credentials from the environment, for the programs that own it
 // (the CLI, the assigner) to pass to the client, which reads nothing itself.
-// First match wins: AEGIS_REGISTRY_USERNAME / AEGIS_REGISTRY_PASSWORD, then
-// the Docker config file ($DOCKER_CONFIG/config.json or ~/.docker/config.json)
+// First match wins: AEGIS_REGISTRY_USERNAME / AEGIS_REGISTRY_PASSWORD for the
+// one host AEGIS_REGISTRY_HOST names (never for any registry that asks: a
+// reference an operator registers may name a hostile one), then the Docker
+// config file ($DOCKER_CONFIG/config.json or ~/.docker/config.json)
 // that `docker login` and `oras login` write. Credential helpers (credsStore,
 // credHelpers) and identity tokens are not supported.
 import { readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
+import { InputError } from "../../errors.js";
 
 export interface Credentials {
   username: string;
@@ -20,10 +23,23 @@ interface DockerConfig {
   auths?: Record<string, { auth?: string; username?: string; password?: string }>;
 }
 
-export function credentialsFromEnv(env: NodeJS.ProcessEnv = process.env): Credentials | undefined {
+/**
+ * The environment's pair, when `registry` ("host[:port]") is the host
+ * AEGIS_REGISTRY_HOST names. A username without that setting is refused
+ * rather than sent to whichever registry challenges for it.
+ */
+export function credentialsFromEnv(registry: string, env: NodeJS.ProcessEnv = process.env): Credentials | undefined {
   const username = env.AEGIS_REGISTRY_USERNAME;
   const password = env.AEGIS_REGISTRY_PASSWORD;
-  return username && password !== undefined ? { username, password } : undefined;
+  if (!username || password === undefined) return undefined;
+  const host = env.AEGIS_REGISTRY_HOST?.trim();
+  if (!host) {
+    throw new InputError(
+      "INVALID_ARGUMENT",
+      "AEGIS_REGISTRY_USERNAME is set but AEGIS_REGISTRY_HOST is not: set it to the registry host[:port] the credentials are for",
+    );
+  }
+  return host.toLowerCase() === registry.toLowerCase() ? { username, password } : undefined;
 }
 
 export function credentialsFromDockerConfig(registry: string, env: NodeJS.ProcessEnv = process.env): Credentials | undefined {
@@ -46,7 +62,7 @@ export function credentialsFromDockerConfig(registry: string, env: NodeJS.Proces
   return undefined;
 }
 
-/** The CLI's and the assigner's lookup: the environment's pair, else the Docker config's entry for `registry`. */
+/** The CLI's and the assigner's lookup: the environment's pair for its host, else the Docker config's entry for `registry`. */
 export function credentialsFromEnvironment(registry: string, env: NodeJS.ProcessEnv = process.env): Credentials | undefined {
-  return credentialsFromEnv(env) ?? credentialsFromDockerConfig(registry, env);
+  return credentialsFromEnv(registry, env) ?? credentialsFromDockerConfig(registry, env);
 }

@@ -5,7 +5,7 @@ import { request } from "undici";
 import { backoffDelay, sleep } from "../../util/index.js";
 import { RegistryError } from "../errors.js";
 import { checkDigest, isDigest, readAll, sha256, verifyBytes, verifyStream } from "../digest.js";
-import { isManifestType, MANIFEST_MEDIA_TYPES, MAX_MANIFEST_SIZE, MediaType, type Descriptor, type Index } from "../oci.js";
+import { isManifestType, MANIFEST_MEDIA_TYPES, MAX_MANIFEST_SIZE, MediaType, referrerEntries, type Descriptor } from "../oci.js";
 import { addFallbackReferrer, fallbackReferrers } from "../referrers.js";
 import type { AbortOptions, Target } from "../storage.js";
 import { RegistryClient, type ClientOptions, type Response } from "./client.js";
@@ -18,6 +18,10 @@ export interface RepositoryOptions extends Omit<ClientOptions, "credentials"> {
   monolithicLimit?: number;
   /** Size of each PATCH chunk. Default 8 MiB. */
   chunkSize?: number;
+  /** Most tag-list pages followed (Link: rel="next"); default 1,000. A registry that links on forever is refused. */
+  maxTagPages?: number;
+  /** Most tags listed in all; default 100,000. */
+  maxTags?: number;
 }
 
 const ACCEPT_MANIFESTS = MANIFEST_MEDIA_TYPES.join(", ");
@@ -30,6 +34,8 @@ export class RemoteRepository implements Target {
   readonly client: RegistryClient;
   private readonly monolithicLimit: number;
   private readonly chunkSize: number;
+  private readonly maxTagPages: number;
+  private readonly maxTags: number;
   /** Manifest bytes this instance pushed or read, so tagging needs no re-fetch. */
   private readonly recentManifests = new Map<string, Buffer>();
 
@@ -41,12 +47,14 @@ export class RemoteRepository implements Target {
     this.name = `${registry}/${repository}`;
     // One client per registry and settings shares its tokens across repositories.
     const credentials = typeof options.credentials === "function" ? options.credentials(registry) : options.credentials;
-    const key = JSON.stringify([registry, options.plainHttp, credentials, options.maxAttempts, options.backoffMs, options.timeoutMs]);
+    const key = JSON.stringify([registry, options.plainHttp, credentials, options.maxAttempts, options.backoffMs, options.timeoutMs, options.deadlineMs]);
     let client = clients.get(key);
     if (!client) clients.set(key, (client = new RegistryClient(registry, { ...options, credentials })));
     this.client = client;
     this.monolithicLimit = options.monolithicLimit ?? 4 * 1024 * 1024;
     this.chunkSize = options.chunkSize ?? 8 * 1024 * 1024;
+    this.maxTagPages = options.maxTagPages ?? 1000;
+    this.maxTags = options.maxTags ?? 100_000;
   }
 
   private scopes(push: boolean, ...extra: string[]): string[] {
@@ -88,8 +96,9 @@ export class RemoteRepository implements Target {
     if (typeof location !== "string") throw new RegistryError("HTTP_ERROR", `${this.name}: redirect for ${digest} has no Location`);
     // One hop to blob storage (S3, a CDN): the URL is pre-signed, so no credentials go along.
     const target = new URL(location, this.client.baseUrl);
-    const redirected = await request(target, { method: "GET", signal }).catch((err: unknown) => {
-      signal?.throwIfAborted();
+    const limited = this.client.deadline(`GET ${target.origin}${target.pathname}`, signal);
+    const redirected = await request(target, { method: "GET", signal: limited }).catch((err: unknown) => {
+      limited.throwIfAborted();
       throw new RegistryError("UNREACHABLE", `${this.name}: cannot fetch ${digest} from ${target.origin}`, { cause: err });
     });
     if (redirected.statusCode !== 200) {
@@ -290,10 +299,16 @@ export class RemoteRepository implements Target {
     await this.putManifest(desc, bytes, tag);
   }
 
+  /** Follows the tag list's pages, within maxTagPages and maxTags, refusing a page link seen before (a loop). */
   async tags(): Promise<string[]> {
     const all: string[] = [];
+    const seen = new Set<string>();
     let url: string | undefined = this.path("tags", "list?n=1000");
     while (url) {
+      const key = new URL(url, this.client.baseUrl).href;
+      if (seen.has(key)) throw new RegistryError("HTTP_ERROR", `${this.name}: tag list pages loop (next page ${key} was already read)`);
+      if (seen.size >= this.maxTagPages) throw new RegistryError("SIZE_LIMIT", `${this.name}: tag list has more than ${this.maxTagPages} pages`);
+      seen.add(key);
       const res: Response = await this.client.send({ method: "GET", url, scopes: this.scopes(false), expect: [200, 404] });
       if (res.statusCode === 404) {
         // A repository with nothing pushed yet is unknown to the registry (NAME_UNKNOWN): it has no tags.
@@ -302,7 +317,8 @@ export class RemoteRepository implements Target {
         throw error;
       }
       const body = parseJson<{ tags?: string[] | null }>(await readAll(res.body, MAX_MANIFEST_SIZE, "tags list"), `${this.name} tags list`);
-      all.push(...(body.tags ?? []));
+      all.push(...(Array.isArray(body.tags) ? body.tags.filter((t) => typeof t === "string") : []));
+      if (all.length > this.maxTags) throw new RegistryError("SIZE_LIMIT", `${this.name}: tag list has more than ${this.maxTags} tags`);
       // Pagination: Link: </v2/…/tags/list?n=…&last=…>; rel="next"
       const link = String(res.headers.link ?? "");
       url = /<([^>]+)>;\s*rel="?next"?/.exec(link)?.[1];
@@ -342,8 +358,7 @@ export class RemoteRepository implements Target {
       scopes: this.scopes(false),
       expect: [200],
     });
-    const index = parseJson<Index>(await readAll(res.body, MAX_MANIFEST_SIZE, "referrers list"), `${this.name} referrers list`);
-    const all = Array.isArray(index.manifests) ? index.manifests : [];
+    const all = referrerEntries(parseJson<unknown>(await readAll(res.body, MAX_MANIFEST_SIZE, "referrers list"), `${this.name} referrers list`));
     // A registry may ignore the filter; it says so by omitting OCI-Filters-Applied.
     return artifactType ? all.filter((d) => d.artifactType === artifactType) : all;
   }

@@ -18,7 +18,8 @@ let token: RegistryServer;
 let proxy: RegistryProxy;
 let work: string;
 let env: NodeJS.ProcessEnv;
-const creds = { AEGIS_REGISTRY_USERNAME: TEST_USERNAME, AEGIS_REGISTRY_PASSWORD: TEST_PASSWORD };
+/** The AEGIS_REGISTRY_* credentials, scoped to `host`. */
+const creds = (host: string) => ({ AEGIS_REGISTRY_HOST: host, AEGIS_REGISTRY_USERNAME: TEST_USERNAME, AEGIS_REGISTRY_PASSWORD: TEST_PASSWORD });
 
 beforeAll(async () => {
   [anon, basic, token] = await Promise.all([startRegistry(), startRegistry({ auth: "htpasswd" }), startRegistry({ auth: "token" })]);
@@ -76,11 +77,11 @@ describe("push, pull, inspect, copy", () => {
     const toLayout = await aegis(["copy", `${anon.host}/cli/cidrs:1.2.0`, `oci:${layout}:1.2.0`, "--json"], env);
     expect(toLayout.code, toLayout.stderr).toBe(0);
     expect(JSON.parse(toLayout.stdout).digest).toBe(digest);
-    const toBasic = await aegis(["copy", `oci:${layout}:1.2.0`, `${basic.host}/mirror/cidrs`], { ...env, ...creds });
+    const toBasic = await aegis(["copy", `oci:${layout}:1.2.0`, `${basic.host}/mirror/cidrs`], { ...env, ...creds(basic.host) });
     expect(toBasic.code, toBasic.stderr).toBe(0);
-    const check = await aegis(["inspect", `${basic.host}/mirror/cidrs:1.2.0`, "--json"], { ...env, ...creds });
+    const check = await aegis(["inspect", `${basic.host}/mirror/cidrs:1.2.0`, "--json"], { ...env, ...creds(basic.host) });
     expect(JSON.parse(check.stdout).descriptor.digest).toBe(digest);
-    const pulled = await aegis(["pull", `${basic.host}/mirror/cidrs@${digest}`, "-o", join(work, "basic-pull"), "--json"], { ...env, ...creds, AEGIS_CACHE_DIR: join(work, "cache-basic") });
+    const pulled = await aegis(["pull", `${basic.host}/mirror/cidrs@${digest}`, "-o", join(work, "basic-pull"), "--json"], { ...env, ...creds(basic.host), AEGIS_CACHE_DIR: join(work, "cache-basic") });
     expect(pulled.code, pulled.stderr).toBe(0);
     expect(JSON.parse(pulled.stdout)).toMatchObject({ digest, name: "deny-egress-cidrs" });
   });
@@ -92,10 +93,10 @@ describe("push, pull, inspect, copy", () => {
     writeFileSync(join(dockerDir, "config.json"), JSON.stringify({ auths: { [basic.host]: { auth } } }));
     const viaConfig = await aegis(["push", "policies/block-icmp-8888", `${basic.host}/auth/icmp:v1`], { ...env, DOCKER_CONFIG: dockerDir });
     expect(viaConfig.code, viaConfig.stderr).toBe(0);
-    const viaToken = await aegis(["push", "policies/block-icmp-8888", `${token.host}/auth/icmp:v1`], { ...env, ...creds });
+    const viaToken = await aegis(["push", "policies/block-icmp-8888", `${token.host}/auth/icmp:v1`], { ...env, ...creds(token.host) });
     expect(viaToken.code, viaToken.stderr).toBe(0);
     expect(viaToken.stdout).toBe(viaConfig.stdout);
-    const pulled = await aegis(["pull", `${token.host}/auth/icmp:v1`, "-o", join(work, "token-pull")], { ...env, ...creds });
+    const pulled = await aegis(["pull", `${token.host}/auth/icmp:v1`, "-o", join(work, "token-pull")], { ...env, ...creds(token.host) });
     expect(pulled.code, pulled.stderr).toBe(0);
   });
 });

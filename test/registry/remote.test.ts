@@ -72,7 +72,8 @@ describe("authentication", () => {
 
 describe("credentials come from the caller", () => {
   it("the client reads no environment; a lookup is asked for the registry's host", async () => {
-    const saved = { user: process.env.AEGIS_REGISTRY_USERNAME, pass: process.env.AEGIS_REGISTRY_PASSWORD };
+    const saved = { user: process.env.AEGIS_REGISTRY_USERNAME, pass: process.env.AEGIS_REGISTRY_PASSWORD, host: process.env.AEGIS_REGISTRY_HOST };
+    process.env.AEGIS_REGISTRY_HOST = basic.host;
     process.env.AEGIS_REGISTRY_USERNAME = TEST_USERNAME;
     process.env.AEGIS_REGISTRY_PASSWORD = TEST_PASSWORD;
     try {
@@ -93,18 +94,23 @@ describe("credentials come from the caller", () => {
       else process.env.AEGIS_REGISTRY_USERNAME = saved.user;
       if (saved.pass === undefined) delete process.env.AEGIS_REGISTRY_PASSWORD;
       else process.env.AEGIS_REGISTRY_PASSWORD = saved.pass;
+      if (saved.host === undefined) delete process.env.AEGIS_REGISTRY_HOST;
+      else process.env.AEGIS_REGISTRY_HOST = saved.host;
     }
   });
 
-  it("credentialsFromEnvironment: the AEGIS_ pair first, else the Docker config's entry for the host", () => {
+  it("credentialsFromEnvironment: the AEGIS_ pair for AEGIS_REGISTRY_HOST only, else the Docker config's entry for the host", () => {
     const dir = tempDir();
     const auth = Buffer.from("docker-user:docker-pass").toString("base64");
     writeFileSync(join(dir, "config.json"), JSON.stringify({ auths: { "https://reg.example:5000": { auth } } }));
     const env = { DOCKER_CONFIG: dir };
     expect(credentialsFromEnvironment("reg.example:5000", env)).toEqual({ username: "docker-user", password: "docker-pass" });
     expect(credentialsFromEnvironment("other.example", env), "a host the config does not name").toBeUndefined();
-    const both = { ...env, AEGIS_REGISTRY_USERNAME: "u", AEGIS_REGISTRY_PASSWORD: "p" };
+    const both = { ...env, AEGIS_REGISTRY_HOST: "reg.example:5000", AEGIS_REGISTRY_USERNAME: "u", AEGIS_REGISTRY_PASSWORD: "p" };
     expect(credentialsFromEnvironment("reg.example:5000", both)).toEqual({ username: "u", password: "p" });
+    expect(credentialsFromEnvironment("evil.example", both), "the AEGIS_ pair for a host AEGIS_REGISTRY_HOST does not name").toBeUndefined();
+    const unscoped = { ...env, AEGIS_REGISTRY_USERNAME: "u", AEGIS_REGISTRY_PASSWORD: "p" };
+    expect(() => credentialsFromEnvironment("reg.example:5000", unscoped), "a username without AEGIS_REGISTRY_HOST").toThrow(/AEGIS_REGISTRY_HOST/);
   });
 });
 

@@ -1,0 +1,197 @@
+// The registry client against a registry double that misbehaves on purpose
+// (test/harness/hostile-registry.ts): credentials stay with their host, tag
+// pages and graphs are bounded, a malformed referrer hides no good signature,
+// and a trickling blob cannot hang a pull.
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Readable } from "node:stream";
+import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { pullBundle } from "../../bundle/index.js";
+import {
+  copy,
+  credentialsFromEnvironment,
+  descriptorFor,
+  EMPTY_CONFIG,
+  encodeJson,
+  MediaType,
+  MemoryTarget,
+  OciLayoutTarget,
+  readAll,
+  referrersTag,
+  RemoteRepository,
+  type Descriptor,
+  type Index,
+  type Manifest,
+  type Target,
+} from "../../registry/index.js";
+import { generateKeyPair, KeySigner, parsePublicKey, signArtifact, trustedKey, verifyArtifact } from "../../signing/index.js";
+import { createPrivateKey } from "node:crypto";
+import { startHostileRegistry, type HostileOptions, type HostileRegistry } from "../harness/hostile-registry.js";
+import { pushArtifact } from "./conformance.js";
+
+const running: HostileRegistry[] = [];
+const dirs: string[] = [];
+afterEach(async () => {
+  await Promise.all(running.splice(0).map((r) => r.stop()));
+});
+afterAll(() => {
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
+
+async function hostile(options: HostileOptions): Promise<HostileRegistry> {
+  const registry = await startHostileRegistry(options);
+  running.push(registry);
+  return registry;
+}
+
+function tempDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), "aegis-hostile-"));
+  dirs.push(dir);
+  return dir;
+}
+
+async function pushJson(target: Target, mediaType: string, doc: unknown): Promise<Descriptor> {
+  const bytes = encodeJson(doc);
+  const desc = descriptorFor(mediaType, bytes);
+  await target.push(desc, Readable.from([bytes]));
+  return desc;
+}
+
+/** An index of `n` distinct small manifests, tagged `tag`. */
+async function wideIndex(store: MemoryTarget, n: number, tag: string): Promise<Descriptor> {
+  await store.push(EMPTY_CONFIG, Readable.from([Buffer.from("{}")]));
+  const children: Descriptor[] = [];
+  for (let i = 0; i < n; i++) {
+    const doc: Manifest = { schemaVersion: 2, mediaType: MediaType.ImageManifest, config: EMPTY_CONFIG, layers: [], annotations: { n: String(i) } };
+    children.push(await pushJson(store, MediaType.ImageManifest, doc));
+  }
+  const index = await pushJson(store, MediaType.ImageIndex, { schemaVersion: 2, mediaType: MediaType.ImageIndex, manifests: children } satisfies Index);
+  await store.tag(index, tag);
+  return index;
+}
+
+describe("credentials stay with their host", () => {
+  it("AEGIS_REGISTRY_USERNAME/PASSWORD go only to AEGIS_REGISTRY_HOST, never to another registry that challenges", async () => {
+    const store = new MemoryTarget();
+    const { manifest } = await pushArtifact(store);
+    await store.tag(manifest, "v1");
+    const evil = await hostile({ store, basicAuth: true });
+    const env = { AEGIS_REGISTRY_HOST: "registry.example.com", AEGIS_REGISTRY_USERNAME: "ci", AEGIS_REGISTRY_PASSWORD: "secret", DOCKER_CONFIG: tempDir() };
+    const repo = new RemoteRepository(evil.host, "steal/me", { credentials: (host) => credentialsFromEnvironment(host, env) });
+    await expect(repo.resolve("v1"), "a registry other than AEGIS_REGISTRY_HOST").rejects.toMatchObject({ code: "NO_CREDENTIALS" });
+    expect(evil.authorizations, "Authorization headers the other registry received").toEqual([]);
+    const own = new RemoteRepository(evil.host, "steal/me", { credentials: (host) => credentialsFromEnvironment(host, { ...env, AEGIS_REGISTRY_HOST: evil.host }) });
+    expect((await own.resolve("v1")).digest, "the host AEGIS_REGISTRY_HOST names gets them").toBe(manifest.digest);
+    expect(evil.authorizations[0]).toBe(`Basic ${Buffer.from("ci:secret").toString("base64")}`);
+  });
+});
+
+describe("tag lists", () => {
+  it("a registry that always links a next page is refused after maxTagPages", async () => {
+    const endless = await hostile({ tags: "endless" });
+    const repo = new RemoteRepository(endless.host, "pages", { maxTagPages: 25 });
+    await expect(repo.tags()).rejects.toMatchObject({ code: "SIZE_LIMIT", message: expect.stringContaining("more than 25 pages") });
+    expect(endless.requests.filter((r) => r.includes("/tags/list")), "pages read").toHaveLength(25);
+  });
+
+  it("a next page already read is a loop, refused at once", async () => {
+    const looping = await hostile({ tags: "loop" });
+    await expect(new RemoteRepository(looping.host, "pages").tags()).rejects.toMatchObject({ code: "HTTP_ERROR", message: expect.stringContaining("loop") });
+    expect(looping.requests, "pages read before the loop was seen").toHaveLength(1);
+  });
+});
+
+describe("graphs are bounded", () => {
+  it("an index with 300 children is copied with at most 8 requests in flight", async () => {
+    const store = new MemoryTarget();
+    await wideIndex(store, 300, "wide");
+    const registry = await hostile({ store, delayMs: 20 });
+    await copy(new RemoteRepository(registry.host, "wide"), "wide", new MemoryTarget());
+    expect(registry.maxInFlight, "most requests in flight at once").toBeLessThanOrEqual(8);
+    expect(registry.maxInFlight, "the copy did run requests in parallel").toBeGreaterThan(1);
+  });
+
+  it("more children than maxNodes is refused before any child is fetched", async () => {
+    const store = new MemoryTarget();
+    const index = await wideIndex(store, 300, "wide");
+    const registry = await hostile({ store });
+    const dst = new MemoryTarget();
+    await expect(copy(new RemoteRepository(registry.host, "wide"), "wide", dst, undefined, { maxNodes: 100 })).rejects.toMatchObject({ code: "SIZE_LIMIT", message: expect.stringContaining("100 nodes") });
+    const fetched = registry.requests.filter((r) => r.startsWith("GET") && !r.includes(index.digest) && !r.endsWith("/wide"));
+    expect(fetched, "children fetched").toEqual([]);
+    expect(await dst.exists(index), "the index written").toBe(false);
+  });
+
+  it("indexes nested deeper than maxDepth are refused", async () => {
+    const store = new MemoryTarget();
+    let node = await pushJson(store, MediaType.ImageIndex, { schemaVersion: 2, mediaType: MediaType.ImageIndex, manifests: [] });
+    for (let i = 0; i < 10; i++) node = await pushJson(store, MediaType.ImageIndex, { schemaVersion: 2, mediaType: MediaType.ImageIndex, manifests: [node] });
+    await store.tag(node, "deep");
+    await expect(copy(store, "deep", new MemoryTarget(), undefined, { maxDepth: 8 })).rejects.toMatchObject({ code: "SIZE_LIMIT", message: expect.stringContaining("nested 9 levels") });
+    await expect(copy(store, "deep", new MemoryTarget(), undefined, { maxDepth: 10 }), "within the limit").resolves.toMatchObject({ digest: node.digest });
+  });
+
+  it("pull of an index is NOT_A_POLICY after reading the root alone, and writes nothing", async () => {
+    const store = new MemoryTarget();
+    const index = await wideIndex(store, 300, "wide");
+    const registry = await hostile({ store });
+    const cache = join(tempDir(), "cache");
+    await expect(pullBundle(new RemoteRepository(registry.host, "wide"), "wide", new OciLayoutTarget(cache))).rejects.toMatchObject({ code: "NOT_A_POLICY" });
+    const gets = registry.requests.filter((r) => r.startsWith("GET"));
+    expect(gets.every((r) => r.endsWith("/wide") || r.endsWith(index.digest)), `requests: ${gets.join(", ")}`).toBe(true);
+    expect(existsSync(cache) ? readdirSync(cache) : [], "cache contents").toEqual([]);
+  });
+
+  it("pull of a policy manifest claiming a 1 TiB layer is refused before the layer is fetched", async () => {
+    const store = new MemoryTarget();
+    await store.push(EMPTY_CONFIG, Readable.from([Buffer.from("{}")]));
+    const layer: Descriptor = { mediaType: MediaType.PolicyLayer, digest: `sha256:${randomBytes(32).toString("hex")}`, size: 2 ** 40 };
+    const doc: Manifest = { schemaVersion: 2, mediaType: MediaType.ImageManifest, artifactType: MediaType.PolicyArtifact, config: EMPTY_CONFIG, layers: [layer] };
+    await store.tag(await pushJson(store, MediaType.ImageManifest, doc), "huge");
+    const registry = await hostile({ store });
+    const cache = join(tempDir(), "cache");
+    await expect(pullBundle(new RemoteRepository(registry.host, "huge"), "huge", new OciLayoutTarget(cache))).rejects.toMatchObject({ code: "BUNDLE_TOO_LARGE" });
+    expect(registry.requests.filter((r) => r.includes("/blobs/")), "blob requests").toEqual([]);
+  });
+});
+
+describe("referrers", () => {
+  const pair = generateKeyPair("ecdsa-p256");
+  const trust = { keys: [trustedKey("ci", parsePublicKey(pair.publicKey, "test key"))] };
+  const signer = new KeySigner(createPrivateKey(pair.privateKey));
+
+  it("a null entry in the referrers API's answer does not hide a good signature", async () => {
+    const store = new MemoryTarget();
+    const { manifest } = await pushArtifact(store);
+    await signArtifact(store, manifest, signer, "test");
+    const registry = await hostile({ store, nullReferrer: true });
+    const verified = await verifyArtifact(new RemoteRepository(registry.host, "signed"), manifest.digest, trust);
+    expect(verified.key.name).toBe("ci");
+    expect(registry.requests.some((r) => r.includes("/referrers/")), "the referrers API was used").toBe(true);
+  });
+
+  it("a null entry in the fallback index does not hide a good signature", async () => {
+    const store = new MemoryTarget();
+    const { manifest } = await pushArtifact(store);
+    await signArtifact(store, manifest, signer, "test");
+    const fallback = await store.resolve(referrersTag(manifest));
+    const good = JSON.parse((await readAll(await store.fetch(fallback), fallback.size, "index")).toString("utf8")) as Index;
+    const broken = await pushJson(store, MediaType.ImageIndex, { ...good, manifests: [null, { digest: "nonsense" }, ...good.manifests] });
+    await store.tag(broken, referrersTag(manifest));
+    expect((await verifyArtifact(store, manifest.digest, trust)).key.name).toBe("ci");
+  });
+});
+
+describe("deadlines", () => {
+  it("a blob trickled one byte at a time (each within the idle timeout) fails at the overall deadline", async () => {
+    const store = new MemoryTarget();
+    const { manifest, layer } = await pushArtifact(store);
+    await store.tag(manifest, "v1");
+    const registry = await hostile({ store, trickleMs: 50 });
+    const repo = new RemoteRepository(registry.host, "slow", { timeoutMs: 5_000, deadlineMs: 1_000 });
+    await repo.fetch(manifest).then((s) => readAll(s, manifest.size, "manifest"));
+    await expect(repo.fetch(layer).then((s) => readAll(s, layer.size, "layer"))).rejects.toMatchObject({ code: "TIMEOUT" });
+  }, 15_000);
+});
