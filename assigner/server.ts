@@ -7,7 +7,7 @@ import type { AddressInfo } from "node:net";
 import { mkdir, readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { InputError } from "../errors.js";
-import { credentialsFromEnvironment } from "../registry/index.js";
+import { credentialsFromEnvironment, credentialsHost } from "../registry/index.js";
 import { loadTrust } from "../signing/index.js";
 import { atomicWrite } from "../util/index.js";
 import { ArtifactSource } from "./artifacts.js";
@@ -119,6 +119,9 @@ async function openStore(options: AssignerOptions, dataDir: string): Promise<Ass
 
 export async function startAssigner(options: AssignerOptions = {}): Promise<RunningAssigner> {
   const dataDir = resolve(options.dataDir ?? ".aegis/assigner");
+  // Registry credentials without the one host they are for: refuse to start,
+  // rather than fail at the first registration.
+  credentialsHost();
   const admin = await resolveAdminToken(options, dataDir);
   const trust = options.trust ? await loadTrust([options.trust]) : undefined;
   const store = await openStore(options, dataDir);

@@ -38,6 +38,7 @@ export {
   credentialsFromDockerConfig,
   credentialsFromEnv,
   credentialsFromEnvironment,
+  credentialsHost,
   type CredentialLookup,
   type Credentials,
 } from "./remote/credentials.js";

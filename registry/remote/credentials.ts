@@ -29,9 +29,18 @@ interface DockerConfig {
  * rather than sent to whichever registry challenges for it.
  */
 export function credentialsFromEnv(registry: string, env: NodeJS.ProcessEnv = process.env): Credentials | undefined {
-  const username = env.AEGIS_REGISTRY_USERNAME;
-  const password = env.AEGIS_REGISTRY_PASSWORD;
-  if (!username || password === undefined) return undefined;
+  const host = credentialsHost(env);
+  if (host === undefined) return undefined;
+  return host.toLowerCase() === registry.toLowerCase() ? { username: env.AEGIS_REGISTRY_USERNAME!, password: env.AEGIS_REGISTRY_PASSWORD! } : undefined;
+}
+
+/**
+ * The host the environment's credentials are for, or undefined when there
+ * are none; throws when a username is set without AEGIS_REGISTRY_HOST, so a
+ * service can refuse to start rather than fail at its first pull.
+ */
+export function credentialsHost(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  if (!env.AEGIS_REGISTRY_USERNAME || env.AEGIS_REGISTRY_PASSWORD === undefined) return undefined;
   const host = env.AEGIS_REGISTRY_HOST?.trim();
   if (!host) {
     throw new InputError(
@@ -39,7 +48,7 @@ export function credentialsFromEnv(registry: string, env: NodeJS.ProcessEnv = pr
       "AEGIS_REGISTRY_USERNAME is set but AEGIS_REGISTRY_HOST is not: set it to the registry host[:port] the credentials are for",
     );
   }
-  return host.toLowerCase() === registry.toLowerCase() ? { username, password } : undefined;
+  return host;
 }
 
 export function credentialsFromDockerConfig(registry: string, env: NodeJS.ProcessEnv = process.env): Credentials | undefined {

@@ -138,3 +138,16 @@ describe("the operator token file", () => {
     expect((statSync(join(dir, "admin-token")).mode & 0o777).toString(8)).toBe("600");
   });
 });
+
+describe("registry credentials", () => {
+  it("refuses to start with AEGIS_REGISTRY_USERNAME but no AEGIS_REGISTRY_HOST", async () => {
+    const saved = { ...process.env };
+    Object.assign(process.env, { AEGIS_REGISTRY_USERNAME: "ci", AEGIS_REGISTRY_PASSWORD: "secret" });
+    delete process.env.AEGIS_REGISTRY_HOST;
+    try {
+      await expect(startAssigner({ port: 0, dataDir: mkdtempSync(join(work, "creds-")), adminToken: "op" })).rejects.toThrow(/AEGIS_REGISTRY_HOST is not/);
+    } finally {
+      process.env = saved;
+    }
+  });
+});
