@@ -1,0 +1,299 @@
+// The agent: learns what this host is assigned (poll for-host with its ETag,
+// woken at once by NATS), fetches and verifies each new digest, plans, and
+// has the executor carry the plan out through the Datapath. It adopts what
+// is pinned and attached when it starts and never detaches anything when it
+// stops: enforcement outlives the process (DESIGN.md "Agent").
+import { hostname, release } from "node:os";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { AssignerClient, AssignerError, assignmentsSubject, telemetrySubject, type ArtifactJson } from "../assigner/api/index.js";
+import type { Datapath } from "../ebpf/index.js";
+import { describeError } from "../errors.js";
+import type { RepositoryOptions } from "../registry/index.js";
+import type { TrustPolicy } from "../signing/index.js";
+import { backoffDelay, sleep } from "../util/index.js";
+import { errorCode } from "./errors.js";
+import { Executor } from "./executor.js";
+import { ArtifactCache, type VerifiedArtifact } from "./fetch.js";
+import { plan, type InstalledProgram, type Program, type Step } from "./plan.js";
+import { logLine, telemetryMessage, type Reporter, type StepReport } from "./report.js";
+import { StateDir } from "./state.js";
+import type { z } from "zod";
+
+export interface AgentOptions {
+  assigner: string;
+  hostId: string;
+  stateDir: string;
+  datapath: Datapath;
+  trust: TrustPolicy;
+  /** Interfaces to attach on; default every non-loopback interface the Datapath sees. */
+  ifaces?: readonly string[];
+  mirrors?: readonly string[];
+  natsUrl?: string;
+  /** Mean poll interval (ms); default 30 s. */
+  pollIntervalMs?: number;
+  /** Cap of the backoff after failures (ms); default the poll interval. */
+  maxBackoffMs?: number;
+  labels?: Record<string, string>;
+  enrollSecret?: string;
+  /** Fetch, verify and plan, but never touch the Datapath. */
+  dryRun?: boolean;
+  repository?: RepositoryOptions;
+  /** The operator's log; default stderr. */
+  log?: (line: string) => void;
+  /** More places steps go (tests); the log and NATS always get them. */
+  reporters?: Reporter[];
+}
+
+type Assigned = z.infer<typeof ArtifactJson>;
+
+export class Agent {
+  readonly state: StateDir;
+  readonly cache: ArtifactCache;
+  private readonly controller = new AbortController();
+  private readonly executor: Executor;
+  private readonly log: (line: string) => void;
+  private readonly interval: number;
+  private client: AssignerClient | undefined;
+  private etag: string | undefined;
+  private assigned: Assigned[] = [];
+  /** Digests already reported received / failed (with the code), so a poll does not repeat them. */
+  private readonly received = new Set<string>();
+  private readonly failed = new Map<string, string>();
+  private readonly dryRunVerified = new Set<string>();
+  private nats: NatsConnection | undefined;
+  private wake: (() => void) | undefined;
+  private queue: Promise<unknown> = Promise.resolve();
+  private loop: Promise<void> | undefined;
+
+  constructor(private readonly options: AgentOptions) {
+    this.state = new StateDir(options.stateDir);
+    this.cache = new ArtifactCache(this.state.cacheDir);
+    this.log = options.log ?? ((line) => process.stderr.write(`aegis agent: ${line}\n`));
+    this.interval = options.pollIntervalMs ?? 30_000;
+    const reporter: Reporter = { report: (step) => this.report(step) };
+    this.executor = new Executor(options.datapath, reporter);
+  }
+
+  /** Adopts what the kernel runs, connects to NATS in the background, and starts the poll loop. */
+  async start(): Promise<void> {
+    await this.state.init();
+    await this.state.key();
+    const loaded = await this.options.datapath.loaded();
+    const attached = await this.options.datapath.attached();
+    const records = await this.state.installed();
+    for (const p of loaded) {
+      const hooks = attached.filter((a) => a.id === p.id).length;
+      this.log(`adopted ${records[p.id]?.name ?? "(unknown policy)"} ${p.id} (program id ${p.programId}, ${hooks} hook(s))`);
+    }
+    if (this.options.dryRun) this.log("dry run: verifying only, NOTHING IS ENFORCED by this agent");
+    this.connectNats();
+    this.loop = this.run();
+  }
+
+  /** Stops polling, cancels a pull in flight, closes NATS. Detaches nothing. */
+  async stop(): Promise<void> {
+    this.controller.abort(new Error("agent stopping"));
+    this.wake?.();
+    await this.loop?.catch(() => undefined);
+    await this.queue.catch(() => undefined);
+    await this.nats?.close().catch(() => undefined);
+  }
+
+  /** One reconciliation now, serialized with the loop's (tests call it to step the agent). */
+  reconcile(): Promise<void> {
+    const next = this.queue.then(() => this.reconcileOnce());
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  private async run(): Promise<void> {
+    const { signal } = this.controller;
+    let failures = 0;
+    while (!signal.aborted) {
+      try {
+        await this.reconcile();
+        failures = 0;
+      } catch (err) {
+        if (signal.aborted) break;
+        failures++;
+        this.log(`reconcile failed [${errorCode(err)}]: ${describeError(err)} (attempt ${failures}, backing off)`);
+      }
+      // Full jitter over [0, 2×interval]: the mean stays the interval and a fleet started together spreads out.
+      const wait = failures > 0 ? backoffDelay(failures, { baseMs: Math.min(1000, this.interval), maxMs: this.options.maxBackoffMs ?? this.interval }) : Math.random() * 2 * this.interval;
+      await this.sleepOrWake(wait);
+    }
+  }
+
+  private async sleepOrWake(ms: number): Promise<void> {
+    const woken = new AbortController();
+    this.wake = () => woken.abort();
+    try {
+      await sleep(ms, AbortSignal.any([woken.signal, this.controller.signal]));
+    } catch {
+      // woken or stopping
+    } finally {
+      this.wake = undefined;
+    }
+  }
+
+  private connectNats(): void {
+    const url = this.options.natsUrl;
+    if (!url) {
+      this.log("no --nats: polling only");
+      return;
+    }
+    this.log(`connecting to NATS at ${url}; polling only until connected`);
+    void (async () => {
+      const nc = await connect({ servers: url, name: `aegis-agent-${this.options.hostId}`, waitOnFirstConnect: true, maxReconnectAttempts: -1, reconnectTimeWait: 500 }).catch(
+        (err: unknown) => {
+          this.log(`NATS unavailable (${describeError(err)}): polling only`);
+          return undefined;
+        },
+      );
+      if (!nc) return;
+      if (this.controller.signal.aborted) return void (await nc.close());
+      this.nats = nc;
+      this.log(`NATS connected: woken by ${assignmentsSubject(this.options.hostId)}`);
+      for await (const _ of nc.subscribe(assignmentsSubject(this.options.hostId))) this.wake?.();
+    })();
+  }
+
+  private report(step: StepReport): void {
+    this.log(logLine(step));
+    for (const reporter of this.options.reporters ?? []) reporter.report(step);
+    // Without NATS the step is logged only; the HTTP telemetry route will carry it (issue 9, later).
+    if (this.nats && !this.nats.isClosed()) {
+      this.nats.publish(telemetrySubject(this.options.hostId), JSON.stringify(telemetryMessage(this.options.hostId, step)));
+    }
+  }
+
+  /** The agent token: the stored one for this assigner and host, or a fresh registration with the agent's key. */
+  private async assignerClient(refresh = false): Promise<AssignerClient> {
+    if (this.client && !refresh) return this.client;
+    const { assigner, hostId } = this.options;
+    const stored = refresh ? undefined : await this.state.registration();
+    if (stored && stored.assigner === assigner && stored.host_id === hostId) {
+      this.client = new AssignerClient(assigner, stored.token);
+      return this.client;
+    }
+    const registered = await new AssignerClient(assigner).register(hostId, await this.state.key(), {
+      hostname: hostname(),
+      kernel: release(),
+      ...(this.options.labels && Object.keys(this.options.labels).length > 0 ? { labels: this.options.labels } : {}),
+      ...(this.options.enrollSecret !== undefined ? { enrollSecret: this.options.enrollSecret } : {}),
+    });
+    await this.state.saveRegistration({ assigner, host_id: registered.host_id, agent_uid: registered.agent_uid, token: registered.token });
+    this.log(`registered as ${registered.agent_uid} for host ${registered.host_id}`);
+    this.client = new AssignerClient(assigner, registered.token);
+    return this.client;
+  }
+
+  /** The assigned set: unchanged (304) keeps the last one; a refused token registers again with the same key. */
+  private async poll(): Promise<Assigned[]> {
+    const forHost = async (client: AssignerClient) => client.forHost(this.options.hostId, this.etag ? { ifNoneMatch: this.etag } : {});
+    let result;
+    try {
+      result = await forHost(await this.assignerClient());
+    } catch (err) {
+      if (!(err instanceof AssignerError && err.code === "UNAUTHORIZED")) throw err;
+      this.log("the assigner refused the agent token: registering again with the same key");
+      result = await forHost(await this.assignerClient(true));
+    }
+    if (!result.notModified) {
+      this.assigned = result.body.artifacts;
+      this.etag = result.etag || undefined;
+    }
+    return this.assigned;
+  }
+
+  private async interfaces(): Promise<string[]> {
+    if (this.options.ifaces && this.options.ifaces.length > 0) return [...this.options.ifaces];
+    return (await this.options.datapath.interfaces()).filter((i) => !i.loopback).map((i) => i.name);
+  }
+
+  private async reconcileOnce(): Promise<void> {
+    const { signal } = this.controller;
+    signal.throwIfAborted();
+    const assigned = await this.poll();
+    const { datapath } = this.options;
+    const records = await this.state.installed();
+    const loaded = await datapath.loaded();
+    const attached = await datapath.attached();
+    const actual: InstalledProgram[] = loaded.map((p) => {
+      const record = records[p.id];
+      const pref = record?.pref ?? attached.find((a) => a.id === p.id)?.pref ?? 0;
+      return { id: p.id, name: record?.name ?? p.id, version: record?.version ?? "", pref };
+    });
+
+    const desired: Program[] = [];
+    const hold: string[] = [];
+    const verified = new Map<string, VerifiedArtifact>();
+    for (const artifact of assigned) {
+      const record = records[artifact.id];
+      if (record && loaded.some((p) => p.id === artifact.id)) {
+        desired.push({ id: artifact.id, name: record.name, version: record.version });
+        continue;
+      }
+      if (!this.received.has(artifact.id)) {
+        this.received.add(artifact.id);
+        this.report({ event: "received", id: artifact.id, name: artifact.name, version: artifact.version });
+      }
+      try {
+        const v = await this.cache.fetchVerified(artifact, { mirrors: this.options.mirrors ?? [], trust: this.options.trust, signal, ...(this.options.repository ? { repository: this.options.repository } : {}) });
+        const { policy } = v.bundle;
+        verified.set(artifact.id, v);
+        desired.push({ id: artifact.id, name: policy.name, version: policy.version });
+        if (this.failed.delete(artifact.id) || !this.dryRunVerified.has(artifact.id)) {
+          this.report({ event: "verified", id: artifact.id, name: policy.name, version: policy.version, reason: `signed by ${v.signature.key.name}, from ${v.source}` });
+        }
+        if (this.options.dryRun && !this.dryRunVerified.has(artifact.id)) {
+          this.dryRunVerified.add(artifact.id);
+          this.log(`dry run: would load and attach ${policy.name} ${policy.version} ${artifact.id} (${policy.attach.direction}); nothing is enforced`);
+        }
+      } catch (err) {
+        signal.throwIfAborted();
+        // The claimed name only keeps an installed version in force: trusting it can never widen what runs.
+        hold.push(artifact.name);
+        const code = errorCode(err);
+        if (this.failed.get(artifact.id) !== code) {
+          this.failed.set(artifact.id, code);
+          this.report({ event: "failed", id: artifact.id, name: artifact.name, version: artifact.version, code, reason: describeError(err) });
+        }
+      }
+    }
+    if (this.options.dryRun) return;
+
+    const steps = plan(desired, actual, { hold });
+    const ifaces = await this.interfaces();
+    for (const step of steps) {
+      signal.throwIfAborted();
+      await this.applyStep(step, ifaces, records, verified);
+    }
+    await this.state.saveInstalled(records);
+    await this.reportCounters(records);
+    const keep = new Set([...desired.map((p) => p.id), ...steps.filter((s) => s.kind === "keep").map((s) => s.program.id)]);
+    for (const digest of await this.cache.prune(keep)) if (loaded.some((p) => p.id === digest)) this.log(`pruned ${digest} from the cache`);
+  }
+
+  private async applyStep(step: Step, ifaces: string[], records: Parameters<Executor["apply"]>[2], verified: Map<string, VerifiedArtifact>): Promise<void> {
+    try {
+      await this.executor.apply(step, ifaces, records, verified);
+    } catch (err) {
+      const { id, name, version } = step.program;
+      this.report({ event: "failed", id, name, version, code: errorCode(err), reason: `${step.kind}: ${describeError(err)}` });
+    }
+  }
+
+  /** Per-rule drop counters of every installed program, as an `attached` report. */
+  private async reportCounters(records: Parameters<Executor["apply"]>[2]): Promise<void> {
+    if (!this.nats && !(this.options.reporters?.length)) return;
+    for (const [id, record] of Object.entries(records)) {
+      const counters = await this.options.datapath.counters(id).catch(() => undefined);
+      if (!counters) continue;
+      const named = Object.fromEntries(counters.map((n, i) => [`rule${i}`, n]));
+      const step: StepReport = { event: "attached", id, name: record.name, version: record.version, counters: named };
+      for (const reporter of this.options.reporters ?? []) reporter.report(step);
+      this.nats?.publish(telemetrySubject(this.options.hostId), JSON.stringify(telemetryMessage(this.options.hostId, step)));
+    }
+  }
+}
