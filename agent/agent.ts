@@ -62,6 +62,8 @@ export class Agent {
   private readonly dryRunVerified = new Set<string>();
   private nats: NatsConnection | undefined;
   private wake: (() => void) | undefined;
+  /** A wake-up that came while reconciling: the next sleep ends at once, so no change is missed. */
+  private woken = false;
   private queue: Promise<unknown> = Promise.resolve();
   private loop: Promise<void> | undefined;
 
@@ -83,7 +85,7 @@ export class Agent {
     const records = await this.state.installed();
     for (const p of loaded) {
       const hooks = attached.filter((a) => a.id === p.id).length;
-      this.log(`adopted ${records[p.id]?.name ?? "(unknown policy)"} ${p.id} (program id ${p.programId}, ${hooks} hook(s))`);
+      this.log(`adopted ${records.get(p.id)?.name ?? "(unknown policy)"} ${p.id} (program id ${p.programId}, ${hooks} hook(s))`);
     }
     if (this.options.dryRun) this.log("dry run: verifying only, NOTHING IS ENFORCED by this agent");
     this.connectNats();
@@ -93,7 +95,6 @@ export class Agent {
   /** Stops polling, cancels a pull in flight, closes NATS. Detaches nothing. */
   async stop(): Promise<void> {
     this.controller.abort(new Error("agent stopping"));
-    this.wake?.();
     await this.loop?.catch(() => undefined);
     await this.queue.catch(() => undefined);
     await this.nats?.close().catch(() => undefined);
@@ -125,6 +126,10 @@ export class Agent {
   }
 
   private async sleepOrWake(ms: number): Promise<void> {
+    if (this.woken) {
+      this.woken = false;
+      return;
+    }
     const woken = new AbortController();
     this.wake = () => woken.abort();
     try {
@@ -133,7 +138,14 @@ export class Agent {
       // woken or stopping
     } finally {
       this.wake = undefined;
+      this.woken = false;
     }
+  }
+
+  /** Reconciles as soon as possible: now if sleeping, else right after the current pass. */
+  private nudge(): void {
+    if (this.wake) this.wake();
+    else this.woken = true;
   }
 
   private connectNats(): void {
@@ -154,7 +166,7 @@ export class Agent {
       if (this.controller.signal.aborted) return void (await nc.close());
       this.nats = nc;
       this.log(`NATS connected: woken by ${assignmentsSubject(this.options.hostId)}`);
-      for await (const _ of nc.subscribe(assignmentsSubject(this.options.hostId))) this.wake?.();
+      for await (const _ of nc.subscribe(assignmentsSubject(this.options.hostId))) this.nudge();
     })();
   }
 
@@ -220,7 +232,7 @@ export class Agent {
     const loaded = await datapath.loaded();
     const attached = await datapath.attached();
     const actual: InstalledProgram[] = loaded.map((p) => {
-      const record = records[p.id];
+      const record = records.get(p.id);
       const pref = record?.pref ?? attached.find((a) => a.id === p.id)?.pref ?? 0;
       return { id: p.id, name: record?.name ?? p.id, version: record?.version ?? "", pref };
     });
@@ -229,7 +241,7 @@ export class Agent {
     const hold: string[] = [];
     const verified = new Map<string, VerifiedArtifact>();
     for (const artifact of assigned) {
-      const record = records[artifact.id];
+      const record = records.get(artifact.id);
       if (record && loaded.some((p) => p.id === artifact.id)) {
         desired.push({ id: artifact.id, name: record.name, version: record.version });
         continue;
@@ -261,6 +273,8 @@ export class Agent {
         }
       }
     }
+    // After a refusal the next poll asks for the whole set again: what the assigner said may have been fixed since.
+    if (hold.length > 0) this.etag = undefined;
     if (this.options.dryRun) return;
 
     const steps = plan(desired, actual, { hold });
@@ -287,7 +301,7 @@ export class Agent {
   /** Per-rule drop counters of every installed program, as an `attached` report. */
   private async reportCounters(records: Parameters<Executor["apply"]>[2]): Promise<void> {
     if (!this.nats && !(this.options.reporters?.length)) return;
-    for (const [id, record] of Object.entries(records)) {
+    for (const [id, record] of records) {
       const counters = await this.options.datapath.counters(id).catch(() => undefined);
       if (!counters) continue;
       const named = Object.fromEntries(counters.map((n, i) => [`rule${i}`, n]));

@@ -29,7 +29,7 @@ export class Executor {
    * Carries out one step. `records` (digest → record) is updated in place
    * on success; `verified` holds the bundle of every added or replacing digest.
    */
-  async apply(step: Step, ifaces: readonly string[], records: Record<string, InstalledRecord>, verified: ReadonlyMap<string, VerifiedArtifact>): Promise<void> {
+  async apply(step: Step, ifaces: readonly string[], records: Map<string, InstalledRecord>, verified: ReadonlyMap<string, VerifiedArtifact>): Promise<void> {
     switch (step.kind) {
       case "keep":
         return this.keep(step.program.id, ifaces, records);
@@ -47,7 +47,7 @@ export class Executor {
     id: string,
     pref: number,
     ifaces: readonly string[],
-    records: Record<string, InstalledRecord>,
+    records: Map<string, InstalledRecord>,
     verified: ReadonlyMap<string, VerifiedArtifact>,
     old: string | undefined,
   ): Promise<void> {
@@ -74,7 +74,7 @@ export class Executor {
       await this.datapath.unpin(id).catch(() => undefined);
       throw err;
     }
-    records[id] = { name: policy.name, version: policy.version, direction: policy.attach.direction, pref, rules: policy.rules.length, since: new Date().toISOString() };
+    records.set(id, { name: policy.name, version: policy.version, direction: policy.attach.direction, pref, rules: policy.rules.length, since: new Date().toISOString() });
     this.reporter.report({ event: "attached", id, name: policy.name, version: policy.version, reason: `${hooks.map(hookName).join(", ")}` });
     if (old) {
       // Hooks the new version does not cover (an interface or direction it dropped).
@@ -83,21 +83,21 @@ export class Executor {
     }
   }
 
-  private async remove(id: string, records: Record<string, InstalledRecord>): Promise<void> {
+  private async remove(id: string, records: Map<string, InstalledRecord>): Promise<void> {
     for (const hook of await this.hooksOf(id)) await this.datapath.detach(hook);
     await this.retire(id, records);
   }
 
-  private async retire(id: string, records: Record<string, InstalledRecord>): Promise<void> {
+  private async retire(id: string, records: Map<string, InstalledRecord>): Promise<void> {
     await this.datapath.unpin(id);
-    const record = records[id];
-    delete records[id];
+    const record = records.get(id);
+    records.delete(id);
     this.reporter.report({ event: "detached", id, ...(record ? { name: record.name, version: record.version } : {}), reason: "detached and unpinned" });
   }
 
   /** A kept program is attached at every hook it should be: new interfaces, and filters someone removed or replaced. */
-  private async keep(id: string, ifaces: readonly string[], records: Record<string, InstalledRecord>): Promise<void> {
-    const record = records[id];
+  private async keep(id: string, ifaces: readonly string[], records: Map<string, InstalledRecord>): Promise<void> {
+    const record = records.get(id);
     if (!record) return; // adopted without a record: left exactly as found
     const current = await this.hooksOf(id);
     const missing = hooksFor(record.direction, ifaces, record.pref).filter((h) => !current.some((c) => same(c, h)));

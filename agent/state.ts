@@ -67,13 +67,14 @@ export class StateDir {
     await atomicWrite(this.tokenFile, `${JSON.stringify(registration, null, 2)}\n`, { mode: 0o600 });
   }
 
-  async installed(): Promise<Record<string, InstalledRecord>> {
+  /** What this agent installed, by digest. */
+  async installed(): Promise<Map<string, InstalledRecord>> {
     const text = await readOptional(this.installedFile);
-    return text === undefined ? {} : (JSON.parse(text) as Record<string, InstalledRecord>);
+    return new Map(text === undefined ? [] : Object.entries(JSON.parse(text) as Record<string, InstalledRecord>));
   }
 
-  async saveInstalled(records: Record<string, InstalledRecord>): Promise<void> {
-    await atomicWrite(this.installedFile, `${JSON.stringify(records, null, 2)}\n`, { mode: 0o600 });
+  async saveInstalled(records: ReadonlyMap<string, InstalledRecord>): Promise<void> {
+    await atomicWrite(this.installedFile, `${JSON.stringify(Object.fromEntries(records), null, 2)}\n`, { mode: 0o600 });
   }
 }
 
