@@ -60,6 +60,7 @@ export class Agent {
   private readonly received = new Set<string>();
   private readonly failed = new Map<string, string>();
   private readonly dryRunVerified = new Set<string>();
+  private readonly missing = new Set<string>();
   private nats: NatsConnection | undefined;
   private wake: (() => void) | undefined;
   /** A wake-up that came while reconciling: the next sleep ends at once, so no change is missed. */
@@ -218,9 +219,18 @@ export class Agent {
     return this.assigned;
   }
 
+  /** The interfaces to enforce on now: the configured ones that exist (a missing one is logged once), or every non-loopback one. */
   private async interfaces(): Promise<string[]> {
-    if (this.options.ifaces && this.options.ifaces.length > 0) return [...this.options.ifaces];
-    return (await this.options.datapath.interfaces()).filter((i) => !i.loopback).map((i) => i.name);
+    const present = await this.options.datapath.interfaces();
+    const configured = this.options.ifaces ?? [];
+    if (configured.length === 0) return present.filter((i) => !i.loopback).map((i) => i.name);
+    const names = new Set(present.map((i) => i.name));
+    for (const iface of configured) {
+      if (!names.has(iface) && !this.missing.has(iface)) this.log(`interface ${iface} does not exist (yet): enforcing on it once it appears`);
+      if (names.has(iface)) this.missing.delete(iface);
+      else this.missing.add(iface);
+    }
+    return configured.filter((iface) => names.has(iface));
   }
 
   private async reconcileOnce(): Promise<void> {

@@ -51,7 +51,7 @@ interface Running {
 }
 
 /** An agent for `hostId` on a memory kernel (shared to model a restart); slow polling, so tests step it with reconcile(). */
-async function runAgent(hostId: string, options: { kernel?: MemoryKernel; stateDir?: string; assigner?: string; nats?: boolean } = {}): Promise<Running> {
+async function runAgent(hostId: string, options: { kernel?: MemoryKernel; stateDir?: string; assigner?: string; nats?: boolean; dryRun?: boolean; ifaces?: string[] } = {}): Promise<Running> {
   const datapath = new MemoryDatapath(options.kernel ? { kernel: options.kernel } : { interfaces: ["lo", "eth0", "eth1"] });
   const events: StepReport[] = [];
   const logs: string[] = [];
@@ -67,6 +67,8 @@ async function runAgent(hostId: string, options: { kernel?: MemoryKernel; stateD
     log: (line) => logs.push(line),
     reporters: [{ report: (step) => events.push(step) }],
     ...(options.nats ? { natsUrl: nats.url } : {}),
+    ...(options.dryRun ? { dryRun: true } : {}),
+    ...(options.ifaces ? { ifaces: options.ifaces } : {}),
   });
   await agent.start();
   return { agent, datapath, events, logs, stateDir };
@@ -273,5 +275,43 @@ describe("enforcement", () => {
     await admin.assign(v1, "nats-host");
     await until("attached after the NATS wake-up (the poll interval is an hour)", async () => (await filters(datapath)).length === 2);
     await until("the assigner recorded attached", async () => (await admin.status(v1)).hosts.some((h) => h.host_id === "nats-host" && h.event === "attached"));
+  });
+
+  it("restores a filter someone deleted or replaced, and attaches on a configured interface once it appears", async () => {
+    const v1 = await publish("7.0.0");
+    const { agent, datapath, logs } = await agentFor("drift-host", { ifaces: ["eth0", "eth9"] });
+    const pref = basePref("block-icmp-8888");
+    await admin.assign(v1, "drift-host");
+    await agent.reconcile();
+    expect(await filters(datapath), "only the interface that exists").toEqual([`eth0 egress ${pref} ${v1}`]);
+    expect(logs.filter((l) => l.startsWith("interface eth9")), "the missing interface, logged once").toHaveLength(1);
+
+    await datapath.detach({ iface: "eth0", direction: "egress", pref });
+    await agent.reconcile();
+    expect(await filters(datapath), "deleted filter restored").toEqual([`eth0 egress ${pref} ${v1}`]);
+    datapath.attachForeign({ iface: "eth0", direction: "egress", pref });
+    await agent.reconcile();
+    expect(await filters(datapath), "replaced filter restored").toEqual([`eth0 egress ${pref} ${v1}`]);
+
+    datapath.kernel.addInterface("eth9");
+    await agent.reconcile();
+    expect(await filters(datapath), "eth9 once it appears").toEqual([`eth0 egress ${pref} ${v1}`, `eth9 egress ${pref} ${v1}`]);
+    await agent.reconcile();
+    expect(logs.filter((l) => l.startsWith("interface eth9")), "still logged once").toHaveLength(1);
+  });
+
+  it("--dry-run verifies and says plainly that nothing is enforced, and touches nothing", async () => {
+    const v1 = await publish("8.0.0");
+    const unsigned = await publish("8.1.0", null, "other-policy");
+    const { agent, datapath, events, logs } = await agentFor("dry-host", { dryRun: true });
+    await admin.assign(v1, "dry-host");
+    await admin.assign(unsigned, "dry-host");
+    await agent.reconcile();
+    await agent.reconcile();
+    expect([await datapath.loaded(), await datapath.attached()], "nothing loaded or attached").toEqual([[], []]);
+    expect(logs.some((l) => l.includes("NOTHING IS ENFORCED")), logs.join("\n")).toBe(true);
+    expect(logs.filter((l) => l.startsWith(`dry run: would load and attach block-icmp-8888 8.0.0 ${v1}`)), "said once").toHaveLength(1);
+    expect(events.filter((e) => e.id === v1).map((e) => e.event), "verified once").toEqual(["received", "verified"]);
+    expect(events.filter((e) => e.id === unsigned).map((e) => [e.event, e.code]), "unsigned refused once").toEqual([["received", undefined], ["failed", "NO_SIGNATURE"]]);
   });
 });
