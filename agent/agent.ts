@@ -6,7 +6,7 @@
 import { hostname, release } from "node:os";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { AssignerClient, AssignerError, assignmentsSubject, telemetrySubject, type ArtifactJson } from "../assigner/api/index.js";
-import type { Datapath } from "../ebpf/index.js";
+import type { Attachment, Datapath, LoadedProgram } from "../ebpf/index.js";
 import { describeError } from "../errors.js";
 import type { RepositoryOptions } from "../registry/index.js";
 import type { TrustPolicy } from "../signing/index.js";
@@ -16,7 +16,7 @@ import { Executor } from "./executor.js";
 import { ArtifactCache, type VerifiedArtifact } from "./fetch.js";
 import { plan, type InstalledProgram, type Program, type Step } from "./plan.js";
 import { logLine, telemetryMessage, type Reporter, type StepReport } from "./report.js";
-import { StateDir } from "./state.js";
+import { StateDir, type InstalledRecord } from "./state.js";
 import type { z } from "zod";
 
 export interface AgentOptions {
@@ -241,18 +241,15 @@ export class Agent {
     const records = await this.state.installed();
     const loaded = await datapath.loaded();
     const attached = await datapath.attached();
-    const actual: InstalledProgram[] = loaded.map((p) => {
-      const record = records.get(p.id);
-      const pref = record?.pref ?? attached.find((a) => a.id === p.id)?.pref ?? 0;
-      return { id: p.id, name: record?.name ?? p.id, version: record?.version ?? "", pref };
-    });
+    // A record of a program no longer pinned (someone unpinned it) is stale: the digest is installed afresh if still assigned.
+    for (const id of [...records.keys()]) if (!loaded.some((p) => p.id === id)) records.delete(id);
 
     const desired: Program[] = [];
     const hold: string[] = [];
     const verified = new Map<string, VerifiedArtifact>();
     for (const artifact of assigned) {
       const record = records.get(artifact.id);
-      if (record && loaded.some((p) => p.id === artifact.id)) {
+      if (record) {
         desired.push({ id: artifact.id, name: record.name, version: record.version });
         continue;
       }
@@ -287,21 +284,52 @@ export class Agent {
     if (hold.length > 0) this.etag = undefined;
     if (this.options.dryRun) return;
 
+    const actual = this.actual(loaded, attached, records, assigned, verified);
     const steps = plan(desired, actual, { hold });
     const ifaces = await this.interfaces();
     for (const step of steps) {
       signal.throwIfAborted();
       await this.applyStep(step, ifaces, records, verified);
     }
-    await this.state.saveInstalled(records);
     await this.reportCounters(records);
     const keep = new Set([...desired.map((p) => p.id), ...steps.filter((s) => s.kind === "keep").map((s) => s.program.id)]);
     for (const digest of await this.cache.prune(keep)) if (loaded.some((p) => p.id === digest)) this.log(`pruned ${digest} from the cache`);
   }
 
-  private async applyStep(step: Step, ifaces: string[], records: Parameters<Executor["apply"]>[2], verified: Map<string, VerifiedArtifact>): Promise<void> {
+  /**
+   * What the kernel runs, named from the records. A program pinned but never
+   * recorded (a crash between load and record) is named from its verified
+   * bundle and kept at the pref it is attached at; unattached, it is left out
+   * so it is added again (load returns the pinned program); unassigned, it is
+   * removed.
+   */
+  private actual(loaded: LoadedProgram[], attached: Attachment[], records: Map<string, InstalledRecord>, assigned: Assigned[], verified: Map<string, VerifiedArtifact>): InstalledProgram[] {
+    const actual: InstalledProgram[] = [];
+    for (const { id } of loaded) {
+      const record = records.get(id);
+      const pref = attached.find((a) => a.id === id)?.pref;
+      if (record) {
+        actual.push({ id, name: record.name, version: record.version, pref: record.pref });
+        continue;
+      }
+      const bundle = verified.get(id)?.bundle;
+      if (bundle && pref !== undefined) {
+        const { policy } = bundle;
+        records.set(id, { name: policy.name, version: policy.version, direction: policy.attach.direction, pref, rules: policy.rules.length, since: new Date().toISOString() });
+        actual.push({ id, name: policy.name, version: policy.version, pref });
+      } else if (!bundle) {
+        // Named as the assigner names it, only so a refused update holds it in force.
+        actual.push({ id, name: assigned.find((a) => a.id === id)?.name ?? id, version: "", pref: pref ?? 0 });
+      }
+    }
+    return actual;
+  }
+
+  /** Carries out one step; the records are saved after each, so a crash loses at most the step in flight. */
+  private async applyStep(step: Step, ifaces: string[], records: Map<string, InstalledRecord>, verified: Map<string, VerifiedArtifact>): Promise<void> {
     try {
       await this.executor.apply(step, ifaces, records, verified);
+      await this.state.saveInstalled(records);
     } catch (err) {
       const { id, name, version } = step.program;
       this.report({ event: "failed", id, name, version, code: errorCode(err), reason: `${step.kind}: ${describeError(err)}` });
@@ -309,7 +337,7 @@ export class Agent {
   }
 
   /** Per-rule drop counters of every installed program, as an `attached` report. */
-  private async reportCounters(records: Parameters<Executor["apply"]>[2]): Promise<void> {
+  private async reportCounters(records: Map<string, InstalledRecord>): Promise<void> {
     if (!this.nats && !(this.options.reporters?.length)) return;
     for (const [id, record] of records) {
       const counters = await this.options.datapath.counters(id).catch(() => undefined);

@@ -314,4 +314,30 @@ describe("enforcement", () => {
     expect(events.filter((e) => e.id === v1).map((e) => e.event), "verified once").toEqual(["received", "verified"]);
     expect(events.filter((e) => e.id === unsigned).map((e) => [e.event, e.code]), "unsigned refused once").toEqual([["received", undefined], ["failed", "NO_SIGNATURE"]]);
   });
+
+  it("recovers from a crash between loading and recording: names an attached program from its bundle, attaches an unattached one", async () => {
+    const v1 = await publish("9.0.0");
+    const first = await agentFor("crash-host");
+    await admin.assign(v1, "crash-host");
+    await first.agent.reconcile();
+    await first.agent.stop();
+    const kernel = first.datapath.kernel;
+    const before = await filters(first.datapath);
+    rmSync(join(first.stateDir, "installed.json"));
+
+    const second = await agentFor("crash-host", { kernel, stateDir: first.stateDir });
+    await second.agent.reconcile();
+    expect(await filters(second.datapath), "attached program kept as it was").toEqual(before);
+    const installed = JSON.parse(readFileSync(join(first.stateDir, "installed.json"), "utf8")) as Record<string, { name: string; pref: number }>;
+    expect(installed[v1], "record rebuilt from the verified bundle").toMatchObject({ name: "block-icmp-8888", pref: basePref("block-icmp-8888") });
+    await second.agent.stop();
+
+    // Loaded, never attached: the next agent attaches it without loading another program.
+    for (const hook of await second.datapath.attached()) await second.datapath.detach(hook);
+    rmSync(join(first.stateDir, "installed.json"));
+    const programs = kernel.nextProgramId;
+    const third = await agentFor("crash-host", { kernel, stateDir: first.stateDir });
+    await third.agent.reconcile();
+    expect([await filters(third.datapath), kernel.nextProgramId], "attached, same program").toEqual([before, programs]);
+  });
 });
