@@ -2,7 +2,7 @@
 // 2.8.2 with signed policies, on the MemoryDatapath: what it installs,
 // replaces, removes and refuses, and what it adopts after a restart.
 import { createPrivateKey } from "node:crypto";
-import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
@@ -13,8 +13,9 @@ import { AssignerClient } from "../../assigner/api/index.js";
 import { startAssigner, type RunningAssigner } from "../../assigner/index.js";
 import { buildBundle, pushBundle } from "../../bundle/index.js";
 import { MemoryDatapath, MemoryKernel } from "../../ebpf/index.js";
-import { RemoteRepository } from "../../registry/index.js";
+import { copy, OciLayoutTarget, RemoteRepository } from "../../registry/index.js";
 import { generateKeyPair, KeySigner, loadTrust, signArtifact, type TrustPolicy } from "../../signing/index.js";
+import { startRegistryProxy } from "../harness/proxy.js";
 import { startRegistry, type RegistryServer } from "../harness/registry.js";
 import { startNats, type TcpServer } from "../harness/tcp-server.js";
 
@@ -51,7 +52,7 @@ interface Running {
 }
 
 /** An agent for `hostId` on a memory kernel (shared to model a restart); slow polling, so tests step it with reconcile(). */
-async function runAgent(hostId: string, options: { kernel?: MemoryKernel; stateDir?: string; assigner?: string; nats?: boolean; dryRun?: boolean; ifaces?: string[] } = {}): Promise<Running> {
+async function runAgent(hostId: string, options: { kernel?: MemoryKernel; stateDir?: string; assigner?: string; nats?: boolean; dryRun?: boolean; ifaces?: string[]; mirrors?: string[] } = {}): Promise<Running> {
   const datapath = new MemoryDatapath(options.kernel ? { kernel: options.kernel } : { interfaces: ["lo", "eth0", "eth1"] });
   const events: StepReport[] = [];
   const logs: string[] = [];
@@ -69,6 +70,7 @@ async function runAgent(hostId: string, options: { kernel?: MemoryKernel; stateD
     ...(options.nats ? { natsUrl: nats.url } : {}),
     ...(options.dryRun ? { dryRun: true } : {}),
     ...(options.ifaces ? { ifaces: options.ifaces } : {}),
+    ...(options.mirrors ? { mirrors: options.mirrors } : {}),
   });
   await agent.start();
   return { agent, datapath, events, logs, stateDir };
@@ -339,5 +341,45 @@ describe("enforcement", () => {
     const third = await agentFor("crash-host", { kernel, stateDir: first.stateDir });
     await third.agent.reconcile();
     expect([await filters(third.datapath), kernel.nextProgramId], "attached, same program").toEqual([before, programs]);
+  });
+
+  it("pulls from the mirrors in order, refusing a tampering one, and falls back to the reference", async () => {
+    const v1 = await publish("10.0.0");
+    const v2 = await publish("10.1.0", ciKey, "mirror-only");
+    const tampering = await startRegistryProxy(registry.url, { tamperBlobs: true });
+    try {
+      const layout = join(work, "mirror-layout");
+      await copy(new RemoteRepository(registry.host, "policies/agent"), v1, new OciLayoutTarget(layout), undefined, { referrers: true });
+      const { agent, events } = await agentFor("mirror-host", { mirrors: [`${tampering.host}/policies/agent`, `oci:${layout}`] });
+      await admin.assign(v1, "mirror-host");
+      await admin.assign(v2, "mirror-host");
+      await agent.reconcile();
+      const sources = events.filter((e) => e.event === "verified").map((e) => [e.id, e.reason?.replace(/^.*, from /, "")]);
+      expect(sources, "v1 from the layout mirror (the tampering one refused), v2 (in no mirror) from its reference").toEqual([
+        [v1, `oci:${layout}@${v1}`],
+        [v2, `${registry.host}/policies/agent@${v2}`],
+      ]);
+      expect(tampering.requests.some((r) => r.path.includes("/blobs/")), "the tampering mirror was tried first").toBe(true);
+    } finally {
+      await tampering.stop();
+    }
+  });
+
+  it("stops during a stalled pull: the pull is cancelled, nothing is installed and no partial blob is left", async () => {
+    const v1 = await publish("11.0.0", ciKey, "stalled");
+    const stalling = await startRegistryProxy(registry.url, { stallBlobsAfter: 10 });
+    try {
+      const r = await runAgent("stall-host", { mirrors: [`${stalling.host}/policies/agent`] });
+      await admin.assign(v1, "stall-host");
+      const pass = r.agent.reconcile();
+      await until("the layer is being pulled", () => stalling.requests.some((q) => q.path.includes("/blobs/") && q.status === 200));
+      await r.agent.stop();
+      await expect(pass, "the reconcile in flight ends with the stop").rejects.toThrow(/agent stopping/);
+      expect(await r.datapath.loaded(), "nothing installed").toEqual([]);
+      const blobs = join(r.stateDir, "cache", "blobs", "sha256");
+      expect(readdirSync(blobs).filter((n) => n.startsWith(".tmp-")), "no partial blob").toEqual([]);
+    } finally {
+      await stalling.stop();
+    }
   });
 });
