@@ -171,10 +171,20 @@ export class Agent {
     })();
   }
 
+  /** A step: one line in the operator's log, and published. */
   private report(step: StepReport): void {
     this.log(logLine(step));
+    this.publish(step);
+  }
+
+  /**
+   * Sends a report to the assigner (and the test reporters). The seam for
+   * what comes next (issue 9): an in-force receipt signed with the agent's
+   * key, and POST /agents/{uid}/telemetry when there is no NATS. Until then a
+   * step without NATS is only logged.
+   */
+  private publish(step: StepReport): void {
     for (const reporter of this.options.reporters ?? []) reporter.report(step);
-    // Without NATS the step is logged only; the HTTP telemetry route will carry it (issue 9, later).
     if (this.nats && !this.nats.isClosed()) {
       this.nats.publish(telemetrySubject(this.options.hostId), JSON.stringify(telemetryMessage(this.options.hostId, step)));
     }
@@ -336,16 +346,12 @@ export class Agent {
     }
   }
 
-  /** Per-rule drop counters of every installed program, as an `attached` report. */
+  /** Per-rule drop counters of every installed program, as an `attached` report (published, not logged). */
   private async reportCounters(records: Map<string, InstalledRecord>): Promise<void> {
-    if (!this.nats && !(this.options.reporters?.length)) return;
     for (const [id, record] of records) {
       const counters = await this.options.datapath.counters(id).catch(() => undefined);
       if (!counters) continue;
-      const named = Object.fromEntries(counters.map((n, i) => [`rule${i}`, n]));
-      const step: StepReport = { event: "attached", id, name: record.name, version: record.version, counters: named };
-      for (const reporter of this.options.reporters ?? []) reporter.report(step);
-      this.nats?.publish(telemetrySubject(this.options.hostId), JSON.stringify(telemetryMessage(this.options.hostId, step)));
+      this.publish({ event: "attached", id, name: record.name, version: record.version, counters: Object.fromEntries(counters.map((n, i) => [`rule${i}`, n])) });
     }
   }
 }
