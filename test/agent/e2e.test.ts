@@ -143,6 +143,8 @@ describe("aegis agent run on the real kernel", () => {
     expect(await ping(), "ping while enforced").toBe(false);
     expect((await datapath.counters(id))[0]!, "the drop counter rises").toBeGreaterThan(before);
     expect(first.output(), "one line per step, with policy name and digest").toContain(`attached block-peer-icmp 1.0.0 ${id}`);
+    const status = async (event: string) => (await admin.status(id)).hosts.some((h) => h.host_id === "e2e-host" && h.event === event);
+    await until("the assigner shows attached (telemetry over NATS)", () => status("attached"), first.output);
 
     expect(await stop(first.process), `SIGTERM exits cleanly\n${first.output()}`).toBe(0);
     expect(await ping(), "still enforced after the agent stopped").toBe(false);
@@ -155,6 +157,7 @@ describe("aegis agent run on the real kernel", () => {
     await admin.unassign(id, "e2e-host");
     await until("ping to the peer passes again", ping, second.output);
     await until("the program is unpinned", async () => (await datapath.loaded()).length === 0, second.output);
+    await until("the assigner shows detached", () => status("detached"), second.output);
     expect(existsSync(join(pinRoot, id.replace(":", "-"))), "no pin left").toBe(false);
     expect(await stop(second.process), second.output()).toBe(0);
   });
