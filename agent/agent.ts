@@ -14,7 +14,7 @@ import { backoffDelay, sleep } from "../util/index.js";
 import { errorCode } from "./errors.js";
 import { Executor } from "./executor.js";
 import { ArtifactCache, type VerifiedArtifact } from "./fetch.js";
-import { plan, type InstalledProgram, type Program, type Step } from "./plan.js";
+import { newestByName, plan, type InstalledProgram, type Program, type Step } from "./plan.js";
 import { logLine, telemetryMessage, type Reporter, type StepReport } from "./report.js";
 import { StateDir, type InstalledRecord } from "./state.js";
 import type { z } from "zod";
@@ -61,6 +61,7 @@ export class Agent {
   private readonly failed = new Map<string, string>();
   private readonly dryRunVerified = new Set<string>();
   private readonly missing = new Set<string>();
+  private readonly superseded = new Set<string>();
   private nats: NatsConnection | undefined;
   private wake: (() => void) | undefined;
   /** A wake-up that came while reconciling: the next sleep ends at once, so no change is missed. */
@@ -294,6 +295,10 @@ export class Agent {
     if (hold.length > 0) this.etag = undefined;
     if (this.options.dryRun) return;
 
+    for (const p of newestByName(desired).superseded) {
+      if (!this.superseded.has(p.id)) this.log(`superseded ${p.name} ${p.version} ${p.id}: a newer version of ${p.name} is assigned`);
+      this.superseded.add(p.id);
+    }
     const actual = this.actual(loaded, attached, records, assigned, verified);
     const steps = plan(desired, actual, { hold });
     const ifaces = await this.interfaces();

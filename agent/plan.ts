@@ -64,14 +64,57 @@ export function prefFor(name: string, taken: ReadonlySet<number>): number {
 }
 
 /**
- * The steps from `actual` to `desired`: keep what is installed and still
- * assigned; a new digest of an installed policy name replaces it at its
+ * Orders versions: numeric parts compared as numbers (1.10.0 > 1.9.0), a
+ * release above its pre-releases (2.0.0 > 2.0.0-rc.1), then the whole text.
+ */
+export function compareVersions(a: string, b: string): number {
+  const [coreA = "", preA] = a.split(/-(.*)/s);
+  const [coreB = "", preB] = b.split(/-(.*)/s);
+  return compareParts(coreA, coreB) || (preA === undefined ? 1 : 0) - (preB === undefined ? 1 : 0) || compareParts(preA ?? "", preB ?? "") || (a < b ? -1 : a > b ? 1 : 0);
+}
+
+/** Dot-separated parts, numbers as numbers, a number below a word (as semver orders pre-release fields). */
+function compareParts(a: string, b: string): number {
+  const x = a.split(".");
+  const y = b.split(".");
+  for (let i = 0; i < Math.max(x.length, y.length); i++) {
+    const p = x[i];
+    const q = y[i];
+    if (p === undefined || q === undefined) return p === undefined ? -1 : 1;
+    const np = /^\d+$/.test(p) ? Number(p) : undefined;
+    const nq = /^\d+$/.test(q) ? Number(q) : undefined;
+    const order = np !== undefined && nq !== undefined ? np - nq : np !== undefined ? -1 : nq !== undefined ? 1 : p < q ? -1 : p > q ? 1 : 0;
+    if (order !== 0) return Math.sign(order);
+  }
+  return 0;
+}
+
+/**
+ * One program per policy name: the newest version (then the greatest
+ * digest, so the choice is the same everywhere). Assigning v2 before
+ * unassigning v1 is then a replace at v1's pref, not two filters.
+ */
+export function newestByName(desired: readonly Program[]): { chosen: Program[]; superseded: Program[] } {
+  const best = new Map<string, Program>();
+  for (const p of desired) {
+    const current = best.get(p.name);
+    if (!current || compareVersions(p.version, current.version) > 0 || (compareVersions(p.version, current.version) === 0 && p.id > current.id)) best.set(p.name, p);
+  }
+  const chosen = new Set([...best.values()].map((p) => p.id));
+  return { chosen: [...best.values()], superseded: desired.filter((p) => !chosen.has(p.id)) };
+}
+
+/**
+ * The steps from `actual` to `desired`: per policy name only the newest
+ * assigned version runs (newestByName); keep what is installed and still
+ * chosen; a new digest of an installed policy name replaces it at its
  * pref; any other new digest is added at a fresh pref; what is no longer
- * assigned is removed (unless held). Order: keeps, replaces, adds, removes
+ * chosen is removed (unless held). Order: keeps, replaces, adds, removes
  * (enforcement is set up before anything is taken down); within a kind, by
  * policy name then digest.
  */
-export function plan(desired: readonly Program[], actual: readonly InstalledProgram[], options: PlanOptions = {}): Step[] {
+export function plan(assigned: readonly Program[], actual: readonly InstalledProgram[], options: PlanOptions = {}): Step[] {
+  const desired = newestByName(assigned).chosen;
   const wanted = new Set(desired.map((p) => p.id));
   const installed = new Set(actual.map((p) => p.id));
   const hold = new Set(options.hold ?? []);

@@ -382,4 +382,20 @@ describe("enforcement", () => {
       await stalling.stop();
     }
   });
+
+  it("assigning v2 before unassigning v1 replaces v1 at its pref (newest per policy name)", async () => {
+    const v1 = await publish("12.0.0", ciKey, "rolling");
+    const v2 = await publish("12.1.0", ciKey, "rolling");
+    const { agent, datapath, logs } = await agentFor("rolling-host");
+    const pref = basePref("rolling");
+    await admin.assign(v1, "rolling-host");
+    await agent.reconcile();
+    await admin.assign(v2, "rolling-host");
+    await agent.reconcile();
+    expect(await filters(datapath), "v2 at v1's pref").toEqual([`eth0 egress ${pref} ${v2}`, `eth1 egress ${pref} ${v2}`]);
+    expect(logs.some((l) => l.startsWith(`superseded rolling 12.0.0 ${v1}`)), logs.join("\n")).toBe(true);
+    await admin.unassign(v1, "rolling-host");
+    await agent.reconcile();
+    expect(await filters(datapath), "unassigning the superseded v1 changes nothing").toEqual([`eth0 egress ${pref} ${v2}`, `eth1 egress ${pref} ${v2}`]);
+  });
 });

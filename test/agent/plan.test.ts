@@ -1,6 +1,6 @@
 // The planner's table tests (no root): from desired and actual to steps.
 import { describe, expect, it } from "vitest";
-import { basePref, plan, PREF_MAX, PREF_MIN, prefFor, type InstalledProgram, type Program, type Step } from "../../agent/index.js";
+import { basePref, compareVersions, newestByName, plan, PREF_MAX, PREF_MIN, prefFor, type InstalledProgram, type Program, type Step } from "../../agent/index.js";
 
 const digest = (c: string) => `sha256:${c.repeat(64)}`;
 const A1: Program = { id: digest("a"), name: "block-icmp", version: "1.0.0" };
@@ -59,10 +59,17 @@ const cases: { name: string; desired: Program[]; actual: InstalledProgram[]; hol
     steps: [`keep 1.0.0@block-icmp pref ${A}`, `remove 1.0.0@deny-egress pref ${B}`],
   },
   {
-    name: "both versions assigned: the installed one is kept, the other added at another pref",
+    name: "both versions assigned (v2 before unassigning v1): the newest replaces the installed one at its pref",
     desired: [A1, A2],
     actual: [at(A1, A)],
-    steps: [`keep 1.0.0@block-icmp pref ${A}`, `add 2.0.0@block-icmp pref ${A === PREF_MAX ? PREF_MIN : A + 1}`],
+    steps: [`replace 1.0.0@block-icmp by 2.0.0 pref ${A}`],
+  },
+  { name: "both versions new: only the newest is added", desired: [A2, A1], actual: [], steps: [`add 2.0.0@block-icmp pref ${A}`] },
+  {
+    name: "an older version assigned later does not displace the newer",
+    desired: [A2, A1],
+    actual: [at(A2, A)],
+    steps: [`keep 2.0.0@block-icmp pref ${A}`],
   },
   {
     name: "a pref in use by another policy is skipped",
@@ -101,5 +108,20 @@ describe("prefs", () => {
     const top = new Set<number>();
     for (let p = A; p <= PREF_MAX; p++) top.add(p);
     expect(prefFor("block-icmp", top), "wrapped").toBe(PREF_MIN);
+  });
+});
+
+describe("versions", () => {
+  const ordered = ["0.9.0", "1.2.0-rc.1", "1.2.0-rc.2", "1.2.0", "1.9.0", "1.10.0", "2.0.0"];
+  it("orders numerically, releases above their pre-releases", () => {
+    expect([...ordered].reverse().sort(compareVersions), "sorted").toEqual(ordered);
+  });
+
+  it("chooses the newest per name, ties by digest", () => {
+    const same = { ...A1, id: digest("f") };
+    const { chosen, superseded } = newestByName([A1, same, A2, B1]);
+    expect(chosen.map((p) => p.id).sort(), "chosen").toEqual([A2.id, B1.id].sort());
+    expect(superseded.map((p) => p.id).sort(), "superseded").toEqual([A1.id, same.id].sort());
+    expect(newestByName([A1, same]).chosen.map((p) => p.id), "tie").toEqual([same.id]);
   });
 });
