@@ -11,7 +11,7 @@ import { describeError } from "../errors.js";
 import type { RepositoryOptions } from "../registry/index.js";
 import type { TrustPolicy } from "../signing/index.js";
 import { backoffDelay, sleep } from "../util/index.js";
-import { errorCode } from "./errors.js";
+import { AgentError, errorCode } from "./errors.js";
 import { Executor } from "./executor.js";
 import { ArtifactCache, type VerifiedArtifact } from "./fetch.js";
 import { newestByName, plan, type InstalledProgram, type Program, type Step } from "./plan.js";
@@ -31,6 +31,8 @@ export interface AgentOptions {
   natsUrl?: string;
   /** Mean poll interval (ms); default 30 s. */
   pollIntervalMs?: number;
+  /** How long one exchange with the assigner may take (ms); default 30 s. */
+  requestTimeoutMs?: number;
   /** Cap of the backoff after failures (ms); default the poll interval. */
   maxBackoffMs?: number;
   labels?: Record<string, string>;
@@ -230,6 +232,23 @@ export class Agent {
     return this.assigned;
   }
 
+  /**
+   * The assigner's answer, unless the agent stops or the assigner hangs past
+   * the request timeout first (the client takes no signal: an abandoned
+   * request is left to finish or to die with the process).
+   */
+  private bounded<T>(work: Promise<T>): Promise<T> {
+    const ms = this.options.requestTimeoutMs ?? 30_000;
+    const signal = AbortSignal.any([this.controller.signal, AbortSignal.timeout(ms)]);
+    return new Promise<T>((resolve, reject) => {
+      const onAbort = () =>
+        reject(this.controller.signal.aborted ? this.controller.signal.reason : new AgentError("UNAVAILABLE", `the assigner at ${this.options.assigner} did not answer within ${ms} ms`));
+      if (signal.aborted) return onAbort();
+      signal.addEventListener("abort", onAbort, { once: true });
+      work.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+    });
+  }
+
   /** The interfaces to enforce on now: the configured ones that exist (a missing one is logged once), or every non-loopback one. */
   private async interfaces(): Promise<string[]> {
     const present = await this.options.datapath.interfaces();
@@ -247,7 +266,7 @@ export class Agent {
   private async reconcileOnce(): Promise<void> {
     const { signal } = this.controller;
     signal.throwIfAborted();
-    const assigned = await this.poll();
+    const assigned = await this.bounded(this.poll());
     const { datapath } = this.options;
     const records = await this.state.installed();
     const loaded = await datapath.loaded();

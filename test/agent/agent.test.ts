@@ -52,7 +52,7 @@ interface Running {
 }
 
 /** An agent for `hostId` on a memory kernel (shared to model a restart); slow polling, so tests step it with reconcile(). */
-async function runAgent(hostId: string, options: { kernel?: MemoryKernel; stateDir?: string; assigner?: string; nats?: boolean; dryRun?: boolean; ifaces?: string[]; mirrors?: string[] } = {}): Promise<Running> {
+async function runAgent(hostId: string, options: { kernel?: MemoryKernel; stateDir?: string; assigner?: string; nats?: boolean; dryRun?: boolean; ifaces?: string[]; mirrors?: string[]; requestTimeoutMs?: number } = {}): Promise<Running> {
   const datapath = new MemoryDatapath(options.kernel ? { kernel: options.kernel } : { interfaces: ["lo", "eth0", "eth1"] });
   const events: StepReport[] = [];
   const logs: string[] = [];
@@ -71,6 +71,7 @@ async function runAgent(hostId: string, options: { kernel?: MemoryKernel; stateD
     ...(options.dryRun ? { dryRun: true } : {}),
     ...(options.ifaces ? { ifaces: options.ifaces } : {}),
     ...(options.mirrors ? { mirrors: options.mirrors } : {}),
+    ...(options.requestTimeoutMs ? { requestTimeoutMs: options.requestTimeoutMs } : {}),
   });
   await agent.start();
   return { agent, datapath, events, logs, stateDir };
@@ -397,5 +398,35 @@ describe("enforcement", () => {
     await admin.unassign(v1, "rolling-host");
     await agent.reconcile();
     expect(await filters(datapath), "unassigning the superseded v1 changes nothing").toEqual([`eth0 egress ${pref} ${v2}`, `eth1 egress ${pref} ${v2}`]);
+  });
+});
+
+describe("outages", () => {
+  it("an assigner that hangs fails the pass with UNAVAILABLE, enforcement holds, and a stop does not wait for it", async () => {
+    const v1 = await publish("13.0.0", ciKey, "outage");
+    const first = await agentFor("outage-host");
+    await admin.assign(v1, "outage-host");
+    await first.agent.reconcile();
+    await first.agent.stop();
+    const before = await filters(first.datapath);
+    expect(before, "installed").toHaveLength(2);
+
+    const hung = createServer(() => undefined);
+    await new Promise<void>((resolve) => hung.listen(0, "127.0.0.1", resolve));
+    try {
+      const url = `http://127.0.0.1:${(hung.address() as AddressInfo).port}`;
+      const second = await runAgent("outage-host", { kernel: first.datapath.kernel, stateDir: first.stateDir, assigner: url, requestTimeoutMs: 300 });
+      await expect(second.agent.reconcile(), "timed out").rejects.toMatchObject({ code: "UNAVAILABLE" });
+      expect(await filters(second.datapath), "enforcement holds").toEqual(before);
+      const third = await runAgent("outage-host", { kernel: first.datapath.kernel, stateDir: first.stateDir, assigner: url, requestTimeoutMs: 3_600_000 });
+      const pass = third.agent.reconcile();
+      await third.agent.stop();
+      await expect(pass, "the stop ends the pass").rejects.toThrow(/agent stopping/);
+      await second.agent.stop();
+      expect(await filters(third.datapath), "nothing detached by the stops").toEqual(before);
+    } finally {
+      hung.closeAllConnections();
+      await new Promise((resolve) => hung.close(resolve));
+    }
   });
 });
