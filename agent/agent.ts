@@ -84,14 +84,20 @@ export class Agent {
   async start(): Promise<void> {
     await this.state.init();
     await this.state.key();
-    const loaded = await this.options.datapath.loaded();
-    const attached = await this.options.datapath.attached();
-    const records = await this.state.installed();
-    for (const p of loaded) {
-      const hooks = attached.filter((a) => a.id === p.id).length;
-      this.log(`adopted ${records.get(p.id)?.name ?? "(unknown policy)"} ${p.id} (program id ${p.programId}, ${hooks} hook(s))`);
-    }
     if (this.options.dryRun) this.log("dry run: verifying only, NOTHING IS ENFORCED by this agent");
+    try {
+      const loaded = await this.options.datapath.loaded();
+      const attached = await this.options.datapath.attached();
+      const records = await this.state.installed();
+      for (const p of loaded) {
+        const hooks = attached.filter((a) => a.id === p.id).length;
+        this.log(`adopted ${records.get(p.id)?.name ?? "(unknown policy)"} ${p.id} (program id ${p.programId}, ${hooks} hook(s))`);
+      }
+    } catch (err) {
+      // A dry run is what runs where BPF cannot: not being able to read the kernel's state is expected there.
+      if (!this.options.dryRun) throw err;
+      this.log(`dry run: cannot read the datapath (${describeError(err)})`);
+    }
     this.connectNats();
     this.loop = this.run();
   }
@@ -269,8 +275,10 @@ export class Agent {
     const assigned = await this.bounded(this.poll());
     const { datapath } = this.options;
     const records = await this.state.installed();
-    const loaded = await datapath.loaded();
-    const attached = await datapath.attached();
+    // A dry run also runs where BPF cannot: there it sees an empty kernel.
+    const dry = this.options.dryRun === true;
+    const loaded = await datapath.loaded().catch((err: unknown) => (dry ? [] : Promise.reject(err)));
+    const attached = await datapath.attached().catch((err: unknown) => (dry ? [] : Promise.reject(err)));
     // A record of a program no longer pinned (someone unpinned it) is stale: the digest is installed afresh if still assigned.
     for (const id of [...records.keys()]) if (!loaded.some((p) => p.id === id)) records.delete(id);
 

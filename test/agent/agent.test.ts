@@ -52,8 +52,8 @@ interface Running {
 }
 
 /** An agent for `hostId` on a memory kernel (shared to model a restart); slow polling, so tests step it with reconcile(). */
-async function runAgent(hostId: string, options: { kernel?: MemoryKernel; stateDir?: string; assigner?: string; nats?: boolean; dryRun?: boolean; ifaces?: string[]; mirrors?: string[]; requestTimeoutMs?: number } = {}): Promise<Running> {
-  const datapath = new MemoryDatapath(options.kernel ? { kernel: options.kernel } : { interfaces: ["lo", "eth0", "eth1"] });
+async function runAgent(hostId: string, options: { kernel?: MemoryKernel; stateDir?: string; assigner?: string; nats?: boolean; dryRun?: boolean; ifaces?: string[]; mirrors?: string[]; requestTimeoutMs?: number; datapath?: MemoryDatapath } = {}): Promise<Running> {
+  const datapath = options.datapath ?? new MemoryDatapath(options.kernel ? { kernel: options.kernel } : { interfaces: ["lo", "eth0", "eth1"] });
   const events: StepReport[] = [];
   const logs: string[] = [];
   const stateDir = options.stateDir ?? mkdtempSync(join(work, `state-${hostId}-`));
@@ -306,12 +306,20 @@ describe("enforcement", () => {
   it("--dry-run verifies and says plainly that nothing is enforced, and touches nothing", async () => {
     const v1 = await publish("8.0.0");
     const unsigned = await publish("8.1.0", null, "other-policy");
-    const { agent, datapath, events, logs } = await agentFor("dry-host", { dryRun: true });
+    // Where BPF cannot load, reading the kernel fails too: a dry run goes on.
+    const noBpf = new MemoryDatapath();
+    const { loaded, attached } = noBpf;
+    noBpf.loaded = () => Promise.reject(new Error("bpftool: Operation not permitted"));
+    noBpf.attached = noBpf.loaded as never;
+    const { agent, datapath, events, logs } = await agentFor("dry-host", { dryRun: true, datapath: noBpf });
     await admin.assign(v1, "dry-host");
     await admin.assign(unsigned, "dry-host");
     await agent.reconcile();
     await agent.reconcile();
+    datapath.loaded = loaded.bind(datapath);
+    datapath.attached = attached.bind(datapath);
     expect([await datapath.loaded(), await datapath.attached()], "nothing loaded or attached").toEqual([[], []]);
+    expect(logs.some((l) => l.startsWith("dry run: cannot read the datapath")), logs.join("\n")).toBe(true);
     expect(logs.some((l) => l.includes("NOTHING IS ENFORCED")), logs.join("\n")).toBe(true);
     expect(logs.filter((l) => l.startsWith(`dry run: would load and attach block-icmp-8888 8.0.0 ${v1}`)), "said once").toHaveLength(1);
     expect(events.filter((e) => e.id === v1).map((e) => e.event), "verified once").toEqual(["received", "verified"]);
