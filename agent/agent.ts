@@ -58,10 +58,11 @@ export class Agent {
   private client: AssignerClient | undefined;
   private etag: string | undefined;
   private assigned: Assigned[] = [];
-  /** Digests already reported received / failed (with the code), so a poll does not repeat them. */
+  /** Digests already reported received, verified, failed (with the code), so a poll does not repeat them. */
   private readonly received = new Set<string>();
   private readonly failed = new Map<string, string>();
-  private readonly dryRunVerified = new Set<string>();
+  private readonly stepFailed = new Map<string, string>();
+  private readonly verifiedOnce = new Set<string>();
   private readonly missing = new Set<string>();
   private readonly superseded = new Set<string>();
   private nats: NatsConnection | undefined;
@@ -300,13 +301,15 @@ export class Agent {
         const { policy } = v.bundle;
         verified.set(artifact.id, v);
         desired.push({ id: artifact.id, name: policy.name, version: policy.version });
-        if (this.failed.delete(artifact.id) || !this.dryRunVerified.has(artifact.id)) {
+        // Reported once (again after a failure): a superseded or dry-run digest is verified on every pass.
+        const first = !this.verifiedOnce.has(artifact.id);
+        if (this.failed.delete(artifact.id) || first) {
           this.report({ event: "verified", id: artifact.id, name: policy.name, version: policy.version, reason: `signed by ${v.signature.key.name}, from ${v.source}` });
         }
-        if (this.options.dryRun && !this.dryRunVerified.has(artifact.id)) {
-          this.dryRunVerified.add(artifact.id);
+        if (this.options.dryRun && first) {
           this.log(`dry run: would load and attach ${policy.name} ${policy.version} ${artifact.id} (${policy.attach.direction}); nothing is enforced`);
         }
+        this.verifiedOnce.add(artifact.id);
       } catch (err) {
         signal.throwIfAborted();
         // The claimed name only keeps an installed version in force: trusting it can never widen what runs.
@@ -369,11 +372,16 @@ export class Agent {
 
   /** Carries out one step; the records are saved after each, so a crash loses at most the step in flight. */
   private async applyStep(step: Step, ifaces: string[], records: Map<string, InstalledRecord>, verified: Map<string, VerifiedArtifact>): Promise<void> {
+    const { id, name, version } = step.program;
     try {
       await this.executor.apply(step, ifaces, records, verified);
       await this.state.saveInstalled(records);
+      this.stepFailed.delete(id);
     } catch (err) {
-      const { id, name, version } = step.program;
+      // Retried every pass; reported again only when the failure changes.
+      const failure = `${step.kind} ${errorCode(err)}`;
+      if (this.stepFailed.get(id) === failure) return;
+      this.stepFailed.set(id, failure);
       this.report({ event: "failed", id, name, version, code: errorCode(err), reason: `${step.kind}: ${describeError(err)}` });
     }
   }
