@@ -5,6 +5,7 @@
 // so `aegis --version` or `aegis pull --help` loads little more than commander
 // (test/cli/startup.test.ts, bench/startup.ts).
 import { Command, CommanderError } from "commander";
+import { registerAgent } from "./commands/agent.js";
 import { registerAssigner, registerOperatorCommands } from "./commands/assigner.js";
 import { registerCopy } from "./commands/copy.js";
 import { registerInspect } from "./commands/inspect.js";
@@ -30,6 +31,7 @@ registerKeygen(program);
 registerSign(program);
 registerAssigner(program);
 registerOperatorCommands(program);
+registerAgent(program);
 
 try {
   await program.parseAsync();

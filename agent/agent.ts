@@ -1,0 +1,397 @@
+// The agent: learns what this host is assigned (poll for-host with its ETag,
+// woken at once by NATS), fetches and verifies each new digest, plans, and
+// has the executor carry the plan out through the Datapath. It adopts what
+// is pinned and attached when it starts and never detaches anything when it
+// stops: enforcement outlives the process (DESIGN.md "Agent").
+import { hostname, release } from "node:os";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { AssignerClient, AssignerError, assignmentsSubject, telemetrySubject, type ArtifactJson } from "../assigner/api/index.js";
+import type { Attachment, Datapath, LoadedProgram } from "../ebpf/index.js";
+import { describeError } from "../errors.js";
+import type { RepositoryOptions } from "../registry/index.js";
+import type { TrustPolicy } from "../signing/index.js";
+import { backoffDelay, sleep } from "../util/index.js";
+import { AgentError, errorCode } from "./errors.js";
+import { Executor } from "./executor.js";
+import { ArtifactCache, type VerifiedArtifact } from "./fetch.js";
+import { newestByName, plan, type InstalledProgram, type Program, type Step } from "./plan.js";
+import { logLine, telemetryMessage, type Reporter, type StepReport } from "./report.js";
+import { StateDir, type InstalledRecord } from "./state.js";
+import type { z } from "zod";
+
+export interface AgentOptions {
+  assigner: string;
+  hostId: string;
+  stateDir: string;
+  datapath: Datapath;
+  trust: TrustPolicy;
+  /** Interfaces to attach on; default every non-loopback interface the Datapath sees. */
+  ifaces?: readonly string[];
+  mirrors?: readonly string[];
+  natsUrl?: string;
+  /** Mean poll interval (ms); default 30 s. */
+  pollIntervalMs?: number;
+  /** How long one exchange with the assigner may take (ms); default 30 s. */
+  requestTimeoutMs?: number;
+  /** Cap of the backoff after failures (ms); default the poll interval. */
+  maxBackoffMs?: number;
+  labels?: Record<string, string>;
+  enrollSecret?: string;
+  /** Fetch, verify and plan, but never touch the Datapath. */
+  dryRun?: boolean;
+  repository?: RepositoryOptions;
+  /** The operator's log; default stderr. */
+  log?: (line: string) => void;
+  /** More places steps go (tests); the log and NATS always get them. */
+  reporters?: Reporter[];
+}
+
+type Assigned = z.infer<typeof ArtifactJson>;
+
+export class Agent {
+  readonly state: StateDir;
+  readonly cache: ArtifactCache;
+  private readonly controller = new AbortController();
+  private readonly executor: Executor;
+  private readonly log: (line: string) => void;
+  private readonly interval: number;
+  private client: AssignerClient | undefined;
+  private etag: string | undefined;
+  private assigned: Assigned[] = [];
+  /** Digests already reported received, verified, failed (with the code), so a poll does not repeat them. */
+  private readonly received = new Set<string>();
+  private readonly failed = new Map<string, string>();
+  private readonly stepFailed = new Map<string, string>();
+  private readonly verifiedOnce = new Set<string>();
+  private readonly missing = new Set<string>();
+  private readonly superseded = new Set<string>();
+  private nats: NatsConnection | undefined;
+  private wake: (() => void) | undefined;
+  /** A wake-up that came while reconciling: the next sleep ends at once, so no change is missed. */
+  private woken = false;
+  private queue: Promise<unknown> = Promise.resolve();
+  private loop: Promise<void> | undefined;
+
+  constructor(private readonly options: AgentOptions) {
+    this.state = new StateDir(options.stateDir);
+    this.cache = new ArtifactCache(this.state.cacheDir);
+    this.log = options.log ?? ((line) => process.stderr.write(`aegis agent: ${line}\n`));
+    this.interval = options.pollIntervalMs ?? 30_000;
+    const reporter: Reporter = { report: (step) => this.report(step) };
+    this.executor = new Executor(options.datapath, reporter);
+  }
+
+  /** Adopts what the kernel runs, connects to NATS in the background, and starts the poll loop. */
+  async start(): Promise<void> {
+    await this.state.init();
+    await this.state.key();
+    if (this.options.dryRun) this.log("dry run: verifying only, NOTHING IS ENFORCED by this agent");
+    try {
+      const loaded = await this.options.datapath.loaded();
+      const attached = await this.options.datapath.attached();
+      const records = await this.state.installed();
+      for (const p of loaded) {
+        const hooks = attached.filter((a) => a.id === p.id).length;
+        this.log(`adopted ${records.get(p.id)?.name ?? "(unknown policy)"} ${p.id} (program id ${p.programId}, ${hooks} hook(s))`);
+      }
+    } catch (err) {
+      // A dry run is what runs where BPF cannot: not being able to read the kernel's state is expected there.
+      if (!this.options.dryRun) throw err;
+      this.log(`dry run: cannot read the datapath (${describeError(err)})`);
+    }
+    this.connectNats();
+    this.loop = this.run();
+  }
+
+  /** Stops polling, cancels a pull in flight, closes NATS. Detaches nothing. */
+  async stop(): Promise<void> {
+    this.controller.abort(new Error("agent stopping"));
+    await this.loop?.catch(() => undefined);
+    await this.queue.catch(() => undefined);
+    await this.nats?.close().catch(() => undefined);
+  }
+
+  /** One reconciliation now, serialized with the loop's (tests call it to step the agent). */
+  reconcile(): Promise<void> {
+    const next = this.queue.then(() => this.reconcileOnce());
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  private async run(): Promise<void> {
+    const { signal } = this.controller;
+    let failures = 0;
+    while (!signal.aborted) {
+      try {
+        await this.reconcile();
+        failures = 0;
+      } catch (err) {
+        if (signal.aborted) break;
+        failures++;
+        this.log(`reconcile failed [${errorCode(err)}]: ${describeError(err)} (attempt ${failures}, backing off)`);
+      }
+      // Full jitter over [0, 2×interval]: the mean stays the interval and a fleet started together spreads out.
+      const wait = failures > 0 ? backoffDelay(failures, { baseMs: Math.min(1000, this.interval), maxMs: this.options.maxBackoffMs ?? this.interval }) : Math.random() * 2 * this.interval;
+      await this.sleepOrWake(wait);
+    }
+  }
+
+  private async sleepOrWake(ms: number): Promise<void> {
+    if (this.woken) {
+      this.woken = false;
+      return;
+    }
+    const woken = new AbortController();
+    this.wake = () => woken.abort();
+    try {
+      await sleep(ms, AbortSignal.any([woken.signal, this.controller.signal]));
+    } catch {
+      // woken or stopping
+    } finally {
+      this.wake = undefined;
+      this.woken = false;
+    }
+  }
+
+  /** Reconciles as soon as possible: now if sleeping, else right after the current pass. */
+  private nudge(): void {
+    if (this.wake) this.wake();
+    else this.woken = true;
+  }
+
+  private connectNats(): void {
+    const url = this.options.natsUrl;
+    if (!url) {
+      this.log("no --nats: polling only");
+      return;
+    }
+    this.log(`connecting to NATS at ${url}; polling only until connected`);
+    void (async () => {
+      const nc = await connect({ servers: url, name: `aegis-agent-${this.options.hostId}`, waitOnFirstConnect: true, maxReconnectAttempts: -1, reconnectTimeWait: 500 }).catch(
+        (err: unknown) => {
+          this.log(`NATS unavailable (${describeError(err)}): polling only`);
+          return undefined;
+        },
+      );
+      if (!nc) return;
+      if (this.controller.signal.aborted) return void (await nc.close());
+      this.nats = nc;
+      this.log(`NATS connected: woken by ${assignmentsSubject(this.options.hostId)}`);
+      for await (const _ of nc.subscribe(assignmentsSubject(this.options.hostId))) this.nudge();
+    })();
+  }
+
+  /** A step: one line in the operator's log, and published. */
+  private report(step: StepReport): void {
+    this.log(logLine(step));
+    this.publish(step);
+  }
+
+  /**
+   * Sends a report to the assigner (and the test reporters). The seam for
+   * what comes next (issue 9): an in-force receipt signed with the agent's
+   * key, and POST /agents/{uid}/telemetry when there is no NATS. Until then a
+   * step without NATS is only logged.
+   */
+  private publish(step: StepReport): void {
+    for (const reporter of this.options.reporters ?? []) reporter.report(step);
+    if (this.nats && !this.nats.isClosed()) {
+      this.nats.publish(telemetrySubject(this.options.hostId), JSON.stringify(telemetryMessage(this.options.hostId, step)));
+    }
+  }
+
+  /** The agent token: the stored one for this assigner and host, or a fresh registration with the agent's key. */
+  private async assignerClient(refresh = false): Promise<AssignerClient> {
+    if (this.client && !refresh) return this.client;
+    const { assigner, hostId } = this.options;
+    const stored = refresh ? undefined : await this.state.registration();
+    if (stored && stored.assigner === assigner && stored.host_id === hostId) {
+      this.client = new AssignerClient(assigner, stored.token);
+      return this.client;
+    }
+    const registered = await new AssignerClient(assigner).register(hostId, await this.state.key(), {
+      hostname: hostname(),
+      kernel: release(),
+      ...(this.options.labels && Object.keys(this.options.labels).length > 0 ? { labels: this.options.labels } : {}),
+      ...(this.options.enrollSecret !== undefined ? { enrollSecret: this.options.enrollSecret } : {}),
+    });
+    await this.state.saveRegistration({ assigner, host_id: registered.host_id, agent_uid: registered.agent_uid, token: registered.token });
+    this.log(`registered as ${registered.agent_uid} for host ${registered.host_id}`);
+    this.client = new AssignerClient(assigner, registered.token);
+    return this.client;
+  }
+
+  /** The assigned set: unchanged (304) keeps the last one; a refused token registers again with the same key. */
+  private async poll(): Promise<Assigned[]> {
+    const forHost = async (client: AssignerClient) => client.forHost(this.options.hostId, this.etag ? { ifNoneMatch: this.etag } : {});
+    let result;
+    try {
+      result = await forHost(await this.assignerClient());
+    } catch (err) {
+      if (!(err instanceof AssignerError && err.code === "UNAUTHORIZED")) throw err;
+      this.log("the assigner refused the agent token: registering again with the same key");
+      result = await forHost(await this.assignerClient(true));
+    }
+    if (!result.notModified) {
+      this.assigned = result.body.artifacts;
+      this.etag = result.etag || undefined;
+    }
+    return this.assigned;
+  }
+
+  /**
+   * The assigner's answer, unless the agent stops or the assigner hangs past
+   * the request timeout first (the client takes no signal: an abandoned
+   * request is left to finish or to die with the process).
+   */
+  private bounded<T>(work: Promise<T>): Promise<T> {
+    const ms = this.options.requestTimeoutMs ?? 30_000;
+    const signal = AbortSignal.any([this.controller.signal, AbortSignal.timeout(ms)]);
+    return new Promise<T>((resolve, reject) => {
+      const onAbort = () =>
+        reject(this.controller.signal.aborted ? this.controller.signal.reason : new AgentError("UNAVAILABLE", `the assigner at ${this.options.assigner} did not answer within ${ms} ms`));
+      if (signal.aborted) return onAbort();
+      signal.addEventListener("abort", onAbort, { once: true });
+      work.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+    });
+  }
+
+  /** The interfaces to enforce on now: the configured ones that exist (a missing one is logged once), or every non-loopback one. */
+  private async interfaces(): Promise<string[]> {
+    const present = await this.options.datapath.interfaces();
+    const configured = this.options.ifaces ?? [];
+    if (configured.length === 0) return present.filter((i) => !i.loopback).map((i) => i.name);
+    const names = new Set(present.map((i) => i.name));
+    for (const iface of configured) {
+      if (!names.has(iface) && !this.missing.has(iface)) this.log(`interface ${iface} does not exist (yet): enforcing on it once it appears`);
+      if (names.has(iface)) this.missing.delete(iface);
+      else this.missing.add(iface);
+    }
+    return configured.filter((iface) => names.has(iface));
+  }
+
+  private async reconcileOnce(): Promise<void> {
+    const { signal } = this.controller;
+    signal.throwIfAborted();
+    const assigned = await this.bounded(this.poll());
+    const { datapath } = this.options;
+    const records = await this.state.installed();
+    // A dry run also runs where BPF cannot: there it sees an empty kernel.
+    const dry = this.options.dryRun === true;
+    const loaded = await datapath.loaded().catch((err: unknown) => (dry ? [] : Promise.reject(err)));
+    const attached = await datapath.attached().catch((err: unknown) => (dry ? [] : Promise.reject(err)));
+    // A record of a program no longer pinned (someone unpinned it) is stale: the digest is installed afresh if still assigned.
+    for (const id of [...records.keys()]) if (!loaded.some((p) => p.id === id)) records.delete(id);
+
+    const desired: Program[] = [];
+    const hold: string[] = [];
+    const verified = new Map<string, VerifiedArtifact>();
+    for (const artifact of assigned) {
+      const record = records.get(artifact.id);
+      if (record) {
+        desired.push({ id: artifact.id, name: record.name, version: record.version });
+        continue;
+      }
+      if (!this.received.has(artifact.id)) {
+        this.received.add(artifact.id);
+        this.report({ event: "received", id: artifact.id, name: artifact.name, version: artifact.version });
+      }
+      try {
+        const v = await this.cache.fetchVerified(artifact, { mirrors: this.options.mirrors ?? [], trust: this.options.trust, signal, ...(this.options.repository ? { repository: this.options.repository } : {}) });
+        const { policy } = v.bundle;
+        verified.set(artifact.id, v);
+        desired.push({ id: artifact.id, name: policy.name, version: policy.version });
+        // Reported once (again after a failure): a superseded or dry-run digest is verified on every pass.
+        const first = !this.verifiedOnce.has(artifact.id);
+        if (this.failed.delete(artifact.id) || first) {
+          this.report({ event: "verified", id: artifact.id, name: policy.name, version: policy.version, reason: `signed by ${v.signature.key.name}, from ${v.source}` });
+        }
+        if (this.options.dryRun && first) {
+          this.log(`dry run: would load and attach ${policy.name} ${policy.version} ${artifact.id} (${policy.attach.direction}); nothing is enforced`);
+        }
+        this.verifiedOnce.add(artifact.id);
+      } catch (err) {
+        signal.throwIfAborted();
+        // The claimed name only keeps an installed version in force: trusting it can never widen what runs.
+        hold.push(artifact.name);
+        const code = errorCode(err);
+        if (this.failed.get(artifact.id) !== code) {
+          this.failed.set(artifact.id, code);
+          this.report({ event: "failed", id: artifact.id, name: artifact.name, version: artifact.version, code, reason: describeError(err) });
+        }
+      }
+    }
+    // After a refusal the next poll asks for the whole set again: what the assigner said may have been fixed since.
+    if (hold.length > 0) this.etag = undefined;
+    if (this.options.dryRun) return;
+
+    for (const p of newestByName(desired).superseded) {
+      if (!this.superseded.has(p.id)) this.log(`superseded ${p.name} ${p.version} ${p.id}: a newer version of ${p.name} is assigned`);
+      this.superseded.add(p.id);
+    }
+    const actual = this.actual(loaded, attached, records, assigned, verified);
+    const steps = plan(desired, actual, { hold });
+    const ifaces = await this.interfaces();
+    for (const step of steps) {
+      signal.throwIfAborted();
+      await this.applyStep(step, ifaces, records, verified);
+    }
+    await this.reportCounters(records);
+    const keep = new Set([...desired.map((p) => p.id), ...steps.filter((s) => s.kind === "keep").map((s) => s.program.id)]);
+    for (const digest of await this.cache.prune(keep)) if (loaded.some((p) => p.id === digest)) this.log(`pruned ${digest} from the cache`);
+  }
+
+  /**
+   * What the kernel runs, named from the records. A program pinned but never
+   * recorded (a crash between load and record) is named from its verified
+   * bundle and kept at the pref it is attached at; unattached, it is left out
+   * so it is added again (load returns the pinned program); unassigned, it is
+   * removed.
+   */
+  private actual(loaded: LoadedProgram[], attached: Attachment[], records: Map<string, InstalledRecord>, assigned: Assigned[], verified: Map<string, VerifiedArtifact>): InstalledProgram[] {
+    const actual: InstalledProgram[] = [];
+    for (const { id } of loaded) {
+      const record = records.get(id);
+      const pref = attached.find((a) => a.id === id)?.pref;
+      if (record) {
+        actual.push({ id, name: record.name, version: record.version, pref: record.pref });
+        continue;
+      }
+      const bundle = verified.get(id)?.bundle;
+      if (bundle && pref !== undefined) {
+        const { policy } = bundle;
+        records.set(id, { name: policy.name, version: policy.version, direction: policy.attach.direction, pref, rules: policy.rules.length, since: new Date().toISOString() });
+        actual.push({ id, name: policy.name, version: policy.version, pref });
+      } else if (!bundle) {
+        // Named as the assigner names it, only so a refused update holds it in force.
+        actual.push({ id, name: assigned.find((a) => a.id === id)?.name ?? id, version: "", pref: pref ?? 0 });
+      }
+    }
+    return actual;
+  }
+
+  /** Carries out one step; the records are saved after each, so a crash loses at most the step in flight. */
+  private async applyStep(step: Step, ifaces: string[], records: Map<string, InstalledRecord>, verified: Map<string, VerifiedArtifact>): Promise<void> {
+    const { id, name, version } = step.program;
+    try {
+      await this.executor.apply(step, ifaces, records, verified);
+      await this.state.saveInstalled(records);
+      this.stepFailed.delete(id);
+    } catch (err) {
+      // Retried every pass; reported again only when the failure changes.
+      const failure = `${step.kind} ${errorCode(err)}`;
+      if (this.stepFailed.get(id) === failure) return;
+      this.stepFailed.set(id, failure);
+      this.report({ event: "failed", id, name, version, code: errorCode(err), reason: `${step.kind}: ${describeError(err)}` });
+    }
+  }
+
+  /** Per-rule drop counters of every installed program, as an `attached` report (published, not logged). */
+  private async reportCounters(records: Map<string, InstalledRecord>): Promise<void> {
+    for (const [id, record] of records) {
+      const counters = await this.options.datapath.counters(id).catch(() => undefined);
+      if (!counters) continue;
+      this.publish({ event: "attached", id, name: record.name, version: record.version, counters: Object.fromEntries(counters.map((n, i) => [`rule${i}`, n])) });
+    }
+  }
+}

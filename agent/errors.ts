@@ -1,0 +1,22 @@
+// The agent's own error codes; failures from below (a SignatureError's
+// NO_SIGNATURE, a RegistryError's DIGEST_MISMATCH, an EbpfError's
+// LOAD_FAILED) keep theirs and are reported with them.
+import { AegisError } from "../errors.js";
+
+export type AgentErrorCode =
+  /** The layer digest is not the checksum the assigner announced. */
+  | "CHECKSUM_MISMATCH"
+  /** No mirror and not the artifact's reference could be read. */
+  | "UNAVAILABLE"
+  /** The assigner sent something unusable (a bad reference, say). */
+  | "BAD_ASSIGNMENT";
+
+export class AgentError extends AegisError<AgentErrorCode> {}
+
+/** The code to report for any failure: the first stable code in the cause chain. */
+export function errorCode(err: unknown): string {
+  for (let current = err, depth = 0; current instanceof Error && depth < 5; current = current.cause, depth++) {
+    if (current instanceof AegisError) return current.code;
+  }
+  return "INTERNAL";
+}

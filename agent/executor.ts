@@ -1,0 +1,114 @@
+// Carries out the planner's steps through a Datapath. Every step either
+// completes or is undone, so a failure (kernel verifier, tc, a device gone)
+// leaves the previous state in force; the caller reports it with its code.
+import { compileRules, compareHooks, hookName, type Attachment, type Datapath, type Hook, type TcDirection } from "../ebpf/index.js";
+import type { Direction } from "../policy/index.js";
+import type { VerifiedArtifact } from "./fetch.js";
+import type { Step } from "./plan.js";
+import type { Reporter } from "./report.js";
+import type { InstalledRecord } from "./state.js";
+
+export function directionsOf(direction: Direction): TcDirection[] {
+  return direction === "both" ? ["ingress", "egress"] : [direction];
+}
+
+/** The hooks a program with this direction runs at: each interface, each direction, one pref. */
+export function hooksFor(direction: Direction, ifaces: readonly string[], pref: number): Hook[] {
+  return ifaces.flatMap((iface) => directionsOf(direction).map((d) => ({ iface, direction: d, pref }))).sort(compareHooks);
+}
+
+const same = (a: Hook, b: Hook) => a.iface === b.iface && a.direction === b.direction && a.pref === b.pref;
+
+export class Executor {
+  constructor(
+    private readonly datapath: Datapath,
+    private readonly reporter: Reporter,
+  ) {}
+
+  /**
+   * Carries out one step. `records` (digest → record) is updated in place
+   * on success; `verified` holds the bundle of every added or replacing digest.
+   */
+  async apply(step: Step, ifaces: readonly string[], records: Map<string, InstalledRecord>, verified: ReadonlyMap<string, VerifiedArtifact>): Promise<void> {
+    switch (step.kind) {
+      case "keep":
+        return this.keep(step.program.id, ifaces, records);
+      case "add":
+        return this.install(step.program.id, step.pref, ifaces, records, verified, undefined);
+      case "replace":
+        return this.install(step.program.id, step.pref, ifaces, records, verified, step.old.id);
+      case "remove":
+        return this.remove(step.program.id, records);
+    }
+  }
+
+  /** Loads the digest and attaches it at `pref`; with `old`, over old's hooks (tc filter replace), then retires old. */
+  private async install(
+    id: string,
+    pref: number,
+    ifaces: readonly string[],
+    records: Map<string, InstalledRecord>,
+    verified: ReadonlyMap<string, VerifiedArtifact>,
+    old: string | undefined,
+  ): Promise<void> {
+    const artifact = verified.get(id);
+    if (!artifact) throw new Error(`internal: ${id} was planned without a verified bundle`);
+    const { policy, program } = artifact.bundle;
+    const rules = compileRules(policy.rules);
+    const loaded = await this.datapath.load(id, Buffer.from(program), rules);
+    this.reporter.report({ event: "program_loaded", id, name: policy.name, version: policy.version, reason: `program id ${loaded.programId}` });
+    const oldHooks = old ? await this.hooksOf(old) : [];
+    const hooks = hooksFor(policy.attach.direction, ifaces, pref);
+    const done: Hook[] = [];
+    try {
+      for (const hook of hooks) {
+        await this.datapath.attach(id, hook);
+        done.push(hook);
+      }
+    } catch (err) {
+      // Undo: the old program back where it was, nothing new left attached or pinned.
+      for (const hook of done) {
+        if (old && oldHooks.some((h) => same(h, hook))) await this.datapath.attach(old, hook).catch(() => undefined);
+        else await this.datapath.detach(hook).catch(() => undefined);
+      }
+      await this.datapath.unpin(id).catch(() => undefined);
+      throw err;
+    }
+    records.set(id, { name: policy.name, version: policy.version, direction: policy.attach.direction, pref, rules: policy.rules.length, since: new Date().toISOString() });
+    this.reporter.report({ event: "attached", id, name: policy.name, version: policy.version, reason: `${hooks.map(hookName).join(", ")}` });
+    if (old) {
+      // Hooks the new version does not cover (an interface or direction it dropped).
+      for (const hook of oldHooks) if (!hooks.some((h) => same(h, hook))) await this.datapath.detach(hook);
+      await this.retire(old, records);
+    }
+  }
+
+  private async remove(id: string, records: Map<string, InstalledRecord>): Promise<void> {
+    for (const hook of await this.hooksOf(id)) await this.datapath.detach(hook);
+    await this.retire(id, records);
+  }
+
+  private async retire(id: string, records: Map<string, InstalledRecord>): Promise<void> {
+    await this.datapath.unpin(id);
+    const record = records.get(id);
+    records.delete(id);
+    this.reporter.report({ event: "detached", id, ...(record ? { name: record.name, version: record.version } : {}), reason: "detached and unpinned" });
+  }
+
+  /** A kept program is attached at every hook it should be: new interfaces, and filters someone removed or replaced. */
+  private async keep(id: string, ifaces: readonly string[], records: Map<string, InstalledRecord>): Promise<void> {
+    const record = records.get(id);
+    if (!record) return; // adopted without a record: left exactly as found
+    const current = await this.hooksOf(id);
+    const missing = hooksFor(record.direction, ifaces, record.pref).filter((h) => !current.some((c) => same(c, h)));
+    for (const hook of missing) await this.datapath.attach(id, hook);
+    if (missing.length > 0) {
+      this.reporter.report({ event: "attached", id, name: record.name, version: record.version, reason: `${missing.map(hookName).join(", ")}` });
+    }
+  }
+
+  /** The hooks where the kernel runs the digest's program now. */
+  private async hooksOf(id: string): Promise<Attachment[]> {
+    return (await this.datapath.attached()).filter((a) => a.id === id);
+  }
+}

@@ -1,0 +1,145 @@
+// Fetch and verify, trusting neither the assigner nor the registry: the
+// manifest is pulled by digest (mirrors first, in order, then the artifact's
+// reference) into a content-addressed OCI layout under the state dir, with
+// its signature referrers; a signature by a pinned key must cover that
+// digest; the layer digest must equal the checksum the assigner announced;
+// the bundle is decoded with bundle/'s caps. Every byte is checked against
+// its descriptor on the way in and again when read from the cache.
+import { readdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { decodeBundle, readPolicyManifest, type Bundle } from "../bundle/index.js";
+import {
+  copy,
+  isManifestType,
+  MAX_MANIFEST_SIZE,
+  OciLayoutTarget,
+  openReference,
+  parseManifest,
+  parseReference,
+  readAll,
+  referrersTag,
+  successors,
+  type Descriptor,
+  type RepositoryOptions,
+} from "../registry/index.js";
+import { verifyArtifact, type TrustPolicy, type VerifiedSignature } from "../signing/index.js";
+import { AgentError } from "./errors.js";
+
+/** What the assigner says about an assigned artifact (only id, checksum and reference are used, and all are checked). */
+export interface Assigned {
+  id: string;
+  checksum: string;
+  reference: string;
+  name: string;
+}
+
+export interface VerifiedArtifact {
+  id: string;
+  layer: Descriptor;
+  bundle: Bundle;
+  signature: VerifiedSignature;
+  /** Where it came from: a mirror or the reference. */
+  source: string;
+}
+
+export interface FetchOptions {
+  /** Repositories (`host/repo` or `oci:<dir>`) tried in order before the artifact's reference. */
+  mirrors: readonly string[];
+  trust: TrustPolicy;
+  repository?: RepositoryOptions;
+  signal?: AbortSignal;
+}
+
+export class ArtifactCache {
+  readonly layout: OciLayoutTarget;
+
+  constructor(readonly dir: string) {
+    this.layout = new OciLayoutTarget(dir);
+  }
+
+  /** Pulls (or finds in the cache) and verifies one assigned artifact; throws with the code of the last source's failure. */
+  async fetchVerified(assigned: Assigned, options: FetchOptions): Promise<VerifiedArtifact> {
+    const sources = [...options.mirrors.map((m) => `${m}@${assigned.id}`), referenceOf(assigned)];
+    let last: unknown;
+    for (const source of sources) {
+      options.signal?.throwIfAborted();
+      try {
+        return await this.pullAndVerify(source, assigned, options);
+      } catch (err) {
+        options.signal?.throwIfAborted();
+        last = err;
+      }
+    }
+    throw last ?? new AgentError("UNAVAILABLE", `no source for ${assigned.id}`);
+  }
+
+  private async pullAndVerify(source: string, assigned: Assigned, options: FetchOptions): Promise<VerifiedArtifact> {
+    const { signal } = options;
+    const { target } = openReference(source, options.repository ?? {});
+    const root = await copy(target, assigned.id, this.layout, undefined, { referrers: true, ...(signal ? { signal } : {}) });
+    if (root.digest !== assigned.id) throw new AgentError("BAD_ASSIGNMENT", `${source} resolved to ${root.digest}, not ${assigned.id}`);
+    const signature = await verifyArtifact(this.layout, assigned.id, options.trust);
+    const { layer } = await readPolicyManifest(this.layout, root, signal ? { signal } : {});
+    const expected = `sha256:${assigned.checksum.replace(/^sha256-/, "")}`;
+    if (layer.digest !== expected) {
+      throw new AgentError("CHECKSUM_MISMATCH", `${assigned.id}: the layer is ${layer.digest}, the assigner announced checksum ${assigned.checksum}`);
+    }
+    const bundle = await decodeBundle(await this.layout.fetch(layer, signal ? { signal } : {}), `${source}`);
+    return { id: assigned.id, layer, bundle, signature, source };
+  }
+
+  /**
+   * Deletes everything in the cache that is not reachable from `keep`
+   * (each kept manifest, its blobs, its signature referrers and their
+   * fallback tag index), through the layout's Deleter.
+   */
+  async prune(keep: Iterable<string>): Promise<string[]> {
+    const reachable = new Set<string>();
+    const visit = async (desc: Descriptor): Promise<void> => {
+      if (reachable.has(desc.digest)) return;
+      if (!(await this.layout.exists(desc))) return;
+      reachable.add(desc.digest);
+      if (!isManifestType(desc.mediaType)) return;
+      const doc = parseManifest(await readAll(await this.layout.fetch(desc), MAX_MANIFEST_SIZE, desc.digest), desc.mediaType);
+      for (const child of successors(doc)) await visit(child);
+    };
+    for (const id of keep) {
+      let root: Descriptor;
+      try {
+        root = await this.layout.resolve(id);
+      } catch {
+        continue;
+      }
+      await visit(root);
+      for (const referrer of await this.layout.referrers(root)) await visit(referrer);
+      const fallback = await this.layout.resolve(referrersTag(root)).catch(() => undefined);
+      if (fallback) await visit(fallback);
+    }
+    const stored = await readdir(join(this.dir, "blobs", "sha256")).catch(() => [] as string[]);
+    const indexed = await readIndexDigests(this.dir);
+    const removed: string[] = [];
+    for (const digest of new Set([...stored.filter((n) => /^[0-9a-f]{64}$/.test(n)).map((n) => `sha256:${n}`), ...indexed])) {
+      if (reachable.has(digest)) continue;
+      await this.layout.delete({ mediaType: "application/octet-stream", digest, size: 0 });
+      removed.push(digest);
+    }
+    return removed;
+  }
+}
+
+/** The artifact's reference pinned to its id: a reference naming another digest is refused. */
+function referenceOf(assigned: Assigned): string {
+  const ref = parseReference(assigned.reference);
+  if (ref.digest && ref.digest !== assigned.id) throw new AgentError("BAD_ASSIGNMENT", `reference ${assigned.reference} names another digest than ${assigned.id}`);
+  const base = assigned.reference.replace(/@sha256:[0-9a-f]{64}$/, "");
+  return `${base}@${assigned.id}`;
+}
+
+async function readIndexDigests(dir: string): Promise<string[]> {
+  try {
+    const index = JSON.parse(await readFile(join(dir, "index.json"), "utf8")) as { manifests?: { digest: string }[] };
+    return (index.manifests ?? []).map((m) => m.digest);
+  } catch {
+    return [];
+  }
+}

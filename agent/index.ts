@@ -1,0 +1,10 @@
+// The agent package: a host daemon that registers, learns its assigned
+// digests, fetches and verifies them, plans, and enforces them through the
+// Datapath (DESIGN.md "Agent").
+export { Agent, type AgentOptions } from "./agent.js";
+export { AgentError, errorCode, type AgentErrorCode } from "./errors.js";
+export { directionsOf, Executor, hooksFor } from "./executor.js";
+export { ArtifactCache, type Assigned, type FetchOptions, type VerifiedArtifact } from "./fetch.js";
+export { basePref, compareVersions, newestByName, plan, PREF_MAX, PREF_MIN, prefFor, type InstalledProgram, type PlanOptions, type Program, type Step } from "./plan.js";
+export { logLine, telemetryMessage, type Reporter, type StepEvent, type StepReport } from "./report.js";
+export { DEFAULT_STATE_DIR, StateDir, type InstalledRecord, type Registration } from "./state.js";

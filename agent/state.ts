@@ -1,0 +1,88 @@
+// The agent's state directory (default /var/lib/aegis): its Ed25519 key and
+// token (0600, replaced atomically), what it installed (policy name, version,
+// direction, pref per digest; the kernel is asked for the rest), and the
+// content-addressed OCI layout cache of verified artifacts.
+import { createPrivateKey, generateKeyPairSync, type KeyObject } from "node:crypto";
+import { mkdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { Direction } from "../policy/index.js";
+import { atomicWrite } from "../util/index.js";
+
+export const DEFAULT_STATE_DIR = "/var/lib/aegis";
+
+/** What the assigner gave this agent at registration. */
+export interface Registration {
+  assigner: string;
+  host_id: string;
+  agent_uid: string;
+  token: string;
+}
+
+/** One installed program, as the agent recorded it after verifying its bundle. */
+export interface InstalledRecord {
+  name: string;
+  version: string;
+  direction: Direction;
+  pref: number;
+  /** Number of rules (counter indexes). */
+  rules: number;
+  since: string;
+}
+
+export class StateDir {
+  constructor(readonly dir: string) {}
+
+  get keyFile(): string {
+    return join(this.dir, "agent.key");
+  }
+  get tokenFile(): string {
+    return join(this.dir, "agent.token");
+  }
+  get installedFile(): string {
+    return join(this.dir, "installed.json");
+  }
+  get cacheDir(): string {
+    return join(this.dir, "cache");
+  }
+
+  async init(): Promise<void> {
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+  }
+
+  /** The agent's Ed25519 key, made on first use and reused ever after (the assigner knows the agent by it). */
+  async key(): Promise<KeyObject> {
+    const pem = await readOptional(this.keyFile);
+    if (pem !== undefined) return createPrivateKey(pem);
+    const { privateKey } = generateKeyPairSync("ed25519");
+    await atomicWrite(this.keyFile, privateKey.export({ format: "pem", type: "pkcs8" }) as string, { mode: 0o600 });
+    return privateKey;
+  }
+
+  async registration(): Promise<Registration | undefined> {
+    const text = await readOptional(this.tokenFile);
+    return text === undefined ? undefined : (JSON.parse(text) as Registration);
+  }
+
+  async saveRegistration(registration: Registration): Promise<void> {
+    await atomicWrite(this.tokenFile, `${JSON.stringify(registration, null, 2)}\n`, { mode: 0o600 });
+  }
+
+  /** What this agent installed, by digest. */
+  async installed(): Promise<Map<string, InstalledRecord>> {
+    const text = await readOptional(this.installedFile);
+    return new Map(text === undefined ? [] : Object.entries(JSON.parse(text) as Record<string, InstalledRecord>));
+  }
+
+  async saveInstalled(records: ReadonlyMap<string, InstalledRecord>): Promise<void> {
+    await atomicWrite(this.installedFile, `${JSON.stringify(Object.fromEntries(records), null, 2)}\n`, { mode: 0o600 });
+  }
+}
+
+async function readOptional(path: string): Promise<string | undefined> {
+  try {
+    return await readFile(path, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw err;
+  }
+}

@@ -1,0 +1,102 @@
+// `aegis agent run`: the host daemon (agent/). Thin: it resolves flags and
+// environment (flags win), builds the Datapath and the Agent inside the
+// action (lazy imports), and stops cleanly on SIGTERM without detaching.
+import type { Command } from "commander";
+import { InputError } from "../../errors.js";
+
+interface RunOptions {
+  assigner?: string;
+  hostId?: string;
+  iface: string[];
+  trust?: string;
+  stateDir: string;
+  nats?: string;
+  pollInterval: string;
+  registryMirror: string[];
+  enrollSecret?: string;
+  dryRun?: boolean;
+  label: string[];
+  pinRoot?: string;
+  plainHttp?: boolean;
+}
+
+function env(name: string): string | undefined {
+  return process.env[name] || undefined;
+}
+
+const list = (value: string | undefined) => (value ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+// A repeatable flag: given once, it replaces the environment's list; again, it adds.
+const collect = (value: string, previous: string[], fromEnv: string[]) => (previous === fromEnv ? list(value) : [...previous, ...list(value)]);
+
+/** "30s", "500ms", "2m" or a number of seconds, in ms. */
+export function parseDuration(text: string): number {
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text.trim());
+  if (!match) throw new InputError("INVALID_ARGUMENT", `--poll-interval ${text}: expected a duration like 30s, 500ms or 2m`);
+  const n = Number(match[1]);
+  const ms = match[2] === "ms" ? n : match[2] === "m" ? n * 60_000 : n * 1000;
+  if (ms < 10) throw new InputError("INVALID_ARGUMENT", `--poll-interval ${text} is too short`);
+  return ms;
+}
+
+export function registerAgent(program: Command): void {
+  const agent = program.command("agent").description("the host agent");
+  const ifacesEnv = list(env("AEGIS_IFACES"));
+  const mirrorsEnv = list(env("AEGIS_REGISTRY_MIRRORS"));
+  agent
+    .command("run")
+    .description("enforce what the assigner assigns to this host (root; --dry-run verifies only)")
+    .option("--assigner <url>", "assigner URL (AEGIS_ASSIGNER_URL)", env("AEGIS_ASSIGNER_URL"))
+    .option("--host-id <id>", "this host's id (AEGIS_HOST_ID)", env("AEGIS_HOST_ID"))
+    .option("--iface <name>", "attach on this interface, repeatable or comma-separated (AEGIS_IFACES); default all non-loopback", (v, p: string[]) => collect(v, p, ifacesEnv), ifacesEnv)
+    .option("--trust <files>", "trusted public keys or trust file, comma-separated (AEGIS_TRUST)", env("AEGIS_TRUST"))
+    .option("--state-dir <dir>", "key, token, installed state and artifact cache (AEGIS_STATE_DIR)", env("AEGIS_STATE_DIR") ?? "/var/lib/aegis")
+    .option("--nats <url>", "nats://… to be woken at once (AEGIS_NATS_URL); default polling only", env("AEGIS_NATS_URL"))
+    .option("--poll-interval <duration>", "mean poll interval, jittered (AEGIS_POLL_INTERVAL)", env("AEGIS_POLL_INTERVAL") ?? "30s")
+    .option("--registry-mirror <repo>", "pull from this repository first (host/repo or oci:<dir>), repeatable (AEGIS_REGISTRY_MIRRORS)", (v, p: string[]) => collect(v, p, mirrorsEnv), mirrorsEnv)
+    .option("--enroll-secret <secret>", "the assigner's registration secret (AEGIS_ENROLL_SECRET)", env("AEGIS_ENROLL_SECRET"))
+    .option("--label <k=v>", "a label sent at registration, repeatable", (v, p: string[]) => [...p, v], [] as string[])
+    .option("--dry-run", "fetch and verify only: nothing is loaded or attached")
+    .option("--pin-root <dir>", "bpffs directory programs are pinned under (AEGIS_PIN_ROOT); default /sys/fs/bpf/aegis", env("AEGIS_PIN_ROOT"))
+    .option("--plain-http", "use http:// for non-loopback registries")
+    .action(async (options: RunOptions) => {
+      if (!options.assigner) throw new InputError("INVALID_ARGUMENT", "no assigner: pass --assigner or set AEGIS_ASSIGNER_URL");
+      if (!options.hostId) throw new InputError("INVALID_ARGUMENT", "no host id: pass --host-id or set AEGIS_HOST_ID");
+      if (!options.trust) throw new InputError("INVALID_ARGUMENT", "no trusted keys: pass --trust or set AEGIS_TRUST (the agent installs only signed policies)");
+      const labels: Record<string, string> = {};
+      for (const label of options.label) {
+        const eq = label.indexOf("=");
+        if (eq <= 0) throw new InputError("INVALID_ARGUMENT", `--label ${label}: expected key=value`);
+        labels[label.slice(0, eq)] = label.slice(eq + 1);
+      }
+      const pollIntervalMs = parseDuration(options.pollInterval);
+      const [{ Agent }, { BpftoolDatapath }, { loadTrust }, { credentialsFromEnvironment }] = await Promise.all([
+        import("../../agent/index.js"),
+        import("../../ebpf/index.js"),
+        import("../../signing/index.js"),
+        import("../../registry/index.js"),
+      ]);
+      const agent = new Agent({
+        assigner: options.assigner,
+        hostId: options.hostId,
+        stateDir: options.stateDir,
+        datapath: new BpftoolDatapath(options.pinRoot ? { pinRoot: options.pinRoot } : {}),
+        trust: await loadTrust([options.trust]),
+        ifaces: options.iface,
+        mirrors: options.registryMirror,
+        pollIntervalMs,
+        labels,
+        dryRun: options.dryRun ?? false,
+        repository: { plainHttp: options.plainHttp ?? false, credentials: credentialsFromEnvironment },
+        ...(options.nats ? { natsUrl: options.nats } : {}),
+        ...(options.enrollSecret !== undefined ? { enrollSecret: options.enrollSecret } : {}),
+      });
+      await agent.start();
+      process.stderr.write(`aegis agent: running for host ${options.hostId} against ${options.assigner} (state in ${options.stateDir})\n`);
+      const stop = (signal: string) => {
+        process.stderr.write(`aegis agent: ${signal}: stopping; everything attached stays in force\n`);
+        void agent.stop().then(() => process.exit(0));
+      };
+      process.once("SIGINT", () => stop("SIGINT"));
+      process.once("SIGTERM", () => stop("SIGTERM"));
+    });
+}

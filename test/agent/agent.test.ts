@@ -1,0 +1,440 @@
+// The agent against a real assigner (embedded store, NATS) and registry
+// 2.8.2 with signed policies, on the MemoryDatapath: what it installs,
+// replaces, removes and refuses, and what it adopts after a restart.
+import { createPrivateKey } from "node:crypto";
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Agent, basePref, type StepReport } from "../../agent/index.js";
+import { AssignerClient } from "../../assigner/api/index.js";
+import { startAssigner, type RunningAssigner } from "../../assigner/index.js";
+import { buildBundle, pushBundle } from "../../bundle/index.js";
+import { MemoryDatapath, MemoryKernel } from "../../ebpf/index.js";
+import { copy, OciLayoutTarget, RemoteRepository } from "../../registry/index.js";
+import { generateKeyPair, KeySigner, loadTrust, signArtifact, type TrustPolicy } from "../../signing/index.js";
+import { startRegistryProxy } from "../harness/proxy.js";
+import { startRegistry, type RegistryServer } from "../harness/registry.js";
+import { startNats, type TcpServer } from "../harness/tcp-server.js";
+
+let registry: RegistryServer;
+let nats: TcpServer;
+let assigner: RunningAssigner;
+let admin: AssignerClient;
+let work: string;
+let trust: TrustPolicy;
+let liar: { url: string; server: Server; checksum?: string };
+const ciKey = generateKeyPair("ed25519");
+const otherKey = generateKeyPair("ed25519");
+
+/** A copy of policies/block-icmp-8888 at `version`, built, pushed, signed by `key` (none: unsigned), registered. */
+async function publish(version: string, key: typeof ciKey | null = ciKey, name = "block-icmp-8888"): Promise<string> {
+  const dir = join(work, `${name}-${version}`);
+  cpSync("policies/block-icmp-8888", dir, { recursive: true });
+  const yaml = readFileSync(join(dir, "policy.yaml"), "utf8").replace(/^version: .*$/m, `version: ${version}`).replace(/^name: .*$/m, `name: ${name}`);
+  writeFileSync(join(dir, "policy.yaml"), yaml);
+  const { bytes, policy } = await buildBundle(dir);
+  const repo = new RemoteRepository(registry.host, "policies/agent");
+  const artifact = await pushBundle(bytes, policy, repo, `${name}-${version}`);
+  if (key) await signArtifact(repo, artifact.manifest, new KeySigner(createPrivateKey(key.privateKey)), repo.name);
+  await admin.call("POST", "/artifacts", { reference: `${registry.host}/policies/agent@${artifact.manifest.digest}` });
+  return artifact.manifest.digest;
+}
+
+interface Running {
+  agent: Agent;
+  datapath: MemoryDatapath;
+  events: StepReport[];
+  logs: string[];
+  stateDir: string;
+}
+
+/** An agent for `hostId` on a memory kernel (shared to model a restart); slow polling, so tests step it with reconcile(). */
+async function runAgent(hostId: string, options: { kernel?: MemoryKernel; stateDir?: string; assigner?: string; nats?: boolean; dryRun?: boolean; ifaces?: string[]; mirrors?: string[]; requestTimeoutMs?: number; datapath?: MemoryDatapath } = {}): Promise<Running> {
+  const datapath = options.datapath ?? new MemoryDatapath(options.kernel ? { kernel: options.kernel } : { interfaces: ["lo", "eth0", "eth1"] });
+  const events: StepReport[] = [];
+  const logs: string[] = [];
+  const stateDir = options.stateDir ?? mkdtempSync(join(work, `state-${hostId}-`));
+  const agent = new Agent({
+    assigner: options.assigner ?? assigner.url,
+    hostId,
+    stateDir,
+    datapath,
+    trust,
+    pollIntervalMs: 3_600_000,
+    labels: { role: "test" },
+    log: (line) => logs.push(line),
+    reporters: [{ report: (step) => events.push(step) }],
+    ...(options.nats ? { natsUrl: nats.url } : {}),
+    ...(options.dryRun ? { dryRun: true } : {}),
+    ...(options.ifaces ? { ifaces: options.ifaces } : {}),
+    ...(options.mirrors ? { mirrors: options.mirrors } : {}),
+    ...(options.requestTimeoutMs ? { requestTimeoutMs: options.requestTimeoutMs } : {}),
+  });
+  await agent.start();
+  return { agent, datapath, events, logs, stateDir };
+}
+
+const running: Running[] = [];
+async function agentFor(hostId: string, options: Parameters<typeof runAgent>[1] = {}): Promise<Running> {
+  const r = await runAgent(hostId, options);
+  running.push(r);
+  return r;
+}
+
+/** Waits (without a time budget of its own: the test timeout is the limit) until `check` holds. */
+async function until(what: string, check: () => boolean | Promise<boolean>): Promise<void> {
+  for (let i = 0; i < 400; i++) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`gave up waiting: ${what}`);
+}
+
+const filters = async (d: MemoryDatapath) => (await d.attached()).map((a) => `${a.iface} ${a.direction} ${a.pref} ${a.id}`);
+
+beforeAll(async () => {
+  [registry, nats] = await Promise.all([startRegistry(), startNats()]);
+  work = mkdtempSync(join(tmpdir(), "aegis-agent-"));
+  writeFileSync(join(work, "ci.pub"), ciKey.publicKey);
+  trust = await loadTrust([join(work, "ci.pub")]);
+  assigner = await startAssigner({ port: 0, natsUrl: nats.url, dataDir: join(work, "assigner"), registry: `${registry.host}/aegis/uploads`, adminToken: "operator-secret", trust: join(work, "ci.pub") });
+  admin = new AssignerClient(assigner.url, "operator-secret");
+  // An assigner that lies about checksums: forwards everything, rewrites for-host's checksum when told to.
+  liar = { url: "", server: createServer() };
+  liar.server.on("request", (req, res) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", () => {
+      const headers = Object.fromEntries(Object.entries(req.headers).filter(([k]) => !["host", "content-length", "connection"].includes(k))) as Record<string, string>;
+      const body = chunks.length > 0 ? Buffer.concat(chunks) : undefined;
+      void fetch(new URL(req.url!, assigner.url), { method: req.method!, headers, ...(body ? { body } : {}) }).then(async (answer) => {
+        let text = await answer.text();
+        if (liar.checksum && req.url!.startsWith("/artifacts/for-host/") && answer.status === 200) text = text.replace(/"checksum":"sha256-[0-9a-f]{64}"/g, `"checksum":"${liar.checksum}"`);
+        res.writeHead(answer.status, { "content-type": answer.headers.get("content-type") ?? "application/json", ...(answer.headers.get("etag") ? { etag: answer.headers.get("etag")! } : {}) });
+        res.end(text);
+      });
+    });
+  });
+  await new Promise<void>((resolve) => liar.server.listen(0, "127.0.0.1", resolve));
+  liar.url = `http://127.0.0.1:${(liar.server.address() as AddressInfo).port}`;
+});
+
+afterAll(async () => {
+  for (const r of running) await r.agent.stop();
+  await new Promise((resolve) => liar?.server.close(resolve));
+  await assigner?.close();
+  await Promise.all([registry?.stop(), nats?.stop()]);
+  rmSync(work, { recursive: true, force: true });
+});
+
+describe("identity", () => {
+  it("registers once with a 0600 key and token, reuses them, and registers again with the same key when the token is refused", async () => {
+    const first = await agentFor("id-host");
+    await first.agent.reconcile();
+    const key = readFileSync(join(first.stateDir, "agent.key"), "utf8");
+    const token = JSON.parse(readFileSync(join(first.stateDir, "agent.token"), "utf8")) as { token: string; agent_uid: string };
+    expect(statSync(join(first.stateDir, "agent.key")).mode & 0o777, "key mode").toBe(0o600);
+    expect(statSync(join(first.stateDir, "agent.token")).mode & 0o777, "token mode").toBe(0o600);
+    const hosts = await admin.hosts();
+    const registered = hosts.agents.find((a) => a.host_id === "id-host");
+    expect(registered?.hostname, "hostname sent").toBeTruthy();
+    await first.agent.stop();
+
+    const again = await agentFor("id-host", { stateDir: first.stateDir, kernel: first.datapath.kernel });
+    await again.agent.reconcile();
+    expect(again.logs.filter((l) => l.startsWith("registered")), "no second registration").toEqual([]);
+    await again.agent.stop();
+
+    writeFileSync(join(first.stateDir, "agent.token"), JSON.stringify({ ...token, assigner: assigner.url, host_id: "id-host", token: "revoked" }));
+    const third = await agentFor("id-host", { stateDir: first.stateDir, kernel: first.datapath.kernel });
+    await third.agent.reconcile();
+    expect(third.logs.some((l) => l.includes("refused the agent token")), third.logs.join("\n")).toBe(true);
+    expect(readFileSync(join(first.stateDir, "agent.key"), "utf8"), "same key").toBe(key);
+    expect(JSON.parse(readFileSync(join(first.stateDir, "agent.token"), "utf8")).token, "new token").not.toBe("revoked");
+  });
+});
+
+describe("enforcement", () => {
+  it("assign → loaded and attached; new version → replaced at the same pref; unassign → detached, unpinned, pruned", async () => {
+    const v1 = await publish("1.0.0");
+    const v2 = await publish("2.0.0");
+    const { agent, datapath, events, stateDir } = await agentFor("enforce-host");
+    const pref = basePref("block-icmp-8888");
+
+    await admin.assign(v1, "enforce-host");
+    await agent.reconcile();
+    expect(await filters(datapath), "v1 attached on each non-loopback interface, egress").toEqual([`eth0 egress ${pref} ${v1}`, `eth1 egress ${pref} ${v1}`]);
+    expect(events.filter((e) => e.id === v1 && !e.counters).map((e) => e.event), "v1 steps").toEqual(["received", "verified", "program_loaded", "attached"]);
+    expect(events.at(-1)?.counters, "counters reported").toEqual({ rule0: 0 });
+
+    const ops: string[] = [];
+    const attach = datapath.attach.bind(datapath);
+    const detach = datapath.detach.bind(datapath);
+    datapath.attach = (id, hook) => (ops.push(`attach ${hook.iface} ${id === v2 ? "v2" : id}`), attach(id, hook));
+    datapath.detach = (hook) => (ops.push(`detach ${hook.iface}`), detach(hook));
+    await admin.unassign(v1, "enforce-host");
+    await admin.assign(v2, "enforce-host");
+    await agent.reconcile();
+    expect(await filters(datapath), "v2 at v1's pref").toEqual([`eth0 egress ${pref} ${v2}`, `eth1 egress ${pref} ${v2}`]);
+    expect(ops, "replaced in place: no detach, so no gap").toEqual(["attach eth0 v2", "attach eth1 v2"]);
+    expect((await datapath.loaded()).map((p) => p.id), "v1 unpinned").toEqual([v2]);
+    expect(events.filter((e) => e.id === v1).at(-1)?.event, "v1 reported detached").toBe("detached");
+
+    await admin.unassign(v2, "enforce-host");
+    await agent.reconcile();
+    expect(await filters(datapath), "nothing attached").toEqual([]);
+    expect(await datapath.loaded(), "nothing pinned").toEqual([]);
+    for (const digest of [v1, v2]) expect(existsSync(join(stateDir, "cache", "blobs", "sha256", digest.slice(7))), `${digest} pruned`).toBe(false);
+  });
+
+  it("refuses unsigned, untrusted and wrongly checksummed artifacts, keeping the previous version in force, with the code", async () => {
+    const good = await publish("3.0.0");
+    const unsigned = await publish("3.1.0", null);
+    const untrusted = await publish("3.2.0", otherKey);
+    const { agent, datapath, events } = await agentFor("refuse-host", { assigner: liar.url });
+    const pref = basePref("block-icmp-8888");
+    await admin.assign(good, "refuse-host");
+    await agent.reconcile();
+    const before = await filters(datapath);
+    expect(before, "good version attached").toEqual([`eth0 egress ${pref} ${good}`, `eth1 egress ${pref} ${good}`]);
+
+    await admin.unassign(good, "refuse-host");
+    for (const [digest, code] of [[unsigned, "NO_SIGNATURE"], [untrusted, "UNTRUSTED_KEY"]] as const) {
+      await admin.assign(digest, "refuse-host");
+      await agent.reconcile();
+      expect(await filters(datapath), `${code}: previous version still in force`).toEqual(before);
+      const failed = events.find((e) => e.id === digest && e.event === "failed");
+      expect(failed?.code, `${code}: ${failed?.reason}`).toBe(code);
+      await admin.unassign(digest, "refuse-host");
+    }
+
+    const next = await publish("3.3.0");
+    liar.checksum = `sha256-${"0".repeat(64)}`;
+    try {
+      await admin.assign(next, "refuse-host");
+      await agent.reconcile();
+      expect(await filters(datapath), "lying checksum: previous version in force").toEqual(before);
+      expect(events.find((e) => e.id === next && e.event === "failed")?.code, "lying checksum").toBe("CHECKSUM_MISMATCH");
+    } finally {
+      delete liar.checksum;
+    }
+    await agent.reconcile();
+    expect(await filters(datapath), "honest checksum: the new version replaces").toEqual([`eth0 egress ${pref} ${next}`, `eth1 egress ${pref} ${next}`]);
+  });
+
+  it("leaves the previous version in force when the kernel refuses the new one, and reports LOAD_FAILED", async () => {
+    const v1 = await publish("4.0.0");
+    const v2 = await publish("4.1.0");
+    const { agent, datapath, events } = await agentFor("kernel-host");
+    await admin.assign(v1, "kernel-host");
+    await agent.reconcile();
+    const before = await filters(datapath);
+    await admin.unassign(v1, "kernel-host");
+    await admin.assign(v2, "kernel-host");
+    datapath.failNext("load");
+    await agent.reconcile();
+    expect(await filters(datapath), "v1 still attached").toEqual(before);
+    expect(events.find((e) => e.id === v2 && e.event === "failed")?.code, "load failure").toBe("LOAD_FAILED");
+    datapath.failNext("attach");
+    await agent.reconcile();
+    expect(await filters(datapath), "attach failure: v1 still attached").toEqual(before);
+    expect((await datapath.loaded()).map((p) => p.id), "v2 not left pinned").toEqual([v1]);
+  });
+
+  it("adopts what is pinned and attached after a restart, without loading or attaching again", async () => {
+    const v1 = await publish("5.0.0");
+    const first = await agentFor("restart-host");
+    await admin.assign(v1, "restart-host");
+    await first.agent.reconcile();
+    await first.agent.stop();
+    const kernel = first.datapath.kernel;
+    const before = await filters(first.datapath);
+    const programs = kernel.nextProgramId;
+
+    const second = await agentFor("restart-host", { kernel, stateDir: first.stateDir });
+    const ops: string[] = [];
+    for (const op of ["load", "attach", "detach", "unpin"] as const) {
+      const original = second.datapath[op].bind(second.datapath) as (...args: unknown[]) => Promise<unknown>;
+      (second.datapath as unknown as Record<string, unknown>)[op] = (...args: unknown[]) => (ops.push(op), original(...args));
+    }
+    await second.agent.reconcile();
+    expect(second.logs.some((l) => l.startsWith(`adopted block-icmp-8888 ${v1}`)), second.logs.join("\n")).toBe(true);
+    expect(await filters(second.datapath), "same filters").toEqual(before);
+    expect([ops, kernel.nextProgramId], "nothing loaded or attached again").toEqual([[], programs]);
+
+    // A new interface appears while the agent runs: it is attached there too.
+    kernel.addInterface("eth2");
+    await second.agent.reconcile();
+    expect((await filters(second.datapath)).filter((f) => f.startsWith("eth2")), "new interface").toEqual([`eth2 egress ${basePref("block-icmp-8888")} ${v1}`]);
+  });
+
+  it("wakes at once on NATS and reports to the assigner", async () => {
+    const v1 = await publish("6.0.0");
+    const { datapath, logs } = await agentFor("nats-host", { nats: true });
+    await until("NATS connected", () => logs.some((l) => l.startsWith("NATS connected")));
+    await admin.assign(v1, "nats-host");
+    await until("attached after the NATS wake-up (the poll interval is an hour)", async () => (await filters(datapath)).length === 2);
+    await until("the assigner recorded attached", async () => (await admin.status(v1)).hosts.some((h) => h.host_id === "nats-host" && h.event === "attached"));
+  });
+
+  it("restores a filter someone deleted or replaced, and attaches on a configured interface once it appears", async () => {
+    const v1 = await publish("7.0.0");
+    const { agent, datapath, logs } = await agentFor("drift-host", { ifaces: ["eth0", "eth9"] });
+    const pref = basePref("block-icmp-8888");
+    await admin.assign(v1, "drift-host");
+    await agent.reconcile();
+    expect(await filters(datapath), "only the interface that exists").toEqual([`eth0 egress ${pref} ${v1}`]);
+    expect(logs.filter((l) => l.startsWith("interface eth9")), "the missing interface, logged once").toHaveLength(1);
+
+    await datapath.detach({ iface: "eth0", direction: "egress", pref });
+    await agent.reconcile();
+    expect(await filters(datapath), "deleted filter restored").toEqual([`eth0 egress ${pref} ${v1}`]);
+    datapath.attachForeign({ iface: "eth0", direction: "egress", pref });
+    await agent.reconcile();
+    expect(await filters(datapath), "replaced filter restored").toEqual([`eth0 egress ${pref} ${v1}`]);
+
+    datapath.kernel.addInterface("eth9");
+    await agent.reconcile();
+    expect(await filters(datapath), "eth9 once it appears").toEqual([`eth0 egress ${pref} ${v1}`, `eth9 egress ${pref} ${v1}`]);
+    await agent.reconcile();
+    expect(logs.filter((l) => l.startsWith("interface eth9")), "still logged once").toHaveLength(1);
+  });
+
+  it("--dry-run verifies and says plainly that nothing is enforced, and touches nothing", async () => {
+    const v1 = await publish("8.0.0");
+    const unsigned = await publish("8.1.0", null, "other-policy");
+    // Where BPF cannot load, reading the kernel fails too: a dry run goes on.
+    const noBpf = new MemoryDatapath();
+    const { loaded, attached } = noBpf;
+    noBpf.loaded = () => Promise.reject(new Error("bpftool: Operation not permitted"));
+    noBpf.attached = noBpf.loaded as never;
+    const { agent, datapath, events, logs } = await agentFor("dry-host", { dryRun: true, datapath: noBpf });
+    await admin.assign(v1, "dry-host");
+    await admin.assign(unsigned, "dry-host");
+    await agent.reconcile();
+    await agent.reconcile();
+    datapath.loaded = loaded.bind(datapath);
+    datapath.attached = attached.bind(datapath);
+    expect([await datapath.loaded(), await datapath.attached()], "nothing loaded or attached").toEqual([[], []]);
+    expect(logs.some((l) => l.startsWith("dry run: cannot read the datapath")), logs.join("\n")).toBe(true);
+    expect(logs.some((l) => l.includes("NOTHING IS ENFORCED")), logs.join("\n")).toBe(true);
+    expect(logs.filter((l) => l.startsWith(`dry run: would load and attach block-icmp-8888 8.0.0 ${v1}`)), "said once").toHaveLength(1);
+    expect(events.filter((e) => e.id === v1).map((e) => e.event), "verified once").toEqual(["received", "verified"]);
+    expect(events.filter((e) => e.id === unsigned).map((e) => [e.event, e.code]), "unsigned refused once").toEqual([["received", undefined], ["failed", "NO_SIGNATURE"]]);
+  });
+
+  it("recovers from a crash between loading and recording: names an attached program from its bundle, attaches an unattached one", async () => {
+    const v1 = await publish("9.0.0");
+    const first = await agentFor("crash-host");
+    await admin.assign(v1, "crash-host");
+    await first.agent.reconcile();
+    await first.agent.stop();
+    const kernel = first.datapath.kernel;
+    const before = await filters(first.datapath);
+    rmSync(join(first.stateDir, "installed.json"));
+
+    const second = await agentFor("crash-host", { kernel, stateDir: first.stateDir });
+    await second.agent.reconcile();
+    expect(await filters(second.datapath), "attached program kept as it was").toEqual(before);
+    const installed = JSON.parse(readFileSync(join(first.stateDir, "installed.json"), "utf8")) as Record<string, { name: string; pref: number }>;
+    expect(installed[v1], "record rebuilt from the verified bundle").toMatchObject({ name: "block-icmp-8888", pref: basePref("block-icmp-8888") });
+    await second.agent.stop();
+
+    // Loaded, never attached: the next agent attaches it without loading another program.
+    for (const hook of await second.datapath.attached()) await second.datapath.detach(hook);
+    rmSync(join(first.stateDir, "installed.json"));
+    const programs = kernel.nextProgramId;
+    const third = await agentFor("crash-host", { kernel, stateDir: first.stateDir });
+    await third.agent.reconcile();
+    expect([await filters(third.datapath), kernel.nextProgramId], "attached, same program").toEqual([before, programs]);
+  });
+
+  it("pulls from the mirrors in order, refusing a tampering one, and falls back to the reference", async () => {
+    const v1 = await publish("10.0.0");
+    const v2 = await publish("10.1.0", ciKey, "mirror-only");
+    const tampering = await startRegistryProxy(registry.url, { tamperBlobs: true });
+    try {
+      const layout = join(work, "mirror-layout");
+      await copy(new RemoteRepository(registry.host, "policies/agent"), v1, new OciLayoutTarget(layout), undefined, { referrers: true });
+      const { agent, events } = await agentFor("mirror-host", { mirrors: [`${tampering.host}/policies/agent`, `oci:${layout}`] });
+      await admin.assign(v1, "mirror-host");
+      await admin.assign(v2, "mirror-host");
+      await agent.reconcile();
+      const sources = events.filter((e) => e.event === "verified").map((e) => [e.id, e.reason?.replace(/^.*, from /, "")]);
+      expect(sources, "v1 from the layout mirror (the tampering one refused), v2 (in no mirror) from its reference").toEqual([
+        [v1, `oci:${layout}@${v1}`],
+        [v2, `${registry.host}/policies/agent@${v2}`],
+      ]);
+      expect(tampering.requests.some((r) => r.path.includes("/blobs/")), "the tampering mirror was tried first").toBe(true);
+    } finally {
+      await tampering.stop();
+    }
+  });
+
+  it("stops during a stalled pull: the pull is cancelled, nothing is installed and no partial blob is left", async () => {
+    const v1 = await publish("11.0.0", ciKey, "stalled");
+    const stalling = await startRegistryProxy(registry.url, { stallBlobsAfter: 10 });
+    try {
+      const r = await runAgent("stall-host", { mirrors: [`${stalling.host}/policies/agent`] });
+      await admin.assign(v1, "stall-host");
+      const pass = r.agent.reconcile();
+      await until("the layer is being pulled", () => stalling.requests.some((q) => q.path.includes("/blobs/") && q.status === 200));
+      await r.agent.stop();
+      await expect(pass, "the reconcile in flight ends with the stop").rejects.toThrow(/agent stopping/);
+      expect(await r.datapath.loaded(), "nothing installed").toEqual([]);
+      const blobs = join(r.stateDir, "cache", "blobs", "sha256");
+      expect(readdirSync(blobs).filter((n) => n.startsWith(".tmp-")), "no partial blob").toEqual([]);
+    } finally {
+      await stalling.stop();
+    }
+  });
+
+  it("assigning v2 before unassigning v1 replaces v1 at its pref (newest per policy name)", async () => {
+    const v1 = await publish("12.0.0", ciKey, "rolling");
+    const v2 = await publish("12.1.0", ciKey, "rolling");
+    const { agent, datapath, logs } = await agentFor("rolling-host");
+    const pref = basePref("rolling");
+    await admin.assign(v1, "rolling-host");
+    await agent.reconcile();
+    await admin.assign(v2, "rolling-host");
+    await agent.reconcile();
+    expect(await filters(datapath), "v2 at v1's pref").toEqual([`eth0 egress ${pref} ${v2}`, `eth1 egress ${pref} ${v2}`]);
+    expect(logs.some((l) => l.startsWith(`superseded rolling 12.0.0 ${v1}`)), logs.join("\n")).toBe(true);
+    await admin.unassign(v1, "rolling-host");
+    await agent.reconcile();
+    expect(await filters(datapath), "unassigning the superseded v1 changes nothing").toEqual([`eth0 egress ${pref} ${v2}`, `eth1 egress ${pref} ${v2}`]);
+  });
+});
+
+describe("outages", () => {
+  it("an assigner that hangs fails the pass with UNAVAILABLE, enforcement holds, and a stop does not wait for it", async () => {
+    const v1 = await publish("13.0.0", ciKey, "outage");
+    const first = await agentFor("outage-host");
+    await admin.assign(v1, "outage-host");
+    await first.agent.reconcile();
+    await first.agent.stop();
+    const before = await filters(first.datapath);
+    expect(before, "installed").toHaveLength(2);
+
+    const hung = createServer(() => undefined);
+    await new Promise<void>((resolve) => hung.listen(0, "127.0.0.1", resolve));
+    try {
+      const url = `http://127.0.0.1:${(hung.address() as AddressInfo).port}`;
+      const second = await runAgent("outage-host", { kernel: first.datapath.kernel, stateDir: first.stateDir, assigner: url, requestTimeoutMs: 300 });
+      await expect(second.agent.reconcile(), "timed out").rejects.toMatchObject({ code: "UNAVAILABLE" });
+      expect(await filters(second.datapath), "enforcement holds").toEqual(before);
+      const third = await runAgent("outage-host", { kernel: first.datapath.kernel, stateDir: first.stateDir, assigner: url, requestTimeoutMs: 3_600_000 });
+      const pass = third.agent.reconcile();
+      await third.agent.stop();
+      await expect(pass, "the stop ends the pass").rejects.toThrow(/agent stopping/);
+      await second.agent.stop();
+      expect(await filters(third.datapath), "nothing detached by the stops").toEqual(before);
+    } finally {
+      hung.closeAllConnections();
+      await new Promise((resolve) => hung.close(resolve));
+    }
+  });
+});

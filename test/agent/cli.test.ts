@@ -1,0 +1,27 @@
+// `aegis agent run`'s flags: what it refuses before it starts, with one clear line.
+import { describe, expect, it } from "vitest";
+import { parseDuration } from "../../cli/commands/agent.js";
+import { aegis, expectOneErrorLine } from "../cli/run.js";
+
+const NO_ENV = { AEGIS_ASSIGNER_URL: "", AEGIS_HOST_ID: "", AEGIS_TRUST: "", AEGIS_IFACES: "", AEGIS_NATS_URL: "" };
+
+describe("aegis agent run", () => {
+  it("names the missing setting: assigner, host id, trust", async () => {
+    expect(expectOneErrorLine(await aegis(["agent", "run"], NO_ENV)), "no assigner").toMatch(/--assigner or set AEGIS_ASSIGNER_URL/);
+    expect(expectOneErrorLine(await aegis(["agent", "run"], { ...NO_ENV, AEGIS_ASSIGNER_URL: "http://127.0.0.1:9" })), "no host id").toMatch(/--host-id or set AEGIS_HOST_ID/);
+    expect(expectOneErrorLine(await aegis(["agent", "run", "--assigner", "http://127.0.0.1:9", "--host-id", "h"], NO_ENV)), "no trust").toMatch(/--trust or set AEGIS_TRUST/);
+  });
+
+  it("refuses a bad --label and --poll-interval; flags win over the environment", async () => {
+    const base = ["agent", "run", "--assigner", "http://127.0.0.1:9", "--host-id", "h", "--trust", "/nonexistent.pub"];
+    expect(expectOneErrorLine(await aegis([...base, "--label", "novalue"], NO_ENV)), "label").toMatch(/--label novalue: expected key=value/);
+    expect(expectOneErrorLine(await aegis([...base, "--poll-interval", "soon"], NO_ENV)), "flag").toMatch(/--poll-interval soon/);
+    expect(expectOneErrorLine(await aegis([...base, "--poll-interval", "soon"], { ...NO_ENV, AEGIS_POLL_INTERVAL: "5s" })), "flag over env").toMatch(/--poll-interval soon/);
+    expect(expectOneErrorLine(await aegis(base, { ...NO_ENV, AEGIS_POLL_INTERVAL: "later" })), "env when no flag").toMatch(/later/);
+  });
+
+  it("parses durations", () => {
+    expect([parseDuration("30s"), parseDuration("500ms"), parseDuration("2m"), parseDuration("5")], "30s 500ms 2m 5").toEqual([30_000, 500, 120_000, 5_000]);
+    expect(() => parseDuration("5ms"), "too short").toThrow(/too short/);
+  });
+});
