@@ -6,7 +6,7 @@ import { mkdir, open, readFile, rename, rm, stat, writeFile } from "node:fs/prom
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { atomicWrite } from "../util/index.js";
+import { atomicWrite, sleep } from "../util/index.js";
 import { RegistryError } from "./errors.js";
 import { checkDigest, isDigest, readAll, verifyStream } from "./digest.js";
 import { Annotation, isManifestType, MAX_MANIFEST_SIZE, MediaType, type Descriptor, type Index } from "./oci.js";
@@ -220,7 +220,7 @@ async function lockFile(path: string): Promise<() => Promise<void>> {
       const age = await stat(path).then((s) => Date.now() - s.mtimeMs, () => 0);
       if (age > LOCK_STALE_MS) await rm(path, { force: true });
       if (Date.now() > giveUp) throw new RegistryError("LOCK_TIMEOUT", `could not lock ${path} within ${LOCK_TIMEOUT_MS / 1000} s`);
-      await new Promise((resolve) => setTimeout(resolve, 10));
+      await sleep(10);
     }
   }
 }

@@ -1,6 +1,7 @@
 // The referrers tag schema, for stores without the referrers API: an image
 // index tagged `sha256-<hex>` lists the manifests that refer to sha256:<hex>.
 // https://github.com/opencontainers/distribution-spec/blob/main/spec.md#referrers-tag-schema
+import { backoffDelay, sleep } from "../util/index.js";
 import { isNotFound, RegistryError } from "./errors.js";
 import { descriptorFor, readAll } from "./digest.js";
 import { encodeJson, MAX_MANIFEST_SIZE, MediaType, parseManifest, referrerDescriptor, referrerEntries, type Descriptor, type Index } from "./oci.js";
@@ -86,7 +87,7 @@ export async function addFallbackReferrer(store: TagStore, subject: Descriptor, 
     await store.push(desc, Readable.from([bytes]));
     await store.tag(desc, referrersTag(subject));
     // Spread out writers that collided, so one of them settles the index.
-    await new Promise((resolve) => setTimeout(resolve, Math.random() * 100));
+    await sleep(backoffDelay(1, { baseMs: 100, maxMs: 100 }));
   }
   throw new RegistryError("LOCK_TIMEOUT", `could not add ${referrer.digest} to the referrers index ${referrersTag(subject)} of ${store.name}: too many concurrent writers`);
 }
