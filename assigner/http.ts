@@ -102,6 +102,7 @@ function mount(app: express.Express, route: Route, services: AssignerServices, l
       const principal = route.access === "public" ? undefined : await services.auth.authenticate(req.headers.authorization);
       if (route.access === "admin") services.auth.requireAdmin(principal!);
       const params = route.params ? parseInput(route.params, req.params, "path") : undefined;
+      route.authorize?.(principal!, params);
       const read = route.body ? await readBody(route, req, res, limits) : undefined;
       if (read && read.json === undefined) throw new AssignerError("BAD_REQUEST", "request body must be JSON (Content-Type: application/json)");
       const body = route.body ? parseInput(route.body, read!.json, "body") : undefined;

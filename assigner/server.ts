@@ -47,6 +47,8 @@ export interface AssignerOptions {
   requestTimeoutMs?: number;
   /** How long an idle keep-alive connection stays open; default 65 s. */
   keepAliveTimeoutMs?: number;
+  /** How far an agent's signed telemetry may be from this clock; default 5 minutes. */
+  telemetryMaxSkewMs?: number;
 }
 
 /**
@@ -136,11 +138,11 @@ export async function startAssigner(options: AssignerOptions = {}): Promise<Runn
   const events: AssignerEvents | undefined = options.natsUrl
     ? AssignerEvents.start(options.natsUrl, {
         // Messages arrive only after start-up, once `services` exists.
-        telemetry: (message): Promise<void> => services.recordTelemetry(message),
+        telemetry: (message, hostId): Promise<boolean> => services.recordTelemetry(message, hostId),
         invalid: () => metrics.telemetry.inc({ result: "invalid" }),
       })
     : undefined;
-  const services = new AssignerServices(store, auth, artifacts, metrics, events);
+  const services = new AssignerServices(store, auth, artifacts, metrics, events, options.telemetryMaxSkewMs);
   const limits = { ...LIMIT_DEFAULTS, ...definedLimits(options) };
   const requestTimeout = limits.requestTimeoutMs;
   // Node refuses a headers timeout longer than the request timeout.

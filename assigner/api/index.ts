@@ -18,6 +18,8 @@ export {
   ErrorJson,
   HealthJson,
   HostId,
+  InForceReceipt,
+  ReceiptInterface,
   RegisterArtifactBody,
   RegisterArtifactByReference,
   RegisterArtifactUpload,
@@ -26,7 +28,12 @@ export {
   RegisterInitBody,
   RegisterInitResponse,
   SignaturesJson,
+  SignedTelemetry,
   StatusJson,
+  TELEMETRY_PAYLOAD_TYPE,
+  TelemetryBody,
   TelemetryMessage,
+  TelemetryResult,
 } from "./schemas.js";
+export { openTelemetry, sealTelemetry, type OpenOptions } from "./telemetry.js";
 export { assignmentsSubject, TELEMETRY_SUBJECTS, telemetrySubject } from "./subjects.js";
