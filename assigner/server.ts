@@ -15,7 +15,7 @@ import { Auth } from "./auth.js";
 import { AssignerEvents } from "./events.js";
 import { createRequestHandler } from "./http.js";
 import { AssignerMetrics } from "./metrics.js";
-import { AssignerServices } from "./services.js";
+import { AssignerServices, DEFAULT_TELEMETRY_MAX_SKEW_MS } from "./services.js";
 import { EmbeddedStore } from "./store/embedded.js";
 import { RedisStore } from "./store/redis.js";
 import type { AssignerStore } from "./store/store.js";
@@ -59,12 +59,13 @@ export interface AssignerOptions {
  * eBPF object); a slow client gets a request's headers in 10 s and a 16 MiB
  * upload in 120 s.
  */
-const LIMIT_DEFAULTS: Readonly<Record<"maxUploadBytes" | "maxConnections" | "headersTimeoutMs" | "requestTimeoutMs" | "keepAliveTimeoutMs", number>> = {
+const LIMIT_DEFAULTS: Readonly<Record<"maxUploadBytes" | "maxConnections" | "headersTimeoutMs" | "requestTimeoutMs" | "keepAliveTimeoutMs" | "telemetryMaxSkewMs", number>> = {
   maxUploadBytes: 16 * 1024 * 1024,
   maxConnections: 10_000,
   headersTimeoutMs: 10_000,
   requestTimeoutMs: 120_000,
   keepAliveTimeoutMs: 65_000,
+  telemetryMaxSkewMs: DEFAULT_TELEMETRY_MAX_SKEW_MS,
 };
 
 export interface RunningAssigner {
@@ -142,8 +143,8 @@ export async function startAssigner(options: AssignerOptions = {}): Promise<Runn
         invalid: () => metrics.telemetry.inc({ result: "invalid" }),
       })
     : undefined;
-  const services = new AssignerServices(store, auth, artifacts, metrics, events, options.telemetryMaxSkewMs);
   const limits = { ...LIMIT_DEFAULTS, ...definedLimits(options) };
+  const services = new AssignerServices(store, auth, artifacts, metrics, events, limits.telemetryMaxSkewMs);
   const requestTimeout = limits.requestTimeoutMs;
   // Node refuses a headers timeout longer than the request timeout.
   const headersTimeout = Math.min(limits.headersTimeoutMs, requestTimeout);

@@ -567,7 +567,7 @@ describe("operations", () => {
     expect(health.json).toEqual({ status: "ok", store: "ok", registry: "ok", nats: "connected" });
     const doc = (await http("GET", "/openapi.json")).json as { openapi: string; paths: Record<string, Record<string, unknown>> };
     expect(doc.openapi).toBe("3.1.0");
-    for (const path of ["/agents/register/init", "/agents/register/complete", "/agents", "/agents/{uid}", "/healthz", "/artifacts", "/artifacts/{id}", "/artifacts/{id}/binary", "/artifacts/for-host/{host_id}", "/assign/{artifact_id}/{host_id}", "/unassign/{artifact_id}/{host_id}", "/artifacts/{id}/status"]) {
+    for (const path of ["/agents/register/init", "/agents/register/complete", "/agents", "/agents/{uid}", "/healthz", "/artifacts", "/artifacts/{id}", "/artifacts/{id}/binary", "/artifacts/for-host/{host_id}", "/assign/{artifact_id}/{host_id}", "/unassign/{artifact_id}/{host_id}", "/artifacts/{id}/status", "/agents/{uid}/telemetry"]) {
       expect(doc.paths[path], path).toBeDefined();
     }
     const metrics = await fetch(new URL("/metrics", assigner.url)).then((r) => r.text());

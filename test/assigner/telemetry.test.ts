@@ -13,6 +13,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { AssignerClient, type SignedTelemetry, type TelemetryMessage } from "../../assigner/api/index.js";
 import { startAssigner, type RunningAssigner } from "../../assigner/index.js";
 import { buildBundle } from "../../bundle/index.js";
+import { aegis } from "../cli/run.js";
 import { http, registerAgent, signed, telemetry } from "../harness/assigner-http.js";
 import { startNats, type TcpServer } from "../harness/tcp-server.js";
 
@@ -133,6 +134,8 @@ describe("over NATS", () => {
     expect(await statusOf("tel-host"), "artifact status").toMatchObject(expected);
     const agent = await http(assigner.url, "GET", `/agents/${host.uid}`, admin);
     expect((agent.json.status as Status[]).find((s) => s.host_id === "tel-host"), "/agents/{uid}").toMatchObject(expected);
+    const cli = await aegis(["status", digest], { AEGIS_ASSIGNER_URL: assigner.url, AEGIS_ADMIN_TOKEN: admin.token });
+    expect(cli.stdout, cli.stderr).toMatch(/^tel-host\tattached program 42 on eth0\/egress since 2026-01-01T00:00:00\.000Z, drops rule0=7\t/m);
     expect(await overNats("tel-host", signed(telemetry("tel-host", `sha256:${"0".repeat(64)}`), hostKeys)), "unknown artifact").toBe("dropped");
     const stranger = generateKeyPairSync("ed25519");
     expect(await overNats("tel-nobody", signed(telemetry("tel-nobody", digest), stranger)), "unregistered host").toBe("dropped");
