@@ -4,7 +4,7 @@
 // api/; verified by AssignerServices.recordTelemetry).
 // Without NATS, or while it is away, agents still learn everything by polling.
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { assignmentsSubject, HostId, SignedTelemetry, TELEMETRY_SUBJECTS, type AssignmentNotice } from "./api/index.js";
+import { assignmentsSubject, HostId, SignedTelemetry, TELEMETRY_SUBJECTS, telemetrySubjectHost, type AssignmentNotice } from "./api/index.js";
 
 /** The queue group every assigner subscribes to telemetry in. */
 export const TELEMETRY_QUEUE = "aegis-assigners";
@@ -43,7 +43,7 @@ export class AssignerEvents {
     for await (const msg of subscription) {
       const parsed = SignedTelemetry.safeParse(safeJson(msg.string()));
       // The subject names the host the message must be signed by and speak for.
-      const hostId = HostId.safeParse(msg.subject.slice(TELEMETRY_SUBJECTS.length - 1));
+      const hostId = HostId.safeParse(telemetrySubjectHost(msg.subject));
       if (!parsed.success || !hostId.success) {
         this.onInvalid();
         continue;

@@ -36,4 +36,4 @@ export {
   TelemetryResult,
 } from "./schemas.js";
 export { openTelemetry, sealTelemetry, type OpenOptions } from "./telemetry.js";
-export { assignmentsSubject, TELEMETRY_SUBJECTS, telemetrySubject } from "./subjects.js";
+export { assignmentsSubject, TELEMETRY_SUBJECTS, telemetrySubject, telemetrySubjectHost } from "./subjects.js";
