@@ -6,7 +6,7 @@
 import type { KeyObject } from "node:crypto";
 import { hostname, release } from "node:os";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { AssignerClient, AssignerError, assignmentsSubject, sealTelemetry, telemetrySubject, type ArtifactJson, type SignedTelemetry } from "../assigner/api/index.js";
+import { AssignerClient, AssignerError, assignmentsSubject, sealTelemetry, telemetrySubject, type ArtifactJson, type AssignerErrorCode, type SignedTelemetry } from "../assigner/api/index.js";
 import type { Attachment, Datapath, LoadedProgram } from "../ebpf/index.js";
 import { describeError } from "../errors.js";
 import type { RepositoryOptions } from "../registry/index.js";
@@ -54,6 +54,8 @@ const OUTBOX_MAX = 256;
 /** One POST /agents/{uid}/telemetry: at most this many messages and payload characters (the assigner takes 64 KiB bodies). */
 const BATCH_MAX = 32;
 const BATCH_CHARS = 48 * 1024;
+/** Answers that refuse a batch itself (sending it again would not help); anything else keeps it for the next pass. */
+const REFUSED = new Set<AssignerErrorCode>(["BAD_REQUEST", "FORBIDDEN", "NOT_FOUND", "PAYLOAD_TOO_LARGE", "UNSUPPORTED_MEDIA_TYPE"]);
 
 export class Agent {
   readonly state: StateDir;
@@ -230,14 +232,18 @@ export class Agent {
     while (this.outbox.length > 0 && this.agentUid) {
       let count = 0;
       let chars = 0;
-      while (count < Math.min(BATCH_MAX, this.outbox.length) && (count === 0 || chars + this.outbox[count]!.payload.length <= BATCH_CHARS)) chars += this.outbox[count++]!.payload.length;
+      for (const { payload } of this.outbox) {
+        if (count === BATCH_MAX || (count > 0 && chars + payload.length > BATCH_CHARS)) break;
+        chars += payload.length;
+        count++;
+      }
       const batch = this.outbox.slice(0, count);
       try {
         await this.bounded((await this.assignerClient()).telemetry(this.agentUid, batch));
         this.telemetryFailure = undefined;
       } catch (err) {
         this.controller.signal.throwIfAborted();
-        const keep = err instanceof AgentError || (err instanceof AssignerError && ["UNAVAILABLE", "UNAUTHORIZED", "INTERNAL"].includes(err.code));
+        const keep = !(err instanceof AssignerError && REFUSED.has(err.code));
         const failure = `${errorCode(err)}: ${describeError(err)}`;
         if (failure !== this.telemetryFailure) this.log(`telemetry over HTTP failed [${failure}]; ${keep ? "retrying at the next pass" : `${count} message(s) lost`}`);
         this.telemetryFailure = failure;

@@ -25,7 +25,7 @@ let assigner: RunningAssigner;
 let admin: AssignerClient;
 let work: string;
 let trust: TrustPolicy;
-let liar: { url: string; server: Server; checksum?: string };
+let liar: { url: string; server: Server; checksum?: string; telemetryDown?: boolean };
 const ciKey = generateKeyPair("ed25519");
 const otherKey = generateKeyPair("ed25519");
 
@@ -105,6 +105,10 @@ beforeAll(async () => {
   // An assigner that lies about checksums: forwards everything, rewrites for-host's checksum when told to.
   liar = { url: "", server: createServer() };
   liar.server.on("request", (req, res) => {
+    if (liar.telemetryDown && req.method === "POST" && req.url!.endsWith("/telemetry")) {
+      res.writeHead(503, { "content-type": "application/json" }).end(JSON.stringify({ error: "telemetry is down", code: "UNAVAILABLE" }));
+      return;
+    }
     const chunks: Buffer[] = [];
     req.on("data", (c: Buffer) => chunks.push(c));
     req.on("end", () => {
@@ -321,6 +325,26 @@ describe("enforcement", () => {
     datapath.setCounters(v1, [5]);
     await agent.reconcile();
     expect((await admin.status(v1)).hosts.find((h) => h.host_id === "http-host")?.counters, "counters of the next receipt").toEqual({ rule0: 5 });
+  });
+
+  it("without NATS, keeps the signed messages while the assigner cannot take them, and delivers them at the next pass", async () => {
+    const v1 = await publish("6.3.0", ciKey, "http-outage");
+    const unsigned = await publish("6.4.0", null, "http-outage-refused");
+    const { agent, logs } = await agentFor("outage-telemetry-host", { assigner: liar.url });
+    await admin.assign(v1, "outage-telemetry-host");
+    await admin.assign(unsigned, "outage-telemetry-host");
+    liar.telemetryDown = true;
+    try {
+      await agent.reconcile();
+      expect((await admin.status(unsigned)).hosts.filter((h) => h.host_id === "outage-telemetry-host"), "nothing delivered yet").toEqual([]);
+      expect(logs.filter((l) => l.startsWith("telemetry over HTTP failed [UNAVAILABLE")), logs.join("\n")).toHaveLength(1);
+    } finally {
+      liar.telemetryDown = false;
+    }
+    await agent.reconcile();
+    // The failure is reported once, during the outage: only the kept message can bring it.
+    expect((await admin.status(unsigned)).hosts.find((h) => h.host_id === "outage-telemetry-host"), "the kept failure, delivered").toMatchObject({ event: "failed", code: "NO_SIGNATURE" });
+    expect((await admin.status(v1)).hosts.find((h) => h.host_id === "outage-telemetry-host")?.event, "and the receipt").toBe("attached");
   });
 
   it("restores a filter someone deleted or replaced, reporting drift, and attaches on a configured interface once it appears", async () => {
