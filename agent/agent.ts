@@ -6,7 +6,7 @@
 import type { KeyObject } from "node:crypto";
 import { hostname, release } from "node:os";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { AssignerClient, AssignerError, assignmentsSubject, sealTelemetry, telemetrySubject, type ArtifactJson, type AssignerErrorCode, type SignedTelemetry } from "../assigner/api/index.js";
+import { AssignerClient, AssignerError, assignmentsSubject, sealTelemetry, TELEMETRY_BODY_LIMIT, telemetrySubject, type ArtifactJson, type AssignerErrorCode, type SignedTelemetry } from "../assigner/api/index.js";
 import type { Attachment, Datapath, LoadedProgram } from "../ebpf/index.js";
 import { describeError } from "../errors.js";
 import type { RepositoryOptions } from "../registry/index.js";
@@ -16,7 +16,7 @@ import { AgentError, errorCode } from "./errors.js";
 import { Executor } from "./executor.js";
 import { ArtifactCache, type VerifiedArtifact } from "./fetch.js";
 import { newestByName, plan, type InstalledProgram, type Program, type Step } from "./plan.js";
-import { logLine, telemetryMessage, type Reporter, type StepReport } from "./report.js";
+import { logLine, receiptCounters, telemetryMessage, type Reporter, type StepReport } from "./report.js";
 import { StateDir, type InstalledRecord } from "./state.js";
 import type { z } from "zod";
 
@@ -51,9 +51,9 @@ type Assigned = z.infer<typeof ArtifactJson>;
 
 /** Signed messages kept for the HTTP route while the assigner is away (the oldest go first). */
 const OUTBOX_MAX = 256;
-/** One POST /agents/{uid}/telemetry: at most this many messages and payload characters (the assigner takes 64 KiB bodies). */
+/** One POST /agents/{uid}/telemetry: at most this many messages and payload characters (within TELEMETRY_BODY_LIMIT). */
 const BATCH_MAX = 32;
-const BATCH_CHARS = 48 * 1024;
+const BATCH_CHARS = (TELEMETRY_BODY_LIMIT * 3) / 4;
 /** Answers that refuse a batch itself (sending it again would not help); anything else keeps it for the next pass. */
 const REFUSED = new Set<AssignerErrorCode>(["BAD_REQUEST", "FORBIDDEN", "NOT_FOUND", "PAYLOAD_TOO_LARGE", "UNSUPPORTED_MEDIA_TYPE"]);
 
@@ -462,9 +462,10 @@ export class Agent {
         id,
         name: record.name,
         version: record.version,
-        counters: Object.fromEntries(counters.map((n, i) => [`rule${i}`, n])),
+        counters: receiptCounters(counters),
         receipt: { program_id: program.programId, interfaces: hooks.map(({ iface, direction, pref }) => ({ iface, direction, pref })), since: record.since },
       });
     }
   }
 }
+

@@ -2,7 +2,7 @@
 // digest and policy name) and the assigner: a TelemetryMessage, signed with
 // the agent's key (sealTelemetry), on aegis.telemetry.<host_id> or, without
 // NATS, POST /agents/{uid}/telemetry (README "The agent", message format).
-import { TELEMETRY_PAYLOAD_TYPE, type InForceReceipt, type TelemetryMessage } from "../assigner/api/index.js";
+import { RECEIPT_COUNTERS_MAX, TELEMETRY_PAYLOAD_TYPE, type InForceReceipt, type TelemetryMessage } from "../assigner/api/index.js";
 
 export type StepEvent = TelemetryMessage["event"];
 
@@ -40,6 +40,13 @@ export function telemetryMessage(hostId: string, step: StepReport, seq: number, 
     time: now.toISOString(),
     seq,
   };
+}
+
+/** rule<i> → drops of every rule; past RECEIPT_COUNTERS_MAX rules, of the rules that dropped the most. */
+export function receiptCounters(counters: number[]): Record<string, number> {
+  let listed = counters.map((n, i) => [i, n] as const);
+  if (listed.length > RECEIPT_COUNTERS_MAX) listed = listed.filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1] || a[0] - b[0]).slice(0, RECEIPT_COUNTERS_MAX).sort((a, b) => a[0] - b[0]);
+  return Object.fromEntries(listed.map(([i, n]) => [`rule${i}`, n]));
 }
 
 /** The operator's line for a step. */

@@ -71,7 +71,7 @@ async function readBody(route: Route, req: Request, res: Response, limits: HttpL
   if (encoding && encoding.toLowerCase() !== "identity") throw new AssignerError("UNSUPPORTED_MEDIA_TYPE", `unsupported Content-Encoding: ${encoding}`);
   const charset = /;\s*charset=([^;\s]+)/i.exec(req.headers["content-type"] ?? "")?.[1]?.replace(/"/g, "").toLowerCase();
   if (charset && charset !== "utf-8" && charset !== "utf8") throw new AssignerError("UNSUPPORTED_MEDIA_TYPE", `unsupported charset: ${charset}`);
-  const limit = route.streamsUpload ? maxUploadBodyBytes(limits.maxUploadBytes) : SMALL_BODY_LIMIT;
+  const limit = route.streamsUpload ? maxUploadBodyBytes(limits.maxUploadBytes) : (route.bodyLimit ?? SMALL_BODY_LIMIT);
   const length = Number(req.headers["content-length"] ?? 0);
   if (length > limit) {
     const what = route.streamsUpload ? `this assigner takes bundles up to ${limits.maxUploadBytes} bytes (--max-upload-bytes)` : `at most ${limit} bytes`;

@@ -25,6 +25,7 @@ import {
   RegisterInitBody,
   RegisterInitResponse,
   SignaturesJson,
+  TELEMETRY_BODY_LIMIT,
   TelemetryBody,
   TelemetryResult,
 } from "./api/index.js";
@@ -68,6 +69,8 @@ export interface Route<P = unknown, B = unknown> {
   response?: z.ZodType;
   responseStatus?: number;
   produces?: string;
+  /** The largest body taken, when not the default 64 KiB (bodies other than the upload are read whole). */
+  bodyLimit?: number;
   /** Checks the caller against the path before the body is read (a 403 costs the caller its body, not the assigner). */
   authorize?: (principal: Principal, params: P) => void;
   /** Absent only for the agents' poll, which http.ts answers before Express (serveForHost). */
@@ -210,6 +213,7 @@ export const ROUTES: Route[] = [
       if (principal.kind !== "agent" || principal.agentUid !== params.uid) throw new AssignerError("FORBIDDEN", `only agent ${params.uid}'s own token may post its telemetry`);
     },
     body: TelemetryBody,
+    bodyLimit: TELEMETRY_BODY_LIMIT,
     response: TelemetryResult,
     handler: async ({ body, principal, services }) => {
       const { hostId } = principal as Extract<Principal, { kind: "agent" }>;

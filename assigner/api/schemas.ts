@@ -168,8 +168,21 @@ export const ErrorJson = z.object({
 /** The `type` of every telemetry payload: what the signed bytes are, and in which version. */
 export const TELEMETRY_PAYLOAD_TYPE = "application/vnd.aegis.telemetry.v1+json";
 
+/**
+ * Bounds of one message, so a receipt of a large policy on a host with many
+ * interfaces still fits (about 350 KiB of JSON at most; NATS takes 1 MiB by
+ * default). A policy with more rules than RECEIPT_COUNTERS_MAX reports the
+ * rules that dropped the most.
+ */
+export const RECEIPT_COUNTERS_MAX = 4096;
+const RECEIPT_INTERFACES_MAX = 4096;
+/** The HTTP route's body: a batch of messages, each at most 512 KiB of base64. */
+export const TELEMETRY_BODY_LIMIT = 1024 * 1024;
+
 /** Per-rule drop counters: rule<i> → packets dropped by rule i. */
-const Counters = z.record(z.string().max(32), z.number().int().nonnegative()).refine((c) => Object.keys(c).length <= 4096, "at most 4096 counters");
+const Counters = z
+  .record(z.string().max(32), z.number().int().nonnegative())
+  .refine((c) => Object.keys(c).length <= RECEIPT_COUNTERS_MAX, `at most ${RECEIPT_COUNTERS_MAX} counters`);
 
 /** One hook a program is in force at. */
 export const ReceiptInterface = z.strictObject({
@@ -185,7 +198,7 @@ export const ReceiptInterface = z.strictObject({
  */
 export const InForceReceipt = z.strictObject({
   program_id: z.number().int().nonnegative(),
-  interfaces: z.array(ReceiptInterface).max(1024),
+  interfaces: z.array(ReceiptInterface).max(RECEIPT_INTERFACES_MAX),
   since: z.iso.datetime(),
 });
 
@@ -224,7 +237,7 @@ export type InForceReceipt = z.infer<typeof InForceReceipt>;
  * bytes it received before parsing them: nothing is re-serialized.
  */
 export const SignedTelemetry = z.strictObject({
-  payload: Base64.max(32_768).meta({ description: "base64 of the TelemetryMessage JSON text (UTF-8), the signed bytes" }),
+  payload: Base64.max(512 * 1024).meta({ description: "base64 of the TelemetryMessage JSON text (UTF-8), the signed bytes" }),
   signature: Base64.max(128).meta({ description: "base64 Ed25519 signature of the payload's bytes by the agent's registered key" }),
 });
 

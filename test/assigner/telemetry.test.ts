@@ -172,6 +172,17 @@ describe("over HTTP (POST /agents/{uid}/telemetry)", () => {
     expect((await post(host.uid, host.token, { messages: [] })).status, "an empty batch").toBe(400);
   });
 
+  it("takes a receipt at the bounds (4096 counters, 4096 hooks) over HTTP and NATS, and refuses one past them", async () => {
+    const counters = Object.fromEntries(Array.from({ length: 4096 }, (_, i) => [`rule${i}`, 1_000_000_000 + i]));
+    const interfaces = Array.from({ length: 4096 }, (_, i) => ({ iface: `veth${String(i).padStart(11, "0")}`, direction: i % 2 ? ("ingress" as const) : ("egress" as const), pref: 4660 }));
+    const large = (fields: Partial<TelemetryMessage> = {}) => telemetry("tel-host", digest, { counters, receipt: { program_id: 43, interfaces, since: "2026-01-01T00:00:00.000Z" }, ...fields });
+    expect((await post(host.uid, host.token, signed(large(), hostKeys))).json, "over HTTP").toEqual({ recorded: 1, refused: 0 });
+    expect(await overNats("tel-host", signed(large(), hostKeys)), "over NATS").toBe("recorded");
+    expect((await statusOf("tel-host"))?.interfaces, "all hooks").toHaveLength(4096);
+    const past = large({ counters: { ...counters, rule4096: 1 } });
+    expect(await overNats("tel-host", signed(past, hostKeys)), "4097 counters").toBe("invalid");
+  });
+
   it("AssignerClient.telemetry posts a batch", async () => {
     const client = new AssignerClient(assigner.url, host.token);
     const answer = await client.telemetry(host.uid, [signed(telemetry("tel-host", digest, { event: "detached" }), hostKeys)]);
