@@ -3,9 +3,10 @@
 // has the executor carry the plan out through the Datapath. It adopts what
 // is pinned and attached when it starts and never detaches anything when it
 // stops: enforcement outlives the process (DESIGN.md "Agent").
+import type { KeyObject } from "node:crypto";
 import { hostname, release } from "node:os";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { AssignerClient, AssignerError, assignmentsSubject, telemetrySubject, type ArtifactJson } from "../assigner/api/index.js";
+import { AssignerClient, AssignerError, assignmentsSubject, sealTelemetry, TELEMETRY_BODY_LIMIT, telemetrySubject, type ArtifactJson, type AssignerErrorCode, type SignedTelemetry } from "../assigner/api/index.js";
 import type { Attachment, Datapath, LoadedProgram } from "../ebpf/index.js";
 import { describeError } from "../errors.js";
 import type { RepositoryOptions } from "../registry/index.js";
@@ -15,7 +16,7 @@ import { AgentError, errorCode } from "./errors.js";
 import { Executor } from "./executor.js";
 import { ArtifactCache, type VerifiedArtifact } from "./fetch.js";
 import { newestByName, plan, type InstalledProgram, type Program, type Step } from "./plan.js";
-import { logLine, telemetryMessage, type Reporter, type StepReport } from "./report.js";
+import { logLine, receiptCounters, telemetryMessage, type Reporter, type StepReport } from "./report.js";
 import { StateDir, type InstalledRecord } from "./state.js";
 import type { z } from "zod";
 
@@ -48,6 +49,14 @@ export interface AgentOptions {
 
 type Assigned = z.infer<typeof ArtifactJson>;
 
+/** Signed messages kept for the HTTP route while the assigner is away (the oldest go first). */
+const OUTBOX_MAX = 256;
+/** One POST /agents/{uid}/telemetry: at most this many messages and payload characters (within TELEMETRY_BODY_LIMIT). */
+const BATCH_MAX = 32;
+const BATCH_CHARS = (TELEMETRY_BODY_LIMIT * 3) / 4;
+/** Answers that refuse a batch itself (sending it again would not help); anything else keeps it for the next pass. */
+const REFUSED = new Set<AssignerErrorCode>(["BAD_REQUEST", "FORBIDDEN", "NOT_FOUND", "PAYLOAD_TOO_LARGE", "UNSUPPORTED_MEDIA_TYPE"]);
+
 export class Agent {
   readonly state: StateDir;
   readonly cache: ArtifactCache;
@@ -71,6 +80,14 @@ export class Agent {
   private woken = false;
   private queue: Promise<unknown> = Promise.resolve();
   private loop: Promise<void> | undefined;
+  /** The registered key, which signs every message, and the uid the HTTP route is under. */
+  private key: KeyObject | undefined;
+  private agentUid: string | undefined;
+  /** The last `seq` sent: microseconds since the epoch at least, so it grows across restarts too. */
+  private seq = 0;
+  /** Signed messages waiting for the HTTP route (no NATS). */
+  private outbox: SignedTelemetry[] = [];
+  private telemetryFailure: string | undefined;
 
   constructor(private readonly options: AgentOptions) {
     this.state = new StateDir(options.stateDir);
@@ -84,7 +101,7 @@ export class Agent {
   /** Adopts what the kernel runs, connects to NATS in the background, and starts the poll loop. */
   async start(): Promise<void> {
     await this.state.init();
-    await this.state.key();
+    this.key = await this.state.key();
     if (this.options.dryRun) this.log("dry run: verifying only, NOTHING IS ENFORCED by this agent");
     try {
       const loaded = await this.options.datapath.loaded();
@@ -188,15 +205,51 @@ export class Agent {
   }
 
   /**
-   * Sends a report to the assigner (and the test reporters). The seam for
-   * what comes next (issue 9): an in-force receipt signed with the agent's
-   * key, and POST /agents/{uid}/telemetry when there is no NATS. Until then a
-   * step without NATS is only logged.
+   * Sends a report to the test reporters and, signed with the agent's key,
+   * to the assigner: on NATS when connected, else queued for POST
+   * /agents/{uid}/telemetry at the end of the pass. An `attached` step
+   * without its receipt is not sent: the receipt follows in the same pass.
    */
   private publish(step: StepReport): void {
     for (const reporter of this.options.reporters ?? []) reporter.report(step);
+    if (!this.key || (step.event === "attached" && !step.receipt)) return;
+    this.seq = Math.max(this.seq + 1, Date.now() * 1000);
+    const envelope = sealTelemetry(telemetryMessage(this.options.hostId, step, this.seq), this.key);
     if (this.nats && !this.nats.isClosed()) {
-      this.nats.publish(telemetrySubject(this.options.hostId), JSON.stringify(telemetryMessage(this.options.hostId, step)));
+      this.nats.publish(telemetrySubject(this.options.hostId), JSON.stringify(envelope));
+      return;
+    }
+    this.outbox.push(envelope);
+    if (this.outbox.length > OUTBOX_MAX) this.outbox.splice(0, this.outbox.length - OUTBOX_MAX);
+  }
+
+  /**
+   * Sends the queued messages over HTTP, in batches. An assigner that cannot
+   * be reached keeps them for the next pass; one that refuses a batch (an old
+   * assigner without the route, say) loses it. Either is logged once.
+   */
+  private async flushTelemetry(): Promise<void> {
+    while (this.outbox.length > 0 && this.agentUid) {
+      let count = 0;
+      let chars = 0;
+      for (const { payload } of this.outbox) {
+        if (count === BATCH_MAX || (count > 0 && chars + payload.length > BATCH_CHARS)) break;
+        chars += payload.length;
+        count++;
+      }
+      const batch = this.outbox.slice(0, count);
+      try {
+        await this.bounded((await this.assignerClient()).telemetry(this.agentUid, batch));
+        this.telemetryFailure = undefined;
+      } catch (err) {
+        this.controller.signal.throwIfAborted();
+        const keep = !(err instanceof AssignerError && REFUSED.has(err.code));
+        const failure = `${errorCode(err)}: ${describeError(err)}`;
+        if (failure !== this.telemetryFailure) this.log(`telemetry over HTTP failed [${failure}]; ${keep ? "retrying at the next pass" : `${count} message(s) lost`}`);
+        this.telemetryFailure = failure;
+        if (keep) return;
+      }
+      this.outbox.splice(0, count);
     }
   }
 
@@ -206,6 +259,7 @@ export class Agent {
     const { assigner, hostId } = this.options;
     const stored = refresh ? undefined : await this.state.registration();
     if (stored && stored.assigner === assigner && stored.host_id === hostId) {
+      this.agentUid = stored.agent_uid;
       this.client = new AssignerClient(assigner, stored.token);
       return this.client;
     }
@@ -217,6 +271,7 @@ export class Agent {
     });
     await this.state.saveRegistration({ assigner, host_id: registered.host_id, agent_uid: registered.agent_uid, token: registered.token });
     this.log(`registered as ${registered.agent_uid} for host ${registered.host_id}`);
+    this.agentUid = registered.agent_uid;
     this.client = new AssignerClient(assigner, registered.token);
     return this.client;
   }
@@ -323,7 +378,7 @@ export class Agent {
     }
     // After a refusal the next poll asks for the whole set again: what the assigner said may have been fixed since.
     if (hold.length > 0) this.etag = undefined;
-    if (this.options.dryRun) return;
+    if (this.options.dryRun) return this.flushTelemetry();
 
     for (const p of newestByName(desired).superseded) {
       if (!this.superseded.has(p.id)) this.log(`superseded ${p.name} ${p.version} ${p.id}: a newer version of ${p.name} is assigned`);
@@ -336,9 +391,10 @@ export class Agent {
       signal.throwIfAborted();
       await this.applyStep(step, ifaces, records, verified);
     }
-    await this.reportCounters(records);
+    await this.reportReceipts(records);
     const keep = new Set([...desired.map((p) => p.id), ...steps.filter((s) => s.kind === "keep").map((s) => s.program.id)]);
     for (const digest of await this.cache.prune(keep)) if (loaded.some((p) => p.id === digest)) this.log(`pruned ${digest} from the cache`);
+    await this.flushTelemetry();
   }
 
   /**
@@ -386,12 +442,30 @@ export class Agent {
     }
   }
 
-  /** Per-rule drop counters of every installed program, as an `attached` report (published, not logged). */
-  private async reportCounters(records: Map<string, InstalledRecord>): Promise<void> {
+  /**
+   * The in-force receipt of every installed program, as an `attached` report
+   * (signed and published, not logged): the program id the kernel runs at
+   * each hook (as tc reports it now), since when, and its per-rule drop
+   * counters. A program attached nowhere has no receipt.
+   */
+  private async reportReceipts(records: Map<string, InstalledRecord>): Promise<void> {
+    const { datapath } = this.options;
+    const [loaded, attached] = await Promise.all([datapath.loaded(), datapath.attached()]);
     for (const [id, record] of records) {
-      const counters = await this.options.datapath.counters(id).catch(() => undefined);
+      const program = loaded.find((p) => p.id === id);
+      const hooks = attached.filter((a) => a.id === id && a.programId === program?.programId);
+      if (!program || hooks.length === 0) continue;
+      const counters = await datapath.counters(id).catch(() => undefined);
       if (!counters) continue;
-      this.publish({ event: "attached", id, name: record.name, version: record.version, counters: Object.fromEntries(counters.map((n, i) => [`rule${i}`, n])) });
+      this.publish({
+        event: "attached",
+        id,
+        name: record.name,
+        version: record.version,
+        counters: receiptCounters(counters),
+        receipt: { program_id: program.programId, interfaces: hooks.map(({ iface, direction, pref }) => ({ iface, direction, pref })), since: record.since },
+      });
     }
   }
 }
+

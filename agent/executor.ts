@@ -74,7 +74,7 @@ export class Executor {
       await this.datapath.unpin(id).catch(() => undefined);
       throw err;
     }
-    records.set(id, { name: policy.name, version: policy.version, direction: policy.attach.direction, pref, rules: policy.rules.length, since: new Date().toISOString() });
+    records.set(id, { name: policy.name, version: policy.version, direction: policy.attach.direction, pref, rules: policy.rules.length, since: new Date().toISOString(), ifaces: [...ifaces] });
     this.reporter.report({ event: "attached", id, name: policy.name, version: policy.version, reason: `${hooks.map(hookName).join(", ")}` });
     if (old) {
       // Hooks the new version does not cover (an interface or direction it dropped).
@@ -95,13 +95,29 @@ export class Executor {
     this.reporter.report({ event: "detached", id, ...(record ? { name: record.name, version: record.version } : {}), reason: "detached and unpinned" });
   }
 
-  /** A kept program is attached at every hook it should be: new interfaces, and filters someone removed or replaced. */
+  /**
+   * A kept program is attached at every hook it should be: new interfaces,
+   * and filters someone removed or replaced. A hook missing on an interface
+   * it was attached on is drift: reported (`drift`, what was there instead)
+   * before it is restored, and `since` starts again, since enforcement lapsed.
+   */
   private async keep(id: string, ifaces: readonly string[], records: Map<string, InstalledRecord>): Promise<void> {
     const record = records.get(id);
     if (!record) return; // adopted without a record: left exactly as found
-    const current = await this.hooksOf(id);
-    const missing = hooksFor(record.direction, ifaces, record.pref).filter((h) => !current.some((c) => same(c, h)));
+    const all = await this.datapath.attached();
+    const missing = hooksFor(record.direction, ifaces, record.pref).filter((h) => !all.some((c) => c.id === id && same(c, h)));
+    const known = new Set(record.ifaces ?? []);
+    const drifted = missing.filter((h) => known.has(h.iface));
+    if (drifted.length > 0) {
+      const what = drifted.map((h) => {
+        const other = all.find((c) => same(c, h));
+        return `${hookName(h)} ${other ? `replaced by program id ${other.programId}` : "deleted"}`;
+      });
+      this.reporter.report({ event: "drift", id, name: record.name, version: record.version, reason: `${what.join(", ")}: restoring` });
+    }
     for (const hook of missing) await this.datapath.attach(id, hook);
+    if (drifted.length > 0) record.since = new Date().toISOString();
+    record.ifaces = [...ifaces];
     if (missing.length > 0) {
       this.reporter.report({ event: "attached", id, name: record.name, version: record.version, reason: `${missing.map(hookName).join(", ")}` });
     }

@@ -26,7 +26,10 @@ export interface InstalledRecord {
   pref: number;
   /** Number of rules (counter indexes). */
   rules: number;
+  /** When it was attached, or last restored after drift (tc does not record it): the receipt's `since`. */
   since: string;
+  /** The interfaces it was last attached on: a hook missing there is drift, one missing elsewhere a new interface. */
+  ifaces?: string[];
 }
 
 export class StateDir {

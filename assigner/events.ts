@@ -1,9 +1,10 @@
 // NATS, optional (DESIGN.md "NATS"): the assigner publishes
 // aegis.assignments.<host_id> when a host's set changes, and records the
-// agents' aegis.telemetry.<host_id> messages (subjects and shapes in api/).
+// agents' signed aegis.telemetry.<host_id> messages (subjects and shapes in
+// api/; verified by AssignerServices.recordTelemetry).
 // Without NATS, or while it is away, agents still learn everything by polling.
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { assignmentsSubject, TELEMETRY_SUBJECTS, TelemetryMessage, telemetrySubject, type AssignmentNotice } from "./api/index.js";
+import { assignmentsSubject, HostId, SignedTelemetry, TELEMETRY_SUBJECTS, telemetrySubjectHost, type AssignmentNotice } from "./api/index.js";
 
 /** The queue group every assigner subscribes to telemetry in. */
 export const TELEMETRY_QUEUE = "aegis-assigners";
@@ -15,10 +16,10 @@ export class AssignerEvents {
   private connected = false;
   private closed = false;
 
-  private constructor(private readonly onTelemetry: (message: TelemetryMessage) => Promise<void>, private readonly onInvalid: () => void) {}
+  private constructor(private readonly onTelemetry: (message: SignedTelemetry, hostId: string) => Promise<unknown>, private readonly onInvalid: () => void) {}
 
   /** Starts connecting in the background (retrying forever); never blocks start-up. */
-  static start(url: string, handlers: { telemetry: (message: TelemetryMessage) => Promise<void>; invalid: () => void }): AssignerEvents {
+  static start(url: string, handlers: { telemetry: (message: SignedTelemetry, hostId: string) => Promise<unknown>; invalid: () => void }): AssignerEvents {
     const events = new AssignerEvents(handlers.telemetry, handlers.invalid);
     void events.run(url);
     return events;
@@ -40,13 +41,14 @@ export class AssignerEvents {
     // one of them, so it is recorded once.
     const subscription = nc.subscribe(TELEMETRY_SUBJECTS, { queue: TELEMETRY_QUEUE });
     for await (const msg of subscription) {
-      const parsed = TelemetryMessage.safeParse(safeJson(msg.string()));
-      // The subject names the host; a message about another host is not trusted.
-      if (!parsed.success || msg.subject !== telemetrySubject(parsed.data.host_id)) {
+      const parsed = SignedTelemetry.safeParse(safeJson(msg.string()));
+      // The subject names the host the message must be signed by and speak for.
+      const hostId = HostId.safeParse(telemetrySubjectHost(msg.subject));
+      if (!parsed.success || !hostId.success) {
         this.onInvalid();
         continue;
       }
-      await this.onTelemetry(parsed.data).catch(() => this.onInvalid());
+      await this.onTelemetry(parsed.data, hostId.data).catch(() => this.onInvalid());
     }
   }
 

@@ -71,7 +71,7 @@ async function readBody(route: Route, req: Request, res: Response, limits: HttpL
   if (encoding && encoding.toLowerCase() !== "identity") throw new AssignerError("UNSUPPORTED_MEDIA_TYPE", `unsupported Content-Encoding: ${encoding}`);
   const charset = /;\s*charset=([^;\s]+)/i.exec(req.headers["content-type"] ?? "")?.[1]?.replace(/"/g, "").toLowerCase();
   if (charset && charset !== "utf-8" && charset !== "utf8") throw new AssignerError("UNSUPPORTED_MEDIA_TYPE", `unsupported charset: ${charset}`);
-  const limit = route.streamsUpload ? maxUploadBodyBytes(limits.maxUploadBytes) : SMALL_BODY_LIMIT;
+  const limit = route.streamsUpload ? maxUploadBodyBytes(limits.maxUploadBytes) : (route.bodyLimit ?? SMALL_BODY_LIMIT);
   const length = Number(req.headers["content-length"] ?? 0);
   if (length > limit) {
     const what = route.streamsUpload ? `this assigner takes bundles up to ${limits.maxUploadBytes} bytes (--max-upload-bytes)` : `at most ${limit} bytes`;
@@ -102,6 +102,7 @@ function mount(app: express.Express, route: Route, services: AssignerServices, l
       const principal = route.access === "public" ? undefined : await services.auth.authenticate(req.headers.authorization);
       if (route.access === "admin") services.auth.requireAdmin(principal!);
       const params = route.params ? parseInput(route.params, req.params, "path") : undefined;
+      route.authorize?.(principal!, params);
       const read = route.body ? await readBody(route, req, res, limits) : undefined;
       if (read && read.json === undefined) throw new AssignerError("BAD_REQUEST", "request body must be JSON (Content-Type: application/json)");
       const body = route.body ? parseInput(route.body, read!.json, "body") : undefined;

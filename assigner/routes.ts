@@ -25,6 +25,9 @@ import {
   RegisterInitBody,
   RegisterInitResponse,
   SignaturesJson,
+  TELEMETRY_BODY_LIMIT,
+  TelemetryBody,
+  TelemetryResult,
 } from "./api/index.js";
 import type { AgentRecord, StatusRecord } from "./store/store.js";
 import type { AssignerServices } from "./services.js";
@@ -66,6 +69,10 @@ export interface Route<P = unknown, B = unknown> {
   response?: z.ZodType;
   responseStatus?: number;
   produces?: string;
+  /** The largest body taken, when not the default 64 KiB (bodies other than the upload are read whole). */
+  bodyLimit?: number;
+  /** Checks the caller against the path before the body is read (a 403 costs the caller its body, not the assigner). */
+  authorize?: (principal: Principal, params: P) => void;
   /** Absent only for the agents' poll, which http.ts answers before Express (serveForHost). */
   handler?: (ctx: RouteContext<P, B>) => Promise<JsonResult | undefined>;
 }
@@ -91,8 +98,10 @@ function statusJson(status: StatusRecord) {
     host_id: status.hostId,
     artifact_id: status.artifactId,
     event: status.event,
+    ...(status.code ? { code: status.code } : {}),
     ...(status.reason ? { reason: status.reason } : {}),
     ...(status.counters ? { counters: status.counters } : {}),
+    ...(status.receipt ? { program_id: status.receipt.programId, interfaces: status.receipt.interfaces, since: status.receipt.since } : {}),
     time: status.time,
   };
 }
@@ -192,6 +201,26 @@ export const ROUTES: Route[] = [
       if (!agent) throw new AssignerError("NOT_FOUND", `agent ${params.uid} is not registered`);
       const [{ artifactIds }, status] = await Promise.all([services.store.hostAssignments(agent.hostId), services.store.hostStatus(agent.hostId)]);
       return { json: { ...agentJson(agent), assignments: artifactIds, status: status.map(statusJson) } };
+    },
+  }),
+  route({
+    method: "post",
+    path: "/agents/{uid}/telemetry",
+    summary: "Signed telemetry from an agent without NATS: one SignedTelemetry, or {messages: […]} (at most 32); each is verified as on NATS",
+    access: "agent",
+    params: UidParams,
+    authorize: (principal, params) => {
+      if (principal.kind !== "agent" || principal.agentUid !== params.uid) throw new AssignerError("FORBIDDEN", `only agent ${params.uid}'s own token may post its telemetry`);
+    },
+    body: TelemetryBody,
+    bodyLimit: TELEMETRY_BODY_LIMIT,
+    response: TelemetryResult,
+    handler: async ({ body, principal, services }) => {
+      const { hostId } = principal as Extract<Principal, { kind: "agent" }>;
+      let recorded = 0;
+      const messages = "messages" in body ? body.messages : [body];
+      for (const message of messages) if (await services.recordTelemetry(message, hostId)) recorded++;
+      return { json: { recorded, refused: messages.length - recorded } };
     },
   }),
   route({

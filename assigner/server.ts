@@ -15,7 +15,7 @@ import { Auth } from "./auth.js";
 import { AssignerEvents } from "./events.js";
 import { createRequestHandler } from "./http.js";
 import { AssignerMetrics } from "./metrics.js";
-import { AssignerServices } from "./services.js";
+import { AssignerServices, DEFAULT_TELEMETRY_MAX_SKEW_MS } from "./services.js";
 import { EmbeddedStore } from "./store/embedded.js";
 import { RedisStore } from "./store/redis.js";
 import type { AssignerStore } from "./store/store.js";
@@ -47,6 +47,8 @@ export interface AssignerOptions {
   requestTimeoutMs?: number;
   /** How long an idle keep-alive connection stays open; default 65 s. */
   keepAliveTimeoutMs?: number;
+  /** How far an agent's signed telemetry may be from this clock; default 5 minutes. */
+  telemetryMaxSkewMs?: number;
 }
 
 /**
@@ -57,12 +59,13 @@ export interface AssignerOptions {
  * eBPF object); a slow client gets a request's headers in 10 s and a 16 MiB
  * upload in 120 s.
  */
-const LIMIT_DEFAULTS: Readonly<Record<"maxUploadBytes" | "maxConnections" | "headersTimeoutMs" | "requestTimeoutMs" | "keepAliveTimeoutMs", number>> = {
+const LIMIT_DEFAULTS: Readonly<Record<"maxUploadBytes" | "maxConnections" | "headersTimeoutMs" | "requestTimeoutMs" | "keepAliveTimeoutMs" | "telemetryMaxSkewMs", number>> = {
   maxUploadBytes: 16 * 1024 * 1024,
   maxConnections: 10_000,
   headersTimeoutMs: 10_000,
   requestTimeoutMs: 120_000,
   keepAliveTimeoutMs: 65_000,
+  telemetryMaxSkewMs: DEFAULT_TELEMETRY_MAX_SKEW_MS,
 };
 
 export interface RunningAssigner {
@@ -136,12 +139,12 @@ export async function startAssigner(options: AssignerOptions = {}): Promise<Runn
   const events: AssignerEvents | undefined = options.natsUrl
     ? AssignerEvents.start(options.natsUrl, {
         // Messages arrive only after start-up, once `services` exists.
-        telemetry: (message): Promise<void> => services.recordTelemetry(message),
+        telemetry: (message, hostId): Promise<boolean> => services.recordTelemetry(message, hostId),
         invalid: () => metrics.telemetry.inc({ result: "invalid" }),
       })
     : undefined;
-  const services = new AssignerServices(store, auth, artifacts, metrics, events);
   const limits = { ...LIMIT_DEFAULTS, ...definedLimits(options) };
+  const services = new AssignerServices(store, auth, artifacts, metrics, events, limits.telemetryMaxSkewMs);
   const requestTimeout = limits.requestTimeoutMs;
   // Node refuses a headers timeout longer than the request timeout.
   const headersTimeout = Math.min(limits.headersTimeoutMs, requestTimeout);

@@ -5,13 +5,15 @@ import type { Auth, Principal } from "./auth.js";
 import type { AssignerEvents } from "./events.js";
 import type { AssignerMetrics } from "./metrics.js";
 import type { ArtifactRecord, AssignerStore } from "./store/store.js";
-import type { TelemetryMessage } from "./api/index.js";
+import { openTelemetry, type SignedTelemetry } from "./api/index.js";
 
 export interface ForHostAnswer {
   status: 200 | 304;
   etag: string;
   body: string;
 }
+
+export const DEFAULT_TELEMETRY_MAX_SKEW_MS = 5 * 60_000;
 
 /** Entries kept per cache (for-host bodies by host, artifact JSON by id). */
 const CACHE_MAX = 100_000;
@@ -31,6 +33,8 @@ export class AssignerServices {
     readonly artifacts: ArtifactSource,
     readonly metrics: AssignerMetrics,
     readonly events: AssignerEvents | undefined,
+    /** How far a telemetry message's time may be from the assigner's clock; default 5 minutes. */
+    private readonly telemetryMaxSkewMs = DEFAULT_TELEMETRY_MAX_SKEW_MS,
   ) {}
 
   /**
@@ -93,27 +97,43 @@ export class AssignerServices {
   }
 
   /**
-   * Records a host's report about an artifact, when the host has a
-   * registered agent and the artifact is registered; anything else is
-   * dropped and counted (NATS is open to whoever can reach it).
+   * Records a host's signed report about an artifact (README "The agent"),
+   * in this order: the host must have a registered agent (else dropped), the
+   * signature must verify with that agent's key over the bytes received, the
+   * payload must speak for `hostId` (the NATS subject's host, or the agent
+   * token's) and be recent (else invalid), the artifact must be registered
+   * (else dropped), and its `seq` must be above the last recorded for that
+   * host and artifact (else invalid: a replay). NATS and the HTTP route are
+   * open to whoever holds them: nothing unverified is recorded.
    */
-  async recordTelemetry(message: TelemetryMessage): Promise<void> {
-    const [agent, artifact] = await Promise.all([this.store.getAgentByHost(message.host_id), this.store.getArtifact(message.artifact_id)]);
-    if (!agent || !artifact) {
-      this.metrics.telemetry.inc({ result: "dropped" });
-      return;
-    }
-    const time = message.time ?? new Date().toISOString();
-    await this.store.putStatus({
-      hostId: message.host_id,
+  async recordTelemetry(envelope: SignedTelemetry, hostId: string): Promise<boolean> {
+    const agent = await this.store.getAgentByHost(hostId);
+    if (!agent) return this.refuse("dropped");
+    const opened = openTelemetry(envelope, { hostId, publicKey: agent.publicKey, maxSkewMs: this.telemetryMaxSkewMs });
+    if (!opened.ok) return this.refuse("invalid");
+    const { message } = opened;
+    if (!(await this.store.getArtifact(message.artifact_id))) return this.refuse("dropped");
+    const { receipt } = message;
+    const recorded = await this.store.putStatus({
+      hostId,
       artifactId: message.artifact_id,
       event: message.event,
+      ...(message.code ? { code: message.code } : {}),
       ...(message.reason ? { reason: message.reason } : {}),
       ...(message.counters ? { counters: message.counters } : {}),
-      time,
+      ...(receipt ? { receipt: { programId: receipt.program_id, interfaces: receipt.interfaces, since: receipt.since } } : {}),
+      time: message.time,
+      seq: message.seq,
     });
-    await this.store.touchAgent(message.host_id, time);
+    if (!recorded) return this.refuse("invalid");
+    await this.store.touchAgent(hostId, new Date().toISOString());
     this.metrics.telemetry.inc({ result: "recorded" });
+    return true;
+  }
+
+  private refuse(result: "invalid" | "dropped"): false {
+    this.metrics.telemetry.inc({ result });
+    return false;
   }
 
   async health() {

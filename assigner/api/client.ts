@@ -16,6 +16,8 @@ import type {
   RegisterCompleteResponse,
   RegisterInitBody,
   RegisterInitResponse,
+  SignedTelemetry,
+  TelemetryResult,
 } from "./schemas.js";
 
 export type ForHostResult = { notModified: true; etag: string } | { notModified: false; etag: string; body: z.infer<typeof ArtifactList> };
@@ -125,6 +127,11 @@ export class AssignerClient {
 
   assign(artifactId: string, hostId: string): Promise<z.infer<typeof AssignmentJson>> {
     return this.call("POST", `/assign/${encodeURIComponent(artifactId)}/${encodeURIComponent(hostId)}`);
+  }
+
+  /** Signed telemetry over HTTP, for an agent without NATS: its own uid and token, at most 32 messages. */
+  telemetry(agentUid: string, messages: SignedTelemetry[]): Promise<z.infer<typeof TelemetryResult>> {
+    return this.call("POST", `/agents/${encodeURIComponent(agentUid)}/telemetry`, { messages });
   }
 
   unassign(artifactId: string, hostId: string): Promise<z.infer<typeof AssignmentJson>> {

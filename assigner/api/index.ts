@@ -18,6 +18,9 @@ export {
   ErrorJson,
   HealthJson,
   HostId,
+  InForceReceipt,
+  RECEIPT_COUNTERS_MAX,
+  ReceiptInterface,
   RegisterArtifactBody,
   RegisterArtifactByReference,
   RegisterArtifactUpload,
@@ -26,7 +29,13 @@ export {
   RegisterInitBody,
   RegisterInitResponse,
   SignaturesJson,
+  SignedTelemetry,
   StatusJson,
+  TELEMETRY_BODY_LIMIT,
+  TELEMETRY_PAYLOAD_TYPE,
+  TelemetryBody,
   TelemetryMessage,
+  TelemetryResult,
 } from "./schemas.js";
-export { assignmentsSubject, TELEMETRY_SUBJECTS, telemetrySubject } from "./subjects.js";
+export { openTelemetry, sealTelemetry, type OpenOptions } from "./telemetry.js";
+export { assignmentsSubject, TELEMETRY_SUBJECTS, telemetrySubject, telemetrySubjectHost } from "./subjects.js";

@@ -109,8 +109,12 @@ export const StatusJson = z.object({
   host_id: z.string(),
   artifact_id: z.string(),
   event: z.string(),
+  code: z.string().optional().meta({ description: "A failure's error code (NO_SIGNATURE, LOAD_FAILED, …)" }),
   reason: z.string().optional(),
   counters: z.record(z.string(), z.number()).optional(),
+  program_id: z.number().int().optional().meta({ description: "attached: the kernel's program id, from the host's signed receipt" }),
+  interfaces: z.array(z.object({ iface: z.string(), direction: z.string(), pref: z.number().int() })).optional(),
+  since: z.string().optional().meta({ description: "attached: in force on these interfaces since" }),
   time: z.string(),
 });
 
@@ -161,17 +165,91 @@ export const ErrorJson = z.object({
   detail: z.string().optional().meta({ description: "The underlying failure's code, when there is one (DIGEST_MISMATCH, UNREACHABLE, …)" }),
 });
 
-/** What agents publish on aegis.telemetry.<host_id> (DESIGN.md "Agent", step 5). */
-export const TelemetryMessage = z.object({
-  host_id: HostId,
-  artifact_id: Digest,
-  event: z.enum(["received", "verified", "program_loaded", "attached", "detached", "failed"]),
-  reason: z.string().max(2048).optional(),
-  counters: z.record(z.string(), z.number()).optional(),
-  time: z.string().optional(),
+/** The `type` of every telemetry payload: what the signed bytes are, and in which version. */
+export const TELEMETRY_PAYLOAD_TYPE = "application/vnd.aegis.telemetry.v1+json";
+
+/**
+ * Bounds of one message, so a receipt of a large policy on a host with many
+ * interfaces still fits (about 350 KiB of JSON at most; NATS takes 1 MiB by
+ * default). A policy with more rules than RECEIPT_COUNTERS_MAX reports the
+ * rules that dropped the most.
+ */
+export const RECEIPT_COUNTERS_MAX = 4096;
+const RECEIPT_INTERFACES_MAX = 4096;
+/** The HTTP route's body: a batch of messages, each at most 512 KiB of base64. */
+export const TELEMETRY_BODY_LIMIT = 1024 * 1024;
+
+/** Per-rule drop counters: rule<i> → packets dropped by rule i. */
+const Counters = z
+  .record(z.string().max(32), z.number().int().nonnegative())
+  .refine((c) => Object.keys(c).length <= RECEIPT_COUNTERS_MAX, `at most ${RECEIPT_COUNTERS_MAX} counters`);
+
+/** One hook a program is in force at. */
+export const ReceiptInterface = z.strictObject({
+  iface: z.string().min(1).max(15),
+  direction: z.enum(["ingress", "egress"]),
+  pref: z.number().int().min(1).max(0xffff),
 });
 
+/**
+ * What an `attached` message proves: the kernel runs this program id at
+ * these hooks (as tc reports them), since this time (kept by the agent: tc
+ * does not record it), with these drop counters.
+ */
+export const InForceReceipt = z.strictObject({
+  program_id: z.number().int().nonnegative(),
+  interfaces: z.array(ReceiptInterface).max(RECEIPT_INTERFACES_MAX),
+  since: z.iso.datetime(),
+});
+
+/**
+ * What agents report (DESIGN.md "Agent", step 5), as the signed payload of a
+ * SignedTelemetry. `attached` is the in-force receipt: sent after attaching
+ * and again every poll interval, it alone carries `receipt`. `drift`: a
+ * filter someone else deleted or replaced, restored (an `attached` follows).
+ * `seq` grows with every message an agent sends (microseconds since the
+ * epoch at least, so it keeps growing across restarts): the assigner keeps
+ * only a message newer than the last it recorded for that host and artifact.
+ */
+export const TelemetryMessage = z
+  .strictObject({
+    type: z.literal(TELEMETRY_PAYLOAD_TYPE),
+    host_id: HostId,
+    artifact_id: Digest,
+    event: z.enum(["received", "verified", "program_loaded", "attached", "detached", "drift", "failed"]),
+    code: z.string().max(64).optional().meta({ description: "failed: the stable error code (NO_SIGNATURE, DIGEST_MISMATCH, LOAD_FAILED, …)" }),
+    reason: z.string().max(2048).optional(),
+    counters: Counters.optional(),
+    receipt: InForceReceipt.optional(),
+    time: z.iso.datetime().meta({ description: "When the agent sent it; the assigner refuses one too far from its own clock" }),
+    seq: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
+  })
+  .refine((m) => (m.event === "attached") === (m.receipt !== undefined), "an attached message, and only one, carries the in-force receipt");
+
 export type TelemetryMessage = z.infer<typeof TelemetryMessage>;
+export type InForceReceipt = z.infer<typeof InForceReceipt>;
+
+/**
+ * What goes over the wire (NATS aegis.telemetry.<host_id>, or POST
+ * /agents/{uid}/telemetry): `payload` is base64 of the exact UTF-8 JSON text
+ * of a TelemetryMessage, and `signature` base64 of the Ed25519 signature of
+ * those bytes by the key the agent registered with. The assigner verifies the
+ * bytes it received before parsing them: nothing is re-serialized.
+ */
+export const SignedTelemetry = z.strictObject({
+  payload: Base64.max(512 * 1024).meta({ description: "base64 of the TelemetryMessage JSON text (UTF-8), the signed bytes" }),
+  signature: Base64.max(128).meta({ description: "base64 Ed25519 signature of the payload's bytes by the agent's registered key" }),
+});
+
+export type SignedTelemetry = z.infer<typeof SignedTelemetry>;
+
+/** The HTTP route's body: one signed message, or a small batch of them. */
+export const TelemetryBody = z.union([SignedTelemetry, z.strictObject({ messages: z.array(SignedTelemetry).min(1).max(32) })]);
+
+export const TelemetryResult = z.object({
+  recorded: z.number().int().meta({ description: "Messages verified and recorded" }),
+  refused: z.number().int().meta({ description: "Messages dropped: unsigned or mis-signed, for another host, stale, replayed, or about an unregistered artifact" }),
+});
 
 /** What the assigner publishes on aegis.assignments.<host_id>: the host's new version (poll for the set). */
 export const AssignmentNotice = z.object({ host_id: HostId, version: z.number().int() });

@@ -273,11 +273,14 @@ export class EmbeddedStore implements AssignerStore {
     return this.tokens.get(hash);
   }
 
-  async putStatus(status: StatusRecord): Promise<void> {
+  async putStatus(status: StatusRecord): Promise<boolean> {
     let byHost = this.status.get(status.artifactId);
     if (!byHost) this.status.set(status.artifactId, (byHost = new Map()));
+    const stored = byHost.get(status.hostId)?.seq;
+    if (stored !== undefined && status.seq !== undefined && status.seq <= stored) return false;
     byHost.set(status.hostId, status);
     this.persistSoon();
+    return true;
   }
 
   async artifactStatus(artifactId: string): Promise<StatusRecord[]> {

@@ -93,6 +93,21 @@ redis.call('ZREM', ARGV[1] .. ':registrations:host:' .. cjson.decode(text).hostI
 return text
 `;
 
+// KEYS: the artifact's status hash, the host's. ARGV: host id, artifact id,
+// status JSON, its seq ("" for none). Refuses (0) a status whose seq is not
+// above the stored one's, in the same step as the write: two assigners of a
+// queue group cannot let an older message overwrite a newer one.
+const PUT_STATUS = `
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old and ARGV[4] ~= '' then
+  local ok, stored = pcall(cjson.decode, old)
+  if ok and type(stored.seq) == 'number' and stored.seq >= tonumber(ARGV[4]) then return 0 end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+return 1
+`;
+
 function parse<T>(text: string | null | undefined): T | undefined {
   return text ? (JSON.parse(text) as T) : undefined;
 }
@@ -260,15 +275,10 @@ export class RedisStore implements AssignerStore {
     return parse(await this.run(() => this.redis.get(`${this.p}:token:${hash}`)));
   }
 
-  async putStatus(status: StatusRecord): Promise<void> {
-    const json = JSON.stringify(status);
-    await this.run(() =>
-      this.redis
-        .multi()
-        .hset(`${this.p}:status:${status.artifactId}`, status.hostId, json)
-        .hset(`${this.p}:hoststatus:${status.hostId}`, status.artifactId, json)
-        .exec(),
-    );
+  async putStatus(status: StatusRecord): Promise<boolean> {
+    const keys = [`${this.p}:status:${status.artifactId}`, `${this.p}:hoststatus:${status.hostId}`];
+    const args = [status.hostId, status.artifactId, JSON.stringify(status), status.seq === undefined ? "" : String(status.seq)];
+    return (await this.run(() => this.redis.eval(PUT_STATUS, 2, ...keys, ...args))) === 1;
   }
 
   async artifactStatus(artifactId: string): Promise<StatusRecord[]> {

@@ -57,9 +57,14 @@ export interface StatusRecord {
   hostId: string;
   artifactId: string;
   event: string;
+  code?: string;
   reason?: string;
   counters?: Record<string, number>;
+  /** From a verified in-force receipt (event `attached`). */
+  receipt?: { programId: number; interfaces: { iface: string; direction: string; pref: number }[]; since: string };
   time: string;
+  /** The agent's sequence number: a status is only replaced by a newer one. */
+  seq?: number;
 }
 
 export interface HostAssignments {
@@ -127,7 +132,12 @@ export interface AssignerStore {
   touchAgent(hostId: string, time: string): Promise<void>;
   getToken(hash: string): Promise<TokenRecord | undefined>;
 
-  putStatus(status: StatusRecord): Promise<void>;
+  /**
+   * Stores the host's latest status about the artifact, atomically refusing
+   * (false) one whose `seq` is not above the stored one's: a replay, or a
+   * message overtaken by a newer one at another assigner.
+   */
+  putStatus(status: StatusRecord): Promise<boolean>;
   artifactStatus(artifactId: string): Promise<StatusRecord[]>;
   hostStatus(hostId: string): Promise<StatusRecord[]>;
 

@@ -22,6 +22,7 @@ interface ServeOptions {
   headersTimeout?: string;
   requestTimeout?: string;
   keepAliveTimeout?: string;
+  telemetryMaxSkew?: string;
 }
 
 /** Flags win over environment variables (DESIGN.md "Configuration and commands"). */
@@ -57,6 +58,7 @@ export function registerAssigner(program: Command): void {
     .option("--headers-timeout <seconds>", "time to receive a request's headers (AEGIS_HEADERS_TIMEOUT); default 10", env("AEGIS_HEADERS_TIMEOUT"))
     .option("--request-timeout <seconds>", "time to receive a whole request, body included (AEGIS_REQUEST_TIMEOUT); default 120", env("AEGIS_REQUEST_TIMEOUT"))
     .option("--keep-alive-timeout <seconds>", "idle keep-alive connections are closed after this; above the agents' 30 s poll (AEGIS_KEEP_ALIVE_TIMEOUT); default 65", env("AEGIS_KEEP_ALIVE_TIMEOUT"))
+    .option("--telemetry-max-skew <seconds>", "refuse agents' signed telemetry whose time is further than this from the assigner's clock (AEGIS_TELEMETRY_MAX_SKEW); default 300", env("AEGIS_TELEMETRY_MAX_SKEW"))
     .action(async (options: ServeOptions) => {
       const port = Number(options.port);
       if (!Number.isInteger(port) || port < 0 || port > 65535) throw new InputError("INVALID_ARGUMENT", `--port ${options.port} is not a port number`);
@@ -66,6 +68,7 @@ export function registerAssigner(program: Command): void {
         headersTimeoutMs: positive("headers-timeout", options.headersTimeout, 1000),
         requestTimeoutMs: positive("request-timeout", options.requestTimeout, 1000),
         keepAliveTimeoutMs: positive("keep-alive-timeout", options.keepAliveTimeout, 1000),
+        telemetryMaxSkewMs: positive("telemetry-max-skew", options.telemetryMaxSkew, 1000),
       };
       const { startAssigner } = await import("../../assigner/index.js");
       const running = await startAssigner({
@@ -141,7 +144,12 @@ export function registerOperatorCommands(program: Command): void {
     program.command("status").description("the latest status of an artifact on every host").argument("<digest>", "artifact id: sha256:…"),
   ).action(async (digest: string, options: ClientOptions) => {
     const result = await (await client(options)).status(digest);
-    const lines = result.hosts.map((h) => `${h.host_id}\t${h.event}${h.reason ? ` (${h.reason})` : ""}\t${h.time}`);
+    const lines = result.hosts.map((h) => {
+      // `attached` is shown only from a host's verified in-force receipt: say what it proves.
+      const inForce = h.program_id !== undefined ? ` program ${h.program_id} on ${(h.interfaces ?? []).map((i) => `${i.iface}/${i.direction}`).join(", ")} since ${h.since}` : "";
+      const drops = h.counters ? `, drops ${Object.entries(h.counters).map(([rule, n]) => `${rule}=${n}`).join(" ")}` : "";
+      return `${h.host_id}\t${h.event}${h.code ? ` [${h.code}]` : ""}${inForce}${drops}${h.reason ? ` (${h.reason})` : ""}\t${h.time}`;
+    });
     report(options, lines.length > 0 ? lines.join("\n") : `no host has reported on ${digest}`, result);
   });
 }

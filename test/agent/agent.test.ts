@@ -25,7 +25,7 @@ let assigner: RunningAssigner;
 let admin: AssignerClient;
 let work: string;
 let trust: TrustPolicy;
-let liar: { url: string; server: Server; checksum?: string };
+let liar: { url: string; server: Server; checksum?: string; telemetryDown?: boolean };
 const ciKey = generateKeyPair("ed25519");
 const otherKey = generateKeyPair("ed25519");
 
@@ -105,6 +105,10 @@ beforeAll(async () => {
   // An assigner that lies about checksums: forwards everything, rewrites for-host's checksum when told to.
   liar = { url: "", server: createServer() };
   liar.server.on("request", (req, res) => {
+    if (liar.telemetryDown && req.method === "POST" && req.url!.endsWith("/telemetry")) {
+      res.writeHead(503, { "content-type": "application/json" }).end(JSON.stringify({ error: "telemetry is down", code: "UNAVAILABLE" }));
+      return;
+    }
     const chunks: Buffer[] = [];
     req.on("data", (c: Buffer) => chunks.push(c));
     req.on("end", () => {
@@ -278,27 +282,106 @@ describe("enforcement", () => {
     await admin.assign(v1, "nats-host");
     await until("attached after the NATS wake-up (the poll interval is an hour)", async () => (await filters(datapath)).length === 2);
     await until("the assigner recorded attached", async () => (await admin.status(v1)).hosts.some((h) => h.host_id === "nats-host" && h.event === "attached"));
+    const programId = (await datapath.loaded())[0]!.programId;
+    expect((await admin.status(v1)).hosts.find((h) => h.host_id === "nats-host"), "the signed receipt, over NATS").toMatchObject({
+      event: "attached",
+      program_id: programId,
+      interfaces: [
+        { iface: "eth0", direction: "egress", pref: basePref("block-icmp-8888") },
+        { iface: "eth1", direction: "egress", pref: basePref("block-icmp-8888") },
+      ],
+      counters: { rule0: 0 },
+      since: expect.any(String),
+    });
   });
 
-  it("restores a filter someone deleted or replaced, and attaches on a configured interface once it appears", async () => {
+  it("without NATS, sends the same signed messages over HTTP: the assigner shows attached from the receipt, with interfaces and counters", async () => {
+    const v1 = await publish("6.1.0", ciKey, "http-telemetry");
+    const unsigned = await publish("6.2.0", null, "http-refused");
+    const { agent, datapath, stateDir } = await agentFor("http-host");
+    await admin.assign(v1, "http-host");
+    await admin.assign(unsigned, "http-host");
+    await agent.reconcile();
+    const pref = basePref("http-telemetry");
+    const program = (await datapath.loaded()).find((p) => p.id === v1)!;
+    const record = (JSON.parse(readFileSync(join(stateDir, "installed.json"), "utf8")) as Record<string, { since: string }>)[v1]!;
+    const shown = (await admin.status(v1)).hosts.find((h) => h.host_id === "http-host");
+    expect(shown, "the signed receipt, over HTTP").toMatchObject({
+      event: "attached",
+      program_id: program.programId,
+      interfaces: [
+        { iface: "eth0", direction: "egress", pref },
+        { iface: "eth1", direction: "egress", pref },
+      ],
+      since: record.since,
+      counters: { rule0: 0 },
+    });
+    const uid = (JSON.parse(readFileSync(join(stateDir, "agent.token"), "utf8")) as { agent_uid: string }).agent_uid;
+    const detail = await admin.call<{ status: { artifact_id: string; event: string; program_id?: number }[] }>("GET", `/agents/${uid}`);
+    expect(detail.status.find((s) => s.artifact_id === v1), "/agents/{uid}").toMatchObject({ event: "attached", program_id: program.programId });
+    expect((await admin.status(unsigned)).hosts.find((h) => h.host_id === "http-host"), "a failure with its code in `code`").toMatchObject({ event: "failed", code: "NO_SIGNATURE" });
+
+    // The drop counter rises: the next pass's receipt says so.
+    datapath.setCounters(v1, [5]);
+    await agent.reconcile();
+    expect((await admin.status(v1)).hosts.find((h) => h.host_id === "http-host")?.counters, "counters of the next receipt").toEqual({ rule0: 5 });
+  });
+
+  it("without NATS, keeps the signed messages while the assigner cannot take them, and delivers them at the next pass", async () => {
+    const v1 = await publish("6.3.0", ciKey, "http-outage");
+    const unsigned = await publish("6.4.0", null, "http-outage-refused");
+    const { agent, logs } = await agentFor("outage-telemetry-host", { assigner: liar.url });
+    await admin.assign(v1, "outage-telemetry-host");
+    await admin.assign(unsigned, "outage-telemetry-host");
+    liar.telemetryDown = true;
+    try {
+      await agent.reconcile();
+      expect((await admin.status(unsigned)).hosts.filter((h) => h.host_id === "outage-telemetry-host"), "nothing delivered yet").toEqual([]);
+      expect(logs.filter((l) => l.startsWith("telemetry over HTTP failed [UNAVAILABLE")), logs.join("\n")).toHaveLength(1);
+    } finally {
+      liar.telemetryDown = false;
+    }
+    await agent.reconcile();
+    // The failure is reported once, during the outage: only the kept message can bring it.
+    expect((await admin.status(unsigned)).hosts.find((h) => h.host_id === "outage-telemetry-host"), "the kept failure, delivered").toMatchObject({ event: "failed", code: "NO_SIGNATURE" });
+    expect((await admin.status(v1)).hosts.find((h) => h.host_id === "outage-telemetry-host")?.event, "and the receipt").toBe("attached");
+  });
+
+  it("restores a filter someone deleted or replaced, reporting drift, and attaches on a configured interface once it appears", async () => {
     const v1 = await publish("7.0.0");
-    const { agent, datapath, logs } = await agentFor("drift-host", { ifaces: ["eth0", "eth9"] });
+    const { agent, datapath, events, logs } = await agentFor("drift-host", { ifaces: ["eth0", "eth9"] });
     const pref = basePref("block-icmp-8888");
+    const shown = async () => (await admin.status(v1)).hosts.find((h) => h.host_id === "drift-host");
     await admin.assign(v1, "drift-host");
     await agent.reconcile();
     expect(await filters(datapath), "only the interface that exists").toEqual([`eth0 egress ${pref} ${v1}`]);
     expect(logs.filter((l) => l.startsWith("interface eth9")), "the missing interface, logged once").toHaveLength(1);
+    const since = (await shown())?.since;
+    expect(since, "attached since, from the receipt").toBeTruthy();
 
     await datapath.detach({ iface: "eth0", direction: "egress", pref });
     await agent.reconcile();
     expect(await filters(datapath), "deleted filter restored").toEqual([`eth0 egress ${pref} ${v1}`]);
+    expect(events.filter((e) => e.event === "drift").map((e) => e.reason), "drift reported").toEqual([`eth0 egress pref ${pref} deleted: restoring`]);
+    expect(logs.some((l) => l.startsWith(`drift block-icmp-8888 7.0.0 ${v1}`)), logs.join("\n")).toBe(true);
+    const restored = await shown();
+    expect(restored?.event, "drift, then the receipt: attached").toBe("attached");
+    expect(restored?.since, "since starts again after a lapse").not.toBe(since);
+
+    const foreign = datapath.kernel.nextProgramId;
     datapath.attachForeign({ iface: "eth0", direction: "egress", pref });
     await agent.reconcile();
     expect(await filters(datapath), "replaced filter restored").toEqual([`eth0 egress ${pref} ${v1}`]);
+    expect(events.filter((e) => e.event === "drift").at(-1)?.reason, "replaced: by which program").toBe(`eth0 egress pref ${pref} replaced by program id ${1_000_000 + foreign}: restoring`);
 
     datapath.kernel.addInterface("eth9");
     await agent.reconcile();
     expect(await filters(datapath), "eth9 once it appears").toEqual([`eth0 egress ${pref} ${v1}`, `eth9 egress ${pref} ${v1}`]);
+    expect(events.filter((e) => e.event === "drift"), "a new interface is no drift").toHaveLength(2);
+    expect((await shown())?.interfaces, "the receipt names both interfaces").toEqual([
+      { iface: "eth0", direction: "egress", pref },
+      { iface: "eth9", direction: "egress", pref },
+    ]);
     await agent.reconcile();
     expect(logs.filter((l) => l.startsWith("interface eth9")), "still logged once").toHaveLength(1);
   });

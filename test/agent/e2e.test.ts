@@ -145,6 +145,9 @@ describe("aegis agent run on the real kernel", () => {
     expect(first.output(), "one line per step, with policy name and digest").toContain(`attached block-peer-icmp 1.0.0 ${id}`);
     const status = async (event: string) => (await admin.status(id)).hosts.some((h) => h.host_id === "e2e-host" && h.event === event);
     await until("the assigner shows attached (telemetry over NATS)", () => status("attached"), first.output);
+    const [program] = await datapath.loaded();
+    const receipt = (await admin.status(id)).hosts.find((h) => h.host_id === "e2e-host");
+    expect(receipt, "the signed receipt names the kernel's program and the hook").toMatchObject({ program_id: program!.programId, interfaces: [expect.objectContaining({ iface: near, direction: "egress" })] });
 
     expect(await stop(first.process), `SIGTERM exits cleanly\n${first.output()}`).toBe(0);
     expect(await ping(), "still enforced after the agent stopped").toBe(false);

@@ -16,7 +16,7 @@ import { buildBundle, pushBundle } from "../../bundle/index.js";
 import { Readable } from "node:stream";
 import { descriptorFor, EMPTY_CONFIG, encodeJson, MediaType, MemoryTarget, RemoteRepository, sha256 } from "../../registry/index.js";
 import { generateKeyPair, KeySigner, loadTrust, signArtifact, SIGSTORE_BUNDLE_TYPE, verifyArtifact } from "../../signing/index.js";
-import { http as httpTo, registerAgent as registerAt, type AgentKeys, type HttpOptions } from "../harness/assigner-http.js";
+import { http as httpTo, registerAgent as registerAt, signed, telemetry, type AgentKeys, type HttpOptions } from "../harness/assigner-http.js";
 import { startRegistryProxy } from "../harness/proxy.js";
 import { startRegistry, type RegistryServer } from "../harness/registry.js";
 import { startNats, startRedis, type TcpServer } from "../harness/tcp-server.js";
@@ -544,12 +544,13 @@ describe("NATS", () => {
     await nc.flush();
     await http("POST", `/assign/${digest}/nats-host`, admin);
     for await (const msg of sub) expect(msg.json()).toEqual({ host_id: "nats-host", version: 1 });
-    // Telemetry counts only from a host with a registered agent.
-    await registerAgent("nats-host");
+    // Telemetry counts only from a host with a registered agent, signed with its key (test/assigner/telemetry.test.ts has the refusals).
+    const keys = generateKeyPairSync("ed25519");
+    await registerAgent("nats-host", keys);
 
-    nc.publish("aegis.telemetry.nats-host", JSON.stringify({ host_id: "nats-host", artifact_id: digest, event: "attached", counters: { "rule.0": 3 } }));
+    nc.publish("aegis.telemetry.nats-host", JSON.stringify(signed(telemetry("nats-host", digest, { counters: { "rule.0": 3 } }), keys)));
     // A message whose subject names another host is ignored.
-    nc.publish("aegis.telemetry.other-host", JSON.stringify({ host_id: "nats-host", artifact_id: digest, event: "failed", reason: "spoofed" }));
+    nc.publish("aegis.telemetry.other-host", JSON.stringify(signed(telemetry("nats-host", digest, { event: "failed", reason: "spoofed" }), keys)));
     await nc.flush();
     let status: { hosts: { host_id: string; event: string; counters?: Record<string, number> }[] } | undefined;
     for (let i = 0; i < 50 && !status?.hosts.length; i++) {
@@ -566,7 +567,7 @@ describe("operations", () => {
     expect(health.json).toEqual({ status: "ok", store: "ok", registry: "ok", nats: "connected" });
     const doc = (await http("GET", "/openapi.json")).json as { openapi: string; paths: Record<string, Record<string, unknown>> };
     expect(doc.openapi).toBe("3.1.0");
-    for (const path of ["/agents/register/init", "/agents/register/complete", "/agents", "/agents/{uid}", "/healthz", "/artifacts", "/artifacts/{id}", "/artifacts/{id}/binary", "/artifacts/for-host/{host_id}", "/assign/{artifact_id}/{host_id}", "/unassign/{artifact_id}/{host_id}", "/artifacts/{id}/status"]) {
+    for (const path of ["/agents/register/init", "/agents/register/complete", "/agents", "/agents/{uid}", "/healthz", "/artifacts", "/artifacts/{id}", "/artifacts/{id}/binary", "/artifacts/for-host/{host_id}", "/assign/{artifact_id}/{host_id}", "/unassign/{artifact_id}/{host_id}", "/artifacts/{id}/status", "/agents/{uid}/telemetry"]) {
       expect(doc.paths[path], path).toBeDefined();
     }
     const metrics = await fetch(new URL("/metrics", assigner.url)).then((r) => r.text());

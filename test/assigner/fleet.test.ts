@@ -1,13 +1,14 @@
 // How a fleet outgrows one machine (issue 8): two assigner processes on one
 // Redis and one NATS. A change made through one is served by the other at
 // once, a revoked token is refused by both within a second, and each
-// telemetry message is recorded once; telemetry from hosts without a
+// telemetry message is handled once (the newest recorded); telemetry from hosts without a
 // registered agent, or about unknown artifacts, is dropped.
+import { generateKeyPairSync } from "node:crypto";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildBundle, pushBundle } from "../../bundle/index.js";
 import { RemoteRepository } from "../../registry/index.js";
-import { http, registerAgent } from "../harness/assigner-http.js";
+import { http, registerAgent, signed, telemetry } from "../harness/assigner-http.js";
 import { startAssignerProcess, type AssignerProcess } from "../harness/assigner-process.js";
 import { startRegistry, type RegistryServer } from "../harness/registry.js";
 import { startNats, startRedis, type TcpServer } from "../harness/tcp-server.js";
@@ -76,23 +77,28 @@ describe("two assigners on one Redis and one NATS", () => {
   });
 
   it("records each telemetry message once, and drops what no registered agent sent", async () => {
-    await registerAgent(b.url, "fleet-web-3");
-    const recorded = async () => (await counter(a.url, "aegis_telemetry_messages_total", 'result="recorded"')) + (await counter(b.url, "aegis_telemetry_messages_total", 'result="recorded"'));
-    const dropped = async () => (await counter(a.url, "aegis_telemetry_messages_total", 'result="dropped"')) + (await counter(b.url, "aegis_telemetry_messages_total", 'result="dropped"'));
-    const [recordedBefore, droppedBefore] = [await recorded(), await dropped()];
-    for (let i = 0; i < 20; i++) nc.publish("aegis.telemetry.fleet-web-3", JSON.stringify({ host_id: "fleet-web-3", artifact_id: digest, event: "attached", counters: { "rule.0": i } }));
-    nc.publish("aegis.telemetry.nobody", JSON.stringify({ host_id: "nobody", artifact_id: digest, event: "attached" }));
-    nc.publish("aegis.telemetry.fleet-web-3", JSON.stringify({ host_id: "fleet-web-3", artifact_id: `sha256:${"0".repeat(64)}`, event: "attached" }));
+    const keys = generateKeyPairSync("ed25519");
+    await registerAgent(b.url, "fleet-web-3", keys);
+    const sum = async (result: string) => (await counter(a.url, "aegis_telemetry_messages_total", `result="${result}"`)) + (await counter(b.url, "aegis_telemetry_messages_total", `result="${result}"`));
+    // Recorded, or refused as overtaken: a message one assigner takes after the other recorded a newer one (by seq).
+    const handled = async () => (await sum("recorded")) + (await sum("invalid"));
+    const [handledBefore, droppedBefore] = [await handled(), await sum("dropped")];
+    // Each signed by the host's registered key, with its own seq: published in order, each is newer than the last.
+    for (let i = 0; i < 20; i++) nc.publish("aegis.telemetry.fleet-web-3", JSON.stringify(signed(telemetry("fleet-web-3", digest, { event: "verified", reason: `message ${i}` }), keys)));
+    nc.publish("aegis.telemetry.nobody", JSON.stringify(signed(telemetry("nobody", digest), keys)));
+    nc.publish("aegis.telemetry.fleet-web-3", JSON.stringify(signed(telemetry("fleet-web-3", `sha256:${"0".repeat(64)}`), keys)));
     await nc.flush();
-    let counts = { recorded: 0, dropped: 0 };
-    for (let i = 0; i < 100 && counts.recorded + counts.dropped < 22; i++) {
+    let counts = { handled: 0, dropped: 0 };
+    for (let i = 0; i < 100 && counts.handled + counts.dropped < 22; i++) {
       await new Promise((resolve) => setTimeout(resolve, 30));
-      counts = { recorded: (await recorded()) - recordedBefore, dropped: (await dropped()) - droppedBefore };
+      counts = { handled: (await handled()) - handledBefore, dropped: (await sum("dropped")) - droppedBefore };
     }
-    expect(counts, "20 messages recorded once across both assigners; 2 dropped").toEqual({ recorded: 20, dropped: 2 });
+    expect(counts, "20 messages handled once across both assigners; 2 dropped").toEqual({ handled: 20, dropped: 2 });
     const status = await http(a.url, "GET", `/artifacts/${digest}/status`, op);
     const hosts = (status.json.hosts as { host_id: string }[]).map((h) => h.host_id);
     expect(hosts, "no status for the unregistered host").not.toContain("nobody");
     expect(hosts).toContain("fleet-web-3");
+    const latest = (status.json.hosts as { host_id: string; reason?: string }[]).find((h) => h.host_id === "fleet-web-3");
+    expect(latest?.reason, "the newest message wins, whichever assigner took it").toBe("message 19");
   });
 });

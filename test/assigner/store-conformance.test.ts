@@ -194,6 +194,17 @@ describe.each(implementations)("AssignerStore conformance: %s", (_name, open, re
     expect(await store.hostStatus("h1")).toHaveLength(1);
   });
 
+  it("replaces a status only with one of a higher seq (replays and overtaken messages are refused)", async () => {
+    const store = await fresh();
+    const status = { hostId: "h2", artifactId: artifact(2).id, event: "attached", time: "2026-01-01T00:00:00.000Z", seq: 1_700_000_000_000_001 };
+    expect(await store.putStatus(status), "first").toBe(true);
+    expect(await store.putStatus({ ...status, event: "failed" }), "same seq: a replay").toBe(false);
+    expect(await store.putStatus({ ...status, event: "failed", seq: status.seq - 1 }), "lower seq").toBe(false);
+    expect(await store.artifactStatus(artifact(2).id), "the first kept").toEqual([status]);
+    expect(await store.putStatus({ ...status, event: "detached", seq: status.seq + 1 }), "higher seq").toBe(true);
+    expect((await store.hostStatus("h2")).map((s) => s.event), "replaced in the host's view too").toEqual(["detached"]);
+  });
+
   it("keeps everything across a reopen", async () => {
     const store = await fresh();
     await store.putArtifact(artifact(7));

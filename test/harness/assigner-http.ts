@@ -3,6 +3,7 @@
 import { generateKeyPairSync, sign, type KeyObject } from "node:crypto";
 import { once } from "node:events";
 import { connect, type Socket } from "node:net";
+import { sealTelemetry, TELEMETRY_PAYLOAD_TYPE, type SignedTelemetry, type TelemetryMessage } from "../../assigner/api/index.js";
 
 export interface HttpAnswer {
   status: number;
@@ -67,6 +68,29 @@ export async function registerAgent(base: string, hostId: string, keys: AgentKey
   const complete = await started.complete();
   if (complete.status !== 200) throw new Error(`register/complete for ${hostId}: ${complete.status} ${JSON.stringify(complete.json)}`);
   return { token: complete.json.token as string, uid: complete.json.agent_uid as string };
+}
+
+let lastSeq = 0;
+
+/** A telemetry payload for `hostId` (an attached receipt unless `fields` say otherwise), with a fresh seq and the current time. */
+export function telemetry(hostId: string, artifactId: string, fields: Partial<TelemetryMessage> = {}): TelemetryMessage {
+  lastSeq = Math.max(lastSeq + 1, Date.now() * 1000);
+  const event = fields.event ?? "attached";
+  return {
+    type: TELEMETRY_PAYLOAD_TYPE,
+    host_id: hostId,
+    artifact_id: artifactId,
+    event,
+    ...(event === "attached" ? { counters: { rule0: 7 }, receipt: { program_id: 42, interfaces: [{ iface: "eth0", direction: "egress", pref: 4660 }], since: "2026-01-01T00:00:00.000Z" } } : {}),
+    time: new Date().toISOString(),
+    seq: lastSeq,
+    ...fields,
+  };
+}
+
+/** The message signed with `keys` (the agent's, or anyone's), as agents send it. */
+export function signed(message: TelemetryMessage, keys: AgentKeys): SignedTelemetry {
+  return sealTelemetry(message, keys.privateKey);
 }
 
 export interface RawConnection {

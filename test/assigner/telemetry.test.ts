@@ -1,0 +1,192 @@
+// Signed telemetry (issue 9, proof of enforcement) against a real assigner
+// and nats-server: over NATS and over POST /agents/{uid}/telemetry, the
+// assigner records only a message signed by the key registered for its host,
+// speaking for that host, recent, and newer than the last one recorded; an
+// unsigned, mis-signed, wrong-host, stale or replayed message is counted and
+// dropped, and only a verified receipt makes the status `attached`.
+import { generateKeyPairSync } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { AssignerClient, type SignedTelemetry, type TelemetryMessage } from "../../assigner/api/index.js";
+import { startAssigner, type RunningAssigner } from "../../assigner/index.js";
+import { buildBundle } from "../../bundle/index.js";
+import { aegis } from "../cli/run.js";
+import { http, registerAgent, signed, telemetry } from "../harness/assigner-http.js";
+import { startNats, type TcpServer } from "../harness/tcp-server.js";
+
+const admin = { token: "telemetry-operator" };
+let nats: TcpServer;
+let assigner: RunningAssigner;
+let nc: NatsConnection;
+let work: string;
+let digest: string;
+const hostKeys = generateKeyPairSync("ed25519");
+const otherKeys = generateKeyPairSync("ed25519");
+let host: { token: string; uid: string };
+let other: { token: string; uid: string };
+
+beforeAll(async () => {
+  nats = await startNats();
+  work = mkdtempSync(join(tmpdir(), "aegis-telemetry-"));
+  // The embedded defaults: the upload goes into the assigner's own OCI layout.
+  assigner = await startAssigner({ port: 0, natsUrl: nats.url, dataDir: join(work, "assigner"), adminToken: admin.token, telemetryMaxSkewMs: 60_000 });
+  nc = await connect({ servers: nats.url });
+  const { bytes } = await buildBundle("policies/block-icmp-8888");
+  const created = await http(assigner.url, "POST", "/artifacts", { ...admin, body: { name: "block-icmp-8888", version: "1.0.0", data: bytes.toString("base64") } });
+  expect(created.status, JSON.stringify(created.json)).toBe(201);
+  digest = created.json.id as string;
+  host = await registerAgent(assigner.url, "tel-host", hostKeys);
+  other = await registerAgent(assigner.url, "tel-other", otherKeys);
+  await until("the assigner is on NATS", async () => (await http(assigner.url, "GET", "/healthz")).json.nats === "connected");
+});
+
+afterAll(async () => {
+  await nc?.close();
+  await assigner?.close();
+  await nats?.stop();
+  rmSync(work, { recursive: true, force: true });
+});
+
+async function until(what: string, check: () => Promise<boolean>): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    if (await check()) return;
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  throw new Error(`gave up waiting: ${what}`);
+}
+
+/** aegis_telemetry_messages_total by result. */
+async function counts(): Promise<Record<"recorded" | "invalid" | "dropped", number>> {
+  const text = (await http(assigner.url, "GET", "/metrics")).bytes.toString("utf8");
+  const value = (result: string) => Number(new RegExp(`^aegis_telemetry_messages_total\\{result="${result}"\\} (\\d+)`, "m").exec(text)?.[1] ?? 0);
+  return { recorded: value("recorded"), invalid: value("invalid"), dropped: value("dropped") };
+}
+
+type Status = { host_id: string; event: string; program_id?: number; interfaces?: unknown[]; since?: string; counters?: Record<string, number>; code?: string; reason?: string };
+async function statusOf(hostId: string): Promise<Status | undefined> {
+  const answer = await http(assigner.url, "GET", `/artifacts/${digest}/status`, admin);
+  return (answer.json.hosts as Status[]).find((h) => h.host_id === hostId);
+}
+
+/** Publishes on NATS and waits until the assigner has counted it; returns what it was counted as. */
+async function overNats(subjectHost: string, body: SignedTelemetry | object): Promise<string> {
+  const before = await counts();
+  nc.publish(`aegis.telemetry.${subjectHost}`, JSON.stringify(body));
+  await nc.flush();
+  let after = before;
+  await until("the assigner counted the message", async () => {
+    after = await counts();
+    return after.recorded + after.invalid + after.dropped > before.recorded + before.invalid + before.dropped;
+  });
+  return (["recorded", "invalid", "dropped"] as const).find((k) => after[k] > before[k])!;
+}
+
+/** A baseline status for tel-host: a verified `verified` step, so an accepted forgery would show. */
+async function baseline(): Promise<void> {
+  expect(await overNats("tel-host", signed(telemetry("tel-host", digest, { event: "verified" }), hostKeys)), "baseline recorded").toBe("recorded");
+  expect((await statusOf("tel-host"))?.event, "baseline").toBe("verified");
+}
+
+describe("over NATS", () => {
+  beforeEach(baseline);
+
+  it("refuses unsigned messages: the old plain shape and an envelope without a signature", async () => {
+    const plain = { host_id: "tel-host", artifact_id: digest, event: "attached", counters: { rule0: 1 } };
+    expect(await overNats("tel-host", plain), "plain message").toBe("invalid");
+    const unsigned = { payload: Buffer.from(JSON.stringify(telemetry("tel-host", digest))).toString("base64"), signature: "" };
+    expect(await overNats("tel-host", unsigned), "envelope without a signature").toBe("invalid");
+    expect((await statusOf("tel-host"))?.event, "status unchanged").toBe("verified");
+  });
+
+  it("refuses a message signed by another key, one for another host, and one tampered with after signing", async () => {
+    expect(await overNats("tel-host", signed(telemetry("tel-host", digest), otherKeys)), "signed by another host's key").toBe("invalid");
+    expect(await overNats("tel-host", signed(telemetry("tel-other", digest), hostKeys)), "payload for tel-other on tel-host's subject").toBe("invalid");
+    expect(await overNats("tel-other", signed(telemetry("tel-other", digest), hostKeys)), "tel-host's key speaking for tel-other").toBe("invalid");
+    const good = signed(telemetry("tel-host", digest), hostKeys);
+    const text = Buffer.from(good.payload, "base64").toString("utf8").replace('"rule0":7', '"rule0":0');
+    expect(await overNats("tel-host", { ...good, payload: Buffer.from(text).toString("base64") }), "tampered payload").toBe("invalid");
+    expect((await statusOf("tel-host"))?.event, "tel-host unchanged").toBe("verified");
+    expect(await statusOf("tel-other"), "nothing recorded for tel-other").toBeUndefined();
+  });
+
+  it("refuses a stale message and a replay, and an attached message without a receipt", async () => {
+    const old = telemetry("tel-host", digest, { time: new Date(Date.now() - 120_000).toISOString() });
+    expect(await overNats("tel-host", signed(old, hostKeys)), "two minutes old (max skew 1 min)").toBe("invalid");
+    const future = telemetry("tel-host", digest, { time: new Date(Date.now() + 120_000).toISOString() });
+    expect(await overNats("tel-host", signed(future, hostKeys)), "two minutes ahead").toBe("invalid");
+    const { receipt: _, ...bare } = telemetry("tel-host", digest);
+    expect(await overNats("tel-host", signed(bare as TelemetryMessage, hostKeys)), "attached without a receipt").toBe("invalid");
+
+    const good = signed(telemetry("tel-host", digest), hostKeys);
+    const failed = signed(telemetry("tel-host", digest, { event: "failed", code: "LOAD_FAILED", reason: "verifier said no" }), hostKeys);
+    expect(await overNats("tel-host", good), "the receipt").toBe("recorded");
+    expect(await overNats("tel-host", failed), "a later failure").toBe("recorded");
+    expect(await overNats("tel-host", good), "the receipt replayed").toBe("invalid");
+    expect(await statusOf("tel-host"), "the replay did not bring back attached").toMatchObject({ event: "failed", code: "LOAD_FAILED", reason: "verifier said no" });
+  });
+
+  it("records a verified receipt: attached with program id, interfaces, since and counters; drops one about an unknown artifact", async () => {
+    expect(await overNats("tel-host", signed(telemetry("tel-host", digest), hostKeys)), "receipt").toBe("recorded");
+    const expected = { host_id: "tel-host", event: "attached", program_id: 42, interfaces: [{ iface: "eth0", direction: "egress", pref: 4660 }], since: "2026-01-01T00:00:00.000Z", counters: { rule0: 7 } };
+    expect(await statusOf("tel-host"), "artifact status").toMatchObject(expected);
+    const agent = await http(assigner.url, "GET", `/agents/${host.uid}`, admin);
+    expect((agent.json.status as Status[]).find((s) => s.host_id === "tel-host"), "/agents/{uid}").toMatchObject(expected);
+    const cli = await aegis(["status", digest], { AEGIS_ASSIGNER_URL: assigner.url, AEGIS_ADMIN_TOKEN: admin.token });
+    expect(cli.stdout, cli.stderr).toMatch(/^tel-host\tattached program 42 on eth0\/egress since 2026-01-01T00:00:00\.000Z, drops rule0=7\t/m);
+    expect(await overNats("tel-host", signed(telemetry("tel-host", `sha256:${"0".repeat(64)}`), hostKeys)), "unknown artifact").toBe("dropped");
+    const stranger = generateKeyPairSync("ed25519");
+    expect(await overNats("tel-nobody", signed(telemetry("tel-nobody", digest), stranger)), "unregistered host").toBe("dropped");
+  });
+});
+
+describe("over HTTP (POST /agents/{uid}/telemetry)", () => {
+  beforeEach(baseline);
+
+  const post = (uid: string, token: string | undefined, body: unknown) => http(assigner.url, "POST", `/agents/${uid}/telemetry`, { ...(token ? { token } : {}), body });
+
+  it("takes only the agent's own token, checked before the body is read", async () => {
+    const body = signed(telemetry("tel-host", digest), hostKeys);
+    expect((await post(host.uid, undefined, body)).status, "no token").toBe(401);
+    expect((await post(host.uid, admin.token, body)).status, "the operator token").toBe(403);
+    expect((await post(host.uid, other.token, body)).status, "another agent's token").toBe(403);
+    const huge = await http(assigner.url, "POST", `/agents/${host.uid}/telemetry`, { token: other.token, raw: `{"payload":"${"A".repeat(200_000)}"}` });
+    expect([huge.status, huge.json.code], "a large body under another agent's token: 403, not 413").toEqual([403, "FORBIDDEN"]);
+    expect((await statusOf("tel-host"))?.event, "status unchanged").toBe("verified");
+  });
+
+  it("refuses unsigned, mis-signed, wrong-host and replayed messages in a batch, and records the good one", async () => {
+    const good = signed(telemetry("tel-host", digest, { counters: { rule0: 9 } }), hostKeys);
+    const unsigned = { payload: good.payload, signature: "" };
+    const misSigned = signed(telemetry("tel-host", digest), otherKeys);
+    const wrongHost = signed(telemetry("tel-other", digest), hostKeys);
+    const answer = await post(host.uid, host.token, { messages: [unsigned, misSigned, wrongHost, good, good] });
+    expect([answer.status, answer.json], "one recorded, the replay of it and the rest refused").toEqual([200, { recorded: 1, refused: 4 }]);
+    expect(await statusOf("tel-host"), "the verified receipt").toMatchObject({ event: "attached", program_id: 42, counters: { rule0: 9 } });
+    expect(await statusOf("tel-other"), "nothing for tel-other").toBeUndefined();
+    // tel-other's own token cannot post tel-host's messages either: its host is the token's.
+    const fresh = signed(telemetry("tel-host", digest, { event: "failed", code: "X" }), hostKeys);
+    expect((await post(other.uid, other.token, fresh)).json, "tel-host's message under tel-other's token").toEqual({ recorded: 0, refused: 1 });
+    expect((await post(host.uid, host.token, { messages: [] })).status, "an empty batch").toBe(400);
+  });
+
+  it("takes a receipt at the bounds (4096 counters, 4096 hooks) over HTTP and NATS, and refuses one past them", async () => {
+    const counters = Object.fromEntries(Array.from({ length: 4096 }, (_, i) => [`rule${i}`, 1_000_000_000 + i]));
+    const interfaces = Array.from({ length: 4096 }, (_, i) => ({ iface: `veth${String(i).padStart(11, "0")}`, direction: i % 2 ? ("ingress" as const) : ("egress" as const), pref: 4660 }));
+    const large = (fields: Partial<TelemetryMessage> = {}) => telemetry("tel-host", digest, { counters, receipt: { program_id: 43, interfaces, since: "2026-01-01T00:00:00.000Z" }, ...fields });
+    expect((await post(host.uid, host.token, signed(large(), hostKeys))).json, "over HTTP").toEqual({ recorded: 1, refused: 0 });
+    expect(await overNats("tel-host", signed(large(), hostKeys)), "over NATS").toBe("recorded");
+    expect((await statusOf("tel-host"))?.interfaces, "all hooks").toHaveLength(4096);
+    const past = large({ counters: { ...counters, rule4096: 1 } });
+    expect(await overNats("tel-host", signed(past, hostKeys)), "4097 counters").toBe("invalid");
+  });
+
+  it("AssignerClient.telemetry posts a batch", async () => {
+    const client = new AssignerClient(assigner.url, host.token);
+    const answer = await client.telemetry(host.uid, [signed(telemetry("tel-host", digest, { event: "detached" }), hostKeys)]);
+    expect(answer, "recorded").toEqual({ recorded: 1, refused: 0 });
+    expect((await statusOf("tel-host"))?.event, "detached").toBe("detached");
+  });
+});
