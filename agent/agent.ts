@@ -297,7 +297,13 @@ export class Agent {
         this.report({ event: "received", id: artifact.id, name: artifact.name, version: artifact.version });
       }
       try {
-        const v = await this.cache.fetchVerified(artifact, { mirrors: this.options.mirrors ?? [], trust: this.options.trust, signal, ...(this.options.repository ? { repository: this.options.repository } : {}) });
+        const v = await this.cache.fetchVerified(artifact, {
+          mirrors: this.options.mirrors ?? [],
+          trust: this.options.trust,
+          signal,
+          ...(this.client ? { assigner: this.client } : {}),
+          ...(this.options.repository ? { repository: this.options.repository } : {}),
+        });
         const { policy } = v.bundle;
         verified.set(artifact.id, v);
         desired.push({ id: artifact.id, name: policy.name, version: policy.version });

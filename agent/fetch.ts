@@ -3,10 +3,12 @@
 // reference) into a content-addressed OCI layout under the state dir, with
 // its signature referrers; a signature by a pinned key must cover that
 // digest; the layer digest must equal the checksum the assigner announced;
-// the bundle is decoded with bundle/'s caps. Every byte is checked against
+// the bundle is decoded with bundle/'s caps. When no registry serves it, the
+// same chain comes from the assigner (source.ts) and is verified the same way. Every byte is checked against
 // its descriptor on the way in and again when read from the cache.
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
+import { AssignerError } from "../assigner/api/index.js";
 import { decodeBundle, readPolicyManifest, type Bundle } from "../bundle/index.js";
 import {
   copy,
@@ -20,10 +22,12 @@ import {
   referrersTag,
   successors,
   type Descriptor,
+  type ReadOnlyTarget,
   type RepositoryOptions,
 } from "../registry/index.js";
 import { verifyArtifact, type TrustPolicy, type VerifiedSignature } from "../signing/index.js";
 import { AgentError } from "./errors.js";
+import { AssignerSource, type ArtifactReader } from "./source.js";
 
 /** What the assigner says about an assigned artifact (only id, checksum and reference are used, and all are checked). */
 export interface Assigned {
@@ -38,7 +42,7 @@ export interface VerifiedArtifact {
   layer: Descriptor;
   bundle: Bundle;
   signature: VerifiedSignature;
-  /** Where it came from: a mirror or the reference. */
+  /** Where it came from: a mirror, the reference or the assigner. */
   source: string;
 }
 
@@ -46,6 +50,8 @@ export interface FetchOptions {
   /** Repositories (`host/repo` or `oci:<dir>`) tried in order before the artifact's reference. */
   mirrors: readonly string[];
   trust: TrustPolicy;
+  /** The last source, after the mirrors and the reference: the assigner's copy of the chain (agent token). */
+  assigner?: ArtifactReader;
   repository?: RepositoryOptions;
   signal?: AbortSignal;
 }
@@ -57,25 +63,34 @@ export class ArtifactCache {
     this.layout = new OciLayoutTarget(dir);
   }
 
-  /** Pulls (or finds in the cache) and verifies one assigned artifact; throws with the code of the last source's failure. */
+  /**
+   * Pulls (or finds in the cache) and verifies one assigned artifact from
+   * the mirrors, the reference, then the assigner; throws with the code of
+   * the last failure (a registry's, when the assigner itself could not answer).
+   */
   async fetchVerified(assigned: Assigned, options: FetchOptions): Promise<VerifiedArtifact> {
-    const sources = [...options.mirrors.map((m) => `${m}@${assigned.id}`), referenceOf(assigned)];
+    const sources: { name: string; open: () => ReadOnlyTarget }[] = [...options.mirrors.map((m) => `${m}@${assigned.id}`), referenceOf(assigned)].map((ref) => ({
+      name: ref,
+      open: () => openReference(ref, options.repository ?? {}).target,
+    }));
+    const { assigner } = options;
+    if (assigner) sources.push({ name: `the assigner at ${assigner.baseUrl}`, open: () => new AssignerSource(assigner, assigned.id) });
     let last: unknown;
     for (const source of sources) {
       options.signal?.throwIfAborted();
       try {
-        return await this.pullAndVerify(source, assigned, options);
+        return await this.pullAndVerify(source.name, source.open(), assigned, options);
       } catch (err) {
         options.signal?.throwIfAborted();
-        last = err;
+        // An assigner that cannot answer (down, or the assignment just removed) says nothing about the artifact.
+        if (last === undefined || !(err instanceof AssignerError)) last = err;
       }
     }
     throw last ?? new AgentError("UNAVAILABLE", `no source for ${assigned.id}`);
   }
 
-  private async pullAndVerify(source: string, assigned: Assigned, options: FetchOptions): Promise<VerifiedArtifact> {
+  private async pullAndVerify(source: string, target: ReadOnlyTarget, assigned: Assigned, options: FetchOptions): Promise<VerifiedArtifact> {
     const { signal } = options;
-    const { target } = openReference(source, options.repository ?? {});
     const root = await copy(target, assigned.id, this.layout, undefined, { referrers: true, ...(signal ? { signal } : {}) });
     if (root.digest !== assigned.id) throw new AgentError("BAD_ASSIGNMENT", `${source} resolved to ${root.digest}, not ${assigned.id}`);
     const signature = await verifyArtifact(this.layout, assigned.id, options.trust);

@@ -5,6 +5,7 @@ export { Agent, type AgentOptions } from "./agent.js";
 export { AgentError, errorCode, type AgentErrorCode } from "./errors.js";
 export { directionsOf, Executor, hooksFor } from "./executor.js";
 export { ArtifactCache, type Assigned, type FetchOptions, type VerifiedArtifact } from "./fetch.js";
+export { AssignerSource, type ArtifactReader } from "./source.js";
 export { basePref, compareVersions, newestByName, plan, PREF_MAX, PREF_MIN, prefFor, type InstalledProgram, type PlanOptions, type Program, type Step } from "./plan.js";
 export { logLine, telemetryMessage, type Reporter, type StepEvent, type StepReport } from "./report.js";
 export { DEFAULT_STATE_DIR, StateDir, type InstalledRecord, type Registration } from "./state.js";

@@ -16,6 +16,7 @@ import type {
   RegisterCompleteResponse,
   RegisterInitBody,
   RegisterInitResponse,
+  SignaturesJson,
 } from "./schemas.js";
 
 export type ForHostResult = { notModified: true; etag: string } | { notModified: false; etag: string; body: z.infer<typeof ArtifactList> };
@@ -108,6 +109,27 @@ export class AssignerClient {
    */
   async binary(id: string): Promise<Readable> {
     return (await this.send("GET", `/artifacts/${encodeURIComponent(id)}/binary`)).body;
+  }
+
+  /** The artifact's manifest as the assigner stores it, up to `limit` bytes; the caller recomputes its digest (verify-on-read). */
+  async manifest(id: string, limit = 4 * 1024 * 1024): Promise<{ mediaType: string; bytes: Buffer }> {
+    const res = await this.send("GET", `/artifacts/${encodeURIComponent(id)}/manifest`);
+    const chunks: Buffer[] = [];
+    let total = 0;
+    for await (const chunk of res.body as AsyncIterable<Buffer>) {
+      total += chunk.byteLength;
+      if (total > limit) {
+        res.body.destroy();
+        throw new AssignerError("BAD_GATEWAY", `the manifest of ${id} from ${this.baseUrl} is larger than ${limit} bytes`);
+      }
+      chunks.push(chunk);
+    }
+    return { mediaType: String(res.headers["content-type"] ?? "").split(";")[0]!.trim(), bytes: Buffer.concat(chunks) };
+  }
+
+  /** The artifact's sigstore bundle referrers as stored (base64 exact bytes); the caller recomputes every digest. */
+  signatures(id: string): Promise<z.infer<typeof SignaturesJson>> {
+    return this.call("GET", `/artifacts/${encodeURIComponent(id)}/signatures`);
   }
 
   artifacts(): Promise<z.infer<typeof ArtifactList>> {

@@ -25,7 +25,7 @@ let assigner: RunningAssigner;
 let admin: AssignerClient;
 let work: string;
 let trust: TrustPolicy;
-let liar: { url: string; server: Server; checksum?: string };
+let liar: { url: string; server: Server; checksum?: string; rewrite?: (path: string, body: Buffer) => Buffer };
 const ciKey = generateKeyPair("ed25519");
 const otherKey = generateKeyPair("ed25519");
 
@@ -102,7 +102,7 @@ beforeAll(async () => {
   trust = await loadTrust([join(work, "ci.pub")]);
   assigner = await startAssigner({ port: 0, natsUrl: nats.url, dataDir: join(work, "assigner"), registry: `${registry.host}/aegis/uploads`, adminToken: "operator-secret", trust: join(work, "ci.pub") });
   admin = new AssignerClient(assigner.url, "operator-secret");
-  // An assigner that lies about checksums: forwards everything, rewrites for-host's checksum when told to.
+  // An assigner that lies: forwards everything, rewrites for-host's checksum when told to, and any answer through `rewrite`.
   liar = { url: "", server: createServer() };
   liar.server.on("request", (req, res) => {
     const chunks: Buffer[] = [];
@@ -111,10 +111,13 @@ beforeAll(async () => {
       const headers = Object.fromEntries(Object.entries(req.headers).filter(([k]) => !["host", "content-length", "connection"].includes(k))) as Record<string, string>;
       const body = chunks.length > 0 ? Buffer.concat(chunks) : undefined;
       void fetch(new URL(req.url!, assigner.url), { method: req.method!, headers, ...(body ? { body } : {}) }).then(async (answer) => {
-        let text = await answer.text();
-        if (liar.checksum && req.url!.startsWith("/artifacts/for-host/") && answer.status === 200) text = text.replace(/"checksum":"sha256-[0-9a-f]{64}"/g, `"checksum":"${liar.checksum}"`);
+        let bytes: Buffer = Buffer.from(await answer.arrayBuffer());
+        if (liar.checksum && req.url!.startsWith("/artifacts/for-host/") && answer.status === 200) {
+          bytes = Buffer.from(bytes.toString().replace(/"checksum":"sha256-[0-9a-f]{64}"/g, `"checksum":"${liar.checksum}"`));
+        }
+        if (liar.rewrite && answer.status === 200) bytes = liar.rewrite(decodeURIComponent(req.url!), bytes);
         res.writeHead(answer.status, { "content-type": answer.headers.get("content-type") ?? "application/json", ...(answer.headers.get("etag") ? { etag: answer.headers.get("etag")! } : {}) });
-        res.end(text);
+        res.end(bytes);
       });
     });
   });
@@ -371,6 +374,50 @@ describe("enforcement", () => {
       expect(tampering.requests.some((r) => r.path.includes("/blobs/")), "the tampering mirror was tried first").toBe(true);
     } finally {
       await tampering.stop();
+    }
+  });
+
+  it("with no registry reachable, installs over the assigner path and refuses an assigner that lies, keeping the previous version in force", async () => {
+    const [v1, v2, swapped, forged, copied] = [await publish("20.0.0", ciKey, "assigner-path"), await publish("20.1.0", ciKey, "assigner-path"), await publish("20.2.0", ciKey, "assigner-path"), await publish("20.3.0", ciKey, "assigner-path"), await publish("20.4.0", ciKey, "assigner-path")];
+    const read = async (path: string) => Buffer.from(await (await fetch(new URL(path, assigner.url), { headers: { authorization: "Bearer operator-secret" } })).arrayBuffer());
+    const v1Manifest = await read(`/artifacts/${v1}/manifest`);
+    const v1Signatures = (await read(`/artifacts/${v1}/signatures`)).toString();
+    const v1Binary = await read(`/artifacts/${v1}/binary`);
+    // The registry is unreachable from this host: every reference the assigner gives names a closed port.
+    const unreachable = (path: string, body: Buffer) => (path.startsWith("/artifacts/for-host/") ? Buffer.from(body.toString().replaceAll(`"${registry.host}/`, '"127.0.0.1:1/')) : body);
+    liar.rewrite = unreachable;
+    try {
+      const { agent, datapath, events } = await agentFor("assigner-path-host", { assigner: liar.url });
+      const pref = basePref("assigner-path");
+      await admin.assign(v1, "assigner-path-host");
+      await agent.reconcile();
+      const before = await filters(datapath);
+      expect(before, `v1 attached: ${JSON.stringify(events.filter((e) => e.event === "failed"))}`).toEqual([`eth0 egress ${pref} ${v1}`, `eth1 egress ${pref} ${v1}`]);
+      expect(events.find((e) => e.id === v1 && e.event === "verified")?.reason, "verified from the assigner").toContain(`from the assigner at ${liar.url}`);
+
+      const lies: [string, string, (path: string, body: Buffer) => Buffer, string][] = [
+        // Another artifact's layer, cut to the announced size.
+        ["a swapped binary", swapped, (path, body) => (path === `/artifacts/${swapped}/binary` ? Buffer.concat([v1Binary, Buffer.alloc(body.length)]).subarray(0, body.length) : body), "DIGEST_MISMATCH"],
+        ["a manifest that does not match the digest", forged, (path, body) => (path === `/artifacts/${forged}/manifest` ? v1Manifest : body), "DIGEST_MISMATCH"],
+        ["a signature for another digest", copied, (path, body) => (path === `/artifacts/${copied}/signatures` ? Buffer.from(v1Signatures.replace(v1, copied)) : body), "SUBJECT_MISMATCH"],
+      ];
+      for (const [lie, digest, rewrite, code] of lies) {
+        liar.rewrite = (path, body) => rewrite(path, unreachable(path, body));
+        await admin.assign(digest, "assigner-path-host");
+        await agent.reconcile();
+        expect(await filters(datapath), `${lie}: v1 still in force`).toEqual(before);
+        const failed = events.filter((e) => e.id === digest && e.event === "failed").at(-1);
+        expect(failed?.code, `${lie}: ${failed?.reason}`).toBe(code);
+        await admin.unassign(digest, "assigner-path-host");
+      }
+
+      liar.rewrite = unreachable;
+      await admin.assign(v2, "assigner-path-host");
+      await agent.reconcile();
+      expect(await filters(datapath), "an honest assigner: v2 replaces v1").toEqual([`eth0 egress ${pref} ${v2}`, `eth1 egress ${pref} ${v2}`]);
+      expect(events.find((e) => e.id === v2 && e.event === "verified")?.reason, "v2 from the assigner").toContain("from the assigner");
+    } finally {
+      delete liar.rewrite;
     }
   });
 

@@ -10,12 +10,13 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createServer, request as httpRequest, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { AssignerSource } from "../../agent/index.js";
 import { AssignerClient, AssignerError } from "../../assigner/api/index.js";
 import { startAssigner, type RunningAssigner } from "../../assigner/index.js";
 import { buildBundle, pushBundle } from "../../bundle/index.js";
 import { Readable } from "node:stream";
-import { descriptorFor, EMPTY_CONFIG, encodeJson, MediaType, MemoryTarget, RemoteRepository, sha256 } from "../../registry/index.js";
-import { generateKeyPair, KeySigner, loadTrust, signArtifact, SIGSTORE_BUNDLE_TYPE, verifyArtifact } from "../../signing/index.js";
+import { descriptorFor, EMPTY_CONFIG, encodeJson, MediaType, RemoteRepository, sha256 } from "../../registry/index.js";
+import { generateKeyPair, KeySigner, loadTrust, signArtifact, verifyArtifact } from "../../signing/index.js";
 import { http as httpTo, registerAgent as registerAt, type AgentKeys, type HttpOptions } from "../harness/assigner-http.js";
 import { startRegistryProxy } from "../harness/proxy.js";
 import { startRegistry, type RegistryServer } from "../harness/registry.js";
@@ -171,21 +172,10 @@ describe("artifacts", () => {
     const list = signatures.json.signatures as { manifest: string; bundle: string }[];
     expect(list, "one signature").toHaveLength(1);
 
-    // Rebuilt into a store of its own, the chain verifies with the same code as a registry's.
-    const store = new MemoryTarget("from-assigner");
-    const subject = descriptorFor(MediaType.ImageManifest, manifest.bytes);
-    await store.push(subject, Readable.from([manifest.bytes]));
-    for (const s of list) {
-      const bytes = Buffer.from(s.manifest, "base64");
-      const referrer = { ...descriptorFor(MediaType.ImageManifest, bytes), artifactType: SIGSTORE_BUNDLE_TYPE };
-      const bundle = Buffer.from(s.bundle, "base64");
-      await store.push(descriptorFor(SIGSTORE_BUNDLE_TYPE, bundle), Readable.from([bundle]));
-      await store.push({ mediaType: EMPTY_CONFIG.mediaType, digest: EMPTY_CONFIG.digest, size: EMPTY_CONFIG.size }, Readable.from([Buffer.from("{}")]));
-      await store.push(referrer, Readable.from([bytes]));
-      await store.indexReferrer(subject, referrer);
-    }
+    // Read as a source of its own (the agent's assigner path), the chain verifies with the same code as a registry's.
+    const source = new AssignerSource(new AssignerClient(assigner.url, agent.token), digest);
     const trust = await loadTrust([join(work, "ci.pub")]);
-    expect((await verifyArtifact(store, digest, trust)).digest).toBe(digest);
+    expect((await verifyArtifact(source, digest, trust)).digest).toBe(digest);
   });
 
   it("lists an artifact pushed with plain `oras push --artifact-type` by its policy.json (no Aegis annotations)", async () => {
