@@ -5,8 +5,8 @@
 // stops: enforcement outlives the process (DESIGN.md "Agent").
 import { hostname, release } from "node:os";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { AssignerClient, AssignerError, assignmentsSubject, telemetrySubject, type ArtifactJson } from "../assigner/api/index.js";
-import type { Attachment, Datapath, LoadedProgram } from "../ebpf/index.js";
+import { AssignerClient, AssignerError, assignmentsSubject, capabilitiesJson, telemetrySubject, type ArtifactJson } from "../assigner/api/index.js";
+import { probeKernelFeatures, type Attachment, type Datapath, type LoadedProgram } from "../ebpf/index.js";
 import { describeError } from "../errors.js";
 import type { RepositoryOptions } from "../registry/index.js";
 import type { TrustPolicy } from "../signing/index.js";
@@ -212,6 +212,7 @@ export class Agent {
     const registered = await new AssignerClient(assigner).register(hostId, await this.state.key(), {
       hostname: hostname(),
       kernel: release(),
+      capabilities: capabilitiesJson(probeKernelFeatures()),
       ...(this.options.labels && Object.keys(this.options.labels).length > 0 ? { labels: this.options.labels } : {}),
       ...(this.options.enrollSecret !== undefined ? { enrollSecret: this.options.enrollSecret } : {}),
     });

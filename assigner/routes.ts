@@ -5,6 +5,7 @@
 import { pipeline } from "node:stream";
 import type { Request, Response } from "express";
 import { z } from "zod";
+import { unmetNeeds } from "../ebpf/index.js";
 import { toArtifactJson } from "./artifacts.js";
 import type { Principal } from "./auth.js";
 import {
@@ -16,7 +17,9 @@ import {
   ArtifactList,
   ArtifactStatusJson,
   AssignmentJson,
+  capabilitiesJson,
   Digest,
+  featuresOf,
   HealthJson,
   HostId,
   RegisterArtifactBody,
@@ -26,7 +29,7 @@ import {
   RegisterInitResponse,
   SignaturesJson,
 } from "./api/index.js";
-import type { AgentRecord, StatusRecord } from "./store/store.js";
+import type { AgentRecord, ArtifactRecord, StatusRecord } from "./store/store.js";
 import type { AssignerServices } from "./services.js";
 import type { Upload } from "./upload.js";
 
@@ -81,6 +84,7 @@ function agentJson(agent: AgentRecord) {
     ...(agent.hostname ? { hostname: agent.hostname } : {}),
     ...(agent.kernel ? { kernel: agent.kernel } : {}),
     ...(agent.labels ? { labels: agent.labels } : {}),
+    ...(agent.capabilities ? { capabilities: capabilitiesJson(agent.capabilities) } : {}),
     registered_at: agent.registeredAt,
     last_seen: agent.lastSeen ?? null,
   };
@@ -120,8 +124,24 @@ const UidParams = z.strictObject({ uid: AgentUid });
 const HostParams = z.strictObject({ host_id: HostId });
 const AssignParams = z.strictObject({ artifact_id: Digest, host_id: HostId });
 
-async function changeAssignment(services: AssignerServices, params: z.infer<typeof AssignParams>, add: boolean): Promise<JsonResult> {
-  await requireArtifact(services, params.artifact_id);
+/**
+ * Refuses (409) to assign a program the host's registered agent reported it
+ * cannot run, unless forced. A host without an agent yet, or an agent that
+ * reported nothing, is assigned: only a known lack counts.
+ */
+async function requireRunnable(services: AssignerServices, artifact: ArtifactRecord, hostId: string): Promise<void> {
+  const program = artifact.metadata.program;
+  if (!program) return;
+  const agent = await services.store.getAgentByHost(hostId);
+  if (!agent) return;
+  const features = agent.capabilities ?? (agent.kernel ? { kernelVersion: agent.kernel } : {});
+  const reasons = unmetNeeds(program, features);
+  if (reasons.length > 0) throw new AssignerError("CONFLICT", `host "${hostId}" cannot run ${artifact.id}: ${reasons.join("; ")} (assign with ?force=true to override)`);
+}
+
+async function changeAssignment(services: AssignerServices, params: z.infer<typeof AssignParams>, add: boolean, force = false): Promise<JsonResult> {
+  const artifact = await requireArtifact(services, params.artifact_id);
+  if (add && !force) await requireRunnable(services, artifact, params.host_id);
   const result = add ? await services.store.assign(params.artifact_id, params.host_id) : await services.store.unassign(params.artifact_id, params.host_id);
   if (result.changed) {
     services.metrics.assignmentChanges.inc({ op: add ? "assign" : "unassign" });
@@ -156,6 +176,7 @@ export const ROUTES: Route[] = [
         ...(body.hostname ? { hostname: body.hostname } : {}),
         ...(body.kernel ? { kernel: body.kernel } : {}),
         ...(body.labels ? { labels: body.labels } : {}),
+        ...(body.capabilities ? { capabilities: featuresOf(body.capabilities) } : {}),
         ...(body.enroll_secret !== undefined ? { enrollSecret: body.enroll_secret } : {}),
       }),
     }),
@@ -320,11 +341,11 @@ export const ROUTES: Route[] = [
   route({
     method: "post",
     path: "/assign/{artifact_id}/{host_id}",
-    summary: "Assign an artifact to a host (idempotent)",
+    summary: "Assign an artifact to a host (idempotent). 409 when the host's agent reported a kernel that cannot run the artifact's program, unless ?force=true",
     access: "admin",
     params: AssignParams,
     response: AssignmentJson,
-    handler: async ({ params, services }) => changeAssignment(services, params, true),
+    handler: async ({ params, services, req }) => changeAssignment(services, params, true, req.query.force === "true"),
   }),
   route({
     method: "post",

@@ -12,6 +12,7 @@ import type {
   ArtifactList,
   ArtifactStatusJson,
   AssignmentJson,
+  Capabilities,
   RegisterCompleteBody,
   RegisterCompleteResponse,
   RegisterInitBody,
@@ -26,6 +27,7 @@ export interface RegisterOptions {
   hostname?: string;
   kernel?: string;
   labels?: Record<string, string>;
+  capabilities?: z.input<typeof Capabilities>;
   enrollSecret?: string;
 }
 
@@ -81,6 +83,7 @@ export class AssignerClient {
       ...(options.hostname ? { hostname: options.hostname } : {}),
       ...(options.kernel ? { kernel: options.kernel } : {}),
       ...(options.labels ? { labels: options.labels } : {}),
+      ...(options.capabilities ? { capabilities: options.capabilities } : {}),
       ...(options.enrollSecret !== undefined ? { enroll_secret: options.enrollSecret } : {}),
     });
     const signature = sign(null, Buffer.from(init.nonce, "base64"), privateKey).toString("base64");
@@ -145,8 +148,9 @@ export class AssignerClient {
     return this.call("GET", "/agents");
   }
 
-  assign(artifactId: string, hostId: string): Promise<z.infer<typeof AssignmentJson>> {
-    return this.call("POST", `/assign/${encodeURIComponent(artifactId)}/${encodeURIComponent(hostId)}`);
+  /** `force`: assign even when the host's reported kernel cannot run the artifact's program (otherwise CONFLICT). */
+  assign(artifactId: string, hostId: string, options: { force?: boolean } = {}): Promise<z.infer<typeof AssignmentJson>> {
+    return this.call("POST", `/assign/${encodeURIComponent(artifactId)}/${encodeURIComponent(hostId)}${options.force ? "?force=true" : ""}`);
   }
 
   unassign(artifactId: string, hostId: string): Promise<z.infer<typeof AssignmentJson>> {

@@ -9,10 +9,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Agent, basePref, type StepReport } from "../../agent/index.js";
-import { AssignerClient } from "../../assigner/api/index.js";
+import { AssignerClient, capabilitiesJson } from "../../assigner/api/index.js";
 import { startAssigner, type RunningAssigner } from "../../assigner/index.js";
 import { buildBundle, pushBundle } from "../../bundle/index.js";
-import { MemoryDatapath, MemoryKernel } from "../../ebpf/index.js";
+import { MemoryDatapath, MemoryKernel, probeKernelFeatures } from "../../ebpf/index.js";
 import { copy, OciLayoutTarget, RemoteRepository } from "../../registry/index.js";
 import { generateKeyPair, KeySigner, loadTrust, signArtifact, type TrustPolicy } from "../../signing/index.js";
 import { startRegistryProxy } from "../harness/proxy.js";
@@ -144,6 +144,8 @@ describe("identity", () => {
     const hosts = await admin.hosts();
     const registered = hosts.agents.find((a) => a.host_id === "id-host");
     expect(registered?.hostname, "hostname sent").toBeTruthy();
+    expect(registered?.capabilities, "capabilities probed and sent").toEqual(capabilitiesJson(probeKernelFeatures()));
+    expect(registered?.capabilities?.kernel_version, "the kernel version").toMatch(/^\d+\.\d+/);
     await first.agent.stop();
 
     const again = await agentFor("id-host", { stateDir: first.stateDir, kernel: first.datapath.kernel });

@@ -451,6 +451,42 @@ describe("registration and authorization", () => {
   });
 });
 
+describe("capability check", () => {
+  it("stores the capabilities an agent reports, and refuses (409) a program its kernel cannot run unless forced", async () => {
+    const { digest, reference } = await pushSignedPolicy("policies/block-icmp-8888", "7.0.0");
+    await http("POST", "/artifacts", { ...admin, body: { reference } });
+    const client = new AssignerClient(assigner.url, "operator-secret");
+    const register = (hostId: string, capabilities: { kernel_version?: string; btf?: boolean; bpf_loop?: boolean; clsact?: boolean }) =>
+      new AssignerClient(assigner.url).register(hostId, generateKeyPairSync("ed25519").privateKey, { kernel: `${capabilities.kernel_version ?? "6.8.0"}-test`, capabilities });
+
+    const old = await register("old-kernel", { kernel_version: "5.15.0", btf: false, bpf_loop: false, clsact: true });
+    const shown = await http("GET", `/agents/${old.agent_uid}`, admin);
+    expect(shown.json.capabilities, "shown in GET /agents/{uid}").toEqual({ kernel_version: "5.15.0", btf: false, bpf_loop: false, clsact: true });
+    const refused = await http("POST", `/assign/${digest}/old-kernel`, admin);
+    expect(refused.status, JSON.stringify(refused.json)).toBe(409);
+    expect(refused.json.code).toBe("CONFLICT");
+    for (const reason of ["Linux >= 5.17", "the host runs 5.15.0", "BTF", "bpf_loop"]) expect(refused.json.error, `the reason names ${reason}`).toContain(reason);
+    expect((await http("GET", `/agents/${old.agent_uid}`, admin)).json.assignments, "not assigned").toEqual([]);
+    const forced = await http("POST", `/assign/${digest}/old-kernel?force=true`, admin);
+    expect(forced.status, "?force=true overrides").toBe(200);
+    expect(forced.json.assigned).toBe(true);
+
+    const noBtf = await register("no-btf", { kernel_version: "6.8.0", btf: false, bpf_loop: true, clsact: true });
+    await expect(client.assign(digest, "no-btf"), "a new kernel without BTF").rejects.toMatchObject({ code: "CONFLICT", message: expect.stringContaining("BTF") });
+    expect((await client.assign(digest, "no-btf", { force: true })).assigned, "the client's force").toBe(true);
+    expect(noBtf.host_id).toBe("no-btf");
+
+    await register("new-kernel", { kernel_version: "6.8.0", btf: true, bpf_loop: true, clsact: true });
+    expect((await http("POST", `/assign/${digest}/new-kernel`, admin)).status, "a capable host").toBe(200);
+    expect((await http("POST", `/assign/${digest}/no-agent-yet`, admin)).status, "a host with no registered agent is assigned as today").toBe(200);
+    await registerAgent("unreported");
+    expect((await http("POST", `/assign/${digest}/unreported`, admin)).status, "an agent that reported no capabilities (kernel 6.1.0) is assigned").toBe(200);
+
+    const bad = await http("POST", "/agents/register/init", { body: { host_id: "x", public_key: Buffer.alloc(32, 1).toString("base64"), capabilities: { kernel_version: "6.8", ebpf: true } } });
+    expect(bad.status, "an unknown capability is refused (strict)").toBe(400);
+  });
+});
+
 describe("input validation: a 4xx naming the problem, never a 500", () => {
   it.each([
     ["POST", "/assign/sha256:nothex/host", undefined, 400, /path\.artifact_id: an artifact id is a manifest digest/],
