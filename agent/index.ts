@@ -8,4 +8,5 @@ export { ArtifactCache, type Assigned, type FetchOptions, type VerifiedArtifact 
 export { AssignerSource, type ArtifactReader } from "./source.js";
 export { basePref, compareVersions, newestByName, plan, PREF_MAX, PREF_MIN, prefFor, type InstalledProgram, type PlanOptions, type Program, type Step } from "./plan.js";
 export { logLine, telemetryMessage, type Reporter, type StepEvent, type StepReport } from "./report.js";
+export { collectStatus, statusTable, type StatusRow } from "./status.js";
 export { DEFAULT_STATE_DIR, StateDir, type InstalledRecord, type Registration } from "./state.js";

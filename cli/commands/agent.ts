@@ -1,8 +1,11 @@
 // `aegis agent run`: the host daemon (agent/). Thin: it resolves flags and
 // environment (flags win), builds the Datapath and the Agent inside the
 // action (lazy imports), and stops cleanly on SIGTERM without detaching.
+// `aegis agent status`: what the host enforces, read from the state dir and
+// the pins without changing anything.
 import type { Command } from "commander";
 import { InputError } from "../../errors.js";
+import { report } from "../output.js";
 
 interface RunOptions {
   assigner?: string;
@@ -98,5 +101,17 @@ export function registerAgent(program: Command): void {
       };
       process.once("SIGINT", () => stop("SIGINT"));
       process.once("SIGTERM", () => stop("SIGTERM"));
+    });
+
+  agent
+    .command("status")
+    .description("what this host enforces: digest, policy, interfaces, direction, attached since, drops (reads the pins; root)")
+    .option("--state-dir <dir>", "the agent's state dir (AEGIS_STATE_DIR)", env("AEGIS_STATE_DIR") ?? "/var/lib/aegis")
+    .option("--pin-root <dir>", "bpffs directory programs are pinned under (AEGIS_PIN_ROOT); default /sys/fs/bpf/aegis", env("AEGIS_PIN_ROOT"))
+    .option("--json", "print JSON for scripts")
+    .action(async (options: { stateDir: string; pinRoot?: string; json?: boolean }) => {
+      const [{ collectStatus, statusTable, StateDir }, { BpftoolDatapath }] = await Promise.all([import("../../agent/index.js"), import("../../ebpf/index.js")]);
+      const rows = await collectStatus(new BpftoolDatapath(options.pinRoot ? { pinRoot: options.pinRoot } : {}), await new StateDir(options.stateDir).installed());
+      report(options, rows.length > 0 ? statusTable(rows) : `nothing enforced: no program pinned under ${options.pinRoot ?? "/sys/fs/bpf/aegis"} and none recorded in ${options.stateDir}`, { programs: rows });
     });
 }
