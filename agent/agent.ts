@@ -14,9 +14,11 @@ import { backoffDelay, sleep } from "../util/index.js";
 import { AgentError, errorCode } from "./errors.js";
 import { Executor } from "./executor.js";
 import { ArtifactCache, type VerifiedArtifact } from "./fetch.js";
+import { AgentMetrics } from "./metrics.js";
 import { newestByName, plan, type InstalledProgram, type Program, type Step } from "./plan.js";
 import { logLine, telemetryMessage, type Reporter, type StepReport } from "./report.js";
 import { StateDir, type InstalledRecord } from "./state.js";
+import { collectStatus } from "./status.js";
 import type { z } from "zod";
 
 export interface AgentOptions {
@@ -51,6 +53,8 @@ type Assigned = z.infer<typeof ArtifactJson>;
 export class Agent {
   readonly state: StateDir;
   readonly cache: ArtifactCache;
+  /** What /metrics shows (served by the CLI on --metrics-port). */
+  readonly metrics: AgentMetrics;
   private readonly controller = new AbortController();
   private readonly executor: Executor;
   private readonly log: (line: string) => void;
@@ -79,6 +83,7 @@ export class Agent {
     this.interval = options.pollIntervalMs ?? 30_000;
     const reporter: Reporter = { report: (step) => this.report(step) };
     this.executor = new Executor(options.datapath, reporter);
+    this.metrics = new AgentMetrics(async () => collectStatus(options.datapath, await this.state.installed()));
   }
 
   /** Adopts what the kernel runs, connects to NATS in the background, and starts the poll loop. */
@@ -183,6 +188,7 @@ export class Agent {
 
   /** A step: one line in the operator's log, and published. */
   private report(step: StepReport): void {
+    if (step.event === "failed") this.metrics.failed(step.code ?? "INTERNAL");
     this.log(logLine(step));
     this.publish(step);
   }
@@ -275,6 +281,7 @@ export class Agent {
     const { signal } = this.controller;
     signal.throwIfAborted();
     const assigned = await this.bounded(this.poll());
+    this.metrics.polled();
     const { datapath } = this.options;
     const records = await this.state.installed();
     // A dry run also runs where BPF cannot: there it sees an empty kernel.

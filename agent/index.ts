@@ -6,6 +6,7 @@ export { AgentError, errorCode, type AgentErrorCode } from "./errors.js";
 export { directionsOf, Executor, hooksFor } from "./executor.js";
 export { ArtifactCache, type Assigned, type FetchOptions, type VerifiedArtifact } from "./fetch.js";
 export { AssignerSource, type ArtifactReader } from "./source.js";
+export { AgentMetrics, serveMetrics } from "./metrics.js";
 export { basePref, compareVersions, newestByName, plan, PREF_MAX, PREF_MIN, prefFor, type InstalledProgram, type PlanOptions, type Program, type Step } from "./plan.js";
 export { logLine, telemetryMessage, type Reporter, type StepEvent, type StepReport } from "./report.js";
 export { collectStatus, statusTable, type StatusRow } from "./status.js";

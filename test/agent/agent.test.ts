@@ -230,6 +230,23 @@ describe("enforcement", () => {
     expect(await filters(datapath), "honest checksum: the new version replaces").toEqual([`eth0 egress ${pref} ${next}`, `eth1 egress ${pref} ${next}`]);
   });
 
+  it("shows in /metrics what is in force, its drops, refusals by code and the last poll", async () => {
+    const good = await publish("1.0.0", ciKey, "metrics-policy");
+    const unsigned = await publish("1.1.0", null, "metrics-other");
+    const { agent, datapath } = await agentFor("metrics-host");
+    const before = Date.now() / 1000;
+    await admin.assign(good, "metrics-host");
+    await admin.assign(unsigned, "metrics-host");
+    await agent.reconcile();
+    datapath.setCounters(good, [41]);
+    const lines = (await agent.metrics.text()).split("\n");
+    expect(lines, "in force").toContain("aegis_agent_policies_in_force 1");
+    expect(lines, "drops").toContain(`aegis_agent_drops_total{policy="metrics-policy",version="1.0.0",digest="${good}"} 41`);
+    expect(lines, "the refusal").toContain('aegis_agent_failures_total{code="NO_SIGNATURE"} 1');
+    const polled = Number(lines.find((l) => l.startsWith("aegis_agent_last_successful_poll_timestamp_seconds "))?.split(" ")[1]);
+    expect(polled, "the last poll").toBeGreaterThanOrEqual(Math.floor(before));
+  });
+
   it("leaves the previous version in force when the kernel refuses the new one, and reports LOAD_FAILED", async () => {
     const v1 = await publish("4.0.0");
     const v2 = await publish("4.1.0");
