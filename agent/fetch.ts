@@ -3,7 +3,7 @@
 // reference) into a content-addressed OCI layout under the state dir, with
 // its signature referrers; a signature by a pinned key must cover that
 // digest; the layer digest must equal the checksum the assigner announced;
-// the bundle is decoded with bundle/'s caps. When no registry serves it, the
+// the bundle is decoded with bundle/'s caps. When no registry can be read, the
 // same chain comes from the assigner (source.ts) and is verified the same way. Every byte is checked against
 // its descriptor on the way in and again when read from the cache.
 import { readdir, readFile } from "node:fs/promises";
@@ -26,7 +26,7 @@ import {
   type RepositoryOptions,
 } from "../registry/index.js";
 import { verifyArtifact, type TrustPolicy, type VerifiedSignature } from "../signing/index.js";
-import { AgentError } from "./errors.js";
+import { AgentError, errorCode } from "./errors.js";
 import { AssignerSource, type ArtifactReader } from "./source.js";
 
 /** What the assigner says about an assigned artifact (only id, checksum and reference are used, and all are checked). */
@@ -65,21 +65,29 @@ export class ArtifactCache {
 
   /**
    * Pulls (or finds in the cache) and verifies one assigned artifact from
-   * the mirrors, the reference, then the assigner; throws with the code of
-   * the last failure (a registry's, when the assigner itself could not answer).
+   * the mirrors in order, then the reference; when none of them could be
+   * read at all (REGISTRY_UNAVAILABLE), from the assigner. A registry that
+   * served content which failed verification is a verdict: the assigner is
+   * not asked to overrule it. Throws with the code of the last failure (a
+   * registry's, when the assigner itself could not answer).
    */
   async fetchVerified(assigned: Assigned, options: FetchOptions): Promise<VerifiedArtifact> {
-    const sources: { name: string; open: () => ReadOnlyTarget }[] = [...options.mirrors.map((m) => `${m}@${assigned.id}`), referenceOf(assigned)].map((ref) => ({
-      name: ref,
-      open: () => openReference(ref, options.repository ?? {}).target,
-    }));
-    const { assigner } = options;
-    if (assigner) sources.push({ name: `the assigner at ${assigner.baseUrl}`, open: () => new AssignerSource(assigner, assigned.id) });
     let last: unknown;
-    for (const source of sources) {
+    let reachable = false;
+    for (const ref of [...options.mirrors.map((m) => `${m}@${assigned.id}`), referenceOf(assigned)]) {
       options.signal?.throwIfAborted();
       try {
-        return await this.pullAndVerify(source.name, source.open(), assigned, options);
+        return await this.pullAndVerify(ref, openReference(ref, options.repository ?? {}).target, assigned, options);
+      } catch (err) {
+        options.signal?.throwIfAborted();
+        last = err;
+        if (!REGISTRY_UNAVAILABLE.has(errorCode(err))) reachable = true;
+      }
+    }
+    const { assigner } = options;
+    if (assigner && !reachable) {
+      try {
+        return await this.pullAndVerify(`the assigner at ${assigner.baseUrl}`, new AssignerSource(assigner, assigned.id), assigned, options);
       } catch (err) {
         options.signal?.throwIfAborted();
         // An assigner that cannot answer (down, or the assignment just removed) says nothing about the artifact.
@@ -141,6 +149,25 @@ export class ArtifactCache {
     return removed;
   }
 }
+
+/**
+ * Failures to read a registry at all (down, refusing us, throttling, not
+ * holding the artifact), as opposed to verdicts on what it served.
+ */
+const REGISTRY_UNAVAILABLE = new Set([
+  "UNREACHABLE",
+  "TIMEOUT",
+  "HTTP_ERROR",
+  "TOOMANYREQUESTS",
+  "UNAUTHORIZED",
+  "DENIED",
+  "NO_CREDENTIALS",
+  "INSECURE",
+  "NOT_FOUND",
+  "NAME_UNKNOWN",
+  "MANIFEST_UNKNOWN",
+  "BLOB_UNKNOWN",
+]);
 
 /** The artifact's reference pinned to its id: a reference naming another digest is refused. */
 function referenceOf(assigned: Assigned): string {

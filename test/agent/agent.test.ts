@@ -25,7 +25,7 @@ let assigner: RunningAssigner;
 let admin: AssignerClient;
 let work: string;
 let trust: TrustPolicy;
-let liar: { url: string; server: Server; checksum?: string; rewrite?: (path: string, body: Buffer) => Buffer };
+let liar: { url: string; server: Server; paths: string[]; checksum?: string; rewrite?: (path: string, body: Buffer) => Buffer };
 const ciKey = generateKeyPair("ed25519");
 const otherKey = generateKeyPair("ed25519");
 
@@ -103,10 +103,11 @@ beforeAll(async () => {
   assigner = await startAssigner({ port: 0, natsUrl: nats.url, dataDir: join(work, "assigner"), registry: `${registry.host}/aegis/uploads`, adminToken: "operator-secret", trust: join(work, "ci.pub") });
   admin = new AssignerClient(assigner.url, "operator-secret");
   // An assigner that lies: forwards everything, rewrites for-host's checksum when told to, and any answer through `rewrite`.
-  liar = { url: "", server: createServer() };
+  liar = { url: "", server: createServer(), paths: [] };
   liar.server.on("request", (req, res) => {
     const chunks: Buffer[] = [];
     req.on("data", (c: Buffer) => chunks.push(c));
+    liar.paths.push(decodeURIComponent(req.url!));
     req.on("end", () => {
       const headers = Object.fromEntries(Object.entries(req.headers).filter(([k]) => !["host", "content-length", "connection"].includes(k))) as Record<string, string>;
       const body = chunks.length > 0 ? Buffer.concat(chunks) : undefined;
@@ -213,6 +214,7 @@ describe("enforcement", () => {
       expect(await filters(datapath), `${code}: previous version still in force`).toEqual(before);
       const failed = events.find((e) => e.id === digest && e.event === "failed");
       expect(failed?.code, `${code}: ${failed?.reason}`).toBe(code);
+      expect(liar.paths.filter((p) => p.startsWith(`/artifacts/${digest}/`)), `${code}: the registry's verdict stands (the assigner is asked only when no registry can be read)`).toEqual([]);
       await admin.unassign(digest, "refuse-host");
     }
 
@@ -427,6 +429,7 @@ describe("enforcement", () => {
         expect(await filters(datapath), `${lie}: v1 still in force`).toEqual(before);
         const failed = events.filter((e) => e.id === digest && e.event === "failed").at(-1);
         expect(failed?.code, `${lie}: ${failed?.reason}`).toBe(code);
+        expect(liar.paths, `${lie}: read from the assigner`).toContain(`/artifacts/${digest}/manifest`);
         await admin.unassign(digest, "assigner-path-host");
       }
 
