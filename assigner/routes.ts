@@ -35,11 +35,13 @@ import type { Upload } from "./upload.js";
 
 export type Access = "public" | "admin" | "agent";
 
-export interface RouteContext<P, B> {
+export interface RouteContext<P, B, Q = unknown> {
   req: Request;
   res: Response;
   params: P;
   body: B;
+  /** The query string, validated by the route's `query` schema (undefined without one). */
+  query: Q;
   principal: Principal | undefined;
   services: AssignerServices;
   /** The decoded `data` of a route that streams its upload. */
@@ -52,7 +54,7 @@ export interface JsonResult {
   json: unknown;
 }
 
-export interface Route<P = unknown, B = unknown> {
+export interface Route<P = unknown, B = unknown, Q = unknown> {
   method: "get" | "post" | "delete";
   /** OpenAPI-style path: /artifacts/{id} */
   path: string;
@@ -60,6 +62,8 @@ export interface Route<P = unknown, B = unknown> {
   /** public: no token; admin: operator token; agent: an agent token (scoped by the handler) or the operator token. */
   access: Access;
   params?: z.ZodType<P>;
+  /** Query-string parameters (each optional): validated, and documented in OpenAPI. */
+  query?: z.ZodType<Q>;
   body?: z.ZodType<B>;
   /**
    * The body's top-level base64 "data" is decoded as it arrives, up to the
@@ -70,10 +74,10 @@ export interface Route<P = unknown, B = unknown> {
   responseStatus?: number;
   produces?: string;
   /** Absent only for the agents' poll, which http.ts answers before Express (serveForHost). */
-  handler?: (ctx: RouteContext<P, B>) => Promise<JsonResult | undefined>;
+  handler?: (ctx: RouteContext<P, B, Q>) => Promise<JsonResult | undefined>;
 }
 
-function route<P, B>(spec: Route<P, B>): Route {
+function route<P, B, Q = unknown>(spec: Route<P, B, Q>): Route {
   return spec as unknown as Route;
 }
 
@@ -123,6 +127,9 @@ const IdParams = z.strictObject({ id: Digest });
 const UidParams = z.strictObject({ uid: AgentUid });
 const HostParams = z.strictObject({ host_id: HostId });
 const AssignParams = z.strictObject({ artifact_id: Digest, host_id: HostId });
+const AssignQuery = z.strictObject({
+  force: z.enum(["true", "false"]).optional().meta({ description: "true: assign even when the host's reported kernel cannot run the artifact's program" }),
+});
 
 /**
  * Refuses (409) to assign a program the host's registered agent reported it
@@ -344,8 +351,9 @@ export const ROUTES: Route[] = [
     summary: "Assign an artifact to a host (idempotent). 409 when the host's agent reported a kernel that cannot run the artifact's program, unless ?force=true",
     access: "admin",
     params: AssignParams,
+    query: AssignQuery,
     response: AssignmentJson,
-    handler: async ({ params, services, req }) => changeAssignment(services, params, true, req.query.force === "true"),
+    handler: async ({ params, query, services }) => changeAssignment(services, params, true, query.force === "true"),
   }),
   route({
     method: "post",

@@ -467,6 +467,8 @@ describe("capability check", () => {
     expect(refused.json.code).toBe("CONFLICT");
     for (const reason of ["Linux >= 5.17", "the host runs 5.15.0", "BTF", "bpf_loop"]) expect(refused.json.error, `the reason names ${reason}`).toContain(reason);
     expect((await http("GET", `/agents/${old.agent_uid}`, admin)).json.assignments, "not assigned").toEqual([]);
+    const unclear = await http("POST", `/assign/${digest}/old-kernel?force=yes`, admin);
+    expect([unclear.status, unclear.json.error], "force is true or false").toEqual([400, expect.stringContaining("query.force")]);
     const forced = await http("POST", `/assign/${digest}/old-kernel?force=true`, admin);
     expect(forced.status, "?force=true overrides").toBe(200);
     expect(forced.json.assigned).toBe(true);
@@ -484,6 +486,13 @@ describe("capability check", () => {
 
     const bad = await http("POST", "/agents/register/init", { body: { host_id: "x", public_key: Buffer.alloc(32, 1).toString("base64"), capabilities: { kernel_version: "6.8", ebpf: true } } });
     expect(bad.status, "an unknown capability is refused (strict)").toBe(400);
+
+    const env = { AEGIS_ASSIGNER_URL: assigner.url, AEGIS_ADMIN_TOKEN: "operator-secret" };
+    await register("cli-old-kernel", { kernel_version: "5.10.0", btf: true });
+    expect(expectOneErrorLine(await aegis(["assign", digest, "cli-old-kernel"], env)), "the CLI names the reason").toMatch(/409: .*needs Linux >= 5\.17, the host runs 5\.10\.0/);
+    expect((await aegis(["assign", digest, "cli-old-kernel", "--force"], env)).stdout, "aegis assign --force").toMatch(/assigned to cli-old-kernel/);
+    const doc = (await http("GET", "/openapi.json")).json as { paths: Record<string, Record<string, { parameters: { name: string; in: string }[] }>> };
+    expect(doc.paths["/assign/{artifact_id}/{host_id}"]?.post?.parameters.map((p) => `${p.in}:${p.name}`), "force documented").toEqual(["path:artifact_id", "path:host_id", "query:force"]);
   });
 });
 
