@@ -211,7 +211,8 @@ export class Agent {
     if (this.client && !refresh) return this.client;
     const { assigner, hostId } = this.options;
     const stored = refresh ? undefined : await this.state.registration();
-    if (stored && stored.assigner === assigner && stored.host_id === hostId) {
+    // A new kernel (a reboot into an upgrade) registers again, so the assigner checks assignments against what runs now.
+    if (stored && stored.assigner === assigner && stored.host_id === hostId && (stored.kernel === undefined || stored.kernel === release())) {
       this.client = new AssignerClient(assigner, stored.token);
       return this.client;
     }
@@ -222,7 +223,7 @@ export class Agent {
       ...(this.options.labels && Object.keys(this.options.labels).length > 0 ? { labels: this.options.labels } : {}),
       ...(this.options.enrollSecret !== undefined ? { enrollSecret: this.options.enrollSecret } : {}),
     });
-    await this.state.saveRegistration({ assigner, host_id: registered.host_id, agent_uid: registered.agent_uid, token: registered.token });
+    await this.state.saveRegistration({ assigner, host_id: registered.host_id, agent_uid: registered.agent_uid, token: registered.token, kernel: release() });
     this.log(`registered as ${registered.agent_uid} for host ${registered.host_id}`);
     this.client = new AssignerClient(assigner, registered.token);
     return this.client;

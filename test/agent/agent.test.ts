@@ -5,7 +5,7 @@ import { createPrivateKey } from "node:crypto";
 import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { tmpdir } from "node:os";
+import { release, tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Agent, basePref, type StepReport } from "../../agent/index.js";
@@ -160,6 +160,14 @@ describe("identity", () => {
     expect(third.logs.some((l) => l.includes("refused the agent token")), third.logs.join("\n")).toBe(true);
     expect(readFileSync(join(first.stateDir, "agent.key"), "utf8"), "same key").toBe(key);
     expect(JSON.parse(readFileSync(join(first.stateDir, "agent.token"), "utf8")).token, "new token").not.toBe("revoked");
+    await third.agent.stop();
+
+    const saved = JSON.parse(readFileSync(join(first.stateDir, "agent.token"), "utf8")) as { kernel?: string };
+    expect(saved.kernel, "the kernel the registration describes").toBe(release());
+    writeFileSync(join(first.stateDir, "agent.token"), JSON.stringify({ ...saved, kernel: "4.19.0-before-the-upgrade" }));
+    const upgraded = await agentFor("id-host", { stateDir: first.stateDir, kernel: first.datapath.kernel });
+    await upgraded.agent.reconcile();
+    expect(upgraded.logs.filter((l) => l.startsWith("registered")), "a new kernel registers again (fresh capabilities)").toHaveLength(1);
   });
 });
 
