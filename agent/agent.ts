@@ -310,7 +310,7 @@ export class Agent {
           mirrors: this.options.mirrors ?? [],
           trust: this.options.trust,
           signal,
-          ...(this.client ? { assigner: this.client } : {}),
+          ...(this.client ? { assigner: this.client, assignerTimeoutMs: this.options.requestTimeoutMs ?? 30_000 } : {}),
           ...(this.options.repository ? { repository: this.options.repository } : {}),
         });
         const { policy } = v.bundle;

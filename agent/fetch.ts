@@ -52,6 +52,8 @@ export interface FetchOptions {
   trust: TrustPolicy;
   /** The last source, after the mirrors and the reference: the assigner's copy of the chain (agent token). */
   assigner?: ArtifactReader;
+  /** How long the whole pull from the assigner may take (ms); default 30 s. */
+  assignerTimeoutMs?: number;
   repository?: RepositoryOptions;
   signal?: AbortSignal;
 }
@@ -86,12 +88,17 @@ export class ArtifactCache {
     }
     const { assigner } = options;
     if (assigner && !reachable) {
+      const ms = options.assignerTimeoutMs ?? 30_000;
+      const deadline = AbortSignal.timeout(ms);
+      const signal = options.signal ? AbortSignal.any([options.signal, deadline]) : deadline;
+      const where = `the assigner at ${assigner.baseUrl}`;
       try {
-        return await this.pullAndVerify(`the assigner at ${assigner.baseUrl}`, new AssignerSource(assigner, assigned.id), assigned, options);
+        return await this.pullAndVerify(where, new AssignerSource(assigner, assigned.id, signal), assigned, { ...options, signal });
       } catch (err) {
         options.signal?.throwIfAborted();
-        // An assigner that cannot answer (down, or the assignment just removed) says nothing about the artifact.
-        if (last === undefined || !(err instanceof AssignerError)) last = err;
+        const failure = deadline.aborted ? new AssignerError("UNAVAILABLE", `${where} did not serve ${assigned.id} within ${ms} ms`, { cause: err }) : err;
+        // An assigner that cannot answer (down, slow, or the assignment just removed) says nothing about the artifact.
+        if (last === undefined || !(failure instanceof AssignerError)) last = failure;
       }
     }
     throw last ?? new AgentError("UNAVAILABLE", `no source for ${assigned.id}`);

@@ -34,17 +34,24 @@ export class AssignerSource implements ReadOnlyTarget {
   private subject: Descriptor | undefined;
   private signatureList: Descriptor[] | undefined;
 
+  /** `signal`: cancels every request (the agent stopping, or the pull's deadline); `referrers` takes no options of its own. */
   constructor(
     private readonly client: ArtifactReader,
     readonly id: string,
+    private readonly signal?: AbortSignal,
   ) {
     this.name = `assigner ${client.baseUrl}`;
+  }
+
+  private signalFor(options: AbortOptions): { signal?: AbortSignal } {
+    const signals = [this.signal, options.signal].filter((s): s is AbortSignal => s !== undefined);
+    return signals.length === 0 ? {} : { signal: signals.length === 1 ? signals[0]! : AbortSignal.any(signals) };
   }
 
   async resolve(reference: string, options: AbortOptions = {}): Promise<Descriptor> {
     if (reference !== this.id) throw new RegistryError("NOT_FOUND", `${this.name} serves only ${this.id}, not ${reference}`);
     if (this.subject) return this.subject;
-    const { mediaType, bytes } = await this.client.manifest(this.id, MAX_MANIFEST_SIZE);
+    const { mediaType, bytes } = await this.client.manifest(this.id, { limit: MAX_MANIFEST_SIZE, ...this.signalFor(options) });
     options.signal?.throwIfAborted();
     const type = isManifestType(mediaType) ? mediaType : MediaType.ImageManifest;
     // The digest is the id asked for; the bytes must hash to it, whatever the assigner says.
@@ -60,13 +67,13 @@ export class AssignerSource implements ReadOnlyTarget {
   }
 
   async fetch(desc: Descriptor, options: AbortOptions = {}): Promise<Readable> {
-    const { signal } = options;
+    const { signal } = this.signalFor(options);
     signal?.throwIfAborted();
     const where = `${this.name} (${desc.digest})`;
     const known = this.blobs.get(desc.digest);
     if (known) return verifyStream(desc, Readable.from([known]), where);
     if ((await this.layer()) !== desc.digest) throw new RegistryError("NOT_FOUND", `${this.name} has no ${desc.digest} for ${this.id}`);
-    const body = await this.client.binary(this.id);
+    const body = await this.client.binary(this.id, signal ? { signal } : {});
     const verified = verifyStream(desc, body, where);
     if (signal) {
       const stop = () => verified.destroy(signal.reason as Error);
@@ -88,7 +95,7 @@ export class AssignerSource implements ReadOnlyTarget {
   async referrers(subject: Descriptor, artifactType?: string): Promise<Descriptor[]> {
     if (subject.digest !== this.id) return [];
     if (!this.signatureList) {
-      const answer = await this.client.signatures(this.id);
+      const answer = await this.client.signatures(this.id, this.signalFor({}));
       this.signatureList = [];
       for (const s of answer.signatures) {
         const manifest = Buffer.from(s.manifest, "base64");

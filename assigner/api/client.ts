@@ -40,7 +40,7 @@ export class AssignerClient {
     private readonly token?: string,
   ) {}
 
-  private async send(method: Method, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Dispatcher.ResponseData> {
+  private async send(method: Method, path: string, body?: unknown, headers: Record<string, string> = {}, signal?: AbortSignal): Promise<Dispatcher.ResponseData> {
     let res;
     try {
       res = await request(new URL(path, this.baseUrl), {
@@ -51,6 +51,7 @@ export class AssignerClient {
           ...headers,
         },
         ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+        ...(signal ? { signal } : {}),
       });
     } catch (err) {
       throw new AssignerError("UNAVAILABLE", `cannot reach the assigner at ${this.baseUrl}: ${(err as Error).message}`, { cause: err });
@@ -110,13 +111,14 @@ export class AssignerClient {
    * cuts the connection on a mismatch, so the stream then fails; callers still
    * check the checksum themselves (verify-on-read).
    */
-  async binary(id: string): Promise<Readable> {
-    return (await this.send("GET", `/artifacts/${encodeURIComponent(id)}/binary`)).body;
+  async binary(id: string, options: { signal?: AbortSignal } = {}): Promise<Readable> {
+    return (await this.send("GET", `/artifacts/${encodeURIComponent(id)}/binary`, undefined, {}, options.signal)).body;
   }
 
   /** The artifact's manifest as the assigner stores it, up to `limit` bytes; the caller recomputes its digest (verify-on-read). */
-  async manifest(id: string, limit = 4 * 1024 * 1024): Promise<{ mediaType: string; bytes: Buffer }> {
-    const res = await this.send("GET", `/artifacts/${encodeURIComponent(id)}/manifest`);
+  async manifest(id: string, options: { limit?: number; signal?: AbortSignal } = {}): Promise<{ mediaType: string; bytes: Buffer }> {
+    const limit = options.limit ?? 4 * 1024 * 1024;
+    const res = await this.send("GET", `/artifacts/${encodeURIComponent(id)}/manifest`, undefined, {}, options.signal);
     const chunks: Buffer[] = [];
     let total = 0;
     for await (const chunk of res.body as AsyncIterable<Buffer>) {
@@ -131,8 +133,9 @@ export class AssignerClient {
   }
 
   /** The artifact's sigstore bundle referrers as stored (base64 exact bytes); the caller recomputes every digest. */
-  signatures(id: string): Promise<z.infer<typeof SignaturesJson>> {
-    return this.call("GET", `/artifacts/${encodeURIComponent(id)}/signatures`);
+  async signatures(id: string, options: { signal?: AbortSignal } = {}): Promise<z.infer<typeof SignaturesJson>> {
+    const res = await this.send("GET", `/artifacts/${encodeURIComponent(id)}/signatures`, undefined, {}, options.signal);
+    return JSON.parse(await res.body.text()) as z.infer<typeof SignaturesJson>;
   }
 
   artifacts(): Promise<z.infer<typeof ArtifactList>> {

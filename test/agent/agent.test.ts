@@ -25,7 +25,7 @@ let assigner: RunningAssigner;
 let admin: AssignerClient;
 let work: string;
 let trust: TrustPolicy;
-let liar: { url: string; server: Server; paths: string[]; checksum?: string; rewrite?: (path: string, body: Buffer) => Buffer };
+let liar: { url: string; server: Server; paths: string[]; checksum?: string; rewrite?: (path: string, body: Buffer) => Buffer; stall?: (path: string) => boolean };
 const ciKey = generateKeyPair("ed25519");
 const otherKey = generateKeyPair("ed25519");
 
@@ -109,6 +109,7 @@ beforeAll(async () => {
     req.on("data", (c: Buffer) => chunks.push(c));
     liar.paths.push(decodeURIComponent(req.url!));
     req.on("end", () => {
+      if (liar.stall?.(decodeURIComponent(req.url!))) return; // never answers
       const headers = Object.fromEntries(Object.entries(req.headers).filter(([k]) => !["host", "content-length", "connection"].includes(k))) as Record<string, string>;
       const body = chunks.length > 0 ? Buffer.concat(chunks) : undefined;
       void fetch(new URL(req.url!, assigner.url), { method: req.method!, headers, ...(body ? { body } : {}) }).then(async (answer) => {
@@ -407,7 +408,14 @@ describe("enforcement", () => {
   });
 
   it("with no registry reachable, installs over the assigner path and refuses an assigner that lies, keeping the previous version in force", async () => {
-    const [v1, v2, swapped, forged, copied] = [await publish("20.0.0", ciKey, "assigner-path"), await publish("20.1.0", ciKey, "assigner-path"), await publish("20.2.0", ciKey, "assigner-path"), await publish("20.3.0", ciKey, "assigner-path"), await publish("20.4.0", ciKey, "assigner-path")];
+    const [v1, v2, swapped, forged, copied, stalled] = [
+      await publish("20.0.0", ciKey, "assigner-path"),
+      await publish("20.1.0", ciKey, "assigner-path"),
+      await publish("20.2.0", ciKey, "assigner-path"),
+      await publish("20.3.0", ciKey, "assigner-path"),
+      await publish("20.4.0", ciKey, "assigner-path"),
+      await publish("20.5.0", ciKey, "assigner-path"),
+    ];
     const read = async (path: string) => Buffer.from(await (await fetch(new URL(path, assigner.url), { headers: { authorization: "Bearer operator-secret" } })).arrayBuffer());
     const v1Manifest = await read(`/artifacts/${v1}/manifest`);
     const v1Signatures = (await read(`/artifacts/${v1}/signatures`)).toString();
@@ -416,7 +424,7 @@ describe("enforcement", () => {
     const unreachable = (path: string, body: Buffer) => (path.startsWith("/artifacts/for-host/") ? Buffer.from(body.toString().replaceAll(`"${registry.host}/`, '"127.0.0.1:1/')) : body);
     liar.rewrite = unreachable;
     try {
-      const { agent, datapath, events } = await agentFor("assigner-path-host", { assigner: liar.url });
+      const { agent, datapath, events } = await agentFor("assigner-path-host", { assigner: liar.url, requestTimeoutMs: 2_000 });
       const pref = basePref("assigner-path");
       await admin.assign(v1, "assigner-path-host");
       await agent.reconcile();
@@ -442,12 +450,25 @@ describe("enforcement", () => {
       }
 
       liar.rewrite = unreachable;
+      liar.stall = (path) => path === `/artifacts/${stalled}/binary`;
+      await admin.assign(stalled, "assigner-path-host");
+      await agent.reconcile();
+      expect(await filters(datapath), "a stalled binary: v1 still in force").toEqual(before);
+      const timedOut = events.filter((e) => e.id === stalled && e.event === "failed").at(-1);
+      expect(liar.paths, "the binary was asked for").toContain(`/artifacts/${stalled}/binary`);
+      // The pass ends at the request timeout; an assigner that cannot answer says nothing, so the registries' failure is reported.
+      expect(timedOut?.code, `a stalled binary fails the pull within the request timeout: ${timedOut?.reason}`).toBe("UNREACHABLE");
+      delete liar.stall;
+      await admin.unassign(stalled, "assigner-path-host");
+
       await admin.assign(v2, "assigner-path-host");
       await agent.reconcile();
       expect(await filters(datapath), "an honest assigner: v2 replaces v1").toEqual([`eth0 egress ${pref} ${v2}`, `eth1 egress ${pref} ${v2}`]);
       expect(events.find((e) => e.id === v2 && e.event === "verified")?.reason, "v2 from the assigner").toContain("from the assigner");
     } finally {
       delete liar.rewrite;
+      delete liar.stall;
+      liar.server.closeAllConnections();
     }
   });
 
