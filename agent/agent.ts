@@ -6,8 +6,8 @@
 import type { KeyObject } from "node:crypto";
 import { hostname, release } from "node:os";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { AssignerClient, AssignerError, assignmentsSubject, sealTelemetry, TELEMETRY_BODY_LIMIT, telemetrySubject, type ArtifactJson, type AssignerErrorCode, type SignedTelemetry } from "../assigner/api/index.js";
-import type { Attachment, Datapath, LoadedProgram } from "../ebpf/index.js";
+import { AssignerClient, AssignerError, assignmentsSubject, capabilitiesJson, sealTelemetry, TELEMETRY_BODY_LIMIT, telemetrySubject, type ArtifactJson, type AssignerErrorCode, type SignedTelemetry } from "../assigner/api/index.js";
+import { probeKernelFeatures, type Attachment, type Datapath, type LoadedProgram } from "../ebpf/index.js";
 import { describeError } from "../errors.js";
 import type { RepositoryOptions } from "../registry/index.js";
 import type { TrustPolicy } from "../signing/index.js";
@@ -15,9 +15,11 @@ import { backoffDelay, sleep } from "../util/index.js";
 import { AgentError, errorCode } from "./errors.js";
 import { Executor } from "./executor.js";
 import { ArtifactCache, type VerifiedArtifact } from "./fetch.js";
+import { AgentMetrics } from "./metrics.js";
 import { newestByName, plan, type InstalledProgram, type Program, type Step } from "./plan.js";
 import { logLine, receiptCounters, telemetryMessage, type Reporter, type StepReport } from "./report.js";
 import { StateDir, type InstalledRecord } from "./state.js";
+import { collectStatus } from "./status.js";
 import type { z } from "zod";
 
 export interface AgentOptions {
@@ -60,6 +62,8 @@ const REFUSED = new Set<AssignerErrorCode>(["BAD_REQUEST", "FORBIDDEN", "NOT_FOU
 export class Agent {
   readonly state: StateDir;
   readonly cache: ArtifactCache;
+  /** What /metrics shows (served by the CLI on --metrics-port). */
+  readonly metrics: AgentMetrics;
   private readonly controller = new AbortController();
   private readonly executor: Executor;
   private readonly log: (line: string) => void;
@@ -96,6 +100,7 @@ export class Agent {
     this.interval = options.pollIntervalMs ?? 30_000;
     const reporter: Reporter = { report: (step) => this.report(step) };
     this.executor = new Executor(options.datapath, reporter);
+    this.metrics = new AgentMetrics(async () => collectStatus(options.datapath, await this.state.installed()));
   }
 
   /** Adopts what the kernel runs, connects to NATS in the background, and starts the poll loop. */
@@ -200,6 +205,7 @@ export class Agent {
 
   /** A step: one line in the operator's log, and published. */
   private report(step: StepReport): void {
+    if (step.event === "failed") this.metrics.failed(step.code ?? "INTERNAL");
     this.log(logLine(step));
     this.publish(step);
   }
@@ -258,7 +264,8 @@ export class Agent {
     if (this.client && !refresh) return this.client;
     const { assigner, hostId } = this.options;
     const stored = refresh ? undefined : await this.state.registration();
-    if (stored && stored.assigner === assigner && stored.host_id === hostId) {
+    // A new kernel (a reboot into an upgrade) registers again, so the assigner checks assignments against what runs now.
+    if (stored && stored.assigner === assigner && stored.host_id === hostId && (stored.kernel === undefined || stored.kernel === release())) {
       this.agentUid = stored.agent_uid;
       this.client = new AssignerClient(assigner, stored.token);
       return this.client;
@@ -266,10 +273,11 @@ export class Agent {
     const registered = await new AssignerClient(assigner).register(hostId, await this.state.key(), {
       hostname: hostname(),
       kernel: release(),
+      capabilities: capabilitiesJson(probeKernelFeatures()),
       ...(this.options.labels && Object.keys(this.options.labels).length > 0 ? { labels: this.options.labels } : {}),
       ...(this.options.enrollSecret !== undefined ? { enrollSecret: this.options.enrollSecret } : {}),
     });
-    await this.state.saveRegistration({ assigner, host_id: registered.host_id, agent_uid: registered.agent_uid, token: registered.token });
+    await this.state.saveRegistration({ assigner, host_id: registered.host_id, agent_uid: registered.agent_uid, token: registered.token, kernel: release() });
     this.log(`registered as ${registered.agent_uid} for host ${registered.host_id}`);
     this.agentUid = registered.agent_uid;
     this.client = new AssignerClient(assigner, registered.token);
@@ -329,6 +337,7 @@ export class Agent {
     const { signal } = this.controller;
     signal.throwIfAborted();
     const assigned = await this.bounded(this.poll());
+    this.metrics.polled();
     const { datapath } = this.options;
     const records = await this.state.installed();
     // A dry run also runs where BPF cannot: there it sees an empty kernel.
@@ -352,7 +361,13 @@ export class Agent {
         this.report({ event: "received", id: artifact.id, name: artifact.name, version: artifact.version });
       }
       try {
-        const v = await this.cache.fetchVerified(artifact, { mirrors: this.options.mirrors ?? [], trust: this.options.trust, signal, ...(this.options.repository ? { repository: this.options.repository } : {}) });
+        const v = await this.cache.fetchVerified(artifact, {
+          mirrors: this.options.mirrors ?? [],
+          trust: this.options.trust,
+          signal,
+          ...(this.client ? { assigner: this.client, assignerTimeoutMs: this.options.requestTimeoutMs ?? 30_000 } : {}),
+          ...(this.options.repository ? { repository: this.options.repository } : {}),
+        });
         const { policy } = v.bundle;
         verified.set(artifact.id, v);
         desired.push({ id: artifact.id, name: policy.name, version: policy.version });

@@ -3,10 +3,12 @@
 // reference) into a content-addressed OCI layout under the state dir, with
 // its signature referrers; a signature by a pinned key must cover that
 // digest; the layer digest must equal the checksum the assigner announced;
-// the bundle is decoded with bundle/'s caps. Every byte is checked against
+// the bundle is decoded with bundle/'s caps. When no registry can be read, the
+// same chain comes from the assigner (source.ts) and is verified the same way. Every byte is checked against
 // its descriptor on the way in and again when read from the cache.
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
+import { AssignerError } from "../assigner/api/index.js";
 import { decodeBundle, readPolicyManifest, type Bundle } from "../bundle/index.js";
 import {
   copy,
@@ -20,10 +22,12 @@ import {
   referrersTag,
   successors,
   type Descriptor,
+  type ReadOnlyTarget,
   type RepositoryOptions,
 } from "../registry/index.js";
 import { verifyArtifact, type TrustPolicy, type VerifiedSignature } from "../signing/index.js";
-import { AgentError } from "./errors.js";
+import { AgentError, errorCode } from "./errors.js";
+import { AssignerSource, type ArtifactReader } from "./source.js";
 
 /** What the assigner says about an assigned artifact (only id, checksum and reference are used, and all are checked). */
 export interface Assigned {
@@ -38,7 +42,7 @@ export interface VerifiedArtifact {
   layer: Descriptor;
   bundle: Bundle;
   signature: VerifiedSignature;
-  /** Where it came from: a mirror or the reference. */
+  /** Where it came from: a mirror, the reference or the assigner. */
   source: string;
 }
 
@@ -46,6 +50,10 @@ export interface FetchOptions {
   /** Repositories (`host/repo` or `oci:<dir>`) tried in order before the artifact's reference. */
   mirrors: readonly string[];
   trust: TrustPolicy;
+  /** The last source, after the mirrors and the reference: the assigner's copy of the chain (agent token). */
+  assigner?: ArtifactReader;
+  /** How long the whole pull from the assigner may take (ms); default 30 s. */
+  assignerTimeoutMs?: number;
   repository?: RepositoryOptions;
   signal?: AbortSignal;
 }
@@ -57,25 +65,47 @@ export class ArtifactCache {
     this.layout = new OciLayoutTarget(dir);
   }
 
-  /** Pulls (or finds in the cache) and verifies one assigned artifact; throws with the code of the last source's failure. */
+  /**
+   * Pulls (or finds in the cache) and verifies one assigned artifact from
+   * the mirrors in order, then the reference; when none of them could be
+   * read at all (REGISTRY_UNAVAILABLE), from the assigner. A registry that
+   * served content which failed verification is a verdict: the assigner is
+   * not asked to overrule it. Throws with the code of the last failure (a
+   * registry's, when the assigner itself could not answer).
+   */
   async fetchVerified(assigned: Assigned, options: FetchOptions): Promise<VerifiedArtifact> {
-    const sources = [...options.mirrors.map((m) => `${m}@${assigned.id}`), referenceOf(assigned)];
     let last: unknown;
-    for (const source of sources) {
+    let reachable = false;
+    for (const ref of [...options.mirrors.map((m) => `${m}@${assigned.id}`), referenceOf(assigned)]) {
       options.signal?.throwIfAborted();
       try {
-        return await this.pullAndVerify(source, assigned, options);
+        return await this.pullAndVerify(ref, openReference(ref, options.repository ?? {}).target, assigned, options);
       } catch (err) {
         options.signal?.throwIfAborted();
         last = err;
+        if (!REGISTRY_UNAVAILABLE.has(errorCode(err))) reachable = true;
+      }
+    }
+    const { assigner } = options;
+    if (assigner && !reachable) {
+      const ms = options.assignerTimeoutMs ?? 30_000;
+      const deadline = AbortSignal.timeout(ms);
+      const signal = options.signal ? AbortSignal.any([options.signal, deadline]) : deadline;
+      const where = `the assigner at ${assigner.baseUrl}`;
+      try {
+        return await this.pullAndVerify(where, new AssignerSource(assigner, assigned.id, signal), assigned, { ...options, signal });
+      } catch (err) {
+        options.signal?.throwIfAborted();
+        const failure = deadline.aborted ? new AssignerError("UNAVAILABLE", `${where} did not serve ${assigned.id} within ${ms} ms`, { cause: err }) : err;
+        // An assigner that cannot answer (down, slow, or the assignment just removed) says nothing about the artifact.
+        if (last === undefined || !(failure instanceof AssignerError)) last = failure;
       }
     }
     throw last ?? new AgentError("UNAVAILABLE", `no source for ${assigned.id}`);
   }
 
-  private async pullAndVerify(source: string, assigned: Assigned, options: FetchOptions): Promise<VerifiedArtifact> {
+  private async pullAndVerify(source: string, target: ReadOnlyTarget, assigned: Assigned, options: FetchOptions): Promise<VerifiedArtifact> {
     const { signal } = options;
-    const { target } = openReference(source, options.repository ?? {});
     const root = await copy(target, assigned.id, this.layout, undefined, { referrers: true, ...(signal ? { signal } : {}) });
     if (root.digest !== assigned.id) throw new AgentError("BAD_ASSIGNMENT", `${source} resolved to ${root.digest}, not ${assigned.id}`);
     const signature = await verifyArtifact(this.layout, assigned.id, options.trust);
@@ -126,6 +156,25 @@ export class ArtifactCache {
     return removed;
   }
 }
+
+/**
+ * Failures to read a registry at all (down, refusing us, throttling, not
+ * holding the artifact), as opposed to verdicts on what it served.
+ */
+const REGISTRY_UNAVAILABLE = new Set([
+  "UNREACHABLE",
+  "TIMEOUT",
+  "HTTP_ERROR",
+  "TOOMANYREQUESTS",
+  "UNAUTHORIZED",
+  "DENIED",
+  "NO_CREDENTIALS",
+  "INSECURE",
+  "NOT_FOUND",
+  "NAME_UNKNOWN",
+  "MANIFEST_UNKNOWN",
+  "BLOB_UNKNOWN",
+]);
 
 /** The artifact's reference pinned to its id: a reference naming another digest is refused. */
 function referenceOf(assigned: Assigned): string {

@@ -16,6 +16,8 @@ export interface Registration {
   host_id: string;
   agent_uid: string;
   token: string;
+  /** The kernel (uname -r) the capabilities sent with this registration describe. */
+  kernel?: string;
 }
 
 /** One installed program, as the agent recorded it after verifying its bundle. */

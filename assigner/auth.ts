@@ -2,6 +2,7 @@
 // registration, stored only as its sha256). Agent registration is a
 // challenge-response on the agent's Ed25519 key (DESIGN.md "Assigner HTTP contract").
 import { createHash, createPublicKey, randomBytes, randomUUID, timingSafeEqual, verify } from "node:crypto";
+import type { KernelFeatures } from "../ebpf/index.js";
 import { AssignerError } from "./api/index.js";
 import type { AgentRecord, AssignerStore, RegistrationLimits, TokenRecord } from "./store/store.js";
 
@@ -109,7 +110,7 @@ export class Auth {
     }
   }
 
-  async startRegistration(input: { hostId: string; publicKey: string; hostname?: string; kernel?: string; labels?: Record<string, string>; enrollSecret?: string }) {
+  async startRegistration(input: { hostId: string; publicKey: string; hostname?: string; kernel?: string; labels?: Record<string, string>; capabilities?: KernelFeatures; enrollSecret?: string }) {
     if (this.enrollDigest && !sameSecret(input.enrollSecret ?? "", this.enrollDigest)) {
       throw new AssignerError(input.enrollSecret ? "FORBIDDEN" : "UNAUTHORIZED", input.enrollSecret ? "wrong enroll_secret" : "this assigner requires enroll_secret");
     }
@@ -130,6 +131,7 @@ export class Auth {
       ...(input.hostname ? { hostname: input.hostname } : {}),
       ...(input.kernel ? { kernel: input.kernel } : {}),
       ...(input.labels ? { labels: input.labels } : {}),
+      ...(input.capabilities ? { capabilities: input.capabilities } : {}),
     };
     if (!(await this.store.putRegistration(registration, REGISTRATION_TTL_SECONDS, REGISTRATION_LIMITS))) {
       throw new AssignerError("TOO_MANY_REQUESTS", `too many registrations under way (for host "${input.hostId}" or in all); complete one or retry in a few minutes`);
@@ -156,6 +158,7 @@ export class Auth {
       ...(registration.hostname ? { hostname: registration.hostname } : {}),
       ...(registration.kernel ? { kernel: registration.kernel } : {}),
       ...(registration.labels ? { labels: registration.labels } : {}),
+      ...(registration.capabilities ? { capabilities: registration.capabilities } : {}),
       registeredAt: new Date().toISOString(),
     };
     // The binding is checked again here, atomically with the write: a

@@ -103,10 +103,11 @@ function mount(app: express.Express, route: Route, services: AssignerServices, l
       if (route.access === "admin") services.auth.requireAdmin(principal!);
       const params = route.params ? parseInput(route.params, req.params, "path") : undefined;
       route.authorize?.(principal!, params);
+      const query = route.query ? parseInput(route.query, req.query, "query") : undefined;
       const read = route.body ? await readBody(route, req, res, limits) : undefined;
       if (read && read.json === undefined) throw new AssignerError("BAD_REQUEST", "request body must be JSON (Content-Type: application/json)");
       const body = route.body ? parseInput(route.body, read!.json, "body") : undefined;
-      const result = await handler({ req, res, params, body, principal, services, upload: read?.upload });
+      const result = await handler({ req, res, params, query, body, principal, services, upload: read?.upload });
       if (result) res.status(result.status ?? route.responseStatus ?? 200).json(result.json);
     } catch (err) {
       next(err);

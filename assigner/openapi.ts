@@ -9,13 +9,11 @@ function schema(type: z.ZodType): unknown {
 }
 
 function parameters(route: Route): unknown[] {
-  if (!route.params || !(route.params instanceof z.ZodObject)) return [];
-  return Object.entries(route.params.shape as Record<string, z.ZodType>).map(([name, type]) => ({
-    name,
-    in: "path",
-    required: true,
-    schema: schema(type),
-  }));
+  const of = (type: z.ZodType | undefined, where: "path" | "query") =>
+    type instanceof z.ZodObject
+      ? Object.entries(type.shape as Record<string, z.ZodType>).map(([name, field]) => ({ name, in: where, required: where === "path", schema: schema(field) }))
+      : [];
+  return [...of(route.params, "path"), ...of(route.query, "query")];
 }
 
 export function openApiDocument(routes: Route[], version: string): unknown {

@@ -5,6 +5,7 @@
 import { pipeline } from "node:stream";
 import type { Request, Response } from "express";
 import { z } from "zod";
+import { unmetNeeds } from "../ebpf/index.js";
 import { toArtifactJson } from "./artifacts.js";
 import type { Principal } from "./auth.js";
 import {
@@ -16,7 +17,9 @@ import {
   ArtifactList,
   ArtifactStatusJson,
   AssignmentJson,
+  capabilitiesJson,
   Digest,
+  featuresOf,
   HealthJson,
   HostId,
   RegisterArtifactBody,
@@ -29,17 +32,19 @@ import {
   TelemetryBody,
   TelemetryResult,
 } from "./api/index.js";
-import type { AgentRecord, StatusRecord } from "./store/store.js";
+import type { AgentRecord, ArtifactRecord, StatusRecord } from "./store/store.js";
 import type { AssignerServices } from "./services.js";
 import type { Upload } from "./upload.js";
 
 export type Access = "public" | "admin" | "agent";
 
-export interface RouteContext<P, B> {
+export interface RouteContext<P, B, Q = unknown> {
   req: Request;
   res: Response;
   params: P;
   body: B;
+  /** The query string, validated by the route's `query` schema (undefined without one). */
+  query: Q;
   principal: Principal | undefined;
   services: AssignerServices;
   /** The decoded `data` of a route that streams its upload. */
@@ -52,7 +57,7 @@ export interface JsonResult {
   json: unknown;
 }
 
-export interface Route<P = unknown, B = unknown> {
+export interface Route<P = unknown, B = unknown, Q = unknown> {
   method: "get" | "post" | "delete";
   /** OpenAPI-style path: /artifacts/{id} */
   path: string;
@@ -60,6 +65,8 @@ export interface Route<P = unknown, B = unknown> {
   /** public: no token; admin: operator token; agent: an agent token (scoped by the handler) or the operator token. */
   access: Access;
   params?: z.ZodType<P>;
+  /** Query-string parameters (each optional): validated, and documented in OpenAPI. */
+  query?: z.ZodType<Q>;
   body?: z.ZodType<B>;
   /**
    * The body's top-level base64 "data" is decoded as it arrives, up to the
@@ -74,10 +81,10 @@ export interface Route<P = unknown, B = unknown> {
   /** Checks the caller against the path before the body is read (a 403 costs the caller its body, not the assigner). */
   authorize?: (principal: Principal, params: P) => void;
   /** Absent only for the agents' poll, which http.ts answers before Express (serveForHost). */
-  handler?: (ctx: RouteContext<P, B>) => Promise<JsonResult | undefined>;
+  handler?: (ctx: RouteContext<P, B, Q>) => Promise<JsonResult | undefined>;
 }
 
-function route<P, B>(spec: Route<P, B>): Route {
+function route<P, B, Q = unknown>(spec: Route<P, B, Q>): Route {
   return spec as unknown as Route;
 }
 
@@ -88,6 +95,7 @@ function agentJson(agent: AgentRecord) {
     ...(agent.hostname ? { hostname: agent.hostname } : {}),
     ...(agent.kernel ? { kernel: agent.kernel } : {}),
     ...(agent.labels ? { labels: agent.labels } : {}),
+    ...(agent.capabilities ? { capabilities: capabilitiesJson(agent.capabilities) } : {}),
     registered_at: agent.registeredAt,
     last_seen: agent.lastSeen ?? null,
   };
@@ -128,9 +136,28 @@ const IdParams = z.strictObject({ id: Digest });
 const UidParams = z.strictObject({ uid: AgentUid });
 const HostParams = z.strictObject({ host_id: HostId });
 const AssignParams = z.strictObject({ artifact_id: Digest, host_id: HostId });
+const AssignQuery = z.strictObject({
+  force: z.enum(["true", "false"]).optional().meta({ description: "true: assign even when the host's reported kernel cannot run the artifact's program" }),
+});
 
-async function changeAssignment(services: AssignerServices, params: z.infer<typeof AssignParams>, add: boolean): Promise<JsonResult> {
-  await requireArtifact(services, params.artifact_id);
+/**
+ * Refuses (409) to assign a program the host's registered agent reported it
+ * cannot run, unless forced. A host without an agent yet, or an agent that
+ * reported nothing, is assigned: only a known lack counts.
+ */
+async function requireRunnable(services: AssignerServices, artifact: ArtifactRecord, hostId: string): Promise<void> {
+  const program = artifact.metadata.program;
+  if (!program) return;
+  const agent = await services.store.getAgentByHost(hostId);
+  if (!agent) return;
+  const features = agent.capabilities ?? (agent.kernel ? { kernelVersion: agent.kernel } : {});
+  const reasons = unmetNeeds(program, features);
+  if (reasons.length > 0) throw new AssignerError("CONFLICT", `host "${hostId}" cannot run ${artifact.id}: ${reasons.join("; ")} (assign with ?force=true to override)`);
+}
+
+async function changeAssignment(services: AssignerServices, params: z.infer<typeof AssignParams>, add: boolean, force = false): Promise<JsonResult> {
+  const artifact = await requireArtifact(services, params.artifact_id);
+  if (add && !force) await requireRunnable(services, artifact, params.host_id);
   const result = add ? await services.store.assign(params.artifact_id, params.host_id) : await services.store.unassign(params.artifact_id, params.host_id);
   if (result.changed) {
     services.metrics.assignmentChanges.inc({ op: add ? "assign" : "unassign" });
@@ -165,6 +192,7 @@ export const ROUTES: Route[] = [
         ...(body.hostname ? { hostname: body.hostname } : {}),
         ...(body.kernel ? { kernel: body.kernel } : {}),
         ...(body.labels ? { labels: body.labels } : {}),
+        ...(body.capabilities ? { capabilities: featuresOf(body.capabilities) } : {}),
         ...(body.enroll_secret !== undefined ? { enrollSecret: body.enroll_secret } : {}),
       }),
     }),
@@ -349,11 +377,12 @@ export const ROUTES: Route[] = [
   route({
     method: "post",
     path: "/assign/{artifact_id}/{host_id}",
-    summary: "Assign an artifact to a host (idempotent)",
+    summary: "Assign an artifact to a host (idempotent). 409 when the host's agent reported a kernel that cannot run the artifact's program, unless ?force=true",
     access: "admin",
     params: AssignParams,
+    query: AssignQuery,
     response: AssignmentJson,
-    handler: async ({ params, services }) => changeAssignment(services, params, true),
+    handler: async ({ params, query, services }) => changeAssignment(services, params, true, query.force === "true"),
   }),
   route({
     method: "post",

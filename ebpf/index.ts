@@ -19,6 +19,7 @@ export { BpftoolDatapath, DEFAULT_PIN_ROOT, type BpftoolDatapathOptions } from "
 export { compileProgram, compileSource, listPrograms } from "./compile.js";
 export { checkHook, compareHooks, hookName, idOfPinName, pinName, type Attachment, type Datapath, type Hook, type LoadedProgram, type NetInterface } from "./datapath.js";
 export { EbpfError, type EbpfErrorCode } from "./errors.js";
+export { PROGRAM_NEEDS, probeKernelFeatures, unmetNeeds, type KernelFeatures } from "./requirements.js";
 export { MemoryDatapath, MemoryKernel, type DatapathOperation, type MemoryDatapathOptions } from "./memory-datapath.js";
 export { COUNTERS_MAP, compileRules, FILLED_MAPS, sizeDefines, type CompiledRules, type FilledMap, type MapEntry, type MapSizes } from "./rules.js";
 export { attachTc, detachTc, listLinks, listTc, TC_DIRECTIONS, type TcDirection, type TcFilter, type TcHook } from "./tc.js";

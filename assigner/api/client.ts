@@ -12,12 +12,14 @@ import type {
   ArtifactList,
   ArtifactStatusJson,
   AssignmentJson,
+  Capabilities,
   RegisterCompleteBody,
   RegisterCompleteResponse,
   RegisterInitBody,
   RegisterInitResponse,
   SignedTelemetry,
   TelemetryResult,
+  SignaturesJson,
 } from "./schemas.js";
 
 export type ForHostResult = { notModified: true; etag: string } | { notModified: false; etag: string; body: z.infer<typeof ArtifactList> };
@@ -27,6 +29,7 @@ export interface RegisterOptions {
   hostname?: string;
   kernel?: string;
   labels?: Record<string, string>;
+  capabilities?: z.input<typeof Capabilities>;
   enrollSecret?: string;
 }
 
@@ -39,7 +42,7 @@ export class AssignerClient {
     private readonly token?: string,
   ) {}
 
-  private async send(method: Method, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Dispatcher.ResponseData> {
+  private async send(method: Method, path: string, body?: unknown, headers: Record<string, string> = {}, signal?: AbortSignal): Promise<Dispatcher.ResponseData> {
     let res;
     try {
       res = await request(new URL(path, this.baseUrl), {
@@ -50,6 +53,7 @@ export class AssignerClient {
           ...headers,
         },
         ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+        ...(signal ? { signal } : {}),
       });
     } catch (err) {
       throw new AssignerError("UNAVAILABLE", `cannot reach the assigner at ${this.baseUrl}: ${(err as Error).message}`, { cause: err });
@@ -82,6 +86,7 @@ export class AssignerClient {
       ...(options.hostname ? { hostname: options.hostname } : {}),
       ...(options.kernel ? { kernel: options.kernel } : {}),
       ...(options.labels ? { labels: options.labels } : {}),
+      ...(options.capabilities ? { capabilities: options.capabilities } : {}),
       ...(options.enrollSecret !== undefined ? { enroll_secret: options.enrollSecret } : {}),
     });
     const signature = sign(null, Buffer.from(init.nonce, "base64"), privateKey).toString("base64");
@@ -108,8 +113,31 @@ export class AssignerClient {
    * cuts the connection on a mismatch, so the stream then fails; callers still
    * check the checksum themselves (verify-on-read).
    */
-  async binary(id: string): Promise<Readable> {
-    return (await this.send("GET", `/artifacts/${encodeURIComponent(id)}/binary`)).body;
+  async binary(id: string, options: { signal?: AbortSignal } = {}): Promise<Readable> {
+    return (await this.send("GET", `/artifacts/${encodeURIComponent(id)}/binary`, undefined, {}, options.signal)).body;
+  }
+
+  /** The artifact's manifest as the assigner stores it, up to `limit` bytes; the caller recomputes its digest (verify-on-read). */
+  async manifest(id: string, options: { limit?: number; signal?: AbortSignal } = {}): Promise<{ mediaType: string; bytes: Buffer }> {
+    const limit = options.limit ?? 4 * 1024 * 1024;
+    const res = await this.send("GET", `/artifacts/${encodeURIComponent(id)}/manifest`, undefined, {}, options.signal);
+    const chunks: Buffer[] = [];
+    let total = 0;
+    for await (const chunk of res.body as AsyncIterable<Buffer>) {
+      total += chunk.byteLength;
+      if (total > limit) {
+        res.body.destroy();
+        throw new AssignerError("BAD_GATEWAY", `the manifest of ${id} from ${this.baseUrl} is larger than ${limit} bytes`);
+      }
+      chunks.push(chunk);
+    }
+    return { mediaType: String(res.headers["content-type"] ?? "").split(";")[0]!.trim(), bytes: Buffer.concat(chunks) };
+  }
+
+  /** The artifact's sigstore bundle referrers as stored (base64 exact bytes); the caller recomputes every digest. */
+  async signatures(id: string, options: { signal?: AbortSignal } = {}): Promise<z.infer<typeof SignaturesJson>> {
+    const res = await this.send("GET", `/artifacts/${encodeURIComponent(id)}/signatures`, undefined, {}, options.signal);
+    return JSON.parse(await res.body.text()) as z.infer<typeof SignaturesJson>;
   }
 
   artifacts(): Promise<z.infer<typeof ArtifactList>> {
@@ -125,8 +153,9 @@ export class AssignerClient {
     return this.call("GET", "/agents");
   }
 
-  assign(artifactId: string, hostId: string): Promise<z.infer<typeof AssignmentJson>> {
-    return this.call("POST", `/assign/${encodeURIComponent(artifactId)}/${encodeURIComponent(hostId)}`);
+  /** `force`: assign even when the host's reported kernel cannot run the artifact's program (otherwise CONFLICT). */
+  assign(artifactId: string, hostId: string, options: { force?: boolean } = {}): Promise<z.infer<typeof AssignmentJson>> {
+    return this.call("POST", `/assign/${encodeURIComponent(artifactId)}/${encodeURIComponent(hostId)}${options.force ? "?force=true" : ""}`);
   }
 
   /** Signed telemetry over HTTP, for an agent without NATS: its own uid and token, at most 32 messages. */

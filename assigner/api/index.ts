@@ -2,6 +2,7 @@
 // schemas, the NATS subjects, the error codes and their statuses, and a typed
 // client. Agents and the CLI import only this; it loads no Express, ioredis,
 // prom-client or NATS.
+export { capabilitiesJson, featuresOf } from "./capabilities.js";
 export { AssignerClient, type ForHostResult, type RegisterOptions } from "./client.js";
 export { AssignerError, ERROR_STATUS, isAssignerErrorCode, type AssignerErrorCode } from "./errors.js";
 export {
@@ -14,6 +15,7 @@ export {
   ArtifactStatusJson,
   AssignmentJson,
   AssignmentNotice,
+  Capabilities,
   Digest,
   ErrorJson,
   HealthJson,

@@ -23,12 +23,23 @@ const Labels = z
   .record(z.string().regex(/^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$/, "a label key is 1-63 letters, digits, '.', '_', '/' or '-'"), z.string().max(63))
   .refine((labels) => Object.keys(labels).length <= 64, "at most 64 labels");
 
+/** What the agent found its kernel offers (ebpf/requirements.ts); `POST /assign` checks the artifact's program against it. */
+export const Capabilities = z
+  .strictObject({
+    kernel_version: z.string().max(64).optional().meta({ description: "major.minor[.patch] of the running kernel", example: "6.8.0" }),
+    btf: z.boolean().optional().meta({ description: "/sys/kernel/btf/vmlinux exists" }),
+    bpf_loop: z.boolean().optional().meta({ description: "The bpf_loop helper is available (Linux >= 5.17)" }),
+    clsact: z.boolean().optional().meta({ description: "The clsact qdisc is available (Linux >= 4.5)" }),
+  })
+  .meta({ description: "The host's kernel capabilities, as the agent probed them" });
+
 export const RegisterInitBody = z.strictObject({
   host_id: HostId,
   public_key: Base64.meta({ description: "The agent's Ed25519 public key: base64 of the raw 32 bytes" }),
   hostname: z.string().max(253).optional(),
   kernel: z.string().max(256).optional(),
   labels: Labels.optional(),
+  capabilities: Capabilities.optional(),
   enroll_secret: z.string().max(1024).optional().meta({ description: "Required when the assigner has an enrollment secret" }),
 });
 
@@ -141,6 +152,7 @@ export const AgentJson = z.object({
   hostname: z.string().optional(),
   kernel: z.string().optional(),
   labels: Labels.optional(),
+  capabilities: Capabilities.optional(),
   registered_at: z.string(),
   last_seen: z.string().nullable(),
 });

@@ -2,6 +2,7 @@
 // Redis (production, many stateless assigners) and an embedded file store
 // (one machine, no server). test/assigner/store-conformance.test.ts runs the
 // same suite against both.
+import type { KernelFeatures } from "../../ebpf/index.js";
 
 /** An artifact registered with the assigner: a policy manifest in some registry. */
 export interface ArtifactRecord {
@@ -32,6 +33,8 @@ export interface AgentRecord {
   hostname?: string;
   kernel?: string;
   labels?: Record<string, string>;
+  /** What the agent reported of its kernel at registration. */
+  capabilities?: KernelFeatures;
   registeredAt: string;
   lastSeen?: string;
 }
@@ -45,6 +48,7 @@ export interface Registration {
   hostname?: string;
   kernel?: string;
   labels?: Record<string, string>;
+  capabilities?: KernelFeatures;
 }
 
 export interface TokenRecord {

@@ -1,8 +1,11 @@
 // `aegis agent run`: the host daemon (agent/). Thin: it resolves flags and
 // environment (flags win), builds the Datapath and the Agent inside the
 // action (lazy imports), and stops cleanly on SIGTERM without detaching.
+// `aegis agent status`: what the host enforces, read from the state dir and
+// the pins without changing anything.
 import type { Command } from "commander";
 import { InputError } from "../../errors.js";
+import { report } from "../output.js";
 
 interface RunOptions {
   assigner?: string;
@@ -18,6 +21,8 @@ interface RunOptions {
   label: string[];
   pinRoot?: string;
   plainHttp?: boolean;
+  metricsPort?: string;
+  metricsHost: string;
 }
 
 function env(name: string): string | undefined {
@@ -58,6 +63,8 @@ export function registerAgent(program: Command): void {
     .option("--dry-run", "fetch and verify only: nothing is loaded or attached")
     .option("--pin-root <dir>", "bpffs directory programs are pinned under (AEGIS_PIN_ROOT); default /sys/fs/bpf/aegis", env("AEGIS_PIN_ROOT"))
     .option("--plain-http", "use http:// for non-loopback registries")
+    .option("--metrics-port <port>", "serve Prometheus /metrics on this port (AEGIS_METRICS_PORT); default none", env("AEGIS_METRICS_PORT"))
+    .option("--metrics-host <address>", "address /metrics listens on (AEGIS_METRICS_HOST)", env("AEGIS_METRICS_HOST") ?? "127.0.0.1")
     .action(async (options: RunOptions) => {
       if (!options.assigner) throw new InputError("INVALID_ARGUMENT", "no assigner: pass --assigner or set AEGIS_ASSIGNER_URL");
       if (!options.hostId) throw new InputError("INVALID_ARGUMENT", "no host id: pass --host-id or set AEGIS_HOST_ID");
@@ -69,7 +76,11 @@ export function registerAgent(program: Command): void {
         labels[label.slice(0, eq)] = label.slice(eq + 1);
       }
       const pollIntervalMs = parseDuration(options.pollInterval);
-      const [{ Agent }, { BpftoolDatapath }, { loadTrust }, { credentialsFromEnvironment }] = await Promise.all([
+      const metricsPort = options.metricsPort === undefined ? undefined : Number(options.metricsPort);
+      if (metricsPort !== undefined && !(Number.isInteger(metricsPort) && metricsPort >= 0 && metricsPort < 65536)) {
+        throw new InputError("INVALID_ARGUMENT", `--metrics-port ${options.metricsPort}: expected a port number`);
+      }
+      const [{ Agent, serveMetrics }, { BpftoolDatapath }, { loadTrust }, { credentialsFromEnvironment }] = await Promise.all([
         import("../../agent/index.js"),
         import("../../ebpf/index.js"),
         import("../../signing/index.js"),
@@ -92,11 +103,26 @@ export function registerAgent(program: Command): void {
       });
       await agent.start();
       process.stderr.write(`aegis agent: running for host ${options.hostId} against ${options.assigner} (state in ${options.stateDir})\n`);
+      const metrics = metricsPort === undefined ? undefined : await serveMetrics(agent.metrics, metricsPort, options.metricsHost);
+      if (metrics) process.stderr.write(`aegis agent: metrics on ${metrics.url}\n`);
       const stop = (signal: string) => {
         process.stderr.write(`aegis agent: ${signal}: stopping; everything attached stays in force\n`);
+        metrics?.server.close();
         void agent.stop().then(() => process.exit(0));
       };
       process.once("SIGINT", () => stop("SIGINT"));
       process.once("SIGTERM", () => stop("SIGTERM"));
+    });
+
+  agent
+    .command("status")
+    .description("what this host enforces: digest, policy, interfaces, direction, attached since, drops (reads the pins; root)")
+    .option("--state-dir <dir>", "the agent's state dir (AEGIS_STATE_DIR)", env("AEGIS_STATE_DIR") ?? "/var/lib/aegis")
+    .option("--pin-root <dir>", "bpffs directory programs are pinned under (AEGIS_PIN_ROOT); default /sys/fs/bpf/aegis", env("AEGIS_PIN_ROOT"))
+    .option("--json", "print JSON for scripts")
+    .action(async (options: { stateDir: string; pinRoot?: string; json?: boolean }) => {
+      const [{ collectStatus, statusTable, StateDir }, { BpftoolDatapath }] = await Promise.all([import("../../agent/index.js"), import("../../ebpf/index.js")]);
+      const rows = await collectStatus(new BpftoolDatapath(options.pinRoot ? { pinRoot: options.pinRoot } : {}), await new StateDir(options.stateDir).installed());
+      report(options, rows.length > 0 ? statusTable(rows) : `nothing enforced: no program pinned under ${options.pinRoot ?? "/sys/fs/bpf/aegis"} and none recorded in ${options.stateDir}`, { programs: rows });
     });
 }

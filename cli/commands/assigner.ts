@@ -120,15 +120,17 @@ function withClientOptions(command: Command): Command {
 
 export function registerOperatorCommands(program: Command): void {
   for (const op of ["assign", "unassign"] as const) {
-    withClientOptions(
+    const command = withClientOptions(
       program
         .command(op)
         .description(op === "assign" ? "assign an artifact (by digest) to a host" : "remove an artifact from a host")
         .argument("<digest>", "artifact id: sha256:…")
         .argument("<host>", "host id"),
-    ).action(async (digest: string, host: string, options: ClientOptions) => {
+    );
+    if (op === "assign") command.option("--force", "assign even when the host's reported kernel cannot run the artifact's program");
+    command.action(async (digest: string, host: string, options: ClientOptions & { force?: boolean }) => {
       const assigner = await client(options);
-      const result = op === "assign" ? await assigner.assign(digest, host) : await assigner.unassign(digest, host);
+      const result = op === "assign" ? await assigner.assign(digest, host, { force: options.force ?? false }) : await assigner.unassign(digest, host);
       const what = result.changed ? (op === "assign" ? "assigned" : "unassigned") : op === "assign" ? "already assigned" : "was not assigned";
       report(options, `${digest} ${what} ${op === "assign" ? "to" : "from"} ${host} (host version ${result.version})`, result);
     });

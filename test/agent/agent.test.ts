@@ -5,14 +5,14 @@ import { createPrivateKey } from "node:crypto";
 import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { tmpdir } from "node:os";
+import { release, tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Agent, basePref, type StepReport } from "../../agent/index.js";
-import { AssignerClient } from "../../assigner/api/index.js";
+import { AssignerClient, capabilitiesJson } from "../../assigner/api/index.js";
 import { startAssigner, type RunningAssigner } from "../../assigner/index.js";
 import { buildBundle, pushBundle } from "../../bundle/index.js";
-import { MemoryDatapath, MemoryKernel } from "../../ebpf/index.js";
+import { MemoryDatapath, MemoryKernel, probeKernelFeatures } from "../../ebpf/index.js";
 import { copy, OciLayoutTarget, RemoteRepository } from "../../registry/index.js";
 import { generateKeyPair, KeySigner, loadTrust, signArtifact, type TrustPolicy } from "../../signing/index.js";
 import { startRegistryProxy } from "../harness/proxy.js";
@@ -25,7 +25,7 @@ let assigner: RunningAssigner;
 let admin: AssignerClient;
 let work: string;
 let trust: TrustPolicy;
-let liar: { url: string; server: Server; checksum?: string; telemetryDown?: boolean };
+let liar: { url: string; server: Server; paths: string[]; checksum?: string; telemetryDown?: boolean; rewrite?: (path: string, body: Buffer) => Buffer; stall?: (path: string) => boolean };
 const ciKey = generateKeyPair("ed25519");
 const otherKey = generateKeyPair("ed25519");
 
@@ -102,8 +102,8 @@ beforeAll(async () => {
   trust = await loadTrust([join(work, "ci.pub")]);
   assigner = await startAssigner({ port: 0, natsUrl: nats.url, dataDir: join(work, "assigner"), registry: `${registry.host}/aegis/uploads`, adminToken: "operator-secret", trust: join(work, "ci.pub") });
   admin = new AssignerClient(assigner.url, "operator-secret");
-  // An assigner that lies about checksums: forwards everything, rewrites for-host's checksum when told to.
-  liar = { url: "", server: createServer() };
+  // An assigner that lies: forwards everything, rewrites for-host's checksum when told to, and any answer through `rewrite`.
+  liar = { url: "", server: createServer(), paths: [] };
   liar.server.on("request", (req, res) => {
     if (liar.telemetryDown && req.method === "POST" && req.url!.endsWith("/telemetry")) {
       res.writeHead(503, { "content-type": "application/json" }).end(JSON.stringify({ error: "telemetry is down", code: "UNAVAILABLE" }));
@@ -111,14 +111,19 @@ beforeAll(async () => {
     }
     const chunks: Buffer[] = [];
     req.on("data", (c: Buffer) => chunks.push(c));
+    liar.paths.push(decodeURIComponent(req.url!));
     req.on("end", () => {
+      if (liar.stall?.(decodeURIComponent(req.url!))) return; // never answers
       const headers = Object.fromEntries(Object.entries(req.headers).filter(([k]) => !["host", "content-length", "connection"].includes(k))) as Record<string, string>;
       const body = chunks.length > 0 ? Buffer.concat(chunks) : undefined;
       void fetch(new URL(req.url!, assigner.url), { method: req.method!, headers, ...(body ? { body } : {}) }).then(async (answer) => {
-        let text = await answer.text();
-        if (liar.checksum && req.url!.startsWith("/artifacts/for-host/") && answer.status === 200) text = text.replace(/"checksum":"sha256-[0-9a-f]{64}"/g, `"checksum":"${liar.checksum}"`);
+        let bytes: Buffer = Buffer.from(await answer.arrayBuffer());
+        if (liar.checksum && req.url!.startsWith("/artifacts/for-host/") && answer.status === 200) {
+          bytes = Buffer.from(bytes.toString().replace(/"checksum":"sha256-[0-9a-f]{64}"/g, `"checksum":"${liar.checksum}"`));
+        }
+        if (liar.rewrite && answer.status === 200) bytes = liar.rewrite(decodeURIComponent(req.url!), bytes);
         res.writeHead(answer.status, { "content-type": answer.headers.get("content-type") ?? "application/json", ...(answer.headers.get("etag") ? { etag: answer.headers.get("etag")! } : {}) });
-        res.end(text);
+        res.end(bytes);
       });
     });
   });
@@ -145,6 +150,8 @@ describe("identity", () => {
     const hosts = await admin.hosts();
     const registered = hosts.agents.find((a) => a.host_id === "id-host");
     expect(registered?.hostname, "hostname sent").toBeTruthy();
+    expect(registered?.capabilities, "capabilities probed and sent").toEqual(capabilitiesJson(probeKernelFeatures()));
+    expect(registered?.capabilities?.kernel_version, "the kernel version").toMatch(/^\d+\.\d+/);
     await first.agent.stop();
 
     const again = await agentFor("id-host", { stateDir: first.stateDir, kernel: first.datapath.kernel });
@@ -158,6 +165,14 @@ describe("identity", () => {
     expect(third.logs.some((l) => l.includes("refused the agent token")), third.logs.join("\n")).toBe(true);
     expect(readFileSync(join(first.stateDir, "agent.key"), "utf8"), "same key").toBe(key);
     expect(JSON.parse(readFileSync(join(first.stateDir, "agent.token"), "utf8")).token, "new token").not.toBe("revoked");
+    await third.agent.stop();
+
+    const saved = JSON.parse(readFileSync(join(first.stateDir, "agent.token"), "utf8")) as { kernel?: string };
+    expect(saved.kernel, "the kernel the registration describes").toBe(release());
+    writeFileSync(join(first.stateDir, "agent.token"), JSON.stringify({ ...saved, kernel: "4.19.0-before-the-upgrade" }));
+    const upgraded = await agentFor("id-host", { stateDir: first.stateDir, kernel: first.datapath.kernel });
+    await upgraded.agent.reconcile();
+    expect(upgraded.logs.filter((l) => l.startsWith("registered")), "a new kernel registers again (fresh capabilities)").toHaveLength(1);
   });
 });
 
@@ -212,6 +227,7 @@ describe("enforcement", () => {
       expect(await filters(datapath), `${code}: previous version still in force`).toEqual(before);
       const failed = events.find((e) => e.id === digest && e.event === "failed");
       expect(failed?.code, `${code}: ${failed?.reason}`).toBe(code);
+      expect(liar.paths.filter((p) => p.startsWith(`/artifacts/${digest}/`)), `${code}: the registry's verdict stands (the assigner is asked only when no registry can be read)`).toEqual([]);
       await admin.unassign(digest, "refuse-host");
     }
 
@@ -227,6 +243,23 @@ describe("enforcement", () => {
     }
     await agent.reconcile();
     expect(await filters(datapath), "honest checksum: the new version replaces").toEqual([`eth0 egress ${pref} ${next}`, `eth1 egress ${pref} ${next}`]);
+  });
+
+  it("shows in /metrics what is in force, its drops, refusals by code and the last poll", async () => {
+    const good = await publish("1.0.0", ciKey, "metrics-policy");
+    const unsigned = await publish("1.1.0", null, "metrics-other");
+    const { agent, datapath } = await agentFor("metrics-host");
+    const before = Date.now() / 1000;
+    await admin.assign(good, "metrics-host");
+    await admin.assign(unsigned, "metrics-host");
+    await agent.reconcile();
+    datapath.setCounters(good, [41]);
+    const lines = (await agent.metrics.text()).split("\n");
+    expect(lines, "in force").toContain("aegis_agent_policies_in_force 1");
+    expect(lines, "drops").toContain(`aegis_agent_drops_total{policy="metrics-policy",version="1.0.0",digest="${good}"} 41`);
+    expect(lines, "the refusal").toContain('aegis_agent_failures_total{code="NO_SIGNATURE"} 1');
+    const polled = Number(lines.find((l) => l.startsWith("aegis_agent_last_successful_poll_timestamp_seconds "))?.split(" ")[1]);
+    expect(polled, "the last poll").toBeGreaterThanOrEqual(Math.floor(before));
   });
 
   it("leaves the previous version in force when the kernel refuses the new one, and reports LOAD_FAILED", async () => {
@@ -454,6 +487,71 @@ describe("enforcement", () => {
       expect(tampering.requests.some((r) => r.path.includes("/blobs/")), "the tampering mirror was tried first").toBe(true);
     } finally {
       await tampering.stop();
+    }
+  });
+
+  it("with no registry reachable, installs over the assigner path and refuses an assigner that lies, keeping the previous version in force", async () => {
+    const [v1, v2, swapped, forged, copied, stalled] = [
+      await publish("20.0.0", ciKey, "assigner-path"),
+      await publish("20.1.0", ciKey, "assigner-path"),
+      await publish("20.2.0", ciKey, "assigner-path"),
+      await publish("20.3.0", ciKey, "assigner-path"),
+      await publish("20.4.0", ciKey, "assigner-path"),
+      await publish("20.5.0", ciKey, "assigner-path"),
+    ];
+    const read = async (path: string) => Buffer.from(await (await fetch(new URL(path, assigner.url), { headers: { authorization: "Bearer operator-secret" } })).arrayBuffer());
+    const v1Manifest = await read(`/artifacts/${v1}/manifest`);
+    const v1Signatures = (await read(`/artifacts/${v1}/signatures`)).toString();
+    const v1Binary = await read(`/artifacts/${v1}/binary`);
+    // The registry is unreachable from this host: every reference the assigner gives names a closed port.
+    const unreachable = (path: string, body: Buffer) => (path.startsWith("/artifacts/for-host/") ? Buffer.from(body.toString().replaceAll(`"${registry.host}/`, '"127.0.0.1:1/')) : body);
+    liar.rewrite = unreachable;
+    try {
+      const { agent, datapath, events } = await agentFor("assigner-path-host", { assigner: liar.url, requestTimeoutMs: 2_000 });
+      const pref = basePref("assigner-path");
+      await admin.assign(v1, "assigner-path-host");
+      await agent.reconcile();
+      const before = await filters(datapath);
+      expect(before, `v1 attached: ${JSON.stringify(events.filter((e) => e.event === "failed"))}`).toEqual([`eth0 egress ${pref} ${v1}`, `eth1 egress ${pref} ${v1}`]);
+      expect(events.find((e) => e.id === v1 && e.event === "verified")?.reason, "verified from the assigner").toContain(`from the assigner at ${liar.url}`);
+
+      const lies: [string, string, (path: string, body: Buffer) => Buffer, string][] = [
+        // Another artifact's layer, cut to the announced size.
+        ["a swapped binary", swapped, (path, body) => (path === `/artifacts/${swapped}/binary` ? Buffer.concat([v1Binary, Buffer.alloc(body.length)]).subarray(0, body.length) : body), "DIGEST_MISMATCH"],
+        ["a manifest that does not match the digest", forged, (path, body) => (path === `/artifacts/${forged}/manifest` ? v1Manifest : body), "DIGEST_MISMATCH"],
+        ["a signature for another digest", copied, (path, body) => (path === `/artifacts/${copied}/signatures` ? Buffer.from(v1Signatures.replace(v1, copied)) : body), "SUBJECT_MISMATCH"],
+      ];
+      for (const [lie, digest, rewrite, code] of lies) {
+        liar.rewrite = (path, body) => rewrite(path, unreachable(path, body));
+        await admin.assign(digest, "assigner-path-host");
+        await agent.reconcile();
+        expect(await filters(datapath), `${lie}: v1 still in force`).toEqual(before);
+        const failed = events.filter((e) => e.id === digest && e.event === "failed").at(-1);
+        expect(failed?.code, `${lie}: ${failed?.reason}`).toBe(code);
+        expect(liar.paths, `${lie}: read from the assigner`).toContain(`/artifacts/${digest}/manifest`);
+        await admin.unassign(digest, "assigner-path-host");
+      }
+
+      liar.rewrite = unreachable;
+      liar.stall = (path) => path === `/artifacts/${stalled}/binary`;
+      await admin.assign(stalled, "assigner-path-host");
+      await agent.reconcile();
+      expect(await filters(datapath), "a stalled binary: v1 still in force").toEqual(before);
+      const timedOut = events.filter((e) => e.id === stalled && e.event === "failed").at(-1);
+      expect(liar.paths, "the binary was asked for").toContain(`/artifacts/${stalled}/binary`);
+      // The pass ends at the request timeout; an assigner that cannot answer says nothing, so the registries' failure is reported.
+      expect(timedOut?.code, `a stalled binary fails the pull within the request timeout: ${timedOut?.reason}`).toBe("UNREACHABLE");
+      delete liar.stall;
+      await admin.unassign(stalled, "assigner-path-host");
+
+      await admin.assign(v2, "assigner-path-host");
+      await agent.reconcile();
+      expect(await filters(datapath), "an honest assigner: v2 replaces v1").toEqual([`eth0 egress ${pref} ${v2}`, `eth1 egress ${pref} ${v2}`]);
+      expect(events.find((e) => e.id === v2 && e.event === "verified")?.reason, "v2 from the assigner").toContain("from the assigner");
+    } finally {
+      delete liar.rewrite;
+      delete liar.stall;
+      liar.server.closeAllConnections();
     }
   });
 

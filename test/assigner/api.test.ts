@@ -10,12 +10,13 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createServer, request as httpRequest, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import { AssignerSource } from "../../agent/index.js";
 import { AssignerClient, AssignerError } from "../../assigner/api/index.js";
 import { startAssigner, type RunningAssigner } from "../../assigner/index.js";
 import { buildBundle, pushBundle } from "../../bundle/index.js";
 import { Readable } from "node:stream";
-import { descriptorFor, EMPTY_CONFIG, encodeJson, MediaType, MemoryTarget, RemoteRepository, sha256 } from "../../registry/index.js";
-import { generateKeyPair, KeySigner, loadTrust, signArtifact, SIGSTORE_BUNDLE_TYPE, verifyArtifact } from "../../signing/index.js";
+import { descriptorFor, EMPTY_CONFIG, encodeJson, MediaType, RemoteRepository, sha256 } from "../../registry/index.js";
+import { generateKeyPair, KeySigner, loadTrust, signArtifact, verifyArtifact } from "../../signing/index.js";
 import { http as httpTo, registerAgent as registerAt, signed, telemetry, type AgentKeys, type HttpOptions } from "../harness/assigner-http.js";
 import { startRegistryProxy } from "../harness/proxy.js";
 import { startRegistry, type RegistryServer } from "../harness/registry.js";
@@ -171,21 +172,10 @@ describe("artifacts", () => {
     const list = signatures.json.signatures as { manifest: string; bundle: string }[];
     expect(list, "one signature").toHaveLength(1);
 
-    // Rebuilt into a store of its own, the chain verifies with the same code as a registry's.
-    const store = new MemoryTarget("from-assigner");
-    const subject = descriptorFor(MediaType.ImageManifest, manifest.bytes);
-    await store.push(subject, Readable.from([manifest.bytes]));
-    for (const s of list) {
-      const bytes = Buffer.from(s.manifest, "base64");
-      const referrer = { ...descriptorFor(MediaType.ImageManifest, bytes), artifactType: SIGSTORE_BUNDLE_TYPE };
-      const bundle = Buffer.from(s.bundle, "base64");
-      await store.push(descriptorFor(SIGSTORE_BUNDLE_TYPE, bundle), Readable.from([bundle]));
-      await store.push({ mediaType: EMPTY_CONFIG.mediaType, digest: EMPTY_CONFIG.digest, size: EMPTY_CONFIG.size }, Readable.from([Buffer.from("{}")]));
-      await store.push(referrer, Readable.from([bytes]));
-      await store.indexReferrer(subject, referrer);
-    }
+    // Read as a source of its own (the agent's assigner path), the chain verifies with the same code as a registry's.
+    const source = new AssignerSource(new AssignerClient(assigner.url, agent.token), digest);
     const trust = await loadTrust([join(work, "ci.pub")]);
-    expect((await verifyArtifact(store, digest, trust)).digest).toBe(digest);
+    expect((await verifyArtifact(source, digest, trust)).digest).toBe(digest);
   });
 
   it("lists an artifact pushed with plain `oras push --artifact-type` by its policy.json (no Aegis annotations)", async () => {
@@ -458,6 +448,51 @@ describe("registration and authorization", () => {
     const detail = await http("GET", `/agents/${agent.uid}`, admin);
     expect(detail.json).toMatchObject({ host_id: "listed-host", assignments: [], status: [] });
     expect(detail.json.last_seen).not.toBeNull();
+  });
+});
+
+describe("capability check", () => {
+  it("stores the capabilities an agent reports, and refuses (409) a program its kernel cannot run unless forced", async () => {
+    const { digest, reference } = await pushSignedPolicy("policies/block-icmp-8888", "7.0.0");
+    await http("POST", "/artifacts", { ...admin, body: { reference } });
+    const client = new AssignerClient(assigner.url, "operator-secret");
+    const register = (hostId: string, capabilities: { kernel_version?: string; btf?: boolean; bpf_loop?: boolean; clsact?: boolean }) =>
+      new AssignerClient(assigner.url).register(hostId, generateKeyPairSync("ed25519").privateKey, { kernel: `${capabilities.kernel_version ?? "6.8.0"}-test`, capabilities });
+
+    const old = await register("old-kernel", { kernel_version: "5.15.0", btf: false, bpf_loop: false, clsact: true });
+    const shown = await http("GET", `/agents/${old.agent_uid}`, admin);
+    expect(shown.json.capabilities, "shown in GET /agents/{uid}").toEqual({ kernel_version: "5.15.0", btf: false, bpf_loop: false, clsact: true });
+    const refused = await http("POST", `/assign/${digest}/old-kernel`, admin);
+    expect(refused.status, JSON.stringify(refused.json)).toBe(409);
+    expect(refused.json.code).toBe("CONFLICT");
+    for (const reason of ["Linux >= 5.17", "the host runs 5.15.0", "BTF", "bpf_loop"]) expect(refused.json.error, `the reason names ${reason}`).toContain(reason);
+    expect((await http("GET", `/agents/${old.agent_uid}`, admin)).json.assignments, "not assigned").toEqual([]);
+    const unclear = await http("POST", `/assign/${digest}/old-kernel?force=yes`, admin);
+    expect([unclear.status, unclear.json.error], "force is true or false").toEqual([400, expect.stringContaining("query.force")]);
+    const forced = await http("POST", `/assign/${digest}/old-kernel?force=true`, admin);
+    expect(forced.status, "?force=true overrides").toBe(200);
+    expect(forced.json.assigned).toBe(true);
+
+    const noBtf = await register("no-btf", { kernel_version: "6.8.0", btf: false, bpf_loop: true, clsact: true });
+    await expect(client.assign(digest, "no-btf"), "a new kernel without BTF").rejects.toMatchObject({ code: "CONFLICT", message: expect.stringContaining("BTF") });
+    expect((await client.assign(digest, "no-btf", { force: true })).assigned, "the client's force").toBe(true);
+    expect(noBtf.host_id).toBe("no-btf");
+
+    await register("new-kernel", { kernel_version: "6.8.0", btf: true, bpf_loop: true, clsact: true });
+    expect((await http("POST", `/assign/${digest}/new-kernel`, admin)).status, "a capable host").toBe(200);
+    expect((await http("POST", `/assign/${digest}/no-agent-yet`, admin)).status, "a host with no registered agent is assigned as today").toBe(200);
+    await registerAgent("unreported");
+    expect((await http("POST", `/assign/${digest}/unreported`, admin)).status, "an agent that reported no capabilities (kernel 6.1.0) is assigned").toBe(200);
+
+    const bad = await http("POST", "/agents/register/init", { body: { host_id: "x", public_key: Buffer.alloc(32, 1).toString("base64"), capabilities: { kernel_version: "6.8", ebpf: true } } });
+    expect(bad.status, "an unknown capability is refused (strict)").toBe(400);
+
+    const env = { AEGIS_ASSIGNER_URL: assigner.url, AEGIS_ADMIN_TOKEN: "operator-secret" };
+    await register("cli-old-kernel", { kernel_version: "5.10.0", btf: true });
+    expect(expectOneErrorLine(await aegis(["assign", digest, "cli-old-kernel"], env)), "the CLI names the reason").toMatch(/409: .*needs Linux >= 5\.17, the host runs 5\.10\.0/);
+    expect((await aegis(["assign", digest, "cli-old-kernel", "--force"], env)).stdout, "aegis assign --force").toMatch(/assigned to cli-old-kernel/);
+    const doc = (await http("GET", "/openapi.json")).json as { paths: Record<string, Record<string, { parameters: { name: string; in: string }[] }>> };
+    expect(doc.paths["/assign/{artifact_id}/{host_id}"]?.post?.parameters.map((p) => `${p.in}:${p.name}`), "force documented").toEqual(["path:artifact_id", "path:host_id", "query:force"]);
   });
 });
 

@@ -146,8 +146,9 @@ describe.each(implementations)("AssignerStore conformance: %s", (_name, open, re
 
   it("binds a host to its first key: the same key replaces its agent and old tokens, another key is refused", async () => {
     const store = await fresh();
-    const agent = { uid: "u1", hostId: "h1", publicKey: "k", registeredAt: new Date(0).toISOString() };
+    const agent = { uid: "u1", hostId: "h1", publicKey: "k", capabilities: { kernelVersion: "6.8.0", btf: true, bpfLoop: true, clsact: true }, registeredAt: new Date(0).toISOString() };
     expect(await store.bindAgent(agent, "old")).toEqual({ bound: true });
+    expect((await store.getAgent("u1"))?.capabilities, "capabilities kept").toEqual(agent.capabilities);
     expect(await store.bindAgent({ ...agent, uid: "u2" }, "new")).toEqual({ bound: true, replaced: "u1" });
     const refused = await store.bindAgent({ ...agent, uid: "u3", publicKey: "other" }, "stolen");
     expect(refused.bound ? "bound" : refused.holder.uid, "another key is refused, naming the holder").toBe("u2");

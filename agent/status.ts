@@ -1,0 +1,65 @@
+// `aegis agent status`: what this host enforces, from the agent's records
+// (installed.json) and the kernel's pins, filters and counters, read through
+// the Datapath's read-only calls. Nothing here loads, attaches or changes
+// anything, so it can run beside a running agent.
+import type { Datapath } from "../ebpf/index.js";
+import type { InstalledRecord } from "./state.js";
+
+/** One program pinned on this host, or recorded as installed. */
+export interface StatusRow {
+  id: string;
+  /** Empty when the program is pinned but not in the agent's records. */
+  name: string;
+  version: string;
+  interfaces: string[];
+  direction: string;
+  /** When the agent installed it; absent in records that do not say. */
+  since?: string;
+  /** The sum of its per-rule drop counters; absent when they cannot be read. */
+  drops?: number;
+  pinned: boolean;
+  programId?: number;
+}
+
+/** Every program pinned or recorded, ordered by policy name then digest. */
+export async function collectStatus(datapath: Datapath, records: ReadonlyMap<string, Partial<InstalledRecord>>): Promise<StatusRow[]> {
+  const [loaded, attached] = await Promise.all([datapath.loaded(), datapath.attached()]);
+  const ids = new Set([...loaded.map((p) => p.id), ...records.keys()]);
+  const rows: StatusRow[] = [];
+  for (const id of ids) {
+    const record = records.get(id);
+    const program = loaded.find((p) => p.id === id);
+    const hooks = attached.filter((a) => a.id === id);
+    const counters = program ? await datapath.counters(id).catch(() => undefined) : undefined;
+    const directions = [...new Set(hooks.map((h) => h.direction))].sort();
+    rows.push({
+      id,
+      name: record?.name ?? "",
+      version: record?.version ?? "",
+      interfaces: [...new Set(hooks.map((h) => h.iface))].sort(),
+      direction: record?.direction ?? (directions.length === 2 ? "both" : (directions[0] ?? "")),
+      ...(record?.since ? { since: record.since } : {}),
+      ...(counters ? { drops: counters.reduce((a, b) => a + b, 0) } : {}),
+      pinned: program !== undefined,
+      ...(program ? { programId: program.programId } : {}),
+    });
+  }
+  return rows.sort((a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id));
+}
+
+const HEADER = ["DIGEST", "POLICY", "VERSION", "INTERFACES", "DIRECTION", "ATTACHED SINCE", "DROPS"];
+
+/** The rows as an aligned text table with a header; "-" for what is unknown or absent. */
+export function statusTable(rows: readonly StatusRow[]): string {
+  const cells = rows.map((r) => [
+    `${r.id.slice(0, "sha256:".length + 12)}${r.pinned ? "" : " (not pinned)"}`,
+    r.name || "(unknown)",
+    r.version || "-",
+    r.interfaces.join(",") || "-",
+    r.direction || "-",
+    r.since ?? "-",
+    r.drops === undefined ? "-" : String(r.drops),
+  ]);
+  const widths = HEADER.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
+  return [HEADER, ...cells].map((line) => line.map((cell, i) => (i === line.length - 1 ? cell : cell.padEnd(widths[i]!))).join("  ")).join("\n");
+}
