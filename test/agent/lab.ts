@@ -144,8 +144,12 @@ export class AgentLab {
     if (this.work) rmSync(this.work, { recursive: true, force: true });
   }
 
-  /** Builds, pushes, signs (by the trusted key unless `key` says otherwise) and registers a policy; returns its digest. */
-  async policy(name: string, version: string, direction: "egress" | "ingress", rules: PolicyRule[], repository = "policies/e2e"): Promise<string> {
+  /**
+   * Builds, pushes, signs by the trusted key and registers a policy; returns
+   * its digest. `via` is the registry host in the registered reference (a proxy).
+   */
+  async policy(name: string, version: string, direction: "egress" | "ingress", rules: PolicyRule[], via?: string): Promise<string> {
+    const repository = "policies/e2e";
     const dir = join(this.work, `${name}-${version}`);
     mkdirSync(dir, { recursive: true });
     const yaml = rules.map((r) => `  - ${JSON.stringify(r)}`);
@@ -155,7 +159,7 @@ export class AgentLab {
     const artifact = await pushBundle(bytes, policy, repo, version);
     await signArtifact(repo, artifact.manifest, new KeySigner(createPrivateKey(this.ciKey.privateKey)), repo.name);
     const id = artifact.manifest.digest;
-    await this.admin.call("POST", "/artifacts", { reference: `${this.registry.host}/${repository}@${id}` });
+    await this.admin.call("POST", "/artifacts", { reference: `${via ?? this.registry.host}/${repository}@${id}` });
     return id;
   }
 
