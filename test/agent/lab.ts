@@ -27,7 +27,10 @@ import { startNats, type TcpServer } from "../harness/tcp-server.js";
 
 const execFileAsync = promisify(execFile);
 
-/** The peer's listener: counts per port, answered on stdin "?" with one JSON line. */
+/**
+ * The peer's listener: counts per port ("udp/PORT", "tcp/PORT") and the last
+ * sequence number a datagram carried ("seq/PORT"), answered on stdin "?" with one JSON line.
+ */
 const LISTENER = `
 const dgram = require("node:dgram"), net = require("node:net"), readline = require("node:readline");
 const [udp, tcp] = JSON.parse(process.argv[1]);
@@ -35,7 +38,11 @@ const counts = {};
 for (const port of udp) {
   counts["udp/" + port] = 0;
   const s = dgram.createSocket({ type: "udp6", ipv6Only: false });
-  s.on("message", () => counts["udp/" + port]++);
+  s.on("message", (m) => {
+    counts["udp/" + port]++;
+    const seq = Number(m.toString());
+    if (Number.isFinite(seq)) counts["seq/" + port] = seq;
+  });
   s.bind(port, "::");
 }
 for (const port of tcp) {
@@ -45,11 +52,6 @@ for (const port of tcp) {
 readline.createInterface({ input: process.stdin }).on("line", () => process.stdout.write(JSON.stringify(counts) + "\\n"));
 setTimeout(() => process.stdout.write("ready\\n"), 200);
 `;
-
-export interface Peer {
-  /** Datagrams or connections received per "udp/PORT" or "tcp/PORT" so far. */
-  counts(): Promise<Record<string, number>>;
-}
 
 export interface RunningAgent {
   process: ChildProcess;
