@@ -105,9 +105,10 @@ async function rounds(lab: AgentLab, agent: RunningAgent, host: string, ids: str
   return { attached, dropped };
 }
 
+/** CPU time of the agent and of the children it waited for (bpftool, tc), in clock ticks. */
 function cpuTicks(pid: number): number {
   const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-  return Number(fields[11]) + Number(fields[12]); // utime + stime
+  return Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14]); // utime stime cutime cstime
 }
 
 function rssMiB(pid: number): number {

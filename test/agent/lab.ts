@@ -35,6 +35,8 @@ const LISTENER = `
 const dgram = require("node:dgram"), net = require("node:net"), readline = require("node:readline");
 const [udp, tcp] = JSON.parse(process.argv[1]);
 const counts = {};
+let pending = udp.length + tcp.length;
+const up = () => --pending === 0 && process.stdout.write("ready\\n");
 for (const port of udp) {
   counts["udp/" + port] = 0;
   const s = dgram.createSocket({ type: "udp6", ipv6Only: false });
@@ -43,14 +45,13 @@ for (const port of udp) {
     const seq = Number(m.toString());
     if (Number.isFinite(seq)) counts["seq/" + port] = seq;
   });
-  s.bind(port, "::");
+  s.bind(port, "::", up);
 }
 for (const port of tcp) {
   counts["tcp/" + port] = 0;
-  net.createServer((c) => { counts["tcp/" + port]++; c.end("ok"); }).listen(port, "::");
+  net.createServer((c) => { counts["tcp/" + port]++; c.end("ok"); }).listen(port, "::", up);
 }
 readline.createInterface({ input: process.stdin }).on("line", () => process.stdout.write(JSON.stringify(counts) + "\\n"));
-setTimeout(() => process.stdout.write("ready\\n"), 200);
 `;
 
 export interface RunningAgent {
@@ -87,7 +88,7 @@ export class AgentLab {
   admin!: AssignerClient;
   private readonly netns = new NetnsLab();
   private listener: ChildProcess | undefined;
-  private answers: ((line: string) => void)[] = [];
+  private readonly answers: ((line: string) => void)[] = [];
   private assignerOptions: AssignerOptions = {};
 
   /** `octet` keeps the files' subnets apart (10.<octet>.N.0/24, fd00:<octet>:N::/64). */
