@@ -4,7 +4,11 @@
 # OCI artifacts into a local OCI image layout, mirror one with its signature
 # to an "air-gapped" layout, verify and pull it — the digest never changes —
 # then serve it from the assigner to a host that registers and polls as the
-# seed's agent does.
+# seed's agent does. It ends with the real thing: as root where BPF loads, an
+# `aegis agent run` enforces a signed policy on a veth into a namespace of the
+# demo's own (ping fails, the drop counter rises, `aegis status` shows the host
+# attached), then unassigning lets ping through; elsewhere the agent runs with
+# --dry-run and says that nothing is enforced. Nothing is left running or attached.
 set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/setup.sh
@@ -78,5 +82,123 @@ console.log(`binary: ${binary.length} bytes, ${checksum === artifacts[0].checksu
 if (checksum !== artifacts[0].checksum) process.exit(1);
 EOF_AGENT
 aegis hosts
+
+# ---------------------------------------------------------------------------
+# The real thing: `aegis agent run` enforcing a signed policy on a veth whose
+# near end is in this namespace and whose peer is in a namespace of its own.
+# Only the demo's own addresses (10.123.0.1 and .2, inside that pair) get traffic.
+near=aegdemo$$ far=aegpeer$$ ns=aegis-demo-$$
+near_ip=10.123.0.1 far_ip=10.123.0.2
+pin_root=/sys/fs/bpf/aegis-demo-$$
+agent_pid="" nats_pid=""
+cleanup() {
+  # Deleting the veth removes the agent's clsact filters; then nothing holds the pins.
+  for pid in $agent_pid $nats_pid $assigner_pid; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  ip link del "$near" 2>/dev/null || true
+  ip netns del "$ns" 2>/dev/null || true
+  rm -rf "$pin_root" 2>/dev/null || true
+}
+trap cleanup EXIT
+free_port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
+counters() { node --input-type=module -e 'const { BpftoolDatapath } = await import(process.cwd() + "/dist/ebpf/index.js"); console.log((await new BpftoolDatapath({ pinRoot: process.argv[1] }).counters(process.argv[2])).join(" "))' "$pin_root" "$1"; }
+pings() { ping -c1 -W1 -I "$near" "$far_ip" >/dev/null 2>&1; }
+
+enforce=no why=""
+if [ "$(id -u)" != 0 ]; then why="not root"
+elif ! mountpoint -q /sys/fs/bpf; then why="no bpffs at /sys/fs/bpf"
+elif ip -4 addr show | grep -q "inet 10\.123\.0\."; then why="10.123.0.0/24 is already in use on this host"
+elif ! command -v bpftool >/dev/null || ! command -v tc >/dev/null; then why="bpftool or tc missing"
+elif ! ip netns add "$ns" 2>/dev/null; then why="cannot create a network namespace"
+else
+  # A real load of the pulled program is the only honest test of "BPF loads here".
+  mkdir -p "$pin_root"
+  if bpftool prog loadall "$out/host/program.o" "$pin_root/probe" >/dev/null 2>&1; then enforce=yes; else why="the kernel refused to load the program"; fi
+  rm -rf "$pin_root/probe"
+fi
+
+step "A local NATS on loopback, and the assigner again with it (the agent's telemetry reaches the assigner over NATS)"
+nats_port=$(free_port)
+nats-server -a 127.0.0.1 -p "$nats_port" >"$out/nats.log" 2>&1 &
+nats_pid=$!
+kill "$assigner_pid"; wait "$assigner_pid" 2>/dev/null || true
+node dist/cli/aegis.js assigner serve --port "$port" --data-dir "$out/assigner" --trust "$out/ci.pub" --enroll-secret demo --nats "nats://127.0.0.1:$nats_port" &
+assigner_pid=$!
+until curl -sf "http://127.0.0.1:$port/healthz" >/dev/null; do sleep 0.2; done
+echo "   NATS on 127.0.0.1:$nats_port, assigner on 127.0.0.1:$port (same store: web-01 and the assignment are still there)"
+
+if [ "$enforce" = yes ]; then
+  step "Two network namespaces' worth of link: $near ($near_ip, here) <-> $far ($far_ip, in netns $ns)"
+  ip link add "$near" type veth peer name "$far" netns "$ns"
+  ip addr add "$near_ip/24" dev "$near" && ip link set "$near" up
+  ip -n "$ns" addr add "$far_ip/24" dev "$far" && ip -n "$ns" link set "$far" up && ip -n "$ns" link set lo up
+  until pings; do sleep 0.2; done
+  echo "   ping $far_ip: passes"
+else
+  step "BPF cannot load here ($why): the agent runs with --dry-run, it fetches and verifies but NOTHING WILL BE ENFORCED"
+fi
+
+step "A policy for the demo's peer: no ICMP to $far_ip; built, signed, pushed, registered"
+mkdir -p "$out/block-peer"
+cat >"$out/block-peer/policy.yaml" <<EOF_POLICY
+name: block-demo-peer
+version: 1.0.0
+description: no ping to the demo's peer namespace
+program: aegis_net
+attach: { hook: tc, direction: egress }
+rules:
+  - { action: drop, dst: $far_ip/32, protocol: icmp }
+EOF_POLICY
+aegis policy build "$out/block-peer" -o "$out/bundles/block-peer.tar.zst"
+peer_digest=$(aegis push "$out/bundles/block-peer.tar.zst" "oci:$out/store:block-demo-peer" --sign-key "$out/ci.key")
+curl -sf -X POST "$AEGIS_ASSIGNER_URL/artifacts" -H "authorization: Bearer $AEGIS_ADMIN_TOKEN" \
+  -H 'content-type: application/json' -d "{\"reference\":\"oci:$PWD/$out/store@$peer_digest\"}" >/dev/null
+echo "   $peer_digest"
+
+step "Run the agent for host demo-host (log in $out/agent.log)"
+agent_args=(agent run --host-id demo-host --enroll-secret demo --trust "$out/ci.pub" --state-dir "$out/agent" --poll-interval 2s --nats "nats://127.0.0.1:$nats_port" --pin-root "$pin_root")
+if [ "$enforce" = yes ]; then agent_args+=(--iface "$near"); else agent_args+=(--dry-run); fi
+node dist/cli/aegis.js "${agent_args[@]}" >"$out/agent.log" 2>&1 &
+agent_pid=$!
+until aegis hosts | grep -q '^demo-host'; do sleep 0.2; done
+aegis hosts
+
+step "Assign the policy to demo-host"
+aegis assign "$peer_digest" demo-host
+if [ "$enforce" = yes ]; then
+  until aegis status "$peer_digest" | grep -q "^demo-host.attached"; do sleep 0.2; done
+else
+  until grep -q "verified .*$peer_digest" "$out/agent.log"; do sleep 0.2; done
+fi
+sed 's/^/   agent: /' "$out/agent.log" | grep -v '^   agent: *$'
+
+if [ "$enforce" = yes ]; then
+  step "Ping the peer: dropped at TC egress, and the rule's drop counter rises"
+  echo "   drops before: $(counters "$peer_digest")"
+  if pings; then echo "   ping $far_ip: PASSED (not enforced?)"; exit 1; fi
+  ping -c3 -W1 -i0.2 -I "$near" "$far_ip" >/dev/null 2>&1 || true
+  echo "   ping $far_ip: fails"
+  echo "   drops after pinging: $(counters "$peer_digest")"
+  step "aegis status: what the assigner heard from the host"
+  aegis status "$peer_digest"
+
+  step "Unassign: the agent detaches and unpins, ping passes again"
+  aegis unassign "$peer_digest" demo-host
+  until pings; do sleep 0.2; done
+  echo "   ping $far_ip: passes"
+  until aegis status "$peer_digest" | grep -q "^demo-host.detached"; do sleep 0.2; done
+  aegis status "$peer_digest"
+  if [ -z "$(ls "$pin_root" 2>/dev/null)" ]; then echo "   nothing pinned under $pin_root"; fi
+else
+  step "aegis status (dry run: the host verified the policy; NOTHING WAS ENFORCED)"
+  aegis status "$peer_digest"
+  aegis unassign "$peer_digest" demo-host
+fi
+
+step "Stop the agent (SIGTERM leaves whatever is attached in force; here nothing is), NATS and the assigner; delete the link and namespace"
+kill "$agent_pid"; wait "$agent_pid" 2>/dev/null || true; agent_pid=""
+tail -n1 "$out/agent.log" | sed 's/^/   agent: /'
+cleanup
+trap - EXIT
 
 printf '\nDone. Everything is under %s; run ./test.sh for the test suite.\n' "$out"
