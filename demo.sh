@@ -90,17 +90,26 @@ aegis hosts
 near=aegdemo$$ far=aegpeer$$ ns=aegis-demo-$$
 near_ip=10.123.0.1 far_ip=10.123.0.2
 pin_root=/sys/fs/bpf/aegis-demo-$$
-agent_pid="" nats_pid=""
+agent_pid=""
 cleanup() {
   # Deleting the veth removes the agent's clsact filters; then nothing holds the pins.
-  for pid in $agent_pid $nats_pid $assigner_pid; do kill "$pid" 2>/dev/null || true; done
+  for pid in $agent_pid $assigner_pid; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   ip link del "$near" 2>/dev/null || true
   ip netns del "$ns" 2>/dev/null || true
   rm -rf "$pin_root" 2>/dev/null || true
 }
 trap cleanup EXIT
-free_port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
+# Runs a check until it passes, at most $1 seconds; the demo fails (with its log) rather than hang.
+wait_for() {
+  local limit=$1; shift
+  for _ in $(seq $((limit * 5))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
+  echo "demo: gave up after ${limit}s waiting for: $*" >&2
+  tail -n 20 "$out/agent.log" >&2 2>/dev/null || true
+  exit 1
+}
+status_is() { aegis status "$peer_digest" | grep -q "^demo-host.$1"; }
+host_listed() { aegis hosts | grep -q '^demo-host'; }
 counters() { node --input-type=module -e 'const { BpftoolDatapath } = await import(process.cwd() + "/dist/ebpf/index.js"); console.log((await new BpftoolDatapath({ pinRoot: process.argv[1] }).counters(process.argv[2])).join(" "))' "$pin_root" "$1"; }
 pings() { ping -c1 -W1 -I "$near" "$far_ip" >/dev/null 2>&1; }
 
@@ -117,22 +126,12 @@ else
   rm -rf "$pin_root/probe"
 fi
 
-step "A local NATS on loopback, and the assigner again with it (the agent's telemetry reaches the assigner over NATS)"
-nats_port=$(free_port)
-nats-server -a 127.0.0.1 -p "$nats_port" >"$out/nats.log" 2>&1 &
-nats_pid=$!
-kill "$assigner_pid"; wait "$assigner_pid" 2>/dev/null || true
-node dist/cli/aegis.js assigner serve --port "$port" --data-dir "$out/assigner" --trust "$out/ci.pub" --enroll-secret demo --nats "nats://127.0.0.1:$nats_port" &
-assigner_pid=$!
-until curl -sf "http://127.0.0.1:$port/healthz" >/dev/null; do sleep 0.2; done
-echo "   NATS on 127.0.0.1:$nats_port, assigner on 127.0.0.1:$port (same store: web-01 and the assignment are still there)"
-
 if [ "$enforce" = yes ]; then
   step "Two network namespaces' worth of link: $near ($near_ip, here) <-> $far ($far_ip, in netns $ns)"
   ip link add "$near" type veth peer name "$far" netns "$ns"
   ip addr add "$near_ip/24" dev "$near" && ip link set "$near" up
   ip -n "$ns" addr add "$far_ip/24" dev "$far" && ip -n "$ns" link set "$far" up && ip -n "$ns" link set lo up
-  until pings; do sleep 0.2; done
+  wait_for 30 pings
   echo "   ping $far_ip: passes"
 else
   step "BPF cannot load here ($why): the agent runs with --dry-run, it fetches and verifies but NOTHING WILL BE ENFORCED"
@@ -156,19 +155,19 @@ curl -sf -X POST "$AEGIS_ASSIGNER_URL/artifacts" -H "authorization: Bearer $AEGI
 echo "   $peer_digest"
 
 step "Run the agent for host demo-host (log in $out/agent.log)"
-agent_args=(agent run --host-id demo-host --enroll-secret demo --trust "$out/ci.pub" --state-dir "$out/agent" --poll-interval 2s --nats "nats://127.0.0.1:$nats_port" --pin-root "$pin_root")
+agent_args=(agent run --host-id demo-host --enroll-secret demo --trust "$out/ci.pub" --state-dir "$out/agent" --poll-interval 2s --pin-root "$pin_root")
 if [ "$enforce" = yes ]; then agent_args+=(--iface "$near"); else agent_args+=(--dry-run); fi
 node dist/cli/aegis.js "${agent_args[@]}" >"$out/agent.log" 2>&1 &
 agent_pid=$!
-until aegis hosts | grep -q '^demo-host'; do sleep 0.2; done
+wait_for 30 host_listed
 aegis hosts
 
 step "Assign the policy to demo-host"
 aegis assign "$peer_digest" demo-host
 if [ "$enforce" = yes ]; then
-  until aegis status "$peer_digest" | grep -q "^demo-host.attached"; do sleep 0.2; done
+  wait_for 30 status_is attached
 else
-  until grep -q "verified .*$peer_digest" "$out/agent.log"; do sleep 0.2; done
+  wait_for 30 grep -q "verified .*$peer_digest" "$out/agent.log"
 fi
 sed 's/^/   agent: /' "$out/agent.log" | grep -v '^   agent: *$'
 
@@ -184,9 +183,9 @@ if [ "$enforce" = yes ]; then
 
   step "Unassign: the agent detaches and unpins, ping passes again"
   aegis unassign "$peer_digest" demo-host
-  until pings; do sleep 0.2; done
+  wait_for 30 pings
   echo "   ping $far_ip: passes"
-  until aegis status "$peer_digest" | grep -q "^demo-host.detached"; do sleep 0.2; done
+  wait_for 30 status_is detached
   aegis status "$peer_digest"
   if [ -z "$(ls "$pin_root" 2>/dev/null)" ]; then echo "   nothing pinned under $pin_root"; fi
 else
@@ -195,7 +194,7 @@ else
   aegis unassign "$peer_digest" demo-host
 fi
 
-step "Stop the agent (SIGTERM leaves whatever is attached in force; here nothing is), NATS and the assigner; delete the link and namespace"
+step "Stop the agent (SIGTERM leaves whatever is attached in force; here nothing is) and the assigner; delete the link and namespace"
 kill "$agent_pid"; wait "$agent_pid" 2>/dev/null || true; agent_pid=""
 tail -n1 "$out/agent.log" | sed 's/^/   agent: /'
 cleanup
