@@ -22,16 +22,6 @@ afterAll(async () => {
   await lab.stop();
 });
 
-async function settled(): Promise<number> {
-  let last = (await lab.counts())[`udp/${FLOOD}`]!;
-  for (;;) {
-    await new Promise((r) => setTimeout(r, 500));
-    const now = (await lab.counts())[`udp/${FLOOD}`]!;
-    if (now === last) return now;
-    last = now;
-  }
-}
-
 /** The filters on this test's interface (digest, program id, direction, pref), in digest order. */
 async function filters(): Promise<string> {
   const mine = (await lab.datapath.attached()).filter((a) => a.iface === lab.near);
@@ -49,7 +39,7 @@ describe("aegis agent run: kill -9", () => {
       await lab.registered(HOST, first);
       await lab.admin.assign(flooded, HOST);
       await lab.until("the flood policy attached", () => lab.status(flooded, HOST, "attached"), first.output);
-      const baseline = await settled();
+      const baseline = await lab.settledCount(FLOOD);
       const steady = await filters();
       let sent = flood.sent();
 

@@ -23,16 +23,6 @@ afterAll(async () => {
   await lab.stop();
 });
 
-async function settled(): Promise<number> {
-  let last = (await lab.counts())[`udp/${FLOOD}`]!;
-  for (;;) {
-    await new Promise((r) => setTimeout(r, 500));
-    const now = (await lab.counts())[`udp/${FLOOD}`]!;
-    if (now === last) return now;
-    last = now;
-  }
-}
-
 const dropTcp = (port: number) => [{ action: "drop" as const, dst: `${lab.farIp}/32`, protocol: "tcp" as const, ports: String(port) }];
 
 describe("aegis agent run: the assigner, the registry and NATS go away and come back", () => {
@@ -48,7 +38,7 @@ describe("aegis agent run: the assigner, the registry and NATS go away and come 
       await lab.registered(HOST, agent);
       await lab.admin.assign(flooded, HOST);
       await lab.until("the flood policy attached", () => lab.status(flooded, HOST, "attached"), agent.output);
-      const baseline = await settled();
+      const baseline = await lab.settledCount(FLOOD);
       const through = async () => (await lab.counts())[`udp/${FLOOD}`]! - baseline;
 
       // The assigner: stopped for a few seconds, started again on the same port and data dir.

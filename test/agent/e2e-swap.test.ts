@@ -12,17 +12,6 @@ const FLOOD = 6000;
 beforeAll(() => lab.start({ udp: [FLOOD], tcp: [7001] }), 120_000);
 afterAll(() => lab.stop());
 
-/** The peer's count once it has stopped changing (packets in flight at an attach have landed). */
-async function settled(): Promise<number> {
-  let last = (await lab.counts())[`udp/${FLOOD}`]!;
-  for (;;) {
-    await new Promise((r) => setTimeout(r, 500));
-    const now = (await lab.counts())[`udp/${FLOOD}`]!;
-    if (now === last) return now;
-    last = now;
-  }
-}
-
 describe("aegis agent run: a new version under a flood", () => {
   it("lets zero packets through while v1 is replaced by v2", async () => {
     const drop = { action: "drop" as const, dst: `${lab.farIp}/32`, protocol: "udp" as const, ports: String(FLOOD) };
@@ -35,7 +24,7 @@ describe("aegis agent run: a new version under a flood", () => {
       await lab.registered(HOST, agent);
       await lab.admin.assign(v1, HOST);
       await lab.until("v1 attached", () => lab.status(v1, HOST, "attached"), agent.output);
-      const baseline = await settled();
+      const baseline = await lab.settledCount(FLOOD);
       const sentBefore = flood.sent();
       expect(await lab.tcpConnects(7001), "v1 does not drop tcp 7001").toBe(true);
 

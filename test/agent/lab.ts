@@ -236,6 +236,23 @@ export class AgentLab {
     return { sent: () => sent, stop: () => (clearInterval(timer), socket.close(), sent) };
   }
 
+  /**
+   * The peer's count on a UDP port once it has stopped changing (packets in
+   * flight at an attach have landed); fails if it still moves after 10 s,
+   * which means traffic is getting through.
+   */
+  async settledCount(port: number): Promise<number> {
+    const key = `udp/${port}`;
+    let last = (await this.counts())[key]!;
+    for (let i = 0; i < 20; i++) {
+      await new Promise((r) => setTimeout(r, 500));
+      const now = (await this.counts())[key]!;
+      if (now === last) return now;
+      last = now;
+    }
+    throw new Error(`the peer's count on udp/${port} is still rising (${last}): traffic is getting through`);
+  }
+
   async until(what: string, check: () => Promise<boolean>, log: () => string = () => ""): Promise<void> {
     for (let i = 0; i < 160; i++) {
       if (await check().catch(() => false)) return;
