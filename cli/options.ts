@@ -1,6 +1,9 @@
 // Options shared by the commands that talk to registries, resolved once.
 import type { Command } from "commander";
-import { credentialsFromEnvironment, type RepositoryOptions } from "../registry/index.js";
+import type { RepositoryOptions } from "../registry/index.js";
+// The credentials module alone, not registry/index.js: every command imports
+// this file, and `aegis --version` must not load the registry client and undici.
+import { credentialsFromEnvironment } from "../registry/remote/credentials.js";
 import type { OutputOptions } from "./output.js";
 
 export interface GlobalOptions extends OutputOptions {

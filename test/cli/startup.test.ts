@@ -82,6 +82,8 @@ describe("CLI start-up", () => {
       expect(modules.some((url) => url.endsWith("/dist/cli/aegis.js")), "the recorder saw the CLI's own module").toBe(true);
       expect(packagesIn(modules), `heavy packages loaded by aegis ${args.join(" ")}`).toEqual([]);
       expect(modules.filter((url) => /\/dist\/assigner\/(?!api\/)/.test(url)), `assigner server modules loaded by aegis ${args.join(" ")}`).toEqual([]);
+      // Nor the registry client: a command loads it when it runs.
+      expect(modules.filter((url) => /\/dist\/registry\/(?!remote\/credentials)|\/node_modules\/undici\//.test(url)), `registry client modules loaded by aegis ${args.join(" ")}`).toEqual([]);
     });
   }
 });
