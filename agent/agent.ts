@@ -6,7 +6,7 @@
 import type { KeyObject } from "node:crypto";
 import { hostname, release } from "node:os";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { AssignerClient, AssignerError, assignmentsSubject, capabilitiesJson, sealTelemetry, TELEMETRY_BODY_LIMIT, telemetrySubject, type ArtifactJson, type AssignerErrorCode, type SignedTelemetry } from "../assigner/api/index.js";
+import { AssignerClient, AssignerError, assignmentsSubject, capabilitiesJson, sealTelemetry, telemetrySubject, type ArtifactJson } from "../assigner/api/index.js";
 import { probeKernelFeatures, type Attachment, type Datapath, type LoadedProgram } from "../ebpf/index.js";
 import { describeError } from "../errors.js";
 import type { RepositoryOptions } from "../registry/index.js";
@@ -16,6 +16,7 @@ import { AgentError, errorCode } from "./errors.js";
 import { Executor } from "./executor.js";
 import { ArtifactCache, type VerifiedArtifact } from "./fetch.js";
 import { AgentMetrics } from "./metrics.js";
+import { TelemetryOutbox } from "./outbox.js";
 import { newestByName, plan, type InstalledProgram, type Program, type Step } from "./plan.js";
 import { logLine, receiptCounters, telemetryMessage, type Reporter, type StepReport } from "./report.js";
 import { StateDir, type InstalledRecord } from "./state.js";
@@ -51,14 +52,6 @@ export interface AgentOptions {
 
 type Assigned = z.infer<typeof ArtifactJson>;
 
-/** Signed messages kept for the HTTP route while the assigner is away (the oldest go first). */
-const OUTBOX_MAX = 256;
-/** One POST /agents/{uid}/telemetry: at most this many messages and payload characters (within TELEMETRY_BODY_LIMIT). */
-const BATCH_MAX = 32;
-const BATCH_CHARS = (TELEMETRY_BODY_LIMIT * 3) / 4;
-/** Answers that refuse a batch itself (sending it again would not help); anything else keeps it for the next pass. */
-const REFUSED = new Set<AssignerErrorCode>(["BAD_REQUEST", "FORBIDDEN", "NOT_FOUND", "PAYLOAD_TOO_LARGE", "UNSUPPORTED_MEDIA_TYPE"]);
-
 export class Agent {
   readonly state: StateDir;
   readonly cache: ArtifactCache;
@@ -90,8 +83,7 @@ export class Agent {
   /** The last `seq` sent: microseconds since the epoch at least, so it grows across restarts too. */
   private seq = 0;
   /** Signed messages waiting for the HTTP route (no NATS). */
-  private outbox: SignedTelemetry[] = [];
-  private telemetryFailure: string | undefined;
+  private readonly outbox: TelemetryOutbox;
 
   constructor(private readonly options: AgentOptions) {
     this.state = new StateDir(options.stateDir);
@@ -100,6 +92,7 @@ export class Agent {
     this.interval = options.pollIntervalMs ?? 30_000;
     const reporter: Reporter = { report: (step) => this.report(step) };
     this.executor = new Executor(options.datapath, reporter);
+    this.outbox = new TelemetryOutbox(this.log);
     this.metrics = new AgentMetrics(async () => collectStatus(options.datapath, await this.state.installed()));
   }
 
@@ -226,37 +219,13 @@ export class Agent {
       return;
     }
     this.outbox.push(envelope);
-    if (this.outbox.length > OUTBOX_MAX) this.outbox.splice(0, this.outbox.length - OUTBOX_MAX);
   }
 
-  /**
-   * Sends the queued messages over HTTP, in batches. An assigner that cannot
-   * be reached keeps them for the next pass; one that refuses a batch (an old
-   * assigner without the route, say) loses it. Either is logged once.
-   */
+  /** Sends the queued messages over HTTP (agent/outbox.ts). */
   private async flushTelemetry(): Promise<void> {
-    while (this.outbox.length > 0 && this.agentUid) {
-      let count = 0;
-      let chars = 0;
-      for (const { payload } of this.outbox) {
-        if (count === BATCH_MAX || (count > 0 && chars + payload.length > BATCH_CHARS)) break;
-        chars += payload.length;
-        count++;
-      }
-      const batch = this.outbox.slice(0, count);
-      try {
-        await this.bounded((await this.assignerClient()).telemetry(this.agentUid, batch));
-        this.telemetryFailure = undefined;
-      } catch (err) {
-        this.controller.signal.throwIfAborted();
-        const keep = !(err instanceof AssignerError && REFUSED.has(err.code));
-        const failure = `${errorCode(err)}: ${describeError(err)}`;
-        if (failure !== this.telemetryFailure) this.log(`telemetry over HTTP failed [${failure}]; ${keep ? "retrying at the next pass" : `${count} message(s) lost`}`);
-        this.telemetryFailure = failure;
-        if (keep) return;
-      }
-      this.outbox.splice(0, count);
-    }
+    const uid = this.agentUid;
+    if (!uid) return;
+    await this.outbox.flush(async (batch) => this.bounded((await this.assignerClient()).telemetry(uid, batch)), this.controller.signal);
   }
 
   /** The agent token: the stored one for this assigner and host, or a fresh registration with the agent's key. */
