@@ -6,8 +6,6 @@
 // the bundle is decoded with bundle/'s caps. When no registry can be read, the
 // same chain comes from the assigner (source.ts) and is verified the same way. Every byte is checked against
 // its descriptor on the way in and again when read from the cache.
-import { readdir, readFile } from "node:fs/promises";
-import { join } from "node:path";
 import { AssignerError } from "../assigner/api/index.js";
 import { decodeBundle, readPolicyManifest, type Bundle } from "../bundle/index.js";
 import {
@@ -61,7 +59,7 @@ export interface FetchOptions {
 export class ArtifactCache {
   readonly layout: OciLayoutTarget;
 
-  constructor(readonly dir: string) {
+  constructor(dir: string) {
     this.layout = new OciLayoutTarget(dir);
   }
 
@@ -145,10 +143,8 @@ export class ArtifactCache {
       const fallback = await this.layout.resolve(referrersTag(root)).catch(() => undefined);
       if (fallback) await visit(fallback);
     }
-    const stored = await readdir(join(this.dir, "blobs", "sha256")).catch(() => [] as string[]);
-    const indexed = await readIndexDigests(this.dir);
     const removed: string[] = [];
-    for (const digest of new Set([...stored.filter((n) => /^[0-9a-f]{64}$/.test(n)).map((n) => `sha256:${n}`), ...indexed])) {
+    for (const digest of await this.layout.digests()) {
       if (reachable.has(digest)) continue;
       await this.layout.delete({ mediaType: "application/octet-stream", digest, size: 0 });
       removed.push(digest);
@@ -182,13 +178,4 @@ function referenceOf(assigned: Assigned): string {
   if (ref.digest && ref.digest !== assigned.id) throw new AgentError("BAD_ASSIGNMENT", `reference ${assigned.reference} names another digest than ${assigned.id}`);
   const base = assigned.reference.replace(/@sha256:[0-9a-f]{64}$/, "");
   return `${base}@${assigned.id}`;
-}
-
-async function readIndexDigests(dir: string): Promise<string[]> {
-  try {
-    const index = JSON.parse(await readFile(join(dir, "index.json"), "utf8")) as { manifests?: { digest: string }[] };
-    return (index.manifests ?? []).map((m) => m.digest);
-  } catch {
-    return [];
-  }
 }

@@ -2,7 +2,7 @@
 // oras and crane. https://github.com/opencontainers/image-spec/blob/main/image-layout.md
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
-import { mkdir, open, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -135,6 +135,13 @@ export class OciLayoutTarget implements Target, Deleter {
 
   async tags(): Promise<string[]> {
     return (await this.readIndex()).manifests.flatMap((m) => m.annotations?.[Annotation.RefName] ?? []);
+  }
+
+  /** Every digest the layout holds: stored blobs and those index.json names (for pruning with delete()). */
+  async digests(): Promise<string[]> {
+    const stored = await readdir(join(this.dir, "blobs", "sha256")).catch(() => [] as string[]);
+    const indexed = (await this.readIndex()).manifests.map((m) => m.digest);
+    return [...new Set([...stored.filter((n) => /^[0-9a-f]{64}$/.test(n)).map((n) => `sha256:${n}`), ...indexed])];
   }
 
   referrers(subject: Descriptor, artifactType?: string): Promise<Descriptor[]> {
