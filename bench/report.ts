@@ -14,6 +14,12 @@ export interface BenchResult {
   [extra: string]: unknown;
 }
 
+/** The middle value (the upper one of the two for an even count); NaN for none. */
+export function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] ?? NaN;
+}
+
 export function printTable(rows: Row[]): void {
   if (rows.length === 0) return;
   const columns = Object.keys(rows[0]!);

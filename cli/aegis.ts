@@ -3,7 +3,7 @@
 // the work happens in bundle/, registry/ and the other component folders.
 // Commands are declared cheaply and import their work inside their actions,
 // so `aegis --version` or `aegis pull --help` loads little more than commander
-// (test/cli/startup.test.ts, bench/startup.ts).
+// (test/cli/startup.test.ts, bench/cli.ts).
 import { Command, CommanderError } from "commander";
 import { registerAgent } from "./commands/agent.js";
 import { registerAssigner, registerOperatorCommands } from "./commands/assigner.js";
