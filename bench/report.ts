@@ -11,6 +11,8 @@ export interface BenchResult {
   ratio: number;
   /** What the ratio compares, in words. */
   ratioOf: string;
+  /** More headline comparisons, printed beside the first. */
+  headlines?: { ratio: number; ratioOf: string }[];
   [extra: string]: unknown;
 }
 
