@@ -68,10 +68,10 @@ function sh(file: string, args: string[], options: SpawnSyncOptions = {}): strin
   return String(result.stdout ?? "");
 }
 
-/** One whole process under /usr/bin/time: wall ms around it, peak RSS from time's %M (KiB). */
-function timed(run: Run, rssFile: string): Sample {
+/** One whole process under GNU time: wall ms around it, peak RSS from time's %M (KiB). */
+function timed(time: string, run: Run, rssFile: string): Sample {
   const start = performance.now();
-  const result = spawnSync("/usr/bin/time", ["-f", "%M", "-o", rssFile, ...run.argv], {
+  const result = spawnSync(time, ["-f", "%M", "-o", rssFile, ...run.argv], {
     stdio: ["ignore", "ignore", "pipe"],
     encoding: "utf8",
     env: { ...process.env, ...run.env },
@@ -140,7 +140,7 @@ interface Comparison {
 export default async function cliBench(): Promise<BenchResult> {
   if (!existsSync(AEGIS)) throw new Error(`${AEGIS} is missing: run "npm run build" first`);
   requireBinary("skopeo", "skopeo");
-  requireBinary("time", "time");
+  const time = requireBinary("time", "time");
   requireBinary("zstd", "zstd");
   const registry = await startRegistry();
   const work = makeTempDir("aegis-bench-cli-");
@@ -234,7 +234,7 @@ export default async function cliBench(): Promise<BenchResult> {
         const tag = round < 0 ? "warm" : `r${round}`;
         const dir = join(work, "runs", `${command.name.replace(/[^a-z0-9]+/gi, "-")}-${tag}`);
         mkdirSync(dir, { recursive: true });
-        const sample = timed(command.run(dir, tag), rssFile);
+        const sample = timed(time, command.run(dir, tag), rssFile);
         await command.check?.(dir, tag);
         if (round >= 0) samples.get(command.name)!.push(sample);
         rmSync(dir, { recursive: true, force: true });
