@@ -20,7 +20,10 @@
 // plus incompressible files (random bytes) so the layer is 1 MiB or 50 MiB
 // after zstd, packed as a sorted ustar + zstd (the format's "anything else
 // the agent needs"; each entry under the 32 MiB entry cap), and checked by
-// `aegis push`, which decodes a bundle before it pushes it. The copy reads
+// `aegis push`, which decodes a bundle before it pushes it. (The policy
+// itself cannot carry 50 MiB of incompressible bytes: its description is
+// copied into the manifest's annotations, capped at 4 MiB, and rules
+// compress well.) The copy reads
 // the pulled 50 MiB artifact (so a tool may mount it across repositories, as
 // a user's would); every push round sends a bundle made fresh for it, pushed
 // untimed into an OCI layout first (skopeo's source, and the digest both
@@ -40,7 +43,7 @@ const AEGIS = fileURLToPath(new URL("../dist/cli/aegis.js", import.meta.url));
 const POLICY = fileURLToPath(new URL("../policies/deny-egress-cidrs", import.meta.url));
 const ROUNDS = Number(process.env.AEGIS_BENCH_ROUNDS ?? 7);
 const MiB = 1024 * 1024;
-/** bundle/tar.ts BUNDLE_LIMITS.maxEntrySize: random content is split into entries below it. */
+/** Random content is split into entries of this size, below BUNDLE_LIMITS.maxEntrySize (32 MiB, bundle/tar.ts). */
 const ENTRY_MAX = 24 * MiB;
 const NODE = process.execPath;
 
