@@ -133,8 +133,8 @@ export function registerTrust(program: Command): void {
       .argument("<ref>", "host[:port]/repo[:tag] or oci:<dir>[:tag]")
       .requiredOption("--key <file>", "the operator's private key (AEGIS_KEY_PASSPHRASE if encrypted); agents pin its public key with --trust-root-key")
       .option("--policy <trust.yaml>", "a trust file whose keys, identities and `require` travel with the root (its keys are inlined)")
-      .option("--version <n>", "the root's version: agents refuse one lower than they hold (default: now, in seconds since the epoch)"),
-  ).action(async (rootPath: string, refText: string, options: GlobalOptions & { key: string; policy?: string; version?: string }) => {
+      .option("--root-version <n>", "the root's version: agents refuse one lower than they hold (default: now, in seconds since the epoch)"),
+  ).action(async (rootPath: string, refText: string, options: GlobalOptions & { key: string; policy?: string; rootVersion?: string }) => {
     const [{ readFile }, { dirname, resolve }, { parse }, { formatReference, openReference, isDigest }, { pushTrustRoot, loadPublicKey }] = await Promise.all([
       import("node:fs/promises"),
       import("node:path"),
@@ -142,8 +142,8 @@ export function registerTrust(program: Command): void {
       import("../../registry/index.js"),
       import("../../signing/index.js"),
     ]);
-    const version = options.version === undefined ? undefined : Number(options.version);
-    if (version !== undefined && !(Number.isSafeInteger(version) && version >= 0)) throw new InputError("INVALID_ARGUMENT", `--version ${options.version}: expected a non-negative integer`);
+    const version = options.rootVersion === undefined ? undefined : Number(options.rootVersion);
+    if (version !== undefined && !(Number.isSafeInteger(version) && version >= 0)) throw new InputError("INVALID_ARGUMENT", `--root-version ${options.rootVersion}: expected a non-negative integer`);
     const { ref, target, selector } = openReference(refText, repositoryOptions(options));
     if (selector && isDigest(selector)) throw new InputError("INVALID_REFERENCE", `${refText}: push to a repository or a tag, not a digest`);
     const rootBytes = await readFile(rootPath).catch((err: unknown) => {
