@@ -73,7 +73,7 @@ export function registerAgent(program: Command): void {
       if (!options.assigner) throw new InputError("INVALID_ARGUMENT", "no assigner: pass --assigner or set AEGIS_ASSIGNER_URL");
       if (!options.hostId) throw new InputError("INVALID_ARGUMENT", "no host id: pass --host-id or set AEGIS_HOST_ID");
       if (!options.trust && !options.trustRootRef) {
-        throw new InputError("INVALID_ARGUMENT", "no trusted keys: pass --trust or --trust-root-ref, or set AEGIS_TRUST (the agent installs only signed policies)");
+        throw new InputError("INVALID_ARGUMENT", "no trusted keys: pass --trust or set AEGIS_TRUST, or follow a trust root with --trust-root-ref (the agent installs only signed policies)");
       }
       if (options.trustRootRef && !options.trustRootKey) throw new InputError("INVALID_ARGUMENT", "--trust-root-ref needs --trust-root-key (the operator key the trust root is signed by)");
       const labels: Record<string, string> = {};
