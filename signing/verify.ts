@@ -122,8 +122,8 @@ async function evaluate(source: ReadOnlyTarget, digest: string, trust: TrustPoli
     try {
       const verified = await check(seen);
       const kind = verified.kind ?? "key";
-      const by = verified.identity ? `keyless, identity "${verified.key.name}" (issuer ${verified.identity.issuer}, subject ${verified.identity.subject})` : `key "${verified.key.name}" (${verified.key.hint})`;
-      verdicts.push({ signature, format, kind, accepted: true, reason: `signed by ${by}; statement names ${subject.digest}`, verified });
+      const by = verified.identity ? `identity "${verified.key.name}" (issuer ${verified.identity.issuer}, subject ${verified.identity.subject})` : `key "${verified.key.name}" (${verified.key.hint})`;
+      verdicts.push({ signature, format, kind, accepted: true, reason: `signed by ${by}; the statement names ${subject.digest}`, verified });
     } catch (err) {
       const error = err instanceof AegisError ? err : new SignatureError("INVALID_BUNDLE", `unreadable signature: ${(err as Error).message}`, { cause: err });
       const code = (error instanceof SignatureError ? error.code : "INVALID_BUNDLE") as SignatureErrorCode;

@@ -214,7 +214,7 @@ describe("aegis verify --explain", () => {
     await signKeyless(repo, subject, { fulcio, rekor, identity: RELEASE });
     const ok = await aegis(["verify", ref, "--trust", trust, "--explain"]);
     expect(ok.code, ok.stderr).toBe(0);
-    expect(ok.stdout).toMatch(/accepted\s+keyless\s+signed by keyless, identity "release"/);
+    expect(ok.stdout).toMatch(/accepted\s+keyless\s+signed by identity "release" \(issuer https:\/\/token.actions.githubusercontent.com, subject https:\/\/github.com\/acme\/policies\/.*\); the statement names sha256:/);
     expect(ok.stdout.match(/refused/g)?.length).toBe(cases.length + 1);
 
     const library = await explainArtifact(repo, subject.digest, await loadTrust([trust]));
