@@ -52,6 +52,8 @@ export type TrustedRootFetcher = (reference: string) => Promise<TrustedRootMater
 export interface LoadTrustOptions {
   /** Needed when a trust file's `trustedRoot` is a registry reference. */
   fetchTrustedRoot?: TrustedRootFetcher;
+  /** Identities without a `trustedRoot` are fine: the caller supplies one (an agent following a trust root). */
+  rootSupplied?: boolean;
 }
 
 export function trustedKey(name: string, publicKey: KeyObject, window: { validFrom?: Date; validUntil?: Date } = {}): TrustedKey {
@@ -136,7 +138,7 @@ export async function trustFromDocument(doc: unknown, source: string, baseDir: s
       trustedRoot = await loadTrustedRootFile(resolve(baseDir, file.trustedRoot));
     }
   }
-  if (identities.length > 0 && !trustedRoot) throw invalid(source, "identities need a trustedRoot (the Fulcio CAs and Rekor keys to verify keyless signatures with)");
+  if (identities.length > 0 && !trustedRoot && !options.rootSupplied) throw invalid(source, "identities need a trustedRoot (the Fulcio CAs and Rekor keys to verify keyless signatures with)");
   if ((file.require === "key" || file.require === "both") && keys.length === 0) throw invalid(source, `require: ${file.require} needs at least one key`);
   if ((file.require === "keyless" || file.require === "both") && identities.length === 0) throw invalid(source, `require: ${file.require} needs at least one identity`);
   return { keys, ...(identities.length > 0 ? { identities } : {}), ...(trustedRoot ? { trustedRoot } : {}), require: file.require };

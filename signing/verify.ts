@@ -183,6 +183,7 @@ function parseBundle(bytes: Buffer): BundleWithDsseEnvelope {
 
 /** The trusted keys a signature may be checked with: the one its hint names, or all when it names none. */
 function candidateKeys(trust: TrustPolicy, hint: string, at: Date): TrustedKey[] {
+  if (trust.keys.length === 0) throw new SignatureError("UNTRUSTED_KEY", "signed by a key, but the trust policy pins no keys (keyless identities only)");
   const named = hint ? trust.keys.filter((k) => k.hint === hint) : trust.keys;
   if (named.length === 0) throw new SignatureError("UNTRUSTED_KEY", `signed by a key that is not trusted (key hint ${hint})`);
   const valid = named.filter((k) => !keyValidity(k, at));

@@ -99,7 +99,7 @@ export function registerAgent(program: Command): void {
         hostId: options.hostId,
         stateDir: options.stateDir,
         datapath: new BpftoolDatapath(options.pinRoot ? { pinRoot: options.pinRoot } : {}),
-        trust: options.trust ? await loadTrust([options.trust], { fetchTrustedRoot: trustedRootFetcher(repository) }) : { keys: [] },
+        trust: options.trust ? await loadTrust([options.trust], { fetchTrustedRoot: trustedRootFetcher(repository), rootSupplied: options.trustRootRef !== undefined }) : { keys: [] },
         ...(options.trustRootRef ? { trustRoot: { reference: options.trustRootRef, operator: await loadTrust([options.trustRootKey!]) } } : {}),
         ifaces: options.iface,
         mirrors: options.registryMirror,

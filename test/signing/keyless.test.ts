@@ -124,6 +124,13 @@ describe("keyless signatures verify offline by identity", () => {
       "INCLUSION_PROOF_INVALID",
       /inclusion proof does not verify: calculated root hash does not match/,
     ],
+    [
+      "a log entry without a signed entry timestamp (its time is not authenticated)",
+      { tamper: (b) => void delete (b.verificationMaterial.tlogEntries[0] as Partial<(typeof b.verificationMaterial.tlogEntries)[0]>).inclusionPromise },
+      "trusted_root.json",
+      "TIMESTAMP_INVALID",
+      /no verified timestamp/,
+    ],
     ["a root that does not hold the CA", {}, "other_root.json", "UNTRUSTED_CHAIN", /does not chain to a certificate authority of the trusted root .*other_root.json/],
     ["a root listing CT logs, and a certificate with no SCT", {}, "ct_root.json", "MISSING_SCT", /no SCT/],
     [

@@ -167,6 +167,23 @@ describe("the agent follows the trust root", () => {
     expect(viaMirror.lines.join("\n")).toContain(`from ${mirror.host}/trust/follow:current`);
   });
 
+  it("the root's identities and a local --trust without a root of its own verify together", async () => {
+    const stateDir = mkdtempSync(join(work, "state-"));
+    const bare = new RemoteRepository(registry.host, "trust/bare");
+    const pushed = await pushTrustRoot(bare, rootBytes, { version: 1, tag: "current", signer: signer(operator) });
+    const local = await loadTrust([join(work, "policy.yaml")], { rootSupplied: true });
+    expect(local.trustedRoot, "the local file names no root").toBeUndefined();
+    const { f } = follower(stateDir, `${registry.host}/trust/bare@${pushed.manifest.digest}`);
+    await f.init();
+    const trust = await f.trust(local);
+    const repo = new RemoteRepository(registry.host, "trust/local-identities");
+    const { bytes, policy } = await buildBundle("policies/block-icmp-8888");
+    const { manifest } = await pushBundle(bytes, policy, repo, "v1");
+    await signKeyless(repo, manifest, { fulcio, rekor, identity: { issuer: ISSUER, subject: SUBJECT } });
+    expect(await verifyArtifact(repo, manifest.digest, trust)).toMatchObject({ kind: "keyless", key: { name: "release" } });
+    await expect(loadTrust([join(work, "policy.yaml")]), "without a supplied root the file is refused").rejects.toThrow(/identities need a trustedRoot/);
+  });
+
   it("refuses a root not signed by the operator key and holds none", async () => {
     const stateDir = mkdtempSync(join(work, "state-"));
     await pushRoot("trust/follow-stranger", 1, "current", stranger);
