@@ -105,6 +105,16 @@ describe("keyless signatures verify offline by identity", () => {
     expect(JSON.parse(stdout), "verified offline").toMatchObject({ kind: "keyless", identity: { subject: RELEASE.subject } });
   });
 
+  it("pull --trust and copy --trust run the same check", async () => {
+    const { ref } = await keylessSigned("keyless/pull");
+    const trust = trustFile("pull.yaml", [...RELEASE_POLICY, "trustedRoot: trusted_root.json"]);
+    const pulled = await aegis(["pull", ref, "-o", join(work, "pulled"), "--trust", trust]);
+    expect(pulled.code, pulled.stderr).toBe(0);
+    expect(pulled.stdout).toMatch(/signature verified \(keyless identity "release" \(https:\/\/github.com\/acme\/policies\//);
+    const { ref: other } = await keylessSigned("keyless/pull-other", { identity: { ...RELEASE, issuer: "https://gitlab.com" } });
+    expect(expectOneErrorLine(await aegis(["copy", other, `oci:${join(work, "refused-copy")}:v1`, "--trust", trust]))).toMatch(/issuer "https:\/\/gitlab.com" is not/);
+  });
+
   const refusals: [string, Partial<KeylessOptions>, string, string, RegExp][] = [
     ["another subject", { identity: { ...RELEASE, subject: "https://github.com/acme/policies/.github/workflows/ci.yml@refs/heads/main" } }, "trusted_root.json", "IDENTITY_MISMATCH", /subject "https:\/\/github.com\/acme\/policies\/.github\/workflows\/ci.yml@refs\/heads\/main" does not match/],
     ["another issuer", { identity: { ...RELEASE, issuer: "https://gitlab.com" } }, "trusted_root.json", "IDENTITY_MISMATCH", /issuer "https:\/\/gitlab.com" is not "https:\/\/token.actions/],
