@@ -77,7 +77,7 @@ export function certificateIdentity(cert: X509Certificate): CertificateIdentity 
 }
 
 /** Why `identity` does not satisfy `policy` (the first field that differs), or undefined when it does. */
-export function identityMismatch(policy: IdentityPolicy, identity: CertificateIdentity): string | undefined {
+function identityMismatch(policy: IdentityPolicy, identity: CertificateIdentity): string | undefined {
   for (const field of ["issuer", "subject", "repository", "workflowRef"] as const) {
     const m = policy[field];
     if (m && !matches(m, identity[field])) return `${field} ${JSON.stringify(identity[field] ?? null)} ${m.regex ? "does not match" : "is not"} ${JSON.stringify(m.text)}`;

@@ -1,6 +1,6 @@
 // The signing package: keys, trust, signing and verification of policy artifacts.
 export { CHECK_OF, SignatureError, type SignatureCheck, type SignatureErrorCode } from "./errors.js";
-export { certificateIdentity, matchIdentity, type CertificateIdentity, type IdentityPolicy, type Matcher } from "./identity.js";
+export { certificateIdentity, FULCIO_OID, matchIdentity, type CertificateIdentity, type IdentityPolicy, type Matcher } from "./identity.js";
 export { generateKeyPair, keyHint, loadPrivateKey, loadPublicKey, parsePublicKey, writeKeyPair, type KeyAlgorithm, type KeyPairPem } from "./keys.js";
 export { KeySigner } from "./signer.js";
 export { signArtifact, SignatureAnnotation, SIGSTORE_BUNDLE_TYPE, storeSignatureBundle, type SignedArtifact } from "./sign.js";
@@ -16,7 +16,6 @@ export {
   type SignatureRequirement,
   type TrustedKey,
   type TrustedRootFetcher,
-  type TrustFile,
   type TrustPolicy,
 } from "./trust.js";
 export { loadTrustedRootFile, parseTrustedRoot, TRUSTED_ROOT_MEDIA_TYPE, type TrustedRootMaterial } from "./trusted-root.js";

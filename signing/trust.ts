@@ -78,7 +78,7 @@ const date = z.union([z.string(), z.date()]).transform((value, ctx) => {
 
 const requirement = z.enum(["any", "key", "keyless", "both"]);
 
-export const trustFileSchema = z.strictObject({
+const trustFileSchema = z.strictObject({
   keys: z.array(z.strictObject({ name: z.string().min(1), key: z.string().min(1), validFrom: date.optional(), validUntil: date.optional() })).default([]),
   identities: z
     .array(
@@ -94,8 +94,6 @@ export const trustFileSchema = z.strictObject({
   trustedRoot: z.string().min(1).optional(),
   require: requirement.default("any"),
 });
-
-export type TrustFile = z.input<typeof trustFileSchema>;
 
 function invalid(source: string, message: string): SignatureError {
   return new SignatureError("KEY_ERROR", `${source}: ${message}`);

@@ -11,9 +11,9 @@
 // https://github.com/transparency-dev/formats/blob/main/log/README.md
 import { createHash, createPublicKey, generateKeyPairSync, randomBytes, sign, type KeyObject } from "node:crypto";
 import { json } from "@sigstore/core";
-import { signingStatement, IN_TOTO_PAYLOAD_TYPE } from "../../signing/statement.js";
-import { storeSignatureBundle } from "../../signing/sign.js";
 import type { Descriptor, Target } from "../../registry/index.js";
+import { FULCIO_OID, IN_TOTO_PAYLOAD_TYPE, storeSignatureBundle } from "../../signing/index.js";
+import { signingStatement } from "../../signing/statement.js";
 
 // --- DER ---------------------------------------------------------------
 
@@ -53,13 +53,6 @@ const extension = (id: string, critical: boolean, value: Buffer) => seq(oid(id),
 const spki = (key: KeyObject) => createPublicKey(key).export({ type: "spki", format: "der" });
 /** The key identifier: SHA-1 of the subjectPublicKey bits (RFC 5280 4.2.1.2, method 1). */
 const keyId = (key: KeyObject) => createHash("sha1").update(spki(key).subarray(-65)).digest();
-
-export const FulcioOid = {
-  IssuerV1: "1.3.6.1.4.1.57264.1.1",
-  IssuerV2: "1.3.6.1.4.1.57264.1.8",
-  SourceRepositoryUri: "1.3.6.1.4.1.57264.1.12",
-  SourceRepositoryRef: "1.3.6.1.4.1.57264.1.14",
-} as const;
 
 interface CertificateSpec {
   subject: Buffer;
@@ -125,10 +118,10 @@ export class TestFulcio {
       extension("2.5.29.37", false, seq(oid("1.3.6.1.5.5.7.3.3"))), // codeSigning
       extension("2.5.29.35", false, seq(tlv(0x80, keyId(this.key)))),
       extension("2.5.29.17", true, seq(san)),
-      extension(FulcioOid.IssuerV1, false, Buffer.from(identity.issuer)),
-      extension(FulcioOid.IssuerV2, false, utf8(identity.issuer)),
-      ...(identity.repository ? [extension(FulcioOid.SourceRepositoryUri, false, utf8(identity.repository))] : []),
-      ...(identity.ref ? [extension(FulcioOid.SourceRepositoryRef, false, utf8(identity.ref))] : []),
+      extension(FULCIO_OID.IssuerV1, false, Buffer.from(identity.issuer)),
+      extension(FULCIO_OID.IssuerV2, false, utf8(identity.issuer)),
+      ...(identity.repository ? [extension(FULCIO_OID.SourceRepositoryUri, false, utf8(identity.repository))] : []),
+      ...(identity.ref ? [extension(FULCIO_OID.SourceRepositoryRef, false, utf8(identity.ref))] : []),
     ];
     return certificate({ subject: seq(), publicKey, notBefore, notAfter: new Date(notBefore.getTime() + minutes * 60_000), extensions }, name(this.commonName), this.key);
   }
