@@ -11,3 +11,4 @@ export { basePref, compareVersions, newestByName, plan, PREF_MAX, PREF_MIN, pref
 export { logLine, receiptCounters, telemetryMessage, type Reporter, type StepEvent, type StepReport } from "./report.js";
 export { collectStatus, statusTable, type StatusRow } from "./status.js";
 export { DEFAULT_STATE_DIR, StateDir, type InstalledRecord, type Registration } from "./state.js";
+export { TrustRootFollower, type TrustRootOptions } from "./trust-root.js";

@@ -8,7 +8,7 @@ import { mkdir, readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { InputError } from "../errors.js";
 import { credentialsFromEnvironment, credentialsHost } from "../registry/index.js";
-import { loadTrust } from "../signing/index.js";
+import { loadTrust, trustedRootFetcher } from "../signing/index.js";
 import { atomicWrite } from "../util/index.js";
 import { ArtifactSource } from "./artifacts.js";
 import { Auth } from "./auth.js";
@@ -126,7 +126,7 @@ export async function startAssigner(options: AssignerOptions = {}): Promise<Runn
   // rather than fail at the first registration.
   credentialsHost();
   const admin = await resolveAdminToken(options, dataDir);
-  const trust = options.trust ? await loadTrust([options.trust]) : undefined;
+  const trust = options.trust ? await loadTrust([options.trust], { fetchTrustedRoot: trustedRootFetcher({ credentials: credentialsFromEnvironment }) }) : undefined;
   const store = await openStore(options, dataDir);
   const metrics = new AssignerMetrics();
   const artifacts = new ArtifactSource({

@@ -13,7 +13,7 @@ import { registerKeygen } from "./commands/keys.js";
 import { registerPolicy } from "./commands/policy.js";
 import { registerPull } from "./commands/pull.js";
 import { registerPush } from "./commands/push.js";
-import { registerSign } from "./commands/sign.js";
+import { registerSign, registerTrust } from "./commands/sign.js";
 import { fail } from "./output.js";
 
 const program = new Command("aegis")
@@ -29,6 +29,7 @@ registerInspect(program);
 registerCopy(program);
 registerKeygen(program);
 registerSign(program);
+registerTrust(program);
 registerAssigner(program);
 registerOperatorCommands(program);
 registerAgent(program);
