@@ -10,6 +10,7 @@ import { registerAssigner, registerOperatorCommands } from "./commands/assigner.
 import { registerCopy } from "./commands/copy.js";
 import { registerInspect } from "./commands/inspect.js";
 import { registerKeygen } from "./commands/keys.js";
+import { registerMirror } from "./commands/mirror.js";
 import { registerPolicy } from "./commands/policy.js";
 import { registerPull } from "./commands/pull.js";
 import { registerPush } from "./commands/push.js";
@@ -27,6 +28,7 @@ registerPush(program);
 registerPull(program);
 registerInspect(program);
 registerCopy(program);
+registerMirror(program);
 registerKeygen(program);
 registerSign(program);
 registerTrust(program);
