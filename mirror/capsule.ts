@@ -125,10 +125,9 @@ export async function writeCapsule(sources: CapsuleSource[], output: string, opt
 /** The tar, into a temp file beside `output`, synced, then renamed over it. */
 async function writeTar(output: string, index: Buffer, blobs: Descriptor[], layout: ReadOnlyTarget, signal?: AbortSignal): Promise<number> {
   const temp = join(dirname(output), `.${basename(output)}.${process.pid}${TEMP_SUFFIX}`);
-  const handle = await open(temp, "w", 0o644);
   const pack = tarPack();
   try {
-    const written = pipeline(pack as AsyncIterable<Buffer>, createWriteStream("", { fd: handle, autoClose: false }), { signal });
+    const written = pipeline(pack as AsyncIterable<Buffer>, createWriteStream(temp, { flags: "wx", mode: 0o644 }), { signal });
     // Awaited below; a failure while adding entries is reported from there instead.
     written.catch(() => undefined);
     // Fixed headers: the same artifacts give the same bytes.
@@ -161,15 +160,19 @@ async function writeTar(output: string, index: Buffer, blobs: Descriptor[], layo
     for (const blob of blobs) await add(`blobs/sha256/${blob.digest.slice("sha256:".length)}`, await layout.fetch(blob, { signal }), blob.size);
     pack.finalize();
     await written;
-    await handle.sync();
-    const { size } = await handle.stat();
-    await handle.close();
+    const handle = await open(temp, "r");
+    let size: number;
+    try {
+      await handle.sync();
+      size = (await handle.stat()).size;
+    } finally {
+      await handle.close();
+    }
     await rename(temp, output);
     await syncDir(dirname(output));
     return size;
   } catch (err) {
     pack.destroy();
-    await handle.close().catch(() => undefined);
     await rm(temp, { force: true });
     throw err;
   }
