@@ -93,6 +93,9 @@ export interface WriteOptions {
  */
 export async function writeCapsule(sources: CapsuleSource[], output: string, options: WriteOptions = {}): Promise<WrittenCapsule> {
   if (sources.length === 0) throw new InputError("INVALID_ARGUMENT", "a capsule needs at least one artifact");
+  if (!(await stat(dirname(output)).then((s) => s.isDirectory(), () => false))) {
+    throw new InputError("FILE_NOT_FOUND", `cannot write ${output}: ${dirname(output)} is not a directory`);
+  }
   const staging = await mkdtemp(join(dirname(output), `.${basename(output)}.staging-`));
   try {
     const layout = new OciLayoutTarget(staging);

@@ -7,6 +7,7 @@ import type { RepositoryOptions } from "../../registry/index.js";
 import { InputError } from "../../errors.js";
 import { addRegistryOptions, addTrustOptions, repositoryOptions, type GlobalOptions, type TrustOptions } from "../options.js";
 import { progressBar, report } from "../output.js";
+import { checkSignatureIfPinned } from "./sign.js";
 
 /**
  * The artifacts a capsule holds, from references by digest. A tag is refused
@@ -32,14 +33,19 @@ export function registerMirror(program: Command): void {
     .description("carry signed artifacts into an air-gapped site: export them with their signatures to one capsule (an OCI layout tar), import it there");
 
   addRegistryOptions(
-    mirror
-      .command("export")
-      .description("write artifacts, by digest, with all their signatures (referrers) and what they reference, to a capsule")
-      .argument("<ref...>", "host[:port]/repo@sha256:… or oci:<dir>@sha256:… (a tag is refused, with the digest it resolves to)")
-      .requiredOption("-o, --output <file>", "the capsule to write (replaced only once complete)"),
-  ).action(async (refs: string[], options: GlobalOptions & { output: string }) => {
+    addTrustOptions(
+      mirror
+        .command("export")
+        .description("write artifacts, by digest, with all their signatures (referrers) and what they reference, to a capsule")
+        .argument("<ref...>", "host[:port]/repo@sha256:… or oci:<dir>@sha256:… (a tag is refused, with the digest it resolves to)")
+        .requiredOption("-o, --output <file>", "the capsule to write (replaced only once complete)"),
+      ": given one, each artifact must be signed by one, or nothing is written (checked again at import)",
+    ),
+  ).action(async (refs: string[], options: GlobalOptions & TrustOptions & { output: string }) => {
     const { writeCapsule } = await import("../../mirror/index.js");
     const sources = await capsuleSources(refs, repositoryOptions(options));
+    // Finding an unsigned artifact here is cheaper than at the site, after carrying the capsule there.
+    for (const source of sources) await checkSignatureIfPinned(source.target, source.digest, options);
     const progress = progressBar("exporting", options);
     const written = await writeCapsule(sources, options.output, { onEvent: progress.onEvent });
     progress.finish();

@@ -229,9 +229,18 @@ describe("aegis mirror", () => {
     expect(readdirSync(work).filter((n) => n.startsWith("tagged")), "no capsule, no temp file").toEqual([]);
   });
 
+  it("export with --key refuses an artifact no pinned key signed, and writes nothing", async () => {
+    const unsigned = new RemoteRepository(source.host, "policies/unsigned");
+    const { manifest } = await pushArtifact(unsigned);
+    const out = join(work, "unsigned-cli.tar");
+    const result = await aegis(["mirror", "export", `${a.repo.name}@${a.manifest.digest}`, `${unsigned.name}@${manifest.digest}`, "-o", out, "--key", join(work, "ci.pub")]);
+    expect(expectOneErrorLine(result)).toContain(`${unsigned.name}@${manifest.digest} has no signature`);
+    expect(readdirSync(work).filter((n) => n.includes("unsigned-cli")), "no capsule, no temp file").toEqual([]);
+  });
+
   it("export and import, quiet when piped; --json lists what was imported", async () => {
     const out = join(work, "cli.tar");
-    const exported = await aegis(["mirror", "export", `${a.repo.name}@${a.manifest.digest}`, "-o", out, "--json"]);
+    const exported = await aegis(["mirror", "export", `${a.repo.name}@${a.manifest.digest}`, "-o", out, "--json", "--key", join(work, "ci.pub")]);
     expect(exported.code, exported.stderr).toBe(0);
     expect(exported.stderr, "no progress when piped").toBe("");
     expect(JSON.parse(exported.stdout)).toMatchObject({ output: out, artifacts: [{ digest: a.manifest.digest, source: `${a.repo.name}@${a.manifest.digest}` }] });
