@@ -285,8 +285,8 @@ export async function readCapsule(path: string, dir: string, options: ReadOption
     else artifacts.push({ desc: plain(desc), source: desc.annotations?.[SOURCE_ANNOTATION] });
   }
   if (artifacts.length === 0) refuse("INVALID_CAPSULE", "its index.json lists no artifact");
-  const reached = await reachable(target, entries, limits.maxBlobs).catch((err: unknown) => {
-    if (err instanceof RegistryError && err.code === "NOT_FOUND") refuse("MISSING_CONTENT", err.message, err);
+  const reached = await reachable(target, entries, limits.maxBlobs, held).catch((err: unknown) => {
+    if (err instanceof RegistryError) refuse(err.code === "SIZE_LIMIT" ? "CAPSULE_TOO_LARGE" : "INVALID_CAPSULE", err.message, err);
     throw err;
   });
   const unlisted = [...held].filter((d) => !reached.has(d));
@@ -299,12 +299,14 @@ export async function readCapsule(path: string, dir: string, options: ReadOption
 /**
  * Every descriptor reachable from `entries` (manifests, their children,
  * recursively), within copy()'s bounds. Manifests are read from `target`,
- * verified; a missing one is NOT_FOUND.
+ * verified. Given `held`, what a capsule holds, a descriptor outside it is
+ * MISSING_CONTENT before anything else happens.
  */
-async function reachable(target: ReadOnlyTarget, entries: Descriptor[], maxNodes: number): Promise<Map<string, Descriptor>> {
+async function reachable(target: ReadOnlyTarget, entries: Descriptor[], maxNodes: number, held?: Set<string>): Promise<Map<string, Descriptor>> {
   const seen = new Map<string, Descriptor>();
   const visit = async (desc: Descriptor, depth: number): Promise<void> => {
     if (seen.has(desc.digest)) return;
+    if (held && !held.has(desc.digest)) refuse("MISSING_CONTENT", `its manifests name ${desc.digest}, which it does not hold`);
     if (depth > MAX_DEPTH) refuse("CAPSULE_TOO_LARGE", `${desc.digest} is nested more than ${MAX_DEPTH} levels deep`);
     if (seen.size >= maxNodes) refuse("CAPSULE_TOO_LARGE", `its graph has more than ${maxNodes} nodes`);
     seen.set(desc.digest, plain(desc));

@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CAPSULE_LIMITS, importCapsule, MirrorError, writeCapsule, type CapsuleSource } from "../../mirror/index.js";
-import { copy, MAX_MANIFEST_SIZE, readAll, RemoteRepository, type Descriptor } from "../../registry/index.js";
+import { copy, MAX_MANIFEST_SIZE, OciLayoutTarget, readAll, RemoteRepository, type Descriptor } from "../../registry/index.js";
 import { generateKeyPair, KeySigner, loadTrust, signArtifact, verifyArtifact, type TrustPolicy } from "../../signing/index.js";
 import { aegis, expectOneErrorLine } from "../cli/run.js";
 import { requireBinary, run } from "../harness/process.js";
@@ -102,11 +102,13 @@ describe("a capsule from one registry into another", () => {
     );
   });
 
-  it("is an OCI archive skopeo reads", async () => {
+  it("is an OCI archive skopeo copies from, digests unchanged", async () => {
     const skopeo = requireBinary("skopeo", "skopeo");
-    const raw = await run(skopeo, ["inspect", "--raw", `oci-archive:${capsule}:${a.manifest.digest}`]);
-    const expected = await readAll(await a.repo.fetch(a.manifest), MAX_MANIFEST_SIZE, "manifest");
-    expect(raw, "skopeo reads the artifact's manifest by its digest").toBe(expected.toString());
+    const out = join(work, "skopeo-out");
+    await run(skopeo, ["copy", `oci-archive:${capsule}:${a.manifest.digest}`, `oci:${out}:copied`]);
+    const copied = new OciLayoutTarget(out);
+    expect((await copied.resolve("copied")).digest, "skopeo's copy has the artifact's digest").toBe(a.manifest.digest);
+    expect(await copied.exists(a.layer), "and its layer").toBe(true);
   });
 });
 
@@ -164,6 +166,12 @@ describe("a tampered capsule is refused and nothing is pushed", () => {
     expect(err.message).toContain(a.signature.digest);
   });
 
+  it("a layer dropped: MISSING_CONTENT naming it, before anything is pushed", async () => {
+    const path = await edited("no-layer.tar", (entries) => entries.filter((e) => e.header.name !== blobName(b.layer.digest)));
+    const err = await refused(path, "MISSING_CONTENT");
+    expect(err.message).toContain(`its manifests name ${b.layer.digest}, which it does not hold`);
+  });
+
   it("a signature by another key: NOT_VERIFIED, untrusted key", async () => {
     const other = new RemoteRepository(source.host, "policies/other-key");
     await copy(a.repo, a.manifest.digest, other);
@@ -209,6 +217,9 @@ describe("a tampered capsule is refused and nothing is pushed", () => {
       const err = await refused(path, "INVALID_CAPSULE");
       expect(err.message, name).toContain(reason);
     }
+    const whole = readFileSync(capsule);
+    writeFileSync(join(work, "truncated.tar"), whole.subarray(0, whole.length - 4096));
+    expect((await refused(join(work, "truncated.tar"), "INVALID_CAPSULE")).message, "truncated").toContain("not a tar archive");
     writeFileSync(join(work, "garbage.tar"), randomBytes(4096));
     expect((await refused(join(work, "garbage.tar"), "INVALID_CAPSULE")).message).toContain("not a tar archive");
   });
