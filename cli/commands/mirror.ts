@@ -87,7 +87,10 @@ export function registerMirror(program: Command): void {
     const imported = await importCapsule(capsule, dst.target, trust, {
       workDir: options.workDir,
       onRead: reading.onEvent,
-      onPush: (event) => (readDone(), pushing.onEvent?.(event)),
+      onPush: (event) => {
+        readDone();
+        pushing.onEvent?.(event);
+      },
     });
     readDone();
     pushing.finish();
