@@ -49,6 +49,7 @@ export async function importCapsule(path: string, dst: Target, trust: TrustPolic
     const capsule = await readCapsule(path, join(dir, "layout"), { limits: options.limits, onEvent: options.onRead, signal: options.signal });
     const plan: { artifact: ImportedArtifact; root: Descriptor; signatures: Descriptor[] }[] = [];
     for (const { desc, source } of capsule.artifacts) {
+      options.signal?.throwIfAborted();
       const artifact: ImportedArtifact = { digest: desc.digest, mediaType: desc.mediaType, size: desc.size, source, signatures: [], skipped: [] };
       const signatures: Descriptor[] = [];
       const failures: SignatureError[] = [];

@@ -4,7 +4,7 @@
 import type { Command } from "commander";
 import type { CapsuleSource } from "../../mirror/index.js";
 import type { RepositoryOptions } from "../../registry/index.js";
-import { InputError } from "../../errors.js";
+import { AegisError, InputError } from "../../errors.js";
 import { addRegistryOptions, addTrustOptions, repositoryOptions, type GlobalOptions, type TrustOptions } from "../options.js";
 import { progressBar, report } from "../output.js";
 import { checkSignatureIfPinned } from "./sign.js";
@@ -27,6 +27,24 @@ export async function capsuleSources(refs: string[], options: RepositoryOptions)
   return sources;
 }
 
+/**
+ * SIGINT (Ctrl-C) or SIGTERM aborts an export or import, so it removes what it
+ * staged (up to the capsule's size) before the error line, instead of dying mid-step.
+ */
+function interruptible(): { signal: AbortSignal; close(): void } {
+  const controller = new AbortController();
+  const stop = (name: NodeJS.Signals) => controller.abort(new AegisError("INTERRUPTED", `interrupted by ${name}`));
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
+  return {
+    signal: controller.signal,
+    close() {
+      process.off("SIGINT", stop);
+      process.off("SIGTERM", stop);
+    },
+  };
+}
+
 export function registerMirror(program: Command): void {
   const mirror = program
     .command("mirror")
@@ -47,7 +65,8 @@ export function registerMirror(program: Command): void {
     // Finding an unsigned artifact here is cheaper than at the site, after carrying the capsule there.
     for (const source of sources) await checkSignatureIfPinned(source.target, source.digest, options);
     const progress = progressBar("exporting", options);
-    const written = await writeCapsule(sources, options.output, { onEvent: progress.onEvent });
+    const interrupt = interruptible();
+    const written = await writeCapsule(sources, options.output, { onEvent: progress.onEvent, signal: interrupt.signal }).finally(() => interrupt.close());
     progress.finish();
     const artifacts = written.artifacts.map((a) => ({ digest: a.desc.digest, mediaType: a.desc.mediaType, size: a.desc.size, source: a.source }));
     report(options, `wrote ${options.output}: ${artifacts.length} artifact(s) with their signatures, ${written.blobs} blobs, ${written.bytes} bytes`, {
@@ -84,14 +103,16 @@ export function registerMirror(program: Command): void {
       if (!read) reading.finish();
       read = true;
     };
+    const interrupt = interruptible();
     const imported = await importCapsule(capsule, dst.target, trust, {
       workDir: options.workDir,
+      signal: interrupt.signal,
       onRead: reading.onEvent,
       onPush: (event) => {
         readDone();
         pushing.onEvent?.(event);
       },
-    });
+    }).finally(() => interrupt.close());
     readDone();
     pushing.finish();
     const artifacts = imported.map((a) => ({ reference: formatReference(dst.ref, a.digest), ...a }));

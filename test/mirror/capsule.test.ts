@@ -3,15 +3,16 @@
 // and signatures intact; a tampered capsule (an altered blob, a dropped
 // signature, a signature by another key, an extra file, a path out of the
 // layout…) is refused with its reason, and nothing reaches the second registry.
+import { execFileSync, spawn } from "node:child_process";
 import { createHash, createPrivateKey, randomBytes } from "node:crypto";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createWriteStream, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CAPSULE_LIMITS, importCapsule, MirrorError, writeCapsule, type CapsuleSource } from "../../mirror/index.js";
 import { copy, MAX_MANIFEST_SIZE, OciLayoutTarget, readAll, RemoteRepository, type Descriptor } from "../../registry/index.js";
 import { generateKeyPair, KeySigner, loadTrust, signArtifact, verifyArtifact, type TrustPolicy } from "../../signing/index.js";
-import { aegis, expectOneErrorLine } from "../cli/run.js";
+import { AEGIS, aegis, expectOneErrorLine } from "../cli/run.js";
 import { requireBinary, run } from "../harness/process.js";
 import { startRegistry, type RegistryServer } from "../harness/registry.js";
 import { pushArtifact } from "../registry/conformance.js";
@@ -231,7 +232,53 @@ describe("a tampered capsule is refused and nothing is pushed", () => {
   });
 });
 
+describe("stopped midway (Ctrl-C)", () => {
+  it("an export leaves no capsule, no staging and no temp file beside it", async () => {
+    const dir = mkdtempSync(join(work, "stopped-export-"));
+    const controller = new AbortController();
+    const stopAtFirstBlob = (e: { kind: string }) => e.kind === "start" && controller.abort(new Error("stopped"));
+    await expect(writeCapsule([sourceOf(a)], join(dir, "c.tar"), { signal: controller.signal, onEvent: stopAtFirstBlob })).rejects.toThrow("stopped");
+    expect(readdirSync(dir), "what the stopped export left").toEqual([]);
+  });
+
+  it("an import removes what it unpacked and pushes nothing", async () => {
+    const workDir = mkdtempSync(join(work, "stopped-import-"));
+    const controller = new AbortController();
+    const dst = siteRepo();
+    const stopAtFirstBlob = (e: { kind: string }) => e.kind === "start" && controller.abort(new Error("stopped"));
+    await expect(importCapsule(capsule, dst, trust, { workDir, signal: controller.signal, onRead: stopAtFirstBlob })).rejects.toThrow("stopped");
+    expect(readdirSync(workDir), "what the stopped import left").toEqual([]);
+    expect(await holds(dst, a.manifest.digest), "nothing pushed").toBe(false);
+  });
+});
+
 describe("aegis mirror", () => {
+  it("import stopped by Ctrl-C removes what it unpacked: one error line, exit 1", async () => {
+    // Read from a FIFO this test holds open, so the import is certainly still reading when SIGINT arrives.
+    const fifo = join(work, "capsule.fifo");
+    execFileSync("mkfifo", [fifo]);
+    const workDir = mkdtempSync(join(work, "interrupted-"));
+    const dst = siteRepo();
+    const child = spawn(process.execPath, [AEGIS, "mirror", "import", fifo, dst.name, "--key", join(work, "ci.pub"), "--work-dir", workDir], { stdio: ["ignore", "pipe", "pipe"] });
+    let stderr = "";
+    child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+    const writer = createWriteStream(fifo);
+    writer.on("error", () => undefined);
+    writer.write(readFileSync(capsule).subarray(0, 4096));
+    for (let i = 0; i < 400 && readdirSync(workDir).length === 0; i++) await new Promise((r) => setTimeout(r, 25));
+    expect(readdirSync(workDir).length, "the import started unpacking").toBeGreaterThan(0);
+    child.kill("SIGINT");
+    for (let i = 0; i < 400 && readdirSync(workDir).length > 0; i++) await new Promise((r) => setTimeout(r, 25));
+    expect(readdirSync(workDir), "what the interrupted import left").toEqual([]);
+    // Node joins its thread pool at exit, and one thread is still blocked reading the FIFO: release it.
+    writer.destroy();
+    const code = await exited;
+    expect(code, stderr).toBe(1);
+    expect(expectOneErrorLine({ code: code ?? 1, stdout: "", stderr })).toContain("interrupted by SIGINT");
+  });
+
+
   it("export refuses a tag, naming the digest it resolves to, and writes nothing", async () => {
     await a.repo.tag(a.manifest, "v1");
     const out = join(work, "tagged.tar");
