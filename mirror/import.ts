@@ -5,9 +5,8 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { AegisError } from "../errors.js";
-import { copy, type CopyEvent, type Descriptor, type ReadOnlyTarget, type Target } from "../registry/index.js";
-import { SignatureError, SIGSTORE_BUNDLE_TYPE, verifyArtifact, type TrustPolicy } from "../signing/index.js";
+import { copy, type CopyEvent, type Descriptor, type Target } from "../registry/index.js";
+import { explainArtifact, SignatureError, type TrustPolicy } from "../signing/index.js";
 import { readCapsule, type CapsuleLimits } from "./capsule.js";
 import { MirrorError } from "./errors.js";
 
@@ -30,7 +29,7 @@ export interface ImportedArtifact {
   size: number;
   /** Where the capsule says it was exported from. */
   source: string | undefined;
-  /** The signatures that verified and were pushed with it. */
+  /** The signatures that verified and were pushed with it: the trusted key, or for a keyless one the identity, that accepted each. */
   signatures: { digest: string; key: string; hint: string }[];
   /** Referrers left out: signatures that do not verify with the pinned keys, and anything that is not a signature. */
   skipped: { digest: string; reason: string }[];
@@ -51,34 +50,23 @@ export async function importCapsule(path: string, dst: Target, trust: TrustPolic
     for (const { desc, source } of capsule.artifacts) {
       options.signal?.throwIfAborted();
       const artifact: ImportedArtifact = { digest: desc.digest, mediaType: desc.mediaType, size: desc.size, source, signatures: [], skipped: [] };
-      const signatures: Descriptor[] = [];
-      const failures: SignatureError[] = [];
-      for (const referrer of await capsule.target.referrers(desc)) {
-        if (referrer.artifactType !== SIGSTORE_BUNDLE_TYPE) {
-          artifact.skipped.push({ digest: referrer.digest, reason: `not a signature (artifact type ${referrer.artifactType ?? "none"})` });
-          continue;
-        }
-        try {
-          // Each signature on its own: verifyArtifact stops at the first that verifies.
-          const verified = await verifyArtifact(onlyReferrer(capsule.target, referrer), desc.digest, trust, { at: options.at });
-          artifact.signatures.push({ digest: referrer.digest, key: verified.key.name, hint: verified.key.hint });
-          signatures.push(referrer);
-        } catch (err) {
-          if (!(err instanceof AegisError)) throw err;
-          const failure = err instanceof SignatureError ? err : new SignatureError("INVALID_BUNDLE", err.message, { cause: err });
-          failures.push(failure);
-          artifact.skipped.push({ digest: referrer.digest, reason: failure.message });
-        }
-      }
-      if (signatures.length === 0) {
-        const cause =
-          failures.length === 0
-            ? new SignatureError("NO_SIGNATURE", "it carries no signature")
-            : failures.length === 1
-              ? failures[0]!
-              : new SignatureError("NO_VALID_SIGNATURE", `none of its ${failures.length} signatures verifies: ${failures.map((f) => f.message).join("; ")}`);
+      // Every signature is checked (explainArtifact does not stop at the first that verifies), so only those that verify are pushed.
+      const explained = await explainArtifact(capsule.target, desc.digest, trust, { at: options.at });
+      if (!explained.verified) {
+        const cause = new SignatureError(explained.error?.code ?? "NO_SIGNATURE", explained.signatures.length === 0 ? "it carries no signature" : (explained.error?.message ?? "no signature verifies"));
         const from = source ? ` (from ${source})` : "";
-        throw new MirrorError("NOT_VERIFIED", `capsule refused: ${desc.digest}${from} has no signature that verifies with the pinned keys: ${cause.message}`, { cause });
+        throw new MirrorError("NOT_VERIFIED", `capsule refused: ${desc.digest}${from} has no signature that verifies with the pinned trust: ${cause.message}`, { cause });
+      }
+      const verdicts = new Map(explained.signatures.map((v) => [v.signature, v]));
+      const signatures: Descriptor[] = [];
+      for (const referrer of await capsule.target.referrers(desc)) {
+        const verdict = verdicts.get(referrer.digest);
+        if (verdict?.accepted && verdict.verified) {
+          artifact.signatures.push({ digest: referrer.digest, key: verdict.verified.key.name, hint: verdict.verified.key.hint });
+          signatures.push(referrer);
+        } else {
+          artifact.skipped.push({ digest: referrer.digest, reason: verdict ? verdict.reason : `not a signature (artifact type ${referrer.artifactType ?? "none"})` });
+        }
       }
       plan.push({ artifact, root: desc, signatures });
     }
@@ -93,16 +81,4 @@ export async function importCapsule(path: string, dst: Target, trust: TrustPolic
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
-}
-
-/** `target` as a reader that sees one referrer only, so each signature is verified by itself. */
-function onlyReferrer(target: ReadOnlyTarget, referrer: Descriptor): ReadOnlyTarget {
-  return {
-    name: target.name,
-    fetch: (desc, options) => target.fetch(desc, options),
-    exists: (desc, options) => target.exists(desc, options),
-    resolve: (reference, options) => target.resolve(reference, options),
-    tags: () => target.tags(),
-    referrers: async (_subject, artifactType) => (artifactType === undefined || artifactType === referrer.artifactType ? [referrer] : []),
-  };
 }

@@ -157,7 +157,7 @@ describe("a tampered capsule is refused and nothing is pushed", () => {
       return entries.filter((e) => !gone.has(e.header.name)).map((e) => (e === indexEntry ? { ...e, data: Buffer.from(JSON.stringify(index)) } : e));
     });
     const err = await refused(path, "NOT_VERIFIED");
-    expect(err.message).toContain(`${a.manifest.digest} (from ${a.repo.name}@${a.manifest.digest}) has no signature that verifies with the pinned keys: it carries no signature`);
+    expect(err.message).toContain(`${a.manifest.digest} (from ${a.repo.name}@${a.manifest.digest}) has no signature that verifies with the pinned trust: it carries no signature`);
     expect((err.cause as { code?: string }).code).toBe("NO_SIGNATURE");
   });
 
