@@ -198,6 +198,20 @@ describe("a tampered capsule is refused and nothing is pushed", () => {
     expect((await dst.referrers(a.manifest)).map((r) => r.digest), "only what verified is pushed").toEqual([a.signature.digest]);
   });
 
+  it("a referrer that is not a signature (an SBOM): carried in the capsule, not imported, and named", async () => {
+    const withSbom = new RemoteRepository(source.host, "policies/with-sbom");
+    await copy(a.repo, a.manifest.digest, withSbom, undefined, { referrers: true });
+    const sbom = await pushArtifact(withSbom, { artifactType: "application/vnd.test.sbom", subject: a.manifest });
+    await withSbom.indexReferrer(a.manifest, { ...sbom.manifest, artifactType: "application/vnd.test.sbom" });
+    const path = join(work, "sbom.tar");
+    await writeCapsule([sourceOf({ repo: withSbom, manifest: a.manifest })], path);
+    const dst = siteRepo();
+    const [imported] = await importCapsule(path, dst, trust);
+    expect(imported!.skipped, "the SBOM, with why").toEqual([{ digest: sbom.manifest.digest, reason: "not a signature (artifact type application/vnd.test.sbom)" }]);
+    expect((await dst.referrers(a.manifest)).map((r) => r.digest), "only the signature is pushed").toEqual([a.signature.digest]);
+    expect(await holds(dst, sbom.manifest.digest), "the SBOM is not pushed").toBe(false);
+  });
+
   it("an extra file nothing lists: UNLISTED_CONTENT naming it", async () => {
     const data = randomBytes(100);
     const digest = `sha256:${createHash("sha256").update(data).digest("hex")}`;
