@@ -27,7 +27,7 @@ for dir in policies/*/; do
 done
 
 step "Make a signing key (offline, ECDSA P-256)"
-aegis keygen -o "$out/ci"
+aegis keygen -o "$out/ci" --allow-in-repo   # .aegis/ is git-ignored
 
 step "Push them as signed OCI artifacts into the local store oci:$out/store"
 for dir in policies/*/; do

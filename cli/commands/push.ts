@@ -4,7 +4,8 @@ import { Readable } from "node:stream";
 import type { Command } from "commander";
 import { InputError } from "../../errors.js";
 import { addRegistryOptions, repositoryOptions, type GlobalOptions } from "../options.js";
-import { progressBar, report } from "../output.js";
+import { report } from "../output.js";
+import { startProgress } from "../progress.js";
 import { loadSigner } from "./sign.js";
 
 async function readBundleOrBuild(path: string) {
@@ -33,7 +34,7 @@ export function registerPush(program: Command): void {
     // Load the key first: a bad key or passphrase fails before anything is pushed.
     const signer = options.signKey ? await loadSigner(options.signKey) : undefined;
     const { policy, bytes } = await readBundleOrBuild(path);
-    const progress = progressBar(`pushing ${policy.name}`, options);
+    const progress = startProgress(`pushing ${policy.name}`, options);
     const artifact = await pushBundle(bytes, policy, dst.target, dst.ref.tag, { onEvent: progress.onEvent });
     progress.finish();
     const digest = artifact.manifest.digest;
