@@ -8,6 +8,7 @@ import { Command, CommanderError } from "commander";
 import { registerAgent } from "./commands/agent.js";
 import { registerAssigner, registerOperatorCommands } from "./commands/assigner.js";
 import { registerCopy } from "./commands/copy.js";
+import { registerFleetView } from "./commands/fleet-view.js";
 import { registerInspect } from "./commands/inspect.js";
 import { registerKeygen } from "./commands/keys.js";
 import { registerPolicy } from "./commands/policy.js";
@@ -31,6 +32,7 @@ registerKeygen(program);
 registerSign(program);
 registerAssigner(program);
 registerOperatorCommands(program);
+registerFleetView(program);
 registerAgent(program);
 
 /** The command whose arguments were wrong, to point at its --help. */

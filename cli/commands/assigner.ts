@@ -1,6 +1,7 @@
-// `aegis assigner serve` and the operator's commands (assign, unassign, hosts,
-// status). Only `serve` loads the server, and only when it runs; the others
-// use the client in assigner/api, loaded when they run too (cli/aegis.ts).
+// `aegis assigner serve` and the operator's commands that change assignments
+// (assign, unassign; what they read is fleet-view.ts). Only `serve` loads the
+// server, and only when it runs; the others use the client in assigner/api,
+// loaded when they run too (cli/aegis.ts).
 import type { Command } from "commander";
 import type { AssignerClient } from "../../assigner/api/index.js";
 import { InputError } from "../../errors.js";
@@ -99,19 +100,19 @@ export function registerAssigner(program: Command): void {
     });
 }
 
-interface ClientOptions extends OutputOptions {
+export interface ClientOptions extends OutputOptions {
   assigner: string;
   token?: string;
 }
 
-async function client(options: ClientOptions): Promise<AssignerClient> {
+export async function client(options: ClientOptions): Promise<AssignerClient> {
   const token = options.token ?? env("AEGIS_ADMIN_TOKEN");
   if (!token) throw new InputError("INVALID_ARGUMENT", "no operator token: pass --token or set AEGIS_ADMIN_TOKEN");
   const { AssignerClient } = await import("../../assigner/api/index.js");
   return new AssignerClient(options.assigner, token);
 }
 
-function withClientOptions(command: Command): Command {
+export function withClientOptions(command: Command): Command {
   return command
     .option("--assigner <url>", "assigner URL (AEGIS_ASSIGNER_URL)", env("AEGIS_ASSIGNER_URL") ?? "http://127.0.0.1:8080")
     .option("--token <token>", "operator token (AEGIS_ADMIN_TOKEN)")
@@ -135,23 +136,4 @@ export function registerOperatorCommands(program: Command): void {
       report(options, `${digest} ${what} ${op === "assign" ? "to" : "from"} ${host} (host version ${result.version})`, result);
     });
   }
-
-  withClientOptions(program.command("hosts").description("list registered agents (hosts)")).action(async (options: ClientOptions) => {
-    const result = await (await client(options)).hosts();
-    const lines = result.agents.map((a) => `${a.host_id}\t${a.hostname ?? "-"}\t${a.uid}\tlast seen ${a.last_seen ?? "never"}`);
-    report(options, lines.length > 0 ? lines.join("\n") : "no hosts registered", result);
-  });
-
-  withClientOptions(
-    program.command("status").description("the latest status of an artifact on every host").argument("<digest>", "artifact id: sha256:…"),
-  ).action(async (digest: string, options: ClientOptions) => {
-    const result = await (await client(options)).status(digest);
-    const lines = result.hosts.map((h) => {
-      // `attached` is shown only from a host's verified in-force receipt: say what it proves.
-      const inForce = h.program_id !== undefined ? ` program ${h.program_id} on ${(h.interfaces ?? []).map((i) => `${i.iface}/${i.direction}`).join(", ")} since ${h.since}` : "";
-      const drops = h.counters ? `, drops ${Object.entries(h.counters).map(([rule, n]) => `${rule}=${n}`).join(" ")}` : "";
-      return `${h.host_id}\t${h.event}${h.code ? ` [${h.code}]` : ""}${inForce}${drops}${h.reason ? ` (${h.reason})` : ""}\t${h.time}`;
-    });
-    report(options, lines.length > 0 ? lines.join("\n") : `no host has reported on ${digest}`, result);
-  });
 }
