@@ -108,7 +108,7 @@ wait_for() {
   tail -n 20 "$out/agent.log" >&2 2>/dev/null || true
   exit 1
 }
-status_is() { aegis status "$peer_digest" | grep -q "^demo-host.$1"; }
+status_is() { aegis status "$peer_digest" | grep -Eq "^demo-host +(yes|no) +$1 "; }
 host_listed() { aegis hosts | grep -q '^demo-host'; }
 counters() { node --input-type=module -e 'const { BpftoolDatapath } = await import(process.cwd() + "/dist/ebpf/index.js"); console.log((await new BpftoolDatapath({ pinRoot: process.argv[1] }).counters(process.argv[2])).join(" "))' "$pin_root" "$1"; }
 pings() { ping -c1 -W1 -I "$near" "$far_ip" >/dev/null 2>&1; }

@@ -24,7 +24,7 @@ const CONCURRENCY = 8;
  * not listed.
  */
 async function readFleet(assigner: AssignerClient, options: ClientOptions): Promise<AgentDetail[]> {
-  const { agents } = await assigner.hosts();
+  const agents = (await assigner.hosts()).agents.sort((a, b) => a.host_id.localeCompare(b.host_id));
   const details: AgentDetail[] = new Array(agents.length);
   const progress = startProgress("reading hosts", { ...options, unit: "items" });
   let next = 0;
