@@ -30,7 +30,8 @@ export interface Progress {
   readonly active: boolean;
 }
 
-const MiB = 1024 * 1024;
+const KiB = 1024;
+const MiB = 1024 * KiB;
 const WIDTH = 30;
 
 const NOTHING: Progress = { onProgress() {}, onEvent: undefined, finish() {}, active: false };
@@ -39,8 +40,7 @@ export function startProgress(label: string, options: ProgressOptions = {}): Pro
   const stream = options.stream ?? process.stderr;
   if (!stream.isTTY || options.json) return NOTHING;
   const interval = options.intervalMs ?? 100;
-  const amount = options.unit === "items" ? (n: number) => String(n) : (n: number) => (n / MiB).toFixed(1);
-  const suffix = options.unit === "items" ? "" : " MiB";
+  const items = options.unit === "items";
   let done = 0;
   let total = 0;
   let lastDraw = -Infinity;
@@ -52,7 +52,8 @@ export function startProgress(label: string, options: ProgressOptions = {}): Pro
     drawn = true;
     const filled = total > 0 ? Math.min(WIDTH, Math.round((done / total) * WIDTH)) : 0;
     // \r and a clear-to-end-of-line: the line is rewritten in place.
-    stream.write(`\r${label} [${"#".repeat(filled)}${"-".repeat(WIDTH - filled)}] ${amount(done)}/${amount(total)}${suffix}\x1b[K`);
+    const amount = items ? `${done}/${total}` : total < MiB ? `${(done / KiB).toFixed(1)}/${(total / KiB).toFixed(1)} KiB` : `${(done / MiB).toFixed(1)}/${(total / MiB).toFixed(1)} MiB`;
+    stream.write(`\r${label} [${"#".repeat(filled)}${"-".repeat(WIDTH - filled)}] ${amount}\x1b[K`);
   };
   // copy() sends a start per blob and bytes as they pass; the total grows as blobs start.
   const descs = new Map<string, number>();
@@ -78,4 +79,20 @@ export function startProgress(label: string, options: ProgressOptions = {}): Pro
       stream.write("\n");
     },
   };
+}
+
+/**
+ * A step with no measure of its own (compiling a policy, say): its label on
+ * the terminal while it runs, wiped when it ends, so the line that follows
+ * is the command's answer alone.
+ */
+export async function duringStep<T>(label: string, options: ProgressOptions, work: () => Promise<T>): Promise<T> {
+  const stream = options.stream ?? process.stderr;
+  if (!stream.isTTY || options.json) return work();
+  stream.write(`${label}…\x1b[K`);
+  try {
+    return await work();
+  } finally {
+    stream.write("\r\x1b[K");
+  }
 }
