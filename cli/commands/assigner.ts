@@ -24,6 +24,8 @@ interface ServeOptions {
   requestTimeout?: string;
   keepAliveTimeout?: string;
   telemetryMaxSkew?: string;
+  logLevel: string;
+  healthInterval?: string;
 }
 
 /** Flags win over environment variables (DESIGN.md "Configuration and commands"). */
@@ -60,6 +62,8 @@ export function registerAssigner(program: Command): void {
     .option("--request-timeout <seconds>", "time to receive a whole request, body included (AEGIS_REQUEST_TIMEOUT); default 120", env("AEGIS_REQUEST_TIMEOUT"))
     .option("--keep-alive-timeout <seconds>", "idle keep-alive connections are closed after this; above the agents' 30 s poll (AEGIS_KEEP_ALIVE_TIMEOUT); default 65", env("AEGIS_KEEP_ALIVE_TIMEOUT"))
     .option("--telemetry-max-skew <seconds>", "refuse agents' signed telemetry whose time is further than this from the assigner's clock (AEGIS_TELEMETRY_MAX_SKEW); default 300", env("AEGIS_TELEMETRY_MAX_SKEW"))
+    .option("--log-level <level>", "fatal, error, warn, info (one line per request), debug, trace or silent (AEGIS_LOG_LEVEL); JSON lines unless stdout is a terminal", env("AEGIS_LOG_LEVEL") ?? "info")
+    .option("--health-interval <seconds>", "how often Redis, the registry and NATS are checked, to log when one goes away or comes back (AEGIS_HEALTH_INTERVAL); default 5", env("AEGIS_HEALTH_INTERVAL"))
     .action(async (options: ServeOptions) => {
       const port = Number(options.port);
       if (!Number.isInteger(port) || port < 0 || port > 65535) throw new InputError("INVALID_ARGUMENT", `--port ${options.port} is not a port number`);
@@ -70,9 +74,13 @@ export function registerAssigner(program: Command): void {
         requestTimeoutMs: positive("request-timeout", options.requestTimeout, 1000),
         keepAliveTimeoutMs: positive("keep-alive-timeout", options.keepAliveTimeout, 1000),
         telemetryMaxSkewMs: positive("telemetry-max-skew", options.telemetryMaxSkew, 1000),
+        healthIntervalMs: positive("health-interval", options.healthInterval, 1000),
       };
-      const { startAssigner } = await import("../../assigner/index.js");
+      const [{ startAssigner }, { createLogger, LOG_LEVELS }] = await Promise.all([import("../../assigner/index.js"), import("../../assigner/logging.js")]);
+      if (!(LOG_LEVELS as readonly string[]).includes(options.logLevel)) throw new InputError("INVALID_ARGUMENT", `--log-level ${options.logLevel} is not one of ${LOG_LEVELS.join(", ")}`);
+      const logger = createLogger({ level: options.logLevel });
       const running = await startAssigner({
+        logger,
         port,
         host: options.host,
         ...(options.redis ? { redisUrl: options.redis } : {}),
@@ -85,12 +93,11 @@ export function registerAssigner(program: Command): void {
         ...(options.trust ? { trust: options.trust } : {}),
         ...Object.fromEntries(Object.entries(limits).filter(([, value]) => value !== undefined)),
       });
-      const store = options.redis ? `redis ${options.redis}` : "embedded store";
-      const token = running.adminTokenFile ? `; operator token in ${running.adminTokenFile}` : "";
-      console.log(`aegis assigner listening on ${running.url} (${store}${options.nats ? `, nats ${options.nats}` : ""}${token})`);
-      if (!options.enrollSecret) {
-        console.error("aegis assigner: warning: no --enroll-secret: anything that can reach this port can register a new host");
-      }
+      logger.info(
+        { url: running.url, store: options.redis ? "redis" : "embedded", nats: Boolean(options.nats), ...(running.adminTokenFile ? { admin_token_file: running.adminTokenFile } : {}) },
+        `aegis assigner listening on ${running.url}`,
+      );
+      if (!options.enrollSecret) logger.warn("no --enroll-secret: anything that can reach this port can register a new host");
       const stop = async () => {
         await running.close();
         process.exit(0);
