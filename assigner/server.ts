@@ -1,5 +1,5 @@
-// Starting and stopping an assigner: options resolved once (DESIGN.md
-// "Configuration and commands"), the store chosen (Redis, or the embedded
+// Starting and stopping an assigner: options resolved once (README "The
+// assigner", docs/operations.md), the store chosen (Redis, or the embedded
 // file store by default), NATS started when configured.
 import { randomBytes } from "node:crypto";
 import { createServer, type Server } from "node:http";

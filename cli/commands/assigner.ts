@@ -28,7 +28,7 @@ interface ServeOptions {
   healthInterval?: string;
 }
 
-/** Flags win over environment variables (DESIGN.md "Configuration and commands"). */
+/** Flags win over environment variables (README "The assigner"). */
 function env(name: string): string | undefined {
   return process.env[name] || undefined;
 }
