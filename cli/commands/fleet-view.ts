@@ -2,6 +2,7 @@
 // `aegis artifacts`, `aegis hosts` and `aegis status <digest>`. Each prints a
 // table with a header, or the data with --json, and talks to the assigner only
 // through its typed client (assigner/api), loaded when the command runs.
+import { resolve } from "node:path";
 import type { Command } from "commander";
 import type { z } from "zod";
 import type { AgentDetailJson, AssignerClient, StatusJson } from "../../assigner/api/index.js";
@@ -64,13 +65,14 @@ export function registerFleetView(program: Command): void {
     artifact
       .command("add")
       .description("register an artifact with the assigner, by digest; prints the digest")
-      .argument("<ref>", "host[:port]/repo@sha256:… (a tag is refused, with the digest it resolves to, unless --resolve)")
+      .argument("<ref>", "host[:port]/repo@sha256:…, or oci:<dir>@sha256:… on the assigner's machine (a tag is refused, with the digest it resolves to, unless --resolve)")
       .option("--resolve", "resolve a tag to its digest here and register that digest")
       .option("--plain-http", "use http:// for a non-loopback registry when resolving a tag"),
   ).action(async (refText: string, options: ClientOptions & { resolve?: boolean; plainHttp?: boolean }) => {
     const { formatReference, openReference } = await import("../../registry/index.js");
     const opened = openReference(refText, repositoryOptions(options));
-    if (opened.ref.kind === "layout") throw new InputError("INVALID_REFERENCE", `${refText}: the assigner reads artifacts from a registry (host/repo@sha256:…), not an OCI layout`);
+    // An OCI layout is read by the assigner from its own file system: name it by an absolute path.
+    if (opened.ref.kind === "layout") opened.ref = { ...opened.ref, dir: resolve(opened.ref.dir) };
     let digest = opened.ref.digest;
     if (!digest) {
       if (!opened.ref.tag) throw new InputError("INVALID_REFERENCE", `${refText} names no digest`);
