@@ -60,15 +60,18 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   const level = options.level ?? "info";
   if (!LOG_LEVELS.includes(level as Level)) throw new Error(`unknown log level "${level}" (one of ${LOG_LEVELS.join(", ")})`);
   const readable = options.readable ?? Boolean(stream.isTTY);
-  const destination = readable ? { write: (line: string) => stream.write(readableLine(line)) } : stream;
+  // JSON to stdout through pino's asynchronous writer (sonic-boom, flushed at
+  // exit): a line per request written synchronously to a pipe halved the
+  // agents' poll rate; batched, it costs a few percent.
+  const destination = readable ? { write: (line: string) => stream.write(readableLine(line)) } : options.stream ? stream : pino.destination({ dest: 1, sync: false });
   return pino(
     {
       name: "aegis-assigner",
       level,
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
-      // Belt and braces: no field by these names is logged, whatever a caller passes.
-      redact: { paths: ["authorization", "token", "*.authorization", "*.token", "headers"], remove: true },
+      // No `redact`: the request line is built from named fields only (no
+      // headers, no URL), and pino's redaction doubled the cost of a line.
     },
     destination,
   );

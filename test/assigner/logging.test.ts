@@ -24,10 +24,12 @@ let assigner: AssignerProcess;
 
 type Line = Record<string, unknown> & { level: string; msg: string };
 
-/** Every line the process wrote so far; each must be JSON (stdout is a pipe, not a terminal). */
+/** Every whole line the process wrote so far; each must be JSON (stdout is a pipe, not a terminal). */
 function lines(proc: AssignerProcess): Line[] {
-  return proc.process
-    .output()
+  const output = proc.process.output();
+  // The log is written asynchronously: a line still on its way is left for the next look.
+  return output
+    .slice(0, output.lastIndexOf("\n") + 1)
     .split("\n")
     .filter((line) => line.trim() !== "")
     .map((line) => {
