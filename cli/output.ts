@@ -57,13 +57,13 @@ const OPENSSL_REASONS: Readonly<Record<string, string>> = {
  */
 export function plainError(err: unknown): string {
   let text = describeError(err);
-  // "ENOENT: no such file or directory, open 'x.key'": the file is named once.
-  text = text.replace(/\b(E[A-Z]+): [^,:]+, \w+ '([^']*)'/g, (_match, code: string, path: string) => {
-    const words = SYSTEM_ERRORS[code] ?? code;
-    return text.includes(`${path}:`) ? words : `${path}: ${words}`;
+  // "ENOENT: no such file or directory, open 'x.key'" (or "EISDIR: illegal
+  // operation on a directory, read"): plain words, the file named once.
+  text = text.replace(/\b(E[A-Z]{2,}): [a-z][^,:]*(?:, \w+(?: '([^']*)')?)?/g, (match, code: string, path: string | undefined) => {
+    const words = SYSTEM_ERRORS[code];
+    if (!words) return match;
+    return path && !text.includes(`${path}:`) ? `${path}: ${words}` : words;
   });
-  // Node's own "ENOENT: no such file or directory" with no path, after a message that named the file.
-  text = text.replace(/\b(E[A-Z]+): ([a-z][a-z ]+)(?=$|:)/g, (match, code: string) => SYSTEM_ERRORS[code] ?? match);
   // "error:1E08010C:DECODER routines::unsupported": said in words, or dropped after a message that already says it.
   text = text.replace(/(: )?error:[0-9A-F]{8}:[^:]*:[^:]*:([^:]*)/g, (_match, sep: string | undefined, reason: string) => {
     if (sep && /not a|wrong passphrase|encrypted/.test(text.slice(0, text.indexOf("error:")))) return "";
