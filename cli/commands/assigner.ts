@@ -98,7 +98,8 @@ export function registerAssigner(program: Command): void {
         `aegis assigner listening on ${running.url}`,
       );
       if (!options.enrollSecret) logger.warn("no --enroll-secret: anything that can reach this port can register a new host");
-      const stop = async () => {
+      const stop = async (signal: NodeJS.Signals) => {
+        logger.info({ signal }, "stopping");
         await running.close();
         process.exit(0);
       };
