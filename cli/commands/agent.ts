@@ -5,7 +5,7 @@
 // the pins without changing anything.
 import type { Command } from "commander";
 import { InputError } from "../../errors.js";
-import { report } from "../output.js";
+import { report, table } from "../output.js";
 
 interface RunOptions {
   assigner?: string;
@@ -130,8 +130,8 @@ export function registerAgent(program: Command): void {
     .option("--pin-root <dir>", "bpffs directory programs are pinned under (AEGIS_PIN_ROOT); default /sys/fs/bpf/aegis", env("AEGIS_PIN_ROOT"))
     .option("--json", "print JSON for scripts")
     .action(async (options: { stateDir: string; pinRoot?: string; json?: boolean }) => {
-      const [{ collectStatus, statusTable, StateDir }, { BpftoolDatapath }] = await Promise.all([import("../../agent/index.js"), import("../../ebpf/index.js")]);
+      const [{ collectStatus, STATUS_HEADER, statusCells, StateDir }, { BpftoolDatapath }] = await Promise.all([import("../../agent/index.js"), import("../../ebpf/index.js")]);
       const rows = await collectStatus(new BpftoolDatapath(options.pinRoot ? { pinRoot: options.pinRoot } : {}), await new StateDir(options.stateDir).installed());
-      report(options, rows.length > 0 ? statusTable(rows) : `nothing enforced: no program pinned under ${options.pinRoot ?? "/sys/fs/bpf/aegis"} and none recorded in ${options.stateDir}`, { programs: rows });
+      report(options, rows.length > 0 ? table(STATUS_HEADER, statusCells(rows)) : `nothing enforced: no program pinned under ${options.pinRoot ?? "/sys/fs/bpf/aegis"} and none recorded in ${options.stateDir}`, { programs: rows });
     });
 }

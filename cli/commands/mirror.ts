@@ -6,7 +6,8 @@ import type { CapsuleSource } from "../../mirror/index.js";
 import type { RepositoryOptions } from "../../registry/index.js";
 import { AegisError, InputError } from "../../errors.js";
 import { addRegistryOptions, addTrustOptions, repositoryOptions, type GlobalOptions, type TrustOptions } from "../options.js";
-import { progressBar, report } from "../output.js";
+import { report } from "../output.js";
+import { startProgress } from "../progress.js";
 import { checkSignatureIfPinned } from "./sign.js";
 
 /**
@@ -64,7 +65,7 @@ export function registerMirror(program: Command): void {
     const sources = await capsuleSources(refs, repositoryOptions(options));
     // Finding an unsigned artifact here is cheaper than at the site, after carrying the capsule there.
     for (const source of sources) await checkSignatureIfPinned(source.target, source.digest, options);
-    const progress = progressBar("exporting", options);
+    const progress = startProgress("exporting", options);
     const interrupt = interruptible();
     const written = await writeCapsule(sources, options.output, { onEvent: progress.onEvent, signal: interrupt.signal }).finally(() => interrupt.close());
     progress.finish();
@@ -96,8 +97,8 @@ export function registerMirror(program: Command): void {
     const dst = openReference(dstText, repositoryOptions(options));
     if (dst.selector) throw new InputError("INVALID_REFERENCE", `${dstText}: give a repository without a tag or digest (artifacts keep their digests)`);
     const trust = await loadTrust([...(options.key ?? []), ...(options.trust ?? [])]);
-    const reading = progressBar("checking capsule", options);
-    const pushing = progressBar("pushing", options);
+    const reading = startProgress("checking capsule", options);
+    const pushing = startProgress("pushing", options);
     let read = false;
     const readDone = () => {
       if (!read) reading.finish();

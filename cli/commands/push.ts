@@ -4,15 +4,16 @@ import { Readable } from "node:stream";
 import type { Command } from "commander";
 import { InputError } from "../../errors.js";
 import { addRegistryOptions, repositoryOptions, type GlobalOptions } from "../options.js";
-import { progressBar, report } from "../output.js";
+import { report } from "../output.js";
+import { duringStep, startProgress } from "../progress.js";
 import { loadSigner } from "./sign.js";
 
-async function readBundleOrBuild(path: string) {
+async function readBundleOrBuild(path: string, options: GlobalOptions) {
   const { buildBundle, decodeBundle } = await import("../../bundle/index.js");
   const info = await stat(path).catch((err: unknown) => {
     throw new InputError("FILE_NOT_FOUND", `${path}: no such file or directory`, { cause: err });
   });
-  if (info.isDirectory()) return buildBundle(path);
+  if (info.isDirectory()) return duringStep(`building ${path}`, options, () => buildBundle(path));
   const bytes = await readFile(path);
   const { policy } = await decodeBundle(Readable.from([bytes]), path);
   return { policy, bytes };
@@ -32,8 +33,8 @@ export function registerPush(program: Command): void {
     if (dst.ref.digest) throw new InputError("INVALID_REFERENCE", `push takes a tag, not a digest: the digest comes from the content`);
     // Load the key first: a bad key or passphrase fails before anything is pushed.
     const signer = options.signKey ? await loadSigner(options.signKey) : undefined;
-    const { policy, bytes } = await readBundleOrBuild(path);
-    const progress = progressBar(`pushing ${policy.name}`, options);
+    const { policy, bytes } = await readBundleOrBuild(path, options);
+    const progress = startProgress(`pushing ${policy.name}`, options);
     const artifact = await pushBundle(bytes, policy, dst.target, dst.ref.tag, { onEvent: progress.onEvent });
     progress.finish();
     const digest = artifact.manifest.digest;
