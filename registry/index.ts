@@ -19,6 +19,7 @@ export type {
   AbortOptions,
   Deleter,
   Fetcher,
+  Mounter,
   Pusher,
   ReadOnlyStorage,
   ReadOnlyTarget,

@@ -3,6 +3,7 @@
 // registry error bodies turned into typed errors.
 // https://distribution.github.io/distribution/spec/auth/token/
 // https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes
+import type { Readable } from "node:stream";
 import { request, type Dispatcher } from "undici";
 import { backoffDelay, sleep, type BackoffOptions } from "../../util/index.js";
 import { RegistryError, type DistributionErrorCode } from "../errors.js";
@@ -34,7 +35,12 @@ export interface SendOptions {
   /** A path ("/v2/…") or an absolute URL (upload locations, redirects). */
   url: string;
   headers?: Record<string, string>;
-  body?: Buffer;
+  /**
+   * A stream is sent as it is read, with backpressure, and only once: no
+   * retry, and a 401 is not answered by authenticating again (the request
+   * that needs one, the POST opening an upload, has already done that).
+   */
+  body?: Buffer | Readable;
   /** Token scopes this request needs, e.g. ["repository:team/app:pull"]. */
   scopes: string[];
   /** Statuses that are success for this call; others become errors. */
@@ -121,7 +127,8 @@ export class RegistryClient {
     // Credentials go only to the registry itself, never to an upload or
     // pagination URL on another origin (as oras-go picks them per host).
     const sameOrigin = url.origin === new URL(this.baseUrl).origin;
-    const idempotent = IDEMPOTENT.has(options.method);
+    const streamed = options.body !== undefined && !Buffer.isBuffer(options.body);
+    const idempotent = IDEMPOTENT.has(options.method) && !streamed;
     // `signal` is the caller's; `deadline` adds this client's overall limit, body included.
     const { signal: callerSignal } = options;
     const signal = this.deadline(`${options.method} ${url.pathname}`, callerSignal);
@@ -142,6 +149,9 @@ export class RegistryClient {
         // undici rejects with its own error on abort; the caller asked for the signal's reason (or the deadline's error).
         callerSignal?.throwIfAborted();
         signal.throwIfAborted();
+        // A streamed body that failed (DIGEST_MISMATCH as it is verified, the source's own error) is the cause, not the network.
+        const bodyError = streamed ? (options.body as Readable).errored : null;
+        if (bodyError) throw bodyError;
         if (attempt < this.maxAttempts && idempotent && isTransient(err)) {
           await sleep(backoffDelay(attempt, this.backoff), signal);
           continue;
@@ -149,13 +159,13 @@ export class RegistryClient {
         throw new RegistryError("UNREACHABLE", `cannot reach registry ${this.registry}: ${(err as Error).message}`, { cause: err });
       }
       if (options.expect.includes(res.statusCode)) return res;
-      if (res.statusCode === 401 && !authRetried && sameOrigin) {
+      if (res.statusCode === 401 && !authRetried && sameOrigin && !streamed) {
         authRetried = true;
         await res.body.dump();
         this.learnChallenge(res.headers["www-authenticate"], options.scopes);
         continue;
       }
-      if (RETRY_STATUS.has(res.statusCode) && attempt < this.maxAttempts && (idempotent || res.statusCode === 429)) {
+      if (RETRY_STATUS.has(res.statusCode) && attempt < this.maxAttempts && (idempotent || (res.statusCode === 429 && !streamed))) {
         await res.body.dump();
         await sleep(backoffDelay(attempt, this.backoff, res.headers["retry-after"]), signal);
         continue;
