@@ -145,11 +145,10 @@ class GraphCopier {
       if (await this.dst.exists(desc, { signal })) return this.skipped(desc, "exists");
       if (await this.dst.mountFrom?.(desc, this.src, { signal })) return this.skipped(desc, "mounted");
       emit({ kind: "start", desc });
-      const copier = this;
       const counter = new Transform({
-        transform(chunk: Buffer, _encoding, callback) {
+        transform: (chunk: Buffer, _encoding, callback) => {
           emit({ kind: "bytes", desc, bytes: chunk.byteLength });
-          copier.progress(chunk.byteLength, 0);
+          this.progress(chunk.byteLength, 0);
           callback(null, chunk);
         },
       });
