@@ -4,10 +4,12 @@
 // https://distribution.github.io/distribution/spec/auth/token/
 // https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes
 import type { Readable } from "node:stream";
-import { request, type Dispatcher } from "undici";
 import { backoffDelay, sleep, type BackoffOptions } from "../../util/index.js";
 import { RegistryError, type DistributionErrorCode } from "../errors.js";
 import type { Credentials } from "./credentials.js";
+import { sendRequest, type Response } from "./http.js";
+
+export type { Response, ResponseBody } from "./http.js";
 
 export interface ClientOptions {
   /** Use http:// for a non-loopback host (loopback always uses it). */
@@ -48,8 +50,6 @@ export interface SendOptions {
   /** Cancels the request, its retries' waits, its token fetch and its body; the call rejects with the signal's reason. */
   signal?: AbortSignal;
 }
-
-export type Response = Dispatcher.ResponseData;
 
 const RETRY_STATUS = new Set([429, 500, 502, 503, 504]);
 /** Requests that may be sent again after a 5xx or a broken connection; 429 means "not processed", so any may. */
@@ -137,16 +137,9 @@ export class RegistryClient {
       const headers = { ...options.headers, ...(sameOrigin ? await this.authorization(options.scopes, signal) : {}) };
       let res: Response;
       try {
-        res = await request(url, {
-          method: options.method,
-          headers,
-          body: options.body,
-          headersTimeout: this.timeoutMs,
-          bodyTimeout: this.timeoutMs,
-          signal,
-        });
+        res = await sendRequest(url, { method: options.method, headers, body: options.body, timeoutMs: this.timeoutMs, signal });
       } catch (err) {
-        // undici rejects with its own error on abort; the caller asked for the signal's reason (or the deadline's error).
+        // The caller asked for the signal's reason (or the deadline's error), whatever the socket said.
         callerSignal?.throwIfAborted();
         signal.throwIfAborted();
         // A streamed body that failed (DIGEST_MISMATCH as it is verified, the source's own error) is the cause, not the network.
@@ -216,7 +209,7 @@ export class RegistryClient {
     }
     let res: Response;
     try {
-      res = await request(url, { headers: this.credentials ? { authorization: basic(this.credentials) } : {}, signal });
+      res = await sendRequest(url, { method: "GET", headers: this.credentials ? { authorization: basic(this.credentials) } : {}, timeoutMs: this.timeoutMs, signal });
     } catch (err) {
       signal?.throwIfAborted();
       throw new RegistryError("UNREACHABLE", `cannot reach token server ${url.origin} of ${this.registry}`, { cause: err });
@@ -236,6 +229,24 @@ export class RegistryClient {
     const lifetime = (body.expires_in ?? 60) * 1000;
     this.tokens.set(key, { token, expires: Date.now() + Math.max(lifetime - 10_000, lifetime / 2) });
     return token;
+  }
+
+  /**
+   * One GET to another origin (a pre-signed blob-storage URL a registry
+   * redirected to): no credentials, no retries, within this client's
+   * timeouts and deadline. Anything but 200 is a typed error.
+   */
+  async getElsewhere(url: URL, signal?: AbortSignal): Promise<Response> {
+    const limited = this.deadline(`GET ${url.origin}${url.pathname}`, signal);
+    let res: Response;
+    try {
+      res = await sendRequest(url, { method: "GET", timeoutMs: this.timeoutMs, signal: limited });
+    } catch (err) {
+      limited.throwIfAborted();
+      throw new RegistryError("UNREACHABLE", `${this.registry}: cannot fetch ${url.origin}${url.pathname}`, { cause: err });
+    }
+    if (res.statusCode !== 200) throw await this.errorFrom(res, { method: "GET", url: url.href });
+    return res;
   }
 
   /** A typed error from a registry response, read from its JSON error body when it has one. */
@@ -269,8 +280,5 @@ function basic(credentials: Credentials): string {
 
 function isTransient(err: unknown): boolean {
   const code = (err as { code?: string }).code;
-  return (
-    code === "ECONNRESET" || code === "EPIPE" || code === "UND_ERR_SOCKET" || code === "ETIMEDOUT" ||
-    code === "UND_ERR_CONNECT_TIMEOUT" || code === "UND_ERR_HEADERS_TIMEOUT"
-  );
+  return code === "ECONNRESET" || code === "EPIPE" || code === "ETIMEDOUT";
 }

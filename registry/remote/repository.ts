@@ -1,7 +1,6 @@
 // A Target for one repository in a registry that speaks the OCI distribution
 // spec. https://github.com/opencontainers/distribution-spec/blob/main/spec.md
 import { Readable } from "node:stream";
-import { request } from "undici";
 import { backoffDelay, sleep } from "../../util/index.js";
 import { RegistryError } from "../errors.js";
 import { checkDigest, isDigest, readAll, sha256, verifyBytes, verifyStream } from "../digest.js";
@@ -103,16 +102,7 @@ export class RemoteRepository implements Target, Mounter {
     const location = res.headers.location;
     if (typeof location !== "string") throw new RegistryError("HTTP_ERROR", `${this.name}: redirect for ${digest} has no Location`);
     // One hop to blob storage (S3, a CDN): the URL is pre-signed, so no credentials go along.
-    const target = new URL(location, this.client.baseUrl);
-    const limited = this.client.deadline(`GET ${target.origin}${target.pathname}`, signal);
-    const redirected = await request(target, { method: "GET", signal: limited }).catch((err: unknown) => {
-      limited.throwIfAborted();
-      throw new RegistryError("UNREACHABLE", `${this.name}: cannot fetch ${digest} from ${target.origin}`, { cause: err });
-    });
-    if (redirected.statusCode !== 200) {
-      throw await this.client.errorFrom(redirected, { method: "GET", url: target.href });
-    }
-    return redirected.body;
+    return (await this.client.getElsewhere(new URL(location, this.client.baseUrl), signal)).body;
   }
 
   async exists(desc: Descriptor, options: AbortOptions = {}): Promise<boolean> {
