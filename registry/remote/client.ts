@@ -51,6 +51,8 @@ export interface SendOptions {
   signal?: AbortSignal;
 }
 
+/** The pace (64 KiB/s) a streamed upload's deadline allows for, on top of deadlineMs. */
+const SLOW_UPLINK_BYTES_PER_S = 64 * 1024;
 const RETRY_STATUS = new Set([429, 500, 502, 503, 504]);
 /** Requests that may be sent again after a 5xx or a broken connection; 429 means "not processed", so any may. */
 const IDEMPOTENT = new Set(["GET", "HEAD", "PUT", "DELETE"]);
@@ -111,11 +113,12 @@ export class RegistryClient {
    * deadline aborts with a RegistryError TIMEOUT as its reason, so a request
    * or a body stream cut off by it fails with that error.
    */
-  deadline(what: string, signal?: AbortSignal): AbortSignal {
+  deadline(what: string, signal?: AbortSignal, extraMs = 0): AbortSignal {
     const controller = new AbortController();
+    const limitMs = this.deadlineMs + extraMs;
     const timer = setTimeout(() => {
-      controller.abort(new RegistryError("TIMEOUT", `${this.registry} ${what}: no complete answer within ${this.deadlineMs / 1000} s`));
-    }, this.deadlineMs);
+      controller.abort(new RegistryError("TIMEOUT", `${this.registry} ${what}: no complete answer within ${limitMs / 1000} s`));
+    }, limitMs);
     timer.unref();
     return signal ? AbortSignal.any([signal, controller.signal]) : controller.signal;
   }
@@ -131,7 +134,9 @@ export class RegistryClient {
     const idempotent = IDEMPOTENT.has(options.method) && !streamed;
     // `signal` is the caller's; `deadline` adds this client's overall limit, body included.
     const { signal: callerSignal } = options;
-    const signal = this.deadline(`${options.method} ${url.pathname}`, callerSignal);
+    // A streamed upload (a whole blob in one PUT) also gets the time its size needs over a slow uplink.
+    const uploadMs = streamed ? (Number(options.headers?.["content-length"] ?? 0) / SLOW_UPLINK_BYTES_PER_S) * 1000 : 0;
+    const signal = this.deadline(`${options.method} ${url.pathname}`, callerSignal, uploadMs);
     for (let attempt = 1; ; attempt++) {
       signal?.throwIfAborted();
       const headers = { ...options.headers, ...(sameOrigin ? await this.authorization(options.scopes, signal) : {}) };
