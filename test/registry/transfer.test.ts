@@ -140,6 +140,21 @@ describe("streaming uploads", () => {
     await pushing;
     expect(committed(b, desc)).toBe(true);
   });
+  it("one PUT of a blob is not cut off at deadlineMs when its size needs longer over a slow uplink", async () => {
+    const repo = new RemoteRepository(gate.host, "stream/slow-uplink", { deadlineMs: 500 });
+    const data = randomBytes(2 * MiB);
+    const desc = descriptorFor("application/octet-stream", data);
+    gate.holdAfter(gate.received + MiB);
+    const started = Date.now();
+    const pushing = repo.push(desc, countingSource(data).stream);
+    try {
+      await until(() => gate.holding && Date.now() - started > 1500);
+    } finally {
+      gate.release();
+    }
+    await expect(pushing, "a push held past deadlineMs").resolves.toBeUndefined();
+    expect(committed(b, desc)).toBe(true);
+  });
 });
 
 describe("copy between registries", () => {
