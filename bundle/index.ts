@@ -2,5 +2,6 @@
 export { BundleError, type BundleErrorCode } from "./errors.js";
 export { buildBundle, decodeBundle, encodeBundle, POLICY_FILE, PROGRAM_FILE, type Bundle } from "./build.js";
 export { BUNDLE_LIMITS, readTar, writeTar, type TarEntry, type TarLimits } from "./tar.js";
-export { LAYER_TITLE, packArtifact, packArtifactFor, policyAnnotations, PolicyAnnotation, storeArtifact, type PackedArtifact } from "./artifact.js";
+export { LAYER_TITLE, packArtifact, policyAnnotations, PolicyAnnotation, storeArtifact, type PackedArtifact } from "./artifact.js";
 export { pullBundle, pushBundle, readPolicyManifest, type PulledArtifact } from "./transfer.js";
+export { packArtifactFor } from "./artifact.js";
