@@ -11,32 +11,39 @@ import { progressBar, report } from "../output.js";
 import { loadSigner } from "./sign.js";
 
 /**
- * Pushes a policy directory (built here) or a bundle file. A file is read
- * once before the upload, to check it decodes and to learn its policy and
- * digest; its bytes then stream from disk into the upload, which verifies
- * them against that digest, so memory stays bounded whatever its size.
+ * A policy directory is built here, in memory. A bundle file is read once,
+ * to check it decodes and to learn its policy and digest, and stays on disk.
  */
-async function pushBundleOrDir(path: string, dst: Target, tag: string | undefined, options: CopyOptions) {
+async function readBundleOrBuild(path: string) {
   const [bundle, registry] = await Promise.all([import("../../bundle/index.js"), import("../../registry/index.js")]);
   const info = await stat(path).catch((err: unknown) => {
     throw new InputError("FILE_NOT_FOUND", `${path}: no such file or directory`, { cause: err });
   });
-  if (info.isDirectory()) {
-    const { policy, bytes } = await bundle.buildBundle(path);
-    return { policy, artifact: await bundle.pushBundle(bytes, policy, dst, tag, options) };
-  }
+  if (info.isDirectory()) return bundle.buildBundle(path);
   const digesting = new registry.DigestingStream();
   const { policy } = await bundle.decodeBundle(pipeline(createReadStream(path), digesting, () => {}), path);
   // The digest covers every byte, also those after what the decoder needed.
   if (!digesting.readableEnded) await finished(digesting.resume());
-  const artifact = bundle.packArtifactFor(digesting.described(registry.MediaType.PolicyLayer), policy);
+  return { policy, file: { path, ...digesting.described(registry.MediaType.PolicyLayer) } };
+}
+
+/**
+ * Pushes what readBundleOrBuild gave. A file's bytes stream from disk into
+ * the upload, which verifies them against the digest read before, so memory
+ * stays bounded whatever its size.
+ */
+async function pushRead(read: Awaited<ReturnType<typeof readBundleOrBuild>>, dst: Target, tag: string | undefined, options: CopyOptions) {
+  const [bundle, registry] = await Promise.all([import("../../bundle/index.js"), import("../../registry/index.js")]);
+  if ("bytes" in read) return bundle.pushBundle(read.bytes, read.policy, dst, tag, options);
+  const { path } = read.file;
+  const artifact = bundle.packArtifactFor(read.file, read.policy);
   const staging = new registry.MemoryTarget("bundle");
   const config: Descriptor = { mediaType: registry.EMPTY_CONFIG.mediaType, digest: registry.EMPTY_CONFIG.digest, size: registry.EMPTY_CONFIG.size };
   await staging.push(config, Readable.from([Buffer.from("{}")]));
   staging.link(artifact.layer, () => createReadStream(path));
   await staging.push(artifact.manifest, Readable.from([artifact.manifestBytes]));
   await registry.copy(staging, artifact.manifest.digest, dst, tag, options);
-  return { policy, artifact };
+  return artifact;
 }
 
 export function registerPush(program: Command): void {
@@ -53,8 +60,10 @@ export function registerPush(program: Command): void {
     if (dst.ref.digest) throw new InputError("INVALID_REFERENCE", `push takes a tag, not a digest: the digest comes from the content`);
     // Load the key first: a bad key or passphrase fails before anything is pushed.
     const signer = options.signKey ? await loadSigner(options.signKey) : undefined;
-    const progress = progressBar(`pushing ${path}`, options);
-    const { policy, artifact } = await pushBundleOrDir(path, dst.target, dst.ref.tag, { onEvent: progress.onEvent });
+    const read = await readBundleOrBuild(path);
+    const { policy } = read;
+    const progress = progressBar(`pushing ${policy.name}`, options);
+    const artifact = await pushRead(read, dst.target, dst.ref.tag, { onEvent: progress.onEvent });
     progress.finish();
     const digest = artifact.manifest.digest;
     const reference = formatReference(dst.ref, digest);
