@@ -70,15 +70,20 @@ async function settled(value: () => number, polls = 10): Promise<void> {
   }
 }
 
-/** An artifact (empty config, `layer`, manifest) pushed into `target`. */
-async function pushLayerArtifact(target: Target, data: Buffer): Promise<{ manifest: Descriptor; layer: Descriptor }> {
-  const layer = descriptorFor("application/octet-stream", data);
+/** The empty config and a manifest of `layer` (already stored) pushed into `target`. */
+async function pushManifestFor(target: Target, layer: Descriptor): Promise<Descriptor> {
   await target.push({ mediaType: EMPTY_CONFIG.mediaType, digest: EMPTY_CONFIG.digest, size: EMPTY_CONFIG.size }, Readable.from([Buffer.from("{}")]));
-  await target.push(layer, Readable.from([data]));
   const bytes = encodeJson({ schemaVersion: 2, mediaType: MediaType.ImageManifest, artifactType: "application/vnd.test", config: EMPTY_CONFIG, layers: [layer] });
   const manifest = descriptorFor(MediaType.ImageManifest, bytes);
   await target.push(manifest, Readable.from([bytes]));
-  return { manifest, layer };
+  return manifest;
+}
+
+/** An artifact (empty config, a layer of `data`, manifest) pushed into `target`. */
+async function pushLayerArtifact(target: Target, data: Buffer): Promise<{ manifest: Descriptor; layer: Descriptor }> {
+  const layer = descriptorFor("application/octet-stream", data);
+  await target.push(layer, Readable.from([data]));
+  return { manifest: await pushManifestFor(target, layer), layer };
 }
 
 describe("streaming uploads", () => {
@@ -226,6 +231,34 @@ describe("copy between registries", () => {
     expect(events).toContain(`${layer.digest} mounted`);
     const granted = tokenServer.requests.filter((r) => r.authorized).map((r) => r.scope.split(" ").sort().join(" "));
     expect(granted, "token scopes asked for").toContain("repository:mount/dst:pull,push repository:mount/src:pull");
+  });
+});
+
+describe("staging a blob that stays in its file", () => {
+  it("MemoryTarget.link: the bytes are read when copied and verified by the destination; bytes changed since they were named are refused", async () => {
+    const data = randomBytes(3 * MiB);
+    const layer = descriptorFor("application/octet-stream", data);
+    const staging = new MemoryTarget("bundle");
+    let opened = 0;
+    staging.link(layer, () => (opened++, countingSource(data).stream));
+    const manifest = await pushManifestFor(staging, layer);
+    expect(opened, "opened before the copy").toBe(0);
+    const dst = new RemoteRepository(b.host, "link/ok");
+    await copy(staging, manifest.digest, dst, "v1");
+    expect(opened, "read by the copy, once").toBe(1);
+    expect(sha256(await readAll(await dst.fetch(layer), layer.size, "layer"))).toBe(layer.digest);
+
+    // The file changed after it was named (its last byte): refused, nothing stored under the digest.
+    const changed = Buffer.from(data);
+    changed[changed.byteLength - 1] = changed[changed.byteLength - 1]! ^ 0xff;
+    const stale = new MemoryTarget("bundle");
+    stale.link(layer, () => countingSource(changed).stream);
+    const staleManifest = await pushManifestFor(stale, layer);
+    const other = new RemoteRepository(b.host, "link/stale");
+    await expect(copy(stale, staleManifest.digest, other, "v1"), "copy of a changed file").rejects.toMatchObject({ code: "DIGEST_MISMATCH" });
+    expect(await other.exists(layer), "layer in the repository").toBe(false);
+    expect(await other.exists(staleManifest), "manifest in the repository").toBe(false);
+    await expect(stale.fetch(layer).then((s) => readAll(s, layer.size, "layer")), "fetch of a changed file").rejects.toMatchObject({ code: "DIGEST_MISMATCH" });
   });
 });
 
