@@ -157,9 +157,9 @@ class GraphCopier {
       const content = pipeline(source, counter, () => {});
       try {
         await this.dst.push(desc, content, { signal });
-      } catch (err) {
+      } finally {
+        // Whatever the push left unread (it failed, or had no need of it) frees its socket or file now.
         content.destroy();
-        throw err;
       }
       emit({ kind: "done", desc });
     });
