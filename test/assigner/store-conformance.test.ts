@@ -206,12 +206,73 @@ describe.each(implementations)("AssignerStore conformance: %s", (_name, open, re
     expect((await store.hostStatus("h2")).map((s) => s.event), "replaced in the host's view too").toEqual(["detached"]);
   });
 
+  it("changes host and selector assignments in one step, moving the desired version only on a change", async () => {
+    const store = await fresh();
+    const [a, b] = [artifact(1).id, artifact(2).id];
+    expect(await store.desiredState()).toEqual({ version: 0, direct: [], selectors: [] });
+    const first = await store.changeAssignments([
+      { add: true, artifactId: a, target: { hostId: "h1" } },
+      { add: true, artifactId: a, target: { selector: "env=prod" } },
+      { add: true, artifactId: b, target: { selector: "zone in (a,b)" } },
+    ]);
+    expect(first, "three adds; h1's own set moved").toEqual({ applied: true, version: 1, added: 3, removed: 0, hosts: [{ hostId: "h1", version: 1, changed: true }] });
+    const again = await store.changeAssignments([{ add: true, artifactId: a, target: { hostId: "h1" } }, { add: true, artifactId: a, target: { selector: "env=prod" } }]);
+    expect(again, "the same adds again change nothing").toEqual({ applied: true, version: 1, added: 0, removed: 0, hosts: [{ hostId: "h1", version: 1, changed: false }] });
+    const state = await store.desiredState();
+    expect(state.version).toBe(1);
+    expect(state.direct).toEqual([{ artifactId: a, hostId: "h1" }]);
+    expect(state.selectors.sort((x, y) => x.selector.localeCompare(y.selector))).toEqual([
+      { artifactId: a, selector: "env=prod" },
+      { artifactId: b, selector: "zone in (a,b)" },
+    ]);
+    const host = await store.hostDesired("h1");
+    expect({ version: host.version, artifactIds: host.artifactIds, selectors: host.selectors.length }).toEqual({ version: 1, artifactIds: [a], selectors: 2 });
+    expect(await store.assign(b, "h2"), "the single-assignment calls share the desired version").toEqual({ changed: true, version: 1 });
+    expect((await store.desiredState()).version).toBe(2);
+    const removed = await store.changeAssignments([{ add: false, artifactId: a, target: { selector: "env=prod" } }, { add: false, artifactId: a, target: { hostId: "h1" } }], 2);
+    expect(removed).toEqual({ applied: true, version: 3, added: 0, removed: 2, hosts: [{ hostId: "h1", version: 2, changed: true }] });
+    expect((await store.hostDesired("h1")).selectors).toEqual([{ artifactId: b, selector: "zone in (a,b)" }]);
+  });
+
+  it("refuses a change planned on a stale version, and of two concurrent changes on one version applies one", async () => {
+    const store = await fresh();
+    const a = artifact(1).id;
+    await store.changeAssignments([{ add: true, artifactId: a, target: { hostId: "h1" } }]);
+    expect(await store.changeAssignments([{ add: true, artifactId: a, target: { hostId: "h2" } }], 0), "stale: nothing applied").toEqual({ applied: false, version: 1 });
+    expect(await store.hostAssignments("h2")).toEqual({ version: 0, artifactIds: [] });
+    const racers = await Promise.all(Array.from({ length: 10 }, (_, i) => store.changeAssignments([{ add: true, artifactId: a, target: { selector: `n=${i}` } }], 1)));
+    expect(racers.filter((r) => r.applied), "exactly one of ten writers on version 1 wins").toHaveLength(1);
+    expect((await store.desiredState()).selectors, "only the winner's change is there").toHaveLength(1);
+  });
+
+  it("keeps rollouts by id, newest first", async () => {
+    const store = await fresh();
+    const rollout = (id: string, second: number, state: "running" | "completed" = "running") => ({
+      id,
+      state,
+      changes: [{ to: artifact(1).id, target: "host:h1" }],
+      rings: [{ spec: "100%", hosts: 1, state: "pending" as const, in_force: 0, failed: 0, failures: [] }],
+      max_failures: "0",
+      ring_timeout_ms: 1000,
+      started_at: new Date(Date.UTC(2026, 0, 1, 0, 0, second)).toISOString(),
+      updated_at: new Date(Date.UTC(2026, 0, 1, 0, 0, second)).toISOString(),
+    });
+    await store.putRollout(rollout("r1", 1));
+    await store.putRollout(rollout("r2", 2));
+    await store.putRollout(rollout("r1", 1, "completed"));
+    expect((await store.getRollout("r1"))?.state, "replaced by id").toBe("completed");
+    expect(await store.getRollout("nope")).toBeUndefined();
+    expect((await store.listRollouts()).map((r) => r.id), "newest first").toEqual(["r2", "r1"]);
+  });
+
   it("keeps everything across a reopen", async () => {
     const store = await fresh();
     await store.putArtifact(artifact(7));
     await store.assign(artifact(7).id, "h7");
+    await store.changeAssignments([{ add: true, artifactId: artifact(7).id, target: { selector: "env=prod" } }]);
     const again = await reopen(store);
     opened.push(again);
+    expect(await again.desiredState(), "selectors and the desired version too").toEqual({ version: 2, direct: [{ artifactId: artifact(7).id, hostId: "h7" }], selectors: [{ artifactId: artifact(7).id, selector: "env=prod" }] });
     expect((await again.getArtifact(artifact(7).id))?.name).toBe("p7");
     expect(await again.hostAssignments("h7")).toEqual({ version: 1, artifactIds: [artifact(7).id] });
   });
