@@ -8,6 +8,7 @@ import { Command, CommanderError } from "commander";
 import { registerAgent } from "./commands/agent.js";
 import { registerAssigner, registerOperatorCommands } from "./commands/assigner.js";
 import { registerCopy } from "./commands/copy.js";
+import { registerFleet } from "./commands/fleet.js";
 import { registerInspect } from "./commands/inspect.js";
 import { registerKeygen } from "./commands/keys.js";
 import { registerPolicy } from "./commands/policy.js";
@@ -31,6 +32,7 @@ registerKeygen(program);
 registerSign(program);
 registerAssigner(program);
 registerOperatorCommands(program);
+registerFleet(program);
 registerAgent(program);
 
 try {

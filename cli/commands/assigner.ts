@@ -99,19 +99,19 @@ export function registerAssigner(program: Command): void {
     });
 }
 
-interface ClientOptions extends OutputOptions {
+export interface ClientOptions extends OutputOptions {
   assigner: string;
   token?: string;
 }
 
-async function client(options: ClientOptions): Promise<AssignerClient> {
+export async function client(options: ClientOptions): Promise<AssignerClient> {
   const token = options.token ?? env("AEGIS_ADMIN_TOKEN");
   if (!token) throw new InputError("INVALID_ARGUMENT", "no operator token: pass --token or set AEGIS_ADMIN_TOKEN");
   const { AssignerClient } = await import("../../assigner/api/index.js");
   return new AssignerClient(options.assigner, token);
 }
 
-function withClientOptions(command: Command): Command {
+export function withClientOptions(command: Command): Command {
   return command
     .option("--assigner <url>", "assigner URL (AEGIS_ASSIGNER_URL)", env("AEGIS_ASSIGNER_URL") ?? "http://127.0.0.1:8080")
     .option("--token <token>", "operator token (AEGIS_ADMIN_TOKEN)")
