@@ -117,13 +117,13 @@ export async function applyPlan(
   client: AssignerClient,
   desired: PlanEntry[],
   names: ReadonlyMap<string, string>,
-  options: { prune?: boolean; dryRun?: boolean; attempts?: number; onPlan?: (plan: FleetPlan, attempt: number) => void } = {},
+  options: { prune?: boolean; dryRun?: boolean; attempts?: number; onPlan?: (plan: FleetPlan, attempt: number) => void | Promise<void> } = {},
 ): Promise<ApplyResult> {
   const attempts = options.attempts ?? 5;
   for (let attempt = 1; ; attempt++) {
     const current = await client.desiredState();
     const plan = planFleet(desired, current, names, { prune: options.prune ?? false });
-    options.onPlan?.(plan, attempt);
+    await options.onPlan?.(plan, attempt);
     if (options.dryRun || planIsEmpty(plan)) return { plan, applied: false, version: current.version, replans: attempt - 1 };
     try {
       const result = await client.changeAssignments({ add: plan.add.map(toWire), remove: plan.remove.map(toWire) }, { ifMatch: plan.version });
