@@ -92,7 +92,7 @@ async function check(client: AssignerClient, expected: Map<string, string[]>, si
   for (const [host, ids] of expected) {
     const reports = ids.map((id) => ({ id, report: status.get(id)?.get(host) })).map((r) => ({ ...r, fresh: r.report && Date.parse(r.report.time) >= since ? r.report : undefined }));
     const failure = reports.find((r) => r.fresh?.event === "failed");
-    if (failure) result.failed.push({ host_id: host, artifact_id: failure.id, ...(failure.fresh!.code ? { code: failure.fresh!.code } : {}), reason: (failure.fresh!.reason ?? "failed").slice(0, 500) });
+    if (failure) result.failed.push({ host_id: host, artifact_id: failure.id, ...(failure.fresh!.code ? { code: failure.fresh!.code } : {}), reason: (failure.fresh!.reason ?? "failed").replace(/\s+/g, " ").slice(0, 500) });
     else if (reports.every((r) => r.fresh?.event === "attached")) result.inForce.push(host);
     else result.pending.push(host);
   }
@@ -206,7 +206,7 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
       if (failures.length > allowed) {
         ring.state = "failed";
         const first = failures[0]!;
-        throw new RingFailed(`ring ${i + 1} (${ring.spec}): ${failures.length} of ${ringHosts.length} host${ringHosts.length === 1 ? "" : "s"} failed (allowed ${allowed}); first: ${first.host_id}${"code" in first && first.code ? ` [${first.code}]` : ""} ${first.reason}`);
+        throw new RingFailed(`ring ${i + 1} (${ring.spec}): ${failures.length} of ${ringHosts.length} host${ringHosts.length === 1 ? "" : "s"} failed (allowed ${allowed}); first: ${first.host_id}${"code" in first && first.code ? ` [${first.code}]` : ""} ${first.reason.length > 160 ? `${first.reason.slice(0, 160)}…` : first.reason}`);
       }
       ring.state = "passed";
       await save();
