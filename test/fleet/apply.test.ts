@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AssignerClient } from "../../assigner/api/index.js";
+import { AssignerClient, type RolloutJson } from "../../assigner/api/index.js";
 import { buildBundle, pushBundle } from "../../bundle/index.js";
 import { applyPlan, desiredEntries, prepareFleet, registerArtifacts } from "../../fleet/index.js";
 import { RemoteRepository } from "../../registry/index.js";
@@ -241,5 +241,48 @@ describe("aegis apply", () => {
     const a = fleetFile("dup-a.yaml", [entry("same", d.v1!, { hosts: ["h"] })]);
     const b = fleetFile("dup-b.yaml", [entry("same", d.v2!, { hosts: ["h"] })]);
     expect(expectOneErrorLine(await aegis(["apply", "-f", a, "-f", b, "--dry-run"], env))).toContain(`${b}: policies[0].name: "same" is also the name of ${a} policies[0]`);
+  });
+});
+
+describe("aegis promote", () => {
+  it("moves the same digest from one environment's file to the next, and applies it with --apply", async () => {
+    const dir = mkdtempSync(join(work, "envs-"));
+    writeFileSync(join(dir, "staging.yaml"), `environment: staging\npolicies:\n  - name: icmp\n    ref: ${repo}@${d.v2}\n    selectors: [env=staging]\n`);
+    // prod pulls from its own mirror repository: the digest moves, the repository stays.
+    const mirror = `${registry.host}/fleet/policies`;
+    writeFileSync(join(dir, "prod.yaml"), `# prod: reviewed\nenvironment: prod\npolicies:\n  - name: icmp  # keep\n    ref: ${mirror}@${d.v1}\n    selectors: [env=prod]\n`);
+    const mixed = await aegis(["apply", "-f", dir, "--dry-run"], env);
+    expect(expectOneErrorLine(mixed), "one environment at a time").toContain("several environments (prod, staging): choose one with --environment");
+    const unknown = await aegis(["promote", d.other!, "--from", "staging", "--to", "prod", "-f", dir], env);
+    expect(expectOneErrorLine(unknown)).toContain(`no policy of environment staging pins ${d.other}`);
+    const promoted = await aegis(["promote", `${repo}@${d.v2}`, "--from", "staging", "--to", "prod", "-f", dir, "--json"], env);
+    expect(promoted.code, promoted.stderr).toBe(0);
+    expect((JSON.parse(promoted.stdout) as { promoted: unknown[] }).promoted).toEqual([{ name: "icmp", file: join(dir, "prod.yaml"), index: 0, from: `${mirror}@${d.v1}`, to: `${mirror}@${d.v2}` }]);
+    const prod = readFileSync(join(dir, "prod.yaml"), "utf8");
+    expect(prod, "the prod file pins the staging digest, comments kept").toBe(`# prod: reviewed\nenvironment: prod\npolicies:\n  - name: icmp # keep\n    ref: ${mirror}@${d.v2}\n    selectors: [ env=prod ]\n`);
+    expect(readFileSync(join(dir, "staging.yaml"), "utf8"), "staging untouched").toContain(`${repo}@${d.v2}`);
+    const again = await aegis(["promote", d.v2!, "--from", "staging", "--to", "prod", "-f", dir, "--apply"], env);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toContain(`prod already pins ${d.v2}`);
+    expect((await state()).assignments, "--apply applied the prod environment").toContain("v2 selector:env=prod");
+  });
+});
+
+describe("aegis apply --rollout without receipts", () => {
+  it("rolls back a ring whose hosts send no receipt in time, and says so in rollout status", async () => {
+    await admin.changeAssignments({ remove: (await admin.desiredState()).assignments });
+    // A registered host with the labels, but no agent running: it never reports.
+    const started = await beginRegistration(assigner.url, "silent-1", generateKeyPairSync("ed25519"), { labels: { tier: "silent" } });
+    expect((await started.complete()).status).toBe(200);
+    await apply("-f", fleetFile("silent.yaml", [entry("icmp", d.v1!, { selectors: ["tier=silent"] })]));
+    const before = await state();
+    const bad = await aegis(["apply", "-f", fleetFile("silent.yaml", [entry("icmp", d.v2!, { selectors: ["tier=silent"] })]), "--rollout", "100%", "--ring-timeout", "1500ms"], env);
+    expect(expectOneErrorLine(bad)).toContain("ring 1 (100%): 1 of 1 host failed (allowed 0); first: silent-1 no in-force receipt within 1500 ms");
+    expect(await state(), "back to what it was").toEqual({ ...before, version: before.version + 3 });
+    const shown = JSON.parse((await aegis(["rollout", "status", "--json"], env)).stdout) as RolloutJson;
+    expect({ state: shown.state, failed: shown.rings[0]!.failed, changes: shown.changes }).toEqual({ state: "rolled_back", failed: 1, changes: [{ from: d.v1, to: d.v2, target: "selector tier=silent" }] });
+    const allowed = await aegis(["apply", "-f", fleetFile("silent.yaml", [entry("icmp", d.v2!, { selectors: ["tier=silent"] })]), "--rollout", "100%", "--ring-timeout", "1s", "--max-failures", "100%"], env);
+    expect(allowed.code, `--max-failures 100% lets the ring pass\n${allowed.stdout}${allowed.stderr}`).toBe(0);
+    expect((await state()).assignments).toEqual(["v2 selector:tier=silent"]);
   });
 });
