@@ -152,6 +152,12 @@ describe("aegis apply", () => {
       expect((await http(assigner.url, "GET", "/artifacts/for-host/late-c", { token: other })).json.total, "zone c is not in (a,b)").toBe(0);
       const why = await admin.hostAssignments("late-prod");
       expect(why.assignments, "the host view says why").toEqual([{ artifact_id: d.v1, via: "selector", selector: "env=prod,zone in (a,b)" }]);
+      const shown = await aegis(["assignments", "--host", "late-prod"], env);
+      expect(shown.stdout, "aegis assignments --host: labels, a header, and why").toBe(
+        `host late-prod (labels env=prod,zone=b, version ${why.version})\nARTIFACT${" ".repeat(65)}VIA\n${d.v1}  selector env=prod,zone in (a,b)\n`,
+      );
+      const all = JSON.parse((await aegis(["assignments", "--json"], env)).stdout) as { version: number; assignments: unknown[] };
+      expect(all.assignments, "aegis assignments --json: the whole desired state").toEqual(expect.arrayContaining([{ artifact_id: d.v1, selector: "env=prod,zone in (a,b)" }, { artifact_id: d.other, selector: "env=staging" }]));
       // A selector added after the host registered reaches it too (its version moves).
       const etag = poll.headers.get("etag")!;
       await admin.changeAssignments({ add: [{ artifact_id: d.other!, selector: "zone=b" }] });
