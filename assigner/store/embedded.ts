@@ -20,7 +20,6 @@ import {
   type ArtifactRecord,
   type AssignerStore,
   type AssignmentChange,
-  type AssignResult,
   type BindResult,
   type ChangeResult,
   type DesiredState,
@@ -214,20 +213,6 @@ export class EmbeddedStore implements AssignerStore {
     const version = ++this.desiredVersion;
     await this.persist();
     return { applied: true, version, added, removed, hosts };
-  }
-
-  private async change(artifactId: string, hostId: string, add: boolean): Promise<AssignResult> {
-    const result = await this.changeAssignments([{ add, artifactId, target: { hostId } }]);
-    const host = result.applied ? result.hosts[0]! : undefined;
-    return { changed: host?.changed ?? false, version: host?.version ?? 0 };
-  }
-
-  assign(artifactId: string, hostId: string): Promise<AssignResult> {
-    return this.change(artifactId, hostId, true);
-  }
-
-  unassign(artifactId: string, hostId: string): Promise<AssignResult> {
-    return this.change(artifactId, hostId, false);
   }
 
   async desiredState(): Promise<DesiredState> {

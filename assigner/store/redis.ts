@@ -11,7 +11,6 @@ import {
   type ArtifactRecord,
   type AssignerStore,
   type AssignmentChange,
-  type AssignResult,
   type BindResult,
   type ChangeResult,
   type DesiredState,
@@ -237,20 +236,6 @@ export class RedisStore implements AssignerStore {
     const hosts: { hostId: string; version: number; changed: boolean }[] = [];
     for (let i = 4; i < reply.length; i += 3) hosts.push({ hostId: String(reply[i]), version: Number(reply[i + 1]), changed: reply[i + 2] === 1 });
     return { applied: true, version: version!, added: added!, removed: removed!, hosts };
-  }
-
-  private async change(artifactId: string, hostId: string, add: boolean): Promise<AssignResult> {
-    const result = await this.changeAssignments([{ add, artifactId, target: { hostId } }]);
-    const host = result.applied ? result.hosts[0] : undefined;
-    return { changed: host?.changed ?? false, version: host?.version ?? 0 };
-  }
-
-  assign(artifactId: string, hostId: string): Promise<AssignResult> {
-    return this.change(artifactId, hostId, true);
-  }
-
-  unassign(artifactId: string, hostId: string): Promise<AssignResult> {
-    return this.change(artifactId, hostId, false);
   }
 
   async desiredState(): Promise<DesiredState> {

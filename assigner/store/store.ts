@@ -91,11 +91,6 @@ export interface RegistrationLimits {
  */
 export type BindResult = { bound: true; replaced?: string } | { bound: false; holder: AgentRecord };
 
-export interface AssignResult {
-  changed: boolean;
-  version: number;
-}
-
 /** One assignment of the desired state: to a host, or to the hosts a selector (canonical text) matches. */
 export type AssignmentTarget = { hostId: string } | { selector: string };
 
@@ -155,9 +150,6 @@ export interface AssignerStore {
   /** Newest first. */
   listRollouts(): Promise<RolloutJson[]>;
 
-  /** Adds or removes one assignment atomically; the host's version moves only on a change. */
-  assign(artifactId: string, hostId: string): Promise<AssignResult>;
-  unassign(artifactId: string, hostId: string): Promise<AssignResult>;
   hostAssignments(hostId: string): Promise<HostAssignments>;
   /** The host's version alone: the cheap check behind a 304. */
   hostVersion(hostId: string): Promise<number>;

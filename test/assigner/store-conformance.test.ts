@@ -30,6 +30,15 @@ function artifact(n: number): ArtifactRecord {
   return { id, reference: `127.0.0.1:5000/p@${id}`, name: `p${n}`, version: "1.0.0", description: "", size: 10, layerDigest: id, metadata: {}, signature: "", createdAt: new Date(0).toISOString() };
 }
 
+/** One host assignment added or removed, as the single-assignment routes make it: whether it changed, and the host's version. */
+async function change(store: AssignerStore, artifactId: string, hostId: string, add: boolean): Promise<{ changed: boolean; version: number }> {
+  const result = await store.changeAssignments([{ add, artifactId, target: { hostId } }]);
+  if (!result.applied) throw new Error("an unconditional change was refused");
+  return { changed: result.hosts[0]!.changed, version: result.hosts[0]!.version };
+}
+const assign = (store: AssignerStore, artifactId: string, hostId: string) => change(store, artifactId, hostId, true);
+const unassign = (store: AssignerStore, artifactId: string, hostId: string) => change(store, artifactId, hostId, false);
+
 const implementations: [string, () => Promise<AssignerStore>, (s: AssignerStore) => Promise<AssignerStore>][] = [
   [
     "embedded",
@@ -73,14 +82,14 @@ describe.each(implementations)("AssignerStore conformance: %s", (_name, open, re
     const a = artifact(1).id;
     const b = artifact(2).id;
     expect(await store.hostAssignments("h1")).toEqual({ version: 0, artifactIds: [] });
-    expect(await store.assign(a, "h1")).toEqual({ changed: true, version: 1 });
-    expect(await store.assign(a, "h1")).toEqual({ changed: false, version: 1 });
-    expect(await store.assign(b, "h1")).toEqual({ changed: true, version: 2 });
-    await store.assign(a, "h2");
+    expect(await assign(store, a, "h1")).toEqual({ changed: true, version: 1 });
+    expect(await assign(store, a, "h1")).toEqual({ changed: false, version: 1 });
+    expect(await assign(store, b, "h1")).toEqual({ changed: true, version: 2 });
+    await assign(store, a, "h2");
     expect(await store.hostAssignments("h1")).toEqual({ version: 2, artifactIds: [a, b].sort() });
     expect(await store.artifactHosts(a)).toEqual(["h1", "h2"]);
-    expect(await store.unassign(a, "h1")).toEqual({ changed: true, version: 3 });
-    expect(await store.unassign(a, "h1")).toEqual({ changed: false, version: 3 });
+    expect(await unassign(store, a, "h1")).toEqual({ changed: true, version: 3 });
+    expect(await unassign(store, a, "h1")).toEqual({ changed: false, version: 3 });
     expect(await store.hostVersion("h1")).toBe(3);
     expect(await store.artifactHosts(a)).toEqual(["h2"]);
   });
@@ -91,8 +100,8 @@ describe.each(implementations)("AssignerStore conformance: %s", (_name, open, re
     // Each (artifact, host) pair gets one kind of operation, twice (a repeat is a no-op),
     // so the final sets and versions are known whatever the interleaving.
     const pairs = ids.flatMap((id, a) => Array.from({ length: 10 }, (_, h) => ({ id, host: `h${h}`, add: (a + h) % 3 !== 0 })));
-    for (const p of pairs.filter((p) => !p.add)) await store.assign(p.id, p.host);
-    await Promise.all([...pairs, ...pairs].map((p) => (p.add ? store.assign(p.id, p.host) : store.unassign(p.id, p.host))));
+    for (const p of pairs.filter((p) => !p.add)) await assign(store, p.id, p.host);
+    await Promise.all([...pairs, ...pairs].map((p) => (p.add ? assign(store, p.id, p.host) : unassign(store, p.id, p.host))));
     for (let h = 0; h < 10; h++) {
       const mine = pairs.filter((p) => p.host === `h${h}`);
       const { artifactIds, version } = await store.hostAssignments(`h${h}`);
@@ -105,7 +114,7 @@ describe.each(implementations)("AssignerStore conformance: %s", (_name, open, re
   it("treats host ids like constructor or toString as plain names", async () => {
     const store = await fresh();
     for (const host of ["constructor", "toString", "hasOwnProperty"]) {
-      expect(await store.assign(artifact(1).id, host)).toEqual({ changed: true, version: 1 });
+      expect(await assign(store, artifact(1).id, host)).toEqual({ changed: true, version: 1 });
       expect(await store.hostAssignments(host)).toEqual({ version: 1, artifactIds: [artifact(1).id] });
       expect(await store.hostStatus(host)).toEqual([]);
       expect(await store.getAgentByHost(host)).toBeUndefined();
@@ -117,7 +126,7 @@ describe.each(implementations)("AssignerStore conformance: %s", (_name, open, re
     await store.putArtifact(artifact(5));
     await store.replaceArtifact({ ...artifact(5), signature: "c2ln" });
     expect((await store.getArtifact(artifact(5).id))?.signature).toBe("c2ln");
-    await store.assign(artifact(5).id, "h5");
+    await assign(store, artifact(5).id, "h5");
     expect(await store.bumpHostVersion("h5")).toBe(2);
     expect(await store.hostAssignments("h5")).toEqual({ version: 2, artifactIds: [artifact(5).id] });
   });
@@ -227,7 +236,7 @@ describe.each(implementations)("AssignerStore conformance: %s", (_name, open, re
     ]);
     const host = await store.hostDesired("h1");
     expect({ version: host.version, artifactIds: host.artifactIds, selectors: host.selectors.length }).toEqual({ version: 1, artifactIds: [a], selectors: 2 });
-    expect(await store.assign(b, "h2"), "the single-assignment calls share the desired version").toEqual({ changed: true, version: 1 });
+    expect(await assign(store, b, "h2"), "single changes move the desired version too").toEqual({ changed: true, version: 1 });
     expect((await store.desiredState()).version).toBe(2);
     const removed = await store.changeAssignments([{ add: false, artifactId: a, target: { selector: "env=prod" } }, { add: false, artifactId: a, target: { hostId: "h1" } }], 2);
     expect(removed).toEqual({ applied: true, version: 3, added: 0, removed: 2, hosts: [{ hostId: "h1", version: 2, changed: true }] });
@@ -268,7 +277,7 @@ describe.each(implementations)("AssignerStore conformance: %s", (_name, open, re
   it("keeps everything across a reopen", async () => {
     const store = await fresh();
     await store.putArtifact(artifact(7));
-    await store.assign(artifact(7).id, "h7");
+    await assign(store, artifact(7).id, "h7");
     await store.changeAssignments([{ add: true, artifactId: artifact(7).id, target: { selector: "env=prod" } }]);
     const again = await reopen(store);
     opened.push(again);
@@ -283,14 +292,14 @@ describe("EmbeddedStore on a failed write", () => {
     const storeDir = mkdtempSync(join(dir, "failing-"));
     const store = await EmbeddedStore.open(join(storeDir, "store.json"));
     opened.push(store);
-    await store.assign(artifact(1).id, "h");
+    await assign(store, artifact(1).id, "h");
     rmSync(storeDir, { recursive: true, force: true });
-    const err = (await store.assign(artifact(2).id, "h").catch((e: unknown) => e)) as StoreUnavailableError;
+    const err = (await assign(store, artifact(2).id, "h").catch((e: unknown) => e)) as StoreUnavailableError;
     expect(err, "a write into a removed directory fails").toBeInstanceOf(StoreUnavailableError);
     expect(err.message, "the answer names no server path").not.toContain(storeDir);
     expect(await store.hostAssignments("h"), "the failed change is not live").toEqual({ version: 1, artifactIds: [artifact(1).id] });
     mkdirSync(storeDir);
-    expect(await store.assign(artifact(3).id, "h")).toEqual({ changed: true, version: 2 });
+    expect(await assign(store, artifact(3).id, "h")).toEqual({ changed: true, version: 2 });
     const again = await EmbeddedStore.open(store.file);
     opened.push(again);
     expect(await again.hostAssignments("h")).toEqual({ version: 2, artifactIds: [artifact(1).id, artifact(3).id] });
