@@ -23,7 +23,6 @@ import {
   type BindResult,
   type ChangeResult,
   type DesiredState,
-  type HostAssignments,
   type HostDesired,
   type Registration,
   type RegistrationLimits,
@@ -228,7 +227,8 @@ export class EmbeddedStore implements AssignerStore {
   }
 
   async hostDesired(hostId: string): Promise<HostDesired> {
-    return { ...(await this.hostAssignments(hostId)), selectors: this.selectorList() };
+    const host = this.hosts.get(hostId);
+    return { version: host?.version ?? 0, artifactIds: [...(host?.artifacts ?? [])].sort(), selectors: this.selectorList() };
   }
 
   async putRollout(rollout: RolloutJson): Promise<void> {
@@ -253,11 +253,6 @@ export class EmbeddedStore implements AssignerStore {
     const version = ++host.version;
     await this.persist();
     return version;
-  }
-
-  async hostAssignments(hostId: string): Promise<HostAssignments> {
-    const host = this.hosts.get(hostId);
-    return { version: host?.version ?? 0, artifactIds: [...(host?.artifacts ?? [])].sort() };
   }
 
   async hostVersion(hostId: string): Promise<number> {

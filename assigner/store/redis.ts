@@ -14,7 +14,6 @@ import {
   type BindResult,
   type ChangeResult,
   type DesiredState,
-  type HostAssignments,
   type HostDesired,
   type Registration,
   type RegistrationLimits,
@@ -271,12 +270,6 @@ export class RedisStore implements AssignerStore {
     if (ids.length === 0) return [];
     const values = await this.run(() => this.redis.mget(ids.map((id) => `${this.p}:rollout:${id}`)));
     return values.flatMap((v) => parse<RolloutJson>(v) ?? []);
-  }
-
-  async hostAssignments(hostId: string): Promise<HostAssignments> {
-    const replies = await this.run(() => this.redis.multi().smembers(this.hostSet(hostId)).get(this.hostVersionKey(hostId)).exec());
-    const [[, members], [, version]] = replies as [[unknown, string[]], [unknown, string | null]];
-    return { version: Number(version ?? 0), artifactIds: members.sort() };
   }
 
   async hostVersion(hostId: string): Promise<number> {

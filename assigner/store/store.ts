@@ -150,7 +150,6 @@ export interface AssignerStore {
   /** Newest first. */
   listRollouts(): Promise<RolloutJson[]>;
 
-  hostAssignments(hostId: string): Promise<HostAssignments>;
   /** The host's version alone: the cheap check behind a 304. */
   hostVersion(hostId: string): Promise<number>;
   /** Moves a host's version without changing its set: what it is served changed. */
