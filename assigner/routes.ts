@@ -86,6 +86,8 @@ export interface Route<P = unknown, B = unknown, Q = unknown> {
   produces?: string;
   /** The largest body taken, when not the default 64 KiB (bodies other than the upload are read whole). */
   bodyLimit?: number;
+  /** Takes If-Match (the desired-state version; 412 when stale): documented as a header parameter in OpenAPI. */
+  conditional?: true;
   /** Checks the caller against the path before the body is read (a 403 costs the caller its body, not the assigner). */
   authorize?: (principal: Principal, params: P) => void;
   /** Absent only for the agents' poll, which http.ts answers before Express (serveForHost). */
@@ -412,6 +414,7 @@ export const ROUTES: Route[] = [
     access: "admin",
     params: AssignParams,
     query: AssignQuery,
+    conditional: true,
     response: AssignmentJson,
     handler: async ({ req, params, query, services }) => changeAssignment(services, req, params, true, query.force === "true"),
   }),
@@ -421,6 +424,7 @@ export const ROUTES: Route[] = [
     summary: "Remove an assignment (idempotent)",
     access: "admin",
     params: AssignParams,
+    conditional: true,
     response: AssignmentJson,
     handler: async ({ req, params, services }) => changeAssignment(services, req, params, false),
   }),
@@ -449,6 +453,7 @@ export const ROUTES: Route[] = [
     access: "admin",
     body: AssignmentChangesBody,
     bodyLimit: 1024 * 1024,
+    conditional: true,
     response: AssignmentChangesResult,
     handler: async ({ req, res, body, services }) => {
       const result = await services.changeAssignments([...toChanges(body.remove, false), ...toChanges(body.add, true)], ifMatch(req));

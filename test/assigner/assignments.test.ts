@@ -109,5 +109,10 @@ describe("the desired-state API", () => {
     expect(JSON.stringify(doc.paths["/assignments"]!.post!.requestBody)).toContain("selector");
     for (const path of ["/hosts/{host_id}/assignments", "/rollouts", "/rollouts/{id}"]) expect(doc.paths[path], path).toBeDefined();
     expect(Object.keys(doc.paths["/rollouts/{id}"]!).sort()).toEqual(["get", "put"]);
+    for (const [path, method] of [["/assignments", "post"], ["/assign/{artifact_id}/{host_id}", "post"], ["/unassign/{artifact_id}/{host_id}", "post"]] as const) {
+      const op = doc.paths[path]![method] as unknown as { parameters: { name: string; in: string }[]; responses: Record<string, unknown> };
+      expect(op.parameters.some((p) => p.name === "If-Match" && p.in === "header"), `${path} documents If-Match`).toBe(true);
+      expect(op.responses["412"], `${path} documents its 412`).toBeDefined();
+    }
   });
 });
