@@ -10,7 +10,7 @@ import { readPolicyManifest } from "../bundle/index.js";
 import { InputError } from "../errors.js";
 import { Annotation, formatReference, RemoteRepository, type RepositoryOptions } from "../registry/index.js";
 import { verifyArtifact, type TrustPolicy } from "../signing/index.js";
-import { loadFleetFiles, rewriteRefs, type Fleet, type FleetPolicy } from "./file.js";
+import { environmentsOf, FLEET_MAX_POLICIES, loadFleetFiles, rewriteRefs, type Fleet, type FleetPolicy } from "./file.js";
 import { planFleet, planIsEmpty, toWire, type FleetPlan, type PlanEntry } from "./plan.js";
 
 export interface PrepareOptions {
@@ -43,6 +43,9 @@ const where = (p: FleetPolicy) => `${p.file}: policies[${p.index}].ref`;
  */
 export async function prepareFleet(paths: readonly string[], options: PrepareOptions = {}): Promise<{ fleet: Fleet; names: Map<string, string>; pinned: FleetPolicy[] }> {
   const fleet = await loadFleetFiles(paths, options.environment !== undefined ? { environment: options.environment } : {});
+  const environments = environmentsOf(fleet);
+  if (environments.length > 1) throw new InputError("INVALID_ARGUMENT", `the fleet files describe several environments (${environments.map((e) => e ?? "(none)").join(", ")}): apply one at a time with --environment`);
+  if (fleet.policies.length > FLEET_MAX_POLICIES) throw new InputError("INVALID_ARGUMENT", `more than ${FLEET_MAX_POLICIES} policies in the fleet files`);
   const problems: string[] = [];
   const pinned: FleetPolicy[] = [];
   await eachBounded(

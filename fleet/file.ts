@@ -138,10 +138,10 @@ async function expand(path: string): Promise<string[]> {
 }
 
 /**
- * Loads fleet files and directories of them into one desired state; with
- * `environment`, only the files of that environment. Policy names must be
- * unique across them. Exported for other commands that read what the fleet
- * names (`aegis mirror export --from`).
+ * Loads fleet files and directories of them; with `environment`, only the
+ * files of that environment. Policy names must be unique within an
+ * environment. Exported for other commands that read what the fleet names
+ * (`aegis mirror export --from`): `policies[].digest` and `.reference`.
  */
 export async function loadFleetFiles(paths: readonly string[], options: { environment?: string } = {}): Promise<Fleet> {
   const names = [...new Set((await Promise.all(paths.map(expand))).flat())];
@@ -150,19 +150,24 @@ export async function loadFleetFiles(paths: readonly string[], options: { enviro
   if (options.environment !== undefined) {
     files = files.filter((f) => f.environment === options.environment);
     if (files.length === 0) throw new InputError("INVALID_ARGUMENT", `no fleet file has environment: ${options.environment} (in ${paths.join(", ")})`);
-  } else {
-    const environments = [...new Set(files.map((f) => f.environment ?? "(none)"))];
-    if (environments.length > 1) throw new InputError("INVALID_ARGUMENT", `the fleet files describe several environments (${environments.join(", ")}): choose one with --environment`);
   }
   const seen = new Map<string, FleetPolicy>();
-  for (const policy of files.flatMap((f) => f.policies)) {
-    const other = seen.get(policy.name);
-    if (other) throw new InputError("INVALID_ARGUMENT", `${policy.file}: policies[${policy.index}].name: "${policy.name}" is also the name of ${other.file} policies[${other.index}]`);
-    seen.set(policy.name, policy);
+  for (const file of files) {
+    for (const policy of file.policies) {
+      const key = `${file.environment ?? ""} ${policy.name}`;
+      const other = seen.get(key);
+      if (other) throw new InputError("INVALID_ARGUMENT", `${policy.file}: policies[${policy.index}].name: "${policy.name}" is also the name of ${other.file} policies[${other.index}]`);
+      seen.set(key, policy);
+    }
   }
   const policies = files.flatMap((f) => f.policies);
-  if (policies.length > FLEET_MAX_POLICIES) throw new InputError("INVALID_ARGUMENT", `more than ${FLEET_MAX_POLICIES} policies in the fleet files`);
+  if (policies.length > FLEET_MAX_POLICIES * FLEET_MAX_FILES) throw new InputError("INVALID_ARGUMENT", `more than ${FLEET_MAX_POLICIES * FLEET_MAX_FILES} policies in the fleet files`);
   return { files, policies };
+}
+
+/** The environments the files describe (undefined: a file without one). */
+export function environmentsOf(fleet: Fleet): (string | undefined)[] {
+  return [...new Set(fleet.files.map((f) => f.environment))];
 }
 
 /** Sets `policies[i].ref` of entries in one file, keeping the rest of the text (comments, order), atomically. */

@@ -258,7 +258,7 @@ describe("aegis promote", () => {
     const mirror = `${registry.host}/fleet/policies`;
     writeFileSync(join(dir, "prod.yaml"), `# prod: reviewed\nenvironment: prod\npolicies:\n  - name: icmp  # keep\n    ref: ${mirror}@${d.v1}\n    selectors: [env=prod]\n`);
     const mixed = await aegis(["apply", "-f", dir, "--dry-run"], env);
-    expect(expectOneErrorLine(mixed), "one environment at a time").toContain("several environments (prod, staging): choose one with --environment");
+    expect(expectOneErrorLine(mixed), "one environment at a time").toContain("several environments (prod, staging): apply one at a time with --environment");
     const unknown = await aegis(["promote", d.other!, "--from", "staging", "--to", "prod", "-f", dir], env);
     expect(expectOneErrorLine(unknown)).toContain(`no policy of environment staging pins ${d.other}`);
     const promoted = await aegis(["promote", `${repo}@${d.v2}`, "--from", "staging", "--to", "prod", "-f", dir, "--json"], env);
