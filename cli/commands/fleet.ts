@@ -59,6 +59,8 @@ async function applyFiles(paths: string[], options: ApplyOptions, extra: Record<
     fleet.parseRings(options.rollout, 100);
     fleet.allowedFailures(options.maxFailures, 1);
   }
+  // The operator token is checked before any registry is read.
+  const assigner = await client(options);
   const prepared = await fleet.prepareFleet(paths, {
     ...(options.environment !== undefined ? { environment: options.environment } : {}),
     pin: options.pin ?? false,
@@ -67,7 +69,6 @@ async function applyFiles(paths: string[], options: ApplyOptions, extra: Record<
   });
   const human = !options.json;
   for (const p of prepared.pinned) if (human) console.log(`pinned ${p.file} policies[${p.index}] (${p.name}) to ${p.ref}`);
-  const assigner = await client(options);
   const names = await fleet.registerArtifacts(assigner, prepared.fleet, prepared.names, { dryRun: options.dryRun ?? false });
   const desired = fleet.desiredEntries(prepared.fleet, names);
   let shown: FleetPlan | undefined;
