@@ -17,7 +17,7 @@ import { randomBytes } from "node:crypto";
 import { AssignerError, matches, parseSelector, type AssignerClient, type AssignmentEntry, type RolloutJson } from "../assigner/api/index.js";
 import { AegisError, InputError } from "../errors.js";
 import { sleep } from "../util/index.js";
-import { entryKey, fromWire, targetText, toWire, type FleetPlan, type PlanEntry, type Target } from "./plan.js";
+import { entryKey, fromWire, targetText, toWire, type FleetPlan, type Target } from "./plan.js";
 
 export interface RolloutOptions {
   /** `1,10%,100%`: cumulative host counts or shares; the last must reach every host. */
@@ -264,4 +264,3 @@ export class RolloutStopped extends AegisError<"ROLLED_BACK"> {
   }
 }
 
-export type { PlanEntry };
