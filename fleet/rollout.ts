@@ -29,6 +29,8 @@ export interface RolloutOptions {
   pollMs?: number;
   id?: string;
   log?: (line: string) => void;
+  /** Aborting (an operator's Ctrl-C) stops the rollout and rolls it back, as a failed ring does. */
+  signal?: AbortSignal;
 }
 
 export interface RolloutResult {
@@ -196,7 +198,8 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
       for (;;) {
         seen = await check(client, wanted, since);
         if (seen.failed.length > allowed || seen.pending.length === 0 || Date.now() >= deadline) break;
-        await sleep(Math.min(pollMs, Math.max(0, deadline - Date.now())));
+        options.signal?.throwIfAborted();
+        await sleep(Math.min(pollMs, Math.max(0, deadline - Date.now())), options.signal);
       }
       const late = Date.now() >= deadline ? seen.pending.map((host_id) => ({ host_id, reason: `no in-force receipt within ${options.ringTimeoutMs} ms` })) : [];
       const failures = [...seen.failed, ...late];
@@ -218,7 +221,8 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
     log(`rollout ${rollout.id} completed`);
     return { rollout };
   } catch (err) {
-    rollout.reason = (err instanceof RingFailed ? err.message : `stopped: ${(err as Error).message}`).slice(0, 2000);
+    const why = err instanceof RingFailed ? `stopped at ${err.message}` : options.signal?.aborted ? "stopped by the operator" : `stopped: ${(err as Error).message}`;
+    rollout.reason = why.slice(0, 2000);
     rollout.state = "rolling_back";
     await save().catch(() => undefined);
     log(`rollout ${rollout.id}: ${rollout.reason}; rolling back`);
@@ -238,7 +242,8 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
       if (ids.length > 0) previous.set(h, [...new Set(ids)]);
     }
     let back: RingCheck = { inForce: [], failed: [], pending: [...previous.keys()] };
-    const deadline = since + options.ringTimeoutMs;
+    // Interrupted: one look at the receipts, no waiting for them.
+    const deadline = options.signal?.aborted ? since : since + options.ringTimeoutMs;
     while (previous.size > 0) {
       back = await check(client, previous, since);
       if (back.pending.length === 0 || Date.now() >= deadline) break;
@@ -260,7 +265,7 @@ export class RolloutStopped extends AegisError<"ROLLED_BACK"> {
     readonly rollout: RolloutJson,
     options: { cause?: unknown },
   ) {
-    super("ROLLED_BACK", `rollout ${rollout.id} stopped at ${rollout.reason ?? "an unknown point"}`, options);
+    super("ROLLED_BACK", `rollout ${rollout.id} ${rollout.reason ?? "stopped"}`, options);
   }
 }
 

@@ -93,12 +93,23 @@ async function applyFiles(paths: string[], options: ApplyOptions, extra: Record<
     return;
   }
   const log = (line: string) => human && console.log(line);
+  // Ctrl-C (or SIGTERM) stops the rollout and rolls it back; a second one ends the process as it is.
+  const controller = new AbortController();
+  const stop = () => {
+    log("stopping: rolling back (interrupt again to leave the desired state as it is)");
+    controller.abort(new InputError("INVALID_ARGUMENT", "interrupted"));
+  };
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
   try {
-    const { rollout } = await fleet.runRollout(assigner, result.plan, { rings: options.rollout, maxFailures: options.maxFailures, ringTimeoutMs, log });
+    const { rollout } = await fleet.runRollout(assigner, result.plan, { rings: options.rollout, maxFailures: options.maxFailures, ringTimeoutMs, log, signal: controller.signal });
     report(options, `rollout ${rollout.id} completed`, { ...base, applied: true, rollout });
   } catch (err) {
     if (options.json && err instanceof fleet.RolloutStopped) report(options, "", { ...base, applied: false, rollout: err.rollout });
     throw err;
+  } finally {
+    process.off("SIGINT", stop);
+    process.off("SIGTERM", stop);
   }
 }
 

@@ -6,6 +6,7 @@
 // other (412, planned again), and the files' rules: digests only (a tag is
 // refused with its digest, or pinned with --pin), trusted signatures with
 // --trust, errors naming file and field.
+import { spawn } from "node:child_process";
 import { createPrivateKey, generateKeyPairSync } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -21,7 +22,7 @@ import { beginRegistration, http } from "../harness/assigner-http.js";
 import { startAssignerProcess, type AssignerProcess } from "../harness/assigner-process.js";
 import { startRegistry, type RegistryServer } from "../harness/registry.js";
 import { startNats, startRedis, type TcpServer } from "../harness/tcp-server.js";
-import { aegis, expectOneErrorLine } from "../cli/run.js";
+import { aegis, AEGIS, expectOneErrorLine } from "../cli/run.js";
 
 let registry: RegistryServer;
 let redis: TcpServer;
@@ -290,5 +291,25 @@ describe("aegis apply --rollout without receipts", () => {
     const allowed = await aegis(["apply", "-f", fleetFile("silent.yaml", [entry("icmp", d.v2!, { selectors: ["tier=silent"] })]), "--rollout", "100%", "--ring-timeout", "1s", "--max-failures", "100%"], env);
     expect(allowed.code, `--max-failures 100% lets the ring pass\n${allowed.stdout}${allowed.stderr}`).toBe(0);
     expect((await state()).assignments).toEqual(["v2 selector:tier=silent"]);
+  });
+
+  it("rolls back when the operator interrupts it (SIGINT)", async () => {
+    const before = await state();
+    const child = spawn(process.execPath, [AEGIS, "apply", "-f", fleetFile("silent.yaml", [entry("icmp", d.v1!, { selectors: ["tier=silent"] })]), "--rollout", "100%", "--ring-timeout", "10m"], { env: { ...process.env, ...env } });
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (c: Buffer) => (out += c.toString()));
+    child.stderr.on("data", (c: Buffer) => (err += c.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+    for (let i = 0; i < 200 && !out.includes("waiting for their in-force receipts"); i++) await new Promise((r) => setTimeout(r, 50));
+    expect(out, "the ring is waiting").toContain("waiting for their in-force receipts");
+    expect((await state()).assignments, "mid-rollout, the ring's host holds the new digest").toEqual(["v1 host:silent-1"]);
+    child.kill("SIGINT");
+    expect(await exited, `exits 1 after rolling back\n${out}${err}`).toBe(1);
+    expect(err.trim().split("\n"), "one error line").toHaveLength(1);
+    expect(err).toContain("stopped by the operator");
+    expect((await state()).assignments, "the desired state is back").toEqual(before.assignments);
+    const shown = JSON.parse((await aegis(["rollout", "status", "--json"], env)).stdout) as RolloutJson;
+    expect(shown.state).toBe("rolled_back");
   });
 });
