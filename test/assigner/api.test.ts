@@ -493,7 +493,7 @@ describe("capability check", () => {
     expect(expectOneErrorLine(await aegis(["assign", digest, "cli-old-kernel"], env)), "the CLI names the reason").toMatch(/409: .*needs Linux >= 5\.17, the host runs 5\.10\.0/);
     expect((await aegis(["assign", digest, "cli-old-kernel", "--force"], env)).stdout, "aegis assign --force").toMatch(/assigned to cli-old-kernel/);
     const doc = (await http("GET", "/openapi.json")).json as { paths: Record<string, Record<string, { parameters: { name: string; in: string }[] }>> };
-    expect(doc.paths["/assign/{artifact_id}/{host_id}"]?.post?.parameters.map((p) => `${p.in}:${p.name}`), "force documented").toEqual(["path:artifact_id", "path:host_id", "query:force"]);
+    expect(doc.paths["/assign/{artifact_id}/{host_id}"]?.post?.parameters.map((p) => `${p.in}:${p.name}`), "force documented").toEqual(["path:artifact_id", "path:host_id", "query:force", "header:If-Match"]);
   });
 });
 
