@@ -20,7 +20,7 @@ export default tseslint.config(
     // prom-client into every command and every host. `aegis assigner serve`
     // loads the server with a dynamic import(), which this rule does not see;
     // test/architecture/imports.test.ts checks that one too.
-    files: ["agent/**/*.ts", "cli/**/*.ts"],
+    files: ["agent/**/*.ts", "cli/**/*.ts", "fleet/**/*.ts"],
     rules: {
       "no-restricted-imports": ["error", {
         patterns: [{ group: ["**/assigner/*", "!**/assigner/api", "**/assigner/*/**", "!**/assigner/api/**"], message: "import the assigner's wire contract from assigner/api/ only" }],

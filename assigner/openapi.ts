@@ -13,7 +13,10 @@ function parameters(route: Route): unknown[] {
     type instanceof z.ZodObject
       ? Object.entries(type.shape as Record<string, z.ZodType>).map(([name, field]) => ({ name, in: where, required: where === "path", schema: schema(field) }))
       : [];
-  return [...of(route.params, "path"), ...of(route.query, "query")];
+  const ifMatch = route.conditional
+    ? [{ name: "If-Match", in: "header", required: false, description: 'The desired-state version the change was planned on ("12", the ETag of GET /assignments); 412 PRECONDITION_FAILED when it moved since', schema: { type: "string" } }]
+    : [];
+  return [...of(route.params, "path"), ...of(route.query, "query"), ...ifMatch];
 }
 
 export function openApiDocument(routes: Route[], version: string): unknown {
@@ -31,6 +34,7 @@ export function openApiDocument(routes: Route[], version: string): unknown {
       responses: {
         [String(route.responseStatus ?? 200)]: ok,
         ...(route.path === "/artifacts/for-host/{host_id}" ? { "304": { description: "Not modified since the ETag given in If-None-Match" } } : {}),
+        ...(route.conditional ? { "412": { ...error, description: "The desired state moved since the If-Match version: read it again and plan on that" } } : {}),
         "4XX": error,
         "503": error,
       },

@@ -13,26 +13,34 @@ import {
   AgentDetailJson,
   AgentList,
   AgentUid,
+  AssignmentChangesBody,
+  AssignmentChangesResult,
   ArtifactJson,
   ArtifactList,
   ArtifactStatusJson,
   AssignmentJson,
+  canonicalSelector,
   capabilitiesJson,
+  DesiredStateJson,
   Digest,
   featuresOf,
   HealthJson,
+  HostAssignmentsJson,
   HostId,
   RegisterArtifactBody,
   RegisterCompleteBody,
   RegisterCompleteResponse,
   RegisterInitBody,
   RegisterInitResponse,
+  RolloutId,
+  RolloutJson,
+  RolloutList,
   SignaturesJson,
   TELEMETRY_BODY_LIMIT,
   TelemetryBody,
   TelemetryResult,
 } from "./api/index.js";
-import type { AgentRecord, ArtifactRecord, StatusRecord } from "./store/store.js";
+import type { AgentRecord, ArtifactRecord, AssignmentChange, StatusRecord } from "./store/store.js";
 import type { AssignerServices } from "./services.js";
 import type { Upload } from "./upload.js";
 
@@ -58,7 +66,7 @@ export interface JsonResult {
 }
 
 export interface Route<P = unknown, B = unknown, Q = unknown> {
-  method: "get" | "post" | "delete";
+  method: "get" | "post" | "put" | "delete";
   /** OpenAPI-style path: /artifacts/{id} */
   path: string;
   summary: string;
@@ -78,6 +86,8 @@ export interface Route<P = unknown, B = unknown, Q = unknown> {
   produces?: string;
   /** The largest body taken, when not the default 64 KiB (bodies other than the upload are read whole). */
   bodyLimit?: number;
+  /** Takes If-Match (the desired-state version; 412 when stale): documented as a header parameter in OpenAPI. */
+  conditional?: true;
   /** Checks the caller against the path before the body is read (a 403 costs the caller its body, not the assigner). */
   authorize?: (principal: Principal, params: P) => void;
   /** Absent only for the agents' poll, which http.ts answers before Express (serveForHost). */
@@ -126,7 +136,7 @@ async function requireArtifact(services: AssignerServices, id: string) {
  */
 async function requireReadable(services: AssignerServices, principal: Principal | undefined, id: string) {
   if (principal?.kind === "agent") {
-    const { artifactIds } = await services.store.hostAssignments(principal.hostId);
+    const { artifactIds } = await services.hostView(principal.hostId);
     if (!artifactIds.includes(id)) throw new AssignerError("FORBIDDEN", `artifact ${id} is not assigned to host "${principal.hostId}"`);
   }
   return requireArtifact(services, id);
@@ -155,16 +165,34 @@ async function requireRunnable(services: AssignerServices, artifact: ArtifactRec
   if (reasons.length > 0) throw new AssignerError("CONFLICT", `host "${hostId}" cannot run ${artifact.id}: ${reasons.join("; ")} (assign with ?force=true to override)`);
 }
 
-async function changeAssignment(services: AssignerServices, params: z.infer<typeof AssignParams>, add: boolean, force = false): Promise<JsonResult> {
+/**
+ * The If-Match header as a desired-state version: `"12"` (the ETag of GET
+ * /assignments) or 12; absent or `*`: no condition.
+ */
+function ifMatch(req: Request): number | undefined {
+  const header = req.headers["if-match"]?.trim();
+  if (header === undefined || header === "*") return undefined;
+  const match = /^(?:W\/)?"?(\d{1,15})"?$/.exec(header);
+  if (!match) throw new AssignerError("BAD_REQUEST", `If-Match: ${header.slice(0, 40)} is not a desired-state version (the ETag of GET /assignments)`);
+  return Number(match[1]);
+}
+
+async function changeAssignment(services: AssignerServices, req: Request, params: z.infer<typeof AssignParams>, add: boolean, force = false): Promise<JsonResult> {
   const artifact = await requireArtifact(services, params.artifact_id);
   if (add && !force) await requireRunnable(services, artifact, params.host_id);
-  const result = add ? await services.store.assign(params.artifact_id, params.host_id) : await services.store.unassign(params.artifact_id, params.host_id);
-  if (result.changed) {
-    services.metrics.assignmentChanges.inc({ op: add ? "assign" : "unassign" });
-    services.events?.notifyAssignments({ host_id: params.host_id, version: result.version });
-  }
-  return { json: { artifact_id: params.artifact_id, host_id: params.host_id, assigned: add, changed: result.changed, version: result.version } };
+  const result = await services.changeAssignments([{ add, artifactId: params.artifact_id, target: { hostId: params.host_id } }], ifMatch(req));
+  const host = result.hosts[0]!;
+  return { json: { artifact_id: params.artifact_id, host_id: params.host_id, assigned: add, changed: host.changed, version: host.version } };
 }
+
+type Entry = { artifact_id: string; host_id: string } | { artifact_id: string; selector: string };
+
+/** Wire entries as store changes, selectors in their canonical text. */
+function toChanges(entries: Entry[] | undefined, add: boolean): AssignmentChange[] {
+  return (entries ?? []).map((e) => ({ add, artifactId: e.artifact_id, target: "host_id" in e ? { hostId: e.host_id } : { selector: canonicalSelector(e.selector) } }));
+}
+
+const RolloutParams = z.strictObject({ id: RolloutId });
 
 export const ROUTES: Route[] = [
   route({
@@ -204,7 +232,12 @@ export const ROUTES: Route[] = [
     access: "public",
     body: RegisterCompleteBody,
     response: RegisterCompleteResponse,
-    handler: async ({ body, services }) => ({ json: await services.auth.completeRegistration(body.registration_id, body.signature) }),
+    handler: async ({ body, services }) => {
+      const registered = await services.auth.completeRegistration(body.registration_id, body.signature);
+      // Its labels may be new: what selectors give the host may have changed.
+      await services.hostRegistered(registered.host_id);
+      return { json: registered };
+    },
   }),
   route({
     method: "get",
@@ -227,7 +260,7 @@ export const ROUTES: Route[] = [
     handler: async ({ params, services }) => {
       const agent = await services.store.getAgent(params.uid);
       if (!agent) throw new AssignerError("NOT_FOUND", `agent ${params.uid} is not registered`);
-      const [{ artifactIds }, status] = await Promise.all([services.store.hostAssignments(agent.hostId), services.store.hostStatus(agent.hostId)]);
+      const [{ artifactIds }, status] = await Promise.all([services.hostView(agent.hostId), services.store.hostStatus(agent.hostId)]);
       return { json: { ...agentJson(agent), assignments: artifactIds, status: status.map(statusJson) } };
     },
   }),
@@ -381,8 +414,9 @@ export const ROUTES: Route[] = [
     access: "admin",
     params: AssignParams,
     query: AssignQuery,
+    conditional: true,
     response: AssignmentJson,
-    handler: async ({ params, query, services }) => changeAssignment(services, params, true, query.force === "true"),
+    handler: async ({ req, params, query, services }) => changeAssignment(services, req, params, true, query.force === "true"),
   }),
   route({
     method: "post",
@@ -390,7 +424,98 @@ export const ROUTES: Route[] = [
     summary: "Remove an assignment (idempotent)",
     access: "admin",
     params: AssignParams,
+    conditional: true,
     response: AssignmentJson,
-    handler: async ({ params, services }) => changeAssignment(services, params, false),
+    handler: async ({ req, params, services }) => changeAssignment(services, req, params, false),
+  }),
+  route({
+    method: "get",
+    path: "/assignments",
+    summary: "The whole desired state: every assignment to a host or to a label selector. ETag is its version; send it as If-Match on writes",
+    access: "admin",
+    response: DesiredStateJson,
+    handler: async ({ res, services }) => {
+      const state = await services.store.desiredState();
+      const byText = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+      const assignments = [
+        ...state.direct.map((d) => ({ artifact_id: d.artifactId, host_id: d.hostId })).sort((a, b) => byText(a.host_id, b.host_id) || byText(a.artifact_id, b.artifact_id)),
+        ...state.selectors.map((s) => ({ artifact_id: s.artifactId, selector: s.selector })).sort((a, b) => byText(a.selector, b.selector) || byText(a.artifact_id, b.artifact_id)),
+      ];
+      res.set("etag", `"${state.version}"`);
+      return { json: { version: state.version, assignments, total: assignments.length } };
+    },
+  }),
+  route({
+    method: "post",
+    path: "/assignments",
+    summary:
+      "Add and remove assignments (to hosts or label selectors) in one atomic step. With If-Match (the version of GET /assignments), 412 PRECONDITION_FAILED when the desired state changed since. Artifacts must be registered; at most 1000 changes",
+    access: "admin",
+    body: AssignmentChangesBody,
+    bodyLimit: 1024 * 1024,
+    conditional: true,
+    response: AssignmentChangesResult,
+    handler: async ({ req, res, body, services }) => {
+      const result = await services.changeAssignments([...toChanges(body.remove, false), ...toChanges(body.add, true)], ifMatch(req));
+      res.set("etag", `"${result.version}"`);
+      return { json: { version: result.version, added: result.added, removed: result.removed } };
+    },
+  }),
+  route({
+    method: "get",
+    path: "/hosts/{host_id}/assignments",
+    summary: "What a host is served and why: its own assignments and the selector assignments its agent's labels match",
+    access: "admin",
+    params: HostParams,
+    response: HostAssignmentsJson,
+    handler: async ({ params, services }) => {
+      const [view, agent] = await Promise.all([services.hostView(params.host_id), services.store.getAgentByHost(params.host_id)]);
+      return {
+        json: {
+          host_id: params.host_id,
+          version: view.version,
+          ...(agent?.labels ? { labels: agent.labels } : {}),
+          assignments: view.via.map((v) => ({ artifact_id: v.artifactId, via: v.via, ...(v.selector ? { selector: v.selector } : {}) })),
+        },
+      };
+    },
+  }),
+  route({
+    method: "put",
+    path: "/rollouts/{id}",
+    summary: "Record a staged rollout's state (written by the process driving it: `aegis apply --rollout`)",
+    access: "admin",
+    params: RolloutParams,
+    body: RolloutJson,
+    response: RolloutJson,
+    handler: async ({ params, body, services }) => {
+      if (body.id !== params.id) throw new AssignerError("BAD_REQUEST", `body.id ${body.id} is not the path's ${params.id}`);
+      await services.store.putRollout(body);
+      return { json: body };
+    },
+  }),
+  route({
+    method: "get",
+    path: "/rollouts",
+    summary: "Staged rollouts, newest first (the last 100)",
+    access: "admin",
+    response: RolloutList,
+    handler: async ({ services }) => {
+      const rollouts = await services.store.listRollouts();
+      return { json: { rollouts, total: rollouts.length } };
+    },
+  }),
+  route({
+    method: "get",
+    path: "/rollouts/{id}",
+    summary: "One staged rollout: its rings, receipts counted, failures and state",
+    access: "admin",
+    params: RolloutParams,
+    response: RolloutJson,
+    handler: async ({ params, services }) => {
+      const rollout = await services.store.getRollout(params.id);
+      if (!rollout) throw new AssignerError("NOT_FOUND", `rollout ${params.id} is not known`);
+      return { json: rollout };
+    },
   }),
 ];

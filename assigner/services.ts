@@ -4,8 +4,8 @@ import { toArtifactJson, type ArtifactSource } from "./artifacts.js";
 import type { Auth, Principal } from "./auth.js";
 import type { AssignerEvents } from "./events.js";
 import type { AssignerMetrics } from "./metrics.js";
-import type { ArtifactRecord, AssignerStore } from "./store/store.js";
-import { openTelemetry, type SignedTelemetry } from "./api/index.js";
+import type { ArtifactRecord, AssignerStore, AssignmentChange } from "./store/store.js";
+import { AssignerError, matches, openTelemetry, parseSelector, SELECTOR_ASSIGNMENTS_MAX, type Selector, type SignedTelemetry } from "./api/index.js";
 
 export interface ForHostAnswer {
   status: 200 | 304;
@@ -14,6 +14,13 @@ export interface ForHostAnswer {
 }
 
 export const DEFAULT_TELEMETRY_MAX_SKEW_MS = 5 * 60_000;
+
+/** What a host is served, and why: its own assignments and the selector assignments its labels match. */
+export interface HostView {
+  version: number;
+  artifactIds: string[];
+  via: { artifactId: string; via: "host" | "selector"; selector?: string }[];
+}
 
 /** Entries kept per cache (for-host bodies by host, artifact JSON by id). */
 const CACHE_MAX = 100_000;
@@ -26,6 +33,8 @@ function remember<V>(cache: Map<string, V>, key: string, value: V): void {
 export class AssignerServices {
   private readonly forHostCache = new Map<string, { version: number; body: string }>();
   private readonly artifactCache = new Map<string, string>();
+  /** Parsed selectors by canonical text (they are few, and parsed once per process). */
+  private readonly selectorCache = new Map<string, Selector>();
 
   constructor(
     readonly store: AssignerStore,
@@ -54,7 +63,7 @@ export class AssignerServices {
       if (ifNoneMatch === etag) return { status: 304, etag, body: "" };
       if (cached && cached.version === version) return { status: 200, etag, body: cached.body };
     }
-    const assignments = await this.store.hostAssignments(hostId);
+    const assignments = await this.hostView(hostId);
     const body = `{"artifacts":[${(await this.artifactJson(assignments.artifactIds)).join(",")}],"total":${assignments.artifactIds.length}}`;
     remember(this.forHostCache, hostId, { version: assignments.version, body });
     return { status: 200, etag: `"v${assignments.version}"`, body };
@@ -78,13 +87,80 @@ export class AssignerServices {
     return ids.flatMap((id) => this.artifactCache.get(id) ?? fetched.get(id) ?? []);
   }
 
-  /** Stores a signature found after registration and moves the versions of the hosts that are served it. */
-  async updateSignature(record: ArtifactRecord): Promise<void> {
-    await this.store.replaceArtifact(record);
-    for (const hostId of await this.store.artifactHosts(record.id)) {
+  private selector(text: string): Selector {
+    let parsed = this.selectorCache.get(text);
+    if (!parsed) remember(this.selectorCache, text, (parsed = parseSelector(text)));
+    return parsed;
+  }
+
+  /**
+   * A host's own assignments and the selector assignments its agent's
+   * labels match (a host without a registered agent has no labels). The
+   * host's version is read with the sets, never older than them: every
+   * change that can change this answer moves it (a host change, a selector
+   * change its labels match, its registration).
+   */
+  async hostView(hostId: string): Promise<HostView> {
+    const desired = await this.store.hostDesired(hostId);
+    const via: HostView["via"] = desired.artifactIds.map((artifactId) => ({ artifactId, via: "host" }));
+    const labels = desired.selectors.length > 0 ? (await this.store.getAgentByHost(hostId))?.labels : undefined;
+    if (labels) for (const { artifactId, selector } of desired.selectors) if (matches(this.selector(selector), labels)) via.push({ artifactId, via: "selector", selector });
+    return { version: desired.version, artifactIds: [...new Set(via.map((v) => v.artifactId))].sort(), via };
+  }
+
+  /** The registered hosts whose labels match any of these selectors. */
+  private async hostsMatching(selectors: string[]): Promise<string[]> {
+    if (selectors.length === 0) return [];
+    const parsed = [...new Set(selectors)].map((text) => this.selector(text));
+    return (await this.store.listAgents()).filter((agent) => agent.labels && parsed.some((s) => matches(s, agent.labels))).map((agent) => agent.hostId);
+  }
+
+  /** Moves hosts' versions (what they are served changed) and tells them on NATS. */
+  private async bump(hostIds: Iterable<string>): Promise<void> {
+    for (const hostId of new Set(hostIds)) {
       const version = await this.store.bumpHostVersion(hostId);
       this.events?.notifyAssignments({ host_id: hostId, version });
     }
+  }
+
+  /**
+   * Changes the desired state in one atomic step, only if it is still at
+   * `ifVersion` when given (else 412 PRECONDITION_FAILED). Every artifact
+   * must be registered. Hosts whose own sets changed are told at once; then
+   * every registered host a changed selector matches has its version moved
+   * (after the change is stored, so a host registering meanwhile either is
+   * among them or reads the new selectors).
+   */
+  async changeAssignments(changes: AssignmentChange[], ifVersion?: number): Promise<{ version: number; added: number; removed: number; hosts: { hostId: string; version: number; changed: boolean }[] }> {
+    const ids = [...new Set(changes.map((c) => c.artifactId))];
+    const records = await this.store.getArtifacts(ids);
+    const missing = ids.filter((_, i) => !records[i]);
+    if (missing.length > 0) throw new AssignerError("NOT_FOUND", `artifact ${missing.slice(0, 3).join(", ")}${missing.length > 3 ? ` and ${missing.length - 3} more` : ""} is not registered (POST /artifacts first)`);
+    const selectorAdds = changes.filter((c) => c.add && "selector" in c.target).length;
+    if (selectorAdds > 0 && (await this.store.desiredState()).selectors.length + selectorAdds > SELECTOR_ASSIGNMENTS_MAX) {
+      throw new AssignerError("BAD_REQUEST", `at most ${SELECTOR_ASSIGNMENTS_MAX} selector assignments`);
+    }
+    const result = await this.store.changeAssignments(changes, ifVersion);
+    if (!result.applied) throw new AssignerError("PRECONDITION_FAILED", `the desired state is at version ${result.version}, not ${ifVersion}: read it again (GET /assignments) and plan on that`);
+    if (result.added > 0) this.metrics.assignmentChanges.inc({ op: "assign" }, result.added);
+    if (result.removed > 0) this.metrics.assignmentChanges.inc({ op: "unassign" }, result.removed);
+    for (const host of result.hosts) if (host.changed) this.events?.notifyAssignments({ host_id: host.hostId, version: host.version });
+    if (result.added + result.removed > 0) {
+      await this.bump(await this.hostsMatching(changes.flatMap((c) => ("selector" in c.target ? [c.target.selector] : []))));
+    }
+    return { version: result.version, added: result.added, removed: result.removed, hosts: result.hosts };
+  }
+
+  /** A host (re)registered, perhaps with other labels: what selectors give it may have changed. */
+  async hostRegistered(hostId: string): Promise<void> {
+    await this.bump([hostId]);
+  }
+
+  /** Stores a signature found after registration and moves the versions of the hosts that are served it. */
+  async updateSignature(record: ArtifactRecord): Promise<void> {
+    await this.store.replaceArtifact(record);
+    const selectors = (await this.store.desiredState()).selectors.filter((s) => s.artifactId === record.id).map((s) => s.selector);
+    await this.bump([...(await this.store.artifactHosts(record.id)), ...(await this.hostsMatching(selectors))]);
   }
 
   /** Last-seen is advisory: written at most once a minute per host, failures ignored. */

@@ -23,7 +23,7 @@ if (!Number.isInteger(port) || !redisUrl) {
 const redis = new Redis(redisUrl);
 
 async function forHost(hostId: string): Promise<string> {
-  // Sorted like RedisStore.hostAssignments, so the answer matches the assigner's.
+  // Sorted like RedisStore.hostDesired, so the answer matches the assigner's.
   const ids = (await redis.smembers(`${prefix}:{a}:host:${hostId}`)).sort();
   const values = ids.length > 0 ? await redis.mget(ids.map((id) => `${prefix}:artifact:${id}`)) : [];
   const artifacts = values.filter((v): v is string => v !== null).map((v) => toArtifactJson(JSON.parse(v) as ArtifactRecord));

@@ -9,6 +9,7 @@ import { registerAgent } from "./commands/agent.js";
 import { registerAssigner, registerOperatorCommands } from "./commands/assigner.js";
 import { registerCopy } from "./commands/copy.js";
 import { registerFleetView } from "./commands/fleet-view.js";
+import { registerFleet } from "./commands/fleet.js";
 import { registerInspect } from "./commands/inspect.js";
 import { registerKeygen } from "./commands/keys.js";
 import { registerMirror } from "./commands/mirror.js";
@@ -36,6 +37,7 @@ registerTrust(program);
 registerAssigner(program);
 registerOperatorCommands(program);
 registerFleetView(program);
+registerFleet(program);
 registerAgent(program);
 
 /** The command whose arguments were wrong, to point at its --help. */

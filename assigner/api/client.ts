@@ -9,15 +9,21 @@ import { AssignerError, ERROR_STATUS, isAssignerErrorCode, type AssignerErrorCod
 import type {
   AgentDetailJson,
   AgentList,
+  AssignmentChangesBody,
+  AssignmentChangesResult,
   ArtifactJson,
   ArtifactList,
   ArtifactStatusJson,
   AssignmentJson,
   Capabilities,
+  DesiredStateJson,
+  HostAssignmentsJson,
   RegisterCompleteBody,
   RegisterCompleteResponse,
   RegisterInitBody,
   RegisterInitResponse,
+  RolloutJson,
+  RolloutList,
   SignedTelemetry,
   TelemetryResult,
   SignaturesJson,
@@ -34,7 +40,7 @@ export interface RegisterOptions {
   enrollSecret?: string;
 }
 
-type Method = "GET" | "POST" | "DELETE";
+type Method = "GET" | "POST" | "PUT" | "DELETE";
 
 export class AssignerClient {
   /** `token`: the operator token, or an agent token from register(); registration itself needs none. */
@@ -64,8 +70,8 @@ export class AssignerClient {
   }
 
   /** Any JSON call; the typed methods below are this with a path and a type. */
-  async call<T>(method: Method, path: string, body?: unknown): Promise<T> {
-    const res = await this.send(method, path, body);
+  async call<T>(method: Method, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<T> {
+    const res = await this.send(method, path, body, headers);
     return JSON.parse(await res.body.text()) as T;
   }
 
@@ -176,6 +182,34 @@ export class AssignerClient {
 
   unassign(artifactId: string, hostId: string): Promise<z.infer<typeof AssignmentJson>> {
     return this.call("POST", `/unassign/${encodeURIComponent(artifactId)}/${encodeURIComponent(hostId)}`);
+  }
+
+  /** The whole desired state; its `version` goes back as `ifMatch` on changes. */
+  desiredState(): Promise<z.infer<typeof DesiredStateJson>> {
+    return this.call("GET", "/assignments");
+  }
+
+  /** Adds and removes in one atomic step; with `ifMatch`, a PRECONDITION_FAILED error when the state moved since that version. */
+  changeAssignments(changes: z.input<typeof AssignmentChangesBody>, options: { ifMatch?: number } = {}): Promise<z.infer<typeof AssignmentChangesResult>> {
+    return this.call("POST", "/assignments", changes, options.ifMatch !== undefined ? { "if-match": `"${options.ifMatch}"` } : {});
+  }
+
+  /** What a host is served, and why (its own assignments, selector matches). */
+  hostAssignments(hostId: string): Promise<z.infer<typeof HostAssignmentsJson>> {
+    return this.call("GET", `/hosts/${encodeURIComponent(hostId)}/assignments`);
+  }
+
+  putRollout(rollout: z.input<typeof RolloutJson>): Promise<z.infer<typeof RolloutJson>> {
+    return this.call("PUT", `/rollouts/${encodeURIComponent(rollout.id)}`, rollout);
+  }
+
+  rollout(id: string): Promise<z.infer<typeof RolloutJson>> {
+    return this.call("GET", `/rollouts/${encodeURIComponent(id)}`);
+  }
+
+  /** Newest first. */
+  rollouts(): Promise<z.infer<typeof RolloutList>> {
+    return this.call("GET", "/rollouts");
   }
 }
 

@@ -3,6 +3,7 @@
 // clients (the CLI, agents) type their calls with them.
 // Shapes follow the seed document ("Expected API Responses") and DESIGN.md.
 import { z } from "zod";
+import { parseSelector, SELECTOR_MAX_LENGTH } from "./selector.js";
 
 export const HostId = z
   .string()
@@ -267,3 +268,88 @@ export const TelemetryResult = z.object({
 export const AssignmentNotice = z.object({ host_id: HostId, version: z.number().int() });
 
 export type AssignmentNotice = z.infer<typeof AssignmentNotice>;
+
+/** A label selector (selector.ts): Kubernetes syntax, bounded; stored in its canonical text. */
+export const SelectorText = z
+  .string()
+  .max(SELECTOR_MAX_LENGTH)
+  .superRefine((text, ctx) => {
+    try {
+      parseSelector(text);
+    } catch (err) {
+      ctx.addIssue({ code: "custom", message: (err as Error).message });
+    }
+  })
+  .meta({ description: "A label selector: key=value, key!=value, key in (a,b), key notin (a,b), key, !key; comma-separated (all must hold)", example: "env=prod,zone in (a,b)" });
+
+/** One assignment of the desired state: an artifact to one host, or to every host whose labels match a selector. */
+export const AssignmentEntry = z.union([
+  z.strictObject({ artifact_id: Digest, host_id: HostId }),
+  z.strictObject({ artifact_id: Digest, selector: SelectorText }),
+]);
+export type AssignmentEntry = z.infer<typeof AssignmentEntry>;
+
+/** Changes in one request, at most. */
+export const ASSIGNMENT_CHANGES_MAX = 1000;
+/** Selector assignments an assigner holds, at most (each is matched against a host's labels on its poll). */
+export const SELECTOR_ASSIGNMENTS_MAX = 10_000;
+
+/** GET /assignments: the whole desired state; `version` is also the ETag. */
+export const DesiredStateJson = z.object({
+  version: z.number().int().meta({ description: "Moves on every change of the desired state; send it as If-Match on writes" }),
+  assignments: z.array(AssignmentEntry),
+  total: z.number().int(),
+});
+
+/** POST /assignments: adds and removes applied in one atomic step (If-Match: the version they were planned on). */
+export const AssignmentChangesBody = z
+  .strictObject({
+    add: z.array(AssignmentEntry).max(ASSIGNMENT_CHANGES_MAX).optional(),
+    remove: z.array(AssignmentEntry).max(ASSIGNMENT_CHANGES_MAX).optional(),
+  })
+  .refine((b) => (b.add?.length ?? 0) + (b.remove?.length ?? 0) <= ASSIGNMENT_CHANGES_MAX, `at most ${ASSIGNMENT_CHANGES_MAX} changes in one request`);
+
+export const AssignmentChangesResult = z.object({
+  version: z.number().int().meta({ description: "The desired state's version after the change (also the ETag)" }),
+  added: z.number().int().meta({ description: "Assignments that were not there before" }),
+  removed: z.number().int().meta({ description: "Assignments that were there before" }),
+});
+
+/** GET /hosts/{host_id}/assignments: what a host is served, and why. */
+export const HostAssignmentsJson = z.object({
+  host_id: HostId,
+  version: z.number().int().meta({ description: "The host's version: the ETag of its for-host answer" }),
+  labels: z.record(z.string(), z.string()).optional().meta({ description: "The labels its agent registered with" }),
+  assignments: z.array(z.object({ artifact_id: Digest, via: z.enum(["host", "selector"]), selector: z.string().optional() })),
+});
+
+export const RolloutId = z.string().regex(/^[a-z0-9][a-z0-9-]{0,63}$/, "a rollout id is 1-64 lowercase letters, digits or '-'");
+
+/** One ring of a staged rollout, as the driver (`aegis apply --rollout`) records it. */
+export const RolloutRing = z.strictObject({
+  spec: z.string().max(16).meta({ description: "As given: a host count (1) or a share of the hosts (10%)" }),
+  hosts: z.number().int().nonnegative().meta({ description: "Hosts in this ring (not counting earlier rings)" }),
+  state: z.enum(["pending", "waiting", "passed", "failed"]),
+  in_force: z.number().int().nonnegative().meta({ description: "Hosts whose signed in-force receipt for every new digest arrived" }),
+  failed: z.number().int().nonnegative(),
+  failures: z
+    .array(z.strictObject({ host_id: HostId, artifact_id: Digest.optional(), code: z.string().max(64).optional(), reason: z.string().max(512) }))
+    .max(20)
+    .meta({ description: "The first failures, with the agents' codes (or 'no receipt in time')" }),
+});
+
+/** A staged rollout, kept on the assigner so that any process can show it (`aegis rollout status`). */
+export const RolloutJson = z.strictObject({
+  id: RolloutId,
+  state: z.enum(["running", "completed", "rolling_back", "rolled_back", "failed"]),
+  changes: z.array(z.strictObject({ from: Digest.optional(), to: Digest, target: z.string().max(1100) })).max(ASSIGNMENT_CHANGES_MAX),
+  rings: z.array(RolloutRing).min(1).max(16),
+  max_failures: z.string().max(16),
+  ring_timeout_ms: z.number().int().positive(),
+  reason: z.string().max(2048).optional().meta({ description: "Why it stopped" }),
+  started_at: z.iso.datetime(),
+  updated_at: z.iso.datetime(),
+});
+export type RolloutJson = z.infer<typeof RolloutJson>;
+
+export const RolloutList = z.object({ rollouts: z.array(RolloutJson), total: z.number().int() });

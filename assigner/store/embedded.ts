@@ -13,17 +13,21 @@ import { mkdir, readFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import { atomicWrite, removeStaleTemps } from "../../util/index.js";
 import { StoreUnavailableError } from "../errors.js";
-import type {
-  AgentRecord,
-  ArtifactRecord,
-  AssignerStore,
-  AssignResult,
-  BindResult,
-  HostAssignments,
-  Registration,
-  RegistrationLimits,
-  StatusRecord,
-  TokenRecord,
+import type { RolloutJson } from "../api/index.js";
+import {
+  ROLLOUTS_KEPT,
+  type AgentRecord,
+  type ArtifactRecord,
+  type AssignerStore,
+  type AssignmentChange,
+  type BindResult,
+  type ChangeResult,
+  type DesiredState,
+  type HostDesired,
+  type Registration,
+  type RegistrationLimits,
+  type StatusRecord,
+  type TokenRecord,
 } from "./store.js";
 
 /** How soon advisory changes (telemetry) reach the file. */
@@ -36,6 +40,10 @@ interface Snapshot {
   agents: [string, AgentRecord][];
   tokens: [string, TokenRecord][];
   status: [string, [string, StatusRecord][]][];
+  /** Selector assignments as "<artifact id> <selector>", and the desired state's version. */
+  selectors?: string[];
+  desiredVersion?: number;
+  rollouts?: [string, RolloutJson][];
 }
 
 export class EmbeddedStore implements AssignerStore {
@@ -47,6 +55,10 @@ export class EmbeddedStore implements AssignerStore {
   private tokens = new Map<string, TokenRecord>();
   /** artifactId → hostId → status */
   private status = new Map<string, Map<string, StatusRecord>>();
+  private selectors = new Set<string>();
+  private desiredVersion = 0;
+  /** Oldest first (insertion order). */
+  private rollouts = new Map<string, RolloutJson>();
   /** Registrations live five minutes: kept in memory only, so the unauthenticated init endpoint never writes the file. */
   private readonly registrations = new Map<string, { registration: Registration; expires: number }>();
   /** The write in flight, and whether another must follow it. */
@@ -84,6 +96,9 @@ export class EmbeddedStore implements AssignerStore {
     this.tokens = new Map(snapshot.tokens);
     this.hostAgent = new Map([...this.agents.values()].map((agent) => [agent.hostId, agent.uid]));
     this.status = new Map((snapshot.status ?? []).map(([id, byHost]) => [id, new Map(byHost)]));
+    this.selectors = new Set(snapshot.selectors);
+    this.desiredVersion = snapshot.desiredVersion ?? 0;
+    this.rollouts = new Map(snapshot.rollouts);
   }
 
   private snapshot(): Snapshot {
@@ -93,6 +108,9 @@ export class EmbeddedStore implements AssignerStore {
       agents: [...this.agents],
       tokens: [...this.tokens],
       status: [...this.status].map(([id, byHost]) => [id, [...byHost]]),
+      selectors: [...this.selectors],
+      desiredVersion: this.desiredVersion,
+      rollouts: [...this.rollouts],
     };
   }
 
@@ -164,23 +182,69 @@ export class EmbeddedStore implements AssignerStore {
     return [...this.artifacts.values()];
   }
 
-  private async change(artifactId: string, hostId: string, add: boolean): Promise<AssignResult> {
-    let host = this.hosts.get(hostId);
-    if (!host) this.hosts.set(hostId, (host = { version: 0, artifacts: [] }));
-    const has = host.artifacts.includes(artifactId);
-    if (has === add) return { changed: false, version: host.version };
-    host.artifacts = add ? [...host.artifacts, artifactId] : host.artifacts.filter((id) => id !== artifactId);
-    const version = ++host.version;
+  async changeAssignments(changes: AssignmentChange[], ifVersion?: number): Promise<ChangeResult> {
+    if (ifVersion !== undefined && ifVersion !== this.desiredVersion) return { applied: false, version: this.desiredVersion };
+    let added = 0;
+    let removed = 0;
+    const touched = new Map<string, boolean>();
+    for (const { add, artifactId, target } of changes) {
+      let changed: boolean;
+      if ("hostId" in target) {
+        let host = this.hosts.get(target.hostId);
+        if (!host) this.hosts.set(target.hostId, (host = { version: 0, artifacts: [] }));
+        changed = host.artifacts.includes(artifactId) !== add;
+        if (changed) host.artifacts = add ? [...host.artifacts, artifactId] : host.artifacts.filter((id) => id !== artifactId);
+        touched.set(target.hostId, (touched.get(target.hostId) ?? false) || changed);
+      } else {
+        const member = `${artifactId} ${target.selector}`;
+        changed = this.selectors.has(member) !== add;
+        if (add) this.selectors.add(member);
+        else this.selectors.delete(member);
+      }
+      if (changed && add) added++;
+      else if (changed) removed++;
+    }
+    const hosts = [...touched].map(([hostId, changed]) => {
+      const host = this.hosts.get(hostId)!;
+      return { hostId, version: changed ? ++host.version : host.version, changed };
+    });
+    if (added + removed === 0) return { applied: true, version: this.desiredVersion, added, removed, hosts };
+    const version = ++this.desiredVersion;
     await this.persist();
-    return { changed: true, version };
+    return { applied: true, version, added, removed, hosts };
   }
 
-  assign(artifactId: string, hostId: string): Promise<AssignResult> {
-    return this.change(artifactId, hostId, true);
+  async desiredState(): Promise<DesiredState> {
+    const direct = [...this.hosts].flatMap(([hostId, host]) => host.artifacts.map((artifactId) => ({ artifactId, hostId })));
+    return { version: this.desiredVersion, direct, selectors: this.selectorList() };
   }
 
-  unassign(artifactId: string, hostId: string): Promise<AssignResult> {
-    return this.change(artifactId, hostId, false);
+  private selectorList(): { artifactId: string; selector: string }[] {
+    return [...this.selectors].map((member) => {
+      const space = member.indexOf(" ");
+      return { artifactId: member.slice(0, space), selector: member.slice(space + 1) };
+    });
+  }
+
+  async hostDesired(hostId: string): Promise<HostDesired> {
+    const host = this.hosts.get(hostId);
+    return { version: host?.version ?? 0, artifactIds: [...(host?.artifacts ?? [])].sort(), selectors: this.selectorList() };
+  }
+
+  async putRollout(rollout: RolloutJson): Promise<void> {
+    if (!this.rollouts.has(rollout.id)) {
+      for (const id of [...this.rollouts.keys()].slice(0, Math.max(0, this.rollouts.size - ROLLOUTS_KEPT + 1))) this.rollouts.delete(id);
+    }
+    this.rollouts.set(rollout.id, rollout);
+    await this.persist();
+  }
+
+  async getRollout(id: string): Promise<RolloutJson | undefined> {
+    return this.rollouts.get(id);
+  }
+
+  async listRollouts(): Promise<RolloutJson[]> {
+    return [...this.rollouts.values()].reverse();
   }
 
   async bumpHostVersion(hostId: string): Promise<number> {
@@ -189,11 +253,6 @@ export class EmbeddedStore implements AssignerStore {
     const version = ++host.version;
     await this.persist();
     return version;
-  }
-
-  async hostAssignments(hostId: string): Promise<HostAssignments> {
-    const host = this.hosts.get(hostId);
-    return { version: host?.version ?? 0, artifactIds: [...(host?.artifacts ?? [])].sort() };
   }
 
   async hostVersion(hostId: string): Promise<number> {

@@ -4,17 +4,21 @@
 // (no offline queue, a short connect timeout), so the API answers 503 instead of hanging.
 import { Redis } from "ioredis";
 import { StoreUnavailableError } from "../errors.js";
-import type {
-  AgentRecord,
-  ArtifactRecord,
-  AssignerStore,
-  AssignResult,
-  BindResult,
-  HostAssignments,
-  Registration,
-  RegistrationLimits,
-  StatusRecord,
-  TokenRecord,
+import type { RolloutJson } from "../api/index.js";
+import {
+  ROLLOUTS_KEPT,
+  type AgentRecord,
+  type ArtifactRecord,
+  type AssignerStore,
+  type AssignmentChange,
+  type BindResult,
+  type ChangeResult,
+  type DesiredState,
+  type HostDesired,
+  type Registration,
+  type RegistrationLimits,
+  type StatusRecord,
+  type TokenRecord,
 } from "./store.js";
 
 export interface RedisStoreOptions {
@@ -28,20 +32,57 @@ export interface RedisStoreOptions {
   commandTimeoutMs?: number;
 }
 
-// KEYS: host set, host version, artifact's host set. ARGV: artifact id, host id, "add" | "rem".
-// The keys a script touches must share a hash slot on Redis Cluster, hence
-// the one {a} tag on all assignment keys (this client itself is single-node).
-const CHANGE_ASSIGNMENT = `
-local changed
-if ARGV[3] == 'add' then
-  changed = redis.call('SADD', KEYS[1], ARGV[1])
-  redis.call('SADD', KEYS[3], ARGV[2])
-else
-  changed = redis.call('SREM', KEYS[1], ARGV[1])
-  redis.call('SREM', KEYS[3], ARGV[2])
+// KEYS: the desired state's version. ARGV: the assignment keys' prefix
+// ("<prefix>:{a}"), the If-Match version or "", then per change: "add" |
+// "rem", artifact id, "h" (a host) | "s" (a selector), host id or selector.
+// Every change, the desired version and the versions of the hosts whose own
+// sets changed move together, or nothing does (a stale version). The keys
+// share the {a} hash tag, as Redis Cluster needs of one script's keys (this
+// client itself is single-node). Returns {applied, version, added, removed,
+// then host, host version, changed (1|0) per host touched}.
+const CHANGE_ASSIGNMENTS = `
+local version = tonumber(redis.call('GET', KEYS[1]) or '0')
+if ARGV[2] ~= '' and tonumber(ARGV[2]) ~= version then return {0, version} end
+local p = ARGV[1]
+local added, removed = 0, 0
+local touched, order = {}, {}
+for i = 3, #ARGV, 4 do
+  local add, artifact, kind, x = ARGV[i] == 'add', ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local changed
+  if kind == 'h' then
+    if add then
+      changed = redis.call('SADD', p .. ':host:' .. x, artifact)
+      redis.call('SADD', p .. ':hosts:' .. artifact, x)
+      redis.call('SADD', p .. ':direct', artifact .. ' ' .. x)
+    else
+      changed = redis.call('SREM', p .. ':host:' .. x, artifact)
+      redis.call('SREM', p .. ':hosts:' .. artifact, x)
+      redis.call('SREM', p .. ':direct', artifact .. ' ' .. x)
+    end
+    if touched[x] == nil then table.insert(order, x) end
+    touched[x] = touched[x] or changed == 1
+  elseif add then
+    changed = redis.call('SADD', p .. ':selectors', artifact .. ' ' .. x)
+  else
+    changed = redis.call('SREM', p .. ':selectors', artifact .. ' ' .. x)
+  end
+  if changed == 1 then
+    if add then added = added + 1 else removed = removed + 1 end
+  end
 end
-if changed == 1 then return {1, redis.call('INCR', KEYS[2])} end
-return {0, tonumber(redis.call('GET', KEYS[2]) or '0')}
+if added + removed > 0 then version = redis.call('INCR', KEYS[1]) end
+local out = {1, version, added, removed}
+for _, host in ipairs(order) do
+  table.insert(out, host)
+  if touched[host] then
+    table.insert(out, redis.call('INCR', p .. ':version:' .. host))
+    table.insert(out, 1)
+  else
+    table.insert(out, tonumber(redis.call('GET', p .. ':version:' .. host) or '0'))
+    table.insert(out, 0)
+  end
+end
+return out
 `;
 
 // KEYS: the host's agent pointer. ARGV: key prefix, agent uid, agent JSON,
@@ -107,6 +148,11 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 return 1
 `;
+
+function splitSelector(member: string): { artifactId: string; selector: string } {
+  const space = member.indexOf(" ");
+  return { artifactId: member.slice(0, space), selector: member.slice(space + 1) };
+}
 
 function parse<T>(text: string | null | undefined): T | undefined {
   return text ? (JSON.parse(text) as T) : undefined;
@@ -177,24 +223,53 @@ export class RedisStore implements AssignerStore {
     return (await this.getArtifacts(ids.sort())).filter((r): r is ArtifactRecord => r !== undefined);
   }
 
-  private async change(artifactId: string, hostId: string, op: "add" | "rem"): Promise<AssignResult> {
-    const keys = [this.hostSet(hostId), this.hostVersionKey(hostId), this.artifactHostsKey(artifactId)];
-    const [changed, version] = (await this.run(() => this.redis.eval(CHANGE_ASSIGNMENT, 3, ...keys, artifactId, hostId, op))) as [number, number];
-    return { changed: changed === 1, version };
+  private get assignmentsPrefix() {
+    return `${this.p}:{a}`;
   }
 
-  assign(artifactId: string, hostId: string): Promise<AssignResult> {
-    return this.change(artifactId, hostId, "add");
+  async changeAssignments(changes: AssignmentChange[], ifVersion?: number): Promise<ChangeResult> {
+    const args = changes.flatMap(({ add, artifactId, target }) => [add ? "add" : "rem", artifactId, "hostId" in target ? "h" : "s", "hostId" in target ? target.hostId : target.selector]);
+    const reply = (await this.run(() => this.redis.eval(CHANGE_ASSIGNMENTS, 1, `${this.p}:{a}:desired`, this.assignmentsPrefix, ifVersion === undefined ? "" : String(ifVersion), ...args))) as (number | string)[];
+    const [applied, version, added, removed] = reply as number[];
+    if (applied !== 1) return { applied: false, version: version! };
+    const hosts: { hostId: string; version: number; changed: boolean }[] = [];
+    for (let i = 4; i < reply.length; i += 3) hosts.push({ hostId: String(reply[i]), version: Number(reply[i + 1]), changed: reply[i + 2] === 1 });
+    return { applied: true, version: version!, added: added!, removed: removed!, hosts };
   }
 
-  unassign(artifactId: string, hostId: string): Promise<AssignResult> {
-    return this.change(artifactId, hostId, "rem");
+  async desiredState(): Promise<DesiredState> {
+    const replies = await this.run(() => this.redis.multi().get(`${this.p}:{a}:desired`).smembers(`${this.p}:{a}:direct`).smembers(`${this.p}:{a}:selectors`).exec());
+    const [[, version], [, direct], [, selectors]] = replies as [[unknown, string | null], [unknown, string[]], [unknown, string[]]];
+    return {
+      version: Number(version ?? 0),
+      direct: direct.map((member) => ({ artifactId: member.slice(0, member.indexOf(" ")), hostId: member.slice(member.indexOf(" ") + 1) })),
+      selectors: selectors.map(splitSelector),
+    };
   }
 
-  async hostAssignments(hostId: string): Promise<HostAssignments> {
-    const replies = await this.run(() => this.redis.multi().smembers(this.hostSet(hostId)).get(this.hostVersionKey(hostId)).exec());
-    const [[, members], [, version]] = replies as [[unknown, string[]], [unknown, string | null]];
-    return { version: Number(version ?? 0), artifactIds: members.sort() };
+  async hostDesired(hostId: string): Promise<HostDesired> {
+    // The version first in one transaction: what is read with it is no older than it.
+    const replies = await this.run(() => this.redis.multi().get(this.hostVersionKey(hostId)).smembers(this.hostSet(hostId)).smembers(`${this.p}:{a}:selectors`).exec());
+    const [[, version], [, members], [, selectors]] = replies as [[unknown, string | null], [unknown, string[]], [unknown, string[]]];
+    return { version: Number(version ?? 0), artifactIds: members.sort(), selectors: selectors.map(splitSelector) };
+  }
+
+  async putRollout(rollout: RolloutJson): Promise<void> {
+    const key = `${this.p}:rollouts`;
+    await this.run(() => this.redis.multi().set(`${this.p}:rollout:${rollout.id}`, JSON.stringify(rollout)).zadd(key, "NX", String(Date.parse(rollout.started_at)), rollout.id).exec());
+    const old = await this.run(() => this.redis.zrange(key, "0", String(-(ROLLOUTS_KEPT + 1))));
+    if (old.length > 0) await this.run(() => this.redis.multi().zrem(key, ...old).del(...old.map((id) => `${this.p}:rollout:${id}`)).exec());
+  }
+
+  async getRollout(id: string): Promise<RolloutJson | undefined> {
+    return parse(await this.run(() => this.redis.get(`${this.p}:rollout:${id}`)));
+  }
+
+  async listRollouts(): Promise<RolloutJson[]> {
+    const ids = await this.run(() => this.redis.zrevrange(`${this.p}:rollouts`, 0, -1));
+    if (ids.length === 0) return [];
+    const values = await this.run(() => this.redis.mget(ids.map((id) => `${this.p}:rollout:${id}`)));
+    return values.flatMap((v) => parse<RolloutJson>(v) ?? []);
   }
 
   async hostVersion(hostId: string): Promise<number> {

@@ -3,6 +3,7 @@
 // (one machine, no server). test/assigner/store-conformance.test.ts runs the
 // same suite against both.
 import type { KernelFeatures } from "../../ebpf/index.js";
+import type { RolloutJson } from "../api/index.js";
 
 /** An artifact registered with the assigner: a policy manifest in some registry. */
 export interface ArtifactRecord {
@@ -90,10 +91,38 @@ export interface RegistrationLimits {
  */
 export type BindResult = { bound: true; replaced?: string } | { bound: false; holder: AgentRecord };
 
-export interface AssignResult {
-  changed: boolean;
-  version: number;
+/** One assignment of the desired state: to a host, or to the hosts a selector (canonical text) matches. */
+export type AssignmentTarget = { hostId: string } | { selector: string };
+
+export interface AssignmentChange {
+  add: boolean;
+  artifactId: string;
+  target: AssignmentTarget;
 }
+
+/** The whole desired state; `version` moves on every change of it. */
+export interface DesiredState {
+  version: number;
+  direct: { artifactId: string; hostId: string }[];
+  selectors: { artifactId: string; selector: string }[];
+}
+
+/** A host's own set and version, with every selector assignment, read together. */
+export interface HostDesired extends HostAssignments {
+  selectors: { artifactId: string; selector: string }[];
+}
+
+/**
+ * What changeAssignments did: nothing, because the desired state is no
+ * longer at `ifVersion` (applied false), or every change, with the version
+ * of each host a host change touched (changed: its set moved).
+ */
+export type ChangeResult =
+  | { applied: false; version: number }
+  | { applied: true; version: number; added: number; removed: number; hosts: { hostId: string; version: number; changed: boolean }[] };
+
+/** Rollouts kept, newest first; older ones are dropped. */
+export const ROLLOUTS_KEPT = 100;
 
 export interface AssignerStore {
   /** Stores an artifact unless one with its id exists; true when it was new. */
@@ -104,10 +133,23 @@ export interface AssignerStore {
   getArtifacts(ids: string[]): Promise<(ArtifactRecord | undefined)[]>;
   listArtifacts(): Promise<ArtifactRecord[]>;
 
-  /** Adds or removes one assignment atomically; the host's version moves only on a change. */
-  assign(artifactId: string, hostId: string): Promise<AssignResult>;
-  unassign(artifactId: string, hostId: string): Promise<AssignResult>;
-  hostAssignments(hostId: string): Promise<HostAssignments>;
+  /**
+   * Applies adds and removes (to hosts and to selectors) in one atomic step,
+   * only if the desired state's version is `ifVersion` when given. The
+   * desired version moves once if anything changed; a host's version moves
+   * when its own set did (hosts a selector matches are the caller's to bump).
+   */
+  changeAssignments(changes: AssignmentChange[], ifVersion?: number): Promise<ChangeResult>;
+  desiredState(): Promise<DesiredState>;
+  /** The host's set, its version and the selector assignments, in one read (the version no older than the rest). */
+  hostDesired(hostId: string): Promise<HostDesired>;
+
+  /** Stores a rollout's record (replacing the one with its id); keeps the newest ROLLOUTS_KEPT. */
+  putRollout(rollout: RolloutJson): Promise<void>;
+  getRollout(id: string): Promise<RolloutJson | undefined>;
+  /** Newest first. */
+  listRollouts(): Promise<RolloutJson[]>;
+
   /** The host's version alone: the cheap check behind a 304. */
   hostVersion(hostId: string): Promise<number>;
   /** Moves a host's version without changing its set: what it is served changed. */

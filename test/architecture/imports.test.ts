@@ -6,13 +6,13 @@ import { dirname, join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { folderCycles, importEdges, type ImportEdge } from "./imports.js";
 
-const FOLDERS = ["util", "policy", "registry", "bundle", "signing", "mirror", "ebpf", "assigner", "agent", "cli", "bench"] as const;
+const FOLDERS = ["util", "policy", "registry", "bundle", "signing", "mirror", "ebpf", "assigner", "agent", "fleet", "cli", "bench"] as const;
 const root = process.cwd();
 
 /** Imports of the assigner's server from agent/ or cli/. `aegis assigner serve` may load it on demand, nothing else. */
 function serverImports(edges: readonly ImportEdge[]): string[] {
   return edges
-    .filter((e) => /^(agent|cli)\//.test(e.from) && e.to.startsWith("assigner/") && !e.to.startsWith("assigner/api/"))
+    .filter((e) => /^(agent|cli|fleet)\//.test(e.from) && e.to.startsWith("assigner/") && !e.to.startsWith("assigner/api/"))
     .filter((e) => !(e.dynamic && e.from === "cli/commands/assigner.ts"))
     .map((e) => `${e.from} → ${e.to}${e.dynamic ? " (dynamic)" : ""}`);
 }

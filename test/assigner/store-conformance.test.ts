@@ -30,6 +30,21 @@ function artifact(n: number): ArtifactRecord {
   return { id, reference: `127.0.0.1:5000/p@${id}`, name: `p${n}`, version: "1.0.0", description: "", size: 10, layerDigest: id, metadata: {}, signature: "", createdAt: new Date(0).toISOString() };
 }
 
+/** One host assignment added or removed, as the single-assignment routes make it: whether it changed, and the host's version. */
+async function change(store: AssignerStore, artifactId: string, hostId: string, add: boolean): Promise<{ changed: boolean; version: number }> {
+  const result = await store.changeAssignments([{ add, artifactId, target: { hostId } }]);
+  if (!result.applied) throw new Error("an unconditional change was refused");
+  return { changed: result.hosts[0]!.changed, version: result.hosts[0]!.version };
+}
+const assign = (store: AssignerStore, artifactId: string, hostId: string) => change(store, artifactId, hostId, true);
+const unassign = (store: AssignerStore, artifactId: string, hostId: string) => change(store, artifactId, hostId, false);
+
+/** A host's own set and version (what hostDesired reads with the selectors). */
+async function hostAssignments(store: AssignerStore, hostId: string): Promise<{ version: number; artifactIds: string[] }> {
+  const { version, artifactIds } = await store.hostDesired(hostId);
+  return { version, artifactIds };
+}
+
 const implementations: [string, () => Promise<AssignerStore>, (s: AssignerStore) => Promise<AssignerStore>][] = [
   [
     "embedded",
@@ -72,15 +87,15 @@ describe.each(implementations)("AssignerStore conformance: %s", (_name, open, re
     const store = await fresh();
     const a = artifact(1).id;
     const b = artifact(2).id;
-    expect(await store.hostAssignments("h1")).toEqual({ version: 0, artifactIds: [] });
-    expect(await store.assign(a, "h1")).toEqual({ changed: true, version: 1 });
-    expect(await store.assign(a, "h1")).toEqual({ changed: false, version: 1 });
-    expect(await store.assign(b, "h1")).toEqual({ changed: true, version: 2 });
-    await store.assign(a, "h2");
-    expect(await store.hostAssignments("h1")).toEqual({ version: 2, artifactIds: [a, b].sort() });
+    expect(await hostAssignments(store, "h1")).toEqual({ version: 0, artifactIds: [] });
+    expect(await assign(store, a, "h1")).toEqual({ changed: true, version: 1 });
+    expect(await assign(store, a, "h1")).toEqual({ changed: false, version: 1 });
+    expect(await assign(store, b, "h1")).toEqual({ changed: true, version: 2 });
+    await assign(store, a, "h2");
+    expect(await hostAssignments(store, "h1")).toEqual({ version: 2, artifactIds: [a, b].sort() });
     expect(await store.artifactHosts(a)).toEqual(["h1", "h2"]);
-    expect(await store.unassign(a, "h1")).toEqual({ changed: true, version: 3 });
-    expect(await store.unassign(a, "h1")).toEqual({ changed: false, version: 3 });
+    expect(await unassign(store, a, "h1")).toEqual({ changed: true, version: 3 });
+    expect(await unassign(store, a, "h1")).toEqual({ changed: false, version: 3 });
     expect(await store.hostVersion("h1")).toBe(3);
     expect(await store.artifactHosts(a)).toEqual(["h2"]);
   });
@@ -91,11 +106,11 @@ describe.each(implementations)("AssignerStore conformance: %s", (_name, open, re
     // Each (artifact, host) pair gets one kind of operation, twice (a repeat is a no-op),
     // so the final sets and versions are known whatever the interleaving.
     const pairs = ids.flatMap((id, a) => Array.from({ length: 10 }, (_, h) => ({ id, host: `h${h}`, add: (a + h) % 3 !== 0 })));
-    for (const p of pairs.filter((p) => !p.add)) await store.assign(p.id, p.host);
-    await Promise.all([...pairs, ...pairs].map((p) => (p.add ? store.assign(p.id, p.host) : store.unassign(p.id, p.host))));
+    for (const p of pairs.filter((p) => !p.add)) await assign(store, p.id, p.host);
+    await Promise.all([...pairs, ...pairs].map((p) => (p.add ? assign(store, p.id, p.host) : unassign(store, p.id, p.host))));
     for (let h = 0; h < 10; h++) {
       const mine = pairs.filter((p) => p.host === `h${h}`);
-      const { artifactIds, version } = await store.hostAssignments(`h${h}`);
+      const { artifactIds, version } = await hostAssignments(store, `h${h}`);
       expect(artifactIds).toEqual(mine.filter((p) => p.add).map((p) => p.id).sort());
       // One step per pre-assignment and one per effective change.
       expect(version).toBe(mine.filter((p) => !p.add).length * 2 + mine.filter((p) => p.add).length);
@@ -105,8 +120,8 @@ describe.each(implementations)("AssignerStore conformance: %s", (_name, open, re
   it("treats host ids like constructor or toString as plain names", async () => {
     const store = await fresh();
     for (const host of ["constructor", "toString", "hasOwnProperty"]) {
-      expect(await store.assign(artifact(1).id, host)).toEqual({ changed: true, version: 1 });
-      expect(await store.hostAssignments(host)).toEqual({ version: 1, artifactIds: [artifact(1).id] });
+      expect(await assign(store, artifact(1).id, host)).toEqual({ changed: true, version: 1 });
+      expect(await hostAssignments(store, host)).toEqual({ version: 1, artifactIds: [artifact(1).id] });
       expect(await store.hostStatus(host)).toEqual([]);
       expect(await store.getAgentByHost(host)).toBeUndefined();
     }
@@ -117,9 +132,9 @@ describe.each(implementations)("AssignerStore conformance: %s", (_name, open, re
     await store.putArtifact(artifact(5));
     await store.replaceArtifact({ ...artifact(5), signature: "c2ln" });
     expect((await store.getArtifact(artifact(5).id))?.signature).toBe("c2ln");
-    await store.assign(artifact(5).id, "h5");
+    await assign(store, artifact(5).id, "h5");
     expect(await store.bumpHostVersion("h5")).toBe(2);
-    expect(await store.hostAssignments("h5")).toEqual({ version: 2, artifactIds: [artifact(5).id] });
+    expect(await hostAssignments(store, "h5")).toEqual({ version: 2, artifactIds: [artifact(5).id] });
   });
 
   it("hands out a registration once, and not after it expires", async () => {
@@ -206,14 +221,75 @@ describe.each(implementations)("AssignerStore conformance: %s", (_name, open, re
     expect((await store.hostStatus("h2")).map((s) => s.event), "replaced in the host's view too").toEqual(["detached"]);
   });
 
+  it("changes host and selector assignments in one step, moving the desired version only on a change", async () => {
+    const store = await fresh();
+    const [a, b] = [artifact(1).id, artifact(2).id];
+    expect(await store.desiredState()).toEqual({ version: 0, direct: [], selectors: [] });
+    const first = await store.changeAssignments([
+      { add: true, artifactId: a, target: { hostId: "h1" } },
+      { add: true, artifactId: a, target: { selector: "env=prod" } },
+      { add: true, artifactId: b, target: { selector: "zone in (a,b)" } },
+    ]);
+    expect(first, "three adds; h1's own set moved").toEqual({ applied: true, version: 1, added: 3, removed: 0, hosts: [{ hostId: "h1", version: 1, changed: true }] });
+    const again = await store.changeAssignments([{ add: true, artifactId: a, target: { hostId: "h1" } }, { add: true, artifactId: a, target: { selector: "env=prod" } }]);
+    expect(again, "the same adds again change nothing").toEqual({ applied: true, version: 1, added: 0, removed: 0, hosts: [{ hostId: "h1", version: 1, changed: false }] });
+    const state = await store.desiredState();
+    expect(state.version).toBe(1);
+    expect(state.direct).toEqual([{ artifactId: a, hostId: "h1" }]);
+    expect(state.selectors.sort((x, y) => x.selector.localeCompare(y.selector))).toEqual([
+      { artifactId: a, selector: "env=prod" },
+      { artifactId: b, selector: "zone in (a,b)" },
+    ]);
+    const host = await store.hostDesired("h1");
+    expect({ version: host.version, artifactIds: host.artifactIds, selectors: host.selectors.length }).toEqual({ version: 1, artifactIds: [a], selectors: 2 });
+    expect(await assign(store, b, "h2"), "single changes move the desired version too").toEqual({ changed: true, version: 1 });
+    expect((await store.desiredState()).version).toBe(2);
+    const removed = await store.changeAssignments([{ add: false, artifactId: a, target: { selector: "env=prod" } }, { add: false, artifactId: a, target: { hostId: "h1" } }], 2);
+    expect(removed).toEqual({ applied: true, version: 3, added: 0, removed: 2, hosts: [{ hostId: "h1", version: 2, changed: true }] });
+    expect((await store.hostDesired("h1")).selectors).toEqual([{ artifactId: b, selector: "zone in (a,b)" }]);
+  });
+
+  it("refuses a change planned on a stale version, and of two concurrent changes on one version applies one", async () => {
+    const store = await fresh();
+    const a = artifact(1).id;
+    await store.changeAssignments([{ add: true, artifactId: a, target: { hostId: "h1" } }]);
+    expect(await store.changeAssignments([{ add: true, artifactId: a, target: { hostId: "h2" } }], 0), "stale: nothing applied").toEqual({ applied: false, version: 1 });
+    expect(await hostAssignments(store, "h2")).toEqual({ version: 0, artifactIds: [] });
+    const racers = await Promise.all(Array.from({ length: 10 }, (_, i) => store.changeAssignments([{ add: true, artifactId: a, target: { selector: `n=${i}` } }], 1)));
+    expect(racers.filter((r) => r.applied), "exactly one of ten writers on version 1 wins").toHaveLength(1);
+    expect((await store.desiredState()).selectors, "only the winner's change is there").toHaveLength(1);
+  });
+
+  it("keeps rollouts by id, newest first", async () => {
+    const store = await fresh();
+    const rollout = (id: string, second: number, state: "running" | "completed" = "running") => ({
+      id,
+      state,
+      changes: [{ to: artifact(1).id, target: "host:h1" }],
+      rings: [{ spec: "100%", hosts: 1, state: "pending" as const, in_force: 0, failed: 0, failures: [] }],
+      max_failures: "0",
+      ring_timeout_ms: 1000,
+      started_at: new Date(Date.UTC(2026, 0, 1, 0, 0, second)).toISOString(),
+      updated_at: new Date(Date.UTC(2026, 0, 1, 0, 0, second)).toISOString(),
+    });
+    await store.putRollout(rollout("r1", 1));
+    await store.putRollout(rollout("r2", 2));
+    await store.putRollout(rollout("r1", 1, "completed"));
+    expect((await store.getRollout("r1"))?.state, "replaced by id").toBe("completed");
+    expect(await store.getRollout("nope")).toBeUndefined();
+    expect((await store.listRollouts()).map((r) => r.id), "newest first").toEqual(["r2", "r1"]);
+  });
+
   it("keeps everything across a reopen", async () => {
     const store = await fresh();
     await store.putArtifact(artifact(7));
-    await store.assign(artifact(7).id, "h7");
+    await assign(store, artifact(7).id, "h7");
+    await store.changeAssignments([{ add: true, artifactId: artifact(7).id, target: { selector: "env=prod" } }]);
     const again = await reopen(store);
     opened.push(again);
+    expect(await again.desiredState(), "selectors and the desired version too").toEqual({ version: 2, direct: [{ artifactId: artifact(7).id, hostId: "h7" }], selectors: [{ artifactId: artifact(7).id, selector: "env=prod" }] });
     expect((await again.getArtifact(artifact(7).id))?.name).toBe("p7");
-    expect(await again.hostAssignments("h7")).toEqual({ version: 1, artifactIds: [artifact(7).id] });
+    expect(await hostAssignments(again, "h7")).toEqual({ version: 1, artifactIds: [artifact(7).id] });
   });
 });
 
@@ -222,17 +298,17 @@ describe("EmbeddedStore on a failed write", () => {
     const storeDir = mkdtempSync(join(dir, "failing-"));
     const store = await EmbeddedStore.open(join(storeDir, "store.json"));
     opened.push(store);
-    await store.assign(artifact(1).id, "h");
+    await assign(store, artifact(1).id, "h");
     rmSync(storeDir, { recursive: true, force: true });
-    const err = (await store.assign(artifact(2).id, "h").catch((e: unknown) => e)) as StoreUnavailableError;
+    const err = (await assign(store, artifact(2).id, "h").catch((e: unknown) => e)) as StoreUnavailableError;
     expect(err, "a write into a removed directory fails").toBeInstanceOf(StoreUnavailableError);
     expect(err.message, "the answer names no server path").not.toContain(storeDir);
-    expect(await store.hostAssignments("h"), "the failed change is not live").toEqual({ version: 1, artifactIds: [artifact(1).id] });
+    expect(await hostAssignments(store, "h"), "the failed change is not live").toEqual({ version: 1, artifactIds: [artifact(1).id] });
     mkdirSync(storeDir);
-    expect(await store.assign(artifact(3).id, "h")).toEqual({ changed: true, version: 2 });
+    expect(await assign(store, artifact(3).id, "h")).toEqual({ changed: true, version: 2 });
     const again = await EmbeddedStore.open(store.file);
     opened.push(again);
-    expect(await again.hostAssignments("h")).toEqual({ version: 2, artifactIds: [artifact(1).id, artifact(3).id] });
+    expect(await hostAssignments(again, "h")).toEqual({ version: 2, artifactIds: [artifact(1).id, artifact(3).id] });
   });
 
   it("removes temp files a crash left beside the store", async () => {

@@ -1,0 +1,181 @@
+// GitOps commands (README "GitOps"): `aegis apply` (fleet files → the
+// assigner's desired state, optionally as a staged rollout), `aegis promote`
+// (the same digest, one environment forward), `aegis rollout status` and
+// `aegis assignments`. The work is in fleet/; it loads when a command runs.
+import type { Command } from "commander";
+import type { FleetPlan } from "../../fleet/index.js";
+import { InputError } from "../../errors.js";
+import { addTrustOptions, repositoryOptions, type TrustOptions } from "../options.js";
+import { report } from "../output.js";
+import { parseDuration } from "./agent.js";
+import { client, withClientOptions, type ClientOptions } from "./assigner.js";
+
+interface ApplyOptions extends ClientOptions, TrustOptions {
+  file: string[];
+  environment?: string;
+  prune?: boolean;
+  dryRun?: boolean;
+  pin?: boolean;
+  rollout?: string;
+  maxFailures: string;
+  ringTimeout: string;
+  plainHttp?: boolean;
+}
+
+const collect = (value: string, previous: string[] = []) => [...previous, value];
+
+function duration(flag: string, text: string): number {
+  try {
+    return parseDuration(text);
+  } catch {
+    throw new InputError("INVALID_ARGUMENT", `--${flag} ${text}: expected a duration like 30s, 500ms or 5m`);
+  }
+}
+
+function withApplyOptions(command: Command, rolloutOnly = false): Command {
+  if (!rolloutOnly) {
+    command
+      .option("--prune", "remove assignments the files no longer name")
+      .option("--dry-run", "print the plan and stop")
+      .option("--pin", "resolve tags and write their digests into the files (atomically)");
+  }
+  return addTrustOptions(
+    withClientOptions(command)
+      .option("--environment <name>", "apply only the files of this environment")
+      .option("--rollout <rings>", "stage the new digests ring by ring, e.g. 1,10%,100%, rolling back on failures")
+      .option("--max-failures <n>", "failures a ring may have: a count or a share of the ring (10%)", "0")
+      .option("--ring-timeout <duration>", "how long a ring's hosts have to send their in-force receipts", "5m")
+      .option("--plain-http", "use http:// for a non-loopback registry (loopback always does)"),
+    ": every digest must be signed by one",
+  );
+}
+
+/** Prepares the files, plans on the assigner's state and applies (or rolls out); prints the plan first. */
+async function applyFiles(paths: string[], options: ApplyOptions, extra: Record<string, unknown> = {}): Promise<void> {
+  const [fleet, { loadTrust }] = await Promise.all([import("../../fleet/index.js"), import("../../signing/index.js")]);
+  const trustFiles = [...(options.key ?? []), ...(options.trust ?? [])];
+  const ringTimeoutMs = duration("ring-timeout", options.ringTimeout);
+  if (options.rollout) {
+    fleet.parseRings(options.rollout, 100);
+    fleet.allowedFailures(options.maxFailures, 1);
+  }
+  // The operator token is checked before any registry is read.
+  const assigner = await client(options);
+  const prepared = await fleet.prepareFleet(paths, {
+    ...(options.environment !== undefined ? { environment: options.environment } : {}),
+    pin: options.pin ?? false,
+    registry: repositoryOptions(options),
+    ...(trustFiles.length > 0 ? { trust: await loadTrust(trustFiles) } : {}),
+  });
+  const human = !options.json;
+  for (const p of prepared.pinned) if (human) console.log(`pinned ${p.file} policies[${p.index}] (${p.name}) to ${p.ref}`);
+  const names = await fleet.registerArtifacts(assigner, prepared.fleet, prepared.names, { dryRun: options.dryRun ?? false });
+  const desired = fleet.desiredEntries(prepared.fleet, names);
+  let shown: FleetPlan | undefined;
+  const result = await fleet.applyPlan(assigner, desired, names, {
+    prune: options.prune ?? false,
+    // A rollout applies the plan itself, ring by ring.
+    dryRun: (options.dryRun ?? false) || options.rollout !== undefined,
+    onPlan: (plan, attempt) => {
+      if (human) console.log(attempt > 1 ? `the desired state changed while applying (412): planned again\n${fleet.formatPlan(plan)}` : fleet.formatPlan(plan));
+      shown = plan;
+    },
+  });
+  const pinned = prepared.pinned.map((p) => ({ file: p.file, index: p.index, name: p.name, ref: p.ref }));
+  const base = { ...extra, plan: fleet.planJson(shown!), pinned, dry_run: options.dryRun ?? false };
+  if (options.dryRun || fleet.planIsEmpty(result.plan)) {
+    const what = options.dryRun ? "dry run: nothing changed" : "nothing to change";
+    report(options, what, { ...base, applied: false, version: result.version });
+    return;
+  }
+  if (!options.rollout) {
+    report(options, `applied: desired-state version ${result.version}${result.replans > 0 ? ` (planned again ${result.replans}× after 412)` : ""}`, { ...base, applied: true, version: result.version, replans: result.replans });
+    return;
+  }
+  const log = (line: string) => human && console.log(line);
+  // Ctrl-C (or SIGTERM) stops the rollout and rolls it back; a second one ends the process as it is.
+  const controller = new AbortController();
+  const stop = () => {
+    log("stopping: rolling back (interrupt again to leave the desired state as it is)");
+    controller.abort(new InputError("INVALID_ARGUMENT", "interrupted"));
+  };
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
+  try {
+    const { rollout } = await fleet.runRollout(assigner, result.plan, { rings: options.rollout, maxFailures: options.maxFailures, ringTimeoutMs, log, signal: controller.signal });
+    report(options, `rollout ${rollout.id} completed`, { ...base, applied: true, rollout });
+  } catch (err) {
+    if (options.json && err instanceof fleet.RolloutStopped) report(options, "", { ...base, applied: false, rollout: err.rollout });
+    throw err;
+  } finally {
+    process.off("SIGINT", stop);
+    process.off("SIGTERM", stop);
+  }
+}
+
+function rolloutLines(r: { id: string; state: string; rings: { spec: string; hosts: number; state: string; in_force: number; failed: number; failures: { host_id: string; code?: string; reason: string }[] }[]; changes: { from?: string; to: string; target: string }[]; reason?: string; started_at: string; updated_at: string }): string {
+  const rows = [
+    `rollout ${r.id}: ${r.state} (started ${r.started_at}, updated ${r.updated_at})`,
+    ...r.changes.slice(0, 10).map((c) => `  ${c.from ? `${c.from.slice(0, 19)} ⇒ ` : ""}${c.to.slice(0, 19)} → ${c.target}`),
+    ...(r.changes.length > 10 ? [`  … and ${r.changes.length - 10} more changes`] : []),
+    "  RING  SPEC  HOSTS  STATE    IN FORCE  FAILED",
+    ...r.rings.map((ring, i) => `  ${String(i + 1).padEnd(4)}  ${ring.spec.padEnd(4)}  ${String(ring.hosts).padEnd(5)}  ${ring.state.padEnd(7)}  ${String(ring.in_force).padEnd(8)}  ${ring.failed}`),
+    ...r.rings.flatMap((ring) => ring.failures.map((f) => `  failed: ${f.host_id}${f.code ? ` [${f.code}]` : ""} ${f.reason}`)),
+    ...(r.reason ? [`  ${r.reason}`] : []),
+  ];
+  return rows.join("\n");
+}
+
+export function registerFleet(program: Command): void {
+  withApplyOptions(
+    program
+      .command("apply")
+      .description("make the assigner's desired state what fleet files say (policies by digest, targets by host or label selector); prints the plan first")
+      .requiredOption("-f, --file <path>", "a fleet file, or a directory of them (repeatable)", collect),
+  ).action(async (options: ApplyOptions) => applyFiles(options.file, options));
+
+  withApplyOptions(
+    program
+      .command("promote")
+      .description("move a digest from one environment's fleet files to the next (the same digest, never a rebuild); with --apply or --rollout, apply the target environment")
+      .argument("<digest>", "sha256:… or host/repo@sha256:…")
+      .requiredOption("--from <environment>", "the environment that runs the digest now")
+      .requiredOption("--to <environment>", "the environment to move it to")
+      .requiredOption("-f, --file <path>", "fleet files or directories holding both environments (repeatable)", collect)
+      .option("--apply", "apply the --to environment's files after editing them"),
+    true,
+  ).action(async (digest: string, options: ApplyOptions & { from: string; to: string; apply?: boolean }) => {
+    const { promote } = await import("../../fleet/index.js");
+    const changes = await promote(options.file, digest, options.from, options.to);
+    const lines = changes.map((c) => `${c.file}: ${c.name}: ${c.from} ⇒ ${c.to}`);
+    const summary = changes.length > 0 ? lines.join("\n") : `${options.to} already pins ${digest}`;
+    if (!options.apply && !options.rollout) return report(options, summary, { promoted: changes });
+    if (!options.json) console.log(summary);
+    await applyFiles(options.file, { ...options, environment: options.to }, { promoted: changes });
+  });
+
+  const rollout = program.command("rollout").description("staged rollouts (apply or promote with --rollout)");
+  withClientOptions(rollout.command("status").description("a rollout's rings, receipts and failures (default: the newest)").argument("[id]", "rollout id")).action(
+    async (id: string | undefined, options: ClientOptions) => {
+      const assigner = await client(options);
+      const record = id ? await assigner.rollout(id) : (await assigner.rollouts()).rollouts[0];
+      if (!record) return report(options, "no rollouts", { rollouts: [] });
+      report(options, rolloutLines(record), record);
+    },
+  );
+
+  withClientOptions(program.command("assignments").description("the assigner's desired state (every assignment), or what one host is served and why").option("--host <host>", "one host: its own assignments and the selectors its labels match")).action(
+    async (options: ClientOptions & { host?: string }) => {
+      const assigner = await client(options);
+      if (options.host) {
+        const host = await assigner.hostAssignments(options.host);
+        const labels = Object.entries(host.labels ?? {}).map(([k, v]) => `${k}=${v}`).join(",") || "-";
+        const rows = host.assignments.map((a) => `${a.artifact_id}  ${a.via === "host" ? "host" : `selector ${a.selector}`}`);
+        return report(options, [`host ${host.host_id} (labels ${labels}, version ${host.version})`, "ARTIFACT" + " ".repeat(65) + "VIA", ...rows].join("\n"), host);
+      }
+      const state = await assigner.desiredState();
+      const rows = state.assignments.map((a) => `${a.artifact_id}  ${"host_id" in a ? `host ${a.host_id}` : `selector ${a.selector}`}`);
+      report(options, [`desired state version ${state.version}: ${state.total} assignment${state.total === 1 ? "" : "s"}`, "ARTIFACT" + " ".repeat(65) + "TARGET", ...rows].join("\n"), state);
+    },
+  );
+}

@@ -1,0 +1,140 @@
+// `aegis apply`: fleet files → the assigner's desired state. Tags are
+// resolved only to be refused with their digest (or pinned into the file),
+// every digest is read from its registry (it must be an Aegis policy) and,
+// with trust, must carry a trusted signature; the artifacts are registered
+// with the assigner; the plan is made on the desired state's version and
+// sent with If-Match, so a concurrent apply makes this one plan again
+// instead of overwriting it.
+import { AssignerError, type AssignerClient } from "../assigner/api/index.js";
+import { readPolicyManifest } from "../bundle/index.js";
+import { InputError } from "../errors.js";
+import { Annotation, formatReference, RemoteRepository, type RepositoryOptions } from "../registry/index.js";
+import { verifyArtifact, type TrustPolicy } from "../signing/index.js";
+import { environmentsOf, FLEET_MAX_POLICIES, loadFleetFiles, rewriteRefs, type Fleet, type FleetPolicy } from "./file.js";
+import { planFleet, planIsEmpty, toWire, type FleetPlan, type PlanEntry } from "./plan.js";
+
+export interface PrepareOptions {
+  environment?: string;
+  /** Resolve tags and write the digests into the files. */
+  pin?: boolean;
+  /** Refuse digests no trusted key signed. */
+  trust?: TrustPolicy;
+  registry?: RepositoryOptions;
+}
+
+/** At most this many registry reads at once. */
+const REGISTRY_FAN_OUT = 8;
+
+async function eachBounded<T>(items: readonly T[], work: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(Array.from({ length: Math.min(REGISTRY_FAN_OUT, items.length) }, async () => {
+    while (next < items.length) await work(items[next++]!);
+  }));
+}
+
+const repositoryOf = (p: FleetPolicy, options: RepositoryOptions | undefined) => new RemoteRepository(p.reference.registry, p.reference.repository, options ?? {});
+const where = (p: FleetPolicy) => `${p.file}: policies[${p.index}].ref`;
+
+/**
+ * Loads the files and checks what they name against the registries: tags
+ * refused (or pinned), every digest an Aegis policy, signed when `trust` is
+ * given. Every problem is reported at once. Returns the fleet and the policy
+ * name of each digest (from the manifest's title, when it has one).
+ */
+export async function prepareFleet(paths: readonly string[], options: PrepareOptions = {}): Promise<{ fleet: Fleet; names: Map<string, string>; pinned: FleetPolicy[] }> {
+  const fleet = await loadFleetFiles(paths, options.environment !== undefined ? { environment: options.environment } : {});
+  const environments = environmentsOf(fleet);
+  if (environments.length > 1) throw new InputError("INVALID_ARGUMENT", `the fleet files describe several environments (${environments.map((e) => e ?? "(none)").join(", ")}): apply one at a time with --environment`);
+  if (fleet.policies.length > FLEET_MAX_POLICIES) throw new InputError("INVALID_ARGUMENT", `more than ${FLEET_MAX_POLICIES} policies in the fleet files`);
+  const problems: string[] = [];
+  const pinned: FleetPolicy[] = [];
+  await eachBounded(
+    fleet.policies.filter((p) => !p.digest),
+    async (p) => {
+      const digest = await repositoryOf(p, options.registry)
+        .resolve(p.reference.tag ?? "latest")
+        .then((d) => d.digest, (err: unknown) => {
+          problems.push(`${where(p)}: ${p.ref} is a tag and cannot be resolved (${(err as Error).message})`);
+          return undefined;
+        });
+      if (!digest) return;
+      const byDigest = formatReference({ ...p.reference, tag: undefined }, digest);
+      if (!options.pin) return void problems.push(`${where(p)}: ${p.ref} is a tag, not a digest; it resolves to ${byDigest} (write that, or run with --pin)`);
+      p.digest = digest;
+      p.ref = byDigest;
+      pinned.push(p);
+    },
+  );
+  if (problems.length > 0) throw new InputError("INVALID_REFERENCE", problems.sort().join("; "));
+  for (const file of new Set(pinned.map((p) => p.file))) await rewriteRefs(file, pinned.filter((p) => p.file === file).map((p) => ({ index: p.index, ref: p.ref })));
+
+  const names = new Map<string, string>();
+  const checked = new Map<string, FleetPolicy>();
+  for (const p of fleet.policies) if (!checked.has(`${p.reference.registry}/${p.reference.repository}@${p.digest}`)) checked.set(`${p.reference.registry}/${p.reference.repository}@${p.digest}`, p);
+  await eachBounded([...checked.values()], async (p) => {
+    const repo = repositoryOf(p, options.registry);
+    try {
+      const { manifest } = await readPolicyManifest(repo, await repo.resolve(p.digest!));
+      const title = manifest.annotations?.[Annotation.Title];
+      if (title) names.set(p.digest!, title);
+    } catch (err) {
+      return void problems.push(`${where(p)}: ${p.ref}: ${(err as Error).message}`);
+    }
+    if (!options.trust) return;
+    await verifyArtifact(repo, p.digest!, options.trust).catch((err: unknown) => problems.push(`${where(p)}: ${p.digest} is not signed by a trusted key: ${(err as Error).message}`));
+  });
+  if (problems.length > 0) throw new InputError("INVALID_REFERENCE", problems.sort().join("; "));
+  return { fleet, names, pinned };
+}
+
+/** Registers the files' artifacts the assigner does not know yet; returns the policy name of every registered digest. */
+export async function registerArtifacts(client: AssignerClient, fleet: Fleet, names: Map<string, string>, options: { dryRun?: boolean } = {}): Promise<Map<string, string>> {
+  const known = new Map((await client.artifacts()).artifacts.map((a) => [a.id, a.name]));
+  const all = new Map([...names, ...[...known].filter(([, name]) => name)]);
+  if (options.dryRun) return all;
+  const missing = new Map<string, FleetPolicy>();
+  for (const p of fleet.policies) if (!known.has(p.digest!) && !missing.has(p.digest!)) missing.set(p.digest!, p);
+  await eachBounded([...missing.values()], async (p) => {
+    const record = await client.call<{ name: string }>("POST", "/artifacts", { reference: formatReference({ ...p.reference, tag: undefined }, p.digest) });
+    if (record.name) all.set(p.digest!, record.name);
+  });
+  return all;
+}
+
+export interface ApplyResult {
+  plan: FleetPlan;
+  applied: boolean;
+  /** The desired-state version after applying (the plan's when nothing changed). */
+  version: number;
+  /** Times the plan was made again because another writer changed the desired state (412). */
+  replans: number;
+}
+
+/**
+ * Plans on the assigner's current state and applies the plan with If-Match;
+ * on a 412 (another apply got there first) reads the state again, plans again
+ * and retries, up to `attempts` times. `onPlan` sees each plan before it is
+ * applied (to print it); a dry run stops after the first.
+ */
+export async function applyPlan(
+  client: AssignerClient,
+  desired: PlanEntry[],
+  names: ReadonlyMap<string, string>,
+  options: { prune?: boolean; dryRun?: boolean; attempts?: number; onPlan?: (plan: FleetPlan, attempt: number) => void | Promise<void> } = {},
+): Promise<ApplyResult> {
+  const attempts = options.attempts ?? 5;
+  for (let attempt = 1; ; attempt++) {
+    const current = await client.desiredState();
+    const plan = planFleet(desired, current, names, { prune: options.prune ?? false });
+    await options.onPlan?.(plan, attempt);
+    if (options.dryRun || planIsEmpty(plan)) return { plan, applied: false, version: current.version, replans: attempt - 1 };
+    try {
+      const result = await client.changeAssignments({ add: plan.add.map(toWire), remove: plan.remove.map(toWire) }, { ifMatch: plan.version });
+      return { plan, applied: true, version: result.version, replans: attempt - 1 };
+    } catch (err) {
+      if (!(err instanceof AssignerError && err.code === "PRECONDITION_FAILED") || attempt >= attempts) throw err;
+    }
+  }
+}
+
+

@@ -1,0 +1,178 @@
+// Fleet files: the desired state of a fleet, in Git, by digest (README
+// "GitOps"). One file (or a directory of them) lists policies, each an
+// artifact reference pinned by digest and the hosts (by id) and label
+// selectors it goes to; `environment` names the stage a file describes, for
+// `aegis promote`. Small and strict: an unknown field, a missing target or a
+// name used twice is an error naming the file and the field. Edits (`--pin`,
+// `promote`) go through the YAML document, so comments and order stay, and
+// are written atomically.
+import { readdir, readFile, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { parseDocument, type Document } from "yaml";
+import { z } from "zod";
+import { HostId, SelectorText, canonicalSelector } from "../assigner/api/index.js";
+import { InputError } from "../errors.js";
+import { parseReference, type Reference } from "../registry/index.js";
+
+type RemoteReference = Extract<Reference, { kind: "remote" }>;
+import { atomicWrite } from "../util/index.js";
+
+/** Bounds: a fleet is large, a file listing it is still text a person reads. */
+export const FLEET_MAX_FILES = 256;
+export const FLEET_MAX_POLICIES = 1000;
+const FLEET_MAX_BYTES = 4 * 1024 * 1024;
+
+const Name = z.string().regex(/^[a-z0-9]([a-z0-9._-]{0,62})$/, "1-63 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit");
+
+const PolicyEntry = z
+  .strictObject({
+    name: Name.meta({ description: "Unique across the files applied together; promote matches entries by it" }),
+    ref: z.string().min(1).max(1024).meta({ description: "host[:port]/repo@sha256:… (a tag is refused, or pinned with --pin)" }),
+    hosts: z.array(HostId).max(FLEET_MAX_POLICIES).optional(),
+    selectors: z.array(SelectorText).max(64).optional(),
+  })
+  .refine((p) => (p.hosts?.length ?? 0) + (p.selectors?.length ?? 0) > 0, "a policy needs at least one target: hosts or selectors");
+
+const FleetDocument = z.strictObject({
+  environment: Name.optional(),
+  policies: z.array(PolicyEntry).max(FLEET_MAX_POLICIES),
+});
+
+export interface FleetPolicy {
+  name: string;
+  /** As written in the file. */
+  ref: string;
+  reference: RemoteReference;
+  /** The digest the ref pins; undefined for a tag (refused, or resolved with --pin). */
+  digest: string | undefined;
+  hosts: string[];
+  /** Canonical selector texts. */
+  selectors: string[];
+  file: string;
+  /** Its index in the file's `policies`, for errors and edits. */
+  index: number;
+}
+
+export interface FleetFile {
+  path: string;
+  environment: string | undefined;
+  policies: FleetPolicy[];
+}
+
+/** The desired state the files describe. */
+export interface Fleet {
+  files: FleetFile[];
+  policies: FleetPolicy[];
+}
+
+function fieldPath(path: PropertyKey[]): string {
+  return path.reduce<string>((out, key) => (typeof key === "number" ? `${out}[${key}]` : out ? `${out}.${String(key)}` : String(key)), "");
+}
+
+async function readDocument(file: string): Promise<Document> {
+  let text: string;
+  try {
+    const info = await stat(file);
+    if (info.size > FLEET_MAX_BYTES) throw new InputError("INVALID_ARGUMENT", `${file}: larger than ${FLEET_MAX_BYTES} bytes`);
+    text = await readFile(file, "utf8");
+  } catch (err) {
+    if (err instanceof InputError) throw err;
+    throw new InputError("FILE_NOT_FOUND", `${file}: cannot read fleet file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { cause: err });
+  }
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    const first = doc.errors[0]!;
+    const line = first.linePos?.[0]?.line;
+    throw new InputError("INVALID_ARGUMENT", `${file}${line ? `:${line}` : ""}: invalid YAML: ${first.message.split("\n")[0]!.replace(/ at line \d+, column \d+:?$/, "")}`);
+  }
+  return doc;
+}
+
+/** Parses one fleet file; every problem in it is named, with its field, in one error. */
+export async function loadFleetFile(file: string): Promise<FleetFile> {
+  const doc = await readDocument(file);
+  const parsed = FleetDocument.safeParse(doc.toJS() ?? {});
+  if (!parsed.success) {
+    const problems = parsed.error.issues.slice(0, 20).map((issue) => `${fieldPath(issue.path) || "(top level)"}: ${issue.message}`);
+    throw new InputError("INVALID_ARGUMENT", `${file}: ${problems.join("; ")}`);
+  }
+  const problems: string[] = [];
+  const policies: FleetPolicy[] = [];
+  parsed.data.policies.forEach((entry, index) => {
+    let reference: RemoteReference | undefined;
+    try {
+      const ref = parseReference(entry.ref);
+      if (ref.kind !== "remote") throw new InputError("INVALID_REFERENCE", "an OCI layout cannot be assigned: name a registry (host/repo@sha256:…)");
+      reference = ref;
+    } catch (err) {
+      problems.push(`policies[${index}].ref: ${(err as Error).message}`);
+      return;
+    }
+    policies.push({
+      name: entry.name,
+      ref: entry.ref,
+      reference,
+      digest: reference.digest,
+      hosts: [...new Set(entry.hosts ?? [])],
+      selectors: [...new Set((entry.selectors ?? []).map(canonicalSelector))],
+      file,
+      index,
+    });
+  });
+  if (problems.length > 0) throw new InputError("INVALID_ARGUMENT", `${file}: ${problems.join("; ")}`);
+  return { path: file, environment: parsed.data.environment, policies };
+}
+
+/** The fleet files a path names: the file, or a directory's *.yaml / *.yml (not recursive), sorted. */
+async function expand(path: string): Promise<string[]> {
+  let info;
+  try {
+    info = await stat(path);
+  } catch (err) {
+    throw new InputError("FILE_NOT_FOUND", `${path}: no such fleet file or directory`, { cause: err });
+  }
+  if (!info.isDirectory()) return [path];
+  const names = (await readdir(path)).filter((n) => /\.ya?ml$/.test(n) && !n.startsWith(".")).sort();
+  if (names.length === 0) throw new InputError("FILE_NOT_FOUND", `${path}: no fleet files (*.yaml, *.yml) in this directory`);
+  return names.map((n) => join(path, n));
+}
+
+/**
+ * Loads fleet files and directories of them; with `environment`, only the
+ * files of that environment. Policy names must be unique within an
+ * environment. Exported for other commands that read what the fleet names
+ * (`aegis mirror export --from`): `policies[].digest` and `.reference`.
+ */
+export async function loadFleetFiles(paths: readonly string[], options: { environment?: string } = {}): Promise<Fleet> {
+  const names = [...new Set((await Promise.all(paths.map(expand))).flat())];
+  if (names.length > FLEET_MAX_FILES) throw new InputError("INVALID_ARGUMENT", `more than ${FLEET_MAX_FILES} fleet files`);
+  let files = await Promise.all(names.map(loadFleetFile));
+  if (options.environment !== undefined) {
+    files = files.filter((f) => f.environment === options.environment);
+    if (files.length === 0) throw new InputError("INVALID_ARGUMENT", `no fleet file has environment: ${options.environment} (in ${paths.join(", ")})`);
+  }
+  const seen = new Map<string, FleetPolicy>();
+  for (const file of files) {
+    for (const policy of file.policies) {
+      const key = `${file.environment ?? ""} ${policy.name}`;
+      const other = seen.get(key);
+      if (other) throw new InputError("INVALID_ARGUMENT", `${policy.file}: policies[${policy.index}].name: "${policy.name}" is also the name of ${other.file} policies[${other.index}]`);
+      seen.set(key, policy);
+    }
+  }
+  const policies = files.flatMap((f) => f.policies);
+  if (policies.length > FLEET_MAX_POLICIES * FLEET_MAX_FILES) throw new InputError("INVALID_ARGUMENT", `more than ${FLEET_MAX_POLICIES * FLEET_MAX_FILES} policies in the fleet files`);
+  return { files, policies };
+}
+
+/** The environments the files describe (undefined: a file without one). */
+export function environmentsOf(fleet: Fleet): (string | undefined)[] {
+  return [...new Set(fleet.files.map((f) => f.environment))];
+}
+
+/** Sets `policies[i].ref` of entries in one file, keeping the rest of the text (comments, order), atomically. */
+export async function rewriteRefs(file: string, refs: { index: number; ref: string }[]): Promise<void> {
+  const doc = await readDocument(file);
+  for (const { index, ref } of refs) doc.setIn(["policies", index, "ref"], ref);
+  await atomicWrite(file, doc.toString());
+}

@@ -1,0 +1,36 @@
+// `aegis promote <digest> --from staging --to prod`: the same digest moves
+// forward, never a rebuild. Environments are fleet files with
+// `environment: <name>`; every policy of the --from files that pins the digest
+// has its namesake in the --to files pinned to it too (in the --to entry's
+// own repository: a mirror holds the same digest), editing the files in place.
+import { InputError } from "../errors.js";
+import { formatReference, isDigest } from "../registry/index.js";
+import { loadFleetFiles, rewriteRefs } from "./file.js";
+
+export interface Promotion {
+  name: string;
+  file: string;
+  index: number;
+  from: string;
+  to: string;
+}
+
+/** Edits the --to files; returns each change (none when the digest is already there). */
+export async function promote(paths: readonly string[], digestOrRef: string, from: string, to: string): Promise<Promotion[]> {
+  const digest = digestOrRef.slice(digestOrRef.lastIndexOf("@") + 1);
+  if (!isDigest(digest)) throw new InputError("INVALID_REFERENCE", `${digestOrRef} is not a digest (sha256:… or host/repo@sha256:…): promote moves a digest, never a tag`);
+  if (from === to) throw new InputError("INVALID_ARGUMENT", `--from and --to are both ${from}`);
+  const source = await loadFleetFiles(paths, { environment: from });
+  const target = await loadFleetFiles(paths, { environment: to });
+  const moving = source.policies.filter((p) => p.digest === digest);
+  if (moving.length === 0) throw new InputError("INVALID_ARGUMENT", `no policy of environment ${from} pins ${digest} (${source.files.map((f) => f.path).join(", ")})`);
+  const changes: Promotion[] = [];
+  for (const p of moving) {
+    const next = target.policies.find((q) => q.name === p.name);
+    if (!next) throw new InputError("INVALID_ARGUMENT", `environment ${to} has no policy named "${p.name}" (${target.files.map((f) => f.path).join(", ")}): add it with its targets first`);
+    const ref = formatReference({ ...next.reference, tag: undefined }, digest);
+    if (next.ref !== ref) changes.push({ name: p.name, file: next.file, index: next.index, from: next.ref, to: ref });
+  }
+  for (const file of new Set(changes.map((c) => c.file))) await rewriteRefs(file, changes.filter((c) => c.file === file).map((c) => ({ index: c.index, ref: c.to })));
+  return changes;
+}

@@ -1,0 +1,271 @@
+// Staged rollout with automatic rollback (README "Staged rollouts"). The
+// plan's new assignments reach the hosts ring by ring (`1,10%,100%`): each
+// ring's hosts get the new digests as host assignments, and the rollout
+// waits for their agents' signed in-force receipts (`attached`, newer than
+// the ring's start) before the next ring. A ring with more failures (agents'
+// `failed` reports, or no receipt within the ring timeout) than allowed
+// stops the rollout, and the desired state goes back, in one atomic change,
+// to what it was before: every host is back on its previous digest, which
+// the rollout then confirms by the agents' receipts of it.
+//
+// Selector assignments the plan removes or replaces are held as host
+// assignments of the old digest while the rollout runs (the hosts are served
+// the same), so that a ring can move one host at a time; at the end the
+// plan's selector assignments are in place and those host assignments gone.
+// The rollout's record is kept on the assigner (`aegis rollout status`).
+import { randomBytes } from "node:crypto";
+import { AssignerError, matches, parseSelector, type AssignerClient, type AssignmentEntry, type RolloutJson } from "../assigner/api/index.js";
+import { AegisError, InputError } from "../errors.js";
+import { sleep } from "../util/index.js";
+import { entryKey, fromWire, targetText, toWire, type FleetPlan, type Target } from "./plan.js";
+
+export interface RolloutOptions {
+  /** `1,10%,100%`: cumulative host counts or shares; the last must reach every host. */
+  rings: string;
+  /** Failures allowed per ring: a count (`0`) or a share of the ring (`10%`). */
+  maxFailures?: string;
+  ringTimeoutMs: number;
+  /** How often receipts are read; default 1 s. */
+  pollMs?: number;
+  id?: string;
+  log?: (line: string) => void;
+  /** Aborting (an operator's Ctrl-C) stops the rollout and rolls it back, as a failed ring does. */
+  signal?: AbortSignal;
+}
+
+export interface RolloutResult {
+  rollout: RolloutJson;
+}
+
+/** A host's rings: cumulative counts out of `total`. */
+export function parseRings(spec: string, total: number): number[] {
+  const parts = spec.split(",").map((p) => p.trim());
+  if (parts.length === 0 || parts.length > 16 || parts.some((p) => p === "")) throw new InputError("INVALID_ARGUMENT", `--rollout ${spec}: 1 to 16 comma-separated rings (a host count, or a share like 10%)`);
+  const counts = parts.map((p) => {
+    const m = /^(\d{1,6})(%?)$/.exec(p);
+    if (!m || Number(m[1]) === 0 || (m[2] && Number(m[1]) > 100)) throw new InputError("INVALID_ARGUMENT", `--rollout ${spec}: "${p}" is not a host count (1, 5) or a share (10%, 100%)`);
+    return m[2] ? Math.ceil((Number(m[1]) * total) / 100) : Math.min(Number(m[1]), total);
+  });
+  for (let i = 1; i < counts.length; i++) if (counts[i]! < counts[i - 1]!) throw new InputError("INVALID_ARGUMENT", `--rollout ${spec}: rings grow (each counts the hosts of the ones before)`);
+  if (counts.at(-1)! < total) throw new InputError("INVALID_ARGUMENT", `--rollout ${spec}: the last ring must reach every host (100%)`);
+  return counts;
+}
+
+/** Failures a ring of `size` hosts may have. */
+export function allowedFailures(spec: string, size: number): number {
+  const m = /^(\d{1,6})(%?)$/.exec(spec.trim());
+  if (!m || (m[2] && Number(m[1]) > 100)) throw new InputError("INVALID_ARGUMENT", `--max-failures ${spec}: a count (0, 2) or a share of each ring (10%)`);
+  return m[2] ? Math.floor((Number(m[1]) * size) / 100) : Number(m[1]);
+}
+
+type Keyed = Map<string, { artifactId: string; target: Target }>;
+
+const keyed = (entries: { artifactId: string; target: Target }[]): Keyed => new Map(entries.map((e) => [entryKey(e), e]));
+
+/** The one atomic change from `from` to `to`, If-Match the last version seen; on a 412 the same change is sent again on the new version. */
+async function move(client: AssignerClient, from: Keyed, to: Keyed, version: { current: number }): Promise<void> {
+  const add: AssignmentEntry[] = [...to].filter(([k]) => !from.has(k)).map(([, e]) => toWire(e));
+  const remove: AssignmentEntry[] = [...from].filter(([k]) => !to.has(k)).map(([, e]) => toWire(e));
+  if (add.length + remove.length === 0) return;
+  if (add.length + remove.length > 1000) throw new InputError("INVALID_ARGUMENT", `a rollout step would change ${add.length + remove.length} assignments (at most 1000 at once): roll out to fewer hosts at a time`);
+  for (let attempt = 1; ; attempt++) {
+    try {
+      version.current = (await client.changeAssignments({ add, remove }, { ifMatch: version.current })).version;
+      return;
+    } catch (err) {
+      if (!(err instanceof AssignerError && err.code === "PRECONDITION_FAILED") || attempt >= 5) throw err;
+      version.current = (await client.desiredState()).version;
+    }
+  }
+}
+
+interface RingCheck {
+  inForce: string[];
+  failed: { host_id: string; artifact_id?: string; code?: string; reason: string }[];
+  pending: string[];
+}
+
+/** Reads the agents' latest reports: a host is in force when every expected digest has a receipt newer than `since`, failed when one reported failure since. */
+async function check(client: AssignerClient, expected: Map<string, string[]>, since: number): Promise<RingCheck> {
+  const digests = [...new Set([...expected.values()].flat())];
+  const status = new Map<string, Map<string, { event: string; time: string; code?: string; reason?: string }>>();
+  for (const digest of digests) status.set(digest, new Map((await client.status(digest)).hosts.map((h) => [h.host_id, h])));
+  const result: RingCheck = { inForce: [], failed: [], pending: [] };
+  for (const [host, ids] of expected) {
+    const reports = ids.map((id) => ({ id, report: status.get(id)?.get(host) })).map((r) => ({ ...r, fresh: r.report && Date.parse(r.report.time) >= since ? r.report : undefined }));
+    const failure = reports.find((r) => r.fresh?.event === "failed");
+    if (failure) result.failed.push({ host_id: host, artifact_id: failure.id, ...(failure.fresh!.code ? { code: failure.fresh!.code } : {}), reason: (failure.fresh!.reason ?? "failed").replace(/\s+/g, " ").slice(0, 500) });
+    else if (reports.every((r) => r.fresh?.event === "attached")) result.inForce.push(host);
+    else result.pending.push(host);
+  }
+  return result;
+}
+
+/**
+ * Carries out `plan` as a staged rollout. Resolves with the completed
+ * rollout; a stopped one is rolled back and rejects with an error saying why,
+ * after recording it.
+ */
+export async function runRollout(client: AssignerClient, plan: FleetPlan, options: RolloutOptions): Promise<RolloutResult> {
+  const log = options.log ?? (() => undefined);
+  const pollMs = options.pollMs ?? 1000;
+  const maxFailures = options.maxFailures ?? "0";
+  allowedFailures(maxFailures, 1);
+  const agents = (await client.hosts()).agents;
+  const hostsOf = (target: Target): string[] => {
+    if ("host" in target) return [target.host];
+    const selector = parseSelector(target.selector);
+    return agents.filter((a) => matches(selector, a.labels)).map((a) => a.host_id);
+  };
+  const current = await client.desiredState();
+  if (current.version !== plan.version) throw new AssignerError("PRECONDITION_FAILED", `the desired state moved (version ${plan.version} → ${current.version}) since the plan was made: plan again`);
+  const before = keyed(current.assignments.map(fromWire));
+  const adds = plan.add;
+  const removes = plan.remove;
+  const selectorRemoves = removes.filter((r) => "selector" in r.target);
+  const hostRemoves = removes.filter((r) => "host" in r.target);
+  const expected = new Map<string, string[]>();
+  for (const a of adds) for (const h of hostsOf(a.target)) expected.set(h, [...new Set([...(expected.get(h) ?? []), a.artifactId])]);
+  const hosts = [...expected.keys()].sort();
+  if (hosts.length === 0) throw new InputError("INVALID_ARGUMENT", "nothing to roll out: the plan adds nothing to a registered host (apply it without --rollout)");
+  const cumulative = parseRings(options.rings, hosts.length);
+
+  /** The desired state with the hosts in `moved` on the new digests (see the file's comment). */
+  const stateWith = (moved: ReadonlySet<string>): Keyed => {
+    const next = new Map(before);
+    for (const r of selectorRemoves) {
+      next.delete(entryKey(r));
+      for (const h of hostsOf(r.target)) if (!moved.has(h)) next.set(entryKey({ artifactId: r.artifactId, target: { host: h } }), { artifactId: r.artifactId, target: { host: h } });
+    }
+    for (const r of hostRemoves) if (moved.has((r.target as { host: string }).host)) next.delete(entryKey(r));
+    for (const a of adds) {
+      for (const h of hostsOf(a.target)) {
+        if (moved.has(h)) next.set(entryKey({ artifactId: a.artifactId, target: { host: h } }), { artifactId: a.artifactId, target: { host: h } });
+      }
+    }
+    return next;
+  };
+  const final = keyed([...[...before.values()].filter((e) => !removes.some((r) => entryKey(r) === entryKey(e))), ...adds]);
+
+  const now = () => new Date().toISOString();
+  const rollout: RolloutJson = {
+    id: options.id ?? `r-${new Date().toISOString().replace(/[-:T]/g, "").slice(0, 14)}-${randomBytes(3).toString("hex")}`,
+    state: "running",
+    changes: adds.slice(0, 1000).map((a) => {
+      const from = plan.replaces.find((r) => entryKey(r.to) === entryKey(a))?.from;
+      return { ...(from ? { from: from.artifactId } : {}), to: a.artifactId, target: targetText(a.target).slice(0, 1100) };
+    }),
+    rings: options.rings.split(",").map((spec, i) => ({ spec: spec.trim(), hosts: cumulative[i]! - (cumulative[i - 1] ?? 0), state: "pending", in_force: 0, failed: 0, failures: [] })),
+    max_failures: maxFailures,
+    ring_timeout_ms: options.ringTimeoutMs,
+    started_at: now(),
+    updated_at: now(),
+  };
+  const save = async () => {
+    rollout.updated_at = now();
+    await client.putRollout(rollout);
+  };
+  await save();
+  log(`rollout ${rollout.id}: ${hosts.length} host${hosts.length === 1 ? "" : "s"} in ${cumulative.length} ring${cumulative.length === 1 ? "" : "s"} (${options.rings})`);
+
+  const version = { current: current.version };
+  let state: Keyed = before;
+  const go = async (next: Keyed) => {
+    await move(client, state, next, version);
+    state = next;
+  };
+  const moved = new Set<string>();
+  try {
+    // Selector assignments on their way out become host assignments: nothing a host is served changes.
+    await go(stateWith(moved));
+    for (let i = 0; i < cumulative.length; i++) {
+      const ring = rollout.rings[i]!;
+      const ringHosts = hosts.slice(cumulative[i - 1] ?? 0, cumulative[i]);
+      if (ringHosts.length === 0) {
+        ring.state = "passed";
+        continue;
+      }
+      const since = Date.now();
+      for (const h of ringHosts) moved.add(h);
+      await go(stateWith(moved));
+      ring.state = "waiting";
+      await save();
+      log(`ring ${i + 1} (${ring.spec}): ${ringHosts.length} host${ringHosts.length === 1 ? "" : "s"} moved; waiting for their in-force receipts`);
+      const allowed = allowedFailures(maxFailures, ringHosts.length);
+      const deadline = since + options.ringTimeoutMs;
+      const wanted = new Map(ringHosts.map((h) => [h, expected.get(h)!]));
+      let seen: RingCheck;
+      for (;;) {
+        seen = await check(client, wanted, since);
+        if (seen.failed.length > allowed || seen.pending.length === 0 || Date.now() >= deadline) break;
+        options.signal?.throwIfAborted();
+        await sleep(Math.min(pollMs, Math.max(0, deadline - Date.now())), options.signal);
+      }
+      const late = Date.now() >= deadline ? seen.pending.map((host_id) => ({ host_id, reason: `no in-force receipt within ${options.ringTimeoutMs} ms` })) : [];
+      const failures = [...seen.failed, ...late];
+      ring.in_force = seen.inForce.length;
+      ring.failed = failures.length;
+      ring.failures = failures.slice(0, 20);
+      if (failures.length > allowed) {
+        ring.state = "failed";
+        const first = failures[0]!;
+        throw new RingFailed(`ring ${i + 1} (${ring.spec}): ${failures.length} of ${ringHosts.length} host${ringHosts.length === 1 ? "" : "s"} failed (allowed ${allowed}); first: ${first.host_id}${"code" in first && first.code ? ` [${first.code}]` : ""} ${first.reason.length > 160 ? `${first.reason.slice(0, 160)}…` : first.reason}`);
+      }
+      ring.state = "passed";
+      await save();
+      log(`ring ${i + 1} (${ring.spec}): ${seen.inForce.length} of ${ringHosts.length} in force${failures.length > 0 ? `, ${failures.length} failed (allowed ${allowed})` : ""}`);
+    }
+    await go(final);
+    rollout.state = "completed";
+    await save();
+    log(`rollout ${rollout.id} completed`);
+    return { rollout };
+  } catch (err) {
+    const why = err instanceof RingFailed ? `stopped at ${err.message}` : options.signal?.aborted ? "stopped by the operator" : `stopped: ${(err as Error).message}`;
+    rollout.reason = why.slice(0, 2000);
+    rollout.state = "rolling_back";
+    await save().catch(() => undefined);
+    log(`rollout ${rollout.id}: ${rollout.reason}; rolling back`);
+    const since = Date.now();
+    try {
+      await go(before);
+    } catch (undo) {
+      rollout.state = "failed";
+      rollout.reason = `${rollout.reason}; rolling back failed: ${(undo as Error).message}`.slice(0, 2000);
+      await save().catch(() => undefined);
+      throw new InputError("INVALID_ARGUMENT", `rollout ${rollout.id} stopped and could not be rolled back: ${rollout.reason}`, { cause: undo });
+    }
+    // Every moved host should be back on what it had: confirmed by receipts of the previous digests.
+    const previous = new Map<string, string[]>();
+    for (const h of moved) {
+      const ids = [...before.values()].filter((e) => ("host" in e.target ? e.target.host === h : hostsOf(e.target).includes(h))).map((e) => e.artifactId);
+      if (ids.length > 0) previous.set(h, [...new Set(ids)]);
+    }
+    let back: RingCheck = { inForce: [], failed: [], pending: [...previous.keys()] };
+    // Interrupted: one look at the receipts, no waiting for them.
+    const deadline = options.signal?.aborted ? since : since + options.ringTimeoutMs;
+    while (previous.size > 0) {
+      back = await check(client, previous, since);
+      if (back.pending.length === 0 || Date.now() >= deadline) break;
+      await sleep(Math.min(pollMs, Math.max(0, deadline - Date.now())));
+    }
+    rollout.state = "rolled_back";
+    rollout.reason = `${rollout.reason}; rolled back: ${back.inForce.length} of ${previous.size} host${previous.size === 1 ? "" : "s"} confirmed on the previous digest by receipts`.slice(0, 2000);
+    await save().catch(() => undefined);
+    log(`rollout ${rollout.id} rolled back (${back.inForce.length} of ${previous.size} confirmed by receipts)`);
+    throw new RolloutStopped(rollout, { cause: err });
+  }
+}
+
+class RingFailed extends Error {}
+
+/** A rollout that stopped and was rolled back; `rollout` is its record. */
+export class RolloutStopped extends AegisError<"ROLLED_BACK"> {
+  constructor(
+    readonly rollout: RolloutJson,
+    options: { cause?: unknown },
+  ) {
+    super("ROLLED_BACK", `rollout ${rollout.id} ${rollout.reason ?? "stopped"}`, options);
+  }
+}
+

@@ -1,0 +1,118 @@
+// The desired-state API (issue 11): GET/POST /assignments with its version as
+// ETag and If-Match, selector assignments served to matching hosts (and
+// readable by their agents), the bounds and error codes, rollout records,
+// and their place in /openapi.json. Embedded store; Redis runs the same
+// routes in test/fleet/apply.test.ts.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { generateKeyPairSync } from "node:crypto";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startAssigner, type RunningAssigner } from "../../assigner/index.js";
+import { buildBundle, pushBundle } from "../../bundle/index.js";
+import { RemoteRepository } from "../../registry/index.js";
+import { beginRegistration, http as httpTo, type HttpOptions } from "../harness/assigner-http.js";
+import { startRegistry, type RegistryServer } from "../harness/registry.js";
+
+let registry: RegistryServer;
+let assigner: RunningAssigner;
+let work: string;
+let digest: string;
+const admin = { token: "assignments-operator" };
+const http = (method: string, path: string, options?: HttpOptions) => httpTo(assigner.url, method, path, options);
+
+beforeAll(async () => {
+  registry = await startRegistry();
+  work = mkdtempSync(join(tmpdir(), "aegis-assignments-"));
+  assigner = await startAssigner({ port: 0, dataDir: work, registry: `${registry.host}/aegis/uploads`, adminToken: admin.token });
+  const { bytes, policy } = await buildBundle("policies/block-icmp-8888");
+  const artifact = await pushBundle(bytes, policy, new RemoteRepository(registry.host, "assignments/p"), "1.0.0");
+  digest = artifact.manifest.digest;
+  expect((await http("POST", "/artifacts", { ...admin, body: { reference: `${registry.host}/assignments/p@${digest}` } })).status).toBe(201);
+});
+afterAll(async () => {
+  await assigner?.close();
+  await registry?.stop();
+  rmSync(work, { recursive: true, force: true });
+});
+
+async function register(host: string, labels: Record<string, string>): Promise<string> {
+  const started = await beginRegistration(assigner.url, host, generateKeyPairSync("ed25519"), { labels });
+  const done = await started.complete();
+  expect(done.status, JSON.stringify(done.json)).toBe(200);
+  return done.json.token as string;
+}
+
+describe("the desired-state API", () => {
+  it("answers the whole state with its version as ETag, and refuses a stale If-Match with 412", async () => {
+    const first = await http("GET", "/assignments", admin);
+    expect(first.headers.get("etag")).toBe(`"${first.json.version}"`);
+    const version = first.json.version as number;
+    const added = await http("POST", "/assignments", { ...admin, headers: { "if-match": `"${version}"` }, body: { add: [{ artifact_id: digest, selector: "zone in (b,a),env=prod" }, { artifact_id: digest, host_id: "api-h1" }] } });
+    expect(added.json, "both added, one version step").toEqual({ version: version + 1, added: 2, removed: 0 });
+    const now = await http("GET", "/assignments", admin);
+    expect(now.json.assignments).toEqual([{ artifact_id: digest, host_id: "api-h1" }, { artifact_id: digest, selector: "env=prod,zone in (a,b)" }]);
+    const stale = await http("POST", "/assignments", { ...admin, headers: { "if-match": `"${version}"` }, body: { remove: [{ artifact_id: digest, host_id: "api-h1" }] } });
+    expect({ status: stale.status, code: stale.json.code }).toEqual({ status: 412, code: "PRECONDITION_FAILED" });
+    const assign = await http("POST", `/assign/${digest}/api-h2`, { ...admin, headers: { "if-match": String(version) } });
+    expect(assign.status, "If-Match holds for the single-assignment routes too").toBe(412);
+    expect((await http("GET", "/assignments", admin)).json.version, "a refused write changed nothing").toBe(version + 1);
+  });
+
+  it("serves selector assignments to the hosts whose labels match, and lets their agents read the artifact", async () => {
+    const prod = await register("api-prod-a", { env: "prod", zone: "a" });
+    const dev = await register("api-dev", { env: "dev", zone: "a" });
+    const poll = await http("GET", "/artifacts/for-host/api-prod-a", { token: prod });
+    expect((poll.json.artifacts as { id: string }[]).map((a) => a.id)).toEqual([digest]);
+    expect((await http("GET", `/artifacts/${digest}`, { token: prod })).status, "an agent reads what a selector gives it").toBe(200);
+    expect((await http("GET", `/artifacts/${digest}`, { token: dev })).status, "and not what it does not").toBe(403);
+    const view = await http("GET", "/hosts/api-prod-a/assignments", admin);
+    expect(view.json).toMatchObject({ host_id: "api-prod-a", labels: { env: "prod", zone: "a" }, assignments: [{ artifact_id: digest, via: "selector", selector: "env=prod,zone in (a,b)" }] });
+    const etag = poll.headers.get("etag")!;
+    await http("POST", "/assignments", { ...admin, body: { remove: [{ artifact_id: digest, selector: "env=prod,zone in (a,b)" }] } });
+    const after = await http("GET", "/artifacts/for-host/api-prod-a", { token: prod, headers: { "if-none-match": etag } });
+    expect({ status: after.status, total: after.json.total }, "removing the selector moved the host's version").toEqual({ status: 200, total: 0 });
+  });
+
+  it.each([
+    ["a selector that does not parse", { add: [{ artifact_id: "sha256:" + "1".repeat(64), selector: "zone in (a" }] }, 400, "body.add.0.selector: selector \"zone in (a\": unbalanced parentheses"],
+    ["an unregistered artifact", { add: [{ artifact_id: "sha256:" + "1".repeat(64), host_id: "h" }] }, 404, "is not registered"],
+    ["both a host and a selector", { add: [{ artifact_id: "sha256:" + "1".repeat(64), host_id: "h", selector: "a=b" }] }, 400, "body"],
+    ["more than 1000 changes", { add: Array.from({ length: 1001 }, (_, i) => ({ artifact_id: "sha256:" + "1".repeat(64), host_id: `h${i}` })) }, 400, "body.add"],
+  ])("refuses %s", async (_what, body, status, message) => {
+    const answer = await http("POST", "/assignments", { ...admin, body });
+    expect(answer.status, JSON.stringify(answer.json)).toBe(status);
+    expect(answer.json.error).toContain(message);
+  });
+
+  it("refuses a malformed If-Match, and agents", async () => {
+    const bad = await http("POST", "/assignments", { ...admin, headers: { "if-match": "yesterday" }, body: { add: [] } });
+    expect({ status: bad.status, code: bad.json.code }).toEqual({ status: 400, code: "BAD_REQUEST" });
+    const agent = await register("api-agent", { env: "x" });
+    expect((await http("GET", "/assignments", { token: agent })).status).toBe(403);
+    expect((await http("GET", "/rollouts", { token: agent })).status).toBe(403);
+  });
+
+  it("keeps rollout records, newest first, and refuses a body for another id", async () => {
+    const rollout = { id: "r-api-1", state: "running", changes: [{ to: digest, target: "host h" }], rings: [{ spec: "100%", hosts: 1, state: "waiting", in_force: 0, failed: 0, failures: [] }], max_failures: "0", ring_timeout_ms: 1000, started_at: new Date().toISOString(), updated_at: new Date().toISOString() };
+    expect((await http("PUT", "/rollouts/r-api-1", { ...admin, body: rollout })).status).toBe(200);
+    expect((await http("PUT", "/rollouts/r-api-2", { ...admin, body: rollout })).json.error).toContain("is not the path's r-api-2");
+    expect((await http("GET", "/rollouts/r-api-1", admin)).json.state).toBe("running");
+    expect((await http("GET", "/rollouts/nope", admin)).json.code).toBe("NOT_FOUND");
+    expect(((await http("GET", "/rollouts", admin)).json.rollouts as { id: string }[]).map((r) => r.id)).toEqual(["r-api-1"]);
+  });
+
+  it("documents the routes in /openapi.json from the same schemas", async () => {
+    const doc = (await http("GET", "/openapi.json")).json as { paths: Record<string, Record<string, { requestBody?: unknown; summary: string }>> };
+    expect(Object.keys(doc.paths["/assignments"]!).sort()).toEqual(["get", "post"]);
+    expect(doc.paths["/assignments"]!.post!.summary).toContain("412 PRECONDITION_FAILED");
+    expect(JSON.stringify(doc.paths["/assignments"]!.post!.requestBody)).toContain("selector");
+    for (const path of ["/hosts/{host_id}/assignments", "/rollouts", "/rollouts/{id}"]) expect(doc.paths[path], path).toBeDefined();
+    expect(Object.keys(doc.paths["/rollouts/{id}"]!).sort()).toEqual(["get", "put"]);
+    for (const [path, method] of [["/assignments", "post"], ["/assign/{artifact_id}/{host_id}", "post"], ["/unassign/{artifact_id}/{host_id}", "post"]] as const) {
+      const op = doc.paths[path]![method] as unknown as { parameters: { name: string; in: string }[]; responses: Record<string, unknown> };
+      expect(op.parameters.some((p) => p.name === "If-Match" && p.in === "header"), `${path} documents If-Match`).toBe(true);
+      expect(op.responses["412"], `${path} documents its 412`).toBeDefined();
+    }
+  });
+});

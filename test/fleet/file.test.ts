@@ -1,0 +1,42 @@
+// Fleet files (fleet/file.ts): a directory of environments loads whole (as
+// `aegis mirror export --from` reads it), names are unique within an
+// environment, and what `loadFleetFiles` returns.
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { environmentsOf, loadFleetFiles } from "../../fleet/index.js";
+
+const dir = mkdtempSync(join(tmpdir(), "aegis-fleet-file-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const D1 = `sha256:${"1".repeat(64)}`;
+const D2 = `sha256:${"2".repeat(64)}`;
+
+describe("loadFleetFiles", () => {
+  it("loads every environment of a directory, or one, with digests and selectors in canonical form", async () => {
+    writeFileSync(join(dir, "prod.yaml"), `environment: prod\npolicies:\n  - name: icmp\n    ref: r.example/net/icmp@${D1}\n    hosts: [web-01, web-01]\n    selectors: ["zone in (b,a),env==prod"]\n`);
+    writeFileSync(join(dir, "staging.yml"), `environment: staging\npolicies:\n  - name: icmp\n    ref: r.example:5000/net/icmp:1.0@${D2}\n    selectors: [env=staging]\n`);
+    writeFileSync(join(dir, "notes.txt"), "not a fleet file");
+    const all = await loadFleetFiles([dir]);
+    expect(environmentsOf(all)).toEqual(["prod", "staging"]);
+    expect(all.policies.map((p) => ({ name: p.name, digest: p.digest, registry: p.reference.registry, hosts: p.hosts, selectors: p.selectors }))).toEqual([
+      { name: "icmp", digest: D1, registry: "r.example", hosts: ["web-01"], selectors: ["env=prod,zone in (a,b)"] },
+      { name: "icmp", digest: D2, registry: "r.example:5000", hosts: [], selectors: ["env=staging"] },
+    ]);
+    expect((await loadFleetFiles([dir], { environment: "staging" })).policies.map((p) => p.digest)).toEqual([D2]);
+    await expect(loadFleetFiles([dir], { environment: "qa" })).rejects.toThrow("no fleet file has environment: qa");
+  });
+
+  it("refuses a name used twice in one environment, naming both places", async () => {
+    const sub = mkdtempSync(join(dir, "dup-"));
+    writeFileSync(join(sub, "a.yaml"), `policies:\n  - name: x\n    ref: r.example/p@${D1}\n    hosts: [h]\n`);
+    writeFileSync(join(sub, "b.yaml"), `policies:\n  - name: y\n    ref: r.example/p@${D1}\n    hosts: [h]\n  - name: x\n    ref: r.example/p@${D2}\n    hosts: [h]\n`);
+    await expect(loadFleetFiles([sub])).rejects.toThrow(`${join(sub, "b.yaml")}: policies[1].name: "x" is also the name of ${join(sub, "a.yaml")} policies[0]`);
+  });
+
+  it("names the file and line of invalid YAML, and a missing path", async () => {
+    writeFileSync(join(dir, "broken.yaml"), "policies:\n  - name: [\n");
+    await expect(loadFleetFiles([join(dir, "broken.yaml")])).rejects.toThrow(/broken\.yaml:\d+: invalid YAML/);
+    await expect(loadFleetFiles([join(dir, "nope.yaml")])).rejects.toThrow("nope.yaml: no such fleet file or directory");
+  });
+});

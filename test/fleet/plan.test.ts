@@ -1,0 +1,69 @@
+// The planner and the ring arithmetic of fleet/ (pure): every case a table row.
+import { describe, expect, it } from "vitest";
+import { allowedFailures, formatPlan, parseRings, planFleet, type PlanEntry } from "../../fleet/index.js";
+
+const A1 = `sha256:${"a".repeat(64)}`;
+const A2 = `sha256:${"b".repeat(64)}`;
+const B1 = `sha256:${"c".repeat(64)}`;
+const names = new Map([
+  [A1, "icmp"],
+  [A2, "icmp"],
+  [B1, "dns"],
+]);
+const host = (artifactId: string, h: string): PlanEntry => ({ artifactId, target: { host: h }, ...(names.get(artifactId) ? { name: names.get(artifactId)! } : {}) });
+const sel = (artifactId: string, s: string): PlanEntry => ({ artifactId, target: { selector: s }, ...(names.get(artifactId) ? { name: names.get(artifactId)! } : {}) });
+const wire = (e: PlanEntry) => ("host" in e.target ? { artifact_id: e.artifactId, host_id: e.target.host } : { artifact_id: e.artifactId, selector: e.target.selector });
+const keys = (entries: PlanEntry[]) => entries.map((e) => `${e.artifactId.slice(7, 8)} ${"host" in e.target ? e.target.host : e.target.selector}`).sort();
+
+describe("planFleet", () => {
+  it.each([
+    ["empty to one host and one selector", [], [host(A1, "h1"), sel(A1, "env=prod")], false, { add: ["a env=prod", "a h1"], remove: [], unchanged: [], kept: [] }],
+    ["the same again: nothing", [host(A1, "h1")], [host(A1, "h1")], false, { add: [], remove: [], unchanged: ["a h1"], kept: [] }],
+    ["dropped without prune: kept", [host(A1, "h1"), host(B1, "h2")], [host(A1, "h1")], false, { add: [], remove: [], unchanged: ["a h1"], kept: ["c h2"] }],
+    ["dropped with prune: removed", [host(A1, "h1"), host(B1, "h2")], [host(A1, "h1")], true, { add: [], remove: ["c h2"], unchanged: ["a h1"], kept: [] }],
+    ["a new digest of a policy replaces the old on the same target", [sel(A1, "env=prod"), sel(A1, "env=dev")], [sel(A2, "env=prod"), sel(A1, "env=dev")], false, { add: ["b env=prod"], remove: ["a env=prod"], unchanged: ["a env=dev"], kept: [] }],
+    ["another policy on the target is not replaced", [host(B1, "h1")], [host(A1, "h1")], false, { add: ["a h1"], remove: [], unchanged: [], kept: ["c h1"] }],
+  ])("%s", (_what, current, desired, prune, expected) => {
+    const plan = planFleet(desired, { version: 7, assignments: current.map(wire) }, names, { prune });
+    expect({ add: keys(plan.add), remove: keys(plan.remove), unchanged: keys(plan.unchanged), kept: keys(plan.kept) }).toEqual(expected);
+    expect(plan.version).toBe(7);
+  });
+
+  it("prints replacements, prunes and what is kept", () => {
+    const plan = planFleet([sel(A2, "env=prod")], { version: 3, assignments: [sel(A1, "env=prod"), host(B1, "h9")].map(wire) }, names, { prune: true });
+    expect(formatPlan(plan)).toBe(
+      [
+        "plan on desired-state version 3: 1 to add, 2 to remove, 0 unchanged",
+        `  ~ ${A1.slice(0, 19)} ⇒ ${A2.slice(0, 19)} icmp → selector env=prod  (replace)`,
+        `  - ${B1.slice(0, 19)} dns → host h9  (prune)`,
+      ].join("\n"),
+    );
+  });
+});
+
+describe("parseRings / allowedFailures", () => {
+  it.each([
+    ["1,10%,100%", 50, [1, 5, 50]],
+    ["1,10%,100%", 3, [1, 1, 3]],
+    ["2,100%", 1, [1, 1]],
+    ["100%", 7, [7]],
+    ["5", 5, [5]],
+  ])("%s over %d hosts is %j", (spec, total, expected) => {
+    expect(parseRings(spec, total)).toEqual(expected);
+  });
+
+  it.each([
+    ["1,10%", 50, "the last ring must reach every host"],
+    ["10%,1,100%", 50, "rings grow"],
+    ["0,100%", 5, "is not a host count"],
+    ["150%", 5, "is not a host count"],
+    ["1,,100%", 5, "1 to 16 comma-separated rings"],
+  ])("refuses %s over %d hosts", (spec, total, why) => {
+    expect(() => parseRings(spec, total)).toThrow(why);
+  });
+
+  it("allows failures by count or share of a ring", () => {
+    expect([allowedFailures("0", 10), allowedFailures("2", 10), allowedFailures("10%", 25), allowedFailures("100%", 3)]).toEqual([0, 2, 2, 3]);
+    expect(() => allowedFailures("x", 3)).toThrow("--max-failures x");
+  });
+});
