@@ -56,13 +56,18 @@ export function registerMirror(program: Command): void {
       mirror
         .command("export")
         .description("write artifacts, by digest, with all their signatures (referrers) and what they reference, to a capsule")
-        .argument("<ref...>", "host[:port]/repo@sha256:… or oci:<dir>@sha256:… (a tag is refused, with the digest it resolves to)")
+        .argument("[ref...]", "host[:port]/repo@sha256:… or oci:<dir>@sha256:… (a tag is refused, with the digest it resolves to)")
+        .option("--from <fleet...>", "also every digest these fleet files (or directories of them) name, all environments")
         .requiredOption("-o, --output <file>", "the capsule to write (replaced only once complete)"),
       ": given one, each artifact must be signed by one, or nothing is written (checked again at import)",
     ),
-  ).action(async (refs: string[], options: GlobalOptions & TrustOptions & { output: string }) => {
+  ).action(async (refs: string[], options: GlobalOptions & TrustOptions & { output: string; from?: string[] }) => {
     const { writeCapsule } = await import("../../mirror/index.js");
-    const sources = await capsuleSources(refs, repositoryOptions(options));
+    // The fleet files' refs as written: a tag among them is refused like one given here.
+    const fleetRefs = options.from ? (await (await import("../../fleet/index.js")).loadFleetFiles(options.from)).policies.map((p) => p.ref) : [];
+    const all = [...new Set([...refs, ...fleetRefs])];
+    if (all.length === 0) throw new InputError("INVALID_ARGUMENT", "mirror export: name at least one reference, or fleet files with --from");
+    const sources = await capsuleSources(all, repositoryOptions(options));
     // Finding an unsigned artifact here is cheaper than at the site, after carrying the capsule there.
     for (const source of sources) await checkSignatureIfPinned(source.target, source.digest, options);
     const progress = startProgress("exporting", options);

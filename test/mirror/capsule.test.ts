@@ -310,6 +310,27 @@ describe("aegis mirror", () => {
     expect(readdirSync(work).filter((n) => n.includes("unsigned-cli")), "no capsule, no temp file").toEqual([]);
   });
 
+  it("export --from takes the digests fleet files name (with any given here, once each); a tag in a fleet file is refused", async () => {
+    const fleetDir = join(work, "fleet");
+    execFileSync("mkdir", ["-p", fleetDir]);
+    writeFileSync(join(fleetDir, "prod.yaml"), `environment: prod\npolicies:\n  - name: a\n    ref: ${a.repo.name}@${a.manifest.digest}\n    hosts: [web-01]\n`);
+    writeFileSync(join(fleetDir, "staging.yaml"), `environment: staging\npolicies:\n  - name: b\n    ref: ${b.repo.name}@${b.manifest.digest}\n    selectors: ["env=staging"]\n`);
+    const out = join(work, "from-fleet.tar");
+    const exported = await aegis(["mirror", "export", `${a.repo.name}@${a.manifest.digest}`, "--from", fleetDir, "-o", out, "--json"]);
+    expect(exported.code, exported.stderr).toBe(0);
+    const digests = (JSON.parse(exported.stdout) as { artifacts: { digest: string }[] }).artifacts.map((x) => x.digest).sort();
+    expect(digests, "both environments' digests, each once").toEqual([a.manifest.digest, b.manifest.digest].sort());
+
+    await a.repo.tag(a.manifest, "fleet-tag");
+    writeFileSync(join(work, "tagged-fleet.yaml"), `policies:\n  - name: a\n    ref: ${a.repo.name}:fleet-tag\n    hosts: [web-01]\n`);
+    const tagged = await aegis(["mirror", "export", "--from", join(work, "tagged-fleet.yaml"), "-o", join(work, "tagged-fleet.tar")]);
+    expect(expectOneErrorLine(tagged), "a tag in a fleet file is refused like one on the command line").toContain(`(fleet-tag currently resolves to ${a.repo.name}@${a.manifest.digest})`);
+    expect(readdirSync(work).filter((n) => n.startsWith("tagged-fleet.tar")), "no capsule written").toEqual([]);
+
+    const nothing = await aegis(["mirror", "export", "-o", join(work, "empty.tar")]);
+    expect(expectOneErrorLine(nothing)).toContain("name at least one reference");
+  });
+
   it("export and import, quiet when piped; --json lists what was imported", async () => {
     const out = join(work, "cli.tar");
     const exported = await aegis(["mirror", "export", `${a.repo.name}@${a.manifest.digest}`, "-o", out, "--json", "--key", join(work, "ci.pub")]);
