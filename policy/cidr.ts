@@ -8,10 +8,21 @@ export interface Cidr {
   /** Network address bytes (4 or 16), host bits cleared. */
   address: Uint8Array;
   prefix: number;
+  /** The text had bits set past the prefix ("8.8.8.8/24"), cleared in `address`. */
+  hostBits?: boolean;
 }
+
+const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?:\/(\d{1,2}))?$/;
 
 /** Parses "a.b.c.d/n", "x::y/n" or a bare address (a host route). */
 export function parseCidr(text: string): Cidr {
+  // The common case without splitting (policies list up to a million of them).
+  const v4 = IPV4.exec(text);
+  if (v4) {
+    const octets = [v4[1], v4[2], v4[3], v4[4]].map((o) => (o!.length > 1 && o!.startsWith("0") ? NaN : Number(o)));
+    const prefix = v4[5] === undefined ? 32 : Number(v4[5]);
+    if (octets.every((o) => o <= 255) && prefix <= 32) return masked({ family: 4, address: Uint8Array.from(octets), prefix });
+  }
   const [addr = "", prefixText, extra] = text.trim().split("/");
   if (extra !== undefined) throw new Error(`"${text}" is not a CIDR`);
   let family: 4 | 6;
@@ -28,9 +39,21 @@ export function parseCidr(text: string): Cidr {
   const max = family === 4 ? 32 : 128;
   const prefix = prefixText === undefined ? max : /^\d{1,3}$/.test(prefixText) ? Number(prefixText) : NaN;
   if (!(prefix >= 0 && prefix <= max)) throw new Error(`"${text}" has a prefix length outside 0-${max}`);
-  // Clear host bits so "10.1.2.3/8" and "10.0.0.0/8" are the same rule.
-  for (let bit = prefix; bit < max; bit++) bytes[bit >> 3]! &= ~(0x80 >> (bit & 7));
-  return { family, address: bytes, prefix };
+  return masked({ family, address: bytes, prefix });
+}
+
+/** Clears host bits so "10.1.2.3/8" and "10.0.0.0/8" are the same rule, noting whether any were set. */
+function masked(cidr: Cidr): Cidr {
+  const bytes = cidr.address;
+  let hostBits = false;
+  for (let bit = cidr.prefix; bit < bytes.length * 8; bit++) {
+    const mask = 0x80 >> (bit & 7);
+    if (bytes[bit >> 3]! & mask) {
+      hostBits = true;
+      bytes[bit >> 3]! &= ~mask;
+    }
+  }
+  return hostBits ? { ...cidr, hostBits } : cidr;
 }
 
 function parseIPv6(addr: string): Uint8Array {
