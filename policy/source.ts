@@ -11,7 +11,7 @@ import { dirname, isAbsolute, join, sep } from "node:path";
 import { parseDocument } from "yaml";
 import { z } from "zod";
 import { InputError } from "../errors.js";
-import { formatCidr, parseCidr } from "./cidr.js";
+import { canonicalCidr } from "./cidr.js";
 import { checkPorts, cidrFamily, issueText, policyError, policyFields, ruleFields, type Policy, type Rule } from "./policy.js";
 
 export interface LoadedPolicy {
@@ -81,15 +81,23 @@ export async function loadPolicy(path: string): Promise<LoadedPolicy> {
   const rules: Rule[] = [];
   parsed.data.rules.forEach((rule, i) => {
     const { src, dst } = cidrs[i]!;
-    const tail = { protocol: rule.protocol, ...(rule.ports ? { ports: rule.ports } : {}) };
-    const head = { action: rule.action };
-    if (!dst) rules.push({ ...head, ...(src ? { src } : {}), ...tail });
-    else for (const one of dst) rules.push({ ...head, dst: one, ...(src ? { src } : {}), ...tail });
+    if (!dst) rules.push(normalizedRule(rule, undefined, src));
+    else for (const one of dst) rules.push(normalizedRule(rule, one, src));
   });
   if (rules.length > MAX_RULES) throw policyError([`${file}: rules: the policy expands to ${rules.length} rules, more than ${MAX_RULES}`]);
   if (warnings.length > MAX_WARNINGS) warnings.splice(MAX_WARNINGS, Infinity, `and ${warnings.length - MAX_WARNINGS} more warnings`);
   const { rules: _source, ...rest } = parsed.data;
   return { policy: { ...rest, rules }, file, warnings };
+}
+
+/** One normalized rule, its keys in policy.json's order; absent fields are left out, not undefined. */
+function normalizedRule(rule: Omit<Rule, "dst" | "src">, dst: string | undefined, src: string | undefined): Rule {
+  const out = { action: rule.action } as Rule;
+  if (dst) out.dst = dst;
+  if (src) out.src = src;
+  out.protocol = rule.protocol;
+  if (rule.ports) out.ports = rule.ports;
+  return out;
 }
 
 interface RuleCidrs {
@@ -152,10 +160,9 @@ async function expandCidrs(document: unknown, file: string, problems: string[], 
 /** A CIDR text → its canonical form, or a problem; host bits set are a warning naming the network it becomes. */
 function checkCidr(text: string, where: string, problems: string[], warnings: string[]): string | undefined {
   try {
-    const cidr = parseCidr(text);
-    const canonical = formatCidr(cidr);
-    if (cidr.hostBits) warnings.push(`${where}: ${text.trim()} has host bits set; it is read as ${canonical}`);
-    return canonical;
+    const { cidr, hostBits } = canonicalCidr(text);
+    if (hostBits) warnings.push(`${where}: ${text.trim()} has host bits set; it is read as ${cidr}`);
+    return cidr;
   } catch (err) {
     problems.push(`${where}: ${(err as Error).message}`);
     return undefined;
