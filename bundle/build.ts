@@ -2,16 +2,9 @@
 // policy.json (normalized) + program.o, as a sorted ustar in zstd.
 import { compileProgram } from "../ebpf/compile.js";
 import { loadPolicy, type Policy } from "../policy/index.js";
+import { POLICY_FILE, PROGRAM_FILE, type Bundle } from "./read.js";
 import { writeTar } from "./tar.js";
 import { compress } from "./zstd.js";
-
-export const POLICY_FILE = "policy.json";
-export const PROGRAM_FILE = "program.o";
-
-export interface Bundle {
-  policy: Policy;
-  program: Uint8Array;
-}
 
 /** Builds a policy directory's bundle; `warnings` are the loader's (a CIDR with host bits set…). */
 export async function buildBundle(policyDir: string): Promise<{ policy: Policy; bytes: Buffer; warnings: string[] }> {

@@ -7,11 +7,20 @@ import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { normalizePolicy, type Policy } from "../policy/index.js";
-import { POLICY_FILE, PROGRAM_FILE, type Bundle } from "./build.js";
+// policy.js, not the package index: the YAML source loader (and its parser) is not needed to read a bundle.
+import { normalizePolicy, type Policy } from "../policy/policy.js";
 import { BundleError } from "./errors.js";
 import { BUNDLE_LIMITS, readTar, type TarLimits, type TarMember } from "./tar.js";
 import { inflate } from "./zstd.js";
+
+export const POLICY_FILE = "policy.json";
+export const PROGRAM_FILE = "program.o";
+
+/** A bundle's content: the normalized policy and its compiled program. */
+export interface Bundle {
+  policy: Policy;
+  program: Uint8Array;
+}
 
 /**
  * Streams a bundle (tar.zst) from `source` through zstd and the strict tar

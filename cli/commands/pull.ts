@@ -24,7 +24,8 @@ export function registerPull(program: Command): void {
     ),
   ).action(async (refText: string, options: GlobalOptions & TrustOptions & { output: string }) => {
     const [{ pullBundle }, { formatReference, OciLayoutTarget, openReference }] = await Promise.all([
-      import("../../bundle/index.js"),
+      // transfer.js alone: pulling needs neither the policy compiler nor the YAML loader.
+      import("../../bundle/transfer.js"),
       import("../../registry/index.js"),
     ]);
     const src = openReference(refText, repositoryOptions(options));
