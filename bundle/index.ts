@@ -5,3 +5,4 @@ export { decodeBundle, POLICY_FILE, PROGRAM_FILE, readBundle, unpackBundle, type
 export { BUNDLE_LIMITS, readTar, writeTar, type TarEntry, type TarLimits, type TarMember } from "./tar.js";
 export { LAYER_TITLE, packArtifact, policyAnnotations, PolicyAnnotation, storeArtifact, type PackedArtifact } from "./artifact.js";
 export { pullBundle, pushBundle, readPolicyManifest, type PulledArtifact } from "./transfer.js";
+export { packArtifactFor } from "./artifact.js";
