@@ -7,8 +7,7 @@ import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-// policy.js, not the package index: the YAML source loader (and its parser) is not needed to read a bundle.
-import { normalizePolicy, type Policy } from "../policy/policy.js";
+import type { Policy } from "../policy/index.js";
 import { BundleError } from "./errors.js";
 import { BUNDLE_LIMITS, readTar, type TarLimits, type TarMember } from "./tar.js";
 import { inflate } from "./zstd.js";
@@ -63,7 +62,9 @@ function missing(where: string, name: string): never {
 }
 
 /** policy.json's bytes → a validated Policy; anything else is INVALID_BUNDLE (its cause keeps INVALID_POLICY). */
-function parsePolicyJson(bytes: Buffer, where: string): Policy {
+async function parsePolicyJson(bytes: Buffer, where: string): Promise<Policy> {
+  // Loaded once the bundle has streamed: the schema library is not resident while the bulk of a pull flows.
+  const { normalizePolicy } = await import("../policy/policy.js");
   try {
     return normalizePolicy(JSON.parse(bytes.toString("utf8")), `${where}:${POLICY_FILE}`);
   } catch (err) {
@@ -86,7 +87,7 @@ export async function decodeBundle(source: Readable, where: string): Promise<Bun
   });
   const policy = files.get(POLICY_FILE) ?? missing(where, POLICY_FILE);
   const program = files.get(PROGRAM_FILE) ?? missing(where, PROGRAM_FILE);
-  return { policy: parsePolicyJson(policy, where), program };
+  return { policy: await parsePolicyJson(policy, where), program };
 }
 
 export interface Unpacked {
@@ -117,5 +118,5 @@ export async function unpackBundle(source: Readable, dir: string, where: string)
     files.push(name);
   });
   if (!files.includes(PROGRAM_FILE)) missing(where, PROGRAM_FILE);
-  return { policy: parsePolicyJson(policy ?? missing(where, POLICY_FILE), where), files };
+  return { policy: await parsePolicyJson(policy ?? missing(where, POLICY_FILE), where), files };
 }
