@@ -5,7 +5,8 @@
 // digest; the layer digest must equal the checksum the assigner announced;
 // the bundle is decoded with bundle/'s caps. When no registry can be read, the
 // same chain comes from the assigner (source.ts) and is verified the same way. Every byte is checked against
-// its descriptor on the way in and again when read from the cache.
+// its descriptor on the way in and again when read from the cache. An
+// artifact already cached is verified there first, in one pass, with no registry.
 import { AssignerError } from "../assigner/api/index.js";
 import { decodeBundle, readPolicyManifest, type Bundle } from "../bundle/index.js";
 import {
@@ -40,7 +41,7 @@ export interface VerifiedArtifact {
   layer: Descriptor;
   bundle: Bundle;
   signature: VerifiedSignature;
-  /** Where it came from: a mirror, the reference or the assigner. */
+  /** Where it came from: the cache, a mirror, the reference or the assigner. */
   source: string;
 }
 
@@ -72,6 +73,8 @@ export class ArtifactCache {
    * registry's, when the assigner itself could not answer).
    */
   async fetchVerified(assigned: Assigned, options: FetchOptions): Promise<VerifiedArtifact> {
+    const cached = await this.verifyCached(assigned, options);
+    if (cached) return cached;
     let last: unknown;
     let reachable = false;
     for (const ref of [...options.mirrors.map((m) => `${m}@${assigned.id}`), referenceOf(assigned)]) {
@@ -102,9 +105,38 @@ export class ArtifactCache {
     throw last ?? new AgentError("UNAVAILABLE", `no source for ${assigned.id}`);
   }
 
+  /**
+   * An artifact the cache already holds is verified there, with no registry:
+   * its signature by a pinned key, the announced checksum, and the layer,
+   * hashed in the one pass that decodes it (nothing is trusted for being in
+   * the cache, nor for its size or date). Anything missing or failing is
+   * undefined: the registries are asked, and their copy repairs the cache.
+   */
+  private async verifyCached(assigned: Assigned, options: FetchOptions): Promise<VerifiedArtifact | undefined> {
+    const { signal } = options;
+    let root: Descriptor;
+    try {
+      root = await this.layout.resolve(assigned.id, signal ? { signal } : {});
+    } catch {
+      return undefined;
+    }
+    try {
+      return await this.verifyInCache("the cache", root, assigned, options);
+    } catch {
+      signal?.throwIfAborted();
+      return undefined;
+    }
+  }
+
   private async pullAndVerify(source: string, target: ReadOnlyTarget, assigned: Assigned, options: FetchOptions): Promise<VerifiedArtifact> {
     const { signal } = options;
     const root = await copy(target, assigned.id, this.layout, undefined, { referrers: true, ...(signal ? { signal } : {}) });
+    return this.verifyInCache(source, root, assigned, options);
+  }
+
+  /** Checks what the cache holds for `root`: the assigned digest, a trusted signature, the checksum, the bundle. */
+  private async verifyInCache(source: string, root: Descriptor, assigned: Assigned, options: FetchOptions): Promise<VerifiedArtifact> {
+    const { signal } = options;
     if (root.digest !== assigned.id) throw new AgentError("BAD_ASSIGNMENT", `${source} resolved to ${root.digest}, not ${assigned.id}`);
     const signature = await verifyArtifact(this.layout, assigned.id, options.trust);
     const { layer } = await readPolicyManifest(this.layout, root, signal ? { signal } : {});

@@ -1,8 +1,12 @@
-// A minimal ustar writer and a strict reader for bundles. The writer fixes
-// every varying field (mtime, owner, mode) so the same files give the same
-// bytes; the reader accepts only what the writer makes: regular files with
-// plain relative names, within size caps.
+// Bundles' tar, through tar-stream (it streams both ways and lets every
+// header field be set). The writer fixes every field that could vary (mtime,
+// owner, names, mode, device numbers), so the same files give the same bytes;
+// the reader streams and accepts only what the writer makes: regular files
+// with plain relative names, each behind one plain ustar header (no pax or GNU
+// extension headers), within caps, ended by the end-of-archive marker.
 // https://pubs.opengroup.org/onlinepubs/9699919799/utilities/pax.html#tag_20_92_13_06
+import { pipeline, Transform, type TransformCallback } from "node:stream";
+import { extract, pack, type Header } from "tar-stream";
 import { InputError } from "../errors.js";
 import { BundleError, type BundleErrorCode } from "./errors.js";
 
@@ -21,19 +25,11 @@ export interface TarLimits {
 
 export const BUNDLE_LIMITS: TarLimits = {
   maxEntries: 64,
-  maxEntrySize: 32 * 1024 * 1024,
+  maxEntrySize: 64 * 1024 * 1024,
   maxTotalSize: 64 * 1024 * 1024,
 };
 
-function writeString(header: Buffer, offset: number, length: number, value: string): void {
-  header.write(value, offset, length, "utf8");
-}
-
-function writeOctal(header: Buffer, offset: number, length: number, value: number): void {
-  writeString(header, offset, length, value.toString(8).padStart(length - 1, "0") + "\0");
-}
-
-/** Checks a member name: relative, no "..", no empty parts, ASCII. */
+/** Checks a member name: relative, no "..", no empty parts, ASCII, one ustar name field. */
 export function checkEntryName(name: string): string {
   if (!/^[A-Za-z0-9._-]+(?:\/[A-Za-z0-9._-]+)*$/.test(name) || name.split("/").some((p) => p === "." || p === "..")) {
     throw new InputError("INVALID_ARGUMENT", `bundle entry "${name}" is not a plain relative path`);
@@ -42,72 +38,127 @@ export function checkEntryName(name: string): string {
   return name;
 }
 
-/** Writes entries sorted by name with mtime 0, uid/gid 0, mode 0644. */
-export function writeTar(entries: TarEntry[]): Buffer {
-  const sorted = [...entries].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  const blocks: Buffer[] = [];
-  for (const entry of sorted) {
-    const header = Buffer.alloc(BLOCK);
-    writeString(header, 0, 100, checkEntryName(entry.name));
-    writeOctal(header, 100, 8, 0o644);
-    writeOctal(header, 108, 8, 0);
-    writeOctal(header, 116, 8, 0);
-    writeOctal(header, 124, 12, entry.data.byteLength);
-    writeOctal(header, 136, 12, 0);
-    header.fill(" ", 148, 156);
-    writeString(header, 156, 1, "0");
-    writeString(header, 257, 6, "ustar\0");
-    writeString(header, 263, 2, "00");
-    const sum = header.reduce((total, byte) => total + byte, 0);
-    writeString(header, 148, 8, sum.toString(8).padStart(6, "0") + "\0 ");
-    blocks.push(header, Buffer.from(entry.data));
-    const padding = (BLOCK - (entry.data.byteLength % BLOCK)) % BLOCK;
-    if (padding) blocks.push(Buffer.alloc(padding));
-  }
-  blocks.push(Buffer.alloc(BLOCK * 2));
-  return Buffer.concat(blocks);
+/** Every header field, fixed: only the name and the size come from the entry. */
+function header(entry: TarEntry): Header {
+  return {
+    name: checkEntryName(entry.name),
+    size: entry.data.byteLength,
+    mode: 0o644,
+    uid: 0,
+    gid: 0,
+    uname: "",
+    gname: "",
+    mtime: new Date(0),
+    type: "file",
+    linkname: "",
+    devmajor: 0,
+    devminor: 0,
+  };
 }
 
-function readString(block: Buffer, offset: number, length: number): string {
-  const field = block.subarray(offset, offset + length);
-  const end = field.indexOf(0);
-  return field.subarray(0, end < 0 ? length : end).toString("utf8");
+/** Writes entries sorted by name with mtime 0, uid/gid 0, no owner names, mode 0644. */
+export async function writeTar(entries: readonly TarEntry[]): Promise<Buffer> {
+  const sorted = [...entries].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  sorted.forEach((entry, i) => {
+    if (i > 0 && sorted[i - 1]!.name === entry.name) throw new InputError("INVALID_ARGUMENT", `bundle entry "${entry.name}" appears twice`);
+  });
+  const packer = pack();
+  const chunks: Buffer[] = [];
+  const collected = (async () => {
+    for await (const chunk of packer as AsyncIterable<Buffer>) chunks.push(chunk);
+  })();
+  for (const entry of sorted) {
+    await new Promise<void>((resolve, reject) => packer.entry(header(entry), Buffer.from(entry.data.buffer, entry.data.byteOffset, entry.data.byteLength), (err) => (err ? reject(err) : resolve())));
+  }
+  packer.finalize();
+  await collected;
+  return Buffer.concat(chunks);
 }
+
+/** What tar-stream's extract sets beyond its typed Headers: the applied pax records and where the data starts. */
+type ReadHeader = Header & { byteOffset?: number };
 
 function bad(why: string, code: BundleErrorCode = "INVALID_BUNDLE"): never {
   throw new BundleError(code, `bundle is not a valid Aegis tar: ${why}`);
 }
 
-/** Reads a bundle's tar, refusing links, special files, unsafe names and oversize content. */
-export function readTar(tar: Buffer, limits: TarLimits = BUNDLE_LIMITS): TarEntry[] {
-  const entries: TarEntry[] = [];
+export interface TarMember {
+  name: string;
+  size: number;
+}
+
+/**
+ * Reads a tar stream, handing each entry to `visit` with its data stream,
+ * which `visit` must consume (or fail). Refuses links, special files, unsafe
+ * names, extension headers, duplicates and content past `limits`; every
+ * check runs on the header, before the entry's data is read.
+ */
+export async function readTar(tar: AsyncIterable<Buffer>, visit: (member: TarMember, data: AsyncIterable<Buffer>) => Promise<void>, limits: TarLimits = BUNDLE_LIMITS): Promise<void> {
+  // The whole stream (headers, padding, the end marker) within the cap: a stream of zero blocks is bounded too.
+  const counter = new ByteCounter(limits.maxTotalSize + (limits.maxEntries + 3) * BLOCK * 2);
+  const reader = extract();
+  const flowing = new Promise<void>((resolve, reject) => pipeline(tar, counter, reader, (err) => (err ? reject(err) : resolve())));
+  flowing.catch(() => {});
+  const seen = new Set<string>();
   let total = 0;
-  for (let offset = 0; offset + BLOCK <= tar.byteLength; ) {
-    const header = tar.subarray(offset, offset + BLOCK);
-    if (header.every((byte) => byte === 0)) return entries;
-    const stored = parseInt(readString(header, 148, 8).trim() || "NaN", 8);
-    const sum = header.reduce((acc, byte, i) => acc + (i >= 148 && i < 156 ? 32 : byte), 0);
-    if (stored !== sum) bad(`header checksum mismatch at offset ${offset}`);
-    const prefix = readString(header, 345, 155);
-    const name = (prefix ? `${prefix}/` : "") + readString(header, 0, 100);
-    const type = readString(header, 156, 1) || "0";
-    if (type !== "0") bad(`entry "${name}" has type '${type}'; only regular files are allowed`);
-    try {
-      checkEntryName(name);
-    } catch (err) {
-      bad((err as Error).message);
+  // Where the next header must start: entries follow each other with nothing between.
+  let next = 0;
+  try {
+    for await (const entry of reader) {
+      const { name, size = NaN, type, pax, byteOffset } = entry.header as ReadHeader;
+      if (pax || byteOffset !== next + BLOCK) bad(`entry "${name}" is not behind one plain ustar header at offset ${next}`);
+      if (type !== "file") bad(`entry "${name}" is a ${type ?? "file of an unknown type"}; only regular files are allowed`);
+      try {
+        checkEntryName(name);
+      } catch (err) {
+        bad((err as Error).message);
+      }
+      if (!Number.isSafeInteger(size) || size < 0) bad(`entry "${name}" has an invalid size`);
+      if (size > limits.maxEntrySize) bad(`entry "${name}" is ${size} bytes, over the ${limits.maxEntrySize}-byte limit`, "BUNDLE_TOO_LARGE");
+      total += size;
+      if (total > limits.maxTotalSize) bad(`content is over the ${limits.maxTotalSize}-byte limit`, "BUNDLE_TOO_LARGE");
+      if (seen.size >= limits.maxEntries) bad(`more than ${limits.maxEntries} entries`, "BUNDLE_TOO_LARGE");
+      if (seen.has(name)) bad(`entry "${name}" appears twice`);
+      seen.add(name);
+      next = next + BLOCK + Math.ceil(size / BLOCK) * BLOCK;
+      // A streamx Readable: it iterates as Buffers like a Node one.
+      await visit({ name, size }, entry as unknown as AsyncIterable<Buffer>);
     }
-    const size = parseInt(readString(header, 124, 12).trim() || "NaN", 8);
-    if (!Number.isSafeInteger(size) || size < 0) bad(`entry "${name}" has an invalid size`);
-    if (size > limits.maxEntrySize) bad(`entry "${name}" is ${size} bytes, over the ${limits.maxEntrySize}-byte limit`, "BUNDLE_TOO_LARGE");
-    total += size;
-    if (total > limits.maxTotalSize) bad(`content is over the ${limits.maxTotalSize}-byte limit`, "BUNDLE_TOO_LARGE");
-    if (entries.length >= limits.maxEntries) bad(`more than ${limits.maxEntries} entries`, "BUNDLE_TOO_LARGE");
-    if (entries.some((e) => e.name === name)) bad(`entry "${name}" appears twice`);
-    const start = offset + BLOCK;
-    if (start + size > tar.byteLength) bad(`entry "${name}" is truncated`);
-    entries.push({ name, data: tar.subarray(start, start + size) });
-    offset = start + Math.ceil(size / BLOCK) * BLOCK;
+    await flowing;
+  } catch (err) {
+    reader.destroy();
+    throw mapTarError(err);
   }
-  bad("missing end-of-archive marker");
+  if (counter.bytes < next + 2 * BLOCK) bad("missing end-of-archive marker");
+}
+
+/** tar-stream's own errors (a bad checksum, a cut-off stream) are bad bundles; ours and the source's pass through. */
+function mapTarError(err: unknown): unknown {
+  if (!(err instanceof Error) || "code" in err || err.name !== "Error") return err;
+  const why = err.message.startsWith("Invalid tar header.")
+    ? "a header checksum does not match"
+    : err.message.startsWith("Invalid tar header: unknown format")
+      ? "a header is not a ustar header"
+      : err.message === "Unexpected end of data"
+        ? "it is cut off"
+        : err.message;
+  return new BundleError("INVALID_BUNDLE", `bundle is not a valid Aegis tar: ${why}`, { cause: err });
+}
+
+/** Counts bytes passing through and fails past `limit`. */
+export class ByteCounter extends Transform {
+  bytes = 0;
+
+  constructor(private readonly limit: number) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.bytes += chunk.byteLength;
+    if (this.bytes > this.limit) {
+      callback(new BundleError("BUNDLE_TOO_LARGE", `bundle decompresses to more than the ${this.limit}-byte limit`));
+      return;
+    }
+    callback(null, chunk);
+  }
 }

@@ -1,6 +1,10 @@
 // Push and pull of policy artifacts, both through registry/copy.
+import { mkdir, mkdtemp, rename, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { PassThrough, type Readable } from "node:stream";
 import {
   copy,
+  isNotFound,
   MAX_MANIFEST_SIZE,
   MediaType,
   MemoryTarget,
@@ -8,6 +12,7 @@ import {
   readAll,
   type AbortOptions,
   type CopyOptions,
+  type Deleter,
   type Descriptor,
   type Manifest,
   type ReadOnlyStorage,
@@ -15,7 +20,7 @@ import {
   type Target,
 } from "../registry/index.js";
 import { packArtifact, storeArtifact, type PackedArtifact } from "./artifact.js";
-import { decodeBundle, type Bundle } from "./build.js";
+import { unpackBundle, type Unpacked } from "./read.js";
 import { BundleError } from "./errors.js";
 import { BUNDLE_LIMITS } from "./tar.js";
 import type { Policy } from "../policy/index.js";
@@ -33,7 +38,11 @@ export interface PulledArtifact {
   manifest: Descriptor;
   layer: Descriptor;
   annotations: Record<string, string>;
-  bundle: Bundle;
+  policy: Policy;
+  /** The files written into the output directory. */
+  files: string[];
+  /** The layer was in the cache (and verified again as it was unpacked). */
+  cached: boolean;
 }
 
 /** Reads an artifact's manifest from `store` and checks it is an Aegis policy. */
@@ -53,23 +62,147 @@ export async function readPolicyManifest(store: ReadOnlyStorage, desc: Descripto
 const MAX_LAYER_SIZE = BUNDLE_LIMITS.maxTotalSize + 64 * 1024;
 
 /**
- * Copies the artifact that `reference` names from `src` into `cache` (every
- * byte verified on the way), then decodes its bundle from the cache. The
- * root manifest is read first: anything but an Aegis policy (an index with
- * thousands of children, an image) and a layer over the bundle cap are
- * refused before a byte is written. `options.signal` cancels the whole pull.
+ * Pulls the artifact that `reference` names from `src` and writes its files
+ * into `output`. The root manifest is read first: anything but an Aegis
+ * policy (an index with thousands of children, an image) and a layer over
+ * the bundle cap are refused before a byte is written. The layer streams
+ * through hashing, zstd and the tar reader straight into files, in a temp
+ * directory beside them that is renamed into place only once the digest has
+ * been verified: nothing unverified is left, and memory stays bounded
+ * whatever the size.
+ *
+ * A layer already in `cache` is read from it once, hashed as it is unpacked:
+ * that one pass is the re-verification (nothing is trusted for its name, size
+ * or date). A cached layer that no longer matches its digest is deleted and
+ * fetched again. Otherwise `copy` brings the artifact into the cache and the
+ * layer is unpacked as it is stored, from the same bytes, which the cache's
+ * push verifies. `options.signal` cancels the whole pull.
  */
-export async function pullBundle(src: ReadOnlyTarget, reference: string, cache: Target, options: CopyOptions = {}): Promise<PulledArtifact> {
+export async function pullBundle(src: ReadOnlyTarget, reference: string, cache: Target & Deleter, output: string, options: CopyOptions = {}): Promise<PulledArtifact> {
   const { signal } = options;
   const desc = await src.resolve(reference, { signal });
-  const checked = await readPolicyManifest(src, desc, { signal });
-  const total = [checked.manifest.config, ...checked.manifest.layers].reduce((sum, d) => sum + d.size, 0);
+  const { manifest, layer } = await readPolicyManifest(src, desc, { signal });
+  const total = [manifest.config, ...manifest.layers].reduce((sum, d) => sum + d.size, 0);
   if (total > MAX_LAYER_SIZE) {
     throw new BundleError("BUNDLE_TOO_LARGE", `${src.name}@${desc.digest}: its layers claim ${total} bytes, over the bundle cap of ${MAX_LAYER_SIZE}`);
   }
-  // By digest, so what is copied is what was just checked even if the tag moves.
-  const root = await copy(src, desc.digest, cache, undefined, options);
-  const { manifest, layer } = await readPolicyManifest(cache, root, { signal });
-  const bundle = await decodeBundle(await cache.fetch(layer, { signal }), `${src.name}@${root.digest}`);
-  return { manifest: root, layer, annotations: manifest.annotations ?? {}, bundle };
+  const where = `${src.name}@${desc.digest}`;
+  await mkdir(output, { recursive: true });
+  const attempt = async <T extends Unpacked | undefined>(unpack: (dir: string) => Promise<T>): Promise<T> => {
+    const temp = await mkdtemp(join(output, ".aegis-pull-"));
+    try {
+      const unpacked = await unpack(temp);
+      if (unpacked) for (const name of unpacked.files) await rename(join(temp, name), join(output, name));
+      return unpacked;
+    } finally {
+      await rm(temp, { recursive: true, force: true });
+    }
+  };
+  const result = (unpacked: Unpacked, cached: boolean): PulledArtifact => ({ manifest: desc, layer, annotations: manifest.annotations ?? {}, ...unpacked, cached });
+
+  const hit = await attempt(async (dir) => {
+    let content: Readable;
+    try {
+      content = await cache.fetch(layer, { signal });
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+    try {
+      return await unpackBundle(content, dir, where);
+    } catch (err) {
+      if (!AT_REST.has((err as { code?: string }).code ?? "")) throw err;
+      await cache.delete(layer);
+      return undefined;
+    }
+  });
+  if (hit) return result(hit, true);
+
+  const fetched = await attempt(async (dir) => {
+    const target = new UnpackingTarget(cache, layer, (content) => unpackBundle(content, dir, where));
+    // By digest, so what is copied is what was just checked even if the tag moves.
+    await copy(src, desc.digest, target, undefined, options);
+    return target.unpacked ?? missingLayer(where);
+  });
+  return result(fetched, false);
+}
+
+/** A cached blob that fails verification: altered at rest, to be fetched again. */
+const AT_REST = new Set(["DIGEST_MISMATCH", "SIZE_MISMATCH"]);
+
+function missingLayer(where: string): never {
+  throw new BundleError("NOT_A_POLICY", `${where}: copy did not store the policy layer`);
+}
+
+/**
+ * The cache as copy()'s destination, except that the policy layer is also
+ * unpacked while it is stored: the bytes go both to the cache's push (which
+ * verifies them) and to the unpacker, so they are fetched and hashed once.
+ * The unpacked files count only when the push succeeded.
+ */
+class UnpackingTarget implements Target {
+  readonly name: string;
+  unpacked: Unpacked | undefined;
+
+  constructor(
+    private readonly cache: Target,
+    private readonly layer: Descriptor,
+    private readonly unpack: (content: Readable) => Promise<Unpacked>,
+  ) {
+    this.name = cache.name;
+  }
+
+  async push(desc: Descriptor, content: Readable, options?: AbortOptions): Promise<void> {
+    if (desc.digest !== this.layer.digest) return this.cache.push(desc, content, options);
+    const toCache = new PassThrough();
+    const toUnpack = new PassThrough();
+    // Their consumers (the push, the unpacker) report what goes wrong; a copy's error must not also be an uncaught event.
+    for (const branch of [toCache, toUnpack]) branch.on("error", () => {});
+    content.on("error", (err) => {
+      toCache.destroy(err);
+      toUnpack.destroy(err);
+    });
+    content.pipe(toCache);
+    content.pipe(toUnpack);
+    const stored = this.cache.push(desc, toCache, options).catch((err: unknown) => {
+      // Not the bundle: stop unpacking it.
+      content.destroy();
+      toUnpack.destroy(err as Error);
+      throw err;
+    });
+    // The unpacker reads its copy to the end even when the content is bad, so the push always finishes.
+    const [pushed, unpacked] = await Promise.allSettled([stored, this.unpack(toUnpack)]);
+    if (pushed.status === "rejected") throw pushed.reason;
+    if (unpacked.status === "rejected") throw unpacked.reason;
+    this.unpacked = unpacked.value;
+  }
+
+  /** The layer is fetched even if stored (the caller found it missing or altered): everything else as the cache says. */
+  exists(desc: Descriptor, options?: AbortOptions): Promise<boolean> {
+    return desc.digest === this.layer.digest ? Promise.resolve(false) : this.cache.exists(desc, options);
+  }
+
+  fetch(desc: Descriptor, options?: AbortOptions): Promise<Readable> {
+    return this.cache.fetch(desc, options);
+  }
+
+  resolve(reference: string, options?: AbortOptions): Promise<Descriptor> {
+    return this.cache.resolve(reference, options);
+  }
+
+  tags(): Promise<string[]> {
+    return this.cache.tags();
+  }
+
+  tag(desc: Descriptor, tag: string): Promise<void> {
+    return this.cache.tag(desc, tag);
+  }
+
+  referrers(subject: Descriptor, artifactType?: string): Promise<Descriptor[]> {
+    return this.cache.referrers(subject, artifactType);
+  }
+
+  indexReferrer(subject: Descriptor, referrer: Descriptor): Promise<void> {
+    return this.cache.indexReferrer(subject, referrer);
+  }
 }

@@ -1,35 +1,55 @@
-// Zstandard for bundles through zstd-napi, which streams: decompression
-// stops as soon as the output passes a cap, so a small "zip bomb" layer
-// cannot fill memory.
-import { pipeline, type Readable } from "node:stream";
-import { compress as zstdCompress, DecompressStream } from "zstd-napi";
-import { AegisError } from "../errors.js";
+// Zstandard for bundles through zstd-napi. Decompression is an async
+// generator over zstd's streaming call, so it produces one output buffer at a
+// time and only as fast as the consumer takes them (a stream Transform would
+// push all of a chunk's output at once: a small "zip bomb" chunk could fill
+// memory before any cap saw it). The window a frame may ask for is bounded
+// too. https://facebook.github.io/zstd/zstd_manual.html#Chapter9
+import { compress as zstdCompress } from "zstd-napi";
+import binding from "zstd-napi/binding.js";
 import { BundleError } from "./errors.js";
 
-/** A fixed level: the same input always gives the same bytes (for one zstd version). */
-const LEVEL = 19;
+/**
+ * A fixed level, so the same input always gives the same bytes (for one zstd
+ * version). Level 3 (zstd's default) compresses a 100,000-rule policy.json in
+ * about 0.02 s to 5% more than level 19 does in 5 s.
+ */
+const LEVEL = 3;
+
+/** 2^23 = 8 MiB, the most any level up to 19 uses; a frame asking for more is refused. */
+const WINDOW_LOG_MAX = 23;
 
 export function compress(data: Uint8Array): Buffer {
   return zstdCompress(data, { compressionLevel: LEVEL });
 }
 
-/** Decompresses a stream into memory, failing once more than `limit` bytes come out. */
-export async function decompress(source: Readable, limit: number): Promise<Buffer> {
-  const inflater = pipeline(source, new DecompressStream(), () => {});
-  const chunks: Buffer[] = [];
-  let total = 0;
-  try {
-    for await (const chunk of inflater as AsyncIterable<Buffer>) {
-      total += chunk.byteLength;
-      if (total > limit) throw new BundleError("BUNDLE_TOO_LARGE", `bundle decompresses to more than the ${limit}-byte limit`);
-      chunks.push(chunk);
+function invalid(why: string, cause?: unknown): BundleError {
+  return new BundleError("INVALID_BUNDLE", `bundle is not valid zstd: ${why}`, { cause });
+}
+
+/** Decompresses `source` (one or more zstd frames) as it is iterated. */
+export async function* inflate(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+  const dctx = new binding.DCtx();
+  dctx.setParameter(binding.DParameter.windowLogMax, WINDOW_LOG_MAX);
+  const outSize = binding.dStreamOutSize();
+  let inFrame = false;
+  for await (const chunk of source) {
+    let input = chunk;
+    for (;;) {
+      const output = Buffer.allocUnsafe(outSize);
+      let left: number, produced: number, consumed: number;
+      try {
+        [left, produced, consumed] = dctx.decompressStream(output, input);
+      } catch (err) {
+        throw invalid((err as Error).message, err);
+      }
+      if (produced > 0) yield output.subarray(0, produced);
+      input = input.subarray(consumed);
+      // Done with this chunk once it is all consumed and zstd has nothing more to flush.
+      if (input.length === 0 && (produced < output.length || left === 0)) {
+        inFrame = left !== 0;
+        break;
+      }
     }
-  } catch (err) {
-    source.destroy();
-    inflater.destroy();
-    // The source's own failures (DIGEST_MISMATCH as it streams, an abort) are not bad zstd.
-    if (err instanceof AegisError || (err as Error).name === "AbortError") throw err;
-    throw new BundleError("INVALID_BUNDLE", `bundle is not valid zstd: ${(err as Error).message}`, { cause: err });
   }
-  return Buffer.concat(chunks, total);
+  if (inFrame) throw invalid("the data ends in the middle of a frame");
 }

@@ -1,8 +1,6 @@
-// The policy source format (DESIGN.md "Policy source") and its normalized
-// form, which is what goes into a bundle as policy.json and what the
-// datapath compiler in ebpf/ reads.
-import { readFile } from "node:fs/promises";
-import { parseDocument } from "yaml";
+// The normalized policy: what goes into a bundle as policy.json and what the
+// datapath compiler in ebpf/ reads, one CIDR per rule side. The source format
+// (source.ts) builds on the same field schemas and expands into this form.
 import { z } from "zod";
 import { InputError } from "../errors.js";
 import { formatCidr, parseCidr } from "./cidr.js";
@@ -37,7 +35,7 @@ const NAME = /^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$/;
 const SEMVER =
   /^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$/;
 
-const cidrText = z.string().transform((text, ctx) => {
+export const cidrText = z.string().transform((text, ctx) => {
   try {
     return formatCidr(parseCidr(text));
   } catch (err) {
@@ -47,7 +45,7 @@ const cidrText = z.string().transform((text, ctx) => {
 });
 
 // "443", 443, "1000-2000", or the normalized { from, to } of policy.json.
-const portRange = z
+export const portRange = z
   .union([z.number(), z.string(), z.strictObject({ from: z.number(), to: z.number() })])
   .transform((value, ctx) => {
     const text = typeof value === "object" ? `${value.from}-${value.to}` : String(value).trim();
@@ -61,24 +59,31 @@ const portRange = z
     return { from, to };
   });
 
+/** A rule's fields but dst and src, as source.ts accepts them too. */
+export const ruleFields = {
+  action: z.enum(["drop", "allow"]),
+  protocol: z.enum(["icmp", "tcp", "udp", "any"]).default("any"),
+  ports: portRange.optional(),
+};
+
+/** Ports only with a protocol that has them (source.ts checks address families itself, per CIDR). */
+export function checkPorts(rule: { protocol: Protocol; ports?: unknown }, ctx: z.RefinementCtx): void {
+  if (rule.ports && rule.protocol !== "tcp" && rule.protocol !== "udp") {
+    ctx.addIssue({ code: "custom", path: ["ports"], message: `ports need protocol tcp or udp, not ${rule.protocol}` });
+  }
+}
+
 const ruleSchema = z
-  .strictObject({
-    action: z.enum(["drop", "allow"]),
-    dst: cidrText.optional(),
-    src: cidrText.optional(),
-    protocol: z.enum(["icmp", "tcp", "udp", "any"]).default("any"),
-    ports: portRange.optional(),
-  })
+  .strictObject({ action: ruleFields.action, dst: cidrText.optional(), src: cidrText.optional(), protocol: ruleFields.protocol, ports: ruleFields.ports })
   .superRefine((rule, ctx) => {
-    if (rule.ports && rule.protocol !== "tcp" && rule.protocol !== "udp") {
-      ctx.addIssue({ code: "custom", path: ["ports"], message: `ports need protocol tcp or udp, not ${rule.protocol}` });
-    }
+    checkPorts(rule, ctx);
     if (rule.dst && rule.src && cidrFamily(rule.dst) !== cidrFamily(rule.src)) {
       ctx.addIssue({ code: "custom", path: ["src"], message: "src and dst must be the same address family" });
     }
   });
 
-const policySchema = z.strictObject({
+/** A policy's fields but its rules, as source.ts accepts them too. */
+export const policyFields = {
   name: z.string().regex(NAME, "lowercase letters, digits, '.', '_' or '-', at most 64"),
   version: z.string().regex(SEMVER, "a semantic version like 1.0.0"),
   description: z.string().default(""),
@@ -89,45 +94,40 @@ const policySchema = z.strictObject({
       direction: z.enum(["egress", "ingress", "both"]).default("egress"),
     })
     .default({ hook: "tc", direction: "egress" }),
-  rules: z.array(ruleSchema).min(1, "a policy needs at least one rule"),
-});
+};
 
-/** Validates a parsed policy document; `source` names the file in errors. */
+const policySchema = z.strictObject({ ...policyFields, rules: z.array(ruleSchema).min(1, "a policy needs at least one rule") });
+
+/** Validates a normalized policy document (a bundle's policy.json); `source` names the file in errors, all reported at once. */
 export function normalizePolicy(document: unknown, source: string): Policy {
   const result = policySchema.safeParse(document);
-  if (!result.success) {
-    const issue = result.error.issues[0]!;
-    const field = formatPath(issue.path);
-    throw new InputError("INVALID_POLICY", `${source}: ${field ? `${field}: ` : ""}${issue.message}`);
-  }
+  if (!result.success) throw policyError(result.error.issues.map((issue) => issueText(source, issue)));
   return result.data as Policy;
 }
 
-/** Reads and validates `<dir>/policy.yaml` (or a policy file path). */
-export async function loadPolicy(path: string): Promise<Policy> {
-  const file = path.endsWith(".yaml") || path.endsWith(".yml") ? path : `${path.replace(/\/$/, "")}/policy.yaml`;
-  let text: string;
-  try {
-    text = await readFile(file, "utf8");
-  } catch (err) {
-    throw new InputError("FILE_NOT_FOUND", `${file}: cannot read policy file`, { cause: err });
-  }
-  const doc = parseDocument(text, { prettyErrors: true });
-  if (doc.errors.length > 0) {
-    const first = doc.errors[0]!;
-    const line = first.linePos?.[0]?.line;
-    throw new InputError("INVALID_POLICY", `${file}${line ? `:${line}` : ""}: invalid YAML: ${first.message.split("\n")[0]!.replace(/ at line \d+, column \d+:?$/, "")}`);
-  }
-  return normalizePolicy(doc.toJS(), file);
+/** At most this many problems are spelled out in one error; the rest are counted. */
+const MAX_LISTED = 50;
+
+/** One INVALID_POLICY error for every problem found, each naming its file and field (or line). */
+export function policyError(problems: string[]): InputError {
+  const listed = problems.slice(0, MAX_LISTED);
+  if (problems.length > MAX_LISTED) listed.push(`and ${problems.length - MAX_LISTED} more problems`);
+  return new InputError("INVALID_POLICY", listed.join("; "));
 }
 
-function formatPath(path: PropertyKey[]): string {
+/** "file: field: message" for a zod issue. */
+export function issueText(file: string, issue: z.core.$ZodIssue): string {
+  const field = formatPath(issue.path);
+  return `${file}: ${field ? `${field}: ` : ""}${issue.message}`;
+}
+
+export function formatPath(path: readonly PropertyKey[]): string {
   return path.reduce<string>(
     (out, key) => (typeof key === "number" ? `${out}[${key}]` : out ? `${out}.${String(key)}` : String(key)),
     "",
   );
 }
 
-function cidrFamily(text: string): 4 | 6 {
+export function cidrFamily(text: string): 4 | 6 {
   return text.includes(":") ? 6 : 4;
 }

@@ -8,21 +8,25 @@ export function registerPolicy(program: Command): void {
   policy
     .command("build")
     .description("validate a policy, compile its eBPF program and write the deterministic bundle (tar.zst)")
-    .argument("<dir>", "policy directory holding policy.yaml (or the YAML file itself)")
+    .argument("<dir>", "policy directory holding policy.yaml or policy.yml (or the YAML file itself)")
     .requiredOption("-o, --output <file>", "bundle file to write")
     .option("--json", "print JSON for scripts")
     .action(async (dir: string, options: OutputOptions & { output: string }) => {
       const [{ buildBundle }, { sha256 }, { atomicWrite }] = await Promise.all([import("../../bundle/index.js"), import("../../registry/index.js"), import("../../util/index.js")]);
-      const { policy: built, bytes } = await duringStep(`building ${dir}`, options, () => buildBundle(dir));
+      const { policy: built, bytes, warnings } = await duringStep(`building ${dir}`, options, () => buildBundle(dir));
+      // Warnings go to stderr whatever the output format, so scripts piping stdout still show them.
+      for (const warning of warnings) process.stderr.write(`aegis: warning: ${warning}\n`);
       // A failed build or write leaves any old bundle intact.
       await atomicWrite(options.output, bytes);
       const checksum = sha256(bytes);
-      report(options, `built ${built.name} ${built.version} → ${options.output} (${bytes.byteLength} bytes, ${checksum})`, {
+      report(options, `built ${built.name} ${built.version} → ${options.output} (${built.rules.length} rules, ${bytes.byteLength} bytes, ${checksum})`, {
         name: built.name,
         version: built.version,
         output: options.output,
         size: bytes.byteLength,
         digest: checksum,
+        rules: built.rules.length,
+        warnings,
       });
     });
 }

@@ -1,5 +1,4 @@
 // `aegis pull`. The registry and bundle code load when the command runs (cli/aegis.ts).
-import { mkdir, rename, rm, writeFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import type { Command } from "commander";
@@ -25,8 +24,9 @@ export function registerPull(program: Command): void {
       ": the artifact must be signed by one, or nothing is written",
     ),
   ).action(async (refText: string, options: GlobalOptions & TrustOptions & { output: string }) => {
-    const [{ POLICY_FILE, PROGRAM_FILE, pullBundle }, { formatReference, OciLayoutTarget, openReference }] = await Promise.all([
-      import("../../bundle/index.js"),
+    const [{ pullBundle }, { formatReference, OciLayoutTarget, openReference }] = await Promise.all([
+      // transfer.js alone: pulling needs neither the policy compiler nor the YAML loader.
+      import("../../bundle/transfer.js"),
       import("../../registry/index.js"),
     ]);
     const src = openReference(refText, repositoryOptions(options));
@@ -35,23 +35,10 @@ export function registerPull(program: Command): void {
     const { digest } = await src.target.resolve(src.selector);
     const checked = await checkSignatureIfPinned(src.target, digest, options);
     const progress = startProgress("pulling", options);
-    const pulled = await pullBundle(src.target, digest, new OciLayoutTarget(cacheDir()), { onEvent: progress.onEvent });
+    // Streamed into a temp dir beside the files and moved into place once verified (bundle/transfer.ts).
+    const pulled = await pullBundle(src.target, digest, new OciLayoutTarget(cacheDir()), options.output, { onEvent: progress.onEvent });
     progress.finish();
-    // Files go to a temp dir and move into place only once all are written.
-    await mkdir(options.output, { recursive: true });
-    const files = {
-      [POLICY_FILE]: Buffer.from(JSON.stringify(pulled.bundle.policy, null, 2) + "\n"),
-      [PROGRAM_FILE]: pulled.bundle.program,
-    };
-    const temp = join(options.output, `.aegis-pull-${process.pid}`);
-    await mkdir(temp, { recursive: true });
-    try {
-      for (const [name, data] of Object.entries(files)) await writeFile(join(temp, name), data);
-      for (const name of Object.keys(files)) await rename(join(temp, name), join(options.output, name));
-    } finally {
-      await rm(temp, { recursive: true, force: true });
-    }
-    const { policy } = pulled.bundle;
+    const { policy } = pulled;
     report(options, `pulled ${policy.name} ${policy.version} ${pulled.manifest.digest} → ${options.output} (${checked.summary})`, {
       reference: formatReference(src.ref, pulled.manifest.digest),
       digest: pulled.manifest.digest,
@@ -59,7 +46,8 @@ export function registerPull(program: Command): void {
       name: policy.name,
       version: policy.version,
       output: options.output,
-      files: Object.keys(files),
+      files: pulled.files,
+      cached: pulled.cached,
       verified: checked.verified,
     });
   });

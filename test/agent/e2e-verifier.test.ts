@@ -38,7 +38,7 @@ describe("aegis agent run: a signed object the kernel verifier rejects", () => {
     mkdirSync(dir, { recursive: true });
     writeFileSync(join(dir, "policy.yaml"), ["name: e2e-verifier", "version: 2.0.0", "description: the verifier says no", "program: aegis_net", "attach: { hook: tc, direction: egress }", "rules:", `  - ${JSON.stringify(drop)}`, ""].join("\n"));
     const { policy } = await buildBundle(dir);
-    const bytes = encodeBundle({ policy, program: await compileSource("unsafe", UNSAFE) });
+    const bytes = await encodeBundle({ policy, program: await compileSource("unsafe", UNSAFE) });
     const repo = new RemoteRepository(lab.registry.host, "policies/e2e");
     const artifact = await pushBundle(bytes, policy, repo, "2.0.0");
     await signArtifact(repo, artifact.manifest, new KeySigner(createPrivateKey(lab.ciKey.privateKey)), repo.name);

@@ -138,7 +138,7 @@ describe("graphs are bounded", () => {
     const index = await wideIndex(store, 300, "wide");
     const registry = await hostile({ store });
     const cache = join(tempDir(), "cache");
-    await expect(pullBundle(new RemoteRepository(registry.host, "wide"), "wide", new OciLayoutTarget(cache))).rejects.toMatchObject({ code: "NOT_A_POLICY" });
+    await expect(pullBundle(new RemoteRepository(registry.host, "wide"), "wide", new OciLayoutTarget(cache), join(tempDir(), "out"))).rejects.toMatchObject({ code: "NOT_A_POLICY" });
     const gets = registry.requests.filter((r) => r.startsWith("GET"));
     expect(gets.every((r) => r.endsWith("/wide") || r.endsWith(index.digest)), `requests: ${gets.join(", ")}`).toBe(true);
     expect(existsSync(cache) ? readdirSync(cache) : [], "cache contents").toEqual([]);
@@ -152,7 +152,7 @@ describe("graphs are bounded", () => {
     await store.tag(await pushJson(store, MediaType.ImageManifest, doc), "huge");
     const registry = await hostile({ store });
     const cache = join(tempDir(), "cache");
-    await expect(pullBundle(new RemoteRepository(registry.host, "huge"), "huge", new OciLayoutTarget(cache))).rejects.toMatchObject({ code: "BUNDLE_TOO_LARGE" });
+    await expect(pullBundle(new RemoteRepository(registry.host, "huge"), "huge", new OciLayoutTarget(cache), join(tempDir(), "out"))).rejects.toMatchObject({ code: "BUNDLE_TOO_LARGE" });
     expect(registry.requests.filter((r) => r.includes("/blobs/")), "blob requests").toEqual([]);
   });
 });

@@ -1,0 +1,122 @@
+// Reading bundles as they stream: zstd, then the strict tar reader, into
+// memory (decodeBundle: the agent and the assigner need the policy and the
+// program) or into files in a directory (unpackBundle: `aegis pull`, whose
+// memory stays bounded whatever the bundle's size).
+import { createWriteStream } from "node:fs";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import type { Policy } from "../policy/index.js";
+import { BundleError } from "./errors.js";
+import { BUNDLE_LIMITS, readTar, type TarLimits, type TarMember } from "./tar.js";
+import { inflate } from "./zstd.js";
+
+export const POLICY_FILE = "policy.json";
+export const PROGRAM_FILE = "program.o";
+
+/** A bundle's content: the normalized policy and its compiled program. */
+export interface Bundle {
+  policy: Policy;
+  program: Uint8Array;
+}
+
+/**
+ * Streams a bundle (tar.zst) from `source` through zstd and the strict tar
+ * reader, handing each member to `visit`. When the content is bad, the rest
+ * of `source` is still read, so that a failure of the source itself is what
+ * is reported: bytes that do not match their digest (found at the end of a
+ * verifying stream) are not a bad bundle, they are not the bundle. Errors of
+ * the source (DIGEST_MISMATCH, an abort) pass through unchanged.
+ */
+export async function readBundle(
+  source: Readable,
+  visit: (member: TarMember, data: AsyncIterable<Buffer>) => Promise<void>,
+  limits: TarLimits = BUNDLE_LIMITS,
+): Promise<void> {
+  try {
+    await readTar(inflate(source.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>), visit, limits);
+  } catch (err) {
+    if (!source.destroyed) {
+      // Bounded: the source is a descriptor's bytes, whose size was checked against the cap before fetching.
+      for await (const chunk of source) void chunk;
+    }
+    throw err;
+  }
+}
+
+/** Reads a member whose size the header gave into one buffer. */
+async function collect(data: AsyncIterable<Buffer>, size: number): Promise<Buffer> {
+  const buffer = Buffer.allocUnsafe(size);
+  let at = 0;
+  for await (const chunk of data) at += chunk.copy(buffer, at);
+  return buffer.subarray(0, at);
+}
+
+async function skip(data: AsyncIterable<Buffer>): Promise<void> {
+  for await (const chunk of data) void chunk;
+}
+
+function missing(where: string, name: string): never {
+  throw new BundleError("INVALID_BUNDLE", `${where}: bundle has no ${name}`);
+}
+
+/** policy.json's bytes → a validated Policy; anything else is INVALID_BUNDLE (its cause keeps INVALID_POLICY). */
+async function parsePolicyJson(bytes: Buffer, where: string): Promise<Policy> {
+  // Loaded once the bundle has streamed: the schema library is not resident while the bulk of a pull flows.
+  const { normalizePolicy } = await import("../policy/policy.js");
+  try {
+    return normalizePolicy(JSON.parse(bytes.toString("utf8")), `${where}:${POLICY_FILE}`);
+  } catch (err) {
+    // normalizePolicy's message already names the file and the field.
+    const message = err instanceof SyntaxError ? `${where}:${POLICY_FILE} is not valid JSON: ${err.message}` : (err as Error).message;
+    throw new BundleError("INVALID_BUNDLE", message, { cause: err });
+  }
+}
+
+/**
+ * Reads a bundle stream (already verified, or being verified as it flows)
+ * into memory within the size caps. Bad content is a BundleError; errors of
+ * the stream itself (DIGEST_MISMATCH, an abort) pass through unchanged.
+ */
+export async function decodeBundle(source: Readable, where: string): Promise<Bundle> {
+  const files = new Map<string, Buffer>();
+  await readBundle(source, async ({ name, size }, data) => {
+    if (name === POLICY_FILE || name === PROGRAM_FILE) files.set(name, await collect(data, size));
+    else await skip(data);
+  });
+  const policy = files.get(POLICY_FILE) ?? missing(where, POLICY_FILE);
+  const program = files.get(PROGRAM_FILE) ?? missing(where, PROGRAM_FILE);
+  return { policy: await parsePolicyJson(policy, where), program };
+}
+
+export interface Unpacked {
+  policy: Policy;
+  /** The files written, by name: policy.json (the bundle's bytes as they are) and program.o. */
+  files: string[];
+}
+
+/**
+ * Streams a bundle's policy.json and program.o into files in `dir` (which
+ * must hold neither), other members are read and dropped. Only policy.json
+ * is held in memory, to validate it. The caller decides what the files are
+ * worth: written from a stream still being verified, they are not to be used
+ * until that stream has ended cleanly.
+ */
+export async function unpackBundle(source: Readable, dir: string, where: string): Promise<Unpacked> {
+  let policy: Buffer | undefined;
+  const files: string[] = [];
+  await readBundle(source, async ({ name, size }, data) => {
+    if (name === POLICY_FILE) {
+      policy = await collect(data, size);
+      await writeFile(join(dir, name), policy, { flag: "wx" });
+    } else if (name === PROGRAM_FILE) {
+      await pipeline(data, createWriteStream(join(dir, name), { flags: "wx" }));
+    } else {
+      return skip(data);
+    }
+    files.push(name);
+  });
+  if (!files.includes(PROGRAM_FILE)) missing(where, PROGRAM_FILE);
+  return { policy: await parsePolicyJson(policy ?? missing(where, POLICY_FILE), where), files };
+}

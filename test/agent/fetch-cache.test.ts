@@ -1,0 +1,71 @@
+// The agent's cache: an artifact already fetched is verified again from the
+// cache alone (no registry needed: signature, checksum, and the layer hashed
+// in the pass that decodes it); a cached layer altered at rest is not trusted
+// but fetched again, which repairs the cache.
+import { createPrivateKey } from "node:crypto";
+import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ArtifactCache, type Assigned } from "../../agent/fetch.js";
+import { buildBundle, pushBundle } from "../../bundle/index.js";
+import { OciLayoutTarget } from "../../registry/index.js";
+import { generateKeyPair, KeySigner, signArtifact, trustedKey, parsePublicKey, type TrustPolicy } from "../../signing/index.js";
+
+let work: string;
+let source: string;
+let assigned: Assigned;
+let layerPath: string;
+let trust: TrustPolicy;
+
+beforeAll(async () => {
+  work = mkdtempSync(join(tmpdir(), "aegis-fetch-cache-"));
+  source = join(work, "source");
+  const key = generateKeyPair("ed25519");
+  trust = { keys: [trustedKey("ci", parsePublicKey(key.publicKey, "ci"))] };
+  const { bytes, policy } = await buildBundle("policies/block-icmp-8888");
+  const layout = new OciLayoutTarget(source);
+  const artifact = await pushBundle(bytes, policy, layout, "v1");
+  await signArtifact(layout, artifact.manifest, new KeySigner(createPrivateKey(key.privateKey)), layout.name);
+  const id = artifact.manifest.digest;
+  assigned = { id, checksum: `sha256-${artifact.layer.digest.slice(7)}`, reference: `oci:${source}@${id}`, name: policy.name };
+  layerPath = join(work, "cache", "blobs", "sha256", artifact.layer.digest.slice(7));
+});
+
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+describe("ArtifactCache", () => {
+  it("verifies a cached artifact from the cache alone; an altered cached layer is fetched again", async () => {
+    const cache = new ArtifactCache(join(work, "cache"));
+    const first = await cache.fetchVerified(assigned, { mirrors: [], trust });
+    expect(first.source).toBe(`oci:${source}@${assigned.id}`);
+    const stored = readFileSync(layerPath);
+
+    // The source gone: the cache alone serves it, verified.
+    renameSync(source, `${source}.away`);
+    const hit = await cache.fetchVerified(assigned, { mirrors: [], trust });
+    expect(hit.source).toBe("the cache");
+    expect(hit.bundle).toEqual(first.bundle);
+    expect(hit.signature.key.name).toBe("ci");
+
+    // Altered at rest, with the source still gone: refused, never served from the cache.
+    const altered = Buffer.from(stored);
+    altered[altered.length >> 1]! ^= 0x01;
+    writeFileSync(layerPath, altered);
+    await expect(cache.fetchVerified(assigned, { mirrors: [], trust })).rejects.toThrow();
+
+    // The source back: fetched again from it, and the cache repaired.
+    renameSync(`${source}.away`, source);
+    const again = await cache.fetchVerified(assigned, { mirrors: [], trust });
+    expect(again.source).toBe(`oci:${source}@${assigned.id}`);
+    expect(readFileSync(layerPath).equals(stored), "the cached layer repaired").toBe(true);
+    expect((await cache.fetchVerified(assigned, { mirrors: [], trust })).source).toBe("the cache");
+  });
+
+  it("a cached artifact whose signature the current trust does not accept is not served from the cache", async () => {
+    const cache = new ArtifactCache(join(work, "cache-trust"));
+    await cache.fetchVerified(assigned, { mirrors: [], trust });
+    const other: TrustPolicy = { keys: [trustedKey("other", parsePublicKey(generateKeyPair("ed25519").publicKey, "other"))] };
+    await expect(cache.fetchVerified(assigned, { mirrors: [], trust: other })).rejects.toMatchObject({ code: expect.stringMatching(/SIGNATURE|UNTRUSTED|NO_/) });
+  });
+});

@@ -1,0 +1,137 @@
+// Pulling a bundle into a directory: streamed (a whole `aegis pull` of a
+// 50 MiB bundle peaks at no more than 32 MiB above one of a 1 MiB bundle, so
+// nothing holds the bundle; peak RSS from the kernel's getrusage, not from
+// timing), written only once verified (altered bytes leave nothing behind),
+// and a cache hit verified again in the one pass that unpacks it.
+import { execFile } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { encodeBundle, pullBundle, pushBundle } from "../../bundle/index.js";
+import type { Policy } from "../../policy/index.js";
+import { OciLayoutTarget, RemoteRepository } from "../../registry/index.js";
+import { startRegistry, type RegistryServer } from "../harness/registry.js";
+import { AEGIS } from "../cli/run.js";
+
+const MiB = 1024 * 1024;
+const POLICY: Policy = {
+  name: "big",
+  version: "1.0.0",
+  description: "",
+  program: "aegis_net",
+  attach: { hook: "tc", direction: "egress" },
+  rules: [{ action: "drop", dst: "192.0.2.0/24", protocol: "any" }],
+};
+
+let registry: RegistryServer;
+let work: string;
+/** 50 MiB of random bytes as program.o: incompressible, so the bundle is as large. */
+const program = randomBytes(50 * MiB);
+const programDigest = createHash("sha256").update(program).digest("hex");
+let bundle: Buffer;
+let digest: string;
+/** The same policy with a 1 MiB program.o: the baseline a 50 MiB pull is measured against. */
+let smallDigest: string;
+
+beforeAll(async () => {
+  work = mkdtempSync(join(tmpdir(), "aegis-pull-"));
+  registry = await startRegistry();
+  bundle = await encodeBundle({ policy: POLICY, program });
+  digest = (await pushBundle(bundle, POLICY, new RemoteRepository(registry.host, "pull/big"))).manifest.digest;
+  const small = await encodeBundle({ policy: POLICY, program: randomBytes(MiB) });
+  smallDigest = (await pushBundle(small, POLICY, new RemoteRepository(registry.host, "pull/small"))).manifest.digest;
+});
+
+afterAll(async () => {
+  await registry?.stop();
+  rmSync(work, { recursive: true, force: true });
+});
+
+const fileDigest = (path: string) => createHash("sha256").update(readFileSync(path)).digest("hex");
+
+/** Runs `aegis pull` and reads its peak RSS (getrusage's ru_maxrss, in KiB) as the process exits. */
+function pullWithPeakRss(ref: string, out: string, cache: string): Promise<{ code: number; stdout: string; stderr: string; peakMiB: number }> {
+  const rssFile = join(work, `rss-${randomBytes(4).toString("hex")}`);
+  const hook = `import { writeFileSync } from "node:fs"; process.on("exit", () => writeFileSync(${JSON.stringify(rssFile)}, String(process.resourceUsage().maxRSS)));`;
+  const args = ["--import", `data:text/javascript,${encodeURIComponent(hook)}`, AEGIS, "pull", ref, "-o", out, "--json"];
+  return new Promise((resolve) => {
+    execFile(process.execPath, args, { env: { ...process.env, AEGIS_CACHE_DIR: cache } }, (err, stdout, stderr) => {
+      const peakMiB = existsSync(rssFile) ? Number(readFileSync(rssFile, "utf8")) / 1024 : NaN;
+      resolve({ code: err ? Number(err.code ?? 1) : 0, stdout, stderr, peakMiB });
+    });
+  });
+}
+
+describe("aegis pull of a 50 MiB bundle", () => {
+  it("writes the files, its peak RSS within 32 MiB of a 1 MiB pull's; again from the cache, verified again, also within", async () => {
+    const small = await pullWithPeakRss(`${registry.host}/pull/small@${smallDigest}`, join(work, "small"), join(work, "cache-small"));
+    expect(small.code, small.stderr).toBe(0);
+    const bound = small.peakMiB + 32;
+    const out = join(work, "big");
+    const cache = join(work, "cache-big");
+    const first = await pullWithPeakRss(`${registry.host}/pull/big@${digest}`, out, cache);
+    expect(first.code, first.stderr).toBe(0);
+    expect(JSON.parse(first.stdout)).toMatchObject({ digest, name: "big", files: ["policy.json", "program.o"], cached: false });
+    expect(fileDigest(join(out, "program.o")), "program.o as pushed").toBe(programDigest);
+    expect(JSON.parse(readFileSync(join(out, "policy.json"), "utf8"))).toEqual(POLICY);
+    expect(readdirSync(out).sort(), "no temp dir left").toEqual(["policy.json", "program.o"]);
+    expect(first.peakMiB, `peak RSS ${first.peakMiB.toFixed(1)} MiB, a 1 MiB pull's ${small.peakMiB.toFixed(1)} MiB`).toBeLessThanOrEqual(bound);
+
+    rmSync(out, { recursive: true });
+    const again = await pullWithPeakRss(`${registry.host}/pull/big@${digest}`, out, cache);
+    expect(again.code, again.stderr).toBe(0);
+    expect(JSON.parse(again.stdout)).toMatchObject({ digest, cached: true });
+    expect(fileDigest(join(out, "program.o"))).toBe(programDigest);
+    expect(again.peakMiB, `peak RSS from the cache ${again.peakMiB.toFixed(1)} MiB, a 1 MiB pull's ${small.peakMiB.toFixed(1)} MiB`).toBeLessThanOrEqual(bound);
+  });
+});
+
+describe("pullBundle", () => {
+  /** A source layout holding the bundle, and the path of its layer blob. */
+  async function sourceLayout(): Promise<{ src: OciLayoutTarget; blob: string; digest: string }> {
+    const src = new OciLayoutTarget(mkdtempSync(join(work, "src-")));
+    const pushed = await pushBundle(bundle, POLICY, src, "v1");
+    return { src, blob: join(src.dir, "blobs", "sha256", pushed.layer.digest.slice(7)), digest: pushed.manifest.digest };
+  }
+
+  /** The same bytes with one flipped deep inside program.o: zstd and tar read it all, only the digest tells. */
+  function alter(path: string): void {
+    const bytes = readFileSync(path);
+    bytes[Math.floor(bytes.length / 2)]! ^= 0x01;
+    writeFileSync(path, bytes);
+  }
+
+  it("altered bytes from the source: DIGEST_MISMATCH after the whole layer was unpacked, and nothing is left", async () => {
+    const { src, blob, digest: root } = await sourceLayout();
+    alter(blob);
+    const out = join(work, "altered");
+    const cache = new OciLayoutTarget(join(work, "cache-altered"));
+    await expect(pullBundle(src, root, cache, out)).rejects.toMatchObject({ code: "DIGEST_MISMATCH" });
+    expect(readdirSync(out), "no files, no temp dir").toEqual([]);
+    expect(await cache.digests(), "the cache holds no layer").not.toContain(`sha256:${blob.split("/").pop()}`);
+  });
+
+  it("a cache hit reads nothing from the source's blobs; a cached layer altered at rest is fetched again", async () => {
+    const { src, blob, digest: root } = await sourceLayout();
+    const cache = new OciLayoutTarget(join(work, "cache-hit"));
+    const out = join(work, "hit");
+    expect((await pullBundle(src, root, cache, out)).cached).toBe(false);
+    const stored = readFileSync(blob);
+    rmSync(blob);
+    const hit = await pullBundle(src, root, cache, out);
+    expect(hit.cached, "served from the cache without the source's blob").toBe(true);
+    expect(fileDigest(join(out, "program.o"))).toBe(programDigest);
+
+    writeFileSync(blob, stored);
+    const cached = join(cache.dir, "blobs", "sha256", blob.split("/").pop()!);
+    alter(cached);
+    rmSync(out, { recursive: true });
+    const repaired = await pullBundle(src, root, cache, out);
+    expect(repaired.cached, "fetched again").toBe(false);
+    expect(fileDigest(join(out, "program.o"))).toBe(programDigest);
+    expect(readFileSync(cached).equals(stored), "the cache repaired").toBe(true);
+    expect(readdirSync(out).sort()).toEqual(["policy.json", "program.o"]);
+  });
+});
