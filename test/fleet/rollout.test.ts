@@ -54,7 +54,7 @@ beforeAll(async () => {
   writeFileSync(join(dir, "policy.yaml"), ["name: e2e-rollout", "version: 2.0.0", "description: the verifier says no", "program: aegis_net", "attach: { hook: tc, direction: egress }", "rules:", `  - ${JSON.stringify(drop())}`, ""].join("\n"));
   const { policy } = await buildBundle(dir);
   const repo = new RemoteRepository(lab.registry.host, "policies/e2e");
-  const artifact = await pushBundle(encodeBundle({ policy, program: await compileSource("unsafe", UNSAFE) }), policy, repo, "2.0.0");
+  const artifact = await pushBundle(await encodeBundle({ policy, program: await compileSource("unsafe", UNSAFE) }), policy, repo, "2.0.0");
   await signArtifact(repo, artifact.manifest, new KeySigner(createPrivateKey(lab.ciKey.privateKey)), repo.name);
   d.bad = artifact.manifest.digest;
 
