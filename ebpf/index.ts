@@ -19,7 +19,7 @@ export {
 export { BpftoolDatapath, type BpftoolDatapathOptions } from "./bpftool-datapath.js";
 export { DEFAULT_PIN_ROOT, KernelDatapath, type KernelDatapathOptions, type ProgramLoader } from "./kernel-datapath.js";
 export { LIBBPF_SONAME } from "./libbpf.js";
-export { LibbpfDatapath, type LibbpfDatapathOptions } from "./libbpf-datapath.js";
+export { DATAPATH_CHOICES, LibbpfDatapath, openKernelDatapath, type DatapathChoice, type LibbpfDatapathOptions, type OpenedDatapath } from "./libbpf-datapath.js";
 export { compileProgram, compileSource, listPrograms } from "./compile.js";
 export { checkHook, compareHooks, hookName, idOfPinName, pinName, type Attachment, type Datapath, type Hook, type LoadedProgram, type NetInterface } from "./datapath.js";
 export { EbpfError, type EbpfErrorCode } from "./errors.js";

@@ -35,7 +35,8 @@ const INFO_BYTES = 24;
 type Handle = any;
 
 interface Binding {
-  openMem(object: Buffer, size: number, opts: null): Handle;
+  /** bpf_object__open_mem, the object named as bpftool names program.o: internal maps pin under the same names. */
+  openMem(object: Buffer): Handle;
   load(obj: Handle): number;
   close(obj: Handle): void;
   nextProgram(obj: Handle, prev: Handle): Handle;
@@ -60,25 +61,30 @@ interface Binding {
 }
 /* eslint-enable @typescript-eslint/no-explicit-any */
 
-let binding: Binding | undefined;
+const bindings = new Map<string, Binding>();
 /** libbpf's messages since the current call began (see logged()). */
 let log = "";
 
 /**
- * The libbpf binding, loaded once. LIBBPF_UNAVAILABLE when koffi or
- * libbpf.so.1 cannot be loaded (the agent then falls back to bpftool).
+ * The libbpf binding, loaded once per library (a soname or path).
+ * LIBBPF_UNAVAILABLE when koffi or the library cannot be loaded (the agent
+ * then falls back to bpftool).
  */
-export function libbpf(): Binding {
-  if (binding) return binding;
+export function libbpf(library = LIBBPF_SONAME): Binding {
+  const loaded = bindings.get(library);
+  if (loaded) return loaded;
   try {
     // koffi is a native addon: required on first use, so importing the ebpf
     // package (the CLI, bundle builds) never loads it.
     const koffi = createRequire(import.meta.url)("koffi") as typeof import("koffi");
-    const lib = koffi.load(LIBBPF_SONAME);
+    const lib = koffi.load(library);
     const libc = koffi.load("libc.so.6");
     koffi.opaque("bpf_object");
     koffi.opaque("bpf_program");
     koffi.opaque("bpf_map");
+    // The head of struct bpf_object_open_opts: libbpf reads only the first `sz` bytes.
+    const openOpts = koffi.struct("aegis_bpf_object_open_opts", { sz: "size_t", object_name: "const char *" });
+    const openMem = lib.func("bpf_object *bpf_object__open_mem(const void *buf, size_t size, const aegis_bpf_object_open_opts *opts)");
     // libbpf_print_fn_t; a va_list argument is a pointer at the ABI level on
     // x86-64 and arm64 alike, so it can be handed on to vsnprintf as one.
     const printFn = koffi.proto("int aegis_libbpf_print(int level, const char *fmt, void *args)");
@@ -92,7 +98,7 @@ export function libbpf(): Binding {
     }, koffi.pointer(printFn));
     lib.func("void *libbpf_set_print(aegis_libbpf_print *fn)")(print);
     const b: Binding = {
-      openMem: lib.func("bpf_object *bpf_object__open_mem(const void *buf, size_t size, const void *opts)"),
+      openMem: (object) => openMem(object, object.length, { sz: koffi.sizeof(openOpts), object_name: "program" }),
       load: lib.func("int bpf_object__load(bpf_object *obj)"),
       close: lib.func("void bpf_object__close(bpf_object *obj)"),
       nextProgram: lib.func("bpf_program *bpf_object__next_program(const bpf_object *obj, bpf_program *prev)"),
@@ -115,16 +121,33 @@ export function libbpf(): Binding {
       closeFd: libc.func("int close(int fd)"),
       errno: () => koffi.errno(),
     };
-    binding = b;
+    bindings.set(library, b);
     return b;
   } catch (err) {
-    throw new EbpfError("LIBBPF_UNAVAILABLE", `cannot load ${LIBBPF_SONAME} through koffi (install Debian's libbpf1): ${(err as Error).message}`, { cause: err });
+    throw new EbpfError("LIBBPF_UNAVAILABLE", `cannot load ${library} through koffi (Debian: apt-get install libbpf1): ${(err as Error).message}`, { cause: err });
+  }
+}
+
+// libbpf's own error numbers (enum libbpf_errno in <bpf/libbpf.h>), from 4000.
+const LIBBPF_ERRNOS = [
+  "LIBELF", "FORMAT", "KVERSION", "ENDIAN", "INTERNAL", "RELOC", "LOAD", "VERIFY", "PROG2BIG", "KVER", "PROGTYPE", "WRNGPID", "INVSEQ", "NLPARSE",
+].map((name) => `LIBBPF_ERRNO__${name}`);
+
+/** The name of a negative errno: E2BIG, ENOTSUPP, LIBBPF_ERRNO__FORMAT, or errno <n>. */
+export function errnoName(errno: number): string {
+  if (errno === -ENOTSUPP) return "ENOTSUPP";
+  const libbpfName = LIBBPF_ERRNOS[-errno - 4000];
+  if (libbpfName) return libbpfName;
+  try {
+    return getSystemErrorName(errno);
+  } catch {
+    return `errno ${-errno}`;
   }
 }
 
 /** A Node-style system error for a negative errno (its name as `code`), e.g. E2BIG. */
 function systemError(errno: number): NodeJS.ErrnoException {
-  const name = errno === ENOTSUPP ? "ENOTSUPP" : getSystemErrorName(-errno);
+  const name = errnoName(errno);
   return Object.assign(new Error(name), { code: name, errno });
 }
 
@@ -138,7 +161,7 @@ function fail(code: EbpfErrorCode, what: string, result: number): never {
 
 /** The negative errno a libbpf call that returns a pointer left in errno. */
 function lastError(b: Binding): number {
-  return -Math.abs(b.errno() || 22);
+  return -Math.abs(b.errno() || 22 /* EINVAL */);
 }
 
 /**
@@ -146,15 +169,15 @@ function lastError(b: Binding): number {
  * under pinDir, which must not exist yet. The maps are filled before anything
  * is pinned, and on failure nothing stays pinned.
  */
-export async function loadProgramLibbpf(object: Buffer, rules: CompiledRules, pinDir: string): Promise<Pinned> {
-  const b = libbpf();
+export async function loadProgramLibbpf(object: Buffer, rules: CompiledRules, pinDir: string, library?: string): Promise<Pinned> {
+  const b = libbpf(library);
   if (object.length === 0 || object.length > MAX_OBJECT_BYTES) {
     throw new EbpfError("LOAD_FAILED", `eBPF object of ${object.length} bytes: expected 1 byte to ${MAX_OBJECT_BYTES >> 20} MiB`);
   }
   checkPinDir(pinDir);
   await ensureBpffs();
   log = "";
-  const obj: unknown = b.openMem(object, object.length, null);
+  const obj: unknown = b.openMem(object);
   if (!obj) fail("LOAD_FAILED", "cannot open the eBPF object", lastError(b));
   let pinned = false;
   try {
@@ -163,12 +186,13 @@ export async function loadProgramLibbpf(object: Buffer, rules: CompiledRules, pi
       if (programs.push(prog) > 1) throw new EbpfError("LOAD_FAILED", "expected one program in the object, found more");
     }
     if (programs.length !== 1) throw new EbpfError("LOAD_FAILED", "expected one program in the object, found none");
-    // Checked before the kernel sees anything: the object must have room
-    // for every entry, with the key and value sizes the rules were packed in.
-    const maps = FILLED_MAPS.map((name) => ({ name, map: b.findMap(obj, name) as unknown, contents: rules.maps[name] }));
-    for (const { name, map, contents } of maps) checkMap(b, name, map, contents);
     const loaded = b.load(obj);
     if (loaded < 0) fail("LOAD_FAILED", `cannot load the eBPF object (program ${b.programName(programs[0])})`, loaded);
+    // The object must have room for every entry, with the key and value
+    // sizes the rules were packed in (after the load, so the verifier's
+    // verdict on an object comes first, as with bpftool).
+    const maps = FILLED_MAPS.map((name) => ({ name, map: b.findMap(obj, name) as unknown, contents: rules.maps[name] }));
+    for (const { name, map, contents } of maps) checkMap(b, name, map, contents);
     for (const { name, map, contents } of maps) fillMap(b, name, b.mapFd(map), contents);
 
     await mkdir(dirname(pinDir), { recursive: true });
@@ -256,8 +280,8 @@ function info(b: Binding, fd: number, path: string): Buffer {
 }
 
 /** The kernel's id of a pinned program. */
-export async function programIdLibbpf(progPin: string): Promise<number> {
-  const b = libbpf();
+export async function programIdLibbpf(progPin: string, library?: string): Promise<number> {
+  const b = libbpf(library);
   return withPinned(b, progPin, (fd) => info(b, fd, progPin).readUInt32LE(4));
 }
 
@@ -265,8 +289,8 @@ export async function programIdLibbpf(progPin: string): Promise<number> {
  * Packets matched per rule, summed over CPUs: all rules, or only the given
  * rule indexes, in the order asked.
  */
-export async function readCountersLibbpf(mapsDir: string, indexes?: number[]): Promise<number[]> {
-  const b = libbpf();
+export async function readCountersLibbpf(mapsDir: string, indexes?: number[], library?: string): Promise<number[]> {
+  const b = libbpf(library);
   const path = join(mapsDir, COUNTERS_MAP);
   return withPinned(b, path, (fd) => {
     const mapInfo = info(b, fd, path);
