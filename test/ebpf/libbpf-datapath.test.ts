@@ -4,7 +4,10 @@
 // bounds it checks before filling, 100,000 rules read back in batches,
 // pins bpftool adopts (and the other way round), and the fallback to
 // bpftool when the library cannot be loaded.
-import { readdir } from "node:fs/promises";
+import { execFileSync } from "node:child_process";
+import { mkdtemp, readdir, rm, symlink } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import {
   BpftoolDatapath,
@@ -131,6 +134,35 @@ describe("LibbpfDatapath and BpftoolDatapath share their pins", () => {
     expect(await readdir(`${pinRoot}/${(await readdir(pinRoot))[0]}`), "the same layout").toEqual(["maps", "prog"]);
     expect(await bpftool.unpin(a)).toBe(true);
     expect(await libbpf.unpin(b)).toBe(true);
+  });
+});
+
+describe("LibbpfDatapath needs no compiler and no bpftool", () => {
+  it("loads, attaches, reads back, counts, detaches and unpins with only tc, ip, nsenter and mount on PATH", async () => {
+    const object = await compileProgram(policyOf(RULES)); // the bundle's job, before
+    const bin = await mkdtemp(join(tmpdir(), "aegis-path-"));
+    const path = process.env.PATH;
+    try {
+      for (const tool of ["tc", "ip", "nsenter", "mount"]) await symlink(execFileSync("which", [tool], { encoding: "utf8" }).trim(), join(bin, tool));
+      process.env.PATH = bin;
+      const onPath = (tool: string) => execFileSync("/bin/sh", ["-c", `command -v ${tool} || true`], { encoding: "utf8" }).trim();
+      expect(onPath("tc"), "tc stays on PATH").not.toBe("");
+      for (const missing of ["clang", "bpftool"]) expect(onPath(missing), `${missing} is off PATH`).toBe("");
+      const pair = lab.pair();
+      const datapath = new LibbpfDatapath({ pinRoot: lab.freshPinRoot(), netns: pair.a.ns.name });
+      const id = idOf("no-toolchain");
+      const hook = { iface: pair.a.iface, direction: "ingress" as const, pref: 40 };
+      const { programId } = await datapath.load(id, object, compileRules(RULES));
+      await datapath.attach(id, hook);
+      expect(await datapath.attached()).toEqual([{ ...hook, programId, id }]);
+      expect(await datapath.loaded()).toEqual([{ id, programId }]);
+      expect(await datapath.counters(id)).toEqual([0, 0, 0]);
+      await datapath.detach(hook);
+      expect(await datapath.unpin(id)).toBe(true);
+    } finally {
+      process.env.PATH = path;
+      await rm(bin, { recursive: true, force: true });
+    }
   });
 });
 
