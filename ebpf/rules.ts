@@ -2,7 +2,8 @@
 // layout is documented at the top of ebpf/aegis_net.c) and into the map
 // sizes the object is built with. Pure: no kernel, no files.
 import type { Protocol, Rule } from "../policy/index.js";
-import { parseCidr } from "../policy/index.js";
+// cidr.js, not the package index: loading the rule compiler need not load YAML and zod.
+import { parseCidr } from "../policy/cidr.js";
 
 /** The maps rules.ts fills; aegis_counters starts zeroed and is only read. */
 export const FILLED_MAPS = ["aegis_v4_dst", "aegis_v4_src", "aegis_v6_dst", "aegis_v6_src", "aegis_cands", "aegis_rules"] as const;
