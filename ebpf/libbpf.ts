@@ -20,6 +20,8 @@ export const LIBBPF_SONAME = "libbpf.so.1";
 const MAX_OBJECT_BYTES = 64 << 20;
 /** Entries per BPF_MAP_UPDATE_BATCH / LOOKUP_BATCH call, so one syscall never runs unbounded. */
 const BATCH = 65_536;
+/** Counters read back at most (one per rule). */
+const MAX_COUNTERS = 1 << 24;
 /** Key and value sizes aegis_net's maps may have (bytes; an LPM key is 4 + 16 at most). */
 const MAX_KEY_BYTES = 64;
 const MAX_VALUE_BYTES = 64;
@@ -295,10 +297,14 @@ export async function readCountersLibbpf(mapsDir: string, indexes?: number[], li
   return withPinned(b, path, (fd) => {
     const mapInfo = info(b, fd, path);
     const [valueSize, maxEntries] = [mapInfo.readUInt32LE(12), mapInfo.readUInt32LE(16)];
+    // aegis_counters holds a u64 per rule; anything else would size the buffers below wrongly.
+    if (valueSize !== 8 || maxEntries > MAX_COUNTERS) {
+      throw new EbpfError("MAP_MISMATCH", `${path} has ${valueSize}-byte values and ${maxEntries} entries: expected u64 counters, at most ${MAX_COUNTERS}`);
+    }
     const cpus = b.possibleCpus();
     if (cpus < 1) fail("LIBBPF_FAILED", "cannot count the possible CPUs", cpus < 0 ? cpus : -22);
-    // A per-CPU value is rounded up to 8 bytes per CPU.
-    const stride = Math.ceil(valueSize / 8) * 8;
+    // A per-CPU value takes 8 bytes per possible CPU.
+    const stride = 8;
     const sum = (values: Buffer, at: number) => {
       let total = 0n;
       for (let cpu = 0; cpu < cpus; cpu++) total += values.readBigUInt64LE(at + cpu * stride);
