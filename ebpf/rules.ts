@@ -90,26 +90,36 @@ export function compileRules(rules: readonly Rule[]): CompiledRules {
 
   const cands: number[] = [];
   // Identical candidate lists share one slice of aegis_cands: a one-rule
-  // list is keyed by its index, a longer one by the joined indexes.
-  const slices = new Map<number | string, number>();
+  // list's slice is found by its index (most lists at 100,000 CIDRs), a
+  // longer one's by the joined indexes.
+  const single = new Int32Array(rules.length).fill(-1);
+  const slices = new Map<string, number>();
   const trieContents = (trie: Trie, addressSize: number): MapContents => {
     const lists = trie.candidateLists();
     const keySize = 4 + addressSize;
     const keys = Buffer.alloc(lists.length * keySize);
     const values = Buffer.alloc(lists.length * LIST_VALUE_SIZE);
+    const [keys32, values32] = [u32View(keys), u32View(values)];
     lists.forEach(({ prefix, address, indexes }, i) => {
-      const id = indexes.length === 1 ? indexes[0]! : indexes.join(",");
-      let offset = slices.get(id);
-      if (offset === undefined) {
-        offset = cands.length;
-        slices.set(id, offset);
-        for (const index of indexes) cands.push(index);
+      let offset: number | undefined;
+      if (indexes.length === 1) {
+        const index = indexes[0]!;
+        offset = single[index]! >= 0 ? single[index]! : (single[index] = cands.push(index) - 1);
+      } else {
+        const id = indexes.join(",");
+        offset = slices.get(id);
+        if (offset === undefined) {
+          offset = cands.length;
+          slices.set(id, offset);
+          for (const index of indexes) cands.push(index);
+        }
       }
       // struct aegis_v{4,6}_key: u32 prefixlen (host order), then the address in network order.
-      keys.writeUInt32LE(prefix, i * keySize);
-      keys.set(address, i * keySize + 4);
-      values.writeUInt32LE(offset, i * LIST_VALUE_SIZE);
-      values.writeUInt32LE(indexes.length, i * LIST_VALUE_SIZE + 4);
+      const at = i * keySize;
+      keys32[at >> 2] = prefix;
+      for (let b = 0; b < addressSize; b++) keys[at + 4 + b] = address[b]!;
+      values32[i * 2] = offset;
+      values32[i * 2 + 1] = indexes.length;
     });
     return { count: lists.length, keySize, valueSize: LIST_VALUE_SIZE, keys, values };
   };
@@ -215,9 +225,10 @@ function maskAddress(address: Uint8Array, prefix: number): Uint8Array {
 function u32Array(numbers: number[]): MapContents {
   const keys = Buffer.alloc(numbers.length * 4);
   const values = Buffer.alloc(numbers.length * 4);
+  const [keys32, values32] = [u32View(keys), u32View(values)];
   numbers.forEach((n, i) => {
-    keys.writeUInt32LE(i, i * 4);
-    values.writeUInt32LE(n, i * 4);
+    keys32[i] = i;
+    values32[i] = n;
   });
   return { count: numbers.length, keySize: 4, valueSize: 4, keys, values };
 }
@@ -225,9 +236,10 @@ function u32Array(numbers: number[]): MapContents {
 /** aegis_rules: struct aegis_rule per rule index. */
 function ruleValues(rules: readonly Rule[]): MapContents {
   const keys = Buffer.alloc(rules.length * 4);
+  const keys32 = u32View(keys);
   const values = Buffer.alloc(rules.length * RULE_VALUE_SIZE);
   rules.forEach((rule, index) => {
-    keys.writeUInt32LE(index, index * 4);
+    keys32[index] = index;
     const at = index * RULE_VALUE_SIZE;
     values[at] = ACTION[rule.action];
     values[at + 1] = PROTO[rule.protocol];
@@ -246,6 +258,15 @@ function ruleValues(rules: readonly Rule[]): MapContents {
     values[at + 2] = flags;
   });
   return { count: rules.length, keySize: 4, valueSize: RULE_VALUE_SIZE, keys, values };
+}
+
+/**
+ * The u32s of a buffer, in the host's byte order: the kernel reads map keys
+ * and values in host order, and Buffer.alloc is 8-byte aligned (its own
+ * ArrayBuffer, offset 0).
+ */
+function u32View(buffer: Buffer): Uint32Array {
+  return new Uint32Array(buffer.buffer, buffer.byteOffset, buffer.length >> 2);
 }
 
 export function u32(n: number): Buffer {
