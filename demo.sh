@@ -27,7 +27,7 @@ for dir in policies/*/; do
 done
 
 step "Make a signing key (offline, ECDSA P-256)"
-aegis keygen -o "$out/ci"
+aegis keygen -o "$out/ci" --allow-in-repo   # .aegis/ is git-ignored
 
 step "Push them as signed OCI artifacts into the local store oci:$out/store"
 for dir in policies/*/; do
@@ -52,13 +52,12 @@ ls -l "$out/host"
 
 step "Serve it: the assigner on embedded defaults (a store file, no Redis, no NATS)"
 port=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
-node dist/cli/aegis.js assigner serve --port "$port" --data-dir "$out/assigner" --trust "$out/ci.pub" --enroll-secret demo &
+node dist/cli/aegis.js assigner serve --port "$port" --data-dir "$out/assigner" --trust "$out/ci.pub" --enroll-secret demo --log-level warn &
 assigner_pid=$!
 trap 'kill $assigner_pid 2>/dev/null' EXIT
 until curl -sf "http://127.0.0.1:$port/healthz" >/dev/null; do sleep 0.2; done
 export AEGIS_ASSIGNER_URL="http://127.0.0.1:$port" AEGIS_ADMIN_TOKEN="$(cat "$out/assigner/admin-token")"
-curl -sf -X POST "$AEGIS_ASSIGNER_URL/artifacts" -H "authorization: Bearer $AEGIS_ADMIN_TOKEN" \
-  -H 'content-type: application/json' -d "{\"reference\":\"oci:$PWD/$out/airgap@$digest\"}" >/dev/null
+aegis artifact add "oci:$out/airgap@$digest" >/dev/null
 aegis assign "$digest" web-01
 
 step "Be the seed's agent for web-01: register (Ed25519), poll, download, check the checksum"
@@ -108,7 +107,7 @@ wait_for() {
   tail -n 20 "$out/agent.log" >&2 2>/dev/null || true
   exit 1
 }
-status_is() { aegis status "$peer_digest" | grep -q "^demo-host.$1"; }
+status_is() { aegis status "$peer_digest" | grep -Eq "^demo-host +(yes|no) +$1 "; }
 host_listed() { aegis hosts | grep -q '^demo-host'; }
 counters() { node --input-type=module -e 'const { BpftoolDatapath } = await import(process.cwd() + "/dist/ebpf/index.js"); console.log((await new BpftoolDatapath({ pinRoot: process.argv[1] }).counters(process.argv[2])).join(" "))' "$pin_root" "$1"; }
 pings() { ping -c1 -W1 -I "$near" "$far_ip" >/dev/null 2>&1; }
@@ -150,8 +149,7 @@ rules:
 EOF_POLICY
 aegis policy build "$out/block-peer" -o "$out/bundles/block-peer.tar.zst"
 peer_digest=$(aegis push "$out/bundles/block-peer.tar.zst" "oci:$out/store:block-demo-peer" --sign-key "$out/ci.key")
-curl -sf -X POST "$AEGIS_ASSIGNER_URL/artifacts" -H "authorization: Bearer $AEGIS_ADMIN_TOKEN" \
-  -H 'content-type: application/json' -d "{\"reference\":\"oci:$PWD/$out/store@$peer_digest\"}" >/dev/null
+aegis artifact add "oci:$out/store@$peer_digest" >/dev/null
 echo "   $peer_digest"
 
 step "Run the agent for host demo-host (log in $out/agent.log)"

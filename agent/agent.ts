@@ -20,6 +20,7 @@ import { TelemetryOutbox } from "./outbox.js";
 import { newestByName, plan, type InstalledProgram, type Program, type Step } from "./plan.js";
 import { logLine, receiptCounters, telemetryMessage, type Reporter, type StepReport } from "./report.js";
 import { StateDir, type InstalledRecord } from "./state.js";
+import { TrustRootFollower, type TrustRootOptions } from "./trust-root.js";
 import { collectStatus } from "./status.js";
 import type { z } from "zod";
 
@@ -28,7 +29,10 @@ export interface AgentOptions {
   hostId: string;
   stateDir: string;
   datapath: Datapath;
+  /** Pinned keys (and identities); with `trustRoot`, added to what the followed root ships. */
   trust: TrustPolicy;
+  /** Follow a signed trust root artifact (agent/trust-root.ts). */
+  trustRoot?: TrustRootOptions;
   /** Interfaces to attach on; default every non-loopback interface the Datapath sees. */
   ifaces?: readonly string[];
   mirrors?: readonly string[];
@@ -84,6 +88,7 @@ export class Agent {
   private seq = 0;
   /** Signed messages waiting for the HTTP route (no NATS). */
   private readonly outbox: TelemetryOutbox;
+  private readonly trustRoot: TrustRootFollower | undefined;
 
   constructor(private readonly options: AgentOptions) {
     this.state = new StateDir(options.stateDir);
@@ -94,12 +99,16 @@ export class Agent {
     this.executor = new Executor(options.datapath, reporter);
     this.outbox = new TelemetryOutbox(this.log);
     this.metrics = new AgentMetrics(async () => collectStatus(options.datapath, await this.state.installed()));
+    this.trustRoot = options.trustRoot
+      ? new TrustRootFollower({ ...options.trustRoot, stateDir: options.stateDir, mirrors: options.mirrors ?? [], log: this.log, ...(options.repository ? { repository: options.repository } : {}) })
+      : undefined;
   }
 
   /** Adopts what the kernel runs, connects to NATS in the background, and starts the poll loop. */
   async start(): Promise<void> {
     await this.state.init();
     this.key = await this.state.key();
+    await this.trustRoot?.init();
     if (this.options.dryRun) this.log("dry run: verifying only, NOTHING IS ENFORCED by this agent");
     try {
       const loaded = await this.options.datapath.loaded();
@@ -319,6 +328,8 @@ export class Agent {
     const desired: Program[] = [];
     const hold: string[] = [];
     const verified = new Map<string, VerifiedArtifact>();
+    // The followed trust root first: a rotated CA or log key applies to this pass's verifications.
+    const trust = this.trustRoot ? await this.trustRoot.trust(this.options.trust, signal) : this.options.trust;
     for (const artifact of assigned) {
       const record = records.get(artifact.id);
       if (record) {
@@ -332,7 +343,7 @@ export class Agent {
       try {
         const v = await this.cache.fetchVerified(artifact, {
           mirrors: this.options.mirrors ?? [],
-          trust: this.options.trust,
+          trust,
           signal,
           ...(this.client ? { assigner: this.client, assignerTimeoutMs: this.options.requestTimeoutMs ?? 30_000 } : {}),
           ...(this.options.repository ? { repository: this.options.repository } : {}),

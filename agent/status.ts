@@ -47,11 +47,12 @@ export async function collectStatus(datapath: Datapath, records: ReadonlyMap<str
   return rows.sort((a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id));
 }
 
-const HEADER = ["DIGEST", "POLICY", "VERSION", "INTERFACES", "DIRECTION", "ATTACHED SINCE", "DROPS"];
+/** The header of `aegis agent status`'s table (cli/output.ts prints it). */
+export const STATUS_HEADER = ["DIGEST", "POLICY", "VERSION", "INTERFACES", "DIRECTION", "ATTACHED SINCE", "DROPS"] as const;
 
-/** The rows as an aligned text table with a header; "-" for what is unknown or absent. */
-export function statusTable(rows: readonly StatusRow[]): string {
-  const cells = rows.map((r) => [
+/** The rows as table cells under STATUS_HEADER; "-" for what is unknown or absent. */
+export function statusCells(rows: readonly StatusRow[]): string[][] {
+  return rows.map((r) => [
     `${r.id.slice(0, "sha256:".length + 12)}${r.pinned ? "" : " (not pinned)"}`,
     r.name || "(unknown)",
     r.version || "-",
@@ -60,6 +61,4 @@ export function statusTable(rows: readonly StatusRow[]): string {
     r.since ?? "-",
     r.drops === undefined ? "-" : String(r.drops),
   ]);
-  const widths = HEADER.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
-  return [HEADER, ...cells].map((line) => line.map((cell, i) => (i === line.length - 1 ? cell : cell.padEnd(widths[i]!))).join("  ")).join("\n");
 }

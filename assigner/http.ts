@@ -7,6 +7,7 @@ import express, { type NextFunction, type Request, type Response } from "express
 import type { z } from "zod";
 import { AssignerError, HostId } from "./api/index.js";
 import { toAssignerError } from "./errors.js";
+import { logRequest, noteRequest, SILENT, type Logger } from "./logging.js";
 import { openApiDocument } from "./openapi.js";
 import { ROUTES, type Route } from "./routes.js";
 import type { AssignerServices } from "./services.js";
@@ -29,9 +30,9 @@ function parseInput<T>(schema: z.ZodType<T>, value: unknown, where: string): T {
   throw new AssignerError("BAD_REQUEST", `${field}: ${issue.message}`);
 }
 
-function sendError(res: ServerResponse, err: unknown): void {
+function sendError(res: ServerResponse, err: unknown, logger: Logger): void {
   const error = toAssignerError(err);
-  if (error.code === "INTERNAL") console.error("assigner: internal error:", error.cause);
+  if (error.code === "INTERNAL") logger.error({ err: error.cause }, "internal error");
   if (res.headersSent) {
     res.destroy();
     return;
@@ -96,10 +97,12 @@ function mount(app: express.Express, route: Route, services: AssignerServices, l
   app[route.method](path, async (req: Request, res: Response, next: NextFunction) => {
     const done = services.metrics.observe(route.method, route.path);
     res.on("finish", () => done(res.statusCode));
+    noteRequest(req, { route: route.path });
     try {
       // Who is calling, before a byte of the body is read: a caller without a
       // token cannot make the assigner hold a large body.
       const principal = route.access === "public" ? undefined : await services.auth.authenticate(req.headers.authorization);
+      if (principal) noteRequest(req, { principal });
       if (route.access === "admin") services.auth.requireAdmin(principal!);
       const params = route.params ? parseInput(route.params, req.params, "path") : undefined;
       route.authorize?.(principal!, params);
@@ -115,25 +118,28 @@ function mount(app: express.Express, route: Route, services: AssignerServices, l
   });
 }
 
-export function createRequestHandler(services: AssignerServices, version: string, limits: HttpLimits): (req: IncomingMessage, res: ServerResponse) => void {
+export function createRequestHandler(services: AssignerServices, version: string, limits: HttpLimits, logger: Logger = SILENT): (req: IncomingMessage, res: ServerResponse) => void {
   const app = express();
   app.disable("x-powered-by");
   app.set("etag", false);
   const openapi = JSON.stringify(openApiDocument(ROUTES, version));
-  app.get("/openapi.json", (_req, res) => {
+  app.get("/openapi.json", (req, res) => {
+    noteRequest(req, { route: "/openapi.json" });
     res.type("application/json").send(openapi);
   });
-  app.get("/metrics", async (_req, res) => {
+  app.get("/metrics", async (req, res) => {
+    noteRequest(req, { route: "/metrics" });
     res.type(services.metrics.registry.contentType).send(await services.metrics.registry.metrics());
   });
   for (const route of ROUTES) mount(app, route, services, limits);
   app.use((req: Request) => {
     throw new AssignerError("NOT_FOUND", `no such endpoint: ${req.method} ${req.path}`);
   });
-  app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => sendError(res, err));
+  app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => sendError(res, err, logger));
 
   return (req, res) => {
-    if ((req.method === "GET" || req.method === "HEAD") && req.url?.startsWith(FOR_HOST)) void serveForHost(req, res, services);
+    logRequest(logger, req, res);
+    if ((req.method === "GET" || req.method === "HEAD") && req.url?.startsWith(FOR_HOST)) void serveForHost(req, res, services, logger);
     else app(req, res);
   };
 }
@@ -143,8 +149,9 @@ export function createRequestHandler(services: AssignerServices, version: string
  * implementation of the route: same checks and error answers as the routed
  * API. Node leaves out the body of an answer to HEAD.
  */
-async function serveForHost(req: IncomingMessage, res: ServerResponse, services: AssignerServices): Promise<void> {
+async function serveForHost(req: IncomingMessage, res: ServerResponse, services: AssignerServices, logger: Logger): Promise<void> {
   const done = services.metrics.observe("get", "/artifacts/for-host/{host_id}");
+  noteRequest(req, { route: "/artifacts/for-host/{host_id}" });
   try {
     const path = req.url!.slice(FOR_HOST.length).split("?")[0]!;
     let hostId: string;
@@ -154,6 +161,7 @@ async function serveForHost(req: IncomingMessage, res: ServerResponse, services:
       throw new AssignerError("BAD_REQUEST", "path.host_id: invalid percent-encoding");
     }
     const principal = await services.auth.authenticate(req.headers.authorization);
+    noteRequest(req, { principal });
     parseInput(HostId, hostId, "path.host_id");
     const answer = await services.forHost(principal, hostId, req.headers["if-none-match"]);
     if (answer.status === 304) {
@@ -164,7 +172,7 @@ async function serveForHost(req: IncomingMessage, res: ServerResponse, services:
       res.end(answer.body);
     }
   } catch (err) {
-    sendError(res, err);
+    sendError(res, err, logger);
   } finally {
     done(res.statusCode);
   }

@@ -1,5 +1,5 @@
-// Starting and stopping an assigner: options resolved once (DESIGN.md
-// "Configuration and commands"), the store chosen (Redis, or the embedded
+// Starting and stopping an assigner: options resolved once (README "The
+// assigner", docs/operations.md), the store chosen (Redis, or the embedded
 // file store by default), NATS started when configured.
 import { randomBytes } from "node:crypto";
 import { createServer, type Server } from "node:http";
@@ -8,12 +8,13 @@ import { mkdir, readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { InputError } from "../errors.js";
 import { credentialsFromEnvironment, credentialsHost } from "../registry/index.js";
-import { loadTrust } from "../signing/index.js";
+import { loadTrust, trustedRootFetcher } from "../signing/index.js";
 import { atomicWrite } from "../util/index.js";
 import { ArtifactSource } from "./artifacts.js";
 import { Auth } from "./auth.js";
 import { AssignerEvents } from "./events.js";
 import { createRequestHandler } from "./http.js";
+import { SILENT, watchDependencies, type Logger } from "./logging.js";
 import { AssignerMetrics } from "./metrics.js";
 import { AssignerServices, DEFAULT_TELEMETRY_MAX_SKEW_MS } from "./services.js";
 import { EmbeddedStore } from "./store/embedded.js";
@@ -49,6 +50,10 @@ export interface AssignerOptions {
   keepAliveTimeoutMs?: number;
   /** How far an agent's signed telemetry may be from this clock; default 5 minutes. */
   telemetryMaxSkewMs?: number;
+  /** Where requests and dependency changes are logged (logging.ts); default: nowhere. */
+  logger?: Logger;
+  /** How often Redis, the registry and NATS are checked, to log when one goes away or comes back; default 5 s. */
+  healthIntervalMs?: number;
 }
 
 /**
@@ -59,13 +64,14 @@ export interface AssignerOptions {
  * eBPF object); a slow client gets a request's headers in 10 s and a 16 MiB
  * upload in 120 s.
  */
-const LIMIT_DEFAULTS: Readonly<Record<"maxUploadBytes" | "maxConnections" | "headersTimeoutMs" | "requestTimeoutMs" | "keepAliveTimeoutMs" | "telemetryMaxSkewMs", number>> = {
+const LIMIT_DEFAULTS: Readonly<Record<"maxUploadBytes" | "maxConnections" | "headersTimeoutMs" | "requestTimeoutMs" | "keepAliveTimeoutMs" | "telemetryMaxSkewMs" | "healthIntervalMs", number>> = {
   maxUploadBytes: 16 * 1024 * 1024,
   maxConnections: 10_000,
   headersTimeoutMs: 10_000,
   requestTimeoutMs: 120_000,
   keepAliveTimeoutMs: 65_000,
   telemetryMaxSkewMs: DEFAULT_TELEMETRY_MAX_SKEW_MS,
+  healthIntervalMs: 5000,
 };
 
 export interface RunningAssigner {
@@ -112,12 +118,28 @@ function definedLimits(options: AssignerOptions): Partial<typeof LIMIT_DEFAULTS>
   return limits;
 }
 
-async function openStore(options: AssignerOptions, dataDir: string): Promise<AssignerStore> {
-  if (!options.redisUrl) return EmbeddedStore.open(join(dataDir, "store.json"));
+/** The store, and whether it was down at start-up (logged here, so the watch does not say it again). */
+async function openStore(options: AssignerOptions, dataDir: string, logger: Logger): Promise<{ store: AssignerStore; down: boolean }> {
+  if (!options.redisUrl) return { store: await EmbeddedStore.open(join(dataDir, "store.json")), down: false };
   const store = new RedisStore(options.redisUrl, options.redisPrefix ? { prefix: options.redisPrefix } : {});
   // Start even if Redis is down: the API answers 503 until it is back.
-  await store.connect().catch((err: unknown) => console.error(`assigner: ${(err as Error).message}; retrying in the background`));
-  return store;
+  const endpoint = dependencyName(options.redisUrl, "redis");
+  try {
+    await store.connect();
+    return { store, down: false };
+  } catch (err) {
+    logger.warn({ dependency: "store", endpoint }, `${endpoint} is unavailable (${(err as Error).message}); retrying in the background`);
+    return { store, down: true };
+  }
+}
+
+/** A dependency as the log names it: its kind and host, never a URL's credentials. */
+function dependencyName(url: string, kind: string): string {
+  try {
+    return `${kind} ${new URL(url).host}`;
+  } catch {
+    return kind;
+  }
 }
 
 export async function startAssigner(options: AssignerOptions = {}): Promise<RunningAssigner> {
@@ -126,11 +148,13 @@ export async function startAssigner(options: AssignerOptions = {}): Promise<Runn
   // rather than fail at the first registration.
   credentialsHost();
   const admin = await resolveAdminToken(options, dataDir);
-  const trust = options.trust ? await loadTrust([options.trust]) : undefined;
-  const store = await openStore(options, dataDir);
+  const trust = options.trust ? await loadTrust([options.trust], { fetchTrustedRoot: trustedRootFetcher({ credentials: credentialsFromEnvironment }) }) : undefined;
+  const logger = options.logger ?? SILENT;
+  const { store, down: storeDown } = await openStore(options, dataDir, logger);
   const metrics = new AssignerMetrics();
+  const uploadRepository = options.registry ?? `oci:${join(dataDir, "oci")}`;
   const artifacts = new ArtifactSource({
-    uploadRepository: options.registry ?? `oci:${join(dataDir, "oci")}`,
+    uploadRepository,
     // Registry credentials come from the assigner's environment, as the CLI's do.
     registryOptions: { credentials: credentialsFromEnvironment },
     ...(trust ? { trust } : {}),
@@ -148,7 +172,7 @@ export async function startAssigner(options: AssignerOptions = {}): Promise<Runn
   const requestTimeout = limits.requestTimeoutMs;
   // Node refuses a headers timeout longer than the request timeout.
   const headersTimeout = Math.min(limits.headersTimeoutMs, requestTimeout);
-  const handler = createRequestHandler(services, VERSION, { maxUploadBytes: limits.maxUploadBytes });
+  const handler = createRequestHandler(services, VERSION, { maxUploadBytes: limits.maxUploadBytes }, logger);
   const server = createServer(
     {
       headersTimeout,
@@ -166,6 +190,19 @@ export async function startAssigner(options: AssignerOptions = {}): Promise<Runn
     server.once("error", fail);
     server.listen(options.port ?? 8080, options.host ?? "127.0.0.1", () => done());
   });
+  // Only when someone reads the warnings: the registry check is a request.
+  const watch = !logger.isLevelEnabled("warn") ? undefined : watchDependencies(
+    () => services.health(),
+    {
+      store: options.redisUrl ? dependencyName(options.redisUrl, "redis") : "the embedded store",
+      // host/repo or oci:<dir>: no credentials in either.
+      registry: `registry ${uploadRepository}`,
+      nats: options.natsUrl ? dependencyName(options.natsUrl, "nats") : "nats",
+    },
+    logger,
+    limits.healthIntervalMs,
+    storeDown ? ["store"] : [],
+  );
   const address = server.address() as AddressInfo;
   const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
   return {
@@ -175,6 +212,7 @@ export async function startAssigner(options: AssignerOptions = {}): Promise<Runn
     adminToken: admin.token,
     ...(admin.file ? { adminTokenFile: admin.file } : {}),
     async close() {
+      watch?.stop();
       await new Promise<void>((done) => {
         server.close(() => done());
         server.closeAllConnections();

@@ -263,30 +263,40 @@ export default async function assignerBench(): Promise<BenchResult> {
     const notModified = { ...admin, "if-none-match": `"v${VERSION}"` };
     const hot = { hosts: HOSTS, host: hostId };
     const targets: Target[] = [
-      { name: "assigner", server: assigner, expectedStatus: 200, ...hot, headersFor: () => admin },
+      { name: "assigner, cached", server: assigner, expectedStatus: 200, ...hot, headersFor: () => admin },
       { name: "bare node:http + Redis", server: bare, expectedStatus: 200, ...hot, headersFor: () => ({}) },
       { name: "assigner 304", server: assigner, expectedStatus: 304, ...hot, headersFor: () => notModified },
       // As real agents poll: a token per host (cached per process), last-seen written once a minute.
       { name: "assigner, agent tokens", server: assigner, expectedStatus: 200, ...hot, headersFor: (i) => ({ authorization: `Bearer ${agentToken(i)}` }) },
       // Every answer built afresh: version GET, MULTI(SMEMBERS, GET), MGET — vs. the bare server's SMEMBERS + MGET.
+      // Run last, so the cold hosts it caches crowd nothing out of the rows before it.
       { name: "assigner, cache miss", server: assigner, expectedStatus: 200, hosts: COLD_HOSTS, host: coldHostId, headersFor: () => admin },
     ];
     for (const target of targets) rows.push(await load(target, pid));
+    // Shown as the second headline, beside the cached row.
+    rows.splice(1, 0, ...rows.splice(rows.length - 1, 1));
   } finally {
     // One at a time, each awaited: the profiles (if any) are written on exit.
     for (const server of servers) await server.proc.stop();
     await redis.stop();
     await removeTempDir(dataDir);
   }
-  const [ours, ceiling] = [rows[0]!, rows[1]!];
-  const perCpu = (row: Row) => Number(row.req_per_server_cpu_s);
+  const row = (name: string) => rows.find((r) => r.target === name)!;
+  const [ours, miss, ceiling] = [row("assigner, cached"), row("assigner, cache miss"), row("bare node:http + Redis")];
+  const perCpu = (r: Row) => Number(r.req_per_server_cpu_s);
   return {
     name: "assigner",
     rows,
     ratio: Number(ours.requests_per_s) / Number(ceiling.requests_per_s),
-    ratioOf: "assigner req/s / bare node:http + same Redis reads req/s, GET /artifacts/for-host",
+    ratioOf: "assigner req/s (for-host cache hit) / bare node:http + same Redis reads req/s, GET /artifacts/for-host",
+    headlines: [
+      {
+        ratio: Number(miss.requests_per_s) / Number(ceiling.requests_per_s),
+        ratioOf: "assigner req/s, every poll a cache miss / bare node:http + same Redis reads req/s",
+      },
+    ],
     cpuEfficiencyRatio: perCpu(ours) / perCpu(ceiling),
-    cacheMissCpuEfficiencyRatio: perCpu(rows[4]!) / perCpu(ceiling),
+    cacheMissCpuEfficiencyRatio: perCpu(miss) / perCpu(ceiling),
     hosts: HOSTS,
     coldHosts: COLD_HOSTS,
     assignmentsPerHost: PER_HOST,

@@ -11,7 +11,15 @@ export interface BenchResult {
   ratio: number;
   /** What the ratio compares, in words. */
   ratioOf: string;
+  /** More headline comparisons, printed beside the first. */
+  headlines?: { ratio: number; ratioOf: string }[];
   [extra: string]: unknown;
+}
+
+/** The middle value (the upper one of the two for an even count); NaN for none. */
+export function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] ?? NaN;
 }
 
 export function printTable(rows: Row[]): void {

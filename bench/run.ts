@@ -2,7 +2,7 @@
 // Each bench/<name>.ts default-exports a function returning a BenchResult.
 import { printTable, writeResult, type BenchResult } from "./report.js";
 
-const ALL = ["pull", "datapath", "assigner", "startup", "propagation"];
+const ALL = ["cli", "netfilter", "pull", "datapath", "assigner", "propagation"];
 
 const names = process.argv.slice(2);
 for (const name of names.length > 0 ? names : ALL) {
@@ -14,6 +14,6 @@ for (const name of names.length > 0 ? names : ALL) {
   console.log(`# ${name}`);
   const result = await bench.default();
   printTable(result.rows);
-  console.log(`ratio (${result.ratioOf}): ${result.ratio.toFixed(3)}`);
+  for (const { ratio, ratioOf } of [result, ...(result.headlines ?? [])]) console.log(`ratio (${ratioOf}): ${ratio.toFixed(3)}`);
   console.log(`wrote ${await writeResult(result)}\n`);
 }

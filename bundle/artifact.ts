@@ -44,8 +44,15 @@ export function policyAnnotations(policy: Policy): Record<string, string> {
 }
 
 export function packArtifact(bundleBytes: Buffer, policy: Policy): PackedArtifact {
+  return packArtifactFor(descriptorFor(MediaType.PolicyLayer, bundleBytes), policy);
+}
+
+/** The artifact of a bundle known by its digest and size (hashed as it streamed from a file), not its bytes. */
+export function packArtifactFor(bundle: Pick<Descriptor, "digest" | "size">, policy: Policy): PackedArtifact {
   const layer: Descriptor = {
-    ...descriptorFor(MediaType.PolicyLayer, bundleBytes),
+    mediaType: MediaType.PolicyLayer,
+    digest: bundle.digest,
+    size: bundle.size,
     annotations: { [Annotation.Title]: LAYER_TITLE },
   };
   const manifest: Manifest = {

@@ -4,3 +4,4 @@ export { buildBundle, decodeBundle, encodeBundle, POLICY_FILE, PROGRAM_FILE, typ
 export { BUNDLE_LIMITS, readTar, writeTar, type TarEntry, type TarLimits } from "./tar.js";
 export { LAYER_TITLE, packArtifact, policyAnnotations, PolicyAnnotation, storeArtifact, type PackedArtifact } from "./artifact.js";
 export { pullBundle, pushBundle, readPolicyManifest, type PulledArtifact } from "./transfer.js";
+export { packArtifactFor } from "./artifact.js";

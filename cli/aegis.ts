@@ -3,23 +3,25 @@
 // the work happens in bundle/, registry/ and the other component folders.
 // Commands are declared cheaply and import their work inside their actions,
 // so `aegis --version` or `aegis pull --help` loads little more than commander
-// (test/cli/startup.test.ts, bench/startup.ts).
+// (test/cli/startup.test.ts, bench/cli.ts).
 import { Command, CommanderError } from "commander";
 import { registerAgent } from "./commands/agent.js";
 import { registerAssigner, registerOperatorCommands } from "./commands/assigner.js";
 import { registerCopy } from "./commands/copy.js";
+import { registerFleetView } from "./commands/fleet-view.js";
 import { registerInspect } from "./commands/inspect.js";
 import { registerKeygen } from "./commands/keys.js";
+import { registerMirror } from "./commands/mirror.js";
 import { registerPolicy } from "./commands/policy.js";
 import { registerPull } from "./commands/pull.js";
 import { registerPush } from "./commands/push.js";
-import { registerSign } from "./commands/sign.js";
+import { registerSign, registerTrust } from "./commands/sign.js";
+import { InputError } from "../errors.js";
 import { fail } from "./output.js";
 
 const program = new Command("aegis")
   .description("Ship eBPF network policies to Linux hosts as signed OCI artifacts")
   .version("0.1.0")
-  .showHelpAfterError()
   .exitOverride();
 
 registerPolicy(program);
@@ -27,16 +29,40 @@ registerPush(program);
 registerPull(program);
 registerInspect(program);
 registerCopy(program);
+registerMirror(program);
 registerKeygen(program);
 registerSign(program);
+registerTrust(program);
 registerAssigner(program);
 registerOperatorCommands(program);
+registerFleetView(program);
 registerAgent(program);
+
+/** The command whose arguments were wrong, to point at its --help. */
+let misused: Command = program;
+
+/**
+ * Usage errors (an unknown option or command, a missing argument) are one
+ * `aegis: error: …` line and exit 1 like every other error, not commander's
+ * own `error:` line and the whole help: commander only records which
+ * command complained, and the catch below prints. Help asked for (or shown
+ * for a command group given no subcommand) is still printed as commander does.
+ */
+function quietUsageErrors(command: Command): void {
+  command.configureOutput({ outputError: () => void (misused = command) });
+  for (const sub of command.commands) quietUsageErrors(sub);
+}
+quietUsageErrors(program);
+
+function commandPath(command: Command): string {
+  return command.parent ? `${commandPath(command.parent)} ${command.name()}` : command.name();
+}
 
 try {
   await program.parseAsync();
 } catch (err) {
-  // Commander already printed usage errors and help; only set the exit code.
-  if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2);
-  fail(err);
+  if (!(err instanceof CommanderError)) fail(err);
+  // --help, --version, or help shown for a group given no subcommand: already printed.
+  if (err.code.startsWith("commander.help") || err.code === "commander.version") process.exit(err.exitCode);
+  fail(new InputError("INVALID_ARGUMENT", `${err.message.replace(/^error: /, "")} (see '${commandPath(misused)} --help')`));
 }

@@ -29,7 +29,7 @@ function collect(value: string, previous: string[] = []): string[] {
 export function addTrustOptions(command: Command, what: string): Command {
   return command
     .option("--key <file>", `trusted public key (repeatable)${what}`, collect)
-    .option("--trust <file>", `trust file listing keys with optional validity windows (repeatable)${what}`, collect);
+    .option("--trust <file>", `trust file: keys with optional validity windows, keyless identities and their trusted root (repeatable)${what}`, collect);
 }
 
 /** The registry settings of a command: its flags, and credentials from the environment (README "Registries"). */

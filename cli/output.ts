@@ -1,7 +1,7 @@
-// How commands talk to people and scripts: one human line by default, JSON
-// with --json, progress bars only on a terminal, and one error line on failure.
+// How commands talk to people and scripts: one human line (or a table with a
+// header) by default, JSON with --json, and one plain error line on failure.
+// Progress on a terminal is cli/progress.ts.
 import { describeError } from "../errors.js";
-import type { CopyEvent } from "../registry/index.js";
 
 export interface OutputOptions {
   json?: boolean;
@@ -12,43 +12,70 @@ export function report(options: OutputOptions, human: string, data: unknown): vo
   process.stdout.write(options.json ? JSON.stringify(data, null, 2) + "\n" : human + "\n");
 }
 
-export function fail(err: unknown): never {
-  process.stderr.write(`aegis: error: ${describeError(err)}\n`);
-  if (process.env.AEGIS_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
-  process.exit(1);
+/**
+ * A table for people: a header row, then one row per item, columns padded
+ * to their widest cell; `empty` when there are no rows. With --json the
+ * caller prints the data instead (report()).
+ */
+export function table(headers: readonly string[], rows: readonly (readonly string[])[]): string {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((row) => (row[i] ?? "").length)));
+  const line = (cells: readonly string[]) =>
+    cells
+      .map((cell, i) => (i === cells.length - 1 ? cell : cell.padEnd(widths[i]!)))
+      .join("  ")
+      .trimEnd();
+  return [line(headers), ...rows.map(line)].join("\n");
 }
 
-const MiB = 1024 * 1024;
+/** Plain words for a system error's code (Node's `err.code`), as people say them. */
+const SYSTEM_ERRORS: Readonly<Record<string, string>> = {
+  ENOENT: "no such file or directory",
+  EACCES: "permission denied",
+  EPERM: "operation not permitted",
+  EISDIR: "is a directory, not a file",
+  ENOTDIR: "a part of the path is not a directory",
+  EEXIST: "file exists",
+  ENOSPC: "no space left on the device",
+  EROFS: "read-only file system",
+  ECONNREFUSED: "connection refused",
+};
+
+/** OpenSSL's reasons (the last field of `error:1E08010C:DECODER routines::unsupported`) in words. */
+const OPENSSL_REASONS: Readonly<Record<string, string>> = {
+  unsupported: "not in a key format this reads (PEM)",
+  "bad decrypt": "wrong passphrase",
+  "no start line": "no PEM block found",
+  "bad end line": "the PEM block is cut short",
+  "interrupted or cancelled": "the key is encrypted and no passphrase was given",
+};
 
 /**
- * A one-line progress bar on stderr for copies, drawn only when stderr is a
- * terminal (and not with --json), so logs and pipes stay clean.
+ * The one line an error is shown as: its message and causes (describeError),
+ * with Node's system-error texts (`ENOENT: no such file or directory, open
+ * 'x.key'`, the file often named twice) and OpenSSL's error codes turned into
+ * plain words. Every command's failures pass through here.
  */
-export function progressBar(label: string, options: OutputOptions): { onEvent?: (event: CopyEvent) => void; finish(): void } {
-  if (!process.stderr.isTTY || options.json) return { finish() {} };
-  let total = 0;
-  let done = 0;
-  let lastDraw = 0;
-  const draw = (force = false) => {
-    const now = Date.now();
-    if (!force && now - lastDraw < 100) return;
-    lastDraw = now;
-    const width = 30;
-    const filled = total > 0 ? Math.round((done / total) * width) : 0;
-    const bar = "#".repeat(filled) + "-".repeat(width - filled);
-    process.stderr.write(`\r${label} [${bar}] ${(done / MiB).toFixed(1)}/${(total / MiB).toFixed(1)} MiB`);
-  };
-  return {
-    onEvent(event) {
-      if (event.kind === "start") total += event.desc.size;
-      if (event.kind === "bytes") done += event.bytes;
-      draw();
-    },
-    finish() {
-      if (total > 0) {
-        draw(true);
-        process.stderr.write("\n");
-      }
-    },
-  };
+export function plainError(err: unknown): string {
+  let text = describeError(err);
+  // "ENOENT: no such file or directory, open 'x.key'" (or "EISDIR: illegal
+  // operation on a directory, read"): plain words, the file named once.
+  text = text.replace(/\b(E[A-Z]{2,}): [a-z][^,:]*(?:, \w+(?: '([^']*)')?)?/g, (match, code: string, path: string | undefined) => {
+    const words = SYSTEM_ERRORS[code];
+    if (!words) return match;
+    return path && !text.includes(`${path}:`) ? `${path}: ${words}` : words;
+  });
+  // "error:1E08010C:DECODER routines::unsupported": said in words, or dropped after a message that already says it.
+  text = text.replace(/(: )?error:[0-9A-F]{8}:[^:]*:[^:]*:([^:]*)/g, (_match, sep: string | undefined, reason: string) => {
+    if (sep && /not a|wrong passphrase|encrypted/.test(text.slice(0, text.indexOf("error:")))) return "";
+    const words = OPENSSL_REASONS[reason.trim()] ?? `the crypto library says: ${reason.trim()}`;
+    return `${sep ?? ""}${words}`;
+  });
+  // A cause that says the same as the message once the codes are gone.
+  return text.replace(/(: [^:]+)\1$/, "$1");
+}
+
+export function fail(err: unknown): never {
+  process.stderr.write(`aegis: error: ${plainError(err)}\n`);
+  if (process.env.AEGIS_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
+  process.exit(1);
 }

@@ -1,14 +1,16 @@
 // One copy routine for push (memory → registry/layout), pull (registry →
 // memory/layout) and mirror (registry ↔ registry/layout), after oras-go's
 // oras.Copy: children before parents, skip what the destination has, mount
-// across repositories of one registry, digests never change.
+// across repositories of one registry, digests never change. A blob streams
+// from the source's unverified read straight into the destination's push,
+// which verifies it: each byte is hashed once, and backpressure holds the
+// download to the upload's pace, so memory stays bounded whatever the size.
 // https://pkg.go.dev/oras.land/oras-go/v2#Copy
 import { pipeline, Readable, Transform } from "node:stream";
 import { InputError } from "../errors.js";
 import { RegistryError } from "./errors.js";
 import { isDigest, readAll } from "./digest.js";
 import { isManifestType, MAX_MANIFEST_SIZE, parseManifest, successors, type Descriptor } from "./oci.js";
-import { RemoteRepository } from "./remote/repository.js";
 import type { ReadOnlyTarget, Target } from "./storage.js";
 
 export type CopyEvent =
@@ -27,6 +29,12 @@ export interface CopyOptions {
   /** Deepest nesting of manifests below the root (an index of indexes…); default 8. */
   maxDepth?: number;
   onEvent?: (event: CopyEvent) => void;
+  /**
+   * Bytes copied so far (blobs and manifests the destination already had,
+   * or mounted, count as done) of the bytes in the graph found so far: the
+   * total grows as manifests are read.
+   */
+  onProgress?: (bytesDone: number, bytesTotal: number) => void;
   /**
    * Cancels the copy: requests and streams in flight stop, and the copy
    * rejects with the signal's reason once every started write has been
@@ -68,6 +76,8 @@ class GraphCopier {
   private readonly maxNodes: number;
   private readonly maxDepth: number;
   private active = 0;
+  private bytesDone = 0;
+  private bytesTotal = 0;
   private readonly waiting: (() => void)[] = [];
 
   constructor(
@@ -92,6 +102,7 @@ class GraphCopier {
       }
       pending = this.copyNode(desc, depth);
       this.done.set(desc.digest, pending);
+      this.progress(0, desc.size);
     }
     return pending;
   }
@@ -123,33 +134,46 @@ class GraphCopier {
       const failed = settled.find((c) => c.status === "rejected");
       if (failed) throw failed.reason;
       await this.limited(async () => {
-        if (await this.dst.exists(desc, { signal })) return emit({ kind: "skip", desc, reason: "exists" });
+        if (await this.dst.exists(desc, { signal })) return this.skipped(desc, "exists");
         await this.dst.push(desc, Readable.from([bytes]), { signal });
+        this.progress(desc.size, 0);
         emit({ kind: "done", desc });
       });
       return;
     }
     await this.limited(async () => {
-      if (await this.dst.exists(desc, { signal })) return emit({ kind: "skip", desc, reason: "exists" });
-      if (await this.tryMount(desc)) return emit({ kind: "skip", desc, reason: "mounted" });
+      if (await this.dst.exists(desc, { signal })) return this.skipped(desc, "exists");
+      if (await this.dst.mountFrom?.(desc, this.src, { signal })) return this.skipped(desc, "mounted");
       emit({ kind: "start", desc });
       const counter = new Transform({
-        transform(chunk: Buffer, _encoding, callback) {
+        transform: (chunk: Buffer, _encoding, callback) => {
           emit({ kind: "bytes", desc, bytes: chunk.byteLength });
+          this.progress(chunk.byteLength, 0);
           callback(null, chunk);
         },
       });
-      await this.dst.push(desc, pipeline(await this.src.fetch(desc, { signal }), counter, () => {}), { signal });
+      // Unverified on the way out: the destination's push verifies (its contract), so each byte is hashed once.
+      const source = this.src.fetchUnverified ? await this.src.fetchUnverified(desc, { signal }) : await this.src.fetch(desc, { signal });
+      const content = pipeline(source, counter, () => {});
+      try {
+        await this.dst.push(desc, content, { signal });
+      } finally {
+        // Whatever the push left unread (it failed, or had no need of it) frees its socket or file now.
+        content.destroy();
+      }
       emit({ kind: "done", desc });
     });
   }
 
-  /** Cross-repository mount when both ends are repositories of the same registry. */
-  private async tryMount(desc: Descriptor): Promise<boolean> {
-    const { src, dst } = this;
-    if (!(src instanceof RemoteRepository && dst instanceof RemoteRepository)) return false;
-    if (src.client.baseUrl !== dst.client.baseUrl || src.repository === dst.repository) return false;
-    return dst.mount(desc, src.repository);
+  private skipped(desc: Descriptor, reason: "exists" | "mounted"): void {
+    this.progress(desc.size, 0);
+    this.options.onEvent?.({ kind: "skip", desc, reason });
+  }
+
+  private progress(done: number, total: number): void {
+    this.bytesDone += done;
+    this.bytesTotal += total;
+    this.options.onProgress?.(this.bytesDone, this.bytesTotal);
   }
 
   /** Runs `work` in one of the `concurrency` slots. */

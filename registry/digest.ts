@@ -96,6 +96,33 @@ export class VerifyingStream extends Transform {
 }
 
 /**
+ * A pass-through stream that names what flows through it: once it has
+ * ended, `described(mediaType)` is the descriptor of those bytes. For
+ * content whose digest is learned by reading it (a bundle file to push).
+ */
+export class DigestingStream extends Transform {
+  private readonly hash = createHash("sha256");
+  private size = 0;
+  private digest: string | undefined;
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.hash.update(chunk);
+    this.size += chunk.byteLength;
+    callback(null, chunk);
+  }
+
+  override _flush(callback: TransformCallback): void {
+    this.digest = `sha256:${this.hash.digest("hex")}`;
+    callback();
+  }
+
+  described(mediaType: string): Descriptor {
+    if (this.digest === undefined) throw new RegistryError("SIZE_MISMATCH", "the content was not read to its end, so it has no digest yet");
+    return { mediaType, digest: this.digest, size: this.size };
+  }
+}
+
+/**
  * Pipes `source` through a verifier. `pipeline` carries an error on either
  * side to the other and keeps an error listener on both, so a consumer that
  * starts reading later still sees the error instead of an unhandled event.

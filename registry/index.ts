@@ -1,6 +1,6 @@
 // The registry package: OCI content, stores and copy.
 export { RegistryError, isNotFound, type RegistryErrorCode } from "./errors.js";
-export { checkDigest, descriptorFor, isDigest, readAll, sha256, verifyBytes, verifyStream, VerifyingStream } from "./digest.js";
+export { checkDigest, descriptorFor, DigestingStream, isDigest, readAll, sha256, verifyBytes, verifyStream, VerifyingStream } from "./digest.js";
 export {
   Annotation,
   EMPTY_CONFIG,
@@ -19,6 +19,7 @@ export type {
   AbortOptions,
   Deleter,
   Fetcher,
+  Mounter,
   Pusher,
   ReadOnlyStorage,
   ReadOnlyTarget,

@@ -31,6 +31,10 @@ export class OciLayoutTarget implements Target, Deleter {
   }
 
   async fetch(desc: Descriptor, options: AbortOptions = {}): Promise<Readable> {
+    return verifyStream(desc, await this.fetchUnverified(desc, options), this.name);
+  }
+
+  async fetchUnverified(desc: Descriptor, options: AbortOptions = {}): Promise<Readable> {
     options.signal?.throwIfAborted();
     let handle;
     try {
@@ -38,7 +42,7 @@ export class OciLayoutTarget implements Target, Deleter {
     } catch (err) {
       throw new RegistryError("NOT_FOUND", `${desc.digest} not found in ${this.name}`, { cause: err });
     }
-    return verifyStream(desc, createReadStream("", { fd: handle, signal: options.signal }), this.name);
+    return createReadStream("", { fd: handle, signal: options.signal });
   }
 
   /** An aborted `signal` (or a source stream that fails) leaves nothing behind, not even the temp file. */

@@ -29,9 +29,25 @@ export interface Pusher {
 
 export interface ReadOnlyStorage extends Fetcher {
   exists(desc: Descriptor, options?: AbortOptions): Promise<boolean>;
+  /**
+   * The stored bytes of `desc`, NOT verified: only for handing straight to
+   * a Pusher, whose contract is to check what it stores. `copy` uses it so
+   * each byte is hashed once, by the destination, instead of on fetch and
+   * again on push. Optional: without it `copy` uses `fetch`.
+   */
+  fetchUnverified?(desc: Descriptor, options?: AbortOptions): Promise<Readable>;
 }
 
 export interface Storage extends ReadOnlyStorage, Pusher {}
+
+/** A store that can take a blob from another store without the bytes passing through this process (a cross-repository mount). */
+export interface Mounter {
+  /**
+   * True once `desc`, held by `source`, is stored here; false when its
+   * bytes must be copied instead (another registry, or the registry declined).
+   */
+  mountFrom(desc: Descriptor, source: ReadOnlyTarget, options?: AbortOptions): Promise<boolean>;
+}
 
 export interface Deleter {
   /** Removes `desc`'s content and every tag that names it; NOT_FOUND when it is not stored. */
@@ -74,4 +90,4 @@ export interface ReadOnlyTarget extends ReadOnlyStorage, Resolver, TagLister, Re
 }
 
 /** A store that holds manifests with tags and referrers: a repository, a layout, memory. */
-export interface Target extends ReadOnlyTarget, Storage, Tagger, ReferrerIndexer {}
+export interface Target extends ReadOnlyTarget, Storage, Tagger, ReferrerIndexer, Partial<Mounter> {}

@@ -1,8 +1,33 @@
 // The signing package: keys, trust, signing and verification of policy artifacts.
-export { SignatureError, type SignatureErrorCode } from "./errors.js";
+export { CHECK_OF, SignatureError, type SignatureCheck, type SignatureErrorCode } from "./errors.js";
+export { certificateIdentity, FULCIO_OID, matchIdentity, type CertificateIdentity, type IdentityPolicy, type Matcher } from "./identity.js";
 export { generateKeyPair, keyHint, loadPrivateKey, loadPublicKey, parsePublicKey, writeKeyPair, type KeyAlgorithm, type KeyPairPem } from "./keys.js";
 export { KeySigner } from "./signer.js";
-export { signArtifact, SignatureAnnotation, SIGSTORE_BUNDLE_TYPE, type SignedArtifact } from "./sign.js";
+export { signArtifact, SignatureAnnotation, SIGSTORE_BUNDLE_TYPE, storeSignatureBundle, type SignedArtifact } from "./sign.js";
 export { COSIGN_SIGN_PREDICATE, IN_TOTO_PAYLOAD_TYPE } from "./statement.js";
-export { keyValidity, loadTrust, loadTrustFile, trustedKey, type TrustedKey, type TrustPolicy } from "./trust.js";
-export { verifyArtifact, type VerifiedSignature, type VerifyOptions } from "./verify.js";
+export {
+  keyValidity,
+  loadTrust,
+  loadTrustFile,
+  mergeTrust,
+  trustedKey,
+  trustFromDocument,
+  type LoadTrustOptions,
+  type SignatureRequirement,
+  type TrustedKey,
+  type TrustedRootFetcher,
+  type TrustPolicy,
+} from "./trust.js";
+export { loadTrustedRootFile, parseTrustedRoot, TRUSTED_ROOT_MEDIA_TYPE, type TrustedRootMaterial } from "./trusted-root.js";
+export { explainArtifact, verifyArtifact, type Explanation, type SignatureVerdict, type VerifiedSignature, type VerifyOptions } from "./verify.js";
+export {
+  fetchTrustRoot,
+  pushTrustRoot,
+  TRUST_POLICY_MEDIA_TYPE,
+  TRUST_ROOT_ARTIFACT_TYPE,
+  TRUST_ROOT_VERSION_ANNOTATION,
+  trustedRootFetcher,
+  trustRootFromBytes,
+  type PushTrustRootOptions,
+  type TrustRootArtifact,
+} from "./trust-root.js";

@@ -42,7 +42,15 @@ export interface SignedArtifact {
 export async function signArtifact(target: Target, subject: Descriptor, signer: KeySigner, name: string): Promise<SignedArtifact> {
   const builder = new DSSEBundleBuilder({ signer, witnesses: [] });
   const bundle = await builder.create({ data: signingStatement(subject.digest, name), type: IN_TOTO_PAYLOAD_TYPE });
-  const bundleBytes = Buffer.from(JSON.stringify(bundleToJSON(bundle)));
+  const stored = await storeSignatureBundle(target, subject, Buffer.from(JSON.stringify(bundleToJSON(bundle))));
+  return { ...stored, hint: signer.hint };
+}
+
+/**
+ * Stores a sigstore bundle (key-signed or keyless) as a referrer of
+ * `subject`, in the manifest shape cosign gives `--new-bundle-format` signatures.
+ */
+export async function storeSignatureBundle(target: Target, subject: Descriptor, bundleBytes: Buffer): Promise<{ referrer: Descriptor; bundle: Buffer }> {
   const layer = descriptorFor(SIGSTORE_BUNDLE_TYPE, bundleBytes);
   const manifest: Manifest = {
     schemaVersion: 2,
@@ -63,5 +71,5 @@ export async function signArtifact(target: Target, subject: Descriptor, signer: 
   await target.push(layer, Readable.from([bundleBytes]));
   await target.push(referrer, Readable.from([manifestBytes]));
   await target.indexReferrer(subject, referrerDescriptor(referrer, manifest));
-  return { referrer, bundle: bundleBytes, hint: signer.hint };
+  return { referrer, bundle: bundleBytes };
 }

@@ -1,17 +1,23 @@
-// Verifying an artifact's signatures against pinned keys, offline: sigstore
-// bundles stored as referrers (what `aegis sign` and `cosign sign
-// --new-bundle-format` make), and cosign's legacy `sha256-<hex>.sig` tag
-// signatures (what `cosign sign --key` makes), so existing pipelines keep working.
-import { verify as verifySignature } from "node:crypto";
+// Verifying an artifact's signatures, offline: sigstore bundles stored as
+// referrers (what `aegis sign` and `cosign sign --new-bundle-format` make,
+// with a pinned key or keyless: a Fulcio certificate and a Rekor entry
+// checked against the trusted root), and cosign's legacy `sha256-<hex>.sig`
+// tag signatures (what `cosign sign --key` makes), so existing pipelines keep
+// working. `verifyArtifact` is the one check the CLI, the assigner and the
+// agent use; `explainArtifact` says what each signature found came to.
+import { createHash, verify as verifySignature } from "node:crypto";
 import { bundleFromJSON, isBundleWithDsseEnvelope, type BundleWithDsseEnvelope } from "@sigstore/bundle";
-import { toSignedEntity, toTrustMaterial, Verifier, VerificationError } from "@sigstore/verify";
+import type { X509Certificate } from "@sigstore/core";
+import { toSignedEntity, toTrustMaterial, Verifier, VerificationError, type SignedEntity } from "@sigstore/verify";
 import { AegisError } from "../errors.js";
 import { checkDigest, MAX_MANIFEST_SIZE, parseManifest, readAll, isNotFound, referrersTag, type Descriptor, type Manifest, type ReadOnlyTarget } from "../registry/index.js";
-import { SignatureError } from "./errors.js";
+import { CHECK_OF, SignatureError, type SignatureCheck, type SignatureErrorCode } from "./errors.js";
+import { certificateIdentity, matchIdentity } from "./identity.js";
 import { digestAlgorithm } from "./keys.js";
 import { SIGSTORE_BUNDLE_TYPE } from "./sign.js";
 import { checkStatement } from "./statement.js";
-import { keyValidity, type TrustedKey, type TrustPolicy } from "./trust.js";
+import { keyValidity, type SignatureRequirement, type TrustedKey, type TrustPolicy } from "./trust.js";
+import { trustMaterialOf, type TrustedRootMaterial } from "./trusted-root.js";
 
 export interface VerifiedSignature {
   /** The artifact (manifest) digest the signature covers. */
@@ -22,6 +28,34 @@ export interface VerifiedSignature {
   key: { name: string; hint: string };
   /** The signature bytes, base64: the DSSE signature, or cosign's annotation. */
   value: string;
+  /** "keyless" for a Fulcio certificate (then `key` names the identity policy and the certificate's SHA-256); absent means "key". */
+  kind?: "key" | "keyless";
+  /** The signer a keyless certificate names. */
+  identity?: { issuer: string; subject: string };
+}
+
+/** What one signature found came to. */
+export interface SignatureVerdict {
+  /** The signature manifest's digest. */
+  signature: string;
+  format: VerifiedSignature["format"];
+  kind: "key" | "keyless" | "unknown";
+  accepted: boolean;
+  /** The check that refused it. */
+  check?: SignatureCheck;
+  code?: SignatureErrorCode;
+  /** Why it was accepted, or refused. */
+  reason: string;
+  verified?: VerifiedSignature;
+}
+
+export interface Explanation {
+  digest: string;
+  require: SignatureRequirement;
+  verified: boolean;
+  signatures: SignatureVerdict[];
+  /** Why the artifact is refused (the error verifyArtifact throws). */
+  error?: { code: SignatureErrorCode; check: SignatureCheck; message: string };
 }
 
 export interface VerifyOptions {
@@ -44,43 +78,85 @@ const EMPTY_TRUSTED_ROOT = {
 };
 
 /**
- * Verifies that `digest` in `source` carries at least one signature by a
- * trusted key. Returns the first that verifies; throws a SignatureError
- * saying why none did.
+ * Verifies that `digest` in `source` carries signatures `trust` accepts (by
+ * default one by a trusted key or a trusted keyless identity; `require`
+ * can ask for a kind, or both). Returns the first that verifies; throws a
+ * SignatureError saying why none did.
  */
 export async function verifyArtifact(source: ReadOnlyTarget, digest: string, trust: TrustPolicy, options: VerifyOptions = {}): Promise<VerifiedSignature> {
+  const require = trust.require ?? "any";
+  const enough = (verdicts: SignatureVerdict[]) => satisfied(require, verdicts) !== undefined;
+  const verdicts = await evaluate(source, digest, trust, options, enough);
+  return decide(source, digest, require, verdicts);
+}
+
+/** Every signature of `digest` checked (none skipped once one verifies), each with its verdict, and the overall one. */
+export async function explainArtifact(source: ReadOnlyTarget, digest: string, trust: TrustPolicy, options: VerifyOptions = {}): Promise<Explanation> {
+  const require = trust.require ?? "any";
+  const signatures = await evaluate(source, digest, trust, options, () => false);
+  try {
+    decide(source, digest, require, signatures);
+    return { digest, require, verified: true, signatures };
+  } catch (err) {
+    if (!(err instanceof SignatureError)) throw err;
+    return { digest, require, verified: false, signatures, error: { code: err.code, check: CHECK_OF[err.code], message: err.message } };
+  }
+}
+
+/** The accepted signature that meets `require`, or undefined. */
+function satisfied(require: SignatureRequirement, verdicts: SignatureVerdict[]): VerifiedSignature | undefined {
+  const of = (kind: "key" | "keyless") => verdicts.find((v) => v.accepted && v.kind === kind)?.verified;
+  if (require === "key" || require === "keyless") return of(require);
+  if (require === "both") return of("key") && of("keyless");
+  return verdicts.find((v) => v.accepted)?.verified;
+}
+
+async function evaluate(source: ReadOnlyTarget, digest: string, trust: TrustPolicy, options: VerifyOptions, enough: (verdicts: SignatureVerdict[]) => boolean): Promise<SignatureVerdict[]> {
   const subject = await source.resolve(checkDigest(digest));
   const at = options.at ?? new Date();
-  const failures: { signature: string; error: AegisError }[] = [];
+  const verdicts: SignatureVerdict[] = [];
   // One bad signature (malformed, hostile, or for something else) must not
   // hide a good one: every failure is recorded and the next is tried.
-  const attempt = async (signature: string, check: () => Promise<VerifiedSignature>) => {
+  const attempt = async (signature: string, format: VerifiedSignature["format"], check: (seen: { kind: SignatureVerdict["kind"] }) => Promise<VerifiedSignature>) => {
+    const seen: { kind: SignatureVerdict["kind"] } = { kind: format === "cosign-legacy" ? "key" : "unknown" };
     try {
-      return await check();
+      const verified = await check(seen);
+      const kind = verified.kind ?? "key";
+      const by = verified.identity ? `identity "${verified.key.name}" (issuer ${verified.identity.issuer}, subject ${verified.identity.subject})` : `key "${verified.key.name}" (${verified.key.hint})`;
+      verdicts.push({ signature, format, kind, accepted: true, reason: `signed by ${by}; the statement names ${subject.digest}`, verified });
     } catch (err) {
       const error = err instanceof AegisError ? err : new SignatureError("INVALID_BUNDLE", `unreadable signature: ${(err as Error).message}`, { cause: err });
-      failures.push({ signature, error });
-      return undefined;
+      const code = (error instanceof SignatureError ? error.code : "INVALID_BUNDLE") as SignatureErrorCode;
+      verdicts.push({ signature, format, kind: seen.kind, accepted: false, check: CHECK_OF[code], code, reason: error.message });
     }
   };
   for (const referrer of await source.referrers(subject, SIGSTORE_BUNDLE_TYPE)) {
-    const verified = await attempt(referrer.digest, () => verifyBundleReferrer(source, subject, referrer, trust, at));
-    if (verified) return verified;
+    await attempt(referrer.digest, "sigstore-bundle", (seen) => verifyBundleReferrer(source, subject, referrer, trust, at, seen));
+    if (enough(verdicts)) return verdicts;
   }
   const legacy = await findLegacySignature(source, subject);
-  if (legacy) {
-    const verified = await attempt(legacy.digest, () => verifyLegacySignature(source, subject, legacy, trust, at));
-    if (verified) return verified;
-  }
-  if (failures.length === 0) {
+  if (legacy) await attempt(legacy.digest, "cosign-legacy", () => verifyLegacySignature(source, subject, legacy, trust, at));
+  return verdicts;
+}
+
+function decide(source: ReadOnlyTarget, digest: string, require: SignatureRequirement, verdicts: SignatureVerdict[]): VerifiedSignature {
+  const verified = satisfied(require, verdicts);
+  if (verified) return verified;
+  if (verdicts.length === 0) {
     throw new SignatureError("NO_SIGNATURE", `${source.name}@${digest} has no signature (no sigstore bundle referrer, no cosign .sig tag)`);
   }
-  if (failures.length === 1) {
-    const { signature, error } = failures[0]!;
-    throw new SignatureError(error instanceof SignatureError ? error.code : "INVALID_SIGNATURE", `${error.message} (signature ${signature})`, { cause: error });
+  const accepted = verdicts.filter((v) => v.accepted);
+  if (accepted.length > 0) {
+    const kinds = [...new Set(accepted.map((v) => v.kind))].join(" and ");
+    const wanted = require === "both" ? "both a key and a keyless signature" : `a ${require} signature`;
+    throw new SignatureError("REQUIREMENT_NOT_MET", `the trust policy requires ${wanted}; only ${kinds} signatures of ${digest} verify`);
   }
-  const reasons = failures.map((f) => `${f.signature}: ${f.error.message}`).join("; ");
-  throw new SignatureError("NO_VALID_SIGNATURE", `none of the ${failures.length} signatures of ${digest} verifies: ${reasons}`);
+  if (verdicts.length === 1) {
+    const { signature, code, reason } = verdicts[0]!;
+    throw new SignatureError(code ?? "INVALID_SIGNATURE", `${reason} (signature ${signature})`);
+  }
+  const reasons = verdicts.map((v) => `${v.signature}: ${v.reason}`).join("; ");
+  throw new SignatureError("NO_VALID_SIGNATURE", `none of the ${verdicts.length} signatures of ${digest} verifies: ${reasons}`);
 }
 
 async function readManifest(source: ReadOnlyTarget, desc: Descriptor): Promise<Manifest> {
@@ -107,6 +183,7 @@ function parseBundle(bytes: Buffer): BundleWithDsseEnvelope {
 
 /** The trusted keys a signature may be checked with: the one its hint names, or all when it names none. */
 function candidateKeys(trust: TrustPolicy, hint: string, at: Date): TrustedKey[] {
+  if (trust.keys.length === 0) throw new SignatureError("UNTRUSTED_KEY", "signed by a key, but the trust policy pins no keys (keyless identities only)");
   const named = hint ? trust.keys.filter((k) => k.hint === hint) : trust.keys;
   if (named.length === 0) throw new SignatureError("UNTRUSTED_KEY", `signed by a key that is not trusted (key hint ${hint})`);
   const valid = named.filter((k) => !keyValidity(k, at));
@@ -114,7 +191,7 @@ function candidateKeys(trust: TrustPolicy, hint: string, at: Date): TrustedKey[]
   return valid;
 }
 
-async function verifyBundleReferrer(source: ReadOnlyTarget, subject: Descriptor, referrer: Descriptor, trust: TrustPolicy, at: Date): Promise<VerifiedSignature> {
+async function verifyBundleReferrer(source: ReadOnlyTarget, subject: Descriptor, referrer: Descriptor, trust: TrustPolicy, at: Date, seen: { kind: SignatureVerdict["kind"] }): Promise<VerifiedSignature> {
   const manifest = await readManifest(source, referrer);
   if (manifest.subject?.digest !== subject.digest) {
     throw new SignatureError("SUBJECT_MISMATCH", `signature manifest refers to ${manifest.subject?.digest ?? "nothing"}, not ${subject.digest}`);
@@ -123,7 +200,9 @@ async function verifyBundleReferrer(source: ReadOnlyTarget, subject: Descriptor,
   if (!layer) throw new SignatureError("INVALID_BUNDLE", `signature manifest has no ${SIGSTORE_BUNDLE_TYPE} layer`);
   const bundle = parseBundle(await readLayer(source, layer));
   const keyContent = bundle.verificationMaterial.content;
-  const hint = keyContent.$case === "publicKey" ? keyContent.publicKey.hint : "";
+  seen.kind = keyContent.$case === "publicKey" ? "key" : "keyless";
+  if (keyContent.$case !== "publicKey") return verifyKeyless(bundle, subject, referrer, trust);
+  const hint = keyContent.publicKey.hint;
   const entity = toSignedEntity(bundle);
   let lastError: unknown;
   for (const key of candidateKeys(trust, hint, at)) {
@@ -139,10 +218,81 @@ async function verifyBundleReferrer(source: ReadOnlyTarget, subject: Descriptor,
     const envelope = bundle.content.dsseEnvelope;
     checkStatement(envelope.payloadType, envelope.payload, subject.digest);
     const value = envelope.signatures[0]?.sig.toString("base64") ?? "";
-    return { digest: subject.digest, signature: referrer.digest, format: "sigstore-bundle", key: { name: key.name, hint: key.hint }, value };
+    return { digest: subject.digest, signature: referrer.digest, format: "sigstore-bundle", key: { name: key.name, hint: key.hint }, value, kind: "key" };
   }
   if (!hint) throw new SignatureError("UNTRUSTED_KEY", "signed by a key that is not trusted (the bundle names no key and no trusted key verifies it)", { cause: lastError });
   throw new SignatureError("INVALID_SIGNATURE", "signature does not verify: the signed payload was modified or the signature is corrupt", { cause: lastError });
+}
+
+/**
+ * A keyless bundle: the certificate must chain to a CA of the trusted root
+ * at the log entry's signed time, the entry's signed entry timestamp (and
+ * inclusion proof, when present) must verify with a log key of the root,
+ * the entry must be about this signature, the signature must verify with
+ * the certificate's key; then its identity must match a policy, and the
+ * statement name this digest. One log entry and one verified timestamp (the
+ * entry's, or an RFC 3161 one the bundle carries) are required.
+ */
+function verifyKeyless(bundle: BundleWithDsseEnvelope, subject: Descriptor, referrer: Descriptor, trust: TrustPolicy): VerifiedSignature {
+  const root = trust.trustedRoot;
+  if (!root || !trust.identities?.length) {
+    throw new SignatureError("KEYLESS_NOT_TRUSTED", "keyless signature (a Fulcio certificate), but the trust policy names no keyless identities and trusted root");
+  }
+  const entity = toSignedEntity(bundle);
+  if (entity.key.$case !== "certificate") throw new SignatureError("INVALID_BUNDLE", "keyless bundle without a certificate");
+  const cert = entity.key.certificate;
+  if (bundle.verificationMaterial.tlogEntries.length === 0) {
+    throw new SignatureError("NO_LOG_ENTRY", "keyless signature without a transparency log entry: its certificate's short validity cannot be checked");
+  }
+  try {
+    new Verifier(trustMaterialOf(root), { tlogThreshold: 1, ctlogThreshold: root.ctlogs > 0 ? 1 : 0, timestampThreshold: 1 }).verify(entity);
+  } catch (err) {
+    throw keylessFailure(err, entity, cert, root);
+  }
+  const identity = certificateIdentity(cert);
+  const policy = matchIdentity(trust.identities, identity);
+  const envelope = bundle.content.dsseEnvelope;
+  checkStatement(envelope.payloadType, envelope.payload, subject.digest);
+  return {
+    digest: subject.digest,
+    signature: referrer.digest,
+    format: "sigstore-bundle",
+    key: { name: policy.name, hint: createHash("sha256").update(cert.root.toDER()).digest("base64") },
+    value: envelope.signatures[0]?.sig.toString("base64") ?? "",
+    kind: "keyless",
+    identity: { issuer: identity.issuer ?? "", subject: identity.subject ?? "" },
+  };
+}
+
+/** Which check a keyless bundle failed, from @sigstore/verify's error, in words that name it. */
+function keylessFailure(err: unknown, entity: SignedEntity, cert: X509Certificate, root: TrustedRootMaterial): SignatureError {
+  if (!(err instanceof VerificationError)) return new SignatureError("INVALID_BUNDLE", `keyless bundle cannot be verified: ${(err as Error).message}`, { cause: err });
+  const entry = entity.tlogEntries[0];
+  const logTime = entry?.inclusionPromise && entry.integratedTime ? new Date(Number(entry.integratedTime) * 1000) : undefined;
+  const when = logTime ? logTime.toISOString() : "the signed time";
+  switch (err.code) {
+    case "CERTIFICATE_ERROR":
+      if (/SCT/.test(err.message)) return new SignatureError("MISSING_SCT", `certificate carries no SCT from a CT log of the trusted root ${root.source}: ${err.message}`, { cause: err });
+      if (logTime && !cert.validForDate(logTime)) {
+        return new SignatureError("CERTIFICATE_NOT_VALID", `certificate is valid from ${cert.notBefore.toISOString()} to ${cert.notAfter.toISOString()}, not at the log entry's signed time ${when}`, { cause: err });
+      }
+      return new SignatureError("UNTRUSTED_CHAIN", `certificate does not chain to a certificate authority of the trusted root ${root.source} valid at ${when}`, { cause: err });
+    case "TLOG_INCLUSION_PROMISE_ERROR":
+      return new SignatureError("LOG_ENTRY_UNTRUSTED", `the log entry's signed entry timestamp does not verify with a transparency log key of the trusted root ${root.source} (an unknown log, or a forged entry)`, { cause: err });
+    case "TLOG_INCLUSION_PROOF_ERROR":
+      return new SignatureError("INCLUSION_PROOF_INVALID", `the log entry's inclusion proof does not verify: ${err.message}`, { cause: err });
+    case "TLOG_BODY_ERROR":
+      return new SignatureError("LOG_ENTRY_MISMATCH", `the log entry is not about this signature: ${err.message}`, { cause: err });
+    case "TLOG_ERROR":
+    case "TLOG_MISSING_INCLUSION_ERROR":
+      return new SignatureError("NO_LOG_ENTRY", `no verifiable transparency log entry: ${err.message}`, { cause: err });
+    case "TIMESTAMP_ERROR":
+      return new SignatureError("TIMESTAMP_INVALID", `no verified timestamp (a log entry with a signed entry timestamp, or an RFC 3161 timestamp of the root): ${err.message}`, { cause: err });
+    case "SIGNATURE_ERROR":
+      return new SignatureError("INVALID_SIGNATURE", "signature does not verify with the certificate's key: the signed payload was modified or the signature is corrupt", { cause: err });
+    default:
+      return new SignatureError("INVALID_SIGNATURE", `keyless signature refused: ${err.message}`, { cause: err });
+  }
 }
 
 async function findLegacySignature(source: ReadOnlyTarget, subject: Descriptor): Promise<Descriptor | undefined> {
@@ -191,7 +341,7 @@ async function verifyLegacySignature(source: ReadOnlyTarget, subject: Descriptor
       wrongSubject = new SignatureError("SUBJECT_MISMATCH", `cosign signature is for ${signed}, not ${subject.digest}`);
       continue;
     }
-    return { digest: subject.digest, signature: sigManifest.digest, format: "cosign-legacy", key: { name: key.name, hint: key.hint }, value: signature.toString("base64") };
+    return { digest: subject.digest, signature: sigManifest.digest, format: "cosign-legacy", key: { name: key.name, hint: key.hint }, value: signature.toString("base64"), kind: "key" };
   }
   if (wrongSubject) throw wrongSubject;
   throw new SignatureError("UNTRUSTED_KEY", "cosign signature made by a key that is not trusted");

@@ -7,6 +7,7 @@ import { request, type Dispatcher } from "undici";
 import type { z } from "zod";
 import { AssignerError, ERROR_STATUS, isAssignerErrorCode, type AssignerErrorCode } from "./errors.js";
 import type {
+  AgentDetailJson,
   AgentList,
   ArtifactJson,
   ArtifactList,
@@ -151,6 +152,16 @@ export class AssignerClient {
 
   hosts(): Promise<z.infer<typeof AgentList>> {
     return this.call("GET", "/agents");
+  }
+
+  /** One agent with its host's assignments and latest status per artifact. */
+  agent(uid: string): Promise<z.infer<typeof AgentDetailJson>> {
+    return this.call("GET", `/agents/${encodeURIComponent(uid)}`);
+  }
+
+  /** Registers an artifact already in a registry, by digest: `host/repo@sha256:…`. */
+  registerArtifact(reference: string): Promise<z.infer<typeof ArtifactJson>> {
+    return this.call("POST", "/artifacts", { reference });
   }
 
   /** `force`: assign even when the host's reported kernel cannot run the artifact's program (otherwise CONFLICT). */

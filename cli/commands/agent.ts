@@ -6,13 +6,15 @@
 import type { Command } from "commander";
 import type { DatapathChoice } from "../../ebpf/index.js";
 import { InputError } from "../../errors.js";
-import { report } from "../output.js";
+import { report, table } from "../output.js";
 
 interface RunOptions {
   assigner?: string;
   hostId?: string;
   iface: string[];
   trust?: string;
+  trustRootRef?: string;
+  trustRootKey?: string;
   stateDir: string;
   nats?: string;
   pollInterval: string;
@@ -56,6 +58,8 @@ export function registerAgent(program: Command): void {
     .option("--host-id <id>", "this host's id (AEGIS_HOST_ID)", env("AEGIS_HOST_ID"))
     .option("--iface <name>", "attach on this interface, repeatable or comma-separated (AEGIS_IFACES); default all non-loopback", (v, p: string[]) => collect(v, p, ifacesEnv), ifacesEnv)
     .option("--trust <files>", "trusted public keys or trust file, comma-separated (AEGIS_TRUST)", env("AEGIS_TRUST"))
+    .option("--trust-root-ref <ref>", "follow this signed trust root (`aegis trust push`): host/repo:tag or @sha256:… (AEGIS_TRUST_ROOT_REF)", env("AEGIS_TRUST_ROOT_REF"))
+    .option("--trust-root-key <files>", "operator public keys the trust root must be signed by, comma-separated (AEGIS_TRUST_ROOT_KEY)", env("AEGIS_TRUST_ROOT_KEY"))
     .option("--state-dir <dir>", "key, token, installed state and artifact cache (AEGIS_STATE_DIR)", env("AEGIS_STATE_DIR") ?? "/var/lib/aegis")
     .option("--nats <url>", "nats://… to be woken at once (AEGIS_NATS_URL); default polling only", env("AEGIS_NATS_URL"))
     .option("--poll-interval <duration>", "mean poll interval, jittered (AEGIS_POLL_INTERVAL)", env("AEGIS_POLL_INTERVAL") ?? "30s")
@@ -71,7 +75,10 @@ export function registerAgent(program: Command): void {
     .action(async (options: RunOptions) => {
       if (!options.assigner) throw new InputError("INVALID_ARGUMENT", "no assigner: pass --assigner or set AEGIS_ASSIGNER_URL");
       if (!options.hostId) throw new InputError("INVALID_ARGUMENT", "no host id: pass --host-id or set AEGIS_HOST_ID");
-      if (!options.trust) throw new InputError("INVALID_ARGUMENT", "no trusted keys: pass --trust or set AEGIS_TRUST (the agent installs only signed policies)");
+      if (!options.trust && !options.trustRootRef) {
+        throw new InputError("INVALID_ARGUMENT", "no trusted keys: pass --trust or set AEGIS_TRUST, or follow a trust root with --trust-root-ref (the agent installs only signed policies)");
+      }
+      if (options.trustRootRef && !options.trustRootKey) throw new InputError("INVALID_ARGUMENT", "--trust-root-ref needs --trust-root-key (the operator key the trust root is signed by)");
       const labels: Record<string, string> = {};
       for (const label of options.label) {
         const eq = label.indexOf("=");
@@ -83,7 +90,7 @@ export function registerAgent(program: Command): void {
       if (metricsPort !== undefined && !(Number.isInteger(metricsPort) && metricsPort >= 0 && metricsPort < 65536)) {
         throw new InputError("INVALID_ARGUMENT", `--metrics-port ${options.metricsPort}: expected a port number`);
       }
-      const [{ Agent, serveMetrics }, { DATAPATH_CHOICES, openKernelDatapath }, { loadTrust }, { credentialsFromEnvironment }] = await Promise.all([
+      const [{ Agent, serveMetrics }, { DATAPATH_CHOICES, openKernelDatapath }, { loadTrust, trustedRootFetcher }, { credentialsFromEnvironment }] = await Promise.all([
         import("../../agent/index.js"),
         import("../../ebpf/index.js"),
         import("../../signing/index.js"),
@@ -94,18 +101,20 @@ export function registerAgent(program: Command): void {
       }
       const datapath = openKernelDatapath(options.datapath as DatapathChoice, options.pinRoot ? { pinRoot: options.pinRoot } : {});
       process.stderr.write(`aegis agent: datapath ${datapath.kind}${datapath.fallback ? ` (libbpf unavailable: ${datapath.fallback})` : ""}\n`);
+      const repository = { plainHttp: options.plainHttp ?? false, credentials: credentialsFromEnvironment };
       const agent = new Agent({
         assigner: options.assigner,
         hostId: options.hostId,
         stateDir: options.stateDir,
         datapath: datapath.datapath,
-        trust: await loadTrust([options.trust]),
+        trust: options.trust ? await loadTrust([options.trust], { fetchTrustedRoot: trustedRootFetcher(repository), rootSupplied: options.trustRootRef !== undefined }) : { keys: [] },
+        ...(options.trustRootRef ? { trustRoot: { reference: options.trustRootRef, operator: await loadTrust([options.trustRootKey!]) } } : {}),
         ifaces: options.iface,
         mirrors: options.registryMirror,
         pollIntervalMs,
         labels,
         dryRun: options.dryRun ?? false,
-        repository: { plainHttp: options.plainHttp ?? false, credentials: credentialsFromEnvironment },
+        repository,
         ...(options.nats ? { natsUrl: options.nats } : {}),
         ...(options.enrollSecret !== undefined ? { enrollSecret: options.enrollSecret } : {}),
       });
@@ -129,9 +138,9 @@ export function registerAgent(program: Command): void {
     .option("--pin-root <dir>", "bpffs directory programs are pinned under (AEGIS_PIN_ROOT); default /sys/fs/bpf/aegis", env("AEGIS_PIN_ROOT"))
     .option("--json", "print JSON for scripts")
     .action(async (options: { stateDir: string; pinRoot?: string; json?: boolean }) => {
-      const [{ collectStatus, statusTable, StateDir }, { openKernelDatapath }] = await Promise.all([import("../../agent/index.js"), import("../../ebpf/index.js")]);
+      const [{ collectStatus, STATUS_HEADER, statusCells, StateDir }, { openKernelDatapath }] = await Promise.all([import("../../agent/index.js"), import("../../ebpf/index.js")]);
       const { datapath } = openKernelDatapath("auto", options.pinRoot ? { pinRoot: options.pinRoot } : {});
       const rows = await collectStatus(datapath, await new StateDir(options.stateDir).installed());
-      report(options, rows.length > 0 ? statusTable(rows) : `nothing enforced: no program pinned under ${options.pinRoot ?? "/sys/fs/bpf/aegis"} and none recorded in ${options.stateDir}`, { programs: rows });
+      report(options, rows.length > 0 ? table(STATUS_HEADER, statusCells(rows)) : `nothing enforced: no program pinned under ${options.pinRoot ?? "/sys/fs/bpf/aegis"} and none recorded in ${options.stateDir}`, { programs: rows });
     });
 }

@@ -1,6 +1,7 @@
-// `aegis assigner serve` and the operator's commands (assign, unassign, hosts,
-// status). Only `serve` loads the server, and only when it runs; the others
-// use the client in assigner/api, loaded when they run too (cli/aegis.ts).
+// `aegis assigner serve` and the operator's commands that change assignments
+// (assign, unassign; what they read is fleet-view.ts). Only `serve` loads the
+// server, and only when it runs; the others use the client in assigner/api,
+// loaded when they run too (cli/aegis.ts).
 import type { Command } from "commander";
 import type { AssignerClient } from "../../assigner/api/index.js";
 import { InputError } from "../../errors.js";
@@ -23,9 +24,11 @@ interface ServeOptions {
   requestTimeout?: string;
   keepAliveTimeout?: string;
   telemetryMaxSkew?: string;
+  logLevel: string;
+  healthInterval?: string;
 }
 
-/** Flags win over environment variables (DESIGN.md "Configuration and commands"). */
+/** Flags win over environment variables (README "The assigner"). */
 function env(name: string): string | undefined {
   return process.env[name] || undefined;
 }
@@ -59,6 +62,8 @@ export function registerAssigner(program: Command): void {
     .option("--request-timeout <seconds>", "time to receive a whole request, body included (AEGIS_REQUEST_TIMEOUT); default 120", env("AEGIS_REQUEST_TIMEOUT"))
     .option("--keep-alive-timeout <seconds>", "idle keep-alive connections are closed after this; above the agents' 30 s poll (AEGIS_KEEP_ALIVE_TIMEOUT); default 65", env("AEGIS_KEEP_ALIVE_TIMEOUT"))
     .option("--telemetry-max-skew <seconds>", "refuse agents' signed telemetry whose time is further than this from the assigner's clock (AEGIS_TELEMETRY_MAX_SKEW); default 300", env("AEGIS_TELEMETRY_MAX_SKEW"))
+    .option("--log-level <level>", "fatal, error, warn, info (one line per request), debug, trace or silent (AEGIS_LOG_LEVEL); JSON lines unless stdout is a terminal", env("AEGIS_LOG_LEVEL") ?? "info")
+    .option("--health-interval <seconds>", "how often Redis, the registry and NATS are checked, to log when one goes away or comes back (AEGIS_HEALTH_INTERVAL); default 5", env("AEGIS_HEALTH_INTERVAL"))
     .action(async (options: ServeOptions) => {
       const port = Number(options.port);
       if (!Number.isInteger(port) || port < 0 || port > 65535) throw new InputError("INVALID_ARGUMENT", `--port ${options.port} is not a port number`);
@@ -69,9 +74,13 @@ export function registerAssigner(program: Command): void {
         requestTimeoutMs: positive("request-timeout", options.requestTimeout, 1000),
         keepAliveTimeoutMs: positive("keep-alive-timeout", options.keepAliveTimeout, 1000),
         telemetryMaxSkewMs: positive("telemetry-max-skew", options.telemetryMaxSkew, 1000),
+        healthIntervalMs: positive("health-interval", options.healthInterval, 1000),
       };
-      const { startAssigner } = await import("../../assigner/index.js");
+      const [{ startAssigner }, { createLogger, LOG_LEVELS }] = await Promise.all([import("../../assigner/index.js"), import("../../assigner/logging.js")]);
+      if (!(LOG_LEVELS as readonly string[]).includes(options.logLevel)) throw new InputError("INVALID_ARGUMENT", `--log-level ${options.logLevel} is not one of ${LOG_LEVELS.join(", ")}`);
+      const logger = createLogger({ level: options.logLevel });
       const running = await startAssigner({
+        logger,
         port,
         host: options.host,
         ...(options.redis ? { redisUrl: options.redis } : {}),
@@ -84,13 +93,13 @@ export function registerAssigner(program: Command): void {
         ...(options.trust ? { trust: options.trust } : {}),
         ...Object.fromEntries(Object.entries(limits).filter(([, value]) => value !== undefined)),
       });
-      const store = options.redis ? `redis ${options.redis}` : "embedded store";
-      const token = running.adminTokenFile ? `; operator token in ${running.adminTokenFile}` : "";
-      console.log(`aegis assigner listening on ${running.url} (${store}${options.nats ? `, nats ${options.nats}` : ""}${token})`);
-      if (!options.enrollSecret) {
-        console.error("aegis assigner: warning: no --enroll-secret: anything that can reach this port can register a new host");
-      }
-      const stop = async () => {
+      logger.info(
+        { url: running.url, store: options.redis ? "redis" : "embedded", nats: Boolean(options.nats), ...(running.adminTokenFile ? { admin_token_file: running.adminTokenFile } : {}) },
+        `aegis assigner listening on ${running.url}`,
+      );
+      if (!options.enrollSecret) logger.warn("no --enroll-secret: anything that can reach this port can register a new host");
+      const stop = async (signal: NodeJS.Signals) => {
+        logger.info({ signal }, "stopping");
         await running.close();
         process.exit(0);
       };
@@ -99,19 +108,19 @@ export function registerAssigner(program: Command): void {
     });
 }
 
-interface ClientOptions extends OutputOptions {
+export interface ClientOptions extends OutputOptions {
   assigner: string;
   token?: string;
 }
 
-async function client(options: ClientOptions): Promise<AssignerClient> {
+export async function client(options: ClientOptions): Promise<AssignerClient> {
   const token = options.token ?? env("AEGIS_ADMIN_TOKEN");
   if (!token) throw new InputError("INVALID_ARGUMENT", "no operator token: pass --token or set AEGIS_ADMIN_TOKEN");
   const { AssignerClient } = await import("../../assigner/api/index.js");
   return new AssignerClient(options.assigner, token);
 }
 
-function withClientOptions(command: Command): Command {
+export function withClientOptions(command: Command): Command {
   return command
     .option("--assigner <url>", "assigner URL (AEGIS_ASSIGNER_URL)", env("AEGIS_ASSIGNER_URL") ?? "http://127.0.0.1:8080")
     .option("--token <token>", "operator token (AEGIS_ADMIN_TOKEN)")
@@ -135,23 +144,4 @@ export function registerOperatorCommands(program: Command): void {
       report(options, `${digest} ${what} ${op === "assign" ? "to" : "from"} ${host} (host version ${result.version})`, result);
     });
   }
-
-  withClientOptions(program.command("hosts").description("list registered agents (hosts)")).action(async (options: ClientOptions) => {
-    const result = await (await client(options)).hosts();
-    const lines = result.agents.map((a) => `${a.host_id}\t${a.hostname ?? "-"}\t${a.uid}\tlast seen ${a.last_seen ?? "never"}`);
-    report(options, lines.length > 0 ? lines.join("\n") : "no hosts registered", result);
-  });
-
-  withClientOptions(
-    program.command("status").description("the latest status of an artifact on every host").argument("<digest>", "artifact id: sha256:…"),
-  ).action(async (digest: string, options: ClientOptions) => {
-    const result = await (await client(options)).status(digest);
-    const lines = result.hosts.map((h) => {
-      // `attached` is shown only from a host's verified in-force receipt: say what it proves.
-      const inForce = h.program_id !== undefined ? ` program ${h.program_id} on ${(h.interfaces ?? []).map((i) => `${i.iface}/${i.direction}`).join(", ")} since ${h.since}` : "";
-      const drops = h.counters ? `, drops ${Object.entries(h.counters).map(([rule, n]) => `${rule}=${n}`).join(" ")}` : "";
-      return `${h.host_id}\t${h.event}${h.code ? ` [${h.code}]` : ""}${inForce}${drops}${h.reason ? ` (${h.reason})` : ""}\t${h.time}`;
-    });
-    report(options, lines.length > 0 ? lines.join("\n") : `no host has reported on ${digest}`, result);
-  });
 }

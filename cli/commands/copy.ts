@@ -2,7 +2,8 @@
 import type { Command } from "commander";
 import { InputError } from "../../errors.js";
 import { addRegistryOptions, addTrustOptions, repositoryOptions, type GlobalOptions, type TrustOptions } from "../options.js";
-import { progressBar, report } from "../output.js";
+import { report } from "../output.js";
+import { startProgress } from "../progress.js";
 import { checkSignatureIfPinned } from "./sign.js";
 
 export function registerCopy(program: Command): void {
@@ -24,7 +25,7 @@ export function registerCopy(program: Command): void {
     // The source's tag is resolved once; the signature is checked for that digest, and that digest is copied.
     const { digest } = await src.target.resolve(src.selector);
     const checked = await checkSignatureIfPinned(src.target, digest, options);
-    const progress = progressBar("copying", options);
+    const progress = startProgress("copying", options);
     const root = await copy(src.target, digest, dst.target, dst.selector ?? src.ref.tag, {
       referrers: options.recursive ?? false,
       onEvent: progress.onEvent,

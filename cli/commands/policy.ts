@@ -1,6 +1,7 @@
 // `aegis policy build`. The bundle code loads when the command runs (cli/aegis.ts).
 import type { Command } from "commander";
 import { report, type OutputOptions } from "../output.js";
+import { duringStep } from "../progress.js";
 
 export function registerPolicy(program: Command): void {
   const policy = program.command("policy").description("work with policy sources");
@@ -12,7 +13,7 @@ export function registerPolicy(program: Command): void {
     .option("--json", "print JSON for scripts")
     .action(async (dir: string, options: OutputOptions & { output: string }) => {
       const [{ buildBundle }, { sha256 }, { atomicWrite }] = await Promise.all([import("../../bundle/index.js"), import("../../registry/index.js"), import("../../util/index.js")]);
-      const { policy: built, bytes } = await buildBundle(dir);
+      const { policy: built, bytes } = await duringStep(`building ${dir}`, options, () => buildBundle(dir));
       // A failed build or write leaves any old bundle intact.
       await atomicWrite(options.output, bytes);
       const checksum = sha256(bytes);

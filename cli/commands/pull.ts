@@ -5,7 +5,8 @@ import { join } from "node:path";
 import type { Command } from "commander";
 import { InputError } from "../../errors.js";
 import { addRegistryOptions, addTrustOptions, repositoryOptions, type GlobalOptions, type TrustOptions } from "../options.js";
-import { progressBar, report } from "../output.js";
+import { report } from "../output.js";
+import { startProgress } from "../progress.js";
 import { checkSignatureIfPinned } from "./sign.js";
 
 /** Pulled content is kept, verified, in an OCI layout so repeated pulls fetch nothing. */
@@ -33,7 +34,7 @@ export function registerPull(program: Command): void {
     // The tag is resolved once; the signature is checked for that digest, and that digest is pulled.
     const { digest } = await src.target.resolve(src.selector);
     const checked = await checkSignatureIfPinned(src.target, digest, options);
-    const progress = progressBar("pulling", options);
+    const progress = startProgress("pulling", options);
     const pulled = await pullBundle(src.target, digest, new OciLayoutTarget(cacheDir()), { onEvent: progress.onEvent });
     progress.finish();
     // Files go to a temp dir and move into place only once all are written.

@@ -1,21 +1,50 @@
 // `aegis push`. The registry, bundle and signing code load when the command runs (cli/aegis.ts).
-import { readFile, stat } from "node:fs/promises";
-import { Readable } from "node:stream";
+import { createReadStream } from "node:fs";
+import { stat } from "node:fs/promises";
+import { pipeline, Readable } from "node:stream";
+import { finished } from "node:stream/promises";
 import type { Command } from "commander";
 import { InputError } from "../../errors.js";
+import type { CopyOptions, Descriptor, Target } from "../../registry/index.js";
 import { addRegistryOptions, repositoryOptions, type GlobalOptions } from "../options.js";
-import { progressBar, report } from "../output.js";
+import { report } from "../output.js";
+import { duringStep, startProgress } from "../progress.js";
 import { loadSigner } from "./sign.js";
 
-async function readBundleOrBuild(path: string) {
-  const { buildBundle, decodeBundle } = await import("../../bundle/index.js");
+/**
+ * A policy directory is built here, in memory. A bundle file is read once,
+ * to check it decodes and to learn its policy and digest, and stays on disk.
+ */
+async function readBundleOrBuild(path: string, options: GlobalOptions) {
+  const [bundle, registry] = await Promise.all([import("../../bundle/index.js"), import("../../registry/index.js")]);
   const info = await stat(path).catch((err: unknown) => {
     throw new InputError("FILE_NOT_FOUND", `${path}: no such file or directory`, { cause: err });
   });
-  if (info.isDirectory()) return buildBundle(path);
-  const bytes = await readFile(path);
-  const { policy } = await decodeBundle(Readable.from([bytes]), path);
-  return { policy, bytes };
+  if (info.isDirectory()) return duringStep(`building ${path}`, options, () => bundle.buildBundle(path));
+  const digesting = new registry.DigestingStream();
+  const { policy } = await bundle.decodeBundle(pipeline(createReadStream(path), digesting, () => {}), path);
+  // The digest covers every byte, also those after what the decoder needed.
+  if (!digesting.readableEnded) await finished(digesting.resume());
+  return { policy, file: { path, ...digesting.described(registry.MediaType.PolicyLayer) } };
+}
+
+/**
+ * Pushes what readBundleOrBuild gave. A file's bytes stream from disk into
+ * the upload, which verifies them against the digest read before, so memory
+ * stays bounded whatever its size.
+ */
+async function pushRead(read: Awaited<ReturnType<typeof readBundleOrBuild>>, dst: Target, tag: string | undefined, options: CopyOptions) {
+  const [bundle, registry] = await Promise.all([import("../../bundle/index.js"), import("../../registry/index.js")]);
+  if ("bytes" in read) return bundle.pushBundle(read.bytes, read.policy, dst, tag, options);
+  const { path } = read.file;
+  const artifact = bundle.packArtifactFor(read.file, read.policy);
+  const staging = new registry.MemoryTarget("bundle");
+  const config: Descriptor = { mediaType: registry.EMPTY_CONFIG.mediaType, digest: registry.EMPTY_CONFIG.digest, size: registry.EMPTY_CONFIG.size };
+  await staging.push(config, Readable.from([Buffer.from("{}")]));
+  staging.link(artifact.layer, () => createReadStream(path));
+  await staging.push(artifact.manifest, Readable.from([artifact.manifestBytes]));
+  await registry.copy(staging, artifact.manifest.digest, dst, tag, options);
+  return artifact;
 }
 
 export function registerPush(program: Command): void {
@@ -27,14 +56,15 @@ export function registerPush(program: Command): void {
       .argument("<ref>", "destination: host[:port]/repo[:tag] or oci:<dir>[:tag]")
       .option("--sign-key <file>", "also sign the pushed digest with this private key"),
   ).action(async (path: string, refText: string, options: GlobalOptions & { signKey?: string }) => {
-    const [{ pushBundle }, { formatReference, openReference }] = await Promise.all([import("../../bundle/index.js"), import("../../registry/index.js")]);
+    const { formatReference, openReference } = await import("../../registry/index.js");
     const dst = openReference(refText, repositoryOptions(options));
     if (dst.ref.digest) throw new InputError("INVALID_REFERENCE", `push takes a tag, not a digest: the digest comes from the content`);
     // Load the key first: a bad key or passphrase fails before anything is pushed.
     const signer = options.signKey ? await loadSigner(options.signKey) : undefined;
-    const { policy, bytes } = await readBundleOrBuild(path);
-    const progress = progressBar(`pushing ${policy.name}`, options);
-    const artifact = await pushBundle(bytes, policy, dst.target, dst.ref.tag, { onEvent: progress.onEvent });
+    const read = await readBundleOrBuild(path, options);
+    const { policy } = read;
+    const progress = startProgress(`pushing ${policy.name}`, options);
+    const artifact = await pushRead(read, dst.target, dst.ref.tag, { onEvent: progress.onEvent });
     progress.finish();
     const digest = artifact.manifest.digest;
     const reference = formatReference(dst.ref, digest);

@@ -3,10 +3,13 @@
 // registry error bodies turned into typed errors.
 // https://distribution.github.io/distribution/spec/auth/token/
 // https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes
-import { request, type Dispatcher } from "undici";
+import type { Readable } from "node:stream";
 import { backoffDelay, sleep, type BackoffOptions } from "../../util/index.js";
 import { RegistryError, type DistributionErrorCode } from "../errors.js";
 import type { Credentials } from "./credentials.js";
+import { sendRequest, type Response } from "./http.js";
+
+export type { Response, ResponseBody } from "./http.js";
 
 export interface ClientOptions {
   /** Use http:// for a non-loopback host (loopback always uses it). */
@@ -34,7 +37,12 @@ export interface SendOptions {
   /** A path ("/v2/…") or an absolute URL (upload locations, redirects). */
   url: string;
   headers?: Record<string, string>;
-  body?: Buffer;
+  /**
+   * A stream is sent as it is read, with backpressure, and only once: no
+   * retry, and a 401 is not answered by authenticating again (the request
+   * that needs one, the POST opening an upload, has already done that).
+   */
+  body?: Buffer | Readable;
   /** Token scopes this request needs, e.g. ["repository:team/app:pull"]. */
   scopes: string[];
   /** Statuses that are success for this call; others become errors. */
@@ -43,8 +51,8 @@ export interface SendOptions {
   signal?: AbortSignal;
 }
 
-export type Response = Dispatcher.ResponseData;
-
+/** The pace (64 KiB/s) a streamed upload's deadline allows for, on top of deadlineMs. */
+const SLOW_UPLINK_BYTES_PER_S = 64 * 1024;
 const RETRY_STATUS = new Set([429, 500, 502, 503, 504]);
 /** Requests that may be sent again after a 5xx or a broken connection; 429 means "not processed", so any may. */
 const IDEMPOTENT = new Set(["GET", "HEAD", "PUT", "DELETE"]);
@@ -105,11 +113,12 @@ export class RegistryClient {
    * deadline aborts with a RegistryError TIMEOUT as its reason, so a request
    * or a body stream cut off by it fails with that error.
    */
-  deadline(what: string, signal?: AbortSignal): AbortSignal {
+  deadline(what: string, signal?: AbortSignal, extraMs = 0): AbortSignal {
     const controller = new AbortController();
+    const limitMs = this.deadlineMs + extraMs;
     const timer = setTimeout(() => {
-      controller.abort(new RegistryError("TIMEOUT", `${this.registry} ${what}: no complete answer within ${this.deadlineMs / 1000} s`));
-    }, this.deadlineMs);
+      controller.abort(new RegistryError("TIMEOUT", `${this.registry} ${what}: no complete answer within ${limitMs / 1000} s`));
+    }, limitMs);
     timer.unref();
     return signal ? AbortSignal.any([signal, controller.signal]) : controller.signal;
   }
@@ -121,27 +130,26 @@ export class RegistryClient {
     // Credentials go only to the registry itself, never to an upload or
     // pagination URL on another origin (as oras-go picks them per host).
     const sameOrigin = url.origin === new URL(this.baseUrl).origin;
-    const idempotent = IDEMPOTENT.has(options.method);
+    const streamed = options.body !== undefined && !Buffer.isBuffer(options.body);
+    const idempotent = IDEMPOTENT.has(options.method) && !streamed;
     // `signal` is the caller's; `deadline` adds this client's overall limit, body included.
     const { signal: callerSignal } = options;
-    const signal = this.deadline(`${options.method} ${url.pathname}`, callerSignal);
+    // A streamed upload (a whole blob in one PUT) also gets the time its size needs over a slow uplink.
+    const uploadMs = streamed ? (Number(options.headers?.["content-length"] ?? 0) / SLOW_UPLINK_BYTES_PER_S) * 1000 : 0;
+    const signal = this.deadline(`${options.method} ${url.pathname}`, callerSignal, uploadMs);
     for (let attempt = 1; ; attempt++) {
       signal?.throwIfAborted();
       const headers = { ...options.headers, ...(sameOrigin ? await this.authorization(options.scopes, signal) : {}) };
       let res: Response;
       try {
-        res = await request(url, {
-          method: options.method,
-          headers,
-          body: options.body,
-          headersTimeout: this.timeoutMs,
-          bodyTimeout: this.timeoutMs,
-          signal,
-        });
+        res = await sendRequest(url, { method: options.method, headers, body: options.body, timeoutMs: this.timeoutMs, signal });
       } catch (err) {
-        // undici rejects with its own error on abort; the caller asked for the signal's reason (or the deadline's error).
+        // The caller asked for the signal's reason (or the deadline's error), whatever the socket said.
         callerSignal?.throwIfAborted();
         signal.throwIfAborted();
+        // A streamed body that failed (DIGEST_MISMATCH as it is verified, the source's own error) is the cause, not the network.
+        const bodyError = streamed ? (options.body as Readable).errored : null;
+        if (bodyError) throw bodyError;
         if (attempt < this.maxAttempts && idempotent && isTransient(err)) {
           await sleep(backoffDelay(attempt, this.backoff), signal);
           continue;
@@ -149,13 +157,13 @@ export class RegistryClient {
         throw new RegistryError("UNREACHABLE", `cannot reach registry ${this.registry}: ${(err as Error).message}`, { cause: err });
       }
       if (options.expect.includes(res.statusCode)) return res;
-      if (res.statusCode === 401 && !authRetried && sameOrigin) {
+      if (res.statusCode === 401 && !authRetried && sameOrigin && !streamed) {
         authRetried = true;
         await res.body.dump();
         this.learnChallenge(res.headers["www-authenticate"], options.scopes);
         continue;
       }
-      if (RETRY_STATUS.has(res.statusCode) && attempt < this.maxAttempts && (idempotent || res.statusCode === 429)) {
+      if (RETRY_STATUS.has(res.statusCode) && attempt < this.maxAttempts && (idempotent || (res.statusCode === 429 && !streamed))) {
         await res.body.dump();
         await sleep(backoffDelay(attempt, this.backoff, res.headers["retry-after"]), signal);
         continue;
@@ -206,7 +214,7 @@ export class RegistryClient {
     }
     let res: Response;
     try {
-      res = await request(url, { headers: this.credentials ? { authorization: basic(this.credentials) } : {}, signal });
+      res = await sendRequest(url, { method: "GET", headers: this.credentials ? { authorization: basic(this.credentials) } : {}, timeoutMs: this.timeoutMs, signal });
     } catch (err) {
       signal?.throwIfAborted();
       throw new RegistryError("UNREACHABLE", `cannot reach token server ${url.origin} of ${this.registry}`, { cause: err });
@@ -226,6 +234,24 @@ export class RegistryClient {
     const lifetime = (body.expires_in ?? 60) * 1000;
     this.tokens.set(key, { token, expires: Date.now() + Math.max(lifetime - 10_000, lifetime / 2) });
     return token;
+  }
+
+  /**
+   * One GET to another origin (a pre-signed blob-storage URL a registry
+   * redirected to): no credentials, no retries, within this client's
+   * timeouts and deadline. Anything but 200 is a typed error.
+   */
+  async getElsewhere(url: URL, signal?: AbortSignal): Promise<Response> {
+    const limited = this.deadline(`GET ${url.origin}${url.pathname}`, signal);
+    let res: Response;
+    try {
+      res = await sendRequest(url, { method: "GET", timeoutMs: this.timeoutMs, signal: limited });
+    } catch (err) {
+      limited.throwIfAborted();
+      throw new RegistryError("UNREACHABLE", `${this.registry}: cannot fetch ${url.origin}${url.pathname}`, { cause: err });
+    }
+    if (res.statusCode !== 200) throw await this.errorFrom(res, { method: "GET", url: url.href });
+    return res;
   }
 
   /** A typed error from a registry response, read from its JSON error body when it has one. */
@@ -259,8 +285,5 @@ function basic(credentials: Credentials): string {
 
 function isTransient(err: unknown): boolean {
   const code = (err as { code?: string }).code;
-  return (
-    code === "ECONNRESET" || code === "EPIPE" || code === "UND_ERR_SOCKET" || code === "ETIMEDOUT" ||
-    code === "UND_ERR_CONNECT_TIMEOUT" || code === "UND_ERR_HEADERS_TIMEOUT"
-  );
+  return code === "ECONNRESET" || code === "EPIPE" || code === "ETIMEDOUT";
 }

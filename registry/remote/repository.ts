@@ -1,22 +1,25 @@
 // A Target for one repository in a registry that speaks the OCI distribution
 // spec. https://github.com/opencontainers/distribution-spec/blob/main/spec.md
-import type { Readable } from "node:stream";
-import { request } from "undici";
+import { Readable } from "node:stream";
 import { backoffDelay, sleep } from "../../util/index.js";
 import { RegistryError } from "../errors.js";
 import { checkDigest, isDigest, readAll, sha256, verifyBytes, verifyStream } from "../digest.js";
 import { isManifestType, MANIFEST_MEDIA_TYPES, MAX_MANIFEST_SIZE, MediaType, referrerEntries, type Descriptor } from "../oci.js";
 import { addFallbackReferrer, fallbackReferrers } from "../referrers.js";
-import type { AbortOptions, Target } from "../storage.js";
+import type { AbortOptions, Mounter, ReadOnlyTarget, Target } from "../storage.js";
 import { RegistryClient, type ClientOptions, type Response } from "./client.js";
 import type { CredentialLookup, Credentials } from "./credentials.js";
 
 export interface RepositoryOptions extends Omit<ClientOptions, "credentials"> {
   /** Credentials for this registry, or a lookup by host (e.g. credentialsFromEnvironment) asked once here. */
   credentials?: Credentials | CredentialLookup;
-  /** Blobs up to this size go up in one PUT; larger ones in PATCH chunks. Default 4 MiB. */
+  /**
+   * Blobs up to this size stream up in one PUT (two requests in all, as
+   * oras-go does); larger ones in streamed PATCH chunks, for registries or
+   * proxies that cap a request's body. Default 1 GiB.
+   */
   monolithicLimit?: number;
-  /** Size of each PATCH chunk. Default 8 MiB. */
+  /** Size of each PATCH chunk. Default 64 MiB. */
   chunkSize?: number;
   /** Most tag-list pages followed (Link: rel="next"); default 1,000. A registry that links on forever is refused. */
   maxTagPages?: number;
@@ -29,7 +32,7 @@ const ACCEPT_MANIFESTS = MANIFEST_MEDIA_TYPES.join(", ");
 const referrersSupport = new Map<string, Promise<boolean>>();
 const clients = new Map<string, RegistryClient>();
 
-export class RemoteRepository implements Target {
+export class RemoteRepository implements Target, Mounter {
   readonly name: string;
   readonly client: RegistryClient;
   private readonly monolithicLimit: number;
@@ -51,8 +54,8 @@ export class RemoteRepository implements Target {
     let client = clients.get(key);
     if (!client) clients.set(key, (client = new RegistryClient(registry, { ...options, credentials })));
     this.client = client;
-    this.monolithicLimit = options.monolithicLimit ?? 4 * 1024 * 1024;
-    this.chunkSize = options.chunkSize ?? 8 * 1024 * 1024;
+    this.monolithicLimit = options.monolithicLimit ?? 1024 * 1024 * 1024;
+    this.chunkSize = options.chunkSize ?? 64 * 1024 * 1024;
     this.maxTagPages = options.maxTagPages ?? 1000;
     this.maxTags = options.maxTags ?? 100_000;
   }
@@ -66,6 +69,10 @@ export class RemoteRepository implements Target {
   }
 
   async fetch(desc: Descriptor, options: AbortOptions = {}): Promise<Readable> {
+    return verifyStream(desc, await this.fetchUnverified(desc, options), this.name);
+  }
+
+  async fetchUnverified(desc: Descriptor, options: AbortOptions = {}): Promise<Readable> {
     checkDigest(desc.digest);
     if (isManifestType(desc.mediaType)) {
       const res = await this.client.send({
@@ -76,9 +83,9 @@ export class RemoteRepository implements Target {
         expect: [200],
         signal: options.signal,
       });
-      return verifyStream(desc, res.body, this.name);
+      return res.body;
     }
-    return verifyStream(desc, await this.getBlob(desc.digest, options.signal), this.name);
+    return this.getBlob(desc.digest, options.signal);
   }
 
   /** GET a blob, following redirects to blob storage (without our credentials). */
@@ -95,16 +102,7 @@ export class RemoteRepository implements Target {
     const location = res.headers.location;
     if (typeof location !== "string") throw new RegistryError("HTTP_ERROR", `${this.name}: redirect for ${digest} has no Location`);
     // One hop to blob storage (S3, a CDN): the URL is pre-signed, so no credentials go along.
-    const target = new URL(location, this.client.baseUrl);
-    const limited = this.client.deadline(`GET ${target.origin}${target.pathname}`, signal);
-    const redirected = await request(target, { method: "GET", signal: limited }).catch((err: unknown) => {
-      limited.throwIfAborted();
-      throw new RegistryError("UNREACHABLE", `${this.name}: cannot fetch ${digest} from ${target.origin}`, { cause: err });
-    });
-    if (redirected.statusCode !== 200) {
-      throw await this.client.errorFrom(redirected, { method: "GET", url: target.href });
-    }
-    return redirected.body;
+    return (await this.client.getElsewhere(new URL(location, this.client.baseUrl), signal)).body;
   }
 
   async exists(desc: Descriptor, options: AbortOptions = {}): Promise<boolean> {
@@ -120,6 +118,15 @@ export class RemoteRepository implements Target {
     return res.statusCode === 200;
   }
 
+  /**
+   * Streams a blob up as it is read, with backpressure, hashing each byte
+   * once on the way: one PUT with a Content-Length, or PATCH chunks past
+   * monolithicLimit. The verifier holds back the last chunk until the
+   * digest checks out, so a mismatch (or a failing source) breaks off the
+   * request before the registry has every byte: nothing is committed under
+   * the digest, and the upload session is cancelled.
+   * https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pushing-blobs
+   */
   async push(desc: Descriptor, content: Readable, options: AbortOptions = {}): Promise<void> {
     const { signal } = options;
     if (isManifestType(desc.mediaType)) {
@@ -127,53 +134,69 @@ export class RemoteRepository implements Target {
       await this.putManifest(desc, Buffer.from(verifyBytes(desc, bytes, "pushed content")), desc.digest, signal);
       return;
     }
-    if (desc.size <= this.monolithicLimit) {
-      const bytes = Buffer.from(verifyBytes(desc, await readAll(content, desc.size, desc.digest), "pushed content"));
-      const location = await this.startUpload(signal);
-      await this.finishUpload(location, desc.digest, bytes, signal);
-      return;
+    const verified = verifyStream(desc, content, "pushed content");
+    let location: string | undefined;
+    try {
+      location = await this.startUpload(signal);
+      if (desc.size <= this.monolithicLimit) {
+        await this.finishUpload(location, desc.digest, verified, desc.size, signal);
+      } else {
+        location = await this.pushChunks(location, desc, verified, signal);
+        await this.finishUpload(location, desc.digest, Buffer.alloc(0), 0, signal);
+      }
+    } catch (err) {
+      verified.destroy();
+      if (location) await this.cancelUpload(location);
+      throw err;
     }
-    await this.pushChunked(desc, content, signal);
   }
 
   /**
-   * Streams a large blob in PATCH chunks and sends the closing PUT only once
-   * the whole stream verified: a mismatch leaves no blob behind.
+   * Sends `verified` in PATCH chunks of chunkSize, each streamed as it is
+   * read; returns the Location for the closing PUT.
    * https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pushing-a-blob-in-chunks
    */
-  private async pushChunked(desc: Descriptor, content: Readable, signal: AbortSignal | undefined): Promise<void> {
-    let location = await this.startUpload(signal);
-    let offset = 0;
-    let pending: Buffer[] = [];
-    let pendingSize = 0;
-    const flush = async () => {
-      const chunk = Buffer.concat(pending, pendingSize);
-      pending = [];
-      pendingSize = 0;
+  private async pushChunks(location: string, desc: Descriptor, verified: Readable, signal: AbortSignal | undefined): Promise<string> {
+    const iterator = (verified as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+    let carry: Buffer | undefined;
+    // Exactly `length` bytes of the stream (fewer only when it fails, which breaks off the request).
+    async function* slice(length: number): AsyncGenerator<Buffer> {
+      for (let left = length; left > 0; ) {
+        let chunk = carry;
+        carry = undefined;
+        if (!chunk) {
+          const next = await iterator.next();
+          if (next.done) return;
+          chunk = next.value;
+        }
+        if (chunk.byteLength > left) {
+          carry = chunk.subarray(left);
+          chunk = chunk.subarray(0, left);
+        }
+        left -= chunk.byteLength;
+        yield chunk;
+      }
+    }
+    for (let offset = 0; offset < desc.size; ) {
+      const length = Math.min(this.chunkSize, desc.size - offset);
       const res = await this.client.send({
         method: "PATCH",
         url: location,
         headers: {
           "content-type": "application/octet-stream",
-          "content-range": `${offset}-${offset + chunk.byteLength - 1}`,
-          "content-length": String(chunk.byteLength),
+          "content-range": `${offset}-${offset + length - 1}`,
+          "content-length": String(length),
         },
-        body: chunk,
+        body: Readable.from(slice(length), { objectMode: false }),
         scopes: this.scopes(true),
         expect: [202],
         signal,
       });
       await res.body.dump();
       location = uploadLocation(res, this.name);
-      offset += chunk.byteLength;
-    };
-    for await (const piece of verifyStream(desc, content, "pushed content") as AsyncIterable<Buffer>) {
-      pending.push(piece);
-      pendingSize += piece.byteLength;
-      if (pendingSize >= this.chunkSize) await flush();
+      offset += length;
     }
-    if (pendingSize > 0) await flush();
-    await this.finishUpload(location, desc.digest, Buffer.alloc(0), signal);
+    return location;
   }
 
   private async startUpload(signal: AbortSignal | undefined): Promise<string> {
@@ -189,13 +212,13 @@ export class RemoteRepository implements Target {
     return uploadLocation(res, this.name);
   }
 
-  private async finishUpload(location: string, digest: string, body: Buffer, signal: AbortSignal | undefined): Promise<void> {
+  private async finishUpload(location: string, digest: string, body: Buffer | Readable, size: number, signal: AbortSignal | undefined): Promise<void> {
     const url = new URL(location, this.client.baseUrl);
     url.searchParams.set("digest", digest);
     const res = await this.client.send({
       method: "PUT",
       url: url.href,
-      headers: { "content-type": "application/octet-stream", "content-length": String(body.byteLength) },
+      headers: { "content-type": "application/octet-stream", "content-length": String(size) },
       body,
       scopes: this.scopes(true),
       expect: [201],
@@ -204,12 +227,22 @@ export class RemoteRepository implements Target {
     await res.body.dump();
   }
 
+  /** Best effort: the registry would purge an abandoned upload later anyway. */
+  private async cancelUpload(location: string): Promise<void> {
+    try {
+      const res = await this.client.send({ method: "DELETE", url: location, scopes: this.scopes(true), expect: [204, 404], signal: AbortSignal.timeout(5000) });
+      await res.body.dump();
+    } catch {
+      // Nothing was committed either way.
+    }
+  }
+
   /**
    * Asks the registry to link a blob from another repository on the same
    * host; false when it would rather have the bytes (202).
    * https://github.com/opencontainers/distribution-spec/blob/main/spec.md#mounting-a-blob-from-another-repository
    */
-  async mount(desc: Descriptor, fromRepository: string): Promise<boolean> {
+  async mount(desc: Descriptor, fromRepository: string, options: AbortOptions = {}): Promise<boolean> {
     const query = `?mount=${encodeURIComponent(desc.digest)}&from=${encodeURIComponent(fromRepository)}`;
     const res = await this.client.send({
       method: "POST",
@@ -217,13 +250,19 @@ export class RemoteRepository implements Target {
       headers: { "content-length": "0" },
       scopes: this.scopes(true, `repository:${fromRepository}:pull`),
       expect: [201, 202],
+      signal: options.signal,
     });
     await res.body.dump();
     if (res.statusCode === 201) return true;
     // The registry opened an ordinary upload instead; close it, push will open its own.
-    const cancel = await this.client.send({ method: "DELETE", url: uploadLocation(res, this.name), scopes: this.scopes(true), expect: [204, 404] });
-    await cancel.body.dump();
+    await this.cancelUpload(uploadLocation(res, this.name));
     return false;
+  }
+
+  /** Mounts from `source` when it is another repository on this registry (the same host and client). */
+  async mountFrom(desc: Descriptor, source: ReadOnlyTarget, options: AbortOptions = {}): Promise<boolean> {
+    if (!(source instanceof RemoteRepository) || source.client.baseUrl !== this.client.baseUrl || source.repository === this.repository) return false;
+    return this.mount(desc, source.repository, options);
   }
 
   private async putManifest(desc: Descriptor, bytes: Buffer, reference: string, signal?: AbortSignal): Promise<void> {

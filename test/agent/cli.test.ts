@@ -10,6 +10,7 @@ describe("aegis agent run", () => {
     expect(expectOneErrorLine(await aegis(["agent", "run"], NO_ENV)), "no assigner").toMatch(/--assigner or set AEGIS_ASSIGNER_URL/);
     expect(expectOneErrorLine(await aegis(["agent", "run"], { ...NO_ENV, AEGIS_ASSIGNER_URL: "http://127.0.0.1:9" })), "no host id").toMatch(/--host-id or set AEGIS_HOST_ID/);
     expect(expectOneErrorLine(await aegis(["agent", "run", "--assigner", "http://127.0.0.1:9", "--host-id", "h"], NO_ENV)), "no trust").toMatch(/--trust or set AEGIS_TRUST/);
+    expect(expectOneErrorLine(await aegis(["agent", "run", "--assigner", "http://127.0.0.1:9", "--host-id", "h", "--trust-root-ref", "127.0.0.1:9/trust/root:current"], NO_ENV)), "a trust root without the operator key").toMatch(/--trust-root-ref needs --trust-root-key/);
   });
 
   it("refuses a bad --label and --poll-interval; flags win over the environment", async () => {

@@ -6,7 +6,8 @@ import { rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { collectStatus, StateDir, statusTable, type InstalledRecord, type StatusRow } from "../../agent/index.js";
+import { collectStatus, StateDir, STATUS_HEADER, statusCells, type InstalledRecord, type StatusRow } from "../../agent/index.js";
+import { table } from "../../cli/output.js";
 import { BpftoolDatapath, compileProgram, compileRules, MemoryDatapath, testRun } from "../../ebpf/index.js";
 import type { Policy } from "../../policy/index.js";
 import { aegis } from "../cli/run.js";
@@ -41,7 +42,7 @@ describe("agent status rows and table", () => {
       { id: c, name: "no-since", version: "1.2.0", interfaces: [], direction: "egress", pinned: false },
     ]);
 
-    const lines = statusTable(rows).split("\n");
+    const lines = table(STATUS_HEADER, statusCells(rows)).split("\n");
     expect(lines[0], "the header").toMatch(/^DIGEST\s+POLICY\s+VERSION\s+INTERFACES\s+DIRECTION\s+ATTACHED SINCE\s+DROPS$/);
     expect(lines[2]?.split(/\s{2,}/), "the enforcing row").toEqual([a.slice(0, 19), "block-icmp", "1.2.0", "eth0,eth1", "egress", "2026-11-25T10:00:00.000Z", "7"]);
     expect(lines[1]?.split(/\s{2,}/), "the unrecorded program").toEqual([b.slice(0, 19), "(unknown)", "-", "-", "-", "-", "0"]);

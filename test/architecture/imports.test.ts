@@ -6,7 +6,7 @@ import { dirname, join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { folderCycles, importEdges, type ImportEdge } from "./imports.js";
 
-const FOLDERS = ["util", "policy", "registry", "bundle", "signing", "ebpf", "assigner", "agent", "cli", "bench"] as const;
+const FOLDERS = ["util", "policy", "registry", "bundle", "signing", "mirror", "ebpf", "assigner", "agent", "cli", "bench"] as const;
 const root = process.cwd();
 
 /** Imports of the assigner's server from agent/ or cli/. `aegis assigner serve` may load it on demand, nothing else. */

@@ -13,7 +13,7 @@ import { AEGIS } from "./run.js";
 const execFileAsync = promisify(execFile);
 
 /** Packages the CLI must not load unless a command that needs them runs. */
-const HEAVY = ["express", "ioredis", "prom-client", "@nats-io/transport-node", "@sigstore/sign"];
+const HEAVY = ["express", "ioredis", "prom-client", "@nats-io/transport-node", "@sigstore/sign", "pino"];
 
 /**
  * Runs in the process and, as a hook, in the hooks thread: appends each

@@ -33,6 +33,13 @@ export interface Capabilities<T extends Target> {
 
 const emptyConfig: Descriptor = { mediaType: EMPTY_CONFIG.mediaType, digest: EMPTY_CONFIG.digest, size: EMPTY_CONFIG.size };
 
+const MiB = 1024 * 1024;
+
+/** `data` as a stream of 64 KiB chunks, as a file or a socket gives it. */
+function chunked(data: Buffer): Readable {
+  return Readable.from(Array.from({ length: Math.ceil(data.byteLength / 65536) }, (_, i) => data.subarray(i * 65536, (i + 1) * 65536)));
+}
+
 async function pushBytes(target: Target, desc: Descriptor, bytes: Uint8Array): Promise<void> {
   await target.push(desc, Readable.from([Buffer.from(bytes)]));
 }
@@ -75,6 +82,49 @@ export function targetConformance<T extends Target>(name: string, open: () => T,
       await expect(pushBytes(target, desc, altered)).rejects.toMatchObject({ code: "DIGEST_MISMATCH" });
       await expect(pushBytes(target, desc, data.subarray(0, 1000))).rejects.toBeInstanceOf(RegistryError);
       expect(await target.exists(desc)).toBe(false);
+    });
+
+    it("stores a multi-MiB blob streamed in small chunks, and hands back the stored bytes unverified too", async () => {
+      const target = open();
+      const data = randomBytes(6 * MiB + 321);
+      const desc = descriptorFor("application/octet-stream", data);
+      await target.push(desc, chunked(data));
+      expect((await fetchBytes(target, desc)).equals(data), "fetch after a streamed push").toBe(true);
+      if (target.fetchUnverified) {
+        expect((await readAll(await target.fetchUnverified(desc), desc.size + 1, desc.digest)).equals(data), "fetchUnverified").toBe(true);
+      }
+    });
+
+    it("refuses a multi-MiB stream that differs in its last byte, or whose source fails midway, storing nothing", async () => {
+      const target = open();
+      const data = randomBytes(5 * MiB);
+      const desc = descriptorFor("application/octet-stream", data);
+      const altered = Buffer.from(data);
+      altered[altered.byteLength - 1] = altered[altered.byteLength - 1]! ^ 0xff;
+      await expect(target.push(desc, chunked(altered)), "last byte altered").rejects.toMatchObject({ code: "DIGEST_MISMATCH" });
+      expect(await target.exists(desc), "stored after a mismatch").toBe(false);
+      const failing = new Readable({ read() {} });
+      failing.push(data.subarray(0, 2 * MiB));
+      setImmediate(() => failing.destroy(new Error("source went away")));
+      await expect(target.push(desc, failing), "source failing midway").rejects.toThrow("source went away");
+      expect(await target.exists(desc), "stored after a failing source").toBe(false);
+    });
+
+    it("as copy's destination, verifies what it stores: a source whose unverified bytes are altered stores nothing", async () => {
+      const source = new MemoryTarget("altering source");
+      const { manifest, layer } = await pushArtifact(source);
+      // What a registry that alters bytes hands out unverified: copy passes them to push, which must check them.
+      const altering = Object.assign(Object.create(source) as MemoryTarget, {
+        fetchUnverified: async (desc: Descriptor) => {
+          const bytes = await readAll(await source.fetch(desc), desc.size, desc.digest);
+          if (desc.digest === layer.digest) bytes[0] = bytes[0]! ^ 0xff;
+          return Readable.from([bytes]);
+        },
+      });
+      const target = open();
+      await expect(copy(altering, manifest.digest, target, "v1")).rejects.toMatchObject({ code: "DIGEST_MISMATCH" });
+      expect(await target.exists(layer), "layer stored").toBe(false);
+      expect(await target.exists(manifest), "manifest stored").toBe(false);
     });
 
     it("reports unknown content as not found", async () => {

@@ -1,0 +1,126 @@
+// The agent's trust root: it follows `--trust-root-ref` (an `aegis trust
+// push` artifact: a Sigstore trusted_root.json and the trust policy shipped
+// with it), from the mirrors first and then the reference, as it does
+// policies. A tag is resolved on each pass; a digest pins one artifact.
+// Each candidate must be signed by a pinned operator key and carry a higher
+// version than the root held, which is kept in the state dir
+// (`trust-root.json`, replaced atomically) so a restart cannot be rolled back
+// either. When no source can be read, the held root stays in force.
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { describeError } from "../errors.js";
+import { isDigest, openReference, parseReference, type ReadOnlyTarget, type RepositoryOptions } from "../registry/index.js";
+import { fetchTrustRoot, mergeTrust, SignatureError, trustRootFromBytes, type TrustPolicy, type TrustRootArtifact } from "../signing/index.js";
+import { atomicWrite } from "../util/index.js";
+import { AgentError, errorCode } from "./errors.js";
+
+export interface TrustRootOptions {
+  /** `host/repo@sha256:…` (pinned) or `host/repo:tag` (followed), or `oci:<dir>…`. */
+  reference: string;
+  /** The operator keys a trust root must be signed by. */
+  operator: TrustPolicy;
+}
+
+interface HeldFile {
+  reference: string;
+  digest: string;
+  version: number;
+  root: string;
+  policy?: string;
+}
+
+export class TrustRootFollower {
+  private held: TrustRootArtifact | undefined;
+  /** The last failure logged, so a pass that fails the same way says nothing new. */
+  private lastFailure = "";
+  readonly file: string;
+
+  constructor(
+    private readonly options: TrustRootOptions & { stateDir: string; mirrors: readonly string[]; repository?: RepositoryOptions; log: (line: string) => void },
+  ) {
+    this.file = join(options.stateDir, "trust-root.json");
+    const ref = parseReference(options.reference);
+    if (ref.kind !== "layout" && !ref.tag && !ref.digest) throw new AgentError("BAD_ASSIGNMENT", `--trust-root-ref ${options.reference} names no tag or digest`);
+  }
+
+  /** The root held from an earlier run, if any (its bytes are checked again). */
+  async init(): Promise<void> {
+    let text: string;
+    try {
+      text = await readFile(this.file, "utf8");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
+      throw err;
+    }
+    const held = JSON.parse(text) as HeldFile;
+    this.held = await trustRootFromBytes(held.digest, held.version, Buffer.from(held.root, "base64"), held.policy === undefined ? undefined : Buffer.from(held.policy, "base64"));
+    this.options.log(`trust root ${held.digest} version ${held.version} held from an earlier run`);
+  }
+
+  get current(): TrustRootArtifact | undefined {
+    return this.held;
+  }
+
+  /** Where to look, in order: each mirror (`<mirror>@<digest>` or `<mirror>:<tag>`), then the reference. */
+  private sources(): { name: string; target: ReadOnlyTarget; selector: string }[] {
+    const { reference, mirrors, repository } = this.options;
+    const { target, selector } = openReference(reference, repository ?? {});
+    const sel = selector ?? "latest";
+    const sep = isDigest(sel) ? "@" : ":";
+    return [
+      ...mirrors.map((m) => {
+        const name = `${m}${sep}${sel}`;
+        return { name, target: openReference(name, repository ?? {}).target, selector: sel };
+      }),
+      { name: reference, target, selector: sel },
+    ];
+  }
+
+  /**
+   * Looks for a newer signed root and takes it; returns the root in force.
+   * Throws only when there is none at all.
+   */
+  async refresh(signal?: AbortSignal): Promise<TrustRootArtifact> {
+    let last: unknown;
+    for (const { name, target, selector } of this.sources()) {
+      signal?.throwIfAborted();
+      try {
+        const desc = await target.resolve(selector, signal ? { signal } : {});
+        if (desc.digest === this.held?.digest) return this.held;
+        const candidate = await fetchTrustRoot(target, desc.digest, this.options.operator);
+        if (this.held && candidate.version <= this.held.version) {
+          const how = candidate.version < this.held.version ? "older than" : "the same version as, but other content than,";
+          throw new SignatureError("TRUST_ROOT_ROLLBACK", `trust root ${candidate.digest} (version ${candidate.version}) from ${name} is ${how} the one held (${this.held.digest}, version ${this.held.version}): refused`);
+        }
+        await this.keep(candidate);
+        this.options.log(`trust root ${candidate.digest} version ${candidate.version} from ${name}, signed by ${candidate.signature?.key.name ?? "?"}${this.held ? ` (replaces version ${this.held.version})` : ""}`);
+        this.held = candidate;
+        this.lastFailure = "";
+        return candidate;
+      } catch (err) {
+        signal?.throwIfAborted();
+        last = err;
+      }
+    }
+    const failure = `[${errorCode(last)}] ${describeError(last)}`;
+    if (failure !== this.lastFailure) this.options.log(`trust root not updated: ${failure}${this.held ? `; version ${this.held.version} stays in force` : ""}`);
+    this.lastFailure = failure;
+    if (this.held) return this.held;
+    throw new AgentError("UNAVAILABLE", `no trust root: ${this.options.reference} could not be read or verified (${describeError(last)})`, { cause: last });
+  }
+
+  /**
+   * The trust the agent verifies policies with: the root's policy (its keys
+   * and identities) over the root, plus the locally pinned `--trust`.
+   */
+  async trust(local: TrustPolicy, signal?: AbortSignal): Promise<TrustPolicy> {
+    const artifact = await this.refresh(signal);
+    return mergeTrust({ keys: [], ...artifact.policy, trustedRoot: artifact.root }, local);
+  }
+
+  private async keep(artifact: TrustRootArtifact): Promise<void> {
+    const held: HeldFile = { reference: this.options.reference, digest: artifact.digest, version: artifact.version, root: artifact.rootBytes.toString("base64") };
+    if (artifact.policyBytes) held.policy = artifact.policyBytes.toString("base64");
+    await atomicWrite(this.file, `${JSON.stringify(held, null, 2)}\n`, { mode: 0o600 });
+  }
+}

@@ -1,0 +1,285 @@
+// What a user waits for, as whole processes, beside the tool they would use
+// instead (issue 10): cold start (`aegis --version`, `aegis pull --help`
+// against `node -e 0` and `skopeo --version`), `aegis pull` by digest into a
+// directory (1 MiB and 50 MiB bundles) against `skopeo copy docker://…@sha256:…
+// oci:<dir>`, `aegis copy -r` registry → registry against `skopeo copy` between
+// the same repositories, and `aegis push` against `skopeo copy oci:<layout>
+// docker://…` of the same artifact. One registry 2.8.2 (test/harness) serves
+// both tools in the same run.
+//
+// Every command runs under `/usr/bin/time -f %M` (Debian `time`: its peak RSS,
+// the "Maximum resident set size" of `time -v`); both sides pay the same
+// wrapper. Wall time is taken around the whole process. Rounds rotate the
+// order of all commands, so neither side always runs first or after the
+// other; medians are reported. Each round writes into fresh directories, a
+// fresh pull cache ($AEGIS_CACHE_DIR) and fresh destination repositories, so
+// nothing is already there; one untimed round first warms the page cache and
+// checks every command's result (the digest arrives intact).
+//
+// The bundles are real: `aegis policy build` of policies/deny-egress-cidrs,
+// plus incompressible files (random bytes) so the layer is 1 MiB or 50 MiB
+// after zstd, packed as a sorted ustar + zstd (the format's "anything else
+// the agent needs"; each entry under the 32 MiB entry cap), and checked by
+// `aegis push`, which decodes a bundle before it pushes it. (The policy
+// itself cannot carry 50 MiB of incompressible bytes: its description is
+// copied into the manifest's annotations, capped at 4 MiB, and rules
+// compress well.) The copy reads
+// the pulled 50 MiB artifact (so a tool may mount it across repositories, as
+// a user's would); every push round sends a bundle made fresh for it, pushed
+// untimed into an OCI layout first (skopeo's source, and the digest both
+// pushes must give).
+//
+// AEGIS_BENCH_ROUNDS sets the rounds (default 7).
+import { spawnSync, type SpawnSyncOptions } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { startRegistry } from "../test/harness/registry.js";
+import { makeTempDir, removeTempDir, requireBinary } from "../test/harness/process.js";
+import { median, type BenchResult, type Row } from "./report.js";
+
+const AEGIS = fileURLToPath(new URL("../dist/cli/aegis.js", import.meta.url));
+const POLICY = fileURLToPath(new URL("../policies/deny-egress-cidrs", import.meta.url));
+const ROUNDS = Number(process.env.AEGIS_BENCH_ROUNDS ?? 7);
+const MiB = 1024 * 1024;
+/** Random content is split into entries of this size, below BUNDLE_LIMITS.maxEntrySize (32 MiB, bundle/tar.ts). */
+const ENTRY_MAX = 24 * MiB;
+const NODE = process.execPath;
+
+interface Run {
+  argv: string[];
+  env?: Record<string, string>;
+}
+
+/** One command of the bench; `run` gets a fresh directory and a round tag (for fresh repositories). */
+interface Command {
+  name: string;
+  run(dir: string, round: string): Run;
+  /** Throws if the command's result is wrong (run once per round, untimed). */
+  check?(dir: string, round: string): Promise<void>;
+}
+
+interface Sample {
+  ms: number;
+  rssMiB: number;
+}
+
+function sh(file: string, args: string[], options: SpawnSyncOptions = {}): string {
+  const result = spawnSync(file, args, { encoding: "utf8", maxBuffer: 64 * MiB, ...options });
+  if (result.status !== 0) throw new Error(`${file} ${args.join(" ")} exited ${result.status ?? result.signal}: ${String(result.stderr ?? "").trim()}`);
+  return String(result.stdout ?? "");
+}
+
+/** One whole process under GNU time: wall ms around it, peak RSS from time's %M (KiB). */
+function timed(time: string, run: Run, rssFile: string): Sample {
+  const start = performance.now();
+  const result = spawnSync(time, ["-f", "%M", "-o", rssFile, ...run.argv], {
+    stdio: ["ignore", "ignore", "pipe"],
+    encoding: "utf8",
+    env: { ...process.env, ...run.env },
+  });
+  const ms = performance.now() - start;
+  if (result.status !== 0) throw new Error(`${run.argv.join(" ")} exited ${result.status ?? result.signal}: ${result.stderr.trim()}`);
+  const kib = Number(readFileSync(rssFile, "utf8").trim().split("\n").pop());
+  if (!Number.isFinite(kib)) throw new Error(`no peak RSS from /usr/bin/time for ${run.argv.join(" ")}`);
+  return { ms, rssMiB: kib / 1024 };
+}
+
+/** The example policy built by `aegis policy build`, unpacked into `<work>/base`: the real part of every bundle. */
+function buildBase(work: string): string {
+  const dir = join(work, "base");
+  mkdirSync(dir);
+  const built = join(work, "built.tar.zst");
+  sh(NODE, [AEGIS, "policy", "build", POLICY, "-o", built]);
+  sh("tar", ["--zstd", "-xf", built, "-C", dir]);
+  return dir;
+}
+
+/**
+ * A bundle whose layer is about `size` bytes, written to `file`: the built
+ * policy plus fresh random files (so no two bundles share a blob), packed as
+ * ustar with fixed owner, mode and mtime, sorted, in zstd.
+ */
+function makeBundle(base: string, size: number, file: string): string {
+  const dir = `${file}.d`;
+  sh("cp", ["-r", base, dir]);
+  const names = ["policy.json", "program.o"];
+  // Headroom for the policy, the program, tar headers and zstd framing of random bytes.
+  let left = size - 64 * 1024;
+  mkdirSync(join(dir, "extra"));
+  for (let i = 0; left > 0; i++, left -= ENTRY_MAX) {
+    const name = `extra/random-${i}.bin`;
+    writeFileSync(join(dir, name), randomBytes(Math.min(left, ENTRY_MAX)));
+    names.push(name);
+  }
+  sh("sh", ["-c", `tar --format=ustar --owner=0 --group=0 --numeric-owner --mode=0644 --mtime=@0 --sort=name -C "$1" -cf - ${names.join(" ")} | zstd -q -3 -o "$2"`, "sh", dir, file]);
+  rmSync(dir, { recursive: true });
+  return file;
+}
+
+/** Registry manifest digest of repo:tag (Docker-Content-Digest), for checks. */
+async function manifestDigest(registryUrl: string, repo: string, tag: string): Promise<string | null> {
+  const res = await fetch(`${registryUrl}/v2/${repo}/manifests/${tag}`, {
+    method: "HEAD",
+    headers: { accept: "application/vnd.oci.image.manifest.v1+json" },
+  });
+  return res.ok ? res.headers.get("docker-content-digest") : null;
+}
+
+function expectEqual(what: string, got: unknown, want: unknown): void {
+  if (got !== want) throw new Error(`bench cli: ${what}: got ${String(got)}, expected ${String(want)}`);
+}
+
+interface Comparison {
+  row: string;
+  aegis: string;
+  peer: string;
+  /** The issue's goal: aegis ≤ factor × peer (and peak RSS ≤ rssMiB). */
+  goal?: { factor: number; rssMiB?: number };
+  size?: number;
+}
+
+export default async function cliBench(): Promise<BenchResult> {
+  if (!existsSync(AEGIS)) throw new Error(`${AEGIS} is missing: run "npm run build" first`);
+  requireBinary("skopeo", "skopeo");
+  const time = requireBinary("time", "time");
+  requireBinary("zstd", "zstd");
+  const registry = await startRegistry();
+  const work = makeTempDir("aegis-bench-cli-");
+  try {
+    const host = registry.host;
+    const base = buildBase(work);
+    const small = makeBundle(base, 1 * MiB, join(work, "pull-1m.tar.zst"));
+    const large = makeBundle(base, 50 * MiB, join(work, "pull-50m.tar.zst"));
+    const sizeOf = (file: string) => readFileSync(file).byteLength;
+    const push = (bundle: string, ref: string) => sh(NODE, [AEGIS, "push", bundle, ref]).trim();
+    const smallDigest = push(small, `${host}/bench/pull-1m:1`);
+    const largeDigest = push(large, `${host}/bench/pull-50m:1`);
+    const skopeo = ["skopeo", "copy", "-q", "--src-tls-verify=false", "--dest-tls-verify=false"];
+
+    const pullAegis = (digest: string, repo: string): Command["run"] => (dir) => ({
+      argv: [NODE, AEGIS, "pull", `${host}/${repo}@${digest}`, "-o", join(dir, "out")],
+      env: { AEGIS_CACHE_DIR: join(dir, "cache") },
+    });
+    const pullSkopeo = (digest: string, repo: string): Command["run"] => (dir) => ({
+      argv: [...skopeo, `docker://${host}/${repo}@${digest}`, `oci:${join(dir, "oci")}`],
+    });
+    const checkAegisPull: Command["check"] = async (dir) => {
+      const policy = JSON.parse(readFileSync(join(dir, "out", "policy.json"), "utf8")) as { name: string };
+      expectEqual("aegis pull wrote policy.json", policy.name, "deny-egress-cidrs");
+    };
+    const checkSkopeoPull = (digest: string): Command["check"] => async (dir) => {
+      const index = JSON.parse(readFileSync(join(dir, "oci", "index.json"), "utf8")) as { manifests: { digest: string }[] };
+      expectEqual("skopeo's OCI layout index", index.manifests[0]?.digest, digest);
+    };
+    const inRegistry = (repo: (round: string) => string, digest: (dir: string) => string): Command["check"] => async (dir, round) =>
+      expectEqual(`manifest of ${repo(round)}:1`, await manifestDigest(registry.url, repo(round), "1"), digest(dir));
+    // Each push sends a bundle the registry has never seen (no blob to skip or mount): made
+    // before the timed process starts, with its digest from a push into an OCI layout, which
+    // is also skopeo's source.
+    const pushDigests = new Map<string, string>();
+    const freshBundle = (dir: string): { bundle: string; layout: string } => {
+      const bundle = makeBundle(base, 50 * MiB, join(dir, "bundle.tar.zst"));
+      const layout = join(dir, "layout");
+      pushDigests.set(dir, push(bundle, `oci:${layout}:1`));
+      return { bundle, layout };
+    };
+
+    // --- Every command, by name (argv built per round) ---
+    const commands: Command[] = [
+      { name: "node -e 0", run: () => ({ argv: [NODE, "-e", "0"] }) },
+      { name: "skopeo --version", run: () => ({ argv: ["skopeo", "--version"] }) },
+      { name: "aegis --version", run: () => ({ argv: [NODE, AEGIS, "--version"] }) },
+      { name: "aegis pull --help", run: () => ({ argv: [NODE, AEGIS, "pull", "--help"] }) },
+      { name: "aegis pull 1 MiB", run: pullAegis(smallDigest, "bench/pull-1m"), check: checkAegisPull },
+      { name: "skopeo pull 1 MiB", run: pullSkopeo(smallDigest, "bench/pull-1m"), check: checkSkopeoPull(smallDigest) },
+      { name: "aegis pull 50 MiB", run: pullAegis(largeDigest, "bench/pull-50m"), check: checkAegisPull },
+      { name: "skopeo pull 50 MiB", run: pullSkopeo(largeDigest, "bench/pull-50m"), check: checkSkopeoPull(largeDigest) },
+      {
+        name: "aegis copy -r 50 MiB",
+        run: (_dir, round) => ({ argv: [NODE, AEGIS, "copy", "-r", `${host}/bench/pull-50m@${largeDigest}`, `${host}/bench/copy-aegis-${round}:1`] }),
+        check: inRegistry((round) => `bench/copy-aegis-${round}`, () => largeDigest),
+      },
+      {
+        name: "skopeo copy 50 MiB",
+        run: (_dir, round) => ({ argv: [...skopeo, `docker://${host}/bench/pull-50m@${largeDigest}`, `docker://${host}/bench/copy-skopeo-${round}:1`] }),
+        check: inRegistry((round) => `bench/copy-skopeo-${round}`, () => largeDigest),
+      },
+      {
+        name: "aegis push 50 MiB",
+        run: (dir, round) => ({ argv: [NODE, AEGIS, "push", freshBundle(dir).bundle, `${host}/bench/push-aegis-${round}:1`] }),
+        check: inRegistry((round) => `bench/push-aegis-${round}`, (dir) => pushDigests.get(dir)!),
+      },
+      {
+        name: "skopeo push 50 MiB",
+        run: (dir, round) => ({ argv: [...skopeo, `oci:${freshBundle(dir).layout}:1`, `docker://${host}/bench/push-skopeo-${round}:1`] }),
+        check: inRegistry((round) => `bench/push-skopeo-${round}`, (dir) => pushDigests.get(dir)!),
+      },
+    ];
+
+    const comparisons: Comparison[] = [
+      { row: "cold start --version", aegis: "aegis --version", peer: "node -e 0", goal: { factor: 2 } },
+      { row: "cold start pull --help", aegis: "aegis pull --help", peer: "node -e 0", goal: { factor: 2 } },
+      { row: "cold start vs skopeo", aegis: "aegis --version", peer: "skopeo --version" },
+      { row: "pull 1 MiB", aegis: "aegis pull 1 MiB", peer: "skopeo pull 1 MiB", goal: { factor: 3, rssMiB: 64 }, size: sizeOf(small) },
+      { row: "pull 50 MiB", aegis: "aegis pull 50 MiB", peer: "skopeo pull 50 MiB", goal: { factor: 1.2, rssMiB: 64 }, size: sizeOf(large) },
+      { row: "copy -r 50 MiB", aegis: "aegis copy -r 50 MiB", peer: "skopeo copy 50 MiB", goal: { factor: 1.2 }, size: sizeOf(large) },
+      { row: "push 50 MiB", aegis: "aegis push 50 MiB", peer: "skopeo push 50 MiB", goal: { factor: 1.2, rssMiB: 64 }, size: sizeOf(large) },
+    ];
+
+    const samples = new Map<string, Sample[]>(commands.map((c) => [c.name, []]));
+    const rssFile = join(work, "rss");
+    // Round -1 (untimed): page cache, and every result checked.
+    for (let round = -1; round < ROUNDS; round++) {
+      for (let i = 0; i < commands.length; i++) {
+        const command = commands[(((round + i) % commands.length) + commands.length) % commands.length]!;
+        const tag = round < 0 ? "warm" : `r${round}`;
+        const dir = join(work, "runs", `${command.name.replace(/[^a-z0-9]+/gi, "-")}-${tag}`);
+        mkdirSync(dir, { recursive: true });
+        const sample = timed(time, command.run(dir, tag), rssFile);
+        await command.check?.(dir, tag);
+        if (round >= 0) samples.get(command.name)!.push(sample);
+        rmSync(dir, { recursive: true, force: true });
+      }
+    }
+
+    const stats = (name: string) => {
+      const all = samples.get(name)!;
+      return { ms: median(all.map((s) => s.ms)), rss: Math.max(...all.map((s) => s.rssMiB)) };
+    };
+    const rows: Row[] = comparisons.map(({ row, aegis, peer, goal, size }) => {
+      const ours = stats(aegis);
+      const theirs = stats(peer);
+      const ratio = ours.ms / theirs.ms;
+      const met = goal === undefined ? "" : ratio <= goal.factor && (goal.rssMiB === undefined || ours.rss <= goal.rssMiB) ? "yes" : "no";
+      return {
+        row,
+        layer_mib: size === undefined ? "" : size / MiB,
+        aegis_ms: ours.ms,
+        peer,
+        peer_ms: theirs.ms,
+        ratio,
+        goal: goal === undefined ? "" : `≤ ${goal.factor}×${goal.rssMiB === undefined ? "" : `, ≤ ${goal.rssMiB} MiB`}`,
+        met,
+        aegis_rss_mib: ours.rss,
+        peer_rss_mib: theirs.rss,
+      };
+    });
+    const headline = rows.find((r) => r.row === "pull 50 MiB")!;
+    return {
+      name: "cli",
+      rows,
+      ratio: Number(headline.ratio),
+      ratioOf: `aegis pull / skopeo copy docker:// oci:, 50 MiB bundle, whole processes, median of ${ROUNDS}`,
+      rounds: ROUNDS,
+      statistic: "wall ms: median of rounds; peak RSS: max of rounds (/usr/bin/time %M)",
+      commands: commands.map((c) => c.name),
+      node: process.version,
+      skopeo: sh("skopeo", ["--version"]).trim(),
+    };
+  } finally {
+    await registry.stop();
+    await removeTempDir(work);
+  }
+}

@@ -1,0 +1,127 @@
+// `aegis mirror export` and `aegis mirror import`: signed artifacts into an
+// air-gapped site as one capsule (mirror/). The registry, signing and mirror
+// code load when a command runs (cli/aegis.ts).
+import type { Command } from "commander";
+import type { CapsuleSource } from "../../mirror/index.js";
+import type { RepositoryOptions } from "../../registry/index.js";
+import { AegisError, InputError } from "../../errors.js";
+import { addRegistryOptions, addTrustOptions, repositoryOptions, type GlobalOptions, type TrustOptions } from "../options.js";
+import { report } from "../output.js";
+import { startProgress } from "../progress.js";
+import { checkSignatureIfPinned } from "./sign.js";
+
+/**
+ * The artifacts a capsule holds, from references by digest. A tag is refused
+ * with the digest it resolves to now: a capsule carries exactly what was named.
+ */
+export async function capsuleSources(refs: string[], options: RepositoryOptions): Promise<CapsuleSource[]> {
+  const { formatReference, openReference } = await import("../../registry/index.js");
+  const sources: CapsuleSource[] = [];
+  for (const text of refs) {
+    const { ref, target } = openReference(text, options);
+    if (!ref.digest) {
+      const hint = ref.tag ? await target.resolve(ref.tag).then((d) => ` (${ref.tag} currently resolves to ${formatReference(ref, d.digest)})`, () => "") : "";
+      throw new InputError("INVALID_REFERENCE", `"${text}" has no digest: mirror export takes host/repo@sha256:…${hint}`);
+    }
+    sources.push({ target, digest: ref.digest, reference: formatReference(ref, ref.digest) });
+  }
+  return sources;
+}
+
+/**
+ * SIGINT (Ctrl-C) or SIGTERM aborts an export or import, so it removes what it
+ * staged (up to the capsule's size) before the error line, instead of dying mid-step.
+ */
+function interruptible(): { signal: AbortSignal; close(): void } {
+  const controller = new AbortController();
+  const stop = (name: NodeJS.Signals) => controller.abort(new AegisError("INTERRUPTED", `interrupted by ${name}`));
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
+  return {
+    signal: controller.signal,
+    close() {
+      process.off("SIGINT", stop);
+      process.off("SIGTERM", stop);
+    },
+  };
+}
+
+export function registerMirror(program: Command): void {
+  const mirror = program
+    .command("mirror")
+    .description("carry signed artifacts into an air-gapped site: export them with their signatures to one capsule (an OCI layout tar), import it there");
+
+  addRegistryOptions(
+    addTrustOptions(
+      mirror
+        .command("export")
+        .description("write artifacts, by digest, with all their signatures (referrers) and what they reference, to a capsule")
+        .argument("<ref...>", "host[:port]/repo@sha256:… or oci:<dir>@sha256:… (a tag is refused, with the digest it resolves to)")
+        .requiredOption("-o, --output <file>", "the capsule to write (replaced only once complete)"),
+      ": given one, each artifact must be signed by one, or nothing is written (checked again at import)",
+    ),
+  ).action(async (refs: string[], options: GlobalOptions & TrustOptions & { output: string }) => {
+    const { writeCapsule } = await import("../../mirror/index.js");
+    const sources = await capsuleSources(refs, repositoryOptions(options));
+    // Finding an unsigned artifact here is cheaper than at the site, after carrying the capsule there.
+    for (const source of sources) await checkSignatureIfPinned(source.target, source.digest, options);
+    const progress = startProgress("exporting", options);
+    const interrupt = interruptible();
+    const written = await writeCapsule(sources, options.output, { onEvent: progress.onEvent, signal: interrupt.signal }).finally(() => interrupt.close());
+    progress.finish();
+    const artifacts = written.artifacts.map((a) => ({ digest: a.desc.digest, mediaType: a.desc.mediaType, size: a.desc.size, source: a.source }));
+    report(options, `wrote ${options.output}: ${artifacts.length} artifact(s) with their signatures, ${written.blobs} blobs, ${written.bytes} bytes`, {
+      output: options.output,
+      artifacts,
+      blobs: written.blobs,
+      bytes: written.bytes,
+    });
+  });
+
+  addRegistryOptions(
+    addTrustOptions(
+      mirror
+        .command("import")
+        .description("check a capsule (every digest, every signature with the pinned keys), then push its artifacts and their verified signatures; a capsule that does not verify pushes nothing")
+        .argument("<capsule>", "the capsule from `aegis mirror export`")
+        .argument("<dst>", "host[:port]/repo or oci:<dir> (no tag: artifacts keep their digests)")
+        .option("--work-dir <dir>", "where the capsule is unpacked while it is checked (default: the system's temp directory)"),
+      ": each artifact must carry a signature by one, or nothing is imported",
+    ),
+  ).action(async (capsule: string, dstText: string, options: GlobalOptions & TrustOptions & { workDir?: string }) => {
+    const [{ formatReference, openReference }, { loadTrust }, { importCapsule }] = await Promise.all([
+      import("../../registry/index.js"),
+      import("../../signing/index.js"),
+      import("../../mirror/index.js"),
+    ]);
+    const dst = openReference(dstText, repositoryOptions(options));
+    if (dst.selector) throw new InputError("INVALID_REFERENCE", `${dstText}: give a repository without a tag or digest (artifacts keep their digests)`);
+    const trust = await loadTrust([...(options.key ?? []), ...(options.trust ?? [])]);
+    const reading = startProgress("checking capsule", options);
+    const pushing = startProgress("pushing", options);
+    let read = false;
+    const readDone = () => {
+      if (!read) reading.finish();
+      read = true;
+    };
+    const interrupt = interruptible();
+    const imported = await importCapsule(capsule, dst.target, trust, {
+      workDir: options.workDir,
+      signal: interrupt.signal,
+      onRead: reading.onEvent,
+      onPush: (event) => {
+        readDone();
+        pushing.onEvent?.(event);
+      },
+    }).finally(() => interrupt.close());
+    readDone();
+    pushing.finish();
+    const artifacts = imported.map((a) => ({ reference: formatReference(dst.ref, a.digest), ...a }));
+    const lines = artifacts.map((a) => {
+      const keys = [...new Set(a.signatures.map((s) => s.key))].join(", ");
+      const skipped = a.skipped.length > 0 ? `; ${a.skipped.length} referrer(s) not imported: ${a.skipped.map((s) => `${s.digest} ${s.reason}`).join("; ")}` : "";
+      return `imported ${a.digest} → ${a.reference} (digests verified; ${a.signatures.length} signature(s) verified, key ${keys}${skipped})`;
+    });
+    report(options, lines.join("\n"), { capsule, destination: formatReference(dst.ref), artifacts });
+  });
+}

@@ -1,0 +1,339 @@
+// The capsule: one OCI image layout as a tar (what `skopeo copy
+// oci-archive:capsule.tar:sha256:<hex>` reads), carrying artifacts by digest
+// with their signatures into a site that cannot reach the registry they came
+// from. Written deterministically (sorted entries, fixed headers), so the same
+// artifacts give the same bytes; read strictly and as a stream, into a
+// staging layout, refusing anything that is not exactly such a layout.
+// https://github.com/opencontainers/image-spec/blob/main/image-layout.md
+//
+// index.json lists each artifact (annotated with its digest as the ref name,
+// and where it came from) and each referrers index under its tag-schema tag
+// (`sha256-<hex>`, as OciLayoutTarget and registries without the referrers
+// API keep signatures). Every blob must be reachable from those entries.
+import { createReadStream, createWriteStream } from "node:fs";
+import { mkdtemp, open, rename, rm, stat } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
+import { once } from "node:events";
+import { pipeline as pipe, Readable, Transform } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { extract as tarExtract, pack as tarPack, type Header } from "tar-stream";
+import { InputError } from "../errors.js";
+import {
+  Annotation,
+  copy,
+  encodeJson,
+  isManifestType,
+  MAX_MANIFEST_SIZE,
+  MediaType,
+  OciLayoutTarget,
+  parseManifest,
+  readAll,
+  RegistryError,
+  successors,
+  type CopyEvent,
+  type Descriptor,
+  type Index,
+  type ReadOnlyTarget,
+} from "../registry/index.js";
+import { syncDir, TEMP_SUFFIX } from "../util/index.js";
+import { MirrorError } from "./errors.js";
+
+/** Where an artifact of a capsule came from (`host/repo@sha256:…`), for the operator. */
+export const SOURCE_ANNOTATION = "vnd.aegis.capsule.source";
+
+const LAYOUT_FILE = encodeJson({ imageLayoutVersion: "1.0.0" });
+const BLOB = /^blobs\/sha256\/([a-f0-9]{64})$/;
+const DIRECTORIES = new Set(["blobs", "blobs/", "blobs/sha256", "blobs/sha256/"]);
+const REFERRERS_TAG = /^sha256-[a-f0-9]{64}$/;
+/** Nesting and node count of the graph, as copy() bounds them. */
+const MAX_DEPTH = 8;
+
+export interface CapsuleLimits {
+  /** Most blobs (copy() refuses graphs over 10,000 nodes, and a capsule holds several). */
+  maxBlobs: number;
+  maxBlobSize: number;
+  maxTotalSize: number;
+}
+
+export const CAPSULE_LIMITS: CapsuleLimits = {
+  maxBlobs: 20_000,
+  maxBlobSize: 1024 * 1024 * 1024,
+  maxTotalSize: 8 * 1024 * 1024 * 1024,
+};
+
+export interface CapsuleSource {
+  target: ReadOnlyTarget;
+  digest: string;
+  /** The reference, `host/repo@sha256:…`, recorded in the capsule. */
+  reference: string;
+}
+
+export interface CapsuleArtifact {
+  desc: Descriptor;
+  /** Where it was exported from, when the capsule says. */
+  source: string | undefined;
+}
+
+export interface WrittenCapsule {
+  artifacts: CapsuleArtifact[];
+  blobs: number;
+  bytes: number;
+}
+
+export interface WriteOptions {
+  onEvent?: (event: CopyEvent) => void;
+  signal?: AbortSignal;
+}
+
+/**
+ * Writes the artifacts `sources` name, with their referrers (signatures) and
+ * everything they reference, to `output` as a capsule. They are copied (and
+ * so verified) into a staging layout beside `output` first; `output` is
+ * replaced only once the whole tar is written and synced.
+ */
+export async function writeCapsule(sources: CapsuleSource[], output: string, options: WriteOptions = {}): Promise<WrittenCapsule> {
+  if (sources.length === 0) throw new InputError("INVALID_ARGUMENT", "a capsule needs at least one artifact");
+  if (!(await stat(dirname(output)).then((s) => s.isDirectory(), () => false))) {
+    throw new InputError("FILE_NOT_FOUND", `cannot write ${output}: ${dirname(output)} is not a directory`);
+  }
+  const staging = await mkdtemp(join(dirname(output), `.${basename(output)}.staging-`));
+  try {
+    const layout = new OciLayoutTarget(staging);
+    const artifacts = new Map<string, CapsuleArtifact>();
+    for (const source of sources) {
+      if (artifacts.has(source.digest)) continue;
+      const root = await copy(source.target, source.digest, layout, undefined, { referrers: true, onEvent: options.onEvent, signal: options.signal });
+      artifacts.set(root.digest, { desc: { mediaType: root.mediaType, digest: root.digest, size: root.size }, source: source.reference });
+    }
+    const sorted = [...artifacts.values()].sort((a, b) => compare(a.desc.digest, b.desc.digest));
+    const referrerIndexes = await Promise.all(
+      (await layout.tags()).filter((t) => REFERRERS_TAG.test(t)).sort(compare).map(async (tag) => ({ ...plain(await layout.resolve(tag)), annotations: { [Annotation.RefName]: tag } })),
+    );
+    const index: Index = {
+      schemaVersion: 2,
+      mediaType: MediaType.ImageIndex,
+      manifests: [
+        ...sorted.map(({ desc, source }) => ({ ...desc, annotations: { [Annotation.RefName]: desc.digest, ...(source ? { [SOURCE_ANNOTATION]: source } : {}) } })),
+        ...referrerIndexes,
+      ],
+    };
+    const blobs = [...(await reachable(layout, index.manifests, CAPSULE_LIMITS.maxBlobs)).values()].sort((a, b) => compare(a.digest, b.digest));
+    const bytes = await writeTar(output, encodeJson(index), blobs, layout, options.signal);
+    return { artifacts: sorted, blobs: blobs.length, bytes };
+  } finally {
+    await rm(staging, { recursive: true, force: true });
+  }
+}
+
+/** The tar, into a temp file beside `output`, synced, then renamed over it. */
+async function writeTar(output: string, index: Buffer, blobs: Descriptor[], layout: ReadOnlyTarget, signal?: AbortSignal): Promise<number> {
+  const temp = join(dirname(output), `.${basename(output)}.${process.pid}${TEMP_SUFFIX}`);
+  const pack = tarPack();
+  try {
+    const written = pipeline(pack as AsyncIterable<Buffer>, createWriteStream(temp, { flags: "wx", mode: 0o644 }), { signal });
+    // Awaited below; a failure while adding entries is reported from there instead.
+    written.catch(() => undefined);
+    // Fixed headers: the same artifacts give the same bytes.
+    const header = (name: string, size: number, type: Header["type"] = "file"): Partial<Header> & { name: string } => ({
+      name,
+      size,
+      type,
+      mode: type === "directory" ? 0o755 : 0o644,
+      mtime: new Date(0),
+      uid: 0,
+      gid: 0,
+      uname: "",
+      gname: "",
+    });
+    const add = async (name: string, content: Readable | Buffer, size: number) => {
+      let done: (err?: Error | null) => void = () => {};
+      const finished = new Promise<void>((resolve, reject) => (done = (err) => (err ? reject(err) : resolve())));
+      const entry = pack.entry(header(name, size), (err) => done(err));
+      if (Buffer.isBuffer(content)) {
+        entry.end(content);
+      } else {
+        for await (const chunk of content as AsyncIterable<Buffer>) if (!entry.write(chunk)) await once(entry, "drain");
+        entry.end(null);
+      }
+      await finished;
+    };
+    await add("oci-layout", LAYOUT_FILE, LAYOUT_FILE.byteLength);
+    await add("index.json", index, index.byteLength);
+    for (const dir of ["blobs/", "blobs/sha256/"]) await new Promise<void>((resolve, reject) => pack.entry(header(dir, 0, "directory"), (err) => (err ? reject(err) : resolve())));
+    for (const blob of blobs) await add(`blobs/sha256/${blob.digest.slice("sha256:".length)}`, await layout.fetch(blob, { signal }), blob.size);
+    pack.finalize();
+    await written;
+    const handle = await open(temp, "r");
+    let size: number;
+    try {
+      await handle.sync();
+      size = (await handle.stat()).size;
+    } finally {
+      await handle.close();
+    }
+    await rename(temp, output);
+    await syncDir(dirname(output));
+    return size;
+  } catch (err) {
+    pack.destroy();
+    await rm(temp, { force: true });
+    throw err;
+  }
+}
+
+export interface OpenedCapsule {
+  /** The staging layout the capsule was read into: every blob verified, the referrers indexes tagged. */
+  target: OciLayoutTarget;
+  artifacts: CapsuleArtifact[];
+}
+
+export interface ReadOptions {
+  limits?: CapsuleLimits;
+  /** Progress while reading: a start and bytes per blob. */
+  onEvent?: (event: CopyEvent) => void;
+  signal?: AbortSignal;
+}
+
+/**
+ * Reads the capsule at `path` into a staging layout in `dir` (which must be
+ * empty or absent), as a stream and within `limits`: entries may only be the
+ * layout's files, each blob is checked against the digest it is stored
+ * under, and afterwards the capsule must hold exactly what index.json reaches.
+ * Anything else throws a MirrorError and nothing outside `dir` is touched.
+ */
+export async function readCapsule(path: string, dir: string, options: ReadOptions = {}): Promise<OpenedCapsule> {
+  const limits = options.limits ?? CAPSULE_LIMITS;
+  const emit = options.onEvent ?? (() => {});
+  await stat(path).catch((err: unknown) => {
+    throw new InputError("FILE_NOT_FOUND", `capsule ${path} cannot be read`, { cause: err });
+  });
+  const target = new OciLayoutTarget(dir);
+  const file = createReadStream(path);
+  const extract = tarExtract();
+  // Errors of either side reach the loop below through the extractor.
+  pipeline(file, extract, { signal: options.signal }).catch(() => undefined);
+  const held = new Set<string>();
+  const seen = new Set<string>();
+  let index: Buffer | undefined;
+  let layoutFile: Buffer | undefined;
+  let total = 0;
+  try {
+    for await (const entry of extract) {
+      const { name, type } = entry.header;
+      const size = entry.header.size ?? 0;
+      if (seen.has(name)) refuse("INVALID_CAPSULE", `entry "${name}" appears twice`);
+      seen.add(name);
+      if (held.size >= limits.maxBlobs) refuse("CAPSULE_TOO_LARGE", `more than ${limits.maxBlobs} blobs`);
+      if (type === "directory" && DIRECTORIES.has(name)) {
+        entry.resume();
+        continue;
+      }
+      if (type !== "file") refuse("INVALID_CAPSULE", `entry "${name}" is a ${type ?? "special file"}; a capsule holds only files and the blobs directories`);
+      total += size;
+      if (total > limits.maxTotalSize) refuse("CAPSULE_TOO_LARGE", `its content is over the ${limits.maxTotalSize}-byte limit`);
+      const blob = BLOB.exec(name);
+      if (name === "index.json") {
+        index = await readAll(Readable.from(entry), MAX_MANIFEST_SIZE, "index.json");
+      } else if (name === "oci-layout") {
+        layoutFile = await readAll(Readable.from(entry), 1024, "oci-layout");
+      } else if (blob) {
+        if (size > limits.maxBlobSize) refuse("CAPSULE_TOO_LARGE", `blob sha256:${blob[1]} is ${size} bytes, over the ${limits.maxBlobSize}-byte limit`);
+        const desc = { mediaType: "application/octet-stream", digest: `sha256:${blob[1]}`, size };
+        emit({ kind: "start", desc });
+        const counter = new Transform({
+          transform(chunk: Buffer, _encoding, callback) {
+            emit({ kind: "bytes", desc, bytes: chunk.byteLength });
+            callback(null, chunk);
+          },
+        });
+        await target.push(desc, pipe(Readable.from(entry), counter, () => {}), { signal: options.signal }).catch((err: unknown) => {
+          if (err instanceof RegistryError && (err.code === "DIGEST_MISMATCH" || err.code === "SIZE_MISMATCH")) {
+            refuse("DIGEST_MISMATCH", `blob ${desc.digest} does not match its digest`, err);
+          }
+          throw err;
+        });
+        emit({ kind: "done", desc });
+        held.add(desc.digest);
+      } else {
+        refuse("INVALID_CAPSULE", `entry "${name}" is not part of an OCI image layout (oci-layout, index.json, blobs/sha256/<hex>)`);
+      }
+    }
+  } catch (err) {
+    file.destroy();
+    extract.destroy();
+    options.signal?.throwIfAborted();
+    if (err instanceof MirrorError || err instanceof InputError) throw err;
+    if (err instanceof RegistryError && err.code === "SIZE_LIMIT") refuse("CAPSULE_TOO_LARGE", err.message, err);
+    if (err instanceof RegistryError) throw err;
+    refuse("INVALID_CAPSULE", `not a tar archive: ${(err as Error).message}`, err);
+  }
+  if (layoutVersion(layoutFile) !== "1.0.0") refuse("INVALID_CAPSULE", "it has no oci-layout file of version 1.0.0");
+  if (!index) refuse("INVALID_CAPSULE", "it has no index.json");
+  let entries: Descriptor[];
+  try {
+    entries = (parseManifest(index, MediaType.ImageIndex) as Index).manifests;
+  } catch (err) {
+    refuse("INVALID_CAPSULE", "its index.json is not a valid image index", err);
+  }
+  const artifacts: CapsuleArtifact[] = [];
+  for (const desc of entries) {
+    if (!isManifestType(desc.mediaType)) refuse("INVALID_CAPSULE", `index.json lists ${desc.digest} as ${desc.mediaType}, not a manifest`);
+    if (!held.has(desc.digest)) refuse("MISSING_CONTENT", `index.json lists ${desc.digest}, which the capsule does not hold`);
+    const ref = desc.annotations?.[Annotation.RefName];
+    // A referrers index is tagged as registries without the referrers API tag it, so referrers() finds the signatures.
+    if (ref && REFERRERS_TAG.test(ref)) await target.tag(desc, ref);
+    else artifacts.push({ desc: plain(desc), source: desc.annotations?.[SOURCE_ANNOTATION] });
+  }
+  if (artifacts.length === 0) refuse("INVALID_CAPSULE", "its index.json lists no artifact");
+  const reached = await reachable(target, entries, limits.maxBlobs, held).catch((err: unknown) => {
+    if (err instanceof RegistryError) refuse(err.code === "SIZE_LIMIT" ? "CAPSULE_TOO_LARGE" : "INVALID_CAPSULE", err.message, err);
+    throw err;
+  });
+  const unlisted = [...held].filter((d) => !reached.has(d));
+  if (unlisted.length > 0) {
+    refuse("UNLISTED_CONTENT", `it holds ${unlisted.length} blob(s) that nothing index.json lists reaches: ${unlisted.slice(0, 3).join(", ")}${unlisted.length > 3 ? ", …" : ""}`);
+  }
+  return { target, artifacts };
+}
+
+/**
+ * Every descriptor reachable from `entries` (manifests, their children,
+ * recursively), within copy()'s bounds. Manifests are read from `target`,
+ * verified. Given `held`, what a capsule holds, a descriptor outside it is
+ * MISSING_CONTENT before anything else happens.
+ */
+async function reachable(target: ReadOnlyTarget, entries: Descriptor[], maxNodes: number, held?: Set<string>): Promise<Map<string, Descriptor>> {
+  const seen = new Map<string, Descriptor>();
+  const visit = async (desc: Descriptor, depth: number): Promise<void> => {
+    if (seen.has(desc.digest)) return;
+    if (held && !held.has(desc.digest)) refuse("MISSING_CONTENT", `its manifests name ${desc.digest}, which it does not hold`);
+    if (depth > MAX_DEPTH) refuse("CAPSULE_TOO_LARGE", `${desc.digest} is nested more than ${MAX_DEPTH} levels deep`);
+    if (seen.size >= maxNodes) refuse("CAPSULE_TOO_LARGE", `its graph has more than ${maxNodes} nodes`);
+    seen.set(desc.digest, plain(desc));
+    if (!isManifestType(desc.mediaType)) return;
+    const bytes = await readAll(await target.fetch(desc), MAX_MANIFEST_SIZE, `manifest ${desc.digest}`);
+    for (const child of successors(parseManifest(bytes, desc.mediaType))) await visit(child, depth + 1);
+  };
+  for (const entry of entries) await visit(entry, 0);
+  return seen;
+}
+
+function layoutVersion(file: Buffer | undefined): unknown {
+  try {
+    return file && (JSON.parse(file.toString("utf8")) as { imageLayoutVersion?: unknown } | null)?.imageLayoutVersion;
+  } catch {
+    return undefined;
+  }
+}
+
+function refuse(code: MirrorError["code"], why: string, cause?: unknown): never {
+  throw new MirrorError(code, `capsule refused: ${why}`, cause === undefined ? undefined : { cause });
+}
+
+function plain(desc: Descriptor): Descriptor {
+  return { mediaType: desc.mediaType, digest: desc.digest, size: desc.size };
+}
+
+function compare(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}

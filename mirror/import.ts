@@ -1,0 +1,84 @@
+// Importing a capsule into a site's registry: read and check the whole
+// capsule (capsule.ts), verify each artifact's signatures with the site's
+// pinned keys, and only then push. One artifact that does not verify refuses
+// the whole capsule, so nothing is pushed from a capsule that was tampered with.
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { copy, type CopyEvent, type Descriptor, type Target } from "../registry/index.js";
+import { explainArtifact, SignatureError, type TrustPolicy } from "../signing/index.js";
+import { readCapsule, type CapsuleLimits } from "./capsule.js";
+import { MirrorError } from "./errors.js";
+
+export interface ImportOptions {
+  limits?: CapsuleLimits;
+  /** Where the capsule is unpacked while it is checked; default the system's temp directory. */
+  workDir?: string;
+  /** The time keys must be valid at; default now. */
+  at?: Date;
+  /** Progress reading the capsule. */
+  onRead?: (event: CopyEvent) => void;
+  /** Progress pushing to the destination. */
+  onPush?: (event: CopyEvent) => void;
+  signal?: AbortSignal;
+}
+
+export interface ImportedArtifact {
+  digest: string;
+  mediaType: string;
+  size: number;
+  /** Where the capsule says it was exported from. */
+  source: string | undefined;
+  /** The signatures that verified and were pushed with it: the trusted key, or for a keyless one the identity, that accepted each. */
+  signatures: { digest: string; key: string; hint: string }[];
+  /** Referrers left out: signatures that do not verify with the pinned keys, and anything that is not a signature. */
+  skipped: { digest: string; reason: string }[];
+}
+
+/**
+ * Imports the capsule at `path` into `dst`. Every blob is checked against
+ * its digest and every signature against `trust` before anything is pushed;
+ * an artifact with no signature that verifies refuses the capsule (a
+ * MirrorError naming the digest, its cause the SignatureError). Only the
+ * signatures that verify are pushed.
+ */
+export async function importCapsule(path: string, dst: Target, trust: TrustPolicy, options: ImportOptions = {}): Promise<ImportedArtifact[]> {
+  const dir = await mkdtemp(join(options.workDir ?? tmpdir(), "aegis-capsule-"));
+  try {
+    const capsule = await readCapsule(path, join(dir, "layout"), { limits: options.limits, onEvent: options.onRead, signal: options.signal });
+    const plan: { artifact: ImportedArtifact; root: Descriptor; signatures: Descriptor[] }[] = [];
+    for (const { desc, source } of capsule.artifacts) {
+      options.signal?.throwIfAborted();
+      const artifact: ImportedArtifact = { digest: desc.digest, mediaType: desc.mediaType, size: desc.size, source, signatures: [], skipped: [] };
+      // Every signature is checked (explainArtifact does not stop at the first that verifies), so only those that verify are pushed.
+      const explained = await explainArtifact(capsule.target, desc.digest, trust, { at: options.at });
+      if (!explained.verified) {
+        const cause = new SignatureError(explained.error?.code ?? "NO_SIGNATURE", explained.signatures.length === 0 ? "it carries no signature" : (explained.error?.message ?? "no signature verifies"));
+        const from = source ? ` (from ${source})` : "";
+        throw new MirrorError("NOT_VERIFIED", `capsule refused: ${desc.digest}${from} has no signature that verifies with the pinned trust: ${cause.message}`, { cause });
+      }
+      const verdicts = new Map(explained.signatures.map((v) => [v.signature, v]));
+      const signatures: Descriptor[] = [];
+      for (const referrer of await capsule.target.referrers(desc)) {
+        const verdict = verdicts.get(referrer.digest);
+        if (verdict?.accepted && verdict.verified) {
+          artifact.signatures.push({ digest: referrer.digest, key: verdict.verified.key.name, hint: verdict.verified.key.hint });
+          signatures.push(referrer);
+        } else {
+          artifact.skipped.push({ digest: referrer.digest, reason: verdict ? verdict.reason : `not a signature (artifact type ${referrer.artifactType ?? "none"})` });
+        }
+      }
+      plan.push({ artifact, root: desc, signatures });
+    }
+    for (const { root, signatures } of plan) {
+      await copy(capsule.target, root.digest, dst, undefined, { onEvent: options.onPush, signal: options.signal });
+      for (const signature of signatures) {
+        await copy(capsule.target, signature.digest, dst, undefined, { onEvent: options.onPush, signal: options.signal });
+        await dst.indexReferrer(root, signature);
+      }
+    }
+    return plan.map((p) => p.artifact);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}

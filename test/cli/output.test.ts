@@ -1,0 +1,57 @@
+// cli/output.ts on its own: the table printer, and plainError turning Node's
+// system-error texts and OpenSSL's error codes into plain words, each file
+// named once.
+import { readFile } from "node:fs/promises";
+import { createPrivateKey } from "node:crypto";
+import { describe, expect, it } from "vitest";
+import { InputError } from "../../errors.js";
+import { plainError, table } from "../../cli/output.js";
+
+/** The error a call throws. */
+async function thrown(action: () => unknown): Promise<unknown> {
+  try {
+    await action();
+  } catch (err) {
+    return err;
+  }
+  throw new Error("expected a failure");
+}
+
+describe("table", () => {
+  it("a header, columns padded to the widest cell, no trailing spaces", () => {
+    expect(table(["HOST", "LABELS", "N"], [["web-01", "role=web", "1"], ["db", "-", "12"]])).toBe(
+      ["HOST    LABELS    N", "web-01  role=web  1", "db      -         12"].join("\n"),
+    );
+    expect(table(["A", "B"], [])).toBe("A  B");
+  });
+});
+
+describe("plainError", () => {
+  it("a missing file wrapped in a message naming it: the file once, no ENOENT", async () => {
+    const cause = await thrown(() => readFile("/no/such/ci.key"));
+    const text = plainError(new InputError("FILE_NOT_FOUND", "/no/such/ci.key: cannot read key file", { cause }));
+    expect(text).toBe("/no/such/ci.key: cannot read key file: no such file or directory");
+  });
+
+  it("a missing file alone: named with the plain words", async () => {
+    expect(plainError(await thrown(() => readFile("/no/such/trust.yaml")))).toBe("/no/such/trust.yaml: no such file or directory");
+  });
+
+  it("a directory where a file was expected, and permission denied", async () => {
+    expect(plainError(await thrown(() => readFile("/")))).toBe("is a directory, not a file");
+    const denied = Object.assign(new Error("EACCES: permission denied, open '/root/ci.key'"), { code: "EACCES" });
+    expect(plainError(denied)).toBe("/root/ci.key: permission denied");
+  });
+
+  it("an OpenSSL code after a message that says what is wrong is dropped", async () => {
+    const cause = await thrown(() => createPrivateKey("not a key"));
+    expect(String((cause as Error).message)).toMatch(/error:[0-9A-F]{8}:/);
+    expect(plainError(new InputError("INVALID_ARGUMENT", "ci.key: not a PKCS#8 PEM private key", { cause }))).toBe("ci.key: not a PKCS#8 PEM private key");
+  });
+
+  it("an OpenSSL code alone is said in words", async () => {
+    const text = plainError(await thrown(() => createPrivateKey("not a key")));
+    expect(text).not.toMatch(/error:[0-9A-F]{8}|routines/);
+    expect(text).toMatch(/PEM|key format/);
+  });
+});

@@ -1,0 +1,344 @@
+// Acceptance 3 (issue 11), the registry half: signed artifacts go from one
+// registry 2.8.2 into a capsule and from it into a second registry, digests
+// and signatures intact; a tampered capsule (an altered blob, a dropped
+// signature, a signature by another key, an extra file, a path out of the
+// layout…) is refused with its reason, and nothing reaches the second registry.
+import { execFileSync, spawn } from "node:child_process";
+import { createHash, createPrivateKey, randomBytes } from "node:crypto";
+import { createWriteStream, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { CAPSULE_LIMITS, importCapsule, MirrorError, writeCapsule, type CapsuleSource } from "../../mirror/index.js";
+import { copy, MAX_MANIFEST_SIZE, OciLayoutTarget, readAll, RemoteRepository, type Descriptor } from "../../registry/index.js";
+import { generateKeyPair, KeySigner, loadTrust, signArtifact, verifyArtifact, type TrustPolicy } from "../../signing/index.js";
+import { AEGIS, aegis, expectOneErrorLine } from "../cli/run.js";
+import { requireBinary, run } from "../harness/process.js";
+import { startRegistry, type RegistryServer } from "../harness/registry.js";
+import { pushArtifact } from "../registry/conformance.js";
+import { blobName, readEntries, tamper, type TarEntry } from "./tar.js";
+
+const ciKey = generateKeyPair("ed25519");
+const otherKey = generateKeyPair("ed25519");
+let source: RegistryServer;
+let site: RegistryServer;
+let work: string;
+let trust: TrustPolicy;
+let repoCount = 0;
+
+interface Signed {
+  repo: RemoteRepository;
+  manifest: Descriptor;
+  layer: Descriptor;
+  signature: Descriptor;
+}
+
+async function signedArtifact(repository: string, key = ciKey): Promise<Signed> {
+  const repo = new RemoteRepository(source.host, repository);
+  const { manifest, layer } = await pushArtifact(repo);
+  const signed = await signArtifact(repo, manifest, new KeySigner(createPrivateKey(key.privateKey)), repo.name);
+  return { repo, manifest, layer, signature: signed.referrer };
+}
+
+function sourceOf(artifact: { repo: RemoteRepository; manifest: Descriptor }): CapsuleSource {
+  return { target: artifact.repo, digest: artifact.manifest.digest, reference: `${artifact.repo.name}@${artifact.manifest.digest}` };
+}
+
+/** A fresh repository in the site registry. */
+function siteRepo(): RemoteRepository {
+  return new RemoteRepository(site.host, `site/r${++repoCount}`);
+}
+
+async function holds(repo: RemoteRepository, digest: string): Promise<boolean> {
+  return repo.resolve(digest).then(() => true, () => false);
+}
+
+let a: Signed;
+let b: Signed;
+let capsule: string;
+
+beforeAll(async () => {
+  [source, site] = await Promise.all([startRegistry(), startRegistry()]);
+  work = mkdtempSync(join(tmpdir(), "aegis-mirror-test-"));
+  writeFileSync(join(work, "ci.pub"), ciKey.publicKey);
+  trust = await loadTrust([join(work, "ci.pub")]);
+  a = await signedArtifact("policies/a");
+  b = await signedArtifact("policies/b");
+  capsule = join(work, "capsule.tar");
+  await writeCapsule([sourceOf(a), sourceOf(b)], capsule);
+}, 120_000);
+
+afterAll(async () => {
+  await Promise.all([source?.stop(), site?.stop()]);
+  if (work) rmSync(work, { recursive: true, force: true });
+});
+
+describe("a capsule from one registry into another", () => {
+  it("carries each artifact with its signature; both verify at the site with the same digests", async () => {
+    const dst = siteRepo();
+    const imported = await importCapsule(capsule, dst, trust);
+    expect(imported.map((i) => i.digest).sort(), "imported artifacts").toEqual([a.manifest.digest, b.manifest.digest].sort());
+    for (const artifact of [a, b]) {
+      const entry = imported.find((i) => i.digest === artifact.manifest.digest)!;
+      expect(entry, "the signature that verified").toMatchObject({ source: `${artifact.repo.name}@${artifact.manifest.digest}`, signatures: [{ digest: artifact.signature.digest, key: "ci.pub" }], skipped: [] });
+      const verified = await verifyArtifact(dst, artifact.manifest.digest, trust);
+      expect(verified.signature, "the site's copy verifies with the same signature").toBe(artifact.signature.digest);
+      const bytes = (d: Descriptor, repo: RemoteRepository) => repo.fetch(d).then((s) => readAll(s, MAX_MANIFEST_SIZE, d.digest));
+      expect((await bytes(artifact.manifest, dst)).equals(await bytes(artifact.manifest, artifact.repo)), "the manifest's bytes are unchanged").toBe(true);
+      expect(await dst.exists(artifact.layer), "the layer is there").toBe(true);
+    }
+    // A second import finds everything there and changes nothing.
+    expect((await importCapsule(capsule, dst, trust)).length, "importing again").toBe(2);
+    expect((await dst.referrers(a.manifest)).map((r) => r.digest), "one signature, not two").toEqual([a.signature.digest]);
+  });
+
+  it("is deterministic: the same artifacts, in any order, give the same bytes", async () => {
+    const again = join(work, "again.tar");
+    await writeCapsule([sourceOf(b), sourceOf(a), sourceOf(a)], again);
+    const hash = (p: string) => createHash("sha256").update(readFileSync(p)).digest("hex");
+    expect(hash(again), "a second export of the same artifacts").toBe(hash(capsule));
+    const index = JSON.parse((await readEntries(capsule)).find((e) => e.header.name === "index.json")!.data.toString()) as { manifests: Descriptor[] };
+    expect(index.manifests.map((m) => m.annotations?.["org.opencontainers.image.ref.name"]), "index.json names each digest and its signatures index").toEqual(
+      [...[a.manifest.digest, b.manifest.digest].sort(), ...[a, b].map((x) => x.manifest.digest.replace(":", "-")).sort()],
+    );
+  });
+
+  it("is an OCI archive skopeo copies from, digests unchanged", async () => {
+    const skopeo = requireBinary("skopeo", "skopeo");
+    const out = join(work, "skopeo-out");
+    await run(skopeo, ["copy", `oci-archive:${capsule}:${a.manifest.digest}`, `oci:${out}:copied`]);
+    const copied = new OciLayoutTarget(out);
+    expect((await copied.resolve("copied")).digest, "skopeo's copy has the artifact's digest").toBe(a.manifest.digest);
+    expect(await copied.exists(a.layer), "and its layer").toBe(true);
+  });
+});
+
+describe("a tampered capsule is refused and nothing is pushed", () => {
+  /** Imports `path` into a fresh site repository, expecting a refusal; returns it after checking nothing arrived and nothing is left behind. */
+  async function refused(path: string, code: MirrorError["code"], options: Parameters<typeof importCapsule>[3] = {}): Promise<MirrorError> {
+    const dst = siteRepo();
+    const workDir = mkdtempSync(join(work, "unpack-"));
+    const err = await importCapsule(path, dst, trust, { ...options, workDir }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err, `${path}: expected a refusal`).toBeInstanceOf(MirrorError);
+    expect((err as MirrorError).code, `${path}: ${(err as Error).message}`).toBe(code);
+    for (const artifact of [a, b]) expect(await holds(dst, artifact.manifest.digest), `${path}: ${artifact.manifest.digest} reached the site`).toBe(false);
+    expect(readdirSync(workDir), "the unpacked capsule is removed").toEqual([]);
+    return err as MirrorError;
+  }
+
+  const edited = (name: string, edit: (entries: TarEntry[]) => TarEntry[]) => tamper(capsule, join(work, name), edit);
+
+  it("an altered blob: DIGEST_MISMATCH naming the blob", async () => {
+    const path = await edited("altered.tar", (entries) =>
+      entries.map((e) => {
+        if (e.header.name !== blobName(a.layer.digest)) return e;
+        const data = Buffer.from(e.data);
+        data[10] = data[10]! ^ 0xff;
+        return { ...e, data };
+      }),
+    );
+    const err = await refused(path, "DIGEST_MISMATCH");
+    expect(err.message).toContain(`blob ${a.layer.digest} does not match its digest`);
+  });
+
+  it("a dropped signature: NOT_VERIFIED, no signature, naming the artifact", async () => {
+    // Cleanly: its signatures index is gone from index.json, and the blobs only it reached.
+    const path = await edited("unsigned.tar", (entries) => {
+      const indexEntry = entries.find((e) => e.header.name === "index.json")!;
+      const index = JSON.parse(indexEntry.data.toString()) as { manifests: Descriptor[] };
+      const tag = a.manifest.digest.replace(":", "-");
+      const dropped = index.manifests.find((m) => m.annotations?.["org.opencontainers.image.ref.name"] === tag)!;
+      const signature = JSON.parse(entries.find((e) => e.header.name === blobName(a.signature.digest))!.data.toString()) as { layers: Descriptor[] };
+      const gone = new Set([dropped.digest, a.signature.digest, signature.layers[0]!.digest].map(blobName));
+      index.manifests = index.manifests.filter((m) => m !== dropped);
+      return entries.filter((e) => !gone.has(e.header.name)).map((e) => (e === indexEntry ? { ...e, data: Buffer.from(JSON.stringify(index)) } : e));
+    });
+    const err = await refused(path, "NOT_VERIFIED");
+    expect(err.message).toContain(`${a.manifest.digest} (from ${a.repo.name}@${a.manifest.digest}) has no signature that verifies with the pinned trust: it carries no signature`);
+    expect((err.cause as { code?: string }).code).toBe("NO_SIGNATURE");
+  });
+
+  it("a signature's blobs dropped but still listed: MISSING_CONTENT", async () => {
+    const path = await edited("missing.tar", (entries) => entries.filter((e) => e.header.name !== blobName(a.signature.digest)));
+    const err = await refused(path, "MISSING_CONTENT");
+    expect(err.message).toContain(a.signature.digest);
+  });
+
+  it("a layer dropped: MISSING_CONTENT naming it, before anything is pushed", async () => {
+    const path = await edited("no-layer.tar", (entries) => entries.filter((e) => e.header.name !== blobName(b.layer.digest)));
+    const err = await refused(path, "MISSING_CONTENT");
+    expect(err.message).toContain(`its manifests name ${b.layer.digest}, which it does not hold`);
+  });
+
+  it("a signature by another key: NOT_VERIFIED, untrusted key", async () => {
+    const other = new RemoteRepository(source.host, "policies/other-key");
+    await copy(a.repo, a.manifest.digest, other);
+    await signArtifact(other, a.manifest, new KeySigner(createPrivateKey(otherKey.privateKey)), other.name);
+    const path = join(work, "other-key.tar");
+    await writeCapsule([sourceOf({ repo: other, manifest: a.manifest })], path);
+    const err = await refused(path, "NOT_VERIFIED");
+    expect(err.message).toContain(`${a.manifest.digest} (from ${other.name}@${a.manifest.digest}) has no signature that verifies`);
+    expect(err.message).toContain("signed by a key that is not trusted");
+    expect((err.cause as { code?: string }).code).toBe("UNTRUSTED_KEY");
+  });
+
+  it("a signature by another key beside a trusted one: imported without it, and it is named", async () => {
+    const both = new RemoteRepository(source.host, "policies/two-keys");
+    await copy(a.repo, a.manifest.digest, both, undefined, { referrers: true });
+    const extra = await signArtifact(both, a.manifest, new KeySigner(createPrivateKey(otherKey.privateKey)), both.name);
+    const path = join(work, "two-keys.tar");
+    await writeCapsule([sourceOf({ repo: both, manifest: a.manifest })], path);
+    const dst = siteRepo();
+    const [imported] = await importCapsule(path, dst, trust);
+    expect(imported!.signatures.map((s) => s.digest), "the trusted signature").toEqual([a.signature.digest]);
+    expect(imported!.skipped, "the other key's signature, with why").toEqual([{ digest: extra.referrer.digest, reason: expect.stringContaining("not trusted") }]);
+    expect((await dst.referrers(a.manifest)).map((r) => r.digest), "only what verified is pushed").toEqual([a.signature.digest]);
+  });
+
+  it("a referrer that is not a signature (an SBOM): carried in the capsule, not imported, and named", async () => {
+    const withSbom = new RemoteRepository(source.host, "policies/with-sbom");
+    await copy(a.repo, a.manifest.digest, withSbom, undefined, { referrers: true });
+    const sbom = await pushArtifact(withSbom, { artifactType: "application/vnd.test.sbom", subject: a.manifest });
+    await withSbom.indexReferrer(a.manifest, { ...sbom.manifest, artifactType: "application/vnd.test.sbom" });
+    const path = join(work, "sbom.tar");
+    await writeCapsule([sourceOf({ repo: withSbom, manifest: a.manifest })], path);
+    const dst = siteRepo();
+    const [imported] = await importCapsule(path, dst, trust);
+    expect(imported!.skipped, "the SBOM, with why").toEqual([{ digest: sbom.manifest.digest, reason: "not a signature (artifact type application/vnd.test.sbom)" }]);
+    expect((await dst.referrers(a.manifest)).map((r) => r.digest), "only the signature is pushed").toEqual([a.signature.digest]);
+    expect(await holds(dst, sbom.manifest.digest), "the SBOM is not pushed").toBe(false);
+  });
+
+  it("an extra file nothing lists: UNLISTED_CONTENT naming it", async () => {
+    const data = randomBytes(100);
+    const digest = `sha256:${createHash("sha256").update(data).digest("hex")}`;
+    const path = await edited("extra.tar", (entries) => [...entries, { header: { name: blobName(digest), type: "file", mode: 0o644 }, data }]);
+    const err = await refused(path, "UNLISTED_CONTENT");
+    expect(err.message).toContain(digest);
+  });
+
+  it("entries outside the layout, links and duplicates: INVALID_CAPSULE naming the entry", async () => {
+    const cases: [string, TarEntry, string][] = [
+      ["traversal", { header: { name: "../../escaped", type: "file" }, data: Buffer.from("x") }, `entry "../../escaped" is not part of an OCI image layout`],
+      ["absolute", { header: { name: "/etc/escaped", type: "file" }, data: Buffer.from("x") }, `entry "/etc/escaped" is not part of an OCI image layout`],
+      ["symlink", { header: { name: blobName(a.layer.digest).replace(/.$/, "0"), type: "symlink", linkname: "/etc/passwd" }, data: Buffer.alloc(0) }, "is a symlink"],
+      ["duplicate", { header: { name: "oci-layout", type: "file" }, data: Buffer.from('{"imageLayoutVersion":"1.0.0"}') }, `entry "oci-layout" appears twice`],
+    ];
+    for (const [name, extra, reason] of cases) {
+      const path = await edited(`${name}.tar`, (entries) => [...entries.slice(0, 2), extra, ...entries.slice(2)]);
+      const err = await refused(path, "INVALID_CAPSULE");
+      expect(err.message, name).toContain(reason);
+    }
+    const whole = readFileSync(capsule);
+    writeFileSync(join(work, "truncated.tar"), whole.subarray(0, whole.length - 4096));
+    expect((await refused(join(work, "truncated.tar"), "INVALID_CAPSULE")).message, "truncated").toContain("not a tar archive");
+    writeFileSync(join(work, "garbage.tar"), randomBytes(4096));
+    expect((await refused(join(work, "garbage.tar"), "INVALID_CAPSULE")).message).toContain("not a tar archive");
+  });
+
+  it("over the limits: CAPSULE_TOO_LARGE before the content is read", async () => {
+    expect((await refused(capsule, "CAPSULE_TOO_LARGE", { limits: { ...CAPSULE_LIMITS, maxBlobs: 3 } })).message).toContain("more than 3 blobs");
+    expect((await refused(capsule, "CAPSULE_TOO_LARGE", { limits: { ...CAPSULE_LIMITS, maxBlobSize: 500 } })).message).toMatch(/blob sha256:[0-9a-f]{64} is \d+ bytes, over the 500-byte limit/);
+    expect((await refused(capsule, "CAPSULE_TOO_LARGE", { limits: { ...CAPSULE_LIMITS, maxTotalSize: 2000 } })).message).toContain("over the 2000-byte limit");
+  });
+});
+
+describe("stopped midway (Ctrl-C)", () => {
+  it("an export leaves no capsule, no staging and no temp file beside it", async () => {
+    const dir = mkdtempSync(join(work, "stopped-export-"));
+    const controller = new AbortController();
+    const stopAtFirstBlob = (e: { kind: string }) => e.kind === "start" && controller.abort(new Error("stopped"));
+    await expect(writeCapsule([sourceOf(a)], join(dir, "c.tar"), { signal: controller.signal, onEvent: stopAtFirstBlob })).rejects.toThrow("stopped");
+    expect(readdirSync(dir), "what the stopped export left").toEqual([]);
+  });
+
+  it("an import removes what it unpacked and pushes nothing", async () => {
+    const workDir = mkdtempSync(join(work, "stopped-import-"));
+    const controller = new AbortController();
+    const dst = siteRepo();
+    const stopAtFirstBlob = (e: { kind: string }) => e.kind === "start" && controller.abort(new Error("stopped"));
+    await expect(importCapsule(capsule, dst, trust, { workDir, signal: controller.signal, onRead: stopAtFirstBlob })).rejects.toThrow("stopped");
+    expect(readdirSync(workDir), "what the stopped import left").toEqual([]);
+    expect(await holds(dst, a.manifest.digest), "nothing pushed").toBe(false);
+  });
+});
+
+describe("aegis mirror", () => {
+  it("import stopped by Ctrl-C removes what it unpacked: one error line, exit 1", async () => {
+    // Read from a FIFO this test holds open, so the import is certainly still reading when SIGINT arrives.
+    const fifo = join(work, "capsule.fifo");
+    execFileSync("mkfifo", [fifo]);
+    const workDir = mkdtempSync(join(work, "interrupted-"));
+    const dst = siteRepo();
+    const child = spawn(process.execPath, [AEGIS, "mirror", "import", fifo, dst.name, "--key", join(work, "ci.pub"), "--work-dir", workDir], { stdio: ["ignore", "pipe", "pipe"] });
+    let stderr = "";
+    child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+    const writer = createWriteStream(fifo);
+    writer.on("error", () => undefined);
+    writer.write(readFileSync(capsule).subarray(0, 4096));
+    for (let i = 0; i < 400 && readdirSync(workDir).length === 0; i++) await new Promise((r) => setTimeout(r, 25));
+    expect(readdirSync(workDir).length, "the import started unpacking").toBeGreaterThan(0);
+    child.kill("SIGINT");
+    for (let i = 0; i < 400 && readdirSync(workDir).length > 0; i++) await new Promise((r) => setTimeout(r, 25));
+    expect(readdirSync(workDir), "what the interrupted import left").toEqual([]);
+    // Node joins its thread pool at exit, and one thread is still blocked reading the FIFO: release it.
+    writer.destroy();
+    const code = await exited;
+    expect(code, stderr).toBe(1);
+    expect(expectOneErrorLine({ code: code ?? 1, stdout: "", stderr })).toContain("interrupted by SIGINT");
+  });
+
+
+  it("export refuses a tag, naming the digest it resolves to, and writes nothing", async () => {
+    await a.repo.tag(a.manifest, "v1");
+    const out = join(work, "tagged.tar");
+    const result = await aegis(["mirror", "export", `${a.repo.name}:v1`, "-o", out]);
+    expect(expectOneErrorLine(result)).toContain(`(v1 currently resolves to ${a.repo.name}@${a.manifest.digest})`);
+    expect(readdirSync(work).filter((n) => n.startsWith("tagged")), "no capsule, no temp file").toEqual([]);
+  });
+
+  it("export with --key refuses an artifact no pinned key signed, and writes nothing", async () => {
+    const unsigned = new RemoteRepository(source.host, "policies/unsigned");
+    const { manifest } = await pushArtifact(unsigned);
+    const out = join(work, "unsigned-cli.tar");
+    const result = await aegis(["mirror", "export", `${a.repo.name}@${a.manifest.digest}`, `${unsigned.name}@${manifest.digest}`, "-o", out, "--key", join(work, "ci.pub")]);
+    expect(expectOneErrorLine(result)).toContain(`${unsigned.name}@${manifest.digest} has no signature`);
+    expect(readdirSync(work).filter((n) => n.includes("unsigned-cli")), "no capsule, no temp file").toEqual([]);
+  });
+
+  it("export and import, quiet when piped; --json lists what was imported", async () => {
+    const out = join(work, "cli.tar");
+    const exported = await aegis(["mirror", "export", `${a.repo.name}@${a.manifest.digest}`, "-o", out, "--json", "--key", join(work, "ci.pub")]);
+    expect(exported.code, exported.stderr).toBe(0);
+    expect(exported.stderr, "no progress when piped").toBe("");
+    expect(JSON.parse(exported.stdout)).toMatchObject({ output: out, artifacts: [{ digest: a.manifest.digest, source: `${a.repo.name}@${a.manifest.digest}` }] });
+    const dst = siteRepo();
+    const imported = await aegis(["mirror", "import", out, dst.name, "--key", join(work, "ci.pub"), "--json"]);
+    expect(imported.code, imported.stderr).toBe(0);
+    expect(imported.stderr, "no progress when piped").toBe("");
+    expect(JSON.parse(imported.stdout)).toEqual({
+      capsule: out,
+      destination: dst.name,
+      artifacts: [expect.objectContaining({ digest: a.manifest.digest, reference: `${dst.name}@${a.manifest.digest}`, signatures: [expect.objectContaining({ digest: a.signature.digest, key: "ci.pub" })] })],
+    });
+    const human = await aegis(["mirror", "import", out, dst.name, "--key", join(work, "ci.pub")]);
+    expect(human.stdout).toContain(`imported ${a.manifest.digest} → ${dst.name}@${a.manifest.digest} (digests verified; 1 signature(s) verified, key ci.pub)`);
+  });
+
+  it("import of a tampered capsule: one error line naming the digest and the reason, exit 1, nothing pushed", async () => {
+    const path = await tamper(capsule, join(work, "cli-altered.tar"), (entries) =>
+      entries.map((e) => (e.header.name === blobName(b.layer.digest) ? { ...e, data: Buffer.from(e.data).fill(0, 0, 8) } : e)),
+    );
+    const dst = siteRepo();
+    const result = await aegis(["mirror", "import", path, dst.name, "--key", join(work, "ci.pub")]);
+    expect(result.code).toBe(1);
+    expect(expectOneErrorLine(result)).toContain(`capsule refused: blob ${b.layer.digest} does not match its digest`);
+    expect(await holds(dst, a.manifest.digest), "nothing pushed").toBe(false);
+    const noKey = await aegis(["mirror", "import", capsule, dst.name]);
+    expect(expectOneErrorLine(noKey)).toContain("no trusted keys given");
+  });
+});
