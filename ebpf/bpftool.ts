@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { EbpfError } from "./errors.js";
 import { run } from "./exec.js";
-import { COUNTERS_MAP, FILLED_MAPS, u32, type CompiledRules } from "./rules.js";
+import { COUNTERS_MAP, FILLED_MAPS, mapEntries, u32, type CompiledRules } from "./rules.js";
 
 export const BPFFS = "/sys/fs/bpf";
 
@@ -78,7 +78,7 @@ export async function fillMaps(mapsDir: string, maps: CompiledRules["maps"]): Pr
   const lines: string[] = [];
   for (const name of FILLED_MAPS) {
     const prefix = `map update pinned ${join(mapsDir, name)} key hex `;
-    for (const { key, value } of maps[name]) lines.push(`${prefix}${hexBytes(key)} value hex ${hexBytes(value)}`);
+    for (const { key, value } of mapEntries(maps[name])) lines.push(`${prefix}${hexBytes(key)} value hex ${hexBytes(value)}`);
   }
   if (lines.length > 0) await batch(lines, `cannot fill the maps in ${mapsDir}`);
 }
@@ -176,8 +176,8 @@ function hexBytes(bytes: Buffer): string {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join(" ");
 }
 
-// bpffs refuses names with dots, and bpftool batch splits lines on spaces.
-function checkPinDir(pinDir: string): void {
+/** Refuses a pin directory outside bpffs: bpffs refuses names with dots, and bpftool batch splits lines on spaces. */
+export function checkPinDir(pinDir: string): void {
   if (!pinDir.startsWith(`${BPFFS}/`) || /[.\s]/.test(pinDir.slice(BPFFS.length))) {
     throw new EbpfError(
       "INVALID_PIN_PATH",

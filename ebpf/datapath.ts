@@ -1,6 +1,7 @@
 // The Datapath: what the agent does to a host's kernel, behind one interface
-// with two implementations, bpftool + tc (BpftoolDatapath) and in memory
-// (MemoryDatapath, for tests without root). Programs are keyed by the
+// with kernel implementations, libbpf in-process + tc (LibbpfDatapath) and
+// bpftool + tc (BpftoolDatapath), and one in memory (MemoryDatapath, for
+// tests without root). Programs are keyed by the
 // artifact digest they came from, and everything a reconciler needs can be
 // read back (loaded(), attached()), so the agent compares desired with
 // actual instead of trusting what it remembers.

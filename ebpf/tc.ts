@@ -1,5 +1,8 @@
 // Attaches pinned classifiers at a device's clsact hook with tc, and reads
 // back what the kernel has attached there and which devices exist.
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { run } from "./exec.js";
 
 export type TcDirection = "ingress" | "egress";
@@ -34,11 +37,20 @@ export interface TcFilter {
  * keeps an existing clsact and its filters).
  */
 export async function attachTc(hook: TcHook, progPin: string): Promise<void> {
-  await tc(hook.netns, `cannot add clsact to ${hook.iface}`, ["qdisc", "replace", "dev", hook.iface, "clsact"]);
-  await tc(hook.netns, `cannot attach ${progPin} at ${hook.iface} ${hook.direction}`, [
-    "filter", "replace", "dev", hook.iface, hook.direction, "pref", String(hook.pref), "handle", "1",
-    "bpf", "direct-action", "object-pinned", progPin,
-  ]);
+  // One tc process for both commands (`tc -batch` stops at the first that
+  // fails): a process start is most of an attach's time.
+  const work = await mkdtemp(join(tmpdir(), "aegis-tc-"));
+  try {
+    const commands = join(work, "commands");
+    await writeFile(commands, [
+      `qdisc replace dev ${hook.iface} clsact`,
+      `filter replace dev ${hook.iface} ${hook.direction} pref ${hook.pref} handle 1 bpf direct-action object-pinned ${progPin}`,
+      "",
+    ].join("\n"));
+    await tc(hook.netns, `cannot attach ${progPin} at ${hook.iface} ${hook.direction}`, ["-batch", commands]);
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
 }
 
 /** Removes the filter at hook.pref; fails if there is none. */

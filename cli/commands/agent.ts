@@ -4,6 +4,7 @@
 // `aegis agent status`: what the host enforces, read from the state dir and
 // the pins without changing anything.
 import type { Command } from "commander";
+import type { DatapathChoice } from "../../ebpf/index.js";
 import { InputError } from "../../errors.js";
 import { report, table } from "../output.js";
 
@@ -25,6 +26,7 @@ interface RunOptions {
   plainHttp?: boolean;
   metricsPort?: string;
   metricsHost: string;
+  datapath: string;
 }
 
 function env(name: string): string | undefined {
@@ -69,6 +71,7 @@ export function registerAgent(program: Command): void {
     .option("--plain-http", "use http:// for non-loopback registries")
     .option("--metrics-port <port>", "serve Prometheus /metrics on this port (AEGIS_METRICS_PORT); default none", env("AEGIS_METRICS_PORT"))
     .option("--metrics-host <address>", "address /metrics listens on (AEGIS_METRICS_HOST)", env("AEGIS_METRICS_HOST") ?? "127.0.0.1")
+    .option("--datapath <kind>", "auto (libbpf in-process if libbpf.so.1 loads, else bpftool), libbpf or bpftool (AEGIS_DATAPATH)", env("AEGIS_DATAPATH") ?? "auto")
     .action(async (options: RunOptions) => {
       if (!options.assigner) throw new InputError("INVALID_ARGUMENT", "no assigner: pass --assigner or set AEGIS_ASSIGNER_URL");
       if (!options.hostId) throw new InputError("INVALID_ARGUMENT", "no host id: pass --host-id or set AEGIS_HOST_ID");
@@ -87,18 +90,23 @@ export function registerAgent(program: Command): void {
       if (metricsPort !== undefined && !(Number.isInteger(metricsPort) && metricsPort >= 0 && metricsPort < 65536)) {
         throw new InputError("INVALID_ARGUMENT", `--metrics-port ${options.metricsPort}: expected a port number`);
       }
-      const [{ Agent, serveMetrics }, { BpftoolDatapath }, { loadTrust, trustedRootFetcher }, { credentialsFromEnvironment }] = await Promise.all([
+      const [{ Agent, serveMetrics }, { DATAPATH_CHOICES, openKernelDatapath }, { loadTrust, trustedRootFetcher }, { credentialsFromEnvironment }] = await Promise.all([
         import("../../agent/index.js"),
         import("../../ebpf/index.js"),
         import("../../signing/index.js"),
         import("../../registry/index.js"),
       ]);
+      if (!DATAPATH_CHOICES.includes(options.datapath as DatapathChoice)) {
+        throw new InputError("INVALID_ARGUMENT", `--datapath ${options.datapath}: expected ${DATAPATH_CHOICES.join(", ")}`);
+      }
+      const datapath = openKernelDatapath(options.datapath as DatapathChoice, options.pinRoot ? { pinRoot: options.pinRoot } : {});
+      process.stderr.write(`aegis agent: datapath ${datapath.kind}${datapath.fallback ? ` (libbpf unavailable: ${datapath.fallback})` : ""}\n`);
       const repository = { plainHttp: options.plainHttp ?? false, credentials: credentialsFromEnvironment };
       const agent = new Agent({
         assigner: options.assigner,
         hostId: options.hostId,
         stateDir: options.stateDir,
-        datapath: new BpftoolDatapath(options.pinRoot ? { pinRoot: options.pinRoot } : {}),
+        datapath: datapath.datapath,
         trust: options.trust ? await loadTrust([options.trust], { fetchTrustedRoot: trustedRootFetcher(repository), rootSupplied: options.trustRootRef !== undefined }) : { keys: [] },
         ...(options.trustRootRef ? { trustRoot: { reference: options.trustRootRef, operator: await loadTrust([options.trustRootKey!]) } } : {}),
         ifaces: options.iface,
@@ -130,8 +138,9 @@ export function registerAgent(program: Command): void {
     .option("--pin-root <dir>", "bpffs directory programs are pinned under (AEGIS_PIN_ROOT); default /sys/fs/bpf/aegis", env("AEGIS_PIN_ROOT"))
     .option("--json", "print JSON for scripts")
     .action(async (options: { stateDir: string; pinRoot?: string; json?: boolean }) => {
-      const [{ collectStatus, STATUS_HEADER, statusCells, StateDir }, { BpftoolDatapath }] = await Promise.all([import("../../agent/index.js"), import("../../ebpf/index.js")]);
-      const rows = await collectStatus(new BpftoolDatapath(options.pinRoot ? { pinRoot: options.pinRoot } : {}), await new StateDir(options.stateDir).installed());
+      const [{ collectStatus, STATUS_HEADER, statusCells, StateDir }, { openKernelDatapath }] = await Promise.all([import("../../agent/index.js"), import("../../ebpf/index.js")]);
+      const { datapath } = openKernelDatapath("auto", options.pinRoot ? { pinRoot: options.pinRoot } : {});
+      const rows = await collectStatus(datapath, await new StateDir(options.stateDir).installed());
       report(options, rows.length > 0 ? table(STATUS_HEADER, statusCells(rows)) : `nothing enforced: no program pinned under ${options.pinRoot ?? "/sys/fs/bpf/aegis"} and none recorded in ${options.stateDir}`, { programs: rows });
     });
 }

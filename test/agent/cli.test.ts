@@ -19,6 +19,7 @@ describe("aegis agent run", () => {
     expect(expectOneErrorLine(await aegis([...base, "--poll-interval", "soon"], NO_ENV)), "flag").toMatch(/--poll-interval soon/);
     expect(expectOneErrorLine(await aegis([...base, "--poll-interval", "soon"], { ...NO_ENV, AEGIS_POLL_INTERVAL: "5s" })), "flag over env").toMatch(/--poll-interval soon/);
     expect(expectOneErrorLine(await aegis(base, { ...NO_ENV, AEGIS_POLL_INTERVAL: "later" })), "env when no flag").toMatch(/later/);
+    expect(expectOneErrorLine(await aegis([...base, "--datapath", "ebpf"], NO_ENV)), "datapath").toMatch(/--datapath ebpf: expected auto, libbpf, bpftool/);
   });
 
   it("parses durations", () => {

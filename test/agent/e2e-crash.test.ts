@@ -49,8 +49,11 @@ describe("aegis agent run: kill -9", () => {
       await new Promise((r) => setTimeout(r, 1000));
       expect((await lab.counts())[`udp/${FLOOD}`], "datagrams through while the agent is dead").toBe(baseline);
       expect(await lab.tcpConnects(7001), "the change made while down is not in force yet").toBe(true);
-      const second = lab.startAgent(HOST);
+      // The restart switches loaders: bpftool adopts what libbpf pinned (same layout).
+      expect(first.output(), "auto picks libbpf here").toContain("aegis agent: datapath libbpf\n");
+      const second = lab.startAgent(HOST, ["--datapath", "bpftool"]);
       await lab.until("the restarted agent adopted the program", async () => second.output().includes(`adopted e2e-crash-flood ${flooded}`), second.output);
+      expect(second.output(), "--datapath bpftool").toContain("aegis agent: datapath bpftool\n");
       await lab.until("the change made while it was down is attached", () => lab.status(later, HOST, "attached"), second.output);
       expect(await lab.tcpConnects(7001), "the policy assigned while the agent was down is in force").toBe(false);
       const adopted = JSON.parse(await filters()) as { id: string }[];

@@ -2,13 +2,13 @@
 // layout aegis_net.c reads. No kernel needed.
 import { describe, expect, it } from "vitest";
 import type { Rule } from "../../policy/index.js";
-import { compileRules, sizeDefines, type CompiledRules, type FilledMap } from "../../ebpf/rules.js";
+import { compileRules, mapEntries, sizeDefines, type CompiledRules, type FilledMap } from "../../ebpf/rules.js";
 
 /** A trie as "prefix -> candidate rule indexes", resolved through aegis_cands. */
 function trie(compiled: CompiledRules, map: FilledMap): Record<string, number[]> {
-  const cands = compiled.maps.aegis_cands.map((e) => e.value.readUInt32LE(0));
+  const cands = mapEntries(compiled.maps.aegis_cands).map((e) => e.value.readUInt32LE(0));
   const out: Record<string, number[]> = {};
-  for (const { key, value } of compiled.maps[map]) {
+  for (const { key, value } of mapEntries(compiled.maps[map])) {
     const offset = value.readUInt32LE(0);
     const address = key.subarray(4);
     const text = address.length === 4 ? Array.from(address).join(".") : address.toString("hex");
@@ -22,14 +22,14 @@ const drop = (rule: Omit<Rule, "action" | "protocol"> & Partial<Rule>): Rule => 
 describe("compileRules", () => {
   it("encodes an LPM key as u32 prefixlen (little-endian) then the address in network order", () => {
     const compiled = compileRules([drop({ dst: "8.8.8.8/32", protocol: "icmp" }), drop({ dst: "2001:db8::/32" })]);
-    expect(compiled.maps.aegis_v4_dst.map((e) => e.key.toString("hex"))).toEqual(["2000000008080808"]);
-    expect(compiled.maps.aegis_v6_dst.map((e) => e.key.toString("hex"))).toEqual([
+    expect(mapEntries(compiled.maps.aegis_v4_dst).map((e) => e.key.toString("hex"))).toEqual(["2000000008080808"]);
+    expect(mapEntries(compiled.maps.aegis_v6_dst).map((e) => e.key.toString("hex"))).toEqual([
       "20000000" + "20010db8" + "00".repeat(12),
     ]);
     // value: u32 offset into aegis_cands, u32 count
-    expect(compiled.maps.aegis_v4_dst.map((e) => e.value.toString("hex"))).toEqual(["0000000001000000"]);
-    expect(compiled.maps.aegis_v6_dst.map((e) => e.value.toString("hex"))).toEqual(["0100000001000000"]);
-    expect(compiled.maps.aegis_cands.map((e) => [e.key.readUInt32LE(0), e.value.readUInt32LE(0)])).toEqual([[0, 0], [1, 1]]);
+    expect(mapEntries(compiled.maps.aegis_v4_dst).map((e) => e.value.toString("hex"))).toEqual(["0000000001000000"]);
+    expect(mapEntries(compiled.maps.aegis_v6_dst).map((e) => e.value.toString("hex"))).toEqual(["0100000001000000"]);
+    expect(mapEntries(compiled.maps.aegis_cands).map((e) => [e.key.readUInt32LE(0), e.value.readUInt32LE(0)])).toEqual([[0, 0], [1, 1]]);
   });
 
   it("encodes struct aegis_rule: action, proto, flags, src_prefix, port_lo, port_hi, src[16]", () => {
@@ -38,8 +38,8 @@ describe("compileRules", () => {
       { action: "allow", dst: "10.0.0.0/8", src: "192.168.1.0/24", protocol: "tcp", ports: { from: 1000, to: 2000 } },
       drop({ protocol: "udp" }),
     ]);
-    const values = compiled.maps.aegis_rules.map((e) => e.value.toString("hex"));
-    expect(compiled.maps.aegis_rules.map((e) => e.key.readUInt32LE(0))).toEqual([0, 1, 2]);
+    const values = mapEntries(compiled.maps.aegis_rules).map((e) => e.value.toString("hex"));
+    expect(mapEntries(compiled.maps.aegis_rules).map((e) => e.key.readUInt32LE(0))).toEqual([0, 1, 2]);
     expect(values[0]).toBe("00010000" + "0000" + "0000" + "00".repeat(16));
     expect(values[1]).toBe("01060318" + "e803" + "d007" + "c0a80100" + "00".repeat(12));
     expect(values[2]).toBe("00110000" + "0000" + "0000" + "00".repeat(16));
@@ -82,8 +82,8 @@ describe("compileRules", () => {
   it("stores identical candidate lists once", () => {
     const compiled = compileRules([drop({ protocol: "icmp" }), drop({ dst: "10.0.0.0/8", protocol: "tcp" })]);
     // v4 /0 and v6 /0 both list [0]; the /8 lists [0, 1].
-    expect(compiled.maps.aegis_cands.map((e) => e.value.readUInt32LE(0))).toEqual([0, 0, 1]);
-    expect(compiled.maps.aegis_v6_dst.map((e) => e.value.toString("hex"))).toEqual(["0000000001000000"]);
+    expect(mapEntries(compiled.maps.aegis_cands).map((e) => e.value.readUInt32LE(0))).toEqual([0, 0, 1]);
+    expect(mapEntries(compiled.maps.aegis_v6_dst).map((e) => e.value.toString("hex"))).toEqual(["0000000001000000"]);
   });
 
   it("sizes every map from the policy, never below 1", () => {
@@ -107,7 +107,7 @@ describe("compileRules", () => {
     const a = compileRules(rules);
     const b = compileRules(rules);
     expect(a.sizes).toEqual({ rules: 100_000, cands: 100_000, v4Dst: 100_000, v4Src: 1, v6Dst: 1, v6Src: 1 });
-    const bytes = (c: CompiledRules) => Buffer.concat(c.maps.aegis_v4_dst.flatMap((e) => [e.key, e.value]));
+    const bytes = (c: CompiledRules) => Buffer.concat(mapEntries(c.maps.aegis_v4_dst).flatMap((e) => [e.key, e.value]));
     expect(bytes(a).equals(bytes(b))).toBe(true);
   });
 });
