@@ -36,7 +36,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { BpftoolDatapath, compileProgram, compileRules, unpin, type Datapath, type Hook } from "../ebpf/index.js";
+import { BpftoolDatapath, LibbpfDatapath, compileProgram, compileRules, unpin, type Datapath, type Hook } from "../ebpf/index.js";
 import type { Policy, Rule } from "../policy/index.js";
 import { NetnsLab, type VethPair } from "../test/harness/netns.js";
 import { makeTempDir, removeTempDir, requireBinary } from "../test/harness/process.js";
@@ -46,6 +46,8 @@ const execFileAsync = promisify(execFile);
 
 // ---- The Aegis datapaths measured, one row each: add an implementation here (one line). ----
 const DATAPATHS: { name: string; make(netns: string, pinRoot: string): Datapath }[] = [
+  // First: the agent's default, and `ratio` reads the first row.
+  { name: "aegis (libbpf)", make: (netns, pinRoot) => new LibbpfDatapath({ netns, pinRoot }) },
   { name: "aegis (bpftool)", make: (netns, pinRoot) => new BpftoolDatapath({ netns, pinRoot }) },
 ];
 
