@@ -2,7 +2,7 @@
 // woken at once by NATS), fetches and verifies each new digest, plans, and
 // has the executor carry the plan out through the Datapath. It adopts what
 // is pinned and attached when it starts and never detaches anything when it
-// stops: enforcement outlives the process (DESIGN.md "Agent").
+// stops: enforcement outlives the process (docs/architecture.md "The agent").
 import type { KeyObject } from "node:crypto";
 import { hostname, release } from "node:os";
 import { connect, type NatsConnection } from "@nats-io/transport-node";

@@ -1,6 +1,6 @@
 // The agent package: a host daemon that registers, learns its assigned
 // digests, fetches and verifies them, plans, and enforces them through the
-// Datapath (DESIGN.md "Agent").
+// Datapath (docs/architecture.md "The agent").
 export { Agent, type AgentOptions } from "./agent.js";
 export { AgentError, errorCode, type AgentErrorCode } from "./errors.js";
 export { directionsOf, Executor, hooksFor } from "./executor.js";

@@ -1,6 +1,6 @@
 // Who is calling: the operator (admin token) or one agent (a token issued at
 // registration, stored only as its sha256). Agent registration is a
-// challenge-response on the agent's Ed25519 key (DESIGN.md "Assigner HTTP contract").
+// challenge-response on the agent's Ed25519 key (README "The assigner", and GET /openapi.json).
 import { createHash, createPublicKey, randomBytes, randomUUID, timingSafeEqual, verify } from "node:crypto";
 import type { KernelFeatures } from "../ebpf/index.js";
 import { AssignerError } from "./api/index.js";

@@ -1,4 +1,4 @@
-// NATS, optional (DESIGN.md "NATS"): the assigner publishes
+// NATS, optional (docs/architecture.md "The data path"): the assigner publishes
 // aegis.assignments.<host_id> when a host's set changes, and records the
 // agents' signed aegis.telemetry.<host_id> messages (subjects and shapes in
 // api/; verified by AssignerServices.recordTelemetry).

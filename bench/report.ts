@@ -1,4 +1,4 @@
-// Shared shape of every benchmark's result (DESIGN.md "Benchmarks"): a table
+// Shared shape of every benchmark's result (README "Benchmarks"): a table
 // printed for people and bench/results/<name>.json for tools.
 import { mkdir, writeFile } from "node:fs/promises";
 

@@ -1,4 +1,4 @@
-// A bundle as an OCI artifact (DESIGN.md "OCI artifact"): an image manifest
+// A bundle as an OCI artifact (docs/architecture.md "Formats and media types"): an image manifest
 // with artifactType application/vnd.aegis.policy.v1, the empty config and
 // one layer, shaped as `oras push --artifact-type` makes it. The manifest
 // has no timestamps, so the same bundle always gives the same digest.

@@ -1,4 +1,4 @@
-// A policy directory → the deterministic bundle of DESIGN.md "Bundle":
+// A policy directory → the deterministic bundle of docs/architecture.md "Formats and media types":
 // policy.json (normalized) + program.o, as a sorted ustar in zstd.
 import { compileProgram } from "../ebpf/compile.js";
 import { loadPolicy, type Policy } from "../policy/index.js";

@@ -1,6 +1,6 @@
 // Signing an artifact: a sigstore bundle v0.3 (DSSE envelope over the
 // statement of statement.ts) pushed as an OCI 1.1 referrer of the manifest,
-// shaped as cosign stores `--new-bundle-format` signatures (DESIGN.md "Signature").
+// shaped as cosign stores `--new-bundle-format` signatures (docs/architecture.md "Formats and media types").
 // https://github.com/sigstore/cosign/blob/main/specs/BUNDLE_SPEC.md
 import { Readable } from "node:stream";
 import { BUNDLE_V03_MEDIA_TYPE, bundleToJSON } from "@sigstore/bundle";

@@ -1,7 +1,7 @@
 // Every input and output of the HTTP API, as zod schemas: the server's
 // handlers validate with them, /openapi.json is generated from them, and
 // clients (the CLI, agents) type their calls with them.
-// Shapes follow the seed document ("Expected API Responses") and DESIGN.md.
+// Shapes follow the HTTP contract the first agents were written against (README "The assigner").
 import { z } from "zod";
 import { parseSelector, SELECTOR_MAX_LENGTH } from "./selector.js";
 
@@ -216,7 +216,7 @@ export const InForceReceipt = z.strictObject({
 });
 
 /**
- * What agents report (DESIGN.md "Agent", step 5), as the signed payload of a
+ * What agents report (docs/architecture.md "The data path", step 7), as the signed payload of a
  * SignedTelemetry. `attached` is the in-force receipt: sent after attaching
  * and again every poll interval, it alone carries `receipt`. `drift`: a
  * filter someone else deleted or replaced, restored (an `attached` follows).

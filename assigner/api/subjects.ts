@@ -1,4 +1,4 @@
-// The NATS subjects of the assigner's contract (DESIGN.md "NATS"): the
+// The NATS subjects of the assigner's contract (docs/architecture.md "The data path"): the
 // assigner publishes an AssignmentNotice on aegis.assignments.<host_id> when a
 // host's set changes; agents publish a SignedTelemetry on
 // aegis.telemetry.<host_id>. Both shapes are in schemas.ts.

@@ -1,5 +1,5 @@
 // Reads the project's import graph from source text, folder by folder, so a
-// test can hold the architecture of DESIGN.md "Layout": folders never import
+// test can hold the architecture of docs/architecture.md: folders never import
 // each other in a circle, and what runs on a host (agent/, cli/) never loads
 // the assigner's server. Text, not the TypeScript compiler: an import is a
 // line in our own style (`import … from "…"`, `export … from "…"`, `import("…")`).
