@@ -46,6 +46,26 @@ const externalPackages = {
   },
 };
 
+/**
+ * zod's `z` namespace re-exports its ~60 locale modules (error messages in
+ * other languages), so none can be tree-shaken: 400 KB parsed by every
+ * command that validates. Aegis uses only the English messages zod installs
+ * by default, so `locales` holds `en` alone.
+ */
+const zodEnglishOnly = {
+  name: "zod-english-only",
+  setup(b) {
+    b.onResolve({ filter: /^\.\.\/locales\/index\.js$/ }, (args) =>
+      /[\\/]node_modules[\\/]zod[\\/]v4[\\/](classic|core)$/.test(args.resolveDir) ? { path: "zod-locales", namespace: "zod-english-only", pluginData: args.resolveDir } : undefined,
+    );
+    b.onLoad({ filter: /.*/, namespace: "zod-english-only" }, (args) => ({
+      contents: 'export { default as en } from "../locales/en.js";\n',
+      resolveDir: args.pluginData,
+      loader: "js",
+    }));
+  },
+};
+
 const outdir = process.argv[2] ?? `${ROOT}dist/cli`;
 
 // Chunks of an earlier build (their names carry a content hash; tsc's own files never do) go first.
@@ -69,7 +89,7 @@ await build({
   sourcemap: true,
   // Bundled CommonJS packages (commander, yaml) call require() for Node's own modules.
   banner: { js: 'import { createRequire as __aegisCreateRequire } from "node:module";\nconst require = __aegisCreateRequire(import.meta.url);' },
-  plugins: [externalPackages],
+  plugins: [externalPackages, zodEnglishOnly],
   legalComments: "inline",
   logLevel: "warning",
 });

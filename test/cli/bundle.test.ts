@@ -25,5 +25,8 @@ describe("CLI bundle", () => {
     const entry = first.get("aegis.js")!.toString("utf8");
     expect(entry, "the entry imports the registry lazily").toMatch(/import\("\.\/registry-[A-Z0-9]{8}\.js"\)/);
     expect(entry, "the entry does not hold the registry client").not.toMatch(/^\/\/ registry\/remote\/client\.ts$/m);
+    // zod's English messages only (its other ~60 locales are left out), and those are there.
+    const locales = [...first.values()].flatMap((bytes) => [...bytes.toString("utf8").matchAll(/^\/\/ node_modules\/zod\/v4\/locales\/(.+)$/gm)].map((m) => m[1]));
+    expect(locales, "zod locales in the bundle").toEqual(["en.js"]);
   });
 });
