@@ -1,6 +1,6 @@
 // Reading bundles as they stream: zstd, then the strict tar reader, into
 // memory (decodeBundle: the agent and the assigner need the policy and the
-// program) or into files in a directory (unpackBundle: `aegis pull`, whose
+// program; readBundlePolicy: the policy alone, for push) or into files in a directory (unpackBundle: `aegis pull`, whose
 // memory stays bounded whatever the bundle's size).
 import { createWriteStream } from "node:fs";
 import { writeFile } from "node:fs/promises";
@@ -88,6 +88,27 @@ export async function decodeBundle(source: Readable, where: string): Promise<Bun
   const policy = files.get(POLICY_FILE) ?? missing(where, POLICY_FILE);
   const program = files.get(PROGRAM_FILE) ?? missing(where, PROGRAM_FILE);
   return { policy: await parsePolicyJson(policy, where), program };
+}
+
+/**
+ * Reads a bundle stream through (zstd, the strict tar reader, the caps) and
+ * gives its validated policy, holding only policy.json in memory: `aegis
+ * push` learns what it sends from a file without holding the program or the
+ * rest of the bundle.
+ */
+export async function readBundlePolicy(source: Readable, where: string): Promise<Policy> {
+  let policy: Buffer | undefined;
+  let program = false;
+  await readBundle(source, async ({ name, size }, data) => {
+    if (name === POLICY_FILE) policy = await collect(data, size);
+    else {
+      program ||= name === PROGRAM_FILE;
+      await skip(data);
+    }
+  });
+  const bytes = policy ?? missing(where, POLICY_FILE);
+  if (!program) missing(where, PROGRAM_FILE);
+  return parsePolicyJson(bytes, where);
 }
 
 export interface Unpacked {

@@ -5,6 +5,7 @@ import { createHash } from "node:crypto";
 import { pipeline, Transform, type Readable, type TransformCallback } from "node:stream";
 import type { Descriptor } from "./oci.js";
 import { RegistryError } from "./errors.js";
+import { streamed } from "../util/index.js";
 
 const SHA256 = /^sha256:[a-f0-9]{64}$/;
 
@@ -76,6 +77,8 @@ export class VerifyingStream extends Transform {
       return;
     }
     this.hash.update(chunk);
+    // Every streamed blob passes one of these two streams: spent chunks are freed as it goes (util/spent-buffers.ts).
+    streamed(chunk.byteLength);
     const previous = this.held;
     this.held = chunk;
     callback(null, previous);
@@ -107,6 +110,7 @@ export class DigestingStream extends Transform {
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     this.hash.update(chunk);
+    streamed(chunk.byteLength);
     this.size += chunk.byteLength;
     callback(null, chunk);
   }

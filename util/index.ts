@@ -1,3 +1,4 @@
-// Small helpers every layer shares: durable file replacement and retry backoff.
+// Small helpers every layer shares: durable file replacement, retry backoff, freeing spent stream buffers.
 export { atomicWrite, removeStaleTemps, syncDir, TEMP_SUFFIX, type AtomicWriteOptions } from "./atomic-write.js";
 export { backoffDelay, retryAfterMs, sleep, type BackoffOptions } from "./retry.js";
+export { streamed } from "./spent-buffers.js";

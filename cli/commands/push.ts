@@ -13,19 +13,24 @@ import { loadSigner } from "./sign.js";
 
 /**
  * A policy directory is built here, in memory. A bundle file is read once,
- * to check it decodes and to learn its policy and digest, and stays on disk.
+ * to check it decodes, learn its policy (the only part held in memory) and
+ * its digest, and stays on disk. Only the modules each case needs are loaded:
+ * a file needs neither the policy compiler nor the YAML loader.
  */
 async function readBundleOrBuild(path: string, options: GlobalOptions) {
-  const [bundle, registry] = await Promise.all([import("../../bundle/index.js"), import("../../registry/index.js")]);
   const info = await stat(path).catch((err: unknown) => {
     throw new InputError("FILE_NOT_FOUND", `${path}: no such file or directory`, { cause: err });
   });
-  if (info.isDirectory()) return duringStep(`building ${path}`, options, () => bundle.buildBundle(path));
-  const digesting = new registry.DigestingStream();
-  const { policy } = await bundle.decodeBundle(pipeline(createReadStream(path), digesting, () => {}), path);
+  if (info.isDirectory()) {
+    const { buildBundle } = await import("../../bundle/build.js");
+    return duringStep(`building ${path}`, options, () => buildBundle(path));
+  }
+  const [{ readBundlePolicy }, { DigestingStream, MediaType }] = await Promise.all([import("../../bundle/read.js"), import("../../registry/index.js")]);
+  const digesting = new DigestingStream();
+  const policy = await readBundlePolicy(pipeline(createReadStream(path), digesting, () => {}), path);
   // The digest covers every byte, also those after what the decoder needed.
   if (!digesting.readableEnded) await finished(digesting.resume());
-  return { policy, file: { path, ...digesting.described(registry.MediaType.PolicyLayer) } };
+  return { policy, file: { path, ...digesting.described(MediaType.PolicyLayer) } };
 }
 
 /**
@@ -34,10 +39,10 @@ async function readBundleOrBuild(path: string, options: GlobalOptions) {
  * stays bounded whatever its size.
  */
 async function pushRead(read: Awaited<ReturnType<typeof readBundleOrBuild>>, dst: Target, tag: string | undefined, options: CopyOptions) {
-  const [bundle, registry] = await Promise.all([import("../../bundle/index.js"), import("../../registry/index.js")]);
-  if ("bytes" in read) return bundle.pushBundle(read.bytes, read.policy, dst, tag, options);
+  if ("bytes" in read) return (await import("../../bundle/transfer.js")).pushBundle(read.bytes, read.policy, dst, tag, options);
+  const [{ packArtifactFor }, registry] = await Promise.all([import("../../bundle/artifact.js"), import("../../registry/index.js")]);
   const { path } = read.file;
-  const artifact = bundle.packArtifactFor(read.file, read.policy);
+  const artifact = packArtifactFor(read.file, read.policy);
   const staging = new registry.MemoryTarget("bundle");
   const config: Descriptor = { mediaType: registry.EMPTY_CONFIG.mediaType, digest: registry.EMPTY_CONFIG.digest, size: registry.EMPTY_CONFIG.size };
   await staging.push(config, Readable.from([Buffer.from("{}")]));

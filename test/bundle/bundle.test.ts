@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { afterAll, describe, expect, it } from "vitest";
-import { BundleError, buildBundle, decodeBundle, packArtifact, readPolicyManifest, readTar, writeTar, type TarLimits } from "../../bundle/index.js";
+import { BundleError, buildBundle, decodeBundle, packArtifact, readBundlePolicy, readPolicyManifest, readTar, writeTar, type TarLimits } from "../../bundle/index.js";
 import { loadPolicy } from "../../policy/index.js";
 import { compress, inflate } from "../../bundle/zstd.js";
 import { descriptorFor, EMPTY_CONFIG, encodeJson, MediaType, MemoryTarget, sha256, verifyStream } from "../../registry/index.js";
@@ -220,9 +220,19 @@ describe("bundle content errors are BundleErrors, not the caller's InputErrors",
     ["a bundle without policy.json", () => bundleOf([{ name: "program.o", data: program }]), /has no policy.json/],
     ["policy.json that is not JSON", () => bundleOf([{ name: "policy.json", data: Buffer.from("{") }, { name: "program.o", data: program }]), /not valid JSON/],
   ])("%s: INVALID_BUNDLE", async (_name, source, message) => {
-    const err = await decodeBundle(await source(), "registry").catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(BundleError);
-    expect(err).toMatchObject({ code: "INVALID_BUNDLE", message: expect.stringMatching(message) });
+    // Both readers: push's readBundlePolicy keeps the strict checks of decodeBundle.
+    for (const read of [decodeBundle, readBundlePolicy]) {
+      const err = await read(await source(), "registry").catch((e: unknown) => e);
+      expect(err, read.name).toBeInstanceOf(BundleError);
+      expect(err, read.name).toMatchObject({ code: "INVALID_BUNDLE", message: expect.stringMatching(message) });
+    }
+  });
+
+  it("readBundlePolicy (push) gives the policy decodeBundle gives, reading the bundle to its end", async () => {
+    const { bytes, policy: built } = await buildBundle("policies/block-icmp-8888");
+    const source = Readable.from([bytes.subarray(0, 7), bytes.subarray(7)]);
+    expect(await readBundlePolicy(source, "test")).toEqual(built);
+    expect(source.readableEnded, "the source was read to its end").toBe(true);
   });
 
   it("a policy.json that fails validation: INVALID_BUNDLE, its cause still INVALID_POLICY", async () => {

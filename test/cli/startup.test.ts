@@ -1,11 +1,13 @@
 // The CLI's start-up loads no server code: `aegis --version` and `aegis pull
 // --help` are run in child processes whose every resolved module is recorded
 // by a module.register() resolve hook (https://nodejs.org/api/module.html#customization-hooks).
+// dist/cli/aegis.js is a bundle (scripts/bundle-cli.mjs): the modules inside
+// each file of it that loads are read from esbuild's "// <source path>" lines.
 import { execFile } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { pathToFileURL } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AEGIS } from "./run.js";
@@ -46,13 +48,28 @@ beforeAll(() => {
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
 /** Runs node with the recorder; returns its output and the URLs of the modules it loaded. */
-async function loaded(args: string[]): Promise<{ stdout: string; modules: string[] }> {
+async function loaded(args: string[], mayFail = false): Promise<{ stdout: string; modules: string[] }> {
   const file = join(work, `modules-${runs++}.txt`);
   writeFileSync(file, "");
   const { stdout } = await execFileAsync(process.execPath, ["--import", pathToFileURL(recorder).href, ...args], {
     env: { ...process.env, AEGIS_LOADED_MODULES: file },
+  }).catch((err: { stdout: string }) => {
+    if (mayFail) return { stdout: err.stdout };
+    throw err;
   });
-  return { stdout, modules: readFileSync(file, "utf8").split("\n").filter(Boolean) };
+  const urls = readFileSync(file, "utf8").split("\n").filter(Boolean);
+  return { stdout, modules: [...urls, ...urls.flatMap(bundledIn)] };
+}
+
+/**
+ * The sources joined into a file of the CLI's bundle, named as the unbundled
+ * build would load them: "cli/x.ts" as ".../dist/cli/x.js", a package file
+ * as ".../node_modules/<package>/…", so one check covers both builds.
+ */
+function bundledIn(url: string): string[] {
+  if (!/\/dist\/cli\/[^/]+\.js$/.test(url)) return [];
+  const sources = readFileSync(fileURLToPath(url), "utf8").matchAll(/^\/\/ ([\w@./-]+\.(?:ts|js|cjs|mjs|json))$/gm);
+  return [...sources].map(([, path]) => `bundled:/${path!.startsWith("node_modules/") ? path : `dist/${path!.replace(/\.ts$/, ".js")}`}`);
 }
 
 function packagesIn(modules: string[]): string[] {
@@ -73,6 +90,12 @@ describe("CLI start-up", () => {
     expect(modules.some((url) => url.endsWith("/dist/assigner/api/client.js")), "the recorder saw the client").toBe(true);
     expect(packagesIn(modules), "heavy packages loaded by assigner/api").toEqual([]);
     expect(modules.filter((url) => /\/dist\/assigner\/(?!api\/)/.test(url)), "assigner server modules loaded by assigner/api").toEqual([]);
+  });
+
+  it("the recorder sees the registry client inside the bundle once a command loads it (control)", async () => {
+    // inspect of a layout that does not exist: it fails, after loading the registry code.
+    const { modules } = await loaded([AEGIS, "inspect", `oci:${join(work, "no-layout")}:1`], true);
+    expect(modules.filter((url) => url.includes("/dist/registry/")).length, "registry modules seen for aegis inspect").toBeGreaterThan(0);
   });
 
   for (const args of [["--version"], ["pull", "--help"], ["--help"]]) {

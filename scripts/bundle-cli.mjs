@@ -1,0 +1,95 @@
+// Bundles the `aegis` command (issue 10: start-up time). Node spends much of
+// a short command's life finding, reading and compiling small module files:
+// `aegis pull` loaded ~180 of them (zod alone ~100). esbuild joins our code
+// and the small pure-JavaScript packages the CLI needs into a few files:
+// dist/cli/aegis.js (what commander needs to parse arguments) and chunks
+// beside it that commands import lazily, as they did before (code splitting
+// keeps each `await import()` a separate file; test/cli/startup.test.ts reads
+// the chunks `--version` loads). Not minified, with comments naming each
+// source file, so the output stays readable; esbuild's output depends only on
+// its input and options, so the build is reproducible (test/cli/bundle.test.ts).
+// Runs after tsc (npm run build), which still emits every module to dist/
+// for the other entry points (agents, the assigner) and for tests.
+// https://esbuild.github.io/api/#splitting
+//
+// Usage: node scripts/bundle-cli.mjs [outdir]   (default dist/cli)
+import { build } from "esbuild";
+import { readdirSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import process from "node:process";
+import { fileURLToPath, URL } from "node:url";
+
+const ROOT = fileURLToPath(new URL("../", import.meta.url));
+
+/**
+ * Packages joined into the bundle: small, pure JavaScript, needed on the
+ * CLI's common paths. Every other package stays an import from
+ * node_modules: the native ones (zstd-napi, koffi), and the heavy ones only
+ * some commands load (express, ioredis, NATS, prom-client, sigstore, pino),
+ * which the start-up test still sees by their node_modules paths.
+ */
+const BUNDLED = new Set(["commander", "zod", "yaml", "tar-stream", "streamx", "fast-fifo", "b4a", "text-decoder", "events-universal", "bare-events"]);
+
+/** The package a bare specifier names ("@scope/name/sub" → "@scope/name"). */
+function packageOf(specifier) {
+  const parts = specifier.split("/");
+  return specifier.startsWith("@") ? parts.slice(0, 2).join("/") : parts[0];
+}
+
+const externalPackages = {
+  name: "external-packages",
+  setup(b) {
+    b.onResolve({ filter: /^[^./]/ }, (args) => {
+      if (args.path.startsWith("node:")) return { path: args.path, external: true };
+      return BUNDLED.has(packageOf(args.path)) ? undefined : { path: args.path, external: true };
+    });
+  },
+};
+
+/**
+ * zod's `z` namespace re-exports its ~60 locale modules (error messages in
+ * other languages), so none can be tree-shaken: 400 KB parsed by every
+ * command that validates. Aegis uses only the English messages zod installs
+ * by default, so `locales` holds `en` alone.
+ */
+const zodEnglishOnly = {
+  name: "zod-english-only",
+  setup(b) {
+    b.onResolve({ filter: /^\.\.\/locales\/index\.js$/ }, (args) =>
+      /[\\/]node_modules[\\/]zod[\\/]v4[\\/](classic|core)$/.test(args.resolveDir) ? { path: "zod-locales", namespace: "zod-english-only", pluginData: args.resolveDir } : undefined,
+    );
+    b.onLoad({ filter: /.*/, namespace: "zod-english-only" }, (args) => ({
+      contents: 'export { default as en } from "../locales/en.js";\n',
+      resolveDir: args.pluginData,
+      loader: "js",
+    }));
+  },
+};
+
+const outdir = process.argv[2] ?? `${ROOT}dist/cli`;
+
+// Chunks of an earlier build (their names carry a content hash; tsc's own files never do) go first.
+for (const name of readdirSync(outdir, { withFileTypes: true }).filter((e) => e.isFile()).map((e) => e.name)) {
+  if (/^[a-z-]+-[A-Z0-9]{8}\.js(\.map)?$/.test(name)) rmSync(join(outdir, name));
+}
+
+await build({
+  absWorkingDir: ROOT,
+  entryPoints: { aegis: "cli/aegis.ts" },
+  bundle: true,
+  splitting: true,
+  format: "esm",
+  platform: "node",
+  target: "node20",
+  outdir,
+  // Chunks sit beside aegis.js in dist/cli, two levels below the checkout like
+  // dist/ebpf: ebpf/compile.ts finds its C sources at "../../ebpf/" from there.
+  chunkNames: "[name]-[hash]",
+  allowOverwrite: true,
+  sourcemap: true,
+  // Bundled CommonJS packages (commander, yaml) call require() for Node's own modules.
+  banner: { js: 'import { createRequire as __aegisCreateRequire } from "node:module";\nconst require = __aegisCreateRequire(import.meta.url);' },
+  plugins: [externalPackages, zodEnglishOnly],
+  legalComments: "inline",
+  logLevel: "warning",
+});
