@@ -17,6 +17,11 @@ export function report(options: OutputOptions, human: string, data: unknown): vo
  * to their widest cell; `empty` when there are no rows. With --json the
  * caller prints the data instead (report()).
  */
+/** Warnings go to stderr whatever the output format, so scripts piping stdout still show them. */
+export function warn(warnings: readonly string[]): void {
+  for (const warning of warnings) process.stderr.write(`aegis: warning: ${warning}\n`);
+}
+
 export function table(headers: readonly string[], rows: readonly (readonly string[])[]): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((row) => (row[i] ?? "").length)));
   const line = (cells: readonly string[]) =>

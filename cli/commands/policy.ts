@@ -1,6 +1,6 @@
 // `aegis policy build`. The bundle code loads when the command runs (cli/aegis.ts).
 import type { Command } from "commander";
-import { report, type OutputOptions } from "../output.js";
+import { report, warn, type OutputOptions } from "../output.js";
 import { duringStep } from "../progress.js";
 
 export function registerPolicy(program: Command): void {
@@ -14,8 +14,7 @@ export function registerPolicy(program: Command): void {
     .action(async (dir: string, options: OutputOptions & { output: string }) => {
       const [{ buildBundle }, { sha256 }, { atomicWrite }] = await Promise.all([import("../../bundle/index.js"), import("../../registry/index.js"), import("../../util/index.js")]);
       const { policy: built, bytes, warnings } = await duringStep(`building ${dir}`, options, () => buildBundle(dir));
-      // Warnings go to stderr whatever the output format, so scripts piping stdout still show them.
-      for (const warning of warnings) process.stderr.write(`aegis: warning: ${warning}\n`);
+      warn(warnings);
       // A failed build or write leaves any old bundle intact.
       await atomicWrite(options.output, bytes);
       const checksum = sha256(bytes);

@@ -7,7 +7,7 @@ import type { Command } from "commander";
 import { InputError } from "../../errors.js";
 import type { CopyOptions, Descriptor, Target } from "../../registry/index.js";
 import { addRegistryOptions, repositoryOptions, type GlobalOptions } from "../options.js";
-import { report } from "../output.js";
+import { report, warn } from "../output.js";
 import { duringStep, startProgress } from "../progress.js";
 import { loadSigner } from "./sign.js";
 
@@ -68,6 +68,8 @@ export function registerPush(program: Command): void {
     const signer = options.signKey ? await loadSigner(options.signKey) : undefined;
     const read = await readBundleOrBuild(path, options);
     const { policy } = read;
+    const warnings = "warnings" in read ? read.warnings : [];
+    warn(warnings);
     const progress = startProgress(`pushing ${policy.name}`, options);
     const artifact = await pushRead(read, dst.target, dst.ref.tag, { onEvent: progress.onEvent });
     progress.finish();
@@ -84,6 +86,7 @@ export function registerPush(program: Command): void {
       name: policy.name,
       version: policy.version,
       signature: signed?.referrer.digest ?? null,
+      warnings,
     });
   });
 }

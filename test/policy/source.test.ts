@@ -207,4 +207,15 @@ describe("host bits set", () => {
     expect(out.warnings).toHaveLength(4);
     expect(out.warnings[3]).toBe(`${join(d, "deny.txt")}:2: 198.51.100.7/24 has host bits set; it is read as 198.51.100.0/24`);
   });
+
+  it("aegis push of a policy directory prints the same warnings on stderr and in --json", async () => {
+    const d = dir();
+    const layout = join(d, "store");
+    const pushed = await aegis(["push", d, `oci:${layout}:1.0.0`, "--json"]);
+    expect(pushed.code, pushed.stderr).toBe(0);
+    expect(pushed.stderr, "the build's warnings on stderr").toContain(`aegis: warning: ${join(d, "policy.yaml")}: rules[0].dst: 8.8.8.8/24 has host bits set; it is read as 8.8.8.0/24\n`);
+    const out = JSON.parse(pushed.stdout) as { digest: string; warnings: string[] };
+    expect(out.digest).toMatch(/^sha256:[0-9a-f]{64}$/);
+    expect(out.warnings, "the same four warnings in --json").toHaveLength(4);
+  });
 });
