@@ -9,6 +9,7 @@ export {
   keyValidity,
   loadTrust,
   loadTrustFile,
+  readTrustDocument,
   mergeTrust,
   trustedKey,
   trustFromDocument,

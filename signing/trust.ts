@@ -142,14 +142,17 @@ export async function trustFromDocument(doc: unknown, source: string, baseDir: s
   return { keys, ...(identities.length > 0 ? { identities } : {}), ...(trustedRoot ? { trustedRoot } : {}), require: file.require };
 }
 
-export async function loadTrustFile(path: string, options: LoadTrustOptions = {}): Promise<TrustPolicy> {
-  let doc: unknown;
+/** A trust file's YAML as written, not yet checked (trustFromDocument checks it). */
+export async function readTrustDocument(path: string): Promise<unknown> {
   try {
-    doc = parse(await readFile(path, "utf8"));
+    return parse(await readFile(path, "utf8")) as unknown;
   } catch (err) {
     throw new SignatureError("KEY_ERROR", `${path}: cannot read trust file: ${(err as Error).message}`, { cause: err });
   }
-  return trustFromDocument(doc, path, dirname(path), options);
+}
+
+export async function loadTrustFile(path: string, options: LoadTrustOptions = {}): Promise<TrustPolicy> {
+  return trustFromDocument(await readTrustDocument(path), path, dirname(path), options);
 }
 
 /**

@@ -135,10 +135,9 @@ export function registerTrust(program: Command): void {
       .option("--policy <trust.yaml>", "a trust file whose keys, identities and `require` travel with the root (its keys are inlined)")
       .option("--root-version <n>", "the root's version: agents refuse one lower than they hold (default: now, in seconds since the epoch)"),
   ).action(async (rootPath: string, refText: string, options: GlobalOptions & { key: string; policy?: string; rootVersion?: string }) => {
-    const [{ readFile }, { dirname, resolve }, { parse }, { formatReference, openReference, isDigest }, { pushTrustRoot, loadPublicKey }] = await Promise.all([
+    const [{ readFile }, { dirname, resolve }, { formatReference, openReference, isDigest }, { pushTrustRoot, loadPublicKey, readTrustDocument }] = await Promise.all([
       import("node:fs/promises"),
       import("node:path"),
-      import("yaml"),
       import("../../registry/index.js"),
       import("../../signing/index.js"),
     ]);
@@ -151,7 +150,7 @@ export function registerTrust(program: Command): void {
     });
     let policy: Record<string, unknown> | undefined;
     if (options.policy) {
-      const doc = parse(await readFile(options.policy, "utf8")) as { keys?: { key: string }[]; trustedRoot?: unknown } | null;
+      const doc = (await readTrustDocument(options.policy)) as { keys?: { key: string }[]; trustedRoot?: unknown } | null;
       // Keys travel inline (PEM): paths are resolved here, on the operator's machine.
       const keys = await Promise.all(
         (doc?.keys ?? []).map(async (k) => ({ ...k, key: k.key.includes("-----BEGIN") ? k.key : ((await loadPublicKey(resolve(dirname(options.policy!), k.key))).export({ type: "spki", format: "pem" }) as string) })),
