@@ -1,6 +1,6 @@
 // Pulling a bundle into a directory: streamed (a whole `aegis pull` of a
 // 50 MiB bundle peaks at no more than 32 MiB above one of a 1 MiB bundle, so
-// nothing holds the bundle; peak RSS from the kernel's getrusage, not from
+// nothing holds the bundle; peak RSS from the kernel's VmHWM, not from
 // timing), written only once verified (altered bytes leave nothing behind),
 // and a cache hit verified again in the one pass that unpacks it.
 import { execFile } from "node:child_process";
@@ -51,10 +51,15 @@ afterAll(async () => {
 
 const fileDigest = (path: string) => createHash("sha256").update(readFileSync(path)).digest("hex");
 
-/** Runs `aegis pull` and reads its peak RSS (getrusage's ru_maxrss, in KiB) as the process exits. */
+/**
+ * Runs `aegis pull` and reads its peak RSS as the process exits: VmHWM from
+ * /proc/self/status (KiB), the high-water mark of this process's own memory.
+ * Not getrusage's ru_maxrss: Linux carries the forking parent's high-water
+ * mark across exec into it, so it measured the test worker (~150-220 MiB).
+ */
 function pullWithPeakRss(ref: string, out: string, cache: string): Promise<{ code: number; stdout: string; stderr: string; peakMiB: number }> {
   const rssFile = join(work, `rss-${randomBytes(4).toString("hex")}`);
-  const hook = `import { writeFileSync } from "node:fs"; process.on("exit", () => writeFileSync(${JSON.stringify(rssFile)}, String(process.resourceUsage().maxRSS)));`;
+  const hook = `import { readFileSync, writeFileSync } from "node:fs"; process.on("exit", () => writeFileSync(${JSON.stringify(rssFile)}, /VmHWM:\\s*(\\d+)/.exec(readFileSync("/proc/self/status", "utf8"))[1]));`;
   const args = ["--import", `data:text/javascript,${encodeURIComponent(hook)}`, AEGIS, "pull", ref, "-o", out, "--json"];
   return new Promise((resolve) => {
     execFile(process.execPath, args, { env: { ...process.env, AEGIS_CACHE_DIR: cache } }, (err, stdout, stderr) => {
