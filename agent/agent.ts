@@ -248,7 +248,7 @@ export class Agent {
       this.client = new AssignerClient(assigner, stored.token);
       return this.client;
     }
-    const registered = await new AssignerClient(assigner).register(hostId, await this.state.key(), {
+    const registered = await new AssignerClient(assigner).register(hostId, this.key ?? (await this.state.key()), {
       hostname: hostname(),
       kernel: release(),
       capabilities: capabilitiesJson(probeKernelFeatures()),
@@ -445,11 +445,12 @@ export class Agent {
    */
   private async reportReceipts(records: Map<string, InstalledRecord>): Promise<void> {
     const { datapath } = this.options;
-    const [loaded, attached] = await Promise.all([datapath.loaded(), datapath.attached()]);
+    // attached() names each hook's program from what is loaded (one listing of both), so an id means the loaded program runs there.
+    const attached = await datapath.attached();
     for (const [id, record] of records) {
-      const program = loaded.find((p) => p.id === id);
-      const hooks = attached.filter((a) => a.id === id && a.programId === program?.programId);
-      if (!program || hooks.length === 0) continue;
+      const hooks = attached.filter((a) => a.id === id);
+      const programId = hooks[0]?.programId;
+      if (programId === undefined) continue;
       const counters = await datapath.counters(id).catch(() => undefined);
       if (!counters) continue;
       this.publish({
@@ -458,7 +459,7 @@ export class Agent {
         name: record.name,
         version: record.version,
         counters: receiptCounters(counters),
-        receipt: { program_id: program.programId, interfaces: hooks.map(({ iface, direction, pref }) => ({ iface, direction, pref })), since: record.since },
+        receipt: { program_id: programId, interfaces: hooks.map(({ iface, direction, pref }) => ({ iface, direction, pref })), since: record.since },
       });
     }
   }

@@ -8,12 +8,12 @@ import type { Step } from "./plan.js";
 import type { Reporter } from "./report.js";
 import type { InstalledRecord } from "./state.js";
 
-export function directionsOf(direction: Direction): TcDirection[] {
+function directionsOf(direction: Direction): TcDirection[] {
   return direction === "both" ? ["ingress", "egress"] : [direction];
 }
 
 /** The hooks a program with this direction runs at: each interface, each direction, one pref. */
-export function hooksFor(direction: Direction, ifaces: readonly string[], pref: number): Hook[] {
+function hooksFor(direction: Direction, ifaces: readonly string[], pref: number): Hook[] {
   return ifaces.flatMap((iface) => directionsOf(direction).map((d) => ({ iface, direction: d, pref }))).sort(compareHooks);
 }
 

@@ -3,7 +3,7 @@
 // Datapath (docs/architecture.md "The agent").
 export { Agent, type AgentOptions } from "./agent.js";
 export { AgentError, errorCode, type AgentErrorCode } from "./errors.js";
-export { directionsOf, Executor, hooksFor } from "./executor.js";
+export { Executor } from "./executor.js";
 export { ArtifactCache, type Assigned, type FetchOptions, type VerifiedArtifact } from "./fetch.js";
 export { AssignerSource, type ArtifactReader } from "./source.js";
 export { AgentMetrics, serveMetrics } from "./metrics.js";

@@ -6,13 +6,13 @@
 // version than the root held, which is kept in the state dir
 // (`trust-root.json`, replaced atomically) so a restart cannot be rolled back
 // either. When no source can be read, the held root stays in force.
-import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describeError } from "../errors.js";
 import { isDigest, openReference, parseReference, type ReadOnlyTarget, type RepositoryOptions } from "../registry/index.js";
 import { fetchTrustRoot, mergeTrust, SignatureError, trustRootFromBytes, type TrustPolicy, type TrustRootArtifact } from "../signing/index.js";
 import { atomicWrite } from "../util/index.js";
 import { AgentError, errorCode } from "./errors.js";
+import { readOptional } from "./state.js";
 
 export interface TrustRootOptions {
   /** `host/repo@sha256:…` (pinned) or `host/repo:tag` (followed), or `oci:<dir>…`. */
@@ -45,13 +45,8 @@ export class TrustRootFollower {
 
   /** The root held from an earlier run, if any (its bytes are checked again). */
   async init(): Promise<void> {
-    let text: string;
-    try {
-      text = await readFile(this.file, "utf8");
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
-      throw err;
-    }
+    const text = await readOptional(this.file);
+    if (text === undefined) return;
     const held = JSON.parse(text) as HeldFile;
     this.held = await trustRootFromBytes(held.digest, held.version, Buffer.from(held.root, "base64"), held.policy === undefined ? undefined : Buffer.from(held.policy, "base64"));
     this.options.log(`trust root ${held.digest} version ${held.version} held from an earlier run`);

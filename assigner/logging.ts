@@ -30,7 +30,7 @@ const LEVEL_NAMES: Readonly<Record<number, string>> = { 10: "TRACE", 20: "DEBUG"
  * One JSON line as people read it on a terminal: `12:00:01.234 INFO  GET
  * /agents 200 1.2ms admin`, or the message and its fields as key=value.
  */
-export function readableLine(json: string): string {
+function readableLine(json: string): string {
   let entry: Record<string, unknown>;
   try {
     entry = JSON.parse(json) as Record<string, unknown>;
@@ -113,7 +113,7 @@ export function logRequest(logger: Logger, req: IncomingMessage, res: ServerResp
 }
 
 /** The state of each dependency, as services.health() reports it. */
-export interface DependencyStates {
+interface DependencyStates {
   store: "ok" | "unavailable";
   registry: "ok" | "unavailable";
   nats: "connected" | "disconnected" | "disabled";

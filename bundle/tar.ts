@@ -146,7 +146,7 @@ function mapTarError(err: unknown): unknown {
 }
 
 /** Counts bytes passing through and fails past `limit`. */
-export class ByteCounter extends Transform {
+class ByteCounter extends Transform {
   bytes = 0;
 
   constructor(private readonly limit: number) {

@@ -1,5 +1,6 @@
-// Options shared by the commands that talk to registries, resolved once.
+// Options shared by the commands (registries, trust, durations, environment), resolved once.
 import type { Command } from "commander";
+import { InputError } from "../errors.js";
 import type { RepositoryOptions } from "../registry/index.js";
 // The credentials module alone, not registry/index.js: every command imports
 // this file, and `aegis --version` must not load the registry client and undici.
@@ -35,4 +36,19 @@ export function addTrustOptions(command: Command, what: string): Command {
 /** The registry settings of a command: its flags, and credentials from the environment (README "Registries"). */
 export function repositoryOptions(options: GlobalOptions): RepositoryOptions {
   return { plainHttp: options.plainHttp ?? false, credentials: credentialsFromEnvironment };
+}
+
+/** Flags win over environment variables; an empty variable counts as unset. */
+export function env(name: string): string | undefined {
+  return process.env[name] || undefined;
+}
+
+/** "30s", "500ms", "2m" or a number of seconds, in ms; errors name `--flag`. */
+export function parseDuration(text: string, flag: string): number {
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text.trim());
+  if (!match) throw new InputError("INVALID_ARGUMENT", `--${flag} ${text}: expected a duration like 30s, 500ms or 2m`);
+  const n = Number(match[1]);
+  const ms = match[2] === "ms" ? n : match[2] === "m" ? n * 60_000 : n * 1000;
+  if (ms < 10) throw new InputError("INVALID_ARGUMENT", `--${flag} ${text} is too short`);
+  return ms;
 }

@@ -21,6 +21,7 @@ import { InputError } from "../errors.js";
 import {
   Annotation,
   copy,
+  COPY_LIMITS,
   encodeJson,
   isManifestType,
   MAX_MANIFEST_SIZE,
@@ -45,8 +46,6 @@ const LAYOUT_FILE = encodeJson({ imageLayoutVersion: "1.0.0" });
 const BLOB = /^blobs\/sha256\/([a-f0-9]{64})$/;
 const DIRECTORIES = new Set(["blobs", "blobs/", "blobs/sha256", "blobs/sha256/"]);
 const REFERRERS_TAG = /^sha256-[a-f0-9]{64}$/;
-/** Nesting and node count of the graph, as copy() bounds them. */
-const MAX_DEPTH = 8;
 
 /** A tar block: headers and data are padded to it; two zero blocks end an archive. */
 const TAR_BLOCK = 512;
@@ -323,7 +322,7 @@ async function reachable(target: ReadOnlyTarget, entries: Descriptor[], maxNodes
   const visit = async (desc: Descriptor, depth: number): Promise<void> => {
     if (seen.has(desc.digest)) return;
     if (held && !held.has(desc.digest)) refuse("MISSING_CONTENT", `its manifests name ${desc.digest}, which it does not hold`);
-    if (depth > MAX_DEPTH) refuse("CAPSULE_TOO_LARGE", `${desc.digest} is nested more than ${MAX_DEPTH} levels deep`);
+    if (depth > COPY_LIMITS.maxDepth) refuse("CAPSULE_TOO_LARGE", `${desc.digest} is nested more than ${COPY_LIMITS.maxDepth} levels deep`);
     if (seen.size >= maxNodes) refuse("CAPSULE_TOO_LARGE", `its graph has more than ${maxNodes} nodes`);
     seen.set(desc.digest, plain(desc));
     if (!isManifestType(desc.mediaType)) return;

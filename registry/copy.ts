@@ -19,6 +19,9 @@ export type CopyEvent =
   | { kind: "skip"; desc: Descriptor; reason: "exists" | "mounted" }
   | { kind: "done"; desc: Descriptor };
 
+/** copy()'s default bounds on a graph: nodes walked and nesting depth. */
+export const COPY_LIMITS = { maxNodes: 10_000, maxDepth: 8 } as const;
+
 export interface CopyOptions {
   /** Also copy the manifests that refer to the root (signatures), recursively. */
   referrers?: boolean;
@@ -86,8 +89,8 @@ class GraphCopier {
     private readonly options: CopyOptions,
   ) {
     this.limit = options.concurrency ?? 8;
-    this.maxNodes = options.maxNodes ?? 10_000;
-    this.maxDepth = options.maxDepth ?? 8;
+    this.maxNodes = options.maxNodes ?? COPY_LIMITS.maxNodes;
+    this.maxDepth = options.maxDepth ?? COPY_LIMITS.maxDepth;
   }
 
   /** Copies `desc` (at `depth` below the root) and everything below it, each node once. */

@@ -44,6 +44,6 @@ export {
   type Credentials,
 } from "./remote/credentials.js";
 export { addFallbackReferrer, fallbackReferrers, referrersTag } from "./referrers.js";
-export { copy, type CopyEvent, type CopyOptions } from "./copy.js";
+export { copy, COPY_LIMITS, type CopyEvent, type CopyOptions } from "./copy.js";
 export { formatReference, parseReference, selector, type Reference } from "./reference.js";
 export { openReference, type Opened } from "./open.js";

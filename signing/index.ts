@@ -1,6 +1,6 @@
 // The signing package: keys, trust, signing and verification of policy artifacts.
 export { CHECK_OF, SignatureError, type SignatureCheck, type SignatureErrorCode } from "./errors.js";
-export { certificateIdentity, FULCIO_OID, matchIdentity, type CertificateIdentity, type IdentityPolicy, type Matcher } from "./identity.js";
+export { FULCIO_OID, matchIdentity, type CertificateIdentity, type IdentityPolicy, type Matcher } from "./identity.js";
 export { generateKeyPair, keyHint, loadPrivateKey, loadPublicKey, parsePublicKey, writeKeyPair, type KeyAlgorithm, type KeyPairPem } from "./keys.js";
 export { KeySigner } from "./signer.js";
 export { signArtifact, SignatureAnnotation, SIGSTORE_BUNDLE_TYPE, storeSignatureBundle, type SignedArtifact } from "./sign.js";
@@ -24,9 +24,7 @@ export { explainArtifact, verifyArtifact, type Explanation, type SignatureVerdic
 export {
   fetchTrustRoot,
   pushTrustRoot,
-  TRUST_POLICY_MEDIA_TYPE,
   TRUST_ROOT_ARTIFACT_TYPE,
-  TRUST_ROOT_VERSION_ANNOTATION,
   trustedRootFetcher,
   trustRootFromBytes,
   type PushTrustRootOptions,

@@ -9,7 +9,7 @@ import { AssignerError } from "./errors.js";
 
 export const SELECTOR_MAX_LENGTH = 1024;
 export const SELECTOR_MAX_REQUIREMENTS = 32;
-export const SELECTOR_MAX_VALUES = 64;
+const SELECTOR_MAX_VALUES = 64;
 
 /** A label key as the agents' labels allow it (schemas.ts Labels). */
 const KEY = /^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$/;

@@ -6,6 +6,7 @@
 import type { Command } from "commander";
 import type { DatapathChoice } from "../../ebpf/index.js";
 import { InputError } from "../../errors.js";
+import { env, parseDuration } from "../options.js";
 import { report, table } from "../output.js";
 
 interface RunOptions {
@@ -29,23 +30,9 @@ interface RunOptions {
   datapath: string;
 }
 
-function env(name: string): string | undefined {
-  return process.env[name] || undefined;
-}
-
 const list = (value: string | undefined) => (value ?? "").split(",").map((s) => s.trim()).filter(Boolean);
 // A repeatable flag: given once, it replaces the environment's list; again, it adds.
 const collect = (value: string, previous: string[], fromEnv: string[]) => (previous === fromEnv ? list(value) : [...previous, ...list(value)]);
-
-/** "30s", "500ms", "2m" or a number of seconds, in ms. */
-export function parseDuration(text: string): number {
-  const match = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text.trim());
-  if (!match) throw new InputError("INVALID_ARGUMENT", `--poll-interval ${text}: expected a duration like 30s, 500ms or 2m`);
-  const n = Number(match[1]);
-  const ms = match[2] === "ms" ? n : match[2] === "m" ? n * 60_000 : n * 1000;
-  if (ms < 10) throw new InputError("INVALID_ARGUMENT", `--poll-interval ${text} is too short`);
-  return ms;
-}
 
 export function registerAgent(program: Command): void {
   const agent = program.command("agent").description("the host agent");
@@ -85,7 +72,7 @@ export function registerAgent(program: Command): void {
         if (eq <= 0) throw new InputError("INVALID_ARGUMENT", `--label ${label}: expected key=value`);
         labels[label.slice(0, eq)] = label.slice(eq + 1);
       }
-      const pollIntervalMs = parseDuration(options.pollInterval);
+      const pollIntervalMs = parseDuration(options.pollInterval, "poll-interval");
       const metricsPort = options.metricsPort === undefined ? undefined : Number(options.metricsPort);
       if (metricsPort !== undefined && !(Number.isInteger(metricsPort) && metricsPort >= 0 && metricsPort < 65536)) {
         throw new InputError("INVALID_ARGUMENT", `--metrics-port ${options.metricsPort}: expected a port number`);

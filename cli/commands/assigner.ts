@@ -5,6 +5,7 @@
 import type { Command } from "commander";
 import type { AssignerClient } from "../../assigner/api/index.js";
 import { InputError } from "../../errors.js";
+import { env } from "../options.js";
 import { report, type OutputOptions } from "../output.js";
 
 interface ServeOptions {
@@ -26,11 +27,6 @@ interface ServeOptions {
   telemetryMaxSkew?: string;
   logLevel: string;
   healthInterval?: string;
-}
-
-/** Flags win over environment variables (README "The assigner"). */
-function env(name: string): string | undefined {
-  return process.env[name] || undefined;
 }
 
 /** A positive number flag (unset: the assigner's default), times `scale` (seconds to ms). */

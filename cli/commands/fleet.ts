@@ -5,9 +5,8 @@
 import type { Command } from "commander";
 import type { FleetPlan } from "../../fleet/index.js";
 import { InputError } from "../../errors.js";
-import { addTrustOptions, repositoryOptions, type TrustOptions } from "../options.js";
+import { addTrustOptions, parseDuration, repositoryOptions, type TrustOptions } from "../options.js";
 import { report } from "../output.js";
-import { parseDuration } from "./agent.js";
 import { client, withClientOptions, type ClientOptions } from "./assigner.js";
 
 interface ApplyOptions extends ClientOptions, TrustOptions {
@@ -23,14 +22,6 @@ interface ApplyOptions extends ClientOptions, TrustOptions {
 }
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
-
-function duration(flag: string, text: string): number {
-  try {
-    return parseDuration(text);
-  } catch {
-    throw new InputError("INVALID_ARGUMENT", `--${flag} ${text}: expected a duration like 30s, 500ms or 5m`);
-  }
-}
 
 function withApplyOptions(command: Command, rolloutOnly = false): Command {
   if (!rolloutOnly) {
@@ -54,7 +45,7 @@ function withApplyOptions(command: Command, rolloutOnly = false): Command {
 async function applyFiles(paths: string[], options: ApplyOptions, extra: Record<string, unknown> = {}): Promise<void> {
   const [fleet, { loadTrust }] = await Promise.all([import("../../fleet/index.js"), import("../../signing/index.js")]);
   const trustFiles = [...(options.key ?? []), ...(options.trust ?? [])];
-  const ringTimeoutMs = duration("ring-timeout", options.ringTimeout);
+  const ringTimeoutMs = parseDuration(options.ringTimeout, "ring-timeout");
   if (options.rollout) {
     fleet.parseRings(options.rollout, 100);
     fleet.allowedFailures(options.maxFailures, 1);

@@ -1,6 +1,8 @@
 // `aegis agent run`'s flags: what it refuses before it starts, with one clear line.
 import { describe, expect, it } from "vitest";
-import { parseDuration } from "../../cli/commands/agent.js";
+import { parseDuration as parseFlag } from "../../cli/options.js";
+
+const parseDuration = (text: string) => parseFlag(text, "poll-interval");
 import { aegis, expectOneErrorLine } from "../cli/run.js";
 
 const NO_ENV = { AEGIS_ASSIGNER_URL: "", AEGIS_HOST_ID: "", AEGIS_TRUST: "", AEGIS_IFACES: "", AEGIS_NATS_URL: "" };
