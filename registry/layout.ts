@@ -15,6 +15,15 @@ import type { AbortOptions, Deleter, Target } from "./storage.js";
 
 const LAYOUT_FILE = { imageLayoutVersion: "1.0.0" };
 
+/**
+ * Bytes a blob write may queue before it pushes back. At the default 16 KiB
+ * each 64 KiB network chunk waited for its own write to land before the next
+ * was read, so a download ran at the disk's latency (a 50 MiB pull spent half
+ * its transfer idle); a queue of 1 MiB lets writes go out in batches
+ * (writev) while the socket keeps reading.
+ */
+const WRITE_BUFFER = 1024 * 1024;
+
 export class OciLayoutTarget implements Target, Deleter {
   readonly name: string;
   /** Serializes index.json updates within this process; a lock file guards across processes. */
@@ -54,7 +63,7 @@ export class OciLayoutTarget implements Target, Deleter {
     // a reader never sees a partial or unverified blob.
     const temp = join(this.dir, "blobs", "sha256", `.tmp-${randomBytes(8).toString("hex")}`);
     try {
-      await pipeline(verifyStream(desc, content, "pushed content"), createWriteStream(temp, { mode: 0o644 }), { signal: options.signal });
+      await pipeline(verifyStream(desc, content, "pushed content"), createWriteStream(temp, { mode: 0o644, highWaterMark: WRITE_BUFFER }), { signal: options.signal });
       await rename(temp, final);
     } catch (err) {
       await rm(temp, { force: true });

@@ -3,8 +3,8 @@
 import { Readable } from "node:stream";
 import { backoffDelay, sleep } from "../../util/index.js";
 import { RegistryError } from "../errors.js";
-import { checkDigest, isDigest, readAll, sha256, verifyBytes, verifyStream } from "../digest.js";
-import { isManifestType, MANIFEST_MEDIA_TYPES, MAX_MANIFEST_SIZE, MediaType, referrerEntries, type Descriptor } from "../oci.js";
+import { checkDigest, descriptorFor, isDigest, readAll, verifyBytes, verifyStream } from "../digest.js";
+import { EMPTY_CONFIG, isManifestType, MANIFEST_MEDIA_TYPES, MAX_MANIFEST_SIZE, MediaType, referrerEntries, type Descriptor } from "../oci.js";
 import { addFallbackReferrer, fallbackReferrers } from "../referrers.js";
 import type { AbortOptions, Mounter, ReadOnlyTarget, Target } from "../storage.js";
 import { RegistryClient, type ClientOptions, type Response } from "./client.js";
@@ -29,6 +29,9 @@ export interface RepositoryOptions extends Omit<ClientOptions, "credentials"> {
 
 const ACCEPT_MANIFESTS = MANIFEST_MEDIA_TYPES.join(", ");
 /** Whether a repository's registry has the referrers API, learned once per process. */
+/** recentManifests' bounds: a hostile registry's 4 MiB manifests cannot pile up. */
+const RECENT_LIMITS = { manifests: 64, bytes: 16 * 1024 * 1024 };
+const EMPTY_CONTENT = Buffer.from("{}");
 const referrersSupport = new Map<string, Promise<boolean>>();
 const clients = new Map<string, RegistryClient>();
 
@@ -39,8 +42,14 @@ export class RemoteRepository implements Target, Mounter {
   private readonly chunkSize: number;
   private readonly maxTagPages: number;
   private readonly maxTags: number;
-  /** Manifest bytes this instance pushed or read, so tagging needs no re-fetch. */
-  private readonly recentManifests = new Map<string, Buffer>();
+  /**
+   * Manifests this instance pushed, resolved or read, by digest: tagging,
+   * and a pull's resolve → read → copy of the same root, need no second
+   * request. Content-addressed, so never stale; every read of them is still
+   * verified (fetch) or handed to a verifying push (copy).
+   */
+  private readonly recentManifests = new Map<string, { mediaType: string; bytes: Buffer }>();
+  private recentBytes = 0;
 
   constructor(
     readonly registry: string,
@@ -74,6 +83,11 @@ export class RemoteRepository implements Target, Mounter {
 
   async fetchUnverified(desc: Descriptor, options: AbortOptions = {}): Promise<Readable> {
     checkDigest(desc.digest);
+    options.signal?.throwIfAborted();
+    // The empty descriptor's content is fixed by the spec (and by its digest): no request.
+    if (desc.digest === EMPTY_CONFIG.digest) return Readable.from([EMPTY_CONTENT]);
+    const recent = this.recentManifests.get(desc.digest);
+    if (recent) return Readable.from([recent.bytes]);
     if (isManifestType(desc.mediaType)) {
       const res = await this.client.send({
         method: "GET",
@@ -287,54 +301,59 @@ export class RemoteRepository implements Target, Mounter {
         await sleep(backoffDelay(attempt, { baseMs: 100, maxMs: 1000 }), signal);
       }
     }
-    this.remember(desc.digest, bytes);
+    this.remember(desc.digest, desc.mediaType, bytes);
   }
 
-  private remember(digest: string, bytes: Buffer): void {
-    this.recentManifests.set(digest, bytes);
-    if (this.recentManifests.size > 64) this.recentManifests.delete(this.recentManifests.keys().next().value!);
+  private remember(digest: string, mediaType: string, bytes: Buffer): void {
+    if (this.recentManifests.has(digest)) return;
+    this.recentManifests.set(digest, { mediaType, bytes });
+    this.recentBytes += bytes.byteLength;
+    // Oldest first, within RECENT_LIMITS.
+    for (const [old, { bytes: dropped }] of this.recentManifests) {
+      if (this.recentManifests.size <= RECENT_LIMITS.manifests && this.recentBytes <= RECENT_LIMITS.bytes) break;
+      this.recentManifests.delete(old);
+      this.recentBytes -= dropped.byteLength;
+    }
   }
 
+  /**
+   * One GET, not HEAD then GET: the bytes are what a resolve is nearly
+   * always followed by (pull, copy, verify read the manifest next), they
+   * are kept (recentManifests), and the digest comes from them, never from
+   * the registry's Docker-Content-Digest header. A digest already read
+   * resolves without a request.
+   */
   async resolve(reference: string, options: AbortOptions = {}): Promise<Descriptor> {
-    const { signal } = options;
+    options.signal?.throwIfAborted();
+    const recent = isDigest(reference) ? this.recentManifests.get(reference) : undefined;
+    if (recent) return { mediaType: recent.mediaType, digest: reference, size: recent.bytes.byteLength };
     const res = await this.client.send({
-      method: "HEAD",
-      url: this.path("manifests", reference),
-      headers: { accept: ACCEPT_MANIFESTS },
-      scopes: this.scopes(false),
-      expect: [200, 404],
-      signal,
-    });
-    await res.body.dump();
-    if (res.statusCode === 404) {
-      throw new RegistryError("MANIFEST_UNKNOWN", `${this.name}: manifest ${reference} not found`, { status: 404 });
-    }
-    const mediaType = String(res.headers["content-type"] ?? "").split(";")[0]!.trim();
-    const size = Number(res.headers["content-length"]);
-    if (!isManifestType(mediaType) || !Number.isSafeInteger(size)) {
-      throw new RegistryError("INVALID_MANIFEST", `${this.name}: ${reference} is not an OCI or Docker v2 manifest (${mediaType || "no content type"})`);
-    }
-    // Never trust the registry's Docker-Content-Digest for a digest we were
-    // given; for a tag it is only a name for bytes we verify when we fetch them.
-    const header = res.headers["docker-content-digest"];
-    if (isDigest(reference)) return { mediaType, digest: reference, size };
-    if (typeof header === "string" && isDigest(header)) return { mediaType, digest: header, size };
-    const get = await this.client.send({
       method: "GET",
       url: this.path("manifests", reference),
       headers: { accept: ACCEPT_MANIFESTS },
       scopes: this.scopes(false),
-      expect: [200],
-      signal,
+      expect: [200, 404],
+      signal: options.signal,
     });
-    const bytes = await readAll(get.body, MAX_MANIFEST_SIZE, `manifest ${reference}`);
-    const digest = sha256(bytes);
-    this.remember(digest, bytes);
-    return { mediaType, digest, size: bytes.byteLength };
+    if (res.statusCode === 404) {
+      await res.body.dump();
+      throw new RegistryError("MANIFEST_UNKNOWN", `${this.name}: manifest ${reference} not found`, { status: 404 });
+    }
+    const mediaType = String(res.headers["content-type"] ?? "").split(";")[0]!.trim();
+    if (!isManifestType(mediaType)) {
+      await res.body.dump();
+      throw new RegistryError("INVALID_MANIFEST", `${this.name}: ${reference} is not an OCI or Docker v2 manifest (${mediaType || "no content type"})`);
+    }
+    const bytes = await readAll(res.body, MAX_MANIFEST_SIZE, `manifest ${reference}`);
+    // A digest is checked against the bytes; a tag names whatever bytes came.
+    const desc = isDigest(reference) ? { mediaType, digest: reference, size: bytes.byteLength } : descriptorFor(mediaType, bytes);
+    if (isDigest(reference)) verifyBytes(desc, bytes, this.name);
+    this.remember(desc.digest, mediaType, bytes);
+    return desc;
   }
 
   async tag(desc: Descriptor, tag: string): Promise<void> {
-    const bytes = this.recentManifests.get(desc.digest) ?? (await readAll(await this.fetch(desc), MAX_MANIFEST_SIZE, desc.digest));
+    const bytes = this.recentManifests.get(desc.digest)?.bytes ?? (await readAll(await this.fetch(desc), MAX_MANIFEST_SIZE, desc.digest));
     await this.putManifest(desc, bytes, tag);
   }
 

@@ -181,15 +181,47 @@ describe("transfers", () => {
     expect(proxy.requests.filter((r) => r.method === "HEAD").length).toBeGreaterThanOrEqual(3);
   });
 
+  it("resolve, fetch and copy of one manifest by digest: one GET of it, no HEAD, and the empty config never asked for", async () => {
+    const { manifest, layer } = await pushArtifact(new RemoteRepository(plain.host, "fewer/src"));
+    const src = new RemoteRepository(proxy.host, "fewer/src");
+    proxy.requests.length = 0;
+    const desc = await src.resolve(manifest.digest);
+    expect(desc, "resolve by digest").toEqual({ mediaType: manifest.mediaType, digest: manifest.digest, size: manifest.size });
+    await readAll(await src.fetch(desc), desc.size, "manifest");
+    await copy(src, manifest.digest, new OciLayoutTarget(tempDir()));
+    const seen = proxy.requests.map((r) => `${r.method} ${r.path.replace(/^.*\/(manifests|blobs)\//, "$1/")}`);
+    expect(seen, "requests of resolve, fetch and copy").toEqual([`GET manifests/${manifest.digest}`, `GET blobs/${layer.digest}`]);
+  });
+
+  it("a tag resolves by one GET to the digest of the bytes received", async () => {
+    const origin = new RemoteRepository(plain.host, "fewer/tag");
+    const { manifest } = await pushArtifact(origin);
+    await origin.tag(manifest, "v1");
+    const src = new RemoteRepository(proxy.host, "fewer/tag");
+    proxy.requests.length = 0;
+    expect(await src.resolve("v1")).toEqual({ mediaType: manifest.mediaType, digest: manifest.digest, size: manifest.size });
+    expect(proxy.requests.map((r) => r.method)).toEqual(["GET"]);
+    proxy.set({ tamperManifests: true });
+    try {
+      const tampered = await new RemoteRepository(proxy.host, "fewer/tag").resolve("v1");
+      expect(tampered.digest, "a tag names whatever bytes came: their own digest, not the registry's header").not.toBe(manifest.digest);
+      await expect(new RemoteRepository(proxy.host, "fewer/tag").resolve(manifest.digest), "a digest is checked").rejects.toMatchObject({ code: "DIGEST_MISMATCH" });
+    } finally {
+      proxy.set({ tamperManifests: false });
+    }
+  });
+
   it("retries 429 and 503, honouring Retry-After", async () => {
     const repo = new RemoteRepository(proxy.host, "retry/repo");
     const { manifest } = await pushArtifact(repo);
+    // Fresh instances: the one that pushed (or resolved) a manifest resolves its digest without a request.
+    const reader = () => new RemoteRepository(proxy.host, "retry/repo");
     proxy.set({ throttle: { status: 429, times: 2, retryAfterSeconds: 1 } });
     const started = Date.now();
-    expect((await repo.resolve(manifest.digest)).digest).toBe(manifest.digest);
+    expect((await reader().resolve(manifest.digest)).digest).toBe(manifest.digest);
     expect(Date.now() - started).toBeGreaterThanOrEqual(1900);
     proxy.set({ throttle: { status: 503, times: 1 } });
-    expect((await repo.resolve(manifest.digest)).digest).toBe(manifest.digest);
+    expect((await reader().resolve(manifest.digest)).digest).toBe(manifest.digest);
   });
 
   it("gives up after the attempt limit with the registry's own error code", async () => {
