@@ -9,7 +9,7 @@
 import { readFile, realpath, stat } from "node:fs/promises";
 import { dirname, isAbsolute, join, sep } from "node:path";
 import { parseDocument } from "yaml";
-import { z } from "zod";
+import * as z from "zod/mini";
 import { InputError } from "../errors.js";
 import { canonicalCidr } from "./cidr.js";
 import { checkPorts, cidrFamily, issueText, policyError, policyFields, ruleFields, type Policy, type Rule } from "./policy.js";
@@ -29,8 +29,8 @@ const MAX_CIDR_FILE_BYTES = 64 * 1024 * 1024;
 /** At most this many warnings are spelled out; the rest are counted. */
 const MAX_WARNINGS = 100;
 
-const fileRef = z.strictObject({ file: z.string().min(1) });
-const cidrSet = z.union([z.string(), fileRef, z.array(z.union([z.string(), fileRef])).min(1, "a list needs at least one entry")], {
+const fileRef = z.strictObject({ file: z.string().check(z.minLength(1)) });
+const cidrSet = z.union([z.string(), fileRef, z.array(z.union([z.string(), fileRef])).check(z.minLength(1, "a list needs at least one entry"))], {
   error: "a CIDR, { file: <path in the policy directory> }, or a list of them",
 });
 
@@ -38,8 +38,8 @@ const cidrSet = z.union([z.string(), fileRef, z.array(z.union([z.string(), fileR
 const sourceSchema = z.strictObject({
   ...policyFields,
   rules: z
-    .array(z.strictObject({ action: ruleFields.action, dst: cidrSet.optional(), src: z.string().optional(), protocol: ruleFields.protocol, ports: ruleFields.ports }).superRefine(checkPorts))
-    .min(1, "a policy needs at least one rule"),
+    .array(z.strictObject({ action: ruleFields.action, dst: z.optional(cidrSet), src: z.optional(z.string()), protocol: ruleFields.protocol, ports: ruleFields.ports }).check(z.superRefine(checkPorts)))
+    .check(z.minLength(1, "a policy needs at least one rule")),
 });
 
 /** Finds the policy file: `path` itself if it names a .yaml/.yml file, else the directory's policy.yaml or policy.yml. */

@@ -4,8 +4,7 @@
 // instead of undici: loading undici and compiling its WebAssembly parser
 // cost about 0.15 s of CPU and 50 MiB of RSS per process, more than a
 // whole 50 MiB pull, and a CLI process makes only a handful of requests.
-import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage } from "node:http";
-import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
+import { Agent as HttpAgent, request as httpRequest, type Agent, type IncomingHttpHeaders, type IncomingMessage } from "node:http";
 import { pipeline, type Readable } from "node:stream";
 import { finished } from "node:stream/promises";
 import { readAll } from "../digest.js";
@@ -38,7 +37,17 @@ export interface RequestOptions {
 }
 
 const MAX_TEXT = 1024 * 1024;
-const agents = { http: new HttpAgent({ keepAlive: true }), https: new HttpsAgent({ keepAlive: true }) };
+const httpAgent = new HttpAgent({ keepAlive: true });
+let https: { agent: Agent; request: typeof httpRequest } | undefined;
+
+/** node:https, and TLS with it, load on the first https request: about 1 MiB and 3 ms that a plain-http process never needs. */
+function httpsClient(): { agent: Agent; request: typeof httpRequest } {
+  if (!https) {
+    const { Agent: HttpsAgent, request } = process.getBuiltinModule("node:https");
+    https = { agent: new HttpsAgent({ keepAlive: true }), request };
+  }
+  return https;
+}
 
 export function sendRequest(url: URL, options: RequestOptions): Promise<Response> {
   const { signal, body } = options;
@@ -47,8 +56,8 @@ export function sendRequest(url: URL, options: RequestOptions): Promise<Response
       reject(signal.reason);
       return;
     }
-    const secure = url.protocol === "https:";
-    const req = (secure ? httpsRequest : httpRequest)(url, { method: options.method, headers: options.headers, agent: secure ? agents.https : agents.http });
+    const client = url.protocol === "https:" ? httpsClient() : { agent: httpAgent, request: httpRequest };
+    const req = client.request(url, { method: options.method, headers: options.headers, agent: client.agent });
     let res: IncomingMessage | undefined;
     // Before the answer, the call rejects; after it, the body stream fails.
     const fail = (err: unknown) => {
