@@ -1,7 +1,5 @@
 // CIDR parsing and canonical formatting, shared by the policy schema (which
 // normalizes rule addresses) and the eBPF rule compiler (which needs bytes).
-import { isIPv4, isIPv6 } from "node:net";
-
 /** A CIDR normalized to its network address, e.g. "10.0.0.0/8", "2001:db8::/32". */
 export interface Cidr {
   family: 4 | 6;
@@ -18,25 +16,23 @@ export function parseCidr(text: string): Cidr {
   const v4 = scanIPv4(text);
   if (v4) {
     const { value, prefix } = v4;
-    return masked({ family: 4, address: Uint8Array.of(value >>> 24, (value >>> 16) & 255, (value >>> 8) & 255, value & 255), prefix });
+    return masked({ family: 4, address: ipv4Bytes(value), prefix });
   }
   const [addr = "", prefixText, extra] = text.trim().split("/");
   if (extra !== undefined) throw new Error(`"${text}" is not a CIDR`);
-  let family: 4 | 6;
-  let bytes: Uint8Array;
-  if (isIPv4(addr)) {
-    family = 4;
-    bytes = Uint8Array.from(addr.split(".").map(Number));
-  } else if (isIPv6(addr)) {
-    family = 6;
-    bytes = parseIPv6(addr);
-  } else {
-    throw new Error(`"${text}" is not an IPv4 or IPv6 CIDR`);
-  }
+  const v4addr = scanIPv4(addr);
+  const v6addr = v4addr ? undefined : parseIPv6(addr);
+  if (!v4addr && !v6addr) throw new Error(`"${text}" is not an IPv4 or IPv6 CIDR`);
+  const family = v4addr ? 4 : 6;
+  const bytes = v4addr ? ipv4Bytes(v4addr.value) : v6addr!;
   const max = family === 4 ? 32 : 128;
   const prefix = prefixText === undefined ? max : /^\d{1,3}$/.test(prefixText) ? Number(prefixText) : NaN;
   if (!(prefix >= 0 && prefix <= max)) throw new Error(`"${text}" has a prefix length outside 0-${max}`);
   return masked({ family, address: bytes, prefix });
+}
+
+function ipv4Bytes(value: number): Uint8Array {
+  return Uint8Array.of(value >>> 24, (value >>> 16) & 255, (value >>> 8) & 255, value & 255);
 }
 
 /** Clears host bits so "10.1.2.3/8" and "10.0.0.0/8" are the same rule, noting whether any were set. */
@@ -105,26 +101,51 @@ function scanIPv4(text: string): { value: number; prefix: number; canonical: boo
   return prefix <= 32 ? { value, prefix, canonical: true } : undefined;
 }
 
-function parseIPv6(addr: string): Uint8Array {
+/**
+ * An IPv6 address in RFC 4291's text forms (up to 8 hex groups, at most one
+ * "::", an IPv4 tail as in "::ffff:192.0.2.1") as 16 bytes; undefined for
+ * anything else. A zone ("fe80::1%eth0") is refused: it names an interface,
+ * not part of a network. https://www.rfc-editor.org/rfc/rfc4291#section-2.2
+ */
+function parseIPv6(addr: string): Uint8Array | undefined {
   let text = addr;
-  // An embedded IPv4 tail ("::ffff:1.2.3.4") becomes two hex groups.
-  const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
-  if (v4) {
-    const [a, b, c, d] = v4[1]!.split(".").map(Number) as [number, number, number, number];
-    text = text.slice(0, v4.index) + `${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  let v4tail: number | undefined;
+  const lastColon = text.lastIndexOf(":");
+  if (lastColon < 0) return undefined;
+  if (text.includes(".", lastColon)) {
+    const v4 = scanIPv4(text.slice(lastColon + 1));
+    if (!v4) return undefined;
+    v4tail = v4.value;
+    // Two placeholder groups, overwritten with the IPv4 tail below.
+    text = `${text.slice(0, lastColon + 1)}0:0`;
   }
-  const [head = "", tail] = text.split("::");
-  const headGroups = head ? head.split(":") : [];
-  const tailGroups = tail ? tail.split(":") : [];
-  const zeros = tail === undefined ? 0 : 8 - headGroups.length - tailGroups.length;
-  const groups = [...headGroups, ...Array<string>(zeros).fill("0"), ...tailGroups];
+  const halves = text.split("::");
+  if (halves.length > 2) return undefined;
+  const head = hexGroups(halves[0]!);
+  const tail = halves.length === 2 ? hexGroups(halves[1]!) : [];
+  if (!head || !tail) return undefined;
+  const count = head.length + tail.length;
+  // "::" stands for at least one group of zeros; without it there must be eight.
+  if (halves.length === 2 ? count > 7 : count !== 8) return undefined;
+  const groups = [...head, ...Array<number>(8 - count).fill(0), ...tail];
+  if (v4tail !== undefined) groups.splice(6, 2, v4tail >>> 16, v4tail & 0xffff);
   const bytes = new Uint8Array(16);
   groups.forEach((group, i) => {
-    const value = parseInt(group, 16);
-    bytes[i * 2] = value >> 8;
-    bytes[i * 2 + 1] = value & 0xff;
+    bytes[i * 2] = group >> 8;
+    bytes[i * 2 + 1] = group & 0xff;
   });
   return bytes;
+}
+
+/** "1:ab:0" → [1, 0xab, 0]; "" → []; undefined unless every group is 1-4 hex digits. */
+function hexGroups(text: string): number[] | undefined {
+  if (text === "") return [];
+  const groups: number[] = [];
+  for (const group of text.split(":")) {
+    if (!/^[0-9a-fA-F]{1,4}$/.test(group)) return undefined;
+    groups.push(parseInt(group, 16));
+  }
+  return groups;
 }
 
 export function formatCidr(cidr: Cidr): string {
