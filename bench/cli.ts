@@ -3,9 +3,13 @@
 // against `node -e 0` and `skopeo --version`), `aegis pull` by digest into a
 // directory (1 MiB and 50 MiB bundles) against `skopeo copy docker://…@sha256:…
 // oci:<dir>`, `aegis copy -r` registry → registry against `skopeo copy` between
-// the same repositories, and `aegis push` against `skopeo copy oci:<layout>
-// docker://…` of the same artifact. One registry 2.8.2 (test/harness) serves
-// both tools in the same run.
+// the same repositories (on one registry both tools mount the blob, so that
+// row times start-up and a few requests; on two registries the 50 MiB
+// streams from one into the other: each round copies into a registry started
+// for it, because skopeo remembers where it has seen a blob (its blob info
+// cache) and would otherwise mount it from an earlier round's repository), and `aegis push` against `skopeo copy
+// oci:<layout> docker://…` of the same artifact. Registries 2.8.2
+// (test/harness) serve both tools in the same run.
 //
 // Every command runs under `/usr/bin/time -f %M` (Debian `time`: its peak RSS,
 // the "Maximum resident set size" of `time -v`); both sides pay the same
@@ -35,7 +39,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { startRegistry } from "../test/harness/registry.js";
+import { startRegistry, type RegistryServer } from "../test/harness/registry.js";
 import { makeTempDir, removeTempDir, requireBinary } from "../test/harness/process.js";
 import { median, type BenchResult, type Row } from "./report.js";
 
@@ -55,6 +59,8 @@ interface Run {
 /** One command of the bench; `run` gets a fresh directory and a round tag (for fresh repositories). */
 interface Command {
   name: string;
+  /** Untimed set-up before each run (a fresh registry). */
+  prepare?(round: string): Promise<void>;
   run(dir: string, round: string): Run;
   /** Throws if the command's result is wrong (run once per round, untimed). */
   check?(dir: string, round: string): Promise<void>;
@@ -146,6 +152,8 @@ export default async function cliBench(): Promise<BenchResult> {
   const time = requireBinary("time", "time");
   requireBinary("zstd", "zstd");
   const registry = await startRegistry();
+  /** The two-registry rows' destinations, one per command and round. */
+  const destinations = new Map<string, RegistryServer>();
   const work = makeTempDir("aegis-bench-cli-");
   try {
     const host = registry.host;
@@ -173,8 +181,26 @@ export default async function cliBench(): Promise<BenchResult> {
       const index = JSON.parse(readFileSync(join(dir, "oci", "index.json"), "utf8")) as { manifests: { digest: string }[] };
       expectEqual("skopeo's OCI layout index", index.manifests[0]?.digest, digest);
     };
-    const inRegistry = (repo: (round: string) => string, digest: (dir: string) => string): Command["check"] => async (dir, round) =>
-      expectEqual(`manifest of ${repo(round)}:1`, await manifestDigest(registry.url, repo(round), "1"), digest(dir));
+    const inRegistry = (repo: (round: string) => string, digest: (dir: string) => string, url = (_round: string) => registry.url): Command["check"] => async (dir, round) =>
+      expectEqual(`manifest of ${repo(round)}:1`, await manifestDigest(url(round), repo(round), "1"), digest(dir));
+    /** A copy into a registry started for this command and round (stopped once the round is checked). */
+    const toFreshRegistry = (name: string, argv: (src: string, dst: string) => string[]): Command => {
+      const key = (round: string) => `${name} ${round}`;
+      const destination = (round: string) => destinations.get(key(round))!;
+      return {
+        name,
+        prepare: async (round) => void destinations.set(key(round), await startRegistry()),
+        run: (_dir, round) => ({ argv: argv(`${host}/bench/pull-50m@${largeDigest}`, `${destination(round).host}/bench/copy:1`) }),
+        check: async (dir, round) => {
+          try {
+            await inRegistry(() => "bench/copy", () => largeDigest, () => destination(round).url)!(dir, round);
+          } finally {
+            await destination(round).stop();
+            destinations.delete(key(round));
+          }
+        },
+      };
+    };
     // Each push sends a bundle the registry has never seen (no blob to skip or mount): made
     // before the timed process starts, with its digest from a push into an OCI layout, which
     // is also skopeo's source.
@@ -206,6 +232,8 @@ export default async function cliBench(): Promise<BenchResult> {
         run: (_dir, round) => ({ argv: [...skopeo, `docker://${host}/bench/pull-50m@${largeDigest}`, `docker://${host}/bench/copy-skopeo-${round}:1`] }),
         check: inRegistry((round) => `bench/copy-skopeo-${round}`, () => largeDigest),
       },
+      toFreshRegistry("aegis copy -r 50 MiB, two registries", (src, dst) => [NODE, AEGIS, "copy", "-r", src, dst]),
+      toFreshRegistry("skopeo copy 50 MiB, two registries", (src, dst) => [...skopeo, `docker://${src}`, `docker://${dst}`]),
       {
         name: "aegis push 50 MiB",
         run: (dir, round) => ({ argv: [NODE, AEGIS, "push", freshBundle(dir).bundle, `${host}/bench/push-aegis-${round}:1`] }),
@@ -224,7 +252,8 @@ export default async function cliBench(): Promise<BenchResult> {
       { row: "cold start vs skopeo", aegis: "aegis --version", peer: "skopeo --version" },
       { row: "pull 1 MiB", aegis: "aegis pull 1 MiB", peer: "skopeo pull 1 MiB", goal: { factor: 3, rssMiB: 64 }, size: sizeOf(small) },
       { row: "pull 50 MiB", aegis: "aegis pull 50 MiB", peer: "skopeo pull 50 MiB", goal: { factor: 1.2, rssMiB: 64 }, size: sizeOf(large) },
-      { row: "copy -r 50 MiB", aegis: "aegis copy -r 50 MiB", peer: "skopeo copy 50 MiB", goal: { factor: 1.2 }, size: sizeOf(large) },
+      { row: "copy -r 50 MiB, one registry (mount)", aegis: "aegis copy -r 50 MiB", peer: "skopeo copy 50 MiB", goal: { factor: 1.2 }, size: sizeOf(large) },
+      { row: "copy -r 50 MiB, two registries", aegis: "aegis copy -r 50 MiB, two registries", peer: "skopeo copy 50 MiB, two registries", goal: { factor: 1.2 }, size: sizeOf(large) },
       { row: "push 50 MiB", aegis: "aegis push 50 MiB", peer: "skopeo push 50 MiB", goal: { factor: 1.2, rssMiB: 64 }, size: sizeOf(large) },
     ];
 
@@ -237,6 +266,7 @@ export default async function cliBench(): Promise<BenchResult> {
         const tag = round < 0 ? "warm" : `r${round}`;
         const dir = join(work, "runs", `${command.name.replace(/[^a-z0-9]+/gi, "-")}-${tag}`);
         mkdirSync(dir, { recursive: true });
+        await command.prepare?.(tag);
         const sample = timed(time, command.run(dir, tag), rssFile);
         await command.check?.(dir, tag);
         if (round >= 0) samples.get(command.name)!.push(sample);
@@ -279,7 +309,7 @@ export default async function cliBench(): Promise<BenchResult> {
       skopeo: sh("skopeo", ["--version"]).trim(),
     };
   } finally {
-    await registry.stop();
+    await Promise.all([registry.stop(), ...[...destinations.values()].map((r) => r.stop())]);
     await removeTempDir(work);
   }
 }
