@@ -14,8 +14,8 @@
 //
 // Usage: node scripts/bundle-cli.mjs [outdir]   (default dist/cli)
 import { build } from "esbuild";
-import { readdirSync, rmSync } from "node:fs";
-import { join } from "node:path";
+import { readdirSync, readFileSync, rmSync } from "node:fs";
+import { dirname, join, relative } from "node:path";
 import process from "node:process";
 import { fileURLToPath, URL } from "node:url";
 
@@ -66,6 +66,35 @@ const zodEnglishOnly = {
   },
 };
 
+/**
+ * The policy schemas (policy/policy.ts, on every pull and push) use zod's
+ * tree-shakable "mini" API, but code splitting would put all of zod's core
+ * that classic zod needs (the fleet, trust and assigner commands) into one
+ * shared chunk of 300 KB that a pull then loads. Loading zod/mini's files
+ * under a namespace of their own makes them separate modules, so the pull
+ * path gets only the part of zod's core its schemas use. The two copies
+ * share no state the code relies on: schemas of one are never composed with
+ * the other's, and each sets its English messages (policy.ts, classic zod).
+ */
+const zodMiniAlone = {
+  name: "zod-mini-alone",
+  setup(b) {
+    // Paths relative to the checkout, so the output names no directory of this machine.
+    const own = (path) => ({ path: relative(ROOT, path), namespace: "zod-mini" });
+    b.onResolve({ filter: /^zod\/(mini|v4\/locales\/en\.js)$/ }, async (args) => {
+      if (args.pluginData === "zod-mini-alone") return undefined;
+      const found = await b.resolve(args.path, { kind: args.kind, resolveDir: args.resolveDir, pluginData: "zod-mini-alone" });
+      return found.errors.length > 0 ? { errors: found.errors } : own(found.path);
+    });
+    // Within zod: relative imports only; its locale index is English alone, as zodEnglishOnly does for classic zod.
+    b.onResolve({ filter: /.*/, namespace: "zod-mini" }, (args) => own(join(args.resolveDir, args.path === "../locales/index.js" ? "../locales/en.js" : args.path)));
+    b.onLoad({ filter: /.*/, namespace: "zod-mini" }, (args) => {
+      const path = join(ROOT, args.path);
+      return { contents: readFileSync(path, "utf8"), resolveDir: dirname(path), loader: "js" };
+    });
+  },
+};
+
 const outdir = process.argv[2] ?? `${ROOT}dist/cli`;
 
 // Chunks of an earlier build (their names carry a content hash; tsc's own files never do) go first.
@@ -89,7 +118,7 @@ await build({
   sourcemap: true,
   // Bundled CommonJS packages (commander, yaml) call require() for Node's own modules.
   banner: { js: 'import { createRequire as __aegisCreateRequire } from "node:module";\nconst require = __aegisCreateRequire(import.meta.url);' },
-  plugins: [externalPackages, zodEnglishOnly],
+  plugins: [zodMiniAlone, externalPackages, zodEnglishOnly],
   legalComments: "inline",
   logLevel: "warning",
 });
