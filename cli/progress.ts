@@ -2,6 +2,7 @@
 // reading a fleet host by host), drawn on one line of stderr, and only when
 // stderr is a terminal and the command is not printing JSON: pipes, logs and
 // scripts see nothing. One module, so every command shows progress the same way.
+import { isatty } from "node:tty";
 import type { CopyEvent } from "../registry/index.js";
 
 /** Where progress is drawn; process.stderr by default, a fake terminal in tests. */
@@ -36,9 +37,20 @@ const WIDTH = 30;
 
 const NOTHING: Progress = { onProgress() {}, onEvent: undefined, finish() {}, active: false };
 
+/**
+ * The stream to draw on, or undefined when there is none to draw on. Asks
+ * isatty(2) before touching process.stderr: making that stream for a pipe or
+ * a file costs a few ms that a command run by a script would spend for nothing.
+ */
+function terminal(options: ProgressOptions): ProgressStream | undefined {
+  if (options.json) return undefined;
+  if (options.stream) return options.stream.isTTY ? options.stream : undefined;
+  return isatty(2) ? process.stderr : undefined;
+}
+
 export function startProgress(label: string, options: ProgressOptions = {}): Progress {
-  const stream = options.stream ?? process.stderr;
-  if (!stream.isTTY || options.json) return NOTHING;
+  const stream = terminal(options);
+  if (!stream) return NOTHING;
   const interval = options.intervalMs ?? 100;
   const items = options.unit === "items";
   let done = 0;
@@ -87,8 +99,8 @@ export function startProgress(label: string, options: ProgressOptions = {}): Pro
  * is the command's answer alone.
  */
 export async function duringStep<T>(label: string, options: ProgressOptions, work: () => Promise<T>): Promise<T> {
-  const stream = options.stream ?? process.stderr;
-  if (!stream.isTTY || options.json) return work();
+  const stream = terminal(options);
+  if (!stream) return work();
   stream.write(`${label}…\x1b[K`);
   try {
     return await work();
