@@ -87,6 +87,26 @@ describe("pushBundleFile", () => {
     );
   });
 
+  it("aborted midway: rejects with the signal's reason, the upload cancelled, nothing stored in a registry or a layout", async () => {
+    const bytes = await encodeBundle({ policy: POLICY, program: randomBytes(8 * MiB) });
+    const path = file(bytes);
+    const pushAborted = (target: RemoteRepository | OciLayoutTarget) => {
+      const controller = new AbortController();
+      const onProgress = (done: number) => done >= 2 * MiB && controller.abort(new Error("stopping"));
+      return pushBundleFile(path, target, "v1", { signal: controller.signal, onProgress });
+    };
+    const repo = new RemoteRepository(proxy.host, `push/aborted${counter++}`);
+    proxy.requests.length = 0;
+    await expect(pushAborted(repo), "into a registry").rejects.toThrow("stopping");
+    const requests = proxy.requests.map((r) => `${r.method} ${r.path.includes("/blobs/uploads/") ? "upload" : r.path}`);
+    expect(requests, "requests").toEqual(["POST upload", "PATCH upload", "DELETE upload"]);
+    expect(committed(sha256(bytes)), "layer committed").toBe(false);
+
+    const layout = new OciLayoutTarget(join(work, `layout-${counter++}`));
+    await expect(pushAborted(layout), "into a layout").rejects.toThrow("stopping");
+    expect(readdirSync(join(layout.dir, "blobs", "sha256")), "blobs and temp files in the layout").toEqual([]);
+  });
+
   const bad: [string, () => Promise<Buffer>, RegExp][] = [
     ["not zstd", async () => randomBytes(2 * MiB), /not valid zstd/],
     ["a policy.json that fails validation", () => encodeBundle({ policy: { ...POLICY, rules: [{ ...POLICY.rules[0]!, dst: "300.1.2.3/8" }] }, program: randomBytes(2 * MiB) }), /300\.1\.2\.3/],
