@@ -69,8 +69,13 @@ export function packArtifactFor(bundle: Pick<Descriptor, "digest" | "size">, pol
 
 /** Stores the artifact's blobs and manifest in `target` (typically a MemoryTarget to copy from). */
 export async function storeArtifact(target: Target, bundleBytes: Buffer, artifact: PackedArtifact): Promise<void> {
+  await target.push(artifact.layer, Readable.from([bundleBytes]));
+  await storeManifest(target, artifact);
+}
+
+/** Stores the artifact's empty config and manifest, not its layer (a bundle file's layer goes to the destination on its own). */
+export async function storeManifest(target: Target, artifact: PackedArtifact): Promise<void> {
   const empty = Buffer.from("{}");
   await target.push({ mediaType: EMPTY_CONFIG.mediaType, digest: EMPTY_CONFIG.digest, size: EMPTY_CONFIG.size }, Readable.from([empty]));
-  await target.push(artifact.layer, Readable.from([bundleBytes]));
   await target.push(artifact.manifest, Readable.from([artifact.manifestBytes]));
 }

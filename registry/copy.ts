@@ -31,6 +31,12 @@ export interface CopyOptions {
   maxNodes?: number;
   /** Deepest nesting of manifests below the root (an index of indexes…); default 8. */
   maxDepth?: number;
+  /**
+   * Blobs the caller has itself just stored in `dst` (an Ingester's commit):
+   * skipped as there without asking `dst`, whose check costs a request, or
+   * for a layout hashing the blob again. The source need not hold them.
+   */
+  stored?: readonly Descriptor[];
   onEvent?: (event: CopyEvent) => void;
   /**
    * Bytes copied so far (blobs and manifests the destination already had,
@@ -145,7 +151,7 @@ class GraphCopier {
       return;
     }
     await this.limited(async () => {
-      if (await this.dst.exists(desc, { signal })) return this.skipped(desc, "exists");
+      if (this.options.stored?.some((d) => d.digest === desc.digest) || (await this.dst.exists(desc, { signal }))) return this.skipped(desc, "exists");
       if (await this.dst.mountFrom?.(desc, this.src, { signal })) return this.skipped(desc, "mounted");
       emit({ kind: "start", desc });
       const counter = new Transform({

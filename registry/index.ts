@@ -19,6 +19,8 @@ export type {
   AbortOptions,
   Deleter,
   Fetcher,
+  Ingested,
+  Ingester,
   Mounter,
   Pusher,
   ReadOnlyStorage,

@@ -4,14 +4,14 @@ import { createHash, randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
 import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { Readable } from "node:stream";
+import { pipeline as pipe, Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { atomicWrite, sleep } from "../util/index.js";
 import { RegistryError } from "./errors.js";
-import { checkDigest, isDigest, readAll, verifyStream } from "./digest.js";
+import { checkDigest, DigestingStream, isDigest, readAll, verifyStream } from "./digest.js";
 import { Annotation, isManifestType, MAX_MANIFEST_SIZE, MediaType, type Descriptor, type Index } from "./oci.js";
 import { addFallbackReferrer, fallbackReferrers } from "./referrers.js";
-import type { AbortOptions, Deleter, Target } from "./storage.js";
+import type { AbortOptions, Deleter, Ingested, Target } from "./storage.js";
 
 const LAYOUT_FILE = { imageLayoutVersion: "1.0.0" };
 
@@ -56,15 +56,62 @@ export class OciLayoutTarget implements Target, Deleter {
 
   /** An aborted `signal` (or a source stream that fails) leaves nothing behind, not even the temp file. */
   async push(desc: Descriptor, content: Readable, options: AbortOptions = {}): Promise<void> {
+    // Written beside the final name and renamed only once the digest checked
+    // out: a reader never sees a partial or unverified blob.
+    const temp = await this.writeTemp(verifyStream(desc, content, "pushed content"), options);
+    await this.commitTemp(temp, desc);
+  }
+
+  /**
+   * Writes `content` to a temp file, hashing it as it goes; commit renames
+   * it to the digest learned, abort removes it. Content of another size
+   * leaves no file behind.
+   */
+  async ingest(mediaType: string, size: number, content: Readable, options: AbortOptions = {}): Promise<Ingested> {
+    const digesting = new DigestingStream();
+    const hashed = pipe(content, digesting, () => {});
+    const where = this.name;
+    let seen = 0;
+    // Stopped at the first byte too many: a stream that runs on writes no more than `size`.
+    async function* sized(): AsyncGenerator<Buffer> {
+      for await (const chunk of hashed as AsyncIterable<Buffer>) {
+        if ((seen += chunk.byteLength) > size) throw new RegistryError("SIZE_MISMATCH", `content ingested into ${where} is larger than ${size} bytes`);
+        yield chunk;
+      }
+    }
+    let temp: string;
+    try {
+      temp = await this.writeTemp(Readable.from(sized(), { objectMode: false }), options);
+    } catch (err) {
+      hashed.destroy();
+      throw err;
+    }
+    if (seen !== size) {
+      await rm(temp, { force: true });
+      throw new RegistryError("SIZE_MISMATCH", `content ingested into ${where} is ${seen} bytes, not ${size}`);
+    }
+    const desc = digesting.described(mediaType);
+    return { desc, commit: () => this.commitTemp(temp, desc), abort: () => rm(temp, { force: true }) };
+  }
+
+  /** Writes `content` to a temp file beside the blobs; any failure removes it. */
+  private async writeTemp(content: Readable, options: AbortOptions): Promise<string> {
     options.signal?.throwIfAborted();
     await this.init();
-    const final = this.blobPath(desc.digest);
-    // Write beside the final name and rename only once the digest checked out:
-    // a reader never sees a partial or unverified blob.
     const temp = join(this.dir, "blobs", "sha256", `.tmp-${randomBytes(8).toString("hex")}`);
     try {
-      await pipeline(verifyStream(desc, content, "pushed content"), createWriteStream(temp, { mode: 0o644, highWaterMark: WRITE_BUFFER }), { signal: options.signal });
-      await rename(temp, final);
+      await pipeline(content, createWriteStream(temp, { mode: 0o644, highWaterMark: WRITE_BUFFER }), { signal: options.signal });
+    } catch (err) {
+      await rm(temp, { force: true });
+      throw err;
+    }
+    return temp;
+  }
+
+  /** Renames a written temp file to `desc`'s blob (removing it if that fails), and indexes a manifest. */
+  private async commitTemp(temp: string, desc: Descriptor): Promise<void> {
+    try {
+      await rename(temp, this.blobPath(desc.digest));
     } catch (err) {
       await rm(temp, { force: true });
       throw err;

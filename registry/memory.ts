@@ -1,16 +1,14 @@
-// An in-memory Target: for tests, and as the staging store of `push` (where
-// a large layer stays in its file: see `link`).
+// An in-memory Target: for tests, and as the staging store of `push`.
 import { addAbortSignal, Readable } from "node:stream";
 import { RegistryError } from "./errors.js";
-import { readAll, verifyBytes, verifyStream, isDigest } from "./digest.js";
+import { descriptorFor, readAll, verifyBytes, isDigest } from "./digest.js";
 import { isManifestType, type Descriptor } from "./oci.js";
 import { addFallbackReferrer, fallbackReferrers } from "./referrers.js";
-import type { AbortOptions, Deleter, Target } from "./storage.js";
+import type { AbortOptions, Deleter, Ingested, Target } from "./storage.js";
 
 export class MemoryTarget implements Target, Deleter {
   readonly name: string;
-  /** Bytes held here, or a way to open bytes held elsewhere (link). */
-  private readonly blobs = new Map<string, Buffer | (() => Readable)>();
+  private readonly blobs = new Map<string, Buffer>();
   private readonly descriptors = new Map<string, Descriptor>();
   private readonly tagged = new Map<string, Descriptor>();
 
@@ -19,38 +17,36 @@ export class MemoryTarget implements Target, Deleter {
   }
 
   async fetch(desc: Descriptor, options: AbortOptions = {}): Promise<Readable> {
-    const stream = await this.fetchUnverified(desc, options);
     const data = this.blobs.get(desc.digest);
-    if (Buffer.isBuffer(data)) {
-      verifyBytes(desc, data, this.name);
-      return stream;
-    }
-    return verifyStream(desc, stream, this.name);
+    if (data) verifyBytes(desc, data, this.name);
+    return this.fetchUnverified(desc, options);
   }
 
   async fetchUnverified(desc: Descriptor, options: AbortOptions = {}): Promise<Readable> {
     options.signal?.throwIfAborted();
     const data = this.blobs.get(desc.digest);
     if (!data) throw new RegistryError("NOT_FOUND", `${desc.digest} not found in ${this.name}`);
-    const stream = Buffer.isBuffer(data) ? Readable.from([data]) : data();
+    const stream = Readable.from([data]);
     return options.signal ? addAbortSignal(options.signal, stream) : stream;
-  }
-
-  /**
-   * Holds `desc` without its bytes: `open` gives them (a file on disk) each
-   * time they are read, so staging a large layer to copy from costs no
-   * memory. Nothing is checked here; every read is, by `fetch` or by the
-   * pusher that `copy` hands `fetchUnverified`'s stream to.
-   */
-  link(desc: Descriptor, open: () => Readable): void {
-    this.blobs.set(desc.digest, open);
-    this.descriptors.set(desc.digest, { mediaType: desc.mediaType, digest: desc.digest, size: desc.size });
   }
 
   async push(desc: Descriptor, content: Readable, options: AbortOptions = {}): Promise<void> {
     options.signal?.throwIfAborted();
     const data = await readAll(content, desc.size, desc.digest);
     verifyBytes(desc, data, "pushed content");
+    this.store(desc, data);
+  }
+
+  /** Reads `content` into memory and names it; commit keeps it. */
+  async ingest(mediaType: string, size: number, content: Readable, options: AbortOptions = {}): Promise<Ingested> {
+    options.signal?.throwIfAborted();
+    const data = await readAll(options.signal ? addAbortSignal(options.signal, content) : content, size, `content ingested into ${this.name}`);
+    if (data.byteLength !== size) throw new RegistryError("SIZE_MISMATCH", `content ingested into ${this.name} is ${data.byteLength} bytes, not ${size}`);
+    const desc = descriptorFor(mediaType, data);
+    return { desc, commit: async () => this.store(desc, data), abort: async () => {} };
+  }
+
+  private store(desc: Descriptor, data: Buffer): void {
     this.blobs.set(desc.digest, data);
     this.descriptors.set(desc.digest, { mediaType: desc.mediaType, digest: desc.digest, size: desc.size });
   }

@@ -40,6 +40,39 @@ export interface ReadOnlyStorage extends Fetcher {
 
 export interface Storage extends ReadOnlyStorage, Pusher {}
 
+/**
+ * Content written to a store but not yet stored: its descriptor is known,
+ * and only `commit` makes it content of the store.
+ */
+export interface Ingested {
+  /** The bytes' descriptor, their digest learned as they streamed. */
+  readonly desc: Descriptor;
+  /** Stores the bytes under `desc.digest`; a failed commit stores nothing. */
+  commit(): Promise<void>;
+  /** Drops the bytes (best effort: a registry purges an abandoned upload anyway); nothing is stored. */
+  abort(): Promise<void>;
+}
+
+/**
+ * A store that takes a blob whose digest is learned as it streams, after
+ * containerd's content.Ingester and content.Writer (write the bytes, learn
+ * the digest, then commit or abort) and containers/image's PutBlob with an
+ * unknown digest: `aegis push` reads a bundle file once, hashing and
+ * uploading its bytes while it checks them, and commits only once the
+ * bundle has proved valid. https://pkg.go.dev/github.com/containerd/containerd/content#Ingester
+ */
+export interface Ingester {
+  /**
+   * Writes `content`, which must be exactly `size` bytes, hashing it as it
+   * streams; resolves once every byte is written, with its descriptor and
+   * nothing stored yet: the caller commits it, or aborts it. Content of
+   * another size, a failing stream or an aborted `signal` rejects, and
+   * nothing is left behind. For blobs: a manifest, whose bytes are in hand,
+   * goes through `push`.
+   */
+  ingest(mediaType: string, size: number, content: Readable, options?: AbortOptions): Promise<Ingested>;
+}
+
 /** A store that can take a blob from another store without the bytes passing through this process (a cross-repository mount). */
 export interface Mounter {
   /**
@@ -90,4 +123,4 @@ export interface ReadOnlyTarget extends ReadOnlyStorage, Resolver, TagLister, Re
 }
 
 /** A store that holds manifests with tags and referrers: a repository, a layout, memory. */
-export interface Target extends ReadOnlyTarget, Storage, Tagger, ReferrerIndexer, Partial<Mounter> {}
+export interface Target extends ReadOnlyTarget, Storage, Ingester, Tagger, ReferrerIndexer, Partial<Mounter> {}

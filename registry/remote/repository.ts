@@ -1,12 +1,12 @@
 // A Target for one repository in a registry that speaks the OCI distribution
 // spec. https://github.com/opencontainers/distribution-spec/blob/main/spec.md
-import { Readable } from "node:stream";
+import { pipeline, Readable } from "node:stream";
 import { backoffDelay, sleep } from "../../util/index.js";
 import { RegistryError } from "../errors.js";
-import { checkDigest, descriptorFor, isDigest, readAll, verifyBytes, verifyStream } from "../digest.js";
+import { checkDigest, descriptorFor, DigestingStream, isDigest, readAll, verifyBytes, verifyStream } from "../digest.js";
 import { EMPTY_CONFIG, isManifestType, MANIFEST_MEDIA_TYPES, MAX_MANIFEST_SIZE, MediaType, referrerEntries, type Descriptor } from "../oci.js";
 import { addFallbackReferrer, fallbackReferrers } from "../referrers.js";
-import type { AbortOptions, Mounter, ReadOnlyTarget, Target } from "../storage.js";
+import type { AbortOptions, Ingested, Mounter, ReadOnlyTarget, Target } from "../storage.js";
 import { RegistryClient, type ClientOptions, type Response } from "./client.js";
 import type { CredentialLookup, Credentials } from "./credentials.js";
 
@@ -25,6 +25,11 @@ export interface RepositoryOptions extends Omit<ClientOptions, "credentials"> {
   maxTagPages?: number;
   /** Most tags listed in all; default 100,000. */
   maxTags?: number;
+}
+
+/** An upload session: where its next request goes (the registry may move it on with each answer). */
+interface Upload {
+  location: string;
 }
 
 const ACCEPT_MANIFESTS = MANIFEST_MEDIA_TYPES.join(", ");
@@ -149,30 +154,35 @@ export class RemoteRepository implements Target, Mounter {
       return;
     }
     const verified = verifyStream(desc, content, "pushed content");
-    let location: string | undefined;
+    let upload: Upload | undefined;
     try {
-      location = await this.startUpload(signal);
+      upload = { location: await this.startUpload(signal) };
       if (desc.size <= this.monolithicLimit) {
-        await this.finishUpload(location, desc.digest, verified, desc.size, signal);
+        await this.finishUpload(upload, desc.digest, verified, desc.size, signal);
       } else {
-        location = await this.pushChunks(location, desc, verified, signal);
-        await this.finishUpload(location, desc.digest, Buffer.alloc(0), 0, signal);
+        await this.pushChunks(upload, desc.size, verified, signal);
+        await this.finishUpload(upload, desc.digest, Buffer.alloc(0), 0, signal);
       }
     } catch (err) {
       verified.destroy();
-      if (location) await this.cancelUpload(location);
+      if (upload) await this.cancelUpload(upload);
       throw err;
     }
   }
 
   /**
-   * Sends `verified` in PATCH chunks of chunkSize, each streamed as it is
-   * read; returns the Location for the closing PUT.
+   * Sends `content`, which must be `size` bytes, in PATCH chunks of
+   * chunkSize, each streamed as it is read, and reads on to the stream's
+   * end, moving `upload` on to each Location the registry answers (where the
+   * closing PUT, or a DELETE that cancels, goes). A stream that ends early, or
+   * goes on past `size`, is a SIZE_MISMATCH: the PATCH it was in is broken
+   * off, never sent short of its Content-Length.
    * https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pushing-a-blob-in-chunks
    */
-  private async pushChunks(location: string, desc: Descriptor, verified: Readable, signal: AbortSignal | undefined): Promise<string> {
-    const iterator = (verified as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+  private async pushChunks(upload: Upload, size: number, content: Readable, signal: AbortSignal | undefined): Promise<void> {
+    const iterator = (content as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
     let carry: Buffer | undefined;
+    const where = this.name;
     // Exactly `length` bytes of the stream (fewer only when it fails, which breaks off the request).
     async function* slice(length: number): AsyncGenerator<Buffer> {
       for (let left = length; left > 0; ) {
@@ -180,7 +190,7 @@ export class RemoteRepository implements Target, Mounter {
         carry = undefined;
         if (!chunk) {
           const next = await iterator.next();
-          if (next.done) return;
+          if (next.done) throw new RegistryError("SIZE_MISMATCH", `content for ${where} ended ${left} bytes short of ${size}`);
           chunk = next.value;
         }
         if (chunk.byteLength > left) {
@@ -191,11 +201,11 @@ export class RemoteRepository implements Target, Mounter {
         yield chunk;
       }
     }
-    for (let offset = 0; offset < desc.size; ) {
-      const length = Math.min(this.chunkSize, desc.size - offset);
+    for (let offset = 0; offset < size; ) {
+      const length = Math.min(this.chunkSize, size - offset);
       const res = await this.client.send({
         method: "PATCH",
-        url: location,
+        url: upload.location,
         headers: {
           "content-type": "application/octet-stream",
           "content-range": `${offset}-${offset + length - 1}`,
@@ -207,10 +217,52 @@ export class RemoteRepository implements Target, Mounter {
         signal,
       });
       await res.body.dump();
-      location = uploadLocation(res, this.name);
+      upload.location = uploadLocation(res, this.name);
       offset += length;
     }
-    return location;
+    // The end of the stream (where a digest is learned), or a byte too many.
+    if (carry || !(await iterator.next()).done) {
+      content.destroy();
+      throw new RegistryError("SIZE_MISMATCH", `content for ${this.name} is larger than ${size} bytes`);
+    }
+  }
+
+  /**
+   * Uploads a blob whose digest is learned as it streams, as containers/image
+   * does for a blob of unknown digest: POST opens the session, PATCH sends
+   * the bytes with Content-Length and Content-Range (pieces of chunkSize),
+   * hashed on the way, and only `commit` sends the closing PUT ?digest= with
+   * the digest learned. Content of another size, a failing stream, a failed
+   * commit or `abort` cancels the session: nothing is committed.
+   * https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pushing-a-blob-in-chunks
+   */
+  async ingest(mediaType: string, size: number, content: Readable, options: AbortOptions = {}): Promise<Ingested> {
+    const { signal } = options;
+    const digesting = new DigestingStream();
+    const hashed = pipeline(content, digesting, () => {});
+    let upload: Upload | undefined;
+    try {
+      upload = { location: await this.startUpload(signal) };
+      await this.pushChunks(upload, size, hashed, signal);
+    } catch (err) {
+      hashed.destroy();
+      if (upload) await this.cancelUpload(upload);
+      throw err;
+    }
+    const desc = digesting.described(mediaType);
+    const session = upload;
+    return {
+      desc,
+      commit: async () => {
+        try {
+          await this.finishUpload(session, desc.digest, Buffer.alloc(0), 0, signal);
+        } catch (err) {
+          await this.cancelUpload(session);
+          throw err;
+        }
+      },
+      abort: () => this.cancelUpload(session),
+    };
   }
 
   private async startUpload(signal: AbortSignal | undefined): Promise<string> {
@@ -226,8 +278,8 @@ export class RemoteRepository implements Target, Mounter {
     return uploadLocation(res, this.name);
   }
 
-  private async finishUpload(location: string, digest: string, body: Buffer | Readable, size: number, signal: AbortSignal | undefined): Promise<void> {
-    const url = new URL(location, this.client.baseUrl);
+  private async finishUpload(upload: Upload, digest: string, body: Buffer | Readable, size: number, signal: AbortSignal | undefined): Promise<void> {
+    const url = new URL(upload.location, this.client.baseUrl);
     url.searchParams.set("digest", digest);
     const res = await this.client.send({
       method: "PUT",
@@ -242,9 +294,9 @@ export class RemoteRepository implements Target, Mounter {
   }
 
   /** Best effort: the registry would purge an abandoned upload later anyway. */
-  private async cancelUpload(location: string): Promise<void> {
+  private async cancelUpload(upload: Upload): Promise<void> {
     try {
-      const res = await this.client.send({ method: "DELETE", url: location, scopes: this.scopes(true), expect: [204, 404], signal: AbortSignal.timeout(5000) });
+      const res = await this.client.send({ method: "DELETE", url: upload.location, scopes: this.scopes(true), expect: [204, 404], signal: AbortSignal.timeout(5000) });
       await res.body.dump();
     } catch {
       // Nothing was committed either way.
@@ -269,7 +321,7 @@ export class RemoteRepository implements Target, Mounter {
     await res.body.dump();
     if (res.statusCode === 201) return true;
     // The registry opened an ordinary upload instead; close it, push will open its own.
-    await this.cancelUpload(uploadLocation(res, this.name));
+    await this.cancelUpload({ location: uploadLocation(res, this.name) });
     return false;
   }
 

@@ -1,5 +1,5 @@
 import { mkdtempSync, rmSync } from "node:fs";
-import { readFile, writeFile } from "node:fs/promises";
+import { readdir, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll } from "vitest";
@@ -40,6 +40,7 @@ targetConformance(
       bytes[0] = bytes[0]! ^ 0xff;
       await writeFile(path, bytes);
     },
+    leftovers: async (layout) => (await readdir(join(layout.dir, "blobs", "sha256"))).filter((name) => name.startsWith(".tmp-")),
   },
 );
 targetConformance("registry 2.8.2 (tag-schema referrers)", () => new RemoteRepository(registry.host, `conformance/repo${counter++}`));

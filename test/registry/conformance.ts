@@ -13,6 +13,7 @@ import {
   MemoryTarget,
   readAll,
   RegistryError,
+  sha256,
   type Descriptor,
   type Deleter,
   type Manifest,
@@ -29,6 +30,8 @@ export interface Capabilities<T extends Target> {
   deleter?: (target: T) => Deleter;
   /** Overwrites the stored bytes of `desc` with different bytes of the same size, behind the target's back. */
   alterAtRest?: (target: T, desc: Descriptor) => Promise<void>;
+  /** Files a write keeps beside the stored content while under way (temp files): none may be left once it is over. */
+  leftovers?: (target: T) => Promise<string[]>;
 }
 
 const emptyConfig: Descriptor = { mediaType: EMPTY_CONFIG.mediaType, digest: EMPTY_CONFIG.digest, size: EMPTY_CONFIG.size };
@@ -125,6 +128,47 @@ export function targetConformance<T extends Target>(name: string, open: () => T,
       await expect(copy(altering, manifest.digest, target, "v1")).rejects.toMatchObject({ code: "DIGEST_MISMATCH" });
       expect(await target.exists(layer), "layer stored").toBe(false);
       expect(await target.exists(manifest), "manifest stored").toBe(false);
+    });
+
+    it("ingests a blob whose digest it learns as it streams: its descriptor once written, stored only on commit", async () => {
+      const target = open();
+      const data = randomBytes(6 * MiB + 123);
+      const expected = descriptorFor("application/octet-stream", data);
+      const ingested = await target.ingest(expected.mediaType, data.byteLength, chunked(data));
+      expect(ingested.desc, "descriptor learned").toEqual(expected);
+      expect(await target.exists(expected), "stored before commit").toBe(false);
+      await ingested.commit();
+      expect(await target.exists(expected), "stored after commit").toBe(true);
+      expect((await fetchBytes(target, expected)).equals(data), "fetch after commit").toBe(true);
+      // Again, of bytes it holds already: committing them again changes nothing.
+      await (await target.ingest(expected.mediaType, data.byteLength, chunked(data))).commit();
+      expect((await fetchBytes(target, expected)).equals(data), "fetch after a second commit").toBe(true);
+      const empty = await target.ingest("application/octet-stream", 0, Readable.from([]));
+      expect(empty.desc.digest, "an empty blob").toBe(descriptorFor("", Buffer.alloc(0)).digest);
+      await empty.commit();
+      expect(await target.exists(empty.desc), "empty blob stored").toBe(true);
+    });
+
+    it("an ingest aborted, of content shorter or longer than its size, or whose source fails, stores nothing", async () => {
+      const target = open();
+      const data = randomBytes(3 * MiB + 5);
+      const desc = descriptorFor("application/octet-stream", data);
+      const aborted = await target.ingest(desc.mediaType, data.byteLength, chunked(data));
+      await aborted.abort();
+      expect(await target.exists(desc), "stored after abort").toBe(false);
+      await expect(target.ingest(desc.mediaType, data.byteLength + 1, chunked(data)), "one byte short").rejects.toBeInstanceOf(RegistryError);
+      await expect(target.ingest(desc.mediaType, data.byteLength - 1, chunked(data)), "one byte too many").rejects.toBeInstanceOf(RegistryError);
+      await expect(target.ingest(desc.mediaType, 10, chunked(data)), "megabytes too many").rejects.toBeInstanceOf(RegistryError);
+      const failing = new Readable({ read() {} });
+      failing.push(data.subarray(0, MiB));
+      setImmediate(() => failing.destroy(new Error("source went away")));
+      await expect(target.ingest(desc.mediaType, data.byteLength, failing), "source failing midway").rejects.toThrow("source went away");
+      const signal = AbortSignal.abort(new Error("stopping"));
+      await expect(target.ingest(desc.mediaType, data.byteLength, chunked(data), { signal }), "aborted signal").rejects.toThrow("stopping");
+      for (const digest of [desc.digest, sha256(data.subarray(0, -1))]) {
+        expect(await target.exists({ ...desc, digest }), `stored under ${digest}`).toBe(false);
+      }
+      if (capabilities.leftovers) expect(await capabilities.leftovers(target), "files left behind").toEqual([]);
     });
 
     it("reports unknown content as not found", async () => {

@@ -1,0 +1,133 @@
+// Pushing a bundle file (pushBundleFile): read once, its bytes going both to
+// the bundle reader and to the destination's Ingester; the layer committed
+// only once the bundle proved valid, so a bad file stores nothing, in
+// registry 2.8.2 (requests seen through the recording proxy, blobs looked for
+// in its storage) and in an OCI layout (no blob, no temp file, no index entry).
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { encodeBundle, pushBundle } from "../../bundle/index.js";
+import { pushBundleFile } from "../../bundle/transfer.js";
+import type { Policy } from "../../policy/index.js";
+import { MemoryTarget, OciLayoutTarget, RemoteRepository, sha256, type CopyEvent } from "../../registry/index.js";
+import { startRegistryProxy, type RegistryProxy } from "../harness/proxy.js";
+import { startRegistry, type RegistryServer } from "../harness/registry.js";
+
+const MiB = 1024 * 1024;
+const POLICY: Policy = {
+  name: "pushed",
+  version: "1.0.0",
+  description: "",
+  program: "aegis_net",
+  attach: { hook: "tc", direction: "egress" },
+  rules: [{ action: "drop", dst: "192.0.2.0/24", protocol: "any" }],
+};
+
+let registry: RegistryServer;
+let proxy: RegistryProxy;
+let work: string;
+let counter = 0;
+
+beforeAll(async () => {
+  registry = await startRegistry();
+  proxy = await startRegistryProxy(registry.url);
+  work = mkdtempSync(join(tmpdir(), "aegis-push-"));
+});
+afterAll(async () => {
+  await proxy?.stop();
+  await registry?.stop();
+  rmSync(work, { recursive: true, force: true });
+});
+
+/** `bytes` written to a file of their own. */
+function file(bytes: Buffer): string {
+  const path = join(work, `bundle-${counter++}.tar.zst`);
+  writeFileSync(path, bytes);
+  return path;
+}
+
+/** Whether distribution's filesystem driver holds a blob of `digest` (in any repository). */
+function committed(digest: string): boolean {
+  const hex = digest.slice("sha256:".length);
+  return existsSync(`${registry.dataDir}/docker/registry/v2/blobs/sha256/${hex.slice(0, 2)}/${hex}/data`);
+}
+
+describe("pushBundleFile", () => {
+  it("into a registry: POST, one PATCH, the PUT ?digest= once the bundle checked out, then config and manifest; the same artifact as pushBundle", async () => {
+    const bytes = await encodeBundle({ policy: POLICY, program: randomBytes(3 * MiB) });
+    const expected = await pushBundle(bytes, POLICY, new MemoryTarget());
+    const repo = new RemoteRepository(proxy.host, "push/file");
+    const progress: [number, number][] = [];
+    const events: CopyEvent[] = [];
+    proxy.requests.length = 0;
+    const pushed = await pushBundleFile(file(bytes), repo, "v1", { onProgress: (done, total) => progress.push([done, total]), onEvent: (e) => events.push(e) });
+    expect(pushed.artifact.manifest, "manifest").toEqual(expected.manifest);
+    expect(pushed.artifact.layer, "layer").toEqual(expected.layer);
+    expect(pushed.policy, "policy").toEqual(POLICY);
+    expect((await repo.resolve("v1")).digest, "tag").toBe(expected.manifest.digest);
+    const layerRequests = proxy.requests.filter((r) => r.path.includes(expected.layer.digest) || r.query.includes(encodeURIComponent(expected.layer.digest)));
+    const uploads = proxy.requests.filter((r) => r.path.includes("/blobs/uploads/")).map((r) => `${r.method} ${r.status}`);
+    expect(uploads.slice(0, 3), "the layer's upload").toEqual(["POST 202", "PATCH 202", "PUT 201"]);
+    expect(layerRequests.map((r) => `${r.method} ${r.status}`), "requests naming the layer: only its commit").toEqual(["PUT 201"]);
+    expect(progress.at(-1), "progress at the end").toEqual([bytes.byteLength, bytes.byteLength]);
+    expect(progress.every(([done], i) => i === 0 || done >= progress[i - 1]![0]), "progress only goes up").toBe(true);
+    expect(events.filter((e) => e.kind === "skip").map((e) => e.desc.digest), "the layer, already stored, skipped by copy").toEqual([expected.layer.digest]);
+  });
+
+  it("into an OCI layout: the same artifact, the blob stored once and no temp file left", async () => {
+    const bytes = await encodeBundle({ policy: POLICY, program: randomBytes(MiB) });
+    const layout = new OciLayoutTarget(join(work, `layout-${counter++}`));
+    const pushed = await pushBundleFile(file(bytes), layout, "v1");
+    expect(pushed.artifact.layer.digest, "layer digest").toBe(sha256(bytes));
+    expect((await layout.resolve("v1")).digest, "tag").toBe(pushed.artifact.manifest.digest);
+    expect(readdirSync(join(layout.dir, "blobs", "sha256")).sort(), "blobs").toEqual(
+      [pushed.artifact.layer.digest, pushed.artifact.manifest.digest, "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"].map((d) => d.slice(7)).sort(),
+    );
+  });
+
+  it("aborted midway: rejects with the signal's reason, the upload cancelled, nothing stored in a registry or a layout", async () => {
+    const bytes = await encodeBundle({ policy: POLICY, program: randomBytes(8 * MiB) });
+    const path = file(bytes);
+    const pushAborted = (target: RemoteRepository | OciLayoutTarget) => {
+      const controller = new AbortController();
+      const onProgress = (done: number) => done >= 2 * MiB && controller.abort(new Error("stopping"));
+      return pushBundleFile(path, target, "v1", { signal: controller.signal, onProgress });
+    };
+    const repo = new RemoteRepository(proxy.host, `push/aborted${counter++}`);
+    proxy.requests.length = 0;
+    await expect(pushAborted(repo), "into a registry").rejects.toThrow("stopping");
+    const requests = proxy.requests.map((r) => `${r.method} ${r.path.includes("/blobs/uploads/") ? "upload" : r.path}`);
+    expect(requests, "requests").toEqual(["POST upload", "PATCH upload", "DELETE upload"]);
+    expect(committed(sha256(bytes)), "layer committed").toBe(false);
+
+    const layout = new OciLayoutTarget(join(work, `layout-${counter++}`));
+    await expect(pushAborted(layout), "into a layout").rejects.toThrow("stopping");
+    expect(readdirSync(join(layout.dir, "blobs", "sha256")), "blobs and temp files in the layout").toEqual([]);
+  });
+
+  const bad: [string, () => Promise<Buffer>, RegExp][] = [
+    ["not zstd", async () => randomBytes(2 * MiB), /not valid zstd/],
+    ["a policy.json that fails validation", () => encodeBundle({ policy: { ...POLICY, rules: [{ ...POLICY.rules[0]!, dst: "300.1.2.3/8" }] }, program: randomBytes(2 * MiB) }), /300\.1\.2\.3/],
+    ["a bundle cut short", async () => (await encodeBundle({ policy: POLICY, program: randomBytes(2 * MiB) })).subarray(0, MiB), /zstd|end/],
+  ];
+  for (const [name, make, message] of bad) {
+    it(`${name}: INVALID_BUNDLE, and nothing is stored in a registry (the upload cancelled) or a layout`, async () => {
+      const bytes = await make();
+      const path = file(bytes);
+      const repo = new RemoteRepository(proxy.host, `push/bad${counter++}`);
+      proxy.requests.length = 0;
+      await expect(pushBundleFile(path, repo, "v1"), "into a registry").rejects.toMatchObject({ code: "INVALID_BUNDLE", message: expect.stringMatching(message) });
+      const requests = proxy.requests.map((r) => `${r.method} ${r.path.includes("/blobs/uploads/") ? "upload" : r.path} ${r.status}`);
+      expect(requests, "requests").toEqual(["POST upload 202", "PATCH upload 202", "DELETE upload 204"]);
+      expect(committed(sha256(bytes)), "layer committed").toBe(false);
+      expect(await repo.tags(), "tags").toEqual([]);
+
+      const layout = new OciLayoutTarget(join(work, `layout-${counter++}`));
+      await expect(pushBundleFile(path, layout, "v1"), "into a layout").rejects.toMatchObject({ code: "INVALID_BUNDLE" });
+      expect(readdirSync(join(layout.dir, "blobs", "sha256")), "blobs and temp files in the layout").toEqual([]);
+      expect(existsSync(join(layout.dir, "index.json")), "index.json").toBe(false);
+    });
+  }
+});
