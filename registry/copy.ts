@@ -57,7 +57,8 @@ const MAX_REFERRER_DEPTH = 3;
 
 /**
  * Copies the graph that `srcRef` (a tag or digest) names from `src` to `dst`,
- * then tags it `dstRef` when that is a tag. Returns the root descriptor.
+ * then tags it `dstRef` when that is a tag (with the root's own write, where
+ * `dst` is a ReferencePusher). Returns the root descriptor.
  */
 export async function copy(src: ReadOnlyTarget, srcRef: string, dst: Target, dstRef?: string, options: CopyOptions = {}): Promise<Descriptor> {
   const { signal } = options;
@@ -66,10 +67,11 @@ export async function copy(src: ReadOnlyTarget, srcRef: string, dst: Target, dst
     if (dstRef && isDigest(dstRef) && dstRef !== root.digest) {
       throw new InputError("INVALID_REFERENCE", `destination digest ${dstRef} differs from the source's ${root.digest}`);
     }
-    const copier = new GraphCopier(src, dst, options);
+    const tag = dstRef && !isDigest(dstRef) ? dstRef : undefined;
+    const copier = new GraphCopier(src, dst, options, tag === undefined ? undefined : { root: root.digest, tag });
     await copier.copyGraph(root, 0);
     signal?.throwIfAborted();
-    if (dstRef && !isDigest(dstRef)) await dst.tag(root, dstRef);
+    if (tag && !copier.tagged) await dst.tag(root, tag);
     if (options.referrers) await copier.copyReferrers(root, 1);
     return root;
   } catch (err) {
@@ -88,11 +90,15 @@ class GraphCopier {
   private bytesDone = 0;
   private bytesTotal = 0;
   private readonly waiting: (() => void)[] = [];
+  /** The root was pushed with its tag in one write (a ReferencePusher). */
+  tagged = false;
 
   constructor(
     private readonly src: ReadOnlyTarget,
     private readonly dst: Target,
     private readonly options: CopyOptions,
+    /** The tag the root gets at the destination, if any. */
+    private readonly rootTag?: { root: string; tag: string },
   ) {
     this.limit = options.concurrency ?? 8;
     this.maxNodes = options.maxNodes ?? COPY_LIMITS.maxNodes;
@@ -143,8 +149,15 @@ class GraphCopier {
       const failed = settled.find((c) => c.status === "rejected");
       if (failed) throw failed.reason;
       await this.limited(async () => {
-        if (await this.dst.exists(desc, { signal })) return this.skipped(desc, "exists");
-        await this.dst.push(desc, Readable.from([bytes]), { signal });
+        const { rootTag } = this;
+        if (rootTag?.root === desc.digest && this.dst.pushReference) {
+          // Stored and tagged in one request, whether or not the destination had it.
+          await this.dst.pushReference(desc, Readable.from([bytes]), rootTag.tag, { signal });
+          this.tagged = true;
+        } else {
+          if (await this.dst.exists(desc, { signal })) return this.skipped(desc, "exists");
+          await this.dst.push(desc, Readable.from([bytes]), { signal });
+        }
         this.progress(desc.size, 0);
         emit({ kind: "done", desc });
       });

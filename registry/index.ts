@@ -22,6 +22,7 @@ export type {
   Ingested,
   Ingester,
   Mounter,
+  ReferencePusher,
   Pusher,
   ReadOnlyStorage,
   ReadOnlyTarget,

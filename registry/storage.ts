@@ -82,6 +82,17 @@ export interface Mounter {
   mountFrom(desc: Descriptor, source: ReadOnlyTarget, options?: AbortOptions): Promise<boolean>;
 }
 
+/**
+ * A store that takes a manifest and a tag for it in one write, after
+ * oras-go's registry.ReferencePusher: a registry's PUT /manifests/<tag>
+ * stores the manifest and points the tag at it, where push then tag would
+ * cost a HEAD and two PUTs. https://pkg.go.dev/oras.land/oras-go/v2/registry#ReferencePusher
+ */
+export interface ReferencePusher {
+  /** Stores the manifest `content` (which must match `desc`) and points `tag` at it; content that does not match stores nothing. */
+  pushReference(desc: Descriptor, content: Readable, tag: string, options?: AbortOptions): Promise<void>;
+}
+
 export interface Deleter {
   /** Removes `desc`'s content and every tag that names it; NOT_FOUND when it is not stored. */
   delete(desc: Descriptor): Promise<void>;
@@ -123,4 +134,4 @@ export interface ReadOnlyTarget extends ReadOnlyStorage, Resolver, TagLister, Re
 }
 
 /** A store that holds manifests with tags and referrers: a repository, a layout, memory. */
-export interface Target extends ReadOnlyTarget, Storage, Ingester, Tagger, ReferrerIndexer, Partial<Mounter> {}
+export interface Target extends ReadOnlyTarget, Storage, Ingester, Tagger, ReferrerIndexer, Partial<Mounter>, Partial<ReferencePusher> {}

@@ -6,7 +6,7 @@ import { RegistryError } from "../errors.js";
 import { checkDigest, descriptorFor, DigestingStream, isDigest, readAll, verifyBytes, verifyStream } from "../digest.js";
 import { EMPTY_CONFIG, isManifestType, MANIFEST_MEDIA_TYPES, MAX_MANIFEST_SIZE, MediaType, referrerEntries, type Descriptor } from "../oci.js";
 import { addFallbackReferrer, fallbackReferrers } from "../referrers.js";
-import type { AbortOptions, Ingested, Mounter, ReadOnlyTarget, Target } from "../storage.js";
+import type { AbortOptions, Ingested, Mounter, ReadOnlyTarget, ReferencePusher, Target } from "../storage.js";
 import { RegistryClient, type ClientOptions, type Response } from "./client.js";
 import type { CredentialLookup, Credentials } from "./credentials.js";
 
@@ -40,7 +40,7 @@ const EMPTY_CONTENT = Buffer.from("{}");
 const referrersSupport = new Map<string, Promise<boolean>>();
 const clients = new Map<string, RegistryClient>();
 
-export class RemoteRepository implements Target, Mounter {
+export class RemoteRepository implements Target, Mounter, ReferencePusher {
   readonly name: string;
   readonly client: RegistryClient;
   private readonly monolithicLimit: number;
@@ -137,6 +137,13 @@ export class RemoteRepository implements Target, Mounter {
     return res.statusCode === 200;
   }
 
+  /** PUT /manifests/<tag>: the registry stores the manifest and tags it at once. The bytes are verified first. */
+  async pushReference(desc: Descriptor, content: Readable, tag: string, options: AbortOptions = {}): Promise<void> {
+    if (!isManifestType(desc.mediaType)) throw new RegistryError("INVALID_MANIFEST", `${desc.digest} is a ${desc.mediaType}, not a manifest: only manifests take a tag`);
+    const bytes = await readAll(content, MAX_MANIFEST_SIZE, `manifest ${desc.digest}`);
+    await this.putManifest(desc, Buffer.from(verifyBytes(desc, bytes, "pushed content")), tag, options.signal);
+  }
+
   /**
    * Streams a blob up as it is read, with backpressure, hashing each byte
    * once on the way: one PUT with a Content-Length, or PATCH chunks past
@@ -148,11 +155,7 @@ export class RemoteRepository implements Target, Mounter {
    */
   async push(desc: Descriptor, content: Readable, options: AbortOptions = {}): Promise<void> {
     const { signal } = options;
-    if (isManifestType(desc.mediaType)) {
-      const bytes = await readAll(content, MAX_MANIFEST_SIZE, `manifest ${desc.digest}`);
-      await this.putManifest(desc, Buffer.from(verifyBytes(desc, bytes, "pushed content")), desc.digest, signal);
-      return;
-    }
+    if (isManifestType(desc.mediaType)) return this.pushReference(desc, content, desc.digest, options);
     const verified = verifyStream(desc, content, "pushed content");
     let upload: Upload | undefined;
     try {

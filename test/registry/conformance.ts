@@ -17,6 +17,7 @@ import {
   type Descriptor,
   type Deleter,
   type Manifest,
+  type ReferencePusher,
   type Target,
 } from "../../registry/index.js";
 
@@ -32,6 +33,8 @@ export interface Capabilities<T extends Target> {
   alterAtRest?: (target: T, desc: Descriptor) => Promise<void>;
   /** Files a write keeps beside the stored content while under way (temp files): none may be left once it is over. */
   leftovers?: (target: T) => Promise<string[]>;
+  /** The target is a ReferencePusher. */
+  referencePusher?: (target: T) => ReferencePusher;
 }
 
 const emptyConfig: Descriptor = { mediaType: EMPTY_CONFIG.mediaType, digest: EMPTY_CONFIG.digest, size: EMPTY_CONFIG.size };
@@ -260,6 +263,28 @@ export function targetConformance<T extends Target>(name: string, open: () => T,
         expect(await target.exists(d.layer), `layer ${d.layer.digest}`).toBe(true);
       }
     });
+
+    if (capabilities.referencePusher) {
+      const asPusher = capabilities.referencePusher;
+      it("pushReference stores a manifest and its tag in one write; altered bytes store nothing and move no tag", async () => {
+        const target = open();
+        const first = await pushArtifact(target);
+        await target.tag(first.manifest, "v1");
+        const layerBytes = randomBytes(500);
+        const layer = descriptorFor("application/octet-stream", layerBytes);
+        await pushBytes(target, layer, layerBytes);
+        const bytes = encodeJson({ schemaVersion: 2, mediaType: MediaType.ImageManifest, artifactType: "application/vnd.test", config: EMPTY_CONFIG, layers: [layer] } satisfies Manifest);
+        const manifest = descriptorFor(MediaType.ImageManifest, bytes);
+        const altered = Buffer.from(bytes);
+        altered[altered.length - 2] = altered[altered.length - 2]! ^ 0x01;
+        await expect(asPusher(target).pushReference(manifest, Readable.from([altered]), "v1"), "altered bytes").rejects.toMatchObject({ code: "DIGEST_MISMATCH" });
+        expect((await target.resolve("v1")).digest, "the tag after a refused write").toBe(first.manifest.digest);
+        expect(await target.exists(manifest), "the refused manifest").toBe(false);
+        await asPusher(target).pushReference(manifest, Readable.from([bytes]), "v1");
+        expect((await target.resolve("v1")).digest, "the tag").toBe(manifest.digest);
+        expect((await fetchBytes(target, manifest)).equals(bytes), "the manifest by its digest").toBe(true);
+      });
+    }
 
     if (capabilities.deleter) {
       const asDeleter = capabilities.deleter;
