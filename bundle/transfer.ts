@@ -21,7 +21,7 @@ import {
   type ReadOnlyTarget,
   type Target,
 } from "../registry/index.js";
-import { packArtifact, packArtifactFor, storeArtifact, storeManifest, type PackedArtifact } from "./artifact.js";
+import { packArtifact, packArtifactFor, storeArtifact, storeEmptyConfig, storeManifest, type PackedArtifact } from "./artifact.js";
 import { readBundlePolicy, unpackBundle, type Unpacked } from "./read.js";
 import { BundleError } from "./errors.js";
 import { BUNDLE_LIMITS } from "./tar.js";
@@ -80,23 +80,25 @@ export async function pushBundleFile(path: string, dst: Target, tag?: string, op
   });
   // Whatever the reader leaves unread once it is done flows on, so the upload always gets every byte.
   const decoded = readBundlePolicy(toDecode, path).finally(() => toDecode.resume());
-  const [ingest, decode] = await Promise.allSettled([written, decoded]);
+  // Once the bundle has proved valid (the decoder is done well before the upload), the empty config goes up beside the rest of it.
+  const configStored = decoded.then(() => storeEmptyConfig(dst, { signal }));
+  const [ingest, decode, config] = await Promise.allSettled([written, decoded, configStored]);
   file.destroy();
   if (ingest.status === "rejected") {
     signal?.throwIfAborted();
     throw ingest.reason;
   }
   const ingested = ingest.value;
-  if (decode.status === "rejected" || signal?.aborted) {
+  if (decode.status === "rejected" || config.status === "rejected" || signal?.aborted) {
     await ingested.abort();
     signal?.throwIfAborted();
-    throw (decode as PromiseRejectedResult).reason;
+    throw (decode.status === "rejected" ? decode : (config as PromiseRejectedResult)).reason;
   }
   await ingested.commit();
   const artifact = packArtifactFor(ingested.desc, decode.value);
   const staging = new MemoryTarget("bundle");
   await storeManifest(staging, artifact);
-  await copy(staging, artifact.manifest.digest, dst, tag, { ...options, onProgress: undefined, stored: [artifact.layer] });
+  await copy(staging, artifact.manifest.digest, dst, tag, { ...options, onProgress: undefined, stored: [artifact.layer, config.value] });
   return { artifact, policy: decode.value };
 }
 

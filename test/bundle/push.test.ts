@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { encodeBundle, pushBundle } from "../../bundle/index.js";
 import { pushBundleFile } from "../../bundle/transfer.js";
 import type { Policy } from "../../policy/index.js";
-import { MemoryTarget, OciLayoutTarget, RemoteRepository, sha256, type CopyEvent } from "../../registry/index.js";
+import { EMPTY_CONFIG, MemoryTarget, OciLayoutTarget, RemoteRepository, sha256, type CopyEvent } from "../../registry/index.js";
 import { startRegistryProxy, type RegistryProxy } from "../harness/proxy.js";
 import { startRegistry, type RegistryServer } from "../harness/registry.js";
 
@@ -68,12 +68,18 @@ describe("pushBundleFile", () => {
     expect(pushed.policy, "policy").toEqual(POLICY);
     expect((await repo.resolve("v1")).digest, "tag").toBe(expected.manifest.digest);
     const layerRequests = proxy.requests.filter((r) => r.path.includes(expected.layer.digest) || r.query.includes(encodeURIComponent(expected.layer.digest)));
-    const uploads = proxy.requests.filter((r) => r.path.includes("/blobs/uploads/")).map((r) => `${r.method} ${r.status}`);
-    expect(uploads.slice(0, 3), "the layer's upload").toEqual(["POST 202", "PATCH 202", "PUT 201"]);
+    const seen = proxy.requests.map((r) => `${r.method} ${r.path.includes("/uploads/") ? "upload" : r.path.split("/").pop()}${r.query.includes("digest=") ? ` ${decodeURIComponent(r.query).split("digest=")[1]!.split("&")[0]}` : ""} ${r.status}`);
+    const layerCommit = `PUT upload ${expected.layer.digest} 201`;
+    // The layer's session (POST, the PATCH of its bytes, its commit) and, once the bundle checked out, the empty config's, side by side.
+    expect(seen[0], "the first request opens the layer's upload").toBe("POST upload 202");
+    expect(seen.filter((r) => r.startsWith("PATCH")), "one PATCH").toEqual(["PATCH upload 202"]);
+    expect(seen.indexOf(layerCommit), "the layer's commit, after its PATCH").toBeGreaterThan(seen.indexOf("PATCH upload 202"));
+    expect(seen.filter((r) => r.includes(EMPTY_CONFIG.digest)), "the empty config: asked for, then sent").toEqual([`HEAD ${EMPTY_CONFIG.digest} 404`, `PUT upload ${EMPTY_CONFIG.digest} 201`]);
+    expect(seen.filter((r) => r.startsWith("PUT")).at(-1), "the last write, the manifest by its tag").toBe("PUT v1 201");
     expect(layerRequests.map((r) => `${r.method} ${r.status}`), "requests naming the layer: only its commit").toEqual(["PUT 201"]);
     expect(progress.at(-1), "progress at the end").toEqual([bytes.byteLength, bytes.byteLength]);
     expect(progress.every(([done], i) => i === 0 || done >= progress[i - 1]![0]), "progress only goes up").toBe(true);
-    expect(events.filter((e) => e.kind === "skip").map((e) => e.desc.digest), "the layer, already stored, skipped by copy").toEqual([expected.layer.digest]);
+    expect(events.filter((e) => e.kind === "skip").map((e) => e.desc.digest).sort(), "the layer and config, already stored, skipped by copy").toEqual([expected.layer.digest, EMPTY_CONFIG.digest].sort());
   });
 
   it("into an OCI layout: the same artifact, the blob stored once and no temp file left", async () => {
