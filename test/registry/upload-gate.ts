@@ -2,6 +2,7 @@
 // bytes it has read from the client and can stop reading them (a registry
 // that cannot keep up), so a test can see how much a client reads from its
 // source ahead of what the registry has taken: its bytes in flight.
+import { readFileSync } from "node:fs";
 import { createServer, request, type IncomingMessage } from "node:http";
 import type { AddressInfo } from "node:net";
 
@@ -14,6 +15,14 @@ export interface UploadGate {
   readonly holding: boolean;
   /** Stop reading upload bodies once `received` reaches `bytes`, until release(). */
   holdAfter(bytes: number): void;
+  /**
+   * Bytes the kernel holds on the connections to the gate: sent by a client
+   * but not yet acknowledged (its send queue) plus received but not read by
+   * the gate (its receive queue). Loopback receive buffers grow to
+   * net.ipv4.tcp_rmem's maximum (32 MiB here) on their own, so what a client
+   * holds itself is what it read from its source less `received` less this.
+   */
+  kernelQueued(): number;
   release(): void;
   stop(): Promise<void>;
 }
@@ -55,6 +64,9 @@ export async function startUploadGate(upstreamUrl: string): Promise<UploadGate> 
     holdAfter(bytes) {
       holdAt = bytes;
     },
+    kernelQueued() {
+      return loopbackQueued((server.address() as AddressInfo).port);
+    },
     release() {
       holdAt = Infinity;
       const waiting = held;
@@ -66,4 +78,22 @@ export async function startUploadGate(upstreamUrl: string): Promise<UploadGate> 
       await new Promise<void>((done) => server.close(() => done()));
     },
   };
+}
+
+/**
+ * /proc/net/tcp's tx_queue of sockets connected to `port` and rx_queue of
+ * those on it, summed (IPv4: the gate listens on 127.0.0.1).
+ * https://www.kernel.org/doc/Documentation/networking/proc_net_tcp.txt
+ */
+function loopbackQueued(port: number): number {
+  const hexPort = port.toString(16).toUpperCase().padStart(4, "0");
+  let total = 0;
+  for (const line of readFileSync("/proc/net/tcp", "utf8").split("\n").slice(1)) {
+    const [, local, remote, , queues] = line.trim().split(/\s+/);
+    if (!local || !remote || !queues) continue;
+    const [tx, rx] = queues.split(":").map((hex) => parseInt(hex, 16)) as [number, number];
+    if (remote.endsWith(`:${hexPort}`)) total += tx;
+    if (local.endsWith(`:${hexPort}`)) total += rx;
+  }
+  return total;
 }
