@@ -4,7 +4,7 @@
 // instead of undici: loading undici and compiling its WebAssembly parser
 // cost about 0.15 s of CPU and 50 MiB of RSS per process, more than a
 // whole 50 MiB pull, and a CLI process makes only a handful of requests.
-import { Agent as HttpAgent, request as httpRequest, type Agent, type IncomingHttpHeaders, type IncomingMessage } from "node:http";
+import type { Agent, IncomingHttpHeaders, IncomingMessage } from "node:http";
 import { pipeline, type Readable } from "node:stream";
 import { finished } from "node:stream/promises";
 import { readAll } from "../digest.js";
@@ -37,6 +37,10 @@ export interface RequestOptions {
 }
 
 const MAX_TEXT = 1024 * 1024;
+// node:http through getBuiltinModule, not an ESM import: on Node 22 and later
+// the import's namespace reads every export of node:http, and its lazy
+// WebSocket exports load Node's bundled undici (~9 ms, several MiB).
+const { Agent: HttpAgent, request: httpRequest } = process.getBuiltinModule("node:http");
 const httpAgent = new HttpAgent({ keepAlive: true });
 let https: { agent: Agent; request: typeof httpRequest } | undefined;
 
