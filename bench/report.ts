@@ -13,6 +13,8 @@ export interface BenchResult {
   ratioOf: string;
   /** More headline comparisons, printed beside the first. */
   headlines?: { ratio: number; ratioOf: string }[];
+  /** Under what conditions the commands ran, when that is not obvious; printed under the table. */
+  conditions?: string;
   [extra: string]: unknown;
 }
 

@@ -14,6 +14,7 @@ for (const name of names.length > 0 ? names : ALL) {
   console.log(`# ${name}`);
   const result = await bench.default();
   printTable(result.rows);
+  if (result.conditions) console.log(result.conditions);
   for (const { ratio, ratioOf } of [result, ...(result.headlines ?? [])]) console.log(`ratio (${ratioOf}): ${ratio.toFixed(3)}`);
   console.log(`wrote ${await writeResult(result)}\n`);
 }
