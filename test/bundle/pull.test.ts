@@ -10,20 +10,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { encodeBundle, pullBundle, pushBundle } from "../../bundle/index.js";
-import type { Policy } from "../../policy/index.js";
 import { OciLayoutTarget, RemoteRepository } from "../../registry/index.js";
+import { testPolicy } from "../harness/policy.js";
 import { startRegistry, type RegistryServer } from "../harness/registry.js";
 import { AEGIS } from "../cli/run.js";
 
 const MiB = 1024 * 1024;
-const POLICY: Policy = {
-  name: "big",
-  version: "1.0.0",
-  description: "",
-  program: "aegis_net",
-  attach: { hook: "tc", direction: "egress" },
-  rules: [{ action: "drop", dst: "192.0.2.0/24", protocol: "any" }],
-};
+const POLICY = testPolicy("big");
 
 let registry: RegistryServer;
 let work: string;

@@ -10,20 +10,13 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { encodeBundle, pushBundle } from "../../bundle/index.js";
 import { pushBundleFile } from "../../bundle/transfer.js";
-import type { Policy } from "../../policy/index.js";
 import { EMPTY_CONFIG, MemoryTarget, OciLayoutTarget, RemoteRepository, sha256, type CopyEvent } from "../../registry/index.js";
 import { startRegistryProxy, type RegistryProxy } from "../harness/proxy.js";
+import { testPolicy } from "../harness/policy.js";
 import { startRegistry, type RegistryServer } from "../harness/registry.js";
 
 const MiB = 1024 * 1024;
-const POLICY: Policy = {
-  name: "pushed",
-  version: "1.0.0",
-  description: "",
-  program: "aegis_net",
-  attach: { hook: "tc", direction: "egress" },
-  rules: [{ action: "drop", dst: "192.0.2.0/24", protocol: "any" }],
-};
+const POLICY = testPolicy("pushed");
 
 let registry: RegistryServer;
 let proxy: RegistryProxy;

@@ -9,22 +9,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { encodeBundle } from "../../bundle/index.js";
-import type { Policy } from "../../policy/index.js";
 import { RemoteRepository, sha256 } from "../../registry/index.js";
 import { generateKeyPair } from "../../signing/index.js";
 import { startRegistryProxy, type RegistryProxy } from "../harness/proxy.js";
+import { testPolicy } from "../harness/policy.js";
 import { startRegistry, type RegistryServer } from "../harness/registry.js";
 import { AEGIS, aegis, expectOneErrorLine } from "./run.js";
 
 const MiB = 1024 * 1024;
-const POLICY: Policy = {
-  name: "read-once",
-  version: "1.0.0",
-  description: "",
-  program: "aegis_net",
-  attach: { hook: "tc", direction: "egress" },
-  rules: [{ action: "drop", dst: "192.0.2.0/24", protocol: "any" }],
-};
+const POLICY = testPolicy("read-once");
 
 let registry: RegistryServer;
 let proxy: RegistryProxy;
