@@ -4,9 +4,10 @@
 import type { Command } from "commander";
 import type { CapsuleSource } from "../../mirror/index.js";
 import type { RepositoryOptions } from "../../registry/index.js";
-import { AegisError, InputError } from "../../errors.js";
+import { InputError } from "../../errors.js";
 import { addRegistryOptions, addTrustOptions, repositoryOptions, type GlobalOptions, type TrustOptions } from "../options.js";
 import { report } from "../output.js";
+import { interruptible } from "../interrupt.js";
 import { startProgress } from "../progress.js";
 import { checkSignatureIfPinned } from "./sign.js";
 
@@ -26,24 +27,6 @@ export async function capsuleSources(refs: string[], options: RepositoryOptions)
     sources.push({ target, digest: ref.digest, reference: formatReference(ref, ref.digest) });
   }
   return sources;
-}
-
-/**
- * SIGINT (Ctrl-C) or SIGTERM aborts an export or import, so it removes what it
- * staged (up to the capsule's size) before the error line, instead of dying mid-step.
- */
-function interruptible(): { signal: AbortSignal; close(): void } {
-  const controller = new AbortController();
-  const stop = (name: NodeJS.Signals) => controller.abort(new AegisError("INTERRUPTED", `interrupted by ${name}`));
-  process.once("SIGINT", stop);
-  process.once("SIGTERM", stop);
-  return {
-    signal: controller.signal,
-    close() {
-      process.off("SIGINT", stop);
-      process.off("SIGTERM", stop);
-    },
-  };
 }
 
 export function registerMirror(program: Command): void {

@@ -5,6 +5,7 @@ import { InputError } from "../../errors.js";
 import type { Target } from "../../registry/index.js";
 import { addRegistryOptions, repositoryOptions, type GlobalOptions } from "../options.js";
 import { report, warn } from "../output.js";
+import { interruptibly } from "../interrupt.js";
 import { duringStep, startProgress } from "../progress.js";
 import { loadSigner } from "./sign.js";
 
@@ -27,13 +28,13 @@ async function buildOrReadAndPush(path: string, dst: Target, tag: string | undef
     const { policy, bytes, warnings } = await duringStep(`building ${path}`, options, () => buildBundle(path));
     warn(warnings);
     const progress = startProgress(`pushing ${policy.name}`, options);
-    const artifact = await pushBundle(bytes, policy, dst, tag, { onEvent: progress.onEvent });
+    const artifact = await interruptibly((signal) => pushBundle(bytes, policy, dst, tag, { onEvent: progress.onEvent, signal }));
     progress.finish();
     return { policy, artifact, warnings };
   }
   const { pushBundleFile } = await import("../../bundle/transfer.js");
   const progress = startProgress(`pushing ${path}`, options);
-  const { policy, artifact } = await pushBundleFile(path, dst, tag, { onProgress: progress.onProgress });
+  const { policy, artifact } = await interruptibly((signal) => pushBundleFile(path, dst, tag, { onProgress: progress.onProgress, signal }));
   progress.finish();
   return { policy, artifact, warnings: [] };
 }

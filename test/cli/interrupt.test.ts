@@ -1,0 +1,117 @@
+// Ctrl-C in the middle of a transfer: `aegis pull`, `push` and `copy` stop
+// with one "interrupted by SIGINT" line and exit 1, and leave nothing half
+// written: no temp directory or file, no partial blob, no upload committed.
+// A registry proxy that stops sending a blob (or a gate that stops taking an
+// upload) keeps each command mid-transfer until the signal arrives.
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { encodeBundle, pushBundle } from "../../bundle/index.js";
+import { descriptorFor, isNotFound, MediaType, RemoteRepository } from "../../registry/index.js";
+import { testPolicy } from "../harness/policy.js";
+import { startRegistryProxy, type RegistryProxy } from "../harness/proxy.js";
+import { startRegistry, type RegistryServer } from "../harness/registry.js";
+import { startUploadGate, type UploadGate } from "../registry/upload-gate.js";
+import { AEGIS, expectOneErrorLine } from "./run.js";
+
+const MiB = 1024 * 1024;
+const POLICY = testPolicy("interrupted");
+
+let registry: RegistryServer;
+let proxy: RegistryProxy;
+let gate: UploadGate;
+let work: string;
+let bundle: Buffer;
+let digest: string;
+
+beforeAll(async () => {
+  registry = await startRegistry();
+  [proxy, gate] = await Promise.all([startRegistryProxy(registry.url), startUploadGate(registry.url)]);
+  work = mkdtempSync(join(tmpdir(), "aegis-interrupt-"));
+  bundle = await encodeBundle({ policy: POLICY, program: randomBytes(8 * MiB) });
+  digest = (await pushBundle(bundle, POLICY, new RemoteRepository(registry.host, "interrupt/src"))).manifest.digest;
+  // Every blob GET through the proxy stops after its first MiB, until the client goes away.
+  proxy.set({ stallBlobsAfter: MiB });
+});
+afterAll(async () => {
+  await Promise.all([proxy?.stop(), gate?.stop()]);
+  await registry?.stop();
+  if (work) rmSync(work, { recursive: true, force: true });
+});
+
+/** Resolves once `check` holds, polling; the bound keeps a broken case from hanging (the test's timeout would too). */
+async function until(what: string, check: () => boolean | Promise<boolean>): Promise<void> {
+  for (let i = 0; i < 800; i++) {
+    if (await check()) return;
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  throw new Error(`never: ${what}`);
+}
+
+/** Starts `aegis args`, waits until `started` holds, sends SIGINT and returns how the process ended. */
+async function interrupt(args: string[], env: NodeJS.ProcessEnv, started: [string, () => boolean | Promise<boolean>]): Promise<string> {
+  const child = spawn(process.execPath, [AEGIS, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stdout!.on("data", (d: Buffer) => (stdout += d.toString()));
+  child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  try {
+    await until(started[0], started[1]);
+  } catch (err) {
+    child.kill("SIGKILL");
+    throw new Error(`${(err as Error).message}; stderr: ${stderr}`);
+  }
+  child.kill("SIGINT");
+  const code = await exited;
+  expect(code, `exit code; stderr: ${stderr}`).toBe(1);
+  return expectOneErrorLine({ code: code ?? 1, stdout, stderr });
+}
+
+/** Names under `dir` (recursively), "" when it does not exist. */
+function tree(dir: string): string[] {
+  return existsSync(dir) ? readdirSync(dir, { recursive: true, encoding: "utf8" }).sort() : [];
+}
+
+const tempFile = (dir: string) => () => tree(dir).some((name) => name.includes(".tmp-"));
+
+describe("Ctrl-C", () => {
+  it("pull: the temp directory and the cache's partial blob are removed", async () => {
+    const out = join(work, "pulled");
+    const cache = join(work, "pull-cache");
+    const line = await interrupt(["pull", `${proxy.host}/interrupt/src@${digest}`, "-o", out], { AEGIS_CACHE_DIR: cache }, ["the layer is being written to the cache", tempFile(cache)]);
+    expect(line).toBe("aegis: error: interrupted by SIGINT");
+    expect(tree(out), "the output directory").toEqual([]);
+    const layer = descriptorFor(MediaType.PolicyLayer, bundle).digest.slice("sha256:".length);
+    expect(tree(cache).filter((name) => name.includes(".tmp-") || name.endsWith(layer)), "the layer, or part of it, in the cache").toEqual([]);
+    expect(tree(cache).includes("index.json"), "an index.json (a manifest stored)").toBe(false);
+  });
+
+  it("copy into an OCI layout: no partial blob, no manifest", async () => {
+    const layout = join(work, "copied");
+    const line = await interrupt(["copy", `${proxy.host}/interrupt/src@${digest}`, `oci:${layout}:v1`], {}, ["the layer is being written to the layout", tempFile(layout)]);
+    expect(line).toBe("aegis: error: interrupted by SIGINT");
+    expect(tree(layout).filter((name) => name.includes(".tmp-")), "temp files in the layout").toEqual([]);
+    expect(tree(layout).includes("index.json"), "an index.json (a manifest stored)").toBe(false);
+  });
+
+  it("push of a bundle file: the upload is cancelled and nothing is committed or tagged", async () => {
+    const file = join(work, "bundle.tar.zst");
+    writeFileSync(file, bundle);
+    const start = gate.received;
+    gate.holdAfter(start + MiB);
+    try {
+      const line = await interrupt(["push", file, `${gate.host}/interrupt/pushed:v1`], {}, ["the registry holds the upload", () => gate.holding]);
+      expect(line).toBe("aegis: error: interrupted by SIGINT");
+    } finally {
+      gate.release();
+    }
+    const reader = new RemoteRepository(registry.host, "interrupt/pushed");
+    expect(isNotFound(await reader.resolve("v1").catch((err: unknown) => err)), "the tag").toBe(true);
+    expect(await reader.exists(descriptorFor(MediaType.PolicyLayer, bundle)), "the layer in the repository").toBe(false);
+    expect(gate.received - start, "the upload stopped where the registry held it").toBeLessThan(bundle.byteLength);
+  });
+});
