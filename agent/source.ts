@@ -10,6 +10,7 @@ import type { AssignerClient } from "../assigner/api/index.js";
 import {
   descriptorFor,
   EMPTY_CONFIG,
+  emptyConfigBytes,
   isManifestType,
   MAX_MANIFEST_SIZE,
   MediaType,
@@ -30,7 +31,7 @@ export type ArtifactReader = Pick<AssignerClient, "manifest" | "signatures" | "b
 export class AssignerSource implements ReadOnlyTarget {
   readonly name: string;
   /** Content read so far, by the digest computed here. */
-  private readonly blobs = new Map<string, Buffer>([[EMPTY_CONFIG.digest, Buffer.from("{}")]]);
+  private readonly blobs = new Map<string, Buffer>([[EMPTY_CONFIG.digest, emptyConfigBytes()]]);
   private subject: Descriptor | undefined;
   private signatureList: Descriptor[] | undefined;
 

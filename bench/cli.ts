@@ -7,9 +7,9 @@
 // row times start-up and a few requests; on two registries the 50 MiB
 // streams from one into the other: each round copies into a registry started
 // for it, because skopeo remembers where it has seen a blob (its blob info
-// cache) and would otherwise mount it from an earlier round's repository), and `aegis push` against `skopeo copy
-// oci:<layout> docker://…` of the same artifact. Registries 2.8.2
-// (test/harness) serve both tools in the same run.
+// cache) and would otherwise mount it from an earlier round's repository),
+// and `aegis push` against `skopeo copy oci:<layout> docker://…` of the same
+// artifact. Registries 2.8.2 (test/harness) serve both tools in the same run.
 //
 // Every command runs under `/usr/bin/time -f %M` (Debian `time`: its peak RSS,
 // the "Maximum resident set size" of `time -v`); both sides pay the same
@@ -23,7 +23,7 @@
 // The bundles are real: `aegis policy build` of policies/deny-egress-cidrs,
 // plus incompressible files (random bytes) so the layer is 1 MiB or 50 MiB
 // after zstd, packed as a sorted ustar + zstd (the format's "anything else
-// the agent needs"; each entry under the 32 MiB entry cap), and checked by
+// the agent needs"; each entry under the 64 MiB entry cap), and checked by
 // `aegis push`, which decodes a bundle before it pushes it. (The policy
 // itself cannot carry 50 MiB of incompressible bytes: its description is
 // copied into the manifest's annotations, capped at 4 MiB, and rules
@@ -57,7 +57,7 @@ const KEEP_ENV = process.env.AEGIS_BENCH_KEEP_ENV === "1";
 /** The environment every command runs in (see the top of this file). */
 const ENVIRONMENT = Object.fromEntries(Object.entries(process.env).filter(([name]) => KEEP_ENV || name !== "NODE_EXTRA_CA_CERTS"));
 const MiB = 1024 * 1024;
-/** Random content is split into entries of this size, below BUNDLE_LIMITS.maxEntrySize (32 MiB, bundle/tar.ts). */
+/** Random content is split into entries of this size, well below BUNDLE_LIMITS.maxEntrySize (64 MiB, bundle/tar.ts). */
 const ENTRY_MAX = 24 * MiB;
 const NODE = process.execPath;
 

@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { promisify } from "node:util";
-import { copy, descriptorFor, EMPTY_CONFIG, encodeJson, MediaType, OciLayoutTarget, RemoteRepository, type Descriptor } from "../registry/index.js";
+import { copy, descriptorFor, EMPTY_CONFIG, encodeJson, MediaType, OciLayoutTarget, RemoteRepository, storeEmptyConfig, type Descriptor } from "../registry/index.js";
 import { startRegistry } from "../test/harness/registry.js";
 import { median, type BenchResult, type Row } from "./report.js";
 
@@ -22,7 +22,7 @@ const RUNS = Number(process.env.AEGIS_BENCH_ROUNDS ?? 7);
 async function pushRandomArtifact(repo: RemoteRepository, size: number): Promise<{ manifest: Descriptor; layer: Descriptor }> {
   const data = randomBytes(size);
   const layer = descriptorFor(MediaType.PolicyLayer, data);
-  await repo.push({ mediaType: EMPTY_CONFIG.mediaType, digest: EMPTY_CONFIG.digest, size: 2 }, Readable.from([Buffer.from("{}")]));
+  await storeEmptyConfig(repo);
   await repo.push(layer, Readable.from([data]));
   const bytes = encodeJson({ schemaVersion: 2, mediaType: MediaType.ImageManifest, artifactType: MediaType.PolicyArtifact, config: EMPTY_CONFIG, layers: [layer] });
   const manifest = descriptorFor(MediaType.ImageManifest, bytes);

@@ -4,7 +4,7 @@
 // has no timestamps, so the same bundle always gives the same digest.
 // https://github.com/opencontainers/image-spec/blob/main/manifest.md#guidelines-for-artifact-usage
 import { Readable } from "node:stream";
-import { Annotation, descriptorFor, EMPTY_CONFIG, encodeJson, MediaType, type AbortOptions, type Descriptor, type Manifest, type Target } from "../registry/index.js";
+import { Annotation, descriptorFor, EMPTY_CONFIG, encodeJson, MediaType, storeEmptyConfig, type Descriptor, type Manifest, type Target } from "../registry/index.js";
 import type { Policy } from "../policy/index.js";
 
 export const LAYER_TITLE = "policy.tar.zst";
@@ -77,11 +77,4 @@ export async function storeArtifact(target: Target, bundleBytes: Buffer, artifac
 export async function storeManifest(target: Target, artifact: PackedArtifact): Promise<void> {
   await storeEmptyConfig(target);
   await target.push(artifact.manifest, Readable.from([artifact.manifestBytes]));
-}
-
-/** Stores an artifact's empty config (`{}`) in `target` unless it is there; returns its descriptor. */
-export async function storeEmptyConfig(target: Target, options: AbortOptions = {}): Promise<Descriptor> {
-  const config: Descriptor = { mediaType: EMPTY_CONFIG.mediaType, digest: EMPTY_CONFIG.digest, size: EMPTY_CONFIG.size };
-  if (!(await target.exists(config, options))) await target.push(config, Readable.from([Buffer.from("{}")]), options);
-  return config;
 }

@@ -33,11 +33,13 @@ export async function readBundle(
   source: Readable,
   visit: (member: TarMember, data: AsyncIterable<Buffer>) => Promise<void>,
   limits: TarLimits = BUNDLE_LIMITS,
+  /** Read the rest of `source` on bad content (see above); false where nothing verifies it, so nothing is gained by reading on. */
+  drain = true,
 ): Promise<void> {
   try {
     await readTar(inflate(source.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>), visit, limits);
   } catch (err) {
-    if (!source.destroyed) {
+    if (drain && !source.destroyed) {
       // Bounded: the source is a descriptor's bytes, whose size was checked against the cap before fetching.
       for await (const chunk of source) void chunk;
     }
@@ -94,7 +96,8 @@ export async function decodeBundle(source: Readable, where: string): Promise<Bun
  * Reads a bundle stream through (zstd, the strict tar reader, the caps) and
  * gives its validated policy, holding only policy.json in memory: `aegis
  * push` learns what it sends from a file without holding the program or the
- * rest of the bundle.
+ * rest of the bundle. Bad content fails at once, the rest unread: the push
+ * then stops its upload instead of sending the rest of a bad file.
  */
 export async function readBundlePolicy(source: Readable, where: string): Promise<Policy> {
   let policy: Buffer | undefined;
@@ -105,7 +108,7 @@ export async function readBundlePolicy(source: Readable, where: string): Promise
       program ||= name === PROGRAM_FILE;
       await skip(data);
     }
-  });
+  }, BUNDLE_LIMITS, false);
   const bytes = policy ?? missing(where, POLICY_FILE);
   if (!program) missing(where, PROGRAM_FILE);
   return parsePolicyJson(bytes, where);

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { PassThrough, type Readable } from "node:stream";
 import {
   copy,
+  storeEmptyConfig,
   isNotFound,
   MAX_MANIFEST_SIZE,
   MediaType,
@@ -15,13 +16,13 @@ import {
   type CopyOptions,
   type Deleter,
   type Descriptor,
-  type Ingested,
+  type Ingester,
   type Manifest,
   type ReadOnlyStorage,
   type ReadOnlyTarget,
   type Target,
 } from "../registry/index.js";
-import { packArtifact, packArtifactFor, storeArtifact, storeEmptyConfig, storeManifest, type PackedArtifact } from "./artifact.js";
+import { packArtifact, packArtifactFor, storeArtifact, storeManifest, type PackedArtifact } from "./artifact.js";
 import { readBundlePolicy, unpackBundle, type Unpacked } from "./read.js";
 import { BundleError } from "./errors.js";
 import { BUNDLE_LIMITS } from "./tar.js";
@@ -57,12 +58,14 @@ const READ_BUFFER = 128 * 1024;
  * file's bytes as they are read (and sent: the upload paces the reading) of
  * its size; `onEvent` sees copy's events.
  */
-export async function pushBundleFile(path: string, dst: Target, tag?: string, options: CopyOptions = {}): Promise<{ artifact: PackedArtifact; policy: Policy }> {
+export async function pushBundleFile(path: string, dst: Target & Ingester, tag?: string, options: CopyOptions = {}): Promise<{ artifact: PackedArtifact; policy: Policy }> {
   const { signal, onProgress } = options;
   const handle = await open(path, "r");
   let size: number;
   try {
     size = (await handle.stat()).size;
+    // What pull would refuse is not sent.
+    if (size > MAX_LAYER_SIZE) throw new BundleError("BUNDLE_TOO_LARGE", `${path} is ${size} bytes, over the bundle cap of ${MAX_LAYER_SIZE}`);
   } catch (err) {
     await handle.close();
     throw err;
@@ -78,24 +81,27 @@ export async function pushBundleFile(path: string, dst: Target, tag?: string, op
     toDecode.destroy(err as Error);
     throw err;
   });
-  // Whatever the reader leaves unread once it is done flows on, so the upload always gets every byte.
-  const decoded = readBundlePolicy(toDecode, path).finally(() => toDecode.resume());
+  // Whatever the reader leaves unread once it is done flows on, so the upload always gets every byte;
+  // a bad bundle stops the file, so the upload breaks off (and is cancelled) instead of sending the rest.
+  const decoded = readBundlePolicy(toDecode, path).then(
+    (policy) => (toDecode.resume(), policy),
+    (err: unknown) => {
+      file.destroy(err as Error);
+      throw err;
+    },
+  );
   // Once the bundle has proved valid (the decoder is done well before the upload), the empty config goes up beside the rest of it.
   const configStored = decoded.then(() => storeEmptyConfig(dst, { signal }));
   const [ingest, decode, config] = await Promise.allSettled([written, decoded, configStored]);
   file.destroy();
-  if (ingest.status === "rejected") {
+  if (ingest.status === "rejected" || decode.status === "rejected" || config.status === "rejected" || signal?.aborted) {
+    if (ingest.status === "fulfilled") await ingest.value.abort();
     signal?.throwIfAborted();
-    throw ingest.reason;
+    // The bundle's own fault first: a bad bundle also fails the upload it stopped.
+    throw [decode, ingest, config].find((outcome): outcome is PromiseRejectedResult => outcome.status === "rejected")!.reason;
   }
-  const ingested = ingest.value;
-  if (decode.status === "rejected" || config.status === "rejected" || signal?.aborted) {
-    await ingested.abort();
-    signal?.throwIfAborted();
-    throw (decode.status === "rejected" ? decode : (config as PromiseRejectedResult)).reason;
-  }
-  await ingested.commit();
-  const artifact = packArtifactFor(ingested.desc, decode.value);
+  await ingest.value.commit();
+  const artifact = packArtifactFor(ingest.value.desc, decode.value);
   const staging = new MemoryTarget("bundle");
   await storeManifest(staging, artifact);
   await copy(staging, artifact.manifest.digest, dst, tag, { ...options, onProgress: undefined, stored: [artifact.layer, config.value] });
@@ -251,9 +257,6 @@ class UnpackingTarget implements Target {
     this.unpacked = unpacked.value;
   }
 
-  ingest(mediaType: string, size: number, content: Readable, options?: AbortOptions): Promise<Ingested> {
-    return this.cache.ingest(mediaType, size, content, options);
-  }
 
   /** The layer is fetched even if stored (the caller found it missing or altered): everything else as the cache says. */
   exists(desc: Descriptor, options?: AbortOptions): Promise<boolean> {

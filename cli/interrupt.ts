@@ -6,32 +6,20 @@
 // instead of dying mid-write.
 import { AegisError } from "../errors.js";
 
-export interface Interrupt {
-  signal: AbortSignal;
-  /** Stops listening: a signal after this ends the process as Node does by default. */
-  close(): void;
-}
-
-export function interruptible(): Interrupt {
+/**
+ * Runs `work` with a signal that SIGINT or SIGTERM aborts, listening only
+ * while it runs. The first signal aborts; a second, while the work undoes
+ * itself, ends the process as Node does by default.
+ */
+export async function interruptibly<T>(work: (signal: AbortSignal) => Promise<T>): Promise<T> {
   const controller = new AbortController();
   const stop = (name: NodeJS.Signals) => controller.abort(new AegisError("INTERRUPTED", `interrupted by ${name}`));
   process.once("SIGINT", stop);
   process.once("SIGTERM", stop);
-  return {
-    signal: controller.signal,
-    close() {
-      process.off("SIGINT", stop);
-      process.off("SIGTERM", stop);
-    },
-  };
-}
-
-/** Runs `work` with an interrupt's signal, listening for the signals only while it runs. */
-export async function interruptibly<T>(work: (signal: AbortSignal) => Promise<T>): Promise<T> {
-  const interrupt = interruptible();
   try {
-    return await work(interrupt.signal);
+    return await work(controller.signal);
   } finally {
-    interrupt.close();
+    process.off("SIGINT", stop);
+    process.off("SIGTERM", stop);
   }
 }

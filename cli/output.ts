@@ -1,6 +1,7 @@
 // How commands talk to people and scripts: one human line (or a table with a
 // header) by default, JSON with --json, and one plain error line on failure.
 // Progress on a terminal is cli/progress.ts.
+import { isatty } from "node:tty";
 import { describeError } from "../errors.js";
 
 export interface OutputOptions {
@@ -80,7 +81,9 @@ export function plainError(err: unknown): string {
 }
 
 export function fail(err: unknown): never {
-  process.stderr.write(`aegis: error: ${plainError(err)}\n`);
+  // On a terminal, a progress line left mid-way (cli/progress.ts) is wiped first, so the error has its own line.
+  const wipe = isatty(2) ? "\r\x1b[K" : "";
+  process.stderr.write(`${wipe}aegis: error: ${plainError(err)}\n`);
   if (process.env.AEGIS_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
   process.exit(1);
 }

@@ -40,7 +40,10 @@ export class MemoryTarget implements Target, Deleter {
   /** Reads `content` into memory and names it; commit keeps it. */
   async ingest(mediaType: string, size: number, content: Readable, options: AbortOptions = {}): Promise<Ingested> {
     options.signal?.throwIfAborted();
-    const data = await readAll(options.signal ? addAbortSignal(options.signal, content) : content, size, `content ingested into ${this.name}`);
+    // One byte past `size` is enough to know it is the wrong size.
+    const data = await readAll(options.signal ? addAbortSignal(options.signal, content) : content, size + 1, `content ingested into ${this.name}`).catch((err: unknown) => {
+      throw err instanceof RegistryError && err.code === "SIZE_LIMIT" ? new RegistryError("SIZE_MISMATCH", `content ingested into ${this.name} is larger than ${size} bytes`) : err;
+    });
     if (data.byteLength !== size) throw new RegistryError("SIZE_MISMATCH", `content ingested into ${this.name} is ${data.byteLength} bytes, not ${size}`);
     const desc = descriptorFor(mediaType, data);
     return { desc, commit: async () => this.store(desc, data), abort: async () => {} };

@@ -2,11 +2,12 @@
 import { OciLayoutTarget } from "./layout.js";
 import { parseReference, selector, type Reference } from "./reference.js";
 import { RemoteRepository, type RepositoryOptions } from "./remote/repository.js";
-import type { Target } from "./storage.js";
+import type { Ingester, Target } from "./storage.js";
 
 export interface Opened {
   ref: Reference;
-  target: Target;
+  /** A layout or a registry repository: both ingest. */
+  target: Target & Ingester;
   /** The tag or digest the reference selects, if any. */
   selector: string | undefined;
 }

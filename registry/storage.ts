@@ -134,4 +134,4 @@ export interface ReadOnlyTarget extends ReadOnlyStorage, Resolver, TagLister, Re
 }
 
 /** A store that holds manifests with tags and referrers: a repository, a layout, memory. */
-export interface Target extends ReadOnlyTarget, Storage, Ingester, Tagger, ReferrerIndexer, Partial<Mounter>, Partial<ReferencePusher> {}
+export interface Target extends ReadOnlyTarget, Storage, Tagger, ReferrerIndexer, Partial<Ingester>, Partial<Mounter>, Partial<ReferencePusher> {}

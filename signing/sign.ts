@@ -12,6 +12,7 @@ import {
   encodeJson,
   MediaType,
   referrerDescriptor,
+  storeEmptyConfig,
   type Descriptor,
   type Manifest,
   type Target,
@@ -67,7 +68,7 @@ export async function storeSignatureBundle(target: Target, subject: Descriptor, 
   };
   const manifestBytes = encodeJson(manifest);
   const referrer = descriptorFor(MediaType.ImageManifest, manifestBytes);
-  await target.push({ mediaType: EMPTY_CONFIG.mediaType, digest: EMPTY_CONFIG.digest, size: EMPTY_CONFIG.size }, Readable.from([Buffer.from("{}")]));
+  await storeEmptyConfig(target);
   await target.push(layer, Readable.from([bundleBytes]));
   await target.push(referrer, Readable.from([manifestBytes]));
   await target.indexReferrer(subject, referrerDescriptor(referrer, manifest));

@@ -21,6 +21,7 @@ import {
   openReference,
   parseManifest,
   readAll,
+  storeEmptyConfig,
   type Descriptor,
   type Manifest,
   type ReadOnlyTarget,
@@ -85,7 +86,7 @@ export async function pushTrustRoot(target: Target, rootBytes: Buffer, options: 
   };
   const manifestBytes = encodeJson(manifest);
   const desc = descriptorFor(MediaType.ImageManifest, manifestBytes);
-  await target.push({ mediaType: EMPTY_CONFIG.mediaType, digest: EMPTY_CONFIG.digest, size: EMPTY_CONFIG.size }, Readable.from([Buffer.from("{}")]));
+  await storeEmptyConfig(target);
   for (const [i, layer] of layers.entries()) await target.push(layer, Readable.from([blobs[i]!]));
   await target.push(desc, Readable.from([manifestBytes]));
   if (options.tag) await target.tag(desc, options.tag);

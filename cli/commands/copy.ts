@@ -23,19 +23,15 @@ export function registerCopy(program: Command): void {
     const src = openReference(srcText, repositoryOptions(options));
     const dst = openReference(dstText, repositoryOptions(options));
     if (!src.selector) throw new InputError("INVALID_REFERENCE", `${srcText} names no tag or digest`);
-    const { checked, root } = await interruptibly(async (signal) => {
-      // The source's tag is resolved once; the signature is checked for that digest, and that digest is copied.
-      const { digest } = await src.target.resolve(src.selector!, { signal });
-      const checked = await checkSignatureIfPinned(src.target, digest, options);
-      const progress = startProgress("copying", options);
-      const root = await copy(src.target, digest, dst.target, dst.selector ?? src.ref.tag, {
-        referrers: options.recursive ?? false,
-        onEvent: progress.onEvent,
-        signal,
-      });
-      progress.finish();
-      return { checked, root };
-    });
+    // The source's tag is resolved once; the signature is checked for that digest, and that digest is copied.
+    const { digest } = await src.target.resolve(src.selector);
+    const checked = await checkSignatureIfPinned(src.target, digest, options);
+    const progress = startProgress("copying", options);
+    // Ctrl-C from here undoes what was written (until here nothing is).
+    const root = await interruptibly((signal) =>
+      copy(src.target, digest, dst.target, dst.selector ?? src.ref.tag, { referrers: options.recursive ?? false, onEvent: progress.onEvent, signal }),
+    );
+    progress.finish();
     report(options, `${root.digest} → ${formatReference(dst.ref, root.digest)} (${checked.summary})`, {
       source: formatReference(src.ref, root.digest),
       destination: formatReference(dst.ref, root.digest),

@@ -7,7 +7,7 @@ import type { RepositoryOptions } from "../../registry/index.js";
 import { InputError } from "../../errors.js";
 import { addRegistryOptions, addTrustOptions, repositoryOptions, type GlobalOptions, type TrustOptions } from "../options.js";
 import { report } from "../output.js";
-import { interruptible } from "../interrupt.js";
+import { interruptibly } from "../interrupt.js";
 import { startProgress } from "../progress.js";
 import { checkSignatureIfPinned } from "./sign.js";
 
@@ -54,8 +54,7 @@ export function registerMirror(program: Command): void {
     // Finding an unsigned artifact here is cheaper than at the site, after carrying the capsule there.
     for (const source of sources) await checkSignatureIfPinned(source.target, source.digest, options);
     const progress = startProgress("exporting", options);
-    const interrupt = interruptible();
-    const written = await writeCapsule(sources, options.output, { onEvent: progress.onEvent, signal: interrupt.signal }).finally(() => interrupt.close());
+    const written = await interruptibly((signal) => writeCapsule(sources, options.output, { onEvent: progress.onEvent, signal }));
     progress.finish();
     const artifacts = written.artifacts.map((a) => ({ digest: a.desc.digest, mediaType: a.desc.mediaType, size: a.desc.size, source: a.source }));
     report(options, `wrote ${options.output}: ${artifacts.length} artifact(s) with their signatures, ${written.blobs} blobs, ${written.bytes} bytes`, {
@@ -92,16 +91,17 @@ export function registerMirror(program: Command): void {
       if (!read) reading.finish();
       read = true;
     };
-    const interrupt = interruptible();
-    const imported = await importCapsule(capsule, dst.target, trust, {
-      workDir: options.workDir,
-      signal: interrupt.signal,
-      onRead: reading.onEvent,
-      onPush: (event) => {
-        readDone();
-        pushing.onEvent?.(event);
-      },
-    }).finally(() => interrupt.close());
+    const imported = await interruptibly((signal) =>
+      importCapsule(capsule, dst.target, trust, {
+        workDir: options.workDir,
+        signal,
+        onRead: reading.onEvent,
+        onPush: (event) => {
+          readDone();
+          pushing.onEvent?.(event);
+        },
+      }),
+    );
     readDone();
     pushing.finish();
     const artifacts = imported.map((a) => ({ reference: formatReference(dst.ref, a.digest), ...a }));

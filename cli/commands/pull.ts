@@ -32,16 +32,14 @@ export function registerPull(program: Command): void {
     ]);
     const src = openReference(refText, repositoryOptions(options));
     if (!src.selector) throw new InputError("INVALID_REFERENCE", `${refText} names no tag or digest`);
-    const { checked, pulled } = await interruptibly(async (signal) => {
-      // The tag is resolved once; the signature is checked for that digest, and that digest is pulled.
-      const { digest } = await src.target.resolve(src.selector!, { signal });
-      const checked = await checkSignatureIfPinned(src.target, digest, options);
-      const progress = startProgress("pulling", options);
-      // Streamed into a temp dir beside the files and moved into place once verified (bundle/transfer.ts).
-      const pulled = await pullBundle(src.target, digest, new OciLayoutTarget(cacheDir()), options.output, { onEvent: progress.onEvent, signal });
-      progress.finish();
-      return { checked, pulled };
-    });
+    // The tag is resolved once; the signature is checked for that digest, and that digest is pulled.
+    const { digest } = await src.target.resolve(src.selector);
+    const checked = await checkSignatureIfPinned(src.target, digest, options);
+    const progress = startProgress("pulling", options);
+    // Streamed into a temp dir beside the files and moved into place once verified (bundle/transfer.ts);
+    // Ctrl-C from here undoes what was written (until here nothing is).
+    const pulled = await interruptibly((signal) => pullBundle(src.target, digest, new OciLayoutTarget(cacheDir()), options.output, { onEvent: progress.onEvent, signal }));
+    progress.finish();
     const { policy } = pulled;
     report(options, `pulled ${policy.name} ${policy.version} ${pulled.manifest.digest} → ${options.output} (${checked.summary})`, {
       reference: formatReference(src.ref, pulled.manifest.digest),

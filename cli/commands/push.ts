@@ -2,7 +2,7 @@
 import { stat } from "node:fs/promises";
 import type { Command } from "commander";
 import { InputError } from "../../errors.js";
-import type { Target } from "../../registry/index.js";
+import type { Ingester, Target } from "../../registry/index.js";
 import { addRegistryOptions, repositoryOptions, type GlobalOptions } from "../options.js";
 import { report, warn } from "../output.js";
 import { interruptibly } from "../interrupt.js";
@@ -19,7 +19,7 @@ import { loadSigner } from "./sign.js";
  * bounded whatever its size. Only the modules each case needs are loaded: a
  * file needs neither the policy compiler nor the YAML loader.
  */
-async function buildOrReadAndPush(path: string, dst: Target, tag: string | undefined, options: GlobalOptions) {
+async function buildOrReadAndPush(path: string, dst: Target & Ingester, tag: string | undefined, options: GlobalOptions) {
   const info = await stat(path).catch((err: unknown) => {
     throw new InputError("FILE_NOT_FOUND", `${path}: no such file or directory`, { cause: err });
   });
@@ -32,6 +32,8 @@ async function buildOrReadAndPush(path: string, dst: Target, tag: string | undef
     progress.finish();
     return { policy, artifact, warnings };
   }
+  // Its size is read up front (the upload declares it): a pipe or a device has none to give.
+  if (!info.isFile()) throw new InputError("INVALID_ARGUMENT", `${path} is neither a bundle file nor a policy directory`);
   const { pushBundleFile } = await import("../../bundle/transfer.js");
   const progress = startProgress(`pushing ${path}`, options);
   const { policy, artifact } = await interruptibly((signal) => pushBundleFile(path, dst, tag, { onProgress: progress.onProgress, signal }));

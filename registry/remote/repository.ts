@@ -4,6 +4,7 @@ import { pipeline, Readable } from "node:stream";
 import { backoffDelay, sleep } from "../../util/index.js";
 import { RegistryError } from "../errors.js";
 import { checkDigest, descriptorFor, DigestingStream, isDigest, readAll, verifyBytes, verifyStream } from "../digest.js";
+import { emptyConfigBytes } from "../empty.js";
 import { EMPTY_CONFIG, isManifestType, MANIFEST_MEDIA_TYPES, MAX_MANIFEST_SIZE, MediaType, referrerEntries, type Descriptor } from "../oci.js";
 import { addFallbackReferrer, fallbackReferrers } from "../referrers.js";
 import type { AbortOptions, Ingested, Mounter, ReadOnlyTarget, ReferencePusher, Target } from "../storage.js";
@@ -33,10 +34,9 @@ interface Upload {
 }
 
 const ACCEPT_MANIFESTS = MANIFEST_MEDIA_TYPES.join(", ");
-/** Whether a repository's registry has the referrers API, learned once per process. */
 /** recentManifests' bounds: a hostile registry's 4 MiB manifests cannot pile up. */
 const RECENT_LIMITS = { manifests: 64, bytes: 16 * 1024 * 1024 };
-const EMPTY_CONTENT = Buffer.from("{}");
+/** Whether a repository's registry has the referrers API, learned once per process. */
 const referrersSupport = new Map<string, Promise<boolean>>();
 const clients = new Map<string, RegistryClient>();
 
@@ -90,7 +90,7 @@ export class RemoteRepository implements Target, Mounter, ReferencePusher {
     checkDigest(desc.digest);
     options.signal?.throwIfAborted();
     // The empty descriptor's content is fixed by the spec (and by its digest): no request.
-    if (desc.digest === EMPTY_CONFIG.digest) return Readable.from([EMPTY_CONTENT]);
+    if (desc.digest === EMPTY_CONFIG.digest) return Readable.from([emptyConfigBytes()]);
     const recent = this.recentManifests.get(desc.digest);
     if (recent) return Readable.from([recent.bytes]);
     if (isManifestType(desc.mediaType)) {
@@ -372,37 +372,57 @@ export class RemoteRepository implements Target, Mounter, ReferencePusher {
   }
 
   /**
-   * One GET, not HEAD then GET: the bytes are what a resolve is nearly
-   * always followed by (pull, copy, verify read the manifest next), they
-   * are kept (recentManifests), and the digest comes from them, never from
-   * the registry's Docker-Content-Digest header. A digest already read
-   * resolves without a request.
+   * A digest resolves with one GET, not HEAD then GET: its bytes are what
+   * nearly always comes next (pull, copy, verify read the manifest), they
+   * are checked against the digest and kept (recentManifests), and a digest
+   * already read resolves without a request. A tag resolves with a HEAD:
+   * pollers (the agent following a trust root, the assigner's health check)
+   * only compare digests, and a registry such as Docker Hub counts a GET,
+   * not a HEAD, against its pull limits. Docker-Content-Digest is then only a
+   * name for bytes verified when they are fetched.
    */
   async resolve(reference: string, options: AbortOptions = {}): Promise<Descriptor> {
     options.signal?.throwIfAborted();
-    const recent = isDigest(reference) ? this.recentManifests.get(reference) : undefined;
+    const byDigest = isDigest(reference);
+    const recent = byDigest ? this.recentManifests.get(reference) : undefined;
     if (recent) return { mediaType: recent.mediaType, digest: reference, size: recent.bytes.byteLength };
     const res = await this.client.send({
-      method: "GET",
+      method: byDigest ? "GET" : "HEAD",
       url: this.path("manifests", reference),
       headers: { accept: ACCEPT_MANIFESTS },
       scopes: this.scopes(false),
       expect: [200, 404],
       signal: options.signal,
     });
-    if (res.statusCode === 404) {
-      await res.body.dump();
-      throw new RegistryError("MANIFEST_UNKNOWN", `${this.name}: manifest ${reference} not found`, { status: 404 });
-    }
     const mediaType = String(res.headers["content-type"] ?? "").split(";")[0]!.trim();
-    if (!isManifestType(mediaType)) {
-      await res.body.dump();
+    if (res.statusCode === 404 || !isManifestType(mediaType)) {
+      // Whatever the body is, it is not read: a hostile registry's endless one would hold the call to its deadline.
+      res.body.destroy();
+      if (res.statusCode === 404) throw new RegistryError("MANIFEST_UNKNOWN", `${this.name}: manifest ${reference} not found`, { status: 404 });
       throw new RegistryError("INVALID_MANIFEST", `${this.name}: ${reference} is not an OCI or Docker v2 manifest (${mediaType || "no content type"})`);
     }
-    const bytes = await readAll(res.body, MAX_MANIFEST_SIZE, `manifest ${reference}`);
-    // A digest is checked against the bytes; a tag names whatever bytes came.
-    const desc = isDigest(reference) ? { mediaType, digest: reference, size: bytes.byteLength } : descriptorFor(mediaType, bytes);
-    if (isDigest(reference)) verifyBytes(desc, bytes, this.name);
+    if (byDigest) {
+      const bytes = await readAll(res.body, MAX_MANIFEST_SIZE, `manifest ${reference}`);
+      const desc = { mediaType, digest: reference, size: bytes.byteLength };
+      verifyBytes(desc, bytes, this.name);
+      this.remember(reference, mediaType, bytes);
+      return desc;
+    }
+    await res.body.dump();
+    const size = Number(res.headers["content-length"]);
+    const header = res.headers["docker-content-digest"];
+    if (typeof header === "string" && isDigest(header) && Number.isSafeInteger(size)) return { mediaType, digest: header, size };
+    // No usable digest header: the bytes name themselves.
+    const get = await this.client.send({
+      method: "GET",
+      url: this.path("manifests", reference),
+      headers: { accept: ACCEPT_MANIFESTS },
+      scopes: this.scopes(false),
+      expect: [200],
+      signal: options.signal,
+    });
+    const bytes = await readAll(get.body, MAX_MANIFEST_SIZE, `manifest ${reference}`);
+    const desc = descriptorFor(mediaType, bytes);
     this.remember(desc.digest, mediaType, bytes);
     return desc;
   }

@@ -15,7 +15,7 @@ import { AssignerClient, AssignerError } from "../../assigner/api/index.js";
 import { startAssigner, type RunningAssigner } from "../../assigner/index.js";
 import { buildBundle, pushBundle } from "../../bundle/index.js";
 import { Readable } from "node:stream";
-import { descriptorFor, EMPTY_CONFIG, encodeJson, MediaType, RemoteRepository, sha256 } from "../../registry/index.js";
+import { descriptorFor, EMPTY_CONFIG, encodeJson, MediaType, RemoteRepository, sha256, storeEmptyConfig } from "../../registry/index.js";
 import { generateKeyPair, KeySigner, loadTrust, signArtifact, verifyArtifact } from "../../signing/index.js";
 import { http as httpTo, registerAgent as registerAt, signed, telemetry, type AgentKeys, type HttpOptions } from "../harness/assigner-http.js";
 import { startRegistryProxy } from "../harness/proxy.js";
@@ -195,7 +195,7 @@ describe("artifacts", () => {
     });
     const manifest = descriptorFor(MediaType.ImageManifest, manifestBytes);
     const repo = new RemoteRepository(registry.host, "ci/oras");
-    await repo.push({ mediaType: EMPTY_CONFIG.mediaType, digest: EMPTY_CONFIG.digest, size: EMPTY_CONFIG.size }, Readable.from([Buffer.from("{}")]));
+    await storeEmptyConfig(repo);
     await repo.push(layer, Readable.from([bytes]));
     await repo.push(manifest, Readable.from([manifestBytes]));
     await repo.tag(manifest, "v1");

@@ -119,7 +119,15 @@ describe("pushBundleFile", () => {
       proxy.requests.length = 0;
       await expect(pushBundleFile(path, repo, "v1"), "into a registry").rejects.toMatchObject({ code: "INVALID_BUNDLE", message: expect.stringMatching(message) });
       const requests = proxy.requests.map((r) => `${r.method} ${r.path.includes("/blobs/uploads/") ? "upload" : r.path} ${r.status}`);
-      expect(requests, "requests").toEqual(["POST upload 202", "PATCH upload 202", "DELETE upload 204"]);
+      if (name === "not zstd") {
+        // Bad from its first bytes: the file stops, and the PATCH is broken off before the registry has it all.
+        expect(requests[0], `requests: ${requests.join(", ")}`).toBe("POST upload 202");
+        expect(requests.filter((r) => r === "PATCH upload 202"), `a PATCH of the whole file; requests: ${requests.join(", ")}`).toEqual([]);
+        expect(requests.at(-1), `the cancel; requests: ${requests.join(", ")}`).toMatch(/^DELETE upload (204|404)$/);
+      } else {
+        // Found bad only at its end (the policy, the end of the data): all of it was sent, then the session cancelled.
+        expect(requests, "requests").toEqual(["POST upload 202", "PATCH upload 202", "DELETE upload 204"]);
+      }
       expect(committed(sha256(bytes)), "layer committed").toBe(false);
       expect(await repo.tags(), "tags").toEqual([]);
 

@@ -207,21 +207,43 @@ describe("transfers", () => {
     expect(seen, "requests of resolve, fetch and copy").toEqual([`GET manifests/${manifest.digest}`, `GET blobs/${layer.digest}`]);
   });
 
-  it("a tag resolves by one GET to the digest of the bytes received", async () => {
+  it("a tag resolves with one HEAD (pollers' reads stay cheap); a digest with one GET, checked against the bytes", async () => {
     const origin = new RemoteRepository(plain.host, "fewer/tag");
     const { manifest } = await pushArtifact(origin);
     await origin.tag(manifest, "v1");
     const src = new RemoteRepository(proxy.host, "fewer/tag");
     proxy.requests.length = 0;
-    expect(await src.resolve("v1")).toEqual({ mediaType: manifest.mediaType, digest: manifest.digest, size: manifest.size });
-    expect(proxy.requests.map((r) => r.method)).toEqual(["GET"]);
+    expect(await src.resolve("v1"), "the tag").toEqual({ mediaType: manifest.mediaType, digest: manifest.digest, size: manifest.size });
+    expect(proxy.requests.map((r) => r.method), "requests of a tag's resolve").toEqual(["HEAD"]);
     proxy.set({ tamperManifests: true });
     try {
-      const tampered = await new RemoteRepository(proxy.host, "fewer/tag").resolve("v1");
-      expect(tampered.digest, "a tag names whatever bytes came: their own digest, not the registry's header").not.toBe(manifest.digest);
-      await expect(new RemoteRepository(proxy.host, "fewer/tag").resolve(manifest.digest), "a digest is checked").rejects.toMatchObject({ code: "DIGEST_MISMATCH" });
+      await expect(new RemoteRepository(proxy.host, "fewer/tag").resolve(manifest.digest), "a digest whose bytes were altered").rejects.toMatchObject({ code: "DIGEST_MISMATCH" });
     } finally {
       proxy.set({ tamperManifests: false });
+    }
+  });
+
+  it("a resolve refused for its content type does not read the body: an endless page ends the call at once", async () => {
+    let closed = false;
+    const server = createServer((_req, res) => {
+      res.writeHead(200, { "content-type": "text/html" });
+      const chunk = Buffer.alloc(64 * 1024, "<p>");
+      const pump = () => {
+        while (!res.destroyed && res.write(chunk));
+        if (!res.destroyed) res.once("drain", pump);
+      };
+      res.on("close", () => (closed = true));
+      pump();
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    try {
+      const host = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+      // Were the body read, the call would last until the client's deadline, past this test's timeout.
+      await expect(new RemoteRepository(host, "endless/page").resolve(`sha256:${"0".repeat(64)}`)).rejects.toMatchObject({ code: "INVALID_MANIFEST" });
+      await expect.poll(() => closed, { message: "the connection closed by the client" }).toBe(true);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
     }
   });
 

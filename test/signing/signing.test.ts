@@ -23,6 +23,7 @@ import {
   OciLayoutTarget,
   readAll,
   RemoteRepository,
+  storeEmptyConfig,
   type Descriptor,
   type Manifest,
   type Target,
@@ -86,7 +87,7 @@ async function readJson<T>(target: Target, desc: Descriptor): Promise<T> {
 /** Pushes a manifest with one layer (and the empty config) and returns its descriptor. */
 async function pushManifest(target: Target, layerBytes: Buffer, layerType: string, extra: Partial<Manifest>, layerAnnotations?: Record<string, string>): Promise<Descriptor> {
   const layer = { ...descriptorFor(layerType, layerBytes), ...(layerAnnotations ? { annotations: layerAnnotations } : {}) };
-  await target.push({ mediaType: EMPTY_CONFIG.mediaType, digest: EMPTY_CONFIG.digest, size: 2 }, Readable.from([Buffer.from("{}")]));
+  await storeEmptyConfig(target);
   await target.push(layer, Readable.from([layerBytes]));
   const bytes = encodeJson({ schemaVersion: 2, mediaType: MediaType.ImageManifest, config: EMPTY_CONFIG, layers: [layer], ...extra });
   const desc = descriptorFor(MediaType.ImageManifest, bytes);
