@@ -2,9 +2,9 @@
 // bytes the process reads, from the kernel's count, grow by the file's size
 // once, not twice), signing, --json and the layer's checksum work as for a
 // directory, and a bad bundle file stores nothing anywhere.
-import { execFile } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -109,5 +109,18 @@ describe("aegis push <bundle file>", () => {
     expectOneErrorLine(await aegis(["push", path, `oci:${layout}:v1`], env));
     expect(readdirSync(join(layout, "blobs", "sha256")), "blobs and temp files in the layout").toEqual([]);
     expect(existsSync(join(layout, "index.json")), "index.json").toBe(false);
+  });
+
+  it("a file over the bundle cap, or a pipe, is refused before anything is sent", async () => {
+    const big = join(work, "big.tar.zst");
+    // Sparse: the size is what counts, read from the file before a byte of it is.
+    writeFileSync(big, "");
+    truncateSync(big, 65 * MiB);
+    const fifo = join(work, "bundle.fifo");
+    execFileSync("mkfifo", [fifo]);
+    proxy.requests.length = 0;
+    expect(expectOneErrorLine(await aegis(["push", big, `${proxy.host}/refused/big:v1`], env)), "over the cap").toMatch(/big\.tar\.zst is 68157440 bytes, over the bundle cap of \d+/);
+    expect(expectOneErrorLine(await aegis(["push", fifo, `${proxy.host}/refused/fifo:v1`], env)), "a pipe").toContain(`${fifo} is neither a bundle file nor a policy directory`);
+    expect(proxy.requests, "requests to the registry").toEqual([]);
   });
 });
