@@ -5,12 +5,11 @@
 // with plain relative names, each behind one plain ustar header (no pax or GNU
 // extension headers), within caps, ended by the end-of-archive marker.
 // https://pubs.opengroup.org/onlinepubs/9699919799/utilities/pax.html#tag_20_92_13_06
-import { pipeline, Transform, type TransformCallback } from "node:stream";
+import { pipeline } from "node:stream";
 import { extract, pack, type Header } from "tar-stream";
 import { InputError } from "../errors.js";
+import { TAR_BLOCK as BLOCK, TarCounter, tarDataEnd } from "../util/index.js";
 import { BundleError, type BundleErrorCode } from "./errors.js";
-
-const BLOCK = 512;
 
 export interface TarEntry {
   name: string;
@@ -95,7 +94,7 @@ export interface TarMember {
  */
 export async function readTar(tar: AsyncIterable<Buffer>, visit: (member: TarMember, data: AsyncIterable<Buffer>) => Promise<void>, limits: TarLimits = BUNDLE_LIMITS): Promise<void> {
   // The whole stream (headers, padding, the end marker) within the cap: a stream of zero blocks is bounded too.
-  const counter = new ByteCounter(limits.maxTotalSize + (limits.maxEntries + 3) * BLOCK * 2);
+  const counter = new TarCounter(limits.maxTotalSize + (limits.maxEntries + 3) * BLOCK * 2, (limit) => new BundleError("BUNDLE_TOO_LARGE", `bundle decompresses to more than the ${limit}-byte limit`));
   const reader = extract();
   const flowing = new Promise<void>((resolve, reject) => pipeline(tar, counter, reader, (err) => (err ? reject(err) : resolve())));
   flowing.catch(() => {});
@@ -120,7 +119,7 @@ export async function readTar(tar: AsyncIterable<Buffer>, visit: (member: TarMem
       if (seen.size >= limits.maxEntries) bad(`more than ${limits.maxEntries} entries`, "BUNDLE_TOO_LARGE");
       if (seen.has(name)) bad(`entry "${name}" appears twice`);
       seen.add(name);
-      next = next + BLOCK + Math.ceil(size / BLOCK) * BLOCK;
+      next = tarDataEnd(next + BLOCK, size);
       // A streamx Readable: it iterates as Buffers like a Node one.
       await visit({ name, size }, entry as unknown as AsyncIterable<Buffer>);
     }
@@ -129,7 +128,7 @@ export async function readTar(tar: AsyncIterable<Buffer>, visit: (member: TarMem
     reader.destroy();
     throw mapTarError(err);
   }
-  if (counter.bytes < next + 2 * BLOCK) bad("missing end-of-archive marker");
+  if (!counter.endsAfter(next)) bad("missing end-of-archive marker");
 }
 
 /** tar-stream's own errors (a bad checksum, a cut-off stream) are bad bundles; ours and the source's pass through. */
@@ -143,22 +142,4 @@ function mapTarError(err: unknown): unknown {
         ? "it is cut off"
         : err.message;
   return new BundleError("INVALID_BUNDLE", `bundle is not a valid Aegis tar: ${why}`, { cause: err });
-}
-
-/** Counts bytes passing through and fails past `limit`. */
-class ByteCounter extends Transform {
-  bytes = 0;
-
-  constructor(private readonly limit: number) {
-    super();
-  }
-
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    this.bytes += chunk.byteLength;
-    if (this.bytes > this.limit) {
-      callback(new BundleError("BUNDLE_TOO_LARGE", `bundle decompresses to more than the ${this.limit}-byte limit`));
-      return;
-    }
-    callback(null, chunk);
-  }
 }

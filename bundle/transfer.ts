@@ -189,22 +189,22 @@ export async function pullBundle(src: ReadOnlyTarget, reference: string, cache: 
   };
   const result = (unpacked: Unpacked, cached: boolean): PulledArtifact => ({ manifest: desc, layer, annotations: manifest.annotations ?? {}, ...unpacked, cached });
 
-  const hit = await attempt(async (dir) => {
-    let content: Readable;
-    try {
-      content = await cache.fetch(layer, { signal });
-    } catch (err) {
-      if (isNotFound(err)) return undefined;
-      throw err;
-    }
-    try {
-      return await unpackBundle(content, dir, where);
-    } catch (err) {
-      if (!AT_REST.has((err as { code?: string }).code ?? "")) throw err;
-      await cache.delete(layer);
-      return undefined;
-    }
+  // The cache is asked first: a miss costs no temp directory.
+  const cached = await cache.fetch(layer, { signal }).catch((err: unknown) => {
+    if (isNotFound(err)) return undefined;
+    throw err;
   });
+  const hit =
+    cached &&
+    (await attempt(async (dir) => {
+      try {
+        return await unpackBundle(cached, dir, where);
+      } catch (err) {
+        if (!AT_REST.has((err as { code?: string }).code ?? "")) throw err;
+        await cache.delete(layer);
+        return undefined;
+      }
+    }).finally(() => cached.destroy()));
   if (hit) return result(hit, true);
 
   const fetched = await attempt(async (dir) => {

@@ -144,9 +144,19 @@ async function expand(path: string): Promise<string[]> {
  * (`aegis mirror export --from`): `policies[].digest` and `.reference`.
  */
 export async function loadFleetFiles(paths: readonly string[], options: { environment?: string } = {}): Promise<Fleet> {
+  return fleetOf(await readFleetFiles(paths), paths, options);
+}
+
+/** Every fleet file `paths` name (files, and directories of them), read and checked one by one. */
+export async function readFleetFiles(paths: readonly string[]): Promise<FleetFile[]> {
   const names = [...new Set((await Promise.all(paths.map(expand))).flat())];
   if (names.length > FLEET_MAX_FILES) throw new InputError("INVALID_ARGUMENT", `more than ${FLEET_MAX_FILES} fleet files`);
-  let files = await Promise.all(names.map(loadFleetFile));
+  return Promise.all(names.map(loadFleetFile));
+}
+
+/** The fleet of files read from `paths` (with `environment`, that environment's files), its policy names checked unique. */
+export function fleetOf(all: readonly FleetFile[], paths: readonly string[], options: { environment?: string } = {}): Fleet {
+  let files = [...all];
   if (options.environment !== undefined) {
     files = files.filter((f) => f.environment === options.environment);
     if (files.length === 0) throw new InputError("INVALID_ARGUMENT", `no fleet file has environment: ${options.environment} (in ${paths.join(", ")})`);

@@ -5,7 +5,7 @@
 // own repository: a mirror holds the same digest), editing the files in place.
 import { InputError } from "../errors.js";
 import { formatReference, isDigest } from "../registry/index.js";
-import { loadFleetFiles, rewriteRefs } from "./file.js";
+import { fleetOf, readFleetFiles, rewriteRefs } from "./file.js";
 
 export interface Promotion {
   name: string;
@@ -20,8 +20,9 @@ export async function promote(paths: readonly string[], digestOrRef: string, fro
   const digest = digestOrRef.slice(digestOrRef.lastIndexOf("@") + 1);
   if (!isDigest(digest)) throw new InputError("INVALID_REFERENCE", `${digestOrRef} is not a digest (sha256:… or host/repo@sha256:…): promote moves a digest, never a tag`);
   if (from === to) throw new InputError("INVALID_ARGUMENT", `--from and --to are both ${from}`);
-  const source = await loadFleetFiles(paths, { environment: from });
-  const target = await loadFleetFiles(paths, { environment: to });
+  const files = await readFleetFiles(paths);
+  const source = fleetOf(files, paths, { environment: from });
+  const target = fleetOf(files, paths, { environment: to });
   const moving = source.policies.filter((p) => p.digest === digest);
   if (moving.length === 0) throw new InputError("INVALID_ARGUMENT", `no policy of environment ${from} pins ${digest} (${source.files.map((f) => f.path).join(", ")})`);
   const changes: Promotion[] = [];

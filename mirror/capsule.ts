@@ -36,7 +36,7 @@ import {
   type Index,
   type ReadOnlyTarget,
 } from "../registry/index.js";
-import { syncDir, TEMP_SUFFIX } from "../util/index.js";
+import { syncDir, TarCounter, tarDataEnd, TEMP_SUFFIX } from "../util/index.js";
 import { MirrorError } from "./errors.js";
 
 /** Where an artifact of a capsule came from (`host/repo@sha256:…`), for the operator. */
@@ -46,9 +46,6 @@ const LAYOUT_FILE = encodeJson({ imageLayoutVersion: "1.0.0" });
 const BLOB = /^blobs\/sha256\/([a-f0-9]{64})$/;
 const DIRECTORIES = new Set(["blobs", "blobs/", "blobs/sha256", "blobs/sha256/"]);
 const REFERRERS_TAG = /^sha256-[a-f0-9]{64}$/;
-
-/** A tar block: headers and data are padded to it; two zero blocks end an archive. */
-const TAR_BLOCK = 512;
 
 export interface CapsuleLimits {
   /** Most blobs (copy() refuses graphs over 10,000 nodes, and a capsule holds several). */
@@ -212,15 +209,8 @@ export async function readCapsule(path: string, dir: string, options: ReadOption
   const target = new OciLayoutTarget(dir);
   const file = createReadStream(path);
   const extract = tarExtract();
-  // Bytes read, for the end-of-archive check below: tar-stream ends quietly
-  // at an entry boundary, so a capsule cut there would otherwise look whole.
-  let bytesRead = 0;
-  const counting = new Transform({
-    transform(chunk: Buffer, _encoding, callback) {
-      bytesRead += chunk.byteLength;
-      callback(null, chunk);
-    },
-  });
+  // Bytes read, for the end-of-archive check below (util/tar-end.ts).
+  const counting = new TarCounter();
   // Errors of either side reach the loop below through the extractor.
   pipeline(file, counting, extract, { signal: options.signal }).catch(() => undefined);
   const held = new Set<string>();
@@ -234,7 +224,7 @@ export async function readCapsule(path: string, dir: string, options: ReadOption
     for await (const entry of extract) {
       const { name, type } = entry.header;
       const size = entry.header.size ?? 0;
-      entriesEnd = (entry.header as Header & { byteOffset: number }).byteOffset + Math.ceil(size / TAR_BLOCK) * TAR_BLOCK;
+      entriesEnd = tarDataEnd((entry.header as Header & { byteOffset: number }).byteOffset, size);
       if (seen.has(name)) refuse("INVALID_CAPSULE", `entry "${name}" appears twice`);
       seen.add(name);
       if (held.size >= limits.maxBlobs) refuse("CAPSULE_TOO_LARGE", `more than ${limits.maxBlobs} blobs`);
@@ -281,7 +271,7 @@ export async function readCapsule(path: string, dir: string, options: ReadOption
     if (err instanceof RegistryError) throw err;
     refuse("INVALID_CAPSULE", `not a tar archive: ${(err as Error).message}`, err);
   }
-  if (bytesRead < entriesEnd + 2 * TAR_BLOCK) refuse("INVALID_CAPSULE", "it is cut off: no end-of-archive marker after its last entry");
+  if (!counting.endsAfter(entriesEnd)) refuse("INVALID_CAPSULE", "it is cut off: no end-of-archive marker after its last entry");
   if (layoutVersion(layoutFile) !== "1.0.0") refuse("INVALID_CAPSULE", "it has no oci-layout file of version 1.0.0");
   if (!index) refuse("INVALID_CAPSULE", "it has no index.json");
   let entries: Descriptor[];

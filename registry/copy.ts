@@ -68,10 +68,12 @@ export async function copy(src: ReadOnlyTarget, srcRef: string, dst: Target, dst
       throw new InputError("INVALID_REFERENCE", `destination digest ${dstRef} differs from the source's ${root.digest}`);
     }
     const tag = dstRef && !isDigest(dstRef) ? dstRef : undefined;
-    const copier = new GraphCopier(src, dst, options, tag === undefined ? undefined : { root: root.digest, tag });
+    // A ReferencePusher takes the root with its tag in one write; any other destination is tagged after.
+    const byReference = tag !== undefined && dst.pushReference !== undefined;
+    const copier = new GraphCopier(src, dst, options, byReference ? { root: root.digest, tag } : undefined);
     await copier.copyGraph(root, 0);
     signal?.throwIfAborted();
-    if (tag && !copier.tagged) await dst.tag(root, tag);
+    if (tag && !byReference) await dst.tag(root, tag);
     if (options.referrers) await copier.copyReferrers(root, 1);
     return root;
   } catch (err) {
@@ -90,14 +92,12 @@ class GraphCopier {
   private bytesDone = 0;
   private bytesTotal = 0;
   private readonly waiting: (() => void)[] = [];
-  /** The root was pushed with its tag in one write (a ReferencePusher). */
-  tagged = false;
 
   constructor(
     private readonly src: ReadOnlyTarget,
     private readonly dst: Target,
     private readonly options: CopyOptions,
-    /** The tag the root gets at the destination, if any. */
+    /** The root to push with its tag, when the destination is a ReferencePusher. */
     private readonly rootTag?: { root: string; tag: string },
   ) {
     this.limit = options.concurrency ?? 8;
@@ -153,7 +153,6 @@ class GraphCopier {
         if (rootTag?.root === desc.digest && this.dst.pushReference) {
           // Stored and tagged in one request, whether or not the destination had it.
           await this.dst.pushReference(desc, Readable.from([bytes]), rootTag.tag, { signal });
-          this.tagged = true;
         } else {
           if (await this.dst.exists(desc, { signal })) return this.skipped(desc, "exists");
           await this.dst.push(desc, Readable.from([bytes]), { signal });

@@ -8,7 +8,7 @@ import { EMPTY_CONFIG, type Descriptor } from "./oci.js";
 import type { AbortOptions, Target } from "./storage.js";
 
 /** The empty config's descriptor, without its embedded data. */
-export const EMPTY_CONFIG_DESCRIPTOR: Descriptor = { mediaType: EMPTY_CONFIG.mediaType, digest: EMPTY_CONFIG.digest, size: EMPTY_CONFIG.size };
+const EMPTY_CONFIG_DESCRIPTOR: Descriptor = { mediaType: EMPTY_CONFIG.mediaType, digest: EMPTY_CONFIG.digest, size: EMPTY_CONFIG.size };
 
 /** A fresh copy of its bytes. */
 export function emptyConfigBytes(): Buffer {

@@ -22,6 +22,9 @@ export interface TrustedRootMaterial {
 }
 
 /** Parses and checks trusted_root.json bytes. */
+/** Each parsed root's trust material (certificates and keys parsed once, when the root is read). */
+const materials = new WeakMap<TrustedRootMaterial, TrustMaterial>();
+
 export function parseTrustedRoot(bytes: Buffer, source: string): TrustedRootMaterial {
   let doc: unknown;
   try {
@@ -34,16 +37,19 @@ export function parseTrustedRoot(bytes: Buffer, source: string): TrustedRootMate
     throw new SignatureError("TRUST_ROOT_INVALID", `${source}: not a Sigstore trusted root (mediaType must be application/vnd.dev.sigstore.trustedroot+json;version=…)`);
   }
   let root: TrustedRoot;
+  let material: TrustMaterial;
   try {
     root = TrustedRoot.fromJSON(doc);
     // Building the trust material parses every certificate and key: a broken one fails here, not at verification.
-    toTrustMaterial(root);
+    material = buildMaterial(root);
   } catch (err) {
     throw new SignatureError("TRUST_ROOT_INVALID", `${source}: invalid trusted root: ${(err as Error).message}`, { cause: err });
   }
   if (root.certificateAuthorities.length === 0) throw new SignatureError("TRUST_ROOT_INVALID", `${source}: the trusted root lists no certificate authority`);
   if (root.tlogs.length === 0) throw new SignatureError("TRUST_ROOT_INVALID", `${source}: the trusted root lists no transparency log`);
-  return { source, root, ctlogs: root.ctlogs.length };
+  const parsed = { source, root, ctlogs: root.ctlogs.length };
+  materials.set(parsed, material);
+  return parsed;
 }
 
 export async function loadTrustedRootFile(path: string): Promise<TrustedRootMaterial> {
@@ -57,16 +63,16 @@ export async function loadTrustedRootFile(path: string): Promise<TrustedRootMate
   return parseTrustedRoot(bytes, path);
 }
 
-const materials = new WeakMap<TrustedRootMaterial, TrustMaterial>();
-
-/** The trust material of a root (keys parsed once per root). Keyless bundles name no pinned key. */
+/** The trust material of a root (built once, when parseTrustedRoot reads it). */
 export function trustMaterialOf(root: TrustedRootMaterial): TrustMaterial {
   let material = materials.get(root);
-  if (!material) {
-    material = toTrustMaterial(root.root, () => {
-      throw new SignatureError("UNTRUSTED_KEY", "a keyless trust root holds no pinned keys");
-    });
-    materials.set(root, material);
-  }
+  if (!material) materials.set(root, (material = buildMaterial(root.root)));
   return material;
+}
+
+/** Keyless bundles name no pinned key. */
+function buildMaterial(root: TrustedRoot): TrustMaterial {
+  return toTrustMaterial(root, () => {
+    throw new SignatureError("UNTRUSTED_KEY", "a keyless trust root holds no pinned keys");
+  });
 }

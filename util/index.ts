@@ -2,3 +2,4 @@
 export { atomicWrite, removeStaleTemps, syncDir, TEMP_SUFFIX, type AtomicWriteOptions } from "./atomic-write.js";
 export { backoffDelay, retryAfterMs, sleep, type BackoffOptions } from "./retry.js";
 export { streamed } from "./spent-buffers.js";
+export { TAR_BLOCK, TarCounter, tarDataEnd } from "./tar-end.js";
