@@ -3,8 +3,10 @@
 // time and only as fast as the consumer takes them (a stream Transform would
 // push all of a chunk's output at once: a small "zip bomb" chunk could fill
 // memory before any cap saw it). The window a frame may ask for is bounded
-// too. https://facebook.github.io/zstd/zstd_manual.html#Chapter9
-import { compress as zstdCompress } from "zstd-napi";
+// too. Both go to zstd-napi's native binding directly: its JavaScript wrapper
+// is CommonJS that an ES module import sends through Node's CommonJS
+// translation, ~10 ms of every `aegis pull` (issue 10), and adds nothing used
+// here. https://facebook.github.io/zstd/zstd_manual.html#Chapter9
 import binding from "zstd-napi/binding.js";
 import { BundleError } from "./errors.js";
 
@@ -18,8 +20,14 @@ const LEVEL = 3;
 /** 2^23 = 8 MiB, the most any level up to 19 uses; a frame asking for more is refused. */
 const WINDOW_LOG_MAX = 23;
 
+/** One zstd frame of `data` (ZSTD_compress2 at LEVEL, content size in the frame header). */
 export function compress(data: Uint8Array): Buffer {
-  return zstdCompress(data, { compressionLevel: LEVEL });
+  const cctx = new binding.CCtx();
+  cctx.setParameter(binding.CParameter.compressionLevel, LEVEL);
+  const out = Buffer.allocUnsafe(binding.compressBound(data.length));
+  const length = cctx.compress2(out, data);
+  // Copied out: the bound is about the input's size, and a bundle is kept for a while.
+  return Buffer.from(out.subarray(0, length));
 }
 
 function invalid(why: string, cause?: unknown): BundleError {

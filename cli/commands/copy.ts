@@ -3,6 +3,7 @@ import type { Command } from "commander";
 import { InputError } from "../../errors.js";
 import { addRegistryOptions, addTrustOptions, repositoryOptions, type GlobalOptions, type TrustOptions } from "../options.js";
 import { report } from "../output.js";
+import { movingBytes } from "../bytes-moving.js";
 import { interruptibly } from "../interrupt.js";
 import { startProgress } from "../progress.js";
 import { checkSignatureIfPinned } from "./sign.js";
@@ -19,6 +20,7 @@ export function registerCopy(program: Command): void {
       ": the source must be signed by one, or nothing is copied",
     ),
   ).action(async (srcText: string, dstText: string, options: GlobalOptions & TrustOptions & { recursive?: boolean }) => {
+    movingBytes();
     const { copy, formatReference, openReference } = await import("../../registry/index.js");
     const src = openReference(srcText, repositoryOptions(options));
     const dst = openReference(dstText, repositoryOptions(options));

@@ -7,6 +7,7 @@ import type { RepositoryOptions } from "../../registry/index.js";
 import { InputError } from "../../errors.js";
 import { addRegistryOptions, addTrustOptions, repositoryOptions, type GlobalOptions, type TrustOptions } from "../options.js";
 import { report } from "../output.js";
+import { movingBytes } from "../bytes-moving.js";
 import { interruptibly } from "../interrupt.js";
 import { startProgress } from "../progress.js";
 import { checkSignatureIfPinned } from "./sign.js";
@@ -45,6 +46,7 @@ export function registerMirror(program: Command): void {
       ": given one, each artifact must be signed by one, or nothing is written (checked again at import)",
     ),
   ).action(async (refs: string[], options: GlobalOptions & TrustOptions & { output: string; from?: string[] }) => {
+    movingBytes();
     const { writeCapsule } = await import("../../mirror/index.js");
     // The fleet files' refs as written: a tag among them is refused like one given here.
     const fleetRefs = options.from ? (await (await import("../../fleet/index.js")).loadFleetFiles(options.from)).policies.map((p) => p.ref) : [];
@@ -76,6 +78,7 @@ export function registerMirror(program: Command): void {
       ": each artifact must carry a signature by one, or nothing is imported",
     ),
   ).action(async (capsule: string, dstText: string, options: GlobalOptions & TrustOptions & { workDir?: string }) => {
+    movingBytes();
     const [{ formatReference, openReference }, { loadTrust }, { importCapsule }] = await Promise.all([
       import("../../registry/index.js"),
       import("../../signing/index.js"),

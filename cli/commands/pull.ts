@@ -5,6 +5,7 @@ import type { Command } from "commander";
 import { InputError } from "../../errors.js";
 import { addRegistryOptions, addTrustOptions, repositoryOptions, type GlobalOptions, type TrustOptions } from "../options.js";
 import { report } from "../output.js";
+import { movingBytes } from "../bytes-moving.js";
 import { interruptibly } from "../interrupt.js";
 import { startProgress } from "../progress.js";
 import { checkSignatureIfPinned } from "./sign.js";
@@ -25,6 +26,7 @@ export function registerPull(program: Command): void {
       ": the artifact must be signed by one, or nothing is written",
     ),
   ).action(async (refText: string, options: GlobalOptions & TrustOptions & { output: string }) => {
+    movingBytes();
     const [{ pullBundle }, { formatReference, OciLayoutTarget, openReference }] = await Promise.all([
       // transfer.js alone: pulling needs neither the policy compiler nor the YAML loader.
       import("../../bundle/transfer.js"),

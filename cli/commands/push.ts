@@ -5,6 +5,7 @@ import { InputError } from "../../errors.js";
 import type { Ingester, Target } from "../../registry/index.js";
 import { addRegistryOptions, repositoryOptions, type GlobalOptions } from "../options.js";
 import { report, warn } from "../output.js";
+import { movingBytes } from "../bytes-moving.js";
 import { interruptibly } from "../interrupt.js";
 import { duringStep, startProgress } from "../progress.js";
 import { loadSigner } from "./sign.js";
@@ -34,6 +35,7 @@ async function buildOrReadAndPush(path: string, dst: Target & Ingester, tag: str
   }
   // Its size is read up front (the upload declares it): a pipe or a device has none to give.
   if (!info.isFile()) throw new InputError("INVALID_ARGUMENT", `${path} is neither a bundle file nor a policy directory`);
+  movingBytes();
   const { pushBundleFile } = await import("../../bundle/transfer.js");
   const progress = startProgress(`pushing ${path}`, options);
   const { policy, artifact } = await interruptibly((signal) => pushBundleFile(path, dst, tag, { onProgress: progress.onProgress, signal }));
