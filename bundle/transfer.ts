@@ -5,7 +5,8 @@ import { join } from "node:path";
 import { PassThrough, type Readable } from "node:stream";
 import {
   copy,
-  storeEmptyConfig,
+  EMPTY_CONFIG,
+  ingestEmptyConfig,
   isNotFound,
   MAX_MANIFEST_SIZE,
   MediaType,
@@ -90,21 +91,21 @@ export async function pushBundleFile(path: string, dst: Target & Ingester, tag?:
       throw err;
     },
   );
-  // Once the bundle has proved valid (the decoder is done well before the upload), the empty config goes up beside the rest of it.
-  const configStored = decoded.then(() => storeEmptyConfig(dst, { signal }));
-  const [ingest, decode, config] = await Promise.allSettled([written, decoded, configStored]);
+  // The empty config's upload goes beside the layer's, and both are committed together once the bundle has proved valid.
+  const configWritten = ingestEmptyConfig(dst, { signal });
+  const [ingest, decode, config] = await Promise.allSettled([written, decoded, configWritten]);
   file.destroy();
   if (ingest.status === "rejected" || decode.status === "rejected" || config.status === "rejected" || signal?.aborted) {
-    if (ingest.status === "fulfilled") await ingest.value.abort();
+    await Promise.all([ingest, config].map((outcome) => (outcome.status === "fulfilled" ? outcome.value?.abort() : undefined)));
     signal?.throwIfAborted();
     // The bundle's own fault first: a bad bundle also fails the upload it stopped.
     throw [decode, ingest, config].find((outcome): outcome is PromiseRejectedResult => outcome.status === "rejected")!.reason;
   }
-  await ingest.value.commit();
+  await Promise.all([ingest.value.commit(), config.value?.commit()]);
   const artifact = packArtifactFor(ingest.value.desc, decode.value);
   const staging = new MemoryTarget("bundle");
   await storeManifest(staging, artifact);
-  await copy(staging, artifact.manifest.digest, dst, tag, { ...options, onProgress: undefined, stored: [artifact.layer, config.value] });
+  await copy(staging, artifact.manifest.digest, dst, tag, { ...options, onProgress: undefined, stored: [artifact.layer, EMPTY_CONFIG] });
   return { artifact, policy: decode.value };
 }
 

@@ -15,7 +15,7 @@ export {
   type Index,
   type Manifest,
 } from "./oci.js";
-export { emptyConfigBytes, storeEmptyConfig } from "./empty.js";
+export { emptyConfigBytes, ingestEmptyConfig, storeEmptyConfig } from "./empty.js";
 export type {
   AbortOptions,
   Deleter,

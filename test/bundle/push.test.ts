@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { encodeBundle, pushBundle } from "../../bundle/index.js";
 import { pushBundleFile } from "../../bundle/transfer.js";
 import { EMPTY_CONFIG, MemoryTarget, OciLayoutTarget, RemoteRepository, sha256, type CopyEvent } from "../../registry/index.js";
-import { startRegistryProxy, type RegistryProxy } from "../harness/proxy.js";
+import { startRegistryProxy, uploadSessions, type RegistryProxy } from "../harness/proxy.js";
 import { testPolicy } from "../harness/policy.js";
 import { startRegistry, type RegistryServer } from "../harness/registry.js";
 
@@ -47,8 +47,20 @@ function committed(digest: string): boolean {
   return existsSync(`${registry.dataDir}/docker/registry/v2/blobs/sha256/${hex.slice(0, 2)}/${hex}/data`);
 }
 
+/** Every upload session `proxy` saw was cancelled, none committed, and there were `count`; returns them. */
+function expectAllCancelled(proxy: RegistryProxy, count: number): string[][] {
+  const sessions = [...uploadSessions(proxy.requests).values()];
+  const all = JSON.stringify(sessions);
+  expect(sessions, `upload sessions: ${all}`).toHaveLength(count);
+  for (const session of sessions) {
+    expect(session.filter((line) => line.startsWith("PUT")), `a commit; sessions: ${all}`).toEqual([]);
+    expect(session.at(-1), `each session cancelled; sessions: ${all}`).toMatch(/^DELETE (204|404)$/);
+  }
+  return sessions;
+}
+
 describe("pushBundleFile", () => {
-  it("into a registry: POST, one PATCH, the PUT ?digest= once the bundle checked out, then config and manifest; the same artifact as pushBundle", async () => {
+  it("into a registry: the layer's POST, one PATCH and the PUT ?digest= once the bundle checked out, the empty config's beside it, then the manifest; the same artifact as pushBundle", async () => {
     const bytes = await encodeBundle({ policy: POLICY, program: randomBytes(3 * MiB) });
     const expected = await pushBundle(bytes, POLICY, new MemoryTarget());
     const repo = new RemoteRepository(proxy.host, "push/file");
@@ -62,12 +74,12 @@ describe("pushBundleFile", () => {
     expect((await repo.resolve("v1")).digest, "tag").toBe(expected.manifest.digest);
     const layerRequests = proxy.requests.filter((r) => r.path.includes(expected.layer.digest) || r.query.includes(encodeURIComponent(expected.layer.digest)));
     const seen = proxy.requests.map((r) => `${r.method} ${r.path.includes("/uploads/") ? "upload" : r.path.split("/").pop()}${r.query.includes("digest=") ? ` ${decodeURIComponent(r.query).split("digest=")[1]!.split("&")[0]}` : ""} ${r.status}`);
-    const layerCommit = `PUT upload ${expected.layer.digest} 201`;
-    // The layer's session (POST, the PATCH of its bytes, its commit) and, once the bundle checked out, the empty config's, side by side.
-    expect(seen[0], "the first request opens the layer's upload").toBe("POST upload 202");
-    expect(seen.filter((r) => r.startsWith("PATCH")), "one PATCH").toEqual(["PATCH upload 202"]);
-    expect(seen.indexOf(layerCommit), "the layer's commit, after its PATCH").toBeGreaterThan(seen.indexOf("PATCH upload 202"));
-    expect(seen.filter((r) => r.includes(EMPTY_CONFIG.digest)), "the empty config: asked for, then sent").toEqual([`HEAD ${EMPTY_CONFIG.digest} 404`, `PUT upload ${EMPTY_CONFIG.digest} 201`]);
+    // Two upload sessions side by side, the layer's and the empty config's, each committed only after all its bytes were sent.
+    const sessions = [...uploadSessions(proxy.requests).values()].sort((a, b) => String(a[2]).localeCompare(String(b[2])));
+    expect(sessions, `upload sessions; requests: ${seen.join(", ")}`).toEqual(
+      [expected.layer.digest, EMPTY_CONFIG.digest].sort().map((digest) => ["POST 202", "PATCH 202", `PUT ${digest} 201`]),
+    );
+    expect(seen.filter((r) => r.includes(EMPTY_CONFIG.digest) && !r.startsWith("PUT")), "the empty config: asked for first").toEqual([`HEAD ${EMPTY_CONFIG.digest} 404`]);
     expect(seen.filter((r) => r.startsWith("PUT")).at(-1), "the last write, the manifest by its tag").toBe("PUT v1 201");
     expect(layerRequests.map((r) => `${r.method} ${r.status}`), "requests naming the layer: only its commit").toEqual(["PUT 201"]);
     expect(progress.at(-1), "progress at the end").toEqual([bytes.byteLength, bytes.byteLength]);
@@ -97,8 +109,7 @@ describe("pushBundleFile", () => {
     const repo = new RemoteRepository(proxy.host, `push/aborted${counter++}`);
     proxy.requests.length = 0;
     await expect(pushAborted(repo), "into a registry").rejects.toThrow("stopping");
-    const requests = proxy.requests.map((r) => `${r.method} ${r.path.includes("/blobs/uploads/") ? "upload" : r.path}`);
-    expect(requests, "requests").toEqual(["POST upload", "PATCH upload", "DELETE upload"]);
+    expectAllCancelled(proxy, 2);
     expect(committed(sha256(bytes)), "layer committed").toBe(false);
 
     const layout = new OciLayoutTarget(join(work, `layout-${counter++}`));
@@ -118,15 +129,15 @@ describe("pushBundleFile", () => {
       const repo = new RemoteRepository(proxy.host, `push/bad${counter++}`);
       proxy.requests.length = 0;
       await expect(pushBundleFile(path, repo, "v1"), "into a registry").rejects.toMatchObject({ code: "INVALID_BUNDLE", message: expect.stringMatching(message) });
-      const requests = proxy.requests.map((r) => `${r.method} ${r.path.includes("/blobs/uploads/") ? "upload" : r.path} ${r.status}`);
+      // Two sessions, the layer's and the empty config's: both cancelled, neither committed.
+      const sessions = expectAllCancelled(proxy, 2);
+      const sent = ["POST 202", "PATCH 202", "DELETE 204"];
       if (name === "not zstd") {
-        // Bad from its first bytes: the file stops, and the PATCH is broken off before the registry has it all.
-        expect(requests[0], `requests: ${requests.join(", ")}`).toBe("POST upload 202");
-        expect(requests.filter((r) => r === "PATCH upload 202"), `a PATCH of the whole file; requests: ${requests.join(", ")}`).toEqual([]);
-        expect(requests.at(-1), `the cancel; requests: ${requests.join(", ")}`).toMatch(/^DELETE upload (204|404)$/);
+        // Bad from its first bytes: the file stops, and the layer's PATCH is broken off before the registry has it all.
+        expect(sessions.filter((s) => s[1] !== "PATCH 202"), `sessions whose PATCH was broken off: ${JSON.stringify(sessions)}`).toHaveLength(1);
       } else {
         // Found bad only at its end (the policy, the end of the data): all of it was sent, then the session cancelled.
-        expect(requests, "requests").toEqual(["POST upload 202", "PATCH upload 202", "DELETE upload 204"]);
+        expect(sessions, "sessions").toEqual([sent, sent]);
       }
       expect(committed(sha256(bytes)), "layer committed").toBe(false);
       expect(await repo.tags(), "tags").toEqual([]);

@@ -41,6 +41,8 @@ export interface ProxyRequestRecord {
   query: string;
   /** Status sent to the client (0 if the proxy failed before answering). */
   status: number;
+  /** The path of the response's Location header, if it had one (an upload session's, after a POST). */
+  location?: string;
 }
 
 export interface RegistryProxy {
@@ -210,6 +212,7 @@ export async function startRegistryProxy(upstreamUrl: string, options: ProxyOpti
     if (typeof location === "string" && location.startsWith(upstreamOrigin)) {
       headers.location = proxyOrigin + location.slice(upstreamOrigin.length);
     }
+    if (typeof location === "string") record.location = new URL(location, upstreamOrigin).pathname;
     const status = upRes.statusCode ?? 502;
     record.status = status;
     res.writeHead(status, headers);
@@ -361,4 +364,21 @@ export async function startRegistryProxy(upstreamUrl: string, options: ProxyOpti
       agent.destroy();
     },
   };
+}
+
+/**
+ * The blob upload sessions among `requests`, each as "METHOD status" lines in
+ * order, keyed by the session's path: a POST that opened one (its Location),
+ * then every PATCH, PUT or DELETE sent to that path. Requests of other
+ * sessions, or of none, are left out, so two uploads side by side can each
+ * be checked on its own.
+ */
+export function uploadSessions(requests: readonly ProxyRequestRecord[]): Map<string, string[]> {
+  const sessions = new Map<string, string[]>();
+  for (const r of requests) {
+    const line = `${r.method}${r.method === "PUT" ? ` ${new URLSearchParams(r.query).get("digest") ?? ""}` : ""} ${r.status}`;
+    if (r.method === "POST" && r.location?.includes("/blobs/uploads/")) sessions.set(r.location, [line]);
+    else sessions.get(r.path)?.push(line);
+  }
+  return sessions;
 }
