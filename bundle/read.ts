@@ -2,12 +2,12 @@
 // memory (decodeBundle: the agent and the assigner need the policy and the
 // program; readBundlePolicy: the policy alone, for push) or into files in a directory (unpackBundle: `aegis pull`, whose
 // memory stays bounded whatever the bundle's size).
-import { createWriteStream } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { Policy } from "../policy/index.js";
+import { openWriteStream } from "../util/index.js";
 import { BundleError } from "./errors.js";
 import { BUNDLE_LIMITS, readTar, type TarLimits, type TarMember } from "./tar.js";
 import { inflate } from "./zstd.js";
@@ -135,7 +135,7 @@ export async function unpackBundle(source: Readable, dir: string, where: string)
       policy = await collect(data, size);
       await writeFile(join(dir, name), policy, { flag: "wx" });
     } else if (name === PROGRAM_FILE) {
-      await pipeline(data, createWriteStream(join(dir, name), { flags: "wx" }));
+      await pipeline(data, await openWriteStream(join(dir, name), { flags: "wx" }));
     } else {
       return skip(data);
     }

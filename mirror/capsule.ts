@@ -10,7 +10,7 @@
 // and where it came from) and each referrers index under its tag-schema tag
 // (`sha256-<hex>`, as OciLayoutTarget and registries without the referrers
 // API keep signatures). Every blob must be reachable from those entries.
-import { createReadStream, createWriteStream } from "node:fs";
+import { createReadStream } from "node:fs";
 import { mkdtemp, open, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { once } from "node:events";
@@ -36,7 +36,7 @@ import {
   type Index,
   type ReadOnlyTarget,
 } from "../registry/index.js";
-import { syncDir, TarCounter, tarDataEnd, TEMP_SUFFIX } from "../util/index.js";
+import { openWriteStream, syncDir, TarCounter, tarDataEnd, TEMP_SUFFIX } from "../util/index.js";
 import { MirrorError } from "./errors.js";
 
 /** Where an artifact of a capsule came from (`host/repo@sha256:…`), for the operator. */
@@ -129,7 +129,7 @@ async function writeTar(output: string, index: Buffer, blobs: Descriptor[], layo
   const temp = join(dirname(output), `.${basename(output)}.${process.pid}${TEMP_SUFFIX}`);
   const pack = tarPack();
   try {
-    const written = pipeline(pack as AsyncIterable<Buffer>, createWriteStream(temp, { flags: "wx", mode: 0o644 }), { signal });
+    const written = pipeline(pack as AsyncIterable<Buffer>, await openWriteStream(temp, { flags: "wx", mode: 0o644 }), { signal });
     // Awaited below; a failure while adding entries is reported from there instead.
     written.catch(() => undefined);
     // Fixed headers: the same artifacts give the same bytes.

@@ -1,12 +1,12 @@
 // A Target backed by an OCI image layout directory, readable by skopeo,
 // oras and crane. https://github.com/opencontainers/image-spec/blob/main/image-layout.md
 import { createHash, randomBytes } from "node:crypto";
-import { createReadStream, createWriteStream } from "node:fs";
+import { createReadStream } from "node:fs";
 import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { pipeline as pipe, Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { atomicWrite, sleep } from "../util/index.js";
+import { atomicWrite, openWriteStream, sleep } from "../util/index.js";
 import { RegistryError } from "./errors.js";
 import { checkDigest, DigestingStream, isDigest, readAll, verifyStream } from "./digest.js";
 import { Annotation, isManifestType, MAX_MANIFEST_SIZE, MediaType, type Descriptor, type Index } from "./oci.js";
@@ -100,7 +100,7 @@ export class OciLayoutTarget implements Target, Deleter {
     await this.init();
     const temp = join(this.dir, "blobs", "sha256", `.tmp-${randomBytes(8).toString("hex")}`);
     try {
-      await pipeline(content, createWriteStream(temp, { mode: 0o644, highWaterMark: WRITE_BUFFER }), { signal: options.signal });
+      await pipeline(content, await openWriteStream(temp, { mode: 0o644, highWaterMark: WRITE_BUFFER }), { signal: options.signal });
     } catch (err) {
       await rm(temp, { force: true });
       throw err;
