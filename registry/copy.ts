@@ -71,10 +71,13 @@ export async function copy(src: ReadOnlyTarget, srcRef: string, dst: Target, dst
     // A ReferencePusher takes the root with its tag in one write; any other destination is tagged after.
     const byReference = tag !== undefined && dst.pushReference !== undefined;
     const copier = new GraphCopier(src, dst, options, byReference ? { root: root.digest, tag } : undefined);
+    // The root's referrers are listed while its graph is copied (a request or two, off the critical path), and copied after it.
+    const listed = options.referrers ? src.referrers(root) : undefined;
+    listed?.catch(() => {}); // awaited below, unless the graph's copy fails first
     await copier.copyGraph(root, 0);
     signal?.throwIfAborted();
     if (tag && !byReference) await dst.tag(root, tag);
-    if (options.referrers) await copier.copyReferrers(root, 1);
+    if (listed) await copier.copyReferrers(root, 1, listed);
     return root;
   } catch (err) {
     // Whatever broke first when the signal fired (a stream, a socket), the caller asked for the signal's reason.
@@ -122,8 +125,9 @@ class GraphCopier {
     return pending;
   }
 
-  async copyReferrers(subject: Descriptor, depth: number): Promise<void> {
-    for (const referrer of await this.src.referrers(subject)) {
+  /** Copies the referrers of `subject` (`listed`, when already asked for) and theirs, to MAX_REFERRER_DEPTH. */
+  async copyReferrers(subject: Descriptor, depth: number, listed = this.src.referrers(subject)): Promise<void> {
+    for (const referrer of await listed) {
       this.options.signal?.throwIfAborted();
       // A referrer's own graph is bounded like the root's.
       await this.copyGraph(referrer, 0);
