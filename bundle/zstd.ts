@@ -3,12 +3,14 @@
 // time and only as fast as the consumer takes them (a stream Transform would
 // push all of a chunk's output at once: a small "zip bomb" chunk could fill
 // memory before any cap saw it). The window a frame may ask for is bounded
-// too. Both go to zstd-napi's native binding directly: its JavaScript wrapper
-// is CommonJS that an ES module import sends through Node's CommonJS
-// translation, ~10 ms of every `aegis pull` (issue 10), and adds nothing used
-// here. https://facebook.github.io/zstd/zstd_manual.html#Chapter9
-import binding from "zstd-napi/binding.js";
+// too. Both go to zstd-napi's native binding directly, through require: its
+// JavaScript wrapper adds nothing used here, and an ES module import of
+// CommonJS loads and runs Node's CommonJS export scanner, a few ms of every
+// `aegis pull` (issue 10). https://facebook.github.io/zstd/zstd_manual.html#Chapter9
+import { createRequire } from "node:module";
 import { BundleError } from "./errors.js";
+
+const binding = createRequire(import.meta.url)("zstd-napi/binding.js") as typeof import("zstd-napi/binding.js");
 
 /**
  * A fixed level, so the same input always gives the same bytes (for one zstd

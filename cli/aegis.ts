@@ -1,22 +1,12 @@
 #!/usr/bin/env node
 // The `aegis` command. Commands are thin: they parse arguments and print;
 // the work happens in bundle/, registry/ and the other component folders.
-// Commands are declared cheaply and import their work inside their actions,
-// so `aegis --version` or `aegis pull --help` loads little more than commander
-// (test/cli/startup.test.ts, bench/cli.ts).
+// Commands import their work inside their actions, and only the command named
+// is declared (cli/commands/index.ts), so `aegis --version` or `aegis pull
+// --help` runs little more than commander (test/cli/startup.test.ts,
+// bench/cli.ts).
 import { Command, CommanderError } from "commander";
-import { registerAgent } from "./commands/agent.js";
-import { registerAssigner, registerOperatorCommands } from "./commands/assigner.js";
-import { registerCopy } from "./commands/copy.js";
-import { registerFleetView } from "./commands/fleet-view.js";
-import { registerFleet } from "./commands/fleet.js";
-import { registerInspect } from "./commands/inspect.js";
-import { registerKeygen } from "./commands/keys.js";
-import { registerMirror } from "./commands/mirror.js";
-import { registerPolicy } from "./commands/policy.js";
-import { registerPull } from "./commands/pull.js";
-import { registerPush } from "./commands/push.js";
-import { registerSign, registerTrust } from "./commands/sign.js";
+import { commandsFor } from "./commands/index.js";
 import { InputError } from "../errors.js";
 import { fail } from "./output.js";
 
@@ -25,20 +15,7 @@ const program = new Command("aegis")
   .version("0.1.0")
   .exitOverride();
 
-registerPolicy(program);
-registerPush(program);
-registerPull(program);
-registerInspect(program);
-registerCopy(program);
-registerMirror(program);
-registerKeygen(program);
-registerSign(program);
-registerTrust(program);
-registerAssigner(program);
-registerOperatorCommands(program);
-registerFleetView(program);
-registerFleet(program);
-registerAgent(program);
+for (const { register } of commandsFor(process.argv[2])) register(program);
 
 /** The command whose arguments were wrong, to point at its --help. */
 let misused: Command = program;

@@ -6,9 +6,14 @@
 // of a 50 MiB bundle peaks ~6 MiB lower on Node 20 (~9 MiB on Node 22) and is
 // no slower (bench/cli.ts, issue 10). Commands that compute keep it: `policy
 // build` of 100,000 rules takes ~0.5 s with TurboFan and ~0.7 s without, and
-// the agent and the assigner run for days. V8 reads the flag each time it
-// decides whether to optimize a function, so setting it when the command
-// starts is in time. https://v8.dev/docs/turbofan
+// the agent and the assigner run for days.
+//
+// Called once the command's modules are loaded, before its work: V8 reads
+// the flag each time it decides whether to optimize a function, so that is
+// in time, and a flag changed earlier would make V8 refuse the code cache
+// that Node's own modules (crypto, http) ship with, its flag hash no longer
+// matching, and compile each from source (~40 million instructions of a
+// 1 MiB pull, by callgrind). https://v8.dev/docs/turbofan
 export function movingBytes(): void {
   process.getBuiltinModule("node:v8").setFlagsFromString("--no-turbofan");
 }

@@ -95,6 +95,26 @@ const zodMiniAlone = {
   },
 };
 
+/**
+ * commander requires node:child_process as it loads, only to spawn
+ * executable subcommands, which aegis has none of; child_process brings
+ * dgram and its own modules with it, compiled on every command. Inside
+ * commander it resolves to a stand-in that requires the real module if a
+ * spawn ever happens.
+ */
+const commanderSpawnsLazily = {
+  name: "commander-spawns-lazily",
+  setup(b) {
+    b.onResolve({ filter: /^node:child_process$/ }, (args) =>
+      /[\\/]node_modules[\\/]commander[\\/]/.test(args.importer) ? { path: "child_process", namespace: "commander-spawns-lazily" } : undefined,
+    );
+    b.onLoad({ filter: /.*/, namespace: "commander-spawns-lazily" }, () => ({
+      contents: 'module.exports = { spawn: (...args) => require("node:child_process").spawn(...args) };\n',
+      loader: "js",
+    }));
+  },
+};
+
 const outdir = process.argv[2] ?? `${ROOT}dist/cli`;
 
 // Chunks of an earlier build (their names carry a content hash; tsc's own files never do) go first.
@@ -118,7 +138,7 @@ await build({
   sourcemap: true,
   // Bundled CommonJS packages (commander, yaml) call require() for Node's own modules.
   banner: { js: 'import { createRequire as __aegisCreateRequire } from "node:module";\nconst require = __aegisCreateRequire(import.meta.url);' },
-  plugins: [zodMiniAlone, externalPackages, zodEnglishOnly],
+  plugins: [commanderSpawnsLazily, zodMiniAlone, externalPackages, zodEnglishOnly],
   legalComments: "inline",
   logLevel: "warning",
 });

@@ -20,8 +20,8 @@ export function registerCopy(program: Command): void {
       ": the source must be signed by one, or nothing is copied",
     ),
   ).action(async (srcText: string, dstText: string, options: GlobalOptions & TrustOptions & { recursive?: boolean }) => {
-    movingBytes();
     const { copy, formatReference, openReference } = await import("../../registry/index.js");
+    movingBytes();
     const src = openReference(srcText, repositoryOptions(options));
     const dst = openReference(dstText, repositoryOptions(options));
     if (!src.selector) throw new InputError("INVALID_REFERENCE", `${srcText} names no tag or digest`);

@@ -46,8 +46,8 @@ export function registerMirror(program: Command): void {
       ": given one, each artifact must be signed by one, or nothing is written (checked again at import)",
     ),
   ).action(async (refs: string[], options: GlobalOptions & TrustOptions & { output: string; from?: string[] }) => {
-    movingBytes();
     const { writeCapsule } = await import("../../mirror/index.js");
+    movingBytes();
     // The fleet files' refs as written: a tag among them is refused like one given here.
     const fleetRefs = options.from ? (await (await import("../../fleet/index.js")).loadFleetFiles(options.from)).policies.map((p) => p.ref) : [];
     const all = [...new Set([...refs, ...fleetRefs])];
@@ -78,12 +78,12 @@ export function registerMirror(program: Command): void {
       ": each artifact must carry a signature by one, or nothing is imported",
     ),
   ).action(async (capsule: string, dstText: string, options: GlobalOptions & TrustOptions & { workDir?: string }) => {
-    movingBytes();
     const [{ formatReference, openReference }, { loadTrust }, { importCapsule }] = await Promise.all([
       import("../../registry/index.js"),
       import("../../signing/index.js"),
       import("../../mirror/index.js"),
     ]);
+    movingBytes();
     const dst = openReference(dstText, repositoryOptions(options));
     if (dst.selector) throw new InputError("INVALID_REFERENCE", `${dstText}: give a repository without a tag or digest (artifacts keep their digests)`);
     const trust = await loadTrust([...(options.key ?? []), ...(options.trust ?? [])]);

@@ -26,12 +26,12 @@ export function registerPull(program: Command): void {
       ": the artifact must be signed by one, or nothing is written",
     ),
   ).action(async (refText: string, options: GlobalOptions & TrustOptions & { output: string }) => {
-    movingBytes();
     const [{ pullBundle }, { formatReference, OciLayoutTarget, openReference }] = await Promise.all([
       // transfer.js alone: pulling needs neither the policy compiler nor the YAML loader.
       import("../../bundle/transfer.js"),
       import("../../registry/index.js"),
     ]);
+    movingBytes();
     const src = openReference(refText, repositoryOptions(options));
     if (!src.selector) throw new InputError("INVALID_REFERENCE", `${refText} names no tag or digest`);
     // The tag is resolved once; the signature is checked for that digest, and that digest is pulled.

@@ -35,8 +35,8 @@ async function buildOrReadAndPush(path: string, dst: Target & Ingester, tag: str
   }
   // Its size is read up front (the upload declares it): a pipe or a device has none to give.
   if (!info.isFile()) throw new InputError("INVALID_ARGUMENT", `${path} is neither a bundle file nor a policy directory`);
-  movingBytes();
   const { pushBundleFile } = await import("../../bundle/transfer.js");
+  movingBytes();
   const progress = startProgress(`pushing ${path}`, options);
   const { policy, artifact } = await interruptibly((signal) => pushBundleFile(path, dst, tag, { onProgress: progress.onProgress, signal }));
   progress.finish();
