@@ -86,6 +86,41 @@ export async function copy(src: ReadOnlyTarget, srcRef: string, dst: Target, dst
   }
 }
 
+/**
+ * Blob bytes in pieces of at least PIECE bytes (the last may be less); a socket gives
+ * 64 KiB chunks. Every stage after this one (the destination's hashing, a
+ * pull's tee, zstd and tar reader, file writes) costs per chunk more than per
+ * byte: 128 KiB pieces make a 50 MiB `aegis pull` ~10% faster. Larger ones
+ * outlive the minor GCs that free spent buffers (util/spent-buffers.ts):
+ * 512 KiB raised that pull's peak RSS from 64 to 107 MiB.
+ */
+const PIECE = 128 * 1024;
+
+/** A pass-through that counts each chunk as it arrives (`counted`) and passes the bytes on in pieces of PIECE. */
+function countingPieces(counted: (bytes: number) => void): Transform {
+  let held: Buffer[] = [];
+  let heldBytes = 0;
+  const release = (stream: Transform) => {
+    if (heldBytes === 0) return;
+    stream.push(held.length === 1 ? held[0] : Buffer.concat(held, heldBytes));
+    held = [];
+    heldBytes = 0;
+  };
+  return new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      counted(chunk.byteLength);
+      held.push(chunk);
+      heldBytes += chunk.byteLength;
+      if (heldBytes >= PIECE) release(this);
+      callback();
+    },
+    flush(callback) {
+      release(this);
+      callback();
+    },
+  });
+}
+
 class GraphCopier {
   private readonly done = new Map<string, Promise<void>>();
   private readonly limit: number;
@@ -170,12 +205,9 @@ class GraphCopier {
       if (this.options.stored?.some((d) => d.digest === desc.digest) || (await this.dst.exists(desc, { signal }))) return this.skipped(desc, "exists");
       if (await this.dst.mountFrom?.(desc, this.src, { signal })) return this.skipped(desc, "mounted");
       emit({ kind: "start", desc });
-      const counter = new Transform({
-        transform: (chunk: Buffer, _encoding, callback) => {
-          emit({ kind: "bytes", desc, bytes: chunk.byteLength });
-          this.progress(chunk.byteLength, 0);
-          callback(null, chunk);
-        },
+      const counter = countingPieces((bytes) => {
+        emit({ kind: "bytes", desc, bytes });
+        this.progress(bytes, 0);
       });
       // Unverified on the way out: the destination's push verifies (its contract), so each byte is hashed once.
       const source = this.src.fetchUnverified ? await this.src.fetchUnverified(desc, { signal }) : await this.src.fetch(desc, { signal });

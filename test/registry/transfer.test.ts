@@ -311,4 +311,35 @@ describe("progress", () => {
     expect(seen.at(-1), "last report").toEqual([total, total]);
     expect(seen.every(([done, all], i) => done <= all && (i === 0 || done >= seen[i - 1]![0])), "done never passes the total nor goes back").toBe(true);
   });
+
+  it("a blob reaches the destination in pieces of at least 128 KiB (the last may be less), each source chunk counted as it arrives", async () => {
+    const CHUNK = 64 * 1024;
+    const data = randomBytes(MiB + 1000);
+    /** A source that gives blobs as a socket does, in 64 KiB chunks. */
+    class Chunked extends MemoryTarget {
+      override async fetchUnverified(desc: Descriptor): Promise<Readable> {
+        const bytes = await readAll(await super.fetchUnverified(desc), desc.size, desc.digest);
+        return Readable.from(Array.from({ length: Math.ceil(bytes.byteLength / CHUNK) }, (_, i) => bytes.subarray(i * CHUNK, (i + 1) * CHUNK)));
+      }
+    }
+    /** A destination that records the size of every chunk it is given. */
+    class Recording extends MemoryTarget {
+      pieces: number[] = [];
+      override async push(desc: Descriptor, content: Readable): Promise<void> {
+        const chunks: Buffer[] = [];
+        for await (const chunk of content) chunks.push(chunk as Buffer);
+        if (desc.size === data.byteLength) this.pieces = chunks.map((c) => c.byteLength);
+        return super.push(desc, Readable.from([Buffer.concat(chunks)]));
+      }
+    }
+    const src = new Chunked();
+    const { manifest, layer } = await pushLayerArtifact(src, data);
+    const dst = new Recording();
+    const counted: number[] = [];
+    await copy(src, manifest.digest, dst, undefined, { onEvent: (e) => e.kind === "bytes" && e.desc.digest === layer.digest && counted.push(e.bytes) });
+    expect(await readAll(await dst.fetch(layer), layer.size, "copied layer"), "the bytes").toEqual(data);
+    expect(dst.pieces.slice(0, -1).filter((size) => size < 128 * 1024), `pieces smaller than 128 KiB before the last: ${dst.pieces.join(", ")}`).toEqual([]);
+    expect(dst.pieces.length, `pieces: ${dst.pieces.join(", ")}`).toBe(Math.ceil(data.byteLength / (128 * 1024)));
+    expect(counted, "bytes events: one per source chunk").toEqual(Array.from({ length: Math.ceil(data.byteLength / CHUNK) }, (_, i) => Math.min(CHUNK, data.byteLength - i * CHUNK)));
+  });
 });
