@@ -26,16 +26,16 @@ export function registerPull(program: Command): void {
       ": the artifact must be signed by one, or nothing is written",
     ),
   ).action(async (refText: string, options: GlobalOptions & TrustOptions & { output: string }) => {
-    const [{ pullBundle }, { formatReference, OciLayoutTarget, openReference }] = await Promise.all([
-      // transfer.js alone: pulling needs neither the policy compiler nor the YAML loader.
-      import("../../bundle/transfer.js"),
-      import("../../registry/index.js"),
-    ]);
-    movingBytes();
+    const { formatReference, OciLayoutTarget, openReference } = await import("../../registry/index.js");
     const src = openReference(refText, repositoryOptions(options));
     if (!src.selector) throw new InputError("INVALID_REFERENCE", `${refText} names no tag or digest`);
     // The tag is resolved once; the signature is checked for that digest, and that digest is pulled.
-    const { digest } = await src.target.resolve(src.selector);
+    // The bundle code (transfer.js alone: pulling needs neither the policy compiler nor the YAML loader) loads while the registry answers.
+    const resolved = src.target.resolve(src.selector);
+    resolved.catch(() => {}); // awaited below, after the import
+    const { pullBundle } = await import("../../bundle/transfer.js");
+    movingBytes();
+    const { digest } = await resolved;
     const checked = await checkSignatureIfPinned(src.target, digest, options);
     const progress = startProgress("pulling", options);
     // Streamed into a temp dir beside the files and moved into place once verified (bundle/transfer.ts);
