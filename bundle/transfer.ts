@@ -1,5 +1,5 @@
 // Push and pull of policy artifacts, both through registry/copy (a bundle
-// file's layer through the destination's Ingester first).
+// file's layer and the empty config through the destination's Ingester first).
 import { mkdir, mkdtemp, open, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { PassThrough, type Readable } from "node:stream";
@@ -54,8 +54,10 @@ const READ_BUFFER = 128 * 1024;
  * in memory, and into `dst`'s Ingester, which hashes and writes them. The
  * layer is committed under the digest learned only once the bundle has
  * proved valid: a bad bundle, a file that changes size as it is read, or an
- * abort drops the write, and nothing is stored. The config and manifest
- * follow through `copy`, told the layer is stored. `onProgress` counts the
+ * abort drops the write, and nothing is stored. The empty config goes up
+ * beside it the same way (its upload opened at the start, committed first,
+ * so a failed commit of it stores no layer), and the manifest follows
+ * through `copy`, told both are stored. `onProgress` counts the
  * file's bytes as they are read (and sent: the upload paces the reading) of
  * its size; `onEvent` sees copy's events.
  */
@@ -96,12 +98,18 @@ export async function pushBundleFile(path: string, dst: Target & Ingester, tag?:
   const [ingest, decode, config] = await Promise.allSettled([written, decoded, configWritten]);
   file.destroy();
   if (ingest.status === "rejected" || decode.status === "rejected" || config.status === "rejected" || signal?.aborted) {
-    await Promise.all([ingest, config].map((outcome) => (outcome.status === "fulfilled" ? outcome.value?.abort() : undefined)));
+    // Both undone (best effort) before the error is reported; an abort that fails does not hide the error that caused it.
+    await Promise.allSettled([ingest, config].map((outcome) => (outcome.status === "fulfilled" ? outcome.value?.abort() : undefined)));
     signal?.throwIfAborted();
     // The bundle's own fault first: a bad bundle also fails the upload it stopped.
     throw [decode, ingest, config].find((outcome): outcome is PromiseRejectedResult => outcome.status === "rejected")!.reason;
   }
-  await Promise.all([ingest.value.commit(), config.value?.commit()]);
+  // The empty config first: if its commit fails, the layer's upload is dropped and no blob is stored that nothing names.
+  await config.value?.commit().catch(async (err: unknown) => {
+    await ingest.value.abort().catch(() => {});
+    throw err;
+  });
+  await ingest.value.commit();
   const artifact = packArtifactFor(ingest.value.desc, decode.value);
   const staging = new MemoryTarget("bundle");
   await storeManifest(staging, artifact);

@@ -72,7 +72,7 @@ export async function copy(src: ReadOnlyTarget, srcRef: string, dst: Target, dst
     const byReference = tag !== undefined && dst.pushReference !== undefined;
     const copier = new GraphCopier(src, dst, options, byReference ? { root: root.digest, tag } : undefined);
     // The root's referrers are listed while its graph is copied (a request or two, off the critical path), and copied after it.
-    const listed = options.referrers ? src.referrers(root) : undefined;
+    const listed = options.referrers ? copier.listReferrers(root) : undefined;
     listed?.catch(() => {}); // awaited below, unless the graph's copy fails first
     await copier.copyGraph(root, 0);
     signal?.throwIfAborted();
@@ -160,8 +160,13 @@ class GraphCopier {
     return pending;
   }
 
+  /** The referrers of `subject` in the source, asked for in one of the `concurrency` slots. */
+  listReferrers(subject: Descriptor): Promise<Descriptor[]> {
+    return this.limited(() => this.src.referrers(subject));
+  }
+
   /** Copies the referrers of `subject` (`listed`, when already asked for) and theirs, to MAX_REFERRER_DEPTH. */
-  async copyReferrers(subject: Descriptor, depth: number, listed = this.src.referrers(subject)): Promise<void> {
+  async copyReferrers(subject: Descriptor, depth: number, listed = this.listReferrers(subject)): Promise<void> {
     for (const referrer of await listed) {
       this.options.signal?.throwIfAborted();
       // A referrer's own graph is bounded like the root's.

@@ -100,7 +100,12 @@ export class OciLayoutTarget implements Target, Deleter {
     await this.init();
     const temp = join(this.dir, "blobs", "sha256", `.tmp-${randomBytes(8).toString("hex")}`);
     try {
-      await pipeline(content, await openWriteStream(temp, { mode: 0o644, highWaterMark: WRITE_BUFFER }), { signal: options.signal });
+      const file = await openWriteStream(temp, { mode: 0o644, highWaterMark: WRITE_BUFFER }).catch((err: unknown) => {
+        // Not opened (EMFILE, ENOSPC): the content is let go as a failing pipeline would have.
+        content.destroy();
+        throw err;
+      });
+      await pipeline(content, file, { signal: options.signal });
     } catch (err) {
       await rm(temp, { force: true });
       throw err;

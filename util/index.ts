@@ -1,5 +1,6 @@
-// Small helpers every layer shares: durable file replacement, write streams on opened files, retry backoff, freeing spent stream buffers.
+// Small helpers every layer shares: durable file replacement, V8's optimizing compiler for short commands, write streams on opened files, retry backoff, freeing spent stream buffers.
 export { atomicWrite, removeStaleTemps, syncDir, TEMP_SUFFIX, type AtomicWriteOptions } from "./atomic-write.js";
+export { computing, movingBytes } from "./jit.js";
 export { openWriteStream, type OpenWriteStreamOptions } from "./open-write-stream.js";
 export { backoffDelay, retryAfterMs, sleep, type BackoffOptions } from "./retry.js";
 export { streamed } from "./spent-buffers.js";

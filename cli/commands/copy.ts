@@ -3,7 +3,7 @@ import type { Command } from "commander";
 import { InputError } from "../../errors.js";
 import { addRegistryOptions, addTrustOptions, repositoryOptions, type GlobalOptions, type TrustOptions } from "../options.js";
 import { report } from "../output.js";
-import { movingBytes } from "../bytes-moving.js";
+import { movingBytes } from "../../util/jit.js";
 import { interruptibly } from "../interrupt.js";
 import { startProgress } from "../progress.js";
 import { checkSignatureIfPinned } from "./sign.js";
@@ -21,13 +21,13 @@ export function registerCopy(program: Command): void {
     ),
   ).action(async (srcText: string, dstText: string, options: GlobalOptions & TrustOptions & { recursive?: boolean }) => {
     const { copy, formatReference, openReference } = await import("../../registry/index.js");
-    movingBytes();
     const src = openReference(srcText, repositoryOptions(options));
     const dst = openReference(dstText, repositoryOptions(options));
     if (!src.selector) throw new InputError("INVALID_REFERENCE", `${srcText} names no tag or digest`);
     // The source's tag is resolved once; the signature is checked for that digest, and that digest is copied.
     const { digest } = await src.target.resolve(src.selector);
     const checked = await checkSignatureIfPinned(src.target, digest, options);
+    movingBytes();
     const progress = startProgress("copying", options);
     // Ctrl-C from here undoes what was written (until here nothing is).
     const root = await interruptibly((signal) =>

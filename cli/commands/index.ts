@@ -1,6 +1,7 @@
 // Every command of `aegis`, as the register function that declares it and
 // the top-level names it declares. cli/aegis.ts declares only the command the
-// command line names (all of them for help, a mistyped name or none): the
+// command line names (none for --version; all of them for help, a mistyped
+// name or no name): the
 // ~30 commands with their options cost commander ~4 ms to declare, a tenth
 // of `aegis --version` (issue 10). test/cli/commands.test.ts checks that the
 // names listed are exactly the ones each function declares.
@@ -42,8 +43,13 @@ export const COMMANDS: readonly CommandGroup[] = [
   { names: ["agent"], register: registerAgent },
 ];
 
-/** The groups to declare for a command line whose first argument is `first`: its own, or all when it names none. */
+/**
+ * The groups to declare for a command line whose first argument is
+ * `first`: its own; none for --version (commander answers it before any
+ * command); all when it names none (help, a mistyped name).
+ */
 export function commandsFor(first: string | undefined): readonly CommandGroup[] {
+  if (first === "-V" || first === "--version") return [];
   const named = COMMANDS.find((group) => first !== undefined && group.names.includes(first));
   return named ? [named] : COMMANDS;
 }

@@ -7,7 +7,7 @@ import type { RepositoryOptions } from "../../registry/index.js";
 import { InputError } from "../../errors.js";
 import { addRegistryOptions, addTrustOptions, repositoryOptions, type GlobalOptions, type TrustOptions } from "../options.js";
 import { report } from "../output.js";
-import { movingBytes } from "../bytes-moving.js";
+import { movingBytes } from "../../util/jit.js";
 import { interruptibly } from "../interrupt.js";
 import { startProgress } from "../progress.js";
 import { checkSignatureIfPinned } from "./sign.js";
@@ -47,7 +47,6 @@ export function registerMirror(program: Command): void {
     ),
   ).action(async (refs: string[], options: GlobalOptions & TrustOptions & { output: string; from?: string[] }) => {
     const { writeCapsule } = await import("../../mirror/index.js");
-    movingBytes();
     // The fleet files' refs as written: a tag among them is refused like one given here.
     const fleetRefs = options.from ? (await (await import("../../fleet/index.js")).loadFleetFiles(options.from)).policies.map((p) => p.ref) : [];
     const all = [...new Set([...refs, ...fleetRefs])];
@@ -55,6 +54,7 @@ export function registerMirror(program: Command): void {
     const sources = await capsuleSources(all, repositoryOptions(options));
     // Finding an unsigned artifact here is cheaper than at the site, after carrying the capsule there.
     for (const source of sources) await checkSignatureIfPinned(source.target, source.digest, options);
+    movingBytes();
     const progress = startProgress("exporting", options);
     const written = await interruptibly((signal) => writeCapsule(sources, options.output, { onEvent: progress.onEvent, signal }));
     progress.finish();
@@ -83,10 +83,10 @@ export function registerMirror(program: Command): void {
       import("../../signing/index.js"),
       import("../../mirror/index.js"),
     ]);
-    movingBytes();
     const dst = openReference(dstText, repositoryOptions(options));
     if (dst.selector) throw new InputError("INVALID_REFERENCE", `${dstText}: give a repository without a tag or digest (artifacts keep their digests)`);
     const trust = await loadTrust([...(options.key ?? []), ...(options.trust ?? [])]);
+    movingBytes();
     const reading = startProgress("checking capsule", options);
     const pushing = startProgress("pushing", options);
     let read = false;

@@ -5,7 +5,7 @@ import type { Command } from "commander";
 import { InputError } from "../../errors.js";
 import { addRegistryOptions, addTrustOptions, repositoryOptions, type GlobalOptions, type TrustOptions } from "../options.js";
 import { report } from "../output.js";
-import { movingBytes } from "../bytes-moving.js";
+import { movingBytes } from "../../util/jit.js";
 import { interruptibly } from "../interrupt.js";
 import { startProgress } from "../progress.js";
 import { checkSignatureIfPinned } from "./sign.js";
@@ -34,9 +34,9 @@ export function registerPull(program: Command): void {
     const resolved = src.target.resolve(src.selector);
     resolved.catch(() => {}); // awaited below, after the import
     const { pullBundle } = await import("../../bundle/transfer.js");
-    movingBytes();
     const { digest } = await resolved;
     const checked = await checkSignatureIfPinned(src.target, digest, options);
+    movingBytes();
     const progress = startProgress("pulling", options);
     // Streamed into a temp dir beside the files and moved into place once verified (bundle/transfer.ts);
     // Ctrl-C from here undoes what was written (until here nothing is).

@@ -5,7 +5,7 @@ import { InputError } from "../../errors.js";
 import type { Ingester, Target } from "../../registry/index.js";
 import { addRegistryOptions, repositoryOptions, type GlobalOptions } from "../options.js";
 import { report, warn } from "../output.js";
-import { movingBytes } from "../bytes-moving.js";
+import { movingBytes } from "../../util/jit.js";
 import { interruptibly } from "../interrupt.js";
 import { duringStep, startProgress } from "../progress.js";
 import { loadSigner } from "./sign.js";

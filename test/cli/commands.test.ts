@@ -18,13 +18,14 @@ describe("the command table", () => {
     });
   }
 
-  it("names each command once; a named command gets its group alone, anything else all of them", () => {
+  it("names each command once; a named command gets its group alone, --version none, anything else all of them", () => {
     expect(new Set(ALL_NAMES).size, `names: ${ALL_NAMES.join(", ")}`).toBe(ALL_NAMES.length);
     expect(commandsFor("verify").flatMap((g) => g.names), "verify").toEqual(["sign", "verify"]);
-    for (const first of [undefined, "--help", "help", "pul", "-V"]) expect(commandsFor(first), `for ${String(first)}`).toBe(COMMANDS);
+    for (const first of ["-V", "--version"]) expect(commandsFor(first), `for ${first}`).toEqual([]);
+    for (const first of [undefined, "--help", "-h", "help", "pul"]) expect(commandsFor(first), `for ${String(first)}`).toBe(COMMANDS);
   });
 
-  it("aegis --help lists every command; a mistyped one is refused with the right suggestion; a named one has its help", async () => {
+  it("aegis --help lists every command; a mistyped one is refused with the right suggestion; a named one has its help; --version answers", async () => {
     const help = await aegis(["--help"]);
     expect(help.code, help.stderr).toBe(0);
     const listed = [...help.stdout.matchAll(/^ {2}([a-z]+)\b/gm)].map(([, name]) => name);
@@ -34,5 +35,9 @@ describe("the command table", () => {
     expect(typo.stderr, "a mistyped command, and the suggestion").toMatch(/^aegis: error: unknown command 'unasign'\n\(Did you mean unassign\?\)/);
     const pull = await aegis(["pull", "--help"]);
     expect(pull.stdout, pull.stderr).toMatch(/^Usage: aegis pull \[options\] <ref>/);
+    for (const flag of ["--version", "-V"]) {
+      const version = await aegis([flag]);
+      expect([version.code, version.stdout.trim()], `aegis ${flag}`).toEqual([0, "0.1.0"]);
+    }
   });
 });

@@ -93,6 +93,22 @@ describe("aegis push <bundle file>", () => {
     expect(JSON.parse(pulled.stdout), pulled.stderr).toMatchObject({ digest: out.digest, verified: { digest: true, signature: { key: "ci.pub" } } });
   });
 
+  it("a policy of 5,000 rules (its policy.json over the size util/jit.ts validates with the optimizing compiler back on) is pushed and pulled whole", async () => {
+    const rules = Array.from({ length: 5000 }, (_, i) => ({ action: "drop" as const, dst: `10.${i >> 8}.${i & 255}.0/24`, protocol: "any" as const }));
+    const policy = { ...testPolicy("large"), rules };
+    const bytes = await encodeBundle({ policy, program: randomBytes(4096) });
+    const path = join(work, `large-${counter++}.tar.zst`);
+    writeFileSync(path, bytes);
+    const pushed = await aegis(["push", path, `${registry.host}/large/policy:v1`, "--json"], env);
+    expect(pushed.code, pushed.stderr).toBe(0);
+    const out = join(work, `large-out-${counter++}`);
+    const pulled = await aegis(["pull", `${registry.host}/large/policy@${(JSON.parse(pushed.stdout) as { digest: string }).digest}`, "-o", out, "--json"], env);
+    expect(pulled.code, pulled.stderr).toBe(0);
+    const written = readFileSync(join(out, "policy.json"));
+    expect(written.byteLength, "policy.json size").toBeGreaterThan(256 * 1024);
+    expect((JSON.parse(written.toString("utf8")) as { rules: unknown[] }).rules, "the rules pulled").toEqual(rules);
+  });
+
   it("a bad bundle file: one error line saying what is wrong, the upload cancelled, nothing stored in a registry or a layout", async () => {
     const good = await bundleFile(MiB);
     const path = join(work, "bad.tar.zst");
