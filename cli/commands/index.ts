@@ -1,10 +1,10 @@
 // Every command of `aegis`, as the register function that declares it and
 // the top-level names it declares. cli/aegis.ts declares only the command the
 // command line names (none for --version; all of them for help, a mistyped
-// name or no name): the
-// ~30 commands with their options cost commander ~4 ms to declare, a tenth
-// of `aegis --version` (issue 10). test/cli/commands.test.ts checks that the
-// names listed are exactly the ones each function declares.
+// name or no name): the ~30 commands with their options cost commander ~4 ms
+// to declare, a tenth of `aegis --version` (issue 10).
+// test/cli/commands.test.ts checks that the names listed are exactly the ones
+// each function declares.
 import type { Command } from "commander";
 import { registerAgent } from "./agent.js";
 import { registerAssigner, registerOperatorCommands } from "./assigner.js";
