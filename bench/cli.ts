@@ -18,9 +18,9 @@
 // other; medians are reported. Before each, untimed, `sync` writes out what
 // earlier commands and its own set-up left in the page cache (a fresh 50 MiB
 // bundle and its layout before a push), so the kernel's write-back of it
-// does not run during the timed process. Each round writes into fresh directories, a
-// fresh pull cache ($AEGIS_CACHE_DIR) and fresh destination repositories, so
-// nothing is already there; one untimed round first warms the page cache and
+// does not run during the timed process. Each round writes into fresh
+// directories, a fresh pull cache ($AEGIS_CACHE_DIR) and fresh destination
+// repositories, so nothing is already there; one untimed round first warms the page cache and
 // checks every command's result (the digest arrives intact).
 //
 // The bundles are real: `aegis policy build` of policies/deny-egress-cidrs,

@@ -266,7 +266,6 @@ class UnpackingTarget implements Target {
     this.unpacked = unpacked.value;
   }
 
-
   /** The layer is fetched even if stored (the caller found it missing or altered): everything else as the cache says. */
   exists(desc: Descriptor, options?: AbortOptions): Promise<boolean> {
     return desc.digest === this.layer.digest ? Promise.resolve(false) : this.cache.exists(desc, options);

@@ -21,10 +21,10 @@ export interface TrustedRootMaterial {
   ctlogs: number;
 }
 
-/** Parses and checks trusted_root.json bytes. */
 /** Each parsed root's trust material (certificates and keys parsed once, when the root is read). */
 const materials = new WeakMap<TrustedRootMaterial, TrustMaterial>();
 
+/** Parses and checks trusted_root.json bytes. */
 export function parseTrustedRoot(bytes: Buffer, source: string): TrustedRootMaterial {
   let doc: unknown;
   try {

@@ -1,4 +1,6 @@
-// Small helpers every layer shares: durable file replacement, V8's optimizing compiler for short commands, write streams on opened files, retry backoff, freeing spent stream buffers.
+// Small helpers every layer shares: durable file replacement, V8's optimizing
+// compiler for short commands, write streams on opened files, retry backoff,
+// freeing spent stream buffers, the tar end-marker check.
 export { atomicWrite, removeStaleTemps, syncDir, TEMP_SUFFIX, type AtomicWriteOptions } from "./atomic-write.js";
 export { computing, movingBytes } from "./jit.js";
 export { openWriteStream, type OpenWriteStreamOptions } from "./open-write-stream.js";

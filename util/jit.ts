@@ -17,23 +17,30 @@
 // its flag hash no longer matching, and compiles each one loaded later from
 // source (~40 million instructions of a 1 MiB pull, by callgrind).
 // https://v8.dev/docs/turbofan
-import { setFlagsFromString } from "node:v8";
 
 let moving = false;
+
+/**
+ * node:v8 is fetched when a flag is set, not imported: every command loads
+ * this module at start-up (cli/commands/), `aegis --version` included.
+ */
+function setFlag(flag: string): void {
+  process.getBuiltinModule("node:v8").setFlagsFromString(flag);
+}
 
 /** TurboFan off for the rest of this process, except inside computing(). */
 export function movingBytes(): void {
   moving = true;
-  setFlagsFromString("--no-turbofan");
+  setFlag("--no-turbofan");
 }
 
 /** Runs `work`, a long JavaScript-bound step, with TurboFan back on if movingBytes() had turned it off. */
 export function computing<T>(work: () => T): T {
   if (!moving) return work();
-  setFlagsFromString("--turbofan");
+  setFlag("--turbofan");
   try {
     return work();
   } finally {
-    setFlagsFromString("--no-turbofan");
+    setFlag("--no-turbofan");
   }
 }
