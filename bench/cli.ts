@@ -43,6 +43,11 @@
 // 0.02 s), a cost of that machine's set-up rather than of either tool (no
 // command here uses TLS, and skopeo never reads it). The report says which.
 //
+// The one-registry copy has a third side: bench/bare-copy.mjs makes the same
+// requests on bare node:http (no CLI, no retries, no streams). Its row against
+// skopeo (its aegis_ columns hold the bare process) is what Node itself costs
+// there; aegis's row against it, what aegis adds.
+//
 // AEGIS_BENCH_ROUNDS sets the rounds (default 7).
 import { spawnSync, type SpawnSyncOptions } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -54,6 +59,7 @@ import { makeTempDir, removeTempDir, requireBinary } from "../test/harness/proce
 import { median, type BenchResult, type Row } from "./report.js";
 
 const AEGIS = fileURLToPath(new URL("../dist/cli/aegis.js", import.meta.url));
+const BARE_COPY = fileURLToPath(new URL("./bare-copy.mjs", import.meta.url));
 const POLICY = fileURLToPath(new URL("../policies/deny-egress-cidrs", import.meta.url));
 const ROUNDS = Number(process.env.AEGIS_BENCH_ROUNDS ?? 7);
 const KEEP_ENV = process.env.AEGIS_BENCH_KEEP_ENV === "1";
@@ -245,6 +251,11 @@ export default async function cliBench(): Promise<BenchResult> {
         run: (_dir, round) => ({ argv: [...skopeo, `docker://${host}/bench/pull-50m@${largeDigest}`, `docker://${host}/bench/copy-skopeo-${round}:1`] }),
         check: inRegistry((round) => `bench/copy-skopeo-${round}`, () => largeDigest),
       },
+      {
+        name: "bare Node copy 50 MiB",
+        run: (_dir, round) => ({ argv: [NODE, BARE_COPY, `${host}/bench/pull-50m@${largeDigest}`, `${host}/bench/copy-bare-${round}:1`] }),
+        check: inRegistry((round) => `bench/copy-bare-${round}`, () => largeDigest),
+      },
       toFreshRegistry("aegis copy -r 50 MiB, two registries", (src, dst) => [NODE, AEGIS, "copy", "-r", src, dst]),
       toFreshRegistry("skopeo copy 50 MiB, two registries", (src, dst) => [...skopeo, `docker://${src}`, `docker://${dst}`]),
       {
@@ -266,6 +277,8 @@ export default async function cliBench(): Promise<BenchResult> {
       { row: "pull 1 MiB", aegis: "aegis pull 1 MiB", peer: "skopeo pull 1 MiB", goal: { factor: 3, rssMiB: 64 }, size: sizeOf(small) },
       { row: "pull 50 MiB", aegis: "aegis pull 50 MiB", peer: "skopeo pull 50 MiB", goal: { factor: 1.2, rssMiB: 64 }, size: sizeOf(large) },
       { row: "copy -r 50 MiB, one registry (mount)", aegis: "aegis copy -r 50 MiB", peer: "skopeo copy 50 MiB", goal: { factor: 1.2 }, size: sizeOf(large) },
+      { row: "floor: bare Node copy, one registry", aegis: "bare Node copy 50 MiB", peer: "skopeo copy 50 MiB", size: sizeOf(large) },
+      { row: "copy -r, one registry, vs the floor", aegis: "aegis copy -r 50 MiB", peer: "bare Node copy 50 MiB", size: sizeOf(large) },
       { row: "copy -r 50 MiB, two registries", aegis: "aegis copy -r 50 MiB, two registries", peer: "skopeo copy 50 MiB, two registries", goal: { factor: 1.2 }, size: sizeOf(large) },
       { row: "push 50 MiB", aegis: "aegis push 50 MiB", peer: "skopeo push 50 MiB", goal: { factor: 1.2, rssMiB: 64 }, size: sizeOf(large) },
     ];
