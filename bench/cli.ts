@@ -44,9 +44,10 @@
 // command here uses TLS, and skopeo never reads it). The report says which.
 //
 // The one-registry copy has a third side: bench/bare-copy.mjs makes the same
-// requests on bare node:http (no CLI, no retries, no streams). Its row against
-// skopeo (its aegis_ columns hold the bare process) is what Node itself costs
-// there; aegis's row against it, what aegis adds.
+// requests in the same order on bare node:http (no CLI parser, retries or
+// stream pipelines). Its row against skopeo (its aegis_ columns hold the bare
+// process) is roughly what Node itself costs there; aegis's row against it,
+// what aegis adds.
 //
 // AEGIS_BENCH_ROUNDS sets the rounds (default 7).
 import { spawnSync, type SpawnSyncOptions } from "node:child_process";
