@@ -13,16 +13,16 @@ export function report(options: OutputOptions, human: string, data: unknown): vo
   process.stdout.write(options.json ? JSON.stringify(data, null, 2) + "\n" : human + "\n");
 }
 
-/**
- * A table for people: a header row, then one row per item, columns padded
- * to their widest cell; `empty` when there are no rows. With --json the
- * caller prints the data instead (report()).
- */
 /** Warnings go to stderr whatever the output format, so scripts piping stdout still show them. */
 export function warn(warnings: readonly string[]): void {
   for (const warning of warnings) process.stderr.write(`aegis: warning: ${warning}\n`);
 }
 
+/**
+ * A table for people: a header row, then one row per item, columns padded
+ * to their widest cell. With --json the caller prints the data instead
+ * (report()).
+ */
 export function table(headers: readonly string[], rows: readonly (readonly string[])[]): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((row) => (row[i] ?? "").length)));
   const line = (cells: readonly string[]) =>
