@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/setup.sh
 
-aegis() { node dist/cli/aegis.js "$@"; }
+aegis() { node dist/cli/aegis.cjs "$@"; }
 out=.aegis/demo
 rm -rf "$out" && mkdir -p "$out/bundles"
 step() { printf '\n== %s\n' "$*"; }
@@ -52,7 +52,7 @@ ls -l "$out/host"
 
 step "Serve it: the assigner on embedded defaults (a store file, no Redis, no NATS)"
 port=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
-node dist/cli/aegis.js assigner serve --port "$port" --data-dir "$out/assigner" --trust "$out/ci.pub" --enroll-secret demo --log-level warn &
+node dist/cli/aegis.cjs assigner serve --port "$port" --data-dir "$out/assigner" --trust "$out/ci.pub" --enroll-secret demo --log-level warn &
 assigner_pid=$!
 trap 'kill $assigner_pid 2>/dev/null' EXIT
 until curl -sf "http://127.0.0.1:$port/healthz" >/dev/null; do sleep 0.2; done
@@ -155,7 +155,7 @@ echo "   $peer_digest"
 step "Run the agent for host demo-host (log in $out/agent.log)"
 agent_args=(agent run --host-id demo-host --enroll-secret demo --trust "$out/ci.pub" --state-dir "$out/agent" --poll-interval 2s --pin-root "$pin_root")
 if [ "$enforce" = yes ]; then agent_args+=(--iface "$near"); else agent_args+=(--dry-run); fi
-node dist/cli/aegis.js "${agent_args[@]}" >"$out/agent.log" 2>&1 &
+node dist/cli/aegis.cjs "${agent_args[@]}" >"$out/agent.log" 2>&1 &
 agent_pid=$!
 wait_for 30 host_listed
 aegis hosts

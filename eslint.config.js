@@ -15,6 +15,12 @@ export default tseslint.config(
     },
   },
   {
+    // CommonJS scripts: bench/bare-copy.cjs runs in the format the CLI ships in (scripts/bundle-cli.mjs).
+    files: ["**/*.cjs"],
+    languageOptions: { sourceType: "commonjs", globals: { require: "readonly", module: "writable", __filename: "readonly", __dirname: "readonly" } },
+    rules: { "@typescript-eslint/no-require-imports": "off" },
+  },
+  {
     // The agent and the CLI reach the assigner only through its wire contract
     // (assigner/api/): loading the server would drag Express, ioredis and
     // prom-client into every command and every host. `aegis assigner serve`

@@ -1,7 +1,7 @@
 // The agents' poll, GET /artifacts/for-host/{host}, under load: 10,000 hosts
 // with 3 assignments each, autocannon in this process, each server in its own
 // child process. Compared, in the same run:
-//  (a) the assigner (dist/cli/aegis.js assigner serve, Redis store);
+//  (a) the assigner (dist/cli/aegis.cjs assigner serve, Redis store);
 //  (b) bench/bare-server.ts: bare node:http doing the same Redis reads
 //      (SMEMBERS + MGET, JSON) — the ceiling of "answer from Redis";
 //  (c) the assigner's 304 (If-None-Match with the host's current ETag).
@@ -40,7 +40,7 @@ const PREFIX = "aegis";
 const ADMIN_TOKEN = randomBytes(16).toString("hex");
 const HEALTH_TIMEOUT_MS = 20_000;
 
-const CLI = fileURLToPath(new URL("../dist/cli/aegis.js", import.meta.url));
+const CLI = fileURLToPath(new URL("../dist/cli/aegis.cjs", import.meta.url));
 const BARE_SERVER = fileURLToPath(new URL("./bare-server.ts", import.meta.url));
 
 const hostId = (i: number) => `host-${String(i).padStart(5, "0")}`;

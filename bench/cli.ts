@@ -43,7 +43,7 @@
 // 0.02 s), a cost of that machine's set-up rather than of either tool (no
 // command here uses TLS, and skopeo never reads it). The report says which.
 //
-// The one-registry copy has a third side: bench/bare-copy.mjs makes the same
+// The one-registry copy has a third side: bench/bare-copy.cjs makes the same
 // requests in the same order on bare node:http (no CLI parser, retries or
 // stream pipelines). Its row against skopeo (its aegis_ columns hold the bare
 // process) is roughly what Node itself costs there; aegis's row against it,
@@ -59,8 +59,8 @@ import { startRegistry, type RegistryServer } from "../test/harness/registry.js"
 import { makeTempDir, removeTempDir, requireBinary } from "../test/harness/process.js";
 import { median, type BenchResult, type Row } from "./report.js";
 
-const AEGIS = fileURLToPath(new URL("../dist/cli/aegis.js", import.meta.url));
-const BARE_COPY = fileURLToPath(new URL("./bare-copy.mjs", import.meta.url));
+const AEGIS = fileURLToPath(new URL("../dist/cli/aegis.cjs", import.meta.url));
+const BARE_COPY = fileURLToPath(new URL("./bare-copy.cjs", import.meta.url));
 const POLICY = fileURLToPath(new URL("../policies/deny-egress-cidrs", import.meta.url));
 const ROUNDS = Number(process.env.AEGIS_BENCH_ROUNDS ?? 7);
 const KEEP_ENV = process.env.AEGIS_BENCH_KEEP_ENV === "1";

@@ -37,11 +37,10 @@ function commandPath(command: Command): string {
   return command.parent ? `${commandPath(command.parent)} ${command.name()}` : command.name();
 }
 
-try {
-  await program.parseAsync();
-} catch (err) {
+// No top-level await: the bundle is CommonJS (scripts/bundle-cli.mjs).
+program.parseAsync().catch((err: unknown) => {
   if (!(err instanceof CommanderError)) fail(err);
   // --help, --version, or help shown for a group given no subcommand: already printed.
   if (err.code.startsWith("commander.help") || err.code === "commander.version") process.exit(err.exitCode);
   fail(new InputError("INVALID_ARGUMENT", `${err.message.replace(/^error: /, "")} (see '${commandPath(misused)} --help')`));
-}
+});

@@ -1,5 +1,5 @@
 // Compiles the project once before any test file runs (npm run build: tsc,
-// then the CLI's bundle): the CLI tests run `node dist/cli/aegis.js` exactly
+// then the CLI's bundle): the CLI tests run `node dist/cli/aegis.cjs` exactly
 // as users do.
 import { execFileSync } from "node:child_process";
 

@@ -22,8 +22,8 @@ describe("CLI bundle", () => {
     const second = bundleInto();
     expect([...second.keys()], "file names of the second build").toEqual([...first.keys()]);
     for (const [name, bytes] of first) expect(second.get(name)!.equals(bytes), `${name} differs between builds`).toBe(true);
-    const entry = first.get("aegis.js")!.toString("utf8");
-    expect(entry, "the entry imports the registry lazily").toMatch(/import\("\.\/registry-[A-Z0-9]{8}\.js"\)/);
+    const entry = first.get("aegis.cjs")!.toString("utf8");
+    expect(entry, "the entry requires the registry lazily").toMatch(/Promise\.resolve\(\)\.then\(\(\) => __toESM\(require\("\.\/registry-[A-Z0-9]{8}\.cjs"\)\)\)/);
     expect(entry, "the entry does not hold the registry client").not.toMatch(/^\/\/ registry\/remote\/client\.ts$/m);
     // zod's English messages only (its other ~60 locales are left out), and those are there.
     const locales = [...first.values()].flatMap((bytes) => [...bytes.toString("utf8").matchAll(/^\/\/ node_modules\/zod\/v4\/locales\/(.+)$/gm)].map((m) => m[1]));

@@ -2,7 +2,7 @@
 import { execFile } from "node:child_process";
 import { fileURLToPath } from "node:url";
 
-export const AEGIS = fileURLToPath(new URL("../../dist/cli/aegis.js", import.meta.url));
+export const AEGIS = fileURLToPath(new URL("../../dist/cli/aegis.cjs", import.meta.url));
 
 export interface CliResult {
   code: number;

@@ -1,7 +1,9 @@
 // The CLI's start-up loads no server code: `aegis --version` and `aegis pull
-// --help` are run in child processes whose every resolved module is recorded
-// by a module.register() resolve hook (https://nodejs.org/api/module.html#customization-hooks).
-// dist/cli/aegis.js is a bundle (scripts/bundle-cli.mjs): the modules inside
+// --help` are run in child processes whose every loaded module is recorded:
+// ES modules by a module.register() resolve hook
+// (https://nodejs.org/api/module.html#customization-hooks), CommonJS ones
+// (the CLI's bundle and the packages it requires) from require.cache at exit.
+// dist/cli/aegis.cjs is a bundle (scripts/bundle-cli.mjs): the modules inside
 // each file of it that loads are read from esbuild's "// <source path>" lines.
 import { execFile } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -20,13 +22,20 @@ const HEAVY = ["express", "ioredis", "prom-client", "@nats-io/transport-node", "
 /**
  * Runs in the process and, as a hook, in the hooks thread: appends each
  * resolved URL to the file named in `data`. ESM imports of CommonJS packages
- * (express, ioredis, …) resolve through it too, so each package's entry is seen.
+ * (express, ioredis, …) resolve through it too, so each package's entry is
+ * seen; and at exit, every file in require.cache, which holds what require()
+ * loaded (the CLI's files and what they require).
  */
 const RECORDER = `
 import { appendFileSync } from "node:fs";
-import { register } from "node:module";
+import { createRequire, register } from "node:module";
+import { pathToFileURL } from "node:url";
 import { isMainThread } from "node:worker_threads";
-if (isMainThread) register(import.meta.url, { data: { file: process.env.AEGIS_LOADED_MODULES } });
+if (isMainThread) {
+  register(import.meta.url, { data: { file: process.env.AEGIS_LOADED_MODULES } });
+  const { cache } = createRequire(import.meta.url);
+  process.on("exit", () => appendFileSync(process.env.AEGIS_LOADED_MODULES, Object.keys(cache).map((path) => pathToFileURL(path).href + "\\n").join("")));
+}
 let file;
 export function initialize(data) { file = data.file; }
 export async function resolve(specifier, context, nextResolve) {
@@ -67,7 +76,7 @@ async function loaded(args: string[], mayFail = false): Promise<{ stdout: string
  * as ".../node_modules/<package>/…", so one check covers both builds.
  */
 function bundledIn(url: string): string[] {
-  if (!/\/dist\/cli\/[^/]+\.js$/.test(url)) return [];
+  if (!/\/dist\/cli\/[^/]+\.cjs$/.test(url)) return [];
   const sources = readFileSync(fileURLToPath(url), "utf8").matchAll(/^\/\/ ([\w@./-]+\.(?:ts|js|cjs|mjs|json))$/gm);
   return [...sources].map(([, path]) => `bundled:/${path!.startsWith("node_modules/") ? path : `dist/${path!.replace(/\.ts$/, ".js")}`}`);
 }
@@ -102,7 +111,7 @@ describe("CLI start-up", () => {
     it(`aegis ${args.join(" ")} loads none of ${HEAVY.join(", ")}, nor the assigner's server`, async () => {
       const { stdout, modules } = await loaded([AEGIS, ...args]);
       expect(stdout, `output of aegis ${args.join(" ")}`).toMatch(args[0] === "--version" ? /^0\.1\.0\n$/ : /^Usage: aegis/);
-      expect(modules.some((url) => url.endsWith("/dist/cli/aegis.js")), "the recorder saw the CLI's own module").toBe(true);
+      expect(modules.some((url) => url.endsWith("/dist/cli/aegis.cjs")), "the recorder saw the CLI's own module").toBe(true);
       expect(packagesIn(modules), `heavy packages loaded by aegis ${args.join(" ")}`).toEqual([]);
       expect(modules.filter((url) => /\/dist\/assigner\/(?!api\/)/.test(url)), `assigner server modules loaded by aegis ${args.join(" ")}`).toEqual([]);
       // Nor the registry client: a command loads it when it runs.

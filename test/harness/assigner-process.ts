@@ -12,12 +12,12 @@ export interface AssignerProcess {
   stop(): Promise<void>;
 }
 
-/** Starts `node dist/cli/aegis.js assigner serve` with `args` on a free loopback port; resolves once /healthz answers. */
+/** Starts `node dist/cli/aegis.cjs assigner serve` with `args` on a free loopback port; resolves once /healthz answers. */
 export async function startAssignerProcess(args: readonly string[], env: Record<string, string> = {}): Promise<AssignerProcess> {
   const dataDir = makeTempDir("aegis-assigner-proc-");
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
-  const cli = join(process.cwd(), "dist/cli/aegis.js");
+  const cli = join(process.cwd(), "dist/cli/aegis.cjs");
   const proc = spawnManaged("env", [...Object.entries(env).map(([k, v]) => `${k}=${v}`), process.execPath, cli, "assigner", "serve", "--port", String(port), "--data-dir", dataDir, ...args], { cleanupDir: dataDir });
   await waitUntilReady(proc, () => fetch(`${url}/healthz`).then(() => true, () => false), "aegis assigner serve");
   return { url, pid: proc.child.pid!, process: proc, stop: () => proc.stop() };

@@ -101,7 +101,7 @@ describe("keyless signatures verify offline by identity", () => {
     const trust = trustFile("offline.yaml", [...RELEASE_POLICY, "trustedRoot: trusted_root.json"]);
     const ns = await lab.namespace("keyless");
     expect((await ns.exec("ip", "route")).stdout.trim(), "the namespace has no route").toBe("");
-    const { stdout } = await ns.exec(process.execPath, join(process.cwd(), "dist/cli/aegis.js"), "verify", `oci:${layout}:v1`, "--trust", trust, "--json");
+    const { stdout } = await ns.exec(process.execPath, join(process.cwd(), "dist/cli/aegis.cjs"), "verify", `oci:${layout}:v1`, "--trust", trust, "--json");
     expect(JSON.parse(stdout), "verified offline").toMatchObject({ kind: "keyless", identity: { subject: RELEASE.subject } });
   });
 

@@ -128,7 +128,7 @@ describe("sign and verify", () => {
     const { stdout: routes } = await ns.exec("ip", "route");
     expect(routes.trim()).toBe("");
     const inNs = (...args: string[]) =>
-      execFileAsync("ip", ["netns", "exec", ns.name, process.execPath, join(process.cwd(), "dist/cli/aegis.js"), ...args], { cwd: work });
+      execFileAsync("ip", ["netns", "exec", ns.name, process.execPath, join(process.cwd(), "dist/cli/aegis.cjs"), ...args], { cwd: work });
     for (const algorithm of ["p256", "ed25519"]) {
       await inNs("keygen", "-o", join(work, `offline-${algorithm}`), ...(algorithm === "ed25519" ? ["--ed25519"] : []));
       const layout = `oci:${join(work, `offline-layout-${algorithm}`)}`;
