@@ -8,8 +8,9 @@
 // the chunks `--version` loads). Not minified, with comments naming each
 // source file, so the output stays readable; esbuild's output depends only on
 // its input and options, so the build is reproducible (test/cli/bundle.test.ts).
-// Runs after tsc (npm run build), which still emits every module to dist/
-// for the other entry points (agents, the assigner) and for tests.
+// Runs after tsc (npm run build), which emits every other folder's modules
+// to dist/ (tests load some from there); cli/ is built only here, so
+// dist/cli holds the bundle alone.
 // https://esbuild.github.io/api/#splitting
 //
 // The files are CommonJS. esbuild splits only ES modules, so it builds them as
@@ -21,7 +22,7 @@
 //
 // Usage: node scripts/bundle-cli.mjs [outdir]   (default dist/cli)
 import { build, transform } from "esbuild";
-import { readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { basename, dirname, join, relative } from "node:path";
 import process from "node:process";
 import { fileURLToPath, URL } from "node:url";
@@ -124,9 +125,10 @@ const commanderSpawnsLazily = {
 
 const outdir = process.argv[2] ?? `${ROOT}dist/cli`;
 
-// Files of an earlier build (chunk names carry a content hash; tsc's own files never do) go first.
+// An earlier build's files go first.
+mkdirSync(outdir, { recursive: true });
 for (const name of readdirSync(outdir, { withFileTypes: true }).filter((e) => e.isFile()).map((e) => e.name)) {
-  if (/^([a-z-]+-[A-Z0-9]{8}\.c?js|aegis\.cjs)(\.map)?$/.test(name)) rmSync(join(outdir, name));
+  if (/^(aegis|[a-z-]+-[A-Z0-9]{8})\.c?js(\.map)?$/.test(name)) rmSync(join(outdir, name));
 }
 
 const { outputFiles } = await build({

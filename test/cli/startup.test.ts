@@ -71,9 +71,9 @@ async function loaded(args: string[], mayFail = false): Promise<{ stdout: string
 }
 
 /**
- * The sources joined into a file of the CLI's bundle, named as the unbundled
- * build would load them: "cli/x.ts" as ".../dist/cli/x.js", a package file
- * as ".../node_modules/<package>/…", so one check covers both builds.
+ * The sources joined into a file of the CLI's bundle, named as tsc's
+ * unbundled build would load them: "registry/x.ts" as ".../dist/registry/x.js",
+ * a package file as ".../node_modules/<package>/…", so one check covers both.
  */
 function bundledIn(url: string): string[] {
   if (!/\/dist\/cli\/[^/]+\.cjs$/.test(url)) return [];
