@@ -71,21 +71,11 @@ function missing(where: string, name: string): never {
  */
 const LARGE_POLICY = 256 * 1024;
 
-/**
- * The policy schemas, loaded once, on first need rather than with this
- * module: loading them (zod's core) takes ~7 ms. `aegis pull` starts loading
- * them as its bundle starts to stream (unpackBundle), so their files are read
- * while the bytes flow rather than after: 1–3% of a 1 MiB pull in
- * alternating runs, and no change to a 50 MiB pull's peak RSS.
- */
-let policySchema: Promise<typeof import("../policy/policy.js")> | undefined;
-function loadPolicySchema(): Promise<typeof import("../policy/policy.js")> {
-  return (policySchema ??= import("../policy/policy.js"));
-}
-
 /** policy.json's bytes → a validated Policy; anything else is INVALID_BUNDLE (its cause keeps INVALID_POLICY). */
 async function parsePolicyJson(bytes: Buffer, where: string): Promise<Policy> {
-  const { normalizePolicy } = await loadPolicySchema();
+  // The policy schemas (zod's core, ~7 ms to load) load on first need rather than with this module. Loading them
+  // as a pull's bundle starts to stream gained nothing once the CLI was CommonJS (scripts/bundle-cli.mjs).
+  const { normalizePolicy } = await import("../policy/policy.js");
   const parse = () => normalizePolicy(JSON.parse(bytes.toString("utf8")), `${where}:${POLICY_FILE}`);
   try {
     return bytes.byteLength >= LARGE_POLICY ? computing(parse) : parse();
@@ -148,7 +138,6 @@ export interface Unpacked {
  * until that stream has ended cleanly.
  */
 export async function unpackBundle(source: Readable, dir: string, where: string): Promise<Unpacked> {
-  loadPolicySchema().catch(() => {}); // awaited by parsePolicyJson, which reports a failure
   let policy: Buffer | undefined;
   const files: string[] = [];
   await readBundle(source, async ({ name, size }, data) => {

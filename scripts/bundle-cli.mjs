@@ -156,8 +156,9 @@ const { outputFiles } = await build({
  * Chunks are named .cjs, as the package's "type" is "module".
  */
 async function commonJs(code) {
-  // The "// <source path>" line above each module's code survives the rewrite as a legal comment ("//!").
-  const { code: out } = await transform(code.replace(/^\/\/ (?=[\w@.-]+\/|[\w@-]+\.[cm]?[jt]s$)/gm, "//! "), {
+  // The "// <source path>" line above each module's code (one word, at the line's start; a plugin's
+  // modules are "namespace:path") survives the rewrite as a legal comment ("//!").
+  const { code: out } = await transform(code.replace(/^\/\/ (?=\S+$)/gm, "//! "), {
     format: "cjs",
     platform: "node",
     target: "node20",

@@ -93,6 +93,11 @@ describe("CLI start-up", () => {
     expect(packagesIn(modules), "packages seen when loading the server").toEqual(HEAVY);
   });
 
+  it("the recorder sees each heavy package that CommonJS code requires, as the CLI's files do (control)", async () => {
+    const { modules } = await loaded(["-e", HEAVY.map((name) => `require(${JSON.stringify(name)});`).join(" ")]);
+    expect(packagesIn(modules), "packages seen when required").toEqual(HEAVY);
+  });
+
   it("assigner/api (the client agents and the CLI use) loads none of them either", async () => {
     const api = pathToFileURL(join(AEGIS, "..", "..", "assigner/api/index.js")).href;
     const { modules } = await loaded(["--input-type=module", "-e", `await import(${JSON.stringify(api)});`]);
