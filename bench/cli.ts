@@ -20,8 +20,9 @@
 // bundle and its layout before a push), so the kernel's write-back of it
 // does not run during the timed process. Each round writes into fresh
 // directories, a fresh pull cache ($AEGIS_CACHE_DIR) and fresh destination
-// repositories, so nothing is already there; one untimed round first warms the page cache and
-// checks every command's result (the digest arrives intact).
+// repositories, so nothing is already there; one untimed round first warms
+// the page cache and checks every command's result (the digest arrives
+// intact).
 //
 // The bundles are real: `aegis policy build` of policies/deny-egress-cidrs,
 // plus incompressible files (random bytes) so the layer is 1 MiB or 50 MiB

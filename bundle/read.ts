@@ -73,8 +73,7 @@ const LARGE_POLICY = 256 * 1024;
 
 /** policy.json's bytes → a validated Policy; anything else is INVALID_BUNDLE (its cause keeps INVALID_POLICY). */
 async function parsePolicyJson(bytes: Buffer, where: string): Promise<Policy> {
-  // The policy schemas (zod's core, ~7 ms to load) load on first need rather than with this module. Loading them
-  // as a pull's bundle starts to stream gained nothing once the CLI was CommonJS (scripts/bundle-cli.mjs).
+  // Loaded once the bundle has streamed: the schema library (zod's core, ~7 ms to load) is not resident while the bulk of a pull flows.
   const { normalizePolicy } = await import("../policy/policy.js");
   const parse = () => normalizePolicy(JSON.parse(bytes.toString("utf8")), `${where}:${POLICY_FILE}`);
   try {

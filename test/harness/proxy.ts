@@ -368,8 +368,9 @@ export async function startRegistryProxy(upstreamUrl: string, options: ProxyOpti
 
 /**
  * The blob upload sessions among `requests`, each as "METHOD status" lines
- * ("PUT <digest> status" for a commit) in order, keyed by the session's path: a POST that opened one (its Location),
- * then every PATCH, PUT or DELETE sent to that path. Requests of other
+ * ("PUT <digest> status" for a commit) in order, keyed by the session's
+ * path: a POST that opened one (its Location), then every PATCH, PUT or
+ * DELETE sent to that path. Requests of other
  * sessions, or of none, are left out, so two uploads side by side can each
  * be checked on its own.
  */
