@@ -261,7 +261,7 @@ export class RegistryClient {
     if (options.method !== "HEAD") text = (await res.body.text().catch(() => "")).slice(0, 4096);
     else await res.body.dump();
     let code: DistributionErrorCode | undefined;
-    let message = "";
+    let message: string;
     try {
       const first = (JSON.parse(text) as { errors?: { code?: string; message?: string; detail?: unknown }[] }).errors?.[0];
       if (first?.code && KNOWN_CODES.has(first.code)) code = first.code as DistributionErrorCode;

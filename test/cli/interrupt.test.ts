@@ -63,7 +63,7 @@ async function interrupt(args: string[], env: NodeJS.ProcessEnv, started: [strin
     await until(started[0], started[1]);
   } catch (err) {
     child.kill("SIGKILL");
-    throw new Error(`${(err as Error).message}; stderr: ${stderr}`);
+    throw new Error(`${(err as Error).message}; stderr: ${stderr}`, { cause: err });
   }
   child.kill("SIGINT");
   const code = await exited;
