@@ -189,7 +189,7 @@ export class Agent {
       this.log("no --nats: polling only");
       return;
     }
-    this.log(`connecting to NATS at ${url}; polling only until connected`);
+    this.log(`connecting to NATS at ${withoutCredentials(url)}; polling only until connected`);
     void (async () => {
       const nc = await connect({ servers: url, name: `aegis-agent-${this.options.hostId}`, waitOnFirstConnect: true, maxReconnectAttempts: -1, reconnectTimeWait: 500 }).catch(
         (err: unknown) => {
@@ -234,7 +234,7 @@ export class Agent {
   private async flushTelemetry(): Promise<void> {
     const uid = this.agentUid;
     if (!uid) return;
-    await this.outbox.flush(async (batch) => this.bounded((await this.assignerClient()).telemetry(uid, batch)), this.controller.signal);
+    await this.outbox.flush(async (batch) => this.bounded(async (signal) => (await this.assignerClient()).telemetry(uid, batch, { signal })), this.controller.signal);
   }
 
   /** The agent token: the stored one for this assigner and host, or a fresh registration with the agent's key. */
@@ -263,8 +263,8 @@ export class Agent {
   }
 
   /** The assigned set: unchanged (304) keeps the last one; a refused token registers again with the same key. */
-  private async poll(): Promise<Assigned[]> {
-    const forHost = async (client: AssignerClient) => client.forHost(this.options.hostId, this.etag ? { ifNoneMatch: this.etag } : {});
+  private async poll(signal: AbortSignal): Promise<Assigned[]> {
+    const forHost = async (client: AssignerClient) => client.forHost(this.options.hostId, { signal, ...(this.etag ? { ifNoneMatch: this.etag } : {}) });
     let result;
     try {
       result = await forHost(await this.assignerClient());
@@ -274,6 +274,7 @@ export class Agent {
       result = await forHost(await this.assignerClient(true));
     }
     if (!result.notModified) {
+      if (!Array.isArray(result.body?.artifacts)) throw new AgentError("BAD_ASSIGNMENT", `the assigner at ${this.options.assigner} answered the poll without a list of artifacts`);
       this.assigned = result.body.artifacts;
       this.etag = result.etag || undefined;
     }
@@ -282,10 +283,12 @@ export class Agent {
 
   /**
    * The assigner's answer, unless the agent stops or the assigner hangs past
-   * the request timeout first (the client takes no signal: an abandoned
-   * request is left to finish or to die with the process).
+   * the request timeout first. `work` gets the signal of both, which aborts
+   * its request and body (the poll, telemetry); a step it does not reach (a
+   * registration) is abandoned, left to finish on its own: its answer is
+   * small and capped (assigner/api/client.ts).
    */
-  private bounded<T>(work: Promise<T>): Promise<T> {
+  private bounded<T>(work: (signal: AbortSignal) => Promise<T>): Promise<T> {
     const ms = this.options.requestTimeoutMs ?? 30_000;
     const signal = AbortSignal.any([this.controller.signal, AbortSignal.timeout(ms)]);
     return new Promise<T>((resolve, reject) => {
@@ -293,7 +296,9 @@ export class Agent {
         reject(this.controller.signal.aborted ? this.controller.signal.reason : new AgentError("UNAVAILABLE", `the assigner at ${this.options.assigner} did not answer within ${ms} ms`));
       if (signal.aborted) return onAbort();
       signal.addEventListener("abort", onAbort, { once: true });
-      work.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+      work(signal)
+        .then(resolve, reject)
+        .finally(() => signal.removeEventListener("abort", onAbort));
     });
   }
 
@@ -314,7 +319,7 @@ export class Agent {
   private async reconcileOnce(): Promise<void> {
     const { signal } = this.controller;
     signal.throwIfAborted();
-    const assigned = await this.bounded(this.poll());
+    const assigned = await this.bounded((signal) => this.poll(signal));
     this.metrics.polled();
     const { datapath } = this.options;
     const records = await this.state.installed();
@@ -465,3 +470,14 @@ export class Agent {
   }
 }
 
+/** A URL as a log line shows it: without the user and password it may carry (nats://user:pass@host), which journald would keep. */
+function withoutCredentials(url: string): string {
+  try {
+    const parsed = new URL(url);
+    parsed.username = "";
+    parsed.password = "";
+    return parsed.href;
+  } catch {
+    return "the --nats URL (not a URL)";
+  }
+}

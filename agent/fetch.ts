@@ -1,12 +1,15 @@
 // Fetch and verify, trusting neither the assigner nor the registry: the
-// manifest is pulled by digest (mirrors first, in order, then the artifact's
-// reference) into a content-addressed OCI layout under the state dir, with
-// its signature referrers; a signature by a pinned key must cover that
-// digest; the layer digest must equal the checksum the assigner announced;
-// the bundle is decoded with bundle/'s caps. When no registry can be read, the
-// same chain comes from the assigner (source.ts) and is verified the same way. Every byte is checked against
-// its descriptor on the way in and again when read from the cache. An
-// artifact already cached is verified there first, in one pass, with no registry.
+// artifact is read by digest (mirrors first, in order, then the artifact's
+// reference). At the source, before anything is stored, a signature by a
+// pinned key must cover that digest, the manifest must be a policy within the
+// bundle cap, and its layer must be the checksum the assigner announced; only
+// then do the layer and the signatures that verified come into a
+// content-addressed OCI layout under the state dir, where all of it is
+// checked again and the bundle decoded with bundle/'s caps. When no registry
+// can be read, the same chain comes from the assigner (source.ts) and is
+// verified the same way. Every byte is checked against its descriptor on the
+// way in and again when read from the cache. An artifact already cached is
+// verified there first, in one pass, with no registry.
 import { AssignerError } from "../assigner/api/index.js";
 import { decodeBundle, readPolicyManifest, type Bundle } from "../bundle/index.js";
 import {
@@ -24,7 +27,7 @@ import {
   type ReadOnlyTarget,
   type RepositoryOptions,
 } from "../registry/index.js";
-import { verifyArtifact, type TrustPolicy, type VerifiedSignature } from "../signing/index.js";
+import { explainArtifact, SignatureError, verifyArtifact, type TrustPolicy, type VerifiedSignature } from "../signing/index.js";
 import { AgentError, errorCode } from "./errors.js";
 import { AssignerSource, type ArtifactReader } from "./source.js";
 
@@ -128,9 +131,24 @@ export class ArtifactCache {
     }
   }
 
+  /**
+   * Checks the artifact at `target` before storing any of it: whoever names a
+   * digest (a lying assigner) or serves it (a hostile registry) could
+   * otherwise fill the state dir with an unsigned 10 GB layer or with
+   * referrers of any kind. The checks read the root manifest and at most
+   * MAX_SIGNATURES small signatures. Then the artifact and only the
+   * signatures that verified are copied into the cache, and checked there again.
+   */
   private async pullAndVerify(source: string, target: ReadOnlyTarget, assigned: Assigned, options: FetchOptions): Promise<VerifiedArtifact> {
     const { signal } = options;
-    const root = await copy(target, assigned.id, this.layout, undefined, { referrers: true, ...(signal ? { signal } : {}) });
+    const abort = signal ? { signal } : {};
+    const root = await target.resolve(assigned.id, abort);
+    const explained = await explainArtifact(target, assigned.id, options.trust, abort);
+    if (explained.error) throw new SignatureError(explained.error.code, explained.error.message);
+    const { layer } = await readPolicyManifest(target, root, abort);
+    checkChecksum(layer, assigned);
+    const verified = new Set(explained.signatures.filter((v) => v.accepted).map((v) => v.signature));
+    await copy(target, assigned.id, this.layout, undefined, { referrers: (r) => verified.has(r.digest), ...abort });
     return this.verifyInCache(source, root, assigned, options);
   }
 
@@ -138,12 +156,9 @@ export class ArtifactCache {
   private async verifyInCache(source: string, root: Descriptor, assigned: Assigned, options: FetchOptions): Promise<VerifiedArtifact> {
     const { signal } = options;
     if (root.digest !== assigned.id) throw new AgentError("BAD_ASSIGNMENT", `${source} resolved to ${root.digest}, not ${assigned.id}`);
-    const signature = await verifyArtifact(this.layout, assigned.id, options.trust);
+    const signature = await verifyArtifact(this.layout, assigned.id, options.trust, signal ? { signal } : {});
     const { layer } = await readPolicyManifest(this.layout, root, signal ? { signal } : {});
-    const expected = `sha256:${assigned.checksum.replace(/^sha256-/, "")}`;
-    if (layer.digest !== expected) {
-      throw new AgentError("CHECKSUM_MISMATCH", `${assigned.id}: the layer is ${layer.digest}, the assigner announced checksum ${assigned.checksum}`);
-    }
+    checkChecksum(layer, assigned);
     const bundle = await decodeBundle(await this.layout.fetch(layer, signal ? { signal } : {}), `${source}`);
     return { id: assigned.id, layer, bundle, signature, source };
   }
@@ -203,6 +218,14 @@ const REGISTRY_UNAVAILABLE = new Set([
   "MANIFEST_UNKNOWN",
   "BLOB_UNKNOWN",
 ]);
+
+/** The policy layer must be the checksum the assigner announced. */
+function checkChecksum(layer: Descriptor, assigned: Assigned): void {
+  const expected = `sha256:${assigned.checksum.replace(/^sha256-/, "")}`;
+  if (layer.digest !== expected) {
+    throw new AgentError("CHECKSUM_MISMATCH", `${assigned.id}: the layer is ${layer.digest}, the assigner announced checksum ${assigned.checksum}`);
+  }
+}
 
 /** The artifact's reference pinned to its id: a reference naming another digest is refused. */
 function referenceOf(assigned: Assigned): string {

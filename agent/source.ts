@@ -23,6 +23,8 @@ import {
   type Descriptor,
   type ReadOnlyTarget,
 } from "../registry/index.js";
+import { MAX_SIGNATURES } from "../signing/index.js";
+import { AgentError } from "./errors.js";
 
 /** What the source needs of the assigner: its three artifact reads, with an agent token. */
 export type ArtifactReader = Pick<AssignerClient, "manifest" | "signatures" | "binary" | "baseUrl">;
@@ -97,8 +99,11 @@ export class AssignerSource implements ReadOnlyTarget {
     if (subject.digest !== this.id) return [];
     if (!this.signatureList) {
       const answer = await this.client.signatures(this.id, this.signalFor({}));
+      if (!Array.isArray(answer?.signatures)) throw new AgentError("BAD_ASSIGNMENT", `the signatures of ${this.id} from ${this.name} are not a list`);
       this.signatureList = [];
-      for (const s of answer.signatures) {
+      // No more than a check reads (signing/verify.ts); the answer's size is capped by the client.
+      for (const s of answer.signatures.slice(0, MAX_SIGNATURES)) {
+        if (typeof s?.manifest !== "string" || typeof s.bundle !== "string") continue; // as a malformed signature: absent
         const manifest = Buffer.from(s.manifest, "base64");
         const bundle = Buffer.from(s.bundle, "base64");
         const desc = descriptorFor(MediaType.ImageManifest, manifest);

@@ -82,7 +82,7 @@ export class TrustRootFollower {
       try {
         const desc = await target.resolve(selector, signal ? { signal } : {});
         if (desc.digest === this.held?.digest) return this.held;
-        const candidate = await fetchTrustRoot(target, desc.digest, this.options.operator);
+        const candidate = await fetchTrustRoot(target, desc.digest, this.options.operator, signal ? { signal } : {});
         if (this.held && candidate.version <= this.held.version) {
           const how = candidate.version < this.held.version ? "older than" : "the same version as, but other content than,";
           throw new SignatureError("TRUST_ROOT_ROLLBACK", `trust root ${candidate.digest} (version ${candidate.version}) from ${name} is ${how} the one held (${this.held.digest}, version ${this.held.version}): refused`);

@@ -17,15 +17,14 @@ import {
   type RepositoryOptions,
   type Target,
 } from "../registry/index.js";
-import { SignatureError, SIGSTORE_BUNDLE_TYPE, verifyArtifact, type TrustPolicy } from "../signing/index.js";
+import { MAX_SIGNATURES, SignatureError, SIGSTORE_BUNDLE_TYPE, verifyArtifact, type TrustPolicy } from "../signing/index.js";
 import { AssignerError, type ArtifactJson, type RegisterArtifactUpload } from "./api/index.js";
 import { toAssignerError } from "./errors.js";
 import type { Upload } from "./upload.js";
 import type { ArtifactRecord } from "./store/store.js";
 import type { z } from "zod";
 
-/** Signatures served per artifact, and the size of each bundle: a bound on what one call reads. */
-const MAX_SIGNATURES = 16;
+/** Signatures are served as many as a check reads (MAX_SIGNATURES), each bundle up to this size: a bound on what one call reads. */
 const MAX_SIGNATURE_BUNDLE_SIZE = 1024 * 1024;
 /** Faults of one signature's own bytes, as opposed to a registry that cannot be read. */
 const SKIPPED_SIGNATURE_FAULTS = new Set<string>(["DIGEST_MISMATCH", "SIZE_MISMATCH", "SIZE_LIMIT", "INVALID_MANIFEST", "NOT_FOUND", "BLOB_UNKNOWN", "MANIFEST_UNKNOWN"]);

@@ -19,7 +19,6 @@ import {
   type Descriptor,
   type Ingester,
   type Manifest,
-  type ReadOnlyStorage,
   type ReadOnlyTarget,
   type Target,
 } from "../registry/index.js";
@@ -143,8 +142,13 @@ export interface PulledArtifact {
   cached: boolean;
 }
 
-/** Reads an artifact's manifest from `store` and checks it is an Aegis policy. */
-export async function readPolicyManifest(store: ReadOnlyStorage, desc: Descriptor, options: AbortOptions = {}): Promise<{ manifest: Manifest; layer: Descriptor }> {
+/**
+ * Reads an artifact's manifest from `store` and checks it is an Aegis policy
+ * whose layers fit the bundle cap: a layer over it is refused before a byte
+ * of it is fetched.
+ */
+export async function readPolicyManifest(store: ReadOnlyTarget, desc: Descriptor, options: AbortOptions = {}): Promise<{ manifest: Manifest; layer: Descriptor }> {
+  const where = `${store.name}@${desc.digest}`;
   const bytes = await readAll(await store.fetch(desc, options), MAX_MANIFEST_SIZE, `manifest ${desc.digest}`);
   const doc = parseManifest(bytes, desc.mediaType);
   if ("manifests" in doc || doc.artifactType !== MediaType.PolicyArtifact) {
@@ -153,6 +157,10 @@ export async function readPolicyManifest(store: ReadOnlyStorage, desc: Descripto
   }
   const layer = doc.layers.find((l) => l.mediaType === MediaType.PolicyLayer);
   if (!layer) throw new BundleError("NOT_A_POLICY", `${desc.digest} has no ${MediaType.PolicyLayer} layer`);
+  const total = [doc.config, ...doc.layers].reduce((sum, d) => sum + d.size, 0);
+  if (total > MAX_LAYER_SIZE) {
+    throw new BundleError("BUNDLE_TOO_LARGE", `${where}: its layers claim ${total} bytes, over the bundle cap of ${MAX_LAYER_SIZE}`);
+  }
   return { manifest: doc, layer };
 }
 
@@ -180,10 +188,6 @@ export async function pullBundle(src: ReadOnlyTarget, reference: string, cache: 
   const { signal } = options;
   const desc = await src.resolve(reference, { signal });
   const { manifest, layer } = await readPolicyManifest(src, desc, { signal });
-  const total = [manifest.config, ...manifest.layers].reduce((sum, d) => sum + d.size, 0);
-  if (total > MAX_LAYER_SIZE) {
-    throw new BundleError("BUNDLE_TOO_LARGE", `${src.name}@${desc.digest}: its layers claim ${total} bytes, over the bundle cap of ${MAX_LAYER_SIZE}`);
-  }
   const where = `${src.name}@${desc.digest}`;
   await mkdir(output, { recursive: true });
   const attempt = async <T extends Unpacked | undefined>(unpack: (dir: string) => Promise<T>): Promise<T> => {

@@ -23,8 +23,12 @@ export type CopyEvent =
 export const COPY_LIMITS = { maxNodes: 10_000, maxDepth: 8 } as const;
 
 export interface CopyOptions {
-  /** Also copy the manifests that refer to the root (signatures), recursively. */
-  referrers?: boolean;
+  /**
+   * Also copy the manifests that refer to the root (signatures), recursively;
+   * given a function, only the referrers it accepts (the agent copies just
+   * the signatures it has verified: a registry can attach anything to a digest).
+   */
+  referrers?: boolean | ((referrer: Descriptor) => boolean);
   /** Nodes (manifests and blobs) fetched or copied at once; default 8. An index with thousands of children opens no more sockets than this. */
   concurrency?: number;
   /** Most nodes in the graph (root, manifests, blobs, referrers); default 10,000. */
@@ -123,6 +127,10 @@ function countingPieces(counted: (bytes: number) => void): Transform {
 
 class GraphCopier {
   private readonly done = new Map<string, Promise<void>>();
+  /** The subject each manifest copied names (read from its verified bytes), to check a referrers listing against. */
+  private readonly subjectOf = new Map<string, string | undefined>();
+  /** Subjects whose referrers were walked: each is walked once, however often it is listed. */
+  private readonly walked = new Set<string>();
   private readonly limit: number;
   private readonly maxNodes: number;
   private readonly maxDepth: number;
@@ -165,12 +173,24 @@ class GraphCopier {
     return this.limited(() => this.src.referrers(subject));
   }
 
-  /** Copies the referrers of `subject` (`listed`, when already asked for) and theirs, to MAX_REFERRER_DEPTH. */
+  /**
+   * Copies the referrers of `subject` (`listed`, when already asked for) and
+   * theirs, to MAX_REFERRER_DEPTH. The listing is the source's word: a
+   * referrer is indexed and followed only when its own manifest names
+   * `subject`, and each subject is walked once, so a source listing one
+   * referrer many times, or under many subjects, costs one walk (not N²
+   * listings and N³ index writes).
+   */
   async copyReferrers(subject: Descriptor, depth: number, listed = this.listReferrers(subject)): Promise<void> {
-    for (const referrer of await listed) {
+    if (this.walked.has(subject.digest)) return;
+    this.walked.add(subject.digest);
+    const { referrers: wanted } = this.options;
+    const referrers = new Map((await listed).filter((r) => typeof wanted !== "function" || wanted(r)).map((r) => [r.digest, r]));
+    for (const referrer of referrers.values()) {
       this.options.signal?.throwIfAborted();
       // A referrer's own graph is bounded like the root's.
       await this.copyGraph(referrer, 0);
+      if (this.subjectOf.get(referrer.digest) !== subject.digest) continue;
       await this.dst.indexReferrer(subject, referrer);
       if (depth < MAX_REFERRER_DEPTH) await this.copyReferrers(referrer, depth + 1);
     }
@@ -182,7 +202,9 @@ class GraphCopier {
     if (isManifestType(desc.mediaType)) {
       // Manifests are copied as the exact bytes read (verified by fetch), never re-serialized.
       const bytes = await this.limited(async () => readAll(await this.src.fetch(desc, { signal }), MAX_MANIFEST_SIZE, `manifest ${desc.digest}`));
-      const children = successors(parseManifest(bytes, desc.mediaType));
+      const doc = parseManifest(bytes, desc.mediaType);
+      this.subjectOf.set(desc.digest, doc.subject?.digest);
+      const children = successors(doc);
       // Refused before any child is fetched: a huge index writes nothing.
       const fresh = new Set(children.map((c) => c.digest).filter((d) => !this.done.has(d)));
       if (this.done.size + fresh.size > this.maxNodes) {

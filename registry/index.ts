@@ -35,6 +35,7 @@ export type {
   Tagger,
   Target,
 } from "./storage.js";
+export { cancellable } from "./cancellable.js";
 export { MemoryTarget } from "./memory.js";
 export { OciLayoutTarget } from "./layout.js";
 export { RemoteRepository, type RepositoryOptions } from "./remote/repository.js";

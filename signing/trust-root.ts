@@ -13,6 +13,7 @@
 import { Readable } from "node:stream";
 import {
   Annotation,
+  cancellable,
   descriptorFor,
   EMPTY_CONFIG,
   encodeJson,
@@ -22,6 +23,7 @@ import {
   parseManifest,
   readAll,
   storeEmptyConfig,
+  type AbortOptions,
   type Descriptor,
   type Manifest,
   type ReadOnlyTarget,
@@ -112,11 +114,13 @@ async function parsePolicy(bytes: Buffer, root: TrustedRootMaterial, source: str
 /**
  * Reads the trust root artifact `digest` from `source`. With `operator`, a
  * signature by one of its keys must verify first (before any layer is read).
+ * `options.signal` cancels every read.
  */
-export async function fetchTrustRoot(source: ReadOnlyTarget, digest: string, operator?: TrustPolicy): Promise<TrustRootArtifact> {
+export async function fetchTrustRoot(from: ReadOnlyTarget, digest: string, operator?: TrustPolicy, options: AbortOptions = {}): Promise<TrustRootArtifact> {
+  const source = cancellable(from, options.signal);
   const where = `${source.name}@${digest}`;
   const desc = await source.resolve(digest);
-  const signature = operator ? await verifyArtifact(source, desc.digest, { keys: operator.keys, require: "key" }) : undefined;
+  const signature = operator ? await verifyArtifact(source, desc.digest, { keys: operator.keys, require: "key" }, options) : undefined;
   const doc = parseManifest(await readAll(await source.fetch(desc), MAX_MANIFEST_SIZE, `manifest ${desc.digest}`), desc.mediaType);
   if ("manifests" in doc || doc.artifactType !== TRUST_ROOT_ARTIFACT_TYPE) {
     throw new SignatureError("TRUST_ROOT_INVALID", `${where} is not a trust root artifact (artifactType ${"manifests" in doc ? "index" : (doc.artifactType ?? "none")}, expected ${TRUST_ROOT_ARTIFACT_TYPE})`);

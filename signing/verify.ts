@@ -10,7 +10,7 @@ import { bundleFromJSON, isBundleWithDsseEnvelope, type BundleWithDsseEnvelope }
 import type { X509Certificate } from "@sigstore/core";
 import { toSignedEntity, toTrustMaterial, Verifier, VerificationError, type SignedEntity } from "@sigstore/verify";
 import { AegisError } from "../errors.js";
-import { checkDigest, MAX_MANIFEST_SIZE, parseManifest, readAll, isNotFound, referrersTag, type Descriptor, type Manifest, type ReadOnlyTarget } from "../registry/index.js";
+import { cancellable, checkDigest, MAX_MANIFEST_SIZE, parseManifest, readAll, isNotFound, referrersTag, type Descriptor, type Manifest, type ReadOnlyTarget } from "../registry/index.js";
 import { CHECK_OF, SignatureError, type SignatureCheck, type SignatureErrorCode } from "./errors.js";
 import { certificateIdentity, matchIdentity } from "./identity.js";
 import { digestAlgorithm } from "./keys.js";
@@ -61,10 +61,19 @@ export interface Explanation {
 export interface VerifyOptions {
   /** The time keys must be valid at; default now (key-signed bundles carry no trusted timestamp). */
   at?: Date;
+  /** Cancels every read of the check (a stopping agent). */
+  signal?: AbortSignal;
 }
 
 /** Signatures are small; a larger layer is refused before it is read. */
 const MAX_SIGNATURE_SIZE = 1024 * 1024;
+/**
+ * The most signatures one check reads: sigstore bundle referrers (the first
+ * listed, each digest once), and layers of a cosign .sig manifest. A source
+ * that lists thousands must not make a check read thousands of bundles; an
+ * artifact has one per signer and re-signing. The assigner serves as many.
+ */
+export const MAX_SIGNATURES = 16;
 const COSIGN_SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json";
 const COSIGN_SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature";
 
@@ -111,7 +120,8 @@ function satisfied(require: SignatureRequirement, verdicts: SignatureVerdict[]):
   return verdicts.find((v) => v.accepted)?.verified;
 }
 
-async function evaluate(source: ReadOnlyTarget, digest: string, trust: TrustPolicy, options: VerifyOptions, enough: (verdicts: SignatureVerdict[]) => boolean): Promise<SignatureVerdict[]> {
+async function evaluate(from: ReadOnlyTarget, digest: string, trust: TrustPolicy, options: VerifyOptions, enough: (verdicts: SignatureVerdict[]) => boolean): Promise<SignatureVerdict[]> {
+  const source = cancellable(from, options.signal);
   const subject = await source.resolve(checkDigest(digest));
   const at = options.at ?? new Date();
   const verdicts: SignatureVerdict[] = [];
@@ -125,12 +135,15 @@ async function evaluate(source: ReadOnlyTarget, digest: string, trust: TrustPoli
       const by = verified.identity ? `identity "${verified.key.name}" (issuer ${verified.identity.issuer}, subject ${verified.identity.subject})` : `key "${verified.key.name}" (${verified.key.hint})`;
       verdicts.push({ signature, format, kind, accepted: true, reason: `signed by ${by}; the statement names ${subject.digest}`, verified });
     } catch (err) {
+      options.signal?.throwIfAborted(); // cancelled: no verdict on this signature
       const error = err instanceof AegisError ? err : new SignatureError("INVALID_BUNDLE", `unreadable signature: ${(err as Error).message}`, { cause: err });
       const code = (error instanceof SignatureError ? error.code : "INVALID_BUNDLE") as SignatureErrorCode;
       verdicts.push({ signature, format, kind: seen.kind, accepted: false, check: CHECK_OF[code], code, reason: error.message });
     }
   };
-  for (const referrer of await source.referrers(subject, SIGSTORE_BUNDLE_TYPE)) {
+  const listed = await source.referrers(subject, SIGSTORE_BUNDLE_TYPE);
+  const referrers = [...new Map(listed.map((r) => [r.digest, r])).values()].slice(0, MAX_SIGNATURES);
+  for (const referrer of referrers) {
     await attempt(referrer.digest, "sigstore-bundle", (seen) => verifyBundleReferrer(source, subject, referrer, trust, at, seen));
     if (enough(verdicts)) return verdicts;
   }
@@ -315,7 +328,7 @@ interface SimpleSigning {
  */
 async function verifyLegacySignature(source: ReadOnlyTarget, subject: Descriptor, sigManifest: Descriptor, trust: TrustPolicy, at: Date): Promise<VerifiedSignature> {
   const manifest = await readManifest(source, sigManifest);
-  const layers = manifest.layers.filter((l) => l.mediaType === COSIGN_SIMPLESIGNING && l.annotations?.[COSIGN_SIGNATURE_ANNOTATION]);
+  const layers = manifest.layers.filter((l) => l.mediaType === COSIGN_SIMPLESIGNING && l.annotations?.[COSIGN_SIGNATURE_ANNOTATION]).slice(0, MAX_SIGNATURES);
   if (layers.length === 0) throw new SignatureError("INVALID_BUNDLE", "cosign .sig manifest has no signed simple-signing layer");
   const keys = candidateKeys(trust, "", at);
   // A layer that verifies but is about another image (copied from its .sig)

@@ -42,6 +42,23 @@ export interface RegisterOptions {
 
 type Method = "GET" | "POST" | "PUT" | "DELETE";
 
+/**
+ * The most of an answer's body the client reads: an assigner (or whatever
+ * answers at its address) cannot make an agent or a command hold more. The
+ * largest answers are operator lists (10,000 hosts, 10,000 selector
+ * assignments) and an artifact's signatures (16 bundles of up to 1 MiB each,
+ * in base64).
+ */
+export const MAX_ANSWER_SIZE = 32 * 1024 * 1024;
+/** Of an error answer, only this much is read: its message is one line. */
+const MAX_ERROR_SIZE = 64 * 1024;
+
+/** Per call: a signal that aborts the request (and its body), and a smaller cap than MAX_ANSWER_SIZE. */
+export interface CallOptions {
+  signal?: AbortSignal;
+  limit?: number;
+}
+
 export class AssignerClient {
   /** `token`: the operator token, or an agent token from register(); registration itself needs none. */
   constructor(
@@ -50,6 +67,7 @@ export class AssignerClient {
   ) {}
 
   private async send(method: Method, path: string, body?: unknown, headers: Record<string, string> = {}, signal?: AbortSignal): Promise<Dispatcher.ResponseData> {
+    signal?.throwIfAborted();
     let res;
     try {
       res = await request(new URL(path, this.baseUrl), {
@@ -65,14 +83,44 @@ export class AssignerClient {
     } catch (err) {
       throw new AssignerError("UNAVAILABLE", `cannot reach the assigner at ${this.baseUrl}: ${(err as Error).message}`, { cause: err });
     }
-    if (res.statusCode >= 400) throw answerError(res.statusCode, await res.body.text());
+    if (res.statusCode >= 400) throw answerError(res.statusCode, (await this.read(res, MAX_ERROR_SIZE, "an error answer", true)).toString("utf8"));
     return res;
   }
 
+  /**
+   * The body, up to `limit` bytes: past it, the connection is cut and the
+   * call fails (or, with `truncate`, what was read is kept: an error answer's
+   * first line is all anyone needs).
+   */
+  private async read(res: Dispatcher.ResponseData, limit: number, what: string, truncate = false): Promise<Buffer> {
+    const chunks: Buffer[] = [];
+    let total = 0;
+    for await (const chunk of res.body as AsyncIterable<Buffer>) {
+      if (total + chunk.byteLength > limit) {
+        res.body.destroy();
+        if (truncate) return Buffer.concat([...chunks, chunk.subarray(0, limit - total)]);
+        throw new AssignerError("BAD_GATEWAY", `${what} from ${this.baseUrl} is larger than ${limit} bytes`);
+      }
+      total += chunk.byteLength;
+      chunks.push(chunk);
+    }
+    return Buffer.concat(chunks);
+  }
+
+  /** A JSON answer, read up to its cap. */
+  private async json<T>(res: Dispatcher.ResponseData, what: string, limit = MAX_ANSWER_SIZE): Promise<T> {
+    const text = (await this.read(res, limit, what)).toString("utf8");
+    try {
+      return JSON.parse(text) as T;
+    } catch (err) {
+      throw new AssignerError("BAD_GATEWAY", `${what} from ${this.baseUrl} is not JSON`, { cause: err });
+    }
+  }
+
   /** Any JSON call; the typed methods below are this with a path and a type. */
-  async call<T>(method: Method, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<T> {
-    const res = await this.send(method, path, body, headers);
-    return JSON.parse(await res.body.text()) as T;
+  async call<T>(method: Method, path: string, body?: unknown, headers: Record<string, string> = {}, options: CallOptions = {}): Promise<T> {
+    const res = await this.send(method, path, body, headers, options.signal);
+    return this.json<T>(res, `the answer to ${method} ${path}`, options.limit);
   }
 
   registerInit(body: z.input<typeof RegisterInitBody>): Promise<z.infer<typeof RegisterInitResponse>> {
@@ -101,14 +149,15 @@ export class AssignerClient {
   }
 
   /** The agent's poll: with the last ETag, an unchanged set is a 304 without a body. */
-  async forHost(hostId: string, options: { ifNoneMatch?: string } = {}): Promise<ForHostResult> {
-    const res = await this.send("GET", `/artifacts/for-host/${encodeURIComponent(hostId)}`, undefined, options.ifNoneMatch ? { "if-none-match": options.ifNoneMatch } : {});
+  async forHost(hostId: string, options: { ifNoneMatch?: string; signal?: AbortSignal } = {}): Promise<ForHostResult> {
+    const path = `/artifacts/for-host/${encodeURIComponent(hostId)}`;
+    const res = await this.send("GET", path, undefined, options.ifNoneMatch ? { "if-none-match": options.ifNoneMatch } : {}, options.signal);
     const etag = String(res.headers.etag ?? "");
     if (res.statusCode === 304) {
       await res.body.dump();
       return { notModified: true, etag };
     }
-    return { notModified: false, etag, body: (await res.body.json()) as z.infer<typeof ArtifactList> };
+    return { notModified: false, etag, body: await this.json<z.infer<typeof ArtifactList>>(res, `the answer to GET ${path}`) };
   }
 
   artifact(id: string): Promise<z.infer<typeof ArtifactJson>> {
@@ -126,25 +175,14 @@ export class AssignerClient {
 
   /** The artifact's manifest as the assigner stores it, up to `limit` bytes; the caller recomputes its digest (verify-on-read). */
   async manifest(id: string, options: { limit?: number; signal?: AbortSignal } = {}): Promise<{ mediaType: string; bytes: Buffer }> {
-    const limit = options.limit ?? 4 * 1024 * 1024;
     const res = await this.send("GET", `/artifacts/${encodeURIComponent(id)}/manifest`, undefined, {}, options.signal);
-    const chunks: Buffer[] = [];
-    let total = 0;
-    for await (const chunk of res.body as AsyncIterable<Buffer>) {
-      total += chunk.byteLength;
-      if (total > limit) {
-        res.body.destroy();
-        throw new AssignerError("BAD_GATEWAY", `the manifest of ${id} from ${this.baseUrl} is larger than ${limit} bytes`);
-      }
-      chunks.push(chunk);
-    }
-    return { mediaType: String(res.headers["content-type"] ?? "").split(";")[0]!.trim(), bytes: Buffer.concat(chunks) };
+    const bytes = await this.read(res, options.limit ?? 4 * 1024 * 1024, `the manifest of ${id}`);
+    return { mediaType: String(res.headers["content-type"] ?? "").split(";")[0]!.trim(), bytes };
   }
 
   /** The artifact's sigstore bundle referrers as stored (base64 exact bytes); the caller recomputes every digest. */
   async signatures(id: string, options: { signal?: AbortSignal } = {}): Promise<z.infer<typeof SignaturesJson>> {
-    const res = await this.send("GET", `/artifacts/${encodeURIComponent(id)}/signatures`, undefined, {}, options.signal);
-    return JSON.parse(await res.body.text()) as z.infer<typeof SignaturesJson>;
+    return this.call("GET", `/artifacts/${encodeURIComponent(id)}/signatures`, undefined, {}, options);
   }
 
   artifacts(): Promise<z.infer<typeof ArtifactList>> {
@@ -176,8 +214,8 @@ export class AssignerClient {
   }
 
   /** Signed telemetry over HTTP, for an agent without NATS: its own uid and token, at most 32 messages. */
-  telemetry(agentUid: string, messages: SignedTelemetry[]): Promise<z.infer<typeof TelemetryResult>> {
-    return this.call("POST", `/agents/${encodeURIComponent(agentUid)}/telemetry`, { messages });
+  telemetry(agentUid: string, messages: SignedTelemetry[], options: { signal?: AbortSignal } = {}): Promise<z.infer<typeof TelemetryResult>> {
+    return this.call("POST", `/agents/${encodeURIComponent(agentUid)}/telemetry`, { messages }, {}, options);
   }
 
   unassign(artifactId: string, hostId: string): Promise<z.infer<typeof AssignmentJson>> {

@@ -134,6 +134,12 @@ redis.call('ZREM', ARGV[1] .. ':registrations:host:' .. cjson.decode(text).hostI
 return text
 `;
 
+// KEYS: a host's binding. ARGV: an agent uid. Deletes the binding only while it names that agent.
+const UNBIND_HOST = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`;
+
 // KEYS: the artifact's status hash, the host's. ARGV: host id, artifact id,
 // status JSON, its seq ("" for none). Refuses (0) a status whose seq is not
 // above the stored one's, in the same step as the write: two assigners of a
@@ -198,9 +204,15 @@ export class RedisStore implements AssignerStore {
   private artifactHostsKey = (artifactId: string) => `${this.p}:{a}:hosts:${artifactId}`;
   private artifactKey = (id: string) => `${this.p}:artifact:${id}`;
 
+  /**
+   * The record and its place in the list in one transaction: the list entry
+   * is added whether or not the record was new, so no failure part-way can
+   * leave an artifact stored but never listed.
+   */
   async putArtifact(record: ArtifactRecord): Promise<boolean> {
-    const set = await this.run(() => this.redis.set(this.artifactKey(record.id), JSON.stringify(record), "NX"));
-    if (set) await this.run(() => this.redis.sadd(`${this.p}:artifacts`, record.id));
+    const replies = await this.run(() => this.redis.multi().set(this.artifactKey(record.id), JSON.stringify(record), "NX").sadd(`${this.p}:artifacts`, record.id).exec());
+    const [setError, set] = replies?.[0] ?? [null, null];
+    if (setError) throw setError; // a reply error, as run() passes on
     return set === "OK";
   }
 
@@ -306,21 +318,22 @@ export class RedisStore implements AssignerStore {
     return { bound: false, holder: holder ?? { ...agent, uid: other } };
   }
 
-  /** Deletes an agent's record and every token issued to it. */
-  private async removeAgent(uid: string): Promise<void> {
-    const hashes = await this.run(() => this.redis.smembers(`${this.p}:agenttokens:${uid}`));
-    const tx = this.redis.multi().del(`${this.p}:agent:${uid}`, `${this.p}:agenttokens:${uid}`).srem(`${this.p}:agents`, uid);
-    for (const hash of hashes) tx.del(`${this.p}:token:${hash}`);
-    await this.run(() => tx.exec());
-  }
-
+  /**
+   * Deletes an agent in the order that is safe to stop at any step: its
+   * tokens first (a stolen one stops working before anything else changes),
+   * then its host's binding, only while the binding still names this agent
+   * (in one script: a host bound again since keeps its new agent), and its
+   * record last, so a retry after a failure part-way finds it and finishes.
+   */
   async deleteAgent(uid: string): Promise<boolean> {
     const agent = await this.getAgent(uid);
     if (!agent) return false;
-    // Unbind the host only if it still points at this agent.
-    const bound = await this.run(() => this.redis.get(`${this.p}:hostagent:${agent.hostId}`));
-    if (bound === uid) await this.run(() => this.redis.del(`${this.p}:hostagent:${agent.hostId}`));
-    await this.removeAgent(uid);
+    const hashes = await this.run(() => this.redis.smembers(`${this.p}:agenttokens:${uid}`));
+    const revoke = this.redis.multi();
+    for (const hash of hashes) revoke.del(`${this.p}:token:${hash}`);
+    await this.run(() => revoke.del(`${this.p}:agenttokens:${uid}`).exec());
+    await this.run(() => this.redis.eval(UNBIND_HOST, 1, `${this.p}:hostagent:${agent.hostId}`, uid));
+    await this.run(() => this.redis.multi().del(`${this.p}:agent:${uid}`).srem(`${this.p}:agents`, uid).exec());
     return true;
   }
 

@@ -52,7 +52,7 @@ interface Running {
 }
 
 /** An agent for `hostId` on a memory kernel (shared to model a restart); slow polling, so tests step it with reconcile(). */
-async function runAgent(hostId: string, options: { kernel?: MemoryKernel; stateDir?: string; assigner?: string; nats?: boolean; dryRun?: boolean; ifaces?: string[]; mirrors?: string[]; requestTimeoutMs?: number; datapath?: MemoryDatapath } = {}): Promise<Running> {
+async function runAgent(hostId: string, options: { kernel?: MemoryKernel; stateDir?: string; assigner?: string; nats?: boolean | string; dryRun?: boolean; ifaces?: string[]; mirrors?: string[]; requestTimeoutMs?: number; datapath?: MemoryDatapath } = {}): Promise<Running> {
   const datapath = options.datapath ?? new MemoryDatapath(options.kernel ? { kernel: options.kernel } : { interfaces: ["lo", "eth0", "eth1"] });
   const events: StepReport[] = [];
   const logs: string[] = [];
@@ -67,7 +67,7 @@ async function runAgent(hostId: string, options: { kernel?: MemoryKernel; stateD
     labels: { role: "test" },
     log: (line) => logs.push(line),
     reporters: [{ report: (step) => events.push(step) }],
-    ...(options.nats ? { natsUrl: nats.url } : {}),
+    ...(options.nats ? { natsUrl: typeof options.nats === "string" ? options.nats : nats.url } : {}),
     ...(options.dryRun ? { dryRun: true } : {}),
     ...(options.ifaces ? { ifaces: options.ifaces } : {}),
     ...(options.mirrors ? { mirrors: options.mirrors } : {}),
@@ -306,6 +306,14 @@ describe("enforcement", () => {
     kernel.addInterface("eth2");
     await second.agent.reconcile();
     expect((await filters(second.datapath)).filter((f) => f.startsWith("eth2")), "new interface").toEqual([`eth2 egress ${basePref("block-icmp-8888")} ${v1}`]);
+  });
+
+  it("never logs the NATS URL's user and password", async () => {
+    // The test's nats-server has no authorization: it takes the connection whatever the credentials.
+    const { logs } = await agentFor("nats-secret-host", { nats: nats.url.replace("nats://", "nats://aegis:s3cret-word@") });
+    await until("NATS connected", () => logs.some((l) => l.startsWith("NATS connected")));
+    expect(logs.some((l) => l.startsWith(`connecting to NATS at ${nats.url}`)), logs.join("\n")).toBe(true);
+    expect(logs.filter((l) => l.includes("s3cret-word")), "log lines with the password").toEqual([]);
   });
 
   it("wakes at once on NATS and reports to the assigner", async () => {

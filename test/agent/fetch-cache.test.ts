@@ -1,9 +1,10 @@
 // The agent's cache: an artifact already fetched is verified again from the
 // cache alone (no registry needed: signature, checksum, and the layer hashed
 // in the pass that decodes it); a cached layer altered at rest is not trusted
-// but fetched again, which repairs the cache.
+// but fetched again, which repairs the cache. Nothing comes into the cache
+// before the source's copy is verified, and then only its verified signatures.
 import { createPrivateKey } from "node:crypto";
-import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -11,28 +12,37 @@ import { ArtifactCache, type Assigned } from "../../agent/fetch.js";
 import { buildBundle, pushBundle } from "../../bundle/index.js";
 import { OciLayoutTarget } from "../../registry/index.js";
 import { generateKeyPair, KeySigner, signArtifact, trustedKey, parsePublicKey, type TrustPolicy } from "../../signing/index.js";
+import { pushArtifact } from "../registry/conformance.js";
 
 let work: string;
 let source: string;
 let assigned: Assigned;
 let layerPath: string;
 let trust: TrustPolicy;
+let signer: KeySigner;
 
 beforeAll(async () => {
   work = mkdtempSync(join(tmpdir(), "aegis-fetch-cache-"));
   source = join(work, "source");
   const key = generateKeyPair("ed25519");
+  signer = new KeySigner(createPrivateKey(key.privateKey));
   trust = { keys: [trustedKey("ci", parsePublicKey(key.publicKey, "ci"))] };
   const { bytes, policy } = await buildBundle("policies/block-icmp-8888");
   const layout = new OciLayoutTarget(source);
   const artifact = await pushBundle(bytes, policy, layout, "v1");
-  await signArtifact(layout, artifact.manifest, new KeySigner(createPrivateKey(key.privateKey)), layout.name);
+  await signArtifact(layout, artifact.manifest, signer, layout.name);
   const id = artifact.manifest.digest;
   assigned = { id, checksum: `sha256-${artifact.layer.digest.slice(7)}`, reference: `oci:${source}@${id}`, name: policy.name };
   layerPath = join(work, "cache", "blobs", "sha256", artifact.layer.digest.slice(7));
 });
 
 afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+/** The blob hashes an OCI layout holds ([] when it does not exist). */
+function blobs(dir: string): string[] {
+  const path = join(dir, "blobs", "sha256");
+  return existsSync(path) ? readdirSync(path) : [];
+}
 
 describe("ArtifactCache", () => {
   it("verifies a cached artifact from the cache alone; an altered cached layer is fetched again", async () => {
@@ -60,6 +70,31 @@ describe("ArtifactCache", () => {
     expect(again.source).toBe(`oci:${source}@${assigned.id}`);
     expect(readFileSync(layerPath).equals(stored), "the cached layer repaired").toBe(true);
     expect((await cache.fetchVerified(assigned, { mirrors: [], trust })).source).toBe("the cache");
+  });
+
+  it("stores nothing the source has not proved first: an unsigned artifact leaves no blob; only signatures that verify are cached with a signed one", async () => {
+    const { bytes, policy } = await buildBundle("policies/block-icmp-8888");
+    const unsignedDir = join(work, "unsigned");
+    const unsigned = await pushBundle(bytes, policy, new OciLayoutTarget(unsignedDir), "v1");
+    const cacheDir = join(work, "cache-unsigned");
+    await expect(new ArtifactCache(cacheDir).fetchVerified({ ...assigned, reference: `oci:${unsignedDir}@${unsigned.manifest.digest}` }, { mirrors: [], trust })).rejects.toMatchObject({
+      code: "NO_SIGNATURE",
+    });
+    expect(blobs(cacheDir), "blobs cached for an unsigned artifact").toEqual([]);
+
+    // A signed artifact whose source also holds a signature by an untrusted key and another referrer (any bytes a registry may attach).
+    const extraDir = join(work, "extras");
+    const layout = new OciLayoutTarget(extraDir);
+    const artifact = await pushBundle(bytes, policy, layout, "v1");
+    const good = await signArtifact(layout, artifact.manifest, signer, layout.name);
+    const untrusted = await signArtifact(layout, artifact.manifest, new KeySigner(createPrivateKey(generateKeyPair("ed25519").privateKey)), layout.name);
+    const attached = await pushArtifact(layout, { subject: artifact.manifest });
+    await layout.indexReferrer(artifact.manifest, attached.manifest);
+    const cached = join(work, "cache-extras");
+    await new ArtifactCache(cached).fetchVerified({ ...assigned, reference: `oci:${extraDir}@${artifact.manifest.digest}` }, { mirrors: [], trust });
+    const stored = blobs(cached);
+    for (const digest of [artifact.manifest.digest, artifact.layer.digest, good.referrer.digest]) expect(stored, `cached: ${digest}`).toContain(digest.slice(7));
+    for (const digest of [untrusted.referrer.digest, attached.manifest.digest, attached.layer.digest]) expect(stored, `not cached: ${digest}`).not.toContain(digest.slice(7));
   });
 
   it("a cached artifact whose signature the current trust does not accept is not served from the cache", async () => {

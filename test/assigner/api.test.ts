@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createServer, request as httpRequest, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { AssignerSource } from "../../agent/index.js";
-import { AssignerClient, AssignerError } from "../../assigner/api/index.js";
+import { AssignerClient, AssignerError, MAX_ANSWER_SIZE } from "../../assigner/api/index.js";
 import { startAssigner, type RunningAssigner } from "../../assigner/index.js";
 import { buildBundle, pushBundle } from "../../bundle/index.js";
 import { Readable } from "node:stream";
@@ -360,6 +360,43 @@ describe("the typed client (assigner/api)", () => {
     const closed = await startFailingProxy(/./);
     await closed.stop();
     await expect(new AssignerClient(`http://${closed.host}`, "x").hosts(), "nothing listening").rejects.toMatchObject({ code: "UNAVAILABLE", message: expect.stringMatching(/^cannot reach the assigner at /) });
+  });
+
+  it("reads at most MAX_ANSWER_SIZE of an answer and 64 KiB of an error, cutting the connection (a lying assigner cannot fill an agent's memory)", async () => {
+    const streamed: Record<string, number> = {};
+    // Answers every request with a body that never ends, until the client hangs up.
+    const endless: Server = createServer((req, res) => {
+      const path = req.url ?? "";
+      streamed[path] = 0;
+      res.writeHead(path.includes("broken") ? 500 : 200, { "content-type": "application/json" });
+      const chunk = Buffer.alloc(64 * 1024, 0x20);
+      const write = () => {
+        while (!res.destroyed && streamed[path]! < 4 * MAX_ANSWER_SIZE) {
+          streamed[path]! += chunk.length;
+          if (!res.write(chunk)) return void res.once("drain", write);
+        }
+        res.end();
+      };
+      write();
+    });
+    await new Promise<void>((resolve) => endless.listen(0, "127.0.0.1", resolve));
+    try {
+      const client = new AssignerClient(`http://127.0.0.1:${(endless.address() as AddressInfo).port}`, "token");
+      await expect(client.forHost("h"), "the poll").rejects.toMatchObject({ code: "BAD_GATEWAY", message: expect.stringContaining(`larger than ${MAX_ANSWER_SIZE} bytes`) });
+      await expect(client.signatures(`sha256:${"a".repeat(64)}`), "the signatures").rejects.toMatchObject({ code: "BAD_GATEWAY" });
+      const error = await client.call("GET", "/broken").catch((err: unknown) => err);
+      expect(error, "a 500 with an endless body").toMatchObject({ code: "INTERNAL" });
+      expect((error as Error).message.length, "the error message's length").toBeLessThanOrEqual(64 * 1024 + 100);
+      for (const [path, bytes] of Object.entries(streamed)) expect(bytes, `bytes the server wrote for ${path} before the client hung up`).toBeLessThan(2 * MAX_ANSWER_SIZE);
+      // A stop or a deadline aborts the request itself, not only the wait for it.
+      const controller = new AbortController();
+      const pending = client.forHost("aborted", { signal: controller.signal });
+      controller.abort(new Error("agent stopping"));
+      await expect(pending, "aborted").rejects.toThrow();
+    } finally {
+      endless.closeAllConnections();
+      await new Promise((resolve) => endless.close(resolve));
+    }
   });
 });
 

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StoreUnavailableError } from "../../assigner/errors.js";
 import { EmbeddedStore } from "../../assigner/store/embedded.js";
 import { RedisStore } from "../../assigner/store/redis.js";
+import { Redis } from "ioredis";
 import type { ArtifactRecord, AssignerStore } from "../../assigner/store/store.js";
 import { TEMP_SUFFIX } from "../../util/index.js";
 import { startRedis, type TcpServer } from "../harness/tcp-server.js";
@@ -290,6 +291,25 @@ describe.each(implementations)("AssignerStore conformance: %s", (_name, open, re
     expect(await again.desiredState(), "selectors and the desired version too").toEqual({ version: 2, direct: [{ artifactId: artifact(7).id, hostId: "h7" }], selectors: [{ artifactId: artifact(7).id, selector: "env=prod" }] });
     expect((await again.getArtifact(artifact(7).id))?.name).toBe("p7");
     expect(await hostAssignments(again, "h7")).toEqual({ version: 1, artifactIds: [artifact(7).id] });
+  });
+});
+
+describe("RedisStore after a failure part-way", () => {
+  it("an artifact stored but missing from the list (as a write that failed between two commands left it) is listed again when registered again", async () => {
+    const prefix = `partial${counter++}`;
+    const store = new RedisStore(redis.url, { prefix });
+    opened.push(store);
+    await store.connect();
+    await store.putArtifact(artifact(1));
+    const raw = new Redis(redis.url);
+    try {
+      await raw.srem(`${prefix}:artifacts`, artifact(1).id);
+      expect(await store.listArtifacts(), "the list, broken").toEqual([]);
+      expect(await store.putArtifact(artifact(1)), "registered again: not new").toBe(false);
+      expect((await store.listArtifacts()).map((a) => a.id), "listed again").toEqual([artifact(1).id]);
+    } finally {
+      raw.disconnect();
+    }
   });
 });
 

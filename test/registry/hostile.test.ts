@@ -26,7 +26,7 @@ import {
   type Manifest,
   type Target,
 } from "../../registry/index.js";
-import { generateKeyPair, KeySigner, parsePublicKey, signArtifact, trustedKey, verifyArtifact } from "../../signing/index.js";
+import { explainArtifact, generateKeyPair, KeySigner, MAX_SIGNATURES, parsePublicKey, signArtifact, trustedKey, verifyArtifact } from "../../signing/index.js";
 import { createPrivateKey } from "node:crypto";
 import { startHostileRegistry, type HostileOptions, type HostileRegistry } from "../harness/hostile-registry.js";
 import { pushArtifact } from "./conformance.js";
@@ -181,6 +181,77 @@ describe("referrers", () => {
     const broken = await pushJson(store, MediaType.ImageIndex, { ...good, manifests: [null, { digest: "nonsense" }, ...good.manifests] });
     await store.tag(broken, referrersTag(manifest));
     expect((await verifyArtifact(store, manifest.digest, trust)).key.name).toBe("ci");
+  });
+});
+
+describe("referrers listings are the source's word", () => {
+  const pair = generateKeyPair("ecdsa-p256");
+  const trust = { keys: [trustedKey("ci", parsePublicKey(pair.publicKey, "test key"))] };
+  const signer = new KeySigner(createPrivateKey(pair.privateKey));
+  const other = new KeySigner(createPrivateKey(generateKeyPair("ecdsa-p256").privateKey));
+
+  /** A store whose referrers listing is `listing(subject)` (counted), whatever it holds. */
+  class Listing extends MemoryTarget {
+    listings = 0;
+    listing: (subject: Descriptor) => Descriptor[] = () => [];
+    override async referrers(subject: Descriptor): Promise<Descriptor[]> {
+      this.listings++;
+      return this.listing(subject);
+    }
+  }
+  class CountingIndex extends MemoryTarget {
+    indexed: string[] = [];
+    override async indexReferrer(subject: Descriptor, referrer: Descriptor): Promise<void> {
+      this.indexed.push(`${referrer.digest} -> ${subject.digest}`);
+      return super.indexReferrer(subject, referrer);
+    }
+  }
+
+  it("one signature listed 100 times, under its subject and under itself, is copied with one listing per subject and one index write", async () => {
+    const src = new Listing();
+    const { manifest } = await pushArtifact(src);
+    const { referrer } = await signArtifact(src, manifest, signer, "test");
+    src.listing = () => Array<Descriptor>(100).fill(referrer);
+    const dst = new CountingIndex();
+    await copy(src, manifest.digest, dst, undefined, { referrers: true });
+    expect(src.listings, "referrers listings (the root's and the signature's)").toBe(2);
+    expect(dst.indexed, "index writes").toEqual([`${referrer.digest} -> ${manifest.digest}`]);
+  });
+
+  it("a referrer listed under a subject its manifest does not name is neither indexed nor followed", async () => {
+    const src = new Listing();
+    const a = (await pushArtifact(src)).manifest;
+    const b = (await pushArtifact(src)).manifest;
+    const { referrer: ofB } = await signArtifact(src, b, signer, "test");
+    src.listing = (subject) => (subject.digest === a.digest ? [ofB] : []);
+    const dst = new CountingIndex();
+    await copy(src, a.digest, dst, undefined, { referrers: true });
+    expect(dst.indexed, "index writes").toEqual([]);
+    expect(src.listings, "listings: the root's only").toBe(1);
+  });
+
+  it("a signature check reads at most MAX_SIGNATURES signatures, each listed digest once", async () => {
+    const src = new Listing();
+    const { manifest } = await pushArtifact(src);
+    const untrusted: Descriptor[] = [];
+    for (let i = 0; i < MAX_SIGNATURES + 4; i++) untrusted.push((await signArtifact(src, manifest, other, "test")).referrer);
+    const { referrer: good } = await signArtifact(src, manifest, signer, "test");
+    src.listing = () => [...untrusted, good];
+    const explained = await explainArtifact(src, manifest.digest, trust);
+    expect(explained.signatures, "signatures read").toHaveLength(MAX_SIGNATURES);
+    expect(explained.error?.code, "the good signature, listed after the cap, was not read").toBe("NO_VALID_SIGNATURE");
+
+    src.listing = () => [...Array<Descriptor>(100).fill(untrusted[0]!), good];
+    const repeated = await explainArtifact(src, manifest.digest, trust);
+    expect(repeated.signatures.map((v) => v.accepted), "one verdict per distinct signature").toEqual([false, true]);
+
+    // A stop while the check runs ends it with the stop's reason, not with verdicts on the signatures left.
+    const controller = new AbortController();
+    src.listing = () => {
+      controller.abort(new Error("agent stopping"));
+      return [...untrusted, good];
+    };
+    await expect(explainArtifact(src, manifest.digest, trust, { signal: controller.signal }), "a check stopped after its listing").rejects.toThrow("agent stopping");
   });
 });
 

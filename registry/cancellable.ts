@@ -1,0 +1,26 @@
+// A read-only source whose every read carries one signal, so a whole check
+// (verifyArtifact reading a manifest, a listing and the signatures it names)
+// is cancelled at once, though its steps take no options of their own.
+import type { AbortOptions, ReadOnlyTarget } from "./storage.js";
+
+/** `source` with `signal` given to every read that takes one, and checked around those that do not (listings). */
+export function cancellable(source: ReadOnlyTarget, signal: AbortSignal | undefined): ReadOnlyTarget {
+  if (!signal) return source;
+  const withSignal = (options?: AbortOptions): AbortOptions => ({ signal: options?.signal ? AbortSignal.any([signal, options.signal]) : signal });
+  const checked = async <T>(read: () => Promise<T>): Promise<T> => {
+    signal.throwIfAborted();
+    const result = await read();
+    signal.throwIfAborted();
+    return result;
+  };
+  const { fetchUnverified } = source;
+  return {
+    name: source.name,
+    fetch: (desc, options) => source.fetch(desc, withSignal(options)),
+    exists: (desc, options) => source.exists(desc, withSignal(options)),
+    ...(fetchUnverified ? { fetchUnverified: (desc, options) => fetchUnverified.call(source, desc, withSignal(options)) } : {}),
+    resolve: (reference, options) => source.resolve(reference, withSignal(options)),
+    tags: () => checked(() => source.tags()),
+    referrers: (subject, artifactType) => checked(() => source.referrers(subject, artifactType)),
+  };
+}
