@@ -8,6 +8,7 @@ import { InputError } from "../../errors.js";
 import { addTrustOptions, parseDuration, repositoryOptions, type TrustOptions } from "../options.js";
 import { report } from "../output.js";
 import { client, withClientOptions, type ClientOptions } from "./assigner.js";
+import { loadTrustOptions } from "./sign.js";
 
 interface ApplyOptions extends ClientOptions, TrustOptions {
   file: string[];
@@ -43,8 +44,8 @@ function withApplyOptions(command: Command, rolloutOnly = false): Command {
 
 /** Prepares the files, plans on the assigner's state and applies (or rolls out); prints the plan first. */
 async function applyFiles(paths: string[], options: ApplyOptions, extra: Record<string, unknown> = {}): Promise<void> {
-  const [fleet, { loadTrust }] = await Promise.all([import("../../fleet/index.js"), import("../../signing/index.js")]);
-  const trustFiles = [...(options.key ?? []), ...(options.trust ?? [])];
+  const fleet = await import("../../fleet/index.js");
+  const trusting = (options.key ?? []).length + (options.trust ?? []).length > 0;
   const ringTimeoutMs = parseDuration(options.ringTimeout, "ring-timeout");
   if (options.rollout) {
     fleet.parseRings(options.rollout, 100);
@@ -56,7 +57,7 @@ async function applyFiles(paths: string[], options: ApplyOptions, extra: Record<
     ...(options.environment !== undefined ? { environment: options.environment } : {}),
     pin: options.pin ?? false,
     registry: repositoryOptions(options),
-    ...(trustFiles.length > 0 ? { trust: await loadTrust(trustFiles) } : {}),
+    ...(trusting ? { trust: await loadTrustOptions(options) } : {}),
   });
   const human = !options.json;
   for (const p of prepared.pinned) if (human) console.log(`pinned ${p.file} policies[${p.index}] (${p.name}) to ${p.ref}`);

@@ -10,7 +10,7 @@ import { report } from "../output.js";
 import { movingBytes } from "../../util/jit.js";
 import { interruptibly } from "../interrupt.js";
 import { startProgress } from "../progress.js";
-import { checkSignatureIfPinned } from "./sign.js";
+import { checkSignatureIfPinned, loadTrustOptions } from "./sign.js";
 
 /**
  * The artifacts a capsule holds, from references by digest. A tag is refused
@@ -78,14 +78,10 @@ export function registerMirror(program: Command): void {
       ": each artifact must carry a signature by one, or nothing is imported",
     ),
   ).action(async (capsule: string, dstText: string, options: GlobalOptions & TrustOptions & { workDir?: string }) => {
-    const [{ formatReference, openReference }, { loadTrust }, { importCapsule }] = await Promise.all([
-      import("../../registry/index.js"),
-      import("../../signing/index.js"),
-      import("../../mirror/index.js"),
-    ]);
+    const [{ formatReference, openReference }, { importCapsule }] = await Promise.all([import("../../registry/index.js"), import("../../mirror/index.js")]);
     const dst = openReference(dstText, repositoryOptions(options));
     if (dst.selector) throw new InputError("INVALID_REFERENCE", `${dstText}: give a repository without a tag or digest (artifacts keep their digests)`);
-    const trust = await loadTrust([...(options.key ?? []), ...(options.trust ?? [])]);
+    const trust = await loadTrustOptions(options);
     movingBytes();
     const reading = startProgress("checking capsule", options);
     const pushing = startProgress("pushing", options);

@@ -3,7 +3,7 @@ import { homedir } from "node:os";
 import { join } from "node:path";
 import type { Command } from "commander";
 import { InputError } from "../../errors.js";
-import { addRegistryOptions, addTrustOptions, repositoryOptions, type GlobalOptions, type TrustOptions } from "../options.js";
+import { addRegistryOptions, addTrustOptions, env, repositoryOptions, type GlobalOptions, type TrustOptions } from "../options.js";
 import { report } from "../output.js";
 import { movingBytes } from "../../util/jit.js";
 import { interruptibly } from "../interrupt.js";
@@ -12,7 +12,8 @@ import { checkSignatureIfPinned } from "./sign.js";
 
 /** Pulled content is kept, verified, in an OCI layout so repeated pulls fetch nothing. */
 export function cacheDir(): string {
-  return process.env.AEGIS_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "aegis", "oci");
+  // Empty counts as unset, as for every AEGIS_* variable (and XDG_CACHE_HOME by its spec).
+  return env("AEGIS_CACHE_DIR") ?? join(env("XDG_CACHE_HOME") ?? join(homedir(), ".cache"), "aegis", "oci");
 }
 
 export function registerPull(program: Command): void {

@@ -93,6 +93,16 @@ describe("aegis push <bundle file>", () => {
     expect(JSON.parse(pulled.stdout), pulled.stderr).toMatchObject({ digest: out.digest, verified: { digest: true, signature: { key: "ci.pub" } } });
   });
 
+  it("pull's cache: an empty AEGIS_CACHE_DIR counts as unset, and the cache goes under XDG_CACHE_HOME", async () => {
+    const { path } = await bundleFile(1024);
+    const pushed = await aegis(["push", path, `${registry.host}/cache/where:v1`], env);
+    expect(pushed.code, pushed.stderr).toBe(0);
+    const xdg = join(work, "xdg");
+    const pulled = await aegis(["pull", `${registry.host}/cache/where:v1`, "-o", join(work, "pulled-xdg")], { ...env, AEGIS_CACHE_DIR: "", XDG_CACHE_HOME: xdg });
+    expect(pulled.code, pulled.stderr).toBe(0);
+    expect(existsSync(join(xdg, "aegis", "oci", "index.json")), "the cache's index under XDG_CACHE_HOME").toBe(true);
+  });
+
   it("a policy of 5,000 rules (its policy.json over the size util/jit.ts validates with the optimizing compiler back on) is pushed and pulled whole", async () => {
     const rules = Array.from({ length: 5000 }, (_, i) => ({ action: "drop" as const, dst: `10.${i >> 8}.${i & 255}.0/24`, protocol: "any" as const }));
     const policy = { ...testPolicy("large"), rules };

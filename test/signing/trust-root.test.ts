@@ -127,6 +127,12 @@ describe("the trust root is verified as an artifact", () => {
     expect(await verifyArtifact(repo, manifest.digest, trust)).toMatchObject({ kind: "keyless", identity: { subject: SUBJECT } });
     const cli = await aegis(["verify", `${registry.host}/trust/keyless-policy@${manifest.digest}`, "--trust", trustPath, "--json"]);
     expect(cli.code, cli.stderr).toBe(0);
+    // Every command that takes --trust reads the root from the registry: a mirror's export and its import too.
+    const capsule = join(work, "keyless.capsule.tar");
+    const exported = await aegis(["mirror", "export", `${registry.host}/trust/keyless-policy@${manifest.digest}`, "-o", capsule, "--trust", trustPath]);
+    expect(exported.code, `mirror export: ${exported.stderr}`).toBe(0);
+    const imported = await aegis(["mirror", "import", capsule, `${mirror.host}/trust/keyless-policy`, "--trust", trustPath]);
+    expect(imported.code, `mirror import: ${imported.stderr}`).toBe(0);
   });
 });
 
