@@ -470,10 +470,14 @@ export class Agent {
   }
 }
 
-/** A URL as a log line shows it: without the user and password it may carry (nats://user:pass@host), which journald would keep. */
+/**
+ * A NATS URL as a log line shows it: without the user and password it may
+ * carry (nats://user:pass@host), which journald would keep. nats.js also
+ * takes `user:pass@host:port` without a scheme, which URL would misread.
+ */
 function withoutCredentials(url: string): string {
   try {
-    const parsed = new URL(url);
+    const parsed = new URL(url.includes("://") ? url : `nats://${url}`);
     parsed.username = "";
     parsed.password = "";
     return parsed.href;

@@ -27,7 +27,7 @@ import {
   type ReadOnlyTarget,
   type RepositoryOptions,
 } from "../registry/index.js";
-import { explainArtifact, SignatureError, verifyArtifact, type TrustPolicy, type VerifiedSignature } from "../signing/index.js";
+import { verifyArtifact, verifySignatures, type TrustPolicy, type VerifiedSignature } from "../signing/index.js";
 import { AgentError, errorCode } from "./errors.js";
 import { AssignerSource, type ArtifactReader } from "./source.js";
 
@@ -137,18 +137,19 @@ export class ArtifactCache {
    * otherwise fill the state dir with an unsigned 10 GB layer or with
    * referrers of any kind. The checks read the root manifest and at most
    * MAX_SIGNATURES small signatures. Then the artifact and only the
-   * signatures that verified are copied into the cache, and checked there again.
+   * signatures the requirement rests on are copied into the cache (a cosign
+   * `.sig` one with its tag), and checked there again.
    */
   private async pullAndVerify(source: string, target: ReadOnlyTarget, assigned: Assigned, options: FetchOptions): Promise<VerifiedArtifact> {
     const { signal } = options;
     const abort = signal ? { signal } : {};
     const root = await target.resolve(assigned.id, abort);
-    const explained = await explainArtifact(target, assigned.id, options.trust, abort);
-    if (explained.error) throw new SignatureError(explained.error.code, explained.error.message);
+    const signatures = await verifySignatures(target, assigned.id, options.trust, abort);
     const { layer } = await readPolicyManifest(target, root, abort);
     checkChecksum(layer, assigned);
-    const verified = new Set(explained.signatures.filter((v) => v.accepted).map((v) => v.signature));
-    await copy(target, assigned.id, this.layout, undefined, { referrers: (r) => verified.has(r.digest), ...abort });
+    const referrers = new Set(signatures.filter((s) => s.format === "sigstore-bundle").map((s) => s.signature));
+    await copy(target, assigned.id, this.layout, undefined, { referrers: (r) => referrers.has(r.digest), ...abort });
+    for (const legacy of signatures.filter((s) => s.format === "cosign-legacy")) await copy(target, legacy.signature, this.layout, `${referrersTag(root)}.sig`, abort);
     return this.verifyInCache(source, root, assigned, options);
   }
 

@@ -17,17 +17,13 @@ import {
   type RepositoryOptions,
   type Target,
 } from "../registry/index.js";
-import { MAX_SIGNATURES, SignatureError, SIGSTORE_BUNDLE_TYPE, verifyArtifact, type TrustPolicy } from "../signing/index.js";
+import { isSignatureFault, listSignatures, MAX_SIGNATURE_SIZE, SignatureError, verifyArtifact, type TrustPolicy } from "../signing/index.js";
 import { AssignerError, type ArtifactJson, type RegisterArtifactUpload } from "./api/index.js";
 import { toAssignerError } from "./errors.js";
 import type { Upload } from "./upload.js";
 import type { ArtifactRecord } from "./store/store.js";
 import type { z } from "zod";
 
-/** Signatures are served as many as a check reads (MAX_SIGNATURES), each bundle up to this size: a bound on what one call reads. */
-const MAX_SIGNATURE_BUNDLE_SIZE = 1024 * 1024;
-/** Faults of one signature's own bytes, as opposed to a registry that cannot be read. */
-const SKIPPED_SIGNATURE_FAULTS = new Set<string>(["DIGEST_MISMATCH", "SIZE_MISMATCH", "SIZE_LIMIT", "INVALID_MANIFEST", "NOT_FOUND", "BLOB_UNKNOWN", "MANIFEST_UNKNOWN"]);
 
 export interface ArtifactSourceOptions {
   /** Where uploads go: host/repo or oci:<dir>. */
@@ -214,7 +210,7 @@ export class ArtifactSource {
     const { target } = this.open(record.reference);
     try {
       const subject = await target.resolve(record.id);
-      const referrers = (await target.referrers(subject, SIGSTORE_BUNDLE_TYPE)).slice(0, MAX_SIGNATURES);
+      const referrers = await listSignatures(target, subject);
       const signatures: { manifest: Buffer; bundle: Buffer }[] = [];
       for (const referrer of referrers) {
         try {
@@ -222,10 +218,10 @@ export class ArtifactSource {
           const doc = parseManifest(manifest, referrer.mediaType);
           const layer = "layers" in doc && doc.layers.length === 1 ? doc.layers[0]! : undefined;
           if (!layer) continue;
-          signatures.push({ manifest, bundle: await readAll(await target.fetch(layer), MAX_SIGNATURE_BUNDLE_SIZE, `signature bundle ${layer.digest}`) });
+          signatures.push({ manifest, bundle: await readAll(await target.fetch(layer), MAX_SIGNATURE_SIZE, `signature bundle ${layer.digest}`) });
         } catch (err) {
           // One malformed or tampered signature must not hide the others (the agent refuses it anyway).
-          if (err instanceof RegistryError && SKIPPED_SIGNATURE_FAULTS.has(err.code)) continue;
+          if (err instanceof RegistryError && isSignatureFault(err)) continue;
           throw err;
         }
       }

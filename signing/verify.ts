@@ -10,7 +10,7 @@ import { bundleFromJSON, isBundleWithDsseEnvelope, type BundleWithDsseEnvelope }
 import type { X509Certificate } from "@sigstore/core";
 import { toSignedEntity, toTrustMaterial, Verifier, VerificationError, type SignedEntity } from "@sigstore/verify";
 import { AegisError } from "../errors.js";
-import { cancellable, checkDigest, MAX_MANIFEST_SIZE, parseManifest, readAll, isNotFound, referrersTag, type Descriptor, type Manifest, type ReadOnlyTarget } from "../registry/index.js";
+import { cancellable, checkDigest, MAX_MANIFEST_SIZE, parseManifest, readAll, isNotFound, referrersTag, RegistryError, type Descriptor, type Manifest, type ReadOnlyTarget } from "../registry/index.js";
 import { CHECK_OF, SignatureError, type SignatureCheck, type SignatureErrorCode } from "./errors.js";
 import { certificateIdentity, matchIdentity } from "./identity.js";
 import { digestAlgorithm } from "./keys.js";
@@ -66,7 +66,21 @@ export interface VerifyOptions {
 }
 
 /** Signatures are small; a larger layer is refused before it is read. */
-const MAX_SIGNATURE_SIZE = 1024 * 1024;
+export const MAX_SIGNATURE_SIZE = 1024 * 1024;
+
+/** Registry errors that are faults of one signature's own bytes (a verdict on it), as opposed to a registry that cannot be read. */
+const SIGNATURE_FAULTS = new Set<string>(["DIGEST_MISMATCH", "SIZE_MISMATCH", "SIZE_LIMIT", "INVALID_MANIFEST", "NOT_FOUND", "BLOB_UNKNOWN", "MANIFEST_UNKNOWN"]);
+
+/** The sigstore bundle referrers of `subject` a check reads: the first MAX_SIGNATURES listed, each digest once. */
+export async function listSignatures(source: ReadOnlyTarget, subject: Descriptor): Promise<Descriptor[]> {
+  const listed = await source.referrers(subject, SIGSTORE_BUNDLE_TYPE);
+  return [...new Map(listed.map((r) => [r.digest, r])).values()].slice(0, MAX_SIGNATURES);
+}
+
+/** Whether `err`, met reading one signature, is that signature's fault (skip it, try the next) rather than the registry's. */
+export function isSignatureFault(err: RegistryError): boolean {
+  return SIGNATURE_FAULTS.has(err.code);
+}
 /**
  * The most signatures one check reads: sigstore bundle referrers (the first
  * listed, each digest once), and layers of a cosign .sig manifest. A source
@@ -93,10 +107,20 @@ const EMPTY_TRUSTED_ROOT = {
  * SignatureError saying why none did.
  */
 export async function verifyArtifact(source: ReadOnlyTarget, digest: string, trust: TrustPolicy, options: VerifyOptions = {}): Promise<VerifiedSignature> {
+  return (await verifySignatures(source, digest, trust, options)).at(-1)!;
+}
+
+/**
+ * verifyArtifact's check, returning every signature the requirement rests
+ * on: one, or a key and a keyless one for `require: both`. The agent copies
+ * just these into its cache.
+ */
+export async function verifySignatures(source: ReadOnlyTarget, digest: string, trust: TrustPolicy, options: VerifyOptions = {}): Promise<VerifiedSignature[]> {
   const require = trust.require ?? "any";
-  const enough = (verdicts: SignatureVerdict[]) => satisfied(require, verdicts) !== undefined;
+  const enough = (verdicts: SignatureVerdict[]) => satisfying(require, verdicts) !== undefined;
   const verdicts = await evaluate(source, digest, trust, options, enough);
-  return decide(source, digest, require, verdicts);
+  decide(source, digest, require, verdicts);
+  return satisfying(require, verdicts)!;
 }
 
 /** Every signature of `digest` checked (none skipped once one verifies), each with its verdict, and the overall one. */
@@ -112,12 +136,11 @@ export async function explainArtifact(source: ReadOnlyTarget, digest: string, tr
   }
 }
 
-/** The accepted signature that meets `require`, or undefined. */
-function satisfied(require: SignatureRequirement, verdicts: SignatureVerdict[]): VerifiedSignature | undefined {
+/** The accepted signatures that meet `require` (a key one first for `both`), or undefined. */
+function satisfying(require: SignatureRequirement, verdicts: SignatureVerdict[]): VerifiedSignature[] | undefined {
   const of = (kind: "key" | "keyless") => verdicts.find((v) => v.accepted && v.kind === kind)?.verified;
-  if (require === "key" || require === "keyless") return of(require);
-  if (require === "both") return of("key") && of("keyless");
-  return verdicts.find((v) => v.accepted)?.verified;
+  const found = require === "key" || require === "keyless" ? [of(require)] : require === "both" ? [of("key"), of("keyless")] : [verdicts.find((v) => v.accepted)?.verified];
+  return found.every((v) => v !== undefined) ? (found as VerifiedSignature[]) : undefined;
 }
 
 async function evaluate(from: ReadOnlyTarget, digest: string, trust: TrustPolicy, options: VerifyOptions, enough: (verdicts: SignatureVerdict[]) => boolean): Promise<SignatureVerdict[]> {
@@ -136,14 +159,14 @@ async function evaluate(from: ReadOnlyTarget, digest: string, trust: TrustPolicy
       verdicts.push({ signature, format, kind, accepted: true, reason: `signed by ${by}; the statement names ${subject.digest}`, verified });
     } catch (err) {
       options.signal?.throwIfAborted(); // cancelled: no verdict on this signature
+      // A registry that cannot be read says nothing of the signature: the check fails with its code (TIMEOUT, UNREACHABLE…).
+      if (err instanceof RegistryError && !isSignatureFault(err)) throw err;
       const error = err instanceof AegisError ? err : new SignatureError("INVALID_BUNDLE", `unreadable signature: ${(err as Error).message}`, { cause: err });
       const code = (error instanceof SignatureError ? error.code : "INVALID_BUNDLE") as SignatureErrorCode;
       verdicts.push({ signature, format, kind: seen.kind, accepted: false, check: CHECK_OF[code], code, reason: error.message });
     }
   };
-  const listed = await source.referrers(subject, SIGSTORE_BUNDLE_TYPE);
-  const referrers = [...new Map(listed.map((r) => [r.digest, r])).values()].slice(0, MAX_SIGNATURES);
-  for (const referrer of referrers) {
+  for (const referrer of await listSignatures(source, subject)) {
     await attempt(referrer.digest, "sigstore-bundle", (seen) => verifyBundleReferrer(source, subject, referrer, trust, at, seen));
     if (enough(verdicts)) return verdicts;
   }
@@ -152,9 +175,9 @@ async function evaluate(from: ReadOnlyTarget, digest: string, trust: TrustPolicy
   return verdicts;
 }
 
-function decide(source: ReadOnlyTarget, digest: string, require: SignatureRequirement, verdicts: SignatureVerdict[]): VerifiedSignature {
-  const verified = satisfied(require, verdicts);
-  if (verified) return verified;
+/** Throws the SignatureError saying why `verdicts` do not meet `require`; returns when they do. */
+function decide(source: ReadOnlyTarget, digest: string, require: SignatureRequirement, verdicts: SignatureVerdict[]): void {
+  if (satisfying(require, verdicts)) return;
   if (verdicts.length === 0) {
     throw new SignatureError("NO_SIGNATURE", `${source.name}@${digest} has no signature (no sigstore bundle referrer, no cosign .sig tag)`);
   }

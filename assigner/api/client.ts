@@ -46,8 +46,8 @@ type Method = "GET" | "POST" | "PUT" | "DELETE";
  * The most of an answer's body the client reads: an assigner (or whatever
  * answers at its address) cannot make an agent or a command hold more. The
  * largest answers are operator lists (10,000 hosts, 10,000 selector
- * assignments) and an artifact's signatures (16 bundles of up to 1 MiB each,
- * in base64).
+ * assignments) and an artifact's signatures (MAX_SIGNATURES bundles of up to
+ * MAX_SIGNATURE_SIZE each, in base64: signing/verify.ts).
  */
 export const MAX_ANSWER_SIZE = 32 * 1024 * 1024;
 /** Of an error answer, only this much is read: its message is one line. */

@@ -211,9 +211,9 @@ export class RedisStore implements AssignerStore {
    */
   async putArtifact(record: ArtifactRecord): Promise<boolean> {
     const replies = await this.run(() => this.redis.multi().set(this.artifactKey(record.id), JSON.stringify(record), "NX").sadd(`${this.p}:artifacts`, record.id).exec());
-    const [setError, set] = replies?.[0] ?? [null, null];
-    if (setError) throw setError; // a reply error, as run() passes on
-    return set === "OK";
+    const failed = replies?.find(([err]) => err)?.[0];
+    if (failed) throw failed; // a reply error, as run() passes on
+    return replies?.[0]?.[1] === "OK";
   }
 
   async replaceArtifact(record: ArtifactRecord): Promise<void> {

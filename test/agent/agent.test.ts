@@ -314,6 +314,10 @@ describe("enforcement", () => {
     await until("NATS connected", () => logs.some((l) => l.startsWith("NATS connected")));
     expect(logs.some((l) => l.startsWith(`connecting to NATS at ${nats.url}`)), logs.join("\n")).toBe(true);
     expect(logs.filter((l) => l.includes("s3cret-word")), "log lines with the password").toEqual([]);
+    // nats.js also takes a URL without its scheme.
+    const bare = await agentFor("nats-bare-host", { nats: nats.url.replace("nats://", "aegis:s3cret-word@") });
+    await until("NATS connected (no scheme)", () => bare.logs.some((l) => l.startsWith("NATS connected")));
+    expect(bare.logs.filter((l) => l.includes("s3cret-word")), "log lines with the password, no scheme").toEqual([]);
   });
 
   it("wakes at once on NATS and reports to the assigner", async () => {
@@ -502,13 +506,14 @@ describe("enforcement", () => {
   });
 
   it("with no registry reachable, installs over the assigner path and refuses an assigner that lies, keeping the previous version in force", async () => {
-    const [v1, v2, swapped, forged, copied, stalled] = [
+    const [v1, v2, swapped, forged, copied, stalled, unlisted] = [
       await publish("20.0.0", ciKey, "assigner-path"),
       await publish("20.1.0", ciKey, "assigner-path"),
       await publish("20.2.0", ciKey, "assigner-path"),
       await publish("20.3.0", ciKey, "assigner-path"),
       await publish("20.4.0", ciKey, "assigner-path"),
       await publish("20.5.0", ciKey, "assigner-path"),
+      await publish("20.6.0", ciKey, "assigner-path"),
     ];
     const read = async (path: string) => Buffer.from(await (await fetch(new URL(path, assigner.url), { headers: { authorization: "Bearer operator-secret" } })).arrayBuffer());
     const v1Manifest = await read(`/artifacts/${v1}/manifest`);
@@ -531,6 +536,7 @@ describe("enforcement", () => {
         ["a swapped binary", swapped, (path, body) => (path === `/artifacts/${swapped}/binary` ? Buffer.concat([v1Binary, Buffer.alloc(body.length)]).subarray(0, body.length) : body), "DIGEST_MISMATCH"],
         ["a manifest that does not match the digest", forged, (path, body) => (path === `/artifacts/${forged}/manifest` ? v1Manifest : body), "DIGEST_MISMATCH"],
         ["a signature for another digest", copied, (path, body) => (path === `/artifacts/${copied}/signatures` ? Buffer.from(v1Signatures.replace(v1, copied)) : body), "SUBJECT_MISMATCH"],
+        ["signatures that are not a list", unlisted, (path, body) => (path === `/artifacts/${unlisted}/signatures` ? Buffer.from(JSON.stringify({ artifact_id: unlisted, signatures: "none" })) : body), "BAD_ASSIGNMENT"],
       ];
       for (const [lie, digest, rewrite, code] of lies) {
         liar.rewrite = (path, body) => rewrite(path, unreachable(path, body));
@@ -542,6 +548,13 @@ describe("enforcement", () => {
         expect(liar.paths, `${lie}: read from the assigner`).toContain(`/artifacts/${digest}/manifest`);
         await admin.unassign(digest, "assigner-path-host");
       }
+
+      // A poll answer without a list of artifacts: the pass fails naming it, and nothing changes.
+      liar.rewrite = (path, body) => (path.startsWith("/artifacts/for-host/") ? Buffer.from(JSON.stringify({ artifacts: "all of them" })) : body);
+      await admin.assign(swapped, "assigner-path-host"); // moves the host's version: the poll is answered in full
+      await expect(agent.reconcile(), "a poll answer without a list").rejects.toMatchObject({ code: "BAD_ASSIGNMENT" });
+      expect(await filters(datapath), "a poll answer without a list: v1 still in force").toEqual(before);
+      await admin.unassign(swapped, "assigner-path-host");
 
       liar.rewrite = unreachable;
       liar.stall = (path) => path === `/artifacts/${stalled}/binary`;

@@ -3,14 +3,15 @@
 // in the pass that decodes it); a cached layer altered at rest is not trusted
 // but fetched again, which repairs the cache. Nothing comes into the cache
 // before the source's copy is verified, and then only its verified signatures.
-import { createPrivateKey } from "node:crypto";
+import { createPrivateKey, sign } from "node:crypto";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ArtifactCache, type Assigned } from "../../agent/fetch.js";
 import { buildBundle, pushBundle } from "../../bundle/index.js";
-import { OciLayoutTarget } from "../../registry/index.js";
+import { Readable } from "node:stream";
+import { descriptorFor, EMPTY_CONFIG, encodeJson, MediaType, OciLayoutTarget, referrersTag } from "../../registry/index.js";
 import { generateKeyPair, KeySigner, signArtifact, trustedKey, parsePublicKey, type TrustPolicy } from "../../signing/index.js";
 import { pushArtifact } from "../registry/conformance.js";
 
@@ -95,6 +96,29 @@ describe("ArtifactCache", () => {
     const stored = blobs(cached);
     for (const digest of [artifact.manifest.digest, artifact.layer.digest, good.referrer.digest]) expect(stored, `cached: ${digest}`).toContain(digest.slice(7));
     for (const digest of [untrusted.referrer.digest, attached.manifest.digest, attached.layer.digest]) expect(stored, `not cached: ${digest}`).not.toContain(digest.slice(7));
+  });
+
+  it("a cosign .sig signature (the legacy format) verifies at the source and again from the cache, which keeps it under its tag", async () => {
+    const legacyKey = generateKeyPair("ed25519");
+    const legacyTrust: TrustPolicy = { keys: [trustedKey("cosign", parsePublicKey(legacyKey.publicKey, "cosign"))] };
+    const { bytes, policy } = await buildBundle("policies/block-icmp-8888");
+    const dir = join(work, "legacy");
+    const layout = new OciLayoutTarget(dir);
+    const artifact = await pushBundle(bytes, policy, layout, "v1");
+    // cosign's simple-signing payload, signed over its exact bytes, in the layer's annotation (cosign's SIGNATURE_SPEC.md).
+    const payload = Buffer.from(JSON.stringify({ critical: { identity: { "docker-reference": "legacy" }, image: { "docker-manifest-digest": artifact.manifest.digest }, type: "cosign container image signature" }, optional: null }));
+    const layer = { ...descriptorFor("application/vnd.dev.cosign.simplesigning.v1+json", payload), annotations: { "dev.cosignproject.cosign/signature": sign(null, payload, createPrivateKey(legacyKey.privateKey)).toString("base64") } };
+    await layout.push(layer, Readable.from([payload]));
+    const manifest = encodeJson({ schemaVersion: 2, mediaType: MediaType.ImageManifest, config: EMPTY_CONFIG, layers: [layer] });
+    const sig = descriptorFor(MediaType.ImageManifest, manifest);
+    await layout.push(sig, Readable.from([manifest]));
+    await layout.tag(sig, `${referrersTag(artifact.manifest)}.sig`);
+
+    const cache = new ArtifactCache(join(work, "cache-legacy"));
+    const legacyAssigned = { ...assigned, reference: `oci:${dir}@${artifact.manifest.digest}` };
+    expect(await cache.fetchVerified(legacyAssigned, { mirrors: [], trust: legacyTrust }), "from the source").toMatchObject({ signature: { format: "cosign-legacy", key: { name: "cosign" } } });
+    renameSync(dir, `${dir}.away`);
+    expect((await cache.fetchVerified(legacyAssigned, { mirrors: [], trust: legacyTrust })).source, "the source gone: from the cache").toBe("the cache");
   });
 
   it("a cached artifact whose signature the current trust does not accept is not served from the cache", async () => {

@@ -392,7 +392,7 @@ describe("the typed client (assigner/api)", () => {
       const controller = new AbortController();
       const pending = client.forHost("aborted", { signal: controller.signal });
       controller.abort(new Error("agent stopping"));
-      await expect(pending, "aborted").rejects.toThrow();
+      await expect(pending, "aborted with the stop's reason").rejects.toThrow(/agent stopping/);
     } finally {
       endless.closeAllConnections();
       await new Promise((resolve) => endless.close(resolve));

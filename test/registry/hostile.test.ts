@@ -20,7 +20,9 @@ import {
   OciLayoutTarget,
   readAll,
   referrersTag,
+  RegistryError,
   RemoteRepository,
+  type AbortOptions,
   type Descriptor,
   type Index,
   type Manifest,
@@ -194,9 +196,15 @@ describe("referrers listings are the source's word", () => {
   class Listing extends MemoryTarget {
     listings = 0;
     listing: (subject: Descriptor) => Descriptor[] = () => [];
+    /** A read of this digest fails with this code. */
+    failing: { digest: string; code: "TIMEOUT" | "DIGEST_MISMATCH" } | undefined;
     override async referrers(subject: Descriptor): Promise<Descriptor[]> {
       this.listings++;
       return this.listing(subject);
+    }
+    override async fetch(desc: Descriptor, options?: AbortOptions): Promise<Readable> {
+      if (desc.digest === this.failing?.digest) throw new RegistryError(this.failing.code, `${desc.digest}: ${this.failing.code}`);
+      return super.fetch(desc, options);
     }
   }
   class CountingIndex extends MemoryTarget {
@@ -228,6 +236,17 @@ describe("referrers listings are the source's word", () => {
     await copy(src, a.digest, dst, undefined, { referrers: true });
     expect(dst.indexed, "index writes").toEqual([]);
     expect(src.listings, "listings: the root's only").toBe(1);
+  });
+
+  it("a registry that cannot serve a signature fails the check with its own code; a signature's bad bytes are a verdict", async () => {
+    const src = new Listing();
+    const { manifest } = await pushArtifact(src);
+    const { referrer } = await signArtifact(src, manifest, signer, "test");
+    src.listing = () => [referrer];
+    src.failing = { digest: referrer.digest, code: "TIMEOUT" };
+    await expect(verifyArtifact(src, manifest.digest, trust), "a timeout").rejects.toMatchObject({ code: "TIMEOUT" });
+    src.failing = { digest: referrer.digest, code: "DIGEST_MISMATCH" };
+    await expect(verifyArtifact(src, manifest.digest, trust), "altered bytes").rejects.toMatchObject({ code: "INVALID_BUNDLE" });
   });
 
   it("a signature check reads at most MAX_SIGNATURES signatures, each listed digest once", async () => {
