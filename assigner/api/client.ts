@@ -251,9 +251,12 @@ export class AssignerClient {
   }
 }
 
-/** An error answer {error, code, detail?} as an AssignerError with that code and detail. */
+/** The most of an error answer's message and detail an error carries: one log line's worth. */
+const MAX_ERROR_TEXT = 1024;
+
+/** An error answer {error, code, detail?} as an AssignerError with that code and detail (each cut to MAX_ERROR_TEXT). */
 function answerError(status: number, text: string): AssignerError {
-  let message = text;
+  let message = text.split("\n")[0]!;
   let code: AssignerErrorCode = statusCode(status);
   let detail: string | undefined;
   try {
@@ -264,7 +267,7 @@ function answerError(status: number, text: string): AssignerError {
   } catch {
     // Not our JSON (a proxy's page, say): keep the text.
   }
-  return new AssignerError(code, `assigner answered ${status}: ${message}`, detail ? { detail } : {});
+  return new AssignerError(code, `assigner answered ${status}: ${message.slice(0, MAX_ERROR_TEXT)}`, detail ? { detail: detail.slice(0, MAX_ERROR_TEXT) } : {});
 }
 
 /** The code of a status without our JSON (a proxy's 502, say). */

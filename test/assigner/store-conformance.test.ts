@@ -311,6 +311,23 @@ describe("RedisStore after a failure part-way", () => {
       raw.disconnect();
     }
   });
+
+  it("deleting an agent leaves its host to an agent that bound it since", async () => {
+    const prefix = `partial${counter++}`;
+    const store = new RedisStore(redis.url, { prefix });
+    opened.push(store);
+    await store.connect();
+    expect(await store.bindAgent({ uid: "old", hostId: "h", publicKey: "k", registeredAt: new Date(0).toISOString() }, "t-old")).toEqual({ bound: true });
+    const raw = new Redis(redis.url);
+    try {
+      await raw.set(`${prefix}:hostagent:h`, "new"); // as a registration that completed between the delete's read and its write
+      expect(await store.deleteAgent("old")).toBe(true);
+      expect(await raw.get(`${prefix}:hostagent:h`), "the host's binding").toBe("new");
+      expect(await store.getToken("t-old"), "the deleted agent's token").toBeUndefined();
+    } finally {
+      raw.disconnect();
+    }
+  });
 });
 
 describe("EmbeddedStore on a failed write", () => {

@@ -249,4 +249,14 @@ describe("bundle content errors are BundleErrors, not the caller's InputErrors",
     await store.push(desc, Readable.from([bytes]));
     await expect(readPolicyManifest(store, desc)).rejects.toMatchObject({ code: "NOT_A_POLICY" });
   });
+
+  it("a policy manifest whose layers claim more than the bundle cap: BUNDLE_TOO_LARGE for every reader (sign, the assigner, the agent), before a layer is read", async () => {
+    const store = new MemoryTarget();
+    const layer = { mediaType: MediaType.PolicyLayer, digest: `sha256:${"a".repeat(64)}`, size: 2 ** 40 };
+    const doc = { schemaVersion: 2, mediaType: MediaType.ImageManifest, artifactType: MediaType.PolicyArtifact, config: EMPTY_CONFIG, layers: [layer] };
+    const bytes = encodeJson(doc);
+    const desc = descriptorFor(MediaType.ImageManifest, bytes);
+    await store.push(desc, Readable.from([bytes]));
+    await expect(readPolicyManifest(store, desc)).rejects.toMatchObject({ code: "BUNDLE_TOO_LARGE", message: expect.stringContaining(`memory@${desc.digest}`) });
+  });
 });

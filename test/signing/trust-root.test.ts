@@ -99,6 +99,12 @@ describe("the trust root is verified as an artifact", () => {
     await expect(fetchTrustRoot(other.repo, other.digest, operatorTrust), "root signed by another key").rejects.toMatchObject({ code: "UNTRUSTED_KEY" });
   });
 
+  it("a stopping agent cancels the read: a stopped signal rejects with its reason, a live one reads the root", async () => {
+    const { repo, digest } = await pushRoot("trust/cancel", 1);
+    await expect(fetchTrustRoot(repo, digest, operatorTrust, { signal: AbortSignal.abort(new Error("agent stopping")) })).rejects.toThrow("agent stopping");
+    expect(await fetchTrustRoot(repo, digest, operatorTrust, { signal: new AbortController().signal }), "with a live signal").toMatchObject({ digest, version: 1 });
+  });
+
   it("a policy artifact is not a trust root, even signed by the operator", async () => {
     const repo = new RemoteRepository(registry.host, "trust/not-root");
     const { bytes, policy } = await buildBundle("policies/block-icmp-8888");
