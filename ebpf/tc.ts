@@ -3,6 +3,7 @@
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { EbpfError } from "./errors.js";
 import { run } from "./exec.js";
 
 export type TcDirection = "ingress" | "egress";
@@ -66,14 +67,29 @@ export async function listTc(netns?: string, iface?: string): Promise<TcFilter[]
   const qdiscs = JSON.parse((await tc(netns, "cannot list qdiscs", ["-j", "qdisc", "show"])) || "[]") as { kind: string; dev: string }[];
   const devices = qdiscs.filter((q) => q.kind === "clsact" && (!iface || q.dev === iface)).map((q) => q.dev);
   const filters: TcFilter[] = [];
-  for (const dev of new Set(devices)) {
-    for (const direction of TC_DIRECTIONS) {
-      const out = await tc(netns, `cannot list filters at ${dev} ${direction}`, ["-j", "filter", "show", "dev", dev, direction]);
-      // Each pref shows a chain entry without options, then its filters.
-      for (const entry of JSON.parse(out || "[]") as ShownFilter[]) {
-        const prog = entry.kind === "bpf" ? entry.options?.prog : undefined;
-        if (prog) filters.push({ iface: dev, direction, pref: entry.pref, programId: prog.id, name: prog.name, tag: prog.tag });
-      }
+  for (const dev of new Set(devices)) filters.push(...(await filtersAt(netns, dev)));
+  return filters;
+}
+
+/**
+ * The BPF classifiers at one device's clsact hooks; none once the device is
+ * gone: one removed after the qdiscs were listed (a container's veth, a test's
+ * pair) has nothing attached, and must not fail the listing of every other.
+ */
+export async function filtersAt(netns: string | undefined, dev: string): Promise<TcFilter[]> {
+  const filters: TcFilter[] = [];
+  for (const direction of TC_DIRECTIONS) {
+    let out: string;
+    try {
+      out = await tc(netns, `cannot list filters at ${dev} ${direction}`, ["-j", "filter", "show", "dev", dev, direction]);
+    } catch (err) {
+      if (err instanceof EbpfError && err.message.includes(`Cannot find device "${dev}"`)) return [];
+      throw err;
+    }
+    // Each pref shows a chain entry without options, then its filters.
+    for (const entry of JSON.parse(out || "[]") as ShownFilter[]) {
+      const prog = entry.kind === "bpf" ? entry.options?.prog : undefined;
+      if (prog) filters.push({ iface: dev, direction, pref: entry.pref, programId: prog.id, name: prog.name, tag: prog.tag });
     }
   }
   return filters;

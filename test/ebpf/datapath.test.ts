@@ -10,6 +10,7 @@ import {
   compileProgram,
   compileRules,
   detachTc,
+  filtersAt,
   loadProgram,
   readCounters,
   TC_ACT,
@@ -229,6 +230,7 @@ describe("aegis_net on real traffic between network namespaces", () => {
     expect(await ping(v6B)).toBe(true);
     expect(await tcpConnects(9002)).toBe(true);
     expect(await udpArrives(9004)).toBe(true);
+    expect(await filtersAt(hook.netns, hook.iface), "the filter, listed").toEqual([expect.objectContaining({ iface: hook.iface, direction: "egress", pref: 1 })]);
     const [icmp = 0, tcp = 0, udp = 0] = await readCounters(pinned.mapsDir);
     // A drop at egress fails ping's send (ENOBUFS) and ping retries it; TCP
     // retransmits its SYN: both may count more than once.
@@ -239,4 +241,10 @@ describe("aegis_net on real traffic between network namespaces", () => {
     await detachTc(hook);
     expect(await ping(v4B)).toBe(true);
   }, 60_000);
+
+  it("lists no filters for a device that is gone (removed while the hooks are listed), and still fails on a real fault", async () => {
+    // The agent lists every device's filters each pass; a container's veth may go between the qdisc listing and its own.
+    expect(await filtersAt(pair.a.ns.name, "aegis-gone0"), "a device that does not exist").toEqual([]);
+    await expect(filtersAt("aegis-no-such-netns", pair.a.iface), "a namespace that does not exist").rejects.toMatchObject({ code: "TC_FAILED" });
+  });
 });
