@@ -319,7 +319,15 @@ export class Agent {
   private async reconcileOnce(): Promise<void> {
     const { signal } = this.controller;
     signal.throwIfAborted();
-    const assigned = await this.bounded((signal) => this.poll(signal));
+    let assigned: Assigned[];
+    try {
+      assigned = await this.bounded((signal) => this.poll(signal));
+    } catch (err) {
+      signal.throwIfAborted();
+      // The pass still fails (backoff, the operator's log), once what is installed has been held in force.
+      await this.holdInstalled().catch((held: unknown) => this.log(`while the assigner could not be asked: ${describeError(held)}`));
+      throw err;
+    }
     this.metrics.polled();
     const { datapath } = this.options;
     const records = await this.state.installed();
@@ -395,6 +403,27 @@ export class Agent {
     const keep = new Set([...desired.map((p) => p.id), ...steps.filter((s) => s.kind === "keep").map((s) => s.program.id)]);
     for (const digest of await this.cache.prune(keep)) if (loaded.some((p) => p.id === digest)) this.log(`pruned ${digest} from the cache`);
     await this.flushTelemetry();
+  }
+
+  /**
+   * A pass without an answer from the assigner (down, slow, lying): what is
+   * installed stays exactly as it is, on every interface, so a filter someone
+   * deleted comes back and a new interface is covered; nothing is added,
+   * replaced or removed, since what is assigned is not known.
+   */
+  private async holdInstalled(): Promise<void> {
+    if (this.options.dryRun) return;
+    const { datapath } = this.options;
+    const records = await this.state.installed();
+    const [loaded, attached] = await Promise.all([datapath.loaded(), datapath.attached()]);
+    for (const id of [...records.keys()]) if (!loaded.some((p) => p.id === id)) records.delete(id);
+    const actual = this.actual(loaded, attached, records, [], new Map());
+    const steps = plan([], actual, { hold: actual.map((p) => p.name) });
+    const ifaces = await this.interfaces();
+    for (const step of steps) {
+      this.controller.signal.throwIfAborted();
+      await this.applyStep(step, ifaces, records, new Map());
+    }
   }
 
   /**

@@ -616,6 +616,26 @@ describe("enforcement", () => {
 });
 
 describe("outages", () => {
+  it("while the assigner cannot be asked, what is installed stays in force: a deleted filter comes back, a new interface is covered, nothing is removed", async () => {
+    const v1 = await publish("13.1.0", ciKey, "outage-hold");
+    const first = await agentFor("outage-hold-host");
+    await admin.assign(v1, "outage-hold-host");
+    await first.agent.reconcile();
+    await first.agent.stop();
+    const before = await filters(first.datapath);
+    expect(before, "installed").toHaveLength(2);
+
+    // The same host's next agent finds no assigner at all.
+    const second = await runAgent("outage-hold-host", { kernel: first.datapath.kernel, stateDir: first.stateDir, assigner: "http://127.0.0.1:1", requestTimeoutMs: 2_000 });
+    running.push(second);
+    const pref = basePref("outage-hold");
+    await second.datapath.detach({ iface: "eth0", direction: "egress", pref });
+    second.datapath.kernel.addInterface("eth2");
+    await expect(second.agent.reconcile(), "the pass fails: the assigner is away").rejects.toMatchObject({ code: "UNAVAILABLE" });
+    expect(await filters(second.datapath), "restored on eth0, added on eth2, nothing removed").toEqual([...before, `eth2 egress ${pref} ${v1}`].sort());
+    expect(second.events.some((e) => e.event === "drift" && e.id === v1), "the deleted filter reported as drift").toBe(true);
+  });
+
   it("an assigner that hangs fails the pass with UNAVAILABLE, enforcement holds, and a stop does not wait for it", async () => {
     const v1 = await publish("13.0.0", ciKey, "outage");
     const first = await agentFor("outage-host");
