@@ -15,8 +15,10 @@ import { planFleet, planIsEmpty, toWire, type FleetPlan, type PlanEntry } from "
 
 export interface PrepareOptions {
   environment?: string;
-  /** Resolve tags and write the digests into the files. */
+  /** Resolve tags and write the digests into the files (once every check passed). */
   pin?: boolean;
+  /** With `pin`: resolve and report, but write nothing. */
+  dryRun?: boolean;
   /** Refuse digests no trusted key signed. */
   trust?: TrustPolicy;
   registry?: RepositoryOptions;
@@ -38,7 +40,8 @@ const where = (p: FleetPolicy) => `${p.file}: policies[${p.index}].ref`;
 /**
  * Loads the files and checks what they name against the registries: tags
  * refused (or pinned), every digest an Aegis policy, signed when `trust` is
- * given. Every problem is reported at once. Returns the fleet and the policy
+ * given. Every problem is reported at once, and `pin` writes the files only
+ * when there is none. Returns the fleet and the policy
  * name of each digest (from the manifest's title, when it has one).
  */
 export async function prepareFleet(paths: readonly string[], options: PrepareOptions = {}): Promise<{ fleet: Fleet; names: Map<string, string>; pinned: FleetPolicy[] }> {
@@ -66,7 +69,6 @@ export async function prepareFleet(paths: readonly string[], options: PrepareOpt
     },
   );
   if (problems.length > 0) throw new InputError("INVALID_REFERENCE", problems.sort().join("; "));
-  for (const file of new Set(pinned.map((p) => p.file))) await rewriteRefs(file, pinned.filter((p) => p.file === file).map((p) => ({ index: p.index, ref: p.ref })));
 
   const names = new Map<string, string>();
   const checked = new Map<string, FleetPolicy>();
@@ -84,6 +86,8 @@ export async function prepareFleet(paths: readonly string[], options: PrepareOpt
     await verifyArtifact(repo, p.digest!, options.trust).catch((err: unknown) => problems.push(`${where(p)}: ${p.digest} is not signed by a trusted key: ${(err as Error).message}`));
   });
   if (problems.length > 0) throw new InputError("INVALID_REFERENCE", problems.sort().join("; "));
+  // Written only now: a refused command leaves the files as they were.
+  if (!options.dryRun) for (const file of new Set(pinned.map((p) => p.file))) await rewriteRefs(file, pinned.filter((p) => p.file === file).map((p) => ({ index: p.index, ref: p.ref })));
   return { fleet, names, pinned };
 }
 

@@ -56,11 +56,12 @@ async function applyFiles(paths: string[], options: ApplyOptions, extra: Record<
   const prepared = await fleet.prepareFleet(paths, {
     ...(options.environment !== undefined ? { environment: options.environment } : {}),
     pin: options.pin ?? false,
+    dryRun: options.dryRun ?? false,
     registry: repositoryOptions(options),
     ...(trusting ? { trust: await loadTrustOptions(options) } : {}),
   });
   const human = !options.json;
-  for (const p of prepared.pinned) if (human) console.log(`pinned ${p.file} policies[${p.index}] (${p.name}) to ${p.ref}`);
+  for (const p of prepared.pinned) if (human) console.log(`${options.dryRun ? "would pin" : "pinned"} ${p.file} policies[${p.index}] (${p.name}) to ${p.ref}`);
   const names = await fleet.registerArtifacts(assigner, prepared.fleet, prepared.names, { dryRun: options.dryRun ?? false });
   const desired = fleet.desiredEntries(prepared.fleet, names);
   let shown: FleetPlan | undefined;

@@ -219,6 +219,19 @@ describe("aegis apply", () => {
     expect((await state()).assignments).toContain("v2 host:tag-1");
   });
 
+  it("--pin writes nothing when the command is refused, nor with --dry-run", async () => {
+    const file = join(work, "pin-refused.yaml");
+    const text = `policies:\n  - name: unsigned # kept as written\n    ref: ${repo}:unsigned\n    hosts: [pin-1]\n`;
+    writeFileSync(file, text);
+    const refused = await aegis(["apply", "-f", file, "--pin", "--trust", join(work, "trust.yaml")], env);
+    expect(expectOneErrorLine(refused)).toContain(`is not signed by a trusted key`);
+    expect(readFileSync(file, "utf8"), "the file after a refused --pin").toBe(text);
+    const dry = await aegis(["apply", "-f", file, "--pin", "--dry-run"], env);
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(dry.stdout, "what --pin would write").toContain(`would pin ${file} policies[0] (unsigned) to ${repo}@${d.unsigned}`);
+    expect(readFileSync(file, "utf8"), "the file after --pin --dry-run").toBe(text);
+  });
+
   it("with --trust, refuses a digest no trusted key signed, before changing anything", async () => {
     const before = await state();
     const file = fleetFile("unsigned.yaml", [entry("unsigned", d.unsigned!, { hosts: ["trust-1"] }), entry("icmp", d.v1!, { hosts: ["trust-2"] })]);
