@@ -70,12 +70,14 @@ export async function importCapsule(path: string, dst: Target, trust: TrustPolic
       }
       plan.push({ artifact, root: desc, signatures });
     }
+    // Each artifact's signatures (and the referrers index) go first, its root last: a push that fails part-way
+    // never leaves the artifact in the site registry without the signatures that verified it.
     for (const { root, signatures } of plan) {
-      await copy(capsule.target, root.digest, dst, undefined, { onEvent: options.onPush, signal: options.signal });
       for (const signature of signatures) {
         await copy(capsule.target, signature.digest, dst, undefined, { onEvent: options.onPush, signal: options.signal });
         await dst.indexReferrer(root, signature);
       }
+      await copy(capsule.target, root.digest, dst, undefined, { onEvent: options.onPush, signal: options.signal });
     }
     return plan.map((p) => p.artifact);
   } finally {

@@ -10,7 +10,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CAPSULE_LIMITS, importCapsule, MirrorError, writeCapsule, type CapsuleSource } from "../../mirror/index.js";
-import { copy, MAX_MANIFEST_SIZE, OciLayoutTarget, readAll, RemoteRepository, type Descriptor } from "../../registry/index.js";
+import type { Readable } from "node:stream";
+import { copy, MAX_MANIFEST_SIZE, MemoryTarget, OciLayoutTarget, readAll, RegistryError, RemoteRepository, type AbortOptions, type Descriptor } from "../../registry/index.js";
 import { generateKeyPair, KeySigner, loadTrust, signArtifact, verifyArtifact, type TrustPolicy } from "../../signing/index.js";
 import { AEGIS, aegis, expectOneErrorLine } from "../cli/run.js";
 import { requireBinary, run } from "../harness/process.js";
@@ -90,6 +91,22 @@ describe("a capsule from one registry into another", () => {
     // A second import finds everything there and changes nothing.
     expect((await importCapsule(capsule, dst, trust)).length, "importing again").toBe(2);
     expect((await dst.referrers(a.manifest)).map((r) => r.digest), "one signature, not two").toEqual([a.signature.digest]);
+  });
+
+  it("pushes an artifact's signatures before the artifact: a push that fails part-way leaves no unsigned artifact at the site", async () => {
+    // A site that takes everything but one artifact's signature manifest.
+    class RefusingSignature extends MemoryTarget {
+      override async push(desc: Descriptor, content: Readable, options?: AbortOptions): Promise<void> {
+        if (desc.digest === a.signature.digest) {
+          content.destroy();
+          throw new RegistryError("UNREACHABLE", "the site went away");
+        }
+        return super.push(desc, content, options);
+      }
+    }
+    const dst = new RefusingSignature("site");
+    await expect(importCapsule(capsule, dst, trust), "the import fails").rejects.toMatchObject({ code: "UNREACHABLE" });
+    expect(await dst.exists(a.manifest), "the artifact whose signature could not be pushed").toBe(false);
   });
 
   it("is deterministic: the same artifacts, in any order, give the same bytes", async () => {
