@@ -386,6 +386,7 @@ export class Agent {
     }
     // After a refusal the next poll asks for the whole set again: what the assigner said may have been fixed since.
     if (hold.length > 0) this.etag = undefined;
+    this.forget(new Set([...assigned.map((a) => a.id), ...records.keys()]));
     if (this.options.dryRun) return this.flushTelemetry();
 
     for (const p of newestByName(desired).superseded) {
@@ -403,6 +404,17 @@ export class Agent {
     const keep = new Set([...desired.map((p) => p.id), ...steps.filter((s) => s.kind === "keep").map((s) => s.program.id)]);
     for (const digest of await this.cache.prune(keep)) if (loaded.some((p) => p.id === digest)) this.log(`pruned ${digest} from the cache`);
     await this.flushTelemetry();
+  }
+
+  /**
+   * Drops what the agent remembers of digests neither assigned nor installed
+   * any more, so a long-running agent holds per-digest state for the current
+   * set only, however many digests it has seen. One assigned again is new:
+   * it is reported received again.
+   */
+  private forget(current: ReadonlySet<string>): void {
+    for (const seen of [this.received, this.verifiedOnce, this.superseded]) for (const id of seen) if (!current.has(id)) seen.delete(id);
+    for (const byId of [this.failed, this.stepFailed]) for (const id of byId.keys()) if (!current.has(id)) byId.delete(id);
   }
 
   /**

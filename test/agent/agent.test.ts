@@ -615,6 +615,23 @@ describe("enforcement", () => {
   });
 });
 
+describe("bookkeeping", () => {
+  it("forgets a digest once it is neither assigned nor installed: assigned again, it is reported again", async () => {
+    const untrusted = await publish("3.9.0", otherKey, "forgotten");
+    const { agent, events } = await agentFor("forget-host");
+    const failures = () => events.filter((e) => e.id === untrusted && e.event === "failed").length;
+    await admin.assign(untrusted, "forget-host");
+    await agent.reconcile();
+    await agent.reconcile();
+    expect(failures(), "a refusal is reported once, however many passes").toBe(1);
+    await admin.unassign(untrusted, "forget-host");
+    await agent.reconcile();
+    await admin.assign(untrusted, "forget-host");
+    await agent.reconcile();
+    expect(failures(), "assigned again after it was forgotten").toBe(2);
+  });
+});
+
 describe("outages", () => {
   it("while the assigner cannot be asked, what is installed stays in force: a deleted filter comes back, a new interface is covered, nothing is removed", async () => {
     const v1 = await publish("13.1.0", ciKey, "outage-hold");
