@@ -19,7 +19,7 @@ import { AgentMetrics } from "./metrics.js";
 import { TelemetryOutbox } from "./outbox.js";
 import { newestByName, plan, type InstalledProgram, type Program, type Step } from "./plan.js";
 import { logLine, receiptCounters, telemetryMessage, type Reporter, type StepReport } from "./report.js";
-import { StateDir, type InstalledRecord } from "./state.js";
+import { allowIndexes, StateDir, type InstalledRecord } from "./state.js";
 import { TrustRootFollower, type TrustRootOptions } from "./trust-root.js";
 import { collectStatus } from "./status.js";
 import type { z } from "zod";
@@ -457,7 +457,7 @@ export class Agent {
       const bundle = verified.get(id)?.bundle;
       if (bundle && pref !== undefined) {
         const { policy } = bundle;
-        records.set(id, { name: policy.name, version: policy.version, direction: policy.attach.direction, pref, rules: policy.rules.length, since: new Date().toISOString() });
+        records.set(id, { name: policy.name, version: policy.version, direction: policy.attach.direction, pref, rules: policy.rules.length, allows: allowIndexes(policy.rules), since: new Date().toISOString() });
         actual.push({ id, name: policy.name, version: policy.version, pref });
       } else if (!bundle) {
         // Named as the assigner names it, only so a refused update holds it in force.
@@ -504,7 +504,7 @@ export class Agent {
         id,
         name: record.name,
         version: record.version,
-        counters: receiptCounters(counters),
+        counters: receiptCounters(counters, record.allows),
         receipt: { program_id: programId, interfaces: hooks.map(({ iface, direction, pref }) => ({ iface, direction, pref })), since: record.since },
       });
     }

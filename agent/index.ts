@@ -10,5 +10,5 @@ export { AgentMetrics, serveMetrics } from "./metrics.js";
 export { basePref, compareVersions, newestByName, plan, PREF_MAX, PREF_MIN, prefFor, type InstalledProgram, type PlanOptions, type Program, type Step } from "./plan.js";
 export { logLine, receiptCounters, telemetryMessage, type Reporter, type StepEvent, type StepReport } from "./report.js";
 export { collectStatus, STATUS_HEADER, statusCells, type StatusRow } from "./status.js";
-export { DEFAULT_STATE_DIR, StateDir, type InstalledRecord, type Registration } from "./state.js";
+export { allowIndexes, DEFAULT_STATE_DIR, StateDir, type InstalledRecord, type Registration } from "./state.js";
 export { TrustRootFollower, type TrustRootOptions } from "./trust-root.js";

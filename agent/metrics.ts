@@ -30,7 +30,7 @@ export class AgentMetrics {
       "# HELP aegis_agent_policies_in_force Programs pinned and attached on at least one interface.",
       "# TYPE aegis_agent_policies_in_force gauge",
       `aegis_agent_policies_in_force ${inForce.length}`,
-      "# HELP aegis_agent_drops_total Packets dropped by each installed policy (sum of its rules' counters).",
+      "# HELP aegis_agent_drops_total Packets dropped by each installed policy (sum of its drop rules' counters; allow rules' matches are not drops).",
       "# TYPE aegis_agent_drops_total counter",
       ...inForce.map((p) => `aegis_agent_drops_total{policy="${escape(p.name)}",version="${escape(p.version)}",digest="${escape(p.id)}"} ${p.drops ?? 0}`),
       "# HELP aegis_agent_failures_total Failed steps (fetch, verify, load, attach) by error code.",

@@ -42,9 +42,10 @@ export function telemetryMessage(hostId: string, step: StepReport, seq: number, 
   };
 }
 
-/** rule<i> → drops of every rule; past RECEIPT_COUNTERS_MAX rules, of the rules that dropped the most. */
-export function receiptCounters(counters: number[]): Record<string, number> {
-  let listed = counters.map((n, i) => [i, n] as const);
+/** rule<i> → drops of every drop rule (`allows` left out); past RECEIPT_COUNTERS_MAX rules, of the rules that dropped the most. */
+export function receiptCounters(counters: number[], allows: readonly number[] = []): Record<string, number> {
+  const allowed = new Set(allows);
+  let listed = counters.map((n, i) => [i, n] as const).filter(([i]) => !allowed.has(i));
   if (listed.length > RECEIPT_COUNTERS_MAX) listed = listed.filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1] || a[0] - b[0]).slice(0, RECEIPT_COUNTERS_MAX).sort((a, b) => a[0] - b[0]);
   return Object.fromEntries(listed.map(([i, n]) => [`rule${i}`, n]));
 }

@@ -28,10 +28,21 @@ export interface InstalledRecord {
   pref: number;
   /** Number of rules (counter indexes). */
   rules: number;
+  /**
+   * Indexes of its allow rules. The kernel counts the packets each rule
+   * matches; an allow rule's are let through, so they are left out of drops
+   * (status, metrics, receipts). Absent in records written before: none.
+   */
+  allows?: number[];
   /** When it was attached, or last restored after drift (tc does not record it): the receipt's `since`. */
   since: string;
   /** The interfaces it was last attached on: a hook missing there is drift, one missing elsewhere a new interface. */
   ifaces?: string[];
+}
+
+/** The indexes of a policy's allow rules (InstalledRecord.allows). */
+export function allowIndexes(rules: readonly { action: string }[]): number[] {
+  return rules.flatMap((rule, i) => (rule.action === "allow" ? [i] : []));
 }
 
 export class StateDir {

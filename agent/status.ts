@@ -15,10 +15,16 @@ export interface StatusRow {
   direction: string;
   /** When the agent installed it; absent in records that do not say. */
   since?: string;
-  /** The sum of its per-rule drop counters; absent when they cannot be read. */
+  /** Packets its drop rules dropped (its allow rules' matches left out); absent when the counters cannot be read. */
   drops?: number;
   pinned: boolean;
   programId?: number;
+}
+
+/** The packets a program's drop rules dropped: the sum of its per-rule counters but the allow rules'. */
+function dropsOf(counters: readonly number[], allows: readonly number[] = []): number {
+  const allowed = new Set(allows);
+  return counters.reduce((sum, n, i) => (allowed.has(i) ? sum : sum + n), 0);
 }
 
 /** Every program pinned or recorded, ordered by policy name then digest. */
@@ -39,7 +45,7 @@ export async function collectStatus(datapath: Datapath, records: ReadonlyMap<str
       interfaces: [...new Set(hooks.map((h) => h.iface))].sort(),
       direction: record?.direction ?? (directions.length === 2 ? "both" : (directions[0] ?? "")),
       ...(record?.since ? { since: record.since } : {}),
-      ...(counters ? { drops: counters.reduce((a, b) => a + b, 0) } : {}),
+      ...(counters ? { drops: dropsOf(counters, record?.allows) } : {}),
       pinned: program !== undefined,
       ...(program ? { programId: program.programId } : {}),
     });

@@ -16,6 +16,7 @@ describe("telemetry payloads", () => {
 
   it("lists every rule's counter up to the bound, and past it the rules that dropped the most", () => {
     expect(receiptCounters([0, 3, 0]), "small policy: every rule").toEqual({ rule0: 0, rule1: 3, rule2: 0 });
+    expect(receiptCounters([2, 3, 9], [2]), "an allow rule's matches are not drops: left out").toEqual({ rule0: 2, rule1: 3 });
     const large = new Array<number>(RECEIPT_COUNTERS_MAX + 100).fill(0);
     for (let i = 0; i < RECEIPT_COUNTERS_MAX + 10; i++) large[i] = i < 10 ? 1 : 2;
     const listed = receiptCounters(large);

@@ -6,7 +6,7 @@ import { rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { collectStatus, StateDir, STATUS_HEADER, statusCells, type InstalledRecord, type StatusRow } from "../../agent/index.js";
+import { allowIndexes, collectStatus, StateDir, STATUS_HEADER, statusCells, type InstalledRecord, type StatusRow } from "../../agent/index.js";
 import { table } from "../../cli/output.js";
 import { BpftoolDatapath, compileProgram, compileRules, MemoryDatapath, testRun } from "../../ebpf/index.js";
 import type { Policy } from "../../policy/index.js";
@@ -32,10 +32,11 @@ describe("agent status rows and table", () => {
     await datapath.load(a, ELF, compileRules(RULES));
     await datapath.load(b, ELF, compileRules(RULES));
     for (const iface of ["eth1", "eth0"]) await datapath.attach(a, { iface, direction: "egress", pref: 4000 });
-    datapath.setCounters(a, [3, 4, 0]);
+    // Rule 2 is an allow rule: the 5 packets it matched were let through, not dropped.
+    datapath.setCounters(a, [3, 4, 5]);
     // b: pinned, no record (a crash between load and record); c: recorded, no longer pinned.
     const { since: _, ...noSince } = record("no-since");
-    const rows = await collectStatus(datapath, new Map<string, Partial<InstalledRecord>>([[a, record("block-icmp")], [c, noSince]]));
+    const rows = await collectStatus(datapath, new Map<string, Partial<InstalledRecord>>([[a, record("block-icmp", { allows: allowIndexes(RULES) })], [c, noSince]]));
     expect(rows, "one row per program, by name").toEqual<StatusRow[]>([
       { id: b, name: "", version: "", interfaces: [], direction: "", drops: 0, pinned: true, programId: expect.any(Number) as number },
       { id: a, name: "block-icmp", version: "1.2.0", interfaces: ["eth0", "eth1"], direction: "egress", since: "2026-11-25T10:00:00.000Z", drops: 7, pinned: true, programId: expect.any(Number) as number },
