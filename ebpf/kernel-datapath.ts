@@ -23,9 +23,11 @@ import type { CompiledRules } from "./rules.js";
 import { attachTc, detachTc, listLinks, listTc } from "./tc.js";
 
 export const DEFAULT_PIN_ROOT = "/sys/fs/bpf/aegis";
-// A program is loaded and filled here, then renamed to its id: a pin
-// directory named after an id is always complete, even after a crash. One
-// process drives a pin root at a time (the agent serializes its changes).
+// A program is loaded and filled here, then renamed to its id, so a pin
+// directory named after an id is complete unless a crash cut its removal
+// short (a directory without its program pin): load and unpin remove such a
+// remainder, and load removes whatever staging a crash left. One process
+// drives a pin root at a time (the agent serializes its changes).
 const STAGING = "loading-";
 
 /** What differs between the kernel Datapaths: how programs are loaded and their state read. */
@@ -71,8 +73,9 @@ export class KernelDatapath implements Datapath {
     const pinDir = join(this.pinRoot, pinName(id));
     const existing = await findPinned(pinDir);
     if (existing) return { id, programId: await this.loader.programId(existing.progPin) };
+    await unpin(pinDir); // what a crash mid-unpin left, if anything: the rename below needs the name free
+    await this.removeStaging(); // what crashes mid-load left, this id's or another's
     const staging = join(this.pinRoot, `${STAGING}${pinName(id)}`);
-    await unpin(staging); // what a crash mid-load left
     await this.loader.loadProgram(object, rules, staging);
     try {
       await rename(staging, pinDir);
@@ -81,6 +84,12 @@ export class KernelDatapath implements Datapath {
       throw new EbpfError("LOAD_FAILED", `cannot pin ${id} at ${pinDir}: ${(err as Error).message}`, { cause: err });
     }
     return { id, programId: await this.loader.programId((await this.pinned(id)).progPin) };
+  }
+
+  /** Removes every staging directory under the pin root: with one process per pin root, any there is a crash's. */
+  private async removeStaging(): Promise<void> {
+    const names = await readdir(this.pinRoot).catch(() => []);
+    for (const name of names) if (name.startsWith(STAGING)) await unpin(join(this.pinRoot, name));
   }
 
   async loaded(): Promise<LoadedProgram[]> {
@@ -130,7 +139,10 @@ export class KernelDatapath implements Datapath {
   async unpin(id: string): Promise<boolean> {
     const pinDir = join(this.pinRoot, pinName(id));
     const pinned = await findPinned(pinDir);
-    if (!pinned) return false;
+    if (!pinned) {
+      await unpin(pinDir); // a removal a crash cut short: finished now
+      return false;
+    }
     const running = await this.loader.programId(pinned.progPin);
     const hooks = (await listTc(this.netns)).filter((f) => f.programId === running);
     if (hooks.length > 0) {

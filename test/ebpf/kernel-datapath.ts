@@ -102,6 +102,25 @@ export function kernelDatapathSuite(name: string, lab: KernelLab, open: OpenKern
       expect((await datapath.loaded()).map((p) => p.id)).toEqual([id]);
       expect(await readdir(pinRoot), "the staging directory is gone").toEqual([pinName(id)]);
     }, 30_000);
+
+    it("finishes a removal a crash cut short, and loads that id again; another id's staging is removed too", async () => {
+      const pinRoot = freshPinRoot();
+      const [cut, other, stale] = [idOf("cut-short"), idOf("unpinned"), idOf("never-again")];
+      const object = await compileProgram(policyOf(RULES));
+      // What a crash in the middle of unpin's removal leaves: the maps, no program pin.
+      await loadObject(object, `${pinRoot}/${pinName(cut)}`);
+      await rm(`${pinRoot}/${pinName(cut)}/prog`, { recursive: true, force: true });
+      await loadObject(object, `${pinRoot}/${pinName(other)}`);
+      await rm(`${pinRoot}/${pinName(other)}/prog`, { recursive: true, force: true });
+      // A crash mid-load of a digest that is never loaded again.
+      await loadObject(object, `${pinRoot}/loading-${pinName(stale)}`);
+      const datapath = open({ pinRoot, netns: lab.pair().a.ns.name });
+      expect(await datapath.loaded(), "a half-removed directory is not a loaded program").toEqual([]);
+      await datapath.load(cut, object, compileRules(RULES));
+      expect((await datapath.loaded()).map((p) => p.id), "loaded again over the remainder").toEqual([cut]);
+      expect(await datapath.unpin(other), "unpin of a half-removed id: nothing was loaded").toBe(false);
+      expect((await readdir(pinRoot)).sort(), "the remainder and the other staging directory removed").toEqual([pinName(cut)]);
+    }, 30_000);
   });
 
   describe(`${name} on real traffic`, () => {
