@@ -281,15 +281,29 @@ export async function readCapsule(path: string, dir: string, options: ReadOption
     refuse("INVALID_CAPSULE", "its index.json is not a valid image index", err);
   }
   const artifacts: CapsuleArtifact[] = [];
+  const listed = new Set<string>();
+  const referrersIndexes: { desc: Descriptor; ref: string }[] = [];
   for (const desc of entries) {
     if (!isManifestType(desc.mediaType)) refuse("INVALID_CAPSULE", `index.json lists ${desc.digest} as ${desc.mediaType}, not a manifest`);
     if (!held.has(desc.digest)) refuse("MISSING_CONTENT", `index.json lists ${desc.digest}, which the capsule does not hold`);
     const ref = desc.annotations?.[Annotation.RefName];
-    // A referrers index is tagged as registries without the referrers API tag it, so referrers() finds the signatures.
-    if (ref && REFERRERS_TAG.test(ref)) await target.tag(desc, ref);
-    else artifacts.push({ desc: plain(desc), source: desc.annotations?.[SOURCE_ANNOTATION] });
+    if (ref && REFERRERS_TAG.test(ref)) referrersIndexes.push({ desc, ref });
+    else if (listed.has(desc.digest)) refuse("INVALID_CAPSULE", `index.json lists ${desc.digest} twice`);
+    else {
+      listed.add(desc.digest);
+      artifacts.push({ desc: plain(desc), source: desc.annotations?.[SOURCE_ANNOTATION] });
+    }
   }
   if (artifacts.length === 0) refuse("INVALID_CAPSULE", "its index.json lists no artifact");
+  // A referrers index is tagged as registries without the referrers API tag it, so referrers() finds the signatures:
+  // one per listed artifact at most (each tag is a locked rewrite of the staging index.json).
+  const tagged = new Set<string>();
+  for (const { desc, ref } of referrersIndexes) {
+    if (!listed.has(ref.replace("-", ":"))) refuse("INVALID_CAPSULE", `index.json tags ${desc.digest} as ${ref}, the referrers of an artifact it does not list`);
+    if (tagged.has(ref)) refuse("INVALID_CAPSULE", `index.json tags ${ref} twice`);
+    tagged.add(ref);
+    await target.tag(desc, ref);
+  }
   const reached = await reachable(target, entries, limits.maxBlobs, held).catch((err: unknown) => {
     if (err instanceof RegistryError) refuse(err.code === "SIZE_LIMIT" ? "CAPSULE_TOO_LARGE" : "INVALID_CAPSULE", err.message, err);
     throw err;

@@ -259,6 +259,26 @@ describe("a tampered capsule is refused and nothing is pushed", () => {
     expect((await refused(join(work, "garbage.tar"), "INVALID_CAPSULE")).message).toContain("not a tar archive");
   });
 
+  it("an index.json listing an artifact twice, or tagging the referrers of one it does not list: INVALID_CAPSULE", async () => {
+    // Each referrers tag costs a locked rewrite of the staging index.json: a hostile index.json of thousands of them would cost minutes.
+    const withIndex = (name: string, edit: (manifests: Descriptor[]) => Descriptor[]) =>
+      edited(name, (entries) =>
+        entries.map((e) => {
+          if (e.header.name !== "index.json") return e;
+          const index = JSON.parse(e.data.toString()) as { manifests: Descriptor[] };
+          return { ...e, data: Buffer.from(JSON.stringify({ ...index, manifests: edit(index.manifests) })) };
+        }),
+      );
+    const twice = await withIndex("listed-twice.tar", (m) => [...m, m[0]!]);
+    expect((await refused(twice, "INVALID_CAPSULE")).message, "an artifact listed twice").toContain("twice");
+    const stranger = `sha256-${"e".repeat(64)}`;
+    const foreign = await withIndex("foreign-tag.tar", (m) => {
+      const tagged = m.find((d) => d.annotations?.["org.opencontainers.image.ref.name"]?.startsWith("sha256-"))!;
+      return [...m, { ...tagged, annotations: { "org.opencontainers.image.ref.name": stranger } }];
+    });
+    expect((await refused(foreign, "INVALID_CAPSULE")).message, "the referrers tag of an unlisted artifact").toContain(`as ${stranger}, the referrers of an artifact it does not list`);
+  });
+
   it("over the limits: CAPSULE_TOO_LARGE before the content is read", async () => {
     expect((await refused(capsule, "CAPSULE_TOO_LARGE", { limits: { ...CAPSULE_LIMITS, maxBlobs: 3 } })).message).toContain("more than 3 blobs");
     expect((await refused(capsule, "CAPSULE_TOO_LARGE", { limits: { ...CAPSULE_LIMITS, maxBlobSize: 500 } })).message).toMatch(/blob sha256:[0-9a-f]{64} is \d+ bytes, over the 500-byte limit/);
