@@ -63,8 +63,13 @@ type Keyed = Map<string, { artifactId: string; target: Target }>;
 const keyed = (entries: { artifactId: string; target: Target }[]): Keyed => new Map(entries.map((e) => [entryKey(e), e]));
 
 /** The one atomic change from `from` to `to`, If-Match the last version seen; on a 412 the same change is sent again on the new version. */
-async function move(client: AssignerClient, from: Keyed, to: Keyed, version: { current: number }): Promise<void> {
-  const add: AssignmentEntry[] = [...to].filter(([k]) => !from.has(k)).map(([, e]) => toWire(e));
+/**
+ * Changes the desired state from `from` to `to` in one atomic change.
+ * `present` (default `from`) is what is surely there: an entry of `to`
+ * missing from it is added (adding one the state has is a no-op).
+ */
+async function move(client: AssignerClient, from: Keyed, to: Keyed, version: { current: number }, present: Keyed = from): Promise<void> {
+  const add: AssignmentEntry[] = [...to].filter(([k]) => !present.has(k)).map(([, e]) => toWire(e));
   const remove: AssignmentEntry[] = [...from].filter(([k]) => !to.has(k)).map(([, e]) => toWire(e));
   if (add.length + remove.length === 0) return;
   if (add.length + remove.length > 1000) throw new InputError("INVALID_ARGUMENT", `a rollout step would change ${add.length + remove.length} assignments (at most 1000 at once): roll out to fewer hosts at a time`);
@@ -170,9 +175,13 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
 
   const version = { current: current.version };
   let state: Keyed = before;
+  /** The step under way: if it failed, its change may have been made all the same (the answer lost). */
+  let attempted: Keyed | undefined;
   const go = async (next: Keyed) => {
+    attempted = next;
     await move(client, state, next, version);
     state = next;
+    attempted = undefined;
   };
   const moved = new Set<string>();
   try {
@@ -228,7 +237,10 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
     log(`rollout ${rollout.id}: ${rollout.reason}; rolling back`);
     const since = Date.now();
     try {
-      await go(before);
+      // Back to `before` from either outcome of a failed step: remove what either state has, add what both might lack.
+      const maybe = attempted ?? state;
+      await move(client, new Map([...state, ...maybe]), before, version, new Map([...state].filter(([k]) => maybe.has(k))));
+      state = before;
     } catch (undo) {
       rollout.state = "failed";
       rollout.reason = `${rollout.reason}; rolling back failed: ${(undo as Error).message}`.slice(0, 2000);

@@ -1,6 +1,8 @@
-// The planner and the ring arithmetic of fleet/ (pure): every case a table row.
+// The planner and the ring arithmetic of fleet/ (pure): every case a table
+// row; and a rollout's rollback against an in-memory assigner that loses answers.
 import { describe, expect, it } from "vitest";
-import { allowedFailures, formatPlan, parseRings, planFleet, type PlanEntry } from "../../fleet/index.js";
+import { AssignerError, type AssignerClient } from "../../assigner/api/index.js";
+import { allowedFailures, formatPlan, parseRings, planFleet, runRollout, type PlanEntry } from "../../fleet/index.js";
 
 const A1 = `sha256:${"a".repeat(64)}`;
 const A2 = `sha256:${"b".repeat(64)}`;
@@ -65,5 +67,39 @@ describe("parseRings / allowedFailures", () => {
   it("allows failures by count or share of a ring", () => {
     expect([allowedFailures("0", 10), allowedFailures("2", 10), allowedFailures("10%", 25), allowedFailures("100%", 3)]).toEqual([0, 2, 2, 3]);
     expect(() => allowedFailures("x", 3)).toThrow("--max-failures x");
+  });
+});
+
+describe("runRollout against an assigner that loses its answers", () => {
+  /** An in-memory assigner: every change commits, then the `failOn`-th answer is lost (a reset connection, a proxy's 504). */
+  function lossyAssigner(failOn: number) {
+    let version = 1;
+    let calls = 0;
+    const key = (a: { artifact_id: string; host_id?: string; selector?: string }) => `${a.artifact_id} ${a.host_id ?? `s:${a.selector}`}`;
+    const state = new Map([[key(wire(sel(A1, "tier=web"))), wire(sel(A1, "tier=web"))]]);
+    const client = {
+      hosts: async () => ({ agents: ["h1", "h2"].map((h) => ({ host_id: h, labels: { tier: "web" } })) }),
+      desiredState: async () => ({ version, assignments: [...state.values()], total: state.size }),
+      changeAssignments: async (change: { add?: ReturnType<typeof wire>[]; remove?: ReturnType<typeof wire>[] }, options: { ifMatch?: number }) => {
+        if (options.ifMatch !== version) throw new AssignerError("PRECONDITION_FAILED", "the state moved");
+        for (const r of change.remove ?? []) state.delete(key(r));
+        for (const a of change.add ?? []) state.set(key(a), a);
+        version++;
+        if (++calls === failOn) throw new AssignerError("UNAVAILABLE", "socket hang up (after the assigner committed)");
+        return { version, applied: true };
+      },
+      // Every host reports the digest it is sent in force, so the rollout waits on nothing.
+      status: async (id: string) => ({ artifact_id: id, hosts: ["h1", "h2"].map((h) => ({ host_id: h, artifact_id: id, event: "attached", time: new Date(Date.now() + 60_000).toISOString() })), total: 2 }),
+      putRollout: async (r: unknown) => r,
+    };
+    return { client: client as unknown as AssignerClient, state };
+  }
+
+  it.each([2, 3, 4])("a lost answer to change %i: the rollback still puts back exactly the state before", async (failOn) => {
+    const { client, state } = lossyAssigner(failOn);
+    const before = [...state.keys()].sort();
+    const plan = planFleet([sel(A2, "tier=web")], await client.desiredState(), names);
+    await expect(runRollout(client, plan, { rings: "1,100%", ringTimeoutMs: 2_000, pollMs: 10 }), `change ${failOn} lost`).rejects.toMatchObject({ rollout: { state: "rolled_back" } });
+    expect([...state.keys()].sort(), `the desired state after a rollback from a lost change ${failOn}`).toEqual(before);
   });
 });
