@@ -15,8 +15,12 @@ export interface Promotion {
   to: string;
 }
 
-/** Edits the --to files; returns each change (none when the digest is already there). */
-export async function promote(paths: readonly string[], digestOrRef: string, from: string, to: string): Promise<Promotion[]> {
+/**
+ * Edits the --to files; returns each change (none when the digest is already
+ * there). `check` runs on every new ref before any file is written: a
+ * refusal (not a policy, not signed by a pinned key) leaves them as they were.
+ */
+export async function promote(paths: readonly string[], digestOrRef: string, from: string, to: string, check?: (ref: string) => Promise<void>): Promise<Promotion[]> {
   const digest = digestOrRef.slice(digestOrRef.lastIndexOf("@") + 1);
   if (!isDigest(digest)) throw new InputError("INVALID_REFERENCE", `${digestOrRef} is not a digest (sha256:… or host/repo@sha256:…): promote moves a digest, never a tag`);
   if (from === to) throw new InputError("INVALID_ARGUMENT", `--from and --to are both ${from}`);
@@ -32,6 +36,7 @@ export async function promote(paths: readonly string[], digestOrRef: string, fro
     const ref = formatReference({ ...next.reference, tag: undefined }, digest);
     if (next.ref !== ref) changes.push({ name: p.name, file: next.file, index: next.index, from: next.ref, to: ref });
   }
+  if (check) for (const ref of new Set(changes.map((c) => c.to))) await check(ref);
   for (const file of new Set(changes.map((c) => c.file))) await rewriteRefs(file, changes.filter((c) => c.file === file).map((c) => ({ index: c.index, ref: c.to })));
   return changes;
 }

@@ -8,7 +8,7 @@ import { InputError } from "../../errors.js";
 import { addTrustOptions, parseDuration, repositoryOptions, type TrustOptions } from "../options.js";
 import { report } from "../output.js";
 import { client, withClientOptions, type ClientOptions } from "./assigner.js";
-import { loadTrustOptions } from "./sign.js";
+import { loadTrustOptions, verifyPinned } from "./sign.js";
 
 interface ApplyOptions extends ClientOptions, TrustOptions {
   file: string[];
@@ -138,8 +138,17 @@ export function registerFleet(program: Command): void {
       .option("--apply", "apply the --to environment's files after editing them"),
     true,
   ).action(async (digest: string, options: ApplyOptions & { from: string; to: string; apply?: boolean }) => {
-    const { promote } = await import("../../fleet/index.js");
-    const changes = await promote(options.file, digest, options.from, options.to);
+    const [{ promote }, { openReference }, { readPolicyManifest }] = await Promise.all([import("../../fleet/index.js"), import("../../registry/index.js"), import("../../bundle/index.js")]);
+    const trusting = (options.key ?? []).length + (options.trust ?? []).length > 0;
+    // With --key/--trust, the digest is checked where the --to files will name it before they are edited (as apply checks them).
+    const check = trusting
+      ? async (ref: string) => {
+          const { target, selector } = openReference(ref, repositoryOptions(options));
+          await readPolicyManifest(target, await target.resolve(selector!));
+          await verifyPinned(target, selector!, options);
+        }
+      : undefined;
+    const changes = await promote(options.file, digest, options.from, options.to, check);
     const lines = changes.map((c) => `${c.file}: ${c.name}: ${c.from} ⇒ ${c.to}`);
     const summary = changes.length > 0 ? lines.join("\n") : `${options.to} already pins ${digest}`;
     if (!options.apply && !options.rollout) return report(options, summary, { promoted: changes });

@@ -286,6 +286,18 @@ describe("aegis promote", () => {
     expect(again.stdout).toContain(`prod already pins ${d.v2}`);
     expect((await state()).assignments, "--apply applied the prod environment").toContain("v2 selector:env=prod");
   });
+
+  it("with --key or --trust, checks the digest where the --to files will name it before editing them: an unsigned one leaves them as they were", async () => {
+    const dir = mkdtempSync(join(work, "envs-trust-"));
+    writeFileSync(join(dir, "staging.yaml"), `environment: staging\npolicies:\n  - name: unsigned\n    ref: ${repo}@${d.unsigned}\n    hosts: [promote-1]\n`);
+    const prodText = `environment: prod\npolicies:\n  - name: unsigned\n    ref: ${repo}@${d.v1}\n    hosts: [promote-2]\n`;
+    writeFileSync(join(dir, "prod.yaml"), prodText);
+    for (const extra of [[], ["--apply"]]) {
+      const refused = await aegis(["promote", d.unsigned!, "--from", "staging", "--to", "prod", "-f", dir, "--trust", join(work, "trust.yaml"), ...extra], env);
+      expect(expectOneErrorLine(refused), `promote ${extra.join(" ")}`).toMatch(/no signature|not signed|NO_SIGNATURE/i);
+      expect(readFileSync(join(dir, "prod.yaml"), "utf8"), `the prod file after a refused promote ${extra.join(" ")}`).toBe(prodText);
+    }
+  });
 });
 
 describe("aegis apply --rollout without receipts", () => {
