@@ -117,8 +117,9 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
   const maxFailures = options.maxFailures ?? "0";
   allowedFailures(maxFailures, 1);
   const agents = (await client.hosts()).agents;
+  // Only registered hosts are staged in rings (an unregistered one would never send a receipt): the others get theirs in the final step.
   const hostsOf = (target: Target): string[] => {
-    if ("host" in target) return [target.host];
+    if ("host" in target) return agents.some((a) => a.host_id === target.host) ? [target.host] : [];
     const selector = parseSelector(target.selector);
     return agents.filter((a) => matches(selector, a.labels)).map((a) => a.host_id);
   };

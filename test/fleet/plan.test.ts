@@ -95,6 +95,14 @@ describe("runRollout against an assigner that loses its answers", () => {
     return { client: client as unknown as AssignerClient, state };
   }
 
+  it("stages registered hosts only: a host no agent registered gets its assignment in the final step, and the rollout completes", async () => {
+    const { client, state } = lossyAssigner(0);
+    const plan = planFleet([sel(A2, "tier=web"), host(A2, "ghost")], await client.desiredState(), names);
+    const { rollout } = await runRollout(client, plan, { rings: "1,100%", ringTimeoutMs: 2_000, pollMs: 10 });
+    expect(rollout.state, "an unregistered host does not fail a ring").toBe("completed");
+    expect([...state.keys()].sort(), "the final state").toEqual([`${A2} ghost`, `${A2} s:tier=web`]);
+  });
+
   it.each([2, 3, 4])("a lost answer to change %i: the rollback still puts back exactly the state before", async (failOn) => {
     const { client, state } = lossyAssigner(failOn);
     const before = [...state.keys()].sort();
