@@ -76,6 +76,8 @@ export class Agent {
   private readonly missing = new Set<string>();
   private readonly superseded = new Set<string>();
   private nats: NatsConnection | undefined;
+  /** Connected now (not reconnecting): only then does a publish reach the server. */
+  private natsUp = false;
   private wake: (() => void) | undefined;
   /** A wake-up that came while reconciling: the next sleep ends at once, so no change is missed. */
   private woken = false;
@@ -200,6 +202,14 @@ export class Agent {
       if (!nc) return;
       if (this.controller.signal.aborted) return void (await nc.close());
       this.nats = nc;
+      this.natsUp = true;
+      // nats.js drops what is published while it reconnects: telemetry goes to the HTTP outbox until it is back.
+      void (async () => {
+        for await (const status of nc.status()) {
+          if (status.type === "disconnect") this.natsUp = false;
+          else if (status.type === "reconnect") this.natsUp = true;
+        }
+      })();
       this.log(`NATS connected: woken by ${assignmentsSubject(this.options.hostId)}`);
       for await (const _ of nc.subscribe(assignmentsSubject(this.options.hostId))) this.nudge();
     })();
@@ -223,7 +233,7 @@ export class Agent {
     if (!this.key || (step.event === "attached" && !step.receipt)) return;
     this.seq = Math.max(this.seq + 1, Date.now() * 1000);
     const envelope = sealTelemetry(telemetryMessage(this.options.hostId, step, this.seq), this.key);
-    if (this.nats && !this.nats.isClosed()) {
+    if (this.nats && this.natsUp && !this.nats.isClosed()) {
       this.nats.publish(telemetrySubject(this.options.hostId), JSON.stringify(envelope));
       return;
     }

@@ -75,6 +75,8 @@ describe("aegis agent run: the assigner, the registry and NATS go away and come 
       await lab.until("installed by polling while NATS is down", async () => !(await lab.tcpConnects(7003)), agent.output);
       expect(agent.output(), "the agent logged the attach").toContain(`attached e2e-out-nats 1.0.0 ${duringNats}`);
       expect(await through(), "datagrams through while NATS is down").toBe(0);
+      // Reported meanwhile over HTTP (the outbox): nats.js would drop what is published while it reconnects.
+      await lab.until("the attach reaches the assigner over HTTP while NATS is down", () => lab.status(duringNats, HOST, "attached"), agent.output);
       await lab.nats.start();
       await lab.admin.assign(afterNats, HOST);
       await lab.until("telemetry reaches the assigner again once NATS is back", () => lab.status(afterNats, HOST, "attached"), agent.output);
