@@ -404,7 +404,7 @@ export class Agent {
       this.superseded.add(p.id);
     }
     const actual = this.actual(loaded, attached, records, assigned, verified);
-    const steps = plan(desired, actual, { hold });
+    const steps = plan(desired, actual, { hold, inUse: attached.map((a) => a.pref) });
     const ifaces = await this.interfaces();
     for (const step of steps) {
       signal.throwIfAborted();

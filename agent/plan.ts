@@ -36,6 +36,12 @@ export interface PlanOptions {
    * refused update never leaves the host unprotected.
    */
   hold?: readonly string[];
+  /**
+   * Prefs of every filter attached now, whatever runs there (another tool's
+   * program, or one of ours whose pins were lost): a new policy never takes
+   * one, so attaching it never replaces a filter that is in force.
+   */
+  inUse?: readonly number[];
 }
 
 /** The range prefs are taken from: clear of tc's low defaults and of 0xffff. */
@@ -118,7 +124,7 @@ export function plan(assigned: readonly Program[], actual: readonly InstalledPro
   const wanted = new Set(desired.map((p) => p.id));
   const installed = new Set(actual.map((p) => p.id));
   const hold = new Set(options.hold ?? []);
-  const taken = new Set(actual.map((p) => p.pref));
+  const taken = new Set([...actual.map((p) => p.pref), ...(options.inUse ?? [])]);
   const byName = (a: Program, b: Program) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id);
 
   const keeps: Step[] = actual.filter((p) => wanted.has(p.id)).map((program) => ({ kind: "keep", program }));

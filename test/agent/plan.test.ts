@@ -109,6 +109,12 @@ describe("prefs", () => {
     for (let p = A; p <= PREF_MAX; p++) top.add(p);
     expect(prefFor("block-icmp", top), "wrapped").toBe(PREF_MIN);
   });
+
+  it("never adds at a pref a filter in force holds (another tool's, or one of ours whose pins were lost)", () => {
+    const next = A === PREF_MAX ? PREF_MIN : A + 1;
+    expect(show(plan([A1], [], { inUse: [A] })), "a foreign filter at the name's pref").toEqual([`add 1.0.0@block-icmp pref ${next}`]);
+    expect(show(plan([A1], [])), "without one").toEqual([`add 1.0.0@block-icmp pref ${A}`]);
+  });
 });
 
 describe("versions", () => {
