@@ -633,14 +633,20 @@ describe("bookkeeping", () => {
 });
 
 describe("outages", () => {
-  it("while the assigner cannot be asked, what is installed stays in force: a deleted filter comes back, a new interface is covered, nothing is removed", async () => {
-    const v1 = await publish("13.1.0", ciKey, "outage-hold");
-    const first = await agentFor("outage-hold-host");
-    await admin.assign(v1, "outage-hold-host");
+  /** `name` at `version` installed on `host` by an agent that then stopped: the state and kernel a next agent starts from. */
+  async function installedThenStopped(version: string, name: string, host: string): Promise<{ v1: string; first: Running; before: string[] }> {
+    const v1 = await publish(version, ciKey, name);
+    const first = await agentFor(host);
+    await admin.assign(v1, host);
     await first.agent.reconcile();
     await first.agent.stop();
     const before = await filters(first.datapath);
     expect(before, "installed").toHaveLength(2);
+    return { v1, first, before };
+  }
+
+  it("while the assigner cannot be asked, what is installed stays in force: a deleted filter comes back, a new interface is covered, nothing is removed", async () => {
+    const { v1, first, before } = await installedThenStopped("13.1.0", "outage-hold", "outage-hold-host");
 
     // The same host's next agent finds no assigner at all.
     const second = await runAgent("outage-hold-host", { kernel: first.datapath.kernel, stateDir: first.stateDir, assigner: "http://127.0.0.1:1", requestTimeoutMs: 2_000 });
@@ -654,13 +660,7 @@ describe("outages", () => {
   });
 
   it("an assigner that hangs fails the pass with UNAVAILABLE, enforcement holds, and a stop does not wait for it", async () => {
-    const v1 = await publish("13.0.0", ciKey, "outage");
-    const first = await agentFor("outage-host");
-    await admin.assign(v1, "outage-host");
-    await first.agent.reconcile();
-    await first.agent.stop();
-    const before = await filters(first.datapath);
-    expect(before, "installed").toHaveLength(2);
+    const { first, before } = await installedThenStopped("13.0.0", "outage", "outage-host");
 
     const hung = createServer(() => undefined);
     await new Promise<void>((resolve) => hung.listen(0, "127.0.0.1", resolve));
