@@ -615,6 +615,21 @@ describe("enforcement", () => {
   });
 });
 
+describe("another tool's filter", () => {
+  it("is never taken over: a new policy goes past the pref a foreign filter holds, which stays in force", async () => {
+    const v1 = await publish("1.0.0", ciKey, "beside-foreign");
+    const pref = basePref("beside-foreign");
+    const datapath = new MemoryDatapath({ interfaces: ["lo", "eth0", "eth1"] });
+    datapath.attachForeign({ iface: "eth0", direction: "egress", pref });
+    const { agent } = await agentFor("foreign-host", { datapath });
+    await admin.assign(v1, "foreign-host");
+    await agent.reconcile();
+    const attached = await datapath.attached();
+    expect(attached.filter((a) => a.id === undefined).map((a) => `${a.iface} ${a.pref}`), "the foreign filter, untouched").toEqual([`eth0 ${pref}`]);
+    expect(attached.filter((a) => a.id === v1).map((a) => a.pref), "the policy, beside it at the next pref").toEqual([pref + 1, pref + 1]);
+  });
+});
+
 describe("bookkeeping", () => {
   it("forgets a digest once it is neither assigned nor installed: assigned again, it is reported again", async () => {
     const untrusted = await publish("3.9.0", otherKey, "forgotten");
