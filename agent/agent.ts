@@ -19,7 +19,7 @@ import { AgentMetrics } from "./metrics.js";
 import { TelemetryOutbox } from "./outbox.js";
 import { newestByName, plan, type InstalledProgram, type Program, type Step } from "./plan.js";
 import { logLine, receiptCounters, telemetryMessage, type Reporter, type StepReport } from "./report.js";
-import { allowIndexes, StateDir, type InstalledRecord } from "./state.js";
+import { recordOf, StateDir, type InstalledRecord } from "./state.js";
 import { TrustRootFollower, type TrustRootOptions } from "./trust-root.js";
 import { collectStatus } from "./status.js";
 import type { z } from "zod";
@@ -339,14 +339,7 @@ export class Agent {
       throw err;
     }
     this.metrics.polled();
-    const { datapath } = this.options;
-    const records = await this.state.installed();
-    // A dry run also runs where BPF cannot: there it sees an empty kernel.
-    const dry = this.options.dryRun === true;
-    const loaded = await datapath.loaded().catch((err: unknown) => (dry ? [] : Promise.reject(err)));
-    const attached = await datapath.attached().catch((err: unknown) => (dry ? [] : Promise.reject(err)));
-    // A record of a program no longer pinned (someone unpinned it) is stale: the digest is installed afresh if still assigned.
-    for (const id of [...records.keys()]) if (!loaded.some((p) => p.id === id)) records.delete(id);
+    const { records, loaded, attached } = await this.installedNow();
 
     const desired: Program[] = [];
     const hold: string[] = [];
@@ -405,11 +398,7 @@ export class Agent {
     }
     const actual = this.actual(loaded, attached, records, assigned, verified);
     const steps = plan(desired, actual, { hold, inUse: attached.map((a) => a.pref) });
-    const ifaces = await this.interfaces();
-    for (const step of steps) {
-      signal.throwIfAborted();
-      await this.applyStep(step, ifaces, records, verified);
-    }
+    await this.enforce(steps, records, verified);
     await this.reportReceipts(records);
     const keep = new Set([...desired.map((p) => p.id), ...steps.filter((s) => s.kind === "keep").map((s) => s.program.id)]);
     for (const digest of await this.cache.prune(keep)) if (loaded.some((p) => p.id === digest)) this.log(`pruned ${digest} from the cache`);
@@ -435,16 +424,30 @@ export class Agent {
    */
   private async holdInstalled(): Promise<void> {
     if (this.options.dryRun) return;
+    const { records, loaded, attached } = await this.installedNow();
+    const actual = this.actual(loaded, attached, records, [], new Map());
+    await this.enforce(plan([], actual, { hold: actual.map((p) => p.name) }), records, new Map());
+  }
+
+  /** The agent's records and what the kernel has pinned and attached; a record of a program no longer pinned is dropped. */
+  private async installedNow(): Promise<{ records: Map<string, InstalledRecord>; loaded: LoadedProgram[]; attached: Attachment[] }> {
     const { datapath } = this.options;
     const records = await this.state.installed();
-    const [loaded, attached] = await Promise.all([datapath.loaded(), datapath.attached()]);
+    // A dry run also runs where BPF cannot: there it sees an empty kernel.
+    const dry = this.options.dryRun === true;
+    const loaded = await datapath.loaded().catch((err: unknown) => (dry ? [] : Promise.reject(err)));
+    const attached = await datapath.attached().catch((err: unknown) => (dry ? [] : Promise.reject(err)));
+    // Someone unpinned it: the digest is installed afresh if still assigned.
     for (const id of [...records.keys()]) if (!loaded.some((p) => p.id === id)) records.delete(id);
-    const actual = this.actual(loaded, attached, records, [], new Map());
-    const steps = plan([], actual, { hold: actual.map((p) => p.name) });
+    return { records, loaded, attached };
+  }
+
+  /** Carries the steps out on the interfaces to enforce on now, one at a time, until the agent stops. */
+  private async enforce(steps: Step[], records: Map<string, InstalledRecord>, verified: Map<string, VerifiedArtifact>): Promise<void> {
     const ifaces = await this.interfaces();
     for (const step of steps) {
       this.controller.signal.throwIfAborted();
-      await this.applyStep(step, ifaces, records, new Map());
+      await this.applyStep(step, ifaces, records, verified);
     }
   }
 
@@ -467,7 +470,7 @@ export class Agent {
       const bundle = verified.get(id)?.bundle;
       if (bundle && pref !== undefined) {
         const { policy } = bundle;
-        records.set(id, { name: policy.name, version: policy.version, direction: policy.attach.direction, pref, rules: policy.rules.length, allows: allowIndexes(policy.rules), since: new Date().toISOString() });
+        records.set(id, recordOf(policy, pref));
         actual.push({ id, name: policy.name, version: policy.version, pref });
       } else if (!bundle) {
         // Named as the assigner names it, only so a refused update holds it in force.

@@ -6,7 +6,7 @@ import type { Direction } from "../policy/index.js";
 import type { VerifiedArtifact } from "./fetch.js";
 import type { Step } from "./plan.js";
 import type { Reporter } from "./report.js";
-import { allowIndexes, type InstalledRecord } from "./state.js";
+import { recordOf, type InstalledRecord } from "./state.js";
 
 function directionsOf(direction: Direction): TcDirection[] {
   return direction === "both" ? ["ingress", "egress"] : [direction];
@@ -74,7 +74,7 @@ export class Executor {
       await this.datapath.unpin(id).catch(() => undefined);
       throw err;
     }
-    records.set(id, { name: policy.name, version: policy.version, direction: policy.attach.direction, pref, rules: policy.rules.length, allows: allowIndexes(policy.rules), since: new Date().toISOString(), ifaces: [...ifaces] });
+    records.set(id, recordOf(policy, pref, ifaces));
     this.reporter.report({ event: "attached", id, name: policy.name, version: policy.version, reason: `${hooks.map(hookName).join(", ")}` });
     if (old) {
       // Hooks the new version does not cover (an interface or direction it dropped).

@@ -3,6 +3,7 @@
 // the agent's key (sealTelemetry), on aegis.telemetry.<host_id> or, without
 // NATS, POST /agents/{uid}/telemetry (README "The agent", message format).
 import { RECEIPT_COUNTERS_MAX, TELEMETRY_PAYLOAD_TYPE, type InForceReceipt, type TelemetryMessage } from "../assigner/api/index.js";
+import { dropCounters } from "./state.js";
 
 export type StepEvent = TelemetryMessage["event"];
 
@@ -44,8 +45,7 @@ export function telemetryMessage(hostId: string, step: StepReport, seq: number, 
 
 /** rule<i> → drops of every drop rule (`allows` left out); past RECEIPT_COUNTERS_MAX rules, of the rules that dropped the most. */
 export function receiptCounters(counters: number[], allows: readonly number[] = []): Record<string, number> {
-  const allowed = new Set(allows);
-  let listed = counters.map((n, i) => [i, n] as const).filter(([i]) => !allowed.has(i));
+  let listed = dropCounters(counters, allows);
   if (listed.length > RECEIPT_COUNTERS_MAX) listed = listed.filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1] || a[0] - b[0]).slice(0, RECEIPT_COUNTERS_MAX).sort((a, b) => a[0] - b[0]);
   return Object.fromEntries(listed.map(([i, n]) => [`rule${i}`, n]));
 }

@@ -5,7 +5,7 @@
 import { createPrivateKey, generateKeyPairSync, type KeyObject } from "node:crypto";
 import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { Direction } from "../policy/index.js";
+import type { Direction, Policy } from "../policy/index.js";
 import { atomicWrite } from "../util/index.js";
 
 export const DEFAULT_STATE_DIR = "/var/lib/aegis";
@@ -43,6 +43,18 @@ export interface InstalledRecord {
 /** The indexes of a policy's allow rules (InstalledRecord.allows). */
 export function allowIndexes(rules: readonly { action: string }[]): number[] {
   return rules.flatMap((rule, i) => (rule.action === "allow" ? [i] : []));
+}
+
+/** The record of `policy` installed now at `pref` (on `ifaces`, when known). */
+export function recordOf(policy: Policy, pref: number, ifaces?: readonly string[]): InstalledRecord {
+  const { name, version, attach, rules } = policy;
+  return { name, version, direction: attach.direction, pref, rules: rules.length, allows: allowIndexes(rules), since: new Date().toISOString(), ...(ifaces ? { ifaces: [...ifaces] } : {}) };
+}
+
+/** Each drop rule's counter as [rule index, packets]: the allow rules' (`allows`) are packets let through, not drops. */
+export function dropCounters(counters: readonly number[], allows: readonly number[] = []): [number, number][] {
+  const allowed = new Set(allows);
+  return counters.flatMap((n, i) => (allowed.has(i) ? [] : [[i, n] as [number, number]]));
 }
 
 export class StateDir {

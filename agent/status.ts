@@ -3,7 +3,7 @@
 // the Datapath's read-only calls. Nothing here loads, attaches or changes
 // anything, so it can run beside a running agent.
 import type { Datapath } from "../ebpf/index.js";
-import type { InstalledRecord } from "./state.js";
+import { dropCounters, type InstalledRecord } from "./state.js";
 
 /** One program pinned on this host, or recorded as installed. */
 export interface StatusRow {
@@ -19,12 +19,6 @@ export interface StatusRow {
   drops?: number;
   pinned: boolean;
   programId?: number;
-}
-
-/** The packets a program's drop rules dropped: the sum of its per-rule counters but the allow rules'. */
-function dropsOf(counters: readonly number[], allows: readonly number[] = []): number {
-  const allowed = new Set(allows);
-  return counters.reduce((sum, n, i) => (allowed.has(i) ? sum : sum + n), 0);
 }
 
 /** Every program pinned or recorded, ordered by policy name then digest. */
@@ -45,7 +39,7 @@ export async function collectStatus(datapath: Datapath, records: ReadonlyMap<str
       interfaces: [...new Set(hooks.map((h) => h.iface))].sort(),
       direction: record?.direction ?? (directions.length === 2 ? "both" : (directions[0] ?? "")),
       ...(record?.since ? { since: record.since } : {}),
-      ...(counters ? { drops: dropsOf(counters, record?.allows) } : {}),
+      ...(counters ? { drops: dropCounters(counters, record?.allows).reduce((sum, [, n]) => sum + n, 0) } : {}),
       pinned: program !== undefined,
       ...(program ? { programId: program.programId } : {}),
     });

@@ -117,9 +117,10 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
   const maxFailures = options.maxFailures ?? "0";
   allowedFailures(maxFailures, 1);
   const agents = (await client.hosts()).agents;
+  const registered = new Set(agents.map((a) => a.host_id));
   // Only registered hosts are staged in rings (an unregistered one would never send a receipt): the others get theirs in the final step.
   const hostsOf = (target: Target): string[] => {
-    if ("host" in target) return agents.some((a) => a.host_id === target.host) ? [target.host] : [];
+    if ("host" in target) return registered.has(target.host) ? [target.host] : [];
     const selector = parseSelector(target.selector);
     return agents.filter((a) => matches(selector, a.labels)).map((a) => a.host_id);
   };

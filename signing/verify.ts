@@ -118,9 +118,7 @@ export async function verifyArtifact(source: ReadOnlyTarget, digest: string, tru
 export async function verifySignatures(source: ReadOnlyTarget, digest: string, trust: TrustPolicy, options: VerifyOptions = {}): Promise<VerifiedSignature[]> {
   const require = trust.require ?? "any";
   const enough = (verdicts: SignatureVerdict[]) => satisfying(require, verdicts) !== undefined;
-  const verdicts = await evaluate(source, digest, trust, options, enough);
-  decide(source, digest, require, verdicts);
-  return satisfying(require, verdicts)!;
+  return decide(source, digest, require, await evaluate(source, digest, trust, options, enough));
 }
 
 /** Every signature of `digest` checked (none skipped once one verifies), each with its verdict, and the overall one. */
@@ -175,9 +173,10 @@ async function evaluate(from: ReadOnlyTarget, digest: string, trust: TrustPolicy
   return verdicts;
 }
 
-/** Throws the SignatureError saying why `verdicts` do not meet `require`; returns when they do. */
-function decide(source: ReadOnlyTarget, digest: string, require: SignatureRequirement, verdicts: SignatureVerdict[]): void {
-  if (satisfying(require, verdicts)) return;
+/** The signatures that meet `require`, or the SignatureError saying why `verdicts` do not. */
+function decide(source: ReadOnlyTarget, digest: string, require: SignatureRequirement, verdicts: SignatureVerdict[]): VerifiedSignature[] {
+  const met = satisfying(require, verdicts);
+  if (met) return met;
   if (verdicts.length === 0) {
     throw new SignatureError("NO_SIGNATURE", `${source.name}@${digest} has no signature (no sigstore bundle referrer, no cosign .sig tag)`);
   }

@@ -53,12 +53,6 @@ export const MAX_ANSWER_SIZE = 32 * 1024 * 1024;
 /** Of an error answer, only this much is read: its message is one line. */
 const MAX_ERROR_SIZE = 64 * 1024;
 
-/** Per call: a signal that aborts the request (and its body), and a smaller cap than MAX_ANSWER_SIZE. */
-export interface CallOptions {
-  signal?: AbortSignal;
-  limit?: number;
-}
-
 export class AssignerClient {
   /** `token`: the operator token, or an agent token from register(); registration itself needs none. */
   constructor(
@@ -108,8 +102,8 @@ export class AssignerClient {
   }
 
   /** A JSON answer, read up to its cap. */
-  private async json<T>(res: Dispatcher.ResponseData, what: string, limit = MAX_ANSWER_SIZE): Promise<T> {
-    const text = (await this.read(res, limit, what)).toString("utf8");
+  private async json<T>(res: Dispatcher.ResponseData, what: string): Promise<T> {
+    const text = (await this.read(res, MAX_ANSWER_SIZE, what)).toString("utf8");
     try {
       return JSON.parse(text) as T;
     } catch (err) {
@@ -118,9 +112,9 @@ export class AssignerClient {
   }
 
   /** Any JSON call; the typed methods below are this with a path and a type. */
-  async call<T>(method: Method, path: string, body?: unknown, headers: Record<string, string> = {}, options: CallOptions = {}): Promise<T> {
+  async call<T>(method: Method, path: string, body?: unknown, headers: Record<string, string> = {}, options: { signal?: AbortSignal } = {}): Promise<T> {
     const res = await this.send(method, path, body, headers, options.signal);
-    return this.json<T>(res, `the answer to ${method} ${path}`, options.limit);
+    return this.json<T>(res, `the answer to ${method} ${path}`);
   }
 
   registerInit(body: z.input<typeof RegisterInitBody>): Promise<z.infer<typeof RegisterInitResponse>> {

@@ -3,7 +3,7 @@
 // client. Agents and the CLI import only this; it loads no Express, ioredis,
 // prom-client or NATS.
 export { capabilitiesJson, featuresOf } from "./capabilities.js";
-export { AssignerClient, MAX_ANSWER_SIZE, type CallOptions, type ForHostResult, type RegisterOptions } from "./client.js";
+export { AssignerClient, MAX_ANSWER_SIZE, type ForHostResult, type RegisterOptions } from "./client.js";
 export { AssignerError, ERROR_STATUS, isAssignerErrorCode, type AssignerErrorCode } from "./errors.js";
 export {
   AgentDetailJson,

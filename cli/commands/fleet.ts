@@ -8,7 +8,7 @@ import { InputError } from "../../errors.js";
 import { addTrustOptions, parseDuration, repositoryOptions, type TrustOptions } from "../options.js";
 import { report } from "../output.js";
 import { client, withClientOptions, type ClientOptions } from "./assigner.js";
-import { loadTrustOptions, verifyPinned } from "./sign.js";
+import { loadTrustOptions } from "./sign.js";
 
 interface ApplyOptions extends ClientOptions, TrustOptions {
   file: string[];
@@ -23,6 +23,8 @@ interface ApplyOptions extends ClientOptions, TrustOptions {
 }
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
+/** Whether --key or --trust pin a trust the digests must meet. */
+const pinsTrust = (options: TrustOptions) => (options.key ?? []).length + (options.trust ?? []).length > 0;
 
 function withApplyOptions(command: Command, rolloutOnly = false): Command {
   if (!rolloutOnly) {
@@ -45,7 +47,6 @@ function withApplyOptions(command: Command, rolloutOnly = false): Command {
 /** Prepares the files, plans on the assigner's state and applies (or rolls out); prints the plan first. */
 async function applyFiles(paths: string[], options: ApplyOptions, extra: Record<string, unknown> = {}): Promise<void> {
   const fleet = await import("../../fleet/index.js");
-  const trusting = (options.key ?? []).length + (options.trust ?? []).length > 0;
   const ringTimeoutMs = parseDuration(options.ringTimeout, "ring-timeout");
   if (options.rollout) {
     fleet.parseRings(options.rollout, 100);
@@ -58,7 +59,7 @@ async function applyFiles(paths: string[], options: ApplyOptions, extra: Record<
     pin: options.pin ?? false,
     dryRun: options.dryRun ?? false,
     registry: repositoryOptions(options),
-    ...(trusting ? { trust: await loadTrustOptions(options) } : {}),
+    ...(pinsTrust(options) ? { trust: await loadTrustOptions(options) } : {}),
   });
   const human = !options.json;
   for (const p of prepared.pinned) if (human) console.log(`${options.dryRun ? "would pin" : "pinned"} ${p.file} policies[${p.index}] (${p.name}) to ${p.ref}`);
@@ -138,14 +139,19 @@ export function registerFleet(program: Command): void {
       .option("--apply", "apply the --to environment's files after editing them"),
     true,
   ).action(async (digest: string, options: ApplyOptions & { from: string; to: string; apply?: boolean }) => {
-    const [{ promote }, { openReference }, { readPolicyManifest }] = await Promise.all([import("../../fleet/index.js"), import("../../registry/index.js"), import("../../bundle/index.js")]);
-    const trusting = (options.key ?? []).length + (options.trust ?? []).length > 0;
+    const [{ promote }, { openReference }, { readPolicyManifest }, { verifyArtifact }] = await Promise.all([
+      import("../../fleet/index.js"),
+      import("../../registry/index.js"),
+      import("../../bundle/index.js"),
+      import("../../signing/index.js"),
+    ]);
+    const trust = pinsTrust(options) ? await loadTrustOptions(options) : undefined;
     // With --key/--trust, the digest is checked where the --to files will name it before they are edited (as apply checks them).
-    const check = trusting
+    const check = trust
       ? async (ref: string) => {
           const { target, selector } = openReference(ref, repositoryOptions(options));
           await readPolicyManifest(target, await target.resolve(selector!));
-          await verifyPinned(target, selector!, options);
+          await verifyArtifact(target, selector!, trust);
         }
       : undefined;
     const changes = await promote(options.file, digest, options.from, options.to, check);
