@@ -129,6 +129,10 @@ class GraphCopier {
   private readonly done = new Map<string, Promise<void>>();
   /** The subject each manifest copied names (read from its verified bytes), to check a referrers listing against. */
   private readonly subjectOf = new Map<string, string | undefined>();
+  /** Listed referrers read to check their subject before anything of theirs is copied: copyNode takes their bytes from here. */
+  private readonly checked = new Map<string, Buffer>();
+  /** Listed referrers whose manifest names another subject (or that are no manifest): never copied, but they count as nodes. */
+  private readonly refused = new Set<string>();
   /** Subjects whose referrers were walked: each is walked once, however often it is listed. */
   private readonly walked = new Set<string>();
   private readonly limit: number;
@@ -158,9 +162,7 @@ class GraphCopier {
       if (depth > this.maxDepth) {
         return Promise.reject(new RegistryError("SIZE_LIMIT", `${desc.digest} is nested ${depth} levels deep in ${this.src.name}, past the limit of ${this.maxDepth}`));
       }
-      if (this.done.size >= this.maxNodes) {
-        return Promise.reject(new RegistryError("SIZE_LIMIT", `the graph in ${this.src.name} has more than ${this.maxNodes} nodes`));
-      }
+      if (this.nodes() >= this.maxNodes) return Promise.reject(this.tooManyNodes());
       pending = this.copyNode(desc, depth);
       this.done.set(desc.digest, pending);
       this.progress(0, desc.size);
@@ -176,8 +178,9 @@ class GraphCopier {
   /**
    * Copies the referrers of `subject` (`listed`, when already asked for) and
    * theirs, to MAX_REFERRER_DEPTH. The listing is the source's word: a
-   * referrer is indexed and followed only when its own manifest names
-   * `subject`, and each subject is walked once, so a source listing one
+   * referrer is copied, indexed and followed only when its own manifest
+   * names `subject` (read first, so nothing of a referrer that does not is
+   * copied), and each subject is walked once, so a source listing one
    * referrer many times, or under many subjects, costs one walk (not N²
    * listings and N³ index writes).
    */
@@ -188,12 +191,50 @@ class GraphCopier {
     const referrers = new Map((await listed).filter((r) => typeof wanted !== "function" || wanted(r)).map((r) => [r.digest, r]));
     for (const referrer of referrers.values()) {
       this.options.signal?.throwIfAborted();
+      if (!(await this.namesSubject(referrer, subject))) continue;
       // A referrer's own graph is bounded like the root's.
       await this.copyGraph(referrer, 0);
-      if (this.subjectOf.get(referrer.digest) !== subject.digest) continue;
       await this.dst.indexReferrer(subject, referrer);
       if (depth < MAX_REFERRER_DEPTH) await this.copyReferrers(referrer, depth + 1);
     }
+  }
+
+  /**
+   * Whether the listed `referrer` is a manifest whose subject is `subject`.
+   * One not yet copied is read (verified against its digest) and kept for
+   * copyNode; one already refused, or copied as part of a graph, is known.
+   */
+  private async namesSubject(referrer: Descriptor, subject: Descriptor): Promise<boolean> {
+    if (this.done.has(referrer.digest)) {
+      await this.done.get(referrer.digest);
+      return this.subjectOf.get(referrer.digest) === subject.digest;
+    }
+    if (this.refused.has(referrer.digest)) return false;
+    if (this.nodes() >= this.maxNodes) throw this.tooManyNodes();
+    if (isManifestType(referrer.mediaType)) {
+      const bytes = await this.readManifest(referrer);
+      if (parseManifest(bytes, referrer.mediaType).subject?.digest === subject.digest) {
+        this.checked.set(referrer.digest, bytes);
+        return true;
+      }
+    }
+    this.refused.add(referrer.digest);
+    return false;
+  }
+
+  /** Nodes walked so far: those copied or under way, and referrers refused. */
+  private nodes(): number {
+    return this.done.size + this.refused.size;
+  }
+
+  private tooManyNodes(): RegistryError {
+    return new RegistryError("SIZE_LIMIT", `the graph in ${this.src.name} has more than ${this.maxNodes} nodes`);
+  }
+
+  /** A manifest's exact bytes from the source, verified by fetch and within MAX_MANIFEST_SIZE. */
+  private readManifest(desc: Descriptor): Promise<Buffer> {
+    const { signal } = this.options;
+    return this.limited(async () => readAll(await this.src.fetch(desc, { signal }), MAX_MANIFEST_SIZE, `manifest ${desc.digest}`));
   }
 
   private async copyNode(desc: Descriptor, depth: number): Promise<void> {
@@ -201,13 +242,14 @@ class GraphCopier {
     const { signal } = this.options;
     if (isManifestType(desc.mediaType)) {
       // Manifests are copied as the exact bytes read (verified by fetch), never re-serialized.
-      const bytes = await this.limited(async () => readAll(await this.src.fetch(desc, { signal }), MAX_MANIFEST_SIZE, `manifest ${desc.digest}`));
+      const bytes = this.checked.get(desc.digest) ?? (await this.readManifest(desc));
+      this.checked.delete(desc.digest);
       const doc = parseManifest(bytes, desc.mediaType);
       this.subjectOf.set(desc.digest, doc.subject?.digest);
       const children = successors(doc);
       // Refused before any child is fetched: a huge index writes nothing.
       const fresh = new Set(children.map((c) => c.digest).filter((d) => !this.done.has(d)));
-      if (this.done.size + fresh.size > this.maxNodes) {
+      if (this.nodes() + fresh.size > this.maxNodes) {
         throw new RegistryError("SIZE_LIMIT", `${desc.digest} in ${this.src.name} has ${children.length} children: the graph would pass the limit of ${this.maxNodes} nodes`);
       }
       // Every child settles before this fails, so no write is still under way when copy rejects.

@@ -18,10 +18,12 @@ import {
   MediaType,
   MemoryTarget,
   OciLayoutTarget,
+  parseManifest,
   readAll,
   referrersTag,
   RegistryError,
   RemoteRepository,
+  successors,
   type AbortOptions,
   type Descriptor,
   type Index,
@@ -202,7 +204,10 @@ describe("referrers listings are the source's word", () => {
       this.listings++;
       return this.listing(subject);
     }
+    /** Every digest read, in order. */
+    fetched: string[] = [];
     override async fetch(desc: Descriptor, options?: AbortOptions): Promise<Readable> {
+      this.fetched.push(desc.digest);
       if (desc.digest === this.failing?.digest) throw new RegistryError(this.failing.code, `${desc.digest}: ${this.failing.code}`);
       return super.fetch(desc, options);
     }
@@ -224,18 +229,44 @@ describe("referrers listings are the source's word", () => {
     await copy(src, manifest.digest, dst, undefined, { referrers: true });
     expect(src.listings, "referrers listings (the root's and the signature's)").toBe(2);
     expect(dst.indexed, "index writes").toEqual([`${referrer.digest} -> ${manifest.digest}`]);
+    expect(src.fetched.filter((d) => d === referrer.digest), "reads of the signature manifest (its subject check's bytes are the ones copied)").toHaveLength(1);
   });
 
-  it("a referrer listed under a subject its manifest does not name is neither indexed nor followed", async () => {
+  it("a referrer listed under a subject its manifest does not name is neither copied, indexed nor followed", async () => {
     const src = new Listing();
     const a = (await pushArtifact(src)).manifest;
     const b = (await pushArtifact(src)).manifest;
     const { referrer: ofB } = await signArtifact(src, b, signer, "test");
+    // Its own blobs: the empty config is a's too.
+    const ofBBlobs = successors(parseManifest(await readAll(await src.fetch(ofB), ofB.size, "referrer"), ofB.mediaType)).filter((d) => d.digest !== EMPTY_CONFIG.digest);
     src.listing = (subject) => (subject.digest === a.digest ? [ofB] : []);
     const dst = new CountingIndex();
     await copy(src, a.digest, dst, undefined, { referrers: true });
     expect(dst.indexed, "index writes").toEqual([]);
     expect(src.listings, "listings: the root's only").toBe(1);
+    expect(await dst.exists(ofB), "the other subject's signature copied").toBe(false);
+    expect(ofBBlobs.length, "blobs of the other subject's signature").toBeGreaterThan(0);
+    for (const blob of ofBBlobs) expect(await dst.exists(blob), `its blob ${blob.digest} copied`).toBe(false);
+  });
+
+  it("a listed blob is not copied, and referrers refused count toward the node limit", async () => {
+    const src = new Listing();
+    const { manifest } = await pushArtifact(src);
+    const bytes = Buffer.from("not a manifest");
+    const blob = descriptorFor("application/octet-stream", bytes);
+    await src.push(blob, Readable.from([bytes]));
+    src.listing = () => [blob];
+    const dst = new CountingIndex();
+    await copy(src, manifest.digest, dst, undefined, { referrers: true });
+    expect(src.fetched.filter((d) => d === blob.digest), "reads of the listed blob").toEqual([]);
+    expect(await dst.exists(blob), "the listed blob copied").toBe(false);
+
+    const others: Descriptor[] = [];
+    for (let i = 0; i < 6; i++) others.push((await signArtifact(src, (await pushArtifact(src)).manifest, signer, "test")).referrer);
+    src.listing = () => others;
+    // The graph is 3 nodes (manifest, config, layer): with 6 refused referrers, 9.
+    await expect(copy(src, manifest.digest, new CountingIndex(), undefined, { referrers: true, maxNodes: 8 }), "9 nodes, limit 8").rejects.toMatchObject({ code: "SIZE_LIMIT" });
+    await copy(src, manifest.digest, new CountingIndex(), undefined, { referrers: true, maxNodes: 9 });
   });
 
   it("a registry that cannot serve a signature fails the check with its own code; a signature's bad bytes are a verdict", async () => {
