@@ -3,16 +3,16 @@
 // in the pass that decodes it); a cached layer altered at rest is not trusted
 // but fetched again, which repairs the cache. Nothing comes into the cache
 // before the source's copy is verified, and then only its verified signatures.
-import { createPrivateKey, sign } from "node:crypto";
+import { createPrivateKey } from "node:crypto";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ArtifactCache, type Assigned } from "../../agent/fetch.js";
 import { buildBundle, pushBundle } from "../../bundle/index.js";
-import { Readable } from "node:stream";
-import { descriptorFor, EMPTY_CONFIG, encodeJson, MediaType, OciLayoutTarget, referrersTag } from "../../registry/index.js";
+import { OciLayoutTarget } from "../../registry/index.js";
 import { generateKeyPair, KeySigner, signArtifact, trustedKey, parsePublicKey, type TrustPolicy } from "../../signing/index.js";
+import { pushCosignSignature } from "../harness/cosign.js";
 import { pushArtifact } from "../registry/conformance.js";
 
 let work: string;
@@ -105,14 +105,7 @@ describe("ArtifactCache", () => {
     const dir = join(work, "legacy");
     const layout = new OciLayoutTarget(dir);
     const artifact = await pushBundle(bytes, policy, layout, "v1");
-    // cosign's simple-signing payload, signed over its exact bytes, in the layer's annotation (cosign's SIGNATURE_SPEC.md).
-    const payload = Buffer.from(JSON.stringify({ critical: { identity: { "docker-reference": "legacy" }, image: { "docker-manifest-digest": artifact.manifest.digest }, type: "cosign container image signature" }, optional: null }));
-    const layer = { ...descriptorFor("application/vnd.dev.cosign.simplesigning.v1+json", payload), annotations: { "dev.cosignproject.cosign/signature": sign(null, payload, createPrivateKey(legacyKey.privateKey)).toString("base64") } };
-    await layout.push(layer, Readable.from([payload]));
-    const manifest = encodeJson({ schemaVersion: 2, mediaType: MediaType.ImageManifest, config: EMPTY_CONFIG, layers: [layer] });
-    const sig = descriptorFor(MediaType.ImageManifest, manifest);
-    await layout.push(sig, Readable.from([manifest]));
-    await layout.tag(sig, `${referrersTag(artifact.manifest)}.sig`);
+    await pushCosignSignature(layout, artifact.manifest, createPrivateKey(legacyKey.privateKey), "legacy");
 
     const cache = new ArtifactCache(join(work, "cache-legacy"));
     const legacyAssigned = { ...assigned, reference: `oci:${dir}@${artifact.manifest.digest}` };

@@ -3,7 +3,7 @@
 import { bundleFromJSON, bundleToJSON } from "@sigstore/bundle";
 import { DSSEBundleBuilder } from "@sigstore/sign";
 import { execFile } from "node:child_process";
-import { createPrivateKey, sign as cryptoSign } from "node:crypto";
+import { createPrivateKey } from "node:crypto";
 import { subscribe, unsubscribe } from "node:diagnostics_channel";
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import type { Socket } from "node:net";
@@ -41,6 +41,7 @@ import {
   writeKeyPair,
   type TrustPolicy,
 } from "../../signing/index.js";
+import { pushCosignSignature } from "../harness/cosign.js";
 import { startRegistry, type RegistryServer } from "../harness/registry.js";
 import { NetnsLab } from "../harness/netns.js";
 import { aegis, expectOneErrorLine } from "../cli/run.js";
@@ -260,14 +261,7 @@ describe("cosign legacy signatures (tag sha256-<hex>.sig)", () => {
   it("verifies with the right key and fails with a wrong one", async () => {
     const repo = new RemoteRepository(registry.host, "legacy/cosign");
     const subject = await pushPolicy(repo);
-    // The simple-signing payload and annotation of cosign's SIGNATURE_SPEC.md, signed as `cosign sign --key` does.
-    const payload = Buffer.from(JSON.stringify({
-      critical: { identity: { "docker-reference": repo.name }, image: { "docker-manifest-digest": subject.digest }, type: "cosign container image signature" },
-      optional: null,
-    }));
-    const signature = cryptoSign("sha256", payload, createPrivateKey(p256.privateKey)).toString("base64");
-    const sig = await pushManifest(repo, payload, "application/vnd.dev.cosign.simplesigning.v1+json", {}, { "dev.cosignproject.cosign/signature": signature });
-    await repo.tag(sig, `${subject.digest.replace(":", "-")}.sig`);
+    const sig = await pushCosignSignature(repo, subject, createPrivateKey(p256.privateKey), repo.name);
     expect(await verifyArtifact(repo, subject.digest, trustOf(stranger, p256))).toMatchObject({ format: "cosign-legacy", signature: sig.digest, key: { name: "key1" } });
     await expect(verifyArtifact(repo, subject.digest, trustOf(stranger))).rejects.toMatchObject({ code: "UNTRUSTED_KEY", message: expect.stringMatching(/cosign signature made by a key that is not trusted/) });
   });
