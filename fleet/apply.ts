@@ -10,7 +10,7 @@ import { readPolicyManifest } from "../bundle/index.js";
 import { InputError } from "../errors.js";
 import { Annotation, formatReference, RemoteRepository, type RepositoryOptions } from "../registry/index.js";
 import { verifyArtifact, type TrustPolicy } from "../signing/index.js";
-import { environmentsOf, FLEET_MAX_POLICIES, loadFleetFiles, rewriteRefs, type Fleet, type FleetPolicy } from "./file.js";
+import { environmentsOf, FLEET_MAX_POLICIES, loadFleetFiles, rewriteRefs, type Fleet, type FleetPolicy, type RefEdit } from "./file.js";
 import { planFleet, planIsEmpty, toWire, type FleetPlan, type PlanEntry } from "./plan.js";
 
 export interface PrepareOptions {
@@ -44,13 +44,13 @@ const where = (p: FleetPolicy) => `${p.file}: policies[${p.index}].ref`;
  * when there is none. Returns the fleet and the policy
  * name of each digest (from the manifest's title, when it has one).
  */
-export async function prepareFleet(paths: readonly string[], options: PrepareOptions = {}): Promise<{ fleet: Fleet; names: Map<string, string>; pinned: FleetPolicy[] }> {
+export async function prepareFleet(paths: readonly string[], options: PrepareOptions = {}): Promise<{ fleet: Fleet; names: Map<string, string>; pinned: RefEdit[] }> {
   const fleet = await loadFleetFiles(paths, options.environment !== undefined ? { environment: options.environment } : {});
   const environments = environmentsOf(fleet);
   if (environments.length > 1) throw new InputError("INVALID_ARGUMENT", `the fleet files describe several environments (${environments.map((e) => e ?? "(none)").join(", ")}): apply one at a time with --environment`);
   if (fleet.policies.length > FLEET_MAX_POLICIES) throw new InputError("INVALID_ARGUMENT", `more than ${FLEET_MAX_POLICIES} policies in the fleet files`);
   const problems: string[] = [];
-  const pinned: FleetPolicy[] = [];
+  const pinned: RefEdit[] = [];
   await eachBounded(
     fleet.policies.filter((p) => !p.digest),
     async (p) => {
@@ -63,9 +63,9 @@ export async function prepareFleet(paths: readonly string[], options: PrepareOpt
       if (!digest) return;
       const byDigest = formatReference({ ...p.reference, tag: undefined }, digest);
       if (!options.pin) return void problems.push(`${where(p)}: ${p.ref} is a tag, not a digest; it resolves to ${byDigest} (write that, or run with --pin)`);
+      pinned.push({ file: p.file, index: p.index, name: p.name, from: p.ref, to: byDigest });
       p.digest = digest;
       p.ref = byDigest;
-      pinned.push(p);
     },
   );
   if (problems.length > 0) throw new InputError("INVALID_REFERENCE", problems.sort().join("; "));
@@ -87,7 +87,7 @@ export async function prepareFleet(paths: readonly string[], options: PrepareOpt
   });
   if (problems.length > 0) throw new InputError("INVALID_REFERENCE", problems.sort().join("; "));
   // Written only now: a refused command leaves the files as they were.
-  if (!options.dryRun) for (const file of new Set(pinned.map((p) => p.file))) await rewriteRefs(file, pinned.filter((p) => p.file === file).map((p) => ({ index: p.index, ref: p.ref })));
+  if (!options.dryRun) await rewriteRefs(pinned);
   return { fleet, names, pinned };
 }
 

@@ -180,9 +180,32 @@ export function environmentsOf(fleet: Fleet): (string | undefined)[] {
   return [...new Set(fleet.files.map((f) => f.environment))];
 }
 
-/** Sets `policies[i].ref` of entries in one file, keeping the rest of the text (comments, order), atomically. */
-export async function rewriteRefs(file: string, refs: { index: number; ref: string }[]): Promise<void> {
-  const doc = await readDocument(file);
-  for (const { index, ref } of refs) doc.setIn(["policies", index, "ref"], ref);
-  await atomicWrite(file, doc.toString());
+/** One ref to write: `policies[index].ref` of `file`, which must still be the policy `name` with ref `from`. */
+export interface RefEdit {
+  file: string;
+  index: number;
+  name: string;
+  from: string;
+  to: string;
+}
+
+/**
+ * Sets the refs, keeping the rest of each file's text (comments, order),
+ * each file atomically. The files are read again and every entry checked
+ * before any is written: one edited since it was planned (another name or
+ * ref at that index) refuses the whole change, and no file is written.
+ */
+export async function rewriteRefs(edits: readonly RefEdit[]): Promise<void> {
+  const docs = new Map<string, Document>();
+  for (const edit of edits) {
+    const doc = docs.get(edit.file) ?? (await readDocument(edit.file));
+    docs.set(edit.file, doc);
+    const name: unknown = doc.getIn(["policies", edit.index, "name"]);
+    const ref: unknown = doc.getIn(["policies", edit.index, "ref"]);
+    if (name !== edit.name || ref !== edit.from) {
+      throw new InputError("INVALID_ARGUMENT", `${edit.file}: policies[${edit.index}] is no longer "${edit.name}" with ref ${edit.from}: the file changed while aegis read it; nothing was written (run again)`);
+    }
+    doc.setIn(["policies", edit.index, "ref"], edit.to);
+  }
+  for (const [file, doc] of docs) await atomicWrite(file, doc.toString());
 }

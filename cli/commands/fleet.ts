@@ -62,7 +62,7 @@ async function applyFiles(paths: string[], options: ApplyOptions, extra: Record<
     ...(pinsTrust(options) ? { trust: await loadTrustOptions(options) } : {}),
   });
   const human = !options.json;
-  for (const p of prepared.pinned) if (human) console.log(`${options.dryRun ? "would pin" : "pinned"} ${p.file} policies[${p.index}] (${p.name}) to ${p.ref}`);
+  for (const p of prepared.pinned) if (human) console.log(`${options.dryRun ? "would pin" : "pinned"} ${p.file} policies[${p.index}] (${p.name}) to ${p.to}`);
   const names = await fleet.registerArtifacts(assigner, prepared.fleet, prepared.names, { dryRun: options.dryRun ?? false });
   const desired = fleet.desiredEntries(prepared.fleet, names);
   let shown: FleetPlan | undefined;
@@ -75,7 +75,7 @@ async function applyFiles(paths: string[], options: ApplyOptions, extra: Record<
       shown = plan;
     },
   });
-  const pinned = prepared.pinned.map((p) => ({ file: p.file, index: p.index, name: p.name, ref: p.ref }));
+  const pinned = prepared.pinned.map((p) => ({ file: p.file, index: p.index, name: p.name, ref: p.to }));
   const base = { ...extra, plan: fleet.planJson(shown!), pinned, dry_run: options.dryRun ?? false };
   if (options.dryRun || fleet.planIsEmpty(result.plan)) {
     const what = options.dryRun ? "dry run: nothing changed" : "nothing to change";

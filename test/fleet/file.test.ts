@@ -1,11 +1,12 @@
 // Fleet files (fleet/file.ts): a directory of environments loads whole (as
 // `aegis mirror export --from` reads it), names are unique within an
-// environment, and what `loadFleetFiles` returns.
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+// environment, what `loadFleetFiles` returns, and edits that refuse a file
+// changed under them.
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { environmentsOf, loadFleetFiles } from "../../fleet/index.js";
+import { environmentsOf, loadFleetFiles, promote } from "../../fleet/index.js";
 
 const dir = mkdtempSync(join(tmpdir(), "aegis-fleet-file-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -38,5 +39,26 @@ describe("loadFleetFiles", () => {
     writeFileSync(join(dir, "broken.yaml"), "policies:\n  - name: [\n");
     await expect(loadFleetFiles([join(dir, "broken.yaml")])).rejects.toThrow(/broken\.yaml:\d+: invalid YAML/);
     await expect(loadFleetFiles([join(dir, "nope.yaml")])).rejects.toThrow("nope.yaml: no such fleet file or directory");
+  });
+});
+
+describe("edits (promote, apply --pin)", () => {
+  it("refuse a file changed between the read and the write, and write no file", async () => {
+    const sub = mkdtempSync(join(dir, "edit-"));
+    const entry = (name: string, digest: string) => `  - name: ${name}\n    ref: r.example/p@${digest}\n    hosts: [h]\n`;
+    writeFileSync(join(sub, "staging.yaml"), `environment: staging\npolicies:\n${entry("a", D2)}${entry("b", D2)}`);
+    const prodA = `environment: prod\npolicies:\n${entry("a", D1)}`;
+    writeFileSync(join(sub, "prod-a.yaml"), prodA);
+    writeFileSync(join(sub, "prod-b.yaml"), `environment: prod\npolicies:\n${entry("b", D1)}`);
+    // Someone edits prod-b.yaml while promote checks the digest: its entry 0 is now another policy.
+    const edited = `environment: prod\npolicies:\n${entry("c", D1)}${entry("b", D1)}`;
+    const promoting = promote([sub], D2, "staging", "prod", async () => writeFileSync(join(sub, "prod-b.yaml"), edited));
+    await expect(promoting).rejects.toMatchObject({ code: "INVALID_ARGUMENT", message: expect.stringContaining(`${join(sub, "prod-b.yaml")}: policies[0] is no longer "b"`) as unknown });
+    expect(readFileSync(join(sub, "prod-b.yaml"), "utf8"), "the edited file").toBe(edited);
+    expect(readFileSync(join(sub, "prod-a.yaml"), "utf8"), "the other file").toBe(prodA);
+    // Run again, it reads the files as they are now.
+    await promote([sub], D2, "staging", "prod");
+    const prod = await loadFleetFiles([sub], { environment: "prod" });
+    expect(prod.policies.map((p) => `${p.name} ${p.digest}`), "promoted").toEqual([`a ${D2}`, `c ${D1}`, `b ${D2}`]);
   });
 });
