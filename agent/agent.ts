@@ -5,13 +5,13 @@
 // stops: enforcement outlives the process (docs/architecture.md "The agent").
 import type { KeyObject } from "node:crypto";
 import { hostname, release } from "node:os";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { AssignerClient, AssignerError, assignmentsSubject, capabilitiesJson, sealTelemetry, telemetrySubject, type ArtifactJson } from "../assigner/api/index.js";
 import { probeKernelFeatures, type Attachment, type Datapath, type LoadedProgram } from "../ebpf/index.js";
 import { describeError } from "../errors.js";
 import type { RepositoryOptions } from "../registry/index.js";
 import type { TrustPolicy } from "../signing/index.js";
-import { backoffDelay, sleep } from "../util/index.js";
+import { backoffDelay, connectNats, sleep } from "../util/index.js";
 import { AgentError, errorCode } from "./errors.js";
 import { Executor } from "./executor.js";
 import { ArtifactCache, type VerifiedArtifact } from "./fetch.js";
@@ -37,6 +37,8 @@ export interface AgentOptions {
   ifaces?: readonly string[];
   mirrors?: readonly string[];
   natsUrl?: string;
+  /** Base of the wait between attempts to reach NATS (ms); default 500 (util/nats.ts). */
+  natsRetryMs?: number;
   /** Mean poll interval (ms); default 30 s. */
   pollIntervalMs?: number;
   /** How long one exchange with the assigner may take (ms); default 30 s. */
@@ -193,14 +195,13 @@ export class Agent {
     }
     this.log(`connecting to NATS at ${withoutCredentials(url)}; polling only until connected`);
     void (async () => {
-      const nc = await connect({ servers: url, name: `aegis-agent-${this.options.hostId}`, waitOnFirstConnect: true, maxReconnectAttempts: -1, reconnectTimeWait: 500 }).catch(
-        (err: unknown) => {
-          this.log(`NATS unavailable (${describeError(err)}): polling only`);
-          return undefined;
-        },
-      );
+      const nc = await connectNats(url, {
+        name: `aegis-agent-${this.options.hostId}`,
+        signal: this.controller.signal,
+        ...(this.options.natsRetryMs !== undefined ? { retryMs: this.options.natsRetryMs } : {}),
+        onFirstFailure: (err) => this.log(`NATS unavailable (${describeError(err)}): polling only, retrying`),
+      });
       if (!nc) return;
-      if (this.controller.signal.aborted) return void (await nc.close());
       this.nats = nc;
       this.natsUp = true;
       // nats.js drops what is published while it reconnects: telemetry goes to the HTTP outbox until it is back.

@@ -3,7 +3,8 @@
 // agents' signed aegis.telemetry.<host_id> messages (subjects and shapes in
 // api/; verified by AssignerServices.recordTelemetry).
 // Without NATS, or while it is away, agents still learn everything by polling.
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { connectNats } from "../util/index.js";
 import { assignmentsSubject, HostId, SignedTelemetry, TELEMETRY_SUBJECTS, telemetrySubjectHost, type AssignmentNotice } from "./api/index.js";
 
 /** The queue group every assigner subscribes to telemetry in. */
@@ -14,7 +15,8 @@ export type NatsState = "connected" | "disconnected" | "disabled";
 export class AssignerEvents {
   private nc: NatsConnection | undefined;
   private connected = false;
-  private closed = false;
+  /** Fired by close(): stops the first connection's retries. */
+  private readonly closing = new AbortController();
 
   private constructor(private readonly onTelemetry: (message: SignedTelemetry, hostId: string) => Promise<unknown>, private readonly onInvalid: () => void) {}
 
@@ -26,9 +28,8 @@ export class AssignerEvents {
   }
 
   private async run(url: string): Promise<void> {
-    const nc = await connect({ servers: url, name: "aegis-assigner", waitOnFirstConnect: true, maxReconnectAttempts: -1, reconnectTimeWait: 500 }).catch(() => undefined);
+    const nc = await connectNats(url, { name: "aegis-assigner", signal: this.closing.signal });
     if (!nc) return;
-    if (this.closed) return void (await nc.close());
     this.nc = nc;
     this.connected = true;
     void (async () => {
@@ -62,7 +63,7 @@ export class AssignerEvents {
   }
 
   async close(): Promise<void> {
-    this.closed = true;
+    this.closing.abort();
     await this.nc?.drain().catch(() => undefined);
   }
 }

@@ -4,7 +4,7 @@
 import { createPrivateKey } from "node:crypto";
 import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
+import { createServer as createNetServer, type AddressInfo } from "node:net";
 import { release, tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -52,7 +52,7 @@ interface Running {
 }
 
 /** An agent for `hostId` on a memory kernel (shared to model a restart); slow polling, so tests step it with reconcile(). */
-async function runAgent(hostId: string, options: { kernel?: MemoryKernel; stateDir?: string; assigner?: string; nats?: boolean | string; dryRun?: boolean; ifaces?: string[]; mirrors?: string[]; requestTimeoutMs?: number; datapath?: MemoryDatapath } = {}): Promise<Running> {
+async function runAgent(hostId: string, options: { kernel?: MemoryKernel; stateDir?: string; assigner?: string; nats?: boolean | string; natsRetryMs?: number; dryRun?: boolean; ifaces?: string[]; mirrors?: string[]; requestTimeoutMs?: number; datapath?: MemoryDatapath } = {}): Promise<Running> {
   const datapath = options.datapath ?? new MemoryDatapath(options.kernel ? { kernel: options.kernel } : { interfaces: ["lo", "eth0", "eth1"] });
   const events: StepReport[] = [];
   const logs: string[] = [];
@@ -68,6 +68,7 @@ async function runAgent(hostId: string, options: { kernel?: MemoryKernel; stateD
     log: (line) => logs.push(line),
     reporters: [{ report: (step) => events.push(step) }],
     ...(options.nats ? { natsUrl: typeof options.nats === "string" ? options.nats : nats.url } : {}),
+    ...(options.natsRetryMs ? { natsRetryMs: options.natsRetryMs } : {}),
     ...(options.dryRun ? { dryRun: true } : {}),
     ...(options.ifaces ? { ifaces: options.ifaces } : {}),
     ...(options.mirrors ? { mirrors: options.mirrors } : {}),
@@ -318,6 +319,40 @@ describe("enforcement", () => {
     const bare = await agentFor("nats-bare-host", { nats: nats.url.replace("nats://", "aegis:s3cret-word@") });
     await until("NATS connected (no scheme)", () => bare.logs.some((l) => l.startsWith("NATS connected")));
     expect(bare.logs.filter((l) => l.includes("s3cret-word")), "log lines with the password, no scheme").toEqual([]);
+  });
+
+  it("stop() ends its attempts to reach NATS while NATS is away, and a NATS that comes up later is reached", async () => {
+    // A port that takes connections and drops them: each attempt to reach NATS is one connection.
+    let dials = 0;
+    const dropper = createNetServer((socket) => {
+      dials++;
+      socket.destroy();
+    });
+    await new Promise<void>((resolve) => dropper.listen(0, "127.0.0.1", resolve));
+    try {
+      const away = await runAgent("nats-away-host", { nats: `nats://127.0.0.1:${(dropper.address() as AddressInfo).port}`, natsRetryMs: 20 });
+      await until("three attempts", () => dials >= 3);
+      expect(away.logs.filter((l) => l.startsWith("NATS unavailable")), `one line for the failures:\n${away.logs.join("\n")}`).toHaveLength(1);
+      await away.agent.stop();
+      const stopped = dials;
+      // Over twice the longest wait between attempts (10 × 20 ms).
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      expect(dials, "attempts after stop()").toBe(stopped);
+    } finally {
+      dropper.close();
+    }
+
+    const late = await startNats();
+    await late.kill();
+    const agent = await runAgent("nats-late-host", { nats: late.url, natsRetryMs: 20 });
+    try {
+      await until("NATS unavailable", () => agent.logs.some((l) => l.startsWith("NATS unavailable")));
+      await late.start();
+      await until("NATS connected once it came up", () => agent.logs.some((l) => l.startsWith("NATS connected")));
+    } finally {
+      await agent.agent.stop();
+      await late.stop();
+    }
   });
 
   it("wakes at once on NATS and reports to the assigner", async () => {

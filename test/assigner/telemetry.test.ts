@@ -6,6 +6,7 @@
 // dropped, and only a verified receipt makes the status `attached`.
 import { generateKeyPairSync } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
+import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
@@ -188,5 +189,29 @@ describe("over HTTP (POST /agents/{uid}/telemetry)", () => {
     const answer = await client.telemetry(host.uid, [signed(telemetry("tel-host", digest, { event: "detached" }), hostKeys)]);
     expect(answer, "recorded").toEqual({ recorded: 1, refused: 0 });
     expect((await statusOf("tel-host"))?.event, "detached").toBe("detached");
+  });
+});
+
+describe("NATS away", () => {
+  it("an assigner closed while NATS cannot be reached stops trying to reach it", async () => {
+    // A port that takes connections and drops them: each attempt to reach NATS is one connection.
+    let dials = 0;
+    const dropper = createServer((socket) => {
+      dials++;
+      socket.destroy();
+    });
+    await new Promise<void>((resolve) => dropper.listen(0, "127.0.0.1", resolve));
+    try {
+      const away = await startAssigner({ port: 0, natsUrl: `nats://127.0.0.1:${(dropper.address() as AddressInfo).port}`, dataDir: join(work, "away"), adminToken: admin.token });
+      await until("an attempt", async () => dials >= 1);
+      expect((await http(away.url, "GET", "/healthz")).json.nats, "NATS in /healthz").toBe("disconnected");
+      await away.close();
+      const closed = dials;
+      // nats.js's own first-connect loop dialed every 0.5–0.6 s.
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      expect(dials, "attempts after close()").toBe(closed);
+    } finally {
+      dropper.close();
+    }
   });
 });
