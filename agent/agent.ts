@@ -7,7 +7,7 @@ import type { KeyObject } from "node:crypto";
 import { hostname, release } from "node:os";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { AssignerClient, AssignerError, assignmentsSubject, capabilitiesJson, sealTelemetry, telemetrySubject, type ArtifactJson } from "../assigner/api/index.js";
-import { probeKernelFeatures, type Attachment, type Datapath, type LoadedProgram } from "../ebpf/index.js";
+import { hookName, probeKernelFeatures, type Attachment, type Datapath, type LoadedProgram } from "../ebpf/index.js";
 import { describeError } from "../errors.js";
 import type { RepositoryOptions } from "../registry/index.js";
 import type { TrustPolicy } from "../signing/index.js";
@@ -57,6 +57,13 @@ export interface AgentOptions {
 }
 
 type Assigned = z.infer<typeof ArtifactJson>;
+
+/** A program of ours whose pins were lost: tc still runs it at `hooks`, known by its record's program id. */
+interface Orphan {
+  id: string;
+  record: InstalledRecord;
+  hooks: Attachment[];
+}
 
 export class Agent {
   readonly state: StateDir;
@@ -340,7 +347,7 @@ export class Agent {
       throw err;
     }
     this.metrics.polled();
-    const { records, loaded, attached } = await this.installedNow();
+    const { records, loaded, attached, orphans } = await this.installedNow();
 
     const desired: Program[] = [];
     const hold: string[] = [];
@@ -400,6 +407,8 @@ export class Agent {
     const actual = this.actual(loaded, attached, records, assigned, verified);
     const steps = plan(desired, actual, { hold, inUse: attached.map((a) => a.pref) });
     await this.enforce(steps, records, verified);
+    const wanted = new Set(newestByName(desired).chosen.map((p) => p.name));
+    await this.settleOrphans(orphans, records, (name) => !wanted.has(name) && !hold.includes(name));
     await this.reportReceipts(records);
     const keep = new Set([...desired.map((p) => p.id), ...steps.filter((s) => s.kind === "keep").map((s) => s.program.id)]);
     for (const digest of await this.cache.prune(keep)) if (loaded.some((p) => p.id === digest)) this.log(`pruned ${digest} from the cache`);
@@ -425,22 +434,72 @@ export class Agent {
    */
   private async holdInstalled(): Promise<void> {
     if (this.options.dryRun) return;
-    const { records, loaded, attached } = await this.installedNow();
+    const { records, loaded, attached, orphans } = await this.installedNow();
     const actual = this.actual(loaded, attached, records, [], new Map());
     await this.enforce(plan([], actual, { hold: actual.map((p) => p.name) }), records, new Map());
+    await this.settleOrphans(orphans, records);
   }
 
-  /** The agent's records and what the kernel has pinned and attached; a record of a program no longer pinned is dropped. */
-  private async installedNow(): Promise<{ records: Map<string, InstalledRecord>; loaded: LoadedProgram[]; attached: Attachment[] }> {
+  /**
+   * The agent's records and what the kernel has pinned and attached. A record
+   * of a program no longer pinned is dropped (the digest is installed afresh
+   * if still assigned); where tc still runs that program (its pins were
+   * lost, not detached), it is an orphan for settleOrphans.
+   */
+  private async installedNow(): Promise<{ records: Map<string, InstalledRecord>; loaded: LoadedProgram[]; attached: Attachment[]; orphans: Orphan[] }> {
     const { datapath } = this.options;
     const records = await this.state.installed();
     // A dry run also runs where BPF cannot: there it sees an empty kernel.
     const dry = this.options.dryRun === true;
     const loaded = await datapath.loaded().catch((err: unknown) => (dry ? [] : Promise.reject(err)));
     const attached = await datapath.attached().catch((err: unknown) => (dry ? [] : Promise.reject(err)));
-    // Someone unpinned it: the digest is installed afresh if still assigned.
-    for (const id of [...records.keys()]) if (!loaded.some((p) => p.id === id)) records.delete(id);
-    return { records, loaded, attached };
+    const orphans: Orphan[] = [];
+    for (const [id, record] of [...records]) {
+      const pinned = loaded.find((p) => p.id === id);
+      if (pinned) {
+        record.programId = pinned.programId;
+        continue;
+      }
+      records.delete(id);
+      // Program ids are not reused while a program runs, so a hook running this id runs the recorded program.
+      const hooks = attached.filter((a) => a.id === undefined && record.programId !== undefined && a.programId === record.programId);
+      if (hooks.length > 0) orphans.push({ id, record, hooks });
+    }
+    return { records, loaded, attached, orphans };
+  }
+
+  /**
+   * Programs of ours whose pins were lost (bpffs remounted) still run where
+   * they were attached, past the agent's reach but for their program id.
+   * One is detached once its policy runs afresh, or once `removable` says its
+   * policy is no longer wanted; until then (no `removable`: an assigner
+   * outage, when nothing is removed) it stays in force, and its record is
+   * kept so the next pass finds it again.
+   */
+  private async settleOrphans(orphans: readonly Orphan[], records: Map<string, InstalledRecord>, removable: (name: string) => boolean = () => false): Promise<void> {
+    if (orphans.length === 0) return;
+    const running = new Set([...records.values()].map((r) => r.name));
+    for (const { id, record, hooks } of orphans) {
+      const where = hooks.map(hookName).join(", ");
+      if (!running.has(record.name) && !removable(record.name)) {
+        if (!records.has(id)) records.set(id, record);
+        continue;
+      }
+      try {
+        // detach() removes whatever runs at a hook: only where this program still does.
+        const now = await this.options.datapath.attached();
+        for (const hook of hooks) if (now.some((a) => hookName(a) === hookName(hook) && a.programId === hook.programId)) await this.options.datapath.detach(hook);
+      } catch (err) {
+        this.log(`cannot remove program id ${record.programId} of ${record.name} ${record.version} (its pins were lost) from ${where}: ${describeError(err)}; retrying next pass`);
+        if (!records.has(id)) records.set(id, record);
+        continue;
+      }
+      const reason = `program id ${record.programId}, whose pins were lost, removed from ${where}`;
+      // The same digest running afresh is not detached: the log says it, and its receipt follows.
+      if (records.has(id)) this.log(`${record.name} ${record.version} ${id}: ${reason}`);
+      else this.report({ event: "detached", id, name: record.name, version: record.version, reason });
+    }
+    await this.state.saveInstalled(records);
   }
 
   /** Carries the steps out on the interfaces to enforce on now, one at a time, until the agent stops. */
@@ -461,7 +520,7 @@ export class Agent {
    */
   private actual(loaded: LoadedProgram[], attached: Attachment[], records: Map<string, InstalledRecord>, assigned: Assigned[], verified: Map<string, VerifiedArtifact>): InstalledProgram[] {
     const actual: InstalledProgram[] = [];
-    for (const { id } of loaded) {
+    for (const { id, programId } of loaded) {
       const record = records.get(id);
       const pref = attached.find((a) => a.id === id)?.pref;
       if (record) {
@@ -471,7 +530,7 @@ export class Agent {
       const bundle = verified.get(id)?.bundle;
       if (bundle && pref !== undefined) {
         const { policy } = bundle;
-        records.set(id, recordOf(policy, pref));
+        records.set(id, recordOf(policy, pref, programId));
         actual.push({ id, name: policy.name, version: policy.version, pref });
       } else if (!bundle) {
         // Named as the assigner names it, only so a refused update holds it in force.

@@ -38,6 +38,12 @@ export interface InstalledRecord {
   since: string;
   /** The interfaces it was last attached on: a hook missing there is drift, one missing elsewhere a new interface. */
   ifaces?: string[];
+  /**
+   * The kernel's id of the program, while pinned. Should its pins be lost
+   * (bpffs remounted), tc still runs it, and this id is how the agent tells
+   * that filter is its own. Absent in records written before: not traced.
+   */
+  programId?: number;
 }
 
 /** The indexes of a policy's allow rules (InstalledRecord.allows). */
@@ -45,10 +51,10 @@ export function allowIndexes(rules: readonly { action: string }[]): number[] {
   return rules.flatMap((rule, i) => (rule.action === "allow" ? [i] : []));
 }
 
-/** The record of `policy` installed now at `pref` (on `ifaces`, when known). */
-export function recordOf(policy: Policy, pref: number, ifaces?: readonly string[]): InstalledRecord {
+/** The record of `policy` installed now as kernel program `programId` at `pref` (on `ifaces`, when known). */
+export function recordOf(policy: Policy, pref: number, programId: number, ifaces?: readonly string[]): InstalledRecord {
   const { name, version, attach, rules } = policy;
-  return { name, version, direction: attach.direction, pref, rules: rules.length, allows: allowIndexes(rules), since: new Date().toISOString(), ...(ifaces ? { ifaces: [...ifaces] } : {}) };
+  return { name, version, direction: attach.direction, pref, rules: rules.length, allows: allowIndexes(rules), since: new Date().toISOString(), ...(ifaces ? { ifaces: [...ifaces] } : {}), programId };
 }
 
 /** Each drop rule's counter as [rule index, packets]: the allow rules' (`allows`) are packets let through, not drops. */

@@ -49,6 +49,11 @@ export class MemoryKernel {
     this.interfaces.add(name);
   }
 
+  /** Drops every pin, as a remount of bpffs would: the attached programs keep running, but nothing names them by digest. */
+  losePins(): void {
+    this.programs.clear();
+  }
+
   /** Removes a device and, as the kernel does, every filter on it. */
   removeInterface(name: string): void {
     this.interfaces.delete(name);

@@ -665,6 +665,70 @@ describe("another tool's filter", () => {
   });
 });
 
+describe("pins lost (bpffs remounted)", () => {
+  /** Filters as "iface pref digest", an orphan (no pin names it) as "iface pref #<program id>", sorted as text. */
+  const hooks = async (d: MemoryDatapath) => (await d.attached()).map((a) => `${a.iface} ${a.pref} ${a.id ?? `#${a.programId}`}`).sort((a, b) => a.localeCompare(b));
+
+  it("the digest still assigned runs afresh beside its old program, which is then removed; one unassigned is removed and reported detached", async () => {
+    const kept = await publish("1.0.0", ciKey, "lost-kept");
+    const dropped = await publish("1.0.0", ciKey, "lost-dropped");
+    const { agent, datapath, events, logs } = await agentFor("lost-host");
+    await admin.assign(kept, "lost-host");
+    await admin.assign(dropped, "lost-host");
+    await agent.reconcile();
+    const programs = new Map((await datapath.loaded()).map((p) => [p.id, p.programId]));
+    const [keptPref, droppedPref] = [basePref("lost-kept"), basePref("lost-dropped")];
+    datapath.kernel.losePins();
+    expect(await hooks(datapath), "still attached, no pin names them").toEqual(
+      [`eth0 ${keptPref} #${programs.get(kept)}`, `eth1 ${keptPref} #${programs.get(kept)}`, `eth0 ${droppedPref} #${programs.get(dropped)}`, `eth1 ${droppedPref} #${programs.get(dropped)}`].sort((a, b) => a.localeCompare(b)),
+    );
+
+    const ops: string[] = [];
+    const attach = datapath.attach.bind(datapath);
+    const detach = datapath.detach.bind(datapath);
+    datapath.attach = (id, hook) => (ops.push(`attach ${hook.iface} ${hook.pref}`), attach(id, hook));
+    datapath.detach = (hook) => (ops.push(`detach ${hook.iface} ${hook.pref}`), detach(hook));
+    await admin.unassign(dropped, "lost-host");
+    await agent.reconcile();
+    // The old program's pref is in use: the fresh one goes to the next, and the old is removed only once it runs.
+    expect(await hooks(datapath), "the kept digest afresh, nothing else").toEqual([`eth0 ${keptPref + 1} ${kept}`, `eth1 ${keptPref + 1} ${kept}`]);
+    expect(ops.slice(0, 2), "attached first").toEqual([`attach eth0 ${keptPref + 1}`, `attach eth1 ${keptPref + 1}`]);
+    expect(events.filter((e) => e.id === dropped).at(-1), "the unassigned one").toMatchObject({ event: "detached", reason: expect.stringContaining(`program id ${programs.get(dropped)}, whose pins were lost`) as unknown });
+    expect(events.filter((e) => e.id === kept && e.event === "detached"), "the kept digest is not reported detached").toEqual([]);
+    expect(logs.some((l) => l.includes(`program id ${programs.get(kept)}, whose pins were lost, removed`)), logs.join("\n")).toBe(true);
+  });
+
+  it("stays in force while its policy cannot run afresh (a failed load, an assigner outage), and is removed once it does", async () => {
+    const v1 = await publish("1.0.0", ciKey, "lost-held");
+    // A second policy, which runs afresh at once: its steps save the agent's records on every pass.
+    const other = await publish("1.0.0", ciKey, "lost-held-other");
+    const first = await agentFor("lost-held-host");
+    await admin.assign(v1, "lost-held-host");
+    await admin.assign(other, "lost-held-host");
+    await first.agent.reconcile();
+    const [pref, otherPref] = [basePref("lost-held"), basePref("lost-held-other")];
+    const programId = (await first.datapath.loaded()).find((p) => p.id === v1)!.programId;
+    first.datapath.kernel.losePins();
+    const orphaned = [`eth0 ${pref} #${programId}`, `eth1 ${pref} #${programId}`];
+    const withOther = [...orphaned, `eth0 ${otherPref + 1} ${other}`, `eth1 ${otherPref + 1} ${other}`].sort((a, b) => a.localeCompare(b));
+
+    first.datapath.failNext("load"); // v1's: the names are taken in order
+    await first.agent.reconcile();
+    expect(await hooks(first.datapath), "a failed load: the old program stays").toEqual(withOther);
+    await first.agent.stop();
+
+    // The next agent on this host finds no assigner: nothing is removed, and the old program is still known after.
+    const away = await runAgent("lost-held-host", { kernel: first.datapath.kernel, stateDir: first.stateDir, assigner: "http://127.0.0.1:1", requestTimeoutMs: 2_000 });
+    await expect(away.agent.reconcile(), "the assigner is away").rejects.toMatchObject({ code: "UNAVAILABLE" });
+    await away.agent.stop();
+    expect(await hooks(first.datapath), "during the outage").toEqual(withOther);
+
+    const back = await agentFor("lost-held-host", { kernel: first.datapath.kernel, stateDir: first.stateDir });
+    await back.agent.reconcile();
+    expect((await hooks(back.datapath)).filter((h) => !h.endsWith(other)), "afresh, the old program removed").toEqual([`eth0 ${pref + 1} ${v1}`, `eth1 ${pref + 1} ${v1}`]);
+  });
+});
+
 describe("bookkeeping", () => {
   it("forgets a digest once it is neither assigned nor installed: assigned again, it is reported again", async () => {
     const untrusted = await publish("3.9.0", otherKey, "forgotten");
