@@ -19,7 +19,7 @@ import { AgentMetrics } from "./metrics.js";
 import { TelemetryOutbox } from "./outbox.js";
 import { newestByName, plan, type InstalledProgram, type Program, type Step } from "./plan.js";
 import { logLine, receiptCounters, telemetryMessage, type Reporter, type StepReport } from "./report.js";
-import { recordOf, StateDir, type InstalledRecord } from "./state.js";
+import { recordOf, StateDir, type InstalledRecord, type OrphanRecord } from "./state.js";
 import { TrustRootFollower, type TrustRootOptions } from "./trust-root.js";
 import { collectStatus } from "./status.js";
 import type { z } from "zod";
@@ -58,10 +58,9 @@ export interface AgentOptions {
 
 type Assigned = z.infer<typeof ArtifactJson>;
 
-/** A program of ours whose pins were lost: tc still runs it at `hooks`, known by its record's program id. */
+/** A program of the agent's whose pins were lost: tc still runs it at `hooks`. */
 interface Orphan {
-  id: string;
-  record: InstalledRecord;
+  record: OrphanRecord;
   hooks: Attachment[];
 }
 
@@ -87,6 +86,8 @@ export class Agent {
   private nats: NatsConnection | undefined;
   /** Connected now (not reconnecting): only then does a publish reach the server. */
   private natsUp = false;
+  /** The kernel's boot (Datapath.boot), read at the first pass that enforces: it cannot change while the agent runs. */
+  private boot: string | undefined;
   private wake: (() => void) | undefined;
   /** A wake-up that came while reconciling: the next sleep ends at once, so no change is missed. */
   private woken = false;
@@ -434,72 +435,87 @@ export class Agent {
    */
   private async holdInstalled(): Promise<void> {
     if (this.options.dryRun) return;
-    const { records, loaded, attached, orphans } = await this.installedNow();
+    // Orphans (installedNow keeps them on file) stay as they are too.
+    const { records, loaded, attached } = await this.installedNow();
     const actual = this.actual(loaded, attached, records, [], new Map());
     await this.enforce(plan([], actual, { hold: actual.map((p) => p.name) }), records, new Map());
-    await this.settleOrphans(orphans, records);
   }
 
   /**
    * The agent's records and what the kernel has pinned and attached. A record
    * of a program no longer pinned is dropped (the digest is installed afresh
    * if still assigned); where tc still runs that program (its pins were
-   * lost, not detached), it is an orphan for settleOrphans.
+   * lost, not detached), it becomes an orphan, saved at once in its own file
+   * (StateDir.orphans), for settleOrphans.
    */
   private async installedNow(): Promise<{ records: Map<string, InstalledRecord>; loaded: LoadedProgram[]; attached: Attachment[]; orphans: Orphan[] }> {
     const { datapath } = this.options;
     const records = await this.state.installed();
-    // A dry run also runs where BPF cannot: there it sees an empty kernel.
-    const dry = this.options.dryRun === true;
-    const loaded = await datapath.loaded().catch((err: unknown) => (dry ? [] : Promise.reject(err)));
-    const attached = await datapath.attached().catch((err: unknown) => (dry ? [] : Promise.reject(err)));
-    const orphans: Orphan[] = [];
+    // A dry run also runs where BPF cannot: there it sees an empty kernel, and never enforces.
+    if (this.options.dryRun) {
+      const loaded = await datapath.loaded().catch(() => []);
+      for (const id of [...records.keys()]) if (!loaded.some((p) => p.id === id)) records.delete(id);
+      return { records, loaded, attached: await datapath.attached().catch(() => []), orphans: [] };
+    }
+    const loaded = await datapath.loaded();
+    const attached = await datapath.attached();
+    this.boot ??= await datapath.boot();
+    const known = await this.state.orphans();
+    const found: OrphanRecord[] = [];
     for (const [id, record] of [...records]) {
       const pinned = loaded.find((p) => p.id === id);
       if (pinned) {
-        record.programId = pinned.programId;
+        Object.assign(record, { programId: pinned.programId, boot: this.boot });
         continue;
       }
       records.delete(id);
-      // Program ids are not reused while a program runs, so a hook running this id runs the recorded program.
-      const hooks = attached.filter((a) => a.id === undefined && record.programId !== undefined && a.programId === record.programId);
-      if (hooks.length > 0) orphans.push({ id, record, hooks });
+      const { programId, boot } = record;
+      if (programId !== undefined && boot !== undefined && !known.some((o) => o.programId === programId && o.boot === boot)) {
+        found.push({ id, name: record.name, version: record.version, programId, boot });
+      }
     }
+    // A program id is unique among running programs of one boot: a hook that runs it, with no pin naming it, runs the orphan.
+    const orphans = [...known, ...found]
+      .filter((o) => o.boot === this.boot)
+      .map((record) => ({ record, hooks: attached.filter((a) => a.id === undefined && a.programId === record.programId) }))
+      .filter((o) => o.hooks.length > 0);
+    if (found.length > 0 || orphans.length !== known.length) await this.state.saveOrphans(orphans.map((o) => o.record));
     return { records, loaded, attached, orphans };
   }
 
   /**
-   * Programs of ours whose pins were lost (bpffs remounted) still run where
-   * they were attached, past the agent's reach but for their program id.
-   * One is detached once its policy runs afresh, or once `removable` says its
-   * policy is no longer wanted; until then (no `removable`: an assigner
-   * outage, when nothing is removed) it stays in force, and its record is
-   * kept so the next pass finds it again.
+   * Programs of the agent's whose pins were lost (bpffs remounted) still run
+   * where they were attached, past its reach but for their program id. One
+   * is detached once its policy runs afresh, or once `removable` says its
+   * policy is no longer wanted; until then it stays in force, and in the
+   * orphans file, so the next pass finds it again.
    */
-  private async settleOrphans(orphans: readonly Orphan[], records: Map<string, InstalledRecord>, removable: (name: string) => boolean = () => false): Promise<void> {
+  private async settleOrphans(orphans: readonly Orphan[], records: ReadonlyMap<string, InstalledRecord>, removable: (name: string) => boolean): Promise<void> {
     if (orphans.length === 0) return;
     const running = new Set([...records.values()].map((r) => r.name));
-    for (const { id, record, hooks } of orphans) {
+    const left: OrphanRecord[] = [];
+    for (const { record, hooks } of orphans) {
+      const { id, name, version, programId } = record;
       const where = hooks.map(hookName).join(", ");
-      if (!running.has(record.name) && !removable(record.name)) {
-        if (!records.has(id)) records.set(id, record);
+      if (!running.has(name) && !removable(name)) {
+        left.push(record);
         continue;
       }
       try {
         // detach() removes whatever runs at a hook: only where this program still does.
         const now = await this.options.datapath.attached();
-        for (const hook of hooks) if (now.some((a) => hookName(a) === hookName(hook) && a.programId === hook.programId)) await this.options.datapath.detach(hook);
+        for (const hook of hooks) if (now.some((a) => hookName(a) === hookName(hook) && a.programId === programId)) await this.options.datapath.detach(hook);
       } catch (err) {
-        this.log(`cannot remove program id ${record.programId} of ${record.name} ${record.version} (its pins were lost) from ${where}: ${describeError(err)}; retrying next pass`);
-        if (!records.has(id)) records.set(id, record);
+        this.log(`cannot remove program id ${programId} of ${name} ${version} (its pins were lost) from ${where}: ${describeError(err)}; retrying next pass`);
+        left.push(record);
         continue;
       }
-      const reason = `program id ${record.programId}, whose pins were lost, removed from ${where}`;
+      const reason = `program id ${programId}, whose pins were lost, removed from ${where}`;
       // The same digest running afresh is not detached: the log says it, and its receipt follows.
-      if (records.has(id)) this.log(`${record.name} ${record.version} ${id}: ${reason}`);
-      else this.report({ event: "detached", id, name: record.name, version: record.version, reason });
+      if (records.has(id)) this.log(`${name} ${version} ${id}: ${reason}`);
+      else this.report({ event: "detached", id, name, version, reason });
     }
-    await this.state.saveInstalled(records);
+    if (left.length < orphans.length) await this.state.saveOrphans(left);
   }
 
   /** Carries the steps out on the interfaces to enforce on now, one at a time, until the agent stops. */
@@ -530,7 +546,7 @@ export class Agent {
       const bundle = verified.get(id)?.bundle;
       if (bundle && pref !== undefined) {
         const { policy } = bundle;
-        records.set(id, recordOf(policy, pref, programId));
+        records.set(id, recordOf(policy, pref, { programId, boot: this.boot! }));
         actual.push({ id, name: policy.name, version: policy.version, pref });
       } else if (!bundle) {
         // Named as the assigner names it, only so a refused update holds it in force.

@@ -74,7 +74,7 @@ export class Executor {
       await this.datapath.unpin(id).catch(() => undefined);
       throw err;
     }
-    records.set(id, recordOf(policy, pref, loaded.programId, ifaces));
+    records.set(id, recordOf(policy, pref, { programId: loaded.programId, boot: await this.datapath.boot() }, ifaces));
     this.reporter.report({ event: "attached", id, name: policy.name, version: policy.version, reason: `${hooks.map(hookName).join(", ")}` });
     if (old) {
       // Hooks the new version does not cover (an interface or direction it dropped).

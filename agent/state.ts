@@ -1,7 +1,8 @@
 // The agent's state directory (default /var/lib/aegis): its Ed25519 key and
 // token (0600, replaced atomically), what it installed (policy name, version,
-// direction, pref per digest; the kernel is asked for the rest), and the
-// content-addressed OCI layout cache of verified artifacts.
+// direction, pref per digest; the kernel is asked for the rest), the programs
+// whose pins were lost, and the content-addressed OCI layout cache of
+// verified artifacts.
 import { createPrivateKey, generateKeyPairSync, type KeyObject } from "node:crypto";
 import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -39,11 +40,32 @@ export interface InstalledRecord {
   /** The interfaces it was last attached on: a hook missing there is drift, one missing elsewhere a new interface. */
   ifaces?: string[];
   /**
-   * The kernel's id of the program, while pinned. Should its pins be lost
-   * (bpffs remounted), tc still runs it, and this id is how the agent tells
-   * that filter is its own. Absent in records written before: not traced.
+   * The kernel's id of the program, while pinned, and the boot it belongs
+   * to (ids start again after a reboot). Should its pins be lost (bpffs
+   * remounted), tc still runs it, and these tell that filter is the agent's
+   * own (an OrphanRecord). Absent in records written before: not traced.
    */
   programId?: number;
+  boot?: string;
+}
+
+/** The kernel program a record was installed as (InstalledRecord.programId and boot). */
+export interface KernelProgram {
+  programId: number;
+  boot: string;
+}
+
+/**
+ * A program of the agent's whose pins were lost while tc still runs it,
+ * known by its program id within its boot: kept in its own file, so no
+ * write of the installed records (which no longer hold it, and may hold the
+ * same digest loaded afresh) can lose it before it is removed.
+ */
+export interface OrphanRecord extends KernelProgram {
+  /** The digest it was loaded from. */
+  id: string;
+  name: string;
+  version: string;
 }
 
 /** The indexes of a policy's allow rules (InstalledRecord.allows). */
@@ -51,10 +73,11 @@ export function allowIndexes(rules: readonly { action: string }[]): number[] {
   return rules.flatMap((rule, i) => (rule.action === "allow" ? [i] : []));
 }
 
-/** The record of `policy` installed now as kernel program `programId` at `pref` (on `ifaces`, when known). */
-export function recordOf(policy: Policy, pref: number, programId: number, ifaces?: readonly string[]): InstalledRecord {
+/** The record of `policy` installed now as `kernel`'s program at `pref` (on `ifaces`, when known). */
+export function recordOf(policy: Policy, pref: number, kernel: KernelProgram, ifaces?: readonly string[]): InstalledRecord {
   const { name, version, attach, rules } = policy;
-  return { name, version, direction: attach.direction, pref, rules: rules.length, allows: allowIndexes(rules), since: new Date().toISOString(), ...(ifaces ? { ifaces: [...ifaces] } : {}), programId };
+  const { programId, boot } = kernel;
+  return { name, version, direction: attach.direction, pref, rules: rules.length, allows: allowIndexes(rules), since: new Date().toISOString(), ...(ifaces ? { ifaces: [...ifaces] } : {}), programId, boot };
 }
 
 /** Each drop rule's counter as [rule index, packets]: the allow rules' (`allows`) are packets let through, not drops. */
@@ -74,6 +97,9 @@ export class StateDir {
   }
   get installedFile(): string {
     return join(this.dir, "installed.json");
+  }
+  get orphansFile(): string {
+    return join(this.dir, "orphans.json");
   }
   get cacheDir(): string {
     return join(this.dir, "cache");
@@ -109,6 +135,16 @@ export class StateDir {
 
   async saveInstalled(records: ReadonlyMap<string, InstalledRecord>): Promise<void> {
     await atomicWrite(this.installedFile, `${JSON.stringify(Object.fromEntries(records), null, 2)}\n`, { mode: 0o600 });
+  }
+
+  /** The agent's programs whose pins were lost and that tc may still run. */
+  async orphans(): Promise<OrphanRecord[]> {
+    const text = await readOptional(this.orphansFile);
+    return text === undefined ? [] : (JSON.parse(text) as OrphanRecord[]);
+  }
+
+  async saveOrphans(orphans: readonly OrphanRecord[]): Promise<void> {
+    await atomicWrite(this.orphansFile, `${JSON.stringify(orphans, null, 2)}\n`, { mode: 0o600 });
   }
 }
 

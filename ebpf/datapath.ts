@@ -61,6 +61,12 @@ export interface Datapath {
    * detach() removes whatever runs at a hook, so compare ids before.
    */
   attached(): Promise<Attachment[]>;
+  /**
+   * Names this boot of the kernel. A program id is unique among running
+   * programs within one boot only (ids start again after a reboot), so a
+   * program id kept past the process is only meaningful with this.
+   */
+  boot(): Promise<string>;
   /** Packets matched per rule (all, or the given rule indexes in order); NOT_LOADED if not loaded. */
   counters(id: string, indexes?: number[]): Promise<number[]>;
   /**

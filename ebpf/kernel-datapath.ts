@@ -3,7 +3,7 @@
 // attaches, and both are read back (pins under the pin root, `tc -j filter
 // show`, program ids) so the state survives the process and can be adopted
 // after a restart, by either loader: both pin the same layout.
-import { readdir, rename } from "node:fs/promises";
+import { readdir, readFile, rename } from "node:fs/promises";
 import { join } from "node:path";
 import { findPinned, unpin, type Pinned } from "./bpftool.js";
 import {
@@ -104,6 +104,11 @@ export class KernelDatapath implements Datapath {
       if (id && pinned) programs.push({ id, programId: await this.loader.programId(pinned.progPin) });
     }
     return programs;
+  }
+
+  /** The kernel's random boot id (proc(5)); a network namespace shares its host's. */
+  async boot(): Promise<string> {
+    return (await readFile("/proc/sys/kernel/random/boot_id", "utf8")).trim();
   }
 
   async attach(id: string, hook: Hook): Promise<void> {

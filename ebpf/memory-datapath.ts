@@ -2,6 +2,7 @@
 // executor) without root: the same semantics and error codes as
 // BpftoolDatapath (the conformance suite runs on both), plus failures to
 // inject, counters to set, and filters to tamper with as someone else would.
+import { randomUUID } from "node:crypto";
 import {
   checkHook,
   compareHooks,
@@ -35,6 +36,8 @@ const ELF_MAGIC = Buffer.from([0x7f, 0x45, 0x4c, 0x46]);
  * Devices come and go with addInterface and removeInterface ("lo" is the loopback).
  */
 export class MemoryKernel {
+  /** This kernel's boot: a new MemoryKernel is a reboot (program ids start again at 1). */
+  readonly boot = randomUUID();
   readonly programs = new Map<string, { programId: number; counters: number[] }>();
   /** Filters by hookName. */
   readonly filters = new Map<string, Attachment>();
@@ -88,9 +91,10 @@ export class MemoryDatapath implements Datapath {
     counters.forEach((n, i) => (program.counters[i] = n));
   }
 
-  /** Puts a program this Datapath did not load at a hook, as another tool would. */
+  /** Puts a program this Datapath did not load at a hook, as another tool would; like the kernel's, its id is not given to another program. */
   attachForeign(hook: Hook, programId = 1_000_000 + this.kernel.nextProgramId++): void {
     this.kernel.filters.set(hookName(hook), { ...hook, programId, id: undefined });
+    this.kernel.nextProgramId = Math.max(this.kernel.nextProgramId, programId + 1);
   }
 
   async load(id: string, object: Buffer, rules: CompiledRules): Promise<LoadedProgram> {
@@ -134,6 +138,10 @@ export class MemoryDatapath implements Datapath {
     // Like the kernel, a filter names a program id; which digest it is comes from what is loaded.
     const ids = new Map([...this.kernel.programs].map(([id, { programId }]) => [programId, id]));
     return [...this.kernel.filters.values()].map((f) => ({ ...f, id: ids.get(f.programId) })).sort(compareHooks);
+  }
+
+  async boot(): Promise<string> {
+    return this.kernel.boot;
   }
 
   async counters(id: string, indexes?: number[]): Promise<number[]> {

@@ -698,6 +698,38 @@ describe("pins lost (bpffs remounted)", () => {
     expect(logs.some((l) => l.includes(`program id ${programs.get(kept)}, whose pins were lost, removed`)), logs.join("\n")).toBe(true);
   });
 
+  it("a removal that fails is tried again at the next pass, though the same digest runs afresh", async () => {
+    const v1 = await publish("1.0.0", ciKey, "lost-retried");
+    const { agent, datapath, logs } = await agentFor("lost-retried-host");
+    await admin.assign(v1, "lost-retried-host");
+    await agent.reconcile();
+    const pref = basePref("lost-retried");
+    const { programId } = (await datapath.loaded())[0]!;
+    datapath.kernel.losePins();
+    datapath.failNext("detach");
+    await agent.reconcile();
+    expect(await hooks(datapath), "afresh beside it, the old one still there").toEqual([`eth0 ${pref} #${programId}`, `eth0 ${pref + 1} ${v1}`, `eth1 ${pref} #${programId}`, `eth1 ${pref + 1} ${v1}`]);
+    expect(logs.some((l) => l.startsWith(`cannot remove program id ${programId}`)), logs.join("\n")).toBe(true);
+    await agent.reconcile();
+    expect(await hooks(datapath), "removed at the next pass").toEqual([`eth0 ${pref + 1} ${v1}`, `eth1 ${pref + 1} ${v1}`]);
+  });
+
+  it("after a reboot, another tool's filter that got a recorded program id is not taken for one of the agent's", async () => {
+    const v1 = await publish("1.0.0", ciKey, "lost-rebooted");
+    const first = await agentFor("lost-rebooted-host");
+    await admin.assign(v1, "lost-rebooted-host");
+    await first.agent.reconcile();
+    const { programId } = (await first.datapath.loaded())[0]!;
+    await first.agent.stop();
+    // The reboot: filters and pins gone, program ids from 1 again; another tool's program comes up first with the recorded id.
+    const rebooted = new MemoryDatapath({ interfaces: ["lo", "eth0", "eth1"] });
+    rebooted.attachForeign({ iface: "eth0", direction: "egress", pref: 100 }, programId);
+    const second = await agentFor("lost-rebooted-host", { datapath: rebooted, stateDir: first.stateDir });
+    await second.agent.reconcile();
+    const pref = basePref("lost-rebooted");
+    expect(await hooks(rebooted), "the other tool's filter stays").toEqual([`eth0 100 #${programId}`, `eth0 ${pref} ${v1}`, `eth1 ${pref} ${v1}`]);
+  });
+
   it("stays in force while its policy cannot run afresh (a failed load, an assigner outage), and is removed once it does", async () => {
     const v1 = await publish("1.0.0", ciKey, "lost-held");
     // A second policy, which runs afresh at once: its steps save the agent's records on every pass.

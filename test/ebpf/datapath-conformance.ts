@@ -145,6 +145,10 @@ export function datapathConformance(name: string, open: () => Promise<DatapathFi
       expect(attached[0], "our filter, with its digest").toEqual({ ...ours, programId: loaded.programId, id: a });
       expect(attached[1], "a foreign filter, without one").toEqual({ ...theirs, programId: expect.any(Number) as number, id: undefined });
       expect(attached).toHaveLength(2);
+      // Program ids are kept (the agent's records) with the boot they belong to.
+      const boot = await datapath.boot();
+      expect(boot, "the kernel's boot").toMatch(/^[\w-]{8,}$/);
+      expect(await restarted.boot(), "the same boot for a new instance").toBe(boot);
     });
   });
 }
