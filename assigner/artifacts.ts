@@ -9,6 +9,7 @@ import {
   MAX_MANIFEST_SIZE,
   parseManifest,
   readAll,
+  isContentFault,
   isNotFound,
   MediaType,
   openReference,
@@ -17,7 +18,7 @@ import {
   type RepositoryOptions,
   type Target,
 } from "../registry/index.js";
-import { isSignatureFault, listSignatures, MAX_SIGNATURE_SIZE, SignatureError, verifyArtifact, type TrustPolicy } from "../signing/index.js";
+import { listSignatures, MAX_SIGNATURE_SIZE, SignatureError, verifyArtifact, type TrustPolicy } from "../signing/index.js";
 import { AssignerError, type ArtifactJson, type RegisterArtifactUpload } from "./api/index.js";
 import { toAssignerError } from "./errors.js";
 import type { Upload } from "./upload.js";
@@ -221,7 +222,7 @@ export class ArtifactSource {
           signatures.push({ manifest, bundle: await readAll(await target.fetch(layer), MAX_SIGNATURE_SIZE, `signature bundle ${layer.digest}`) });
         } catch (err) {
           // One malformed or tampered signature must not hide the others (the agent refuses it anyway).
-          if (err instanceof RegistryError && isSignatureFault(err)) continue;
+          if (isContentFault(err)) continue;
           throw err;
         }
       }

@@ -8,7 +8,7 @@
 // https://pkg.go.dev/oras.land/oras-go/v2#Copy
 import { pipeline, Readable, Transform } from "node:stream";
 import { InputError } from "../errors.js";
-import { RegistryError } from "./errors.js";
+import { isContentFault, RegistryError } from "./errors.js";
 import { isDigest, readAll } from "./digest.js";
 import { isManifestType, MAX_MANIFEST_SIZE, parseManifest, successors, type Descriptor } from "./oci.js";
 import type { ReadOnlyTarget, Target } from "./storage.js";
@@ -131,8 +131,13 @@ class GraphCopier {
   private readonly subjectOf = new Map<string, string | undefined>();
   /** Listed referrers read to check their subject before anything of theirs is copied: copyNode takes their bytes from here. */
   private readonly checked = new Map<string, Buffer>();
-  /** Listed referrers whose manifest names another subject (or that are no manifest): never copied, but they count as nodes. */
-  private readonly refused = new Set<string>();
+  /**
+   * Listed referrers not copied (so far), with the subject their manifest
+   * names (undefined: none, not a manifest, or unreadable): each is read
+   * once and counts as a node, and may still be copied when listed under
+   * the subject it names.
+   */
+  private readonly refused = new Map<string, string | undefined>();
   /** Subjects whose referrers were walked: each is walked once, however often it is listed. */
   private readonly walked = new Set<string>();
   private readonly limit: number;
@@ -165,6 +170,7 @@ class GraphCopier {
       if (this.nodes() >= this.maxNodes) return Promise.reject(this.tooManyNodes());
       pending = this.copyNode(desc, depth);
       this.done.set(desc.digest, pending);
+      this.refused.delete(desc.digest); // a referrer refused under one subject, met in a graph: one node
       this.progress(0, desc.size);
     }
     return pending;
@@ -205,20 +211,30 @@ class GraphCopier {
    * copyNode; one already refused, or copied as part of a graph, is known.
    */
   private async namesSubject(referrer: Descriptor, subject: Descriptor): Promise<boolean> {
-    if (this.done.has(referrer.digest)) {
-      await this.done.get(referrer.digest);
-      return this.subjectOf.get(referrer.digest) === subject.digest;
+    const { digest } = referrer;
+    if (this.done.has(digest)) {
+      await this.done.get(digest);
+      return this.subjectOf.get(digest) === subject.digest;
     }
-    if (this.refused.has(referrer.digest)) return false;
+    if (this.refused.has(digest)) {
+      if (this.refused.get(digest) !== subject.digest) return false;
+      this.refused.delete(digest); // copied now: a node of the graph (read again by copyNode)
+      return true;
+    }
     if (this.nodes() >= this.maxNodes) throw this.tooManyNodes();
+    let names: string | undefined;
     if (isManifestType(referrer.mediaType)) {
-      const bytes = await this.readManifest(referrer);
-      if (parseManifest(bytes, referrer.mediaType).subject?.digest === subject.digest) {
-        this.checked.set(referrer.digest, bytes);
-        return true;
+      try {
+        const bytes = await this.readManifest(referrer);
+        names = parseManifest(bytes, referrer.mediaType).subject?.digest;
+        if (names === subject.digest) this.checked.set(digest, bytes);
+      } catch (err) {
+        // A listed referrer that is absent, malformed or not its digest's bytes is skipped; a registry that cannot be read fails the copy.
+        if (!isContentFault(err)) throw err;
       }
     }
-    this.refused.add(referrer.digest);
+    if (names === subject.digest) return true;
+    this.refused.set(digest, names);
     return false;
   }
 

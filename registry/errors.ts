@@ -52,3 +52,15 @@ export function isNotFound(err: unknown): boolean {
     (err.code === "NOT_FOUND" || err.code === "MANIFEST_UNKNOWN" || err.code === "BLOB_UNKNOWN" || err.code === "NAME_UNKNOWN")
   );
 }
+
+/**
+ * Faults of the content read (bytes that do not match their descriptor, over
+ * a cap, malformed, or not there), as opposed to a registry that cannot be
+ * read (UNREACHABLE, TIMEOUT, DENIED…): a verdict on one item, so a caller
+ * walking a list it was given (signatures, referrers) skips that item.
+ */
+const CONTENT_FAULTS = new Set<RegistryErrorCode>(["DIGEST_MISMATCH", "SIZE_MISMATCH", "SIZE_LIMIT", "INVALID_MANIFEST", "NOT_FOUND", "BLOB_UNKNOWN", "MANIFEST_UNKNOWN"]);
+
+export function isContentFault(err: unknown): err is RegistryError {
+  return err instanceof RegistryError && CONTENT_FAULTS.has(err.code);
+}

@@ -1,5 +1,5 @@
 // The registry package: OCI content, stores and copy.
-export { RegistryError, isNotFound, type RegistryErrorCode } from "./errors.js";
+export { RegistryError, isContentFault, isNotFound, type RegistryErrorCode } from "./errors.js";
 export { checkDigest, descriptorFor, DigestingStream, isDigest, readAll, sha256, verifyBytes, verifyStream, VerifyingStream } from "./digest.js";
 export {
   Annotation,

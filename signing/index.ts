@@ -20,7 +20,7 @@ export {
   type TrustPolicy,
 } from "./trust.js";
 export { loadTrustedRootFile, parseTrustedRoot, TRUSTED_ROOT_MEDIA_TYPE, type TrustedRootMaterial } from "./trusted-root.js";
-export { explainArtifact, isSignatureFault, listSignatures, MAX_SIGNATURE_SIZE, MAX_SIGNATURES, verifyArtifact, verifySignatures, type Explanation, type SignatureVerdict, type VerifiedSignature, type VerifyOptions } from "./verify.js";
+export { explainArtifact, listSignatures, MAX_SIGNATURE_SIZE, MAX_SIGNATURES, verifyArtifact, verifySignatures, type Explanation, type SignatureVerdict, type VerifiedSignature, type VerifyOptions } from "./verify.js";
 export {
   fetchTrustRoot,
   pushTrustRoot,

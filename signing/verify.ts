@@ -10,7 +10,7 @@ import { bundleFromJSON, isBundleWithDsseEnvelope, type BundleWithDsseEnvelope }
 import type { X509Certificate } from "@sigstore/core";
 import { toSignedEntity, toTrustMaterial, Verifier, VerificationError, type SignedEntity } from "@sigstore/verify";
 import { AegisError } from "../errors.js";
-import { cancellable, checkDigest, MAX_MANIFEST_SIZE, parseManifest, readAll, isNotFound, referrersTag, RegistryError, type Descriptor, type Manifest, type ReadOnlyTarget } from "../registry/index.js";
+import { cancellable, checkDigest, isContentFault, isNotFound, MAX_MANIFEST_SIZE, parseManifest, readAll, referrersTag, RegistryError, type Descriptor, type Manifest, type ReadOnlyTarget } from "../registry/index.js";
 import { CHECK_OF, SignatureError, type SignatureCheck, type SignatureErrorCode } from "./errors.js";
 import { certificateIdentity, matchIdentity } from "./identity.js";
 import { digestAlgorithm } from "./keys.js";
@@ -68,8 +68,6 @@ export interface VerifyOptions {
 /** Signatures are small; a larger layer is refused before it is read. */
 export const MAX_SIGNATURE_SIZE = 1024 * 1024;
 
-/** Registry errors that are faults of one signature's own bytes (a verdict on it), as opposed to a registry that cannot be read. */
-const SIGNATURE_FAULTS = new Set<string>(["DIGEST_MISMATCH", "SIZE_MISMATCH", "SIZE_LIMIT", "INVALID_MANIFEST", "NOT_FOUND", "BLOB_UNKNOWN", "MANIFEST_UNKNOWN"]);
 
 /** The sigstore bundle referrers of `subject` a check reads: the first MAX_SIGNATURES listed, each digest once. */
 export async function listSignatures(source: ReadOnlyTarget, subject: Descriptor): Promise<Descriptor[]> {
@@ -77,10 +75,6 @@ export async function listSignatures(source: ReadOnlyTarget, subject: Descriptor
   return [...new Map(listed.map((r) => [r.digest, r])).values()].slice(0, MAX_SIGNATURES);
 }
 
-/** Whether `err`, met reading one signature, is that signature's fault (skip it, try the next) rather than the registry's. */
-export function isSignatureFault(err: RegistryError): boolean {
-  return SIGNATURE_FAULTS.has(err.code);
-}
 /**
  * The most signatures one check reads: sigstore bundle referrers (the first
  * listed, each digest once), and layers of a cosign .sig manifest. A source
@@ -158,7 +152,7 @@ async function evaluate(from: ReadOnlyTarget, digest: string, trust: TrustPolicy
     } catch (err) {
       options.signal?.throwIfAborted(); // cancelled: no verdict on this signature
       // A registry that cannot be read says nothing of the signature: the check fails with its code (TIMEOUT, UNREACHABLE…).
-      if (err instanceof RegistryError && !isSignatureFault(err)) throw err;
+      if (err instanceof RegistryError && !isContentFault(err)) throw err;
       const error = err instanceof AegisError ? err : new SignatureError("INVALID_BUNDLE", `unreadable signature: ${(err as Error).message}`, { cause: err });
       const code = (error instanceof SignatureError ? error.code : "INVALID_BUNDLE") as SignatureErrorCode;
       verdicts.push({ signature, format, kind: seen.kind, accepted: false, check: CHECK_OF[code], code, reason: error.message });

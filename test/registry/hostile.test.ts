@@ -249,6 +249,33 @@ describe("referrers listings are the source's word", () => {
     for (const blob of ofBBlobs) expect(await dst.exists(blob), `its blob ${blob.digest} copied`).toBe(false);
   });
 
+  it("a referrer listed first under another subject is still copied under the one it names", async () => {
+    const src = new Listing();
+    const root = (await pushArtifact(src)).manifest;
+    const onRoot = (await pushArtifact(src, { subject: root })).manifest;
+    const onReferrer = (await pushArtifact(src, { subject: onRoot })).manifest;
+    src.listing = (subject) => (subject.digest === root.digest ? [onReferrer, onRoot] : subject.digest === onRoot.digest ? [onReferrer] : []);
+    const dst = new CountingIndex();
+    await copy(src, root.digest, dst, undefined, { referrers: true });
+    expect(dst.indexed, "index writes").toEqual([`${onRoot.digest} -> ${root.digest}`, `${onReferrer.digest} -> ${onRoot.digest}`]);
+    expect(src.fetched.filter((d) => d === onReferrer.digest), "reads of the referrer's referrer (its check, then its copy)").toHaveLength(2);
+  });
+
+  it("a listed referrer that is absent or not its digest's bytes is skipped; one the registry cannot serve fails the copy", async () => {
+    const src = new Listing();
+    const root = (await pushArtifact(src)).manifest;
+    const good = (await pushArtifact(src, { subject: root })).manifest;
+    const bad = (await pushArtifact(src, { subject: root })).manifest;
+    const absent: Descriptor = { mediaType: MediaType.ImageManifest, digest: `sha256:${"a".repeat(64)}`, size: 100 };
+    src.listing = (subject) => (subject.digest === root.digest ? [absent, bad, good] : []);
+    src.failing = { digest: bad.digest, code: "DIGEST_MISMATCH" };
+    const dst = new CountingIndex();
+    await copy(src, root.digest, dst, undefined, { referrers: true });
+    expect(dst.indexed, "index writes").toEqual([`${good.digest} -> ${root.digest}`]);
+    src.failing = { digest: good.digest, code: "TIMEOUT" };
+    await expect(copy(src, root.digest, new CountingIndex(), undefined, { referrers: true }), "a timeout").rejects.toMatchObject({ code: "TIMEOUT" });
+  });
+
   it("a listed blob is not copied, and referrers refused count toward the node limit", async () => {
     const src = new Listing();
     const { manifest } = await pushArtifact(src);
