@@ -6,6 +6,7 @@
 // name used twice is an error naming the file and the field. Edits (`--pin`,
 // `promote`) go through the YAML document, so comments and order stay, and
 // are written atomically.
+import { createHash } from "node:crypto";
 import { readdir, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { parseDocument, type Document } from "yaml";
@@ -55,6 +56,8 @@ export interface FleetPolicy {
 
 export interface FleetFile {
   path: string;
+  /** SHA-256 of the text read: edits are written only over that same text (rewriteRefs). */
+  digest: string;
   environment: string | undefined;
   policies: FleetPolicy[];
 }
@@ -69,7 +72,7 @@ function fieldPath(path: PropertyKey[]): string {
   return path.reduce<string>((out, key) => (typeof key === "number" ? `${out}[${key}]` : out ? `${out}.${String(key)}` : String(key)), "");
 }
 
-async function readDocument(file: string): Promise<Document> {
+async function readDocument(file: string): Promise<{ doc: Document; digest: string }> {
   let text: string;
   try {
     const info = await stat(file);
@@ -85,12 +88,12 @@ async function readDocument(file: string): Promise<Document> {
     const line = first.linePos?.[0]?.line;
     throw new InputError("INVALID_ARGUMENT", `${file}${line ? `:${line}` : ""}: invalid YAML: ${first.message.split("\n")[0]!.replace(/ at line \d+, column \d+:?$/, "")}`);
   }
-  return doc;
+  return { doc, digest: createHash("sha256").update(text).digest("hex") };
 }
 
 /** Parses one fleet file; every problem in it is named, with its field, in one error. */
 export async function loadFleetFile(file: string): Promise<FleetFile> {
-  const doc = await readDocument(file);
+  const { doc, digest } = await readDocument(file);
   const parsed = FleetDocument.safeParse(doc.toJS() ?? {});
   if (!parsed.success) {
     const problems = parsed.error.issues.slice(0, 20).map((issue) => `${fieldPath(issue.path) || "(top level)"}: ${issue.message}`);
@@ -120,7 +123,7 @@ export async function loadFleetFile(file: string): Promise<FleetFile> {
     });
   });
   if (problems.length > 0) throw new InputError("INVALID_ARGUMENT", `${file}: ${problems.join("; ")}`);
-  return { path: file, environment: parsed.data.environment, policies };
+  return { path: file, digest, environment: parsed.data.environment, policies };
 }
 
 /** The fleet files a path names: the file, or a directory's *.yaml / *.yml (not recursive), sorted. */
@@ -180,7 +183,7 @@ export function environmentsOf(fleet: Fleet): (string | undefined)[] {
   return [...new Set(fleet.files.map((f) => f.environment))];
 }
 
-/** One ref to write: `policies[index].ref` of `file`, which must still be the policy `name` with ref `from`. */
+/** One ref to write: `policies[index].ref` of `file`, the policy `name`, from `from` to `to`. */
 export interface RefEdit {
   file: string;
   index: number;
@@ -190,22 +193,21 @@ export interface RefEdit {
 }
 
 /**
- * Sets the refs, keeping the rest of each file's text (comments, order),
- * each file atomically. The files are read again and every entry checked
- * before any is written: one edited since it was planned (another name or
- * ref at that index) refuses the whole change, and no file is written.
+ * Sets the refs in the files as `read` (loadFleetFile), keeping the rest of
+ * each file's text (comments, order), each file atomically. Every file is
+ * read again first: one whose text changed since (someone edited it while
+ * the registries were checked) refuses the whole change, and no file is
+ * written, since what was checked and planned is no longer what it says.
  */
-export async function rewriteRefs(edits: readonly RefEdit[]): Promise<void> {
+export async function rewriteRefs(read: readonly FleetFile[], edits: readonly RefEdit[]): Promise<void> {
   const docs = new Map<string, Document>();
-  for (const edit of edits) {
-    const doc = docs.get(edit.file) ?? (await readDocument(edit.file));
-    docs.set(edit.file, doc);
-    const name: unknown = doc.getIn(["policies", edit.index, "name"]);
-    const ref: unknown = doc.getIn(["policies", edit.index, "ref"]);
-    if (name !== edit.name || ref !== edit.from) {
-      throw new InputError("INVALID_ARGUMENT", `${edit.file}: policies[${edit.index}] is no longer "${edit.name}" with ref ${edit.from}: the file changed while aegis read it; nothing was written (run again)`);
+  for (const path of new Set(edits.map((e) => e.file))) {
+    const { doc, digest } = await readDocument(path);
+    if (digest !== read.find((f) => f.path === path)?.digest) {
+      throw new InputError("INVALID_ARGUMENT", `${path}: changed since aegis read it; nothing was written (run again)`);
     }
-    doc.setIn(["policies", edit.index, "ref"], edit.to);
+    docs.set(path, doc);
   }
+  for (const edit of edits) docs.get(edit.file)!.setIn(["policies", edit.index, "ref"], edit.to);
   for (const [file, doc] of docs) await atomicWrite(file, doc.toString());
 }
