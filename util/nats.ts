@@ -16,7 +16,7 @@ export interface NatsConnectOptions {
   name: string;
   /** Stops dialing; the call then resolves undefined. */
   signal: AbortSignal;
-  /** Base of the jittered wait between first attempts, and nats.js's reconnect wait (ms); default 500. The wait doubles to 10× this. */
+  /** Base of the jittered wait between first attempts, and nats.js's reconnect wait (ms); default 500, at least 10. The wait doubles to 10× this. */
   retryMs?: number;
   /** Longest one attempt may take (ms); default 5 s. */
   timeoutMs?: number;
@@ -26,7 +26,9 @@ export interface NatsConnectOptions {
 
 /** Connects to `url`, retrying until it succeeds or `signal` fires (then undefined). */
 export async function connectNats(url: string, options: NatsConnectOptions): Promise<NatsConnection | undefined> {
-  const { signal, retryMs = 500, timeoutMs = 5000 } = options;
+  const { signal, timeoutMs = 5000 } = options;
+  // At least 10 ms: with none, a NATS that refuses would be dialed back to back.
+  const retryMs = Math.max(options.retryMs ?? 500, 10);
   const { connect } = await import("@nats-io/transport-node");
   for (let attempt = 1; !signal.aborted; attempt++) {
     try {
