@@ -4,7 +4,7 @@
 import { createPrivateKey } from "node:crypto";
 import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
-import { createServer as createNetServer, type AddressInfo } from "node:net";
+import type { AddressInfo } from "node:net";
 import { release, tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -17,7 +17,7 @@ import { copy, OciLayoutTarget, RemoteRepository } from "../../registry/index.js
 import { generateKeyPair, KeySigner, loadTrust, signArtifact, type TrustPolicy } from "../../signing/index.js";
 import { startRegistryProxy } from "../harness/proxy.js";
 import { startRegistry, type RegistryServer } from "../harness/registry.js";
-import { startNats, type TcpServer } from "../harness/tcp-server.js";
+import { startDroppingPort, startNats, type TcpServer } from "../harness/tcp-server.js";
 
 let registry: RegistryServer;
 let nats: TcpServer;
@@ -322,24 +322,18 @@ describe("enforcement", () => {
   });
 
   it("stop() ends its attempts to reach NATS while NATS is away, and a NATS that comes up later is reached", async () => {
-    // A port that takes connections and drops them: each attempt to reach NATS is one connection.
-    let dials = 0;
-    const dropper = createNetServer((socket) => {
-      dials++;
-      socket.destroy();
-    });
-    await new Promise<void>((resolve) => dropper.listen(0, "127.0.0.1", resolve));
+    const dropping = await startDroppingPort();
     try {
-      const away = await runAgent("nats-away-host", { nats: `nats://127.0.0.1:${(dropper.address() as AddressInfo).port}`, natsRetryMs: 20 });
-      await until("three attempts", () => dials >= 3);
+      const away = await runAgent("nats-away-host", { nats: dropping.url, natsRetryMs: 20 });
+      await until("three attempts", () => dropping.dials() >= 3);
       expect(away.logs.filter((l) => l.startsWith("NATS unavailable")), `one line for the failures:\n${away.logs.join("\n")}`).toHaveLength(1);
       await away.agent.stop();
-      const stopped = dials;
+      const stopped = dropping.dials();
       // Over twice the longest wait between attempts (10 × 20 ms).
       await new Promise((resolve) => setTimeout(resolve, 500));
-      expect(dials, "attempts after stop()").toBe(stopped);
+      expect(dropping.dials(), "attempts after stop()").toBe(stopped);
     } finally {
-      dropper.close();
+      await dropping.close();
     }
 
     const late = await startNats();

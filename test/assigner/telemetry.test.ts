@@ -6,7 +6,6 @@
 // dropped, and only a verified receipt makes the status `attached`.
 import { generateKeyPairSync } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
-import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
@@ -16,7 +15,7 @@ import { startAssigner, type RunningAssigner } from "../../assigner/index.js";
 import { buildBundle } from "../../bundle/index.js";
 import { aegis } from "../cli/run.js";
 import { http, registerAgent, signed, telemetry } from "../harness/assigner-http.js";
-import { startNats, type TcpServer } from "../harness/tcp-server.js";
+import { startDroppingPort, startNats, type TcpServer } from "../harness/tcp-server.js";
 
 const admin = { token: "telemetry-operator" };
 let nats: TcpServer;
@@ -194,24 +193,18 @@ describe("over HTTP (POST /agents/{uid}/telemetry)", () => {
 
 describe("NATS away", () => {
   it("an assigner closed while NATS cannot be reached stops trying to reach it", async () => {
-    // A port that takes connections and drops them: each attempt to reach NATS is one connection.
-    let dials = 0;
-    const dropper = createServer((socket) => {
-      dials++;
-      socket.destroy();
-    });
-    await new Promise<void>((resolve) => dropper.listen(0, "127.0.0.1", resolve));
+    const dropping = await startDroppingPort();
     try {
-      const away = await startAssigner({ port: 0, natsUrl: `nats://127.0.0.1:${(dropper.address() as AddressInfo).port}`, dataDir: join(work, "away"), adminToken: admin.token });
-      await until("an attempt", async () => dials >= 1);
+      const away = await startAssigner({ port: 0, natsUrl: dropping.url, dataDir: join(work, "away"), adminToken: admin.token });
+      await until("an attempt", async () => dropping.dials() >= 1);
       expect((await http(away.url, "GET", "/healthz")).json.nats, "NATS in /healthz").toBe("disconnected");
       await away.close();
-      const closed = dials;
+      const closed = dropping.dials();
       // nats.js's own first-connect loop dialed every 0.5–0.6 s.
       await new Promise((resolve) => setTimeout(resolve, 1500));
-      expect(dials, "attempts after close()").toBe(closed);
+      expect(dropping.dials(), "attempts after close()").toBe(closed);
     } finally {
-      dropper.close();
+      await dropping.close();
     }
   });
 });

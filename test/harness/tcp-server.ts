@@ -1,7 +1,7 @@
 // Starting real TCP servers (redis-server, nats-server) on free loopback
 // ports, waiting until they accept connections, and restarting them on the
-// same port and data directory.
-import { connect } from "node:net";
+// same port and data directory; and a port that drops every connection.
+import { connect, createServer, type AddressInfo } from "node:net";
 import { freePort } from "./ports.js";
 import { makeTempDir, removeTempDir, requireBinary, spawnManaged, waitUntilReady, type ManagedProcess } from "./process.js";
 
@@ -74,4 +74,27 @@ export function startRedis(): Promise<TcpServer> {
 /** A real nats-server (no JetStream needed: core publish/subscribe). */
 export function startNats(): Promise<TcpServer> {
   return startTcpServer("nats", "nats-server", "nats-server", "nats", (port) => ["-a", "127.0.0.1", "-p", String(port)]);
+}
+
+export interface DroppingPort {
+  /** nats://127.0.0.1:<port>. */
+  url: string;
+  /** Connections taken so far: each client's attempt to reach a server there. */
+  dials(): number;
+  close(): Promise<void>;
+}
+
+/** A loopback port that takes each connection and drops it at once, counting them: a server that is up and never answers. */
+export async function startDroppingPort(): Promise<DroppingPort> {
+  let dials = 0;
+  const server = createServer((socket) => {
+    dials++;
+    socket.destroy();
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    url: `nats://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    dials: () => dials,
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
 }
