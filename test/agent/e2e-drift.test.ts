@@ -17,10 +17,7 @@ afterAll(() => lab.stop());
 describe("aegis agent run: a filter deleted by someone else", () => {
   it("is restored at the next pass and reported as drift", async () => {
     const digest = await lab.policy("e2e-drift", "1.0.0", "egress", [{ action: "drop", dst: `${lab.farIp}/32`, protocol: "udp", ports: String(PORT) }]);
-    const agent = lab.startAgent(HOST);
-    await lab.registered(HOST, agent);
-    await lab.admin.assign(digest, HOST);
-    await lab.until("attached", () => lab.status(digest, HOST, "attached"), agent.output);
+    const agent = await lab.enforcing(HOST, digest);
     expect(await lab.udpReaches(PORT), "the policy drops the port").toBe(false);
     const ours = async () => (await lab.datapath.attached()).filter((a) => a.iface === lab.near && a.id === digest);
     const [filter] = await ours();

@@ -19,10 +19,7 @@ afterAll(() => lab.stop());
 describe("aegis agent run: its pins removed under it", () => {
   it("runs the digest afresh, then removes the old filter, and the port stays dropped", async () => {
     const digest = await lab.policy("e2e-pins", "1.0.0", "egress", [{ action: "drop", dst: `${lab.farIp}/32`, protocol: "udp", ports: String(PORT) }]);
-    const agent = lab.startAgent(HOST);
-    await lab.registered(HOST, agent);
-    await lab.admin.assign(digest, HOST);
-    await lab.until("attached", () => lab.status(digest, HOST, "attached"), agent.output);
+    const agent = await lab.enforcing(HOST, digest);
     const onLink = async () => (await lab.datapath.attached()).filter((a) => a.iface === lab.near);
     const [before] = await onLink();
     expect(before, "the agent's filter").toMatchObject({ id: digest });

@@ -185,6 +185,15 @@ export class AgentLab {
     await this.until(`${hostId} registered`, async () => (await this.admin.hosts()).agents.some((a) => a.host_id === hostId), agent.output);
   }
 
+  /** An agent for `hostId` that has registered, been assigned `digest` and reported it attached. */
+  async enforcing(hostId: string, digest: string): Promise<RunningAgent> {
+    const agent = this.startAgent(hostId);
+    await this.registered(hostId, agent);
+    await this.admin.assign(digest, hostId);
+    await this.until("attached", () => this.status(digest, hostId, "attached"), agent.output);
+    return agent;
+  }
+
   /** True once the assigner's status for `id` on `hostId` is `event`. */
   async status(id: string, hostId: string, event: string): Promise<boolean> {
     return (await this.admin.status(id)).hosts.some((h) => h.host_id === hostId && h.event === event);
