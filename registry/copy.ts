@@ -58,6 +58,8 @@ export interface CopyOptions {
 
 /** How deep referrers of referrers are followed (a signature of an attestation…). */
 const MAX_REFERRER_DEPTH = 3;
+/** Entries all referrers listings of one copy may name together, per node the graph may have. */
+const LISTED_PER_NODE = 10;
 
 /**
  * Copies the graph that `srcRef` (a tag or digest) names from `src` to `dst`,
@@ -140,6 +142,8 @@ class GraphCopier {
   private readonly refused = new Map<string, string | undefined>();
   /** Subjects whose referrers were walked: each is walked once, however often it is listed. */
   private readonly walked = new Set<string>();
+  /** Entries of the referrers listings walked so far (LISTED_PER_NODE). */
+  private listedEntries = 0;
   private readonly limit: number;
   private readonly maxNodes: number;
   private readonly maxDepth: number;
@@ -194,12 +198,24 @@ class GraphCopier {
     if (this.walked.has(subject.digest)) return;
     this.walked.add(subject.digest);
     const { referrers: wanted } = this.options;
-    const referrers = new Map((await listed).filter((r) => typeof wanted !== "function" || wanted(r)).map((r) => [r.digest, r]));
+    const all = await listed;
+    // Every subject's listing is walked, and a listing may repeat what was refused: their entries, together, are bounded too.
+    this.listedEntries += all.length;
+    if (this.listedEntries > LISTED_PER_NODE * this.maxNodes) {
+      throw new RegistryError("SIZE_LIMIT", `the referrers listings in ${this.src.name} name more than ${LISTED_PER_NODE * this.maxNodes} entries`);
+    }
+    const referrers = new Map(all.filter((r) => typeof wanted !== "function" || wanted(r)).map((r) => [r.digest, r]));
     for (const referrer of referrers.values()) {
       this.options.signal?.throwIfAborted();
       if (!(await this.namesSubject(referrer, subject))) continue;
-      // A referrer's own graph is bounded like the root's.
-      await this.copyGraph(referrer, 0);
+      try {
+        // A referrer's own graph is bounded like the root's.
+        await this.copyGraph(referrer, 0);
+      } catch (err) {
+        // One whose graph is broken (a blob missing, bytes not their digest's) is skipped, as an unreadable one is.
+        if (!isContentFault(err)) throw err;
+        continue;
+      }
       await this.dst.indexReferrer(subject, referrer);
       if (depth < MAX_REFERRER_DEPTH) await this.copyReferrers(referrer, depth + 1);
     }
@@ -213,7 +229,8 @@ class GraphCopier {
   private async namesSubject(referrer: Descriptor, subject: Descriptor): Promise<boolean> {
     const { digest } = referrer;
     if (this.done.has(digest)) {
-      await this.done.get(digest);
+      // Copied, or failed to copy: a referrer whose graph was broken is skipped again (copyReferrers).
+      if (!(await this.done.get(digest)!.then(() => true, (err: unknown) => (isContentFault(err) ? false : Promise.reject(err))))) return false;
       return this.subjectOf.get(digest) === subject.digest;
     }
     if (this.refused.has(digest)) {

@@ -59,7 +59,7 @@ export function isNotFound(err: unknown): boolean {
  * read (UNREACHABLE, TIMEOUT, DENIED…): a verdict on one item, so a caller
  * walking a list it was given (signatures, referrers) skips that item.
  */
-const CONTENT_FAULTS = new Set<RegistryErrorCode>(["DIGEST_MISMATCH", "SIZE_MISMATCH", "SIZE_LIMIT", "INVALID_MANIFEST", "NOT_FOUND", "BLOB_UNKNOWN", "MANIFEST_UNKNOWN"]);
+const CONTENT_FAULTS = new Set<RegistryErrorCode>(["DIGEST_MISMATCH", "SIZE_MISMATCH", "SIZE_LIMIT", "INVALID_MANIFEST", "UNSUPPORTED_DIGEST", "NOT_FOUND", "BLOB_UNKNOWN", "MANIFEST_UNKNOWN"]);
 
 export function isContentFault(err: unknown): err is RegistryError {
   return err instanceof RegistryError && CONTENT_FAULTS.has(err.code);

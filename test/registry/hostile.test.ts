@@ -30,7 +30,7 @@ import {
   type Manifest,
   type Target,
 } from "../../registry/index.js";
-import { explainArtifact, generateKeyPair, KeySigner, MAX_SIGNATURES, parsePublicKey, signArtifact, trustedKey, verifyArtifact } from "../../signing/index.js";
+import { explainArtifact, generateKeyPair, KeySigner, MAX_SIGNATURES, parsePublicKey, signArtifact, SIGSTORE_BUNDLE_TYPE, trustedKey, verifyArtifact } from "../../signing/index.js";
 import { createPrivateKey } from "node:crypto";
 import { startHostileRegistry, type HostileOptions, type HostileRegistry } from "../harness/hostile-registry.js";
 import { pushArtifact } from "./conformance.js";
@@ -199,7 +199,7 @@ describe("referrers listings are the source's word", () => {
     listings = 0;
     listing: (subject: Descriptor) => Descriptor[] = () => [];
     /** A read of this digest fails with this code. */
-    failing: { digest: string; code: "TIMEOUT" | "DIGEST_MISMATCH" } | undefined;
+    failing: { digest: string; code: "TIMEOUT" | "DIGEST_MISMATCH" | "BLOB_UNKNOWN" } | undefined;
     override async referrers(subject: Descriptor): Promise<Descriptor[]> {
       this.listings++;
       return this.listing(subject);
@@ -210,6 +210,11 @@ describe("referrers listings are the source's word", () => {
       this.fetched.push(desc.digest);
       if (desc.digest === this.failing?.digest) throw new RegistryError(this.failing.code, `${desc.digest}: ${this.failing.code}`);
       return super.fetch(desc, options);
+    }
+    // copy reads blobs unverified (the destination verifies them).
+    override async fetchUnverified(desc: Descriptor, options?: AbortOptions): Promise<Readable> {
+      if (desc.digest === this.failing?.digest) throw new RegistryError(this.failing.code, `${desc.digest}: ${this.failing.code}`);
+      return super.fetchUnverified(desc, options);
     }
   }
   class CountingIndex extends MemoryTarget {
@@ -274,6 +279,31 @@ describe("referrers listings are the source's word", () => {
     expect(dst.indexed, "index writes").toEqual([`${good.digest} -> ${root.digest}`]);
     src.failing = { digest: good.digest, code: "TIMEOUT" };
     await expect(copy(src, root.digest, new CountingIndex(), undefined, { referrers: true }), "a timeout").rejects.toMatchObject({ code: "TIMEOUT" });
+  });
+
+  it("a referrer whose own graph is broken, or that names a digest of another algorithm, is skipped, by copy and by a signature check", async () => {
+    const src = new Listing();
+    const { manifest: root } = await pushArtifact(src);
+    const { referrer: good } = await signArtifact(src, root, signer, "test");
+    const { manifest: broken, layer: missing } = await pushArtifact(src, { subject: root });
+    const sha512: Descriptor = { mediaType: "application/octet-stream", digest: `sha512:${"b".repeat(128)}`, size: 1 };
+    const otherAlgorithm = await pushJson(src, MediaType.ImageManifest, { schemaVersion: 2, mediaType: MediaType.ImageManifest, artifactType: SIGSTORE_BUNDLE_TYPE, config: EMPTY_CONFIG, layers: [sha512], subject: root });
+    src.listing = (subject) => (subject.digest === root.digest ? [{ ...otherAlgorithm, artifactType: SIGSTORE_BUNDLE_TYPE }, broken, good] : []);
+    src.failing = { digest: missing.digest, code: "BLOB_UNKNOWN" };
+    const dst = new CountingIndex();
+    await copy(src, root.digest, dst, undefined, { referrers: true });
+    expect(dst.indexed, "index writes").toEqual([`${good.digest} -> ${root.digest}`]);
+    expect((await verifyArtifact(src, root.digest, trust)).signature, "the signature check").toBe(good.digest);
+  });
+
+  it("the referrers listings of one copy name at most 10 entries per node allowed, together", async () => {
+    const src = new Listing();
+    const { manifest: root } = await pushArtifact(src);
+    const { referrer } = await signArtifact(src, root, signer, "test");
+    src.listing = () => Array<Descriptor>(41).fill(referrer);
+    // Two listings (the root's, the signature's) of 41 entries: 82, past 10 × 8.
+    await expect(copy(src, root.digest, new CountingIndex(), undefined, { referrers: true, maxNodes: 8 }), "82 entries").rejects.toMatchObject({ code: "SIZE_LIMIT" });
+    await copy(src, root.digest, new CountingIndex(), undefined, { referrers: true, maxNodes: 9 });
   });
 
   it("a listed blob is not copied, and referrers refused count toward the node limit", async () => {
