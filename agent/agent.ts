@@ -462,6 +462,7 @@ export class Agent {
     this.boot ??= await datapath.boot();
     const known = await this.state.orphans();
     const found: OrphanRecord[] = [];
+    let dropped = false;
     for (const [id, record] of [...records]) {
       const pinned = loaded.find((p) => p.id === id);
       if (pinned) {
@@ -469,6 +470,7 @@ export class Agent {
         continue;
       }
       records.delete(id);
+      dropped = true;
       const { programId, boot } = record;
       if (programId !== undefined && boot !== undefined && !known.some((o) => o.programId === programId && o.boot === boot)) {
         found.push({ id, name: record.name, version: record.version, programId, boot });
@@ -480,6 +482,8 @@ export class Agent {
       .map((record) => ({ record, hooks: attached.filter((a) => a.id === undefined && a.programId === record.programId) }))
       .filter((o) => o.hooks.length > 0);
     if (found.length > 0 || orphans.length !== known.length) await this.state.saveOrphans(orphans.map((o) => o.record));
+    // Saved at once (after the orphans): a pass with no step to save them would find the dropped records again, and status show them.
+    if (dropped) await this.state.saveInstalled(records);
     return { records, loaded, attached, orphans };
   }
 

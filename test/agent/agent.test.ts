@@ -8,7 +8,7 @@ import type { AddressInfo } from "node:net";
 import { release, tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Agent, basePref, type StepReport } from "../../agent/index.js";
+import { Agent, basePref, StateDir, type StepReport } from "../../agent/index.js";
 import { AssignerClient, capabilitiesJson } from "../../assigner/api/index.js";
 import { startAssigner, type RunningAssigner } from "../../assigner/index.js";
 import { buildBundle, pushBundle } from "../../bundle/index.js";
@@ -690,6 +690,21 @@ describe("pins lost (bpffs remounted)", () => {
     expect(events.filter((e) => e.id === dropped).at(-1), "the unassigned one").toMatchObject({ event: "detached", reason: expect.stringContaining(`program id ${programs.get(dropped)}, whose pins were lost`) as unknown });
     expect(events.filter((e) => e.id === kept && e.event === "detached"), "the kept digest is not reported detached").toEqual([]);
     expect(logs.some((l) => l.includes(`program id ${programs.get(kept)}, whose pins were lost, removed`)), logs.join("\n")).toBe(true);
+  });
+
+  it("the host's only policy, orphaned then unassigned: removed in a pass with no step, and neither it nor its record is kept", async () => {
+    const v1 = await publish("1.0.0", ciKey, "lost-only");
+    const { agent, datapath, events, stateDir } = await agentFor("lost-only-host");
+    await admin.assign(v1, "lost-only-host");
+    await agent.reconcile();
+    datapath.kernel.losePins();
+    await admin.unassign(v1, "lost-only-host");
+    await agent.reconcile();
+    expect(await hooks(datapath), "nothing attached").toEqual([]);
+    expect(events.at(-1), "reported").toMatchObject({ event: "detached", id: v1 });
+    const state = new StateDir(stateDir);
+    expect([...(await state.installed()).keys()], "installed records").toEqual([]);
+    expect(await state.orphans(), "orphans").toEqual([]);
   });
 
   it("a removal that fails is tried again at the next pass, though the same digest runs afresh", async () => {
