@@ -193,21 +193,24 @@ export interface RefEdit {
 }
 
 /**
- * Sets the refs in the files as `read` (loadFleetFile), keeping the rest of
- * each file's text (comments, order), each file atomically. Every file is
- * read again first: one whose text changed since (someone edited it while
- * the registries were checked) refuses the whole change, and no file is
- * written, since what was checked and planned is no longer what it says.
+ * Sets the refs, keeping the rest of each file's text (comments, order),
+ * each file atomically. Every file `read` (loadFleetFile: all the change
+ * was decided from, edited or not) is read again first: one whose text
+ * changed since (someone edited it while the registries were checked)
+ * refuses the whole change, and no file is written, since what was checked
+ * and planned is no longer what the files say.
  */
 export async function rewriteRefs(read: readonly FleetFile[], edits: readonly RefEdit[]): Promise<void> {
   const docs = new Map<string, Document>();
-  for (const path of new Set(edits.map((e) => e.file))) {
-    const { doc, digest } = await readDocument(path);
-    if (digest !== read.find((f) => f.path === path)?.digest) {
-      throw new InputError("INVALID_ARGUMENT", `${path}: changed since aegis read it; nothing was written (run again)`);
-    }
-    docs.set(path, doc);
+  for (const file of read) {
+    const { doc, digest } = await readDocument(file.path);
+    if (digest !== file.digest) throw new InputError("INVALID_ARGUMENT", `${file.path}: changed since aegis read it; nothing was written (run again)`);
+    docs.set(file.path, doc);
   }
-  for (const edit of edits) docs.get(edit.file)!.setIn(["policies", edit.index, "ref"], edit.to);
-  for (const [file, doc] of docs) await atomicWrite(file, doc.toString());
+  for (const edit of edits) {
+    const doc = docs.get(edit.file);
+    if (!doc) throw new Error(`internal: ${edit.file} was edited without being read`);
+    doc.setIn(["policies", edit.index, "ref"], edit.to);
+  }
+  for (const file of new Set(edits.map((e) => e.file))) await atomicWrite(file, docs.get(file)!.toString());
 }

@@ -29,6 +29,6 @@ export async function promote(paths: readonly string[], digestOrRef: string, fro
     if (next.ref !== ref) changes.push({ name: p.name, file: next.file, index: next.index, from: next.ref, to: ref });
   }
   if (check) for (const ref of new Set(changes.map((c) => c.to))) await check(ref);
-  await rewriteRefs(target.files, changes);
+  if (changes.length > 0) await rewriteRefs(files, changes);
   return changes;
 }

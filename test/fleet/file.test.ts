@@ -59,6 +59,12 @@ describe("edits (promote, apply --pin)", () => {
       expect(readFileSync(join(sub, "prod-b.yaml"), "utf8"), "the edited file").toBe(text);
     }
     expect(readFileSync(join(sub, "prod-a.yaml"), "utf8"), "the other file").toBe(prodA);
+    // The file the change was decided from counts too: staging no longer pins the digest.
+    const staging = readFileSync(join(sub, "staging.yaml"), "utf8");
+    const reverted = promote([sub], D2, "staging", "prod", async () => writeFileSync(join(sub, "staging.yaml"), staging.replaceAll(D2, D1)));
+    await expect(reverted, "staging edited").rejects.toMatchObject({ code: "INVALID_ARGUMENT", message: `${join(sub, "staging.yaml")}: changed since aegis read it; nothing was written (run again)` });
+    expect(readFileSync(join(sub, "prod-a.yaml"), "utf8"), "prod after staging was edited").toBe(prodA);
+    writeFileSync(join(sub, "staging.yaml"), staging);
     // Run again, it reads the files as they are now.
     await promote([sub], D2, "staging", "prod");
     const prod = await loadFleetFiles([sub], { environment: "prod" });
