@@ -202,7 +202,7 @@ export class Agent {
       return;
     }
     this.log(`connecting to NATS at ${withoutCredentials(url)}; polling only until connected`);
-    void (async () => {
+    (async () => {
       const nc = await connectNats(url, {
         name: `aegis-agent-${this.options.hostId}`,
         signal: this.controller.signal,
@@ -219,9 +219,13 @@ export class Agent {
           else if (status.type === "reconnect") this.natsUp = true;
         }
       })();
-      this.log(`NATS connected: woken by ${assignmentsSubject(this.options.hostId)}`);
-      for await (const _ of nc.subscribe(assignmentsSubject(this.options.hostId))) this.nudge();
-    })();
+      const subject = assignmentsSubject(this.options.hostId);
+      this.log(`NATS connected: woken by ${subject}`);
+      for await (const _ of nc.subscribe(subject)) this.nudge();
+    })().catch((err: unknown) => {
+      // NATS refused the subscription (its permissions, say): the agent learns of its assignments by polling.
+      this.log(`NATS subscription ended (${describeError(err)}): polling only`);
+    });
   }
 
   /** A step: one line in the operator's log, and published. */

@@ -20,10 +20,18 @@ export class AssignerEvents {
 
   private constructor(private readonly onTelemetry: (message: SignedTelemetry, hostId: string) => Promise<unknown>, private readonly onInvalid: () => void) {}
 
-  /** Starts connecting in the background (retrying forever); never blocks start-up. */
-  static start(url: string, handlers: { telemetry: (message: SignedTelemetry, hostId: string) => Promise<unknown>; invalid: () => void }): AssignerEvents {
+  /**
+   * Starts connecting in the background (retrying forever); never blocks
+   * start-up. `failed` is told if the telemetry subscription ends with an
+   * error (NATS refused it: its permissions): agents' telemetry then comes
+   * over HTTP only, and notices are still published.
+   */
+  static start(
+    url: string,
+    handlers: { telemetry: (message: SignedTelemetry, hostId: string) => Promise<unknown>; invalid: () => void; failed: (err: unknown) => void },
+  ): AssignerEvents {
     const events = new AssignerEvents(handlers.telemetry, handlers.invalid);
-    void events.run(url);
+    events.run(url).catch(handlers.failed);
     return events;
   }
 

@@ -165,6 +165,7 @@ export async function startAssigner(options: AssignerOptions = {}): Promise<Runn
         // Messages arrive only after start-up, once `services` exists.
         telemetry: (message, hostId): Promise<boolean> => services.recordTelemetry(message, hostId),
         invalid: () => metrics.telemetry.inc({ result: "invalid" }),
+        failed: (err) => logger.error({ dependency: "nats", endpoint: dependencyName(options.natsUrl!, "nats") }, `the telemetry subscription on NATS ended: ${(err as Error).message}; telemetry arrives over HTTP only`),
       })
     : undefined;
   const limits = { ...LIMIT_DEFAULTS, ...definedLimits(options) };

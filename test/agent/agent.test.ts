@@ -349,6 +349,23 @@ describe("enforcement", () => {
     }
   });
 
+  it("a NATS that refuses its subscription leaves it polling, and it says so", async () => {
+    // Aegis does not authenticate to NATS: a client without credentials is the user "agent" here.
+    const strict = await startNats('authorization { users = [ { user: "agent", password: "pw", permissions: { subscribe: { deny: ["aegis.assignments.>"] } } } ] }\nno_auth_user: agent\n');
+    const v1 = await publish("6.0.1", ciKey, "nats-denied");
+    const running = await runAgent("nats-denied-host", { nats: strict.url });
+    try {
+      await until("the subscription refused", () => running.logs.some((l) => l.startsWith("NATS subscription ended")));
+      expect(running.logs.find((l) => l.startsWith("NATS subscription ended")), "why").toMatch(/permission/i);
+      await admin.assign(v1, "nats-denied-host");
+      await running.agent.reconcile();
+      expect((await filters(running.datapath)).length, "installed by the poll").toBe(2);
+    } finally {
+      await running.agent.stop();
+      await strict.stop();
+    }
+  });
+
   it("wakes at once on NATS and reports to the assigner", async () => {
     const v1 = await publish("6.0.0");
     const { datapath, logs } = await agentFor("nats-host", { nats: true });

@@ -8,10 +8,12 @@ import { generateKeyPairSync } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Writable } from "node:stream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { AssignerClient, type SignedTelemetry, type TelemetryMessage } from "../../assigner/api/index.js";
 import { startAssigner, type RunningAssigner } from "../../assigner/index.js";
+import { createLogger } from "../../assigner/logging.js";
 import { buildBundle } from "../../bundle/index.js";
 import { aegis } from "../cli/run.js";
 import { http, registerAgent, signed, telemetry } from "../harness/assigner-http.js";
@@ -191,7 +193,28 @@ describe("over HTTP (POST /agents/{uid}/telemetry)", () => {
   });
 });
 
-describe("NATS away", () => {
+describe("NATS away, or refusing", () => {
+  it("an assigner whose telemetry subscription NATS refuses logs it and keeps serving", async () => {
+    // Aegis does not authenticate to NATS: a client without credentials is the user "assigner" here.
+    const strict = await startNats('authorization { users = [ { user: "assigner", password: "pw", permissions: { subscribe: { deny: ["aegis.telemetry.>"] } } } ] }\nno_auth_user: assigner\n');
+    const lines: string[] = [];
+    const stream = new Writable({
+      write(chunk: Buffer, _encoding, callback) {
+        lines.push(chunk.toString());
+        callback();
+      },
+    });
+    const refused = await startAssigner({ port: 0, natsUrl: strict.url, dataDir: join(work, "refused"), adminToken: admin.token, logger: createLogger({ stream, readable: false }) });
+    try {
+      await until("the refusal logged", async () => lines.some((l) => l.includes("the telemetry subscription on NATS ended")));
+      expect(lines.find((l) => l.includes("the telemetry subscription on NATS ended")), "why").toMatch(/Permissions Violation/);
+      expect((await http(refused.url, "GET", "/healthz")).status, "still serving").toBe(200);
+    } finally {
+      await refused.close();
+      await strict.stop();
+    }
+  });
+
   it("an assigner closed while NATS cannot be reached stops trying to reach it", async () => {
     const dropping = await startDroppingPort();
     try {

@@ -1,7 +1,9 @@
 // Starting real TCP servers (redis-server, nats-server) on free loopback
 // ports, waiting until they accept connections, and restarting them on the
 // same port and data directory; and a port that drops every connection.
+import { writeFileSync } from "node:fs";
 import { connect, createServer, type AddressInfo } from "node:net";
+import { join } from "node:path";
 import { freePort } from "./ports.js";
 import { makeTempDir, removeTempDir, requireBinary, spawnManaged, waitUntilReady, type ManagedProcess } from "./process.js";
 
@@ -71,9 +73,14 @@ export function startRedis(): Promise<TcpServer> {
   ]);
 }
 
-/** A real nats-server (no JetStream needed: core publish/subscribe). */
-export function startNats(): Promise<TcpServer> {
-  return startTcpServer("nats", "nats-server", "nats-server", "nats", (port) => ["-a", "127.0.0.1", "-p", String(port)]);
+/** A real nats-server (no JetStream needed: core publish/subscribe); `config`, a configuration file's text (users, permissions). */
+export function startNats(config?: string): Promise<TcpServer> {
+  return startTcpServer("nats", "nats-server", "nats-server", "nats", (port, dir) => {
+    const listen = ["-a", "127.0.0.1", "-p", String(port)];
+    if (config === undefined) return listen;
+    writeFileSync(join(dir, "nats.conf"), config);
+    return [...listen, "-c", join(dir, "nats.conf")];
+  });
 }
 
 export interface DroppingPort {
