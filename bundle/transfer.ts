@@ -14,6 +14,7 @@ import {
   parseManifest,
   readAll,
   type AbortOptions,
+  type CopyEvent,
   type CopyOptions,
   type Deleter,
   type Descriptor,
@@ -223,10 +224,25 @@ export async function pullBundle(src: ReadOnlyTarget, reference: string, cache: 
   const fetched = await attempt(async (dir) => {
     const target = new UnpackingTarget(cache, layer, (content) => unpackBundle(content, dir, where));
     // By digest, so what is copied is what was just checked even if the tag moves.
-    await copy(src, desc.digest, target, undefined, options);
+    await copy(src, desc.digest, target, undefined, { ...options, onEvent: (event) => (whileWaiting(event, layer), options.onEvent?.(event)) });
     return target.unpacked ?? missingLayer(where);
   });
   return result(fetched, false);
+}
+
+/** Layers up to this size load the policy checks' code while the registry answers (whileWaiting); larger ones after the download. */
+const PRELOAD_BELOW = 8 * 1024 * 1024;
+
+/**
+ * Once the small layer's request is on its way (setImmediate: after the
+ * event loop's I/O phase wrote it), the policy checks' code (zod's core,
+ * ~7 ms to load) loads while the registry answers, instead of after the
+ * download. A large layer leaves it for after (read.ts): its memory is not
+ * resident while the bulk of a pull flows.
+ */
+function whileWaiting(event: CopyEvent, layer: Descriptor): void {
+  if (event.kind !== "start" || event.desc.digest !== layer.digest || layer.size >= PRELOAD_BELOW) return;
+  setImmediate(() => void import("../policy/policy.js").catch(() => undefined));
 }
 
 /** A cached blob that fails verification: altered at rest, to be fetched again. */

@@ -34,6 +34,8 @@ export function registerPull(program: Command): void {
     // The bundle code (transfer.js alone: pulling needs neither the policy compiler nor the YAML loader) loads while the registry answers.
     const resolved = src.target.resolve(src.selector);
     resolved.catch(() => {}); // awaited below, after the import
+    // Once the request is written: setImmediate runs after the event loop's I/O phase, where the socket connects and sends it.
+    await new Promise((resolve) => setImmediate(resolve));
     const { pullBundle } = await import("../../bundle/transfer.js");
     const { digest } = await resolved;
     const checked = await checkSignatureIfPinned(src.target, digest, options);
