@@ -58,6 +58,15 @@ export interface AgentOptions {
 
 type Assigned = z.infer<typeof ArtifactJson>;
 
+/**
+ * nats.js's PermissionViolationError for a publish, told by its name and
+ * fields: the class is not imported, since that would load nats.js with
+ * every agent command (it loads when `agent run` connects).
+ */
+function isPublishRefused(err: unknown): boolean {
+  return err instanceof Error && err.name === "PermissionViolationError" && (err as { operation?: unknown }).operation === "publish";
+}
+
 /** A program of the agent's whose pins were lost: tc still runs it at `hooks`. */
 interface Orphan {
   record: OrphanRecord;
@@ -86,6 +95,8 @@ export class Agent {
   private nats: NatsConnection | undefined;
   /** Connected now (not reconnecting): only then does a publish reach the server. */
   private natsUp = false;
+  /** NATS refused a telemetry publish (its permissions): telemetry goes over HTTP. */
+  private natsRefusesTelemetry = false;
   /** The kernel's boot (Datapath.boot), read at the first pass that enforces: it cannot change while the agent runs. */
   private boot: string | undefined;
   private wake: (() => void) | undefined;
@@ -217,15 +228,22 @@ export class Agent {
         for await (const status of nc.status()) {
           if (status.type === "disconnect") this.natsUp = false;
           else if (status.type === "reconnect") this.natsUp = true;
+          else if (status.type === "error" && isPublishRefused(status.error) && !this.natsRefusesTelemetry) {
+            // What NATS refuses is dropped: telemetry goes over HTTP from now on (the refused message's receipt is sent again next pass).
+            this.natsRefusesTelemetry = true;
+            this.log(`NATS refuses what this agent publishes (${describeError(status.error)}): telemetry goes over HTTP`);
+          }
         }
       })();
       const subject = assignmentsSubject(this.options.hostId);
       this.log(`NATS connected: woken by ${subject}`);
-      for await (const _ of nc.subscribe(subject)) this.nudge();
-    })().catch((err: unknown) => {
-      // NATS refused the subscription (its permissions, say): the agent learns of its assignments by polling.
-      this.log(`NATS subscription ended (${describeError(err)}): polling only`);
-    });
+      try {
+        for await (const _ of nc.subscribe(subject)) this.nudge();
+      } catch (err) {
+        // NATS refused the subscription (its permissions, say): the agent learns of its assignments by polling.
+        this.log(`NATS subscription to ${subject} ended (${describeError(err)}): polling only`);
+      }
+    })().catch((err: unknown) => this.log(`NATS: ${describeError(err)}: polling only`));
   }
 
   /** A step: one line in the operator's log, and published. */
@@ -246,7 +264,7 @@ export class Agent {
     if (!this.key || (step.event === "attached" && !step.receipt)) return;
     this.seq = Math.max(this.seq + 1, Date.now() * 1000);
     const envelope = sealTelemetry(telemetryMessage(this.options.hostId, step, this.seq), this.key);
-    if (this.nats && this.natsUp && !this.nats.isClosed()) {
+    if (this.nats && this.natsUp && !this.natsRefusesTelemetry && !this.nats.isClosed()) {
       this.nats.publish(telemetrySubject(this.options.hostId), JSON.stringify(envelope));
       return;
     }

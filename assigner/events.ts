@@ -15,6 +15,8 @@ export type NatsState = "connected" | "disconnected" | "disabled";
 export class AssignerEvents {
   private nc: NatsConnection | undefined;
   private connected = false;
+  /** NATS refused the telemetry subscription (its permissions): NATS is of no use for telemetry, whatever the connection. */
+  private refused = false;
   /** Fired by close(): stops the first connection's retries. */
   private readonly closing = new AbortController();
 
@@ -23,15 +25,19 @@ export class AssignerEvents {
   /**
    * Starts connecting in the background (retrying forever); never blocks
    * start-up. `failed` is told if the telemetry subscription ends with an
-   * error (NATS refused it: its permissions): agents' telemetry then comes
-   * over HTTP only, and notices are still published.
+   * error (NATS refused it: its permissions); NATS then counts as
+   * disconnected (/healthz degraded), since what agents publish there is
+   * not received, and notices are still published.
    */
   static start(
     url: string,
     handlers: { telemetry: (message: SignedTelemetry, hostId: string) => Promise<unknown>; invalid: () => void; failed: (err: unknown) => void },
   ): AssignerEvents {
     const events = new AssignerEvents(handlers.telemetry, handlers.invalid);
-    events.run(url).catch(handlers.failed);
+    events.run(url).catch((err: unknown) => {
+      events.refused = true;
+      handlers.failed(err);
+    });
     return events;
   }
 
@@ -62,7 +68,7 @@ export class AssignerEvents {
   }
 
   state(): NatsState {
-    return this.connected ? "connected" : "disconnected";
+    return this.connected && !this.refused ? "connected" : "disconnected";
   }
 
   /** Best effort: a host that misses this learns of the change at its next poll. */

@@ -6,7 +6,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { mkdir, readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { InputError } from "../errors.js";
+import { describeError, InputError } from "../errors.js";
 import { credentialsFromEnvironment, credentialsHost } from "../registry/index.js";
 import { loadTrust, trustedRootFetcher } from "../signing/index.js";
 import { atomicWrite } from "../util/index.js";
@@ -165,7 +165,7 @@ export async function startAssigner(options: AssignerOptions = {}): Promise<Runn
         // Messages arrive only after start-up, once `services` exists.
         telemetry: (message, hostId): Promise<boolean> => services.recordTelemetry(message, hostId),
         invalid: () => metrics.telemetry.inc({ result: "invalid" }),
-        failed: (err) => logger.error({ dependency: "nats", endpoint: dependencyName(options.natsUrl!, "nats") }, `the telemetry subscription on NATS ended: ${(err as Error).message}; telemetry arrives over HTTP only`),
+        failed: (err) => logger.error({ dependency: "nats", endpoint: dependencyName(options.natsUrl!, "nats") }, `the telemetry subscription on NATS ended: ${describeError(err)}; what agents publish there is not received`),
       })
     : undefined;
   const limits = { ...LIMIT_DEFAULTS, ...definedLimits(options) };

@@ -230,7 +230,7 @@ export async function pullBundle(src: ReadOnlyTarget, reference: string, cache: 
   return result(fetched, false);
 }
 
-/** Layers up to this size load the policy checks' code while the registry answers (whileWaiting); larger ones after the download. */
+/** Layers below this size load the policy checks' code while the registry answers (whileWaiting); larger ones after the download. */
 const PRELOAD_BELOW = 8 * 1024 * 1024;
 
 /**

@@ -29,6 +29,7 @@ export async function promote(paths: readonly string[], digestOrRef: string, fro
     if (next.ref !== ref) changes.push({ name: p.name, file: next.file, index: next.index, from: next.ref, to: ref });
   }
   if (check) for (const ref of new Set(changes.map((c) => c.to))) await check(ref);
-  if (changes.length > 0) await rewriteRefs(files, changes);
+  // Written over the --from and --to files as read: another environment's file may change meanwhile.
+  if (changes.length > 0) await rewriteRefs([...source.files, ...target.files], changes);
   return changes;
 }

@@ -172,7 +172,8 @@ class GraphCopier {
         return Promise.reject(new RegistryError("SIZE_LIMIT", `${desc.digest} is nested ${depth} levels deep in ${this.src.name}, past the limit of ${this.maxDepth}`));
       }
       if (this.nodes() >= this.maxNodes) return Promise.reject(this.tooManyNodes());
-      pending = this.copyNode(desc, depth);
+      // Registered before copyNode runs (it starts on the next microtask), so its limit check counts this node.
+      pending = Promise.resolve().then(() => this.copyNode(desc, depth));
       this.done.set(desc.digest, pending);
       this.refused.delete(desc.digest); // a referrer refused under one subject, met in a graph: one node
       this.progress(0, desc.size);
@@ -208,14 +209,8 @@ class GraphCopier {
     for (const referrer of referrers.values()) {
       this.options.signal?.throwIfAborted();
       if (!(await this.namesSubject(referrer, subject))) continue;
-      try {
-        // A referrer's own graph is bounded like the root's.
-        await this.copyGraph(referrer, 0);
-      } catch (err) {
-        // One whose graph is broken (a blob missing, bytes not their digest's) is skipped, as an unreadable one is.
-        if (!isContentFault(err)) throw err;
-        continue;
-      }
+      // A referrer's own graph is bounded like the root's, and copied whole or the copy fails, as the root's is.
+      await this.copyGraph(referrer, 0);
       await this.dst.indexReferrer(subject, referrer);
       if (depth < MAX_REFERRER_DEPTH) await this.copyReferrers(referrer, depth + 1);
     }
@@ -229,8 +224,7 @@ class GraphCopier {
   private async namesSubject(referrer: Descriptor, subject: Descriptor): Promise<boolean> {
     const { digest } = referrer;
     if (this.done.has(digest)) {
-      // Copied, or failed to copy: a referrer whose graph was broken is skipped again (copyReferrers).
-      if (!(await this.done.get(digest)!.then(() => true, (err: unknown) => (isContentFault(err) ? false : Promise.reject(err))))) return false;
+      await this.done.get(digest);
       return this.subjectOf.get(digest) === subject.digest;
     }
     if (this.refused.has(digest)) {
@@ -246,7 +240,7 @@ class GraphCopier {
         names = parseManifest(bytes, referrer.mediaType).subject?.digest;
         if (names === subject.digest) this.checked.set(digest, bytes);
       } catch (err) {
-        // A listed referrer that is absent, malformed or not its digest's bytes is skipped; a registry that cannot be read fails the copy.
+        // A listed referrer whose manifest is absent, malformed or not its digest's bytes is skipped; a registry that cannot be read fails the copy.
         if (!isContentFault(err)) throw err;
       }
     }

@@ -355,11 +355,31 @@ describe("enforcement", () => {
     const v1 = await publish("6.0.1", ciKey, "nats-denied");
     const running = await runAgent("nats-denied-host", { nats: strict.url });
     try {
-      await until("the subscription refused", () => running.logs.some((l) => l.startsWith("NATS subscription ended")));
-      expect(running.logs.find((l) => l.startsWith("NATS subscription ended")), "why").toMatch(/permission/i);
+      const ended = `NATS subscription to aegis.assignments.nats-denied-host ended`;
+      await until("the subscription refused", () => running.logs.some((l) => l.startsWith(ended)));
+      expect(running.logs.find((l) => l.startsWith(ended)), "why").toMatch(/permission/i);
       await admin.assign(v1, "nats-denied-host");
       await running.agent.reconcile();
       expect((await filters(running.datapath)).length, "installed by the poll").toBe(2);
+    } finally {
+      await running.agent.stop();
+      await strict.stop();
+    }
+  });
+
+  it("a NATS that refuses what it publishes: its telemetry goes over HTTP", async () => {
+    const strict = await startNats('authorization { users = [ { user: "agent", password: "pw", permissions: { publish: { deny: ["aegis.telemetry.>"] } } } ] }\nno_auth_user: agent\n');
+    const v1 = await publish("6.0.2", ciKey, "nats-mute");
+    const running = await runAgent("nats-mute-host", { nats: strict.url });
+    try {
+      await until("NATS connected", () => running.logs.some((l) => l.startsWith("NATS connected")));
+      await admin.assign(v1, "nats-mute-host");
+      // The first receipt goes to NATS, which drops it and says so; the next pass's goes over HTTP.
+      await until("the assigner has the receipt", async () => {
+        await running.agent.reconcile();
+        return (await admin.status(v1)).hosts.some((h) => h.host_id === "nats-mute-host" && h.event === "attached");
+      });
+      expect(running.logs.some((l) => l.startsWith("NATS refuses what this agent publishes")), running.logs.join("\n")).toBe(true);
     } finally {
       await running.agent.stop();
       await strict.stop();

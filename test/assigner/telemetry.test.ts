@@ -194,7 +194,7 @@ describe("over HTTP (POST /agents/{uid}/telemetry)", () => {
 });
 
 describe("NATS away, or refusing", () => {
-  it("an assigner whose telemetry subscription NATS refuses logs it and keeps serving", async () => {
+  it("an assigner whose telemetry subscription NATS refuses logs it, keeps serving and reports NATS as disconnected", async () => {
     // Aegis does not authenticate to NATS: a client without credentials is the user "assigner" here.
     const strict = await startNats('authorization { users = [ { user: "assigner", password: "pw", permissions: { subscribe: { deny: ["aegis.telemetry.>"] } } } ] }\nno_auth_user: assigner\n');
     const lines: string[] = [];
@@ -208,7 +208,7 @@ describe("NATS away, or refusing", () => {
     try {
       await until("the refusal logged", async () => lines.some((l) => l.includes("the telemetry subscription on NATS ended")));
       expect(lines.find((l) => l.includes("the telemetry subscription on NATS ended")), "why").toMatch(/Permissions Violation/);
-      expect((await http(refused.url, "GET", "/healthz")).status, "still serving").toBe(200);
+      expect((await http(refused.url, "GET", "/healthz")).json, "still serving, NATS of no use").toMatchObject({ status: "degraded", nats: "disconnected" });
     } finally {
       await refused.close();
       await strict.stop();

@@ -65,6 +65,11 @@ describe("edits (promote, apply --pin)", () => {
     await expect(reverted, "staging edited").rejects.toMatchObject({ code: "INVALID_ARGUMENT", message: `${join(sub, "staging.yaml")}: changed since aegis read it; nothing was written (run again)` });
     expect(readFileSync(join(sub, "prod-a.yaml"), "utf8"), "prod after staging was edited").toBe(prodA);
     writeFileSync(join(sub, "staging.yaml"), staging);
+    // Another environment's file may change meanwhile.
+    writeFileSync(join(sub, "dev.yaml"), `environment: dev\npolicies:\n${entry("a", D1)}`);
+    const other = await promote([sub], D2, "staging", "prod", async () => writeFileSync(join(sub, "dev.yaml"), `environment: dev\npolicies:\n${entry("a", D2)}`));
+    expect(other.map((c) => c.name), "promoted while dev.yaml changed").toEqual(["a", "b"]);
+    writeFileSync(join(sub, "prod-a.yaml"), prodA);
     // Run again, it reads the files as they are now.
     await promote([sub], D2, "staging", "prod");
     const prod = await loadFleetFiles([sub], { environment: "prod" });

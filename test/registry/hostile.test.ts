@@ -281,19 +281,31 @@ describe("referrers listings are the source's word", () => {
     await expect(copy(src, root.digest, new CountingIndex(), undefined, { referrers: true }), "a timeout").rejects.toMatchObject({ code: "TIMEOUT" });
   });
 
-  it("a referrer whose own graph is broken, or that names a digest of another algorithm, is skipped, by copy and by a signature check", async () => {
+  it("a referrer that names a digest of another algorithm is skipped, by copy and by a signature check; one whose blob cannot be read fails the copy", async () => {
     const src = new Listing();
     const { manifest: root } = await pushArtifact(src);
     const { referrer: good } = await signArtifact(src, root, signer, "test");
-    const { manifest: broken, layer: missing } = await pushArtifact(src, { subject: root });
     const sha512: Descriptor = { mediaType: "application/octet-stream", digest: `sha512:${"b".repeat(128)}`, size: 1 };
     const otherAlgorithm = await pushJson(src, MediaType.ImageManifest, { schemaVersion: 2, mediaType: MediaType.ImageManifest, artifactType: SIGSTORE_BUNDLE_TYPE, config: EMPTY_CONFIG, layers: [sha512], subject: root });
-    src.listing = (subject) => (subject.digest === root.digest ? [{ ...otherAlgorithm, artifactType: SIGSTORE_BUNDLE_TYPE }, broken, good] : []);
-    src.failing = { digest: missing.digest, code: "BLOB_UNKNOWN" };
+    src.listing = (subject) => (subject.digest === root.digest ? [{ ...otherAlgorithm, artifactType: SIGSTORE_BUNDLE_TYPE }, good] : []);
     const dst = new CountingIndex();
     await copy(src, root.digest, dst, undefined, { referrers: true });
     expect(dst.indexed, "index writes").toEqual([`${good.digest} -> ${root.digest}`]);
     expect((await verifyArtifact(src, root.digest, trust)).signature, "the signature check").toBe(good.digest);
+    // Copied whole or not at all, as the root's graph: the copy fails, and says why.
+    const { manifest: broken, layer: missing } = await pushArtifact(src, { subject: root });
+    src.listing = (subject) => (subject.digest === root.digest ? [broken, good] : []);
+    src.failing = { digest: missing.digest, code: "BLOB_UNKNOWN" };
+    await expect(copy(src, root.digest, new CountingIndex(), undefined, { referrers: true }), "a blob the source cannot serve").rejects.toMatchObject({ code: "BLOB_UNKNOWN" });
+  });
+
+  it("a referrer whose graph passes the node limit fails the copy: a limit is never taken for a bad referrer", async () => {
+    const src = new Listing();
+    const { manifest: root } = await pushArtifact(src);
+    const { referrer } = await signArtifact(src, root, signer, "test");
+    src.listing = (subject) => (subject.digest === root.digest ? [referrer] : []);
+    // The root's graph is 3 nodes; the signature's adds its manifest and its bundle layer (the config is shared).
+    await expect(copy(src, root.digest, new CountingIndex(), undefined, { referrers: true, maxNodes: 4 }), "limit 4").rejects.toMatchObject({ code: "SIZE_LIMIT" });
   });
 
   it("the referrers listings of one copy name at most 10 entries per node allowed, together", async () => {
