@@ -16,7 +16,7 @@ import { AgentError, errorCode } from "./errors.js";
 import { Executor } from "./executor.js";
 import { ArtifactCache, type VerifiedArtifact } from "./fetch.js";
 import { AgentMetrics } from "./metrics.js";
-import { TelemetryOutbox } from "./outbox.js";
+import { TelemetryRoute } from "./telemetry-route.js";
 import { newestByName, plan, type InstalledProgram, type Program, type Step } from "./plan.js";
 import { logLine, receiptCounters, telemetryMessage, type Reporter, type StepReport } from "./report.js";
 import { recordOf, StateDir, type InstalledRecord, type OrphanRecord } from "./state.js";
@@ -58,14 +58,6 @@ export interface AgentOptions {
 
 type Assigned = z.infer<typeof ArtifactJson>;
 
-/**
- * nats.js's PermissionViolationError for a publish, told by its name and
- * fields: the class is not imported, since that would load nats.js with
- * every agent command (it loads when `agent run` connects).
- */
-function isPublishRefused(err: unknown): boolean {
-  return err instanceof Error && err.name === "PermissionViolationError" && (err as { operation?: unknown }).operation === "publish";
-}
 
 /** A program of the agent's whose pins were lost: tc still runs it at `hooks`. */
 interface Orphan {
@@ -94,9 +86,7 @@ export class Agent {
   private readonly superseded = new Set<string>();
   private nats: NatsConnection | undefined;
   /** Connected now (not reconnecting): only then does a publish reach the server. */
-  private natsUp = false;
-  /** NATS refused a telemetry publish (its permissions): telemetry goes over HTTP. */
-  private natsRefusesTelemetry = false;
+
   /** The kernel's boot (Datapath.boot), read at the first pass that enforces: it cannot change while the agent runs. */
   private boot: string | undefined;
   private wake: (() => void) | undefined;
@@ -110,7 +100,7 @@ export class Agent {
   /** The last `seq` sent: microseconds since the epoch at least, so it grows across restarts too. */
   private seq = 0;
   /** Signed messages waiting for the HTTP route (no NATS). */
-  private readonly outbox: TelemetryOutbox;
+  private readonly telemetry: TelemetryRoute;
   private readonly trustRoot: TrustRootFollower | undefined;
 
   constructor(private readonly options: AgentOptions) {
@@ -120,7 +110,7 @@ export class Agent {
     this.interval = options.pollIntervalMs ?? 30_000;
     const reporter: Reporter = { report: (step) => this.report(step) };
     this.executor = new Executor(options.datapath, reporter);
-    this.outbox = new TelemetryOutbox(this.log);
+    this.telemetry = new TelemetryRoute(telemetrySubject(options.hostId), this.log);
     this.metrics = new AgentMetrics(async () => collectStatus(options.datapath, await this.state.installed()));
     this.trustRoot = options.trustRoot
       ? new TrustRootFollower({ ...options.trustRoot, stateDir: options.stateDir, mirrors: options.mirrors ?? [], log: this.log, ...(options.repository ? { repository: options.repository } : {}) })
@@ -222,19 +212,7 @@ export class Agent {
       });
       if (!nc) return;
       this.nats = nc;
-      this.natsUp = true;
-      // nats.js drops what is published while it reconnects: telemetry goes to the HTTP outbox until it is back.
-      void (async () => {
-        for await (const status of nc.status()) {
-          if (status.type === "disconnect") this.natsUp = false;
-          else if (status.type === "reconnect") this.natsUp = true;
-          else if (status.type === "error" && isPublishRefused(status.error) && !this.natsRefusesTelemetry) {
-            // What NATS refuses is dropped: telemetry goes over HTTP from now on (the refused message's receipt is sent again next pass).
-            this.natsRefusesTelemetry = true;
-            this.log(`NATS refuses what this agent publishes (${describeError(status.error)}): telemetry goes over HTTP`);
-          }
-        }
-      })();
+      this.telemetry.use(nc);
       const subject = assignmentsSubject(this.options.hostId);
       this.log(`NATS connected: woken by ${subject}`);
       try {
@@ -264,18 +242,15 @@ export class Agent {
     if (!this.key || (step.event === "attached" && !step.receipt)) return;
     this.seq = Math.max(this.seq + 1, Date.now() * 1000);
     const envelope = sealTelemetry(telemetryMessage(this.options.hostId, step, this.seq), this.key);
-    if (this.nats && this.natsUp && !this.natsRefusesTelemetry && !this.nats.isClosed()) {
-      this.nats.publish(telemetrySubject(this.options.hostId), JSON.stringify(envelope));
-      return;
-    }
-    this.outbox.push(envelope);
+    this.telemetry.send(envelope);
   }
 
-  /** Sends the queued messages over HTTP (agent/outbox.ts). */
+  /** Confirms what went to NATS this pass, then sends what waits for HTTP (agent/telemetry-route.ts). */
   private async flushTelemetry(): Promise<void> {
+    await this.telemetry.confirm((work) => this.bounded(work));
     const uid = this.agentUid;
     if (!uid) return;
-    await this.outbox.flush(async (batch) => this.bounded(async (signal) => (await this.assignerClient()).telemetry(uid, batch, { signal })), this.controller.signal);
+    await this.telemetry.outbox.flush(async (batch) => this.bounded(async (signal) => (await this.assignerClient()).telemetry(uid, batch, { signal })), this.controller.signal);
   }
 
   /** The agent token: the stored one for this assigner and host, or a fresh registration with the agent's key. */

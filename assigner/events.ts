@@ -4,7 +4,7 @@
 // api/; verified by AssignerServices.recordTelemetry).
 // Without NATS, or while it is away, agents still learn everything by polling.
 import type { NatsConnection } from "@nats-io/transport-node";
-import { connectNats } from "../util/index.js";
+import { connectNats, isPublishRefused } from "../util/index.js";
 import { assignmentsSubject, HostId, SignedTelemetry, TELEMETRY_SUBJECTS, telemetrySubjectHost, type AssignmentNotice } from "./api/index.js";
 
 /** The queue group every assigner subscribes to telemetry in. */
@@ -15,7 +15,7 @@ export type NatsState = "connected" | "disconnected" | "disabled";
 export class AssignerEvents {
   private nc: NatsConnection | undefined;
   private connected = false;
-  /** NATS refused the telemetry subscription (its permissions): NATS is of no use for telemetry, whatever the connection. */
+  /** NATS refused the telemetry subscription or a notice (its permissions): of no use, whatever the connection, until a restart. */
   private refused = false;
   /** Fired by close(): stops the first connection's retries. */
   private readonly closing = new AbortController();
@@ -24,24 +24,26 @@ export class AssignerEvents {
 
   /**
    * Starts connecting in the background (retrying forever); never blocks
-   * start-up. `failed` is told if the telemetry subscription ends with an
-   * error (NATS refused it: its permissions); NATS then counts as
-   * disconnected (/healthz degraded), since what agents publish there is
-   * not received, and notices are still published.
+   * start-up. `refused` is told, once, if NATS refuses the telemetry
+   * subscription (it ends with an error) or a notice (its permissions):
+   * NATS then counts as disconnected (/healthz degraded) until the assigner
+   * restarts, since what agents publish there is not received, or they are
+   * not woken.
    */
   static start(
     url: string,
-    handlers: { telemetry: (message: SignedTelemetry, hostId: string) => Promise<unknown>; invalid: () => void; failed: (err: unknown) => void },
+    handlers: { telemetry: (message: SignedTelemetry, hostId: string) => Promise<unknown>; invalid: () => void; refused: (err: unknown) => void },
   ): AssignerEvents {
     const events = new AssignerEvents(handlers.telemetry, handlers.invalid);
-    events.run(url).catch((err: unknown) => {
+    const refuse = (err: unknown) => {
+      if (!events.refused) handlers.refused(err);
       events.refused = true;
-      handlers.failed(err);
-    });
+    };
+    events.run(url, refuse).catch(refuse);
     return events;
   }
 
-  private async run(url: string): Promise<void> {
+  private async run(url: string, refuse: (err: unknown) => void): Promise<void> {
     const nc = await connectNats(url, { name: "aegis-assigner", signal: this.closing.signal });
     if (!nc) return;
     this.nc = nc;
@@ -50,6 +52,7 @@ export class AssignerEvents {
       for await (const status of nc.status()) {
         if (status.type === "disconnect") this.connected = false;
         if (status.type === "reconnect") this.connected = true;
+        if (status.type === "error" && isPublishRefused(status.error)) refuse(status.error);
       }
     })();
     // A queue group: with several assigners on one NATS, each message reaches

@@ -165,7 +165,7 @@ export async function startAssigner(options: AssignerOptions = {}): Promise<Runn
         // Messages arrive only after start-up, once `services` exists.
         telemetry: (message, hostId): Promise<boolean> => services.recordTelemetry(message, hostId),
         invalid: () => metrics.telemetry.inc({ result: "invalid" }),
-        failed: (err) => logger.error({ dependency: "nats", endpoint: dependencyName(options.natsUrl!, "nats") }, `the telemetry subscription on NATS ended: ${describeError(err)}; what agents publish there is not received`),
+        refused: (err) => logger.error({ dependency: "nats", endpoint: dependencyName(options.natsUrl!, "nats") }, `NATS refused the assigner (${describeError(err)}): it counts as unavailable until the assigner restarts`),
       })
     : undefined;
   const limits = { ...LIMIT_DEFAULTS, ...definedLimits(options) };

@@ -3,7 +3,7 @@
 // the first NATS connection, freeing spent stream buffers, the tar end-marker check.
 export { atomicWrite, removeStaleTemps, syncDir, TEMP_SUFFIX, type AtomicWriteOptions } from "./atomic-write.js";
 export { computing, movingBytes } from "./jit.js";
-export { connectNats, type NatsConnectOptions } from "./nats.js";
+export { connectNats, isPublishRefused, type NatsConnectOptions } from "./nats.js";
 export { openWriteStream, type OpenWriteStreamOptions } from "./open-write-stream.js";
 export { backoffDelay, retryAfterMs, sleep, type BackoffOptions } from "./retry.js";
 export { streamed } from "./spent-buffers.js";

@@ -43,3 +43,13 @@ export async function connectNats(url: string, options: NatsConnectOptions): Pro
   }
   return undefined;
 }
+
+/**
+ * Whether a status error of nats.js is NATS refusing a publish (a
+ * PermissionViolationError): told by its name and fields, since importing
+ * the class would load nats.js where it is not used. What NATS refuses it
+ * drops, and says so only afterwards, asynchronously.
+ */
+export function isPublishRefused(err: unknown): boolean {
+  return err instanceof Error && err.name === "PermissionViolationError" && (err as { operation?: unknown }).operation === "publish";
+}

@@ -367,18 +367,20 @@ describe("enforcement", () => {
     }
   });
 
-  it("a NATS that refuses what it publishes: its telemetry goes over HTTP", async () => {
+  it("a NATS that refuses what it publishes: its telemetry goes over HTTP, what NATS dropped included", async () => {
     const strict = await startNats('authorization { users = [ { user: "agent", password: "pw", permissions: { publish: { deny: ["aegis.telemetry.>"] } } } ] }\nno_auth_user: agent\n');
     const v1 = await publish("6.0.2", ciKey, "nats-mute");
+    const unsigned = await publish("6.0.3", null, "nats-mute-unsigned");
     const running = await runAgent("nats-mute-host", { nats: strict.url });
     try {
       await until("NATS connected", () => running.logs.some((l) => l.startsWith("NATS connected")));
       await admin.assign(v1, "nats-mute-host");
-      // The first receipt goes to NATS, which drops it and says so; the next pass's goes over HTTP.
-      await until("the assigner has the receipt", async () => {
-        await running.agent.reconcile();
-        return (await admin.status(v1)).hosts.some((h) => h.host_id === "nats-mute-host" && h.event === "attached");
-      });
+      await admin.assign(unsigned, "nats-mute-host");
+      // One pass: its messages go to NATS, which drops them and says so before the pass's flush is answered; they go over HTTP then.
+      await running.agent.reconcile();
+      const on = async (id: string) => (await admin.status(id)).hosts.find((h) => h.host_id === "nats-mute-host");
+      expect(await on(v1), "the receipt").toMatchObject({ event: "attached" });
+      expect(await on(unsigned), "the failure, reported once").toMatchObject({ event: "failed", code: "NO_SIGNATURE" });
       expect(running.logs.some((l) => l.startsWith("NATS refuses what this agent publishes")), running.logs.join("\n")).toBe(true);
     } finally {
       await running.agent.stop();

@@ -194,6 +194,30 @@ describe("over HTTP (POST /agents/{uid}/telemetry)", () => {
 });
 
 describe("NATS away, or refusing", () => {
+  it("an assigner whose notices NATS refuses logs it and reports NATS as disconnected", async () => {
+    const strict = await startNats('authorization { users = [ { user: "assigner", password: "pw", permissions: { publish: { deny: ["aegis.assignments.>"] } } } ] }\nno_auth_user: assigner\n');
+    const lines: string[] = [];
+    const stream = new Writable({
+      write(chunk: Buffer, _encoding, callback) {
+        lines.push(chunk.toString());
+        callback();
+      },
+    });
+    const muted = await startAssigner({ port: 0, natsUrl: strict.url, dataDir: join(work, "muted"), adminToken: admin.token, logger: createLogger({ stream, readable: false }) });
+    try {
+      await until("on NATS", async () => (await http(muted.url, "GET", "/healthz")).json.nats === "connected");
+      const { bytes } = await buildBundle("policies/block-icmp-8888");
+      const created = await http(muted.url, "POST", "/artifacts", { ...admin, body: { name: "block-icmp-8888", version: "1.0.0", data: bytes.toString("base64") } });
+      await new AssignerClient(muted.url, admin.token).assign(created.json.id as string, "muted-host");
+      await until("the refusal logged", async () => lines.some((l) => l.includes("NATS refused the assigner")));
+      expect(lines.find((l) => l.includes("NATS refused the assigner")), "why").toMatch(/Permissions Violation for Publish/);
+      expect((await http(muted.url, "GET", "/healthz")).json, "NATS of no use").toMatchObject({ status: "degraded", nats: "disconnected" });
+    } finally {
+      await muted.close();
+      await strict.stop();
+    }
+  });
+
   it("an assigner whose telemetry subscription NATS refuses logs it, keeps serving and reports NATS as disconnected", async () => {
     // Aegis does not authenticate to NATS: a client without credentials is the user "assigner" here.
     const strict = await startNats('authorization { users = [ { user: "assigner", password: "pw", permissions: { subscribe: { deny: ["aegis.telemetry.>"] } } } ] }\nno_auth_user: assigner\n');
@@ -206,8 +230,8 @@ describe("NATS away, or refusing", () => {
     });
     const refused = await startAssigner({ port: 0, natsUrl: strict.url, dataDir: join(work, "refused"), adminToken: admin.token, logger: createLogger({ stream, readable: false }) });
     try {
-      await until("the refusal logged", async () => lines.some((l) => l.includes("the telemetry subscription on NATS ended")));
-      expect(lines.find((l) => l.includes("the telemetry subscription on NATS ended")), "why").toMatch(/Permissions Violation/);
+      await until("the refusal logged", async () => lines.some((l) => l.includes("NATS refused the assigner")));
+      expect(lines.find((l) => l.includes("NATS refused the assigner")), "why").toMatch(/Permissions Violation for Subscription/);
       expect((await http(refused.url, "GET", "/healthz")).json, "still serving, NATS of no use").toMatchObject({ status: "degraded", nats: "disconnected" });
     } finally {
       await refused.close();

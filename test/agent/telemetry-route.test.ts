@@ -1,0 +1,81 @@
+// Where the agent's telemetry goes (agent/telemetry-route.ts), against real
+// nats-servers: a message NATS takes is not sent again over HTTP; one NATS
+// refuses (its permissions), or one a flush cannot confirm, is in the
+// outbox after confirm(), and everything after a refusal goes there.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { SignedTelemetry } from "../../assigner/api/index.js";
+import { TelemetryRoute } from "../../agent/telemetry-route.js";
+import { connectNats } from "../../util/index.js";
+import { startNats, type TcpServer } from "../harness/tcp-server.js";
+
+const SUBJECT = "aegis.telemetry.route-host";
+let open: TcpServer;
+let strict: TcpServer;
+const connections: NatsConnection[] = [];
+
+beforeAll(async () => {
+  // Aegis does not authenticate to NATS: a client without credentials is the user "agent" on the strict server.
+  [open, strict] = await Promise.all([startNats(), startNats('authorization { users = [ { user: "agent", password: "pw", permissions: { publish: { deny: ["aegis.telemetry.>"] } } } ] }\nno_auth_user: agent\n')]);
+});
+afterAll(async () => {
+  await Promise.all(connections.map((nc) => nc.close()));
+  await Promise.all([open?.stop(), strict?.stop()]);
+});
+
+async function connected(server: TcpServer): Promise<NatsConnection> {
+  const nc = await connectNats(server.url, { name: "route-test", signal: new AbortController().signal });
+  if (!nc) throw new Error(`no connection to ${server.url}`);
+  connections.push(nc);
+  return nc;
+}
+
+const message = (n: number): SignedTelemetry => ({ payload: Buffer.from(`message ${n}`).toString("base64"), signature: Buffer.from(`signature ${n}`).toString("base64") });
+
+/** What the outbox would POST now. */
+async function queued(route: TelemetryRoute): Promise<SignedTelemetry[]> {
+  const sent: SignedTelemetry[] = [];
+  await route.outbox.flush(async (batch) => sent.push(...batch), new AbortController().signal);
+  return sent;
+}
+
+const now = (work: () => Promise<void>) => work();
+
+describe("TelemetryRoute", () => {
+  it("what NATS takes goes there only", async () => {
+    const nc = await connected(open);
+    const seen: string[] = [];
+    const sub = nc.subscribe(SUBJECT);
+    void (async () => {
+      for await (const m of sub) seen.push(m.string());
+    })();
+    await nc.flush();
+    const route = new TelemetryRoute(SUBJECT, () => undefined);
+    route.use(nc);
+    route.send(message(1));
+    await route.confirm(now);
+    expect(await queued(route), "left for HTTP").toEqual([]);
+    expect(seen, "received on NATS").toEqual([JSON.stringify(message(1))]);
+  });
+
+  it("what NATS refuses is in the outbox after confirm(), and so is all that follows", async () => {
+    const logs: string[] = [];
+    const route = new TelemetryRoute(SUBJECT, (line) => logs.push(line));
+    route.use(await connected(strict));
+    route.send(message(1));
+    route.send(message(2));
+    await route.confirm(now);
+    expect(await queued(route), "the refused messages").toEqual([message(1), message(2)]);
+    route.send(message(3));
+    expect(await queued(route), "after the refusal").toEqual([message(3)]);
+    expect(logs.filter((l) => l.startsWith("NATS refuses what this agent publishes")), logs.join("\n")).toHaveLength(1);
+  });
+
+  it("what a flush cannot confirm (its deadline passed) is in the outbox", async () => {
+    const route = new TelemetryRoute(SUBJECT, () => undefined);
+    route.use(await connected(open));
+    route.send(message(1));
+    await route.confirm(() => Promise.reject(new Error("no answer within the deadline")));
+    expect(await queued(route), "unconfirmed").toEqual([message(1)]);
+  });
+});
