@@ -17,7 +17,7 @@ import { copy, OciLayoutTarget, RemoteRepository } from "../../registry/index.js
 import { generateKeyPair, KeySigner, loadTrust, signArtifact, type TrustPolicy } from "../../signing/index.js";
 import { startRegistryProxy } from "../harness/proxy.js";
 import { startRegistry, type RegistryServer } from "../harness/registry.js";
-import { startDroppingPort, startNats, type TcpServer } from "../harness/tcp-server.js";
+import { startDroppingPort, startNats, startStrictNats, type TcpServer } from "../harness/tcp-server.js";
 
 let registry: RegistryServer;
 let nats: TcpServer;
@@ -349,11 +349,16 @@ describe("enforcement", () => {
     }
   });
 
+  /** An agent for `hostId` on a nats-server that denies it `deny`; stopped with its server. */
+  async function onStrictNats(deny: { publish?: string; subscribe?: string }, hostId: string): Promise<Running & { stop: () => Promise<void> }> {
+    const strict = await startStrictNats(deny);
+    const running = await runAgent(hostId, { nats: strict.url });
+    return { ...running, stop: async () => (await running.agent.stop(), await strict.stop()) };
+  }
+
   it("a NATS that refuses its subscription leaves it polling, and it says so", async () => {
-    // Aegis does not authenticate to NATS: a client without credentials is the user "agent" here.
-    const strict = await startNats('authorization { users = [ { user: "agent", password: "pw", permissions: { subscribe: { deny: ["aegis.assignments.>"] } } } ] }\nno_auth_user: agent\n');
     const v1 = await publish("6.0.1", ciKey, "nats-denied");
-    const running = await runAgent("nats-denied-host", { nats: strict.url });
+    const running = await onStrictNats({ subscribe: "aegis.assignments.>" }, "nats-denied-host");
     try {
       const ended = `NATS subscription to aegis.assignments.nats-denied-host ended`;
       await until("the subscription refused", () => running.logs.some((l) => l.startsWith(ended)));
@@ -362,16 +367,14 @@ describe("enforcement", () => {
       await running.agent.reconcile();
       expect((await filters(running.datapath)).length, "installed by the poll").toBe(2);
     } finally {
-      await running.agent.stop();
-      await strict.stop();
+      await running.stop();
     }
   });
 
   it("a NATS that refuses what it publishes: its telemetry goes over HTTP, what NATS dropped included", async () => {
-    const strict = await startNats('authorization { users = [ { user: "agent", password: "pw", permissions: { publish: { deny: ["aegis.telemetry.>"] } } } ] }\nno_auth_user: agent\n');
     const v1 = await publish("6.0.2", ciKey, "nats-mute");
     const unsigned = await publish("6.0.3", null, "nats-mute-unsigned");
-    const running = await runAgent("nats-mute-host", { nats: strict.url });
+    const running = await onStrictNats({ publish: "aegis.telemetry.>" }, "nats-mute-host");
     try {
       await until("NATS connected", () => running.logs.some((l) => l.startsWith("NATS connected")));
       await admin.assign(v1, "nats-mute-host");
@@ -383,8 +386,7 @@ describe("enforcement", () => {
       expect(await on(unsigned), "the failure, reported once").toMatchObject({ event: "failed", code: "NO_SIGNATURE" });
       expect(running.logs.some((l) => l.startsWith("NATS refuses what this agent publishes")), running.logs.join("\n")).toBe(true);
     } finally {
-      await running.agent.stop();
-      await strict.stop();
+      await running.stop();
     }
   });
 

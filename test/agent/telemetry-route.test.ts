@@ -7,7 +7,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import type { SignedTelemetry } from "../../assigner/api/index.js";
 import { TelemetryRoute } from "../../agent/telemetry-route.js";
 import { connectNats } from "../../util/index.js";
-import { startNats, type TcpServer } from "../harness/tcp-server.js";
+import { startNats, startStrictNats, type TcpServer } from "../harness/tcp-server.js";
 
 const SUBJECT = "aegis.telemetry.route-host";
 let open: TcpServer;
@@ -15,8 +15,7 @@ let strict: TcpServer;
 const connections: NatsConnection[] = [];
 
 beforeAll(async () => {
-  // Aegis does not authenticate to NATS: a client without credentials is the user "agent" on the strict server.
-  [open, strict] = await Promise.all([startNats(), startNats('authorization { users = [ { user: "agent", password: "pw", permissions: { publish: { deny: ["aegis.telemetry.>"] } } } ] }\nno_auth_user: agent\n')]);
+  [open, strict] = await Promise.all([startNats(), startStrictNats({ publish: "aegis.telemetry.>" })]);
 });
 afterAll(async () => {
   await Promise.all(connections.map((nc) => nc.close()));

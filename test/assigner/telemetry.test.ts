@@ -17,7 +17,7 @@ import { createLogger } from "../../assigner/logging.js";
 import { buildBundle } from "../../bundle/index.js";
 import { aegis } from "../cli/run.js";
 import { http, registerAgent, signed, telemetry } from "../harness/assigner-http.js";
-import { startDroppingPort, startNats, type TcpServer } from "../harness/tcp-server.js";
+import { startDroppingPort, startNats, startStrictNats, type TcpServer } from "../harness/tcp-server.js";
 
 const admin = { token: "telemetry-operator" };
 let nats: TcpServer;
@@ -194,8 +194,9 @@ describe("over HTTP (POST /agents/{uid}/telemetry)", () => {
 });
 
 describe("NATS away, or refusing", () => {
-  it("an assigner whose notices NATS refuses logs it and reports NATS as disconnected", async () => {
-    const strict = await startNats('authorization { users = [ { user: "assigner", password: "pw", permissions: { publish: { deny: ["aegis.assignments.>"] } } } ] }\nno_auth_user: assigner\n');
+  /** An assigner on a nats-server that denies it `deny`, its log lines kept; stopped with its server. */
+  async function onStrictNats(deny: { publish?: string; subscribe?: string }, name: string) {
+    const strict = await startStrictNats(deny);
     const lines: string[] = [];
     const stream = new Writable({
       write(chunk: Buffer, _encoding, callback) {
@@ -203,39 +204,35 @@ describe("NATS away, or refusing", () => {
         callback();
       },
     });
-    const muted = await startAssigner({ port: 0, natsUrl: strict.url, dataDir: join(work, "muted"), adminToken: admin.token, logger: createLogger({ stream, readable: false }) });
+    const assigner = await startAssigner({ port: 0, natsUrl: strict.url, dataDir: join(work, name), adminToken: admin.token, logger: createLogger({ stream, readable: false }) });
+    const refusal = async () => {
+      await until("the refusal logged", async () => lines.some((l) => l.includes("NATS refused the assigner")));
+      return lines.find((l) => l.includes("NATS refused the assigner"));
+    };
+    return { assigner, refusal, stop: async () => (await assigner.close(), await strict.stop()) };
+  }
+
+  it("an assigner whose notices NATS refuses logs it and reports NATS as disconnected", async () => {
+    const { assigner: muted, refusal, stop } = await onStrictNats({ publish: "aegis.assignments.>" }, "muted");
     try {
       await until("on NATS", async () => (await http(muted.url, "GET", "/healthz")).json.nats === "connected");
       const { bytes } = await buildBundle("policies/block-icmp-8888");
       const created = await http(muted.url, "POST", "/artifacts", { ...admin, body: { name: "block-icmp-8888", version: "1.0.0", data: bytes.toString("base64") } });
       await new AssignerClient(muted.url, admin.token).assign(created.json.id as string, "muted-host");
-      await until("the refusal logged", async () => lines.some((l) => l.includes("NATS refused the assigner")));
-      expect(lines.find((l) => l.includes("NATS refused the assigner")), "why").toMatch(/Permissions Violation for Publish/);
+      expect(await refusal(), "why").toMatch(/Permissions Violation for Publish/);
       expect((await http(muted.url, "GET", "/healthz")).json, "NATS of no use").toMatchObject({ status: "degraded", nats: "disconnected" });
     } finally {
-      await muted.close();
-      await strict.stop();
+      await stop();
     }
   });
 
   it("an assigner whose telemetry subscription NATS refuses logs it, keeps serving and reports NATS as disconnected", async () => {
-    // Aegis does not authenticate to NATS: a client without credentials is the user "assigner" here.
-    const strict = await startNats('authorization { users = [ { user: "assigner", password: "pw", permissions: { subscribe: { deny: ["aegis.telemetry.>"] } } } ] }\nno_auth_user: assigner\n');
-    const lines: string[] = [];
-    const stream = new Writable({
-      write(chunk: Buffer, _encoding, callback) {
-        lines.push(chunk.toString());
-        callback();
-      },
-    });
-    const refused = await startAssigner({ port: 0, natsUrl: strict.url, dataDir: join(work, "refused"), adminToken: admin.token, logger: createLogger({ stream, readable: false }) });
+    const { assigner: refused, refusal, stop } = await onStrictNats({ subscribe: "aegis.telemetry.>" }, "refused");
     try {
-      await until("the refusal logged", async () => lines.some((l) => l.includes("NATS refused the assigner")));
-      expect(lines.find((l) => l.includes("NATS refused the assigner")), "why").toMatch(/Permissions Violation for Subscription/);
+      expect(await refusal(), "why").toMatch(/Permissions Violation for Subscription/);
       expect((await http(refused.url, "GET", "/healthz")).json, "still serving, NATS of no use").toMatchObject({ status: "degraded", nats: "disconnected" });
     } finally {
-      await refused.close();
-      await strict.stop();
+      await stop();
     }
   });
 

@@ -73,6 +73,16 @@ export function startRedis(): Promise<TcpServer> {
   ]);
 }
 
+/**
+ * A nats-server that denies what a client may publish or subscribe to:
+ * Aegis does not authenticate to NATS, so a client without credentials is
+ * its one user, with `deny` as its permissions.
+ */
+export function startStrictNats(deny: { publish?: string; subscribe?: string }): Promise<TcpServer> {
+  const permissions = Object.entries(deny).map(([operation, subject]) => `${operation}: { deny: [${JSON.stringify(subject)}] }`);
+  return startNats(`authorization { users = [ { user: "aegis", password: "unused", permissions: { ${permissions.join(", ")} } } ] }\nno_auth_user: aegis\n`);
+}
+
 /** A real nats-server (no JetStream needed: core publish/subscribe); `config`, a configuration file's text (users, permissions). */
 export function startNats(config?: string): Promise<TcpServer> {
   return startTcpServer("nats", "nats-server", "nats-server", "nats", (port, dir) => {
