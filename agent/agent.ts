@@ -85,8 +85,6 @@ export class Agent {
   private readonly missing = new Set<string>();
   private readonly superseded = new Set<string>();
   private nats: NatsConnection | undefined;
-  /** Connected now (not reconnecting): only then does a publish reach the server. */
-
   /** The kernel's boot (Datapath.boot), read at the first pass that enforces: it cannot change while the agent runs. */
   private boot: string | undefined;
   private wake: (() => void) | undefined;
@@ -247,7 +245,7 @@ export class Agent {
 
   /** Confirms what went to NATS this pass, then sends what waits for HTTP (agent/telemetry-route.ts). */
   private async flushTelemetry(): Promise<void> {
-    await this.telemetry.confirm((work) => this.bounded(work));
+    await this.telemetry.confirm(this.controller.signal);
     const uid = this.agentUid;
     if (!uid) return;
     await this.telemetry.outbox.flush(async (batch) => this.bounded(async (signal) => (await this.assignerClient()).telemetry(uid, batch, { signal })), this.controller.signal);

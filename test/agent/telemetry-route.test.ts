@@ -38,7 +38,7 @@ async function queued(route: TelemetryRoute): Promise<SignedTelemetry[]> {
   return sent;
 }
 
-const now = (work: () => Promise<void>) => work();
+const running = new AbortController().signal;
 
 describe("TelemetryRoute", () => {
   it("what NATS takes goes there only", async () => {
@@ -52,7 +52,7 @@ describe("TelemetryRoute", () => {
     const route = new TelemetryRoute(SUBJECT, () => undefined);
     route.use(nc);
     route.send(message(1));
-    await route.confirm(now);
+    await route.confirm(running);
     expect(await queued(route), "left for HTTP").toEqual([]);
     expect(seen, "received on NATS").toEqual([JSON.stringify(message(1))]);
   });
@@ -63,18 +63,36 @@ describe("TelemetryRoute", () => {
     route.use(await connected(strict));
     route.send(message(1));
     route.send(message(2));
-    await route.confirm(now);
+    await route.confirm(running);
     expect(await queued(route), "the refused messages").toEqual([message(1), message(2)]);
     route.send(message(3));
     expect(await queued(route), "after the refusal").toEqual([message(3)]);
     expect(logs.filter((l) => l.startsWith("NATS refuses what this agent publishes")), logs.join("\n")).toHaveLength(1);
   });
 
-  it("what a flush cannot confirm (its deadline passed) is in the outbox", async () => {
+  it("what a flush cannot confirm (the agent stopping) is in the outbox", async () => {
     const route = new TelemetryRoute(SUBJECT, () => undefined);
     route.use(await connected(open));
     route.send(message(1));
-    await route.confirm(() => Promise.reject(new Error("no answer within the deadline")));
+    await route.confirm(AbortSignal.abort());
     expect(await queued(route), "unconfirmed").toEqual([message(1)]);
+  });
+
+  it("what the connection carried when it broke is in the outbox, with no flush", async () => {
+    const own = await startNats();
+    try {
+      const route = new TelemetryRoute(SUBJECT, () => undefined);
+      route.use(await connected(own));
+      route.send(message(1));
+      await own.kill();
+      let outbox: SignedTelemetry[] = [];
+      for (let i = 0; i < 200 && outbox.length === 0; i++) {
+        outbox = await queued(route);
+        await new Promise((resolve) => setTimeout(resolve, 25));
+      }
+      expect(outbox, "handed over at the disconnect").toEqual([message(1)]);
+    } finally {
+      await own.stop();
+    }
   });
 });
