@@ -58,7 +58,6 @@ export interface AgentOptions {
 
 type Assigned = z.infer<typeof ArtifactJson>;
 
-
 /** A program of the agent's whose pins were lost: tc still runs it at `hooks`. */
 interface Orphan {
   record: OrphanRecord;
@@ -97,7 +96,7 @@ export class Agent {
   private agentUid: string | undefined;
   /** The last `seq` sent: microseconds since the epoch at least, so it grows across restarts too. */
   private seq = 0;
-  /** Signed messages waiting for the HTTP route (no NATS). */
+  /** Where signed messages go: NATS, or the HTTP route's outbox. */
   private readonly telemetry: TelemetryRoute;
   private readonly trustRoot: TrustRootFollower | undefined;
 
@@ -446,30 +445,23 @@ export class Agent {
   private async installedNow(): Promise<{ records: Map<string, InstalledRecord>; loaded: LoadedProgram[]; attached: Attachment[]; orphans: Orphan[] }> {
     const { datapath } = this.options;
     const records = await this.state.installed();
-    // A dry run also runs where BPF cannot: there it sees an empty kernel, and never enforces.
-    if (this.options.dryRun) {
-      const loaded = await datapath.loaded().catch(() => []);
-      for (const id of [...records.keys()]) if (!loaded.some((p) => p.id === id)) records.delete(id);
-      return { records, loaded, attached: await datapath.attached().catch(() => []), orphans: [] };
-    }
-    const loaded = await datapath.loaded();
-    const attached = await datapath.attached();
+    // A dry run also runs where BPF cannot: there it sees an empty kernel, and never enforces (nor writes state).
+    const dry = this.options.dryRun === true;
+    const loaded = await datapath.loaded().catch((err: unknown) => (dry ? [] : Promise.reject(err)));
+    const attached = await datapath.attached().catch((err: unknown) => (dry ? [] : Promise.reject(err)));
+    const dropped = [...records].filter(([id]) => !loaded.some((p) => p.id === id));
+    for (const [id] of dropped) records.delete(id);
+    if (dry) return { records, loaded, attached, orphans: [] };
+
     this.boot ??= await datapath.boot();
+    for (const { id, programId } of loaded) {
+      const record = records.get(id);
+      if (record) Object.assign(record, { programId, boot: this.boot });
+    }
     const known = await this.state.orphans();
     const found: OrphanRecord[] = [];
-    let dropped = false;
-    for (const [id, record] of [...records]) {
-      const pinned = loaded.find((p) => p.id === id);
-      if (pinned) {
-        Object.assign(record, { programId: pinned.programId, boot: this.boot });
-        continue;
-      }
-      records.delete(id);
-      dropped = true;
-      const { programId, boot } = record;
-      if (programId !== undefined && boot !== undefined && !known.some((o) => o.programId === programId && o.boot === boot)) {
-        found.push({ id, name: record.name, version: record.version, programId, boot });
-      }
+    for (const [id, { name, version, programId, boot }] of dropped) {
+      if (programId !== undefined && boot !== undefined && !known.some((o) => o.programId === programId && o.boot === boot)) found.push({ id, name, version, programId, boot });
     }
     // A program id is unique among running programs of one boot: a hook that runs it, with no pin naming it, runs the orphan.
     const orphans = [...known, ...found]
@@ -478,7 +470,7 @@ export class Agent {
       .filter((o) => o.hooks.length > 0);
     if (found.length > 0 || orphans.length !== known.length) await this.state.saveOrphans(orphans.map((o) => o.record));
     // Saved at once (after the orphans): a pass with no step to save them would find the dropped records again, and status show them.
-    if (dropped) await this.state.saveInstalled(records);
+    if (dropped.length > 0) await this.state.saveInstalled(records);
     return { records, loaded, attached, orphans };
   }
 

@@ -53,6 +53,7 @@ export interface KernelDatapathOptions {
 export class KernelDatapath implements Datapath {
   readonly pinRoot: string;
   readonly netns: string | undefined;
+  private bootId: Promise<string> | undefined;
 
   constructor(
     private readonly loader: ProgramLoader,
@@ -106,9 +107,10 @@ export class KernelDatapath implements Datapath {
     return programs;
   }
 
-  /** The kernel's random boot id (proc(5)); a network namespace shares its host's. */
-  async boot(): Promise<string> {
-    return (await readFile("/proc/sys/kernel/random/boot_id", "utf8")).trim();
+  /** The kernel's random boot id (proc(5)); a network namespace shares its host's. Read once: it cannot change while this process runs. */
+  boot(): Promise<string> {
+    this.bootId ??= readFile("/proc/sys/kernel/random/boot_id", "utf8").then((text) => text.trim());
+    return this.bootId;
   }
 
   async attach(id: string, hook: Hook): Promise<void> {

@@ -72,7 +72,8 @@ function fieldPath(path: PropertyKey[]): string {
   return path.reduce<string>((out, key) => (typeof key === "number" ? `${out}[${key}]` : out ? `${out}.${String(key)}` : String(key)), "");
 }
 
-async function readDocument(file: string): Promise<{ doc: Document; digest: string }> {
+/** A fleet file's text (within FLEET_MAX_BYTES) and its SHA-256. */
+async function readText(file: string): Promise<{ text: string; digest: string }> {
   let text: string;
   try {
     const info = await stat(file);
@@ -82,18 +83,24 @@ async function readDocument(file: string): Promise<{ doc: Document; digest: stri
     if (err instanceof InputError) throw err;
     throw new InputError("FILE_NOT_FOUND", `${file}: cannot read fleet file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { cause: err });
   }
+  return { text, digest: createHash("sha256").update(text).digest("hex") };
+}
+
+/** The YAML document of a fleet file's text; invalid YAML is an error naming the file and line. */
+function parseText(file: string, text: string): Document {
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {
     const first = doc.errors[0]!;
     const line = first.linePos?.[0]?.line;
     throw new InputError("INVALID_ARGUMENT", `${file}${line ? `:${line}` : ""}: invalid YAML: ${first.message.split("\n")[0]!.replace(/ at line \d+, column \d+:?$/, "")}`);
   }
-  return { doc, digest: createHash("sha256").update(text).digest("hex") };
+  return doc;
 }
 
 /** Parses one fleet file; every problem in it is named, with its field, in one error. */
 export async function loadFleetFile(file: string): Promise<FleetFile> {
-  const { doc, digest } = await readDocument(file);
+  const { text, digest } = await readText(file);
+  const doc = parseText(file, text);
   const parsed = FleetDocument.safeParse(doc.toJS() ?? {});
   if (!parsed.success) {
     const problems = parsed.error.issues.slice(0, 20).map((issue) => `${fieldPath(issue.path) || "(top level)"}: ${issue.message}`);
@@ -201,16 +208,17 @@ export interface RefEdit {
  * and planned is no longer what the files say.
  */
 export async function rewriteRefs(read: readonly FleetFile[], edits: readonly RefEdit[]): Promise<void> {
+  const edited = new Set(edits.map((e) => e.file));
   const docs = new Map<string, Document>();
   for (const file of read) {
-    const { doc, digest } = await readDocument(file.path);
+    const { text, digest } = await readText(file.path);
     if (digest !== file.digest) throw new InputError("INVALID_ARGUMENT", `${file.path}: changed since aegis read it; nothing was written (run again)`);
-    docs.set(file.path, doc);
+    if (edited.has(file.path)) docs.set(file.path, parseText(file.path, text));
   }
   for (const edit of edits) {
     const doc = docs.get(edit.file);
     if (!doc) throw new Error(`internal: ${edit.file} was edited without being read`);
     doc.setIn(["policies", edit.index, "ref"], edit.to);
   }
-  for (const file of new Set(edits.map((e) => e.file))) await atomicWrite(file, docs.get(file)!.toString());
+  for (const [file, doc] of docs) await atomicWrite(file, doc.toString());
 }

@@ -68,7 +68,6 @@ export interface VerifyOptions {
 /** Signatures are small; a larger layer is refused before it is read. */
 export const MAX_SIGNATURE_SIZE = 1024 * 1024;
 
-
 /** The sigstore bundle referrers of `subject` a check reads: the first MAX_SIGNATURES listed, each digest once. */
 export async function listSignatures(source: ReadOnlyTarget, subject: Descriptor): Promise<Descriptor[]> {
   const listed = await source.referrers(subject, SIGSTORE_BUNDLE_TYPE);
