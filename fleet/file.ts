@@ -14,9 +14,9 @@ import { z } from "zod";
 import { HostId, SelectorText, canonicalSelector } from "../assigner/api/index.js";
 import { InputError } from "../errors.js";
 import { parseReference, type Reference } from "../registry/index.js";
+import { atomicWriteAll } from "../util/index.js";
 
 type RemoteReference = Extract<Reference, { kind: "remote" }>;
-import { atomicWrite } from "../util/index.js";
 
 /** Bounds: a fleet is large, a file listing it is still text a person reads. */
 export const FLEET_MAX_FILES = 256;
@@ -73,17 +73,19 @@ function fieldPath(path: PropertyKey[]): string {
 }
 
 /** A fleet file's text (within FLEET_MAX_BYTES) and its SHA-256. */
-async function readText(file: string): Promise<{ text: string; digest: string }> {
+async function readText(file: string): Promise<{ text: string; digest: string; mode: number }> {
   let text: string;
+  let mode: number;
   try {
     const info = await stat(file);
+    mode = info.mode & 0o7777;
     if (info.size > FLEET_MAX_BYTES) throw new InputError("INVALID_ARGUMENT", `${file}: larger than ${FLEET_MAX_BYTES} bytes`);
     text = await readFile(file, "utf8");
   } catch (err) {
     if (err instanceof InputError) throw err;
     throw new InputError("FILE_NOT_FOUND", `${file}: cannot read fleet file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { cause: err });
   }
-  return { text, digest: createHash("sha256").update(text).digest("hex") };
+  return { text, digest: createHash("sha256").update(text).digest("hex"), mode };
 }
 
 /** The YAML document of a fleet file's text; invalid YAML is an error naming the file and line. */
@@ -200,8 +202,9 @@ export interface RefEdit {
 }
 
 /**
- * Sets the refs, keeping the rest of each file's text (comments, order),
- * each file atomically. Every file `read` (loadFleetFile: all the change
+ * Sets the refs, keeping the rest of each file's text (comments, order)
+ * and mode. The files are written together (atomicWriteAll): one that
+ * cannot be written leaves every file as it was. Every file `read` (loadFleetFile: all the change
  * was decided from, edited or not) is read again first: one whose text
  * changed since (someone edited it while the registries were checked)
  * refuses the whole change, and no file is written, since what was checked
@@ -209,16 +212,16 @@ export interface RefEdit {
  */
 export async function rewriteRefs(read: readonly FleetFile[], edits: readonly RefEdit[]): Promise<void> {
   const edited = new Set(edits.map((e) => e.file));
-  const docs = new Map<string, Document>();
+  const docs = new Map<string, { doc: Document; mode: number }>();
   for (const file of read) {
-    const { text, digest } = await readText(file.path);
+    const { text, digest, mode } = await readText(file.path);
     if (digest !== file.digest) throw new InputError("INVALID_ARGUMENT", `${file.path}: changed since aegis read it; nothing was written (run again)`);
-    if (edited.has(file.path)) docs.set(file.path, parseText(file.path, text));
+    if (edited.has(file.path)) docs.set(file.path, { doc: parseText(file.path, text), mode });
   }
   for (const edit of edits) {
-    const doc = docs.get(edit.file);
+    const doc = docs.get(edit.file)?.doc;
     if (!doc) throw new Error(`internal: ${edit.file} was edited without being read`);
     doc.setIn(["policies", edit.index, "ref"], edit.to);
   }
-  for (const [file, doc] of docs) await atomicWrite(file, doc.toString());
+  await atomicWriteAll([...docs].map(([path, { doc, mode }]) => ({ path, data: doc.toString(), mode })));
 }

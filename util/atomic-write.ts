@@ -1,6 +1,7 @@
 // One way to replace a file so that a crash leaves either the old content or
 // the new, never a torn mix: write a temp file beside it, fsync, rename over
-// the target, fsync the directory (so the rename itself is durable).
+// the target, fsync the directory (so the rename itself is durable). Several
+// files (a fleet edit) are all written before any is renamed.
 // https://lwn.net/Articles/457667/
 import { randomBytes } from "node:crypto";
 import { open, readdir, rename, rm } from "node:fs/promises";
@@ -15,21 +16,46 @@ export interface AtomicWriteOptions {
 export const TEMP_SUFFIX = ".aegis-tmp";
 
 export async function atomicWrite(path: string, data: string | Uint8Array, options: AtomicWriteOptions = {}): Promise<void> {
-  const temp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString("hex")}${TEMP_SUFFIX}`);
+  await atomicWriteAll([{ path, data, mode: options.mode }]);
+}
+
+/** One file for atomicWriteAll: its path, new content and mode (default 0o644 less the umask). */
+export interface AtomicWriteFile {
+  path: string;
+  data: string | Uint8Array;
+  mode?: number;
+}
+
+/**
+ * Replaces several files together, as far as a file system allows: every new
+ * content is written and synced beside its target before the first rename,
+ * so a failure while writing (a full disk, a missing directory, a crash)
+ * leaves every target as it was. Only a rename, which moves no data, can
+ * still fail between two targets.
+ */
+export async function atomicWriteAll(files: readonly AtomicWriteFile[]): Promise<void> {
+  const temps: string[] = [];
   try {
-    const handle = await open(temp, "wx", options.mode ?? 0o644);
-    try {
-      await handle.writeFile(data);
-      await handle.sync();
-    } finally {
-      await handle.close();
+    for (const { path, data, mode } of files) {
+      const temp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString("hex")}${TEMP_SUFFIX}`);
+      const handle = await open(temp, "wx", mode ?? 0o644);
+      temps.push(temp);
+      try {
+        // The mode asked for, not the umask's cut of it (a fleet file keeps its own).
+        if (mode !== undefined) await handle.chmod(mode);
+        await handle.writeFile(data);
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
     }
-    await rename(temp, path);
+    for (const [i, temp] of temps.entries()) await rename(temp, files[i]!.path);
   } catch (err) {
-    await rm(temp, { force: true });
+    // Renamed temps are gone already; force ignores them.
+    await Promise.all(temps.map((temp) => rm(temp, { force: true })));
     throw err;
   }
-  await syncDir(dirname(path));
+  for (const dir of new Set(files.map((f) => dirname(f.path)))) await syncDir(dir);
 }
 
 /** fsync a directory, so renames and creations in it survive a power loss. */

@@ -1,7 +1,7 @@
 // Small helpers every layer shares: durable file replacement, V8's optimizing
 // compiler for short commands, write streams on opened files, retry backoff,
 // the first NATS connection, freeing spent stream buffers, the tar end-marker check.
-export { atomicWrite, removeStaleTemps, syncDir, TEMP_SUFFIX, type AtomicWriteOptions } from "./atomic-write.js";
+export { atomicWrite, atomicWriteAll, removeStaleTemps, syncDir, TEMP_SUFFIX, type AtomicWriteFile, type AtomicWriteOptions } from "./atomic-write.js";
 export { computing, movingBytes } from "./jit.js";
 export { connectNats, isPublishRefused, type NatsConnectOptions } from "./nats.js";
 export { openWriteStream, type OpenWriteStreamOptions } from "./open-write-stream.js";

@@ -1,8 +1,8 @@
 // Fleet files (fleet/file.ts): a directory of environments loads whole (as
 // `aegis mirror export --from` reads it), names are unique within an
 // environment, what `loadFleetFiles` returns, and edits that refuse a file
-// changed under them.
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+// changed under them or write every file or none.
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -74,5 +74,26 @@ describe("edits (promote, apply --pin)", () => {
     await promote([sub], D2, "staging", "prod");
     const prod = await loadFleetFiles([sub], { environment: "prod" });
     expect(prod.policies.map((p) => `${p.name} ${p.digest}`), "promoted").toEqual([`a ${D2}`, `c ${D1}`, `b ${D2}`]);
+  });
+
+  it("write every edited file or none, each keeping its mode", async () => {
+    const sub = mkdtempSync(join(dir, "all-"));
+    const entry = (name: string, digest: string) => `  - name: ${name}\n    ref: r.example/p@${digest}\n    hosts: [h]\n`;
+    writeFileSync(join(sub, "staging.yaml"), `environment: staging\npolicies:\n${entry("a", D2)}${entry("b", D2)}`);
+    const prodA = `environment: prod\npolicies:\n${entry("a", D1)}`;
+    writeFileSync(join(sub, "prod-a.yaml"), prodA);
+    chmodSync(join(sub, "prod-a.yaml"), 0o664);
+    // The second file to write has a name its temp file cannot have (over NAME_MAX, 255 bytes): writing it fails after prod-a.yaml's was written.
+    const long = join(sub, `${"z".repeat(240)}.yaml`);
+    writeFileSync(long, `environment: prod\npolicies:\n${entry("b", D1)}`);
+    await expect(promote([sub], D2, "staging", "prod"), "promote with an unwritable file").rejects.toMatchObject({ code: "ENAMETOOLONG" });
+    expect(readFileSync(join(sub, "prod-a.yaml"), "utf8"), "the file written before the failure").toBe(prodA);
+    expect(readdirSync(sub).filter((n) => n.startsWith(".")), "temp files left").toEqual([]);
+    // Under a shorter name, the edit lands, and each file keeps its mode (not atomicWrite's default).
+    renameSync(long, join(sub, "prod-b.yaml"));
+    await promote([sub], D2, "staging", "prod");
+    const prod = await loadFleetFiles([sub], { environment: "prod" });
+    expect(prod.policies.map((p) => `${p.name} ${p.digest}`), "promoted").toEqual([`a ${D2}`, `b ${D2}`]);
+    expect((statSync(join(sub, "prod-a.yaml")).mode & 0o777).toString(8), "mode of the rewritten file").toBe("664");
   });
 });
