@@ -11,7 +11,7 @@ import { hookName, probeKernelFeatures, type Attachment, type Datapath, type Loa
 import { describeError } from "../errors.js";
 import type { RepositoryOptions } from "../registry/index.js";
 import type { TrustPolicy } from "../signing/index.js";
-import { backoffDelay, connectNats, sleep } from "../util/index.js";
+import { backoffDelay, connectNats, sleep, subscribeKept } from "../util/index.js";
 import { AgentError, errorCode } from "./errors.js";
 import { Executor } from "./executor.js";
 import { ArtifactCache, type VerifiedArtifact } from "./fetch.js";
@@ -37,7 +37,7 @@ export interface AgentOptions {
   ifaces?: readonly string[];
   mirrors?: readonly string[];
   natsUrl?: string;
-  /** Base of the wait between attempts to reach NATS (ms); default 500 (util/nats.ts). */
+  /** Base of the wait between attempts to reach NATS, or to have it take a refused subscription or publish again (ms); default 500 (util/nats.ts). */
   natsRetryMs?: number;
   /** Mean poll interval (ms); default 30 s. */
   pollIntervalMs?: number;
@@ -107,7 +107,7 @@ export class Agent {
     this.interval = options.pollIntervalMs ?? 30_000;
     const reporter: Reporter = { report: (step) => this.report(step) };
     this.executor = new Executor(options.datapath, reporter);
-    this.telemetry = new TelemetryRoute(telemetrySubject(options.hostId), this.log);
+    this.telemetry = new TelemetryRoute(telemetrySubject(options.hostId), this.log, options.natsRetryMs);
     this.metrics = new AgentMetrics(async () => collectStatus(options.datapath, await this.state.installed()));
     this.trustRoot = options.trustRoot
       ? new TrustRootFollower({ ...options.trustRoot, stateDir: options.stateDir, mirrors: options.mirrors ?? [], log: this.log, ...(options.repository ? { repository: options.repository } : {}) })
@@ -212,12 +212,13 @@ export class Agent {
       this.telemetry.use(nc);
       const subject = assignmentsSubject(this.options.hostId);
       this.log(`NATS connected: woken by ${subject}`);
-      try {
-        for await (const _ of nc.subscribe(subject)) this.nudge();
-      } catch (err) {
-        // NATS refused the subscription (its permissions, say): the agent learns of its assignments by polling.
-        this.log(`NATS subscription to ${subject} ended (${describeError(err)}): polling only`);
-      }
+      // While NATS refuses the subscription (its permissions), the agent learns of its assignments by polling.
+      await subscribeKept(nc, subject, () => this.nudge(), {
+        signal: this.controller.signal,
+        ...(this.options.natsRetryMs !== undefined ? { retryMs: this.options.natsRetryMs } : {}),
+        onRefused: (err) => this.log(`NATS refused the subscription to ${subject} (${describeError(err)}): polling only, asking again later`),
+        onAccepted: () => this.log(`NATS took the subscription to ${subject}: woken by it again`),
+      });
     })().catch((err: unknown) => this.log(`NATS: ${describeError(err)}: polling only`));
   }
 

@@ -6,11 +6,13 @@
 // NATS is therefore kept until a flush on the same connection confirms the
 // server accepted it (NATS answers a refused publish before the flush's
 // PONG), and goes to the outbox if it was refused, the connection broke, or
-// the flush did not answer in time.
+// the flush did not answer in time. After a refusal everything goes over
+// HTTP, and NATS is tried again after a backoff: once it takes a message
+// (its permissions fixed and reloaded), telemetry goes there again.
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { SignedTelemetry } from "../assigner/api/index.js";
 import { describeError } from "../errors.js";
-import { isPublishRefused } from "../util/index.js";
+import { backoffDelay, flushed, isRefused } from "../util/index.js";
 import { TelemetryOutbox } from "./outbox.js";
 
 /** Most messages kept unconfirmed between flushes (a pass sends a few per digest). */
@@ -22,8 +24,11 @@ export class TelemetryRoute {
   readonly outbox: TelemetryOutbox;
   private nc: NatsConnection | undefined;
   private up = false;
-  /** NATS refused a publish (its permissions): everything goes over HTTP from then on. */
+  /** NATS refused a publish (its permissions): everything goes over HTTP until `retryAt`, then NATS is tried again. */
   private refused = false;
+  /** Refusals since NATS last took a message: the backoff grows with them, and a confirmation counts only if none came meanwhile. */
+  private refusals = 0;
+  private retryAt = 0;
   private readonly unconfirmed: SignedTelemetry[] = [];
   /** The last confirmation failed (logged once until one succeeds). */
   private unanswered = false;
@@ -31,6 +36,8 @@ export class TelemetryRoute {
   constructor(
     private readonly subject: string,
     private readonly log: (line: string) => void,
+    /** Base of the wait before NATS is tried again after a refusal (ms); default 500. At least this, it grows to 60× this. */
+    private readonly retryMs = 500,
   ) {
     this.outbox = new TelemetryOutbox(log);
   }
@@ -46,10 +53,12 @@ export class TelemetryRoute {
           this.up = false;
           this.toOutbox();
         } else if (status.type === "reconnect") this.up = true;
-        else if (status.type === "error" && isPublishRefused(status.error)) {
+        else if (status.type === "error" && isRefused(status.error, "publish")) {
           this.toOutbox();
-          if (!this.refused) this.log(`NATS refuses what this agent publishes (${describeError(status.error)}): telemetry goes over HTTP`);
+          if (!this.refused) this.log(`NATS refuses what this agent publishes (${describeError(status.error)}): telemetry goes over HTTP, and NATS is tried again later`);
           this.refused = true;
+          this.refusals++;
+          this.retryAt = Date.now() + this.retryMs + backoffDelay(this.refusals, { baseMs: this.retryMs, maxMs: 59 * this.retryMs });
         }
       }
     })();
@@ -57,7 +66,7 @@ export class TelemetryRoute {
 
   send(envelope: SignedTelemetry): void {
     const { nc } = this;
-    if (!nc || !this.up || this.refused || nc.isClosed()) return this.outbox.push(envelope);
+    if (!nc || !this.up || nc.isClosed() || (this.refused && Date.now() < this.retryAt)) return this.outbox.push(envelope);
     nc.publish(this.subject, JSON.stringify(envelope));
     this.unconfirmed.push(envelope);
     if (this.unconfirmed.length > UNCONFIRMED_MAX) this.outbox.push(this.unconfirmed.shift()!);
@@ -74,19 +83,16 @@ export class TelemetryRoute {
     const { nc } = this;
     if (!nc || this.unconfirmed.length === 0) return;
     if (!this.up || nc.isClosed()) return this.toOutbox();
-    const deadline = AbortSignal.any([signal, AbortSignal.timeout(CONFIRM_MS)]);
-    const confirmed = await new Promise<boolean>((resolve) => {
-      if (deadline.aborted) return resolve(false);
-      deadline.addEventListener("abort", () => resolve(false), { once: true });
-      nc.flush()
-        // A refusal came before the PONG, but reaches use()'s status loop through an async iterator's
-        // microtasks: they have all run once the event loop gets to setImmediate.
-        .then(() => new Promise((settled) => setImmediate(settled)))
-        .then(() => resolve(true), () => resolve(false));
-    });
-    if (confirmed) {
+    const refusals = this.refusals;
+    if (await flushed(nc, AbortSignal.any([signal, AbortSignal.timeout(CONFIRM_MS)]))) {
       this.unconfirmed.length = 0;
       this.unanswered = false;
+      // Taken while refused, with no refusal since: NATS's permissions allow this agent again.
+      if (this.refused && this.refusals === refusals) {
+        this.refused = false;
+        this.refusals = 0;
+        this.log("NATS takes this agent's telemetry again");
+      }
       return;
     }
     if (!this.unanswered && !signal.aborted) this.log(`NATS did not confirm ${this.unconfirmed.length} message(s) within ${CONFIRM_MS} ms: sending them over HTTP`);

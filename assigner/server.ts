@@ -31,6 +31,8 @@ export interface AssignerOptions {
   /** Where uploads are pushed: host/repo or oci:<dir>; default oci:<dataDir>/oci. */
   registry?: string;
   natsUrl?: string;
+  /** Base of the waits between attempts to reach NATS, and to subscribe again after a refusal (ms); default 500. */
+  natsRetryMs?: number;
   adminToken?: string;
   adminTokenFile?: string;
   enrollSecret?: string;
@@ -165,8 +167,10 @@ export async function startAssigner(options: AssignerOptions = {}): Promise<Runn
         // Messages arrive only after start-up, once `services` exists.
         telemetry: (message, hostId): Promise<boolean> => services.recordTelemetry(message, hostId),
         invalid: () => metrics.telemetry.inc({ result: "invalid" }),
-        refused: (err) => logger.error({ dependency: "nats", endpoint: dependencyName(options.natsUrl!, "nats") }, `NATS refused the assigner (${describeError(err)}): it counts as unavailable until the assigner restarts`),
-      })
+        refused: (use, err) =>
+          logger.error({ dependency: "nats", endpoint: dependencyName(options.natsUrl!, "nats") }, `NATS refused the assigner's ${use} (${describeError(err)}): NATS counts as unavailable until it accepts them`),
+        accepted: (use) => logger.info({ dependency: "nats", endpoint: dependencyName(options.natsUrl!, "nats") }, `NATS takes the assigner's ${use} again`),
+      }, options.natsRetryMs !== undefined ? { retryMs: options.natsRetryMs } : {})
     : undefined;
   const limits = { ...LIMIT_DEFAULTS, ...definedLimits(options) };
   const services = new AssignerServices(store, auth, artifacts, metrics, events, limits.telemetryMaxSkewMs);

@@ -7,8 +7,12 @@
 // nats.js reconnects by itself (maxReconnectAttempts: -1).
 // nats.js itself is imported on the first call: every command shares util/,
 // and loading NATS would add about 16 ms to each (test/cli/startup.test.ts).
+// NATS may also refuse a subscription or a publish (its permissions), and
+// allow it again once its configuration is reloaded: `flushed` tells whether
+// it took what was sent, and `subscribeKept` asks again for a subscription
+// it refused, so fixing the permissions needs no restart.
 // https://github.com/nats-io/nats.js/blob/main/core/README.md#connection-options
-import type { NatsConnection } from "@nats-io/transport-node";
+import type { Msg, NatsConnection } from "@nats-io/transport-node";
 import { backoffDelay, sleep } from "./retry.js";
 
 export interface NatsConnectOptions {
@@ -45,11 +49,73 @@ export async function connectNats(url: string, options: NatsConnectOptions): Pro
 }
 
 /**
- * Whether a status error of nats.js is NATS refusing a publish (a
- * PermissionViolationError): told by its name and fields, since importing
- * the class would load nats.js where it is not used. What NATS refuses it
- * drops, and says so only afterwards, asynchronously.
+ * Whether an error of nats.js is NATS refusing a publish or subscription (a
+ * PermissionViolationError; `operation` narrows it to one): told by its name
+ * and fields, since importing the class would load nats.js where it is not
+ * used. What NATS refuses it drops, and says so only afterwards,
+ * asynchronously.
  */
-export function isPublishRefused(err: unknown): boolean {
-  return err instanceof Error && err.name === "PermissionViolationError" && (err as { operation?: unknown }).operation === "publish";
+export function isRefused(err: unknown, operation?: "publish" | "subscription"): boolean {
+  return err instanceof Error && err.name === "PermissionViolationError" && (operation === undefined || (err as { operation?: unknown }).operation === operation);
+}
+
+/**
+ * Whether NATS answered a flush on `nc` before `signal` fired: then it has
+ * taken or refused all that was sent before. NATS answers a refusal before
+ * the flush's PONG, and nats.js hands it on through promises and async
+ * iterators (a status loop, a subscription ending): all of that has run
+ * once this resolves.
+ */
+export function flushed(nc: NatsConnection, signal: AbortSignal): Promise<boolean> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve(false);
+    signal.addEventListener("abort", () => resolve(false), { once: true });
+    nc.flush()
+      .then(() => new Promise((settled) => setImmediate(settled)))
+      .then(() => resolve(true), () => resolve(false));
+  });
+}
+
+export interface KeptSubscriptionOptions {
+  /** A queue group: each message reaches one of its members. */
+  queue?: string;
+  /** Base of the jittered wait before asking again after a refusal (ms); default 500, at least 10. The wait doubles to 60× this. */
+  retryMs?: number;
+  /** Stops asking again. */
+  signal: AbortSignal;
+  /** NATS refused the subscription: told once, until it takes it again. */
+  onRefused: (err: unknown) => void;
+  /** NATS took the subscription again after refusing it. */
+  onAccepted: () => void;
+}
+
+/** How long a refused subscription's new request may wait for NATS's answer (ms). */
+const ANSWER_MS = 5000;
+
+/**
+ * Subscribes to `subject` on `nc` and hands each message to `handle`, one at
+ * a time, until the connection closes or `signal` fires. A subscription
+ * NATS refuses ends with an error; it is asked for again after a backoff,
+ * until NATS takes it (a flush answered and the subscription still open).
+ * nats.js itself renews subscriptions across reconnects.
+ */
+export async function subscribeKept(nc: NatsConnection, subject: string, handle: (msg: Msg) => Promise<void> | void, options: KeptSubscriptionOptions): Promise<void> {
+  const { signal } = options;
+  const retryMs = Math.max(options.retryMs ?? 500, 10);
+  let refusals = 0;
+  while (!signal.aborted && !nc.isClosed()) {
+    const subscription = nc.subscribe(subject, options.queue !== undefined ? { queue: options.queue } : {});
+    if (refusals > 0 && (await flushed(nc, AbortSignal.any([signal, AbortSignal.timeout(ANSWER_MS)]))) && !subscription.isClosed()) {
+      refusals = 0;
+      options.onAccepted();
+    }
+    try {
+      for await (const msg of subscription) await handle(msg);
+      return; // the connection closed or drained
+    } catch (err) {
+      if (!isRefused(err)) throw err;
+      if (++refusals === 1) options.onRefused(err);
+    }
+    await sleep(backoffDelay(refusals, { baseMs: retryMs, maxMs: 60 * retryMs }), signal).catch(() => undefined);
+  }
 }

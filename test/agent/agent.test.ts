@@ -7,6 +7,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { release, tmpdir } from "node:os";
 import { join } from "node:path";
+import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Agent, basePref, StateDir, type StepReport } from "../../agent/index.js";
 import { AssignerClient, capabilitiesJson } from "../../assigner/api/index.js";
@@ -17,7 +18,7 @@ import { copy, OciLayoutTarget, RemoteRepository } from "../../registry/index.js
 import { generateKeyPair, KeySigner, loadTrust, signArtifact, type TrustPolicy } from "../../signing/index.js";
 import { startRegistryProxy } from "../harness/proxy.js";
 import { startRegistry, type RegistryServer } from "../harness/registry.js";
-import { startDroppingPort, startNats, startStrictNats, type TcpServer } from "../harness/tcp-server.js";
+import { startDroppingPort, startNats, startStrictNats, type NatsDenial, type StrictNats, type TcpServer } from "../harness/tcp-server.js";
 
 let registry: RegistryServer;
 let nats: TcpServer;
@@ -350,22 +351,36 @@ describe("enforcement", () => {
   });
 
   /** An agent for `hostId` on a nats-server that denies it `deny`; stopped with its server. */
-  async function onStrictNats(deny: { publish?: string; subscribe?: string }, hostId: string): Promise<Running & { stop: () => Promise<void> }> {
+  async function onStrictNats(deny: NatsDenial, hostId: string): Promise<Running & { strict: StrictNats; stop: () => Promise<void> }> {
     const strict = await startStrictNats(deny);
-    const running = await runAgent(hostId, { nats: strict.url });
-    return { ...running, stop: async () => (await running.agent.stop(), await strict.stop()) };
+    const running = await runAgent(hostId, { nats: strict.url, natsRetryMs: 20 });
+    return { ...running, strict, stop: async () => (await running.agent.stop(), await strict.stop()) };
   }
 
-  it("a NATS that refuses its subscription leaves it polling, and it says so", async () => {
+  it("a NATS that refuses its subscription leaves it polling, and it says so; it subscribes again once NATS allows it", async () => {
     const v1 = await publish("6.0.1", ciKey, "nats-denied");
     const running = await onStrictNats({ subscribe: "aegis.assignments.>" }, "nats-denied-host");
     try {
-      const ended = `NATS subscription to aegis.assignments.nats-denied-host ended`;
-      await until("the subscription refused", () => running.logs.some((l) => l.startsWith(ended)));
-      expect(running.logs.find((l) => l.startsWith(ended)), "why").toMatch(/permission/i);
+      const refused = "NATS refused the subscription to aegis.assignments.nats-denied-host";
+      await until("the subscription refused", () => running.logs.some((l) => l.startsWith(refused)));
+      expect(running.logs.find((l) => l.startsWith(refused)), "why").toMatch(/permission/i);
       await admin.assign(v1, "nats-denied-host");
       await running.agent.reconcile();
       expect((await filters(running.datapath)).length, "installed by the poll").toBe(2);
+      // NATS's permissions fixed (a reload): the subscription is asked for again, and wakes the agent (its poll interval is an hour).
+      await running.strict.deny({});
+      await until("subscribed again", () => running.logs.some((l) => l === "NATS took the subscription to aegis.assignments.nats-denied-host: woken by it again"));
+      // This NATS is not the assigner's: the test wakes the agent there as the assigner would.
+      await admin.unassign(v1, "nats-denied-host");
+      const notifier = await connect({ servers: running.strict.url });
+      try {
+        notifier.publish("aegis.assignments.nats-denied-host", "{}");
+        await notifier.flush();
+      } finally {
+        await notifier.close();
+      }
+      await until("removed after the NATS wake-up", async () => (await filters(running.datapath)).length === 0);
+      expect(running.logs.filter((l) => l.startsWith(refused)), "the refusal logged once").toHaveLength(1);
     } finally {
       await running.stop();
     }

@@ -1,7 +1,8 @@
 // Where the agent's telemetry goes (agent/telemetry-route.ts), against real
 // nats-servers: a message NATS takes is not sent again over HTTP; one NATS
 // refuses (its permissions), or one a flush cannot confirm, is in the
-// outbox after confirm(), and everything after a refusal goes there.
+// outbox after confirm(), and everything after a refusal goes there until
+// NATS, tried again after a backoff, takes a message again.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { SignedTelemetry } from "../../assigner/api/index.js";
@@ -91,6 +92,42 @@ describe("TelemetryRoute", () => {
         await new Promise((resolve) => setTimeout(resolve, 25));
       }
       expect(outbox, "handed over at the disconnect").toEqual([message(1)]);
+    } finally {
+      await own.stop();
+    }
+  });
+
+  it("after a refusal NATS is tried again, and used again once it takes a message (its permissions reloaded)", async () => {
+    const own = await startStrictNats({ publish: "aegis.telemetry.>" });
+    try {
+      const logs: string[] = [];
+      const route = new TelemetryRoute(SUBJECT, (line) => logs.push(line), 20);
+      const nc = await connected(own);
+      route.use(nc);
+      route.send(message(1));
+      await route.confirm(running);
+      expect(await queued(route), "refused").toEqual([message(1)]);
+      await own.deny({});
+      const seen: string[] = [];
+      const sub = nc.subscribe(SUBJECT);
+      void (async () => {
+        for await (const m of sub) seen.push(m.string());
+      })();
+      await nc.flush();
+      // Each pass sends one message; once the backoff (20-60 ms) has passed, one goes to NATS and is confirmed.
+      let n = 2;
+      for (let i = 0; i < 200 && !logs.includes("NATS takes this agent's telemetry again"); i++) {
+        route.send(message(n++));
+        await route.confirm(running);
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      expect(logs, "the recovery logged").toContain("NATS takes this agent's telemetry again");
+      const overHttp = await queued(route);
+      expect(overHttp.length, "sent over HTTP while NATS was not tried").toBe(n - 3);
+      route.send(message(100));
+      await route.confirm(running);
+      expect(await queued(route), "after the recovery").toEqual([]);
+      expect(seen.slice(-2), "received on NATS").toEqual([JSON.stringify(message(n - 1)), JSON.stringify(message(100))]);
     } finally {
       await own.stop();
     }

@@ -17,7 +17,7 @@ import { createLogger } from "../../assigner/logging.js";
 import { buildBundle } from "../../bundle/index.js";
 import { aegis } from "../cli/run.js";
 import { http, registerAgent, signed, telemetry } from "../harness/assigner-http.js";
-import { startDroppingPort, startNats, startStrictNats, type TcpServer } from "../harness/tcp-server.js";
+import { startDroppingPort, startNats, startStrictNats, type NatsDenial, type TcpServer } from "../harness/tcp-server.js";
 
 const admin = { token: "telemetry-operator" };
 let nats: TcpServer;
@@ -61,8 +61,8 @@ async function until(what: string, check: () => Promise<boolean>): Promise<void>
 }
 
 /** aegis_telemetry_messages_total by result. */
-async function counts(): Promise<Record<"recorded" | "invalid" | "dropped", number>> {
-  const text = (await http(assigner.url, "GET", "/metrics")).bytes.toString("utf8");
+async function counts(url = assigner.url): Promise<Record<"recorded" | "invalid" | "dropped", number>> {
+  const text = (await http(url, "GET", "/metrics")).bytes.toString("utf8");
   const value = (result: string) => Number(new RegExp(`^aegis_telemetry_messages_total\\{result="${result}"\\} (\\d+)`, "m").exec(text)?.[1] ?? 0);
   return { recorded: value("recorded"), invalid: value("invalid"), dropped: value("dropped") };
 }
@@ -195,7 +195,7 @@ describe("over HTTP (POST /agents/{uid}/telemetry)", () => {
 
 describe("NATS away, or refusing", () => {
   /** An assigner on a nats-server that denies it `deny`, its log lines kept; stopped with its server. */
-  async function onStrictNats(deny: { publish?: string; subscribe?: string }, name: string) {
+  async function onStrictNats(deny: NatsDenial, name: string) {
     const strict = await startStrictNats(deny);
     const lines: string[] = [];
     const stream = new Writable({
@@ -204,33 +204,57 @@ describe("NATS away, or refusing", () => {
         callback();
       },
     });
-    const assigner = await startAssigner({ port: 0, natsUrl: strict.url, dataDir: join(work, name), adminToken: admin.token, logger: createLogger({ stream, readable: false }) });
-    const refusal = async () => {
-      await until("the refusal logged", async () => lines.some((l) => l.includes("NATS refused the assigner")));
-      return lines.find((l) => l.includes("NATS refused the assigner"));
+    const assigner = await startAssigner({ port: 0, natsUrl: strict.url, natsRetryMs: 20, dataDir: join(work, name), adminToken: admin.token, logger: createLogger({ stream, readable: false }) });
+    const logged = async (text: string) => {
+      await until(`"${text}" logged`, async () => lines.some((l) => l.includes(text)));
+      return lines.find((l) => l.includes(text));
     };
-    return { assigner, refusal, stop: async () => (await assigner.close(), await strict.stop()) };
+    const nats = async () => (await http(assigner.url, "GET", "/healthz")).json;
+    return { assigner, strict, logged, nats, stop: async () => (await assigner.close(), await strict.stop()) };
   }
 
-  it("an assigner whose notices NATS refuses logs it and reports NATS as disconnected", async () => {
-    const { assigner: muted, refusal, stop } = await onStrictNats({ publish: "aegis.assignments.>" }, "muted");
+  it("an assigner whose notices NATS refuses logs it, reports NATS as disconnected, and connected once a notice is taken", async () => {
+    const { assigner: muted, strict, logged, nats, stop } = await onStrictNats({ publish: "aegis.assignments.>" }, "muted");
     try {
-      await until("on NATS", async () => (await http(muted.url, "GET", "/healthz")).json.nats === "connected");
+      await until("on NATS", async () => (await nats()).nats === "connected");
       const { bytes } = await buildBundle("policies/block-icmp-8888");
       const created = await http(muted.url, "POST", "/artifacts", { ...admin, body: { name: "block-icmp-8888", version: "1.0.0", data: bytes.toString("base64") } });
-      await new AssignerClient(muted.url, admin.token).assign(created.json.id as string, "muted-host");
-      expect(await refusal(), "why").toMatch(/Permissions Violation for Publish/);
-      expect((await http(muted.url, "GET", "/healthz")).json, "NATS of no use").toMatchObject({ status: "degraded", nats: "disconnected" });
+      const client = new AssignerClient(muted.url, admin.token);
+      await client.assign(created.json.id as string, "muted-host");
+      expect(await logged("NATS refused the assigner"), "why").toMatch(/assignment notices.*Permissions Violation for Publish/);
+      expect(await nats(), "NATS of no use").toMatchObject({ status: "degraded", nats: "disconnected" });
+      // A notice NATS refuses again (the server logs its second violation) does not count as taken, though NATS answers its flush.
+      await client.assign(created.json.id as string, "muted-host-1");
+      await until("the second violation", async () => (strict.process()?.output().match(/Publish Violation/g) ?? []).length >= 2);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(await nats(), "NATS still refusing").toMatchObject({ status: "degraded", nats: "disconnected" });
+      // The operator fixes NATS's permissions (a reload): the next notice NATS takes ends it, with no restart.
+      await strict.deny({});
+      await client.assign(created.json.id as string, "muted-host-2");
+      expect(await logged("NATS takes the assigner's assignment notices again"), "the recovery logged").toBeDefined();
+      expect(await nats(), "NATS back").toMatchObject({ status: "ok", nats: "connected" });
     } finally {
       await stop();
     }
   });
 
-  it("an assigner whose telemetry subscription NATS refuses logs it, keeps serving and reports NATS as disconnected", async () => {
-    const { assigner: refused, refusal, stop } = await onStrictNats({ subscribe: "aegis.telemetry.>" }, "refused");
+  it("an assigner whose telemetry subscription NATS refuses logs it, keeps serving, and subscribes again once NATS allows it", async () => {
+    const { assigner: refused, strict, logged, nats, stop } = await onStrictNats({ subscribe: "aegis.telemetry.>" }, "refused");
     try {
-      expect(await refusal(), "why").toMatch(/Permissions Violation for Subscription/);
-      expect((await http(refused.url, "GET", "/healthz")).json, "still serving, NATS of no use").toMatchObject({ status: "degraded", nats: "disconnected" });
+      expect(await logged("NATS refused the assigner"), "why").toMatch(/telemetry subscription.*Permissions Violation for Subscription/);
+      expect(await nats(), "still serving, NATS of no use").toMatchObject({ status: "degraded", nats: "disconnected" });
+      await strict.deny({});
+      expect(await logged("NATS takes the assigner's telemetry subscription again"), "the recovery logged").toBeDefined();
+      expect(await nats(), "NATS back").toMatchObject({ status: "ok", nats: "connected" });
+      // It receives again: a message on the strict server is counted (invalid: nobody registered there).
+      const publisher = await connect({ servers: strict.url });
+      try {
+        publisher.publish("aegis.telemetry.anyone", "{}");
+        await publisher.flush();
+        await until("the message counted", async () => (await counts(refused.url)).invalid === 1);
+      } finally {
+        await publisher.close();
+      }
     } finally {
       await stop();
     }

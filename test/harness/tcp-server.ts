@@ -1,6 +1,7 @@
 // Starting real TCP servers (redis-server, nats-server) on free loopback
 // ports, waiting until they accept connections, and restarting them on the
-// same port and data directory; and a port that drops every connection.
+// same port and data directory; a nats-server whose permissions a test
+// changes while it runs; and a port that drops every connection.
 import { writeFileSync } from "node:fs";
 import { connect, createServer, type AddressInfo } from "node:net";
 import { join } from "node:path";
@@ -17,6 +18,8 @@ export interface TcpServer {
   /** Starts it again on the same port and data directory. */
   start(): Promise<void>;
   stop(): Promise<void>;
+  /** The running process, if any. */
+  process(): ManagedProcess | undefined;
 }
 
 const START_TIMEOUT_MS = 10_000;
@@ -60,6 +63,7 @@ async function startTcpServer(
       await server.kill();
       await removeTempDir(dataDir);
     },
+    process: () => proc,
   };
   await server.start();
   return server;
@@ -73,14 +77,56 @@ export function startRedis(): Promise<TcpServer> {
   ]);
 }
 
+export type NatsDenial = { publish?: string; subscribe?: string };
+
+export interface StrictNats extends TcpServer {
+  /** Denies its user `deny` from now on (nothing, given {}): a configuration reload, as an operator fixing permissions does; resolves once the server says it reloaded. */
+  deny(deny: NatsDenial): Promise<void>;
+}
+
+/** How long a nats-server may take to reload its configuration. */
+const RELOAD_TIMEOUT_MS = 10_000;
+
 /**
  * A nats-server that denies what a client may publish or subscribe to:
  * Aegis does not authenticate to NATS, so a client without credentials is
  * its one user, with `deny` as its permissions.
  */
-export function startStrictNats(deny: { publish?: string; subscribe?: string }): Promise<TcpServer> {
+export async function startStrictNats(deny: NatsDenial): Promise<StrictNats> {
+  const server = await startNats(strictConfig(deny));
+  return {
+    ...server,
+    async deny(next) {
+      const proc = server.process();
+      if (!proc) throw new Error(`nats-server on ${server.host} is not running`);
+      writeFileSync(join(server.dataDir, "nats.conf"), strictConfig(next));
+      let seen = "";
+      const reloaded = new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => done(new Error(`nats-server on ${server.host} did not reload within ${RELOAD_TIMEOUT_MS} ms: ${proc.output()}`)), RELOAD_TIMEOUT_MS);
+        const watch = (chunk: Buffer) => {
+          seen += chunk.toString("utf8");
+          if (seen.includes("Reloaded server configuration")) done();
+        };
+        const done = (err?: Error) => {
+          clearTimeout(timer);
+          proc.child.stdout?.off("data", watch);
+          proc.child.stderr?.off("data", watch);
+          if (err) reject(err);
+          else resolve();
+        };
+        proc.child.stdout?.on("data", watch);
+        proc.child.stderr?.on("data", watch);
+      });
+      // nats-server reloads its configuration file on SIGHUP.
+      proc.child.kill("SIGHUP");
+      await reloaded;
+    },
+  };
+}
+
+function strictConfig(deny: NatsDenial): string {
   const permissions = Object.entries(deny).map(([operation, subject]) => `${operation}: { deny: [${JSON.stringify(subject)}] }`);
-  return startNats(`authorization { users = [ { user: "aegis", password: "unused", permissions: { ${permissions.join(", ")} } } ] }\nno_auth_user: aegis\n`);
+  return `authorization { users = [ { user: "aegis", password: "unused", permissions: { ${permissions.join(", ")} } } ] }\nno_auth_user: aegis\n`;
 }
 
 /** A real nats-server (no JetStream needed: core publish/subscribe); `config`, a configuration file's text (users, permissions). */
