@@ -6,7 +6,7 @@
 // NATS may refuse the assigner (its permissions) and take it again once its
 // configuration is fixed and reloaded: no restart is needed.
 import type { NatsConnection } from "@nats-io/transport-node";
-import { connectNats, flushed, isRefused, subscribeKept } from "../util/index.js";
+import { backoffDelay, connectNats, flushed, isRefused, sleep, subscribeKept } from "../util/index.js";
 import { assignmentsSubject, HostId, SignedTelemetry, TELEMETRY_SUBJECTS, telemetrySubjectHost, type AssignmentNotice } from "./api/index.js";
 
 /** The queue group every assigner subscribes to telemetry in. */
@@ -31,8 +31,12 @@ export interface EventOptions {
   retryMs?: number;
 }
 
-/** How long a notice's confirmation may wait for NATS's answer, while notices are refused (ms). */
+/** How long a check that NATS took the notices sent again may wait for its answer (ms). */
 const CONFIRM_MS = 5000;
+/** The latest notice of this many hosts is kept, to be sent again should NATS refuse it (it says which only by subject, afterwards). */
+const RECENT_NOTICES = 4096;
+/** Refused notices sent again per attempt. */
+const RETRIED_NOTICES = 64;
 
 export class AssignerEvents {
   private nc: NatsConnection | undefined;
@@ -40,15 +44,18 @@ export class AssignerEvents {
   /**
    * What NATS refuses now (its permissions): NATS counts as disconnected
    * while it refuses either, since what agents publish is not received, or
-   * they are not woken. A refused subscription is asked for again with
-   * backoff; while notices are refused, each is confirmed (one at a time)
-   * until NATS takes one.
+   * they are not woken. A refused subscription is asked for again, and
+   * refused notices are sent again, with backoff, until NATS takes them.
    */
   private readonly refusing = new Set<NatsUse>();
-  /** Notices NATS refused so far: a confirmation counts only if none came meanwhile. */
+  /** The latest notice published per subject, for the last RECENT_NOTICES subjects. */
+  private readonly recent = new Map<string, AssignmentNotice>();
+  /** Notices NATS refused, by subject: the latest of each, and the number of its last refusal. */
+  private readonly refusedNotices = new Map<string, { notice: AssignmentNotice; refusal: number }>();
+  /** Notice refusals so far: what was sent again counts as taken only if no refusal of it came since. */
   private noticeRefusals = 0;
-  /** A notice's confirmation is under way: one at a time, however many hosts a change wakes. */
-  private confirming = false;
+  /** retryNotices is running. */
+  private retrying = false;
   /** Fired by close(): stops the first connection's retries and a refused subscription's. */
   private readonly closing = new AbortController();
 
@@ -60,7 +67,10 @@ export class AssignerEvents {
   /** Starts connecting in the background (retrying forever); never blocks start-up. */
   static start(url: string, handlers: EventHandlers, options: EventOptions = {}): AssignerEvents {
     const events = new AssignerEvents(handlers, options);
-    events.run(url).catch((err: unknown) => events.refuse("telemetry subscription", err));
+    events.run(url).catch((err: unknown) => {
+      // Closing (a subscription asked for while NATS drains) is no refusal.
+      if (!events.closing.signal.aborted) events.refuse("telemetry subscription", err);
+    });
     return events;
   }
 
@@ -75,10 +85,7 @@ export class AssignerEvents {
       for await (const status of nc.status()) {
         if (status.type === "disconnect") this.connected = false;
         if (status.type === "reconnect") this.connected = true;
-        if (status.type === "error" && isRefused(status.error, "publish")) {
-          this.noticeRefusals++;
-          this.refuse("assignment notices", status.error);
-        }
+        if (status.type === "error" && isRefused(status.error, "publish")) this.noticeRefused(status.error);
       }
     })();
     // A queue group: with several assigners on one NATS, each message reaches
@@ -120,17 +127,50 @@ export class AssignerEvents {
   notifyAssignments(notice: AssignmentNotice): void {
     const { nc } = this;
     if (!nc || !this.connected) return;
-    nc.publish(assignmentsSubject(notice.host_id), JSON.stringify(notice));
-    if (this.refusing.has("assignment notices") && !this.confirming) void this.confirmNotice(nc);
+    const subject = assignmentsSubject(notice.host_id);
+    this.recent.delete(subject); // to the newest end
+    this.recent.set(subject, notice);
+    if (this.recent.size > RECENT_NOTICES) this.recent.delete(this.recent.keys().next().value!);
+    const refused = this.refusedNotices.get(subject);
+    if (refused) refused.notice = notice;
+    nc.publish(subject, JSON.stringify(notice));
   }
 
-  /** While NATS refuses notices: one it takes (a flush answered, and no refusal came meanwhile) ends the refusal. */
-  private async confirmNotice(nc: NatsConnection): Promise<void> {
-    this.confirming = true;
-    const refusals = this.noticeRefusals;
-    const taken = await flushed(nc, AbortSignal.timeout(CONFIRM_MS));
-    this.confirming = false;
-    if (taken && this.noticeRefusals === refusals) this.accept("assignment notices");
+  private noticeRefused(err: unknown): void {
+    const subject = (err as { subject?: unknown }).subject;
+    if (typeof subject !== "string") return;
+    const notice = this.recent.get(subject) ?? this.refusedNotices.get(subject)?.notice;
+    if (!notice) return; // not one of ours: every notice in flight is among the recent ones
+    this.refusedNotices.set(subject, { notice, refusal: ++this.noticeRefusals });
+    this.refuse("assignment notices", err);
+    if (!this.retrying) void this.retryNotices();
+  }
+
+  /**
+   * Sends the refused notices again (the missed wake-ups), with backoff,
+   * until NATS takes them all: a flush answered with no refusal of theirs
+   * since. A NATS that still refuses one (its permissions deny that host)
+   * keeps counting as disconnected.
+   */
+  private async retryNotices(): Promise<void> {
+    this.retrying = true;
+    const { signal } = this.closing;
+    const retryMs = Math.max(this.options.retryMs ?? 500, 10);
+    try {
+      for (let attempt = 1; this.refusedNotices.size > 0 && !signal.aborted; attempt++) {
+        await sleep(backoffDelay(attempt, { baseMs: retryMs, maxMs: 60 * retryMs }), signal).catch(() => undefined);
+        const { nc } = this;
+        if (!nc || !this.connected || signal.aborted) continue;
+        const tried = [...this.refusedNotices].slice(0, RETRIED_NOTICES);
+        const before = this.noticeRefusals;
+        for (const [subject, { notice }] of tried) nc.publish(subject, JSON.stringify(notice));
+        if (!(await flushed(nc, AbortSignal.any([signal, AbortSignal.timeout(CONFIRM_MS)])))) continue;
+        for (const [subject] of tried) if ((this.refusedNotices.get(subject)?.refusal ?? Infinity) <= before) this.refusedNotices.delete(subject);
+        if (this.refusedNotices.size === 0) this.accept("assignment notices");
+      }
+    } finally {
+      this.retrying = false;
+    }
   }
 
   async close(): Promise<void> {

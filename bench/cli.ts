@@ -44,17 +44,19 @@
 // 0.02 s), a cost of that machine's set-up rather than of either tool (no
 // command here uses TLS, and skopeo never reads it). The report says which.
 //
-// The one-registry copy has a third side: bench/bare-copy.cjs makes the same
-// requests in the same order on bare node:http (no CLI parser, retries or
-// stream pipelines). Its row against skopeo (its aegis_ columns hold the bare
-// process) is roughly what Node itself costs there; aegis's row against it,
-// what aegis adds.
+// The one-registry copy has two more sides: bench/bare-copy.cjs makes the
+// same requests in the same order on bare node:http (no CLI parser, retries
+// or stream pipelines), and bench/library-copy.cjs makes the copy with
+// aegis's registry code alone (no CLI). Their rows against skopeo (their
+// aegis_ columns hold those processes) are roughly what Node itself costs
+// there, and what the registry code adds to it; aegis's row against the
+// bare one, what aegis adds in all.
 //
 // AEGIS_BENCH_ROUNDS sets the rounds (default 7).
 import { spawnSync, type SpawnSyncOptions } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { startRegistry, type RegistryServer } from "../test/harness/registry.js";
 import { makeTempDir, removeTempDir, requireBinary } from "../test/harness/process.js";
@@ -62,6 +64,14 @@ import { median, type BenchResult, type Row } from "./report.js";
 
 const AEGIS = fileURLToPath(new URL("../dist/cli/aegis.cjs", import.meta.url));
 const BARE_COPY = fileURLToPath(new URL("./bare-copy.cjs", import.meta.url));
+const LIBRARY_COPY = fileURLToPath(new URL("./library-copy.cjs", import.meta.url));
+/** The bundle's registry chunk, as `aegis copy` loads it (its name carries a content hash). */
+function registryChunk(): string {
+  const dir = dirname(AEGIS);
+  const name = existsSync(dir) ? readdirSync(dir).find((n) => /^registry-[A-Z0-9]+\.cjs$/.test(n)) : undefined;
+  if (!name) throw new Error(`no registry-*.cjs in ${dir}: run npm run build`);
+  return join(dir, name);
+}
 const POLICY = fileURLToPath(new URL("../policies/deny-egress-cidrs", import.meta.url));
 const ROUNDS = Number(process.env.AEGIS_BENCH_ROUNDS ?? 7);
 const KEEP_ENV = process.env.AEGIS_BENCH_KEEP_ENV === "1";
@@ -234,6 +244,7 @@ export default async function cliBench(): Promise<BenchResult> {
     };
 
     // --- Every command, by name (argv built per round) ---
+    const chunk = registryChunk();
     const commands: Command[] = [
       { name: "node -e 0", run: () => ({ argv: [NODE, "-e", "0"] }) },
       { name: "skopeo --version", run: () => ({ argv: ["skopeo", "--version"] }) },
@@ -258,6 +269,11 @@ export default async function cliBench(): Promise<BenchResult> {
         run: (_dir, round) => ({ argv: [NODE, BARE_COPY, `${host}/bench/pull-50m@${largeDigest}`, `${host}/bench/copy-bare-${round}:1`] }),
         check: inRegistry((round) => `bench/copy-bare-${round}`, () => largeDigest),
       },
+      {
+        name: "registry code copy 50 MiB",
+        run: (_dir, round) => ({ argv: [NODE, LIBRARY_COPY, chunk, `${host}/bench/pull-50m@${largeDigest}`, `${host}/bench/copy-library-${round}:1`] }),
+        check: inRegistry((round) => `bench/copy-library-${round}`, () => largeDigest),
+      },
       toFreshRegistry("aegis copy -r 50 MiB, two registries", (src, dst) => [NODE, AEGIS, "copy", "-r", src, dst]),
       toFreshRegistry("skopeo copy 50 MiB, two registries", (src, dst) => [...skopeo, `docker://${src}`, `docker://${dst}`]),
       {
@@ -280,6 +296,7 @@ export default async function cliBench(): Promise<BenchResult> {
       { row: "pull 50 MiB", aegis: "aegis pull 50 MiB", peer: "skopeo pull 50 MiB", goal: { factor: 1.2, rssMiB: 64 }, size: sizeOf(large) },
       { row: "copy -r 50 MiB, one registry (mount)", aegis: "aegis copy -r 50 MiB", peer: "skopeo copy 50 MiB", goal: { factor: 1.2 }, size: sizeOf(large) },
       { row: "floor: bare Node copy, one registry", aegis: "bare Node copy 50 MiB", peer: "skopeo copy 50 MiB", size: sizeOf(large) },
+      { row: "registry code alone (no CLI), one registry", aegis: "registry code copy 50 MiB", peer: "skopeo copy 50 MiB", size: sizeOf(large) },
       { row: "copy -r, one registry, vs the floor", aegis: "aegis copy -r 50 MiB", peer: "bare Node copy 50 MiB", size: sizeOf(large) },
       { row: "copy -r 50 MiB, two registries", aegis: "aegis copy -r 50 MiB, two registries", peer: "skopeo copy 50 MiB, two registries", goal: { factor: 1.2 }, size: sizeOf(large) },
       { row: "push 50 MiB", aegis: "aegis push 50 MiB", peer: "skopeo push 50 MiB", goal: { factor: 1.2, rssMiB: 64 }, size: sizeOf(large) },

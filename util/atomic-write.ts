@@ -51,8 +51,8 @@ export async function atomicWriteAll(files: readonly AtomicWriteFile[]): Promise
     }
     for (const [i, temp] of temps.entries()) await rename(temp, files[i]!.path);
   } catch (err) {
-    // Renamed temps are gone already; force ignores them.
-    await Promise.all(temps.map((temp) => rm(temp, { force: true })));
+    // Renamed temps are gone already (force ignores them); a failure to remove one must not hide why the write failed.
+    await Promise.allSettled(temps.map((temp) => rm(temp, { force: true })));
     throw err;
   }
   for (const dir of new Set(files.map((f) => dirname(f.path)))) await syncDir(dir);

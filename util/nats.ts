@@ -12,7 +12,7 @@
 // it took what was sent, and `subscribeKept` asks again for a subscription
 // it refused, so fixing the permissions needs no restart.
 // https://github.com/nats-io/nats.js/blob/main/core/README.md#connection-options
-import type { Msg, NatsConnection } from "@nats-io/transport-node";
+import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node";
 import { backoffDelay, sleep } from "./retry.js";
 
 export interface NatsConnectOptions {
@@ -89,33 +89,65 @@ export interface KeptSubscriptionOptions {
   onAccepted: () => void;
 }
 
-/** How long a refused subscription's new request may wait for NATS's answer (ms). */
+/** How long one check that NATS took a subscription may wait for its answer (ms). */
 const ANSWER_MS = 5000;
 
 /**
  * Subscribes to `subject` on `nc` and hands each message to `handle`, one at
- * a time, until the connection closes or `signal` fires. A subscription
- * NATS refuses ends with an error; it is asked for again after a backoff,
- * until NATS takes it (a flush answered and the subscription still open).
- * nats.js itself renews subscriptions across reconnects.
+ * a time, until the connection closes or drains (nats.js itself renews
+ * subscriptions across reconnects). A subscription NATS refuses, or stops
+ * allowing (a configuration reload), is asked for again after a backoff
+ * until NATS takes it: a message arrives on it, or a flush is answered while
+ * it stays open (checked again with backoff while the connection cannot
+ * answer). `signal` stops the asking again.
  */
 export async function subscribeKept(nc: NatsConnection, subject: string, handle: (msg: Msg) => Promise<void> | void, options: KeptSubscriptionOptions): Promise<void> {
   const { signal } = options;
   const retryMs = Math.max(options.retryMs ?? 500, 10);
+  const wait = (attempt: number) => sleep(backoffDelay(attempt, { baseMs: retryMs, maxMs: 60 * retryMs }), signal).catch(() => undefined);
   let refusals = 0;
+  let current: Subscription | undefined;
+  let revoked: unknown;
+  const taken = () => {
+    if (refusals === 0) return;
+    refusals = 0;
+    options.onAccepted();
+  };
+  // A reload that takes the permission away ends a plain subscription with an
+  // error, but nats.js matches the server's error (which names no queue) to no
+  // queue subscription, which then stays open and receives nothing: the
+  // connection's status tells.
+  void (async () => {
+    for await (const status of nc.status()) {
+      if (status.type !== "error" || !isRefused(status.error, "subscription") || (status.error as { subject?: unknown }).subject !== subject) continue;
+      if (current && !current.isClosed()) {
+        revoked = status.error;
+        current.unsubscribe();
+      }
+    }
+  })();
+  const confirm = async (subscription: Subscription) => {
+    for (let attempt = 1; refusals > 0 && current === subscription && !subscription.isClosed() && !signal.aborted; attempt++) {
+      if ((await flushed(nc, AbortSignal.any([signal, AbortSignal.timeout(ANSWER_MS)]))) && current === subscription && !subscription.isClosed()) return taken();
+      await wait(attempt);
+    }
+  };
   while (!signal.aborted && !nc.isClosed()) {
     const subscription = nc.subscribe(subject, options.queue !== undefined ? { queue: options.queue } : {});
-    if (refusals > 0 && (await flushed(nc, AbortSignal.any([signal, AbortSignal.timeout(ANSWER_MS)]))) && !subscription.isClosed()) {
-      refusals = 0;
-      options.onAccepted();
-    }
+    current = subscription;
+    revoked = undefined;
+    if (refusals > 0) void confirm(subscription);
     try {
-      for await (const msg of subscription) await handle(msg);
-      return; // the connection closed or drained
+      for await (const msg of subscription) {
+        taken();
+        await handle(msg);
+      }
+      if (revoked === undefined) return; // the connection closed or drained
+      throw revoked;
     } catch (err) {
       if (!isRefused(err)) throw err;
       if (++refusals === 1) options.onRefused(err);
     }
-    await sleep(backoffDelay(refusals, { baseMs: retryMs, maxMs: 60 * retryMs }), signal).catch(() => undefined);
+    await wait(refusals);
   }
 }

@@ -80,7 +80,7 @@ export function startRedis(): Promise<TcpServer> {
 export type NatsDenial = { publish?: string; subscribe?: string };
 
 export interface StrictNats extends TcpServer {
-  /** Denies its user `deny` from now on (nothing, given {}): a configuration reload, as an operator fixing permissions does; resolves once the server says it reloaded. */
+  /** Denies its user `deny` from now on (nothing, given {}): a configuration reload, as an operator fixing permissions does, resolved once the server says it reloaded; or, while it is stopped, its configuration at the next start. */
   deny(deny: NatsDenial): Promise<void>;
 }
 
@@ -93,13 +93,16 @@ const RELOAD_TIMEOUT_MS = 10_000;
  * its one user, with `deny` as its permissions.
  */
 export async function startStrictNats(deny: NatsDenial): Promise<StrictNats> {
-  const server = await startNats(strictConfig(deny));
+  let config = strictConfig(deny);
+  // A restart (kill, start) keeps the permissions last set.
+  const server = await startNats(() => config);
   return {
     ...server,
     async deny(next) {
+      config = strictConfig(next);
       const proc = server.process();
-      if (!proc) throw new Error(`nats-server on ${server.host} is not running`);
-      writeFileSync(join(server.dataDir, "nats.conf"), strictConfig(next));
+      if (!proc) return; // applied at the next start
+      writeFileSync(join(server.dataDir, "nats.conf"), config);
       let seen = "";
       const reloaded = new Promise<void>((resolve, reject) => {
         const timer = setTimeout(() => done(new Error(`nats-server on ${server.host} did not reload within ${RELOAD_TIMEOUT_MS} ms: ${proc.output()}`)), RELOAD_TIMEOUT_MS);
@@ -129,12 +132,12 @@ function strictConfig(deny: NatsDenial): string {
   return `authorization { users = [ { user: "aegis", password: "unused", permissions: { ${permissions.join(", ")} } } ] }\nno_auth_user: aegis\n`;
 }
 
-/** A real nats-server (no JetStream needed: core publish/subscribe); `config`, a configuration file's text (users, permissions). */
-export function startNats(config?: string): Promise<TcpServer> {
+/** A real nats-server (no JetStream needed: core publish/subscribe); `config`, a configuration file's text (users, permissions), read at each start. */
+export function startNats(config?: string | (() => string)): Promise<TcpServer> {
   return startTcpServer("nats", "nats-server", "nats-server", "nats", (port, dir) => {
     const listen = ["-a", "127.0.0.1", "-p", String(port)];
     if (config === undefined) return listen;
-    writeFileSync(join(dir, "nats.conf"), config);
+    writeFileSync(join(dir, "nats.conf"), typeof config === "string" ? config : config());
     return [...listen, "-c", join(dir, "nats.conf")];
   });
 }
