@@ -147,8 +147,9 @@ export class ArtifactCache {
     const signatures = await verifySignatures(target, assigned.id, options.trust, abort);
     const { layer } = await readPolicyManifest(target, root, abort);
     checkChecksum(layer, assigned);
-    const referrers = new Set(signatures.filter((s) => s.format === "sigstore-bundle").map((s) => s.signature));
-    await copy(target, assigned.id, this.layout, undefined, { referrers: (r) => referrers.has(r.digest), ...abort });
+    // The signature check listed the referrers: copy takes those it verified, and lists none again.
+    const referrers = signatures.filter((s) => s.format === "sigstore-bundle").map((s) => s.descriptor);
+    await copy(target, assigned.id, this.layout, undefined, { referrers, ...abort });
     for (const legacy of signatures.filter((s) => s.format === "cosign-legacy")) await copy(target, legacy.signature, this.layout, `${referrersTag(root)}.sig`, abort);
     return this.verifyInCache(source, root, assigned, options);
   }

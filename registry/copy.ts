@@ -24,11 +24,14 @@ export const COPY_LIMITS = { maxNodes: 10_000, maxDepth: 8 } as const;
 
 export interface CopyOptions {
   /**
-   * Also copy the manifests that refer to the root (signatures), recursively;
-   * given a function, only the referrers it accepts (the agent copies just
-   * the signatures it has verified: a registry can attach anything to a digest).
+   * Also copy the manifests that refer to the root (signatures), recursively.
+   * Given descriptors, just these referrers of the root, as the caller
+   * listed them, and none of theirs; the root's referrers are not listed
+   * again (the agent copies the signatures its check found and verified: a
+   * registry can attach anything to a digest). Each is still copied only if
+   * its manifest names the root.
    */
-  referrers?: boolean | ((referrer: Descriptor) => boolean);
+  referrers?: boolean | readonly Descriptor[];
   /** Nodes (manifests and blobs) fetched or copied at once; default 8. An index with thousands of children opens no more sockets than this. */
   concurrency?: number;
   /** Most nodes in the graph (root, manifests, blobs, referrers); default 10,000. */
@@ -78,7 +81,8 @@ export async function copy(src: ReadOnlyTarget, srcRef: string, dst: Target, dst
     const byReference = tag !== undefined && dst.pushReference !== undefined;
     const copier = new GraphCopier(src, dst, options, byReference ? { root: root.digest, tag } : undefined);
     // The root's referrers are listed while its graph is copied (a request or two, off the critical path), and copied after it.
-    const listed = options.referrers ? copier.listReferrers(root) : undefined;
+    const { referrers } = options;
+    const listed = isDescriptorList(referrers) ? Promise.resolve([...referrers]) : referrers ? copier.listReferrers(root) : undefined;
     listed?.catch(() => {}); // awaited below, unless the graph's copy fails first
     await copier.copyGraph(root, 0);
     signal?.throwIfAborted();
@@ -90,6 +94,11 @@ export async function copy(src: ReadOnlyTarget, srcRef: string, dst: Target, dst
     signal?.throwIfAborted();
     throw err;
   }
+}
+
+/** Whether CopyOptions.referrers names the referrers to copy. */
+function isDescriptorList(referrers: CopyOptions["referrers"]): referrers is readonly Descriptor[] {
+  return Array.isArray(referrers);
 }
 
 /**
@@ -198,21 +207,21 @@ class GraphCopier {
   async copyReferrers(subject: Descriptor, depth: number, listed = this.listReferrers(subject)): Promise<void> {
     if (this.walked.has(subject.digest)) return;
     this.walked.add(subject.digest);
-    const { referrers: wanted } = this.options;
+    const followed = !isDescriptorList(this.options.referrers);
     const all = await listed;
     // Every subject's listing is walked, and a listing may repeat what was refused: their entries, together, are bounded too.
     this.listedEntries += all.length;
     if (this.listedEntries > LISTED_PER_NODE * this.maxNodes) {
       throw new RegistryError("SIZE_LIMIT", `the referrers listings in ${this.src.name} name more than ${LISTED_PER_NODE * this.maxNodes} entries`);
     }
-    const referrers = new Map(all.filter((r) => typeof wanted !== "function" || wanted(r)).map((r) => [r.digest, r]));
+    const referrers = new Map(all.map((r) => [r.digest, r]));
     for (const referrer of referrers.values()) {
       this.options.signal?.throwIfAborted();
       if (!(await this.namesSubject(referrer, subject))) continue;
       // A referrer's own graph is bounded like the root's, and copied whole or the copy fails, as the root's is.
       await this.copyGraph(referrer, 0);
       await this.dst.indexReferrer(subject, referrer);
-      if (depth < MAX_REFERRER_DEPTH) await this.copyReferrers(referrer, depth + 1);
+      if (depth < MAX_REFERRER_DEPTH && followed) await this.copyReferrers(referrer, depth + 1);
     }
   }
 

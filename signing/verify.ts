@@ -24,6 +24,8 @@ export interface VerifiedSignature {
   digest: string;
   /** The signature manifest's digest. */
   signature: string;
+  /** The signature manifest's descriptor, as the source listed (or tagged) it: what copying the signature with the artifact takes. */
+  descriptor: Descriptor;
   format: "sigstore-bundle" | "cosign-legacy";
   key: { name: string; hint: string };
   /** The signature bytes, base64: the DSSE signature, or cosign's annotation. */
@@ -246,7 +248,7 @@ async function verifyBundleReferrer(source: ReadOnlyTarget, subject: Descriptor,
     const envelope = bundle.content.dsseEnvelope;
     checkStatement(envelope.payloadType, envelope.payload, subject.digest);
     const value = envelope.signatures[0]?.sig.toString("base64") ?? "";
-    return { digest: subject.digest, signature: referrer.digest, format: "sigstore-bundle", key: { name: key.name, hint: key.hint }, value, kind: "key" };
+    return { digest: subject.digest, signature: referrer.digest, descriptor: referrer, format: "sigstore-bundle", key: { name: key.name, hint: key.hint }, value, kind: "key" };
   }
   if (!hint) throw new SignatureError("UNTRUSTED_KEY", "signed by a key that is not trusted (the bundle names no key and no trusted key verifies it)", { cause: lastError });
   throw new SignatureError("INVALID_SIGNATURE", "signature does not verify: the signed payload was modified or the signature is corrupt", { cause: lastError });
@@ -284,6 +286,7 @@ function verifyKeyless(bundle: BundleWithDsseEnvelope, subject: Descriptor, refe
   return {
     digest: subject.digest,
     signature: referrer.digest,
+    descriptor: referrer,
     format: "sigstore-bundle",
     key: { name: policy.name, hint: createHash("sha256").update(cert.root.toDER()).digest("base64") },
     value: envelope.signatures[0]?.sig.toString("base64") ?? "",
@@ -369,7 +372,7 @@ async function verifyLegacySignature(source: ReadOnlyTarget, subject: Descriptor
       wrongSubject = new SignatureError("SUBJECT_MISMATCH", `cosign signature is for ${signed}, not ${subject.digest}`);
       continue;
     }
-    return { digest: subject.digest, signature: sigManifest.digest, format: "cosign-legacy", key: { name: key.name, hint: key.hint }, value: signature.toString("base64"), kind: "key" };
+    return { digest: subject.digest, signature: sigManifest.digest, descriptor: sigManifest, format: "cosign-legacy", key: { name: key.name, hint: key.hint }, value: signature.toString("base64"), kind: "key" };
   }
   if (wrongSubject) throw wrongSubject;
   throw new SignatureError("UNTRUSTED_KEY", "cosign signature made by a key that is not trusted");

@@ -2,7 +2,8 @@
 // cache alone (no registry needed: signature, checksum, and the layer hashed
 // in the pass that decodes it); a cached layer altered at rest is not trusted
 // but fetched again, which repairs the cache. Nothing comes into the cache
-// before the source's copy is verified, and then only its verified signatures.
+// before the source's copy is verified, and then only its verified signatures,
+// whose listing the copy does not ask for again.
 import { createPrivateKey } from "node:crypto";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -10,9 +11,11 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ArtifactCache, type Assigned } from "../../agent/fetch.js";
 import { buildBundle, pushBundle } from "../../bundle/index.js";
-import { OciLayoutTarget } from "../../registry/index.js";
+import { OciLayoutTarget, RemoteRepository } from "../../registry/index.js";
 import { generateKeyPair, KeySigner, signArtifact, trustedKey, parsePublicKey, type TrustPolicy } from "../../signing/index.js";
 import { pushCosignSignature } from "../harness/cosign.js";
+import { startRegistryProxy } from "../harness/proxy.js";
+import { startRegistry } from "../harness/registry.js";
 import { pushArtifact } from "../registry/conformance.js";
 
 let work: string;
@@ -119,5 +122,28 @@ describe("ArtifactCache", () => {
     await cache.fetchVerified(assigned, { mirrors: [], trust });
     const other: TrustPolicy = { keys: [trustedKey("other", parsePublicKey(generateKeyPair("ed25519").publicKey, "other"))] };
     await expect(cache.fetchVerified(assigned, { mirrors: [], trust: other })).rejects.toMatchObject({ code: expect.stringMatching(/SIGNATURE|UNTRUSTED|NO_/) });
+  });
+
+  it("from a registry, lists the artifact's referrers once: the copy takes the signatures the check found", async () => {
+    const registry = await startRegistry();
+    const proxy = await startRegistryProxy(registry.url);
+    try {
+      const repo = new RemoteRepository(proxy.host, "fetch/once");
+      const { bytes, policy } = await buildBundle("policies/block-icmp-8888");
+      const artifact = await pushBundle(bytes, policy, repo, "v1");
+      await signArtifact(repo, artifact.manifest, signer, repo.name);
+      const id = artifact.manifest.digest;
+      const fromRegistry = { id, checksum: `sha256-${artifact.layer.digest.slice(7)}`, reference: `${proxy.host}/fetch/once@${id}`, name: policy.name };
+      proxy.requests.length = 0;
+      const cache = new ArtifactCache(join(work, "cache-registry"));
+      expect((await cache.fetchVerified(fromRegistry, { mirrors: [], trust })).signature.key.name, "verified").toBe("ci");
+      // Registry 2.8.2 has no referrers API (this process learned so when the test pushed the signature): each listing asks for the fallback tag.
+      const listings = proxy.requests.filter((r) => r.path.includes("/referrers/") || r.path.endsWith(`/manifests/sha256-${id.slice(7)}`));
+      expect(listings.map((r) => `${r.method} ${r.path}`), "listing requests (one listing)").toHaveLength(1);
+      expect((await cache.layout.referrers(artifact.manifest)).length, "the signature in the cache").toBe(1);
+    } finally {
+      await proxy.stop();
+      await registry.stop();
+    }
   });
 });

@@ -70,6 +70,35 @@ describe("copy -r", () => {
     expect(api.requests.some((r) => r.method === "PUT" && r.path.endsWith(`/manifests/${referrersTag(subject)}`))).toBe(false);
   });
 
+  it("copies just the referrers it is given, as listed by the caller: no listing asked for, none of theirs, none naming another subject", async () => {
+    const proxy = await startRegistryProxy(a.url);
+    try {
+      const src = new RemoteRepository(proxy.host, "given/src");
+      const { subject, referrer: chosen } = await signedArtifact(src);
+      const { referrer: other } = await signedArtifact(src).then(async ({ subject: elsewhere }) => {
+        // A referrer of the chosen one, and one of the subject not given: neither travels.
+        const ofChosen = await pushArtifact(src, { artifactType: "application/vnd.test.signature", subject: chosen });
+        await src.indexReferrer(chosen, { ...ofChosen.manifest, artifactType: "application/vnd.test.signature" });
+        const notGiven = await pushArtifact(src, { artifactType: "application/vnd.test.signature", subject });
+        await src.indexReferrer(subject, { ...notGiven.manifest, artifactType: "application/vnd.test.signature" });
+        // And one given that names another subject.
+        return { referrer: (await pushArtifact(src, { artifactType: "application/vnd.test.signature", subject: elsewhere })).manifest };
+      });
+      const dir = mkdtempSync(join(tmpdir(), "aegis-copy-given-"));
+      dirs.push(dir);
+      const layout = new OciLayoutTarget(dir);
+      proxy.requests.length = 0;
+      await copy(src, subject.digest, layout, undefined, { referrers: [chosen, other] });
+      expect((await layout.referrers(subject)).map((d) => d.digest), "indexed").toEqual([chosen.digest]);
+      expect(await layout.exists(other), "the one naming another subject").toBe(false);
+      expect((await layout.referrers(chosen)).length, "referrers of the given one").toBe(0);
+      const listings = proxy.requests.filter((r) => r.path.includes("/referrers/") || r.path.includes("/manifests/sha256-"));
+      expect(listings.map((r) => `${r.method} ${r.path}`), "listing requests").toEqual([]);
+    } finally {
+      await proxy.stop();
+    }
+  });
+
   it("refuses a destination digest that differs from the source", async () => {
     const src = new RemoteRepository(a.host, "digest/src");
     const { manifest } = await pushArtifact(src);
