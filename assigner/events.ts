@@ -35,8 +35,8 @@ export interface EventOptions {
 const CONFIRM_MS = 5000;
 /** The latest notice of this many hosts is kept, to be sent again should NATS refuse it (it says which only by subject, afterwards). */
 const RECENT_NOTICES = 4096;
-/** Refused notices sent again per attempt. */
-const RETRIED_NOTICES = 64;
+/** Refused notices sent again per attempt, taken in turn. */
+const RETRIED_NOTICES = 256;
 
 export class AssignerEvents {
   private nc: NatsConnection | undefined;
@@ -50,7 +50,7 @@ export class AssignerEvents {
   private readonly refusing = new Set<NatsUse>();
   /** The latest notice published per subject, for the last RECENT_NOTICES subjects. */
   private readonly recent = new Map<string, AssignmentNotice>();
-  /** Notices NATS refused, by subject: the latest of each, and the number of its last refusal. */
+  /** Notices NATS refused, by subject (at most RECENT_NOTICES, the oldest dropped): the latest of each, and the number of its last refusal. */
   private readonly refusedNotices = new Map<string, { notice: AssignmentNotice; refusal: number }>();
   /** Notice refusals so far: what was sent again counts as taken only if no refusal of it came since. */
   private noticeRefusals = 0;
@@ -140,17 +140,21 @@ export class AssignerEvents {
     const subject = (err as { subject?: unknown }).subject;
     if (typeof subject !== "string") return;
     const notice = this.recent.get(subject) ?? this.refusedNotices.get(subject)?.notice;
-    if (!notice) return; // not one of ours: every notice in flight is among the recent ones
+    // Not one of the last RECENT_NOTICES hosts notified (one change woke more): that host learns of it at its next poll.
+    if (!notice) return;
+    this.refusedNotices.delete(subject); // to the newest end
     this.refusedNotices.set(subject, { notice, refusal: ++this.noticeRefusals });
+    if (this.refusedNotices.size > RECENT_NOTICES) this.refusedNotices.delete(this.refusedNotices.keys().next().value!);
     this.refuse("assignment notices", err);
     if (!this.retrying) void this.retryNotices();
   }
 
   /**
-   * Sends the refused notices again (the missed wake-ups), with backoff,
-   * until NATS takes them all: a flush answered with no refusal of theirs
-   * since. A NATS that still refuses one (its permissions deny that host)
-   * keeps counting as disconnected.
+   * Sends the refused notices again (the missed wake-ups), RETRIED_NOTICES at
+   * a time in turn, with a backoff that starts again whenever NATS takes
+   * some, until it has taken them all: a flush answered with no refusal of
+   * theirs since. A NATS that still refuses one (its permissions deny that
+   * host) keeps counting as disconnected.
    */
   private async retryNotices(): Promise<void> {
     this.retrying = true;
@@ -161,11 +165,19 @@ export class AssignerEvents {
         await sleep(backoffDelay(attempt, { baseMs: retryMs, maxMs: 60 * retryMs }), signal).catch(() => undefined);
         const { nc } = this;
         if (!nc || !this.connected || signal.aborted) continue;
-        const tried = [...this.refusedNotices].slice(0, RETRIED_NOTICES);
+        const tried = [...this.refusedNotices.keys()].slice(0, RETRIED_NOTICES);
         const before = this.noticeRefusals;
-        for (const [subject, { notice }] of tried) nc.publish(subject, JSON.stringify(notice));
+        for (const subject of tried) {
+          const entry = this.refusedNotices.get(subject)!;
+          // To the end of the turn: a host denied for good does not keep the others from being tried.
+          this.refusedNotices.delete(subject);
+          this.refusedNotices.set(subject, entry);
+          nc.publish(subject, JSON.stringify(entry.notice));
+        }
         if (!(await flushed(nc, AbortSignal.any([signal, AbortSignal.timeout(CONFIRM_MS)])))) continue;
-        for (const [subject] of tried) if ((this.refusedNotices.get(subject)?.refusal ?? Infinity) <= before) this.refusedNotices.delete(subject);
+        const size = this.refusedNotices.size;
+        for (const subject of tried) if ((this.refusedNotices.get(subject)?.refusal ?? Infinity) <= before) this.refusedNotices.delete(subject);
+        if (this.refusedNotices.size < size) attempt = 0; // NATS takes some: the next turn comes soon
         if (this.refusedNotices.size === 0) this.accept("assignment notices");
       }
     } finally {

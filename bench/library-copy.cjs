@@ -1,9 +1,10 @@
 // The middle of bench/cli.ts's one-registry copy rows: the same copy as
 // `aegis copy -r`, by aegis's own registry code (the bundled chunk
 // dist/cli/registry-*.cjs, as the CLI loads it) called directly, with no
-// argument parser, progress, signature step or output. Between bare-copy.cjs
-// (bare node:http) and `aegis copy -r`, it tells what the registry code
-// costs and what the CLI around it adds.
+// argument parser, signature step, progress, Ctrl-C handling or JIT setting
+// (util/jit.ts); it prints the digest, as bare-copy.cjs does. Between
+// bare-copy.cjs (bare node:http) and `aegis copy -r`, it tells what the
+// registry code costs and what the CLI around it adds.
 //
 // Usage: node bench/library-copy.cjs <dist/cli/registry-*.cjs> <src> <dst>   (host:port/repo@digest, host:port/repo:tag; plain HTTP)
 "use strict";

@@ -249,11 +249,14 @@ describe("NATS away, or refusing", () => {
     const { assigner: refused, strict, logged, lines, nats, stop } = await onStrictNats({ subscribe: "aegis.telemetry.>" }, "refused");
     const refusals = () => lines.filter((l) => l.includes("NATS refused the assigner's telemetry subscription")).length;
     const publisher = await connect({ servers: strict.url, maxReconnectAttempts: -1, reconnectTimeWait: 20 });
-    /** A message on the strict server is counted (invalid: nobody registered there). */
-    const received = async (count: number, why: string) => {
-      publisher.publish("aegis.telemetry.anyone", "{}");
-      await publisher.flush();
-      await until(`${why}: message ${count} counted`, async () => (await counts(refused.url)).invalid === count);
+    /** A message on the strict server is counted (invalid: nobody registered there); published again until one is, as the publisher may be reconnecting. */
+    const received = async (why: string) => {
+      const before = (await counts(refused.url)).invalid;
+      await until(`a message counted ${why}`, async () => {
+        publisher.publish("aegis.telemetry.anyone", "{}");
+        await publisher.flush().catch(() => undefined);
+        return (await counts(refused.url)).invalid > before;
+      });
     };
     try {
       expect(await logged("NATS refused the assigner"), "why").toMatch(/telemetry subscription.*Permissions Violation for Subscription/);
@@ -261,17 +264,17 @@ describe("NATS away, or refusing", () => {
       await strict.deny({});
       expect(await logged("NATS takes the assigner's telemetry subscription again"), "the recovery logged").toMatch(/"dependency":"nats"/);
       expect(await nats(), "NATS back").toMatchObject({ status: "ok", nats: "connected" });
-      await received(1, "after the reload");
+      await received("after the reload");
       // A reload that takes the permission away ends its (queue) subscription: told by the connection's status, as nats.js does not close it.
       await strict.deny({ subscribe: "aegis.telemetry.>" });
       await until("the revocation logged", async () => refusals() === 2);
       expect(await nats(), "NATS of no use again").toMatchObject({ status: "degraded", nats: "disconnected" });
-      // Fixed by a restart rather than a reload: the check that NATS took it fails while NATS is away, and is made again.
+      // Fixed by a restart rather than a reload (whether the check that NATS took it fails meanwhile is up to timing: test/util/nats.test.ts makes it fail).
       await strict.kill();
       await strict.deny({});
       await strict.start();
       await until("NATS back after the restart", async () => (await nats()).nats === "connected");
-      await received(2, "after the restart");
+      await received("after the restart");
     } finally {
       await publisher.close();
       await stop();
