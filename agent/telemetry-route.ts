@@ -30,6 +30,10 @@ export class TelemetryRoute {
   private refusals = 0;
   private retryAt = 0;
   private readonly unconfirmed: SignedTelemetry[] = [];
+  /** Counts the times toOutbox emptied `unconfirmed`: a flush then vouches for none of what it held. */
+  private handedOver = 0;
+  /** Counts the oldest unconfirmed messages sent over HTTP as newer ones came past UNCONFIRMED_MAX. */
+  private overflowed = 0;
   /** The last confirmation failed (logged once until one succeeds). */
   private unanswered = false;
 
@@ -69,7 +73,10 @@ export class TelemetryRoute {
     if (!nc || !this.up || nc.isClosed() || (this.refused && Date.now() < this.retryAt)) return this.outbox.push(envelope);
     nc.publish(this.subject, JSON.stringify(envelope));
     this.unconfirmed.push(envelope);
-    if (this.unconfirmed.length > UNCONFIRMED_MAX) this.outbox.push(this.unconfirmed.shift()!);
+    if (this.unconfirmed.length > UNCONFIRMED_MAX) {
+      this.outbox.push(this.unconfirmed.shift()!);
+      this.overflowed++;
+    }
   }
 
   /**
@@ -84,8 +91,11 @@ export class TelemetryRoute {
     if (!nc || this.unconfirmed.length === 0) return;
     if (!this.up || nc.isClosed()) return this.toOutbox();
     const refusals = this.refusals;
+    // The flush vouches for what was published before it, not for what a send adds meanwhile.
+    const vouched = this.unconfirmed.length;
+    const { handedOver, overflowed } = this;
     if (await flushed(nc, AbortSignal.any([signal, AbortSignal.timeout(CONFIRM_MS)]))) {
-      this.unconfirmed.length = 0;
+      if (this.handedOver === handedOver) this.unconfirmed.splice(0, Math.max(0, vouched - (this.overflowed - overflowed)));
       this.unanswered = false;
       // Taken while refused, with no refusal since: NATS's permissions allow this agent again.
       if (this.refused && this.refusals === refusals) {
@@ -102,6 +112,7 @@ export class TelemetryRoute {
 
   /** What NATS has not confirmed goes over HTTP. */
   private toOutbox(): void {
+    this.handedOver++;
     for (const envelope of this.unconfirmed.splice(0)) this.outbox.push(envelope);
   }
 }

@@ -71,6 +71,28 @@ describe("TelemetryRoute", () => {
     expect(logs.filter((l) => l.startsWith("NATS refuses what this agent publishes")), logs.join("\n")).toHaveLength(1);
   });
 
+  it("a flush vouches only for what was published before it: what a send adds meanwhile stays unconfirmed", async () => {
+    const own = await startNats();
+    try {
+      const route = new TelemetryRoute(SUBJECT, () => undefined);
+      route.use(await connected(own));
+      route.send(message(1));
+      const confirming = route.confirm(running);
+      route.send(message(2)); // after the flush's PING
+      await confirming;
+      // The connection breaks: what it carried unconfirmed goes over HTTP.
+      await own.kill();
+      let outbox: SignedTelemetry[] = [];
+      for (let i = 0; i < 200 && outbox.length === 0; i++) {
+        outbox = await queued(route);
+        await new Promise((resolve) => setTimeout(resolve, 25));
+      }
+      expect(outbox, "handed over at the disconnect").toEqual([message(2)]);
+    } finally {
+      await own.stop();
+    }
+  });
+
   it("what a flush cannot confirm (the agent stopping) is in the outbox", async () => {
     const route = new TelemetryRoute(SUBJECT, () => undefined);
     route.use(await connected(open));
