@@ -43,12 +43,18 @@ describe("loadFleetFiles", () => {
 });
 
 describe("edits (promote, apply --pin)", () => {
-  it("refuse a file changed between the read and the write, and write no file", async () => {
-    const sub = mkdtempSync(join(dir, "edit-"));
-    const entry = (name: string, digest: string) => `  - name: ${name}\n    ref: r.example/p@${digest}\n    hosts: [h]\n`;
+  const entry = (name: string, digest: string) => `  - name: ${name}\n    ref: r.example/p@${digest}\n    hosts: [h]\n`;
+  const prodA = `environment: prod\npolicies:\n${entry("a", D1)}`;
+  /** A directory where staging pins a and b at D2, and prod-a.yaml pins a at D1 (prodA). */
+  function stagingAndProdA(prefix: string): string {
+    const sub = mkdtempSync(join(dir, prefix));
     writeFileSync(join(sub, "staging.yaml"), `environment: staging\npolicies:\n${entry("a", D2)}${entry("b", D2)}`);
-    const prodA = `environment: prod\npolicies:\n${entry("a", D1)}`;
     writeFileSync(join(sub, "prod-a.yaml"), prodA);
+    return sub;
+  }
+
+  it("refuse a file changed between the read and the write, and write no file", async () => {
+    const sub = stagingAndProdA("edit-");
     writeFileSync(join(sub, "prod-b.yaml"), `environment: prod\npolicies:\n${entry("b", D1)}`);
     // Someone edits prod-b.yaml while promote checks the digest: another policy before b (the entry promote edits moves), or only b's hosts.
     const edited = `environment: prod\npolicies:\n${entry("c", D1)}${entry("b", D1)}`;
@@ -77,11 +83,7 @@ describe("edits (promote, apply --pin)", () => {
   });
 
   it("write every edited file or none, each keeping its mode", async () => {
-    const sub = mkdtempSync(join(dir, "all-"));
-    const entry = (name: string, digest: string) => `  - name: ${name}\n    ref: r.example/p@${digest}\n    hosts: [h]\n`;
-    writeFileSync(join(sub, "staging.yaml"), `environment: staging\npolicies:\n${entry("a", D2)}${entry("b", D2)}`);
-    const prodA = `environment: prod\npolicies:\n${entry("a", D1)}`;
-    writeFileSync(join(sub, "prod-a.yaml"), prodA);
+    const sub = stagingAndProdA("all-");
     chmodSync(join(sub, "prod-a.yaml"), 0o664);
     // The second file to write has a name its temp file cannot have (over NAME_MAX, 255 bytes): writing it fails after prod-a.yaml's was written.
     const long = join(sub, `${"z".repeat(240)}.yaml`);
