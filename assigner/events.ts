@@ -50,7 +50,11 @@ export class AssignerEvents {
   private readonly refusing = new Set<NatsUse>();
   /** The latest notice published per subject, for the last RECENT_NOTICES subjects. */
   private readonly recent = new Map<string, AssignmentNotice>();
-  /** Notices NATS refused, by subject (at most RECENT_NOTICES, the oldest dropped): the latest of each, and the number of its last refusal. */
+  /**
+   * Notices NATS refused, by subject, in the order they are sent again (at
+   * most RECENT_NOTICES: past that, the one whose turn comes next is
+   * dropped): the latest of each, and the number of its last refusal.
+   */
   private readonly refusedNotices = new Map<string, { notice: AssignmentNotice; refusal: number }>();
   /** Notice refusals so far: what was sent again counts as taken only if no refusal of it came since. */
   private noticeRefusals = 0;
@@ -144,7 +148,7 @@ export class AssignerEvents {
     if (!notice) return;
     this.refusedNotices.delete(subject); // to the newest end
     this.refusedNotices.set(subject, { notice, refusal: ++this.noticeRefusals });
-    if (this.refusedNotices.size > RECENT_NOTICES) this.refusedNotices.delete(this.refusedNotices.keys().next().value!);
+    if (this.refusedNotices.size > RECENT_NOTICES) this.refusedNotices.delete(this.refusedNotices.keys().next().value!); // its host polls
     this.refuse("assignment notices", err);
     if (!this.retrying) void this.retryNotices();
   }
@@ -154,7 +158,9 @@ export class AssignerEvents {
    * a time in turn, with a backoff that starts again whenever NATS takes
    * some, until it has taken them all: a flush answered with no refusal of
    * theirs since. A NATS that still refuses one (its permissions deny that
-   * host) keeps counting as disconnected.
+   * host) keeps counting as disconnected, and its notice keeps its turn: with
+   * many such hosts, a newly refused one waits some turns (its host polls
+   * meanwhile; a notice only saves the wait for the poll).
    */
   private async retryNotices(): Promise<void> {
     this.retrying = true;

@@ -80,9 +80,9 @@ export async function copy(src: ReadOnlyTarget, srcRef: string, dst: Target, dst
     // A ReferencePusher takes the root with its tag in one write; any other destination is tagged after.
     const byReference = tag !== undefined && dst.pushReference !== undefined;
     const copier = new GraphCopier(src, dst, options, byReference ? { root: root.digest, tag } : undefined);
-    // The root's referrers are listed while its graph is copied (a request or two, off the critical path), and copied after it.
+    // The root's referrers (unless the caller names them) are listed while its graph is copied (a request or two, off the critical path), and copied after it.
     const { referrers } = options;
-    const listed = isDescriptorList(referrers) ? Promise.resolve([...referrers]) : referrers ? copier.listReferrers(root) : undefined;
+    const listed = isDescriptorList(referrers) ? Promise.resolve([...referrers]) : referrers === true ? copier.listReferrers(root) : undefined;
     listed?.catch(() => {}); // awaited below, unless the graph's copy fails first
     await copier.copyGraph(root, 0);
     signal?.throwIfAborted();
@@ -197,12 +197,12 @@ class GraphCopier {
 
   /**
    * Copies the referrers of `subject` (`listed`, when already asked for) and
-   * theirs, to MAX_REFERRER_DEPTH. The listing is the source's word: a
-   * referrer is copied, indexed and followed only when its own manifest
-   * names `subject` (read first, so nothing of a referrer that does not is
-   * copied), and each subject is walked once, so a source listing one
-   * referrer many times, or under many subjects, costs one walk (not N²
-   * listings and N³ index writes).
+   * theirs, to MAX_REFERRER_DEPTH (none of theirs when the caller named the
+   * root's). The listing is the source's word: a referrer is copied, indexed
+   * and followed only when its own manifest names `subject` (read first, so
+   * nothing of a referrer that does not is copied), and each subject is
+   * walked once, so a source listing one referrer many times, or under many
+   * subjects, costs one walk (not N² listings and N³ index writes).
    */
   async copyReferrers(subject: Descriptor, depth: number, listed = this.listReferrers(subject)): Promise<void> {
     if (this.walked.has(subject.digest)) return;

@@ -16,6 +16,7 @@ import { startAssigner, type RunningAssigner } from "../../assigner/index.js";
 import { createLogger } from "../../assigner/logging.js";
 import { buildBundle } from "../../bundle/index.js";
 import { aegis } from "../cli/run.js";
+import { flushed } from "../../util/index.js";
 import { http, registerAgent, signed, telemetry } from "../harness/assigner-http.js";
 import { startDroppingPort, startNats, startStrictNats, type NatsDenial, type StrictNats, type TcpServer } from "../harness/tcp-server.js";
 
@@ -245,6 +246,40 @@ describe("NATS away, or refusing", () => {
     }
   });
 
+  it("notices NATS keeps refusing for some hosts do not keep the others from being sent again", async () => {
+    const denied = Array.from({ length: 300 }, (_, i) => `denied-${String(i).padStart(3, "0")}`);
+    const subjectOf = (host: string) => `aegis.assignments.${host}`;
+    const { assigner: muted, strict, logged, lines, nats, stop } = await onStrictNats({ publish: [...denied, "zz-host"].map(subjectOf) }, "turns");
+    try {
+      await until("on NATS", async () => (await nats()).nats === "connected");
+      const { bytes } = await buildBundle("policies/block-icmp-8888");
+      const created = await http(muted.url, "POST", "/artifacts", { ...admin, body: { name: "block-icmp-8888", version: "1.0.0", data: bytes.toString("base64") } });
+      const id = created.json.id as string;
+      // One change wakes 301 hosts; zz-host's notice comes last, behind more than one turn (256) of hosts denied for good.
+      await new AssignerClient(muted.url, admin.token).changeAssignments({ add: [...denied, "zz-host"].map((host) => ({ artifact_id: id, host_id: host })) });
+      await logged("NATS refused the assigner");
+      const woken = await connect({ servers: strict.url });
+      try {
+        const notices = woken.subscribe(subjectOf("zz-host"), { max: 1, timeout: 20_000 });
+        await woken.flush();
+        await strict.deny({ publish: denied.map(subjectOf) });
+        const first = async () => {
+          for await (const m of notices) return m.string();
+        };
+        const notice = await first().catch((err: unknown) => {
+          throw new Error(`zz-host's notice was not sent again within 20 s: ${(err as Error).message}`);
+        });
+        expect(JSON.parse(notice ?? "null"), "zz-host's notice sent again").toMatchObject({ host_id: "zz-host" });
+      } finally {
+        await woken.close();
+      }
+      expect(await nats(), "NATS still refusing the others").toMatchObject({ status: "degraded", nats: "disconnected" });
+      expect(lines.filter((l) => l.includes("assignment notices again")), "no recovery logged").toEqual([]);
+    } finally {
+      await stop();
+    }
+  });
+
   it("an assigner whose telemetry subscription NATS refuses, or stops allowing, logs it, keeps serving, and subscribes again once NATS allows it", async () => {
     const { assigner: refused, strict, logged, lines, nats, stop } = await onStrictNats({ subscribe: "aegis.telemetry.>" }, "refused");
     const refusals = () => lines.filter((l) => l.includes("NATS refused the assigner's telemetry subscription")).length;
@@ -254,7 +289,7 @@ describe("NATS away, or refusing", () => {
       const before = (await counts(refused.url)).invalid;
       await until(`a message counted ${why}`, async () => {
         publisher.publish("aegis.telemetry.anyone", "{}");
-        await publisher.flush().catch(() => undefined);
+        await flushed(publisher, AbortSignal.timeout(1000));
         return (await counts(refused.url)).invalid > before;
       });
     };

@@ -77,7 +77,7 @@ export function startRedis(): Promise<TcpServer> {
   ]);
 }
 
-export type NatsDenial = { publish?: string; subscribe?: string };
+export type NatsDenial = { publish?: string | string[]; subscribe?: string | string[] };
 
 export interface StrictNats extends TcpServer {
   /** Denies its user `deny` from now on (nothing, given {}): a configuration reload, as an operator fixing permissions does, resolved once the server says it reloaded; or, while it is stopped, its configuration at the next start. */
@@ -128,7 +128,7 @@ export async function startStrictNats(deny: NatsDenial): Promise<StrictNats> {
 }
 
 function strictConfig(deny: NatsDenial): string {
-  const permissions = Object.entries(deny).map(([operation, subject]) => `${operation}: { deny: [${JSON.stringify(subject)}] }`);
+  const permissions = Object.entries(deny).map(([operation, subjects]) => `${operation}: { deny: ${JSON.stringify([subjects].flat())} }`);
   return `authorization { users = [ { user: "aegis", password: "unused", permissions: { ${permissions.join(", ")} } } ] }\nno_auth_user: aegis\n`;
 }
 
