@@ -10,12 +10,24 @@ export interface OutputOptions {
 
 /** Prints `human` for people, or `data` as JSON for scripts. */
 export function report(options: OutputOptions, human: string, data: unknown): void {
-  process.stdout.write(options.json ? JSON.stringify(data, null, 2) + "\n" : human + "\n");
+  process.stdout.write(options.json ? JSON.stringify(data, null, 2) + "\n" : printable(human) + "\n");
 }
 
 /** Warnings go to stderr whatever the output format, so scripts piping stdout still show them. */
 export function warn(warnings: readonly string[]): void {
-  for (const warning of warnings) process.stderr.write(`aegis: warning: ${warning}\n`);
+  for (const warning of warnings) process.stderr.write(`aegis: warning: ${printable(warning)}\n`);
+}
+
+/**
+ * `text` with its control characters, but for newlines and tabs, written as
+ * escapes (`\x1b`, `\r`). What people read may quote what others wrote (a
+ * capsule's annotations and entry names, an agent's reported reason, a
+ * registry's error): a terminal must not run an escape sequence of theirs,
+ * and a carriage return must not paint over a line.
+ */
+export function printable(text: string): string {
+  // eslint-disable-next-line no-control-regex -- finding control characters is the point
+  return text.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g, (c) => (c === "\r" ? "\\r" : `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`));
 }
 
 /**
@@ -83,7 +95,7 @@ export function plainError(err: unknown): string {
 export function fail(err: unknown): never {
   // On a terminal, a progress line left mid-way (cli/progress.ts) is wiped first, so the error has its own line.
   const wipe = isatty(2) ? "\r\x1b[K" : "";
-  process.stderr.write(`${wipe}aegis: error: ${plainError(err)}\n`);
+  process.stderr.write(`${wipe}aegis: error: ${printable(plainError(err))}\n`);
   if (process.env.AEGIS_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
   process.exit(1);
 }

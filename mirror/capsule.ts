@@ -46,6 +46,8 @@ const LAYOUT_FILE = encodeJson({ imageLayoutVersion: "1.0.0" });
 const BLOB = /^blobs\/sha256\/([a-f0-9]{64})$/;
 const DIRECTORIES = new Set(["blobs", "blobs/", "blobs/sha256", "blobs/sha256/"]);
 const REFERRERS_TAG = /^sha256-[a-f0-9]{64}$/;
+/** Bytes a capsule may spend per entry besides its content: its header, padding, and room for a long-name (pax) header. */
+const HEADER_ROOM = 8 * 1024;
 
 export interface CapsuleLimits {
   /** Most blobs (copy() refuses graphs over 10,000 nodes, and a capsule holds several). */
@@ -105,8 +107,13 @@ export async function writeCapsule(sources: CapsuleSource[], output: string, opt
       artifacts.set(root.digest, { desc: { mediaType: root.mediaType, digest: root.digest, size: root.size }, source: source.reference });
     }
     const sorted = [...artifacts.values()].sort((a, b) => compare(a.desc.digest, b.desc.digest));
+    // The referrers indexes of the artifacts only: copy also follows referrers of referrers (an attestation of a
+    // signature), whose indexes an import refuses, as it checks and pushes only the artifacts' own signatures.
     const referrerIndexes = await Promise.all(
-      (await layout.tags()).filter((t) => REFERRERS_TAG.test(t)).sort(compare).map(async (tag) => ({ ...plain(await layout.resolve(tag)), annotations: { [Annotation.RefName]: tag } })),
+      (await layout.tags())
+        .filter((t) => REFERRERS_TAG.test(t) && artifacts.has(t.replace("-", ":")))
+        .sort(compare)
+        .map(async (tag) => ({ ...plain(await layout.resolve(tag)), annotations: { [Annotation.RefName]: tag } })),
     );
     const index: Index = {
       schemaVersion: 2,
@@ -203,14 +210,18 @@ export interface ReadOptions {
 export async function readCapsule(path: string, dir: string, options: ReadOptions = {}): Promise<OpenedCapsule> {
   const limits = options.limits ?? CAPSULE_LIMITS;
   const emit = options.onEvent ?? (() => {});
-  await stat(path).catch((err: unknown) => {
+  const info = await stat(path).catch((err: unknown) => {
     throw new InputError("FILE_NOT_FOUND", `capsule ${path} cannot be read`, { cause: err });
   });
+  // A device (/dev/zero) gives bytes for ever; a pipe is read within the limit below.
+  if (!info.isFile() && !info.isFIFO()) throw new InputError("INVALID_ARGUMENT", `capsule ${path} is not a file or a pipe`);
   const target = new OciLayoutTarget(dir);
   const file = createReadStream(path);
   const extract = tarExtract();
-  // Bytes read, for the end-of-archive check below (util/tar-end.ts).
-  const counting = new TarCounter();
+  // Bytes read, for the end-of-archive check below (util/tar-end.ts), within the content limit and room for
+  // every entry's headers: a file of endless zero blocks or headers is refused, not read to its end.
+  const readLimit = limits.maxTotalSize + (limits.maxBlobs + 16) * HEADER_ROOM;
+  const counting = new TarCounter(readLimit, (limit) => new MirrorError("CAPSULE_TOO_LARGE", `capsule refused: it is over ${limit} bytes`));
   // Errors of either side reach the loop below through the extractor.
   pipeline(file, counting, extract, { signal: options.signal }).catch(() => undefined);
   const held = new Set<string>();
@@ -269,6 +280,8 @@ export async function readCapsule(path: string, dir: string, options: ReadOption
     if (err instanceof MirrorError || err instanceof InputError) throw err;
     if (err instanceof RegistryError && err.code === "SIZE_LIMIT") refuse("CAPSULE_TOO_LARGE", err.message, err);
     if (err instanceof RegistryError) throw err;
+    // This machine's own failure (a full disk or a size limit while staging, a read error): not the capsule's.
+    if ((err as NodeJS.ErrnoException).syscall !== undefined) throw err;
     refuse("INVALID_CAPSULE", `not a tar archive: ${(err as Error).message}`, err);
   }
   if (!counting.endsAfter(entriesEnd)) refuse("INVALID_CAPSULE", "it is cut off: no end-of-archive marker after its last entry");

@@ -5,7 +5,8 @@ import { readFile } from "node:fs/promises";
 import { createPrivateKey } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { InputError } from "../../errors.js";
-import { plainError, table } from "../../cli/output.js";
+import { plainError, printable, table } from "../../cli/output.js";
+import { aegis, expectOneErrorLine } from "./run.js";
 
 /** The error a call throws. */
 async function thrown(action: () => unknown): Promise<unknown> {
@@ -23,6 +24,19 @@ describe("table", () => {
       ["HOST    LABELS    N", "web-01  role=web  1", "db      -         12"].join("\n"),
     );
     expect(table(["A", "B"], [])).toBe("A  B");
+  });
+});
+
+describe("printable", () => {
+  it("writes control characters as escapes: a terminal runs none of another's sequences, and a line is not painted over", () => {
+    expect(printable("ok\r\x1b[2Kfake\x00\x7f\x9b\tend\nnext"), "escaped, tab and newline kept").toBe("ok\\r\\x1b[2Kfake\\x00\\x7f\\x9b\tend\nnext");
+  });
+
+  it("the error line quotes what a user or a file gave with its control characters escaped", async () => {
+    const result = await aegis(["mirror", "import", "/nonexistent/capsule.tar", "oci:/nonexistent/site", "--key", "/nonexistent/x\r\x1b[2Kfine.pub"]);
+    const line = expectOneErrorLine(result);
+    expect(line.includes("\x1b") || line.includes("\r"), `no escape character or carriage return in ${JSON.stringify(line)}`).toBe(false);
+    expect(line, "escaped").toContain("/nonexistent/x\\r\\x1b[2Kfine.pub: cannot read key file");
   });
 });
 

@@ -3,7 +3,7 @@
 // and signatures intact; a tampered capsule (an altered blob, a dropped
 // signature, a signature by another key, an extra file, a path out of the
 // layout…) is refused with its reason, and nothing reaches the second registry.
-import { execFileSync, spawn } from "node:child_process";
+import { execFile, execFileSync, spawn } from "node:child_process";
 import { createHash, createPrivateKey, randomBytes } from "node:crypto";
 import { createWriteStream, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -229,6 +229,19 @@ describe("a tampered capsule is refused and nothing is pushed", () => {
     expect(await holds(dst, sbom.manifest.digest), "the SBOM is not pushed").toBe(false);
   });
 
+  it("a referrer of a signature (an attestation of it): left out of the capsule, which imports", async () => {
+    const attested = new RemoteRepository(source.host, "policies/attested");
+    await copy(a.repo, a.manifest.digest, attested, undefined, { referrers: true });
+    const attestation = await pushArtifact(attested, { artifactType: "application/vnd.test.attestation", subject: a.signature });
+    await attested.indexReferrer(a.signature, { ...attestation.manifest, artifactType: "application/vnd.test.attestation" });
+    const path = join(work, "attested.tar");
+    await writeCapsule([sourceOf({ repo: attested, manifest: a.manifest })], path);
+    const names = (await readEntries(path)).map((e) => e.header.name);
+    expect(names, "the attestation's manifest").not.toContain(blobName(attestation.manifest.digest));
+    const [imported] = await importCapsule(path, siteRepo(), trust);
+    expect(imported!.signatures.map((s) => s.digest), "imported with its signature").toEqual([a.signature.digest]);
+  });
+
   it("an extra file nothing lists: UNLISTED_CONTENT naming it", async () => {
     const data = randomBytes(100);
     const digest = `sha256:${createHash("sha256").update(data).digest("hex")}`;
@@ -287,6 +300,26 @@ describe("a tampered capsule is refused and nothing is pushed", () => {
 });
 
 describe("stopped midway (Ctrl-C)", () => {
+  it("a device, or a file of endless zero blocks: refused, not read to its end", async () => {
+    await expect(importCapsule("/dev/zero", siteRepo(), trust), "/dev/zero").rejects.toMatchObject({ code: "INVALID_ARGUMENT", message: "capsule /dev/zero is not a file or a pipe" });
+    const zeros = join(work, "zeros.tar");
+    writeFileSync(zeros, Buffer.alloc(4 << 20));
+    const limits = { ...CAPSULE_LIMITS, maxBlobs: 16, maxTotalSize: 1 << 20 };
+    await expect(importCapsule(zeros, siteRepo(), trust, { limits }), "4 MiB of zeros, 1 MiB allowed").rejects.toMatchObject({ code: "CAPSULE_TOO_LARGE", message: expect.stringMatching(/^capsule refused: it is over \d+ bytes$/) });
+  });
+
+  it("a failure of this machine while staging (a file size limit) is named as such, not blamed on the capsule", async () => {
+    // sh ignores SIGXFSZ for the CLI it execs, so a write past `ulimit -f` fails with EFBIG.
+    const result = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      execFile("sh", ["-c", 'trap "" XFSZ; ulimit -f 1; exec "$@"', "sh", process.execPath, AEGIS, "mirror", "import", capsule, siteRepo().name, "--key", join(work, "ci.pub")], (err, _stdout, stderr) =>
+        resolve({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stderr }),
+      );
+    });
+    expect(result.code, result.stderr).toBe(1);
+    expect(result.stderr, "the machine's failure").toMatch(/file too large|EFBIG/i);
+    expect(result.stderr, "not the capsule's").not.toContain("capsule refused");
+  });
+
   it("an export leaves no capsule, no staging and no temp file beside it", async () => {
     const dir = mkdtempSync(join(work, "stopped-export-"));
     const controller = new AbortController();
