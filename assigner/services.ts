@@ -25,13 +25,23 @@ export interface HostView {
 /** Entries kept per cache (for-host bodies by host, artifact JSON by id). */
 const CACHE_MAX = 100_000;
 
+/**
+ * A host's ETag: its version, and the store's epoch where versions can come
+ * again (AssignerStore.versionEpoch), so an agent's If-None-Match for content
+ * that was never saved never matches later content of the same version.
+ */
+function hostEtag(version: number, epoch: string): string {
+  return epoch ? `"v${version}.${epoch}"` : `"v${version}"`;
+}
+
 function remember<V>(cache: Map<string, V>, key: string, value: V): void {
   if (cache.size >= CACHE_MAX && !cache.has(key)) cache.delete(cache.keys().next().value!);
   cache.set(key, value);
 }
 
 export class AssignerServices {
-  private readonly forHostCache = new Map<string, { version: number; body: string }>();
+  /** The last for-host answer per host, by its ETag. */
+  private readonly forHostCache = new Map<string, { etag: string; body: string }>();
   private readonly artifactCache = new Map<string, string>();
   /** Parsed selectors by canonical text (they are few, and parsed once per process). */
   private readonly selectorCache = new Map<string, Selector>();
@@ -58,15 +68,17 @@ export class AssignerServices {
     if (principal.kind === "agent") void this.seen(hostId);
     const cached = this.forHostCache.get(hostId);
     if (cached || ifNoneMatch) {
-      const version = await this.store.hostVersion(hostId);
-      const etag = `"v${version}"`;
+      const etag = hostEtag(await this.store.hostVersion(hostId), this.store.versionEpoch());
       if (ifNoneMatch === etag) return { status: 304, etag, body: "" };
-      if (cached && cached.version === version) return { status: 200, etag, body: cached.body };
+      if (cached && cached.etag === etag) return { status: 200, etag, body: cached.body };
     }
+    const epoch = this.store.versionEpoch();
     const assignments = await this.hostView(hostId);
+    const etag = hostEtag(assignments.version, epoch);
     const body = `{"artifacts":[${(await this.artifactJson(assignments.artifactIds)).join(",")}],"total":${assignments.artifactIds.length}}`;
-    remember(this.forHostCache, hostId, { version: assignments.version, body });
-    return { status: 200, etag: `"v${assignments.version}"`, body };
+    // Not kept if the epoch moved while it was read: that content may belong to no version at all.
+    if (this.store.versionEpoch() === epoch) remember(this.forHostCache, hostId, { etag, body });
+    return { status: 200, etag, body };
   }
 
   /**

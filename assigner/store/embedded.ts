@@ -9,6 +9,7 @@
 // and frequent: it is written with the next change, or within a second,
 // instead of one fsync per message.
 // Maps, not plain objects, so a host named "constructor" is just a host.
+import { randomBytes } from "node:crypto";
 import { mkdir, readFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import { atomicWrite, removeStaleTemps } from "../../util/index.js";
@@ -69,6 +70,8 @@ export class EmbeddedStore implements AssignerStore {
   private lazyWrite: NodeJS.Timeout | undefined;
   /** The snapshot last written (or read), to go back to when a write fails. */
   private durable = "{}";
+  /** New at each load: a start, or a failed write going back to `durable` (AssignerStore.versionEpoch). */
+  private epoch = newEpoch();
 
   private constructor(readonly file: string) {}
 
@@ -86,10 +89,11 @@ export class EmbeddedStore implements AssignerStore {
     return store;
   }
 
-  /** Replaces the in-memory state with a snapshot's. */
+  /** Replaces the in-memory state with a snapshot's; versions handed out since may come again, so the epoch is new. */
   private load(text: string): void {
     const snapshot = JSON.parse(text) as Partial<Snapshot>;
     this.durable = text;
+    this.epoch = newEpoch();
     this.artifacts = new Map(snapshot.artifacts);
     this.hosts = new Map(snapshot.hosts);
     this.agents = new Map(snapshot.agents);
@@ -148,7 +152,10 @@ export class EmbeddedStore implements AssignerStore {
         // way were built on the failed ones, so they fail too. The file's path
         // stays in the log, not in the answer (it is the server's business).
         console.error(`assigner: cannot write the store ${this.file}: ${(err as Error).message}`);
+        // The desired state's version does not go back: an If-Match planned on the failed change must not match a later one.
+        const handedOut = this.desiredVersion;
         this.load(this.durable);
+        this.desiredVersion = Math.max(this.desiredVersion, handedOut);
         const failure = new StoreUnavailableError("the assigner store cannot be written; the change was not made", { cause: err });
         for (const w of [...waiters, ...this.waiters]) w.reject(failure);
         this.waiters = [];
@@ -255,6 +262,10 @@ export class EmbeddedStore implements AssignerStore {
     return version;
   }
 
+  versionEpoch(): string {
+    return this.epoch;
+  }
+
   async hostVersion(hostId: string): Promise<number> {
     return this.hosts.get(hostId)?.version ?? 0;
   }
@@ -356,4 +367,8 @@ export class EmbeddedStore implements AssignerStore {
     if (this.lazyWrite) await this.persist().catch(() => undefined);
     await this.writing;
   }
+}
+
+function newEpoch(): string {
+  return randomBytes(4).toString("hex");
 }

@@ -284,6 +284,11 @@ export class RedisStore implements AssignerStore {
     return values.flatMap((v) => parse<RolloutJson>(v) ?? []);
   }
 
+  /** Redis's versions move only forward (INCR in MULTI/EXEC and scripts): never handed out twice. */
+  versionEpoch(): string {
+    return "";
+  }
+
   async hostVersion(hostId: string): Promise<number> {
     return Number((await this.run(() => this.redis.get(this.hostVersionKey(hostId)))) ?? 0);
   }

@@ -152,6 +152,14 @@ export interface AssignerStore {
 
   /** The host's version alone: the cheap check behind a 304. */
   hostVersion(hostId: string): Promise<number>;
+  /**
+   * Changes whenever versions already handed out may be handed out again for
+   * other content, so a version is told apart by the two (a host's ETag
+   * holds both): the embedded store's changes at each start and each time a
+   * failed write puts it back to the snapshot on disk (its versions go back
+   * with it); "" for a store whose versions only move forward (Redis).
+   */
+  versionEpoch(): string;
   /** Moves a host's version without changing its set: what it is served changed. */
   bumpHostVersion(hostId: string): Promise<number>;
   artifactHosts(artifactId: string): Promise<string[]>;

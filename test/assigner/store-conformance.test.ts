@@ -336,13 +336,20 @@ describe("EmbeddedStore on a failed write", () => {
     const store = await EmbeddedStore.open(join(storeDir, "store.json"));
     opened.push(store);
     await assign(store, artifact(1).id, "h");
+    const desired = (await store.desiredState()).version;
     rmSync(storeDir, { recursive: true, force: true });
-    const err = (await assign(store, artifact(2).id, "h").catch((e: unknown) => e)) as StoreUnavailableError;
+    const failing = assign(store, artifact(2).id, "h").catch((e: unknown) => e);
+    // While the write is under way, a poll may be answered with the change and its version.
+    const seen = `${await store.hostVersion("h")}.${store.versionEpoch()}`;
+    const err = (await failing) as StoreUnavailableError;
     expect(err, "a write into a removed directory fails").toBeInstanceOf(StoreUnavailableError);
     expect(err.message, "the answer names no server path").not.toContain(storeDir);
     expect(await hostAssignments(store, "h"), "the failed change is not live").toEqual({ version: 1, artifactIds: [artifact(1).id] });
+    expect((await store.desiredState()).version, "the desired state's version does not go back").toBe(desired + 1);
     mkdirSync(storeDir);
     expect(await assign(store, artifact(3).id, "h")).toEqual({ changed: true, version: 2 });
+    // Version 2 again, for other content: the epoch tells the two apart (a host's ETag holds both).
+    expect(`${await store.hostVersion("h")}.${store.versionEpoch()}`, "the version and epoch seen during the failed write").not.toBe(seen);
     const again = await EmbeddedStore.open(store.file);
     opened.push(again);
     expect(await hostAssignments(again, "h")).toEqual({ version: 2, artifactIds: [artifact(1).id, artifact(3).id] });
