@@ -11,6 +11,7 @@ import type { Principal } from "./auth.js";
 import {
   AssignerError,
   AgentDetailJson,
+  ErrorJson,
   AgentList,
   AgentUid,
   AssignmentChangesBody,
@@ -88,6 +89,10 @@ export interface Route<P = unknown, B = unknown, Q = unknown> {
   bodyLimit?: number;
   /** Takes If-Match (the desired-state version; 412 when stale): documented as a header parameter in OpenAPI. */
   conditional?: true;
+  /** What the answer's ETag is, for OpenAPI. */
+  etag?: string;
+  /** Answers besides the success status and the errors every route has, for OpenAPI: status → what it means (a body like the success's, or `body`). */
+  responses?: Record<number, { description: string; body?: z.ZodType }>;
   /** Checks the caller against the path before the body is read (a 403 costs the caller its body, not the assigner). */
   authorize?: (principal: Principal, params: P) => void;
   /** Absent only for the agents' poll, which http.ts answers before Express (serveForHost). */
@@ -201,6 +206,7 @@ export const ROUTES: Route[] = [
     summary: "Reachability of the store, the upload registry and NATS",
     access: "public",
     response: HealthJson,
+    responses: { 503: { description: "The store is unavailable (the same document)", body: HealthJson } },
     handler: async ({ services }) => {
       const health = await services.health();
       return { status: health.store === "ok" ? 200 : 503, json: health };
@@ -317,6 +323,10 @@ export const ROUTES: Route[] = [
     streamsUpload: true,
     response: ArtifactJson,
     responseStatus: 201,
+    responses: {
+      200: { description: "Registered before: the first record (with a signature found since filled in)" },
+      502: { description: "The registry failed: unreachable, refusing, or serving bytes that fail verification or are no bundle", body: ErrorJson },
+    },
     handler: async ({ body, upload, services }) => {
       const record = "reference" in body ? await services.artifacts.fromReference(body.reference) : await services.artifacts.fromUpload(body, upload);
       if (await services.store.putArtifact(record)) return { status: 201, json: toArtifactJson(record) };
@@ -335,6 +345,7 @@ export const ROUTES: Route[] = [
     access: "agent",
     params: HostParams,
     response: ArtifactList,
+    etag: 'The host\'s version, "v12" (with the embedded store "v12.<epoch>"): send it as If-None-Match',
     // No handler: http.ts answers this route before Express (the hot path).
   }),
   route({
@@ -353,6 +364,8 @@ export const ROUTES: Route[] = [
     access: "agent",
     params: IdParams,
     produces: "application/octet-stream",
+    etag: "The layer's digest",
+    responses: { 502: { description: "The registry failed before the answer began (after it, the connection is cut short)", body: ErrorJson } },
     handler: async ({ params, principal, services, res }) => {
       const record = await requireReadable(services, principal, params.id);
       const stream = await services.artifacts.binary(record);
@@ -376,6 +389,7 @@ export const ROUTES: Route[] = [
     access: "agent",
     params: IdParams,
     produces: "application/vnd.oci.image.manifest.v1+json",
+    responses: { 502: { description: "The registry failed", body: ErrorJson } },
     handler: async ({ params, principal, services, res }) => {
       const { mediaType, bytes } = await services.artifacts.manifest(await requireReadable(services, principal, params.id));
       res.status(200).set({ "content-type": mediaType, "docker-content-digest": params.id }).end(bytes);
@@ -389,6 +403,7 @@ export const ROUTES: Route[] = [
     access: "agent",
     params: IdParams,
     response: SignaturesJson,
+    responses: { 502: { description: "The registry failed", body: ErrorJson } },
     handler: async ({ params, principal, services }) => {
       const signatures = await services.artifacts.signatures(await requireReadable(services, principal, params.id));
       return { json: { artifact_id: params.id, signatures: signatures.map((s) => ({ manifest: s.manifest.toString("base64"), bundle: s.bundle.toString("base64") })) } };
@@ -434,6 +449,7 @@ export const ROUTES: Route[] = [
     summary: "The whole desired state: every assignment to a host or to a label selector. ETag is its version; send it as If-Match on writes",
     access: "admin",
     response: DesiredStateJson,
+    etag: 'The desired state\'s version, "12"',
     handler: async ({ res, services }) => {
       const state = await services.store.desiredState();
       const byText = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
@@ -455,6 +471,7 @@ export const ROUTES: Route[] = [
     bodyLimit: 1024 * 1024,
     conditional: true,
     response: AssignmentChangesResult,
+    etag: 'The desired state\'s version after the change, "13"',
     handler: async ({ req, res, body, services }) => {
       const result = await services.changeAssignments([...toChanges(body.remove, false), ...toChanges(body.add, true)], ifMatch(req));
       res.set("etag", `"${result.version}"`);

@@ -130,7 +130,7 @@ async function openStore(options: AssignerOptions, dataDir: string, logger: Logg
     await store.connect();
     return { store, down: false };
   } catch (err) {
-    logger.warn({ dependency: "store", endpoint }, `${endpoint} is unavailable (${(err as Error).message}); retrying in the background`);
+    logger.warn({ dependency: "store", endpoint }, `${endpoint} is unavailable (${describeError(err)}); retrying in the background`);
     return { store, down: true };
   }
 }

@@ -194,7 +194,8 @@ export class RedisStore implements AssignerStore {
       return await command();
     } catch (err) {
       if ((err as Error).name === "ReplyError") throw err;
-      throw new StoreUnavailableError(`Redis is unavailable: ${(err as Error).message}`, { cause: err });
+      // ioredis's own words (its state, the address) stay in the cause, for the logs: callers, authenticated or not, read the answer.
+      throw new StoreUnavailableError("Redis is unavailable", { cause: err });
     }
   }
 

@@ -643,6 +643,14 @@ describe("operations", () => {
     for (const path of ["/agents/register/init", "/agents/register/complete", "/agents", "/agents/{uid}", "/healthz", "/artifacts", "/artifacts/{id}", "/artifacts/{id}/binary", "/artifacts/for-host/{host_id}", "/assign/{artifact_id}/{host_id}", "/unassign/{artifact_id}/{host_id}", "/artifacts/{id}/status", "/agents/{uid}/telemetry"]) {
       expect(doc.paths[path], path).toBeDefined();
     }
+    // The answers beside each route's success: a repeat registration, registry failures, the health document on 503, ETags.
+    type Operation = { responses: Record<string, { description: string; headers?: Record<string, unknown>; content?: Record<string, { schema: { properties?: Record<string, unknown> } }> }>; parameters: { name: string }[] };
+    const op = (path: string, method: string) => (doc.paths[path] as Record<string, Operation>)[method]!;
+    expect(Object.keys(op("/artifacts", "post").responses).sort(), "POST /artifacts answers").toEqual(["200", "201", "4XX", "502", "503"]);
+    expect(op("/healthz", "get").responses["503"]!.content!["application/json"]!.schema.properties, "/healthz's 503 body").toHaveProperty("store");
+    expect(op("/artifacts/for-host/{host_id}", "get").responses["200"]!.headers, "the poll's ETag").toHaveProperty("ETag");
+    expect(op("/artifacts/for-host/{host_id}", "get").parameters.map((p) => p.name), "the poll's If-None-Match").toContain("If-None-Match");
+    expect(op("/assignments", "post").responses["200"]!.headers, "the desired state's version").toHaveProperty("ETag");
     const metrics = await fetch(new URL("/metrics", assigner.url)).then((r) => r.text());
     expect(metrics).toMatch(/aegis_http_requests_total\{method="get",route="\/artifacts\/for-host\/\{host_id\}",status="200"\} \d+/);
     expect(metrics).toMatch(/aegis_assignment_changes_total\{op="assign"\} \d+/);
@@ -687,7 +695,7 @@ describe("durability and outages (Redis)", () => {
         // hanging call would take, with room for a loaded machine.
         expect(Date.now() - started, `ms for ${method} ${path} with Redis stopped`).toBeLessThan(2500);
         expect(res.status, `${method} ${path}`).toBe(503);
-        expect(res.json.error).toMatch(/Redis is unavailable/);
+        expect(res.json.error, "the answer, without ioredis's own words").toBe("Redis is unavailable");
       }
       const health = await http("GET", "/healthz");
       expect(health.status).toBe(503);
