@@ -138,10 +138,9 @@ export class AssignerServices {
   /**
    * Changes the desired state in one atomic step, only if it is still at
    * `ifVersion` when given (else 412 PRECONDITION_FAILED). Every artifact
-   * must be registered. Hosts whose own sets changed are told at once; then
-   * every registered host a changed selector matches has its version moved
-   * (after the change is stored, so a host registering meanwhile either is
-   * among them or reads the new selectors).
+   * must be registered. The hosts whose own sets changed, and those a
+   * changed selector matches, have their versions moved in that step, and
+   * are told on NATS.
    */
   async changeAssignments(changes: AssignmentChange[], ifVersion?: number): Promise<{ version: number; added: number; removed: number; hosts: { hostId: string; version: number; changed: boolean }[] }> {
     const ids = [...new Set(changes.map((c) => c.artifactId))];
@@ -152,13 +151,19 @@ export class AssignerServices {
     if (selectorAdds > 0 && (await this.store.desiredState()).selectors.length + selectorAdds > SELECTOR_ASSIGNMENTS_MAX) {
       throw new AssignerError("BAD_REQUEST", `at most ${SELECTOR_ASSIGNMENTS_MAX} selector assignments`);
     }
-    const result = await this.store.changeAssignments(changes, ifVersion);
+    // The hosts a changed selector matches move with the change, in its one step: a failure after it cannot leave
+    // one answering 304 to its old ETag. One that registers meanwhile is moved just after (it read the selectors
+    // before the change, or it is found now).
+    const selectors = changes.flatMap((c) => ("selector" in c.target ? [c.target.selector] : []));
+    const matching = await this.hostsMatching(selectors);
+    const result = await this.store.changeAssignments(changes, ifVersion, matching);
     if (!result.applied) throw new AssignerError("PRECONDITION_FAILED", `the desired state is at version ${result.version}, not ${ifVersion}: read it again (GET /assignments) and plan on that`);
     if (result.added > 0) this.metrics.assignmentChanges.inc({ op: "assign" }, result.added);
     if (result.removed > 0) this.metrics.assignmentChanges.inc({ op: "unassign" }, result.removed);
     for (const host of result.hosts) if (host.changed) this.events?.notifyAssignments({ host_id: host.hostId, version: host.version });
-    if (result.added + result.removed > 0) {
-      await this.bump(await this.hostsMatching(changes.flatMap((c) => ("selector" in c.target ? [c.target.selector] : []))));
+    if (result.added + result.removed > 0 && selectors.length > 0) {
+      const moved = new Set(matching);
+      await this.bump((await this.hostsMatching(selectors)).filter((hostId) => !moved.has(hostId)));
     }
     return { version: result.version, added: result.added, removed: result.removed, hosts: result.hosts };
   }

@@ -189,7 +189,7 @@ export class EmbeddedStore implements AssignerStore {
     return [...this.artifacts.values()];
   }
 
-  async changeAssignments(changes: AssignmentChange[], ifVersion?: number): Promise<ChangeResult> {
+  async changeAssignments(changes: AssignmentChange[], ifVersion?: number, alsoMoved: readonly string[] = []): Promise<ChangeResult> {
     if (ifVersion !== undefined && ifVersion !== this.desiredVersion) return { applied: false, version: this.desiredVersion };
     let added = 0;
     let removed = 0;
@@ -211,9 +211,15 @@ export class EmbeddedStore implements AssignerStore {
       if (changed && add) added++;
       else if (changed) removed++;
     }
+    for (const hostId of alsoMoved) {
+      if (!touched.has(hostId)) touched.set(hostId, false);
+      if (added + removed === 0) continue;
+      if (!this.hosts.has(hostId)) this.hosts.set(hostId, { version: 0, artifacts: [] });
+      touched.set(hostId, true);
+    }
     const hosts = [...touched].map(([hostId, changed]) => {
-      const host = this.hosts.get(hostId)!;
-      return { hostId, version: changed ? ++host.version : host.version, changed };
+      const host = this.hosts.get(hostId);
+      return { hostId, version: changed ? ++host!.version : (host?.version ?? 0), changed };
     });
     if (added + removed === 0) return { applied: true, version: this.desiredVersion, added, removed, hosts };
     const version = ++this.desiredVersion;

@@ -34,9 +34,11 @@ export interface RedisStoreOptions {
 
 // KEYS: the desired state's version. ARGV: the assignment keys' prefix
 // ("<prefix>:{a}"), the If-Match version or "", then per change: "add" |
-// "rem", artifact id, "h" (a host) | "s" (a selector), host id or selector.
-// Every change, the desired version and the versions of the hosts whose own
-// sets changed move together, or nothing does (a stale version). The keys
+// "rem", artifact id, "h" (a host) | "s" (a selector), host id or selector;
+// then "mov", "", "m", host id per host a changed selector matches. Every
+// change, the desired version and the versions of the hosts whose own sets
+// changed (and of those "m" names, if anything changed) move together, or
+// nothing does (a stale version). The keys
 // share the {a} hash tag, as Redis Cluster needs of one script's keys (this
 // client itself is single-node). Returns {applied, version, added, removed,
 // then host, host version, changed (1|0) per host touched}.
@@ -45,11 +47,14 @@ local version = tonumber(redis.call('GET', KEYS[1]) or '0')
 if ARGV[2] ~= '' and tonumber(ARGV[2]) ~= version then return {0, version} end
 local p = ARGV[1]
 local added, removed = 0, 0
-local touched, order = {}, {}
+local touched, order, moved = {}, {}, {}
 for i = 3, #ARGV, 4 do
   local add, artifact, kind, x = ARGV[i] == 'add', ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local changed
-  if kind == 'h' then
+  if kind == 'm' then
+    if touched[x] == nil then table.insert(order, x); touched[x] = false end
+    moved[x] = true
+  elseif kind == 'h' then
     if add then
       changed = redis.call('SADD', p .. ':host:' .. x, artifact)
       redis.call('SADD', p .. ':hosts:' .. artifact, x)
@@ -70,7 +75,10 @@ for i = 3, #ARGV, 4 do
     if add then added = added + 1 else removed = removed + 1 end
   end
 end
-if added + removed > 0 then version = redis.call('INCR', KEYS[1]) end
+if added + removed > 0 then
+  version = redis.call('INCR', KEYS[1])
+  for host, _ in pairs(moved) do touched[host] = true end
+end
 local out = {1, version, added, removed}
 for _, host in ipairs(order) do
   table.insert(out, host)
@@ -240,8 +248,12 @@ export class RedisStore implements AssignerStore {
     return `${this.p}:{a}`;
   }
 
-  async changeAssignments(changes: AssignmentChange[], ifVersion?: number): Promise<ChangeResult> {
-    const args = changes.flatMap(({ add, artifactId, target }) => [add ? "add" : "rem", artifactId, "hostId" in target ? "h" : "s", "hostId" in target ? target.hostId : target.selector]);
+  async changeAssignments(changes: AssignmentChange[], ifVersion?: number, alsoMoved: readonly string[] = []): Promise<ChangeResult> {
+    const args = [
+      ...changes.flatMap(({ add, artifactId, target }) => [add ? "add" : "rem", artifactId, "hostId" in target ? "h" : "s", "hostId" in target ? target.hostId : target.selector]),
+      // Hosts a changed selector matches: moved in the same step, if anything changed.
+      ...alsoMoved.flatMap((hostId) => ["mov", "", "m", hostId]),
+    ];
     const reply = (await this.run(() => this.redis.eval(CHANGE_ASSIGNMENTS, 1, `${this.p}:{a}:desired`, this.assignmentsPrefix, ifVersion === undefined ? "" : String(ifVersion), ...args))) as (number | string)[];
     const [applied, version, added, removed] = reply as number[];
     if (applied !== 1) return { applied: false, version: version! };

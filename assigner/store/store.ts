@@ -137,9 +137,12 @@ export interface AssignerStore {
    * Applies adds and removes (to hosts and to selectors) in one atomic step,
    * only if the desired state's version is `ifVersion` when given. The
    * desired version moves once if anything changed; a host's version moves
-   * when its own set did (hosts a selector matches are the caller's to bump).
+   * when its own set did, and, if anything changed, each host of `alsoMoved`
+   * (those a changed selector matches, which the caller knows) in the same
+   * step: no failure part-way leaves one of them serving its old answer as
+   * current (a 304 for its old ETag).
    */
-  changeAssignments(changes: AssignmentChange[], ifVersion?: number): Promise<ChangeResult>;
+  changeAssignments(changes: AssignmentChange[], ifVersion?: number, alsoMoved?: readonly string[]): Promise<ChangeResult>;
   desiredState(): Promise<DesiredState>;
   /** The host's set, its version and the selector assignments, in one read (the version no older than the rest). */
   hostDesired(hostId: string): Promise<HostDesired>;

@@ -250,6 +250,38 @@ describe.each(implementations)("AssignerStore conformance: %s", (_name, open, re
     expect((await store.hostDesired("h1")).selectors).toEqual([{ artifactId: b, selector: "zone in (a,b)" }]);
   });
 
+  it("moves the hosts a changed selector matches in the change's own step, and only when something changed", async () => {
+    const store = await fresh();
+    const [a, b] = [artifact(1).id, artifact(2).id];
+    await assign(store, b, "m1"); // m1 at version 1
+    const moved = await store.changeAssignments([{ add: true, artifactId: a, target: { selector: "env=prod" } }], undefined, ["m1", "m2"]);
+    expect(moved, "the selector added; m1 and m2 (no set of its own yet) moved with it").toEqual({
+      applied: true,
+      version: 2,
+      added: 1,
+      removed: 0,
+      hosts: [
+        { hostId: "m1", version: 2, changed: true },
+        { hostId: "m2", version: 1, changed: true },
+      ],
+    });
+    expect(await store.hostVersion("m2"), "m2's version as stored").toBe(1);
+    const same = await store.changeAssignments([{ add: true, artifactId: a, target: { selector: "env=prod" } }], undefined, ["m1", "m2"]);
+    expect(same, "nothing changed: nobody moves").toEqual({
+      applied: true,
+      version: 2,
+      added: 0,
+      removed: 0,
+      hosts: [
+        { hostId: "m1", version: 2, changed: false },
+        { hostId: "m2", version: 1, changed: false },
+      ],
+    });
+    const stale = await store.changeAssignments([{ add: false, artifactId: a, target: { selector: "env=prod" } }], 1, ["m1"]);
+    expect(stale, "a stale version: nothing applied").toEqual({ applied: false, version: 2 });
+    expect(await store.hostVersion("m1"), "m1 unmoved by the refused change").toBe(2);
+  });
+
   it("refuses a change planned on a stale version, and of two concurrent changes on one version applies one", async () => {
     const store = await fresh();
     const a = artifact(1).id;
