@@ -4,8 +4,8 @@
 // waits for their agents' signed in-force receipts (`attached`, newer than
 // the ring's start) before the next ring. A ring with more failures (agents'
 // `failed` reports, or no receipt within the ring timeout) than allowed
-// stops the rollout, and the desired state goes back, in one atomic change,
-// to what it was before: every host is back on its previous digest, which
+// stops the rollout, and the desired state goes back, in one atomic change
+// (several when it exceeds one request's 1000 changes), to what it was before: every host is back on its previous digest, which
 // the rollout then confirms by the agents' receipts of it.
 //
 // Selector assignments the plan removes or replaces are held as host
@@ -14,7 +14,7 @@
 // plan's selector assignments are in place and those host assignments gone.
 // The rollout's record is kept on the assigner (`aegis rollout status`).
 import { randomBytes } from "node:crypto";
-import { AssignerError, matches, parseSelector, type AssignerClient, type AssignmentEntry, type RolloutJson } from "../assigner/api/index.js";
+import { ASSIGNMENT_CHANGES_MAX, AssignerError, matches, parseSelector, type AssignerClient, type AssignmentEntry, type RolloutJson } from "../assigner/api/index.js";
 import { AegisError, InputError } from "../errors.js";
 import { sleep } from "../util/index.js";
 import { entryKey, fromWire, targetText, toWire, type FleetPlan, type Target } from "./plan.js";
@@ -62,24 +62,42 @@ type Keyed = Map<string, { artifactId: string; target: Target }>;
 
 const keyed = (entries: { artifactId: string; target: Target }[]): Keyed => new Map(entries.map((e) => [entryKey(e), e]));
 
-/** The one atomic change from `from` to `to`, If-Match the last version seen; on a 412 the same change is sent again on the new version. */
 /**
- * Changes the desired state from `from` to `to` in one atomic change.
- * `present` (default `from`) is what is surely there: an entry of `to`
- * missing from it is added (adding one the state has is a no-op).
+ * The requests that make a change of `add` and `remove`: one, when it fits
+ * ASSIGNMENT_CHANGES_MAX; else the adds, then the removes, in requests of
+ * that size. Adds first: while the steps run, a host may be served both its
+ * old and its new digest for a moment, never neither.
+ */
+export function changeSteps(add: AssignmentEntry[], remove: AssignmentEntry[], max = ASSIGNMENT_CHANGES_MAX): { add: AssignmentEntry[]; remove: AssignmentEntry[] }[] {
+  if (add.length + remove.length === 0) return [];
+  if (add.length + remove.length <= max) return [{ add, remove }];
+  const steps: { add: AssignmentEntry[]; remove: AssignmentEntry[] }[] = [];
+  for (let i = 0; i < add.length; i += max) steps.push({ add: add.slice(i, i + max), remove: [] });
+  for (let i = 0; i < remove.length; i += max) steps.push({ add: [], remove: remove.slice(i, i + max) });
+  return steps;
+}
+
+/**
+ * Changes the desired state from `from` to `to`: in one atomic change when
+ * it fits one request, else in changeSteps (a ring of thousands of hosts,
+ * or its rollback); each If-Match the last version seen, sent again on the
+ * new version after a 412. `present` (default `from`) is what is surely
+ * there: an entry of `to` missing from it is added (adding one the state
+ * has is a no-op). A failure part-way leaves the state between `from` and
+ * `to`, which the rollback's union and intersection still cover.
  */
 async function move(client: AssignerClient, from: Keyed, to: Keyed, version: { current: number }, present: Keyed = from): Promise<void> {
   const add: AssignmentEntry[] = [...to].filter(([k]) => !present.has(k)).map(([, e]) => toWire(e));
   const remove: AssignmentEntry[] = [...from].filter(([k]) => !to.has(k)).map(([, e]) => toWire(e));
-  if (add.length + remove.length === 0) return;
-  if (add.length + remove.length > 1000) throw new InputError("INVALID_ARGUMENT", `a rollout step would change ${add.length + remove.length} assignments (at most 1000 at once): roll out to fewer hosts at a time`);
-  for (let attempt = 1; ; attempt++) {
-    try {
-      version.current = (await client.changeAssignments({ add, remove }, { ifMatch: version.current })).version;
-      return;
-    } catch (err) {
-      if (!(err instanceof AssignerError && err.code === "PRECONDITION_FAILED") || attempt >= 5) throw err;
-      version.current = (await client.desiredState()).version;
+  for (const step of changeSteps(add, remove)) {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        version.current = (await client.changeAssignments(step, { ifMatch: version.current })).version;
+        break;
+      } catch (err) {
+        if (!(err instanceof AssignerError && err.code === "PRECONDITION_FAILED") || attempt >= 5) throw err;
+        version.current = (await client.desiredState()).version;
+      }
     }
   }
 }

@@ -3,6 +3,7 @@
 import { describe, expect, it } from "vitest";
 import { AssignerError, type AssignerClient } from "../../assigner/api/index.js";
 import { allowedFailures, formatPlan, parseRings, planFleet, runRollout, type PlanEntry } from "../../fleet/index.js";
+import { changeSteps } from "../../fleet/rollout.js";
 
 const A1 = `sha256:${"a".repeat(64)}`;
 const A2 = `sha256:${"b".repeat(64)}`;
@@ -70,18 +71,39 @@ describe("parseRings / allowedFailures", () => {
   });
 });
 
+describe("changeSteps", () => {
+  it("one request when the change fits; else the adds, then the removes, in requests of the limit", () => {
+    const entry = (n: number) => ({ artifact_id: A1, host_id: `h${n}` });
+    const [a1, a2, a3, r1, r2] = [1, 2, 3, 4, 5].map(entry) as [ReturnType<typeof entry>, ReturnType<typeof entry>, ReturnType<typeof entry>, ReturnType<typeof entry>, ReturnType<typeof entry>];
+    expect(changeSteps([a1], [r1], 2), "fits").toEqual([{ add: [a1], remove: [r1] }]);
+    expect(changeSteps([a1, a2, a3], [r1, r2], 2), "adds first: a host is never left with neither digest").toEqual([
+      { add: [a1, a2], remove: [] },
+      { add: [a3], remove: [] },
+      { add: [], remove: [r1, r2] },
+    ]);
+    expect(changeSteps([], [], 2), "nothing").toEqual([]);
+  });
+});
+
 describe("runRollout against an assigner that loses its answers", () => {
-  /** An in-memory assigner: every change commits, then the `failOn`-th answer is lost (a reset connection, a proxy's 504). */
-  function lossyAssigner(failOn: number) {
+  /**
+   * An in-memory assigner for `hosts` (labelled tier=web): every change commits, then the `failOn`-th answer is
+   * lost (a reset connection, a proxy's 504). Like the real one, it refuses a request of more than 1000 changes.
+   */
+  function lossyAssigner(failOn: number, hosts = ["h1", "h2"]) {
     let version = 1;
     let calls = 0;
+    const sizes: number[] = [];
     const key = (a: { artifact_id: string; host_id?: string; selector?: string }) => `${a.artifact_id} ${a.host_id ?? `s:${a.selector}`}`;
     const state = new Map([[key(wire(sel(A1, "tier=web"))), wire(sel(A1, "tier=web"))]]);
     const client = {
-      hosts: async () => ({ agents: ["h1", "h2"].map((h) => ({ host_id: h, labels: { tier: "web" } })) }),
+      hosts: async () => ({ agents: hosts.map((h) => ({ host_id: h, labels: { tier: "web" } })) }),
       desiredState: async () => ({ version, assignments: [...state.values()], total: state.size }),
       changeAssignments: async (change: { add?: ReturnType<typeof wire>[]; remove?: ReturnType<typeof wire>[] }, options: { ifMatch?: number }) => {
         if (options.ifMatch !== version) throw new AssignerError("PRECONDITION_FAILED", "the state moved");
+        const size = (change.add?.length ?? 0) + (change.remove?.length ?? 0);
+        if (size > 1000) throw new AssignerError("BAD_REQUEST", `${size} changes in one request: at most 1000`);
+        sizes.push(size);
         for (const r of change.remove ?? []) state.delete(key(r));
         for (const a of change.add ?? []) state.set(key(a), a);
         version++;
@@ -89,10 +111,10 @@ describe("runRollout against an assigner that loses its answers", () => {
         return { version, applied: true };
       },
       // Every host reports the digest it is sent in force, so the rollout waits on nothing.
-      status: async (id: string) => ({ artifact_id: id, hosts: ["h1", "h2"].map((h) => ({ host_id: h, artifact_id: id, event: "attached", time: new Date(Date.now() + 60_000).toISOString() })), total: 2 }),
+      status: async (id: string) => ({ artifact_id: id, hosts: hosts.map((h) => ({ host_id: h, artifact_id: id, event: "attached", time: new Date(Date.now() + 60_000).toISOString() })), total: hosts.length }),
       putRollout: async (r: unknown) => r,
     };
-    return { client: client as unknown as AssignerClient, state };
+    return { client: client as unknown as AssignerClient, state, sizes };
   }
 
   it("stages registered hosts only: a host no agent registered gets its assignment in the final step, and the rollout completes", async () => {
@@ -101,6 +123,27 @@ describe("runRollout against an assigner that loses its answers", () => {
     const { rollout } = await runRollout(client, plan, { rings: "1,100%", ringTimeoutMs: 2_000, pollMs: 10 });
     expect(rollout.state, "an unregistered host does not fail a ring").toBe("completed");
     expect([...state.keys()].sort(), "the final state").toEqual([`${A2} ghost`, `${A2} s:tier=web`]);
+  });
+
+  const many = Array.from({ length: 1500 }, (_, i) => `h${String(i).padStart(4, "0")}`);
+
+  it("rolls out to 1,500 hosts: steps over 1000 changes go in several requests, adds first, and the rollout completes", async () => {
+    const { client, state, sizes } = lossyAssigner(0, many);
+    const plan = planFleet([sel(A2, "tier=web")], await client.desiredState(), names);
+    const { rollout } = await runRollout(client, plan, { rings: "1,10%,100%", ringTimeoutMs: 2_000, pollMs: 10 });
+    expect(rollout.state, "completed").toBe("completed");
+    expect([...state.keys()], "the final state: the new selector assignment alone").toEqual([`${A2} s:tier=web`]);
+    expect(Math.max(...sizes), "the largest request").toBeLessThanOrEqual(1000);
+    expect(sizes.length, "requests: the hold (2 of 1,501), ring 1, 10% and 100% (2 of 1,500), the final step (2 of 3,001 and 1 more)").toBeGreaterThan(5);
+  });
+
+  it.each([3, 6])("1,500 hosts, a lost answer to request %i: the rollback, in several requests too, puts back exactly the state before", async (failOn) => {
+    const { client, state, sizes } = lossyAssigner(failOn, many);
+    const before = [...state.keys()].sort();
+    const plan = planFleet([sel(A2, "tier=web")], await client.desiredState(), names);
+    await expect(runRollout(client, plan, { rings: "1,10%,100%", ringTimeoutMs: 2_000, pollMs: 10 }), `request ${failOn} lost`).rejects.toMatchObject({ rollout: { state: "rolled_back" } });
+    expect([...state.keys()].sort(), `the desired state after a rollback from a lost request ${failOn}`).toEqual(before);
+    expect(Math.max(...sizes), "the largest request").toBeLessThanOrEqual(1000);
   });
 
   it.each([2, 3, 4])("a lost answer to change %i: the rollback still puts back exactly the state before", async (failOn) => {
