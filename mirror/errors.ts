@@ -14,6 +14,8 @@ export type MirrorErrorCode =
   /** A digest the capsule's manifests name but the capsule does not hold. */
   | "MISSING_CONTENT"
   /** An artifact with no signature that verifies with the pinned keys (the SignatureError is the cause). */
-  | "NOT_VERIFIED";
+  | "NOT_VERIFIED"
+  /** Some artifacts were pushed, then one's push failed (the registry's error is the cause): importing again finishes. */
+  | "PARTLY_IMPORTED";
 
 export class MirrorError extends AegisError<MirrorErrorCode> {}

@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { copy, type CopyEvent, type Descriptor, type Target } from "../registry/index.js";
 import { explainArtifact, SignatureError, type TrustPolicy } from "../signing/index.js";
 import { readCapsule, type CapsuleLimits } from "./capsule.js";
+import { describeError } from "../errors.js";
 import { MirrorError } from "./errors.js";
 
 export interface ImportOptions {
@@ -70,14 +71,25 @@ export async function importCapsule(path: string, dst: Target, trust: TrustPolic
       }
       plan.push({ artifact, root: desc, signatures });
     }
-    // Each artifact's signatures (and the referrers index) go first, its root last: a push that fails part-way
-    // never leaves the artifact in the site registry without the signatures that verified it.
+    // Every artifact's signatures (and referrers index) go first, the artifacts last: a push that fails part-way
+    // never leaves an artifact in the site registry without the signatures that verified it, and fails before
+    // any artifact landed, unless an artifact's own push fails (then the error says which landed).
     for (const { root, signatures } of plan) {
       for (const signature of signatures) {
         await copy(capsule.target, signature.digest, dst, undefined, { onEvent: options.onPush, signal: options.signal });
         await dst.indexReferrer(root, signature);
       }
-      await copy(capsule.target, root.digest, dst, undefined, { onEvent: options.onPush, signal: options.signal });
+    }
+    const landed: string[] = [];
+    for (const { root } of plan) {
+      try {
+        await copy(capsule.target, root.digest, dst, undefined, { onEvent: options.onPush, signal: options.signal });
+      } catch (err) {
+        if (landed.length === 0) throw err;
+        const rest = plan.length - landed.length;
+        throw new MirrorError("PARTLY_IMPORTED", `imported ${landed.length} of ${plan.length} artifacts (${landed.join(", ")}), then ${root.digest} failed: ${describeError(err)}; ${rest} not imported: import the capsule again`, { cause: err });
+      }
+      landed.push(root.digest);
     }
     return plan.map((p) => p.artifact);
   } finally {

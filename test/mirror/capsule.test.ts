@@ -109,6 +109,30 @@ describe("a capsule from one registry into another", () => {
     expect(await dst.exists(a.manifest), "the artifact whose signature could not be pushed").toBe(false);
   });
 
+  it("pushes every signature before any artifact; an artifact whose push fails after another landed: PARTLY_IMPORTED naming them", async () => {
+    const [first, second] = [a, b].sort((x, y) => (x.manifest.digest < y.manifest.digest ? -1 : 1)) as [Signed, Signed];
+    const order: string[] = [];
+    // A site that records what it is given, and refuses the second artifact's manifest.
+    class RefusingSecond extends MemoryTarget {
+      override async push(desc: Descriptor, content: Readable, options?: AbortOptions): Promise<void> {
+        order.push(desc.digest);
+        if (desc.digest === second.manifest.digest) {
+          content.destroy();
+          throw new RegistryError("UNREACHABLE", "the site went away");
+        }
+        return super.push(desc, content, options);
+      }
+    }
+    const dst = new RefusingSecond("site");
+    const failed = (await importCapsule(capsule, dst, trust).catch((e: unknown) => e)) as MirrorError;
+    expect(failed, "the error").toBeInstanceOf(MirrorError);
+    expect({ code: failed.code, cause: (failed.cause as RegistryError).code }, "its code and cause").toEqual({ code: "PARTLY_IMPORTED", cause: "UNREACHABLE" });
+    expect(failed.message, "what landed and what failed").toContain(`imported 1 of 2 artifacts (${first.manifest.digest}), then ${second.manifest.digest} failed`);
+    const position = (digest: string) => order.indexOf(digest);
+    expect(Math.max(position(a.signature.digest), position(b.signature.digest)), "both signatures before the first artifact").toBeLessThan(position(first.manifest.digest));
+    expect(await dst.exists(first.manifest), "the first artifact landed").toBe(true);
+  });
+
   it("is deterministic: the same artifacts, in any order, give the same bytes", async () => {
     const again = join(work, "again.tar");
     await writeCapsule([sourceOf(b), sourceOf(a), sourceOf(a)], again);
