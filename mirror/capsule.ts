@@ -309,14 +309,15 @@ export async function readCapsule(path: string, dir: string, options: ReadOption
   }
   if (artifacts.length === 0) refuse("INVALID_CAPSULE", "its index.json lists no artifact");
   // A referrers index is tagged as registries without the referrers API tag it, so referrers() finds the signatures:
-  // one per listed artifact at most (each tag is a locked rewrite of the staging index.json).
+  // one per listed artifact at most. The artifacts are indexed too, with the media types index.json gives them
+  // (a manifest need not name its own), all in one write of the staging index.json.
   const tagged = new Set<string>();
   for (const { desc, ref } of referrersIndexes) {
     if (!listed.has(ref.replace("-", ":"))) refuse("INVALID_CAPSULE", `index.json tags ${desc.digest} as ${ref}, the referrers of an artifact it does not list`);
     if (tagged.has(ref)) refuse("INVALID_CAPSULE", `index.json tags ${ref} twice`);
     tagged.add(ref);
-    await target.tag(desc, ref);
   }
+  await target.index([...artifacts.map(({ desc }) => ({ desc })), ...referrersIndexes.map(({ desc, ref }) => ({ desc: plain(desc), tag: ref }))]);
   const reached = await reachable(target, entries, limits.maxBlobs, held).catch((err: unknown) => {
     if (err instanceof RegistryError) refuse(err.code === "SIZE_LIMIT" ? "CAPSULE_TOO_LARGE" : "INVALID_CAPSULE", err.message, err);
     throw err;

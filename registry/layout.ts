@@ -187,13 +187,28 @@ export class OciLayoutTarget implements Target, Deleter {
     throw new RegistryError("NOT_FOUND", `${reference} not found in ${this.name}`);
   }
 
-  async tag(desc: Descriptor, tag: string): Promise<void> {
-    // Checked under the index lock, so a concurrent delete cannot leave a tag without its blob.
+  tag(desc: Descriptor, tag: string): Promise<void> {
+    return this.index([{ desc, tag }]);
+  }
+
+  /**
+   * Records manifests the layout holds in index.json, in one update: each
+   * under its tag (replacing what the tag named), or untagged, so that
+   * resolve finds it by digest with its media type whatever its bytes say
+   * (a manifest need not name its own).
+   */
+  async index(entries: readonly { desc: Descriptor; tag?: string }[]): Promise<void> {
+    // Checked under the index lock, so a concurrent delete cannot leave an entry without its blob.
     await this.updateIndex(async (manifests) => {
-      if (!(await this.exists(desc))) throw new RegistryError("NOT_FOUND", `cannot tag ${desc.digest}: not in ${this.name}`);
+      for (const { desc } of entries) if (!(await this.exists(desc))) throw new RegistryError("NOT_FOUND", `cannot index ${desc.digest}: not in ${this.name}`);
+      const tags = new Set(entries.flatMap((e) => e.tag ?? []));
+      const untagged = new Set(entries.map((e) => e.desc.digest));
       return [
-        ...manifests.filter((m) => m.annotations?.[Annotation.RefName] !== tag && !(m.digest === desc.digest && !m.annotations?.[Annotation.RefName])),
-        { ...plain(desc), annotations: { [Annotation.RefName]: tag } },
+        ...manifests.filter((m) => {
+          const ref = m.annotations?.[Annotation.RefName];
+          return ref ? !tags.has(ref) : !untagged.has(m.digest);
+        }),
+        ...entries.map(({ desc, tag }) => (tag ? { ...plain(desc), annotations: { [Annotation.RefName]: tag } } : plain(desc))),
       ];
     });
   }

@@ -253,6 +253,21 @@ describe("a tampered capsule is refused and nothing is pushed", () => {
     expect(await holds(dst, sbom.manifest.digest), "the SBOM is not pushed").toBe(false);
   });
 
+  it("an artifact whose manifest names no media type of its own (it need not, in OCI) exports and imports", async () => {
+    const dir = mkdtempSync(join(work, "bare-manifest-"));
+    const src = new OciLayoutTarget(dir);
+    const { manifest, bytes } = await pushArtifact(src, { mediaType: undefined });
+    expect(JSON.parse(bytes.toString("utf8")), "the manifest's own bytes").not.toHaveProperty("mediaType");
+    await src.tag(manifest, "v1");
+    await signArtifact(src, manifest, new KeySigner(createPrivateKey(ciKey.privateKey)), src.name);
+    const path = join(work, "bare-manifest.tar");
+    await writeCapsule([{ target: src, digest: manifest.digest, reference: `oci:${dir}@${manifest.digest}` }], path);
+    const dst = new MemoryTarget("site");
+    const [imported] = await importCapsule(path, dst, trust);
+    expect(imported, "imported, with its signature").toMatchObject({ digest: manifest.digest, mediaType: manifest.mediaType, signatures: [{ key: "ci.pub" }] });
+    expect(await dst.exists(manifest), "at the site").toBe(true);
+  });
+
   it("a referrer of a signature (an attestation of it): left out of the capsule, which imports", async () => {
     const attested = new RemoteRepository(source.host, "policies/attested");
     await copy(a.repo, a.manifest.digest, attested, undefined, { referrers: true });
