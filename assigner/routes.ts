@@ -241,7 +241,7 @@ export const ROUTES: Route[] = [
     handler: async ({ body, services }) => {
       const registered = await services.auth.completeRegistration(body.registration_id, body.signature);
       // Its labels may be new: what selectors give the host may have changed.
-      await services.hostRegistered(registered.host_id);
+      await services.hostLabelsChanged(registered.host_id);
       return { json: registered };
     },
   }),
@@ -298,8 +298,11 @@ export const ROUTES: Route[] = [
     params: UidParams,
     response: z.object({ uid: z.string(), deleted: z.literal(true) }),
     handler: async ({ params, services }) => {
-      if (!(await services.store.deleteAgent(params.uid))) throw new AssignerError("NOT_FOUND", `agent ${params.uid} is not registered`);
+      const agent = await services.store.getAgent(params.uid);
+      if (!agent || !(await services.store.deleteAgent(params.uid))) throw new AssignerError("NOT_FOUND", `agent ${params.uid} is not registered`);
       services.auth.forgetAgent(params.uid);
+      // Its labels went with it: what selectors gave the host is served no more.
+      await services.hostLabelsChanged(agent.hostId);
       return { json: { uid: params.uid, deleted: true } };
     },
   }),

@@ -168,8 +168,8 @@ export class AssignerServices {
     return { version: result.version, added: result.added, removed: result.removed, hosts: result.hosts };
   }
 
-  /** A host (re)registered, perhaps with other labels: what selectors give it may have changed. */
-  async hostRegistered(hostId: string): Promise<void> {
+  /** A host's labels changed (its agent registered, again or anew, or was deleted): what selectors give it may have. */
+  async hostLabelsChanged(hostId: string): Promise<void> {
     await this.bump([hostId]);
   }
 

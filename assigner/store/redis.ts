@@ -281,7 +281,10 @@ export class RedisStore implements AssignerStore {
 
   async putRollout(rollout: RolloutJson): Promise<void> {
     const key = `${this.p}:rollouts`;
-    await this.run(() => this.redis.multi().set(`${this.p}:rollout:${rollout.id}`, JSON.stringify(rollout)).zadd(key, "NX", String(Date.parse(rollout.started_at)), rollout.id).exec());
+    // Ordered by when this store first took each (as the embedded store's), not by the client's started_at:
+    // a rollout that says it started long ago must not be trimmed as the oldest the moment it is stored.
+    const order = await this.run(() => this.redis.incr(`${key}:order`));
+    await this.run(() => this.redis.multi().set(`${this.p}:rollout:${rollout.id}`, JSON.stringify(rollout)).zadd(key, "NX", String(order), rollout.id).exec());
     const old = await this.run(() => this.redis.zrange(key, "0", String(-(ROLLOUTS_KEPT + 1))));
     if (old.length > 0) await this.run(() => this.redis.multi().zrem(key, ...old).del(...old.map((id) => `${this.p}:rollout:${id}`)).exec());
   }

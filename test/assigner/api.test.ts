@@ -436,7 +436,10 @@ describe("registration and authorization", () => {
     expect((await http("GET", "/artifacts/for-host/bound-host", { token: first.token })).status).toBe(401);
     // Once the operator removes the agent, its token is revoked and a new key may register.
     expect((await http("DELETE", `/agents/${again.uid}`, { token: again.token })).status).toBe(403);
+    const etag = (await http("GET", "/artifacts/for-host/bound-host", admin)).headers.get("etag");
     expect((await http("DELETE", `/agents/${again.uid}`, admin)).json).toEqual({ uid: again.uid, deleted: true });
+    // Its labels went with it (what selectors gave the host is served no more): the host's version moves.
+    expect((await http("GET", "/artifacts/for-host/bound-host", { ...admin, headers: { "if-none-match": etag! } })).status, "the poll after the delete, with the ETag before it").toBe(200);
     expect((await http("GET", "/artifacts/for-host/bound-host", { token: again.token })).status).toBe(401);
     expect((await http("DELETE", `/agents/${again.uid}`, admin)).status).toBe(404);
     const replaced = await registerAgent("bound-host", intruder);

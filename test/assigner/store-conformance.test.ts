@@ -7,7 +7,7 @@ import { StoreUnavailableError } from "../../assigner/errors.js";
 import { EmbeddedStore } from "../../assigner/store/embedded.js";
 import { RedisStore } from "../../assigner/store/redis.js";
 import { Redis } from "ioredis";
-import type { ArtifactRecord, AssignerStore } from "../../assigner/store/store.js";
+import { ROLLOUTS_KEPT, type ArtifactRecord, type AssignerStore } from "../../assigner/store/store.js";
 import { TEMP_SUFFIX } from "../../util/index.js";
 import { startRedis, type TcpServer } from "../harness/tcp-server.js";
 
@@ -311,6 +311,12 @@ describe.each(implementations)("AssignerStore conformance: %s", (_name, open, re
     expect((await store.getRollout("r1"))?.state, "replaced by id").toBe("completed");
     expect(await store.getRollout("nope")).toBeUndefined();
     expect((await store.listRollouts()).map((r) => r.id), "newest first").toEqual(["r2", "r1"]);
+    // Newest as stored, whatever a client says of its start: one stored last that started long ago is kept, and listed first.
+    for (let i = 0; i < ROLLOUTS_KEPT; i++) await store.putRollout(rollout(`n-${i}`, 10 + (i % 50)));
+    await store.putRollout(rollout("early", 0));
+    expect((await store.getRollout("early"))?.id, "the one stored last, started long ago").toBe("early");
+    const listed = (await store.listRollouts()).map((r) => r.id);
+    expect({ first: listed[0], count: listed.length, oldestKept: listed.at(-1) }, "the newest stored first, ROLLOUTS_KEPT kept").toEqual({ first: "early", count: ROLLOUTS_KEPT, oldestKept: "n-1" });
   });
 
   it("keeps everything across a reopen", async () => {
