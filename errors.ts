@@ -21,6 +21,14 @@ export type InputErrorCode =
 
 export class InputError extends AegisError<InputErrorCode> {}
 
+/** The code to report for any failure: the first stable code in the cause chain. */
+export function errorCode(err: unknown): string {
+  for (let current = err, depth = 0; current instanceof Error && depth < 5; current = current.cause, depth++) {
+    if (current instanceof AegisError) return current.code;
+  }
+  return "INTERNAL";
+}
+
 /** The message of an error, with its causes, on one line. */
 export function describeError(err: unknown): string {
   const parts: string[] = [];

@@ -13,10 +13,3 @@ export type AgentErrorCode =
 
 export class AgentError extends AegisError<AgentErrorCode> {}
 
-/** The code to report for any failure: the first stable code in the cause chain. */
-export function errorCode(err: unknown): string {
-  for (let current = err, depth = 0; current instanceof Error && depth < 5; current = current.cause, depth++) {
-    if (current instanceof AegisError) return current.code;
-  }
-  return "INTERNAL";
-}

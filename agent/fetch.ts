@@ -12,6 +12,7 @@
 // verified there first, in one pass, with no registry.
 import { AssignerError } from "../assigner/api/index.js";
 import { decodeBundle, readPolicyManifest, type Bundle } from "../bundle/index.js";
+import { errorCode } from "../errors.js";
 import {
   copy,
   isManifestType,
@@ -28,7 +29,7 @@ import {
   type RepositoryOptions,
 } from "../registry/index.js";
 import { verifyArtifact, verifySignatures, type TrustPolicy, type VerifiedSignature } from "../signing/index.js";
-import { AgentError, errorCode } from "./errors.js";
+import { AgentError } from "./errors.js";
 import { AssignerSource, type ArtifactReader } from "./source.js";
 
 /** What the assigner says about an assigned artifact (only id, checksum and reference are used, and all are checked). */

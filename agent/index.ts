@@ -2,7 +2,7 @@
 // digests, fetches and verifies them, plans, and enforces them through the
 // Datapath (docs/architecture.md "The agent").
 export { Agent, type AgentOptions } from "./agent.js";
-export { AgentError, errorCode, type AgentErrorCode } from "./errors.js";
+export { AgentError, type AgentErrorCode } from "./errors.js";
 export { Executor } from "./executor.js";
 export { ArtifactCache, type Assigned, type FetchOptions, type VerifiedArtifact } from "./fetch.js";
 export { AssignerSource, type ArtifactReader } from "./source.js";

@@ -3,8 +3,7 @@
 // the end of each pass. An assigner that cannot be reached keeps the
 // messages for the next pass; one that refuses a batch itself loses it.
 import { AssignerError, TELEMETRY_BODY_LIMIT, type AssignerErrorCode, type SignedTelemetry } from "../assigner/api/index.js";
-import { describeError } from "../errors.js";
-import { errorCode } from "./errors.js";
+import { describeError, errorCode } from "../errors.js";
 
 /** Messages kept while the assigner is away (the oldest go first). */
 const OUTBOX_MAX = 256;

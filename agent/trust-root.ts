@@ -7,11 +7,11 @@
 // (`trust-root.json`, replaced atomically) so a restart cannot be rolled back
 // either. When no source can be read, the held root stays in force.
 import { join } from "node:path";
-import { describeError } from "../errors.js";
+import { describeError, errorCode } from "../errors.js";
 import { isDigest, openReference, parseReference, type ReadOnlyTarget, type RepositoryOptions } from "../registry/index.js";
 import { fetchTrustRoot, mergeTrust, SignatureError, trustRootFromBytes, type TrustPolicy, type TrustRootArtifact } from "../signing/index.js";
 import { atomicWrite } from "../util/index.js";
-import { AgentError, errorCode } from "./errors.js";
+import { AgentError } from "./errors.js";
 import { readOptional } from "./state.js";
 
 export interface TrustRootOptions {

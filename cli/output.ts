@@ -2,7 +2,7 @@
 // header) by default, JSON with --json, and one plain error line on failure.
 // Progress on a terminal is cli/progress.ts.
 import { isatty } from "node:tty";
-import { describeError } from "../errors.js";
+import { describeError, errorCode } from "../errors.js";
 
 export interface OutputOptions {
   json?: boolean;
@@ -92,10 +92,19 @@ export function plainError(err: unknown): string {
   return text.replace(/(: [^:]+)\1$/, "$1");
 }
 
+/**
+ * Ends the command on `err`: one `aegis: error: …` line on stderr, exit 1.
+ * With --json, stdout also gets `{"error", "code"}`, so a script that
+ * parses the command's JSON reads the failure's stable code (the first in
+ * the cause chain: DIGEST_MISMATCH, NOT_VERIFIED…) there. The command line
+ * is read as given: fail() runs when parsing may itself have failed.
+ */
 export function fail(err: unknown): never {
+  const message = printable(plainError(err));
+  if (process.argv.slice(2).includes("--json")) process.stdout.write(`${JSON.stringify({ error: message, code: errorCode(err) })}\n`);
   // On a terminal, a progress line left mid-way (cli/progress.ts) is wiped first, so the error has its own line.
   const wipe = isatty(2) ? "\r\x1b[K" : "";
-  process.stderr.write(`${wipe}aegis: error: ${printable(plainError(err))}\n`);
+  process.stderr.write(`${wipe}aegis: error: ${message}\n`);
   if (process.env.AEGIS_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
   process.exit(1);
 }

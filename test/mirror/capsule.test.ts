@@ -471,6 +471,10 @@ describe("aegis mirror", () => {
     expect(result.code).toBe(1);
     expect(expectOneErrorLine(result)).toContain(`capsule refused: blob ${b.layer.digest} does not match its digest`);
     expect(await holds(dst, a.manifest.digest), "nothing pushed").toBe(false);
+    // With --json, the failure's code for scripts, on stdout.
+    const scripted = await aegis(["mirror", "import", path, dst.name, "--key", join(work, "ci.pub"), "--json"]);
+    expect(scripted.code, scripted.stderr).toBe(1);
+    expect(JSON.parse(scripted.stdout), "the JSON failure").toEqual({ error: expect.stringContaining(`blob ${b.layer.digest} does not match its digest`), code: "DIGEST_MISMATCH" });
     const noKey = await aegis(["mirror", "import", capsule, dst.name]);
     expect(expectOneErrorLine(noKey)).toContain("no trusted keys given");
   });
