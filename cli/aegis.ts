@@ -8,7 +8,7 @@
 import { Command, CommanderError } from "commander";
 import { commandsFor } from "./commands/index.js";
 import { InputError } from "../errors.js";
-import { fail } from "./output.js";
+import { fail, jsonOutput } from "./output.js";
 
 const program = new Command("aegis")
   .description("Ship eBPF network policies to Linux hosts as signed OCI artifacts")
@@ -32,6 +32,8 @@ function quietUsageErrors(command: Command): void {
   for (const sub of command.commands) quietUsageErrors(sub);
 }
 quietUsageErrors(program);
+// Whether a failure also prints JSON: the parsed --json (a value given to another option is not it).
+program.hook("preAction", (_program, action) => jsonOutput(action.opts().json === true));
 
 function commandPath(command: Command): string {
   return command.parent ? `${commandPath(command.parent)} ${command.name()}` : command.name();

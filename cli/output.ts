@@ -8,9 +8,25 @@ export interface OutputOptions {
   json?: boolean;
 }
 
+/** The command printed its JSON document: a failure after it adds none (stdout stays one document). */
+let printedJson = false;
+/** The command asked for --json (set once its options are parsed; cli/aegis.ts). */
+let jsonAsked: boolean | undefined;
+
+/** Whether the command runs with --json: failures then also print their code as JSON. */
+export function jsonOutput(asked: boolean): void {
+  jsonAsked = asked;
+}
+
 /** Prints `human` for people, or `data` as JSON for scripts. */
 export function report(options: OutputOptions, human: string, data: unknown): void {
+  if (options.json) printedJson = true;
   process.stdout.write(options.json ? JSON.stringify(data, null, 2) + "\n" : printable(human) + "\n");
+}
+
+/** One more line for people on stdout (a step of a long command), escaped as report() does. */
+export function say(line: string): void {
+  process.stdout.write(`${printable(line)}\n`);
 }
 
 /** Warnings go to stderr whatever the output format, so scripts piping stdout still show them. */
@@ -26,8 +42,13 @@ export function warn(warnings: readonly string[]): void {
  * and a carriage return must not paint over a line.
  */
 export function printable(text: string): string {
+  // C0 and C1 controls, DEL, the line and paragraph separators and the bidi overrides (which reorder what follows).
   // eslint-disable-next-line no-control-regex -- finding control characters is the point
-  return text.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g, (c) => (c === "\r" ? "\\r" : `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`));
+  return text.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (c) => {
+    if (c === "\r") return "\\r";
+    const code = c.charCodeAt(0);
+    return code > 0xff ? `\\u${code.toString(16).padStart(4, "0")}` : `\\x${code.toString(16).padStart(2, "0")}`;
+  });
 }
 
 /**
@@ -94,17 +115,19 @@ export function plainError(err: unknown): string {
 
 /**
  * Ends the command on `err`: one `aegis: error: …` line on stderr, exit 1.
- * With --json, stdout also gets `{"error", "code"}`, so a script that
- * parses the command's JSON reads the failure's stable code (the first in
- * the cause chain: DIGEST_MISMATCH, NOT_VERIFIED…) there. The command line
- * is read as given: fail() runs when parsing may itself have failed.
+ * With --json, stdout also gets `{"error", "code"}` (unless the command
+ * already printed its JSON document there), so a script that parses the
+ * command's JSON reads the failure's stable code (the first in the cause
+ * chain: DIGEST_MISMATCH, NOT_VERIFIED…) there.
  */
 export function fail(err: unknown): never {
-  const message = printable(plainError(err));
-  if (process.argv.slice(2).includes("--json")) process.stdout.write(`${JSON.stringify({ error: message, code: errorCode(err) })}\n`);
+  const message = plainError(err);
+  // Before the options are parsed (a usage error), the command line as given says.
+  const json = jsonAsked ?? process.argv.slice(2).includes("--json");
+  if (json && !printedJson) process.stdout.write(`${JSON.stringify({ error: message, code: errorCode(err) })}\n`);
   // On a terminal, a progress line left mid-way (cli/progress.ts) is wiped first, so the error has its own line.
   const wipe = isatty(2) ? "\r\x1b[K" : "";
-  process.stderr.write(`${wipe}aegis: error: ${message}\n`);
+  process.stderr.write(`${wipe}aegis: error: ${printable(message)}\n`);
   if (process.env.AEGIS_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
   process.exit(1);
 }

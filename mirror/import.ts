@@ -85,7 +85,8 @@ export async function importCapsule(path: string, dst: Target, trust: TrustPolic
       try {
         await copy(capsule.target, root.digest, dst, undefined, { onEvent: options.onPush, signal: options.signal });
       } catch (err) {
-        if (landed.length === 0) throw err;
+        // Nothing landed, or Ctrl-C: the error as it is (INTERRUPTED says what happened).
+        if (landed.length === 0 || options.signal?.aborted) throw err;
         const rest = plan.length - landed.length;
         throw new MirrorError("PARTLY_IMPORTED", `imported ${landed.length} of ${plan.length} artifacts (${landed.join(", ")}), then ${root.digest} failed: ${describeError(err)}; ${rest} not imported: import the capsule again`, { cause: err });
       }

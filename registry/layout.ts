@@ -208,7 +208,8 @@ export class OciLayoutTarget implements Target, Deleter {
           const ref = m.annotations?.[Annotation.RefName];
           return ref ? !tags.has(ref) : !untagged.has(m.digest);
         }),
-        ...entries.map(({ desc, tag }) => (tag ? { ...plain(desc), annotations: { [Annotation.RefName]: tag } } : plain(desc))),
+        // One entry per tag, and per untagged digest (the last given wins); an untagged entry carries no annotations.
+        ...new Map(entries.map(({ desc, tag }) => [tag ?? `@${desc.digest}`, tag ? { ...plain(desc), annotations: { [Annotation.RefName]: tag } } : { mediaType: desc.mediaType, digest: desc.digest, size: desc.size }])).values(),
       ];
     });
   }

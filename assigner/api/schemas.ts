@@ -318,7 +318,7 @@ export const AssignmentChangesResult = z.object({
 /** GET /hosts/{host_id}/assignments: what a host is served, and why. */
 export const HostAssignmentsJson = z.object({
   host_id: HostId,
-  version: z.number().int().meta({ description: "The host's version: the ETag of its for-host answer" }),
+  version: z.number().int().meta({ description: 'The host\'s version, in the ETag of its for-host answer ("v12", or "v12.<epoch>" with the embedded store)' }),
   labels: z.record(z.string(), z.string()).optional().meta({ description: "The labels its agent registered with" }),
   assignments: z.array(z.object({ artifact_id: Digest, via: z.enum(["host", "selector"]), selector: z.string().optional() })),
 });

@@ -33,12 +33,12 @@ export interface RedisStoreOptions {
 }
 
 // KEYS: the desired state's version. ARGV: the assignment keys' prefix
-// ("<prefix>:{a}"), the If-Match version or "", then per change: "add" |
-// "rem", artifact id, "h" (a host) | "s" (a selector), host id or selector;
-// then "mov", "", "m", host id per host a changed selector matches. Every
-// change, the desired version and the versions of the hosts whose own sets
-// changed (and of those "m" names, if anything changed) move together, or
-// nothing does (a stale version). The keys
+// ("<prefix>:{a}"), the If-Match version or "", the hosts a changed selector
+// matches (a JSON array: one argument, however many), then per change: "add"
+// | "rem", artifact id, "h" (a host) | "s" (a selector), host id or
+// selector. Every change, the desired version and the versions of the hosts
+// whose own sets changed (and of the matched hosts, if anything changed)
+// move together, or nothing does (a stale version). The keys
 // share the {a} hash tag, as Redis Cluster needs of one script's keys (this
 // client itself is single-node). Returns {applied, version, added, removed,
 // then host, host version, changed (1|0) per host touched}.
@@ -47,14 +47,11 @@ local version = tonumber(redis.call('GET', KEYS[1]) or '0')
 if ARGV[2] ~= '' and tonumber(ARGV[2]) ~= version then return {0, version} end
 local p = ARGV[1]
 local added, removed = 0, 0
-local touched, order, moved = {}, {}, {}
-for i = 3, #ARGV, 4 do
+local touched, order = {}, {}
+for i = 4, #ARGV, 4 do
   local add, artifact, kind, x = ARGV[i] == 'add', ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local changed
-  if kind == 'm' then
-    if touched[x] == nil then table.insert(order, x); touched[x] = false end
-    moved[x] = true
-  elseif kind == 'h' then
+  if kind == 'h' then
     if add then
       changed = redis.call('SADD', p .. ':host:' .. x, artifact)
       redis.call('SADD', p .. ':hosts:' .. artifact, x)
@@ -75,10 +72,11 @@ for i = 3, #ARGV, 4 do
     if add then added = added + 1 else removed = removed + 1 end
   end
 end
-if added + removed > 0 then
-  version = redis.call('INCR', KEYS[1])
-  for host, _ in pairs(moved) do touched[host] = true end
+for _, x in ipairs(cjson.decode(ARGV[3])) do
+  if touched[x] == nil then table.insert(order, x); touched[x] = false end
+  if added + removed > 0 then touched[x] = true end
 end
+if added + removed > 0 then version = redis.call('INCR', KEYS[1]) end
 local out = {1, version, added, removed}
 for _, host in ipairs(order) do
   table.insert(out, host)
@@ -91,6 +89,17 @@ for _, host in ipairs(order) do
   end
 end
 return out
+`;
+
+// KEYS: the rollouts' sorted set, the rollout's key. ARGV: its id, its JSON.
+// Stores it; a new id scores one above the highest, so the set is in the
+// order rollouts were first stored.
+const PUT_ROLLOUT = `
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) == false then
+  local top = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  redis.call('ZADD', KEYS[1], (tonumber(top[2]) or 0) + 1, ARGV[1])
+end
+redis.call('SET', KEYS[2], ARGV[2])
 `;
 
 // KEYS: the host's agent pointer. ARGV: key prefix, agent uid, agent JSON,
@@ -249,12 +258,10 @@ export class RedisStore implements AssignerStore {
   }
 
   async changeAssignments(changes: AssignmentChange[], ifVersion?: number, alsoMoved: readonly string[] = []): Promise<ChangeResult> {
-    const args = [
-      ...changes.flatMap(({ add, artifactId, target }) => [add ? "add" : "rem", artifactId, "hostId" in target ? "h" : "s", "hostId" in target ? target.hostId : target.selector]),
-      // Hosts a changed selector matches: moved in the same step, if anything changed.
-      ...alsoMoved.flatMap((hostId) => ["mov", "", "m", hostId]),
-    ];
-    const reply = (await this.run(() => this.redis.eval(CHANGE_ASSIGNMENTS, 1, `${this.p}:{a}:desired`, this.assignmentsPrefix, ifVersion === undefined ? "" : String(ifVersion), ...args))) as (number | string)[];
+    const args = changes.flatMap(({ add, artifactId, target }) => [add ? "add" : "rem", artifactId, "hostId" in target ? "h" : "s", "hostId" in target ? target.hostId : target.selector]);
+    const reply = (await this.run(() =>
+      this.redis.eval(CHANGE_ASSIGNMENTS, 1, `${this.p}:{a}:desired`, this.assignmentsPrefix, ifVersion === undefined ? "" : String(ifVersion), JSON.stringify(alsoMoved), ...args),
+    )) as (number | string)[];
     const [applied, version, added, removed] = reply as number[];
     if (applied !== 1) return { applied: false, version: version! };
     const hosts: { hostId: string; version: number; changed: boolean }[] = [];
@@ -281,10 +288,10 @@ export class RedisStore implements AssignerStore {
 
   async putRollout(rollout: RolloutJson): Promise<void> {
     const key = `${this.p}:rollouts`;
-    // Ordered by when this store first took each (as the embedded store's), not by the client's started_at:
-    // a rollout that says it started long ago must not be trimmed as the oldest the moment it is stored.
-    const order = await this.run(() => this.redis.incr(`${key}:order`));
-    await this.run(() => this.redis.multi().set(`${this.p}:rollout:${rollout.id}`, JSON.stringify(rollout)).zadd(key, "NX", String(order), rollout.id).exec());
+    // Ordered by when this store first took each (as the embedded store's), not by the client's started_at: a
+    // rollout that says it started long ago must not be trimmed as the oldest the moment it is stored. A new one
+    // scores above the highest (stores older than this kept start times in ms as scores: still below).
+    await this.run(() => this.redis.eval(PUT_ROLLOUT, 2, key, `${this.p}:rollout:${rollout.id}`, rollout.id, JSON.stringify(rollout)));
     const old = await this.run(() => this.redis.zrange(key, "0", String(-(ROLLOUTS_KEPT + 1))));
     if (old.length > 0) await this.run(() => this.redis.multi().zrem(key, ...old).del(...old.map((id) => `${this.p}:rollout:${id}`)).exec());
   }

@@ -6,7 +6,7 @@ import type { Command } from "commander";
 import type { FleetPlan } from "../../fleet/index.js";
 import { InputError } from "../../errors.js";
 import { addTrustOptions, parseDuration, repositoryOptions, type TrustOptions } from "../options.js";
-import { report } from "../output.js";
+import { report, say } from "../output.js";
 import { client, withClientOptions, type ClientOptions } from "./assigner.js";
 import { loadTrustOptions } from "./sign.js";
 
@@ -62,7 +62,7 @@ async function applyFiles(paths: string[], options: ApplyOptions, extra: Record<
     ...(pinsTrust(options) ? { trust: await loadTrustOptions(options) } : {}),
   });
   const human = !options.json;
-  for (const p of prepared.pinned) if (human) console.log(`${options.dryRun ? "would pin" : "pinned"} ${p.file} policies[${p.index}] (${p.name}) to ${p.to}`);
+  for (const p of prepared.pinned) if (human) say(`${options.dryRun ? "would pin" : "pinned"} ${p.file} policies[${p.index}] (${p.name}) to ${p.to}`);
   const names = await fleet.registerArtifacts(assigner, prepared.fleet, prepared.names, { dryRun: options.dryRun ?? false });
   const desired = fleet.desiredEntries(prepared.fleet, names);
   let shown: FleetPlan | undefined;
@@ -71,7 +71,7 @@ async function applyFiles(paths: string[], options: ApplyOptions, extra: Record<
     // A rollout applies the plan itself, ring by ring.
     dryRun: (options.dryRun ?? false) || options.rollout !== undefined,
     onPlan: (plan, attempt) => {
-      if (human) console.log(attempt > 1 ? `the desired state changed while applying (412): planned again\n${fleet.formatPlan(plan)}` : fleet.formatPlan(plan));
+      if (human) say(attempt > 1 ? `the desired state changed while applying (412): planned again\n${fleet.formatPlan(plan)}` : fleet.formatPlan(plan));
       shown = plan;
     },
   });
@@ -86,7 +86,7 @@ async function applyFiles(paths: string[], options: ApplyOptions, extra: Record<
     report(options, `applied: desired-state version ${result.version}${result.replans > 0 ? ` (planned again ${result.replans}× after 412)` : ""}`, { ...base, applied: true, version: result.version, replans: result.replans });
     return;
   }
-  const log = (line: string) => human && console.log(line);
+  const log = (line: string) => human && say(line);
   // Ctrl-C (or SIGTERM) stops the rollout and rolls it back; a second one ends the process as it is.
   const controller = new AbortController();
   const stop = () => {
@@ -158,7 +158,7 @@ export function registerFleet(program: Command): void {
     const lines = changes.map((c) => `${c.file}: ${c.name}: ${c.from} ⇒ ${c.to}`);
     const summary = changes.length > 0 ? lines.join("\n") : `${options.to} already pins ${digest}`;
     if (!options.apply && !options.rollout) return report(options, summary, { promoted: changes });
-    if (!options.json) console.log(summary);
+    if (!options.json) say(summary);
     await applyFiles(options.file, { ...options, environment: options.to }, { promoted: changes });
   });
 

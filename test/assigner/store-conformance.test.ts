@@ -332,6 +332,29 @@ describe.each(implementations)("AssignerStore conformance: %s", (_name, open, re
   });
 });
 
+describe("RedisStore with rollouts an earlier version stored", () => {
+  it("lists a rollout stored now before those scored by their start time (in ms), and keeps it", async () => {
+    const prefix = `rollouts${counter++}`;
+    const store = new RedisStore(redis.url, { prefix });
+    opened.push(store);
+    await store.connect();
+    const record = (id: string) => ({ id, state: "completed" as const, changes: [], rings: [], max_failures: "0", ring_timeout_ms: 1000, started_at: "2026-01-01T00:00:00.000Z", updated_at: "2026-01-01T00:00:00.000Z" });
+    const raw = new Redis(redis.url);
+    try {
+      // As an earlier version left them: scored by started_at in ms.
+      for (let i = 0; i < ROLLOUTS_KEPT; i++) {
+        await raw.zadd(`${prefix}:rollouts`, String(Date.parse("2026-06-01T00:00:00.000Z") + i), `old-${i}`);
+        await raw.set(`${prefix}:rollout:old-${i}`, JSON.stringify(record(`old-${i}`)));
+      }
+    } finally {
+      raw.disconnect();
+    }
+    await store.putRollout(record("new"));
+    expect((await store.getRollout("new"))?.id, "kept, not trimmed as the oldest").toBe("new");
+    expect((await store.listRollouts())[0]?.id, "listed first").toBe("new");
+  });
+});
+
 describe("RedisStore after a failure part-way", () => {
   it("an artifact stored but missing from the list (as a write that failed between two commands left it) is listed again when registered again", async () => {
     const prefix = `partial${counter++}`;

@@ -30,6 +30,7 @@ describe("table", () => {
 describe("printable", () => {
   it("writes control characters as escapes: a terminal runs none of another's sequences, and a line is not painted over", () => {
     expect(printable("ok\r\x1b[2Kfake\x00\x7f\x9b\tend\nnext"), "escaped, tab and newline kept").toBe("ok\\r\\x1b[2Kfake\\x00\\x7f\\x9b\tend\nnext");
+    expect(printable("name\u202etxt.exe\u2028x"), "a bidi override and a line separator").toBe("name\\u202etxt.exe\\u2028x");
   });
 
   it("the error line quotes what a user or a file gave with its control characters escaped", async () => {
