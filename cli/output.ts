@@ -20,8 +20,8 @@ export function jsonOutput(asked: boolean): void {
 
 /** Prints `human` for people, or `data` as JSON for scripts. */
 export function report(options: OutputOptions, human: string, data: unknown): void {
-  if (options.json) printedJson = true;
   process.stdout.write(options.json ? JSON.stringify(data, null, 2) + "\n" : printable(human) + "\n");
+  if (options.json) printedJson = true;
 }
 
 /** One more line for people on stdout (a step of a long command), escaped as report() does. */

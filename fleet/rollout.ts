@@ -5,7 +5,7 @@
 // the ring's start) before the next ring. A ring with more failures (agents'
 // `failed` reports, or no receipt within the ring timeout) than allowed
 // stops the rollout, and the desired state goes back, in one atomic change
-// (several when it exceeds one request's 1000 changes), to what it was
+// (or, past one request's 1000 changes, in several), to what it was
 // before: every host is back on its previous digest, which the rollout then
 // confirms by the agents' receipts of it.
 //

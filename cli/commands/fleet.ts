@@ -4,9 +4,9 @@
 // `aegis assignments`. The work is in fleet/; it loads when a command runs.
 import type { Command } from "commander";
 import type { FleetPlan } from "../../fleet/index.js";
-import { InputError } from "../../errors.js";
+import { errorCode, InputError } from "../../errors.js";
 import { addTrustOptions, parseDuration, repositoryOptions, type TrustOptions } from "../options.js";
-import { report, say } from "../output.js";
+import { plainError, report, say } from "../output.js";
 import { client, withClientOptions, type ClientOptions } from "./assigner.js";
 import { loadTrustOptions } from "./sign.js";
 
@@ -99,7 +99,8 @@ async function applyFiles(paths: string[], options: ApplyOptions, extra: Record<
     const { rollout } = await fleet.runRollout(assigner, result.plan, { rings: options.rollout, maxFailures: options.maxFailures, ringTimeoutMs, log, signal: controller.signal });
     report(options, `rollout ${rollout.id} completed`, { ...base, applied: true, rollout });
   } catch (err) {
-    if (options.json && err instanceof fleet.RolloutStopped) report(options, "", { ...base, applied: false, rollout: err.rollout });
+    // The rollout's record, with the failure's words and code (fail() adds no second document).
+    if (options.json && err instanceof fleet.RolloutStopped) report(options, "", { ...base, applied: false, rollout: err.rollout, error: plainError(err), code: errorCode(err) });
     throw err;
   } finally {
     process.off("SIGINT", stop);

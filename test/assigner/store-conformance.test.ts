@@ -254,29 +254,12 @@ describe.each(implementations)("AssignerStore conformance: %s", (_name, open, re
     const store = await fresh();
     const [a, b] = [artifact(1).id, artifact(2).id];
     await assign(store, b, "m1"); // m1 at version 1
-    const moved = await store.changeAssignments([{ add: true, artifactId: a, target: { selector: "env=prod" } }], undefined, ["m1", "m2"]);
-    expect(moved, "the selector added; m1 and m2 (no set of its own yet) moved with it").toEqual({
-      applied: true,
-      version: 2,
-      added: 1,
-      removed: 0,
-      hosts: [
-        { hostId: "m1", version: 2, changed: true },
-        { hostId: "m2", version: 1, changed: true },
-      ],
-    });
+    const addProd = () => store.changeAssignments([{ add: true, artifactId: a, target: { selector: "env=prod" } }], undefined, ["m1", "m2"]);
+    /** The answer: the desired version, the counts, and each matched host as "host version changed". */
+    const answer = (r: Awaited<ReturnType<typeof addProd>>) => (r.applied ? [r.version, r.added, r.removed, ...r.hosts.map((h) => `${h.hostId} ${h.version} ${h.changed}`)] : r);
+    expect(answer(await addProd()), "the selector added; m1 and m2 (no set of its own yet) moved with it").toEqual([2, 1, 0, "m1 2 true", "m2 1 true"]);
     expect(await store.hostVersion("m2"), "m2's version as stored").toBe(1);
-    const same = await store.changeAssignments([{ add: true, artifactId: a, target: { selector: "env=prod" } }], undefined, ["m1", "m2"]);
-    expect(same, "nothing changed: nobody moves").toEqual({
-      applied: true,
-      version: 2,
-      added: 0,
-      removed: 0,
-      hosts: [
-        { hostId: "m1", version: 2, changed: false },
-        { hostId: "m2", version: 1, changed: false },
-      ],
-    });
+    expect(answer(await addProd()), "nothing changed: nobody moves").toEqual([2, 0, 0, "m1 2 false", "m2 1 false"]);
     const stale = await store.changeAssignments([{ add: false, artifactId: a, target: { selector: "env=prod" } }], 1, ["m1"]);
     expect(stale, "a stale version: nothing applied").toEqual({ applied: false, version: 2 });
     expect(await store.hostVersion("m1"), "m1 unmoved by the refused change").toBe(2);
@@ -332,12 +315,18 @@ describe.each(implementations)("AssignerStore conformance: %s", (_name, open, re
   });
 });
 
+/** A connected RedisStore under a fresh key prefix (closed after the file). */
+async function redisStore(name: string): Promise<{ store: RedisStore; prefix: string }> {
+  const prefix = `${name}${counter++}`;
+  const store = new RedisStore(redis.url, { prefix });
+  opened.push(store);
+  await store.connect();
+  return { store, prefix };
+}
+
 describe("RedisStore with rollouts an earlier version stored", () => {
   it("lists a rollout stored now before those scored by their start time (in ms), and keeps it", async () => {
-    const prefix = `rollouts${counter++}`;
-    const store = new RedisStore(redis.url, { prefix });
-    opened.push(store);
-    await store.connect();
+    const { store, prefix } = await redisStore("rollouts");
     const record = (id: string) => ({ id, state: "completed" as const, changes: [], rings: [], max_failures: "0", ring_timeout_ms: 1000, started_at: "2026-01-01T00:00:00.000Z", updated_at: "2026-01-01T00:00:00.000Z" });
     const raw = new Redis(redis.url);
     try {
@@ -357,10 +346,7 @@ describe("RedisStore with rollouts an earlier version stored", () => {
 
 describe("RedisStore after a failure part-way", () => {
   it("an artifact stored but missing from the list (as a write that failed between two commands left it) is listed again when registered again", async () => {
-    const prefix = `partial${counter++}`;
-    const store = new RedisStore(redis.url, { prefix });
-    opened.push(store);
-    await store.connect();
+    const { store, prefix } = await redisStore("partial");
     await store.putArtifact(artifact(1));
     const raw = new Redis(redis.url);
     try {
@@ -374,10 +360,7 @@ describe("RedisStore after a failure part-way", () => {
   });
 
   it("deleting an agent leaves its host to an agent that bound it since", async () => {
-    const prefix = `partial${counter++}`;
-    const store = new RedisStore(redis.url, { prefix });
-    opened.push(store);
-    await store.connect();
+    const { store, prefix } = await redisStore("partial");
     expect(await store.bindAgent({ uid: "old", hostId: "h", publicKey: "k", registeredAt: new Date(0).toISOString() }, "t-old")).toEqual({ bound: true });
     const raw = new Redis(redis.url);
     try {

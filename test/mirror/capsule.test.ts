@@ -54,6 +54,29 @@ async function holds(repo: RemoteRepository, digest: string): Promise<boolean> {
   return repo.resolve(digest).then(() => true, () => false);
 }
 
+/** Artifact `a` with its signature copied to `repository`, and one more referrer of `subject` (of `artifactType`) pushed and indexed there. */
+async function withReferrer(repository: string, subject: Descriptor, artifactType: string): Promise<{ repo: RemoteRepository; extra: { manifest: Descriptor } }> {
+  const repo = new RemoteRepository(source.host, repository);
+  await copy(a.repo, a.manifest.digest, repo, undefined, { referrers: true });
+  const extra = await pushArtifact(repo, { artifactType, subject });
+  await repo.indexReferrer(subject, { ...extra.manifest, artifactType });
+  return { repo, extra };
+}
+
+/** A site (in memory) that refuses one digest's push, as a registry going away would; `pushed` records every push tried. */
+function siteRefusing(refused: string, pushed: string[] = []): MemoryTarget {
+  return new (class extends MemoryTarget {
+    override async push(desc: Descriptor, content: Readable, options?: AbortOptions): Promise<void> {
+      pushed.push(desc.digest);
+      if (desc.digest === refused) {
+        content.destroy();
+        throw new RegistryError("UNREACHABLE", "the site went away");
+      }
+      return super.push(desc, content, options);
+    }
+  })("site");
+}
+
 let a: Signed;
 let b: Signed;
 let capsule: string;
@@ -95,16 +118,7 @@ describe("a capsule from one registry into another", () => {
 
   it("pushes an artifact's signatures before the artifact: a push that fails part-way leaves no unsigned artifact at the site", async () => {
     // A site that takes everything but one artifact's signature manifest.
-    class RefusingSignature extends MemoryTarget {
-      override async push(desc: Descriptor, content: Readable, options?: AbortOptions): Promise<void> {
-        if (desc.digest === a.signature.digest) {
-          content.destroy();
-          throw new RegistryError("UNREACHABLE", "the site went away");
-        }
-        return super.push(desc, content, options);
-      }
-    }
-    const dst = new RefusingSignature("site");
+    const dst = siteRefusing(a.signature.digest);
     await expect(importCapsule(capsule, dst, trust), "the import fails").rejects.toMatchObject({ code: "UNREACHABLE" });
     expect(await dst.exists(a.manifest), "the artifact whose signature could not be pushed").toBe(false);
   });
@@ -113,17 +127,7 @@ describe("a capsule from one registry into another", () => {
     const [first, second] = [a, b].sort((x, y) => (x.manifest.digest < y.manifest.digest ? -1 : 1)) as [Signed, Signed];
     const order: string[] = [];
     // A site that records what it is given, and refuses the second artifact's manifest.
-    class RefusingSecond extends MemoryTarget {
-      override async push(desc: Descriptor, content: Readable, options?: AbortOptions): Promise<void> {
-        order.push(desc.digest);
-        if (desc.digest === second.manifest.digest) {
-          content.destroy();
-          throw new RegistryError("UNREACHABLE", "the site went away");
-        }
-        return super.push(desc, content, options);
-      }
-    }
-    const dst = new RefusingSecond("site");
+    const dst = siteRefusing(second.manifest.digest, order);
     const failed = (await importCapsule(capsule, dst, trust).catch((e: unknown) => e)) as MirrorError;
     expect(failed, "the error").toBeInstanceOf(MirrorError);
     expect({ code: failed.code, cause: (failed.cause as RegistryError).code }, "its code and cause").toEqual({ code: "PARTLY_IMPORTED", cause: "UNREACHABLE" });
@@ -240,10 +244,7 @@ describe("a tampered capsule is refused and nothing is pushed", () => {
   });
 
   it("a referrer that is not a signature (an SBOM): carried in the capsule, not imported, and named", async () => {
-    const withSbom = new RemoteRepository(source.host, "policies/with-sbom");
-    await copy(a.repo, a.manifest.digest, withSbom, undefined, { referrers: true });
-    const sbom = await pushArtifact(withSbom, { artifactType: "application/vnd.test.sbom", subject: a.manifest });
-    await withSbom.indexReferrer(a.manifest, { ...sbom.manifest, artifactType: "application/vnd.test.sbom" });
+    const { repo: withSbom, extra: sbom } = await withReferrer("policies/with-sbom", a.manifest, "application/vnd.test.sbom");
     const path = join(work, "sbom.tar");
     await writeCapsule([sourceOf({ repo: withSbom, manifest: a.manifest })], path);
     const dst = siteRepo();
@@ -269,10 +270,7 @@ describe("a tampered capsule is refused and nothing is pushed", () => {
   });
 
   it("a referrer of a signature (an attestation of it): left out of the capsule, which imports", async () => {
-    const attested = new RemoteRepository(source.host, "policies/attested");
-    await copy(a.repo, a.manifest.digest, attested, undefined, { referrers: true });
-    const attestation = await pushArtifact(attested, { artifactType: "application/vnd.test.attestation", subject: a.signature });
-    await attested.indexReferrer(a.signature, { ...attestation.manifest, artifactType: "application/vnd.test.attestation" });
+    const { repo: attested, extra: attestation } = await withReferrer("policies/attested", a.signature, "application/vnd.test.attestation");
     const path = join(work, "attested.tar");
     await writeCapsule([sourceOf({ repo: attested, manifest: a.manifest })], path);
     const names = (await readEntries(path)).map((e) => e.header.name);
