@@ -313,6 +313,12 @@ describe("aegis apply --rollout without receipts", () => {
     expect(await state(), "back to what it was").toEqual({ ...before, version: before.version + 3 });
     const shown = JSON.parse((await aegis(["rollout", "status", "--json"], env)).stdout) as RolloutJson;
     expect({ state: shown.state, failed: shown.rings[0]!.failed, changes: shown.changes }).toEqual({ state: "rolled_back", failed: 1, changes: [{ from: d.v1, to: d.v2, target: "selector tier=silent" }] });
+    // For scripts: one JSON document, the rollout's record with the failure's words and code.
+    const scripted = await aegis(["apply", "-f", fleetFile("silent.yaml", [entry("icmp", d.v2!, { selectors: ["tier=silent"] })]), "--rollout", "100%", "--ring-timeout", "500ms", "--json"], env);
+    expect(scripted.code, scripted.stderr).toBe(1);
+    const document = JSON.parse(scripted.stdout) as { applied: boolean; rollout: RolloutJson; error: string; code: string };
+    expect({ applied: document.applied, state: document.rollout.state, code: document.code }, "the JSON of a stopped rollout").toEqual({ applied: false, state: "rolled_back", code: "ROLLED_BACK" });
+    expect(document.error, "its words").toContain("no in-force receipt within 500 ms");
     const allowed = await aegis(["apply", "-f", fleetFile("silent.yaml", [entry("icmp", d.v2!, { selectors: ["tier=silent"] })]), "--rollout", "100%", "--ring-timeout", "1s", "--max-failures", "100%"], env);
     expect(allowed.code, `--max-failures 100% lets the ring pass\n${allowed.stdout}${allowed.stderr}`).toBe(0);
     expect((await state()).assignments).toEqual(["v2 selector:tier=silent"]);
