@@ -486,6 +486,8 @@ export class Agent {
     if (orphans.length === 0) return;
     const running = new Set([...records.values()].map((r) => r.name));
     const left: OrphanRecord[] = [];
+    // What tc runs, read once for all of them (each is told by its own program id); read again after a failed read.
+    let now: Attachment[] | undefined;
     for (const { record, hooks } of orphans) {
       const { id, name, version, programId } = record;
       const where = hooks.map(hookName).join(", ");
@@ -495,7 +497,7 @@ export class Agent {
       }
       try {
         // detach() removes whatever runs at a hook: only where this program still does.
-        const now = await this.options.datapath.attached();
+        now ??= await this.options.datapath.attached();
         for (const hook of hooks) if (now.some((a) => hookName(a) === hookName(hook) && a.programId === programId)) await this.options.datapath.detach(hook);
       } catch (err) {
         this.log(`cannot remove program id ${programId} of ${name} ${version} (its pins were lost) from ${where}: ${describeError(err)}; retrying next pass`);

@@ -12,21 +12,22 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { SignedTelemetry } from "../assigner/api/index.js";
 import { describeError } from "../errors.js";
-import { backoffDelay, flushed, isRefused } from "../util/index.js";
+import { backoffDelay, flushed, FLUSH_MS, isRefused } from "../util/index.js";
 import { TelemetryOutbox } from "./outbox.js";
 
 /** Most messages kept unconfirmed between flushes (a pass sends a few per digest). */
 const UNCONFIRMED_MAX = 256;
-/** How long a flush may take: a connection that does not answer it is treated as broken for what it carried. */
-const CONFIRM_MS = 5000;
 
 export class TelemetryRoute {
   readonly outbox: TelemetryOutbox;
   private nc: NatsConnection | undefined;
   private up = false;
-  /** NATS refused a publish (its permissions): everything goes over HTTP until `retryAt`, then NATS is tried again. */
-  private refused = false;
-  /** Refusals since NATS last took a message: the backoff grows with them, and a confirmation counts only if none came meanwhile. */
+  /**
+   * Refusals since NATS last took a message (its permissions): while there
+   * are any, everything goes over HTTP until `retryAt`, then NATS is tried
+   * again; the backoff grows with them, and a confirmation counts only if
+   * none came meanwhile.
+   */
   private refusals = 0;
   private retryAt = 0;
   private readonly unconfirmed: SignedTelemetry[] = [];
@@ -59,8 +60,7 @@ export class TelemetryRoute {
         } else if (status.type === "reconnect") this.up = true;
         else if (status.type === "error" && isRefused(status.error, "publish")) {
           this.toOutbox();
-          if (!this.refused) this.log(`NATS refuses what this agent publishes (${describeError(status.error)}): telemetry goes over HTTP, and NATS is tried again later`);
-          this.refused = true;
+          if (this.refusals === 0) this.log(`NATS refuses what this agent publishes (${describeError(status.error)}): telemetry goes over HTTP, and NATS is tried again later`);
           this.refusals++;
           this.retryAt = Date.now() + this.retryMs + backoffDelay(this.refusals, { baseMs: this.retryMs, maxMs: 59 * this.retryMs });
         }
@@ -70,7 +70,7 @@ export class TelemetryRoute {
 
   send(envelope: SignedTelemetry): void {
     const { nc } = this;
-    if (!nc || !this.up || nc.isClosed() || (this.refused && Date.now() < this.retryAt)) return this.outbox.push(envelope);
+    if (!nc || !this.up || nc.isClosed() || (this.refusals > 0 && Date.now() < this.retryAt)) return this.outbox.push(envelope);
     nc.publish(this.subject, JSON.stringify(envelope));
     this.unconfirmed.push(envelope);
     if (this.unconfirmed.length > UNCONFIRMED_MAX) {
@@ -81,7 +81,7 @@ export class TelemetryRoute {
 
   /**
    * Confirms what went to NATS since the last call with a flush, within
-   * CONFIRM_MS and until `signal` (the agent stopping): what NATS refused,
+   * FLUSH_MS and until `signal` (the agent stopping): what NATS refused,
    * or what the flush could not confirm, is in the outbox after. The
    * assigner refuses a message it already recorded (its sequence number),
    * so one sent both ways counts once.
@@ -94,18 +94,17 @@ export class TelemetryRoute {
     // The flush vouches for what was published before it, not for what a send adds meanwhile.
     const vouched = this.unconfirmed.length;
     const { handedOver, overflowed } = this;
-    if (await flushed(nc, AbortSignal.any([signal, AbortSignal.timeout(CONFIRM_MS)]))) {
+    if (await flushed(nc, signal)) {
       if (this.handedOver === handedOver) this.unconfirmed.splice(0, Math.max(0, vouched - (this.overflowed - overflowed)));
       this.unanswered = false;
       // Taken while refused, with no refusal since: NATS's permissions allow this agent again.
-      if (this.refused && this.refusals === refusals) {
-        this.refused = false;
+      if (refusals > 0 && this.refusals === refusals) {
         this.refusals = 0;
         this.log("NATS takes this agent's telemetry again");
       }
       return;
     }
-    if (!this.unanswered && !signal.aborted) this.log(`NATS did not confirm ${this.unconfirmed.length} message(s) within ${CONFIRM_MS} ms: sending them over HTTP`);
+    if (!this.unanswered && !signal.aborted) this.log(`NATS did not confirm ${this.unconfirmed.length} message(s) within ${FLUSH_MS} ms: sending them over HTTP`);
     this.unanswered = true;
     this.toOutbox();
   }

@@ -6,7 +6,7 @@
 // NATS may refuse the assigner (its permissions) and take it again once its
 // configuration is fixed and reloaded: no restart is needed.
 import type { NatsConnection } from "@nats-io/transport-node";
-import { backoffDelay, connectNats, flushed, isRefused, sleep, subscribeKept } from "../util/index.js";
+import { connectNats, flushed, isRefused, natsRetryBase, refusalWait, subscribeKept } from "../util/index.js";
 import { assignmentsSubject, HostId, SignedTelemetry, TELEMETRY_SUBJECTS, telemetrySubjectHost, type AssignmentNotice } from "./api/index.js";
 
 /** The queue group every assigner subscribes to telemetry in. */
@@ -31,8 +31,6 @@ export interface EventOptions {
   retryMs?: number;
 }
 
-/** How long a check that NATS took the notices sent again may wait for its answer (ms). */
-const CONFIRM_MS = 5000;
 /** The latest notice of this many hosts is kept, to be sent again should NATS refuse it (it says which only by subject, afterwards). */
 const RECENT_NOTICES = 4096;
 /** Refused notices sent again per attempt, taken in turn. */
@@ -165,10 +163,10 @@ export class AssignerEvents {
   private async retryNotices(): Promise<void> {
     this.retrying = true;
     const { signal } = this.closing;
-    const retryMs = Math.max(this.options.retryMs ?? 500, 10);
+    const retryMs = natsRetryBase(this.options.retryMs);
     try {
       for (let attempt = 1; this.refusedNotices.size > 0 && !signal.aborted; attempt++) {
-        await sleep(backoffDelay(attempt, { baseMs: retryMs, maxMs: 60 * retryMs }), signal).catch(() => undefined);
+        await refusalWait(attempt, retryMs, signal);
         const { nc } = this;
         if (!nc || !this.connected || signal.aborted) continue;
         const tried = [...this.refusedNotices.keys()].slice(0, RETRIED_NOTICES);
@@ -180,7 +178,7 @@ export class AssignerEvents {
           this.refusedNotices.set(subject, entry);
           nc.publish(subject, JSON.stringify(entry.notice));
         }
-        if (!(await flushed(nc, AbortSignal.any([signal, AbortSignal.timeout(CONFIRM_MS)])))) continue;
+        if (!(await flushed(nc, signal))) continue;
         const size = this.refusedNotices.size;
         for (const subject of tried) if ((this.refusedNotices.get(subject)?.refusal ?? Infinity) <= before) this.refusedNotices.delete(subject);
         if (this.refusedNotices.size < size) attempt = 0; // NATS takes some: the next turn comes soon

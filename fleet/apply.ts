@@ -87,7 +87,7 @@ export async function prepareFleet(paths: readonly string[], options: PrepareOpt
   });
   if (problems.length > 0) throw new InputError("INVALID_REFERENCE", problems.sort().join("; "));
   // Written only now: a refused command leaves the files as they were.
-  if (!options.dryRun && pinned.length > 0) await rewriteRefs(fleet.files, pinned);
+  if (!options.dryRun) await rewriteRefs(fleet.files, pinned);
   return { fleet, names, pinned };
 }
 

@@ -211,6 +211,7 @@ export interface RefEdit {
  * and planned is no longer what the files say.
  */
 export async function rewriteRefs(read: readonly FleetFile[], edits: readonly RefEdit[]): Promise<void> {
+  if (edits.length === 0) return;
   const edited = new Set(edits.map((e) => e.file));
   const docs = new Map<string, { doc: Document; mode: number }>();
   for (const file of read) {
@@ -219,9 +220,8 @@ export async function rewriteRefs(read: readonly FleetFile[], edits: readonly Re
     if (edited.has(file.path)) docs.set(file.path, { doc: parseText(file.path, text), mode });
   }
   for (const edit of edits) {
-    const doc = docs.get(edit.file)?.doc;
-    if (!doc) throw new Error(`internal: ${edit.file} was edited without being read`);
-    doc.setIn(["policies", edit.index, "ref"], edit.to);
+    // Every edit's file is among those read (the callers edit only what they read).
+    docs.get(edit.file)!.doc.setIn(["policies", edit.index, "ref"], edit.to);
   }
   await atomicWriteAll([...docs].map(([path, { doc, mode }]) => ({ path, data: doc.toString(), mode })));
 }

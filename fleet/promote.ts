@@ -30,6 +30,6 @@ export async function promote(paths: readonly string[], digestOrRef: string, fro
   }
   if (check) for (const ref of new Set(changes.map((c) => c.to))) await check(ref);
   // Written over the --from and --to files as read: another environment's file may change meanwhile.
-  if (changes.length > 0) await rewriteRefs([...source.files, ...target.files], changes);
+  await rewriteRefs([...source.files, ...target.files], changes);
   return changes;
 }

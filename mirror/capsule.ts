@@ -29,6 +29,7 @@ import {
   OciLayoutTarget,
   parseManifest,
   readAll,
+  referrersTag,
   RegistryError,
   successors,
   type CopyEvent,
@@ -109,9 +110,10 @@ export async function writeCapsule(sources: CapsuleSource[], output: string, opt
     const sorted = [...artifacts.values()].sort((a, b) => compare(a.desc.digest, b.desc.digest));
     // The referrers indexes of the artifacts only: copy also follows referrers of referrers (an attestation of a
     // signature), whose indexes an import refuses, as it checks and pushes only the artifacts' own signatures.
+    const wanted = new Set([...artifacts.values()].map((a) => referrersTag(a.desc)));
     const referrerIndexes = await Promise.all(
       (await layout.tags())
-        .filter((t) => REFERRERS_TAG.test(t) && artifacts.has(t.replace("-", ":")))
+        .filter((t) => wanted.has(t))
         .sort(compare)
         .map(async (tag) => ({ ...plain(await layout.resolve(tag)), annotations: { [Annotation.RefName]: tag } })),
     );

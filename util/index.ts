@@ -3,7 +3,7 @@
 // the first NATS connection and kept subscriptions, freeing spent stream buffers, the tar end-marker check.
 export { atomicWrite, atomicWriteAll, removeStaleTemps, syncDir, TEMP_SUFFIX, type AtomicWriteFile, type AtomicWriteOptions } from "./atomic-write.js";
 export { computing, movingBytes } from "./jit.js";
-export { connectNats, flushed, isRefused, subscribeKept, type KeptSubscriptionOptions, type NatsConnectOptions } from "./nats.js";
+export { connectNats, flushed, FLUSH_MS, isRefused, natsRetryBase, refusalWait, subscribeKept, type KeptSubscriptionOptions, type NatsConnectOptions } from "./nats.js";
 export { openWriteStream, type OpenWriteStreamOptions } from "./open-write-stream.js";
 export { backoffDelay, retryAfterMs, sleep, type BackoffOptions } from "./retry.js";
 export { streamed } from "./spent-buffers.js";

@@ -31,8 +31,7 @@ export interface NatsConnectOptions {
 /** Connects to `url`, retrying until it succeeds or `signal` fires (then undefined). */
 export async function connectNats(url: string, options: NatsConnectOptions): Promise<NatsConnection | undefined> {
   const { signal, timeoutMs = 5000 } = options;
-  // At least 10 ms: with none, a NATS that refuses would be dialed back to back.
-  const retryMs = Math.max(options.retryMs ?? 500, 10);
+  const retryMs = natsRetryBase(options.retryMs);
   const { connect } = await import("@nats-io/transport-node");
   for (let attempt = 1; !signal.aborted; attempt++) {
     try {
@@ -60,16 +59,34 @@ export function isRefused(err: unknown, operation?: "publish" | "subscription"):
 }
 
 /**
- * Whether NATS answered a flush on `nc` before `signal` fired: then it has
- * taken or refused all that was sent before. NATS answers a refusal before
- * the flush's PONG, and nats.js hands it on through promises and async
- * iterators (a status loop, a subscription ending): all of that has run
- * once this resolves.
+ * The base of the waits between attempts at NATS (`retryMs` options): 500 ms
+ * by default, at least 10 (with none, a NATS that refuses would be asked
+ * back to back).
  */
-export function flushed(nc: NatsConnection, signal: AbortSignal): Promise<boolean> {
+export function natsRetryBase(retryMs: number | undefined): number {
+  return Math.max(retryMs ?? 500, 10);
+}
+
+/** The jittered wait before asking NATS again after `attempt` refusals: doubling from `retryMs` to 60× it, cut short by `signal`. */
+export function refusalWait(attempt: number, retryMs: number, signal: AbortSignal): Promise<void> {
+  return sleep(backoffDelay(attempt, { baseMs: retryMs, maxMs: 60 * retryMs }), signal).catch(() => undefined);
+}
+
+/** How long a flush may wait for NATS's answer (ms): a connection that does not answer it is treated as broken. */
+export const FLUSH_MS = 5000;
+
+/**
+ * Whether NATS answered a flush on `nc` within `timeoutMs` and before
+ * `signal` fired: then it has taken or refused all that was sent before.
+ * NATS answers a refusal before the flush's PONG, and nats.js hands it on
+ * through promises and async iterators (a status loop, a subscription
+ * ending): all of that has run once this resolves.
+ */
+export function flushed(nc: NatsConnection, signal: AbortSignal, timeoutMs = FLUSH_MS): Promise<boolean> {
+  const deadline = AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]);
   return new Promise((resolve) => {
-    if (signal.aborted) return resolve(false);
-    signal.addEventListener("abort", () => resolve(false), { once: true });
+    if (deadline.aborted) return resolve(false);
+    deadline.addEventListener("abort", () => resolve(false), { once: true });
     nc.flush()
       .then(() => new Promise((settled) => setImmediate(settled)))
       .then(() => resolve(true), () => resolve(false));
@@ -89,9 +106,6 @@ export interface KeptSubscriptionOptions {
   onAccepted: () => void;
 }
 
-/** How long one check that NATS took a subscription may wait for its answer (ms). */
-const ANSWER_MS = 5000;
-
 /**
  * Subscribes to `subject` on `nc` and hands each message to `handle`, one at
  * a time, until the connection closes or drains (nats.js itself renews
@@ -103,8 +117,8 @@ const ANSWER_MS = 5000;
  */
 export async function subscribeKept(nc: NatsConnection, subject: string, handle: (msg: Msg) => Promise<void> | void, options: KeptSubscriptionOptions): Promise<void> {
   const { signal } = options;
-  const retryMs = Math.max(options.retryMs ?? 500, 10);
-  const wait = (attempt: number) => sleep(backoffDelay(attempt, { baseMs: retryMs, maxMs: 60 * retryMs }), signal).catch(() => undefined);
+  const retryMs = natsRetryBase(options.retryMs);
+  const wait = (attempt: number) => refusalWait(attempt, retryMs, signal);
   let refusals = 0;
   let current: Subscription | undefined;
   let revoked: unknown;
@@ -128,7 +142,7 @@ export async function subscribeKept(nc: NatsConnection, subject: string, handle:
   })();
   const confirm = async (subscription: Subscription) => {
     for (let attempt = 1; refusals > 0 && current === subscription && !subscription.isClosed() && !signal.aborted; attempt++) {
-      if ((await flushed(nc, AbortSignal.any([signal, AbortSignal.timeout(ANSWER_MS)]))) && current === subscription && !subscription.isClosed()) return taken();
+      if ((await flushed(nc, signal)) && current === subscription && !subscription.isClosed()) return taken();
       await wait(attempt);
     }
   };
