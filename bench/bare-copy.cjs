@@ -4,8 +4,9 @@
 // one CommonJS file (the format `aegis` ships in). GET the manifest and check its
 // digest (aegis verifies every manifest it reads); list its referrers (the
 // API, then the tag schema's fallback tag: registry 2.8.2 has no API) beside
-// a HEAD and a mount of each blob; PUT the manifest under the tag once the
-// blobs are there, and wait for the listing after, as aegis does. No argument
+// a mount of each blob (asked first, no HEAD: registry/copy.ts); PUT the
+// manifest under the tag once the blobs are there, and wait for the listing
+// after, as aegis does. No argument
 // parser, retries, deadlines, stream pipelines or progress: roughly what Node
 // itself costs for this copy; what `aegis copy` costs beyond it is its own.
 //
@@ -56,11 +57,9 @@ async function main() {
   const referrers = send("GET", `/v2/${srcRepo}/referrers/${digest}`, [404]).then(() => send("HEAD", `/v2/${srcRepo}/manifests/${digest.replace(":", "-")}`, [404]));
   referrers.catch(() => {}); // awaited below, after the PUT
   await Promise.all(
-    [manifest.config, ...manifest.layers].map(async ({ digest: blob }) => {
-      const head = await send("HEAD", `/v2/${dstRepo}/blobs/${blob}`, [200, 404]);
-      if (head.res.statusCode === 200) return;
-      await send("POST", `/v2/${dstRepo}/blobs/uploads/?mount=${encodeURIComponent(blob)}&from=${encodeURIComponent(srcRepo)}`, [201], { "content-length": "0" });
-    }),
+    [manifest.config, ...manifest.layers].map(({ digest: blob }) =>
+      send("POST", `/v2/${dstRepo}/blobs/uploads/?mount=${encodeURIComponent(blob)}&from=${encodeURIComponent(srcRepo)}`, [201], { "content-length": "0" }),
+    ),
   );
   const contentType = got.res.headers["content-type"] ?? "application/vnd.oci.image.manifest.v1+json";
   await send("PUT", `/v2/${dstRepo}/manifests/${tag}`, [201], { "content-type": contentType, "content-length": String(manifestBytes.length) }, manifestBytes);

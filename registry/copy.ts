@@ -156,6 +156,8 @@ class GraphCopier {
   private readonly limit: number;
   private readonly maxNodes: number;
   private readonly maxDepth: number;
+  /** Whether blobs are mounted from the source: until a mount does not take (reuse()). */
+  private mounting = true;
   private active = 0;
   private bytesDone = 0;
   private bytesTotal = 0;
@@ -307,8 +309,8 @@ class GraphCopier {
       return;
     }
     await this.limited(async () => {
-      if (this.options.stored?.some((d) => d.digest === desc.digest) || (await this.dst.exists(desc, { signal }))) return this.skipped(desc, "exists");
-      if (await this.dst.mountFrom?.(desc, this.src, { signal })) return this.skipped(desc, "mounted");
+      const reused = await this.reuse(desc);
+      if (reused) return this.skipped(desc, reused);
       emit({ kind: "start", desc });
       const counter = countingPieces((bytes) => {
         emit({ kind: "bytes", desc, bytes });
@@ -325,6 +327,27 @@ class GraphCopier {
       }
       emit({ kind: "done", desc });
     });
+  }
+
+  /**
+   * Whether the blob `desc` need not be copied: the caller stored it, `dst`
+   * mounted it from the source, or `dst` has it. A mount is asked first, not
+   * after a HEAD (oras-go's order): on one registry it is then the one
+   * request whether or not `dst` already had the blob, where HEAD then mount
+   * were two in a row on the copy's critical path. Once a mount does not take
+   * (another registry, which costs no request, or a registry that declines:
+   * mount() closes the upload it opened), the rest of this copy only asks
+   * HEAD, so a registry without mounts costs no POST and DELETE per blob.
+   * https://github.com/opencontainers/distribution-spec/blob/main/spec.md#mounting-a-blob-from-another-repository
+   */
+  private async reuse(desc: Descriptor): Promise<"exists" | "mounted" | undefined> {
+    const { signal } = this.options;
+    if (this.options.stored?.some((d) => d.digest === desc.digest)) return "exists";
+    if (this.mounting && this.dst.mountFrom) {
+      if (await this.dst.mountFrom(desc, this.src, { signal })) return "mounted";
+      this.mounting = false;
+    }
+    return (await this.dst.exists(desc, { signal })) ? "exists" : undefined;
   }
 
   private skipped(desc: Descriptor, reason: "exists" | "mounted"): void {

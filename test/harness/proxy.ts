@@ -31,6 +31,11 @@ export interface ProxyOptions {
   throttle?: ThrottleOptions;
   /** Serve GET /v2/<name>/referrers/<digest> from manifests pushed through this proxy. */
   referrersApi?: boolean;
+  /**
+   * Drop `mount` and `from` from POST /v2/<name>/blobs/uploads/: a registry
+   * without cross-repository mounts, which opens an ordinary upload (202).
+   */
+  ignoreMounts?: boolean;
 }
 
 export interface ProxyRequestRecord {
@@ -320,7 +325,13 @@ export async function startRegistryProxy(upstreamUrl: string, options: ProxyOpti
       ((current.tamperBlobs === true && BLOB_RE.test(url.pathname)) ||
         (current.tamperManifests === true && manifestMatch !== null));
     const stall = method === "GET" && BLOB_RE.test(url.pathname) ? current.stallBlobsAfter : undefined;
-    const upRes = await sendUpstream(method, req.url ?? "/", req.headers, req);
+    let forwarded = req.url ?? "/";
+    if (current.ignoreMounts === true && method === "POST" && url.searchParams.has("mount")) {
+      url.searchParams.delete("mount");
+      url.searchParams.delete("from");
+      forwarded = url.pathname + url.search;
+    }
+    const upRes = await sendUpstream(method, forwarded, req.headers, req);
     relay(upRes, res, record, { tamper, ...(stall === undefined ? {} : { stallAfter: stall }) });
   }
 

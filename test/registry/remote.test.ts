@@ -10,7 +10,7 @@ import type { AddressInfo } from "node:net";
 import { Readable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { copy, credentialsFromEnvironment, descriptorFor, EMPTY_CONFIG, OciLayoutTarget, readAll, RemoteRepository, sha256 } from "../../registry/index.js";
-import { startRegistryProxy, type RegistryProxy } from "../harness/proxy.js";
+import { startRegistryProxy, uploadSessions, type RegistryProxy } from "../harness/proxy.js";
 import { startTokenServer, type TokenServer } from "../harness/token-server.js";
 import { startRegistry, TEST_PASSWORD, TEST_USERNAME, type RegistryServer } from "../harness/registry.js";
 import { pushArtifact } from "./conformance.js";
@@ -161,13 +161,45 @@ describe("transfers", () => {
     expect(sha256(await readAll(await target.fetch(desc), desc.size, "blob"))).toBe(desc.digest);
   });
 
-  it("copy between repositories of one registry mounts instead of re-uploading", async () => {
+  it("copy between repositories of one registry mounts instead of re-uploading, one request per blob, even for blobs there", async () => {
     const src = new RemoteRepository(proxy.host, "mount/src");
-    const { manifest } = await pushArtifact(src);
-    proxy.requests.length = 0;
-    await copy(src, manifest.digest, new RemoteRepository(proxy.host, "mount/dst"), "v1");
-    expect(proxy.requests.some((r) => r.query.includes("mount=") && r.status === 201)).toBe(true);
-    expect(proxy.requests.some((r) => r.method === "PATCH" || (r.method === "PUT" && r.path.includes("/blobs/uploads/")))).toBe(false);
+    const { manifest, layer } = await pushArtifact(src);
+    const blobRequests = () => proxy.requests.filter((r) => r.path.startsWith("/v2/mount/dst/blobs/")).map((r) => `${r.method} ${r.query ? "mount" : r.path.split("/").pop()} ${r.status}`).sort();
+    const mounted = ["POST mount 201", "POST mount 201"];
+    for (const round of ["first copy", "copy again (the blobs are there)"]) {
+      proxy.requests.length = 0;
+      const events: string[] = [];
+      await copy(src, manifest.digest, new RemoteRepository(proxy.host, "mount/dst"), "v1", { onEvent: (e) => e.kind === "skip" && events.push(`${e.desc.digest} ${e.reason}`) });
+      // A mount is asked first: no HEAD before it, and no bytes moved.
+      expect(blobRequests(), `${round}: requests for the destination's blobs`).toEqual(mounted);
+      expect(events, `${round}: skip events`).toContain(`${layer.digest} mounted`);
+    }
+  });
+
+  it("a registry that declines mounts: the upload it opened is closed, the copy uploads, and asks no more mounts", async () => {
+    const src = new RemoteRepository(proxy.host, "declined/src");
+    const { manifest, layer } = await pushArtifact(src);
+    proxy.set({ ignoreMounts: true });
+    try {
+      for (const [round, after] of [
+        ["first copy", ["HEAD 404", "POST 202", "PUT 201"]],
+        ["copy again", ["HEAD 200"]],
+      ] as const) {
+        proxy.requests.length = 0;
+        // One blob at a time, so the second is asked for after the first mount was declined.
+        await copy(src, manifest.digest, new RemoteRepository(proxy.host, "declined/dst"), "v1", { concurrency: 1 });
+        const mounts = proxy.requests.filter((r) => r.query.includes("mount="));
+        expect(mounts.map((r) => r.status), `${round}: mounts asked (declined)`).toEqual([202]);
+        const sessions = uploadSessions(proxy.requests);
+        expect(sessions.get(mounts[0]?.location ?? ""), `${round}: the declined mount's upload`).toEqual(["POST 202", "DELETE 204"]);
+        const others = proxy.requests.filter((r) => r.path.startsWith("/v2/declined/dst/blobs/") && !r.query.includes("mount=") && r.method !== "DELETE");
+        expect(others.map((r) => `${r.method} ${r.status}`).slice(-after.length), `${round}: the last blob's requests`).toEqual(after);
+      }
+      const dst = new RemoteRepository(plain.host, "declined/dst");
+      expect(sha256(await readAll(await dst.fetch(layer), layer.size, "layer")), "the layer at the destination").toBe(layer.digest);
+    } finally {
+      proxy.set({ ignoreMounts: false });
+    }
   });
 
   it("skips blobs and manifests the destination already has", async () => {
