@@ -64,6 +64,15 @@ interface Orphan {
   hooks: Attachment[];
 }
 
+/** What installedNow() found: the agent's records, the kernel's programs and hooks, the orphans in force, and the kernel's boot (Datapath.boot; none on a dry run, which reads no kernel). */
+interface Installed {
+  records: Map<string, InstalledRecord>;
+  loaded: LoadedProgram[];
+  attached: Attachment[];
+  orphans: Orphan[];
+  boot: string | undefined;
+}
+
 export class Agent {
   readonly state: StateDir;
   readonly cache: ArtifactCache;
@@ -84,8 +93,6 @@ export class Agent {
   private readonly missing = new Set<string>();
   private readonly superseded = new Set<string>();
   private nats: NatsConnection | undefined;
-  /** The kernel's boot (Datapath.boot), read at the first pass that enforces: it cannot change while the agent runs. */
-  private boot: string | undefined;
   private wake: (() => void) | undefined;
   /** A wake-up that came while reconciling: the next sleep ends at once, so no change is missed. */
   private woken = false;
@@ -343,7 +350,8 @@ export class Agent {
       throw err;
     }
     this.metrics.polled();
-    const { records, loaded, attached, orphans } = await this.installedNow();
+    const now = await this.installedNow();
+    const { records, loaded, attached, orphans } = now;
 
     const desired: Program[] = [];
     const hold: string[] = [];
@@ -400,7 +408,7 @@ export class Agent {
       if (!this.superseded.has(p.id)) this.log(`superseded ${p.name} ${p.version} ${p.id}: a newer version of ${p.name} is assigned`);
       this.superseded.add(p.id);
     }
-    const actual = this.actual(loaded, attached, records, assigned, verified);
+    const actual = this.actual(now, assigned, verified);
     const steps = plan(desired, actual, { hold, inUse: attached.map((a) => a.pref) });
     await this.enforce(steps, records, verified);
     const wanted = new Set(newestByName(desired).chosen.map((p) => p.name));
@@ -431,9 +439,9 @@ export class Agent {
   private async holdInstalled(): Promise<void> {
     if (this.options.dryRun) return;
     // Orphans (installedNow keeps them on file) stay as they are too.
-    const { records, loaded, attached } = await this.installedNow();
-    const actual = this.actual(loaded, attached, records, [], new Map());
-    await this.enforce(plan([], actual, { hold: actual.map((p) => p.name) }), records, new Map());
+    const now = await this.installedNow();
+    const actual = this.actual(now, [], new Map());
+    await this.enforce(plan([], actual, { hold: actual.map((p) => p.name) }), now.records, new Map());
   }
 
   /**
@@ -443,7 +451,7 @@ export class Agent {
    * lost, not detached), it becomes an orphan, saved at once in its own file
    * (StateDir.orphans), for settleOrphans.
    */
-  private async installedNow(): Promise<{ records: Map<string, InstalledRecord>; loaded: LoadedProgram[]; attached: Attachment[]; orphans: Orphan[] }> {
+  private async installedNow(): Promise<Installed> {
     const { datapath } = this.options;
     const records = await this.state.installed();
     // A dry run also runs where BPF cannot: there it sees an empty kernel, and never enforces (nor writes state).
@@ -452,12 +460,12 @@ export class Agent {
     const attached = await datapath.attached().catch((err: unknown) => (dry ? [] : Promise.reject(err)));
     const dropped = [...records].filter(([id]) => !loaded.some((p) => p.id === id));
     for (const [id] of dropped) records.delete(id);
-    if (dry) return { records, loaded, attached, orphans: [] };
+    if (dry) return { records, loaded, attached, orphans: [], boot: undefined };
 
-    this.boot ??= await datapath.boot();
+    const boot = await datapath.boot();
     for (const { id, programId } of loaded) {
       const record = records.get(id);
-      if (record) Object.assign(record, { programId, boot: this.boot });
+      if (record) Object.assign(record, { programId, boot });
     }
     const known = await this.state.orphans();
     const found: OrphanRecord[] = [];
@@ -466,13 +474,13 @@ export class Agent {
     }
     // A program id is unique among running programs of one boot: a hook that runs it, with no pin naming it, runs the orphan.
     const orphans = [...known, ...found]
-      .filter((o) => o.boot === this.boot)
+      .filter((o) => o.boot === boot)
       .map((record) => ({ record, hooks: attached.filter((a) => a.id === undefined && a.programId === record.programId) }))
       .filter((o) => o.hooks.length > 0);
     if (found.length > 0 || orphans.length !== known.length) await this.state.saveOrphans(orphans.map((o) => o.record));
     // Saved at once (after the orphans): a pass with no step to save them would find the dropped records again, and status show them.
     if (dropped.length > 0) await this.state.saveInstalled(records);
-    return { records, loaded, attached, orphans };
+    return { records, loaded, attached, orphans, boot };
   }
 
   /**
@@ -528,7 +536,7 @@ export class Agent {
    * so it is added again (load returns the pinned program); unassigned, it is
    * removed.
    */
-  private actual(loaded: LoadedProgram[], attached: Attachment[], records: Map<string, InstalledRecord>, assigned: Assigned[], verified: Map<string, VerifiedArtifact>): InstalledProgram[] {
+  private actual({ loaded, attached, records, boot }: Installed, assigned: Assigned[], verified: Map<string, VerifiedArtifact>): InstalledProgram[] {
     const actual: InstalledProgram[] = [];
     for (const { id, programId } of loaded) {
       const record = records.get(id);
@@ -538,9 +546,9 @@ export class Agent {
         continue;
       }
       const bundle = verified.get(id)?.bundle;
-      if (bundle && pref !== undefined) {
+      if (bundle && pref !== undefined && boot !== undefined) {
         const { policy } = bundle;
-        records.set(id, recordOf(policy, pref, { programId, boot: this.boot! }));
+        records.set(id, recordOf(policy, pref, { programId, boot }));
         actual.push({ id, name: policy.name, version: policy.version, pref });
       } else if (!bundle) {
         // Named as the assigner names it, only so a refused update holds it in force.

@@ -53,17 +53,20 @@ export function printable(text: string): string {
 
 /**
  * A table for people: a header row, then one row per item, columns padded
- * to their widest cell. With --json the caller prints the data instead
- * (report()).
+ * to their widest cell. Cells are escaped before they are measured (what
+ * printable() escapes, and tabs and newlines, which would break a row), so
+ * an agent's label or reason cannot shift the columns. With --json the
+ * caller prints the data instead (report()).
  */
 export function table(headers: readonly string[], rows: readonly (readonly string[])[]): string {
-  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((row) => (row[i] ?? "").length)));
+  const escaped = rows.map((row) => row.map((text) => printable(text).replace(/[\t\n]/g, (c) => (c === "\t" ? "\\t" : "\\n"))));
+  const widths = headers.map((h, i) => Math.max(h.length, ...escaped.map((row) => (row[i] ?? "").length)));
   const line = (cells: readonly string[]) =>
     cells
       .map((cell, i) => (i === cells.length - 1 ? cell : cell.padEnd(widths[i]!)))
       .join("  ")
       .trimEnd();
-  return [line(headers), ...rows.map(line)].join("\n");
+  return [line(headers), ...escaped.map(line)].join("\n");
 }
 
 /** Plain words for a system error's code (Node's `err.code`), as people say them. */

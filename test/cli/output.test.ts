@@ -25,6 +25,12 @@ describe("table", () => {
     );
     expect(table(["A", "B"], [])).toBe("A  B");
   });
+
+  it("cells are escaped before they are measured: a label with control characters, a tab or a newline keeps the columns", () => {
+    expect(table(["HOST", "REASON", "N"], [["a\x1b[2K", "x\ty\nz", "1"], ["bb", "-", "2"]])).toBe(
+      ["HOST      REASON   N", "a\\x1b[2K  x\\ty\\nz  1", "bb        -        2"].join("\n"),
+    );
+  });
 });
 
 describe("printable", () => {
