@@ -15,12 +15,18 @@
  * A slice holds every rule whose address (or absence of one) covers the
  * prefix that owns it, so one longest-prefix lookup per trie yields all the
  * rules that can match a packet's addresses. The lowest rule index whose
- * protocol and port also match wins (policy order): drop -> TC_ACT_SHOT,
- * allow -> TC_ACT_OK, no rule -> TC_ACT_UNSPEC so the next filter decides.
+ * protocol and port also match wins (policy order): drop -> TC_ACT_SHOT;
+ * allow, or no rule -> TC_ACT_UNSPEC, so the next filter decides. An allow
+ * thus exempts a packet from its own policy's later rules only: TC_ACT_OK
+ * would end tc's classification, and another policy's drop at a later pref
+ * (prefs come from a hash of the policy's name) would never see the packet.
+ * Policies on one hook compose as "a drop anywhere wins".
  *
  * Map sizes come from the policy at compile time (-D macros below).
  * Ethernet devices only. Up to AEGIS_MAX_EXT_HEADERS IPv6 extension headers
- * are skipped; non-first fragments have no ports, so port rules miss them.
+ * are skipped; a packet with more is dropped (its transport header cannot be
+ * found, and passing it would let it past every protocol and port rule).
+ * Non-first fragments have no ports, so port rules miss them.
  * Needs Linux 5.17+ (bpf_loop walks candidate lists of any length).
  */
 #include <linux/bpf.h>
@@ -228,7 +234,7 @@ static __always_inline int classify(struct aegis_walk *walk, void *dst_trie, voi
 	__u64 *count = bpf_map_lookup_elem(&aegis_counters, &walk->best);
 	if (count)
 		*count += 1; /* per-CPU slot: no atomics needed */
-	return walk->best_action == AEGIS_ACTION_ALLOW ? TC_ACT_OK : TC_ACT_SHOT;
+	return walk->best_action == AEGIS_ACTION_ALLOW ? TC_ACT_UNSPEC : TC_ACT_SHOT;
 }
 
 static __always_inline int classify_v4(struct __sk_buff *skb, struct aegis_packet *pkt, struct aegis_walk *walk)
@@ -246,6 +252,13 @@ static __always_inline int classify_v4(struct __sk_buff *skb, struct aegis_packe
 	struct aegis_v4_key dst = { .prefixlen = 32, .addr = ip->daddr };
 	struct aegis_v4_key src = { .prefixlen = 32, .addr = ip->saddr };
 	return classify(walk, &aegis_v4_dst, &dst, &aegis_v4_src, &src);
+}
+
+/* The IPv6 extension headers the walk skips. */
+static __always_inline int ext_header(__u8 next)
+{
+	return next == IPPROTO_HOPOPTS || next == IPPROTO_ROUTING || next == IPPROTO_DSTOPTS ||
+	       next == IPPROTO_FRAGMENT || next == IPPROTO_AH;
 }
 
 static __always_inline int classify_v6(struct __sk_buff *skb, struct aegis_packet *pkt, struct aegis_walk *walk)
@@ -267,8 +280,7 @@ static __always_inline int classify_v6(struct __sk_buff *skb, struct aegis_packe
 	int ports_visible = 1;
 	for (int i = 0; i < AEGIS_MAX_EXT_HEADERS; i++) {
 		__u8 ext[4]; /* next header, length, and for a fragment header its offset */
-		if (next != IPPROTO_HOPOPTS && next != IPPROTO_ROUTING && next != IPPROTO_DSTOPTS &&
-		    next != IPPROTO_FRAGMENT && next != IPPROTO_AH)
+		if (!ext_header(next))
 			break;
 		if (bpf_skb_load_bytes(skb, off, ext, sizeof(ext)) < 0)
 			return TC_ACT_UNSPEC;
@@ -282,6 +294,8 @@ static __always_inline int classify_v6(struct __sk_buff *skb, struct aegis_packe
 		}
 		next = ext[0];
 	}
+	if (ext_header(next))
+		return TC_ACT_SHOT; /* longer than the walk: fail closed */
 	pkt->proto = next == IPPROTO_ICMPV6 ? AEGIS_PROTO_ICMP
 		     : next == IPPROTO_ICMP ? AEGIS_PROTO_OTHER
 					    : next;

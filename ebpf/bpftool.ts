@@ -61,8 +61,9 @@ export async function loadObject(object: Buffer, pinDir: string): Promise<Pinned
     const programs = await readdir(progDir);
     const [program] = programs;
     if (programs.length !== 1 || !program) {
-      throw new EbpfError("LOAD_FAILED", `expected one program in the object, found ${programs.length}: ${programs.join(", ")}`);
+      throw new EbpfError("LOAD_FAILED", `expected one program in the object, found ${programs.length}: ${programs.map((p) => JSON.stringify(p)).join(", ")}`);
     }
+    checkProgramName(program);
     pinned.progPin = join(progDir, program);
     return pinned;
   } catch (err) {
@@ -127,6 +128,19 @@ export async function readCounters(mapsDir: string, indexes?: number[]): Promise
   return (JSON.parse(out) as { output: PerCpuEntry }[]).map((result) => sumCpus(result.output));
 }
 
+/**
+ * A program's name (the ELF symbol of the bundle's program.o) becomes its
+ * pin's file name, which goes to tc as an argument and into `tc -batch`
+ * lines. The kernel checks only the first 15 characters it keeps, so a
+ * crafted object could name a newline and a second tc command: names are
+ * letters, digits and underscores.
+ */
+export function checkProgramName(name: string): void {
+  if (!/^[A-Za-z_][A-Za-z0-9_]{0,63}$/.test(name)) {
+    throw new EbpfError("LOAD_FAILED", `the eBPF object's program is named ${JSON.stringify(name)}: a program's name must be 1 to 64 letters, digits and underscores`);
+  }
+}
+
 /** What loadObject pinned under pinDir, or undefined if nothing is. */
 export async function findPinned(pinDir: string): Promise<Pinned | undefined> {
   const programs = await readdir(join(pinDir, "prog")).catch((err: NodeJS.ErrnoException) => {
@@ -134,6 +148,7 @@ export async function findPinned(pinDir: string): Promise<Pinned | undefined> {
     throw new EbpfError("BPFFS_FAILED", `cannot read ${pinDir}: ${err.message}`, { cause: err });
   });
   const [program] = programs;
+  if (program) checkProgramName(program);
   return program ? { pinDir, progPin: join(pinDir, "prog", program), mapsDir: join(pinDir, "maps") } : undefined;
 }
 

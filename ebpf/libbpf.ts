@@ -9,7 +9,7 @@ import { mkdir } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { getSystemErrorName } from "node:util";
-import { checkPinDir, ensureBpffs, findPinned, unpin, type Pinned } from "./bpftool.js";
+import { checkPinDir, checkProgramName, ensureBpffs, findPinned, unpin, type Pinned } from "./bpftool.js";
 import { EbpfError, type EbpfErrorCode } from "./errors.js";
 import { COUNTERS_MAP, FILLED_MAPS, type CompiledRules, type MapContents } from "./rules.js";
 
@@ -188,6 +188,7 @@ export async function loadProgramLibbpf(object: Buffer, rules: CompiledRules, pi
       if (programs.push(prog) > 1) throw new EbpfError("LOAD_FAILED", "expected one program in the object, found more");
     }
     if (programs.length !== 1) throw new EbpfError("LOAD_FAILED", "expected one program in the object, found none");
+    checkProgramName(b.programName(programs[0]));
     const loaded = b.load(obj);
     if (loaded < 0) fail("LOAD_FAILED", `cannot load the eBPF object (program ${b.programName(programs[0])})`, loaded);
     // The object must have room for every entry, with the key and value

@@ -38,6 +38,9 @@ export interface TcFilter {
  * keeps an existing clsact and its filters).
  */
 export async function attachTc(hook: TcHook, progPin: string): Promise<void> {
+  // The pin goes into a `tc -batch` line: no whitespace or control character may end the line or start another command.
+  // eslint-disable-next-line no-control-regex -- finding control characters is the point
+  if (/[\s\u0000-\u001f\u007f]/.test(progPin)) throw new EbpfError("INVALID_PIN_PATH", `cannot attach ${JSON.stringify(progPin)}: a pin path with whitespace or a control character`);
   // One tc process for both commands (`tc -batch` stops at the first that
   // fails): a process start is most of an attach's time.
   const work = await mkdtemp(join(tmpdir(), "aegis-tc-"));

@@ -63,9 +63,9 @@ describe("aegis_net decisions (BPF_PROG_TEST_RUN)", () => {
   const v4 = (dst: string, protocol: PacketSpec["protocol"], dport?: number, src = "172.31.0.1"): PacketSpec => ({ src, dst, protocol, dport });
   const v6 = (dst: string, protocol: PacketSpec["protocol"], dport?: number, src = "fd00:1::1"): PacketSpec => ({ src, dst, protocol, dport });
   const NONE = undefined;
-  // [what, packet, verdict, index of the rule that decided (NONE: no rule)]
+  // [what, packet, verdict, index of the rule that decided (NONE: no rule)]; an allow hands the packet on (UNSPEC), its counter moved
   const cases: [string, PacketSpec | Buffer, number, number | undefined][] = [
-    ["allow before a covering drop", v4("10.1.2.3", "tcp", 80), TC_ACT.OK, 0],
+    ["allow before a covering drop", v4("10.1.2.3", "tcp", 80), TC_ACT.UNSPEC, 0],
     ["covering drop when the allow's protocol differs", v4("10.1.2.3", "udp", 80), TC_ACT.SHOT, 1],
     ["covering drop, any protocol, icmp", v4("10.1.9.9", "icmp"), TC_ACT.SHOT, 1],
     ["tcp range, low edge", v4("10.2.9.9", "tcp", 8000), TC_ACT.SHOT, 2],
@@ -77,7 +77,7 @@ describe("aegis_net decisions (BPF_PROG_TEST_RUN)", () => {
     ["udp single port, below", v4("10.2.9.9", "udp", 52), TC_ACT.UNSPEC, NONE],
     ["udp single port, above", v4("10.2.9.9", "udp", 54), TC_ACT.UNSPEC, NONE],
     ["earlier shorter prefix beats later longer one", v4("10.2.3.4", "tcp", 8000), TC_ACT.SHOT, 2],
-    ["longer prefix decides what earlier rules leave", v4("10.2.3.4", "tcp", 9000), TC_ACT.OK, 4],
+    ["longer prefix decides what earlier rules leave", v4("10.2.3.4", "tcp", 9000), TC_ACT.UNSPEC, 4],
     ["icmp rule", v4("10.3.1.1", "icmp"), TC_ACT.SHOT, 5],
     ["icmp rule does not match tcp", v4("10.3.1.1", "tcp", 80), TC_ACT.UNSPEC, NONE],
     ["v4 src rule", v4("172.16.0.1", "udp", 9, "192.168.50.7"), TC_ACT.SHOT, 6],
@@ -86,7 +86,7 @@ describe("aegis_net decisions (BPF_PROG_TEST_RUN)", () => {
     ["dst + src rule, other protocol", v4("10.4.1.1", "tcp", 9, "192.168.60.1"), TC_ACT.UNSPEC, NONE],
     ["ICMPv6 rule", v6("2001:db8:1:5::1", "icmp"), TC_ACT.SHOT, 8],
     ["ICMPv4 protocol number inside IPv6 is not ICMPv6", v6("2001:db8:1:5::1", 1), TC_ACT.UNSPEC, NONE],
-    ["v6 allow before a covering drop", v6("2001:db8:1:2::1", "tcp", 443), TC_ACT.OK, 9],
+    ["v6 allow before a covering drop", v6("2001:db8:1:2::1", "tcp", 443), TC_ACT.UNSPEC, 9],
     ["v6 tcp port", v6("2001:db8:1:3::1", "tcp", 443), TC_ACT.SHOT, 10],
     ["v6 tcp port, other port", v6("2001:db8:1:3::1", "tcp", 444), TC_ACT.UNSPEC, NONE],
     ["v6 src rule", v6("2001:db8:9::1", "udp", 9, "fd00:bad:1::5"), TC_ACT.SHOT, 11],
@@ -102,11 +102,13 @@ describe("aegis_net decisions (BPF_PROG_TEST_RUN)", () => {
     ["no match, v6", v6("2001:db8:ffff::1", "tcp", 443), TC_ACT.UNSPEC, NONE],
     ["not IP (ARP)", arpFrame(), TC_ACT.UNSPEC, NONE],
     ["IPv6 extension headers are skipped", { ...v6("2001:db8:1:3::1", "tcp", 443), extensions: ["hopopts", "dstopts"] }, TC_ACT.SHOT, 10],
+    ["six IPv6 extension headers (the walk's bound) are skipped", { ...v6("2001:db8:1:3::1", "tcp", 443), extensions: Array(6).fill("dstopts") }, TC_ACT.SHOT, 10],
+    ["seven IPv6 extension headers: dropped, not let past the port rules", { ...v6("2001:db8:ffff::1", "tcp", 80), extensions: Array(7).fill("dstopts") }, TC_ACT.SHOT, NONE],
     ["v6 later fragment has no ports", { ...v6("2001:db8:1:3::1", "tcp", 443), laterFragment: true }, TC_ACT.UNSPEC, NONE],
     ["v4 later fragment has no ports", { ...v4("10.2.9.9", "tcp", 8000), laterFragment: true }, TC_ACT.UNSPEC, NONE],
     ["truncated L4 header has no ports", packet(v4("10.2.9.9", "tcp", 8000)).subarray(0, 34), TC_ACT.UNSPEC, NONE],
-    ["truncated L4 header still matches a port-less rule", packet(v4("10.1.2.3", "tcp", 80)).subarray(0, 34), TC_ACT.OK, 0],
-    ["v4 later fragment still matches a port-less rule", { ...v4("10.1.2.3", "tcp", 80), laterFragment: true }, TC_ACT.OK, 0],
+    ["truncated L4 header still matches a port-less rule", packet(v4("10.1.2.3", "tcp", 80)).subarray(0, 34), TC_ACT.UNSPEC, 0],
+    ["v4 later fragment still matches a port-less rule", { ...v4("10.1.2.3", "tcp", 80), laterFragment: true }, TC_ACT.UNSPEC, 0],
   ];
 
   let pinned: Pinned;
@@ -134,7 +136,7 @@ describe("aegis_net decisions (BPF_PROG_TEST_RUN)", () => {
     const run = (spec: PacketSpec) => testRun(big.progPin, packet(spec)).then((r) => r.retval);
     expect(await run(v4("10.9.1.1", "udp", 1))).toBe(TC_ACT.SHOT);
     expect(await run(v4("10.9.1.1", "udp", 499))).toBe(TC_ACT.SHOT);
-    expect(await run(v4("10.9.1.1", "udp", 500))).toBe(TC_ACT.OK);
+    expect(await run(v4("10.9.1.1", "udp", 500))).toBe(TC_ACT.UNSPEC);
     expect(await readCounters(big.mapsDir, [0, 498, 499])).toEqual([1, 1, 1]);
   }, 30_000);
 
@@ -159,6 +161,13 @@ describe("loading", () => {
     await expect(load("twice", rules)).rejects.toMatchObject({ code: "LOAD_FAILED" });
     const { retval } = await testRun(first.progPin, packet({ src: "10.0.0.1", dst: "8.8.8.8", protocol: "icmp" }));
     expect(retval).toBe(TC_ACT.SHOT);
+  });
+
+  it("attaches no pin whose path would end a tc -batch line: a second command cannot ride along", async () => {
+    const hook: TcHook = { iface: "aegis-none0", direction: "egress", pref: 1 }; // no such device: even a broken check would change nothing
+    for (const pin of [`${PIN_ROOT}/x/prog/aegis_net\nqdisc del dev aegis-none0 clsact`, `${PIN_ROOT}/x/prog/a b`, `${PIN_ROOT}/x/prog/a\x1b`]) {
+      await expect(attachTc(hook, pin), JSON.stringify(pin)).rejects.toMatchObject({ code: "INVALID_PIN_PATH" });
+    }
   });
 
   it("refuses pin paths bpffs or bpftool batch cannot hold", async () => {
@@ -240,6 +249,26 @@ describe("aegis_net on real traffic between network namespaces", () => {
 
     await detachTc(hook);
     expect(await ping(v4B)).toBe(true);
+  }, 60_000);
+
+  it("two policies on one hook: an allow in the first spares nothing from the second's drops", async () => {
+    // Prefs come from a hash of each policy's name: an allow must not decide for whichever policy runs after it.
+    const allowing = await load("compose-allow", [{ action: "allow", dst: `${v6B}/128`, protocol: "udp" }]);
+    const dropping = await load("compose-drop", [{ action: "drop", dst: `${v6B}/128`, protocol: "udp", ports: ports(9003) }]);
+    const first = { ...hook, pref: 1 };
+    const second = { ...hook, pref: 2 };
+    await attachTc(first, allowing.progPin);
+    await attachTc(second, dropping.progPin);
+    try {
+      expect(await udpArrives(9003), "udp 9003: allowed by the first policy, dropped by the second").toBe(false);
+      expect(await udpArrives(9004), "udp 9004: allowed by the first, named by no drop").toBe(true);
+      expect(await readCounters(allowing.mapsDir), "the allow's counter: both datagrams").toEqual([2]);
+    } finally {
+      await detachTc(second);
+      await detachTc(first);
+      await unpin(allowing.pinDir);
+      await unpin(dropping.pinDir);
+    }
   }, 60_000);
 
   it("lists no filters for a device that is gone (removed while the hooks are listed), and still fails on a real fault", async () => {

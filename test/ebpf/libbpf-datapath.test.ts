@@ -54,6 +54,25 @@ char _license[] __attribute__((section("license"), used)) = "GPL";
     expect(await datapath.loaded()).toEqual([]);
   });
 
+  it("both loaders refuse a program whose name is not a plain identifier (its pin's name goes into tc -batch lines), pinning nothing", async () => {
+    // The kernel checks the 15 characters of a name it keeps; the pin takes the whole ELF symbol.
+    const object = await compileSource("named", `
+#include <linux/bpf.h>
+__attribute__((section("tc"), used)) int aegis_net_0123456789_x(struct __sk_buff *skb) { return -1; }
+char _license[] __attribute__((section("license"), used)) = "GPL";
+`);
+    const crafted = Buffer.from(object.toString("latin1").replaceAll("0123456789_x", "0123456789\nx"), "latin1");
+    expect(crafted.equals(object), "the symbol was rewritten").toBe(false);
+    for (const [name, datapath] of [["libbpf", LibbpfDatapath], ["bpftool", BpftoolDatapath]] as const) {
+      const pinRoot = lab.freshPinRoot();
+      await expect(new datapath({ pinRoot }).load(idOf("named"), crafted, compileRules(RULES)), name).rejects.toMatchObject({
+        code: "LOAD_FAILED",
+        message: expect.stringContaining('program is named "aegis_net_0123456789\\nx"') as string,
+      });
+      expect(await pins(pinRoot), `${name}: nothing pinned`).toEqual([]);
+    }
+  });
+
   it("names libbpf's own errno for an object that is not ELF", async () => {
     const datapath = new LibbpfDatapath({ pinRoot: lab.freshPinRoot() });
     const err = (await datapath.load(idOf("garbage"), Buffer.from("not an ELF object"), compileRules(RULES)).catch((e: unknown) => e)) as EbpfError;
