@@ -33,7 +33,7 @@ export interface AgentOptions {
   trust: TrustPolicy;
   /** Follow a signed trust root artifact (agent/trust-root.ts). */
   trustRoot?: TrustRootOptions;
-  /** Interfaces to attach on; default every non-loopback interface the Datapath sees. */
+  /** Interfaces to attach on; default every Ethernet device the Datapath sees (not the loopback, nor a tunnel: NetInterface.ethernet). */
   ifaces?: readonly string[];
   mirrors?: readonly string[];
   natsUrl?: string;
@@ -91,6 +91,8 @@ export class Agent {
   private readonly stepFailed = new Map<string, string>();
   private readonly verifiedOnce = new Set<string>();
   private readonly missing = new Set<string>();
+  /** Devices logged as not Ethernet, each once. */
+  private readonly notEthernet = new Set<string>();
   private readonly superseded = new Set<string>();
   private nats: NatsConnection | undefined;
   private wake: (() => void) | undefined;
@@ -323,18 +325,30 @@ export class Agent {
     });
   }
 
-  /** The interfaces to enforce on now: the configured ones that exist (a missing one is logged once), or every non-loopback one. */
+  /**
+   * The interfaces to enforce on now: the configured ones that exist (a
+   * missing one is logged once), or every Ethernet device. A device that
+   * carries no Ethernet frames (a tunnel) is left out, and logged once: the
+   * program would read its packets at the wrong offset.
+   */
   private async interfaces(): Promise<string[]> {
     const present = await this.options.datapath.interfaces();
     const configured = this.options.ifaces ?? [];
-    if (configured.length === 0) return present.filter((i) => !i.loopback).map((i) => i.name);
+    for (const { name, loopback, ethernet } of present) {
+      const wanted = configured.length === 0 ? !loopback : configured.includes(name);
+      if (!wanted || ethernet || this.notEthernet.has(name)) continue;
+      this.notEthernet.add(name);
+      this.log(`interface ${name} carries no Ethernet frames (a tunnel, or the loopback): no policy is attached there`);
+    }
+    const usable = present.filter((i) => i.ethernet).map((i) => i.name);
+    if (configured.length === 0) return usable;
     const names = new Set(present.map((i) => i.name));
     for (const iface of configured) {
       if (!names.has(iface) && !this.missing.has(iface)) this.log(`interface ${iface} does not exist (yet): enforcing on it once it appears`);
       if (names.has(iface)) this.missing.delete(iface);
       else this.missing.add(iface);
     }
-    return configured.filter((iface) => names.has(iface));
+    return configured.filter((iface) => usable.includes(iface));
   }
 
   private async reconcileOnce(): Promise<void> {

@@ -44,6 +44,7 @@ import {
 import type { AgentRecord, ArtifactRecord, AssignmentChange, StatusRecord } from "./store/store.js";
 import type { AssignerServices } from "./services.js";
 import type { Upload } from "./upload.js";
+import { byCodeUnit } from "../util/index.js";
 
 export type Access = "public" | "admin" | "agent";
 
@@ -455,10 +456,9 @@ export const ROUTES: Route[] = [
     etag: 'The desired state\'s version, "12"',
     handler: async ({ res, services }) => {
       const state = await services.store.desiredState();
-      const byText = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
       const assignments = [
-        ...state.direct.map((d) => ({ artifact_id: d.artifactId, host_id: d.hostId })).sort((a, b) => byText(a.host_id, b.host_id) || byText(a.artifact_id, b.artifact_id)),
-        ...state.selectors.map((s) => ({ artifact_id: s.artifactId, selector: s.selector })).sort((a, b) => byText(a.selector, b.selector) || byText(a.artifact_id, b.artifact_id)),
+        ...state.direct.map((d) => ({ artifact_id: d.artifactId, host_id: d.hostId })).sort((a, b) => byCodeUnit(a.host_id, b.host_id) || byCodeUnit(a.artifact_id, b.artifact_id)),
+        ...state.selectors.map((s) => ({ artifact_id: s.artifactId, selector: s.selector })).sort((a, b) => byCodeUnit(a.selector, b.selector) || byCodeUnit(a.artifact_id, b.artifact_id)),
       ];
       res.set("etag", `"${state.version}"`);
       return { json: { version: state.version, assignments, total: assignments.length } };

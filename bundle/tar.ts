@@ -8,7 +8,7 @@
 import { pipeline } from "node:stream";
 import { extract, pack, type Header } from "tar-stream";
 import { InputError } from "../errors.js";
-import { TAR_BLOCK as BLOCK, TarCounter, tarDataEnd } from "../util/index.js";
+import { byCodeUnit, TAR_BLOCK as BLOCK, TarCounter, tarDataEnd } from "../util/index.js";
 import { BundleError, type BundleErrorCode } from "./errors.js";
 
 export interface TarEntry {
@@ -57,7 +57,7 @@ function header(entry: TarEntry): Header {
 
 /** Writes entries sorted by name with mtime 0, uid/gid 0, no owner names, mode 0644. */
 export async function writeTar(entries: readonly TarEntry[]): Promise<Buffer> {
-  const sorted = [...entries].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const sorted = [...entries].sort((a, b) => byCodeUnit(a.name, b.name));
   sorted.forEach((entry, i) => {
     if (i > 0 && sorted[i - 1]!.name === entry.name) throw new InputError("INVALID_ARGUMENT", `bundle entry "${entry.name}" appears twice`);
   });

@@ -8,6 +8,7 @@
 import { EbpfError } from "./errors.js";
 import type { CompiledRules } from "./rules.js";
 import { TC_DIRECTIONS, type TcDirection } from "./tc.js";
+import { byCodeUnit } from "../util/index.js";
 
 /** A TC clsact hook: one filter per (iface, direction, pref). */
 export interface Hook {
@@ -34,6 +35,12 @@ export interface Attachment extends Hook {
 export interface NetInterface {
   name: string;
   loopback: boolean;
+  /**
+   * Whether the device carries Ethernet frames (link type ether). aegis_net
+   * reads the IP header after a 14-byte Ethernet header; a tunnel (WireGuard,
+   * tun, ipip, gre) hands it bare IP packets, which it would misread.
+   */
+  ethernet: boolean;
 }
 
 export interface Datapath {
@@ -103,5 +110,5 @@ export function hookName(hook: Hook): string {
 }
 
 export function compareHooks(a: Hook, b: Hook): number {
-  return a.iface.localeCompare(b.iface) || a.direction.localeCompare(b.direction) || a.pref - b.pref;
+  return byCodeUnit(a.iface, b.iface) || byCodeUnit(a.direction, b.direction) || a.pref - b.pref;
 }

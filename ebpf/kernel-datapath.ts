@@ -21,6 +21,7 @@ import {
 import { EbpfError } from "./errors.js";
 import type { CompiledRules } from "./rules.js";
 import { attachTc, detachTc, listLinks, listTc } from "./tc.js";
+import { byCodeUnit } from "../util/index.js";
 
 export const DEFAULT_PIN_ROOT = "/sys/fs/bpf/aegis";
 // A program is loaded and filled here, then renamed to its id, so a pin
@@ -128,7 +129,7 @@ export class KernelDatapath implements Datapath {
   }
 
   async interfaces(): Promise<NetInterface[]> {
-    return (await listLinks(this.netns)).sort((a, b) => a.name.localeCompare(b.name));
+    return (await listLinks(this.netns)).sort((a, b) => byCodeUnit(a.name, b.name));
   }
 
   async attached(): Promise<Attachment[]> {

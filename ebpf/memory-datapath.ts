@@ -16,6 +16,7 @@ import {
 } from "./datapath.js";
 import { EbpfError, type EbpfErrorCode } from "./errors.js";
 import type { CompiledRules } from "./rules.js";
+import { byCodeUnit } from "../util/index.js";
 
 export type DatapathOperation = "load" | "attach" | "detach" | "counters" | "unpin";
 
@@ -33,7 +34,8 @@ const ELF_MAGIC = Buffer.from([0x7f, 0x45, 0x4c, 0x46]);
 
 /**
  * One "kernel": share it between MemoryDatapaths to model an agent restart.
- * Devices come and go with addInterface and removeInterface ("lo" is the loopback).
+ * Devices come and go with addInterface and removeInterface ("lo" is the
+ * loopback; the rest are Ethernet devices unless added as tunnels).
  */
 export class MemoryKernel {
   /** This kernel's boot: a new MemoryKernel is a reboot (program ids start again at 1). */
@@ -42,14 +44,17 @@ export class MemoryKernel {
   /** Filters by hookName. */
   readonly filters = new Map<string, Attachment>();
   readonly interfaces: Set<string>;
+  /** Devices that carry bare IP packets, not Ethernet frames (NetInterface.ethernet). */
+  readonly tunnels = new Set<string>();
   nextProgramId = 1;
 
   constructor(interfaces: readonly string[] = ["lo", "eth0", "eth1"]) {
     this.interfaces = new Set(interfaces);
   }
 
-  addInterface(name: string): void {
+  addInterface(name: string, options: { tunnel?: boolean } = {}): void {
     this.interfaces.add(name);
+    if (options.tunnel) this.tunnels.add(name);
   }
 
   /** Drops every pin, as a remount of bpffs would: the attached programs keep running, but nothing names them by digest. */
@@ -60,6 +65,7 @@ export class MemoryKernel {
   /** Removes a device and, as the kernel does, every filter on it. */
   removeInterface(name: string): void {
     this.interfaces.delete(name);
+    this.tunnels.delete(name);
     for (const [key, filter] of this.filters) if (filter.iface === name) this.filters.delete(key);
   }
 }
@@ -109,7 +115,7 @@ export class MemoryDatapath implements Datapath {
   }
 
   async loaded(): Promise<LoadedProgram[]> {
-    return [...this.kernel.programs].map(([id, { programId }]) => ({ id, programId })).sort((a, b) => a.id.localeCompare(b.id));
+    return [...this.kernel.programs].map(([id, { programId }]) => ({ id, programId })).sort((a, b) => byCodeUnit(a.id, b.id));
   }
 
   async attach(id: string, hook: Hook): Promise<void> {
@@ -131,7 +137,7 @@ export class MemoryDatapath implements Datapath {
   }
 
   async interfaces(): Promise<NetInterface[]> {
-    return [...this.kernel.interfaces].sort().map((name) => ({ name, loopback: name === "lo" }));
+    return [...this.kernel.interfaces].sort().map((name) => ({ name, loopback: name === "lo", ethernet: name !== "lo" && !this.kernel.tunnels.has(name) }));
   }
 
   async attached(): Promise<Attachment[]> {

@@ -99,14 +99,15 @@ export async function filtersAt(netns: string | undefined, dev: string): Promise
 }
 
 /** The namespace's network devices (`ip -j link show`). */
-export async function listLinks(netns?: string): Promise<{ name: string; loopback: boolean }[]> {
+export async function listLinks(netns?: string): Promise<{ name: string; loopback: boolean; ethernet: boolean }[]> {
   const args = ["-j", "link", "show"];
   const out = netns
     ? await run("TC_FAILED", "cannot list devices", "ip", ["-n", netns, ...args])
     : await run("TC_FAILED", "cannot list devices", "ip", args);
-  return (JSON.parse(out || "[]") as { ifname: string; flags?: string[] }[]).map((link) => ({
+  return (JSON.parse(out || "[]") as { ifname: string; flags?: string[]; link_type?: string }[]).map((link) => ({
     name: link.ifname,
     loopback: link.flags?.includes("LOOPBACK") ?? false,
+    ethernet: link.link_type === "ether",
   }));
 }
 

@@ -37,7 +37,7 @@ import {
   type Index,
   type ReadOnlyTarget,
 } from "../registry/index.js";
-import { openWriteStream, syncDir, TarCounter, tarDataEnd, TEMP_SUFFIX } from "../util/index.js";
+import { byCodeUnit, openWriteStream, syncDir, TarCounter, tarDataEnd, TEMP_SUFFIX } from "../util/index.js";
 import { MirrorError } from "./errors.js";
 
 /** Where an artifact of a capsule came from (`host/repo@sha256:…`), for the operator. */
@@ -107,14 +107,14 @@ export async function writeCapsule(sources: CapsuleSource[], output: string, opt
       const root = await copy(source.target, source.digest, layout, undefined, { referrers: true, onEvent: options.onEvent, signal: options.signal });
       artifacts.set(root.digest, { desc: { mediaType: root.mediaType, digest: root.digest, size: root.size }, source: source.reference });
     }
-    const sorted = [...artifacts.values()].sort((a, b) => compare(a.desc.digest, b.desc.digest));
+    const sorted = [...artifacts.values()].sort((a, b) => byCodeUnit(a.desc.digest, b.desc.digest));
     // The referrers indexes of the artifacts only: copy also follows referrers of referrers (an attestation of a
     // signature), whose indexes an import refuses, as it checks and pushes only the artifacts' own signatures.
     const wanted = new Set([...artifacts.values()].map((a) => referrersTag(a.desc)));
     const referrerIndexes = await Promise.all(
       (await layout.tags())
         .filter((t) => wanted.has(t))
-        .sort(compare)
+        .sort(byCodeUnit)
         .map(async (tag) => ({ ...plain(await layout.resolve(tag)), annotations: { [Annotation.RefName]: tag } })),
     );
     const index: Index = {
@@ -125,7 +125,7 @@ export async function writeCapsule(sources: CapsuleSource[], output: string, opt
         ...referrerIndexes,
       ],
     };
-    const blobs = [...(await reachable(layout, index.manifests, CAPSULE_LIMITS.maxBlobs)).values()].sort((a, b) => compare(a.digest, b.digest));
+    const blobs = [...(await reachable(layout, index.manifests, CAPSULE_LIMITS.maxBlobs)).values()].sort((a, b) => byCodeUnit(a.digest, b.digest));
     const bytes = await writeTar(output, encodeJson(index), blobs, layout, options.signal);
     return { artifacts: sorted, blobs: blobs.length, bytes };
   } finally {
@@ -367,8 +367,4 @@ function refuse(code: MirrorError["code"], why: string, cause?: unknown): never 
 
 function plain(desc: Descriptor): Descriptor {
   return { mediaType: desc.mediaType, digest: desc.digest, size: desc.size };
-}
-
-function compare(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
 }

@@ -43,7 +43,7 @@ export function registerAgent(program: Command): void {
     .description("enforce what the assigner assigns to this host (root; --dry-run verifies only)")
     .option("--assigner <url>", "assigner URL (AEGIS_ASSIGNER_URL)", env("AEGIS_ASSIGNER_URL"))
     .option("--host-id <id>", "this host's id (AEGIS_HOST_ID)", env("AEGIS_HOST_ID"))
-    .option("--iface <name>", "attach on this interface, repeatable or comma-separated (AEGIS_IFACES); default all non-loopback", (v, p: string[]) => collect(v, p, ifacesEnv), ifacesEnv)
+    .option("--iface <name>", "attach on this interface, repeatable or comma-separated (AEGIS_IFACES); default every Ethernet device (not the loopback, nor a tunnel)", (v, p: string[]) => collect(v, p, ifacesEnv), ifacesEnv)
     .option("--trust <files>", "trusted public keys or trust file, comma-separated (AEGIS_TRUST)", env("AEGIS_TRUST"))
     .option("--trust-root-ref <ref>", "follow this signed trust root (`aegis trust push`): host/repo:tag or @sha256:… (AEGIS_TRUST_ROOT_REF)", env("AEGIS_TRUST_ROOT_REF"))
     .option("--trust-root-key <files>", "operator public keys the trust root must be signed by, comma-separated (AEGIS_TRUST_ROOT_KEY)", env("AEGIS_TRUST_ROOT_KEY"))

@@ -308,6 +308,13 @@ describe("enforcement", () => {
     kernel.addInterface("eth2");
     await second.agent.reconcile();
     expect((await filters(second.datapath)).filter((f) => f.startsWith("eth2")), "new interface").toEqual([`eth2 egress ${basePref("block-icmp-8888")} ${v1}`]);
+
+    // A tunnel hands the program bare IP packets, which it would misread: nothing is attached there, and that is said once.
+    kernel.addInterface("wg0", { tunnel: true });
+    await second.agent.reconcile();
+    await second.agent.reconcile();
+    expect((await filters(second.datapath)).filter((f) => f.startsWith("wg0")), "the tunnel").toEqual([]);
+    expect(second.logs.filter((l) => l.startsWith("interface wg0 carries no Ethernet frames")), second.logs.join("\n")).toHaveLength(1);
   });
 
   it("never logs the NATS URL's user and password", async () => {

@@ -5,6 +5,7 @@ import { createHash } from "node:crypto";
 import { beforeAll, describe, expect, it } from "vitest";
 import { compareHooks, compileProgram, compileRules, type Datapath, type Hook } from "../../ebpf/index.js";
 import type { Rule } from "../../policy/index.js";
+import { byCodeUnit } from "../../util/index.js";
 import type { PacketSpec } from "./packet.js";
 
 export interface DatapathFixture {
@@ -48,15 +49,15 @@ export function datapathConformance(name: string, open: () => Promise<DatapathFi
       expect(await datapath.load(a, object, rules), "loading an id again keeps the same program").toEqual(first);
       const second = await datapath.load(b, object, rules);
       expect(second.programId, "another id is another program").not.toBe(first.programId);
-      expect(await datapath.loaded()).toEqual([first, second].sort((x, y) => x.id.localeCompare(y.id)));
+      expect(await datapath.loaded()).toEqual([first, second].sort((x, y) => byCodeUnit(x.id, y.id)));
       expect(await datapath.counters(a), "a fresh program has one zero counter per rule").toEqual([0, 0, 0]);
     });
 
-    it("lists the devices, telling the loopback apart", async () => {
+    it("lists the devices, telling the loopback and Ethernet devices apart", async () => {
       const { datapath, ifaces: [if0, lo] } = await open();
       const devices = await datapath.interfaces();
-      expect(devices, "sorted by name").toEqual([...devices].sort((x, y) => x.name.localeCompare(y.name)));
-      expect(devices).toEqual(expect.arrayContaining([{ name: if0, loopback: false }, { name: lo, loopback: true }]));
+      expect(devices, "sorted by name").toEqual([...devices].sort((x, y) => byCodeUnit(x.name, y.name)));
+      expect(devices).toEqual(expect.arrayContaining([{ name: if0, loopback: false, ethernet: true }, { name: lo, loopback: true, ethernet: false }]));
     });
 
     it("refuses an id that is not a digest and an object the kernel will not load, loading nothing", async () => {

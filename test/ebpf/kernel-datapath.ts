@@ -89,6 +89,18 @@ export function kernelDatapathSuite(name: string, lab: KernelLab, open: OpenKern
     };
   });
 
+  it(`${name}: a tunnel (a tun device) is listed as carrying no Ethernet frames`, async () => {
+    const { ns } = lab.pair().a;
+    const tun = `aegis${name.slice(0, 3)}tun0`;
+    await ns.exec("ip", "tuntap", "add", "dev", tun, "mode", "tun");
+    try {
+      const devices = await open({ pinRoot: freshPinRoot(), netns: ns.name }).interfaces();
+      expect(devices.find((d) => d.name === tun)).toEqual({ name: tun, loopback: false, ethernet: false });
+    } finally {
+      await ns.exec("ip", "link", "del", tun);
+    }
+  });
+
   describe(`${name}: after a crash`, () => {
     it("does not list a program a crash left half-loaded, and loads that id over it", async () => {
       const pinRoot = freshPinRoot();
