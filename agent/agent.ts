@@ -43,6 +43,8 @@ export interface AgentOptions {
   pollIntervalMs?: number;
   /** How long one exchange with the assigner may take (ms); default 30 s. */
   requestTimeoutMs?: number;
+  /** How long one registry (a mirror, the reference) may take to serve an artifact whole (ms); default 5 minutes (FetchOptions.pullTimeoutMs). */
+  pullTimeoutMs?: number;
   /** Cap of the backoff after failures (ms); default the poll interval. */
   maxBackoffMs?: number;
   labels?: Record<string, string>;
@@ -388,6 +390,7 @@ export class Agent {
           trust,
           signal,
           ...(this.client ? { assigner: this.client, assignerTimeoutMs: this.options.requestTimeoutMs ?? 30_000 } : {}),
+          ...(this.options.pullTimeoutMs ? { pullTimeoutMs: this.options.pullTimeoutMs } : {}),
           ...(this.options.repository ? { repository: this.options.repository } : {}),
         });
         const { policy } = v.bundle;

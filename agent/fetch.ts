@@ -23,6 +23,7 @@ import {
   parseReference,
   readAll,
   referrersTag,
+  RegistryError,
   successors,
   type Descriptor,
   type ReadOnlyTarget,
@@ -57,6 +58,13 @@ export interface FetchOptions {
   assigner?: ArtifactReader;
   /** How long the whole pull from the assigner may take (ms); default 30 s. */
   assignerTimeoutMs?: number;
+  /**
+   * How long one mirror or the reference may take to serve the whole
+   * artifact: manifest, signatures and layer (ms); default 5 minutes. Each
+   * request has its own deadline, but a registry answering each just inside
+   * it could hold the agent's pass for hours.
+   */
+  pullTimeoutMs?: number;
   repository?: RepositoryOptions;
   signal?: AbortSignal;
 }
@@ -81,10 +89,19 @@ export class ArtifactCache {
     if (cached) return cached;
     let last: unknown;
     let reachable = false;
-    for (const ref of [...options.mirrors.map((m) => `${m}@${assigned.id}`), referenceOf(assigned)]) {
+    // The reference is read (and refused, if malformed) in its turn: a mirror may serve the digest whatever the assigner says it is called.
+    const pullMs = options.pullTimeoutMs ?? 300_000;
+    for (const source of [...options.mirrors.map((m) => () => `${m}@${assigned.id}`), () => referenceOf(assigned)]) {
       options.signal?.throwIfAborted();
+      const deadline = AbortSignal.timeout(pullMs);
       try {
-        return await this.pullAndVerify(ref, openReference(ref, options.repository ?? {}).target, assigned, options);
+        const ref = source();
+        const signal = options.signal ? AbortSignal.any([options.signal, deadline]) : deadline;
+        try {
+          return await this.pullAndVerify(ref, openReference(ref, options.repository ?? {}).target, assigned, { ...options, signal });
+        } catch (err) {
+          throw deadline.aborted ? new RegistryError("TIMEOUT", `${ref} did not serve ${assigned.id} within ${pullMs} ms`, { cause: err }) : err;
+        }
       } catch (err) {
         options.signal?.throwIfAborted();
         last = err;
@@ -169,7 +186,8 @@ export class ArtifactCache {
   /**
    * Deletes everything in the cache that is not reachable from `keep`
    * (each kept manifest, its blobs, its signature referrers and their
-   * fallback tag index), through the layout's Deleter.
+   * fallback tag index, and a cosign `.sig` signature under its tag), through
+   * the layout's Deleter.
    */
   async prune(keep: Iterable<string>): Promise<string[]> {
     const reachable = new Set<string>();
@@ -190,8 +208,10 @@ export class ArtifactCache {
       }
       await visit(root);
       for (const referrer of await this.layout.referrers(root)) await visit(referrer);
-      const fallback = await this.layout.resolve(referrersTag(root)).catch(() => undefined);
-      if (fallback) await visit(fallback);
+      for (const tag of [referrersTag(root), `${referrersTag(root)}.sig`]) {
+        const tagged = await this.layout.resolve(tag).catch(() => undefined);
+        if (tagged) await visit(tagged);
+      }
     }
     const removed: string[] = [];
     for (const digest of await this.layout.digests()) {

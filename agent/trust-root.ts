@@ -73,15 +73,24 @@ export class TrustRootFollower {
 
   /**
    * Looks for a newer signed root and takes it; returns the root in force.
-   * Throws only when there is none at all.
+   * Throws only when there is none at all. A source that serves the root
+   * held does not end the search when the reference is a tag: a mirror may
+   * lag behind the reference, and a rotation or a revoked identity must not
+   * wait for it. Once a source has served the root held, the others' failures
+   * (an origin out of reach of an air-gapped site) are no news.
    */
   async refresh(signal?: AbortSignal): Promise<TrustRootArtifact> {
     let last: unknown;
+    let confirmed = false;
     for (const { name, target, selector } of this.sources()) {
       signal?.throwIfAborted();
       try {
         const desc = await target.resolve(selector, signal ? { signal } : {});
-        if (desc.digest === this.held?.digest) return this.held;
+        if (this.held && desc.digest === this.held.digest) {
+          if (isDigest(selector)) return this.held;
+          confirmed = true;
+          continue;
+        }
         const candidate = await fetchTrustRoot(target, desc.digest, this.options.operator, signal ? { signal } : {});
         if (this.held && candidate.version <= this.held.version) {
           const how = candidate.version < this.held.version ? "older than" : "the same version as, but other content than,";
@@ -97,6 +106,7 @@ export class TrustRootFollower {
         last = err;
       }
     }
+    if (confirmed && this.held) return this.held;
     const failure = `[${errorCode(last)}] ${describeError(last)}`;
     if (failure !== this.lastFailure) this.options.log(`trust root not updated: ${failure}${this.held ? `; version ${this.held.version} stays in force` : ""}`);
     this.lastFailure = failure;

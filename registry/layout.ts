@@ -123,7 +123,8 @@ export class OciLayoutTarget implements Target, Deleter {
     }
     if (isManifestType(desc.mediaType)) {
       await this.updateIndex((manifests) =>
-        manifests.some((m) => m.digest === desc.digest) ? manifests : [...manifests, plain(desc)],
+        // Untagged: a descriptor's annotations are its lister's word (a parent's), and a ref.name there would be a tag.
+        manifests.some((m) => m.digest === desc.digest) ? manifests : [...manifests, { mediaType: desc.mediaType, digest: desc.digest, size: desc.size }],
       );
     }
   }

@@ -10,7 +10,7 @@ import { bundleFromJSON, isBundleWithDsseEnvelope, type BundleWithDsseEnvelope }
 import type { X509Certificate } from "@sigstore/core";
 import { toSignedEntity, toTrustMaterial, Verifier, VerificationError, type SignedEntity } from "@sigstore/verify";
 import { AegisError } from "../errors.js";
-import { cancellable, checkDigest, isContentFault, isNotFound, MAX_MANIFEST_SIZE, parseManifest, readAll, referrersTag, RegistryError, type Descriptor, type Manifest, type ReadOnlyTarget } from "../registry/index.js";
+import { cancellable, checkDigest, isContentFault, isManifestType, isNotFound, MAX_MANIFEST_SIZE, parseManifest, readAll, referrersTag, RegistryError, type Descriptor, type Manifest, type ReadOnlyTarget } from "../registry/index.js";
 import { CHECK_OF, SignatureError, type SignatureCheck, type SignatureErrorCode } from "./errors.js";
 import { certificateIdentity, matchIdentity } from "./identity.js";
 import { digestAlgorithm } from "./keys.js";
@@ -189,14 +189,27 @@ function decide(source: ReadOnlyTarget, digest: string, require: SignatureRequir
   throw new SignatureError("NO_VALID_SIGNATURE", `none of the ${verdicts.length} signatures of ${digest} verifies: ${reasons}`);
 }
 
+/**
+ * A signature manifest, which must hold small blobs only: a config and at
+ * most MAX_SIGNATURES layers, none a manifest, each within
+ * MAX_SIGNATURE_SIZE. The check reads just the signature layers, but a
+ * signature that verifies is copied whole (the agent's cache, copy -r): a
+ * genuine bundle in a manifest that also lists a 10 GB layer would fill the
+ * disk with it.
+ */
 async function readManifest(source: ReadOnlyTarget, desc: Descriptor): Promise<Manifest> {
   const doc = parseManifest(await readAll(await source.fetch(desc), MAX_MANIFEST_SIZE, `manifest ${desc.digest}`), desc.mediaType);
   if ("manifests" in doc) throw new SignatureError("INVALID_BUNDLE", `signature ${desc.digest} is an index, not a manifest`);
+  const blobs = [doc.config, ...doc.layers];
+  const nested = blobs.find((b) => isManifestType(b.mediaType));
+  const large = blobs.find((b) => b.size > MAX_SIGNATURE_SIZE);
+  const more = doc.layers.length > MAX_SIGNATURES ? `${doc.layers.length} layers (at most ${MAX_SIGNATURES})` : nested ? `a manifest (${nested.digest})` : large ? `a blob of ${large.size} bytes (at most ${MAX_SIGNATURE_SIZE})` : undefined;
+  if (more) throw new SignatureError("INVALID_BUNDLE", `signature manifest ${desc.digest} holds more than a signature: ${more}`);
   return doc;
 }
 
+/** A layer of a manifest readManifest took: within MAX_SIGNATURE_SIZE. */
 async function readLayer(source: ReadOnlyTarget, layer: Descriptor): Promise<Buffer> {
-  if (layer.size > MAX_SIGNATURE_SIZE) throw new SignatureError("INVALID_BUNDLE", `signature layer is ${layer.size} bytes, over ${MAX_SIGNATURE_SIZE}`);
   return readAll(await source.fetch(layer), layer.size, `signature layer ${layer.digest}`);
 }
 

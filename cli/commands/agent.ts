@@ -19,6 +19,7 @@ interface RunOptions {
   stateDir: string;
   nats?: string;
   pollInterval: string;
+  pullTimeout: string;
   registryMirror: string[];
   enrollSecret?: string;
   dryRun?: boolean;
@@ -50,6 +51,7 @@ export function registerAgent(program: Command): void {
     .option("--state-dir <dir>", "key, token, installed state and artifact cache (AEGIS_STATE_DIR)", env("AEGIS_STATE_DIR") ?? "/var/lib/aegis")
     .option("--nats <url>", "nats://… to be woken at once (AEGIS_NATS_URL); default polling only", env("AEGIS_NATS_URL"))
     .option("--poll-interval <duration>", "mean poll interval, jittered (AEGIS_POLL_INTERVAL)", env("AEGIS_POLL_INTERVAL") ?? "30s")
+    .option("--pull-timeout <duration>", "longest one registry may take to serve an artifact whole, then the next is tried (AEGIS_PULL_TIMEOUT)", env("AEGIS_PULL_TIMEOUT") ?? "5m")
     .option("--registry-mirror <repo>", "pull from this repository first (host/repo or oci:<dir>), repeatable (AEGIS_REGISTRY_MIRRORS)", (v, p: string[]) => collect(v, p, mirrorsEnv), mirrorsEnv)
     .option("--enroll-secret <secret>", "the assigner's registration secret (AEGIS_ENROLL_SECRET)", env("AEGIS_ENROLL_SECRET"))
     .option("--label <k=v>", "a label sent at registration, repeatable", (v, p: string[]) => [...p, v], [] as string[])
@@ -73,6 +75,7 @@ export function registerAgent(program: Command): void {
         labels[label.slice(0, eq)] = label.slice(eq + 1);
       }
       const pollIntervalMs = parseDuration(options.pollInterval, "poll-interval");
+      const pullTimeoutMs = parseDuration(options.pullTimeout, "pull-timeout");
       const metricsPort = options.metricsPort === undefined ? undefined : Number(options.metricsPort);
       if (metricsPort !== undefined && !(Number.isInteger(metricsPort) && metricsPort >= 0 && metricsPort < 65536)) {
         throw new InputError("INVALID_ARGUMENT", `--metrics-port ${options.metricsPort}: expected a port number`);
@@ -99,6 +102,7 @@ export function registerAgent(program: Command): void {
         ifaces: options.iface,
         mirrors: options.registryMirror,
         pollIntervalMs,
+        pullTimeoutMs,
         labels,
         dryRun: options.dryRun ?? false,
         repository,

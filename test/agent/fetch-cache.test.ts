@@ -14,6 +14,7 @@ import { buildBundle, pushBundle } from "../../bundle/index.js";
 import { OciLayoutTarget, RemoteRepository } from "../../registry/index.js";
 import { generateKeyPair, KeySigner, signArtifact, trustedKey, parsePublicKey, type TrustPolicy } from "../../signing/index.js";
 import { pushCosignSignature } from "../harness/cosign.js";
+import { startHostileRegistry } from "../harness/hostile-registry.js";
 import { startRegistryProxy } from "../harness/proxy.js";
 import { startRegistry } from "../harness/registry.js";
 import { pushArtifact } from "../registry/conformance.js";
@@ -101,7 +102,7 @@ describe("ArtifactCache", () => {
     for (const digest of [untrusted.referrer.digest, attached.manifest.digest, attached.layer.digest]) expect(stored, `not cached: ${digest}`).not.toContain(digest.slice(7));
   });
 
-  it("a cosign .sig signature (the legacy format) verifies at the source and again from the cache, which keeps it under its tag", async () => {
+  it("a cosign .sig signature (the legacy format) verifies at the source and again from the cache, which keeps it under its tag, pruned or not", async () => {
     const legacyKey = generateKeyPair("ed25519");
     const legacyTrust: TrustPolicy = { keys: [trustedKey("cosign", parsePublicKey(legacyKey.publicKey, "cosign"))] };
     const { bytes, policy } = await buildBundle("policies/block-icmp-8888");
@@ -113,8 +114,45 @@ describe("ArtifactCache", () => {
     const cache = new ArtifactCache(join(work, "cache-legacy"));
     const legacyAssigned = { ...assigned, reference: `oci:${dir}@${artifact.manifest.digest}` };
     expect(await cache.fetchVerified(legacyAssigned, { mirrors: [], trust: legacyTrust }), "from the source").toMatchObject({ signature: { format: "cosign-legacy", key: { name: "cosign" } } });
+    expect(await cache.prune([artifact.manifest.digest]), "a prune keeping the artifact removes nothing of it").toEqual([]);
     renameSync(dir, `${dir}.away`);
     expect((await cache.fetchVerified(legacyAssigned, { mirrors: [], trust: legacyTrust })).source, "the source gone: from the cache").toBe("the cache");
+  });
+
+  it("a mirror is tried before the assigner's reference is read: a malformed reference does not stop a mirror that holds the digest", async () => {
+    const { bytes, policy } = await buildBundle("policies/block-icmp-8888");
+    const dir = join(work, "mirror");
+    const layout = new OciLayoutTarget(dir);
+    const artifact = await pushBundle(bytes, { ...policy, version: "1.0.9" }, layout, "v1");
+    await signArtifact(layout, artifact.manifest, signer, layout.name);
+    const named = { id: artifact.manifest.digest, checksum: `sha256-${artifact.layer.digest.slice(7)}`, reference: "not a reference!", name: policy.name };
+    const cache = new ArtifactCache(join(work, "cache-mirror"));
+    expect((await cache.fetchVerified(named, { mirrors: [`oci:${dir}`], trust })).source, "from the mirror").toBe(`oci:${dir}@${named.id}`);
+    await expect(new ArtifactCache(join(work, "cache-no-mirror")).fetchVerified(named, { mirrors: [], trust }), "no mirror: the reference is refused").rejects.toMatchObject({ code: "INVALID_REFERENCE" });
+  });
+
+  it("a registry that trickles is given up after pullTimeoutMs: the next source serves the artifact, or the pull fails with TIMEOUT", async () => {
+    const { bytes, policy } = await buildBundle("policies/block-icmp-8888");
+    const dir = join(work, "slow");
+    const layout = new OciLayoutTarget(dir);
+    const artifact = await pushBundle(bytes, { ...policy, version: "1.0.10" }, layout, "v1");
+    await signArtifact(layout, artifact.manifest, signer, layout.name);
+    // The same content over HTTP, each blob sent a byte every 50 ms: each request is alive, the pull never ends.
+    const slow = await startHostileRegistry({ store: layout, trickleMs: 50 });
+    try {
+      const id = artifact.manifest.digest;
+      const named = { id, checksum: `sha256-${artifact.layer.digest.slice(7)}`, reference: `oci:${dir}@${id}`, name: policy.name };
+      const options = { mirrors: [`${slow.host}/policies`], trust, pullTimeoutMs: 500 };
+      expect((await new ArtifactCache(join(work, "cache-slow")).fetchVerified(named, options)).source, "from the reference, past the mirror").toBe(named.reference);
+      expect(slow.requests.filter((r) => r.startsWith("GET /v2/policies/blobs/")), "the mirror was read").not.toEqual([]);
+      const only = { ...named, reference: `${slow.host}/policies@${id}` };
+      await expect(new ArtifactCache(join(work, "cache-slow-only")).fetchVerified(only, { ...options, mirrors: [] }), "no other source").rejects.toMatchObject({
+        code: "TIMEOUT",
+        message: `${only.reference} did not serve ${id} within 500 ms`,
+      });
+    } finally {
+      await slow.stop();
+    }
   });
 
   it("a cached artifact whose signature the current trust does not accept is not served from the cache", async () => {

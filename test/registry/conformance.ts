@@ -221,6 +221,18 @@ export function targetConformance<T extends Target & Ingester>(name: string, ope
       await expect(copy(target, manifest.digest, new MemoryTarget(), undefined, { signal }), "copy").rejects.toThrow("stopping");
     });
 
+    it("a manifest pushed with annotations on its descriptor (a ref.name, as a parent lists its children) is stored untagged", async () => {
+      const target = open();
+      const { layer } = await pushArtifact(target);
+      const bytes = encodeJson({ schemaVersion: 2, mediaType: MediaType.ImageManifest, artifactType: "application/vnd.test.child", config: EMPTY_CONFIG, layers: [layer] });
+      const child = descriptorFor(MediaType.ImageManifest, bytes);
+      // A parent's listing of a child is the source's word: it must not name tags here (a hostile one would name another artifact's referrers tag).
+      await pushBytes(target, { ...child, annotations: { "org.opencontainers.image.ref.name": "sha256-planted.ref", note: "x" } }, bytes);
+      expect(await target.tags(), "tags").toEqual([]);
+      await expect(target.resolve("sha256-planted.ref"), "the annotation as a tag").rejects.toSatisfy(isNotFound);
+      expect((await target.resolve(child.digest)).digest).toBe(child.digest);
+    });
+
     it("lists every tag once, and none for an empty store", async () => {
       const target = open();
       expect(await target.tags(), "tags of an empty store").toEqual([]);

@@ -165,6 +165,35 @@ describe("rejections, each with its own reason", () => {
     });
   });
 
+  it("a genuine bundle in a signature manifest that holds more (a 2 MiB layer, a nested manifest, 17 layers) is refused: what verifies is copied whole", async () => {
+    const origin = new RemoteRepository(registry.host, "reject/stuffed-origin");
+    const subject = await pushPolicy(origin);
+    const signed = await signArtifact(origin, subject, signerOf(p256), origin.name);
+    const bundleLayer = descriptorFor(SIGSTORE_BUNDLE_TYPE, signed.bundle);
+    const big = Buffer.alloc(2 * 1024 * 1024, 7);
+    const bigLayer = descriptorFor("application/octet-stream", big);
+    const cases: [string, Descriptor[], RegExp][] = [
+      ["a 2 MiB layer", [bundleLayer, bigLayer], /holds more than a signature: a blob of 2097152 bytes \(at most 1048576\)/],
+      ["a nested manifest", [bundleLayer, subject], /holds more than a signature: a manifest \(sha256:/],
+      ["17 layers", [bundleLayer, ...Array<Descriptor>(16).fill(EMPTY_CONFIG)], /holds more than a signature: 17 layers \(at most 16\)/],
+    ];
+    for (const [i, [what, layers, reason]] of cases.entries()) {
+      // Each in a repository of its own, holding the artifact and this signature only.
+      const repo = new RemoteRepository(registry.host, `reject/stuffed-${i}`);
+      await copy(origin, subject.digest, repo);
+      await storeEmptyConfig(repo);
+      await repo.push(bundleLayer, Readable.from([signed.bundle]));
+      await repo.push(bigLayer, Readable.from([big]));
+      // Registry 2.8.2 takes a manifest as a layer only once its bytes are a blob there too.
+      await repo.push({ ...subject, mediaType: "application/octet-stream" }, await origin.fetch(subject));
+      const bytes = encodeJson({ schemaVersion: 2, mediaType: MediaType.ImageManifest, artifactType: SIGSTORE_BUNDLE_TYPE, config: EMPTY_CONFIG, layers, subject });
+      const stuffed = descriptorFor(MediaType.ImageManifest, bytes);
+      await repo.push(stuffed, Readable.from([bytes]));
+      await repo.indexReferrer(subject, { ...stuffed, artifactType: SIGSTORE_BUNDLE_TYPE });
+      await expect(verifyArtifact(repo, subject.digest, trustOf(p256)), what).rejects.toMatchObject({ code: "INVALID_BUNDLE", message: expect.stringMatching(reason) as string });
+    }
+  });
+
   it("a modified payload", async () => {
     const repo = new RemoteRepository(registry.host, "reject/modified");
     const subject = await pushPolicy(repo);

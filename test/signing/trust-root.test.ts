@@ -177,6 +177,16 @@ describe("the agent follows the trust root", () => {
     await viaMirror.f.init();
     expect((await viaMirror.f.refresh()).digest, "taken from the mirror").toBe(v3.digest);
     expect(viaMirror.lines.join("\n")).toContain(`from ${mirror.host}/trust/follow:current`);
+    // Again: the mirror serves the root held, the origin out of reach is asked too, and its failure is no news.
+    expect((await viaMirror.f.refresh()).digest, "held").toBe(v3.digest);
+    expect(viaMirror.lines.filter((l) => l.startsWith("trust root not updated")), viaMirror.lines.join("\n")).toEqual([]);
+
+    // A mirror that lags (still at version 3) does not hide version 4 at the reference.
+    const v4 = await pushRoot("trust/follow", 4);
+    const lagging = follower(stateDir, reference, [`${mirror.host}/trust/follow`]);
+    await lagging.f.init();
+    expect((await lagging.f.refresh()).digest, "taken from the reference past a lagging mirror").toBe(v4.digest);
+    expect(lagging.lines.join("\n")).toContain(`version 4 from ${reference}`);
   });
 
   it("the root's identities and a local --trust without a root of its own verify together", async () => {
