@@ -27,10 +27,12 @@ export interface Bundle {
  * of `source` is still read, so that a failure of the source itself is what
  * is reported: bytes that do not match their digest (found at the end of a
  * verifying stream) are not a bad bundle, they are not the bundle. Errors of
- * the source (DIGEST_MISMATCH, an abort) pass through unchanged.
+ * the source (DIGEST_MISMATCH, an abort) pass through unchanged; the bundle's
+ * own are prefixed with `where` (a file, a reference).
  */
-export async function readBundle(
+async function readBundle(
   source: Readable,
+  where: string,
   visit: (member: TarMember, data: AsyncIterable<Buffer>) => Promise<void>,
   limits: TarLimits = BUNDLE_LIMITS,
   /** Read the rest of `source` on bad content (see above); false where nothing verifies it, so nothing is gained by reading on. */
@@ -43,7 +45,7 @@ export async function readBundle(
       // Bounded: the source is a descriptor's bytes, whose size was checked against the cap before fetching.
       for await (const chunk of source) void chunk;
     }
-    throw err;
+    throw err instanceof BundleError ? new BundleError(err.code, `${where}: ${err.message}`, { cause: err.cause }) : err;
   }
 }
 
@@ -92,7 +94,7 @@ async function parsePolicyJson(bytes: Buffer, where: string): Promise<Policy> {
  */
 export async function decodeBundle(source: Readable, where: string): Promise<Bundle> {
   const files = new Map<string, Buffer>();
-  await readBundle(source, async ({ name, size }, data) => {
+  await readBundle(source, where, async ({ name, size }, data) => {
     if (name === POLICY_FILE || name === PROGRAM_FILE) files.set(name, await collect(data, size));
     else await skip(data);
   });
@@ -111,7 +113,7 @@ export async function decodeBundle(source: Readable, where: string): Promise<Bun
 export async function readBundlePolicy(source: Readable, where: string): Promise<Policy> {
   let policy: Buffer | undefined;
   let program = false;
-  await readBundle(source, async ({ name, size }, data) => {
+  await readBundle(source, where, async ({ name, size }, data) => {
     if (name === POLICY_FILE) policy = await collect(data, size);
     else {
       program ||= name === PROGRAM_FILE;
@@ -139,7 +141,7 @@ export interface Unpacked {
 export async function unpackBundle(source: Readable, dir: string, where: string): Promise<Unpacked> {
   let policy: Buffer | undefined;
   const files: string[] = [];
-  await readBundle(source, async ({ name, size }, data) => {
+  await readBundle(source, where, async ({ name, size }, data) => {
     if (name === POLICY_FILE) {
       policy = await collect(data, size);
       await writeFile(join(dir, name), policy, { flag: "wx" });

@@ -9,6 +9,8 @@ export type EbpfErrorCode =
   | "LIBBPF_UNAVAILABLE"
   | "LIBBPF_FAILED"
   | "MAP_MISMATCH"
+  /** The rules' candidate lists would pass MAX_CANDIDATES (rules.ts). */
+  | "TOO_MANY_CANDIDATES"
   | "TC_FAILED"
   | "INVALID_PIN_PATH"
   | "INVALID_PROGRAM_ID"

@@ -4,6 +4,7 @@
 import type { Protocol, Rule } from "../policy/index.js";
 // cidr.js, not the package index: loading the rule compiler need not load YAML and zod.
 import { parseCidr } from "../policy/cidr.js";
+import { EbpfError } from "./errors.js";
 
 /** The maps rules.ts fills; aegis_counters starts zeroed and is only read. */
 export const FILLED_MAPS = ["aegis_v4_dst", "aegis_v4_src", "aegis_v6_dst", "aegis_v6_src", "aegis_cands", "aegis_rules"] as const;
@@ -70,6 +71,15 @@ interface Group {
  */
 type PrefixKey = number | string;
 
+/**
+ * The most entries aegis_cands may hold. Each prefix's slice repeats every
+ * rule whose prefix covers it (an address-less rule covers all), so 100,000
+ * networks under 1,000 address-less rules need 100 million: gigabytes here
+ * and in the kernel, from a small policy. 8 million (64 MiB of kernel
+ * memory) leaves a 1,000,000-rule policy 7 covering rules per network.
+ */
+export const MAX_CANDIDATES = 8_000_000;
+
 export function compileRules(rules: readonly Rule[]): CompiledRules {
   const tries = { v4Dst: new Trie(), v4Src: new Trie(), v6Dst: new Trie(), v6Src: new Trie() };
   rules.forEach((rule, index) => {
@@ -88,6 +98,13 @@ export function compileRules(rules: readonly Rule[]): CompiledRules {
     }
   });
 
+  const needed = Object.values(tries).reduce((sum, trie) => sum + trie.candidateCount(), 0);
+  if (needed > MAX_CANDIDATES) {
+    throw new EbpfError(
+      "TOO_MANY_CANDIDATES",
+      `the rules need ${needed} candidate entries, more than ${MAX_CANDIDATES}: each network's list repeats every rule covering it (rules with no dst cover all); fewer covering rules, or a policy of their own, keep it small`,
+    );
+  }
   const cands: number[] = [];
   // Identical candidate lists share one slice of aegis_cands: a one-rule
   // list's slice is found by its index (most lists at 100,000 CIDRs), a
@@ -185,6 +202,30 @@ class Trie {
     this.lengths.add(prefix);
   }
 
+  /** How many entries candidateLists() would give in all, counted without building them. */
+  candidateCount(): number {
+    const lengths = this.sortedLengths();
+    let count = 0;
+    for (const group of this.groups.values()) {
+      count += group.own.length;
+      for (const covering of this.covering(group, lengths)) count += covering.own.length;
+    }
+    return count;
+  }
+
+  private sortedLengths(): number[] {
+    return [...this.lengths].sort((a, b) => a - b);
+  }
+
+  /** The groups whose prefix covers `group`'s, shortest first (`lengths`: sortedLengths()). */
+  private *covering(group: Group, lengths: readonly number[]): Generator<Group> {
+    for (const length of lengths) {
+      if (length >= group.prefix) return;
+      const covering = this.groups.get(prefixKey(length, maskAddress(group.address, length)));
+      if (covering) yield covering;
+    }
+  }
+
   /**
    * For every distinct prefix, the ascending indexes of all rules whose
    * prefix covers it. A packet's longest matching prefix P gets exactly the
@@ -193,16 +234,10 @@ class Trie {
    * address), so the map contents, and thus loading, are deterministic.
    */
   candidateLists(): Group[] {
-    const lengths = [...this.lengths].sort((a, b) => a - b);
-    const shortest = lengths[0] ?? 0;
+    const lengths = this.sortedLengths();
     for (const group of this.groups.values()) {
-      if (group.prefix === shortest) continue; // nothing shorter covers it
       let indexes = group.own;
-      for (const length of lengths) {
-        if (length >= group.prefix) break;
-        const covering = this.groups.get(prefixKey(length, maskAddress(group.address, length)));
-        if (covering) indexes = [...covering.own, ...indexes];
-      }
+      for (const covering of this.covering(group, lengths)) indexes = [...covering.own, ...indexes];
       if (indexes !== group.own) group.indexes = indexes.sort((a, b) => a - b);
     }
     const keys = [...this.groups.keys()];

@@ -28,6 +28,8 @@ export const MAX_RULES = 1_000_000;
 const MAX_CIDR_FILE_BYTES = 64 * 1024 * 1024;
 /** At most this many warnings are spelled out; the rest are counted. */
 const MAX_WARNINGS = 100;
+/** A CIDR file is read no further once this many of its lines are not CIDRs. */
+const MAX_FILE_PROBLEMS = 50;
 
 const fileRef = z.strictObject({ file: z.string().check(z.minLength(1)) });
 const cidrSet = z.union([z.string(), fileRef, z.array(z.union([z.string(), fileRef])).check(z.minLength(1, "a list needs at least one entry"))], {
@@ -76,7 +78,8 @@ export async function loadPolicy(path: string): Promise<LoadedPolicy> {
   const warnings: string[] = [];
   const parsed = sourceSchema.safeParse(document);
   if (!parsed.success) problems.push(...parsed.error.issues.map((issue) => issueText(file, issue)));
-  const cidrs = await expandCidrs(document, file, problems, warnings);
+  const { rules: cidrs, total, unlistedWarnings } = await expandCidrs(document, file, problems, warnings);
+  if (total > MAX_RULES) problems.push(`${file}: rules: the policy expands to ${total} rules, more than ${MAX_RULES}`);
   if (problems.length > 0 || !parsed.success) throw policyError(problems);
   const rules: Rule[] = [];
   parsed.data.rules.forEach((rule, i) => {
@@ -84,8 +87,8 @@ export async function loadPolicy(path: string): Promise<LoadedPolicy> {
     if (!dst) rules.push(normalizedRule(rule, undefined, src));
     else for (const one of dst) rules.push(normalizedRule(rule, one, src));
   });
-  if (rules.length > MAX_RULES) throw policyError([`${file}: rules: the policy expands to ${rules.length} rules, more than ${MAX_RULES}`]);
-  if (warnings.length > MAX_WARNINGS) warnings.splice(MAX_WARNINGS, Infinity, `and ${warnings.length - MAX_WARNINGS} more warnings`);
+  const more = Math.max(0, warnings.length - MAX_WARNINGS) + unlistedWarnings;
+  if (more > 0) warnings.splice(MAX_WARNINGS, Infinity, `and ${more} more warnings`);
   const { rules: _source, ...rest } = parsed.data;
   return { policy: { ...rest, rules }, file, warnings };
 }
@@ -109,13 +112,19 @@ interface RuleCidrs {
 /**
  * Reads every CIDR the raw document's rules name (inline, in lists, in
  * files), whatever else is wrong with the document, so all problems come out
- * at once. Returns each rule's canonical CIDRs.
+ * at once. Returns each rule's canonical CIDRs and the number of rules they
+ * expand to; past MAX_RULES the CIDRs are only counted (the policy is
+ * refused), so a file named by many rules cannot fill memory first. A rule
+ * whose dst names no network at all (an empty file) is a problem: it would
+ * vanish from the policy unsaid.
  */
-async function expandCidrs(document: unknown, file: string, problems: string[], warnings: string[]): Promise<RuleCidrs[]> {
+async function expandCidrs(document: unknown, file: string, problems: string[], warnings: string[]): Promise<{ rules: RuleCidrs[]; total: number; unlistedWarnings: number }> {
   const rawRules = isRecord(document) && Array.isArray(document.rules) ? (document.rules as unknown[]) : [];
   const dir = dirname(file);
   const files = new Map<string, Promise<CidrFile>>();
   const out: RuleCidrs[] = [];
+  let total = 0;
+  let unlistedWarnings = 0;
   for (const [i, raw] of rawRules.entries()) {
     const rule: RuleCidrs = {};
     out.push(rule);
@@ -126,19 +135,26 @@ async function expandCidrs(document: unknown, file: string, problems: string[], 
       if (rule.src) srcFamily = cidrFamily(rule.src);
     }
     const entries = Array.isArray(raw.dst) ? raw.dst.map((e: unknown, j: number) => [e, `rules[${i}].dst[${j}]`] as const) : raw.dst === undefined ? [] : [[raw.dst, `rules[${i}].dst`] as const];
-    if (entries.length === 0) continue;
+    if (entries.length === 0) {
+      total++;
+      continue;
+    }
     rule.dst = [];
+    let named = 0;
+    let unread = false;
     for (const [entry, field] of entries) {
       if (typeof entry === "string") {
         const cidr = checkCidr(entry, `${file}: ${field}`, problems, warnings);
         if (cidr && srcFamily && cidrFamily(cidr) !== srcFamily) problems.push(`${file}: ${field}: src and dst must be the same address family`);
-        if (cidr) rule.dst.push(cidr);
+        unread ||= !cidr;
+        if (cidr && ++named + total <= MAX_RULES) rule.dst.push(cidr);
       } else if (isRecord(entry) && typeof entry.file === "string") {
         const name = entry.file;
         if (!files.has(name)) files.set(name, readCidrFile(dir, name));
         const list = await files.get(name)!;
         if (list.error) {
           problems.push(`${file}: ${field}.file: ${list.error}`);
+          unread = true;
           continue;
         }
         // A file's problems and warnings are its own, reported once however many rules name it.
@@ -146,15 +162,22 @@ async function expandCidrs(document: unknown, file: string, problems: string[], 
           list.reported = true;
           problems.push(...list.problems);
           warnings.push(...list.warnings);
+          unlistedWarnings += list.unlistedWarnings;
         }
         if (srcFamily && list.families.has(srcFamily === 4 ? 6 : 4)) {
           problems.push(`${file}: ${field}: src and dst must be the same address family (${list.path} holds IPv${srcFamily === 4 ? 6 : 4} networks)`);
         }
-        for (const cidr of list.cidrs) rule.dst.push(cidr);
+        unread ||= list.problems.length > 0;
+        named += list.cidrs.length;
+        if (named + total <= MAX_RULES) for (const cidr of list.cidrs) rule.dst.push(cidr);
+      } else {
+        unread = true; // refused by the schema
       }
     }
+    total += named;
+    if (named === 0 && !unread) problems.push(`${file}: rules[${i}].dst: names no network (an empty list or file): the rule would not be in the policy; remove it, or add a network`);
   }
-  return out;
+  return { rules: out, total, unlistedWarnings };
 }
 
 /** A CIDR text → its canonical form, or a problem; host bits set are a warning naming the network it becomes. */
@@ -175,6 +198,8 @@ interface CidrFile {
   families: Set<4 | 6>;
   problems: string[];
   warnings: string[];
+  /** Warnings past MAX_WARNINGS, counted, not kept. */
+  unlistedWarnings: number;
   reported?: boolean;
   /** Why the file could not be read at all. */
   error?: string;
@@ -183,7 +208,7 @@ interface CidrFile {
 /** Reads `<dir>/<name>`: a plain relative path that stays inside the policy directory (symlinks resolved). */
 async function readCidrFile(dir: string, name: string): Promise<CidrFile> {
   const path = join(dir, name);
-  const result: CidrFile = { path, cidrs: [], families: new Set(), problems: [], warnings: [] };
+  const result: CidrFile = { path, cidrs: [], families: new Set(), problems: [], warnings: [], unlistedWarnings: 0 };
   if (isAbsolute(name) || name.split(/[\\/]/).includes("..")) return { ...result, error: `"${name}" is not a relative path inside the policy directory` };
   let text: string;
   try {
@@ -196,6 +221,7 @@ async function readCidrFile(dir: string, name: string): Promise<CidrFile> {
   } catch (err) {
     return { ...result, error: `cannot read ${path} (${plainError(err)})` };
   }
+  // A file of the wrong kind (a log, a binary) is told after MAX_FILE_PROBLEMS lines, not with a problem for each of its millions.
   let line = 0;
   for (const raw of text.split("\n")) {
     line++;
@@ -203,6 +229,15 @@ async function readCidrFile(dir: string, name: string): Promise<CidrFile> {
     const entry = (hash < 0 ? raw : raw.slice(0, hash)).trim();
     if (!entry) continue;
     const cidr = checkCidr(entry, `${path}:${line}`, result.problems, result.warnings);
+    if (result.warnings.length > MAX_WARNINGS) {
+      result.warnings.pop();
+      result.unlistedWarnings++;
+    }
+    if (result.problems.length >= MAX_FILE_PROBLEMS) {
+      // First, so the cut at 50 listed problems (policyError) keeps it.
+      result.problems.unshift(`${path}: not read past line ${line}: ${MAX_FILE_PROBLEMS} of its lines are not CIDRs (is it a list of networks?)`);
+      break;
+    }
     if (cidr) {
       result.cidrs.push(cidr);
       result.families.add(cidrFamily(cidr));

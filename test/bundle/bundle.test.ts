@@ -190,10 +190,21 @@ describe("tar reader", () => {
     await expect(members(two, { maxEntries: 5, maxEntrySize: 10, maxTotalSize: 1 })).rejects.toThrow(/content is over the 1-byte limit/);
   });
 
+  it("names the bundle in what is wrong with its zstd or tar", async () => {
+    await expect(decodeBundle(Readable.from([Buffer.from("not zstd at all")]), "policy.tar.zst"), "not zstd").rejects.toMatchObject({
+      code: "INVALID_BUNDLE",
+      message: expect.stringMatching(/^policy\.tar\.zst: bundle is not valid zstd: /) as string,
+    });
+    await expect(decodeBundle(Readable.from([compress(Buffer.alloc(1024, 1))]), "registry/x@sha256:00"), "not tar").rejects.toMatchObject({
+      code: "INVALID_BUNDLE",
+      message: expect.stringMatching(/^registry\/x@sha256:00: bundle is not a valid Aegis tar: /) as string,
+    });
+  });
+
   it("stops decompressing at the cap (a zstd bomb)", async () => {
     const bomb = compress(Buffer.alloc(100 * 1024 * 1024));
     expect(bomb.byteLength).toBeLessThan(64 * 1024);
-    await expect(decodeBundle(Readable.from([bomb]), "bomb")).rejects.toThrow(/decompresses to more than/);
+    await expect(decodeBundle(Readable.from([bomb]), "bomb")).rejects.toThrow(/^bomb: bundle decompresses to more than/);
     await expect(decodeBundle(Readable.from([bomb]), "bomb")).rejects.toMatchObject({ code: "BUNDLE_TOO_LARGE" });
   });
 

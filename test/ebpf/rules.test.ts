@@ -86,6 +86,15 @@ describe("compileRules", () => {
     expect(mapEntries(compiled.maps.aegis_v6_dst).map((e) => e.value.toString("hex"))).toEqual(["0000000001000000"]);
   });
 
+  it("refuses rules whose candidate lists would pass MAX_CANDIDATES, counted before any list is built", () => {
+    // 8,000 networks under 1,000 address-less rules: each network's list repeats all 1,000 (8,008,000 entries in all).
+    const covering: Rule[] = Array.from({ length: 1000 }, (_, i) => ({ action: "drop", protocol: "tcp", ports: { from: i + 1, to: i + 1 } }));
+    const networks: Rule[] = Array.from({ length: 8000 }, (_, i) => ({ action: "drop", dst: `10.${i >> 8}.${i & 255}.1/32`, protocol: "any" }));
+    expect(() => compileRules([...covering, ...networks])).toThrow(expect.objectContaining({ code: "TOO_MANY_CANDIDATES", message: expect.stringMatching(/^the rules need 8010000 candidate entries, more than 8000000/) as string }));
+    // 7,000 networks under the same rules fit (7,008,000 entries).
+    expect(compileRules([...covering, ...networks.slice(0, 7000)]).sizes.cands, "7,000 networks").toBe(7000 * 1001 + 1000);
+  });
+
   it("sizes every map from the policy, never below 1", () => {
     const compiled = compileRules([drop({ dst: "10.0.0.0/8" }), drop({ dst: "10.1.0.0/16" })]);
     expect(compiled.sizes).toEqual({ rules: 2, cands: 3, v4Dst: 2, v4Src: 1, v6Dst: 1, v6Src: 1 });

@@ -114,6 +114,38 @@ describe("CIDR lists and files", () => {
   });
 });
 
+describe("CIDR files: bounds", () => {
+  it("a rule whose list or file names no network is a problem, not a rule left out unsaid", async () => {
+    const dir = policyDir({
+      "policy.yaml": `${HEAD}rules:\n  - { action: drop, dst: { file: empty.txt } }\n  - { action: drop, dst: 10.0.0.0/8 }\n`,
+      "empty.txt": "# nothing yet\n\n",
+    });
+    expect(await problemsOf(dir)).toBe(`${join(dir, "policy.yaml")}: rules[0].dst: names no network (an empty list or file): the rule would not be in the policy; remove it, or add a network`);
+  });
+
+  it("a file of the wrong kind is read no further than 50 bad lines; host-bit warnings past 100 are counted", async () => {
+    const junk = Array.from({ length: 200_000 }, (_, i) => `line ${i}`).join("\n");
+    const dir = policyDir({ "policy.yaml": `${HEAD}rules:\n  - { action: drop, dst: { file: junk.txt } }\n`, "junk.txt": junk });
+    const message = await problemsOf(dir);
+    expect(message.split("is not an IPv4 or IPv6 CIDR").length - 1, "problems spelled out, after the notice").toBe(49);
+    expect(message).toContain(`${join(dir, "junk.txt")}: not read past line 50: 50 of its lines are not CIDRs (is it a list of networks?)`);
+    const hosts = Array.from({ length: 300 }, (_, i) => `10.0.${i >> 8}.${(i & 255) | 1}/24`).join("\n");
+    const warned = await loadPolicy(policyDir({ "policy.yaml": `${HEAD}rules:\n  - { action: drop, dst: { file: hosts.txt } }\n`, "hosts.txt": hosts }));
+    expect(warned.warnings, "100 warnings and a count").toHaveLength(101);
+    expect(warned.warnings.at(-1)).toBe("and 200 more warnings");
+  });
+
+  it("past 1,000,000 rules, the CIDRs are counted, not built: many rules naming one large file are refused at once", async () => {
+    const lines = Array.from({ length: 300_000 }, (_, i) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}/32`).join("\n");
+    const rules = Array.from({ length: 40 }, (_, i) => `  - { action: drop, dst: { file: big.txt }, protocol: tcp, ports: "${i + 1}" }`).join("\n");
+    const dir = policyDir({ "policy.yaml": `${HEAD}rules:\n${rules}\n`, "big.txt": lines });
+    const before = process.memoryUsage().heapUsed;
+    expect(await problemsOf(dir)).toBe(`${join(dir, "policy.yaml")}: rules: the policy expands to 12000000 rules, more than 1000000`);
+    // 12 million rule objects would take gigabytes; the file's 300,000 strings, some tens of MiB.
+    expect(process.memoryUsage().heapUsed - before, "heap growth, bytes").toBeLessThan(512 * 1024 * 1024);
+  });
+});
+
 describe("policy problems", () => {
   it("are all reported at once, each with its file and field", async () => {
     const dir = policyDir({
