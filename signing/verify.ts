@@ -86,7 +86,7 @@ export const MAX_SIGNATURES = 16;
 const COSIGN_SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json";
 const COSIGN_SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature";
 
-// Key-based bundles have no transparency log entry, SCT or timestamp to check.
+// A key-signed bundle is checked by its key alone: no log entry, SCT or timestamp (verifyBundleReferrer).
 const EMPTY_TRUSTED_ROOT = {
   mediaType: "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
   tlogs: [],
@@ -246,7 +246,10 @@ async function verifyBundleReferrer(source: ReadOnlyTarget, subject: Descriptor,
   seen.kind = keyContent.$case === "publicKey" ? "key" : "keyless";
   if (keyContent.$case !== "publicKey") return verifyKeyless(bundle, subject, referrer, trust);
   const hint = keyContent.publicKey.hint;
-  const entity = toSignedEntity(bundle);
+  // The pinned key alone decides: `cosign sign --key` also logs to Rekor by
+  // default and puts the entry in the bundle, which the verifier would check
+  // against the empty trusted root below, and refuse.
+  const entity: SignedEntity = { ...toSignedEntity(bundle), tlogEntries: [], timestamps: [] };
   let lastError: unknown;
   for (const key of candidateKeys(trust, hint, at)) {
     const material = toTrustMaterial(EMPTY_TRUSTED_ROOT, () => ({ publicKey: key.publicKey, validFor: () => true }));

@@ -36,12 +36,14 @@ import {
   parsePublicKey,
   signArtifact,
   SIGSTORE_BUNDLE_TYPE,
+  storeSignatureBundle,
   trustedKey,
   verifyArtifact,
   writeKeyPair,
   type TrustPolicy,
 } from "../../signing/index.js";
 import { pushCosignSignature } from "../harness/cosign.js";
+import { TestRekor } from "../harness/sigstore.js";
 import { startRegistry, type RegistryServer } from "../harness/registry.js";
 import { NetnsLab } from "../harness/netns.js";
 import { aegis, expectOneErrorLine } from "../cli/run.js";
@@ -122,6 +124,20 @@ describe("sign and verify", () => {
     const json = await readJson<Record<string, unknown>>(repo, manifest.layers[0]!);
     expect(bundleToJSON(bundleFromJSON(json))).toEqual(json);
     expect(json.mediaType).toBe("application/vnd.dev.sigstore.bundle.v0.3+json");
+  });
+
+  it("a key-signed bundle that carries a transparency log entry (cosign sign --key logs to Rekor by default) verifies by its key alone", async () => {
+    const repo = new RemoteRepository(registry.host, "sign/logged");
+    const subject = await pushPolicy(repo);
+    const statement = { _type: "https://in-toto.io/Statement/v1", subject: [{ name: repo.name, digest: { sha256: subject.digest.slice(7) } }], predicateType: "https://sigstore.dev/cosign/sign/v1", predicate: {} };
+    const built = await new DSSEBundleBuilder({ signer: signerOf(p256), witnesses: [] }).create({ data: Buffer.from(JSON.stringify(statement)), type: "application/vnd.in-toto+json" });
+    const bundle = bundleToJSON(built) as unknown as { verificationMaterial: Record<string, unknown> };
+    // A log this verifier pins no key of: the entry is cosign's record, not something a pinned key needs.
+    const body = Buffer.from(JSON.stringify({ apiVersion: "0.0.1", kind: "dsse", spec: { signatures: [{ verifier: Buffer.from(p256.publicKey).toString("base64") }] } }));
+    bundle.verificationMaterial.tlogEntries = [new TestRekor().record(body, new Date())];
+    await storeSignatureBundle(repo, subject, Buffer.from(JSON.stringify(bundle)));
+    expect(await verifyArtifact(repo, subject.digest, trustOf(p256))).toMatchObject({ kind: "key", key: { name: "key0" } });
+    await expect(verifyArtifact(repo, subject.digest, trustOf(stranger)), "another key still refused").rejects.toMatchObject({ code: "UNTRUSTED_KEY" });
   });
 
   it("works with no network at all: keygen, push --sign-key and verify in a network namespace with no route", async () => {
