@@ -43,13 +43,27 @@ export class TrustRootFollower {
     if (ref.kind !== "layout" && !ref.tag && !ref.digest) throw new AgentError("BAD_ASSIGNMENT", `--trust-root-ref ${options.reference} names no tag or digest`);
   }
 
-  /** The root held from an earlier run, if any (its bytes are checked again). */
+  /**
+   * The root held from an earlier run, if any (its bytes are checked again).
+   * A file that cannot be read as one (a disk fault, a hand edit) is logged
+   * and set aside: the agent starts, and fetches a root as on its first run.
+   */
   async init(): Promise<void> {
     const text = await readOptional(this.file);
     if (text === undefined) return;
-    const held = JSON.parse(text) as HeldFile;
-    this.held = await trustRootFromBytes(held.digest, held.version, Buffer.from(held.root, "base64"), held.policy === undefined ? undefined : Buffer.from(held.policy, "base64"));
+    let held: HeldFile;
+    try {
+      held = JSON.parse(text) as HeldFile;
+      this.held = await trustRootFromBytes(held.digest, held.version, Buffer.from(held.root, "base64"), held.policy === undefined ? undefined : Buffer.from(held.policy, "base64"));
+    } catch (err) {
+      this.options.log(`trust root held in ${this.file} is unreadable, so none is held: ${describeError(err)}`);
+      return;
+    }
     this.options.log(`trust root ${held.digest} version ${held.version} held from an earlier run`);
+    // A new --trust-root-ref does not reset the versions: whatever it names must still be newer (rollback protection).
+    if (held.reference !== this.options.reference) {
+      this.options.log(`trust root held was followed from ${held.reference}, now ${this.options.reference}: a root from it must still be newer than version ${held.version} (remove ${this.file} to start over)`);
+    }
   }
 
   get current(): TrustRootArtifact | undefined {

@@ -206,6 +206,23 @@ describe("the agent follows the trust root", () => {
     await expect(loadTrust([join(work, "policy.yaml")]), "without a supplied root the file is refused").rejects.toThrow(/identities need a trustedRoot/);
   });
 
+  it("a held file that cannot be read is logged and set aside; a new --trust-root-ref is told, and versions must still increase", async () => {
+    const stateDir = mkdtempSync(join(work, "state-"));
+    writeFileSync(join(stateDir, "trust-root.json"), "{ not json");
+    await pushRoot("trust/reread", 3);
+    const reference = `${registry.host}/trust/reread:current`;
+    const first = follower(stateDir, reference);
+    await first.f.init();
+    expect(first.lines.join("\n")).toMatch(/trust root held in .*trust-root\.json is unreadable, so none is held/);
+    expect((await first.f.refresh()).version, "fetched as on a first run").toBe(3);
+
+    await pushRoot("trust/moved", 2);
+    const moved = follower(stateDir, `${registry.host}/trust/moved:current`);
+    await moved.f.init();
+    expect(moved.lines.join("\n")).toContain(`trust root held was followed from ${reference}, now ${registry.host}/trust/moved:current: a root from it must still be newer than version 3`);
+    expect((await moved.f.refresh()).version, "version 2 at the new reference is refused").toBe(3);
+  });
+
   it("refuses a root not signed by the operator key and holds none", async () => {
     const stateDir = mkdtempSync(join(work, "state-"));
     await pushRoot("trust/follow-stranger", 1, "current", stranger);
