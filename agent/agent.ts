@@ -11,7 +11,7 @@ import { hookName, probeKernelFeatures, type Attachment, type Datapath, type Loa
 import { describeError, errorCode } from "../errors.js";
 import type { RepositoryOptions } from "../registry/index.js";
 import type { TrustPolicy } from "../signing/index.js";
-import { backoffDelay, connectNats, sleep, subscribeKept } from "../util/index.js";
+import { backoffDelay, connectNats, logText, sleep, subscribeKept } from "../util/index.js";
 import { AgentError } from "./errors.js";
 import { Executor } from "./executor.js";
 import { ArtifactCache, type VerifiedArtifact } from "./fetch.js";
@@ -114,7 +114,9 @@ export class Agent {
   constructor(private readonly options: AgentOptions) {
     this.state = new StateDir(options.stateDir);
     this.cache = new ArtifactCache(this.state.cacheDir);
-    this.log = options.log ?? ((line) => process.stderr.write(`aegis agent: ${line}\n`));
+    // Lines quote what registries and the assigner said: escaped and bounded, so none can forge or flood the journal.
+    const sink = options.log ?? ((line: string) => process.stderr.write(`aegis agent: ${line}\n`));
+    this.log = (line) => sink(logText(line));
     this.interval = options.pollIntervalMs ?? 30_000;
     const reporter: Reporter = { report: (step) => this.report(step) };
     this.executor = new Executor(options.datapath, reporter);

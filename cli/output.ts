@@ -3,6 +3,7 @@
 // Progress on a terminal is cli/progress.ts.
 import { isatty } from "node:tty";
 import { describeError, errorCode } from "../errors.js";
+import { printable } from "../util/index.js";
 
 export interface OutputOptions {
   json?: boolean;
@@ -32,23 +33,6 @@ export function say(line: string): void {
 /** Warnings go to stderr whatever the output format, so scripts piping stdout still show them. */
 export function warn(warnings: readonly string[]): void {
   for (const warning of warnings) process.stderr.write(`aegis: warning: ${printable(warning)}\n`);
-}
-
-/**
- * `text` with its control characters, but for newlines and tabs, written as
- * escapes (`\x1b`, `\r`). What people read may quote what others wrote (a
- * capsule's annotations and entry names, an agent's reported reason, a
- * registry's error): a terminal must not run an escape sequence of theirs,
- * and a carriage return must not paint over a line.
- */
-export function printable(text: string): string {
-  // C0 and C1 controls, DEL, the line and paragraph separators and the bidi overrides (which reorder what follows).
-  // eslint-disable-next-line no-control-regex -- finding control characters is the point
-  return text.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (c) => {
-    if (c === "\r") return "\\r";
-    const code = c.charCodeAt(0);
-    return code > 0xff ? `\\u${code.toString(16).padStart(4, "0")}` : `\\x${code.toString(16).padStart(2, "0")}`;
-  });
 }
 
 /**

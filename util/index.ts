@@ -1,7 +1,7 @@
 // Small helpers every layer shares: durable file replacement, V8's optimizing
 // compiler for short commands, write streams on opened files, retry backoff,
 // the first NATS connection and kept subscriptions, freeing spent stream buffers, the tar end-marker check,
-// the order of text.
+// the order of text, text others wrote made safe to show.
 export { atomicWrite, atomicWriteAll, removeStaleTemps, syncDir, TEMP_SUFFIX, type AtomicWriteFile, type AtomicWriteOptions } from "./atomic-write.js";
 export { computing, movingBytes } from "./jit.js";
 export { connectNats, flushed, FLUSH_MS, isRefused, natsRetryBase, refusalWait, subscribeKept, type KeptSubscriptionOptions, type NatsConnectOptions } from "./nats.js";
@@ -9,4 +9,5 @@ export { byCodeUnit } from "./order.js";
 export { openWriteStream, type OpenWriteStreamOptions } from "./open-write-stream.js";
 export { backoffDelay, retryAfterMs, sleep, type BackoffOptions } from "./retry.js";
 export { streamed } from "./spent-buffers.js";
+export { logText, printable } from "./text.js";
 export { TAR_BLOCK, TarCounter, tarDataEnd } from "./tar-end.js";

@@ -5,7 +5,8 @@ import { readFile } from "node:fs/promises";
 import { createPrivateKey } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { InputError } from "../../errors.js";
-import { plainError, printable, table } from "../../cli/output.js";
+import { plainError, table } from "../../cli/output.js";
+import { printable } from "../../util/index.js";
 import { aegis, expectOneErrorLine } from "./run.js";
 
 /** The error a call throws. */

@@ -1,0 +1,28 @@
+// Text that others wrote, made safe to show: control characters escaped, so
+// a terminal or a log reader runs no sequence of theirs; a log line bounded.
+
+/**
+ * `text` with its control characters, but for newlines and tabs, written as
+ * escapes (`\x1b`, `\r`). What people read may quote what others wrote (a
+ * capsule's annotations and entry names, an agent's reported reason, a
+ * registry's error): a terminal must not run an escape sequence of theirs,
+ * and a carriage return must not paint over a line.
+ */
+export function printable(text: string): string {
+  // C0 and C1 controls, DEL, the line and paragraph separators and the bidi overrides (which reorder what follows).
+  // eslint-disable-next-line no-control-regex -- finding control characters is the point
+  return text.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (c) => {
+    if (c === "\r") return "\\r";
+    const code = c.charCodeAt(0);
+    return code > 0xff ? `\\u${code.toString(16).padStart(4, "0")}` : `\\x${code.toString(16).padStart(2, "0")}`;
+  });
+}
+
+/** The most characters of one log line: a registry's error or an agent's reason can be megabytes. */
+const LOG_LINE_MAX = 4096;
+
+/** `line` for an operator's log: printable(), newlines escaped too (one line is one entry), and cut at LOG_LINE_MAX characters, saying how many were left out. */
+export function logText(line: string): string {
+  const text = printable(line).replace(/\n/g, "\\n");
+  return text.length <= LOG_LINE_MAX ? text : `${text.slice(0, LOG_LINE_MAX)}… (${text.length - LOG_LINE_MAX} more characters)`;
+}
