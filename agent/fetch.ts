@@ -213,6 +213,8 @@ export class ArtifactCache {
         if (tagged) await visit(tagged);
       }
     }
+    // A download killed mid-way (SIGKILL, a crash) leaves its temp file: gone after a day untouched.
+    await this.layout.removeStaleTemps(STALE_TEMP_MS);
     const removed: string[] = [];
     for (const digest of await this.layout.digests()) {
       if (reachable.has(digest)) continue;
@@ -222,6 +224,9 @@ export class ArtifactCache {
     return removed;
   }
 }
+
+/** How long a download's temp file in the cache may stay unchanged before prune takes it for a dead one's. */
+const STALE_TEMP_MS = 24 * 60 * 60 * 1000;
 
 /**
  * Failures to read a registry at all (down, refusing us, throttling, not

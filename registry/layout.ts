@@ -98,7 +98,7 @@ export class OciLayoutTarget implements Target, Deleter {
   private async writeTemp(content: Readable, options: AbortOptions): Promise<string> {
     options.signal?.throwIfAborted();
     await this.init();
-    const temp = join(this.dir, "blobs", "sha256", `.tmp-${randomBytes(8).toString("hex")}`);
+    const temp = join(this.dir, "blobs", "sha256", `${TEMP_PREFIX}${randomBytes(8).toString("hex")}`);
     try {
       const file = await openWriteStream(temp, { mode: 0o644, highWaterMark: WRITE_BUFFER }).catch((err: unknown) => {
         // Not opened (EMFILE, ENOSPC): the content is let go as a failing pipeline would have.
@@ -226,6 +226,25 @@ export class OciLayoutTarget implements Target, Deleter {
     return [...new Set([...stored.filter((n) => /^[0-9a-f]{64}$/.test(n)).map((n) => `sha256:${n}`), ...indexed])];
   }
 
+  /**
+   * Removes the temp files of writes that ended without cleaning up (the
+   * process was killed mid-download) and unchanged for `olderThanMs`: a
+   * write under way changes its file as the bytes come. Returns their names.
+   */
+  async removeStaleTemps(olderThanMs: number): Promise<string[]> {
+    const dir = join(this.dir, "blobs", "sha256");
+    const temps = (await readdir(dir).catch(() => [] as string[])).filter((n) => n.startsWith(TEMP_PREFIX));
+    const before = Date.now() - olderThanMs;
+    const stale: string[] = [];
+    for (const name of temps) {
+      const changed = await stat(join(dir, name)).then((s) => s.mtimeMs, () => Infinity);
+      if (changed >= before) continue;
+      await rm(join(dir, name), { force: true });
+      stale.push(name);
+    }
+    return stale;
+  }
+
   referrers(subject: Descriptor, artifactType?: string): Promise<Descriptor[]> {
     return fallbackReferrers(this, subject, artifactType);
   }
@@ -282,6 +301,9 @@ export class OciLayoutTarget implements Target, Deleter {
     return result;
   }
 }
+
+/** The names of blobs being written (writeTemp), renamed to their digest once complete. */
+const TEMP_PREFIX = ".tmp-";
 
 function emptyIndex(): Index {
   return { schemaVersion: 2, mediaType: MediaType.ImageIndex, manifests: [] };

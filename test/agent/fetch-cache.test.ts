@@ -5,7 +5,7 @@
 // before the source's copy is verified, and then only its verified signatures,
 // whose listing the copy does not ask for again.
 import { createPrivateKey } from "node:crypto";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -153,6 +153,18 @@ describe("ArtifactCache", () => {
     } finally {
       await slow.stop();
     }
+  });
+
+  it("prune removes a download's temp file left a day untouched (a killed agent's), never a fresh one", async () => {
+    const cache = new ArtifactCache(join(work, "cache-temps"));
+    const blobsDir = join(work, "cache-temps", "blobs", "sha256");
+    mkdirSync(blobsDir, { recursive: true });
+    writeFileSync(join(blobsDir, ".tmp-dead"), "partial");
+    writeFileSync(join(blobsDir, ".tmp-live"), "partial");
+    const dayAgo = new Date(Date.now() - 25 * 60 * 60 * 1000);
+    utimesSync(join(blobsDir, ".tmp-dead"), dayAgo, dayAgo);
+    expect(await cache.prune([]), "no blob to prune").toEqual([]);
+    expect(readdirSync(blobsDir).filter((n) => n.startsWith(".tmp-")), "temp files left").toEqual([".tmp-live"]);
   });
 
   it("a cached artifact whose signature the current trust does not accept is not served from the cache", async () => {
