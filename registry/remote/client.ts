@@ -4,7 +4,7 @@
 // https://distribution.github.io/distribution/spec/auth/token/
 // https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes
 import type { Readable } from "node:stream";
-import { backoffDelay, sleep, type BackoffOptions } from "../../util/index.js";
+import { backoffDelay, setBounded, sleep, type BackoffOptions } from "../../util/index.js";
 import { RegistryError, type DistributionErrorCode } from "../errors.js";
 import type { Credentials } from "./credentials.js";
 import { sendRequest, type Response } from "./http.js";
@@ -83,6 +83,9 @@ export function parseChallenge(header: string): Challenge {
   }
   return { scheme, params };
 }
+
+/** Bearer tokens kept per client, one per set of scopes (a repository, or two for a mount). */
+const MAX_TOKENS = 256;
 
 export class RegistryClient {
   readonly baseUrl: string;
@@ -232,7 +235,7 @@ export class RegistryClient {
     if (!token) throw new RegistryError("UNAUTHORIZED", `token server of ${this.registry} answered without a token`);
     // The spec's default lifetime is 60 s; renew 10 s early.
     const lifetime = (body.expires_in ?? 60) * 1000;
-    this.tokens.set(key, { token, expires: Date.now() + Math.max(lifetime - 10_000, lifetime / 2) });
+    setBounded(this.tokens, key, { token, expires: Date.now() + Math.max(lifetime - 10_000, lifetime / 2) }, MAX_TOKENS);
     return token;
   }
 

@@ -1,7 +1,7 @@
 // A Target for one repository in a registry that speaks the OCI distribution
 // spec. https://github.com/opencontainers/distribution-spec/blob/main/spec.md
 import { pipeline, Readable } from "node:stream";
-import { backoffDelay, sleep } from "../../util/index.js";
+import { backoffDelay, setBounded, sleep } from "../../util/index.js";
 import { RegistryError } from "../errors.js";
 import { checkDigest, descriptorFor, DigestingStream, isDigest, readAll, verifyBytes, verifyStream } from "../digest.js";
 import { emptyConfigBytes } from "../empty.js";
@@ -36,9 +36,11 @@ interface Upload {
 const ACCEPT_MANIFESTS = MANIFEST_MEDIA_TYPES.join(", ");
 /** recentManifests' bounds: a hostile registry's 4 MiB manifests cannot pile up. */
 const RECENT_LIMITS = { manifests: 64, bytes: 16 * 1024 * 1024 };
-/** Whether a repository's registry has the referrers API, learned once per process. */
+/** Whether a repository's registry has the referrers API, learned once per process (for the newest MAX_KNOWN repositories). */
 const referrersSupport = new Map<string, Promise<boolean>>();
+/** One client per registry and settings, for the newest MAX_KNOWN (a long-running agent may be named any number of registries). */
 const clients = new Map<string, RegistryClient>();
+const MAX_KNOWN = 1024;
 
 export class RemoteRepository implements Target, Mounter, ReferencePusher {
   readonly name: string;
@@ -65,9 +67,7 @@ export class RemoteRepository implements Target, Mounter, ReferencePusher {
     // One client per registry and settings shares its tokens across repositories.
     const credentials = typeof options.credentials === "function" ? options.credentials(registry) : options.credentials;
     const key = JSON.stringify([registry, options.plainHttp, credentials, options.maxAttempts, options.backoffMs, options.timeoutMs, options.deadlineMs]);
-    let client = clients.get(key);
-    if (!client) clients.set(key, (client = new RegistryClient(registry, { ...options, credentials })));
-    this.client = client;
+    this.client = setBounded(clients, key, clients.get(key) ?? new RegistryClient(registry, { ...options, credentials }), MAX_KNOWN);
     this.monolithicLimit = options.monolithicLimit ?? 1024 * 1024 * 1024;
     this.chunkSize = options.chunkSize ?? 64 * 1024 * 1024;
     this.maxTagPages = options.maxTagPages ?? 1000;
@@ -476,7 +476,7 @@ export class RemoteRepository implements Target, Mounter, ReferencePusher {
           if (res.statusCode === 404 && body.includes("NAME_UNKNOWN")) referrersSupport.delete(key);
           return res.statusCode === 200 && type.startsWith(MediaType.ImageIndex);
         });
-      referrersSupport.set(key, known);
+      setBounded(referrersSupport, key, known, MAX_KNOWN);
       known.catch(() => referrersSupport.delete(key));
     }
     return known;
