@@ -1,8 +1,8 @@
 // A Target backed by an OCI image layout directory, readable by skopeo,
 // oras and crane. https://github.com/opencontainers/image-spec/blob/main/image-layout.md
 import { createHash, randomBytes } from "node:crypto";
-import { createReadStream } from "node:fs";
-import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { constants, createReadStream } from "node:fs";
+import { mkdir, open, readdir, rename, rm, stat, writeFile, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import { pipeline as pipe, Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -47,7 +47,7 @@ export class OciLayoutTarget implements Target, Deleter {
     options.signal?.throwIfAborted();
     let handle;
     try {
-      handle = await open(this.blobPath(desc.digest), "r");
+      handle = await openRegular(this.blobPath(desc.digest));
     } catch (err) {
       throw new RegistryError("NOT_FOUND", `${desc.digest} not found in ${this.name}`, { cause: err });
     }
@@ -137,10 +137,13 @@ export class OciLayoutTarget implements Target, Deleter {
    */
   async exists(desc: Descriptor, options: AbortOptions = {}): Promise<boolean> {
     try {
-      const path = this.blobPath(desc.digest);
-      if ((await stat(path)).size !== desc.size) return false;
+      const handle = await openRegular(this.blobPath(desc.digest));
+      if ((await handle.stat()).size !== desc.size) {
+        await handle.close();
+        return false;
+      }
       const hash = createHash("sha256");
-      await pipeline(createReadStream(path), hash, { signal: options.signal });
+      await pipeline(createReadStream("", { fd: handle }), hash, { signal: options.signal });
       return `sha256:${hash.digest("hex")}` === desc.digest;
     } catch {
       // Missing, unreadable or not a digest: not there. An abort is not an answer.
@@ -267,9 +270,17 @@ export class OciLayoutTarget implements Target, Deleter {
   }
 
   private async readIndex(): Promise<Index> {
+    const path = join(this.dir, "index.json");
     let text: string;
     try {
-      text = await readFile(join(this.dir, "index.json"), "utf8");
+      const handle = await openRegular(path);
+      try {
+        const { size } = await handle.stat();
+        if (size > MAX_INDEX_SIZE) throw new RegistryError("SIZE_LIMIT", `${path} is ${size} bytes, over the ${MAX_INDEX_SIZE}-byte limit of an index`);
+        text = await handle.readFile("utf8");
+      } finally {
+        await handle.close();
+      }
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return emptyIndex();
       throw err;
@@ -300,6 +311,27 @@ export class OciLayoutTarget implements Target, Deleter {
     this.indexQueue = result.catch(() => undefined);
     return result;
   }
+}
+
+/** The largest index.json read: some 100,000 entries. */
+const MAX_INDEX_SIZE = 64 * 1024 * 1024;
+
+/**
+ * Opens `path` for reading if it is a regular file. A layout's directory may
+ * be another's to write (an assigner may name any `oci:` path): a FIFO would
+ * block the open, or the read, for ever, and a device such as /dev/zero
+ * never ends. O_NONBLOCK makes the open of a FIFO return at once; it changes
+ * nothing for a file.
+ */
+async function openRegular(path: string): Promise<FileHandle> {
+  const handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  try {
+    if (!(await handle.stat()).isFile()) throw new RegistryError("INVALID_MANIFEST", `${path} is not a regular file`);
+  } catch (err) {
+    await handle.close();
+    throw err;
+  }
+  return handle;
 }
 
 /** The names of blobs being written (writeTemp), renamed to their digest once complete. */
