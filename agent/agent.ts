@@ -96,6 +96,8 @@ export class Agent {
   /** Devices logged as not Ethernet, each once. */
   private readonly notEthernet = new Set<string>();
   private readonly superseded = new Set<string>();
+  /** Programs whose counters could not be read at the last receipt (logged once). */
+  private readonly countersUnread = new Set<string>();
   private nats: NatsConnection | undefined;
   private wake: (() => void) | undefined;
   /** A wake-up that came while reconciling: the next sleep ends at once, so no change is missed. */
@@ -445,7 +447,7 @@ export class Agent {
    * it is reported received again.
    */
   private forget(current: ReadonlySet<string>): void {
-    for (const seen of [this.received, this.verifiedOnce, this.superseded]) for (const id of seen) if (!current.has(id)) seen.delete(id);
+    for (const seen of [this.received, this.verifiedOnce, this.superseded, this.countersUnread]) for (const id of seen) if (!current.has(id)) seen.delete(id);
     for (const byId of [this.failed, this.stepFailed]) for (const id of byId.keys()) if (!current.has(id)) byId.delete(id);
   }
 
@@ -607,14 +609,21 @@ export class Agent {
       const hooks = attached.filter((a) => a.id === id);
       const programId = hooks[0]?.programId;
       if (programId === undefined) continue;
-      const counters = await datapath.counters(id).catch(() => undefined);
-      if (!counters) continue;
+      // Counters that cannot be read leave the receipt without them (it still proves what runs), said once until they can be read again.
+      const counters = await datapath.counters(id).then(
+        (read) => (this.countersUnread.delete(id), read),
+        (err: unknown) => {
+          if (!this.countersUnread.has(id)) this.log(`cannot read the counters of ${record.name} ${record.version} ${id}: ${describeError(err)}; its receipts go without them`);
+          this.countersUnread.add(id);
+          return undefined;
+        },
+      );
       this.publish({
         event: "attached",
         id,
         name: record.name,
         version: record.version,
-        counters: receiptCounters(counters, record.allows),
+        ...(counters ? { counters: receiptCounters(counters, record.allows) } : {}),
         receipt: { program_id: programId, interfaces: hooks.map(({ iface, direction, pref }) => ({ iface, direction, pref })), since: record.since },
       });
     }

@@ -2,9 +2,12 @@
 // pinning, filling maps, BPF_PROG_TEST_RUN and reading counters. Everything
 // lives under a caller-chosen pin directory on bpffs (the agent uses
 // /sys/fs/bpf/aegis/<digest>/) so it outlives the process that loaded it.
+import { createWriteStream } from "node:fs";
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import { EbpfError } from "./errors.js";
 import { run } from "./exec.js";
 import { COUNTERS_MAP, FILLED_MAPS, mapEntries, u32, type CompiledRules } from "./rules.js";
@@ -76,12 +79,14 @@ export async function loadObject(object: Buffer, pinDir: string): Promise<Pinned
 
 /** Writes compiled rules into the pinned maps, in one bpftool process. */
 export async function fillMaps(mapsDir: string, maps: CompiledRules["maps"]): Promise<void> {
-  const lines: string[] = [];
-  for (const name of FILLED_MAPS) {
-    const prefix = `map update pinned ${join(mapsDir, name)} key hex `;
-    for (const { key, value } of mapEntries(maps[name])) lines.push(`${prefix}${hexBytes(key)} value hex ${hexBytes(value)}`);
+  if (FILLED_MAPS.every((name) => maps[name].count === 0)) return;
+  function* lines(): Generator<string> {
+    for (const name of FILLED_MAPS) {
+      const prefix = `map update pinned ${join(mapsDir, name)} key hex `;
+      for (const { key, value } of mapEntries(maps[name])) yield `${prefix}${hexBytes(key)} value hex ${hexBytes(value)}`;
+    }
   }
-  if (lines.length > 0) await batch(lines, `cannot fill the maps in ${mapsDir}`);
+  await batch(lines(), `cannot fill the maps in ${mapsDir}`);
 }
 
 /** loadObject + fillMaps: a program ready to attach, or nothing pinned. */
@@ -113,19 +118,29 @@ export async function testRun(progPin: string, packet: Buffer, repeat = 1): Prom
 }
 
 /**
+ * Rules whose counters one bpftool process reads: its JSON gives each CPU's
+ * value of each rule (~90 characters), so 100,000 rules on 64 CPUs in one
+ * answer would pass the longest string V8 makes.
+ */
+const COUNTERS_PER_READ = 4096;
+
+/**
  * Packets matched per rule, summed over CPUs: all rules, or only the given
  * rule indexes (cheaper for large policies), in the order asked.
  */
 export async function readCounters(mapsDir: string, indexes?: number[]): Promise<number[]> {
   const map = join(mapsDir, COUNTERS_MAP);
   if (!indexes) {
-    const out = await run("BPFTOOL_FAILED", `cannot read ${map}`, "bpftool", ["map", "dump", "pinned", map, "-j"]);
-    return (JSON.parse(out) as PerCpuEntry[]).map(sumCpus);
+    const shown = await run("BPFTOOL_FAILED", `cannot read ${map}`, "bpftool", ["map", "show", "pinned", map, "-j"]);
+    return readCounters(mapsDir, Array.from({ length: (JSON.parse(shown) as { max_entries: number }).max_entries }, (_, i) => i));
   }
-  if (indexes.length === 0) return [];
-  const lines = indexes.map((i) => `map lookup pinned ${map} key hex ${hexBytes(u32(i))}`);
-  const out = await batch(lines, `cannot read ${map}`, ["-j"]);
-  return (JSON.parse(out) as { output: PerCpuEntry }[]).map((result) => sumCpus(result.output));
+  const counters: number[] = [];
+  for (let at = 0; at < indexes.length; at += COUNTERS_PER_READ) {
+    const lines = indexes.slice(at, at + COUNTERS_PER_READ).map((i) => `map lookup pinned ${map} key hex ${hexBytes(u32(i))}`);
+    const out = await batch(lines, `cannot read ${map}`, ["-j"]);
+    for (const result of JSON.parse(out) as { output: PerCpuEntry }[]) counters.push(sumCpus(result.output));
+  }
+  return counters;
 }
 
 /**
@@ -176,15 +191,31 @@ function sumCpus(entry: PerCpuEntry): number {
   return Number(total);
 }
 
-async function batch(lines: string[], what: string, flags: string[] = []): Promise<string> {
+/** Runs `lines` as one `bpftool batch`; the file is written as they come (a million rules' lines are more text than one string holds). */
+async function batch(lines: Iterable<string>, what: string, flags: string[] = []): Promise<string> {
   const work = await mkdtemp(join(tmpdir(), "aegis-batch-"));
   try {
     const file = join(work, "commands");
-    await writeFile(file, lines.join("\n") + "\n");
+    await pipeline(Readable.from(joined(lines)), createWriteStream(file));
     return await run("BPFTOOL_FAILED", what, "bpftool", ["batch", "file", file, ...flags]);
   } finally {
     await rm(work, { recursive: true, force: true });
   }
+}
+
+/** `lines`, newline-terminated, in strings of about 1 MiB. */
+function* joined(lines: Iterable<string>): Generator<string> {
+  let held: string[] = [];
+  let size = 0;
+  for (const line of lines) {
+    held.push(line);
+    size += line.length + 1;
+    if (size < 1 << 20) continue;
+    yield `${held.join("\n")}\n`;
+    held = [];
+    size = 0;
+  }
+  if (held.length > 0) yield `${held.join("\n")}\n`;
 }
 
 function hexBytes(bytes: Buffer): string {

@@ -435,7 +435,7 @@ describe("enforcement", () => {
   it("without NATS, sends the same signed messages over HTTP: the assigner shows attached from the receipt, with interfaces and counters", async () => {
     const v1 = await publish("6.1.0", ciKey, "http-telemetry");
     const unsigned = await publish("6.2.0", null, "http-refused");
-    const { agent, datapath, stateDir } = await agentFor("http-host");
+    const { agent, datapath, stateDir, events, logs } = await agentFor("http-host");
     await admin.assign(v1, "http-host");
     await admin.assign(unsigned, "http-host");
     await agent.reconcile();
@@ -462,6 +462,18 @@ describe("enforcement", () => {
     datapath.setCounters(v1, [5]);
     await agent.reconcile();
     expect((await admin.status(v1)).hosts.find((h) => h.host_id === "http-host")?.counters, "counters of the next receipt").toEqual({ rule0: 5 });
+
+    // Counters that cannot be read: the receipt still goes, without them, and that is said once.
+    const receipts = () => events.filter((e) => e.event === "attached" && e.id === v1);
+    for (let pass = 0; pass < 2; pass++) {
+      datapath.failNext("counters");
+      const before = receipts().length;
+      await agent.reconcile();
+      expect(receipts().slice(before), `pass ${pass}: one receipt, with no counters`).toEqual([expect.not.objectContaining({ counters: expect.anything() })]);
+    }
+    expect(logs.filter((l) => l.startsWith("cannot read the counters of http-telemetry")), logs.join("\n")).toHaveLength(1);
+    await agent.reconcile();
+    expect(receipts().at(-1)?.counters, "read again").toEqual({ rule0: 5 });
   });
 
   it("without NATS, keeps the signed messages while the assigner cannot take them, and delivers them at the next pass", async () => {
