@@ -43,6 +43,17 @@ beforeAll(async () => {
 
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
+/** A fresh OCI layout under `name` holding the example policy as `version`, signed by the test key, and the assignment naming it there. */
+async function signedLayout(name: string, version: string): Promise<{ dir: string; layout: OciLayoutTarget; assigned: Assigned }> {
+  const { bytes, policy } = await buildBundle("policies/block-icmp-8888");
+  const dir = join(work, name);
+  const layout = new OciLayoutTarget(dir);
+  const artifact = await pushBundle(bytes, { ...policy, version }, layout, "v1");
+  await signArtifact(layout, artifact.manifest, signer, layout.name);
+  const id = artifact.manifest.digest;
+  return { dir, layout, assigned: { id, checksum: `sha256-${artifact.layer.digest.slice(7)}`, reference: `oci:${dir}@${id}`, name: policy.name } };
+}
+
 /** The blob hashes an OCI layout holds ([] when it does not exist). */
 function blobs(dir: string): string[] {
   const path = join(dir, "blobs", "sha256");
@@ -120,28 +131,19 @@ describe("ArtifactCache", () => {
   });
 
   it("a mirror is tried before the assigner's reference is read: a malformed reference does not stop a mirror that holds the digest", async () => {
-    const { bytes, policy } = await buildBundle("policies/block-icmp-8888");
-    const dir = join(work, "mirror");
-    const layout = new OciLayoutTarget(dir);
-    const artifact = await pushBundle(bytes, { ...policy, version: "1.0.9" }, layout, "v1");
-    await signArtifact(layout, artifact.manifest, signer, layout.name);
-    const named = { id: artifact.manifest.digest, checksum: `sha256-${artifact.layer.digest.slice(7)}`, reference: "not a reference!", name: policy.name };
+    const { dir, assigned: signed } = await signedLayout("mirror", "1.0.9");
+    const named = { ...signed, reference: "not a reference!" };
     const cache = new ArtifactCache(join(work, "cache-mirror"));
     expect((await cache.fetchVerified(named, { mirrors: [`oci:${dir}`], trust })).source, "from the mirror").toBe(`oci:${dir}@${named.id}`);
     await expect(new ArtifactCache(join(work, "cache-no-mirror")).fetchVerified(named, { mirrors: [], trust }), "no mirror: the reference is refused").rejects.toMatchObject({ code: "INVALID_REFERENCE" });
   });
 
   it("a registry that trickles is given up after pullTimeoutMs: the next source serves the artifact, or the pull fails with TIMEOUT", async () => {
-    const { bytes, policy } = await buildBundle("policies/block-icmp-8888");
-    const dir = join(work, "slow");
-    const layout = new OciLayoutTarget(dir);
-    const artifact = await pushBundle(bytes, { ...policy, version: "1.0.10" }, layout, "v1");
-    await signArtifact(layout, artifact.manifest, signer, layout.name);
+    const { layout, assigned: named } = await signedLayout("slow", "1.0.10");
     // The same content over HTTP, each blob sent a byte every 50 ms: each request is alive, the pull never ends.
     const slow = await startHostileRegistry({ store: layout, trickleMs: 50 });
     try {
-      const id = artifact.manifest.digest;
-      const named = { id, checksum: `sha256-${artifact.layer.digest.slice(7)}`, reference: `oci:${dir}@${id}`, name: policy.name };
+      const { id } = named;
       const options = { mirrors: [`${slow.host}/policies`], trust, pullTimeoutMs: 500 };
       expect((await new ArtifactCache(join(work, "cache-slow")).fetchVerified(named, options)).source, "from the reference, past the mirror").toBe(named.reference);
       expect(slow.requests.filter((r) => r.startsWith("GET /v2/policies/blobs/")), "the mirror was read").not.toEqual([]);
