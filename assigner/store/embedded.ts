@@ -3,9 +3,10 @@
 // applied in memory in one synchronous step (no await between the read and
 // the write, so concurrent calls cannot interleave), then the call waits until
 // a snapshot that contains it has been written with atomicWrite; concurrent
-// changes share one write. When a write fails, memory goes back to the last
-// snapshot on disk and every change not yet written fails: what callers were
-// told failed never appears later. Telemetry (status, last-seen) is advisory
+// changes share one write. Reads of assignments, artifacts and rollouts wait
+// while a write is under way, so none answers with a change not yet saved.
+// When a write fails, memory goes back to the last snapshot on disk and every
+// change not yet written fails: what callers were told failed never appears. Telemetry (status, last-seen) is advisory
 // and frequent: it is written with the next change, or within a second,
 // instead of one fsync per message.
 // Maps, not plain objects, so a host named "constructor" is just a host.
@@ -118,6 +119,17 @@ export class EmbeddedStore implements AssignerStore {
     };
   }
 
+  /**
+   * Resolves once no write is under way, so memory holds only what is on
+   * disk: the reads of assignments, artifacts and rollouts wait for it. A
+   * change is applied in memory before its write; without this, a poll
+   * during a write that then failed was answered with a change that was
+   * never made.
+   */
+  private async saved(): Promise<void> {
+    while (this.writing) await this.writing;
+  }
+
   /** Resolves once a snapshot taken after this call is on disk. */
   private persist(): Promise<void> {
     this.dirty = true;
@@ -178,14 +190,17 @@ export class EmbeddedStore implements AssignerStore {
   }
 
   async getArtifact(id: string): Promise<ArtifactRecord | undefined> {
+    await this.saved();
     return this.artifacts.get(id);
   }
 
   async getArtifacts(ids: string[]): Promise<(ArtifactRecord | undefined)[]> {
+    await this.saved();
     return ids.map((id) => this.artifacts.get(id));
   }
 
   async listArtifacts(): Promise<ArtifactRecord[]> {
+    await this.saved();
     return [...this.artifacts.values()];
   }
 
@@ -228,6 +243,7 @@ export class EmbeddedStore implements AssignerStore {
   }
 
   async desiredState(): Promise<DesiredState> {
+    await this.saved();
     const direct = [...this.hosts].flatMap(([hostId, host]) => host.artifacts.map((artifactId) => ({ artifactId, hostId })));
     return { version: this.desiredVersion, direct, selectors: this.selectorList() };
   }
@@ -240,6 +256,7 @@ export class EmbeddedStore implements AssignerStore {
   }
 
   async hostDesired(hostId: string): Promise<HostDesired> {
+    await this.saved();
     const host = this.hosts.get(hostId);
     return { version: host?.version ?? 0, artifactIds: [...(host?.artifacts ?? [])].sort(), selectors: this.selectorList() };
   }
@@ -253,10 +270,12 @@ export class EmbeddedStore implements AssignerStore {
   }
 
   async getRollout(id: string): Promise<RolloutJson | undefined> {
+    await this.saved();
     return this.rollouts.get(id);
   }
 
   async listRollouts(): Promise<RolloutJson[]> {
+    await this.saved();
     return [...this.rollouts.values()].reverse();
   }
 
@@ -273,10 +292,12 @@ export class EmbeddedStore implements AssignerStore {
   }
 
   async hostVersion(hostId: string): Promise<number> {
+    await this.saved();
     return this.hosts.get(hostId)?.version ?? 0;
   }
 
   async artifactHosts(artifactId: string): Promise<string[]> {
+    await this.saved();
     return [...this.hosts].filter(([, host]) => host.artifacts.includes(artifactId)).map(([hostId]) => hostId).sort();
   }
 

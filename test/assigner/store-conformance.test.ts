@@ -383,8 +383,10 @@ describe("EmbeddedStore on a failed write", () => {
     const desired = (await store.desiredState()).version;
     rmSync(storeDir, { recursive: true, force: true });
     const failing = assign(store, artifact(2).id, "h").catch((e: unknown) => e);
-    // While the write is under way, a poll may be answered with the change and its version.
+    // A poll while the write is under way waits for it: it is answered with what is saved, never with the change.
+    const polled = hostAssignments(store, "h");
     const seen = `${await store.hostVersion("h")}.${store.versionEpoch()}`;
+    expect(await polled, "a poll during the failing write").toEqual({ version: 1, artifactIds: [artifact(1).id] });
     const err = (await failing) as StoreUnavailableError;
     expect(err, "a write into a removed directory fails").toBeInstanceOf(StoreUnavailableError);
     expect(err.message, "the answer names no server path").not.toContain(storeDir);
