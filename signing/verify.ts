@@ -163,8 +163,15 @@ async function evaluate(from: ReadOnlyTarget, digest: string, trust: TrustPolicy
     await attempt(referrer.digest, "sigstore-bundle", (seen) => verifyBundleReferrer(source, subject, referrer, trust, at, seen));
     if (enough(verdicts)) return verdicts;
   }
-  const legacy = await findLegacySignature(source, subject);
-  if (legacy) await attempt(legacy.digest, "cosign-legacy", () => verifyLegacySignature(source, subject, legacy, trust, at));
+  // The .sig tag's lookup is part of that signature's check: a tag that names no manifest (a hostile registry's HTML page) is its verdict, not the end of the check.
+  let legacy: Descriptor | undefined;
+  try {
+    legacy = await findLegacySignature(source, subject);
+  } catch (err) {
+    await attempt(`${referrersTag(subject)}.sig`, "cosign-legacy", () => Promise.reject(err));
+  }
+  const found = legacy;
+  if (found) await attempt(found.digest, "cosign-legacy", () => verifyLegacySignature(source, subject, found, trust, at));
   return verdicts;
 }
 

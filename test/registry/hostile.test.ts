@@ -200,6 +200,12 @@ describe("referrers listings are the source's word", () => {
     listing: (subject: Descriptor) => Descriptor[] = () => [];
     /** A read of this digest fails with this code. */
     failing: { digest: string; code: "TIMEOUT" | "DIGEST_MISMATCH" | "BLOB_UNKNOWN" } | undefined;
+    /** Resolving a tag ending in .sig (cosign's legacy signature) fails with this code. */
+    sigTag: "TIMEOUT" | "INVALID_MANIFEST" | undefined;
+    override async resolve(reference: string, options?: AbortOptions): Promise<Descriptor> {
+      if (this.sigTag && reference.endsWith(".sig")) throw new RegistryError(this.sigTag, `${reference}: ${this.sigTag}`);
+      return super.resolve(reference, options);
+    }
     override async referrers(subject: Descriptor): Promise<Descriptor[]> {
       this.listings++;
       return this.listing(subject);
@@ -347,6 +353,15 @@ describe("referrers listings are the source's word", () => {
     await expect(verifyArtifact(src, manifest.digest, trust), "a timeout").rejects.toMatchObject({ code: "TIMEOUT" });
     src.failing = { digest: referrer.digest, code: "DIGEST_MISMATCH" };
     await expect(verifyArtifact(src, manifest.digest, trust), "altered bytes").rejects.toMatchObject({ code: "INVALID_BUNDLE" });
+
+    // A cosign .sig tag that names no manifest (an HTML page) is that signature's verdict beside the others; one that cannot be read fails the check.
+    src.failing = undefined;
+    src.sigTag = "INVALID_MANIFEST";
+    const explained = await explainArtifact(src, manifest.digest, { keys: [trustedKey("other", parsePublicKey(generateKeyPair("ed25519").publicKey, "other"))] });
+    expect(explained.signatures.map((v) => `${v.format} ${v.accepted} ${v.code}`), "verdicts").toEqual(["sigstore-bundle false UNTRUSTED_KEY", "cosign-legacy false INVALID_BUNDLE"]);
+    expect(explained.signatures[1]?.reason).toContain(".sig: INVALID_MANIFEST");
+    src.sigTag = "TIMEOUT";
+    await expect(explainArtifact(src, manifest.digest, trust), "a .sig lookup that times out").rejects.toMatchObject({ code: "TIMEOUT" });
   });
 
   it("a signature check reads at most MAX_SIGNATURES signatures, each listed digest once", async () => {
