@@ -333,9 +333,10 @@ export class Agent {
 
   /**
    * The interfaces to enforce on now: the configured ones that exist (a
-   * missing one is logged once), or every Ethernet device. A device that
-   * carries no Ethernet frames (a tunnel) is left out, and logged once: the
-   * program would read its packets at the wrong offset.
+   * missing one is logged once), or every Ethernet device but the
+   * loopback. A device that carries no Ethernet frames (a tunnel) is left
+   * out, and logged once: the program would read its packets at the wrong
+   * offset.
    */
   private async interfaces(): Promise<string[]> {
     const present = await this.options.datapath.interfaces();
@@ -344,10 +345,12 @@ export class Agent {
       const wanted = configured.length === 0 ? !loopback : configured.includes(name);
       if (!wanted || ethernet || this.notEthernet.has(name)) continue;
       this.notEthernet.add(name);
-      this.log(`interface ${name} carries no Ethernet frames (a tunnel, or the loopback): no policy is attached there`);
+      this.log(`interface ${name} carries no Ethernet frames (a tunnel): no policy is attached there`);
     }
+    // Devices gone are forgotten, so one that comes back as a tunnel is said again.
+    for (const name of this.notEthernet) if (!present.some((i) => i.name === name)) this.notEthernet.delete(name);
+    if (configured.length === 0) return present.filter((i) => i.ethernet && !i.loopback).map((i) => i.name);
     const usable = present.filter((i) => i.ethernet).map((i) => i.name);
-    if (configured.length === 0) return usable;
     const names = new Set(present.map((i) => i.name));
     for (const iface of configured) {
       if (!names.has(iface) && !this.missing.has(iface)) this.log(`interface ${iface} does not exist (yet): enforcing on it once it appears`);

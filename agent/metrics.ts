@@ -7,6 +7,7 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { StatusRow } from "./status.js";
+import { byCodeUnit } from "../util/index.js";
 
 export class AgentMetrics {
   private readonly failures = new Map<string, number>();
@@ -35,7 +36,7 @@ export class AgentMetrics {
       ...inForce.map((p) => `aegis_agent_drops_total{policy="${escape(p.name)}",version="${escape(p.version)}",digest="${escape(p.id)}"} ${p.drops ?? 0}`),
       "# HELP aegis_agent_failures_total Failed steps (fetch, verify, load, attach) by error code.",
       "# TYPE aegis_agent_failures_total counter",
-      ...[...this.failures].sort(([a], [b]) => a.localeCompare(b)).map(([code, n]) => `aegis_agent_failures_total{code="${escape(code)}"} ${n}`),
+      ...[...this.failures].sort(([a], [b]) => byCodeUnit(a, b)).map(([code, n]) => `aegis_agent_failures_total{code="${escape(code)}"} ${n}`),
       "# HELP aegis_agent_last_successful_poll_timestamp_seconds When the assigner last answered the agent's poll.",
       "# TYPE aegis_agent_last_successful_poll_timestamp_seconds gauge",
       `aegis_agent_last_successful_poll_timestamp_seconds ${this.lastPoll === undefined ? 0 : this.lastPoll / 1000}`,

@@ -10,6 +10,7 @@
 // yet two names that hash alike still never share a filter. The pref in use
 // is read back from the kernel and the state file, so probing never moves
 // an installed policy.
+import { byCodeUnit } from "../util/index.js";
 
 /** A program as the planner sees it: its digest and the verified policy's name and version. */
 export interface Program {
@@ -125,7 +126,7 @@ export function plan(assigned: readonly Program[], actual: readonly InstalledPro
   const installed = new Set(actual.map((p) => p.id));
   const hold = new Set(options.hold ?? []);
   const taken = new Set([...actual.map((p) => p.pref), ...(options.inUse ?? [])]);
-  const byName = (a: Program, b: Program) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id);
+  const byName = (a: Program, b: Program) => byCodeUnit(a.name, b.name) || byCodeUnit(a.id, b.id);
 
   const keeps: Step[] = actual.filter((p) => wanted.has(p.id)).map((program) => ({ kind: "keep", program }));
   // Installed programs a new version may take over: no longer assigned, by name.

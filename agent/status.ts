@@ -4,6 +4,7 @@
 // anything, so it can run beside a running agent.
 import type { Datapath } from "../ebpf/index.js";
 import { dropCounters, type InstalledRecord } from "./state.js";
+import { byCodeUnit } from "../util/index.js";
 
 /** One program pinned on this host, or recorded as installed. */
 export interface StatusRow {
@@ -44,7 +45,7 @@ export async function collectStatus(datapath: Datapath, records: ReadonlyMap<str
       ...(program ? { programId: program.programId } : {}),
     });
   }
-  return rows.sort((a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id));
+  return rows.sort((a, b) => byCodeUnit(a.name, b.name) || byCodeUnit(a.id, b.id));
 }
 
 /** The header of `aegis agent status`'s table (cli/output.ts prints it). */

@@ -44,11 +44,16 @@ export function env(name: string): string | undefined {
 }
 
 /** "30s", "500ms", "2m" or a number of seconds, in ms; errors name `--flag`. */
+/** The longest delay a Node timer takes. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export function parseDuration(text: string, flag: string): number {
   const match = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text.trim());
   if (!match) throw new InputError("INVALID_ARGUMENT", `--${flag} ${text}: expected a duration like 30s, 500ms or 2m`);
   const n = Number(match[1]);
-  const ms = match[2] === "ms" ? n : match[2] === "m" ? n * 60_000 : n * 1000;
+  // Whole milliseconds, within what a Node timer takes (2^31 - 1 ms, about 24 days): past it a timer fires at once.
+  const ms = Math.round(match[2] === "ms" ? n : match[2] === "m" ? n * 60_000 : n * 1000);
   if (ms < 10) throw new InputError("INVALID_ARGUMENT", `--${flag} ${text} is too short`);
+  if (ms > MAX_TIMER_MS) throw new InputError("INVALID_ARGUMENT", `--${flag} ${text} is too long (at most ${MAX_TIMER_MS / 60_000 | 0}m)`);
   return ms;
 }

@@ -163,7 +163,7 @@ export async function findPinned(pinDir: string): Promise<Pinned | undefined> {
     throw new EbpfError("BPFFS_FAILED", `cannot read ${pinDir}: ${err.message}`, { cause: err });
   });
   const [program] = programs;
-  if (program) checkProgramName(program);
+  // Its name is not checked here (a pin named badly, by an older agent, must not stop every listing): attachTc refuses it.
   return program ? { pinDir, progPin: join(pinDir, "prog", program), mapsDir: join(pinDir, "maps") } : undefined;
 }
 
@@ -224,10 +224,10 @@ function hexBytes(bytes: Buffer): string {
 
 /** Refuses a pin directory outside bpffs: bpffs refuses names with dots, and bpftool batch splits lines on spaces. */
 export function checkPinDir(pinDir: string): void {
-  if (!pinDir.startsWith(`${BPFFS}/`) || /[.\s]/.test(pinDir.slice(BPFFS.length))) {
+  if (!pinDir.startsWith(`${BPFFS}/`) || /[.\s#\\"']/.test(pinDir.slice(BPFFS.length))) {
     throw new EbpfError(
       "INVALID_PIN_PATH",
-      `pin directory "${pinDir}" must be under ${BPFFS}/ with no dots or spaces (e.g. ${BPFFS}/aegis/sha256-<hex>)`,
+      `pin directory "${pinDir}" must be under ${BPFFS}/ with no dots, spaces, quotes, # or \\ (e.g. ${BPFFS}/aegis/sha256-<hex>)`,
     );
   }
 }

@@ -36,7 +36,8 @@ export interface NetInterface {
   name: string;
   loopback: boolean;
   /**
-   * Whether the device carries Ethernet frames (link type ether). aegis_net
+   * Whether the device carries Ethernet frames (link type ether, and the
+   * loopback, whose packets carry an Ethernet header too). aegis_net
    * reads the IP header after a 14-byte Ethernet header; a tunnel (WireGuard,
    * tun, ipip, gre) hands it bare IP packets, which it would misread.
    */
@@ -100,8 +101,8 @@ export function idOfPinName(name: string): string | undefined {
 
 /** Refuses what tc would misread: pref 0 makes tc pick one, above 0xffff wraps. */
 export function checkHook(hook: Hook): void {
-  if (!TC_DIRECTIONS.includes(hook.direction) || !Number.isInteger(hook.pref) || hook.pref < 1 || hook.pref > 0xffff || !/^[^\s/:]{1,15}$/.test(hook.iface)) {
-    throw new EbpfError("INVALID_HOOK", `invalid hook ${hookName(hook)}: direction ingress or egress, pref 1-65535, a device name`);
+  if (!TC_DIRECTIONS.includes(hook.direction) || !Number.isInteger(hook.pref) || hook.pref < 1 || hook.pref > 0xffff || !/^[^\s/:#\\"']{1,15}$/.test(hook.iface)) {
+    throw new EbpfError("INVALID_HOOK", `invalid hook ${hookName(hook)}: direction ingress or egress, pref 1-65535, a device name (with no quote, # or \\, which tc -batch reads)`);
   }
 }
 

@@ -137,7 +137,7 @@ export class MemoryDatapath implements Datapath {
   }
 
   async interfaces(): Promise<NetInterface[]> {
-    return [...this.kernel.interfaces].sort().map((name) => ({ name, loopback: name === "lo", ethernet: name !== "lo" && !this.kernel.tunnels.has(name) }));
+    return [...this.kernel.interfaces].sort().map((name) => ({ name, loopback: name === "lo", ethernet: !this.kernel.tunnels.has(name) }));
   }
 
   async attached(): Promise<Attachment[]> {

@@ -76,7 +76,7 @@ type PrefixKey = number | string;
  * rule whose prefix covers it (an address-less rule covers all), so 100,000
  * networks under 1,000 address-less rules need 100 million: gigabytes here
  * and in the kernel, from a small policy. 8 million (64 MiB of kernel
- * memory) leaves a 1,000,000-rule policy 7 covering rules per network.
+ * memory) leaves 100,000 networks room for some 79 rules covering them all.
  */
 export const MAX_CANDIDATES = 8_000_000;
 
@@ -102,7 +102,7 @@ export function compileRules(rules: readonly Rule[]): CompiledRules {
   if (needed > MAX_CANDIDATES) {
     throw new EbpfError(
       "TOO_MANY_CANDIDATES",
-      `the rules need ${needed} candidate entries, more than ${MAX_CANDIDATES}: each network's list repeats every rule covering it (rules with no dst cover all); fewer covering rules, or a policy of their own, keep it small`,
+      `the rules need up to ${needed} candidate entries, more than ${MAX_CANDIDATES}: each network's list repeats every rule covering it (rules with no dst cover all); fewer covering rules, or a policy of their own, keep it small`,
     );
   }
   const cands: number[] = [];
@@ -163,13 +163,10 @@ export function compileRules(rules: readonly Rule[]): CompiledRules {
   };
 }
 
-/** The entries of packed contents, as views (bpftool's batch file and tests read them one by one). */
-export function mapEntries(contents: MapContents): MapEntry[] {
+/** The entries of packed contents, one by one, as views (bpftool's batch file, tests): millions of entries are never all objects at once. */
+export function* mapEntries(contents: MapContents): Generator<MapEntry> {
   const { count, keySize, valueSize, keys, values } = contents;
-  return Array.from({ length: count }, (_, i) => ({
-    key: keys.subarray(i * keySize, (i + 1) * keySize),
-    value: values.subarray(i * valueSize, (i + 1) * valueSize),
-  }));
+  for (let i = 0; i < count; i++) yield { key: keys.subarray(i * keySize, (i + 1) * keySize), value: values.subarray(i * valueSize, (i + 1) * valueSize) };
 }
 
 /** The -D flags that size aegis_net.c's maps. */

@@ -38,9 +38,10 @@ export interface TcFilter {
  * keeps an existing clsact and its filters).
  */
 export async function attachTc(hook: TcHook, progPin: string): Promise<void> {
-  // The pin goes into a `tc -batch` line: no whitespace or control character may end the line or start another command.
+  // The pin goes into a `tc -batch` line: no whitespace or control character may end the line or start another
+  // command, and iproute2 reads # as a comment, a trailing \ as a joined line and quotes as quoting.
   // eslint-disable-next-line no-control-regex -- finding control characters is the point
-  if (/[\s\u0000-\u001f\u007f]/.test(progPin)) throw new EbpfError("INVALID_PIN_PATH", `cannot attach ${JSON.stringify(progPin)}: a pin path with whitespace or a control character`);
+  if (/[\s\u0000-\u001f\u007f#\\"']/.test(progPin)) throw new EbpfError("INVALID_PIN_PATH", `cannot attach ${JSON.stringify(progPin)}: a pin path with whitespace, a control character, a quote, # or \\`);
   // One tc process for both commands (`tc -batch` stops at the first that
   // fails): a process start is most of an attach's time.
   const work = await mkdtemp(join(tmpdir(), "aegis-tc-"));
@@ -107,7 +108,8 @@ export async function listLinks(netns?: string): Promise<{ name: string; loopbac
   return (JSON.parse(out || "[]") as { ifname: string; flags?: string[]; link_type?: string }[]).map((link) => ({
     name: link.ifname,
     loopback: link.flags?.includes("LOOPBACK") ?? false,
-    ethernet: link.link_type === "ether",
+    // The loopback has an Ethernet header too (Linux gives lo eth_header_ops).
+    ethernet: link.link_type === "ether" || link.link_type === "loopback",
   }));
 }
 

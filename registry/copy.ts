@@ -335,16 +335,23 @@ class GraphCopier {
    * after a HEAD (oras-go's order): on one registry it is then the one
    * request whether or not `dst` already had the blob, where HEAD then mount
    * were two in a row on the copy's critical path. Once a mount does not take
-   * (another registry, which costs no request, or a registry that declines:
-   * mount() closes the upload it opened), the rest of this copy only asks
-   * HEAD, so a registry without mounts costs no POST and DELETE per blob.
+   * (another registry, which costs no request; a registry that declines, for
+   * which mount() closes the upload it opened; or one whose mount fails: a
+   * POST is not retried, where the HEAD after it is), the blobs asked for
+   * after it only ask HEAD, so a registry without mounts costs a POST and a
+   * DELETE only for the blobs asked for at once (`concurrency`) at the start.
    * https://github.com/opencontainers/distribution-spec/blob/main/spec.md#mounting-a-blob-from-another-repository
    */
   private async reuse(desc: Descriptor): Promise<"exists" | "mounted" | undefined> {
     const { signal } = this.options;
     if (this.options.stored?.some((d) => d.digest === desc.digest)) return "exists";
     if (this.mounting && this.dst.mountFrom) {
-      if (await this.dst.mountFrom(desc, this.src, { signal })) return "mounted";
+      const mounted = await this.dst.mountFrom(desc, this.src, { signal }).catch((err: unknown) => {
+        signal?.throwIfAborted();
+        if (!(err instanceof RegistryError)) throw err;
+        return false;
+      });
+      if (mounted) return "mounted";
       this.mounting = false;
     }
     return (await this.dst.exists(desc, { signal })) ? "exists" : undefined;

@@ -197,12 +197,12 @@ function decide(source: ReadOnlyTarget, digest: string, require: SignatureRequir
 }
 
 /**
- * A signature manifest, which must hold small blobs only: a config and at
- * most MAX_SIGNATURES layers, none a manifest, each within
- * MAX_SIGNATURE_SIZE. The check reads just the signature layers, but a
- * signature that verifies is copied whole (the agent's cache, copy -r): a
- * genuine bundle in a manifest that also lists a 10 GB layer would fill the
- * disk with it.
+ * A signature manifest, which must hold small blobs only: none a manifest,
+ * each within MAX_SIGNATURE_SIZE, MAX_SIGNATURES times that in all (a
+ * cosign .sig manifest gains a small layer at each signing). The check reads
+ * just the signature layers, but a signature that verifies is copied whole
+ * (the agent's cache, copy -r): a genuine bundle in a manifest that also
+ * lists a 10 GB layer would fill the disk with it.
  */
 async function readManifest(source: ReadOnlyTarget, desc: Descriptor): Promise<Manifest> {
   const doc = parseManifest(await readAll(await source.fetch(desc), MAX_MANIFEST_SIZE, `manifest ${desc.digest}`), desc.mediaType);
@@ -210,7 +210,9 @@ async function readManifest(source: ReadOnlyTarget, desc: Descriptor): Promise<M
   const blobs = [doc.config, ...doc.layers];
   const nested = blobs.find((b) => isManifestType(b.mediaType));
   const large = blobs.find((b) => b.size > MAX_SIGNATURE_SIZE);
-  const more = doc.layers.length > MAX_SIGNATURES ? `${doc.layers.length} layers (at most ${MAX_SIGNATURES})` : nested ? `a manifest (${nested.digest})` : large ? `a blob of ${large.size} bytes (at most ${MAX_SIGNATURE_SIZE})` : undefined;
+  const total = blobs.reduce((sum, b) => sum + b.size, 0);
+  const most = MAX_SIGNATURES * MAX_SIGNATURE_SIZE;
+  const more = nested ? `a manifest (${nested.digest})` : large ? `a blob of ${large.size} bytes (at most ${MAX_SIGNATURE_SIZE})` : total > most ? `blobs of ${total} bytes in all (at most ${most})` : undefined;
   if (more) throw new SignatureError("INVALID_BUNDLE", `signature manifest ${desc.digest} holds more than a signature: ${more}`);
   return doc;
 }

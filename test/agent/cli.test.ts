@@ -29,5 +29,7 @@ describe("aegis agent run", () => {
   it("parses durations", () => {
     expect([parseDuration("30s"), parseDuration("500ms"), parseDuration("2m"), parseDuration("5")], "30s 500ms 2m 5").toEqual([30_000, 500, 120_000, 5_000]);
     expect(() => parseDuration("5ms"), "too short").toThrow(/too short/);
+    expect(parseDuration("4.35m"), "whole milliseconds (4.35 * 60000 is not)").toBe(261_000);
+    expect(() => parseDuration("36000m"), "past what a timer takes").toThrow(/--poll-interval 36000m is too long \(at most 35791m\)/);
   });
 });

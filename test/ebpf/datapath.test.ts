@@ -168,7 +168,7 @@ describe("loading", () => {
 
   it("attaches no pin whose path would end a tc -batch line: a second command cannot ride along", async () => {
     const hook: TcHook = { iface: "aegis-none0", direction: "egress", pref: 1 }; // no such device: even a broken check would change nothing
-    for (const pin of [`${PIN_ROOT}/x/prog/aegis_net\nqdisc del dev aegis-none0 clsact`, `${PIN_ROOT}/x/prog/a b`, `${PIN_ROOT}/x/prog/a\x1b`]) {
+    for (const pin of [`${PIN_ROOT}/x/prog/aegis_net\nqdisc del dev aegis-none0 clsact`, `${PIN_ROOT}/x/prog/a b`, `${PIN_ROOT}/x/prog/a\x1b`, `${PIN_ROOT}/x/prog/a#b`, `${PIN_ROOT}/x/prog/a\\`]) {
       await expect(attachTc(hook, pin), JSON.stringify(pin)).rejects.toMatchObject({ code: "INVALID_PIN_PATH" });
     }
   });

@@ -36,6 +36,8 @@ export interface ProxyOptions {
    * without cross-repository mounts, which opens an ordinary upload (202).
    */
   ignoreMounts?: boolean;
+  /** Answer POST /v2/<name>/blobs/uploads/?mount=… with 500: a registry whose mounts fail. */
+  failMounts?: boolean;
 }
 
 export interface ProxyRequestRecord {
@@ -325,6 +327,11 @@ export async function startRegistryProxy(upstreamUrl: string, options: ProxyOpti
       ((current.tamperBlobs === true && BLOB_RE.test(url.pathname)) ||
         (current.tamperManifests === true && manifestMatch !== null));
     const stall = method === "GET" && BLOB_RE.test(url.pathname) ? current.stallBlobsAfter : undefined;
+    if (current.failMounts === true && method === "POST" && url.searchParams.has("mount")) {
+      req.resume();
+      sendJson(res, record, 500, { errors: [{ code: "UNKNOWN", message: "mount failed (test proxy)" }] });
+      return;
+    }
     let forwarded = req.url ?? "/";
     if (current.ignoreMounts === true && method === "POST" && url.searchParams.has("mount")) {
       url.searchParams.delete("mount");

@@ -176,6 +176,22 @@ describe("transfers", () => {
     }
   });
 
+  it("a registry whose mounts fail (500, which a POST is not retried on): the copy asks HEAD and uploads instead", async () => {
+    const src = new RemoteRepository(proxy.host, "mountfail/src");
+    const { manifest, layer } = await pushArtifact(src);
+    proxy.set({ failMounts: true });
+    try {
+      for (const round of ["first copy", "copy again (the blobs are there)"]) {
+        proxy.requests.length = 0;
+        await copy(src, manifest.digest, new RemoteRepository(proxy.host, "mountfail/dst"), "v1", { concurrency: 1 });
+        expect(proxy.requests.filter((r) => r.query.includes("mount=")).map((r) => r.status), `${round}: one mount, failed`).toEqual([500]);
+      }
+      expect(sha256(await readAll(await new RemoteRepository(plain.host, "mountfail/dst").fetch(layer), layer.size, "layer")), "the layer at the destination").toBe(layer.digest);
+    } finally {
+      proxy.set({ failMounts: false });
+    }
+  });
+
   it("a registry that declines mounts: the upload it opened is closed, the copy uploads, and asks no more mounts", async () => {
     const src = new RemoteRepository(proxy.host, "declined/src");
     const { manifest, layer } = await pushArtifact(src);

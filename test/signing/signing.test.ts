@@ -181,17 +181,19 @@ describe("rejections, each with its own reason", () => {
     });
   });
 
-  it("a genuine bundle in a signature manifest that holds more (a 2 MiB layer, a nested manifest, 17 layers) is refused: what verifies is copied whole", async () => {
+  it("a genuine bundle in a signature manifest that holds more (a 2 MiB layer, a nested manifest, 17 MiB in all) is refused: what verifies is copied whole", async () => {
     const origin = new RemoteRepository(registry.host, "reject/stuffed-origin");
     const subject = await pushPolicy(origin);
     const signed = await signArtifact(origin, subject, signerOf(p256), origin.name);
     const bundleLayer = descriptorFor(SIGSTORE_BUNDLE_TYPE, signed.bundle);
     const big = Buffer.alloc(2 * 1024 * 1024, 7);
     const bigLayer = descriptorFor("application/octet-stream", big);
+    const mib = Buffer.alloc(1024 * 1024, 8);
+    const mibLayer = descriptorFor("application/octet-stream", mib);
     const cases: [string, Descriptor[], RegExp][] = [
       ["a 2 MiB layer", [bundleLayer, bigLayer], /holds more than a signature: a blob of 2097152 bytes \(at most 1048576\)/],
       ["a nested manifest", [bundleLayer, subject], /holds more than a signature: a manifest \(sha256:/],
-      ["17 layers", [bundleLayer, ...Array<Descriptor>(16).fill(EMPTY_CONFIG)], /holds more than a signature: 17 layers \(at most 16\)/],
+      ["17 MiB in all", [bundleLayer, ...Array<Descriptor>(17).fill(mibLayer)], /holds more than a signature: blobs of \d+ bytes in all \(at most 16777216\)/],
     ];
     for (const [i, [what, layers, reason]] of cases.entries()) {
       // Each in a repository of its own, holding the artifact and this signature only.
@@ -200,6 +202,7 @@ describe("rejections, each with its own reason", () => {
       await storeEmptyConfig(repo);
       await repo.push(bundleLayer, Readable.from([signed.bundle]));
       await repo.push(bigLayer, Readable.from([big]));
+      await repo.push(mibLayer, Readable.from([mib]));
       // Registry 2.8.2 takes a manifest as a layer only once its bytes are a blob there too.
       await repo.push({ ...subject, mediaType: "application/octet-stream" }, await origin.fetch(subject));
       const bytes = encodeJson({ schemaVersion: 2, mediaType: MediaType.ImageManifest, artifactType: SIGSTORE_BUNDLE_TYPE, config: EMPTY_CONFIG, layers, subject });
