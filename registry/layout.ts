@@ -275,9 +275,7 @@ export class OciLayoutTarget implements Target, Deleter {
     try {
       const handle = await openRegular(path);
       try {
-        const { size } = await handle.stat();
-        if (size > MAX_INDEX_SIZE) throw new RegistryError("SIZE_LIMIT", `${path} is ${size} bytes, over the ${MAX_INDEX_SIZE}-byte limit of an index`);
-        text = await handle.readFile("utf8");
+        text = (await readBounded(handle, MAX_INDEX_SIZE, path)).toString("utf8");
       } finally {
         await handle.close();
       }
@@ -319,19 +317,37 @@ const MAX_INDEX_SIZE = 64 * 1024 * 1024;
 /**
  * Opens `path` for reading if it is a regular file. A layout's directory may
  * be another's to write (an assigner may name any `oci:` path): a FIFO would
- * block the open, or the read, for ever, and a device such as /dev/zero
- * never ends. O_NONBLOCK makes the open of a FIFO return at once; it changes
- * nothing for a file.
+ * block the open, or the read, for ever, a device such as /dev/zero never
+ * ends, and opening some devices acts (a watchdog starts its timer). So the
+ * path is looked at before it is opened, and the file opened is checked to
+ * be the one looked at (O_NONBLOCK and O_NOCTTY make the open of a FIFO or a
+ * terminal swapped in meanwhile harmless).
  */
 async function openRegular(path: string): Promise<FileHandle> {
-  const handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  const seen = await stat(path);
+  if (!seen.isFile()) throw new RegistryError("INVALID_MANIFEST", `${path} is not a regular file`);
+  const handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
   try {
-    if (!(await handle.stat()).isFile()) throw new RegistryError("INVALID_MANIFEST", `${path} is not a regular file`);
+    const opened = await handle.stat();
+    if (!opened.isFile() || opened.dev !== seen.dev || opened.ino !== seen.ino) throw new RegistryError("INVALID_MANIFEST", `${path} changed while it was opened`);
   } catch (err) {
     await handle.close();
     throw err;
   }
   return handle;
+}
+
+/** Up to `limit` bytes of an opened file, refusing more (a file's reported size can be 0, as /proc's are). */
+async function readBounded(handle: FileHandle, limit: number, path: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for (;;) {
+    const { bytesRead, buffer } = await handle.read({ buffer: Buffer.allocUnsafe(64 * 1024) });
+    if (bytesRead === 0) return Buffer.concat(chunks, total);
+    total += bytesRead;
+    if (total > limit) throw new RegistryError("SIZE_LIMIT", `${path} is over the ${limit}-byte limit of an index`);
+    chunks.push(buffer.subarray(0, bytesRead));
+  }
 }
 
 /** The names of blobs being written (writeTemp), renamed to their digest once complete. */

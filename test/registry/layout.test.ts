@@ -29,6 +29,12 @@ describe("OciLayoutTarget on a hostile directory", () => {
     await expect(layout.tags()).rejects.toMatchObject({ code: "INVALID_MANIFEST", message: `${join(dir, "index.json")} is not a regular file` });
   });
 
+  it("index.json as a link to a /proc file (regular, reporting size 0, endless) is read no further than its limit", async () => {
+    const dir = layoutDir();
+    symlinkSync("/proc/self/pagemap", join(dir, "index.json"));
+    await expect(new OciLayoutTarget(dir).tags()).rejects.toMatchObject({ code: "SIZE_LIMIT", message: `${join(dir, "index.json")} is over the 67108864-byte limit of an index` });
+  });
+
   it("a blob that is a FIFO is not found and not there, at once", async () => {
     const dir = layoutDir();
     const layout = new OciLayoutTarget(dir);
