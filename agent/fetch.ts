@@ -105,7 +105,7 @@ export class ArtifactCache {
       } catch (err) {
         options.signal?.throwIfAborted();
         last = err;
-        if (!REGISTRY_UNAVAILABLE.has(errorCode(err))) reachable = true;
+        if (!isUnavailable(err)) reachable = true;
       }
     }
     const { assigner } = options;
@@ -227,6 +227,11 @@ export class ArtifactCache {
 
 /** How long a download's temp file in the cache may stay unchanged before prune takes it for a dead one's. */
 const STALE_TEMP_MS = 24 * 60 * 60 * 1000;
+
+/** Whether `err` says a registry could not be read at all (REGISTRY_UNAVAILABLE), not what it served. */
+export function isUnavailable(err: unknown): boolean {
+  return REGISTRY_UNAVAILABLE.has(errorCode(err));
+}
 
 /**
  * Failures to read a registry at all (down, refusing us, throttling, not

@@ -6,12 +6,14 @@
 // version than the root held, which is kept in the state dir
 // (`trust-root.json`, replaced atomically) so a restart cannot be rolled back
 // either. When no source can be read, the held root stays in force.
+import { rename } from "node:fs/promises";
 import { join } from "node:path";
 import { describeError, errorCode } from "../errors.js";
 import { isDigest, openReference, parseReference, type ReadOnlyTarget, type RepositoryOptions } from "../registry/index.js";
 import { fetchTrustRoot, mergeTrust, SignatureError, trustRootFromBytes, type TrustPolicy, type TrustRootArtifact } from "../signing/index.js";
 import { atomicWrite } from "../util/index.js";
 import { AgentError } from "./errors.js";
+import { isUnavailable } from "./fetch.js";
 import { readOptional } from "./state.js";
 
 export interface TrustRootOptions {
@@ -19,7 +21,15 @@ export interface TrustRootOptions {
   reference: string;
   /** The operator keys a trust root must be signed by. */
   operator: TrustPolicy;
+  /**
+   * Past a source that served the root held, how often the sources after it
+   * are asked for a newer one (ms; default 5 minutes), and how long they may
+   * take then (ms; default 10 s).
+   */
+  recheck?: { everyMs: number; timeoutMs: number };
 }
+
+const RECHECK = { everyMs: 5 * 60_000, timeoutMs: 10_000 };
 
 interface HeldFile {
   reference: string;
@@ -33,6 +43,10 @@ export class TrustRootFollower {
   private held: TrustRootArtifact | undefined;
   /** The last failure logged, so a pass that fails the same way says nothing new. */
   private lastFailure = "";
+  /** When the sources past one serving the root held were last asked. */
+  private recheckedAt = -Infinity;
+  /** With no root held, the version a root must pass: an unreadable held file's (init). */
+  private floor: number | undefined;
   readonly file: string;
 
   constructor(
@@ -46,17 +60,22 @@ export class TrustRootFollower {
   /**
    * The root held from an earlier run, if any (its bytes are checked again).
    * A file that cannot be read as one (a disk fault, a hand edit) is logged
-   * and set aside: the agent starts, and fetches a root as on its first run.
+   * and set aside as `<file>.bad`: the agent starts, and fetches a root,
+   * which must still be newer than the version the file names, if it names
+   * one.
    */
   async init(): Promise<void> {
-    const text = await readOptional(this.file);
-    if (text === undefined) return;
-    let held: HeldFile;
+    let held: Partial<HeldFile> | undefined;
     try {
-      held = JSON.parse(text) as HeldFile;
-      this.held = await trustRootFromBytes(held.digest, held.version, Buffer.from(held.root, "base64"), held.policy === undefined ? undefined : Buffer.from(held.policy, "base64"));
+      const text = await readOptional(this.file);
+      if (text === undefined) return;
+      held = JSON.parse(text) as Partial<HeldFile>;
+      this.held = await trustRootFromBytes(held.digest!, held.version!, Buffer.from(held.root!, "base64"), held.policy === undefined ? undefined : Buffer.from(held.policy, "base64"));
     } catch (err) {
-      this.options.log(`trust root held in ${this.file} is unreadable, so none is held: ${describeError(err)}`);
+      this.floor = typeof held?.version === "number" && Number.isInteger(held.version) ? held.version : undefined;
+      await rename(this.file, `${this.file}.bad`).catch(() => undefined);
+      const after = this.floor === undefined ? "no version is known, so any root the operator key signs is taken" : `a root must still be newer than version ${this.floor}`;
+      this.options.log(`trust root held in ${this.file} is unreadable, set aside as ${this.file}.bad (${describeError(err)}): ${after}`);
       return;
     }
     this.options.log(`trust root ${held.digest} version ${held.version} held from an earlier run`);
@@ -88,27 +107,36 @@ export class TrustRootFollower {
   /**
    * Looks for a newer signed root and takes it; returns the root in force.
    * Throws only when there is none at all. A source that serves the root
-   * held does not end the search when the reference is a tag: a mirror may
-   * lag behind the reference, and a rotation or a revoked identity must not
-   * wait for it. Once a source has served the root held, the others' failures
-   * (an origin out of reach of an air-gapped site) are no news.
+   * held does not end the search for good when the reference is a tag: a
+   * mirror may lag behind the reference, and a rotation or a revoked
+   * identity must not wait for it. The sources after it are asked every
+   * `recheck.everyMs`, within `recheck.timeoutMs`, so an origin an
+   * air-gapped site cannot reach (which may never answer) costs each pass
+   * nothing; that they could not be read is then no news, but what they
+   * served and was refused (an older root, another signer) is logged.
    */
   async refresh(signal?: AbortSignal): Promise<TrustRootArtifact> {
+    const recheck = this.options.recheck ?? RECHECK;
     let last: unknown;
-    let confirmed = false;
+    let confirmed: AbortSignal | undefined;
     for (const { name, target, selector } of this.sources()) {
       signal?.throwIfAborted();
+      const asked = confirmed ? (signal ? AbortSignal.any([signal, confirmed]) : confirmed) : signal;
       try {
-        const desc = await target.resolve(selector, signal ? { signal } : {});
+        const desc = await target.resolve(selector, asked ? { signal: asked } : {});
         if (this.held && desc.digest === this.held.digest) {
-          if (isDigest(selector)) return this.held;
-          confirmed = true;
+          if (confirmed || isDigest(selector) || Date.now() - this.recheckedAt < recheck.everyMs) return this.held;
+          this.recheckedAt = Date.now();
+          confirmed = AbortSignal.timeout(recheck.timeoutMs);
           continue;
         }
-        const candidate = await fetchTrustRoot(target, desc.digest, this.options.operator, signal ? { signal } : {});
+        const candidate = await fetchTrustRoot(target, desc.digest, this.options.operator, asked ? { signal: asked } : {});
         if (this.held && candidate.version <= this.held.version) {
           const how = candidate.version < this.held.version ? "older than" : "the same version as, but other content than,";
           throw new SignatureError("TRUST_ROOT_ROLLBACK", `trust root ${candidate.digest} (version ${candidate.version}) from ${name} is ${how} the one held (${this.held.digest}, version ${this.held.version}): refused`);
+        }
+        if (!this.held && this.floor !== undefined && candidate.version <= this.floor) {
+          throw new SignatureError("TRUST_ROOT_ROLLBACK", `trust root ${candidate.digest} (version ${candidate.version}) from ${name} is not newer than version ${this.floor}, named by the held file set aside: refused`);
         }
         await this.keep(candidate);
         this.options.log(`trust root ${candidate.digest} version ${candidate.version} from ${name}, signed by ${candidate.signature?.key.name ?? "?"}${this.held ? ` (replaces version ${this.held.version})` : ""}`);
@@ -117,10 +145,10 @@ export class TrustRootFollower {
         return candidate;
       } catch (err) {
         signal?.throwIfAborted();
-        last = err;
+        last = confirmed?.aborted ? undefined : err;
       }
     }
-    if (confirmed && this.held) return this.held;
+    if (confirmed && this.held && (last === undefined || isUnavailable(last))) return this.held;
     const failure = `[${errorCode(last)}] ${describeError(last)}`;
     if (failure !== this.lastFailure) this.options.log(`trust root not updated: ${failure}${this.held ? `; version ${this.held.version} stays in force` : ""}`);
     this.lastFailure = failure;

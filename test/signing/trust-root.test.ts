@@ -5,6 +5,7 @@
 // follower refuses a root older than the one it holds, across restarts too.
 import { createPrivateKey } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer, type AddressInfo, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -60,9 +61,9 @@ async function pushRoot(repoName: string, version: number, tag = "current", by =
   return { repo, digest: pushed.manifest.digest };
 }
 
-function follower(stateDir: string, reference: string, mirrors: string[] = []) {
+function follower(stateDir: string, reference: string, mirrors: string[] = [], recheck?: { everyMs: number; timeoutMs: number }) {
   const lines: string[] = [];
-  const f = new TrustRootFollower({ reference, operator: operatorTrust, stateDir, mirrors, log: (line) => lines.push(line) });
+  const f = new TrustRootFollower({ reference, operator: operatorTrust, stateDir, mirrors, log: (line) => lines.push(line), ...(recheck ? { recheck } : {}) });
   return { f, lines };
 }
 
@@ -177,9 +178,27 @@ describe("the agent follows the trust root", () => {
     await viaMirror.f.init();
     expect((await viaMirror.f.refresh()).digest, "taken from the mirror").toBe(v3.digest);
     expect(viaMirror.lines.join("\n")).toContain(`from ${mirror.host}/trust/follow:current`);
-    // Again: the mirror serves the root held, the origin out of reach is asked too, and its failure is no news.
-    expect((await viaMirror.f.refresh()).digest, "held").toBe(v3.digest);
-    expect(viaMirror.lines.filter((l) => l.startsWith("trust root not updated")), viaMirror.lines.join("\n")).toEqual([]);
+    // An origin that takes connections and never answers (an air-gapped site's firewall): past the mirror serving the root held,
+    // it is asked at most every recheck.everyMs, within recheck.timeoutMs, and its silence is no news.
+    const sockets = new Set<Socket>();
+    const silent = createServer((socket) => void sockets.add(socket));
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    try {
+      const origin = `127.0.0.1:${(silent.address() as AddressInfo).port}/trust/follow:current`;
+      const gapped = follower(stateDir, origin, [`${mirror.host}/trust/follow`], { everyMs: 60_000, timeoutMs: 300 });
+      await gapped.f.init();
+      const started = Date.now();
+      expect((await gapped.f.refresh()).digest, "held, as the mirror serves it").toBe(v3.digest);
+      const asked = sockets.size;
+      expect(asked, "connections to the origin").toBeGreaterThanOrEqual(1);
+      expect((await gapped.f.refresh()).digest).toBe(v3.digest);
+      expect(sockets.size, "not asked again within everyMs").toBe(asked);
+      expect(Date.now() - started, "ms for both refreshes (the origin's deadline is 300 ms; the client's own is 120 s)").toBeLessThan(10_000);
+      expect(gapped.lines.filter((l) => l.startsWith("trust root not updated")), gapped.lines.join("\n")).toEqual([]);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => silent.close(resolve));
+    }
 
     // A mirror that lags (still at version 3) does not hide version 4 at the reference.
     const v4 = await pushRoot("trust/follow", 4);
@@ -206,14 +225,25 @@ describe("the agent follows the trust root", () => {
     await expect(loadTrust([join(work, "policy.yaml")]), "without a supplied root the file is refused").rejects.toThrow(/identities need a trustedRoot/);
   });
 
-  it("a held file that cannot be read is logged and set aside; a new --trust-root-ref is told, and versions must still increase", async () => {
+  it("a held file that cannot be read is logged and set aside, the version it names still binding; a new --trust-root-ref is told, and versions must still increase", async () => {
     const stateDir = mkdtempSync(join(work, "state-"));
-    writeFileSync(join(stateDir, "trust-root.json"), "{ not json");
+    const file = join(stateDir, "trust-root.json");
     await pushRoot("trust/reread", 3);
     const reference = `${registry.host}/trust/reread:current`;
+    // Its root bytes damaged, its version readable: a root must still pass it.
+    writeFileSync(file, JSON.stringify({ reference, digest: "sha256:00", version: 5, root: "bm90IGEgcm9vdA==" }));
+    const damaged = follower(stateDir, reference);
+    await damaged.f.init();
+    expect(damaged.lines.join("\n")).toContain(`trust root held in ${file} is unreadable, set aside as ${file}.bad`);
+    expect(damaged.lines.join("\n")).toContain("a root must still be newer than version 5");
+    expect(readFileSync(`${file}.bad`, "utf8"), "set aside").toContain('"version":5');
+    await expect(damaged.f.refresh(), "version 3 after a held version 5").rejects.toMatchObject({ code: "UNAVAILABLE", message: expect.stringContaining("is not newer than version 5") as string });
+
+    // Not even JSON: no version is known, and a root is fetched as on a first run.
+    writeFileSync(file, "{ not json");
     const first = follower(stateDir, reference);
     await first.f.init();
-    expect(first.lines.join("\n")).toMatch(/trust root held in .*trust-root\.json is unreadable, so none is held/);
+    expect(first.lines.join("\n")).toContain("no version is known, so any root the operator key signs is taken");
     expect((await first.f.refresh()).version, "fetched as on a first run").toBe(3);
 
     await pushRoot("trust/moved", 2);
