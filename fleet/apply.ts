@@ -12,6 +12,7 @@ import { Annotation, formatReference, RemoteRepository, type RepositoryOptions }
 import { verifyArtifact, type TrustPolicy } from "../signing/index.js";
 import { environmentsOf, FLEET_MAX_POLICIES, loadFleetFiles, rewriteRefs, type Fleet, type FleetPolicy, type RefEdit } from "./file.js";
 import { planFleet, planIsEmpty, toWire, type FleetPlan, type PlanEntry } from "./plan.js";
+import { changeSteps } from "./rollout.js";
 
 export interface PrepareOptions {
   environment?: string;
@@ -118,7 +119,10 @@ export interface ApplyResult {
  * Plans on the assigner's current state and applies the plan with If-Match;
  * on a 412 (another apply got there first) reads the state again, plans again
  * and retries, up to `attempts` times. `onPlan` sees each plan before it is
- * applied (to print it); a dry run stops after the first.
+ * applied (to print it); a dry run stops after the first. A plan of more
+ * changes than one request takes goes in several (changeSteps: adds first),
+ * each on the version the last one made: a failure part-way leaves some
+ * made, and applying again plans the rest.
  */
 export async function applyPlan(
   client: AssignerClient,
@@ -133,8 +137,9 @@ export async function applyPlan(
     await options.onPlan?.(plan, attempt);
     if (options.dryRun || planIsEmpty(plan)) return { plan, applied: false, version: current.version, replans: attempt - 1 };
     try {
-      const result = await client.changeAssignments({ add: plan.add.map(toWire), remove: plan.remove.map(toWire) }, { ifMatch: plan.version });
-      return { plan, applied: true, version: result.version, replans: attempt - 1 };
+      let version = plan.version;
+      for (const step of changeSteps(plan.add.map(toWire), plan.remove.map(toWire))) version = (await client.changeAssignments(step, { ifMatch: version })).version;
+      return { plan, applied: true, version, replans: attempt - 1 };
     } catch (err) {
       if (!(err instanceof AssignerError && err.code === "PRECONDITION_FAILED") || attempt >= attempts) throw err;
     }

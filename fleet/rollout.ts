@@ -16,8 +16,8 @@
 // The rollout's record is kept on the assigner (`aegis rollout status`).
 import { randomBytes } from "node:crypto";
 import { ASSIGNMENT_CHANGES_MAX, AssignerError, matches, parseSelector, type AssignerClient, type AssignmentEntry, type RolloutJson } from "../assigner/api/index.js";
-import { AegisError, InputError } from "../errors.js";
-import { sleep } from "../util/index.js";
+import { AegisError, describeError, InputError } from "../errors.js";
+import { backoffDelay, sleep } from "../util/index.js";
 import { entryKey, fromWire, targetText, toWire, type FleetPlan, type Target } from "./plan.js";
 
 export interface RolloutOptions {
@@ -87,18 +87,47 @@ export function changeSteps(add: AssignmentEntry[], remove: AssignmentEntry[], m
  * has is a no-op). A failure part-way leaves the state between `from` and
  * `to`, which the rollback's union and intersection still cover.
  */
-async function move(client: AssignerClient, from: Keyed, to: Keyed, version: { current: number }, present: Keyed = from): Promise<void> {
+async function move(client: AssignerClient, from: Keyed, to: Keyed, version: { current: number }, retry: Retry, present: Keyed = from): Promise<void> {
   const add: AssignmentEntry[] = [...to].filter(([k]) => !present.has(k)).map(([, e]) => toWire(e));
   const remove: AssignmentEntry[] = [...from].filter(([k]) => !to.has(k)).map(([, e]) => toWire(e));
   for (const step of changeSteps(add, remove)) {
     for (let attempt = 1; ; attempt++) {
       try {
-        version.current = (await client.changeAssignments(step, { ifMatch: version.current })).version;
+        // A step whose answer was lost may have been made: sent again, it adds and removes nothing more (after a 412, on the new version).
+        version.current = (await persisting(() => client.changeAssignments(step, { ifMatch: version.current }), retry)).version;
         break;
       } catch (err) {
         if (!(err instanceof AssignerError && err.code === "PRECONDITION_FAILED") || attempt >= 5) throw err;
-        version.current = (await client.desiredState()).version;
+        version.current = (await persisting(() => client.desiredState(), retry)).version;
       }
+    }
+  }
+}
+
+/** Assigner failures that may pass: it could not be reached, or answered 5xx or 429. */
+const TRANSIENT = new Set(["UNAVAILABLE", "BAD_GATEWAY", "INTERNAL", "TOO_MANY_REQUESTS"]);
+
+/** Until when (ms since the epoch) a call is tried again after transient failures, and the base of the wait between tries. */
+interface Retry {
+  until: number;
+  baseMs: number;
+  signal?: AbortSignal;
+}
+
+/**
+ * `work`, tried again after each transient failure (a blip of the assigner
+ * or a proxy in front of it) with a growing wait, until `retry.until`; then,
+ * or at any other failure, its error. A rollout of thousands of hosts must
+ * not roll back, nor stop half rolled back, for one lost answer.
+ */
+async function persisting<T>(work: () => Promise<T>, retry: Retry): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await work();
+    } catch (err) {
+      if (!(err instanceof AssignerError && TRANSIENT.has(err.code)) || Date.now() >= retry.until) throw err;
+      retry.signal?.throwIfAborted();
+      await sleep(Math.min(backoffDelay(attempt, { baseMs: retry.baseMs, maxMs: 10 * retry.baseMs }), Math.max(0, retry.until - Date.now())), retry.signal);
     }
   }
 }
@@ -187,11 +216,13 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
     started_at: now(),
     updated_at: now(),
   };
+  // The record is what `aegis rollout status` shows: kept through blips, and, once the rollout has begun, a record that cannot be saved is said, not a reason to stop.
   const save = async () => {
     rollout.updated_at = now();
-    await client.putRollout(rollout);
+    await persisting(() => client.putRollout(rollout), { until: Date.now() + options.ringTimeoutMs, baseMs: pollMs }).catch((err: unknown) => log(`rollout ${rollout.id}: its record could not be saved: ${describeError(err)}`));
   };
-  await save();
+  rollout.updated_at = now();
+  await client.putRollout(rollout);
   log(`rollout ${rollout.id}: ${hosts.length} host${hosts.length === 1 ? "" : "s"} in ${cumulative.length} ring${cumulative.length === 1 ? "" : "s"} (${options.rings})`);
 
   const version = { current: current.version };
@@ -200,7 +231,7 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
   let attempted: Keyed | undefined;
   const go = async (next: Keyed) => {
     attempted = next;
-    await move(client, state, next, version);
+    await move(client, state, next, version, { until: Date.now() + options.ringTimeoutMs, baseMs: pollMs, ...(options.signal ? { signal: options.signal } : {}) });
     state = next;
     attempted = undefined;
   };
@@ -226,9 +257,9 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
       const wanted = new Map(ringHosts.map((h) => [h, expected.get(h)!]));
       let seen: RingCheck;
       for (;;) {
-        seen = await check(client, wanted, since);
-        if (seen.failed.length > allowed || seen.pending.length === 0 || Date.now() >= deadline) break;
+        seen = await persisting(() => check(client, wanted, since), { until: deadline, baseMs: pollMs, ...(options.signal ? { signal: options.signal } : {}) });
         options.signal?.throwIfAborted();
+        if (seen.failed.length > allowed || seen.pending.length === 0 || Date.now() >= deadline) break;
         await sleep(Math.min(pollMs, Math.max(0, deadline - Date.now())), options.signal);
       }
       const late = Date.now() >= deadline ? seen.pending.map((host_id) => ({ host_id, reason: `no in-force receipt within ${options.ringTimeoutMs} ms` })) : [];
@@ -245,6 +276,7 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
       await save();
       log(`ring ${i + 1} (${ring.spec}): ${seen.inForce.length} of ${ringHosts.length} in force${failures.length > 0 ? `, ${failures.length} failed (allowed ${allowed})` : ""}`);
     }
+    options.signal?.throwIfAborted();
     await go(final);
     rollout.state = "completed";
     await save();
@@ -254,19 +286,21 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
     const why = err instanceof RingFailed ? `stopped at ${err.message}` : options.signal?.aborted ? "stopped by the operator" : `stopped: ${(err as Error).message}`;
     rollout.reason = why.slice(0, 2000);
     rollout.state = "rolling_back";
-    await save().catch(() => undefined);
+    await save();
     log(`rollout ${rollout.id}: ${rollout.reason}; rolling back`);
     const since = Date.now();
+    // The rollback rides out the assigner's blips for a ring's time, whatever stopped the rollout (a Ctrl-C included).
+    const retry: Retry = { until: since + options.ringTimeoutMs, baseMs: pollMs };
     try {
       // Back to `before` from either outcome of a failed step: remove what either state has, add what both might lack.
       const maybe = attempted ?? state;
-      await move(client, new Map([...state, ...maybe]), before, version, new Map([...state].filter(([k]) => maybe.has(k))));
+      await move(client, new Map([...state, ...maybe]), before, version, retry, new Map([...state].filter(([k]) => maybe.has(k))));
       state = before;
     } catch (undo) {
       rollout.state = "failed";
       rollout.reason = `${rollout.reason}; rolling back failed: ${(undo as Error).message}`.slice(0, 2000);
-      await save().catch(() => undefined);
-      throw new InputError("INVALID_ARGUMENT", `rollout ${rollout.id} stopped and could not be rolled back: ${rollout.reason}`, { cause: undo });
+      await save();
+      throw new RolloutStopped(rollout, "NOT_ROLLED_BACK", { cause: undo });
     }
     // Every moved host should be back on what it had: confirmed by receipts of the previous digests.
     const previous = new Map<string, string[]>();
@@ -277,28 +311,35 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
     let back: RingCheck = { inForce: [], failed: [], pending: [...previous.keys()] };
     // Interrupted: one look at the receipts, no waiting for them.
     const deadline = options.signal?.aborted ? since : since + options.ringTimeoutMs;
-    while (previous.size > 0) {
-      back = await check(client, previous, since);
-      if (back.pending.length === 0 || Date.now() >= deadline) break;
-      await sleep(Math.min(pollMs, Math.max(0, deadline - Date.now())));
+    let unconfirmed = "";
+    try {
+      while (previous.size > 0) {
+        back = await persisting(() => check(client, previous, since), { ...retry, until: Math.max(deadline, Date.now()) });
+        if (back.pending.length === 0 || Date.now() >= deadline) break;
+        await sleep(Math.min(pollMs, Math.max(0, deadline - Date.now())));
+      }
+    } catch (look) {
+      // The state is back; only its confirmation is missing.
+      unconfirmed = ` (receipts could not be read: ${(look as Error).message})`;
     }
     rollout.state = "rolled_back";
-    rollout.reason = `${rollout.reason}; rolled back: ${back.inForce.length} of ${previous.size} host${previous.size === 1 ? "" : "s"} confirmed on the previous digest by receipts`.slice(0, 2000);
-    await save().catch(() => undefined);
-    log(`rollout ${rollout.id} rolled back (${back.inForce.length} of ${previous.size} confirmed by receipts)`);
-    throw new RolloutStopped(rollout, { cause: err });
+    rollout.reason = `${rollout.reason}; rolled back: ${back.inForce.length} of ${previous.size} host${previous.size === 1 ? "" : "s"} confirmed on the previous digest by receipts${unconfirmed}`.slice(0, 2000);
+    await save();
+    log(`rollout ${rollout.id} rolled back (${back.inForce.length} of ${previous.size} confirmed by receipts)${unconfirmed}`);
+    throw new RolloutStopped(rollout, "ROLLED_BACK", { cause: err });
   }
 }
 
 class RingFailed extends Error {}
 
-/** A rollout that stopped and was rolled back; `rollout` is its record. */
-export class RolloutStopped extends AegisError<"ROLLED_BACK"> {
+/** A rollout that stopped: rolled back (ROLLED_BACK), or not even that (NOT_ROLLED_BACK: the state is between the two); `rollout` is its record. */
+export class RolloutStopped extends AegisError<"ROLLED_BACK" | "NOT_ROLLED_BACK"> {
   constructor(
     readonly rollout: RolloutJson,
+    code: "ROLLED_BACK" | "NOT_ROLLED_BACK",
     options: { cause?: unknown },
   ) {
-    super("ROLLED_BACK", `rollout ${rollout.id} ${rollout.reason ?? "stopped"}`, options);
+    super(code, code === "ROLLED_BACK" ? `rollout ${rollout.id} ${rollout.reason ?? "stopped"}` : `rollout ${rollout.id} stopped and could not be rolled back: ${rollout.reason ?? ""}`, options);
   }
 }
 

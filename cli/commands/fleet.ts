@@ -44,14 +44,22 @@ function withApplyOptions(command: Command, rolloutOnly = false): Command {
   );
 }
 
-/** Prepares the files, plans on the assigner's state and applies (or rolls out); prints the plan first. */
-async function applyFiles(paths: string[], options: ApplyOptions, extra: Record<string, unknown> = {}): Promise<void> {
+/** Refuses bad --rollout, --max-failures and --ring-timeout before anything is read or edited; returns the ring timeout (ms). */
+async function checkApplyOptions(options: ApplyOptions): Promise<number> {
   const fleet = await import("../../fleet/index.js");
   const ringTimeoutMs = parseDuration(options.ringTimeout, "ring-timeout");
-  if (options.rollout) {
+  // `!== undefined` throughout: an empty --rollout "" (an unset variable) is refused, never a plain apply.
+  if (options.rollout !== undefined) {
     fleet.parseRings(options.rollout, 100);
     fleet.allowedFailures(options.maxFailures, 1);
   }
+  return ringTimeoutMs;
+}
+
+/** Prepares the files, plans on the assigner's state and applies (or rolls out); prints the plan first. */
+async function applyFiles(paths: string[], options: ApplyOptions, extra: Record<string, unknown> = {}): Promise<void> {
+  const fleet = await import("../../fleet/index.js");
+  const ringTimeoutMs = await checkApplyOptions(options);
   // The operator token is checked before any registry is read.
   const assigner = await client(options);
   const prepared = await fleet.prepareFleet(paths, {
@@ -82,7 +90,7 @@ async function applyFiles(paths: string[], options: ApplyOptions, extra: Record<
     report(options, what, { ...base, applied: false, version: result.version });
     return;
   }
-  if (!options.rollout) {
+  if (options.rollout === undefined) {
     report(options, `applied: desired-state version ${result.version}${result.replans > 0 ? ` (planned again ${result.replans}× after 412)` : ""}`, { ...base, applied: true, version: result.version, replans: result.replans });
     return;
   }
@@ -140,12 +148,18 @@ export function registerFleet(program: Command): void {
       .option("--apply", "apply the --to environment's files after editing them"),
     true,
   ).action(async (digest: string, options: ApplyOptions & { from: string; to: string; apply?: boolean }) => {
-    const [{ promote }, { openReference }, { readPolicyManifest }, { verifyArtifact }] = await Promise.all([
+    const [{ promote, RolloutStopped }, { openReference }, { readPolicyManifest }, { verifyArtifact }] = await Promise.all([
       import("../../fleet/index.js"),
       import("../../registry/index.js"),
       import("../../bundle/index.js"),
       import("../../signing/index.js"),
     ]);
+    const applying = options.apply === true || options.rollout !== undefined;
+    // What would make the apply fail at once (its flags, no operator token) is found before the files are edited.
+    if (applying) {
+      await checkApplyOptions(options);
+      await client(options);
+    }
     const trust = pinsTrust(options) ? await loadTrustOptions(options) : undefined;
     // With --key/--trust, the digest is checked where the --to files will name it before they are edited (as apply checks them).
     const check = trust
@@ -158,9 +172,17 @@ export function registerFleet(program: Command): void {
     const changes = await promote(options.file, digest, options.from, options.to, check);
     const lines = changes.map((c) => `${c.file}: ${c.name}: ${c.from} ⇒ ${c.to}`);
     const summary = changes.length > 0 ? lines.join("\n") : `${options.to} already pins ${digest}`;
-    if (!options.apply && !options.rollout) return report(options, summary, { promoted: changes });
+    if (!applying) return report(options, summary, { promoted: changes });
     if (!options.json) say(summary);
-    await applyFiles(options.file, { ...options, environment: options.to }, { promoted: changes });
+    try {
+      await applyFiles(options.file, { ...options, environment: options.to }, { promoted: changes });
+    } catch (err) {
+      // The files stay edited: said, so that a later plain apply (GitOps) does not roll the digest out unawares.
+      // (A stopped rollout's JSON, printed already, holds `promoted`.)
+      if (changes.length > 0 && !options.json) say(`the --to files stay edited to ${digest}: ${err instanceof RolloutStopped ? "the rollout stopped; revert them" : "the apply failed; mend it and apply them, or revert them"}`);
+      if (changes.length > 0 && options.json && !(err instanceof RolloutStopped)) report(options, "", { promoted: changes, applied: false, error: plainError(err), code: errorCode(err) });
+      throw err;
+    }
   });
 
   const rollout = program.command("rollout").description("staged rollouts (apply or promote with --rollout)");

@@ -100,6 +100,20 @@ describe("aegis apply", () => {
     expect(await state(), "the desired state and its version did not move").toEqual(after);
   });
 
+  it("a plan of more changes than one request takes (1,200) goes in several, and a second run changes nothing", async () => {
+    await admin.changeAssignments({ remove: (await admin.desiredState()).assignments });
+    const hosts = (prefix: string) => Array.from({ length: 600 }, (_, i) => `${prefix}-${i}`).join(", ");
+    const file = join(work, "bulk.yaml");
+    writeFileSync(file, `environment: bulk\npolicies:\n  - name: icmp\n    ref: ${repo}@${d.v1}\n    hosts: [${hosts("bulk-a")}]\n  - name: other\n    ref: ${repo}@${d.other}\n    hosts: [${hosts("bulk-b")}]\n`);
+    const applied = await aegis(["apply", "-f", file, "--json"], env);
+    expect(applied.code, applied.stderr).toBe(0);
+    expect((await admin.desiredState()).assignments, "assignments made").toHaveLength(1200);
+    const again = await aegis(["apply", "-f", file, "--json"], env);
+    expect((JSON.parse(again.stdout) as { applied: boolean }).applied, "the second run").toBe(false);
+    const all = (await admin.desiredState()).assignments;
+    for (let i = 0; i < all.length; i += 1000) await admin.changeAssignments({ remove: all.slice(i, i + 1000) });
+  });
+
   it("--dry-run prints the plan and changes nothing; --prune removes exactly what the file dropped", async () => {
     await admin.changeAssignments({ remove: (await admin.desiredState()).assignments });
     const full = fleetFile("prune.yaml", [entry("icmp", d.v1!, { hosts: ["prune-1", "prune-2"], selectors: ["role=db"] }), entry("other", d.other!, { hosts: ["prune-3"] })]);
@@ -297,6 +311,34 @@ describe("aegis promote", () => {
       expect(expectOneErrorLine(refused), `promote ${extra.join(" ")}`).toMatch(/no signature|not signed|NO_SIGNATURE/i);
       expect(readFileSync(join(dir, "prod.yaml"), "utf8"), `the prod file after a refused promote ${extra.join(" ")}`).toBe(prodText);
     }
+  });
+});
+
+describe("aegis promote, then a failure", () => {
+  it("bad rollout flags are refused before any file is edited; an apply that fails after the edit says the files stay edited", async () => {
+    const dir = mkdtempSync(join(work, "envs-after-"));
+    writeFileSync(join(dir, "staging.yaml"), `environment: staging\npolicies:\n  - name: icmp\n    ref: ${repo}@${d.v2}\n    hosts: [after-1]\n`);
+    const prodText = `environment: prod\npolicies:\n  - name: icmp\n    ref: ${repo}@${d.v1}\n    hosts: [after-2]\n`;
+    writeFileSync(join(dir, "prod.yaml"), prodText);
+    const promote = ["promote", d.v2!, "--from", "staging", "--to", "prod", "-f", dir];
+    for (const [flags, why] of [
+      [["--rollout", ""], /--rollout : 1 to 16 comma-separated rings/],
+      [["--rollout", "1,100%", "--max-failures", "x"], /--max-failures x/],
+      [["--apply", "--ring-timeout", "soon"], /--ring-timeout soon/],
+    ] as const) {
+      expect(expectOneErrorLine(await aegis([...promote, ...flags], env)), flags.join(" ")).toMatch(why);
+      expect(readFileSync(join(dir, "prod.yaml"), "utf8"), `the prod file after ${flags.join(" ")}`).toBe(prodText);
+    }
+    expect(expectOneErrorLine(await aegis(["apply", "-f", join(dir, "prod.yaml"), "--rollout", ""], env)), "apply --rollout \"\"").toMatch(/--rollout : 1 to 16 comma-separated rings/);
+
+    // The assigner out of reach once the file is edited: --json says what was promoted beside the failure.
+    const unreachable = { ...env, AEGIS_ASSIGNER_URL: "http://127.0.0.1:9" };
+    const failed = await aegis([...promote, "--apply", "--json"], unreachable);
+    expect(failed.code, failed.stderr).toBe(1);
+    expect(JSON.parse(failed.stdout), "one JSON document").toMatchObject({ promoted: [{ name: "icmp", to: `${repo}@${d.v2}` }], applied: false, code: "UNAVAILABLE" });
+    writeFileSync(join(dir, "prod.yaml"), prodText);
+    const human = await aegis([...promote, "--apply"], unreachable);
+    expect(human.stdout + human.stderr, "said to a person").toContain(`the --to files stay edited to ${d.v2}: the apply failed`);
   });
 });
 

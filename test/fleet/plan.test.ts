@@ -86,20 +86,35 @@ describe("changeSteps", () => {
 });
 
 describe("runRollout against an assigner that loses its answers", () => {
+  interface Faults {
+    /** Which change (1-based) is committed and then answered with `code` (a reset connection, a proxy's 504). */
+    failOn?: number;
+    code?: "UNAVAILABLE" | "CONFLICT";
+    /** After that change, every call fails UNAVAILABLE for this long: an outage. */
+    downMs?: number;
+    /** Receipts can no longer be read once the rollout rolls back (a proxy answering 403). */
+    statusRefusedAfterRollback?: boolean;
+  }
   /**
-   * An in-memory assigner for `hosts` (labelled tier=web): every change commits, then the `failOn`-th answer is
-   * lost (a reset connection, a proxy's 504). Like the real one, it refuses a request of more than 1000 changes.
+   * An in-memory assigner for `hosts` (labelled tier=web). Like the real one,
+   * it refuses a request of more than 1000 changes.
    */
-  function lossyAssigner(failOn: number, hosts = ["h1", "h2"]) {
+  function lossyAssigner(faults: Faults, hosts = ["h1", "h2"]) {
     let version = 1;
     let calls = 0;
+    let downUntil = 0;
+    let rolledBack = false;
     const sizes: number[] = [];
     const key = (a: { artifact_id: string; host_id?: string; selector?: string }) => `${a.artifact_id} ${a.host_id ?? `s:${a.selector}`}`;
     const state = new Map([[key(wire(sel(A1, "tier=web"))), wire(sel(A1, "tier=web"))]]);
+    const up = () => {
+      if (Date.now() < downUntil) throw new AssignerError("UNAVAILABLE", "cannot reach the assigner (test outage)");
+    };
     const client = {
       hosts: async () => ({ agents: hosts.map((h) => ({ host_id: h, labels: { tier: "web" } })) }),
-      desiredState: async () => ({ version, assignments: [...state.values()], total: state.size }),
+      desiredState: async () => (up(), { version, assignments: [...state.values()], total: state.size }),
       changeAssignments: async (change: { add?: ReturnType<typeof wire>[]; remove?: ReturnType<typeof wire>[] }, options: { ifMatch?: number }) => {
+        up();
         if (options.ifMatch !== version) throw new AssignerError("PRECONDITION_FAILED", "the state moved");
         const size = (change.add?.length ?? 0) + (change.remove?.length ?? 0);
         if (size > 1000) throw new AssignerError("BAD_REQUEST", `${size} changes in one request: at most 1000`);
@@ -107,18 +122,29 @@ describe("runRollout against an assigner that loses its answers", () => {
         for (const r of change.remove ?? []) state.delete(key(r));
         for (const a of change.add ?? []) state.set(key(a), a);
         version++;
-        if (++calls === failOn) throw new AssignerError("UNAVAILABLE", "socket hang up (after the assigner committed)");
+        if (++calls === faults.failOn) {
+          downUntil = Date.now() + (faults.downMs ?? 0);
+          throw new AssignerError(faults.code ?? "UNAVAILABLE", "the answer was lost (after the assigner committed)");
+        }
         return { version, applied: true };
       },
       // Every host reports the digest it is sent in force, so the rollout waits on nothing.
-      status: async (id: string) => ({ artifact_id: id, hosts: hosts.map((h) => ({ host_id: h, artifact_id: id, event: "attached", time: new Date(Date.now() + 60_000).toISOString() })), total: hosts.length }),
-      putRollout: async (r: unknown) => r,
+      status: async (id: string) => {
+        up();
+        if (rolledBack && faults.statusRefusedAfterRollback) throw new AssignerError("FORBIDDEN", "assigner answered 403: not here");
+        return { artifact_id: id, hosts: hosts.map((h) => ({ host_id: h, artifact_id: id, event: "attached", time: new Date(Date.now() + 60_000).toISOString() })), total: hosts.length };
+      },
+      putRollout: async (r: { state: string }) => {
+        up();
+        rolledBack ||= r.state === "rolling_back";
+        return r;
+      },
     };
     return { client: client as unknown as AssignerClient, state, sizes };
   }
 
   it("stages registered hosts only: a host no agent registered gets its assignment in the final step, and the rollout completes", async () => {
-    const { client, state } = lossyAssigner(0);
+    const { client, state } = lossyAssigner({});
     const plan = planFleet([sel(A2, "tier=web"), host(A2, "ghost")], await client.desiredState(), names);
     const { rollout } = await runRollout(client, plan, { rings: "1,100%", ringTimeoutMs: 2_000, pollMs: 10 });
     expect(rollout.state, "an unregistered host does not fail a ring").toBe("completed");
@@ -128,7 +154,7 @@ describe("runRollout against an assigner that loses its answers", () => {
   const many = Array.from({ length: 1500 }, (_, i) => `h${String(i).padStart(4, "0")}`);
 
   it("rolls out to 1,500 hosts: steps over 1000 changes go in several requests, adds first, and the rollout completes", async () => {
-    const { client, state, sizes } = lossyAssigner(0, many);
+    const { client, state, sizes } = lossyAssigner({}, many);
     const plan = planFleet([sel(A2, "tier=web")], await client.desiredState(), names);
     const { rollout } = await runRollout(client, plan, { rings: "1,10%,100%", ringTimeoutMs: 2_000, pollMs: 10 });
     expect(rollout.state, "completed").toBe("completed");
@@ -137,20 +163,64 @@ describe("runRollout against an assigner that loses its answers", () => {
     expect(sizes.length, "requests: the hold (2 of 1,501), ring 1, 10% and 100% (2 of 1,500), the final step (2 of 3,001 and 1 more)").toBeGreaterThan(5);
   });
 
-  it.each([3, 6])("1,500 hosts, a lost answer to request %i: the rollback, in several requests too, puts back exactly the state before", async (failOn) => {
-    const { client, state, sizes } = lossyAssigner(failOn, many);
+  it.each([2, 3, 4])("a lost answer to change %i is sent again (a 412, then the same change on the new version): the rollout completes", async (failOn) => {
+    const { client, state } = lossyAssigner({ failOn });
+    const plan = planFleet([sel(A2, "tier=web")], await client.desiredState(), names);
+    const { rollout } = await runRollout(client, plan, { rings: "1,100%", ringTimeoutMs: 2_000, pollMs: 10 });
+    expect(rollout.state, `change ${failOn} lost`).toBe("completed");
+    expect([...state.keys()], "the final state").toEqual([`${A2} s:tier=web`]);
+  });
+
+  it("an outage of a moment (every call failing for 200 ms) is ridden out: the rollout completes", async () => {
+    const { client, state } = lossyAssigner({ failOn: 2, downMs: 200 });
+    const plan = planFleet([sel(A2, "tier=web")], await client.desiredState(), names);
+    const { rollout } = await runRollout(client, plan, { rings: "1,100%", ringTimeoutMs: 2_000, pollMs: 10 });
+    expect(rollout.state).toBe("completed");
+    expect([...state.keys()], "the final state").toEqual([`${A2} s:tier=web`]);
+  });
+
+  it.each([3, 6])("1,500 hosts, request %i refused after it was committed: the rollback, in several requests too, puts back exactly the state before", async (failOn) => {
+    const { client, state, sizes } = lossyAssigner({ failOn, code: "CONFLICT" }, many);
     const before = [...state.keys()].sort();
     const plan = planFleet([sel(A2, "tier=web")], await client.desiredState(), names);
-    await expect(runRollout(client, plan, { rings: "1,10%,100%", ringTimeoutMs: 2_000, pollMs: 10 }), `request ${failOn} lost`).rejects.toMatchObject({ rollout: { state: "rolled_back" } });
-    expect([...state.keys()].sort(), `the desired state after a rollback from a lost request ${failOn}`).toEqual(before);
+    await expect(runRollout(client, plan, { rings: "1,10%,100%", ringTimeoutMs: 2_000, pollMs: 10 }), `request ${failOn}`).rejects.toMatchObject({ code: "ROLLED_BACK", rollout: { state: "rolled_back" } });
+    expect([...state.keys()].sort(), `the desired state after a rollback from request ${failOn}`).toEqual(before);
     expect(Math.max(...sizes), "the largest request").toBeLessThanOrEqual(1000);
   });
 
-  it.each([2, 3, 4])("a lost answer to change %i: the rollback still puts back exactly the state before", async (failOn) => {
-    const { client, state } = lossyAssigner(failOn);
+  it("an outage longer than the ring timeout during a step: the rollout stops, and the rollback rides out the rest of it and puts back exactly the state before", async () => {
+    const { client, state } = lossyAssigner({ failOn: 3, downMs: 450 });
     const before = [...state.keys()].sort();
     const plan = planFleet([sel(A2, "tier=web")], await client.desiredState(), names);
-    await expect(runRollout(client, plan, { rings: "1,100%", ringTimeoutMs: 2_000, pollMs: 10 }), `change ${failOn} lost`).rejects.toMatchObject({ rollout: { state: "rolled_back" } });
-    expect([...state.keys()].sort(), `the desired state after a rollback from a lost change ${failOn}`).toEqual(before);
+    await expect(runRollout(client, plan, { rings: "1,100%", ringTimeoutMs: 300, pollMs: 10 })).rejects.toMatchObject({ code: "ROLLED_BACK", rollout: { state: "rolled_back" } });
+    expect([...state.keys()].sort(), "the desired state after the rollback").toEqual(before);
+  });
+
+  it("an outage that outlasts the rollback too: NOT_ROLLED_BACK, with the rollout's record saying so", async () => {
+    const { client } = lossyAssigner({ failOn: 3, downMs: 60_000 });
+    const plan = planFleet([sel(A2, "tier=web")], await client.desiredState(), names);
+    const err = (await runRollout(client, plan, { rings: "1,100%", ringTimeoutMs: 200, pollMs: 10 }).catch((e: unknown) => e)) as { code: string; rollout: { state: string; reason: string } };
+    expect({ code: err.code, state: err.rollout.state }).toEqual({ code: "NOT_ROLLED_BACK", state: "failed" });
+    expect(err.rollout.reason).toMatch(/rolling back failed: cannot reach the assigner \(test outage\)/);
+  });
+
+  it("receipts that cannot be read after the rollback: still ROLLED_BACK (the state is back), saying the confirmation is missing", async () => {
+    const { client, state } = lossyAssigner({ failOn: 3, code: "CONFLICT", statusRefusedAfterRollback: true });
+    const before = [...state.keys()].sort();
+    const plan = planFleet([sel(A2, "tier=web")], await client.desiredState(), names);
+    const err = (await runRollout(client, plan, { rings: "1,100%", ringTimeoutMs: 2_000, pollMs: 10 }).catch((e: unknown) => e)) as { code: string; rollout: { state: string; reason: string } };
+    expect({ code: err.code, state: err.rollout.state }).toEqual({ code: "ROLLED_BACK", state: "rolled_back" });
+    expect(err.rollout.reason).toMatch(/receipts could not be read: assigner answered 403/);
+    expect([...state.keys()].sort(), "the desired state after the rollback").toEqual(before);
+  });
+
+  it("an operator's stop that comes after the last ring passed still stops it: nothing of the final step is made, and it rolls back", async () => {
+    const { client, state } = lossyAssigner({});
+    const before = [...state.keys()].sort();
+    const plan = planFleet([sel(A2, "tier=web")], await client.desiredState(), names);
+    const controller = new AbortController();
+    const log = (line: string) => void (line.includes("ring 2 (100%)") && line.includes("in force") && controller.abort(new Error("stopped by the operator")));
+    await expect(runRollout(client, plan, { rings: "1,100%", ringTimeoutMs: 2_000, pollMs: 10, signal: controller.signal, log })).rejects.toMatchObject({ code: "ROLLED_BACK", rollout: { state: "rolled_back" } });
+    expect([...state.keys()].sort(), "the desired state after the rollback").toEqual(before);
   });
 });
