@@ -7,14 +7,14 @@
 // `promote`) go through the YAML document, so comments and order stay, and
 // are written atomically.
 import { createHash } from "node:crypto";
-import { readdir, readFile, stat } from "node:fs/promises";
+import { readdir, realpath, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { parseDocument, type Document } from "yaml";
+import { isScalar, parseDocument, type Document } from "yaml";
 import { z } from "zod";
 import { HostId, SelectorText, canonicalSelector } from "../assigner/api/index.js";
 import { InputError } from "../errors.js";
 import { parseReference, type Reference } from "../registry/index.js";
-import { atomicWriteAll } from "../util/index.js";
+import { atomicWriteAll, readRegular, type AtomicWriteFile } from "../util/index.js";
 
 type RemoteReference = Extract<Reference, { kind: "remote" }>;
 
@@ -77,13 +77,14 @@ async function readText(file: string): Promise<{ text: string; digest: string; m
   let text: string;
   let mode: number;
   try {
-    const info = await stat(file);
-    mode = info.mode & 0o7777;
-    if (info.size > FLEET_MAX_BYTES) throw new InputError("INVALID_ARGUMENT", `${file}: larger than ${FLEET_MAX_BYTES} bytes`);
-    text = await readFile(file, "utf8");
+    mode = (await stat(file)).mode & 0o7777;
+    // A regular file only, read within the limit whatever size it reports (-f /dev/zero, a FIFO).
+    text = (await readRegular(file, FLEET_MAX_BYTES)).toString("utf8");
   } catch (err) {
-    if (err instanceof InputError) throw err;
-    throw new InputError("FILE_NOT_FOUND", `${file}: cannot read fleet file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { cause: err });
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "EFBIG") throw new InputError("INVALID_ARGUMENT", `${file}: larger than ${FLEET_MAX_BYTES} bytes`);
+    if (code === "EINVAL") throw new InputError("INVALID_ARGUMENT", `${file}: not a regular file`);
+    throw new InputError("FILE_NOT_FOUND", `${file}: cannot read fleet file (${code ?? (err as Error).message})`, { cause: err });
   }
   return { text, digest: createHash("sha256").update(text).digest("hex"), mode };
 }
@@ -202,26 +203,46 @@ export interface RefEdit {
 }
 
 /**
- * Sets the refs, keeping the rest of each file's text (comments, order)
- * and mode. The files are written together (atomicWriteAll): one that
- * cannot be written leaves every file as it was. Every file `read` (loadFleetFile: all the change
- * was decided from, edited or not) is read again first: one whose text
- * changed since (someone edited it while the registries were checked)
+ * Sets the refs, keeping the rest of each file's text as it is (comments,
+ * order, quoting, line ends: a one-digest change is a one-line diff) and its
+ * mode; a file reached through a symlink is written where the link points.
+ * The files are written together (atomicWriteAll): one that cannot be
+ * written leaves every file as it was. Every file `read` (loadFleetFile: all
+ * the change was decided from, edited or not) is read again first: one whose
+ * text changed since (someone edited it while the registries were checked)
  * refuses the whole change, and no file is written, since what was checked
  * and planned is no longer what the files say.
  */
 export async function rewriteRefs(read: readonly FleetFile[], edits: readonly RefEdit[]): Promise<void> {
   if (edits.length === 0) return;
   const edited = new Set(edits.map((e) => e.file));
-  const docs = new Map<string, { doc: Document; mode: number }>();
+  const texts = new Map<string, { text: string; doc: Document; mode: number }>();
   for (const file of read) {
     const { text, digest, mode } = await readText(file.path);
     if (digest !== file.digest) throw new InputError("INVALID_ARGUMENT", `${file.path}: changed since aegis read it; nothing was written (run again)`);
-    if (edited.has(file.path)) docs.set(file.path, { doc: parseText(file.path, text), mode });
+    if (edited.has(file.path)) texts.set(file.path, { text, doc: parseText(file.path, text), mode });
   }
-  for (const edit of edits) {
-    // Every edit's file is among those read (the callers edit only what they read).
-    docs.get(edit.file)!.doc.setIn(["policies", edit.index, "ref"], edit.to);
+  const writes: AtomicWriteFile[] = [];
+  for (const [path, { text, doc, mode }] of texts) {
+    // Every edit's file is among those read (the callers edit only what they read); spliced from the end, so earlier ranges hold.
+    const spans = edits
+      .filter((e) => e.file === path)
+      .map((e) => ({ edit: e, node: doc.getIn(["policies", e.index, "ref"], true) }))
+      .map(({ edit, node }) => {
+        if (!isScalar(node) || !node.range || /^[|>]/.test(text.slice(node.range[0]))) throw new InputError("INVALID_ARGUMENT", `${path}: policies[${edit.index}].ref is not a one-line value; nothing was written`);
+        return { start: node.range[0], end: node.range[1], text: scalarLike(text.slice(node.range[0], node.range[1]), edit.to) };
+      })
+      .sort((a, b) => b.start - a.start);
+    let out = text;
+    for (const span of spans) out = out.slice(0, span.start) + span.text + out.slice(span.end);
+    writes.push({ path: await realpath(path), data: out, mode });
   }
-  await atomicWriteAll([...docs].map(([path, { doc, mode }]) => ({ path, data: doc.toString(), mode })));
+  await atomicWriteAll(writes);
+}
+
+/** `value` written as the scalar `source` was: double-quoted, single-quoted, or plain. */
+function scalarLike(source: string, value: string): string {
+  if (source.startsWith('"')) return JSON.stringify(value);
+  if (source.startsWith("'")) return `'${value.replaceAll("'", "''")}'`;
+  return value;
 }

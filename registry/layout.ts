@@ -1,12 +1,12 @@
 // A Target backed by an OCI image layout directory, readable by skopeo,
 // oras and crane. https://github.com/opencontainers/image-spec/blob/main/image-layout.md
 import { createHash, randomBytes } from "node:crypto";
-import { constants, createReadStream } from "node:fs";
-import { mkdir, open, readdir, rename, rm, stat, writeFile, type FileHandle } from "node:fs/promises";
+import { createReadStream } from "node:fs";
+import { mkdir, open, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { pipeline as pipe, Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { atomicWrite, openWriteStream, sleep } from "../util/index.js";
+import { atomicWrite, openRegular, openWriteStream, readRegular, sleep } from "../util/index.js";
 import { RegistryError } from "./errors.js";
 import { checkDigest, DigestingStream, isDigest, readAll, verifyStream } from "./digest.js";
 import { Annotation, isManifestType, MAX_MANIFEST_SIZE, MediaType, type Descriptor, type Index } from "./oci.js";
@@ -273,14 +273,12 @@ export class OciLayoutTarget implements Target, Deleter {
     const path = join(this.dir, "index.json");
     let text: string;
     try {
-      const handle = await openRegular(path);
-      try {
-        text = (await readBounded(handle, MAX_INDEX_SIZE, path)).toString("utf8");
-      } finally {
-        await handle.close();
-      }
+      text = (await readRegular(path, MAX_INDEX_SIZE)).toString("utf8");
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") return emptyIndex();
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "ENOENT") return emptyIndex();
+      if (code === "EFBIG") throw new RegistryError("SIZE_LIMIT", `${path} is over the ${MAX_INDEX_SIZE}-byte limit of an index`, { cause: err });
+      if (code === "EINVAL") throw new RegistryError("INVALID_MANIFEST", (err as Error).message, { cause: err });
       throw err;
     }
     try {
@@ -313,42 +311,6 @@ export class OciLayoutTarget implements Target, Deleter {
 
 /** The largest index.json read: some 100,000 entries. */
 const MAX_INDEX_SIZE = 64 * 1024 * 1024;
-
-/**
- * Opens `path` for reading if it is a regular file. A layout's directory may
- * be another's to write (an assigner may name any `oci:` path): a FIFO would
- * block the open, or the read, for ever, a device such as /dev/zero never
- * ends, and opening some devices acts (a watchdog starts its timer). So the
- * path is looked at before it is opened, and the file opened is checked to
- * be the one looked at (O_NONBLOCK and O_NOCTTY make the open of a FIFO or a
- * terminal swapped in meanwhile harmless).
- */
-async function openRegular(path: string): Promise<FileHandle> {
-  const seen = await stat(path);
-  if (!seen.isFile()) throw new RegistryError("INVALID_MANIFEST", `${path} is not a regular file`);
-  const handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
-  try {
-    const opened = await handle.stat();
-    if (!opened.isFile() || opened.dev !== seen.dev || opened.ino !== seen.ino) throw new RegistryError("INVALID_MANIFEST", `${path} changed while it was opened`);
-  } catch (err) {
-    await handle.close();
-    throw err;
-  }
-  return handle;
-}
-
-/** Up to `limit` bytes of an opened file, refusing more (a file's reported size can be 0, as /proc's are). */
-async function readBounded(handle: FileHandle, limit: number, path: string): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let total = 0;
-  for (;;) {
-    const { bytesRead, buffer } = await handle.read({ buffer: Buffer.allocUnsafe(64 * 1024) });
-    if (bytesRead === 0) return Buffer.concat(chunks, total);
-    total += bytesRead;
-    if (total > limit) throw new RegistryError("SIZE_LIMIT", `${path} is over the ${limit}-byte limit of an index`);
-    chunks.push(buffer.subarray(0, bytesRead));
-  }
-}
 
 /** The names of blobs being written (writeTemp), renamed to their digest once complete. */
 const TEMP_PREFIX = ".tmp-";

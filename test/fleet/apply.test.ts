@@ -293,7 +293,7 @@ describe("aegis promote", () => {
     expect(promoted.code, promoted.stderr).toBe(0);
     expect((JSON.parse(promoted.stdout) as { promoted: unknown[] }).promoted).toEqual([{ name: "icmp", file: join(dir, "prod.yaml"), index: 0, from: `${mirror}@${d.v1}`, to: `${mirror}@${d.v2}` }]);
     const prod = readFileSync(join(dir, "prod.yaml"), "utf8");
-    expect(prod, "the prod file pins the staging digest, comments kept").toBe(`# prod: reviewed\nenvironment: prod\npolicies:\n  - name: icmp # keep\n    ref: ${mirror}@${d.v2}\n    selectors: [ env=prod ]\n`);
+    expect(prod, "the prod file pins the staging digest, the rest of its text as it was").toBe(`# prod: reviewed\nenvironment: prod\npolicies:\n  - name: icmp  # keep\n    ref: ${mirror}@${d.v2}\n    selectors: [env=prod]\n`);
     expect(readFileSync(join(dir, "staging.yaml"), "utf8"), "staging untouched").toContain(`${repo}@${d.v2}`);
     const again = await aegis(["promote", d.v2!, "--from", "staging", "--to", "prod", "-f", dir, "--apply"], env);
     expect(again.code, again.stderr).toBe(0);

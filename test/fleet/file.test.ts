@@ -2,9 +2,10 @@
 // `aegis mirror export --from` reads it), names are unique within an
 // environment, what `loadFleetFiles` returns, and edits that refuse a file
 // changed under them or write every file or none.
-import { chmodSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { chmodSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { environmentsOf, loadFleetFiles, promote } from "../../fleet/index.js";
 
@@ -80,6 +81,26 @@ describe("edits (promote, apply --pin)", () => {
     await promote([sub], D2, "staging", "prod");
     const prod = await loadFleetFiles([sub], { environment: "prod" });
     expect(prod.policies.map((p) => `${p.name} ${p.digest}`), "promoted").toEqual([`a ${D2}`, `c ${D1}`, `b ${D2}`]);
+  });
+
+  it("change only the ref's text: quoting, line ends, flow lists and comments stay; a symlinked file is written where it points", async () => {
+    const sub = mkdtempSync(join(dir, "text-"));
+    writeFileSync(join(sub, "staging.yaml"), `environment: staging\npolicies:\n${entry("a", D2)}${entry("b", D2)}`);
+    const prodText = `environment: prod\r\npolicies:   # reviewed\r\n  - { name: a, ref: "r.example/p@${D1}", hosts: [h1,   h2] }\r\n  - name: b\r\n    ref: 'r.example/p@${D1}'\r\n    hosts: [h]\r\n`;
+    mkdirSync(join(sub, "..", `${basename(sub)}-envs`), { recursive: true });
+    const target = join(sub, "..", `${basename(sub)}-envs`, "prod.yaml");
+    writeFileSync(target, prodText);
+    symlinkSync(target, join(sub, "prod.yaml"));
+    await promote([sub], D2, "staging", "prod");
+    expect(readFileSync(target, "utf8"), "the linked file, only its refs changed").toBe(prodText.replaceAll(D1, D2));
+    expect(lstatSync(join(sub, "prod.yaml")).isSymbolicLink(), "the link kept").toBe(true);
+  });
+
+  it("refuse a fleet file that is not a regular file (a FIFO, /dev/zero) at once", async () => {
+    const sub = mkdtempSync(join(dir, "odd-"));
+    execFileSync("mkfifo", [join(sub, "fifo.yaml")]);
+    await expect(loadFleetFiles([join(sub, "fifo.yaml")]), "a FIFO").rejects.toThrow(`${join(sub, "fifo.yaml")}: not a regular file`);
+    await expect(loadFleetFiles(["/dev/zero"]), "/dev/zero").rejects.toThrow("/dev/zero: not a regular file");
   });
 
   it("write every edited file or none, each keeping its mode", async () => {
