@@ -303,10 +303,14 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
       throw new RolloutStopped(rollout, "NOT_ROLLED_BACK", { cause: undo });
     }
     // Every moved host should be back on what it had: confirmed by receipts of the previous digests.
+    // Each earlier assignment's hosts found once (a selector's by matching every agent): per moved host, per assignment, it was cubic.
     const previous = new Map<string, string[]>();
-    for (const h of moved) {
-      const ids = [...before.values()].filter((e) => ("host" in e.target ? e.target.host === h : hostsOf(e.target).includes(h))).map((e) => e.artifactId);
-      if (ids.length > 0) previous.set(h, [...new Set(ids)]);
+    for (const e of before.values()) {
+      for (const h of "host" in e.target ? [e.target.host] : hostsOf(e.target)) {
+        if (!moved.has(h)) continue;
+        const ids = previous.get(h) ?? [];
+        if (!ids.includes(e.artifactId)) previous.set(h, [...ids, e.artifactId]);
+      }
     }
     let back: RingCheck = { inForce: [], failed: [], pending: [...previous.keys()] };
     // Interrupted: one look at the receipts, no waiting for them.
