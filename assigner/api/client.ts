@@ -53,12 +53,20 @@ export const MAX_ANSWER_SIZE = 32 * 1024 * 1024;
 /** Of an error answer, only this much is read: its message is one line. */
 const MAX_ERROR_SIZE = 64 * 1024;
 
+/** How long a JSON call may take, answer read (call()); an assigner that accepts and never answers must not hold a command for undici's 5 minutes per read. */
+const CALL_TIMEOUT_MS = 60_000;
+
 export class AssignerClient {
-  /** `token`: the operator token, or an agent token from register(); registration itself needs none. */
+  private readonly timeoutMs: number;
+
+  /** `token`: the operator token, or an agent token from register(); registration itself needs none. `timeoutMs`: each JSON call's limit (default 60 s). */
   constructor(
     readonly baseUrl: string,
     private readonly token?: string,
-  ) {}
+    options: { timeoutMs?: number } = {},
+  ) {
+    this.timeoutMs = options.timeoutMs ?? CALL_TIMEOUT_MS;
+  }
 
   private async send(method: Method, path: string, body?: unknown, headers: Record<string, string> = {}, signal?: AbortSignal): Promise<Dispatcher.ResponseData> {
     signal?.throwIfAborted();
@@ -111,10 +119,17 @@ export class AssignerClient {
     }
   }
 
-  /** Any JSON call; the typed methods below are this with a path and a type. */
+  /** Any JSON call, within the client's timeout; the typed methods below are this with a path and a type. */
   async call<T>(method: Method, path: string, body?: unknown, headers: Record<string, string> = {}, options: { signal?: AbortSignal } = {}): Promise<T> {
-    const res = await this.send(method, path, body, headers, options.signal);
-    return this.json<T>(res, `the answer to ${method} ${path}`);
+    const deadline = AbortSignal.timeout(this.timeoutMs);
+    const signal = options.signal ? AbortSignal.any([options.signal, deadline]) : deadline;
+    try {
+      const res = await this.send(method, path, body, headers, signal);
+      return await this.json<T>(res, `the answer to ${method} ${path}`);
+    } catch (err) {
+      if (deadline.aborted && !options.signal?.aborted) throw new AssignerError("UNAVAILABLE", `the assigner at ${this.baseUrl} did not answer ${method} ${path} within ${this.timeoutMs} ms`, { cause: err });
+      throw err;
+    }
   }
 
   registerInit(body: z.input<typeof RegisterInitBody>): Promise<z.infer<typeof RegisterInitResponse>> {

@@ -362,6 +362,23 @@ describe("the typed client (assigner/api)", () => {
     await expect(new AssignerClient(`http://${closed.host}`, "x").hosts(), "nothing listening").rejects.toMatchObject({ code: "UNAVAILABLE", message: expect.stringMatching(/^cannot reach the assigner at /) });
   });
 
+  it("a call the assigner never answers (headers, or a body that stalls) fails UNAVAILABLE at the client's timeout", async () => {
+    const silent: Server = createServer((req, res) => {
+      // /stall: headers and a first byte, then nothing; anything else: not even headers.
+      if (req.url === "/stall") res.writeHead(200, { "content-type": "application/json" }).write("[");
+    });
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    try {
+      const base = `http://127.0.0.1:${(silent.address() as AddressInfo).port}`;
+      const client = new AssignerClient(base, "token", { timeoutMs: 300 });
+      await expect(client.hosts(), "no headers").rejects.toMatchObject({ code: "UNAVAILABLE", message: `the assigner at ${base} did not answer GET /agents within 300 ms` });
+      await expect(client.call("GET", "/stall"), "a stalled body").rejects.toMatchObject({ code: "UNAVAILABLE", message: `the assigner at ${base} did not answer GET /stall within 300 ms` });
+    } finally {
+      silent.closeAllConnections();
+      await new Promise((resolve) => silent.close(resolve));
+    }
+  });
+
   it("reads at most MAX_ANSWER_SIZE of an answer and 64 KiB of an error, cutting the connection (a lying assigner cannot fill an agent's memory)", async () => {
     const streamed: Record<string, number> = {};
     // Answers every request with a body that never ends, until the client hangs up.
