@@ -86,6 +86,11 @@ export class AssignerClient {
       throw new AssignerError("UNAVAILABLE", `cannot reach the assigner at ${this.baseUrl}: ${(err as Error).message}`, { cause: err });
     }
     if (res.statusCode >= 400) throw answerError(res.statusCode, (await this.read(res, MAX_ERROR_SIZE, "an error answer", true)).toString("utf8"));
+    // The API answers 2xx, or 304 to a poll: a redirect (a proxy's login page, say) is not an answer.
+    if (res.statusCode >= 300 && res.statusCode !== 304) {
+      await res.body.dump();
+      throw new AssignerError("BAD_GATEWAY", `${method} ${path} at ${this.baseUrl} was answered ${res.statusCode}, not by the assigner's API`);
+    }
     return res;
   }
 
@@ -232,13 +237,16 @@ export class AssignerClient {
   }
 
   /** The whole desired state; its `version` goes back as `ifMatch` on changes. */
-  desiredState(): Promise<z.infer<typeof DesiredStateJson>> {
-    return this.call("GET", "/assignments");
+  async desiredState(): Promise<z.infer<typeof DesiredStateJson>> {
+    const state = await this.call<z.infer<typeof DesiredStateJson>>("GET", "/assignments");
+    if (!Array.isArray(state.assignments)) throw new AssignerError("BAD_GATEWAY", `the answer to GET /assignments from ${this.baseUrl} has no assignments list`);
+    return versioned(state, "GET /assignments", this.baseUrl);
   }
 
   /** Adds and removes in one atomic step; with `ifMatch`, a PRECONDITION_FAILED error when the state moved since that version. */
-  changeAssignments(changes: z.input<typeof AssignmentChangesBody>, options: { ifMatch?: number } = {}): Promise<z.infer<typeof AssignmentChangesResult>> {
-    return this.call("POST", "/assignments", changes, options.ifMatch !== undefined ? { "if-match": `"${options.ifMatch}"` } : {});
+  async changeAssignments(changes: z.input<typeof AssignmentChangesBody>, options: { ifMatch?: number } = {}): Promise<z.infer<typeof AssignmentChangesResult>> {
+    const result = await this.call<z.infer<typeof AssignmentChangesResult>>("POST", "/assignments", changes, options.ifMatch !== undefined ? { "if-match": `"${options.ifMatch}"` } : {});
+    return versioned(result, "POST /assignments", this.baseUrl);
   }
 
   /** What a host is served, and why (its own assignments, selector matches). */
@@ -264,6 +272,15 @@ export class AssignerClient {
 const MAX_ERROR_TEXT = 1024;
 
 /** An error answer {error, code, detail?} as an AssignerError with that code and detail (each cut to MAX_ERROR_TEXT). */
+/**
+ * An answer whose `version` the next write sends back as If-Match: without
+ * a version there, that write would go out unconditioned.
+ */
+function versioned<T extends { version: number }>(answer: T, what: string, baseUrl: string): T {
+  if (!Number.isSafeInteger(answer?.version)) throw new AssignerError("BAD_GATEWAY", `the answer to ${what} from ${baseUrl} has no desired-state version`);
+  return answer;
+}
+
 function answerError(status: number, text: string): AssignerError {
   let message = text.split("\n")[0]!;
   let code: AssignerErrorCode = statusCode(status);

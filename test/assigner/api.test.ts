@@ -362,6 +362,25 @@ describe("the typed client (assigner/api)", () => {
     await expect(new AssignerClient(`http://${closed.host}`, "x").hosts(), "nothing listening").rejects.toMatchObject({ code: "UNAVAILABLE", message: expect.stringMatching(/^cannot reach the assigner at /) });
   });
 
+  it("an answer that is not the API's (a redirect, a 202 with no version, a state with no list) is BAD_GATEWAY, never taken for success", async () => {
+    const odd: Server = createServer((req, res) => {
+      if (req.url === "/agents") res.writeHead(302, { location: "/login" }).end();
+      else if (req.method === "POST") res.writeHead(202, { "content-type": "application/json" }).end('{"queued":true}');
+      else res.writeHead(200, { "content-type": "application/json" }).end('{"ok":true,"version":3}');
+    });
+    await new Promise<void>((resolve) => odd.listen(0, "127.0.0.1", resolve));
+    try {
+      const base = `http://127.0.0.1:${(odd.address() as AddressInfo).port}`;
+      const client = new AssignerClient(base, "token");
+      await expect(client.hosts(), "a redirect").rejects.toMatchObject({ code: "BAD_GATEWAY", message: `GET /agents at ${base} was answered 302, not by the assigner's API` });
+      await expect(client.changeAssignments({ add: [] }, { ifMatch: 3 }), "a 202 without a version").rejects.toMatchObject({ code: "BAD_GATEWAY", message: `the answer to POST /assignments from ${base} has no desired-state version` });
+      await expect(client.desiredState(), "a state without its list").rejects.toMatchObject({ code: "BAD_GATEWAY", message: `the answer to GET /assignments from ${base} has no assignments list` });
+    } finally {
+      odd.closeAllConnections();
+      await new Promise((resolve) => odd.close(resolve));
+    }
+  });
+
   it("a call the assigner never answers (headers, or a body that stalls) fails UNAVAILABLE at the client's timeout", async () => {
     const silent: Server = createServer((req, res) => {
       // /stall: headers and a first byte, then nothing; anything else: not even headers.
