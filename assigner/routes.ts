@@ -152,6 +152,9 @@ const IdParams = z.strictObject({ id: Digest });
 const UidParams = z.strictObject({ uid: AgentUid });
 const HostParams = z.strictObject({ host_id: HostId });
 const AssignParams = z.strictObject({ artifact_id: Digest, host_id: HostId });
+const StatusQuery = z.strictObject({
+  view: z.enum(["full", "summary"]).optional().meta({ description: "summary: each host's event, code, reason and time, without its receipt's counters and interfaces (a rollout reads thousands of hosts every second)" }),
+});
 const AssignQuery = z.strictObject({
   force: z.enum(["true", "false"]).optional().meta({ description: "true: assign even when the host's reported kernel cannot run the artifact's program" }),
 });
@@ -419,10 +422,12 @@ export const ROUTES: Route[] = [
     summary: "The latest telemetry of every host about this artifact",
     access: "admin",
     params: IdParams,
+    query: StatusQuery,
     response: ArtifactStatusJson,
-    handler: async ({ params, services }) => {
+    handler: async ({ params, query, services }) => {
       await requireArtifact(services, params.id);
-      const hosts = (await services.store.artifactStatus(params.id)).map(statusJson);
+      const records = await services.store.artifactStatus(params.id);
+      const hosts = (query.view === "summary" ? records.map(({ counters: _counters, receipt: _receipt, ...rest }) => rest) : records).map(statusJson);
       return { json: { artifact_id: params.id, hosts, total: hosts.length } };
     },
   }),

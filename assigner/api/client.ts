@@ -204,8 +204,9 @@ export class AssignerClient {
   }
 
   /** The latest telemetry of every host about an artifact. */
-  status(id: string): Promise<z.infer<typeof ArtifactStatusJson>> {
-    return this.call("GET", `/artifacts/${encodeURIComponent(id)}/status`);
+  /** Every host's latest report about `id`; `summary`: without receipts' counters and interfaces (a fraction of the size). */
+  status(id: string, options: { summary?: boolean } = {}): Promise<z.infer<typeof ArtifactStatusJson>> {
+    return this.call("GET", `/artifacts/${encodeURIComponent(id)}/status${options.summary ? "?view=summary" : ""}`);
   }
 
   hosts(): Promise<z.infer<typeof AgentList>> {

@@ -458,6 +458,12 @@ describe("enforcement", () => {
     expect(detail.status.find((s) => s.artifact_id === v1), "/agents/{uid}").toMatchObject({ event: "attached", program_id: program.programId });
     expect((await admin.status(unsigned)).hosts.find((h) => h.host_id === "http-host"), "a failure with its code in `code`").toMatchObject({ event: "failed", code: "NO_SIGNATURE" });
 
+    // The summary view (what a rollout polls): the event and its time, not the receipt's counters and interfaces.
+    const summary = (await admin.status(v1, { summary: true })).hosts.find((h) => h.host_id === "http-host");
+    expect(summary, "the summary view").toMatchObject({ event: "attached", time: shown!.time });
+    expect(Object.keys(summary!).filter((k) => ["counters", "interfaces", "program_id", "since"].includes(k)), "receipt fields in the summary").toEqual([]);
+    await expect(admin.call("GET", `/artifacts/${v1}/status?view=bogus`), "an unknown view").rejects.toMatchObject({ code: "BAD_REQUEST" });
+
     // The drop counter rises: the next pass's receipt says so.
     datapath.setCounters(v1, [5]);
     await agent.reconcile();
