@@ -138,15 +138,44 @@ interface RingCheck {
   pending: string[];
 }
 
-/** Reads the agents' latest reports: a host is in force when every expected digest has a receipt newer than `since`, failed when one reported failure since. */
-async function check(client: AssignerClient, expected: Map<string, string[]>, since: number): Promise<RingCheck> {
+type Report = { event: string; time: string; code?: string; reason?: string };
+
+/** The agents' latest report about each expected digest, by digest and host. */
+async function readReports(client: AssignerClient, expected: Map<string, string[]>): Promise<Map<string, Map<string, Report>>> {
   const digests = [...new Set([...expected.values()].flat())];
-  const status = new Map<string, Map<string, { event: string; time: string; code?: string; reason?: string }>>();
+  const status = new Map<string, Map<string, Report>>();
   // The summary view: the events alone, where every host's counters would pass the answer's cap at some hundreds of hosts.
   for (const digest of digests) status.set(digest, new Map((await client.status(digest, { summary: true })).hosts.map((h) => [h.host_id, h])));
+  return status;
+}
+
+/**
+ * What counts as news: a report newer than the one the host had sent about
+ * that digest before the change (`before`, read just before it: both times
+ * are the agent's clock), or, when that could not be read, one stamped at or
+ * after `since` (this machine's clock, which may differ from the agents').
+ */
+interface Freshness {
+  before: Map<string, Map<string, Report>> | undefined;
+  since: number;
+}
+
+/** The reports before a change, or undefined when they cannot be read (freshness then falls back to the clock). */
+async function reportsBefore(client: AssignerClient, expected: Map<string, string[]>, retry: Retry): Promise<Freshness["before"]> {
+  return persisting(() => readReports(client, expected), retry).catch(() => undefined);
+}
+
+/** Reads the agents' latest reports: a host is in force when every expected digest has a fresh receipt, failed when one reported a fresh failure. */
+async function check(client: AssignerClient, expected: Map<string, string[]>, freshness: Freshness): Promise<RingCheck> {
+  const status = await readReports(client, expected);
+  const isFresh = (id: string, host: string, report: Report) => {
+    if (!freshness.before) return Date.parse(report.time) >= freshness.since;
+    const earlier = freshness.before.get(id)?.get(host);
+    return !earlier || Date.parse(report.time) > Date.parse(earlier.time);
+  };
   const result: RingCheck = { inForce: [], failed: [], pending: [] };
   for (const [host, ids] of expected) {
-    const reports = ids.map((id) => ({ id, report: status.get(id)?.get(host) })).map((r) => ({ ...r, fresh: r.report && Date.parse(r.report.time) >= since ? r.report : undefined }));
+    const reports = ids.map((id) => ({ id, report: status.get(id)?.get(host) })).map((r) => ({ ...r, fresh: r.report && isFresh(r.id, host, r.report) ? r.report : undefined }));
     const failure = reports.find((r) => r.fresh?.event === "failed");
     if (failure) result.failed.push({ host_id: host, artifact_id: failure.id, ...(failure.fresh!.code ? { code: failure.fresh!.code } : {}), reason: (failure.fresh!.reason ?? "failed").replace(/\s+/g, " ").slice(0, 500) });
     else if (reports.every((r) => r.fresh?.event === "attached")) result.inForce.push(host);
@@ -248,6 +277,8 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
         continue;
       }
       const since = Date.now();
+      const wanted = new Map(ringHosts.map((h) => [h, expected.get(h)!]));
+      const freshness: Freshness = { before: await reportsBefore(client, wanted, { until: since + options.ringTimeoutMs, baseMs: pollMs, ...(options.signal ? { signal: options.signal } : {}) }), since };
       for (const h of ringHosts) moved.add(h);
       await go(stateWith(moved));
       ring.state = "waiting";
@@ -255,10 +286,9 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
       log(`ring ${i + 1} (${ring.spec}): ${ringHosts.length} host${ringHosts.length === 1 ? "" : "s"} moved; waiting for their in-force receipts`);
       const allowed = allowedFailures(maxFailures, ringHosts.length);
       const deadline = since + options.ringTimeoutMs;
-      const wanted = new Map(ringHosts.map((h) => [h, expected.get(h)!]));
       let seen: RingCheck;
       for (;;) {
-        seen = await persisting(() => check(client, wanted, since), { until: deadline, baseMs: pollMs, ...(options.signal ? { signal: options.signal } : {}) });
+        seen = await persisting(() => check(client, wanted, freshness), { until: deadline, baseMs: pollMs, ...(options.signal ? { signal: options.signal } : {}) });
         options.signal?.throwIfAborted();
         if (seen.failed.length > allowed || seen.pending.length === 0 || Date.now() >= deadline) break;
         await sleep(Math.min(pollMs, Math.max(0, deadline - Date.now())), options.signal);
@@ -292,6 +322,17 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
     const since = Date.now();
     // The rollback rides out the assigner's blips for a ring's time, whatever stopped the rollout (a Ctrl-C included).
     const retry: Retry = { until: since + options.ringTimeoutMs, baseMs: pollMs };
+    // Every moved host should be back on what it had: confirmed by receipts of the previous digests, newer than those it sent before the rollback.
+    // Each earlier assignment's hosts found once (a selector's by matching every agent): per moved host, per assignment, it was cubic.
+    const previous = new Map<string, string[]>();
+    for (const e of before.values()) {
+      for (const h of "host" in e.target ? [e.target.host] : hostsOf(e.target)) {
+        if (!moved.has(h)) continue;
+        const ids = previous.get(h) ?? [];
+        if (!ids.includes(e.artifactId)) previous.set(h, [...ids, e.artifactId]);
+      }
+    }
+    const freshness: Freshness = { before: previous.size > 0 ? await reportsBefore(client, previous, retry) : undefined, since };
     try {
       // Back to `before` from either outcome of a failed step: remove what either state has, add what both might lack.
       const maybe = attempted ?? state;
@@ -303,23 +344,13 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
       await save();
       throw new RolloutStopped(rollout, "NOT_ROLLED_BACK", { cause: undo });
     }
-    // Every moved host should be back on what it had: confirmed by receipts of the previous digests.
-    // Each earlier assignment's hosts found once (a selector's by matching every agent): per moved host, per assignment, it was cubic.
-    const previous = new Map<string, string[]>();
-    for (const e of before.values()) {
-      for (const h of "host" in e.target ? [e.target.host] : hostsOf(e.target)) {
-        if (!moved.has(h)) continue;
-        const ids = previous.get(h) ?? [];
-        if (!ids.includes(e.artifactId)) previous.set(h, [...ids, e.artifactId]);
-      }
-    }
     let back: RingCheck = { inForce: [], failed: [], pending: [...previous.keys()] };
     // Interrupted: one look at the receipts, no waiting for them.
     const deadline = options.signal?.aborted ? since : since + options.ringTimeoutMs;
     let unconfirmed = "";
     try {
       while (previous.size > 0) {
-        back = await persisting(() => check(client, previous, since), { ...retry, until: Math.max(deadline, Date.now()) });
+        back = await persisting(() => check(client, previous, freshness), { ...retry, until: Math.max(deadline, Date.now()) });
         if (back.pending.length === 0 || Date.now() >= deadline) break;
         await sleep(Math.min(pollMs, Math.max(0, deadline - Date.now())));
       }

@@ -94,6 +94,8 @@ describe("runRollout against an assigner that loses its answers", () => {
     downMs?: number;
     /** Receipts can no longer be read once the rollout rolls back (a proxy answering 403). */
     statusRefusedAfterRollback?: boolean;
+    /** How far the agents' clocks are from this machine's (ms); default a minute ahead. */
+    agentClockMs?: number;
   }
   /**
    * An in-memory assigner for `hosts` (labelled tier=web). Like the real one,
@@ -132,7 +134,8 @@ describe("runRollout against an assigner that loses its answers", () => {
       status: async (id: string) => {
         up();
         if (rolledBack && faults.statusRefusedAfterRollback) throw new AssignerError("FORBIDDEN", "assigner answered 403: not here");
-        return { artifact_id: id, hosts: hosts.map((h) => ({ host_id: h, artifact_id: id, event: "attached", time: new Date(Date.now() + 60_000).toISOString() })), total: hosts.length };
+        // A report is sent now, by the agent's clock: each read sees a newer one.
+        return { artifact_id: id, hosts: hosts.map((h) => ({ host_id: h, artifact_id: id, event: "attached", time: new Date(Date.now() + (faults.agentClockMs ?? 60_000)).toISOString() })), total: hosts.length };
       },
       putRollout: async (r: { state: string }) => {
         up();
@@ -212,6 +215,14 @@ describe("runRollout against an assigner that loses its answers", () => {
     expect({ code: err.code, state: err.rollout.state }).toEqual({ code: "ROLLED_BACK", state: "rolled_back" });
     expect(err.rollout.reason).toMatch(/receipts could not be read: assigner answered 403/);
     expect([...state.keys()].sort(), "the desired state after the rollback").toEqual(before);
+  });
+
+  it("agents whose clocks are 10 minutes behind this machine's: their receipts still count (news is judged against their own earlier reports)", async () => {
+    const { client, state } = lossyAssigner({ agentClockMs: -600_000 });
+    const plan = planFleet([sel(A2, "tier=web")], await client.desiredState(), names);
+    const { rollout } = await runRollout(client, plan, { rings: "1,100%", ringTimeoutMs: 500, pollMs: 10 });
+    expect(rollout.state).toBe("completed");
+    expect([...state.keys()], "the final state").toEqual([`${A2} s:tier=web`]);
   });
 
   it("an operator's stop that comes after the last ring passed still stops it: nothing of the final step is made, and it rolls back", async () => {
