@@ -2,7 +2,8 @@
 // plan's new assignments reach the hosts ring by ring (`1,10%,100%`): each
 // ring's hosts get the new digests as host assignments, and the rollout
 // waits for their agents' signed in-force receipts (`attached`, newer than
-// the ring's start) before the next ring. A ring with more failures (agents'
+// the host's last report about the digest before the ring's change) before
+// the next ring. A ring with more failures (agents'
 // `failed` reports, or no receipt within the ring timeout) than allowed
 // stops the rollout, and the desired state goes back, in one atomic change
 // (or, past one request's 1000 changes, in several), to what it was
