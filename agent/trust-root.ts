@@ -31,6 +31,16 @@ export interface TrustRootOptions {
 
 const RECHECK = { everyMs: 5 * 60_000, timeoutMs: 10_000 };
 
+/** The version and digest a held file names, if its text still says them (an unreadable file's floor). */
+function floorOf(text: string | undefined): { version: number; digest: string | undefined } | undefined {
+  try {
+    const held = JSON.parse(text ?? "") as Partial<HeldFile> | null;
+    return Number.isSafeInteger(held?.version) ? { version: held!.version!, digest: typeof held!.digest === "string" ? held!.digest : undefined } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 interface HeldFile {
   reference: string;
   digest: string;
@@ -43,10 +53,10 @@ export class TrustRootFollower {
   private held: TrustRootArtifact | undefined;
   /** The last failure logged, so a pass that fails the same way says nothing new. */
   private lastFailure = "";
-  /** When the sources past one serving the root held were last asked. */
+  /** When (performance.now()) the sources past one serving the root held were last asked. */
   private recheckedAt = -Infinity;
-  /** With no root held, the version a root must pass: an unreadable held file's (init). */
-  private floor: number | undefined;
+  /** With no root held, the version a root must pass (or be that root): an unreadable held file's (init). */
+  private floor: { version: number; digest: string | undefined } | undefined;
   readonly file: string;
 
   constructor(
@@ -59,22 +69,27 @@ export class TrustRootFollower {
 
   /**
    * The root held from an earlier run, if any (its bytes are checked again).
-   * A file that cannot be read as one (a disk fault, a hand edit) is logged
-   * and set aside as `<file>.bad`: the agent starts, and fetches a root,
-   * which must still be newer than the version the file names, if it names
-   * one.
+   * A file that cannot be taken as one (damaged bytes, a hand edit) is logged
+   * and set aside as `<file>.bad`: the agent starts, and fetches a root, which
+   * must still be newer than the version the file names (or that very root),
+   * if it names one, also after a restart (the floor is read from the file
+   * set aside until a root is held again). A file that cannot be read at all
+   * (EACCES, EIO) still stops the start: that says nothing of its content.
    */
   async init(): Promise<void> {
-    let held: Partial<HeldFile> | undefined;
+    const text = await readOptional(this.file);
+    if (text === undefined) {
+      this.floor = floorOf(await readOptional(`${this.file}.bad`).catch(() => undefined));
+      return;
+    }
+    let held: Partial<HeldFile>;
     try {
-      const text = await readOptional(this.file);
-      if (text === undefined) return;
       held = JSON.parse(text) as Partial<HeldFile>;
       this.held = await trustRootFromBytes(held.digest!, held.version!, Buffer.from(held.root!, "base64"), held.policy === undefined ? undefined : Buffer.from(held.policy, "base64"));
     } catch (err) {
-      this.floor = typeof held?.version === "number" && Number.isInteger(held.version) ? held.version : undefined;
+      this.floor = floorOf(text);
       await rename(this.file, `${this.file}.bad`).catch(() => undefined);
-      const after = this.floor === undefined ? "no version is known, so any root the operator key signs is taken" : `a root must still be newer than version ${this.floor}`;
+      const after = this.floor === undefined ? "no version is known, so any root the operator key signs is taken" : `a root must still be newer than version ${this.floor.version} (or be ${this.floor.digest})`;
       this.options.log(`trust root held in ${this.file} is unreadable, set aside as ${this.file}.bad (${describeError(err)}): ${after}`);
       return;
     }
@@ -118,25 +133,31 @@ export class TrustRootFollower {
   async refresh(signal?: AbortSignal): Promise<TrustRootArtifact> {
     const recheck = this.options.recheck ?? RECHECK;
     let last: unknown;
-    let confirmed: AbortSignal | undefined;
+    /** Past a source that served the root held: the rest's resolve is bounded by recheck.timeoutMs (a newer root, once found, is read in full). */
+    let confirmed = false;
+    /** The first refusal of what a source served (an older root, another signer), logged even when a later source is only out of reach. */
+    let refused: unknown;
     for (const { name, target, selector } of this.sources()) {
       signal?.throwIfAborted();
-      const asked = confirmed ? (signal ? AbortSignal.any([signal, confirmed]) : confirmed) : signal;
+      const deadline = confirmed ? AbortSignal.timeout(recheck.timeoutMs) : undefined;
+      const asked = deadline ? (signal ? AbortSignal.any([signal, deadline]) : deadline) : signal;
       try {
         const desc = await target.resolve(selector, asked ? { signal: asked } : {});
         if (this.held && desc.digest === this.held.digest) {
-          if (confirmed || isDigest(selector) || Date.now() - this.recheckedAt < recheck.everyMs) return this.held;
-          this.recheckedAt = Date.now();
-          confirmed = AbortSignal.timeout(recheck.timeoutMs);
+          // A monotonic clock: a wall clock stepped back would stop the rechecks.
+          if (confirmed || isDigest(selector) || performance.now() - this.recheckedAt < recheck.everyMs) return this.held;
+          this.recheckedAt = performance.now();
+          confirmed = true;
           continue;
         }
-        const candidate = await fetchTrustRoot(target, desc.digest, this.options.operator, asked ? { signal: asked } : {});
+        const candidate = await fetchTrustRoot(target, desc.digest, this.options.operator, signal ? { signal } : {});
         if (this.held && candidate.version <= this.held.version) {
           const how = candidate.version < this.held.version ? "older than" : "the same version as, but other content than,";
           throw new SignatureError("TRUST_ROOT_ROLLBACK", `trust root ${candidate.digest} (version ${candidate.version}) from ${name} is ${how} the one held (${this.held.digest}, version ${this.held.version}): refused`);
         }
-        if (!this.held && this.floor !== undefined && candidate.version <= this.floor) {
-          throw new SignatureError("TRUST_ROOT_ROLLBACK", `trust root ${candidate.digest} (version ${candidate.version}) from ${name} is not newer than version ${this.floor}, named by the held file set aside: refused`);
+        const floor = this.held ? undefined : this.floor;
+        if (floor && candidate.version <= floor.version && !(candidate.version === floor.version && candidate.digest === floor.digest)) {
+          throw new SignatureError("TRUST_ROOT_ROLLBACK", `trust root ${candidate.digest} (version ${candidate.version}) from ${name} is not newer than version ${floor.version}, named by the held file set aside: refused`);
         }
         await this.keep(candidate);
         this.options.log(`trust root ${candidate.digest} version ${candidate.version} from ${name}, signed by ${candidate.signature?.key.name ?? "?"}${this.held ? ` (replaces version ${this.held.version})` : ""}`);
@@ -145,10 +166,14 @@ export class TrustRootFollower {
         return candidate;
       } catch (err) {
         signal?.throwIfAborted();
-        last = confirmed?.aborted ? undefined : err;
+        last = deadline?.aborted ? undefined : err;
+        if (last !== undefined && !isUnavailable(last)) refused ??= last;
       }
     }
-    if (confirmed && this.held && (last === undefined || isUnavailable(last))) return this.held;
+    if (confirmed && this.held) {
+      if (refused === undefined) return this.held;
+      last = refused;
+    }
     const failure = `[${errorCode(last)}] ${describeError(last)}`;
     if (failure !== this.lastFailure) this.options.log(`trust root not updated: ${failure}${this.held ? `; version ${this.held.version} stays in force` : ""}`);
     this.lastFailure = failure;

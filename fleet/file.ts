@@ -4,8 +4,8 @@
 // selectors it goes to; `environment` names the stage a file describes, for
 // `aegis promote`. Small and strict: an unknown field, a missing target or a
 // name used twice is an error naming the file and the field. Edits (`--pin`,
-// `promote`) go through the YAML document, so comments and order stay, and
-// are written atomically.
+// `promote`) replace only the ref's text, found by the YAML document's
+// ranges, so the rest of the file stays as it is, and are written atomically.
 import { createHash } from "node:crypto";
 import { readdir, realpath, stat } from "node:fs/promises";
 import { join } from "node:path";

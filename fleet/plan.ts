@@ -78,7 +78,9 @@ export function planFleet(desired: PlanEntry[], current: CurrentState, names: Re
   const extra = currentEntries.filter((e) => !want.has(entryKey(e)));
   const replaces: FleetPlan["replaces"] = [];
   const replaced = new Set<string>();
-  for (const to of add) {
+  // Against every desired entry, not only those to add: after an apply cut between its adds and its removes
+  // (in several requests), the new digest is already there, and the old one must still go.
+  for (const to of desired) {
     if (!to.name) continue;
     for (const from of extra) {
       if (from.name === to.name && sameTarget(from.target, to.target) && !replaced.has(entryKey(from))) {

@@ -62,6 +62,9 @@ export function allowedFailures(spec: string, size: number): number {
 
 type Keyed = Map<string, { artifactId: string; target: Target }>;
 
+/** How many polls' time a save of the rollout's record rides out. */
+const SAVE_TRIES_POLLS = 5;
+
 const keyed = (entries: { artifactId: string; target: Target }[]): Keyed => new Map(entries.map((e) => [entryKey(e), e]));
 
 /**
@@ -105,8 +108,19 @@ async function move(client: AssignerClient, from: Keyed, to: Keyed, version: { c
   }
 }
 
-/** Assigner failures that may pass: it could not be reached, or answered 5xx or 429. */
-const TRANSIENT = new Set(["UNAVAILABLE", "BAD_GATEWAY", "INTERNAL", "TOO_MANY_REQUESTS"]);
+/** Answers that may pass: a proxy's or the assigner's 5xx, and 429. */
+const PASSING = new Set([429, 500, 502, 503, 504]);
+
+/**
+ * Whether a failure may pass: the assigner could not be reached or did not
+ * answer in time, or answered one of PASSING. What the client refused of an
+ * answer itself (a redirect, one past its size cap, one without a version)
+ * will not change by asking again.
+ */
+function isTransient(err: unknown): boolean {
+  if (!(err instanceof AssignerError)) return false;
+  return err.answered === undefined ? err.code === "UNAVAILABLE" : PASSING.has(err.answered);
+}
 
 /** Until when (ms since the epoch) a call is tried again after transient failures, and the base of the wait between tries. */
 interface Retry {
@@ -126,7 +140,7 @@ async function persisting<T>(work: () => Promise<T>, retry: Retry): Promise<T> {
     try {
       return await work();
     } catch (err) {
-      if (!(err instanceof AssignerError && TRANSIENT.has(err.code)) || Date.now() >= retry.until) throw err;
+      if (!isTransient(err) || Date.now() >= retry.until) throw err;
       retry.signal?.throwIfAborted();
       await sleep(Math.min(backoffDelay(attempt, { baseMs: retry.baseMs, maxMs: 10 * retry.baseMs }), Math.max(0, retry.until - Date.now())), retry.signal);
     }
@@ -161,9 +175,12 @@ interface Freshness {
   since: number;
 }
 
-/** The reports before a change, or undefined when they cannot be read (freshness then falls back to the clock). */
-async function reportsBefore(client: AssignerClient, expected: Map<string, string[]>, retry: Retry): Promise<Freshness["before"]> {
-  return persisting(() => readReports(client, expected), retry).catch(() => undefined);
+/** The reports before a change, read once: undefined when they cannot be (freshness then falls back to the clock), so nothing waits on them. */
+async function reportsBefore(client: AssignerClient, expected: Map<string, string[]>, signal?: AbortSignal): Promise<Freshness["before"]> {
+  return readReports(client, expected).catch(() => {
+    signal?.throwIfAborted();
+    return undefined;
+  });
 }
 
 /** Reads the agents' latest reports: a host is in force when every expected digest has a fresh receipt, failed when one reported a fresh failure. */
@@ -247,10 +264,10 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
     started_at: now(),
     updated_at: now(),
   };
-  // The record is what `aegis rollout status` shows: kept through blips, and, once the rollout has begun, a record that cannot be saved is said, not a reason to stop.
+  // The record is what `aegis rollout status` shows: kept through a short blip (a few polls' time, so no ring or rollback waits on it), and, once the rollout has begun, a record that cannot be saved is said, not a reason to stop.
   const save = async () => {
     rollout.updated_at = now();
-    await persisting(() => client.putRollout(rollout), { until: Date.now() + options.ringTimeoutMs, baseMs: pollMs }).catch((err: unknown) => log(`rollout ${rollout.id}: its record could not be saved: ${describeError(err)}`));
+    await persisting(() => client.putRollout(rollout), { until: Date.now() + SAVE_TRIES_POLLS * pollMs, baseMs: pollMs }).catch((err: unknown) => log(`rollout ${rollout.id}: its record could not be saved: ${describeError(err)}`));
   };
   rollout.updated_at = now();
   await client.putRollout(rollout);
@@ -279,14 +296,15 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
       }
       const since = Date.now();
       const wanted = new Map(ringHosts.map((h) => [h, expected.get(h)!]));
-      const freshness: Freshness = { before: await reportsBefore(client, wanted, { until: since + options.ringTimeoutMs, baseMs: pollMs, ...(options.signal ? { signal: options.signal } : {}) }), since };
+      const freshness: Freshness = { before: await reportsBefore(client, wanted, options.signal), since };
       for (const h of ringHosts) moved.add(h);
       await go(stateWith(moved));
+      // The ring's time starts once its hosts are moved: a move that rode out a blip does not eat it.
+      const deadline = Date.now() + options.ringTimeoutMs;
       ring.state = "waiting";
       await save();
       log(`ring ${i + 1} (${ring.spec}): ${ringHosts.length} host${ringHosts.length === 1 ? "" : "s"} moved; waiting for their in-force receipts`);
       const allowed = allowedFailures(maxFailures, ringHosts.length);
-      const deadline = since + options.ringTimeoutMs;
       let seen: RingCheck;
       for (;;) {
         seen = await persisting(() => check(client, wanted, freshness), { until: deadline, baseMs: pollMs, ...(options.signal ? { signal: options.signal } : {}) });
@@ -310,6 +328,8 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
     }
     options.signal?.throwIfAborted();
     await go(final);
+    // A stop that came during the final step rolls back from it too.
+    options.signal?.throwIfAborted();
     rollout.state = "completed";
     await save();
     log(`rollout ${rollout.id} completed`);
@@ -333,7 +353,7 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
         if (!ids.includes(e.artifactId)) previous.set(h, [...ids, e.artifactId]);
       }
     }
-    const freshness: Freshness = { before: previous.size > 0 ? await reportsBefore(client, previous, retry) : undefined, since };
+    const freshness: Freshness = { before: previous.size > 0 ? await reportsBefore(client, previous) : undefined, since };
     try {
       // Back to `before` from either outcome of a failed step: remove what either state has, add what both might lack.
       const maybe = attempted ?? state;

@@ -203,7 +203,6 @@ export class AssignerClient {
     return this.call("GET", "/artifacts");
   }
 
-  /** The latest telemetry of every host about an artifact. */
   /** Every host's latest report about `id`; `summary`: without receipts' counters and interfaces (a fraction of the size). */
   status(id: string, options: { summary?: boolean } = {}): Promise<z.infer<typeof ArtifactStatusJson>> {
     return this.call("GET", `/artifacts/${encodeURIComponent(id)}/status${options.summary ? "?view=summary" : ""}`);
@@ -239,9 +238,9 @@ export class AssignerClient {
 
   /** The whole desired state; its `version` goes back as `ifMatch` on changes. */
   async desiredState(): Promise<z.infer<typeof DesiredStateJson>> {
-    const state = await this.call<z.infer<typeof DesiredStateJson>>("GET", "/assignments");
-    if (!Array.isArray(state.assignments)) throw new AssignerError("BAD_GATEWAY", `the answer to GET /assignments from ${this.baseUrl} has no assignments list`);
-    return versioned(state, "GET /assignments", this.baseUrl);
+    const state = await this.call<z.infer<typeof DesiredStateJson> | null>("GET", "/assignments");
+    if (!Array.isArray(state?.assignments)) throw new AssignerError("BAD_GATEWAY", `the answer to GET /assignments from ${this.baseUrl} has no assignments list`);
+    return versioned(state!, "GET /assignments", this.baseUrl);
   }
 
   /** Adds and removes in one atomic step; with `ifMatch`, a PRECONDITION_FAILED error when the state moved since that version. */
@@ -272,7 +271,6 @@ export class AssignerClient {
 /** The most of an error answer's message and detail an error carries: one log line's worth. */
 const MAX_ERROR_TEXT = 1024;
 
-/** An error answer {error, code, detail?} as an AssignerError with that code and detail (each cut to MAX_ERROR_TEXT). */
 /**
  * An answer whose `version` the next write sends back as If-Match: without
  * a version there, that write would go out unconditioned.
@@ -282,6 +280,7 @@ function versioned<T extends { version: number }>(answer: T, what: string, baseU
   return answer;
 }
 
+/** An error answer {error, code, detail?} as an AssignerError with that code and detail (each cut to MAX_ERROR_TEXT). */
 function answerError(status: number, text: string): AssignerError {
   let message = text.split("\n")[0]!;
   let code: AssignerErrorCode = statusCode(status);
@@ -294,7 +293,7 @@ function answerError(status: number, text: string): AssignerError {
   } catch {
     // Not our JSON (a proxy's page, say): keep the text.
   }
-  return new AssignerError(code, `assigner answered ${status}: ${message.slice(0, MAX_ERROR_TEXT)}`, detail ? { detail: detail.slice(0, MAX_ERROR_TEXT) } : {});
+  return new AssignerError(code, `assigner answered ${status}: ${message.slice(0, MAX_ERROR_TEXT)}`, { answered: status, ...(detail ? { detail: detail.slice(0, MAX_ERROR_TEXT) } : {}) });
 }
 
 /** The code of a status without our JSON (a proxy's 502, say). */

@@ -33,9 +33,13 @@ export class AssignerError extends AegisError<AssignerErrorCode> {
    */
   readonly detail: string | undefined;
 
-  constructor(code: AssignerErrorCode, message: string, options?: { cause?: unknown; detail?: string }) {
+  /** The HTTP status of the answer this error came from, when it came from one (not from the client's own checks). */
+  readonly answered: number | undefined;
+
+  constructor(code: AssignerErrorCode, message: string, options?: { cause?: unknown; detail?: string; answered?: number }) {
     super(code, message, options);
     this.detail = options?.detail ?? causeCode(options?.cause);
+    this.answered = options?.answered;
   }
 
   get status(): number {

@@ -49,8 +49,9 @@ async function checkApplyOptions(options: ApplyOptions): Promise<number> {
   const fleet = await import("../../fleet/index.js");
   const ringTimeoutMs = parseDuration(options.ringTimeout, "ring-timeout");
   // `!== undefined` throughout: an empty --rollout "" (an unset variable) is refused, never a plain apply.
+  // Its syntax only (over one host): whether the rings grow depends on how many hosts the plan moves.
   if (options.rollout !== undefined) {
-    fleet.parseRings(options.rollout, 100);
+    fleet.parseRings(options.rollout, 1);
     fleet.allowedFailures(options.maxFailures, 1);
   }
   return ringTimeoutMs;

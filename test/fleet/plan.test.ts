@@ -26,6 +26,7 @@ describe("planFleet", () => {
     ["dropped with prune: removed", [host(A1, "h1"), host(B1, "h2")], [host(A1, "h1")], true, { add: [], remove: ["c h2"], unchanged: ["a h1"], kept: [] }],
     ["a new digest of a policy replaces the old on the same target", [sel(A1, "env=prod"), sel(A1, "env=dev")], [sel(A2, "env=prod"), sel(A1, "env=dev")], false, { add: ["b env=prod"], remove: ["a env=prod"], unchanged: ["a env=dev"], kept: [] }],
     ["another policy on the target is not replaced", [host(B1, "h1")], [host(A1, "h1")], false, { add: ["a h1"], remove: [], unchanged: [], kept: ["c h1"] }],
+    ["the new digest already there (an apply cut between its adds and its removes): the old still goes", [host(A1, "h1"), host(A2, "h1")], [host(A2, "h1")], false, { add: [], remove: ["a h1"], unchanged: ["b h1"], kept: [] }],
   ])("%s", (_what, current, desired, prune, expected) => {
     const plan = planFleet(desired, { version: 7, assignments: current.map(wire) }, names, { prune });
     expect({ add: keys(plan.add), remove: keys(plan.remove), unchanged: keys(plan.unchanged), kept: keys(plan.kept) }).toEqual(expected);
@@ -96,6 +97,8 @@ describe("runRollout against an assigner that loses its answers", () => {
     statusRefusedAfterRollback?: boolean;
     /** How far the agents' clocks are from this machine's (ms); default a minute ahead. */
     agentClockMs?: number;
+    /** After each change, the agents take this long to report (ms); default 0. */
+    reportDelayMs?: number;
   }
   /**
    * An in-memory assigner for `hosts` (labelled tier=web). Like the real one,
@@ -106,6 +109,7 @@ describe("runRollout against an assigner that loses its answers", () => {
     let calls = 0;
     let downUntil = 0;
     let rolledBack = false;
+    let changedAt = 0;
     const sizes: number[] = [];
     const key = (a: { artifact_id: string; host_id?: string; selector?: string }) => `${a.artifact_id} ${a.host_id ?? `s:${a.selector}`}`;
     const state = new Map([[key(wire(sel(A1, "tier=web"))), wire(sel(A1, "tier=web"))]]);
@@ -124,6 +128,7 @@ describe("runRollout against an assigner that loses its answers", () => {
         for (const r of change.remove ?? []) state.delete(key(r));
         for (const a of change.add ?? []) state.set(key(a), a);
         version++;
+        changedAt = Date.now();
         if (++calls === faults.failOn) {
           downUntil = Date.now() + (faults.downMs ?? 0);
           throw new AssignerError(faults.code ?? "UNAVAILABLE", "the answer was lost (after the assigner committed)");
@@ -134,6 +139,7 @@ describe("runRollout against an assigner that loses its answers", () => {
       status: async (id: string) => {
         up();
         if (rolledBack && faults.statusRefusedAfterRollback) throw new AssignerError("FORBIDDEN", "assigner answered 403: not here");
+        if (Date.now() < changedAt + (faults.reportDelayMs ?? 0)) return { artifact_id: id, hosts: [], total: 0 };
         // A report is sent now, by the agent's clock: each read sees a newer one.
         return { artifact_id: id, hosts: hosts.map((h) => ({ host_id: h, artifact_id: id, event: "attached", time: new Date(Date.now() + (faults.agentClockMs ?? 60_000)).toISOString() })), total: hosts.length };
       },
@@ -215,6 +221,15 @@ describe("runRollout against an assigner that loses its answers", () => {
     expect({ code: err.code, state: err.rollout.state }).toEqual({ code: "ROLLED_BACK", state: "rolled_back" });
     expect(err.rollout.reason).toMatch(/receipts could not be read: assigner answered 403/);
     expect([...state.keys()].sort(), "the desired state after the rollback").toEqual(before);
+  });
+
+  it("a ring's time starts once its hosts are moved: a move that rode out an outage does not eat it", async () => {
+    // Change 2 (ring 1's move) is committed, then the assigner is away for 800 ms; agents report 300 ms after a change.
+    const { client, state } = lossyAssigner({ failOn: 2, downMs: 800, reportDelayMs: 300 });
+    const plan = planFleet([sel(A2, "tier=web")], await client.desiredState(), names);
+    const { rollout } = await runRollout(client, plan, { rings: "1,100%", ringTimeoutMs: 1_000, pollMs: 10 });
+    expect(rollout.state, "completed, ring 1's receipts coming after the outage").toBe("completed");
+    expect([...state.keys()], "the final state").toEqual([`${A2} s:tier=web`]);
   });
 
   it("agents whose clocks are 10 minutes behind this machine's: their receipts still count (news is judged against their own earlier reports)", async () => {

@@ -238,6 +238,18 @@ describe("the agent follows the trust root", () => {
     expect(damaged.lines.join("\n")).toContain("a root must still be newer than version 5");
     expect(readFileSync(`${file}.bad`, "utf8"), "set aside").toContain('"version":5');
     await expect(damaged.f.refresh(), "version 3 after a held version 5").rejects.toMatchObject({ code: "UNAVAILABLE", message: expect.stringContaining("is not newer than version 5") as string });
+    // A restart: the floor is read from the file set aside.
+    const restarted = follower(stateDir, reference);
+    await restarted.f.init();
+    await expect(restarted.f.refresh(), "version 3 after a restart").rejects.toMatchObject({ code: "UNAVAILABLE", message: expect.stringContaining("is not newer than version 5") as string });
+
+    // A damaged file naming the very root the reference serves: that root is taken again.
+    const v3 = (await new RemoteRepository(registry.host, "trust/reread").resolve("current")).digest;
+    writeFileSync(file, JSON.stringify({ reference, digest: v3, version: 3, root: "bm90IGEgcm9vdA==" }));
+    const same = follower(stateDir, reference);
+    await same.f.init();
+    expect((await same.f.refresh()).digest, "the root the damaged file named").toBe(v3);
+    rmSync(file);
 
     // Not even JSON: no version is known, and a root is fetched as on a first run.
     writeFileSync(file, "{ not json");
