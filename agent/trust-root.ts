@@ -6,10 +6,10 @@
 // version than the root held, which is kept in the state dir
 // (`trust-root.json`, replaced atomically) so a restart cannot be rolled back
 // either. When no source can be read, the held root stays in force.
-import { rename } from "node:fs/promises";
+import { rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { describeError, errorCode } from "../errors.js";
-import { isDigest, openReference, parseReference, type ReadOnlyTarget, type RepositoryOptions } from "../registry/index.js";
+import { isDigest, openReference, parseReference, type Descriptor, type ReadOnlyTarget, type RepositoryOptions } from "../registry/index.js";
 import { fetchTrustRoot, mergeTrust, SignatureError, trustRootFromBytes, type TrustPolicy, type TrustRootArtifact } from "../signing/index.js";
 import { atomicWrite } from "../util/index.js";
 import { AgentError } from "./errors.js";
@@ -79,7 +79,9 @@ export class TrustRootFollower {
   async init(): Promise<void> {
     const text = await readOptional(this.file);
     if (text === undefined) {
-      this.floor = floorOf(await readOptional(`${this.file}.bad`).catch(() => undefined));
+      // A read error other than "none" stops the start here too: the floor must not be lost unsaid.
+      this.floor = floorOf(await readOptional(`${this.file}.bad`));
+      if (this.floor) this.options.log(`no trust root held; ${this.file}.bad, set aside earlier, names version ${this.floor.version}: a root must still be newer (or be ${this.floor.digest})`);
       return;
     }
     let held: Partial<HeldFile>;
@@ -141,8 +143,17 @@ export class TrustRootFollower {
       signal?.throwIfAborted();
       const deadline = confirmed ? AbortSignal.timeout(recheck.timeoutMs) : undefined;
       const asked = deadline ? (signal ? AbortSignal.any([signal, deadline]) : deadline) : signal;
+      let desc: Descriptor;
       try {
-        const desc = await target.resolve(selector, asked ? { signal: asked } : {});
+        desc = await target.resolve(selector, asked ? { signal: asked } : {});
+      } catch (err) {
+        signal?.throwIfAborted();
+        // Past the recheck's time: out of reach, no news. Else unavailable, or a verdict on the tag.
+        if (!deadline?.aborted) last = err;
+        if (!deadline?.aborted && !isUnavailable(err)) refused ??= err;
+        continue;
+      }
+      try {
         if (this.held && desc.digest === this.held.digest) {
           // A monotonic clock: a wall clock stepped back would stop the rechecks.
           if (confirmed || isDigest(selector) || performance.now() - this.recheckedAt < recheck.everyMs) return this.held;
@@ -166,14 +177,13 @@ export class TrustRootFollower {
         return candidate;
       } catch (err) {
         signal?.throwIfAborted();
-        last = deadline?.aborted ? undefined : err;
-        if (last !== undefined && !isUnavailable(last)) refused ??= last;
+        last = err;
+        if (!isUnavailable(err)) refused ??= err;
       }
     }
-    if (confirmed && this.held) {
-      if (refused === undefined) return this.held;
-      last = refused;
-    }
+    // What was served and refused is the news, whatever came after it; past a confirmation, a source out of reach is none.
+    if (refused !== undefined) last = refused;
+    else if (confirmed && this.held) return this.held;
     const failure = `[${errorCode(last)}] ${describeError(last)}`;
     if (failure !== this.lastFailure) this.options.log(`trust root not updated: ${failure}${this.held ? `; version ${this.held.version} stays in force` : ""}`);
     this.lastFailure = failure;
@@ -194,5 +204,8 @@ export class TrustRootFollower {
     const held: HeldFile = { reference: this.options.reference, digest: artifact.digest, version: artifact.version, root: artifact.rootBytes.toString("base64") };
     if (artifact.policyBytes) held.policy = artifact.policyBytes.toString("base64");
     await atomicWrite(this.file, `${JSON.stringify(held, null, 2)}\n`, { mode: 0o600 });
+    // A root is held again: a file set aside earlier no longer binds (a later "start over" must not meet its floor).
+    await rm(`${this.file}.bad`, { force: true });
+    this.floor = undefined;
   }
 }

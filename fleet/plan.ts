@@ -110,7 +110,14 @@ export function formatPlan(plan: FleetPlan): string {
     const from = replacedTo.get(entryKey(e));
     lines.push(from ? `  ~ ${short(from.artifactId)} ⇒ ${label(e)}  (replace)` : `  + ${label(e)}`);
   }
-  for (const e of plan.remove) if (!replacedFrom.has(entryKey(e))) lines.push(`  - ${label(e)}  (prune)`);
+  // A replacement whose new digest is assigned already (an apply cut between its adds and its removes) shows as its removal.
+  const addedTo = new Set(plan.add.map(entryKey));
+  const standing = new Map(plan.replaces.filter((r) => !addedTo.has(entryKey(r.to))).map((r) => [entryKey(r.from), r.to]));
+  for (const e of plan.remove) {
+    const by = standing.get(entryKey(e));
+    if (by) lines.push(`  - ${label(e)}  (replaced by ${short(by.artifactId)}, assigned already)`);
+    else if (!replacedFrom.has(entryKey(e))) lines.push(`  - ${label(e)}  (prune)`);
+  }
   const summary = `plan on desired-state version ${plan.version}: ${plan.add.length} to add, ${plan.remove.length} to remove, ${plan.unchanged.length} unchanged`;
   const kept = plan.kept.length > 0 ? [`  (${plan.kept.length} assignment${plan.kept.length === 1 ? "" : "s"} the files do not name kept; --prune removes them)`] : [];
   return [summary, ...lines, ...kept].join("\n");

@@ -108,18 +108,15 @@ async function move(client: AssignerClient, from: Keyed, to: Keyed, version: { c
   }
 }
 
-/** Answers that may pass: a proxy's or the assigner's 5xx, and 429. */
-const PASSING = new Set([429, 500, 502, 503, 504]);
-
 /**
  * Whether a failure may pass: the assigner could not be reached or did not
- * answer in time, or answered one of PASSING. What the client refused of an
+ * answer in time, or answered 5xx (it, or a proxy before it) or 429. What the client refused of an
  * answer itself (a redirect, one past its size cap, one without a version)
  * will not change by asking again.
  */
 function isTransient(err: unknown): boolean {
   if (!(err instanceof AssignerError)) return false;
-  return err.answered === undefined ? err.code === "UNAVAILABLE" : PASSING.has(err.answered);
+  return err.answered === undefined ? err.code === "UNAVAILABLE" : err.answered >= 500 || err.answered === 429;
 }
 
 /** Until when (ms since the epoch) a call is tried again after transient failures, and the base of the wait between tries. */
@@ -265,9 +262,11 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
     updated_at: now(),
   };
   // The record is what `aegis rollout status` shows: kept through a short blip (a few polls' time, so no ring or rollback waits on it), and, once the rollout has begun, a record that cannot be saved is said, not a reason to stop.
-  const save = async () => {
+  // The record that ends the rollout (nothing waits after it) rides out as long as a step does.
+  const save = async (final = false) => {
     rollout.updated_at = now();
-    await persisting(() => client.putRollout(rollout), { until: Date.now() + SAVE_TRIES_POLLS * pollMs, baseMs: pollMs }).catch((err: unknown) => log(`rollout ${rollout.id}: its record could not be saved: ${describeError(err)}`));
+    const until = Date.now() + (final ? options.ringTimeoutMs : SAVE_TRIES_POLLS * pollMs);
+    await persisting(() => client.putRollout(rollout), { until, baseMs: pollMs }).catch((err: unknown) => log(`rollout ${rollout.id}: its record could not be saved: ${describeError(err)}`));
   };
   rollout.updated_at = now();
   await client.putRollout(rollout);
@@ -331,7 +330,7 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
     // A stop that came during the final step rolls back from it too.
     options.signal?.throwIfAborted();
     rollout.state = "completed";
-    await save();
+    await save(true);
     log(`rollout ${rollout.id} completed`);
     return { rollout };
   } catch (err) {
@@ -341,8 +340,6 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
     await save();
     log(`rollout ${rollout.id}: ${rollout.reason}; rolling back`);
     const since = Date.now();
-    // The rollback rides out the assigner's blips for a ring's time, whatever stopped the rollout (a Ctrl-C included).
-    const retry: Retry = { until: since + options.ringTimeoutMs, baseMs: pollMs };
     // Every moved host should be back on what it had: confirmed by receipts of the previous digests, newer than those it sent before the rollback.
     // Each earlier assignment's hosts found once (a selector's by matching every agent): per moved host, per assignment, it was cubic.
     const previous = new Map<string, string[]>();
@@ -354,6 +351,8 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
       }
     }
     const freshness: Freshness = { before: previous.size > 0 ? await reportsBefore(client, previous) : undefined, since };
+    // The rollback rides out the assigner's blips for a ring's time, whatever stopped the rollout (a Ctrl-C included), from when it starts.
+    const retry: Retry = { until: Date.now() + options.ringTimeoutMs, baseMs: pollMs };
     try {
       // Back to `before` from either outcome of a failed step: remove what either state has, add what both might lack.
       const maybe = attempted ?? state;
@@ -362,12 +361,12 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
     } catch (undo) {
       rollout.state = "failed";
       rollout.reason = `${rollout.reason}; rolling back failed: ${(undo as Error).message}`.slice(0, 2000);
-      await save();
+      await save(true);
       throw new RolloutStopped(rollout, "NOT_ROLLED_BACK", { cause: undo });
     }
     let back: RingCheck = { inForce: [], failed: [], pending: [...previous.keys()] };
     // Interrupted: one look at the receipts, no waiting for them.
-    const deadline = options.signal?.aborted ? since : since + options.ringTimeoutMs;
+    const deadline = options.signal?.aborted ? Date.now() : Date.now() + options.ringTimeoutMs;
     let unconfirmed = "";
     try {
       while (previous.size > 0) {
@@ -381,7 +380,7 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
     }
     rollout.state = "rolled_back";
     rollout.reason = `${rollout.reason}; rolled back: ${back.inForce.length} of ${previous.size} host${previous.size === 1 ? "" : "s"} confirmed on the previous digest by receipts${unconfirmed}`.slice(0, 2000);
-    await save();
+    await save(true);
     log(`rollout ${rollout.id} rolled back (${back.inForce.length} of ${previous.size} confirmed by receipts)${unconfirmed}`);
     throw new RolloutStopped(rollout, "ROLLED_BACK", { cause: err });
   }

@@ -33,6 +33,11 @@ describe("planFleet", () => {
     expect(plan.version).toBe(7);
   });
 
+  it("prints the removal of a replaced digest whose successor is assigned already", () => {
+    const plan = planFleet([host(A2, "h1")], { version: 7, assignments: [host(A1, "h1"), host(A2, "h1")].map(wire) }, names);
+    expect(formatPlan(plan)).toBe(["plan on desired-state version 7: 0 to add, 1 to remove, 1 unchanged", `  - ${A1.slice(0, 19)} icmp → host h1  (replaced by ${A2.slice(0, 19)}, assigned already)`].join("\n"));
+  });
+
   it("prints replacements, prunes and what is kept", () => {
     const plan = planFleet([sel(A2, "env=prod")], { version: 3, assignments: [sel(A1, "env=prod"), host(B1, "h9")].map(wire) }, names, { prune: true });
     expect(formatPlan(plan)).toBe(

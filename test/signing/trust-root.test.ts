@@ -4,7 +4,7 @@
 // with its signature, a trust file can pin it by digest, and the agent's
 // follower refuses a root older than the one it holds, across restarts too.
 import { createPrivateKey } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type AddressInfo, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -241,6 +241,7 @@ describe("the agent follows the trust root", () => {
     // A restart: the floor is read from the file set aside.
     const restarted = follower(stateDir, reference);
     await restarted.f.init();
+    expect(restarted.lines.join("\n"), "said at the start").toContain(`${file}.bad, set aside earlier, names version 5`);
     await expect(restarted.f.refresh(), "version 3 after a restart").rejects.toMatchObject({ code: "UNAVAILABLE", message: expect.stringContaining("is not newer than version 5") as string });
 
     // A damaged file naming the very root the reference serves: that root is taken again.
@@ -249,6 +250,7 @@ describe("the agent follows the trust root", () => {
     const same = follower(stateDir, reference);
     await same.f.init();
     expect((await same.f.refresh()).digest, "the root the damaged file named").toBe(v3);
+    expect(existsSync(`${file}.bad`), "the file set aside, once a root is held again").toBe(false);
     rmSync(file);
 
     // Not even JSON: no version is known, and a root is fetched as on a first run.
