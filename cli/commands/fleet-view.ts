@@ -115,11 +115,18 @@ export function registerFleetView(program: Command): void {
     program
       .command("status")
       .description("an artifact's convergence: how many of the hosts assigned it enforce it, and each host's latest report (failures with their reasons)")
-      .argument("<digest>", "artifact id: sha256:…"),
-  ).action(async (digest: string, options: ClientOptions) => {
+      .argument("<digest>", "artifact id: sha256:…")
+      .option("--summary", "each host's event, code and reason only, without its receipt's program, interfaces and counters (taken on its own when the full answer is too large)"),
+  ).action(async (digest: string, options: ClientOptions & { summary?: boolean }) => {
     const assigner = await client(options);
     // The artifact first: an unknown digest is one clear error, before reading the fleet.
-    const [artifact, reports] = await Promise.all([assigner.artifact(digest), assigner.status(digest)]);
+    const artifact = await assigner.artifact(digest);
+    // Every host's counters can pass the answer's cap on a large fleet: then the summary is shown, and said to be.
+    const reports = await assigner.status(digest, { summary: options.summary === true }).catch((err: unknown) => {
+      if (options.summary || !(err instanceof Error && "code" in err && err.code === "BAD_GATEWAY" && /larger than \d+ bytes/.test(err.message))) throw err;
+      if (!options.json) process.stderr.write("aegis: the full status is larger than one answer may be: each host's event only (--summary)\n");
+      return assigner.status(digest, { summary: true });
+    });
     const fleet = await readFleet(assigner, options);
     const assignedTo = new Set(fleet.filter((agent) => agent.assignments.includes(digest)).map((agent) => agent.host_id));
     const latest = new Map(reports.hosts.map((s) => [s.host_id, s]));

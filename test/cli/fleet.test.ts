@@ -134,6 +134,17 @@ describe("hosts and status", () => {
     ]);
   });
 
+  it("status --summary: each host's event and reason, no receipt's program, interfaces or counters", async () => {
+    const json = JSON.parse((await aegis(["status", digest, "--summary", "--json"], env)).stdout) as { hosts: { host_id: string; status?: Record<string, unknown> }[] };
+    expect(json.hosts.map((h) => [h.host_id, Object.keys(h.status ?? {}).filter((k) => ["program_id", "interfaces", "counters", "since"].includes(k))]), "receipt fields per host").toEqual([
+      ["web-01", []],
+      ["web-02", []],
+    ]);
+    expect(json.hosts.find((h) => h.host_id === "web-02")?.status, "the failure, still told").toMatchObject({ event: "failed", code: "LOAD_FAILED" });
+    const shown = await aegis(["status", digest, "--summary"], env);
+    expect(parseTable(shown.stdout, ["HOST", "ASSIGNED", "STATE", "REPORTED", "DETAIL"]).map((row) => row[2]), "states").toEqual(["attached", "failed"]);
+  });
+
   it("status of an unregistered digest is one error line", async () => {
     expect(expectOneErrorLine(await aegis(["status", `sha256:${"2".repeat(64)}`], env))).toMatch(/assigner answered 404/);
   });
