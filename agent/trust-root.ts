@@ -149,8 +149,10 @@ export class TrustRootFollower {
       } catch (err) {
         signal?.throwIfAborted();
         // Past the recheck's time: out of reach, no news. Else unavailable, or a verdict on the tag.
-        if (!deadline?.aborted) last = err;
-        if (!deadline?.aborted && !isUnavailable(err)) refused ??= err;
+        if (!deadline?.aborted) {
+          last = err;
+          if (!isUnavailable(err)) refused ??= err;
+        }
         continue;
       }
       try {

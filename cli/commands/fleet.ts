@@ -180,8 +180,10 @@ export function registerFleet(program: Command): void {
     } catch (err) {
       // The files stay edited: said, so that a later plain apply (GitOps) does not roll the digest out unawares.
       // (A stopped rollout's JSON, printed already, holds `promoted`.)
-      if (changes.length > 0 && !options.json) say(`the --to files stay edited to ${digest}: ${err instanceof RolloutStopped ? "the rollout stopped; revert them" : "the apply failed; mend it and apply them, or revert them"}`);
-      if (changes.length > 0 && options.json && !(err instanceof RolloutStopped)) report(options, "", { promoted: changes, applied: false, error: plainError(err), code: errorCode(err) });
+      if (changes.length > 0) {
+        if (!options.json) say(`the --to files stay edited to ${digest}: ${err instanceof RolloutStopped ? "the rollout stopped; revert them" : "the apply failed; mend it and apply them, or revert them"}`);
+        else if (!(err instanceof RolloutStopped)) report(options, "", { promoted: changes, applied: false, error: plainError(err), code: errorCode(err) });
+      }
       throw err;
     }
   });
