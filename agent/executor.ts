@@ -36,7 +36,15 @@ export class Executor {
       case "add":
         return this.install(step.program.id, step.pref, ifaces, records, verified, undefined);
       case "replace":
-        return this.install(step.program.id, step.pref, ifaces, records, verified, step.old.id);
+        try {
+          return await this.install(step.program.id, step.pref, ifaces, records, verified, step.old.id);
+        } catch (err) {
+          // Until its replacement goes in, the old version is held as a kept one is: a replacement the kernel
+          // refuses on every pass must not leave the old one unrestored after drift, or missing on a new interface.
+          // (Once the new version is recorded it runs, and only retiring the old one failed: nothing to hold.)
+          if (!records.has(step.program.id)) await this.keep(step.old.id, ifaces, records);
+          throw err;
+        }
       case "remove":
         return this.remove(step.program.id, records);
     }

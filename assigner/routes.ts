@@ -34,6 +34,7 @@ import {
   RegisterInitBody,
   RegisterInitResponse,
   RolloutId,
+  ROLLOUT_BODY_LIMIT,
   RolloutJson,
   RolloutList,
   SignaturesJson,
@@ -512,6 +513,7 @@ export const ROUTES: Route[] = [
     access: "admin",
     params: RolloutParams,
     body: RolloutJson,
+    bodyLimit: ROLLOUT_BODY_LIMIT,
     response: RolloutJson,
     handler: async ({ params, body, services }) => {
       if (body.id !== params.id) throw new AssignerError("BAD_REQUEST", `body.id ${body.id} is not the path's ${params.id}`);

@@ -79,15 +79,19 @@ export interface MemoryDatapathOptions {
 
 export class MemoryDatapath implements Datapath {
   readonly kernel: MemoryKernel;
-  private readonly failures = new Map<DatapathOperation, EbpfError>();
+  private readonly failures = new Map<DatapathOperation, { error: EbpfError; skip: number }>();
 
   constructor(options: MemoryDatapathOptions = {}) {
     this.kernel = options.kernel ?? new MemoryKernel(options.interfaces);
   }
 
-  /** Makes the next call of `operation` fail with this code (as the kernel or a tool would), once. */
-  failNext(operation: DatapathOperation, code: EbpfErrorCode = FAILURE[operation]): void {
-    this.failures.set(operation, new EbpfError(code, `injected failure of ${operation}`));
+  /**
+   * Makes a call of `operation` fail with this code (as the kernel or a tool
+   * would), once: the next one, or the one after `skip` calls that succeed
+   * (the second attach of a step, with hooks already attached to undo).
+   */
+  failNext(operation: DatapathOperation, code: EbpfErrorCode = FAILURE[operation], skip = 0): void {
+    this.failures.set(operation, { error: new EbpfError(code, `injected failure of ${operation}`), skip });
   }
 
   /** Sets a loaded program's per-rule counters, as traffic would. */
@@ -184,7 +188,8 @@ export class MemoryDatapath implements Datapath {
   private injected(operation: DatapathOperation): void {
     const failure = this.failures.get(operation);
     if (!failure) return;
+    if (failure.skip-- > 0) return;
     this.failures.delete(operation);
-    throw failure;
+    throw failure.error;
   }
 }

@@ -39,6 +39,7 @@ export {
   RolloutId,
   RolloutJson,
   RolloutList,
+  ROLLOUT_BODY_LIMIT,
   RolloutRing,
   SELECTOR_ASSIGNMENTS_MAX,
   SelectorText,

@@ -338,6 +338,14 @@ export const RolloutRing = z.strictObject({
     .meta({ description: "The first failures, with the agents' codes (or 'no receipt in time')" }),
 });
 
+/**
+ * PUT /rollouts/{id}'s body: the largest record the schema below allows, 1000
+ * changes of two digests and an 1100-character target (3.3 MB if every
+ * character takes three bytes of UTF-8) and 16 rings of 20 failures. The
+ * default 64 KiB refused a rollout of ~340 replacements before it began.
+ */
+export const ROLLOUT_BODY_LIMIT = 4 * 1024 * 1024;
+
 /** A staged rollout, kept on the assigner so that any process can show it (`aegis rollout status`). */
 export const RolloutJson = z.strictObject({
   id: RolloutId,

@@ -277,10 +277,21 @@ describe("enforcement", () => {
     await agent.reconcile();
     expect(await filters(datapath), "v1 still attached").toEqual(before);
     expect(events.find((e) => e.id === v2 && e.event === "failed")?.code, "load failure").toBe("LOAD_FAILED");
-    datapath.failNext("attach");
+    // The second attach fails, once the first has replaced v1 on its hook: v1 is put back there.
+    datapath.failNext("attach", undefined, 1);
     await agent.reconcile();
     expect(await filters(datapath), "attach failure: v1 still attached").toEqual(before);
     expect((await datapath.loaded()).map((p) => p.id), "v2 not left pinned").toEqual([v1]);
+
+    // While v2 keeps failing, v1 is held as a kept policy is: a deleted filter comes back, a new interface is covered.
+    const [first] = await datapath.attached();
+    await datapath.detach(first!);
+    datapath.kernel.addInterface("eth9");
+    datapath.failNext("load");
+    await agent.reconcile();
+    const pref = basePref("block-icmp-8888");
+    expect(await filters(datapath), "v1 restored and on eth9, v2 still refused").toEqual([...before, `eth9 egress ${pref} ${v1}`].sort());
+    expect(events.filter((e) => e.id === v1 && e.event === "drift"), "the drift reported").toHaveLength(1);
   });
 
   it("adopts what is pinned and attached after a restart, without loading or attaching again", async () => {
