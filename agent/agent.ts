@@ -462,10 +462,35 @@ export class Agent {
    */
   private async holdInstalled(): Promise<void> {
     if (this.options.dryRun) return;
+    const recorded = await this.state.installed();
     // Orphans (installedNow keeps them on file) stay as they are too.
     const now = await this.installedNow();
     const actual = this.actual(now, [], new Map());
-    await this.enforce(plan([], actual, { hold: actual.map((p) => p.name) }), now.records, new Map());
+    const lost = await this.reloadable(recorded, now.records, actual);
+    const steps = plan([...lost.values()].map((v) => v.program), actual, { hold: actual.map((p) => p.name), inUse: now.attached.map((a) => a.pref) });
+    await this.enforce(steps, now.records, new Map([...lost].map(([id, v]) => [id, v.artifact])));
+  }
+
+  /**
+   * Recorded programs the kernel no longer has (a reboot empties bpffs and
+   * tc), to load again while the assigner cannot be asked: the record says
+   * each was in force, and nothing newer is known. Each is verified in the
+   * cache (ArtifactCache.verifyHeld); one the cache cannot give stays lost
+   * until the assigner answers, said once a pass.
+   */
+  private async reloadable(recorded: ReadonlyMap<string, InstalledRecord>, records: ReadonlyMap<string, InstalledRecord>, actual: readonly Program[]): Promise<Map<string, { program: Program; artifact: VerifiedArtifact }>> {
+    const lost = new Map<string, { program: Program; artifact: VerifiedArtifact }>();
+    const running = new Set(actual.map((p) => p.name));
+    const gone = [...recorded].filter(([id, record]) => !records.has(id) && !running.has(record.name));
+    if (gone.length === 0) return lost;
+    const { signal } = this.controller;
+    const trust = this.trustRoot ? await this.trustRoot.trust(this.options.trust, signal) : this.options.trust;
+    for (const [id, { name, version }] of gone) {
+      const artifact = await this.cache.verifyHeld(id, { trust, signal });
+      if (artifact) lost.set(id, { program: { id, name, version }, artifact });
+      this.log(`${name} ${version} ${id} is no longer loaded (a reboot?) and the assigner cannot be asked: ${artifact ? "loading it again from the cache" : "the cache cannot give it verified; it stays off until the assigner answers"}`);
+    }
+    return lost;
   }
 
   /**

@@ -41,6 +41,9 @@ export interface Assigned {
   name: string;
 }
 
+/** What a check in the cache compares with: the digest, and the checksum the assigner announced, if it was asked. */
+type Announced = Pick<Assigned, "id"> & { checksum: string | undefined };
+
 export interface VerifiedArtifact {
   id: string;
   layer: Descriptor;
@@ -133,7 +136,7 @@ export class ArtifactCache {
    * the cache, nor for its size or date). Anything missing or failing is
    * undefined: the registries are asked, and their copy repairs the cache.
    */
-  private async verifyCached(assigned: Assigned, options: FetchOptions): Promise<VerifiedArtifact | undefined> {
+  private async verifyCached(assigned: Announced, options: Pick<FetchOptions, "trust" | "signal">): Promise<VerifiedArtifact | undefined> {
     const { signal } = options;
     let root: Descriptor;
     try {
@@ -147,6 +150,18 @@ export class ArtifactCache {
       signal?.throwIfAborted();
       return undefined;
     }
+  }
+
+  /**
+   * An artifact installed before, verified in the cache alone, for a pass
+   * that cannot ask the assigner: a program the kernel lost (a reboot) is
+   * loaded again from what was verified when it was installed. Its signature
+   * by a pinned key and its digests are checked as on any pass; there is no
+   * announced checksum to compare, and none is needed (the layer's digest is
+   * in the signed manifest). Undefined when the cache cannot give it.
+   */
+  async verifyHeld(id: string, options: Pick<FetchOptions, "trust" | "signal">): Promise<VerifiedArtifact | undefined> {
+    return this.verifyCached({ id, checksum: undefined }, options);
   }
 
   /**
@@ -173,7 +188,7 @@ export class ArtifactCache {
   }
 
   /** Checks what the cache holds for `root`: the assigned digest, a trusted signature, the checksum, the bundle. */
-  private async verifyInCache(source: string, root: Descriptor, assigned: Assigned, options: FetchOptions): Promise<VerifiedArtifact> {
+  private async verifyInCache(source: string, root: Descriptor, assigned: Announced, options: Pick<FetchOptions, "trust" | "signal">): Promise<VerifiedArtifact> {
     const { signal } = options;
     if (root.digest !== assigned.id) throw new AgentError("BAD_ASSIGNMENT", `${source} resolved to ${root.digest}, not ${assigned.id}`);
     const signature = await verifyArtifact(this.layout, assigned.id, options.trust, signal ? { signal } : {});
@@ -253,7 +268,8 @@ const REGISTRY_UNAVAILABLE = new Set([
 ]);
 
 /** The policy layer must be the checksum the assigner announced. */
-function checkChecksum(layer: Descriptor, assigned: Assigned): void {
+function checkChecksum(layer: Descriptor, assigned: Announced): void {
+  if (assigned.checksum === undefined) return;
   const expected = `sha256:${assigned.checksum.replace(/^sha256-/, "")}`;
   if (layer.digest !== expected) {
     throw new AgentError("CHECKSUM_MISMATCH", `${assigned.id}: the layer is ${layer.digest}, the assigner announced checksum ${assigned.checksum}`);

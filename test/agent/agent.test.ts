@@ -906,6 +906,27 @@ describe("outages", () => {
     expect(second.events.some((e) => e.event === "drift" && e.id === v1), "the deleted filter reported as drift").toBe(true);
   });
 
+  it("after a reboot while the assigner cannot be asked, what was installed is loaded again from the cache, verified there", async () => {
+    const { v1, first, before } = await installedThenStopped("13.2.0", "outage-reboot", "outage-reboot-host");
+    // A new kernel is a reboot: no pins, no filters.
+    const second = await runAgent("outage-reboot-host", { stateDir: first.stateDir, assigner: "http://127.0.0.1:1", requestTimeoutMs: 2_000 });
+    running.push(second);
+    await expect(second.agent.reconcile(), "the pass fails: the assigner is away").rejects.toMatchObject({ code: "UNAVAILABLE" });
+    expect(await filters(second.datapath), "in force again, as before the reboot").toEqual(before);
+    expect(second.logs.some((l) => l.startsWith(`outage-reboot 13.2.0 ${v1} is no longer loaded (a reboot?)`) && l.endsWith("loading it again from the cache")), second.logs.join("\n")).toBe(true);
+    const record = (await new StateDir(first.stateDir).installed()).get(v1);
+    expect(record?.name, "recorded again").toBe("outage-reboot");
+
+    // A cache that cannot give it verified (its manifest gone): nothing is loaded, and that is said.
+    const blobs = join(first.stateDir, "cache", "blobs", "sha256");
+    rmSync(join(blobs, v1.slice("sha256:".length)));
+    const third = await runAgent("outage-reboot-host", { stateDir: first.stateDir, assigner: "http://127.0.0.1:1", requestTimeoutMs: 2_000 });
+    running.push(third);
+    await expect(third.agent.reconcile()).rejects.toMatchObject({ code: "UNAVAILABLE" });
+    expect(await filters(third.datapath), "nothing unverified is loaded").toEqual([]);
+    expect(third.logs.some((l) => l.includes(`${v1} is no longer loaded`) && l.endsWith("it stays off until the assigner answers")), third.logs.join("\n")).toBe(true);
+  });
+
   it("an assigner that hangs fails the pass with UNAVAILABLE, enforcement holds, and a stop does not wait for it", async () => {
     const { first, before } = await installedThenStopped("13.0.0", "outage", "outage-host");
 
