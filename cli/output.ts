@@ -114,7 +114,8 @@ export function fail(err: unknown): never {
   if (json && !printedJson) process.stdout.write(`${JSON.stringify({ error: message, code: errorCode(err) })}\n`);
   // On a terminal, a progress line left mid-way (cli/progress.ts) is wiped first, so the error has its own line.
   const wipe = isatty(2) ? "\r\x1b[K" : "";
-  process.stderr.write(`${wipe}aegis: error: ${printable(message)}\n`);
+  // One line, whatever the message quotes (a capsule's annotation, a registry's answer): a newline in it would forge another.
+  process.stderr.write(`${wipe}aegis: error: ${printable(message).replace(/\n/g, "\\n")}\n`);
   if (process.env.AEGIS_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
   process.exit(1);
 }

@@ -10,6 +10,7 @@
 // and where it came from) and each referrers index under its tag-schema tag
 // (`sha256-<hex>`, as OciLayoutTarget and registries without the referrers
 // API keep signatures). Every blob must be reachable from those entries.
+import { randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { mkdtemp, open, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
@@ -38,7 +39,9 @@ import {
   type ReadOnlyTarget,
 } from "../registry/index.js";
 import { byCodeUnit, openWriteStream, syncDir, TarCounter, tarDataEnd, TEMP_SUFFIX } from "../util/index.js";
+import { listSignatures, type TrustPolicy } from "../signing/index.js";
 import { MirrorError } from "./errors.js";
+import { checkSigned } from "./verified.js";
 
 /** Where an artifact of a capsule came from (`host/repo@sha256:…`), for the operator. */
 export const SOURCE_ANNOTATION = "vnd.aegis.capsule.source";
@@ -83,34 +86,67 @@ export interface WrittenCapsule {
 }
 
 export interface WriteOptions {
+  /**
+   * Given, each artifact must carry a signature it accepts in the capsule as
+   * written (import's check), or nothing is written: one whose signatures a
+   * capsule cannot carry (a cosign .sig tag alone) fails here, not at the site.
+   */
+  trust?: TrustPolicy;
   onEvent?: (event: CopyEvent) => void;
   signal?: AbortSignal;
 }
 
 /**
- * Writes the artifacts `sources` name, with their referrers (signatures) and
- * everything they reference, to `output` as a capsule. They are copied (and
- * so verified) into a staging layout beside `output` first; `output` is
- * replaced only once the whole tar is written and synced.
+ * Writes the artifacts `sources` name, with their signatures (sigstore
+ * bundle referrers) and everything they reference, to `output` as a
+ * capsule, within CAPSULE_LIMITS, which an import holds it to. They are
+ * copied (and so verified) into a staging layout beside `output` first;
+ * `output` is replaced only once the whole tar is written and synced.
  */
 export async function writeCapsule(sources: CapsuleSource[], output: string, options: WriteOptions = {}): Promise<WrittenCapsule> {
   if (sources.length === 0) throw new InputError("INVALID_ARGUMENT", "a capsule needs at least one artifact");
   if (!(await stat(dirname(output)).then((s) => s.isDirectory(), () => false))) {
     throw new InputError("FILE_NOT_FOUND", `cannot write ${output}: ${dirname(output)} is not a directory`);
   }
+  const { signal } = options;
   const staging = await mkdtemp(join(dirname(output), `.${basename(output)}.staging-`));
   try {
     const layout = new OciLayoutTarget(staging);
     const artifacts = new Map<string, CapsuleArtifact>();
+    let bytes = 0;
     for (const source of sources) {
-      if (artifacts.has(source.digest)) continue;
-      const root = await copy(source.target, source.digest, layout, undefined, { referrers: true, onEvent: options.onEvent, signal: options.signal });
-      artifacts.set(root.digest, { desc: { mediaType: root.mediaType, digest: root.digest, size: root.size }, source: source.reference });
+      const known = artifacts.get(source.digest);
+      if (known) {
+        // One digest named from two repositories: the first reference by code unit is recorded, so the order given does not change the bytes.
+        if (known.source === undefined || byCodeUnit(source.reference, known.source) < 0) known.source = source.reference;
+        continue;
+      }
+      const root = await source.target.resolve(source.digest, { signal });
+      // Only its signatures travel: any other referrer (an SBOM anyone who can push attached) could be of any size, and an import takes none.
+      const signatures = await listSignatures(source.target, root);
+      let graph = 0;
+      await copy(source.target, source.digest, layout, undefined, {
+        referrers: signatures,
+        maxBlobSize: CAPSULE_LIMITS.maxBlobSize,
+        maxTotalSize: CAPSULE_LIMITS.maxTotalSize - bytes,
+        onProgress: (_done, total) => (graph = total),
+        onEvent: options.onEvent,
+        signal,
+      }).catch((err: unknown) => {
+        if (err instanceof RegistryError && err.code === "SIZE_LIMIT") {
+          const limits = `a capsule holds blobs of at most ${CAPSULE_LIMITS.maxBlobSize} bytes, ${CAPSULE_LIMITS.maxTotalSize} in all`;
+          throw new MirrorError("CAPSULE_TOO_LARGE", `cannot export ${source.reference}: ${err.message} (${limits})`, { cause: err });
+        }
+        throw err;
+      });
+      bytes += graph;
+      artifacts.set(root.digest, { desc: plain(root), source: source.reference });
     }
     const sorted = [...artifacts.values()].sort((a, b) => byCodeUnit(a.desc.digest, b.desc.digest));
-    // The referrers indexes of the artifacts only: copy also follows referrers of referrers (an attestation of a
-    // signature), whose indexes an import refuses, as it checks and pushes only the artifacts' own signatures.
-    const wanted = new Set([...artifacts.values()].map((a) => referrersTag(a.desc)));
+    if (options.trust) {
+      for (const { desc, source } of sorted) await checkSigned(layout, desc.digest, `${source ?? desc.digest} (with the signatures a capsule carries: sigstore bundle referrers)`, options.trust);
+    }
+    const wanted = new Set(sorted.map((a) => referrersTag(a.desc)));
     const referrerIndexes = await Promise.all(
       (await layout.tags())
         .filter((t) => wanted.has(t))
@@ -126,8 +162,7 @@ export async function writeCapsule(sources: CapsuleSource[], output: string, opt
       ],
     };
     const blobs = [...(await reachable(layout, index.manifests, CAPSULE_LIMITS.maxBlobs)).values()].sort((a, b) => byCodeUnit(a.digest, b.digest));
-    const bytes = await writeTar(output, encodeJson(index), blobs, layout, options.signal);
-    return { artifacts: sorted, blobs: blobs.length, bytes };
+    return { artifacts: sorted, blobs: blobs.length, bytes: await writeTar(output, encodeJson(index), blobs, layout, signal) };
   } finally {
     await rm(staging, { recursive: true, force: true });
   }
@@ -135,10 +170,14 @@ export async function writeCapsule(sources: CapsuleSource[], output: string, opt
 
 /** The tar, into a temp file beside `output`, synced, then renamed over it. */
 async function writeTar(output: string, index: Buffer, blobs: Descriptor[], layout: ReadOnlyTarget, signal?: AbortSignal): Promise<number> {
-  const temp = join(dirname(output), `.${basename(output)}.${process.pid}${TEMP_SUFFIX}`);
+  // Random, as atomicWrite's: a process id repeats (PID 1 in every container), and a name left by a killed export must not stop the next.
+  const temp = join(dirname(output), `.${basename(output)}.${randomBytes(6).toString("hex")}${TEMP_SUFFIX}`);
   const pack = tarPack();
+  let created = false;
   try {
-    const written = pipeline(pack as AsyncIterable<Buffer>, await openWriteStream(temp, { flags: "wx", mode: 0o644 }), { signal });
+    const file = await openWriteStream(temp, { flags: "wx", mode: 0o644 });
+    created = true;
+    const written = pipeline(pack as AsyncIterable<Buffer>, file, { signal });
     // Awaited below; a failure while adding entries is reported from there instead.
     written.catch(() => undefined);
     // Fixed headers: the same artifacts give the same bytes.
@@ -184,7 +223,7 @@ async function writeTar(output: string, index: Buffer, blobs: Descriptor[], layo
     return size;
   } catch (err) {
     pack.destroy();
-    await rm(temp, { force: true });
+    if (created) await rm(temp, { force: true });
     throw err;
   }
 }
@@ -319,7 +358,11 @@ export async function readCapsule(path: string, dir: string, options: ReadOption
     if (tagged.has(ref)) refuse("INVALID_CAPSULE", `index.json tags ${ref} twice`);
     tagged.add(ref);
   }
-  await target.index([...artifacts.map(({ desc }) => ({ desc })), ...referrersIndexes.map(({ desc, ref }) => ({ desc: plain(desc), tag: ref }))]);
+  await target.index([...artifacts.map(({ desc }) => ({ desc })), ...referrersIndexes.map(({ desc, ref }) => ({ desc: plain(desc), tag: ref }))]).catch((err: unknown) => {
+    // Every digest listed is held (checked above): one the staging layout will not index has another size than its blob.
+    if (err instanceof RegistryError && err.code === "NOT_FOUND") refuse("INVALID_CAPSULE", "index.json gives a manifest another size than the blob it holds", err);
+    throw err;
+  });
   const reached = await reachable(target, entries, limits.maxBlobs, held).catch((err: unknown) => {
     if (err instanceof RegistryError) refuse(err.code === "SIZE_LIMIT" ? "CAPSULE_TOO_LARGE" : "INVALID_CAPSULE", err.message, err);
     throw err;

@@ -5,7 +5,7 @@ import { AegisError } from "../errors.js";
 export type MirrorErrorCode =
   /** Not a tar, not an OCI layout, or an entry that has no place in one (a link, "../x", a second index.json). */
   | "INVALID_CAPSULE"
-  /** More entries or bytes than the reader's limits. */
+  /** More entries or bytes than a capsule's limits: read at import, or an artifact to export. */
   | "CAPSULE_TOO_LARGE"
   /** A blob whose bytes do not hash to the digest it is stored under. */
   | "DIGEST_MISMATCH"

@@ -5,10 +5,11 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { copy, type CopyEvent, type Descriptor, type Target } from "../registry/index.js";
-import { explainArtifact, SignatureError, type TrustPolicy } from "../signing/index.js";
+import { copy, MAX_MANIFEST_SIZE, parseManifest, readAll, referrerDescriptor, type CopyEvent, type Descriptor, type Target } from "../registry/index.js";
+import type { TrustPolicy } from "../signing/index.js";
 import { readCapsule, type CapsuleLimits } from "./capsule.js";
-import { describeError } from "../errors.js";
+import { checkSigned } from "./verified.js";
+import { describeError, InputError } from "../errors.js";
 import { MirrorError } from "./errors.js";
 
 export interface ImportOptions {
@@ -44,33 +45,35 @@ export interface ImportedArtifact {
  * signatures that verify are pushed.
  */
 export async function importCapsule(path: string, dst: Target, trust: TrustPolicy, options: ImportOptions = {}): Promise<ImportedArtifact[]> {
-  const dir = await mkdtemp(join(options.workDir ?? tmpdir(), "aegis-capsule-"));
+  const work = options.workDir ?? tmpdir();
+  const dir = await mkdtemp(join(work, "aegis-capsule-")).catch((err: unknown) => {
+    throw new InputError("FILE_NOT_FOUND", `cannot unpack the capsule in ${work}: ${describeError(err)}`, { cause: err });
+  });
   try {
     const capsule = await readCapsule(path, join(dir, "layout"), { limits: options.limits, onEvent: options.onRead, signal: options.signal });
     const plan: { artifact: ImportedArtifact; root: Descriptor; signatures: Descriptor[] }[] = [];
     for (const { desc, source } of capsule.artifacts) {
       options.signal?.throwIfAborted();
       const artifact: ImportedArtifact = { digest: desc.digest, mediaType: desc.mediaType, size: desc.size, source, signatures: [], skipped: [] };
-      // Every signature is checked (explainArtifact does not stop at the first that verifies), so only those that verify are pushed.
-      const explained = await explainArtifact(capsule.target, desc.digest, trust, { at: options.at });
-      if (!explained.verified) {
-        const cause = new SignatureError(explained.error?.code ?? "NO_SIGNATURE", explained.signatures.length === 0 ? "it carries no signature" : (explained.error?.message ?? "no signature verifies"));
-        const from = source ? ` (from ${source})` : "";
-        throw new MirrorError("NOT_VERIFIED", `capsule refused: ${desc.digest}${from} has no signature that verifies with the pinned trust: ${cause.message}`, { cause });
-      }
+      // Every signature is checked (checkSigned does not stop at the first that verifies), so only those that verify are pushed.
+      const explained = await checkSigned(capsule.target, desc.digest, `capsule refused: ${desc.digest}${source ? ` (from ${source})` : ""}`, trust, options.at);
       const verdicts = new Map(explained.signatures.map((v) => [v.signature, v]));
       const signatures: Descriptor[] = [];
-      for (const referrer of await capsule.target.referrers(desc)) {
+      // The capsule's referrers index is unsigned: each digest once, and indexed at the site as its verified manifest describes it.
+      for (const referrer of new Map((await capsule.target.referrers(desc)).map((r) => [r.digest, r])).values()) {
         const verdict = verdicts.get(referrer.digest);
         if (verdict?.accepted && verdict.verified) {
           artifact.signatures.push({ digest: referrer.digest, key: verdict.verified.key.name, hint: verdict.verified.key.hint });
-          signatures.push(referrer);
+          const manifest = await readAll(await capsule.target.fetch(referrer), MAX_MANIFEST_SIZE, `signature ${referrer.digest}`);
+          signatures.push(referrerDescriptor(referrer, parseManifest(manifest, referrer.mediaType)));
         } else {
-          artifact.skipped.push({ digest: referrer.digest, reason: verdict ? verdict.reason : `not a signature (artifact type ${referrer.artifactType ?? "none"})` });
+          artifact.skipped.push({ digest: referrer.digest, reason: verdict ? verdict.reason : `not a signature (artifact type ${JSON.stringify(referrer.artifactType ?? "none")})` });
         }
       }
       plan.push({ artifact, root: desc, signatures });
     }
+    // Each signature is copied by digest, as the listing gives its media type (a manifest need not name its own).
+    await capsule.target.index(plan.flatMap((p) => p.signatures.map((desc) => ({ desc }))));
     // Every artifact's signatures (and referrers index) go first, the artifacts last: a push that fails part-way
     // never leaves an artifact in the site registry without the signatures that verified it, and fails before
     // any artifact landed, unless an artifact's own push fails (then the error says which landed).

@@ -38,6 +38,10 @@ export interface CopyOptions {
   maxNodes?: number;
   /** Deepest nesting of manifests below the root (an index of indexes…); default 8. */
   maxDepth?: number;
+  /** Largest node (blob or manifest) copied, by its descriptor's size, refused before it is fetched; default none. */
+  maxBlobSize?: number;
+  /** Most bytes of all nodes of the graph together (those `dst` has or mounts included), refused before the node past it is fetched; default none. */
+  maxTotalSize?: number;
   /**
    * Blobs the caller has itself just stored in `dst` (an Ingester's commit):
    * skipped as there without asking `dst`, whose check costs a request, or
@@ -156,6 +160,8 @@ class GraphCopier {
   private readonly limit: number;
   private readonly maxNodes: number;
   private readonly maxDepth: number;
+  private readonly maxBlobSize: number;
+  private readonly maxTotalSize: number;
   /** Whether blobs are mounted from the source: until a mount does not take (reuse()). */
   private mounting = true;
   private active = 0;
@@ -173,6 +179,8 @@ class GraphCopier {
     this.limit = options.concurrency ?? 8;
     this.maxNodes = options.maxNodes ?? COPY_LIMITS.maxNodes;
     this.maxDepth = options.maxDepth ?? COPY_LIMITS.maxDepth;
+    this.maxBlobSize = options.maxBlobSize ?? Infinity;
+    this.maxTotalSize = options.maxTotalSize ?? Infinity;
   }
 
   /** Copies `desc` (at `depth` below the root) and everything below it, each node once. */
@@ -183,6 +191,12 @@ class GraphCopier {
         return Promise.reject(new RegistryError("SIZE_LIMIT", `${desc.digest} is nested ${depth} levels deep in ${this.src.name}, past the limit of ${this.maxDepth}`));
       }
       if (this.nodes() >= this.maxNodes) return Promise.reject(this.tooManyNodes());
+      if (desc.size > this.maxBlobSize) {
+        return Promise.reject(new RegistryError("SIZE_LIMIT", `${desc.digest} in ${this.src.name} is ${desc.size} bytes, over the limit of ${this.maxBlobSize}`));
+      }
+      if (this.bytesTotal + desc.size > this.maxTotalSize) {
+        return Promise.reject(new RegistryError("SIZE_LIMIT", `the graph in ${this.src.name} is over ${this.maxTotalSize} bytes (at ${desc.digest})`));
+      }
       // Registered before copyNode runs (it starts on the next microtask), so its limit check counts this node.
       pending = Promise.resolve().then(() => this.copyNode(desc, depth));
       this.done.set(desc.digest, pending);

@@ -109,7 +109,10 @@ export function parseManifest(bytes: Uint8Array, mediaType: string): Manifest | 
   checkDescriptor(doc.config, "manifest config");
   if (!Array.isArray(doc.layers)) throw new RegistryError("INVALID_MANIFEST", "manifest has no layers list");
   doc.layers.forEach((l, i) => checkDescriptor(l, `layers[${i}]`));
-  return doc as unknown as Manifest;
+  // An image manifest's children are its config and layers: a "manifests" list in one is an unknown field, which
+  // the spec says to ignore (successors() must not take it, unchecked, for an index's).
+  const { manifests: _ignored, ...manifest } = doc;
+  return manifest as unknown as Manifest;
 }
 
 /**

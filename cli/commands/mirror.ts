@@ -10,7 +10,7 @@ import { report } from "../output.js";
 import { movingBytes } from "../../util/jit.js";
 import { interruptibly } from "../interrupt.js";
 import { startProgress } from "../progress.js";
-import { checkSignatureIfPinned, loadTrustOptions } from "./sign.js";
+import { loadTrustOptions } from "./sign.js";
 
 /**
  * The artifacts a capsule holds, from references by digest. A tag is refused
@@ -52,11 +52,11 @@ export function registerMirror(program: Command): void {
     const all = [...new Set([...refs, ...fleetRefs])];
     if (all.length === 0) throw new InputError("INVALID_ARGUMENT", "mirror export: name at least one reference, or fleet files with --from");
     const sources = await capsuleSources(all, repositoryOptions(options));
-    // Finding an unsigned artifact here is cheaper than at the site, after carrying the capsule there.
-    for (const source of sources) await checkSignatureIfPinned(source.target, source.digest, options);
+    // Finding an unsigned artifact here is cheaper than at the site, after carrying the capsule there: checked in the capsule as written.
+    const trust = options.key?.length || options.trust?.length ? await loadTrustOptions(options) : undefined;
     movingBytes();
     const progress = startProgress("exporting", options);
-    const written = await interruptibly((signal) => writeCapsule(sources, options.output, { onEvent: progress.onEvent, signal }));
+    const written = await interruptibly((signal) => writeCapsule(sources, options.output, { ...(trust ? { trust } : {}), onEvent: progress.onEvent, signal }));
     progress.finish();
     const artifacts = written.artifacts.map((a) => ({ digest: a.desc.digest, mediaType: a.desc.mediaType, size: a.desc.size, source: a.source }));
     report(options, `wrote ${options.output}: ${artifacts.length} artifact(s) with their signatures, ${written.blobs} blobs, ${written.bytes} bytes`, {
@@ -106,7 +106,8 @@ export function registerMirror(program: Command): void {
     const artifacts = imported.map((a) => ({ reference: formatReference(dst.ref, a.digest), ...a }));
     const lines = artifacts.map((a) => {
       const keys = [...new Set(a.signatures.map((s) => s.key))].join(", ");
-      const skipped = a.skipped.length > 0 ? `; ${a.skipped.length} referrer(s) not imported: ${a.skipped.map((s) => `${s.digest} ${s.reason}`).join("; ")}` : "";
+      // A reason may quote the capsule's unsigned text: on this artifact's line, whatever it holds.
+      const skipped = a.skipped.length > 0 ? `; ${a.skipped.length} referrer(s) not imported: ${a.skipped.map((s) => `${s.digest} ${s.reason.replace(/\n/g, "\\n")}`).join("; ")}` : "";
       return `imported ${a.digest} → ${a.reference} (digests verified; ${a.signatures.length} signature(s) verified, key ${keys}${skipped})`;
     });
     report(options, lines.join("\n"), { capsule, destination: formatReference(dst.ref), artifacts });

@@ -12,10 +12,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CAPSULE_LIMITS, importCapsule, MirrorError, writeCapsule, type CapsuleSource } from "../../mirror/index.js";
 import type { Readable } from "node:stream";
 import { copy, MAX_MANIFEST_SIZE, MemoryTarget, OciLayoutTarget, readAll, RegistryError, RemoteRepository, type AbortOptions, type Descriptor } from "../../registry/index.js";
-import { generateKeyPair, KeySigner, loadTrust, signArtifact, verifyArtifact, type TrustPolicy } from "../../signing/index.js";
+import { generateKeyPair, KeySigner, loadTrust, signArtifact, SIGSTORE_BUNDLE_TYPE, verifyArtifact, type TrustPolicy } from "../../signing/index.js";
 import { AEGIS, aegis, expectOneErrorLine } from "../cli/run.js";
 import { requireBinary, run } from "../harness/process.js";
 import { startRegistry, type RegistryServer } from "../harness/registry.js";
+import { pushCosignSignature } from "../harness/cosign.js";
 import { pushArtifact } from "../registry/conformance.js";
 import { blobName, readEntries, tamper, type TarEntry } from "./tar.js";
 
@@ -148,6 +149,18 @@ describe("a capsule from one registry into another", () => {
     );
   });
 
+  it("is deterministic when one digest comes from two repositories: the first reference by code unit is recorded", async () => {
+    const again = new RemoteRepository(source.host, "policies/a-again");
+    await copy(a.repo, a.manifest.digest, again, undefined, { referrers: true });
+    const twice = sourceOf({ repo: again, manifest: a.manifest });
+    const [one, two] = [join(work, "two-repos-1.tar"), join(work, "two-repos-2.tar")];
+    const [first] = (await writeCapsule([sourceOf(a), twice, sourceOf(b)], one)).artifacts.filter((x) => x.desc.digest === a.manifest.digest);
+    await writeCapsule([sourceOf(b), twice, sourceOf(a)], two);
+    const hash = (p: string) => createHash("sha256").update(readFileSync(p)).digest("hex");
+    expect(hash(two), "the same bytes, whichever order").toBe(hash(one));
+    expect(first!.source, "the reference recorded").toBe(`${again.name}@${a.manifest.digest}`);
+  });
+
   it("is an OCI archive skopeo copies from, digests unchanged", async () => {
     const skopeo = requireBinary("skopeo", "skopeo");
     const out = join(work, "skopeo-out");
@@ -243,15 +256,48 @@ describe("a tampered capsule is refused and nothing is pushed", () => {
     expect((await dst.referrers(a.manifest)).map((r) => r.digest), "only what verified is pushed").toEqual([a.signature.digest]);
   });
 
-  it("a referrer that is not a signature (an SBOM): carried in the capsule, not imported, and named", async () => {
+  it("a referrer that is not a signature (an SBOM, of any size): left out of the capsule, which imports", async () => {
     const { repo: withSbom, extra: sbom } = await withReferrer("policies/with-sbom", a.manifest, "application/vnd.test.sbom");
     const path = join(work, "sbom.tar");
     await writeCapsule([sourceOf({ repo: withSbom, manifest: a.manifest })], path);
+    const names = (await readEntries(path)).map((e) => e.header.name);
+    expect(names, "the SBOM's manifest").not.toContain(blobName(sbom.manifest.digest));
     const dst = siteRepo();
     const [imported] = await importCapsule(path, dst, trust);
-    expect(imported!.skipped, "the SBOM, with why").toEqual([{ digest: sbom.manifest.digest, reason: "not a signature (artifact type application/vnd.test.sbom)" }]);
-    expect((await dst.referrers(a.manifest)).map((r) => r.digest), "only the signature is pushed").toEqual([a.signature.digest]);
-    expect(await holds(dst, sbom.manifest.digest), "the SBOM is not pushed").toBe(false);
+    expect(imported, "imported with its signature, nothing skipped").toMatchObject({ signatures: [{ digest: a.signature.digest }], skipped: [] });
+  });
+
+  /** The capsule with artifact `a`'s referrers index rewritten by `edit` (a new blob, index.json pointing at it), as in transit. */
+  const withReferrersIndex = (name: string, edit: (manifests: Descriptor[]) => Descriptor[]) =>
+    edited(name, (entries) => {
+      const tag = a.manifest.digest.replace(":", "-");
+      const indexJson = entries.find((e) => e.header.name === "index.json")!;
+      const index = JSON.parse(indexJson.data.toString()) as { manifests: Descriptor[] };
+      const listed = index.manifests.find((m) => m.annotations?.["org.opencontainers.image.ref.name"] === tag)!;
+      const old = entries.find((e) => e.header.name === blobName(listed.digest))!;
+      const referrers = JSON.parse(old.data.toString()) as { manifests: Descriptor[] };
+      const data = Buffer.from(JSON.stringify({ ...referrers, manifests: edit(referrers.manifests) }));
+      const digest = `sha256:${createHash("sha256").update(data).digest("hex")}`;
+      const manifests = index.manifests.map((m) => (m === listed ? { ...m, digest, size: data.byteLength } : m));
+      return [
+        ...entries.filter((e) => e !== old).map((e) => (e === indexJson ? { ...e, data: Buffer.from(JSON.stringify({ ...index, manifests })) } : e)),
+        { header: { name: blobName(digest), type: "file" as const, mode: 0o644 }, data },
+      ];
+    });
+
+  it("a referrers index that lists a signature twice, first under another type: the site indexes it as its verified manifest describes it", async () => {
+    const path = await withReferrersIndex("listed-twice-referrer.tar", (m) => [{ ...m[0]!, artifactType: "application/x.bogus" }, ...m]);
+    const dst = siteRepo();
+    const imported = (await importCapsule(path, dst, trust)).find((i) => i.digest === a.manifest.digest);
+    expect(imported!.signatures.map((s) => s.digest), "one signature").toEqual([a.signature.digest]);
+    expect(await dst.referrers(a.manifest), "the site's listing").toEqual([expect.objectContaining({ digest: a.signature.digest, artifactType: SIGSTORE_BUNDLE_TYPE })]);
+    expect((await verifyArtifact(dst, a.manifest.digest, trust)).signature, "agents find it at the site").toBe(a.signature.digest);
+  });
+
+  it("a listed referrer that is not a signature is named, its artifact type quoted and escaped", async () => {
+    const path = await withReferrersIndex("foreign-referrer.tar", (m) => [...m, { ...b.manifest, artifactType: "application/x.sbom\nimported sha256:forged" }]);
+    const imported = (await importCapsule(path, siteRepo(), trust)).find((i) => i.digest === a.manifest.digest);
+    expect(imported!.skipped, "named, on one line").toEqual([{ digest: b.manifest.digest, reason: 'not a signature (artifact type "application/x.sbom\\nimported sha256:forged")' }]);
   });
 
   it("an artifact whose manifest names no media type of its own (it need not, in OCI) exports and imports", async () => {
@@ -329,7 +375,18 @@ describe("a tampered capsule is refused and nothing is pushed", () => {
     expect((await refused(foreign, "INVALID_CAPSULE")).message, "the referrers tag of an unlisted artifact").toContain(`as ${stranger}, the referrers of an artifact it does not list`);
   });
 
-  it("over the limits: CAPSULE_TOO_LARGE before the content is read", async () => {
+  it("an index.json giving an artifact another size than its blob: INVALID_CAPSULE", async () => {
+    const path = await edited("wrong-size.tar", (entries) =>
+      entries.map((e) => {
+        if (e.header.name !== "index.json") return e;
+        const index = JSON.parse(e.data.toString()) as { manifests: Descriptor[] };
+        return { ...e, data: Buffer.from(JSON.stringify({ ...index, manifests: index.manifests.map((m) => (m.digest === a.manifest.digest ? { ...m, size: m.size + 1 } : m)) })) };
+      }),
+    );
+    expect((await refused(path, "INVALID_CAPSULE")).message).toContain("another size than the blob it holds");
+  });
+
+  it("over the limits: CAPSULE_TOO_LARGE", async () => {
     expect((await refused(capsule, "CAPSULE_TOO_LARGE", { limits: { ...CAPSULE_LIMITS, maxBlobs: 3 } })).message).toContain("more than 3 blobs");
     expect((await refused(capsule, "CAPSULE_TOO_LARGE", { limits: { ...CAPSULE_LIMITS, maxBlobSize: 500 } })).message).toMatch(/blob sha256:[0-9a-f]{64} is \d+ bytes, over the 500-byte limit/);
     expect((await refused(capsule, "CAPSULE_TOO_LARGE", { limits: { ...CAPSULE_LIMITS, maxTotalSize: 2000 } })).message).toContain("over the 2000-byte limit");
@@ -403,12 +460,20 @@ describe("aegis mirror", () => {
   });
 
 
+  it("import into a --work-dir that does not exist: one error line naming it, nothing pushed", async () => {
+    const dst = siteRepo();
+    const missing = join(work, "no-such-dir");
+    const result = await aegis(["mirror", "import", capsule, dst.name, "--key", join(work, "ci.pub"), "--work-dir", missing]);
+    expect(expectOneErrorLine(result)).toContain(`cannot unpack the capsule in ${missing}`);
+    expect(await holds(dst, a.manifest.digest), "nothing pushed").toBe(false);
+  });
+
   it("export refuses a tag, naming the digest it resolves to, and writes nothing", async () => {
     await a.repo.tag(a.manifest, "v1");
     const out = join(work, "tagged.tar");
     const result = await aegis(["mirror", "export", `${a.repo.name}:v1`, "-o", out]);
     expect(expectOneErrorLine(result)).toContain(`(v1 currently resolves to ${a.repo.name}@${a.manifest.digest})`);
-    expect(readdirSync(work).filter((n) => n.startsWith("tagged")), "no capsule, no temp file").toEqual([]);
+    expect(readdirSync(work).filter((n) => n.includes("tagged.tar")), "no capsule, no staging, no temp file").toEqual([]);
   });
 
   it("export with --key refuses an artifact no pinned key signed, and writes nothing", async () => {
@@ -416,8 +481,19 @@ describe("aegis mirror", () => {
     const { manifest } = await pushArtifact(unsigned);
     const out = join(work, "unsigned-cli.tar");
     const result = await aegis(["mirror", "export", `${a.repo.name}@${a.manifest.digest}`, `${unsigned.name}@${manifest.digest}`, "-o", out, "--key", join(work, "ci.pub")]);
-    expect(expectOneErrorLine(result)).toContain(`${unsigned.name}@${manifest.digest} has no signature`);
+    expect(expectOneErrorLine(result)).toContain(`${unsigned.name}@${manifest.digest} (with the signatures a capsule carries: sigstore bundle referrers) has no signature`);
     expect(readdirSync(work).filter((n) => n.includes("unsigned-cli")), "no capsule, no temp file").toEqual([]);
+  });
+
+  it("export with --key refuses an artifact signed only with a cosign .sig tag, which a capsule does not carry, and writes nothing", async () => {
+    const legacy = new RemoteRepository(source.host, "policies/legacy");
+    const { manifest } = await pushArtifact(legacy);
+    await pushCosignSignature(legacy, manifest, createPrivateKey(ciKey.privateKey), legacy.name);
+    expect((await verifyArtifact(legacy, manifest.digest, trust)).format, "it verifies at the source").toBe("cosign-legacy");
+    const out = join(work, "legacy-cli.tar");
+    const result = await aegis(["mirror", "export", `${legacy.name}@${manifest.digest}`, "-o", out, "--key", join(work, "ci.pub")]);
+    expect(expectOneErrorLine(result)).toContain(`${legacy.name}@${manifest.digest} (with the signatures a capsule carries: sigstore bundle referrers) has no signature`);
+    expect(readdirSync(work).filter((n) => n.includes("legacy-cli.tar")), "no capsule, no staging, no temp file").toEqual([]);
   });
 
   it("export --from takes the digests fleet files name (with any given here, once each); a tag in a fleet file is refused", async () => {
@@ -435,7 +511,7 @@ describe("aegis mirror", () => {
     writeFileSync(join(work, "tagged-fleet.yaml"), `policies:\n  - name: a\n    ref: ${a.repo.name}:fleet-tag\n    hosts: [web-01]\n`);
     const tagged = await aegis(["mirror", "export", "--from", join(work, "tagged-fleet.yaml"), "-o", join(work, "tagged-fleet.tar")]);
     expect(expectOneErrorLine(tagged), "a tag in a fleet file is refused like one on the command line").toContain(`(fleet-tag currently resolves to ${a.repo.name}@${a.manifest.digest})`);
-    expect(readdirSync(work).filter((n) => n.startsWith("tagged-fleet.tar")), "no capsule written").toEqual([]);
+    expect(readdirSync(work).filter((n) => n.includes("tagged-fleet.tar")), "no capsule, no staging, no temp file").toEqual([]);
 
     const nothing = await aegis(["mirror", "export", "-o", join(work, "empty.tar")]);
     expect(expectOneErrorLine(nothing)).toContain("name at least one reference");

@@ -99,6 +99,25 @@ describe("copy -r", () => {
     }
   });
 
+  it("refuses a node over maxBlobSize, or a graph over maxTotalSize, before fetching it: SIZE_LIMIT, nothing of it stored", async () => {
+    const src = new RemoteRepository(a.host, "sizes/src");
+    const { manifest, layer, bytes } = await pushArtifact(src); // a 1000-byte layer, a 2-byte config
+    const open = () => new OciLayoutTarget(mkdtempSync(join(tmpdir(), "aegis-copy-sizes-")));
+    for (const [limits, message] of [
+      [{ maxBlobSize: 999 }, `${layer.digest} in ${src.name} is 1000 bytes, over the limit of 999`],
+      [{ maxTotalSize: bytes.byteLength + 1001 }, `the graph in ${src.name} is over ${bytes.byteLength + 1001} bytes`],
+    ] as const) {
+      const dst = open();
+      dirs.push(dst.name.slice("oci:".length));
+      await expect(copy(src, manifest.digest, dst, undefined, limits), JSON.stringify(limits)).rejects.toMatchObject({ code: "SIZE_LIMIT", message: expect.stringContaining(message) });
+      expect(await dst.exists(layer), `${JSON.stringify(limits)}: the layer not stored`).toBe(false);
+    }
+    const dst = open();
+    dirs.push(dst.name.slice("oci:".length));
+    await copy(src, manifest.digest, dst, undefined, { maxBlobSize: 1000, maxTotalSize: bytes.byteLength + 1002 });
+    expect(await dst.exists(manifest), "at the limits exactly: copied").toBe(true);
+  });
+
   it("refuses a destination digest that differs from the source", async () => {
     const src = new RemoteRepository(a.host, "digest/src");
     const { manifest } = await pushArtifact(src);

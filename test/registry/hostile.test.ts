@@ -128,6 +128,12 @@ describe("graphs are bounded", () => {
     expect(await dst.exists(index), "the index written").toBe(false);
   });
 
+  it("an image manifest that also carries a manifests list: its children are its config and layers (the list is an unknown field, ignored)", () => {
+    const layer = descriptorFor("application/octet-stream", Buffer.from("layer"));
+    const bytes = encodeJson({ schemaVersion: 2, mediaType: MediaType.ImageManifest, config: EMPTY_CONFIG, layers: [layer], manifests: [null, { digest: "../../etc" }] });
+    expect(successors(parseManifest(bytes, MediaType.ImageManifest)), "the children").toEqual([EMPTY_CONFIG, layer]);
+  });
+
   it("indexes nested deeper than maxDepth are refused", async () => {
     const store = new MemoryTarget();
     let node = await pushJson(store, MediaType.ImageIndex, { schemaVersion: 2, mediaType: MediaType.ImageIndex, manifests: [] });
