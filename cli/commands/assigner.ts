@@ -37,6 +37,20 @@ function positive(flag: string, value: string | undefined, scale = 1): number | 
   return Math.round(number * scale);
 }
 
+/**
+ * The operator token, or the file to read it from: a flag wins over the
+ * other's variable (a unit's --admin-token-file over an AEGIS_ADMIN_TOKEN
+ * left in its environment file, which rotating the file would not change);
+ * both given the same way is refused rather than one silently ignored.
+ */
+function adminTokenSource(options: ServeOptions, command: Command): { adminToken?: string; adminTokenFile?: string } {
+  const { adminToken, adminTokenFile } = options;
+  if (!adminToken || !adminTokenFile) return adminToken ? { adminToken } : adminTokenFile ? { adminTokenFile } : {};
+  const tokenFlag = command.getOptionValueSource("adminToken") === "cli";
+  if (tokenFlag !== (command.getOptionValueSource("adminTokenFile") === "cli")) return tokenFlag ? { adminToken } : { adminTokenFile };
+  throw new InputError("INVALID_ARGUMENT", `both an admin token and an admin token file are given (${tokenFlag ? "--admin-token and --admin-token-file" : "AEGIS_ADMIN_TOKEN and AEGIS_ADMIN_TOKEN_FILE"}): give one`);
+}
+
 export function registerAssigner(program: Command): void {
   const assigner = program.command("assigner").description("the assigner service");
   assigner
@@ -60,7 +74,7 @@ export function registerAssigner(program: Command): void {
     .option("--telemetry-max-skew <seconds>", "refuse agents' signed telemetry whose time is further than this from the assigner's clock (AEGIS_TELEMETRY_MAX_SKEW); default 300", env("AEGIS_TELEMETRY_MAX_SKEW"))
     .option("--log-level <level>", "fatal, error, warn, info (one line per request), debug, trace or silent (AEGIS_LOG_LEVEL); JSON lines unless stdout is a terminal", env("AEGIS_LOG_LEVEL") ?? "info")
     .option("--health-interval <seconds>", "how often Redis, the registry and NATS are checked, to log when one goes away or comes back (AEGIS_HEALTH_INTERVAL); default 5", env("AEGIS_HEALTH_INTERVAL"))
-    .action(async (options: ServeOptions) => {
+    .action(async (options: ServeOptions, command: Command) => {
       const port = Number(options.port);
       if (!Number.isInteger(port) || port < 0 || port > 65535) throw new InputError("INVALID_ARGUMENT", `--port ${options.port} is not a port number`);
       const limits = {
@@ -83,8 +97,7 @@ export function registerAssigner(program: Command): void {
         ...(options.dataDir ? { dataDir: options.dataDir } : {}),
         ...(options.registry ? { registry: options.registry } : {}),
         ...(options.nats ? { natsUrl: options.nats } : {}),
-        ...(options.adminToken ? { adminToken: options.adminToken } : {}),
-        ...(options.adminTokenFile ? { adminTokenFile: options.adminTokenFile } : {}),
+        ...adminTokenSource(options, command),
         ...(options.enrollSecret ? { enrollSecret: options.enrollSecret } : {}),
         ...(options.trust ? { trust: options.trust } : {}),
         ...Object.fromEntries(Object.entries(limits).filter(([, value]) => value !== undefined)),

@@ -8,7 +8,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startAssigner, type RunningAssigner } from "../../assigner/index.js";
+import { aegis, expectOneErrorLine } from "../cli/run.js";
 import { beginRegistration, http, registerAgent } from "../harness/assigner-http.js";
+import { startAssignerProcess } from "../harness/assigner-process.js";
 import { startRedis, type TcpServer } from "../harness/tcp-server.js";
 
 let redis: TcpServer;
@@ -126,6 +128,21 @@ describe("the operator token file", () => {
     writeFileSync(file, "");
     chmodSync(file, 0o644);
     await expect(startAssigner({ port: 0, dataDir: dir, adminTokenFile: file })).rejects.toThrow(`admin token file ${file} is empty`);
+  });
+
+  it("a --admin-token-file flag wins over AEGIS_ADMIN_TOKEN in the environment (flags win); both flags are refused", async () => {
+    const dir = mkdtempSync(join(work, "token-"));
+    const file = join(dir, "admin-token");
+    writeFileSync(file, "token-from-the-file\n", { mode: 0o600 });
+    const process = await startAssignerProcess(["--admin-token-file", file], { AEGIS_ADMIN_TOKEN: "token-from-the-environment" });
+    try {
+      expect((await http(process.url, "GET", "/assignments", { token: "token-from-the-file" })).status, "the file's token").toBe(200);
+      expect((await http(process.url, "GET", "/assignments", { token: "token-from-the-environment" })).status, "the variable's").toBe(401);
+    } finally {
+      await process.stop();
+    }
+    const both = await aegis(["assigner", "serve", "--port", "0", "--data-dir", dir, "--admin-token", "x", "--admin-token-file", file]);
+    expect(expectOneErrorLine(both)).toContain("both an admin token and an admin token file are given (--admin-token and --admin-token-file): give one");
   });
 
   it("writes a generated token 0600, even over an empty world-readable file", async () => {
