@@ -45,7 +45,7 @@ export interface AgentOptions {
   requestTimeoutMs?: number;
   /** How long one registry (a mirror, the reference) may take to serve an artifact whole (ms); default 5 minutes (FetchOptions.pullTimeoutMs). */
   pullTimeoutMs?: number;
-  /** Cap of the backoff after failures (ms); default the poll interval. */
+  /** Cap of the backoff after failures (ms); default four poll intervals. */
   maxBackoffMs?: number;
   labels?: Record<string, string>;
   enrollSecret?: string;
@@ -180,7 +180,9 @@ export class Agent {
         this.log(`reconcile failed [${errorCode(err)}]: ${describeError(err)} (attempt ${failures}, backing off)`);
       }
       // Full jitter over [0, 2×interval]: the mean stays the interval and a fleet started together spreads out.
-      const wait = failures > 0 ? backoffDelay(failures, { baseMs: Math.min(1000, this.interval), maxMs: this.options.maxBackoffMs ?? this.interval }) : Math.random() * 2 * this.interval;
+      // After failures, quick retries at first (a blip), growing to four intervals: a fleet asks a failing assigner
+      // less often than a healthy one (a cap of one interval made it ask twice as often, with a mean of half of it).
+      const wait = failures > 0 ? backoffDelay(failures, { baseMs: Math.min(1000, this.interval), maxMs: this.options.maxBackoffMs ?? 4 * this.interval }) : Math.random() * 2 * this.interval;
       await this.sleepOrWake(wait);
     }
   }

@@ -12,6 +12,8 @@ import { byCodeUnit } from "../util/index.js";
 export class AgentMetrics {
   private readonly failures = new Map<string, number>();
   private lastPoll: number | undefined;
+  /** The read of the pins under way: scrapes that arrive together share it (on the bpftool datapath each is a scan by tc and bpftool). */
+  private reading: Promise<StatusRow[]> | undefined;
 
   /** `programs`: what is pinned now (status.ts's collectStatus); a failure to read it shows nothing in force. */
   constructor(private readonly programs: () => Promise<StatusRow[]>) {}
@@ -26,7 +28,10 @@ export class AgentMetrics {
 
   /** The text exposition format, version 0.0.4. */
   async text(): Promise<string> {
-    const inForce = (await this.programs().catch(() => [])).filter((p) => p.pinned && p.interfaces.length > 0);
+    this.reading ??= this.programs()
+      .catch(() => [])
+      .finally(() => (this.reading = undefined));
+    const inForce = (await this.reading).filter((p) => p.pinned && p.interfaces.length > 0);
     const lines = [
       "# HELP aegis_agent_policies_in_force Programs pinned and attached on at least one interface.",
       "# TYPE aegis_agent_policies_in_force gauge",

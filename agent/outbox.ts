@@ -25,6 +25,11 @@ export class TelemetryOutbox {
     if (this.queue.length > OUTBOX_MAX) this.queue.splice(0, this.queue.length - OUTBOX_MAX);
   }
 
+  /** Messages waiting. */
+  get size(): number {
+    return this.queue.length;
+  }
+
   /** Sends what is queued, batch by batch, through `send`; stops at the first batch the assigner cannot take now. */
   async flush(send: (batch: SignedTelemetry[]) => Promise<unknown>, signal: AbortSignal): Promise<void> {
     while (this.queue.length > 0) {
@@ -35,18 +40,26 @@ export class TelemetryOutbox {
         chars += payload.length;
         count++;
       }
+      // Out of the queue while it is sent: messages pushed meanwhile (NATS going away) may trim the queue, never the batch in flight.
+      const batch = this.queue.splice(0, count);
       try {
-        await send(this.queue.slice(0, count));
+        await send(batch);
         this.lastFailure = undefined;
       } catch (err) {
+        const keep = !(err instanceof AssignerError && REFUSED.has(err.code)) || signal.aborted;
+        if (keep) this.keep(batch);
         signal.throwIfAborted();
-        const keep = !(err instanceof AssignerError && REFUSED.has(err.code));
         const failure = `${errorCode(err)}: ${describeError(err)}`;
         if (failure !== this.lastFailure) this.log(`telemetry over HTTP failed [${failure}]; ${keep ? "retrying at the next pass" : `${count} message(s) lost`}`);
         this.lastFailure = failure;
         if (keep) return;
       }
-      this.queue.splice(0, count);
     }
+  }
+
+  /** A batch not sent, back at the front, within OUTBOX_MAX (the oldest go first). */
+  private keep(batch: SignedTelemetry[]): void {
+    this.queue.unshift(...batch);
+    if (this.queue.length > OUTBOX_MAX) this.queue.splice(0, this.queue.length - OUTBOX_MAX);
   }
 }

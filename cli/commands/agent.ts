@@ -109,9 +109,10 @@ export function registerAgent(program: Command): void {
         ...(options.nats ? { natsUrl: options.nats } : {}),
         ...(options.enrollSecret !== undefined ? { enrollSecret: options.enrollSecret } : {}),
       });
+      // The port first: one in use fails the start, before the agent's loop runs (a restart loop behind it would never show why).
+      const metrics = metricsPort === undefined ? undefined : await serveMetrics(agent.metrics, metricsPort, options.metricsHost);
       await agent.start();
       process.stderr.write(`aegis agent: running for host ${options.hostId} against ${options.assigner} (state in ${options.stateDir})\n`);
-      const metrics = metricsPort === undefined ? undefined : await serveMetrics(agent.metrics, metricsPort, options.metricsHost);
       if (metrics) process.stderr.write(`aegis agent: metrics on ${metrics.url}\n`);
       const stop = (signal: string) => {
         process.stderr.write(`aegis agent: ${signal}: stopping; everything attached stays in force\n`);

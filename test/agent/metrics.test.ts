@@ -56,9 +56,37 @@ describe("AgentMetrics", () => {
     expect(text, "in force").toContain("\naegis_agent_policies_in_force 0\n");
     expect(text, "never polled").toContain("\naegis_agent_last_successful_poll_timestamp_seconds 0\n");
   });
+
+  it("scrapes that arrive together share one read of the pins", async () => {
+    let reads = 0;
+    const metrics = new AgentMetrics(async () => {
+      reads++;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      return [row("sha256:a", "block-icmp", 1, ["eth0"])];
+    });
+    const texts = await Promise.all(Array.from({ length: 20 }, () => metrics.text()));
+    expect([reads, texts.every((t) => t.includes("\naegis_agent_policies_in_force 1\n"))], "one read, twenty answers").toEqual([1, true]);
+    await metrics.text();
+    expect(reads, "a later scrape reads again").toBe(2);
+  });
 });
 
 describe("aegis agent run --metrics-port", () => {
+  it("a metrics port in use fails the start with one line, before the agent runs", async () => {
+    const busy = await serveMetrics(new AgentMetrics(async () => []), 0);
+    try {
+      const port = new URL(busy.url).port;
+      writeFileSync(join(work, "busy.pub"), generateKeyPair("ed25519").publicKey);
+      const args = ["agent", "run", "--assigner", "http://127.0.0.1:9", "--host-id", "busy-host", "--trust", join(work, "busy.pub"), "--state-dir", join(work, "busy-state")];
+      const result = await aegis([...args, "--dry-run", "--metrics-port", port, "--pin-root", join(work, "no-bpffs")]);
+      expect(result.code, result.stderr).toBe(1);
+      expect(result.stderr.trim().split("\n").at(-1), "the last line names the port in use").toMatch(new RegExp(`^aegis: error: listen EADDRINUSE: .*:${port}$`));
+      expect(result.stderr, "the agent never ran").not.toContain("running for host");
+    } finally {
+      busy.server.close();
+    }
+  });
+
   it("refuses a bad port with one line", async () => {
     const result = await aegis(["agent", "run", "--assigner", "http://127.0.0.1:9", "--host-id", "h", "--trust", "/nonexistent.pub", "--metrics-port", "http"], { AEGIS_METRICS_PORT: "" });
     expect(expectOneErrorLine(result), "bad port").toMatch(/--metrics-port http: expected a port number/);
