@@ -374,7 +374,22 @@ export class Agent {
       await this.holdInstalled().catch((held: unknown) => this.log(`while the assigner could not be asked: ${describeError(held)}`));
       throw err;
     }
+    try {
+      await this.pass(assigned);
+    } catch (err) {
+      signal.throwIfAborted();
+      // A pass that fails after the assigner answered (the trust root unreachable, the kernel unreadable) still
+      // holds what is installed, and sends what it reported; the metric of the last pass stays as it was.
+      await this.holdInstalled().catch((held: unknown) => this.log(`while the pass could not finish: ${describeError(held)}`));
+      await this.flushTelemetry().catch(() => undefined);
+      throw err;
+    }
     this.metrics.polled();
+  }
+
+  /** The pass once the assigner answered with `assigned`: fetch and verify, plan, enforce, report. */
+  private async pass(assigned: Assigned[]): Promise<void> {
+    const { signal } = this.controller;
     const now = await this.installedNow();
     const { records, loaded, attached, orphans } = now;
 

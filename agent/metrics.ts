@@ -42,7 +42,7 @@ export class AgentMetrics {
       "# HELP aegis_agent_failures_total Failed steps (fetch, verify, load, attach) by error code.",
       "# TYPE aegis_agent_failures_total counter",
       ...[...this.failures].sort(([a], [b]) => byCodeUnit(a, b)).map(([code, n]) => `aegis_agent_failures_total{code="${escape(code)}"} ${n}`),
-      "# HELP aegis_agent_last_successful_poll_timestamp_seconds When the assigner last answered the agent's poll.",
+      "# HELP aegis_agent_last_successful_poll_timestamp_seconds When a pass last finished: the assigner answered the agent's poll and every step was tried.",
       "# TYPE aegis_agent_last_successful_poll_timestamp_seconds gauge",
       `aegis_agent_last_successful_poll_timestamp_seconds ${this.lastPoll === undefined ? 0 : this.lastPoll / 1000}`,
     ];

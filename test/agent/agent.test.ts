@@ -927,6 +927,25 @@ describe("outages", () => {
     expect(third.logs.some((l) => l.includes(`${v1} is no longer loaded`) && l.endsWith("it stays off until the assigner answers")), third.logs.join("\n")).toBe(true);
   });
 
+  it("a pass that fails after the assigner answered holds what is installed, and the metric of the last pass stays as it was", async () => {
+    const { v1, first, before } = await installedThenStopped("13.3.0", "outage-late", "outage-late-host");
+    const second = await runAgent("outage-late-host", { kernel: first.datapath.kernel, stateDir: first.stateDir });
+    running.push(second);
+    await admin.assign(v1, "outage-late-host");
+    await second.agent.reconcile();
+    const lastPass = async () => (await second.agent.metrics.text()).split("\n").find((l) => l.startsWith("aegis_agent_last_successful_poll_timestamp_seconds "));
+    const passed = await lastPass();
+    // The kernel's interfaces cannot be read once: the pass fails after the poll, with a filter deleted meanwhile.
+    await second.datapath.detach({ iface: "eth0", direction: "egress", pref: basePref("outage-late") });
+    const interfaces = second.datapath.interfaces.bind(second.datapath);
+    let failing = true;
+    second.datapath.interfaces = () => (failing ? ((failing = false), Promise.reject(new Error("netlink went away"))) : interfaces());
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    await expect(second.agent.reconcile(), "the pass fails").rejects.toThrow("netlink went away");
+    expect(await filters(second.datapath), "held: the deleted filter restored").toEqual(before);
+    expect(await lastPass(), "the last pass's time unchanged").toBe(passed);
+  });
+
   it("an assigner that hangs fails the pass with UNAVAILABLE, enforcement holds, and a stop does not wait for it", async () => {
     const { first, before } = await installedThenStopped("13.0.0", "outage", "outage-host");
 
