@@ -69,10 +69,7 @@ export class Executor {
     const hooks = hooksFor(policy.attach.direction, ifaces, pref);
     const done: Hook[] = [];
     try {
-      for (const hook of hooks) {
-        await this.datapath.attach(id, hook);
-        done.push(hook);
-      }
+      for (const hook of hooks) if (await this.attachUnlessGone(id, hook)) done.push(hook);
     } catch (err) {
       // Undo: the old program back where it was, nothing new left attached or pinned.
       for (const hook of done) {
@@ -82,8 +79,8 @@ export class Executor {
       await this.datapath.unpin(id).catch(() => undefined);
       throw err;
     }
-    records.set(id, recordOf(policy, pref, { programId: loaded.programId, boot: await this.datapath.boot() }, ifaces));
-    this.reporter.report({ event: "attached", id, name: policy.name, version: policy.version, reason: `${hooks.map(hookName).join(", ")}` });
+    records.set(id, recordOf(policy, pref, { programId: loaded.programId, boot: await this.datapath.boot() }, ifaces.filter((i) => done.some((h) => h.iface === i))));
+    this.reporter.report({ event: "attached", id, name: policy.name, version: policy.version, reason: `${done.map(hookName).join(", ")}` });
     if (old) {
       // Hooks the new version does not cover (an interface or direction it dropped).
       for (const hook of oldHooks) if (!hooks.some((h) => same(h, hook))) await this.datapath.detach(hook);
@@ -123,11 +120,38 @@ export class Executor {
       });
       this.reporter.report({ event: "drift", id, name: record.name, version: record.version, reason: `${what.join(", ")}: restoring` });
     }
-    for (const hook of missing) await this.datapath.attach(id, hook);
+    // Every hook is tried: one that fails does not leave the others unrepaired (it fails the step after them).
+    const attached: Hook[] = [];
+    const failed: Hook[] = [];
+    let failure: unknown;
+    for (const hook of missing) {
+      try {
+        if (await this.attachUnlessGone(id, hook)) attached.push(hook);
+      } catch (err) {
+        failed.push(hook);
+        failure ??= err;
+      }
+    }
     if (drifted.length > 0) record.since = new Date().toISOString();
-    record.ifaces = [...ifaces];
-    if (missing.length > 0) {
-      this.reporter.report({ event: "attached", id, name: record.name, version: record.version, reason: `${missing.map(hookName).join(", ")}` });
+    record.ifaces = ifaces.filter((i) => !failed.some((h) => h.iface === i));
+    if (attached.length > 0) {
+      this.reporter.report({ event: "attached", id, name: record.name, version: record.version, reason: `${attached.map(hookName).join(", ")}` });
+    }
+    if (failure !== undefined) throw failure;
+  }
+
+  /**
+   * Attaches `id` at `hook`; false when its device went away since the
+   * interfaces were listed (a container's veth, on a busy host): skipped,
+   * not a failure that would undo the step on every other interface.
+   */
+  private async attachUnlessGone(id: string, hook: Hook): Promise<boolean> {
+    try {
+      await this.datapath.attach(id, hook);
+      return true;
+    } catch (err) {
+      if ((await this.datapath.interfaces()).some((i) => i.name === hook.iface)) throw err;
+      return false;
     }
   }
 

@@ -294,6 +294,34 @@ describe("enforcement", () => {
     expect(events.filter((e) => e.id === v1 && e.event === "drift"), "the drift reported").toHaveLength(1);
   });
 
+  it("a device gone between the listing and the attach is skipped; a hook that fails does not stop the others from being restored", async () => {
+    const v1 = await publish("4.5.0", ciKey, "busy-host-policy");
+    const { agent, datapath, events } = await agentFor("busy-host");
+    // The agent's listing names a container's veth that is gone by the time it attaches there.
+    const listed = datapath.interfaces.bind(datapath);
+    let stale = true;
+    datapath.interfaces = async () => {
+      const real = await listed();
+      if (!stale) return real;
+      stale = false;
+      return [...real, { name: "veth-gone", loopback: false, ethernet: true }];
+    };
+    await admin.assign(v1, "busy-host");
+    await agent.reconcile();
+    const pref = basePref("busy-host-policy");
+    expect(await filters(datapath), "installed on the devices that exist").toEqual([`eth0 egress ${pref} ${v1}`, `eth1 egress ${pref} ${v1}`]);
+    expect(events.filter((e) => e.id === v1 && e.event === "failed"), "no failure").toEqual([]);
+
+    // Both filters deleted; restoring the first fails: the second is restored all the same, and the step's failure reported.
+    for (const iface of ["eth0", "eth1"]) await datapath.detach({ iface, direction: "egress", pref });
+    datapath.failNext("attach");
+    await agent.reconcile();
+    expect(await filters(datapath), "eth1 restored past eth0's failure").toEqual([`eth1 egress ${pref} ${v1}`]);
+    expect(events.filter((e) => e.id === v1 && e.event === "failed").map((e) => e.code), "the keep's failure").toEqual(["TC_FAILED"]);
+    await agent.reconcile();
+    expect(await filters(datapath), "eth0 at the next pass").toEqual([`eth0 egress ${pref} ${v1}`, `eth1 egress ${pref} ${v1}`]);
+  });
+
   it("adopts what is pinned and attached after a restart, without loading or attaching again", async () => {
     const v1 = await publish("5.0.0");
     const first = await agentFor("restart-host");
