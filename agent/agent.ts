@@ -226,6 +226,13 @@ export class Agent {
       });
       if (!nc) return;
       this.nats = nc;
+      // nats.js redials a lost server for ever, but closes for good on some errors (refused credentials twice in a
+      // row): then this agent dials again, as at start, rather than go without wake-ups until it is restarted.
+      void nc.closed().then((err) => {
+        if (this.controller.signal.aborted) return;
+        this.log(`NATS closed the connection${err ? ` (${describeError(err)})` : ""}: polling only, connecting again`);
+        this.connectNats();
+      });
       this.telemetry.use(nc);
       const subject = assignmentsSubject(this.options.hostId);
       this.log(`NATS connected: woken by ${subject}`);

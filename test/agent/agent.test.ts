@@ -368,6 +368,15 @@ describe("enforcement", () => {
     expect(bare.logs.filter((l) => l.includes("s3cret-word")), "log lines with the password, no scheme").toEqual([]);
   });
 
+  it("a NATS connection closed for good (nats.js gives up, as on refused credentials) is dialled again, and said", async () => {
+    const { agent, logs } = await agentFor("nats-closed-host", { nats: true, natsRetryMs: 20 });
+    await until("NATS connected", () => logs.some((l) => l.startsWith("NATS connected")));
+    // What nats.js does itself after two authorization errors in a row: close the connection, never to redial.
+    await (agent as unknown as { nats: { close(): Promise<void> } }).nats.close();
+    await until("NATS connected again", () => logs.filter((l) => l.startsWith("NATS connected")).length === 2);
+    expect(logs.filter((l) => l.startsWith("NATS closed the connection")), logs.join("\n")).toEqual(["NATS closed the connection: polling only, connecting again"]);
+  });
+
   it("stop() ends its attempts to reach NATS while NATS is away, and a NATS that comes up later is reached", async () => {
     const dropping = await startDroppingPort();
     try {
