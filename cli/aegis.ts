@@ -44,5 +44,6 @@ program.parseAsync().catch((err: unknown) => {
   if (!(err instanceof CommanderError)) fail(err);
   // --help, --version, or help shown for a group given no subcommand: already printed.
   if (err.code.startsWith("commander.help") || err.code === "commander.version") process.exit(err.exitCode);
-  fail(new InputError("INVALID_ARGUMENT", `${err.message.replace(/^error: /, "")} (see '${commandPath(misused)} --help')`));
+  // commander puts its suggestion on a line of its own ("\n(Did you mean …?)"): one line here, as every error is.
+  fail(new InputError("INVALID_ARGUMENT", `${err.message.replace(/^error: /, "").replace(/\n/g, " ")} (see '${commandPath(misused)} --help')`));
 });

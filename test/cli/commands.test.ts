@@ -32,7 +32,7 @@ describe("the command table", () => {
     expect(listed, "commands in aegis --help").toEqual([...ALL_NAMES, "help"]);
     const typo = await aegis(["unasign", "sha256:x", "h"]);
     expect(typo.code, typo.stderr).toBe(1);
-    expect(typo.stderr, "a mistyped command, and the suggestion").toMatch(/^aegis: error: unknown command 'unasign'\n\(Did you mean unassign\?\)/);
+    expect(typo.stderr, "a mistyped command, and the suggestion").toMatch(/^aegis: error: unknown command 'unasign' \(Did you mean unassign\?\) \(see 'aegis --help'\)\n$/);
     const pull = await aegis(["pull", "--help"]);
     expect(pull.stdout, pull.stderr).toMatch(/^Usage: aegis pull \[options\] <ref>/);
     for (const flag of ["--version", "-V"]) {
