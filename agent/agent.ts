@@ -11,7 +11,7 @@ import { hookName, probeKernelFeatures, type Attachment, type Datapath, type Loa
 import { describeError, errorCode } from "../errors.js";
 import type { RepositoryOptions } from "../registry/index.js";
 import type { TrustPolicy } from "../signing/index.js";
-import { backoffDelay, connectNats, logText, sleep, subscribeKept } from "../util/index.js";
+import { backoffDelay, connectNats, logText, natsRetryBase, refusalWait, sleep, subscribeKept } from "../util/index.js";
 import { AgentError } from "./errors.js";
 import { Executor } from "./executor.js";
 import { ArtifactCache, type VerifiedArtifact } from "./fetch.js";
@@ -58,6 +58,9 @@ export interface AgentOptions {
   reporters?: Reporter[];
 }
 
+/** A NATS connection that lasted this long before it closed was not closed at once: the wait before dialling again starts over. */
+const NATS_LIVED_MS = 60_000;
+
 type Assigned = z.infer<typeof ArtifactJson>;
 
 /** A program of the agent's whose pins were lost: tc still runs it at `hooks`. */
@@ -98,6 +101,10 @@ export class Agent {
   private readonly superseded = new Set<string>();
   /** Programs whose counters could not be read at the last receipt (logged once). */
   private readonly countersUnread = new Set<string>();
+  /** NATS connections closed in a row, each soon after it was made (NATS_LIVED_MS): the wait before dialling again grows with them. */
+  private natsCloses = 0;
+  /** Programs lost from the kernel that the cache could not give while the assigner could not be asked (logged once, until it answers). */
+  private readonly unreloadable = new Set<string>();
   private nats: NatsConnection | undefined;
   private wake: (() => void) | undefined;
   /** A wake-up that came while reconciling: the next sleep ends at once, so no change is missed. */
@@ -228,10 +235,14 @@ export class Agent {
       this.nats = nc;
       // nats.js redials a lost server for ever, but closes for good on some errors (refused credentials twice in a
       // row): then this agent dials again, as at start, rather than go without wake-ups until it is restarted.
-      void nc.closed().then((err) => {
+      // A server that closes each connection at once is dialled after a growing wait, not in a tight loop.
+      const since = performance.now();
+      void nc.closed().then(async (err) => {
         if (this.controller.signal.aborted) return;
+        this.natsCloses = performance.now() - since > NATS_LIVED_MS ? 1 : this.natsCloses + 1;
         this.log(`NATS closed the connection${err ? ` (${describeError(err)})` : ""}: polling only, connecting again`);
-        this.connectNats();
+        await refusalWait(this.natsCloses, natsRetryBase(this.options.natsRetryMs), this.controller.signal);
+        if (!this.controller.signal.aborted) this.connectNats();
       });
       this.telemetry.use(nc);
       const subject = assignmentsSubject(this.options.hostId);
@@ -392,6 +403,7 @@ export class Agent {
       throw err;
     }
     this.metrics.polled();
+    this.unreloadable.clear();
   }
 
   /** The pass once the assigner answered with `assigned`: fetch and verify, plan, enforce, report. */
@@ -490,28 +502,37 @@ export class Agent {
     // Orphans (installedNow keeps them on file) stay as they are too.
     const now = await this.installedNow();
     const actual = this.actual(now, [], new Map());
-    const lost = await this.reloadable(recorded, now.records, actual);
-    const steps = plan([...lost.values()].map((v) => v.program), actual, { hold: actual.map((p) => p.name), inUse: now.attached.map((a) => a.pref) });
-    await this.enforce(steps, now.records, new Map([...lost].map(([id, v]) => [id, v.artifact])));
+    // Recorded programs the kernel no longer has (a reboot empties bpffs and tc): each was in force, and nothing newer is known.
+    const running = new Set(actual.map((p) => p.name));
+    const gone = [...recorded].filter(([id, record]) => !now.records.has(id) && !running.has(record.name));
+    try {
+      const lost = await this.reloadable(gone);
+      const steps = plan([...lost.values()].map((v) => v.program), actual, { hold: actual.map((p) => p.name), inUse: now.attached.map((a) => a.pref) });
+      await this.enforce(steps, now.records, new Map([...lost].map(([id, v]) => [id, v.artifact])));
+    } finally {
+      // One not loaded again stays on file, so the next pass without the assigner tries again (installedNow dropped it).
+      const left = gone.filter(([id]) => !now.records.has(id));
+      for (const [id, record] of left) now.records.set(id, record);
+      if (left.length > 0) await this.state.saveInstalled(now.records);
+    }
   }
 
   /**
-   * Recorded programs the kernel no longer has (a reboot empties bpffs and
-   * tc), to load again while the assigner cannot be asked: the record says
-   * each was in force, and nothing newer is known. Each is verified in the
-   * cache (ArtifactCache.verifyHeld); one the cache cannot give stays lost
-   * until the assigner answers, said once a pass.
+   * Of `gone`, those the cache gives verified (ArtifactCache.verifyHeld),
+   * against the trust root held now (no network: this is a pass without the
+   * assigner), to load again. One it cannot give stays off until the
+   * assigner answers, said once.
    */
-  private async reloadable(recorded: ReadonlyMap<string, InstalledRecord>, records: ReadonlyMap<string, InstalledRecord>, actual: readonly Program[]): Promise<Map<string, { program: Program; artifact: VerifiedArtifact }>> {
+  private async reloadable(gone: readonly [string, InstalledRecord][]): Promise<Map<string, { program: Program; artifact: VerifiedArtifact }>> {
     const lost = new Map<string, { program: Program; artifact: VerifiedArtifact }>();
-    const running = new Set(actual.map((p) => p.name));
-    const gone = [...recorded].filter(([id, record]) => !records.has(id) && !running.has(record.name));
     if (gone.length === 0) return lost;
     const { signal } = this.controller;
-    const trust = this.trustRoot ? await this.trustRoot.trust(this.options.trust, signal) : this.options.trust;
+    const trust = this.trustRoot ? this.trustRoot.heldTrust(this.options.trust) : this.options.trust;
     for (const [id, { name, version }] of gone) {
       const artifact = await this.cache.verifyHeld(id, { trust, signal });
       if (artifact) lost.set(id, { program: { id, name, version }, artifact });
+      else if (this.unreloadable.has(id)) continue;
+      else this.unreloadable.add(id);
       this.log(`${name} ${version} ${id} is no longer loaded (a reboot?) and the assigner cannot be asked: ${artifact ? "loading it again from the cache" : "the cache cannot give it verified; it stays off until the assigner answers"}`);
     }
     return lost;

@@ -2,6 +2,7 @@
 // completes or is undone, so a failure (kernel verifier, tc, a device gone)
 // leaves the previous state in force; the caller reports it with its code.
 import { compileRules, compareHooks, hookName, type Attachment, type Datapath, type Hook, type TcDirection } from "../ebpf/index.js";
+import { describeError, errorCode } from "../errors.js";
 import type { Direction } from "../policy/index.js";
 import type { VerifiedArtifact } from "./fetch.js";
 import type { Step } from "./plan.js";
@@ -42,7 +43,7 @@ export class Executor {
           // Until its replacement goes in, the old version is held as a kept one is: a replacement the kernel
           // refuses on every pass must not leave the old one unrestored after drift, or missing on a new interface.
           // (Once the new version is recorded it runs, and only retiring the old one failed: nothing to hold.)
-          if (!records.has(step.program.id)) await this.keep(step.old.id, ifaces, records);
+          if (!records.has(step.program.id)) await this.hold(step.old.id, ifaces, records);
           throw err;
         }
       case "remove":
@@ -141,6 +142,18 @@ export class Executor {
   }
 
   /**
+   * keep() for the version a failed replacement leaves in force: its own
+   * failure is reported under its own digest, so the replacement's step
+   * still fails with the replacement's code (a rollout reads it).
+   */
+  private async hold(id: string, ifaces: readonly string[], records: Map<string, InstalledRecord>): Promise<void> {
+    await this.keep(id, ifaces, records).catch((err: unknown) => {
+      const record = records.get(id);
+      this.reporter.report({ event: "failed", id, ...(record ? { name: record.name, version: record.version } : {}), code: errorCode(err), reason: `keep: ${describeError(err)}` });
+    });
+  }
+
+  /**
    * Attaches `id` at `hook`; false when its device went away since the
    * interfaces were listed (a container's veth, on a busy host): skipped,
    * not a failure that would undo the step on every other interface.
@@ -150,7 +163,9 @@ export class Executor {
       await this.datapath.attach(id, hook);
       return true;
     } catch (err) {
-      if ((await this.datapath.interfaces()).some((i) => i.name === hook.iface)) throw err;
+      // Gone only when the kernel's listing says so: a listing that fails leaves the attach's own error.
+      const present = await this.datapath.interfaces().then((all) => all.some((i) => i.name === hook.iface), () => true);
+      if (present) throw err;
       return false;
     }
   }

@@ -54,14 +54,24 @@ function escape(value: string): string {
   return value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
 }
 
-/** Serves GET /metrics on host:port (port 0: any free one); resolves once listening. */
-export async function serveMetrics(metrics: AgentMetrics, port: number, host = "127.0.0.1"): Promise<{ server: Server; url: string }> {
+/**
+ * Serves GET /metrics on host:port (port 0: any free one); resolves once
+ * listening. A scrape the kernel's read holds past `scrapeTimeoutMs`
+ * (default 10 s: tc or bpftool stuck) is answered 503, not left hanging.
+ */
+export async function serveMetrics(metrics: AgentMetrics, port: number, host = "127.0.0.1", scrapeTimeoutMs = 10_000): Promise<{ server: Server; url: string }> {
   const server = createServer((req, res) => {
     if (req.method !== "GET" || req.url?.split("?")[0] !== "/metrics") {
       res.writeHead(404, { "content-type": "text/plain" }).end("not found: GET /metrics\n");
       return;
     }
-    void metrics.text().then((text) => res.writeHead(200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" }).end(text));
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<undefined>((resolve) => (timer = setTimeout(resolve, scrapeTimeoutMs, undefined)));
+    void Promise.race([metrics.text(), late]).then((text) => {
+      clearTimeout(timer);
+      if (text === undefined) res.writeHead(503, { "content-type": "text/plain" }).end(`reading the kernel took over ${scrapeTimeoutMs} ms\n`);
+      else res.writeHead(200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" }).end(text);
+    });
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);

@@ -198,8 +198,12 @@ export class TrustRootFollower {
    * and identities) over the root, plus the locally pinned `--trust`.
    */
   async trust(local: TrustPolicy, signal?: AbortSignal): Promise<TrustPolicy> {
-    const artifact = await this.refresh(signal);
-    return mergeTrust({ keys: [], ...artifact.policy, trustedRoot: artifact.root }, local);
+    return merged(await this.refresh(signal), local);
+  }
+
+  /** `local` with the root held now, looking for no newer one (a pass that cannot reach the network); `local` alone while none is held. */
+  heldTrust(local: TrustPolicy): TrustPolicy {
+    return this.held ? merged(this.held, local) : local;
   }
 
   private async keep(artifact: TrustRootArtifact): Promise<void> {
@@ -210,4 +214,9 @@ export class TrustRootFollower {
     await rm(`${this.file}.bad`, { force: true });
     this.floor = undefined;
   }
+}
+
+/** The trust a root artifact gives (its policy and trusted root), with the agent's own `local` trust. */
+function merged(artifact: TrustRootArtifact, local: TrustPolicy): TrustPolicy {
+  return mergeTrust({ keys: [], ...artifact.policy, trustedRoot: artifact.root }, local);
 }

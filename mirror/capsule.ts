@@ -113,33 +113,33 @@ export async function writeCapsule(sources: CapsuleSource[], output: string, opt
   try {
     const layout = new OciLayoutTarget(staging);
     const artifacts = new Map<string, CapsuleArtifact>();
-    let bytes = 0;
-    for (const source of sources) {
-      const known = artifacts.get(source.digest);
-      if (known) {
-        // One digest named from two repositories: the first reference by code unit is recorded, so the order given does not change the bytes.
-        if (known.source === undefined || byCodeUnit(source.reference, known.source) < 0) known.source = source.reference;
-        continue;
-      }
+    /** Each node of the capsule once, by digest (artifacts share blobs), against CAPSULE_LIMITS.maxTotalSize. */
+    const sizes = new Map<string, number>();
+    // In reference order: a digest named from two repositories is copied, signatures and all, from the first by code unit
+    // and recorded as from there, so the order given changes nothing.
+    for (const source of [...sources].sort((a, b) => byCodeUnit(a.reference, b.reference))) {
+      if (artifacts.has(source.digest)) continue;
+      // Before any blob is fetched: an unsigned artifact fails here, not after gigabytes (checked again below, in the capsule).
+      if (options.trust) await checkSigned(source.target, source.digest, source.reference, options.trust);
       const root = await source.target.resolve(source.digest, { signal });
       // Only its signatures travel: any other referrer (an SBOM anyone who can push attached) could be of any size, and an import takes none.
       const signatures = await listSignatures(source.target, root);
-      let graph = 0;
       await copy(source.target, source.digest, layout, undefined, {
         referrers: signatures,
         maxBlobSize: CAPSULE_LIMITS.maxBlobSize,
-        maxTotalSize: CAPSULE_LIMITS.maxTotalSize - bytes,
-        onProgress: (_done, total) => (graph = total),
-        onEvent: options.onEvent,
+        maxTotalSize: CAPSULE_LIMITS.maxTotalSize,
+        onEvent: (event) => {
+          sizes.set(event.desc.digest, event.desc.size);
+          options.onEvent?.(event);
+        },
         signal,
       }).catch((err: unknown) => {
-        if (err instanceof RegistryError && err.code === "SIZE_LIMIT") {
-          const limits = `a capsule holds blobs of at most ${CAPSULE_LIMITS.maxBlobSize} bytes, ${CAPSULE_LIMITS.maxTotalSize} in all`;
-          throw new MirrorError("CAPSULE_TOO_LARGE", `cannot export ${source.reference}: ${err.message} (${limits})`, { cause: err });
-        }
-        throw err;
+        throw err instanceof RegistryError && err.code === "SIZE_LIMIT" ? new MirrorError("CAPSULE_TOO_LARGE", `cannot export ${source.reference}: ${err.message}`, { cause: err }) : err;
       });
-      bytes += graph;
+      const total = [...sizes.values()].reduce((sum, size) => sum + size, 0);
+      if (total > CAPSULE_LIMITS.maxTotalSize) {
+        throw new MirrorError("CAPSULE_TOO_LARGE", `cannot export ${source.reference}: the capsule would hold ${total} bytes, over the limit of ${CAPSULE_LIMITS.maxTotalSize}`);
+      }
       artifacts.set(root.digest, { desc: plain(root), source: source.reference });
     }
     const sorted = [...artifacts.values()].sort((a, b) => byCodeUnit(a.desc.digest, b.desc.digest));

@@ -339,12 +339,14 @@ export const RolloutRing = z.strictObject({
 });
 
 /**
- * PUT /rollouts/{id}'s body: the largest record the schema below allows, 1000
- * changes of two digests and an 1100-character target (3.3 MB if every
- * character takes three bytes of UTF-8) and 16 rings of 20 failures. The
- * default 64 KiB refused a rollout of ~340 replacements before it began.
+ * PUT /rollouts/{id}'s body: the largest record the schema below allows,
+ * every free-text character a control character that JSON writes as six
+ * bytes (\u0001): 1000 changes of two digests and an 1100-character target
+ * (6.8 MB), 16 rings of 20 failures with 128-character host ids, 64-character
+ * codes and 512-character reasons (1.2 MB). The default 64 KiB refused a
+ * rollout of ~340 replacements before it began.
  */
-export const ROLLOUT_BODY_LIMIT = 4 * 1024 * 1024;
+export const ROLLOUT_BODY_LIMIT = 8 * 1024 * 1024;
 
 /** A staged rollout, kept on the assigner so that any process can show it (`aegis rollout status`). */
 export const RolloutJson = z.strictObject({

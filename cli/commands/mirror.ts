@@ -39,7 +39,7 @@ export function registerMirror(program: Command): void {
     addTrustOptions(
       mirror
         .command("export")
-        .description("write artifacts, by digest, with all their signatures (referrers) and what they reference, to a capsule")
+        .description("write artifacts, by digest, with their signatures (sigstore bundle referrers) and what they reference, to a capsule")
         .argument("[ref...]", "host[:port]/repo@sha256:… or oci:<dir>@sha256:… (a tag is refused, with the digest it resolves to)")
         .option("--from <fleet...>", "also every digest these fleet files (or directories of them) name, all environments")
         .requiredOption("-o, --output <file>", "the capsule to write (replaced only once complete)"),

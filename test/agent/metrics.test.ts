@@ -57,6 +57,16 @@ describe("AgentMetrics", () => {
     expect(text, "never polled").toContain("\naegis_agent_last_successful_poll_timestamp_seconds 0\n");
   });
 
+  it("a scrape the kernel's read holds too long is answered 503, not left hanging", async () => {
+    const { server, url } = await serveMetrics(new AgentMetrics(() => new Promise(() => undefined)), 0, "127.0.0.1", 50);
+    try {
+      const answer = await fetch(url);
+      expect([answer.status, await answer.text()], "the answer").toEqual([503, "reading the kernel took over 50 ms\n"]);
+    } finally {
+      server.close();
+    }
+  });
+
   it("scrapes that arrive together share one read of the pins", async () => {
     let reads = 0;
     const metrics = new AgentMetrics(async () => {

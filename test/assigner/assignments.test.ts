@@ -102,19 +102,21 @@ describe("the desired-state API", () => {
     expect(((await http("GET", "/rollouts", admin)).json.rollouts as { id: string }[]).map((r) => r.id)).toEqual(["r-api-1"]);
   });
 
-  it("takes the largest rollout record its schema allows (1000 changes of long targets, 16 rings of 20 failures)", async () => {
-    const target = `selector ${"é".repeat(1091)}`; // 1100 characters, two bytes each
-    const failures = Array.from({ length: 20 }, (_, i) => ({ host_id: `h-${i}`, artifact_id: digest, code: "LOAD_FAILED", reason: "r".repeat(512) }));
+  it("takes the largest rollout record its schema allows (1000 changes of long targets, 16 rings of 20 failures, every character escaped)", async () => {
+    const escaped = (n: number) => "\u0001".repeat(n); // six bytes of JSON each
+    const failures = Array.from({ length: 20 }, (_, i) => ({ host_id: `h${String(i).padStart(127, "0")}`, artifact_id: digest, code: escaped(64), reason: escaped(512) }));
     const largest = {
       id: "r-api-largest",
       state: "running",
-      changes: Array.from({ length: 1000 }, () => ({ from: digest, to: digest, target })),
+      reason: escaped(2048),
+      changes: Array.from({ length: 1000 }, () => ({ from: digest, to: digest, target: escaped(1100) })),
       rings: Array.from({ length: 16 }, () => ({ spec: "100%", hosts: 1, state: "failed", in_force: 0, failed: 20, failures })),
       max_failures: "0",
       ring_timeout_ms: 1000,
       started_at: new Date().toISOString(),
       updated_at: new Date().toISOString(),
     };
+    expect(JSON.stringify(largest).length, "the body's size").toBeGreaterThan(7_900_000);
     const put = await http("PUT", "/rollouts/r-api-largest", { ...admin, body: largest });
     expect(put.status, JSON.stringify(put.json)).toBe(200);
     expect(((await http("GET", "/rollouts/r-api-largest", admin)).json.changes as unknown[]).length, "all 1000 changes kept").toBe(1000);
