@@ -502,9 +502,11 @@ export class Agent {
     // Orphans (installedNow keeps them on file) stay as they are too.
     const now = await this.installedNow();
     const actual = this.actual(now, [], new Map());
-    // Recorded programs the kernel no longer has (a reboot empties bpffs and tc): each was in force, and nothing newer is known.
+    // Recorded programs the kernel no longer has (a reboot empties bpffs and tc): each was in force, and nothing newer
+    // is known. Not one whose name runs, nor one whose pref a filter holds (a replacement the agent crashed before
+    // recording, an orphan): that is in force already.
     const running = new Set(actual.map((p) => p.name));
-    const gone = [...recorded].filter(([id, record]) => !now.records.has(id) && !running.has(record.name));
+    const gone = [...recorded].filter(([id, record]) => !now.records.has(id) && !running.has(record.name) && !now.attached.some((a) => a.pref === record.pref));
     try {
       const lost = await this.reloadable(gone);
       const steps = plan([...lost.values()].map((v) => v.program), actual, { hold: actual.map((p) => p.name), inUse: now.attached.map((a) => a.pref) });
@@ -529,7 +531,8 @@ export class Agent {
     const { signal } = this.controller;
     const trust = this.trustRoot ? this.trustRoot.heldTrust(this.options.trust) : this.options.trust;
     for (const [id, { name, version }] of gone) {
-      const artifact = await this.cache.verifyHeld(id, { trust, signal });
+      // Followed, but no root held (its file set aside): what the root requires is not known, so nothing is verified against less.
+      const artifact = trust ? await this.cache.verifyHeld(id, { trust, signal }) : undefined;
       if (artifact) lost.set(id, { program: { id, name, version }, artifact });
       else if (this.unreloadable.has(id)) continue;
       else this.unreloadable.add(id);
@@ -660,6 +663,9 @@ export class Agent {
       await this.state.saveInstalled(records);
       this.stepFailed.delete(id);
     } catch (err) {
+      // What a failed keep changed in its record (the interfaces it covers, since when) is kept too: install and
+      // remove change the records only once they succeed.
+      await this.state.saveInstalled(records).catch((saving: unknown) => this.log(`cannot save the installed records: ${describeError(saving)}`));
       // Retried every pass; reported again only when the failure changes.
       const failure = `${step.kind} ${errorCode(err)}`;
       if (this.stepFailed.get(id) === failure) return;

@@ -21,6 +21,9 @@ function hooksFor(direction: Direction, ifaces: readonly string[], pref: number)
 const same = (a: Hook, b: Hook) => a.iface === b.iface && a.direction === b.direction && a.pref === b.pref;
 
 export class Executor {
+  /** The last failure of hold() per digest, so one that repeats every pass is reported once. */
+  private readonly holdFailed = new Map<string, string>();
+
   constructor(
     private readonly datapath: Datapath,
     private readonly reporter: Reporter,
@@ -96,6 +99,7 @@ export class Executor {
 
   private async retire(id: string, records: Map<string, InstalledRecord>): Promise<void> {
     await this.datapath.unpin(id);
+    this.holdFailed.delete(id);
     const record = records.get(id);
     records.delete(id);
     this.reporter.report({ event: "detached", id, ...(record ? { name: record.name, version: record.version } : {}), reason: "detached and unpinned" });
@@ -147,10 +151,17 @@ export class Executor {
    * still fails with the replacement's code (a rollout reads it).
    */
   private async hold(id: string, ifaces: readonly string[], records: Map<string, InstalledRecord>): Promise<void> {
-    await this.keep(id, ifaces, records).catch((err: unknown) => {
+    try {
+      await this.keep(id, ifaces, records);
+      this.holdFailed.delete(id);
+    } catch (err) {
+      // Reported when it changes, as a step's failure is (the replacement is retried, and this with it, every pass).
+      const code = errorCode(err);
+      if (this.holdFailed.get(id) === code) return;
+      this.holdFailed.set(id, code);
       const record = records.get(id);
-      this.reporter.report({ event: "failed", id, ...(record ? { name: record.name, version: record.version } : {}), code: errorCode(err), reason: `keep: ${describeError(err)}` });
-    });
+      this.reporter.report({ event: "failed", id, ...(record ? { name: record.name, version: record.version } : {}), code, reason: `keep: ${describeError(err)}` });
+    }
   }
 
   /**

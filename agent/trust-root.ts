@@ -201,9 +201,9 @@ export class TrustRootFollower {
     return merged(await this.refresh(signal), local);
   }
 
-  /** `local` with the root held now, looking for no newer one (a pass that cannot reach the network); `local` alone while none is held. */
-  heldTrust(local: TrustPolicy): TrustPolicy {
-    return this.held ? merged(this.held, local) : local;
+  /** `local` with the root held now, looking for no newer one (a pass that cannot reach the network); undefined while none is held. */
+  heldTrust(local: TrustPolicy): TrustPolicy | undefined {
+    return this.held && merged(this.held, local);
   }
 
   private async keep(artifact: TrustRootArtifact): Promise<void> {

@@ -86,6 +86,8 @@ export interface WrittenCapsule {
 }
 
 export interface WriteOptions {
+  /** The capsule's size limits (maxBlobs, maxBlobSize, maxTotalSize); default CAPSULE_LIMITS, which an import holds it to. */
+  limits?: CapsuleLimits;
   /**
    * Given, each artifact must carry a signature it accepts in the capsule as
    * written (import's check), or nothing is written: one whose signatures a
@@ -109,25 +111,27 @@ export async function writeCapsule(sources: CapsuleSource[], output: string, opt
     throw new InputError("FILE_NOT_FOUND", `cannot write ${output}: ${dirname(output)} is not a directory`);
   }
   const { signal } = options;
+  const limits = options.limits ?? CAPSULE_LIMITS;
   const staging = await mkdtemp(join(dirname(output), `.${basename(output)}.staging-`));
   try {
     const layout = new OciLayoutTarget(staging);
     const artifacts = new Map<string, CapsuleArtifact>();
-    /** Each node of the capsule once, by digest (artifacts share blobs), against CAPSULE_LIMITS.maxTotalSize. */
+    /** Each node of the capsule once, by digest (artifacts share blobs), against limits.maxTotalSize. */
     const sizes = new Map<string, number>();
     // In reference order: a digest named from two repositories is copied, signatures and all, from the first by code unit
     // and recorded as from there, so the order given changes nothing.
     for (const source of [...sources].sort((a, b) => byCodeUnit(a.reference, b.reference))) {
       if (artifacts.has(source.digest)) continue;
       // Before any blob is fetched: an unsigned artifact fails here, not after gigabytes (checked again below, in the capsule).
-      if (options.trust) await checkSigned(source.target, source.digest, source.reference, options.trust);
+      if (options.trust) await checkSigned(source.target, source.digest, source.reference, options.trust, { signal });
       const root = await source.target.resolve(source.digest, { signal });
       // Only its signatures travel: any other referrer (an SBOM anyone who can push attached) could be of any size, and an import takes none.
       const signatures = await listSignatures(source.target, root);
       await copy(source.target, source.digest, layout, undefined, {
         referrers: signatures,
-        maxBlobSize: CAPSULE_LIMITS.maxBlobSize,
-        maxTotalSize: CAPSULE_LIMITS.maxTotalSize,
+        maxBlobSize: limits.maxBlobSize,
+        // What earlier artifacts hold counts once; a blob this one shares with them counts again here, erring on the safe side.
+        maxTotalSize: limits.maxTotalSize - [...sizes.values()].reduce((sum, size) => sum + size, 0),
         onEvent: (event) => {
           sizes.set(event.desc.digest, event.desc.size);
           options.onEvent?.(event);
@@ -137,8 +141,8 @@ export async function writeCapsule(sources: CapsuleSource[], output: string, opt
         throw err instanceof RegistryError && err.code === "SIZE_LIMIT" ? new MirrorError("CAPSULE_TOO_LARGE", `cannot export ${source.reference}: ${err.message}`, { cause: err }) : err;
       });
       const total = [...sizes.values()].reduce((sum, size) => sum + size, 0);
-      if (total > CAPSULE_LIMITS.maxTotalSize) {
-        throw new MirrorError("CAPSULE_TOO_LARGE", `cannot export ${source.reference}: the capsule would hold ${total} bytes, over the limit of ${CAPSULE_LIMITS.maxTotalSize}`);
+      if (total > limits.maxTotalSize) {
+        throw new MirrorError("CAPSULE_TOO_LARGE", `cannot export ${source.reference}: the capsule would hold ${total} bytes, over the limit of ${limits.maxTotalSize}`);
       }
       artifacts.set(root.digest, { desc: plain(root), source: source.reference });
     }
@@ -161,7 +165,7 @@ export async function writeCapsule(sources: CapsuleSource[], output: string, opt
         ...referrerIndexes,
       ],
     };
-    const blobs = [...(await reachable(layout, index.manifests, CAPSULE_LIMITS.maxBlobs)).values()].sort((a, b) => byCodeUnit(a.digest, b.digest));
+    const blobs = [...(await reachable(layout, index.manifests, limits.maxBlobs)).values()].sort((a, b) => byCodeUnit(a.digest, b.digest));
     return { artifacts: sorted, blobs: blobs.length, bytes: await writeTar(output, encodeJson(index), blobs, layout, signal) };
   } finally {
     await rm(staging, { recursive: true, force: true });

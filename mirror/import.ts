@@ -56,7 +56,7 @@ export async function importCapsule(path: string, dst: Target, trust: TrustPolic
       options.signal?.throwIfAborted();
       const artifact: ImportedArtifact = { digest: desc.digest, mediaType: desc.mediaType, size: desc.size, source, signatures: [], skipped: [] };
       // Every signature is checked (checkSigned does not stop at the first that verifies), so only those that verify are pushed.
-      const explained = await checkSigned(capsule.target, desc.digest, `capsule refused: ${desc.digest}${source ? ` (from ${source})` : ""}`, trust, options.at);
+      const explained = await checkSigned(capsule.target, desc.digest, `capsule refused: ${desc.digest}${source ? ` (from ${source})` : ""}`, trust, { ...(options.at ? { at: options.at } : {}), ...(options.signal ? { signal: options.signal } : {}) });
       const verdicts = new Map(explained.signatures.map((v) => [v.signature, v]));
       const signatures: Descriptor[] = [];
       // The capsule's referrers index is unsigned: each digest once, and indexed at the site as its verified manifest describes it.

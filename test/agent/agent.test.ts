@@ -293,11 +293,13 @@ describe("enforcement", () => {
     expect(await filters(datapath), "v1 restored and on eth9, v2 still refused").toEqual([...before, `eth9 egress ${pref} ${v1}`].sort());
     expect(events.filter((e) => e.id === v1 && e.event === "drift"), "the drift reported").toHaveLength(1);
 
-    // Restoring v1 fails too: that is v1's failure; v2's step still fails with its own code.
-    await datapath.detach(first!);
-    datapath.failNext("load");
-    datapath.failNext("attach");
-    await agent.reconcile();
+    // Restoring v1 fails too, pass after pass: that is v1's failure, reported once; v2's step still fails with its own code.
+    for (let pass = 0; pass < 2; pass++) {
+      await datapath.detach(first!).catch(() => undefined);
+      datapath.failNext("load");
+      datapath.failNext("attach");
+      await agent.reconcile();
+    }
     // Each change of v2's failure is reported once: the load, the second attach, the load again (unchanged this pass).
     expect(events.filter((e) => e.id === v2 && e.event === "failed").map((e) => e.code), "v2's failures").toEqual(["LOAD_FAILED", "TC_FAILED", "LOAD_FAILED"]);
     expect(events.filter((e) => e.id === v1 && e.event === "failed").map((e) => [e.code, e.reason?.split(":")[0]]), "v1's").toEqual([["TC_FAILED", "keep"]]);
@@ -329,6 +331,14 @@ describe("enforcement", () => {
     expect(events.filter((e) => e.id === v1 && e.event === "failed").map((e) => e.code), "the keep's failure").toEqual(["TC_FAILED"]);
     await agent.reconcile();
     expect(await filters(datapath), "eth0 at the next pass").toEqual([`eth0 egress ${pref} ${v1}`, `eth1 egress ${pref} ${v1}`]);
+
+    // The attach fails and the listing that would tell a device gone fails too: the attach's failure stands.
+    await datapath.detach({ iface: "eth0", direction: "egress", pref });
+    datapath.failNext("attach");
+    let calls = 0;
+    datapath.interfaces = () => (++calls === 2 ? Promise.reject(new Error("netlink busy")) : listed());
+    await agent.reconcile();
+    expect(events.filter((e) => e.id === v1 && e.event === "failed").map((e) => e.code), "reported again").toEqual(["TC_FAILED", "TC_FAILED"]);
   });
 
   it("adopts what is pinned and attached after a restart, without loading or attaching again", async () => {
@@ -999,6 +1009,19 @@ describe("outages", () => {
     await expect(second.agent.reconcile(), "the pass fails").rejects.toThrow("netlink went away");
     expect(await filters(second.datapath), "held: the deleted filter restored").toEqual(before);
     expect(await lastPass(), "the last pass's time unchanged").toBe(passed);
+  });
+
+  it("after a reboot while the assigner cannot be asked, a recorded program whose pref a filter holds is not loaded beside it", async () => {
+    const { first } = await installedThenStopped("13.4.0", "outage-pref", "outage-pref-host");
+    // Rebooted, and something runs at the policy's pref (a replacement the agent crashed before recording, say).
+    const rebooted = new MemoryDatapath({ interfaces: ["lo", "eth0", "eth1"] });
+    rebooted.attachForeign({ iface: "eth0", direction: "egress", pref: basePref("outage-pref") });
+    const before = await filters(rebooted);
+    const second = await runAgent("outage-pref-host", { stateDir: first.stateDir, assigner: "http://127.0.0.1:1", requestTimeoutMs: 2_000, datapath: rebooted });
+    running.push(second);
+    await expect(second.agent.reconcile()).rejects.toMatchObject({ code: "UNAVAILABLE" });
+    expect(await filters(second.datapath), "only what ran").toEqual(before);
+    expect(second.logs.filter((l) => l.includes("is no longer loaded")), "not a candidate").toEqual([]);
   });
 
   it("an assigner that hangs fails the pass with UNAVAILABLE, enforcement holds, and a stop does not wait for it", async () => {

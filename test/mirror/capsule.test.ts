@@ -163,6 +163,33 @@ describe("a capsule from one registry into another", () => {
     expect(first!.source, "the reference recorded").toBe(`${again.name}@${a.manifest.digest}`);
   });
 
+  it("an export over the capsule's limits is refused before the blob past them is fetched: CAPSULE_TOO_LARGE, nothing written", async () => {
+    /** The artifacts' source, recording every blob read from it. */
+    const fetched: string[] = [];
+    const src = new (class extends MemoryTarget {
+      override async fetchUnverified(desc: Descriptor, options?: AbortOptions): Promise<Readable> {
+        fetched.push(desc.digest);
+        return super.fetchUnverified(desc, options);
+      }
+    })("recording");
+    for (const x of [a, b]) await copy(x.repo, x.manifest.digest, src, undefined, { referrers: true });
+    const sourceIn = (x: Signed): CapsuleSource => ({ target: src, digest: x.manifest.digest, reference: `memory:${x === a ? "a" : "b"}@${x.manifest.digest}` });
+    const dir = mkdtempSync(join(work, "too-large-"));
+    // Room for a's graph (its manifest, config, layer and signature's) and b's manifest, not b's layer.
+    const once = join(dir, "first.tar");
+    await writeCapsule([sourceIn(a)], once);
+    const aBytes = (await readEntries(once)).filter((e) => e.header.name.startsWith("blobs/")).reduce((sum, e) => sum + e.data.byteLength, 0);
+    rmSync(once);
+    const limits = { ...CAPSULE_LIMITS, maxTotalSize: aBytes + 600 };
+    fetched.length = 0;
+    const refusal = await writeCapsule([sourceIn(a), sourceIn(b)], join(dir, "c.tar"), { limits }).catch((err: unknown) => err as MirrorError);
+    expect(refusal, "refused").toMatchObject({ code: "CAPSULE_TOO_LARGE", message: expect.stringContaining(`cannot export memory:b@${b.manifest.digest}`) });
+    expect(fetched, "b's layer never read").not.toContain(b.layer.digest);
+    expect(readdirSync(dir), "nothing written").toEqual([]);
+    const blob = await writeCapsule([sourceIn(a)], join(dir, "blob.tar"), { limits: { ...CAPSULE_LIMITS, maxBlobSize: 999 } }).catch((err: unknown) => err as MirrorError);
+    expect(blob, "a blob over maxBlobSize").toMatchObject({ code: "CAPSULE_TOO_LARGE", message: expect.stringContaining(`is 1000 bytes, over the limit of 999`) });
+  });
+
   it("is an OCI archive skopeo copies from, digests unchanged", async () => {
     const skopeo = requireBinary("skopeo", "skopeo");
     const out = join(work, "skopeo-out");
