@@ -122,8 +122,14 @@ export async function writeCapsule(sources: CapsuleSource[], output: string, opt
     // and recorded as from there, so the order given changes nothing.
     for (const source of [...sources].sort((a, b) => byCodeUnit(a.reference, b.reference))) {
       if (artifacts.has(source.digest)) continue;
-      // Before any blob is fetched: an unsigned artifact fails here, not after gigabytes (checked again below, in the capsule).
-      if (options.trust) await checkSigned(source.target, source.digest, source.reference, options.trust, { signal });
+      // Before any blob is fetched: an unsigned artifact fails here, not after gigabytes (checked again below, in the
+      // capsule, for what the requirement asks), and so does one whose accepted signatures a capsule cannot carry.
+      if (options.trust) {
+        const explained = await checkSigned(source.target, source.digest, source.reference, options.trust, { signal });
+        if (!explained.signatures.some((v) => v.accepted && v.format === "sigstore-bundle")) {
+          throw new MirrorError("NOT_VERIFIED", `${source.reference} is signed only with a cosign .sig tag, which a capsule does not carry: sign it with aegis sign (or cosign sign --new-bundle-format)`);
+        }
+      }
       const root = await source.target.resolve(source.digest, { signal });
       // Only its signatures travel: any other referrer (an SBOM anyone who can push attached) could be of any size, and an import takes none.
       const signatures = await listSignatures(source.target, root);

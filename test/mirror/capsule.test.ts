@@ -521,7 +521,7 @@ describe("aegis mirror", () => {
     expect((await verifyArtifact(legacy, manifest.digest, trust)).format, "it verifies at the source").toBe("cosign-legacy");
     const out = join(work, "legacy-cli.tar");
     const result = await aegis(["mirror", "export", `${legacy.name}@${manifest.digest}`, "-o", out, "--key", join(work, "ci.pub")]);
-    expect(expectOneErrorLine(result)).toContain(`${legacy.name}@${manifest.digest} (with the signatures a capsule carries: sigstore bundle referrers) has no signature`);
+    expect(expectOneErrorLine(result), "before its blobs are fetched").toContain(`${legacy.name}@${manifest.digest} is signed only with a cosign .sig tag, which a capsule does not carry`);
     expect(readdirSync(work).filter((n) => n.includes("legacy-cli.tar")), "no capsule, no staging, no temp file").toEqual([]);
   });
 
