@@ -76,6 +76,8 @@ interface Installed {
   attached: Attachment[];
   orphans: Orphan[];
   boot: string | undefined;
+  /** The records of programs no longer loaded, dropped from `records` (and from the file) by this reading. */
+  dropped: [string, InstalledRecord][];
 }
 
 export class Agent {
@@ -498,7 +500,6 @@ export class Agent {
    */
   private async holdInstalled(): Promise<void> {
     if (this.options.dryRun) return;
-    const recorded = await this.state.installed();
     // Orphans (installedNow keeps them on file) stay as they are too.
     const now = await this.installedNow();
     const actual = this.actual(now, [], new Map());
@@ -506,7 +507,7 @@ export class Agent {
     // is known. Not one whose name runs, nor one whose pref a filter holds (a replacement the agent crashed before
     // recording, an orphan): that is in force already.
     const running = new Set(actual.map((p) => p.name));
-    const gone = [...recorded].filter(([id, record]) => !now.records.has(id) && !running.has(record.name) && !now.attached.some((a) => a.pref === record.pref));
+    const gone = now.dropped.filter(([, record]) => !running.has(record.name) && !now.attached.some((a) => a.pref === record.pref));
     try {
       const lost = await this.reloadable(gone);
       const steps = plan([...lost.values()].map((v) => v.program), actual, { hold: actual.map((p) => p.name), inUse: now.attached.map((a) => a.pref) });
@@ -557,7 +558,7 @@ export class Agent {
     const attached = await datapath.attached().catch((err: unknown) => (dry ? [] : Promise.reject(err)));
     const dropped = [...records].filter(([id]) => !loaded.some((p) => p.id === id));
     for (const [id] of dropped) records.delete(id);
-    if (dry) return { records, loaded, attached, orphans: [], boot: undefined };
+    if (dry) return { records, loaded, attached, orphans: [], boot: undefined, dropped };
 
     const boot = await datapath.boot();
     for (const { id, programId } of loaded) {
@@ -577,7 +578,7 @@ export class Agent {
     if (found.length > 0 || orphans.length !== known.length) await this.state.saveOrphans(orphans.map((o) => o.record));
     // Saved at once (after the orphans): a pass with no step to save them would find the dropped records again, and status show them.
     if (dropped.length > 0) await this.state.saveInstalled(records);
-    return { records, loaded, attached, orphans, boot };
+    return { records, loaded, attached, orphans, boot, dropped };
   }
 
   /**
@@ -663,6 +664,11 @@ export class Agent {
       await this.state.saveInstalled(records);
       this.stepFailed.delete(id);
     } catch (err) {
+      // Until its replacement goes in, the old version is held as a kept one is (a step of its own, its failure
+      // reported under its digest): a replacement the kernel refuses on every pass must not leave the old one
+      // unrestored after drift, or missing on a new interface. Once the new version is recorded it runs, and only
+      // retiring the old one failed: nothing to hold.
+      if (step.kind === "replace" && !records.has(step.program.id)) await this.applyStep({ kind: "keep", program: step.old }, ifaces, records, verified);
       // What a failed keep changed in its record (the interfaces it covers, since when) is kept too: install and
       // remove change the records only once they succeed.
       await this.state.saveInstalled(records).catch((saving: unknown) => this.log(`cannot save the installed records: ${describeError(saving)}`));

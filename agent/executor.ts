@@ -2,7 +2,6 @@
 // completes or is undone, so a failure (kernel verifier, tc, a device gone)
 // leaves the previous state in force; the caller reports it with its code.
 import { compileRules, compareHooks, hookName, type Attachment, type Datapath, type Hook, type TcDirection } from "../ebpf/index.js";
-import { describeError, errorCode } from "../errors.js";
 import type { Direction } from "../policy/index.js";
 import type { VerifiedArtifact } from "./fetch.js";
 import type { Step } from "./plan.js";
@@ -21,9 +20,6 @@ function hooksFor(direction: Direction, ifaces: readonly string[], pref: number)
 const same = (a: Hook, b: Hook) => a.iface === b.iface && a.direction === b.direction && a.pref === b.pref;
 
 export class Executor {
-  /** The last failure of hold() per digest, so one that repeats every pass is reported once. */
-  private readonly holdFailed = new Map<string, string>();
-
   constructor(
     private readonly datapath: Datapath,
     private readonly reporter: Reporter,
@@ -40,15 +36,7 @@ export class Executor {
       case "add":
         return this.install(step.program.id, step.pref, ifaces, records, verified, undefined);
       case "replace":
-        try {
-          return await this.install(step.program.id, step.pref, ifaces, records, verified, step.old.id);
-        } catch (err) {
-          // Until its replacement goes in, the old version is held as a kept one is: a replacement the kernel
-          // refuses on every pass must not leave the old one unrestored after drift, or missing on a new interface.
-          // (Once the new version is recorded it runs, and only retiring the old one failed: nothing to hold.)
-          if (!records.has(step.program.id)) await this.hold(step.old.id, ifaces, records);
-          throw err;
-        }
+        return this.install(step.program.id, step.pref, ifaces, records, verified, step.old.id);
       case "remove":
         return this.remove(step.program.id, records);
     }
@@ -99,7 +87,6 @@ export class Executor {
 
   private async retire(id: string, records: Map<string, InstalledRecord>): Promise<void> {
     await this.datapath.unpin(id);
-    this.holdFailed.delete(id);
     const record = records.get(id);
     records.delete(id);
     this.reporter.report({ event: "detached", id, ...(record ? { name: record.name, version: record.version } : {}), reason: "detached and unpinned" });
@@ -143,25 +130,6 @@ export class Executor {
       this.reporter.report({ event: "attached", id, name: record.name, version: record.version, reason: `${attached.map(hookName).join(", ")}` });
     }
     if (failure !== undefined) throw failure;
-  }
-
-  /**
-   * keep() for the version a failed replacement leaves in force: its own
-   * failure is reported under its own digest, so the replacement's step
-   * still fails with the replacement's code (a rollout reads it).
-   */
-  private async hold(id: string, ifaces: readonly string[], records: Map<string, InstalledRecord>): Promise<void> {
-    try {
-      await this.keep(id, ifaces, records);
-      this.holdFailed.delete(id);
-    } catch (err) {
-      // Reported when it changes, as a step's failure is (the replacement is retried, and this with it, every pass).
-      const code = errorCode(err);
-      if (this.holdFailed.get(id) === code) return;
-      this.holdFailed.set(id, code);
-      const record = records.get(id);
-      this.reporter.report({ event: "failed", id, ...(record ? { name: record.name, version: record.version } : {}), code, reason: `keep: ${describeError(err)}` });
-    }
   }
 
   /**

@@ -43,10 +43,10 @@ export function env(name: string): string | undefined {
   return process.env[name] || undefined;
 }
 
-/** "30s", "500ms", "2m" or a number of seconds, in ms; errors name `--flag`. */
 /** The longest delay a Node timer takes. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
+/** "30s", "500ms", "2m" or a number of seconds, in ms; errors name `--flag`. */
 export function parseDuration(text: string, flag: string): number {
   const match = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text.trim());
   if (!match) throw new InputError("INVALID_ARGUMENT", `--${flag} ${text}: expected a duration like 30s, 500ms or 2m`);

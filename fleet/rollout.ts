@@ -344,11 +344,7 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
     // Each earlier assignment's hosts found once (a selector's by matching every agent): per moved host, per assignment, it was cubic.
     const previous = new Map<string, string[]>();
     for (const e of before.values()) {
-      for (const h of "host" in e.target ? [e.target.host] : hostsOf(e.target)) {
-        if (!moved.has(h)) continue;
-        const ids = previous.get(h) ?? [];
-        if (!ids.includes(e.artifactId)) previous.set(h, [...ids, e.artifactId]);
-      }
+      for (const h of hostsOf(e.target)) if (moved.has(h)) previous.set(h, [...new Set([...(previous.get(h) ?? []), e.artifactId])]);
     }
     const freshness: Freshness = { before: previous.size > 0 ? await reportsBefore(client, previous) : undefined, since };
     // The rollback rides out the assigner's blips for a ring's time, whatever stopped the rollout (a Ctrl-C included), from when it starts.

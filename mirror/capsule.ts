@@ -10,7 +10,6 @@
 // and where it came from) and each referrers index under its tag-schema tag
 // (`sha256-<hex>`, as OciLayoutTarget and registries without the referrers
 // API keep signatures). Every blob must be reachable from those entries.
-import { randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { mkdtemp, open, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
@@ -38,7 +37,7 @@ import {
   type Index,
   type ReadOnlyTarget,
 } from "../registry/index.js";
-import { byCodeUnit, openWriteStream, syncDir, TarCounter, tarDataEnd, TEMP_SUFFIX } from "../util/index.js";
+import { byCodeUnit, openWriteStream, syncDir, TarCounter, tarDataEnd, tempPathFor } from "../util/index.js";
 import { listSignatures, type TrustPolicy } from "../signing/index.js";
 import { MirrorError } from "./errors.js";
 import { checkSigned } from "./verified.js";
@@ -116,7 +115,7 @@ export async function writeCapsule(sources: CapsuleSource[], output: string, opt
   try {
     const layout = new OciLayoutTarget(staging);
     const artifacts = new Map<string, CapsuleArtifact>();
-    /** Each node of the capsule once, by digest (artifacts share blobs), against limits.maxTotalSize. */
+    /** Each node of the capsule once, by digest (artifacts share blobs): what is left of limits.maxTotalSize is the next copy's bound. */
     const sizes = new Map<string, number>();
     // In reference order: a digest named from two repositories is copied, signatures and all, from the first by code unit
     // and recorded as from there, so the order given changes nothing.
@@ -146,10 +145,6 @@ export async function writeCapsule(sources: CapsuleSource[], output: string, opt
       }).catch((err: unknown) => {
         throw err instanceof RegistryError && err.code === "SIZE_LIMIT" ? new MirrorError("CAPSULE_TOO_LARGE", `cannot export ${source.reference}: ${err.message}`, { cause: err }) : err;
       });
-      const total = [...sizes.values()].reduce((sum, size) => sum + size, 0);
-      if (total > limits.maxTotalSize) {
-        throw new MirrorError("CAPSULE_TOO_LARGE", `cannot export ${source.reference}: the capsule would hold ${total} bytes, over the limit of ${limits.maxTotalSize}`);
-      }
       artifacts.set(root.digest, { desc: plain(root), source: source.reference });
     }
     const sorted = [...artifacts.values()].sort((a, b) => byCodeUnit(a.desc.digest, b.desc.digest));
@@ -180,8 +175,7 @@ export async function writeCapsule(sources: CapsuleSource[], output: string, opt
 
 /** The tar, into a temp file beside `output`, synced, then renamed over it. */
 async function writeTar(output: string, index: Buffer, blobs: Descriptor[], layout: ReadOnlyTarget, signal?: AbortSignal): Promise<number> {
-  // Random, as atomicWrite's: a process id repeats (PID 1 in every container), and a name left by a killed export must not stop the next.
-  const temp = join(dirname(output), `.${basename(output)}.${randomBytes(6).toString("hex")}${TEMP_SUFFIX}`);
+  const temp = tempPathFor(output);
   const pack = tarPack();
   let created = false;
   try {

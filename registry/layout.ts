@@ -6,7 +6,7 @@ import { mkdir, open, readdir, rename, rm, stat, writeFile } from "node:fs/promi
 import { join } from "node:path";
 import { pipeline as pipe, Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { atomicWrite, openRegular, openWriteStream, readRegular, sleep } from "../util/index.js";
+import { atomicWrite, openRegular, openWriteStream, readRegular, removeStaleTemps, sleep } from "../util/index.js";
 import { RegistryError } from "./errors.js";
 import { checkDigest, DigestingStream, isDigest, readAll, verifyStream } from "./digest.js";
 import { Annotation, isManifestType, MAX_MANIFEST_SIZE, MediaType, type Descriptor, type Index } from "./oci.js";
@@ -232,20 +232,10 @@ export class OciLayoutTarget implements Target, Deleter {
   /**
    * Removes the temp files of writes that ended without cleaning up (the
    * process was killed mid-download) and unchanged for `olderThanMs`: a
-   * write under way changes its file as the bytes come. Returns their names.
+   * write under way changes its file as the bytes come.
    */
-  async removeStaleTemps(olderThanMs: number): Promise<string[]> {
-    const dir = join(this.dir, "blobs", "sha256");
-    const temps = (await readdir(dir).catch(() => [] as string[])).filter((n) => n.startsWith(TEMP_PREFIX));
-    const before = Date.now() - olderThanMs;
-    const stale: string[] = [];
-    for (const name of temps) {
-      const changed = await stat(join(dir, name)).then((s) => s.mtimeMs, () => Infinity);
-      if (changed >= before) continue;
-      await rm(join(dir, name), { force: true });
-      stale.push(name);
-    }
-    return stale;
+  removeStaleTemps(olderThanMs: number): Promise<void> {
+    return removeStaleTemps(join(this.dir, "blobs", "sha256"), { match: (name) => name.startsWith(TEMP_PREFIX), olderThanMs });
   }
 
   referrers(subject: Descriptor, artifactType?: string): Promise<Descriptor[]> {

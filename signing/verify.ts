@@ -164,14 +164,11 @@ async function evaluate(from: ReadOnlyTarget, digest: string, trust: TrustPolicy
     if (enough(verdicts)) return verdicts;
   }
   // The .sig tag's lookup is part of that signature's check: a tag that names no manifest (a hostile registry's HTML page) is its verdict, not the end of the check.
-  let legacy: Descriptor | undefined;
-  try {
-    legacy = await findLegacySignature(source, subject);
-  } catch (err) {
+  const legacy = await findLegacySignature(source, subject).catch(async (err: unknown) => {
     await attempt(`${referrersTag(subject)}.sig`, "cosign-legacy", () => Promise.reject(err));
-  }
-  const found = legacy;
-  if (found) await attempt(found.digest, "cosign-legacy", () => verifyLegacySignature(source, subject, found, trust, at));
+    return undefined;
+  });
+  if (legacy) await attempt(legacy.digest, "cosign-legacy", () => verifyLegacySignature(source, subject, legacy, trust, at));
   return verdicts;
 }
 

@@ -4,7 +4,7 @@
 // files (a fleet edit) are all written before any is renamed.
 // https://lwn.net/Articles/457667/
 import { randomBytes } from "node:crypto";
-import { open, readdir, rename, rm } from "node:fs/promises";
+import { open, readdir, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 
 export interface AtomicWriteOptions {
@@ -14,6 +14,15 @@ export interface AtomicWriteOptions {
 
 /** The suffix of atomicWrite's temp files, so a start-up can clean what a crash left. */
 export const TEMP_SUFFIX = ".aegis-tmp";
+
+/**
+ * A fresh temp file's path beside `path` (`.<name>.<random>.aegis-tmp`):
+ * random, as a process id repeats (PID 1 in every container), so a file a
+ * killed writer left never stops the next.
+ */
+export function tempPathFor(path: string): string {
+  return join(dirname(path), `.${basename(path)}.${randomBytes(6).toString("hex")}${TEMP_SUFFIX}`);
+}
 
 export async function atomicWrite(path: string, data: string | Uint8Array, options: AtomicWriteOptions = {}): Promise<void> {
   await atomicWriteAll([{ path, data, mode: options.mode }]);
@@ -37,7 +46,7 @@ export async function atomicWriteAll(files: readonly AtomicWriteFile[]): Promise
   const temps: string[] = [];
   try {
     for (const { path, data, mode } of files) {
-      const temp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString("hex")}${TEMP_SUFFIX}`);
+      const temp = tempPathFor(path);
       const handle = await open(temp, "wx", mode ?? 0o644);
       temps.push(temp);
       try {
@@ -68,8 +77,22 @@ export async function syncDir(dir: string): Promise<void> {
   }
 }
 
-/** Removes the temp files atomicWrite left in `dir` when a process died mid-write. */
-export async function removeStaleTemps(dir: string): Promise<void> {
-  const names = await readdir(dir).catch(() => []);
-  await Promise.all(names.filter((n) => n.endsWith(TEMP_SUFFIX)).map((n) => rm(join(dir, n), { force: true })));
+export interface StaleTempOptions {
+  /** Which names are temp files; default atomicWrite's (TEMP_SUFFIX). */
+  match?: (name: string) => boolean;
+  /** Only those unchanged this long (ms): a write under way elsewhere changes its file as its bytes come. Default 0: all. */
+  olderThanMs?: number;
+}
+
+/** Removes the temp files a process left in `dir` when it died mid-write (atomicWrite's, or those `match` names). */
+export async function removeStaleTemps(dir: string, options: StaleTempOptions = {}): Promise<void> {
+  const { match = (name: string) => name.endsWith(TEMP_SUFFIX), olderThanMs = 0 } = options;
+  const before = Date.now() - olderThanMs;
+  const names = (await readdir(dir).catch(() => [])).filter(match);
+  await Promise.all(
+    names.map(async (name) => {
+      if (olderThanMs > 0 && (await stat(join(dir, name)).then((s) => s.mtimeMs, () => Infinity)) >= before) return;
+      await rm(join(dir, name), { force: true });
+    }),
+  );
 }

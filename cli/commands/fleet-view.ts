@@ -6,7 +6,7 @@ import { resolve } from "node:path";
 import type { Command } from "commander";
 import type { z } from "zod";
 import type { AgentDetailJson, AssignerClient, StatusJson } from "../../assigner/api/index.js";
-import { InputError } from "../../errors.js";
+import { errorCode, InputError } from "../../errors.js";
 import { repositoryOptions } from "../options.js";
 import { report, table } from "../output.js";
 import { startProgress } from "../progress.js";
@@ -123,7 +123,7 @@ export function registerFleetView(program: Command): void {
     const artifact = await assigner.artifact(digest);
     // Every host's counters can pass the answer's cap on a large fleet: then the summary is shown, and said to be.
     const reports = await assigner.status(digest, { summary: options.summary === true }).catch((err: unknown) => {
-      if (options.summary || !(err instanceof Error && "code" in err && err.code === "BAD_GATEWAY" && /larger than \d+ bytes/.test(err.message))) throw err;
+      if (options.summary || !(errorCode(err) === "BAD_GATEWAY" && /larger than \d+ bytes/.test((err as Error).message))) throw err;
       if (!options.json) process.stderr.write("aegis: the full status is larger than one answer may be: each host's event only (--summary)\n");
       return assigner.status(digest, { summary: true });
     });

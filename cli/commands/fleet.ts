@@ -8,7 +8,7 @@ import { errorCode, InputError } from "../../errors.js";
 import { addTrustOptions, parseDuration, repositoryOptions, type TrustOptions } from "../options.js";
 import { plainError, report, say } from "../output.js";
 import { client, withClientOptions, type ClientOptions } from "./assigner.js";
-import { loadTrustOptions } from "./sign.js";
+import { loadTrustOptions, pinsTrust } from "./sign.js";
 
 interface ApplyOptions extends ClientOptions, TrustOptions {
   file: string[];
@@ -23,8 +23,6 @@ interface ApplyOptions extends ClientOptions, TrustOptions {
 }
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
-/** Whether --key or --trust pin a trust the digests must meet. */
-const pinsTrust = (options: TrustOptions) => (options.key ?? []).length + (options.trust ?? []).length > 0;
 
 function withApplyOptions(command: Command, rolloutOnly = false): Command {
   if (!rolloutOnly) {

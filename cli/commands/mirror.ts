@@ -10,7 +10,7 @@ import { report } from "../output.js";
 import { movingBytes } from "../../util/jit.js";
 import { interruptibly } from "../interrupt.js";
 import { startProgress } from "../progress.js";
-import { loadTrustOptions } from "./sign.js";
+import { loadTrustOptions, pinsTrust } from "./sign.js";
 
 /**
  * The artifacts a capsule holds, from references by digest. A tag is refused
@@ -53,7 +53,7 @@ export function registerMirror(program: Command): void {
     if (all.length === 0) throw new InputError("INVALID_ARGUMENT", "mirror export: name at least one reference, or fleet files with --from");
     const sources = await capsuleSources(all, repositoryOptions(options));
     // Finding an unsigned artifact here is cheaper than at the site, after carrying the capsule there: checked in the capsule as written.
-    const trust = options.key?.length || options.trust?.length ? await loadTrustOptions(options) : undefined;
+    const trust = pinsTrust(options) ? await loadTrustOptions(options) : undefined;
     movingBytes();
     const progress = startProgress("exporting", options);
     const written = await interruptibly((signal) => writeCapsule(sources, options.output, { ...(trust ? { trust } : {}), onEvent: progress.onEvent, signal }));

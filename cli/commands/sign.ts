@@ -25,6 +25,11 @@ export async function signReference(target: Target, selector: string, signer: Ke
 }
 
 /** The trust --key/--trust give; a trust file's `trustedRoot` may be a registry reference by digest. */
+/** Whether --key or --trust pin a trust the digests must meet. */
+export function pinsTrust(options: TrustOptions): boolean {
+  return (options.key ?? []).length + (options.trust ?? []).length > 0;
+}
+
 export async function loadTrustOptions(options: TrustOptions & GlobalOptions): Promise<TrustPolicy> {
   const { loadTrust, trustedRootFetcher } = await import("../../signing/index.js");
   return loadTrust([...(options.key ?? []), ...(options.trust ?? [])], { fetchTrustedRoot: trustedRootFetcher(repositoryOptions(options)) });
@@ -60,7 +65,7 @@ function explanationText(ref: string, explained: Explanation): string {
  * (a failure throws), before anything is written or reported.
  */
 export async function checkSignatureIfPinned(target: ReadOnlyTarget, digest: string, options: TrustOptions & GlobalOptions) {
-  if (!options.key?.length && !options.trust?.length) {
+  if (!pinsTrust(options)) {
     return { summary: "digest and size verified; signature not checked (no --key/--trust)", verified: { digest: true, signature: null } };
   }
   const signature = await verifyPinned(target, digest, options);
