@@ -103,6 +103,8 @@ export class Agent {
   private readonly superseded = new Set<string>();
   /** Programs whose counters could not be read at the last receipt (logged once). */
   private readonly countersUnread = new Set<string>();
+  /** An `attached` step went out without its receipt since the last receipts were sent (publish). */
+  private receiptsOwed = false;
   /** NATS connections closed in a row, each soon after it was made (NATS_LIVED_MS): the wait before dialling again grows with them. */
   private natsCloses = 0;
   /** Programs lost from the kernel that the cache could not give while the assigner could not be asked (logged once, until it answers). */
@@ -269,11 +271,13 @@ export class Agent {
   /**
    * Sends a report to the test reporters and, signed with the agent's key,
    * to the assigner: on NATS when connected, else queued for POST
-   * /agents/{uid}/telemetry at the end of the pass. An `attached` step
-   * without its receipt is not sent: the receipt follows in the same pass.
+   * /agents/{uid}/telemetry at the end of the pass (and before it fetches a
+   * new digest). An `attached` step without its receipt is not sent: the
+   * receipt follows in the same pass.
    */
   private publish(step: StepReport): void {
     for (const reporter of this.options.reporters ?? []) reporter.report(step);
+    if (step.event === "attached" && !step.receipt) this.receiptsOwed = true;
     if (!this.key || (step.event === "attached" && !step.receipt)) return;
     this.seq = Math.max(this.seq + 1, Date.now() * 1000);
     const envelope = sealTelemetry(telemetryMessage(this.options.hostId, step, this.seq), this.key);
@@ -417,6 +421,16 @@ export class Agent {
     const desired: Program[] = [];
     const hold: string[] = [];
     const verified = new Map<string, VerifiedArtifact>();
+    // A digest never verified here is fetched from a registry, which may take minutes (pullTimeoutMs for each source,
+    // should one be slow or unreachable): what runs is held first, as in a pass without the assigner, so meanwhile a
+    // deleted filter is back, a new interface covered, and the assigner has what changed, receipts included. (One
+    // verified before comes from the cache.)
+    if (!this.options.dryRun && assigned.some((a) => !records.has(a.id) && !this.verifiedOnce.has(a.id))) {
+      const running = this.actual(now, assigned, verified);
+      await this.enforce(plan([], running, { hold: running.map((p) => p.name) }), records, verified);
+      if (this.receiptsOwed) await this.reportReceipts(records);
+      await this.flushTelemetry();
+    }
     // The followed trust root first: a rotated CA or log key applies to this pass's verifications.
     const trust = this.trustRoot ? await this.trustRoot.trust(this.options.trust, signal) : this.options.trust;
     for (const artifact of assigned) {
@@ -688,6 +702,7 @@ export class Agent {
    */
   private async reportReceipts(records: Map<string, InstalledRecord>): Promise<void> {
     const { datapath } = this.options;
+    this.receiptsOwed = false;
     // attached() names each hook's program from what is loaded (one listing of both), so an id means the loaded program runs there.
     const attached = await datapath.attached();
     for (const [id, record] of records) {

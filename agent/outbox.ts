@@ -1,7 +1,8 @@
 // Signed telemetry waiting for POST /agents/{uid}/telemetry, for an agent
 // without NATS (or while NATS is away): a bounded queue, sent in batches at
-// the end of each pass. An assigner that cannot be reached keeps the
-// messages for the next pass; one that refuses a batch itself loses it.
+// the end of each pass, and before a pass fetches a new digest. An assigner
+// that cannot be reached keeps the messages for the next pass; one that
+// refuses a batch itself loses it.
 import { AssignerError, TELEMETRY_BODY_LIMIT, type AssignerErrorCode, type SignedTelemetry } from "../assigner/api/index.js";
 import { describeError, errorCode } from "../errors.js";
 

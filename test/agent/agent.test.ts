@@ -966,6 +966,31 @@ describe("outages", () => {
     expect(second.events.some((e) => e.event === "drift" && e.id === v1), "the deleted filter reported as drift").toBe(true);
   });
 
+  it("a new digest whose registry stalls does not hold up what runs: while its pull waits, a deleted filter is back and the assigner has the receipt", async () => {
+    const { v1, first, before } = await installedThenStopped("13.6.0", "outage-slow", "outage-slow-host");
+    const v2 = await publish("1.0.0", ciKey, "outage-slow-new");
+    const sinceOf = async () => (await admin.status(v1)).hosts.find((h) => h.host_id === "outage-slow-host")?.since;
+    const since = await sinceOf();
+    const stalling = await startRegistryProxy(registry.url, { stallBlobsAfter: 10 });
+    try {
+      const second = await runAgent("outage-slow-host", { kernel: first.datapath.kernel, stateDir: first.stateDir, mirrors: [`${stalling.host}/policies/agent`] });
+      running.push(second);
+      await second.datapath.detach({ iface: "eth0", direction: "egress", pref: basePref("outage-slow") });
+      await admin.assign(v2, "outage-slow-host");
+      const pass = second.agent.reconcile();
+      await until("the new digest's blobs are being pulled", () => stalling.requests.some((q) => q.path.includes("/blobs/") && q.status === 200));
+      expect(await filters(second.datapath), "restored before the pull ends").toEqual(before);
+      expect(second.events.filter((e) => e.event === "drift").map((e) => e.id), "the deleted filter reported as drift").toEqual([v1]);
+      const restarted = await sinceOf();
+      expect(restarted !== undefined && restarted !== since, `the receipt after the drift reached the assigner (since ${since} → ${restarted})`).toBe(true);
+      await second.agent.stop();
+      await expect(pass, "the pass in flight ends with the stop").rejects.toThrow(/agent stopping/);
+      expect(await filters(second.datapath), "the new digest never went in").toEqual(before);
+    } finally {
+      await stalling.stop();
+    }
+  });
+
   it("after a reboot while the assigner cannot be asked, what was installed is loaded again from the cache, verified there", async () => {
     const { v1, first, before } = await installedThenStopped("13.2.0", "outage-reboot", "outage-reboot-host");
     // A new kernel is a reboot: no pins, no filters. The first load fails (in the pass the agent starts with): the
