@@ -4,7 +4,8 @@
 // the write, so concurrent calls cannot interleave), then the call waits until
 // a snapshot that contains it has been written with atomicWrite; concurrent
 // changes share one write. Reads of assignments, artifacts and rollouts wait
-// while a write is under way, so none answers with a change not yet saved.
+// while a change to them is not yet written, so none answers with a change
+// not yet saved; telemetry's writes do not hold them up.
 // When a write fails, memory goes back to the last snapshot on disk and every
 // change not yet written fails: what callers were told failed never appears. Telemetry (status, last-seen) is advisory
 // and frequent: it is written with the next change, or within a second,
@@ -32,8 +33,13 @@ import {
   type TokenRecord,
 } from "./store.js";
 
-/** How soon advisory changes (telemetry) reach the file. */
+/** How soon advisory changes (telemetry) reach the file, by default. */
 const LAZY_WRITE_MS = 1000;
+
+export interface EmbeddedStoreOptions {
+  /** How soon advisory changes (telemetry, last-seen) reach the file (ms); default 1 s. */
+  lazyWriteMs?: number;
+}
 
 /** The file's shape: each map as an array of entries. */
 interface Snapshot {
@@ -67,6 +73,8 @@ export class EmbeddedStore implements AssignerStore {
   private writing: Promise<void> | undefined;
   private dirty = false;
   private waiters: { resolve: () => void; reject: (err: unknown) => void }[] = [];
+  /** The writes that changes other than telemetry wait for (persist): reads wait for these alone (saved). */
+  private readonly unsaved = new Set<Promise<void>>();
   /** A write of advisory changes (status, last-seen) scheduled within LAZY_WRITE_MS. */
   private lazyWrite: NodeJS.Timeout | undefined;
   /** The snapshot last written (or read), to go back to when a write fails. */
@@ -74,10 +82,13 @@ export class EmbeddedStore implements AssignerStore {
   /** New at each load: a start, or a failed write going back to `durable` (AssignerStore.versionEpoch). */
   private epoch = newEpoch();
 
-  private constructor(readonly file: string) {}
+  private constructor(
+    readonly file: string,
+    private readonly lazyWriteMs: number,
+  ) {}
 
-  static async open(file: string): Promise<EmbeddedStore> {
-    const store = new EmbeddedStore(file);
+  static async open(file: string, options: EmbeddedStoreOptions = {}): Promise<EmbeddedStore> {
+    const store = new EmbeddedStore(file, options.lazyWriteMs ?? LAZY_WRITE_MS);
     await mkdir(dirname(file), { recursive: true });
     // A crash mid-write leaves a temp file beside the store; the store itself is whole.
     await removeStaleTemps(dirname(file));
@@ -120,31 +131,42 @@ export class EmbeddedStore implements AssignerStore {
   }
 
   /**
-   * Resolves once no write is under way, so memory holds only what is on
-   * disk: the reads of assignments, artifacts and rollouts wait for it. A
-   * change is applied in memory before its write; without this, a poll
-   * during a write that then failed was answered with a change that was
-   * never made.
+   * Resolves once every change but telemetry is on disk, so memory holds
+   * what is on disk: the reads of assignments, artifacts and rollouts wait
+   * for it. A change is applied in memory before its write; without this, a
+   * poll during a write that then failed was answered with a change that was
+   * never made. Telemetry's writes are not waited for: they follow each
+   * other while messages keep coming, and once one took longer than
+   * lazyWriteMs, every poll waited for all of them.
    */
   private async saved(): Promise<void> {
-    while (this.writing) await this.writing;
+    while (this.unsaved.size > 0) await Promise.allSettled(this.unsaved);
+  }
+
+  /** Resolves once a snapshot taken after this call, with a change but telemetry, is on disk. */
+  private persist(): Promise<void> {
+    const done = this.write();
+    this.unsaved.add(done);
+    const settled = () => this.unsaved.delete(done);
+    done.then(settled, settled);
+    return done;
   }
 
   /** Resolves once a snapshot taken after this call is on disk. */
-  private persist(): Promise<void> {
+  private write(): Promise<void> {
     this.dirty = true;
     const done = new Promise<void>((resolve, reject) => this.waiters.push({ resolve, reject }));
     this.writing ??= this.flush();
     return done;
   }
 
-  /** Writes advisory changes soon, without waiting: a crash loses at most a second of telemetry. */
+  /** Writes advisory changes soon, without waiting: a crash loses at most lazyWriteMs of telemetry. */
   private persistSoon(): void {
     this.lazyWrite ??= setTimeout(() => {
       this.lazyWrite = undefined;
       // A failure is logged by flush and rolled back; nobody waits on it.
-      this.persist().catch(() => undefined);
-    }, LAZY_WRITE_MS).unref();
+      this.write().catch(() => undefined);
+    }, this.lazyWriteMs).unref();
   }
 
   private async flush(): Promise<void> {
@@ -391,7 +413,7 @@ export class EmbeddedStore implements AssignerStore {
   async ping(): Promise<void> {}
 
   async close(): Promise<void> {
-    if (this.lazyWrite) await this.persist().catch(() => undefined);
+    if (this.lazyWrite) await this.write().catch(() => undefined);
     await this.writing;
   }
 }

@@ -401,6 +401,32 @@ describe("EmbeddedStore on a failed write", () => {
     expect(await hostAssignments(again, "h")).toEqual({ version: 2, artifactIds: [artifact(1).id, artifact(3).id] });
   });
 
+  it("telemetry written without pause does not hold up the reads of assignments (an unsaved assignment does: the test above)", async () => {
+    const store = await EmbeddedStore.open(join(mkdtempSync(join(dir, "busy-")), "store.json"), { lazyWriteMs: 0 });
+    opened.push(store);
+    await assign(store, artifact(1).id, "h");
+    // Receipts enough that each write of the file takes a while, and a stream of them: the writes follow each other.
+    const receipt = { programId: 1, interfaces: Array.from({ length: 64 }, (_, i) => ({ iface: `eth${i}`, direction: "egress", pref: 4096 })), since: new Date(0).toISOString() };
+    for (let i = 0; i < 2000; i++) await store.putStatus({ hostId: `h${i}`, artifactId: artifact(1).id, event: "attached", receipt, time: new Date(0).toISOString(), seq: 1 });
+    let streaming = true;
+    let sent = 0;
+    const stream = (async () => {
+      for (let seq = 2; streaming; seq++) {
+        await store.putStatus({ hostId: `h${seq % 2000}`, artifactId: artifact(1).id, event: "attached", receipt, time: new Date(0).toISOString(), seq });
+        sent++;
+        await new Promise((r) => setTimeout(r, 1));
+      }
+    })();
+    const within = (ms: number, read: Promise<unknown>) => Promise.race([read.then(() => "answered"), new Promise((r) => setTimeout(() => r(`no answer in ${ms} ms`), ms))]);
+    try {
+      await new Promise((r) => setTimeout(r, 200));
+      expect(await within(3_000, hostAssignments(store, "h")), `a poll while ${sent} receipts were written`).toBe("answered");
+    } finally {
+      streaming = false;
+      await stream;
+    }
+  });
+
   it("removes temp files a crash left beside the store", async () => {
     const storeDir = mkdtempSync(join(dir, "crashed-"));
     writeFileSync(join(storeDir, `.store.json.0123456789ab${TEMP_SUFFIX}`), "{half");
