@@ -33,6 +33,13 @@ export interface ArtifactSourceOptions {
   registryOptions?: RepositoryOptions;
 }
 
+/**
+ * How long one answer of the upload registry serves /healthz (ms): the route
+ * is public, so its callers together cost the registry a request per second
+ * at most, not one each.
+ */
+const REACHABLE_REUSE_MS = 1000;
+
 /** The seed writes digests as sha256-<hex>. */
 export function dashDigest(digest: string): string {
   return digest.replace(":", "-");
@@ -76,6 +83,9 @@ function registryCause(err: Error): RegistryError | undefined {
 }
 
 export class ArtifactSource {
+  /** The last probe of the upload registry (shared while under way), and when it was asked. */
+  private probe: { at: number; reachable: Promise<boolean> } | undefined;
+
   constructor(private readonly options: ArtifactSourceOptions) {}
 
   private open(reference: string) {
@@ -232,8 +242,14 @@ export class ArtifactSource {
     }
   }
 
-  /** Whether the upload registry answers, for /healthz. */
-  async reachable(): Promise<boolean> {
+  /** Whether the upload registry answers, for /healthz: asked at most once in REACHABLE_REUSE_MS. */
+  reachable(): Promise<boolean> {
+    const now = Date.now();
+    if (!this.probe || now - this.probe.at >= REACHABLE_REUSE_MS) this.probe = { at: now, reachable: this.probeRegistry() };
+    return this.probe.reachable;
+  }
+
+  private async probeRegistry(): Promise<boolean> {
     // One quick try: a health check must answer fast, not retry for minutes.
     const { target } = openReference(this.options.uploadRepository, { ...this.options.registryOptions, maxAttempts: 1, timeoutMs: 2000 });
     try {

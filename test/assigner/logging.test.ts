@@ -104,6 +104,21 @@ describe("request lines", () => {
   });
 });
 
+describe("/healthz", () => {
+  it("asks the registry at most once a second, however many callers ask it", async () => {
+    const probes = () => proxy.requests.filter((r) => r.path.endsWith("/manifests/aegis-healthz-probe")).length;
+    const before = probes();
+    const started = Date.now();
+    for (let round = 0; round < 5; round++) {
+      const answers = await Promise.all(Array.from({ length: 20 }, () => http(assigner.url, "GET", "/healthz")));
+      expect(answers.map((a) => a.json.registry), `round ${round}: the registry's state`).toEqual(Array(20).fill("ok"));
+    }
+    // The health watcher (every 100 ms here) shares the same probe: one per started second, plus one.
+    const seconds = Math.ceil((Date.now() - started) / 1000);
+    expect(probes() - before, `registry probes for 100 calls in ${seconds} s`).toBeLessThanOrEqual(seconds + 1);
+  });
+});
+
 describe("dependencies going away and coming back", () => {
   it("warns once when Redis, NATS or the registry goes away, and says once when each is back", async () => {
     await waitForLine(assigner, "start-up", (line) => /listening on/.test(line.msg));
