@@ -181,6 +181,14 @@ function parse<T>(text: string | null | undefined): T | undefined {
   return text ? (JSON.parse(text) as T) : undefined;
 }
 
+/**
+ * Error answers of a Redis that cannot serve now, not faults of the request:
+ * out of memory under `noeviction`, a failed save that stops writes, a
+ * replica after a failover, still loading its data, a script running long.
+ * https://redis.io/docs/latest/develop/reference/protocol-spec/#simple-errors
+ */
+const UNAVAILABLE_REPLIES = /^(OOM|MISCONF|READONLY|LOADING|MASTERDOWN|NOREPLICAS|BUSY|TRYAGAIN|CLUSTERDOWN)\b/;
+
 export class RedisStore implements AssignerStore {
   private readonly redis: Redis;
   private readonly p: string;
@@ -205,12 +213,24 @@ export class RedisStore implements AssignerStore {
     await this.run(() => this.redis.connect());
   }
 
-  /** Runs a command, turning connection trouble into StoreUnavailableError. */
+  /**
+   * Runs a command, turning connection trouble, and the answers of a Redis
+   * that cannot serve now (UNAVAILABLE_REPLIES), into StoreUnavailableError
+   * (503). Any other error answer is a fault (500, logged): without the
+   * command's arguments, which ioredis attaches (nonces, whole records).
+   */
   private async run<T>(command: () => Promise<T>): Promise<T> {
     try {
       return await command();
     } catch (err) {
-      if ((err as Error).name === "ReplyError") throw err;
+      if ((err as Error).name === "ReplyError") {
+        const reply = err as Error & { command?: { name?: string }; previousErrors?: Error[] };
+        // A transaction refused as a whole (EXECABORT) names why in the errors of the commands it queued.
+        const kind = [reply, ...(reply.previousErrors ?? [])].map((e) => UNAVAILABLE_REPLIES.exec(e.message)?.[1]).find((k) => k !== undefined);
+        const cause = new Error(`Redis ${reply.command?.name ?? "command"}: ${reply.message}`);
+        if (kind) throw new StoreUnavailableError(`Redis cannot serve this now (${kind})`, { cause });
+        throw cause;
+      }
       // ioredis's own words (its state, the address) stay in the cause, for the logs: callers, authenticated or not, read the answer.
       throw new StoreUnavailableError("Redis is unavailable", { cause: err });
     }

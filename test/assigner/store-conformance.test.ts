@@ -344,6 +344,47 @@ describe("RedisStore with rollouts an earlier version stored", () => {
   });
 });
 
+describe("RedisStore when Redis refuses", () => {
+  it("a Redis out of memory (noeviction) answers StoreUnavailableError (503), for a script, a transaction and a command", async () => {
+    const { store } = await redisStore("oom");
+    await assign(store, artifact(1).id, "h");
+    const raw = new Redis(redis.url);
+    try {
+      await raw.config("SET", "maxmemory-policy", "noeviction");
+      await raw.config("SET", "maxmemory", "1");
+      const refusals: [string, () => Promise<unknown>][] = [
+        ["changeAssignments (a Lua script)", () => assign(store, artifact(2).id, "h")],
+        ["putArtifact (MULTI)", () => store.putArtifact(artifact(3))],
+        ["touchAgent (a command)", () => store.touchAgent("h", new Date(0).toISOString())],
+        ["hostDesired (a read in a transaction, which Redis refuses too)", () => store.hostDesired("h")],
+      ];
+      for (const [what, refused] of refusals) {
+        const err = await refused().then(() => undefined, (e: unknown) => e);
+        expect(err, `${what}: refused as unavailable (503), not a fault (500): ${String(err)}`).toBeInstanceOf(StoreUnavailableError);
+        expect((err as Error).message, what).toBe("Redis cannot serve this now (OOM)");
+      }
+    } finally {
+      await raw.config("SET", "maxmemory", "0");
+      raw.disconnect();
+    }
+    expect(await hostAssignments(store, "h"), "nothing of the refused changes was made").toEqual({ version: 1, artifactIds: [artifact(1).id] });
+  });
+
+  it("any other error answer is a fault whose error names the command, without its arguments", async () => {
+    const { store, prefix } = await redisStore("wrongtype");
+    const raw = new Redis(redis.url);
+    try {
+      await raw.set(`${prefix}:artifacts`, "not a set");
+      const err = (await store.listArtifacts().then(() => undefined, (e: unknown) => e)) as Error;
+      expect(err, "a fault, not unavailability").not.toBeInstanceOf(StoreUnavailableError);
+      expect(err.message, "names the command and Redis's answer").toMatch(/^Redis smembers: WRONGTYPE /);
+      expect(Object.keys(err), "nothing of the command's arguments rides on the error (it is logged)").toEqual([]);
+    } finally {
+      raw.disconnect();
+    }
+  });
+});
+
 describe("RedisStore after a failure part-way", () => {
   it("an artifact stored but missing from the list (as a write that failed between two commands left it) is listed again when registered again", async () => {
     const { store, prefix } = await redisStore("partial");
