@@ -10,6 +10,7 @@ export {
   AgentJson,
   AgentList,
   AgentUid,
+  ASSIGNMENT_CHANGES_BODY_LIMIT,
   ASSIGNMENT_CHANGES_MAX,
   AssignmentChangesBody,
   AssignmentChangesResult,

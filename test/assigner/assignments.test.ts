@@ -122,6 +122,16 @@ describe("the desired-state API", () => {
     expect(((await http("GET", "/rollouts/r-api-largest", admin)).json.changes as unknown[]).length, "all 1000 changes kept").toBe(1000);
   });
 
+  it("takes the largest change its schema allows (1000 changes of 1024-character selectors, their whitespace escaped)", async () => {
+    const selector = (i: number) => `k${i} in${"\u000b".repeat(1024 - `k${i} in(a)`.length)}(a)`; // six bytes of JSON each
+    const largest = { remove: Array.from({ length: 1000 }, (_, i) => ({ artifact_id: digest, selector: selector(i) })) };
+    expect(selector(999).length, "a selector's length").toBe(1024);
+    expect(JSON.stringify(largest).length, "the body's size").toBeGreaterThan(6_000_000);
+    const posted = await http("POST", "/assignments", { ...admin, body: largest });
+    expect(posted.status, JSON.stringify(posted.json).slice(0, 300)).toBe(200);
+    expect(posted.json.removed, "none of them was assigned").toBe(0);
+  });
+
   it("documents the routes in /openapi.json from the same schemas", async () => {
     const doc = (await http("GET", "/openapi.json")).json as { paths: Record<string, Record<string, { requestBody?: unknown; summary: string }>> };
     expect(Object.keys(doc.paths["/assignments"]!).sort()).toEqual(["get", "post"]);
