@@ -194,10 +194,13 @@ export class AssignerServices {
    * in this order: the host must have a registered agent (else dropped), the
    * signature must verify with that agent's key over the bytes received, the
    * payload must speak for `hostId` (the NATS subject's host, or the agent
-   * token's) and be recent (else invalid), the artifact must be registered
-   * (else dropped), and its `seq` must be above the last recorded for that
-   * host and artifact (else invalid: a replay). NATS and the HTTP route are
-   * open to whoever holds them: nothing unverified is recorded.
+   * token's) and be recent (else invalid), the artifact must be one the host
+   * is served or has reported on before, a `detached` after an unassign
+   * (else dropped: a stolen token cannot store reports, receipts of up to
+   * 512 KiB, about every registered artifact, nor tell which are), and its
+   * `seq` must be above the last recorded for that host and artifact (else
+   * invalid: a replay). NATS and the HTTP route are open to whoever holds
+   * them: nothing unverified is recorded.
    */
   async recordTelemetry(envelope: SignedTelemetry, hostId: string): Promise<boolean> {
     const agent = await this.store.getAgentByHost(hostId);
@@ -205,11 +208,12 @@ export class AssignerServices {
     const opened = openTelemetry(envelope, { hostId, publicKey: agent.publicKey, maxSkewMs: this.telemetryMaxSkewMs });
     if (!opened.ok) return this.refuse("invalid");
     const { message } = opened;
-    if (!(await this.store.getArtifact(message.artifact_id))) return this.refuse("dropped");
+    const about = message.artifact_id;
+    if (!(await this.store.hasStatus(about, hostId)) && !(await this.hostView(hostId)).artifactIds.includes(about)) return this.refuse("dropped");
     const { receipt } = message;
     const recorded = await this.store.putStatus({
       hostId,
-      artifactId: message.artifact_id,
+      artifactId: about,
       event: message.event,
       ...(message.code ? { code: message.code } : {}),
       ...(message.reason ? { reason: message.reason } : {}),

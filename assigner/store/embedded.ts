@@ -406,6 +406,10 @@ export class EmbeddedStore implements AssignerStore {
     return [...(this.status.get(artifactId)?.values() ?? [])];
   }
 
+  async hasStatus(artifactId: string, hostId: string): Promise<boolean> {
+    return this.status.get(artifactId)?.has(hostId) ?? false;
+  }
+
   async hostStatus(hostId: string): Promise<StatusRecord[]> {
     return [...this.status.values()].flatMap((byHost) => byHost.get(hostId) ?? []);
   }

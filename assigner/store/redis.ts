@@ -421,6 +421,10 @@ export class RedisStore implements AssignerStore {
     return Object.values(await this.run(() => this.redis.hgetall(`${this.p}:status:${artifactId}`))).map((v) => JSON.parse(v) as StatusRecord);
   }
 
+  async hasStatus(artifactId: string, hostId: string): Promise<boolean> {
+    return (await this.run(() => this.redis.hexists(`${this.p}:status:${artifactId}`, hostId))) === 1;
+  }
+
   async hostStatus(hostId: string): Promise<StatusRecord[]> {
     return Object.values(await this.run(() => this.redis.hgetall(`${this.p}:hoststatus:${hostId}`))).map((v) => JSON.parse(v) as StatusRecord);
   }

@@ -196,6 +196,8 @@ export interface AssignerStore {
    */
   putStatus(status: StatusRecord): Promise<boolean>;
   artifactStatus(artifactId: string): Promise<StatusRecord[]>;
+  /** Whether the host has a status recorded about the artifact. */
+  hasStatus(artifactId: string, hostId: string): Promise<boolean>;
   hostStatus(hostId: string): Promise<StatusRecord[]>;
 
   /** Throws StoreUnavailableError when the store cannot answer. */

@@ -79,6 +79,7 @@ describe("two assigners on one Redis and one NATS", () => {
   it("records each telemetry message once, and drops what no registered agent sent", async () => {
     const keys = generateKeyPairSync("ed25519");
     await registerAgent(b.url, "fleet-web-3", keys);
+    expect((await http(a.url, "POST", `/assign/${digest}/fleet-web-3`, op)).status, "assigned: reports count only about what a host is served").toBe(200);
     const sum = async (result: string) => (await counter(a.url, "aegis_telemetry_messages_total", `result="${result}"`)) + (await counter(b.url, "aegis_telemetry_messages_total", `result="${result}"`));
     // Recorded, or refused as overtaken: a message one assigner takes after the other recorded a newer one (by seq).
     const handled = async () => (await sum("recorded")) + (await sum("invalid"));

@@ -205,7 +205,9 @@ describe.each(implementations)("AssignerStore conformance: %s", (_name, open, re
     expect(await store.getToken("hash")).toEqual({ agentUid: "u2", hostId: "h1" });
     expect(await store.getToken("other")).toBeUndefined();
     const status = { hostId: "h1", artifactId: artifact(1).id, event: "attached", time: "2026-01-01T00:00:00.000Z" };
+    expect(await store.hasStatus(artifact(1).id, "h1"), "no status yet").toBe(false);
     await store.putStatus(status);
+    expect([await store.hasStatus(artifact(1).id, "h1"), await store.hasStatus(artifact(1).id, "h2"), await store.hasStatus(artifact(2).id, "h1")], "h1's status on artifact 1, only").toEqual([true, false, false]);
     await store.putStatus({ ...status, event: "failed", reason: "x" });
     expect(await store.artifactStatus(artifact(1).id)).toEqual([{ ...status, event: "failed", reason: "x" }]);
     expect(await store.hostStatus("h1")).toHaveLength(1);

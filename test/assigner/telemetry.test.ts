@@ -43,6 +43,8 @@ beforeAll(async () => {
   digest = created.json.id as string;
   host = await registerAgent(assigner.url, "tel-host", hostKeys);
   other = await registerAgent(assigner.url, "tel-other", otherKeys);
+  // Reports count only about what a host is served (or has reported on before).
+  for (const hostId of ["tel-host", "tel-other"]) expect((await http(assigner.url, "POST", `/assign/${digest}/${hostId}`, admin)).status, `assigned to ${hostId}`).toBe(200);
   await until("the assigner is on NATS", async () => (await http(assigner.url, "GET", "/healthz")).json.nats === "connected");
 });
 
@@ -138,7 +140,7 @@ describe("over NATS", () => {
     const agent = await http(assigner.url, "GET", `/agents/${host.uid}`, admin);
     expect((agent.json.status as Status[]).find((s) => s.host_id === "tel-host"), "/agents/{uid}").toMatchObject(expected);
     const cli = await aegis(["status", digest], { AEGIS_ASSIGNER_URL: assigner.url, AEGIS_ADMIN_TOKEN: admin.token });
-    expect(cli.stdout, cli.stderr).toMatch(/^tel-host +no +attached +\S+ +program 42 on eth0\/egress since 2026-01-01T00:00:00\.000Z, drops rule0=7$/m);
+    expect(cli.stdout, cli.stderr).toMatch(/^tel-host +yes +attached +\S+ +program 42 on eth0\/egress since 2026-01-01T00:00:00\.000Z, drops rule0=7$/m);
     expect(await overNats("tel-host", signed(telemetry("tel-host", `sha256:${"0".repeat(64)}`), hostKeys)), "unknown artifact").toBe("dropped");
     const stranger = generateKeyPairSync("ed25519");
     expect(await overNats("tel-nobody", signed(telemetry("tel-nobody", digest), stranger)), "unregistered host").toBe("dropped");
@@ -173,6 +175,23 @@ describe("over HTTP (POST /agents/{uid}/telemetry)", () => {
     const fresh = signed(telemetry("tel-host", digest, { event: "failed", code: "X" }), hostKeys);
     expect((await post(other.uid, other.token, fresh)).json, "tel-host's message under tel-other's token").toEqual({ recorded: 0, refused: 1 });
     expect((await post(host.uid, host.token, { messages: [] })).status, "an empty batch").toBe(400);
+  });
+
+  it("takes reports only about an artifact the host is served, or has reported on before (a detached after an unassign)", async () => {
+    const { bytes } = await buildBundle("policies/deny-egress-cidrs");
+    const created = await http(assigner.url, "POST", "/artifacts", { ...admin, body: { name: "deny-egress-cidrs", version: "1.2.0", data: bytes.toString("base64") } });
+    expect(created.status, JSON.stringify(created.json)).toBe(201);
+    const unassigned = created.json.id as string;
+    const report = (event: TelemetryMessage["event"]) => post(host.uid, host.token, signed(telemetry("tel-host", unassigned, { event }), hostKeys));
+    const before = await counts();
+    expect((await report("verified")).json, "registered, never assigned to tel-host").toEqual({ recorded: 0, refused: 1 });
+    expect((await counts()).dropped - before.dropped, "counted as dropped").toBe(1);
+    expect((await http(assigner.url, "GET", `/artifacts/${unassigned}/status`, admin)).json.hosts, "nothing stored").toEqual([]);
+    expect((await http(assigner.url, "POST", `/assign/${unassigned}/tel-host`, admin)).status).toBe(200);
+    expect((await report("verified")).json, "assigned").toEqual({ recorded: 1, refused: 0 });
+    expect((await http(assigner.url, "POST", `/unassign/${unassigned}/tel-host`, admin)).status).toBe(200);
+    expect((await report("detached")).json, "unassigned, after a report while assigned").toEqual({ recorded: 1, refused: 0 });
+    expect(((await http(assigner.url, "GET", `/artifacts/${unassigned}/status`, admin)).json.hosts as Status[]).map((h) => h.event), "the detached").toEqual(["detached"]);
   });
 
   it("takes a receipt at the bounds (4096 counters, 4096 hooks) over HTTP and NATS, and refuses one past them", async () => {
