@@ -49,6 +49,11 @@ function sameSecret(given: string, expected: Buffer): boolean {
   return timingSafeEqual(digestOf(given), expected);
 }
 
+/** Registration.enrollment for the enroll secret whose digest is `digest`; "" without a secret. */
+function enrollmentTag(digest: Buffer | undefined): string {
+  return digest ? createHash("sha256").update("aegis enrollment ").update(digest).digest("hex").slice(0, 32) : "";
+}
+
 export interface AuthOptions {
   adminToken: string;
   enrollSecret?: string;
@@ -132,6 +137,7 @@ export class Auth {
       ...(input.kernel ? { kernel: input.kernel } : {}),
       ...(input.labels ? { labels: input.labels } : {}),
       ...(input.capabilities ? { capabilities: input.capabilities } : {}),
+      ...(this.enrollDigest ? { enrollment: enrollmentTag(this.enrollDigest) } : {}),
     };
     if (!(await this.store.putRegistration(registration, REGISTRATION_TTL_SECONDS, REGISTRATION_LIMITS))) {
       throw new AssignerError("TOO_MANY_REQUESTS", `too many registrations under way (for host "${input.hostId}" or in all); complete one or retry in a few minutes`);
@@ -146,6 +152,11 @@ export class Auth {
   async completeRegistration(registrationId: string, signature: string) {
     const registration = await this.store.takeRegistration(registrationId);
     if (!registration) throw new AssignerError("NOT_FOUND", "registration_id is unknown, used or expired: start again with /agents/register/init");
+    // Registrations outlive a restart (Redis keeps them): one begun before the operator changed the enroll secret,
+    // say after a host's key and secret were stolen, must not complete under the new one.
+    if ((registration.enrollment ?? "") !== enrollmentTag(this.enrollDigest)) {
+      throw new AssignerError("UNAUTHORIZED", "the assigner's enroll secret changed since this registration began: start again with /agents/register/init");
+    }
     const key = createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x: Buffer.from(registration.publicKey, "base64").toString("base64url") }, format: "jwk" });
     if (!verify(null, Buffer.from(registration.nonce, "base64"), key, Buffer.from(signature, "base64"))) {
       throw new AssignerError("UNAUTHORIZED", "signature does not verify against the registered public_key");

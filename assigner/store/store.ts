@@ -50,6 +50,8 @@ export interface Registration {
   kernel?: string;
   labels?: Record<string, string>;
   capabilities?: KernelFeatures;
+  /** A tag of the enroll secret it began under (not the secret's digest): one begun under another does not complete. */
+  enrollment?: string;
 }
 
 export interface TokenRecord {

@@ -2,7 +2,7 @@
 // over through a registration begun before it was bound, concurrent
 // completions bind once, revoked tokens stop at once, pending registrations
 // are capped, and small-order Ed25519 keys are refused. On both stores.
-import { generateKeyPairSync, verify } from "node:crypto";
+import { generateKeyPairSync, sign, verify } from "node:crypto";
 import { chmodSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -30,6 +30,26 @@ const stores: [string, () => Promise<RunningAssigner>][] = [
   ["embedded", () => startAssigner({ port: 0, dataDir: mkdtempSync(join(work, "embedded-")), adminToken: "op" })],
   ["redis", () => startAssigner({ port: 0, dataDir: mkdtempSync(join(work, "redis-")), redisUrl: redis.url, redisPrefix: `id${running.length}`, adminToken: "op" })],
 ];
+
+describe("registration across a change of the enroll secret (Redis keeps registrations under way across a restart)", () => {
+  it("one begun under the old secret does not complete under the new; one begun under the new does", async () => {
+    const prefix = `enroll${running.length}`;
+    const serve = (enrollSecret: string) => startAssigner({ port: 0, dataDir: mkdtempSync(join(work, "enroll-")), redisUrl: redis.url, redisPrefix: prefix, adminToken: "op", enrollSecret });
+    const before = await serve("old-secret");
+    const keys = generateKeyPairSync("ed25519");
+    const early = await beginRegistration(before.url, "rekeyed", keys, { enroll_secret: "old-secret" });
+    expect(early.answer.status, JSON.stringify(early.answer.json)).toBe(200);
+    await before.close();
+    const after = await serve("new-secret");
+    running.push(after);
+    const late = await http(after.url, "POST", "/agents/register/complete", {
+      body: { registration_id: early.answer.json.registration_id, signature: sign(null, Buffer.from(early.answer.json.nonce as string, "base64"), keys.privateKey).toString("base64") },
+    });
+    expect([late.status, late.json.code, late.json.error], "begun under the old secret").toEqual([401, "UNAUTHORIZED", "the assigner's enroll secret changed since this registration began: start again with /agents/register/init"]);
+    const again = await beginRegistration(after.url, "rekeyed", keys, { enroll_secret: "new-secret" });
+    expect((await again.complete()).status, "begun under the new secret").toBe(200);
+  });
+});
 
 describe.each(stores)("registration on the %s store", (_name, start) => {
   let assigner: RunningAssigner;
