@@ -190,6 +190,8 @@ function parse<T>(text: string | null | undefined): T | undefined {
 const UNAVAILABLE_REPLIES = /^(OOM|MISCONF|READONLY|LOADING|MASTERDOWN|NOREPLICAS|BUSY|TRYAGAIN|CLUSTERDOWN)\b/;
 
 export class RedisStore implements AssignerStore {
+  /** versionEpoch: the server's run id, read on each connection. */
+  private runId = "";
   private readonly redis: Redis;
   private readonly p: string;
 
@@ -206,11 +208,21 @@ export class RedisStore implements AssignerStore {
     });
     // Connection errors surface through commands; without a listener ioredis logs them.
     this.redis.on("error", () => {});
+    // Sent before any command of a request on the new connection, so its answer comes first.
+    this.redis.on("ready", () => void this.readRunId());
   }
 
   /** Connects, or throws StoreUnavailableError. The store keeps reconnecting in the background either way. */
   async connect(): Promise<void> {
     await this.run(() => this.redis.connect());
+    await this.readRunId();
+  }
+
+  /** The server's run id (INFO server), versionEpoch: unchanged if it cannot be read now (a reconnection reads it again). */
+  private async readRunId(): Promise<void> {
+    const info = await this.redis.info("server").catch(() => "");
+    const runId = /^run_id:([0-9a-f]+)/m.exec(info)?.[1];
+    if (runId) this.runId = runId.slice(0, 16);
   }
 
   /**
@@ -327,9 +339,15 @@ export class RedisStore implements AssignerStore {
     return values.flatMap((v) => parse<RolloutJson>(v) ?? []);
   }
 
-  /** Redis's versions move only forward (INCR in MULTI/EXEC and scripts): never handed out twice. */
+  /**
+   * The Redis server's run id, new at each start and on a failover to a
+   * replica: the moments its last writes may be lost (appendfsync everysec,
+   * an asynchronous replica, a restore), and the versions they moved handed
+   * out again for other content. Versions move only forward otherwise (INCR
+   * in MULTI/EXEC and scripts).
+   */
   versionEpoch(): string {
-    return "";
+    return this.runId;
   }
 
   async hostVersion(hostId: string): Promise<number> {

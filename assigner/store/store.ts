@@ -162,7 +162,8 @@ export interface AssignerStore {
    * other content, so a version is told apart by the two (a host's ETag
    * holds both): the embedded store's changes at each start and each time a
    * failed write puts it back to the snapshot on disk (its versions go back
-   * with it); "" for a store whose versions only move forward (Redis).
+   * with it); Redis's, at each start or failover of the server (its last
+   * writes may be lost).
    */
   versionEpoch(): string;
   /** Moves a host's version without changing its set: what it is served changed. */
