@@ -10,9 +10,9 @@ import { readPolicyManifest } from "../bundle/index.js";
 import { InputError } from "../errors.js";
 import { Annotation, formatReference, RemoteRepository, type RepositoryOptions } from "../registry/index.js";
 import { verifyArtifact, type TrustPolicy } from "../signing/index.js";
-import { environmentsOf, FLEET_MAX_POLICIES, loadFleetFiles, rewriteRefs, type Fleet, type FleetPolicy, type RefEdit } from "./file.js";
+import { environmentsOf, loadFleetFiles, rewriteRefs, type Fleet, type FleetPolicy, type RefEdit } from "./file.js";
 import { planFleet, planIsEmpty, toWire, type FleetPlan, type PlanEntry } from "./plan.js";
-import { changeSteps } from "./rollout.js";
+import { changeSteps, refuseDuringRollout } from "./rollout.js";
 
 export interface PrepareOptions {
   environment?: string;
@@ -49,7 +49,6 @@ export async function prepareFleet(paths: readonly string[], options: PrepareOpt
   const fleet = await loadFleetFiles(paths, options.environment !== undefined ? { environment: options.environment } : {});
   const environments = environmentsOf(fleet);
   if (environments.length > 1) throw new InputError("INVALID_ARGUMENT", `the fleet files describe several environments (${environments.map((e) => e ?? "(none)").join(", ")}): apply one at a time with --environment`);
-  if (fleet.policies.length > FLEET_MAX_POLICIES) throw new InputError("INVALID_ARGUMENT", `more than ${FLEET_MAX_POLICIES} policies in the fleet files`);
   const problems: string[] = [];
   const pinned: RefEdit[] = [];
   await eachBounded(
@@ -122,7 +121,7 @@ export interface ApplyResult {
  * applied (to print it); a dry run stops after the first. A plan of more
  * changes than one request takes goes in several (changeSteps: adds first),
  * each on the version the last one made: a failure part-way leaves some
- * made, and applying again plans the rest.
+ * made, and applying again plans the rest. Refused while a rollout runs.
  */
 export async function applyPlan(
   client: AssignerClient,
@@ -136,6 +135,8 @@ export async function applyPlan(
     const plan = planFleet(desired, current, names, { prune: options.prune ?? false });
     await options.onPlan?.(plan, attempt);
     if (options.dryRun || planIsEmpty(plan)) return { plan, applied: false, version: current.version, replans: attempt - 1 };
+    // An apply while a rollout runs would give every host the new digests at once, past its rings, or undo its rollback.
+    await refuseDuringRollout(client, "an apply");
     try {
       let version = plan.version;
       for (const step of changeSteps(plan.add.map(toWire), plan.remove.map(toWire))) version = (await client.changeAssignments(step, { ifMatch: version })).version;

@@ -9,7 +9,7 @@
 import { createHash } from "node:crypto";
 import { readdir, realpath, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { isScalar, parseDocument, type Document } from "yaml";
+import { isAlias, isScalar, parseDocument, type Document } from "yaml";
 import { z } from "zod";
 import { HostId, SelectorText, canonicalSelector } from "../assigner/api/index.js";
 import { InputError } from "../errors.js";
@@ -229,6 +229,9 @@ export async function rewriteRefs(read: readonly FleetFile[], edits: readonly Re
       .filter((e) => e.file === path)
       .map((e) => ({ edit: e, node: doc.getIn(["policies", e.index, "ref"], true) }))
       .map(({ edit, node }) => {
+        // An anchored ref's text is every alias's too: edited, it would move the policies that name it by `*alias`, unasked.
+        const shared = isAlias(node) ? `the YAML alias *${node.source}` : isScalar(node) && node.anchor ? `the YAML anchor &${node.anchor}` : undefined;
+        if (shared) throw new InputError("INVALID_ARGUMENT", `${path}: policies[${edit.index}].ref (${edit.name}) is ${shared}, whose text other refs may share; write the ref out in each policy; nothing was written`);
         if (!isScalar(node) || !node.range || /^[|>]/.test(text.slice(node.range[0]))) throw new InputError("INVALID_ARGUMENT", `${path}: policies[${edit.index}].ref is not a one-line value; nothing was written`);
         return { start: node.range[0], end: node.range[1], text: scalarLike(text.slice(node.range[0], node.range[1]), edit.to) };
       })

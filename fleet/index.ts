@@ -6,4 +6,4 @@ export { environmentsOf, FLEET_MAX_FILES, FLEET_MAX_POLICIES, loadFleetFile, loa
 export { applyPlan, prepareFleet, registerArtifacts, type ApplyResult, type PrepareOptions } from "./apply.js";
 export { desiredEntries, formatPlan, planFleet, planIsEmpty, planJson, targetText, type CurrentState, type FleetPlan, type PlanEntry, type Target } from "./plan.js";
 export { promote } from "./promote.js";
-export { allowedFailures, parseRings, RolloutStopped, runRollout, type RolloutOptions, type RolloutResult } from "./rollout.js";
+export { abandonRollout, allowedFailures, parseRings, refuseDuringRollout, RolloutStopped, runRollout, type RolloutOptions, type RolloutResult } from "./rollout.js";

@@ -22,7 +22,7 @@ import { backoffDelay, sleep } from "../util/index.js";
 import { entryKey, fromWire, targetText, toWire, type FleetPlan, type Target } from "./plan.js";
 
 export interface RolloutOptions {
-  /** `1,10%,100%`: cumulative host counts or shares; the last must reach every host. */
+  /** `1,10%,100%`: cumulative host counts or shares (parseRings); the last must be 100%. */
   rings: string;
   /** Failures allowed per ring: a count (`0`) or a share of the ring (`10%`). */
   maxFailures?: string;
@@ -39,18 +39,29 @@ export interface RolloutResult {
   rollout: RolloutJson;
 }
 
-/** A host's rings: cumulative counts out of `total`. */
+/**
+ * A host's rings: cumulative counts out of `total`. What makes a spec wrong
+ * holds whatever the number of hosts (checked over one host, before promote
+ * edits a file, it is never refused later): rings grow (a count never comes
+ * after a share, which passes any count on a fleet large enough) and the last
+ * is 100%. A share that falls short of an earlier count (10, then 10% of 50)
+ * adds no hosts: that ring is empty.
+ */
 export function parseRings(spec: string, total: number): number[] {
   const parts = spec.split(",").map((p) => p.trim());
   if (parts.length === 0 || parts.length > 16 || parts.some((p) => p === "")) throw new InputError("INVALID_ARGUMENT", `--rollout ${spec}: 1 to 16 comma-separated rings (a host count, or a share like 10%)`);
-  const counts = parts.map((p) => {
+  const rings = parts.map((p) => {
     const m = /^(\d{1,6})(%?)$/.exec(p);
     if (!m || Number(m[1]) === 0 || (m[2] && Number(m[1]) > 100)) throw new InputError("INVALID_ARGUMENT", `--rollout ${spec}: "${p}" is not a host count (1, 5) or a share (10%, 100%)`);
-    return m[2] ? Math.ceil((Number(m[1]) * total) / 100) : Math.min(Number(m[1]), total);
+    return { n: Number(m[1]), share: m[2] === "%" };
   });
-  for (let i = 1; i < counts.length; i++) if (counts[i]! < counts[i - 1]!) throw new InputError("INVALID_ARGUMENT", `--rollout ${spec}: rings grow (each counts the hosts of the ones before)`);
-  if (counts.at(-1)! < total) throw new InputError("INVALID_ARGUMENT", `--rollout ${spec}: the last ring must reach every host (100%)`);
-  return counts;
+  for (let i = 1; i < rings.length; i++) {
+    const [last, next] = [rings[i - 1]!, rings[i]!];
+    if ((last.share && !next.share) || (last.share === next.share && next.n < last.n)) throw new InputError("INVALID_ARGUMENT", `--rollout ${spec}: rings grow (each counts the hosts of the ones before, and a count cannot follow a share)`);
+  }
+  if (!rings.at(-1)!.share || rings.at(-1)!.n !== 100) throw new InputError("INVALID_ARGUMENT", `--rollout ${spec}: the last ring must reach every host (100%)`);
+  let reached = 0;
+  return rings.map((r) => (reached = Math.max(reached, r.share ? Math.ceil((r.n * total) / 100) : Math.min(r.n, total))));
 }
 
 /** Failures a ring of `size` hosts may have. */
@@ -61,6 +72,35 @@ export function allowedFailures(spec: string, size: number): number {
 }
 
 type Keyed = Map<string, { artifactId: string; target: Target }>;
+
+/** A record's states while its process drives it. */
+const ACTIVE: ReadonlySet<RolloutJson["state"]> = new Set(["running", "rolling_back"]);
+
+const rolloutRunning = (r: RolloutJson, what: string) =>
+  new AssignerError("CONFLICT", `rollout ${r.id} is ${r.state} (started ${r.started_at}): ${what} would undo its host assignments, and it theirs; wait for it to end, or, if its process died, run aegis rollout abandon ${r.id}`);
+
+/**
+ * Refuses `what` (a rollout, an apply) while a rollout runs: its record
+ * `running` or `rolling_back` on the assigner. One whose process died stays
+ * so until abandonRollout marks it.
+ */
+export async function refuseDuringRollout(client: AssignerClient, what: string): Promise<void> {
+  const running = (await client.rollouts()).rollouts.find((r) => ACTIVE.has(r.state));
+  if (running) throw rolloutRunning(running, what);
+}
+
+/**
+ * Marks the record of a rollout whose process died (left `running` or
+ * `rolling_back`) `failed`, so that applies and rollouts may run again; the
+ * desired state is left as it is, for the operator to settle (apply the
+ * files again, with --prune).
+ */
+export async function abandonRollout(client: AssignerClient, id: string): Promise<RolloutJson> {
+  const record = await client.rollout(id);
+  if (!ACTIVE.has(record.state)) throw new InputError("INVALID_ARGUMENT", `rollout ${id} is ${record.state}: only a running (or rolling_back) one is abandoned`);
+  const reason = `${record.reason ? `${record.reason}; ` : ""}abandoned by the operator: the desired state is as its process left it`;
+  return client.putRollout({ ...record, state: "failed", reason: reason.slice(0, 2000), updated_at: new Date().toISOString() });
+}
 
 /** How many polls' time a save of the rollout's record rides out. */
 const SAVE_TRIES_POLLS = 5;
@@ -209,6 +249,7 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
   const pollMs = options.pollMs ?? 1000;
   const maxFailures = options.maxFailures ?? "0";
   allowedFailures(maxFailures, 1);
+  await refuseDuringRollout(client, "another rollout");
   const agents = (await client.hosts()).agents;
   const registered = new Set(agents.map((a) => a.host_id));
   // Only registered hosts are staged in rings (an unregistered one would never send a receipt): the others get theirs in the final step.
@@ -245,7 +286,9 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
     }
     return next;
   };
-  const final = keyed([...[...before.values()].filter((e) => !removes.some((r) => entryKey(r) === entryKey(e))), ...adds]);
+  // The removals' keys made once: matched entry by entry, thousands of each kept the event loop (and a Ctrl-C) waiting for a second.
+  const removed = new Set(removes.map(entryKey));
+  const final = keyed([...[...before.values()].filter((e) => !removed.has(entryKey(e))), ...adds]);
 
   const now = () => new Date().toISOString();
   const rollout: RolloutJson = {
@@ -276,7 +319,9 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
   let state: Keyed = before;
   /** The step under way: if it failed, its change may have been made all the same (the answer lost). */
   let attempted: Keyed | undefined;
+  // An operator's stop is looked at before every step, so that once it came no ring is moved (the rollback then undoes what was).
   const go = async (next: Keyed) => {
+    options.signal?.throwIfAborted();
     attempted = next;
     await move(client, state, next, version, { until: Date.now() + options.ringTimeoutMs, baseMs: pollMs, ...(options.signal ? { signal: options.signal } : {}) });
     state = next;
@@ -284,9 +329,15 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
   };
   const moved = new Set<string>();
   try {
+    // Two begun at once may both have seen none running: the one the assigner stored first (the list is newest first) goes on, the other stops before moving anything.
+    const listed = (await client.rollouts()).rollouts;
+    const earlier = listed.slice(listed.findIndex((r) => r.id === rollout.id) + 1).find((r) => ACTIVE.has(r.state));
+    if (earlier) throw rolloutRunning(earlier, "this rollout");
     // Selector assignments on their way out become host assignments: nothing a host is served changes.
     await go(stateWith(moved));
     for (let i = 0; i < cumulative.length; i++) {
+      // A stop that came while the last ring's record was saved: the next ring is not begun (nor its reports read).
+      options.signal?.throwIfAborted();
       const ring = rollout.rings[i]!;
       const ringHosts = hosts.slice(cumulative[i - 1] ?? 0, cumulative[i]);
       if (ringHosts.length === 0) {
@@ -325,7 +376,6 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
       await save();
       log(`ring ${i + 1} (${ring.spec}): ${seen.inForce.length} of ${ringHosts.length} in force${failures.length > 0 ? `, ${failures.length} failed (allowed ${allowed})` : ""}`);
     }
-    options.signal?.throwIfAborted();
     await go(final);
     // A stop that came during the final step rolls back from it too.
     options.signal?.throwIfAborted();

@@ -1,7 +1,8 @@
 // GitOps commands (README "GitOps"): `aegis apply` (fleet files → the
 // assigner's desired state, optionally as a staged rollout), `aegis promote`
-// (the same digest, one environment forward), `aegis rollout status` and
-// `aegis assignments`. The work is in fleet/; it loads when a command runs.
+// (the same digest, one environment forward), `aegis rollout status` (and
+// `abandon`, for one whose process died) and `aegis assignments`. The work
+// is in fleet/; it loads when a command runs.
 import type { Command } from "commander";
 import type { FleetPlan } from "../../fleet/index.js";
 import { errorCode, InputError } from "../../errors.js";
@@ -47,7 +48,7 @@ async function checkApplyOptions(options: ApplyOptions): Promise<number> {
   const fleet = await import("../../fleet/index.js");
   const ringTimeoutMs = parseDuration(options.ringTimeout, "ring-timeout");
   // `!== undefined` throughout: an empty --rollout "" (an unset variable) is refused, never a plain apply.
-  // Its syntax only (over one host): whether the rings grow depends on how many hosts the plan moves.
+  // Over one host: parseRings refuses at any size what it refuses at all, so a spec passed here (before promote edits a file) is not refused once the plan is made.
   if (options.rollout !== undefined) {
     fleet.parseRings(options.rollout, 1);
     fleet.allowedFailures(options.maxFailures, 1);
@@ -147,17 +148,17 @@ export function registerFleet(program: Command): void {
       .option("--apply", "apply the --to environment's files after editing them"),
     true,
   ).action(async (digest: string, options: ApplyOptions & { from: string; to: string; apply?: boolean }) => {
-    const [{ promote, RolloutStopped }, { openReference }, { readPolicyManifest }, { verifyArtifact }] = await Promise.all([
+    const [{ promote, refuseDuringRollout, RolloutStopped }, { openReference }, { readPolicyManifest }, { verifyArtifact }] = await Promise.all([
       import("../../fleet/index.js"),
       import("../../registry/index.js"),
       import("../../bundle/index.js"),
       import("../../signing/index.js"),
     ]);
     const applying = options.apply === true || options.rollout !== undefined;
-    // What would make the apply fail at once (its flags, no operator token) is found before the files are edited.
+    // What would make the apply fail at once (its flags, no operator token, a rollout running) is found before the files are edited.
     if (applying) {
       await checkApplyOptions(options);
-      await client(options);
+      await refuseDuringRollout(await client(options), options.rollout !== undefined ? "another rollout" : "an apply");
     }
     const trust = pinsTrust(options) ? await loadTrustOptions(options) : undefined;
     // With --key/--trust, the digest is checked where the --to files will name it before they are edited (as apply checks them).
@@ -193,6 +194,14 @@ export function registerFleet(program: Command): void {
       const record = id ? await assigner.rollout(id) : (await assigner.rollouts()).rollouts[0];
       if (!record) return report(options, "no rollouts", { rollouts: [] });
       report(options, rolloutLines(record), record);
+    },
+  );
+
+  withClientOptions(rollout.command("abandon").description("mark a rollout whose process died (left running) failed, so that apply and rollouts run again; then apply the files (with --prune) to settle the state").argument("<id>", "rollout id")).action(
+    async (id: string, options: ClientOptions) => {
+      const { abandonRollout } = await import("../../fleet/index.js");
+      const record = await abandonRollout(await client(options), id);
+      report(options, `rollout ${record.id} abandoned (failed): the desired state is as its process left it; apply the files (with --prune) to settle it`, record);
     },
   );
 

@@ -114,6 +114,15 @@ describe("aegis apply", () => {
     for (let i = 0; i < all.length; i += 1000) await admin.changeAssignments({ remove: all.slice(i, i + 1000) });
   });
 
+  it("takes up to 1000 policies per file (README), not in all: two files of 600 plan 1,200; a file of 1001 is refused, naming it", async () => {
+    const policies = (from: number, n: number) => Array.from({ length: n }, (_, i) => entry(`many-${from + i}`, d.v1!, { hosts: [`many-${from + i}`] }));
+    const two = await aegis(["apply", "-f", fleetFile("many-a.yaml", policies(0, 600)), "-f", fleetFile("many-b.yaml", policies(600, 600)), "--dry-run", "--json"], env);
+    expect(two.code, `two files of 600 policies\n${two.stderr}`).toBe(0);
+    expect((JSON.parse(two.stdout) as { plan: { add: unknown[] } }).plan.add, "the plan of two files of 600 policies").toHaveLength(1200);
+    const big = fleetFile("many-big.yaml", policies(0, 1001));
+    expect(expectOneErrorLine(await aegis(["apply", "-f", big, "--dry-run"], env)), "a file of 1001 policies").toContain(`${big}: policies: `);
+  });
+
   it("--dry-run prints the plan and changes nothing; --prune removes exactly what the file dropped", async () => {
     await admin.changeAssignments({ remove: (await admin.desiredState()).assignments });
     const full = fleetFile("prune.yaml", [entry("icmp", d.v1!, { hosts: ["prune-1", "prune-2"], selectors: ["role=db"] }), entry("other", d.other!, { hosts: ["prune-3"] })]);
@@ -323,6 +332,10 @@ describe("aegis promote, then a failure", () => {
     const promote = ["promote", d.v2!, "--from", "staging", "--to", "prod", "-f", dir];
     for (const [flags, why] of [
       [["--rollout", ""], /--rollout : 1 to 16 comma-separated rings/],
+      // Wrong at any number of hosts (the plan's is known only after the edit): a count after a share, rings that shrink, a last ring short of 100%.
+      [["--rollout", "10%,1,100%"], /--rollout 10%,1,100%: rings grow/],
+      [["--rollout", "5,2,100%"], /--rollout 5,2,100%: rings grow/],
+      [["--rollout", "1,10%"], /--rollout 1,10%: the last ring must reach every host \(100%\)/],
       [["--rollout", "1,100%", "--max-failures", "x"], /--max-failures x/],
       [["--apply", "--ring-timeout", "soon"], /--ring-timeout soon/],
     ] as const) {
@@ -331,13 +344,19 @@ describe("aegis promote, then a failure", () => {
     }
     expect(expectOneErrorLine(await aegis(["apply", "-f", join(dir, "prod.yaml"), "--rollout", ""], env)), "apply --rollout \"\"").toMatch(/--rollout : 1 to 16 comma-separated rings/);
 
-    // The assigner out of reach once the file is edited: --json says what was promoted beside the failure.
+    // The assigner out of reach: found (asking it whether a rollout runs) before the file is edited.
     const unreachable = { ...env, AEGIS_ASSIGNER_URL: "http://127.0.0.1:9" };
-    const failed = await aegis([...promote, "--apply", "--json"], unreachable);
+    expect(expectOneErrorLine(await aegis([...promote, "--apply"], unreachable)), "promote --apply, the assigner out of reach").toMatch(/127\.0\.0\.1:9/);
+    expect(readFileSync(join(dir, "prod.yaml"), "utf8"), "the prod file after promote --apply with the assigner out of reach").toBe(prodText);
+
+    // A failure once the file is edited (prod's mirror does not hold the digest yet): --json says what was promoted beside the failure.
+    const mirrored = prodText.replace(`${repo}@`, `${registry.host}/fleet/mirror-behind@`);
+    writeFileSync(join(dir, "prod.yaml"), mirrored);
+    const failed = await aegis([...promote, "--apply", "--json"], env);
     expect(failed.code, failed.stderr).toBe(1);
-    expect(JSON.parse(failed.stdout), "one JSON document").toMatchObject({ promoted: [{ name: "icmp", to: `${repo}@${d.v2}` }], applied: false, code: "UNAVAILABLE" });
-    writeFileSync(join(dir, "prod.yaml"), prodText);
-    const human = await aegis([...promote, "--apply"], unreachable);
+    expect(JSON.parse(failed.stdout), "one JSON document").toMatchObject({ promoted: [{ name: "icmp", to: `${registry.host}/fleet/mirror-behind@${d.v2}` }], applied: false, code: "INVALID_REFERENCE" });
+    writeFileSync(join(dir, "prod.yaml"), mirrored);
+    const human = await aegis([...promote, "--apply"], env);
     expect(human.stdout + human.stderr, "said to a person").toContain(`the --to files stay edited to ${d.v2}: the apply failed`);
   });
 });
@@ -384,5 +403,37 @@ describe("aegis apply --rollout without receipts", () => {
     expect((await state()).assignments, "the desired state is back").toEqual(before.assignments);
     const shown = JSON.parse((await aegis(["rollout", "status", "--json"], env)).stdout) as RolloutJson;
     expect(shown.state).toBe("rolled_back");
+  });
+});
+
+describe("one rollout at a time", () => {
+  it("while a rollout's record says running, apply, apply --rollout and promote --rollout are refused naming it, editing nothing; rollout abandon lets them run", async () => {
+    await admin.changeAssignments({ remove: (await admin.desiredState()).assignments });
+    const now = new Date().toISOString();
+    // What a rollout whose process was killed leaves: its record running.
+    const stuck: RolloutJson = { id: "r-stuck-1", state: "running", changes: [], rings: [{ spec: "100%", hosts: 1, state: "waiting", in_force: 0, failed: 0, failures: [] }], max_failures: "0", ring_timeout_ms: 60_000, started_at: now, updated_at: now };
+    await admin.putRollout(stuck);
+    const dir = mkdtempSync(join(work, "envs-running-"));
+    writeFileSync(join(dir, "staging.yaml"), `environment: staging\npolicies:\n  - name: icmp\n    ref: ${repo}@${d.v2}\n    hosts: [running-1]\n`);
+    const prodText = `environment: prod\npolicies:\n  - name: icmp\n    ref: ${repo}@${d.v1}\n    hosts: [running-1]\n`;
+    writeFileSync(join(dir, "prod.yaml"), prodText);
+    const before = await state();
+    for (const args of [
+      ["apply", "-f", join(dir, "prod.yaml")],
+      ["apply", "-f", join(dir, "prod.yaml"), "--rollout", "100%"],
+      ["promote", d.v2!, "--from", "staging", "--to", "prod", "-f", dir, "--rollout", "100%"],
+      ["promote", d.v2!, "--from", "staging", "--to", "prod", "-f", dir, "--apply"],
+    ]) {
+      const line = expectOneErrorLine(await aegis(args, env));
+      expect(line, args.join(" ")).toMatch(/rollout r-stuck-1 is running \(started .*\): .* would undo its host assignments.*aegis rollout abandon r-stuck-1/);
+      expect(await state(), `the desired state after ${args.join(" ")}`).toEqual(before);
+      expect(readFileSync(join(dir, "prod.yaml"), "utf8"), `the prod file after ${args.join(" ")}`).toBe(prodText);
+    }
+    const abandoned = await aegis(["rollout", "abandon", "r-stuck-1", "--json"], env);
+    expect(abandoned.code, abandoned.stderr).toBe(0);
+    expect((await admin.rollout("r-stuck-1")).state, "the record after rollout abandon").toBe("failed");
+    expect(expectOneErrorLine(await aegis(["rollout", "abandon", "r-stuck-1"], env)), "abandoned twice").toContain("rollout r-stuck-1 is failed");
+    await apply("-f", join(dir, "prod.yaml"));
+    expect((await state()).assignments, "the apply after rollout abandon").toEqual(["v1 host:running-1"]);
   });
 });

@@ -96,6 +96,18 @@ describe("edits (promote, apply --pin)", () => {
     expect(lstatSync(join(sub, "prod.yaml")).isSymbolicLink(), "the link kept").toBe(true);
   });
 
+  it.each([
+    ["the anchored ref (its alias would move too)", "a", "policies[0].ref (a) is the YAML anchor &r"],
+    ["an alias of another policy's ref", "b", "policies[1].ref (b) is the YAML alias *r"],
+  ])("refuse to edit %s, naming the file and policy, and write nothing", async (what, name, why) => {
+    const sub = mkdtempSync(join(dir, "anchor-"));
+    writeFileSync(join(sub, "staging.yaml"), `environment: staging\npolicies:\n${entry(name, D2)}`);
+    const prodText = `environment: prod\npolicies:\n  - name: a\n    ref: &r r.example/p@${D1}\n    hosts: [h]\n  - name: b\n    ref: *r\n    hosts: [h2]\n`;
+    writeFileSync(join(sub, "prod.yaml"), prodText);
+    await expect(promote([sub], D2, "staging", "prod"), `promote ${name}: ${what}`).rejects.toMatchObject({ code: "INVALID_ARGUMENT", message: expect.stringContaining(`${join(sub, "prod.yaml")}: ${why}`) });
+    expect(readFileSync(join(sub, "prod.yaml"), "utf8"), `the prod file after promoting ${name}: ${what}`).toBe(prodText);
+  });
+
   it("refuse a fleet file that is not a regular file (a FIFO, /dev/zero) at once", async () => {
     const sub = mkdtempSync(join(dir, "odd-"));
     execFileSync("mkfifo", [join(sub, "fifo.yaml")]);

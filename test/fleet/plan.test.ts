@@ -1,5 +1,6 @@
 // The planner and the ring arithmetic of fleet/ (pure): every case a table
-// row; and a rollout's rollback against an in-memory assigner that loses answers.
+// row; and a rollout (its rollback, an operator's stop, one rollout at a
+// time) against an in-memory assigner that loses answers.
 import { describe, expect, it } from "vitest";
 import { AssignerError, type AssignerClient } from "../../assigner/api/index.js";
 import { allowedFailures, formatPlan, parseRings, planFleet, runRollout, type PlanEntry } from "../../fleet/index.js";
@@ -56,19 +57,27 @@ describe("parseRings / allowedFailures", () => {
     ["1,10%,100%", 3, [1, 1, 3]],
     ["2,100%", 1, [1, 1]],
     ["100%", 7, [7]],
-    ["5", 5, [5]],
+    // A share short of an earlier count adds no hosts: whatever the fleet's size, such a spec is never refused once the rollout has begun.
+    ["10,10%,100%", 50, [10, 10, 50]],
+    ["10,10%,100%", 500, [10, 50, 500]],
   ])("%s over %d hosts is %j", (spec, total, expected) => {
-    expect(parseRings(spec, total)).toEqual(expected);
+    expect(parseRings(spec, total), `${spec} over ${total}`).toEqual(expected);
   });
 
+  // Over one host, as apply and promote check a spec before anything is read or edited: what is wrong is wrong at any fleet size.
   it.each([
     ["1,10%", 50, "the last ring must reach every host"],
+    ["1,10%", 1, "the last ring must reach every host"],
+    ["5", 1, "the last ring must reach every host"],
     ["10%,1,100%", 50, "rings grow"],
+    ["10%,1,100%", 1, "rings grow"],
+    ["5,2,100%", 1, "rings grow"],
+    ["50%,10%,100%", 1, "rings grow"],
     ["0,100%", 5, "is not a host count"],
     ["150%", 5, "is not a host count"],
     ["1,,100%", 5, "1 to 16 comma-separated rings"],
   ])("refuses %s over %d hosts", (spec, total, why) => {
-    expect(() => parseRings(spec, total)).toThrow(why);
+    expect(() => parseRings(spec, total), `${spec} over ${total}`).toThrow(why);
   });
 
   it("allows failures by count or share of a ring", () => {
@@ -104,6 +113,8 @@ describe("runRollout against an assigner that loses its answers", () => {
     agentClockMs?: number;
     /** After each change, the agents take this long to report (ms); default 0. */
     reportDelayMs?: number;
+    /** Sees each call once it is made, before it is answered: the nth change, each status read, each record saved, the nth listing of the records. */
+    onCall?: (call: { change: number } | { status: string } | { saved: { id: string; state: string; rings: { state: string }[] } } | { listing: number }) => void;
   }
   /**
    * An in-memory assigner for `hosts` (labelled tier=web). Like the real one,
@@ -116,6 +127,11 @@ describe("runRollout against an assigner that loses its answers", () => {
     let rolledBack = false;
     let changedAt = 0;
     const sizes: number[] = [];
+    /** Every assignment ever added, in order. */
+    const added: string[] = [];
+    /** The rollout records, in the order first stored (as the assigner's stores keep them). */
+    const records = new Map<string, { id: string; state: string }>();
+    let listings = 0;
     const key = (a: { artifact_id: string; host_id?: string; selector?: string }) => `${a.artifact_id} ${a.host_id ?? `s:${a.selector}`}`;
     const state = new Map([[key(wire(sel(A1, "tier=web"))), wire(sel(A1, "tier=web"))]]);
     const up = () => {
@@ -131,9 +147,13 @@ describe("runRollout against an assigner that loses its answers", () => {
         if (size > 1000) throw new AssignerError("BAD_REQUEST", `${size} changes in one request: at most 1000`);
         sizes.push(size);
         for (const r of change.remove ?? []) state.delete(key(r));
-        for (const a of change.add ?? []) state.set(key(a), a);
+        for (const a of change.add ?? []) {
+          state.set(key(a), a);
+          added.push(key(a));
+        }
         version++;
         changedAt = Date.now();
+        faults.onCall?.({ change: calls + 1 });
         if (++calls === faults.failOn) {
           downUntil = Date.now() + (faults.downMs ?? 0);
           throw new AssignerError(faults.code ?? "UNAVAILABLE", "the answer was lost (after the assigner committed)");
@@ -144,17 +164,25 @@ describe("runRollout against an assigner that loses its answers", () => {
       status: async (id: string) => {
         up();
         if (rolledBack && faults.statusRefusedAfterRollback) throw new AssignerError("FORBIDDEN", "assigner answered 403: not here");
+        faults.onCall?.({ status: id });
         if (Date.now() < changedAt + (faults.reportDelayMs ?? 0)) return { artifact_id: id, hosts: [], total: 0 };
         // A report is sent now, by the agent's clock: each read sees a newer one.
         return { artifact_id: id, hosts: hosts.map((h) => ({ host_id: h, artifact_id: id, event: "attached", time: new Date(Date.now() + (faults.agentClockMs ?? 60_000)).toISOString() })), total: hosts.length };
       },
-      putRollout: async (r: { state: string }) => {
+      putRollout: async (r: { id: string; state: string; rings: { state: string }[] }) => {
         up();
         rolledBack ||= r.state === "rolling_back";
+        faults.onCall?.({ saved: r });
+        records.set(r.id, structuredClone(r));
         return r;
       },
+      rollouts: async () => {
+        up();
+        faults.onCall?.({ listing: ++listings });
+        return { rollouts: [...records.values()].reverse(), total: records.size };
+      },
     };
-    return { client: client as unknown as AssignerClient, state, sizes };
+    return { client: client as unknown as AssignerClient, state, sizes, added, records };
   }
 
   it("stages registered hosts only: a host no agent registered gets its assignment in the final step, and the rollout completes", async () => {
@@ -253,5 +281,61 @@ describe("runRollout against an assigner that loses its answers", () => {
     const log = (line: string) => void (line.includes("ring 2 (100%)") && line.includes("in force") && controller.abort(new Error("stopped by the operator")));
     await expect(runRollout(client, plan, { rings: "1,100%", ringTimeoutMs: 2_000, pollMs: 10, signal: controller.signal, log })).rejects.toMatchObject({ code: "ROLLED_BACK", rollout: { state: "rolled_back" } });
     expect([...state.keys()].sort(), "the desired state after the rollback").toEqual(before);
+  });
+
+  // Rings 1,100% over h1, h2: ring 1 is h1, ring 2 is h2. A stop that comes between two of the rollout's calls is seen before the next move.
+  it.each<[string, string[], (stop: () => void) => Faults["onCall"]]>([
+    ["during the hold step (selector assignments becoming host ones)", ["h1", "h2"], (stop) => (call) => void ("change" in call && call.change === 1 && stop())],
+    ["while ring 1's passed record is saved", ["h2"], (stop) => (call) => void ("saved" in call && call.saved.rings[0]?.state === "passed" && stop())],
+    [
+      "while the reports before ring 2's move are read",
+      ["h2"],
+      (stop) => {
+        let ring1Passed = false;
+        return (call) => {
+          if ("saved" in call) ring1Passed ||= call.saved.rings[0]?.state === "passed";
+          if ("status" in call && ring1Passed) stop();
+        };
+      },
+    ],
+  ])("an operator's stop %s moves no further ring: %j never get the new digest, and it rolls back", async (when, untouched, onCall) => {
+    const controller = new AbortController();
+    const { client, state, added } = lossyAssigner({ onCall: onCall(() => controller.abort(new Error("stopped by the operator"))) });
+    const before = [...state.keys()].sort();
+    const plan = planFleet([sel(A2, "tier=web")], await client.desiredState(), names);
+    await expect(runRollout(client, plan, { rings: "1,100%", ringTimeoutMs: 2_000, pollMs: 10, signal: controller.signal }), `stopped ${when}`).rejects.toMatchObject({ code: "ROLLED_BACK", rollout: { state: "rolled_back" } });
+    expect(added.filter((k) => k.startsWith(A2)), `the new digest's assignments ever made, stopped ${when}`).toEqual(["h1", "h2"].filter((h) => !untouched.includes(h)).map((h) => `${A2} ${h}`));
+    expect([...state.keys()].sort(), `the desired state after a stop ${when}`).toEqual(before);
+  });
+
+  // Another rollout's record: there when this one begins, or (both begun at once, neither seeing the other at first) stored by the assigner just before or just after this one's.
+  const other = { id: "r-other", state: "running", rings: [] };
+  it.each([
+    ["running when this one begins", "before", "refused"],
+    ["stored just before this one's, both begun at once", "first", "refused"],
+    ["stored just after this one's, both begun at once", "after", "goes on"],
+  ])("another rollout %s (%s): this one %s, moving nothing when refused", async (when, where, outcome) => {
+    const { client, state, added, records } = lossyAssigner({
+      // The second listing is this one's look once its record is stored.
+      onCall: (call) => {
+        if (!("listing" in call) || call.listing !== 2 || where === "before") return;
+        const mine = [...records];
+        if (where === "first") records.clear();
+        records.set(other.id, other);
+        for (const [id, r] of mine) records.set(id, r);
+      },
+    });
+    if (where === "before") records.set(other.id, other);
+    const before = [...state.keys()].sort();
+    const plan = planFleet([sel(A2, "tier=web")], await client.desiredState(), names);
+    const running = runRollout(client, plan, { rings: "1,100%", ringTimeoutMs: 2_000, pollMs: 10 });
+    if (outcome === "goes on") {
+      expect((await running).rollout.state, `another rollout ${when}: this one goes on`).toBe("completed");
+      return;
+    }
+    await expect(running, `another rollout ${when}`).rejects.toThrow(/rollout r-other is running \(started .*\): .* would undo its host assignments.*aegis rollout abandon r-other/);
+    expect(added, `assignments made, another rollout ${when}`).toEqual([]);
+    expect([...state.keys()].sort(), `the desired state, another rollout ${when}`).toEqual(before);
+    expect([...records.values()].filter((r) => r.id !== other.id).map((r) => r.state), `this one's record, another rollout ${when}`).toEqual(where === "before" ? [] : ["rolled_back"]);
   });
 });
