@@ -102,7 +102,7 @@ export async function abandonRollout(client: AssignerClient, id: string): Promis
   return client.putRollout({ ...record, state: "failed", reason: reason.slice(0, 2000), updated_at: new Date().toISOString() });
 }
 
-/** How many polls' time a save of the rollout's record rides out. */
+/** How many polls' time a save of the rollout's record, or a read of the reports before a change, rides out. */
 const SAVE_TRIES_POLLS = 5;
 
 const keyed = (entries: { artifactId: string; target: Target }[]): Keyed => new Map(entries.map((e) => [entryKey(e), e]));
@@ -202,20 +202,26 @@ async function readReports(client: AssignerClient, expected: Map<string, string[
 }
 
 /**
- * What counts as news: a report newer than the one the host had sent about
- * that digest before the change (`before`, read just before it: both times
- * are the agent's clock), or, when that could not be read, one stamped at or
- * after `since` (this machine's clock, which may differ from the agents').
+ * What counts as news: a report other than the one the host had sent about
+ * that digest before the change (`before`, read just before it: the
+ * assigner replaces a host's report only with one of a higher sequence
+ * number, so any other is newer, whatever the agent's clock did meanwhile),
+ * or, when that could not be read, one stamped at or after `since` (this
+ * machine's clock, which may differ from the agents').
  */
 interface Freshness {
   before: Map<string, Map<string, Report>> | undefined;
   since: number;
 }
 
-/** The reports before a change, read once: undefined when they cannot be (freshness then falls back to the clock), so nothing waits on them. */
-async function reportsBefore(client: AssignerClient, expected: Map<string, string[]>, signal?: AbortSignal): Promise<Freshness["before"]> {
-  return readReports(client, expected).catch(() => {
-    signal?.throwIfAborted();
+/**
+ * The reports before a change, riding out the assigner's blips for a few
+ * polls: undefined when they cannot be read (freshness then falls back to
+ * the clock), so the change waits no longer on them.
+ */
+async function reportsBefore(client: AssignerClient, expected: Map<string, string[]>, retry: Retry): Promise<Freshness["before"]> {
+  return persisting(() => readReports(client, expected), retry).catch(() => {
+    retry.signal?.throwIfAborted();
     return undefined;
   });
 }
@@ -226,7 +232,7 @@ async function check(client: AssignerClient, expected: Map<string, string[]>, fr
   const isFresh = (id: string, host: string, report: Report) => {
     if (!freshness.before) return Date.parse(report.time) >= freshness.since;
     const earlier = freshness.before.get(id)?.get(host);
-    return !earlier || Date.parse(report.time) > Date.parse(earlier.time);
+    return !earlier || report.time !== earlier.time || report.event !== earlier.event;
   };
   const result: RingCheck = { inForce: [], failed: [], pending: [] };
   for (const [host, ids] of expected) {
@@ -346,7 +352,7 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
       }
       const since = Date.now();
       const wanted = new Map(ringHosts.map((h) => [h, expected.get(h)!]));
-      const freshness: Freshness = { before: await reportsBefore(client, wanted, options.signal), since };
+      const freshness: Freshness = { before: await reportsBefore(client, wanted, { until: Date.now() + SAVE_TRIES_POLLS * pollMs, baseMs: pollMs, ...(options.signal ? { signal: options.signal } : {}) }), since };
       for (const h of ringHosts) moved.add(h);
       await go(stateWith(moved));
       // The ring's time starts once its hosts are moved: a move that rode out a blip does not eat it.
@@ -396,7 +402,7 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
     for (const e of before.values()) {
       for (const h of hostsOf(e.target)) if (moved.has(h)) previous.set(h, [...new Set([...(previous.get(h) ?? []), e.artifactId])]);
     }
-    const freshness: Freshness = { before: previous.size > 0 ? await reportsBefore(client, previous) : undefined, since };
+    const freshness: Freshness = { before: previous.size > 0 ? await reportsBefore(client, previous, { until: Date.now() + SAVE_TRIES_POLLS * pollMs, baseMs: pollMs }) : undefined, since };
     // The rollback rides out the assigner's blips for a ring's time, whatever stopped the rollout (a Ctrl-C included), from when it starts.
     const retry: Retry = { until: Date.now() + options.ringTimeoutMs, baseMs: pollMs };
     try {

@@ -113,6 +113,10 @@ describe("runRollout against an assigner that loses its answers", () => {
     agentClockMs?: number;
     /** After each change, the agents take this long to report (ms); default 0. */
     reportDelayMs?: number;
+    /** From the second change on (ring 1's move), the agents' clocks are this much further behind (ms): an NTP step, a VM resumed. */
+    clockStepBackMs?: number;
+    /** The first this many status reads fail UNAVAILABLE (a proxy's blip). */
+    statusFailures?: number;
     /** Sees each call once it is made, before it is answered: the nth change, each status read, each record saved, the nth listing of the records. */
     onCall?: (call: { change: number } | { status: string } | { saved: { id: string; state: string; rings: { state: string }[] } } | { listing: number }) => void;
   }
@@ -132,6 +136,7 @@ describe("runRollout against an assigner that loses its answers", () => {
     /** The rollout records, in the order first stored (as the assigner's stores keep them). */
     const records = new Map<string, { id: string; state: string }>();
     let listings = 0;
+    let statusReads = 0;
     const key = (a: { artifact_id: string; host_id?: string; selector?: string }) => `${a.artifact_id} ${a.host_id ?? `s:${a.selector}`}`;
     const state = new Map([[key(wire(sel(A1, "tier=web"))), wire(sel(A1, "tier=web"))]]);
     const up = () => {
@@ -165,9 +170,11 @@ describe("runRollout against an assigner that loses its answers", () => {
         up();
         if (rolledBack && faults.statusRefusedAfterRollback) throw new AssignerError("FORBIDDEN", "assigner answered 403: not here");
         faults.onCall?.({ status: id });
+        if (statusReads++ < (faults.statusFailures ?? 0)) throw new AssignerError("UNAVAILABLE", "cannot reach the assigner (a test blip)");
         if (Date.now() < changedAt + (faults.reportDelayMs ?? 0)) return { artifact_id: id, hosts: [], total: 0 };
         // A report is sent now, by the agent's clock: each read sees a newer one.
-        return { artifact_id: id, hosts: hosts.map((h) => ({ host_id: h, artifact_id: id, event: "attached", time: new Date(Date.now() + (faults.agentClockMs ?? 60_000)).toISOString() })), total: hosts.length };
+        const clock = (faults.agentClockMs ?? 60_000) - (calls >= 2 ? (faults.clockStepBackMs ?? 0) : 0);
+        return { artifact_id: id, hosts: hosts.map((h) => ({ host_id: h, artifact_id: id, event: "attached", time: new Date(Date.now() + clock).toISOString() })), total: hosts.length };
       },
       putRollout: async (r: { id: string; state: string; rings: { state: string }[] }) => {
         up();
@@ -270,6 +277,17 @@ describe("runRollout against an assigner that loses its answers", () => {
     const plan = planFleet([sel(A2, "tier=web")], await client.desiredState(), names);
     const { rollout } = await runRollout(client, plan, { rings: "1,100%", ringTimeoutMs: 500, pollMs: 10 });
     expect(rollout.state).toBe("completed");
+    expect([...state.keys()], "the final state").toEqual([`${A2} s:tier=web`]);
+  });
+
+  it.each<[string, Faults]>([
+    ["an agent whose clock steps back 10 minutes during the rollout (an NTP step): its receipts after the move still count", { clockStepBackMs: 600_000 }],
+    ["agents 10 minutes behind, and the reports before ring 1's move read only after a blip: their receipts count", { agentClockMs: -600_000, statusFailures: 1 }],
+  ])("%s", async (_case, faults) => {
+    const { client, state } = lossyAssigner(faults);
+    const plan = planFleet([sel(A2, "tier=web")], await client.desiredState(), names);
+    const { rollout } = await runRollout(client, plan, { rings: "1,100%", ringTimeoutMs: 500, pollMs: 10 });
+    expect(rollout.state, JSON.stringify(rollout.rings)).toBe("completed");
     expect([...state.keys()], "the final state").toEqual([`${A2} s:tier=web`]);
   });
 
