@@ -129,6 +129,7 @@ function statusJson(status: StatusRecord) {
     ...(status.counters ? { counters: status.counters } : {}),
     ...(status.receipt ? { program_id: status.receipt.programId, interfaces: status.receipt.interfaces, since: status.receipt.since } : {}),
     time: status.time,
+    ...(status.seq !== undefined ? { seq: status.seq } : {}),
   };
 }
 

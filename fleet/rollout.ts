@@ -190,7 +190,7 @@ interface RingCheck {
   pending: string[];
 }
 
-type Report = { event: string; time: string; code?: string; reason?: string };
+type Report = { event: string; time: string; seq?: number; code?: string; reason?: string };
 
 /** The agents' latest report about each expected digest, by digest and host. */
 async function readReports(client: AssignerClient, expected: Map<string, string[]>): Promise<Map<string, Map<string, Report>>> {
@@ -202,12 +202,13 @@ async function readReports(client: AssignerClient, expected: Map<string, string[
 }
 
 /**
- * What counts as news: a report other than the one the host had sent about
- * that digest before the change (`before`, read just before it: the
- * assigner replaces a host's report only with one of a higher sequence
- * number, so any other is newer, whatever the agent's clock did meanwhile),
- * or, when that could not be read, one stamped at or after `since` (this
- * machine's clock, which may differ from the agents').
+ * What counts as news: a report with a higher sequence number than the one
+ * the host had sent about that digest before the change (`before`, read just
+ * before it; an agent's numbers only grow, whatever its clock does, and a
+ * store that lost its last writes shows an older report, which is no news),
+ * or, from an assigner that does not say the numbers, a later agent's time;
+ * when `before` could not be read, a report stamped at or after `since`
+ * (this machine's clock, which may differ from the agents').
  */
 interface Freshness {
   before: Map<string, Map<string, Report>> | undefined;
@@ -232,7 +233,8 @@ async function check(client: AssignerClient, expected: Map<string, string[]>, fr
   const isFresh = (id: string, host: string, report: Report) => {
     if (!freshness.before) return Date.parse(report.time) >= freshness.since;
     const earlier = freshness.before.get(id)?.get(host);
-    return !earlier || report.time !== earlier.time || report.event !== earlier.event;
+    if (!earlier) return true;
+    return report.seq !== undefined && earlier.seq !== undefined ? report.seq > earlier.seq : Date.parse(report.time) > Date.parse(earlier.time);
   };
   const result: RingCheck = { inForce: [], failed: [], pending: [] };
   for (const [host, ids] of expected) {

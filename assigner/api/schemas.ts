@@ -128,6 +128,7 @@ export const StatusJson = z.object({
   interfaces: z.array(z.object({ iface: z.string(), direction: z.string(), pref: z.number().int() })).optional(),
   since: z.string().optional().meta({ description: "attached: in force on these interfaces since" }),
   time: z.string(),
+  seq: z.number().int().optional().meta({ description: "The agent's sequence number of the report: a report is replaced only by one with a higher seq" }),
 });
 
 /**

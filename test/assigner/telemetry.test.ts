@@ -70,7 +70,7 @@ async function counts(url = assigner.url): Promise<Record<"recorded" | "invalid"
   return { recorded: value("recorded"), invalid: value("invalid"), dropped: value("dropped") };
 }
 
-type Status = { host_id: string; event: string; program_id?: number; interfaces?: unknown[]; since?: string; counters?: Record<string, number>; code?: string; reason?: string };
+type Status = { host_id: string; event: string; seq?: number; program_id?: number; interfaces?: unknown[]; since?: string; counters?: Record<string, number>; code?: string; reason?: string };
 async function statusOf(hostId: string): Promise<Status | undefined> {
   const answer = await http(assigner.url, "GET", `/artifacts/${digest}/status`, admin);
   return (answer.json.hosts as Status[]).find((h) => h.host_id === hostId);
@@ -134,9 +134,12 @@ describe("over NATS", () => {
   });
 
   it("records a verified receipt: attached with program id, interfaces, since and counters; drops one about an unknown artifact", async () => {
-    expect(await overNats("tel-host", signed(telemetry("tel-host", digest), hostKeys)), "receipt").toBe("recorded");
+    const message = telemetry("tel-host", digest);
+    expect(await overNats("tel-host", signed(message, hostKeys)), "receipt").toBe("recorded");
     const expected = { host_id: "tel-host", event: "attached", program_id: 42, interfaces: [{ iface: "eth0", direction: "egress", pref: 4660 }], since: "2026-01-01T00:00:00.000Z", counters: { rule0: 7 } };
-    expect(await statusOf("tel-host"), "artifact status").toMatchObject(expected);
+    expect(await statusOf("tel-host"), "artifact status").toMatchObject({ ...expected, seq: message.seq });
+    const summary = await http(assigner.url, "GET", `/artifacts/${digest}/status?view=summary`, admin);
+    expect((summary.json.hosts as Status[]).find((h) => h.host_id === "tel-host"), "the summary view names the seq (a rollout's news)").toMatchObject({ event: "attached", seq: message.seq });
     const agent = await http(assigner.url, "GET", `/agents/${host.uid}`, admin);
     expect((agent.json.status as Status[]).find((s) => s.host_id === "tel-host"), "/agents/{uid}").toMatchObject(expected);
     const cli = await aegis(["status", digest], { AEGIS_ASSIGNER_URL: assigner.url, AEGIS_ADMIN_TOKEN: admin.token });

@@ -117,6 +117,8 @@ describe("runRollout against an assigner that loses its answers", () => {
     clockStepBackMs?: number;
     /** The first this many status reads fail UNAVAILABLE (a proxy's blip). */
     statusFailures?: number;
+    /** From the second change on, the reports shown are older ones, their seq this much lower (a store that lost its last writes). */
+    seqBack?: number;
     /** Sees each call once it is made, before it is answered: the nth change, each status read, each record saved, the nth listing of the records. */
     onCall?: (call: { change: number } | { status: string } | { saved: { id: string; state: string; rings: { state: string }[] } } | { listing: number }) => void;
   }
@@ -137,6 +139,8 @@ describe("runRollout against an assigner that loses its answers", () => {
     const records = new Map<string, { id: string; state: string }>();
     let listings = 0;
     let statusReads = 0;
+    /** The agents' sequence numbers: each report a newer one. */
+    let seq = 1_000_000;
     const key = (a: { artifact_id: string; host_id?: string; selector?: string }) => `${a.artifact_id} ${a.host_id ?? `s:${a.selector}`}`;
     const state = new Map([[key(wire(sel(A1, "tier=web"))), wire(sel(A1, "tier=web"))]]);
     const up = () => {
@@ -174,7 +178,8 @@ describe("runRollout against an assigner that loses its answers", () => {
         if (Date.now() < changedAt + (faults.reportDelayMs ?? 0)) return { artifact_id: id, hosts: [], total: 0 };
         // A report is sent now, by the agent's clock: each read sees a newer one.
         const clock = (faults.agentClockMs ?? 60_000) - (calls >= 2 ? (faults.clockStepBackMs ?? 0) : 0);
-        return { artifact_id: id, hosts: hosts.map((h) => ({ host_id: h, artifact_id: id, event: "attached", time: new Date(Date.now() + clock).toISOString() })), total: hosts.length };
+        const number = ++seq - (calls >= 2 ? (faults.seqBack ?? 0) : 0);
+        return { artifact_id: id, hosts: hosts.map((h) => ({ host_id: h, artifact_id: id, event: "attached", time: new Date(Date.now() + clock).toISOString(), seq: number })), total: hosts.length };
       },
       putRollout: async (r: { id: string; state: string; rings: { state: string }[] }) => {
         up();
@@ -281,7 +286,8 @@ describe("runRollout against an assigner that loses its answers", () => {
   });
 
   it.each<[string, Faults]>([
-    ["an agent whose clock steps back 10 minutes during the rollout (an NTP step): its receipts after the move still count", { clockStepBackMs: 600_000 }],
+    // Two minutes: within the assigner's telemetry skew (5 minutes), which refuses messages further off.
+    ["an agent whose clock steps back 2 minutes during the rollout (an NTP step): its receipts after the move still count", { clockStepBackMs: 120_000 }],
     ["agents 10 minutes behind, and the reports before ring 1's move read only after a blip: their receipts count", { agentClockMs: -600_000, statusFailures: 1 }],
   ])("%s", async (_case, faults) => {
     const { client, state } = lossyAssigner(faults);
@@ -289,6 +295,14 @@ describe("runRollout against an assigner that loses its answers", () => {
     const { rollout } = await runRollout(client, plan, { rings: "1,100%", ringTimeoutMs: 500, pollMs: 10 });
     expect(rollout.state, JSON.stringify(rollout.rings)).toBe("completed");
     expect([...state.keys()], "the final state").toEqual([`${A2} s:tier=web`]);
+  });
+
+  it("reports older than those before the move (a store that lost its last writes shows them again) are no news: the ring times out and the rollout rolls back", async () => {
+    const { client, state } = lossyAssigner({ seqBack: 1000 });
+    const before = [...state.keys()].sort();
+    const plan = planFleet([sel(A2, "tier=web")], await client.desiredState(), names);
+    await expect(runRollout(client, plan, { rings: "1,100%", ringTimeoutMs: 300, pollMs: 10 }), "ring 1 with only older reports").rejects.toMatchObject({ code: "ROLLED_BACK", rollout: { state: "rolled_back", rings: [{ state: "failed" }, {}] } });
+    expect([...state.keys()].sort(), "the desired state after the rollback").toEqual(before);
   });
 
   it("an operator's stop that comes after the last ring passed still stops it: nothing of the final step is made, and it rolls back", async () => {
