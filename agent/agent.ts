@@ -110,6 +110,8 @@ export class Agent {
   /** Programs lost from the kernel that the cache could not give while the assigner could not be asked (logged once, until it answers). */
   private readonly unreloadable = new Set<string>();
   private nats: NatsConnection | undefined;
+  /** The attempts at NATS under way (connectNats), which stop() waits for: a dial begun before it ends before it returns. */
+  private natsDialing: Promise<void> | undefined;
   private wake: (() => void) | undefined;
   /** A wake-up that came while reconciling: the next sleep ends at once, so no change is missed. */
   private woken = false;
@@ -169,6 +171,7 @@ export class Agent {
     await this.loop?.catch(() => undefined);
     await this.queue.catch(() => undefined);
     await this.nats?.close().catch(() => undefined);
+    await this.natsDialing;
   }
 
   /** One reconciliation now, serialized with the loop's (tests call it to step the agent). */
@@ -228,7 +231,7 @@ export class Agent {
       return;
     }
     this.log(`connecting to NATS at ${withoutCredentials(url)}; polling only until connected`);
-    (async () => {
+    this.natsDialing = (async () => {
       const nc = await connectNats(url, {
         name: `aegis-agent-${this.options.hostId}`,
         signal: this.controller.signal,
@@ -421,12 +424,20 @@ export class Agent {
     const desired: Program[] = [];
     const hold: string[] = [];
     const verified = new Map<string, VerifiedArtifact>();
+    const fresh = assigned.filter((a) => !records.has(a.id));
+    for (const artifact of fresh) {
+      if (this.received.has(artifact.id)) continue;
+      this.received.add(artifact.id);
+      this.report({ event: "received", id: artifact.id, name: artifact.name, version: artifact.version });
+    }
     // A digest never verified here is fetched from a registry, which may take minutes (pullTimeoutMs for each source,
-    // should one be slow or unreachable): what runs is held first, as in a pass without the assigner, so meanwhile a
-    // deleted filter is back, a new interface covered, and the assigner has what changed, receipts included. (One
-    // verified before comes from the cache.)
-    if (!this.options.dryRun && assigned.some((a) => !records.has(a.id) && !this.verifiedOnce.has(a.id))) {
-      const running = this.actual(now, assigned, verified);
+    // should one be slow or unreachable): what runs and is still assigned (by digest, or a version of its policy) is
+    // held first, as in a pass without the assigner, so meanwhile a deleted filter is back and a new interface
+    // covered; one unassigned is left as it is, for this pass to remove. The assigner then has what changed (receipts
+    // included) and the digests received, so it takes their reports even if they are unassigned before they come.
+    // (A digest verified before comes from the cache.)
+    if (!this.options.dryRun && fresh.some((a) => !this.verifiedOnce.has(a.id))) {
+      const running = this.actual(now, assigned, verified).filter((p) => assigned.some((a) => a.id === p.id || a.name === p.name));
       await this.enforce(plan([], running, { hold: running.map((p) => p.name) }), records, verified);
       if (this.receiptsOwed) await this.reportReceipts(records);
       await this.flushTelemetry();
@@ -438,10 +449,6 @@ export class Agent {
       if (record) {
         desired.push({ id: artifact.id, name: record.name, version: record.version });
         continue;
-      }
-      if (!this.received.has(artifact.id)) {
-        this.received.add(artifact.id);
-        this.report({ event: "received", id: artifact.id, name: artifact.name, version: artifact.version });
       }
       try {
         const v = await this.cache.fetchVerified(artifact, {
@@ -702,9 +709,9 @@ export class Agent {
    */
   private async reportReceipts(records: Map<string, InstalledRecord>): Promise<void> {
     const { datapath } = this.options;
-    this.receiptsOwed = false;
     // attached() names each hook's program from what is loaded (one listing of both), so an id means the loaded program runs there.
     const attached = await datapath.attached();
+    this.receiptsOwed = false;
     for (const [id, record] of records) {
       const hooks = attached.filter((a) => a.id === id);
       const programId = hooks[0]?.programId;

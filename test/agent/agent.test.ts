@@ -966,26 +966,38 @@ describe("outages", () => {
     expect(second.events.some((e) => e.event === "drift" && e.id === v1), "the deleted filter reported as drift").toBe(true);
   });
 
-  it("a new digest whose registry stalls does not hold up what runs: while its pull waits, a deleted filter is back and the assigner has the receipt", async () => {
-    const { v1, first, before } = await installedThenStopped("13.6.0", "outage-slow", "outage-slow-host");
+  it("a new digest whose registry stalls does not hold up what runs: while its pull waits, a deleted filter is back, one just unassigned is not, and the assigner has the receipt and the digest received", async () => {
+    const { v1, first } = await installedThenStopped("13.6.0", "outage-slow", "outage-slow-host");
+    // A second policy on the host, unassigned in the same change that assigns the new digest.
+    const gone = await publish("1.0.0", ciKey, "outage-slow-gone");
     const v2 = await publish("1.0.0", ciKey, "outage-slow-new");
-    const sinceOf = async () => (await admin.status(v1)).hosts.find((h) => h.host_id === "outage-slow-host")?.since;
-    const since = await sinceOf();
+    const third = await runAgent("outage-slow-host", { kernel: first.datapath.kernel, stateDir: first.stateDir });
+    await admin.assign(gone, "outage-slow-host");
+    await third.agent.reconcile();
+    await third.agent.stop();
+    const hostOf = async (digest: string) => (await admin.status(digest)).hosts.find((h) => h.host_id === "outage-slow-host");
+    const since = (await hostOf(v1))?.since;
     const stalling = await startRegistryProxy(registry.url, { stallBlobsAfter: 10 });
     try {
+      // All before the next agent starts: its first pass (at start) is the one that holds, then stalls.
+      const held = await filters(first.datapath);
+      expect(held, "both installed").toHaveLength(4);
+      for (const name of ["outage-slow", "outage-slow-gone"]) await first.datapath.detach({ iface: "eth0", direction: "egress", pref: basePref(name) });
+      await admin.unassign(gone, "outage-slow-host");
+      await admin.assign(v2, "outage-slow-host");
       const second = await runAgent("outage-slow-host", { kernel: first.datapath.kernel, stateDir: first.stateDir, mirrors: [`${stalling.host}/policies/agent`] });
       running.push(second);
-      await second.datapath.detach({ iface: "eth0", direction: "egress", pref: basePref("outage-slow") });
-      await admin.assign(v2, "outage-slow-host");
       const pass = second.agent.reconcile();
       await until("the new digest's blobs are being pulled", () => stalling.requests.some((q) => q.path.includes("/blobs/") && q.status === 200));
-      expect(await filters(second.datapath), "restored before the pull ends").toEqual(before);
-      expect(second.events.filter((e) => e.event === "drift").map((e) => e.id), "the deleted filter reported as drift").toEqual([v1]);
-      const restarted = await sinceOf();
+      const pref = basePref("outage-slow-gone");
+      expect(await filters(second.datapath), "the assigned policy restored, the unassigned one left as it was").toEqual(held.filter((f) => f !== `eth0 egress ${pref} ${gone}`));
+      expect(second.events.filter((e) => e.event === "drift").map((e) => e.id), "drift reported for the assigned policy only").toEqual([v1]);
+      const restarted = (await hostOf(v1))?.since;
       expect(restarted !== undefined && restarted !== since, `the receipt after the drift reached the assigner (since ${since} → ${restarted})`).toBe(true);
+      expect((await hostOf(v2))?.event, "the new digest, received, reached the assigner before its pull").toBe("received");
       await second.agent.stop();
       await expect(pass, "the pass in flight ends with the stop").rejects.toThrow(/agent stopping/);
-      expect(await filters(second.datapath), "the new digest never went in").toEqual(before);
+      expect((await filters(second.datapath)).some((f) => f.endsWith(v2)), "the new digest never went in").toBe(false);
     } finally {
       await stalling.stop();
     }
