@@ -89,15 +89,24 @@ export async function refuseDuringRollout(client: AssignerClient, what: string):
   if (running) throw rolloutRunning(running, what);
 }
 
+/** How long past a ring's timeout a live rollout's record may go unsaved (its process moving a ring, or rolling back). */
+const ALIVE_SLACK_MS = 60_000;
+
 /**
  * Marks the record of a rollout whose process died (left `running` or
  * `rolling_back`) `failed`, so that applies and rollouts may run again; the
  * desired state is left as it is, for the operator to settle (apply the
- * files again, with --prune).
+ * files again, with --prune). A record saved within a ring's timeout (and
+ * a minute) may be a live rollout's, whose next save would undo this:
+ * refused unless `force`.
  */
-export async function abandonRollout(client: AssignerClient, id: string): Promise<RolloutJson> {
+export async function abandonRollout(client: AssignerClient, id: string, options: { force?: boolean } = {}): Promise<RolloutJson> {
   const record = await client.rollout(id);
   if (!ACTIVE.has(record.state)) throw new InputError("INVALID_ARGUMENT", `rollout ${id} is ${record.state}: only a running (or rolling_back) one is abandoned`);
+  const quiet = Date.now() - Date.parse(record.updated_at);
+  if (!options.force && !(quiet > record.ring_timeout_ms + ALIVE_SLACK_MS)) {
+    throw new InputError("INVALID_ARGUMENT", `rollout ${id} saved its record ${Math.round(quiet / 1000)} s ago, within its ring timeout and a minute: its process may be running (stop it, or wait); --force abandons it all the same`);
+  }
   const reason = `${record.reason ? `${record.reason}; ` : ""}abandoned by the operator: the desired state is as its process left it`;
   return client.putRollout({ ...record, state: "failed", reason: reason.slice(0, 2000), updated_at: new Date().toISOString() });
 }
@@ -319,8 +328,22 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
     const until = Date.now() + (final ? options.ringTimeoutMs : SAVE_TRIES_POLLS * pollMs);
     await persisting(() => client.putRollout(rollout), { until, baseMs: pollMs }).catch((err: unknown) => log(`rollout ${rollout.id}: its record could not be saved: ${describeError(err)}`));
   };
+  /** The record as it ends before anything moved: failed, saved if it can be (a record left running would refuse every apply). */
+  const endUnmoved = async (err: unknown): Promise<never> => {
+    rollout.state = "failed";
+    rollout.reason = `stopped before anything moved: ${describeError(err)}`.slice(0, 2000);
+    await save();
+    throw err;
+  };
   rollout.updated_at = now();
-  await client.putRollout(rollout);
+  // Through a blip too: an answer lost after the assigner stored the record would leave it running, with no process.
+  const brief = { until: Date.now() + SAVE_TRIES_POLLS * pollMs, baseMs: pollMs, ...(options.signal ? { signal: options.signal } : {}) };
+  await persisting(() => client.putRollout(rollout), brief).catch(endUnmoved);
+  // Two begun at once may both have seen none running: the one the assigner stored first (the list is newest first)
+  // goes on; the other ends failed, having moved nothing.
+  const listed = await persisting(() => client.rollouts(), brief).catch(endUnmoved);
+  const earlier = listed.rollouts.slice(listed.rollouts.findIndex((r) => r.id === rollout.id) + 1).find((r) => ACTIVE.has(r.state));
+  if (earlier) await endUnmoved(rolloutRunning(earlier, "this rollout"));
   log(`rollout ${rollout.id}: ${hosts.length} host${hosts.length === 1 ? "" : "s"} in ${cumulative.length} ring${cumulative.length === 1 ? "" : "s"} (${options.rings})`);
 
   const version = { current: current.version };
@@ -337,10 +360,6 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
   };
   const moved = new Set<string>();
   try {
-    // Two begun at once may both have seen none running: the one the assigner stored first (the list is newest first) goes on, the other stops before moving anything.
-    const listed = (await client.rollouts()).rollouts;
-    const earlier = listed.slice(listed.findIndex((r) => r.id === rollout.id) + 1).find((r) => ACTIVE.has(r.state));
-    if (earlier) throw rolloutRunning(earlier, "this rollout");
     // Selector assignments on their way out become host assignments: nothing a host is served changes.
     await go(stateWith(moved));
     for (let i = 0; i < cumulative.length; i++) {

@@ -197,10 +197,16 @@ export function registerFleet(program: Command): void {
     },
   );
 
-  withClientOptions(rollout.command("abandon").description("mark a rollout whose process died (left running) failed, so that apply and rollouts run again; then apply the files (with --prune) to settle the state").argument("<id>", "rollout id")).action(
-    async (id: string, options: ClientOptions) => {
+  withClientOptions(
+    rollout
+      .command("abandon")
+      .description("mark a rollout whose process died (left running) failed, so that apply and rollouts run again; then apply the files (with --prune) to settle the state")
+      .argument("<id>", "rollout id")
+      .option("--force", "even if its record was saved within its ring timeout and a minute (its process may still run)"),
+  ).action(
+    async (id: string, options: ClientOptions & { force?: boolean }) => {
       const { abandonRollout } = await import("../../fleet/index.js");
-      const record = await abandonRollout(await client(options), id);
+      const record = await abandonRollout(await client(options), id, { force: options.force === true });
       report(options, `rollout ${record.id} abandoned (failed): the desired state is as its process left it; apply the files (with --prune) to settle it`, record);
     },
   );

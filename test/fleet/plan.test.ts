@@ -341,6 +341,30 @@ describe("runRollout against an assigner that loses its answers", () => {
   });
 
   // Another rollout's record: there when this one begins, or (both begun at once, neither seeing the other at first) stored by the assigner just before or just after this one's.
+  it("a blip as the record is first stored (the answer lost after the assigner stored it) is ridden out; an assigner that stops answering before anything moved leaves the record failed, not running", async () => {
+    const { client, state, records, added } = lossyAssigner({});
+    const putRollout = client.putRollout.bind(client);
+    let puts = 0;
+    (client as { putRollout: typeof client.putRollout }).putRollout = async (r) => {
+      const stored = await putRollout(r);
+      if (++puts === 1) throw new AssignerError("UNAVAILABLE", "the answer was lost (after the assigner stored the record)");
+      return stored;
+    };
+    const plan = planFleet([sel(A2, "tier=web")], await client.desiredState(), names);
+    const { rollout } = await runRollout(client, plan, { rings: "1,100%", ringTimeoutMs: 2_000, pollMs: 10 });
+    expect(rollout.state, "the first put's answer lost: the rollout goes on").toBe("completed");
+    expect([...state.keys()], "the final state").toEqual([`${A2} s:tier=web`]);
+
+    // An assigner that keeps failing the listing after the record was stored: the record ends failed, nothing moved.
+    const down = lossyAssigner({ onCall: (call) => void ("listing" in call && call.listing >= 2 && (() => { throw new AssignerError("UNAVAILABLE", "the assigner is away (test)"); })()) });
+    const before = [...down.state.keys()].sort();
+    await expect(runRollout(down.client, planFleet([sel(A2, "tier=web")], await down.client.desiredState(), names), { rings: "1,100%", ringTimeoutMs: 2_000, pollMs: 10 }), "the listing never answers").rejects.toMatchObject({ code: "UNAVAILABLE" });
+    expect([...down.records.values()].map((r) => r.state), "the record").toEqual(["failed"]);
+    expect([down.added, [...down.state.keys()].sort()], "nothing moved").toEqual([[], before]);
+    expect(added.length, "the first rollout's moves").toBeGreaterThan(0);
+    expect(records.size, "the first rollout's record").toBe(1);
+  });
+
   const other = { id: "r-other", state: "running", rings: [] };
   it.each([
     ["running when this one begins", "before", "refused"],
@@ -368,6 +392,7 @@ describe("runRollout against an assigner that loses its answers", () => {
     await expect(running, `another rollout ${when}`).rejects.toThrow(/rollout r-other is running \(started .*\): .* would undo its host assignments.*aegis rollout abandon r-other/);
     expect(added, `assignments made, another rollout ${when}`).toEqual([]);
     expect([...state.keys()].sort(), `the desired state, another rollout ${when}`).toEqual(before);
-    expect([...records.values()].filter((r) => r.id !== other.id).map((r) => r.state), `this one's record, another rollout ${when}`).toEqual(where === "before" ? [] : ["rolled_back"]);
+    // Failed, not rolled back: nothing of it was moved (and a record left running would refuse every apply).
+    expect([...records.values()].filter((r) => r.id !== other.id).map((r) => r.state), `this one's record, another rollout ${when}`).toEqual(where === "before" ? [] : ["failed"]);
   });
 });
