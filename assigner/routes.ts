@@ -35,6 +35,7 @@ import {
   RegisterInitBody,
   RegisterInitResponse,
   RolloutId,
+  ROLLOUT_ACTIVE_STATES,
   ROLLOUT_BODY_LIMIT,
   RolloutJson,
   RolloutList,
@@ -157,6 +158,9 @@ const HostParams = z.strictObject({ host_id: HostId });
 const AssignParams = z.strictObject({ artifact_id: Digest, host_id: HostId });
 const StatusQuery = z.strictObject({
   view: z.enum(["full", "summary"]).optional().meta({ description: "summary: each host's event, code, reason and time, without its receipt's counters and interfaces (a rollout reads thousands of hosts every second)" }),
+});
+const RolloutsQuery = z.strictObject({
+  active: z.enum(["true", "false"]).optional().meta({ description: "true: only those running or rolling back (what an apply checks before it begins)" }),
 });
 const AssignQuery = z.strictObject({
   force: z.enum(["true", "false"]).optional().meta({ description: "true: assign even when the host's reported kernel cannot run the artifact's program" }),
@@ -526,11 +530,13 @@ export const ROUTES: Route[] = [
   route({
     method: "get",
     path: "/rollouts",
-    summary: "Staged rollouts, newest first (the last 100)",
+    summary: "Staged rollouts, newest first (the last 100); ?active=true, only those running or rolling back",
     access: "admin",
+    query: RolloutsQuery,
     response: RolloutList,
-    handler: async ({ services }) => {
-      const rollouts = await services.store.listRollouts();
+    handler: async ({ query, services }) => {
+      const all = await services.store.listRollouts();
+      const rollouts = query.active === "true" ? all.filter((r) => ROLLOUT_ACTIVE_STATES.has(r.state)) : all;
       return { json: { rollouts, total: rollouts.length } };
     },
   }),

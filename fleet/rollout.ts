@@ -16,7 +16,7 @@
 // plan's selector assignments are in place and those host assignments gone.
 // The rollout's record is kept on the assigner (`aegis rollout status`).
 import { randomBytes } from "node:crypto";
-import { ASSIGNMENT_CHANGES_MAX, AssignerError, matches, parseSelector, type AssignerClient, type AssignmentEntry, type RolloutJson } from "../assigner/api/index.js";
+import { ASSIGNMENT_CHANGES_MAX, AssignerError, matches, parseSelector, ROLLOUT_ACTIVE_STATES, type AssignerClient, type AssignmentEntry, type RolloutJson } from "../assigner/api/index.js";
 import { AegisError, describeError, InputError } from "../errors.js";
 import { backoffDelay, sleep } from "../util/index.js";
 import { entryKey, fromWire, targetText, toWire, type FleetPlan, type Target } from "./plan.js";
@@ -73,9 +73,6 @@ export function allowedFailures(spec: string, size: number): number {
 
 type Keyed = Map<string, { artifactId: string; target: Target }>;
 
-/** A record's states while its process drives it. */
-const ACTIVE: ReadonlySet<RolloutJson["state"]> = new Set(["running", "rolling_back"]);
-
 const rolloutRunning = (r: RolloutJson, what: string) =>
   new AssignerError("CONFLICT", `rollout ${r.id} is ${r.state} (started ${r.started_at}): ${what} would undo its host assignments, and it theirs; wait for it to end, or, if its process died, run aegis rollout abandon ${r.id}`);
 
@@ -85,7 +82,7 @@ const rolloutRunning = (r: RolloutJson, what: string) =>
  * so until abandonRollout marks it.
  */
 export async function refuseDuringRollout(client: AssignerClient, what: string): Promise<void> {
-  const running = (await client.rollouts()).rollouts.find((r) => ACTIVE.has(r.state));
+  const running = (await client.rollouts({ active: true })).rollouts.find((r) => ROLLOUT_ACTIVE_STATES.has(r.state));
   if (running) throw rolloutRunning(running, what);
 }
 
@@ -102,7 +99,7 @@ const ALIVE_SLACK_MS = 60_000;
  */
 export async function abandonRollout(client: AssignerClient, id: string, options: { force?: boolean } = {}): Promise<RolloutJson> {
   const record = await client.rollout(id);
-  if (!ACTIVE.has(record.state)) throw new InputError("INVALID_ARGUMENT", `rollout ${id} is ${record.state}: only a running (or rolling_back) one is abandoned`);
+  if (!ROLLOUT_ACTIVE_STATES.has(record.state)) throw new InputError("INVALID_ARGUMENT", `rollout ${id} is ${record.state}: only a running (or rolling_back) one is abandoned`);
   const quiet = Date.now() - Date.parse(record.updated_at);
   if (!options.force && !(quiet > record.ring_timeout_ms + ALIVE_SLACK_MS)) {
     throw new InputError("INVALID_ARGUMENT", `rollout ${id} saved its record ${Math.round(quiet / 1000)} s ago, within its ring timeout and a minute: its process may be running (stop it, or wait); --force abandons it all the same`);
@@ -341,8 +338,8 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
   await persisting(() => client.putRollout(rollout), brief).catch(endUnmoved);
   // Two begun at once may both have seen none running: the one the assigner stored first (the list is newest first)
   // goes on; the other ends failed, having moved nothing.
-  const listed = await persisting(() => client.rollouts(), brief).catch(endUnmoved);
-  const earlier = listed.rollouts.slice(listed.rollouts.findIndex((r) => r.id === rollout.id) + 1).find((r) => ACTIVE.has(r.state));
+  const listed = (await persisting(() => client.rollouts({ active: true }), brief).catch(endUnmoved)).rollouts;
+  const earlier = listed.slice(listed.findIndex((r) => r.id === rollout.id) + 1).find((r) => ROLLOUT_ACTIVE_STATES.has(r.state));
   if (earlier) await endUnmoved(rolloutRunning(earlier, "this rollout"));
   log(`rollout ${rollout.id}: ${hosts.length} host${hosts.length === 1 ? "" : "s"} in ${cumulative.length} ring${cumulative.length === 1 ? "" : "s"} (${options.rings})`);
 

@@ -263,8 +263,9 @@ export class AssignerClient {
   }
 
   /** Newest first. */
-  rollouts(): Promise<z.infer<typeof RolloutList>> {
-    return this.call("GET", "/rollouts");
+  /** Newest first; `active`: only those running or rolling back (records of up to 8 MiB each: the last 100 may pass the answer's cap). */
+  rollouts(options: { active?: boolean } = {}): Promise<z.infer<typeof RolloutList>> {
+    return this.call("GET", `/rollouts${options.active ? "?active=true" : ""}`);
   }
 }
 

@@ -40,6 +40,7 @@ export {
   RolloutId,
   RolloutJson,
   RolloutList,
+  ROLLOUT_ACTIVE_STATES,
   ROLLOUT_BODY_LIMIT,
   RolloutRing,
   SELECTOR_ASSIGNMENTS_MAX,

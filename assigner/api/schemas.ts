@@ -371,3 +371,6 @@ export const RolloutJson = z.strictObject({
 export type RolloutJson = z.infer<typeof RolloutJson>;
 
 export const RolloutList = z.object({ rollouts: z.array(RolloutJson), total: z.number().int() });
+
+/** A rollout's states while its process drives it: one at a time (fleet/rollout.ts refuses another, and applies). */
+export const ROLLOUT_ACTIVE_STATES: ReadonlySet<RolloutJson["state"]> = new Set(["running", "rolling_back"]);

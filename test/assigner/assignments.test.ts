@@ -100,6 +100,16 @@ describe("the desired-state API", () => {
     expect((await http("GET", "/rollouts/r-api-1", admin)).json.state).toBe("running");
     expect((await http("GET", "/rollouts/nope", admin)).json.code).toBe("NOT_FOUND");
     expect(((await http("GET", "/rollouts", admin)).json.rollouts as { id: string }[]).map((r) => r.id)).toEqual(["r-api-1"]);
+    // ?active=true: those running or rolling back alone (what an apply asks before it begins).
+    expect((await http("PUT", "/rollouts/r-api-3", { ...admin, body: { ...rollout, id: "r-api-3", state: "completed" } })).status).toBe(200);
+    expect((await http("PUT", "/rollouts/r-api-4", { ...admin, body: { ...rollout, id: "r-api-4", state: "rolling_back" } })).status).toBe(200);
+    const ids = async (query: string) => ((await http("GET", `/rollouts${query}`, admin)).json.rollouts as { id: string }[]).map((r) => r.id);
+    expect([await ids(""), await ids("?active=true"), await ids("?active=false")], "all; active; all").toEqual([
+      ["r-api-4", "r-api-3", "r-api-1"],
+      ["r-api-4", "r-api-1"],
+      ["r-api-4", "r-api-3", "r-api-1"],
+    ]);
+    expect((await http("GET", "/rollouts?active=yes", admin)).status, "?active=yes").toBe(400);
   });
 
   it("takes the largest rollout record its schema allows (1000 changes of long targets, 16 rings of 20 failures, every character escaped)", async () => {

@@ -188,10 +188,11 @@ describe("runRollout against an assigner that loses its answers", () => {
         records.set(r.id, structuredClone(r));
         return r;
       },
-      rollouts: async () => {
+      rollouts: async (options: { active?: boolean } = {}) => {
         up();
         faults.onCall?.({ listing: ++listings });
-        return { rollouts: [...records.values()].reverse(), total: records.size };
+        const rollouts = [...records.values()].reverse().filter((r) => !options.active || ["running", "rolling_back"].includes(r.state));
+        return { rollouts, total: rollouts.length };
       },
     };
     return { client: client as unknown as AssignerClient, state, sizes, added, records };
