@@ -2,6 +2,7 @@
 // script, so a change and its host version move together atomically under
 // any number of concurrent assigners. Commands fail fast when Redis is away
 // (no offline queue, a short connect timeout), so the API answers 503 instead of hanging.
+import { randomBytes } from "node:crypto";
 import { Redis } from "ioredis";
 import { StoreUnavailableError } from "../errors.js";
 import type { RolloutJson } from "../api/index.js";
@@ -189,9 +190,19 @@ function parse<T>(text: string | null | undefined): T | undefined {
  */
 const UNAVAILABLE_REPLIES = /^(OOM|MISCONF|READONLY|LOADING|MASTERDOWN|NOREPLICAS|BUSY|TRYAGAIN|CLUSTERDOWN)\b/;
 
+/** An epoch no server has: while the server's run id is not known. */
+function unknownEpoch(): string {
+  return randomBytes(8).toString("hex");
+}
+
 export class RedisStore implements AssignerStore {
-  /** versionEpoch: the server's run id, read on each connection. */
-  private runId = "";
+  /**
+   * versionEpoch: the server's run id, read on each connection; a random one
+   * from the moment a connection closes until it is read (or for good, where
+   * INFO is renamed away), so no version read from a server since is taken
+   * for one of the server before.
+   */
+  private runId = unknownEpoch();
   private readonly redis: Redis;
   private readonly p: string;
 
@@ -208,7 +219,7 @@ export class RedisStore implements AssignerStore {
     });
     // Connection errors surface through commands; without a listener ioredis logs them.
     this.redis.on("error", () => {});
-    // Sent before any command of a request on the new connection, so its answer comes first.
+    this.redis.on("close", () => (this.runId = unknownEpoch()));
     this.redis.on("ready", () => void this.readRunId());
   }
 

@@ -735,9 +735,15 @@ describe("durability and outages (Redis)", () => {
     } finally {
       raw.disconnect();
     }
-    for (let i = 0; i < 40 && (await poll()).status === 503; i++) await new Promise((resolve) => setTimeout(resolve, 100));
+    let answered = await poll();
+    for (let i = 0; i < 200 && answered.status === 503; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      answered = await poll();
+    }
+    expect(answered.status, `the poll once Redis is back: ${JSON.stringify(answered.json)}`).toBe(200);
     // The same version again, for other content.
-    expect((await http("POST", `/assign/${other.digest}/lossy-host`, admin)).json.version, "the version handed out again").toBe(version);
+    const assigned = await http("POST", `/assign/${other.digest}/lossy-host`, admin);
+    expect([assigned.status, assigned.json.version], `the version handed out again: ${JSON.stringify(assigned.json)}`).toEqual([200, version]);
     const again = await poll(etag);
     expect(again.status, `the ETag from before the restart (${etag}) against ${again.headers.get("etag")}`).toBe(200);
     expect((again.json.artifacts as { id: string }[]).map((a) => a.id), "what the host is served now").toEqual([other.digest]);

@@ -372,6 +372,33 @@ describe("RedisStore when Redis refuses", () => {
     expect(await hostAssignments(store, "h"), "nothing of the refused changes was made").toEqual({ version: 1, artifactIds: [artifact(1).id] });
   });
 
+  it("its version epoch is the server's run id, and an unknown one from a lost connection until the new server's is read", async () => {
+    const { store } = await redisStore("epoch");
+    const runId = async () => {
+      const raw = new Redis(redis.url);
+      try {
+        return /^run_id:([0-9a-f]{16})/m.exec(await raw.info("server"))![1]!;
+      } finally {
+        raw.disconnect();
+      }
+    };
+    const first = await runId();
+    expect(store.versionEpoch(), "the server's run id").toBe(first);
+    const settled = async (what: string, check: () => Promise<boolean>) => {
+      for (let i = 0; i < 100 && !(await check()); i++) await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(await check(), what).toBe(true);
+    };
+    await redis.kill();
+    try {
+      await settled("a new epoch once the connection is lost", async () => store.versionEpoch() !== first);
+    } finally {
+      await redis.start();
+    }
+    const second = await runId();
+    expect(second, "a restarted server's run id").not.toBe(first);
+    await settled(`the restarted server's run id (${second}), read once connected again: ${store.versionEpoch()}`, async () => store.versionEpoch() === second);
+  });
+
   it("any other error answer is a fault whose error names the command, without its arguments", async () => {
     const { store, prefix } = await redisStore("wrongtype");
     const raw = new Redis(redis.url);
