@@ -86,23 +86,27 @@ export async function refuseDuringRollout(client: AssignerClient, what: string):
   if (running) throw rolloutRunning(running, what);
 }
 
-/** How long past a ring's timeout a live rollout's record may go unsaved (its process moving a ring, or rolling back). */
+/**
+ * How long past two ring timeouts a live rollout's record may go unsaved: a
+ * ring's move and wait, with one save lost to a blip between them (a save
+ * that fails is said, not a reason to stop), and the two machines' clocks.
+ */
 const ALIVE_SLACK_MS = 60_000;
 
 /**
  * Marks the record of a rollout whose process died (left `running` or
  * `rolling_back`) `failed`, so that applies and rollouts may run again; the
  * desired state is left as it is, for the operator to settle (apply the
- * files again, with --prune). A record saved within a ring's timeout (and
- * a minute) may be a live rollout's, whose next save would undo this:
+ * files again, with --prune). A record saved within twice its ring timeout
+ * (and a minute) may be a live rollout's, whose next save would undo this:
  * refused unless `force`.
  */
 export async function abandonRollout(client: AssignerClient, id: string, options: { force?: boolean } = {}): Promise<RolloutJson> {
   const record = await client.rollout(id);
   if (!ROLLOUT_ACTIVE_STATES.has(record.state)) throw new InputError("INVALID_ARGUMENT", `rollout ${id} is ${record.state}: only a running (or rolling_back) one is abandoned`);
   const quiet = Date.now() - Date.parse(record.updated_at);
-  if (!options.force && !(quiet > record.ring_timeout_ms + ALIVE_SLACK_MS)) {
-    throw new InputError("INVALID_ARGUMENT", `rollout ${id} saved its record ${Math.round(quiet / 1000)} s ago, within its ring timeout and a minute: its process may be running (stop it, or wait); --force abandons it all the same`);
+  if (!options.force && !(quiet > 2 * record.ring_timeout_ms + ALIVE_SLACK_MS)) {
+    throw new InputError("INVALID_ARGUMENT", `rollout ${id} saved its record ${Math.round(quiet / 1000)} s ago, within twice its ring timeout and a minute: its process may be running (stop it, or wait); --force abandons it all the same`);
   }
   const reason = `${record.reason ? `${record.reason}; ` : ""}abandoned by the operator: the desired state is as its process left it`;
   return client.putRollout({ ...record, state: "failed", reason: reason.slice(0, 2000), updated_at: new Date().toISOString() });
@@ -212,7 +216,7 @@ async function readReports(client: AssignerClient, expected: Map<string, string[
  * the host had sent about that digest before the change (`before`, read just
  * before it; an agent's numbers only grow, whatever its clock does, and a
  * store that lost its last writes shows an older report, which is no news),
- * or, from an assigner that does not say the numbers, a later agent's time;
+ * or, from an assigner that does not say the numbers, any other report;
  * when `before` could not be read, a report stamped at or after `since`
  * (this machine's clock, which may differ from the agents').
  */
@@ -240,7 +244,7 @@ async function check(client: AssignerClient, expected: Map<string, string[]>, fr
     if (!freshness.before) return Date.parse(report.time) >= freshness.since;
     const earlier = freshness.before.get(id)?.get(host);
     if (!earlier) return true;
-    return report.seq !== undefined && earlier.seq !== undefined ? report.seq > earlier.seq : Date.parse(report.time) > Date.parse(earlier.time);
+    return report.seq !== undefined && earlier.seq !== undefined ? report.seq > earlier.seq : report.time !== earlier.time || report.event !== earlier.event;
   };
   const result: RingCheck = { inForce: [], failed: [], pending: [] };
   for (const [host, ids] of expected) {
@@ -325,23 +329,28 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
     const until = Date.now() + (final ? options.ringTimeoutMs : SAVE_TRIES_POLLS * pollMs);
     await persisting(() => client.putRollout(rollout), { until, baseMs: pollMs }).catch((err: unknown) => log(`rollout ${rollout.id}: its record could not be saved: ${describeError(err)}`));
   };
-  /** The record as it ends before anything moved: failed, saved if it can be (a record left running would refuse every apply). */
+  /**
+   * The rollout ends before anything moved: its record failed, saved as the
+   * record that ends a rollout is (a record left running would refuse every
+   * apply), and NOT_STARTED.
+   */
   const endUnmoved = async (err: unknown): Promise<never> => {
     rollout.state = "failed";
-    rollout.reason = `stopped before anything moved: ${describeError(err)}`.slice(0, 2000);
-    await save();
-    throw err;
+    rollout.reason = `did not start: ${describeError(err)}`.slice(0, 2000);
+    await save(true);
+    throw new RolloutStopped(rollout, "NOT_STARTED", { cause: err });
   };
+  log(`rollout ${rollout.id}: ${hosts.length} host${hosts.length === 1 ? "" : "s"} in ${cumulative.length} ring${cumulative.length === 1 ? "" : "s"} (${options.rings})`);
+  /** A few polls' time through the assigner's blips, from now. */
+  const brief = () => ({ until: Date.now() + SAVE_TRIES_POLLS * pollMs, baseMs: pollMs, ...(options.signal ? { signal: options.signal } : {}) });
   rollout.updated_at = now();
   // Through a blip too: an answer lost after the assigner stored the record would leave it running, with no process.
-  const brief = { until: Date.now() + SAVE_TRIES_POLLS * pollMs, baseMs: pollMs, ...(options.signal ? { signal: options.signal } : {}) };
-  await persisting(() => client.putRollout(rollout), brief).catch(endUnmoved);
+  await persisting(() => client.putRollout(rollout), brief()).catch(endUnmoved);
   // Two begun at once may both have seen none running: the one the assigner stored first (the list is newest first)
-  // goes on; the other ends failed, having moved nothing.
-  const listed = (await persisting(() => client.rollouts({ active: true }), brief).catch(endUnmoved)).rollouts;
+  // goes on; the other ends, having moved nothing.
+  const listed = (await persisting(() => client.rollouts({ active: true }), brief()).catch(endUnmoved)).rollouts;
   const earlier = listed.slice(listed.findIndex((r) => r.id === rollout.id) + 1).find((r) => ROLLOUT_ACTIVE_STATES.has(r.state));
   if (earlier) await endUnmoved(rolloutRunning(earlier, "this rollout"));
-  log(`rollout ${rollout.id}: ${hosts.length} host${hosts.length === 1 ? "" : "s"} in ${cumulative.length} ring${cumulative.length === 1 ? "" : "s"} (${options.rings})`);
 
   const version = { current: current.version };
   let state: Keyed = before;
@@ -458,14 +467,19 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
 
 class RingFailed extends Error {}
 
-/** A rollout that stopped: rolled back (ROLLED_BACK), or not even that (NOT_ROLLED_BACK: the state is between the two); `rollout` is its record. */
-export class RolloutStopped extends AegisError<"ROLLED_BACK" | "NOT_ROLLED_BACK"> {
+/**
+ * A rollout that stopped: rolled back (ROLLED_BACK), or not even that
+ * (NOT_ROLLED_BACK: the state is between the two), or before anything moved
+ * (NOT_STARTED: another rollout began first, the assigner stopped answering,
+ * a Ctrl-C); `rollout` is its record.
+ */
+export class RolloutStopped extends AegisError<"ROLLED_BACK" | "NOT_ROLLED_BACK" | "NOT_STARTED"> {
   constructor(
     readonly rollout: RolloutJson,
-    code: "ROLLED_BACK" | "NOT_ROLLED_BACK",
+    code: "ROLLED_BACK" | "NOT_ROLLED_BACK" | "NOT_STARTED",
     options: { cause?: unknown },
   ) {
-    super(code, code === "ROLLED_BACK" ? `rollout ${rollout.id} ${rollout.reason ?? "stopped"}` : `rollout ${rollout.id} stopped and could not be rolled back: ${rollout.reason ?? ""}`, options);
+    super(code, code === "NOT_ROLLED_BACK" ? `rollout ${rollout.id} stopped and could not be rolled back: ${rollout.reason ?? ""}` : `rollout ${rollout.id} ${rollout.reason ?? "stopped"}`, options);
   }
 }
 

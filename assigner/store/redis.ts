@@ -198,9 +198,8 @@ function unknownEpoch(): string {
 export class RedisStore implements AssignerStore {
   /**
    * versionEpoch: the server's run id, read on each connection; a random one
-   * from the moment a connection closes until it is read (or for good, where
-   * INFO is renamed away), so no version read from a server since is taken
-   * for one of the server before.
+   * from the moment a connection closes until it is read, so no version read
+   * from a server since is taken for one of the server before.
    */
   private runId = unknownEpoch();
   private readonly redis: Redis;
@@ -229,11 +228,16 @@ export class RedisStore implements AssignerStore {
     await this.readRunId();
   }
 
-  /** The server's run id (INFO server), versionEpoch: unchanged if it cannot be read now (a reconnection reads it again). */
+  /**
+   * The server's run id (INFO server), versionEpoch: unchanged if it cannot
+   * be read now (a reconnection reads it again); "" where the server refuses
+   * INFO (renamed away), one epoch for every assigner, so an agent's ETag
+   * holds at all of them.
+   */
   private async readRunId(): Promise<void> {
-    const info = await this.redis.info("server").catch(() => "");
-    const runId = /^run_id:([0-9a-f]+)/m.exec(info)?.[1];
-    if (runId) this.runId = runId.slice(0, 16);
+    const info = await this.redis.info("server").catch((err: unknown) => ((err as Error).name === "ReplyError" ? "" : undefined));
+    if (info === undefined) return;
+    this.runId = /^run_id:([0-9a-f]{16})/m.exec(info)?.[1] ?? "";
   }
 
   /**

@@ -180,7 +180,8 @@ export function registerFleet(program: Command): void {
       // The files stay edited: said, so that a later plain apply (GitOps) does not roll the digest out unawares.
       // (A stopped rollout's JSON, printed already, holds `promoted`.)
       if (changes.length > 0) {
-        if (!options.json) say(`the --to files stay edited to ${digest}: ${err instanceof RolloutStopped ? "the rollout stopped; revert them" : "the apply failed; mend it and apply them, or revert them"}`);
+        const rolledBack = err instanceof RolloutStopped && err.code !== "NOT_STARTED";
+        if (!options.json) say(`the --to files stay edited to ${digest}: ${rolledBack ? "the rollout stopped; revert them" : "the apply failed; mend it and apply them, or revert them"}`);
         else if (!(err instanceof RolloutStopped)) report(options, "", { promoted: changes, applied: false, error: plainError(err), code: errorCode(err) });
       }
       throw err;
@@ -202,7 +203,7 @@ export function registerFleet(program: Command): void {
       .command("abandon")
       .description("mark a rollout whose process died (left running) failed, so that apply and rollouts run again; then apply the files (with --prune) to settle the state")
       .argument("<id>", "rollout id")
-      .option("--force", "even if its record was saved within its ring timeout and a minute (its process may still run)"),
+      .option("--force", "even if its record was saved within twice its ring timeout and a minute (its process may still run)"),
   ).action(
     async (id: string, options: ClientOptions & { force?: boolean }) => {
       const { abandonRollout } = await import("../../fleet/index.js");

@@ -372,7 +372,7 @@ describe("RedisStore when Redis refuses", () => {
     expect(await hostAssignments(store, "h"), "nothing of the refused changes was made").toEqual({ version: 1, artifactIds: [artifact(1).id] });
   });
 
-  it("its version epoch is the server's run id, and an unknown one from a lost connection until the new server's is read", async () => {
+  it("its version epoch is the server's run id, an unknown one from a lost connection until the new server's is read, and \"\" where the server refuses INFO", async () => {
     const { store } = await redisStore("epoch");
     const runId = async () => {
       const raw = new Redis(redis.url);
@@ -397,6 +397,19 @@ describe("RedisStore when Redis refuses", () => {
     const second = await runId();
     expect(second, "a restarted server's run id").not.toBe(first);
     await settled(`the restarted server's run id (${second}), read once connected again: ${store.versionEpoch()}`, async () => store.versionEpoch() === second);
+
+    // A server that refuses INFO to the assigner's user (as one with INFO renamed away): one epoch, "", for every assigner.
+    const raw = new Redis(redis.url);
+    try {
+      await raw.call("ACL", "SETUSER", "no-info", "on", ">no-info-password", "~*", "&*", "+@all", "-info");
+      const limited = new RedisStore(redis.url.replace("redis://", "redis://no-info:no-info-password@"), { prefix: `noinfo${counter++}` });
+      opened.push(limited);
+      await limited.connect();
+      expect(limited.versionEpoch(), "INFO refused").toBe("");
+    } finally {
+      await raw.call("ACL", "DELUSER", "no-info");
+      raw.disconnect();
+    }
   });
 
   it("any other error answer is a fault whose error names the command, without its arguments", async () => {

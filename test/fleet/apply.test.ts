@@ -429,17 +429,17 @@ describe("one rollout at a time", () => {
       expect(await state(), `the desired state after ${args.join(" ")}`).toEqual(before);
       expect(readFileSync(join(dir, "prod.yaml"), "utf8"), `the prod file after ${args.join(" ")}`).toBe(prodText);
     }
-    expect(expectOneErrorLine(await aegis(["rollout", "abandon", "r-stuck-1"], env)), "saved just now: its process may run").toMatch(/rollout r-stuck-1 saved its record \d+ s ago, within its ring timeout and a minute: its process may be running .*--force/);
+    expect(expectOneErrorLine(await aegis(["rollout", "abandon", "r-stuck-1"], env)), "saved just now: its process may run").toMatch(/rollout r-stuck-1 saved its record \d+ s ago, within twice its ring timeout and a minute: its process may be running .*--force/);
     expect((await admin.rollout("r-stuck-1")).state, "the record after a refused abandon").toBe("running");
     const abandoned = await aegis(["rollout", "abandon", "r-stuck-1", "--force", "--json"], env);
     expect(abandoned.code, abandoned.stderr).toBe(0);
     expect((await admin.rollout("r-stuck-1")).state, "the record after rollout abandon").toBe("failed");
     expect(expectOneErrorLine(await aegis(["rollout", "abandon", "r-stuck-1"], env)), "abandoned twice").toContain("rollout r-stuck-1 is failed");
-    // One quiet for longer than its ring timeout and a minute: its process is gone, no --force needed.
-    const long = new Date(Date.now() - 120_000).toISOString();
+    // One quiet for longer than twice its ring timeout and a minute: its process is gone, no --force needed.
+    const long = new Date(Date.now() - 240_000).toISOString();
     await admin.putRollout({ ...stuck, id: "r-stuck-2", started_at: long, updated_at: long });
     const quiet = await aegis(["rollout", "abandon", "r-stuck-2"], env);
-    expect([quiet.code, (await admin.rollout("r-stuck-2")).state], `a record quiet for 2 minutes (ring timeout 1 minute)\n${quiet.stderr}`).toEqual([0, "failed"]);
+    expect([quiet.code, (await admin.rollout("r-stuck-2")).state], `a record quiet for 4 minutes (ring timeout 1 minute)\n${quiet.stderr}`).toEqual([0, "failed"]);
     await apply("-f", join(dir, "prod.yaml"));
     expect((await state()).assignments, "the apply after rollout abandon").toEqual(["v1 host:running-1"]);
   });

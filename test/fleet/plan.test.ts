@@ -119,6 +119,8 @@ describe("runRollout against an assigner that loses its answers", () => {
     statusFailures?: number;
     /** From the second change on, the reports shown are older ones, their seq this much lower (a store that lost its last writes). */
     seqBack?: number;
+    /** Reports without their seq, as an assigner older than the field gives them. */
+    noSeq?: boolean;
     /** Sees each call once it is made, before it is answered: the nth change, each status read, each record saved, the nth listing of the records. */
     onCall?: (call: { change: number } | { status: string } | { saved: { id: string; state: string; rings: { state: string }[] } } | { listing: number }) => void;
   }
@@ -179,7 +181,7 @@ describe("runRollout against an assigner that loses its answers", () => {
         // A report is sent now, by the agent's clock: each read sees a newer one.
         const clock = (faults.agentClockMs ?? 60_000) - (calls >= 2 ? (faults.clockStepBackMs ?? 0) : 0);
         const number = ++seq - (calls >= 2 ? (faults.seqBack ?? 0) : 0);
-        return { artifact_id: id, hosts: hosts.map((h) => ({ host_id: h, artifact_id: id, event: "attached", time: new Date(Date.now() + clock).toISOString(), seq: number })), total: hosts.length };
+        return { artifact_id: id, hosts: hosts.map((h) => ({ host_id: h, artifact_id: id, event: "attached", time: new Date(Date.now() + clock).toISOString(), ...(faults.noSeq ? {} : { seq: number }) })), total: hosts.length };
       },
       putRollout: async (r: { id: string; state: string; rings: { state: string }[] }) => {
         up();
@@ -290,6 +292,7 @@ describe("runRollout against an assigner that loses its answers", () => {
     // Two minutes: within the assigner's telemetry skew (5 minutes), which refuses messages further off.
     ["an agent whose clock steps back 2 minutes during the rollout (an NTP step): its receipts after the move still count", { clockStepBackMs: 120_000 }],
     ["agents 10 minutes behind, and the reports before ring 1's move read only after a blip: their receipts count", { agentClockMs: -600_000, statusFailures: 1 }],
+    ["an assigner that gives no seq (older than the field), an agent's clock stepping back 2 minutes: any other report counts", { clockStepBackMs: 120_000, noSeq: true }],
   ])("%s", async (_case, faults) => {
     const { client, state } = lossyAssigner(faults);
     const plan = planFleet([sel(A2, "tier=web")], await client.desiredState(), names);
@@ -359,11 +362,27 @@ describe("runRollout against an assigner that loses its answers", () => {
     // An assigner that keeps failing the listing after the record was stored: the record ends failed, nothing moved.
     const down = lossyAssigner({ onCall: (call) => void ("listing" in call && call.listing >= 2 && (() => { throw new AssignerError("UNAVAILABLE", "the assigner is away (test)"); })()) });
     const before = [...down.state.keys()].sort();
-    await expect(runRollout(down.client, planFleet([sel(A2, "tier=web")], await down.client.desiredState(), names), { rings: "1,100%", ringTimeoutMs: 2_000, pollMs: 10 }), "the listing never answers").rejects.toMatchObject({ code: "UNAVAILABLE" });
+    await expect(runRollout(down.client, planFleet([sel(A2, "tier=web")], await down.client.desiredState(), names), { rings: "1,100%", ringTimeoutMs: 2_000, pollMs: 10 }), "the listing never answers").rejects.toMatchObject({ code: "NOT_STARTED", cause: { code: "UNAVAILABLE" }, rollout: { state: "failed" } });
     expect([...down.records.values()].map((r) => r.state), "the record").toEqual(["failed"]);
     expect([down.added, [...down.state.keys()].sort()], "nothing moved").toEqual([[], before]);
     expect(added.length, "the first rollout's moves").toBeGreaterThan(0);
     expect(records.size, "the first rollout's record").toBe(1);
+
+    // The first put stored, its answer lost, then the assigner away for 300 ms, past the first save's few polls
+    // (50 ms): the rollout does not start, and its record, saved as the last one is (through a ring's time), ends failed.
+    const lossy = lossyAssigner({});
+    const put = lossy.client.putRollout.bind(lossy.client);
+    const awayUntil = Date.now() + 300;
+    let lossyPuts = 0;
+    (lossy.client as { putRollout: typeof client.putRollout }).putRollout = async (r) => {
+      if (++lossyPuts === 1) await put(r);
+      if (Date.now() < awayUntil) throw new AssignerError("UNAVAILABLE", "cannot reach the assigner (test)");
+      return put(r);
+    };
+    const unchanged = [...lossy.state.keys()].sort();
+    await expect(runRollout(lossy.client, planFleet([sel(A2, "tier=web")], await lossy.client.desiredState(), names), { rings: "1,100%", ringTimeoutMs: 2_000, pollMs: 10 }), "the puts' answers lost").rejects.toMatchObject({ code: "NOT_STARTED" });
+    expect([...lossy.records.values()].map((r) => r.state), "the record, once an answer came").toEqual(["failed"]);
+    expect([lossy.added, [...lossy.state.keys()].sort()], "nothing moved").toEqual([[], unchanged]);
   });
 
   const other = { id: "r-other", state: "running", rings: [] };
@@ -391,6 +410,7 @@ describe("runRollout against an assigner that loses its answers", () => {
       return;
     }
     await expect(running, `another rollout ${when}`).rejects.toThrow(/rollout r-other is running \(started .*\): .* would undo its host assignments.*aegis rollout abandon r-other/);
+    if (where !== "before") await expect(running, `another rollout ${when}: the code`).rejects.toMatchObject({ code: "NOT_STARTED" });
     expect(added, `assignments made, another rollout ${when}`).toEqual([]);
     expect([...state.keys()].sort(), `the desired state, another rollout ${when}`).toEqual(before);
     // Failed, not rolled back: nothing of it was moved (and a record left running would refuse every apply).
