@@ -337,6 +337,7 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
   const endUnmoved = async (err: unknown): Promise<never> => {
     rollout.state = "failed";
     rollout.reason = `did not start: ${describeError(err)}`.slice(0, 2000);
+    log(`rollout ${rollout.id} ${rollout.reason}; nothing moved; saving its record as failed`);
     await save(true);
     throw new RolloutStopped(rollout, "NOT_STARTED", { cause: err });
   };
@@ -351,6 +352,8 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
   const listed = (await persisting(() => client.rollouts({ active: true }), brief()).catch(endUnmoved)).rollouts;
   const earlier = listed.slice(listed.findIndex((r) => r.id === rollout.id) + 1).find((r) => ROLLOUT_ACTIVE_STATES.has(r.state));
   if (earlier) await endUnmoved(rolloutRunning(earlier, "this rollout"));
+  // A stop that came meanwhile (persisting looks at it only between failed tries): nothing has moved yet.
+  if (options.signal?.aborted) await endUnmoved(options.signal.reason);
 
   const version = { current: current.version };
   let state: Keyed = before;

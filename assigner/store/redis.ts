@@ -229,15 +229,15 @@ export class RedisStore implements AssignerStore {
   }
 
   /**
-   * The server's run id (INFO server), versionEpoch: unchanged if it cannot
-   * be read now (a reconnection reads it again); "" where the server refuses
-   * INFO (renamed away), one epoch for every assigner, so an agent's ETag
-   * holds at all of them.
+   * The server's run id (INFO server), versionEpoch: unchanged, a random one,
+   * if it cannot be read (a reconnection reads it again), or for good where
+   * the server refuses INFO to the assigner's user: each assigner then has
+   * its own epoch, and an agent's ETag holds only at the one that gave it.
    */
   private async readRunId(): Promise<void> {
-    const info = await this.redis.info("server").catch((err: unknown) => ((err as Error).name === "ReplyError" ? "" : undefined));
-    if (info === undefined) return;
-    this.runId = /^run_id:([0-9a-f]{16})/m.exec(info)?.[1] ?? "";
+    const info = await this.redis.info("server").catch(() => "");
+    const runId = /^run_id:([0-9a-f]{16})/m.exec(info)?.[1];
+    if (runId) this.runId = runId;
   }
 
   /**

@@ -372,7 +372,7 @@ describe("RedisStore when Redis refuses", () => {
     expect(await hostAssignments(store, "h"), "nothing of the refused changes was made").toEqual({ version: 1, artifactIds: [artifact(1).id] });
   });
 
-  it("its version epoch is the server's run id, an unknown one from a lost connection until the new server's is read, and \"\" where the server refuses INFO", async () => {
+  it("its version epoch is the server's run id, an unknown one from a lost connection until the new server's is read, and one of its own for each assigner where the server refuses INFO", async () => {
     const { store } = await redisStore("epoch");
     const runId = async () => {
       const raw = new Redis(redis.url);
@@ -398,14 +398,17 @@ describe("RedisStore when Redis refuses", () => {
     expect(second, "a restarted server's run id").not.toBe(first);
     await settled(`the restarted server's run id (${second}), read once connected again: ${store.versionEpoch()}`, async () => store.versionEpoch() === second);
 
-    // A server that refuses INFO to the assigner's user (as one with INFO renamed away): one epoch, "", for every assigner.
+    // A server that refuses INFO to the assigner's user: an epoch of its own for each assigner, never the bare version.
     const raw = new Redis(redis.url);
     try {
       await raw.call("ACL", "SETUSER", "no-info", "on", ">no-info-password", "~*", "&*", "+@all", "-info");
-      const limited = new RedisStore(redis.url.replace("redis://", "redis://no-info:no-info-password@"), { prefix: `noinfo${counter++}` });
-      opened.push(limited);
-      await limited.connect();
-      expect(limited.versionEpoch(), "INFO refused").toBe("");
+      const limitedUrl = redis.url.replace("redis://", "redis://no-info:no-info-password@");
+      const limited = [new RedisStore(limitedUrl, { prefix: `noinfo${counter++}` }), new RedisStore(limitedUrl, { prefix: `noinfo${counter++}` })];
+      opened.push(...limited);
+      for (const store of limited) await store.connect();
+      const epochs = limited.map((s) => s.versionEpoch());
+      expect(epochs.map((e) => /^[0-9a-f]{16}$/.test(e) && e !== second), `INFO refused: an unknown epoch each (${epochs.join(", ")})`).toEqual([true, true]);
+      expect(epochs[0], "two assigners' epochs").not.toBe(epochs[1]);
     } finally {
       await raw.call("ACL", "DELUSER", "no-info");
       raw.disconnect();

@@ -121,6 +121,8 @@ describe("runRollout against an assigner that loses its answers", () => {
     seqBack?: number;
     /** Reports without their seq, as an assigner older than the field gives them. */
     noSeq?: boolean;
+    /** The agents send nothing new: every read shows the same report, the one made at the first read. */
+    frozen?: boolean;
     /** Sees each call once it is made, before it is answered: the nth change, each status read, each record saved, the nth listing of the records. */
     onCall?: (call: { change: number } | { status: string } | { saved: { id: string; state: string; rings: { state: string }[] } } | { listing: number }) => void;
   }
@@ -143,6 +145,7 @@ describe("runRollout against an assigner that loses its answers", () => {
     let statusReads = 0;
     /** The agents' sequence numbers: each report a newer one. */
     let seq = 1_000_000;
+    let firstRead: number | undefined;
     const key = (a: { artifact_id: string; host_id?: string; selector?: string }) => `${a.artifact_id} ${a.host_id ?? `s:${a.selector}`}`;
     const state = new Map([[key(wire(sel(A1, "tier=web"))), wire(sel(A1, "tier=web"))]]);
     const up = () => {
@@ -180,8 +183,9 @@ describe("runRollout against an assigner that loses its answers", () => {
         if (Date.now() < changedAt + (faults.reportDelayMs ?? 0)) return { artifact_id: id, hosts: [], total: 0 };
         // A report is sent now, by the agent's clock: each read sees a newer one.
         const clock = (faults.agentClockMs ?? 60_000) - (calls >= 2 ? (faults.clockStepBackMs ?? 0) : 0);
+        if (faults.frozen) firstRead ??= Date.now();
         const number = ++seq - (calls >= 2 ? (faults.seqBack ?? 0) : 0);
-        return { artifact_id: id, hosts: hosts.map((h) => ({ host_id: h, artifact_id: id, event: "attached", time: new Date(Date.now() + clock).toISOString(), ...(faults.noSeq ? {} : { seq: number }) })), total: hosts.length };
+        return { artifact_id: id, hosts: hosts.map((h) => ({ host_id: h, artifact_id: id, event: "attached", time: new Date((firstRead ?? Date.now()) + clock).toISOString(), ...(faults.noSeq ? {} : { seq: faults.frozen ? 1 : number }) })), total: hosts.length };
       },
       putRollout: async (r: { id: string; state: string; rings: { state: string }[] }) => {
         up();
@@ -301,12 +305,25 @@ describe("runRollout against an assigner that loses its answers", () => {
     expect([...state.keys()], "the final state").toEqual([`${A2} s:tier=web`]);
   });
 
-  it("reports older than those before the move (a store that lost its last writes shows them again) are no news: the ring times out and the rollout rolls back", async () => {
-    const { client, state } = lossyAssigner({ seqBack: 1000 });
+  it.each<[string, Faults]>([
+    ["reports older than those before the move (a store that lost its last writes shows them again)", { seqBack: 1000 }],
+    ["the same report as before the move, from an assigner that gives no seq", { frozen: true, noSeq: true }],
+    ["the same report as before the move, with its seq", { frozen: true }],
+  ])("%s: no news; the ring times out and the rollout rolls back", async (_case, faults) => {
+    const { client, state } = lossyAssigner(faults);
     const before = [...state.keys()].sort();
     const plan = planFleet([sel(A2, "tier=web")], await client.desiredState(), names);
-    await expect(runRollout(client, plan, { rings: "1,100%", ringTimeoutMs: 300, pollMs: 10 }), "ring 1 with only older reports").rejects.toMatchObject({ code: "ROLLED_BACK", rollout: { state: "rolled_back", rings: [{ state: "failed" }, {}] } });
+    await expect(runRollout(client, plan, { rings: "1,100%", ringTimeoutMs: 300, pollMs: 10 }), "ring 1 with no news").rejects.toMatchObject({ code: "ROLLED_BACK", rollout: { state: "rolled_back", rings: [{ state: "failed" }, {}] } });
     expect([...state.keys()].sort(), "the desired state after the rollback").toEqual(before);
+  });
+
+  it("an operator's stop while the record is first saved: the rollout does not start (NOT_STARTED, its record failed), nothing moved", async () => {
+    const controller = new AbortController();
+    const { client, state, added, records } = lossyAssigner({ onCall: (call) => void ("saved" in call && call.saved.state === "running" && controller.abort(new Error("stopped by the operator"))) });
+    const before = [...state.keys()].sort();
+    const plan = planFleet([sel(A2, "tier=web")], await client.desiredState(), names);
+    await expect(runRollout(client, plan, { rings: "1,100%", ringTimeoutMs: 2_000, pollMs: 10, signal: controller.signal }), "stopped as its record was saved").rejects.toMatchObject({ code: "NOT_STARTED", rollout: { state: "failed" } });
+    expect([added, [...state.keys()].sort(), [...records.values()].map((r) => r.state)], "nothing moved; the record").toEqual([[], before, ["failed"]]);
   });
 
   it("an operator's stop that comes after the last ring passed still stops it: nothing of the final step is made, and it rolls back", async () => {
@@ -368,19 +385,19 @@ describe("runRollout against an assigner that loses its answers", () => {
     expect(added.length, "the first rollout's moves").toBeGreaterThan(0);
     expect(records.size, "the first rollout's record").toBe(1);
 
-    // The first put stored, its answer lost, then the assigner away for 300 ms, past the first save's few polls
-    // (50 ms): the rollout does not start, and its record, saved as the last one is (through a ring's time), ends failed.
+    // The first put stored, its answer lost, then the assigner away for every try of the first save, and for the
+    // first ten of the record that ends it: more than a few polls' time (50 ms) holds; a ring's time (5 s) outlasts.
     const lossy = lossyAssigner({});
     const put = lossy.client.putRollout.bind(lossy.client);
-    const awayUntil = Date.now() + 300;
     let lossyPuts = 0;
+    let failedPuts = 0;
     (lossy.client as { putRollout: typeof client.putRollout }).putRollout = async (r) => {
       if (++lossyPuts === 1) await put(r);
-      if (Date.now() < awayUntil) throw new AssignerError("UNAVAILABLE", "cannot reach the assigner (test)");
+      if (lossyPuts === 1 || r.state === "running" || ++failedPuts <= 10) throw new AssignerError("UNAVAILABLE", "cannot reach the assigner (test)");
       return put(r);
     };
     const unchanged = [...lossy.state.keys()].sort();
-    await expect(runRollout(lossy.client, planFleet([sel(A2, "tier=web")], await lossy.client.desiredState(), names), { rings: "1,100%", ringTimeoutMs: 2_000, pollMs: 10 }), "the puts' answers lost").rejects.toMatchObject({ code: "NOT_STARTED" });
+    await expect(runRollout(lossy.client, planFleet([sel(A2, "tier=web")], await lossy.client.desiredState(), names), { rings: "1,100%", ringTimeoutMs: 5_000, pollMs: 10 }), "the puts' answers lost").rejects.toMatchObject({ code: "NOT_STARTED" });
     expect([...lossy.records.values()].map((r) => r.state), "the record, once an answer came").toEqual(["failed"]);
     expect([lossy.added, [...lossy.state.keys()].sort()], "nothing moved").toEqual([[], unchanged]);
   });
