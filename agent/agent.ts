@@ -280,8 +280,9 @@ export class Agent {
    */
   private publish(step: StepReport): void {
     for (const reporter of this.options.reporters ?? []) reporter.report(step);
-    if (step.event === "attached" && !step.receipt) this.receiptsOwed = true;
-    if (!this.key || (step.event === "attached" && !step.receipt)) return;
+    const withoutReceipt = step.event === "attached" && !step.receipt;
+    if (withoutReceipt) this.receiptsOwed = true;
+    if (!this.key || withoutReceipt) return;
     this.seq = Math.max(this.seq + 1, Date.now() * 1000);
     const envelope = sealTelemetry(telemetryMessage(this.options.hostId, step, this.seq), this.key);
     this.telemetry.send(envelope);

@@ -3,7 +3,7 @@
 // Progress on a terminal is cli/progress.ts.
 import { isatty } from "node:tty";
 import { describeError, errorCode } from "../errors.js";
-import { printable } from "../util/index.js";
+import { oneLine, printable } from "../util/index.js";
 
 export interface OutputOptions {
   json?: boolean;
@@ -115,7 +115,7 @@ export function fail(err: unknown): never {
   // On a terminal, a progress line left mid-way (cli/progress.ts) is wiped first, so the error has its own line.
   const wipe = isatty(2) ? "\r\x1b[K" : "";
   // One line, whatever the message quotes (a capsule's annotation, a registry's answer): a newline in it would forge another.
-  process.stderr.write(`${wipe}aegis: error: ${printable(message).replace(/\n/g, "\\n")}\n`);
+  process.stderr.write(`${wipe}aegis: error: ${oneLine(message)}\n`);
   if (process.env.AEGIS_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
   process.exit(1);
 }

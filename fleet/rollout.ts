@@ -324,10 +324,12 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
   };
   // The record is what `aegis rollout status` shows: kept through a short blip (a few polls' time, so no ring or rollback waits on it), and, once the rollout has begun, a record that cannot be saved is said, not a reason to stop.
   // The record that ends the rollout (nothing waits after it) rides out as long as a step does.
+  /** A few polls' time through the assigner's blips, from now; cut short by the operator's stop unless `stoppable` is false. */
+  const brief = (stoppable = true): Retry => ({ until: Date.now() + SAVE_TRIES_POLLS * pollMs, baseMs: pollMs, ...(stoppable && options.signal ? { signal: options.signal } : {}) });
   const save = async (final = false) => {
     rollout.updated_at = now();
-    const until = Date.now() + (final ? options.ringTimeoutMs : SAVE_TRIES_POLLS * pollMs);
-    await persisting(() => client.putRollout(rollout), { until, baseMs: pollMs }).catch((err: unknown) => log(`rollout ${rollout.id}: its record could not be saved: ${describeError(err)}`));
+    const retry = final ? { until: Date.now() + options.ringTimeoutMs, baseMs: pollMs } : brief(false);
+    await persisting(() => client.putRollout(rollout), retry).catch((err: unknown) => log(`rollout ${rollout.id}: its record could not be saved: ${describeError(err)}`));
   };
   /**
    * The rollout ends before anything moved: its record failed, saved as the
@@ -342,8 +344,6 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
     throw new RolloutStopped(rollout, "NOT_STARTED", { cause: err });
   };
   log(`rollout ${rollout.id}: ${hosts.length} host${hosts.length === 1 ? "" : "s"} in ${cumulative.length} ring${cumulative.length === 1 ? "" : "s"} (${options.rings})`);
-  /** A few polls' time through the assigner's blips, from now. */
-  const brief = () => ({ until: Date.now() + SAVE_TRIES_POLLS * pollMs, baseMs: pollMs, ...(options.signal ? { signal: options.signal } : {}) });
   rollout.updated_at = now();
   // Through a blip too: an answer lost after the assigner stored the record would leave it running, with no process.
   await persisting(() => client.putRollout(rollout), brief()).catch(endUnmoved);
@@ -382,7 +382,7 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
       }
       const since = Date.now();
       const wanted = new Map(ringHosts.map((h) => [h, expected.get(h)!]));
-      const freshness: Freshness = { before: await reportsBefore(client, wanted, { until: Date.now() + SAVE_TRIES_POLLS * pollMs, baseMs: pollMs, ...(options.signal ? { signal: options.signal } : {}) }), since };
+      const freshness: Freshness = { before: await reportsBefore(client, wanted, brief()), since };
       for (const h of ringHosts) moved.add(h);
       await go(stateWith(moved));
       // The ring's time starts once its hosts are moved: a move that rode out a blip does not eat it.
@@ -432,7 +432,7 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
     for (const e of before.values()) {
       for (const h of hostsOf(e.target)) if (moved.has(h)) previous.set(h, [...new Set([...(previous.get(h) ?? []), e.artifactId])]);
     }
-    const freshness: Freshness = { before: previous.size > 0 ? await reportsBefore(client, previous, { until: Date.now() + SAVE_TRIES_POLLS * pollMs, baseMs: pollMs }) : undefined, since };
+    const freshness: Freshness = { before: previous.size > 0 ? await reportsBefore(client, previous, brief(false)) : undefined, since };
     // The rollback rides out the assigner's blips for a ring's time, whatever stopped the rollout (a Ctrl-C included), from when it starts.
     const retry: Retry = { until: Date.now() + options.ringTimeoutMs, baseMs: pollMs };
     try {

@@ -21,8 +21,13 @@ export function printable(text: string): string {
 /** The most characters of one log line: a registry's error or an agent's reason can be megabytes. */
 const LOG_LINE_MAX = 4096;
 
-/** `line` for an operator's log: printable(), newlines escaped too (one line is one entry), and cut at LOG_LINE_MAX characters, saying how many were left out. */
+/** `text` on one line: printable(), newlines escaped too, so a quoted newline cannot forge a line of its own. */
+export function oneLine(text: string): string {
+  return printable(text).replace(/\n/g, "\\n");
+}
+
+/** `line` for an operator's log: oneLine() (one line is one entry), cut at LOG_LINE_MAX characters, saying how many were left out. */
 export function logText(line: string): string {
-  const text = printable(line).replace(/\n/g, "\\n");
+  const text = oneLine(line);
   return text.length <= LOG_LINE_MAX ? text : `${text.slice(0, LOG_LINE_MAX)}… (${text.length - LOG_LINE_MAX} more characters)`;
 }

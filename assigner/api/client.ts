@@ -262,7 +262,6 @@ export class AssignerClient {
     return this.call("GET", `/rollouts/${encodeURIComponent(id)}`);
   }
 
-  /** Newest first. */
   /** Newest first; `active`: only those running or rolling back (records of up to 8 MiB each: the last 100 may pass the answer's cap). */
   rollouts(options: { active?: boolean } = {}): Promise<z.infer<typeof RolloutList>> {
     return this.call("GET", `/rollouts${options.active ? "?active=true" : ""}`);

@@ -7,6 +7,7 @@ import type { RepositoryOptions } from "../../registry/index.js";
 import { InputError } from "../../errors.js";
 import { addRegistryOptions, addTrustOptions, repositoryOptions, type GlobalOptions, type TrustOptions } from "../options.js";
 import { report } from "../output.js";
+import { oneLine } from "../../util/index.js";
 import { movingBytes } from "../../util/jit.js";
 import { interruptibly } from "../interrupt.js";
 import { startProgress } from "../progress.js";
@@ -107,7 +108,7 @@ export function registerMirror(program: Command): void {
     const lines = artifacts.map((a) => {
       const keys = [...new Set(a.signatures.map((s) => s.key))].join(", ");
       // A reason may quote the capsule's unsigned text: on this artifact's line, whatever it holds.
-      const skipped = a.skipped.length > 0 ? `; ${a.skipped.length} referrer(s) not imported: ${a.skipped.map((s) => `${s.digest} ${s.reason.replace(/\n/g, "\\n")}`).join("; ")}` : "";
+      const skipped = a.skipped.length > 0 ? `; ${a.skipped.length} referrer(s) not imported: ${a.skipped.map((s) => `${s.digest} ${oneLine(s.reason)}`).join("; ")}` : "";
       return `imported ${a.digest} → ${a.reference} (digests verified; ${a.signatures.length} signature(s) verified, key ${keys}${skipped})`;
     });
     report(options, lines.join("\n"), { capsule, destination: formatReference(dst.ref), artifacts });

@@ -24,12 +24,12 @@ export async function signReference(target: Target, selector: string, signer: Ke
   return { subject, signed: await signArtifact(target, subject, signer, name) };
 }
 
-/** The trust --key/--trust give; a trust file's `trustedRoot` may be a registry reference by digest. */
 /** Whether --key or --trust pin a trust the digests must meet. */
 export function pinsTrust(options: TrustOptions): boolean {
   return (options.key ?? []).length + (options.trust ?? []).length > 0;
 }
 
+/** The trust --key/--trust give; a trust file's `trustedRoot` may be a registry reference by digest. */
 export async function loadTrustOptions(options: TrustOptions & GlobalOptions): Promise<TrustPolicy> {
   const { loadTrust, trustedRootFetcher } = await import("../../signing/index.js");
   return loadTrust([...(options.key ?? []), ...(options.trust ?? [])], { fetchTrustedRoot: trustedRootFetcher(repositoryOptions(options)) });
