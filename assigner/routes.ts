@@ -5,7 +5,6 @@
 import { pipeline } from "node:stream";
 import type { Request, Response } from "express";
 import { z } from "zod";
-import { unmetNeeds } from "../ebpf/index.js";
 import { toArtifactJson } from "./artifacts.js";
 import type { Principal } from "./auth.js";
 import {
@@ -44,7 +43,7 @@ import {
   TelemetryBody,
   TelemetryResult,
 } from "./api/index.js";
-import type { AgentRecord, ArtifactRecord, AssignmentChange, StatusRecord } from "./store/store.js";
+import type { AgentRecord, AssignmentChange, StatusRecord } from "./store/store.js";
 import type { AssignerServices } from "./services.js";
 import type { Upload } from "./upload.js";
 import { byCodeUnit } from "../util/index.js";
@@ -163,40 +162,23 @@ const RolloutsQuery = z.strictObject({
   active: z.enum(["true", "false"]).optional().meta({ description: "true: only those running or rolling back (what an apply checks before it begins)" }),
 });
 const AssignQuery = z.strictObject({
-  force: z.enum(["true", "false"]).optional().meta({ description: "true: assign even when the host's reported kernel cannot run the artifact's program" }),
+  force: z.enum(["true", "false"]).optional().meta({ description: "true: assign even when a host's reported kernel cannot run the artifact's program" }),
 });
-
-/**
- * Refuses (409) to assign a program the host's registered agent reported it
- * cannot run, unless forced. A host without an agent yet, or an agent that
- * reported nothing, is assigned: only a known lack counts.
- */
-async function requireRunnable(services: AssignerServices, artifact: ArtifactRecord, hostId: string): Promise<void> {
-  const program = artifact.metadata.program;
-  if (!program) return;
-  const agent = await services.store.getAgentByHost(hostId);
-  if (!agent) return;
-  const features = agent.capabilities ?? (agent.kernel ? { kernelVersion: agent.kernel } : {});
-  const reasons = unmetNeeds(program, features);
-  if (reasons.length > 0) throw new AssignerError("CONFLICT", `host "${hostId}" cannot run ${artifact.id}: ${reasons.join("; ")} (assign with ?force=true to override)`);
-}
 
 /**
  * The If-Match header as a desired-state version: `"12"` (the ETag of GET
  * /assignments) or 12; absent or `*`: no condition.
  */
-function ifMatch(req: Request): number | undefined {
+function ifMatch(req: Request): { ifVersion?: number } {
   const header = req.headers["if-match"]?.trim();
-  if (header === undefined || header === "*") return undefined;
+  if (header === undefined || header === "*") return {};
   const match = /^(?:W\/)?"?(\d{1,15})"?$/.exec(header);
   if (!match) throw new AssignerError("BAD_REQUEST", `If-Match: ${header.slice(0, 40)} is not a desired-state version (the ETag of GET /assignments)`);
-  return Number(match[1]);
+  return { ifVersion: Number(match[1]) };
 }
 
 async function changeAssignment(services: AssignerServices, req: Request, params: z.infer<typeof AssignParams>, add: boolean, force = false): Promise<JsonResult> {
-  const artifact = await requireArtifact(services, params.artifact_id);
-  if (add && !force) await requireRunnable(services, artifact, params.host_id);
-  const result = await services.changeAssignments([{ add, artifactId: params.artifact_id, target: { hostId: params.host_id } }], ifMatch(req));
+  const result = await services.changeAssignments([{ add, artifactId: params.artifact_id, target: { hostId: params.host_id } }], { ...ifMatch(req), force });
   const host = result.hosts[0]!;
   return { json: { artifact_id: params.artifact_id, host_id: params.host_id, assigned: add, changed: host.changed, version: host.version } };
 }
@@ -480,15 +462,16 @@ export const ROUTES: Route[] = [
     method: "post",
     path: "/assignments",
     summary:
-      "Add and remove assignments (to hosts or label selectors) in one atomic step. With If-Match (the version of GET /assignments), 412 PRECONDITION_FAILED when the desired state changed since. Artifacts must be registered; at most 1000 changes",
+      "Add and remove assignments (to hosts or label selectors) in one atomic step. With If-Match (the version of GET /assignments), 412 PRECONDITION_FAILED when the desired state changed since. Artifacts must be registered; at most 1000 changes. 409 when a host's agent reported a kernel that cannot run an added artifact's program (nothing is changed), unless ?force=true",
     access: "admin",
+    query: AssignQuery,
     body: AssignmentChangesBody,
     bodyLimit: ASSIGNMENT_CHANGES_BODY_LIMIT,
     conditional: true,
     response: AssignmentChangesResult,
     etag: 'The desired state\'s version after the change, "13"',
-    handler: async ({ req, res, body, services }) => {
-      const result = await services.changeAssignments([...toChanges(body.remove, false), ...toChanges(body.add, true)], ifMatch(req));
+    handler: async ({ req, res, body, query, services }) => {
+      const result = await services.changeAssignments([...toChanges(body.remove, false), ...toChanges(body.add, true)], { ...ifMatch(req), force: query.force === "true" });
       res.set("etag", `"${result.version}"`);
       return { json: { version: result.version, added: result.added, removed: result.removed } };
     },

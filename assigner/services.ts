@@ -4,6 +4,7 @@ import { toArtifactJson, type ArtifactSource } from "./artifacts.js";
 import type { Auth, Principal } from "./auth.js";
 import type { AssignerEvents } from "./events.js";
 import type { AssignerMetrics } from "./metrics.js";
+import { unmetNeeds } from "../ebpf/index.js";
 import type { ArtifactRecord, AssignerStore, AssignmentChange } from "./store/store.js";
 import { AssignerError, matches, openTelemetry, parseSelector, SELECTOR_ASSIGNMENTS_MAX, type Selector, type SignedTelemetry } from "./api/index.js";
 
@@ -142,11 +143,16 @@ export class AssignerServices {
    * changed selector matches, have their versions moved in that step, and
    * are told on NATS.
    */
-  async changeAssignments(changes: AssignmentChange[], ifVersion?: number): Promise<{ version: number; added: number; removed: number; hosts: { hostId: string; version: number; changed: boolean }[] }> {
+  async changeAssignments(
+    changes: AssignmentChange[],
+    options: { ifVersion?: number; force?: boolean } = {},
+  ): Promise<{ version: number; added: number; removed: number; hosts: { hostId: string; version: number; changed: boolean }[] }> {
+    const ifVersion = options.ifVersion;
     const ids = [...new Set(changes.map((c) => c.artifactId))];
     const records = await this.store.getArtifacts(ids);
     const missing = ids.filter((_, i) => !records[i]);
     if (missing.length > 0) throw new AssignerError("NOT_FOUND", `artifact ${missing.slice(0, 3).join(", ")}${missing.length > 3 ? ` and ${missing.length - 3} more` : ""} is not registered (POST /artifacts first)`);
+    if (!options.force) await this.requireRunnable(changes, new Map(ids.map((id, i) => [id, records[i]!])));
     const selectorAdds = changes.filter((c) => c.add && "selector" in c.target).length;
     if (selectorAdds > 0 && (await this.store.desiredState()).selectors.length + selectorAdds > SELECTOR_ASSIGNMENTS_MAX) {
       throw new AssignerError("BAD_REQUEST", `at most ${SELECTOR_ASSIGNMENTS_MAX} selector assignments`);
@@ -166,6 +172,31 @@ export class AssignerServices {
       await this.bump((await this.hostsMatching(selectors)).filter((hostId) => !moved.has(hostId)));
     }
     return { version: result.version, added: result.added, removed: result.removed, hosts: result.hosts };
+  }
+
+  /**
+   * Refuses (409) adding a program to a host whose registered agent reported
+   * a kernel that cannot run it, naming each such host (POST /assign and POST
+   * /assignments; `force` skips this). A host without an agent yet, or an
+   * agent that reported nothing, is assigned: only a known lack counts.
+   * Selector assignments are not checked: they also reach hosts that register
+   * later, and a host that cannot load the program reports it failed.
+   */
+  private async requireRunnable(changes: AssignmentChange[], artifacts: ReadonlyMap<string, ArtifactRecord>): Promise<void> {
+    const adds = changes.flatMap((c) => (c.add && "hostId" in c.target && artifacts.get(c.artifactId)?.metadata.program ? [{ artifactId: c.artifactId, hostId: c.target.hostId }] : []));
+    // At most ASSIGNMENT_CHANGES_MAX hosts, one store read each.
+    const hosts = [...new Set(adds.map((a) => a.hostId))];
+    const agents = new Map(await Promise.all(hosts.map(async (h) => [h, await this.store.getAgentByHost(h)] as const)));
+    const refused: string[] = [];
+    for (const { artifactId, hostId } of adds) {
+      const agent = agents.get(hostId);
+      if (!agent) continue;
+      const reasons = unmetNeeds(artifacts.get(artifactId)!.metadata.program!, agent.capabilities ?? (agent.kernel ? { kernelVersion: agent.kernel } : {}));
+      if (reasons.length > 0) refused.push(`host "${hostId}" cannot run ${artifactId}: ${reasons.join("; ")}`);
+    }
+    if (refused.length === 0) return;
+    const more = refused.length > 3 ? `; and ${refused.length - 3} more` : "";
+    throw new AssignerError("CONFLICT", `${refused.slice(0, 3).join("; ")}${more} (?force=true, or the CLI's --force, overrides)`);
   }
 
   /** A host's labels changed (its agent registered, again or anew, or was deleted): what selectors give it may have. */

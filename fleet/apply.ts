@@ -122,12 +122,14 @@ export interface ApplyResult {
  * changes than one request takes goes in several (changeSteps: adds first),
  * each on the version the last one made: a failure part-way leaves some
  * made, and applying again plans the rest. Refused while a rollout runs.
+ * The assigner refuses (CONFLICT) a program added to a host whose agent
+ * reported a kernel that cannot run it, unless `force`.
  */
 export async function applyPlan(
   client: AssignerClient,
   desired: PlanEntry[],
   names: ReadonlyMap<string, string>,
-  options: { prune?: boolean; dryRun?: boolean; attempts?: number; onPlan?: (plan: FleetPlan, attempt: number) => void | Promise<void> } = {},
+  options: { prune?: boolean; dryRun?: boolean; force?: boolean; attempts?: number; onPlan?: (plan: FleetPlan, attempt: number) => void | Promise<void> } = {},
 ): Promise<ApplyResult> {
   const attempts = options.attempts ?? 5;
   for (let attempt = 1; ; attempt++) {
@@ -139,7 +141,7 @@ export async function applyPlan(
     await refuseDuringRollout(client, "an apply");
     try {
       let version = plan.version;
-      for (const step of changeSteps(plan.add.map(toWire), plan.remove.map(toWire))) version = (await client.changeAssignments(step, { ifMatch: version })).version;
+      for (const step of changeSteps(plan.add.map(toWire), plan.remove.map(toWire))) version = (await client.changeAssignments(step, { ifMatch: version, force: options.force ?? false })).version;
       return { plan, applied: true, version, replans: attempt - 1 };
     } catch (err) {
       if (!(err instanceof AssignerError && err.code === "PRECONDITION_FAILED") || attempt >= attempts) throw err;

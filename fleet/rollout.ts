@@ -33,6 +33,8 @@ export interface RolloutOptions {
   log?: (line: string) => void;
   /** Aborting (an operator's Ctrl-C) stops the rollout and rolls it back, as a failed ring does. */
   signal?: AbortSignal;
+  /** Move ring hosts even where a host's agent reported a kernel that cannot run a new program (otherwise that ring fails and the rollout rolls back). */
+  force?: boolean;
 }
 
 export interface RolloutResult {
@@ -141,14 +143,14 @@ export function changeSteps(add: AssignmentEntry[], remove: AssignmentEntry[], m
  * has is a no-op). A failure part-way leaves the state between `from` and
  * `to`, which the rollback's union and intersection still cover.
  */
-async function move(client: AssignerClient, from: Keyed, to: Keyed, version: { current: number }, retry: Retry, present: Keyed = from): Promise<void> {
+async function move(client: AssignerClient, from: Keyed, to: Keyed, version: { current: number }, retry: Retry, force: boolean, present: Keyed = from): Promise<void> {
   const add: AssignmentEntry[] = [...to].filter(([k]) => !present.has(k)).map(([, e]) => toWire(e));
   const remove: AssignmentEntry[] = [...from].filter(([k]) => !to.has(k)).map(([, e]) => toWire(e));
   for (const step of changeSteps(add, remove)) {
     for (let attempt = 1; ; attempt++) {
       try {
         // A step whose answer was lost may have been made: sent again, it adds and removes nothing more (after a 412, on the new version).
-        version.current = (await persisting(() => client.changeAssignments(step, { ifMatch: version.current }), retry)).version;
+        version.current = (await persisting(() => client.changeAssignments(step, { ifMatch: version.current, force }), retry)).version;
         break;
       } catch (err) {
         if (!(err instanceof AssignerError && err.code === "PRECONDITION_FAILED") || attempt >= 5) throw err;
@@ -360,17 +362,18 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
   /** The step under way: if it failed, its change may have been made all the same (the answer lost). */
   let attempted: Keyed | undefined;
   // An operator's stop is looked at before every step, so that once it came no ring is moved (the rollback then undoes what was).
-  const go = async (next: Keyed) => {
+  // `force`: the assigner checks that a host's kernel can run what is added to it unless told not to (a step that only keeps what hosts are served is).
+  const go = async (next: Keyed, force = options.force ?? false) => {
     options.signal?.throwIfAborted();
     attempted = next;
-    await move(client, state, next, version, { until: Date.now() + options.ringTimeoutMs, baseMs: pollMs, ...(options.signal ? { signal: options.signal } : {}) });
+    await move(client, state, next, version, { until: Date.now() + options.ringTimeoutMs, baseMs: pollMs, ...(options.signal ? { signal: options.signal } : {}) }, force);
     state = next;
     attempted = undefined;
   };
   const moved = new Set<string>();
   try {
     // Selector assignments on their way out become host assignments: nothing a host is served changes.
-    await go(stateWith(moved));
+    await go(stateWith(moved), true);
     for (let i = 0; i < cumulative.length; i++) {
       // A stop that came while the last ring's record was saved: the next ring is not begun (nor its reports read).
       options.signal?.throwIfAborted();
@@ -437,8 +440,9 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
     const retry: Retry = { until: Date.now() + options.ringTimeoutMs, baseMs: pollMs };
     try {
       // Back to `before` from either outcome of a failed step: remove what either state has, add what both might lack.
+      // Forced: what the hosts had before is restored, whatever their kernels reported since.
       const maybe = attempted ?? state;
-      await move(client, new Map([...state, ...maybe]), before, version, retry, new Map([...state].filter(([k]) => maybe.has(k))));
+      await move(client, new Map([...state, ...maybe]), before, version, retry, true, new Map([...state].filter(([k]) => maybe.has(k))));
       state = before;
     } catch (undo) {
       rollout.state = "failed";

@@ -243,9 +243,13 @@ export class AssignerClient {
     return versioned(state!, "GET /assignments", this.baseUrl);
   }
 
-  /** Adds and removes in one atomic step; with `ifMatch`, a PRECONDITION_FAILED error when the state moved since that version. */
-  async changeAssignments(changes: z.input<typeof AssignmentChangesBody>, options: { ifMatch?: number } = {}): Promise<z.infer<typeof AssignmentChangesResult>> {
-    const result = await this.call<z.infer<typeof AssignmentChangesResult>>("POST", "/assignments", changes, options.ifMatch !== undefined ? { "if-match": `"${options.ifMatch}"` } : {});
+  /**
+   * Adds and removes in one atomic step; with `ifMatch`, a PRECONDITION_FAILED error when the state moved since that version.
+   * `force`: add even where a host's reported kernel cannot run an artifact's program (otherwise CONFLICT, and nothing changes).
+   */
+  async changeAssignments(changes: z.input<typeof AssignmentChangesBody>, options: { ifMatch?: number; force?: boolean } = {}): Promise<z.infer<typeof AssignmentChangesResult>> {
+    const path = options.force ? "/assignments?force=true" : "/assignments";
+    const result = await this.call<z.infer<typeof AssignmentChangesResult>>("POST", path, changes, options.ifMatch !== undefined ? { "if-match": `"${options.ifMatch}"` } : {});
     return versioned(result, "POST /assignments", this.baseUrl);
   }
 

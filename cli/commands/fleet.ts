@@ -20,6 +20,7 @@ interface ApplyOptions extends ClientOptions, TrustOptions {
   rollout?: string;
   maxFailures: string;
   ringTimeout: string;
+  force?: boolean;
   plainHttp?: boolean;
 }
 
@@ -38,6 +39,7 @@ function withApplyOptions(command: Command, rolloutOnly = false): Command {
       .option("--rollout <rings>", "stage the new digests ring by ring, e.g. 1,10%,100%, rolling back on failures")
       .option("--max-failures <n>", "failures a ring may have: a count or a share of the ring (10%)", "0")
       .option("--ring-timeout <duration>", "how long a ring's hosts have to send their in-force receipts", "5m")
+      .option("--force", "assign a program even to hosts whose agent reported a kernel that cannot run it")
       .option("--plain-http", "use http:// for a non-loopback registry (loopback always does)"),
     ": every digest must be signed by one",
   );
@@ -76,6 +78,7 @@ async function applyFiles(paths: string[], options: ApplyOptions, extra: Record<
   let shown: FleetPlan | undefined;
   const result = await fleet.applyPlan(assigner, desired, names, {
     prune: options.prune ?? false,
+    force: options.force ?? false,
     // A rollout applies the plan itself, ring by ring.
     dryRun: (options.dryRun ?? false) || options.rollout !== undefined,
     onPlan: (plan, attempt) => {
@@ -104,7 +107,7 @@ async function applyFiles(paths: string[], options: ApplyOptions, extra: Record<
   process.once("SIGINT", stop);
   process.once("SIGTERM", stop);
   try {
-    const { rollout } = await fleet.runRollout(assigner, result.plan, { rings: options.rollout, maxFailures: options.maxFailures, ringTimeoutMs, log, signal: controller.signal });
+    const { rollout } = await fleet.runRollout(assigner, result.plan, { rings: options.rollout, maxFailures: options.maxFailures, ringTimeoutMs, log, signal: controller.signal, force: options.force ?? false });
     report(options, `rollout ${rollout.id} completed`, { ...base, applied: true, rollout });
   } catch (err) {
     // The rollout's record, with the failure's words and code (fail() adds no second document).

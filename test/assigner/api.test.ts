@@ -571,6 +571,25 @@ describe("capability check", () => {
     expect((await aegis(["assign", digest, "cli-old-kernel", "--force"], env)).stdout, "aegis assign --force").toMatch(/assigned to cli-old-kernel/);
     const doc = (await http("GET", "/openapi.json")).json as { paths: Record<string, Record<string, { parameters: { name: string; in: string }[] }>> };
     expect(doc.paths["/assign/{artifact_id}/{host_id}"]?.post?.parameters.map((p) => `${p.in}:${p.name}`), "force documented").toEqual(["path:artifact_id", "path:host_id", "query:force", "header:If-Match"]);
+    expect(doc.paths["/assignments"]?.post?.parameters.map((p) => `${p.in}:${p.name}`), "force documented on POST /assignments").toEqual(["query:force", "header:If-Match"]);
+
+    // POST /assignments checks every host it adds a program to, and changes nothing when one cannot run it.
+    await register("batch-old-1", { kernel_version: "5.4.0", btf: false });
+    await register("batch-old-2", { kernel_version: "6.8.0", btf: true, bpf_loop: true, clsact: false });
+    const before = await client.desiredState();
+    const batch = { add: ["new-kernel", "batch-old-1", "no-agent-yet-2", "batch-old-2"].map((host_id) => ({ artifact_id: digest, host_id })), remove: [{ artifact_id: digest, host_id: "no-btf" }] };
+    const refusedBatch = await http("POST", "/assignments", { ...admin, body: batch });
+    expect([refusedBatch.status, refusedBatch.json.code], JSON.stringify(refusedBatch.json)).toEqual([409, "CONFLICT"]);
+    for (const part of ['host "batch-old-1" cannot run', "the host runs 5.4.0", 'host "batch-old-2" cannot run', "clsact", "--force"]) expect(refusedBatch.json.error, `the refusal names ${part}`).toContain(part);
+    expect(refusedBatch.json.error, "a capable host is not named").not.toContain('"new-kernel"');
+    expect(await client.desiredState(), "nothing changed, not even the removal").toEqual(before);
+    await expect(client.changeAssignments(batch), "the client").rejects.toMatchObject({ code: "CONFLICT" });
+    const selector = await client.changeAssignments({ add: [{ artifact_id: digest, selector: "role=web" }] });
+    expect(selector.added, "a selector assignment is not checked (hosts that register later get it too)").toBe(1);
+    const forcedBatch = await client.changeAssignments(batch, { force: true });
+    expect([forcedBatch.added, forcedBatch.removed], "the client's force on POST /assignments").toEqual([3, 1]);
+    expect((await client.desiredState()).assignments, "the forced batch is in the desired state").toEqual(expect.arrayContaining(["batch-old-1", "batch-old-2", "no-agent-yet-2"].map((host_id) => ({ artifact_id: digest, host_id }))));
+    await client.changeAssignments({ remove: [...["batch-old-1", "batch-old-2", "no-agent-yet-2"].map((host_id) => ({ artifact_id: digest, host_id })), { artifact_id: digest, selector: "role=web" }] });
   });
 });
 
