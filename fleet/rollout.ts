@@ -35,10 +35,16 @@ export interface RolloutOptions {
   signal?: AbortSignal;
   /** Move ring hosts even where a host's agent reported a kernel that cannot run a new program (otherwise that ring fails and the rollout rolls back). */
   force?: boolean;
+  /** Only hosts the assigner saw (polling) within this are staged in rings; default 10 minutes. */
+  seenWithinMs?: number;
 }
+
+const DEFAULT_SEEN_WITHIN_MS = 10 * 60_000;
 
 export interface RolloutResult {
   rollout: RolloutJson;
+  /** Registered hosts not seen within `seenWithinMs`: given the new digests in the final step, not staged. */
+  unstaged: string[];
 }
 
 /**
@@ -272,7 +278,11 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
   await refuseDuringRollout(client, "another rollout");
   const agents = (await client.hosts()).agents;
   const registered = new Set(agents.map((a) => a.host_id));
-  // Only registered hosts are staged in rings (an unregistered one would never send a receipt): the others get theirs in the final step.
+  // Only registered hosts seen lately are staged in rings (an unregistered one would never send a receipt, nor would one switched
+  // off or gone without being deleted, and every ring with one would fail): the others get theirs in the final step. Every
+  // registered one is still held on its old digests while the rollout runs (stateWith).
+  const seenSince = Date.now() - (options.seenWithinMs ?? DEFAULT_SEEN_WITHIN_MS);
+  const unseen = new Set(agents.filter((a) => a.last_seen === null || !(Date.parse(a.last_seen) >= seenSince)).map((a) => a.host_id));
   const hostsOf = (target: Target): string[] => {
     if ("host" in target) return registered.has(target.host) ? [target.host] : [];
     const selector = parseSelector(target.selector);
@@ -286,9 +296,16 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
   const selectorRemoves = removes.filter((r) => "selector" in r.target);
   const hostRemoves = removes.filter((r) => "host" in r.target);
   const expected = new Map<string, string[]>();
-  for (const a of adds) for (const h of hostsOf(a.target)) expected.set(h, [...new Set([...(expected.get(h) ?? []), a.artifactId])]);
+  const unstaged = new Set<string>();
+  for (const a of adds) {
+    for (const h of hostsOf(a.target)) {
+      if (unseen.has(h)) unstaged.add(h);
+      else expected.set(h, [...new Set([...(expected.get(h) ?? []), a.artifactId])]);
+    }
+  }
   const hosts = [...expected.keys()].sort();
-  if (hosts.length === 0) throw new InputError("INVALID_ARGUMENT", "nothing to roll out: the plan adds nothing to a registered host (apply it without --rollout)");
+  const notStaged = unstaged.size === 0 ? "" : `${unstaged.size} registered host${unstaged.size === 1 ? "" : "s"} not seen within ${options.seenWithinMs ?? DEFAULT_SEEN_WITHIN_MS} ms (${[...unstaged].sort().slice(0, 5).join(", ")}${unstaged.size > 5 ? ", …" : ""})`;
+  if (hosts.length === 0) throw new InputError("INVALID_ARGUMENT", `nothing to roll out: the plan adds nothing to a registered host seen lately${notStaged ? `, only to ${notStaged}` : ""} (apply it without --rollout)`);
   const cumulative = parseRings(options.rings, hosts.length);
 
   /** The desired state with the hosts in `moved` on the new digests (see the file's comment). */
@@ -346,6 +363,7 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
     throw new RolloutStopped(rollout, "NOT_STARTED", { cause: err });
   };
   log(`rollout ${rollout.id}: ${hosts.length} host${hosts.length === 1 ? "" : "s"} in ${cumulative.length} ring${cumulative.length === 1 ? "" : "s"} (${options.rings})`);
+  if (notStaged) log(`not staged: ${notStaged}; they get the new digests in the final step`);
   rollout.updated_at = now();
   // Through a blip too: an answer lost after the assigner stored the record would leave it running, with no process.
   await persisting(() => client.putRollout(rollout), brief()).catch(endUnmoved);
@@ -421,7 +439,7 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
     rollout.state = "completed";
     await save(true);
     log(`rollout ${rollout.id} completed`);
-    return { rollout };
+    return { rollout, unstaged: [...unstaged].sort() };
   } catch (err) {
     const why = err instanceof RingFailed ? `stopped at ${err.message}` : options.signal?.aborted ? "stopped by the operator" : `stopped: ${(err as Error).message}`;
     rollout.reason = why.slice(0, 2000);

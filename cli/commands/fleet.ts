@@ -20,6 +20,7 @@ interface ApplyOptions extends ClientOptions, TrustOptions {
   rollout?: string;
   maxFailures: string;
   ringTimeout: string;
+  seenWithin: string;
   force?: boolean;
   plainHttp?: boolean;
 }
@@ -39,29 +40,31 @@ function withApplyOptions(command: Command, rolloutOnly = false): Command {
       .option("--rollout <rings>", "stage the new digests ring by ring, e.g. 1,10%,100%, rolling back on failures")
       .option("--max-failures <n>", "failures a ring may have: a count or a share of the ring (10%)", "0")
       .option("--ring-timeout <duration>", "how long a ring's hosts have to send their in-force receipts", "5m")
+      .option("--seen-within <duration>", "stage only hosts the assigner saw within this; the others get the new digests in the final step", "10m")
       .option("--force", "assign a program even to hosts whose agent reported a kernel that cannot run it")
       .option("--plain-http", "use http:// for a non-loopback registry (loopback always does)"),
     ": every digest must be signed by one",
   );
 }
 
-/** Refuses bad --rollout, --max-failures and --ring-timeout before anything is read or edited; returns the ring timeout (ms). */
-async function checkApplyOptions(options: ApplyOptions): Promise<number> {
+/** Refuses bad --rollout, --max-failures, --ring-timeout and --seen-within before anything is read or edited; returns the two durations (ms). */
+async function checkApplyOptions(options: ApplyOptions): Promise<{ ringTimeoutMs: number; seenWithinMs: number }> {
   const fleet = await import("../../fleet/index.js");
   const ringTimeoutMs = parseDuration(options.ringTimeout, "ring-timeout");
+  const seenWithinMs = parseDuration(options.seenWithin, "seen-within");
   // `!== undefined` throughout: an empty --rollout "" (an unset variable) is refused, never a plain apply.
   // Over one host: parseRings refuses at any size what it refuses at all, so a spec passed here (before promote edits a file) is not refused once the plan is made.
   if (options.rollout !== undefined) {
     fleet.parseRings(options.rollout, 1);
     fleet.allowedFailures(options.maxFailures, 1);
   }
-  return ringTimeoutMs;
+  return { ringTimeoutMs, seenWithinMs };
 }
 
 /** Prepares the files, plans on the assigner's state and applies (or rolls out); prints the plan first. */
 async function applyFiles(paths: string[], options: ApplyOptions, extra: Record<string, unknown> = {}): Promise<void> {
   const fleet = await import("../../fleet/index.js");
-  const ringTimeoutMs = await checkApplyOptions(options);
+  const { ringTimeoutMs, seenWithinMs } = await checkApplyOptions(options);
   // The operator token is checked before any registry is read.
   const assigner = await client(options);
   const prepared = await fleet.prepareFleet(paths, {
@@ -107,8 +110,8 @@ async function applyFiles(paths: string[], options: ApplyOptions, extra: Record<
   process.once("SIGINT", stop);
   process.once("SIGTERM", stop);
   try {
-    const { rollout } = await fleet.runRollout(assigner, result.plan, { rings: options.rollout, maxFailures: options.maxFailures, ringTimeoutMs, log, signal: controller.signal, force: options.force ?? false });
-    report(options, `rollout ${rollout.id} completed`, { ...base, applied: true, rollout });
+    const { rollout, unstaged } = await fleet.runRollout(assigner, result.plan, { rings: options.rollout, maxFailures: options.maxFailures, ringTimeoutMs, seenWithinMs, log, signal: controller.signal, force: options.force ?? false });
+    report(options, `rollout ${rollout.id} completed`, { ...base, applied: true, rollout, unstaged });
   } catch (err) {
     // The rollout's record, with the failure's words and code (fail() adds no second document).
     if (options.json && err instanceof fleet.RolloutStopped) report(options, "", { ...base, applied: false, rollout: err.rollout, error: plainError(err), code: errorCode(err) });

@@ -80,6 +80,13 @@ async function state() {
   return { version: s.version, assignments: s.assignments.map((a) => `${a.artifact_id === d.v1 ? "v1" : a.artifact_id === d.v2 ? "v2" : a.artifact_id === d.other ? "other" : a.artifact_id} ${"host_id" in a ? `host:${a.host_id}` : `selector:${a.selector}`}`).sort() };
 }
 
+/** A registered host polls once, as a running agent does, so a rollout stages it (it was seen lately). */
+async function seen(host: string, completed: { status: number; json: Record<string, unknown> }): Promise<void> {
+  expect(completed.status, `${host} registers`).toBe(200);
+  const poll = await http(assigner.url, "GET", `/artifacts/for-host/${host}`, { token: completed.json.token as string });
+  expect(poll.status, `${host} polls`).toBe(200);
+}
+
 async function apply(...args: string[]) {
   const result = await aegis(["apply", ...args], env);
   if (result.code !== 0) throw new Error(`aegis apply ${args.join(" ")} failed (${result.code}):\n${result.stdout}${result.stderr}`);
@@ -366,7 +373,7 @@ describe("aegis apply --rollout without receipts", () => {
     await admin.changeAssignments({ remove: (await admin.desiredState()).assignments });
     // A registered host with the labels, but no agent running: it never reports.
     const started = await beginRegistration(assigner.url, "silent-1", generateKeyPairSync("ed25519"), { labels: { tier: "silent" } });
-    expect((await started.complete()).status).toBe(200);
+    await seen("silent-1", await started.complete());
     await apply("-f", fleetFile("silent.yaml", [entry("icmp", d.v1!, { selectors: ["tier=silent"] })]));
     const before = await state();
     const bad = await aegis(["apply", "-f", fleetFile("silent.yaml", [entry("icmp", d.v2!, { selectors: ["tier=silent"] })]), "--rollout", "100%", "--ring-timeout", "1500ms"], env);
@@ -383,6 +390,13 @@ describe("aegis apply --rollout without receipts", () => {
     const allowed = await aegis(["apply", "-f", fleetFile("silent.yaml", [entry("icmp", d.v2!, { selectors: ["tier=silent"] })]), "--rollout", "100%", "--ring-timeout", "1s", "--max-failures", "100%"], env);
     expect(allowed.code, `--max-failures 100% lets the ring pass\n${allowed.stdout}${allowed.stderr}`).toBe(0);
     expect((await state()).assignments).toEqual(["v2 selector:tier=silent"]);
+    // silent-1 polled once, at its registration: --seen-within shorter than that leaves no host to stage.
+    const file = fleetFile("silent.yaml", [entry("icmp", d.v1!, { selectors: ["tier=silent"] })]);
+    expect(expectOneErrorLine(await aegis(["apply", "-f", file, "--rollout", "100%", "--seen-within", "10ms"], env)), "--seen-within").toMatch(
+      /nothing to roll out: the plan adds nothing to a registered host seen lately, only to 1 registered host not seen within 10 ms \(silent-1\)/,
+    );
+    expect(expectOneErrorLine(await aegis(["apply", "-f", file, "--rollout", "100%", "--seen-within", "soon"], env)), "a bad --seen-within").toMatch(/--seen-within/);
+    expect((await state()).assignments, "neither changed anything").toEqual(["v2 selector:tier=silent"]);
   });
 
   it("rolls back when the operator interrupts it (SIGINT)", async () => {
@@ -411,7 +425,7 @@ describe("the kernel check", () => {
     await admin.changeAssignments({ remove: (await admin.desiredState()).assignments });
     for (const [host, capabilities] of [["old-kernel-1", { kernel_version: "5.10.0", btf: false }], ["new-kernel-1", { kernel_version: "6.8.0", btf: true, bpf_loop: true, clsact: true }]] as const) {
       const started = await beginRegistration(assigner.url, host, generateKeyPairSync("ed25519"), { labels: { tier: "kernels" }, capabilities });
-      expect((await started.complete()).status, `${host} registers`).toBe(200);
+      await seen(host, await started.complete());
     }
     const file = fleetFile("kernels.yaml", [entry("icmp", d.v1!, { hosts: ["new-kernel-1", "old-kernel-1"] })]);
     const before = await state();

@@ -123,6 +123,8 @@ describe("runRollout against an assigner that loses its answers", () => {
     noSeq?: boolean;
     /** The agents send nothing new: every read shows the same report, the one made at the first read. */
     frozen?: boolean;
+    /** Hosts' last_seen (null: never polled); every other host was seen just now. */
+    lastSeen?: Record<string, string | null>;
     /** Sees each call once it is made, before it is answered: the nth change, each status read, each record saved, the nth listing of the records. */
     onCall?: (call: { change: number } | { status: string } | { saved: { id: string; state: string; rings: { state: string }[] } } | { listing: number }) => void;
   }
@@ -152,7 +154,7 @@ describe("runRollout against an assigner that loses its answers", () => {
       if (Date.now() < downUntil) throw new AssignerError("UNAVAILABLE", "cannot reach the assigner (test outage)");
     };
     const client = {
-      hosts: async () => ({ agents: hosts.map((h) => ({ host_id: h, labels: { tier: "web" } })) }),
+      hosts: async () => ({ agents: hosts.map((h) => ({ host_id: h, labels: { tier: "web" }, last_seen: faults.lastSeen && h in faults.lastSeen ? faults.lastSeen[h] : new Date().toISOString() })) }),
       desiredState: async () => (up(), { version, assignments: [...state.values()], total: state.size }),
       changeAssignments: async (change: { add?: ReturnType<typeof wire>[]; remove?: ReturnType<typeof wire>[] }, options: { ifMatch?: number }) => {
         up();
@@ -210,6 +212,24 @@ describe("runRollout against an assigner that loses its answers", () => {
     const { rollout } = await runRollout(client, plan, { rings: "1,100%", ringTimeoutMs: 2_000, pollMs: 10 });
     expect(rollout.state, "an unregistered host does not fail a ring").toBe("completed");
     expect([...state.keys()].sort(), "the final state").toEqual([`${A2} ghost`, `${A2} s:tier=web`]);
+  });
+
+  it("stages only hosts seen lately: one never seen and one seen an hour ago are held on the old digest, get the new one in the final step, and are named", async () => {
+    const { client, state, added } = lossyAssigner({ lastSeen: { h2: null, h3: new Date(Date.now() - 3_600_000).toISOString() } }, ["h1", "h2", "h3"]);
+    const plan = planFleet([sel(A2, "tier=web")], await client.desiredState(), names);
+    const lines: string[] = [];
+    const { rollout, unstaged } = await runRollout(client, plan, { rings: "1,100%", ringTimeoutMs: 2_000, pollMs: 10, log: (line) => lines.push(line) });
+    expect({ state: rollout.state, staged: rollout.rings.map((r) => r.hosts), unstaged }, "only h1 staged").toEqual({ state: "completed", staged: [1, 0], unstaged: ["h2", "h3"] });
+    expect(lines, "said").toContain("not staged: 2 registered hosts not seen within 600000 ms (h2, h3); they get the new digests in the final step");
+    expect(added.filter((a) => a.startsWith(A2)), "the new digest went to h1 alone by host, then to all by the selector").toEqual([`${A2} h1`, `${A2} s:tier=web`]);
+    expect(added, "the unseen hosts were held on the old digest meanwhile").toEqual(expect.arrayContaining([`${A1} h2`, `${A1} h3`]));
+    expect([...state.keys()], "the final state").toEqual([`${A2} s:tier=web`]);
+    const none = lossyAssigner({ lastSeen: { h1: null, h2: null } });
+    const nothing = planFleet([sel(A2, "tier=web")], await none.client.desiredState(), names);
+    await expect(runRollout(none.client, nothing, { rings: "100%", ringTimeoutMs: 2_000, pollMs: 10, seenWithinMs: 60_000 }), "every host unseen").rejects.toThrow(
+      "nothing to roll out: the plan adds nothing to a registered host seen lately, only to 2 registered hosts not seen within 60000 ms (h1, h2) (apply it without --rollout)",
+    );
+    expect(none.added, "nothing moved").toEqual([]);
   });
 
   const many = Array.from({ length: 1500 }, (_, i) => `h${String(i).padStart(4, "0")}`);
