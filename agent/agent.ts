@@ -47,6 +47,12 @@ export interface AgentOptions {
   pullTimeoutMs?: number;
   /** Cap of the backoff after failures (ms); default four poll intervals. */
   maxBackoffMs?: number;
+  /**
+   * Base of the wait before a digest whose fetch failed again is fetched once
+   * more (ms); default the poll interval. The first failure is retried at the
+   * next pass; from the second in a row the wait doubles, up to ten bases.
+   */
+  fetchRetryMs?: number;
   labels?: Record<string, string>;
   enrollSecret?: string;
   /** Fetch, verify and plan, but never touch the Datapath. */
@@ -97,6 +103,8 @@ export class Agent {
   private readonly failed = new Map<string, string>();
   private readonly stepFailed = new Map<string, string>();
   private readonly verifiedOnce = new Set<string>();
+  /** Digests whose fetch failed: how many times in a row, and when it may be tried again (ms since the epoch). */
+  private readonly fetchRetry = new Map<string, { failures: number; notBefore: number }>();
   private readonly missing = new Set<string>();
   /** Devices logged as not Ethernet, each once. */
   private readonly notEthernet = new Set<string>();
@@ -451,6 +459,13 @@ export class Agent {
         desired.push({ id: artifact.id, name: record.name, version: record.version });
         continue;
       }
+      // A digest that keeps failing is not asked of its registries at every pass: a fleet would ask together, every
+      // interval, for what none can give (reported failed once; what is installed of its policy stays in force).
+      const retry = this.fetchRetry.get(artifact.id);
+      if (retry && Date.now() < retry.notBefore) {
+        hold.push(artifact.name);
+        continue;
+      }
       try {
         const v = await this.cache.fetchVerified(artifact, {
           mirrors: this.options.mirrors ?? [],
@@ -472,11 +487,17 @@ export class Agent {
           this.log(`dry run: would load and attach ${policy.name} ${policy.version} ${artifact.id} (${policy.attach.direction}); nothing is enforced`);
         }
         this.verifiedOnce.add(artifact.id);
+        this.fetchRetry.delete(artifact.id);
       } catch (err) {
         signal.throwIfAborted();
         // The claimed name only keeps an installed version in force: trusting it can never widen what runs.
         hold.push(artifact.name);
         const code = errorCode(err);
+        const failures = (retry?.failures ?? 0) + 1;
+        const base = this.options.fetchRetryMs ?? this.interval;
+        const wait = failures < 2 ? 0 : Math.min(base * 2 ** (failures - 2), 10 * base);
+        this.fetchRetry.set(artifact.id, { failures, notBefore: Date.now() + wait });
+        if (wait > 0) this.log(`fetching ${artifact.id} failed ${failures} times in a row [${code}]: not tried again for ${(wait / 1000).toFixed(wait < 10_000 ? 1 : 0)} s`);
         if (this.failed.get(artifact.id) !== code) {
           this.failed.set(artifact.id, code);
           this.report({ event: "failed", id: artifact.id, name: artifact.name, version: artifact.version, code, reason: describeError(err) });
@@ -511,7 +532,7 @@ export class Agent {
    */
   private forget(current: ReadonlySet<string>): void {
     for (const seen of [this.received, this.verifiedOnce, this.superseded, this.countersUnread]) for (const id of seen) if (!current.has(id)) seen.delete(id);
-    for (const byId of [this.failed, this.stepFailed]) for (const id of byId.keys()) if (!current.has(id)) byId.delete(id);
+    for (const byId of [this.failed, this.stepFailed, this.fetchRetry]) for (const id of byId.keys()) if (!current.has(id)) byId.delete(id);
   }
 
   /**

@@ -30,17 +30,17 @@ let liar: { url: string; server: Server; paths: string[]; checksum?: string; tel
 const ciKey = generateKeyPair("ed25519");
 const otherKey = generateKeyPair("ed25519");
 
-/** A copy of policies/block-icmp-8888 at `version`, built, pushed, signed by `key` (none: unsigned), registered. */
-async function publish(version: string, key: typeof ciKey | null = ciKey, name = "block-icmp-8888"): Promise<string> {
+/** A copy of policies/block-icmp-8888 at `version`, built, pushed (to `host`, default the registry), signed by `key` (none: unsigned), registered. */
+async function publish(version: string, key: typeof ciKey | null = ciKey, name = "block-icmp-8888", host = registry.host): Promise<string> {
   const dir = join(work, `${name}-${version}`);
   cpSync("policies/block-icmp-8888", dir, { recursive: true });
   const yaml = readFileSync(join(dir, "policy.yaml"), "utf8").replace(/^version: .*$/m, `version: ${version}`).replace(/^name: .*$/m, `name: ${name}`);
   writeFileSync(join(dir, "policy.yaml"), yaml);
   const { bytes, policy } = await buildBundle(dir);
-  const repo = new RemoteRepository(registry.host, "policies/agent");
+  const repo = new RemoteRepository(host, "policies/agent");
   const artifact = await pushBundle(bytes, policy, repo, `${name}-${version}`);
   if (key) await signArtifact(repo, artifact.manifest, new KeySigner(createPrivateKey(key.privateKey)), repo.name);
-  await admin.call("POST", "/artifacts", { reference: `${registry.host}/policies/agent@${artifact.manifest.digest}` });
+  await admin.call("POST", "/artifacts", { reference: `${host}/policies/agent@${artifact.manifest.digest}` });
   return artifact.manifest.digest;
 }
 
@@ -53,7 +53,10 @@ interface Running {
 }
 
 /** An agent for `hostId` on a memory kernel (shared to model a restart); slow polling, so tests step it with reconcile(). */
-async function runAgent(hostId: string, options: { kernel?: MemoryKernel; stateDir?: string; assigner?: string; nats?: boolean | string; natsRetryMs?: number; dryRun?: boolean; ifaces?: string[]; mirrors?: string[]; requestTimeoutMs?: number; datapath?: MemoryDatapath } = {}): Promise<Running> {
+async function runAgent(
+  hostId: string,
+  options: { kernel?: MemoryKernel; stateDir?: string; assigner?: string; nats?: boolean | string; natsRetryMs?: number; dryRun?: boolean; ifaces?: string[]; mirrors?: string[]; requestTimeoutMs?: number; fetchRetryMs?: number; datapath?: MemoryDatapath } = {},
+): Promise<Running> {
   const datapath = options.datapath ?? new MemoryDatapath(options.kernel ? { kernel: options.kernel } : { interfaces: ["lo", "eth0", "eth1"] });
   const events: StepReport[] = [];
   const logs: string[] = [];
@@ -74,6 +77,7 @@ async function runAgent(hostId: string, options: { kernel?: MemoryKernel; stateD
     ...(options.ifaces ? { ifaces: options.ifaces } : {}),
     ...(options.mirrors ? { mirrors: options.mirrors } : {}),
     ...(options.requestTimeoutMs ? { requestTimeoutMs: options.requestTimeoutMs } : {}),
+    ...(options.fetchRetryMs ? { fetchRetryMs: options.fetchRetryMs } : {}),
   });
   await agent.start();
   return { agent, datapath, events, logs, stateDir };
@@ -936,6 +940,43 @@ describe("bookkeeping", () => {
     await admin.assign(untrusted, "forget-host");
     await agent.reconcile();
     expect(failures(), "assigned again after it was forgotten").toBe(2);
+  });
+});
+
+describe("a digest that keeps failing", () => {
+  it("is fetched again at the next pass, then not before its wait (which doubles) has passed; once it can be verified it is installed", async () => {
+    const proxy = await startRegistryProxy(registry.url);
+    try {
+      const digest = await publish("3.8.0", null, "backed-off", proxy.host);
+      const { agent, datapath, events, logs } = await agentFor("backoff-host", { fetchRetryMs: 1000 });
+      // The loop's first pass (at start) is over before the digest is assigned: the passes below are the test's alone.
+      await agent.reconcile();
+      await admin.assign(digest, "backoff-host");
+      const asked = async () => {
+        proxy.requests.length = 0;
+        await agent.reconcile();
+        return proxy.requests.filter((r) => r.path.startsWith("/v2/policies/agent/")).length;
+      };
+      expect(await asked(), "pass 1: fetched").toBeGreaterThan(0);
+      expect(await asked(), "pass 2, at once: the first failure is tried again at the next pass").toBeGreaterThan(0);
+      expect(logs, "the wait is said").toContain(`fetching ${digest} failed 2 times in a row [NO_SIGNATURE]: not tried again for 1.0 s`);
+      const waitingSince = Date.now();
+      expect(await asked(), "pass 3, at once: within its wait, the registry is not asked").toBe(0);
+      expect(events.filter((e) => e.id === digest && e.event === "failed").map((e) => e.code), "reported once").toEqual(["NO_SIGNATURE"]);
+      await new Promise((r) => setTimeout(r, Math.max(0, waitingSince + 1050 - Date.now())));
+      expect(await asked(), "pass 4, after the wait: fetched").toBeGreaterThan(0);
+      expect(logs, "the third failure in a row waits twice as long").toContain(`fetching ${digest} failed 3 times in a row [NO_SIGNATURE]: not tried again for 2.0 s`);
+      const repo = new RemoteRepository(registry.host, "policies/agent");
+      await signArtifact(repo, await repo.resolve(digest), new KeySigner(createPrivateKey(ciKey.privateKey)), repo.name);
+      expect(await asked(), "signed now, but still within its wait: not asked").toBe(0);
+      await until("the wait after the third failure passes and the signed digest is installed", async () => {
+        await agent.reconcile();
+        return (await filters(datapath)).some((f) => f.endsWith(digest));
+      });
+      expect(events.filter((e) => e.id === digest).map((e) => e.event), "its steps").toEqual(["received", "failed", "verified", "program_loaded", "attached", "attached"]);
+    } finally {
+      await proxy.stop();
+    }
   });
 });
 
