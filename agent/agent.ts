@@ -11,7 +11,7 @@ import { hookName, probeKernelFeatures, type Attachment, type Datapath, type Loa
 import { describeError, errorCode } from "../errors.js";
 import type { RepositoryOptions } from "../registry/index.js";
 import type { TrustPolicy } from "../signing/index.js";
-import { backoffDelay, connectNats, logText, natsRetryBase, refusalWait, sleep, subscribeKept } from "../util/index.js";
+import { backoffDelay, connectNats, failureWait, logText, natsRetryBase, refusalWait, sleep, subscribeKept } from "../util/index.js";
 import { AgentError } from "./errors.js";
 import { Executor } from "./executor.js";
 import { ArtifactCache, type VerifiedArtifact } from "./fetch.js";
@@ -103,8 +103,12 @@ export class Agent {
   private readonly failed = new Map<string, string>();
   private readonly stepFailed = new Map<string, string>();
   private readonly verifiedOnce = new Set<string>();
-  /** Digests whose fetch failed: how many times in a row, and when it may be tried again (ms since the epoch). */
-  private readonly fetchRetry = new Map<string, { failures: number; notBefore: number }>();
+  /**
+   * Digests whose fetch failed: how many times in a row, when it may be tried
+   * again (performance.now(): a clock stepped back does not lengthen the
+   * wait), and on what basis (retryBasis): a new one is tried at once.
+   */
+  private readonly fetchRetry = new Map<string, { failures: number; notBefore: number; basis: string }>();
   private readonly missing = new Set<string>();
   /** Devices logged as not Ethernet, each once. */
   private readonly notEthernet = new Set<string>();
@@ -445,7 +449,7 @@ export class Agent {
     // covered; one unassigned is left as it is, for this pass to remove. The assigner then has what changed (receipts
     // included) and the digests received, so it takes their reports even if they are unassigned before they come.
     // (A digest verified before comes from the cache.)
-    if (!this.options.dryRun && fresh.some((a) => !this.verifiedOnce.has(a.id))) {
+    if (!this.options.dryRun && fresh.some((a) => !this.verifiedOnce.has(a.id) && !this.backedOff(a))) {
       const running = this.actual(now, assigned, verified).filter((p) => assigned.some((a) => a.id === p.id || a.name === p.name));
       await this.enforce(plan([], running, { hold: running.map((p) => p.name) }), records, verified);
       if (this.receiptsOwed) await this.reportReceipts(records);
@@ -461,8 +465,7 @@ export class Agent {
       }
       // A digest that keeps failing is not asked of its registries at every pass: a fleet would ask together, every
       // interval, for what none can give (reported failed once; what is installed of its policy stays in force).
-      const retry = this.fetchRetry.get(artifact.id);
-      if (retry && Date.now() < retry.notBefore) {
+      if (this.backedOff(artifact)) {
         hold.push(artifact.name);
         continue;
       }
@@ -493,10 +496,11 @@ export class Agent {
         // The claimed name only keeps an installed version in force: trusting it can never widen what runs.
         hold.push(artifact.name);
         const code = errorCode(err);
-        const failures = (retry?.failures ?? 0) + 1;
-        const base = this.options.fetchRetryMs ?? this.interval;
-        const wait = failures < 2 ? 0 : Math.min(base * 2 ** (failures - 2), 10 * base);
-        this.fetchRetry.set(artifact.id, { failures, notBefore: Date.now() + wait });
+        const basis = this.retryBasis(artifact);
+        const retry = this.fetchRetry.get(artifact.id);
+        const failures = retry?.basis === basis ? retry.failures + 1 : 1;
+        const wait = failureWait(failures, this.options.fetchRetryMs ?? this.interval);
+        this.fetchRetry.set(artifact.id, { failures, notBefore: performance.now() + wait, basis });
         if (wait > 0) this.log(`fetching ${artifact.id} failed ${failures} times in a row [${code}]: not tried again for ${(wait / 1000).toFixed(wait < 10_000 ? 1 : 0)} s`);
         if (this.failed.get(artifact.id) !== code) {
           this.failed.set(artifact.id, code);
@@ -522,6 +526,21 @@ export class Agent {
     const keep = new Set([...desired.map((p) => p.id), ...steps.filter((s) => s.kind === "keep").map((s) => s.program.id)]);
     for (const digest of await this.cache.prune(keep)) if (loaded.some((p) => p.id === digest)) this.log(`pruned ${digest} from the cache`);
     await this.flushTelemetry();
+  }
+
+  /**
+   * What a digest's failures in a row are counted on: the assigner's entry
+   * for it (a signature found since, another reference) and the trust root
+   * held. When either changes, the digest may verify now.
+   */
+  private retryBasis(artifact: Assigned): string {
+    return `${JSON.stringify(artifact)} ${this.trustRoot?.heldDigest ?? ""}`;
+  }
+
+  /** A digest that failed again lately, on the same basis: not asked of its registries until its wait has passed. */
+  private backedOff(artifact: Assigned): boolean {
+    const retry = this.fetchRetry.get(artifact.id);
+    return retry !== undefined && retry.basis === this.retryBasis(artifact) && performance.now() < retry.notBefore;
   }
 
   /**

@@ -201,6 +201,11 @@ export class TrustRootFollower {
     return merged(await this.refresh(signal), local);
   }
 
+  /** The digest of the root held now (undefined while none is): a new one may verify what the last one refused. */
+  get heldDigest(): string | undefined {
+    return this.held?.digest;
+  }
+
   /** `local` with the root held now, looking for no newer one (a pass that cannot reach the network); undefined while none is held. */
   heldTrust(local: TrustPolicy): TrustPolicy | undefined {
     return this.held && merged(this.held, local);

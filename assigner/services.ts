@@ -4,9 +4,8 @@ import { toArtifactJson, type ArtifactSource } from "./artifacts.js";
 import type { Auth, Principal } from "./auth.js";
 import type { AssignerEvents } from "./events.js";
 import type { AssignerMetrics } from "./metrics.js";
-import { unmetNeeds } from "../ebpf/index.js";
 import type { ArtifactRecord, AssignerStore, AssignmentChange } from "./store/store.js";
-import { AssignerError, matches, openTelemetry, parseSelector, SELECTOR_ASSIGNMENTS_MAX, type Selector, type SignedTelemetry } from "./api/index.js";
+import { AssignerError, matches, openTelemetry, parseSelector, SELECTOR_ASSIGNMENTS_MAX, unrunnable, unrunnableError, type Selector, type SignedTelemetry } from "./api/index.js";
 
 export interface ForHostAnswer {
   status: 200 | 304;
@@ -183,20 +182,14 @@ export class AssignerServices {
    * later, and a host that cannot load the program reports it failed.
    */
   private async requireRunnable(changes: AssignmentChange[], artifacts: ReadonlyMap<string, ArtifactRecord>): Promise<void> {
-    const adds = changes.flatMap((c) => (c.add && "hostId" in c.target && artifacts.get(c.artifactId)?.metadata.program ? [{ artifactId: c.artifactId, hostId: c.target.hostId }] : []));
-    // At most ASSIGNMENT_CHANGES_MAX hosts, one store read each.
+    const adds = changes.flatMap((c) => (c.add && "hostId" in c.target ? [{ artifactId: c.artifactId, hostId: c.target.hostId }] : []));
+    if (!adds.some((a) => artifacts.get(a.artifactId)?.metadata.program)) return;
+    // At most ASSIGNMENT_CHANGES_MAX hosts, read together.
     const hosts = [...new Set(adds.map((a) => a.hostId))];
-    const agents = new Map(await Promise.all(hosts.map(async (h) => [h, await this.store.getAgentByHost(h)] as const)));
-    const refused: string[] = [];
-    for (const { artifactId, hostId } of adds) {
-      const agent = agents.get(hostId);
-      if (!agent) continue;
-      const reasons = unmetNeeds(artifacts.get(artifactId)!.metadata.program!, agent.capabilities ?? (agent.kernel ? { kernelVersion: agent.kernel } : {}));
-      if (reasons.length > 0) refused.push(`host "${hostId}" cannot run ${artifactId}: ${reasons.join("; ")}`);
-    }
-    if (refused.length === 0) return;
-    const more = refused.length > 3 ? `; and ${refused.length - 3} more` : "";
-    throw new AssignerError("CONFLICT", `${refused.slice(0, 3).join("; ")}${more} (?force=true, or the CLI's --force, overrides)`);
+    const found = await this.store.getAgentsByHosts(hosts);
+    const agents = new Map(hosts.map((h, i) => [h, found[i]]));
+    const refused = unrunnable(adds, (id) => artifacts.get(id)?.metadata.program, (h) => agents.get(h));
+    if (refused.length > 0) throw unrunnableError(refused, "?force=true, or the CLI's --force,");
   }
 
   /** A host's labels changed (its agent registered, again or anew, or was deleted): what selectors give it may have. */

@@ -11,6 +11,7 @@ import { InputError } from "../errors.js";
 import { Annotation, formatReference, RemoteRepository, type RepositoryOptions } from "../registry/index.js";
 import { verifyArtifact, type TrustPolicy } from "../signing/index.js";
 import { environmentsOf, loadFleetFiles, rewriteRefs, type Fleet, type FleetPolicy, type RefEdit } from "./file.js";
+import { refuseUnrunnable } from "./kernels.js";
 import { planFleet, planIsEmpty, toWire, type FleetPlan, type PlanEntry } from "./plan.js";
 import { changeSteps, refuseDuringRollout } from "./rollout.js";
 
@@ -122,8 +123,9 @@ export interface ApplyResult {
  * changes than one request takes goes in several (changeSteps: adds first),
  * each on the version the last one made: a failure part-way leaves some
  * made, and applying again plans the rest. Refused while a rollout runs.
- * The assigner refuses (CONFLICT) a program added to a host whose agent
- * reported a kernel that cannot run it, unless `force`.
+ * A program added to a host whose agent reported a kernel that cannot run
+ * it is refused (CONFLICT) before any request, a dry run's included, unless
+ * `force` (the assigner refuses it too).
  */
 export async function applyPlan(
   client: AssignerClient,
@@ -136,6 +138,8 @@ export async function applyPlan(
     const current = await client.desiredState();
     const plan = planFleet(desired, current, names, { prune: options.prune ?? false });
     await options.onPlan?.(plan, attempt);
+    // Before any request (a dry run included): a refusal in a later one would leave the plan half made.
+    if (!options.force) await refuseUnrunnable(client, plan.add.flatMap((a) => ("host" in a.target ? [{ artifactId: a.artifactId, hostId: a.target.host }] : [])));
     if (options.dryRun || planIsEmpty(plan)) return { plan, applied: false, version: current.version, replans: attempt - 1 };
     // An apply while a rollout runs would give every host the new digests at once, past its rings, or undo its rollback.
     await refuseDuringRollout(client, "an apply");

@@ -19,6 +19,7 @@ import { randomBytes } from "node:crypto";
 import { ASSIGNMENT_CHANGES_MAX, AssignerError, matches, parseSelector, ROLLOUT_ACTIVE_STATES, type AssignerClient, type AssignmentEntry, type RolloutJson } from "../assigner/api/index.js";
 import { AegisError, describeError, InputError } from "../errors.js";
 import { backoffDelay, sleep } from "../util/index.js";
+import { refuseUnrunnable } from "./kernels.js";
 import { entryKey, fromWire, targetText, toWire, type FleetPlan, type Target } from "./plan.js";
 
 export interface RolloutOptions {
@@ -33,13 +34,18 @@ export interface RolloutOptions {
   log?: (line: string) => void;
   /** Aborting (an operator's Ctrl-C) stops the rollout and rolls it back, as a failed ring does. */
   signal?: AbortSignal;
-  /** Move ring hosts even where a host's agent reported a kernel that cannot run a new program (otherwise that ring fails and the rollout rolls back). */
+  /** Give hosts new digests even where a host's agent reported a kernel that cannot run the program (otherwise refused before anything moves). */
   force?: boolean;
   /** Only hosts the assigner saw (polling) within this are staged in rings; default 10 minutes. */
   seenWithinMs?: number;
 }
 
 const DEFAULT_SEEN_WITHIN_MS = 10 * 60_000;
+
+/** A duration as an operator wrote it: "10 min", "90 s", "1500 ms". */
+function durationText(ms: number): string {
+  return ms % 60_000 === 0 ? `${ms / 60_000} min` : ms % 1000 === 0 ? `${ms / 1000} s` : `${ms} ms`;
+}
 
 export interface RolloutResult {
   rollout: RolloutJson;
@@ -276,12 +282,14 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
   const maxFailures = options.maxFailures ?? "0";
   allowedFailures(maxFailures, 1);
   await refuseDuringRollout(client, "another rollout");
-  const agents = (await client.hosts()).agents;
+  const { agents, answeredAt } = await client.hosts();
   const registered = new Set(agents.map((a) => a.host_id));
   // Only registered hosts seen lately are staged in rings (an unregistered one would never send a receipt, nor would one switched
   // off or gone without being deleted, and every ring with one would fail): the others get theirs in the final step. Every
   // registered one is still held on its old digests while the rollout runs (stateWith).
-  const seenSince = Date.now() - (options.seenWithinMs ?? DEFAULT_SEEN_WITHIN_MS);
+  // On the assigner's clock, which last_seen is on (this machine's may be minutes off).
+  const seenWithinMs = options.seenWithinMs ?? DEFAULT_SEEN_WITHIN_MS;
+  const seenSince = (answeredAt ?? Date.now()) - seenWithinMs;
   const unseen = new Set(agents.filter((a) => a.last_seen === null || !(Date.parse(a.last_seen) >= seenSince)).map((a) => a.host_id));
   const hostsOf = (target: Target): string[] => {
     if ("host" in target) return registered.has(target.host) ? [target.host] : [];
@@ -304,9 +312,16 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
     }
   }
   const hosts = [...expected.keys()].sort();
-  const notStaged = unstaged.size === 0 ? "" : `${unstaged.size} registered host${unstaged.size === 1 ? "" : "s"} not seen within ${options.seenWithinMs ?? DEFAULT_SEEN_WITHIN_MS} ms (${[...unstaged].sort().slice(0, 5).join(", ")}${unstaged.size > 5 ? ", …" : ""})`;
+  const notStaged = unstaged.size === 0 ? "" : `${unstaged.size} registered host${unstaged.size === 1 ? "" : "s"} not seen within ${durationText(seenWithinMs)} (${[...unstaged].sort().slice(0, 5).join(", ")}${unstaged.size > 5 ? ", …" : ""})`;
   if (hosts.length === 0) throw new InputError("INVALID_ARGUMENT", `nothing to roll out: the plan adds nothing to a registered host seen lately${notStaged ? `, only to ${notStaged}` : ""} (apply it without --rollout)`);
   const cumulative = parseRings(options.rings, hosts.length);
+  // Every host the rollout will give a new digest to by host (its rings', and the final step's for hosts not staged), checked now:
+  // refused at a later step, it would roll back what passed.
+  if (!options.force) {
+    const byHost = [...expected].flatMap(([hostId, ids]) => ids.map((artifactId) => ({ artifactId, hostId })));
+    const direct = adds.flatMap((a) => ("host" in a.target && !expected.has(a.target.host) ? [{ artifactId: a.artifactId, hostId: a.target.host }] : []));
+    await refuseUnrunnable(client, [...byHost, ...direct], agents);
+  }
 
   /** The desired state with the hosts in `moved` on the new digests (see the file's comment). */
   const stateWith = (moved: ReadonlySet<string>): Keyed => {

@@ -10,7 +10,7 @@ export { setBounded } from "./bounded.js";
 export { openRegular, readRegular } from "./read-regular.js";
 export { byCodeUnit } from "./order.js";
 export { openWriteStream, type OpenWriteStreamOptions } from "./open-write-stream.js";
-export { backoffDelay, retryAfterMs, sleep, type BackoffOptions } from "./retry.js";
+export { backoffDelay, failureWait, retryAfterMs, sleep, type BackoffOptions } from "./retry.js";
 export { streamed } from "./spent-buffers.js";
 export { logText, oneLine, printable } from "./text.js";
 export { TAR_BLOCK, TarCounter, tarDataEnd } from "./tar-end.js";

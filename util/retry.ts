@@ -44,3 +44,12 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     signal?.addEventListener("abort", onAbort, { once: true });
   });
 }
+
+/**
+ * The wait before trying again what failed `failures` times in a row, without
+ * jitter (for work already spread out, such as an agent's passes): none after
+ * the first failure (a blip), then `baseMs`, doubling, up to ten times it.
+ */
+export function failureWait(failures: number, baseMs: number): number {
+  return failures < 2 ? 0 : Math.min(baseMs * 2 ** (failures - 2), 10 * baseMs);
+}

@@ -126,11 +126,16 @@ export class AssignerClient {
 
   /** Any JSON call, within the client's timeout; the typed methods below are this with a path and a type. */
   async call<T>(method: Method, path: string, body?: unknown, headers: Record<string, string> = {}, options: { signal?: AbortSignal } = {}): Promise<T> {
+    return (await this.exchange<T>(method, path, body, headers, options)).json;
+  }
+
+  /** call(), with the answer's headers. */
+  private async exchange<T>(method: Method, path: string, body?: unknown, headers: Record<string, string> = {}, options: { signal?: AbortSignal } = {}): Promise<{ json: T; headers: Dispatcher.ResponseData["headers"] }> {
     const deadline = AbortSignal.timeout(this.timeoutMs);
     const signal = options.signal ? AbortSignal.any([options.signal, deadline]) : deadline;
     try {
       const res = await this.send(method, path, body, headers, signal);
-      return await this.json<T>(res, `the answer to ${method} ${path}`);
+      return { json: await this.json<T>(res, `the answer to ${method} ${path}`), headers: res.headers };
     } catch (err) {
       if (deadline.aborted && !options.signal?.aborted) throw new AssignerError("UNAVAILABLE", `the assigner at ${this.baseUrl} did not answer ${method} ${path} within ${this.timeoutMs} ms`, { cause: err });
       throw err;
@@ -208,8 +213,15 @@ export class AssignerClient {
     return this.call("GET", `/artifacts/${encodeURIComponent(id)}/status${options.summary ? "?view=summary" : ""}`);
   }
 
-  hosts(): Promise<z.infer<typeof AgentList>> {
-    return this.call("GET", "/agents");
+  /**
+   * Every registered agent, and the assigner's clock when it answered (its
+   * Date header, ms since the epoch; undefined without one), which its
+   * `last_seen` times are on.
+   */
+  async hosts(): Promise<z.infer<typeof AgentList> & { answeredAt?: number }> {
+    const { json, headers } = await this.exchange<z.infer<typeof AgentList>>("GET", "/agents");
+    const answeredAt = Date.parse(String(headers.date ?? ""));
+    return Number.isNaN(answeredAt) ? json : { ...json, answeredAt };
   }
 
   /** One agent with its host's assignments and latest status per artifact. */

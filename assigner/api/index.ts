@@ -2,7 +2,7 @@
 // schemas, the NATS subjects, the error codes and their statuses, and a typed
 // client. Agents and the CLI import only this; it loads no Express, ioredis,
 // prom-client or NATS.
-export { capabilitiesJson, featuresOf } from "./capabilities.js";
+export { capabilitiesJson, featuresOf, unrunnable, unrunnableError } from "./capabilities.js";
 export { AssignerClient, MAX_ANSWER_SIZE, type ForHostResult, type RegisterOptions } from "./client.js";
 export { AssignerError, ERROR_STATUS, isAssignerErrorCode, type AssignerErrorCode } from "./errors.js";
 export {

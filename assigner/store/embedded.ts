@@ -14,7 +14,7 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, readFile } from "node:fs/promises";
 import { dirname } from "node:path";
-import { atomicWrite, removeStaleTemps } from "../../util/index.js";
+import { atomicWrite, byCodeUnit, removeStaleTemps } from "../../util/index.js";
 import { StoreUnavailableError } from "../errors.js";
 import type { RolloutJson } from "../api/index.js";
 import {
@@ -346,7 +346,8 @@ export class EmbeddedStore implements AssignerStore {
     const previous = previousUid === undefined ? undefined : this.agents.get(previousUid);
     if (previous && previous.publicKey !== agent.publicKey) return { bound: false, holder: previous };
     if (previous) this.removeAgent(previous.uid);
-    this.agents.set(agent.uid, agent);
+    // A copy: touchAgent writes last-seen into the stored record, never into the caller's object.
+    this.agents.set(agent.uid, { ...agent });
     this.hostAgent.set(agent.hostId, agent.uid);
     this.tokens.set(tokenHash, { agentUid: agent.uid, hostId: agent.hostId });
     await this.persist();
@@ -377,8 +378,12 @@ export class EmbeddedStore implements AssignerStore {
     return uid === undefined ? undefined : this.agents.get(uid);
   }
 
+  async getAgentsByHosts(hostIds: readonly string[]): Promise<(AgentRecord | undefined)[]> {
+    return Promise.all(hostIds.map((h) => this.getAgentByHost(h)));
+  }
+
   async listAgents(): Promise<AgentRecord[]> {
-    return [...this.agents.values()];
+    return [...this.agents.values()].sort((a, b) => byCodeUnit(a.uid, b.uid));
   }
 
   async touchAgent(hostId: string, time: string): Promise<void> {

@@ -202,6 +202,13 @@ describe.each(implementations)("AssignerStore conformance: %s", (_name, open, re
     await store.bindAgent(agent, "hash");
     await store.touchAgent("h1", "2026-01-01T00:00:00.000Z");
     expect((await store.getAgent("u2"))?.lastSeen).toBe("2026-01-01T00:00:00.000Z");
+    await store.bindAgent({ ...agent, uid: "u1", hostId: "h0" }, "hash-0");
+    expect((await store.listAgents()).map((a) => [a.uid, a.hostId, a.lastSeen]), "the listing, by uid, each with its own last-seen").toEqual([
+      ["u1", "h0", undefined],
+      ["u2", "h1", "2026-01-01T00:00:00.000Z"],
+    ]);
+    expect((await store.getAgentsByHosts(["h1", "nobody", "h0"])).map((a) => a?.uid), "by host, in the order asked").toEqual(["u2", undefined, "u1"]);
+    expect(await store.getAgentsByHosts([]), "none asked").toEqual([]);
     expect(await store.getToken("hash")).toEqual({ agentUid: "u2", hostId: "h1" });
     expect(await store.getToken("other")).toBeUndefined();
     const status = { hostId: "h1", artifactId: artifact(1).id, event: "attached", time: "2026-01-01T00:00:00.000Z" };

@@ -421,7 +421,7 @@ describe("aegis apply --rollout without receipts", () => {
 });
 
 describe("the kernel check", () => {
-  it("refuses to apply a program to a host whose kernel cannot run it, changing nothing, unless --force; a rollout's ring fails on it and its rollback restores what was forced", async () => {
+  it("refuses to apply or roll out a program to a host whose kernel cannot run it, before changing anything, unless --force; a forced rollout's rollback restores what was forced", async () => {
     await admin.changeAssignments({ remove: (await admin.desiredState()).assignments });
     for (const [host, capabilities] of [["old-kernel-1", { kernel_version: "5.10.0", btf: false }], ["new-kernel-1", { kernel_version: "6.8.0", btf: true, bpf_loop: true, clsact: true }]] as const) {
       const started = await beginRegistration(assigner.url, host, generateKeyPairSync("ed25519"), { labels: { tier: "kernels" }, capabilities });
@@ -430,20 +430,24 @@ describe("the kernel check", () => {
     const file = fleetFile("kernels.yaml", [entry("icmp", d.v1!, { hosts: ["new-kernel-1", "old-kernel-1"] })]);
     const before = await state();
     const refused = await aegis(["apply", "-f", file], env);
-    expect(expectOneErrorLine(refused), "the error names the host and why").toMatch(/409: host "old-kernel-1" cannot run sha256:[0-9a-f]{64}: aegis_net needs Linux >= 5\.17, the host runs 5\.10\.0.*--force/);
+    expect(expectOneErrorLine(refused), "the error names the host and why").toMatch(/^aegis: error: host "old-kernel-1" cannot run sha256:[0-9a-f]{64}: aegis_net needs Linux >= 5\.17, the host runs 5\.10\.0.*--force/);
     expect(await state(), "nothing changed, not even the capable host's assignment").toEqual(before);
     const forced = await apply("-f", file, "--force");
     expect(forced.stdout).toMatch(/applied: desired-state version/);
     expect((await state()).assignments, "--force assigns both").toEqual(["v1 host:new-kernel-1", "v1 host:old-kernel-1"]);
 
-    // v2 to the old kernel in a rollout: its ring's change is refused, and the rollback puts v1 back on that host although its kernel cannot run v1 either.
+    // v2 to the old kernel in a rollout: refused before anything moves, with no record.
     const next = fleetFile("kernels.yaml", [entry("icmp", d.v2!, { hosts: ["old-kernel-1"] }), entry("other", d.other!, { hosts: ["new-kernel-1"] })]);
     const atV1 = await state();
-    const stopped = await aegis(["apply", "-f", next, "--rollout", "100%", "--ring-timeout", "1s", "--json"], env);
+    const rolloutsBefore = (await admin.rollouts()).total;
+    expect(expectOneErrorLine(await aegis(["apply", "-f", next, "--rollout", "100%", "--ring-timeout", "1s"], env)), "a rollout").toMatch(/host "old-kernel-1" cannot run sha256:[0-9a-f]{64}: aegis_net needs Linux >= 5\.17.*--force/);
+    expect([await state(), (await admin.rollouts()).total], "nothing moved, no rollout recorded").toEqual([atV1, rolloutsBefore]);
+    expect(expectOneErrorLine(await aegis(["apply", "-f", next, "--dry-run"], env)), "a dry run says it too").toMatch(/host "old-kernel-1" cannot run/);
+    // Forced, its ring fails (no agent sends receipts here): the rollback puts v1 back on that host, although its kernel cannot run v1 either.
+    const stopped = await aegis(["apply", "-f", next, "--rollout", "100%", "--ring-timeout", "500ms", "--force", "--json"], env);
     expect(stopped.code, stopped.stderr).toBe(1);
     const document = JSON.parse(stopped.stdout) as { rollout: RolloutJson; error: string; code: string };
-    expect({ state: document.rollout.state, code: document.code }, `a refused ring rolls back: ${document.error}`).toEqual({ state: "rolled_back", code: "ROLLED_BACK" });
-    expect(document.error, "its words name the host").toMatch(/host "old-kernel-1" cannot run/);
+    expect({ state: document.rollout.state, code: document.code }, `a failed ring rolls back: ${document.error}`).toEqual({ state: "rolled_back", code: "ROLLED_BACK" });
     expect((await state()).assignments, "back to v1 on both, restored by force").toEqual(atV1.assignments);
     // With --force the ring's hosts move; none sends a receipt here, so failures are allowed for the test.
     const rolled = await aegis(["apply", "-f", next, "--rollout", "100%", "--ring-timeout", "500ms", "--max-failures", "100%", "--force"], env);

@@ -125,6 +125,10 @@ describe("runRollout against an assigner that loses its answers", () => {
     frozen?: boolean;
     /** Hosts' last_seen (null: never polled); every other host was seen just now. */
     lastSeen?: Record<string, string | null>;
+    /** The assigner's clock, this much behind this machine's (ms): last_seen times are on it, and GET /agents says it (answeredAt). */
+    assignerBehindMs?: number;
+    /** Hosts' reported kernel capabilities (wire form); A2's program is aegis_net. */
+    kernels?: Record<string, { kernel_version: string; btf: boolean }>;
     /** Sees each call once it is made, before it is answered: the nth change, each status read, each record saved, the nth listing of the records. */
     onCall?: (call: { change: number } | { status: string } | { saved: { id: string; state: string; rings: { state: string }[] } } | { listing: number }) => void;
   }
@@ -154,7 +158,14 @@ describe("runRollout against an assigner that loses its answers", () => {
       if (Date.now() < downUntil) throw new AssignerError("UNAVAILABLE", "cannot reach the assigner (test outage)");
     };
     const client = {
-      hosts: async () => ({ agents: hosts.map((h) => ({ host_id: h, labels: { tier: "web" }, last_seen: faults.lastSeen && h in faults.lastSeen ? faults.lastSeen[h] : new Date().toISOString() })) }),
+      hosts: async () => {
+        const assignerNow = Date.now() - (faults.assignerBehindMs ?? 0);
+        return {
+          agents: hosts.map((h) => ({ host_id: h, labels: { tier: "web" }, last_seen: faults.lastSeen && h in faults.lastSeen ? faults.lastSeen[h] : new Date(assignerNow).toISOString(), ...(faults.kernels?.[h] ? { capabilities: faults.kernels[h] } : {}) })),
+          ...(faults.assignerBehindMs !== undefined ? { answeredAt: assignerNow } : {}),
+        };
+      },
+      artifacts: async () => ({ artifacts: [{ id: A2, metadata: { program: "aegis_net" } }], total: 1 }),
       desiredState: async () => (up(), { version, assignments: [...state.values()], total: state.size }),
       changeAssignments: async (change: { add?: ReturnType<typeof wire>[]; remove?: ReturnType<typeof wire>[] }, options: { ifMatch?: number }) => {
         up();
@@ -220,16 +231,35 @@ describe("runRollout against an assigner that loses its answers", () => {
     const lines: string[] = [];
     const { rollout, unstaged } = await runRollout(client, plan, { rings: "1,100%", ringTimeoutMs: 2_000, pollMs: 10, log: (line) => lines.push(line) });
     expect({ state: rollout.state, staged: rollout.rings.map((r) => r.hosts), unstaged }, "only h1 staged").toEqual({ state: "completed", staged: [1, 0], unstaged: ["h2", "h3"] });
-    expect(lines, "said").toContain("not staged: 2 registered hosts not seen within 600000 ms (h2, h3); they get the new digests in the final step");
+    expect(lines, "said").toContain("not staged: 2 registered hosts not seen within 10 min (h2, h3); they get the new digests in the final step");
     expect(added.filter((a) => a.startsWith(A2)), "the new digest went to h1 alone by host, then to all by the selector").toEqual([`${A2} h1`, `${A2} s:tier=web`]);
     expect(added, "the unseen hosts were held on the old digest meanwhile").toEqual(expect.arrayContaining([`${A1} h2`, `${A1} h3`]));
     expect([...state.keys()], "the final state").toEqual([`${A2} s:tier=web`]);
     const none = lossyAssigner({ lastSeen: { h1: null, h2: null } });
     const nothing = planFleet([sel(A2, "tier=web")], await none.client.desiredState(), names);
     await expect(runRollout(none.client, nothing, { rings: "100%", ringTimeoutMs: 2_000, pollMs: 10, seenWithinMs: 60_000 }), "every host unseen").rejects.toThrow(
-      "nothing to roll out: the plan adds nothing to a registered host seen lately, only to 2 registered hosts not seen within 60000 ms (h1, h2) (apply it without --rollout)",
+      "nothing to roll out: the plan adds nothing to a registered host seen lately, only to 2 registered hosts not seen within 1 min (h1, h2) (apply it without --rollout)",
     );
     expect(none.added, "nothing moved").toEqual([]);
+    // The assigner's clock an hour behind this machine's: last_seen is measured on it, so the hosts that just polled are staged.
+    const behind = lossyAssigner({ assignerBehindMs: 3_600_000 });
+    const skewed = await runRollout(behind.client, planFleet([sel(A2, "tier=web")], await behind.client.desiredState(), names), { rings: "1,100%", ringTimeoutMs: 2_000, pollMs: 10 });
+    expect({ staged: skewed.rollout.rings.map((r) => r.hosts), unstaged: skewed.unstaged }, "clocks an hour apart").toEqual({ staged: [1, 1], unstaged: [] });
+  });
+
+  it("refuses before anything moves when a host it would give a new digest cannot run it: a staged one (by selector) or one given it only at the final step", async () => {
+    const old = { kernel_version: "5.10.0", btf: false };
+    for (const [label, faults, entries] of [
+      ["a ring's host", { kernels: { h2: old } }, [sel(A2, "tier=web")]],
+      ["a host not staged, named by host", { kernels: { h3: old }, lastSeen: { h3: null } }, [sel(A2, "tier=web"), host(A2, "h3")]],
+    ] as const) {
+      const { client, added, records } = lossyAssigner(faults, ["h1", "h2", "h3"]);
+      const plan = planFleet([...entries], await client.desiredState(), names);
+      await expect(runRollout(client, plan, { rings: "1,100%", ringTimeoutMs: 2_000, pollMs: 10 }), label).rejects.toMatchObject({ code: "CONFLICT", message: expect.stringMatching(/^host "h[23]" cannot run sha256:.*Linux >= 5\.17.*\(--force overrides\)$/) });
+      expect([added, records.size], `${label}: nothing moved, no record`).toEqual([[], 0]);
+      const forced = await runRollout(client, plan, { rings: "1,100%", ringTimeoutMs: 2_000, pollMs: 10, force: true });
+      expect(forced.rollout.state, `${label}: forced`).toBe("completed");
+    }
   });
 
   const many = Array.from({ length: 1500 }, (_, i) => `h${String(i).padStart(4, "0")}`);
