@@ -6,7 +6,7 @@
 // sent with If-Match, so a concurrent apply makes this one plan again
 // instead of overwriting it.
 import { AssignerError, type AssignerClient } from "../assigner/api/index.js";
-import { readPolicyManifest } from "../bundle/index.js";
+import { PolicyAnnotation, readPolicyManifest } from "../bundle/index.js";
 import { InputError } from "../errors.js";
 import { Annotation, formatReference, RemoteRepository, type RepositoryOptions } from "../registry/index.js";
 import { verifyArtifact, type TrustPolicy } from "../signing/index.js";
@@ -43,10 +43,10 @@ const where = (p: FleetPolicy) => `${p.file}: policies[${p.index}].ref`;
  * Loads the files and checks what they name against the registries: tags
  * refused (or pinned), every digest an Aegis policy, signed when `trust` is
  * given. Every problem is reported at once, and `pin` writes the files only
- * when there is none. Returns the fleet and the policy
- * name of each digest (from the manifest's title, when it has one).
+ * when there is none. Returns the fleet, and the policy name and program of
+ * each digest (from the manifest's annotations, when it has them).
  */
-export async function prepareFleet(paths: readonly string[], options: PrepareOptions = {}): Promise<{ fleet: Fleet; names: Map<string, string>; pinned: RefEdit[] }> {
+export async function prepareFleet(paths: readonly string[], options: PrepareOptions = {}): Promise<{ fleet: Fleet; names: Map<string, string>; programs: Map<string, string>; pinned: RefEdit[] }> {
   const fleet = await loadFleetFiles(paths, options.environment !== undefined ? { environment: options.environment } : {});
   const environments = environmentsOf(fleet);
   if (environments.length > 1) throw new InputError("INVALID_ARGUMENT", `the fleet files describe several environments (${environments.map((e) => e ?? "(none)").join(", ")}): apply one at a time with --environment`);
@@ -72,6 +72,7 @@ export async function prepareFleet(paths: readonly string[], options: PrepareOpt
   if (problems.length > 0) throw new InputError("INVALID_REFERENCE", problems.sort().join("; "));
 
   const names = new Map<string, string>();
+  const programs = new Map<string, string>();
   const checked = new Map<string, FleetPolicy>();
   for (const p of fleet.policies) if (!checked.has(`${p.reference.registry}/${p.reference.repository}@${p.digest}`)) checked.set(`${p.reference.registry}/${p.reference.repository}@${p.digest}`, p);
   await eachBounded([...checked.values()], async (p) => {
@@ -80,6 +81,8 @@ export async function prepareFleet(paths: readonly string[], options: PrepareOpt
       const { manifest } = await readPolicyManifest(repo, await repo.resolve(p.digest!));
       const title = manifest.annotations?.[Annotation.Title];
       if (title) names.set(p.digest!, title);
+      const program = manifest.annotations?.[PolicyAnnotation.Program];
+      if (program) programs.set(p.digest!, program);
     } catch (err) {
       return void problems.push(`${where(p)}: ${p.ref}: ${(err as Error).message}`);
     }
@@ -89,7 +92,7 @@ export async function prepareFleet(paths: readonly string[], options: PrepareOpt
   if (problems.length > 0) throw new InputError("INVALID_REFERENCE", problems.sort().join("; "));
   // Written only now: a refused command leaves the files as they were.
   if (!options.dryRun) await rewriteRefs(fleet.files, pinned);
-  return { fleet, names, pinned };
+  return { fleet, names, programs, pinned };
 }
 
 /** Registers the files' artifacts the assigner does not know yet; returns the policy name of every registered digest. */
@@ -131,7 +134,7 @@ export async function applyPlan(
   client: AssignerClient,
   desired: PlanEntry[],
   names: ReadonlyMap<string, string>,
-  options: { prune?: boolean; dryRun?: boolean; force?: boolean; attempts?: number; onPlan?: (plan: FleetPlan, attempt: number) => void | Promise<void> } = {},
+  options: { prune?: boolean; dryRun?: boolean; force?: boolean; programs?: ReadonlyMap<string, string>; attempts?: number; onPlan?: (plan: FleetPlan, attempt: number) => void | Promise<void> } = {},
 ): Promise<ApplyResult> {
   const attempts = options.attempts ?? 5;
   for (let attempt = 1; ; attempt++) {
@@ -139,7 +142,10 @@ export async function applyPlan(
     const plan = planFleet(desired, current, names, { prune: options.prune ?? false });
     await options.onPlan?.(plan, attempt);
     // Before any request (a dry run included): a refusal in a later one would leave the plan half made.
-    if (!options.force) await refuseUnrunnable(client, plan.add.flatMap((a) => ("host" in a.target ? [{ artifactId: a.artifactId, hostId: a.target.host }] : [])));
+    if (!options.force) {
+      const adds = plan.add.flatMap((a) => ("host" in a.target ? [{ artifactId: a.artifactId, hostId: a.target.host }] : []));
+      await refuseUnrunnable(client, adds, options.programs ? { programs: options.programs } : {});
+    }
     if (options.dryRun || planIsEmpty(plan)) return { plan, applied: false, version: current.version, replans: attempt - 1 };
     // An apply while a rollout runs would give every host the new digests at once, past its rings, or undo its rollback.
     await refuseDuringRollout(client, "an apply");

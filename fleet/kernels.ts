@@ -14,17 +14,30 @@ export interface HostAdd {
   hostId: string;
 }
 
+/** What the check may be given instead of asking the assigner. */
+export interface KnownFacts {
+  /** The agents, when already listed. */
+  agents?: readonly z.infer<typeof AgentJson>[];
+  /**
+   * Programs by digest, from the manifests' annotations, for digests the
+   * assigner does not know yet (a dry run registers nothing). A digest in
+   * neither (pushed without annotations, and not registered) is not checked.
+   */
+  programs?: ReadonlyMap<string, string>;
+}
+
 /**
  * Refuses (CONFLICT) `adds` that a host's reported kernel cannot run, as the
- * assigner would; `agents` when already listed (else asked for). Reads the
- * artifacts' programs from the assigner (one listing).
+ * assigner would. Reads the artifacts' programs from the assigner (one
+ * listing) and the agents (another), unless `known` has them.
  */
-export async function refuseUnrunnable(client: AssignerClient, adds: readonly HostAdd[], agents?: readonly z.infer<typeof AgentJson>[]): Promise<void> {
+export async function refuseUnrunnable(client: AssignerClient, adds: readonly HostAdd[], known: KnownFacts = {}): Promise<void> {
   if (adds.length === 0) return;
-  const programs = new Map((await client.artifacts()).artifacts.map((a) => [a.id, a.metadata.program]));
-  if (![...new Set(adds.map((a) => a.artifactId))].some((id) => programs.get(id))) return;
-  const byHost = new Map((agents ?? (await client.hosts()).agents).map((a) => [a.host_id, a]));
-  const refused = unrunnable(adds, (id) => programs.get(id), (hostId) => {
+  const registered = new Map((await client.artifacts()).artifacts.map((a) => [a.id, a.metadata.program]));
+  const programOf = (id: string) => registered.get(id) ?? known.programs?.get(id);
+  if (![...new Set(adds.map((a) => a.artifactId))].some(programOf)) return;
+  const byHost = new Map((known.agents ?? (await client.hosts()).agents).map((a) => [a.host_id, a]));
+  const refused = unrunnable(adds, programOf, (hostId) => {
     const agent = byHost.get(hostId);
     return agent && { ...(agent.capabilities ? { capabilities: featuresOf(agent.capabilities) } : {}), ...(agent.kernel ? { kernel: agent.kernel } : {}) };
   });

@@ -318,9 +318,10 @@ export async function runRollout(client: AssignerClient, plan: FleetPlan, option
   // Every host the rollout will give a new digest to by host (its rings', and the final step's for hosts not staged), checked now:
   // refused at a later step, it would roll back what passed.
   if (!options.force) {
-    const byHost = [...expected].flatMap(([hostId, ids]) => ids.map((artifactId) => ({ artifactId, hostId })));
+    // Less what a host already has by host: the assigner adds nothing there, so it checks nothing.
+    const byHost = [...expected].flatMap(([hostId, ids]) => ids.filter((artifactId) => !before.has(entryKey({ artifactId, target: { host: hostId } }))).map((artifactId) => ({ artifactId, hostId })));
     const direct = adds.flatMap((a) => ("host" in a.target && !expected.has(a.target.host) ? [{ artifactId: a.artifactId, hostId: a.target.host }] : []));
-    await refuseUnrunnable(client, [...byHost, ...direct], agents);
+    await refuseUnrunnable(client, [...byHost, ...direct], { agents });
   }
 
   /** The desired state with the hosts in `moved` on the new digests (see the file's comment). */

@@ -3,7 +3,8 @@
 // KernelFeatures that ebpf/requirements.ts checks programs against; and the
 // check itself, shared by the assigner and the fleet's commands.
 import type { z } from "zod";
-import { unmetNeeds, type KernelFeatures } from "../../ebpf/index.js";
+// The table alone, not ebpf/index.js: that would load every datapath (bpftool, tc, libbpf) into each command that talks to the assigner.
+import { unmetNeeds, type KernelFeatures } from "../../ebpf/requirements.js";
 import { AssignerError } from "./errors.js";
 import type { Capabilities } from "./schemas.js";
 

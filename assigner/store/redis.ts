@@ -439,13 +439,15 @@ export class RedisStore implements AssignerStore {
     return uids.map((uid) => (uid ? byUid.get(uid) : undefined));
   }
 
-  /** Three commands whatever the fleet's size (two per agent made a rollout's listing of thousands of hosts thousands of round trips). */
+  /** Three commands, and one more per thousand agents (two per agent made a rollout's listing of thousands of hosts thousands of round trips). */
   async listAgents(): Promise<AgentRecord[]> {
     const uids = (await this.run(() => this.redis.smembers(`${this.p}:agents`))).sort();
     if (uids.length === 0) return [];
     const agents = (await this.run(() => this.redis.mget(uids.map((uid) => `${this.p}:agent:${uid}`)))).flatMap((v) => parse<AgentRecord>(v) ?? []);
     if (agents.length === 0) return [];
-    const seen = await this.run(() => this.redis.hmget(`${this.p}:lastseen`, ...agents.map((a) => a.hostId)));
+    // HMGET takes its fields as arguments: a thousand at a time, never a fleet's worth spread into one call.
+    const seen: (string | null)[] = [];
+    for (let i = 0; i < agents.length; i += 1000) seen.push(...(await this.run(() => this.redis.hmget(`${this.p}:lastseen`, ...agents.slice(i, i + 1000).map((a) => a.hostId)))));
     return agents.map((agent, i) => (seen[i] ? { ...agent, lastSeen: seen[i] } : agent));
   }
 

@@ -188,7 +188,7 @@ export interface AssignerStore {
   deleteAgent(uid: string): Promise<boolean>;
   getAgent(uid: string): Promise<AgentRecord | undefined>;
   getAgentByHost(hostId: string): Promise<AgentRecord | undefined>;
-  /** The agents of these hosts, in their order (undefined where none), in a few store reads whatever their number; without last-seen. */
+  /** The agents of these hosts, in their order (undefined where none), in a few store reads whatever their number; last-seen may be left out. */
   getAgentsByHosts(hostIds: readonly string[]): Promise<(AgentRecord | undefined)[]>;
   listAgents(): Promise<AgentRecord[]>;
   touchAgent(hostId: string, time: string): Promise<void>;

@@ -82,6 +82,7 @@ async function applyFiles(paths: string[], options: ApplyOptions, extra: Record<
   const result = await fleet.applyPlan(assigner, desired, names, {
     prune: options.prune ?? false,
     force: options.force ?? false,
+    programs: prepared.programs,
     // A rollout applies the plan itself, ring by ring.
     dryRun: (options.dryRun ?? false) || options.rollout !== undefined,
     onPlan: (plan, attempt) => {

@@ -443,6 +443,11 @@ describe("the kernel check", () => {
     expect(expectOneErrorLine(await aegis(["apply", "-f", next, "--rollout", "100%", "--ring-timeout", "1s"], env)), "a rollout").toMatch(/host "old-kernel-1" cannot run sha256:[0-9a-f]{64}: aegis_net needs Linux >= 5\.17.*--force/);
     expect([await state(), (await admin.rollouts()).total], "nothing moved, no rollout recorded").toEqual([atV1, rolloutsBefore]);
     expect(expectOneErrorLine(await aegis(["apply", "-f", next, "--dry-run"], env)), "a dry run says it too").toMatch(/host "old-kernel-1" cannot run/);
+    // A digest the assigner does not know yet (a dry run registers nothing): its program is read from its manifest.
+    await publish("unregistered", "5.0.0", "kernel-check");
+    const unknown = fleetFile("kernels-new.yaml", [entry("fresh", d.unregistered!, { hosts: ["old-kernel-1"] })]);
+    expect(expectOneErrorLine(await aegis(["apply", "-f", unknown, "--dry-run"], env)), "a dry run of an unregistered digest").toMatch(new RegExp(`host "old-kernel-1" cannot run ${d.unregistered}`));
+    expect((await admin.artifacts()).artifacts.map((a) => a.id), "still unregistered").not.toContain(d.unregistered);
     // Forced, its ring fails (no agent sends receipts here): the rollback puts v1 back on that host, although its kernel cannot run v1 either.
     const stopped = await aegis(["apply", "-f", next, "--rollout", "100%", "--ring-timeout", "500ms", "--force", "--json"], env);
     expect(stopped.code, stopped.stderr).toBe(1);

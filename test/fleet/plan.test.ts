@@ -260,6 +260,11 @@ describe("runRollout against an assigner that loses its answers", () => {
       const forced = await runRollout(client, plan, { rings: "1,100%", ringTimeoutMs: 2_000, pollMs: 10, force: true });
       expect(forced.rollout.state, `${label}: forced`).toBe("completed");
     }
+    // A host that has the new digest by host already (forced there before) gets nothing new: not refused.
+    const { client, state } = lossyAssigner({ kernels: { h2: old } });
+    state.set(`${A2} h2`, wire(host(A2, "h2")));
+    const plan = planFleet([sel(A2, "tier=web")], await client.desiredState(), names);
+    expect((await runRollout(client, plan, { rings: "1,100%", ringTimeoutMs: 2_000, pollMs: 10 })).rollout.state, "the digest h2 has by host").toBe("completed");
   });
 
   const many = Array.from({ length: 1500 }, (_, i) => `h${String(i).padStart(4, "0")}`);
