@@ -50,7 +50,9 @@ export interface AgentOptions {
   /**
    * Base of the wait before a digest whose fetch failed again is fetched once
    * more (ms); default the poll interval. The first failure is retried at the
-   * next pass; from the second in a row the wait doubles, up to ten bases.
+   * next pass; from the second in a row the wait doubles, up to ten bases
+   * (util failureWait); an attempt that took a base or more waits at least
+   * as long as it took.
    */
   fetchRetryMs?: number;
   labels?: Record<string, string>;
@@ -278,6 +280,9 @@ export class Agent {
 
   /** A step: one line in the operator's log, and published. */
   private report(step: StepReport): void {
+    // A step that keeps failing loads its program again on every pass: that is said the first time only, so the
+    // failure stays the digest's latest report (at the assigner too) and the journal gets no line per pass.
+    if (step.event === "program_loaded" && this.stepFailed.has(step.id)) return;
     if (step.event === "failed") this.metrics.failed(step.code ?? "INTERNAL");
     this.log(logLine(step));
     this.publish(step);
@@ -469,6 +474,7 @@ export class Agent {
         hold.push(artifact.name);
         continue;
       }
+      const attemptStart = performance.now();
       try {
         const v = await this.cache.fetchVerified(artifact, {
           mirrors: this.options.mirrors ?? [],
@@ -499,9 +505,13 @@ export class Agent {
         const basis = this.retryBasis(artifact);
         const retry = this.fetchRetry.get(artifact.id);
         const failures = retry?.basis === basis ? retry.failures + 1 : 1;
-        const wait = failureWait(failures, this.options.fetchRetryMs ?? this.interval);
+        // An attempt that took an interval or more (a registry that stalls until the pull timeout) waits at least as
+        // long, the first too: passes spent on a digest none can give are at most every other one.
+        const base = this.options.fetchRetryMs ?? this.interval;
+        const took = performance.now() - attemptStart;
+        const wait = Math.max(failureWait(failures, base), took >= base ? took : 0);
         this.fetchRetry.set(artifact.id, { failures, notBefore: performance.now() + wait, basis });
-        if (wait > 0) this.log(`fetching ${artifact.id} failed ${failures} times in a row [${code}]: not tried again for ${(wait / 1000).toFixed(wait < 10_000 ? 1 : 0)} s`);
+        if (wait > 0) this.log(`fetching ${artifact.id} failed ${failures === 1 ? "after" : `${failures} times in a row, the last after`} ${(took / 1000).toFixed(1)} s [${code}]: not tried again for ${(wait / 1000).toFixed(wait < 10_000 ? 1 : 0)} s`);
         if (this.failed.get(artifact.id) !== code) {
           this.failed.set(artifact.id, code);
           this.report({ event: "failed", id: artifact.id, name: artifact.name, version: artifact.version, code, reason: describeError(err) });
@@ -518,12 +528,25 @@ export class Agent {
       this.superseded.add(p.id);
     }
     const actual = this.actual(now, assigned, verified);
+    // After a reboot, a policy whose assigned version cannot be had (held: its fetch or verification failed) runs the
+    // version it ran before, from the cache and verified there, as in a pass without the assigner: not nothing until
+    // the new one can be had. One the cache cannot give keeps its record and its blobs, to be tried again.
+    const running = new Set(actual.map((p) => p.name));
+    const fallback = now.dropped.filter(([, r]) => hold.includes(r.name) && !desired.some((p) => p.name === r.name) && !running.has(r.name) && !attached.some((a) => a.pref === r.pref));
+    const restored = await this.reloadable(fallback, trust, "its assigned version cannot be installed");
+    for (const [id, v] of restored) {
+      desired.push(v.program);
+      verified.set(id, v.artifact);
+    }
     const steps = plan(desired, actual, { hold, inUse: attached.map((a) => a.pref) });
     await this.enforce(steps, records, verified);
     const wanted = new Set(newestByName(desired).chosen.map((p) => p.name));
     await this.settleOrphans(orphans, records, (name) => !wanted.has(name) && !hold.includes(name));
     await this.reportReceipts(records);
-    const keep = new Set([...desired.map((p) => p.id), ...steps.filter((s) => s.kind === "keep").map((s) => s.program.id)]);
+    const unrestored = fallback.filter(([id]) => !records.has(id));
+    for (const [id, record] of unrestored) records.set(id, record);
+    if (unrestored.length > 0) await this.state.saveInstalled(records);
+    const keep = new Set([...desired.map((p) => p.id), ...steps.filter((s) => s.kind === "keep").map((s) => s.program.id), ...unrestored.map(([id]) => id)]);
     for (const digest of await this.cache.prune(keep)) if (loaded.some((p) => p.id === digest)) this.log(`pruned ${digest} from the cache`);
     await this.flushTelemetry();
   }
@@ -571,7 +594,9 @@ export class Agent {
     const running = new Set(actual.map((p) => p.name));
     const gone = now.dropped.filter(([, record]) => !running.has(record.name) && !now.attached.some((a) => a.pref === record.pref));
     try {
-      const lost = await this.reloadable(gone);
+      // Followed, but no root held (its file set aside): what the root requires is not known, so nothing is verified against less.
+      const trust = this.trustRoot ? this.trustRoot.heldTrust(this.options.trust) : this.options.trust;
+      const lost = await this.reloadable(gone, trust, "the assigner cannot be asked");
       const steps = plan([...lost.values()].map((v) => v.program), actual, { hold: actual.map((p) => p.name), inUse: now.attached.map((a) => a.pref) });
       await this.enforce(steps, now.records, new Map([...lost].map(([id, v]) => [id, v.artifact])));
     } finally {
@@ -583,23 +608,21 @@ export class Agent {
   }
 
   /**
-   * Of `gone`, those the cache gives verified (ArtifactCache.verifyHeld),
-   * against the trust root held now (no network: this is a pass without the
-   * assigner), to load again. One it cannot give stays off until the
-   * assigner answers, said once.
+   * Of `gone`, those the cache gives verified (ArtifactCache.verifyHeld, no
+   * network) against `trust`, to load again; `why` says why the cache is
+   * the source. One it cannot give stays off, said once until the assigner
+   * answers again.
    */
-  private async reloadable(gone: readonly [string, InstalledRecord][]): Promise<Map<string, { program: Program; artifact: VerifiedArtifact }>> {
+  private async reloadable(gone: readonly [string, InstalledRecord][], trust: TrustPolicy | undefined, why: string): Promise<Map<string, { program: Program; artifact: VerifiedArtifact }>> {
     const lost = new Map<string, { program: Program; artifact: VerifiedArtifact }>();
     if (gone.length === 0) return lost;
     const { signal } = this.controller;
-    const trust = this.trustRoot ? this.trustRoot.heldTrust(this.options.trust) : this.options.trust;
     for (const [id, { name, version }] of gone) {
-      // Followed, but no root held (its file set aside): what the root requires is not known, so nothing is verified against less.
       const artifact = trust ? await this.cache.verifyHeld(id, { trust, signal }) : undefined;
       if (artifact) lost.set(id, { program: { id, name, version }, artifact });
       else if (this.unreloadable.has(id)) continue;
       else this.unreloadable.add(id);
-      this.log(`${name} ${version} ${id} is no longer loaded (a reboot?) and the assigner cannot be asked: ${artifact ? "loading it again from the cache" : "the cache cannot give it verified; it stays off until the assigner answers"}`);
+      this.log(`${name} ${version} ${id} is no longer loaded (a reboot?) and ${why}: ${artifact ? "loading it again from the cache" : "the cache cannot give it verified; it stays off until the assigner answers"}`);
     }
     return lost;
   }

@@ -55,7 +55,7 @@ interface Running {
 /** An agent for `hostId` on a memory kernel (shared to model a restart); slow polling, so tests step it with reconcile(). */
 async function runAgent(
   hostId: string,
-  options: { kernel?: MemoryKernel; stateDir?: string; assigner?: string; nats?: boolean | string; natsRetryMs?: number; dryRun?: boolean; ifaces?: string[]; mirrors?: string[]; requestTimeoutMs?: number; fetchRetryMs?: number; datapath?: MemoryDatapath } = {},
+  options: { kernel?: MemoryKernel; stateDir?: string; assigner?: string; nats?: boolean | string; natsRetryMs?: number; dryRun?: boolean; ifaces?: string[]; mirrors?: string[]; requestTimeoutMs?: number; fetchRetryMs?: number; pullTimeoutMs?: number; datapath?: MemoryDatapath } = {},
 ): Promise<Running> {
   const datapath = options.datapath ?? new MemoryDatapath(options.kernel ? { kernel: options.kernel } : { interfaces: ["lo", "eth0", "eth1"] });
   const events: StepReport[] = [];
@@ -78,6 +78,7 @@ async function runAgent(
     ...(options.mirrors ? { mirrors: options.mirrors } : {}),
     ...(options.requestTimeoutMs ? { requestTimeoutMs: options.requestTimeoutMs } : {}),
     ...(options.fetchRetryMs ? { fetchRetryMs: options.fetchRetryMs } : {}),
+    ...(options.pullTimeoutMs ? { pullTimeoutMs: options.pullTimeoutMs } : {}),
   });
   await agent.start();
   return { agent, datapath, events, logs, stateDir };
@@ -266,6 +267,21 @@ describe("enforcement", () => {
     expect(lines, "the refusal").toContain('aegis_agent_failures_total{code="NO_SIGNATURE"} 1');
     const polled = Number(lines.find((l) => l.startsWith("aegis_agent_last_successful_poll_timestamp_seconds "))?.split(" ")[1]);
     expect(polled, "the last poll").toBeGreaterThanOrEqual(Math.floor(before));
+  });
+
+  it("an attach that fails pass after pass is reported once, and stays the digest's latest report: its loads are not said again", async () => {
+    const v = await publish("4.2.0", ciKey, "attach-fails");
+    const { agent, datapath, events } = await agentFor("attach-fails-host");
+    await agent.reconcile();
+    await admin.assign(v, "attach-fails-host");
+    for (let pass = 0; pass < 3; pass++) {
+      datapath.failNext("attach");
+      await agent.reconcile();
+    }
+    expect(events.filter((e) => e.id === v).map((e) => e.event), "three passes: loaded (said once), failed (said once)").toEqual(["received", "verified", "program_loaded", "failed"]);
+    expect((await admin.status(v)).hosts.find((h) => h.host_id === "attach-fails-host")?.event, "the assigner's latest report").toBe("failed");
+    await agent.reconcile();
+    expect(events.filter((e) => e.id === v).map((e) => e.event).slice(-2), "then it attaches").toEqual(["attached", "attached"]);
   });
 
   it("leaves the previous version in force when the kernel refuses the new one, and reports LOAD_FAILED", async () => {
@@ -960,7 +976,8 @@ describe("a digest that keeps failing", () => {
       };
       expect(await asked(), "pass 1: fetched").toBeGreaterThan(0);
       expect(await asked(), "pass 2: the first failure is tried again at the next pass").toBeGreaterThan(0);
-      expect(logs, "the wait is said").toContain(`fetching ${digest} failed 2 times in a row [NO_SIGNATURE]: not tried again for 60 s`);
+      const said = new RegExp(`^fetching ${digest} failed 2 times in a row, the last after \\d+\\.\\d s \\[NO_SIGNATURE\\]: not tried again for 60 s$`);
+      expect(logs.filter((l) => said.test(l)), `the wait is said: ${logs.join("\n")}`).toHaveLength(1);
       expect(await asked(), "pass 3: within its wait, the registry is not asked").toBe(0);
       expect(events.filter((e) => e.id === digest && e.event === "failed").map((e) => e.code), "reported once").toEqual(["NO_SIGNATURE"]);
       const repo = new RemoteRepository(registry.host, "policies/agent");
@@ -972,6 +989,29 @@ describe("a digest that keeps failing", () => {
       expect(events.filter((e) => e.id === digest).map((e) => e.event), "its steps").toEqual(["received", "failed", "verified", "program_loaded", "attached", "attached"]);
     } finally {
       await proxy.stop();
+    }
+  });
+});
+
+describe("a digest whose attempts are slow", () => {
+  it("waits at least as long as its last attempt took, the first failure too", async () => {
+    const stalling = await startRegistryProxy(registry.url, { stallBlobsAfter: 10 });
+    try {
+      const digest = await publish("3.9.5", ciKey, "slow-fails", stalling.host);
+      const { agent, logs } = await agentFor("slow-host", { fetchRetryMs: 200, pullTimeoutMs: 300, requestTimeoutMs: 1_000 });
+      await agent.reconcile();
+      await admin.assign(digest, "slow-host");
+      const asked = async () => {
+        stalling.requests.length = 0;
+        await agent.reconcile();
+        return stalling.requests.length;
+      };
+      expect(await asked(), "pass 1: fetched (the registry stalls, then the assigner, which reads from it, times out)").toBeGreaterThan(0);
+      const said = logs.find((l) => l.startsWith(`fetching ${digest} failed after `));
+      expect(said, logs.join("\n")).toMatch(/failed after \d+\.\d s \[\w+\]: not tried again for \d+\.\d s$/);
+      expect(await asked(), "pass 2, at once: a first failure that took longer than the base waits as long as it took").toBe(0);
+    } finally {
+      await stalling.stop();
     }
   });
 });
@@ -1064,6 +1104,32 @@ describe("outages", () => {
     await expect(third.agent.reconcile()).rejects.toMatchObject({ code: "UNAVAILABLE" });
     expect(await filters(third.datapath), "nothing unverified is loaded").toEqual([]);
     expect(third.logs.filter((l) => l.includes(`${v1} is no longer loaded`) && l.endsWith("it stays off until the assigner answers")), third.logs.join("\n")).toHaveLength(1);
+  });
+
+  it("after a reboot, a policy whose new version cannot be had runs its previous version again from the cache, until the new one can", async () => {
+    const { v1, first, before } = await installedThenStopped("13.7.0", "reboot-fallback", "reboot-fallback-host");
+    const v2 = await publish("13.8.0", null, "reboot-fallback");
+    await admin.unassign(v1, "reboot-fallback-host");
+    await admin.assign(v2, "reboot-fallback-host");
+    // A new kernel is a reboot: no pins, no filters; the assigner answers, with v2 only, which is unsigned.
+    const rebooted = new MemoryDatapath({ interfaces: ["lo", "eth0", "eth1"] });
+    const second = await runAgent("reboot-fallback-host", { stateDir: first.stateDir, datapath: rebooted });
+    running.push(second);
+    await second.agent.reconcile();
+    expect(second.events.filter((e) => e.id === v2 && e.event === "failed").map((e) => e.code), "v2 refused").toEqual(["NO_SIGNATURE"]);
+    expect(await filters(rebooted), "v1 in force again, as before the reboot").toEqual(before);
+    expect(second.logs, "said").toContain(`reboot-fallback 13.7.0 ${v1} is no longer loaded (a reboot?) and its assigned version cannot be installed: loading it again from the cache`);
+    await second.agent.reconcile();
+    expect(await filters(rebooted), "and it stays").toEqual(before);
+    expect(existsSync(join(first.stateDir, "cache", "blobs", "sha256", v1.slice("sha256:".length))), "v1 kept in the cache").toBe(true);
+
+    // v2 signed and registered again: it replaces v1 at the same pref.
+    const repo = new RemoteRepository(registry.host, "policies/agent");
+    await signArtifact(repo, await repo.resolve(v2), new KeySigner(createPrivateKey(ciKey.privateKey)), repo.name);
+    await admin.call("POST", "/artifacts", { reference: `${registry.host}/policies/agent@${v2}` });
+    await second.agent.reconcile();
+    const pref = basePref("reboot-fallback");
+    expect(await filters(rebooted), "v2 replaces it").toEqual([`eth0 egress ${pref} ${v2}`, `eth1 egress ${pref} ${v2}`]);
   });
 
   it("a pass that fails after the assigner answered holds what is installed, and the metric of the last pass stays as it was", async () => {
