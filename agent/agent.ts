@@ -94,6 +94,8 @@ export class Agent {
   /** What /metrics shows (served by the CLI on --metrics-port). */
   readonly metrics: AgentMetrics;
   private readonly controller = new AbortController();
+  /** The pass under way's (withPassSignal). */
+  private passController: AbortController | undefined;
   private readonly executor: Executor;
   private readonly log: (line: string) => void;
   private readonly interval: number;
@@ -190,9 +192,36 @@ export class Agent {
 
   /** One reconciliation now, serialized with the loop's (tests call it to step the agent). */
   reconcile(): Promise<void> {
-    const next = this.queue.then(() => this.reconcileOnce());
+    const next = this.queue.then(() => this.withPassSignal(() => this.reconcileOnce()));
     this.queue = next.catch(() => undefined);
     return next;
+  }
+
+  /** The signal of the pass under way (withPassSignal), else the agent's own: what a stop aborts. */
+  private get signal(): AbortSignal {
+    return this.passController?.signal ?? this.controller.signal;
+  }
+
+  /**
+   * Runs a pass with a signal of its own, which the agent's stop aborts. The
+   * clients below combine the signal they are given with others
+   * (AbortSignal.any, per request); combined with the agent's lifelong
+   * signal, Node 20 keeps a reference to each combination from it, about 50
+   * bytes that are never freed, tens per pass, on a host that runs for
+   * months. A pass's own signal is dropped with the pass, and those with it.
+   */
+  private async withPassSignal<T>(work: () => Promise<T>): Promise<T> {
+    const pass = new AbortController();
+    const stop = () => pass.abort(this.controller.signal.reason);
+    if (this.controller.signal.aborted) stop();
+    else this.controller.signal.addEventListener("abort", stop, { once: true });
+    this.passController = pass;
+    try {
+      return await work();
+    } finally {
+      this.passController = undefined;
+      this.controller.signal.removeEventListener("abort", stop);
+    }
   }
 
   private async run(): Promise<void> {
@@ -220,13 +249,17 @@ export class Agent {
       this.woken = false;
       return;
     }
+    // A listener on the agent's signal, removed after, not AbortSignal.any with it (see withPassSignal).
     const woken = new AbortController();
-    this.wake = () => woken.abort();
+    const wake = () => woken.abort();
+    this.wake = wake;
+    this.controller.signal.addEventListener("abort", wake, { once: true });
     try {
-      await sleep(ms, AbortSignal.any([woken.signal, this.controller.signal]));
+      if (!this.controller.signal.aborted) await sleep(ms, woken.signal);
     } catch {
       // woken or stopping
     } finally {
+      this.controller.signal.removeEventListener("abort", wake);
       this.wake = undefined;
       this.woken = false;
     }
@@ -307,10 +340,10 @@ export class Agent {
 
   /** Confirms what went to NATS this pass, then sends what waits for HTTP (agent/telemetry-route.ts). */
   private async flushTelemetry(): Promise<void> {
-    await this.telemetry.confirm(this.controller.signal);
+    await this.telemetry.confirm(this.signal);
     const uid = this.agentUid;
     if (!uid) return;
-    await this.telemetry.outbox.flush(async (batch) => this.bounded(async (signal) => (await this.assignerClient()).telemetry(uid, batch, { signal })), this.controller.signal);
+    await this.telemetry.outbox.flush(async (batch) => this.bounded(async (signal) => (await this.assignerClient()).telemetry(uid, batch, { signal })), this.signal);
   }
 
   /** The agent token: the stored one for this assigner and host, or a fresh registration with the agent's key. */
@@ -366,10 +399,11 @@ export class Agent {
    */
   private bounded<T>(work: (signal: AbortSignal) => Promise<T>): Promise<T> {
     const ms = this.options.requestTimeoutMs ?? 30_000;
-    const signal = AbortSignal.any([this.controller.signal, AbortSignal.timeout(ms)]);
+    const outer = this.signal;
+    const signal = AbortSignal.any([outer, AbortSignal.timeout(ms)]);
     return new Promise<T>((resolve, reject) => {
       const onAbort = () =>
-        reject(this.controller.signal.aborted ? this.controller.signal.reason : new AgentError("UNAVAILABLE", `the assigner at ${this.options.assigner} did not answer within ${ms} ms`));
+        reject(outer.aborted ? outer.reason : new AgentError("UNAVAILABLE", `the assigner at ${this.options.assigner} did not answer within ${ms} ms`));
       if (signal.aborted) return onAbort();
       signal.addEventListener("abort", onAbort, { once: true });
       work(signal)
@@ -408,7 +442,7 @@ export class Agent {
   }
 
   private async reconcileOnce(): Promise<void> {
-    const { signal } = this.controller;
+    const { signal } = this;
     signal.throwIfAborted();
     let assigned: Assigned[];
     try {
@@ -435,7 +469,7 @@ export class Agent {
 
   /** The pass once the assigner answered with `assigned`: fetch and verify, plan, enforce, report. */
   private async pass(assigned: Assigned[]): Promise<void> {
-    const { signal } = this.controller;
+    const { signal } = this;
     const now = await this.installedNow();
     const { records, loaded, attached, orphans } = now;
 
@@ -616,7 +650,7 @@ export class Agent {
   private async reloadable(gone: readonly [string, InstalledRecord][], trust: TrustPolicy | undefined, why: string): Promise<Map<string, { program: Program; artifact: VerifiedArtifact }>> {
     const lost = new Map<string, { program: Program; artifact: VerifiedArtifact }>();
     if (gone.length === 0) return lost;
-    const { signal } = this.controller;
+    const { signal } = this;
     for (const [id, { name, version }] of gone) {
       const artifact = trust ? await this.cache.verifyHeld(id, { trust, signal }) : undefined;
       if (artifact) lost.set(id, { program: { id, name, version }, artifact });
@@ -707,7 +741,7 @@ export class Agent {
   private async enforce(steps: Step[], records: Map<string, InstalledRecord>, verified: Map<string, VerifiedArtifact>): Promise<void> {
     const ifaces = await this.interfaces();
     for (const step of steps) {
-      this.controller.signal.throwIfAborted();
+      this.signal.throwIfAborted();
       await this.applyStep(step, ifaces, records, verified);
     }
   }

@@ -83,13 +83,21 @@ export const FLUSH_MS = 5000;
  * ending): all of that has run once this resolves.
  */
 export function flushed(nc: NatsConnection, signal: AbortSignal, timeoutMs = FLUSH_MS): Promise<boolean> {
-  const deadline = AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]);
   return new Promise((resolve) => {
-    if (deadline.aborted) return resolve(false);
-    deadline.addEventListener("abort", () => resolve(false), { once: true });
+    if (signal.aborted) return resolve(false);
+    // A timer and a listener removed once settled, not AbortSignal.any(signal, …): Node 20 keeps every such
+    // combination referenced from `signal`, a process's lifelong one here, for as long as that lives.
+    const done = (ok: boolean) => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", abort);
+      resolve(ok);
+    };
+    const abort = () => done(false);
+    const timer = setTimeout(abort, timeoutMs);
+    signal.addEventListener("abort", abort, { once: true });
     nc.flush()
       .then(() => new Promise((settled) => setImmediate(settled)))
-      .then(() => resolve(true), () => resolve(false));
+      .then(() => done(true), () => done(false));
   });
 }
 
