@@ -125,6 +125,10 @@ export class Agent {
   private natsCloses = 0;
   /** Programs lost from the kernel that the cache could not give while the assigner could not be asked (logged once, until it answers). */
   private readonly unreloadable = new Set<string>();
+  /** Previous versions loaded again, or not, for a policy whose assigned version cannot be had (pass): each outcome said once. */
+  private readonly fallbackSaid = new Set<string>();
+  /** Digests that said program_loaded since their step last succeeded: a step that keeps failing says it once (report). */
+  private readonly loadSaid = new Set<string>();
   private nats: NatsConnection | undefined;
   /** The attempts at NATS under way (connectNats), which stop() waits for: a dial begun before it ends before it returns. */
   private natsDialing: Promise<void> | undefined;
@@ -315,7 +319,10 @@ export class Agent {
   private report(step: StepReport): void {
     // A step that keeps failing loads its program again on every pass: that is said the first time only, so the
     // failure stays the digest's latest report (at the assigner too) and the journal gets no line per pass.
-    if (step.event === "program_loaded" && this.stepFailed.has(step.id)) return;
+    if (step.event === "program_loaded") {
+      if (this.stepFailed.has(step.id) && this.loadSaid.has(step.id)) return;
+      this.loadSaid.add(step.id);
+    }
     if (step.event === "failed") this.metrics.failed(step.code ?? "INTERNAL");
     this.log(logLine(step));
     this.publish(step);
@@ -554,7 +561,8 @@ export class Agent {
     }
     // After a refusal the next poll asks for the whole set again: what the assigner said may have been fixed since.
     if (hold.length > 0) this.etag = undefined;
-    this.forget(new Set([...assigned.map((a) => a.id), ...records.keys()]));
+    // Previous versions that may run again for a held policy (below) are remembered too: their step failures included.
+    this.forget(new Set([...assigned.map((a) => a.id), ...records.keys(), ...now.dropped.filter(([, r]) => hold.includes(r.name)).map(([id]) => id)]));
     if (this.options.dryRun) return this.flushTelemetry();
 
     for (const p of newestByName(desired).superseded) {
@@ -567,7 +575,7 @@ export class Agent {
     // the new one can be had. One the cache cannot give keeps its record and its blobs, to be tried again.
     const running = new Set(actual.map((p) => p.name));
     const fallback = now.dropped.filter(([, r]) => hold.includes(r.name) && !desired.some((p) => p.name === r.name) && !running.has(r.name) && !attached.some((a) => a.pref === r.pref));
-    const restored = await this.reloadable(fallback, trust, "its assigned version cannot be installed");
+    const restored = await this.reloadable(fallback, trust, { why: "its assigned version cannot be fetched or verified", until: "that version can", said: this.fallbackSaid });
     for (const [id, v] of restored) {
       desired.push(v.program);
       verified.set(id, v.artifact);
@@ -607,7 +615,8 @@ export class Agent {
    * it is reported received again.
    */
   private forget(current: ReadonlySet<string>): void {
-    for (const seen of [this.received, this.verifiedOnce, this.superseded, this.countersUnread]) for (const id of seen) if (!current.has(id)) seen.delete(id);
+    for (const seen of [this.received, this.verifiedOnce, this.superseded, this.countersUnread, this.loadSaid]) for (const id of seen) if (!current.has(id)) seen.delete(id);
+    for (const outcome of this.fallbackSaid) if (!current.has(outcome.split(" ")[0]!)) this.fallbackSaid.delete(outcome);
     for (const byId of [this.failed, this.stepFailed, this.fetchRetry]) for (const id of byId.keys()) if (!current.has(id)) byId.delete(id);
   }
 
@@ -630,7 +639,7 @@ export class Agent {
     try {
       // Followed, but no root held (its file set aside): what the root requires is not known, so nothing is verified against less.
       const trust = this.trustRoot ? this.trustRoot.heldTrust(this.options.trust) : this.options.trust;
-      const lost = await this.reloadable(gone, trust, "the assigner cannot be asked");
+      const lost = await this.reloadable(gone, trust, { why: "the assigner cannot be asked", until: "the assigner answers", said: this.unreloadable });
       const steps = plan([...lost.values()].map((v) => v.program), actual, { hold: actual.map((p) => p.name), inUse: now.attached.map((a) => a.pref) });
       await this.enforce(steps, now.records, new Map([...lost].map(([id, v]) => [id, v.artifact])));
     } finally {
@@ -643,20 +652,26 @@ export class Agent {
 
   /**
    * Of `gone`, those the cache gives verified (ArtifactCache.verifyHeld, no
-   * network) against `trust`, to load again; `why` says why the cache is
-   * the source. One it cannot give stays off, said once until the assigner
-   * answers again.
+   * network) against `trust`, to load again. The log says why the cache is
+   * the source (`why`) and until when one it cannot give stays off
+   * (`until`); `said` holds what was said (a digest and its outcome), so
+   * each is said once while it lasts.
    */
-  private async reloadable(gone: readonly [string, InstalledRecord][], trust: TrustPolicy | undefined, why: string): Promise<Map<string, { program: Program; artifact: VerifiedArtifact }>> {
+  private async reloadable(
+    gone: readonly [string, InstalledRecord][],
+    trust: TrustPolicy | undefined,
+    log: { why: string; until: string; said: Set<string> },
+  ): Promise<Map<string, { program: Program; artifact: VerifiedArtifact }>> {
     const lost = new Map<string, { program: Program; artifact: VerifiedArtifact }>();
     if (gone.length === 0) return lost;
     const { signal } = this;
     for (const [id, { name, version }] of gone) {
       const artifact = trust ? await this.cache.verifyHeld(id, { trust, signal }) : undefined;
       if (artifact) lost.set(id, { program: { id, name, version }, artifact });
-      else if (this.unreloadable.has(id)) continue;
-      else this.unreloadable.add(id);
-      this.log(`${name} ${version} ${id} is no longer loaded (a reboot?) and ${why}: ${artifact ? "loading it again from the cache" : "the cache cannot give it verified; it stays off until the assigner answers"}`);
+      const outcome = `${id} ${artifact ? "loaded" : "off"}`;
+      if (log.said.has(outcome)) continue;
+      log.said.add(outcome);
+      this.log(`${name} ${version} ${id} is no longer loaded (a reboot?) and ${log.why}: ${artifact ? "loading it again from the cache" : `the cache cannot give it verified; it stays off until ${log.until}`}`);
     }
     return lost;
   }
@@ -782,6 +797,7 @@ export class Agent {
       await this.executor.apply(step, ifaces, records, verified);
       await this.state.saveInstalled(records);
       this.stepFailed.delete(id);
+      this.loadSaid.delete(id);
     } catch (err) {
       // Until its replacement goes in, the old version is held as a kept one is (a step of its own, its failure
       // reported under its digest): a replacement the kernel refuses on every pass must not leave the old one

@@ -93,7 +93,8 @@ export function flushed(nc: NatsConnection, signal: AbortSignal, timeoutMs = FLU
       resolve(ok);
     };
     const abort = () => done(false);
-    const timer = setTimeout(abort, timeoutMs);
+    // Unref'd, as AbortSignal.timeout's is: it never keeps a process from exiting.
+    const timer = setTimeout(abort, timeoutMs).unref();
     signal.addEventListener("abort", abort, { once: true });
     nc.flush()
       .then(() => new Promise((settled) => setImmediate(settled)))
