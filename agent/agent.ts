@@ -66,6 +66,9 @@ export interface AgentOptions {
   reporters?: Reporter[];
 }
 
+/** How far ahead sequence numbers are reserved (µs): an hour. */
+const SEQ_BLOCK = 3600 * 1_000_000;
+
 /** A NATS connection that lasted this long before it closed was not closed at once: the wait before dialling again starts over. */
 const NATS_LIVED_MS = 60_000;
 
@@ -140,8 +143,11 @@ export class Agent {
   /** The registered key, which signs every message, and the uid the HTTP route is under. */
   private key: KeyObject | undefined;
   private agentUid: string | undefined;
-  /** The last `seq` sent: microseconds since the epoch at least, so it grows across restarts too. */
+  /** The last `seq` sent: microseconds since the epoch at least, and above what was reserved before a restart (reserveSeq). */
   private seq = 0;
+  /** Every `seq` sent is below this, also on file (StateDir.seqReserved). */
+  private seqReserved = 0;
+  private reserving: Promise<void> | undefined;
   /** Where signed messages go: NATS, or the HTTP route's outbox. */
   private readonly telemetry: TelemetryRoute;
   private readonly trustRoot: TrustRootFollower | undefined;
@@ -166,6 +172,9 @@ export class Agent {
   async start(): Promise<void> {
     await this.state.init();
     this.key = await this.state.key();
+    this.seq = await this.state.seqReserved();
+    this.seqReserved = this.seq;
+    await this.reserveSeq();
     await this.trustRoot?.init();
     if (this.options.dryRun) this.log("dry run: verifying only, NOTHING IS ENFORCED by this agent");
     try {
@@ -341,8 +350,28 @@ export class Agent {
     if (withoutReceipt) this.receiptsOwed = true;
     if (!this.key || withoutReceipt) return;
     this.seq = Math.max(this.seq + 1, Date.now() * 1000);
+    // Reserved ahead at the start of each pass; one that runs past its block (a pull of hours) reserves more now.
+    if (this.seq >= this.seqReserved) void this.reserveSeq();
     const envelope = sealTelemetry(telemetryMessage(this.options.hostId, step, this.seq), this.key);
     this.telemetry.send(envelope);
+  }
+
+  /**
+   * Keeps the sequence numbers reserved on file an hour (of microseconds)
+   * ahead of the last one sent and of the clock: written about every half
+   * hour, and before any report of a pass.
+   */
+  private async reserveSeq(): Promise<void> {
+    const ahead = Math.max(this.seq, Date.now() * 1000);
+    if (ahead + SEQ_BLOCK / 2 <= this.seqReserved) return;
+    if (this.reserving) return this.reserving;
+    const next = ahead + SEQ_BLOCK;
+    this.reserving = this.state
+      .saveSeqReserved(next)
+      .then(() => void (this.seqReserved = Math.max(this.seqReserved, next)))
+      .catch((err: unknown) => this.log(`cannot save the reserved sequence numbers: ${describeError(err)}`))
+      .finally(() => (this.reserving = undefined));
+    return this.reserving;
   }
 
   /** Confirms what went to NATS this pass, then sends what waits for HTTP (agent/telemetry-route.ts). */
@@ -451,6 +480,7 @@ export class Agent {
   private async reconcileOnce(): Promise<void> {
     const { signal } = this;
     signal.throwIfAborted();
+    await this.reserveSeq();
     let assigned: Assigned[];
     try {
       assigned = await this.bounded((signal) => this.poll(signal));

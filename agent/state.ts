@@ -104,6 +104,9 @@ export class StateDir {
   get cacheDir(): string {
     return join(this.dir, "cache");
   }
+  get seqFile(): string {
+    return join(this.dir, "seq");
+  }
 
   async init(): Promise<void> {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
@@ -135,6 +138,23 @@ export class StateDir {
 
   async saveInstalled(records: ReadonlyMap<string, InstalledRecord>): Promise<void> {
     await atomicWrite(this.installedFile, `${JSON.stringify(Object.fromEntries(records), null, 2)}\n`, { mode: 0o600 });
+  }
+
+  /**
+   * The telemetry sequence numbers reserved so far: every `seq` this agent
+   * sent is below it (0 when none was). A restart starts above it, so a clock
+   * stepped back (a VM that booted hours ahead, then NTP) never makes the
+   * assigner take its reports for replays.
+   */
+  async seqReserved(): Promise<number> {
+    const text = await readOptional(this.seqFile);
+    const n = text === undefined ? 0 : Number(text.trim());
+    if (!Number.isSafeInteger(n) || n < 0) throw new Error(`${this.seqFile} does not hold a sequence number: ${JSON.stringify(text!.slice(0, 40))}`);
+    return n;
+  }
+
+  async saveSeqReserved(n: number): Promise<void> {
+    await atomicWrite(this.seqFile, `${n}\n`, { mode: 0o600 });
   }
 
   /** The agent's programs whose pins were lost and that tc may still run. */

@@ -183,6 +183,26 @@ describe("identity", () => {
   });
 });
 
+describe("sequence numbers", () => {
+  it("start above those reserved on file, so reports after a restart are never taken for replays, whatever the clock did", async () => {
+    const v = await publish("2.5.0", ciKey, "seq-policy");
+    const stateDir = mkdtempSync(join(work, "state-seq-"));
+    // What an agent whose clock ran two hours ahead reserved before it was restarted (the clock since stepped back).
+    const ahead = (Date.now() + 2 * 3_600_000) * 1000;
+    writeFileSync(join(stateDir, "seq"), `${ahead}\n`);
+    const { agent } = await agentFor("seq-host", { stateDir });
+    await agent.reconcile();
+    await admin.assign(v, "seq-host");
+    await agent.reconcile();
+    const seq = (await admin.status(v)).hosts.find((h) => h.host_id === "seq-host")?.seq;
+    expect(seq, "the assigner took the report, numbered above the reserve").toBeGreaterThan(ahead);
+    expect(Number(readFileSync(join(stateDir, "seq"), "utf8")), "and the reserve on file is above what was sent").toBeGreaterThan(seq!);
+    await agent.stop();
+    writeFileSync(join(stateDir, "seq"), "soon\n");
+    await expect(runAgent("seq-host", { stateDir }), "a file that holds no number").rejects.toThrow(/seq does not hold a sequence number: "soon\\n"/);
+  });
+});
+
 describe("enforcement", () => {
   it("assign → loaded and attached; new version → replaced at the same pref; unassign → detached, unpinned, pruned", async () => {
     const v1 = await publish("1.0.0");
