@@ -1124,15 +1124,24 @@ describe("outages", () => {
     expect(third.logs.filter((l) => l.includes(`${v1} is no longer loaded`) && l.endsWith("it stays off until the assigner answers")), third.logs.join("\n")).toHaveLength(1);
   });
 
-  it("after a reboot, a policy whose new version cannot be had runs its previous version again from the cache, until the new one can", async () => {
-    const { v1, first, before } = await installedThenStopped("13.7.0", "reboot-fallback", "reboot-fallback-host");
-    const v2 = await publish("13.8.0", null, "reboot-fallback");
-    await admin.unassign(v1, "reboot-fallback-host");
-    await admin.assign(v2, "reboot-fallback-host");
-    // A new kernel is a reboot: no pins, no filters; the assigner answers, with v2 only, which is unsigned.
+  /**
+   * `name` v1 installed on `host`, then v2 (unsigned) assigned in its place, and the host rebooted: a new kernel (no
+   * pins, no filters; `prepare` may set it up) under the same state, and an agent started on it.
+   */
+  async function rebootedOntoUnsigned(versions: [string, string], name: string, host: string, prepare: (kernel: MemoryDatapath) => void = () => {}) {
+    const { v1, first, before } = await installedThenStopped(versions[0], name, host);
+    const v2 = await publish(versions[1], null, name);
+    await admin.unassign(v1, host);
+    await admin.assign(v2, host);
     const rebooted = new MemoryDatapath({ interfaces: ["lo", "eth0", "eth1"] });
-    const second = await runAgent("reboot-fallback-host", { stateDir: first.stateDir, datapath: rebooted });
+    prepare(rebooted);
+    const second = await runAgent(host, { stateDir: first.stateDir, datapath: rebooted });
     running.push(second);
+    return { v1, v2, first, before, rebooted, second };
+  }
+
+  it("after a reboot, a policy whose new version cannot be had runs its previous version again from the cache, until the new one can", async () => {
+    const { v1, v2, first, before, rebooted, second } = await rebootedOntoUnsigned(["13.7.0", "13.8.0"], "reboot-fallback", "reboot-fallback-host");
     await second.agent.reconcile();
     expect(second.events.filter((e) => e.id === v2 && e.event === "failed").map((e) => e.code), "v2 refused").toEqual(["NO_SIGNATURE"]);
     expect(await filters(rebooted), "v1 in force again, as before the reboot").toEqual(before);
@@ -1151,15 +1160,8 @@ describe("outages", () => {
   });
 
   it("after a reboot, a previous version that the kernel refuses pass after pass is reported and said once", async () => {
-    const { v1, first, before } = await installedThenStopped("13.9.0", "reboot-refused", "reboot-refused-host");
-    const v2 = await publish("13.9.1", null, "reboot-refused");
-    await admin.unassign(v1, "reboot-refused-host");
-    await admin.assign(v2, "reboot-refused-host");
     // The pass the agent starts with refuses the first load; two more passes, each refused again.
-    const rebooted = new MemoryDatapath({ interfaces: ["lo", "eth0", "eth1"] });
-    rebooted.failNext("load");
-    const second = await runAgent("reboot-refused-host", { stateDir: first.stateDir, datapath: rebooted });
-    running.push(second);
+    const { v1, before, rebooted, second } = await rebootedOntoUnsigned(["13.9.0", "13.9.1"], "reboot-refused", "reboot-refused-host", (kernel) => kernel.failNext("load"));
     await until("the first pass refused v1's load", () => second.events.some((e) => e.id === v1 && e.event === "failed"));
     for (let pass = 0; pass < 2; pass++) {
       rebooted.failNext("load");
