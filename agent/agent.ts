@@ -99,6 +99,8 @@ export class Agent {
   private readonly controller = new AbortController();
   /** The pass under way's (withPassSignal). */
   private passController: AbortController | undefined;
+  /** The state dir's, held from start() to stop(). */
+  private lock: { release(): void } | undefined;
   private readonly executor: Executor;
   private readonly log: (line: string) => void;
   private readonly interval: number;
@@ -171,6 +173,23 @@ export class Agent {
   /** Adopts what the kernel runs, connects to NATS in the background, and starts the poll loop. */
   async start(): Promise<void> {
     await this.state.init();
+    const lock = this.state.lock();
+    if (!lock) throw new AgentError("STATE_DIR_IN_USE", `another agent runs on ${this.state.dir} (it holds ${this.state.lockFile}): stop it first, or give this one its own --state-dir`);
+    this.lock = lock;
+    try {
+      await this.prepare();
+    } catch (err) {
+      // A start that fails leaves the state dir to the next.
+      this.lock.release();
+      this.lock = undefined;
+      throw err;
+    }
+    this.connectNats();
+    this.loop = this.run();
+  }
+
+  /** start()'s work once the state dir is this agent's: its key, its sequence numbers, the trust root, what the kernel runs. */
+  private async prepare(): Promise<void> {
     this.key = await this.state.key();
     this.seq = await this.state.seqReserved();
     this.seqReserved = this.seq;
@@ -190,8 +209,6 @@ export class Agent {
       if (!this.options.dryRun) throw err;
       this.log(`dry run: cannot read the datapath (${describeError(err)})`);
     }
-    this.connectNats();
-    this.loop = this.run();
   }
 
   /** Stops polling, cancels a pull in flight, closes NATS. Detaches nothing. */
@@ -201,6 +218,8 @@ export class Agent {
     await this.queue.catch(() => undefined);
     await this.nats?.close().catch(() => undefined);
     await this.natsDialing;
+    this.lock?.release();
+    this.lock = undefined;
   }
 
   /** One reconciliation now, serialized with the loop's (tests call it to step the agent). */

@@ -9,7 +9,9 @@ export type AgentErrorCode =
   /** No mirror and not the artifact's reference could be read. */
   | "UNAVAILABLE"
   /** The assigner sent something unusable (a bad reference, say). */
-  | "BAD_ASSIGNMENT";
+  | "BAD_ASSIGNMENT"
+  /** Another agent runs on the state dir (StateDir.lock). */
+  | "STATE_DIR_IN_USE";
 
 export class AgentError extends AegisError<AgentErrorCode> {}
 

@@ -1,15 +1,25 @@
 // The agent's state directory (default /var/lib/aegis): its Ed25519 key and
 // token (0600, replaced atomically), what it installed (policy name, version,
 // direction, pref per digest; the kernel is asked for the rest), the programs
-// whose pins were lost, and the content-addressed OCI layout cache of
-// verified artifacts.
+// whose pins were lost, the telemetry sequence numbers it reserved, the
+// content-addressed OCI layout cache of verified artifacts, and the lock that
+// keeps a second agent out.
 import { createPrivateKey, generateKeyPairSync, type KeyObject } from "node:crypto";
+import { closeSync, openSync } from "node:fs";
 import { mkdir, readFile } from "node:fs/promises";
+import { createRequire } from "node:module";
 import { join } from "node:path";
+import { getSystemErrorName } from "node:util";
 import type { Direction, Policy } from "../policy/index.js";
 import { atomicWrite } from "../util/index.js";
 
 export const DEFAULT_STATE_DIR = "/var/lib/aegis";
+
+/** flock(2)'s operations and its "held elsewhere" errno (<sys/file.h>, <errno.h> on Linux). */
+const LOCK_EX = 2;
+const LOCK_NB = 4;
+const EWOULDBLOCK = 11;
+let flock: ((fd: number, operation: number) => number) | undefined;
 
 /** What the assigner gave this agent at registration. */
 export interface Registration {
@@ -107,9 +117,31 @@ export class StateDir {
   get seqFile(): string {
     return join(this.dir, "seq");
   }
+  get lockFile(): string {
+    return join(this.dir, "agent.lock");
+  }
 
   async init(): Promise<void> {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
+  }
+
+  /**
+   * Takes the state dir for this process: an exclusive flock(2) on
+   * `agent.lock`, held until release() or the process ends (the kernel drops
+   * it then, so a crash never leaves it held). Two agents on one state dir
+   * would overwrite each other's records, prune each other's cache and sign
+   * reports as the same host. Undefined when another holds it. Node has no
+   * flock: koffi, the FFI the libbpf datapath uses, calls libc's.
+   */
+  lock(): { release(): void } | undefined {
+    const koffi = createRequire(import.meta.url)("koffi") as typeof import("koffi");
+    flock ??= koffi.load("libc.so.6").func("int flock(int fd, int operation)") as (fd: number, operation: number) => number;
+    const fd = openSync(this.lockFile, "a", 0o600);
+    if (flock(fd, LOCK_EX | LOCK_NB) === 0) return { release: () => closeSync(fd) };
+    const errno = koffi.errno();
+    closeSync(fd);
+    if (errno === EWOULDBLOCK) return undefined;
+    throw new Error(`cannot lock ${this.lockFile}: flock failed with ${getSystemErrorName(-errno)}`);
   }
 
   /** The agent's Ed25519 key, made on first use and reused ever after (the assigner knows the agent by it). */

@@ -203,6 +203,21 @@ describe("sequence numbers", () => {
   });
 });
 
+describe("the state dir", () => {
+  it("is one agent's at a time: a second refuses to start, naming it, until the first stops (or a failed start gives it up)", async () => {
+    const stateDir = mkdtempSync(join(work, "state-lock-"));
+    const first = await runAgent("lock-host", { stateDir });
+    await expect(runAgent("lock-host", { stateDir }), "a second agent on it").rejects.toMatchObject({ code: "STATE_DIR_IN_USE", message: expect.stringContaining(`another agent runs on ${stateDir}`) });
+    await first.agent.stop();
+    writeFileSync(join(stateDir, "seq"), "x\n");
+    await expect(runAgent("lock-host", { stateDir }), "a start that fails").rejects.toThrow(/does not hold a sequence number/);
+    writeFileSync(join(stateDir, "seq"), "0\n");
+    const third = await runAgent("lock-host", { stateDir });
+    running.push(third);
+    expect(existsSync(join(stateDir, "agent.lock")), "the lock file").toBe(true);
+  });
+});
+
 describe("enforcement", () => {
   it("assign → loaded and attached; new version → replaced at the same pref; unassign → detached, unpinned, pruned", async () => {
     const v1 = await publish("1.0.0");
