@@ -1128,7 +1128,8 @@ describe("outages", () => {
     const record = (await new StateDir(first.stateDir).installed()).get(v1);
     expect(record?.name, "recorded again").toBe("outage-reboot");
 
-    // A cache that cannot give it verified (its manifest gone): nothing is loaded, and that is said.
+    // A cache that cannot give it verified (its manifest gone): nothing is loaded, and that is said (by the next agent, the state dir being one agent's at a time).
+    await second.agent.stop();
     const blobs = join(first.stateDir, "cache", "blobs", "sha256");
     rmSync(join(blobs, v1.slice("sha256:".length)));
     const third = await runAgent("outage-reboot-host", { stateDir: first.stateDir, assigner: "http://127.0.0.1:1", requestTimeoutMs: 2_000 });
@@ -1231,11 +1232,11 @@ describe("outages", () => {
       const second = await runAgent("outage-host", { kernel: first.datapath.kernel, stateDir: first.stateDir, assigner: url, requestTimeoutMs: 300 });
       await expect(second.agent.reconcile(), "timed out").rejects.toMatchObject({ code: "UNAVAILABLE" });
       expect(await filters(second.datapath), "enforcement holds").toEqual(before);
+      await second.agent.stop();
       const third = await runAgent("outage-host", { kernel: first.datapath.kernel, stateDir: first.stateDir, assigner: url, requestTimeoutMs: 3_600_000 });
       const pass = third.agent.reconcile();
       await third.agent.stop();
       await expect(pass, "the stop ends the pass").rejects.toThrow(/agent stopping/);
-      await second.agent.stop();
       expect(await filters(third.datapath), "nothing detached by the stops").toEqual(before);
     } finally {
       hung.closeAllConnections();
