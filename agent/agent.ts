@@ -611,7 +611,8 @@ export class Agent {
     // After a refusal the next poll asks for the whole set again: what the assigner said may have been fixed since.
     if (hold.length > 0) this.etag = undefined;
     // Previous versions that may run again for a held policy (below) are remembered too: their step failures included.
-    this.forget(new Set([...assigned.map((a) => a.id), ...records.keys(), ...now.dropped.filter(([, r]) => hold.includes(r.name)).map(([id]) => id)]));
+    const heldDropped = now.dropped.filter(([, r]) => hold.includes(r.name));
+    this.forget(new Set([...assigned.map((a) => a.id), ...records.keys(), ...heldDropped.map(([id]) => id)]));
     if (this.options.dryRun) return this.flushTelemetry();
 
     for (const p of newestByName(desired).superseded) {
@@ -623,7 +624,7 @@ export class Agent {
     // version it ran before, from the cache and verified there, as in a pass without the assigner: not nothing until
     // the new one can be had. One the cache cannot give keeps its record and its blobs, to be tried again.
     const running = new Set(actual.map((p) => p.name));
-    const fallback = now.dropped.filter(([, r]) => hold.includes(r.name) && !desired.some((p) => p.name === r.name) && !running.has(r.name) && !attached.some((a) => a.pref === r.pref));
+    const fallback = heldDropped.filter(([, r]) => !desired.some((p) => p.name === r.name) && !running.has(r.name) && !attached.some((a) => a.pref === r.pref));
     const restored = await this.reloadable(fallback, trust, { why: "its assigned version cannot be fetched or verified", until: "that version can", said: this.fallbackSaid });
     for (const [id, v] of restored) {
       desired.push(v.program);

@@ -81,7 +81,8 @@ async function applyFiles(paths: string[], options: ApplyOptions, extra: Record<
   let shown: FleetPlan | undefined;
   const result = await fleet.applyPlan(assigner, desired, names, {
     prune: options.prune ?? false,
-    force: options.force ?? false,
+    // A rollout checks every host it will move itself (runRollout), a superset of the plan's: not listed twice.
+    force: (options.force ?? false) || (options.rollout !== undefined && !options.dryRun),
     programs: prepared.programs,
     // A rollout applies the plan itself, ring by ring.
     dryRun: (options.dryRun ?? false) || options.rollout !== undefined,
