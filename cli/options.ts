@@ -38,11 +38,6 @@ export function repositoryOptions(options: GlobalOptions): RepositoryOptions {
   return { plainHttp: options.plainHttp ?? false, credentials: credentialsFromEnvironment };
 }
 
-/** Flags win over environment variables; an empty variable counts as unset. */
-export function env(name: string): string | undefined {
-  return process.env[name] || undefined;
-}
-
 /** The longest delay a Node timer takes. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 

@@ -11,7 +11,7 @@ export interface OutputOptions {
 
 /** The command printed its JSON document: a failure after it adds none (stdout stays one document). */
 let printedJson = false;
-/** The command asked for --json (set once its options are parsed; cli/aegis.ts). */
+/** The command asked for --json (set once its options are parsed; cli/main.ts). */
 let jsonAsked: boolean | undefined;
 
 /** Whether the command runs with --json: failures then also print their code as JSON. */

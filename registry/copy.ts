@@ -6,10 +6,10 @@
 // which verifies it: each byte is hashed once, and backpressure holds the
 // download to the upload's pace, so memory stays bounded whatever the size.
 // https://pkg.go.dev/oras.land/oras-go/v2#Copy
-import { pipeline, Readable, Transform } from "node:stream";
+import { pipeline, Transform } from "node:stream";
 import { InputError } from "../errors.js";
 import { isContentFault, RegistryError } from "./errors.js";
-import { isDigest, readAll } from "./digest.js";
+import { HeldBytes, isDigest, readAll } from "./digest.js";
 import { isManifestType, MAX_MANIFEST_SIZE, parseManifest, successors, type Descriptor } from "./oci.js";
 import type { ReadOnlyTarget, Target } from "./storage.js";
 
@@ -312,10 +312,10 @@ class GraphCopier {
         const { rootTag } = this;
         if (rootTag?.root === desc.digest && this.dst.pushReference) {
           // Stored and tagged in one request, whether or not the destination had it.
-          await this.dst.pushReference(desc, Readable.from([bytes]), rootTag.tag, { signal });
+          await this.dst.pushReference(desc, new HeldBytes(bytes), rootTag.tag, { signal });
         } else {
           if (await this.dst.exists(desc, { signal })) return this.skipped(desc, "exists");
-          await this.dst.push(desc, Readable.from([bytes]), { signal });
+          await this.dst.push(desc, new HeldBytes(bytes), { signal });
         }
         this.progress(desc.size, 0);
         emit({ kind: "done", desc });

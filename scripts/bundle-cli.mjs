@@ -2,8 +2,9 @@
 // a short command's life finding, reading and compiling small module files:
 // `aegis pull` loaded ~180 of them (zod alone ~100). esbuild joins our code
 // and the small pure-JavaScript packages the CLI needs into a few files:
-// dist/cli/aegis.cjs (what commander needs to parse arguments) and chunks
-// beside it that commands load lazily, as they did before (code splitting
+// dist/cli/aegis.cjs (the executable: it turns on the compile cache,
+// cli/compile-cache.ts, then loads main-*.cjs, what commander needs to parse
+// arguments) and chunks beside it that commands load lazily (code splitting
 // keeps each `await import()` a separate file; test/cli/startup.test.ts reads
 // the chunks `--version` loads). Not minified, with comments naming each
 // source file, so the output stays readable; esbuild's output depends only on

@@ -12,35 +12,31 @@
 //
 // V8 reads the flag each time it decides whether to optimize a function, so
 // setting it as a step starts is in time. movingBytes() is called once the
-// command's modules are loaded, just before its transfer: after a flag change
+// command's modules are loaded, just before its transfer (a copy: as its
+// first blob starts to stream, so one that only mounts never loads node:v8): after a flag change
 // V8 refuses the code cache that Node's own modules (crypto, http) ship with,
 // its flag hash no longer matching, and compiles each one loaded later from
 // source (~40 million instructions of a 1 MiB pull, by callgrind).
 // https://v8.dev/docs/turbofan
 
-let moving = false;
+import { setV8Flag } from "./v8-flags.js";
 
-/**
- * node:v8 is fetched when a flag is set, not imported: every command loads
- * this module at start-up (cli/commands/), `aegis --version` included.
- */
-function setFlag(flag: string): void {
-  process.getBuiltinModule("node:v8").setFlagsFromString(flag);
-}
+let moving = false;
 
 /** TurboFan off for the rest of this process, except inside computing(). */
 export function movingBytes(): void {
+  if (moving) return;
   moving = true;
-  setFlag("--no-turbofan");
+  setV8Flag("--no-turbofan");
 }
 
 /** Runs `work`, a long JavaScript-bound step, with TurboFan back on if movingBytes() had turned it off. */
 export function computing<T>(work: () => T): T {
   if (!moving) return work();
-  setFlag("--turbofan");
+  setV8Flag("--turbofan");
   try {
     return work();
   } finally {
-    setFlag("--no-turbofan");
+    setV8Flag("--no-turbofan");
   }
 }

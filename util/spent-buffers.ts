@@ -7,8 +7,7 @@
 // not the bytes moved, well under a millisecond here) after every STEP bytes
 // streamed frees them, and the pile stays at a few STEPs whatever the size
 // (~5 MiB; a 50 MiB pull timed no slower). https://v8.dev/blog/trash-talk
-import { setFlagsFromString } from "node:v8";
-import { runInNewContext } from "node:vm";
+import { setV8Flag } from "./v8-flags.js";
 
 /** Bytes streamed between two minor GCs. */
 const STEP = 1024 * 1024;
@@ -24,8 +23,9 @@ let sinceGc = 0;
  * this V8 gives none, and then nothing is forced.
  */
 function loadGc(): MinorGc | null {
-  setFlagsFromString("--expose-gc");
-  const found: unknown = runInNewContext("typeof gc === 'function' ? gc : null");
+  setV8Flag("--expose-gc");
+  // node:vm is fetched here, not imported: every command loads this module at start-up.
+  const found: unknown = process.getBuiltinModule("node:vm").runInNewContext("typeof gc === 'function' ? gc : null");
   return typeof found === "function" ? (found as MinorGc) : null;
 }
 

@@ -6,7 +6,8 @@
 import type { Command } from "commander";
 import type { DatapathChoice } from "../../ebpf/index.js";
 import { InputError } from "../../errors.js";
-import { env, parseDuration } from "../options.js";
+import { env } from "../env.js";
+import { parseDuration } from "../options.js";
 import { report, table } from "../output.js";
 
 interface RunOptions {

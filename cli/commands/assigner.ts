@@ -1,11 +1,11 @@
 // `aegis assigner serve` and the operator's commands that change assignments
 // (assign, unassign; what they read is fleet-view.ts). Only `serve` loads the
 // server, and only when it runs; the others use the client in assigner/api,
-// loaded when they run too (cli/aegis.ts).
+// loaded when they run too (cli/main.ts).
 import type { Command } from "commander";
 import type { AssignerClient } from "../../assigner/api/index.js";
 import { InputError } from "../../errors.js";
-import { env } from "../options.js";
+import { env } from "../env.js";
 import { report, type OutputOptions } from "../output.js";
 
 interface ServeOptions {

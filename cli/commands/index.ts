@@ -1,5 +1,5 @@
 // Every command of `aegis`, as the register function that declares it and
-// the top-level names it declares. cli/aegis.ts declares only the command the
+// the top-level names it declares. cli/main.ts declares only the command the
 // command line names (none for --version; all of them for help, a mistyped
 // name or no name): the ~30 commands with their options cost commander ~4 ms
 // to declare, a tenth of `aegis --version` (issue 10).

@@ -1,4 +1,4 @@
-// `aegis inspect`. The registry code loads when the command runs (cli/aegis.ts).
+// `aegis inspect`. The registry code loads when the command runs (cli/main.ts).
 import type { Command } from "commander";
 import { InputError } from "../../errors.js";
 import { addRegistryOptions, repositoryOptions, type GlobalOptions } from "../options.js";

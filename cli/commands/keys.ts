@@ -1,4 +1,4 @@
-// `aegis keygen`. The signing code loads when the command runs (cli/aegis.ts).
+// `aegis keygen`. The signing code loads when the command runs (cli/main.ts).
 import { existsSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import type { Command } from "commander";

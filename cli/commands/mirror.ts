@@ -1,6 +1,6 @@
 // `aegis mirror export` and `aegis mirror import`: signed artifacts into an
 // air-gapped site as one capsule (mirror/). The registry, signing and mirror
-// code load when a command runs (cli/aegis.ts).
+// code load when a command runs (cli/main.ts).
 import type { Command } from "commander";
 import type { CapsuleSource } from "../../mirror/index.js";
 import type { RepositoryOptions } from "../../registry/index.js";

@@ -1,4 +1,4 @@
-// `aegis policy build`. The bundle code loads when the command runs (cli/aegis.ts).
+// `aegis policy build`. The bundle code loads when the command runs (cli/main.ts).
 import type { Command } from "commander";
 import { report, warn, type OutputOptions } from "../output.js";
 import { duringStep } from "../progress.js";

@@ -1,9 +1,8 @@
-// `aegis pull`. The registry and bundle code load when the command runs (cli/aegis.ts).
-import { homedir } from "node:os";
-import { join } from "node:path";
+// `aegis pull`. The registry and bundle code load when the command runs (cli/main.ts).
 import type { Command } from "commander";
 import { InputError } from "../../errors.js";
-import { addRegistryOptions, addTrustOptions, env, repositoryOptions, type GlobalOptions, type TrustOptions } from "../options.js";
+import { env, userCache } from "../env.js";
+import { addRegistryOptions, addTrustOptions, repositoryOptions, type GlobalOptions, type TrustOptions } from "../options.js";
 import { report } from "../output.js";
 import { movingBytes } from "../../util/jit.js";
 import { interruptibly } from "../interrupt.js";
@@ -12,8 +11,7 @@ import { checkSignatureIfPinned } from "./sign.js";
 
 /** Pulled content is kept, verified, in an OCI layout so repeated pulls fetch nothing. */
 export function cacheDir(): string {
-  // Empty counts as unset, as for every AEGIS_* variable (and XDG_CACHE_HOME by its spec).
-  return env("AEGIS_CACHE_DIR") ?? join(env("XDG_CACHE_HOME") ?? join(homedir(), ".cache"), "aegis", "oci");
+  return env("AEGIS_CACHE_DIR") ?? userCache("oci");
 }
 
 export function registerPull(program: Command): void {

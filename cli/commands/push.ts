@@ -1,4 +1,4 @@
-// `aegis push`. The registry, bundle and signing code load when the command runs (cli/aegis.ts).
+// `aegis push`. The registry, bundle and signing code load when the command runs (cli/main.ts).
 import { stat } from "node:fs/promises";
 import type { Command } from "commander";
 import { InputError } from "../../errors.js";

@@ -1,7 +1,7 @@
 // `aegis sign`, `aegis verify` (`--explain`: every signature's verdict and
 // the check that refused it) and `aegis trust push` (a Sigstore trusted root
 // as a signed, versioned OCI artifact, signing/trust-root.ts). The registry,
-// bundle and signing code load when a command runs (cli/aegis.ts).
+// bundle and signing code load when a command runs (cli/main.ts).
 import type { Command } from "commander";
 import type { ReadOnlyTarget, Target } from "../../registry/index.js";
 import type { Explanation, KeySigner, TrustPolicy, VerifiedSignature } from "../../signing/index.js";

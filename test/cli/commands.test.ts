@@ -1,4 +1,4 @@
-// The command table cli/aegis.ts declares from (cli/commands/index.ts): each
+// The command table cli/main.ts declares from (cli/commands/index.ts): each
 // register function declares exactly the top-level names listed for it, no
 // name is listed twice, and the CLI still knows every command where it
 // declares them all (help, a mistyped name) as well as where it declares one.

@@ -10,9 +10,10 @@ export interface CliResult {
   stderr: string;
 }
 
-export function aegis(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+/** Runs `aegis` (or another build's executable, `entry`) with `args`, in this environment plus `env`. */
+export function aegis(args: string[], env: NodeJS.ProcessEnv = {}, entry = AEGIS): Promise<CliResult> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [AEGIS, ...args], { env: { ...process.env, ...env }, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+    execFile(process.execPath, [entry, ...args], { env: { ...process.env, ...env }, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
       const code = err ? (typeof err.code === "number" ? err.code : 1) : 0;
       resolve({ code, stdout, stderr });
     });

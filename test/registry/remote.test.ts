@@ -255,6 +255,22 @@ describe("transfers", () => {
     expect(seen, "requests of resolve, fetch and copy").toEqual([`GET manifests/${manifest.digest}`, `GET blobs/${layer.digest}`]);
   });
 
+  it("a manifest just read is fetched again from memory, its size still checked, and readAll keeps its limit on it", async () => {
+    const { manifest } = await pushArtifact(new RemoteRepository(plain.host, "fewer/held"));
+    const src = new RemoteRepository(proxy.host, "fewer/held");
+    const desc = await src.resolve(manifest.digest);
+    proxy.requests.length = 0;
+    const fetched = await readAll(await src.fetch(desc), desc.size, "manifest");
+    expect(sha256(fetched), "the bytes fetched").toBe(manifest.digest);
+    expect(proxy.requests, "requests of the fetch").toEqual([]);
+    fetched.fill(0); // a caller's copy: the bytes kept are not changed with it
+    expect(sha256(await readAll(await src.fetch(desc), desc.size, "manifest")), "the bytes fetched again").toBe(manifest.digest);
+    const longer = src.fetch({ ...desc, size: desc.size + 1 }).then((stream) => readAll(stream, desc.size + 1, "manifest"));
+    await expect(longer, "a descriptor one byte longer").rejects.toMatchObject({ code: "SIZE_MISMATCH" });
+    const limited = src.fetch(desc).then((stream) => readAll(stream, desc.size - 1, "manifest"));
+    await expect(limited, "a limit one byte short").rejects.toMatchObject({ code: "SIZE_LIMIT" });
+  });
+
   it("a tag resolves with one HEAD (pollers' reads stay cheap); a digest with one GET, checked against the bytes", async () => {
     const origin = new RemoteRepository(plain.host, "fewer/tag");
     const { manifest } = await pushArtifact(origin);

@@ -1,0 +1,327 @@
+// The CLI's compiled code, kept between runs (issue 10: start-up time). What
+// a short command spends beyond Node's own start-up is mostly V8 parsing and
+// compiling the bundle's files (dist/cli, scripts/bundle-cli.mjs) and the
+// functions in them as each is first called. A V8 code cache of each file,
+// made when a run exits and handed back to V8 on the next, skips that.
+// Node 22 can do this for every module (module.enableCompileCache()), but it
+// caches a file as compiled when it loads, before any of its functions ran,
+// and Node 20 cannot at all; so the CLI does it for its own files, through
+// vm.Script's cachedData, the same way on every Node version.
+// https://v8.dev/blog/code-caching-for-devs
+//
+// Where: $AEGIS_COMPILE_CACHE ("off" turns it off), else ~/.cache/aegis/v8
+// ($XDG_CACHE_HOME/aegis/v8); in it a folder per Node version, architecture
+// and node options, and in that one per command: a file's cache is made once,
+// by the first run of a command that loads the file and succeeds (not one
+// that asks for help), and holds what that run compiled; `aegis --version`
+// compiles little of what `aegis copy` calls, so commands keep their own.
+//
+// A cache is code the CLI runs. Node 20's V8 does not check a cache's bytes
+// (a flipped bit ran as wrong code, or crashed V8, in a reviewer's trial), so
+// each file starts with the sha256 of the rest. The folder and every folder
+// above it must be this user's or root's, and no one else's to write (a
+// sticky folder such as /tmp may be above it); the runtime and command
+// folders and the files are this user's alone, not symlinks, and a file has
+// one link. Files are written under new names and renamed into place.
+// Anything wrong with a cache (absent, unreadable, refused by V8,
+// unwritable) costs only the compile it would have saved.
+import {
+  closeSync,
+  constants,
+  fstatSync,
+  futimesSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  renameSync,
+  rmdirSync,
+  rmSync,
+  statSync,
+  utimesSync,
+  writeFileSync,
+  type Stats,
+} from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { restoreV8Flags, v8FlagsAsStarted } from "../util/v8-flags.js";
+import { env, userCache } from "./env.js";
+
+/** The part of Node's CommonJS loader replaced here: _compile(source, filename) runs a module's code. */
+interface CompilingModule {
+  exports: unknown;
+  _compile(content: string, filename: string, ...rest: unknown[]): unknown;
+}
+
+/** A file compiled without a cache this run, to make one for at exit. */
+interface Compiled {
+  script: import("node:vm").Script;
+  cacheFile: string;
+}
+
+/** The wrapper Node's loader puts around a CommonJS module; the source follows on the same line. */
+const WRAPPER = "(function (exports, require, module, __filename, __dirname) { ";
+/** The sha256 of the rest of a cache file, at its start. */
+const CHECKSUM_BYTES = 32;
+const DAY_MS = 24 * 3600_000;
+/** Cache files not read for this long (a read touches a file a day old) are an older build's, and removed by the daily sweep. */
+const STALE_MS = 30 * DAY_MS;
+/** In the cache's folder: its time is the last sweep's. */
+const SWEPT = ".swept";
+
+/**
+ * Where the bundle's files are: those in this folder, and only those, go
+ * through the cache. import.meta.url is this file's, which is bundled into
+ * dist/cli/aegis.cjs.
+ */
+const BUNDLE_DIR = dirname(fileURLToPath(import.meta.url));
+
+/**
+ * Compiles the bundle's files loaded from now on with their cached code, and
+ * makes caches for those that had none when the process exits. Call once,
+ * before the command's code loads (cli/aegis.ts). Never throws: without a
+ * home directory, say, the command runs without a cache.
+ */
+export function enableCompileCache(): void {
+  try {
+    const setting = env("AEGIS_COMPILE_CACHE");
+    const options = [...process.execArgv, process.env.NODE_OPTIONS ?? ""].join("\n").trim();
+    // A policy manifest (--experimental-policy) checks each file as Node's own loader reads it: not bypassed.
+    if (setting === "off" || /--experimental-policy|--policy-integrity/.test(options)) return;
+    const root = trustedRoot(resolve(setting ?? userCache("v8")));
+    if (root === undefined) return;
+    const runtime = join(root, `${process.version}-${process.arch}${options === "" ? "" : `-${sha256(Buffer.from(options)).toString("hex").slice(0, 12)}`}`);
+    const dir = join(runtime, commandOf(process.argv));
+    if (!ownFolderOrNone(runtime) || !ownFolderOrNone(dir)) return;
+    hookCompile(root, dir);
+  } catch {
+    // The command runs as Node would run it.
+  }
+}
+
+/**
+ * The cache's folder with symlinks resolved, if it and every folder above
+ * it are this user's or root's and no one else can write them (a sticky
+ * folder may be above it): then no other user can move anything on the way
+ * to a cache. Missing folders at the end are made later, by saveCaches.
+ */
+function trustedRoot(path: string): string | undefined {
+  let existing = path;
+  let missing = "";
+  for (;;) {
+    try {
+      existing = realpathSync(existing);
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT" || dirname(existing) === existing) return undefined;
+      missing = join(basename(existing), missing);
+      existing = dirname(existing);
+    }
+  }
+  for (let folder = existing; ; folder = dirname(folder)) {
+    const stat = statSync(folder);
+    const owner = stat.uid === process.geteuid?.() || stat.uid === 0;
+    const othersWrite = (stat.mode & 0o022) !== 0;
+    const sticky = (stat.mode & 0o1000) !== 0;
+    if (!stat.isDirectory() || !owner || (othersWrite && (folder === existing || !sticky))) return undefined;
+    if (dirname(folder) === folder) return join(existing, missing);
+  }
+}
+
+/** Whether `dir` is missing (made on the first save) or a folder, not a symlink, that is this user's alone. */
+function ownFolderOrNone(dir: string): boolean {
+  try {
+    const stat = lstatSync(dir);
+    return stat.isDirectory() && ours(stat);
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "ENOENT";
+  }
+}
+
+/** Whether a file or folder is this user's and no one else can write it. */
+function ours(stat: Stats): boolean {
+  return stat.uid === process.geteuid?.() && (stat.mode & 0o022) === 0;
+}
+
+/**
+ * The folder of the command the arguments name: flags (--version) share one.
+ * Caches are made only when the command succeeds, so a mistyped name makes
+ * no folder.
+ */
+function commandOf(argv: readonly string[]): string {
+  const first = argv[2];
+  return first !== undefined && /^[a-z][a-z-]{0,31}$/.test(first) ? first : "_";
+}
+
+/** Whether the run only prints help (`aegis help …`, `aegis trust help push`, --help): its caches would hold little of what the command runs. */
+function asksForHelp(argv: readonly string[]): boolean {
+  return argv.slice(2).some((arg) => arg === "help" || arg === "--help" || arg === "-h");
+}
+
+function sha256(data: Uint8Array): Buffer {
+  return process.getBuiltinModule("node:crypto").createHash("sha256").update(data).digest();
+}
+
+function hookCompile(root: string, dir: string): void {
+  const { Module, createRequire } = process.getBuiltinModule("node:module");
+  const { constants: vmConstants, Script } = process.getBuiltinModule("node:vm");
+  const compiled: Compiled[] = [];
+  const loader = Module.prototype as unknown as CompilingModule;
+  const compile = loader._compile;
+  loader._compile = function (this: CompilingModule, content, filename, ...rest) {
+    // A file loaded once a command has changed V8's flags (util/jit.ts) could use only a cache made under
+    // the same flags, not the one saveCaches() makes: it is compiled as Node would, as is anything but a
+    // plain CommonJS file of the bundle.
+    if (dirname(filename) !== BUNDLE_DIR || !filename.endsWith(".cjs") || content.startsWith("#!") || !v8FlagsAsStarted()) {
+      return compile.call(this, content, filename, ...rest);
+    }
+    let cacheFile: string;
+    try {
+      cacheFile = cacheFileOf(dir, filename);
+    } catch {
+      return compile.call(this, content, filename, ...rest);
+    }
+    const cachedData = readCache(cacheFile);
+    const script = new Script(`${WRAPPER}${content}\n})`, {
+      filename,
+      cachedData,
+      columnOffset: -WRAPPER.length,
+      importModuleDynamically: vmConstants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
+    });
+    if (cachedData === undefined || script.cachedDataRejected === true) compiled.push({ script, cacheFile });
+    const wrapper = script.runInThisContext() as (...args: unknown[]) => unknown;
+    // createRequire, not Node's internal require of this module: the same resolution and module cache,
+    // but no module.parent/children links, which nothing in the bundle reads.
+    return wrapper.call(this.exports, this.exports, createRequire(filename), this, filename, dirname(filename));
+  };
+  process.on("exit", (code) => {
+    if (code === 0 && !asksForHelp(process.argv)) saveCaches(root, dir, compiled);
+  });
+}
+
+/**
+ * A cache is named for its file's name (esbuild names a chunk for a hash of
+ * its content), size and modification time: V8 checks only that a source
+ * has the length its cache was made from, so a file rebuilt in place gets a
+ * cache of its own, never one of its earlier build.
+ */
+function cacheFileOf(dir: string, filename: string): string {
+  const { size, mtimeMs } = statSync(filename);
+  return join(dir, `${basename(filename, ".cjs")}.${size}.${Math.trunc(mtimeMs)}.v8`);
+}
+
+/** The cached data in `cacheFile`, if it is this user's alone, has one link and its checksum holds. */
+function readCache(cacheFile: string): Buffer | undefined {
+  let fd: number | undefined;
+  try {
+    fd = openSync(cacheFile, constants.O_RDONLY | constants.O_NOFOLLOW);
+    const stat = fstatSync(fd);
+    if (!stat.isFile() || !ours(stat) || stat.nlink !== 1 || stat.size < CHECKSUM_BYTES) return undefined;
+    const data = readFileSync(fd);
+    const cachedData = data.subarray(CHECKSUM_BYTES);
+    if (!sha256(cachedData).equals(data.subarray(0, CHECKSUM_BYTES))) return undefined;
+    if (Date.now() - stat.mtimeMs > DAY_MS) touch(fd);
+    return cachedData;
+  } catch {
+    return undefined;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+/** Moves a cache's time on, once a day at most, so the sweep keeps what is read; a cache that cannot be touched is still used. */
+function touch(fd: number): void {
+  try {
+    futimesSync(fd, new Date(), new Date());
+  } catch {
+    // Read-only storage: the cache is still good.
+  }
+}
+
+/**
+ * Writes the caches of this run's newly compiled files. V8 has by now
+ * compiled each function the command called, so the cache holds those too,
+ * not only the files' top-level code. The flags the command changed are put
+ * back first (util/v8-flags.ts): a cache made under them would be refused by
+ * the next run, which starts without them. Each written file replaces its
+ * earlier builds' caches in the folder.
+ */
+function saveCaches(root: string, dir: string, compiled: readonly Compiled[]): void {
+  try {
+    if (compiled.length === 0 || !restoreV8Flags()) return;
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    if (!ownFolderOrNone(dir)) return;
+    for (const { script, cacheFile } of compiled) saveCache(script, cacheFile);
+    sweepDaily(root);
+  } catch {
+    // A full disk or a read-only home: the next run compiles again, as this one did.
+  }
+}
+
+function saveCache(script: import("node:vm").Script, cacheFile: string): void {
+  const data = script.createCachedData();
+  const temp = `${cacheFile}.${process.pid}.tmp`;
+  let written = false;
+  try {
+    // "wx": a new file, never one (or a symlink) already there.
+    writeFileSync(temp, Buffer.concat([sha256(data), data]), { mode: 0o600, flag: "wx" });
+    written = true;
+    renameSync(temp, cacheFile);
+    written = false;
+    const name = basename(cacheFile);
+    const file = name.slice(0, name.indexOf("."));
+    for (const other of readdirSync(dirname(cacheFile))) {
+      if (other !== name && other.startsWith(`${file}.`) && other.endsWith(".v8")) rmSync(join(dirname(cacheFile), other), { force: true });
+    }
+  } catch {
+    // This file's cache is not written; the others still are.
+  } finally {
+    if (written) rmSync(temp, { force: true });
+  }
+}
+
+/**
+ * Once a day (the time of root/.swept): removes cache files and leftover
+ * temporary ones not read for STALE_MS in every runtime's and command's
+ * folder, and folders left empty. Only regular files of the names this
+ * module writes; symlinks and anything else are left alone.
+ */
+function sweepDaily(root: string): void {
+  const swept = join(root, SWEPT);
+  const now = Date.now();
+  try {
+    if (now - statSync(swept).mtimeMs < DAY_MS) return;
+    utimesSync(swept, new Date(now), new Date(now));
+  } catch {
+    writeFileSync(swept, "", { mode: 0o600 });
+  }
+  for (const runtime of readdirSync(root, { withFileTypes: true })) {
+    if (!runtime.isDirectory()) continue;
+    const runtimeDir = join(root, runtime.name);
+    for (const command of readdirSync(runtimeDir, { withFileTypes: true })) {
+      if (!command.isDirectory()) continue;
+      const folder = join(runtimeDir, command.name);
+      for (const entry of readdirSync(folder, { withFileTypes: true })) {
+        if (!entry.isFile() || !/\.v8(\.\d+\.tmp)?$/.test(entry.name)) continue;
+        const path = join(folder, entry.name);
+        try {
+          if (now - lstatSync(path).mtimeMs > STALE_MS) rmSync(path, { force: true });
+        } catch {
+          // Gone already: another run swept it.
+        }
+      }
+      removeIfEmpty(folder);
+    }
+    removeIfEmpty(runtimeDir);
+  }
+}
+
+function removeIfEmpty(folder: string): void {
+  try {
+    rmdirSync(folder);
+  } catch {
+    // Not empty, or made again by another run: kept.
+  }
+}
