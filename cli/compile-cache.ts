@@ -2,7 +2,8 @@
 // a short command spends beyond Node's own start-up is mostly V8 parsing and
 // compiling the bundle's files (dist/cli, scripts/bundle-cli.mjs) and the
 // functions in them as each is first called. A V8 code cache of each file,
-// made when a run exits and handed back to V8 on the next, skips that.
+// made as a run ends (or just before it first changes a V8 flag) and handed
+// back to V8 on the next, skips that.
 // Node 22 can do this for every module (module.enableCompileCache()), but it
 // caches a file as compiled when it loads, before any of its functions ran,
 // and Node 20 cannot at all; so the CLI does it for its own files, through
@@ -46,7 +47,7 @@ import {
 } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { restoreV8Flags, v8FlagsAsStarted } from "../util/v8-flags.js";
+import { beforeFirstV8FlagChange, v8FlagsChanged } from "../util/v8-flags.js";
 import { env, userCache } from "./env.js";
 
 /** The part of Node's CommonJS loader replaced here: _compile(source, filename) runs a module's code. */
@@ -55,9 +56,15 @@ interface CompilingModule {
   _compile(content: string, filename: string, ...rest: unknown[]): unknown;
 }
 
-/** A file compiled without a cache this run, to make one for at exit. */
+/** A file compiled without a cache this run, to make one for. */
 interface Compiled {
   script: import("node:vm").Script;
+  cacheFile: string;
+}
+
+/** A cache made, to write when the run has succeeded. */
+interface Made {
+  data: Buffer;
   cacheFile: string;
 }
 
@@ -172,9 +179,9 @@ function hookCompile(root: string, dir: string): void {
   const compile = loader._compile;
   loader._compile = function (this: CompilingModule, content, filename, ...rest) {
     // A file loaded once a command has changed V8's flags (util/jit.ts) could use only a cache made under
-    // the same flags, not the one saveCaches() makes: it is compiled as Node would, as is anything but a
-    // plain CommonJS file of the bundle.
-    if (dirname(filename) !== BUNDLE_DIR || !filename.endsWith(".cjs") || content.startsWith("#!") || !v8FlagsAsStarted()) {
+    // the same flags, which the next run does not start with: it is compiled as Node would, as is anything
+    // but a plain CommonJS file of the bundle.
+    if (dirname(filename) !== BUNDLE_DIR || !filename.endsWith(".cjs") || content.startsWith("#!") || v8FlagsChanged()) {
       return compile.call(this, content, filename, ...rest);
     }
     let cacheFile: string;
@@ -196,8 +203,14 @@ function hookCompile(root: string, dir: string): void {
     // but no module.parent/children links, which nothing in the bundle reads.
     return wrapper.call(this.exports, this.exports, createRequire(filename), this, filename, dirname(filename));
   };
+  // The caches are made when V8 has compiled every function the command called so far, so they hold
+  // those too, not only the files' top-level code: at exit, or just before the first flag change, after
+  // which V8 would stamp them with flags the next run does not start with.
+  const make = (): Made[] => compiled.map(({ script, cacheFile }) => ({ data: script.createCachedData(), cacheFile }));
+  let made: Made[] | undefined;
+  beforeFirstV8FlagChange(() => (made = make()));
   process.on("exit", (code) => {
-    if (code === 0 && !asksForHelp(process.argv)) saveCaches(root, dir, compiled);
+    if (code === 0 && !asksForHelp(process.argv)) saveCaches(root, dir, made ?? make());
   });
 }
 
@@ -240,28 +253,20 @@ function touch(fd: number): void {
   }
 }
 
-/**
- * Writes the caches of this run's newly compiled files. V8 has by now
- * compiled each function the command called, so the cache holds those too,
- * not only the files' top-level code. The flags the command changed are put
- * back first (util/v8-flags.ts): a cache made under them would be refused by
- * the next run, which starts without them. Each written file replaces its
- * earlier builds' caches in the folder.
- */
-function saveCaches(root: string, dir: string, compiled: readonly Compiled[]): void {
+/** Writes the caches this run made; each replaces its file's earlier builds' caches in the folder. */
+function saveCaches(root: string, dir: string, made: readonly Made[]): void {
   try {
-    if (compiled.length === 0 || !restoreV8Flags()) return;
+    if (made.length === 0) return;
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     if (!ownFolderOrNone(dir)) return;
-    for (const { script, cacheFile } of compiled) saveCache(script, cacheFile);
+    for (const { data, cacheFile } of made) saveCache(data, cacheFile);
     sweepDaily(root);
   } catch {
     // A full disk or a read-only home: the next run compiles again, as this one did.
   }
 }
 
-function saveCache(script: import("node:vm").Script, cacheFile: string): void {
-  const data = script.createCachedData();
+function saveCache(data: Buffer, cacheFile: string): void {
   const temp = `${cacheFile}.${process.pid}.tmp`;
   let written = false;
   try {
