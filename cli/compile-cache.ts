@@ -12,10 +12,12 @@
 //
 // Where: $AEGIS_COMPILE_CACHE ("off" turns it off), else ~/.cache/aegis/v8
 // ($XDG_CACHE_HOME/aegis/v8); in it a folder per Node version, architecture
-// and node options, and in that one per command: a file's cache is made once,
-// by the first run of a command that loads the file and succeeds (not one
-// that asks for help), and holds what that run compiled; `aegis --version`
-// compiles little of what `aegis copy` calls, so commands keep their own.
+// (and V8) and node options, and in that one per command: a file's cache is
+// made when missing or refused, by a run of a command that loads the file and
+// succeeds (not one that asks for help), and holds what that run compiled;
+// `aegis --version` compiles little of what `aegis copy` calls, so commands
+// keep their own. The folder should hold nothing else: the daily sweep
+// removes old caches from the folders in it named as this module names them.
 //
 // A cache is code the CLI runs. Node 20's V8 does not check a cache's bytes
 // (a flipped bit ran as wrong code, or crashed V8, in a reviewer's trial), so
@@ -28,6 +30,7 @@
 // unwritable) costs only the compile it would have saved.
 import {
   closeSync,
+  existsSync,
   constants,
   fstatSync,
   futimesSync,
@@ -99,7 +102,7 @@ export function enableCompileCache(): void {
     if (setting === "off" || /--experimental-policy|--policy-integrity/.test(options)) return;
     const root = trustedRoot(resolve(setting ?? userCache("v8")));
     if (root === undefined) return;
-    const runtime = join(root, `${process.version}-${process.arch}${options === "" ? "" : `-${sha256(Buffer.from(options)).toString("hex").slice(0, 12)}`}`);
+    const runtime = join(root, runtimeName(options));
     const dir = join(runtime, commandOf(process.argv));
     if (!ownFolderOrNone(runtime) || !ownFolderOrNone(dir)) return;
     hookCompile(root, dir);
@@ -107,6 +110,18 @@ export function enableCompileCache(): void {
     // The command runs as Node would run it.
   }
 }
+
+/** The runtime's folder: Node's and V8's versions, the architecture, and a digest of the options Node started with (they may set V8 flags). */
+function runtimeName(options: string): string {
+  const digest = options === "" ? "" : `-${sha256(Buffer.from(options)).toString("hex").slice(0, 12)}`;
+  return `${process.version}-v8-${process.versions.v8}-${process.arch}${digest}`;
+}
+
+/** Names of the folders runtimeName() and commandOf() make: the sweep enters no other. */
+const RUNTIME_FOLDER = /^v\d+\.\d+\.\d+-v8-[\w.-]+$/;
+const COMMAND_FOLDER = /^([a-z][a-z-]{0,31}|_)$/;
+/** Names of the files saveCache() writes. */
+const CACHE_FILE = /^[\w-]+\.\d+\.\d+\.v8(\.[0-9a-f]{16}\.tmp)?$/;
 
 /**
  * The cache's folder with symlinks resolved, if it and every folder above
@@ -206,11 +221,23 @@ function hookCompile(root: string, dir: string): void {
   // The caches are made when V8 has compiled every function the command called so far, so they hold
   // those too, not only the files' top-level code: at exit, or just before the first flag change, after
   // which V8 would stamp them with flags the next run does not start with.
-  const make = (): Made[] => compiled.map(({ script, cacheFile }) => ({ data: script.createCachedData(), cacheFile }));
+  // An empty cache (V8 makes none for some code) would only be refused and made again on every run.
+  const make = (): Made[] => compiled.map(({ script, cacheFile }) => ({ data: script.createCachedData(), cacheFile })).filter(({ data }) => data.byteLength > 0);
   let made: Made[] | undefined;
-  beforeFirstV8FlagChange(() => (made = make()));
+  const listening = beforeFirstV8FlagChange(() => {
+    try {
+      made = make();
+    } catch {
+      made = [];
+    }
+  });
+  if (!listening) return; // a flag was set before (not by this CLI today): nothing could be cached
   process.on("exit", (code) => {
-    if (code === 0 && !asksForHelp(process.argv)) saveCaches(root, dir, made ?? make());
+    try {
+      if (code === 0 && !asksForHelp(process.argv)) saveCaches(root, dir, made ?? make());
+    } catch {
+      // Whatever goes wrong here, the command's output and exit code are its own.
+    }
   });
 }
 
@@ -253,7 +280,7 @@ function touch(fd: number): void {
   }
 }
 
-/** Writes the caches this run made; each replaces its file's earlier builds' caches in the folder. */
+/** Writes the caches this run made. */
 function saveCaches(root: string, dir: string, made: readonly Made[]): void {
   try {
     if (made.length === 0) return;
@@ -267,7 +294,9 @@ function saveCaches(root: string, dir: string, made: readonly Made[]): void {
 }
 
 function saveCache(data: Buffer, cacheFile: string): void {
-  const temp = `${cacheFile}.${process.pid}.tmp`;
+  // A random name, not the pid: in a container every run may have the same pid, and a file left by one
+  // that was killed would block the name.
+  const temp = `${cacheFile}.${process.getBuiltinModule("node:crypto").randomBytes(8).toString("hex")}.tmp`;
   let written = false;
   try {
     // "wx": a new file, never one (or a symlink) already there.
@@ -275,11 +304,6 @@ function saveCache(data: Buffer, cacheFile: string): void {
     written = true;
     renameSync(temp, cacheFile);
     written = false;
-    const name = basename(cacheFile);
-    const file = name.slice(0, name.indexOf("."));
-    for (const other of readdirSync(dirname(cacheFile))) {
-      if (other !== name && other.startsWith(`${file}.`) && other.endsWith(".v8")) rmSync(join(dirname(cacheFile), other), { force: true });
-    }
   } catch {
     // This file's cache is not written; the others still are.
   } finally {
@@ -289,9 +313,10 @@ function saveCache(data: Buffer, cacheFile: string): void {
 
 /**
  * Once a day (the time of root/.swept): removes cache files and leftover
- * temporary ones not read for STALE_MS in every runtime's and command's
- * folder, and folders left empty. Only regular files of the names this
- * module writes; symlinks and anything else are left alone.
+ * temporary ones not read for STALE_MS, an older build's, and folders left
+ * empty. It enters only folders named as runtimeName() and commandOf() name
+ * them, that are this user's alone and not symlinks, and removes only
+ * regular files named as saveCache() names them; anything else is left alone.
  */
 function sweepDaily(root: string): void {
   const swept = join(root, SWEPT);
@@ -302,14 +327,14 @@ function sweepDaily(root: string): void {
   } catch {
     writeFileSync(swept, "", { mode: 0o600 });
   }
-  for (const runtime of readdirSync(root, { withFileTypes: true })) {
-    if (!runtime.isDirectory()) continue;
-    const runtimeDir = join(root, runtime.name);
-    for (const command of readdirSync(runtimeDir, { withFileTypes: true })) {
-      if (!command.isDirectory()) continue;
-      const folder = join(runtimeDir, command.name);
+  for (const runtime of readdirSync(root)) {
+    const runtimeDir = join(root, runtime);
+    if (!RUNTIME_FOLDER.test(runtime) || !ownFolder(runtimeDir)) continue;
+    for (const command of readdirSync(runtimeDir)) {
+      const folder = join(runtimeDir, command);
+      if (!COMMAND_FOLDER.test(command) || !ownFolder(folder)) continue;
       for (const entry of readdirSync(folder, { withFileTypes: true })) {
-        if (!entry.isFile() || !/\.v8(\.\d+\.tmp)?$/.test(entry.name)) continue;
+        if (!entry.isFile() || !CACHE_FILE.test(entry.name)) continue;
         const path = join(folder, entry.name);
         try {
           if (now - lstatSync(path).mtimeMs > STALE_MS) rmSync(path, { force: true });
@@ -321,6 +346,11 @@ function sweepDaily(root: string): void {
     }
     removeIfEmpty(runtimeDir);
   }
+}
+
+/** Whether `dir` is a folder, not a symlink, that is this user's alone. */
+function ownFolder(dir: string): boolean {
+  return ownFolderOrNone(dir) && existsSync(dir);
 }
 
 function removeIfEmpty(folder: string): void {

@@ -15,7 +15,7 @@ import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { aegis, AEGIS, type CliResult } from "./run.js";
 
-const RUNTIME = `${process.version}-${process.arch}`;
+const RUNTIME = `${process.version}-v8-${process.versions.v8}-${process.arch}`;
 const MAIN = /^main-[A-Z0-9]{8}\.cjs$/;
 const MAIN_NAME = /^main-[A-Z0-9]{8}$/;
 const DAY_MS = 24 * 3600_000;
@@ -34,9 +34,14 @@ function fresh(name: string): string {
   return join(work, `${name}-${runs++}`);
 }
 
-/** The files in `dir`, each with its modification time in nanoseconds (a rewrite changes it). */
-function snapshot(dir: string): Record<string, bigint> {
-  return Object.fromEntries(readdirSync(dir).map((name) => [name, statSync(join(dir, name), { bigint: true }).mtimeNs]));
+/** The files in `dir`, each with its inode and modification time (a rewrite, renamed into place, changes both). */
+function snapshot(dir: string): Record<string, string> {
+  return Object.fromEntries(
+    readdirSync(dir).map((name) => {
+      const stat = statSync(join(dir, name), { bigint: true });
+      return [name, `${stat.ino}@${stat.mtimeNs}`];
+    }),
+  );
 }
 
 function expectVersion(result: CliResult, version: string, what: string): void {
@@ -69,7 +74,7 @@ function copyOfCli(version: string, mtime: Date): string {
 }
 
 describe("compile cache", () => {
-  it("a command's first successful run caches the files it loads, later runs read them and rewrite none; files loaded after a flag change are not cached", async () => {
+  it("a command's first successful run caches the files it loads, and later runs read them and rewrite none, for commands that change V8 flags (pull) or not", async () => {
     const cache = fresh("cache");
     const env = { AEGIS_COMPILE_CACHE: cache, AEGIS_CACHE_DIR: fresh("oci-cache") };
     const bundle = join(work, "bundle.tar.zst");
@@ -120,7 +125,8 @@ describe("compile cache", () => {
     expect((await aegis(["pull", "--help"], { AEGIS_COMPILE_CACHE: cache })).code, "pull --help").toBe(0);
     expect(existsSync(join(cache, RUNTIME)), `folders made: ${existsSync(join(cache, RUNTIME)) ? readdirSync(join(cache, RUNTIME)).join(", ") : ""}`).toBe(false);
     expectVersion(await aegis(["--version"], { AEGIS_COMPILE_CACHE: cache, NODE_OPTIONS: "--max-old-space-size=200" }), "0.1.0", "with NODE_OPTIONS");
-    expect(readdirSync(cache).filter((name) => name !== ".swept"), "the runtime folder with options").toEqual([expect.stringMatching(new RegExp(`^${RUNTIME.replace(/\./g, "\\.")}-[0-9a-f]{12}$`))]);
+    const withOptions = new RegExp(`^${RUNTIME.replace(/[.]/g, "\\.")}-[0-9a-f]{12}$`);
+    expect(readdirSync(cache).filter((name) => name !== ".swept"), "the runtime folder with options").toEqual([expect.stringMatching(withOptions)]);
   });
 
   it("a cache whose bytes changed (a flipped bit, garbage) is not run but made again, and the command's output is the same", async () => {
@@ -177,6 +183,7 @@ describe("compile cache", () => {
       ["a file of another user's", (file: string) => chownSync(file, 65534, 65534)],
       ["a file writable by its group", (file: string) => chmodSync(file, 0o620)],
       ["a file with a second link", (file: string) => linkSync(file, join(dirname(dirname(file)), "elsewhere"))],
+      ["a checksum that does not match", (file: string) => writeFileSync(file, Buffer.concat([Buffer.alloc(32), planted.subarray(32)]))],
       [
         "a symlink to the file",
         (file: string) => {
@@ -220,8 +227,15 @@ describe("compile cache", () => {
     expect(mainCache(join(mine, RUNTIME, "_")), "the cache under a sticky folder").toBeTruthy();
   });
 
-  it.runIf(process.allowedNodeEnvironmentFlags.has("--experimental-policy"))("a policy manifest still checks the bundle's files (Node 20)", async () => {
+  it("a policy manifest still checks the bundle's files (Node 20; later Nodes refuse the option)", async () => {
     const policy = fresh("policy.json");
+    if (!process.allowedNodeEnvironmentFlags.has("--experimental-policy")) {
+      // Node 22 and later have no policy manifests: nothing checks the files the cache compiles.
+      const refused = await aegis(["--version"], { NODE_OPTIONS: `--experimental-policy=${policy}` });
+      expect(refused.code, "the option refused").not.toBe(0);
+      expect(refused.stderr, "Node's complaint").toContain("--experimental-policy");
+      return;
+    }
     const main = join(dirname(AEGIS), readdirSync(dirname(AEGIS)).find((name) => MAIN.test(name))!);
     // Every file may load (the scope), but the command's own file must have a digest it does not have.
     const resources = { [`file://${main}`]: { integrity: "sha256-AAAA", dependencies: true } };
@@ -280,10 +294,10 @@ describe("compile cache", () => {
     expect((await aegis(["--version"], env)).code, "a run that reads the old cache").toBe(0);
     expect(Date.now() - statSync(used).mtimeMs, "the cache read was touched").toBeLessThan(DAY_MS);
 
-    const elsewhere = join(cache, "v0.0.0-x64", "copy");
+    const elsewhere = join(cache, "v0.0.0-v8-0.0-x64", "copy");
     mkdirSync(elsewhere, { recursive: true });
     const stale = join(elsewhere, "main-AAAAAAAA.1.1.v8");
-    const staleTemp = join(elsewhere, "main-AAAAAAAA.1.1.v8.123.tmp");
+    const staleTemp = join(elsewhere, "main-AAAAAAAA.1.1.v8.0123456789abcdef.tmp");
     const recent = join(elsewhere, "main-BBBBBBBB.1.1.v8");
     const notOurs = join(elsewhere, "notes.txt");
     const outside = fresh("outside.v8");
@@ -291,10 +305,17 @@ describe("compile cache", () => {
     for (const path of [stale, staleTemp, recent, notOurs, outside]) writeFileSync(path, "x");
     symlinkSync(outside, link);
     for (const path of [stale, staleTemp, notOurs, outside]) utimesSync(path, old, old);
-    const empty = join(cache, "v0.0.0-x64", "unused");
+    const empty = join(cache, "v0.0.0-v8-0.0-x64", "unused");
     mkdirSync(empty);
+    // Not the cache's: a folder and an old file of the same names as its own, in folders named otherwise.
+    const foreign = join(cache, "projects", "copy");
+    mkdirSync(join(foreign, "empty"), { recursive: true });
+    const foreignFile = join(foreign, "main-AAAAAAAA.1.1.v8");
+    writeFileSync(foreignFile, "x");
+    utimesSync(foreignFile, old, old);
     // A command with no cache yet writes one, and sweeps as it does, once a day.
-    expect((await aegis(["copy", "--help"], env)).code, "help saves nothing").toBe(0);
+    expect((await aegis(["copy", "--help"], env)).code, "copy --help").toBe(0);
+    expect(existsSync(join(cache, RUNTIME, "copy")), "help saves nothing").toBe(false);
     expect((await aegis(["policy", "build", "policies/block-icmp-8888", "-o", fresh("bundle")], env)).code, "policy build").toBe(0);
     expect(readdirSync(join(cache, RUNTIME)), "policy build's caches").toContain("policy");
     expect(existsSync(stale), "swept within a day of the last sweep").toBe(true);
@@ -304,6 +325,7 @@ describe("compile cache", () => {
     expect(readdirSync(elsewhere).sort(), "what is left of the other runtime's folder").toEqual([basenameOf(recent), basenameOf(link), basenameOf(notOurs)].sort());
     expect(existsSync(outside), "the symlink's target").toBe(true);
     expect(existsSync(empty), "an empty folder").toBe(false);
+    expect(readdirSync(foreign).sort(), "a folder not the cache's").toEqual(["empty", basenameOf(foreignFile)]);
   });
 });
 

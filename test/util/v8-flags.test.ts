@@ -34,6 +34,16 @@ console.log(JSON.stringify({ registered, before, calls, after: v8FlagsChanged(),
     expect(result, "listeners and flags").toEqual({ registered: true, before: false, calls: [true], after: true, tagChanged: true, late: false });
   });
 
+  it("a listener that throws is passed over: the flag is set all the same, and the next listener runs", async () => {
+    const result = await run(`const start = tag();
+const calls = [];
+beforeFirstV8FlagChange(() => { throw new Error("listener"); });
+beforeFirstV8FlagChange(() => calls.push("second"));
+setV8Flag("--no-turbofan");
+console.log(JSON.stringify({ calls, changed: v8FlagsChanged(), tagChanged: tag() !== start }));`);
+    expect(result, "after a listener threw").toEqual({ calls: ["second"], changed: true, tagChanged: true });
+  });
+
   it("refuses anything but a boolean flag", async () => {
     const result = await run(`try { setV8Flag("--max-old-space-size=100"); console.log('"set"'); } catch (err) { console.log(JSON.stringify([err.message, v8FlagsChanged()])); }`);
     expect(result, "a flag with a value").toEqual(["not a boolean V8 flag: --max-old-space-size=100", false]);
