@@ -30,7 +30,6 @@
 // unwritable) costs only the compile it would have saved.
 import {
   closeSync,
-  existsSync,
   constants,
   fstatSync,
   futimesSync,
@@ -104,7 +103,7 @@ export function enableCompileCache(): void {
     if (root === undefined) return;
     const runtime = join(root, runtimeName(options));
     const dir = join(runtime, commandOf(process.argv));
-    if (!ownFolderOrNone(runtime) || !ownFolderOrNone(dir)) return;
+    if (folderKind(runtime) === "other" || folderKind(dir) === "other") return;
     hookCompile(root, dir);
   } catch {
     // The command runs as Node would run it.
@@ -152,13 +151,14 @@ function trustedRoot(path: string): string | undefined {
   }
 }
 
-/** Whether `dir` is missing (made on the first save) or a folder, not a symlink, that is this user's alone. */
-function ownFolderOrNone(dir: string): boolean {
+/** What `dir` is: missing (made on the first save), a folder (not a symlink) that is this user's alone, or anything else. */
+function folderKind(dir: string): "missing" | "ours" | "other" {
   try {
-    const stat = lstatSync(dir);
-    return stat.isDirectory() && ours(stat);
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "ENOENT";
+    const stat = lstatSync(dir, { throwIfNoEntry: false });
+    if (stat === undefined) return "missing";
+    return stat.isDirectory() && ours(stat) ? "ours" : "other";
+  } catch {
+    return "other";
   }
 }
 
@@ -285,7 +285,7 @@ function saveCaches(root: string, dir: string, made: readonly Made[]): void {
   try {
     if (made.length === 0) return;
     mkdirSync(dir, { recursive: true, mode: 0o700 });
-    if (!ownFolderOrNone(dir)) return;
+    if (folderKind(dir) !== "ours") return;
     for (const { data, cacheFile } of made) saveCache(data, cacheFile);
     sweepDaily(root);
   } catch {
@@ -329,10 +329,10 @@ function sweepDaily(root: string): void {
   }
   for (const runtime of readdirSync(root)) {
     const runtimeDir = join(root, runtime);
-    if (!RUNTIME_FOLDER.test(runtime) || !ownFolder(runtimeDir)) continue;
+    if (!RUNTIME_FOLDER.test(runtime) || folderKind(runtimeDir) !== "ours") continue;
     for (const command of readdirSync(runtimeDir)) {
       const folder = join(runtimeDir, command);
-      if (!COMMAND_FOLDER.test(command) || !ownFolder(folder)) continue;
+      if (!COMMAND_FOLDER.test(command) || folderKind(folder) !== "ours") continue;
       for (const entry of readdirSync(folder, { withFileTypes: true })) {
         if (!entry.isFile() || !CACHE_FILE.test(entry.name)) continue;
         const path = join(folder, entry.name);
@@ -346,11 +346,6 @@ function sweepDaily(root: string): void {
     }
     removeIfEmpty(runtimeDir);
   }
-}
-
-/** Whether `dir` is a folder, not a symlink, that is this user's alone. */
-function ownFolder(dir: string): boolean {
-  return ownFolderOrNone(dir) && existsSync(dir);
 }
 
 function removeIfEmpty(folder: string): void {

@@ -13,10 +13,11 @@
 // V8 reads the flag each time it decides whether to optimize a function, so
 // setting it as a step starts is in time. movingBytes() is called once the
 // command's modules are loaded, just before its transfer (a copy: as its
-// first blob starts to stream, so one that only mounts never loads node:v8): after a flag change
-// V8 refuses the code cache that Node's own modules (crypto, http) ship with,
-// its flag hash no longer matching, and compiles each one loaded later from
-// source (~40 million instructions of a 1 MiB pull, by callgrind).
+// first blob starts to stream, so one that only mounts never loads node:v8):
+// after a flag change V8 refuses the code cache that Node's own modules
+// (crypto, http) ship with, its flag hash no longer matching, and compiles
+// each one loaded later from source (~40 million instructions of a 1 MiB
+// pull, by callgrind).
 // https://v8.dev/docs/turbofan
 
 import { setV8Flag } from "./v8-flags.js";

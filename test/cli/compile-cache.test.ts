@@ -11,7 +11,7 @@
 import { execFile } from "node:child_process";
 import { chmodSync, chownSync, cpSync, existsSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { aegis, AEGIS, type CliResult } from "./run.js";
 
@@ -109,7 +109,7 @@ describe("compile cache", () => {
     const env = { AEGIS_COMPILE_CACHE: cache, AEGIS_CACHE_DIR: fresh("oci-cache"), NODE_OPTIONS: `--require ${recorder}` };
     expect((await aegis(["push", "policies/block-icmp-8888", `oci:${layout}:1`], env)).code, "push").toBe(0);
     expect((await aegis(["pull", `oci:${layout}:1`, "-o", fresh("pulled")], env)).code, "pull").toBe(0);
-    const files = readFileSync(loaded, "utf8").split("\n").filter((path) => dirname(path) === dirname(AEGIS) && !path.endsWith("/aegis.cjs")).map((path) => basenameOf(path).replace(/\.cjs$/, ""));
+    const files = readFileSync(loaded, "utf8").split("\n").filter((path) => dirname(path) === dirname(AEGIS) && !path.endsWith("/aegis.cjs")).map((path) => basename(path).replace(/\.cjs$/, ""));
     const [runtime] = readdirSync(cache).filter((name) => name !== ".swept");
     const cached = readdirSync(join(cache, runtime!, "pull")).map((name) => name.replace(/\.\d+\.\d+\.v8$/, ""));
     expect(files, "the pull loads its command and the policy code").toEqual(expect.arrayContaining([expect.stringMatching(MAIN_NAME), expect.stringMatching(/^policy-/)]));
@@ -167,7 +167,7 @@ describe("compile cache", () => {
     const plant = (cache: string): string => {
       const folder = join(cache, RUNTIME, "_");
       mkdirSync(folder, { recursive: true, mode: 0o700 });
-      const file = join(folder, basenameOf(mainCache(join(otherCache, RUNTIME, "_"))));
+      const file = join(folder, basename(mainCache(join(otherCache, RUNTIME, "_"))));
       writeFileSync(file, planted, { mode: 0o600 });
       return file;
     };
@@ -322,13 +322,9 @@ describe("compile cache", () => {
     // The last sweep was two days ago: the next save sweeps again.
     utimesSync(join(cache, ".swept"), new Date(Date.now() - 2 * DAY_MS), new Date(Date.now() - 2 * DAY_MS));
     expect((await aegis(["keygen", "-o", fresh("key")], env)).code, "keygen").toBe(0);
-    expect(readdirSync(elsewhere).sort(), "what is left of the other runtime's folder").toEqual([basenameOf(recent), basenameOf(link), basenameOf(notOurs)].sort());
+    expect(readdirSync(elsewhere).sort(), "what is left of the other runtime's folder").toEqual([basename(recent), basename(link), basename(notOurs)].sort());
     expect(existsSync(outside), "the symlink's target").toBe(true);
     expect(existsSync(empty), "an empty folder").toBe(false);
-    expect(readdirSync(foreign).sort(), "a folder not the cache's").toEqual(["empty", basenameOf(foreignFile)]);
+    expect(readdirSync(foreign).sort(), "a folder not the cache's").toEqual(["empty", basename(foreignFile)]);
   });
 });
-
-function basenameOf(path: string): string {
-  return path.slice(path.lastIndexOf("/") + 1);
-}
