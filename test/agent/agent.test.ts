@@ -100,6 +100,19 @@ async function until(what: string, check: () => boolean | Promise<boolean>): Pro
   throw new Error(`gave up waiting: ${what}`);
 }
 
+/** `work`, or a rejection naming `what` once `ms` have passed without it settling. */
+async function within<T>(ms: number, what: string, work: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not done within ${ms / 1000} s`)), ms);
+  });
+  try {
+    return await Promise.race([work, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 const filters = async (d: MemoryDatapath) => (await d.attached()).map((a) => `${a.iface} ${a.direction} ${a.pref} ${a.id}`);
 
 beforeAll(async () => {
@@ -1223,27 +1236,30 @@ describe("outages", () => {
   });
 
   it("an assigner that hangs fails the pass with UNAVAILABLE, enforcement holds, and a stop does not wait for it", async () => {
-    const { first, before } = await installedThenStopped("13.0.0", "outage", "outage-host");
+    // Each step has a limit of its own, well under the test's: this test timed out whole twice (once under load, once
+    // in CI) and never alone, so a step that hangs must say which it is.
+    const step = <T,>(what: string, work: Promise<T>): Promise<T> => within(20_000, what, work);
+    const { first, before } = await step("install, then stop the first agent", installedThenStopped("13.0.0", "outage", "outage-host"));
 
     const hung = createServer(() => undefined);
     await new Promise<void>((resolve) => hung.listen(0, "127.0.0.1", resolve));
     try {
       const url = `http://127.0.0.1:${(hung.address() as AddressInfo).port}`;
-      const second = await runAgent("outage-host", { kernel: first.datapath.kernel, stateDir: first.stateDir, assigner: url, requestTimeoutMs: 300 });
-      await expect(second.agent.reconcile(), "timed out").rejects.toMatchObject({ code: "UNAVAILABLE" });
+      const second = await step("start the second agent", runAgent("outage-host", { kernel: first.datapath.kernel, stateDir: first.stateDir, assigner: url, requestTimeoutMs: 300 }));
+      await expect(step("the second agent's pass", second.agent.reconcile()), "timed out").rejects.toMatchObject({ code: "UNAVAILABLE" });
       expect(await filters(second.datapath), "enforcement holds").toEqual(before);
-      await second.agent.stop();
-      const third = await runAgent("outage-host", { kernel: first.datapath.kernel, stateDir: first.stateDir, assigner: url, requestTimeoutMs: 3_600_000 });
+      await step("stop the second agent", second.agent.stop());
+      const third = await step("start the third agent", runAgent("outage-host", { kernel: first.datapath.kernel, stateDir: first.stateDir, assigner: url, requestTimeoutMs: 3_600_000 }));
       const pass = third.agent.reconcile();
-      await third.agent.stop();
-      await expect(pass, "the stop ends the pass").rejects.toThrow(/agent stopping/);
+      await step("stop the third agent", third.agent.stop());
+      await expect(step("the third agent's pass", pass), "the stop ends the pass").rejects.toThrow(/agent stopping/);
       expect(await filters(third.datapath), "nothing detached by the stops").toEqual(before);
     } finally {
       // Listening stops first, then the open connections are cut: a registration the agents abandoned (left to finish
       // on its own) may connect late under load, and would hold close() until its hour-long deadline.
       const closed = new Promise((resolve) => hung.close(resolve));
       hung.closeAllConnections();
-      await closed;
+      await step("close the hung assigner", closed);
     }
   });
 });
