@@ -246,10 +246,15 @@ function hookCompile(root: string, dir: string): void {
  * its content), size and modification time: V8 checks only that a source
  * has the length its cache was made from, so a file rebuilt in place gets a
  * cache of its own, never one of its earlier build.
+ * Joined by hand (`dir` is already normalized): a path.join for each file
+ * loaded, on top of Node's loader's own path work, was enough for V8 to
+ * compile Node's normalizeString with TurboFan before a pull turned it off
+ * (util/jit.ts), paging in ~3.5 MiB of the compiler's code, most of what
+ * the cache had added to the pull's peak RSS (bench/cli.ts, --trace-opt).
  */
 function cacheFileOf(dir: string, filename: string): string {
   const { size, mtimeMs } = statSync(filename);
-  return join(dir, `${basename(filename, ".cjs")}.${size}.${Math.trunc(mtimeMs)}.v8`);
+  return `${dir}/${basename(filename, ".cjs")}.${size}.${Math.trunc(mtimeMs)}.v8`;
 }
 
 /** The cached data in `cacheFile`, if it is this user's alone, has one link and its checksum holds. */
