@@ -48,6 +48,14 @@ export interface AgentOptions {
   /** Cap of the backoff after failures (ms); default four poll intervals. */
   maxBackoffMs?: number;
   /**
+   * Least time from one pass's start to the start of a pass that a NATS
+   * wake-up brings forward (ms); default 250. A flood of wake-ups (a
+   * publisher gone wrong, or hostile) costs a pass per gap, each a poll of
+   * the assigner and a read of the kernel's state, not one after another;
+   * changes a person makes one after another are not held back.
+   */
+  minWakeGapMs?: number;
+  /**
    * Base of the wait before a digest whose fetch failed again is fetched once
    * more (ms); default the poll interval. The first failure is retried at the
    * next pass; from the second in a row the wait doubles, up to ten bases
@@ -140,6 +148,8 @@ export class Agent {
   private wake: (() => void) | undefined;
   /** A wake-up that came while reconciling: the next sleep ends at once, so no change is missed. */
   private woken = false;
+  /** When the loop's last pass started (performance.now()), for minWakeGapMs. */
+  private passStartedAt = -Infinity;
   private queue: Promise<unknown> = Promise.resolve();
   private loop: Promise<void> | undefined;
   /** The registered key, which signs every message, and the uid the HTTP route is under. */
@@ -260,6 +270,9 @@ export class Agent {
     const { signal } = this.controller;
     let failures = 0;
     while (!signal.aborted) {
+      // Wake-ups from now on ask for a pass after this one: this one reads the assigner's answer as it is now.
+      this.woken = false;
+      this.passStartedAt = performance.now();
       try {
         await this.reconcile();
         failures = 0;
@@ -272,15 +285,13 @@ export class Agent {
       // After failures, quick retries at first (a blip), growing to four intervals: a fleet asks a failing assigner
       // less often than a healthy one (a cap of one interval made it ask twice as often, with a mean of half of it).
       const wait = failures > 0 ? backoffDelay(failures, { baseMs: Math.min(1000, this.interval), maxMs: this.options.maxBackoffMs ?? 4 * this.interval }) : Math.random() * 2 * this.interval;
-      await this.sleepOrWake(wait);
+      if (await this.sleepOrWake(wait)) await this.keepWakeGap();
     }
   }
 
-  private async sleepOrWake(ms: number): Promise<void> {
-    if (this.woken) {
-      this.woken = false;
-      return;
-    }
+  /** Sleeps `ms`; true if a wake-up ended it (or came during the pass), false if the time passed or the agent stops. */
+  private async sleepOrWake(ms: number): Promise<boolean> {
+    if (this.woken) return true;
     // A listener on the agent's signal, removed after, not AbortSignal.any with it (see withPassSignal).
     const woken = new AbortController();
     const wake = () => woken.abort();
@@ -293,8 +304,14 @@ export class Agent {
     } finally {
       this.controller.signal.removeEventListener("abort", wake);
       this.wake = undefined;
-      this.woken = false;
     }
+    return woken.signal.aborted && !this.controller.signal.aborted;
+  }
+
+  /** Waits out what is left of minWakeGapMs since the last pass started (wake-ups meanwhile make no more passes than this one). */
+  private async keepWakeGap(): Promise<void> {
+    const left = this.passStartedAt + (this.options.minWakeGapMs ?? 250) - performance.now();
+    if (left > 0) await sleep(left, this.controller.signal).catch(() => undefined);
   }
 
   /** Reconciles as soon as possible: now if sleeping, else right after the current pass. */

@@ -55,7 +55,7 @@ interface Running {
 /** An agent for `hostId` on a memory kernel (shared to model a restart); slow polling, so tests step it with reconcile(). */
 async function runAgent(
   hostId: string,
-  options: { kernel?: MemoryKernel; stateDir?: string; assigner?: string; nats?: boolean | string; natsRetryMs?: number; dryRun?: boolean; ifaces?: string[]; mirrors?: string[]; requestTimeoutMs?: number; fetchRetryMs?: number; pullTimeoutMs?: number; datapath?: MemoryDatapath } = {},
+  options: { kernel?: MemoryKernel; stateDir?: string; assigner?: string; nats?: boolean | string; natsRetryMs?: number; dryRun?: boolean; ifaces?: string[]; mirrors?: string[]; requestTimeoutMs?: number; fetchRetryMs?: number; pullTimeoutMs?: number; minWakeGapMs?: number; datapath?: MemoryDatapath } = {},
 ): Promise<Running> {
   const datapath = options.datapath ?? new MemoryDatapath(options.kernel ? { kernel: options.kernel } : { interfaces: ["lo", "eth0", "eth1"] });
   const events: StepReport[] = [];
@@ -79,6 +79,7 @@ async function runAgent(
     ...(options.requestTimeoutMs ? { requestTimeoutMs: options.requestTimeoutMs } : {}),
     ...(options.fetchRetryMs ? { fetchRetryMs: options.fetchRetryMs } : {}),
     ...(options.pullTimeoutMs ? { pullTimeoutMs: options.pullTimeoutMs } : {}),
+    ...(options.minWakeGapMs ? { minWakeGapMs: options.minWakeGapMs } : {}),
   });
   await agent.start();
   return { agent, datapath, events, logs, stateDir };
@@ -441,6 +442,35 @@ describe("enforcement", () => {
     await second.agent.reconcile();
     expect((await filters(second.datapath)).filter((f) => f.startsWith("wg0")), "the tunnel").toEqual([]);
     expect(second.logs.filter((l) => l.startsWith("interface wg0 carries no Ethernet frames")), second.logs.join("\n")).toHaveLength(1);
+  });
+
+  it("a flood of NATS wake-ups brings a pass at most every minWakeGapMs, not one after another, and is still acted on", async () => {
+    const gap = 400;
+    const host = "wake-flood-host";
+    const { logs } = await agentFor(host, { nats: true, assigner: liar.url, minWakeGapMs: gap });
+    const polls = () => liar.paths.filter((p) => p.startsWith(`/artifacts/for-host/${host}`)).length;
+    await until("NATS connected", () => logs.some((l) => l.startsWith("NATS connected")));
+    const notifier = await connect({ servers: nats.url });
+    try {
+      const wake = async () => (notifier.publish(`aegis.assignments.${host}`, "{}"), await notifier.flush());
+      // The subscription is made after the connection: wake until a pass answers, so the flood below meets it.
+      const before = polls();
+      await until("a wake-up acted on", async () => (await wake(), polls() > before));
+      const start = performance.now();
+      const first = polls();
+      while (performance.now() - start < 4 * gap) {
+        await wake();
+        await new Promise((r) => setTimeout(r, 2));
+      }
+      // Passes brought forward by the flood start at least `gap` apart (a pass may start up to a gap after the last wake-up).
+      await new Promise((r) => setTimeout(r, gap + 100));
+      const span = performance.now() - start;
+      const made = polls() - first;
+      expect(made, `passes during a flood of ${Math.round(span)} ms`).toBeLessThanOrEqual(Math.floor(span / gap) + 1);
+      expect(made, "the flood still wakes the agent").toBeGreaterThan(0);
+    } finally {
+      await notifier.close();
+    }
   });
 
   it("never logs the NATS URL's user and password", async () => {
