@@ -231,7 +231,7 @@ export async function pullBundle(src: ReadOnlyTarget, reference: string, cache: 
 }
 
 /** Layers below this size load the policy checks' code while the registry answers (whileWaiting); larger ones after the download. */
-const PRELOAD_BELOW = 8 * 1024 * 1024;
+export const PRELOAD_BELOW = 8 * 1024 * 1024;
 
 /**
  * Once the small layer's request is on its way (setImmediate: after the

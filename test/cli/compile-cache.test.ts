@@ -9,10 +9,13 @@
 // written) changes more than speed. Needs root (chown, a uid with no passwd
 // entry), as CI runs it.
 import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { chmodSync, chownSync, cpSync, existsSync, linkSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { encodeBundle } from "../../bundle/index.js";
+import { testPolicy } from "../harness/policy.js";
 import { aegis, AEGIS, type CliResult } from "./run.js";
 
 const RUNTIME = `${process.version}-v8-${process.versions.v8}-${process.arch}`;
@@ -73,14 +76,20 @@ function copyOfCli(version: string, mtime: Date): string {
   return join(dir, "aegis.cjs");
 }
 
+/** A bundle whose layer is 9 MiB, at least bundle/transfer.ts's PRELOAD_BELOW: its pull turns TurboFan off as the layer starts, and loads the policy code once it is in. */
+async function largeBundle(): Promise<string> {
+  const file = join(work, "large.tar.zst");
+  if (!existsSync(file)) writeFileSync(file, await encodeBundle({ policy: testPolicy("large"), program: randomBytes(9 * 1024 * 1024) }));
+  return file;
+}
+
 describe("compile cache", () => {
-  it("a command's first successful run caches the files it loads, and later runs read them and rewrite none, for commands that change V8 flags (pull) or not", async () => {
+  it("a command's first successful run caches the files it loads, and later runs read them and rewrite none, for commands that change V8 flags (a large pull) or not", async () => {
     const cache = fresh("cache");
     const env = { AEGIS_COMPILE_CACHE: cache, AEGIS_CACHE_DIR: fresh("oci-cache") };
-    const bundle = join(work, "bundle.tar.zst");
     const layout = fresh("layout");
-    expect((await aegis(["policy", "build", "policies/block-icmp-8888", "-o", bundle], env)).code, "policy build").toBe(0);
-    expect((await aegis(["push", bundle, `oci:${layout}:1`], env)).code, "push").toBe(0);
+    expect((await aegis(["policy", "build", "policies/block-icmp-8888", "-o", join(work, "bundle.tar.zst")], env)).code, "policy build").toBe(0);
+    expect((await aegis(["push", await largeBundle(), `oci:${layout}:1`], env)).code, "push").toBe(0);
     const pulled = join(work, "pulled");
     for (const [command, args] of [
       ["_", ["--version"]],
@@ -99,23 +108,41 @@ describe("compile cache", () => {
     expect(statSync(mainCache(join(cache, RUNTIME, "pull"))).mode & 0o777, "a cache file is its user's alone").toBe(0o600);
   });
 
-  it("a pull caches the files it loads before it turns TurboFan off, not those after", async () => {
-    // What the pull loads, from require.cache at exit; NODE_OPTIONS also gives the run a runtime folder of its own.
+  it("a pull of a large layer caches the files it loads before it turns TurboFan off, not those after; a small one changes no flag and caches its policy code too", async () => {
+    // What a pull loads (require.cache at exit) and the V8 flags it sets; NODE_OPTIONS also gives the run a runtime folder of its own.
     const recorder = join(work, "recorder.cjs");
     const loaded = fresh("loaded");
-    writeFileSync(recorder, `process.on("exit", () => require("node:fs").writeFileSync(${JSON.stringify(loaded)}, Object.keys(require.cache).join("\\n")));\n`);
-    const cache = fresh("cache");
+    writeFileSync(
+      recorder,
+      [
+        `const v8 = require("node:v8"), set = v8.setFlagsFromString, flags = [];`,
+        `v8.setFlagsFromString = (flag) => (flags.push(flag), set(flag));`,
+        `process.on("exit", () => require("node:fs").writeFileSync(${JSON.stringify(loaded)}, JSON.stringify({ files: Object.keys(require.cache), flags })));`,
+      ].join("\n"),
+    );
     const layout = fresh("layout");
-    const env = { AEGIS_COMPILE_CACHE: cache, AEGIS_CACHE_DIR: fresh("oci-cache"), NODE_OPTIONS: `--require ${recorder}` };
-    expect((await aegis(["push", "policies/block-icmp-8888", `oci:${layout}:1`], env)).code, "push").toBe(0);
-    expect((await aegis(["pull", `oci:${layout}:1`, "-o", fresh("pulled")], env)).code, "pull").toBe(0);
-    const files = readFileSync(loaded, "utf8").split("\n").filter((path) => dirname(path) === dirname(AEGIS) && !path.endsWith("/aegis.cjs")).map((path) => basename(path).replace(/\.cjs$/, ""));
-    const [runtime] = readdirSync(cache).filter((name) => name !== ".swept");
-    const cached = readdirSync(join(cache, runtime!, "pull")).map((name) => name.replace(/\.\d+\.\d+\.v8$/, ""));
-    expect(files, "the pull loads its command and the policy code").toEqual(expect.arrayContaining([expect.stringMatching(MAIN_NAME), expect.stringMatching(/^policy-/)]));
-    expect(cached, "cached: main, not the policy code (loaded after the flag change)").toEqual(expect.arrayContaining([expect.stringMatching(MAIN_NAME)]));
-    expect(cached.filter((name) => name.startsWith("policy-")), "policy code cached").toEqual([]);
-    expect(cached.filter((name) => !files.includes(name)), "caches of files the pull did not load").toEqual([]);
+    const env = { AEGIS_CACHE_DIR: fresh("oci-cache"), NODE_OPTIONS: `--require ${recorder}` };
+    expect((await aegis(["push", await largeBundle(), `oci:${layout}:large`], env)).code, "push the large bundle").toBe(0);
+    expect((await aegis(["push", "policies/block-icmp-8888", `oci:${layout}:small`], env)).code, "push the small bundle").toBe(0);
+    const pull = async (tag: string) => {
+      const cache = fresh("cache");
+      expect((await aegis(["pull", `oci:${layout}:${tag}`, "-o", fresh("pulled")], { ...env, AEGIS_COMPILE_CACHE: cache })).code, `pull ${tag}`).toBe(0);
+      const run = JSON.parse(readFileSync(loaded, "utf8")) as { files: string[]; flags: string[] };
+      const files = run.files.filter((path) => dirname(path) === dirname(AEGIS) && !path.endsWith("/aegis.cjs")).map((path) => basename(path).replace(/\.cjs$/, ""));
+      const [runtime] = readdirSync(cache).filter((name) => name !== ".swept");
+      const cached = readdirSync(join(cache, runtime!, "pull")).map((name) => name.replace(/\.\d+\.\d+\.v8$/, ""));
+      expect(files, `${tag}: the pull loads its command and the policy code`).toEqual(expect.arrayContaining([expect.stringMatching(MAIN_NAME), expect.stringMatching(/^policy-/)]));
+      expect(cached.filter((name) => !files.includes(name)), `${tag}: caches of files the pull did not load`).toEqual([]);
+      return { files, cached, flags: run.flags };
+    };
+    const big = await pull("large");
+    expect(big.flags[0], "large: the first flag set").toBe("--no-turbofan");
+    expect(big.cached, "large: main cached").toEqual(expect.arrayContaining([expect.stringMatching(MAIN_NAME)]));
+    expect(big.cached.filter((name) => name.startsWith("policy-")), "large: the policy code (loaded after the flag change) cached").toEqual([]);
+    const small = await pull("small");
+    expect(small.flags, "small: flags set").toEqual([]);
+    expect(small.cached.filter((name) => name.startsWith("policy-")), "small: the policy code cached").toHaveLength(1);
+    expect(small.cached, "small: what the large pull cached, cached too").toEqual(expect.arrayContaining(big.cached));
   });
 
   it("a run that fails, or only prints help, makes no cache; node options get a folder of their own", async () => {
