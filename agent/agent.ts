@@ -271,6 +271,7 @@ export class Agent {
     let failures = 0;
     while (!signal.aborted) {
       // Wake-ups from now on ask for a pass after this one: this one reads the assigner's answer as it is now.
+      // (Queued behind a reconcile() a test called, the pass starts later: the gap is counted from here.)
       this.woken = false;
       this.passStartedAt = performance.now();
       try {
@@ -285,7 +286,10 @@ export class Agent {
       // After failures, quick retries at first (a blip), growing to four intervals: a fleet asks a failing assigner
       // less often than a healthy one (a cap of one interval made it ask twice as often, with a mean of half of it).
       const wait = failures > 0 ? backoffDelay(failures, { baseMs: Math.min(1000, this.interval), maxMs: this.options.maxBackoffMs ?? 4 * this.interval }) : Math.random() * 2 * this.interval;
-      if (await this.sleepOrWake(wait)) await this.keepWakeGap();
+      // After a failed pass the backoff is waited out whatever wakes the agent, so a flood of wake-ups has a failing
+      // assigner asked no more often (a wake-up meanwhile is not lost: the next pass asks for the set anyway).
+      if (failures > 0) await sleep(wait, signal).catch(() => undefined);
+      else if (await this.sleepOrWake(wait)) await this.keepWakeGap();
     }
   }
 

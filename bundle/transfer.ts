@@ -165,6 +165,11 @@ export async function readPolicyManifest(store: ReadOnlyTarget, desc: Descriptor
   return { manifest: doc, layer };
 }
 
+export interface PullOptions extends CopyOptions {
+  /** Called once the manifest names the policy layer, before a byte of it is read (from the cache or the source). */
+  onLayer?: (layer: Descriptor) => void;
+}
+
 /** Largest policy layer (a tar.zst) fetched: the bundle's decompressed cap plus zstd framing. */
 const MAX_LAYER_SIZE = BUNDLE_LIMITS.maxTotalSize + 64 * 1024;
 
@@ -185,10 +190,11 @@ const MAX_LAYER_SIZE = BUNDLE_LIMITS.maxTotalSize + 64 * 1024;
  * layer is unpacked as it is stored, from the same bytes, which the cache's
  * push verifies. `options.signal` cancels the whole pull.
  */
-export async function pullBundle(src: ReadOnlyTarget, reference: string, cache: Target & Deleter, output: string, options: CopyOptions = {}): Promise<PulledArtifact> {
-  const { signal } = options;
+export async function pullBundle(src: ReadOnlyTarget, reference: string, cache: Target & Deleter, output: string, options: PullOptions = {}): Promise<PulledArtifact> {
+  const { signal, onLayer } = options;
   const desc = await src.resolve(reference, { signal });
   const { manifest, layer } = await readPolicyManifest(src, desc, { signal });
+  onLayer?.(layer);
   const where = `${src.name}@${desc.digest}`;
   await mkdir(output, { recursive: true });
   const attempt = async <T extends Unpacked | undefined>(unpack: (dir: string) => Promise<T>): Promise<T> => {

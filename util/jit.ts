@@ -14,8 +14,9 @@
 // setting it as a step starts is in time. movingBytes() is called once the
 // command's modules are loaded, just before its transfer (a copy: as its
 // first blob starts to stream, so one that only mounts never loads node:v8; a
-// pull: as a blob of bundle/transfer.ts's PRELOAD_BELOW or more starts, so a
-// small one keeps its flags and the compile cache for the policy code):
+// pull: once its manifest names a layer of bundle/transfer.ts's PRELOAD_BELOW
+// or more, so a smaller one keeps TurboFan, and the compile cache for the
+// policy code):
 // after a flag change V8 refuses the code cache that Node's own modules
 // (crypto, http) ship with, its flag hash no longer matching, and compiles
 // each one loaded later from source (~40 million instructions of a 1 MiB

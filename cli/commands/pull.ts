@@ -1,6 +1,5 @@
 // `aegis pull`. The registry and bundle code load when the command runs (cli/main.ts).
 import type { Command } from "commander";
-import type { CopyEvent } from "../../registry/index.js";
 import { InputError } from "../../errors.js";
 import { env, userCache } from "../env.js";
 import { addRegistryOptions, addTrustOptions, repositoryOptions, type GlobalOptions, type TrustOptions } from "../options.js";
@@ -39,17 +38,17 @@ export function registerPull(program: Command): void {
     const { digest } = await resolved;
     const checked = await checkSignatureIfPinned(src.target, digest, options);
     const progress = startProgress("pulling", options);
-    // TurboFan goes off once a blob the size of a large layer starts to stream (util/jit.ts). A smaller pull keeps
-    // it, so the policy checks' code, which loads while its layer downloads (bundle/transfer.ts), compiles from the
-    // compile cache, made under the flags the process started with: a 1 MiB pull took ~14 ms less, and peaks
-    // ~4 MiB higher (~59 MiB) for what TurboFan compiles meanwhile.
-    const onEvent = (event: CopyEvent) => {
-      if (event.kind === "start" && event.desc.size >= PRELOAD_BELOW) movingBytes();
-      progress.onEvent?.(event);
+    // TurboFan goes off for a large layer (util/jit.ts), fetched or read from the pull cache. A smaller one keeps
+    // it, so the policy checks' code, which loads as its layer starts to download (bundle/transfer.ts), compiles
+    // from the compile cache, made under the flags the process started with (a layer of 1 MiB or more still
+    // sets --expose-gc as it streams, util/spent-buffers.ts, by when that code has usually loaded): a 1 MiB pull
+    // took ~14 ms less, and peaks ~4 MiB higher (~59 MiB) for what TurboFan compiles meanwhile.
+    const onLayer = (layer: { size: number }) => {
+      if (layer.size >= PRELOAD_BELOW) movingBytes();
     };
     // Streamed into a temp dir beside the files and moved into place once verified (bundle/transfer.ts);
     // Ctrl-C from here undoes what was written (until here nothing is).
-    const pulled = await interruptibly((signal) => pullBundle(src.target, digest, new OciLayoutTarget(cacheDir()), options.output, { onEvent, signal }));
+    const pulled = await interruptibly((signal) => pullBundle(src.target, digest, new OciLayoutTarget(cacheDir()), options.output, { onEvent: progress.onEvent, onLayer, signal }));
     progress.finish();
     const { policy } = pulled;
     report(options, `pulled ${policy.name} ${policy.version} ${pulled.manifest.digest} → ${options.output} (${checked.summary})`, {

@@ -473,6 +473,36 @@ describe("enforcement", () => {
     }
   });
 
+  it("wake-ups do not cut a failure backoff short: a failing assigner is asked no more often for a flood of them", async () => {
+    let asked = 0;
+    const failing = createServer((_req, res) => {
+      asked++;
+      res.writeHead(503, { "content-type": "application/json" }).end(JSON.stringify({ error: "down for the test", code: "UNAVAILABLE" }));
+    });
+    await new Promise<void>((resolve) => failing.listen(0, "127.0.0.1", resolve));
+    const host = "wake-backoff-host";
+    try {
+      const { logs } = await agentFor(host, { nats: true, assigner: `http://127.0.0.1:${(failing.address() as AddressInfo).port}`, minWakeGapMs: 50 });
+      await until("NATS connected and the first pass failed", () => logs.some((l) => l.startsWith("NATS connected")) && asked > 0);
+      const notifier = await connect({ servers: nats.url });
+      try {
+        const before = asked;
+        const start = performance.now();
+        while (performance.now() - start < 3_000) {
+          notifier.publish(`aegis.assignments.${host}`, "{}");
+          await notifier.flush();
+          await new Promise((r) => setTimeout(r, 2));
+        }
+        // Backoffs of up to 1, 2, 4, 8 … s (full jitter) leave room for a few passes in 3 s; the 50 ms gap alone, 60.
+        expect(asked - before, "passes (each one request) during 3 s of wake-ups").toBeLessThanOrEqual(7);
+      } finally {
+        await notifier.close();
+      }
+    } finally {
+      await new Promise((resolve) => (failing.close(resolve), failing.closeAllConnections()));
+    }
+  });
+
   it("never logs the NATS URL's user and password", async () => {
     // The test's nats-server has no authorization: it takes the connection whatever the credentials.
     const { logs } = await agentFor("nats-secret-host", { nats: nats.url.replace("nats://", "nats://aegis:s3cret-word@") });

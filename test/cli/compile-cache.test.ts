@@ -137,6 +137,7 @@ describe("compile cache", () => {
     };
     const big = await pull("large");
     expect(big.flags[0], "large: the first flag set").toBe("--no-turbofan");
+    expect((await pull("large")).flags[0], "large, read from the pull cache: the first flag set").toBe("--no-turbofan");
     expect(big.cached, "large: main cached").toEqual(expect.arrayContaining([expect.stringMatching(MAIN_NAME)]));
     expect(big.cached.filter((name) => name.startsWith("policy-")), "large: the policy code (loaded after the flag change) cached").toEqual([]);
     const small = await pull("small");
