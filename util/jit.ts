@@ -12,20 +12,21 @@
 //
 // V8 reads the flag each time it decides whether to optimize a function, so
 // setting it as a step starts is in time. movingBytes() is called once the
-// command's modules are loaded, just before its transfer (a copy: as its
-// first blob starts to stream, so one that only mounts never loads node:v8; a
-// pull: once its manifest names a layer of bundle/transfer.ts's PRELOAD_BELOW
-// or more, so a smaller one keeps TurboFan, and the compile cache for the
-// policy code):
-// after a flag change V8 refuses the code cache that Node's own modules
-// (crypto, http) ship with, its flag hash no longer matching, and compiles
-// each one loaded later from source (~40 million instructions of a 1 MiB
-// pull, by callgrind). Node's own module loader may have made a function hot
-// enough for TurboFan by then: where the bundle is installed decides (its path
-// work, not its length alone), and a pull from /usr/local/lib/node_modules
-// then peaks ~3.5 MiB higher, the compiler's code paged in. Turning TurboFan
-// off before loading would cost more than that is worth: a 1 MiB pull took
-// ~15 ms longer, a copy ~35 ms, their builtins compiled without a cache.
+// command's modules are loaded, just before its transfer: after a flag change
+// V8 refuses the code cache that Node's own modules (crypto, http) ship with,
+// its flag hash no longer matching, and compiles each one loaded later from
+// source (~40 million instructions of a 1 MiB pull, by callgrind). A copy
+// calls it as its first blob starts to stream, so one that only mounts never
+// loads node:v8; a pull once its manifest names a layer of
+// bundle/transfer.ts's PRELOAD_BELOW or more, so a smaller one keeps TurboFan,
+// and the compile cache for its policy code.
+//
+// Node's own module loader may have made a function hot enough for TurboFan
+// by then: where the bundle is installed decides (its path work, not its
+// length alone), and a pull from /usr/local/lib/node_modules then peaks
+// ~3.5 MiB higher, the compiler's code paged in. Turning TurboFan off before
+// loading would cost more than that is worth: a 1 MiB pull took ~15 ms
+// longer, a copy ~35 ms, their builtins compiled without a cache.
 // https://v8.dev/docs/turbofan
 
 import { setV8Flag } from "./v8-flags.js";
