@@ -9,7 +9,7 @@ import { pipeline } from "node:stream/promises";
 import { atomicWrite, openRegular, openWriteStream, readRegular, removeStaleTemps, sleep } from "../util/index.js";
 import { RegistryError } from "./errors.js";
 import { checkDigest, DigestingStream, isDigest, readAll, verifyStream } from "./digest.js";
-import { Annotation, isManifestType, MAX_MANIFEST_SIZE, MediaType, type Descriptor, type Index } from "./oci.js";
+import { Annotation, isManifestType, MAX_MANIFEST_SIZE, MediaType, parseManifest, type Descriptor, type Index } from "./oci.js";
 import { addFallbackReferrer, fallbackReferrers } from "./referrers.js";
 import type { AbortOptions, Deleter, Ingested, Target } from "./storage.js";
 
@@ -261,9 +261,9 @@ export class OciLayoutTarget implements Target, Deleter {
 
   private async readIndex(): Promise<Index> {
     const path = join(this.dir, "index.json");
-    let text: string;
+    let bytes: Buffer;
     try {
-      text = (await readRegular(path, MAX_INDEX_SIZE)).toString("utf8");
+      bytes = await readRegular(path, MAX_INDEX_SIZE);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === "ENOENT") return emptyIndex();
@@ -271,13 +271,20 @@ export class OciLayoutTarget implements Target, Deleter {
       if (code === "EINVAL") throw new RegistryError("INVALID_MANIFEST", (err as Error).message, { cause: err });
       throw err;
     }
+    // index.json is an image index (image-layout spec; skopeo, oras and crane write schemaVersion 2, as
+    // emptyIndex does): parseManifest checks that each entry is a descriptor, which resolve and tags rely on.
+    let index: Index;
     try {
-      const index = JSON.parse(text) as Index;
-      if (!Array.isArray(index.manifests)) throw new Error("no manifests list");
-      return index;
+      index = parseManifest(bytes, MediaType.ImageIndex) as Index;
     } catch (err) {
-      throw new RegistryError("INVALID_MANIFEST", `${join(this.dir, "index.json")} is not a valid image index`, { cause: err });
+      // Its message only, not its cause: V8's JSON.parse message quotes the file's first bytes, and index.json
+      // may be a link to any file the reader can open (a planted one could carry a secret into the logs).
+      throw new RegistryError("INVALID_MANIFEST", `${path} is not a valid image index: ${(err as Error).message}`);
     }
+    // A descriptor's annotations are not checked by parseManifest; ref.name here is a tag, which must be a string.
+    const bad = index.manifests.findIndex((m) => !hasStringRefName(m.annotations));
+    if (bad >= 0) throw new RegistryError("INVALID_MANIFEST", `${path} is not a valid image index: manifests[${bad}] annotations are not an object with a string ${Annotation.RefName}`);
+    return index;
   }
 
   /** Read-modify-write of index.json, atomic (atomicWrite) and serialized. */
@@ -307,6 +314,14 @@ const TEMP_PREFIX = ".tmp-";
 
 function emptyIndex(): Index {
   return { schemaVersion: 2, mediaType: MediaType.ImageIndex, manifests: [] };
+}
+
+/** Whether `annotations`, when present, is an object whose ref.name, when present, is a string. */
+function hasStringRefName(annotations: unknown): boolean {
+  if (annotations === undefined) return true;
+  if (typeof annotations !== "object" || annotations === null || Array.isArray(annotations)) return false;
+  const ref = (annotations as Record<string, unknown>)[Annotation.RefName];
+  return ref === undefined || typeof ref === "string";
 }
 
 function plain(desc: Descriptor): Descriptor {

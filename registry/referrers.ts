@@ -59,19 +59,27 @@ export async function addFallbackReferrer(store: TagStore, subject: Descriptor, 
   await store.tag(referrer, referrerMarkTag(subject, referrer));
   const prefix = `${referrersTag(subject)}.`;
   const known = new Map<string, Descriptor>([[referrer.digest, referrer]]);
+  // What each mark resolved to (undefined: nothing yet), kept across attempts:
+  // a store whose index writes never stick would otherwise have every mark (up
+  // to a tag list's 100,000) resolved again on each of the 100 attempts.
+  const resolved = new Map<string, Descriptor | undefined>();
+  const resolveMark = async (mark: string): Promise<Descriptor | undefined> => {
+    const found = await store.resolve(mark).catch((err: unknown) => {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    });
+    resolved.set(mark, found);
+    return found;
+  };
   for (let attempt = 0; attempt < 100; attempt++) {
     const manifests = (await readFallbackIndex(store, subject)) ?? [];
     const present = new Set(manifests.map((d) => d.digest));
-    const marks = (await store.tags()).filter((t) => t.startsWith(prefix) && t.endsWith(".ref"));
+    // A mark names its referrer by the first 128 bits of its digest: one already indexed needs no resolve.
+    const indexed = new Set(manifests.map((d) => referrerMarkTag(subject, d)));
+    const marks = (await store.tags()).filter((t) => t.startsWith(prefix) && t.endsWith(".ref") && !indexed.has(t));
     const missing: Descriptor[] = [];
-    for (const mark of marks) {
-      // A registry may list a tag whose write is still under way; its writer
-      // has yet to run this loop and will index it then.
-      const desc = await store.resolve(mark).catch((err: unknown) => {
-        if (isNotFound(err)) return undefined;
-        throw err;
-      });
-      if (!desc || present.has(desc.digest)) continue;
+    const add = async (desc: Descriptor | undefined): Promise<void> => {
+      if (!desc || present.has(desc.digest)) return;
       let entry = known.get(desc.digest);
       if (!entry) {
         const doc = parseManifest(await readAll(await store.fetch(desc), MAX_MANIFEST_SIZE, `referrer ${desc.digest}`), desc.mediaType);
@@ -79,7 +87,20 @@ export async function addFallbackReferrer(store: TagStore, subject: Descriptor, 
         known.set(desc.digest, entry);
       }
       missing.push(entry);
+    };
+    const absentBefore: string[] = [];
+    for (const mark of marks) {
+      if (!resolved.has(mark)) await add(await resolveMark(mark));
+      else if (resolved.get(mark)) await add(resolved.get(mark));
+      else absentBefore.push(mark);
     }
+    // A registry may list a tag whose write is still under way; its writer
+    // has yet to run this loop and will index it then. That holds only for a
+    // mark still absent after our last write (a writer that began earlier may
+    // have finished before a stale write of ours dropped its entry), so a mark
+    // absent in an earlier attempt is asked again by the check that would end
+    // the call, and only by it.
+    if (missing.length === 0) for (const mark of absentBefore) await add(await resolveMark(mark));
     if (missing.length === 0) return;
     const next: Index = { schemaVersion: 2, mediaType: MediaType.ImageIndex, manifests: [...manifests, ...missing] };
     const bytes = encodeJson(next);

@@ -212,9 +212,7 @@ export class RegistryClient {
     const url = new URL(realm);
     if (service) url.searchParams.set("service", service);
     for (const scope of scopes) url.searchParams.append("scope", scope);
-    if (url.protocol === "http:" && !isLoopback(url.host) && !this.baseUrl.startsWith("http:")) {
-      throw new RegistryError("INSECURE", `refusing to send credentials to plain-HTTP token realm ${realm}`);
-    }
+    this.checkRealm(url, realm);
     let res: Response;
     try {
       res = await sendRequest(url, { method: "GET", headers: this.credentials ? { authorization: basic(this.credentials) } : {}, timeoutMs: this.timeoutMs, signal });
@@ -237,6 +235,24 @@ export class RegistryClient {
     const lifetime = (body.expires_in ?? 60) * 1000;
     setBounded(this.tokens, key, { token, expires: Date.now() + Math.max(lifetime - 10_000, lifetime / 2) }, MAX_TOKENS);
     return token;
+  }
+
+  /**
+   * Refuses a token realm the credentials must not go to. Over https the
+   * challenge is the registry's word: its realm may be another https origin
+   * (Docker Hub's token server is another host), or plain http on loopback.
+   * Over plain http the challenge is anyone's word on the path, so the realm
+   * must be the registry's own origin, or loopback when the registry is too
+   * (both on this machine, with no path between: a test registry's token
+   * server has a port of its own).
+   */
+  private checkRealm(url: URL, realm: string): void {
+    const base = new URL(this.baseUrl);
+    if (base.protocol === "http:") {
+      if (url.origin === base.origin || (isLoopback(base.host) && isLoopback(url.host))) return;
+      throw new RegistryError("INSECURE", `refusing to send credentials to token realm ${realm}: registry ${this.registry} is reached over plain HTTP, where a challenge naming another origin may come from anyone on the path`);
+    }
+    if (url.protocol === "http:" && !isLoopback(url.host)) throw new RegistryError("INSECURE", `refusing to send credentials to plain-HTTP token realm ${realm}`);
   }
 
   /**

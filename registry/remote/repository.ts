@@ -6,6 +6,7 @@ import { RegistryError } from "../errors.js";
 import { checkDigest, descriptorFor, DigestingStream, HeldBytes, isDigest, readAll, verifyBytes, verifyStream } from "../digest.js";
 import { emptyConfigBytes } from "../empty.js";
 import { EMPTY_CONFIG, isManifestType, MANIFEST_MEDIA_TYPES, MAX_MANIFEST_SIZE, MediaType, referrerEntries, type Descriptor } from "../oci.js";
+import { isTag } from "../reference.js";
 import { addFallbackReferrer, fallbackReferrers } from "../referrers.js";
 import type { AbortOptions, Ingested, Mounter, ReadOnlyTarget, ReferencePusher, Target } from "../storage.js";
 import { RegistryClient, type ClientOptions, type Response } from "./client.js";
@@ -451,9 +452,14 @@ export class RemoteRepository implements Target, Mounter, ReferencePusher {
         if (error.code === "NAME_UNKNOWN" && all.length === 0) return [];
         throw error;
       }
-      const body = parseJson<{ tags?: string[] | null }>(await readAll(res.body, MAX_MANIFEST_SIZE, "tags list"), `${this.name} tags list`);
-      all.push(...(Array.isArray(body.tags) ? body.tags.filter((t) => typeof t === "string") : []));
-      if (all.length > this.maxTags) throw new RegistryError("SIZE_LIMIT", `${this.name}: tag list has more than ${this.maxTags} tags`);
+      const body = parseJson<{ tags?: unknown }>(await readAll(res.body, MAX_MANIFEST_SIZE, "tags list"), `${this.name} tags list`);
+      const page: unknown[] = Array.isArray(body.tags) ? body.tags : [];
+      // Counted before any is kept: a page is up to 4 MiB, some 10^6 short names.
+      if (all.length + page.length > this.maxTags) throw new RegistryError("SIZE_LIMIT", `${this.name}: tag list has more than ${this.maxTags} tags`);
+      // An entry that is not a tag (not a string, or outside the tag grammar, such as a 4 MiB "name") is skipped, as
+      // a malformed referrers entry is: it names nothing a reference could select, and would only be kept in memory.
+      // One by one, not push(...page): spreading ~10^5 arguments overflows the call stack.
+      for (const tag of page) if (isTag(tag)) all.push(tag);
       // Pagination: Link: </v2/…/tags/list?n=…&last=…>; rel="next"
       const link = String(res.headers.link ?? "");
       url = /<([^>]+)>;\s*rel="?next"?/.exec(link)?.[1];

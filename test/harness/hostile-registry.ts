@@ -1,8 +1,10 @@
 // A registry double that misbehaves on purpose, for the client's defences
 // against hostile or broken registries. It serves manifests and blobs from a
 // store the test fills (any ReadOnlyTarget), and each mode breaks one thing:
-// endless or looping tag pages, a trickling blob, a referrers list with a
-// null entry, a Basic challenge that records what credentials it got. It
+// endless or looping tag pages, one tag page of whatever entries the test
+// gives, a trickling blob, a referrers list with a null entry, a Basic
+// challenge, or a Bearer one naming whatever token realm the test gives,
+// that records what credentials it got. It
 // counts requests in flight so a test can see how many a client opens at once.
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -13,6 +15,8 @@ export interface HostileOptions {
   store?: ReadOnlyTarget;
   /** Tag list pages: "endless" always links a further new page; "loop" links back to the first. */
   tags?: "endless" | "loop";
+  /** The tag list is one page whose "tags" are these entries, as given (huge, not strings, not tags). */
+  tagPage?: unknown[];
   /** Blob GETs send their headers, then one byte every this many ms, forever. */
   trickleMs?: number;
   /** Answer the referrers API, with a null entry before the store's referrers. */
@@ -21,6 +25,8 @@ export interface HostileOptions {
   delayMs?: number;
   /** Challenge for Basic credentials (accepting any) and record the Authorization headers. */
   basicAuth?: boolean;
+  /** Challenge for a Bearer token from this realm (never served here) and record the Authorization headers. */
+  bearerRealm?: string;
 }
 
 export interface HostileRegistry {
@@ -28,7 +34,7 @@ export interface HostileRegistry {
   url: string;
   /** Requests seen, as "METHOD /path?query". */
   requests: string[];
-  /** Authorization headers received (basicAuth mode). */
+  /** Authorization headers received (basicAuth and bearerRealm modes). */
   authorizations: string[];
   /** Most requests in flight at once. */
   maxInFlight: number;
@@ -45,8 +51,9 @@ export async function startHostileRegistry(options: HostileOptions = {}): Promis
   const handle = async (req: IncomingMessage, res: ServerResponse) => {
     const url = new URL(req.url ?? "/", "http://x");
     state.requests.push(`${req.method} ${url.pathname}${url.search}`);
-    if (options.basicAuth) {
-      if (!req.headers.authorization) return send(res, 401, "", { "www-authenticate": 'Basic realm="hostile"' });
+    if (options.basicAuth || options.bearerRealm) {
+      const challenge = options.bearerRealm ? `Bearer realm="${options.bearerRealm}",service="hostile"` : 'Basic realm="hostile"';
+      if (!req.headers.authorization) return send(res, 401, "", { "www-authenticate": challenge });
       state.authorizations.push(req.headers.authorization);
     }
     if (url.pathname === "/v2/") return send(res, 200, "{}");
@@ -77,6 +84,7 @@ export async function startHostileRegistry(options: HostileOptions = {}): Promis
   };
 
   const tagsPage = (res: ServerResponse, repo: string, url: URL) => {
+    if (options.tagPage) return send(res, 200, JSON.stringify({ name: repo, tags: options.tagPage }), { "content-type": "application/json" });
     const page = Number(url.searchParams.get("last")?.replace("t", "") ?? 0);
     const next = options.tags === "loop" ? `/v2/${repo}/tags/list?n=1000` : `/v2/${repo}/tags/list?n=1000&last=t${page + 1}`;
     const link: Record<string, string> = options.tags ? { link: `<${next}>; rel="next"` } : {};

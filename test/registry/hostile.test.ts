@@ -1,20 +1,23 @@
 // The registry client against a registry double that misbehaves on purpose
-// (test/harness/hostile-registry.ts): credentials stay with their host, tag
-// pages and graphs are bounded, a malformed referrer hides no good signature,
-// and a trickling blob cannot hang a pull.
+// (test/harness/hostile-registry.ts): credentials stay with their host (and
+// its token realm), tag lists, graphs and the fallback referrers index's
+// writes are bounded, a malformed referrer hides no good signature, and a
+// trickling blob cannot hang a pull.
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
-import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, describe, expect, it, vi } from "vitest";
 import { pullBundle } from "../../bundle/index.js";
 import {
+  addFallbackReferrer,
   copy,
   credentialsFromEnvironment,
   descriptorFor,
   EMPTY_CONFIG,
   encodeJson,
+  MAX_MANIFEST_SIZE,
   MediaType,
   MemoryTarget,
   OciLayoutTarget,
@@ -90,6 +93,19 @@ describe("credentials stay with their host", () => {
     expect((await own.resolve("v1")).digest, "the host AEGIS_REGISTRY_HOST names gets them").toBe(manifest.digest);
     expect(evil.authorizations[0]).toBe(`Basic ${Buffer.from("ci:secret").toString("base64")}`);
   });
+
+  it.each(["https://token.invalid/t", "http://token.invalid/t"])(
+    "a registry reached over plain HTTP whose challenge names the token realm %s (another origin, not loopback) is refused before the realm is asked",
+    async (realm) => {
+      const store = new MemoryTarget();
+      const { manifest } = await pushArtifact(store);
+      await store.tag(manifest, "v1");
+      const evil = await hostile({ store, bearerRealm: realm });
+      const repo = new RemoteRepository(evil.host, "steal/me", { credentials: { username: "ci", password: "secret" }, maxAttempts: 1 });
+      await expect(repo.resolve("v1"), `realm ${realm}`).rejects.toMatchObject({ code: "INSECURE", message: expect.stringContaining(`token realm ${realm}`) });
+      expect(evil.authorizations, "Authorization headers the registry received").toEqual([]);
+    },
+  );
 });
 
 describe("tag lists", () => {
@@ -104,6 +120,101 @@ describe("tag lists", () => {
     const looping = await hostile({ tags: "loop" });
     await expect(new RemoteRepository(looping.host, "pages").tags()).rejects.toMatchObject({ code: "HTTP_ERROR", message: expect.stringContaining("loop") });
     expect(looping.requests, "pages read before the loop was seen").toHaveLength(1);
+  });
+
+  it("one page of 150,000 tags (1.4 MB, under the page cap) is refused as over maxTags, not a stack overflow", async () => {
+    const page = Array.from({ length: 150_000 }, (_, i) => `t${i}`);
+    const registry = await hostile({ tagPage: page });
+    await expect(new RemoteRepository(registry.host, "many").tags(), "150,000 tags, default maxTags").rejects.toMatchObject({
+      code: "SIZE_LIMIT",
+      message: expect.stringContaining("more than 100000 tags"),
+    });
+  });
+
+  it("entries that are not tags (a ~4 MiB string, a number, null, a name outside the grammar) are skipped, the tags kept", async () => {
+    const huge = "x".repeat(MAX_MANIFEST_SIZE - 1024);
+    const registry = await hostile({ tagPage: ["v1", huge, 42, null, "-bad", "has space", "v2.0_rc-1"] });
+    expect(await new RemoteRepository(registry.host, "mixed").tags(), "the tags listed").toEqual(["v1", "v2.0_rc-1"]);
+  });
+});
+
+describe("the fallback referrers index", () => {
+  /** The mark addFallbackReferrer tags each referrer with (registry/referrers.ts referrerMarkTag). */
+  const mark = (subject: Descriptor, referrer: Descriptor) => `${referrersTag(subject)}.${referrer.digest.slice(7, 39)}.ref`;
+
+  /** A store that counts resolves by reference, lists `phantoms` as tags that resolve to nothing, and can drop index writes. */
+  class Marks extends MemoryTarget {
+    resolves = new Map<string, number>();
+    phantoms: string[] = [];
+    /** Writes of this tag (a subject's fallback index) do not stick. */
+    dropped: string | undefined;
+    /** Called after each resolve is answered, before the caller has the answer. */
+    afterResolve: (reference: string) => Promise<void> = async () => {};
+    override async resolve(reference: string, options?: AbortOptions): Promise<Descriptor> {
+      this.resolves.set(reference, (this.resolves.get(reference) ?? 0) + 1);
+      try {
+        return await super.resolve(reference, options);
+      } finally {
+        await this.afterResolve(reference);
+      }
+    }
+    override async tag(desc: Descriptor, tag: string): Promise<void> {
+      if (tag !== this.dropped) await super.tag(desc, tag);
+    }
+    override async tags(): Promise<string[]> {
+      return [...(await super.tags()), ...this.phantoms];
+    }
+  }
+
+  afterEach(() => {
+    vi.restoreAllMocks();
+  });
+
+  it("a store whose index writes never stick: 100 attempts, each mark resolved at most once, an indexed one never", async () => {
+    // No waits between attempts (their jitter is Math.random() × 100 ms).
+    vi.spyOn(Math, "random").mockReturnValue(0);
+    const store = new Marks();
+    const { manifest: subject } = await pushArtifact(store);
+    const indexed: Descriptor[] = [];
+    for (let i = 0; i < 5; i++) {
+      const { manifest } = await pushArtifact(store, { subject });
+      await addFallbackReferrer(store, subject, manifest);
+      indexed.push(manifest);
+    }
+    const unindexed: Descriptor[] = [];
+    for (let i = 0; i < 5; i++) {
+      const { manifest } = await pushArtifact(store, { subject });
+      await store.tag(manifest, mark(subject, manifest));
+      unindexed.push(manifest);
+    }
+    store.phantoms = Array.from({ length: 5 }, () => `${referrersTag(subject)}.${randomBytes(16).toString("hex")}.ref`);
+    store.dropped = referrersTag(subject);
+    store.resolves.clear();
+    const { manifest: added } = await pushArtifact(store, { subject });
+    await expect(addFallbackReferrer(store, subject, added), "index writes that never stick").rejects.toMatchObject({ code: "LOCK_TIMEOUT" });
+    expect(store.resolves.get(referrersTag(subject)), "reads of the index (one per attempt)").toBe(100);
+    for (const m of indexed) expect(store.resolves.get(mark(subject, m)), `resolves of the mark of indexed ${m.digest}`).toBeUndefined();
+    for (const m of [...unindexed, added]) expect(store.resolves.get(mark(subject, m)), `resolves of the mark of unindexed ${m.digest}`).toBe(1);
+    for (const phantom of store.phantoms) expect(store.resolves.get(phantom), `resolves of the mark ${phantom} that names nothing`).toBe(1);
+  });
+
+  it("a mark found absent is asked again by the check that would end the call (a stale write of ours may have dropped its referrer)", async () => {
+    vi.spyOn(Math, "random").mockReturnValue(0);
+    const store = new Marks();
+    const { manifest: subject } = await pushArtifact(store);
+    const { manifest: late } = await pushArtifact(store, { subject });
+    const lateMark = mark(subject, late);
+    // Listed while its write is under way: the first resolve finds nothing, and the write lands just after.
+    store.phantoms = [lateMark];
+    store.afterResolve = async (reference) => {
+      if (reference !== lateMark || store.phantoms.length === 0) return;
+      store.phantoms = [];
+      await store.tag(late, lateMark);
+    };
+    const { manifest: added } = await pushArtifact(store, { subject });
+    await addFallbackReferrer(store, subject, added);
+    expect(store.resolves.get(lateMark), "resolves of the late mark (absent, then asked again once)").toBe(2);
+    expect((await store.referrers(subject)).map((d) => d.digest).sort(), "the index").toEqual([added.digest, late.digest].sort());
   });
 });
 

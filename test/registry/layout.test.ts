@@ -1,12 +1,14 @@
 // OciLayoutTarget on a directory someone else may write (an `oci:` path an
 // assigner names): a FIFO or a device where index.json or a blob should be
-// is refused at once, never waited on or read without end.
+// is refused at once, never waited on or read without end, and a malformed
+// index.json is INVALID_MANIFEST, saying what is wrong but not what it holds.
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { OciLayoutTarget } from "../../registry/index.js";
+import { describeError } from "../../errors.js";
+import { MediaType, OciLayoutTarget } from "../../registry/index.js";
 import { pushArtifact } from "./conformance.js";
 
 const dirs: string[] = [];
@@ -45,5 +47,31 @@ describe("OciLayoutTarget on a hostile directory", () => {
     execFileSync("mkfifo", [path]);
     await expect(layout.fetch(layer), "fetch").rejects.toMatchObject({ code: "NOT_FOUND" });
     expect(await layout.exists(layer), "exists").toBe(false);
+  });
+
+  it.each([
+    ["a null entry", [null], "manifests[0] is not a valid descriptor"],
+    ["an entry without a digest", [{ mediaType: MediaType.ImageManifest, size: 2 }], "manifests[0] is not a valid descriptor"],
+    ["a numeric ref.name", [{ mediaType: MediaType.ImageManifest, digest: `sha256:${"a".repeat(64)}`, size: 2, annotations: { "org.opencontainers.image.ref.name": 7 } }], "manifests[0] annotations"],
+    ["annotations that are a list", [{ mediaType: MediaType.ImageManifest, digest: `sha256:${"a".repeat(64)}`, size: 2, annotations: ["v1"] }], "manifests[0] annotations"],
+  ])("index.json with %s is INVALID_MANIFEST from resolve, tags and tag", async (what, manifests, why) => {
+    const dir = layoutDir();
+    const path = join(dir, "index.json");
+    writeFileSync(path, JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ImageIndex, manifests }));
+    const layout = new OciLayoutTarget(dir);
+    const expected = { code: "INVALID_MANIFEST", message: expect.stringContaining(`${path} is not a valid image index: ${why}`) };
+    await expect(layout.resolve("v1"), `resolve, ${what}`).rejects.toMatchObject(expected);
+    await expect(layout.tags(), `tags, ${what}`).rejects.toMatchObject(expected);
+    await expect(layout.tag({ mediaType: MediaType.ImageManifest, digest: `sha256:${"b".repeat(64)}`, size: 2 }, "v1"), `tag, ${what}`).rejects.toMatchObject(expected);
+  });
+
+  it("index.json that is not JSON (a link to a secret, say): INVALID_MANIFEST whose message and causes do not quote it", async () => {
+    const dir = layoutDir();
+    const secret = join(layoutDir(), "secret");
+    writeFileSync(secret, "password=hunter2\n");
+    symlinkSync(secret, join(dir, "index.json"));
+    const err: unknown = await new OciLayoutTarget(dir).tags().catch((e: unknown) => e);
+    expect(err, "the error").toMatchObject({ code: "INVALID_MANIFEST", message: `${join(dir, "index.json")} is not a valid image index: manifest is not valid JSON` });
+    expect(describeError(err), "the error as the CLI and agent show it, causes included").not.toContain("hunter2");
   });
 });
