@@ -6,7 +6,7 @@
 import type { KeyObject } from "node:crypto";
 import { hostname, release } from "node:os";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { AssignerClient, AssignerError, assignmentsSubject, capabilitiesJson, sealTelemetry, telemetrySubject, type ArtifactJson } from "../assigner/api/index.js";
+import { ArtifactJson, AssignerClient, AssignerError, assignmentsSubject, capabilitiesJson, sealTelemetry, telemetrySubject } from "../assigner/api/index.js";
 import { hookName, probeKernelFeatures, type Attachment, type Datapath, type LoadedProgram } from "../ebpf/index.js";
 import { describeError, errorCode } from "../errors.js";
 import type { RepositoryOptions } from "../registry/index.js";
@@ -48,11 +48,13 @@ export interface AgentOptions {
   /** Cap of the backoff after failures (ms); default four poll intervals. */
   maxBackoffMs?: number;
   /**
-   * Least time from one pass's start to the start of a pass that a NATS
+   * Least time from the end of one pass to the start of a pass that a NATS
    * wake-up brings forward (ms); default 250. A flood of wake-ups (a
-   * publisher gone wrong, or hostile) costs a pass per gap, each a poll of
-   * the assigner and a read of the kernel's state, not one after another;
-   * changes a person makes one after another are not held back.
+   * publisher gone wrong, or hostile) leaves the agent idle at least this
+   * long between passes, each a poll of the assigner, a read of the kernel's
+   * state and receipts, however long a pass takes (counted from a pass's
+   * start, passes longer than the gap ran back to back); changes a person
+   * makes one after another are not held back.
    */
   minWakeGapMs?: number;
   /**
@@ -81,6 +83,15 @@ const SEQ_BLOCK = 3600 * 1_000_000;
 const NATS_LIVED_MS = 60_000;
 
 type Assigned = z.infer<typeof ArtifactJson>;
+
+/**
+ * Most artifacts one answer may assign a host. Each new one may cost a fetch
+ * from the registries the answer names (minutes, should they be slow) and
+ * two reports: a lying assigner's list of thousands would keep the agent in
+ * one pass for days and aim its requests wherever the list says. A host
+ * runs a few policies; an answer over this is refused whole.
+ */
+export const MAX_ASSIGNED = 256;
 
 /** A program of the agent's whose pins were lost: tc still runs it at `hooks`. */
 interface Orphan {
@@ -148,8 +159,8 @@ export class Agent {
   private wake: (() => void) | undefined;
   /** A wake-up that came while reconciling: the next sleep ends at once, so no change is missed. */
   private woken = false;
-  /** When the loop's last pass started (performance.now()), for minWakeGapMs. */
-  private passStartedAt = -Infinity;
+  /** When the loop's last pass ended (performance.now()), for minWakeGapMs. */
+  private passEndedAt = -Infinity;
   private queue: Promise<unknown> = Promise.resolve();
   private loop: Promise<void> | undefined;
   /** The registered key, which signs every message, and the uid the HTTP route is under. */
@@ -271,9 +282,7 @@ export class Agent {
     let failures = 0;
     while (!signal.aborted) {
       // Wake-ups from now on ask for a pass after this one: this one reads the assigner's answer as it is now.
-      // (Queued behind a reconcile() a test called, the pass starts later: the gap is counted from here.)
       this.woken = false;
-      this.passStartedAt = performance.now();
       try {
         await this.reconcile();
         failures = 0;
@@ -282,6 +291,7 @@ export class Agent {
         failures++;
         this.log(`reconcile failed [${errorCode(err)}]: ${describeError(err)} (attempt ${failures}, backing off)`);
       }
+      this.passEndedAt = performance.now();
       // Full jitter over [0, 2×interval]: the mean stays the interval and a fleet started together spreads out.
       // After failures, quick retries at first (a blip), growing to four intervals: a fleet asks a failing assigner
       // less often than a healthy one (a cap of one interval made it ask twice as often, with a mean of half of it).
@@ -312,9 +322,9 @@ export class Agent {
     return woken.signal.aborted && !this.controller.signal.aborted;
   }
 
-  /** Waits out what is left of minWakeGapMs since the last pass started (wake-ups meanwhile make no more passes than this one). */
+  /** Waits out what is left of minWakeGapMs since the last pass ended (wake-ups meanwhile make no more passes than this one). */
   private async keepWakeGap(): Promise<void> {
-    const left = this.passStartedAt + (this.options.minWakeGapMs ?? 250) - performance.now();
+    const left = this.passEndedAt + (this.options.minWakeGapMs ?? 250) - performance.now();
     if (left > 0) await sleep(left, this.controller.signal).catch(() => undefined);
   }
 
@@ -459,8 +469,8 @@ export class Agent {
       result = await forHost(await this.assignerClient(true));
     }
     if (!result.notModified) {
-      if (!Array.isArray(result.body?.artifacts)) throw new AgentError("BAD_ASSIGNMENT", `the assigner at ${this.options.assigner} answered the poll without a list of artifacts`);
-      this.assigned = result.body.artifacts;
+      // Refused whole, before its ETag is kept: the last answer stays the assigned set, and the next poll asks again.
+      this.assigned = assignedIn(result.body, this.options.assigner);
       this.etag = result.etag || undefined;
     }
     return this.assigned;
@@ -936,4 +946,19 @@ function withoutCredentials(url: string): string {
   } catch {
     return "the --nats URL (not a URL)";
   }
+}
+
+/** The artifacts a for-host answer assigns, checked: at most MAX_ASSIGNED (counted first), each an artifact as the API describes it. */
+function assignedIn(body: unknown, assigner: string): Assigned[] {
+  const artifacts = (body as { artifacts?: unknown } | undefined)?.artifacts;
+  if (!Array.isArray(artifacts)) throw new AgentError("BAD_ASSIGNMENT", `the assigner at ${assigner} answered the poll without a list of artifacts`);
+  if (artifacts.length > MAX_ASSIGNED) {
+    throw new AgentError("BAD_ASSIGNMENT", `the assigner at ${assigner} assigned ${artifacts.length} artifacts to this host, more than the ${MAX_ASSIGNED} an agent takes`);
+  }
+  const parsed = ArtifactJson.array().safeParse(artifacts);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new AgentError("BAD_ASSIGNMENT", `the assigner at ${assigner} answered the poll with a malformed artifact: artifacts.${issue.path.join(".")}: ${issue.message}`);
+  }
+  return parsed.data;
 }

@@ -3,7 +3,7 @@
 // challenge-response on the agent's Ed25519 key (README "The assigner", and GET /openapi.json).
 import { createHash, createPublicKey, randomBytes, randomUUID, timingSafeEqual, verify } from "node:crypto";
 import type { KernelFeatures } from "../ebpf/index.js";
-import { AssignerError } from "./api/index.js";
+import { AssignerError, NONCE_BYTES } from "./api/index.js";
 import type { AgentRecord, AssignerStore, RegistrationLimits, TokenRecord } from "./store/store.js";
 
 export type Principal = { kind: "admin" } | { kind: "agent"; hostId: string; agentUid: string };
@@ -132,7 +132,7 @@ export class Auth {
       id: randomBytes(16).toString("hex"),
       hostId: input.hostId,
       publicKey: input.publicKey,
-      nonce: randomBytes(32).toString("base64"),
+      nonce: randomBytes(NONCE_BYTES).toString("base64"),
       ...(input.hostname ? { hostname: input.hostname } : {}),
       ...(input.kernel ? { kernel: input.kernel } : {}),
       ...(input.labels ? { labels: input.labels } : {}),

@@ -3,7 +3,7 @@
 // lives under a caller-chosen pin directory on bpffs (the agent uses
 // /sys/fs/bpf/aegis/<digest>/) so it outlives the process that loaded it.
 import { createWriteStream } from "node:fs";
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
+import { lstat, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { Readable } from "node:stream";
@@ -45,7 +45,7 @@ export async function ensureBpffs(): Promise<void> {
 export async function loadObject(object: Buffer, pinDir: string): Promise<Pinned> {
   checkPinDir(pinDir);
   await ensureBpffs();
-  await mkdir(dirname(pinDir), { recursive: true });
+  await securePinRoot(dirname(pinDir));
   try {
     await mkdir(pinDir);
   } catch (err) {
@@ -223,6 +223,22 @@ function hexBytes(bytes: Buffer): string {
 }
 
 /** Refuses a pin directory outside bpffs: bpffs refuses names with dots, and bpftool batch splits lines on spaces. */
+/**
+ * Makes the folder the pins go in (root's alone, 0700) unless it is there,
+ * and refuses one that is not root's alone. bpffs is often mounted 1777
+ * (as `mount -t bpf` leaves it): a user who made the folder first, or who
+ * may write it, could rename the pins in it and swap which program runs
+ * under which digest (an ingress policy's pins to an egress one's).
+ */
+export async function securePinRoot(root: string): Promise<void> {
+  await mkdir(root, { recursive: true, mode: 0o700 });
+  const stat = await lstat(root);
+  if (!stat.isDirectory() || stat.uid !== process.geteuid?.() || (stat.mode & 0o022) !== 0) {
+    const what = stat.isDirectory() ? `owned by uid ${stat.uid} with mode ${(stat.mode & 0o7777).toString(8)}` : "not a folder";
+    throw new EbpfError("INVALID_PIN_PATH", `pin root ${root} is ${what}: pins go only in a folder this user alone may write (remove it, or give it to root with mode 0700)`);
+  }
+}
+
 export function checkPinDir(pinDir: string): void {
   if (!pinDir.startsWith(`${BPFFS}/`) || /[.\s#\\"']/.test(pinDir.slice(BPFFS.length))) {
     throw new EbpfError(

@@ -9,7 +9,7 @@ import { mkdir } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { getSystemErrorName } from "node:util";
-import { checkPinDir, checkProgramName, ensureBpffs, findPinned, unpin, type Pinned } from "./bpftool.js";
+import { checkPinDir, checkProgramName, ensureBpffs, findPinned, securePinRoot, unpin, type Pinned } from "./bpftool.js";
 import { EbpfError, type EbpfErrorCode } from "./errors.js";
 import { COUNTERS_MAP, FILLED_MAPS, type CompiledRules, type MapContents } from "./rules.js";
 
@@ -198,7 +198,7 @@ export async function loadProgramLibbpf(object: Buffer, rules: CompiledRules, pi
     for (const { name, map, contents } of maps) checkMap(b, name, map, contents);
     for (const { name, map, contents } of maps) fillMap(b, name, b.mapFd(map), contents);
 
-    await mkdir(dirname(pinDir), { recursive: true });
+    await securePinRoot(dirname(pinDir));
     await mkdir(pinDir).catch((err: Error) => {
       // Never load over (and on failure, clean up) someone else's pins.
       throw new EbpfError("LOAD_FAILED", `cannot create pin directory ${pinDir}: ${err.message}`, { cause: err });

@@ -28,6 +28,7 @@ import type {
   TelemetryResult,
   SignaturesJson,
 } from "./schemas.js";
+import { NONCE_BYTES } from "./schemas.js";
 
 export type ForHostResult = { notModified: true; etag: string } | { notModified: false; etag: string; body: z.infer<typeof ArtifactList> };
 
@@ -163,7 +164,12 @@ export class AssignerClient {
       ...(options.capabilities ? { capabilities: options.capabilities } : {}),
       ...(options.enrollSecret !== undefined ? { enroll_secret: options.enrollSecret } : {}),
     });
-    const signature = sign(null, Buffer.from(init.nonce, "base64"), privateKey).toString("base64");
+    const nonce = Buffer.from(typeof init.nonce === "string" ? init.nonce : "", "base64");
+    // Anything else could be a message of the agent's that the answer chose for it to sign (NONCE_BYTES).
+    if (nonce.length !== NONCE_BYTES) {
+      throw new AssignerError("BAD_GATEWAY", `the registration nonce from ${this.baseUrl} is ${nonce.length} bytes, not ${NONCE_BYTES}: not signed`);
+    }
+    const signature = sign(null, nonce, privateKey).toString("base64");
     return this.registerComplete({ registration_id: init.registration_id, signature });
   }
 

@@ -28,6 +28,7 @@ export {
   HostAssignmentsJson,
   HostId,
   InForceReceipt,
+  NONCE_BYTES,
   RECEIPT_COUNTERS_MAX,
   ReceiptInterface,
   RegisterArtifactBody,

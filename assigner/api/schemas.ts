@@ -44,6 +44,14 @@ export const RegisterInitBody = z.strictObject({
   enroll_secret: z.string().max(1024).optional().meta({ description: "Required when the assigner has an enrollment secret" }),
 });
 
+/**
+ * Bytes of a registration nonce. The agent's key also signs its telemetry
+ * (api/telemetry.ts), so an agent signs a nonce of this size only: 32 bytes
+ * can never be a TelemetryMessage's JSON, so an assigner (or anyone
+ * answering at its address) cannot have the agent sign a report it chose.
+ */
+export const NONCE_BYTES = 32;
+
 export const RegisterInitResponse = z.object({
   registration_id: z.string(),
   nonce: Base64.meta({ description: "Sign these bytes (base64-decoded) with the agent key; single use, expires" }),

@@ -9,7 +9,7 @@ import { release, tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Agent, basePref, StateDir, type StepReport } from "../../agent/index.js";
+import { Agent, basePref, MAX_ASSIGNED, StateDir, type StepReport } from "../../agent/index.js";
 import { AssignerClient, capabilitiesJson } from "../../assigner/api/index.js";
 import { startAssigner, type RunningAssigner } from "../../assigner/index.js";
 import { buildBundle, pushBundle } from "../../bundle/index.js";
@@ -26,7 +26,17 @@ let assigner: RunningAssigner;
 let admin: AssignerClient;
 let work: string;
 let trust: TrustPolicy;
-let liar: { url: string; server: Server; paths: string[]; checksum?: string; telemetryDown?: boolean; rewrite?: (path: string, body: Buffer) => Buffer; stall?: (path: string) => boolean };
+let liar: {
+  url: string;
+  server: Server;
+  paths: string[];
+  checksum?: string;
+  telemetryDown?: boolean;
+  rewrite?: (path: string, body: Buffer) => Buffer;
+  stall?: (path: string) => boolean;
+  /** Holds an answer this many ms (told on the request's arrival). */
+  delay?: (path: string) => number;
+};
 const ciKey = generateKeyPair("ed25519");
 const otherKey = generateKeyPair("ed25519");
 
@@ -135,6 +145,7 @@ beforeAll(async () => {
     liar.paths.push(decodeURIComponent(req.url!));
     req.on("end", () => {
       if (liar.stall?.(decodeURIComponent(req.url!))) return; // never answers
+      const held = liar.delay?.(decodeURIComponent(req.url!)) ?? 0;
       const headers = Object.fromEntries(Object.entries(req.headers).filter(([k]) => !["host", "content-length", "connection"].includes(k))) as Record<string, string>;
       const body = chunks.length > 0 ? Buffer.concat(chunks) : undefined;
       void fetch(new URL(req.url!, assigner.url), { method: req.method!, headers, ...(body ? { body } : {}) }).then(async (answer) => {
@@ -143,6 +154,7 @@ beforeAll(async () => {
           bytes = Buffer.from(bytes.toString().replace(/"checksum":"sha256-[0-9a-f]{64}"/g, `"checksum":"${liar.checksum}"`));
         }
         if (liar.rewrite && answer.status === 200) bytes = liar.rewrite(decodeURIComponent(req.url!), bytes);
+        if (held > 0) await new Promise((r) => setTimeout(r, held));
         res.writeHead(answer.status, { "content-type": answer.headers.get("content-type") ?? "application/json", ...(answer.headers.get("etag") ? { etag: answer.headers.get("etag")! } : {}) });
         res.end(bytes);
       });
@@ -469,6 +481,34 @@ describe("enforcement", () => {
       expect(made, `passes during a flood of ${Math.round(span)} ms`).toBeLessThanOrEqual(Math.floor(span / gap) + 1);
       expect(made, "the flood still wakes the agent").toBeGreaterThan(0);
     } finally {
+      await notifier.close();
+    }
+  });
+
+  it("a flood of wake-ups leaves minWakeGapMs idle between passes even when a pass takes longer than the gap", async () => {
+    const gap = 200;
+    const answerMs = 300;
+    const host = "wake-slow-host";
+    const { logs } = await agentFor(host, { nats: true, assigner: liar.url, minWakeGapMs: gap });
+    // Each poll of this host (a pass's start) is answered answerMs late: a pass lasts longer than the gap.
+    const asked: number[] = [];
+    liar.delay = (path) => (path.startsWith(`/artifacts/for-host/${host}`) ? (asked.push(performance.now()), answerMs) : 0);
+    await until("NATS connected", () => logs.some((l) => l.startsWith("NATS connected")));
+    const notifier = await connect({ servers: nats.url });
+    try {
+      const start = performance.now();
+      while (performance.now() - start < 3_000) {
+        notifier.publish(`aegis.assignments.${host}`, "{}");
+        await notifier.flush();
+        await new Promise((r) => setTimeout(r, 2));
+      }
+      const during = asked.filter((t) => t >= start);
+      expect(during.length, "passes during 3 s of wake-ups").toBeGreaterThan(1);
+      // A pass ends after its poll is answered: the next starts no sooner than a gap after that (a few ms of slack for timers).
+      const idle = during.slice(1).map((t, i) => Math.round(t - (during[i]! + answerMs)));
+      expect(Math.min(...idle), `ms idle between passes (answered ${answerMs} ms late, gap ${gap} ms): ${idle.join(", ")}`).toBeGreaterThanOrEqual(gap - 20);
+    } finally {
+      delete liar.delay;
       await notifier.close();
     }
   });
@@ -863,6 +903,19 @@ describe("enforcement", () => {
       await admin.assign(swapped, "assigner-path-host"); // moves the host's version: the poll is answered in full
       await expect(agent.reconcile(), "a poll answer without a list").rejects.toMatchObject({ code: "BAD_ASSIGNMENT" });
       expect(await filters(datapath), "a poll answer without a list: v1 still in force").toEqual(before);
+      // More artifacts than an agent takes, each a digest to fetch from wherever the answer says: refused whole, none asked for.
+      const flood = Array.from({ length: MAX_ASSIGNED + 1 }, (_, i) => `sha256:${i.toString(16).padStart(64, "f")}`);
+      const malformed: [string, unknown[], string][] = [
+        [`${flood.length} artifacts`, flood.map((id) => ({ id, name: "flood", version: "1", description: "", signature: "", size: 1, checksum: `sha256-${id.slice(7)}`, metadata: {}, reference: `127.0.0.1:1/flood@${id}` })), `more than the ${MAX_ASSIGNED}`],
+        ["a null artifact", [null], "artifacts.0"],
+        ["an artifact without a digest", [{ name: "x", version: "1" }], "artifacts.0.id"],
+      ];
+      for (const [lie, artifacts, says] of malformed) {
+        liar.rewrite = (path, body) => (path.startsWith("/artifacts/for-host/") ? Buffer.from(JSON.stringify({ artifacts, total: artifacts.length })) : body);
+        await expect(agent.reconcile(), `a poll answer with ${lie}`).rejects.toMatchObject({ code: "BAD_ASSIGNMENT", message: expect.stringContaining(says) });
+        expect(await filters(datapath), `a poll answer with ${lie}: v1 still in force`).toEqual(before);
+      }
+      expect(liar.paths.filter((p) => flood.some((id) => p.includes(id))), "requests for the flood's digests").toEqual([]);
       await admin.unassign(swapped, "assigner-path-host");
 
       liar.rewrite = unreachable;

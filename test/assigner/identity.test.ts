@@ -1,12 +1,17 @@
 // Registration and identity under attack (issue 8): a host cannot be taken
 // over through a registration begun before it was bound, concurrent
 // completions bind once, revoked tokens stop at once, pending registrations
-// are capped, and small-order Ed25519 keys are refused. On both stores.
-import { generateKeyPairSync, sign, verify } from "node:crypto";
+// are capped, and small-order Ed25519 keys are refused. On both stores. And
+// the agent's side: it signs a registration nonce of NONCE_BYTES only, so an
+// answer cannot have it sign a telemetry report of the answer's choosing.
+import { generateKeyPairSync, randomBytes, sign, verify } from "node:crypto";
 import { chmodSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { AssignerClient, NONCE_BYTES, openTelemetry, TELEMETRY_PAYLOAD_TYPE, type TelemetryMessage } from "../../assigner/api/index.js";
 import { startAssigner, type RunningAssigner } from "../../assigner/index.js";
 import { aegis, expectOneErrorLine } from "../cli/run.js";
 import { beginRegistration, http, registerAgent } from "../harness/assigner-http.js";
@@ -185,6 +190,48 @@ describe("registry credentials", () => {
       await expect(startAssigner({ port: 0, dataDir: mkdtempSync(join(work, "creds-")), adminToken: "op" })).rejects.toThrow(/AEGIS_REGISTRY_HOST is not/);
     } finally {
       process.env = saved;
+    }
+  });
+});
+
+describe("the agent signs a nonce, and nothing an answer chooses", () => {
+  /** A server at the assigner's address that answers register/init with `nonce` and records every request's path and body. */
+  async function answering(nonce: Buffer) {
+    const seen: { path: string; body: string }[] = [];
+    const server = createServer((req, res) => {
+      let body = "";
+      req.on("data", (c: Buffer) => (body += c.toString()));
+      req.on("end", () => {
+        seen.push({ path: req.url ?? "", body });
+        const answer = req.url === "/agents/register/init" ? { registration_id: "r1", nonce: nonce.toString("base64") } : { agent_uid: "a1", host_id: "h1", token: "t" };
+        res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(answer));
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, seen, close: () => new Promise((r) => server.close(r)) };
+  }
+
+  it("a 'nonce' that is a telemetry report is refused, unsigned; a NONCE_BYTES one is signed", async () => {
+    const keys = generateKeyPairSync("ed25519");
+    const publicKey = Buffer.from(keys.publicKey.export({ format: "jwk" }).x!, "base64url").toString("base64");
+    const forged: TelemetryMessage = { type: TELEMETRY_PAYLOAD_TYPE, host_id: "h1", artifact_id: `sha256:${"a".repeat(64)}`, event: "failed", time: new Date().toISOString(), seq: Number.MAX_SAFE_INTEGER };
+    const chosen = Buffer.from(JSON.stringify(forged));
+    const liar = await answering(chosen);
+    try {
+      await expect(new AssignerClient(liar.url).register("h1", keys.privateKey), "register against an answer choosing the bytes").rejects.toMatchObject({ code: "BAD_GATEWAY", message: expect.stringContaining(`not ${NONCE_BYTES}`) });
+      expect(liar.seen.map((r) => r.path), "requests: no signature was sent").toEqual(["/agents/register/init"]);
+      // What the liar was after: a signature over its bytes would have been a valid report of this host.
+      const wouldBe = sign(null, chosen, keys.privateKey).toString("base64");
+      expect(openTelemetry({ payload: chosen.toString("base64"), signature: wouldBe }, { hostId: "h1", publicKey, maxSkewMs: 60_000 }).ok, "the forged report, had it been signed").toBe(true);
+    } finally {
+      await liar.close();
+    }
+    const honest = await answering(randomBytes(NONCE_BYTES));
+    try {
+      await new AssignerClient(honest.url).register("h1", keys.privateKey);
+      expect(honest.seen.map((r) => r.path), "requests for a nonce of NONCE_BYTES").toEqual(["/agents/register/init", "/agents/register/complete"]);
+    } finally {
+      await honest.close();
     }
   });
 });

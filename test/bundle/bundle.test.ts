@@ -208,6 +208,17 @@ describe("tar reader", () => {
     await expect(decodeBundle(Readable.from([bomb]), "bomb")).rejects.toMatchObject({ code: "BUNDLE_TOO_LARGE" });
   });
 
+  it("takes a bundle of several frames, and refuses more than 4,096 (each costs a native call, however small)", async () => {
+    const { bytes } = await buildBundle("policies/block-icmp-8888");
+    const empty = compress(Buffer.alloc(0));
+    const framed = (n: number) => Buffer.concat([bytes, ...Array.from({ length: n }, () => empty)]);
+    expect((await decodeBundle(Readable.from([framed(3)]), "four frames")).policy.name, "a bundle and 3 empty frames").toBe("block-icmp-8888");
+    await expect(decodeBundle(Readable.from([framed(4096)]), "frames"), "a bundle and 4,096 empty frames").rejects.toMatchObject({
+      code: "INVALID_BUNDLE",
+      message: "frames: bundle is not valid zstd: more than 4096 frames",
+    });
+  });
+
   it("reports the source's failure rather than bad content: altered bytes are not the bundle", async () => {
     const { bytes } = await buildBundle("policies/block-icmp-8888");
     const desc = descriptorFor(MediaType.PolicyLayer, bytes);

@@ -3,7 +3,7 @@
 // crash mid-load, and real traffic (ping through a veth pair) dropped, held
 // through replaces under a flood, passed. Each implementation's test file
 // calls kernelDatapathSuite once.
-import { readdir, rm } from "node:fs/promises";
+import { chmod, chown, mkdir, readdir, rm, stat } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   attachTc,
@@ -100,6 +100,26 @@ export function kernelDatapathSuite(name: string, lab: KernelLab, open: OpenKern
       await ns.exec("ip", "link", "del", tun);
     }
   });
+
+  it(`${name}: refuses a pin root another user owns or may write, pinning nothing there`, async () => {
+    const object = await compileProgram(policyOf(RULES));
+    const cases: [string, (root: string) => Promise<void>][] = [
+      // bpffs is often mounted 1777: a user may make the folder first, or find one the agent made writable.
+      ["owned by nobody", (root) => chown(root, 65534, 65534)],
+      ["writable by all (1777)", (root) => chmod(root, 0o1777)],
+    ];
+    for (const [what, spoil] of cases) {
+      const pinRoot = freshPinRoot();
+      await mkdir(pinRoot, { mode: 0o700 });
+      await spoil(pinRoot);
+      const datapath = open({ pinRoot, netns: lab.pair().a.ns.name });
+      await expect(datapath.load(idOf(what), object, compileRules(RULES)), `a pin root ${what}`).rejects.toMatchObject({ code: "INVALID_PIN_PATH", message: expect.stringContaining(pinRoot) });
+      expect(await readdir(pinRoot), `a pin root ${what}: pinned there`).toEqual([]);
+    }
+    const made = freshPinRoot();
+    await open({ pinRoot: made, netns: lab.pair().a.ns.name }).load(idOf("made"), object, compileRules(RULES));
+    expect((await stat(made)).mode & 0o777, "a pin root the datapath makes: root's alone").toBe(0o700);
+  }, 30_000);
 
   describe(`${name}: after a crash`, () => {
     it("does not list a program a crash left half-loaded, and loads that id over it", async () => {
