@@ -24,7 +24,7 @@ const WINDOW_LOG_MAX = 23;
 
 /**
  * Most frames in one bundle. A bundle is one frame (compress below, the
- * zstd CLI); pzstd and multi-threaded zstd cut one per few MiB. Each costs
+ * zstd CLI, also with -T); pzstd cuts one per few MiB. Each costs
  * a native call whatever its size: a layer of 13-byte empty frames took
  * ~1.7 s of CPU per 4 MiB, ~27 s at the bundle cap.
  */

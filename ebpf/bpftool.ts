@@ -222,23 +222,33 @@ function hexBytes(bytes: Buffer): string {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join(" ");
 }
 
-/** Refuses a pin directory outside bpffs: bpffs refuses names with dots, and bpftool batch splits lines on spaces. */
 /**
- * Makes the folder the pins go in (root's alone, 0700) unless it is there,
- * and refuses one that is not root's alone. bpffs is often mounted 1777
- * (as `mount -t bpf` leaves it): a user who made the folder first, or who
- * may write it, could rename the pins in it and swap which program runs
- * under which digest (an ingress policy's pins to an egress one's).
+ * Refuses a folder of pins that is not this user's alone; a missing one
+ * holds no pins. bpffs is often mounted 1777 (as `mount -t bpf` leaves it):
+ * a user who made the folder first, or who may write it, could rename the
+ * pins in it and swap which program runs under which digest (an ingress
+ * policy's pins to an egress one's). Checked before pins are read as well
+ * as before they are made: pins an earlier version left in such a folder
+ * are not taken on trust either.
  */
-export async function securePinRoot(root: string): Promise<void> {
-  await mkdir(root, { recursive: true, mode: 0o700 });
-  const stat = await lstat(root);
-  if (!stat.isDirectory() || stat.uid !== process.geteuid?.() || (stat.mode & 0o022) !== 0) {
+export async function checkPinRoot(root: string): Promise<void> {
+  const stat = await lstat(root).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === "ENOENT") return undefined;
+    throw new EbpfError("BPFFS_FAILED", `cannot read ${root}: ${err.message}`, { cause: err });
+  });
+  if (stat && (!stat.isDirectory() || stat.uid !== process.geteuid?.() || (stat.mode & 0o022) !== 0)) {
     const what = stat.isDirectory() ? `owned by uid ${stat.uid} with mode ${(stat.mode & 0o7777).toString(8)}` : "not a folder";
     throw new EbpfError("INVALID_PIN_PATH", `pin root ${root} is ${what}: pins go only in a folder this user alone may write (remove it, or give it to root with mode 0700)`);
   }
 }
 
+/** Makes the folder the pins go in unless it is there (0700: root's alone), and checks it (checkPinRoot). */
+export async function securePinRoot(root: string): Promise<void> {
+  await mkdir(root, { recursive: true, mode: 0o700 });
+  await checkPinRoot(root);
+}
+
+/** Refuses a pin directory outside bpffs: bpffs refuses names with dots, and bpftool batch splits lines on spaces. */
 export function checkPinDir(pinDir: string): void {
   if (!pinDir.startsWith(`${BPFFS}/`) || /[.\s#\\"']/.test(pinDir.slice(BPFFS.length))) {
     throw new EbpfError(

@@ -5,7 +5,7 @@
 // after a restart, by either loader: both pin the same layout.
 import { readdir, readFile, rename } from "node:fs/promises";
 import { join } from "node:path";
-import { findPinned, unpin, type Pinned } from "./bpftool.js";
+import { checkPinRoot, findPinned, unpin, type Pinned } from "./bpftool.js";
 import {
   checkHook,
   compareHooks,
@@ -66,12 +66,14 @@ export class KernelDatapath implements Datapath {
 
   /** The pins of a loaded program (for test runs and operators); NOT_LOADED if not loaded. */
   async pinned(id: string): Promise<Pinned> {
+    await checkPinRoot(this.pinRoot);
     const pinned = await findPinned(join(this.pinRoot, pinName(id)));
     if (!pinned) throw new EbpfError("NOT_LOADED", `program ${id} is not loaded under ${this.pinRoot}`);
     return pinned;
   }
 
   async load(id: string, object: Buffer, rules: CompiledRules): Promise<LoadedProgram> {
+    await checkPinRoot(this.pinRoot);
     const pinDir = join(this.pinRoot, pinName(id));
     const existing = await findPinned(pinDir);
     if (existing) return { id, programId: await this.loader.programId(existing.progPin) };
@@ -95,6 +97,7 @@ export class KernelDatapath implements Datapath {
   }
 
   async loaded(): Promise<LoadedProgram[]> {
+    await checkPinRoot(this.pinRoot);
     const names = await readdir(this.pinRoot).catch((err: NodeJS.ErrnoException) => {
       if (err.code === "ENOENT") return [];
       throw new EbpfError("BPFFS_FAILED", `cannot read ${this.pinRoot}: ${err.message}`, { cause: err });

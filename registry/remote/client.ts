@@ -212,7 +212,8 @@ export class RegistryClient {
     const url = new URL(realm);
     if (service) url.searchParams.set("service", service);
     for (const scope of scopes) url.searchParams.append("scope", scope);
-    this.checkRealm(url, realm);
+    // Only credentials need the realm checked: an anonymous token request carries nothing to keep.
+    if (this.credentials) this.checkRealm(url, realm);
     let res: Response;
     try {
       res = await sendRequest(url, { method: "GET", headers: this.credentials ? { authorization: basic(this.credentials) } : {}, timeoutMs: this.timeoutMs, signal });

@@ -117,8 +117,18 @@ export function kernelDatapathSuite(name: string, lab: KernelLab, open: OpenKern
       expect(await readdir(pinRoot), `a pin root ${what}: pinned there`).toEqual([]);
     }
     const made = freshPinRoot();
-    await open({ pinRoot: made, netns: lab.pair().a.ns.name }).load(idOf("made"), object, compileRules(RULES));
+    const datapath = open({ pinRoot: made, netns: lab.pair().a.ns.name });
+    const id = idOf("made");
+    await datapath.load(id, object, compileRules(RULES));
     expect((await stat(made)).mode & 0o777, "a pin root the datapath makes: root's alone").toBe(0o700);
+    // Pins already there are not taken on trust once the folder is another's to write (an earlier version's, say).
+    await chmod(made, 0o1777);
+    const hook = { iface: lab.pair().a.iface, direction: "egress" as const, pref: 7 };
+    for (const [what, step] of [["loaded()", () => datapath.loaded()], ["load() of a pinned id", () => datapath.load(id, object, compileRules(RULES))], ["attach()", () => datapath.attach(id, hook)]] as const) {
+      await expect(step(), `${what} under a pin root others may write`).rejects.toMatchObject({ code: "INVALID_PIN_PATH" });
+    }
+    await chmod(made, 0o700);
+    expect(await datapath.attached(), "nothing attached meanwhile").toEqual([]);
   }, 30_000);
 
   describe(`${name}: after a crash`, () => {

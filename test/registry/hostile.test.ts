@@ -106,6 +106,16 @@ describe("credentials stay with their host", () => {
       expect(evil.authorizations, "Authorization headers the registry received").toEqual([]);
     },
   );
+
+  it("without credentials the realm is asked anyway: an anonymous token request carries nothing to keep", async () => {
+    // 0.0.0.0 is not loopback by name (checkRealm would refuse it credentials) but connects to this host: nothing leaves it.
+    const realm = "http://0.0.0.0:1/t";
+    const evil = await hostile({ store: new MemoryTarget(), bearerRealm: realm });
+    const repo = new RemoteRepository(evil.host, "anon", { maxAttempts: 1 });
+    await expect(repo.resolve("v1"), `anonymous, realm ${realm}`).rejects.toMatchObject({ code: "UNREACHABLE", message: expect.stringContaining("token server http://0.0.0.0:1") });
+    const withCredentials = new RemoteRepository(evil.host, "anon", { credentials: { username: "ci", password: "secret" }, maxAttempts: 1 });
+    await expect(withCredentials.resolve("v1"), `with credentials, realm ${realm}`).rejects.toMatchObject({ code: "INSECURE" });
+  });
 });
 
 describe("tag lists", () => {
