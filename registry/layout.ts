@@ -9,7 +9,7 @@ import { pipeline } from "node:stream/promises";
 import { atomicWrite, openRegular, openWriteStream, readRegular, removeStaleTemps, sleep } from "../util/index.js";
 import { RegistryError } from "./errors.js";
 import { checkDigest, DigestingStream, isDigest, readAll, verifyStream } from "./digest.js";
-import { Annotation, isManifestType, MAX_MANIFEST_SIZE, MediaType, parseManifest, type Descriptor, type Index } from "./oci.js";
+import { Annotation, isManifestType, isRecord, MAX_MANIFEST_SIZE, MediaType, parseManifest, type Descriptor, type Index } from "./oci.js";
 import { addFallbackReferrer, fallbackReferrers } from "./referrers.js";
 import type { AbortOptions, Deleter, Ingested, Target } from "./storage.js";
 
@@ -319,8 +319,7 @@ function emptyIndex(): Index {
 /** Whether `annotations`, when present, is an object whose ref.name, when present, is a string. */
 function hasStringRefName(annotations: unknown): boolean {
   if (annotations === undefined) return true;
-  if (typeof annotations !== "object" || annotations === null || Array.isArray(annotations)) return false;
-  const ref = (annotations as Record<string, unknown>)[Annotation.RefName];
+  const ref = isRecord(annotations) ? annotations[Annotation.RefName] : null;
   return ref === undefined || typeof ref === "string";
 }
 

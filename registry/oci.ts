@@ -74,7 +74,7 @@ export interface Index {
 /** Largest manifest we accept; distribution's own limit is 4 MiB. */
 export const MAX_MANIFEST_SIZE = 4 * 1024 * 1024;
 
-function isRecord(value: unknown): value is Record<string, unknown> {
+export function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 

@@ -6,29 +6,29 @@ import type { Readable } from "node:stream";
 import { request, type Dispatcher } from "undici";
 import type { z } from "zod";
 import { AssignerError, ERROR_STATUS, isAssignerErrorCode, type AssignerErrorCode } from "./errors.js";
-import type {
-  AgentDetailJson,
-  AgentList,
-  AssignmentChangesBody,
-  AssignmentChangesResult,
-  ArtifactJson,
-  ArtifactList,
-  ArtifactStatusJson,
-  AssignmentJson,
-  Capabilities,
-  DesiredStateJson,
-  HostAssignmentsJson,
-  RegisterCompleteBody,
-  RegisterCompleteResponse,
-  RegisterInitBody,
-  RegisterInitResponse,
-  RolloutJson,
-  RolloutList,
-  SignedTelemetry,
-  TelemetryResult,
-  SignaturesJson,
+import {
+  NONCE_BYTES,
+  type AgentDetailJson,
+  type AgentList,
+  type AssignmentChangesBody,
+  type AssignmentChangesResult,
+  type ArtifactJson,
+  type ArtifactList,
+  type ArtifactStatusJson,
+  type AssignmentJson,
+  type Capabilities,
+  type DesiredStateJson,
+  type HostAssignmentsJson,
+  type RegisterCompleteBody,
+  type RegisterCompleteResponse,
+  type RegisterInitBody,
+  type RegisterInitResponse,
+  type RolloutJson,
+  type RolloutList,
+  type SignedTelemetry,
+  type TelemetryResult,
+  type SignaturesJson,
 } from "./schemas.js";
-import { NONCE_BYTES } from "./schemas.js";
 
 export type ForHostResult = { notModified: true; etag: string } | { notModified: false; etag: string; body: z.infer<typeof ArtifactList> };
 

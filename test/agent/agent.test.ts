@@ -7,7 +7,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { release, tmpdir } from "node:os";
 import { join } from "node:path";
-import { connect } from "@nats-io/transport-node";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Agent, basePref, MAX_ASSIGNED, StateDir, type StepReport } from "../../agent/index.js";
 import { AssignerClient, capabilitiesJson } from "../../assigner/api/index.js";
@@ -121,6 +121,16 @@ async function within<T>(ms: number, what: string, work: Promise<T>): Promise<T>
     return await Promise.race([work, late]);
   } finally {
     clearTimeout(timer);
+  }
+}
+
+/** Publishes a wake-up for `host` about every 2 ms for `ms`, each flushed to the server: a flood. */
+async function floodWakeUps(notifier: NatsConnection, host: string, ms: number): Promise<void> {
+  const start = performance.now();
+  while (performance.now() - start < ms) {
+    notifier.publish(`aegis.assignments.${host}`, "{}");
+    await notifier.flush();
+    await new Promise((r) => setTimeout(r, 2));
   }
 }
 
@@ -470,10 +480,7 @@ describe("enforcement", () => {
       await until("a wake-up acted on", async () => (await wake(), polls() > before));
       const start = performance.now();
       const first = polls();
-      while (performance.now() - start < 4 * gap) {
-        await wake();
-        await new Promise((r) => setTimeout(r, 2));
-      }
+      await floodWakeUps(notifier, host, 4 * gap);
       // Passes brought forward by the flood start at least `gap` apart (a pass may start up to a gap after the last wake-up).
       await new Promise((r) => setTimeout(r, gap + 100));
       const span = performance.now() - start;
@@ -497,11 +504,7 @@ describe("enforcement", () => {
     const notifier = await connect({ servers: nats.url });
     try {
       const start = performance.now();
-      while (performance.now() - start < 3_000) {
-        notifier.publish(`aegis.assignments.${host}`, "{}");
-        await notifier.flush();
-        await new Promise((r) => setTimeout(r, 2));
-      }
+      await floodWakeUps(notifier, host, 3_000);
       const during = asked.filter((t) => t >= start);
       expect(during.length, "passes during 3 s of wake-ups").toBeGreaterThan(1);
       // A pass ends after its poll is answered: the next starts no sooner than a gap after that (a few ms of slack for timers).
@@ -527,12 +530,7 @@ describe("enforcement", () => {
       const notifier = await connect({ servers: nats.url });
       try {
         const before = asked;
-        const start = performance.now();
-        while (performance.now() - start < 3_000) {
-          notifier.publish(`aegis.assignments.${host}`, "{}");
-          await notifier.flush();
-          await new Promise((r) => setTimeout(r, 2));
-        }
+        await floodWakeUps(notifier, host, 3_000);
         // Backoffs of up to 1, 2, 4, 8 … s (full jitter) leave room for a few passes in 3 s; the 50 ms gap alone, 60.
         expect(asked - before, "passes (each one request) during 3 s of wake-ups").toBeLessThanOrEqual(7);
       } finally {

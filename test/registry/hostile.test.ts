@@ -36,6 +36,7 @@ import {
 import { explainArtifact, generateKeyPair, KeySigner, MAX_SIGNATURES, parsePublicKey, signArtifact, SIGSTORE_BUNDLE_TYPE, trustedKey, verifyArtifact } from "../../signing/index.js";
 import { createPrivateKey } from "node:crypto";
 import { startHostileRegistry, type HostileOptions, type HostileRegistry } from "../harness/hostile-registry.js";
+import { referrerMarkTag } from "../../registry/referrers.js";
 import { pushArtifact } from "./conformance.js";
 
 const running: HostileRegistry[] = [];
@@ -149,8 +150,6 @@ describe("tag lists", () => {
 });
 
 describe("the fallback referrers index", () => {
-  /** The mark addFallbackReferrer tags each referrer with (registry/referrers.ts referrerMarkTag). */
-  const mark = (subject: Descriptor, referrer: Descriptor) => `${referrersTag(subject)}.${referrer.digest.slice(7, 39)}.ref`;
 
   /** A store that counts resolves by reference, lists `phantoms` as tags that resolve to nothing, and can drop index writes. */
   class Marks extends MemoryTarget {
@@ -194,7 +193,7 @@ describe("the fallback referrers index", () => {
     const unindexed: Descriptor[] = [];
     for (let i = 0; i < 5; i++) {
       const { manifest } = await pushArtifact(store, { subject });
-      await store.tag(manifest, mark(subject, manifest));
+      await store.tag(manifest, referrerMarkTag(subject, manifest));
       unindexed.push(manifest);
     }
     store.phantoms = Array.from({ length: 5 }, () => `${referrersTag(subject)}.${randomBytes(16).toString("hex")}.ref`);
@@ -203,8 +202,8 @@ describe("the fallback referrers index", () => {
     const { manifest: added } = await pushArtifact(store, { subject });
     await expect(addFallbackReferrer(store, subject, added), "index writes that never stick").rejects.toMatchObject({ code: "LOCK_TIMEOUT" });
     expect(store.resolves.get(referrersTag(subject)), "reads of the index (one per attempt)").toBe(100);
-    for (const m of indexed) expect(store.resolves.get(mark(subject, m)), `resolves of the mark of indexed ${m.digest}`).toBeUndefined();
-    for (const m of [...unindexed, added]) expect(store.resolves.get(mark(subject, m)), `resolves of the mark of unindexed ${m.digest}`).toBe(1);
+    for (const m of indexed) expect(store.resolves.get(referrerMarkTag(subject, m)), `resolves of the mark of indexed ${m.digest}`).toBeUndefined();
+    for (const m of [...unindexed, added]) expect(store.resolves.get(referrerMarkTag(subject, m)), `resolves of the mark of unindexed ${m.digest}`).toBe(1);
     for (const phantom of store.phantoms) expect(store.resolves.get(phantom), `resolves of the mark ${phantom} that names nothing`).toBe(1);
   });
 
@@ -213,7 +212,7 @@ describe("the fallback referrers index", () => {
     const store = new Marks();
     const { manifest: subject } = await pushArtifact(store);
     const { manifest: late } = await pushArtifact(store, { subject });
-    const lateMark = mark(subject, late);
+    const lateMark = referrerMarkTag(subject, late);
     // Listed while its write is under way: the first resolve finds nothing, and the write lands just after.
     store.phantoms = [lateMark];
     store.afterResolve = async (reference) => {
