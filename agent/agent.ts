@@ -10,7 +10,7 @@ import { ArtifactJson, AssignerClient, AssignerError, assignmentsSubject, capabi
 import { hookName, probeKernelFeatures, type Attachment, type Datapath, type LoadedProgram } from "../ebpf/index.js";
 import { describeError, errorCode } from "../errors.js";
 import type { RepositoryOptions } from "../registry/index.js";
-import type { TrustPolicy } from "../signing/index.js";
+import { SignatureError, type TrustPolicy } from "../signing/index.js";
 import { backoffDelay, connectNats, failureWait, logText, natsRetryBase, refusalWait, sleep, subscribeKept } from "../util/index.js";
 import { AgentError } from "./errors.js";
 import { Executor } from "./executor.js";
@@ -20,6 +20,7 @@ import { TelemetryRoute } from "./telemetry-route.js";
 import { newestByName, plan, type InstalledProgram, type Program, type Step } from "./plan.js";
 import { logLine, receiptCounters, telemetryMessage, type Reporter, type StepReport } from "./report.js";
 import { recordOf, StateDir, type InstalledRecord, type OrphanRecord } from "./state.js";
+import { TrustCheck, trustBasis } from "./trust-check.js";
 import { TrustRootFollower, type TrustRootOptions } from "./trust-root.js";
 import { collectStatus } from "./status.js";
 import type { z } from "zod";
@@ -174,10 +175,13 @@ export class Agent {
   /** Where signed messages go: NATS, or the HTTP route's outbox. */
   private readonly telemetry: TelemetryRoute;
   private readonly trustRoot: TrustRootFollower | undefined;
+  /** What runs, verified again whenever the trust in force changes. */
+  private readonly trustCheck: TrustCheck;
 
   constructor(private readonly options: AgentOptions) {
     this.state = new StateDir(options.stateDir);
     this.cache = new ArtifactCache(this.state.cacheDir);
+    this.trustCheck = new TrustCheck(this.cache, (line) => this.log(line));
     // Lines quote what registries and the assigner said: escaped and bounded, so none can forge or flood the journal.
     const sink = options.log ?? ((line: string) => process.stderr.write(`aegis agent: ${line}\n`));
     this.log = (line) => sink(logText(line));
@@ -557,13 +561,17 @@ export class Agent {
   /** The pass once the assigner answered with `assigned`: fetch and verify, plan, enforce, report. */
   private async pass(assigned: Assigned[]): Promise<void> {
     const { signal } = this;
-    const now = await this.installedNow();
-    const { records, loaded, attached, orphans } = now;
+    const dry = this.options.dryRun === true;
+    // What the trust held already refuses is taken out before anything else (underTrust): a program signed by a
+    // revoked key does not run on while this pass holds, fetches and restores.
+    const heldTrust = this.trustRoot ? this.trustRoot.heldTrust(this.options.trust) : this.options.trust;
+    let now = await this.installedNow();
+    if (!dry && heldTrust) ({ now } = await this.underTrust(now, heldTrust));
 
     const desired: Program[] = [];
     const hold: string[] = [];
     const verified = new Map<string, VerifiedArtifact>();
-    const fresh = assigned.filter((a) => !records.has(a.id));
+    const fresh = assigned.filter((a) => !now.records.has(a.id));
     for (const artifact of fresh) {
       if (this.received.has(artifact.id)) continue;
       this.received.add(artifact.id);
@@ -575,17 +583,25 @@ export class Agent {
     // covered; one unassigned is left as it is, for this pass to remove. The assigner then has what changed (receipts
     // included) and the digests received, so it takes their reports even if they are unassigned before they come.
     // (A digest verified before comes from the cache.)
-    if (!this.options.dryRun && fresh.some((a) => !this.verifiedOnce.has(a.id) && !this.backedOff(a))) {
+    if (!dry && fresh.some((a) => !this.verifiedOnce.has(a.id) && !this.backedOff(a))) {
       const running = this.actual(now, assigned, verified).filter((p) => assigned.some((a) => a.id === p.id || a.name === p.name));
-      await this.enforce(plan([], running, { hold: running.map((p) => p.name) }), records, verified);
-      if (this.receiptsOwed) await this.reportReceipts(records);
+      await this.enforce(plan([], running, { hold: running.map((p) => p.name) }), now.records, verified);
+      if (this.receiptsOwed) await this.reportReceipts(now.records);
       await this.flushTelemetry();
     }
-    // The followed trust root first: a rotated CA or log key applies to this pass's verifications.
+    // The followed trust root first: a rotated CA or log key applies to this pass's verifications, and what the new
+    // root refuses is taken out at once. Taken before any verification, the basis is never newer than what it names.
     const trust = this.trustRoot ? await this.trustRoot.trust(this.options.trust, signal) : this.options.trust;
+    const basis = this.basis(trust);
+    const checked = dry ? { now, refused: new Set<string>(), unchecked: new Set<string>() } : await this.underTrust(now, trust);
+    now = checked.now;
+    const { records, loaded, attached, orphans } = now;
+    // Installed and refused (its removal failed), or unchecked (the cache could not give it): an assigned one is
+    // fetched as a new digest would be (its registries may carry a signature the trust accepts, or repair the cache).
+    const distrusted = checked.refused;
     for (const artifact of assigned) {
       const record = records.get(artifact.id);
-      if (record) {
+      if (record && !distrusted.has(artifact.id) && !checked.unchecked.has(artifact.id)) {
         desired.push({ id: artifact.id, name: record.name, version: record.version });
         continue;
       }
@@ -607,6 +623,8 @@ export class Agent {
         });
         const { policy } = v.bundle;
         verified.set(artifact.id, v);
+        distrusted.delete(artifact.id);
+        this.trustCheck.verified(artifact.id, basis);
         desired.push({ id: artifact.id, name: policy.name, version: policy.version });
         // Reported once (again after a failure): a superseded or dry-run digest is verified on every pass.
         const first = !this.verifiedOnce.has(artifact.id);
@@ -620,8 +638,13 @@ export class Agent {
         this.fetchRetry.delete(artifact.id);
       } catch (err) {
         signal.throwIfAborted();
-        // The claimed name only keeps an installed version in force: trusting it can never widen what runs.
+        // The claimed name only keeps an installed version in force: trusting it can never widen what runs. Not this
+        // digest itself, if it runs (unchecked, orphaned, or never recorded) and no signature of it verifies.
         hold.push(artifact.name);
+        if (err instanceof SignatureError && (loaded.some((p) => p.id === artifact.id) || orphans.some((o) => o.record.id === artifact.id))) {
+          this.trustCheck.refuse(artifact.id, err);
+          distrusted.add(artifact.id);
+        }
         const code = errorCode(err);
         const basis = this.retryBasis(artifact);
         const retry = this.fetchRetry.get(artifact.id);
@@ -661,10 +684,10 @@ export class Agent {
       desired.push(v.program);
       verified.set(id, v.artifact);
     }
-    const steps = plan(desired, actual, { hold, inUse: attached.map((a) => a.pref) });
+    const steps = plan(desired, actual, { hold, distrusted: [...distrusted], inUse: attached.map((a) => a.pref) });
     await this.enforce(steps, records, verified);
     const wanted = new Set(newestByName(desired).chosen.map((p) => p.name));
-    await this.settleOrphans(orphans, records, (name) => !wanted.has(name) && !hold.includes(name));
+    await this.settleOrphans(orphans, records, ({ id, name }) => distrusted.has(id) || (!wanted.has(name) && !hold.includes(name)));
     await this.reportReceipts(records);
     const unrestored = fallback.filter(([id]) => !records.has(id));
     for (const [id, record] of unrestored) records.set(id, record);
@@ -699,6 +722,34 @@ export class Agent {
     for (const seen of [this.received, this.verifiedOnce, this.superseded, this.countersUnread, this.loadSaid]) for (const id of seen) if (!current.has(id)) seen.delete(id);
     for (const outcome of this.fallbackSaid) if (!current.has(outcome.split(" ")[0]!)) this.fallbackSaid.delete(outcome);
     for (const byId of [this.failed, this.stepFailed, this.fetchRetry]) for (const id of byId.keys()) if (!current.has(id)) byId.delete(id);
+    this.trustCheck.forget(current);
+  }
+
+  /** What names `trust`, the trust in force now, for the TrustCheck (trustBasis). */
+  private basis(trust: TrustPolicy): string {
+    return trustBasis(trust, this.trustRoot?.heldDigest);
+  }
+
+  /**
+   * Checks what is installed against `trust` (TrustCheck) and takes out at
+   * once what it refuses, each said and reported failed with its verdict
+   * once: what is installed after, the digests refused (one whose removal
+   * failed is still installed) and those the cache could not check.
+   */
+  private async underTrust(now: Installed, trust: TrustPolicy): Promise<{ now: Installed; refused: Set<string>; unchecked: Set<string> }> {
+    const { refused, unchecked } = await this.trustCheck.check(now.records, trust, this.basis(trust), this.signal);
+    for (const [id, verdict] of refused) {
+      if (this.failed.get(id) === verdict.code) continue;
+      const { name, version } = now.records.get(id)!;
+      this.failed.set(id, verdict.code);
+      this.log(`${name} ${version} ${id} no longer verifies under the trust in force (${describeError(verdict)}): taken out`);
+      this.report({ event: "failed", id, name, version, code: verdict.code, reason: `no longer trusted: ${describeError(verdict)}` });
+    }
+    const ids = new Set(refused.keys());
+    const out = this.actual(now, [], new Map()).filter((p) => ids.has(p.id));
+    if (out.length === 0) return { now, refused: ids, unchecked };
+    await this.enforce(plan([], out, { distrusted: [...ids] }), now.records, new Map());
+    return { now: await this.installedNow(), refused: ids, unchecked };
   }
 
   /**
@@ -709,8 +760,14 @@ export class Agent {
    */
   private async holdInstalled(): Promise<void> {
     if (this.options.dryRun) return;
-    // Orphans (installedNow keeps them on file) stay as they are too.
-    const now = await this.installedNow();
+    // Followed, but no root held (its file set aside): what the root requires is not known, so nothing is verified
+    // against less, and what runs stays (it was verified against the root it was installed under).
+    const trust = this.trustRoot ? this.trustRoot.heldTrust(this.options.trust) : this.options.trust;
+    // Orphans (installedNow keeps them on file) stay as they are too. Not what the trust refuses (an agent started
+    // with another --trust while the assigner is away): underTrust takes that out first.
+    let now = await this.installedNow();
+    let refused = new Set<string>();
+    if (trust) ({ now, refused } = await this.underTrust(now, trust));
     const actual = this.actual(now, [], new Map());
     // Recorded programs the kernel no longer has (a reboot empties bpffs and tc): each was in force, and nothing newer
     // is known. Not one whose name runs, nor one whose pref a filter holds (a replacement the agent crashed before
@@ -718,10 +775,8 @@ export class Agent {
     const running = new Set(actual.map((p) => p.name));
     const gone = now.dropped.filter(([, record]) => !running.has(record.name) && !now.attached.some((a) => a.pref === record.pref));
     try {
-      // Followed, but no root held (its file set aside): what the root requires is not known, so nothing is verified against less.
-      const trust = this.trustRoot ? this.trustRoot.heldTrust(this.options.trust) : this.options.trust;
       const lost = await this.reloadable(gone, trust, { why: "the assigner cannot be asked", until: "the assigner answers", said: this.unreloadable });
-      const steps = plan([...lost.values()].map((v) => v.program), actual, { hold: actual.map((p) => p.name), inUse: now.attached.map((a) => a.pref) });
+      const steps = plan([...lost.values()].map((v) => v.program), actual, { hold: actual.map((p) => p.name), distrusted: [...refused], inUse: now.attached.map((a) => a.pref) });
       await this.enforce(steps, now.records, new Map([...lost].map(([id, v]) => [id, v.artifact])));
     } finally {
       // One not loaded again stays on file, so the next pass without the assigner tries again (installedNow dropped it).
@@ -746,13 +801,18 @@ export class Agent {
     const lost = new Map<string, { program: Program; artifact: VerifiedArtifact }>();
     if (gone.length === 0) return lost;
     const { signal } = this;
+    const basis = trust ? this.basis(trust) : "";
     for (const [id, { name, version }] of gone) {
-      const artifact = trust ? await this.cache.verifyHeld(id, { trust, signal }) : undefined;
-      if (artifact) lost.set(id, { program: { id, name, version }, artifact });
-      const outcome = `${id} ${artifact ? "loaded" : "off"}`;
+      const held = trust ? await this.cache.verifyHeld(id, { trust, signal }) : { failure: "no trust root is held to verify it with" };
+      if ("artifact" in held) {
+        lost.set(id, { program: { id, name, version }, artifact: held.artifact });
+        this.trustCheck.verified(id, basis);
+      }
+      const outcome = `${id} ${"artifact" in held ? "loaded" : "off"}`;
       if (log.said.has(outcome)) continue;
       log.said.add(outcome);
-      this.log(`${name} ${version} ${id} is no longer loaded (a reboot?) and ${log.why}: ${artifact ? "loading it again from the cache" : `the cache cannot give it verified; it stays off until ${log.until}`}`);
+      const then = "artifact" in held ? "loading it again from the cache" : `the cache cannot give it verified (${describeError(held.failure)}); it stays off until ${log.until}`;
+      this.log(`${name} ${version} ${id} is no longer loaded (a reboot?) and ${log.why}: ${then}`);
     }
     return lost;
   }
@@ -803,7 +863,7 @@ export class Agent {
    * policy is no longer wanted; until then it stays in force, and in the
    * orphans file, so the next pass finds it again.
    */
-  private async settleOrphans(orphans: readonly Orphan[], records: ReadonlyMap<string, InstalledRecord>, removable: (name: string) => boolean): Promise<void> {
+  private async settleOrphans(orphans: readonly Orphan[], records: ReadonlyMap<string, InstalledRecord>, removable: (orphan: OrphanRecord) => boolean): Promise<void> {
     if (orphans.length === 0) return;
     const running = new Set([...records.values()].map((r) => r.name));
     const left: OrphanRecord[] = [];
@@ -812,7 +872,7 @@ export class Agent {
     for (const { record, hooks } of orphans) {
       const { id, name, version, programId } = record;
       const where = hooks.map(hookName).join(", ");
-      if (!running.has(name) && !removable(name)) {
+      if (!running.has(name) && !removable(record)) {
         left.push(record);
         continue;
       }
@@ -883,7 +943,8 @@ export class Agent {
       // Until its replacement goes in, the old version is held as a kept one is (a step of its own, its failure
       // reported under its digest): a replacement the kernel refuses on every pass must not leave the old one
       // unrestored after drift, or missing on a new interface. Once the new version is recorded it runs, and only
-      // retiring the old one failed: nothing to hold.
+      // retiring the old one failed: nothing to hold. (One the trust refuses is taken out again at the start of the
+      // next pass, underTrust.)
       if (step.kind === "replace" && !records.has(step.program.id)) await this.applyStep({ kind: "keep", program: step.old }, ifaces, records, verified);
       // What a failed keep changed in its record (the interfaces it covers, since when) is kept too: install and
       // remove change the records only once they succeed.

@@ -41,6 +41,9 @@ export interface Assigned {
   name: string;
 }
 
+/** What the cache gave for an artifact held: the artifact verified, or why it cannot (ArtifactCache.verifyHeld). */
+export type Held = { artifact: VerifiedArtifact } | { failure: unknown };
+
 /** What a check in the cache compares with: the digest, and the checksum the assigner announced, if it was asked. */
 type Announced = Pick<Assigned, "id"> & { checksum: string | undefined };
 
@@ -137,31 +140,34 @@ export class ArtifactCache {
    * undefined: the registries are asked, and their copy repairs the cache.
    */
   private async verifyCached(assigned: Announced, options: Pick<FetchOptions, "trust" | "signal">): Promise<VerifiedArtifact | undefined> {
+    const held = await this.fromCache(assigned, options);
+    return "artifact" in held ? held.artifact : undefined;
+  }
+
+  /** The artifact verified in the cache alone, or why the cache cannot give it so (a cancelled check throws). */
+  private async fromCache(assigned: Announced, options: Pick<FetchOptions, "trust" | "signal">): Promise<Held> {
     const { signal } = options;
-    let root: Descriptor;
     try {
-      root = await this.layout.resolve(assigned.id, signal ? { signal } : {});
-    } catch {
-      return undefined;
-    }
-    try {
-      return await this.verifyInCache("the cache", root, assigned, options);
-    } catch {
+      const root = await this.layout.resolve(assigned.id, signal ? { signal } : {});
+      return { artifact: await this.verifyInCache("the cache", root, assigned, options) };
+    } catch (failure) {
       signal?.throwIfAborted();
-      return undefined;
+      return { failure };
     }
   }
 
   /**
-   * An artifact installed before, verified in the cache alone, for a pass
-   * that cannot ask the assigner: a program the kernel lost (a reboot) is
-   * loaded again from what was verified when it was installed. Its signature
-   * by a pinned key and its digests are checked as on any pass; there is no
-   * announced checksum to compare, and none is needed (the layer's digest is
-   * in the signed manifest). Undefined when the cache cannot give it.
+   * An artifact installed before, verified in the cache alone: for a pass
+   * that cannot ask the assigner, a program the kernel lost (a reboot) is
+   * loaded again from what was verified when it was installed; and a program
+   * that runs is verified again once the trust in force changes
+   * (trust-check.ts). Its signature by a pinned key and its digests are
+   * checked as on any pass; there is no announced checksum to compare, and
+   * none is needed (the layer's digest is in the signed manifest). A failure
+   * is returned, not thrown, for the caller to say why.
    */
-  async verifyHeld(id: string, options: Pick<FetchOptions, "trust" | "signal">): Promise<VerifiedArtifact | undefined> {
-    return this.verifyCached({ id, checksum: undefined }, options);
+  async verifyHeld(id: string, options: Pick<FetchOptions, "trust" | "signal">): Promise<Held> {
+    return this.fromCache({ id, checksum: undefined }, options);
   }
 
   /**

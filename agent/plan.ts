@@ -38,6 +38,12 @@ export interface PlanOptions {
    */
   hold?: readonly string[];
   /**
+   * Installed digests whose signatures the trust in force no longer accepts
+   * (agent/trust-check.ts): never kept, even for a held name. Leave them out
+   * of the assigned programs too.
+   */
+  distrusted?: readonly string[];
+  /**
    * Prefs of every filter attached now, whatever runs there (another tool's
    * program, or one of ours whose pins were lost): a new policy never takes
    * one, so attaching it never replaces a filter that is in force.
@@ -116,7 +122,7 @@ export function newestByName(desired: readonly Program[]): { chosen: Program[]; 
  * assigned version runs (newestByName); keep what is installed and still
  * chosen; a new digest of an installed policy name replaces it at its
  * pref; any other new digest is added at a fresh pref; what is no longer
- * chosen is removed (unless held). Order: keeps, replaces, adds, removes
+ * chosen is removed (unless held, and not distrusted). Order: keeps, replaces, adds, removes
  * (enforcement is set up before anything is taken down); within a kind, by
  * policy name then digest.
  */
@@ -125,6 +131,7 @@ export function plan(assigned: readonly Program[], actual: readonly InstalledPro
   const wanted = new Set(desired.map((p) => p.id));
   const installed = new Set(actual.map((p) => p.id));
   const hold = new Set(options.hold ?? []);
+  const distrusted = new Set(options.distrusted ?? []);
   const taken = new Set([...actual.map((p) => p.pref), ...(options.inUse ?? [])]);
   const byName = (a: Program, b: Program) => byCodeUnit(a.name, b.name) || byCodeUnit(a.id, b.id);
 
@@ -151,8 +158,9 @@ export function plan(assigned: readonly Program[], actual: readonly InstalledPro
   }
   const replaced = new Set(replaces.map((s) => (s.kind === "replace" ? s.old.id : "")));
   const rest = actual.filter((p) => !wanted.has(p.id) && !replaced.has(p.id)).sort(byName);
-  const held: Step[] = rest.filter((p) => hold.has(p.name)).map((program) => ({ kind: "keep", program }));
-  const removes: Step[] = rest.filter((p) => !hold.has(p.name)).map((program) => ({ kind: "remove", program }));
+  const isHeld = (p: InstalledProgram) => hold.has(p.name) && !distrusted.has(p.id);
+  const held: Step[] = rest.filter(isHeld).map((program) => ({ kind: "keep", program }));
+  const removes: Step[] = rest.filter((p) => !isHeld(p)).map((program) => ({ kind: "remove", program }));
   const sortKeeps = (steps: Step[]) => steps.sort((a, b) => byName(a.program, b.program));
   return [...sortKeeps([...keeps, ...held]), ...replaces, ...adds, ...removes];
 }

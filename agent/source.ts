@@ -37,7 +37,7 @@ export class AssignerSource implements ReadOnlyTarget {
   private subject: Descriptor | undefined;
   private signatureList: Descriptor[] | undefined;
 
-  /** `signal`: cancels every request (the agent stopping, or the pull's deadline); `referrers` takes no options of its own. */
+  /** `signal`: cancels every request (the agent stopping, or the pull's deadline), beside any a read is given. */
   constructor(
     private readonly client: ArtifactReader,
     readonly id: string,
@@ -86,7 +86,8 @@ export class AssignerSource implements ReadOnlyTarget {
     return verified;
   }
 
-  async tags(): Promise<string[]> {
+  async tags(options: AbortOptions = {}): Promise<string[]> {
+    this.signalFor(options).signal?.throwIfAborted();
     return [];
   }
 
@@ -95,10 +96,10 @@ export class AssignerSource implements ReadOnlyTarget {
    * bytes. Their subjects are not checked here: `verifyArtifact` refuses a
    * signature for another digest (SUBJECT_MISMATCH), as it would a registry's.
    */
-  async referrers(subject: Descriptor, artifactType?: string): Promise<Descriptor[]> {
+  async referrers(subject: Descriptor, artifactType?: string, options: AbortOptions = {}): Promise<Descriptor[]> {
     if (subject.digest !== this.id) return [];
     if (!this.signatureList) {
-      const answer = await this.client.signatures(this.id, this.signalFor({}));
+      const answer = await this.client.signatures(this.id, this.signalFor(options));
       if (!Array.isArray(answer?.signatures)) throw new AgentError("BAD_ASSIGNMENT", `the signatures of ${this.id} from ${this.name} are not a list`);
       this.signatureList = [];
       // No more than a check reads (signing/verify.ts); the answer's size is capped by the client.

@@ -305,16 +305,16 @@ class UnpackingTarget implements Target {
     return this.cache.resolve(reference, options);
   }
 
-  tags(): Promise<string[]> {
-    return this.cache.tags();
+  tags(options?: AbortOptions): Promise<string[]> {
+    return this.cache.tags(options);
   }
 
   tag(desc: Descriptor, tag: string): Promise<void> {
     return this.cache.tag(desc, tag);
   }
 
-  referrers(subject: Descriptor, artifactType?: string): Promise<Descriptor[]> {
-    return this.cache.referrers(subject, artifactType);
+  referrers(subject: Descriptor, artifactType?: string, options?: AbortOptions): Promise<Descriptor[]> {
+    return this.cache.referrers(subject, artifactType, options);
   }
 
   indexReferrer(subject: Descriptor, referrer: Descriptor): Promise<void> {

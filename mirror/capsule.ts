@@ -131,7 +131,7 @@ export async function writeCapsule(sources: CapsuleSource[], output: string, opt
       }
       const root = await source.target.resolve(source.digest, { signal });
       // Only its signatures travel: any other referrer (an SBOM anyone who can push attached) could be of any size, and an import takes none.
-      const signatures = await listSignatures(source.target, root);
+      const signatures = await listSignatures(source.target, root, { signal });
       await copy(source.target, source.digest, layout, undefined, {
         referrers: signatures,
         maxBlobSize: limits.maxBlobSize,

@@ -1,15 +1,18 @@
 // A read-only source whose every read carries one signal, so a whole check
 // (verifyArtifact reading a manifest, a listing and the signatures it names)
-// is cancelled at once, though its steps take no options of their own.
+// is cancelled at once, though its steps pass no options of their own.
 import type { AbortOptions, ReadOnlyTarget } from "./storage.js";
 
-/** `source` with `signal` given to every read that takes one, and checked around those that do not (listings). */
+/**
+ * `source` with `signal` given to every read (beside any signal the read is
+ * given), and a listing checked after it too: a source that ignores the
+ * signal cannot hand back a listing once it fired.
+ */
 export function cancellable(source: ReadOnlyTarget, signal: AbortSignal | undefined): ReadOnlyTarget {
   if (!signal) return source;
   const withSignal = (options?: AbortOptions): AbortOptions => ({ signal: options?.signal ? AbortSignal.any([signal, options.signal]) : signal });
-  const checked = async <T>(read: () => Promise<T>): Promise<T> => {
-    signal.throwIfAborted();
-    const result = await read();
+  const checked = async <T>(listing: Promise<T>): Promise<T> => {
+    const result = await listing;
     signal.throwIfAborted();
     return result;
   };
@@ -20,7 +23,7 @@ export function cancellable(source: ReadOnlyTarget, signal: AbortSignal | undefi
     exists: (desc, options) => source.exists(desc, withSignal(options)),
     ...(fetchUnverified ? { fetchUnverified: (desc, options) => fetchUnverified.call(source, desc, withSignal(options)) } : {}),
     resolve: (reference, options) => source.resolve(reference, withSignal(options)),
-    tags: () => checked(() => source.tags()),
-    referrers: (subject, artifactType) => checked(() => source.referrers(subject, artifactType)),
+    tags: (options) => checked(source.tags(withSignal(options))),
+    referrers: (subject, artifactType, options) => checked(source.referrers(subject, artifactType, withSignal(options))),
   };
 }

@@ -208,7 +208,7 @@ class GraphCopier {
 
   /** The referrers of `subject` in the source, asked for in one of the `concurrency` slots. */
   listReferrers(subject: Descriptor): Promise<Descriptor[]> {
-    return this.limited(() => this.src.referrers(subject));
+    return this.limited(() => this.src.referrers(subject, undefined, { signal: this.options.signal }));
   }
 
   /**

@@ -218,7 +218,8 @@ export class OciLayoutTarget implements Target, Deleter {
     });
   }
 
-  async tags(): Promise<string[]> {
+  async tags(options: AbortOptions = {}): Promise<string[]> {
+    options.signal?.throwIfAborted();
     return (await this.readIndex()).manifests.flatMap((m) => m.annotations?.[Annotation.RefName] ?? []);
   }
 
@@ -238,8 +239,8 @@ export class OciLayoutTarget implements Target, Deleter {
     return removeStaleTemps(join(this.dir, "blobs", "sha256"), { match: (name) => name.startsWith(TEMP_PREFIX), olderThanMs });
   }
 
-  referrers(subject: Descriptor, artifactType?: string): Promise<Descriptor[]> {
-    return fallbackReferrers(this, subject, artifactType);
+  referrers(subject: Descriptor, artifactType?: string, options: AbortOptions = {}): Promise<Descriptor[]> {
+    return fallbackReferrers(this, subject, artifactType, options);
   }
 
   indexReferrer(subject: Descriptor, referrer: Descriptor): Promise<void> {

@@ -79,12 +79,13 @@ export class MemoryTarget implements Target, Deleter {
     this.tagged.set(tag, { mediaType: desc.mediaType, digest: desc.digest, size: desc.size });
   }
 
-  async tags(): Promise<string[]> {
+  async tags(options: AbortOptions = {}): Promise<string[]> {
+    options.signal?.throwIfAborted();
     return [...this.tagged.keys()];
   }
 
-  referrers(subject: Descriptor, artifactType?: string): Promise<Descriptor[]> {
-    return fallbackReferrers(this, subject, artifactType);
+  referrers(subject: Descriptor, artifactType?: string, options: AbortOptions = {}): Promise<Descriptor[]> {
+    return fallbackReferrers(this, subject, artifactType, options);
   }
 
   indexReferrer(subject: Descriptor, referrer: Descriptor): Promise<void> {

@@ -5,7 +5,7 @@ import { backoffDelay, sleep } from "../util/index.js";
 import { isNotFound, RegistryError } from "./errors.js";
 import { descriptorFor, readAll } from "./digest.js";
 import { encodeJson, MAX_MANIFEST_SIZE, MediaType, parseManifest, referrerDescriptor, referrerEntries, type Descriptor, type Index } from "./oci.js";
-import type { Fetcher, Pusher, Resolver, Tagger } from "./storage.js";
+import type { AbortOptions, Fetcher, Pusher, Resolver, Tagger } from "./storage.js";
 import { Readable } from "node:stream";
 
 type TagStore = Fetcher & Pusher & Resolver & Tagger & { readonly name: string };
@@ -15,15 +15,15 @@ export function referrersTag(subject: Descriptor): string {
 }
 
 /** The fallback index's well-formed entries (referrerEntries: a malformed one is skipped), or none when there is no index. */
-async function readFallbackIndex(store: TagStore, subject: Descriptor): Promise<Descriptor[] | undefined> {
+async function readFallbackIndex(store: TagStore, subject: Descriptor, options: AbortOptions = {}): Promise<Descriptor[] | undefined> {
   let desc: Descriptor;
   try {
-    desc = await store.resolve(referrersTag(subject));
+    desc = await store.resolve(referrersTag(subject), options);
   } catch (err) {
     if (isNotFound(err)) return undefined;
     throw err;
   }
-  const bytes = await readAll(await store.fetch(desc), MAX_MANIFEST_SIZE, "referrers index");
+  const bytes = await readAll(await store.fetch(desc, options), MAX_MANIFEST_SIZE, "referrers index");
   let doc: unknown;
   try {
     doc = JSON.parse(bytes.toString("utf8"));
@@ -33,8 +33,8 @@ async function readFallbackIndex(store: TagStore, subject: Descriptor): Promise<
   return referrerEntries(doc);
 }
 
-export async function fallbackReferrers(store: TagStore, subject: Descriptor, artifactType?: string): Promise<Descriptor[]> {
-  const all = (await readFallbackIndex(store, subject)) ?? [];
+export async function fallbackReferrers(store: TagStore, subject: Descriptor, artifactType?: string, options: AbortOptions = {}): Promise<Descriptor[]> {
+  const all = (await readFallbackIndex(store, subject, options)) ?? [];
   return artifactType ? all.filter((d) => d.artifactType === artifactType) : all;
 }
 

@@ -104,8 +104,8 @@ export interface Resolver {
 }
 
 export interface TagLister {
-  /** Every tag, in no particular order. */
-  tags(): Promise<string[]>;
+  /** Every tag, in no particular order. `options.signal` cancels the listing (every page). */
+  tags(options?: AbortOptions): Promise<string[]>;
 }
 
 export interface Tagger extends TagLister {
@@ -114,8 +114,8 @@ export interface Tagger extends TagLister {
 }
 
 export interface ReferrerLister {
-  /** Manifests whose subject is `subject`, optionally of one artifact type. */
-  referrers(subject: Descriptor, artifactType?: string): Promise<Descriptor[]>;
+  /** Manifests whose subject is `subject`, optionally of one artifact type. `options.signal` cancels the listing. */
+  referrers(subject: Descriptor, artifactType?: string, options?: AbortOptions): Promise<Descriptor[]>;
 }
 
 export interface ReferrerIndexer {

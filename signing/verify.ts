@@ -10,7 +10,7 @@ import { bundleFromJSON, isBundleWithDsseEnvelope, type BundleWithDsseEnvelope }
 import type { X509Certificate } from "@sigstore/core";
 import { toSignedEntity, toTrustMaterial, Verifier, VerificationError, type SignedEntity } from "@sigstore/verify";
 import { AegisError } from "../errors.js";
-import { cancellable, checkDigest, isContentFault, isManifestType, isNotFound, MAX_MANIFEST_SIZE, parseManifest, readAll, referrersTag, RegistryError, type Descriptor, type Manifest, type ReadOnlyTarget } from "../registry/index.js";
+import { cancellable, checkDigest, isContentFault, isManifestType, isNotFound, MAX_MANIFEST_SIZE, parseManifest, readAll, referrersTag, RegistryError, type AbortOptions, type Descriptor, type Manifest, type ReadOnlyTarget } from "../registry/index.js";
 import { CHECK_OF, SignatureError, type SignatureCheck, type SignatureErrorCode } from "./errors.js";
 import { certificateIdentity, matchIdentity } from "./identity.js";
 import { digestAlgorithm } from "./keys.js";
@@ -71,8 +71,8 @@ export interface VerifyOptions {
 export const MAX_SIGNATURE_SIZE = 1024 * 1024;
 
 /** The sigstore bundle referrers of `subject` a check reads: the first MAX_SIGNATURES listed, each digest once. */
-export async function listSignatures(source: ReadOnlyTarget, subject: Descriptor): Promise<Descriptor[]> {
-  const listed = await source.referrers(subject, SIGSTORE_BUNDLE_TYPE);
+export async function listSignatures(source: ReadOnlyTarget, subject: Descriptor, options: AbortOptions = {}): Promise<Descriptor[]> {
+  const listed = await source.referrers(subject, SIGSTORE_BUNDLE_TYPE, options);
   return [...new Map(listed.map((r) => [r.digest, r])).values()].slice(0, MAX_SIGNATURES);
 }
 

@@ -436,7 +436,7 @@ export class RemoteRepository implements Target, Mounter, ReferencePusher {
   }
 
   /** Follows the tag list's pages, within maxTagPages and maxTags, refusing a page link seen before (a loop). */
-  async tags(): Promise<string[]> {
+  async tags(options: AbortOptions = {}): Promise<string[]> {
     const all: string[] = [];
     const seen = new Set<string>();
     let url: string | undefined = this.path("tags", "list?n=1000");
@@ -445,7 +445,7 @@ export class RemoteRepository implements Target, Mounter, ReferencePusher {
       if (seen.has(key)) throw new RegistryError("HTTP_ERROR", `${this.name}: tag list pages loop (next page ${key} was already read)`);
       if (seen.size >= this.maxTagPages) throw new RegistryError("SIZE_LIMIT", `${this.name}: tag list has more than ${this.maxTagPages} pages`);
       seen.add(key);
-      const res: Response = await this.client.send({ method: "GET", url, scopes: this.scopes(false), expect: [200, 404] });
+      const res: Response = await this.client.send({ method: "GET", url, scopes: this.scopes(false), expect: [200, 404], signal: options.signal });
       if (res.statusCode === 404) {
         // A repository with nothing pushed yet is unknown to the registry (NAME_UNKNOWN): it has no tags.
         const error = await this.client.errorFrom(res, { method: "GET", url });
@@ -471,8 +471,10 @@ export class RemoteRepository implements Target, Mounter, ReferencePusher {
    * Probes GET /v2/<repo>/referrers/<digest>: 200 with an index means the
    * API exists. Learned once per repository; a repository the registry does
    * not know yet (404 NAME_UNKNOWN) says nothing, so that is not remembered.
+   * The probe is shared by every caller, so it runs without any caller's
+   * signal: `signal` only stops this caller's wait for it.
    */
-  private hasReferrersApi(subject: Descriptor): Promise<boolean> {
+  private hasReferrersApi(subject: Descriptor, signal?: AbortSignal): Promise<boolean> {
     const key = `${this.client.baseUrl}/${this.repository}`;
     let known = referrersSupport.get(key);
     if (!known) {
@@ -487,17 +489,18 @@ export class RemoteRepository implements Target, Mounter, ReferencePusher {
       setBounded(referrersSupport, key, known, MAX_KNOWN);
       known.catch(() => referrersSupport.delete(key));
     }
-    return known;
+    return untilAborted(known, signal);
   }
 
-  async referrers(subject: Descriptor, artifactType?: string): Promise<Descriptor[]> {
-    if (!(await this.hasReferrersApi(subject))) return fallbackReferrers(this, subject, artifactType);
+  async referrers(subject: Descriptor, artifactType?: string, options: AbortOptions = {}): Promise<Descriptor[]> {
+    if (!(await this.hasReferrersApi(subject, options.signal))) return fallbackReferrers(this, subject, artifactType, options);
     const query = artifactType ? `?artifactType=${encodeURIComponent(artifactType)}` : "";
     const res = await this.client.send({
       method: "GET",
       url: this.path("referrers", `${checkDigest(subject.digest)}${query}`),
       scopes: this.scopes(false),
       expect: [200],
+      signal: options.signal,
     });
     const all = referrerEntries(parseJson<unknown>(await readAll(res.body, MAX_MANIFEST_SIZE, "referrers list"), `${this.name} referrers list`));
     // A registry may ignore the filter; it says so by omitting OCI-Filters-Applied.
@@ -508,6 +511,17 @@ export class RemoteRepository implements Target, Mounter, ReferencePusher {
     if (await this.hasReferrersApi(subject)) return;
     await addFallbackReferrer(this, subject, referrer);
   }
+}
+
+/** `work`, or a rejection with `signal`'s reason once it aborts, whichever comes first (`work` itself runs on). */
+function untilAborted<T>(work: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return work;
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  return new Promise<T>((resolve, reject) => {
+    const stop = () => reject(signal.reason as Error);
+    signal.addEventListener("abort", stop, { once: true });
+    work.then(resolve, reject).finally(() => signal.removeEventListener("abort", stop));
+  });
 }
 
 function parseJson<T>(bytes: Buffer, what: string): T {

@@ -9,15 +9,16 @@ import { release, tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Agent, basePref, MAX_ASSIGNED, StateDir, type StepReport } from "../../agent/index.js";
+import { Agent, basePref, MAX_ASSIGNED, StateDir, type StepReport, type TrustRootOptions } from "../../agent/index.js";
 import { AssignerClient, capabilitiesJson } from "../../assigner/api/index.js";
 import { startAssigner, type RunningAssigner } from "../../assigner/index.js";
 import { buildBundle, pushBundle } from "../../bundle/index.js";
 import { MemoryDatapath, MemoryKernel, probeKernelFeatures } from "../../ebpf/index.js";
-import { copy, OciLayoutTarget, RemoteRepository } from "../../registry/index.js";
-import { generateKeyPair, KeySigner, loadTrust, signArtifact, type TrustPolicy } from "../../signing/index.js";
+import { copy, OciLayoutTarget, parseManifest, readAll, RemoteRepository, type Manifest } from "../../registry/index.js";
+import { generateKeyPair, KeySigner, loadTrust, parsePublicKey, pushTrustRoot, signArtifact, trustedKey, type TrustPolicy } from "../../signing/index.js";
 import { startRegistryProxy } from "../harness/proxy.js";
 import { startRegistry, type RegistryServer } from "../harness/registry.js";
+import { TestFulcio, TestRekor, trustedRoot } from "../harness/sigstore.js";
 import { startDroppingPort, startNats, startStrictNats, type NatsDenial, type StrictNats, type TcpServer } from "../harness/tcp-server.js";
 
 let registry: RegistryServer;
@@ -65,7 +66,7 @@ interface Running {
 /** An agent for `hostId` on a memory kernel (shared to model a restart); slow polling, so tests step it with reconcile(). */
 async function runAgent(
   hostId: string,
-  options: { kernel?: MemoryKernel; stateDir?: string; assigner?: string; nats?: boolean | string; natsRetryMs?: number; dryRun?: boolean; ifaces?: string[]; mirrors?: string[]; requestTimeoutMs?: number; fetchRetryMs?: number; pullTimeoutMs?: number; minWakeGapMs?: number; datapath?: MemoryDatapath } = {},
+  options: { kernel?: MemoryKernel; stateDir?: string; assigner?: string; trust?: TrustPolicy; trustRoot?: TrustRootOptions; nats?: boolean | string; natsRetryMs?: number; dryRun?: boolean; ifaces?: string[]; mirrors?: string[]; requestTimeoutMs?: number; fetchRetryMs?: number; pullTimeoutMs?: number; minWakeGapMs?: number; datapath?: MemoryDatapath } = {},
 ): Promise<Running> {
   const datapath = options.datapath ?? new MemoryDatapath(options.kernel ? { kernel: options.kernel } : { interfaces: ["lo", "eth0", "eth1"] });
   const events: StepReport[] = [];
@@ -76,7 +77,8 @@ async function runAgent(
     hostId,
     stateDir,
     datapath,
-    trust,
+    trust: options.trust ?? trust,
+    ...(options.trustRoot ? { trustRoot: options.trustRoot } : {}),
     pollIntervalMs: 3_600_000,
     labels: { role: "test" },
     log: (line) => logs.push(line),
@@ -111,11 +113,11 @@ async function until(what: string, check: () => boolean | Promise<boolean>): Pro
   throw new Error(`gave up waiting: ${what}`);
 }
 
-/** `work`, or a rejection naming `what` once `ms` have passed without it settling. */
-async function within<T>(ms: number, what: string, work: Promise<T>): Promise<T> {
+/** `work`, or a rejection naming `what` (and what `context` says then) once `ms` have passed without it settling. */
+async function within<T>(ms: number, what: string, work: Promise<T>, context?: () => string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: not done within ${ms / 1000} s`)), ms);
+    timer = setTimeout(() => reject(new Error(`${what}: not done within ${ms / 1000} s${context ? `\n${context()}` : ""}`)), ms);
   });
   try {
     return await Promise.race([work, late]);
@@ -975,6 +977,167 @@ describe("enforcement", () => {
   });
 });
 
+describe("trust that changes while a program runs", () => {
+  /** `host`'s agent, trusting both keys, runs one policy signed by each; stopped: the state and kernel a next agent starts from. */
+  async function bothInstalled(host: string, names: [string, string]): Promise<{ byCi: string; byOther: string; first: Running }> {
+    const byCi = await publish("1.0.0", ciKey, names[0]);
+    const byOther = await publish("1.0.0", otherKey, names[1]);
+    writeFileSync(join(work, "other.pub"), otherKey.publicKey);
+    const first = await agentFor(host, { trust: await loadTrust([join(work, "ci.pub"), join(work, "other.pub")]) });
+    for (const digest of [byCi, byOther]) await admin.assign(digest, host);
+    await first.agent.reconcile();
+    await first.agent.stop();
+    expect(await runs(first.datapath), "both installed, each on eth0 and eth1").toEqual([byCi, byCi, byOther, byOther].sort());
+    return { byCi, byOther, first };
+  }
+
+  /** The digest attached at each hook, sorted. */
+  const runs = async (d: MemoryDatapath) => (await filters(d)).map((f) => f.split(" ")[3]).sort();
+
+  /** Every datapath call `r` makes that changes the kernel, in order. */
+  function kernelChanges(r: Running): string[] {
+    const ops: string[] = [];
+    for (const op of ["load", "attach", "detach", "unpin"] as const) {
+      const original = r.datapath[op].bind(r.datapath) as (...args: unknown[]) => Promise<unknown>;
+      (r.datapath as unknown as Record<string, unknown>)[op] = (...args: unknown[]) => (ops.push(op), original(...args));
+    }
+    return ops;
+  }
+
+  it("an agent started with a --trust that drops a key stops enforcing what that key signed, the assigner away or not; the rest runs on untouched", async () => {
+    writeFileSync(join(work, "other.pub"), otherKey.publicKey);
+    const otherOnly = await loadTrust([join(work, "other.pub")]);
+    for (const away of [true, false]) {
+      const host = `trust-drop-${away ? "away" : "up"}-host`;
+      const { byCi, byOther, first } = await bothInstalled(host, [`trust-drop-ci-${away}`, `trust-drop-other-${away}`]);
+      const second = await runAgent(host, { kernel: first.datapath.kernel, stateDir: first.stateDir, trust: otherOnly, ...(away ? { assigner: "http://127.0.0.1:1", requestTimeoutMs: 2_000 } : {}) });
+      running.push(second);
+      const changes = kernelChanges(second);
+      const pass = second.agent.reconcile();
+      if (away) await expect(pass, "the pass fails: the assigner is away").rejects.toMatchObject({ code: "UNAVAILABLE" });
+      else await pass;
+      const what = away ? "assigner away" : "assigner up";
+      const left = await runs(second.datapath);
+      expect(left, `${what}: only the program signed by the key still trusted is attached`).toEqual([byOther, byOther]);
+      expect((await second.datapath.loaded()).map((p) => p.id), `${what}: and loaded`).toEqual([byOther]);
+      expect(changes, `${what}: the other program detached (two hooks) and unpinned, nothing loaded or attached`).toEqual(["detach", "detach", "unpin"]);
+      const failed = second.events.filter((e) => e.id === byCi && e.event === "failed");
+      expect(failed.map((e) => e.code), `${what}: reported once with the verdict: ${JSON.stringify(failed)}`).toEqual(["UNTRUSTED_KEY"]);
+      expect(second.logs.some((l) => l.startsWith(`trust-drop-ci-${away} 1.0.0 ${byCi} no longer verifies under the trust in force`)), `${what}: said\n${second.logs.join("\n")}`).toBe(true);
+      expect((await new StateDir(first.stateDir).installed()).has(byCi), `${what}: no longer recorded`).toBe(false);
+      // The next pass neither brings it back nor says it again.
+      await second.agent.reconcile().catch(() => undefined);
+      expect(await runs(second.datapath), `${what}: the next pass`).toEqual([byOther, byOther]);
+      expect(second.events.filter((e) => e.id === byCi && e.event === "failed"), `${what}: not reported again`).toHaveLength(1);
+      await second.agent.stop();
+    }
+  });
+
+  it("a key whose validUntil passes: what it alone signed is taken out at the next pass", async () => {
+    const host = "trust-expiry-host";
+    const digest = await publish("1.0.0", ciKey, "trust-expiry");
+    // A window that closes seconds after the install: the agent reads no clock but the real one.
+    const validUntil = new Date(Date.now() + 8_000);
+    const expiring: TrustPolicy = { keys: [trustedKey("ci-expiring", parsePublicKey(ciKey.publicKey, "ci"), { validUntil })] };
+    const r = await agentFor(host, { trust: expiring });
+    await admin.assign(digest, host);
+    await r.agent.reconcile();
+    expect(Date.now() < validUntil.getTime(), "installed within the key's window (a test machine this slow needs a longer one)").toBe(true);
+    expect(await runs(r.datapath), "installed while the key is valid").toEqual([digest, digest]);
+    await r.agent.reconcile();
+    expect(await runs(r.datapath), "kept at a pass within the window").toEqual([digest, digest]);
+    await new Promise((resolve) => setTimeout(resolve, validUntil.getTime() - Date.now() + 50));
+    await r.agent.reconcile();
+    expect(await runs(r.datapath), "taken out once the window closed").toEqual([]);
+    const failed = r.events.filter((e) => e.id === digest && e.event === "failed");
+    expect(failed.map((e) => e.code), JSON.stringify(failed)).toEqual(["KEY_NOT_VALID"]);
+  });
+
+  it("a followed trust root that drops a key: what that key signed is taken out at the next pass, and runs again once signed by a key the root holds", async () => {
+    const operator = generateKeyPair("ecdsa-p256");
+    const rootBytes = Buffer.from(JSON.stringify(trustedRoot({ fulcio: [new TestFulcio()], rekor: [new TestRekor()] })));
+    const roots = new RemoteRepository(registry.host, "trust/agent");
+    const rootWith = (version: number, keys: (typeof ciKey)[]) =>
+      pushTrustRoot(roots, rootBytes, {
+        version,
+        tag: "current",
+        signer: new KeySigner(createPrivateKey(operator.privateKey)),
+        policy: { keys: keys.map((k, i) => ({ name: k === ciKey ? "ci" : `other-${i}`, key: k.publicKey })) },
+      });
+    await rootWith(1, [ciKey, otherKey]);
+    const host = "trust-root-drop-host";
+    const byCi = await publish("1.0.0", ciKey, "root-drop-ci");
+    const byOther = await publish("1.0.0", otherKey, "root-drop-other");
+    const resigned = await publish("1.0.0", ciKey, "root-drop-resigned");
+    writeFileSync(join(work, "operator.pub"), operator.publicKey);
+    const r = await agentFor(host, { trust: { keys: [] }, trustRoot: { reference: `${registry.host}/trust/agent:current`, operator: await loadTrust([join(work, "operator.pub")]) } });
+    for (const digest of [byCi, byOther, resigned]) await admin.assign(digest, host);
+    await r.agent.reconcile();
+    expect(await runs(r.datapath), "all three run under root version 1").toEqual([byCi, byCi, byOther, byOther, resigned, resigned].sort());
+
+    // Version 2 holds the other key only (the CI key was stolen, say); one program was signed with it beforehand.
+    const repo = new RemoteRepository(registry.host, "policies/agent");
+    const signWithOther = (digest: string) => repo.resolve(digest).then((desc) => signArtifact(repo, desc, new KeySigner(createPrivateKey(otherKey.privateKey)), repo.name));
+    await signWithOther(resigned);
+    await rootWith(2, [otherKey]);
+    const changes = kernelChanges(r);
+    const before = r.events.length;
+    await r.agent.reconcile();
+    expect(r.logs.some((l) => l.includes("version 2 from") && l.includes("replaces version 1")), r.logs.join("\n")).toBe(true);
+    expect(await runs(r.datapath), "the CI key's program is out; the one signed again runs").toEqual([byOther, byOther, resigned, resigned].sort());
+    expect(r.events.filter((e) => e.id === byCi && e.event === "failed").map((e) => e.code), "reported with the verdict").toEqual(["UNTRUSTED_KEY"]);
+    // The one signed again was taken out with the other (the cache held its CI signature only), then fetched with its new signature.
+    expect(
+      r.events.slice(before).filter((e) => e.id === resigned && ["failed", "verified"].includes(e.event)).map((e) => `${e.event} ${e.code ?? e.reason}`),
+      "the re-signed program: refused from the cache, then verified from the registry",
+    ).toEqual(["failed UNTRUSTED_KEY", `verified signed by other-0, from ${registry.host}/policies/agent@${resigned}`]);
+    expect(changes, "both detached and unpinned first, then the re-signed one loaded and attached again").toEqual(["detach", "detach", "unpin", "detach", "detach", "unpin", "load", "attach", "attach"]);
+
+    // Signed again by the key the root holds: it runs again at the next pass.
+    await signWithOther(byCi);
+    await admin.call("POST", "/artifacts", { reference: `${registry.host}/policies/agent@${byCi}` });
+    await r.agent.reconcile();
+    expect(await runs(r.datapath), "all three run again").toEqual([byCi, byCi, byOther, byOther, resigned, resigned].sort());
+  });
+
+  it("a damaged cache is no verdict: what runs stays while the assigner is away, and the cache is repaired from the registry once it answers", async () => {
+    const host = "trust-damaged-host";
+    const digest = await publish("1.0.0", ciKey, "trust-damaged");
+    const first = await agentFor(host);
+    await admin.assign(digest, host);
+    await first.agent.reconcile();
+    await first.agent.stop();
+    // The signature's bundle blob in the cache, overwritten: its bytes no longer match their digest.
+    const cache = new OciLayoutTarget(join(first.stateDir, "cache"));
+    const [signature] = await cache.referrers(await cache.resolve(digest));
+    const bundleLayer = (parseManifest(await readAll(await cache.fetch(signature!), signature!.size, "signature"), signature!.mediaType) as Manifest).layers[0]!;
+    const blob = join(first.stateDir, "cache", "blobs", "sha256", bundleLayer.digest.slice("sha256:".length));
+    writeFileSync(blob, Buffer.alloc(statSync(blob).size, 0x20));
+
+    const away = await runAgent(host, { kernel: first.datapath.kernel, stateDir: first.stateDir, assigner: "http://127.0.0.1:1", requestTimeoutMs: 2_000 });
+    running.push(away);
+    const awayChanges = kernelChanges(away);
+    await expect(away.agent.reconcile(), "the assigner is away").rejects.toMatchObject({ code: "UNAVAILABLE" });
+    await expect(away.agent.reconcile()).rejects.toMatchObject({ code: "UNAVAILABLE" });
+    expect(await runs(away.datapath), "assigner away: it stays").toEqual([digest, digest]);
+    expect(awayChanges, "assigner away: nothing changed in the kernel").toEqual([]);
+    expect(away.logs.filter((l) => l.startsWith(`trust-damaged 1.0.0 ${digest} cannot be verified again under the trust in force from the cache`)), `said once\n${away.logs.join("\n")}`).toHaveLength(1);
+    expect(away.events.filter((e) => e.event === "failed"), "nothing reported failed").toEqual([]);
+    await away.agent.stop();
+
+    const up = await runAgent(host, { kernel: first.datapath.kernel, stateDir: first.stateDir });
+    running.push(up);
+    const upChanges = kernelChanges(up);
+    await up.agent.reconcile();
+    expect(await runs(up.datapath), "assigner up: it stays").toEqual([digest, digest]);
+    expect(upChanges, "assigner up: nothing changed in the kernel").toEqual([]);
+    expect(readFileSync(blob).equals(Buffer.alloc(statSync(blob).size, 0x20)), "the bundle blob fetched again from the registry").toBe(false);
+    const logged = up.logs.length;
+    await up.agent.reconcile();
+    expect(up.logs.slice(logged).filter((l) => l.includes("cannot be verified again")), "verified from the repaired cache: nothing more said").toEqual([]);
+  });
+});
+
 describe("another tool's filter", () => {
   it("is never taken over: a new policy goes past the pref a foreign filter holds, which stays in force", async () => {
     const v1 = await publish("1.0.0", ciKey, "beside-foreign");
@@ -1349,7 +1512,9 @@ describe("outages", () => {
   it("an assigner that hangs fails the pass with UNAVAILABLE, enforcement holds, and a stop does not wait for it", async () => {
     // Each step has a limit of its own, well under the test's: this test timed out whole twice (once under load, once
     // in CI) and never alone, so a step that hangs must say which it is.
-    const step = <T,>(what: string, work: Promise<T>): Promise<T> => within(20_000, what, work);
+    // The agent's log is told with a step that times out: the pass itself once did, in a whole-suite run only.
+    let agentLogs: string[] = [];
+    const step = <T,>(what: string, work: Promise<T>): Promise<T> => within(20_000, what, work, () => `its agent's log:\n${agentLogs.join("\n")}`);
     const { first, before } = await step("install, then stop the first agent", installedThenStopped("13.0.0", "outage", "outage-host"));
 
     const hung = createServer(() => undefined);
@@ -1357,10 +1522,12 @@ describe("outages", () => {
     try {
       const url = `http://127.0.0.1:${(hung.address() as AddressInfo).port}`;
       const second = await step("start the second agent", runAgent("outage-host", { kernel: first.datapath.kernel, stateDir: first.stateDir, assigner: url, requestTimeoutMs: 300 }));
+      agentLogs = second.logs;
       await expect(step("the second agent's pass", second.agent.reconcile()), "timed out").rejects.toMatchObject({ code: "UNAVAILABLE" });
       expect(await filters(second.datapath), "enforcement holds").toEqual(before);
       await step("stop the second agent", second.agent.stop());
       const third = await step("start the third agent", runAgent("outage-host", { kernel: first.datapath.kernel, stateDir: first.stateDir, assigner: url, requestTimeoutMs: 3_600_000 }));
+      agentLogs = third.logs;
       const pass = third.agent.reconcile();
       await step("stop the third agent", third.agent.stop());
       await expect(step("the third agent's pass", pass), "the stop ends the pass").rejects.toThrow(/agent stopping/);

@@ -26,7 +26,7 @@ function show(steps: Step[]): string[] {
   });
 }
 
-const cases: { name: string; desired: Program[]; actual: InstalledProgram[]; hold?: string[]; steps: string[] }[] = [
+const cases: { name: string; desired: Program[]; actual: InstalledProgram[]; hold?: string[]; distrusted?: string[]; steps: string[] }[] = [
   { name: "nothing to do", desired: [], actual: [], steps: [] },
   { name: "first assignment adds at the name's pref", desired: [A1], actual: [], steps: [`add 1.0.0@block-icmp pref ${A}`] },
   { name: "unchanged is kept", desired: [A1], actual: [at(A1, A)], steps: [`keep 1.0.0@block-icmp pref ${A}`] },
@@ -59,6 +59,14 @@ const cases: { name: string; desired: Program[]; actual: InstalledProgram[]; hol
     steps: [`keep 1.0.0@block-icmp pref ${A}`, `remove 1.0.0@deny-egress pref ${B}`],
   },
   {
+    name: "a held name does not keep a version the trust no longer verifies",
+    desired: [],
+    actual: [at(A1, A), at(B1, B)],
+    hold: ["block-icmp", "deny-egress"],
+    distrusted: [A1.id],
+    steps: [`keep 1.0.0@deny-egress pref ${B}`, `remove 1.0.0@block-icmp pref ${A}`],
+  },
+  {
     name: "both versions assigned (v2 before unassigning v1): the newest replaces the installed one at its pref",
     desired: [A1, A2],
     actual: [at(A1, A)],
@@ -83,7 +91,7 @@ const cases: { name: string; desired: Program[]; actual: InstalledProgram[]; hol
 describe("plan", () => {
   for (const c of cases) {
     it(c.name, () => {
-      expect(show(plan(c.desired, c.actual, c.hold ? { hold: c.hold } : {})), c.name).toEqual(c.steps);
+      expect(show(plan(c.desired, c.actual, { ...(c.hold ? { hold: c.hold } : {}), ...(c.distrusted ? { distrusted: c.distrusted } : {}) })), c.name).toEqual(c.steps);
     });
   }
 

@@ -4,7 +4,8 @@
 // endless or looping tag pages, one tag page of whatever entries the test
 // gives, a trickling blob, a referrers list with a null entry, a Basic
 // challenge, or a Bearer one naming whatever token realm the test gives,
-// that records what credentials it got. It
+// that records what credentials it got, or listings (tags, referrers) that
+// are never answered. It
 // counts requests in flight so a test can see how many a client opens at once.
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -23,6 +24,8 @@ export interface HostileOptions {
   nullReferrer?: boolean;
   /** Every manifest GET waits this long first, so concurrent fetches overlap. */
   delayMs?: number;
+  /** Tag list and referrers requests are never answered (held open until the double stops). */
+  stallListings?: boolean;
   /** Challenge for Basic credentials (accepting any) and record the Authorization headers. */
   basicAuth?: boolean;
   /** Challenge for a Bearer token from this realm (never served here) and record the Authorization headers. */
@@ -60,6 +63,7 @@ export async function startHostileRegistry(options: HostileOptions = {}): Promis
     const m = /^\/v2\/(.+)\/(manifests|blobs|tags|referrers)\/(.+)$/.exec(url.pathname);
     if (!m) return send(res, 404, "");
     const [, repo, kind, ref] = m as unknown as [string, string, string, string];
+    if (options.stallListings && (kind === "tags" || kind === "referrers")) return; // stop() closes it
     if (kind === "tags") return tagsPage(res, repo, url);
     if (kind === "referrers" && options.nullReferrer && options.store) {
       const subject = await options.store.resolve(ref);

@@ -516,6 +516,40 @@ describe("referrers listings are the source's word", () => {
 });
 
 describe("deadlines", () => {
+  it("a listing that is never answered ends with the caller's signal, not the request's timeout: tags, referrers, a signature check", async () => {
+    const store = new MemoryTarget();
+    const { manifest } = await pushArtifact(store);
+    const registry = await hostile({ store, stallListings: true });
+    // The client's own timeouts are far off: only the signal can end these within the test.
+    const repo = new RemoteRepository(registry.host, "stalled", { timeoutMs: 60_000, deadlineMs: 60_000 });
+    const key = generateKeyPair("ed25519");
+    const trust = { keys: [trustedKey("ci", parsePublicKey(key.publicKey, "test key"))] };
+    const cases: [string, (signal: AbortSignal) => Promise<unknown>][] = [
+      ["tags", (signal) => repo.tags({ signal })],
+      ["referrers (the API probe)", (signal) => repo.referrers(manifest, undefined, { signal })],
+      // The probe above is shared and still unanswered: this one waits on it too.
+      ["referrers of one type", (signal) => repo.referrers(manifest, SIGSTORE_BUNDLE_TYPE, { signal })],
+      ["verifyArtifact", (signal) => verifyArtifact(repo, manifest.digest, trust, { signal })],
+    ];
+    for (const [what, list] of cases) {
+      const reason = new Error(`${what}: cancelled`);
+      const controller = new AbortController();
+      const started = performance.now();
+      setTimeout(() => controller.abort(reason), 100);
+      let timer: NodeJS.Timeout | undefined;
+      const outcome = await Promise.race([
+        list(controller.signal).then(
+          (value) => `answered ${JSON.stringify(value)}`,
+          (err: unknown) => err,
+        ),
+        new Promise((resolve) => (timer = setTimeout(() => resolve("still waiting 5 s after the abort"), 5_100))),
+      ]).finally(() => clearTimeout(timer));
+      expect(outcome, `${what}: rejects with the signal's reason (after ${Math.round(performance.now() - started)} ms)`).toBe(reason);
+    }
+    expect(registry.requests.filter((r) => r.includes("/tags/") || r.includes("/referrers/")).length, "the listings were asked").toBeGreaterThanOrEqual(2);
+  }, 20_000);
+
+
   it("a blob trickled one byte at a time (each within the idle timeout) fails at the overall deadline", async () => {
     const store = new MemoryTarget();
     const { manifest, layer } = await pushArtifact(store);
