@@ -6,11 +6,11 @@
 import type { KeyObject } from "node:crypto";
 import { hostname, release } from "node:os";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { ArtifactJson, AssignerClient, AssignerError, assignmentsSubject, capabilitiesJson, sealTelemetry, telemetrySubject } from "../assigner/api/index.js";
+import { ArtifactJson, AssignerClient, AssignerError, assignmentsSubject, capabilitiesJson, MAX_ASSIGNED, sealTelemetry, telemetrySubject } from "../assigner/api/index.js";
 import { hookName, probeKernelFeatures, type Attachment, type Datapath, type LoadedProgram } from "../ebpf/index.js";
 import { describeError, errorCode } from "../errors.js";
 import type { RepositoryOptions } from "../registry/index.js";
-import { SignatureError, type TrustPolicy } from "../signing/index.js";
+import type { TrustPolicy } from "../signing/index.js";
 import { backoffDelay, connectNats, failureWait, logText, natsRetryBase, refusalWait, sleep, subscribeKept } from "../util/index.js";
 import { AgentError } from "./errors.js";
 import { Executor } from "./executor.js";
@@ -20,7 +20,7 @@ import { TelemetryRoute } from "./telemetry-route.js";
 import { newestByName, plan, type InstalledProgram, type Program, type Step } from "./plan.js";
 import { logLine, receiptCounters, telemetryMessage, type Reporter, type StepReport } from "./report.js";
 import { recordOf, StateDir, type InstalledRecord, type OrphanRecord } from "./state.js";
-import { TrustCheck, trustBasis } from "./trust-check.js";
+import { isTrustVerdict, TrustCheck, trustBasis } from "./trust-check.js";
 import { TrustRootFollower, type TrustRootOptions } from "./trust-root.js";
 import { collectStatus } from "./status.js";
 import type { z } from "zod";
@@ -84,15 +84,6 @@ const SEQ_BLOCK = 3600 * 1_000_000;
 const NATS_LIVED_MS = 60_000;
 
 type Assigned = z.infer<typeof ArtifactJson>;
-
-/**
- * Most artifacts one answer may assign a host. Each new one may cost a fetch
- * from the registries the answer names (minutes, should they be slow) and
- * two reports: a lying assigner's list of thousands would keep the agent in
- * one pass for days and aim its requests wherever the list says. A host
- * runs a few policies; an answer over this is refused whole.
- */
-export const MAX_ASSIGNED = 256;
 
 /** A program of the agent's whose pins were lost: tc still runs it at `hooks`. */
 interface Orphan {
@@ -566,7 +557,8 @@ export class Agent {
     // revoked key does not run on while this pass holds, fetches and restores.
     const heldTrust = this.trustRoot ? this.trustRoot.heldTrust(this.options.trust) : this.options.trust;
     let now = await this.installedNow();
-    if (!dry && heldTrust) ({ now } = await this.underTrust(now, heldTrust));
+    let refused = new Set<string>();
+    if (!dry && heldTrust) ({ now, refused } = await this.underTrust(now, heldTrust));
 
     const desired: Program[] = [];
     const hold: string[] = [];
@@ -585,7 +577,7 @@ export class Agent {
     // (A digest verified before comes from the cache.)
     if (!dry && fresh.some((a) => !this.verifiedOnce.has(a.id) && !this.backedOff(a))) {
       const running = this.actual(now, assigned, verified).filter((p) => assigned.some((a) => a.id === p.id || a.name === p.name));
-      await this.enforce(plan([], running, { hold: running.map((p) => p.name) }), now.records, verified);
+      await this.enforce(plan([], running, { hold: running.map((p) => p.name), distrusted: [...refused] }), now.records, verified);
       if (this.receiptsOwed) await this.reportReceipts(now.records);
       await this.flushTelemetry();
     }
@@ -639,9 +631,9 @@ export class Agent {
       } catch (err) {
         signal.throwIfAborted();
         // The claimed name only keeps an installed version in force: trusting it can never widen what runs. Not this
-        // digest itself, if it runs (unchecked, orphaned, or never recorded) and no signature of it verifies.
+        // digest itself, if it runs (unchecked, orphaned, or never recorded) and the trust refuses its signatures.
         hold.push(artifact.name);
-        if (err instanceof SignatureError && (loaded.some((p) => p.id === artifact.id) || orphans.some((o) => o.record.id === artifact.id))) {
+        if (isTrustVerdict(err) && (loaded.some((p) => p.id === artifact.id) || orphans.some((o) => o.record.id === artifact.id))) {
           this.trustCheck.refuse(artifact.id, err);
           distrusted.add(artifact.id);
         }
@@ -749,7 +741,10 @@ export class Agent {
     const out = this.actual(now, [], new Map()).filter((p) => ids.has(p.id));
     if (out.length === 0) return { now, refused: ids, unchecked };
     await this.enforce(plan([], out, { distrusted: [...ids] }), now.records, new Map());
-    return { now: await this.installedNow(), refused: ids, unchecked };
+    // Read again for what the removals changed. What the first read found dropped (records of programs the kernel
+    // lost, which it already took off file) is kept: the pass may still load them again, or put them back on file.
+    const after = await this.installedNow();
+    return { now: { ...after, dropped: [...now.dropped, ...after.dropped] }, refused: ids, unchecked };
   }
 
   /**

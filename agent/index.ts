@@ -1,7 +1,7 @@
 // The agent package: a host daemon that registers, learns its assigned
 // digests, fetches and verifies them, plans, and enforces them through the
 // Datapath (docs/architecture.md "The agent").
-export { Agent, MAX_ASSIGNED, type AgentOptions } from "./agent.js";
+export { Agent, type AgentOptions } from "./agent.js";
 export { AgentError, type AgentErrorCode } from "./errors.js";
 export { Executor } from "./executor.js";
 export { ArtifactCache, type Assigned, type FetchOptions, type VerifiedArtifact } from "./fetch.js";

@@ -423,7 +423,8 @@ export const ROUTES: Route[] = [
   route({
     method: "post",
     path: "/assign/{artifact_id}/{host_id}",
-    summary: "Assign an artifact to a host (idempotent). 409 when the host's agent reported a kernel that cannot run the artifact's program, unless ?force=true",
+    summary:
+      "Assign an artifact to a host (idempotent). 409 when the host's agent reported a kernel that cannot run the artifact's program, unless ?force=true, and when the host would be assigned more artifacts than an agent takes (256, its own and its selectors')",
     access: "admin",
     params: AssignParams,
     query: AssignQuery,
@@ -462,7 +463,7 @@ export const ROUTES: Route[] = [
     method: "post",
     path: "/assignments",
     summary:
-      "Add and remove assignments (to hosts or label selectors) in one atomic step. With If-Match (the version of GET /assignments), 412 PRECONDITION_FAILED when the desired state changed since. Artifacts must be registered; at most 1000 changes. 409 when a host's agent reported a kernel that cannot run an added artifact's program (nothing is changed), unless ?force=true",
+      "Add and remove assignments (to hosts or label selectors) in one atomic step. With If-Match (the version of GET /assignments), 412 PRECONDITION_FAILED when the desired state changed since. Artifacts must be registered; at most 1000 changes. 409 when a host's agent reported a kernel that cannot run an added artifact's program, unless ?force=true, and when a host would be assigned more artifacts than an agent takes (256, its own and its selectors'); nothing is changed then",
     access: "admin",
     query: AssignQuery,
     body: AssignmentChangesBody,

@@ -10,6 +10,7 @@ import { describeError, InputError } from "../errors.js";
 import { credentialsFromEnvironment, credentialsHost } from "../registry/index.js";
 import { loadTrust, trustedRootFetcher } from "../signing/index.js";
 import { atomicWrite } from "../util/index.js";
+import { MAX_ASSIGNED } from "./api/index.js";
 import { ArtifactSource } from "./artifacts.js";
 import { Auth } from "./auth.js";
 import { AssignerEvents } from "./events.js";
@@ -52,6 +53,8 @@ export interface AssignerOptions {
   keepAliveTimeoutMs?: number;
   /** How far an agent's signed telemetry may be from this clock; default 5 minutes. */
   telemetryMaxSkewMs?: number;
+  /** Most artifacts a host may be assigned (directly and through selectors); default and most MAX_ASSIGNED, what an agent takes. */
+  maxAssignedPerHost?: number;
   /** Where requests and dependency changes are logged (logging.ts); default: nowhere. */
   logger?: Logger;
   /** How often Redis, the registry and NATS are checked, to log when one goes away or comes back; default 5 s. */
@@ -66,7 +69,7 @@ export interface AssignerOptions {
  * eBPF object); a slow client gets a request's headers in 10 s and a 16 MiB
  * upload in 120 s.
  */
-const LIMIT_DEFAULTS: Readonly<Record<"maxUploadBytes" | "maxConnections" | "headersTimeoutMs" | "requestTimeoutMs" | "keepAliveTimeoutMs" | "telemetryMaxSkewMs" | "healthIntervalMs", number>> = {
+const LIMIT_DEFAULTS: Readonly<Record<"maxUploadBytes" | "maxConnections" | "headersTimeoutMs" | "requestTimeoutMs" | "keepAliveTimeoutMs" | "telemetryMaxSkewMs" | "healthIntervalMs" | "maxAssignedPerHost", number>> = {
   maxUploadBytes: 16 * 1024 * 1024,
   maxConnections: 10_000,
   headersTimeoutMs: 10_000,
@@ -74,6 +77,7 @@ const LIMIT_DEFAULTS: Readonly<Record<"maxUploadBytes" | "maxConnections" | "hea
   keepAliveTimeoutMs: 65_000,
   telemetryMaxSkewMs: DEFAULT_TELEMETRY_MAX_SKEW_MS,
   healthIntervalMs: 5000,
+  maxAssignedPerHost: MAX_ASSIGNED,
 };
 
 export interface RunningAssigner {
@@ -173,7 +177,9 @@ export async function startAssigner(options: AssignerOptions = {}): Promise<Runn
       }, options.natsRetryMs !== undefined ? { retryMs: options.natsRetryMs } : {})
     : undefined;
   const limits = { ...LIMIT_DEFAULTS, ...definedLimits(options) };
-  const services = new AssignerServices(store, auth, artifacts, metrics, events, limits.telemetryMaxSkewMs);
+  // More than an agent takes would have the assigner accept changes that its agents then refuse whole.
+  if (limits.maxAssignedPerHost > MAX_ASSIGNED) throw new InputError("INVALID_ARGUMENT", `maxAssignedPerHost must be at most ${MAX_ASSIGNED} (what an agent takes), not ${limits.maxAssignedPerHost}`);
+  const services = new AssignerServices(store, auth, artifacts, metrics, events, { telemetryMaxSkewMs: limits.telemetryMaxSkewMs, maxAssignedPerHost: limits.maxAssignedPerHost });
   const requestTimeout = limits.requestTimeoutMs;
   // Node refuses a headers timeout longer than the request timeout.
   const headersTimeout = Math.min(limits.headersTimeoutMs, requestTimeout);

@@ -1,11 +1,12 @@
 // The assigner's parts, wired once: store, auth, artifact source, NATS
 // events and metrics, plus the agents' hot path (for-host) with its cache.
+import { sleep } from "../util/index.js";
 import { toArtifactJson, type ArtifactSource } from "./artifacts.js";
 import type { Auth, Principal } from "./auth.js";
 import type { AssignerEvents } from "./events.js";
 import type { AssignerMetrics } from "./metrics.js";
-import type { ArtifactRecord, AssignerStore, AssignmentChange } from "./store/store.js";
-import { AssignerError, matches, openTelemetry, parseSelector, SELECTOR_ASSIGNMENTS_MAX, unrunnable, unrunnableError, type Selector, type SignedTelemetry } from "./api/index.js";
+import type { AgentRecord, ArtifactRecord, AssignerStore, AssignmentChange } from "./store/store.js";
+import { AssignerError, matches, MAX_ASSIGNED, openTelemetry, parseSelector, SELECTOR_ASSIGNMENTS_MAX, unrunnable, unrunnableError, type Selector, type SignedTelemetry } from "./api/index.js";
 
 export interface ForHostAnswer {
   status: 200 | 304;
@@ -20,6 +21,28 @@ export interface HostView {
   version: number;
   artifactIds: string[];
   via: { artifactId: string; via: "host" | "selector"; selector?: string }[];
+}
+
+/** Limits resolved once by the server (server.ts LIMIT_DEFAULTS). */
+export interface ServiceLimits {
+  /** How far a telemetry message's time may be from the assigner's clock; default 5 minutes. */
+  telemetryMaxSkewMs?: number;
+  /** Most artifacts a host may be assigned; default MAX_ASSIGNED. */
+  maxAssignedPerHost?: number;
+}
+
+/** Times a change is checked and written again when another change lands between (on one of its hosts); then 503. */
+const CHANGE_ATTEMPTS = 50;
+
+/** What hosts are served, as perHostCheck counts it (AssignerServices.servedNow). */
+interface Served {
+  versions: Map<string, number>;
+  /** Each host's own assignments (a host of the whole desired state may be missing: it has none). */
+  direct: Map<string, Set<string>>;
+  /** The selector assignments as read with each host (one list for all, from the whole desired state). */
+  selectors: (hostId: string) => readonly { artifactId: string; selector: string }[];
+  /** How many selector assignments there are. */
+  selectorCount: number;
 }
 
 /** Entries kept per cache (for-host bodies by host, artifact JSON by id). */
@@ -52,8 +75,7 @@ export class AssignerServices {
     readonly artifacts: ArtifactSource,
     readonly metrics: AssignerMetrics,
     readonly events: AssignerEvents | undefined,
-    /** How far a telemetry message's time may be from the assigner's clock; default 5 minutes. */
-    private readonly telemetryMaxSkewMs = DEFAULT_TELEMETRY_MAX_SKEW_MS,
+    private readonly limits: ServiceLimits = {},
   ) {}
 
   /**
@@ -122,9 +144,89 @@ export class AssignerServices {
 
   /** The registered hosts whose labels match any of these selectors. */
   private async hostsMatching(selectors: string[]): Promise<string[]> {
+    return selectors.length === 0 ? [] : this.matchingAmong(await this.store.listAgents(), selectors);
+  }
+
+  /** Of `agents`, the hosts whose labels match any of these selectors. */
+  private matchingAmong(agents: readonly AgentRecord[], selectors: string[]): string[] {
     if (selectors.length === 0) return [];
     const parsed = [...new Set(selectors)].map((text) => this.selector(text));
-    return (await this.store.listAgents()).filter((agent) => agent.labels && parsed.some((s) => matches(s, agent.labels))).map((agent) => agent.hostId);
+    return agents.filter((agent) => agent.labels && parsed.some((s) => matches(s, agent.labels))).map((agent) => agent.hostId);
+  }
+
+  /** How many artifacts a host is served: its own, and those of the selectors (by text) its labels match. */
+  private countFor(own: ReadonlySet<string>, byText: ReadonlyMap<string, ReadonlySet<string>>, labels: Record<string, string> | undefined): number {
+    const ids = new Set(own);
+    if (labels) for (const [text, artifacts] of byText) if (matches(this.selector(text), labels)) for (const id of artifacts) ids.add(id);
+    return ids.size;
+  }
+
+  private stale(version: number, ifVersion: number): AssignerError {
+    return new AssignerError("PRECONDITION_FAILED", `the desired state is at version ${version}, not ${ifVersion}: read it again (GET /assignments) and plan on that`);
+  }
+
+  /**
+   * What `hosts` are served now, for perHostCheck: each one's version, read
+   * before (or with) the rest, its own assignments, and the selector
+   * assignments. `everyHost`: the whole desired state in one read (a change
+   * of selectors may reach thousands of hosts), else each host's own.
+   */
+  private async servedNow(hosts: readonly string[], everyHost: boolean): Promise<Served> {
+    if (everyHost) {
+      // Read together (ioredis pipelines them), and all before the desired state.
+      const versions = new Map(await Promise.all(hosts.map(async (hostId) => [hostId, await this.store.hostVersion(hostId)] as const)));
+      const desired = await this.store.desiredState();
+      const direct = new Map<string, Set<string>>();
+      for (const { hostId, artifactId } of desired.direct) direct.set(hostId, (direct.get(hostId) ?? new Set()).add(artifactId));
+      return { versions, direct, selectors: () => desired.selectors, selectorCount: desired.selectors.length };
+    }
+    // Each host's sets with its version, in one read each: a selector that changed between two of them is counted
+    // for each as its version says.
+    const views = new Map(await Promise.all(hosts.map(async (hostId) => [hostId, await this.store.hostDesired(hostId)] as const)));
+    return {
+      versions: new Map([...views].map(([hostId, view]) => [hostId, view.version])),
+      direct: new Map([...views].map(([hostId, view]) => [hostId, new Set(view.artifactIds)])),
+      selectors: (hostId) => views.get(hostId)?.selectors ?? [],
+      selectorCount: Math.max(0, ...[...views.values()].map((view) => view.selectors.length)),
+    };
+  }
+
+  /**
+   * Refuses (409 CONFLICT) `changes` if, applied to what is `served`, they
+   * would give one of its hosts more artifacts than maxAssignedPerHost: its
+   * agent refuses a longer answer whole, and would stop taking any change.
+   * Counted as its for-host answer would be: its own assignments and the
+   * selector assignments its registered agent's labels match. A host that
+   * registers later with labels selecting more is refused by its agent
+   * (BAD_ASSIGNMENT, logged); removals are always taken.
+   */
+  private perHostCheck(changes: AssignmentChange[], served: Served, labelsOf: ReadonlyMap<string, Record<string, string> | undefined>): void {
+    const limit = this.limits.maxAssignedPerHost ?? MAX_ASSIGNED;
+    const over: string[] = [];
+    for (const [hostId] of served.versions) {
+      const labels = labelsOf.get(hostId);
+      const direct = served.direct.get(hostId) ?? new Set<string>();
+      // The host's selector assignments by selector text, each text matched once against its labels.
+      const byText = new Map<string, Set<string>>();
+      for (const { artifactId, selector } of served.selectors(hostId)) byText.set(selector, (byText.get(selector) ?? new Set()).add(artifactId));
+      const before = this.countFor(direct, byText, labels);
+      const ownAfter = new Set(direct);
+      for (const { add, artifactId, target } of changes) {
+        if ("hostId" in target) {
+          if (target.hostId !== hostId) continue;
+          if (add) ownAfter.add(artifactId);
+          else ownAfter.delete(artifactId);
+        } else if (add) byText.set(target.selector, (byText.get(target.selector) ?? new Set()).add(artifactId));
+        else byText.get(target.selector)?.delete(artifactId);
+      }
+      const after = this.countFor(ownAfter, byText, labels);
+      // Refused only for a rise past the share: a host already past it (a limit lowered, labels changed) may still shed.
+      if (after > limit && after > before) over.push(`${hostId} (${after})`);
+    }
+    if (over.length > 0) {
+      const more = over.length > 3 ? ` and ${over.length - 3} more` : "";
+      throw new AssignerError("CONFLICT", `this change would assign ${over.slice(0, 3).join(", ")}${more} more than the ${limit} artifacts an agent takes: nothing was changed`);
+    }
   }
 
   /** Moves hosts' versions (what they are served changed) and tells them on NATS. */
@@ -138,9 +240,10 @@ export class AssignerServices {
   /**
    * Changes the desired state in one atomic step, only if it is still at
    * `ifVersion` when given (else 412 PRECONDITION_FAILED). Every artifact
-   * must be registered. The hosts whose own sets changed, and those a
-   * changed selector matches, have their versions moved in that step, and
-   * are told on NATS.
+   * must be registered, and no host may be left with more artifacts than
+   * its agent takes (perHostCheck, 409 CONFLICT). The hosts whose own sets
+   * changed, and those a changed selector matches, have their versions
+   * moved in that step, and are told on NATS.
    */
   async changeAssignments(
     changes: AssignmentChange[],
@@ -153,16 +256,38 @@ export class AssignerServices {
     if (missing.length > 0) throw new AssignerError("NOT_FOUND", `artifact ${missing.slice(0, 3).join(", ")}${missing.length > 3 ? ` and ${missing.length - 3} more` : ""} is not registered (POST /artifacts first)`);
     if (!options.force) await this.requireRunnable(changes, new Map(ids.map((id, i) => [id, records[i]!])));
     const selectorAdds = changes.filter((c) => c.add && "selector" in c.target).length;
-    if (selectorAdds > 0 && (await this.store.desiredState()).selectors.length + selectorAdds > SELECTOR_ASSIGNMENTS_MAX) {
-      throw new AssignerError("BAD_REQUEST", `at most ${SELECTOR_ASSIGNMENTS_MAX} selector assignments`);
-    }
     // The hosts a changed selector matches move with the change, in its one step: a failure after it cannot leave
     // one answering 304 to its old ETag. One that registers meanwhile is moved just after (it read the selectors
     // before the change, or it is found now).
     const selectors = changes.flatMap((c) => ("selector" in c.target ? [c.target.selector] : []));
-    const matching = await this.hostsMatching(selectors);
-    const result = await this.store.changeAssignments(changes, ifVersion, matching);
-    if (!result.applied) throw new AssignerError("PRECONDITION_FAILED", `the desired state is at version ${result.version}, not ${ifVersion}: read it again (GET /assignments) and plan on that`);
+    // Every agent when a selector changes (whose hosts it matches); else just those of the hosts added to.
+    const addedTo = [...new Set(changes.flatMap((c) => (c.add && "hostId" in c.target ? [c.target.hostId] : [])))];
+    const agents = selectors.length > 0 ? await this.store.listAgents() : (await this.store.getAgentsByHosts(addedTo)).filter((a): a is AgentRecord => a !== undefined);
+    const matching = this.matchingAmong(agents, selectors);
+    // The hosts added to, directly or through an added selector, are checked against what they are served, and the
+    // write is made only while each is still at the version read with it: a change landing in between (another
+    // request's, another assigner's) has the check made again with it, so no host is ever written past its share.
+    const checked = [...new Set([...addedTo, ...this.matchingAmong(agents, changes.flatMap((c) => (c.add && "selector" in c.target ? [c.target.selector] : [])))])];
+    const labelsOf = new Map(agents.map((a) => [a.hostId, a.labels]));
+    // A stale If-Match is told as such (412), not as a refusal of a state the caller never planned on.
+    if (ifVersion !== undefined) {
+      const { version } = await this.store.desiredState();
+      if (version !== ifVersion) throw this.stale(version, ifVersion);
+    }
+    let result: Awaited<ReturnType<AssignerStore["changeAssignments"]>>;
+    for (let attempt = 1; ; attempt++) {
+      const served = await this.servedNow(checked, selectors.length > 0);
+      if (selectorAdds > 0 && served.selectorCount + selectorAdds > SELECTOR_ASSIGNMENTS_MAX) {
+        throw new AssignerError("BAD_REQUEST", `at most ${SELECTOR_ASSIGNMENTS_MAX} selector assignments`);
+      }
+      this.perHostCheck(changes, served, labelsOf);
+      result = await this.store.changeAssignments(changes, ifVersion, matching, served.versions);
+      if (result.applied) break;
+      if (ifVersion !== undefined && result.version !== ifVersion) throw this.stale(result.version, ifVersion);
+      if (attempt >= CHANGE_ATTEMPTS) throw new AssignerError("UNAVAILABLE", `the hosts of this change changed under it ${CHANGE_ATTEMPTS} times in a row: try it again`);
+      // Changes that collided are spread out, more at each round (up to 100 ms), so that one of them goes in each time.
+      await sleep(Math.random() * Math.min(2 ** attempt, 100));
+    }
     if (result.added > 0) this.metrics.assignmentChanges.inc({ op: "assign" }, result.added);
     if (result.removed > 0) this.metrics.assignmentChanges.inc({ op: "unassign" }, result.removed);
     for (const host of result.hosts) if (host.changed) this.events?.notifyAssignments({ host_id: host.hostId, version: host.version });
@@ -229,7 +354,7 @@ export class AssignerServices {
   async recordTelemetry(envelope: SignedTelemetry, hostId: string): Promise<boolean> {
     const agent = await this.store.getAgentByHost(hostId);
     if (!agent) return this.refuse("dropped");
-    const opened = openTelemetry(envelope, { hostId, publicKey: agent.publicKey, maxSkewMs: this.telemetryMaxSkewMs });
+    const opened = openTelemetry(envelope, { hostId, publicKey: agent.publicKey, maxSkewMs: this.limits.telemetryMaxSkewMs ?? DEFAULT_TELEMETRY_MAX_SKEW_MS });
     if (!opened.ok) return this.refuse("invalid");
     const { message } = opened;
     const about = message.artifact_id;

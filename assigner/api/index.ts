@@ -45,6 +45,7 @@ export {
   ROLLOUT_BODY_LIMIT,
   RolloutRing,
   SELECTOR_ASSIGNMENTS_MAX,
+  MAX_ASSIGNED,
   SelectorText,
   SignaturesJson,
   SignedTelemetry,

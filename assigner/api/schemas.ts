@@ -309,6 +309,15 @@ export const ASSIGNMENT_CHANGES_MAX = 1000;
 export const ASSIGNMENT_CHANGES_BODY_LIMIT = 8 * 1024 * 1024;
 /** Selector assignments an assigner holds, at most (each is matched against a host's labels on its poll). */
 export const SELECTOR_ASSIGNMENTS_MAX = 10_000;
+/**
+ * Most artifacts one host is assigned, directly and through selectors. Each
+ * new one may cost its agent a fetch from the registries the answer names
+ * (minutes, should they be slow) and two reports: a lying assigner's list of
+ * thousands would keep an agent in one pass for days and aim its requests
+ * wherever the list says. A host runs a few policies: an agent refuses a
+ * longer answer whole, and the assigner a change that would send one.
+ */
+export const MAX_ASSIGNED = 256;
 
 /** GET /assignments: the whole desired state; `version` is also the ETag. */
 export const DesiredStateJson = z.object({

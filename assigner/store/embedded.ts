@@ -226,8 +226,9 @@ export class EmbeddedStore implements AssignerStore {
     return [...this.artifacts.values()];
   }
 
-  async changeAssignments(changes: AssignmentChange[], ifVersion?: number, alsoMoved: readonly string[] = []): Promise<ChangeResult> {
+  async changeAssignments(changes: AssignmentChange[], ifVersion?: number, alsoMoved: readonly string[] = [], ifHostVersions: ReadonlyMap<string, number> = new Map()): Promise<ChangeResult> {
     if (ifVersion !== undefined && ifVersion !== this.desiredVersion) return { applied: false, version: this.desiredVersion };
+    for (const [hostId, version] of ifHostVersions) if ((this.hosts.get(hostId)?.version ?? 0) !== version) return { applied: false, version: this.desiredVersion };
     let added = 0;
     let removed = 0;
     const touched = new Map<string, boolean>();

@@ -35,11 +35,13 @@ export interface RedisStoreOptions {
 
 // KEYS: the desired state's version. ARGV: the assignment keys' prefix
 // ("<prefix>:{a}"), the If-Match version or "", the hosts a changed selector
-// matches (a JSON array: one argument, however many), then per change: "add"
+// matches (a JSON array: one argument, however many), the versions the hosts
+// checked must still be at (a JSON object, host → version), then per change: "add"
 // | "rem", artifact id, "h" (a host) | "s" (a selector), host id or
 // selector. Every change, the desired version and the versions of the hosts
 // whose own sets changed (and of the matched hosts, if anything changed)
-// move together, or nothing does (a stale version). The keys
+// move together, or nothing does (a stale version, of the desired state or
+// of a host checked). The keys
 // share the {a} hash tag, as Redis Cluster needs of one script's keys (this
 // client itself is single-node). Returns {applied, version, added, removed,
 // then host, host version, changed (1|0) per host touched}.
@@ -47,9 +49,12 @@ const CHANGE_ASSIGNMENTS = `
 local version = tonumber(redis.call('GET', KEYS[1]) or '0')
 if ARGV[2] ~= '' and tonumber(ARGV[2]) ~= version then return {0, version} end
 local p = ARGV[1]
+for host, v in pairs(cjson.decode(ARGV[4])) do
+  if tonumber(redis.call('GET', p .. ':version:' .. host) or '0') ~= v then return {0, version} end
+end
 local added, removed = 0, 0
 local touched, order = {}, {}
-for i = 4, #ARGV, 4 do
+for i = 5, #ARGV, 4 do
   local add, artifact, kind, x = ARGV[i] == 'add', ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local changed
   if kind == 'h' then
@@ -304,10 +309,12 @@ export class RedisStore implements AssignerStore {
     return `${this.p}:{a}`;
   }
 
-  async changeAssignments(changes: AssignmentChange[], ifVersion?: number, alsoMoved: readonly string[] = []): Promise<ChangeResult> {
+  async changeAssignments(changes: AssignmentChange[], ifVersion?: number, alsoMoved: readonly string[] = [], ifHostVersions: ReadonlyMap<string, number> = new Map()): Promise<ChangeResult> {
     const args = changes.flatMap(({ add, artifactId, target }) => [add ? "add" : "rem", artifactId, "hostId" in target ? "h" : "s", "hostId" in target ? target.hostId : target.selector]);
+    // An object, not a list (cjson makes an empty object of {} and of []): host → version.
+    const hostVersions = JSON.stringify(Object.fromEntries(ifHostVersions));
     const reply = (await this.run(() =>
-      this.redis.eval(CHANGE_ASSIGNMENTS, 1, `${this.p}:{a}:desired`, this.assignmentsPrefix, ifVersion === undefined ? "" : String(ifVersion), JSON.stringify(alsoMoved), ...args),
+      this.redis.eval(CHANGE_ASSIGNMENTS, 1, `${this.p}:{a}:desired`, this.assignmentsPrefix, ifVersion === undefined ? "" : String(ifVersion), JSON.stringify(alsoMoved), hostVersions, ...args),
     )) as (number | string)[];
     const [applied, version, added, removed] = reply as number[];
     if (applied !== 1) return { applied: false, version: version! };

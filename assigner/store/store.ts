@@ -142,9 +142,12 @@ export interface AssignerStore {
    * when its own set did, and, if anything changed, each host of `alsoMoved`
    * (those a changed selector matches, which the caller knows) in the same
    * step: no failure part-way leaves one of them serving its old answer as
-   * current (a 304 for its old ETag).
+   * current (a 304 for its old ETag). With `ifHostVersions`, also only if
+   * each of those hosts is still at its version (what a host is served has
+   * not changed since the caller checked it): else applied false, with the
+   * desired state's version.
    */
-  changeAssignments(changes: AssignmentChange[], ifVersion?: number, alsoMoved?: readonly string[]): Promise<ChangeResult>;
+  changeAssignments(changes: AssignmentChange[], ifVersion?: number, alsoMoved?: readonly string[], ifHostVersions?: ReadonlyMap<string, number>): Promise<ChangeResult>;
   desiredState(): Promise<DesiredState>;
   /** The host's set, its version and the selector assignments, in one read (the version no older than the rest). */
   hostDesired(hostId: string): Promise<HostDesired>;

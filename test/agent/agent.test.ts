@@ -9,8 +9,8 @@ import { release, tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Agent, basePref, MAX_ASSIGNED, StateDir, type StepReport, type TrustRootOptions } from "../../agent/index.js";
-import { AssignerClient, capabilitiesJson } from "../../assigner/api/index.js";
+import { Agent, basePref, StateDir, type StepReport, type TrustRootOptions } from "../../agent/index.js";
+import { AssignerClient, capabilitiesJson, MAX_ASSIGNED } from "../../assigner/api/index.js";
 import { startAssigner, type RunningAssigner } from "../../assigner/index.js";
 import { buildBundle, pushBundle } from "../../bundle/index.js";
 import { MemoryDatapath, MemoryKernel, probeKernelFeatures } from "../../ebpf/index.js";
@@ -1031,6 +1031,22 @@ describe("trust that changes while a program runs", () => {
       expect(second.events.filter((e) => e.id === byCi && e.event === "failed"), `${what}: not reported again`).toHaveLength(1);
       await second.agent.stop();
     }
+  });
+
+  it("a program taken out while the assigner is away does not lose another the kernel lost: that one is loaded again", async () => {
+    const host = "trust-drop-lost-host";
+    const { byCi, byOther, first } = await bothInstalled(host, ["trust-lost-ci", "trust-lost-other"]);
+    // The kernel lost the other key's program (its filters and pins gone), as a crash of another tool might do.
+    const pref = basePref("trust-lost-other");
+    for (const iface of ["eth0", "eth1"]) await first.datapath.detach({ iface, direction: "egress", pref });
+    await first.datapath.unpin(byOther);
+    writeFileSync(join(work, "other.pub"), otherKey.publicKey);
+    const second = await runAgent(host, { kernel: first.datapath.kernel, stateDir: first.stateDir, trust: await loadTrust([join(work, "other.pub")]), assigner: "http://127.0.0.1:1", requestTimeoutMs: 2_000 });
+    running.push(second);
+    await expect(second.agent.reconcile(), "the assigner is away").rejects.toMatchObject({ code: "UNAVAILABLE" });
+    expect(await runs(second.datapath), "the CI key's program out, the other's loaded again from the cache").toEqual([byOther, byOther]);
+    expect((await new StateDir(first.stateDir).installed()).has(byOther), "and on file").toBe(true);
+    expect(second.events.filter((e) => e.id === byCi && e.event === "failed").map((e) => e.code)).toEqual(["UNTRUSTED_KEY"]);
   });
 
   it("a key whose validUntil passes: what it alone signed is taken out at the next pass", async () => {

@@ -3,11 +3,12 @@
 // readable by their agents), the bounds and error codes, rollout records,
 // and their place in /openapi.json. Embedded store; Redis runs the same
 // routes in test/fleet/apply.test.ts.
-import { mkdtempSync, rmSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { generateKeyPairSync } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { MAX_ASSIGNED } from "../../assigner/api/index.js";
 import { startAssigner, type RunningAssigner } from "../../assigner/index.js";
 import { buildBundle, pushBundle } from "../../bundle/index.js";
 import { RemoteRepository } from "../../registry/index.js";
@@ -36,8 +37,8 @@ afterAll(async () => {
   rmSync(work, { recursive: true, force: true });
 });
 
-async function register(host: string, labels: Record<string, string>): Promise<string> {
-  const started = await beginRegistration(assigner.url, host, generateKeyPairSync("ed25519"), { labels });
+async function register(host: string, labels: Record<string, string>, url = assigner.url): Promise<string> {
+  const started = await beginRegistration(url, host, generateKeyPairSync("ed25519"), { labels });
   const done = await started.complete();
   expect(done.status, JSON.stringify(done.json)).toBe(200);
   return done.json.token as string;
@@ -154,5 +155,70 @@ describe("the desired-state API", () => {
       expect(op.parameters.some((p) => p.name === "If-Match" && p.in === "header"), `${path} documents If-Match`).toBe(true);
       expect(op.responses["412"], `${path} documents its 412`).toBeDefined();
     }
+  });
+});
+
+describe("a host's share", () => {
+  /** An assigner that takes at most two artifacts per host, and three artifacts registered with it. */
+  let small: RunningAssigner;
+  const ids: string[] = [];
+  const call = (method: string, path: string, options?: HttpOptions) => httpTo(small.url, method, path, options);
+
+  beforeAll(async () => {
+    small = await startAssigner({ port: 0, dataDir: join(work, "small"), registry: `${registry.host}/aegis/uploads`, adminToken: admin.token, maxAssignedPerHost: 2 });
+    for (const version of ["1.0.0", "2.0.0", "3.0.0"]) {
+      const dir = join(work, `share-${version}`);
+      cpSync("policies/block-icmp-8888", dir, { recursive: true });
+      writeFileSync(join(dir, "policy.yaml"), readFileSync(join(dir, "policy.yaml"), "utf8").replace(/^version: .*$/m, `version: ${version}`));
+      const { bytes, policy } = await buildBundle(dir);
+      const { manifest } = await pushBundle(bytes, policy, new RemoteRepository(registry.host, "assignments/share"), version);
+      expect((await call("POST", "/artifacts", { ...admin, body: { reference: `${registry.host}/assignments/share@${manifest.digest}` } })).status).toBe(201);
+      ids.push(manifest.digest);
+    }
+  });
+  afterAll(async () => {
+    await small?.close();
+  });
+
+  const state = async () => (await call("GET", "/assignments", admin)).json as { version: number; assignments: unknown[] };
+
+  it("refuses (409, nothing changed) a change that would give a host more artifacts than an agent takes, directly or through a selector", async () => {
+    const [a, b, c] = ids as [string, string, string];
+    expect((await call("POST", "/assignments", { ...admin, body: { add: [{ artifact_id: a, host_id: "share-h" }, { artifact_id: b, host_id: "share-h" }] } })).status).toBe(200);
+    const before = await state();
+    const direct = await call("POST", `/assign/${c}/share-h`, admin);
+    expect({ status: direct.status, code: direct.json.code }, "a third, directly").toEqual({ status: 409, code: "CONFLICT" });
+    expect(direct.json.error).toBe("this change would assign share-h (3) more than the 2 artifacts an agent takes: nothing was changed");
+    const many = await call("POST", "/assignments", { ...admin, body: { add: [{ artifact_id: c, host_id: "share-h" }, { artifact_id: a, host_id: "share-g" }] } });
+    expect({ status: many.status, code: many.json.code }, "one host over in a change of two").toEqual({ status: 409, code: "CONFLICT" });
+    const stale = await call("POST", "/assignments", { ...admin, headers: { "if-match": `"${before.version - 1}"` }, body: { add: [{ artifact_id: c, host_id: "share-h" }] } });
+    expect({ status: stale.status, code: stale.json.code }, "a stale If-Match is told first").toEqual({ status: 412, code: "PRECONDITION_FAILED" });
+    expect(await state(), "nothing changed").toEqual(before);
+
+    // A registered host whose labels a selector matches counts the selector's artifacts too.
+    await register("share-h", { env: "prod" }, small.url);
+    const selected = await call("POST", "/assignments", { ...admin, body: { add: [{ artifact_id: c, selector: "env=prod" }] } });
+    expect({ status: selected.status, code: selected.json.code }, "a third through a selector").toEqual({ status: 409, code: "CONFLICT" });
+    expect(selected.json.error).toContain("share-h (3)");
+    expect(await state(), "nothing changed").toEqual(before);
+    // The same artifact twice (its own and a selector's) counts once; one that matches no host changes no count.
+    expect((await call("POST", "/assignments", { ...admin, body: { add: [{ artifact_id: a, selector: "env=prod" }, { artifact_id: c, selector: "env=dev" }] } })).status).toBe(200);
+
+    // Removed and added in one change: within the share, taken.
+    const swapped = await call("POST", "/assignments", { ...admin, body: { remove: [{ artifact_id: b, host_id: "share-h" }], add: [{ artifact_id: c, host_id: "share-h" }] } });
+    expect(swapped.status, JSON.stringify(swapped.json)).toBe(200);
+    const served = await call("GET", "/hosts/share-h/assignments", admin);
+    expect((served.json.assignments as { artifact_id: string }[]).map((x) => x.artifact_id).sort(), "what share-h is served").toEqual([a, a, c].sort());
+  });
+
+  it("changes sent at once cannot together pass the share: each is checked against the state it is written on", async () => {
+    const answers = await Promise.all(ids.map((id) => call("POST", `/assign/${id}/share-race`, admin)));
+    expect(answers.map((a) => a.status).sort(), JSON.stringify(answers.map((a) => a.json))).toEqual([200, 200, 409]);
+    const served = await call("GET", "/hosts/share-race/assignments", admin);
+    expect((served.json.assignments as unknown[]).length, "share-race holds two").toBe(2);
+  });
+
+  it("takes no limit above what an agent takes", async () => {
+    await expect(startAssigner({ port: 0, dataDir: join(work, "too-many"), adminToken: admin.token, maxAssignedPerHost: MAX_ASSIGNED + 1 })).rejects.toThrow(`maxAssignedPerHost must be at most ${MAX_ASSIGNED}`);
   });
 });

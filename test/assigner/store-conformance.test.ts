@@ -274,6 +274,18 @@ describe.each(implementations)("AssignerStore conformance: %s", (_name, open, re
     expect(await store.hostVersion("m1"), "m1 unmoved by the refused change").toBe(2);
   });
 
+  it("applies a change only while the hosts checked are at the versions given (ifHostVersions)", async () => {
+    const store = await fresh();
+    const [a, b] = [artifact(1).id, artifact(2).id];
+    await assign(store, a, "v1"); // v1 at version 1; v2 has none (version 0)
+    const add = (versions: [string, number][]) => store.changeAssignments([{ add: true, artifactId: b, target: { hostId: "v1" } }], undefined, [], new Map(versions));
+    expect(await add([["v1", 0]]), "v1 moved since: refused").toEqual({ applied: false, version: 1 });
+    expect(await add([["v1", 1], ["v2", 1]]), "v2 (never assigned) is at 0: refused").toEqual({ applied: false, version: 1 });
+    expect((await store.hostDesired("v1")).artifactIds, "nothing written").toEqual([a]);
+    expect(await add([["v1", 1], ["v2", 0]]), "both as checked: applied").toEqual({ applied: true, version: 2, added: 1, removed: 0, hosts: [{ hostId: "v1", version: 2, changed: true }] });
+    expect((await store.hostDesired("v1")).artifactIds.sort()).toEqual([a, b].sort());
+  });
+
   it("refuses a change planned on a stale version, and of two concurrent changes on one version applies one", async () => {
     const store = await fresh();
     const a = artifact(1).id;
