@@ -726,13 +726,16 @@ export class Agent {
    * Checks what is installed against `trust` (TrustCheck) and takes out at
    * once what it refuses, each said and reported failed with its verdict
    * once: what is installed after, the digests refused (one whose removal
-   * failed is still installed) and those the cache could not check.
+   * failed is still installed, and orphans, for settleOrphans) and those the
+   * cache could not check.
    */
   private async underTrust(now: Installed, trust: TrustPolicy): Promise<{ now: Installed; refused: Set<string>; unchecked: Set<string> }> {
-    const { refused, unchecked } = await this.trustCheck.check(now.records, trust, this.basis(trust), this.signal);
+    // Orphans too (tc runs them, no pin names them): settleOrphans removes those refused.
+    const programs = new Map<string, { name: string; version: string }>([...now.records, ...now.orphans.map(({ record }) => [record.id, record] as const)]);
+    const { refused, unchecked } = await this.trustCheck.check(programs, trust, this.basis(trust), this.signal);
     for (const [id, verdict] of refused) {
       if (this.failed.get(id) === verdict.code) continue;
-      const { name, version } = now.records.get(id)!;
+      const { name, version } = programs.get(id)!;
       this.failed.set(id, verdict.code);
       this.log(`${name} ${version} ${id} no longer verifies under the trust in force (${describeError(verdict)}): taken out`);
       this.report({ event: "failed", id, name, version, code: verdict.code, reason: `no longer trusted: ${describeError(verdict)}` });
@@ -759,7 +762,7 @@ export class Agent {
     // against less, and what runs stays (it was verified against the root it was installed under).
     const trust = this.trustRoot ? this.trustRoot.heldTrust(this.options.trust) : this.options.trust;
     // Orphans (installedNow keeps them on file) stay as they are too. Not what the trust refuses (an agent started
-    // with another --trust while the assigner is away): underTrust takes that out first.
+    // with another --trust while the assigner is away): underTrust takes that out first, settleOrphans its orphans.
     let now = await this.installedNow();
     let refused = new Set<string>();
     if (trust) ({ now, refused } = await this.underTrust(now, trust));
@@ -773,6 +776,7 @@ export class Agent {
       const lost = await this.reloadable(gone, trust, { why: "the assigner cannot be asked", until: "the assigner answers", said: this.unreloadable });
       const steps = plan([...lost.values()].map((v) => v.program), actual, { hold: actual.map((p) => p.name), distrusted: [...refused], inUse: now.attached.map((a) => a.pref) });
       await this.enforce(steps, now.records, new Map([...lost].map(([id, v]) => [id, v.artifact])));
+      await this.settleOrphans(now.orphans, now.records, ({ id }) => refused.has(id));
     } finally {
       // One not loaded again stays on file, so the next pass without the assigner tries again (installedNow dropped it).
       const left = gone.filter(([id]) => !now.records.has(id));

@@ -268,7 +268,6 @@ export class AssignerServices {
     // write is made only while each is still at the version read with it: a change landing in between (another
     // request's, another assigner's) has the check made again with it, so no host is ever written past its share.
     const checked = [...new Set([...addedTo, ...this.matchingAmong(agents, changes.flatMap((c) => (c.add && "selector" in c.target ? [c.target.selector] : [])))])];
-    const labelsOf = new Map(agents.map((a) => [a.hostId, a.labels]));
     // A stale If-Match is told as such (412), not as a refusal of a state the caller never planned on.
     if (ifVersion !== undefined) {
       const { version } = await this.store.desiredState();
@@ -280,6 +279,9 @@ export class AssignerServices {
       if (selectorAdds > 0 && served.selectorCount + selectorAdds > SELECTOR_ASSIGNMENTS_MAX) {
         throw new AssignerError("BAD_REQUEST", `at most ${SELECTOR_ASSIGNMENTS_MAX} selector assignments`);
       }
+      // Labels after the versions: a registration that changes them between moves the host's version, and the
+      // write is refused and checked again with the new labels.
+      const labelsOf = new Map(checked.length === 0 ? [] : (await this.store.getAgentsByHosts(checked)).map((agent, i) => [checked[i]!, agent?.labels]));
       this.perHostCheck(changes, served, labelsOf);
       result = await this.store.changeAssignments(changes, ifVersion, matching, served.versions);
       if (result.applied) break;

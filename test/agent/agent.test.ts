@@ -1049,6 +1049,26 @@ describe("trust that changes while a program runs", () => {
     expect(second.events.filter((e) => e.id === byCi && e.event === "failed").map((e) => e.code)).toEqual(["UNTRUSTED_KEY"]);
   });
 
+  it("an orphan (its pins lost, tc still running it) that the trust refuses is taken out too, the assigner away or not", async () => {
+    writeFileSync(join(work, "other.pub"), otherKey.publicKey);
+    const otherOnly = await loadTrust([join(work, "other.pub")]);
+    for (const away of [true, false]) {
+      const host = `trust-orphan-${away ? "away" : "up"}-host`;
+      const { byCi, byOther, first } = await bothInstalled(host, [`trust-orphan-ci-${away}`, `trust-orphan-other-${away}`]);
+      first.datapath.kernel.losePins();
+      const second = await runAgent(host, { kernel: first.datapath.kernel, stateDir: first.stateDir, trust: otherOnly, ...(away ? { assigner: "http://127.0.0.1:1", requestTimeoutMs: 2_000 } : {}) });
+      running.push(second);
+      await second.agent.reconcile().catch(() => undefined);
+      const what = away ? "assigner away" : "assigner up";
+      const orphans = (await second.datapath.attached()).filter((a) => a.id === undefined).map((a) => a.pref);
+      expect(orphans.includes(basePref(`trust-orphan-ci-${away}`)), `${what}: the CI key's orphan is detached (orphans at ${orphans.join(", ")})`).toBe(false);
+      expect(second.events.filter((e) => e.id === byCi && e.event === "failed").map((e) => e.code), `${what}: reported`).toEqual(["UNTRUSTED_KEY"]);
+      const other = await second.datapath.attached();
+      expect(other.some((a) => a.pref === basePref(`trust-orphan-other-${away}`) || a.id === byOther), `${what}: the other key's program still runs (as an orphan, or afresh)`).toBe(true);
+      await second.agent.stop();
+    }
+  });
+
   it("a key whose validUntil passes: what it alone signed is taken out at the next pass", async () => {
     const host = "trust-expiry-host";
     const digest = await publish("1.0.0", ciKey, "trust-expiry");
