@@ -991,6 +991,20 @@ describe("trust that changes while a program runs", () => {
     return { byCi, byOther, first };
   }
 
+  /**
+   * `host` as bothInstalled leaves it (`prepare` may change its kernel first), then its next agent, which trusts
+   * the other key only, with the assigner away or not.
+   */
+  async function restartedTrustingOther(host: string, names: [string, string], away: boolean, prepare: (installed: Awaited<ReturnType<typeof bothInstalled>>) => Promise<void> = async () => {}) {
+    const installed = await bothInstalled(host, names);
+    await prepare(installed);
+    writeFileSync(join(work, "other.pub"), otherKey.publicKey);
+    const assignerAway = away ? { assigner: "http://127.0.0.1:1", requestTimeoutMs: 2_000 } : {};
+    const second = await runAgent(host, { kernel: installed.first.datapath.kernel, stateDir: installed.first.stateDir, trust: await loadTrust([join(work, "other.pub")]), ...assignerAway });
+    running.push(second);
+    return { ...installed, second };
+  }
+
   /** The digest attached at each hook, sorted. */
   const runs = async (d: MemoryDatapath) => (await filters(d)).map((f) => f.split(" ")[3]).sort();
 
@@ -1005,13 +1019,8 @@ describe("trust that changes while a program runs", () => {
   }
 
   it("an agent started with a --trust that drops a key stops enforcing what that key signed, the assigner away or not; the rest runs on untouched", async () => {
-    writeFileSync(join(work, "other.pub"), otherKey.publicKey);
-    const otherOnly = await loadTrust([join(work, "other.pub")]);
     for (const away of [true, false]) {
-      const host = `trust-drop-${away ? "away" : "up"}-host`;
-      const { byCi, byOther, first } = await bothInstalled(host, [`trust-drop-ci-${away}`, `trust-drop-other-${away}`]);
-      const second = await runAgent(host, { kernel: first.datapath.kernel, stateDir: first.stateDir, trust: otherOnly, ...(away ? { assigner: "http://127.0.0.1:1", requestTimeoutMs: 2_000 } : {}) });
-      running.push(second);
+      const { byCi, byOther, first, second } = await restartedTrustingOther(`trust-drop-${away ? "away" : "up"}-host`, [`trust-drop-ci-${away}`, `trust-drop-other-${away}`], away);
       const changes = kernelChanges(second);
       const pass = second.agent.reconcile();
       if (away) await expect(pass, "the pass fails: the assigner is away").rejects.toMatchObject({ code: "UNAVAILABLE" });
@@ -1034,15 +1043,12 @@ describe("trust that changes while a program runs", () => {
   });
 
   it("a program taken out while the assigner is away does not lose another the kernel lost: that one is loaded again", async () => {
-    const host = "trust-drop-lost-host";
-    const { byCi, byOther, first } = await bothInstalled(host, ["trust-lost-ci", "trust-lost-other"]);
     // The kernel lost the other key's program (its filters and pins gone), as a crash of another tool might do.
-    const pref = basePref("trust-lost-other");
-    for (const iface of ["eth0", "eth1"]) await first.datapath.detach({ iface, direction: "egress", pref });
-    await first.datapath.unpin(byOther);
-    writeFileSync(join(work, "other.pub"), otherKey.publicKey);
-    const second = await runAgent(host, { kernel: first.datapath.kernel, stateDir: first.stateDir, trust: await loadTrust([join(work, "other.pub")]), assigner: "http://127.0.0.1:1", requestTimeoutMs: 2_000 });
-    running.push(second);
+    const { byCi, byOther, first, second } = await restartedTrustingOther("trust-drop-lost-host", ["trust-lost-ci", "trust-lost-other"], true, async (installed) => {
+      const pref = basePref("trust-lost-other");
+      for (const iface of ["eth0", "eth1"]) await installed.first.datapath.detach({ iface, direction: "egress", pref });
+      await installed.first.datapath.unpin(installed.byOther);
+    });
     await expect(second.agent.reconcile(), "the assigner is away").rejects.toMatchObject({ code: "UNAVAILABLE" });
     expect(await runs(second.datapath), "the CI key's program out, the other's loaded again from the cache").toEqual([byOther, byOther]);
     expect((await new StateDir(first.stateDir).installed()).has(byOther), "and on file").toBe(true);
@@ -1050,14 +1056,9 @@ describe("trust that changes while a program runs", () => {
   });
 
   it("an orphan (its pins lost, tc still running it) that the trust refuses is taken out too, the assigner away or not", async () => {
-    writeFileSync(join(work, "other.pub"), otherKey.publicKey);
-    const otherOnly = await loadTrust([join(work, "other.pub")]);
     for (const away of [true, false]) {
-      const host = `trust-orphan-${away ? "away" : "up"}-host`;
-      const { byCi, byOther, first } = await bothInstalled(host, [`trust-orphan-ci-${away}`, `trust-orphan-other-${away}`]);
-      first.datapath.kernel.losePins();
-      const second = await runAgent(host, { kernel: first.datapath.kernel, stateDir: first.stateDir, trust: otherOnly, ...(away ? { assigner: "http://127.0.0.1:1", requestTimeoutMs: 2_000 } : {}) });
-      running.push(second);
+      const names: [string, string] = [`trust-orphan-ci-${away}`, `trust-orphan-other-${away}`];
+      const { byCi, byOther, second } = await restartedTrustingOther(`trust-orphan-${away ? "away" : "up"}-host`, names, away, async ({ first }) => first.datapath.kernel.losePins());
       await second.agent.reconcile().catch(() => undefined);
       const what = away ? "assigner away" : "assigner up";
       const orphans = (await second.datapath.attached()).filter((a) => a.id === undefined).map((a) => a.pref);
