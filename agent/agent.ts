@@ -481,7 +481,12 @@ export class Agent {
   private bounded<T>(work: (signal: AbortSignal) => Promise<T>): Promise<T> {
     const ms = this.options.requestTimeoutMs ?? 30_000;
     const outer = this.signal;
-    const signal = AbortSignal.any([outer, AbortSignal.timeout(ms)]);
+    // The deadline's controller is held by its timer, not an AbortSignal.timeout() that only AbortSignal.any() refers
+    // to: Node may collect such a timeout signal before it fires (nodejs/node#57736), and a hung assigner then held
+    // the pass for ever (seen in whole-suite test runs, under GC pressure).
+    const deadline = new AbortController();
+    const timer = setTimeout(() => deadline.abort(new DOMException(`no answer within ${ms} ms`, "TimeoutError")), ms);
+    const signal = AbortSignal.any([outer, deadline.signal]);
     return new Promise<T>((resolve, reject) => {
       const onAbort = () =>
         reject(outer.aborted ? outer.reason : new AgentError("UNAVAILABLE", `the assigner at ${this.options.assigner} did not answer within ${ms} ms`));
@@ -489,7 +494,10 @@ export class Agent {
       signal.addEventListener("abort", onAbort, { once: true });
       work(signal)
         .then(resolve, reject)
-        .finally(() => signal.removeEventListener("abort", onAbort));
+        .finally(() => {
+          clearTimeout(timer);
+          signal.removeEventListener("abort", onAbort);
+        });
     });
   }
 
