@@ -91,8 +91,8 @@ export class ArtifactCache {
    * registry's, when the assigner itself could not answer).
    */
   async fetchVerified(assigned: Assigned, options: FetchOptions): Promise<VerifiedArtifact> {
-    const cached = await this.verifyCached(assigned, options);
-    if (cached) return cached;
+    const cached = await this.fromCache(assigned, options);
+    if ("artifact" in cached) return cached.artifact;
     let last: unknown;
     let reachable = false;
     // The reference is read (and refused, if malformed) in its turn: a mirror may serve the digest whatever the assigner says it is called.
@@ -137,14 +137,9 @@ export class ArtifactCache {
    * its signature by a pinned key, the announced checksum, and the layer,
    * hashed in the one pass that decodes it (nothing is trusted for being in
    * the cache, nor for its size or date). Anything missing or failing is
-   * undefined: the registries are asked, and their copy repairs the cache.
+   * returned as the failure (a cancelled check throws): fetchVerified asks
+   * the registries then, and their copy repairs the cache.
    */
-  private async verifyCached(assigned: Announced, options: Pick<FetchOptions, "trust" | "signal">): Promise<VerifiedArtifact | undefined> {
-    const held = await this.fromCache(assigned, options);
-    return "artifact" in held ? held.artifact : undefined;
-  }
-
-  /** The artifact verified in the cache alone, or why the cache cannot give it so (a cancelled check throws). */
   private async fromCache(assigned: Announced, options: Pick<FetchOptions, "trust" | "signal">): Promise<Held> {
     const { signal } = options;
     try {

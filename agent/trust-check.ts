@@ -49,7 +49,7 @@ export class TrustCheck {
   /** Digests refused, until they verify again. */
   private readonly refusals = new Map<string, SignatureError>();
   /** Unchecked digests already said, once each until they verify. */
-  private readonly unsaid = new Set<string>();
+  private readonly saidUnchecked = new Set<string>();
 
   constructor(
     private readonly cache: ArtifactCache,
@@ -60,7 +60,7 @@ export class TrustCheck {
   verified(id: string, basis: string): void {
     this.checked.set(id, basis);
     this.refusals.delete(id);
-    this.unsaid.delete(id);
+    this.saidUnchecked.delete(id);
   }
 
   /** `id` refused by a verdict of trust met elsewhere (its registries, on a fetch). */
@@ -91,8 +91,8 @@ export class TrustCheck {
         result.refused.set(id, held.failure);
       } else {
         result.unchecked.add(id);
-        if (!this.unsaid.has(id)) this.log(`${name} ${version} ${id} cannot be verified again under the trust in force from the cache (${describeError(held.failure)}): fetched again if assigned, else left in force; checked again at every pass`);
-        this.unsaid.add(id);
+        if (!this.saidUnchecked.has(id)) this.log(`${name} ${version} ${id} cannot be verified again under the trust in force from the cache (${describeError(held.failure)}): fetched again if assigned, else left in force; checked again at every pass`);
+        this.saidUnchecked.add(id);
       }
     }
     return result;
@@ -101,6 +101,6 @@ export class TrustCheck {
   /** Drops what is remembered of digests not in `current` (neither installed nor assigned any more). */
   forget(current: ReadonlySet<string>): void {
     for (const byId of [this.checked, this.refusals]) for (const id of byId.keys()) if (!current.has(id)) byId.delete(id);
-    for (const id of this.unsaid) if (!current.has(id)) this.unsaid.delete(id);
+    for (const id of this.saidUnchecked) if (!current.has(id)) this.saidUnchecked.delete(id);
   }
 }

@@ -41,8 +41,6 @@ interface Served {
   direct: Map<string, Set<string>>;
   /** The selector assignments as read with each host (one list for all, from the whole desired state). */
   selectors: (hostId: string) => readonly { artifactId: string; selector: string }[];
-  /** How many selector assignments there are. */
-  selectorCount: number;
 }
 
 /** Entries kept per cache (for-host bodies by host, artifact JSON by id). */
@@ -178,7 +176,7 @@ export class AssignerServices {
       const desired = await this.store.desiredState();
       const direct = new Map<string, Set<string>>();
       for (const { hostId, artifactId } of desired.direct) direct.set(hostId, (direct.get(hostId) ?? new Set()).add(artifactId));
-      return { versions, direct, selectors: () => desired.selectors, selectorCount: desired.selectors.length };
+      return { versions, direct, selectors: () => desired.selectors };
     }
     // Each host's sets with its version, in one read each: a selector that changed between two of them is counted
     // for each as its version says.
@@ -187,7 +185,6 @@ export class AssignerServices {
       versions: new Map([...views].map(([hostId, view]) => [hostId, view.version])),
       direct: new Map([...views].map(([hostId, view]) => [hostId, new Set(view.artifactIds)])),
       selectors: (hostId) => views.get(hostId)?.selectors ?? [],
-      selectorCount: Math.max(0, ...[...views.values()].map((view) => view.selectors.length)),
     };
   }
 
@@ -255,30 +252,28 @@ export class AssignerServices {
     const missing = ids.filter((_, i) => !records[i]);
     if (missing.length > 0) throw new AssignerError("NOT_FOUND", `artifact ${missing.slice(0, 3).join(", ")}${missing.length > 3 ? ` and ${missing.length - 3} more` : ""} is not registered (POST /artifacts first)`);
     if (!options.force) await this.requireRunnable(changes, new Map(ids.map((id, i) => [id, records[i]!])));
-    const selectorAdds = changes.filter((c) => c.add && "selector" in c.target).length;
+    const addedSelectors = changes.flatMap((c) => (c.add && "selector" in c.target ? [c.target.selector] : []));
     // The hosts a changed selector matches move with the change, in its one step: a failure after it cannot leave
     // one answering 304 to its old ETag. One that registers meanwhile is moved just after (it read the selectors
     // before the change, or it is found now).
     const selectors = changes.flatMap((c) => ("selector" in c.target ? [c.target.selector] : []));
-    // Every agent when a selector changes (whose hosts it matches); else just those of the hosts added to.
-    const addedTo = [...new Set(changes.flatMap((c) => (c.add && "hostId" in c.target ? [c.target.hostId] : [])))];
-    const agents = selectors.length > 0 ? await this.store.listAgents() : (await this.store.getAgentsByHosts(addedTo)).filter((a): a is AgentRecord => a !== undefined);
+    // Every agent when a selector changes (the hosts it matches); a change of hosts alone needs none here.
+    const agents = selectors.length > 0 ? await this.store.listAgents() : [];
     const matching = this.matchingAmong(agents, selectors);
     // The hosts added to, directly or through an added selector, are checked against what they are served, and the
     // write is made only while each is still at the version read with it: a change landing in between (another
     // request's, another assigner's) has the check made again with it, so no host is ever written past its share.
-    const checked = [...new Set([...addedTo, ...this.matchingAmong(agents, changes.flatMap((c) => (c.add && "selector" in c.target ? [c.target.selector] : [])))])];
-    // A stale If-Match is told as such (412), not as a refusal of a state the caller never planned on.
-    if (ifVersion !== undefined) {
-      const { version } = await this.store.desiredState();
-      if (version !== ifVersion) throw this.stale(version, ifVersion);
+    const addedTo = changes.flatMap((c) => (c.add && "hostId" in c.target ? [c.target.hostId] : []));
+    const checked = [...new Set([...addedTo, ...this.matchingAmong(agents, addedSelectors)])];
+    if (ifVersion !== undefined || addedSelectors.length > 0) {
+      const desired = await this.store.desiredState();
+      // A stale If-Match is told as such (412), not as a refusal of a state the caller never planned on.
+      if (ifVersion !== undefined && desired.version !== ifVersion) throw this.stale(desired.version, ifVersion);
+      if (desired.selectors.length + addedSelectors.length > SELECTOR_ASSIGNMENTS_MAX) throw new AssignerError("BAD_REQUEST", `at most ${SELECTOR_ASSIGNMENTS_MAX} selector assignments`);
     }
     let result: Awaited<ReturnType<AssignerStore["changeAssignments"]>>;
     for (let attempt = 1; ; attempt++) {
       const served = await this.servedNow(checked, selectors.length > 0);
-      if (selectorAdds > 0 && served.selectorCount + selectorAdds > SELECTOR_ASSIGNMENTS_MAX) {
-        throw new AssignerError("BAD_REQUEST", `at most ${SELECTOR_ASSIGNMENTS_MAX} selector assignments`);
-      }
       // Labels after the versions: a registration that changes them between moves the host's version, and the
       // write is refused and checked again with the new labels.
       const labelsOf = new Map(checked.length === 0 ? [] : (await this.store.getAgentsByHosts(checked)).map((agent, i) => [checked[i]!, agent?.labels]));
