@@ -23,6 +23,7 @@ import {
   type ReadOnlyTarget,
   type Target,
 } from "../registry/index.js";
+import { quote } from "../util/index.js";
 import { packArtifact, packArtifactFor, storeArtifact, storeManifest, type PackedArtifact } from "./artifact.js";
 import { readBundlePolicy, unpackBundle, type Unpacked } from "./read.js";
 import { BundleError } from "./errors.js";
@@ -153,7 +154,7 @@ export async function readPolicyManifest(store: ReadOnlyTarget, desc: Descriptor
   const bytes = await readAll(await store.fetch(desc, options), MAX_MANIFEST_SIZE, `manifest ${desc.digest}`);
   const doc = parseManifest(bytes, desc.mediaType);
   if ("manifests" in doc || doc.artifactType !== MediaType.PolicyArtifact) {
-    const type = "manifests" in doc ? "an index" : (doc.artifactType ?? doc.config.mediaType);
+    const type = "manifests" in doc ? "an index" : quote(doc.artifactType ?? doc.config.mediaType);
     throw new BundleError("NOT_A_POLICY", `${desc.digest} is not an Aegis policy artifact (it is ${type})`);
   }
   const layer = doc.layers.find((l) => l.mediaType === MediaType.PolicyLayer);

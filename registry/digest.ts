@@ -5,7 +5,7 @@ import { createHash } from "node:crypto";
 import { pipeline, Readable, Transform, type TransformCallback } from "node:stream";
 import type { Descriptor } from "./oci.js";
 import { RegistryError } from "./errors.js";
-import { streamed } from "../util/index.js";
+import { quote, streamed } from "../util/index.js";
 
 const SHA256 = /^sha256:[a-f0-9]{64}$/;
 
@@ -16,7 +16,7 @@ export function isDigest(value: string): boolean {
 /** Throws unless `digest` is a sha256 digest in canonical form. */
 export function checkDigest(digest: string): string {
   if (!SHA256.test(digest)) {
-    throw new RegistryError("UNSUPPORTED_DIGEST", `"${digest}" is not a sha256 digest (sha256:<64 hex>)`);
+    throw new RegistryError("UNSUPPORTED_DIGEST", `${quote(digest)} is not a sha256 digest (sha256:<64 hex>)`);
   }
   return digest;
 }

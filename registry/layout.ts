@@ -2,14 +2,15 @@
 // oras and crane. https://github.com/opencontainers/image-spec/blob/main/image-layout.md
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { mkdir, open, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { pipeline as pipe, Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { atomicWrite, openRegular, openWriteStream, readRegular, removeStaleTemps, sleep } from "../util/index.js";
+import { atomicWrite, openRegular, openWriteStream, quote, readRegular, removeStaleTemps } from "../util/index.js";
 import { RegistryError } from "./errors.js";
 import { checkDigest, DigestingStream, isDigest, readAll, verifyStream } from "./digest.js";
 import { Annotation, isManifestType, isRecord, MAX_MANIFEST_SIZE, MediaType, parseManifest, type Descriptor, type Index } from "./oci.js";
+import { lockFile } from "./lock-file.js";
 import { addFallbackReferrer, fallbackReferrers } from "./referrers.js";
 import type { AbortOptions, Deleter, Ingested, Target } from "./storage.js";
 
@@ -173,6 +174,9 @@ export class OciLayoutTarget implements Target, Deleter {
     const found = isDigest(reference)
       ? manifests.find((m) => m.digest === reference)
       : manifests.find((m) => m.annotations?.[Annotation.RefName] === reference);
+    if (found && !isDigest(found.digest)) {
+      throw new RegistryError("UNSUPPORTED_DIGEST", `${reference} in ${this.name} names ${quote(found.digest)}, which cannot be verified here: only sha256 digests are`);
+    }
     if (found) return plain(found);
     if (isDigest(reference)) {
       // A manifest stored only as a blob (say, a child of an index).
@@ -226,7 +230,7 @@ export class OciLayoutTarget implements Target, Deleter {
   /** Every digest the layout holds: stored blobs and those index.json names (for pruning with delete()). */
   async digests(): Promise<string[]> {
     const stored = await readdir(join(this.dir, "blobs", "sha256")).catch(() => [] as string[]);
-    const indexed = (await this.readIndex()).manifests.map((m) => m.digest);
+    const indexed = (await this.readIndex()).manifests.map((m) => m.digest).filter(isDigest);
     return [...new Set([...stored.filter((n) => /^[0-9a-f]{64}$/.test(n)).map((n) => `sha256:${n}`), ...indexed])];
   }
 
@@ -274,9 +278,10 @@ export class OciLayoutTarget implements Target, Deleter {
     }
     // index.json is an image index (image-layout spec; skopeo, oras and crane write schemaVersion 2, as
     // emptyIndex does): parseManifest checks that each entry is a descriptor, which resolve and tags rely on.
+    // An entry of another digest algorithm is kept (another tool's: updateIndex writes it back) but never resolved.
     let index: Index;
     try {
-      index = parseManifest(bytes, MediaType.ImageIndex) as Index;
+      index = parseManifest(bytes, MediaType.ImageIndex, { otherAlgorithms: true }) as Index;
     } catch (err) {
       // Its message only, not its cause: V8's JSON.parse message quotes the file's first bytes, and index.json
       // may be a link to any file the reader can open (a planted one could carry a secret into the logs).
@@ -326,27 +331,4 @@ function hasStringRefName(annotations: unknown): boolean {
 
 function plain(desc: Descriptor): Descriptor {
   return { mediaType: desc.mediaType, digest: desc.digest, size: desc.size, ...(desc.annotations ? { annotations: desc.annotations } : {}) };
-}
-
-/** A lock file older than this was left by a crashed writer (index updates take milliseconds). */
-const LOCK_STALE_MS = 10_000;
-/** Writers wait this long, well past LOCK_STALE_MS, so a stale lock is always broken before anyone gives up. */
-const LOCK_TIMEOUT_MS = 30_000;
-
-/** An exclusive lock file shared with other processes. */
-async function lockFile(path: string): Promise<() => Promise<void>> {
-  const giveUp = Date.now() + LOCK_TIMEOUT_MS;
-  for (;;) {
-    try {
-      const handle = await open(path, "wx");
-      await handle.close();
-      return () => rm(path, { force: true });
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-      const age = await stat(path).then((s) => Date.now() - s.mtimeMs, () => 0);
-      if (age > LOCK_STALE_MS) await rm(path, { force: true });
-      if (Date.now() > giveUp) throw new RegistryError("LOCK_TIMEOUT", `could not lock ${path} within ${LOCK_TIMEOUT_MS / 1000} s`);
-      await sleep(10);
-    }
-  }
 }

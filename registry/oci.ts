@@ -2,6 +2,7 @@
 // https://github.com/opencontainers/image-spec/blob/main/manifest.md
 // https://github.com/opencontainers/image-spec/blob/main/image-index.md
 import { RegistryError } from "./errors.js";
+import { quote } from "../util/index.js";
 import { checkDigest } from "./digest.js";
 
 export const MediaType = {
@@ -78,16 +79,32 @@ export function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
-function checkDescriptor(value: unknown, where: string): Descriptor {
+/**
+ * A digest in the grammar of the spec, of any algorithm, at most 1 KiB.
+ * https://github.com/opencontainers/image-spec/blob/main/descriptor.md#digests
+ */
+const ANY_DIGEST = /^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]{1,1000}$/;
+
+function checkDescriptor(value: unknown, where: string, otherAlgorithms = false): Descriptor {
   if (!isRecord(value) || typeof value.mediaType !== "string" || typeof value.digest !== "string" || typeof value.size !== "number" || !Number.isSafeInteger(value.size) || value.size < 0) {
     throw new RegistryError("INVALID_MANIFEST", `${where} is not a valid descriptor`);
   }
-  checkDigest(value.digest);
+  if (!(otherAlgorithms && ANY_DIGEST.test(value.digest))) checkDigest(value.digest);
   return value as unknown as Descriptor;
 }
 
+export interface ParseOptions {
+  /**
+   * Takes an index's entries whose digest is of another algorithm than
+   * sha256 (sha512, say): an OCI layout's index.json, which other tools
+   * write too, stays readable with one; it can be listed and kept, never
+   * fetched or verified (checkDigest refuses it there).
+   */
+  otherAlgorithms?: boolean;
+}
+
 /** Parses manifest or index bytes, checking the fields copy and pull rely on. */
-export function parseManifest(bytes: Uint8Array, mediaType: string): Manifest | Index {
+export function parseManifest(bytes: Uint8Array, mediaType: string, options: ParseOptions = {}): Manifest | Index {
   let doc: unknown;
   try {
     doc = JSON.parse(Buffer.from(bytes).toString("utf8"));
@@ -98,12 +115,12 @@ export function parseManifest(bytes: Uint8Array, mediaType: string): Manifest | 
     throw new RegistryError("INVALID_MANIFEST", `manifest has no schemaVersion 2`);
   }
   if (typeof doc.mediaType === "string" && doc.mediaType !== mediaType) {
-    throw new RegistryError("INVALID_MANIFEST", `manifest says mediaType ${doc.mediaType}, its descriptor says ${mediaType}`);
+    throw new RegistryError("INVALID_MANIFEST", `manifest says mediaType ${quote(doc.mediaType)}, its descriptor says ${mediaType}`);
   }
   if (doc.subject !== undefined) checkDescriptor(doc.subject, "manifest subject");
   if (mediaType === MediaType.ImageIndex || mediaType === MediaType.DockerManifestList) {
     if (!Array.isArray(doc.manifests)) throw new RegistryError("INVALID_MANIFEST", "index has no manifests list");
-    doc.manifests.forEach((m, i) => checkDescriptor(m, `manifests[${i}]`));
+    doc.manifests.forEach((m, i) => checkDescriptor(m, `manifests[${i}]`, options.otherAlgorithms));
     return doc as unknown as Index;
   }
   checkDescriptor(doc.config, "manifest config");

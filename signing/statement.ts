@@ -1,6 +1,7 @@
 // The signed payload: an in-toto Statement v1 naming the manifest digest,
 // with cosign's signing predicate type, as `cosign sign --new-bundle-format`
 // writes it. https://github.com/in-toto/attestation/blob/main/spec/v1/statement.md
+import { quote } from "../util/index.js";
 import { SignatureError } from "./errors.js";
 
 export const IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json";
@@ -36,14 +37,14 @@ export function checkStatement(payloadType: string, payload: Buffer, digest: str
     throw new SignatureError("WRONG_PAYLOAD", "signed payload is not JSON", { cause: err });
   }
   if (typeof statement !== "object" || statement === null) throw new SignatureError("WRONG_PAYLOAD", "signed payload is not a JSON object");
-  if (statement._type !== STATEMENT_TYPE) throw new SignatureError("WRONG_PAYLOAD", `signed payload is not an in-toto Statement v1 (_type "${statement._type}")`);
+  if (statement._type !== STATEMENT_TYPE) throw new SignatureError("WRONG_PAYLOAD", `signed payload is not an in-toto Statement v1 (_type ${quote(statement._type)})`);
   if (statement.predicateType !== COSIGN_SIGN_PREDICATE) {
-    throw new SignatureError("WRONG_PAYLOAD", `signed predicate type is "${statement.predicateType}", expected ${COSIGN_SIGN_PREDICATE}`);
+    throw new SignatureError("WRONG_PAYLOAD", `signed predicate type is ${quote(statement.predicateType)}, expected ${COSIGN_SIGN_PREDICATE}`);
   }
   const hex = digest.slice("sha256:".length);
   const subjects = Array.isArray(statement.subject) ? statement.subject : [];
   if (!subjects.some((s) => s.digest?.sha256 === hex)) {
     const named = subjects.map((s) => `sha256:${s.digest?.sha256 ?? "?"}`).join(", ") || "nothing";
-    throw new SignatureError("SUBJECT_MISMATCH", `signature is for ${named}, not ${digest}`);
+    throw new SignatureError("SUBJECT_MISMATCH", `signature is for ${quote(named)}, not ${digest}`);
   }
 }

@@ -30,6 +30,7 @@ import {
   type RepositoryOptions,
   type Target,
 } from "../registry/index.js";
+import { quote } from "../util/index.js";
 import { SignatureError } from "./errors.js";
 import { signArtifact } from "./sign.js";
 import type { KeySigner } from "./signer.js";
@@ -123,7 +124,7 @@ export async function fetchTrustRoot(from: ReadOnlyTarget, digest: string, opera
   const signature = operator ? await verifyArtifact(source, desc.digest, { keys: operator.keys, require: "key" }, options) : undefined;
   const doc = parseManifest(await readAll(await source.fetch(desc), MAX_MANIFEST_SIZE, `manifest ${desc.digest}`), desc.mediaType);
   if ("manifests" in doc || doc.artifactType !== TRUST_ROOT_ARTIFACT_TYPE) {
-    throw new SignatureError("TRUST_ROOT_INVALID", `${where} is not a trust root artifact (artifactType ${"manifests" in doc ? "index" : (doc.artifactType ?? "none")}, expected ${TRUST_ROOT_ARTIFACT_TYPE})`);
+    throw new SignatureError("TRUST_ROOT_INVALID", `${where} is not a trust root artifact (artifactType ${"manifests" in doc ? "index" : doc.artifactType === undefined ? "none" : quote(doc.artifactType)}, expected ${TRUST_ROOT_ARTIFACT_TYPE})`);
   }
   const versionText = doc.annotations?.[TRUST_ROOT_VERSION_ANNOTATION] ?? "";
   const version = /^\d{1,15}$/.test(versionText) ? Number(versionText) : NaN;

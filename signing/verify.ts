@@ -10,6 +10,7 @@ import { bundleFromJSON, isBundleWithDsseEnvelope, type BundleWithDsseEnvelope }
 import type { X509Certificate } from "@sigstore/core";
 import { toSignedEntity, toTrustMaterial, Verifier, VerificationError, type SignedEntity } from "@sigstore/verify";
 import { AegisError } from "../errors.js";
+import { quote } from "../util/index.js";
 import { cancellable, checkDigest, isContentFault, isManifestType, isNotFound, MAX_MANIFEST_SIZE, parseManifest, readAll, referrersTag, RegistryError, type AbortOptions, type Descriptor, type Manifest, type ReadOnlyTarget } from "../registry/index.js";
 import { CHECK_OF, SignatureError, type SignatureCheck, type SignatureErrorCode } from "./errors.js";
 import { certificateIdentity, matchIdentity } from "./identity.js";
@@ -386,12 +387,12 @@ async function verifyLegacySignature(source: ReadOnlyTarget, subject: Descriptor
       // Reported below as a payload of the wrong type.
     }
     if (doc?.critical?.type !== "cosign container image signature") {
-      wrongSubject = new SignatureError("WRONG_PAYLOAD", `cosign payload type is "${doc?.critical?.type}", not "cosign container image signature"`);
+      wrongSubject = new SignatureError("WRONG_PAYLOAD", `cosign payload type is ${quote(doc?.critical?.type)}, not "cosign container image signature"`);
       continue;
     }
     const signed = doc.critical.image?.["docker-manifest-digest"];
     if (signed !== subject.digest) {
-      wrongSubject = new SignatureError("SUBJECT_MISMATCH", `cosign signature is for ${signed}, not ${subject.digest}`);
+      wrongSubject = new SignatureError("SUBJECT_MISMATCH", `cosign signature is for ${quote(signed)}, not ${subject.digest}`);
       continue;
     }
     return { digest: subject.digest, signature: sigManifest.digest, descriptor: sigManifest, format: "cosign-legacy", key: { name: key.name, hint: key.hint }, value: signature.toString("base64"), kind: "key" };

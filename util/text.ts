@@ -1,5 +1,6 @@
 // Text that others wrote, made safe to show: control characters escaped, so
-// a terminal or a log reader runs no sequence of theirs; a log line bounded.
+// a terminal or a log reader runs no sequence of theirs; a log line and a
+// quoted value bounded.
 
 /**
  * `text` with its control characters, but for newlines and tabs, written as
@@ -16,6 +17,21 @@ export function printable(text: string): string {
     const code = c.charCodeAt(0);
     return code > 0xff ? `\\u${code.toString(16).padStart(4, "0")}` : `\\x${code.toString(16).padStart(2, "0")}`;
   });
+}
+
+/** The most characters of someone else's value that one error message quotes. */
+const QUOTE_MAX = 128;
+
+/**
+ * `value`, which someone else wrote (a manifest's field, a signed payload's),
+ * for an error message: a string in double quotes, anything else as JSON, cut
+ * at QUOTE_MAX characters. A manifest of 4 MiB can hold a media type of
+ * 4 MiB, and one error must not carry it whole into a terminal, a log line
+ * or an agent's report.
+ */
+export function quote(value: unknown): string {
+  const text = typeof value === "string" ? `"${value}"` : (JSON.stringify(value) ?? String(value));
+  return text.length <= QUOTE_MAX ? text : `${text.slice(0, QUOTE_MAX)}… (${text.length - QUOTE_MAX} more characters)`;
 }
 
 /** The most characters of one log line: a registry's error or an agent's reason can be megabytes. */

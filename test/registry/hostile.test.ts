@@ -227,6 +227,39 @@ describe("the fallback referrers index", () => {
   });
 });
 
+describe("error messages quote what a manifest says, cut short", () => {
+  const huge = "x".repeat(1_000_000);
+  /** A message of at most a few hundred characters that says how much was left out. */
+  const short = (what: string) => ({ message: expect.stringMatching(new RegExp(`^.{0,400}… \\(\\d+ more characters\\).{0,200}$`, "s")) as unknown, what });
+
+  it("a media type, a digest and an artifact type of a megabyte each", async () => {
+    const layer = descriptorFor("application/octet-stream", Buffer.from("layer"));
+    const cases: [string, () => unknown][] = [
+      ["a mediaType that is not its descriptor's", () => parseManifest(encodeJson({ schemaVersion: 2, mediaType: huge, config: EMPTY_CONFIG, layers: [] }), MediaType.ImageManifest)],
+      ["a layer digest that is not sha256", () => parseManifest(encodeJson({ schemaVersion: 2, config: EMPTY_CONFIG, layers: [{ ...layer, digest: `sha256:${huge}` }] }), MediaType.ImageManifest)],
+    ];
+    for (const [what, parse] of cases) {
+      let message = "";
+      try {
+        parse();
+      } catch (err) {
+        message = (err as Error).message;
+      }
+      expect({ message, what }, `${what}: ${message.length} characters`).toMatchObject(short(what));
+    }
+    const store = new MemoryTarget();
+    await store.push(EMPTY_CONFIG, Readable.from([Buffer.from("{}")]));
+    const manifest = await pushJson(store, MediaType.ImageManifest, { schemaVersion: 2, mediaType: MediaType.ImageManifest, artifactType: huge, config: EMPTY_CONFIG, layers: [] });
+    const output = mkdtempSync(join(tmpdir(), "aegis-quote-"));
+    dirs.push(output);
+    const pulled = await pullBundle(store, manifest.digest, new MemoryTarget(), output).then(
+      () => "pulled",
+      (err: Error) => err.message,
+    );
+    expect({ message: pulled, what: "pull" }, `pull: ${pulled.length} characters`).toMatchObject(short("pull"));
+  });
+});
+
 describe("graphs are bounded", () => {
   it("an index with 300 children is copied with at most 8 requests in flight", async () => {
     const store = new MemoryTarget();

@@ -1,9 +1,10 @@
 // OciLayoutTarget on a directory someone else may write (an `oci:` path an
 // assigner names): a FIFO or a device where index.json or a blob should be
 // is refused at once, never waited on or read without end, and a malformed
-// index.json is INVALID_MANIFEST, saying what is wrong but not what it holds.
+// index.json is INVALID_MANIFEST, saying what is wrong but not what it holds;
+// an entry of a digest algorithm other than sha256 does not make it unreadable.
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -63,6 +64,24 @@ describe("OciLayoutTarget on a hostile directory", () => {
     await expect(layout.resolve("v1"), `resolve, ${what}`).rejects.toMatchObject(expected);
     await expect(layout.tags(), `tags, ${what}`).rejects.toMatchObject(expected);
     await expect(layout.tag({ mediaType: MediaType.ImageManifest, digest: `sha256:${"b".repeat(64)}`, size: 2 }, "v1"), `tag, ${what}`).rejects.toMatchObject(expected);
+  });
+
+  it("index.json with an entry of another digest algorithm (sha512, another tool's) stays readable: the entry is listed and kept, never resolved", async () => {
+    const dir = layoutDir();
+    const layout = new OciLayoutTarget(dir);
+    const { manifest } = await pushArtifact(layout);
+    await layout.tag(manifest, "ours");
+    const path = join(dir, "index.json");
+    const index = JSON.parse(readFileSync(path, "utf8")) as { manifests: unknown[] };
+    const foreign = { mediaType: MediaType.ImageManifest, digest: `sha512:${"c".repeat(128)}`, size: 2, annotations: { "org.opencontainers.image.ref.name": "theirs" } };
+    writeFileSync(path, JSON.stringify({ ...index, manifests: [...index.manifests, foreign] }));
+    expect((await layout.resolve("ours")).digest, "our tag beside it").toBe(manifest.digest);
+    expect(await layout.tags(), "the tags").toEqual(["ours", "theirs"]);
+    await expect(layout.resolve("theirs"), "their tag").rejects.toMatchObject({ code: "UNSUPPORTED_DIGEST", message: expect.stringContaining(`theirs in oci:${dir} names "sha512:`) });
+    await layout.tag(manifest, "again");
+    expect((JSON.parse(readFileSync(path, "utf8")) as { manifests: unknown[] }).manifests, "index.json after a write").toContainEqual(foreign);
+    expect(await layout.digests(), "what the layout holds, for pruning").not.toContain(foreign.digest);
+    await expect(layout.resolve(`sha512:${"c".repeat(128)}`), "by its digest").rejects.toMatchObject({ code: "NOT_FOUND" });
   });
 
   it("index.json that is not JSON (a link to a secret, say): INVALID_MANIFEST whose message and causes do not quote it", async () => {

@@ -177,7 +177,7 @@ describe("rejections, each with its own reason", () => {
     await repo.indexReferrer(victim, { ...forged, artifactType: SIGSTORE_BUNDLE_TYPE });
     await expect(verifyArtifact(repo, victim.digest, trustOf(p256))).rejects.toMatchObject({
       code: "SUBJECT_MISMATCH",
-      message: expect.stringContaining(`signature is for ${original.digest}, not ${victim.digest}`),
+      message: expect.stringContaining(`signature is for "${original.digest}", not ${victim.digest}`),
     });
   });
 

@@ -1,8 +1,9 @@
 // util/text.ts: logText, the agent's log lines made safe: control characters
 // escaped (a quoted registry error cannot start a forged journal line) and a
-// line bounded (nor flood it).
+// line bounded (nor flood it); quote, someone else's value in an error
+// message, bounded too.
 import { describe, expect, it } from "vitest";
-import { logText } from "../../util/index.js";
+import { logText, quote } from "../../util/index.js";
 
 describe("logText", () => {
   it("escapes what would end or repaint the line", () => {
@@ -15,5 +16,16 @@ describe("logText", () => {
     expect(line).toHaveLength(4096 + "… (5912 more characters)".length);
     expect(line.endsWith("… (5912 more characters)"), line.slice(-40)).toBe(true);
     expect(logText("short"), "a short line as it is").toBe("short");
+  });
+});
+
+describe("quote", () => {
+  it("quotes a string, shows anything else as JSON, and cuts either at 128 characters", () => {
+    expect(quote("application/vnd.oci.image.manifest.v1+json")).toBe('"application/vnd.oci.image.manifest.v1+json"');
+    expect(quote(undefined), "undefined").toBe("undefined");
+    expect(quote({ a: 1 }), "an object").toBe('{"a":1}');
+    const long = quote("x".repeat(1_000_000));
+    expect(long, "a string of a million characters").toBe(`"${"x".repeat(127)}… (999874 more characters)`);
+    expect(quote(["y".repeat(500)]), "a long array").toHaveLength(128 + "… (376 more characters)".length);
   });
 });
