@@ -14,7 +14,7 @@ import type { TrustPolicy } from "../signing/index.js";
 import { backoffDelay, connectNats, failureWait, logText, natsRetryBase, refusalWait, sleep, subscribeKept } from "../util/index.js";
 import { AgentError } from "./errors.js";
 import { Executor } from "./executor.js";
-import { ArtifactCache, type VerifiedArtifact } from "./fetch.js";
+import { ArtifactCache, type FetchOptions, type VerifiedArtifact } from "./fetch.js";
 import { AgentMetrics } from "./metrics.js";
 import { TelemetryRoute } from "./telemetry-route.js";
 import { newestByName, plan, type InstalledProgram, type Program, type Step } from "./plan.js";
@@ -566,7 +566,9 @@ export class Agent {
     const heldTrust = this.trustRoot ? this.trustRoot.heldTrust(this.options.trust) : this.options.trust;
     let now = await this.installedNow();
     let refused = new Set<string>();
-    if (!dry && heldTrust) ({ now, refused } = await this.underTrust(now, heldTrust));
+    // Programs whose signatures underTrust fetched again in vain: not asked of their registries again in this pass.
+    const refetch = { assigned, failed: new Set<string>() };
+    if (!dry && heldTrust) ({ now, refused } = await this.underTrust(now, heldTrust, refetch));
 
     const desired: Program[] = [];
     const hold: string[] = [];
@@ -593,7 +595,7 @@ export class Agent {
     // root refuses is taken out at once. Taken before any verification, the basis is never newer than what it names.
     const trust = this.trustRoot ? await this.trustRoot.trust(this.options.trust, signal) : this.options.trust;
     const basis = this.basis(trust);
-    const checked = dry ? { now, refused: new Set<string>(), unchecked: new Set<string>() } : await this.underTrust(now, trust);
+    const checked = dry ? { now, refused: new Set<string>(), unchecked: new Set<string>() } : await this.underTrust(now, trust, refetch);
     now = checked.now;
     const { records, loaded, attached, orphans } = now;
     // Installed and refused (its removal failed), or unchecked (the cache could not give it): an assigned one is
@@ -607,20 +609,13 @@ export class Agent {
       }
       // A digest that keeps failing is not asked of its registries at every pass: a fleet would ask together, every
       // interval, for what none can give (reported failed once; what is installed of its policy stays in force).
-      if (this.backedOff(artifact)) {
+      if (this.backedOff(artifact) || refetch.failed.has(artifact.id)) {
         hold.push(artifact.name);
         continue;
       }
       const attemptStart = performance.now();
       try {
-        const v = await this.cache.fetchVerified(artifact, {
-          mirrors: this.options.mirrors ?? [],
-          trust,
-          signal,
-          ...(this.client ? { assigner: this.client, assignerTimeoutMs: this.options.requestTimeoutMs ?? 30_000 } : {}),
-          ...(this.options.pullTimeoutMs ? { pullTimeoutMs: this.options.pullTimeoutMs } : {}),
-          ...(this.options.repository ? { repository: this.options.repository } : {}),
-        });
+        const v = await this.cache.fetchVerified(artifact, this.fetchOptions(trust));
         const { policy } = v.bundle;
         verified.set(artifact.id, v);
         distrusted.delete(artifact.id);
@@ -646,16 +641,7 @@ export class Agent {
           distrusted.add(artifact.id);
         }
         const code = errorCode(err);
-        const basis = this.retryBasis(artifact);
-        const retry = this.fetchRetry.get(artifact.id);
-        const failures = retry?.basis === basis ? retry.failures + 1 : 1;
-        // An attempt that took an interval or more (a registry that stalls until the pull timeout) waits at least as
-        // long, the first too: passes spent on a digest none can give are at most every other one.
-        const base = this.options.fetchRetryMs ?? this.interval;
-        const took = performance.now() - attemptStart;
-        const wait = Math.max(failureWait(failures, base), took >= base ? took : 0);
-        this.fetchRetry.set(artifact.id, { failures, notBefore: performance.now() + wait, basis });
-        if (wait > 0) this.log(`fetching ${artifact.id} failed ${failures === 1 ? "after" : `${failures} times in a row, the last after`} ${(took / 1000).toFixed(1)} s [${code}]: not tried again for ${(wait / 1000).toFixed(wait < 10_000 ? 1 : 0)} s`);
+        this.backOff(artifact, code, attemptStart);
         if (this.failed.get(artifact.id) !== code) {
           this.failed.set(artifact.id, code);
           this.report({ event: "failed", id: artifact.id, name: artifact.name, version: artifact.version, code, reason: describeError(err) });
@@ -706,6 +692,32 @@ export class Agent {
     return `${JSON.stringify(artifact)} ${this.trustRoot?.heldDigest ?? ""}`;
   }
 
+  /** How an assigned digest is fetched and verified under `trust`: the mirrors, the reference, then the assigner. */
+  private fetchOptions(trust: TrustPolicy): FetchOptions {
+    return {
+      mirrors: this.options.mirrors ?? [],
+      trust,
+      signal: this.signal,
+      ...(this.client ? { assigner: this.client, assignerTimeoutMs: this.options.requestTimeoutMs ?? 30_000 } : {}),
+      ...(this.options.pullTimeoutMs ? { pullTimeoutMs: this.options.pullTimeoutMs } : {}),
+      ...(this.options.repository ? { repository: this.options.repository } : {}),
+    };
+  }
+
+  /** A failed fetch of `artifact` (its error's `code`; begun at `attemptStart`, performance.now()) is not tried again until its wait has passed. */
+  private backOff(artifact: Assigned, code: string, attemptStart: number): void {
+    const basis = this.retryBasis(artifact);
+    const retry = this.fetchRetry.get(artifact.id);
+    const failures = retry?.basis === basis ? retry.failures + 1 : 1;
+    // An attempt that took an interval or more (a registry that stalls until the pull timeout) waits at least as
+    // long, the first too: passes spent on a digest none can give are at most every other one.
+    const base = this.options.fetchRetryMs ?? this.interval;
+    const took = performance.now() - attemptStart;
+    const wait = Math.max(failureWait(failures, base), took >= base ? took : 0);
+    this.fetchRetry.set(artifact.id, { failures, notBefore: performance.now() + wait, basis });
+    if (wait > 0) this.log(`fetching ${artifact.id} failed ${failures === 1 ? "after" : `${failures} times in a row, the last after`} ${(took / 1000).toFixed(1)} s [${code}]: not tried again for ${(wait / 1000).toFixed(wait < 10_000 ? 1 : 0)} s`);
+  }
+
   /** A digest that failed again lately, on the same basis: not asked of its registries until its wait has passed. */
   private backedOff(artifact: Assigned): boolean {
     const retry = this.fetchRetry.get(artifact.id);
@@ -735,12 +747,35 @@ export class Agent {
    * once what it refuses, each said and reported failed with its verdict
    * once: what is installed after, the digests refused (one whose removal
    * failed is still installed, and orphans, for settleOrphans) and those the
-   * cache could not check.
+   * cache could not check. One still in `refetch.assigned` whose cached
+   * signatures the trust refuses is first fetched again (refresh): its
+   * registries may hold a signature the trust accepts, made for a key
+   * rotation, and then it runs on with no gap. It runs while that fetch lasts
+   * (pullTimeoutMs per registry, at most once per change of the trust); one
+   * whose fetch fails is added to `refetch.failed`. Without `refetch` (the
+   * assigner away) it is taken out at once.
    */
-  private async underTrust(now: Installed, trust: TrustPolicy): Promise<{ now: Installed; refused: Set<string>; unchecked: Set<string> }> {
+  private async underTrust(now: Installed, trust: TrustPolicy, refetch?: { assigned: readonly Assigned[]; failed: Set<string> }): Promise<{ now: Installed; refused: Set<string>; unchecked: Set<string> }> {
     // Orphans too (tc runs them, no pin names them): settleOrphans removes those refused.
     const programs = new Map<string, { name: string; version: string }>([...now.records, ...now.orphans.map(({ record }) => [record.id, record] as const)]);
-    const { refused, unchecked } = await this.trustCheck.check(programs, trust, this.basis(trust), this.signal);
+    const refresh = async (id: string): Promise<boolean> => {
+      const artifact = refetch?.assigned.find((a) => a.id === id);
+      if (!artifact || this.backedOff(artifact)) return false;
+      const attemptStart = performance.now();
+      try {
+        const { bundle, signature, source } = await this.cache.fetchVerified(artifact, this.fetchOptions(trust));
+        this.log(`${bundle.policy.name} ${bundle.policy.version} ${id} verifies under the trust in force with a signature fetched again (signed by ${signature.key.name}, from ${source}): it runs on`);
+        return true;
+      } catch (err) {
+        this.signal.throwIfAborted();
+        // Not asked again in this pass (it would be, as an assigned digest refused): its failure is the verdict's, below.
+        this.log(`${id}: its registries give no signature the trust in force accepts either (${describeError(err)})`);
+        this.backOff(artifact, errorCode(err), attemptStart);
+        refetch?.failed.add(id);
+        return false;
+      }
+    };
+    const { refused, unchecked } = await this.trustCheck.check(programs, trust, this.basis(trust), this.signal, refresh);
     for (const [id, verdict] of refused) {
       if (this.failed.get(id) === verdict.code) continue;
       const { name, version } = programs.get(id)!;

@@ -5,7 +5,10 @@
 // again with another --trust. So each installed program is verified again,
 // from the cache and with no network (ArtifactCache.verifyHeld), once under
 // each trust it runs under (trustBasis); the agent takes out at once one the
-// trust refuses (agent.ts).
+// trust refuses (agent.ts), unless a fresh fetch of its signatures finds one
+// the trust accepts (`refresh`): a key rotation prepared ahead (each program
+// signed again by the new key before the old one leaves the trust) takes no
+// program out.
 //
 // Only a verdict of trust refuses a program: a key, chain, log, identity or
 // requirement check that fails (isTrustVerdict). A cache that cannot give it,
@@ -72,9 +75,12 @@ export class TrustCheck {
   /**
    * The installed `programs` under `trust`, named by `basis` (trustBasis,
    * taken before any check so that a window closing meanwhile is seen at the
-   * next call): one already verified under it is not verified again.
+   * next call): one already verified under it is not verified again. One the
+   * cache's signatures no longer cover is refused unless `refresh` (given,
+   * it fetches the program's signatures from its registries into the cache
+   * and verifies them under `trust`) says it verifies.
    */
-  async check(programs: Iterable<[string, { name: string; version: string }]>, trust: TrustPolicy, basis: string, signal: AbortSignal): Promise<TrustCheckResult> {
+  async check(programs: Iterable<[string, { name: string; version: string }]>, trust: TrustPolicy, basis: string, signal: AbortSignal, refresh?: (id: string) => Promise<boolean>): Promise<TrustCheckResult> {
     const result: TrustCheckResult = { refused: new Map(), unchecked: new Set() };
     for (const [id, { name, version }] of programs) {
       const refusal = this.refusals.get(id);
@@ -87,6 +93,10 @@ export class TrustCheck {
       if ("artifact" in held) {
         this.verified(id, basis);
       } else if (isTrustVerdict(held.failure)) {
+        if (refresh && (await refresh(id))) {
+          this.verified(id, basis);
+          continue;
+        }
         this.refuse(id, held.failure);
         result.refused.set(id, held.failure);
       } else {
