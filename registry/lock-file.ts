@@ -2,10 +2,11 @@
 // OCI layout's index.json.lock (registry/layout.ts). Node has no flock(2)
 // without an FFI, whose loading a short command would pay for, so the lock is
 // a file created with O_EXCL. One left by a crashed writer is broken once it
-// is stale; a lock is only ever taken away by renaming it aside first and
-// checking that what was moved is the file meant (its inode and modification
-// time), so two waiters breaking the same stale lock, or a writer releasing a
-// lock broken and taken by another, never remove a lock someone holds.
+// is stale. A lock is taken away only if it is the file meant (its inode and
+// modification time), checked before and after renaming it aside, so a
+// writer releasing a lock broken and taken by another leaves that one, and
+// two waiters breaking one stale lock do not both remove a lock (takeAway
+// says the one case left open).
 import { randomBytes } from "node:crypto";
 import { link, open, rename, rm, stat } from "node:fs/promises";
 import { sleep } from "../util/index.js";
@@ -48,13 +49,25 @@ export async function lockFile(path: string, options: LockOptions = {}): Promise
   }
 }
 
+/** Whether `file` is the lock `meant`. */
+function isLock(file: LockIdentity, meant: LockIdentity): boolean {
+  return file.ino === meant.ino && file.mtimeNs === meant.mtimeNs;
+}
+
 /**
- * Removes the lock at `path` if it is still the file `meant`. It is renamed
- * aside first (a rename is atomic: of two waiters breaking one stale lock,
- * one moves it), then checked: a lock taken in the meantime by someone else
- * is linked back in place, unless yet another writer took the place since.
+ * Removes the lock at `path` if it is still the file `meant`: checked, then
+ * renamed aside (a rename is atomic: of two waiters breaking one stale lock,
+ * one moves it), then checked again, since another writer may have taken the
+ * lock between the check and the rename (two system calls apart). Such a
+ * lock is put back: linked, or where links fail (a file system without
+ * them, protected_hardlinks) renamed. Two cases are left open, each needing
+ * a writer to act within that moment: a third writer that takes the free
+ * place holds the lock beside the writer whose lock was moved; a holder that
+ * releases finds no lock, and the one put back waits to be broken as stale.
  */
 async function takeAway(path: string, meant: LockIdentity): Promise<void> {
+  const there = await stat(path, { bigint: true }).catch(() => undefined);
+  if (!there || !isLock(there, meant)) return;
   const aside = `${path}.${randomBytes(8).toString("hex")}.gone`;
   try {
     await rename(path, aside);
@@ -62,14 +75,12 @@ async function takeAway(path: string, meant: LockIdentity): Promise<void> {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
     throw err;
   }
-  try {
-    const moved = await stat(aside, { bigint: true });
-    if (moved.ino !== meant.ino || moved.mtimeNs !== meant.mtimeNs) {
-      await link(aside, path).catch((err: NodeJS.ErrnoException) => {
-        if (err.code !== "EEXIST") throw err;
-      });
+  if (!isLock(await stat(aside, { bigint: true }), meant)) {
+    try {
+      await link(aside, path);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") return rename(aside, path);
     }
-  } finally {
-    await rm(aside, { force: true });
   }
+  await rm(aside, { force: true });
 }

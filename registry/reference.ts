@@ -3,6 +3,7 @@
 // for OCI image layouts.
 // https://github.com/distribution/reference/blob/main/reference.go
 import { InputError } from "../errors.js";
+import { quote } from "../util/index.js";
 
 export interface RemoteReference {
   kind: "remote";
@@ -33,7 +34,7 @@ export function isTag(value: unknown): value is string {
 }
 
 function fail(text: string, why: string): never {
-  throw new InputError("INVALID_REFERENCE", `invalid reference "${text}": ${why}`);
+  throw new InputError("INVALID_REFERENCE", `invalid reference ${quote(text)}: ${why}`);
 }
 
 function splitDigest(text: string, rest: string): { rest: string; digest?: string } {

@@ -28,7 +28,7 @@ export function signingStatement(digest: string, name: string): Buffer {
 /** Checks a verified DSSE payload says what we need: this digest, signed for installation. */
 export function checkStatement(payloadType: string, payload: Buffer, digest: string): void {
   if (payloadType !== IN_TOTO_PAYLOAD_TYPE) {
-    throw new SignatureError("WRONG_PAYLOAD", `signed payload type is "${payloadType}", expected ${IN_TOTO_PAYLOAD_TYPE}`);
+    throw new SignatureError("WRONG_PAYLOAD", `signed payload type is ${quote(payloadType)}, expected ${IN_TOTO_PAYLOAD_TYPE}`);
   }
   let statement: Statement;
   try {

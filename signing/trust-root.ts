@@ -128,7 +128,7 @@ export async function fetchTrustRoot(from: ReadOnlyTarget, digest: string, opera
   }
   const versionText = doc.annotations?.[TRUST_ROOT_VERSION_ANNOTATION] ?? "";
   const version = /^\d{1,15}$/.test(versionText) ? Number(versionText) : NaN;
-  if (Number.isNaN(version)) throw new SignatureError("TRUST_ROOT_INVALID", `${where}: annotation ${TRUST_ROOT_VERSION_ANNOTATION} "${versionText}" is not an integer`);
+  if (Number.isNaN(version)) throw new SignatureError("TRUST_ROOT_INVALID", `${where}: annotation ${TRUST_ROOT_VERSION_ANNOTATION} ${quote(versionText)} is not an integer`);
   const read = async (layer: Descriptor) => {
     if (layer.size > MAX_TRUSTED_ROOT_SIZE) throw new SignatureError("TRUST_ROOT_INVALID", `${where}: layer ${layer.digest} is ${layer.size} bytes, over ${MAX_TRUSTED_ROOT_SIZE}`);
     return readAll(await source.fetch(layer), layer.size, `layer ${layer.digest}`);

@@ -235,7 +235,7 @@ function parseBundle(bytes: Buffer): BundleWithDsseEnvelope {
 function candidateKeys(trust: TrustPolicy, hint: string, at: Date): TrustedKey[] {
   if (trust.keys.length === 0) throw new SignatureError("UNTRUSTED_KEY", "signed by a key, but the trust policy pins no keys (keyless identities only)");
   const named = hint ? trust.keys.filter((k) => k.hint === hint) : trust.keys;
-  if (named.length === 0) throw new SignatureError("UNTRUSTED_KEY", `signed by a key that is not trusted (key hint ${hint})`);
+  if (named.length === 0) throw new SignatureError("UNTRUSTED_KEY", `signed by a key that is not trusted (key hint ${quote(hint)})`);
   const valid = named.filter((k) => !keyValidity(k, at));
   if (valid.length === 0) throw new SignatureError("KEY_NOT_VALID", `${keyValidity(named[0]!, at)}; the signature cannot be trusted at ${at.toISOString()}`);
   return valid;

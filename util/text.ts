@@ -24,13 +24,23 @@ const QUOTE_MAX = 128;
 
 /**
  * `value`, which someone else wrote (a manifest's field, a signed payload's),
- * for an error message: a string in double quotes, anything else as JSON, cut
- * at QUOTE_MAX characters. A manifest of 4 MiB can hold a media type of
- * 4 MiB, and one error must not carry it whole into a terminal, a log line
- * or an agent's report.
+ * for an error message, as JSON (a string in double quotes, its own quotes
+ * and control characters escaped), cut at QUOTE_MAX characters. A manifest
+ * of 4 MiB can hold a media type of 4 MiB, and one error must not carry it
+ * whole into a terminal, a log line or an agent's report.
  */
 export function quote(value: unknown): string {
-  const text = typeof value === "string" ? `"${value}"` : (JSON.stringify(value) ?? String(value));
+  if (typeof value === "string") {
+    const shown = JSON.stringify(value.slice(0, QUOTE_MAX));
+    return value.length <= QUOTE_MAX ? shown : `${shown}… (${value.length - QUOTE_MAX} more characters)`;
+  }
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    // Nested deeper than JSON.stringify goes (JSON.parse goes deeper), or not JSON at all.
+    return `(a${typeof value === "object" ? "n object" : ` ${typeof value}`} that cannot be shown)`;
+  }
   return text.length <= QUOTE_MAX ? text : `${text.slice(0, QUOTE_MAX)}… (${text.length - QUOTE_MAX} more characters)`;
 }
 

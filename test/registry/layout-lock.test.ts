@@ -40,12 +40,12 @@ describe("layout lock", () => {
     utimesSync(lock, then, then);
     let holding = 0;
     const overlaps: number[] = [];
-    // Staggered by a fraction of a millisecond each, so checks of the stale lock, breaks and new locks interleave.
-    // (The race of a waiter that removes a lock taken after its check is too narrow to provoke here; the case below
-    // shows what answers it: a lock is removed only if it is still the file that was meant.)
+    // Staggered by up to 7 ms, so checks of the stale lock, breaks and new locks interleave. (The race of a waiter
+    // that removes a lock taken after its check is too narrow to provoke here, and the old code passed this test
+    // too; the case below shows what answers it: a lock is removed only if it is still the file that was meant.)
     await Promise.all(
       Array.from({ length: 40 }, async (_, i) => {
-        await new Promise((resolve) => setTimeout(resolve, (i % 8) / 4));
+        await new Promise((resolve) => setTimeout(resolve, i % 8));
         const release = await lockFile(lock, { timeoutMs: 10_000 });
         if (++holding > 1) overlaps.push(i);
         await new Promise((resolve) => setTimeout(resolve, 5));

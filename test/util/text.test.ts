@@ -20,12 +20,18 @@ describe("logText", () => {
 });
 
 describe("quote", () => {
-  it("quotes a string, shows anything else as JSON, and cuts either at 128 characters", () => {
+  it("shows a value as JSON, a string's quotes and control characters escaped, cut at 128 characters", () => {
     expect(quote("application/vnd.oci.image.manifest.v1+json")).toBe('"application/vnd.oci.image.manifest.v1+json"');
+    expect(quote('a"b\x1b[2K'), "quotes and an escape sequence").toBe('"a\\"b\\u001b[2K"');
     expect(quote(undefined), "undefined").toBe("undefined");
     expect(quote({ a: 1 }), "an object").toBe('{"a":1}');
-    const long = quote("x".repeat(1_000_000));
-    expect(long, "a string of a million characters").toBe(`"${"x".repeat(127)}… (999874 more characters)`);
+    expect(quote("x".repeat(1_000_000)), "a string of a million characters").toBe(`"${"x".repeat(128)}"… (999872 more characters)`);
     expect(quote(["y".repeat(500)]), "a long array").toHaveLength(128 + "… (376 more characters)".length);
+  });
+
+  it("does not throw for what JSON.parse takes and JSON.stringify does not (an array nested 200,000 deep)", () => {
+    const deep: unknown = JSON.parse(`${"[".repeat(200_000)}${"]".repeat(200_000)}`);
+    expect(quote(deep)).toBe("(an object that cannot be shown)");
+    expect(quote(10n), "a bigint").toBe("(a bigint that cannot be shown)");
   });
 });
