@@ -10,7 +10,7 @@ import { ArtifactJson, AssignerClient, AssignerError, assignmentsSubject, capabi
 import { hookName, probeKernelFeatures, type Attachment, type Datapath, type LoadedProgram } from "../ebpf/index.js";
 import { describeError, errorCode } from "../errors.js";
 import type { RepositoryOptions } from "../registry/index.js";
-import type { TrustPolicy } from "../signing/index.js";
+import type { SignatureError, TrustPolicy } from "../signing/index.js";
 import { backoffDelay, connectNats, failureWait, logText, natsRetryBase, refusalWait, sleep, subscribeKept } from "../util/index.js";
 import { AgentError } from "./errors.js";
 import { Executor } from "./executor.js";
@@ -84,6 +84,19 @@ const SEQ_BLOCK = 3600 * 1_000_000;
 const NATS_LIVED_MS = 60_000;
 
 type Assigned = z.infer<typeof ArtifactJson>;
+
+/**
+ * Signatures fetched again at once: a rotation refuses every program's cached
+ * signatures in the same pass, and a host's fan-out to its registries stays
+ * this small however many it runs.
+ */
+const REFETCH_CONCURRENCY = 4;
+
+/** What a pass's underTrust may fetch again: the digests assigned, and those whose fetch failed, with the trust basis it failed under. */
+interface Refetch {
+  assigned: readonly Assigned[];
+  failed: Map<string, string>;
+}
 
 /** A program of the agent's whose pins were lost: tc still runs it at `hooks`. */
 interface Orphan {
@@ -566,9 +579,9 @@ export class Agent {
     const heldTrust = this.trustRoot ? this.trustRoot.heldTrust(this.options.trust) : this.options.trust;
     let now = await this.installedNow();
     let refused = new Set<string>();
-    // Programs whose signatures underTrust fetched again in vain: not asked of their registries again in this pass.
-    const refetch = { assigned, failed: new Set<string>() };
-    if (!dry && heldTrust) ({ now, refused } = await this.underTrust(now, heldTrust, refetch));
+    // Programs whose signatures underTrust fetched again in vain, and under which trust: not asked again in this pass.
+    const refetch: Refetch = { assigned, failed: new Map() };
+    if (!dry && heldTrust) ({ now, refused } = await this.underTrust(now, heldTrust, { ...refetch, defer: true }));
 
     const desired: Program[] = [];
     const hold: string[] = [];
@@ -595,7 +608,7 @@ export class Agent {
     // root refuses is taken out at once. Taken before any verification, the basis is never newer than what it names.
     const trust = this.trustRoot ? await this.trustRoot.trust(this.options.trust, signal) : this.options.trust;
     const basis = this.basis(trust);
-    const checked = dry ? { now, refused: new Set<string>(), unchecked: new Set<string>() } : await this.underTrust(now, trust, refetch);
+    const checked = dry ? { now, refused: new Set<string>(), unchecked: new Set<string>() } : await this.underTrust(now, trust, { ...refetch, defer: false });
     now = checked.now;
     const { records, loaded, attached, orphans } = now;
     // Installed and refused (its removal failed), or unchecked (the cache could not give it): an assigned one is
@@ -609,7 +622,7 @@ export class Agent {
       }
       // A digest that keeps failing is not asked of its registries at every pass: a fleet would ask together, every
       // interval, for what none can give (reported failed once; what is installed of its policy stays in force).
-      if (this.backedOff(artifact) || refetch.failed.has(artifact.id)) {
+      if (this.backedOff(artifact) || refetch.failed.get(artifact.id) === basis) {
         hold.push(artifact.name);
         continue;
       }
@@ -747,35 +760,45 @@ export class Agent {
    * once what it refuses, each said and reported failed with its verdict
    * once: what is installed after, the digests refused (one whose removal
    * failed is still installed, and orphans, for settleOrphans) and those the
-   * cache could not check. One still in `refetch.assigned` whose cached
-   * signatures the trust refuses is first fetched again (refresh): its
-   * registries may hold a signature the trust accepts, made for a key
-   * rotation, and then it runs on with no gap. It runs while that fetch lasts
-   * (pullTimeoutMs per registry, at most once per change of the trust); one
-   * whose fetch fails is added to `refetch.failed`. Without `refetch` (the
-   * assigner away) it is taken out at once.
+   * cache could not check.
+   *
+   * Given `refetch` (a pass's, knowing what is assigned), a program still
+   * assigned whose cached signatures the trust now refuses may have a
+   * signature made for a key rotation in its registries. With `defer` (the
+   * pass's first check, before it holds what runs) it is left as it is, to
+   * the pass's second check; there it is fetched again (refetchSignatures)
+   * after what no fetch can save is out, and runs on, with no gap, if it
+   * verifies. One whose fetch fails is taken out and noted in
+   * `refetch.failed` with the trust basis, so the pass does not ask its
+   * registries again. Without `refetch` (the assigner away) it goes at once.
    */
-  private async underTrust(now: Installed, trust: TrustPolicy, refetch?: { assigned: readonly Assigned[]; failed: Set<string> }): Promise<{ now: Installed; refused: Set<string>; unchecked: Set<string> }> {
+  private async underTrust(now: Installed, trust: TrustPolicy, refetch?: Refetch & { defer: boolean }): Promise<{ now: Installed; refused: Set<string>; unchecked: Set<string> }> {
     // Orphans too (tc runs them, no pin names them): settleOrphans removes those refused.
     const programs = new Map<string, { name: string; version: string }>([...now.records, ...now.orphans.map(({ record }) => [record.id, record] as const)]);
-    const refresh = async (id: string): Promise<boolean> => {
+    const basis = this.basis(trust);
+    const { refused, verdicts, unchecked } = await this.trustCheck.check(programs, trust, basis, this.signal);
+    const again = new Map<string, Assigned>();
+    for (const id of verdicts.keys()) {
       const artifact = refetch?.assigned.find((a) => a.id === id);
-      if (!artifact || this.backedOff(artifact)) return false;
-      const attemptStart = performance.now();
-      try {
-        const { bundle, signature, source } = await this.cache.fetchVerified(artifact, this.fetchOptions(trust));
-        this.log(`${bundle.policy.name} ${bundle.policy.version} ${id} verifies under the trust in force with a signature fetched again (signed by ${signature.key.name}, from ${source}): it runs on`);
-        return true;
-      } catch (err) {
-        this.signal.throwIfAborted();
-        // Not asked again in this pass (it would be, as an assigned digest refused): its failure is the verdict's, below.
-        this.log(`${id}: its registries give no signature the trust in force accepts either (${describeError(err)})`);
-        this.backOff(artifact, errorCode(err), attemptStart);
-        refetch?.failed.add(id);
-        return false;
-      }
+      if (artifact && !this.backedOff(artifact) && refetch?.failed.get(id) !== basis) again.set(id, artifact);
+    }
+    const refuse = (id: string, verdict: SignatureError) => {
+      this.trustCheck.refuse(id, verdict);
+      refused.set(id, verdict);
     };
-    const { refused, unchecked } = await this.trustCheck.check(programs, trust, this.basis(trust), this.signal, refresh);
+    for (const [id, verdict] of verdicts) if (!again.has(id)) refuse(id, verdict);
+    if (refetch?.defer || again.size === 0) return { ...(await this.takeOut(now, refused, programs)), unchecked };
+    ({ now } = await this.takeOut(now, refused, programs));
+    const saved = await this.refetchSignatures([...again.values()], trust, basis, refetch!.failed);
+    for (const id of again.keys()) {
+      if (saved.has(id)) this.trustCheck.verified(id, basis);
+      else refuse(id, verdicts.get(id)!);
+    }
+    return { ...(await this.takeOut(now, refused, programs)), unchecked };
+  }
+
+  /** Takes out the installed programs `refused` names (underTrust), each said and reported once with its verdict. */
+  private async takeOut(now: Installed, refused: ReadonlyMap<string, SignatureError>, programs: ReadonlyMap<string, { name: string; version: string }>): Promise<{ now: Installed; refused: Set<string> }> {
     for (const [id, verdict] of refused) {
       if (this.failed.get(id) === verdict.code) continue;
       const { name, version } = programs.get(id)!;
@@ -785,12 +808,51 @@ export class Agent {
     }
     const ids = new Set(refused.keys());
     const out = this.actual(now, [], new Map()).filter((p) => ids.has(p.id));
-    if (out.length === 0) return { now, refused: ids, unchecked };
+    if (out.length === 0) return { now, refused: ids };
     await this.enforce(plan([], out, { distrusted: [...ids] }), now.records, new Map());
     // Read again for what the removals changed. What the first read found dropped (records of programs the kernel
     // lost, which it already took off file) is kept: the pass may still load them again, or put them back on file.
     const after = await this.installedNow();
-    return { now: { ...after, dropped: [...now.dropped, ...after.dropped] }, refused: ids, unchecked };
+    return { now: { ...after, dropped: [...now.dropped, ...after.dropped] }, refused: ids };
+  }
+
+  /**
+   * Fetches `artifacts` again under `trust` (ArtifactCache.fetchVerified, into
+   * the cache), REFETCH_CONCURRENCY at a time and all within one pull timeout
+   * (a registry that stalls cannot keep what the trust refuses running
+   * longer): the digests that verify. One that does not is logged, backed
+   * off and noted in `failed` with `basis`.
+   */
+  private async refetchSignatures(artifacts: Assigned[], trust: TrustPolicy, basis: string, failed: Refetch["failed"]): Promise<Set<string>> {
+    const ms = this.options.pullTimeoutMs ?? 300_000;
+    // A controller its timer holds, as in bounded().
+    const deadline = new AbortController();
+    const timer = setTimeout(() => deadline.abort(new AgentError("UNAVAILABLE", `signatures not fetched again within ${ms} ms`)), ms);
+    const signal = AbortSignal.any([this.signal, deadline.signal]);
+    const saved = new Set<string>();
+    const queue = [...artifacts];
+    const work = async () => {
+      for (let artifact = queue.shift(); artifact; artifact = queue.shift()) {
+        const attemptStart = performance.now();
+        try {
+          const { bundle, signature, source } = await this.cache.fetchVerified(artifact, { ...this.fetchOptions(trust), signal });
+          this.log(`${bundle.policy.name} ${bundle.policy.version} ${artifact.id} verifies under the trust in force with a signature fetched again (signed by ${signature.key.name}, from ${source}): it runs on`);
+          saved.add(artifact.id);
+        } catch (err) {
+          this.signal.throwIfAborted();
+          const why = deadline.signal.aborted ? deadline.signal.reason : err;
+          this.log(`${artifact.id}: its registries give no signature the trust in force accepts either (${describeError(why)})`);
+          this.backOff(artifact, errorCode(why), attemptStart);
+          failed.set(artifact.id, basis);
+        }
+      }
+    };
+    try {
+      await Promise.all(Array.from({ length: Math.min(REFETCH_CONCURRENCY, queue.length) }, work));
+    } finally {
+      clearTimeout(timer);
+    }
+    return saved;
   }
 
   /**

@@ -6,9 +6,8 @@
 // from the cache and with no network (ArtifactCache.verifyHeld), once under
 // each trust it runs under (trustBasis); the agent takes out at once one the
 // trust refuses (agent.ts), unless a fresh fetch of its signatures finds one
-// the trust accepts (`refresh`): a key rotation prepared ahead (each program
-// signed again by the new key before the old one leaves the trust) takes no
-// program out.
+// the trust accepts: a key rotation prepared ahead (each program signed again
+// by the new key before the old one leaves the trust) takes no program out.
 //
 // Only a verdict of trust refuses a program: a key, chain, log, identity or
 // requirement check that fails (isTrustVerdict). A cache that cannot give it,
@@ -40,8 +39,14 @@ export function isTrustVerdict(err: unknown): err is SignatureError {
 }
 
 export interface TrustCheckResult {
-  /** Digests the trust refuses, each with its verdict (new ones and those refused before). */
+  /** Digests refused before, each with its verdict: refused until they verify again. */
   refused: Map<string, SignatureError>;
+  /**
+   * Digests whose cached signatures the trust refuses, found by this check,
+   * each with its verdict: the caller refuses each (refuse), or fetches its
+   * signatures again first (verified, if they verify).
+   */
+  verdicts: Map<string, SignatureError>;
   /** Digests the cache could not give verified for want of bytes, not of trust. */
   unchecked: Set<string>;
 }
@@ -75,13 +80,11 @@ export class TrustCheck {
   /**
    * The installed `programs` under `trust`, named by `basis` (trustBasis,
    * taken before any check so that a window closing meanwhile is seen at the
-   * next call): one already verified under it is not verified again. One the
-   * cache's signatures no longer cover is refused unless `refresh` (given,
-   * it fetches the program's signatures from its registries into the cache
-   * and verifies them under `trust`) says it verifies.
+   * next call): one already verified under it is not verified again, one
+   * refused before is not checked again.
    */
-  async check(programs: Iterable<[string, { name: string; version: string }]>, trust: TrustPolicy, basis: string, signal: AbortSignal, refresh?: (id: string) => Promise<boolean>): Promise<TrustCheckResult> {
-    const result: TrustCheckResult = { refused: new Map(), unchecked: new Set() };
+  async check(programs: Iterable<[string, { name: string; version: string }]>, trust: TrustPolicy, basis: string, signal: AbortSignal): Promise<TrustCheckResult> {
+    const result: TrustCheckResult = { refused: new Map(), verdicts: new Map(), unchecked: new Set() };
     for (const [id, { name, version }] of programs) {
       const refusal = this.refusals.get(id);
       if (refusal) {
@@ -93,12 +96,7 @@ export class TrustCheck {
       if ("artifact" in held) {
         this.verified(id, basis);
       } else if (isTrustVerdict(held.failure)) {
-        if (refresh && (await refresh(id))) {
-          this.verified(id, basis);
-          continue;
-        }
-        this.refuse(id, held.failure);
-        result.refused.set(id, held.failure);
+        result.verdicts.set(id, held.failure);
       } else {
         result.unchecked.add(id);
         if (!this.saidUnchecked.has(id)) this.log(`${name} ${version} ${id} cannot be verified again under the trust in force from the cache (${describeError(held.failure)}): fetched again if assigned, else left in force; checked again at every pass`);

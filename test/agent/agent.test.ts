@@ -1094,6 +1094,9 @@ describe("trust that changes while a program runs", () => {
     expect(changes, "its two hooks detached and its pin removed, nothing else: the rotated one was never off").toEqual(["detach", "detach", "unpin"]);
     const failed = r.events.filter((e) => [digest, rotated].includes(e.id) && e.event === "failed");
     expect(failed.map((e) => `${e.id === digest ? "alone" : "rotated"} ${e.code}`), JSON.stringify(failed)).toEqual(["alone KEY_NOT_VALID"]);
+    // The one signed by the expired key alone was fetched again once, in vain, and not a second time in the pass.
+    const tries = r.logs.filter((l) => l.startsWith(`${digest}: its registries give no signature`) || l.startsWith(`fetching ${digest} failed`));
+    expect(tries, `its fetches in vain, as logged:\n${r.logs.join("\n")}`).toEqual([expect.stringContaining("its registries give no signature the trust in force accepts either")]);
   });
 
   it("a followed trust root that drops a key: what that key signed is taken out at the next pass, and runs again once signed by a key the root holds", async () => {
@@ -1139,6 +1142,28 @@ describe("trust that changes while a program runs", () => {
     await admin.call("POST", "/artifacts", { reference: `${registry.host}/policies/agent@${byCi}` });
     await r.agent.reconcile();
     expect(await runs(r.datapath), "all three run again").toEqual([byCi, byCi, byOther, byOther, resigned, resigned].sort());
+  });
+
+  it("a fetch of signatures again that stalls keeps what the trust refuses running for one pull timeout at most", async () => {
+    const host = "trust-stall-host";
+    const { byCi, byOther, first } = await bothInstalled(host, ["trust-stall-ci", "trust-stall-other"]);
+    // The mirror sends ten bytes of each blob (a signature's bundle among them), then nothing.
+    const stalling = await startRegistryProxy(registry.url, { stallBlobsAfter: 10 });
+    try {
+      writeFileSync(join(work, "other.pub"), otherKey.publicKey);
+      const second = await runAgent(host, { kernel: first.datapath.kernel, stateDir: first.stateDir, trust: await loadTrust([join(work, "other.pub")]), mirrors: [`${stalling.host}/policies/agent`], pullTimeoutMs: 1_500 });
+      running.push(second);
+      await second.agent.reconcile();
+      expect(await runs(second.datapath), "the CI key's program out, the other's untouched").toEqual([byOther, byOther]);
+      // One pull timeout for the whole fetch: not the mirror's and then the registry's own (which would answer with
+      // its CI signature only, a verdict, after the mirror's 1.5 s).
+      const said = second.logs.find((l) => l.startsWith(`${byCi}: its registries give no signature`));
+      expect(said, second.logs.join("\n")).toContain("signatures not fetched again within 1500 ms");
+      expect(stalling.requests.some((q) => q.path.includes("/blobs/")), "the mirror was asked for a blob").toBe(true);
+      await second.agent.stop();
+    } finally {
+      await stalling.stop();
+    }
   });
 
   it("a damaged cache is no verdict: what runs stays while the assigner is away, and the cache is repaired from the registry once it answers", async () => {
