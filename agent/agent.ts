@@ -575,13 +575,15 @@ export class Agent {
     const { signal } = this;
     const dry = this.options.dryRun === true;
     // What the trust held already refuses is taken out before anything else (underTrust): a program signed by a
-    // revoked key does not run on while this pass holds, fetches and restores.
+    // revoked key does not run on while this pass holds, fetches and restores. One whose signatures may be fetched
+    // again (deferred to the second check, below) is left exactly as it is until then: not held, nor restored.
     const heldTrust = this.trustRoot ? this.trustRoot.heldTrust(this.options.trust) : this.options.trust;
     let now = await this.installedNow();
     let refused = new Set<string>();
+    let deferred = new Set<string>();
     // Programs whose signatures underTrust fetched again in vain, and under which trust: not asked again in this pass.
     const refetch: Refetch = { assigned, failed: new Map() };
-    if (!dry && heldTrust) ({ now, refused } = await this.underTrust(now, heldTrust, { ...refetch, defer: true }));
+    if (!dry && heldTrust) ({ now, refused, deferred } = await this.underTrust(now, heldTrust, { ...refetch, defer: true }));
 
     const desired: Program[] = [];
     const hold: string[] = [];
@@ -599,7 +601,7 @@ export class Agent {
     // included) and the digests received, so it takes their reports even if they are unassigned before they come.
     // (A digest verified before comes from the cache.)
     if (!dry && fresh.some((a) => !this.verifiedOnce.has(a.id) && !this.backedOff(a))) {
-      const running = this.actual(now, assigned, verified).filter((p) => assigned.some((a) => a.id === p.id || a.name === p.name));
+      const running = this.actual(now, assigned, verified).filter((p) => !deferred.has(p.id) && assigned.some((a) => a.id === p.id || a.name === p.name));
       await this.enforce(plan([], running, { hold: running.map((p) => p.name), distrusted: [...refused] }), now.records, verified);
       if (this.receiptsOwed) await this.reportReceipts(now.records);
       await this.flushTelemetry();
@@ -771,8 +773,9 @@ export class Agent {
    * verifies. One whose fetch fails is taken out and noted in
    * `refetch.failed` with the trust basis, so the pass does not ask its
    * registries again. Without `refetch` (the assigner away) it goes at once.
+   * `deferred` names those left to the second check.
    */
-  private async underTrust(now: Installed, trust: TrustPolicy, refetch?: Refetch & { defer: boolean }): Promise<{ now: Installed; refused: Set<string>; unchecked: Set<string> }> {
+  private async underTrust(now: Installed, trust: TrustPolicy, refetch?: Refetch & { defer: boolean }): Promise<{ now: Installed; refused: Set<string>; unchecked: Set<string>; deferred: Set<string> }> {
     // Orphans too (tc runs them, no pin names them): settleOrphans removes those refused.
     const programs = new Map<string, { name: string; version: string }>([...now.records, ...now.orphans.map(({ record }) => [record.id, record] as const)]);
     const basis = this.basis(trust);
@@ -787,14 +790,14 @@ export class Agent {
       refused.set(id, verdict);
     };
     for (const [id, verdict] of verdicts) if (!again.has(id)) refuse(id, verdict);
-    if (refetch?.defer || again.size === 0) return { ...(await this.takeOut(now, refused, programs)), unchecked };
+    if (refetch?.defer || again.size === 0) return { ...(await this.takeOut(now, refused, programs)), unchecked, deferred: new Set(again.keys()) };
     ({ now } = await this.takeOut(now, refused, programs));
     const saved = await this.refetchSignatures([...again.values()], trust, basis, refetch!.failed);
     for (const id of again.keys()) {
       if (saved.has(id)) this.trustCheck.verified(id, basis);
       else refuse(id, verdicts.get(id)!);
     }
-    return { ...(await this.takeOut(now, refused, programs)), unchecked };
+    return { ...(await this.takeOut(now, refused, programs)), unchecked, deferred: new Set() };
   }
 
   /** Takes out the installed programs `refused` names (underTrust), each said and reported once with its verdict. */
@@ -821,7 +824,8 @@ export class Agent {
    * the cache), REFETCH_CONCURRENCY at a time and all within one pull timeout
    * (a registry that stalls cannot keep what the trust refuses running
    * longer): the digests that verify. One that does not is logged, backed
-   * off and noted in `failed` with `basis`.
+   * off and noted in `failed` with `basis`; one whose turn never came is
+   * logged only.
    */
   private async refetchSignatures(artifacts: Assigned[], trust: TrustPolicy, basis: string, failed: Refetch["failed"]): Promise<Set<string>> {
     const ms = this.options.pullTimeoutMs ?? 300_000;
@@ -832,7 +836,8 @@ export class Agent {
     const saved = new Set<string>();
     const queue = [...artifacts];
     const work = async () => {
-      for (let artifact = queue.shift(); artifact; artifact = queue.shift()) {
+      while (queue.length > 0 && !deadline.signal.aborted) {
+        const artifact = queue.shift()!;
         const attemptStart = performance.now();
         try {
           const { bundle, signature, source } = await this.cache.fetchVerified(artifact, { ...this.fetchOptions(trust), signal });
@@ -840,7 +845,7 @@ export class Agent {
           saved.add(artifact.id);
         } catch (err) {
           this.signal.throwIfAborted();
-          const why = deadline.signal.aborted ? deadline.signal.reason : err;
+          const why = deadline.signal.aborted && !isTrustVerdict(err) ? deadline.signal.reason : err;
           this.log(`${artifact.id}: its registries give no signature the trust in force accepts either (${describeError(why)})`);
           this.backOff(artifact, errorCode(why), attemptStart);
           failed.set(artifact.id, basis);
@@ -852,6 +857,8 @@ export class Agent {
     } finally {
       clearTimeout(timer);
     }
+    // Never started (the deadline passed first): refused, but not counted as failed, so the pass's own fetch tries it.
+    for (const { id } of queue) this.log(`${id}: its signatures were not fetched again within ${ms} ms, before its turn came`);
     return saved;
   }
 

@@ -22,7 +22,13 @@ export interface LockOptions {
   timeoutMs?: number;
 }
 
-/** Which file a lock is: an inode number is reused once its file is gone, an inode and a modification time in nanoseconds are not. */
+/**
+ * Which file a lock is: its inode number, reused once its file is gone, and
+ * its modification time. Two locks alike in both would be made within one
+ * tick of the file system's clock (coarse on older kernels) on a reused
+ * inode; a lock is broken only once it is stale, seconds old, so a break
+ * never meets its successor so soon.
+ */
 interface LockIdentity {
   ino: bigint;
   mtimeNs: bigint;

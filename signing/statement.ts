@@ -43,8 +43,9 @@ export function checkStatement(payloadType: string, payload: Buffer, digest: str
   }
   const hex = digest.slice("sha256:".length);
   const subjects = Array.isArray(statement.subject) ? statement.subject : [];
-  if (!subjects.some((s) => s.digest?.sha256 === hex)) {
-    const named = subjects.map((s) => `sha256:${s.digest?.sha256 ?? "?"}`).join(", ") || "nothing";
+  // Entries as signed, whatever their shape: null, say.
+  if (!subjects.some((s) => s?.digest?.sha256 === hex)) {
+    const named = subjects.map((s) => `sha256:${s?.digest?.sha256 ?? "?"}`).join(", ") || "nothing";
     throw new SignatureError("SUBJECT_MISMATCH", `signature is for ${quote(named)}, not ${digest}`);
   }
 }

@@ -31,12 +31,13 @@ const QUOTE_MAX = 128;
  */
 export function quote(value: unknown): string {
   if (typeof value === "string") {
-    const shown = JSON.stringify(value.slice(0, QUOTE_MAX));
+    // printable: JSON escapes C0 controls only, not C1 ones, line separators or bidi overrides.
+    const shown = printable(JSON.stringify(value.slice(0, QUOTE_MAX)));
     return value.length <= QUOTE_MAX ? shown : `${shown}… (${value.length - QUOTE_MAX} more characters)`;
   }
   let text: string;
   try {
-    text = JSON.stringify(value) ?? String(value);
+    text = printable(JSON.stringify(value) ?? String(value));
   } catch {
     // Nested deeper than JSON.stringify goes (JSON.parse goes deeper), or not JSON at all.
     return `(a${typeof value === "object" ? "n object" : ` ${typeof value}`} that cannot be shown)`;

@@ -1144,6 +1144,24 @@ describe("trust that changes while a program runs", () => {
     expect(await runs(r.datapath), "all three run again").toEqual([byCi, byCi, byOther, byOther, resigned, resigned].sort());
   });
 
+  it("a program whose signatures are to be fetched again is left as it is until then: the early hold of a pass with a new digest neither restores nor widens it", async () => {
+    const host = "trust-defer-host";
+    const { byCi, byOther, second } = await restartedTrustingOther(host, ["trust-defer-ci", "trust-defer-other"], false, async ({ first }) => {
+      // Its filter on eth0 deleted, a new interface, and a new digest assigned (the pass holds what runs before fetching it).
+      await first.datapath.detach({ iface: "eth0", direction: "egress", pref: basePref("trust-defer-ci") });
+      first.datapath.kernel.addInterface("eth2");
+      await admin.assign(await publish("1.0.0", otherKey, "trust-defer-new"), host);
+    });
+    const attached: string[] = [];
+    const attach = second.datapath.attach.bind(second.datapath);
+    second.datapath.attach = (id, hook) => (attached.push(`${id === byCi ? "ci" : id === byOther ? "other" : "new"} ${hook.iface}`), attach(id, hook));
+    await second.agent.reconcile();
+    expect(attached.filter((a) => a.startsWith("ci")), `attaches of the CI key's program (all: ${attached.join(", ")})`).toEqual([]);
+    expect(attached, "the other key's program covers the new interface").toContain("other eth2");
+    expect(await runs(second.datapath), "the CI key's program out").not.toContain(byCi);
+    await second.agent.stop();
+  });
+
   it("a fetch of signatures again that stalls keeps what the trust refuses running for one pull timeout at most", async () => {
     const host = "trust-stall-host";
     const { byCi, byOther, first } = await bothInstalled(host, ["trust-stall-ci", "trust-stall-other"]);

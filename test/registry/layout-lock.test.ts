@@ -2,7 +2,7 @@
 // behind by a crashed writer is broken (it is stale after 10 s) before a
 // waiting writer gives up (30 s); waiters breaking one stale lock never hold
 // it together, and a release never removes a lock that another took.
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -62,9 +62,11 @@ describe("layout lock", () => {
     dirs.push(dir);
     const lock = join(dir, "index.json.lock");
     const release = await lockFile(lock);
-    // What a waiter does to a lock it thinks stale: remove it, and create its own.
+    // What a waiter does to a lock it thinks stale: remove it, and create its own (written beside it first, so it is
+    // another inode for sure: a file made the same instant on the freed inode would be alike in inode and time).
+    writeFileSync(`${lock}.theirs`, "");
     rmSync(lock);
-    writeFileSync(lock, "");
+    renameSync(`${lock}.theirs`, lock);
     await release();
     expect(existsSync(lock), "the other writer's lock, after the first one's release").toBe(true);
     expect(readdirSync(dir), "nothing set aside").toEqual(["index.json.lock"]);

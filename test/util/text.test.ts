@@ -23,6 +23,7 @@ describe("quote", () => {
   it("shows a value as JSON, a string's quotes and control characters escaped, cut at 128 characters", () => {
     expect(quote("application/vnd.oci.image.manifest.v1+json")).toBe('"application/vnd.oci.image.manifest.v1+json"');
     expect(quote('a"b\x1b[2K'), "quotes and an escape sequence").toBe('"a\\"b\\u001b[2K"');
+    expect(quote("\u009b2K\u202e"), "a C1 control and a bidi override, which JSON leaves").toBe('"\\x9b2K\\u202e"');
     expect(quote(undefined), "undefined").toBe("undefined");
     expect(quote({ a: 1 }), "an object").toBe('{"a":1}');
     expect(quote("x".repeat(1_000_000)), "a string of a million characters").toBe(`"${"x".repeat(128)}"… (999872 more characters)`);
