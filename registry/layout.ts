@@ -6,11 +6,11 @@ import { mkdir, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { pipeline as pipe, Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { atomicWrite, openRegular, openWriteStream, quote, readRegular, removeStaleTemps } from "../util/index.js";
+import { atomicWrite, openRegular, openWriteStream, quote, readRegular, removeStaleTemps, TEMP_SUFFIX } from "../util/index.js";
 import { RegistryError } from "./errors.js";
 import { checkDigest, DigestingStream, isDigest, readAll, verifyStream } from "./digest.js";
 import { Annotation, isManifestType, isRecord, MAX_MANIFEST_SIZE, MediaType, parseManifest, type Descriptor, type Index } from "./oci.js";
-import { lockFile } from "./lock-file.js";
+import { isSetAside, lockFile } from "./lock-file.js";
 import { addFallbackReferrer, fallbackReferrers } from "./referrers.js";
 import type { AbortOptions, Deleter, Ingested, Target } from "./storage.js";
 
@@ -239,8 +239,10 @@ export class OciLayoutTarget implements Target, Deleter {
    * process was killed mid-download) and unchanged for `olderThanMs`: a
    * write under way changes its file as the bytes come.
    */
-  removeStaleTemps(olderThanMs: number): Promise<void> {
-    return removeStaleTemps(join(this.dir, "blobs", "sha256"), { match: (name) => name.startsWith(TEMP_PREFIX), olderThanMs });
+  async removeStaleTemps(olderThanMs: number): Promise<void> {
+    await removeStaleTemps(join(this.dir, "blobs", "sha256"), { match: (name) => name.startsWith(TEMP_PREFIX), olderThanMs });
+    // index.json's own: atomicWrite's temp files, and locks set aside by a writer that died before removing them.
+    await removeStaleTemps(this.dir, { match: (name) => (name.startsWith(".index.json.") && name.endsWith(TEMP_SUFFIX)) || isSetAside(name), olderThanMs });
   }
 
   referrers(subject: Descriptor, artifactType?: string, options: AbortOptions = {}): Promise<Descriptor[]> {

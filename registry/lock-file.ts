@@ -60,6 +60,11 @@ function isLock(file: LockIdentity, meant: LockIdentity): boolean {
   return file.ino === meant.ino && file.mtimeNs === meant.mtimeNs;
 }
 
+/** The name of a lock takeAway set aside: `<lock>.<16 hex>.gone`. */
+export function isSetAside(name: string): boolean {
+  return /\.lock\.[0-9a-f]{16}\.gone$/.test(name);
+}
+
 /**
  * Removes the lock at `path` if it is still the file `meant`: checked, then
  * renamed aside (a rename is atomic: of two waiters breaking one stale lock,

@@ -157,16 +157,30 @@ describe("ArtifactCache", () => {
     }
   });
 
-  it("prune removes a download's temp file left a day untouched (a killed agent's), never a fresh one", async () => {
-    const cache = new ArtifactCache(join(work, "cache-temps"));
-    const blobsDir = join(work, "cache-temps", "blobs", "sha256");
+  it("prune removes temp files left a day untouched (a killed agent's: a download's, an index write's, a lock set aside), never a fresh one", async () => {
+    const dir = join(work, "cache-temps");
+    const cache = new ArtifactCache(dir);
+    const blobsDir = join(dir, "blobs", "sha256");
     mkdirSync(blobsDir, { recursive: true });
-    writeFileSync(join(blobsDir, ".tmp-dead"), "partial");
-    writeFileSync(join(blobsDir, ".tmp-live"), "partial");
     const dayAgo = new Date(Date.now() - 25 * 60 * 60 * 1000);
-    utimesSync(join(blobsDir, ".tmp-dead"), dayAgo, dayAgo);
+    const leave = (path: string, old: boolean) => {
+      writeFileSync(path, "partial");
+      if (old) utimesSync(path, dayAgo, dayAgo);
+    };
+    for (const [where, old] of [[blobsDir, true], [dir, true], [blobsDir, false], [dir, false]] as const) {
+      const age = old ? "dead" : "live";
+      leave(join(where, `.tmp-${age}`), old);
+      if (where === dir) {
+        leave(join(dir, `.index.json.${old ? "aaaaaaaaaaaa" : "bbbbbbbbbbbb"}.aegis-tmp`), old);
+        leave(join(dir, `index.json.lock.${old ? "a" : "b"}${"0".repeat(15)}.gone`), old);
+      }
+    }
+    leave(join(dir, "notes.txt"), true);
     expect(await cache.prune([]), "no blob to prune").toEqual([]);
-    expect(readdirSync(blobsDir).filter((n) => n.startsWith(".tmp-")), "temp files left").toEqual([".tmp-live"]);
+    expect(readdirSync(blobsDir).filter((n) => n.startsWith(".tmp-")), "temp files left in blobs/sha256").toEqual([".tmp-live"]);
+    expect(readdirSync(dir).sort(), "what is left beside index.json: the fresh ones, and what the layout did not write").toEqual(
+      [".index.json.bbbbbbbbbbbb.aegis-tmp", ".tmp-dead", ".tmp-live", "blobs", "index.json.lock.b000000000000000.gone", "notes.txt"].sort(),
+    );
   });
 
   it("a cached artifact whose signature the current trust does not accept is not served from the cache", async () => {
