@@ -10,7 +10,7 @@ import { atomicWrite, openRegular, openWriteStream, quote, readRegular, removeSt
 import { RegistryError } from "./errors.js";
 import { checkDigest, DigestingStream, isDigest, readAll, verifyStream } from "./digest.js";
 import { Annotation, isManifestType, isRecord, MAX_MANIFEST_SIZE, MediaType, parseManifest, type Descriptor, type Index } from "./oci.js";
-import { isSetAside, lockFile } from "./lock-file.js";
+import { lockFile } from "./lock-file.js";
 import { addFallbackReferrer, fallbackReferrers } from "./referrers.js";
 import type { AbortOptions, Deleter, Ingested, Target } from "./storage.js";
 
@@ -241,8 +241,8 @@ export class OciLayoutTarget implements Target, Deleter {
    */
   async removeStaleTemps(olderThanMs: number): Promise<void> {
     await removeStaleTemps(join(this.dir, "blobs", "sha256"), { match: (name) => name.startsWith(TEMP_PREFIX), olderThanMs });
-    // index.json's own: atomicWrite's temp files, and locks set aside by a writer that died before removing them.
-    await removeStaleTemps(this.dir, { match: (name) => (name.startsWith(".index.json.") && name.endsWith(TEMP_SUFFIX)) || isSetAside(name), olderThanMs });
+    // index.json's own: atomicWrite's temp files of a writer that died mid-write.
+    await removeStaleTemps(this.dir, { match: (name) => name.startsWith(".index.json.") && name.endsWith(TEMP_SUFFIX), olderThanMs });
   }
 
   referrers(subject: Descriptor, artifactType?: string, options: AbortOptions = {}): Promise<Descriptor[]> {

@@ -2,13 +2,12 @@
 // OCI layout's index.json.lock (registry/layout.ts). Node has no flock(2)
 // without an FFI, whose loading a short command would pay for, so the lock is
 // a file created with O_EXCL. One left by a crashed writer is broken once it
-// is stale. A lock is taken away only if it is the file meant (its inode and
-// modification time), checked before and after renaming it aside, so a
-// writer releasing a lock broken and taken by another leaves that one, and
-// two waiters breaking one stale lock do not both remove a lock (takeAway
-// says the one case left open).
-import { randomBytes } from "node:crypto";
-import { link, open, rename, rm, stat } from "node:fs/promises";
+// is stale, by one waiter at a time (a second lock file, `<lock>.break`,
+// taken the same way), which checks under it that the lock is still the
+// stale one it saw: two waiters that saw the same stale lock would otherwise
+// each remove one, the second a lock just taken. A lock is released only if
+// it is still the writer's own (its inode and modification time).
+import { open, rm, stat } from "node:fs/promises";
 import { sleep } from "../util/index.js";
 import { RegistryError } from "./errors.js";
 
@@ -34,64 +33,65 @@ interface LockIdentity {
   mtimeNs: bigint;
 }
 
+function isLock(file: LockIdentity, meant: LockIdentity): boolean {
+  return file.ino === meant.ino && file.mtimeNs === meant.mtimeNs;
+}
+
+/** `path`'s identity and age, or undefined when there is no file. */
+async function lockAt(path: string): Promise<(LockIdentity & { ageMs: number }) | undefined> {
+  const found = await stat(path, { bigint: true }).catch(() => undefined);
+  return found && { ino: found.ino, mtimeNs: found.mtimeNs, ageMs: Date.now() - Number(found.mtimeMs) };
+}
+
 /** Takes the lock at `path`, waiting for its holder; resolves with its release. */
 export async function lockFile(path: string, options: LockOptions = {}): Promise<() => Promise<void>> {
   const { staleMs = LOCK_STALE_MS, timeoutMs = LOCK_TIMEOUT_MS } = options;
   const giveUp = Date.now() + timeoutMs;
   for (;;) {
-    let handle;
-    try {
-      handle = await open(path, "wx");
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-      const held = await stat(path, { bigint: true }).catch(() => undefined);
-      if (held && Date.now() - Number(held.mtimeMs) > staleMs) await takeAway(path, held);
-      if (Date.now() > giveUp) throw new RegistryError("LOCK_TIMEOUT", `could not lock ${path} within ${timeoutMs / 1000} s`);
-      await sleep(10);
-      continue;
-    }
-    const own = await handle.stat({ bigint: true }).finally(() => handle.close());
-    return () => takeAway(path, own);
+    const own = await create(path);
+    if (own) return () => removeIf(path, own);
+    const held = await lockAt(path);
+    if (held && held.ageMs > staleMs) await breakStale(path, held, staleMs);
+    if (Date.now() > giveUp) throw new RegistryError("LOCK_TIMEOUT", `could not lock ${path} within ${timeoutMs / 1000} s`);
+    await sleep(10);
   }
 }
 
-/** Whether `file` is the lock `meant`. */
-function isLock(file: LockIdentity, meant: LockIdentity): boolean {
-  return file.ino === meant.ino && file.mtimeNs === meant.mtimeNs;
+/** Creates the lock file `path` (O_EXCL): its identity, or undefined when it exists. */
+async function create(path: string): Promise<LockIdentity | undefined> {
+  let handle;
+  try {
+    handle = await open(path, "wx");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "EEXIST") return undefined;
+    throw err;
+  }
+  const { ino, mtimeNs } = await handle.stat({ bigint: true }).finally(() => handle.close());
+  return { ino, mtimeNs };
 }
 
-/** The name of a lock takeAway set aside: `<lock>.<16 hex>.gone`. */
-export function isSetAside(name: string): boolean {
-  return /\.lock\.[0-9a-f]{16}\.gone$/.test(name);
+/** Removes the file at `path` if it is the lock `meant`. */
+async function removeIf(path: string, meant: LockIdentity): Promise<void> {
+  const there = await lockAt(path);
+  if (there && isLock(there, meant)) await rm(path, { force: true });
 }
 
 /**
- * Removes the lock at `path` if it is still the file `meant`: checked, then
- * renamed aside (a rename is atomic: of two waiters breaking one stale lock,
- * one moves it), then checked again, since another writer may have taken the
- * lock between the check and the rename (two system calls apart). Such a
- * lock is put back: linked, or where links fail (a file system without
- * them, protected_hardlinks) renamed. Two cases are left open, each needing
- * a writer to act within that moment: a third writer that takes the free
- * place holds the lock beside the writer whose lock was moved; a holder that
- * releases finds no lock, and the one put back waits to be broken as stale.
+ * Removes the stale lock `held` at `path`, under `<path>.break` so that one
+ * waiter at a time checks and removes. A breaker that crashed leaves that
+ * file, broken in turn once stale: only then can two breakers remove at once.
  */
-async function takeAway(path: string, meant: LockIdentity): Promise<void> {
-  const there = await stat(path, { bigint: true }).catch(() => undefined);
-  if (!there || !isLock(there, meant)) return;
-  const aside = `${path}.${randomBytes(8).toString("hex")}.gone`;
+async function breakStale(path: string, held: LockIdentity, staleMs: number): Promise<void> {
+  const breaker = `${path}.break`;
+  const own = await create(breaker);
+  if (!own) {
+    const other = await lockAt(breaker);
+    if (other && other.ageMs > staleMs) await removeIf(breaker, other);
+    return;
+  }
   try {
-    await rename(path, aside);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
-    throw err;
+    await removeIf(path, held);
+  } finally {
+    await removeIf(breaker, own);
   }
-  if (!isLock(await stat(aside, { bigint: true }), meant)) {
-    try {
-      await link(aside, path);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "EEXIST") return rename(aside, path);
-    }
-  }
-  await rm(aside, { force: true });
 }

@@ -157,7 +157,7 @@ describe("ArtifactCache", () => {
     }
   });
 
-  it("prune removes temp files left a day untouched (a killed agent's: a download's, an index write's, a lock set aside), never a fresh one", async () => {
+  it("prune removes temp files left a day untouched (a killed agent's: a download's, an index write's), never a fresh one", async () => {
     const dir = join(work, "cache-temps");
     const cache = new ArtifactCache(dir);
     const blobsDir = join(dir, "blobs", "sha256");
@@ -170,16 +170,13 @@ describe("ArtifactCache", () => {
     for (const [where, old] of [[blobsDir, true], [dir, true], [blobsDir, false], [dir, false]] as const) {
       const age = old ? "dead" : "live";
       leave(join(where, `.tmp-${age}`), old);
-      if (where === dir) {
-        leave(join(dir, `.index.json.${old ? "aaaaaaaaaaaa" : "bbbbbbbbbbbb"}.aegis-tmp`), old);
-        leave(join(dir, `index.json.lock.${old ? "a" : "b"}${"0".repeat(15)}.gone`), old);
-      }
+      if (where === dir) leave(join(dir, `.index.json.${old ? "aaaaaaaaaaaa" : "bbbbbbbbbbbb"}.aegis-tmp`), old);
     }
     leave(join(dir, "notes.txt"), true);
     expect(await cache.prune([]), "no blob to prune").toEqual([]);
     expect(readdirSync(blobsDir).filter((n) => n.startsWith(".tmp-")), "temp files left in blobs/sha256").toEqual([".tmp-live"]);
     expect(readdirSync(dir).sort(), "what is left beside index.json: the fresh ones, and what the layout did not write").toEqual(
-      [".index.json.bbbbbbbbbbbb.aegis-tmp", ".tmp-dead", ".tmp-live", "blobs", "index.json.lock.b000000000000000.gone", "notes.txt"].sort(),
+      [".index.json.bbbbbbbbbbbb.aegis-tmp", ".tmp-dead", ".tmp-live", "blobs", "notes.txt"].sort(),
     );
   });
 
