@@ -98,6 +98,20 @@ interface Refetch {
   failed: Map<string, string>;
 }
 
+/**
+ * `outer` joined with a deadline `ms` away that aborts with `reason()`;
+ * `clear()` once the work settles. The deadline's controller is held by its
+ * timer, not an AbortSignal.timeout() that only AbortSignal.any() refers to:
+ * Node may collect such a timeout signal before it fires
+ * (nodejs/node#57736), and a hung assigner then held the pass for ever (seen
+ * in whole-suite test runs, under GC pressure).
+ */
+function withDeadline(outer: AbortSignal, ms: number, reason: () => unknown): { signal: AbortSignal; deadline: AbortSignal; clear: () => void } {
+  const deadline = new AbortController();
+  const timer = setTimeout(() => deadline.abort(reason()), ms);
+  return { signal: AbortSignal.any([outer, deadline.signal]), deadline: deadline.signal, clear: () => clearTimeout(timer) };
+}
+
 /** A program of the agent's whose pins were lost: tc still runs it at `hooks`. */
 interface Orphan {
   record: OrphanRecord;
@@ -494,12 +508,7 @@ export class Agent {
   private bounded<T>(work: (signal: AbortSignal) => Promise<T>): Promise<T> {
     const ms = this.options.requestTimeoutMs ?? 30_000;
     const outer = this.signal;
-    // The deadline's controller is held by its timer, not an AbortSignal.timeout() that only AbortSignal.any() refers
-    // to: Node may collect such a timeout signal before it fires (nodejs/node#57736), and a hung assigner then held
-    // the pass for ever (seen in whole-suite test runs, under GC pressure).
-    const deadline = new AbortController();
-    const timer = setTimeout(() => deadline.abort(new DOMException(`no answer within ${ms} ms`, "TimeoutError")), ms);
-    const signal = AbortSignal.any([outer, deadline.signal]);
+    const { signal, clear } = withDeadline(outer, ms, () => new DOMException(`no answer within ${ms} ms`, "TimeoutError"));
     return new Promise<T>((resolve, reject) => {
       const onAbort = () =>
         reject(outer.aborted ? outer.reason : new AgentError("UNAVAILABLE", `the assigner at ${this.options.assigner} did not answer within ${ms} ms`));
@@ -508,7 +517,7 @@ export class Agent {
       work(signal)
         .then(resolve, reject)
         .finally(() => {
-          clearTimeout(timer);
+          clear();
           signal.removeEventListener("abort", onAbort);
         });
     });
@@ -829,14 +838,11 @@ export class Agent {
    */
   private async refetchSignatures(artifacts: Assigned[], trust: TrustPolicy, basis: string, failed: Refetch["failed"]): Promise<Set<string>> {
     const ms = this.options.pullTimeoutMs ?? 300_000;
-    // A controller its timer holds, as in bounded().
-    const deadline = new AbortController();
-    const timer = setTimeout(() => deadline.abort(new AgentError("UNAVAILABLE", `signatures not fetched again within ${ms} ms`)), ms);
-    const signal = AbortSignal.any([this.signal, deadline.signal]);
+    const { signal, deadline, clear } = withDeadline(this.signal, ms, () => new AgentError("UNAVAILABLE", `signatures not fetched again within ${ms} ms`));
     const saved = new Set<string>();
     const queue = [...artifacts];
     const work = async () => {
-      while (queue.length > 0 && !deadline.signal.aborted) {
+      while (queue.length > 0 && !deadline.aborted) {
         const artifact = queue.shift()!;
         const attemptStart = performance.now();
         try {
@@ -845,7 +851,7 @@ export class Agent {
           saved.add(artifact.id);
         } catch (err) {
           this.signal.throwIfAborted();
-          const why = deadline.signal.aborted && !isTrustVerdict(err) ? deadline.signal.reason : err;
+          const why = deadline.aborted && !isTrustVerdict(err) ? deadline.reason : err;
           this.log(`${artifact.id}: its registries give no signature the trust in force accepts either (${describeError(why)})`);
           this.backOff(artifact, errorCode(why), attemptStart);
           failed.set(artifact.id, basis);
@@ -855,7 +861,7 @@ export class Agent {
     try {
       await Promise.all(Array.from({ length: Math.min(REFETCH_CONCURRENCY, queue.length) }, work));
     } finally {
-      clearTimeout(timer);
+      clear();
     }
     // Never started (the deadline passed first): refused, but not counted as failed, so the pass's own fetch tries it.
     for (const { id } of queue) this.log(`${id}: its signatures were not fetched again within ${ms} ms, before its turn came`);

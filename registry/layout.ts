@@ -6,7 +6,7 @@ import { mkdir, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { pipeline as pipe, Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { atomicWrite, openRegular, openWriteStream, quote, readRegular, removeStaleTemps, TEMP_SUFFIX } from "../util/index.js";
+import { atomicWrite, openRegular, openWriteStream, quote, readRegular, removeStaleTemps } from "../util/index.js";
 import { RegistryError } from "./errors.js";
 import { checkDigest, DigestingStream, isDigest, readAll, verifyStream } from "./digest.js";
 import { Annotation, isManifestType, isRecord, MAX_MANIFEST_SIZE, MediaType, parseManifest, type Descriptor, type Index } from "./oci.js";
@@ -241,8 +241,8 @@ export class OciLayoutTarget implements Target, Deleter {
    */
   async removeStaleTemps(olderThanMs: number): Promise<void> {
     await removeStaleTemps(join(this.dir, "blobs", "sha256"), { match: (name) => name.startsWith(TEMP_PREFIX), olderThanMs });
-    // index.json's own: atomicWrite's temp files of a writer that died mid-write.
-    await removeStaleTemps(this.dir, { match: (name) => name.startsWith(".index.json.") && name.endsWith(TEMP_SUFFIX), olderThanMs });
+    // index.json's own: atomicWrite's temp files (its default match) of a writer that died mid-write.
+    await removeStaleTemps(this.dir, { olderThanMs });
   }
 
   referrers(subject: Descriptor, artifactType?: string, options: AbortOptions = {}): Promise<Descriptor[]> {

@@ -19,6 +19,11 @@ export function printable(text: string): string {
   });
 }
 
+/** `shown`, the first `max` characters of a text `length` long (as shown), saying how many more there were. */
+function cut(shown: string, length: number, max: number): string {
+  return length <= max ? shown : `${shown}… (${length - max} more characters)`;
+}
+
 /** The most characters of someone else's value that one error message quotes. */
 const QUOTE_MAX = 128;
 
@@ -32,8 +37,7 @@ const QUOTE_MAX = 128;
 export function quote(value: unknown): string {
   if (typeof value === "string") {
     // printable: JSON escapes C0 controls only, not C1 ones, line separators or bidi overrides.
-    const shown = printable(JSON.stringify(value.slice(0, QUOTE_MAX)));
-    return value.length <= QUOTE_MAX ? shown : `${shown}… (${value.length - QUOTE_MAX} more characters)`;
+    return cut(printable(JSON.stringify(value.slice(0, QUOTE_MAX))), value.length, QUOTE_MAX);
   }
   let text: string;
   try {
@@ -42,7 +46,7 @@ export function quote(value: unknown): string {
     // Nested deeper than JSON.stringify goes (JSON.parse goes deeper), or not JSON at all.
     return `(a${typeof value === "object" ? "n object" : ` ${typeof value}`} that cannot be shown)`;
   }
-  return text.length <= QUOTE_MAX ? text : `${text.slice(0, QUOTE_MAX)}… (${text.length - QUOTE_MAX} more characters)`;
+  return cut(text.slice(0, QUOTE_MAX), text.length, QUOTE_MAX);
 }
 
 /** The most characters of one log line: a registry's error or an agent's reason can be megabytes. */
@@ -56,5 +60,5 @@ export function oneLine(text: string): string {
 /** `line` for an operator's log: oneLine() (one line is one entry), cut at LOG_LINE_MAX characters, saying how many were left out. */
 export function logText(line: string): string {
   const text = oneLine(line);
-  return text.length <= LOG_LINE_MAX ? text : `${text.slice(0, LOG_LINE_MAX)}… (${text.length - LOG_LINE_MAX} more characters)`;
+  return cut(text.slice(0, LOG_LINE_MAX), text.length, LOG_LINE_MAX);
 }
