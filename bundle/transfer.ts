@@ -1,7 +1,6 @@
 // Push and pull of policy artifacts, both through registry/copy (a bundle
 // file's layer and the empty config through the destination's Ingester first).
-import { mkdir, mkdtemp, open, rename, rm } from "node:fs/promises";
-import { join } from "node:path";
+import { open } from "node:fs/promises";
 import { PassThrough, type Readable } from "node:stream";
 import {
   copy,
@@ -25,6 +24,7 @@ import {
 } from "../registry/index.js";
 import { quote } from "../util/index.js";
 import { packArtifact, packArtifactFor, storeArtifact, storeManifest, type PackedArtifact } from "./artifact.js";
+import { land } from "./landing.js";
 import { readBundlePolicy, unpackBundle, type Unpacked } from "./read.js";
 import { BundleError } from "./errors.js";
 import { BUNDLE_LIMITS } from "./tar.js";
@@ -180,8 +180,8 @@ const MAX_LAYER_SIZE = BUNDLE_LIMITS.maxTotalSize + 64 * 1024;
  * policy (an index with thousands of children, an image) and a layer over
  * the bundle cap are refused before a byte is written. The layer streams
  * through hashing, zstd and the tar reader straight into files, in a temp
- * directory beside them that is renamed into place only once the digest has
- * been verified: nothing unverified is left, and memory stays bounded
+ * directory moved into place only once the digest has been verified
+ * (landing.ts): nothing unverified is left, and memory stays bounded
  * whatever the size.
  *
  * A layer already in `cache` is read from it once, hashed as it is unpacked:
@@ -197,17 +197,6 @@ export async function pullBundle(src: ReadOnlyTarget, reference: string, cache: 
   const { manifest, layer } = await readPolicyManifest(src, desc, { signal });
   onLayer?.(layer);
   const where = `${src.name}@${desc.digest}`;
-  await mkdir(output, { recursive: true });
-  const attempt = async <T extends Unpacked | undefined>(unpack: (dir: string) => Promise<T>): Promise<T> => {
-    const temp = await mkdtemp(join(output, ".aegis-pull-"));
-    try {
-      const unpacked = await unpack(temp);
-      if (unpacked) for (const name of unpacked.files) await rename(join(temp, name), join(output, name));
-      return unpacked;
-    } finally {
-      await rm(temp, { recursive: true, force: true });
-    }
-  };
   const result = (unpacked: Unpacked, cached: boolean): PulledArtifact => ({ manifest: desc, layer, annotations: manifest.annotations ?? {}, ...unpacked, cached });
 
   // The cache is asked first: a miss costs no temp directory.
@@ -217,7 +206,7 @@ export async function pullBundle(src: ReadOnlyTarget, reference: string, cache: 
   });
   const hit =
     cached &&
-    (await attempt(async (dir) => {
+    (await land(output, async (dir) => {
       try {
         return await unpackBundle(cached, dir, where);
       } catch (err) {
@@ -228,7 +217,7 @@ export async function pullBundle(src: ReadOnlyTarget, reference: string, cache: 
     }).finally(() => cached.destroy()));
   if (hit) return result(hit, true);
 
-  const fetched = await attempt(async (dir) => {
+  const fetched = await land(output, async (dir) => {
     const target = new UnpackingTarget(cache, layer, (content) => unpackBundle(content, dir, where));
     // By digest, so what is copied is what was just checked even if the tag moves.
     await copy(src, desc.digest, target, undefined, { ...options, onEvent: (event) => (whileWaiting(event, layer), options.onEvent?.(event)) });

@@ -4,7 +4,7 @@
 // files (a fleet edit) are all written before any is renamed.
 // https://lwn.net/Articles/457667/
 import { randomBytes } from "node:crypto";
-import { open, readdir, rename, rm, stat } from "node:fs/promises";
+import { lstat, open, readdir, rename, rm } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 
 export interface AtomicWriteOptions {
@@ -84,15 +84,31 @@ export interface StaleTempOptions {
   olderThanMs?: number;
 }
 
-/** Removes the temp files a process left in `dir` when it died mid-write (atomicWrite's, or those `match` names). */
+/**
+ * Removes the temp files a process left in `dir` when it died mid-write
+ * (atomicWrite's, or those `match` names); a temp directory goes whole.
+ */
 export async function removeStaleTemps(dir: string, options: StaleTempOptions = {}): Promise<void> {
   const { match = (name: string) => name.endsWith(TEMP_SUFFIX), olderThanMs = 0 } = options;
   const before = Date.now() - olderThanMs;
   const names = (await readdir(dir).catch(() => [])).filter(match);
   await Promise.all(
     names.map(async (name) => {
-      if (olderThanMs > 0 && (await stat(join(dir, name)).then((s) => s.mtimeMs, () => Infinity)) >= before) return;
-      await rm(join(dir, name), { force: true });
+      if (olderThanMs > 0 && (await lastChange(join(dir, name))) >= before) return;
+      await rm(join(dir, name), { recursive: true, force: true });
     }),
   );
+}
+
+/**
+ * When `path` last changed (ms): its mtime, or a directory's newest of its own
+ * and its entries' (a file written inside changes only itself). Infinity if it
+ * cannot be read: gone already, or not to be judged.
+ */
+async function lastChange(path: string): Promise<number> {
+  const own = await lstat(path).catch(() => undefined);
+  if (!own?.isDirectory()) return own?.mtimeMs ?? Infinity;
+  const entries = await readdir(path).catch(() => [] as string[]);
+  const times = await Promise.all(entries.map((name) => lstat(join(path, name)).then((s) => s.mtimeMs, () => Infinity)));
+  return times.reduce((newest, time) => Math.max(newest, time), own.mtimeMs);
 }

@@ -21,7 +21,7 @@ export function registerPull(program: Command): void {
         .command("pull")
         .description("pull a policy artifact, verify its digests (and its signature, given --key/--trust) and write its files (policy.json, program.o) to a directory")
         .argument("<ref>", "host[:port]/repo[:tag|@digest] or oci:<dir>[:tag|@digest]")
-        .requiredOption("-o, --output <dir>", "directory to write the bundle's files into"),
+        .requiredOption("-o, --output <dir>", "directory to write the bundle's files into (made if missing, both files landing together; other files in it stay)"),
       ": the artifact must be signed by one, or nothing is written",
     ),
   ).action(async (refText: string, options: GlobalOptions & TrustOptions & { output: string }) => {
@@ -46,7 +46,7 @@ export function registerPull(program: Command): void {
     const onLayer = (layer: { size: number }) => {
       if (layer.size >= PRELOAD_BELOW) movingBytes();
     };
-    // Streamed into a temp dir beside the files and moved into place once verified (bundle/transfer.ts);
+    // Streamed into a temp dir and moved into place once verified (bundle/landing.ts);
     // Ctrl-C from here undoes what was written (until here nothing is).
     const pulled = await interruptibly((signal) => pullBundle(src.target, digest, new OciLayoutTarget(cacheDir()), options.output, { onEvent: progress.onEvent, onLayer, signal }));
     progress.finish();

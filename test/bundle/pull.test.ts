@@ -2,15 +2,16 @@
 // 50 MiB bundle peaks at no more than 32 MiB above one of a 1 MiB bundle, so
 // nothing holds the bundle; peak RSS from the kernel's VmHWM, not from
 // timing), written only once verified (altered bytes leave nothing behind),
-// and a cache hit verified again in the one pass that unpacks it.
+// a cache hit verified again in the one pass that unpacks it, and the files
+// landing together in a new directory (bundle/landing.ts).
 import { execFile } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { encodeBundle, pullBundle, pushBundle } from "../../bundle/index.js";
-import { OciLayoutTarget, RemoteRepository } from "../../registry/index.js";
+import { MediaType, OciLayoutTarget, RemoteRepository, type CopyEvent } from "../../registry/index.js";
 import { testPolicy } from "../harness/policy.js";
 import { startRegistry, type RegistryServer } from "../harness/registry.js";
 import { AEGIS } from "../cli/run.js";
@@ -107,7 +108,8 @@ describe("pullBundle", () => {
     const out = join(work, "altered");
     const cache = new OciLayoutTarget(join(work, "cache-altered"));
     await expect(pullBundle(src, root, cache, out)).rejects.toMatchObject({ code: "DIGEST_MISMATCH" });
-    expect(readdirSync(out), "no files, no temp dir").toEqual([]);
+    expect(existsSync(out), "no output directory").toBe(false);
+    expect(readdirSync(work).filter((name) => name.includes("aegis-pull")), "no temp directory beside it").toEqual([]);
     expect(await cache.digests(), "the cache holds no layer").not.toContain(`sha256:${blob.split("/").pop()}`);
   });
 
@@ -131,5 +133,59 @@ describe("pullBundle", () => {
     expect(fileDigest(join(out, "program.o"))).toBe(programDigest);
     expect(readFileSync(cached).equals(stored), "the cache repaired").toBe(true);
     expect(readdirSync(out).sort()).toEqual(["policy.json", "program.o"]);
+  });
+
+  it("into a new directory, both files appear together: until the layer is verified and stored they sit in a temp directory beside it", async () => {
+    const { src, digest: root } = await sourceLayout();
+    const parent = mkdtempSync(join(work, "fresh-"));
+    const out = join(parent, "deep", "out");
+    const seen: string[] = [];
+    const onEvent = (event: CopyEvent) => {
+      if (event.kind !== "done" || event.desc.mediaType !== MediaType.PolicyLayer) return;
+      const temps = readdirSync(join(parent, "deep")).filter((name) => name.startsWith(".out.aegis-pull-"));
+      seen.push(`out exists: ${existsSync(out)}; temps: ${temps.length}; in it: ${temps.map((t) => readdirSync(join(parent, "deep", t)).sort().join(",")).join(" ")}`);
+    };
+    const pulled = await pullBundle(src, root, new OciLayoutTarget(join(work, "cache-fresh")), out, { onEvent });
+    expect(seen, "when the layer was done").toEqual(["out exists: false; temps: 1; in it: policy.json,program.o"]);
+    expect(pulled.files.sort()).toEqual(["policy.json", "program.o"]);
+    expect(readdirSync(out).sort()).toEqual(["policy.json", "program.o"]);
+    expect(readdirSync(join(parent, "deep")), "the temp directory became the output directory").toEqual(["out"]);
+    expect(fileDigest(join(out, "program.o"))).toBe(programDigest);
+  });
+
+  it("into an existing directory: other files stay, the pull's files are replaced, and temp directories killed pulls left an hour ago are swept", async () => {
+    const { src, digest: root } = await sourceLayout();
+    const parent = mkdtempSync(join(work, "existing-"));
+    const out = join(parent, "out");
+    const hourAgo = (Date.now() - 61 * 60 * 1000) / 1000;
+    /** A temp directory holding one file; `old` sets the mtimes of those named (the directory, the file) past the hour. */
+    const temp = (dir: string, name: string, old: ("dir" | "file")[]) => {
+      mkdirSync(join(dir, name), { recursive: true });
+      writeFileSync(join(dir, name, "program.o"), "partial");
+      if (old.includes("file")) utimesSync(join(dir, name, "program.o"), hourAgo, hourAgo);
+      if (old.includes("dir")) utimesSync(join(dir, name), hourAgo, hourAgo);
+    };
+    mkdirSync(out);
+    writeFileSync(join(out, "notes.txt"), "mine");
+    writeFileSync(join(out, "program.o"), "an older program");
+    temp(out, ".aegis-pull-killed", ["dir", "file"]);
+    temp(out, ".aegis-pull-writing", ["dir"]); // a pull under way: its file still changes
+    temp(out, ".aegis-pull-recent", []);
+    temp(parent, ".out.aegis-pull-killed", ["dir", "file"]);
+    temp(parent, ".other.aegis-pull-killed", ["dir", "file"]); // beside another output: not this pull's to sweep
+    await pullBundle(src, root, new OciLayoutTarget(join(work, "cache-existing")), out);
+    expect(readdirSync(out).sort(), "swept the killed pull's, kept the live ones' and the user's").toEqual([".aegis-pull-recent", ".aegis-pull-writing", "notes.txt", "policy.json", "program.o"]);
+    expect(readFileSync(join(out, "notes.txt"), "utf8")).toBe("mine");
+    expect(fileDigest(join(out, "program.o")), "program.o replaced").toBe(programDigest);
+    expect(readdirSync(parent).sort(), "beside it").toEqual([".other.aegis-pull-killed", "out"]);
+  });
+
+  it("an output that is a file: INVALID_ARGUMENT naming it, and the file is left as it was", async () => {
+    const { src, digest: root } = await sourceLayout();
+    const out = join(mkdtempSync(join(work, "file-")), "out");
+    writeFileSync(out, "not a directory");
+    await expect(pullBundle(src, root, new OciLayoutTarget(join(work, "cache-file")), out)).rejects.toMatchObject({ code: "INVALID_ARGUMENT", message: `${out} is not a directory` });
+    expect(readFileSync(out, "utf8")).toBe("not a directory");
+    expect(readdirSync(join(out, "..")), "no temp directory").toEqual(["out"]);
   });
 });

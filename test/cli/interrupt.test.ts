@@ -79,12 +79,13 @@ function tree(dir: string): string[] {
 const tempFile = (dir: string) => () => tree(dir).some((name) => name.includes(".tmp-"));
 
 describe("Ctrl-C", () => {
-  it("pull: the temp directory and the cache's partial blob are removed", async () => {
+  it("pull: the temp directory and the cache's partial blob are removed, and no output directory is made", async () => {
     const out = join(work, "pulled");
     const cache = join(work, "pull-cache");
     const line = await interrupt(["pull", `${proxy.host}/interrupt/src@${digest}`, "-o", out], { AEGIS_CACHE_DIR: cache }, ["the layer is being written to the cache", tempFile(cache)]);
     expect(line).toBe("aegis: error: interrupted by SIGINT");
-    expect(tree(out), "the output directory").toEqual([]);
+    expect(existsSync(out), "the output directory (a new one appears only with both files)").toBe(false);
+    expect(readdirSync(work).filter((name) => name.includes("aegis-pull")), "the temp directory beside it").toEqual([]);
     const layer = descriptorFor(MediaType.PolicyLayer, bundle).digest.slice("sha256:".length);
     expect(tree(cache).filter((name) => name.includes(".tmp-") || name.endsWith(layer)), "the layer, or part of it, in the cache").toEqual([]);
     expect(tree(cache).includes("index.json"), "an index.json (a manifest stored)").toBe(false);
