@@ -123,7 +123,8 @@ export interface ApplyResult {
  * on a 412 (another apply got there first) reads the state again, plans again
  * and retries, up to `attempts` times. `onPlan` sees each plan before it is
  * applied (to print it); a dry run stops after the first. A plan of more
- * changes than one request takes goes in several (changeSteps: adds first),
+ * changes than one request takes goes in several (changeSteps: each target's
+ * changes in one, targets that only gain first),
  * each on the version the last one made: a failure part-way leaves some
  * made, and applying again plans the rest. Refused while a rollout runs.
  * A program added to a host whose agent reported a kernel that cannot run

@@ -131,18 +131,50 @@ const SAVE_TRIES_POLLS = 5;
 
 const keyed = (entries: { artifactId: string; target: Target }[]): Keyed => new Map(entries.map((e) => [entryKey(e), e]));
 
+type ChangeStep = { add: AssignmentEntry[]; remove: AssignmentEntry[] };
+
 /**
  * The requests that make a change of `add` and `remove`: one, when it fits
- * ASSIGNMENT_CHANGES_MAX; else the adds, then the removes, in requests of
- * that size. Adds first: while the steps run, a host may be served both its
- * old and its new digest for a moment, never neither.
+ * ASSIGNMENT_CHANGES_MAX. Else each target's (a host's, a selector's) adds
+ * and removes go in the same request, so a host's digest is swapped in one
+ * atomic step: it is never served neither, and never both at once, which
+ * could take a host near the assigner's per-host cap past it part-way. Targets
+ * that only gain go first, then those that gain and lose, then those that
+ * only lose (the hold of a rollout adds host assignments before its selector
+ * goes; its last step adds the selector before they go): across targets too, a
+ * host is never left without a digest that another target's add brings. A
+ * target of more changes than a request takes is split, its adds first.
  */
-export function changeSteps(add: AssignmentEntry[], remove: AssignmentEntry[], max = ASSIGNMENT_CHANGES_MAX): { add: AssignmentEntry[]; remove: AssignmentEntry[] }[] {
+export function changeSteps(add: AssignmentEntry[], remove: AssignmentEntry[], max = ASSIGNMENT_CHANGES_MAX): ChangeStep[] {
   if (add.length + remove.length === 0) return [];
   if (add.length + remove.length <= max) return [{ add, remove }];
-  const steps: { add: AssignmentEntry[]; remove: AssignmentEntry[] }[] = [];
-  for (let i = 0; i < add.length; i += max) steps.push({ add: add.slice(i, i + max), remove: [] });
-  for (let i = 0; i < remove.length; i += max) steps.push({ add: [], remove: remove.slice(i, i + max) });
+  const byTarget = new Map<string, ChangeStep>();
+  const of = (entry: AssignmentEntry) => {
+    const key = "host_id" in entry ? `host ${entry.host_id}` : `selector ${entry.selector}`;
+    return byTarget.get(key) ?? byTarget.set(key, { add: [], remove: [] }).get(key)!;
+  };
+  for (const entry of add) of(entry).add.push(entry);
+  for (const entry of remove) of(entry).remove.push(entry);
+  const rank = (target: ChangeStep) => (target.remove.length === 0 ? 0 : target.add.length > 0 ? 1 : 2);
+  const steps: ChangeStep[] = [];
+  let step: ChangeStep = { add: [], remove: [] };
+  const size = (s: ChangeStep) => s.add.length + s.remove.length;
+  const flush = () => {
+    if (size(step) > 0) steps.push(step);
+    step = { add: [], remove: [] };
+  };
+  // A stable sort: within a rank, targets keep the order of the plan.
+  for (const target of [...byTarget.values()].sort((a, b) => rank(a) - rank(b))) {
+    if (size(step) + size(target) > max) flush();
+    if (size(target) <= max) {
+      step.add.push(...target.add);
+      step.remove.push(...target.remove);
+      continue;
+    }
+    for (let i = 0; i < target.add.length; i += max) steps.push({ add: target.add.slice(i, i + max), remove: [] });
+    for (let i = 0; i < target.remove.length; i += max) steps.push({ add: [], remove: target.remove.slice(i, i + max) });
+  }
+  flush();
   return steps;
 }
 

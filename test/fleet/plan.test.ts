@@ -87,16 +87,42 @@ describe("parseRings / allowedFailures", () => {
 });
 
 describe("changeSteps", () => {
-  it("one request when the change fits; else the adds, then the removes, in requests of the limit", () => {
-    const entry = (n: number) => ({ artifact_id: A1, host_id: `h${n}` });
-    const [a1, a2, a3, r1, r2] = [1, 2, 3, 4, 5].map(entry) as [ReturnType<typeof entry>, ReturnType<typeof entry>, ReturnType<typeof entry>, ReturnType<typeof entry>, ReturnType<typeof entry>];
-    expect(changeSteps([a1], [r1], 2), "fits").toEqual([{ add: [a1], remove: [r1] }]);
-    expect(changeSteps([a1, a2, a3], [r1, r2], 2), "adds first: a host is never left with neither digest").toEqual([
-      { add: [a1, a2], remove: [] },
-      { add: [a3], remove: [] },
-      { add: [], remove: [r1, r2] },
-    ]);
+  const at = (artifact_id: string, host_id: string) => ({ artifact_id, host_id });
+  const to = (artifact_id: string, selector: string) => ({ artifact_id, selector });
+
+  it("one request when the change fits; nothing, none", () => {
+    expect(changeSteps([at(A2, "h1")], [at(A1, "h1")], 2), "fits").toEqual([{ add: [at(A2, "h1")], remove: [at(A1, "h1")] }]);
     expect(changeSteps([], [], 2), "nothing").toEqual([]);
+  });
+
+  it("past the limit, each target's adds and removes in one request, packed up to the limit", () => {
+    const add = ["h1", "h2", "h3"].map((h) => at(A2, h));
+    const remove = ["h1", "h2", "h3"].map((h) => at(A1, h));
+    expect(changeSteps(add, remove, 4), "each host swapped in one step").toEqual([
+      { add: [at(A2, "h1"), at(A2, "h2")], remove: [at(A1, "h1"), at(A1, "h2")] },
+      { add: [at(A2, "h3")], remove: [at(A1, "h3")] },
+    ]);
+  });
+
+  it("targets that only gain first, then those that gain and lose, then those that only lose", () => {
+    const add = [at(A2, "h1"), to(A2, "tier=web"), at(A2, "h2")];
+    const remove = [at(A1, "h3"), to(A1, "tier=web"), at(A1, "h1")];
+    expect(changeSteps(add, remove, 2)).toEqual([
+      { add: [at(A2, "h2")], remove: [] },
+      { add: [at(A2, "h1")], remove: [at(A1, "h1")] },
+      { add: [to(A2, "tier=web")], remove: [to(A1, "tier=web")] },
+      { add: [], remove: [at(A1, "h3")] },
+    ]);
+  });
+
+  it("a target of more changes than one request takes is split, its adds first", () => {
+    const [A3, A4] = ["c", "d"].map((c) => `sha256:${c.repeat(64)}`) as [string, string];
+    const add = [A1, A2, A3].map((a) => at(a, "h1"));
+    expect(changeSteps(add, [at(A4, "h1")], 2)).toEqual([
+      { add: [at(A1, "h1"), at(A2, "h1")], remove: [] },
+      { add: [at(A3, "h1")], remove: [] },
+      { add: [], remove: [at(A4, "h1")] },
+    ]);
   });
 });
 
@@ -143,6 +169,8 @@ describe("runRollout against an assigner that loses its answers", () => {
     let rolledBack = false;
     let changedAt = 0;
     const sizes: number[] = [];
+    /** After each change, how many digests the hosts served fewest and most (every host is labelled tier=web, so only that selector matches). */
+    const served: { fewest: number; most: number }[] = [];
     /** Every assignment ever added, in order. */
     const added: string[] = [];
     /** The rollout records, in the order first stored (as the assigner's stores keep them). */
@@ -178,6 +206,8 @@ describe("runRollout against an assigner that loses its answers", () => {
           state.set(key(a), a);
           added.push(key(a));
         }
+        const counts = hosts.map((h) => new Set([...state.values()].filter((a) => ("host_id" in a ? a.host_id === h : a.selector === "tier=web")).map((a) => a.artifact_id)).size);
+        served.push({ fewest: Math.min(...counts), most: Math.max(...counts) });
         version++;
         changedAt = Date.now();
         faults.onCall?.({ change: calls + 1 });
@@ -214,7 +244,7 @@ describe("runRollout against an assigner that loses its answers", () => {
         return { rollouts, total: rollouts.length };
       },
     };
-    return { client: client as unknown as AssignerClient, state, sizes, added, records };
+    return { client: client as unknown as AssignerClient, state, sizes, served, added, records };
   }
 
   it("stages registered hosts only: a host no agent registered gets its assignment in the final step, and the rollout completes", async () => {
@@ -269,14 +299,15 @@ describe("runRollout against an assigner that loses its answers", () => {
 
   const many = Array.from({ length: 1500 }, (_, i) => `h${String(i).padStart(4, "0")}`);
 
-  it("rolls out to 1,500 hosts: steps over 1000 changes go in several requests, adds first, and the rollout completes", async () => {
-    const { client, state, sizes } = lossyAssigner({}, many);
+  it("rolls out to 1,500 hosts: steps over 1000 changes go in several requests, each host swapped in one, and the rollout completes", async () => {
+    const { client, state, sizes, served } = lossyAssigner({}, many);
     const plan = planFleet([sel(A2, "tier=web")], await client.desiredState(), names);
     const { rollout } = await runRollout(client, plan, { rings: "1,10%,100%", ringTimeoutMs: 2_000, pollMs: 10 });
     expect(rollout.state, "completed").toBe("completed");
     expect([...state.keys()], "the final state: the new selector assignment alone").toEqual([`${A2} s:tier=web`]);
     expect(Math.max(...sizes), "the largest request").toBeLessThanOrEqual(1000);
     expect(sizes.length, "requests: the hold (2 of 1,501), ring 1, 10% and 100% (2 of 1,500), the final step (2 of 3,001 and 1 more)").toBeGreaterThan(5);
+    expect(served, "after each request, every host served exactly one digest: never neither, never the old and the new together").toEqual(served.map(() => ({ fewest: 1, most: 1 })));
   });
 
   it.each([2, 3, 4])("a lost answer to change %i is sent again (a 412, then the same change on the new version): the rollout completes", async (failOn) => {
