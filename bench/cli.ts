@@ -10,6 +10,8 @@
 // cache) and would otherwise mount it from an earlier round's repository),
 // and `aegis push` against `skopeo copy oci:<layout> docker://…` of the same
 // artifact. Registries 2.8.2 (test/harness) serve both tools in the same run.
+// Aegis runs from a copy laid out as a global npm install lays it out
+// (install(), below), so where this checkout lies does not move its numbers.
 //
 // Every command runs under `/usr/bin/time -f %M` (Debian `time`: its peak RSS,
 // the "Maximum resident set size" of `time -v`); both sides pay the same
@@ -65,19 +67,21 @@
 // AEGIS_BENCH_ROUNDS sets the rounds (default 7).
 import { spawnSync, type SpawnSyncOptions } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { startRegistry, type RegistryServer } from "../test/harness/registry.js";
 import { makeTempDir, removeTempDir, requireBinary } from "../test/harness/process.js";
 import { median, type BenchResult, type Row } from "./report.js";
 
-const AEGIS = fileURLToPath(new URL("../dist/cli/aegis.cjs", import.meta.url));
+/** The built CLI, in this checkout: set-up runs it; the timed commands run the copy install() lays out. */
+const BUILT = fileURLToPath(new URL("../dist/cli/aegis.cjs", import.meta.url));
+const REPO = fileURLToPath(new URL("../", import.meta.url));
 const BARE_COPY = fileURLToPath(new URL("./bare-copy.cjs", import.meta.url));
 const LIBRARY_COPY = fileURLToPath(new URL("./library-copy.cjs", import.meta.url));
 /** The bundle's registry chunk, as `aegis copy` loads it (its name carries a content hash). */
 function registryChunk(): string {
-  const dir = dirname(AEGIS);
+  const dir = dirname(BUILT);
   const name = existsSync(dir) ? readdirSync(dir).find((n) => /^registry-[A-Z0-9]+\.cjs$/.test(n)) : undefined;
   if (!name) throw new Error(`no registry-*.cjs in ${dir}: run npm run build`);
   return join(dir, name);
@@ -138,7 +142,7 @@ function buildBase(work: string): string {
   const dir = join(work, "base");
   mkdirSync(dir);
   const built = join(work, "built.tar.zst");
-  sh(NODE, [AEGIS, "policy", "build", POLICY, "-o", built]);
+  sh(NODE, [BUILT, "policy", "build", POLICY, "-o", built]);
   sh("tar", ["--zstd", "-xf", built, "-C", dir]);
   return dir;
 }
@@ -187,8 +191,24 @@ interface Comparison {
   size?: number;
 }
 
+/**
+ * The CLI laid out under `work` as a global npm install lays it out
+ * (<prefix>/lib/node_modules/aegis: dist/cli, package.json, the packages),
+ * and its path. Node's loader works over the whole path of every file it
+ * loads, and where the bundle lay once changed a pull's peak RSS by ~4 MiB
+ * (util/jit.ts): the timed commands run from at least that depth, not from
+ * wherever this checkout happens to be.
+ */
+function install(work: string): string {
+  const root = join(work, "usr", "local", "lib", "node_modules", "aegis");
+  cpSync(dirname(BUILT), join(root, "dist", "cli"), { recursive: true });
+  cpSync(join(REPO, "package.json"), join(root, "package.json"));
+  symlinkSync(join(REPO, "node_modules"), join(root, "node_modules"));
+  return join(root, "dist", "cli", "aegis.cjs");
+}
+
 export default async function cliBench(): Promise<BenchResult> {
-  if (!existsSync(AEGIS)) throw new Error(`${AEGIS} is missing: run "npm run build" first`);
+  if (!existsSync(BUILT)) throw new Error(`${BUILT} is missing: run "npm run build" first`);
   requireBinary("skopeo", "skopeo");
   const time = requireBinary("time", "time");
   requireBinary("zstd", "zstd");
@@ -197,6 +217,7 @@ export default async function cliBench(): Promise<BenchResult> {
   const destinations = new Map<string, RegistryServer>();
   const work = makeTempDir("aegis-bench-cli-");
   try {
+    const AEGIS = install(work);
     const host = registry.host;
     const base = buildBase(work);
     const small = makeBundle(base, 1 * MiB, join(work, "pull-1m.tar.zst"));
@@ -383,7 +404,7 @@ export default async function cliBench(): Promise<BenchResult> {
       ratioOf: `aegis pull / skopeo copy docker:// oci:, 50 MiB bundle, whole processes, median of ${ROUNDS}`,
       rounds: ROUNDS,
       statistic: "wall ms: median of rounds (ratio: of the medians; round_ratios: the lowest and highest of each round's own ratio; rounds_met: rounds whose own ratio and peak RSS met the goal); peak RSS: max of rounds (/usr/bin/time %M)",
-      conditions: `aegis's compile cache filled by the untimed round, except the "first run" rows (an empty one each round); environment: ${KEEP_ENV || process.env.NODE_EXTRA_CA_CERTS === undefined ? "as given" : `as given, less NODE_EXTRA_CA_CERTS=${process.env.NODE_EXTRA_CA_CERTS} (AEGIS_BENCH_KEEP_ENV=1 keeps it)`}`,
+      conditions: `aegis run from a copy laid out as a global npm install (…/usr/local/lib/node_modules/aegis); its compile cache filled by the untimed round, except the "first run" rows (an empty one each round); environment: ${KEEP_ENV || process.env.NODE_EXTRA_CA_CERTS === undefined ? "as given" : `as given, less NODE_EXTRA_CA_CERTS=${process.env.NODE_EXTRA_CA_CERTS} (AEGIS_BENCH_KEEP_ENV=1 keeps it)`}`,
       commands: commands.map((c) => c.name),
       node: process.version,
       skopeo: sh("skopeo", ["--version"]).trim(),

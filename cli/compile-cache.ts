@@ -28,6 +28,9 @@
 // one link. Files are written under new names and renamed into place.
 // Anything wrong with a cache (absent, unreadable, refused by V8,
 // unwritable) costs only the compile it would have saved.
+//
+// The same hook loads the bundle's files that another of them requires by
+// name from their folder, past Node's resolution (requireInBundle, below).
 import {
   closeSync,
   constants,
@@ -55,6 +58,7 @@ import { env, userCache } from "./env.js";
 /** The part of Node's CommonJS loader replaced here: _compile(source, filename) runs a module's code. */
 interface CompilingModule {
   exports: unknown;
+  paths: string[];
   _compile(content: string, filename: string, ...rest: unknown[]): unknown;
 }
 
@@ -119,6 +123,8 @@ function runtimeName(options: string): string {
 /** Names of the folders runtimeName() and commandOf() make: the sweep enters no other. */
 const RUNTIME_FOLDER = /^v\d+\.\d+\.\d+-v8-[\w.-]+$/;
 const COMMAND_FOLDER = /^([a-z][a-z-]{0,31}|_)$/;
+/** A bundle file as another requires it: `./chunk-ABCD1234.cjs`. */
+const BUNDLE_FILE = /^\.\/([\w-]+\.cjs)$/;
 /** Names of the files saveCache() writes. */
 const CACHE_FILE = /^[\w-]+\.\d+\.\d+\.v8(\.[0-9a-f]{16}\.tmp)?$/;
 
@@ -214,9 +220,37 @@ function hookCompile(root: string, dir: string): void {
     });
     if (cachedData === undefined || script.cachedDataRejected === true) compiled.push({ script, cacheFile });
     const wrapper = script.runInThisContext() as (...args: unknown[]) => unknown;
-    // createRequire, not Node's internal require of this module: the same resolution and module cache,
-    // but no module.parent/children links, which nothing in the bundle reads.
-    return wrapper.call(this.exports, this.exports, createRequire(filename), this, filename, dirname(filename));
+    outside ??= { require: createRequire(filename), paths: this.paths };
+    return wrapper.call(this.exports, this.exports, requireInBundle, this, filename, BUNDLE_DIR);
+  };
+  // What the bundle's files require. Another of its files (`./<chunk>.cjs`, as scripts/bundle-cli.mjs
+  // writes them) is loaded by name from BUNDLE_DIR into the module cache, as Node's loader would, but with
+  // none of its path work: about five path.resolve calls a file, each over the whole path, enough for
+  // V8 to compile Node's normalizeString with TurboFan (before a pull turns it off, util/jit.ts) once the
+  // bundle lies 20 characters deep or more, and a pull of 50 MiB then peaked ~4 MiB higher (bench/cli.ts,
+  // --trace-opt). Anything else (node:*, packages) goes to a require made once for the folder
+  // (createRequire: Node's resolution and module cache, no module.parent links, which nothing reads).
+  let outside: { require: NodeJS.Require; paths: string[] } | undefined;
+  const requireInBundle = (id: string): unknown => {
+    const name = BUNDLE_FILE.exec(id)?.[1];
+    if (name === undefined) return outside!.require(id);
+    const filename = `${BUNDLE_DIR}/${name}`;
+    const cache = outside!.require.cache;
+    const loaded = cache[filename];
+    if (loaded) return loaded.exports;
+    const module = new Module(filename);
+    module.filename = filename;
+    // For a file compiled by Node's own _compile (after a flag change): its require resolves packages from here.
+    module.paths = outside!.paths;
+    cache[filename] = module;
+    try {
+      (module as unknown as CompilingModule)._compile(readFileSync(filename, "utf8"), filename);
+    } catch (err) {
+      Reflect.deleteProperty(cache, filename);
+      throw err;
+    }
+    module.loaded = true;
+    return module.exports;
   };
   // The caches are made when V8 has compiled every function the command called so far, so they hold
   // those too, not only the files' top-level code: at exit, or just before the first flag change, after

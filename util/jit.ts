@@ -21,12 +21,15 @@
 // bundle/transfer.ts's PRELOAD_BELOW or more, so a smaller one keeps TurboFan,
 // and the compile cache for its policy code.
 //
-// Node's own module loader may have made a function hot enough for TurboFan
-// by then: where the bundle is installed decides (its path work, not its
-// length alone), and a pull from /usr/local/lib/node_modules then peaks
-// ~3.5 MiB higher, the compiler's code paged in. Turning TurboFan off before
-// loading would cost more than that is worth: a 1 MiB pull took ~15 ms
-// longer, a copy ~35 ms, their builtins compiled without a cache.
+// Node's own module loader could make a function hot enough for TurboFan by
+// then: its path work on each file loaded made normalizeString hot once the
+// bundle lay 20 characters deep or more (/usr/local/lib/node_modules), and
+// a 50 MiB pull peaked ~4 MiB higher, the compiler's code paged in. The
+// compile cache's hook (cli/compile-cache.ts) now loads the bundle's own
+// files past that path work; with the cache off (AEGIS_COMPILE_CACHE=off) it
+// is still so. Turning TurboFan off before loading would cost more than that
+// is worth: a 1 MiB pull took ~15 ms longer, a copy ~35 ms, their builtins
+// compiled without a cache.
 // https://v8.dev/docs/turbofan
 
 import { setV8Flag } from "./v8-flags.js";

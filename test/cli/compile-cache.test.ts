@@ -146,6 +146,45 @@ describe("compile cache", () => {
     expect(small.cached, "small: what the large pull cached, cached too").toEqual(expect.arrayContaining(big.cached));
   });
 
+  it("the bundle's files that another requires load by name, past the path work of Node's loader (in a deep install it made TurboFan compile normalizeString, util/jit.ts): with the cache, none is resolved; without, each is", async () => {
+    // Every path.resolve/join/normalize call over a bundle file's name from Node's module loader, which calls them through node:path's exports
+    // (the caller, or its caller, is in node:internal/modules: fs.realpathSync is called from there), and what was loaded.
+    const recorder = join(work, "path-recorder.cjs");
+    const seen = fresh("seen");
+    writeFileSync(
+      recorder,
+      [
+        `const path = require("node:path"), resolved = new Set();`,
+        `for (const name of ["resolve", "join", "normalize"]) {`,
+        `  const original = path[name];`,
+        `  path[name] = function (...args) {`,
+        `    const loader = /node:internal\\/modules\\//.test(new Error().stack.split("\\n").slice(2, 4).join(""));`,
+        `    for (const arg of args) if (loader && typeof arg === "string" && /[\\w-]+\\.cjs$/.test(arg)) resolved.add(path.basename(arg));`,
+        `    return original.apply(this, args);`,
+        `  };`,
+        `}`,
+        `process.on("exit", () => require("node:fs").writeFileSync(${JSON.stringify(seen)}, JSON.stringify({ resolved: [...resolved], loaded: Object.keys(require.cache).map((file) => path.basename(file)) })));`,
+      ].join("\n"),
+    );
+    const layout = fresh("layout");
+    const env = { AEGIS_CACHE_DIR: fresh("oci-cache"), NODE_OPTIONS: `--require ${recorder}` };
+    expect((await aegis(["push", "policies/block-icmp-8888", `oci:${layout}:small`], env)).code, "push").toBe(0);
+    // What the executable itself requires goes through Node's loader either way: the hook is not on yet.
+    const own = [...readFileSync(AEGIS, "utf8").matchAll(/require\("\.\/([\w-]+\.cjs)"\)/g)].map((m) => m[1]!);
+    const pull = async (cache: string) => {
+      const result = await aegis(["pull", `oci:${layout}:small`, "-o", fresh("pulled")], { ...env, AEGIS_COMPILE_CACHE: cache });
+      expect(result.code, `pull with AEGIS_COMPILE_CACHE=${cache}: ${result.stderr}`).toBe(0);
+      const run = JSON.parse(readFileSync(seen, "utf8")) as { resolved: string[]; loaded: string[] };
+      const required = run.loaded.filter((name) => name.endsWith(".cjs") && name !== "aegis.cjs" && !own.includes(name) && readdirSync(dirname(AEGIS)).includes(name));
+      return { required, resolved: required.filter((name) => run.resolved.includes(name)) };
+    };
+    const on = await pull(fresh("cache"));
+    expect(on.required.length, `files the bundle's own code required: ${on.required.join(", ")}`).toBeGreaterThan(3);
+    expect(on.resolved, "resolved by Node's loader, with the cache").toEqual([]);
+    const off = await pull("off");
+    expect(off.resolved.sort(), "resolved by Node's loader, without the cache (the recorder sees its path work)").toEqual(off.required.sort());
+  });
+
   it("a run that fails, or only prints help, makes no cache; node options get a folder of their own", async () => {
     const cache = fresh("cache");
     const failed = await aegis(["copy", "oci:/no/such/layout:1", `oci:${fresh("layout")}:1`], { AEGIS_COMPILE_CACHE: cache });
