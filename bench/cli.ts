@@ -67,7 +67,7 @@
 // AEGIS_BENCH_ROUNDS sets the rounds (default 7).
 import { spawnSync, type SpawnSyncOptions } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { startRegistry, type RegistryServer } from "../test/harness/registry.js";
@@ -197,13 +197,21 @@ interface Comparison {
  * and its path. Node's loader works over the whole path of every file it
  * loads, and where the bundle lay once changed a pull's peak RSS by ~4 MiB
  * (util/jit.ts): the timed commands run from at least that depth, not from
- * wherever this checkout happens to be.
+ * wherever this checkout happens to be. The packages are hard links where
+ * the file system allows (a copy elsewhere), not a symlink, which Node would
+ * resolve back into the checkout.
  */
 function install(work: string): string {
   const root = join(work, "usr", "local", "lib", "node_modules", "aegis");
   cpSync(dirname(BUILT), join(root, "dist", "cli"), { recursive: true });
   cpSync(join(REPO, "package.json"), join(root, "package.json"));
-  symlinkSync(join(REPO, "node_modules"), join(root, "node_modules"));
+  const packages = join(REPO, "node_modules");
+  try {
+    sh("cp", ["-al", packages, join(root, "node_modules")]);
+  } catch {
+    rmSync(join(root, "node_modules"), { recursive: true, force: true });
+    sh("cp", ["-a", packages, join(root, "node_modules")]);
+  }
   return join(root, "dist", "cli", "aegis.cjs");
 }
 

@@ -6,16 +6,20 @@
 // files, each file is renamed in, one after the other: a pull killed between
 // the two renames leaves one file of each version. Temp directories that
 // killed pulls left (SIGKILL, a crash) are swept by the next pull into the
-// same place once unchanged for an hour: a pull under way writes into its own
-// as the bytes come.
+// same place once unchanged for an hour (a pull under way writes into its own
+// as the bytes come): only this user's, and only by the names made here.
 import { randomBytes } from "node:crypto";
 import { mkdir, mkdtemp, rename, rm, stat } from "node:fs/promises";
-import { basename, dirname, join } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import { InputError } from "../errors.js";
 import { removeStaleTemps } from "../util/index.js";
 
 /** A pull's temp directory: `.aegis-pull-*` inside an existing output directory, `.<output>.aegis-pull-*` beside a new one. */
 const TEMP = ".aegis-pull-";
+
+/** The temp directories' names: mkdtemp's inside an existing directory, twelve hex digits after `.<output>.aegis-pull-` beside a new one. */
+const INSIDE = /^\.aegis-pull-[A-Za-z0-9]{6}$/;
+const BESIDE_SUFFIX = /^[0-9a-f]{12}$/;
 
 /** How long a temp directory must be unchanged to be taken for a killed pull's. */
 const STALE_MS = 60 * 60 * 1000;
@@ -26,29 +30,32 @@ const STALE_MS = 60 * 60 * 1000;
  * directory is gone afterwards, whatever happened.
  */
 export async function land<T extends { files: string[] } | undefined>(output: string, unpack: (dir: string) => Promise<T>): Promise<T> {
-  const parent = dirname(output);
-  const beside = `.${basename(output)}${TEMP}`;
-  const existing = await stat(output).catch((err: NodeJS.ErrnoException) => {
+  // Resolved, so `out/.` and `out/` name the directory itself (and "" the current one), not a "." inside it.
+  const target = resolve(output);
+  const parent = dirname(target);
+  const beside = `.${basename(target)}${TEMP}`;
+  const existing = await stat(target).catch((err: NodeJS.ErrnoException) => {
     if (err.code === "ENOENT") return undefined;
     throw err;
   });
   if (existing && !existing.isDirectory()) throw new InputError("INVALID_ARGUMENT", `${output} is not a directory`);
-  if (existing) await removeStaleTemps(output, { match: (name) => name.startsWith(TEMP), olderThanMs: STALE_MS });
+  // Only names this module makes (mkdtemp's six characters, or twelve hex digits): `x.aegis-pull-y`'s are not `x`'s.
+  if (existing) await removeStaleTemps(target, { match: (name) => INSIDE.test(name), olderThanMs: STALE_MS });
   else await mkdir(parent, { recursive: true });
-  await removeStaleTemps(parent, { match: (name) => name.startsWith(beside), olderThanMs: STALE_MS });
+  await removeStaleTemps(parent, { match: (name) => name.startsWith(beside) && BESIDE_SUFFIX.test(name.slice(beside.length)), olderThanMs: STALE_MS });
 
   // Beside a new directory, made as mkdir makes one (its mode from the umask: it becomes the output directory).
-  const temp = existing ? await mkdtemp(join(output, TEMP)) : join(parent, beside + randomBytes(6).toString("hex"));
+  const temp = existing ? await mkdtemp(join(target, TEMP)) : join(parent, beside + randomBytes(6).toString("hex"));
   if (!existing) await mkdir(temp);
   try {
     const unpacked = await unpack(temp);
     if (!unpacked) return unpacked;
-    if (existing) await moveFiles(temp, output, unpacked.files);
+    if (existing) await moveFiles(temp, target, unpacked.files);
     else
-      await rename(temp, output).catch(async (err: NodeJS.ErrnoException) => {
+      await rename(temp, target).catch(async (err: NodeJS.ErrnoException) => {
         // Made meanwhile, and not empty (another pull, or by hand): the files go in one by one.
         if (err.code !== "ENOTEMPTY" && err.code !== "EEXIST") throw err;
-        await moveFiles(temp, output, unpacked.files);
+        await moveFiles(temp, target, unpacked.files);
       });
     return unpacked;
   } finally {

@@ -238,13 +238,20 @@ function hookCompile(root: string, dir: string): void {
     const cache = outside!.require.cache;
     const loaded = cache[filename];
     if (loaded) return loaded.exports;
+    let content: string;
+    try {
+      content = readFileSync(filename, "utf8");
+    } catch {
+      // Gone (an upgrade under a running command): Node's loader says so as it would (MODULE_NOT_FOUND).
+      return outside!.require(id);
+    }
     const module = new Module(filename);
     module.filename = filename;
     // For a file compiled by Node's own _compile (after a flag change): its require resolves packages from here.
     module.paths = outside!.paths;
     cache[filename] = module;
     try {
-      (module as unknown as CompilingModule)._compile(readFileSync(filename, "utf8"), filename);
+      (module as unknown as CompilingModule)._compile(content, filename);
     } catch (err) {
       Reflect.deleteProperty(cache, filename);
       throw err;

@@ -136,14 +136,17 @@ type ChangeStep = { add: AssignmentEntry[]; remove: AssignmentEntry[] };
 /**
  * The requests that make a change of `add` and `remove`: one, when it fits
  * ASSIGNMENT_CHANGES_MAX. Else each target's (a host's, a selector's) adds
- * and removes go in the same request, so a host's digest is swapped in one
- * atomic step: it is never served neither, and never both at once, which
- * could take a host near the assigner's per-host cap past it part-way. Targets
- * that only gain go first, then those that gain and lose, then those that
- * only lose (the hold of a rollout adds host assignments before its selector
- * goes; its last step adds the selector before they go): across targets too, a
- * host is never left without a digest that another target's add brings. A
- * target of more changes than a request takes is split, its adds first.
+ * and removes go in the same request, so a digest swapped on one target is
+ * swapped in one atomic step: never neither, and never both against the
+ * assigner's per-host cap (a ring swaps each host's this way). Targets that
+ * only gain go first, then those that gain and lose, then those that only
+ * lose: a digest moved from one target to another (a rollout's hold and last
+ * step, between a selector and host assignments) is added before it goes,
+ * and is served twice for a moment, as before. Two targets that both gain and
+ * lose keep the plan's order: a policy moved between them (off a host onto a
+ * selector that matches it, each target also swapping another digest) can be
+ * off that host between their requests. A target of more changes than a
+ * request takes is split, its adds first.
  */
 export function changeSteps(add: AssignmentEntry[], remove: AssignmentEntry[], max = ASSIGNMENT_CHANGES_MAX): ChangeStep[] {
   if (add.length + remove.length === 0) return [];

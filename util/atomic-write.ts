@@ -4,7 +4,8 @@
 // files (a fleet edit) are all written before any is renamed.
 // https://lwn.net/Articles/457667/
 import { randomBytes } from "node:crypto";
-import { lstat, open, readdir, rename, rm } from "node:fs/promises";
+import type { Stats } from "node:fs";
+import { lstat, open, readdir, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 
 export interface AtomicWriteOptions {
@@ -87,28 +88,40 @@ export interface StaleTempOptions {
 /**
  * Removes the temp files a process left in `dir` when it died mid-write
  * (atomicWrite's, or those `match` names); a temp directory goes whole.
+ * Housekeeping, so it never fails: what cannot be judged or removed stays.
+ * Only this user's entries are touched (`dir` may be shared, /tmp), and none
+ * where others may write `dir` without its sticky bit: there they could swap
+ * an entry for their own while it is removed.
  */
 export async function removeStaleTemps(dir: string, options: StaleTempOptions = {}): Promise<void> {
   const { match = (name: string) => name.endsWith(TEMP_SUFFIX), olderThanMs = 0 } = options;
   const before = Date.now() - olderThanMs;
+  const mode = await stat(dir).then((s) => s.mode, () => undefined);
+  if (mode === undefined || ((mode & 0o002) !== 0 && (mode & 0o1000) === 0)) return;
   const names = (await readdir(dir).catch(() => [])).filter(match);
   await Promise.all(
     names.map(async (name) => {
-      if (olderThanMs > 0 && (await lastChange(join(dir, name))) >= before) return;
-      await rm(join(dir, name), { recursive: true, force: true });
+      const path = join(dir, name);
+      try {
+        const entry = await lstat(path);
+        if (entry.uid !== process.geteuid?.()) return;
+        if (olderThanMs > 0 && (await lastChange(path, entry)) >= before) return;
+        await rm(path, { recursive: true, force: true });
+      } catch {
+        // Gone already, or not ours to remove: it stays.
+      }
     }),
   );
 }
 
 /**
- * When `path` last changed (ms): its mtime, or a directory's newest of its own
- * and its entries' (a file written inside changes only itself). Infinity if it
- * cannot be read: gone already, or not to be judged.
+ * When `path` (whose lstat is `entry`) last changed (ms): its mtime, or a
+ * directory's newest of its own and its entries' (a file written inside
+ * changes only itself).
  */
-async function lastChange(path: string): Promise<number> {
-  const own = await lstat(path).catch(() => undefined);
-  if (!own?.isDirectory()) return own?.mtimeMs ?? Infinity;
-  const entries = await readdir(path).catch(() => [] as string[]);
-  const times = await Promise.all(entries.map((name) => lstat(join(path, name)).then((s) => s.mtimeMs, () => Infinity)));
-  return times.reduce((newest, time) => Math.max(newest, time), own.mtimeMs);
+async function lastChange(path: string, entry: Stats): Promise<number> {
+  if (!entry.isDirectory()) return entry.mtimeMs;
+  const names = await readdir(path);
+  const times = await Promise.all(names.map((name) => lstat(join(path, name)).then((s) => s.mtimeMs, () => Infinity)));
+  return times.reduce((newest, time) => Math.max(newest, time), entry.mtimeMs);
 }

@@ -6,7 +6,7 @@
 // landing together in a new directory (bundle/landing.ts).
 import { execFile } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -165,19 +165,49 @@ describe("pullBundle", () => {
       if (old.includes("file")) utimesSync(join(dir, name, "program.o"), hourAgo, hourAgo);
       if (old.includes("dir")) utimesSync(join(dir, name), hourAgo, hourAgo);
     };
+    const hex = "0123456789ab";
     mkdirSync(out);
     writeFileSync(join(out, "notes.txt"), "mine");
     writeFileSync(join(out, "program.o"), "an older program");
-    temp(out, ".aegis-pull-killed", ["dir", "file"]);
-    temp(out, ".aegis-pull-writing", ["dir"]); // a pull under way: its file still changes
-    temp(out, ".aegis-pull-recent", []);
-    temp(parent, ".out.aegis-pull-killed", ["dir", "file"]);
-    temp(parent, ".other.aegis-pull-killed", ["dir", "file"]); // beside another output: not this pull's to sweep
+    temp(out, ".aegis-pull-Kill3d", ["dir", "file"]);
+    temp(out, ".aegis-pull-Writes", ["dir"]); // a pull under way: its file still changes
+    temp(out, ".aegis-pull-Recent", []);
+    temp(out, ".aegis-pull-notmine", ["dir", "file"]); // not a name a pull makes
+    temp(parent, `.out.aegis-pull-${hex}`, ["dir", "file"]);
+    temp(parent, `.other.aegis-pull-${hex}`, ["dir", "file"]); // beside another output: not this pull's to sweep
+    temp(parent, `.out.aegis-pull-y.aegis-pull-${hex}`, ["dir", "file"]); // a pull into "out.aegis-pull-y"'s
+    temp(parent, `.out.aegis-pull-${hex.replace("0", "f")}`, ["dir", "file"]);
+    chownSync(join(parent, `.out.aegis-pull-${hex.replace("0", "f")}`), 65534, 65534); // another user's (nobody's): never touched
     await pullBundle(src, root, new OciLayoutTarget(join(work, "cache-existing")), out);
-    expect(readdirSync(out).sort(), "swept the killed pull's, kept the live ones' and the user's").toEqual([".aegis-pull-recent", ".aegis-pull-writing", "notes.txt", "policy.json", "program.o"]);
+    expect(readdirSync(out).sort(), "swept the killed pull's, kept the live ones', the user's and others").toEqual([".aegis-pull-Recent", ".aegis-pull-Writes", ".aegis-pull-notmine", "notes.txt", "policy.json", "program.o"]);
     expect(readFileSync(join(out, "notes.txt"), "utf8")).toBe("mine");
     expect(fileDigest(join(out, "program.o")), "program.o replaced").toBe(programDigest);
-    expect(readdirSync(parent).sort(), "beside it").toEqual([".other.aegis-pull-killed", "out"]);
+    expect(readdirSync(parent).sort(), "beside it").toEqual([`.other.aegis-pull-${hex}`, `.out.aegis-pull-f123456789ab`, `.out.aegis-pull-y.aegis-pull-${hex}`, "out"]);
+  });
+
+  it("nothing is swept from a folder that others may write without its sticky bit (they could swap an entry while it is removed)", async () => {
+    const { src, digest: root } = await sourceLayout();
+    const parent = mkdtempSync(join(work, "open-"));
+    const stale = join(parent, ".out.aegis-pull-0123456789ab");
+    mkdirSync(stale);
+    const hourAgo = (Date.now() - 61 * 60 * 1000) / 1000;
+    utimesSync(stale, hourAgo, hourAgo);
+    chmodSync(parent, 0o777);
+    await pullBundle(src, root, new OciLayoutTarget(join(work, "cache-open")), join(parent, "out"));
+    expect(readdirSync(parent).sort(), "world-writable, not sticky").toEqual([".out.aegis-pull-0123456789ab", "out"]);
+    chmodSync(parent, 0o1777);
+    rmSync(join(parent, "out"), { recursive: true });
+    await pullBundle(src, root, new OciLayoutTarget(join(work, "cache-open")), join(parent, "out"));
+    expect(readdirSync(parent).sort(), "sticky, as /tmp: this user's own stale one goes").toEqual(["out"]);
+  });
+
+  it("an output named with a trailing / or /. is the directory itself", async () => {
+    const { src, digest: root } = await sourceLayout();
+    const parent = mkdtempSync(join(work, "dotted-"));
+    await pullBundle(src, root, new OciLayoutTarget(join(work, "cache-dotted")), join(parent, "new") + "/.");
+    await pullBundle(src, root, new OciLayoutTarget(join(work, "cache-dotted")), join(parent, "slash") + "/");
+    expect(readdirSync(parent).sort(), "the parent").toEqual(["new", "slash"]);
+    for (const name of ["new", "slash"]) expect(readdirSync(join(parent, name)).sort(), name).toEqual(["policy.json", "program.o"]);
   });
 
   it("an output that is a file: INVALID_ARGUMENT naming it, and the file is left as it was", async () => {
