@@ -30,8 +30,9 @@ const STALE_MS = 60 * 60 * 1000;
  * directory is gone afterwards, whatever happened.
  */
 export async function land<T extends { files: string[] } | undefined>(output: string, unpack: (dir: string) => Promise<T>): Promise<T> {
-  // Resolved, so `out/.` and `out/` name the directory itself (and "" the current one), not a "." inside it.
-  const target = resolve(output);
+  // `out/.` (and "", ".") resolved, so it names the directory itself, not a "." in it; any other path as given (`link/..` is the kernel's to read).
+  const last = basename(output);
+  const target = last === "" || last === "." ? resolve(output) : output;
   const parent = dirname(target);
   const beside = `.${basename(target)}${TEMP}`;
   const existing = await stat(target).catch((err: NodeJS.ErrnoException) => {

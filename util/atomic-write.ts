@@ -89,15 +89,17 @@ export interface StaleTempOptions {
  * Removes the temp files a process left in `dir` when it died mid-write
  * (atomicWrite's, or those `match` names); a temp directory goes whole.
  * Housekeeping, so it never fails: what cannot be judged or removed stays.
- * Only this user's entries are touched (`dir` may be shared, /tmp), and none
- * where others may write `dir` without its sticky bit: there they could swap
- * an entry for their own while it is removed.
+ * Only this user's entries are touched (`dir` may be shared, /tmp), and only
+ * in a folder no one else can rename them in, where they could swap one for
+ * their own while it is removed: one this user's or root's that no one else
+ * may write, or root's with the sticky bit (/tmp), as cli/compile-cache.ts
+ * trusts its folders.
  */
 export async function removeStaleTemps(dir: string, options: StaleTempOptions = {}): Promise<void> {
   const { match = (name: string) => name.endsWith(TEMP_SUFFIX), olderThanMs = 0 } = options;
   const before = Date.now() - olderThanMs;
-  const mode = await stat(dir).then((s) => s.mode, () => undefined);
-  if (mode === undefined || ((mode & 0o002) !== 0 && (mode & 0o1000) === 0)) return;
+  const folder = await stat(dir).catch(() => undefined);
+  if (!folder || !onlyOursToRename(folder)) return;
   const names = (await readdir(dir).catch(() => [])).filter(match);
   await Promise.all(
     names.map(async (name) => {
@@ -112,6 +114,13 @@ export async function removeStaleTemps(dir: string, options: StaleTempOptions = 
       }
     }),
   );
+}
+
+function onlyOursToRename(folder: Stats): boolean {
+  const owner = folder.uid === process.geteuid?.() || folder.uid === 0;
+  const othersWrite = (folder.mode & 0o022) !== 0;
+  const stickyRoot = (folder.mode & 0o1000) !== 0 && folder.uid === 0;
+  return owner && (!othersWrite || stickyRoot);
 }
 
 /**

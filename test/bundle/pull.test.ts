@@ -30,6 +30,7 @@ let digest: string;
 let smallDigest: string;
 
 beforeAll(async () => {
+  if (process.getuid?.() !== 0) throw new Error("test/bundle/pull.test.ts needs root (chown, as a shared folder's entries of other users)");
   work = mkdtempSync(join(tmpdir(), "aegis-pull-"));
   registry = await startRegistry();
   bundle = await encodeBundle({ policy: POLICY, program });
@@ -185,20 +186,29 @@ describe("pullBundle", () => {
     expect(readdirSync(parent).sort(), "beside it").toEqual([`.other.aegis-pull-${hex}`, `.out.aegis-pull-f123456789ab`, `.out.aegis-pull-y.aegis-pull-${hex}`, "out"]);
   });
 
-  it("nothing is swept from a folder that others may write without its sticky bit (they could swap an entry while it is removed)", async () => {
+  it("nothing is swept from a folder where others could rename entries (they could swap one while it is removed): writable by others without the sticky bit, or another user's", async () => {
     const { src, digest: root } = await sourceLayout();
     const parent = mkdtempSync(join(work, "open-"));
     const stale = join(parent, ".out.aegis-pull-0123456789ab");
-    mkdirSync(stale);
     const hourAgo = (Date.now() - 61 * 60 * 1000) / 1000;
-    utimesSync(stale, hourAgo, hourAgo);
+    const pull = async (how: string) => {
+      if (!existsSync(stale)) mkdirSync(stale);
+      utimesSync(stale, hourAgo, hourAgo);
+      rmSync(join(parent, "out"), { recursive: true, force: true });
+      await pullBundle(src, root, new OciLayoutTarget(join(work, "cache-open")), join(parent, "out"));
+      return { how, left: readdirSync(parent).sort() };
+    };
+    const kept = [".out.aegis-pull-0123456789ab", "out"];
     chmodSync(parent, 0o777);
-    await pullBundle(src, root, new OciLayoutTarget(join(work, "cache-open")), join(parent, "out"));
-    expect(readdirSync(parent).sort(), "world-writable, not sticky").toEqual([".out.aegis-pull-0123456789ab", "out"]);
+    expect(await pull("writable by all, not sticky")).toEqual({ how: "writable by all, not sticky", left: kept });
+    chmodSync(parent, 0o775);
+    expect(await pull("writable by its group")).toEqual({ how: "writable by its group", left: kept });
+    chmodSync(parent, 0o755);
+    chownSync(parent, 65534, 65534);
+    expect(await pull("another user's")).toEqual({ how: "another user's", left: kept });
+    chownSync(parent, 0, 0);
     chmodSync(parent, 0o1777);
-    rmSync(join(parent, "out"), { recursive: true });
-    await pullBundle(src, root, new OciLayoutTarget(join(work, "cache-open")), join(parent, "out"));
-    expect(readdirSync(parent).sort(), "sticky, as /tmp: this user's own stale one goes").toEqual(["out"]);
+    expect(await pull("root's, sticky, as /tmp: this user's own stale one goes")).toEqual({ how: "root's, sticky, as /tmp: this user's own stale one goes", left: ["out"] });
   });
 
   it("an output named with a trailing / or /. is the directory itself", async () => {
