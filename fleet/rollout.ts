@@ -153,7 +153,7 @@ export function changeSteps(add: AssignmentEntry[], remove: AssignmentEntry[], m
   if (add.length + remove.length <= max) return [{ add, remove }];
   const byTarget = new Map<string, ChangeStep>();
   const of = (entry: AssignmentEntry) => {
-    const key = "host_id" in entry ? `host ${entry.host_id}` : `selector ${entry.selector}`;
+    const key = targetText(fromWire(entry).target);
     return byTarget.get(key) ?? byTarget.set(key, { add: [], remove: [] }).get(key)!;
   };
   for (const entry of add) of(entry).add.push(entry);

@@ -44,6 +44,9 @@ afterAll(async () => {
   rmSync(work, { recursive: true, force: true });
 });
 
+/** A time (seconds, for utimes) past landing.ts's hour: a temp directory left this long is a killed pull's. */
+const overAnHourAgo = () => (Date.now() - 61 * 60 * 1000) / 1000;
+
 const fileDigest = (path: string) => createHash("sha256").update(readFileSync(path)).digest("hex");
 
 /**
@@ -158,7 +161,7 @@ describe("pullBundle", () => {
     const { src, digest: root } = await sourceLayout();
     const parent = mkdtempSync(join(work, "existing-"));
     const out = join(parent, "out");
-    const hourAgo = (Date.now() - 61 * 60 * 1000) / 1000;
+    const hourAgo = overAnHourAgo();
     /** A temp directory holding one file; `old` sets the mtimes of those named (the directory, the file) past the hour. */
     const temp = (dir: string, name: string, old: ("dir" | "file")[]) => {
       mkdirSync(join(dir, name), { recursive: true });
@@ -190,7 +193,7 @@ describe("pullBundle", () => {
     const { src, digest: root } = await sourceLayout();
     const parent = mkdtempSync(join(work, "open-"));
     const stale = join(parent, ".out.aegis-pull-0123456789ab");
-    const hourAgo = (Date.now() - 61 * 60 * 1000) / 1000;
+    const hourAgo = overAnHourAgo();
     const pull = async (how: string) => {
       if (!existsSync(stale)) mkdirSync(stale);
       utimesSync(stale, hourAgo, hourAgo);
