@@ -230,7 +230,7 @@ export class ArtifactCache {
       }
     }
     // A download killed mid-way (SIGKILL, a crash) leaves its temp file: gone after a day untouched.
-    await this.layout.removeStaleTemps(STALE_TEMP_MS);
+    await this.layout.removeStaleTemps(PRUNE_TEMPS_AFTER_MS);
     const removed: string[] = [];
     for (const digest of await this.layout.digests()) {
       if (reachable.has(digest)) continue;
@@ -242,7 +242,7 @@ export class ArtifactCache {
 }
 
 /** How long a download's temp file in the cache may stay unchanged before prune takes it for a dead one's. */
-const STALE_TEMP_MS = 24 * 60 * 60 * 1000;
+const PRUNE_TEMPS_AFTER_MS = 24 * 60 * 60 * 1000;
 
 /** Whether `err` says a registry could not be read at all (REGISTRY_UNAVAILABLE), not what it served. */
 export function isUnavailable(err: unknown): boolean {

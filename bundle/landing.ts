@@ -9,10 +9,10 @@
 // same place once unchanged for an hour (a pull under way writes into its own
 // as the bytes come): only this user's, and only by the names made here.
 import { randomBytes } from "node:crypto";
-import { mkdir, mkdtemp, rename, rm, stat } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { InputError } from "../errors.js";
-import { removeStaleTemps } from "../util/index.js";
+import { removeStaleTemps, STALE_TEMP_MS } from "../util/index.js";
 
 /** A pull's temp directory: `.aegis-pull-*` inside an existing output directory, `.<output>.aegis-pull-*` beside a new one. */
 const TEMP = ".aegis-pull-";
@@ -20,9 +20,6 @@ const TEMP = ".aegis-pull-";
 /** The temp directories' names: mkdtemp's inside an existing directory, twelve hex digits after `.<output>.aegis-pull-` beside a new one. */
 const INSIDE = /^\.aegis-pull-[A-Za-z0-9]{6}$/;
 const BESIDE_SUFFIX = /^[0-9a-f]{12}$/;
-
-/** How long a temp directory must be unchanged to be taken for a killed pull's. */
-const STALE_MS = 60 * 60 * 1000;
 
 /**
  * Runs `unpack` into a fresh temp directory and, if it returns files, moves
@@ -41,23 +38,29 @@ export async function land<T extends { files: string[] } | undefined>(output: st
   });
   if (existing && !existing.isDirectory()) throw new InputError("INVALID_ARGUMENT", `${output} is not a directory`);
   // Only names this module makes (mkdtemp's six characters, or twelve hex digits): `x.aegis-pull-y`'s are not `x`'s.
-  if (existing) await removeStaleTemps(target, { match: (name) => INSIDE.test(name), olderThanMs: STALE_MS });
+  if (existing) await removeStaleTemps(target, { match: (name) => INSIDE.test(name), olderThanMs: STALE_TEMP_MS });
   else await mkdir(parent, { recursive: true });
-  await removeStaleTemps(parent, { match: (name) => name.startsWith(beside) && BESIDE_SUFFIX.test(name.slice(beside.length)), olderThanMs: STALE_MS });
+  await removeStaleTemps(parent, { match: (name) => name.startsWith(beside) && BESIDE_SUFFIX.test(name.slice(beside.length)), olderThanMs: STALE_TEMP_MS });
 
-  // Beside a new directory, made as mkdir makes one (its mode from the umask: it becomes the output directory).
   const temp = existing ? await mkdtemp(join(target, TEMP)) : join(parent, beside + randomBytes(6).toString("hex"));
   if (!existing) await mkdir(temp);
   try {
+    // Beside a new directory: made as mkdir makes one (the umask's mode, the parent's setgid), the mode it gets back
+    // once the files are verified, as it becomes the output directory; until then it is this user's alone, as
+    // mkdtemp's are, so no one else reads bytes not yet verified.
+    const finalMode = existing ? undefined : (await stat(temp)).mode & 0o7777;
+    if (finalMode !== undefined) await chmod(temp, 0o700 | (finalMode & 0o2000));
     const unpacked = await unpack(temp);
     if (!unpacked) return unpacked;
-    if (existing) await moveFiles(temp, target, unpacked.files);
-    else
+    if (finalMode === undefined) await moveFiles(temp, target, unpacked.files);
+    else {
+      await chmod(temp, finalMode);
       await rename(temp, target).catch(async (err: NodeJS.ErrnoException) => {
         // Made meanwhile, and not empty (another pull, or by hand): the files go in one by one.
         if (err.code !== "ENOTEMPTY" && err.code !== "EEXIST") throw err;
         await moveFiles(temp, target, unpacked.files);
       });
+    }
     return unpacked;
   } finally {
     await rm(temp, { recursive: true, force: true });

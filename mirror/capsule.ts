@@ -37,7 +37,7 @@ import {
   type Index,
   type ReadOnlyTarget,
 } from "../registry/index.js";
-import { byCodeUnit, openWriteStream, syncDir, TarCounter, tarDataEnd, tempPathFor } from "../util/index.js";
+import { byCodeUnit, isTempFor, keepFresh, openWriteStream, removeStaleTemps, STALE_TEMP_MS, syncDir, TarCounter, tarDataEnd, tempPathFor } from "../util/index.js";
 import { listSignatures, type TrustPolicy } from "../signing/index.js";
 import { MirrorError } from "./errors.js";
 import { checkSigned } from "./verified.js";
@@ -111,7 +111,15 @@ export async function writeCapsule(sources: CapsuleSource[], output: string, opt
   }
   const { signal } = options;
   const limits = options.limits ?? CAPSULE_LIMITS;
-  const staging = await mkdtemp(join(dirname(output), `.${basename(output)}.staging-`));
+  // What an export into the same file left when it was killed: its staging layout and its tar's temp file.
+  const stagingPrefix = `.${basename(output)}.staging-`;
+  await removeStaleTemps(dirname(output), {
+    match: (name) => (name.startsWith(stagingPrefix) && /^[A-Za-z0-9]{6}$/.test(name.slice(stagingPrefix.length))) || isTempFor(output, name),
+    olderThanMs: STALE_TEMP_MS,
+  });
+  const staging = await mkdtemp(join(dirname(output), stagingPrefix));
+  // Its blobs are written deep inside it, then only read while the tar is written: touched, so it looks alive to a sweep.
+  const stopTouching = keepFresh(staging);
   try {
     const layout = new OciLayoutTarget(staging);
     const artifacts = new Map<string, CapsuleArtifact>();
@@ -169,6 +177,7 @@ export async function writeCapsule(sources: CapsuleSource[], output: string, opt
     const blobs = [...(await reachable(layout, index.manifests, limits.maxBlobs)).values()].sort((a, b) => byCodeUnit(a.digest, b.digest));
     return { artifacts: sorted, blobs: blobs.length, bytes: await writeTar(output, encodeJson(index), blobs, layout, signal) };
   } finally {
+    stopTouching();
     await rm(staging, { recursive: true, force: true });
   }
 }

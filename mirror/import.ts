@@ -11,6 +11,10 @@ import { readCapsule, type CapsuleLimits } from "./capsule.js";
 import { checkSigned } from "./verified.js";
 import { describeError, InputError } from "../errors.js";
 import { MirrorError } from "./errors.js";
+import { keepFresh, removeStaleTemps, STALE_TEMP_MS } from "../util/index.js";
+
+/** An import's work directory: mkdtemp's name, so a sweep takes nothing else. */
+const WORK_DIR = /^aegis-capsule-[A-Za-z0-9]{6}$/;
 
 export interface ImportOptions {
   limits?: CapsuleLimits;
@@ -46,9 +50,13 @@ export interface ImportedArtifact {
  */
 export async function importCapsule(path: string, dst: Target, trust: TrustPolicy, options: ImportOptions = {}): Promise<ImportedArtifact[]> {
   const work = options.workDir ?? tmpdir();
+  // What an import killed mid-way left (this user's alone; work may be shared, as /tmp is).
+  await removeStaleTemps(work, { match: (name) => WORK_DIR.test(name), olderThanMs: STALE_TEMP_MS });
   const dir = await mkdtemp(join(work, "aegis-capsule-")).catch((err: unknown) => {
     throw new InputError("FILE_NOT_FOUND", `cannot unpack the capsule in ${work}: ${describeError(err)}`, { cause: err });
   });
+  // Only read once the capsule is in, while pushes may take long: touched, so it looks alive to a sweep.
+  const stopTouching = keepFresh(dir);
   try {
     const capsule = await readCapsule(path, join(dir, "layout"), { limits: options.limits, onEvent: options.onRead, signal: options.signal });
     const plan: { artifact: ImportedArtifact; root: Descriptor; signatures: Descriptor[] }[] = [];
@@ -97,6 +105,7 @@ export async function importCapsule(path: string, dst: Target, trust: TrustPolic
     }
     return plan.map((p) => p.artifact);
   } finally {
+    stopTouching();
     await rm(dir, { recursive: true, force: true });
   }
 }

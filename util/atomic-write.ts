@@ -5,7 +5,7 @@
 // https://lwn.net/Articles/457667/
 import { randomBytes } from "node:crypto";
 import type { Stats } from "node:fs";
-import { lstat, open, readdir, rename, rm, stat } from "node:fs/promises";
+import { lstat, open, readdir, rename, rm, stat, utimes } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 
 export interface AtomicWriteOptions {
@@ -23,6 +23,13 @@ export const TEMP_SUFFIX = ".aegis-tmp";
  */
 export function tempPathFor(path: string): string {
   return join(dirname(path), `.${basename(path)}.${randomBytes(6).toString("hex")}${TEMP_SUFFIX}`);
+}
+
+/** Whether `name` (in `path`'s folder) is one of tempPathFor(path)'s names: for a sweep of one file's temps alone. */
+export function isTempFor(path: string, name: string): boolean {
+  const prefix = `.${basename(path)}.`;
+  const rest = name.slice(prefix.length);
+  return name.startsWith(prefix) && rest.endsWith(TEMP_SUFFIX) && /^[0-9a-f]{12}$/.test(rest.slice(0, -TEMP_SUFFIX.length));
 }
 
 export async function atomicWrite(path: string, data: string | Uint8Array, options: AtomicWriteOptions = {}): Promise<void> {
@@ -83,6 +90,30 @@ export interface StaleTempOptions {
   match?: (name: string) => boolean;
   /** Only those unchanged this long (ms): a write under way elsewhere changes its file as its bytes come. Default 0: all. */
   olderThanMs?: number;
+}
+
+/**
+ * How long a command's temp file or directory must be unchanged to be taken
+ * for a killed one's: its bytes come in seconds apart at worst (a registry
+ * that stalls longer is timed out), and a step that only reads its temp
+ * directory keeps it fresh (keepFresh).
+ */
+export const STALE_TEMP_MS = 60 * 60 * 1000;
+
+/**
+ * Touches `dir` every `everyMs` until the returned stop is called, so a temp
+ * directory that a long step only reads from (a capsule's staging layout
+ * while its tar is written, or while an import pushes) still looks alive to
+ * removeStaleTemps elsewhere. A touch that fails is let be: a directory
+ * removed under the step fails it anyway.
+ */
+export function keepFresh(dir: string, everyMs = STALE_TEMP_MS / 12): () => void {
+  const timer = setInterval(() => {
+    const now = new Date();
+    utimes(dir, now, now).catch(() => {});
+  }, everyMs);
+  timer.unref();
+  return () => clearInterval(timer);
 }
 
 /**

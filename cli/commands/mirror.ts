@@ -75,7 +75,7 @@ export function registerMirror(program: Command): void {
         .description("check a capsule (every digest, every signature with the pinned keys), then push its artifacts and their verified signatures; a capsule that does not verify pushes nothing")
         .argument("<capsule>", "the capsule from `aegis mirror export`")
         .argument("<dst>", "host[:port]/repo or oci:<dir> (no tag: artifacts keep their digests)")
-        .option("--work-dir <dir>", "where the capsule is unpacked while it is checked (default: the system's temp directory)"),
+        .option("--work-dir <dir>", "where the capsule is unpacked while it is checked (default: the system's temp directory); what a killed import left there, unchanged for an hour, is removed"),
       ": each artifact must carry a signature by one, or nothing is imported",
     ),
   ).action(async (capsule: string, dstText: string, options: GlobalOptions & TrustOptions & { workDir?: string }) => {

@@ -1,16 +1,18 @@
 // The desired-state API (issue 11): GET/POST /assignments with its version as
 // ETag and If-Match, selector assignments served to matching hosts (and
-// readable by their agents), the bounds and error codes, rollout records,
-// and their place in /openapi.json. Embedded store; Redis runs the same
+// readable by their agents), the bounds and error codes (a host's share
+// among them, which aegis apply's changes of over 1000 keep to), rollout
+// records, and their place in /openapi.json. Embedded store; Redis runs the same
 // routes in test/fleet/apply.test.ts.
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { generateKeyPairSync } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { MAX_ASSIGNED } from "../../assigner/api/index.js";
+import { AssignerClient, MAX_ASSIGNED } from "../../assigner/api/index.js";
 import { startAssigner, type RunningAssigner } from "../../assigner/index.js";
 import { buildBundle, pushBundle } from "../../bundle/index.js";
+import { applyPlan, type PlanEntry } from "../../fleet/index.js";
 import { RemoteRepository } from "../../registry/index.js";
 import { beginRegistration, http as httpTo, type HttpOptions } from "../harness/assigner-http.js";
 import { startRegistry, type RegistryServer } from "../harness/registry.js";
@@ -216,6 +218,31 @@ describe("a host's share", () => {
     expect(answers.map((a) => a.status).sort(), JSON.stringify(answers.map((a) => a.json))).toEqual([200, 200, 409]);
     const served = await call("GET", "/hosts/share-race/assignments", admin);
     expect((served.json.assignments as unknown[]).length, "share-race holds two").toBe(2);
+  });
+
+  it("aegis apply's swap of a digest on 600 hosts (1,200 changes, several requests), one host at the share: each host's add and remove go in one request, so none goes over, and it completes", async () => {
+    const [a, b, c] = ids as [string, string, string];
+    const hosts = Array.from({ length: 600 }, (_, i) => `swap-${i}`);
+    // Every host on a; swap-0 also on c, so it is at the share of two.
+    const before = [...hosts.map((host) => ({ artifact_id: a, host_id: host })), { artifact_id: c, host_id: "swap-0" }];
+    expect((await call("POST", "/assignments", { ...admin, body: { add: before } })).status, "the hosts' first assignments").toBe(200);
+    // a and b are two versions of one policy (b replaces a); c is another.
+    const names = new Map([[a, "icmp"], [b, "icmp"], [c, "other"]]);
+    const desired: PlanEntry[] = [...hosts.map((host) => ({ artifactId: b, target: { host }, policy: "icmp", name: "icmp" })), { artifactId: c, target: { host: "swap-0" }, policy: "other", name: "other" }];
+    const sent: number[] = [];
+    const client = new (class extends AssignerClient {
+      override changeAssignments(...args: Parameters<AssignerClient["changeAssignments"]>) {
+        sent.push((args[0].add?.length ?? 0) + (args[0].remove?.length ?? 0));
+        return super.changeAssignments(...args);
+      }
+    })(small.url, admin.token);
+    const result = await applyPlan(client, desired, names);
+    expect({ applied: result.applied, add: result.plan.add.length, remove: result.plan.remove.length }, "the plan").toEqual({ applied: true, add: 600, remove: 600 });
+    expect(sent.length, `requests sent (changes in each: ${sent.join(", ")})`).toBeGreaterThan(1);
+    const after = ((await state()).assignments as { artifact_id: string; host_id?: string }[]).filter((x) => x.host_id?.startsWith("swap-"));
+    expect(after.filter((x) => x.artifact_id === a), "hosts left on a").toEqual([]);
+    expect(after.filter((x) => x.artifact_id === b).length, "hosts on b").toBe(600);
+    expect(after.filter((x) => x.artifact_id === c).map((x) => x.host_id), "c stays where it was").toEqual(["swap-0"]);
   });
 
   it("takes no limit above what an agent takes", async () => {

@@ -6,7 +6,7 @@
 // landing together in a new directory (bundle/landing.ts).
 import { execFile } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -139,21 +139,31 @@ describe("pullBundle", () => {
     expect(readdirSync(out).sort()).toEqual(["policy.json", "program.o"]);
   });
 
-  it("into a new directory, both files appear together: until the layer is verified and stored they sit in a temp directory beside it", async () => {
+  it("into a new directory, both files appear together: until the layer is verified and stored they sit in a temp directory beside it, this user's alone; then it gets mkdir's mode", async () => {
     const { src, digest: root } = await sourceLayout();
     const parent = mkdtempSync(join(work, "fresh-"));
-    const out = join(parent, "deep", "out");
+    const deep = join(parent, "deep");
+    const out = join(deep, "out");
+    // A setgid parent (a shared group folder): a directory made in it is setgid too, and so must the output be.
+    mkdirSync(deep);
+    chmodSync(deep, 0o2755);
+    mkdirSync(join(deep, "by-mkdir"));
+    const made = statSync(join(deep, "by-mkdir")).mode & 0o7777;
+    rmSync(join(deep, "by-mkdir"), { recursive: true });
     const seen: string[] = [];
     const onEvent = (event: CopyEvent) => {
       if (event.kind !== "done" || event.desc.mediaType !== MediaType.PolicyLayer) return;
-      const temps = readdirSync(join(parent, "deep")).filter((name) => name.startsWith(".out.aegis-pull-"));
-      seen.push(`out exists: ${existsSync(out)}; temps: ${temps.length}; in it: ${temps.map((t) => readdirSync(join(parent, "deep", t)).sort().join(",")).join(" ")}`);
+      const temps = readdirSync(deep).filter((name) => name.startsWith(".out.aegis-pull-"));
+      const modes = temps.map((t) => (statSync(join(deep, t)).mode & 0o7777).toString(8));
+      seen.push(`out exists: ${existsSync(out)}; temps: ${temps.length}; in it: ${temps.map((t) => readdirSync(join(deep, t)).sort().join(",")).join(" ")}; mode ${modes.join(" ")}`);
     };
     const pulled = await pullBundle(src, root, new OciLayoutTarget(join(work, "cache-fresh")), out, { onEvent });
-    expect(seen, "when the layer was done").toEqual(["out exists: false; temps: 1; in it: policy.json,program.o"]);
+    expect(seen, "when the layer was done").toEqual(["out exists: false; temps: 1; in it: policy.json,program.o; mode 2700"]);
     expect(pulled.files.sort()).toEqual(["policy.json", "program.o"]);
     expect(readdirSync(out).sort()).toEqual(["policy.json", "program.o"]);
-    expect(readdirSync(join(parent, "deep")), "the temp directory became the output directory").toEqual(["out"]);
+    expect(readdirSync(deep), "the temp directory became the output directory").toEqual(["out"]);
+    expect((statSync(out).mode & 0o7777).toString(8), "the output directory's mode: mkdir's, setgid kept").toBe(made.toString(8));
+    expect(made & 0o2000, "mkdir's, in a setgid folder, is setgid").toBe(0o2000);
     expect(fileDigest(join(out, "program.o"))).toBe(programDigest);
   });
 

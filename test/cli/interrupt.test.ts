@@ -1,11 +1,12 @@
 // Ctrl-C in the middle of a transfer: `aegis pull`, `push` and `copy` stop
 // with one "interrupted by SIGINT" line and exit 1, and leave nothing half
 // written: no temp directory or file, no partial blob, no upload committed.
+// What a pull killed outright leaves, the next pull sweeps.
 // A registry proxy that stops sending a blob (or a gate that stops taking an
 // upload) keeps each command mid-transfer until the signal arrives.
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -15,7 +16,7 @@ import { testPolicy } from "../harness/policy.js";
 import { startRegistryProxy, type RegistryProxy } from "../harness/proxy.js";
 import { startRegistry, type RegistryServer } from "../harness/registry.js";
 import { startUploadGate, type UploadGate } from "../registry/upload-gate.js";
-import { AEGIS, expectOneErrorLine } from "./run.js";
+import { AEGIS, aegis, expectOneErrorLine } from "./run.js";
 
 const MiB = 1024 * 1024;
 const POLICY = testPolicy("interrupted");
@@ -89,6 +90,36 @@ describe("Ctrl-C", () => {
     const layer = descriptorFor(MediaType.PolicyLayer, bundle).digest.slice("sha256:".length);
     expect(tree(cache).filter((name) => name.includes(".tmp-") || name.endsWith(layer)), "the layer, or part of it, in the cache").toEqual([]);
     expect(tree(cache).includes("index.json"), "an index.json (a manifest stored)").toBe(false);
+  });
+
+  it("pull killed outright (SIGKILL) leaves its partial blob and temp directory; the next pull, an hour on, sweeps both", async () => {
+    const parent = mkdtempSync(join(work, "killed-"));
+    const out = join(parent, "out");
+    const cache = join(parent, "cache");
+    const child = spawn(process.execPath, [AEGIS, "pull", `${proxy.host}/interrupt/src@${digest}`, "-o", out], { env: { ...process.env, AEGIS_CACHE_DIR: cache }, stdio: "ignore" });
+    const exited = new Promise((resolve) => child.once("exit", resolve));
+    try {
+      await until("the layer is being written to the cache", tempFile(cache));
+    } finally {
+      child.kill("SIGKILL");
+      await exited;
+    }
+    const left = () => [...tree(cache).filter((name) => name.includes(".tmp-")), ...readdirSync(parent).filter((name) => name.includes("aegis-pull"))];
+    expect(left(), "what the killed pull left: a partial blob in the cache, a temp directory beside the output").toEqual([
+      expect.stringMatching(/^blobs\/sha256\/\.tmp-/),
+      expect.stringMatching(/^\.out\.aegis-pull-[0-9a-f]{12}$/),
+    ]);
+    // An hour on: every entry they hold last changed then.
+    const hourAgo = (Date.now() - 61 * 60 * 1000) / 1000;
+    for (const name of tree(cache).filter((n) => n.includes(".tmp-"))) utimesSync(join(cache, name), hourAgo, hourAgo);
+    for (const name of readdirSync(parent).filter((n) => n.includes("aegis-pull"))) {
+      for (const inside of readdirSync(join(parent, name))) utimesSync(join(parent, name, inside), hourAgo, hourAgo);
+      utimesSync(join(parent, name), hourAgo, hourAgo);
+    }
+    const pulled = await aegis(["pull", `${registry.host}/interrupt/src@${digest}`, "-o", out], { AEGIS_CACHE_DIR: cache });
+    expect(pulled.code, pulled.stderr).toBe(0);
+    expect(left(), "swept by the next pull").toEqual([]);
+    expect(readdirSync(out).sort()).toEqual(["policy.json", "program.o"]);
   });
 
   it("copy into an OCI layout: no partial blob, no manifest", async () => {

@@ -5,7 +5,7 @@
 // layout…) is refused with its reason, and nothing reaches the second registry.
 import { execFile, execFileSync, spawn } from "node:child_process";
 import { createHash, createPrivateKey, randomBytes } from "node:crypto";
-import { createWriteStream, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chownSync, createWriteStream, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -459,6 +459,55 @@ describe("stopped midway (Ctrl-C)", () => {
     await expect(importCapsule(capsule, dst, trust, { workDir, signal: controller.signal, onRead: stopAtFirstBlob })).rejects.toThrow("stopped");
     expect(readdirSync(workDir), "what the stopped import left").toEqual([]);
     expect(await holds(dst, a.manifest.digest), "nothing pushed").toBe(false);
+  });
+});
+
+describe("killed midway (SIGKILL, a crash): the next run sweeps what it left, once unchanged for an hour", () => {
+  const hourAgo = () => (Date.now() - 61 * 60 * 1000) / 1000;
+  /** A directory as a killed run leaves one (a layout, a partial blob deep inside); `old`: every mtime an hour back. */
+  const leftDir = (path: string, old: boolean) => {
+    mkdirSync(join(path, "blobs", "sha256"), { recursive: true });
+    writeFileSync(join(path, "blobs", "sha256", ".tmp-x"), "partial");
+    if (old) for (const inner of ["blobs/sha256/.tmp-x", "blobs/sha256", "blobs", ""]) utimesSync(join(path, inner), hourAgo(), hourAgo());
+  };
+  const leftFile = (path: string, old: boolean) => {
+    writeFileSync(path, "partial tar");
+    if (old) utimesSync(path, hourAgo(), hourAgo());
+  };
+
+  it("an export into the same file: its staging layouts and tar temp files go; live ones, look-alikes, other outputs' and other users' stay", async () => {
+    const dir = mkdtempSync(join(work, "killed-export-"));
+    leftDir(join(dir, ".c.tar.staging-Kill3d"), true);
+    leftFile(join(dir, ".c.tar.0123456789ab.aegis-tmp"), true);
+    leftDir(join(dir, ".c.tar.staging-Recent"), false); // an export under way
+    leftFile(join(dir, ".c.tar.123456789abc.aegis-tmp"), false);
+    leftDir(join(dir, ".c.tar.staging-toolong"), true); // not a name an export makes
+    leftFile(join(dir, ".c.tar.0123456789ab.aegis-tmp.x"), true);
+    leftDir(join(dir, ".d.tar.staging-Kill3d"), true); // another capsule's
+    leftFile(join(dir, ".d.tar.0123456789ab.aegis-tmp"), true);
+    leftDir(join(dir, ".c.tar.staging-Others"), true);
+    chownSync(join(dir, ".c.tar.staging-Others"), 65534, 65534); // another user's (nobody's)
+    await writeCapsule([sourceOf(a)], join(dir, "c.tar"));
+    expect(readdirSync(dir).sort(), "what is left beside the capsule").toEqual([
+      ".c.tar.0123456789ab.aegis-tmp.x",
+      ".c.tar.123456789abc.aegis-tmp",
+      ".c.tar.staging-Others",
+      ".c.tar.staging-Recent",
+      ".c.tar.staging-toolong",
+      ".d.tar.0123456789ab.aegis-tmp",
+      ".d.tar.staging-Kill3d",
+      "c.tar",
+    ]);
+  });
+
+  it("an import in the same work directory: its unpacked capsules go; live ones and look-alikes stay", async () => {
+    const workDir = mkdtempSync(join(work, "killed-import-"));
+    leftDir(join(workDir, "aegis-capsule-Kill3d"), true);
+    leftDir(join(workDir, "aegis-capsule-Recent"), false);
+    leftDir(join(workDir, "aegis-capsule-toolong"), true);
+    leftDir(join(workDir, "mine"), true);
+    await importCapsule(capsule, siteRepo(), trust, { workDir });
+    expect(readdirSync(workDir).sort(), "what is left in the work directory").toEqual(["aegis-capsule-Recent", "aegis-capsule-toolong", "mine"]);
   });
 });
 

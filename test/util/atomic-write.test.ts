@@ -1,0 +1,51 @@
+// util/atomic-write.ts's helpers for temp files left by killed commands: the
+// names a sweep of one file's temps takes (isTempFor), and keepFresh, which
+// keeps a temp directory that a long step only reads looking alive to a sweep
+// (removeStaleTemps, which the pull, mirror and CLI tests exercise).
+import { mkdtempSync, rmSync, statSync, utimesSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { isTempFor, keepFresh, tempPathFor } from "../../util/index.js";
+
+const work = mkdtempSync(join(tmpdir(), "aegis-atomic-"));
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe("isTempFor", () => {
+  it("takes tempPathFor's names for that file, and no other", () => {
+    const file = join(work, "c.tar");
+    const made = tempPathFor(file).slice(work.length + 1);
+    const cases: [string, boolean][] = [
+      [made, true],
+      [".c.tar.0123456789ab.aegis-tmp", true],
+      [".c.tar.0123456789a.aegis-tmp", false], // eleven digits
+      [".c.tar.0123456789AB.aegis-tmp", false], // not lower-case hex
+      [".c.tar.0123456789ab.aegis-tmp.x", false],
+      [".d.tar.0123456789ab.aegis-tmp", false], // another file's
+      [".c.tar.x.0123456789ab.aegis-tmp", false], // c.tar.x's
+      ["c.tar.0123456789ab.aegis-tmp", false],
+    ];
+    expect(cases.map(([name]) => [name, isTempFor(file, name)])).toEqual(cases);
+  });
+});
+
+describe("keepFresh", () => {
+  it("touches the directory until stopped, then leaves it be", async () => {
+    const dir = mkdtempSync(join(work, "fresh-"));
+    const old = (Date.now() - 61 * 60 * 1000) / 1000;
+    utimesSync(dir, old, old);
+    const stop = keepFresh(dir, 10);
+    try {
+      // Bounded: a timer that never fires fails here, not by the test's timeout.
+      for (let i = 0; i < 500 && statSync(dir).mtimeMs <= old * 1000; i++) await sleep(10);
+    } finally {
+      stop();
+    }
+    expect(statSync(dir).mtimeMs, "touched while running").toBeGreaterThan(Date.now() - 60_000);
+    utimesSync(dir, old, old);
+    await sleep(100); // ten intervals
+    expect(statSync(dir).mtimeMs, "not touched once stopped").toBe(old * 1000);
+  });
+});
