@@ -4,7 +4,9 @@
 // (rename(2) of a directory is one step), so policy.json and program.o appear
 // together or not at all. Into an existing directory, which may hold other
 // files, each file is renamed in, one after the other: a pull killed between
-// the two renames leaves one file of each version. Temp directories that
+// the two renames leaves one file of each version. Both files are synced
+// before they get their names, and the names after, so a power loss leaves a
+// file whole or absent, never empty. Temp directories that
 // killed pulls left (SIGKILL, a crash) are swept by the next pull into the
 // same place once unchanged for an hour (a pull under way writes into its own
 // as the bytes come): only this user's, and only by the names made here.
@@ -12,7 +14,7 @@ import { randomBytes } from "node:crypto";
 import { chmod, mkdir, mkdtemp, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { InputError } from "../errors.js";
-import { removeStaleTemps, STALE_TEMP_MS } from "../util/index.js";
+import { removeStaleTemps, STALE_TEMP_MS, syncPath } from "../util/index.js";
 
 /** A pull's temp directory: `.aegis-pull-*` inside an existing output directory, `.<output>.aegis-pull-*` beside a new one. */
 const TEMP = ".aegis-pull-";
@@ -52,6 +54,9 @@ export async function land<T extends { files: string[] } | undefined>(output: st
     if (finalMode !== undefined) await chmod(temp, 0o700 | (finalMode & 0o2000));
     const unpacked = await unpack(temp);
     if (!unpacked) return unpacked;
+    // On disk before they get their names, and the names after: after a power loss a pulled file is whole or
+    // absent, never empty (a rename can reach the disk before the data does). skopeo syncs its blobs so too.
+    await Promise.all(unpacked.files.map((name) => syncPath(join(temp, name))));
     if (finalMode === undefined) await moveFiles(temp, target, unpacked.files);
     else {
       await chmod(temp, finalMode);
@@ -60,11 +65,20 @@ export async function land<T extends { files: string[] } | undefined>(output: st
         if (err.code !== "ENOTEMPTY" && err.code !== "EEXIST") throw err;
         await moveFiles(temp, target, unpacked.files);
       });
+      await syncFolder(parent);
     }
+    await syncFolder(target);
     return unpacked;
   } finally {
     await rm(temp, { recursive: true, force: true });
   }
+}
+
+/** fsync of a folder this user may write but not read is let be: the files are in place either way. */
+async function syncFolder(dir: string): Promise<void> {
+  await syncPath(dir).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== "EACCES") throw err;
+  });
 }
 
 async function moveFiles(from: string, to: string, files: string[]): Promise<void> {

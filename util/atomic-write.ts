@@ -72,12 +72,12 @@ export async function atomicWriteAll(files: readonly AtomicWriteFile[]): Promise
     await Promise.allSettled(temps.map((temp) => rm(temp, { force: true })));
     throw err;
   }
-  for (const dir of new Set(files.map((f) => dirname(f.path)))) await syncDir(dir);
+  for (const dir of new Set(files.map((f) => dirname(f.path)))) await syncPath(dir);
 }
 
-/** fsync a directory, so renames and creations in it survive a power loss. */
-export async function syncDir(dir: string): Promise<void> {
-  const handle = await open(dir, "r");
+/** fsync a file (its data, before it is renamed into place), or a directory, so renames and creations in it survive a power loss. */
+export async function syncPath(path: string): Promise<void> {
+  const handle = await open(path, "r");
   try {
     await handle.sync();
   } finally {

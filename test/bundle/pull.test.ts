@@ -3,7 +3,8 @@
 // nothing holds the bundle; peak RSS from the kernel's VmHWM, not from
 // timing), written only once verified (altered bytes leave nothing behind),
 // a cache hit verified again in the one pass that unpacks it, and the files
-// landing together in a new directory (bundle/landing.ts).
+// landing together in a new directory, synced before they are named
+// (bundle/landing.ts).
 import { execFile } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
@@ -14,7 +15,7 @@ import { encodeBundle, pullBundle, pushBundle } from "../../bundle/index.js";
 import { MediaType, OciLayoutTarget, RemoteRepository, type CopyEvent } from "../../registry/index.js";
 import { testPolicy } from "../harness/policy.js";
 import { startRegistry, type RegistryServer } from "../harness/registry.js";
-import { AEGIS } from "../cli/run.js";
+import { AEGIS, aegis } from "../cli/run.js";
 
 const MiB = 1024 * 1024;
 const POLICY = testPolicy("big");
@@ -88,6 +89,55 @@ describe("aegis pull of a 50 MiB bundle", () => {
     expect(JSON.parse(again.stdout)).toMatchObject({ digest, cached: true });
     expect(fileDigest(join(out, "program.o"))).toBe(programDigest);
     expect(again.peakMiB, `peak RSS from the cache ${again.peakMiB.toFixed(1)} MiB, a 1 MiB pull's ${small.peakMiB.toFixed(1)} MiB`).toBeLessThanOrEqual(bound);
+  });
+});
+
+describe("aegis pull, durably", () => {
+  it("syncs both files before they get their names, and the folders after: a power loss leaves a file whole or absent, never empty", async () => {
+    // Every fsync (by path) and rename the pull makes through node:fs/promises, in order.
+    const recorder = join(work, "sync-recorder.cjs");
+    const log = join(work, "sync-log");
+    writeFileSync(
+      recorder,
+      [
+        `const fsp = require("node:fs/promises"), { appendFileSync } = require("node:fs"), paths = new Map();`,
+        `const record = (line) => appendFileSync(${JSON.stringify(log)}, line + "\\n");`,
+        `const open = fsp.open, rename = fsp.rename;`,
+        `let patched = false;`,
+        `fsp.open = async function (path, ...rest) {`,
+        `  const handle = await open.call(this, path, ...rest);`,
+        `  paths.set(handle.fd, String(path));`,
+        `  if (!patched) {`,
+        `    patched = true;`,
+        `    const proto = Object.getPrototypeOf(handle);`,
+        `    for (const name of ["sync", "datasync"]) {`,
+        `      const original = proto[name];`,
+        `      proto[name] = function () { record("sync " + paths.get(this.fd)); return original.call(this); };`,
+        `    }`,
+        `  }`,
+        `  return handle;`,
+        `};`,
+        `fsp.rename = function (from, to) { record("rename " + from + " " + to); return rename.call(this, from, to); };`,
+      ].join("\n"),
+    );
+    const parent = mkdtempSync(join(work, "durable-"));
+    const out = join(parent, "out");
+    const pull = async (how: string) => {
+      rmSync(log, { force: true });
+      const pulled = await aegis(["pull", `${registry.host}/pull/small@${smallDigest}`, "-o", out], { AEGIS_CACHE_DIR: join(work, "cache-durable"), NODE_OPTIONS: `--require ${recorder}` });
+      expect(pulled.code, `${how}: ${pulled.stderr}`).toBe(0);
+      // Only what happens in the output's folder (not the cache's).
+      return readFileSync(log, "utf8").trimEnd().split("\n").filter((line) => line.split(" ").slice(1).every((path) => path.startsWith(parent)));
+    };
+    const name = (path: string) => (path === parent ? "<parent>" : path.slice(parent.length + 1).replace(/aegis-pull-[0-9a-zA-Z]+/, "aegis-pull-X"));
+    const steps = (lines: string[]) => lines.map((line) => line.split(" ").map((word, i) => (i === 0 ? word : name(word))).join(" "));
+    const fresh = steps(await pull("into a new directory"));
+    expect(fresh.slice(0, 2).sort(), "into a new directory: first both files synced").toEqual(["sync .out.aegis-pull-X/policy.json", "sync .out.aegis-pull-X/program.o"]);
+    expect(fresh.slice(2), "then the directory renamed into place, and the folders synced").toEqual(["rename .out.aegis-pull-X out", "sync <parent>", "sync out"]);
+    const existing = steps(await pull("into an existing directory"));
+    expect(existing.slice(0, 2).sort(), "into an existing directory: first both files synced").toEqual(["sync out/.aegis-pull-X/policy.json", "sync out/.aegis-pull-X/program.o"]);
+    expect(existing.slice(2).sort(), "then each renamed in, and the folder synced").toEqual(["rename out/.aegis-pull-X/policy.json out/policy.json", "rename out/.aegis-pull-X/program.o out/program.o", "sync out"].sort());
+    expect(existing.at(-1), "the folder synced last").toBe("sync out");
   });
 });
 
