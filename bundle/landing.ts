@@ -11,16 +11,16 @@
 // same place once unchanged for an hour (a pull under way writes into its own
 // as the bytes come): only this user's, and only by the names made here.
 import { randomBytes } from "node:crypto";
+import type { Stats } from "node:fs";
 import { chmod, mkdir, mkdtemp, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { InputError } from "../errors.js";
-import { removeStaleTemps, STALE_TEMP_MS, syncPath } from "../util/index.js";
+import { isMkdtempName, removeStaleTemps, STALE_TEMP_MS, syncPath } from "../util/index.js";
 
 /** A pull's temp directory: `.aegis-pull-*` inside an existing output directory, `.<output>.aegis-pull-*` beside a new one. */
 const TEMP = ".aegis-pull-";
 
-/** The temp directories' names: mkdtemp's inside an existing directory, twelve hex digits after `.<output>.aegis-pull-` beside a new one. */
-const INSIDE = /^\.aegis-pull-[A-Za-z0-9]{6}$/;
+/** The temp directories' names beside a new output directory: twelve hex digits after `.<output>.aegis-pull-` (inside an existing one, mkdtemp's). */
 const BESIDE_SUFFIX = /^[0-9a-f]{12}$/;
 
 /**
@@ -40,7 +40,7 @@ export async function land<T extends { files: string[] } | undefined>(output: st
   });
   if (existing && !existing.isDirectory()) throw new InputError("INVALID_ARGUMENT", `${output} is not a directory`);
   // Only names this module makes (mkdtemp's six characters, or twelve hex digits): `x.aegis-pull-y`'s are not `x`'s.
-  if (existing) await removeStaleTemps(target, { match: (name) => INSIDE.test(name), olderThanMs: STALE_TEMP_MS });
+  if (existing) await removeStaleTemps(target, { match: (name) => isMkdtempName(TEMP, name), olderThanMs: STALE_TEMP_MS });
   else await mkdir(parent, { recursive: true });
   await removeStaleTemps(parent, { match: (name) => name.startsWith(beside) && BESIDE_SUFFIX.test(name.slice(beside.length)), olderThanMs: STALE_TEMP_MS });
 
@@ -49,17 +49,18 @@ export async function land<T extends { files: string[] } | undefined>(output: st
   try {
     // Beside a new directory: made as mkdir makes one (the umask's mode, the parent's setgid), the mode it gets back
     // once the files are verified, as it becomes the output directory; until then it is this user's alone, as
-    // mkdtemp's are, so no one else reads bytes not yet verified.
-    const finalMode = existing ? undefined : (await stat(temp)).mode & 0o7777;
-    if (finalMode !== undefined) await chmod(temp, 0o700 | (finalMode & 0o2000));
+    // mkdtemp's are, so no one else reads bytes not yet verified. Not if a chmod would cost it its setgid bit.
+    const made = existing ? undefined : await stat(temp);
+    const restore = made && chmodKeepsSetgid(made) ? made.mode & 0o7777 : undefined;
+    if (restore !== undefined) await chmod(temp, 0o700 | (restore & 0o2000));
     const unpacked = await unpack(temp);
     if (!unpacked) return unpacked;
     // On disk before they get their names, and the names after: after a power loss a pulled file is whole or
     // absent, never empty (a rename can reach the disk before the data does). skopeo syncs its blobs so too.
     await Promise.all(unpacked.files.map((name) => syncPath(join(temp, name))));
-    if (finalMode === undefined) await moveFiles(temp, target, unpacked.files);
+    if (existing) await moveFiles(temp, target, unpacked.files);
     else {
-      await chmod(temp, finalMode);
+      if (restore !== undefined) await chmod(temp, restore);
       await rename(temp, target).catch(async (err: NodeJS.ErrnoException) => {
         // Made meanwhile, and not empty (another pull, or by hand): the files go in one by one.
         if (err.code !== "ENOTEMPTY" && err.code !== "EEXIST") throw err;
@@ -72,6 +73,15 @@ export async function land<T extends { files: string[] } | undefined>(output: st
   } finally {
     await rm(temp, { recursive: true, force: true });
   }
+}
+
+/**
+ * Whether a chmod of `dir` by this process keeps its setgid bit: chmod(2)
+ * clears it when the caller is not root and not in the directory's group
+ * (a shared folder's group the user is not in).
+ */
+function chmodKeepsSetgid(dir: Stats): boolean {
+  return (dir.mode & 0o2000) === 0 || process.geteuid?.() === 0 || dir.gid === process.getegid?.() || (process.getgroups?.() ?? []).includes(dir.gid);
 }
 
 /** fsync of a folder this user may write but not read is let be: the files are in place either way. */

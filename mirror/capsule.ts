@@ -37,7 +37,7 @@ import {
   type Index,
   type ReadOnlyTarget,
 } from "../registry/index.js";
-import { byCodeUnit, isTempFor, keepFresh, openWriteStream, removeStaleTemps, STALE_TEMP_MS, syncPath, TarCounter, tarDataEnd, tempPathFor } from "../util/index.js";
+import { byCodeUnit, isMkdtempName, isTempFor, keepFresh, openWriteStream, removeStaleTemps, STALE_TEMP_MS, syncPath, TarCounter, tarDataEnd, tempPathFor } from "../util/index.js";
 import { listSignatures, type TrustPolicy } from "../signing/index.js";
 import { MirrorError } from "./errors.js";
 import { checkSigned } from "./verified.js";
@@ -114,7 +114,7 @@ export async function writeCapsule(sources: CapsuleSource[], output: string, opt
   // What an export into the same file left when it was killed: its staging layout and its tar's temp file.
   const stagingPrefix = `.${basename(output)}.staging-`;
   await removeStaleTemps(dirname(output), {
-    match: (name) => (name.startsWith(stagingPrefix) && /^[A-Za-z0-9]{6}$/.test(name.slice(stagingPrefix.length))) || isTempFor(output, name),
+    match: (name) => isMkdtempName(stagingPrefix, name) || isTempFor(output, name),
     olderThanMs: STALE_TEMP_MS,
   });
   const staging = await mkdtemp(join(dirname(output), stagingPrefix));

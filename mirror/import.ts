@@ -11,10 +11,10 @@ import { readCapsule, type CapsuleLimits } from "./capsule.js";
 import { checkSigned } from "./verified.js";
 import { describeError, InputError } from "../errors.js";
 import { MirrorError } from "./errors.js";
-import { keepFresh, removeStaleTemps, STALE_TEMP_MS } from "../util/index.js";
+import { isMkdtempName, keepFresh, removeStaleTemps, STALE_TEMP_MS } from "../util/index.js";
 
-/** An import's work directory: mkdtemp's name, so a sweep takes nothing else. */
-const WORK_DIR = /^aegis-capsule-[A-Za-z0-9]{6}$/;
+/** An import's work directory (mkdtemp's): a sweep takes no other name. */
+const WORK_DIR = "aegis-capsule-";
 
 export interface ImportOptions {
   limits?: CapsuleLimits;
@@ -51,8 +51,8 @@ export interface ImportedArtifact {
 export async function importCapsule(path: string, dst: Target, trust: TrustPolicy, options: ImportOptions = {}): Promise<ImportedArtifact[]> {
   const work = options.workDir ?? tmpdir();
   // What an import killed mid-way left (this user's alone; work may be shared, as /tmp is).
-  await removeStaleTemps(work, { match: (name) => WORK_DIR.test(name), olderThanMs: STALE_TEMP_MS });
-  const dir = await mkdtemp(join(work, "aegis-capsule-")).catch((err: unknown) => {
+  await removeStaleTemps(work, { match: (name) => isMkdtempName(WORK_DIR, name), olderThanMs: STALE_TEMP_MS });
+  const dir = await mkdtemp(join(work, WORK_DIR)).catch((err: unknown) => {
     throw new InputError("FILE_NOT_FOUND", `cannot unpack the capsule in ${work}: ${describeError(err)}`, { cause: err });
   });
   // Only read once the capsule is in, while pushes may take long: touched, so it looks alive to a sweep.

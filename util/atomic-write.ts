@@ -4,8 +4,8 @@
 // files (a fleet edit) are all written before any is renamed.
 // https://lwn.net/Articles/457667/
 import { randomBytes } from "node:crypto";
-import type { Stats } from "node:fs";
-import { lstat, open, readdir, rename, rm, stat, utimes } from "node:fs/promises";
+import { utimesSync, type Stats } from "node:fs";
+import { lstat, open, readdir, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 
 export interface AtomicWriteOptions {
@@ -23,6 +23,11 @@ export const TEMP_SUFFIX = ".aegis-tmp";
  */
 export function tempPathFor(path: string): string {
   return join(dirname(path), `.${basename(path)}.${randomBytes(6).toString("hex")}${TEMP_SUFFIX}`);
+}
+
+/** Whether `name` is one mkdtemp(prefix) makes: the prefix and six characters of [A-Za-z0-9] (glibc's; musl's are among them). */
+export function isMkdtempName(prefix: string, name: string): boolean {
+  return name.startsWith(prefix) && /^[A-Za-z0-9]{6}$/.test(name.slice(prefix.length));
 }
 
 /** Whether `name` (in `path`'s folder) is one of tempPathFor(path)'s names: for a sweep of one file's temps alone. */
@@ -108,9 +113,14 @@ export const STALE_TEMP_MS = 60 * 60 * 1000;
  * removed under the step fails it anyway.
  */
 export function keepFresh(dir: string, everyMs = STALE_TEMP_MS / 12): () => void {
+  // One quick syscall, made in place: no touch is still under way once stopped (the caller removes `dir` next).
   const timer = setInterval(() => {
-    const now = new Date();
-    utimes(dir, now, now).catch(() => {});
+    try {
+      const now = new Date();
+      utimesSync(dir, now, now);
+    } catch {
+      // Gone or not ours: the step fails on its own if that matters.
+    }
   }, everyMs);
   timer.unref();
   return () => clearInterval(timer);

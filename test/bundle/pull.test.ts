@@ -92,7 +92,35 @@ describe("aegis pull of a 50 MiB bundle", () => {
   });
 });
 
-describe("aegis pull, durably", () => {
+describe("aegis pull, on disk", () => {
+  it("into a new directory in a setgid folder whose group the user is not in: the output keeps mkdir's mode, setgid included (a chmod would clear it)", async () => {
+    // A shared folder of a group (1234) that nobody (65534), who pulls, is not in; reachable by nobody, unlike `work`.
+    const top = mkdtempSync(join(tmpdir(), "aegis-pull-sgid-"));
+    try {
+      chmodSync(top, 0o755);
+      const shared = join(top, "shared");
+      mkdirSync(shared);
+      chownSync(shared, 65534, 1234);
+      chmodSync(shared, 0o2755);
+      const out = join(shared, "out");
+      const run = (argv: string[]) =>
+        new Promise<{ code: number; stderr: string }>((resolve) => {
+          const env = { PATH: process.env.PATH, HOME: shared, AEGIS_CACHE_DIR: join(shared, "cache"), AEGIS_COMPILE_CACHE: "off" };
+          execFile(process.execPath, argv, { uid: 65534, gid: 65534, env }, (err, _stdout, stderr) => resolve({ code: err ? Number(err.code ?? 1) : 0, stderr }));
+        });
+      const made = await run(["-e", `require("node:fs").mkdirSync(${JSON.stringify(join(shared, "by-mkdir"))})`]);
+      expect(made.code, made.stderr).toBe(0);
+      const mode = (path: string) => (statSync(path).mode & 0o7777).toString(8);
+      expect(mode(join(shared, "by-mkdir")), "mkdir's, by nobody, in the setgid folder").toBe("2755");
+      const pulled = await run([AEGIS, "pull", `${registry.host}/pull/small@${smallDigest}`, "-o", out]);
+      expect(pulled.code, pulled.stderr).toBe(0);
+      expect(readdirSync(out).sort()).toEqual(["policy.json", "program.o"]);
+      expect({ mode: mode(out), gid: statSync(out).gid }, "the output directory: mkdir's mode, the folder's group").toEqual({ mode: "2755", gid: 1234 });
+    } finally {
+      rmSync(top, { recursive: true, force: true });
+    }
+  });
+
   it("syncs both files before they get their names, and the folders after: a power loss leaves a file whole or absent, never empty", async () => {
     // Every fsync (by path) and rename the pull makes through node:fs/promises, in order.
     const recorder = join(work, "sync-recorder.cjs");

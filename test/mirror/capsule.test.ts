@@ -476,6 +476,7 @@ describe("killed midway (SIGKILL, a crash): the next run sweeps what it left, on
   };
 
   it("an export into the same file: its staging layouts and tar temp files go; live ones, look-alikes, other outputs' and other users' stay", async () => {
+    if (process.getuid?.() !== 0) throw new Error("this case needs root (chown, as another user's staging layout)");
     const dir = mkdtempSync(join(work, "killed-export-"));
     leftDir(join(dir, ".c.tar.staging-Kill3d"), true);
     leftFile(join(dir, ".c.tar.0123456789ab.aegis-tmp"), true);
