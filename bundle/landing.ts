@@ -11,11 +11,10 @@
 // same place once unchanged for an hour (a pull under way writes into its own
 // as the bytes come): only this user's, and only by the names made here.
 import { randomBytes } from "node:crypto";
-import type { Stats } from "node:fs";
-import { chmod, mkdir, mkdtemp, rename, rm, stat } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, rename, rm, rmdir, stat } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { InputError } from "../errors.js";
-import { isMkdtempName, removeStaleTemps, STALE_TEMP_MS, syncPath } from "../util/index.js";
+import { isMkdtempName, removeStaleTemps, STALE_TEMP_MS, syncDir, syncFile } from "../util/index.js";
 
 /** A pull's temp directory: `.aegis-pull-*` inside an existing output directory, `.<output>.aegis-pull-*` beside a new one. */
 const TEMP = ".aegis-pull-";
@@ -50,45 +49,44 @@ export async function land<T extends { files: string[] } | undefined>(output: st
     // Beside a new directory: made as mkdir makes one (the umask's mode, the parent's setgid), the mode it gets back
     // once the files are verified, as it becomes the output directory; until then it is this user's alone, as
     // mkdtemp's are, so no one else reads bytes not yet verified. Not if a chmod would cost it its setgid bit.
-    const made = existing ? undefined : await stat(temp);
-    const restore = made && chmodKeepsSetgid(made) ? made.mode & 0o7777 : undefined;
-    if (restore !== undefined) await chmod(temp, 0o700 | (restore & 0o2000));
+    let restore = existing ? undefined : (await stat(temp)).mode & 0o7777;
+    if (restore !== undefined) {
+      await chmod(temp, 0o700 | (restore & 0o2000));
+      if (restore & 0o2000 && !((await stat(temp)).mode & 0o2000)) {
+        // That chmod cleared its setgid bit (chmod(2): a user outside the folder's group, without CAP_FSETID). Still
+        // empty: made again as mkdir makes it, and left so.
+        await rmdir(temp);
+        await mkdir(temp);
+        restore = undefined;
+      }
+    }
     const unpacked = await unpack(temp);
     if (!unpacked) return unpacked;
     // On disk before they get their names, and the names after: after a power loss a pulled file is whole or
     // absent, never empty (a rename can reach the disk before the data does). skopeo syncs its blobs so too.
-    await Promise.all(unpacked.files.map((name) => syncPath(join(temp, name))));
-    if (existing) await moveFiles(temp, target, unpacked.files);
-    else {
-      if (restore !== undefined) await chmod(temp, restore);
-      await rename(temp, target).catch(async (err: NodeJS.ErrnoException) => {
+    await Promise.all(unpacked.files.map((name) => syncFile(join(temp, name))));
+    if (existing) {
+      await moveFiles(temp, target, unpacked.files);
+      await syncDir(target);
+      return unpacked;
+    }
+    if (restore !== undefined) await chmod(temp, restore);
+    // Its entries on disk before it gets its name, so after a power loss the directory holds both files or is not there.
+    await syncDir(temp);
+    const renamed = await rename(temp, target).then(
+      () => true,
+      (err: NodeJS.ErrnoException) => {
         // Made meanwhile, and not empty (another pull, or by hand): the files go in one by one.
         if (err.code !== "ENOTEMPTY" && err.code !== "EEXIST") throw err;
-        await moveFiles(temp, target, unpacked.files);
-      });
-      await syncFolder(parent);
-    }
-    await syncFolder(target);
+        return false;
+      },
+    );
+    if (!renamed) await moveFiles(temp, target, unpacked.files);
+    await syncDir(renamed ? parent : target);
     return unpacked;
   } finally {
     await rm(temp, { recursive: true, force: true });
   }
-}
-
-/**
- * Whether a chmod of `dir` by this process keeps its setgid bit: chmod(2)
- * clears it when the caller is not root and not in the directory's group
- * (a shared folder's group the user is not in).
- */
-function chmodKeepsSetgid(dir: Stats): boolean {
-  return (dir.mode & 0o2000) === 0 || process.geteuid?.() === 0 || dir.gid === process.getegid?.() || (process.getgroups?.() ?? []).includes(dir.gid);
-}
-
-/** fsync of a folder this user may write but not read is let be: the files are in place either way. */
-async function syncFolder(dir: string): Promise<void> {
-  await syncPath(dir).catch((err: NodeJS.ErrnoException) => {
-    if (err.code !== "EACCES") throw err;
-  });
 }
 
 async function moveFiles(from: string, to: string, files: string[]): Promise<void> {

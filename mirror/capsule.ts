@@ -37,7 +37,7 @@ import {
   type Index,
   type ReadOnlyTarget,
 } from "../registry/index.js";
-import { byCodeUnit, isMkdtempName, isTempFor, keepFresh, openWriteStream, removeStaleTemps, STALE_TEMP_MS, syncPath, TarCounter, tarDataEnd, tempPathFor } from "../util/index.js";
+import { byCodeUnit, isMkdtempName, isTempFor, keepFresh, openWriteStream, removeStaleTemps, STALE_TEMP_MS, syncDir, TarCounter, tarDataEnd, tempPathFor } from "../util/index.js";
 import { listSignatures, type TrustPolicy } from "../signing/index.js";
 import { MirrorError } from "./errors.js";
 import { checkSigned } from "./verified.js";
@@ -232,7 +232,7 @@ async function writeTar(output: string, index: Buffer, blobs: Descriptor[], layo
       await handle.close();
     }
     await rename(temp, output);
-    await syncPath(dirname(output));
+    await syncDir(dirname(output));
     return size;
   } catch (err) {
     pack.destroy();

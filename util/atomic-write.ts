@@ -77,17 +77,30 @@ export async function atomicWriteAll(files: readonly AtomicWriteFile[]): Promise
     await Promise.allSettled(temps.map((temp) => rm(temp, { force: true })));
     throw err;
   }
-  for (const dir of new Set(files.map((f) => dirname(f.path)))) await syncPath(dir);
+  for (const dir of new Set(files.map((f) => dirname(f.path)))) await syncDir(dir);
 }
 
-/** fsync a file (its data, before it is renamed into place), or a directory, so renames and creations in it survive a power loss. */
-export async function syncPath(path: string): Promise<void> {
+/** fsync a file: its data on disk before it is renamed into place, so a power loss leaves it whole or absent. */
+export async function syncFile(path: string): Promise<void> {
   const handle = await open(path, "r");
   try {
     await handle.sync();
   } finally {
     await handle.close();
   }
+}
+
+/**
+ * fsync a directory, so renames and creations in it survive a power loss.
+ * Where that cannot be done, the entries are in place all the same and it is
+ * let be, as restic and coreutils do: a file system with no fsync of
+ * directories (EINVAL: VirtualBox shared folders, older CIFS; ENOTSUP,
+ * EBADF), or a folder this user may write but not read (EACCES).
+ */
+export async function syncDir(dir: string): Promise<void> {
+  await syncFile(dir).catch((err: NodeJS.ErrnoException) => {
+    if (!["EINVAL", "ENOTSUP", "EBADF", "EACCES"].includes(err.code ?? "")) throw err;
+  });
 }
 
 export interface StaleTempOptions {

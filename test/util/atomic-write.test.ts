@@ -1,4 +1,5 @@
-// util/atomic-write.ts's helpers for temp files left by killed commands: the
+// util/atomic-write.ts's helpers: syncDir, which lets be a folder that cannot
+// be synced; for temp files left by killed commands, the
 // names a sweep of one file's temps takes (isTempFor), and keepFresh, which
 // keeps a temp directory that a long step only reads looking alive to a sweep
 // (removeStaleTemps, which the pull, mirror and CLI tests exercise).
@@ -6,7 +7,7 @@ import { mkdtempSync, rmSync, statSync, utimesSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { isTempFor, keepFresh, tempPathFor } from "../../util/index.js";
+import { isTempFor, keepFresh, syncDir, syncFile, tempPathFor } from "../../util/index.js";
 
 const work = mkdtempSync(join(tmpdir(), "aegis-atomic-"));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
@@ -28,6 +29,14 @@ describe("isTempFor", () => {
       ["c.tar.0123456789ab.aegis-tmp", false],
     ];
     expect(cases.map(([name]) => [name, isTempFor(file, name)])).toEqual(cases);
+  });
+});
+
+describe("syncDir", () => {
+  it("lets be a directory its file system cannot fsync (EINVAL, as /proc's), which syncFile reports", async () => {
+    await expect(syncFile("/proc/self"), "syncFile of /proc/self").rejects.toMatchObject({ code: "EINVAL" });
+    await expect(syncDir("/proc/self"), "syncDir of /proc/self").resolves.toBeUndefined();
+    await expect(syncDir(join(work, "missing")), "a folder that is not there").rejects.toMatchObject({ code: "ENOENT" });
   });
 });
 
