@@ -229,8 +229,9 @@ export class ArtifactCache {
         if (tagged) await visit(tagged);
       }
     }
-    // A download killed mid-way (SIGKILL, a crash) leaves its temp file: gone after a day untouched.
-    await this.layout.removeStaleTemps(PRUNE_TEMPS_AFTER_MS);
+    // A download killed mid-way (SIGKILL, a crash) leaves its temp file: gone once unchanged for an hour, as the
+    // cache's first write after a start does too.
+    await this.layout.removeStaleTemps();
     const removed: string[] = [];
     for (const digest of await this.layout.digests()) {
       if (reachable.has(digest)) continue;
@@ -240,9 +241,6 @@ export class ArtifactCache {
     return removed;
   }
 }
-
-/** How long a download's temp file in the cache may stay unchanged before prune takes it for a dead one's. */
-const PRUNE_TEMPS_AFTER_MS = 24 * 60 * 60 * 1000;
 
 /** Whether `err` says a registry could not be read at all (REGISTRY_UNAVAILABLE), not what it served. */
 export function isUnavailable(err: unknown): boolean {

@@ -237,7 +237,8 @@ export class OciLayoutTarget implements Target, Deleter {
   /**
    * Removes the temp files of writes that ended without cleaning up (the
    * process was killed mid-download) and unchanged for `olderThanMs`: a
-   * write under way changes its file as the bytes come.
+   * write under way changes its file as the bytes come. Done by the first
+   * write of each run, and by an agent's prune.
    */
   async removeStaleTemps(olderThanMs = STALE_TEMP_MS): Promise<void> {
     await removeStaleTemps(join(this.dir, "blobs", "sha256"), { match: (name) => name.startsWith(TEMP_PREFIX), olderThanMs });
@@ -264,6 +265,8 @@ export class OciLayoutTarget implements Target, Deleter {
     await writeFile(join(this.dir, "oci-layout"), JSON.stringify(LAYOUT_FILE), { flag: "wx" }).catch((err: NodeJS.ErrnoException) => {
       if (err.code !== "EEXIST") throw err;
     });
+    // Whoever writes to a layout first in a run sweeps what killed writers left in it (a pull's cache, copy's or push's oci: layout).
+    await this.removeStaleTemps();
   }
 
   private async readIndex(): Promise<Index> {

@@ -48,9 +48,7 @@ export function registerPull(program: Command): void {
     };
     // Streamed into a temp dir and moved into place once verified (bundle/landing.ts);
     // Ctrl-C from here undoes what was written (until here nothing is).
-    const cache = new OciLayoutTarget(cacheDir());
-    // The downloads a killed pull left in the cache, unchanged for an hour, go whatever becomes of this one (an agent's cache is swept by its prune).
-    const pulled = await interruptibly((signal) => pullBundle(src.target, digest, cache, options.output, { onEvent: progress.onEvent, onLayer, signal })).finally(() => cache.removeStaleTemps());
+    const pulled = await interruptibly((signal) => pullBundle(src.target, digest, new OciLayoutTarget(cacheDir()), options.output, { onEvent: progress.onEvent, onLayer, signal }));
     progress.finish();
     const { policy } = pulled;
     report(options, `pulled ${policy.name} ${policy.version} ${pulled.manifest.digest} → ${options.output} (${checked.summary})`, {

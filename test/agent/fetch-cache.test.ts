@@ -157,15 +157,15 @@ describe("ArtifactCache", () => {
     }
   });
 
-  it("prune removes temp files left a day untouched (a killed agent's: a download's, an index write's), never a fresh one", async () => {
+  it("prune removes temp files left an hour untouched (a killed agent's: a download's, an index write's), never a fresh one", async () => {
     const dir = join(work, "cache-temps");
     const cache = new ArtifactCache(dir);
     const blobsDir = join(dir, "blobs", "sha256");
     mkdirSync(blobsDir, { recursive: true });
-    const dayAgo = new Date(Date.now() - 25 * 60 * 60 * 1000);
+    const hourAgo = new Date(Date.now() - 61 * 60 * 1000);
     const leave = (path: string, old: boolean) => {
       writeFileSync(path, "partial");
-      if (old) utimesSync(path, dayAgo, dayAgo);
+      if (old) utimesSync(path, hourAgo, hourAgo);
     };
     for (const [where, old] of [[blobsDir, true], [dir, true], [blobsDir, false], [dir, false]] as const) {
       const age = old ? "dead" : "live";

@@ -3,8 +3,9 @@
 // is refused at once, never waited on or read without end, and a malformed
 // index.json is INVALID_MANIFEST, saying what is wrong but not what it holds;
 // an entry of a digest algorithm other than sha256 does not make it unreadable.
+// What killed writers left in a layout, its first write of a run sweeps.
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -92,5 +93,28 @@ describe("OciLayoutTarget on a hostile directory", () => {
     const err: unknown = await new OciLayoutTarget(dir).tags().catch((e: unknown) => e);
     expect(err, "the error").toMatchObject({ code: "INVALID_MANIFEST", message: `${join(dir, "index.json")} is not a valid image index: manifest is not valid JSON` });
     expect(describeError(err), "the error as the CLI and agent show it, causes included").not.toContain("hunter2");
+  });
+});
+
+describe("OciLayoutTarget after a killed writer", () => {
+  it("the first write of a run sweeps the temp files killed writers left, unchanged for an hour; fresh ones and other files stay", async () => {
+    const dir = layoutDir();
+    const blobs = join(dir, "blobs", "sha256");
+    mkdirSync(blobs, { recursive: true });
+    const hourAgo = new Date(Date.now() - 61 * 60 * 1000);
+    const leave = (path: string, old: boolean) => {
+      writeFileSync(path, "partial");
+      if (old) utimesSync(path, hourAgo, hourAgo);
+    };
+    leave(join(blobs, ".tmp-dead"), true);
+    leave(join(blobs, ".tmp-live"), false);
+    leave(join(dir, ".index.json.aaaaaaaaaaaa.aegis-tmp"), true);
+    leave(join(dir, "notes.txt"), true);
+    const layout = new OciLayoutTarget(dir);
+    await layout.tags();
+    expect(readdirSync(blobs).sort(), "a read sweeps nothing").toEqual([".tmp-dead", ".tmp-live"]);
+    await pushArtifact(layout);
+    expect(readdirSync(blobs).filter((name) => name.startsWith(".tmp-")), "partial blobs after the first write").toEqual([".tmp-live"]);
+    expect(readdirSync(dir).sort(), "beside index.json").toEqual(["blobs", "index.json", "notes.txt", "oci-layout"]);
   });
 });
