@@ -5,7 +5,7 @@
 // before the source's copy is verified, and then only its verified signatures,
 // whose listing the copy does not ask for again.
 import { createPrivateKey } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, utimesSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -17,6 +17,7 @@ import { pushCosignSignature } from "../harness/cosign.js";
 import { startHostileRegistry } from "../harness/hostile-registry.js";
 import { startRegistryProxy } from "../harness/proxy.js";
 import { startRegistry } from "../harness/registry.js";
+import { leaveFile } from "../harness/stale.js";
 import { pushArtifact } from "../registry/conformance.js";
 
 let work: string;
@@ -162,17 +163,12 @@ describe("ArtifactCache", () => {
     const cache = new ArtifactCache(dir);
     const blobsDir = join(dir, "blobs", "sha256");
     mkdirSync(blobsDir, { recursive: true });
-    const hourAgo = new Date(Date.now() - 61 * 60 * 1000);
-    const leave = (path: string, old: boolean) => {
-      writeFileSync(path, "partial");
-      if (old) utimesSync(path, hourAgo, hourAgo);
-    };
     for (const [where, old] of [[blobsDir, true], [dir, true], [blobsDir, false], [dir, false]] as const) {
       const age = old ? "dead" : "live";
-      leave(join(where, `.tmp-${age}`), old);
-      if (where === dir) leave(join(dir, `.index.json.${old ? "aaaaaaaaaaaa" : "bbbbbbbbbbbb"}.aegis-tmp`), old);
+      leaveFile(join(where, `.tmp-${age}`), old);
+      if (where === dir) leaveFile(join(dir, `.index.json.${old ? "aaaaaaaaaaaa" : "bbbbbbbbbbbb"}.aegis-tmp`), old);
     }
-    leave(join(dir, "notes.txt"), true);
+    leaveFile(join(dir, "notes.txt"), true);
     expect(await cache.prune([]), "no blob to prune").toEqual([]);
     expect(readdirSync(blobsDir).filter((n) => n.startsWith(".tmp-")), "temp files left in blobs/sha256").toEqual([".tmp-live"]);
     expect(readdirSync(dir).sort(), "what is left beside index.json: the fresh ones, and what the layout did not write").toEqual(

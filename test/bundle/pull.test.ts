@@ -7,13 +7,14 @@
 // (bundle/landing.ts).
 import { execFile } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { encodeBundle, pullBundle, pushBundle } from "../../bundle/index.js";
 import { MediaType, OciLayoutTarget, RemoteRepository, type CopyEvent } from "../../registry/index.js";
 import { testPolicy } from "../harness/policy.js";
+import { backdate, leaveFile } from "../harness/stale.js";
 import { startRegistry, type RegistryServer } from "../harness/registry.js";
 import { AEGIS, aegis } from "../cli/run.js";
 
@@ -44,9 +45,6 @@ afterAll(async () => {
   await registry?.stop();
   rmSync(work, { recursive: true, force: true });
 });
-
-/** A time (seconds, for utimes) past landing.ts's hour: a temp directory left this long is a killed pull's. */
-const overAnHourAgo = () => (Date.now() - 61 * 60 * 1000) / 1000;
 
 const fileDigest = (path: string) => createHash("sha256").update(readFileSync(path)).digest("hex");
 
@@ -254,13 +252,11 @@ describe("pullBundle", () => {
     const { src, digest: root } = await sourceLayout();
     const parent = mkdtempSync(join(work, "existing-"));
     const out = join(parent, "out");
-    const hourAgo = overAnHourAgo();
     /** A temp directory holding one file; `old` sets the mtimes of those named (the directory, the file) past the hour. */
     const temp = (dir: string, name: string, old: ("dir" | "file")[]) => {
       mkdirSync(join(dir, name), { recursive: true });
-      writeFileSync(join(dir, name, "program.o"), "partial");
-      if (old.includes("file")) utimesSync(join(dir, name, "program.o"), hourAgo, hourAgo);
-      if (old.includes("dir")) utimesSync(join(dir, name), hourAgo, hourAgo);
+      leaveFile(join(dir, name, "program.o"), old.includes("file"));
+      if (old.includes("dir")) backdate(join(dir, name));
     };
     const hex = "0123456789ab";
     mkdirSync(out);
@@ -286,10 +282,9 @@ describe("pullBundle", () => {
     const { src, digest: root } = await sourceLayout();
     const parent = mkdtempSync(join(work, "open-"));
     const stale = join(parent, ".out.aegis-pull-0123456789ab");
-    const hourAgo = overAnHourAgo();
     const pull = async (how: string) => {
       if (!existsSync(stale)) mkdirSync(stale);
-      utimesSync(stale, hourAgo, hourAgo);
+      backdate(stale);
       rmSync(join(parent, "out"), { recursive: true, force: true });
       await pullBundle(src, root, new OciLayoutTarget(join(work, "cache-open")), join(parent, "out"));
       return { how, left: readdirSync(parent).sort() };

@@ -6,13 +6,14 @@
 // upload) keeps each command mid-transfer until the signal arrives.
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { encodeBundle, pushBundle } from "../../bundle/index.js";
 import { descriptorFor, isNotFound, MediaType, RemoteRepository } from "../../registry/index.js";
 import { testPolicy } from "../harness/policy.js";
+import { backdate } from "../harness/stale.js";
 import { startRegistryProxy, type RegistryProxy } from "../harness/proxy.js";
 import { startRegistry, type RegistryServer } from "../harness/registry.js";
 import { startUploadGate, type UploadGate } from "../registry/upload-gate.js";
@@ -112,12 +113,8 @@ describe("Ctrl-C", () => {
     expect(partial().length, `partial blobs the killed pull left in the cache: ${partial().join(", ")}`).toBeGreaterThan(0);
     expect(beside(), "the temp directory it left beside the output").toEqual([expect.stringMatching(/^\.out\.aegis-pull-[0-9a-f]{12}$/)]);
     // An hour on: every entry they hold last changed then.
-    const hourAgo = (Date.now() - 61 * 60 * 1000) / 1000;
-    for (const name of tree(cache).filter((n) => n.includes(".tmp-"))) utimesSync(join(cache, name), hourAgo, hourAgo);
-    for (const name of readdirSync(parent).filter((n) => n.includes("aegis-pull"))) {
-      for (const inside of readdirSync(join(parent, name))) utimesSync(join(parent, name, inside), hourAgo, hourAgo);
-      utimesSync(join(parent, name), hourAgo, hourAgo);
-    }
+    backdate(...partial().map((name) => join(cache, name)));
+    for (const name of beside()) backdate(...readdirSync(join(parent, name)).map((inside) => join(parent, name, inside)), join(parent, name));
     const pulled = await aegis(["pull", `${registry.host}/interrupt/src@${digest}`, "-o", out], { AEGIS_CACHE_DIR: cache });
     expect(pulled.code, pulled.stderr).toBe(0);
     expect([...partial(), ...beside()], "swept by the next pull").toEqual([]);

@@ -5,7 +5,7 @@
 // layout…) is refused with its reason, and nothing reaches the second registry.
 import { execFile, execFileSync, spawn } from "node:child_process";
 import { createHash, createPrivateKey, randomBytes } from "node:crypto";
-import { chownSync, createWriteStream, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
+import { chownSync, createWriteStream, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -17,6 +17,7 @@ import { AEGIS, aegis, expectOneErrorLine } from "../cli/run.js";
 import { requireBinary, run } from "../harness/process.js";
 import { startRegistry, type RegistryServer } from "../harness/registry.js";
 import { pushCosignSignature } from "../harness/cosign.js";
+import { backdate } from "../harness/stale.js";
 import { pushArtifact } from "../registry/conformance.js";
 import { blobName, readEntries, tamper, type TarEntry } from "./tar.js";
 
@@ -463,16 +464,15 @@ describe("stopped midway (Ctrl-C)", () => {
 });
 
 describe("killed midway (SIGKILL, a crash): the next run sweeps what it left, once unchanged for an hour", () => {
-  const hourAgo = () => (Date.now() - 61 * 60 * 1000) / 1000;
   /** A directory as a killed run leaves one (a layout, a partial blob deep inside); `old`: every mtime an hour back. */
   const leftDir = (path: string, old: boolean) => {
     mkdirSync(join(path, "blobs", "sha256"), { recursive: true });
     writeFileSync(join(path, "blobs", "sha256", ".tmp-x"), "partial");
-    if (old) for (const inner of ["blobs/sha256/.tmp-x", "blobs/sha256", "blobs", ""]) utimesSync(join(path, inner), hourAgo(), hourAgo());
+    if (old) backdate(...["blobs/sha256/.tmp-x", "blobs/sha256", "blobs", ""].map((inner) => join(path, inner)));
   };
   const leftFile = (path: string, old: boolean) => {
     writeFileSync(path, "partial tar");
-    if (old) utimesSync(path, hourAgo(), hourAgo());
+    if (old) backdate(path);
   };
 
   it("an export into the same file: its staging layouts and tar temp files go; live ones, look-alikes, other outputs' and other users' stay", async () => {

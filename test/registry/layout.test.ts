@@ -5,13 +5,14 @@
 // an entry of a digest algorithm other than sha256 does not make it unreadable.
 // What killed writers left in a layout, its first write of a run sweeps.
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { describeError } from "../../errors.js";
 import { MediaType, OciLayoutTarget } from "../../registry/index.js";
 import { pushArtifact } from "./conformance.js";
+import { leaveFile } from "../harness/stale.js";
 
 const dirs: string[] = [];
 afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
@@ -101,15 +102,10 @@ describe("OciLayoutTarget after a killed writer", () => {
     const dir = layoutDir();
     const blobs = join(dir, "blobs", "sha256");
     mkdirSync(blobs, { recursive: true });
-    const hourAgo = new Date(Date.now() - 61 * 60 * 1000);
-    const leave = (path: string, old: boolean) => {
-      writeFileSync(path, "partial");
-      if (old) utimesSync(path, hourAgo, hourAgo);
-    };
-    leave(join(blobs, ".tmp-dead"), true);
-    leave(join(blobs, ".tmp-live"), false);
-    leave(join(dir, ".index.json.aaaaaaaaaaaa.aegis-tmp"), true);
-    leave(join(dir, "notes.txt"), true);
+    leaveFile(join(blobs, ".tmp-dead"), true);
+    leaveFile(join(blobs, ".tmp-live"), false);
+    leaveFile(join(dir, ".index.json.aaaaaaaaaaaa.aegis-tmp"), true);
+    leaveFile(join(dir, "notes.txt"), true);
     const layout = new OciLayoutTarget(dir);
     await layout.tags();
     expect(readdirSync(blobs).sort(), "a read sweeps nothing").toEqual([".tmp-dead", ".tmp-live"]);

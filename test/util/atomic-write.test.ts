@@ -3,11 +3,12 @@
 // names a sweep of one file's temps takes (isTempFor), and keepFresh, which
 // keeps a temp directory that a long step only reads looking alive to a sweep
 // (removeStaleTemps, which the pull, mirror and CLI tests exercise).
-import { mkdtempSync, rmSync, statSync, utimesSync } from "node:fs";
+import { mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { isTempFor, keepFresh, syncDir, syncFile, tempPathFor } from "../../util/index.js";
+import { backdate } from "../harness/stale.js";
 
 const work = mkdtempSync(join(tmpdir(), "aegis-atomic-"));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
@@ -43,9 +44,8 @@ describe("syncDir", () => {
 describe("keepFresh", () => {
   it("touches the directory until stopped, then leaves it be", async () => {
     const dir = mkdtempSync(join(work, "fresh-"));
-    const hourAgo = () => Math.floor((Date.now() - 61 * 60 * 1000) / 1000);
     const recent = () => statSync(dir).mtimeMs > Date.now() - 30 * 60 * 1000;
-    utimesSync(dir, hourAgo(), hourAgo());
+    backdate(dir);
     const stop = keepFresh(dir, 10);
     try {
       // Bounded: a timer that never fires fails here, not by the test's timeout.
@@ -54,7 +54,7 @@ describe("keepFresh", () => {
       stop();
     }
     expect(recent(), "touched while running").toBe(true);
-    utimesSync(dir, hourAgo(), hourAgo());
+    backdate(dir);
     await sleep(100); // ten intervals
     expect(recent(), "touched once stopped").toBe(false);
   });
