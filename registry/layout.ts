@@ -6,7 +6,7 @@ import { mkdir, readdir, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { pipeline as pipe, Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { atomicWrite, openRegular, openWriteStream, quote, readRegular, removeStaleTemps, STALE_TEMP_MS } from "../util/index.js";
+import { atomicWrite, isTempFor, openRegular, openWriteStream, quote, readRegular, removeStaleTemps, STALE_TEMP_MS } from "../util/index.js";
 import { RegistryError } from "./errors.js";
 import { checkDigest, DigestingStream, isDigest, readAll, verifyStream } from "./digest.js";
 import { Annotation, isManifestType, isRecord, MAX_MANIFEST_SIZE, MediaType, parseManifest, type Descriptor, type Index } from "./oci.js";
@@ -242,8 +242,8 @@ export class OciLayoutTarget implements Target, Deleter {
    */
   async removeStaleTemps(olderThanMs = STALE_TEMP_MS): Promise<void> {
     await removeStaleTemps(join(this.dir, "blobs", "sha256"), { match: (name) => name.startsWith(TEMP_PREFIX), olderThanMs });
-    // index.json's own: atomicWrite's temp files (its default match) of a writer that died mid-write.
-    await removeStaleTemps(this.dir, { olderThanMs });
+    // index.json's own: atomicWrite's temp files of a writer that died mid-write (no other file's: `oci:.` may be any folder).
+    await removeStaleTemps(this.dir, { match: (name) => isTempFor(join(this.dir, "index.json"), name), olderThanMs });
   }
 
   referrers(subject: Descriptor, artifactType?: string, options: AbortOptions = {}): Promise<Descriptor[]> {

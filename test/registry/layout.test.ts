@@ -106,11 +106,12 @@ describe("OciLayoutTarget after a killed writer", () => {
     leaveFile(join(blobs, ".tmp-live"), false);
     leaveFile(join(dir, ".index.json.aaaaaaaaaaaa.aegis-tmp"), true);
     leaveFile(join(dir, "notes.txt"), true);
+    leaveFile(join(dir, ".notes.txt.aaaaaaaaaaaa.aegis-tmp"), true); // another file's atomic write (`oci:.` may be any folder)
     const layout = new OciLayoutTarget(dir);
     await layout.tags();
     expect(readdirSync(blobs).sort(), "a read sweeps nothing").toEqual([".tmp-dead", ".tmp-live"]);
     await pushArtifact(layout);
     expect(readdirSync(blobs).filter((name) => name.startsWith(".tmp-")), "partial blobs after the first write").toEqual([".tmp-live"]);
-    expect(readdirSync(dir).sort(), "beside index.json").toEqual(["blobs", "index.json", "notes.txt", "oci-layout"]);
+    expect(readdirSync(dir).sort(), "beside index.json").toEqual([".notes.txt.aaaaaaaaaaaa.aegis-tmp", "blobs", "index.json", "notes.txt", "oci-layout"]);
   });
 });
