@@ -11,8 +11,8 @@
 // (`sha256-<hex>`, as OciLayoutTarget and registries without the referrers
 // API keep signatures). Every blob must be reachable from those entries.
 import { createReadStream } from "node:fs";
-import { mkdtemp, open, rename, rm, stat } from "node:fs/promises";
-import { basename, dirname, join } from "node:path";
+import { open, rename, rm, stat } from "node:fs/promises";
+import { basename, dirname } from "node:path";
 import { once } from "node:events";
 import { pipeline as pipe, Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -37,7 +37,7 @@ import {
   type Index,
   type ReadOnlyTarget,
 } from "../registry/index.js";
-import { byCodeUnit, isMkdtempName, isTempFor, keepFresh, openWriteStream, removeStaleTemps, STALE_TEMP_MS, syncDir, TarCounter, tarDataEnd, tempPathFor } from "../util/index.js";
+import { byCodeUnit, isTempFor, makeTempDir, openWriteStream, syncDir, TarCounter, tarDataEnd, tempPathFor } from "../util/index.js";
 import { listSignatures, type TrustPolicy } from "../signing/index.js";
 import { MirrorError } from "./errors.js";
 import { checkSigned } from "./verified.js";
@@ -111,15 +111,9 @@ export async function writeCapsule(sources: CapsuleSource[], output: string, opt
   }
   const { signal } = options;
   const limits = options.limits ?? CAPSULE_LIMITS;
-  // What an export into the same file left when it was killed: its staging layout and its tar's temp file.
-  const stagingPrefix = `.${basename(output)}.staging-`;
-  await removeStaleTemps(dirname(output), {
-    match: (name) => isMkdtempName(stagingPrefix, name) || isTempFor(output, name),
-    olderThanMs: STALE_TEMP_MS,
-  });
-  const staging = await mkdtemp(join(dirname(output), stagingPrefix));
-  // Its blobs are written deep inside it, then only read while the tar is written: touched, so it looks alive to a sweep.
-  const stopTouching = keepFresh(staging);
+  // Its blobs are written deep inside it, then only read while the tar is written. What an export into the same
+  // file left when it was killed goes first: its staging layout and its tar's temp file.
+  const { dir: staging, release } = await makeTempDir(dirname(output), `.${basename(output)}.staging-`, (name) => isTempFor(output, name));
   try {
     const layout = new OciLayoutTarget(staging);
     const artifacts = new Map<string, CapsuleArtifact>();
@@ -177,8 +171,7 @@ export async function writeCapsule(sources: CapsuleSource[], output: string, opt
     const blobs = [...(await reachable(layout, index.manifests, limits.maxBlobs)).values()].sort((a, b) => byCodeUnit(a.digest, b.digest));
     return { artifacts: sorted, blobs: blobs.length, bytes: await writeTar(output, encodeJson(index), blobs, layout, signal) };
   } finally {
-    stopTouching();
-    await rm(staging, { recursive: true, force: true });
+    await release();
   }
 }
 

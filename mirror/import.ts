@@ -2,7 +2,6 @@
 // capsule (capsule.ts), verify each artifact's signatures with the site's
 // pinned keys, and only then push. One artifact that does not verify refuses
 // the whole capsule, so nothing is pushed from a capsule that was tampered with.
-import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { copy, MAX_MANIFEST_SIZE, parseManifest, readAll, referrerDescriptor, type CopyEvent, type Descriptor, type Target } from "../registry/index.js";
@@ -11,10 +10,7 @@ import { readCapsule, type CapsuleLimits } from "./capsule.js";
 import { checkSigned } from "./verified.js";
 import { describeError, InputError } from "../errors.js";
 import { MirrorError } from "./errors.js";
-import { isMkdtempName, keepFresh, removeStaleTemps, STALE_TEMP_MS } from "../util/index.js";
-
-/** An import's work directory (mkdtemp's): a sweep takes no other name. */
-const WORK_DIR = "aegis-capsule-";
+import { makeTempDir } from "../util/index.js";
 
 export interface ImportOptions {
   limits?: CapsuleLimits;
@@ -50,13 +46,11 @@ export interface ImportedArtifact {
  */
 export async function importCapsule(path: string, dst: Target, trust: TrustPolicy, options: ImportOptions = {}): Promise<ImportedArtifact[]> {
   const work = options.workDir ?? tmpdir();
-  // What an import killed mid-way left (this user's alone; work may be shared, as /tmp is).
-  await removeStaleTemps(work, { match: (name) => isMkdtempName(WORK_DIR, name), olderThanMs: STALE_TEMP_MS });
-  const dir = await mkdtemp(join(work, WORK_DIR)).catch((err: unknown) => {
+  // Only read once the capsule is in, while pushes may take long; what an import killed mid-way left goes first
+  // (this user's alone: work may be shared, as /tmp is).
+  const { dir, release } = await makeTempDir(work, "aegis-capsule-").catch((err: unknown) => {
     throw new InputError("FILE_NOT_FOUND", `cannot unpack the capsule in ${work}: ${describeError(err)}`, { cause: err });
   });
-  // Only read once the capsule is in, while pushes may take long: touched, so it looks alive to a sweep.
-  const stopTouching = keepFresh(dir);
   try {
     const capsule = await readCapsule(path, join(dir, "layout"), { limits: options.limits, onEvent: options.onRead, signal: options.signal });
     const plan: { artifact: ImportedArtifact; root: Descriptor; signatures: Descriptor[] }[] = [];
@@ -105,7 +99,6 @@ export async function importCapsule(path: string, dst: Target, trust: TrustPolic
     }
     return plan.map((p) => p.artifact);
   } finally {
-    stopTouching();
-    await rm(dir, { recursive: true, force: true });
+    await release();
   }
 }

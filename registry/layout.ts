@@ -243,7 +243,8 @@ export class OciLayoutTarget implements Target, Deleter {
   async removeStaleTemps(olderThanMs = STALE_TEMP_MS): Promise<void> {
     await removeStaleTemps(join(this.dir, "blobs", "sha256"), { match: (name) => name.startsWith(TEMP_PREFIX), olderThanMs });
     // index.json's own: atomicWrite's temp files of a writer that died mid-write (no other file's: `oci:.` may be any folder).
-    await removeStaleTemps(this.dir, { match: (name) => isTempFor(join(this.dir, "index.json"), name), olderThanMs });
+    const index = join(this.dir, "index.json");
+    await removeStaleTemps(this.dir, { match: (name) => isTempFor(index, name), olderThanMs });
   }
 
   referrers(subject: Descriptor, artifactType?: string, options: AbortOptions = {}): Promise<Descriptor[]> {

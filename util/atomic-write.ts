@@ -5,7 +5,7 @@
 // https://lwn.net/Articles/457667/
 import { randomBytes } from "node:crypto";
 import { utimesSync, type Stats } from "node:fs";
-import { lstat, open, readdir, rename, rm, stat } from "node:fs/promises";
+import { lstat, mkdtemp, open, readdir, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 
 export interface AtomicWriteOptions {
@@ -137,6 +137,25 @@ export function keepFresh(dir: string, everyMs = STALE_TEMP_MS / 12): () => void
   }, everyMs);
   timer.unref();
   return () => clearInterval(timer);
+}
+
+/**
+ * A temp directory `<parent>/<prefix>XXXXXX` (mkdtemp's) for a long step:
+ * those that killed runs left there (and any other name `alsoSweep` takes)
+ * are swept first, and this one is kept fresh (keepFresh) until `release`
+ * removes it.
+ */
+export async function makeTempDir(parent: string, prefix: string, alsoSweep: (name: string) => boolean = () => false): Promise<{ dir: string; release: () => Promise<void> }> {
+  await removeStaleTemps(parent, { match: (name) => isMkdtempName(prefix, name) || alsoSweep(name), olderThanMs: STALE_TEMP_MS });
+  const dir = await mkdtemp(join(parent, prefix));
+  const stopTouching = keepFresh(dir);
+  return {
+    dir,
+    release: async () => {
+      stopTouching();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
 }
 
 /**
