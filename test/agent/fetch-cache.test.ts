@@ -145,13 +145,14 @@ describe("ArtifactCache", () => {
     const slow = await startHostileRegistry({ store: layout, trickleMs: 50 });
     try {
       const { id } = named;
-      const options = { mirrors: [`${slow.host}/policies`], trust, pullTimeoutMs: 500 };
+      // Time enough for the good source under load (a CI run beside a loaded one took over 500 ms): the trickle never ends.
+      const options = { mirrors: [`${slow.host}/policies`], trust, pullTimeoutMs: 2000 };
       expect((await new ArtifactCache(join(work, "cache-slow")).fetchVerified(named, options)).source, "from the reference, past the mirror").toBe(named.reference);
       expect(slow.requests.filter((r) => r.startsWith("GET /v2/policies/blobs/")), "the mirror was read").not.toEqual([]);
       const only = { ...named, reference: `${slow.host}/policies@${id}` };
       await expect(new ArtifactCache(join(work, "cache-slow-only")).fetchVerified(only, { ...options, mirrors: [] }), "no other source").rejects.toMatchObject({
         code: "TIMEOUT",
-        message: `${only.reference} did not serve ${id} within 500 ms`,
+        message: `${only.reference} did not serve ${id} within 2000 ms`,
       });
     } finally {
       await slow.stop();
