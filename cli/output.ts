@@ -4,6 +4,7 @@
 import { isatty } from "node:tty";
 import { describeError, errorCode } from "../errors.js";
 import { oneLine, printable } from "../util/index.js";
+import { dieIfInterrupted } from "./interrupt.js";
 
 export interface OutputOptions {
   json?: boolean;
@@ -101,7 +102,8 @@ export function plainError(err: unknown): string {
 }
 
 /**
- * Ends the command on `err`: one `aegis: error: …` line on stderr, exit 1.
+ * Ends the command on `err`: one `aegis: error: …` line on stderr, exit 1
+ * (or, when Ctrl-C or SIGTERM interrupted it, death by that signal).
  * With --json, stdout also gets `{"error", "code"}` (unless the command
  * already printed its JSON document there), so a script that parses the
  * command's JSON reads the failure's stable code (the first in the cause
@@ -117,5 +119,7 @@ export function fail(err: unknown): never {
   // One line, whatever the message quotes (a capsule's annotation, a registry's answer): a newline in it would forge another.
   process.stderr.write(`${wipe}aegis: error: ${oneLine(message)}\n`);
   if (process.env.AEGIS_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
+  // Ctrl-C: the process ends by the signal, so a script running it stops too (cli/interrupt.ts).
+  dieIfInterrupted();
   process.exit(1);
 }

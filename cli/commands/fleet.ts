@@ -5,9 +5,10 @@
 // is in fleet/; it loads when a command runs.
 import type { Command } from "commander";
 import type { FleetPlan } from "../../fleet/index.js";
-import { errorCode, InputError } from "../../errors.js";
+import { errorCode } from "../../errors.js";
 import { addTrustOptions, parseDuration, repositoryOptions, type TrustOptions } from "../options.js";
 import { plainError, report, say } from "../output.js";
+import { interruptibly } from "../interrupt.js";
 import { client, withClientOptions, type ClientOptions } from "./assigner.js";
 import { loadTrustOptions, pinsTrust } from "./sign.js";
 
@@ -104,23 +105,18 @@ async function applyFiles(paths: string[], options: ApplyOptions, extra: Record<
   }
   const log = (line: string) => human && say(line);
   // Ctrl-C (or SIGTERM) stops the rollout and rolls it back; a second one ends the process as it is.
-  const controller = new AbortController();
-  const stop = () => {
-    log("stopping: rolling back (interrupt again to leave the desired state as it is)");
-    controller.abort(new InputError("INVALID_ARGUMENT", "interrupted"));
-  };
-  process.once("SIGINT", stop);
-  process.once("SIGTERM", stop);
+  const stopping = () => log("stopping: rolling back (interrupt again to leave the desired state as it is)");
+  const rings = options.rollout;
   try {
-    const { rollout, unstaged } = await fleet.runRollout(assigner, result.plan, { rings: options.rollout, maxFailures: options.maxFailures, ringTimeoutMs, seenWithinMs, log, signal: controller.signal, force: options.force ?? false });
+    const { rollout, unstaged } = await interruptibly(
+      (signal) => fleet.runRollout(assigner, result.plan, { rings, maxFailures: options.maxFailures, ringTimeoutMs, seenWithinMs, log, signal, force: options.force ?? false }),
+      stopping,
+    );
     report(options, `rollout ${rollout.id} completed`, { ...base, applied: true, rollout, unstaged });
   } catch (err) {
     // The rollout's record, with the failure's words and code (fail() adds no second document).
     if (options.json && err instanceof fleet.RolloutStopped) report(options, "", { ...base, applied: false, rollout: err.rollout, error: plainError(err), code: errorCode(err) });
     throw err;
-  } finally {
-    process.off("SIGINT", stop);
-    process.off("SIGTERM", stop);
   }
 }
 

@@ -1,5 +1,6 @@
 // Ctrl-C in the middle of a transfer: `aegis pull`, `push` and `copy` stop
-// with one "interrupted by SIGINT" line and exit 1, and leave nothing half
+// with one "interrupted by SIGINT" line, then end by SIGINT themselves (so a
+// shell running them in a loop stops too), and leave nothing half
 // written: no temp directory or file, no partial blob, no upload committed.
 // What a pull killed outright leaves, the next pull sweeps.
 // A registry proxy that stops sending a blob (or a gate that stops taking an
@@ -60,7 +61,7 @@ async function interrupt(args: string[], env: NodeJS.ProcessEnv, started: [strin
   let stderr = "";
   child.stdout!.on("data", (d: Buffer) => (stdout += d.toString()));
   child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
   try {
     await until(started[0], started[1]);
   } catch (err) {
@@ -68,9 +69,9 @@ async function interrupt(args: string[], env: NodeJS.ProcessEnv, started: [strin
     throw new Error(`${(err as Error).message}; stderr: ${stderr}`, { cause: err });
   }
   child.kill("SIGINT");
-  const code = await exited;
-  expect(code, `exit code; stderr: ${stderr}`).toBe(1);
-  return expectOneErrorLine({ code: code ?? 1, stdout, stderr });
+  const { code, signal } = await exited;
+  expect({ code, signal }, `how the process ended (by the signal, as Go tools do, not exit 1); stderr: ${stderr}`).toEqual({ code: null, signal: "SIGINT" });
+  return expectOneErrorLine({ code: 1, stdout, stderr });
 }
 
 /** Names under `dir` (recursively), "" when it does not exist. */
