@@ -23,7 +23,8 @@ export interface TrustOptions {
   trust?: string[];
 }
 
-function collect(value: string, previous: string[] = []): string[] {
+/** A repeatable option (commander): each use adds its value. */
+export function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
 

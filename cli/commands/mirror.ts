@@ -5,7 +5,7 @@ import type { Command } from "commander";
 import type { CapsuleSource } from "../../mirror/index.js";
 import type { RepositoryOptions } from "../../registry/index.js";
 import { InputError } from "../../errors.js";
-import { addRegistryOptions, addTrustOptions, repositoryOptions, type GlobalOptions, type TrustOptions } from "../options.js";
+import { addRegistryOptions, addTrustOptions, collect, repositoryOptions, type GlobalOptions, type TrustOptions } from "../options.js";
 import { report } from "../output.js";
 import { oneLine } from "../../util/index.js";
 import { movingBytes } from "../../util/jit.js";
@@ -42,7 +42,8 @@ export function registerMirror(program: Command): void {
         .command("export")
         .description("write artifacts, by digest, with their signatures (sigstore bundle referrers) and what they reference, to a capsule")
         .argument("[ref...]", "host[:port]/repo@sha256:… or oci:<dir>@sha256:… (a tag is refused, with the digest it resolves to)")
-        .option("--from <fleet...>", "also every digest these fleet files (or directories of them) name, all environments")
+        // Repeatable, not variadic: `--from <fleet...>` took the references after it for fleet files.
+        .option("--from <fleet>", "also every digest this fleet file (or directory of them) names, all environments (repeatable)", collect)
         .requiredOption("-o, --output <file>", "the capsule to write (replaced only once complete)"),
       ": given one, each artifact must be signed by one, or nothing is written (checked again at import)",
     ),

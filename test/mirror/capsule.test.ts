@@ -575,13 +575,14 @@ describe("aegis mirror", () => {
     expect(readdirSync(work).filter((n) => n.includes("legacy-cli.tar")), "no capsule, no staging, no temp file").toEqual([]);
   });
 
-  it("export --from takes the digests fleet files name (with any given here, once each); a tag in a fleet file is refused", async () => {
+  it("export --from (repeatable) takes the digests fleet files name (with any given here, before or after it, once each); a tag in a fleet file is refused", async () => {
     const fleetDir = join(work, "fleet");
     execFileSync("mkdir", ["-p", fleetDir]);
     writeFileSync(join(fleetDir, "prod.yaml"), `environment: prod\npolicies:\n  - name: a\n    ref: ${a.repo.name}@${a.manifest.digest}\n    hosts: [web-01]\n`);
     writeFileSync(join(fleetDir, "staging.yaml"), `environment: staging\npolicies:\n  - name: b\n    ref: ${b.repo.name}@${b.manifest.digest}\n    selectors: ["env=staging"]\n`);
     const out = join(work, "from-fleet.tar");
-    const exported = await aegis(["mirror", "export", `${a.repo.name}@${a.manifest.digest}`, "--from", fleetDir, "-o", out, "--json"]);
+    // A reference after --from is a reference, not a fleet file (a variadic --from took it).
+    const exported = await aegis(["mirror", "export", "--from", join(fleetDir, "prod.yaml"), `${a.repo.name}@${a.manifest.digest}`, "--from", join(fleetDir, "staging.yaml"), "-o", out, "--json"]);
     expect(exported.code, exported.stderr).toBe(0);
     const digests = (JSON.parse(exported.stdout) as { artifacts: { digest: string }[] }).artifacts.map((x) => x.digest).sort();
     expect(digests, "both environments' digests, each once").toEqual([a.manifest.digest, b.manifest.digest].sort());
