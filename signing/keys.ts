@@ -3,7 +3,10 @@
 // A key's hint is base64(sha256(SPKI DER)), the `publicKey.hint` of a
 // sigstore bundle that names which pinned key verifies it.
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
-import { readFile, writeFile } from "node:fs/promises";
+import { lstat, open, readFile, rm } from "node:fs/promises";
+import { dirname, resolve } from "node:path";
+import { describeError } from "../errors.js";
+import { syncDir } from "../util/index.js";
 import { SignatureError } from "./errors.js";
 
 export type KeyAlgorithm = "ecdsa-p256" | "ed25519";
@@ -24,20 +27,42 @@ export function generateKeyPair(algorithm: KeyAlgorithm = "ecdsa-p256", passphra
   };
 }
 
-/** Writes `<prefix>.key` (mode 0600) and `<prefix>.pub`, refusing to overwrite either. */
+/**
+ * Writes `<prefix>.key` (mode 0600) and `<prefix>.pub`, refusing to overwrite
+ * either: both are written and synced, or neither is left (an existing
+ * `.pub`, a full disk: what this call made is removed), so a failed keygen
+ * never leaves half a pair that the next one refuses to overwrite.
+ */
 export async function writeKeyPair(prefix: string, pair: KeyPairPem): Promise<{ privateKeyPath: string; publicKeyPath: string }> {
   const privateKeyPath = `${prefix}.key`;
   const publicKeyPath = `${prefix}.pub`;
-  try {
-    await writeFile(privateKeyPath, pair.privateKey, { mode: 0o600, flag: "wx" });
-  } catch (err) {
-    throw new SignatureError("KEY_ERROR", `cannot write ${privateKeyPath}: ${(err as NodeJS.ErrnoException).code === "EEXIST" ? "file exists" : (err as Error).message}`, { cause: err });
+  const files = [
+    { path: privateKeyPath, data: pair.privateKey, mode: 0o600 },
+    { path: publicKeyPath, data: pair.publicKey, mode: 0o644 },
+  ];
+  // Both names first: an existing .pub costs no .key written and removed again.
+  for (const { path } of files) {
+    if (await lstat(path).then(() => true, () => false)) throw new SignatureError("KEY_ERROR", `cannot write ${path}: file exists`);
   }
-  try {
-    await writeFile(publicKeyPath, pair.publicKey, { mode: 0o644, flag: "wx" });
-  } catch (err) {
-    throw new SignatureError("KEY_ERROR", `cannot write ${publicKeyPath}: ${(err as NodeJS.ErrnoException).code === "EEXIST" ? "file exists" : (err as Error).message}`, { cause: err });
+  const made: string[] = [];
+  for (const { path, data, mode } of files) {
+    try {
+      // "wx": a file made meanwhile is not overwritten either.
+      const handle = await open(path, "wx", mode);
+      made.push(path);
+      try {
+        await handle.writeFile(data);
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+    } catch (err) {
+      await Promise.allSettled(made.map((done) => rm(done, { force: true })));
+      const why = (err as NodeJS.ErrnoException).code === "EEXIST" ? "file exists" : describeError(err);
+      throw new SignatureError("KEY_ERROR", `cannot write ${path}: ${why} (no key pair written)`, { cause: err });
+    }
   }
+  await syncDir(dirname(resolve(privateKeyPath)));
   return { privateKeyPath, publicKeyPath };
 }
 

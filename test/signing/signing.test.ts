@@ -5,7 +5,7 @@ import { DSSEBundleBuilder } from "@sigstore/sign";
 import { execFile } from "node:child_process";
 import { createPrivateKey } from "node:crypto";
 import { subscribe, unsubscribe } from "node:diagnostics_channel";
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import type { Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -371,6 +371,24 @@ describe("keys", () => {
     expect((await loadPrivateKey(`${prefix}.key`, "correct horse")).asymmetricKeyType).toBe("ec");
     expect(expectOneErrorLine(await aegis(["keygen", "-o", prefix]))).toMatch(/enc\.key: file exists/);
     await expect(writeKeyPair(prefix, generateKeyPair())).rejects.toThrow(/file exists/);
+  });
+
+  it("keygen leaves no half pair: an existing .pub writes no .key, and a .pub the disk has no room for takes its .key with it", async () => {
+    const half = join(work, "half");
+    writeFileSync(`${half}.pub`, "");
+    expect(expectOneErrorLine(await aegis(["keygen", "-o", half])), "names the file that is in the way").toBe(`aegis: error: cannot write ${half}.pub: file exists`);
+    expect(statSync(`${half}.key`, { throwIfNoEntry: false }), "no .key beside the old .pub").toBeUndefined();
+
+    // A tmpfs of one 4 KiB page: the .key fills it, the .pub finds no room.
+    const full = mkdtempSync(join(work, "full-"));
+    await execFileAsync("mount", ["-t", "tmpfs", "-o", "size=4k", "tmpfs", full]);
+    try {
+      const line = expectOneErrorLine(await aegis(["keygen", "-o", join(full, "ci")]));
+      expect(line).toBe(`aegis: error: cannot write ${join(full, "ci")}.pub: no space left on the device (no key pair written)`);
+      expect(readdirSync(full), "the .key written first is removed again").toEqual([]);
+    } finally {
+      await execFileAsync("umount", [full]);
+    }
   });
 
   it("the copy of a signed artifact in an OCI layout verifies through the library too", async () => {
