@@ -76,6 +76,8 @@ export interface CapsuleArtifact {
   desc: Descriptor;
   /** Where it was exported from, when the capsule says. */
   source: string | undefined;
+  /** The signatures (sigstore bundle referrers) exported with it; for an export only. */
+  signatures?: number;
 }
 
 export interface WrittenCapsule {
@@ -109,6 +111,8 @@ export async function writeCapsule(sources: CapsuleSource[], output: string, opt
   if (!(await stat(dirname(output)).then((s) => s.isDirectory(), () => false))) {
     throw new InputError("FILE_NOT_FOUND", `cannot write ${output}: ${dirname(output)} is not a directory`);
   }
+  // Before any download: the rename at the end could not replace a directory.
+  if (await stat(output).then((s) => s.isDirectory(), () => false)) throw new InputError("INVALID_ARGUMENT", `cannot write ${output}: it is a directory`);
   const { signal } = options;
   const limits = options.limits ?? CAPSULE_LIMITS;
   // Its blobs are written deep inside it, then only read while the tar is written. What an export into the same
@@ -134,6 +138,11 @@ export async function writeCapsule(sources: CapsuleSource[], output: string, opt
       const root = await source.target.resolve(source.digest, { signal });
       // Only its signatures travel: any other referrer (an SBOM anyone who can push attached) could be of any size, and an import takes none.
       const signatures = await listSignatures(source.target, root, { signal });
+      // An import takes only signed artifacts: a capsule with an unsigned one could never be imported (found here,
+      // not at the site). Without keys the signatures are not checked here, only that there are some.
+      if (signatures.length === 0) {
+        throw new MirrorError("NOT_VERIFIED", `${source.reference} carries no signature (a sigstore bundle referrer), and an import refuses an unsigned artifact: sign it first (aegis sign)`);
+      }
       await copy(source.target, source.digest, layout, undefined, {
         referrers: signatures,
         maxBlobSize: limits.maxBlobSize,
@@ -147,7 +156,7 @@ export async function writeCapsule(sources: CapsuleSource[], output: string, opt
       }).catch((err: unknown) => {
         throw err instanceof RegistryError && err.code === "SIZE_LIMIT" ? new MirrorError("CAPSULE_TOO_LARGE", `cannot export ${source.reference}: ${err.message}`, { cause: err }) : err;
       });
-      artifacts.set(root.digest, { desc: plain(root), source: source.reference });
+      artifacts.set(root.digest, { desc: plain(root), source: source.reference, signatures: signatures.length });
     }
     const sorted = [...artifacts.values()].sort((a, b) => byCodeUnit(a.desc.digest, b.desc.digest));
     if (options.trust) {

@@ -60,8 +60,9 @@ export function registerMirror(program: Command): void {
     const progress = startProgress("exporting", options);
     const written = await interruptibly((signal) => writeCapsule(sources, options.output, { ...(trust ? { trust } : {}), onEvent: progress.onEvent, signal }));
     progress.finish();
-    const artifacts = written.artifacts.map((a) => ({ digest: a.desc.digest, mediaType: a.desc.mediaType, size: a.desc.size, source: a.source }));
-    report(options, `wrote ${options.output}: ${artifacts.length} artifact(s) with their signatures, ${written.blobs} blobs, ${written.bytes} bytes`, {
+    const artifacts = written.artifacts.map((a) => ({ digest: a.desc.digest, mediaType: a.desc.mediaType, size: a.desc.size, source: a.source, signatures: a.signatures }));
+    const signatures = artifacts.reduce((sum, a) => sum + (a.signatures ?? 0), 0);
+    report(options, `wrote ${options.output}: ${artifacts.length} artifact(s) with ${signatures} signature(s), ${written.blobs} blobs, ${written.bytes} bytes`, {
       output: options.output,
       artifacts,
       blobs: written.blobs,

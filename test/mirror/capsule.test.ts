@@ -7,7 +7,7 @@ import { execFile, execFileSync, spawn } from "node:child_process";
 import { createHash, createPrivateKey, randomBytes } from "node:crypto";
 import { chownSync, createWriteStream, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CAPSULE_LIMITS, importCapsule, MirrorError, writeCapsule, type CapsuleSource } from "../../mirror/index.js";
 import type { Readable } from "node:stream";
@@ -597,12 +597,28 @@ describe("aegis mirror", () => {
     expect(expectOneErrorLine(nothing)).toContain("name at least one reference");
   });
 
+  it("export without --key still refuses an artifact with no signature (an import would refuse it), and an -o that is a directory, writing nothing", async () => {
+    const unsigned = new RemoteRepository(source.host, "policies/unsigned-nokey");
+    const { manifest } = await pushArtifact(unsigned);
+    const out = join(work, "unsigned-nokey.tar");
+    const result = await aegis(["mirror", "export", `${a.repo.name}@${a.manifest.digest}`, `${unsigned.name}@${manifest.digest}`, "-o", out, "--json"]);
+    expect(JSON.parse(result.stdout), "the code for scripts").toMatchObject({ code: "NOT_VERIFIED" });
+    expect(expectOneErrorLine(result), "names the unsigned artifact").toContain(`${unsigned.name}@${manifest.digest} carries no signature (a sigstore bundle referrer), and an import refuses an unsigned artifact`);
+    expect(readdirSync(work).filter((n) => n.includes("unsigned-nokey")), "no capsule, no staging, no temp file").toEqual([]);
+
+    const dir = mkdtempSync(join(work, "a-directory-"));
+    const intoDir = await aegis(["mirror", "export", `${a.repo.name}@${a.manifest.digest}`, "-o", dir, "--json"]);
+    expect(JSON.parse(intoDir.stdout), "an input error").toMatchObject({ code: "INVALID_ARGUMENT" });
+    expect(expectOneErrorLine(intoDir), "names the directory").toBe(`aegis: error: cannot write ${dir}: it is a directory`);
+    expect(readdirSync(work).filter((n) => n.startsWith(`.${basename(dir)}.`)), "no staging or temp file beside it").toEqual([]);
+  });
+
   it("export and import, quiet when piped; --json lists what was imported", async () => {
     const out = join(work, "cli.tar");
     const exported = await aegis(["mirror", "export", `${a.repo.name}@${a.manifest.digest}`, "-o", out, "--json", "--key", join(work, "ci.pub")]);
     expect(exported.code, exported.stderr).toBe(0);
     expect(exported.stderr, "no progress when piped").toBe("");
-    expect(JSON.parse(exported.stdout)).toMatchObject({ output: out, artifacts: [{ digest: a.manifest.digest, source: `${a.repo.name}@${a.manifest.digest}` }] });
+    expect(JSON.parse(exported.stdout)).toMatchObject({ output: out, artifacts: [{ digest: a.manifest.digest, source: `${a.repo.name}@${a.manifest.digest}`, signatures: 1 }] });
     const dst = siteRepo();
     const imported = await aegis(["mirror", "import", out, dst.name, "--key", join(work, "ci.pub"), "--json"]);
     expect(imported.code, imported.stderr).toBe(0);
