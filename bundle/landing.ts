@@ -3,18 +3,19 @@
 // exist yet, the temp directory itself, made beside it, is renamed into place
 // (rename(2) of a directory is one step), so policy.json and program.o appear
 // together or not at all. Into an existing directory, which may hold other
-// files, each file is renamed in, one after the other: a pull killed between
-// the two renames leaves one file of each version. Both files are synced
+// files, each file is renamed in, one after the other: a rename that fails
+// puts back what the first one replaced, but a pull killed between the two
+// renames leaves one file of each version. Both files are synced
 // before they get their names, and the names after, so a power loss leaves a
 // file whole or absent, never empty. Temp directories that
 // killed pulls left (SIGKILL, a crash) are swept by the next pull into the
 // same place once unchanged for an hour (a pull under way writes into its own
 // as the bytes come): only this user's, and only by the names made here.
 import { randomBytes } from "node:crypto";
-import { chmod, mkdir, mkdtemp, rename, rm, rmdir, stat } from "node:fs/promises";
+import { chmod, link, mkdir, mkdtemp, rename, rm, rmdir, stat } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { InputError } from "../errors.js";
-import { isMkdtempName, removeStaleTemps, STALE_TEMP_MS, syncDir, syncFile } from "../util/index.js";
+import { isMkdtempName, removeStaleTemps, STALE_TEMP_MS, syncDir, syncFile, writeError } from "../util/index.js";
 
 /** A pull's temp directory: `.aegis-pull-*` inside an existing output directory, `.<output>.aegis-pull-*` beside a new one. */
 const TEMP = ".aegis-pull-";
@@ -40,11 +41,12 @@ export async function land<T extends { files: string[] } | undefined>(output: st
   if (existing && !existing.isDirectory()) throw new InputError("INVALID_ARGUMENT", `${output} is not a directory`);
   // Only names this module makes (mkdtemp's six characters, or twelve hex digits): `x.aegis-pull-y`'s are not `x`'s.
   if (existing) await removeStaleTemps(target, { match: (name) => isMkdtempName(TEMP, name), olderThanMs: STALE_TEMP_MS });
-  else await mkdir(parent, { recursive: true });
+  else await mkdir(parent, { recursive: true }).catch((err: unknown) => Promise.reject(writeError(output, err)));
   await removeStaleTemps(parent, { match: (name) => name.startsWith(beside) && BESIDE_SUFFIX.test(name.slice(beside.length)), olderThanMs: STALE_TEMP_MS });
 
-  const temp = existing ? await mkdtemp(join(target, TEMP)) : join(parent, beside + randomBytes(6).toString("hex"));
-  if (!existing) await mkdir(temp);
+  const temp = existing ? await mkdtemp(join(target, TEMP)).catch((err: unknown) => Promise.reject(writeError(output, err))) : join(parent, beside + randomBytes(6).toString("hex"));
+  // Named as the output: the temp directory is this module's business (`/proc/.x.aegis-pull-…: no such file` said little).
+  if (!existing) await mkdir(temp).catch((err: unknown) => Promise.reject(writeError(output, err)));
   try {
     // Beside a new directory: made as mkdir makes one (the umask's mode, the parent's setgid), the mode it gets back
     // once the files are verified, as it becomes the output directory; until then it is this user's alone, as
@@ -77,7 +79,7 @@ export async function land<T extends { files: string[] } | undefined>(output: st
       () => true,
       (err: NodeJS.ErrnoException) => {
         // Made meanwhile, and not empty (another pull, or by hand): the files go in one by one.
-        if (err.code !== "ENOTEMPTY" && err.code !== "EEXIST") throw err;
+        if (err.code !== "ENOTEMPTY" && err.code !== "EEXIST") throw writeError(output, err);
         return false;
       },
     );
@@ -89,6 +91,31 @@ export async function land<T extends { files: string[] } | undefined>(output: st
   }
 }
 
+/**
+ * Moves `files` from `from` into the existing directory `to`, one rename
+ * each. If one fails (a file in the way that cannot be replaced), those
+ * already moved are undone, so `to` keeps its previous files rather than one
+ * of each version: a replaced file comes back from a hard link kept in
+ * `from` (removed with it), a new one is removed. A file system without hard
+ * links leaves a replaced file replaced.
+ */
 async function moveFiles(from: string, to: string, files: string[]): Promise<void> {
-  for (const name of files) await rename(join(from, name), join(to, name));
+  const moved: { name: string; existed: boolean; kept: boolean }[] = [];
+  for (const name of files) {
+    const previous = join(from, `.previous-${name}`);
+    const kept = await link(join(to, name), previous).then(
+      () => ({ existed: true, kept: true }),
+      (err: NodeJS.ErrnoException) => ({ existed: err.code !== "ENOENT", kept: false }),
+    );
+    try {
+      await rename(join(from, name), join(to, name));
+    } catch (err) {
+      for (const undo of moved.reverse()) {
+        const path = join(to, undo.name);
+        await (undo.kept ? rename(join(from, `.previous-${undo.name}`), path) : undo.existed ? Promise.resolve() : rm(path, { force: true })).catch(() => undefined);
+      }
+      throw writeError(join(to, name), err);
+    }
+    moved.push({ name, ...kept });
+  }
 }

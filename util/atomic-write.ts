@@ -4,9 +4,10 @@
 // files (a fleet edit) are all written before any is renamed.
 // https://lwn.net/Articles/457667/
 import { randomBytes } from "node:crypto";
-import { utimesSync, type Stats } from "node:fs";
+import { statSync, utimesSync, type Stats } from "node:fs";
 import { lstat, mkdtemp, open, readdir, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
+import { InputError } from "../errors.js";
 
 export interface AtomicWriteOptions {
   /** File mode of a newly written file; default 0o644. */
@@ -57,8 +58,11 @@ export interface AtomicWriteFile {
  */
 export async function atomicWriteAll(files: readonly AtomicWriteFile[]): Promise<void> {
   const temps: string[] = [];
+  /** The file being written or renamed: a failure names it, not its temp file. */
+  let current = files[0]?.path ?? "";
   try {
     for (const { path, data, mode } of files) {
+      current = path;
       const temp = tempPathFor(path);
       const handle = await open(temp, "wx", mode ?? 0o644);
       temps.push(temp);
@@ -71,13 +75,32 @@ export async function atomicWriteAll(files: readonly AtomicWriteFile[]): Promise
         await handle.close();
       }
     }
-    for (const [i, temp] of temps.entries()) await rename(temp, files[i]!.path);
+    for (const [i, temp] of temps.entries()) {
+      current = files[i]!.path;
+      await rename(temp, current);
+    }
   } catch (err) {
     // Renamed temps are gone already (force ignores them); a failure to remove one must not hide why the write failed.
     await Promise.allSettled(temps.map((temp) => rm(temp, { force: true })));
-    throw err;
+    throw writeError(current, err);
   }
   for (const dir of new Set(files.map((f) => dirname(f.path)))) await syncDir(dir);
+}
+
+/**
+ * Why `path` could not be written, naming it rather than the temp file the
+ * system error names (`.x.3f2a….aegis-tmp: is a directory -> 'x'`): a
+ * missing folder or a directory in the way is the path's fault (an input
+ * error); anything else (a full disk, no permission) keeps the system's words.
+ * For any step that writes `path` through a temp file.
+ */
+export function writeError(path: string, err: unknown): Error {
+  const code = (err as NodeJS.ErrnoException).code;
+  const folderMissing = (code === "ENOENT" || code === "ENOTDIR") && !statSync(dirname(path), { throwIfNoEntry: false })?.isDirectory();
+  if (folderMissing) return new InputError("FILE_NOT_FOUND", `cannot write ${path}: ${dirname(path)} is not a directory`);
+  if (code === "EISDIR") return new InputError("INVALID_ARGUMENT", `cannot write ${path}: it is a directory`);
+  // "ENOSPC: no space left on device, write" without the call and the temp file's name.
+  return code ? Object.assign(new Error(`cannot write ${path}: ${(err as Error).message.replace(/, \w+( '.*)?$/, "")}`), { code }) : (err as Error);
 }
 
 /** fsync a file: its data on disk before it is renamed into place, so a power loss leaves it whole or absent. */

@@ -3,7 +3,7 @@
 // the first NATS connection and kept subscriptions, freeing spent stream buffers, the tar end-marker check,
 // the order of text, text others wrote made safe to show, bounded caches,
 // reading only regular files within a limit.
-export { atomicWrite, atomicWriteAll, isMkdtempName, isTempFor, keepFresh, makeTempDir, removeStaleTemps, STALE_TEMP_MS, syncDir, syncFile, tempPathFor, TEMP_SUFFIX, type AtomicWriteFile, type AtomicWriteOptions } from "./atomic-write.js";
+export { atomicWrite, atomicWriteAll, isMkdtempName, isTempFor, keepFresh, makeTempDir, removeStaleTemps, STALE_TEMP_MS, syncDir, syncFile, tempPathFor, TEMP_SUFFIX, writeError, type AtomicWriteFile, type AtomicWriteOptions } from "./atomic-write.js";
 export { computing, movingBytes } from "./jit.js";
 export { connectNats, flushed, FLUSH_MS, isRefused, natsRetryBase, refusalWait, subscribeKept, type KeptSubscriptionOptions, type NatsConnectOptions } from "./nats.js";
 export { setBounded } from "./bounded.js";

@@ -21,7 +21,7 @@ export function registerPull(program: Command): void {
         .command("pull")
         .description("pull a policy artifact, verify its digests (and its signature, given --key/--trust) and write its files (policy.json, program.o) to a directory")
         .argument("<ref>", "host[:port]/repo[:tag|@digest] or oci:<dir>[:tag|@digest]")
-        .requiredOption("-o, --output <dir>", "directory to write the bundle's files into (made if missing, both files landing together; other files in it stay)"),
+        .requiredOption("-o, --output <dir>", "directory to write the bundle's files into (made if missing, both files appearing together; in an existing one they replace their namesakes one by one, other files stay)"),
       ": the artifact must be signed by one, or nothing is written",
     ),
   ).action(async (refText: string, options: GlobalOptions & TrustOptions & { output: string }) => {

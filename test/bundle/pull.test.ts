@@ -302,6 +302,22 @@ describe("pullBundle", () => {
     expect(await pull("root's, sticky, as /tmp: this user's own stale one goes")).toEqual({ how: "root's, sticky, as /tmp: this user's own stale one goes", left: ["out"] });
   });
 
+  it("into an existing directory where a file cannot be replaced: the one moved in before it is put back, and the error names the file", async () => {
+    const { src, digest: root } = await sourceLayout();
+    const cache = new OciLayoutTarget(join(work, "cache-stuck"));
+    // program.o is a directory (with a file in it), so renaming the pulled program.o over it fails; policy.json goes first.
+    const stuck = async (name: string, before: string | undefined) => {
+      const out = mkdtempSync(join(work, `${name}-`));
+      if (before !== undefined) writeFileSync(join(out, "policy.json"), before);
+      mkdirSync(join(out, "program.o"));
+      writeFileSync(join(out, "program.o", "inside"), "");
+      await expect(pullBundle(src, root, cache, out), name).rejects.toMatchObject({ message: `cannot write ${join(out, "program.o")}: it is a directory` });
+      return readdirSync(out).sort().map((entry) => (entry === "policy.json" ? `policy.json: ${readFileSync(join(out, entry), "utf8")}` : entry));
+    };
+    expect(await stuck("replaced", "the older policy"), "an older policy.json is back").toEqual(["policy.json: the older policy", "program.o"]);
+    expect(await stuck("new", undefined), "a policy.json that was not there is not left").toEqual(["program.o"]);
+  });
+
   it("an output named with a trailing / or /. is the directory itself", async () => {
     const { src, digest: root } = await sourceLayout();
     const parent = mkdtempSync(join(work, "dotted-"));

@@ -1,13 +1,13 @@
-// util/atomic-write.ts's helpers: syncDir, which lets be a folder that cannot
-// be synced; for temp files left by killed commands, the
+// util/atomic-write.ts's helpers: atomicWrite's errors, which name the file
+// asked for; syncDir, which lets be a folder that cannot be synced; for temp files left by killed commands, the
 // names a sweep of one file's temps takes (isTempFor), and keepFresh, which
 // keeps a temp directory that a long step only reads looking alive to a sweep
 // (removeStaleTemps, which the pull, mirror and CLI tests exercise).
-import { mkdtempSync, rmSync, statSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { isTempFor, keepFresh, syncDir, syncFile, tempPathFor } from "../../util/index.js";
+import { atomicWrite, isTempFor, keepFresh, syncDir, syncFile, tempPathFor } from "../../util/index.js";
 import { backdate } from "../harness/stale.js";
 
 const work = mkdtempSync(join(tmpdir(), "aegis-atomic-"));
@@ -30,6 +30,16 @@ describe("isTempFor", () => {
       ["c.tar.0123456789ab.aegis-tmp", false],
     ];
     expect(cases.map(([name]) => [name, isTempFor(file, name)])).toEqual(cases);
+  });
+});
+
+describe("atomicWrite's errors", () => {
+  it("name the file asked for, not its temp file, with an input code where the path is at fault; nothing is left beside it", async () => {
+    const dir = mkdtempSync(join(work, "a-directory-"));
+    await expect(atomicWrite(dir, "x"), "onto a directory").rejects.toMatchObject({ code: "INVALID_ARGUMENT", message: `cannot write ${dir}: it is a directory` });
+    const missing = join(work, "no-such-folder", "x");
+    await expect(atomicWrite(missing, "x"), "into a folder that is not there").rejects.toMatchObject({ code: "FILE_NOT_FOUND", message: `cannot write ${missing}: ${dirname(missing)} is not a directory` });
+    expect(readdirSync(work).filter((name) => name.includes("aegis-tmp")), "temp files left").toEqual([]);
   });
 });
 
