@@ -1,9 +1,11 @@
 // `aegis pull`. The registry and bundle code load when the command runs (cli/main.ts).
+import { access, constants, mkdir } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import type { Command } from "commander";
 import { InputError } from "../../errors.js";
 import { env, userCache } from "../env.js";
 import { addRegistryOptions, addTrustOptions, repositoryOptions, type GlobalOptions, type TrustOptions } from "../options.js";
-import { report } from "../output.js";
+import { plainError, report, warn } from "../output.js";
 import { movingBytes } from "../../util/jit.js";
 import { interruptibly } from "../interrupt.js";
 import { startProgress } from "../progress.js";
@@ -12,6 +14,26 @@ import { checkSignatureIfPinned } from "./sign.js";
 /** Pulled content is kept, verified, in an OCI layout so repeated pulls fetch nothing. */
 export function cacheDir(): string {
   return env("AEGIS_CACHE_DIR") ?? userCache("oci");
+}
+
+/**
+ * The pull cache's folder, made if missing. The default one (under the
+ * user's home) only saves fetching again, so where it cannot be made or
+ * written (a service user whose home is /nonexistent) the pull goes through
+ * a temp folder, removed after, with a warning; one AEGIS_CACHE_DIR names
+ * was asked for, and fails the pull, named.
+ */
+async function openCache(): Promise<{ dir: string; release: () => Promise<void> }> {
+  const dir = cacheDir();
+  const problem = await mkdir(dir, { recursive: true })
+    .then(() => access(dir, constants.W_OK | constants.X_OK))
+    .then(() => undefined, (err: unknown) => err);
+  if (problem === undefined) return { dir, release: async () => undefined };
+  // The system error names the folder.
+  if (env("AEGIS_CACHE_DIR")) throw new InputError("INVALID_ARGUMENT", "cannot use the pull cache AEGIS_CACHE_DIR names", { cause: problem });
+  warn([`cannot use the pull cache (${plainError(problem)}): pulling through a temp folder instead; set AEGIS_CACHE_DIR to keep pulled layers`]);
+  const { makeTempDir } = await import("../../util/index.js");
+  return makeTempDir(tmpdir(), "aegis-pull-cache-");
 }
 
 export function registerPull(program: Command): void {
@@ -48,7 +70,8 @@ export function registerPull(program: Command): void {
     };
     // Streamed into a temp dir and moved into place once verified (bundle/landing.ts);
     // Ctrl-C from here undoes what was written (until here nothing is).
-    const pulled = await interruptibly((signal) => pullBundle(src.target, digest, new OciLayoutTarget(cacheDir()), options.output, { onEvent: progress.onEvent, onLayer, signal }));
+    const cache = await openCache();
+    const pulled = await interruptibly((signal) => pullBundle(src.target, digest, new OciLayoutTarget(cache.dir), options.output, { onEvent: progress.onEvent, onLayer, signal })).finally(cache.release);
     progress.finish();
     const { policy } = pulled;
     report(options, `pulled ${policy.name} ${policy.version} ${pulled.manifest.digest} → ${options.output} (${checked.summary})`, {

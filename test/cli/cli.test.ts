@@ -1,7 +1,7 @@
 // The CLI end to end against real registry 2.8.2 (anonymous, htpasswd,
 // token), with skopeo as an independent client.
 import { execFile } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -69,6 +69,22 @@ describe("push, pull, inspect, copy", () => {
     expect(JSON.parse(inspect.stdout)).toMatchObject({ descriptor: { digest }, manifest: { artifactType: "application/vnd.aegis.policy.v1" } });
     const raw = await aegis(["inspect", `${anon.host}/cli/legacy:2.0.1`, "--raw"], env);
     expect(sha256(raw.stdout)).toBe(digest);
+  });
+
+  it("pull without a usable default cache (a home that is a file) pulls through a temp folder, with a warning; an unusable AEGIS_CACHE_DIR fails, named", async () => {
+    const push = await aegis(["push", "policies/block-icmp-8888", `${anon.host}/cli/nocache:v1`], env);
+    const digest = push.stdout.trim();
+    const home = join(work, "home-is-a-file");
+    writeFileSync(home, "");
+    const out = join(work, "no-cache-pull");
+    const pulled = await aegis(["pull", `${anon.host}/cli/nocache@${digest}`, "-o", out, "--json"], { ...env, AEGIS_CACHE_DIR: "", XDG_CACHE_HOME: "", HOME: home });
+    expect(pulled.code, pulled.stderr).toBe(0);
+    expect(JSON.parse(pulled.stdout), "the pull").toMatchObject({ digest });
+    expect(pulled.stderr, "one warning naming the cache and what to do").toBe(`aegis: warning: cannot use the pull cache (${home}/.cache/aegis/oci: a part of the path is not a directory): pulling through a temp folder instead; set AEGIS_CACHE_DIR to keep pulled layers\n`);
+    expect(readdirSync(out).sort()).toEqual(["policy.json", "program.o"]);
+    const named = await aegis(["pull", `${anon.host}/cli/nocache@${digest}`, "-o", join(work, "named-cache-pull")], { ...env, AEGIS_CACHE_DIR: join(home, "cache") });
+    expect(expectOneErrorLine(named), "the cache asked for").toBe(`aegis: error: cannot use the pull cache AEGIS_CACHE_DIR names: ${home}/cache: a part of the path is not a directory`);
+    expect(existsSync(join(work, "named-cache-pull")), "nothing pulled").toBe(false);
   });
 
   it("copy moves an artifact between registries and to and from an OCI layout, digest unchanged", async () => {
