@@ -299,7 +299,13 @@ export class RemoteRepository implements Target, Mounter, ReferencePusher {
     await res.body.dump();
   }
 
-  /** Best effort: the registry would purge an abandoned upload later anyway. */
+  /**
+   * Best effort: the registry would purge an abandoned upload later anyway.
+   * Registry 2.x refuses the DELETE of a session whose request broke off
+   * after bytes had arrived (the session state in its Location, signed by
+   * the registry, names an offset the upload has moved past, and no newer
+   * one was ever answered), so those bytes wait for its upload purge.
+   */
   private async cancelUpload(upload: Upload): Promise<void> {
     try {
       const res = await this.client.send({ method: "DELETE", url: upload.location, scopes: this.scopes(true), expect: [204, 404], signal: AbortSignal.timeout(5000) });
