@@ -48,6 +48,8 @@ export function registerMirror(program: Command): void {
       ": given one, each artifact must be signed by one, or nothing is written (checked again at import)",
     ),
   ).action(async (refs: string[], options: GlobalOptions & TrustOptions & { output: string; from?: string[] }) => {
+    // tar's "-" is stdout; a capsule is replaced only once complete, so it is a file (not a file named "-").
+    if (options.output === "-") throw new InputError("INVALID_ARGUMENT", "-o -: a capsule is written to a file, not to stdout");
     const { writeCapsule } = await import("../../mirror/index.js");
     // The fleet files' refs as written: a tag among them is refused like one given here.
     const fleetRefs = options.from ? (await (await import("../../fleet/index.js")).loadFleetFiles(options.from)).policies.map((p) => p.ref) : [];

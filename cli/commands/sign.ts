@@ -151,7 +151,7 @@ export function registerTrust(program: Command): void {
     const { ref, target, selector } = openReference(refText, repositoryOptions(options));
     if (selector && isDigest(selector)) throw new InputError("INVALID_REFERENCE", `${refText}: push to a repository or a tag, not a digest`);
     const rootBytes = await readFile(rootPath).catch((err: unknown) => {
-      throw new InputError("INVALID_ARGUMENT", `${rootPath}: cannot read: ${(err as Error).message}`, { cause: err });
+      throw new InputError("FILE_NOT_FOUND", `${rootPath}: cannot read: ${(err as Error).message}`, { cause: err });
     });
     let policy: Record<string, unknown> | undefined;
     if (options.policy) {

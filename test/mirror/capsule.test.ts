@@ -597,7 +597,7 @@ describe("aegis mirror", () => {
     expect(expectOneErrorLine(nothing)).toContain("name at least one reference");
   });
 
-  it("export without --key still refuses an artifact with no signature (an import would refuse it), and an -o that is a directory, writing nothing", async () => {
+  it("export without --key still refuses an artifact with no signature (an import would refuse it), and an -o that is a directory or -, writing nothing", async () => {
     const unsigned = new RemoteRepository(source.host, "policies/unsigned-nokey");
     const { manifest } = await pushArtifact(unsigned);
     const out = join(work, "unsigned-nokey.tar");
@@ -611,6 +611,8 @@ describe("aegis mirror", () => {
     expect(JSON.parse(intoDir.stdout), "an input error").toMatchObject({ code: "INVALID_ARGUMENT" });
     expect(expectOneErrorLine(intoDir), "names the directory").toBe(`aegis: error: cannot write ${dir}: it is a directory`);
     expect(readdirSync(work).filter((n) => n.startsWith(`.${basename(dir)}.`)), "no staging or temp file beside it").toEqual([]);
+    const dash = await aegis(["mirror", "export", `${a.repo.name}@${a.manifest.digest}`, "-o", "-"]);
+    expect(expectOneErrorLine(dash), "-o - (not a file named -)").toBe("aegis: error: -o -: a capsule is written to a file, not to stdout");
   });
 
   it("export and import, quiet when piped; --json lists what was imported", async () => {

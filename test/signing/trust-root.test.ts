@@ -82,10 +82,12 @@ describe("aegis trust push", () => {
     expect(artifact.policy?.identities?.map((i) => i.name)).toEqual(["release"]);
   });
 
-  it("refuses a file that is not a trusted root, before pushing anything", async () => {
+  it("refuses a file that is not a trusted root, or no file, before pushing anything", async () => {
     writeFileSync(join(work, "not-a-root.json"), JSON.stringify({ hello: "world" }));
     const ref = `${registry.host}/trust/bad:current`;
     expect(expectOneErrorLine(await aegis(["trust", "push", join(work, "not-a-root.json"), ref, "--key", join(work, "operator.key")]))).toMatch(/not a Sigstore trusted root/);
+    const missing = await aegis(["trust", "push", join(work, "no-such-root.json"), ref, "--key", join(work, "operator.key"), "--json"]);
+    expect(JSON.parse(missing.stdout), "a missing file: the code every command gives one").toMatchObject({ code: "FILE_NOT_FOUND" });
     await expect(new RemoteRepository(registry.host, "trust/bad").resolve("current")).rejects.toMatchObject({ code: expect.stringMatching(/NOT_FOUND|MANIFEST_UNKNOWN|NAME_UNKNOWN/) });
   });
 });
