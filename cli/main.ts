@@ -14,6 +14,8 @@ const program = new Command("aegis")
   .version("0.1.0")
   .exitOverride();
 
+// `aegis help mirror export`: commander's help command reads one name, and showed `mirror`'s help; it is `aegis mirror export --help`.
+if (process.argv[2] === "help" && process.argv.length > 3) process.argv.splice(2, process.argv.length - 2, ...process.argv.slice(3), "--help");
 for (const { register } of commandsFor(process.argv[2])) register(program);
 
 /** The command whose arguments were wrong, to point at its --help. */

@@ -35,6 +35,11 @@ describe("the command table", () => {
     expect(typo.stderr, "a mistyped command, and the suggestion").toMatch(/^aegis: error: unknown command 'unasign' \(Did you mean unassign\?\) \(see 'aegis --help'\)\n$/);
     const pull = await aegis(["pull", "--help"]);
     expect(pull.stdout, pull.stderr).toMatch(/^Usage: aegis pull \[options\] <ref>/);
+    for (const words of [["pull"], ["mirror", "export"], ["rollout", "status"]]) {
+      const [asked, flagged] = await Promise.all([aegis(["help", ...words]), aegis([...words, "--help"])]);
+      expect({ code: asked.code, stdout: asked.stdout }, `aegis help ${words.join(" ")}: the help of that command`).toEqual({ code: 0, stdout: flagged.stdout });
+      expect(asked.stdout, `aegis help ${words.join(" ")}`).toMatch(new RegExp(`^Usage: aegis ${words.join(" ")} `));
+    }
     for (const flag of ["--version", "-V"]) {
       const version = await aegis([flag]);
       expect([version.code, version.stdout.trim()], `aegis ${flag}`).toEqual([0, "0.1.0"]);
