@@ -18,28 +18,44 @@ type Status = z.infer<typeof StatusJson>;
 /** Agents read at once: enough to be quick, few enough not to crowd the assigner. */
 const CONCURRENCY = 8;
 
+/** The fleet as read: each agent's detail, and how many listed agents were gone by the time they were read. */
+interface Fleet {
+  agents: AgentDetail[];
+  skipped: number;
+}
+
 /**
  * Every registered host with its assignments and latest status, one
  * GET /agents/{uid} per host, CONCURRENCY at a time, with progress on a
  * terminal. Hosts assigned to but not yet registered have no agent and are
- * not listed.
+ * not listed. An agent deleted, or registered again (a new uid), between
+ * the list and its own read is a 404: it is left out and counted, not the
+ * end of the command, which reads a fleet that changes while it runs.
  */
-async function readFleet(assigner: AssignerClient, options: ClientOptions): Promise<AgentDetail[]> {
+async function readFleet(assigner: AssignerClient, options: ClientOptions): Promise<Fleet> {
   const agents = (await assigner.hosts()).agents.sort((a, b) => a.host_id.localeCompare(b.host_id));
-  const details: AgentDetail[] = new Array(agents.length);
+  const details: (AgentDetail | undefined)[] = new Array(agents.length);
   const progress = startProgress("reading hosts", { ...options, unit: "items" });
   let next = 0;
   let done = 0;
   const worker = async () => {
     while (next < agents.length) {
       const i = next++;
-      details[i] = await assigner.agent(agents[i]!.uid);
+      details[i] = await assigner.agent(agents[i]!.uid).catch((err: unknown) => {
+        if (errorCode(err) === "NOT_FOUND") return undefined;
+        throw err;
+      });
       progress.onProgress(++done, agents.length);
     }
   };
   await Promise.all(Array.from({ length: Math.min(CONCURRENCY, agents.length) }, worker));
   progress.finish();
-  return details;
+  const read = details.filter((d): d is AgentDetail => d !== undefined);
+  const skipped = agents.length - read.length;
+  if (skipped > 0 && !options.json) {
+    process.stderr.write(`aegis: ${skipped} host${skipped === 1 ? " was" : "s were"} left out: deleted or registered again while this ran; run it again to see ${skipped === 1 ? "it" : "them"} as ${skipped === 1 ? "it is" : "they are"} now\n`);
+  }
+  return { agents: read, skipped };
 }
 
 /** What a host's latest report about an artifact says, in a few words. */
@@ -95,7 +111,7 @@ export function registerFleetView(program: Command): void {
   withClientOptions(program.command("hosts").description("list registered hosts: labels, last seen, and how many of their assignments are enforced or failed")).action(
     async (options: ClientOptions) => {
       const fleet = await readFleet(await client(options), options);
-      const hosts = fleet.map((agent) => {
+      const hosts = fleet.agents.map((agent) => {
         const latest = new Map(agent.status.map((s) => [s.artifact_id, s]));
         const events = agent.assignments.map((id) => latest.get(id)?.event);
         return {
@@ -107,7 +123,7 @@ export function registerFleetView(program: Command): void {
         };
       });
       const rows = hosts.map((h) => [h.host_id, labelsText(h.labels), h.last_seen ?? "never", String(h.assigned), String(h.enforced), String(h.failed)]);
-      report(options, rows.length > 0 ? table(["HOST", "LABELS", "LAST SEEN", "ASSIGNED", "ENFORCED", "FAILED"], rows) : "no hosts registered", { hosts, total: hosts.length });
+      report(options, rows.length > 0 ? table(["HOST", "LABELS", "LAST SEEN", "ASSIGNED", "ENFORCED", "FAILED"], rows) : "no hosts registered", { hosts, total: hosts.length, skipped: fleet.skipped });
     },
   );
 
@@ -128,7 +144,7 @@ export function registerFleetView(program: Command): void {
       return assigner.status(digest, { summary: true });
     });
     const fleet = await readFleet(assigner, options);
-    const assignedTo = new Set(fleet.filter((agent) => agent.assignments.includes(digest)).map((agent) => agent.host_id));
+    const assignedTo = new Set(fleet.agents.filter((agent) => agent.assignments.includes(digest)).map((agent) => agent.host_id));
     const latest = new Map(reports.hosts.map((s) => [s.host_id, s]));
     const hostIds = [...new Set([...assignedTo, ...latest.keys()])].sort();
     const hosts = hostIds.map((hostId) => {
@@ -142,6 +158,6 @@ export function registerFleetView(program: Command): void {
       (failed.length > 0 ? `, ${failed.length} failed (${failed.map((h) => `${h.host_id}: ${describeStatus(h.status)}`).join("; ")})` : "");
     const rows = hosts.map((h) => [h.host_id, h.assigned ? "yes" : "no", h.state, h.status?.time ?? "-", describeStatus(h.status)]);
     const human = rows.length > 0 ? `${summary}\n${table(["HOST", "ASSIGNED", "STATE", "REPORTED", "DETAIL"], rows)}` : `${summary}\nno host is assigned it or has reported on it`;
-    report(options, human, { artifact_id: digest, name: artifact.name, version: artifact.version, assigned: assignedTo.size, enforcing, failed: failed.length, hosts });
+    report(options, human, { artifact_id: digest, name: artifact.name, version: artifact.version, assigned: assignedTo.size, enforcing, failed: failed.length, hosts, skipped: fleet.skipped });
   });
 }

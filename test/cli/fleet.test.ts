@@ -4,6 +4,8 @@
 // signed telemetry posted as real agents do. Tables have headers; --json
 // prints the data.
 import { generateKeyPairSync } from "node:crypto";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startAssignerProcess, type AssignerProcess } from "../harness/assigner-process.js";
 import { makeTempDir, removeTempDir } from "../harness/process.js";
@@ -147,5 +149,81 @@ describe("hosts and status", () => {
 
   it("status of an unregistered digest is one error line", async () => {
     expect(expectOneErrorLine(await aegis(["status", `sha256:${"2".repeat(64)}`], env))).toMatch(/assigner answered 404/);
+  });
+});
+
+/**
+ * A pass-through in front of the assigner that runs `beforeListing` once,
+ * after the assigner answered GET /agents and before the CLI gets that
+ * answer: the fleet changes between the CLI's list and its reads of each
+ * agent, every time, not by chance of timing.
+ */
+async function interposer(upstream: string, beforeListing: () => Promise<void>): Promise<{ url: string; server: Server }> {
+  let pending: (() => Promise<void>) | undefined = beforeListing;
+  const server = createServer((req, res) => {
+    void (async () => {
+      const answer = await fetch(new URL(req.url!, upstream), { method: req.method, headers: { authorization: req.headers.authorization ?? "" } });
+      const body = Buffer.from(await answer.arrayBuffer());
+      if (req.method === "GET" && req.url === "/agents" && pending) {
+        const hook = pending;
+        pending = undefined;
+        await hook();
+      }
+      res.writeHead(answer.status, { "content-type": answer.headers.get("content-type") ?? "application/json" });
+      res.end(body);
+    })().catch((err: unknown) => {
+      res.writeHead(599);
+      res.end(String(err));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server };
+}
+
+describe("a fleet that changes while it is read", () => {
+  beforeAll(async () => {
+    // Registered here too (idempotent), so these tests also run alone.
+    const registered = await http(assigner.url, "POST", "/artifacts", { token: TOKEN, body: { reference: `${registry.host}/fleet/icmp@${digest}` } });
+    expect(registered.status, JSON.stringify(registered.json)).toBeLessThan(300);
+    await registerAgent(assigner.url, "stays-01");
+  });
+
+  /** Registers gone-NN and moved-NN; the returned hook deletes the first and registers the second again (a new uid). */
+  async function churn(tag: string) {
+    const movedKeys = generateKeyPairSync("ed25519");
+    const gone = await registerAgent(assigner.url, `gone-${tag}`);
+    const moved = await registerAgent(assigner.url, `moved-${tag}`, movedKeys);
+    return async () => {
+      expect((await http(assigner.url, "DELETE", `/agents/${gone.uid}`, { token: TOKEN })).status, `delete gone-${tag}`).toBe(200);
+      const again = await registerAgent(assigner.url, `moved-${tag}`, movedKeys);
+      expect(again.uid, `moved-${tag} registered again has a new uid`).not.toBe(moved.uid);
+      expect((await http(assigner.url, "GET", `/agents/${moved.uid}`, { token: TOKEN })).status, `moved-${tag}'s old uid is gone`).toBe(404);
+    };
+  }
+
+  it.each([
+    ["hosts", false],
+    ["hosts", true],
+    ["status", false],
+    ["status", true],
+  ])("%s (--json: %s): an agent deleted and one registered again between the list and their reads are left out and counted, not an error", async (command, json) => {
+    const tag = `${command}-${json ? "json" : "table"}`;
+    const proxy = await interposer(assigner.url, await churn(tag));
+    try {
+      const args = command === "hosts" ? ["hosts"] : ["status", digest];
+      const result = await aegis([...args, ...(json ? ["--json"] : [])], { ...env, AEGIS_ASSIGNER_URL: proxy.url });
+      expect(result.code, `${tag}: exit code; stderr: ${result.stderr}`).toBe(0);
+      if (json) {
+        const parsed = JSON.parse(result.stdout) as { skipped: number; hosts: { host_id: string }[] };
+        expect(parsed.skipped, `${tag}: skipped in the JSON`).toBe(2);
+        if (command === "hosts") expect(parsed.hosts.map((h) => h.host_id), `${tag}: hosts listed`).not.toContain(`gone-${tag}`);
+        expect(result.stderr, `${tag}: nothing on stderr with --json`).toBe("");
+      } else {
+        expect(result.stderr, `${tag}: the note on stderr`).toBe("aegis: 2 hosts were left out: deleted or registered again while this ran; run it again to see them as they are now\n");
+        if (command === "hosts") expect(parseTable(result.stdout, ["HOST", "LABELS", "LAST SEEN", "ASSIGNED", "ENFORCED", "FAILED"]).map((row) => row[0]), `${tag}: rows; stdout: ${result.stdout}`).toContain("stays-01");
+      }
+    } finally {
+      await new Promise((resolve) => proxy.server.close(resolve));
+    }
   });
 });
