@@ -80,6 +80,18 @@ export class Auth {
     this.tokenCacheMs = options.tokenCacheMs ?? 1000;
   }
 
+  /**
+   * Whether an Authorization header carries exactly `token` as its Bearer
+   * token (the --metrics-token), compared by hash like the operator's.
+   */
+  tokenCheck(token: string): (header: string | undefined) => boolean {
+    const expected = digestOf(token);
+    return (header) => {
+      const match = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
+      return match !== null && sameSecret(match[1]!, expected);
+    };
+  }
+
   /** The caller of a request, from `Authorization: Bearer <token>`; 401 without a valid one. */
   async authenticate(header: string | undefined): Promise<Principal> {
     const match = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;

@@ -20,6 +20,8 @@ const SMALL_BODY_LIMIT = 64 * 1024;
 export interface HttpLimits {
   /** The largest bundle POST /artifacts takes, decoded, in bytes. */
   maxUploadBytes: number;
+  /** When set, GET /metrics needs this token (or the operator's) as a Bearer token; unset, it is public. */
+  metricsToken?: string;
 }
 
 function parseInput<T>(schema: z.ZodType<T>, value: unknown, where: string): T {
@@ -30,9 +32,27 @@ function parseInput<T>(schema: z.ZodType<T>, value: unknown, where: string): T {
   throw new AssignerError("BAD_REQUEST", `${field}: ${issue.message}`);
 }
 
+/**
+ * A connection is kept alive only for a caller that proved who it is: an
+ * anonymous request (health, metrics, OpenAPI, a registration, a refused
+ * token) is answered with Connection: close. Else one client could hold
+ * every --max-connections slot with idle connections, a cheap request on
+ * each a minute, and lock agents and operators out.
+ */
+function closeUntilKnown(res: ServerResponse): void {
+  res.setHeader("connection", "close");
+}
+
+/** The caller proved who it is: its connection may stay open for its next request. */
+function keepAlive(res: ServerResponse): void {
+  res.removeHeader("connection");
+}
+
 function sendError(res: ServerResponse, err: unknown, logger: Logger): void {
   const error = toAssignerError(err);
+  // A 5xx is the operator's to act on: its reason is logged (codes and messages name no token).
   if (error.code === "INTERNAL") logger.error({ err: error.cause }, "internal error");
+  else if (error.status >= 500) logger.error({ code: error.code, ...(error.detail ? { detail: error.detail } : {}) }, error.message);
   if (res.headersSent) {
     res.destroy();
     return;
@@ -40,9 +60,10 @@ function sendError(res: ServerResponse, err: unknown, logger: Logger): void {
   const body = JSON.stringify({ error: error.message, code: error.code, ...(error.detail ? { detail: error.detail } : {}) });
   // A body not read to its end (a 401 before it, a 413 within it) is not
   // read on: Node would drain it to keep the connection alive, so the
-  // connection is closed once the answer is out.
-  const unread = res.req && !res.req.complete ? { connection: "close" } : {};
-  res.writeHead(error.status, { "content-type": "application/json", "content-length": Buffer.byteLength(body), ...unread });
+  // connection is closed once the answer is out. A refused caller (401,
+  // 403) keeps no connection either (closeUntilKnown).
+  const close = (res.req && !res.req.complete) || error.status === 401 || error.status === 403 ? { connection: "close" } : {};
+  res.writeHead(error.status, { "content-type": "application/json", "content-length": Buffer.byteLength(body), ...close });
   res.end(body);
 }
 
@@ -102,7 +123,10 @@ function mount(app: express.Express, route: Route, services: AssignerServices, l
       // Who is calling, before a byte of the body is read: a caller without a
       // token cannot make the assigner hold a large body.
       const principal = route.access === "public" ? undefined : await services.auth.authenticate(req.headers.authorization);
-      if (principal) noteRequest(req, { principal });
+      if (principal) {
+        noteRequest(req, { principal });
+        keepAlive(res);
+      }
       if (route.access === "admin") services.auth.requireAdmin(principal!);
       const params = route.params ? parseInput(route.params, req.params, "path") : undefined;
       route.authorize?.(principal!, params);
@@ -127,8 +151,20 @@ export function createRequestHandler(services: AssignerServices, version: string
     noteRequest(req, { route: "/openapi.json" });
     res.type("application/json").send(openapi);
   });
+  const metricsReader = limits.metricsToken === undefined ? undefined : services.auth.tokenCheck(limits.metricsToken);
   app.get("/metrics", async (req, res) => {
     noteRequest(req, { route: "/metrics" });
+    if (metricsReader) {
+      // The metrics token, or the operator's: a scraper needs no more than this route.
+      const authorization = req.headers.authorization;
+      if (metricsReader(authorization)) noteRequest(req, { principal: { kind: "metrics" } });
+      else {
+        const principal = await services.auth.authenticate(authorization);
+        services.auth.requireAdmin(principal);
+        noteRequest(req, { principal });
+      }
+      keepAlive(res);
+    }
     res.type(services.metrics.registry.contentType).send(await services.metrics.registry.metrics());
   });
   for (const route of ROUTES) mount(app, route, services, limits);
@@ -139,6 +175,7 @@ export function createRequestHandler(services: AssignerServices, version: string
 
   return (req, res) => {
     logRequest(logger, req, res);
+    closeUntilKnown(res);
     if ((req.method === "GET" || req.method === "HEAD") && req.url?.startsWith(FOR_HOST)) void serveForHost(req, res, services, logger);
     else app(req, res);
   };
@@ -162,6 +199,7 @@ async function serveForHost(req: IncomingMessage, res: ServerResponse, services:
     }
     const principal = await services.auth.authenticate(req.headers.authorization);
     noteRequest(req, { principal });
+    keepAlive(res);
     parseInput(HostId, hostId, "path.host_id");
     const answer = await services.forHost(principal, hostId, req.headers["if-none-match"]);
     if (answer.status === 304) {

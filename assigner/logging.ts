@@ -78,10 +78,10 @@ export function createLogger(options: LoggerOptions = {}): Logger {
 }
 
 /** What the request log knows of a request besides what node:http has: its route template and caller. */
-const requestNotes = new WeakMap<IncomingMessage, { route?: string; principal?: Principal["kind"] }>();
+const requestNotes = new WeakMap<IncomingMessage, { route?: string; principal?: Principal["kind"] | "metrics" }>();
 
-/** Called by the router once a request is matched, and again once the caller is known. */
-export function noteRequest(req: IncomingMessage, note: { route?: string; principal?: Principal }): void {
+/** Called by the router once a request is matched, and again once the caller is known (a scraper with --metrics-token: "metrics"). */
+export function noteRequest(req: IncomingMessage, note: { route?: string; principal?: Principal | { kind: "metrics" } }): void {
   const notes = requestNotes.get(req) ?? {};
   if (note.route) notes.route = note.route;
   if (note.principal) notes.principal = note.principal.kind;

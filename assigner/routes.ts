@@ -2,7 +2,6 @@
 // schemas and its handler. http.ts mounts the table on Express (and answers
 // the agents' poll before it) and openapi.ts documents it, so the two cannot
 // drift apart.
-import { pipeline } from "node:stream";
 import type { Request, Response } from "express";
 import { z } from "zod";
 import { toArtifactJson } from "./artifacts.js";
@@ -47,6 +46,7 @@ import type { AgentRecord, AssignmentChange, StatusRecord } from "./store/store.
 import type { AssignerServices } from "./services.js";
 import type { Upload } from "./upload.js";
 import { byCodeUnit } from "../util/index.js";
+import { errorCode } from "../errors.js";
 
 export type Access = "public" | "admin" | "agent";
 
@@ -365,16 +365,42 @@ export const ROUTES: Route[] = [
     handler: async ({ params, principal, services, res }) => {
       const record = await requireReadable(services, principal, params.id);
       const stream = await services.artifacts.binary(record);
-      res.status(200).set({
-        "content-type": "application/octet-stream",
-        "content-length": String(record.size),
-        etag: `"${record.layerDigest}"`,
+      const headers = { "content-type": "application/octet-stream", "content-length": String(record.size), etag: `"${record.layerDigest}"` };
+      res.status(200).set(headers);
+      // A digest mismatch surfaces at the end of the stream: the verifier holds
+      // back the last chunk, so the client never sees a "complete" bad body.
+      // Before any byte went out (a bundle of one chunk), the answer is the
+      // route's 502 with the code in `detail`; after, the connection is cut,
+      // and the client sees a short body. Either way the operator is told
+      // which artifact failed and why. A client that goes away closes the
+      // registry stream too.
+      await new Promise<void>((done, fail) => {
+        let gone = false;
+        // Errors after the first, or after the client left (the destroy's own), are not news.
+        stream.on("error", () => undefined);
+        stream.once("error", (err) => {
+          if (gone) return;
+          stream.unpipe(res);
+          stream.destroy();
+          services.logger.warn(
+            { artifact_id: record.id, code: errorCode(err), answered: res.headersSent ? "cut short" : "502" },
+            `the binary of ${record.id} failed on its way from ${record.reference} (${errorCode(err)}: ${(err as Error).message})`,
+          );
+          if (!res.headersSent) {
+            for (const name of Object.keys(headers)) res.removeHeader(name);
+            fail(err);
+          } else {
+            res.destroy();
+            done();
+          }
+        });
+        res.once("close", () => {
+          gone = true;
+          stream.destroy();
+          done();
+        });
+        stream.pipe(res);
       });
-      // A digest mismatch surfaces at the end of the stream, after the headers:
-      // the verifier holds back the last chunk and the connection is cut, so the
-      // client sees a short body, never a "complete" bad one. A client that goes
-      // away closes the registry stream too.
-      pipeline(stream, res, (err) => err && res.destroy());
       return undefined;
     },
   }),

@@ -14,6 +14,7 @@ import { MAX_ASSIGNED } from "./api/index.js";
 import { ArtifactSource } from "./artifacts.js";
 import { Auth } from "./auth.js";
 import { AssignerEvents } from "./events.js";
+import { capConnectionsPerClient } from "./connections.js";
 import { createRequestHandler } from "./http.js";
 import { SILENT, watchDependencies, type Logger } from "./logging.js";
 import { AssignerMetrics } from "./metrics.js";
@@ -45,6 +46,10 @@ export interface AssignerOptions {
   maxUploadBytes?: number;
   /** Open connections at most, agents' keep-alive polls included; default 10,000. */
   maxConnections?: number;
+  /** Open connections at most from one client address; default: no cap of its own (only maxConnections). */
+  maxConnectionsPerClient?: number;
+  /** When set, GET /metrics needs this token (or the operator's) as a Bearer token; default: public. */
+  metricsToken?: string;
   /** Time to receive a request's headers; default 10 s. */
   headersTimeoutMs?: number;
   /** Time to receive a whole request, body included; default 120 s. */
@@ -150,6 +155,9 @@ function dependencyName(url: string, kind: string): string {
 
 export async function startAssigner(options: AssignerOptions = {}): Promise<RunningAssigner> {
   const dataDir = resolve(options.dataDir ?? ".aegis/assigner");
+  const perClient = options.maxConnectionsPerClient;
+  if (perClient !== undefined && !(Number.isInteger(perClient) && perClient > 0)) throw new InputError("INVALID_ARGUMENT", `maxConnectionsPerClient must be a positive integer, not ${perClient}`);
+  if (options.metricsToken === "") throw new InputError("INVALID_ARGUMENT", "the metrics token is empty");
   // Registry credentials without the one host they are for: refuse to start,
   // rather than fail at the first registration.
   credentialsHost();
@@ -159,6 +167,15 @@ export async function startAssigner(options: AssignerOptions = {}): Promise<Runn
   const { store, down: storeDown } = await openStore(options, dataDir, logger);
   const metrics = new AssignerMetrics();
   const uploadRepository = options.registry ?? `oci:${join(dataDir, "oci")}`;
+  // Redis is shared by several assigners (docs/operations.md); a layout on this machine is not: an agent whose
+  // poll another assigner answers cannot fetch what was uploaded here. A warning, not a refusal: one assigner
+  // on Redis (the tests, a small site) works as it is.
+  if (options.redisUrl && !options.registry) {
+    logger.warn(
+      { uploads: uploadRepository },
+      `uploads (POST /artifacts with data) go to ${uploadRepository}, on this machine, while the store is shared Redis: another assigner on this Redis cannot serve them; give every assigner the same --registry`,
+    );
+  }
   const artifacts = new ArtifactSource({
     uploadRepository,
     // Registry credentials come from the assigner's environment, as the CLI's do.
@@ -179,11 +196,11 @@ export async function startAssigner(options: AssignerOptions = {}): Promise<Runn
   const limits = { ...LIMIT_DEFAULTS, ...definedLimits(options) };
   // More than an agent takes would have the assigner accept changes that its agents then refuse whole.
   if (limits.maxAssignedPerHost > MAX_ASSIGNED) throw new InputError("INVALID_ARGUMENT", `maxAssignedPerHost must be at most ${MAX_ASSIGNED} (what an agent takes), not ${limits.maxAssignedPerHost}`);
-  const services = new AssignerServices(store, auth, artifacts, metrics, events, { telemetryMaxSkewMs: limits.telemetryMaxSkewMs, maxAssignedPerHost: limits.maxAssignedPerHost });
+  const services = new AssignerServices(store, auth, artifacts, metrics, events, { telemetryMaxSkewMs: limits.telemetryMaxSkewMs, maxAssignedPerHost: limits.maxAssignedPerHost }, logger);
   const requestTimeout = limits.requestTimeoutMs;
   // Node refuses a headers timeout longer than the request timeout.
   const headersTimeout = Math.min(limits.headersTimeoutMs, requestTimeout);
-  const handler = createRequestHandler(services, VERSION, { maxUploadBytes: limits.maxUploadBytes }, logger);
+  const handler = createRequestHandler(services, VERSION, { maxUploadBytes: limits.maxUploadBytes, ...(options.metricsToken !== undefined ? { metricsToken: options.metricsToken } : {}) }, logger);
   const server = createServer(
     {
       headersTimeout,
@@ -195,6 +212,7 @@ export async function startAssigner(options: AssignerOptions = {}): Promise<Runn
     handler,
   );
   server.maxConnections = limits.maxConnections;
+  if (perClient !== undefined) capConnectionsPerClient(server, perClient, logger);
   // The answer to Expect: 100-continue waits for the caller to be known (http.ts, readBody).
   server.on("checkContinue", handler);
   await new Promise<void>((done, fail) => {

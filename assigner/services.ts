@@ -4,7 +4,9 @@ import { sleep } from "../util/index.js";
 import { toArtifactJson, type ArtifactSource } from "./artifacts.js";
 import type { Auth, Principal } from "./auth.js";
 import type { AssignerEvents } from "./events.js";
+import { SILENT, type Logger } from "./logging.js";
 import type { AssignerMetrics } from "./metrics.js";
+import { LogThrottle } from "./throttle.js";
 import type { AgentRecord, ArtifactRecord, AssignerStore, AssignmentChange } from "./store/store.js";
 import { AssignerError, matches, MAX_ASSIGNED, openTelemetry, parseSelector, SELECTOR_ASSIGNMENTS_MAX, unrunnable, unrunnableError, type Selector, type SignedTelemetry } from "./api/index.js";
 
@@ -30,6 +32,12 @@ export interface ServiceLimits {
   /** Most artifacts a host may be assigned; default MAX_ASSIGNED. */
   maxAssignedPerHost?: number;
 }
+
+/** Why telemetry was not recorded, as the log says it (result is the metric's label). */
+type Refusal = { result: "invalid" | "dropped"; reason: string; why: string };
+
+/** A host id for the log and its rate limit: hosts without an agent share one key, so made-up names cannot flood it. */
+const UNREGISTERED = "(unregistered)";
 
 /** Times a change is checked and written again when another change lands between (on one of its hosts); then 503. */
 const CHANGE_ATTEMPTS = 50;
@@ -74,6 +82,8 @@ export class AssignerServices {
     readonly metrics: AssignerMetrics,
     readonly events: AssignerEvents | undefined,
     private readonly limits: ServiceLimits = {},
+    /** Where refusals a host's operator must hear of are logged (telemetry, a binary that fails verification). */
+    readonly logger: Logger = SILENT,
   ) {}
 
   /**
@@ -350,12 +360,17 @@ export class AssignerServices {
    */
   async recordTelemetry(envelope: SignedTelemetry, hostId: string): Promise<boolean> {
     const agent = await this.store.getAgentByHost(hostId);
-    if (!agent) return this.refuse("dropped");
+    if (!agent) return this.refuse(hostId, { result: "dropped", reason: "unregistered", why: "no agent is registered for this host" }, UNREGISTERED);
     const opened = openTelemetry(envelope, { hostId, publicKey: agent.publicKey, maxSkewMs: this.limits.telemetryMaxSkewMs ?? DEFAULT_TELEMETRY_MAX_SKEW_MS });
-    if (!opened.ok) return this.refuse("invalid");
+    if (!opened.ok) {
+      const why = opened.reason === "clock" ? `${opened.why}: check the host's clock (NTP), or --telemetry-max-skew` : opened.why;
+      return this.refuse(hostId, { result: "invalid", reason: opened.reason, why });
+    }
     const { message } = opened;
     const about = message.artifact_id;
-    if (!(await this.store.hasStatus(about, hostId)) && !(await this.hostView(hostId)).artifactIds.includes(about)) return this.refuse("dropped");
+    if (!(await this.store.hasStatus(about, hostId)) && !(await this.hostView(hostId)).artifactIds.includes(about)) {
+      return this.refuse(hostId, { result: "dropped", reason: "not-served", why: `artifact ${about} is not served to this host` });
+    }
     const { receipt } = message;
     const recorded = await this.store.putStatus({
       hostId,
@@ -368,14 +383,27 @@ export class AssignerServices {
       time: message.time,
       seq: message.seq,
     });
-    if (!recorded) return this.refuse("invalid");
+    if (!recorded) return this.refuse(hostId, { result: "invalid", reason: "replay", why: `seq ${message.seq} is not above the last recorded for artifact ${about}` });
     await this.store.touchAgent(hostId, new Date().toISOString());
     this.metrics.telemetry.inc({ result: "recorded" });
     return true;
   }
 
-  private refuse(result: "invalid" | "dropped"): false {
-    this.metrics.telemetry.inc({ result });
+  /** Telemetry refusals logged: at most one line a minute per host (the count held back in the next), in bounded memory. */
+  private readonly refusals = new LogThrottle(60_000, 10_000);
+
+  /**
+   * Counts a refused message, and warns naming the host and why (never the
+   * payload): a host whose clock is off, or whose key no longer matches,
+   * otherwise never has a receipt recorded with nothing saying why.
+   */
+  private refuse(hostId: string, refusal: Refusal, key = hostId): false {
+    this.metrics.telemetry.inc({ result: refusal.result });
+    const logged = this.logger.isLevelEnabled("warn") ? this.refusals.take(key) : undefined;
+    if (logged) {
+      const held = logged.held > 0 ? ` (${logged.held} more refused since the last line)` : "";
+      this.logger.warn({ host_id: hostId, result: refusal.result, reason: refusal.reason }, `telemetry from host "${hostId}" refused: ${refusal.why}${held}`);
+    }
     return false;
   }
 

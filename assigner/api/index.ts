@@ -57,5 +57,5 @@ export {
   TelemetryResult,
 } from "./schemas.js";
 export { canonicalSelector, matches, parseSelector, type Requirement, type Selector } from "./selector.js";
-export { openTelemetry, sealTelemetry, type OpenOptions } from "./telemetry.js";
+export { openTelemetry, sealTelemetry, type OpenOptions, type TelemetryRefusal } from "./telemetry.js";
 export { assignmentsSubject, TELEMETRY_SUBJECTS, telemetrySubject, telemetrySubjectHost } from "./subjects.js";

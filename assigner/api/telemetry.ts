@@ -23,28 +23,31 @@ export interface OpenOptions {
   now?: number;
 }
 
+/** Why a message was not opened, for the assigner's log and counters. */
+export type TelemetryRefusal = "signature" | "malformed" | "other-host" | "clock";
+
 /**
  * The message, when the signature verifies over the payload's bytes with the
  * host's key, the payload is a TelemetryMessage about that host, and its time
  * is within maxSkewMs of now. Replays within that window are the store's to
  * refuse (by `seq`).
  */
-export function openTelemetry(envelope: SignedTelemetry, options: OpenOptions): { ok: true; message: TelemetryMessage } | { ok: false; why: string } {
+export function openTelemetry(envelope: SignedTelemetry, options: OpenOptions): { ok: true; message: TelemetryMessage } | { ok: false; reason: TelemetryRefusal; why: string } {
   const payload = Buffer.from(envelope.payload, "base64");
   const signature = Buffer.from(envelope.signature, "base64");
   const key = createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x: Buffer.from(options.publicKey, "base64").toString("base64url") }, format: "jwk" });
-  if (signature.length !== 64 || !verify(null, payload, key, signature)) return { ok: false, why: `signature does not verify with the key registered for host "${options.hostId}"` };
+  if (signature.length !== 64 || !verify(null, payload, key, signature)) return { ok: false, reason: "signature", why: `signature does not verify with the key registered for host "${options.hostId}"` };
   let json: unknown;
   try {
     json = JSON.parse(payload.toString("utf8"));
   } catch {
-    return { ok: false, why: "payload is not JSON" };
+    return { ok: false, reason: "malformed", why: "payload is not JSON" };
   }
   const parsed = TelemetryMessage.safeParse(json);
-  if (!parsed.success) return { ok: false, why: `payload: ${parsed.error.issues[0]?.message ?? "not a telemetry message"}` };
+  if (!parsed.success) return { ok: false, reason: "malformed", why: `payload: ${parsed.error.issues[0]?.message ?? "not a telemetry message"}` };
   const message = parsed.data;
-  if (message.host_id !== options.hostId) return { ok: false, why: `payload speaks for host "${message.host_id}", not "${options.hostId}"` };
+  if (message.host_id !== options.hostId) return { ok: false, reason: "other-host", why: `payload speaks for host "${message.host_id}", not "${options.hostId}"` };
   const skew = Math.abs(Date.parse(message.time) - (options.now ?? Date.now()));
-  if (!(skew <= options.maxSkewMs)) return { ok: false, why: `time ${message.time} is more than ${options.maxSkewMs} ms from the assigner's clock` };
+  if (!(skew <= options.maxSkewMs)) return { ok: false, reason: "clock", why: `time ${message.time} is more than ${options.maxSkewMs} ms from the assigner's clock` };
   return { ok: true, message };
 }

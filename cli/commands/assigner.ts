@@ -21,6 +21,8 @@ interface ServeOptions {
   trust?: string;
   maxUploadBytes?: string;
   maxConnections?: string;
+  maxConnectionsPerClient?: string;
+  metricsToken?: string;
   headersTimeout?: string;
   requestTimeout?: string;
   keepAliveTimeout?: string;
@@ -68,6 +70,8 @@ export function registerAssigner(program: Command): void {
     .option("--trust <files>", "trusted public keys or trust file, comma-separated (AEGIS_TRUST)", env("AEGIS_TRUST"))
     .option("--max-upload-bytes <n>", "largest bundle POST /artifacts takes, decoded (AEGIS_MAX_UPLOAD_BYTES); default 16777216 (16 MiB)", env("AEGIS_MAX_UPLOAD_BYTES"))
     .option("--max-connections <n>", "open connections at most, agents' keep-alive polls included (AEGIS_MAX_CONNECTIONS); default 10000", env("AEGIS_MAX_CONNECTIONS"))
+    .option("--max-connections-per-client <n>", "open connections at most from one client address (AEGIS_MAX_CONNECTIONS_PER_CLIENT); default: no cap of its own; not behind a load balancer or NAT, whose clients share its address", env("AEGIS_MAX_CONNECTIONS_PER_CLIENT"))
+    .option("--metrics-token <token>", "GET /metrics needs this Bearer token or the operator's (AEGIS_METRICS_TOKEN); default: /metrics is public", env("AEGIS_METRICS_TOKEN"))
     .option("--headers-timeout <seconds>", "time to receive a request's headers (AEGIS_HEADERS_TIMEOUT); default 10", env("AEGIS_HEADERS_TIMEOUT"))
     .option("--request-timeout <seconds>", "time to receive a whole request, body included (AEGIS_REQUEST_TIMEOUT); default 120", env("AEGIS_REQUEST_TIMEOUT"))
     .option("--keep-alive-timeout <seconds>", "idle keep-alive connections are closed after this; above the agents' 30 s poll (AEGIS_KEEP_ALIVE_TIMEOUT); default 65", env("AEGIS_KEEP_ALIVE_TIMEOUT"))
@@ -80,6 +84,7 @@ export function registerAssigner(program: Command): void {
       const limits = {
         maxUploadBytes: positive("max-upload-bytes", options.maxUploadBytes),
         maxConnections: positive("max-connections", options.maxConnections),
+        maxConnectionsPerClient: positive("max-connections-per-client", options.maxConnectionsPerClient),
         headersTimeoutMs: positive("headers-timeout", options.headersTimeout, 1000),
         requestTimeoutMs: positive("request-timeout", options.requestTimeout, 1000),
         keepAliveTimeoutMs: positive("keep-alive-timeout", options.keepAliveTimeout, 1000),
@@ -100,6 +105,7 @@ export function registerAssigner(program: Command): void {
         ...adminTokenSource(options, command),
         ...(options.enrollSecret ? { enrollSecret: options.enrollSecret } : {}),
         ...(options.trust ? { trust: options.trust } : {}),
+        ...(options.metricsToken ? { metricsToken: options.metricsToken } : {}),
         ...Object.fromEntries(Object.entries(limits).filter(([, value]) => value !== undefined)),
       });
       logger.info(

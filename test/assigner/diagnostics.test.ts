@@ -1,0 +1,161 @@
+// What the assigner tells its operator when something fails that a caller
+// cannot see or fix: a binary whose registry bytes fail verification (a 502
+// before any byte went out, and a warning with the code), the reason of
+// every 5xx, telemetry refused (host and reason, at most a line a minute per
+// host, never the payload), and uploads kept on one machine while the store
+// is shared Redis. An assigner in this process, its log captured as JSON.
+import { generateKeyPairSync } from "node:crypto";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { Writable } from "node:stream";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startAssigner, type RunningAssigner } from "../../assigner/index.js";
+import { createLogger } from "../../assigner/logging.js";
+import { buildBundle } from "../../bundle/index.js";
+import { sha256 } from "../../registry/index.js";
+import { http, registerAgent, signed, telemetry } from "../harness/assigner-http.js";
+import { freePort } from "../harness/ports.js";
+import { makeTempDir, removeTempDir } from "../harness/process.js";
+import { startRedis, type TcpServer } from "../harness/tcp-server.js";
+
+const ADMIN = "diagnostics-operator";
+type Line = Record<string, unknown> & { level: string; msg: string };
+
+/** A logger whose JSON lines land in `lines`. */
+function capturingLogger() {
+  const lines: Line[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      for (const line of chunk.toString("utf8").split("\n")) if (line.trim()) lines.push(JSON.parse(line) as Line);
+      done();
+    },
+  });
+  return { lines, logger: createLogger({ stream, readable: false, level: "info" }) };
+}
+
+let work: string;
+let assigner: RunningAssigner;
+let log: ReturnType<typeof capturingLogger>;
+
+beforeAll(async () => {
+  work = makeTempDir("aegis-diagnostics-");
+  log = capturingLogger();
+  // No --registry: uploads go to the OCI layout in the data dir, whose blobs the test can tamper with.
+  assigner = await startAssigner({ port: 0, dataDir: work, adminToken: ADMIN, logger: log.logger });
+});
+afterAll(async () => {
+  await assigner?.close();
+  if (work) await removeTempDir(work);
+});
+
+/** Lines logged since `from` (an index into the log) that `match`. */
+const since = (from: number, match: (line: Line) => boolean) => log.lines.slice(from).filter(match);
+
+describe("a binary that fails verification on its way out", () => {
+  it("is a 502 with DIGEST_MISMATCH in detail (not a reset), and a warning names the artifact and the code", async () => {
+    const { bytes } = await buildBundle("policies/block-icmp-8888");
+    const created = await http(assigner.url, "POST", "/artifacts", { token: ADMIN, body: { name: "block-icmp-8888", version: "1.0.0", data: bytes.toString("base64") } });
+    expect(created.status, JSON.stringify(created.json)).toBe(201);
+    const id = created.json.id as string;
+    expect((await http(assigner.url, "POST", `/assign/${id}/tamper-host`, { token: ADMIN })).status, "assign").toBe(200);
+    const agent = await registerAgent(assigner.url, "tamper-host");
+    // The layer's bytes in the layout, changed in place (same length): what a broken disk or a hostile mirror serves.
+    const blob = join(work, "oci", "blobs", "sha256", sha256(bytes).slice("sha256:".length));
+    const tampered = readFileSync(blob);
+    tampered[tampered.length >> 1]! ^= 0xff;
+    writeFileSync(blob, tampered);
+
+    const from = log.lines.length;
+    const answer = await http(assigner.url, "GET", `/artifacts/${id}/binary`, { token: agent.token }).catch((err: Error) => ({ status: `no answer: ${err.message}`, json: {}, headers: new Headers() }));
+    expect(answer.status, "the status of the tampered binary").toBe(502);
+    expect(answer.json, "the error answer").toMatchObject({ code: "BAD_GATEWAY", detail: "DIGEST_MISMATCH" });
+    expect(answer.headers.get("etag"), "no ETag of the layer on the error").toBeNull();
+    await expect.poll(() => since(from, (line) => line.msg === "request").length, { message: "the request line" }).toBeGreaterThan(0);
+    const warned = since(from, (line) => line.level === "warn" && line.artifact_id === id);
+    expect(warned, `a warning for the artifact in:\n${JSON.stringify(log.lines.slice(from), null, 1)}`).toHaveLength(1);
+    expect(warned[0], "the warning's code").toMatchObject({ code: "DIGEST_MISMATCH" });
+    expect(since(from, (line) => line.msg === "request")[0], "the request line").toMatchObject({ level: "error", status: 502, route: "/artifacts/{id}/binary" });
+  });
+});
+
+describe("every 5xx is logged with its reason", () => {
+  it("a registration from an unreachable registry: an error line with the code, detail and message", async () => {
+    const port = await freePort();
+    const reference = `127.0.0.1:${port}/nowhere/policy@sha256:${"a".repeat(64)}`;
+    const from = log.lines.length;
+    const answer = await http(assigner.url, "POST", "/artifacts", { token: ADMIN, body: { reference } });
+    expect(answer.status, JSON.stringify(answer.json)).toBe(502);
+    await expect.poll(() => since(from, (line) => line.msg === "request").length, { message: "the request line" }).toBeGreaterThan(0);
+    const reasons = since(from, (line) => line.level === "error" && line.msg !== "request");
+    expect(reasons, `the reason's line in:\n${JSON.stringify(log.lines.slice(from), null, 1)}`).toHaveLength(1);
+    expect(reasons[0], "the reason").toMatchObject({ code: "BAD_GATEWAY", detail: answer.json.detail, msg: answer.json.error });
+    expect(JSON.stringify(log.lines), "no token in the log").not.toContain(ADMIN);
+  });
+});
+
+describe("telemetry refused", () => {
+  it("a host whose clock is 10 minutes off: a warning naming the host and the clock, once a minute at most, without the payload", async () => {
+    const keys = generateKeyPairSync("ed25519");
+    const agent = await registerAgent(assigner.url, "skewed-host", keys);
+    const from = log.lines.length;
+    const late = new Date(Date.now() - 10 * 60_000).toISOString();
+    const messages = [0, 1, 2].map(() => signed(telemetry("skewed-host", `sha256:${"b".repeat(64)}`, { time: late }), keys));
+    for (const [i, message] of messages.entries()) {
+      const answer = await http(assigner.url, "POST", `/agents/${agent.uid}/telemetry`, { token: agent.token, body: message });
+      expect(answer.json, `message ${i}: the answer's shape is the contract's`).toEqual({ recorded: 0, refused: 1 });
+    }
+    const warned = since(from, (line) => line.level === "warn" && line.host_id === "skewed-host");
+    expect(warned, `one warning for the host in:\n${JSON.stringify(log.lines.slice(from), null, 1)}`).toHaveLength(1);
+    expect(warned[0], "its fields").toMatchObject({ result: "invalid", reason: "clock" });
+    expect(warned[0]!.msg, "its message").toMatch(/^telemetry from host "skewed-host" refused: time .* from the assigner's clock: check the host's clock/);
+    const text = JSON.stringify(log.lines.slice(from));
+    for (const message of messages) expect(text.includes(message.payload) || text.includes(message.signature), "the payload or signature in the log").toBe(false);
+    expect(text, "no agent token in the log").not.toContain(agent.token);
+  });
+
+  it("each host is told of on its own: a bad signature and a report about an artifact not served", async () => {
+    const keys = generateKeyPairSync("ed25519");
+    const forged = await registerAgent(assigner.url, "forged-host", keys);
+    const stray = await registerAgent(assigner.url, "stray-host", keys);
+    const from = log.lines.length;
+    const other = generateKeyPairSync("ed25519");
+    expect((await http(assigner.url, "POST", `/agents/${forged.uid}/telemetry`, { token: forged.token, body: signed(telemetry("forged-host", `sha256:${"c".repeat(64)}`), other) })).json).toEqual({ recorded: 0, refused: 1 });
+    expect((await http(assigner.url, "POST", `/agents/${stray.uid}/telemetry`, { token: stray.token, body: signed(telemetry("stray-host", `sha256:${"c".repeat(64)}`), keys) })).json).toEqual({ recorded: 0, refused: 1 });
+    const warned = since(from, (line) => line.level === "warn" && typeof line.host_id === "string").map((line) => [line.host_id, line.result, line.reason]);
+    expect(warned, "the warnings: host, result, reason").toEqual([
+      ["forged-host", "invalid", "signature"],
+      ["stray-host", "dropped", "not-served"],
+    ]);
+  });
+});
+
+describe("uploads on one machine while the store is shared Redis", () => {
+  let redis: TcpServer;
+  beforeAll(async () => {
+    redis = await startRedis();
+  });
+  afterAll(async () => {
+    await redis?.stop();
+  });
+
+  it.each([
+    ["Redis without --registry", { redis: true }, 1],
+    ["Redis with --registry", { redis: true, registry: true }, 0],
+    ["the embedded store", {}, 0],
+  ] as const)("%s (%j): %i start-up warnings about uploads", async (what, setup, count) => {
+    const own = capturingLogger();
+    const dir = join(work, `shared-${count}-${Object.keys(setup).join("-") || "embedded"}`);
+    const started = await startAssigner({
+      port: 0,
+      dataDir: dir,
+      adminToken: ADMIN,
+      logger: own.logger,
+      ...("redis" in setup ? { redisUrl: redis.url, redisPrefix: `shared-${Object.keys(setup).length}` } : {}),
+      ...("registry" in setup ? { registry: `oci:${join(dir, "uploads")}` } : {}),
+    });
+    await started.close();
+    const warned = own.lines.filter((line) => line.level === "warn" && /--registry/.test(line.msg));
+    expect(warned, `${what}: warnings in:\n${JSON.stringify(own.lines, null, 1)}`).toHaveLength(count);
+    if (count > 0) expect(warned[0]!.msg, `${what}: the warning`).toMatch(/another assigner on this Redis cannot serve them; give every assigner the same --registry/);
+  });
+});
