@@ -15,12 +15,13 @@ import { backoffDelay, connectNats, failureWait, logText, natsRetryBase, refusal
 import { AgentError } from "./errors.js";
 import { Executor } from "./executor.js";
 import { ArtifactCache, type FetchOptions, type VerifiedArtifact } from "./fetch.js";
+import { reportedReason } from "./fetch-failure.js";
 import { AgentMetrics } from "./metrics.js";
 import { TelemetryRoute } from "./telemetry-route.js";
 import { newestByName, plan, type InstalledProgram, type Program, type Step } from "./plan.js";
 import { logLine, receiptCounters, telemetryMessage, type Reporter, type StepReport } from "./report.js";
 import { recordOf, StateDir, type InstalledRecord, type OrphanRecord } from "./state.js";
-import { isTrustVerdict, TrustCheck, trustBasis } from "./trust-check.js";
+import { TrustCheck, trustBasis, trustVerdictOf } from "./trust-check.js";
 import { TrustRootFollower, type TrustRootOptions } from "./trust-root.js";
 import { collectStatus } from "./status.js";
 import type { z } from "zod";
@@ -660,15 +661,18 @@ export class Agent {
         // The claimed name only keeps an installed version in force: trusting it can never widen what runs. Not this
         // digest itself, if it runs (unchecked, orphaned, or never recorded) and the trust refuses its signatures.
         hold.push(artifact.name);
-        if (isTrustVerdict(err) && (loaded.some((p) => p.id === artifact.id) || orphans.some((o) => o.record.id === artifact.id))) {
-          this.trustCheck.refuse(artifact.id, err);
+        const verdict = trustVerdictOf(err);
+        if (verdict && (loaded.some((p) => p.id === artifact.id) || orphans.some((o) => o.record.id === artifact.id))) {
+          this.trustCheck.refuse(artifact.id, verdict);
           distrusted.add(artifact.id);
         }
         const code = errorCode(err);
         this.backOff(artifact, code, attemptStart);
         if (this.failed.get(artifact.id) !== code) {
           this.failed.set(artifact.id, code);
-          this.report({ event: "failed", id: artifact.id, name: artifact.name, version: artifact.version, code, reason: describeError(err) });
+          // The assigner gets no text a registry wrote (fetch-failure.ts): the journal has it.
+          this.log(`${artifact.id}: ${describeError(err)}`);
+          this.report({ event: "failed", id: artifact.id, name: artifact.name, version: artifact.version, code, reason: reportedReason(err) });
         }
       }
     }
@@ -851,7 +855,7 @@ export class Agent {
           saved.add(artifact.id);
         } catch (err) {
           this.signal.throwIfAborted();
-          const why = deadline.aborted && !isTrustVerdict(err) ? deadline.reason : err;
+          const why = deadline.aborted && !trustVerdictOf(err) ? deadline.reason : err;
           this.log(`${artifact.id}: its registries give no signature the trust in force accepts either (${describeError(why)})`);
           this.backOff(artifact, errorCode(why), attemptStart);
           failed.set(artifact.id, basis);

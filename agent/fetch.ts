@@ -12,7 +12,6 @@
 // verified there first, in one pass, with no registry.
 import { AssignerError } from "../assigner/api/index.js";
 import { decodeBundle, readPolicyManifest, type Bundle } from "../bundle/index.js";
-import { errorCode } from "../errors.js";
 import {
   copy,
   isManifestType,
@@ -31,7 +30,11 @@ import {
 } from "../registry/index.js";
 import { verifyArtifact, verifySignatures, type TrustPolicy, type VerifiedSignature } from "../signing/index.js";
 import { AgentError } from "./errors.js";
+import { FetchFailure, isVerdict, type SourceFailure } from "./fetch-failure.js";
 import { AssignerSource, type ArtifactReader } from "./source.js";
+
+// The trust root's fetch (trust-root.ts) tells the same failures apart.
+export { isUnavailable } from "./fetch-failure.js";
 
 /** What the assigner says about an assigned artifact (only id, checksum and reference are used, and all are checked). */
 export interface Assigned {
@@ -85,23 +88,24 @@ export class ArtifactCache {
   /**
    * Pulls (or finds in the cache) and verifies one assigned artifact from
    * the mirrors in order, then the reference; when none of them could be
-   * read at all (REGISTRY_UNAVAILABLE), from the assigner. A registry that
-   * served content which failed verification is a verdict: the assigner is
-   * not asked to overrule it. Throws with the code of the last failure (a
-   * registry's, when the assigner itself could not answer).
+   * read at all (each failed REGISTRY_UNAVAILABLE), from the assigner. A
+   * registry that served content which failed verification is a verdict:
+   * the assigner is not asked to overrule it. Throws a FetchFailure naming
+   * every source tried and its failure, with the code of the first verdict
+   * among them, else of the last registry's failure (fetch-failure.ts).
    */
   async fetchVerified(assigned: Assigned, options: FetchOptions): Promise<VerifiedArtifact> {
     const cached = await this.fromCache(assigned, options);
     if ("artifact" in cached) return cached.artifact;
-    let last: unknown;
-    let reachable = false;
+    const failures: SourceFailure[] = [];
     // The reference is read (and refused, if malformed) in its turn: a mirror may serve the digest whatever the assigner says it is called.
     const pullMs = options.pullTimeoutMs ?? 300_000;
-    for (const source of [...options.mirrors.map((m) => () => `${m}@${assigned.id}`), () => referenceOf(assigned)]) {
+    const sources = [...options.mirrors.map((m) => ({ name: m, ref: () => `${m}@${assigned.id}` })), { name: assigned.reference, ref: () => referenceOf(assigned) }];
+    for (const source of sources) {
       options.signal?.throwIfAborted();
       const deadline = AbortSignal.timeout(pullMs);
       try {
-        const ref = source();
+        const ref = source.ref();
         const signal = options.signal ? AbortSignal.any([options.signal, deadline]) : deadline;
         try {
           return await this.pullAndVerify(ref, openReference(ref, options.repository ?? {}).target, assigned, { ...options, signal });
@@ -110,12 +114,11 @@ export class ArtifactCache {
         }
       } catch (err) {
         options.signal?.throwIfAborted();
-        last = err;
-        if (!isUnavailable(err)) reachable = true;
+        failures.push({ source: source.name, error: err });
       }
     }
     const { assigner } = options;
-    if (assigner && !reachable) {
+    if (assigner && !failures.some((f) => isVerdict(f.error))) {
       const ms = options.assignerTimeoutMs ?? 30_000;
       const deadline = AbortSignal.timeout(ms);
       const signal = options.signal ? AbortSignal.any([options.signal, deadline]) : deadline;
@@ -124,12 +127,10 @@ export class ArtifactCache {
         return await this.pullAndVerify(where, new AssignerSource(assigner, assigned.id, signal), assigned, { ...options, signal });
       } catch (err) {
         options.signal?.throwIfAborted();
-        const failure = deadline.aborted ? new AssignerError("UNAVAILABLE", `${where} did not serve ${assigned.id} within ${ms} ms`, { cause: err }) : err;
-        // An assigner that cannot answer (down, slow, or the assignment just removed) says nothing about the artifact.
-        if (last === undefined || !(failure instanceof AssignerError)) last = failure;
+        failures.push({ source: where, error: deadline.aborted ? new AssignerError("UNAVAILABLE", `${where} did not serve ${assigned.id} within ${ms} ms`, { cause: err }) : err });
       }
     }
-    throw last ?? new AgentError("UNAVAILABLE", `no source for ${assigned.id}`);
+    throw new FetchFailure(assigned.id, failures);
   }
 
   /**
@@ -241,30 +242,6 @@ export class ArtifactCache {
     return removed;
   }
 }
-
-/** Whether `err` says a registry could not be read at all (REGISTRY_UNAVAILABLE), not what it served. */
-export function isUnavailable(err: unknown): boolean {
-  return REGISTRY_UNAVAILABLE.has(errorCode(err));
-}
-
-/**
- * Failures to read a registry at all (down, refusing us, throttling, not
- * holding the artifact), as opposed to verdicts on what it served.
- */
-const REGISTRY_UNAVAILABLE = new Set([
-  "UNREACHABLE",
-  "TIMEOUT",
-  "HTTP_ERROR",
-  "TOOMANYREQUESTS",
-  "UNAUTHORIZED",
-  "DENIED",
-  "NO_CREDENTIALS",
-  "INSECURE",
-  "NOT_FOUND",
-  "NAME_UNKNOWN",
-  "MANIFEST_UNKNOWN",
-  "BLOB_UNKNOWN",
-]);
 
 /** The policy layer must be the checksum the assigner announced. */
 function checkChecksum(layer: Descriptor, assigned: Announced): void {

@@ -20,6 +20,7 @@
 import { describeError } from "../errors.js";
 import { CHECK_OF, keyValidity, SignatureError, type TrustPolicy } from "../signing/index.js";
 import type { ArtifactCache } from "./fetch.js";
+import { FetchFailure } from "./fetch-failure.js";
 
 /**
  * What names the trust in force, for TrustCheck: the followed root held
@@ -36,6 +37,12 @@ const TRUST_CHECKS = new Set(["key", "chain", "log", "identity", "requirement"])
 /** Whether `err` is a verdict of trust (TRUST_CHECKS) on a signature. */
 export function isTrustVerdict(err: unknown): err is SignatureError {
   return err instanceof SignatureError && TRUST_CHECKS.has(CHECK_OF[err.code]);
+}
+
+/** The verdict of trust a fetch failed with: the failure it reports (fetch-failure.ts), if isTrustVerdict. */
+export function trustVerdictOf(err: unknown): SignatureError | undefined {
+  const chosen = err instanceof FetchFailure ? err.cause : err;
+  return isTrustVerdict(chosen) ? chosen : undefined;
 }
 
 export interface TrustCheckResult {

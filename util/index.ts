@@ -12,5 +12,5 @@ export { byCodeUnit } from "./order.js";
 export { openWriteStream, type OpenWriteStreamOptions } from "./open-write-stream.js";
 export { backoffDelay, failureWait, retryAfterMs, sleep, type BackoffOptions } from "./retry.js";
 export { streamed } from "./spent-buffers.js";
-export { logText, oneLine, printable, quote } from "./text.js";
+export { clip, logText, oneLine, printable, quote } from "./text.js";
 export { TAR_BLOCK, TarCounter, tarDataEnd } from "./tar-end.js";

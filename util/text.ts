@@ -49,6 +49,11 @@ export function quote(value: unknown): string {
   return cut(text.slice(0, QUOTE_MAX), text.length, QUOTE_MAX);
 }
 
+/** `text` cut at `max` characters, saying how many more there were (a reference or an error text someone else chose). */
+export function clip(text: string, max: number): string {
+  return cut(text.slice(0, max), text.length, max);
+}
+
 /** The most characters of one log line: a registry's error or an agent's reason can be megabytes. */
 const LOG_LINE_MAX = 4096;
 

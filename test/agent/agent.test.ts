@@ -854,6 +854,53 @@ describe("enforcement", () => {
     }
   });
 
+  it("reports a mirror's verdict, not the unreachable reference tried after it, naming both sources", async () => {
+    const untrusted = await publish("10.2.0", otherKey, "mirror-verdict");
+    const layout = join(work, "verdict-layout");
+    await copy(new RemoteRepository(registry.host, "policies/agent"), untrusted, new OciLayoutTarget(layout), undefined, { referrers: true });
+    liar.rewrite = (path, body) => (path.startsWith("/artifacts/for-host/") ? Buffer.from(body.toString().replaceAll(`"${registry.host}/`, '"127.0.0.1:1/')) : body);
+    try {
+      const { agent, events } = await agentFor("mirror-verdict-host", { assigner: liar.url, mirrors: [`oci:${layout}`], requestTimeoutMs: 2_000 });
+      await admin.assign(untrusted, "mirror-verdict-host");
+      await agent.reconcile();
+      const failed = events.filter((e) => e.id === untrusted && e.event === "failed");
+      expect(failed.map((e) => e.code), `the mirror's verdict is the code reported: ${JSON.stringify(failed)}`).toEqual(["UNTRUSTED_KEY"]);
+      expect(failed[0]?.reason, "the reason names the mirror and its verdict").toContain(`oci:${layout}: `);
+      expect(failed[0]?.reason, "the reason names the unreachable reference and its code").toContain(`127.0.0.1:1/policies/agent@${untrusted}: UNREACHABLE`);
+      const counted = (await agent.metrics.text()).split("\n").filter((l) => l.startsWith("aegis_agent_failures_total{"));
+      expect(counted, "the failure metric counts the verdict").toEqual([`aegis_agent_failures_total{code="UNTRUSTED_KEY"} 1`]);
+      expect(liar.paths.filter((p) => p.startsWith(`/artifacts/${untrusted}/`)), "a registry's verdict stands: the assigner is not asked").toEqual([]);
+    } finally {
+      delete liar.rewrite;
+    }
+  });
+
+  it("reports a registry's refusal by code and HTTP status, never with the text it answered, which only the local log keeps", async () => {
+    const digest = await publish("10.3.0", ciKey, "secret-registry");
+    const secret = "AKIAIOSFODNN7EXAMPLE-internal-admin-token";
+    const forbidding = createServer((_req, res) => res.writeHead(403, { "content-type": "text/plain" }).end(`denied: ${secret}\nmore of the internal page`));
+    await new Promise<void>((resolve) => forbidding.listen(0, "127.0.0.1", resolve));
+    const host = `127.0.0.1:${(forbidding.address() as AddressInfo).port}`;
+    // The reference points at the forbidding host; the assigner's own copy cannot be had (never answered), so the registry's failure is the one reported.
+    liar.rewrite = (path, body) => (path.startsWith("/artifacts/for-host/") ? Buffer.from(body.toString().replaceAll(`"${registry.host}/`, `"${host}/`)) : body);
+    liar.stall = (path) => path.startsWith(`/artifacts/${digest}/`);
+    try {
+      const { agent, events, logs } = await agentFor("secret-host", { assigner: liar.url, requestTimeoutMs: 1_000 });
+      await admin.assign(digest, "secret-host");
+      await agent.reconcile();
+      const failed = events.find((e) => e.id === digest && e.event === "failed");
+      expect(failed?.code, `the registry's refusal: ${JSON.stringify(failed)}`).toBe("DENIED");
+      expect(failed?.reason, "the reason names the registry, the code and the status").toContain(`${host}/policies/agent@${digest}: DENIED (HTTP 403)`);
+      expect(failed?.reason, "the reason carries none of the registry's text").not.toContain(secret);
+      expect(logs.some((l) => l.includes(secret)), "the local log keeps the registry's text").toBe(true);
+    } finally {
+      delete liar.rewrite;
+      delete liar.stall;
+      liar.server.closeAllConnections();
+      forbidding.close();
+    }
+  });
+
   it("with no registry reachable, installs over the assigner path and refuses an assigner that lies, keeping the previous version in force", async () => {
     const [v1, v2, swapped, forged, copied, stalled, unlisted] = [
       await publish("20.0.0", ciKey, "assigner-path"),
