@@ -1061,6 +1061,8 @@ export class Agent {
       this.stepFailed.delete(id);
       this.loadSaid.delete(id);
     } catch (err) {
+      // A tool killed by the stop (the datapath's signal) is no failure of the step: the next start reads the kernel again.
+      this.signal.throwIfAborted();
       // Until its replacement goes in, the old version is held as a kept one is (a step of its own, its failure
       // reported under its digest): a replacement the kernel refuses on every pass must not leave the old one
       // unrestored after drift, or missing on a new interface. Once the new version is recorded it runs, and only

@@ -9,7 +9,7 @@ import { dirname, join } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { EbpfError } from "./errors.js";
-import { run } from "./exec.js";
+import { run, type ToolOptions } from "./exec.js";
 import { COUNTERS_MAP, FILLED_MAPS, mapEntries, u32, type CompiledRules } from "./rules.js";
 
 export const BPFFS = "/sys/fs/bpf";
@@ -32,19 +32,19 @@ export interface TestRunResult {
 }
 
 /** Mounts bpffs at /sys/fs/bpf unless it already is. */
-export async function ensureBpffs(): Promise<void> {
+export async function ensureBpffs(tool: ToolOptions = {}): Promise<void> {
   const mounts = await readFile("/proc/mounts", "utf8");
   if (mounts.split("\n").some((line) => line.split(" ")[1] === BPFFS && line.split(" ")[2] === "bpf")) return;
-  await run("BPFFS_FAILED", `cannot mount bpffs at ${BPFFS}`, "mount", ["-t", "bpf", "bpf", BPFFS]);
+  await run("BPFFS_FAILED", `cannot mount bpffs at ${BPFFS}`, "mount", ["-t", "bpf", "bpf", BPFFS], tool);
 }
 
 /**
  * Loads every program of an object and pins programs and maps under pinDir,
  * which must not exist yet. On failure nothing stays pinned.
  */
-export async function loadObject(object: Buffer, pinDir: string): Promise<Pinned> {
+export async function loadObject(object: Buffer, pinDir: string, tool: ToolOptions = {}): Promise<Pinned> {
   checkPinDir(pinDir);
-  await ensureBpffs();
+  await ensureBpffs(tool);
   await securePinRoot(dirname(pinDir));
   try {
     await mkdir(pinDir);
@@ -60,7 +60,7 @@ export async function loadObject(object: Buffer, pinDir: string): Promise<Pinned
     const progDir = join(pinDir, "prog");
     await run("LOAD_FAILED", `cannot load eBPF object into ${pinDir}`, "bpftool", [
       "prog", "loadall", objectFile, progDir, "pinmaps", pinned.mapsDir,
-    ]);
+    ], tool);
     const programs = await readdir(progDir);
     const [program] = programs;
     if (programs.length !== 1 || !program) {
@@ -78,7 +78,7 @@ export async function loadObject(object: Buffer, pinDir: string): Promise<Pinned
 }
 
 /** Writes compiled rules into the pinned maps, in one bpftool process. */
-export async function fillMaps(mapsDir: string, maps: CompiledRules["maps"]): Promise<void> {
+export async function fillMaps(mapsDir: string, maps: CompiledRules["maps"], tool: ToolOptions = {}): Promise<void> {
   if (FILLED_MAPS.every((name) => maps[name].count === 0)) return;
   function* lines(): Generator<string> {
     for (const name of FILLED_MAPS) {
@@ -86,14 +86,14 @@ export async function fillMaps(mapsDir: string, maps: CompiledRules["maps"]): Pr
       for (const { key, value } of mapEntries(maps[name])) yield `${prefix}${hexBytes(key)} value hex ${hexBytes(value)}`;
     }
   }
-  await batch(lines(), `cannot fill the maps in ${mapsDir}`);
+  await batch(lines(), `cannot fill the maps in ${mapsDir}`, [], tool);
 }
 
 /** loadObject + fillMaps: a program ready to attach, or nothing pinned. */
-export async function loadProgram(object: Buffer, rules: CompiledRules, pinDir: string): Promise<Pinned> {
-  const pinned = await loadObject(object, pinDir);
+export async function loadProgram(object: Buffer, rules: CompiledRules, pinDir: string, tool: ToolOptions = {}): Promise<Pinned> {
+  const pinned = await loadObject(object, pinDir, tool);
   try {
-    await fillMaps(pinned.mapsDir, rules.maps);
+    await fillMaps(pinned.mapsDir, rules.maps, tool);
     return pinned;
   } catch (err) {
     await unpin(pinDir);
@@ -128,16 +128,16 @@ const COUNTERS_PER_READ = 4096;
  * Packets matched per rule, summed over CPUs: all rules, or only the given
  * rule indexes (cheaper for large policies), in the order asked.
  */
-export async function readCounters(mapsDir: string, indexes?: number[]): Promise<number[]> {
+export async function readCounters(mapsDir: string, indexes?: number[], tool: ToolOptions = {}): Promise<number[]> {
   const map = join(mapsDir, COUNTERS_MAP);
   if (!indexes) {
-    const shown = await run("BPFTOOL_FAILED", `cannot read ${map}`, "bpftool", ["map", "show", "pinned", map, "-j"]);
-    return readCounters(mapsDir, Array.from({ length: (JSON.parse(shown) as { max_entries: number }).max_entries }, (_, i) => i));
+    const shown = await run("BPFTOOL_FAILED", `cannot read ${map}`, "bpftool", ["map", "show", "pinned", map, "-j"], tool);
+    return readCounters(mapsDir, Array.from({ length: (JSON.parse(shown) as { max_entries: number }).max_entries }, (_, i) => i), tool);
   }
   const counters: number[] = [];
   for (let at = 0; at < indexes.length; at += COUNTERS_PER_READ) {
     const lines = indexes.slice(at, at + COUNTERS_PER_READ).map((i) => `map lookup pinned ${map} key hex ${hexBytes(u32(i))}`);
-    const out = await batch(lines, `cannot read ${map}`, ["-j"]);
+    const out = await batch(lines, `cannot read ${map}`, ["-j"], tool);
     for (const result of JSON.parse(out) as { output: PerCpuEntry }[]) counters.push(sumCpus(result.output));
   }
   return counters;
@@ -168,8 +168,8 @@ export async function findPinned(pinDir: string): Promise<Pinned | undefined> {
 }
 
 /** The kernel's id of a pinned program. */
-export async function programId(progPin: string): Promise<number> {
-  const out = await run("BPFTOOL_FAILED", `cannot show ${progPin}`, "bpftool", ["prog", "show", "pinned", progPin, "-j"]);
+export async function programId(progPin: string, tool: ToolOptions = {}): Promise<number> {
+  const out = await run("BPFTOOL_FAILED", `cannot show ${progPin}`, "bpftool", ["prog", "show", "pinned", progPin, "-j"], tool);
   return (JSON.parse(out) as { id: number }).id;
 }
 
@@ -192,12 +192,12 @@ function sumCpus(entry: PerCpuEntry): number {
 }
 
 /** Runs `lines` as one `bpftool batch`; the file is written as they come (a million rules' lines are more text than one string holds). */
-async function batch(lines: Iterable<string>, what: string, flags: string[] = []): Promise<string> {
+async function batch(lines: Iterable<string>, what: string, flags: string[], tool: ToolOptions): Promise<string> {
   const work = await mkdtemp(join(tmpdir(), "aegis-batch-"));
   try {
     const file = join(work, "commands");
     await pipeline(Readable.from(joined(lines)), createWriteStream(file));
-    return await run("BPFTOOL_FAILED", what, "bpftool", ["batch", "file", file, ...flags]);
+    return await run("BPFTOOL_FAILED", what, "bpftool", ["batch", "file", file, ...flags], tool);
   } finally {
     await rm(work, { recursive: true, force: true });
   }

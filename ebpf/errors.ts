@@ -12,6 +12,8 @@ export type EbpfErrorCode =
   /** The rules' candidate lists would pass MAX_CANDIDATES (rules.ts). */
   | "TOO_MANY_CANDIDATES"
   | "TC_FAILED"
+  /** A tool (tc, ip, bpftool, clang) did not finish within its deadline (exec.ts). */
+  | "TIMEOUT"
   | "INVALID_PIN_PATH"
   | "INVALID_PROGRAM_ID"
   | "INVALID_HOOK"

@@ -19,6 +19,7 @@ import {
   type NetInterface,
 } from "./datapath.js";
 import { EbpfError } from "./errors.js";
+import type { ToolOptions } from "./exec.js";
 import type { CompiledRules } from "./rules.js";
 import { attachTc, detachTc, listLinks, listTc } from "./tc.js";
 import { byCodeUnit } from "../util/index.js";
@@ -49,11 +50,21 @@ export interface KernelDatapathOptions {
    * current one. Devices and filters are those of this namespace only.
    */
   netns?: string;
+  /** How long one tool run (tc, ip, bpftool) may take before it is killed and fails TIMEOUT (ms); default 30 s. */
+  commandTimeoutMs?: number;
+  /** Aborting kills the tool runs under way (the agent stopping), which reject with its reason. */
+  signal?: AbortSignal;
+}
+
+/** The bounds of this Datapath's tool runs (exec.ts). */
+export function toolOptions(options: KernelDatapathOptions): ToolOptions {
+  return { ...(options.commandTimeoutMs !== undefined ? { timeoutMs: options.commandTimeoutMs } : {}), ...(options.signal ? { signal: options.signal } : {}) };
 }
 
 export class KernelDatapath implements Datapath {
   readonly pinRoot: string;
   readonly netns: string | undefined;
+  private readonly tool: ToolOptions;
   private bootId: Promise<string> | undefined;
 
   constructor(
@@ -62,6 +73,7 @@ export class KernelDatapath implements Datapath {
   ) {
     this.pinRoot = options.pinRoot ?? DEFAULT_PIN_ROOT;
     this.netns = options.netns;
+    this.tool = toolOptions(options);
   }
 
   /** The pins of a loaded program (for test runs and operators); NOT_LOADED if not loaded. */
@@ -120,23 +132,23 @@ export class KernelDatapath implements Datapath {
   async attach(id: string, hook: Hook): Promise<void> {
     checkHook(hook);
     const { progPin } = await this.pinned(id);
-    await attachTc({ ...hook, netns: this.netns }, progPin);
+    await attachTc({ ...hook, netns: this.netns }, progPin, this.tool);
   }
 
   async detach(hook: Hook): Promise<void> {
     checkHook(hook);
     // A missing device has nothing attached either.
-    const filters = await listTc(this.netns, hook.iface).catch(() => []);
+    const filters = await listTc(this.netns, hook.iface, this.tool).catch(() => []);
     if (!filters.some((f) => compareHooks(f, hook) === 0)) throw new EbpfError("NOT_ATTACHED", `nothing is attached at ${hookName(hook)}`);
-    await detachTc({ ...hook, netns: this.netns });
+    await detachTc({ ...hook, netns: this.netns }, this.tool);
   }
 
   async interfaces(): Promise<NetInterface[]> {
-    return (await listLinks(this.netns)).sort((a, b) => byCodeUnit(a.name, b.name));
+    return (await listLinks(this.netns, this.tool)).sort((a, b) => byCodeUnit(a.name, b.name));
   }
 
   async attached(): Promise<Attachment[]> {
-    const [filters, programs] = await Promise.all([listTc(this.netns), this.loaded()]);
+    const [filters, programs] = await Promise.all([listTc(this.netns, undefined, this.tool), this.loaded()]);
     const ids = new Map(programs.map((p) => [p.programId, p.id]));
     return filters
       .map(({ iface, direction, pref, programId }) => ({ iface, direction, pref, programId, id: ids.get(programId) }))
@@ -155,7 +167,7 @@ export class KernelDatapath implements Datapath {
       return false;
     }
     const running = await this.loader.programId(pinned.progPin);
-    const hooks = (await listTc(this.netns)).filter((f) => f.programId === running);
+    const hooks = (await listTc(this.netns, undefined, this.tool)).filter((f) => f.programId === running);
     if (hooks.length > 0) {
       throw new EbpfError("STILL_ATTACHED", `program ${id} is still attached at ${hooks.map(hookName).join(", ")}: detach it first`);
     }

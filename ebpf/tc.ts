@@ -4,7 +4,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { EbpfError } from "./errors.js";
-import { run } from "./exec.js";
+import { run, type ToolOptions } from "./exec.js";
 
 export type TcDirection = "ingress" | "egress";
 export const TC_DIRECTIONS: readonly TcDirection[] = ["ingress", "egress"];
@@ -37,7 +37,7 @@ export interface TcFilter {
  * program, creating the clsact qdisc if the device has none (`qdisc replace`
  * keeps an existing clsact and its filters).
  */
-export async function attachTc(hook: TcHook, progPin: string): Promise<void> {
+export async function attachTc(hook: TcHook, progPin: string, tool: ToolOptions = {}): Promise<void> {
   // The pin goes into a `tc -batch` line: no whitespace or control character may end the line or start another
   // command, and iproute2 reads # as a comment, a trailing \ as a joined line and quotes as quoting.
   // eslint-disable-next-line no-control-regex -- finding control characters is the point
@@ -52,26 +52,26 @@ export async function attachTc(hook: TcHook, progPin: string): Promise<void> {
       `filter replace dev ${hook.iface} ${hook.direction} pref ${hook.pref} handle 1 bpf direct-action object-pinned ${progPin}`,
       "",
     ].join("\n"));
-    await tc(hook.netns, `cannot attach ${progPin} at ${hook.iface} ${hook.direction}`, ["-batch", commands]);
+    await tc(hook.netns, `cannot attach ${progPin} at ${hook.iface} ${hook.direction}`, ["-batch", commands], tool);
   } finally {
     await rm(work, { recursive: true, force: true });
   }
 }
 
 /** Removes the filter at hook.pref; fails if there is none. */
-export async function detachTc(hook: TcHook): Promise<void> {
+export async function detachTc(hook: TcHook, tool: ToolOptions = {}): Promise<void> {
   await tc(hook.netns, `cannot detach pref ${hook.pref} from ${hook.iface} ${hook.direction}`, [
     "filter", "del", "dev", hook.iface, hook.direction, "pref", String(hook.pref),
-  ]);
+  ], tool);
 }
 
 /** Every BPF classifier at the clsact hooks of the namespace's devices (or one device's). */
-export async function listTc(netns?: string, iface?: string): Promise<TcFilter[]> {
+export async function listTc(netns?: string, iface?: string, tool: ToolOptions = {}): Promise<TcFilter[]> {
   // `qdisc show dev X` leaves out the dev field, so list them all and filter.
-  const qdiscs = JSON.parse((await tc(netns, "cannot list qdiscs", ["-j", "qdisc", "show"])) || "[]") as { kind: string; dev: string }[];
+  const qdiscs = JSON.parse((await tc(netns, "cannot list qdiscs", ["-j", "qdisc", "show"], tool)) || "[]") as { kind: string; dev: string }[];
   const devices = qdiscs.filter((q) => q.kind === "clsact" && (!iface || q.dev === iface)).map((q) => q.dev);
   const filters: TcFilter[] = [];
-  for (const dev of new Set(devices)) filters.push(...(await filtersAt(netns, dev)));
+  for (const dev of new Set(devices)) filters.push(...(await filtersAt(netns, dev, tool)));
   return filters;
 }
 
@@ -80,12 +80,12 @@ export async function listTc(netns?: string, iface?: string): Promise<TcFilter[]
  * gone: one removed after the qdiscs were listed (a container's veth, a test's
  * pair) has nothing attached, and must not fail the listing of every other.
  */
-export async function filtersAt(netns: string | undefined, dev: string): Promise<TcFilter[]> {
+export async function filtersAt(netns: string | undefined, dev: string, tool: ToolOptions = {}): Promise<TcFilter[]> {
   const filters: TcFilter[] = [];
   for (const direction of TC_DIRECTIONS) {
     let out: string;
     try {
-      out = await tc(netns, `cannot list filters at ${dev} ${direction}`, ["-j", "filter", "show", "dev", dev, direction]);
+      out = await tc(netns, `cannot list filters at ${dev} ${direction}`, ["-j", "filter", "show", "dev", dev, direction], tool);
     } catch (err) {
       if (err instanceof EbpfError && err.message.includes(`Cannot find device "${dev}"`)) return [];
       throw err;
@@ -100,11 +100,11 @@ export async function filtersAt(netns: string | undefined, dev: string): Promise
 }
 
 /** The namespace's network devices (`ip -j link show`). */
-export async function listLinks(netns?: string): Promise<{ name: string; loopback: boolean; ethernet: boolean }[]> {
+export async function listLinks(netns?: string, tool: ToolOptions = {}): Promise<{ name: string; loopback: boolean; ethernet: boolean }[]> {
   const args = ["-j", "link", "show"];
   const out = netns
-    ? await run("TC_FAILED", "cannot list devices", "ip", ["-n", netns, ...args])
-    : await run("TC_FAILED", "cannot list devices", "ip", args);
+    ? await run("TC_FAILED", "cannot list devices", "ip", ["-n", netns, ...args], tool)
+    : await run("TC_FAILED", "cannot list devices", "ip", args, tool);
   return (JSON.parse(out || "[]") as { ifname: string; flags?: string[]; link_type?: string }[]).map((link) => ({
     name: link.ifname,
     loopback: link.flags?.includes("LOOPBACK") ?? false,
@@ -119,9 +119,9 @@ interface ShownFilter {
   options?: { prog?: { id: number; name: string; tag: string } };
 }
 
-async function tc(netns: string | undefined, what: string, args: string[]): Promise<string> {
+async function tc(netns: string | undefined, what: string, args: string[], tool: ToolOptions): Promise<string> {
   // nsenter switches only the network namespace; `ip netns exec` would also
   // remount /sys and hide the bpffs pins tc must open.
-  if (netns) return run("TC_FAILED", what, "nsenter", [`--net=/run/netns/${netns}`, "tc", ...args]);
-  return run("TC_FAILED", what, "tc", args);
+  if (netns) return run("TC_FAILED", what, "nsenter", [`--net=/run/netns/${netns}`, "tc", ...args], tool);
+  return run("TC_FAILED", what, "tc", args, tool);
 }

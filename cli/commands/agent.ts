@@ -21,6 +21,7 @@ interface RunOptions {
   nats?: string;
   pollInterval: string;
   pullTimeout: string;
+  commandTimeout: string;
   registryMirror: string[];
   enrollSecret?: string;
   dryRun?: boolean;
@@ -53,6 +54,7 @@ export function registerAgent(program: Command): void {
     .option("--nats <url>", "nats://… to be woken at once (AEGIS_NATS_URL); default polling only", env("AEGIS_NATS_URL"))
     .option("--poll-interval <duration>", "mean poll interval, jittered (AEGIS_POLL_INTERVAL)", env("AEGIS_POLL_INTERVAL") ?? "30s")
     .option("--pull-timeout <duration>", "longest one registry may take to serve an artifact whole, then the next is tried (AEGIS_PULL_TIMEOUT)", env("AEGIS_PULL_TIMEOUT") ?? "5m")
+    .option("--command-timeout <duration>", "longest one tc, ip or bpftool run may take, then it is killed and the step fails TIMEOUT (AEGIS_COMMAND_TIMEOUT)", env("AEGIS_COMMAND_TIMEOUT") ?? "30s")
     .option("--registry-mirror <repo>", "pull from this repository first (host/repo or oci:<dir>), repeatable (AEGIS_REGISTRY_MIRRORS)", (v, p: string[]) => collect(v, p, mirrorsEnv), mirrorsEnv)
     .option("--enroll-secret <secret>", "the assigner's registration secret (AEGIS_ENROLL_SECRET)", env("AEGIS_ENROLL_SECRET"))
     .option("--label <k=v>", "a label sent at registration, repeatable", (v, p: string[]) => [...p, v], [] as string[])
@@ -77,6 +79,7 @@ export function registerAgent(program: Command): void {
       }
       const pollIntervalMs = parseDuration(options.pollInterval, "poll-interval");
       const pullTimeoutMs = parseDuration(options.pullTimeout, "pull-timeout");
+      const commandTimeoutMs = parseDuration(options.commandTimeout, "command-timeout");
       const metricsPort = options.metricsPort === undefined ? undefined : Number(options.metricsPort);
       if (metricsPort !== undefined && !(Number.isInteger(metricsPort) && metricsPort >= 0 && metricsPort < 65536)) {
         throw new InputError("INVALID_ARGUMENT", `--metrics-port ${options.metricsPort}: expected a port number`);
@@ -90,7 +93,9 @@ export function registerAgent(program: Command): void {
       if (!DATAPATH_CHOICES.includes(options.datapath as DatapathChoice)) {
         throw new InputError("INVALID_ARGUMENT", `--datapath ${options.datapath}: expected ${DATAPATH_CHOICES.join(", ")}`);
       }
-      const datapath = openKernelDatapath(options.datapath as DatapathChoice, options.pinRoot ? { pinRoot: options.pinRoot } : {});
+      // Aborted by SIGTERM or SIGINT: a tc stuck on the kernel's rtnl lock is killed then, not waited for.
+      const stopping = new AbortController();
+      const datapath = openKernelDatapath(options.datapath as DatapathChoice, { ...(options.pinRoot ? { pinRoot: options.pinRoot } : {}), commandTimeoutMs, signal: stopping.signal });
       process.stderr.write(`aegis agent: datapath ${datapath.kind}${datapath.fallback ? ` (libbpf unavailable: ${datapath.fallback})` : ""}\n`);
       const repository = { plainHttp: options.plainHttp ?? false, credentials: credentialsFromEnvironment };
       const agent = new Agent({
@@ -118,7 +123,10 @@ export function registerAgent(program: Command): void {
       const stop = (signal: string) => {
         process.stderr.write(`aegis agent: ${signal}: stopping; everything attached stays in force\n`);
         metrics?.server.close();
-        void agent.stop().then(() => process.exit(0));
+        // The agent's own signal first, so the steps its tools' abort fails are not reported as failures.
+        const stopped = agent.stop();
+        stopping.abort(new Error(`${signal}: stopping`));
+        void stopped.then(() => process.exit(0));
       };
       process.once("SIGINT", () => stop("SIGINT"));
       process.once("SIGTERM", () => stop("SIGTERM"));

@@ -27,7 +27,7 @@ export function policyOf(rules: Rule[]): Policy {
 }
 
 /** A kernel Datapath over a pin root and a namespace, as each implementation constructs one. */
-export type OpenKernelDatapath = (options: Required<KernelDatapathOptions>) => KernelDatapath;
+export type OpenKernelDatapath = (options: KernelDatapathOptions & Required<Pick<KernelDatapathOptions, "pinRoot" | "netns">>) => KernelDatapath;
 
 /** The shared lab: a veth pair in two namespaces, and fresh pin roots removed at the end. */
 export interface KernelLab {
