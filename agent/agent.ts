@@ -124,6 +124,8 @@ interface Installed {
   records: Map<string, InstalledRecord>;
   loaded: LoadedProgram[];
   attached: Attachment[];
+  /** The prefs of every clsact filter, attached's and those of filters running no BPF (Datapath.prefsInUse): none is a new policy's. */
+  inUse: number[];
   orphans: Orphan[];
   boot: string | undefined;
   /** The records of programs no longer loaded, dropped from `records` (and from the file) by this reading. */
@@ -698,7 +700,7 @@ export class Agent {
       desired.push(v.program);
       verified.set(id, v.artifact);
     }
-    const steps = plan(desired, actual, { hold, distrusted: [...distrusted], inUse: attached.map((a) => a.pref) });
+    const steps = plan(desired, actual, { hold, distrusted: [...distrusted], inUse: now.inUse });
     await this.enforce(steps, records, verified);
     const wanted = new Set(newestByName(desired).chosen.map((p) => p.name));
     await this.settleOrphans(orphans, records, ({ id, name }) => distrusted.has(id) || (!wanted.has(name) && !hold.includes(name)));
@@ -896,7 +898,7 @@ export class Agent {
     const gone = now.dropped.filter(([, record]) => !running.has(record.name) && !now.attached.some((a) => a.pref === record.pref));
     try {
       const lost = await this.reloadable(gone, trust, { why: "the assigner cannot be asked", until: "the assigner answers", said: this.unreloadable });
-      const steps = plan([...lost.values()].map((v) => v.program), actual, { hold: actual.map((p) => p.name), distrusted: [...refused], inUse: now.attached.map((a) => a.pref) });
+      const steps = plan([...lost.values()].map((v) => v.program), actual, { hold: actual.map((p) => p.name), distrusted: [...refused], inUse: now.inUse });
       await this.enforce(steps, now.records, new Map([...lost].map(([id, v]) => [id, v.artifact])));
       await this.settleOrphans(now.orphans, now.records, ({ id }) => refused.has(id));
     } finally {
@@ -952,9 +954,10 @@ export class Agent {
     const dry = this.options.dryRun === true;
     const loaded = await datapath.loaded().catch((err: unknown) => (dry ? [] : Promise.reject(err)));
     const attached = await datapath.attached().catch((err: unknown) => (dry ? [] : Promise.reject(err)));
+    const inUse = await datapath.prefsInUse().catch((err: unknown) => (dry ? [] : Promise.reject(err)));
     const dropped = [...records].filter(([id]) => !loaded.some((p) => p.id === id));
     for (const [id] of dropped) records.delete(id);
-    if (dry) return { records, loaded, attached, orphans: [], boot: undefined, dropped };
+    if (dry) return { records, loaded, attached, inUse, orphans: [], boot: undefined, dropped };
 
     const boot = await datapath.boot();
     for (const { id, programId } of loaded) {
@@ -974,7 +977,7 @@ export class Agent {
     if (found.length > 0 || orphans.length !== known.length) await this.state.saveOrphans(orphans.map((o) => o.record));
     // Saved at once (after the orphans): a pass with no step to save them would find the dropped records again, and status show them.
     if (dropped.length > 0) await this.state.saveInstalled(records);
-    return { records, loaded, attached, orphans, boot, dropped };
+    return { records, loaded, attached, inUse, orphans, boot, dropped };
   }
 
   /**

@@ -70,6 +70,14 @@ export interface Datapath {
    */
   attached(): Promise<Attachment[]>;
   /**
+   * The prefs of every filter at the clsact hooks, whatever its kind: those
+   * of attached() and of filters that run no BPF program (a u32, flower or
+   * matchall filter: OVS offload's, an operator's). tc takes no BPF filter
+   * at a pref such a filter holds, so a new policy's pref must be none of
+   * these; this Datapath never detaches or replaces them.
+   */
+  prefsInUse(): Promise<number[]>;
+  /**
    * Names this boot of the kernel. A program id is unique among running
    * programs within one boot only (ids start again after a reboot), so a
    * program id kept past the process is only meaningful with this.

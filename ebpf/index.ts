@@ -26,4 +26,4 @@ export { EbpfError, type EbpfErrorCode } from "./errors.js";
 export { PROGRAM_NEEDS, probeKernelFeatures, unmetNeeds, type KernelFeatures } from "./requirements.js";
 export { MemoryDatapath, MemoryKernel, type DatapathOperation, type MemoryDatapathOptions } from "./memory-datapath.js";
 export { COUNTERS_MAP, compileRules, FILLED_MAPS, sizeDefines, mapEntries, type CompiledRules, type FilledMap, type MapContents, type MapEntry, type MapSizes } from "./rules.js";
-export { attachTc, detachTc, filtersAt, listLinks, listTc, TC_DIRECTIONS, type TcDirection, type TcFilter, type TcHook } from "./tc.js";
+export { attachTc, detachTc, filtersAt, listClsact, listLinks, listTc, TC_DIRECTIONS, type TcDirection, type TcEntry, type TcFilter, type TcHook } from "./tc.js";

@@ -21,7 +21,7 @@ import {
 import { EbpfError } from "./errors.js";
 import type { ToolOptions } from "./exec.js";
 import type { CompiledRules } from "./rules.js";
-import { attachTc, detachTc, listLinks, listTc } from "./tc.js";
+import { attachTc, detachTc, listClsact, listLinks, listTc } from "./tc.js";
 import { byCodeUnit } from "../util/index.js";
 
 export const DEFAULT_PIN_ROOT = "/sys/fs/bpf/aegis";
@@ -153,6 +153,10 @@ export class KernelDatapath implements Datapath {
     return filters
       .map(({ iface, direction, pref, programId }) => ({ iface, direction, pref, programId, id: ids.get(programId) }))
       .sort(compareHooks);
+  }
+
+  async prefsInUse(): Promise<number[]> {
+    return (await listClsact(this.netns, undefined, this.tool)).map((f) => f.pref);
   }
 
   async counters(id: string, indexes?: number[]): Promise<number[]> {

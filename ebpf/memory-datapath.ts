@@ -150,6 +150,11 @@ export class MemoryDatapath implements Datapath {
     return [...this.kernel.filters.values()].map((f) => ({ ...f, id: ids.get(f.programId) })).sort(compareHooks);
   }
 
+  /** Its filters' prefs: the memory kernel has BPF filters alone (attachForeign's included). */
+  async prefsInUse(): Promise<number[]> {
+    return [...this.kernel.filters.values()].map((f) => f.pref);
+  }
+
   async boot(): Promise<string> {
     return this.kernel.boot;
   }

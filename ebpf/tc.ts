@@ -67,21 +67,54 @@ export async function detachTc(hook: TcHook, tool: ToolOptions = {}): Promise<vo
 
 /** Every BPF classifier at the clsact hooks of the namespace's devices (or one device's). */
 export async function listTc(netns?: string, iface?: string, tool: ToolOptions = {}): Promise<TcFilter[]> {
+  return bpfFilters(await listClsact(netns, iface, tool));
+}
+
+/**
+ * Every filter at the clsact hooks of the namespace's devices (or one
+ * device's), whatever its kind: a u32, flower or matchall filter (another
+ * tool's, OVS offload's) holds its pref as a BPF one does, and tc refuses a
+ * BPF filter at it ("Protocol mismatch for filter with specified priority").
+ */
+export async function listClsact(netns?: string, iface?: string, tool: ToolOptions = {}): Promise<TcEntry[]> {
   // `qdisc show dev X` leaves out the dev field, so list them all and filter.
   const qdiscs = JSON.parse((await tc(netns, "cannot list qdiscs", ["-j", "qdisc", "show"], tool)) || "[]") as { kind: string; dev: string }[];
   const devices = qdiscs.filter((q) => q.kind === "clsact" && (!iface || q.dev === iface)).map((q) => q.dev);
+  const entries: TcEntry[] = [];
+  for (const dev of new Set(devices)) entries.push(...(await entriesAt(netns, dev, tool)));
+  return entries;
+}
+
+/** A filter of any kind at a clsact hook, as `tc -j filter show` reports it. */
+export interface TcEntry {
+  iface: string;
+  direction: TcDirection;
+  pref: number;
+  /** bpf, u32, flower, matchall… */
+  kind: string;
+  prog?: { id: number; name: string; tag: string } | undefined;
+}
+
+/** The BPF classifiers at one device's clsact hooks; none once the device is gone (entriesAt). */
+export async function filtersAt(netns: string | undefined, dev: string, tool: ToolOptions = {}): Promise<TcFilter[]> {
+  return bpfFilters(await entriesAt(netns, dev, tool));
+}
+
+function bpfFilters(entries: TcEntry[]): TcFilter[] {
   const filters: TcFilter[] = [];
-  for (const dev of new Set(devices)) filters.push(...(await filtersAt(netns, dev, tool)));
+  for (const { iface, direction, pref, kind, prog } of entries) {
+    if (kind === "bpf" && prog) filters.push({ iface, direction, pref, programId: prog.id, name: prog.name, tag: prog.tag });
+  }
   return filters;
 }
 
 /**
- * The BPF classifiers at one device's clsact hooks; none once the device is
- * gone: one removed after the qdiscs were listed (a container's veth, a test's
+ * The filters at one device's clsact hooks; none once the device is gone:
+ * one removed after the qdiscs were listed (a container's veth, a test's
  * pair) has nothing attached, and must not fail the listing of every other.
  */
-export async function filtersAt(netns: string | undefined, dev: string, tool: ToolOptions = {}): Promise<TcFilter[]> {
-  const filters: TcFilter[] = [];
+async function entriesAt(netns: string | undefined, dev: string, tool: ToolOptions): Promise<TcEntry[]> {
+  const entries: TcEntry[] = [];
   for (const direction of TC_DIRECTIONS) {
     let out: string;
     try {
@@ -90,13 +123,10 @@ export async function filtersAt(netns: string | undefined, dev: string, tool: To
       if (err instanceof EbpfError && err.message.includes(`Cannot find device "${dev}"`)) return [];
       throw err;
     }
-    // Each pref shows a chain entry without options, then its filters.
-    for (const entry of JSON.parse(out || "[]") as ShownFilter[]) {
-      const prog = entry.kind === "bpf" ? entry.options?.prog : undefined;
-      if (prog) filters.push({ iface: dev, direction, pref: entry.pref, programId: prog.id, name: prog.name, tag: prog.tag });
-    }
+    // Each pref shows a chain entry without options, then its filters (a u32 one its hash tables too): each holds the pref.
+    for (const entry of JSON.parse(out || "[]") as ShownFilter[]) entries.push({ iface: dev, direction, pref: entry.pref, kind: entry.kind, prog: entry.options?.prog });
   }
-  return filters;
+  return entries;
 }
 
 /** The namespace's network devices (`ip -j link show`). */
