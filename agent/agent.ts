@@ -7,6 +7,7 @@ import type { KeyObject } from "node:crypto";
 import { hostname, release } from "node:os";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { ArtifactJson, AssignerClient, AssignerError, assignmentsSubject, capabilitiesJson, MAX_ASSIGNED, sealTelemetry, telemetrySubject } from "../assigner/api/index.js";
+import { BUNDLE_LIMITS } from "../bundle/index.js";
 import { hookName, probeKernelFeatures, type Attachment, type Datapath, type LoadedProgram } from "../ebpf/index.js";
 import { describeError, errorCode } from "../errors.js";
 import type { RepositoryOptions } from "../registry/index.js";
@@ -14,8 +15,10 @@ import type { SignatureError, TrustPolicy } from "../signing/index.js";
 import { backoffDelay, connectNats, failureWait, logText, natsRetryBase, refusalWait, sleep, subscribeKept } from "../util/index.js";
 import { AgentError } from "./errors.js";
 import { Executor } from "./executor.js";
-import { ArtifactCache, type FetchOptions, type VerifiedArtifact } from "./fetch.js";
+import { ArtifactCache, assignerAllowanceMs, DEFAULT_PULL_TIMEOUT_MS, type FetchOptions, type VerifiedArtifact } from "./fetch.js";
 import { reportedReason } from "./fetch-failure.js";
+import { withDeadline } from "./deadline.js";
+import { pooled } from "./pool.js";
 import { AgentMetrics } from "./metrics.js";
 import { TelemetryRoute } from "./telemetry-route.js";
 import { newestByName, plan, type InstalledProgram, type Program, type Step } from "./plan.js";
@@ -47,6 +50,14 @@ export interface AgentOptions {
   requestTimeoutMs?: number;
   /** How long one registry (a mirror, the reference) may take to serve an artifact whole (ms); default 5 minutes (FetchOptions.pullTimeoutMs). */
   pullTimeoutMs?: number;
+  /**
+   * How long a pass's fetches of new digests may take together (ms); default
+   * one digest's longest fetch: the pull timeout at each mirror and the
+   * reference, then the assigner's allowance for the largest bundle. Those
+   * unfinished then are cut off (failed, backed off), those not begun are
+   * left for the next pass; the pass goes on to its removals and receipts.
+   */
+  fetchBudgetMs?: number;
   /** Cap of the backoff after failures (ms); default four poll intervals. */
   maxBackoffMs?: number;
   /**
@@ -64,7 +75,8 @@ export interface AgentOptions {
    * more (ms); default the poll interval. The first failure is retried at the
    * next pass; from the second in a row the wait doubles, up to ten bases
    * (util failureWait); an attempt that took a base or more waits at least
-   * as long as it took.
+   * as long as it took. The wait is counted from the end of the pass's
+   * fetches, so a long pass does not use it up.
    */
   fetchRetryMs?: number;
   labels?: Record<string, string>;
@@ -87,11 +99,12 @@ const NATS_LIVED_MS = 60_000;
 type Assigned = z.infer<typeof ArtifactJson>;
 
 /**
- * Signatures fetched again at once: a rotation refuses every program's cached
- * signatures in the same pass, and a host's fan-out to its registries stays
- * this small however many it runs.
+ * Digests fetched at once, by a pass or by a rotation's fetch of signatures
+ * again (which refuses every program's cached signatures in the same pass):
+ * a host's fan-out to its registries stays this small however many it runs,
+ * and a digest whose registry stalls holds up one turn, not the rest.
  */
-const REFETCH_CONCURRENCY = 4;
+const FETCH_CONCURRENCY = 4;
 
 /** What a pass's underTrust may fetch again: the digests assigned, and those whose fetch failed, with the trust basis it failed under. */
 interface Refetch {
@@ -99,19 +112,8 @@ interface Refetch {
   failed: Map<string, string>;
 }
 
-/**
- * `outer` joined with a deadline `ms` away that aborts with `reason()`;
- * `clear()` once the work settles. The deadline's controller is held by its
- * timer, not an AbortSignal.timeout() that only AbortSignal.any() refers to:
- * Node may collect such a timeout signal before it fires
- * (nodejs/node#57736), and a hung assigner then held the pass for ever (seen
- * in whole-suite test runs, under GC pressure).
- */
-function withDeadline(outer: AbortSignal, ms: number, reason: () => unknown): { signal: AbortSignal; deadline: AbortSignal; clear: () => void } {
-  const deadline = new AbortController();
-  const timer = setTimeout(() => deadline.abort(reason()), ms);
-  return { signal: AbortSignal.any([outer, deadline.signal]), deadline: deadline.signal, clear: () => clearTimeout(timer) };
-}
+/** What a pass's fetch of a digest gave (Agent.fetchDue): the artifact verified, or the failure and how long the attempt took (ms). */
+type Fetched = { artifact: VerifiedArtifact } | { failure: unknown; took: number };
 
 /** A program of the agent's whose pins were lost: tc still runs it at `hooks`. */
 interface Orphan {
@@ -145,6 +147,9 @@ export class Agent {
   private readonly executor: Executor;
   private readonly log: (line: string) => void;
   private readonly interval: number;
+  /** The options' requestTimeoutMs and fetchBudgetMs, or their defaults. */
+  private readonly requestTimeoutMs: number;
+  private readonly fetchBudgetMs: number;
   private client: AssignerClient | undefined;
   private etag: string | undefined;
   private assigned: Assigned[] = [];
@@ -207,12 +212,21 @@ export class Agent {
     const sink = options.log ?? ((line: string) => process.stderr.write(`aegis agent: ${line}\n`));
     this.log = (line) => sink(logText(line));
     this.interval = options.pollIntervalMs ?? 30_000;
+    this.requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
+    this.fetchBudgetMs = options.fetchBudgetMs ?? ((options.mirrors?.length ?? 0) + 1) * (options.pullTimeoutMs ?? DEFAULT_PULL_TIMEOUT_MS) + assignerAllowanceMs(this.requestTimeoutMs, BUNDLE_LIMITS.maxTotalSize);
     const reporter: Reporter = { report: (step) => this.report(step) };
     this.executor = new Executor(options.datapath, reporter);
     this.telemetry = new TelemetryRoute(telemetrySubject(options.hostId), this.log, options.natsRetryMs);
     this.metrics = new AgentMetrics(async () => collectStatus(options.datapath, await this.state.installed()));
     this.trustRoot = options.trustRoot
-      ? new TrustRootFollower({ ...options.trustRoot, stateDir: options.stateDir, mirrors: options.mirrors ?? [], log: this.log, ...(options.repository ? { repository: options.repository } : {}) })
+      ? new TrustRootFollower({
+          ...options.trustRoot,
+          stateDir: options.stateDir,
+          mirrors: options.mirrors ?? [],
+          log: this.log,
+          ...(options.repository ? { repository: options.repository } : {}),
+          ...(options.pullTimeoutMs ? { pullTimeoutMs: options.pullTimeoutMs } : {}),
+        })
       : undefined;
   }
 
@@ -509,7 +523,7 @@ export class Agent {
    * small and capped (assigner/api/client.ts).
    */
   private bounded<T>(work: (signal: AbortSignal) => Promise<T>): Promise<T> {
-    const ms = this.options.requestTimeoutMs ?? 30_000;
+    const ms = this.requestTimeoutMs;
     const outer = this.signal;
     const { signal, clear } = withDeadline(outer, ms, () => new DOMException(`no answer within ${ms} ms`, "TimeoutError"));
     return new Promise<T>((resolve, reject) => {
@@ -628,21 +642,27 @@ export class Agent {
     // Installed and refused (its removal failed), or unchecked (the cache could not give it): an assigned one is
     // fetched as a new digest would be (its registries may carry a signature the trust accepts, or repair the cache).
     const distrusted = checked.refused;
+    const runsTrusted = (id: string) => records.has(id) && !distrusted.has(id) && !checked.unchecked.has(id);
+    const fetched = await this.fetchDue(
+      assigned.filter((a) => !runsTrusted(a.id) && !this.backedOff(a) && refetch.failed.get(a.id) !== basis),
+      trust,
+    );
     for (const artifact of assigned) {
       const record = records.get(artifact.id);
-      if (record && !distrusted.has(artifact.id) && !checked.unchecked.has(artifact.id)) {
+      if (record && runsTrusted(artifact.id)) {
         desired.push({ id: artifact.id, name: record.name, version: record.version });
         continue;
       }
-      // A digest that keeps failing is not asked of its registries at every pass: a fleet would ask together, every
-      // interval, for what none can give (reported failed once; what is installed of its policy stays in force).
-      if (this.backedOff(artifact) || refetch.failed.get(artifact.id) === basis) {
+      // Not fetched in this pass: one that keeps failing is not asked of its registries at every pass (a fleet would
+      // ask together, every interval, for what none can give; reported failed once), and one whose turn did not come
+      // within the pass's budget is left for the next. What is installed of its policy stays in force.
+      const outcome = fetched.get(artifact.id);
+      if (!outcome) {
         hold.push(artifact.name);
         continue;
       }
-      const attemptStart = performance.now();
-      try {
-        const v = await this.cache.fetchVerified(artifact, this.fetchOptions(trust));
+      if ("artifact" in outcome) {
+        const v = outcome.artifact;
         const { policy } = v.bundle;
         verified.set(artifact.id, v);
         distrusted.delete(artifact.id);
@@ -658,24 +678,25 @@ export class Agent {
         }
         this.verifiedOnce.add(artifact.id);
         this.fetchRetry.delete(artifact.id);
-      } catch (err) {
-        signal.throwIfAborted();
-        // The claimed name only keeps an installed version in force: trusting it can never widen what runs. Not this
-        // digest itself, if it runs (unchecked, orphaned, or never recorded) and the trust refuses its signatures.
-        hold.push(artifact.name);
-        const verdict = trustVerdictOf(err);
-        if (verdict && (loaded.some((p) => p.id === artifact.id) || orphans.some((o) => o.record.id === artifact.id))) {
-          this.trustCheck.refuse(artifact.id, verdict);
-          distrusted.add(artifact.id);
-        }
-        const code = errorCode(err);
-        this.backOff(artifact, code, attemptStart);
-        if (this.failed.get(artifact.id) !== code) {
-          this.failed.set(artifact.id, code);
-          // The assigner gets no text a registry wrote (fetch-failure.ts): the journal has it.
-          this.log(`${artifact.id}: ${describeError(err)}`);
-          this.report({ event: "failed", id: artifact.id, name: artifact.name, version: artifact.version, code, reason: reportedReason(err) });
-        }
+        continue;
+      }
+      const err = outcome.failure;
+      // The claimed name only keeps an installed version in force: trusting it can never widen what runs. Not this
+      // digest itself, if it runs (unchecked, orphaned, or never recorded) and the trust refuses its signatures.
+      hold.push(artifact.name);
+      const verdict = trustVerdictOf(err);
+      if (verdict && (loaded.some((p) => p.id === artifact.id) || orphans.some((o) => o.record.id === artifact.id))) {
+        this.trustCheck.refuse(artifact.id, verdict);
+        distrusted.add(artifact.id);
+      }
+      const code = errorCode(err);
+      // Counted from the end of the fetch phase, not of its own attempt: a long phase does not use up its wait.
+      this.backOff(artifact, code, outcome.took);
+      if (this.failed.get(artifact.id) !== code) {
+        this.failed.set(artifact.id, code);
+        // The assigner gets no text a registry wrote (fetch-failure.ts): the journal has it.
+        this.log(`${artifact.id}: ${describeError(err)}`);
+        this.report({ event: "failed", id: artifact.id, name: artifact.name, version: artifact.version, code, reason: reportedReason(err) });
       }
     }
     // After a refusal the next poll asks for the whole set again: what the assigner said may have been fixed since.
@@ -714,12 +735,50 @@ export class Agent {
   }
 
   /**
-   * What a digest's failures in a row are counted on: the assigner's entry
-   * for it (a signature found since, another reference) and the trust root
-   * held. When either changes, the digest may verify now.
+   * What a digest's failures in a row are counted on: what its fetch reads
+   * and checks of the assigner's entry (the reference, the checksum) and the
+   * trust root held. When one of them changes, the digest may verify now.
+   * Not the rest of the entry (its name, version, signature), which a lying
+   * assigner could change at every poll to have its registries asked every
+   * pass.
    */
   private retryBasis(artifact: Assigned): string {
-    return `${JSON.stringify(artifact)} ${this.trustRoot?.heldDigest ?? ""}`;
+    return `${artifact.reference} ${artifact.checksum} ${this.trustRoot?.heldDigest ?? ""}`;
+  }
+
+  /**
+   * Fetches and verifies `due` under `trust`, FETCH_CONCURRENCY at a time
+   * (new digests first, before those that failed before) and within the
+   * pass's fetch budget (fetchBudgetMs): one slow or stalling registry holds
+   * one of them up, not the pass, whose removals and receipts come after.
+   * What each gave, and how long each failure took; a digest whose turn
+   * never came is left out (held, and tried at the next pass), one cut off
+   * by the budget fails with it.
+   */
+  private async fetchDue(due: Assigned[], trust: TrustPolicy): Promise<Map<string, Fetched>> {
+    const outcomes = new Map<string, Fetched>();
+    if (due.length === 0) return outcomes;
+    const ms = this.fetchBudgetMs;
+    const { signal, deadline, clear } = withDeadline(this.signal, ms, () => new AgentError("UNAVAILABLE", `cut off at the pass's fetch budget of ${ms} ms`));
+    // Each digest once (an assigner that lists one twice does not have it fetched twice at once into the cache).
+    const once = [...new Map(due.map((a) => [a.id, a])).values()];
+    const queue = [...once.filter((a) => !this.fetchRetry.has(a.id)), ...once.filter((a) => this.fetchRetry.has(a.id))];
+    let left: Assigned[];
+    try {
+      left = await pooled(queue, FETCH_CONCURRENCY, deadline, async (artifact) => {
+        const attemptStart = performance.now();
+        try {
+          outcomes.set(artifact.id, { artifact: await this.cache.fetchVerified(artifact, { ...this.fetchOptions(trust), signal }) });
+        } catch (err) {
+          this.signal.throwIfAborted();
+          outcomes.set(artifact.id, { failure: deadline.aborted && !trustVerdictOf(err) ? deadline.reason : err, took: performance.now() - attemptStart });
+        }
+      });
+    } finally {
+      clear();
+    }
+    if (left.length > 0) this.log(`${left.length} assigned digest(s) not fetched within the pass's fetch budget of ${ms} ms, before their turn came: left for the next pass (${left.map((a) => a.id).join(", ")})`);
+    return outcomes;
   }
 
   /** How an assigned digest is fetched and verified under `trust`: the mirrors, the reference, then the assigner. */
@@ -728,21 +787,20 @@ export class Agent {
       mirrors: this.options.mirrors ?? [],
       trust,
       signal: this.signal,
-      ...(this.client ? { assigner: this.client, assignerTimeoutMs: this.options.requestTimeoutMs ?? 30_000 } : {}),
+      ...(this.client ? { assigner: this.client, assignerTimeoutMs: this.requestTimeoutMs } : {}),
       ...(this.options.pullTimeoutMs ? { pullTimeoutMs: this.options.pullTimeoutMs } : {}),
       ...(this.options.repository ? { repository: this.options.repository } : {}),
     };
   }
 
-  /** A failed fetch of `artifact` (its error's `code`; begun at `attemptStart`, performance.now()) is not tried again until its wait has passed. */
-  private backOff(artifact: Assigned, code: string, attemptStart: number): void {
+  /** A failed fetch of `artifact` (its error's `code`; the attempt took `took` ms) is not tried again until its wait, from now, has passed. */
+  private backOff(artifact: Assigned, code: string, took: number): void {
     const basis = this.retryBasis(artifact);
     const retry = this.fetchRetry.get(artifact.id);
     const failures = retry?.basis === basis ? retry.failures + 1 : 1;
     // An attempt that took an interval or more (a registry that stalls until the pull timeout) waits at least as
     // long, the first too: passes spent on a digest none can give are at most every other one.
     const base = this.options.fetchRetryMs ?? this.interval;
-    const took = performance.now() - attemptStart;
     const wait = Math.max(failureWait(failures, base), took >= base ? took : 0);
     this.fetchRetry.set(artifact.id, { failures, notBefore: performance.now() + wait, basis });
     if (wait > 0) this.log(`fetching ${artifact.id} failed ${failures === 1 ? "after" : `${failures} times in a row, the last after`} ${(took / 1000).toFixed(1)} s [${code}]: not tried again for ${(wait / 1000).toFixed(wait < 10_000 ? 1 : 0)} s`);
@@ -836,20 +894,19 @@ export class Agent {
 
   /**
    * Fetches `artifacts` again under `trust` (ArtifactCache.fetchVerified, into
-   * the cache), REFETCH_CONCURRENCY at a time and all within one pull timeout
+   * the cache), FETCH_CONCURRENCY at a time and all within one pull timeout
    * (a registry that stalls cannot keep what the trust refuses running
    * longer): the digests that verify. One that does not is logged, backed
    * off and noted in `failed` with `basis`; one whose turn never came is
    * logged only.
    */
   private async refetchSignatures(artifacts: Assigned[], trust: TrustPolicy, basis: string, failed: Refetch["failed"]): Promise<Set<string>> {
-    const ms = this.options.pullTimeoutMs ?? 300_000;
+    const ms = this.options.pullTimeoutMs ?? DEFAULT_PULL_TIMEOUT_MS;
     const { signal, deadline, clear } = withDeadline(this.signal, ms, () => new AgentError("UNAVAILABLE", `signatures not fetched again within ${ms} ms`));
     const saved = new Set<string>();
-    const queue = [...artifacts];
-    const work = async () => {
-      while (queue.length > 0 && !deadline.aborted) {
-        const artifact = queue.shift()!;
+    let left: Assigned[];
+    try {
+      left = await pooled(artifacts, FETCH_CONCURRENCY, deadline, async (artifact) => {
         const attemptStart = performance.now();
         try {
           const { bundle, signature, source } = await this.cache.fetchVerified(artifact, { ...this.fetchOptions(trust), signal });
@@ -859,18 +916,15 @@ export class Agent {
           this.signal.throwIfAborted();
           const why = deadline.aborted && !trustVerdictOf(err) ? deadline.reason : err;
           this.log(`${artifact.id}: its registries give no signature the trust in force accepts either (${describeError(why)})`);
-          this.backOff(artifact, errorCode(why), attemptStart);
+          this.backOff(artifact, errorCode(why), performance.now() - attemptStart);
           failed.set(artifact.id, basis);
         }
-      }
-    };
-    try {
-      await Promise.all(Array.from({ length: Math.min(REFETCH_CONCURRENCY, queue.length) }, work));
+      });
     } finally {
       clear();
     }
     // Never started (the deadline passed first): refused, but not counted as failed, so the pass's own fetch tries it.
-    for (const { id } of queue) this.log(`${id}: its signatures were not fetched again within ${ms} ms, before its turn came`);
+    for (const { id } of left) this.log(`${id}: its signatures were not fetched again within ${ms} ms, before its turn came`);
     return saved;
   }
 

@@ -23,6 +23,7 @@ import {
   readAll,
   referrersTag,
   RegistryError,
+  SLOW_UPLINK_BYTES_PER_S,
   successors,
   type Descriptor,
   type ReadOnlyTarget,
@@ -31,6 +32,7 @@ import {
 import { verifyArtifact, verifySignatures, type TrustPolicy, type VerifiedSignature } from "../signing/index.js";
 import { AgentError } from "./errors.js";
 import { FetchFailure, isVerdict, type SourceFailure } from "./fetch-failure.js";
+import { withDeadline } from "./deadline.js";
 import { AssignerSource, type ArtifactReader } from "./source.js";
 
 // The trust root's fetch (trust-root.ts) tells the same failures apart.
@@ -65,7 +67,12 @@ export interface FetchOptions {
   trust: TrustPolicy;
   /** The last source, after the mirrors and the reference: the assigner's copy of the chain (agent token). */
   assigner?: ArtifactReader;
-  /** How long the whole pull from the assigner may take (ms); default 30 s. */
+  /**
+   * How long the pull from the assigner may take (ms; default 30 s), on top
+   * of the layer's size at 64 KiB/s once its manifest declares it
+   * (assignerAllowanceMs): a bundle of tens of MiB comes through a slow
+   * link, and an assigner that stalls before the manifest is given up soon.
+   */
   assignerTimeoutMs?: number;
   /**
    * How long one mirror or the reference may take to serve the whole
@@ -76,6 +83,14 @@ export interface FetchOptions {
   pullTimeoutMs?: number;
   repository?: RepositoryOptions;
   signal?: AbortSignal;
+}
+
+/** The pull timeout of a mirror or the reference when none is given (FetchOptions.pullTimeoutMs). */
+export const DEFAULT_PULL_TIMEOUT_MS = 300_000;
+
+/** How long the assigner may take to serve an artifact whose layer is `layerSize` bytes: `ms`, plus the layer at the slow link's pace (64 KiB/s) a registry upload is allowed. */
+export function assignerAllowanceMs(ms: number, layerSize: number): number {
+  return ms + (layerSize / SLOW_UPLINK_BYTES_PER_S) * 1000;
 }
 
 export class ArtifactCache {
@@ -99,7 +114,7 @@ export class ArtifactCache {
     if ("artifact" in cached) return cached.artifact;
     const failures: SourceFailure[] = [];
     // The reference is read (and refused, if malformed) in its turn: a mirror may serve the digest whatever the assigner says it is called.
-    const pullMs = options.pullTimeoutMs ?? 300_000;
+    const pullMs = options.pullTimeoutMs ?? DEFAULT_PULL_TIMEOUT_MS;
     const sources = [...options.mirrors.map((m) => ({ name: m, ref: () => `${m}@${assigned.id}` })), { name: assigned.reference, ref: () => referenceOf(assigned) }];
     for (const source of sources) {
       options.signal?.throwIfAborted();
@@ -120,14 +135,19 @@ export class ArtifactCache {
     const { assigner } = options;
     if (assigner && !failures.some((f) => isVerdict(f.error))) {
       const ms = options.assignerTimeoutMs ?? 30_000;
-      const deadline = AbortSignal.timeout(ms);
-      const signal = options.signal ? AbortSignal.any([options.signal, deadline]) : deadline;
       const where = `the assigner at ${assigner.baseUrl}`;
+      // Moved once the manifest declares the layer's size: the manifest and signatures are small, the layer may be
+      // 64 MiB on a slow link.
+      let allowed = ms;
+      const { signal, deadline, moveTo, clear } = withDeadline(options.signal, ms, () => new DOMException(`no answer within ${Math.round(allowed)} ms`, "TimeoutError"));
+      const allowLayer = (layer: Descriptor) => moveTo((allowed = assignerAllowanceMs(ms, layer.size)));
       try {
-        return await this.pullAndVerify(where, new AssignerSource(assigner, assigned.id, signal), assigned, { ...options, signal });
+        return await this.pullAndVerify(where, new AssignerSource(assigner, assigned.id, signal), assigned, { ...options, signal }, allowLayer);
       } catch (err) {
         options.signal?.throwIfAborted();
-        failures.push({ source: where, error: deadline.aborted ? new AssignerError("UNAVAILABLE", `${where} did not serve ${assigned.id} within ${ms} ms`, { cause: err }) : err });
+        failures.push({ source: where, error: deadline.aborted ? new AssignerError("UNAVAILABLE", `${where} did not serve ${assigned.id} within ${Math.round(allowed)} ms`, { cause: err }) : err });
+      } finally {
+        clear();
       }
     }
     throw new FetchFailure(assigned.id, failures);
@@ -173,15 +193,17 @@ export class ArtifactCache {
    * referrers of any kind. The checks read the root manifest and at most
    * MAX_SIGNATURES small signatures. Then the artifact and only the
    * signatures the requirement rests on are copied into the cache (a cosign
-   * `.sig` one with its tag), and checked there again.
+   * `.sig` one with its tag), and checked there again. `onLayer` is told the
+   * layer the manifest declares before any of it is read.
    */
-  private async pullAndVerify(source: string, target: ReadOnlyTarget, assigned: Assigned, options: FetchOptions): Promise<VerifiedArtifact> {
+  private async pullAndVerify(source: string, target: ReadOnlyTarget, assigned: Assigned, options: FetchOptions, onLayer?: (layer: Descriptor) => void): Promise<VerifiedArtifact> {
     const { signal } = options;
     const abort = signal ? { signal } : {};
     const root = await target.resolve(assigned.id, abort);
     const signatures = await verifySignatures(target, assigned.id, options.trust, abort);
     const { layer } = await readPolicyManifest(target, root, abort);
     checkChecksum(layer, assigned);
+    onLayer?.(layer);
     // The signature check listed the referrers: copy takes those it verified, and lists none again.
     const referrers = signatures.filter((s) => s.format === "sigstore-bundle").map((s) => s.descriptor);
     await copy(target, assigned.id, this.layout, undefined, { referrers, ...abort });

@@ -1,7 +1,9 @@
 // The agent's trust root: it follows `--trust-root-ref` (an `aegis trust
 // push` artifact: a Sigstore trusted_root.json and the trust policy shipped
 // with it), from the mirrors first and then the reference, as it does
-// policies. A tag is resolved on each pass; a digest pins one artifact.
+// policies. A tag is resolved at most every few minutes, each source within
+// a deadline, so a registry that never answers costs a pass little; a
+// digest pins one artifact.
 // Each candidate must be signed by a pinned operator key and carry a higher
 // version than the root held, which is kept in the state dir
 // (`trust-root.json`, replaced atomically) so a restart cannot be rolled back
@@ -9,11 +11,12 @@
 import { rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { describeError, errorCode } from "../errors.js";
-import { isDigest, openReference, parseReference, type Descriptor, type ReadOnlyTarget, type RepositoryOptions } from "../registry/index.js";
+import { isDigest, openReference, parseReference, RegistryError, type Descriptor, type ReadOnlyTarget, type RepositoryOptions } from "../registry/index.js";
 import { fetchTrustRoot, mergeTrust, SignatureError, trustRootFromBytes, type TrustPolicy, type TrustRootArtifact } from "../signing/index.js";
 import { atomicWrite } from "../util/index.js";
 import { AgentError } from "./errors.js";
-import { isUnavailable } from "./fetch.js";
+import { withDeadline } from "./deadline.js";
+import { DEFAULT_PULL_TIMEOUT_MS, isUnavailable } from "./fetch.js";
 import { readOptional } from "./state.js";
 
 export interface TrustRootOptions {
@@ -27,9 +30,16 @@ export interface TrustRootOptions {
    * take then (ms; default 10 s).
    */
   recheck?: { everyMs: number; timeoutMs: number };
+  /**
+   * How often a pass looks for a newer root, once one is held (ms; default
+   * 5 minutes): the passes between use the root held, with no network.
+   */
+  everyMs?: number;
 }
 
 const RECHECK = { everyMs: 5 * 60_000, timeoutMs: 10_000 };
+/** TrustRootOptions.everyMs's default. */
+const EVERY_MS = 5 * 60_000;
 
 /** The version and digest a held file names, if its text still says them (an unreadable file's floor). */
 function floorOf(text: string | undefined): { version: number; digest: string | undefined } | undefined {
@@ -55,12 +65,21 @@ export class TrustRootFollower {
   private lastFailure = "";
   /** When (performance.now()) the sources past one serving the root held were last asked. */
   private recheckedAt = -Infinity;
+  /** When (performance.now()) trust() last looked for a newer root. */
+  private refreshedAt = -Infinity;
   /** With no root held, the version a root must pass (or be that root): an unreadable held file's (init). */
   private floor: { version: number; digest: string | undefined } | undefined;
   readonly file: string;
 
   constructor(
-    private readonly options: TrustRootOptions & { stateDir: string; mirrors: readonly string[]; repository?: RepositoryOptions; log: (line: string) => void },
+    private readonly options: TrustRootOptions & {
+      stateDir: string;
+      mirrors: readonly string[];
+      repository?: RepositoryOptions;
+      log: (line: string) => void;
+      /** How long a source may take to serve a root (ms; default 5 minutes, the agent's pull timeout); resolving its tag while a root is held, recheck.timeoutMs. */
+      pullTimeoutMs?: number;
+    },
   ) {
     this.file = join(options.stateDir, "trust-root.json");
     const ref = parseReference(options.reference);
@@ -131,30 +150,38 @@ export class TrustRootFollower {
    * air-gapped site cannot reach (which may never answer) costs each pass
    * nothing; that they could not be read is then no news, but what they
    * served and was refused (an older root, another signer) is logged.
+   * Every source has deadlines: to resolve the tag, recheck.timeoutMs while
+   * a root is held, else the pull timeout; then the pull timeout to serve a
+   * newer root (a registry that never answers costs that, not the registry
+   * client's 120 s per request).
    */
   async refresh(signal?: AbortSignal): Promise<TrustRootArtifact> {
     const recheck = this.options.recheck ?? RECHECK;
+    const pullMs = this.options.pullTimeoutMs ?? DEFAULT_PULL_TIMEOUT_MS;
     let last: unknown;
-    /** Past a source that served the root held: the rest's resolve is bounded by recheck.timeoutMs (a newer root, once found, is read in full). */
+    /** Past a source that served the root held: the rest are asked only every recheck.everyMs, and their being out of reach is no news. */
     let confirmed = false;
     /** The first refusal of what a source served (an older root, another signer), logged even when a later source is only out of reach. */
     let refused: unknown;
     for (const { name, target, selector } of this.sources()) {
       signal?.throwIfAborted();
-      const deadline = confirmed ? AbortSignal.timeout(recheck.timeoutMs) : undefined;
-      const asked = deadline ? (signal ? AbortSignal.any([signal, deadline]) : deadline) : signal;
+      const resolveMs = this.held ? recheck.timeoutMs : pullMs;
+      const resolving = withDeadline(signal, resolveMs, () => new DOMException(`no answer within ${resolveMs} ms`, "TimeoutError"));
       let desc: Descriptor;
       try {
-        desc = await target.resolve(selector, asked ? { signal: asked } : {});
+        desc = await target.resolve(selector, { signal: resolving.signal });
       } catch (err) {
         signal?.throwIfAborted();
-        // Past the recheck's time: out of reach, no news. Else unavailable, or a verdict on the tag.
-        if (!deadline?.aborted) {
-          last = err;
-          if (!isUnavailable(err)) refused ??= err;
+        // Past the recheck's time: out of reach, no news. Else unavailable (out of time too), or a verdict on the tag.
+        if (!(confirmed && resolving.deadline.aborted)) {
+          last = resolving.deadline.aborted ? new RegistryError("TIMEOUT", `${name} did not resolve ${selector} in time`, { cause: err }) : err;
+          if (!isUnavailable(last)) refused ??= last;
         }
         continue;
+      } finally {
+        resolving.clear();
       }
+      const source = withDeadline(signal, pullMs, () => new DOMException(`no answer within ${pullMs} ms`, "TimeoutError"));
       try {
         if (this.held && desc.digest === this.held.digest) {
           // A monotonic clock: a wall clock stepped back would stop the rechecks.
@@ -163,7 +190,9 @@ export class TrustRootFollower {
           confirmed = true;
           continue;
         }
-        const candidate = await fetchTrustRoot(target, desc.digest, this.options.operator, signal ? { signal } : {});
+        const candidate = await fetchTrustRoot(target, desc.digest, this.options.operator, { signal: source.signal }).catch((err: unknown) => {
+          throw source.deadline.aborted ? new RegistryError("TIMEOUT", `${name} did not serve trust root ${desc.digest} in time`, { cause: err }) : err;
+        });
         if (this.held && candidate.version <= this.held.version) {
           const how = candidate.version < this.held.version ? "older than" : "the same version as, but other content than,";
           throw new SignatureError("TRUST_ROOT_ROLLBACK", `trust root ${candidate.digest} (version ${candidate.version}) from ${name} is ${how} the one held (${this.held.digest}, version ${this.held.version}): refused`);
@@ -181,6 +210,8 @@ export class TrustRootFollower {
         signal?.throwIfAborted();
         last = err;
         if (!isUnavailable(err)) refused ??= err;
+      } finally {
+        source.clear();
       }
     }
     // What was served and refused is the news, whatever came after it; past a confirmation, a source out of reach is none.
@@ -195,9 +226,14 @@ export class TrustRootFollower {
 
   /**
    * The trust the agent verifies policies with: the root's policy (its keys
-   * and identities) over the root, plus the locally pinned `--trust`.
+   * and identities) over the root, plus the locally pinned `--trust`. A
+   * newer root is looked for (refresh) at most every `everyMs` once one is
+   * held, so a pass is not held up by the trust root's registries each time.
    */
   async trust(local: TrustPolicy, signal?: AbortSignal): Promise<TrustPolicy> {
+    // Looked for at most every everyMs once a root is held (a monotonic clock, as the rechecks); until then, every pass.
+    if (this.held && performance.now() - this.refreshedAt < (this.options.everyMs ?? EVERY_MS)) return merged(this.held, local);
+    this.refreshedAt = performance.now();
     return merged(await this.refresh(signal), local);
   }
 

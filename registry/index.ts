@@ -39,7 +39,7 @@ export { cancellable } from "./cancellable.js";
 export { MemoryTarget } from "./memory.js";
 export { OciLayoutTarget } from "./layout.js";
 export { RemoteRepository, type RepositoryOptions } from "./remote/repository.js";
-export { RegistryClient, isLoopback, type ClientOptions } from "./remote/client.js";
+export { RegistryClient, isLoopback, SLOW_UPLINK_BYTES_PER_S, type ClientOptions } from "./remote/client.js";
 export {
   credentialsFromDockerConfig,
   credentialsFromEnv,

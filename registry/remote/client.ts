@@ -51,8 +51,8 @@ export interface SendOptions {
   signal?: AbortSignal;
 }
 
-/** The pace (64 KiB/s) a streamed upload's deadline allows for, on top of deadlineMs. */
-const SLOW_UPLINK_BYTES_PER_S = 64 * 1024;
+/** The pace (64 KiB/s) a streamed upload's deadline allows for, on top of deadlineMs (an agent's pull from the assigner allows its layer the same). */
+export const SLOW_UPLINK_BYTES_PER_S = 64 * 1024;
 const RETRY_STATUS = new Set([429, 500, 502, 503, 504]);
 /** Requests that may be sent again after a 5xx or a broken connection; 429 means "not processed", so any may. */
 const IDEMPOTENT = new Set(["GET", "HEAD", "PUT", "DELETE"]);

@@ -1,7 +1,7 @@
 // The agent against a real assigner (embedded store, NATS) and registry
 // 2.8.2 with signed policies, on the MemoryDatapath: what it installs,
 // replaces, removes and refuses, and what it adopts after a restart.
-import { createPrivateKey } from "node:crypto";
+import { createPrivateKey, randomBytes } from "node:crypto";
 import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -19,7 +19,7 @@ import { generateKeyPair, KeySigner, loadTrust, parsePublicKey, pushTrustRoot, s
 import { startRegistryProxy } from "../harness/proxy.js";
 import { startRegistry, type RegistryServer } from "../harness/registry.js";
 import { TestFulcio, TestRekor, trustedRoot } from "../harness/sigstore.js";
-import { startDroppingPort, startNats, startStrictNats, type NatsDenial, type StrictNats, type TcpServer } from "../harness/tcp-server.js";
+import { startDroppingPort, startNats, startSilentPort, startStrictNats, type NatsDenial, type SilentPort, type StrictNats, type TcpServer } from "../harness/tcp-server.js";
 
 let registry: RegistryServer;
 let nats: TcpServer;
@@ -37,15 +37,17 @@ let liar: {
   stall?: (path: string) => boolean;
   /** Holds an answer this many ms (told on the request's arrival). */
   delay?: (path: string) => number;
+  /** Sends an answer's body in 20 pieces spread over this many ms (a slow link). */
+  trickle?: (path: string) => number;
 };
 const ciKey = generateKeyPair("ed25519");
 const otherKey = generateKeyPair("ed25519");
 
-/** A copy of policies/block-icmp-8888 at `version`, built, pushed (to `host`, default the registry), signed by `key` (none: unsigned), registered. */
-async function publish(version: string, key: typeof ciKey | null = ciKey, name = "block-icmp-8888", host = registry.host): Promise<string> {
+/** A copy of policies/block-icmp-8888 at `version` (its policy.yaml passed through `edit`), built, pushed (to `host`, default the registry), signed by `key` (none: unsigned), registered. */
+async function publish(version: string, key: typeof ciKey | null = ciKey, name = "block-icmp-8888", host = registry.host, edit: (yaml: string, dir: string) => string = (yaml) => yaml): Promise<string> {
   const dir = join(work, `${name}-${version}`);
   cpSync("policies/block-icmp-8888", dir, { recursive: true });
-  const yaml = readFileSync(join(dir, "policy.yaml"), "utf8").replace(/^version: .*$/m, `version: ${version}`).replace(/^name: .*$/m, `name: ${name}`);
+  const yaml = edit(readFileSync(join(dir, "policy.yaml"), "utf8"), dir).replace(/^version: .*$/m, `version: ${version}`).replace(/^name: .*$/m, `name: ${name}`);
   writeFileSync(join(dir, "policy.yaml"), yaml);
   const { bytes, policy } = await buildBundle(dir);
   const repo = new RemoteRepository(host, "policies/agent");
@@ -66,7 +68,7 @@ interface Running {
 /** An agent for `hostId` on a memory kernel (shared to model a restart); slow polling, so tests step it with reconcile(). */
 async function runAgent(
   hostId: string,
-  options: { kernel?: MemoryKernel; stateDir?: string; assigner?: string; trust?: TrustPolicy; trustRoot?: TrustRootOptions; nats?: boolean | string; natsRetryMs?: number; dryRun?: boolean; ifaces?: string[]; mirrors?: string[]; requestTimeoutMs?: number; fetchRetryMs?: number; pullTimeoutMs?: number; minWakeGapMs?: number; datapath?: MemoryDatapath } = {},
+  options: { kernel?: MemoryKernel; stateDir?: string; assigner?: string; trust?: TrustPolicy; trustRoot?: TrustRootOptions; nats?: boolean | string; natsRetryMs?: number; dryRun?: boolean; ifaces?: string[]; mirrors?: string[]; requestTimeoutMs?: number; fetchRetryMs?: number; pullTimeoutMs?: number; fetchBudgetMs?: number; minWakeGapMs?: number; datapath?: MemoryDatapath } = {},
 ): Promise<Running> {
   const datapath = options.datapath ?? new MemoryDatapath(options.kernel ? { kernel: options.kernel } : { interfaces: ["lo", "eth0", "eth1"] });
   const events: StepReport[] = [];
@@ -91,6 +93,7 @@ async function runAgent(
     ...(options.requestTimeoutMs ? { requestTimeoutMs: options.requestTimeoutMs } : {}),
     ...(options.fetchRetryMs ? { fetchRetryMs: options.fetchRetryMs } : {}),
     ...(options.pullTimeoutMs ? { pullTimeoutMs: options.pullTimeoutMs } : {}),
+    ...(options.fetchBudgetMs ? { fetchBudgetMs: options.fetchBudgetMs } : {}),
     ...(options.minWakeGapMs ? { minWakeGapMs: options.minWakeGapMs } : {}),
   });
   await agent.start();
@@ -137,6 +140,7 @@ async function floodWakeUps(notifier: NatsConnection, host: string, ms: number):
 }
 
 const filters = async (d: MemoryDatapath) => (await d.attached()).map((a) => `${a.iface} ${a.direction} ${a.pref} ${a.id}`);
+const runs = async (d: MemoryDatapath) => (await filters(d)).map((f) => f.split(" ")[3]).sort();
 
 beforeAll(async () => {
   [registry, nats] = await Promise.all([startRegistry(), startNats()]);
@@ -168,7 +172,14 @@ beforeAll(async () => {
         if (liar.rewrite && answer.status === 200) bytes = liar.rewrite(decodeURIComponent(req.url!), bytes);
         if (held > 0) await new Promise((r) => setTimeout(r, held));
         res.writeHead(answer.status, { "content-type": answer.headers.get("content-type") ?? "application/json", ...(answer.headers.get("etag") ? { etag: answer.headers.get("etag")! } : {}) });
-        res.end(bytes);
+        const spread = liar.trickle?.(decodeURIComponent(req.url!)) ?? 0;
+        const piece = Math.ceil(bytes.length / 20);
+        let at = 0;
+        for (; spread > 0 && at + piece < bytes.length && !res.destroyed; at += piece) {
+          res.write(bytes.subarray(at, at + piece));
+          await new Promise((r) => setTimeout(r, spread / 20));
+        }
+        if (!res.destroyed) res.end(bytes.subarray(at));
       });
     });
   });
@@ -988,6 +999,31 @@ describe("enforcement", () => {
     }
   });
 
+  it("over the assigner path, a large bundle on a slow link gets its size's time at 64 KiB/s beyond the request timeout", async () => {
+    // A layer of a few hundred KiB: 30,000 random /32s in a CIDR file (which compress little).
+    const digest = await publish("1.0.0", ciKey, "assigner-slow-link", registry.host, (yaml, dir) => {
+      writeFileSync(join(dir, "deny.txt"), Array.from({ length: 30_000 }, () => `${[...randomBytes(4)].join(".")}/32`).join("\n"));
+      return yaml.replace("dst: 8.8.8.8/32", "dst: { file: deny.txt }");
+    });
+    const binary = await fetch(new URL(`/artifacts/${digest}/binary`, assigner.url), { headers: { authorization: "Bearer operator-secret" } });
+    const size = (await binary.arrayBuffer()).byteLength;
+    // The binary comes in over 2.5 s, past the 1 s request timeout; its size at 64 KiB/s is allowed on top of that.
+    const trickleMs = 2_500;
+    expect(size, "the layer's allowance at 64 KiB/s covers the trickle past the request timeout, with room").toBeGreaterThan(64 * 1024 * (trickleMs / 1000));
+    liar.rewrite = (path, body) => (path.startsWith("/artifacts/for-host/") ? Buffer.from(body.toString().replaceAll(`"${registry.host}/`, '"127.0.0.1:1/')) : body);
+    liar.trickle = (path) => (path === `/artifacts/${digest}/binary` ? trickleMs : 0);
+    try {
+      const { agent, datapath, events } = await agentFor("assigner-slow-link-host", { assigner: liar.url, requestTimeoutMs: 1_000 });
+      await admin.assign(digest, "assigner-slow-link-host");
+      await agent.reconcile();
+      expect(await runs(datapath), `attached: ${JSON.stringify(events.filter((e) => e.event === "failed"))}`).toEqual([digest, digest]);
+      expect(events.find((e) => e.id === digest && e.event === "verified")?.reason, "verified from the assigner").toContain(`from the assigner at ${liar.url}`);
+    } finally {
+      delete liar.rewrite;
+      delete liar.trickle;
+    }
+  });
+
   it("stops during a stalled pull: the pull is cancelled, nothing is installed and no partial blob is left", async () => {
     const v1 = await publish("11.0.0", ciKey, "stalled");
     const stalling = await startRegistryProxy(registry.url, { stallBlobsAfter: 10 });
@@ -1053,7 +1089,6 @@ describe("trust that changes while a program runs", () => {
   }
 
   /** The digest attached at each hook, sorted. */
-  const runs = async (d: MemoryDatapath) => (await filters(d)).map((f) => f.split(" ")[3]).sort();
 
   /** Every datapath call `r` makes that changes the kernel, in order. */
   function kernelChanges(r: Running): string[] {
@@ -1163,7 +1198,8 @@ describe("trust that changes while a program runs", () => {
     const byOther = await publish("1.0.0", otherKey, "root-drop-other");
     const resigned = await publish("1.0.0", ciKey, "root-drop-resigned");
     writeFileSync(join(work, "operator.pub"), operator.publicKey);
-    const r = await agentFor(host, { trust: { keys: [] }, trustRoot: { reference: `${registry.host}/trust/agent:current`, operator: await loadTrust([join(work, "operator.pub")]) } });
+    // everyMs 0: every pass looks for a newer root (by default, at most every 5 minutes).
+    const r = await agentFor(host, { trust: { keys: [] }, trustRoot: { reference: `${registry.host}/trust/agent:current`, operator: await loadTrust([join(work, "operator.pub")]), everyMs: 0 } });
     for (const digest of [byCi, byOther, resigned]) await admin.assign(digest, host);
     await r.agent.reconcile();
     expect(await runs(r.datapath), "all three run under root version 1").toEqual([byCi, byCi, byOther, byOther, resigned, resigned].sort());
@@ -1413,19 +1449,20 @@ describe("bookkeeping", () => {
 });
 
 describe("a digest that keeps failing", () => {
-  it("is fetched again at the next pass, then not within its wait; a change of its entry (a signature filled in) ends the wait at once", async () => {
+  it("is fetched again at the next pass, then not within its wait, whatever the assigner changes in its entry but what is fetched; another reference ends the wait at once", async () => {
     const proxy = await startRegistryProxy(registry.url);
+    const other = await startRegistryProxy(registry.url);
     try {
       const digest = await publish("3.8.0", null, "backed-off", proxy.host);
       const reference = `${proxy.host}/policies/agent@${digest}`;
-      const { agent, datapath, events, logs } = await agentFor("backoff-host", { fetchRetryMs: 60_000 });
+      const { agent, datapath, events, logs } = await agentFor("backoff-host", { assigner: liar.url, fetchRetryMs: 60_000 });
       // The loop's first pass (at start) is over before the digest is assigned: the passes below are the test's alone.
       await agent.reconcile();
       await admin.assign(digest, "backoff-host");
-      const asked = async () => {
-        proxy.requests.length = 0;
+      const asked = async (registry = proxy) => {
+        for (const r of [proxy, other]) r.requests.length = 0;
         await agent.reconcile();
-        return proxy.requests.filter((r) => r.path.startsWith("/v2/policies/agent/")).length;
+        return registry.requests.filter((r) => r.path.startsWith("/v2/policies/agent/")).length;
       };
       expect(await asked(), "pass 1: fetched").toBeGreaterThan(0);
       expect(await asked(), "pass 2: the first failure is tried again at the next pass").toBeGreaterThan(0);
@@ -1437,11 +1474,16 @@ describe("a digest that keeps failing", () => {
       await signArtifact(repo, await repo.resolve(digest), new KeySigner(createPrivateKey(ciKey.privateKey)), repo.name);
       expect(await asked(), "pass 4: signed in the registry, but its entry is the same: still waiting").toBe(0);
       expect((await admin.call<{ signature: string }>("POST", "/artifacts", { reference })).signature, "registered again, the assigner fills in the signature").not.toBe("");
-      expect(await asked(), "pass 5: its entry changed, fetched at once").toBeGreaterThan(0);
+      // What the entry says beside what is fetched (its signature, name, version) is the assigner's to change at every poll.
+      liar.rewrite = (path, body) => (path.startsWith("/artifacts/for-host/") ? Buffer.from(body.toString().replace(/"version":"3\.8\.0"/, '"version":"3.8.1"')) : body);
+      expect(await asked(), "pass 5: its signature filled in and its version changed, not what is fetched: still waiting").toBe(0);
+      liar.rewrite = (path, body) => (path.startsWith("/artifacts/for-host/") ? Buffer.from(body.toString().replaceAll(`"${proxy.host}/`, `"${other.host}/`)) : body);
+      expect(await asked(other), "pass 6: another reference, fetched from it at once").toBeGreaterThan(0);
       expect(await filters(datapath), "installed").toEqual([`eth0 egress ${basePref("backed-off")} ${digest}`, `eth1 egress ${basePref("backed-off")} ${digest}`]);
       expect(events.filter((e) => e.id === digest).map((e) => e.event), "its steps").toEqual(["received", "failed", "verified", "program_loaded", "attached", "attached"]);
     } finally {
-      await proxy.stop();
+      delete liar.rewrite;
+      await Promise.all([proxy.stop(), other.stop()]);
     }
   });
 });
@@ -1463,6 +1505,84 @@ describe("a digest whose attempts are slow", () => {
       expect(failures(), "pass 2, at once: a first failure that took longer than the base waits as long as it took (no attempt, none said)").toHaveLength(1);
     } finally {
       await stalling.stop();
+    }
+  });
+});
+
+describe("a pass whose fetches stall", () => {
+  /**
+   * The for-host answer names `stalling` at `silent` (a registry that takes
+   * connections and never answers), and the assigner never answers for them
+   * either: each fetch of one stalls at every source until its deadline.
+   */
+  function stallAt(silent: SilentPort, stalling: string[]): void {
+    liar.rewrite = (path, body) => {
+      if (!path.startsWith("/artifacts/for-host/")) return body;
+      let text = body.toString();
+      for (const digest of stalling) text = text.replaceAll(`"${registry.host}/policies/agent@${digest}"`, `"${silent.host}/policies/agent@${digest}"`);
+      return Buffer.from(text);
+    };
+    liar.stall = (path) => stalling.some((digest) => path.startsWith(`/artifacts/${digest}/`));
+  }
+
+  it("attaches a good digest and removes an unassigned one in the first pass, however long the stalling ones would take: those are cut off at the fetch budget, their connections closed", async () => {
+    const host = "stall-budget-host";
+    const silent = await startSilentPort();
+    try {
+      const old = await publish("1.0.0", ciKey, "stall-budget-old");
+      const good = await publish("1.0.0", ciKey, "stall-budget-good");
+      const stalling = [await publish("1.0.0", null, "stall-budget-a"), await publish("1.0.0", null, "stall-budget-b"), await publish("1.0.0", null, "stall-budget-c")];
+      stallAt(silent, stalling);
+      // Each stalling fetch would take a minute at its reference and another at the assigner; the pass's fetches get 1.5 s.
+      const { agent, datapath, events } = await agentFor(host, { assigner: liar.url, pullTimeoutMs: 60_000, requestTimeoutMs: 60_000, fetchBudgetMs: 1_500 });
+      await admin.assign(old, host);
+      await agent.reconcile();
+      expect(await runs(datapath), "the old policy installed first").toEqual([old, old]);
+      await admin.unassign(old, host);
+      for (const digest of [...stalling, good]) await admin.assign(digest, host);
+      await within(30_000, "the first pass with stalling digests", agent.reconcile(), () => `connections open at the silent registry: ${silent.open()}`);
+      expect(await runs(datapath), "the first pass: the good digest attached, the unassigned one removed").toEqual([good, good]);
+      for (const digest of stalling) {
+        const failed = events.filter((e) => e.id === digest && e.event === "failed");
+        expect(failed.map((e) => `${e.code} ${e.reason}`), `stalling digest ${digest}: reported cut off by the budget`).toEqual([expect.stringMatching(/^UNAVAILABLE .*fetch budget of 1500 ms/)]);
+      }
+      expect(silent.dials(), "the stalling digests were asked of the silent registry").toBeGreaterThan(0);
+      await until("the stalled connections are closed (the fetches aborted)", () => silent.open() === 0);
+    } finally {
+      delete liar.rewrite;
+      delete liar.stall;
+      await silent.close();
+    }
+  });
+
+  it("fetches a few digests at a time, and one that stalled waits its backoff from the end of the pass's fetches: the next pass does not ask for it again", async () => {
+    const host = "stall-retry-host";
+    const silent = await startSilentPort();
+    try {
+      const good = await publish("1.0.0", ciKey, "stall-retry-good");
+      const stalling: string[] = [];
+      for (const x of ["a", "b", "c", "d", "e", "f"]) stalling.push(await publish("1.0.0", null, `stall-retry-${x}`));
+      stallAt(silent, stalling);
+      // Each stalling fetch takes 1.5 s at its reference and 1.5 s at the assigner, over the 0.5 s base: it waits
+      // at least as long as it took, 3 s. One after another, the six took 18 s: the first's wait was long over by
+      // the end of the pass, and every pass asked for all six again.
+      const { agent, datapath, logs } = await agentFor(host, { assigner: liar.url, pullTimeoutMs: 1_500, requestTimeoutMs: 1_500, fetchRetryMs: 500 });
+      // The loop's first pass (at start) is over before the digests are assigned: the passes below are the test's alone.
+      await agent.reconcile();
+      for (const digest of [...stalling, good]) await admin.assign(digest, host);
+      const asked = (digest: string) => liar.paths.filter((p) => p.startsWith(`/artifacts/${digest}/`)).length;
+      await within(50_000, "the first pass", agent.reconcile());
+      expect(await runs(datapath), "the first pass: the good digest attached").toEqual([good, good]);
+      const fetchedOnce = stalling.map(asked);
+      expect(fetchedOnce.every((n) => n > 0), `each stalling digest fetched in the first pass (asked of the assigner: ${fetchedOnce.join(", ")})`).toBe(true);
+      const dials = silent.dials();
+      await agent.reconcile();
+      expect(stalling.map(asked), `the second pass, at once: no stalling digest asked of the assigner again\n${logs.join("\n")}`).toEqual(fetchedOnce);
+      expect(silent.dials(), "the second pass, at once: nor of its registry").toBe(dials);
+    } finally {
+      delete liar.rewrite;
+      delete liar.stall;
+      await silent.close();
     }
   });
 });
@@ -1562,20 +1682,21 @@ describe("outages", () => {
    * `name` v1 installed on `host`, then v2 (unsigned) assigned in its place, and the host rebooted: a new kernel (no
    * pins, no filters; `prepare` may set it up) under the same state, and an agent started on it.
    */
-  async function rebootedOntoUnsigned(versions: [string, string], name: string, host: string, prepare: (kernel: MemoryDatapath) => void = () => {}) {
+  async function rebootedOntoUnsigned(versions: [string, string], name: string, host: string, prepare: (kernel: MemoryDatapath) => void = () => {}, fetchRetryMs?: number) {
     const { v1, first, before } = await installedThenStopped(versions[0], name, host);
     const v2 = await publish(versions[1], null, name);
     await admin.unassign(v1, host);
     await admin.assign(v2, host);
     const rebooted = new MemoryDatapath({ interfaces: ["lo", "eth0", "eth1"] });
     prepare(rebooted);
-    const second = await runAgent(host, { stateDir: first.stateDir, datapath: rebooted });
+    const second = await runAgent(host, { stateDir: first.stateDir, datapath: rebooted, ...(fetchRetryMs ? { fetchRetryMs } : {}) });
     running.push(second);
     return { v1, v2, first, before, rebooted, second };
   }
 
   it("after a reboot, a policy whose new version cannot be had runs its previous version again from the cache, until the new one can", async () => {
-    const { v1, v2, first, before, rebooted, second } = await rebootedOntoUnsigned(["13.7.0", "13.8.0"], "reboot-fallback", "reboot-fallback-host");
+    // A 200 ms base: v2's wait after its failures in a row is over within 2 s.
+    const { v1, v2, first, before, rebooted, second } = await rebootedOntoUnsigned(["13.7.0", "13.8.0"], "reboot-fallback", "reboot-fallback-host", () => {}, 200);
     await second.agent.reconcile();
     expect(second.events.filter((e) => e.id === v2 && e.event === "failed").map((e) => e.code), "v2 refused").toEqual(["NO_SIGNATURE"]);
     expect(await filters(rebooted), "v1 in force again, as before the reboot").toEqual(before);
@@ -1584,13 +1705,12 @@ describe("outages", () => {
     expect(await filters(rebooted), "and it stays").toEqual(before);
     expect(existsSync(join(first.stateDir, "cache", "blobs", "sha256", v1.slice("sha256:".length))), "v1 kept in the cache").toBe(true);
 
-    // v2 signed and registered again: it replaces v1 at the same pref.
+    // v2 signed: once its wait is over, it replaces v1 at the same pref.
     const repo = new RemoteRepository(registry.host, "policies/agent");
     await signArtifact(repo, await repo.resolve(v2), new KeySigner(createPrivateKey(ciKey.privateKey)), repo.name);
-    await admin.call("POST", "/artifacts", { reference: `${registry.host}/policies/agent@${v2}` });
-    await second.agent.reconcile();
     const pref = basePref("reboot-fallback");
-    expect(await filters(rebooted), "v2 replaces it").toEqual([`eth0 egress ${pref} ${v2}`, `eth1 egress ${pref} ${v2}`]);
+    const replaced = [`eth0 egress ${pref} ${v2}`, `eth1 egress ${pref} ${v2}`].join();
+    await until(`v2 replaces it once its wait is over (${second.logs.filter((l) => l.startsWith("fetching")).at(-1)})`, async () => (await second.agent.reconcile(), (await filters(rebooted)).join() === replaced));
   });
 
   it("after a reboot, a previous version that the kernel refuses pass after pass is reported and said once", async () => {

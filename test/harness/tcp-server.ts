@@ -1,9 +1,10 @@
 // Starting real TCP servers (redis-server, nats-server) on free loopback
 // ports, waiting until they accept connections, and restarting them on the
 // same port and data directory; a nats-server whose permissions a test
-// changes while it runs; and a port that drops every connection.
+// changes while it runs; a port that drops every connection, and one that
+// takes connections and never answers.
 import { writeFileSync } from "node:fs";
-import { connect, createServer, type AddressInfo } from "node:net";
+import { connect, createServer, type AddressInfo, type Socket } from "node:net";
 import { join } from "node:path";
 import { freePort } from "./ports.js";
 import { makeTempDir, removeTempDir, requireBinary, spawnManaged, waitUntilReady, type ManagedProcess } from "./process.js";
@@ -162,5 +163,39 @@ export async function startDroppingPort(): Promise<DroppingPort> {
     url: `nats://127.0.0.1:${(server.address() as AddressInfo).port}`,
     dials: () => dials,
     close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+}
+
+export interface SilentPort {
+  /** 127.0.0.1:<port>, a registry host. */
+  host: string;
+  /** Connections taken so far. */
+  dials(): number;
+  /** Connections taken and still open. */
+  open(): number;
+  close(): Promise<void>;
+}
+
+/** A loopback port that takes each connection and never answers on it (a firewall that blackholes, a hung server), counting them. */
+export async function startSilentPort(): Promise<SilentPort> {
+  let dials = 0;
+  const sockets = new Set<Socket>();
+  const server = createServer((socket) => {
+    dials++;
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+    socket.on("error", () => undefined);
+    // Reads (and drops) what comes, so a client's close is seen.
+    socket.resume();
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    host: `127.0.0.1:${(server.address() as AddressInfo).port}`,
+    dials: () => dials,
+    open: () => sockets.size,
+    close: () => {
+      for (const socket of sockets) socket.destroy();
+      return new Promise((resolve) => server.close(() => resolve()));
+    },
   };
 }

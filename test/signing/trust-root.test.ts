@@ -5,7 +5,6 @@
 // follower refuses a root older than the one it holds, across restarts too.
 import { createPrivateKey } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer, type AddressInfo, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -27,6 +26,7 @@ import {
 import { aegis, expectOneErrorLine } from "../cli/run.js";
 import { startRegistry, type RegistryServer } from "../harness/registry.js";
 import { signKeyless, TestFulcio, TestRekor, trustedRoot } from "../harness/sigstore.js";
+import { startSilentPort } from "../harness/tcp-server.js";
 
 let registry: RegistryServer;
 let mirror: RegistryServer;
@@ -61,10 +61,21 @@ async function pushRoot(repoName: string, version: number, tag = "current", by =
   return { repo, digest: pushed.manifest.digest };
 }
 
-function follower(stateDir: string, reference: string, mirrors: string[] = [], recheck?: { everyMs: number; timeoutMs: number }) {
+function follower(stateDir: string, reference: string, mirrors: string[] = [], recheck?: { everyMs: number; timeoutMs: number }, more: { pullTimeoutMs?: number; everyMs?: number } = {}) {
   const lines: string[] = [];
-  const f = new TrustRootFollower({ reference, operator: operatorTrust, stateDir, mirrors, log: (line) => lines.push(line), ...(recheck ? { recheck } : {}) });
+  const f = new TrustRootFollower({ reference, operator: operatorTrust, stateDir, mirrors, log: (line) => lines.push(line), ...(recheck ? { recheck } : {}), ...more });
   return { f, lines };
+}
+
+/** `work`, or a rejection naming `what` once `ms` have passed without it settling (a registry that never answers, no deadline). */
+async function within<T>(ms: number, what: string, work: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: not done within ${ms / 1000} s`)), ms)));
+  try {
+    return await Promise.race([work, late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 describe("aegis trust push", () => {
@@ -182,24 +193,21 @@ describe("the agent follows the trust root", () => {
     expect(viaMirror.lines.join("\n")).toContain(`from ${mirror.host}/trust/follow:current`);
     // An origin that takes connections and never answers (an air-gapped site's firewall): past the mirror serving the root held,
     // it is asked at most every recheck.everyMs, within recheck.timeoutMs, and its silence is no news.
-    const sockets = new Set<Socket>();
-    const silent = createServer((socket) => void sockets.add(socket));
-    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    const silent = await startSilentPort();
     try {
-      const origin = `127.0.0.1:${(silent.address() as AddressInfo).port}/trust/follow:current`;
+      const origin = `${silent.host}/trust/follow:current`;
       const gapped = follower(stateDir, origin, [`${mirror.host}/trust/follow`], { everyMs: 60_000, timeoutMs: 300 });
       await gapped.f.init();
       const started = Date.now();
       expect((await gapped.f.refresh()).digest, "held, as the mirror serves it").toBe(v3.digest);
-      const asked = sockets.size;
+      const asked = silent.dials();
       expect(asked, "connections to the origin").toBeGreaterThanOrEqual(1);
       expect((await gapped.f.refresh()).digest).toBe(v3.digest);
-      expect(sockets.size, "not asked again within everyMs").toBe(asked);
+      expect(silent.dials(), "not asked again within everyMs").toBe(asked);
       expect(Date.now() - started, "ms for both refreshes (the origin's deadline is 300 ms; the client's own is 120 s)").toBeLessThan(10_000);
       expect(gapped.lines.filter((l) => l.startsWith("trust root not updated")), gapped.lines.join("\n")).toEqual([]);
     } finally {
-      for (const socket of sockets) socket.destroy();
-      await new Promise((resolve) => silent.close(resolve));
+      await silent.close();
     }
 
     // A mirror that lags (still at version 3) does not hide version 4 at the reference.
@@ -208,6 +216,36 @@ describe("the agent follows the trust root", () => {
     await lagging.f.init();
     expect((await lagging.f.refresh()).digest, "taken from the reference past a lagging mirror").toBe(v4.digest);
     expect(lagging.lines.join("\n")).toContain(`version 4 from ${reference}`);
+  });
+
+  it("a registry that takes connections and never answers costs a source its deadline, and passes look for a newer root at most every everyMs", async () => {
+    const stateDir = mkdtempSync(join(work, "state-"));
+    const silent = await startSilentPort();
+    try {
+      const origin = `${silent.host}/trust/blackholed:current`;
+      // No root held, no mirror: the pull timeout is the source's deadline (the registry client's own is 120 s).
+      const none = follower(stateDir, origin, [], undefined, { pullTimeoutMs: 300 });
+      await none.f.init();
+      await expect(within(20_000, "no root held: refresh", none.f.refresh()), "no root held: none can be had").rejects.toMatchObject({ code: "UNAVAILABLE", message: expect.stringMatching(/did not resolve current in time: no answer within 300 ms/) });
+      // A root held (from the registry), no mirror: resolving the tag is given recheck.timeoutMs, and the root held stays.
+      const { digest } = await pushRoot("trust/blackholed", 1);
+      const first = follower(stateDir, `${registry.host}/trust/blackholed:current`);
+      await first.f.init();
+      expect((await first.f.refresh()).digest, "a root held").toBe(digest);
+      const held = follower(stateDir, origin, [], { everyMs: 60_000, timeoutMs: 300 }, { everyMs: 60_000 });
+      await held.f.init();
+      expect((await within(20_000, "a root held: refresh", held.f.refresh())).digest, "a root held: it stays in force").toBe(digest);
+      expect(held.lines.filter((l) => l.startsWith("trust root not updated")), held.lines.join("\n")).toEqual([expect.stringMatching(/^trust root not updated: \[TIMEOUT\] .*did not resolve current in time: no answer within 300 ms; version 1 stays in force$/)]);
+      // A pass's trust(): the first looks for a newer root (a dial), those within everyMs use the root held.
+      const before = silent.dials();
+      await within(20_000, "the first pass's trust", held.f.trust({ keys: [] }));
+      expect(silent.dials(), "the first pass looks for a newer root").toBeGreaterThan(before);
+      const looked = silent.dials();
+      await held.f.trust({ keys: [] });
+      expect(silent.dials(), "a pass within everyMs does not").toBe(looked);
+    } finally {
+      await silent.close();
+    }
   });
 
   it("the root's identities and a local --trust without a root of its own verify together", async () => {
