@@ -36,9 +36,17 @@ async function within<T>(ms: number, what: string, work: Promise<T>): Promise<T>
   }
 }
 
+/** The pid `tool`'s script recorded, once it has written it whole (the file exists, empty, before echo writes). */
+function recordedPid(tool: string): number | undefined {
+  const text = existsSync(join(dir, `${tool}.pid`)) ? readFileSync(join(dir, `${tool}.pid`), "utf8") : "";
+  return /^\d+\n$/.test(text) ? Number(text) : undefined;
+}
+
 /** Whether the process `tool`'s script recorded still runs, once it had up to 2 s to be reaped. */
 async function stillRuns(tool: string): Promise<boolean> {
-  const pid = Number(readFileSync(join(dir, `${tool}.pid`), "utf8"));
+  const pid = recordedPid(tool);
+  // Not process.kill(0): that is this test's own process group.
+  if (!pid) throw new Error(`${tool} recorded no pid`);
   for (let i = 0; i < 40; i++) {
     try {
       process.kill(pid, 0);
@@ -70,7 +78,7 @@ describe("eBPF tool runs", () => {
     const stopping = new AbortController();
     const call = new BpftoolDatapath({ signal: stopping.signal }).interfaces().then(() => undefined, (e: unknown) => e);
     // Aborted once ip runs (its pid recorded), so the kill is of a running tool.
-    for (let i = 0; i < 100 && !existsSync(join(dir, "ip.pid")); i++) await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 250 && !recordedPid("ip"); i++) await new Promise((r) => setTimeout(r, 20));
     const reason = new Error("agent stopping");
     stopping.abort(reason);
     expect(await within(2_000, "an aborted ip", call), "rejects with the signal's reason").toBe(reason);
