@@ -33,7 +33,6 @@ import {
   RegisterInitBody,
   RegisterInitResponse,
   RolloutId,
-  ROLLOUT_ACTIVE_STATES,
   ROLLOUT_BODY_LIMIT,
   RolloutJson,
   RolloutList,
@@ -441,8 +440,9 @@ export const ROUTES: Route[] = [
     response: ArtifactStatusJson,
     handler: async ({ params, query, services }) => {
       await requireArtifact(services, params.id);
-      const records = await services.store.artifactStatus(params.id);
-      const hosts = (query.view === "summary" ? records.map(({ counters: _counters, receipt: _receipt, ...rest }) => rest) : records).map(statusJson);
+      // The summary (a rollout polls it each second) is read alone, never the counters and receipts it leaves out.
+      const records = query.view === "summary" ? await services.store.artifactStatusSummary(params.id) : await services.store.artifactStatus(params.id);
+      const hosts = records.map(statusJson);
       return { json: { artifact_id: params.id, hosts, total: hosts.length } };
     },
   }),
@@ -489,7 +489,7 @@ export const ROUTES: Route[] = [
     method: "post",
     path: "/assignments",
     summary:
-      "Add and remove assignments (to hosts or label selectors) in one atomic step. With If-Match (the version of GET /assignments), 412 PRECONDITION_FAILED when the desired state changed since. Artifacts must be registered; at most 1000 changes. 409 when a host's agent reported a kernel that cannot run an added artifact's program, unless ?force=true, and when a host would be assigned more artifacts than an agent takes (256, its own and its selectors'); nothing is changed then",
+      "Add and remove assignments (to hosts or label selectors) in one atomic step. With If-Match (the version of GET /assignments), 412 PRECONDITION_FAILED when the desired state changed since. Artifacts must be registered; at most 1000 changes. 409 when the selector assignments would be more than 10,000 (adds of ones already there do not count), when a host's agent reported a kernel that cannot run an added artifact's program, unless ?force=true, and when a host would be assigned more artifacts than an agent takes (256, its own and its selectors'); nothing is changed then",
     access: "admin",
     query: AssignQuery,
     body: AssignmentChangesBody,
@@ -545,8 +545,8 @@ export const ROUTES: Route[] = [
     query: RolloutsQuery,
     response: RolloutList,
     handler: async ({ query, services }) => {
-      const all = await services.store.listRollouts();
-      const rollouts = query.active === "true" ? all.filter((r) => ROLLOUT_ACTIVE_STATES.has(r.state)) : all;
+      // The active ones are found without reading every record (each may be megabytes).
+      const rollouts = query.active === "true" ? await services.store.listActiveRollouts() : await services.store.listRollouts();
       return { json: { rollouts, total: rollouts.length } };
     },
   }),

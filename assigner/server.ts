@@ -10,7 +10,7 @@ import { describeError, InputError } from "../errors.js";
 import { credentialsFromEnvironment, credentialsHost } from "../registry/index.js";
 import { loadTrust, trustedRootFetcher } from "../signing/index.js";
 import { atomicWrite } from "../util/index.js";
-import { MAX_ASSIGNED } from "./api/index.js";
+import { MAX_ASSIGNED, SELECTOR_ASSIGNMENTS_MAX } from "./api/index.js";
 import { ArtifactSource } from "./artifacts.js";
 import { Auth } from "./auth.js";
 import { AssignerEvents } from "./events.js";
@@ -60,6 +60,8 @@ export interface AssignerOptions {
   telemetryMaxSkewMs?: number;
   /** Most artifacts a host may be assigned (directly and through selectors); default and most MAX_ASSIGNED, what an agent takes. */
   maxAssignedPerHost?: number;
+  /** Selector assignments held at most, checked in the store's atomic step; default SELECTOR_ASSIGNMENTS_MAX (tests set a small one). */
+  maxSelectorAssignments?: number;
   /** Where requests and dependency changes are logged (logging.ts); default: nowhere. */
   logger?: Logger;
   /** How often Redis, the registry and NATS are checked, to log when one goes away or comes back; default 5 s. */
@@ -74,7 +76,7 @@ export interface AssignerOptions {
  * eBPF object); a slow client gets a request's headers in 10 s and a 16 MiB
  * upload in 120 s.
  */
-const LIMIT_DEFAULTS: Readonly<Record<"maxUploadBytes" | "maxConnections" | "headersTimeoutMs" | "requestTimeoutMs" | "keepAliveTimeoutMs" | "telemetryMaxSkewMs" | "healthIntervalMs" | "maxAssignedPerHost", number>> = {
+const LIMIT_DEFAULTS: Readonly<Record<"maxUploadBytes" | "maxConnections" | "headersTimeoutMs" | "requestTimeoutMs" | "keepAliveTimeoutMs" | "telemetryMaxSkewMs" | "healthIntervalMs" | "maxAssignedPerHost" | "maxSelectorAssignments", number>> = {
   maxUploadBytes: 16 * 1024 * 1024,
   maxConnections: 10_000,
   headersTimeoutMs: 10_000,
@@ -83,6 +85,7 @@ const LIMIT_DEFAULTS: Readonly<Record<"maxUploadBytes" | "maxConnections" | "hea
   telemetryMaxSkewMs: DEFAULT_TELEMETRY_MAX_SKEW_MS,
   healthIntervalMs: 5000,
   maxAssignedPerHost: MAX_ASSIGNED,
+  maxSelectorAssignments: SELECTOR_ASSIGNMENTS_MAX,
 };
 
 export interface RunningAssigner {
@@ -130,9 +133,9 @@ function definedLimits(options: AssignerOptions): Partial<typeof LIMIT_DEFAULTS>
 }
 
 /** The store, and whether it was down at start-up (logged here, so the watch does not say it again). */
-async function openStore(options: AssignerOptions, dataDir: string, logger: Logger): Promise<{ store: AssignerStore; down: boolean }> {
-  if (!options.redisUrl) return { store: await EmbeddedStore.open(join(dataDir, "store.json")), down: false };
-  const store = new RedisStore(options.redisUrl, options.redisPrefix ? { prefix: options.redisPrefix } : {});
+async function openStore(options: AssignerOptions, dataDir: string, logger: Logger, selectorAssignmentsMax: number): Promise<{ store: AssignerStore; down: boolean }> {
+  if (!options.redisUrl) return { store: await EmbeddedStore.open(join(dataDir, "store.json"), { selectorAssignmentsMax }), down: false };
+  const store = new RedisStore(options.redisUrl, { ...(options.redisPrefix ? { prefix: options.redisPrefix } : {}), selectorAssignmentsMax });
   // Start even if Redis is down: the API answers 503 until it is back.
   const endpoint = dependencyName(options.redisUrl, "redis");
   try {
@@ -164,7 +167,9 @@ export async function startAssigner(options: AssignerOptions = {}): Promise<Runn
   const admin = await resolveAdminToken(options, dataDir);
   const trust = options.trust ? await loadTrust([options.trust], { fetchTrustedRoot: trustedRootFetcher({ credentials: credentialsFromEnvironment }) }) : undefined;
   const logger = options.logger ?? SILENT;
-  const { store, down: storeDown } = await openStore(options, dataDir, logger);
+  // Checked before the store opens: the store holds the cap on selector assignments, in its atomic step.
+  const limits = { ...LIMIT_DEFAULTS, ...definedLimits(options) };
+  const { store, down: storeDown } = await openStore(options, dataDir, logger, limits.maxSelectorAssignments);
   const metrics = new AssignerMetrics();
   const uploadRepository = options.registry ?? `oci:${join(dataDir, "oci")}`;
   // Redis is shared by several assigners (docs/operations.md); a layout on this machine is not: an agent whose
@@ -193,7 +198,6 @@ export async function startAssigner(options: AssignerOptions = {}): Promise<Runn
         accepted: (use) => logger.info({ dependency: "nats", endpoint: dependencyName(options.natsUrl!, "nats") }, `NATS takes the assigner's ${use} again`),
       }, options.natsRetryMs !== undefined ? { retryMs: options.natsRetryMs } : {})
     : undefined;
-  const limits = { ...LIMIT_DEFAULTS, ...definedLimits(options) };
   // More than an agent takes would have the assigner accept changes that its agents then refuse whole.
   if (limits.maxAssignedPerHost > MAX_ASSIGNED) throw new InputError("INVALID_ARGUMENT", `maxAssignedPerHost must be at most ${MAX_ASSIGNED} (what an agent takes), not ${limits.maxAssignedPerHost}`);
   const services = new AssignerServices(store, auth, artifacts, metrics, events, { telemetryMaxSkewMs: limits.telemetryMaxSkewMs, maxAssignedPerHost: limits.maxAssignedPerHost }, logger);

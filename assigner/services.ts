@@ -8,7 +8,7 @@ import { SILENT, type Logger } from "./logging.js";
 import type { AssignerMetrics } from "./metrics.js";
 import { LogThrottle } from "./throttle.js";
 import type { AgentRecord, ArtifactRecord, AssignerStore, AssignmentChange } from "./store/store.js";
-import { AssignerError, matches, MAX_ASSIGNED, openTelemetry, parseSelector, SELECTOR_ASSIGNMENTS_MAX, unrunnable, unrunnableError, type Selector, type SignedTelemetry } from "./api/index.js";
+import { AssignerError, matches, MAX_ASSIGNED, openTelemetry, parseSelector, unrunnable, unrunnableError, type Selector, type SignedTelemetry } from "./api/index.js";
 
 export interface ForHostAnswer {
   status: 200 | 304;
@@ -275,11 +275,10 @@ export class AssignerServices {
     // request's, another assigner's) has the check made again with it, so no host is ever written past its share.
     const addedTo = changes.flatMap((c) => (c.add && "hostId" in c.target ? [c.target.hostId] : []));
     const checked = [...new Set([...addedTo, ...this.matchingAmong(agents, addedSelectors)])];
-    if (ifVersion !== undefined || addedSelectors.length > 0) {
-      const desired = await this.store.desiredState();
+    if (ifVersion !== undefined) {
       // A stale If-Match is told as such (412), not as a refusal of a state the caller never planned on.
-      if (ifVersion !== undefined && desired.version !== ifVersion) throw this.stale(desired.version, ifVersion);
-      if (desired.selectors.length + addedSelectors.length > SELECTOR_ASSIGNMENTS_MAX) throw new AssignerError("BAD_REQUEST", `at most ${SELECTOR_ASSIGNMENTS_MAX} selector assignments`);
+      const { version } = await this.store.desiredState();
+      if (version !== ifVersion) throw this.stale(version, ifVersion);
     }
     let result: Awaited<ReturnType<AssignerStore["changeAssignments"]>>;
     for (let attempt = 1; ; attempt++) {
@@ -290,6 +289,12 @@ export class AssignerServices {
       this.perHostCheck(changes, served, labelsOf);
       result = await this.store.changeAssignments(changes, ifVersion, matching, served.versions);
       if (result.applied) break;
+      // The cap on selector assignments is checked in the store's atomic step, after its If-Match (a check here,
+      // before it, let concurrent adds through past it, and counted re-adds of ones already there).
+      if (result.selectorsOver) {
+        const { count, max } = result.selectorsOver;
+        throw new AssignerError("CONFLICT", `this change would leave ${count} selector assignments, more than the ${max} an assigner holds: nothing was changed`);
+      }
       if (ifVersion !== undefined && result.version !== ifVersion) throw this.stale(result.version, ifVersion);
       if (attempt >= CHANGE_ATTEMPTS) throw new AssignerError("UNAVAILABLE", `the hosts of this change changed under it ${CHANGE_ATTEMPTS} times in a row: try it again`);
       // Changes that collided are spread out, more at each round (up to 100 ms), so that one of them goes in each time.

@@ -16,7 +16,7 @@ import { mkdir, readFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import { atomicWrite, byCodeUnit, removeStaleTemps } from "../../util/index.js";
 import { StoreUnavailableError } from "../errors.js";
-import type { RolloutJson } from "../api/index.js";
+import { ROLLOUT_ACTIVE_STATES, SELECTOR_ASSIGNMENTS_MAX, type RolloutJson } from "../api/index.js";
 import {
   ROLLOUTS_KEPT,
   type AgentRecord,
@@ -29,7 +29,9 @@ import {
   type HostDesired,
   type Registration,
   type RegistrationLimits,
+  statusSummary,
   type StatusRecord,
+  type StatusSummary,
   type TokenRecord,
 } from "./store.js";
 
@@ -39,6 +41,8 @@ const LAZY_WRITE_MS = 1000;
 export interface EmbeddedStoreOptions {
   /** How soon advisory changes (telemetry, last-seen) reach the file (ms); default 1 s. */
   lazyWriteMs?: number;
+  /** Selector assignments held at most; default SELECTOR_ASSIGNMENTS_MAX (tests set a small one). */
+  selectorAssignmentsMax?: number;
 }
 
 /** The file's shape: each map as an array of entries. */
@@ -85,10 +89,11 @@ export class EmbeddedStore implements AssignerStore {
   private constructor(
     readonly file: string,
     private readonly lazyWriteMs: number,
+    private readonly selectorAssignmentsMax: number,
   ) {}
 
   static async open(file: string, options: EmbeddedStoreOptions = {}): Promise<EmbeddedStore> {
-    const store = new EmbeddedStore(file, options.lazyWriteMs ?? LAZY_WRITE_MS);
+    const store = new EmbeddedStore(file, options.lazyWriteMs ?? LAZY_WRITE_MS, options.selectorAssignmentsMax ?? SELECTOR_ASSIGNMENTS_MAX);
     await mkdir(dirname(file), { recursive: true });
     // A crash mid-write leaves a temp file beside the store; the store itself is whole.
     await removeStaleTemps(dirname(file));
@@ -229,6 +234,8 @@ export class EmbeddedStore implements AssignerStore {
   async changeAssignments(changes: AssignmentChange[], ifVersion?: number, alsoMoved: readonly string[] = [], ifHostVersions: ReadonlyMap<string, number> = new Map()): Promise<ChangeResult> {
     if (ifVersion !== undefined && ifVersion !== this.desiredVersion) return { applied: false, version: this.desiredVersion };
     for (const [hostId, version] of ifHostVersions) if ((this.hosts.get(hostId)?.version ?? 0) !== version) return { applied: false, version: this.desiredVersion };
+    const count = this.selectorsAfter(changes);
+    if (count > this.selectorAssignmentsMax && count > this.selectors.size) return { applied: false, version: this.desiredVersion, selectorsOver: { count, max: this.selectorAssignmentsMax } };
     let added = 0;
     let removed = 0;
     const touched = new Map<string, boolean>();
@@ -263,6 +270,21 @@ export class EmbeddedStore implements AssignerStore {
     const version = ++this.desiredVersion;
     await this.persist();
     return { applied: true, version, added, removed, hosts };
+  }
+
+  /** How many selector assignments there would be after the changes, in their order: only adds of ones not there count (as Redis's script). */
+  private selectorsAfter(changes: AssignmentChange[]): number {
+    let count = this.selectors.size;
+    const member = new Map<string, boolean>();
+    for (const { add, artifactId, target } of changes) {
+      if (!("selector" in target)) continue;
+      const m = `${artifactId} ${target.selector}`;
+      const present = member.get(m) ?? this.selectors.has(m);
+      if (add && !present) count++;
+      else if (present && !add) count--;
+      member.set(m, add);
+    }
+    return count;
   }
 
   async desiredState(): Promise<DesiredState> {
@@ -300,6 +322,11 @@ export class EmbeddedStore implements AssignerStore {
   async listRollouts(): Promise<RolloutJson[]> {
     await this.saved();
     return [...this.rollouts.values()].reverse();
+  }
+
+  /** In memory, filtering reads no more than it returns. */
+  async listActiveRollouts(): Promise<RolloutJson[]> {
+    return (await this.listRollouts()).filter((r) => ROLLOUT_ACTIVE_STATES.has(r.state));
   }
 
   async bumpHostVersion(hostId: string): Promise<number> {
@@ -410,6 +437,11 @@ export class EmbeddedStore implements AssignerStore {
 
   async artifactStatus(artifactId: string): Promise<StatusRecord[]> {
     return [...(this.status.get(artifactId)?.values() ?? [])];
+  }
+
+  /** In memory: leaving out counters and receipts copies nothing big (Redis keeps the summaries apart). */
+  async artifactStatusSummary(artifactId: string): Promise<StatusSummary[]> {
+    return (await this.artifactStatus(artifactId)).map(statusSummary);
   }
 
   async hasStatus(artifactId: string, hostId: string): Promise<boolean> {

@@ -5,7 +5,7 @@
 import { randomBytes } from "node:crypto";
 import { Redis } from "ioredis";
 import { StoreUnavailableError } from "../errors.js";
-import type { RolloutJson } from "../api/index.js";
+import { ROLLOUT_ACTIVE_STATES, SELECTOR_ASSIGNMENTS_MAX, type RolloutJson } from "../api/index.js";
 import {
   ROLLOUTS_KEPT,
   type AgentRecord,
@@ -18,7 +18,9 @@ import {
   type HostDesired,
   type Registration,
   type RegistrationLimits,
+  statusSummary,
   type StatusRecord,
+  type StatusSummary,
   type TokenRecord,
 } from "./store.js";
 
@@ -31,20 +33,27 @@ export interface RedisStoreOptions {
    * it must not turn a slow moment under load into a 503.
    */
   commandTimeoutMs?: number;
+  /** Selector assignments held at most; default SELECTOR_ASSIGNMENTS_MAX (tests set a small one). */
+  selectorAssignmentsMax?: number;
 }
 
 // KEYS: the desired state's version. ARGV: the assignment keys' prefix
 // ("<prefix>:{a}"), the If-Match version or "", the hosts a changed selector
 // matches (a JSON array: one argument, however many), the versions the hosts
-// checked must still be at (a JSON object, host → version), then per change: "add"
+// checked must still be at (a JSON object, host → version), the cap on
+// selector assignments, then per change: "add"
 // | "rem", artifact id, "h" (a host) | "s" (a selector), host id or
 // selector. Every change, the desired version and the versions of the hosts
 // whose own sets changed (and of the matched hosts, if anything changed)
 // move together, or nothing does (a stale version, of the desired state or
-// of a host checked). The keys
+// of a host checked; selector assignments past the cap). The cap is checked
+// here, not by the caller before: two assigners' adds read under it would
+// both pass. Only members not yet in the set count (a re-add at the cap is
+// a no-op, not a refusal), replayed in order with the removes. The keys
 // share the {a} hash tag, as Redis Cluster needs of one script's keys (this
-// client itself is single-node). Returns {applied, version, added, removed,
-// then host, host version, changed (1|0) per host touched}.
+// client itself is single-node). Returns {1, version, added, removed,
+// then host, host version, changed (1|0) per host touched}, {0, version}
+// (stale) or {2, version, selector assignments there would be} (over the cap).
 const CHANGE_ASSIGNMENTS = `
 local version = tonumber(redis.call('GET', KEYS[1]) or '0')
 if ARGV[2] ~= '' and tonumber(ARGV[2]) ~= version then return {0, version} end
@@ -52,9 +61,22 @@ local p = ARGV[1]
 for host, v in pairs(cjson.decode(ARGV[4])) do
   if tonumber(redis.call('GET', p .. ':version:' .. host) or '0') ~= v then return {0, version} end
 end
+local before = redis.call('SCARD', p .. ':selectors')
+local count, member = before, {}
+for i = 6, #ARGV, 4 do
+  if ARGV[i + 2] == 's' then
+    local m = ARGV[i + 1] .. ' ' .. ARGV[i + 3]
+    local present = member[m]
+    if present == nil then present = redis.call('SISMEMBER', p .. ':selectors', m) == 1 end
+    local add = ARGV[i] == 'add'
+    if add and not present then count = count + 1 elseif present and not add then count = count - 1 end
+    member[m] = add
+  end
+end
+if count > tonumber(ARGV[5]) and count > before then return {2, version, count} end
 local added, removed = 0, 0
 local touched, order = {}, {}
-for i = 5, #ARGV, 4 do
+for i = 6, #ARGV, 4 do
   local add, artifact, kind, x = ARGV[i] == 'add', ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local changed
   if kind == 'h' then
@@ -97,15 +119,18 @@ end
 return out
 `;
 
-// KEYS: the rollouts' sorted set, the rollout's key. ARGV: its id, its JSON.
+// KEYS: the rollouts' sorted set, the rollout's key, the set of active ids.
+// ARGV: its id, its JSON, "1" when it is active (running, rolling back).
 // Stores it; a new id scores one above the highest, so the set is in the
-// order rollouts were first stored.
+// order rollouts were first stored. The active set moves with the record, so
+// ?active=true reads only the active ones' records (each up to 8 MiB).
 const PUT_ROLLOUT = `
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) == false then
   local top = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')
   redis.call('ZADD', KEYS[1], (tonumber(top[2]) or 0) + 1, ARGV[1])
 end
 redis.call('SET', KEYS[2], ARGV[2])
+if ARGV[3] == '1' then redis.call('SADD', KEYS[3], ARGV[1]) else redis.call('SREM', KEYS[3], ARGV[1]) end
 `;
 
 // KEYS: the host's agent pointer. ARGV: key prefix, agent uid, agent JSON,
@@ -163,10 +188,13 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 `;
 
-// KEYS: the artifact's status hash, the host's. ARGV: host id, artifact id,
-// status JSON, its seq ("" for none). Refuses (0) a status whose seq is not
-// above the stored one's, in the same step as the write: two assigners of a
-// queue group cannot let an older message overwrite a newer one.
+// KEYS: the artifact's status hash, the host's, the artifact's summary hash.
+// ARGV: host id, artifact id, status JSON, its seq ("" for none), the
+// summary's JSON (no counters, no receipt). Refuses (0) a status whose seq
+// is not above the stored one's, in the same step as the write: two
+// assigners of a queue group cannot let an older message overwrite a newer
+// one. The summary is written in that step, so ?view=summary (polled each
+// second by a rollout) reads it alone and agrees with the full record.
 const PUT_STATUS = `
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if old and ARGV[4] ~= '' then
@@ -175,6 +203,7 @@ if old and ARGV[4] ~= '' then
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[5])
 return 1
 `;
 
@@ -209,9 +238,11 @@ export class RedisStore implements AssignerStore {
   private runId = unknownEpoch();
   private readonly redis: Redis;
   private readonly p: string;
+  private readonly selectorAssignmentsMax: number;
 
   constructor(url: string, options: RedisStoreOptions = {}) {
     this.p = options.prefix ?? "aegis";
+    this.selectorAssignmentsMax = options.selectorAssignmentsMax ?? SELECTOR_ASSIGNMENTS_MAX;
     this.redis = new Redis(url, {
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
@@ -314,9 +345,10 @@ export class RedisStore implements AssignerStore {
     // An object, not a list (cjson makes an empty object of {} and of []): host → version.
     const hostVersions = JSON.stringify(Object.fromEntries(ifHostVersions));
     const reply = (await this.run(() =>
-      this.redis.eval(CHANGE_ASSIGNMENTS, 1, `${this.p}:{a}:desired`, this.assignmentsPrefix, ifVersion === undefined ? "" : String(ifVersion), JSON.stringify(alsoMoved), hostVersions, ...args),
+      this.redis.eval(CHANGE_ASSIGNMENTS, 1, `${this.p}:{a}:desired`, this.assignmentsPrefix, ifVersion === undefined ? "" : String(ifVersion), JSON.stringify(alsoMoved), hostVersions, this.selectorAssignmentsMax, ...args),
     )) as (number | string)[];
     const [applied, version, added, removed] = reply as number[];
+    if (applied === 2) return { applied: false, version: version!, selectorsOver: { count: added!, max: this.selectorAssignmentsMax } };
     if (applied !== 1) return { applied: false, version: version! };
     const hosts: { hostId: string; version: number; changed: boolean }[] = [];
     for (let i = 4; i < reply.length; i += 3) hosts.push({ hostId: String(reply[i]), version: Number(reply[i + 1]), changed: reply[i + 2] === 1 });
@@ -345,9 +377,46 @@ export class RedisStore implements AssignerStore {
     // Ordered by when this store first took each (as the embedded store's), not by the client's started_at: a
     // rollout that says it started long ago must not be trimmed as the oldest the moment it is stored. A new one
     // scores above the highest (stores older than this kept start times in ms as scores: still below).
-    await this.run(() => this.redis.eval(PUT_ROLLOUT, 2, key, `${this.p}:rollout:${rollout.id}`, rollout.id, JSON.stringify(rollout)));
+    const active = ROLLOUT_ACTIVE_STATES.has(rollout.state) ? "1" : "0";
+    await this.run(() => this.redis.eval(PUT_ROLLOUT, 3, key, `${this.p}:rollout:${rollout.id}`, this.activeRolloutsKey, rollout.id, JSON.stringify(rollout), active));
     const old = await this.run(() => this.redis.zrange(key, "0", String(-(ROLLOUTS_KEPT + 1))));
-    if (old.length > 0) await this.run(() => this.redis.multi().zrem(key, ...old).del(...old.map((id) => `${this.p}:rollout:${id}`)).exec());
+    if (old.length > 0) {
+      await this.run(() =>
+        this.redis
+          .multi()
+          .zrem(key, ...old)
+          .srem(this.activeRolloutsKey, ...old)
+          .del(...old.map((id) => `${this.p}:rollout:${id}`))
+          .exec(),
+      );
+    }
+  }
+
+  private get activeRolloutsKey() {
+    return `${this.p}:rollouts:active`;
+  }
+
+  /**
+   * The ids in order (a hundred short strings), then the records of the
+   * active ones alone. A store written before the active set was kept has
+   * none: it is built once from every record (marked done), and a put since
+   * adds its own; an id left in it by that race is filtered out by its
+   * record's state.
+   */
+  async listActiveRollouts(): Promise<RolloutJson[]> {
+    const marker = `${this.p}:rollouts:active-indexed`;
+    if ((await this.run(() => this.redis.exists(marker))) === 0) {
+      const active = (await this.listRollouts()).filter((r) => ROLLOUT_ACTIVE_STATES.has(r.state)).map((r) => r.id);
+      const index = this.redis.multi();
+      if (active.length > 0) index.sadd(this.activeRolloutsKey, ...active);
+      await this.run(() => index.set(marker, "1").exec());
+    }
+    const [[, ids], [, active]] = (await this.run(() => this.redis.multi().zrevrange(`${this.p}:rollouts`, 0, -1).smembers(this.activeRolloutsKey).exec())) as [[unknown, string[]], [unknown, string[]]];
+    const activeIds = new Set(active);
+    const wanted = ids.filter((id) => activeIds.has(id));
+    if (wanted.length === 0) return [];
+    const values = await this.run(() => this.redis.mget(wanted.map((id) => `${this.p}:rollout:${id}`)));
+    return values.flatMap((v) => parse<RolloutJson>(v) ?? []).filter((r) => ROLLOUT_ACTIVE_STATES.has(r.state));
   }
 
   async getRollout(id: string): Promise<RolloutJson | undefined> {
@@ -467,9 +536,30 @@ export class RedisStore implements AssignerStore {
   }
 
   async putStatus(status: StatusRecord): Promise<boolean> {
-    const keys = [`${this.p}:status:${status.artifactId}`, `${this.p}:hoststatus:${status.hostId}`];
-    const args = [status.hostId, status.artifactId, JSON.stringify(status), status.seq === undefined ? "" : String(status.seq)];
-    return (await this.run(() => this.redis.eval(PUT_STATUS, 2, ...keys, ...args))) === 1;
+    const keys = [`${this.p}:status:${status.artifactId}`, `${this.p}:hoststatus:${status.hostId}`, this.summaryKey(status.artifactId)];
+    const args = [status.hostId, status.artifactId, JSON.stringify(status), status.seq === undefined ? "" : String(status.seq), JSON.stringify(statusSummary(status))];
+    return (await this.run(() => this.redis.eval(PUT_STATUS, 3, ...keys, ...args))) === 1;
+  }
+
+  private summaryKey = (artifactId: string) => `${this.p}:statussummary:${artifactId}`;
+
+  /**
+   * The summary hash alone, with the full one's length in the same
+   * transaction. Statuses stored before summaries were kept have none: when
+   * the full hash holds more hosts, those are read in full once and their
+   * summaries added with HSETNX (a status written since has its own, which
+   * is newer and stays).
+   */
+  async artifactStatusSummary(artifactId: string): Promise<StatusSummary[]> {
+    const full = `${this.p}:status:${artifactId}`;
+    const [[, hosts], [, stored]] = (await this.run(() => this.redis.multi().hlen(full).hgetall(this.summaryKey(artifactId)).exec())) as [[unknown, number], [unknown, Record<string, string>]];
+    const summaries = Object.values(stored).map((v) => JSON.parse(v) as StatusSummary);
+    if (hosts <= summaries.length) return summaries;
+    const missing = (await this.artifactStatus(artifactId)).filter((status) => !Object.hasOwn(stored, status.hostId));
+    const backfill = this.redis.multi();
+    for (const status of missing) backfill.hsetnx(this.summaryKey(artifactId), status.hostId, JSON.stringify(statusSummary(status)));
+    await this.run(() => backfill.exec());
+    return [...summaries, ...missing.map(statusSummary)];
   }
 
   async artifactStatus(artifactId: string): Promise<StatusRecord[]> {

@@ -116,12 +116,22 @@ export interface HostDesired extends HostAssignments {
 
 /**
  * What changeAssignments did: nothing, because the desired state is no
- * longer at `ifVersion` (applied false), or every change, with the version
- * of each host a host change touched (changed: its set moved).
+ * longer at `ifVersion` or a host checked moved (applied false), or because
+ * the selector assignments would rise past the store's cap (applied false,
+ * `selectorsOver`: how many there would be, and the cap); or every change,
+ * with the version of each host a host change touched (changed: its set moved).
  */
 export type ChangeResult =
-  | { applied: false; version: number }
+  | { applied: false; version: number; selectorsOver?: { count: number; max: number } }
   | { applied: true; version: number; added: number; removed: number; hosts: { hostId: string; version: number; changed: boolean }[] };
+
+/** A status without its counters and receipt: what `?view=summary` answers, read without the rest. */
+export type StatusSummary = Omit<StatusRecord, "counters" | "receipt">;
+
+/** The summary of a status: the fields every store keeps beside the full record. */
+export function statusSummary({ counters: _counters, receipt: _receipt, ...summary }: StatusRecord): StatusSummary {
+  return summary;
+}
 
 /** Rollouts kept, newest first; older ones are dropped. */
 export const ROLLOUTS_KEPT = 100;
@@ -145,7 +155,11 @@ export interface AssignerStore {
    * current (a 304 for its old ETag). With `ifHostVersions`, also only if
    * each of those hosts is still at its version (what a host is served has
    * not changed since the caller checked it): else applied false, with the
-   * desired state's version.
+   * desired state's version. In the same step, refuses (applied false,
+   * selectorsOver) a change after which there would be more selector
+   * assignments than the store's cap and more than before: only adds of
+   * ones not there count, so re-adding one at the cap is applied (a no-op),
+   * and a store already past the cap (lowered) may still shed.
    */
   changeAssignments(changes: AssignmentChange[], ifVersion?: number, alsoMoved?: readonly string[], ifHostVersions?: ReadonlyMap<string, number>): Promise<ChangeResult>;
   desiredState(): Promise<DesiredState>;
@@ -157,6 +171,8 @@ export interface AssignerStore {
   getRollout(id: string): Promise<RolloutJson | undefined>;
   /** Newest first. */
   listRollouts(): Promise<RolloutJson[]>;
+  /** Those running or rolling back (ROLLOUT_ACTIVE_STATES), newest first, without reading the others' records. */
+  listActiveRollouts(): Promise<RolloutJson[]>;
 
   /** The host's version alone: the cheap check behind a 304. */
   hostVersion(hostId: string): Promise<number>;
@@ -204,6 +220,8 @@ export interface AssignerStore {
    */
   putStatus(status: StatusRecord): Promise<boolean>;
   artifactStatus(artifactId: string): Promise<StatusRecord[]>;
+  /** The same statuses' summaries, read without their counters and receipts (kept apart, written in putStatus's step). */
+  artifactStatusSummary(artifactId: string): Promise<StatusSummary[]>;
   /** Whether the host has a status recorded about the artifact. */
   hasStatus(artifactId: string, hostId: string): Promise<boolean>;
   hostStatus(hostId: string): Promise<StatusRecord[]>;

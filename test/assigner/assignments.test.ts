@@ -2,8 +2,9 @@
 // ETag and If-Match, selector assignments served to matching hosts (and
 // readable by their agents), the bounds and error codes (a host's share
 // among them, which aegis apply's changes of over 1000 keep to), rollout
-// records, and their place in /openapi.json. Embedded store; Redis runs the same
-// routes in test/fleet/apply.test.ts.
+// records, and their place in /openapi.json. Embedded store (but for the cap
+// on selector assignments, held by two assigners on one Redis); Redis runs the
+// same routes in test/fleet/apply.test.ts.
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -16,6 +17,7 @@ import { applyPlan, type PlanEntry } from "../../fleet/index.js";
 import { RemoteRepository } from "../../registry/index.js";
 import { beginRegistration, http as httpTo, type HttpOptions } from "../harness/assigner-http.js";
 import { startRegistry, type RegistryServer } from "../harness/registry.js";
+import { startRedis, type TcpServer } from "../harness/tcp-server.js";
 
 let registry: RegistryServer;
 let assigner: RunningAssigner;
@@ -247,5 +249,43 @@ describe("a host's share", () => {
 
   it("takes no limit above what an agent takes", async () => {
     await expect(startAssigner({ port: 0, dataDir: join(work, "too-many"), adminToken: admin.token, maxAssignedPerHost: MAX_ASSIGNED + 1 })).rejects.toThrow(`maxAssignedPerHost must be at most ${MAX_ASSIGNED}`);
+  });
+});
+
+describe("the cap on selector assignments", () => {
+  /** Two assigners on one Redis, holding at most three selector assignments. */
+  let redis: TcpServer;
+  const pair: RunningAssigner[] = [];
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    for (const name of ["cap-a", "cap-b"]) {
+      pair.push(await startAssigner({ port: 0, dataDir: join(work, name), registry: `${registry.host}/aegis/uploads`, adminToken: admin.token, redisUrl: redis.url, maxSelectorAssignments: 3 }));
+    }
+    expect((await httpTo(pair[0]!.url, "POST", "/artifacts", { ...admin, body: { reference: `${registry.host}/assignments/p@${digest}` } })).status).toBe(201);
+  });
+  afterAll(async () => {
+    await Promise.all(pair.map((a) => a.close()));
+    await redis?.stop();
+  });
+
+  it("holds under concurrent adds through two assigners (409 naming the cap), and lets a re-add at the cap through", async () => {
+    const add = (url: string, selector: string) => httpTo(url, "POST", "/assignments", { ...admin, body: { add: [{ artifact_id: digest, selector }] } });
+    expect((await add(pair[0]!.url, "n=1")).status, "the first").toBe(200);
+    expect((await add(pair[1]!.url, "n=2")).status, "the second").toBe(200);
+    // Four single adds at once, two through each assigner, each read under the cap: one goes in.
+    const answers = await Promise.all(["n=3", "n=4", "n=5", "n=6"].map((selector, i) => add(pair[i % 2]!.url, selector)));
+    expect(answers.map((a) => a.status).sort(), JSON.stringify(answers.map((a) => a.json))).toEqual([200, 409, 409, 409]);
+    const refused = answers.find((a) => a.status === 409)!;
+    expect({ code: refused.json.code, error: refused.json.error }, "a refused add").toEqual({
+      code: "CONFLICT",
+      error: "this change would leave 4 selector assignments, more than the 3 an assigner holds: nothing was changed",
+    });
+    const state = await httpTo(pair[1]!.url, "GET", "/assignments", admin);
+    expect((state.json.assignments as unknown[]).length, "never past the cap").toBe(3);
+    const again = await add(pair[1]!.url, "n=1");
+    expect({ status: again.status, json: again.json }, "re-adding one already there at the cap").toEqual({ status: 200, json: { version: state.json.version, added: 0, removed: 0 } });
+    const swap = await httpTo(pair[0]!.url, "POST", "/assignments", { ...admin, body: { remove: [{ artifact_id: digest, selector: "n=1" }], add: [{ artifact_id: digest, selector: "n=9" }] } });
+    expect(swap.status, `a remove makes room in its own change: ${JSON.stringify(swap.json)}`).toBe(200);
   });
 });

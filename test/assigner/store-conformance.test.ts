@@ -46,10 +46,13 @@ async function hostAssignments(store: AssignerStore, hostId: string): Promise<{ 
   return { version, artifactIds };
 }
 
-const implementations: [string, () => Promise<AssignerStore>, (s: AssignerStore) => Promise<AssignerStore>][] = [
+/** What a test may set of a store's options (both implementations take them). */
+type StoreOptions = { selectorAssignmentsMax?: number };
+
+const implementations: [string, (options?: StoreOptions) => Promise<AssignerStore>, (s: AssignerStore) => Promise<AssignerStore>][] = [
   [
     "embedded",
-    async () => EmbeddedStore.open(join(dir, `store-${counter++}.json`)),
+    async (options) => EmbeddedStore.open(join(dir, `store-${counter++}.json`), options),
     async (s) => {
       await s.close();
       return EmbeddedStore.open((s as EmbeddedStore).file);
@@ -57,8 +60,8 @@ const implementations: [string, () => Promise<AssignerStore>, (s: AssignerStore)
   ],
   [
     "redis",
-    async () => {
-      const store = new RedisStore(redis.url, { prefix: `t${counter++}` });
+    async (options) => {
+      const store = new RedisStore(redis.url, { prefix: `t${counter++}`, ...options });
       await store.connect();
       return store;
     },
@@ -67,8 +70,8 @@ const implementations: [string, () => Promise<AssignerStore>, (s: AssignerStore)
 ];
 
 describe.each(implementations)("AssignerStore conformance: %s", (_name, open, reopen) => {
-  async function fresh(): Promise<AssignerStore> {
-    const store = await open();
+  async function fresh(options?: StoreOptions): Promise<AssignerStore> {
+    const store = await open(options);
     opened.push(store);
     return store;
   }
@@ -231,6 +234,87 @@ describe.each(implementations)("AssignerStore conformance: %s", (_name, open, re
     expect((await store.hostStatus("h2")).map((s) => s.event), "replaced in the host's view too").toEqual(["detached"]);
   });
 
+  it("caps selector assignments in the change's own step, counting only adds of ones not there", async () => {
+    const store = await fresh({ selectorAssignmentsMax: 5 });
+    const sel = (n: number, add = true) => ({ add, artifactId: artifact(1).id, target: { selector: `n=${n}` } });
+    const count = async () => (await store.desiredState()).selectors.length;
+    expect((await store.changeAssignments([1, 2, 3, 4].map((n) => sel(n)))).applied, "four, under the cap of five").toBe(true);
+    // Four concurrent single adds, each under the cap when it was read before: one goes in, three are refused.
+    const results = await Promise.all([5, 6, 7, 8].map((n) => store.changeAssignments([sel(n)])));
+    expect(results.map((r) => r.applied).sort(), "of four concurrent adds at 4 of 5, one applied").toEqual([false, false, false, true]);
+    expect(
+      results.filter((r) => !r.applied).map((r) => (r.applied ? undefined : r.selectorsOver)),
+      "each refused one names the count it would reach and the cap",
+    ).toEqual([1, 2, 3].map(() => ({ count: 6, max: 5 })));
+    expect(await count(), "never past the cap").toBe(5);
+    const version = (await store.desiredState()).version;
+    const again = await store.changeAssignments([sel(1)]);
+    expect(again, "re-adding one already there at the cap: applied, nothing added, the version unmoved").toMatchObject({ applied: true, added: 0, version });
+    expect((await store.changeAssignments([sel(1), sel(2), sel(9)])).applied, "a new one with re-adds at the cap: refused whole").toBe(false);
+    expect(await count(), "nothing of the refused change").toBe(5);
+    expect((await store.changeAssignments([sel(9), sel(9, false)])).applied, "added and removed in one change: never counted past the cap").toBe(true);
+    expect((await store.changeAssignments([sel(1, false), sel(9)])).applied, "a remove makes room for an add in the same change").toBe(true);
+    expect(
+      (await store.desiredState()).selectors.map((s) => s.selector).sort(),
+      "the selectors after the swap",
+    ).toEqual(["n=2", "n=3", "n=4", "n=9", `n=${5 + results.findIndex((r) => r.applied)}`].sort());
+  });
+
+  it("keeps a status's summary (no counters, no receipt) with it, replaced and refused with it", async () => {
+    const store = await fresh();
+    const id = artifact(3).id;
+    const full = {
+      hostId: "h1",
+      artifactId: id,
+      event: "attached",
+      counters: { "rule-1": 7 },
+      receipt: { programId: 12, interfaces: [{ iface: "eth0", direction: "ingress", pref: 1 }], since: "2026-01-01T00:00:00.000Z" },
+      time: "2026-01-01T00:00:01.000Z",
+      seq: 10,
+    };
+    expect(await store.artifactStatusSummary(id), "none yet").toEqual([]);
+    await store.putStatus(full);
+    await store.putStatus({ hostId: "h2", artifactId: id, event: "failed", code: "VERIFY", reason: "bad signature", time: "2026-01-01T00:00:02.000Z" });
+    const byHost = async () => (await store.artifactStatusSummary(id)).sort((a, b) => a.hostId.localeCompare(b.hostId));
+    expect(await byHost(), "each host's status without counters and receipt").toEqual([
+      { hostId: "h1", artifactId: id, event: "attached", time: "2026-01-01T00:00:01.000Z", seq: 10 },
+      { hostId: "h2", artifactId: id, event: "failed", code: "VERIFY", reason: "bad signature", time: "2026-01-01T00:00:02.000Z" },
+    ]);
+    expect(await store.putStatus({ ...full, event: "detached", seq: 9 }), "an older seq").toBe(false);
+    expect((await byHost())[0]?.event, "a refused status leaves the summary").toBe("attached");
+    expect(await store.putStatus({ ...full, event: "detached", seq: 11 }), "a newer seq").toBe(true);
+    expect((await byHost())[0], "the summary replaced with the status").toEqual({ hostId: "h1", artifactId: id, event: "detached", time: "2026-01-01T00:00:01.000Z", seq: 11 });
+  });
+
+  it("lists the active rollouts (running, rolling back), newest first, following each one's state", async () => {
+    const store = await fresh();
+    const rollout = (id: string, state: "running" | "rolling_back" | "completed" | "failed") => ({
+      id,
+      state,
+      changes: [],
+      rings: [],
+      max_failures: "0",
+      ring_timeout_ms: 1000,
+      started_at: "2026-01-01T00:00:00.000Z",
+      updated_at: "2026-01-01T00:00:00.000Z",
+    });
+    expect(await store.listActiveRollouts(), "none yet").toEqual([]);
+    await store.putRollout(rollout("a", "running"));
+    await store.putRollout(rollout("b", "completed"));
+    await store.putRollout(rollout("c", "rolling_back"));
+    await store.putRollout(rollout("d", "running"));
+    expect((await store.listActiveRollouts()).map((r) => r.id), "running and rolling back, newest first").toEqual(["d", "c", "a"]);
+    await store.putRollout(rollout("a", "completed"));
+    await store.putRollout(rollout("b", "running"));
+    await store.putRollout(rollout("d", "failed"));
+    expect((await store.listActiveRollouts()).map((r) => [r.id, r.state]), "after a and d ended and b ran again").toEqual([
+      ["c", "rolling_back"],
+      ["b", "running"],
+    ]);
+    for (let i = 0; i < ROLLOUTS_KEPT; i++) await store.putRollout(rollout(`n-${i}`, "completed"));
+    expect(await store.listActiveRollouts(), "the active ones trimmed with the oldest").toEqual([]);
+  });
+
   it("changes host and selector assignments in one step, moving the desired version only on a change", async () => {
     const store = await fresh();
     const [a, b] = [artifact(1).id, artifact(2).id];
@@ -362,6 +446,51 @@ describe("RedisStore with rollouts an earlier version stored", () => {
     await store.putRollout(record("new"));
     expect((await store.getRollout("new"))?.id, "kept, not trimmed as the oldest").toBe("new");
     expect((await store.listRollouts())[0]?.id, "listed first").toBe("new");
+  });
+});
+
+describe("RedisStore reads only what a summary or an active listing returns", () => {
+  it("a status summary reads no full record, and statuses stored before summaries were kept are summarized", async () => {
+    const { store, prefix } = await redisStore("summary");
+    const id = artifact(4).id;
+    const raw = new Redis(redis.url);
+    try {
+      await store.putStatus({ hostId: "h1", artifactId: id, event: "attached", counters: { r: 1 }, time: "2026-01-01T00:00:00.000Z", seq: 1 });
+      // A full record that cannot be parsed: the summary does not read it.
+      await raw.hset(`${prefix}:status:${id}`, "h1", "not json");
+      expect((await store.artifactStatusSummary(id)).map((s) => s.event), "from the summary alone").toEqual(["attached"]);
+      // As an earlier version left it: a full record without its summary.
+      await raw.hset(`${prefix}:status:${id}`, "h2", JSON.stringify({ hostId: "h2", artifactId: id, event: "failed", counters: { r: 2 }, time: "2026-01-01T00:00:00.000Z" }));
+      await raw.hset(`${prefix}:status:${id}`, "h1", JSON.stringify({ hostId: "h1", artifactId: id, event: "attached", time: "2026-01-01T00:00:00.000Z", seq: 1 }));
+      const summaries = (await store.artifactStatusSummary(id)).sort((a, b) => a.hostId.localeCompare(b.hostId));
+      expect(summaries, "the older status summarized, without its counters").toEqual([
+        { hostId: "h1", artifactId: id, event: "attached", time: "2026-01-01T00:00:00.000Z", seq: 1 },
+        { hostId: "h2", artifactId: id, event: "failed", time: "2026-01-01T00:00:00.000Z" },
+      ]);
+      expect(await raw.hlen(`${prefix}:statussummary:${id}`), "and its summary kept").toBe(2);
+    } finally {
+      raw.disconnect();
+    }
+  });
+
+  it("active rollouts are read without the others' records, and found in a store written before the active set was kept", async () => {
+    const { store, prefix } = await redisStore("active");
+    const record = (id: string, state: "running" | "completed") => ({ id, state, changes: [], rings: [], max_failures: "0", ring_timeout_ms: 1000, started_at: "2026-01-01T00:00:00.000Z", updated_at: "2026-01-01T00:00:00.000Z" });
+    const raw = new Redis(redis.url);
+    try {
+      // As an earlier version left them: records and their order, no active set.
+      await raw.zadd(`${prefix}:rollouts`, "1", "old-running", "2", "old-done");
+      await raw.set(`${prefix}:rollout:old-running`, JSON.stringify(record("old-running", "running")));
+      await raw.set(`${prefix}:rollout:old-done`, JSON.stringify(record("old-done", "completed")));
+      await store.putRollout(record("new-done", "completed"));
+      expect((await store.listActiveRollouts()).map((r) => r.id), "the one running before the upgrade").toEqual(["old-running"]);
+      // A record that cannot be parsed, of an ended rollout: the active listing does not read it.
+      await raw.set(`${prefix}:rollout:new-done`, "not json");
+      await raw.set(`${prefix}:rollout:old-done`, "not json");
+      expect((await store.listActiveRollouts()).map((r) => r.id), "the ended ones' records not read").toEqual(["old-running"]);
+    } finally {
+      raw.disconnect();
+    }
   });
 });
 
