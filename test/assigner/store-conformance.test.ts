@@ -49,13 +49,13 @@ async function hostAssignments(store: AssignerStore, hostId: string): Promise<{ 
 /** What a test may set of a store's options (both implementations take them). */
 type StoreOptions = { selectorAssignmentsMax?: number };
 
-const implementations: [string, (options?: StoreOptions) => Promise<AssignerStore>, (s: AssignerStore) => Promise<AssignerStore>][] = [
+const implementations: [string, (options?: StoreOptions) => Promise<AssignerStore>, (s: AssignerStore, options?: StoreOptions) => Promise<AssignerStore>][] = [
   [
     "embedded",
     async (options) => EmbeddedStore.open(join(dir, `store-${counter++}.json`), options),
-    async (s) => {
+    async (s, options) => {
       await s.close();
-      return EmbeddedStore.open((s as EmbeddedStore).file);
+      return EmbeddedStore.open((s as EmbeddedStore).file, options);
     },
   ],
   [
@@ -65,7 +65,13 @@ const implementations: [string, (options?: StoreOptions) => Promise<AssignerStor
       await store.connect();
       return store;
     },
-    async (s) => s,
+    // The same keys: another assigner's store, or this one started again (with other options, when given).
+    async (s, options) => {
+      if (!options) return s;
+      const store = new RedisStore(redis.url, { prefix: (s as RedisStore)["p"], ...options });
+      await store.connect();
+      return store;
+    },
   ],
 ];
 
@@ -252,12 +258,26 @@ describe.each(implementations)("AssignerStore conformance: %s", (_name, open, re
     expect(again, "re-adding one already there at the cap: applied, nothing added, the version unmoved").toMatchObject({ applied: true, added: 0, version });
     expect((await store.changeAssignments([sel(1), sel(2), sel(9)])).applied, "a new one with re-adds at the cap: refused whole").toBe(false);
     expect(await count(), "nothing of the refused change").toBe(5);
+    expect(await store.changeAssignments([sel(9)], version - 1), "a stale ifVersion is told as such first, not as over the cap").toEqual({ applied: false, version });
     expect((await store.changeAssignments([sel(9), sel(9, false)])).applied, "added and removed in one change: never counted past the cap").toBe(true);
     expect((await store.changeAssignments([sel(1, false), sel(9)])).applied, "a remove makes room for an add in the same change").toBe(true);
     expect(
       (await store.desiredState()).selectors.map((s) => s.selector).sort(),
       "the selectors after the swap",
     ).toEqual(["n=2", "n=3", "n=4", "n=9", `n=${5 + results.findIndex((r) => r.applied)}`].sort());
+  });
+
+  it("lets a store already past a lowered cap on selector assignments shed, and refuses only a rise", async () => {
+    const store = await fresh({ selectorAssignmentsMax: 5 });
+    const sel = (n: number, add = true) => ({ add, artifactId: artifact(1).id, target: { selector: `n=${n}` } });
+    expect((await store.changeAssignments([1, 2, 3, 4, 5].map((n) => sel(n)))).applied, "five, at the cap of five").toBe(true);
+    const lowered = await reopen(store, { selectorAssignmentsMax: 3 });
+    opened.push(lowered);
+    expect((await lowered.changeAssignments([sel(1, false), sel(9)])).applied, "a swap at five of three: no rise").toBe(true);
+    const rise = await lowered.changeAssignments([sel(10)]);
+    expect(rise.applied ? undefined : rise.selectorsOver, "a rise to six of three").toEqual({ count: 6, max: 3 });
+    expect((await lowered.changeAssignments([sel(2, false)])).applied, "a remove").toBe(true);
+    expect((await lowered.desiredState()).selectors.map((s) => s.selector).sort(), "after").toEqual(["n=3", "n=4", "n=5", "n=9"]);
   });
 
   it("keeps a status's summary (no counters, no receipt) with it, replaced and refused with it", async () => {
