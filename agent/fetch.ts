@@ -118,18 +118,21 @@ export class ArtifactCache {
     const sources = [...options.mirrors.map((m) => ({ name: m, ref: () => `${m}@${assigned.id}` })), { name: assigned.reference, ref: () => referenceOf(assigned) }];
     for (const source of sources) {
       options.signal?.throwIfAborted();
-      const deadline = AbortSignal.timeout(pullMs);
+      // Held by a timer (deadline.ts), not an AbortSignal.timeout() that Node may collect before it fires.
+      const { signal, deadline, clear } = withDeadline(options.signal, pullMs, () => new DOMException(`no answer within ${pullMs} ms`, "TimeoutError"));
       try {
         const ref = source.ref();
-        const signal = options.signal ? AbortSignal.any([options.signal, deadline]) : deadline;
         try {
           return await this.pullAndVerify(ref, openReference(ref, options.repository ?? {}).target, assigned, { ...options, signal });
         } catch (err) {
-          throw deadline.aborted ? new RegistryError("TIMEOUT", `${ref} did not serve ${assigned.id} within ${pullMs} ms`, { cause: err }) : err;
+          // Listed under the source's name (FetchFailure), so not named again here.
+          throw deadline.aborted ? new RegistryError("TIMEOUT", `did not serve ${assigned.id} within ${pullMs} ms`, { cause: err }) : err;
         }
       } catch (err) {
         options.signal?.throwIfAborted();
         failures.push({ source: source.name, error: err });
+      } finally {
+        clear();
       }
     }
     const { assigner } = options;

@@ -152,7 +152,7 @@ describe("ArtifactCache", () => {
       const only = { ...named, reference: `${slow.host}/policies@${id}` };
       await expect(new ArtifactCache(join(work, "cache-slow-only")).fetchVerified(only, { ...options, mirrors: [] }), "no other source").rejects.toMatchObject({
         code: "TIMEOUT",
-        message: expect.stringContaining(`${only.reference}: ${only.reference} did not serve ${id} within 2000 ms`),
+        message: expect.stringContaining(`${only.reference}: did not serve ${id} within 2000 ms`),
       });
     } finally {
       await slow.stop();
