@@ -763,12 +763,13 @@ export class Agent {
     // Each digest once (an assigner that lists one twice does not have it fetched twice at once into the cache).
     const once = [...new Map(due.map((a) => [a.id, a])).values()];
     const queue = [...once.filter((a) => !this.fetchRetry.has(a.id)), ...once.filter((a) => this.fetchRetry.has(a.id))];
+    const options = { ...this.fetchOptions(trust), signal };
     let left: Assigned[];
     try {
       left = await pooled(queue, FETCH_CONCURRENCY, deadline, async (artifact) => {
         const attemptStart = performance.now();
         try {
-          outcomes.set(artifact.id, { artifact: await this.cache.fetchVerified(artifact, { ...this.fetchOptions(trust), signal }) });
+          outcomes.set(artifact.id, { artifact: await this.cache.fetchVerified(artifact, options) });
         } catch (err) {
           this.signal.throwIfAborted();
           outcomes.set(artifact.id, { failure: deadline.aborted && !trustVerdictOf(err) ? deadline.reason : err, took: performance.now() - attemptStart });

@@ -395,7 +395,7 @@ export class AssignerServices {
   }
 
   /** Telemetry refusals logged: at most one line a minute per host (the count held back in the next), in bounded memory. */
-  private readonly refusals = new LogThrottle(60_000, 10_000);
+  private readonly refusals = new LogThrottle();
 
   /**
    * Counts a refused message, and warns naming the host and why (never the

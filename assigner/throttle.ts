@@ -2,6 +2,8 @@
 // host that keeps failing, or a client that keeps being refused, is named in
 // the log without flooding it. Memory is bounded: past maxKeys, the key that
 // logged longest ago is forgotten (it may then log once more).
+import { setBounded } from "../util/index.js";
+
 export class LogThrottle {
   /** By key: when it last logged, and how many lines were held back since. */
   private readonly last = new Map<string, { at: number; held: number }>();
@@ -18,10 +20,8 @@ export class LogThrottle {
       entry.held++;
       return undefined;
     }
-    if (!entry && this.last.size >= this.maxKeys) this.last.delete(this.last.keys().next().value!);
     // Moved to the end: the map's order is the order keys last logged in.
-    this.last.delete(key);
-    this.last.set(key, { at: now, held: 0 });
+    setBounded(this.last, key, { at: now, held: 0 }, this.maxKeys);
     return { held: entry?.held ?? 0 };
   }
 }

@@ -39,14 +39,18 @@ export async function land<T extends { files: string[] } | undefined>(output: st
     throw err;
   });
   if (existing && !existing.isDirectory()) throw new InputError("INVALID_ARGUMENT", `${output} is not a directory`);
+  // A step on the way to `output` failed: named as the output (writeError), not as the temp directory.
+  const cannotWrite = (err: unknown): never => {
+    throw writeError(output, err);
+  };
   // Only names this module makes (mkdtemp's six characters, or twelve hex digits): `x.aegis-pull-y`'s are not `x`'s.
   if (existing) await removeStaleTemps(target, { match: (name) => isMkdtempName(TEMP, name), olderThanMs: STALE_TEMP_MS });
-  else await mkdir(parent, { recursive: true }).catch((err: unknown) => Promise.reject(writeError(output, err)));
+  else await mkdir(parent, { recursive: true }).catch(cannotWrite);
   await removeStaleTemps(parent, { match: (name) => name.startsWith(beside) && BESIDE_SUFFIX.test(name.slice(beside.length)), olderThanMs: STALE_TEMP_MS });
 
-  const temp = existing ? await mkdtemp(join(target, TEMP)).catch((err: unknown) => Promise.reject(writeError(output, err))) : join(parent, beside + randomBytes(6).toString("hex"));
+  const temp = existing ? await mkdtemp(join(target, TEMP)).catch(cannotWrite) : join(parent, beside + randomBytes(6).toString("hex"));
   // Named as the output: the temp directory is this module's business (`/proc/.x.aegis-pull-…: no such file` said little).
-  if (!existing) await mkdir(temp).catch((err: unknown) => Promise.reject(writeError(output, err)));
+  if (!existing) await mkdir(temp).catch(cannotWrite);
   try {
     // Beside a new directory: made as mkdir makes one (the umask's mode, the parent's setgid), the mode it gets back
     // once the files are verified, as it becomes the output directory; until then it is this user's alone, as
@@ -79,7 +83,7 @@ export async function land<T extends { files: string[] } | undefined>(output: st
       () => true,
       (err: NodeJS.ErrnoException) => {
         // Made meanwhile, and not empty (another pull, or by hand): the files go in one by one.
-        if (err.code !== "ENOTEMPTY" && err.code !== "EEXIST") throw writeError(output, err);
+        if (err.code !== "ENOTEMPTY" && err.code !== "EEXIST") return cannotWrite(err);
         return false;
       },
     );
