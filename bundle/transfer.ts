@@ -22,6 +22,7 @@ import {
   type ReadOnlyTarget,
   type Target,
 } from "../registry/index.js";
+import { InputError } from "../errors.js";
 import { quote } from "../util/index.js";
 import { packArtifact, packArtifactFor, storeArtifact, storeManifest, type PackedArtifact } from "./artifact.js";
 import { land } from "./landing.js";
@@ -64,7 +65,10 @@ const READ_BUFFER = 128 * 1024;
  */
 export async function pushBundleFile(path: string, dst: Target & Ingester, tag?: string, options: CopyOptions = {}): Promise<{ artifact: PackedArtifact; policy: Policy }> {
   const { signal, onProgress } = options;
-  const handle = await open(path, "r");
+  // Opened before anything else: a file that stat() can see but this user cannot read is the user's input, named.
+  const handle = await open(path, "r").catch((err: unknown) => {
+    throw new InputError("FILE_NOT_FOUND", `${path}: cannot read bundle file`, { cause: err });
+  });
   let size: number;
   try {
     size = (await handle.stat()).size;

@@ -10,7 +10,6 @@
 // and where it came from) and each referrers index under its tag-schema tag
 // (`sha256-<hex>`, as OciLayoutTarget and registries without the referrers
 // API keep signatures). Every blob must be reachable from those entries.
-import { createReadStream } from "node:fs";
 import { open, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname } from "node:path";
 import { once } from "node:events";
@@ -266,13 +265,18 @@ export interface ReadOptions {
 export async function readCapsule(path: string, dir: string, options: ReadOptions = {}): Promise<OpenedCapsule> {
   const limits = options.limits ?? CAPSULE_LIMITS;
   const emit = options.onEvent ?? (() => {});
-  const info = await stat(path).catch((err: unknown) => {
-    throw new InputError("FILE_NOT_FOUND", `capsule ${path} cannot be read`, { cause: err });
+  // Opened, then asked what it is: the open is what fails for a file this user cannot read (stat() needs no read right).
+  const handle = await open(path, "r").catch((err: unknown) => {
+    throw new InputError("FILE_NOT_FOUND", `${path}: cannot read capsule`, { cause: err });
   });
+  const info = await handle.stat();
   // A device (/dev/zero) gives bytes for ever; a pipe is read within the limit below.
-  if (!info.isFile() && !info.isFIFO()) throw new InputError("INVALID_ARGUMENT", `capsule ${path} is not a file or a pipe`);
+  if (!info.isFile() && !info.isFIFO()) {
+    await handle.close();
+    throw new InputError("INVALID_ARGUMENT", `capsule ${path} is not a file or a pipe`);
+  }
   const target = new OciLayoutTarget(dir);
-  const file = createReadStream(path);
+  const file = handle.createReadStream();
   const extract = tarExtract();
   // Bytes read, for the end-of-archive check below (util/tar-end.ts), within the content limit and room for
   // every entry's headers: a file of endless zero blocks or headers is refused, not read to its end.

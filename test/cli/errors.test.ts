@@ -2,11 +2,12 @@
 // 4): a usage error, an unreadable or missing key, a private key about to be
 // written into a git work tree are each one `aegis: error: …` line naming the
 // problem in plain words, and exit 1.
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { execFile } from "node:child_process";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { aegis, expectOneErrorLine } from "./run.js";
+import { AEGIS, aegis, expectOneErrorLine, type CliResult } from "./run.js";
 
 const DIGEST = `sha256:${"0".repeat(64)}`;
 let work: string;
@@ -67,6 +68,36 @@ describe("system and OpenSSL errors in plain words", () => {
     const line = await failsWith(args, /: no such file or directory$/);
     expect(line.split(file).length - 1, `${file} named once in: ${line}`).toBe(1);
     expect(line).not.toMatch(/ENOENT|open '/);
+  });
+});
+
+describe("input files this user cannot read", () => {
+  it.each([
+    ["a bundle file, by push", (file: string) => ["push", file, "127.0.0.1:1/x:1"], "cannot read bundle file"],
+    ["a capsule, by mirror import", (file: string) => ["mirror", "import", "--key", "KEY", file, "oci:OUT"], "cannot read capsule"],
+  ])("%s: FILE_NOT_FOUND naming it, not INTERNAL", async (_name, argv, words) => {
+    // stat() needs no read right, so the file is seen; the open is what fails. Root reads any file: the CLI runs as nobody (65534).
+    const top = mkdtempSync(join(tmpdir(), "aegis-cli-unreadable-"));
+    try {
+      chmodSync(top, 0o755);
+      const file = join(top, "secret");
+      writeFileSync(file, "bytes nobody may read", { mode: 0o600 });
+      const made = await aegis(["keygen", "-o", join(top, "k")]);
+      expect(made.code, made.stderr).toBe(0);
+      chmodSync(join(top, "k.pub"), 0o644);
+      const args = [...argv(file).map((a) => a.replace("KEY", join(top, "k.pub")).replace("OUT", join(top, "out"))), "--json"];
+      const result = await new Promise<CliResult>((resolve) =>
+        execFile(process.execPath, [AEGIS, ...args], { uid: 65534, gid: 65534, env: { PATH: process.env.PATH, HOME: top, AEGIS_COMPILE_CACHE: "off" } }, (err, stdout, stderr) =>
+          resolve({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout, stderr }),
+        ),
+      );
+      const line = expectOneErrorLine(result);
+      expect(line, `aegis ${args.join(" ")}`).toBe(`aegis: error: ${file}: ${words}: permission denied`);
+      expect(JSON.parse(result.stdout), `aegis ${args.join(" ")}: its JSON`).toEqual({ error: `${file}: ${words}: permission denied`, code: "FILE_NOT_FOUND" });
+      expect(existsSync(join(top, "out")), "nothing written").toBe(false);
+    } finally {
+      rmSync(top, { recursive: true, force: true });
+    }
   });
 });
 
