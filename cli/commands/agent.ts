@@ -21,6 +21,7 @@ interface RunOptions {
   nats?: string;
   pollInterval: string;
   pullTimeout: string;
+  fetchBudget?: string;
   commandTimeout: string;
   registryMirror: string[];
   enrollSecret?: string;
@@ -54,6 +55,7 @@ export function registerAgent(program: Command): void {
     .option("--nats <url>", "nats://… to be woken at once (AEGIS_NATS_URL); default polling only", env("AEGIS_NATS_URL"))
     .option("--poll-interval <duration>", "mean poll interval, jittered (AEGIS_POLL_INTERVAL)", env("AEGIS_POLL_INTERVAL") ?? "30s")
     .option("--pull-timeout <duration>", "longest one registry may take to serve an artifact whole, then the next is tried (AEGIS_PULL_TIMEOUT)", env("AEGIS_PULL_TIMEOUT") ?? "5m")
+    .option("--fetch-budget <duration>", "longest a pass may spend fetching its new digests, then those still under way fail and wait for a later pass (AEGIS_FETCH_BUDGET); default one digest's longest fetch", env("AEGIS_FETCH_BUDGET"))
     .option("--command-timeout <duration>", "longest one tc, ip or bpftool run may take, then it is killed and the step fails TIMEOUT (AEGIS_COMMAND_TIMEOUT)", env("AEGIS_COMMAND_TIMEOUT") ?? "30s")
     .option("--registry-mirror <repo>", "pull from this repository first (host/repo or oci:<dir>), repeatable (AEGIS_REGISTRY_MIRRORS)", (v, p: string[]) => collect(v, p, mirrorsEnv), mirrorsEnv)
     .option("--enroll-secret <secret>", "the assigner's registration secret (AEGIS_ENROLL_SECRET)", env("AEGIS_ENROLL_SECRET"))
@@ -79,6 +81,7 @@ export function registerAgent(program: Command): void {
       }
       const pollIntervalMs = parseDuration(options.pollInterval, "poll-interval");
       const pullTimeoutMs = parseDuration(options.pullTimeout, "pull-timeout");
+      const fetchBudgetMs = options.fetchBudget === undefined ? undefined : parseDuration(options.fetchBudget, "fetch-budget");
       const commandTimeoutMs = parseDuration(options.commandTimeout, "command-timeout");
       const metricsPort = options.metricsPort === undefined ? undefined : Number(options.metricsPort);
       if (metricsPort !== undefined && !(Number.isInteger(metricsPort) && metricsPort >= 0 && metricsPort < 65536)) {
@@ -109,6 +112,7 @@ export function registerAgent(program: Command): void {
         mirrors: options.registryMirror,
         pollIntervalMs,
         pullTimeoutMs,
+        ...(fetchBudgetMs !== undefined ? { fetchBudgetMs } : {}),
         labels,
         dryRun: options.dryRun ?? false,
         repository,
