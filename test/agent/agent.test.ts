@@ -847,19 +847,21 @@ describe("enforcement", () => {
     try {
       const layout = join(work, "mirror-layout");
       await copy(new RemoteRepository(registry.host, "policies/agent"), v1, new OciLayoutTarget(layout), undefined, { referrers: true });
-      const { agent, events } = await agentFor("mirror-host", { mirrors: [`${tampering.host}/policies/agent`, `oci:${layout}`] });
+      const { agent, events, logs } = await agentFor("mirror-host", { mirrors: [`${tampering.host}/policies/agent`, `oci:${layout}`] });
       await admin.assign(v1, "mirror-host");
       await admin.assign(v2, "mirror-host");
       await agent.reconcile();
       // By id: the assigner lists digests sorted, so which comes first depends on the bundles' bytes.
       const sources = new Map(events.filter((e) => e.event === "verified").map((e) => [e.id, e.reason?.replace(/^.*, from /, "")]));
-      expect(sources, "v1 from the layout mirror (the tampering one refused), v2 (in no mirror) from its reference").toEqual(
+      // The whole pass, should this fail (it once did under heavy load, with no message kept to say why).
+      const pass = `v1 ${v1}, v2 ${v2}\nevents: ${JSON.stringify(events)}\nlog:\n${logs.join("\n")}`;
+      expect(sources, `v1 from the layout mirror (the tampering one refused), v2 (in no mirror) from its reference\n${pass}`).toEqual(
         new Map([
           [v1, `oci:${layout}@${v1}`],
           [v2, `${registry.host}/policies/agent@${v2}`],
         ]),
       );
-      expect(tampering.requests.some((r) => r.path.includes("/blobs/")), "the tampering mirror was tried first").toBe(true);
+      expect(tampering.requests.some((r) => r.path.includes("/blobs/")), `the tampering mirror was tried first\n${pass}`).toBe(true);
     } finally {
       await tampering.stop();
     }
