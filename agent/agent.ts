@@ -41,6 +41,13 @@ export interface AgentOptions {
   /** Interfaces to attach on; default every Ethernet device the Datapath sees (not the loopback, nor a tunnel: NetInterface.ethernet). */
   ifaces?: readonly string[];
   mirrors?: readonly string[];
+  /**
+   * The registries (`host[:port]`) an artifact's reference may name; default
+   * any. A reference elsewhere, or naming a directory on this host (`oci:`,
+   * never read: local layouts are the operator's, as mirrors), is not read,
+   * and the assigner's copy is asked instead (FetchOptions.references).
+   */
+  allowedRegistries?: readonly string[];
   natsUrl?: string;
   /** Base of the wait between attempts to reach NATS, or to have it take a refused subscription or publish again (ms); default 500 (util/nats.ts). */
   natsRetryMs?: number;
@@ -786,6 +793,7 @@ export class Agent {
   private fetchOptions(trust: TrustPolicy): FetchOptions {
     return {
       mirrors: this.options.mirrors ?? [],
+      references: { local: false, ...(this.options.allowedRegistries ? { registries: this.options.allowedRegistries } : {}) },
       trust,
       signal: this.signal,
       ...(this.client ? { assigner: this.client, assignerTimeoutMs: this.requestTimeoutMs } : {}),

@@ -10,6 +10,12 @@ export type AgentErrorCode =
   | "UNAVAILABLE"
   /** The assigner sent something unusable (a bad reference, say). */
   | "BAD_ASSIGNMENT"
+  /**
+   * The assigner's reference names a place this agent does not read from: a
+   * directory on this host (`oci:`), or a registry outside --registry-allow.
+   * Not a verdict: the assigner's own copy is asked instead.
+   */
+  | "REFERENCE_REFUSED"
   /** Another agent runs on the state dir (StateDir.lock). */
   | "STATE_DIR_IN_USE";
 

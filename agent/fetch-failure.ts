@@ -60,9 +60,11 @@ export function isUnavailable(err: unknown): boolean {
 
 /**
  * Failures to read a registry at all (down, refusing us, throttling, not
- * holding the artifact), as opposed to verdicts on what it served.
+ * holding the artifact, or one this agent does not read from), as opposed
+ * to verdicts on what it served.
  */
 const REGISTRY_UNAVAILABLE = new Set([
+  "REFERENCE_REFUSED",
   "UNREACHABLE",
   "TIMEOUT",
   "HTTP_ERROR",

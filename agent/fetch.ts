@@ -81,8 +81,22 @@ export interface FetchOptions {
    * it could hold the agent's pass for hours.
    */
   pullTimeoutMs?: number;
+  /** Where the artifact's reference, the assigner's word, may point (the mirrors are the operator's own); default anywhere. */
+  references?: ReferencePolicy;
   repository?: RepositoryOptions;
   signal?: AbortSignal;
+}
+
+/**
+ * Where an artifact's reference may point. The assigner chooses references:
+ * one that lies could point them at hosts on the agent's network, or at
+ * directories on its host, and learn from the failures what is there.
+ */
+export interface ReferencePolicy {
+  /** Whether a reference may name a directory on this host (`oci:<dir>`). */
+  local: boolean;
+  /** The registries (`host[:port]`, any case) a reference may name; undefined: any. */
+  registries?: readonly string[];
 }
 
 /** The pull timeout of a mirror or the reference when none is given (FetchOptions.pullTimeoutMs). */
@@ -115,7 +129,7 @@ export class ArtifactCache {
     const failures: SourceFailure[] = [];
     // The reference is read (and refused, if malformed) in its turn: a mirror may serve the digest whatever the assigner says it is called.
     const pullMs = options.pullTimeoutMs ?? DEFAULT_PULL_TIMEOUT_MS;
-    const sources = [...options.mirrors.map((m) => ({ name: m, ref: () => `${m}@${assigned.id}` })), { name: assigned.reference, ref: () => referenceOf(assigned) }];
+    const sources = [...options.mirrors.map((m) => ({ name: m, ref: () => `${m}@${assigned.id}` })), { name: assigned.reference, ref: () => referenceOf(assigned, options.references) }];
     for (const source of sources) {
       options.signal?.throwIfAborted();
       // Held by a timer (deadline.ts), not an AbortSignal.timeout() that Node may collect before it fires.
@@ -277,10 +291,21 @@ function checkChecksum(layer: Descriptor, assigned: Announced): void {
   }
 }
 
-/** The artifact's reference pinned to its id: a reference naming another digest is refused. */
-function referenceOf(assigned: Assigned): string {
+/**
+ * The artifact's reference pinned to its id: a reference naming another
+ * digest is refused (a verdict on the assignment), and one pointing where
+ * `policy` does not allow is not read (not a verdict: the assigner's copy
+ * is asked next).
+ */
+function referenceOf(assigned: Assigned, policy: ReferencePolicy | undefined): string {
   const ref = parseReference(assigned.reference);
   if (ref.digest && ref.digest !== assigned.id) throw new AgentError("BAD_ASSIGNMENT", `reference ${assigned.reference} names another digest than ${assigned.id}`);
+  if (policy && ref.kind === "layout" && !policy.local) {
+    throw new AgentError("REFERENCE_REFUSED", "not read: a reference from the assigner names a registry, not a directory on this host (a local layout is given with --registry-mirror)");
+  }
+  if (policy?.registries && ref.kind === "remote" && !policy.registries.some((r) => r.toLowerCase() === ref.registry.toLowerCase())) {
+    throw new AgentError("REFERENCE_REFUSED", `not read: ${ref.registry} is not among the registries allowed (--registry-allow ${policy.registries.join(",")})`);
+  }
   const base = assigned.reference.replace(/@sha256:[0-9a-f]{64}$/, "");
   return `${base}@${assigned.id}`;
 }

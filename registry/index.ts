@@ -50,5 +50,5 @@ export {
 } from "./remote/credentials.js";
 export { addFallbackReferrer, fallbackReferrers, referrersTag } from "./referrers.js";
 export { copy, COPY_LIMITS, type CopyEvent, type CopyOptions } from "./copy.js";
-export { formatReference, parseReference, selector, type Reference } from "./reference.js";
+export { formatReference, isRegistryHost, parseReference, selector, type Reference } from "./reference.js";
 export { openReference, type Opened } from "./open.js";

@@ -28,6 +28,11 @@ const TAG = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
 const DIGEST = /^sha256:[a-f0-9]{64}$/;
 const HOST = /^(?:localhost|\[[0-9a-fA-F:]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::\d{1,5})?$/;
 
+/** Whether `value` is a registry's `host[:port]`, as a reference names it. */
+export function isRegistryHost(value: string): boolean {
+  return HOST.test(value);
+}
+
 /** Whether `value` is a tag by the OCI grammar: what a reference can select, and all a registry's tag list is kept for. */
 export function isTag(value: unknown): value is string {
   return typeof value === "string" && TAG.test(value);

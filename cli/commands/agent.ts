@@ -24,6 +24,7 @@ interface RunOptions {
   fetchBudget?: string;
   commandTimeout: string;
   registryMirror: string[];
+  registryAllow: string[];
   enrollSecret?: string;
   dryRun?: boolean;
   label: string[];
@@ -42,6 +43,7 @@ export function registerAgent(program: Command): void {
   const agent = program.command("agent").description("the host agent");
   const ifacesEnv = list(env("AEGIS_IFACES"));
   const mirrorsEnv = list(env("AEGIS_REGISTRY_MIRRORS"));
+  const allowEnv = list(env("AEGIS_REGISTRY_ALLOW"));
   agent
     .command("run")
     .description("enforce what the assigner assigns to this host (root; --dry-run verifies only)")
@@ -58,6 +60,7 @@ export function registerAgent(program: Command): void {
     .option("--fetch-budget <duration>", "longest a pass may spend fetching its new digests, then those still under way fail and wait for a later pass (AEGIS_FETCH_BUDGET); default one digest's longest fetch", env("AEGIS_FETCH_BUDGET"))
     .option("--command-timeout <duration>", "longest one tc, ip or bpftool run may take, then it is killed and the step fails TIMEOUT (AEGIS_COMMAND_TIMEOUT)", env("AEGIS_COMMAND_TIMEOUT") ?? "30s")
     .option("--registry-mirror <repo>", "pull from this repository first (host/repo or oci:<dir>), repeatable (AEGIS_REGISTRY_MIRRORS)", (v, p: string[]) => collect(v, p, mirrorsEnv), mirrorsEnv)
+    .option("--registry-allow <host>", "read an artifact's reference (the assigner's word) only on this registry, host[:port], repeatable or comma-separated (AEGIS_REGISTRY_ALLOW); default any. A reference elsewhere, or to a directory on this host, is not read: the assigner's copy is asked instead", (v, p: string[]) => collect(v, p, allowEnv), allowEnv)
     .option("--enroll-secret <secret>", "the assigner's registration secret (AEGIS_ENROLL_SECRET)", env("AEGIS_ENROLL_SECRET"))
     .option("--label <k=v>", "a label sent at registration, repeatable", (v, p: string[]) => [...p, v], [] as string[])
     .option("--dry-run", "fetch and verify only: nothing is loaded or attached")
@@ -87,12 +90,14 @@ export function registerAgent(program: Command): void {
       if (metricsPort !== undefined && !(Number.isInteger(metricsPort) && metricsPort >= 0 && metricsPort < 65536)) {
         throw new InputError("INVALID_ARGUMENT", `--metrics-port ${options.metricsPort}: expected a port number`);
       }
-      const [{ Agent, serveMetrics }, { DATAPATH_CHOICES, openKernelDatapath }, { loadTrust, trustedRootFetcher }, { credentialsFromEnvironment }] = await Promise.all([
+      const [{ Agent, serveMetrics }, { DATAPATH_CHOICES, openKernelDatapath }, { loadTrust, trustedRootFetcher }, { credentialsFromEnvironment, isRegistryHost }] = await Promise.all([
         import("../../agent/index.js"),
         import("../../ebpf/index.js"),
         import("../../signing/index.js"),
         import("../../registry/index.js"),
       ]);
+      const badHost = options.registryAllow.find((host) => !isRegistryHost(host));
+      if (badHost !== undefined) throw new InputError("INVALID_ARGUMENT", `--registry-allow ${badHost}: expected a registry's host[:port], e.g. registry.example.com or 127.0.0.1:5000`);
       if (!DATAPATH_CHOICES.includes(options.datapath as DatapathChoice)) {
         throw new InputError("INVALID_ARGUMENT", `--datapath ${options.datapath}: expected ${DATAPATH_CHOICES.join(", ")}`);
       }
@@ -110,6 +115,7 @@ export function registerAgent(program: Command): void {
         ...(options.trustRootRef ? { trustRoot: { reference: options.trustRootRef, operator: await loadTrust([options.trustRootKey!]) } } : {}),
         ifaces: options.iface,
         mirrors: options.registryMirror,
+        ...(options.registryAllow.length > 0 ? { allowedRegistries: options.registryAllow } : {}),
         pollIntervalMs,
         pullTimeoutMs,
         ...(fetchBudgetMs !== undefined ? { fetchBudgetMs } : {}),

@@ -68,7 +68,7 @@ interface Running {
 /** An agent for `hostId` on a memory kernel (shared to model a restart); slow polling, so tests step it with reconcile(). */
 async function runAgent(
   hostId: string,
-  options: { kernel?: MemoryKernel; stateDir?: string; assigner?: string; trust?: TrustPolicy; trustRoot?: TrustRootOptions; nats?: boolean | string; natsRetryMs?: number; dryRun?: boolean; ifaces?: string[]; mirrors?: string[]; requestTimeoutMs?: number; fetchRetryMs?: number; pullTimeoutMs?: number; fetchBudgetMs?: number; minWakeGapMs?: number; datapath?: MemoryDatapath } = {},
+  options: { kernel?: MemoryKernel; stateDir?: string; assigner?: string; trust?: TrustPolicy; trustRoot?: TrustRootOptions; nats?: boolean | string; natsRetryMs?: number; dryRun?: boolean; ifaces?: string[]; mirrors?: string[]; allowedRegistries?: string[]; requestTimeoutMs?: number; fetchRetryMs?: number; pullTimeoutMs?: number; fetchBudgetMs?: number; minWakeGapMs?: number; datapath?: MemoryDatapath } = {},
 ): Promise<Running> {
   const datapath = options.datapath ?? new MemoryDatapath(options.kernel ? { kernel: options.kernel } : { interfaces: ["lo", "eth0", "eth1"] });
   const events: StepReport[] = [];
@@ -90,6 +90,7 @@ async function runAgent(
     ...(options.dryRun ? { dryRun: true } : {}),
     ...(options.ifaces ? { ifaces: options.ifaces } : {}),
     ...(options.mirrors ? { mirrors: options.mirrors } : {}),
+    ...(options.allowedRegistries ? { allowedRegistries: options.allowedRegistries } : {}),
     ...(options.requestTimeoutMs ? { requestTimeoutMs: options.requestTimeoutMs } : {}),
     ...(options.fetchRetryMs ? { fetchRetryMs: options.fetchRetryMs } : {}),
     ...(options.pullTimeoutMs ? { pullTimeoutMs: options.pullTimeoutMs } : {}),
@@ -865,6 +866,39 @@ describe("enforcement", () => {
     } finally {
       await tampering.stop();
     }
+  });
+
+  it("does not read a reference naming a directory on this host, nor one outside the allowed registries: the assigner's copy is asked instead", async () => {
+    const digest = await publish("10.4.0", ciKey, "where-references-point");
+    // The layout holds a good copy of the artifact: were it read, it would be the source.
+    const layout = join(work, "local-reference-layout");
+    await copy(new RemoteRepository(registry.host, "policies/agent"), digest, new OciLayoutTarget(layout), undefined, { referrers: true });
+    const source = (r: Running) => r.events.find((e) => e.id === digest && e.event === "verified")?.reason?.replace(/^.*, from /, "");
+    const run = async (host: string, options: Parameters<typeof runAgent>[1]) => {
+      const r = await agentFor(host, options);
+      await admin.assign(digest, host);
+      await r.agent.reconcile();
+      return r;
+    };
+    liar.rewrite = (path, body) => (path.startsWith("/artifacts/for-host/") ? Buffer.from(body.toString().replaceAll(`"${registry.host}/policies/agent@${digest}"`, `"oci:${layout}@${digest}"`)) : body);
+    try {
+      const local = await run("local-reference-host", { assigner: liar.url });
+      expect(source(local), `a reference to oci:${layout}: ${JSON.stringify(local.events)}`).toBe(`the assigner at ${liar.url}`);
+      // With the assigner's copy out of reach too, the failure says why the reference was not read.
+      liar.stall = (path) => path.startsWith(`/artifacts/${digest}/`);
+      const stalled = await run("local-reference-stalled", { assigner: liar.url, requestTimeoutMs: 1_000 });
+      const failed = stalled.events.find((e) => e.id === digest && e.event === "failed");
+      expect(failed?.code, `oci: reference, assigner stalled: ${JSON.stringify(stalled.events)}`).toBe("REFERENCE_REFUSED");
+      expect(failed?.reason, "the reason names the reference").toContain(`oci:${layout}@${digest}: not read: a reference from the assigner names a registry, not a directory on this host`);
+    } finally {
+      delete liar.rewrite;
+      delete liar.stall;
+      liar.server.closeAllConnections();
+    }
+    const elsewhere = await run("allow-other-host", { allowedRegistries: ["registry.example:5000"] });
+    expect(source(elsewhere), `a registry not allowed: ${JSON.stringify(elsewhere.events)}`).toBe(`the assigner at ${assigner.url}`);
+    const allowed = await run("allow-this-host", { allowedRegistries: ["registry.example:5000", registry.host.toUpperCase()] });
+    expect(source(allowed), `an allowed registry (any case): ${JSON.stringify(allowed.events)}`).toBe(`${registry.host}/policies/agent@${digest}`);
   });
 
   it("reports a mirror's verdict, not the unreachable reference tried after it, naming both sources", async () => {

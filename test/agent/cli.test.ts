@@ -15,7 +15,7 @@ describe("aegis agent run", () => {
     expect(expectOneErrorLine(await aegis(["agent", "run", "--assigner", "http://127.0.0.1:9", "--host-id", "h", "--trust-root-ref", "127.0.0.1:9/trust/root:current"], NO_ENV)), "a trust root without the operator key").toMatch(/--trust-root-ref needs --trust-root-key/);
   });
 
-  it("refuses a bad --label, --poll-interval, --pull-timeout, --fetch-budget and --command-timeout; flags win over the environment", async () => {
+  it("refuses a bad --label, --poll-interval, --pull-timeout, --fetch-budget, --command-timeout and --registry-allow; flags win over the environment", async () => {
     const base = ["agent", "run", "--assigner", "http://127.0.0.1:9", "--host-id", "h", "--trust", "/nonexistent.pub"];
     expect(expectOneErrorLine(await aegis([...base, "--label", "novalue"], NO_ENV)), "label").toMatch(/--label novalue: expected key=value/);
     expect(expectOneErrorLine(await aegis([...base, "--poll-interval", "soon"], NO_ENV)), "flag").toMatch(/--poll-interval soon/);
@@ -27,6 +27,8 @@ describe("aegis agent run", () => {
     expect(expectOneErrorLine(await aegis(base, { ...NO_ENV, AEGIS_FETCH_BUDGET: "2ms" })), "fetch budget from the environment").toMatch(/--fetch-budget 2ms is too short/);
     expect(expectOneErrorLine(await aegis([...base, "--command-timeout", "never"], NO_ENV)), "command timeout").toMatch(/--command-timeout never: expected a duration/);
     expect(expectOneErrorLine(await aegis(base, { ...NO_ENV, AEGIS_COMMAND_TIMEOUT: "1ms" })), "command timeout from the environment").toMatch(/--command-timeout 1ms is too short/);
+    expect(expectOneErrorLine(await aegis([...base, "--registry-allow", "https://registry.example.com"], NO_ENV)), "allowed registry").toMatch(/--registry-allow https:\/\/registry\.example\.com: expected a registry's host\[:port\]/);
+    expect(expectOneErrorLine(await aegis(base, { ...NO_ENV, AEGIS_REGISTRY_ALLOW: "ok.example:5000,registry.example/team" })), "allowed registry from the environment").toMatch(/--registry-allow registry\.example\/team: expected/);
     expect(expectOneErrorLine(await aegis([...base, "--datapath", "ebpf"], NO_ENV)), "datapath").toMatch(/--datapath ebpf: expected auto, libbpf, bpftool/);
   });
 
