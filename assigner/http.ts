@@ -7,7 +7,7 @@ import express, { type NextFunction, type Request, type Response } from "express
 import type { z } from "zod";
 import { AssignerError, HostId } from "./api/index.js";
 import { toAssignerError } from "./errors.js";
-import { logRequest, noteRequest, SILENT, type Logger } from "./logging.js";
+import { logRequest, noteFailure, noteRequest, SILENT, type Logger } from "./logging.js";
 import { openApiDocument } from "./openapi.js";
 import { ROUTES, type Route } from "./routes.js";
 import type { AssignerServices } from "./services.js";
@@ -50,9 +50,11 @@ function keepAlive(res: ServerResponse): void {
 
 function sendError(res: ServerResponse, err: unknown, logger: Logger): void {
   const error = toAssignerError(err);
-  // A 5xx is the operator's to act on: its reason is logged (codes and messages name no token).
-  if (error.code === "INTERNAL") logger.error({ err: error.cause }, "internal error");
-  else if (error.status >= 500) logger.error({ code: error.code, ...(error.detail ? { detail: error.detail } : {}) }, error.message);
+  // A 5xx is the operator's to act on: its reason is logged (codes and messages name no token), on the request's line if it has one.
+  if (error.status >= 500) {
+    const reason = { code: error.code, ...(error.code === "INTERNAL" ? { err: error.cause } : {}), ...(error.detail ? { detail: error.detail } : {}), error: error.message };
+    if (!noteFailure(res.req, reason)) logger.error(reason, error.code === "INTERNAL" ? "internal error" : error.message);
+  }
   if (res.headersSent) {
     res.destroy();
     return;

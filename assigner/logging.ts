@@ -77,8 +77,12 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   );
 }
 
-/** What the request log knows of a request besides what node:http has: its route template and caller. */
-const requestNotes = new WeakMap<IncomingMessage, { route?: string; principal?: Principal["kind"] | "metrics" }>();
+/**
+ * What the request log knows of a request besides what node:http has: its
+ * route template and caller, whether its line will be logged, and why it
+ * failed, for a 5xx (its code, detail or cause, and message).
+ */
+const requestNotes = new WeakMap<IncomingMessage, { route?: string; principal?: Principal["kind"] | "metrics"; logged?: true; failure?: Record<string, unknown> }>();
 
 /** Called by the router once a request is matched, and again once the caller is known (a scraper with --metrics-token: "metrics"). */
 export function noteRequest(req: IncomingMessage, note: { route?: string; principal?: Principal | { kind: "metrics" } }): void {
@@ -89,13 +93,28 @@ export function noteRequest(req: IncomingMessage, note: { route?: string; princi
 }
 
 /**
+ * Puts why `req` failed (a 5xx) on its request line, one line per failure
+ * (a Redis outage under a fleet's polls is a line per poll, not two).
+ * False when no request line will be logged (info is off): the caller logs
+ * the reason itself then.
+ */
+export function noteFailure(req: IncomingMessage, failure: Record<string, unknown>): boolean {
+  const notes = requestNotes.get(req);
+  if (!notes?.logged) return false;
+  notes.failure = failure;
+  return true;
+}
+
+/**
  * Logs `req` once its answer is out (or the connection is gone): method,
- * route template, status, duration and the kind of caller, at info (error
- * for a 5xx). Nothing is attached when info is off, so a quiet assigner pays
- * nothing per request.
+ * route template, status, duration and the kind of caller, at info; at
+ * error for a 5xx, with why (noteFailure), also when the failure came after
+ * the status went out (an aborted answer). Nothing is attached when info is
+ * off, so a quiet assigner pays nothing per request.
  */
 export function logRequest(logger: Logger, req: IncomingMessage, res: ServerResponse): void {
   if (!logger.isLevelEnabled("info")) return;
+  requestNotes.set(req, { ...requestNotes.get(req), logged: true });
   const start = process.hrtime.bigint();
   res.once("close", () => {
     const notes = requestNotes.get(req);
@@ -106,8 +125,9 @@ export function logRequest(logger: Logger, req: IncomingMessage, res: ServerResp
       duration_ms: Math.round(Number(process.hrtime.bigint() - start) / 1000) / 1000,
       principal: notes?.principal ?? "anonymous",
       ...(res.writableFinished ? {} : { aborted: true }),
+      ...notes?.failure,
     };
-    if (res.statusCode >= 500) logger.error(line, "request");
+    if (res.statusCode >= 500 || notes?.failure) logger.error(line, "request");
     else logger.info(line, "request");
   });
 }
