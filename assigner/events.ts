@@ -19,7 +19,10 @@ export type NatsUse = "telemetry subscription" | "assignment notices";
 
 export interface EventHandlers {
   telemetry: (message: SignedTelemetry, hostId: string) => Promise<unknown>;
-  invalid: () => void;
+  /** A message that is no signed telemetry envelope, on `hostId`'s subject (undefined: a subject naming no valid host id). */
+  malformed: (hostId: string | undefined, why: string) => void;
+  /** A message `telemetry` could not record (the store failed). */
+  failed: (hostId: string, err: unknown) => void;
   /** NATS refused `use`: told once, until it takes it again. */
   refused: (use: NatsUse, err: unknown) => void;
   /** NATS takes `use` again. */
@@ -99,8 +102,10 @@ export class AssignerEvents {
         const parsed = SignedTelemetry.safeParse(safeJson(msg.string()));
         // The subject names the host the message must be signed by and speak for.
         const hostId = HostId.safeParse(telemetrySubjectHost(msg.subject));
-        if (!parsed.success || !hostId.success) return this.handlers.invalid();
-        await this.handlers.telemetry(parsed.data, hostId.data).catch(() => this.handlers.invalid());
+        const host = hostId.success ? hostId.data : undefined;
+        if (!parsed.success) return this.handlers.malformed(host, "not a signed telemetry envelope (JSON with payload and signature)");
+        if (host === undefined) return this.handlers.malformed(undefined, "its subject names no valid host id");
+        await this.handlers.telemetry(parsed.data, host).catch((err: unknown) => this.handlers.failed(host, err));
       },
       {
         queue: TELEMETRY_QUEUE,

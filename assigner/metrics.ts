@@ -24,7 +24,7 @@ export class AssignerMetrics {
   });
   readonly telemetry = new Counter({
     name: "aegis_telemetry_messages_total",
-    help: "Telemetry messages received over NATS or HTTP, by result: recorded, invalid (malformed, unsigned or mis-signed, for another host, stale, replayed), or dropped (unregistered host or unknown artifact)",
+    help: "Telemetry messages received over NATS or HTTP, by result: recorded, invalid (malformed, unsigned or mis-signed, for another host, stale, replayed), or dropped (unregistered host, unknown artifact, or a NATS message the store could not take)",
     labelNames: ["result"] as const,
     registers: [this.registry],
   });

@@ -192,7 +192,8 @@ export async function startAssigner(options: AssignerOptions = {}): Promise<Runn
     ? AssignerEvents.start(options.natsUrl, {
         // Messages arrive only after start-up, once `services` exists.
         telemetry: (message, hostId): Promise<boolean> => services.recordTelemetry(message, hostId),
-        invalid: () => metrics.telemetry.inc({ result: "invalid" }),
+        malformed: (hostId, why) => services.refuseMalformed(hostId, why),
+        failed: (hostId, err) => services.notRecorded(hostId, err),
         refused: (use, err) =>
           logger.error({ dependency: "nats", endpoint: dependencyName(options.natsUrl!, "nats") }, `NATS refused the assigner's ${use} (${describeError(err)}): NATS counts as unavailable until it accepts them`),
         accepted: (use) => logger.info({ dependency: "nats", endpoint: dependencyName(options.natsUrl!, "nats") }, `NATS takes the assigner's ${use} again`),

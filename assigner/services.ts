@@ -1,5 +1,6 @@
 // The assigner's parts, wired once: store, auth, artifact source, NATS
 // events and metrics, plus the agents' hot path (for-host) with its cache.
+import { describeError } from "../errors.js";
 import { sleep } from "../util/index.js";
 import { toArtifactJson, type ArtifactSource } from "./artifacts.js";
 import type { Auth, Principal } from "./auth.js";
@@ -38,6 +39,10 @@ type Refusal = { result: "invalid" | "dropped"; reason: string; why: string };
 
 /** A host id for the log and its rate limit: hosts without an agent share one key, so made-up names cannot flood it. */
 const UNREGISTERED = "(unregistered)";
+/** The rate limit's key for malformed NATS messages: whoever may publish may send them under any host's name. */
+const MALFORMED = "(malformed)";
+/** The rate limit's key for messages the store could not record: an outage is one line a minute, not one per message. */
+const NOT_RECORDED = "(not recorded)";
 
 /** Times a change is checked and written again when another change lands between (on one of its hosts); then 503. */
 const CHANGE_ATTEMPTS = 50;
@@ -396,6 +401,25 @@ export class AssignerServices {
 
   /** Telemetry refusals logged: at most one line a minute per host (the count held back in the next), in bounded memory. */
   private readonly refusals = new LogThrottle();
+
+  /** A NATS message that is no signed telemetry: counted invalid, and told (all such messages under one rate limit). */
+  refuseMalformed(subjectHost: string | undefined, why: string): void {
+    this.refuse(subjectHost ?? "(no host id)", { result: "invalid", reason: "malformed", why }, MALFORMED);
+  }
+
+  /**
+   * A NATS message the store could not record (Redis away): counted
+   * dropped (NATS does not deliver it again), and logged at error, at most
+   * a line a minute for all such messages.
+   */
+  notRecorded(hostId: string, err: unknown): void {
+    this.metrics.telemetry.inc({ result: "dropped" });
+    const logged = this.logger.isLevelEnabled("error") ? this.refusals.take(NOT_RECORDED) : undefined;
+    if (logged) {
+      const held = logged.held > 0 ? ` (${logged.held} more not recorded since the last line)` : "";
+      this.logger.error({ host_id: hostId, result: "dropped", reason: "store" }, `telemetry from host "${hostId}" not recorded: ${describeError(err)}${held}`);
+    }
+  }
 
   /**
    * Counts a refused message, and warns naming the host and why (never the

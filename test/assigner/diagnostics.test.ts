@@ -8,6 +8,7 @@ import { generateKeyPairSync } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Writable } from "node:stream";
+import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startAssigner, type RunningAssigner } from "../../assigner/index.js";
 import { createLogger } from "../../assigner/logging.js";
@@ -16,7 +17,7 @@ import { sha256 } from "../../registry/index.js";
 import { http, registerAgent, signed, telemetry } from "../harness/assigner-http.js";
 import { freePort } from "../harness/ports.js";
 import { makeTempDir, removeTempDir } from "../harness/process.js";
-import { startRedis, type TcpServer } from "../harness/tcp-server.js";
+import { startNats, startRedis, type TcpServer } from "../harness/tcp-server.js";
 
 const ADMIN = "diagnostics-operator";
 type Line = Record<string, unknown> & { level: string; msg: string };
@@ -143,6 +144,45 @@ describe("telemetry refused", () => {
       ["forged-host", "invalid", "signature"],
       ["stray-host", "dropped", "not-served"],
     ]);
+  });
+});
+
+describe("telemetry over NATS that is malformed, or that the store cannot take", () => {
+  it("malformed: counted invalid, one warning for all such messages (any publisher may name any host); Redis away: counted dropped, one error line", async () => {
+    const [redis, nats] = await Promise.all([startRedis(), startNats()]);
+    const own = capturingLogger();
+    const started = await startAssigner({ port: 0, dataDir: join(work, "nats-telemetry"), adminToken: ADMIN, logger: own.logger, redisUrl: redis.url, redisPrefix: "nats-telemetry", natsUrl: nats.url });
+    const nc = await connect({ servers: nats.url });
+    try {
+      const counted = async () => {
+        const text = (await http(started.url, "GET", "/metrics")).bytes.toString("utf8");
+        const value = (result: string) => Number(new RegExp(`^aegis_telemetry_messages_total\\{result="${result}"\\} (\\d+)`, "m").exec(text)?.[1] ?? 0);
+        return { invalid: value("invalid"), dropped: value("dropped") };
+      };
+      await expect.poll(async () => (await http(started.url, "GET", "/healthz")).json.nats, { message: "the assigner on NATS", timeout: 20_000 }).toBe("connected");
+      const keys = generateKeyPairSync("ed25519");
+      await registerAgent(started.url, "nats-host", keys);
+      for (const [subject, body] of [["nats-host", "not json"], ["nats-host", '{"payload":1}'], ["made-up-host", "{}"], ["bad!host", "{}"]]) nc.publish(`aegis.telemetry.${subject}`, body);
+      await nc.flush();
+      await expect.poll(async () => (await counted()).invalid, { message: "the four malformed messages counted invalid" }).toBe(4);
+      const malformed = own.lines.filter((line) => line.reason === "malformed");
+      expect(malformed, `one warning for the four in:\n${JSON.stringify(own.lines, null, 1)}`).toHaveLength(1);
+      expect(malformed[0], "the warning").toMatchObject({ level: "warn", host_id: "nats-host", result: "invalid" });
+      expect(malformed[0]!.msg, "its message").toMatch(/^telemetry from host "nats-host" refused: not a signed telemetry envelope/);
+
+      await redis.stop();
+      for (let i = 0; i < 3; i++) nc.publish("aegis.telemetry.nats-host", JSON.stringify(signed(telemetry("nats-host", `sha256:${"d".repeat(64)}`), keys)));
+      await nc.flush();
+      await expect.poll(async () => (await counted()).dropped, { message: "the three messages Redis could not take counted dropped" }).toBe(3);
+      const lost = own.lines.filter((line) => line.reason === "store");
+      expect(lost, `one error line for the three in:\n${JSON.stringify(own.lines, null, 1)}`).toHaveLength(1);
+      expect(lost[0], "the error line").toMatchObject({ level: "error", host_id: "nats-host", result: "dropped" });
+      expect(lost[0]!.msg, "its message").toMatch(/^telemetry from host "nats-host" not recorded: /);
+    } finally {
+      await nc.close();
+      await started.close();
+      await Promise.all([redis.stop(), nats.stop()]);
+    }
   });
 });
 
