@@ -2,7 +2,7 @@
 // Each bench/<name>.ts default-exports a function returning a BenchResult.
 import { printTable, writeResult, type BenchResult } from "./report.js";
 
-const ALL = ["cli", "netfilter", "pull", "datapath", "assigner", "propagation"];
+const ALL = ["cli", "netfilter", "pull", "datapath", "assigner", "fleet-reads", "propagation"];
 
 // The aegis processes the benches start (servers, agents, set-up steps) keep no compile cache in the
 // home directory (cli/compile-cache.ts); the cli bench gives the commands it times one of their own.
