@@ -10,6 +10,7 @@
 // and where it came from) and each referrers index under its tag-schema tag
 // (`sha256-<hex>`, as OciLayoutTarget and registries without the referrers
 // API keep signatures). Every blob must be reachable from those entries.
+import { createReadStream } from "node:fs";
 import { open, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname } from "node:path";
 import { once } from "node:events";
@@ -265,18 +266,16 @@ export interface ReadOptions {
 export async function readCapsule(path: string, dir: string, options: ReadOptions = {}): Promise<OpenedCapsule> {
   const limits = options.limits ?? CAPSULE_LIMITS;
   const emit = options.onEvent ?? (() => {});
-  // Opened, then asked what it is: the open is what fails for a file this user cannot read (stat() needs no read right).
-  const handle = await open(path, "r").catch((err: unknown) => {
+  const cannotRead = (err: unknown) => {
     throw new InputError("FILE_NOT_FOUND", `${path}: cannot read capsule`, { cause: err });
-  });
-  const info = await handle.stat();
-  // A device (/dev/zero) gives bytes for ever; a pipe is read within the limit below.
-  if (!info.isFile() && !info.isFIFO()) {
-    await handle.close();
-    throw new InputError("INVALID_ARGUMENT", `capsule ${path} is not a file or a pipe`);
-  }
+  };
+  const info = await stat(path).catch(cannotRead);
+  // A device (/dev/zero) gives bytes for ever, and is never opened; a pipe is read within the limit below.
+  if (!info.isFile() && !info.isFIFO()) throw new InputError("INVALID_ARGUMENT", `capsule ${path} is not a file or a pipe`);
+  // A file is opened here: stat() needs no read right, so this is where one this user cannot read is told. A pipe
+  // is opened by its stream, as it is read: that open waits for a writer, and the signal must be able to stop it.
+  const file = info.isFile() ? (await open(path, "r").catch(cannotRead)).createReadStream() : createReadStream(path);
   const target = new OciLayoutTarget(dir);
-  const file = handle.createReadStream();
   const extract = tarExtract();
   // Bytes read, for the end-of-archive check below (util/tar-end.ts), within the content limit and room for
   // every entry's headers: a file of endless zero blocks or headers is refused, not read to its end.

@@ -5,7 +5,7 @@
 // layout…) is refused with its reason, and nothing reaches the second registry.
 import { execFile, execFileSync, spawn } from "node:child_process";
 import { createHash, createPrivateKey, randomBytes } from "node:crypto";
-import { chownSync, createWriteStream, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chownSync, closeSync, constants, createWriteStream, openSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -460,6 +460,31 @@ describe("stopped midway (Ctrl-C)", () => {
     await expect(importCapsule(capsule, dst, trust, { workDir, signal: controller.signal, onRead: stopAtFirstBlob })).rejects.toThrow("stopped");
     expect(readdirSync(workDir), "what the stopped import left").toEqual([]);
     expect(await holds(dst, a.manifest.digest), "nothing pushed").toBe(false);
+  });
+
+  it("an import from a pipe nobody writes to yet is stopped by its signal (opening a pipe waits for a writer)", async () => {
+    const fifo = join(work, "unwritten.fifo");
+    execFileSync("mkfifo", [fifo]);
+    const workDir = mkdtempSync(join(work, "unwritten-"));
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(new Error("stopped while waiting for a writer")), 200);
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<string>((resolve) => (timer = setTimeout(() => resolve("still waiting 10 s after the abort"), 10_200)));
+    const ended = importCapsule(fifo, siteRepo(), trust, { workDir, signal: controller.signal }).then(
+      () => "imported",
+      (err: Error) => err.message,
+    );
+    try {
+      expect(await Promise.race([ended, late]).finally(() => clearTimeout(timer)), "how the import ended").toBe("stopped while waiting for a writer");
+      expect(readdirSync(workDir), "what the stopped import left").toEqual([]);
+    } finally {
+      // A reader still blocked in open() (a thread of the pool, which Node joins at exit) is let go by a writer's open.
+      try {
+        closeSync(openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK));
+      } catch {
+        // ENXIO: no reader is waiting.
+      }
+    }
   });
 });
 
