@@ -95,8 +95,8 @@ export function noteRequest(req: IncomingMessage, note: { route?: string; princi
 /**
  * Puts why `req` failed (a 5xx) on its request line, one line per failure
  * (a Redis outage under a fleet's polls is a line per poll, not two).
- * False when no request line will be logged (info is off): the caller logs
- * the reason itself then.
+ * False when no request line will be logged (info is off), or it was
+ * already (the client left first): the caller logs the reason itself then.
  */
 export function noteFailure(req: IncomingMessage, failure: Record<string, unknown>): boolean {
   const notes = requestNotes.get(req);
@@ -129,6 +129,8 @@ export function logRequest(logger: Logger, req: IncomingMessage, res: ServerResp
     };
     if (res.statusCode >= 500 || notes?.failure) logger.error(line, "request");
     else logger.info(line, "request");
+    // The line is out: a failure that comes later (the handler still at work after the client left) logs its own.
+    if (notes) delete notes.logged;
   });
 }
 

@@ -6,6 +6,7 @@
 // is shared Redis. An assigner in this process, its log captured as JSON.
 import { generateKeyPairSync } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
+import { createServer as createNetServer, type AddressInfo } from "node:net";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { connect } from "@nats-io/transport-node";
@@ -91,6 +92,31 @@ describe("every 5xx is logged with its reason, in one line", () => {
     expect(errors, `one error line (a fleet's polls during an outage are a line each) in:\n${JSON.stringify(log.lines.slice(from), null, 1)}`).toHaveLength(1);
     expect(errors[0], "the request line, with the reason").toMatchObject({ msg: "request", status: 502, route: "/artifacts", code: "BAD_GATEWAY", detail: answer.json.detail, error: answer.json.error });
     expect(JSON.stringify(log.lines), "no token in the log").not.toContain(ADMIN);
+  });
+
+  it("a client that left before the failure: its request line is out, so the reason is a line of its own", async () => {
+    // A registry that takes each connection and drops it after 300 ms: the registration fails (502) well after the client gave up.
+    const dropping = createNetServer((socket) => void setTimeout(() => socket.destroy(), 300));
+    await new Promise<void>((resolve) => dropping.listen(0, "127.0.0.1", resolve));
+    try {
+      const reference = `127.0.0.1:${(dropping.address() as AddressInfo).port}/slow/policy@sha256:${"e".repeat(64)}`;
+      const from = log.lines.length;
+      const gaveUp = await fetch(`${assigner.url}/artifacts`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${ADMIN}`, "content-type": "application/json" },
+        body: JSON.stringify({ reference }),
+        signal: AbortSignal.timeout(100),
+      }).then(
+        (r) => `answered ${r.status}`,
+        (err: Error) => err.name,
+      );
+      expect(gaveUp, "the client gave up first").toBe("TimeoutError");
+      await expect.poll(() => since(from, (line) => line.level === "error" && line.msg !== "request").length, { message: `the reason's own line in:\n${JSON.stringify(log.lines.slice(from), null, 1)}`, timeout: 20_000 }).toBe(1);
+      expect(since(from, (line) => line.level === "error" && line.msg !== "request")[0], "the reason").toMatchObject({ code: "BAD_GATEWAY", detail: "UNREACHABLE" });
+      expect(since(from, (line) => line.msg === "request")[0], "the request line, out when the client left").toMatchObject({ route: "/artifacts", aborted: true });
+    } finally {
+      dropping.close();
+    }
   });
 
   it("with info off (no request lines), the reason is its own line", async () => {
