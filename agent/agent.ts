@@ -793,7 +793,7 @@ export class Agent {
   private fetchOptions(trust: TrustPolicy): FetchOptions {
     return {
       mirrors: this.options.mirrors ?? [],
-      references: { local: false, ...(this.options.allowedRegistries ? { registries: this.options.allowedRegistries } : {}) },
+      references: this.options.allowedRegistries ? { registries: this.options.allowedRegistries } : {},
       trust,
       signal: this.signal,
       ...(this.client ? { assigner: this.client, assignerTimeoutMs: this.requestTimeoutMs } : {}),

@@ -38,14 +38,16 @@ export class FetchFailure extends AegisError {
 /**
  * The failure to report: the first verdict, in the order tried; else the
  * last source's (the assigner's, when it was asked and answered, else the
- * last registry's: an assigner that cannot answer says nothing of the
- * artifact).
+ * last registry asked's: an assigner that cannot answer says nothing of the
+ * artifact; a reference not read, REFERENCE_REFUSED, was not asked, and is
+ * the code only when nothing else was tried).
  */
 function chooseFailure(failures: readonly SourceFailure[]): SourceFailure {
   const verdict = failures.find((f) => isVerdict(f.error));
   if (verdict) return verdict;
-  const registries = failures.filter((f) => !(f.error instanceof AssignerError));
-  return registries.at(-1) ?? failures.at(-1)!;
+  const asked = failures.filter((f) => errorCode(f.error) !== "REFERENCE_REFUSED");
+  const registries = asked.filter((f) => !(f.error instanceof AssignerError));
+  return registries.at(-1) ?? asked.at(-1) ?? failures.at(-1)!;
 }
 
 /** Whether `err` is a verdict on what a source served, not a source that could not be read at all. */

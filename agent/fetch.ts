@@ -88,14 +88,14 @@ export interface FetchOptions {
 }
 
 /**
- * Where an artifact's reference may point. The assigner chooses references:
- * one that lies could point them at hosts on the agent's network, or at
- * directories on its host, and learn from the failures what is there.
+ * Where an artifact's reference may point, when a policy is given (the agent
+ * gives one): never at a directory on this host (`oci:<dir>`), and only at
+ * `registries` when they are listed. The assigner chooses references: one
+ * that lies could point them at the agent's own directories or at hosts on
+ * its network, and learn from the failures what is there.
  */
 export interface ReferencePolicy {
-  /** Whether a reference may name a directory on this host (`oci:<dir>`). */
-  local: boolean;
-  /** The registries (`host[:port]`, any case) a reference may name; undefined: any. */
+  /** The registries a reference may name, `host[:port]` spelled as references spell it (any case); undefined: any. */
   registries?: readonly string[];
 }
 
@@ -300,11 +300,12 @@ function checkChecksum(layer: Descriptor, assigned: Announced): void {
 function referenceOf(assigned: Assigned, policy: ReferencePolicy | undefined): string {
   const ref = parseReference(assigned.reference);
   if (ref.digest && ref.digest !== assigned.id) throw new AgentError("BAD_ASSIGNMENT", `reference ${assigned.reference} names another digest than ${assigned.id}`);
-  if (policy && ref.kind === "layout" && !policy.local) {
-    throw new AgentError("REFERENCE_REFUSED", "not read: a reference from the assigner names a registry, not a directory on this host (a local layout is given with --registry-mirror)");
+  // The messages name no allowed registry: what the agent reports goes to the assigner, whom this guards against.
+  if (policy && ref.kind === "layout") {
+    throw new AgentError("REFERENCE_REFUSED", "not read: references from the assigner must name a registry, not a directory on this host (a local layout is given with --registry-mirror)");
   }
   if (policy?.registries && ref.kind === "remote" && !policy.registries.some((r) => r.toLowerCase() === ref.registry.toLowerCase())) {
-    throw new AgentError("REFERENCE_REFUSED", `not read: ${ref.registry} is not among the registries allowed (--registry-allow ${policy.registries.join(",")})`);
+    throw new AgentError("REFERENCE_REFUSED", `not read: ${ref.registry} is not among the registries allowed (--registry-allow)`);
   }
   const base = assigned.reference.replace(/@sha256:[0-9a-f]{64}$/, "");
   return `${base}@${assigned.id}`;

@@ -28,9 +28,13 @@ const TAG = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
 const DIGEST = /^sha256:[a-f0-9]{64}$/;
 const HOST = /^(?:localhost|\[[0-9a-fA-F:]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::\d{1,5})?$/;
 
-/** Whether `value` is a registry's `host[:port]`, as a reference names it. */
+/**
+ * Whether `value` is a registry's `host[:port]` as a reference names one: a
+ * name with a dot or a port, or `localhost` (a bare word is the first
+ * component of a repository, as Docker reads `team/policy`).
+ */
 export function isRegistryHost(value: string): boolean {
-  return HOST.test(value);
+  return HOST.test(value) && (value.includes(".") || value.includes(":") || value === "localhost");
 }
 
 /** Whether `value` is a tag by the OCI grammar: what a reference can select, and all a registry's tag list is kept for. */
@@ -65,7 +69,7 @@ export function parseReference(text: string): Reference {
   const slash = rest.indexOf("/");
   if (slash < 0) fail(text, "expected host[:port]/repository[:tag][@digest] or oci:<dir>");
   const registry = rest.slice(0, slash);
-  if (!HOST.test(registry) || !(registry.includes(".") || registry.includes(":") || registry === "localhost")) {
+  if (!isRegistryHost(registry)) {
     fail(text, `"${registry}" is not a registry host (give one, e.g. registry.example.com/team/policy or 127.0.0.1:5000/policy)`);
   }
   let path = rest.slice(slash + 1);

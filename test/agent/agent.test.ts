@@ -884,12 +884,13 @@ describe("enforcement", () => {
     try {
       const local = await run("local-reference-host", { assigner: liar.url });
       expect(source(local), `a reference to oci:${layout}: ${JSON.stringify(local.events)}`).toBe(`the assigner at ${liar.url}`);
-      // With the assigner's copy out of reach too, the failure says why the reference was not read.
+      // With the assigner's copy out of reach too, the code is the assigner's (the only source asked), and the reason
+      // also says why the reference was not read.
       liar.stall = (path) => path.startsWith(`/artifacts/${digest}/`);
       const stalled = await run("local-reference-stalled", { assigner: liar.url, requestTimeoutMs: 1_000 });
       const failed = stalled.events.find((e) => e.id === digest && e.event === "failed");
-      expect(failed?.code, `oci: reference, assigner stalled: ${JSON.stringify(stalled.events)}`).toBe("REFERENCE_REFUSED");
-      expect(failed?.reason, "the reason names the reference").toContain(`oci:${layout}@${digest}: not read: a reference from the assigner names a registry, not a directory on this host`);
+      expect(failed?.code, `oci: reference, assigner stalled: ${JSON.stringify(stalled.events)}`).toBe("UNAVAILABLE");
+      expect(failed?.reason, "the reason names the reference and why it was not read").toContain(`oci:${layout}@${digest}: not read: references from the assigner must name a registry, not a directory on this host`);
     } finally {
       delete liar.rewrite;
       delete liar.stall;

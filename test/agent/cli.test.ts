@@ -28,6 +28,7 @@ describe("aegis agent run", () => {
     expect(expectOneErrorLine(await aegis([...base, "--command-timeout", "never"], NO_ENV)), "command timeout").toMatch(/--command-timeout never: expected a duration/);
     expect(expectOneErrorLine(await aegis(base, { ...NO_ENV, AEGIS_COMMAND_TIMEOUT: "1ms" })), "command timeout from the environment").toMatch(/--command-timeout 1ms is too short/);
     expect(expectOneErrorLine(await aegis([...base, "--registry-allow", "https://registry.example.com"], NO_ENV)), "allowed registry").toMatch(/--registry-allow https:\/\/registry\.example\.com: expected a registry's host\[:port\]/);
+    expect(expectOneErrorLine(await aegis([...base, "--registry-allow", "registry"], NO_ENV)), "a bare word, which no reference names as its registry").toMatch(/--registry-allow registry: expected a registry's host\[:port\]/);
     expect(expectOneErrorLine(await aegis(base, { ...NO_ENV, AEGIS_REGISTRY_ALLOW: "ok.example:5000,registry.example/team" })), "allowed registry from the environment").toMatch(/--registry-allow registry\.example\/team: expected/);
     expect(expectOneErrorLine(await aegis([...base, "--datapath", "ebpf"], NO_ENV)), "datapath").toMatch(/--datapath ebpf: expected auto, libbpf, bpftool/);
   });
