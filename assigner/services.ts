@@ -430,7 +430,8 @@ export class AssignerServices {
     this.metrics.telemetry.inc({ result: refusal.result });
     const logged = this.logger.isLevelEnabled("warn") ? this.refusals.take(key) : undefined;
     if (logged) {
-      const held = logged.held > 0 ? ` (${logged.held} more refused since the last line)` : "";
+      // A shared key (hosts without an agent, malformed messages) counts every host's: said so.
+      const held = logged.held > 0 ? ` (${logged.held} more ${key === hostId ? "refused" : "like it, from any host,"} since the last line)` : "";
       this.logger.warn({ host_id: hostId, result: refusal.result, reason: refusal.reason }, `telemetry from host "${hostId}" refused: ${refusal.why}${held}`);
     }
     return false;

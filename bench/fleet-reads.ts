@@ -16,6 +16,7 @@ import { createHash } from "node:crypto";
 import { request } from "node:http";
 import { RedisStore } from "../assigner/index.js";
 import type { RolloutJson } from "../assigner/api/index.js";
+import { ROLLOUTS_KEPT } from "../assigner/store/store.js";
 import { freePort } from "../test/harness/ports.js";
 import { makeTempDir, removeTempDir, spawnManaged, waitUntilReady } from "../test/harness/process.js";
 import { startRedis } from "../test/harness/tcp-server.js";
@@ -23,7 +24,8 @@ import { median, type BenchResult, type Row } from "./report.js";
 
 const HOSTS = 3_000;
 const COUNTERS = 1_000;
-const ROLLOUTS = 100;
+/** As many as the assigner keeps. */
+const ROLLOUTS = ROLLOUTS_KEPT;
 const CHANGES = 1_000;
 const ROUNDS = Number(process.env.AEGIS_BENCH_ROUNDS ?? 15);
 const ADMIN_TOKEN = "fleet-reads-bench-operator";

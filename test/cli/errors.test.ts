@@ -76,7 +76,9 @@ describe("input files this user cannot read", () => {
     ["a bundle file, by push", (file: string) => ["push", file, "127.0.0.1:1/x:1"], "cannot read bundle file"],
     ["a capsule, by mirror import", (file: string) => ["mirror", "import", "--key", "KEY", file, "oci:OUT"], "cannot read capsule"],
   ])("%s: FILE_NOT_FOUND naming it, not INTERNAL", async (_name, argv, words) => {
-    // stat() needs no read right, so the file is seen; the open is what fails. Root reads any file: the CLI runs as nobody (65534).
+    // stat() needs no read right, so the file is seen; the open is what fails. Root reads any file: the CLI runs as nobody
+    // (65534), which only root may do. (From a clone nobody cannot reach, the CLI fails to start, and its stderr says so.)
+    if (process.getuid?.() !== 0) throw new Error("this case needs root (to run the CLI as another user)");
     const top = mkdtempSync(join(tmpdir(), "aegis-cli-unreadable-"));
     try {
       chmodSync(top, 0o755);
