@@ -413,12 +413,7 @@ export class AssignerServices {
    * a line a minute for all such messages.
    */
   notRecorded(hostId: string, err: unknown): void {
-    this.metrics.telemetry.inc({ result: "dropped" });
-    const logged = this.logger.isLevelEnabled("error") ? this.refusals.take(NOT_RECORDED) : undefined;
-    if (logged) {
-      const held = logged.held > 0 ? ` (${logged.held} more not recorded since the last line)` : "";
-      this.logger.error({ host_id: hostId, result: "dropped", reason: "store" }, `telemetry from host "${hostId}" not recorded: ${describeError(err)}${held}`);
-    }
+    this.countAndTell("error", NOT_RECORDED, { host_id: hostId, result: "dropped", reason: "store" }, `telemetry from host "${hostId}" not recorded: ${describeError(err)}`, "not recorded");
   }
 
   /**
@@ -427,14 +422,21 @@ export class AssignerServices {
    * otherwise never has a receipt recorded with nothing saying why.
    */
   private refuse(hostId: string, refusal: Refusal, key = hostId): false {
-    this.metrics.telemetry.inc({ result: refusal.result });
-    const logged = this.logger.isLevelEnabled("warn") ? this.refusals.take(key) : undefined;
-    if (logged) {
-      // A shared key (hosts without an agent, malformed messages) counts every host's: said so.
-      const held = logged.held > 0 ? ` (${logged.held} more ${key === hostId ? "refused" : "like it, from any host,"} since the last line)` : "";
-      this.logger.warn({ host_id: hostId, result: refusal.result, reason: refusal.reason }, `telemetry from host "${hostId}" refused: ${refusal.why}${held}`);
-    }
+    // A shared key (hosts without an agent, malformed messages) counts every host's: said so.
+    const heldAs = key === hostId ? "refused" : "like it, from any host,";
+    this.countAndTell("warn", key, { host_id: hostId, result: refusal.result, reason: refusal.reason }, `telemetry from host "${hostId}" refused: ${refusal.why}`, heldAs);
     return false;
+  }
+
+  /**
+   * Counts a message not recorded, as `fields.result`, and logs `line` at
+   * `level` at most once a minute per `key`, with how many were held back
+   * since (`heldAs` says what they were).
+   */
+  private countAndTell(level: "warn" | "error", key: string, fields: { host_id: string; result: Refusal["result"]; reason: string }, line: string, heldAs: string): void {
+    this.metrics.telemetry.inc({ result: fields.result });
+    const logged = this.logger.isLevelEnabled(level) ? this.refusals.take(key) : undefined;
+    if (logged) this.logger[level](fields, `${line}${logged.held > 0 ? ` (${logged.held} more ${heldAs} since the last line)` : ""}`);
   }
 
   async health() {
